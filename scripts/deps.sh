@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Nitride needs to build and test, only those that are missing.
+# Runs 'apt-get update' once, and only when something must be installed. Needs root.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  gcc make meson ninja-build pkg-config clang libclang-rt-14-dev
+  # libraries
+  libssl-dev libjansson-dev libjose-dev libcmocka-dev
+  # tools used by tests and the demo
+  openssl jq xxd procps util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing packages and not root; run: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The nitride agent's subcommands. Each takes the arguments after its own name (argv[0] is the
+ * subcommand name) and returns a process exit code:
+ *   0 success; 1 invalid evidence (bad signature, chain, malformed report); 2 policy mismatch;
+ *   3 usage error; 4 I/O or system error; 5 no evidence provider usable.
+ */
+#pragma once
+
+enum {
+    NT_EXIT_OK = 0,
+    NT_EXIT_INVALID = 1,
+    NT_EXIT_POLICY = 2,
+    NT_EXIT_USAGE = 3,
+    NT_EXIT_IO = 4,
+    NT_EXIT_NO_PROVIDER = 5,
+};
+
+int cmd_report(int argc, char **argv); /* nitride report show|get ... (cmd-report.c) */
+int cmd_sim(int argc, char **argv);    /* nitride sim init|show|set ... (cmd-sim.c) */
+int cmd_verify(int argc, char **argv); /* nitride verify ... (cmd-verify.c) */

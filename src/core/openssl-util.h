@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Cleanup functions for every OpenSSL 3 type the project uses, and the error-queue helper.
+ * On an OpenSSL failure: call nt_openssl_error(), which drains the ERR queue to the debug log and
+ * returns the mapped negative errno (-EIO by default).
+ */
+#pragma once
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "macro.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY *, EVP_PKEY_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY_CTX *, EVP_PKEY_CTX_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_CIPHER_CTX *, EVP_CIPHER_CTX_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_CIPHER *, EVP_CIPHER_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MD *, EVP_MD_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MAC *, EVP_MAC_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MAC_CTX *, EVP_MAC_CTX_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_KDF *, EVP_KDF_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_KDF_CTX *, EVP_KDF_CTX_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509 *, X509_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_NAME *, X509_NAME_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_EXTENSION *, X509_EXTENSION_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_STORE *, X509_STORE_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_STORE_CTX *, X509_STORE_CTX_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_VERIFY_PARAM *, X509_VERIFY_PARAM_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(BIO *, BIO_free_all);
+DEFINE_TRIVIAL_CLEANUP_FUNC(BIGNUM *, BN_clear_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(BN_CTX *, BN_CTX_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ECDSA_SIG *, ECDSA_SIG_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ASN1_OBJECT *, ASN1_OBJECT_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ASN1_OCTET_STRING *, ASN1_OCTET_STRING_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ASN1_INTEGER *, ASN1_INTEGER_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ASN1_IA5STRING *, ASN1_IA5STRING_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ASN1_TIME *, ASN1_TIME_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_PARAM_BLD *, OSSL_PARAM_BLD_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_PARAM *, OSSL_PARAM_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EC_GROUP *, EC_GROUP_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EC_POINT *, EC_POINT_free);
+
+static inline void sk_X509_pop_freep(STACK_OF(X509) **sk) {
+    if (*sk)
+        sk_X509_pop_free(*sk, X509_free);
+}
+
+/* Drains the OpenSSL error queue to the debug log (prefixed with what, may be NULL) and returns
+ * fallback (a negative errno, typically -EIO). */
+int nt_openssl_error(int fallback, const char *what);

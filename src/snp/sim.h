@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The simulated SNP firmware: a chip on disk (a directory) for hosts without SEV-SNP.
+ *
+ * DIR layout (created by sim_chip_init, all private files mode 0600):
+ *   chip.json      product, chip_id, TCBs, launch configuration (measurement, policy, host data,
+ *                  id/author key digests, family/image id, guest svn, vmpl, platform info)
+ *   ark.pem ask.pem vcek.pem [asvk.pem vlek.pem]   public certificates, AMD's names/extensions
+ *   secrets/       ark.key ask.key vcek.key [asvk.key vlek.key] and vmrk/vcek root secrets for
+ *                  derived keys. Never printed, never logged, never placed in a report.
+ * Reports are byte-exact ATTESTATION_REPORTs signed like hardware (ECDSA P-384/SHA-384 over
+ * bytes 0x000..0x29F, r and s little-endian in 72-byte fields).
+ * Derived keys follow MSG_KEY_REQ: HKDF over the root secret and the selected guest fields, so
+ * the same inputs give the same key and any selected field change gives a different key.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/secret.h"
+#include "snp/provider.h"
+#include "snp/report.h"
+
+typedef struct SimChip SimChip;
+
+typedef struct SimInitOptions {
+    SnpProduct product;
+    bool with_vlek;          /* also create ASVK + VLEK */
+    uint32_t report_version; /* 2, 3 or 5; 0 = product default (Milan 3, Genoa 3, Turin 5) */
+} SimInitOptions;
+
+/* Creates a new chip in dir (created if missing; refuses a non-empty dir with -EEXIST). */
+int sim_chip_init(const char *dir, const SimInitOptions *opts);
+/* Loads a chip. Returns 0, -ENOENT, -EBADMSG on a corrupt chip. */
+int sim_chip_load(const char *dir, SimChip **ret);
+SimChip *sim_chip_free(SimChip *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(SimChip *, sim_chip_free);
+
+/* Launch configuration access: the report template the chip signs. Changing it (e.g. a new
+ * measurement) models launching a different VM on the same chip. sim_chip_save() persists it. */
+SnpReport *sim_chip_launch(SimChip *c);
+SnpProduct sim_chip_product(const SimChip *c);
+int sim_chip_save(SimChip *c);
+/* Sets which key signs reports (VCEK or VLEK, if the chip has one). */
+int sim_chip_set_signing_key(SimChip *c, SnpSigningKey k);
+
+/* Produces a signed report. vmpl must be >= launch vmpl... (as firmware: the requested VMPL is
+ * reported). */
+int sim_chip_get_report(SimChip *c, const uint8_t report_data[64], uint32_t vmpl,
+                        uint8_t ret_report[SNP_REPORT_SIZE]);
+/* Certificate table for an extended report (VCEK or VLEK, ASK or ASVK, ARK). malloc'd. */
+int sim_chip_get_cert_table(SimChip *c, uint8_t **ret, size_t *ret_len);
+int sim_chip_get_derived_key(SimChip *c, const SnpDerivedKeyRequest *req, Secret **ret_key);
+/* Paths of the public certificates (for --trust-anchor etc.). */
+const char *sim_chip_dir(const SimChip *c);
