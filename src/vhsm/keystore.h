@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The sealed keystore: all keys of a vault (every retained version, ACLs, policies, metadata)
+ * in one file, sealed with AES-256-GCM under the SNP derived key (MSG_KEY_REQ through the
+ * evidence provider), so it opens only in a VM whose selected launch state matches.
+ *
+ * File (docs/vault.md): a 64-byte header, authenticated as GCM AAD, then the ciphertext and a
+ * 16-byte tag:
+ *   "NTKS" | u16 format (1) | u16 header size (64) | u32 root_key_select |
+ *   u64 guest_field_select | u32 vmpl | u32 guest_svn | u64 tcb_version | u8 nonce[12] |
+ *   u8 reserved[12] (zero)                                             (integers big-endian)
+ * The derived-key request is read back from the header, so a file opens with the parameters
+ * it was sealed with; saves use the Keystore's configured parameters.
+ * Writes are atomic (core/fileio.h write_file_atomic): a crash leaves the old or the new file.
+ *
+ * Never overwritten after a failed open: keystore_save() refuses (-ESTALE) unless
+ * keystore_load() on this Keystore returned 0 or -ENOENT (no file yet), so a daemon that
+ * cannot open its keystore cannot replace it with an empty one.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/secret.h"
+#include "snp/provider.h"
+#include "vhsm/vault.h"
+
+#define KEYSTORE_MAX_FILE (64u * 1024u * 1024u)
+
+typedef struct KeystoreSealParams {
+    uint32_t root_key_select;    /* SNP_KEY_ROOT_VCEK (default) or SNP_KEY_ROOT_VMRK */
+    uint64_t guest_field_select; /* default KEYSTORE_DEFAULT_GFS */
+    uint32_t vmpl;               /* default 0 */
+    uint32_t guest_svn;          /* default 0 */
+    uint64_t tcb_version;        /* default 0 */
+} KeystoreSealParams;
+
+/* Default field selection: the key changes with the measurement, the guest policy, the family
+ * and image id. Not the guest SVN or TCB (those are passed as minimums in the request, so a
+ * TCB/SVN upgrade keeps the keystore readable while a downgrade below them cannot open it). */
+#define KEYSTORE_DEFAULT_GFS                                                                       \
+    (SNP_GFS_MEASUREMENT | SNP_GFS_GUEST_POLICY | SNP_GFS_FAMILY_ID | SNP_GFS_IMAGE_ID)
+
+void keystore_seal_params_default(KeystoreSealParams *ret);
+
+/* provider is borrowed (must outlive the keystore). params NULL = defaults.
+ * Returns 0, -EINVAL, -ENOMEM. */
+int keystore_new(SnpProvider *provider, const char *path, const KeystoreSealParams *params,
+                 Keystore **ret);
+Keystore *keystore_free(Keystore *ks);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Keystore *, keystore_free);
+
+/* Opens the file and adds its keys to v, which must be empty (-EBUSY otherwise).
+ * Returns 0, -ENOENT (no keystore yet: v stays empty and later saves may create it),
+ * -EBADMSG (malformed or truncated file or content), -EKEYREJECTED (authentication failed:
+ * tampered, or sealed in a VM with different launch state), -EOPNOTSUPP (unknown format
+ * version), -EFBIG, or the provider's error. On failure v is unchanged. */
+int keystore_load(Keystore *ks, Vault *v);
+/* Seals v's current state and atomically replaces the file. Returns 0, -ESTALE (load not
+ * done or failed), or a negative errno. Takes v's table lock (read); the vault calls the
+ * _locked variant itself while it holds the lock. */
+int keystore_save(Keystore *ks, Vault *v);
+
+/* Content (de)serialization without the seal (docs/vault.md "keystore content"), for the
+ * sealing code and the fuzzer. serialize: *ret is a new Secret. deserialize: adds the keys to
+ * the empty vault v; returns 0, -EBADMSG (malformed, inconsistent, duplicate names, wrong key
+ * material for a type), -EBUSY (v not empty), -ENOMEM; v unchanged on failure. */
+int keystore_serialize(Vault *v, Secret **ret);
+int keystore_deserialize(Vault *v, const uint8_t *data, size_t len);
+
+/* Sealing primitives (exposed for tests and tools): seal content with params through the
+ * provider into a malloc'd file image; open such an image into a Secret. */
+int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, const Secret *content,
+                  uint8_t **ret, size_t *ret_len);
+int keystore_unseal(SnpProvider *provider, const uint8_t *file, size_t len, Secret **ret_content);

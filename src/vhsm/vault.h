@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The vault engine: named keys generated inside the process (or imported through the sealed
+ * transfer path, transfer.h), their versions, ACLs and policies, and every operation on them.
+ * No sockets here: vhsmd authenticates the peer (VaultPeer) and calls this API from many threads.
+ *
+ * Invariants:
+ *   - Private and secret key material never leaves through any function of this API. Raw
+ *     AES/HMAC keys live in core Secret buffers, private keys in EVP_PKEYs whose BIGNUMs come
+ *     from OpenSSL's secure heap (vault_init()). Deleting a key or retiring a version wipes it
+ *     as soon as the last in-flight operation on it ends.
+ *   - Thread safety: one rwlock guards the key table; operations take a reference on the key
+ *     version they use and run outside the lock, so a concurrent delete/retire is safe.
+ *   - Every mutation (generate, import, derive, rotate, min-version, ACL, delete) is persisted
+ *     through the attached keystore (vault_set_keystore()) before it becomes visible; if
+ *     persisting fails, the mutation is undone and the error returned.
+ *   - Access: each key has a USE list and an ADMIN list (uids, gids, cgroup path prefixes).
+ *     Default for both: the creator's uid. Root (uid 0) may ADMINISTER every key (rotate,
+ *     delete, change the ACL: it can recover) but gets USE rights only when listed (it cannot
+ *     silently use keys; it must first change the ACL, which is a visible, persisted action).
+ *
+ * Errors (negative errno, core/errno-util.h): -ENOKEY unknown key or version, -EPERM the peer
+ * is not allowed, -EKEYEXPIRED attestation required (policy `attested` and no fresh verdict),
+ * -EOPNOTSUPP algorithm not valid for the key type, -EBADMSG malformed input,
+ * -EKEYREJECTED authentication failed (bad tag, signature, MAC), -EINVAL bad arguments,
+ * -EEXIST name taken, -ENOMEM.
+ */
+#pragma once
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "core/macro.h"
+#include "core/secret.h"
+
+typedef struct Vault Vault;
+typedef struct Keystore Keystore;
+
+typedef enum VaultKeyType {
+    VAULT_KEY_AES256,      /* "aes256" */
+    VAULT_KEY_HMAC_SHA256, /* "hmac-sha256": 32-byte key */
+    VAULT_KEY_HMAC_SHA384, /* "hmac-sha384": 48-byte key */
+    VAULT_KEY_EC_P256,     /* "ec-p256" */
+    VAULT_KEY_EC_P384,     /* "ec-p384" */
+    VAULT_KEY_ED25519,     /* "ed25519" */
+    VAULT_KEY_RSA2048,     /* "rsa2048" */
+    VAULT_KEY_RSA3072,     /* "rsa3072" */
+    VAULT_KEY_RSA4096,     /* "rsa4096" */
+    _VAULT_KEY_TYPE_MAX,
+    _VAULT_KEY_TYPE_INVALID = -EINVAL,
+} VaultKeyType;
+
+/* Algorithms of vault_encrypt/decrypt/sign/verify. Which apply to which key type:
+ *   AES256:        AES256_GCM, AES256_KW (RFC 3394), AES256_KWP (RFC 5649)
+ *   HMAC_*:        HMAC (the key type fixes the digest)
+ *   EC_P256/P384:  ECDSA (P-256 with SHA-256, P-384 with SHA-384)
+ *   ED25519:       ED25519 (pure; no pre-hashed variant)
+ *   RSA*:          RSA_PSS_SHA256/384 (salt = digest length), RSA_PKCS1_SHA256/384,
+ *                  RSA_OAEP_SHA256, RSA_OAEP_SHA1 (MGF1 with the same digest, empty label) */
+typedef enum VaultAlg {
+    VAULT_ALG_AES256_GCM = 1,
+    VAULT_ALG_AES256_KW,
+    VAULT_ALG_AES256_KWP,
+    VAULT_ALG_HMAC,
+    VAULT_ALG_ECDSA,
+    VAULT_ALG_ED25519,
+    VAULT_ALG_RSA_PSS_SHA256,
+    VAULT_ALG_RSA_PSS_SHA384,
+    VAULT_ALG_RSA_PKCS1_SHA256,
+    VAULT_ALG_RSA_PKCS1_SHA384,
+    VAULT_ALG_RSA_OAEP_SHA256,
+    VAULT_ALG_RSA_OAEP_SHA1,
+    _VAULT_ALG_MAX,
+    _VAULT_ALG_INVALID = -EINVAL,
+} VaultAlg;
+
+typedef enum VaultPolicyKind {
+    VAULT_POLICY_LOCAL,    /* "local": the ACL suffices */
+    VAULT_POLICY_ATTESTED, /* "attested": also needs an attestation verdict younger than max_age */
+    _VAULT_POLICY_MAX,
+    _VAULT_POLICY_INVALID = -EINVAL,
+} VaultPolicyKind;
+
+typedef struct VaultPolicy {
+    VaultPolicyKind kind;
+    uint32_t max_age_sec; /* ATTESTED only: 1..VAULT_MAX_ATTESTATION_AGE */
+} VaultPolicy;
+
+#define VAULT_MAX_ATTESTATION_AGE (7u * 24u * 3600u)
+
+/* The authenticated peer, as established by the daemon (SO_PEERCRED, /proc/PID/cgroup).
+ * cgroup may be NULL (unknown): then no cgroup ACL entry can match. */
+typedef struct VaultPeer {
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    const char *cgroup; /* e.g. "/system.slice/app.service" (cgroup v2 path) */
+} VaultPeer;
+
+/* One access list. A peer matches if its uid is listed, or its gid is listed, or its cgroup
+ * equals a listed prefix or lies below it ("/a/b" matches "/a/b" and "/a/b/c", not "/a/bc"). */
+typedef struct VaultAclList {
+    uid_t *uids;
+    size_t n_uids;
+    gid_t *gids;
+    size_t n_gids;
+    char **cgroups;
+    size_t n_cgroups;
+} VaultAclList;
+
+typedef struct VaultAcl {
+    VaultAclList use;   /* encrypt, decrypt, sign, verify, wrap, derive, export public */
+    VaultAclList admin; /* rotate, set min version, set ACL, delete, describe */
+} VaultAcl;
+
+#define VAULT_ACL_MAX_ENTRIES 64 /* per list and kind */
+#define VAULT_CGROUP_MAX 512     /* bytes of one cgroup prefix, NUL included */
+
+/* Frees the arrays of an ACL and zeroes it; accepts a zeroed ACL. */
+void vault_acl_done(VaultAcl *acl);
+/* Append one entry. Return 0, -E2BIG (list full), -EINVAL (cgroup not absolute, too long, with
+ * "..", or empty), -ENOMEM. */
+int vault_acl_list_add_uid(VaultAclList *l, uid_t uid);
+int vault_acl_list_add_gid(VaultAclList *l, gid_t gid);
+int vault_acl_list_add_cgroup(VaultAclList *l, const char *prefix);
+/* Deep copy into *ret (written only on success). Returns 0 or -ENOMEM. */
+int vault_acl_copy(const VaultAcl *acl, VaultAcl *ret);
+/* JSON form {"use":{"uids":[..],"gids":[..],"cgroups":[..]},"admin":{...}} (as in describe).
+ * from_json: returns 0, -EBADMSG on a malformed object, or the add_* errors. */
+json_t *vault_acl_to_json(const VaultAcl *acl);
+int vault_acl_from_json(const json_t *j, VaultAcl *ret);
+
+typedef enum VaultRight {
+    VAULT_RIGHT_USE,
+    VAULT_RIGHT_ADMIN,
+    _VAULT_RIGHT_MAX,
+    _VAULT_RIGHT_INVALID = -EINVAL,
+} VaultRight;
+
+/* The one access decision: true if peer may exercise right under acl (root rule included:
+ * uid 0 always has ADMIN, never implicit USE). */
+bool vault_acl_check(const VaultAcl *acl, const VaultPeer *peer, VaultRight right);
+
+const char *vault_key_type_to_string(VaultKeyType t);
+VaultKeyType vault_key_type_from_string(const char *s);
+const char *vault_alg_to_string(VaultAlg a); /* "aes256-gcm", "aes256-kw", "aes256-kwp", "hmac",
+                                                 "ecdsa", "ed25519", "rsa-pss-sha256", ... */
+VaultAlg vault_alg_from_string(const char *s);
+const char *vault_policy_kind_to_string(VaultPolicyKind k); /* "local", "attested" */
+VaultPolicyKind vault_policy_kind_from_string(const char *s);
+bool vault_key_type_is_asymmetric(VaultKeyType t);
+
+/* Valid key names: 1..128 chars of [A-Za-z0-9._:@-], not starting with '.' or '-'. */
+bool vault_key_name_is_valid(const char *name);
+
+/* Process-wide set-up, call once from main() before threads start: OpenSSL secure heap
+ * (secure_heap_size bytes, power of two; 0 = 4 MiB, so private BIGNUMs live in mlocked,
+ * MADV_DONTDUMP, guard-paged memory) and a zeroising jansson allocator (json_set_alloc_funcs),
+ * so that libjose's private JWKs and CEKs are wiped when freed.
+ * Returns 0, or -ENOMEM if the secure heap cannot be created (e.g. RLIMIT_MEMLOCK too low:
+ * the message names the limit). Idempotent. */
+int vault_init(size_t secure_heap_size);
+
+/* A new, empty vault. Returns 0 or -ENOMEM. Free with vault_free() (wipes all keys). */
+int vault_new(Vault **ret);
+Vault *vault_free(Vault *v);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Vault *, vault_free);
+
+/* Attaches a keystore (borrowed; must outlive the vault or be detached with NULL). From now on
+ * every mutation is saved through keystore_save() before it is acknowledged. */
+void vault_set_keystore(Vault *v, Keystore *ks);
+
+/* Records the time (CLOCK_REALTIME seconds) of the latest fresh attestation verdict, as
+ * reported by the agent. 0 clears it (no verdict). Keys with an `attested` policy are usable
+ * while now - verdict_time < max_age. */
+void vault_set_attestation(Vault *v, time_t verdict_time);
+/* Tests only: replaces the clock (CLOCK_REALTIME seconds). NULL restores time(NULL). */
+void vault_set_clock(Vault *v, time_t (*now)(void *userdata), void *userdata);
+
+/* What to create. acl NULL = the default (the creator's uid in both lists). label optional
+ * (<= 128 printable chars), shown by describe. */
+typedef struct VaultKeySpec {
+    VaultKeyType type;
+    const VaultAcl *acl;
+    VaultPolicy policy;
+    const char *label;
+} VaultKeySpec;
+
+/* Generates key `name` (version 1) inside the vault. Any peer that reached the daemon may
+ * create keys; the daemon decides who reaches it. Returns 0, -EINVAL (bad name, type, policy,
+ * label or ACL), -EEXIST, -ENOMEM, -EIO (OpenSSL), or the keystore's error (nothing created). */
+int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name, const VaultKeySpec *spec);
+
+/* ADMIN operations. Return 0, -ENOKEY, -EPERM, -EINVAL, or the keystore's error (then nothing
+ * changed). rotate writes the new version number to *ret_version (may be NULL).
+ * set_min_version(n): decrypt/verify refuse versions < n and those versions are wiped
+ * (irreversible); n must be <= the latest version and >= the current minimum (-EINVAL). */
+int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t *ret_version);
+int vault_key_set_min_version(Vault *v, const VaultPeer *peer, const char *name,
+                              uint32_t min_version);
+int vault_key_set_acl(Vault *v, const VaultPeer *peer, const char *name, const VaultAcl *acl);
+int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name);
+
+/* Describe (USE or ADMIN right): a new JSON object
+ *   {"name", "type", "label"?, "policy":{"kind","max_age"?}, "origin":"generated"|"imported"|
+ *    "derived", "extractable":false, "latest_version", "min_version",
+ *    "versions":[{"version","created"(unix s),"fingerprint"?}], "acl":{...},
+ *    "fingerprint"? (RFC 7638 SHA-256 thumbprint, base64url, of the latest public key)}
+ * Returns 0, -ENOKEY, -EPERM, -ENOMEM. */
+int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t **ret);
+/* Names of the keys the peer may use or administer (root: all), sorted, as a JSON array of
+ * strings. Returns 0 or -ENOMEM. */
+int vault_key_list(Vault *v, const VaultPeer *peer, json_t **ret);
+
+typedef enum VaultPubFormat {
+    VAULT_PUB_PEM, /* SubjectPublicKeyInfo PEM */
+    VAULT_PUB_JWK, /* JWK (public members only) with "kid" = RFC 7638 thumbprint */
+    _VAULT_PUB_FORMAT_MAX,
+    _VAULT_PUB_FORMAT_INVALID = -EINVAL,
+} VaultPubFormat;
+
+/* Public key export (USE right) of version (0 = latest) as a NUL-terminated malloc'd string.
+ * Returns 0, -ENOKEY (no such key or version), -EPERM, -EKEYEXPIRED, -EOPNOTSUPP (symmetric). */
+int vault_key_export_public(Vault *v, const VaultPeer *peer, const char *name, uint32_t version,
+                            VaultPubFormat format, char **ret);
+
+/* Flags of VaultOp. */
+#define VAULT_OP_RAW (1u << 0)       /* bare output/input, no vault envelope (see below) */
+#define VAULT_OP_PREHASHED (1u << 1) /* sign/verify input is a digest of the algorithm's hash */
+#define VAULT_OP_SIG_RAW_RS (1u << 2) /* ECDSA: r||s (fixed size each) instead of DER */
+
+typedef struct VaultOp {
+    VaultAlg alg;
+    unsigned flags;
+    uint32_t version; /* RAW input to decrypt/verify: the key version (0 = latest) */
+    const uint8_t *aad; /* AES256_GCM only; may be NULL */
+    size_t aad_len;
+} VaultOp;
+
+/* Envelope ("vault format", docs/vault.md): every ciphertext and signature the vault makes
+ * starts with a 12-byte header, so it names its key version:
+ *   "NTVE" | u8 format (1) | u8 alg (VaultAlg) | u16 reserved (0) | u32 key version (BE)
+ * followed by: AES256_GCM: iv[12] | tag[16] | ciphertext (GCM AAD = header | op->aad);
+ * every other algorithm: the algorithm's own output (wrapped key, OAEP ciphertext, signature,
+ * MAC). VAULT_OP_RAW drops the header (not allowed with AES256_GCM). */
+#define VAULT_ENVELOPE_HEADER_SIZE 12u
+#define VAULT_GCM_IV_SIZE 12u
+#define VAULT_GCM_TAG_SIZE 16u
+#define VAULT_MAX_INPUT (16u * 1024u * 1024u)
+
+/* Encrypt (USE right) with the latest version: AES256_GCM, AES256_KW (in: multiple of 8,
+ * >= 16 bytes), AES256_KWP (>= 1 byte), RSA_OAEP_* (public-key encryption, in <= the OAEP
+ * limit). *ret_out is malloc'd. Returns 0, -ENOKEY, -EPERM, -EKEYEXPIRED, -EOPNOTSUPP,
+ * -EINVAL (bad length or flags), -ENOMEM, -EIO. */
+int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                  const uint8_t *in, size_t in_len, uint8_t **ret_out, size_t *ret_out_len);
+/* Decrypt / unwrap (USE right) with the version named by the envelope (or op->version with
+ * VAULT_OP_RAW), which must be retained (>= min version): else -ENOKEY. Plaintext in a Secret.
+ * Returns 0, -EBADMSG (malformed envelope, alg mismatch), -EKEYREJECTED (authentication or
+ * integrity check failed), or the encrypt errors. */
+int vault_decrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                  const uint8_t *in, size_t in_len, Secret **ret_plaintext);
+/* Sign or MAC (USE right) with the latest version; *ret_sig malloc'd (envelope unless RAW).
+ * PREHASHED: in is the digest (32 bytes for *_SHA256 / P-256, 48 for *_SHA384 / P-384;
+ * -EINVAL otherwise; -EOPNOTSUPP for Ed25519 and HMAC). */
+int vault_sign(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+               const uint8_t *in, size_t in_len, uint8_t **ret_sig, size_t *ret_sig_len);
+/* Verify (USE right). Returns 0 if valid, -EKEYREJECTED if not (MACs compared in constant
+ * time), -EBADMSG malformed envelope, -ENOKEY version not retained, or the sign errors. */
+int vault_verify(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                 const uint8_t *in, size_t in_len, const uint8_t *sig, size_t sig_len);
+
+/* ECDH (USE right on `name`, an EC P-256/P-384 key; latest version) with a peer public key
+ * (SubjectPublicKeyInfo, DER or PEM, same curve), then HKDF-SHA256(salt empty, ikm = shared
+ * secret, info = "nitride-vault-ecdh" || info) -> 32 bytes, stored as the NEW AES-256 key
+ * new_name (spec->type must be VAULT_KEY_AES256; origin "derived"). The shared secret never
+ * leaves. Returns 0, -EBADMSG (bad public key, wrong curve), or the generate/ use errors. */
+int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
+                          const uint8_t *peer_public, size_t peer_public_len, const uint8_t *info,
+                          size_t info_len, const char *new_name, const VaultKeySpec *spec);
+
+#define VAULT_RANDOM_MAX 65536u
+/* n (1..VAULT_RANDOM_MAX) bytes from the OpenSSL DRBG into a malloc'd buffer. Returns 0,
+ * -EINVAL, -ENOMEM, -EIO. */
+int vault_random(size_t n, uint8_t **ret);
+
+/* Number of keys in the table (tests, status). */
+size_t vault_key_count(Vault *v);
