@@ -1,11 +1,416 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Placeholder: being written. */
+/*
+ * nitride sim init|set|show: create and configure a simulated SNP chip (snp/sim.h).
+ *   init DIR --product milan|genoa|turin [--vlek] [--report-version 2|3|5]
+ *   set DIR [--measurement HEX] [--policy 0x..] [--host-data HEX] [--family-id HEX]
+ *           [--image-id HEX] [--id-key-digest HEX] [--author-key-digest HEX] [--guest-svn N]
+ *           [--vmpl N] [--current-tcb|--reported-tcb|--committed-tcb|--launch-tcb SPEC]
+ *           [--signing-key vcek|vlek] [--mask-chip-id on|off]
+ *     SPEC is "bl=N,tee=N,snp=N,ucode=N[,fmc=N]"; components not named keep their value.
+ *   show DIR [--json]      the public configuration; secrets are never printed.
+ * Errors are logged once here, naming the chip directory and the reason.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "agent.h"
+#include "core/encoding.h"
 #include "core/log.h"
+#include "core/macro.h"
+#include "snp/sim.h"
+
+static int parse_uint(const char *s, uint64_t max, uint64_t *ret) {
+    char *end = NULL;
+    unsigned long long v;
+
+    if (!s || !*s || *s == '-')
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 0);
+    if (errno != 0 || !end || *end || v > max)
+        return -EINVAL;
+    *ret = v;
+    return 0;
+}
+
+static int parse_on_off(const char *s, bool *ret) {
+    if (streq(s, "on") || streq(s, "yes") || streq(s, "true") || streq(s, "1"))
+        *ret = true;
+    else if (streq(s, "off") || streq(s, "no") || streq(s, "false") || streq(s, "0"))
+        *ret = false;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* Applies "bl=..,tee=..,snp=..,ucode=..[,fmc=..]" on top of *tcb. */
+static int parse_tcb(const char *spec, SnpProduct product, uint64_t *tcb) {
+    _cleanup_free_ char *copy = strdup(spec);
+    SnpTcb t;
+    char *save = NULL, *tok;
+    int r;
+
+    if (!copy)
+        return log_oom();
+    r = snp_tcb_decode(*tcb, product, &t);
+    if (r < 0)
+        return r;
+    for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        uint64_t v;
+        if (!eq || parse_uint(eq + 1, 255, &v) < 0)
+            return -EINVAL;
+        *eq = 0;
+        if (streq(tok, "bl") || streq(tok, "bootloader"))
+            t.bootloader = (uint8_t)v;
+        else if (streq(tok, "tee"))
+            t.tee = (uint8_t)v;
+        else if (streq(tok, "snp"))
+            t.snp = (uint8_t)v;
+        else if (streq(tok, "ucode") || streq(tok, "microcode"))
+            t.microcode = (uint8_t)v;
+        else if (streq(tok, "fmc") && product == SNP_PRODUCT_TURIN)
+            t.fmc = (uint8_t)v;
+        else
+            return -EINVAL;
+    }
+    *tcb = snp_tcb_encode(&t, product);
+    return 0;
+}
+
+static int sim_init(int argc, char **argv) {
+    static const struct option options[] = {
+        {"product", required_argument, NULL, 'p'},
+        {"vlek", no_argument, NULL, 'v'},
+        {"report-version", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {},
+    };
+    SimInitOptions opts = {.product = _SNP_PRODUCT_INVALID};
+    const char *dir;
+    uint64_t v;
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        switch (c) {
+        case 'p':
+            opts.product = snp_product_from_string(optarg);
+            if (opts.product < 0) {
+                log_error("Unknown product '%s' (milan, genoa or turin).", optarg);
+                return NT_EXIT_USAGE;
+            }
+            break;
+        case 'v':
+            opts.with_vlek = true;
+            break;
+        case 'r':
+            if (parse_uint(optarg, 5, &v) < 0 || (v != 2 && v != 3 && v != 5)) {
+                log_error("Invalid --report-version '%s' (2, 3 or 5).", optarg);
+                return NT_EXIT_USAGE;
+            }
+            opts.report_version = (uint32_t)v;
+            break;
+        case 'h':
+            printf("nitride sim init DIR --product milan|genoa|turin [--vlek] "
+                   "[--report-version 2|3|5]\n");
+            return NT_EXIT_OK;
+        default:
+            return NT_EXIT_USAGE;
+        }
+    if (optind + 1 != argc || opts.product < 0) {
+        log_error("Usage: nitride sim init DIR --product milan|genoa|turin [--vlek] "
+                  "[--report-version 2|3|5]");
+        return NT_EXIT_USAGE;
+    }
+    dir = argv[optind];
+    r = sim_chip_init(dir, &opts);
+    if (r == -EEXIST) {
+        log_error("'%s' already holds a chip; refusing to overwrite it.", dir);
+        return NT_EXIT_USAGE;
+    }
+    if (r < 0) {
+        log_error_errno(r, "Failed to create a simulated chip in '%s': %m", dir);
+        return NT_EXIT_IO;
+    }
+    printf("Created a simulated %s chip in %s%s.\n", snp_product_to_string(opts.product), dir,
+           opts.with_vlek ? " (with VLEK)" : "");
+    return NT_EXIT_OK;
+}
+
+static int load_chip(const char *dir, SimChip **ret) {
+    int r = sim_chip_load(dir, ret);
+    if (r == -ENOENT)
+        log_error("No simulated chip in '%s' (create one with 'nitride sim init').", dir);
+    else if (r == -EBADMSG)
+        log_error("The simulated chip in '%s' is corrupt.", dir);
+    else if (r < 0)
+        log_error_errno(r, "Failed to load the simulated chip in '%s': %m", dir);
+    return r;
+}
+
+static int hex_opt(const char *name, const char *arg, uint8_t *out, size_t n) {
+    if (hex_decode_exact(arg, out, n) < 0) {
+        log_error("--%s needs exactly %zu hex bytes.", name, n);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int sim_set(int argc, char **argv) {
+    enum {
+        OPT_MEASUREMENT = 0x100,
+        OPT_POLICY,
+        OPT_HOST_DATA,
+        OPT_FAMILY_ID,
+        OPT_IMAGE_ID,
+        OPT_ID_KEY_DIGEST,
+        OPT_AUTHOR_KEY_DIGEST,
+        OPT_GUEST_SVN,
+        OPT_VMPL,
+        OPT_CURRENT_TCB,
+        OPT_REPORTED_TCB,
+        OPT_COMMITTED_TCB,
+        OPT_LAUNCH_TCB,
+        OPT_SIGNING_KEY,
+        OPT_MASK_CHIP_ID,
+    };
+    static const struct option options[] = {
+        {"measurement", required_argument, NULL, OPT_MEASUREMENT},
+        {"policy", required_argument, NULL, OPT_POLICY},
+        {"host-data", required_argument, NULL, OPT_HOST_DATA},
+        {"family-id", required_argument, NULL, OPT_FAMILY_ID},
+        {"image-id", required_argument, NULL, OPT_IMAGE_ID},
+        {"id-key-digest", required_argument, NULL, OPT_ID_KEY_DIGEST},
+        {"author-key-digest", required_argument, NULL, OPT_AUTHOR_KEY_DIGEST},
+        {"guest-svn", required_argument, NULL, OPT_GUEST_SVN},
+        {"vmpl", required_argument, NULL, OPT_VMPL},
+        {"current-tcb", required_argument, NULL, OPT_CURRENT_TCB},
+        {"reported-tcb", required_argument, NULL, OPT_REPORTED_TCB},
+        {"committed-tcb", required_argument, NULL, OPT_COMMITTED_TCB},
+        {"launch-tcb", required_argument, NULL, OPT_LAUNCH_TCB},
+        {"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
+        {"mask-chip-id", required_argument, NULL, OPT_MASK_CHIP_ID},
+        {},
+    };
+    _cleanup_(sim_chip_freep) SimChip *chip = NULL;
+    const char *dir = NULL;
+    SnpReport *l;
+    SnpProduct product;
+    uint64_t v;
+    bool b;
+    int c, r;
+
+    /* The directory first: options are applied to the loaded chip as they are parsed. */
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] != '-') {
+            dir = argv[i];
+            break;
+        }
+        if (i + 1 < argc && !strchr(argv[i], '='))
+            i++; /* every set option takes a value */
+    }
+    if (!dir) {
+        log_error("Usage: nitride sim set DIR [--measurement HEX] [--policy 0x..] ...");
+        return NT_EXIT_USAGE;
+    }
+    if (load_chip(dir, &chip) < 0)
+        return NT_EXIT_IO;
+    l = sim_chip_launch(chip);
+    product = sim_chip_product(chip);
+
+    while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+        r = 0;
+        switch (c) {
+        case OPT_MEASUREMENT:
+            r = hex_opt("measurement", optarg, l->measurement, sizeof l->measurement);
+            break;
+        case OPT_POLICY:
+            r = parse_uint(optarg, UINT64_MAX, &v);
+            if (r >= 0)
+                l->policy = v;
+            break;
+        case OPT_HOST_DATA:
+            r = hex_opt("host-data", optarg, l->host_data, sizeof l->host_data);
+            break;
+        case OPT_FAMILY_ID:
+            r = hex_opt("family-id", optarg, l->family_id, sizeof l->family_id);
+            break;
+        case OPT_IMAGE_ID:
+            r = hex_opt("image-id", optarg, l->image_id, sizeof l->image_id);
+            break;
+        case OPT_ID_KEY_DIGEST:
+            r = hex_opt("id-key-digest", optarg, l->id_key_digest, sizeof l->id_key_digest);
+            break;
+        case OPT_AUTHOR_KEY_DIGEST: {
+            static const uint8_t zero[48];
+            r = hex_opt("author-key-digest", optarg, l->author_key_digest,
+                        sizeof l->author_key_digest);
+            /* author_key_en follows: an ID block signed by an author key. */
+            if (r >= 0 && memcmp(l->author_key_digest, zero, sizeof zero) != 0)
+                l->flags |= SNP_FLAG_AUTHOR_KEY_EN;
+            else if (r >= 0)
+                l->flags &= ~SNP_FLAG_AUTHOR_KEY_EN;
+            break;
+        }
+        case OPT_GUEST_SVN:
+            r = parse_uint(optarg, UINT32_MAX, &v);
+            if (r >= 0)
+                l->guest_svn = (uint32_t)v;
+            break;
+        case OPT_VMPL:
+            r = parse_uint(optarg, 3, &v);
+            if (r >= 0)
+                l->vmpl = (uint32_t)v;
+            break;
+        case OPT_CURRENT_TCB:
+            r = parse_tcb(optarg, product, &l->current_tcb);
+            break;
+        case OPT_REPORTED_TCB:
+            r = parse_tcb(optarg, product, &l->reported_tcb);
+            break;
+        case OPT_COMMITTED_TCB:
+            r = parse_tcb(optarg, product, &l->committed_tcb);
+            break;
+        case OPT_LAUNCH_TCB:
+            r = parse_tcb(optarg, product, &l->launch_tcb);
+            break;
+        case OPT_SIGNING_KEY:
+            if (streq(optarg, "vcek"))
+                r = sim_chip_set_signing_key(chip, SNP_SIGNING_KEY_VCEK);
+            else if (streq(optarg, "vlek")) {
+                r = sim_chip_set_signing_key(chip, SNP_SIGNING_KEY_VLEK);
+                if (r == -ENOKEY) {
+                    log_error("The chip in '%s' has no VLEK (create it with --vlek).", dir);
+                    return NT_EXIT_USAGE;
+                }
+            } else
+                r = -EINVAL;
+            break;
+        case OPT_MASK_CHIP_ID:
+            r = parse_on_off(optarg, &b);
+            if (r >= 0)
+                l->flags =
+                    b ? (l->flags | SNP_FLAG_MASK_CHIP_KEY) : (l->flags & ~SNP_FLAG_MASK_CHIP_KEY);
+            break;
+        default:
+            return NT_EXIT_USAGE;
+        }
+        if (r < 0) {
+            log_error("Invalid value '%s' for %s.", optarg, argv[optind - 1]);
+            return NT_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc || !streq(argv[optind], dir)) {
+        log_error("Usage: nitride sim set DIR [options]: exactly one chip directory.");
+        return NT_EXIT_USAGE;
+    }
+    r = sim_chip_save(chip);
+    if (r == -EINVAL) {
+        log_error("Refusing the launch configuration for '%s': a TCB does not encode for %s, "
+                  "or the policy lacks its must-be-one bit 17.",
+                  dir, snp_product_to_string(product));
+        return NT_EXIT_USAGE;
+    }
+    if (r < 0) {
+        log_error_errno(r, "Failed to save the simulated chip in '%s': %m", dir);
+        return NT_EXIT_IO;
+    }
+    return NT_EXIT_OK;
+}
+
+static void print_tcb(const char *name, uint64_t raw, SnpProduct p) {
+    SnpTcb t;
+    if (snp_tcb_decode(raw, p, &t) < 0) {
+        printf("%-18s 0x%016" PRIx64 "\n", name, raw);
+        return;
+    }
+    printf("%-18s 0x%016" PRIx64 " (", name, raw);
+    if (p == SNP_PRODUCT_TURIN)
+        printf("fmc=%u ", t.fmc);
+    printf("bl=%u tee=%u snp=%u ucode=%u)\n", t.bootloader, t.tee, t.snp, t.microcode);
+}
+
+static int sim_show(int argc, char **argv) {
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'},
+        {},
+    };
+    _cleanup_(sim_chip_freep) SimChip *chip = NULL;
+    _cleanup_(json_decrefp) json_t *o = NULL;
+    bool json = false;
+    const char *key;
+    json_t *v;
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
+        switch (c) {
+        case 'j':
+            json = true;
+            break;
+        default:
+            return NT_EXIT_USAGE;
+        }
+    if (optind + 1 != argc) {
+        log_error("Usage: nitride sim show DIR [--json]");
+        return NT_EXIT_USAGE;
+    }
+    if (load_chip(argv[optind], &chip) < 0)
+        return NT_EXIT_IO;
+    r = sim_chip_to_json(chip, &o);
+    if (r < 0) {
+        log_error_errno(r, "Failed to describe the chip in '%s': %m", argv[optind]);
+        return NT_EXIT_IO;
+    }
+    if (json) {
+        if (json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0)
+            return NT_EXIT_IO;
+        putchar('\n');
+        return NT_EXIT_OK;
+    }
+    json_object_foreach(o, key, v) {
+        if (strstr(key, "_tcb")) {
+            print_tcb(key, strtoull(json_string_value(v), NULL, 16), sim_chip_product(chip));
+            continue;
+        }
+        if (json_is_string(v))
+            printf("%-18s %s\n", key, json_string_value(v));
+        else if (json_is_integer(v))
+            printf("%-18s %" JSON_INTEGER_FORMAT "\n", key, json_integer_value(v));
+        else if (json_is_boolean(v))
+            printf("%-18s %s\n", key, json_is_true(v) ? "yes" : "no");
+    }
+    printf("%-18s %s/ark.pem %s/%s.pem %s/%s.pem\n", "certificates", argv[optind], argv[optind],
+           sim_chip_has_vlek(chip) ? "asvk" : "ask", argv[optind],
+           sim_chip_has_vlek(chip) ? "vlek" : "vcek");
+    return NT_EXIT_OK;
+}
 
 int cmd_sim(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    log_error("'nitride sim' is not built yet.");
+    if (argc < 2 || streq(argv[1], "--help") || streq(argv[1], "-h")) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        fprintf(f, "Usage: nitride sim init DIR --product milan|genoa|turin [--vlek] "
+                   "[--report-version 2|3|5]\n"
+                   "       nitride sim set DIR [--measurement HEX] [--policy 0x..] "
+                   "[--host-data HEX]\n"
+                   "           [--family-id HEX] [--image-id HEX] [--id-key-digest HEX] "
+                   "[--author-key-digest HEX]\n"
+                   "           [--guest-svn N] [--vmpl N] "
+                   "[--current-tcb|--reported-tcb|--committed-tcb|--launch-tcb SPEC]\n"
+                   "           [--signing-key vcek|vlek] [--mask-chip-id on|off]\n"
+                   "       nitride sim show DIR [--json]\n"
+                   "SPEC: bl=N,tee=N,snp=N,ucode=N[,fmc=N] (fmc on Turin only)\n");
+        return argc < 2 ? NT_EXIT_USAGE : NT_EXIT_OK;
+    }
+    optind = 0;
+    if (streq(argv[1], "init"))
+        return sim_init(argc - 1, argv + 1);
+    if (streq(argv[1], "set"))
+        return sim_set(argc - 1, argv + 1);
+    if (streq(argv[1], "show"))
+        return sim_show(argc - 1, argv + 1);
+    log_error("Unknown 'nitride sim' command '%s' (init, set, show).", argv[1]);
     return NT_EXIT_USAGE;
 }

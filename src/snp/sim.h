@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "core/secret.h"
 #include "snp/provider.h"
 #include "snp/report.h"
@@ -45,12 +47,29 @@ int sim_chip_save(SimChip *c);
 /* Sets which key signs reports (VCEK or VLEK, if the chip has one). */
 int sim_chip_set_signing_key(SimChip *c, SnpSigningKey k);
 
-/* Produces a signed report. vmpl must be >= launch vmpl... (as firmware: the requested VMPL is
- * reported). */
+/* True if the chip has a VLEK chain (created with --vlek). */
+bool sim_chip_has_vlek(const SimChip *c);
+
+/* Produces a signed report with the requested VMPL in it (as firmware). Returns 0, -EINVAL for a
+ * VMPL above 3, -EPERM for a VMPL below the guest's (firmware: INVALID_PARAM), -ENOKEY when the
+ * selected signing key is missing.
+ * sim_chip_save() validates the launch configuration (-EINVAL for a bad TCB encoding, VMPL,
+ * policy without the must-be-one bit, changed chip identity; -ENOKEY for VLEK without one).
+ * When a guest field changed it draws a new REPORT_ID and VM root key (a new launch); when the
+ * reported TCB changed it re-issues the VCEK (and VLEK) certificate for that TCB with the same
+ * keys, as AMD's KDS issues one per TCB. */
 int sim_chip_get_report(SimChip *c, const uint8_t report_data[64], uint32_t vmpl,
                         uint8_t ret_report[SNP_REPORT_SIZE]);
 /* Certificate table for an extended report (VCEK or VLEK, ASK or ASVK, ARK). malloc'd. */
 int sim_chip_get_cert_table(SimChip *c, uint8_t **ret, size_t *ret_len);
+/* MSG_KEY_REQ. Returns 0 and a 32-byte key, or (firmware answers INVALID_PARAM for each):
+ * -EINVAL reserved root/field select bits (bit 6 is reserved below report version 5), VMPL > 3,
+ * or a TCB that does not decode for the product; -EPERM a VMPL below the guest's; -ERANGE a guest
+ * SVN above the guest's, or a mitigation vector with bits the launch vector lacks; -EOVERFLOW a
+ * TCB above the committed TCB. Key = HKDF-SHA384(root secret, encoding of root select, field
+ * select, vmpl and each selected field); unselected fields contribute nothing. */
 int sim_chip_get_derived_key(SimChip *c, const SnpDerivedKeyRequest *req, Secret **ret_key);
+/* The public configuration (chip.json plus "dir") as JSON; never contains secrets. */
+int sim_chip_to_json(const SimChip *c, json_t **ret);
 /* Paths of the public certificates (for --trust-anchor etc.). */
 const char *sim_chip_dir(const SimChip *c);
