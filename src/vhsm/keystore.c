@@ -1,3 +1,672 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Placeholder: being written. */
-typedef int nt_placeholder_keystore_;
+/*
+ * The sealed keystore: serialization of the vault's keys into a Secret, sealing with
+ * AES-256-GCM under a key derived from the SNP derived key, atomic replacement of the file.
+ *
+ * Sealing key = HKDF-SHA256(ikm = SNP derived key (MSG_KEY_REQ with the header's parameters),
+ * salt = "", info = "nitride-vhsm-keystore-v1"), so the keystore never shares a key with other
+ * users of the same derived key (the sealed LUKS key). The whole 64-byte header is GCM AAD.
+ *
+ * Content (all integers big-endian; docs/vault.md):
+ *   "NTKC" | u32 format (1) | u32 n_keys | n_keys * key
+ *   key:  u16 name_len | name | u8 type | u8 origin | u8 policy | u8 0 | u32 max_age |
+ *         u16 label_len | label | u32 latest | u32 min_version | acl(use) | acl(admin) |
+ *         (latest - min_version + 1) * { u32 number | u64 created | u32 len | material }
+ *   acl:  u16 n | n * u32 uid | u16 n | n * u32 gid | u16 n | n * { u16 len | cgroup }
+ *   material: raw key bytes (aes256, hmac-*), PKCS#8 PrivateKeyInfo DER (asymmetric).
+ * The parser is strict: exact lengths, consecutive versions, no trailing bytes, every key
+ * re-validated as if generated (names, ACL, policy, key material vs type).
+ */
+#include "keystore.h"
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/fileio.h"
+#include "core/log.h"
+#include "core/openssl-util.h"
+#include "vhsm/vault-private.h"
+
+#define CONTENT_MAGIC "NTKC"
+#define CONTENT_FORMAT 1u
+#define FILE_MAGIC "NTKS"
+#define FILE_FORMAT 1u
+#define FILE_HEADER_SIZE 64u
+#define FILE_NONCE_OFFSET 36u
+#define FILE_NONCE_SIZE 12u
+#define FILE_TAG_SIZE 16u
+#define SEAL_INFO "nitride-vhsm-keystore-v1"
+#define MAX_KEYS 100000u
+
+struct Keystore {
+    SnpProvider *provider;
+    char *path;
+    KeystoreSealParams params;
+    bool opened; /* load returned 0 or -ENOENT: saving may replace the file */
+};
+
+void keystore_seal_params_default(KeystoreSealParams *ret) {
+    *ret = (KeystoreSealParams){
+        .root_key_select = SNP_KEY_ROOT_VCEK,
+        .guest_field_select = KEYSTORE_DEFAULT_GFS,
+    };
+}
+
+int keystore_new(SnpProvider *provider, const char *path, const KeystoreSealParams *params,
+                 Keystore **ret) {
+    Keystore *ks;
+    if (!provider || !path || !path[0] || !ret)
+        return -EINVAL;
+    if (params && (params->root_key_select > SNP_KEY_ROOT_VMRK || params->vmpl > 3 ||
+                   (params->guest_field_select & ~(uint64_t)0x7f)))
+        return -EINVAL;
+    ks = nt_calloc(1, sizeof(Keystore));
+    if (!ks)
+        return -ENOMEM;
+    ks->path = nt_strdup(path);
+    if (!ks->path) {
+        free(ks);
+        return -ENOMEM;
+    }
+    ks->provider = provider;
+    if (params)
+        ks->params = *params;
+    else
+        keystore_seal_params_default(&ks->params);
+    *ret = ks;
+    return 0;
+}
+
+Keystore *keystore_free(Keystore *ks) {
+    if (!ks)
+        return NULL;
+    free(ks->path);
+    free(ks);
+    return NULL;
+}
+
+/* ---- writer (two passes: count with data == NULL, then write) ---- */
+
+typedef struct Writer {
+    uint8_t *data;
+    size_t size, off;
+} Writer;
+
+static void w_bytes(Writer *w, const void *p, size_t n) {
+    if (w->data && w->off + n <= w->size && n > 0)
+        memcpy(w->data + w->off, p, n);
+    w->off += n;
+}
+static void w_u8(Writer *w, uint8_t x) {
+    w_bytes(w, &x, 1);
+}
+static void w_u16(Writer *w, uint16_t x) {
+    uint8_t b[2] = {(uint8_t)(x >> 8), (uint8_t)x};
+    w_bytes(w, b, 2);
+}
+static void w_u32(Writer *w, uint32_t x) {
+    uint8_t b[4] = {(uint8_t)(x >> 24), (uint8_t)(x >> 16), (uint8_t)(x >> 8), (uint8_t)x};
+    w_bytes(w, b, 4);
+}
+static void w_u64(Writer *w, uint64_t x) {
+    w_u32(w, (uint32_t)(x >> 32));
+    w_u32(w, (uint32_t)x);
+}
+
+static void w_acl_list(Writer *w, const VaultAclList *l) {
+    w_u16(w, (uint16_t)l->n_uids);
+    for (size_t i = 0; i < l->n_uids; i++)
+        w_u32(w, (uint32_t)l->uids[i]);
+    w_u16(w, (uint16_t)l->n_gids);
+    for (size_t i = 0; i < l->n_gids; i++)
+        w_u32(w, (uint32_t)l->gids[i]);
+    w_u16(w, (uint16_t)l->n_cgroups);
+    for (size_t i = 0; i < l->n_cgroups; i++) {
+        size_t n = strlen(l->cgroups[i]);
+        w_u16(w, (uint16_t)n);
+        w_bytes(w, l->cgroups[i], n);
+    }
+}
+
+static int w_version(Writer *w, const KeyVersion *kv) {
+    w_u32(w, kv->number);
+    w_u64(w, kv->created);
+    if (kv->secret) {
+        w_u32(w, (uint32_t)secret_size(kv->secret));
+        w_bytes(w, secret_const_data(kv->secret), secret_size(kv->secret));
+        return 0;
+    }
+    size_t len = 0;
+    int r;
+    /* Length first (encodes once to count), then the DER straight into the Secret. */
+    if ((r = vault_pkey_to_pkcs8(kv->pkey, NULL, 0, &len)) < 0)
+        return r;
+    w_u32(w, (uint32_t)len);
+    if (w->data) {
+        if (w->off + len > w->size)
+            return -ENOBUFS;
+        if ((r = vault_pkey_to_pkcs8(kv->pkey, w->data + w->off, len, &len)) < 0)
+            return r;
+    }
+    w->off += len;
+    return 0;
+}
+
+static int serialize_pass(Vault *v, Writer *w) {
+    uint32_t n = 0;
+    int r;
+    for (size_t i = 0; i < v->n_keys; i++)
+        if (!v->keys[i]->pending_delete)
+            n++;
+    w_bytes(w, CONTENT_MAGIC, 4);
+    w_u32(w, CONTENT_FORMAT);
+    w_u32(w, n);
+    for (size_t i = 0; i < v->n_keys; i++) {
+        const VaultKey *k = v->keys[i];
+        size_t ln = k->label ? strlen(k->label) : 0, nn = strlen(k->name);
+        if (k->pending_delete)
+            continue;
+        w_u16(w, (uint16_t)nn);
+        w_bytes(w, k->name, nn);
+        w_u8(w, (uint8_t)k->type);
+        w_u8(w, (uint8_t)k->origin);
+        w_u8(w, (uint8_t)k->policy.kind);
+        w_u8(w, 0);
+        w_u32(w, k->policy.max_age_sec);
+        w_u16(w, (uint16_t)ln);
+        w_bytes(w, k->label, ln);
+        w_u32(w, k->latest);
+        w_u32(w, k->min_version);
+        w_acl_list(w, &k->acl.use);
+        w_acl_list(w, &k->acl.admin);
+        for (uint32_t ver = k->min_version; ver <= k->latest; ver++) {
+            const KeyVersion *kv = k->versions[ver - 1];
+            if (!kv)
+                return -EIO; /* retained versions are never NULL */
+            if ((r = w_version(w, kv)) < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+int keystore_serialize_locked(Vault *v, Secret **ret) {
+    _cleanup_(secret_freep) Secret *s = NULL;
+    Writer w = {0};
+    int r;
+    if ((r = serialize_pass(v, &w)) < 0)
+        return r;
+    if ((r = secret_new(w.off, &s)) < 0)
+        return r;
+    w = (Writer){.data = secret_data(s), .size = secret_size(s)};
+    if ((r = serialize_pass(v, &w)) < 0)
+        return r;
+    if (w.off != secret_size(s))
+        return -EIO;
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+int keystore_serialize(Vault *v, Secret **ret) {
+    int r;
+    if (!v || !ret)
+        return -EINVAL;
+    (void)pthread_rwlock_rdlock(&v->lock);
+    r = keystore_serialize_locked(v, ret);
+    (void)pthread_rwlock_unlock(&v->lock);
+    return r;
+}
+
+/* ---- reader ---- */
+
+typedef struct Reader {
+    const uint8_t *p;
+    size_t left;
+} Reader;
+
+static int r_bytes(Reader *rd, size_t n, const uint8_t **ret) {
+    if (n > rd->left)
+        return -EBADMSG;
+    *ret = rd->p;
+    rd->p += n;
+    rd->left -= n;
+    return 0;
+}
+static int r_u8(Reader *rd, uint8_t *x) {
+    const uint8_t *b;
+    int r = r_bytes(rd, 1, &b);
+    if (r >= 0)
+        *x = b[0];
+    return r;
+}
+static int r_u16(Reader *rd, uint16_t *x) {
+    const uint8_t *b;
+    int r = r_bytes(rd, 2, &b);
+    if (r >= 0)
+        *x = (uint16_t)(b[0] << 8 | b[1]);
+    return r;
+}
+static int r_u32(Reader *rd, uint32_t *x) {
+    const uint8_t *b;
+    int r = r_bytes(rd, 4, &b);
+    if (r >= 0)
+        *x = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    return r;
+}
+static int r_u64(Reader *rd, uint64_t *x) {
+    uint32_t hi, lo;
+    int r;
+    if ((r = r_u32(rd, &hi)) < 0 || (r = r_u32(rd, &lo)) < 0)
+        return r;
+    *x = (uint64_t)hi << 32 | lo;
+    return 0;
+}
+
+/* Reads a length-prefixed string into a NUL-terminated malloc'd copy; refuses embedded NULs. */
+static int r_string(Reader *rd, size_t max, char **ret) {
+    const uint8_t *b;
+    uint16_t n;
+    char *s;
+    int r;
+    if ((r = r_u16(rd, &n)) < 0 || n > max || (r = r_bytes(rd, n, &b)) < 0)
+        return -EBADMSG;
+    if (memchr(b, 0, n))
+        return -EBADMSG;
+    s = nt_malloc((size_t)n + 1);
+    if (!s)
+        return -ENOMEM;
+    memcpy(s, b, n);
+    s[n] = 0;
+    *ret = s;
+    return 0;
+}
+
+static void vault_acl_donep(VaultAcl *a) {
+    vault_acl_done(a);
+}
+
+static int r_acl_list(Reader *rd, VaultAclList *l) {
+    uint16_t n;
+    uint32_t id;
+    int r;
+    if ((r = r_u16(rd, &n)) < 0 || n > VAULT_ACL_MAX_ENTRIES)
+        return -EBADMSG;
+    for (uint16_t i = 0; i < n; i++)
+        if ((r = r_u32(rd, &id)) < 0 || (r = vault_acl_list_add_uid(l, (uid_t)id)) < 0)
+            return r == -E2BIG ? -EBADMSG : r;
+    if ((r = r_u16(rd, &n)) < 0 || n > VAULT_ACL_MAX_ENTRIES)
+        return -EBADMSG;
+    for (uint16_t i = 0; i < n; i++)
+        if ((r = r_u32(rd, &id)) < 0 || (r = vault_acl_list_add_gid(l, (gid_t)id)) < 0)
+            return r == -E2BIG ? -EBADMSG : r;
+    if ((r = r_u16(rd, &n)) < 0 || n > VAULT_ACL_MAX_ENTRIES)
+        return -EBADMSG;
+    for (uint16_t i = 0; i < n; i++) {
+        _cleanup_free_ char *cg = NULL;
+        if ((r = r_string(rd, VAULT_CGROUP_MAX - 1, &cg)) < 0)
+            return r;
+        if ((r = vault_acl_list_add_cgroup(l, cg)) < 0)
+            return r == -ENOMEM ? r : -EBADMSG;
+    }
+    return 0;
+}
+
+static int r_key(Reader *rd, VaultKey **ret) {
+    _cleanup_(vault_key_freep) VaultKey *k = NULL;
+    _cleanup_(vault_acl_donep) VaultAcl acl = {0};
+    _cleanup_free_ char *name = NULL, *label = NULL;
+    uint8_t type, origin, policy, pad;
+    uint32_t max_age, latest, min;
+    VaultKeySpec spec;
+    int r;
+
+    if ((r = r_string(rd, 128, &name)) < 0 || (r = r_u8(rd, &type)) < 0 ||
+        (r = r_u8(rd, &origin)) < 0 || (r = r_u8(rd, &policy)) < 0 || (r = r_u8(rd, &pad)) < 0 ||
+        (r = r_u32(rd, &max_age)) < 0 || (r = r_string(rd, 128, &label)) < 0 ||
+        (r = r_u32(rd, &latest)) < 0 || (r = r_u32(rd, &min)) < 0)
+        return r;
+    if (pad != 0 || type >= _VAULT_KEY_TYPE_MAX || origin >= _VAULT_ORIGIN_MAX ||
+        policy >= _VAULT_POLICY_MAX)
+        return -EBADMSG;
+    if (latest == 0 || latest > VAULT_MAX_VERSIONS || min == 0 || min > latest)
+        return -EBADMSG;
+    if ((r = r_acl_list(rd, &acl.use)) < 0 || (r = r_acl_list(rd, &acl.admin)) < 0)
+        return r;
+    spec = (VaultKeySpec){
+        .type = (VaultKeyType)type,
+        .acl = &acl,
+        .policy = {.kind = (VaultPolicyKind)policy, .max_age_sec = max_age},
+        .label = label,
+    };
+    r = vault_key_new(name, &spec, &(VaultPeer){0}, (VaultOrigin)origin, &k);
+    if (r < 0)
+        return r == -ENOMEM ? r : -EBADMSG;
+    k->latest = min - 1;
+    k->min_version = min;
+    for (uint32_t ver = min; ver <= latest; ver++) {
+        _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+        const uint8_t *mat;
+        uint32_t number, len;
+        uint64_t created;
+        if ((r = r_u32(rd, &number)) < 0 || (r = r_u64(rd, &created)) < 0 ||
+            (r = r_u32(rd, &len)) < 0 || (r = r_bytes(rd, len, &mat)) < 0)
+            return r;
+        if (number != ver)
+            return -EBADMSG;
+        kv = key_version_new(number, created);
+        if (!kv)
+            return -ENOMEM;
+        if (vault_key_type_is_asymmetric(k->type)) {
+            if ((r = vault_pkey_from_pkcs8(k->type, mat, len, &kv->pkey)) < 0)
+                return r;
+            if ((r = key_version_set_thumbprint(kv)) < 0)
+                return r;
+        } else {
+            if (len != vault_key_type_secret_size(k->type))
+                return -EBADMSG;
+            if ((r = secret_new_copy(mat, len, &kv->secret)) < 0)
+                return r;
+        }
+        if ((r = vault_key_add_version(k, kv)) < 0)
+            return r;
+        kv = NULL;
+    }
+    *ret = TAKE_PTR(k);
+    return 0;
+}
+
+int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
+    Reader rd = {.p = data, .left = len};
+    VaultKey **keys = NULL;
+    const uint8_t *magic;
+    uint32_t format, n;
+    size_t got = 0;
+    int r;
+
+    if (!v || (!data && len > 0))
+        return -EINVAL;
+    if ((r = r_bytes(&rd, 4, &magic)) < 0 || memcmp(magic, CONTENT_MAGIC, 4) != 0 ||
+        (r = r_u32(&rd, &format)) < 0 || (r = r_u32(&rd, &n)) < 0)
+        return -EBADMSG;
+    if (format != CONTENT_FORMAT)
+        return -EOPNOTSUPP;
+    /* Each key needs at least 36 bytes: refuse counts the input cannot hold before allocating. */
+    if (n > MAX_KEYS || n > rd.left / 36 + 1)
+        return -EBADMSG;
+    keys = nt_calloc((size_t)n + 1, sizeof(VaultKey *));
+    if (!keys)
+        return -ENOMEM;
+    for (got = 0; got < n; got++) {
+        if ((r = r_key(&rd, &keys[got])) < 0)
+            goto fail;
+        for (size_t j = 0; j < got; j++)
+            if (streq(keys[j]->name, keys[got]->name)) {
+                got++;
+                r = -EBADMSG;
+                goto fail;
+            }
+    }
+    if (rd.left != 0) {
+        r = -EBADMSG;
+        goto fail;
+    }
+
+    (void)pthread_rwlock_wrlock(&v->lock);
+    if (v->n_keys != 0) {
+        (void)pthread_rwlock_unlock(&v->lock);
+        r = -EBUSY;
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        r = vault_insert_key_locked(v, keys[i]);
+        if (r < 0) {
+            /* Undo: v must stay empty. */
+            for (size_t j = 0; j < i; j++)
+                v->keys[j] = NULL;
+            v->n_keys = 0;
+            (void)pthread_rwlock_unlock(&v->lock);
+            goto fail;
+        }
+    }
+    (void)pthread_rwlock_unlock(&v->lock);
+    free(keys);
+    return 0;
+
+fail:
+    for (size_t i = 0; i < got; i++)
+        vault_key_free(keys[i]);
+    free(keys);
+    return r;
+}
+
+/* ---- sealing ---- */
+
+static void put_u16(uint8_t *p, uint16_t x) {
+    p[0] = (uint8_t)(x >> 8);
+    p[1] = (uint8_t)x;
+}
+static void put_u32(uint8_t *p, uint32_t x) {
+    put_u16(p, (uint16_t)(x >> 16));
+    put_u16(p + 2, (uint16_t)x);
+}
+static void put_u64(uint8_t *p, uint64_t x) {
+    put_u32(p, (uint32_t)(x >> 32));
+    put_u32(p + 4, (uint32_t)x);
+}
+static uint16_t get_u16(const uint8_t *p) {
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)get_u16(p) << 16 | get_u16(p + 2);
+}
+static uint64_t get_u64(const uint8_t *p) {
+    return (uint64_t)get_u32(p) << 32 | get_u32(p + 4);
+}
+
+/* Header layout: 0 magic[4] | 4 u16 format | 6 u16 header size | 8 u32 root_key_select |
+ * 12 u64 guest_field_select | 20 u32 vmpl | 24 u32 guest_svn | 28 u64 tcb_version |
+ * 36 nonce[12] | 48 reserved[16]. */
+static void header_build(uint8_t h[FILE_HEADER_SIZE], const KeystoreSealParams *p,
+                         const uint8_t nonce[FILE_NONCE_SIZE]) {
+    memset(h, 0, FILE_HEADER_SIZE);
+    memcpy(h, FILE_MAGIC, 4);
+    put_u16(h + 4, FILE_FORMAT);
+    put_u16(h + 6, FILE_HEADER_SIZE);
+    put_u32(h + 8, p->root_key_select);
+    put_u64(h + 12, p->guest_field_select);
+    put_u32(h + 20, p->vmpl);
+    put_u32(h + 24, p->guest_svn);
+    put_u64(h + 28, p->tcb_version);
+    memcpy(h + FILE_NONCE_OFFSET, nonce, FILE_NONCE_SIZE);
+}
+
+static int header_parse(const uint8_t *h, size_t len, KeystoreSealParams *ret) {
+    static const uint8_t zero[FILE_HEADER_SIZE - FILE_NONCE_OFFSET - FILE_NONCE_SIZE];
+    if (len < FILE_HEADER_SIZE + FILE_TAG_SIZE || memcmp(h, FILE_MAGIC, 4) != 0)
+        return -EBADMSG;
+    if (get_u16(h + 4) != FILE_FORMAT)
+        return -EOPNOTSUPP;
+    if (get_u16(h + 6) != FILE_HEADER_SIZE ||
+        memcmp(h + FILE_NONCE_OFFSET + FILE_NONCE_SIZE, zero, sizeof zero) != 0)
+        return -EBADMSG;
+    *ret = (KeystoreSealParams){
+        .root_key_select = get_u32(h + 8),
+        .guest_field_select = get_u64(h + 12),
+        .vmpl = get_u32(h + 20),
+        .guest_svn = get_u32(h + 24),
+        .tcb_version = get_u64(h + 28),
+    };
+    if (ret->root_key_select > SNP_KEY_ROOT_VMRK || ret->vmpl > 3 ||
+        (ret->guest_field_select & ~(uint64_t)0x7f))
+        return -EBADMSG;
+    return 0;
+}
+
+static int sealing_key(SnpProvider *provider, const KeystoreSealParams *p, Secret **ret) {
+    _cleanup_(secret_freep) Secret *dk = NULL, *key = NULL;
+    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
+    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
+    SnpDerivedKeyRequest req = {
+        .root_key_select = p->root_key_select,
+        .guest_field_select = p->guest_field_select,
+        .vmpl = p->vmpl,
+        .guest_svn = p->guest_svn,
+        .tcb_version = p->tcb_version,
+    };
+    OSSL_PARAM params[4];
+    int r;
+
+    if ((r = snp_provider_get_derived_key(provider, &req, &dk)) < 0)
+        return r;
+    if ((r = secret_new(32, &key)) < 0)
+        return r;
+    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (!ctx)
+        return nt_openssl_error(-EIO, "HKDF");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk),
+                                                  secret_size(dk));
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)SEAL_INFO,
+                                                  STRLEN(SEAL_INFO));
+    params[3] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(ctx, secret_data(key), 32, params) != 1)
+        return nt_openssl_error(-EIO, "HKDF derive");
+    *ret = TAKE_PTR(key);
+    return 0;
+}
+
+static int gcm(bool enc, const Secret *key, const uint8_t *hdr, const uint8_t *in, size_t len,
+               uint8_t *out, uint8_t *tag) {
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int n = 0;
+    if (!ctx)
+        return -ENOMEM;
+    if (len > INT32_MAX)
+        return -EFBIG;
+    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, FILE_NONCE_SIZE, NULL) != 1 ||
+        EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(key), hdr + FILE_NONCE_OFFSET, enc) !=
+            1 ||
+        EVP_CipherUpdate(ctx, NULL, &n, hdr, FILE_HEADER_SIZE) != 1 ||
+        (len > 0 && EVP_CipherUpdate(ctx, out, &n, in, (int)len) != 1))
+        return nt_openssl_error(-EIO, "keystore AES-GCM");
+    if (enc) {
+        if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, FILE_TAG_SIZE, tag) != 1)
+            return nt_openssl_error(-EIO, "keystore AES-GCM final");
+        return 0;
+    }
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, FILE_TAG_SIZE, tag) != 1)
+        return nt_openssl_error(-EIO, "keystore AES-GCM tag");
+    if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1) {
+        ERR_clear_error();
+        return -EKEYREJECTED;
+    }
+    return 0;
+}
+
+int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, const Secret *content,
+                  uint8_t **ret, size_t *ret_len) {
+    _cleanup_(secret_freep) Secret *key = NULL;
+    _cleanup_free_ uint8_t *out = NULL;
+    uint8_t nonce[FILE_NONCE_SIZE];
+    size_t n;
+    int r;
+
+    if (!provider || !params || !content || !ret || !ret_len)
+        return -EINVAL;
+    n = FILE_HEADER_SIZE + secret_size(content) + FILE_TAG_SIZE;
+    if (n > KEYSTORE_MAX_FILE)
+        return -EFBIG;
+    if ((r = sealing_key(provider, params, &key)) < 0)
+        return r;
+    if (RAND_bytes(nonce, sizeof nonce) != 1)
+        return nt_openssl_error(-EIO, "RAND_bytes");
+    out = nt_malloc(n);
+    if (!out)
+        return -ENOMEM;
+    header_build(out, params, nonce);
+    if ((r = gcm(true, key, out, secret_const_data(content), secret_size(content),
+                 out + FILE_HEADER_SIZE, out + n - FILE_TAG_SIZE)) < 0)
+        return r;
+    *ret = TAKE_PTR(out);
+    *ret_len = n;
+    return 0;
+}
+
+int keystore_unseal(SnpProvider *provider, const uint8_t *file, size_t len, Secret **ret_content) {
+    _cleanup_(secret_freep) Secret *key = NULL, *pt = NULL;
+    KeystoreSealParams params;
+    uint8_t tag[FILE_TAG_SIZE];
+    size_t n;
+    int r;
+
+    if (!provider || !file || !ret_content)
+        return -EINVAL;
+    if ((r = header_parse(file, len, &params)) < 0)
+        return r;
+    n = len - FILE_HEADER_SIZE - FILE_TAG_SIZE;
+    if ((r = sealing_key(provider, &params, &key)) < 0)
+        return r;
+    if ((r = secret_new(n, &pt)) < 0)
+        return r;
+    memcpy(tag, file + len - FILE_TAG_SIZE, FILE_TAG_SIZE);
+    if ((r = gcm(false, key, file, file + FILE_HEADER_SIZE, n, secret_data(pt), tag)) < 0)
+        return r;
+    *ret_content = TAKE_PTR(pt);
+    return 0;
+}
+
+int keystore_load(Keystore *ks, Vault *v) {
+    _cleanup_free_ uint8_t *file = NULL;
+    _cleanup_(secret_freep) Secret *content = NULL;
+    size_t len = 0;
+    int r;
+
+    if (!ks || !v)
+        return -EINVAL;
+    if (vault_key_count(v) != 0)
+        return -EBUSY;
+    r = read_full_file(ks->path, KEYSTORE_MAX_FILE, &file, &len);
+    if (r == -ENOENT) {
+        ks->opened = true;
+        return -ENOENT;
+    }
+    if (r < 0)
+        return r;
+    if ((r = keystore_unseal(ks->provider, file, len, &content)) < 0)
+        return r;
+    if ((r = keystore_deserialize(v, secret_const_data(content), secret_size(content))) < 0)
+        return r;
+    ks->opened = true;
+    return 0;
+}
+
+int keystore_save_locked(Keystore *ks, Vault *v) {
+    _cleanup_(secret_freep) Secret *content = NULL;
+    _cleanup_free_ uint8_t *file = NULL;
+    size_t len = 0;
+    int r;
+
+    if (!ks->opened)
+        return -ESTALE;
+    if ((r = keystore_serialize_locked(v, &content)) < 0)
+        return r;
+    if ((r = keystore_seal(ks->provider, &ks->params, content, &file, &len)) < 0)
+        return r;
+    return write_file_atomic(ks->path, file, len, 0600);
+}
+
+int keystore_save(Keystore *ks, Vault *v) {
+    int r;
+    if (!ks || !v)
+        return -EINVAL;
+    (void)pthread_rwlock_rdlock(&v->lock);
+    r = keystore_save_locked(ks, v);
+    (void)pthread_rwlock_unlock(&v->lock);
+    return r;
+}

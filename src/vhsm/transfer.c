@@ -1,3 +1,339 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Placeholder: being written. */
-typedef int nt_placeholder_transfer_;
+/*
+ * Transfer keys (ephemeral P-384 ECDH pairs with an expiry) and the sealed import of a compact
+ * JWE (ECDH-ES+A256KW / A256GCM) encrypted to one of them. The protected header is checked
+ * strictly before libjose sees the JWE; libjose unwraps the CEK with a private JWK that exists
+ * only inside vault_transfer_import() (wiped by the zeroising jansson allocator of vault_init());
+ * the plaintext is decrypted straight into a Secret through a jose_io_t sink, never into heap
+ * buffers that libjose would realloc. A transfer key is removed from the table before it is
+ * used (one-shot), so it cannot serve as a decryption oracle.
+ */
+#include "transfer.h"
+
+#include <jose/jose.h>
+#include <openssl/evp.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/encoding.h"
+#include "core/log.h"
+#include "core/openssl-util.h"
+#include "vhsm/vault-private.h"
+
+struct TransferKey {
+    char kid[VAULT_THUMBPRINT_LEN + 1];
+    EVP_PKEY *pkey;
+    time_t expires;
+};
+
+static TransferKey *transfer_key_free(TransferKey *t) {
+    if (!t)
+        return NULL;
+    EVP_PKEY_free(t->pkey);
+    explicit_bzero(t, sizeof(*t));
+    free(t);
+    return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(TransferKey *, transfer_key_free);
+
+static void transfer_lock(pthread_mutex_t **m) {
+    if (*m)
+        (void)pthread_mutex_unlock(*m);
+}
+#define TRANSFER_LOCKED(v)                                                                         \
+    _cleanup_(transfer_lock) _unused_ pthread_mutex_t *tl_guard_ =                                \
+        (pthread_mutex_lock(&(v)->transfer_lock), &(v)->transfer_lock)
+
+void vault_transfer_free_all(Vault *v) {
+    for (size_t i = 0; i < v->n_transfer; i++)
+        transfer_key_free(v->transfer[i]);
+    free(v->transfer);
+    v->transfer = NULL;
+    v->n_transfer = 0;
+}
+
+/* Drops expired keys; transfer_lock held. */
+static void purge_expired_locked(Vault *v, time_t now) {
+    size_t j = 0;
+    for (size_t i = 0; i < v->n_transfer; i++) {
+        if (v->transfer[i]->expires <= now)
+            transfer_key_free(v->transfer[i]);
+        else
+            v->transfer[j++] = v->transfer[i];
+    }
+    v->n_transfer = j;
+}
+
+size_t vault_transfer_key_count(Vault *v) {
+    TRANSFER_LOCKED(v);
+    purge_expired_locked(v, vault_now(v));
+    return v->n_transfer;
+}
+
+int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk) {
+    _cleanup_(transfer_key_freep) TransferKey *t = NULL;
+    json_auto_t *jwk = NULL;
+    TransferKey **a;
+    const char *kid;
+    int r;
+
+    if (!v || !ret_jwk || lifetime_sec == 0 || lifetime_sec > VAULT_TRANSFER_MAX_LIFETIME)
+        return -EINVAL;
+    t = nt_calloc(1, sizeof(TransferKey));
+    if (!t)
+        return -ENOMEM;
+    t->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    if (!t->pkey)
+        return nt_openssl_error(-EIO, "EVP_PKEY_Q_keygen P-384");
+    if ((r = vault_pkey_to_jwk(t->pkey, false, &jwk)) < 0)
+        return r;
+    kid = json_string_value(json_object_get(jwk, "kid"));
+    if (!kid || strlen(kid) != VAULT_THUMBPRINT_LEN)
+        return -EIO;
+    memcpy(t->kid, kid, VAULT_THUMBPRINT_LEN + 1);
+    if (json_object_set_new(jwk, "alg", json_string("ECDH-ES+A256KW")) < 0 ||
+        json_object_set_new(jwk, "use", json_string("enc")) < 0)
+        return -ENOMEM;
+
+    TRANSFER_LOCKED(v);
+    t->expires = vault_now(v) + (time_t)lifetime_sec;
+    purge_expired_locked(v, vault_now(v));
+    if (v->n_transfer >= VAULT_TRANSFER_MAX_KEYS)
+        return -EUSERS;
+    if (nt_alloc_should_fail())
+        return -ENOMEM;
+    a = reallocarray(v->transfer, v->n_transfer + 1, sizeof(TransferKey *));
+    if (!a)
+        return -ENOMEM;
+    v->transfer = a;
+    v->transfer[v->n_transfer++] = TAKE_PTR(t);
+    *ret_jwk = TAKE_PTR(jwk);
+    return 0;
+}
+
+/* Removes the transfer key named kid from the table and hands it to the caller. */
+static int take_transfer_key(Vault *v, const char *kid, TransferKey **ret) {
+    time_t now = vault_now(v);
+    TRANSFER_LOCKED(v);
+    for (size_t i = 0; i < v->n_transfer; i++) {
+        TransferKey *t = v->transfer[i];
+        if (!streq(t->kid, kid))
+            continue;
+        memmove(v->transfer + i, v->transfer + i + 1,
+                (v->n_transfer - i - 1) * sizeof(TransferKey *));
+        v->n_transfer--;
+        if (t->expires <= now) {
+            transfer_key_free(t);
+            purge_expired_locked(v, now);
+            return -EKEYEXPIRED;
+        }
+        *ret = t;
+        return 0;
+    }
+    purge_expired_locked(v, now);
+    return -ENOKEY;
+}
+
+static bool is_b64url(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* The protected header must be exactly: alg ECDH-ES+A256KW, enc A256GCM, kid (string), epk
+ * (public EC P-384 JWK); optionally apu, apv, typ, cty (strings). Everything else, zip and
+ * crit included, is refused. */
+static int check_header(const json_t *h, const char **ret_kid) {
+    const char *k, *kid = NULL;
+    json_t *val;
+    bool have_alg = false, have_enc = false, have_epk = false;
+
+    if (!json_is_object(h))
+        return -EBADMSG;
+    json_object_foreach((json_t *)h, k, val) {
+        if (streq(k, "alg")) {
+            if (!json_is_string(val) || !streq(json_string_value(val), "ECDH-ES+A256KW"))
+                return -EBADMSG;
+            have_alg = true;
+        } else if (streq(k, "enc")) {
+            if (!json_is_string(val) || !streq(json_string_value(val), "A256GCM"))
+                return -EBADMSG;
+            have_enc = true;
+        } else if (streq(k, "kid")) {
+            if (!json_is_string(val))
+                return -EBADMSG;
+            kid = json_string_value(val);
+        } else if (streq(k, "epk")) {
+            const char *ek;
+            json_t *ev;
+            if (!json_is_object(val) || json_object_size(val) != 4)
+                return -EBADMSG;
+            json_object_foreach(val, ek, ev) {
+                if (!json_is_string(ev))
+                    return -EBADMSG;
+                if (streq(ek, "kty")) {
+                    if (!streq(json_string_value(ev), "EC"))
+                        return -EBADMSG;
+                } else if (streq(ek, "crv")) {
+                    if (!streq(json_string_value(ev), "P-384"))
+                        return -EBADMSG;
+                } else if (!streq(ek, "x") && !streq(ek, "y"))
+                    return -EBADMSG;
+            }
+            have_epk = true;
+        } else if (streq(k, "apu") || streq(k, "apv") || streq(k, "typ") || streq(k, "cty")) {
+            if (!json_is_string(val))
+                return -EBADMSG;
+        } else
+            return -EBADMSG; /* zip, crit, jku, x5u, ... */
+    }
+    if (!have_alg || !have_enc || !have_epk || !kid || strlen(kid) != VAULT_THUMBPRINT_LEN)
+        return -EBADMSG;
+    *ret_kid = kid;
+    return 0;
+}
+
+/* A jose_io_t sink writing into a preallocated Secret. */
+typedef struct SecretSink {
+    jose_io_t io;
+    Secret *s;
+    size_t off;
+} SecretSink;
+
+static bool sink_feed(jose_io_t *io, const void *in, size_t len) {
+    SecretSink *k = (SecretSink *)io;
+    if (len > secret_size(k->s) - k->off)
+        return false;
+    memcpy(secret_data(k->s) + k->off, in, len);
+    k->off += len;
+    return true;
+}
+
+static bool sink_done(jose_io_t *io) {
+    return true;
+}
+
+static void sink_free(jose_io_t *io) {
+}
+
+static int jwe_decrypt(EVP_PKEY *pkey, const json_t *jwe, const uint8_t *ct, size_t ct_len,
+                       Secret **ret) {
+    json_auto_t *jwk = NULL, *cek = NULL;
+    _cleanup_(secret_freep) Secret *pt = NULL;
+    SecretSink sink = {.io = {.refs = 1, .feed = sink_feed, .done = sink_done, .free = sink_free}};
+    jose_io_t *io;
+    bool ok;
+    int r;
+
+    if ((r = vault_pkey_to_jwk(pkey, true, &jwk)) < 0)
+        return r;
+    cek = jose_jwe_dec_jwk(NULL, jwe, NULL, jwk);
+    if (!cek)
+        return -EKEYREJECTED;
+    if ((r = secret_new(ct_len, &pt)) < 0)
+        return r;
+    sink.s = pt;
+    io = jose_jwe_dec_cek_io(NULL, jwe, cek, &sink.io);
+    if (!io)
+        return -EKEYREJECTED;
+    ok = io->feed(io, ct, ct_len) && io->done(io);
+    jose_io_decref(io);
+    if (!ok || sink.off != ct_len)
+        return -EKEYREJECTED; /* pt (partial plaintext of a forged JWE) is wiped */
+    *ret = TAKE_PTR(pt);
+    return 0;
+}
+
+static int material_from_payload(VaultKeyType type, Secret *pt, KeyVersion *kv) {
+    size_t n = vault_key_type_secret_size(type);
+    if (n > 0) {
+        if (secret_size(pt) != n)
+            return -EBADMSG;
+        return secret_new_copy(secret_const_data(pt), n, &kv->secret);
+    }
+    int r = vault_pkey_from_pkcs8(type, secret_const_data(pt), secret_size(pt), &kv->pkey);
+    if (r < 0)
+        return r;
+    return key_version_set_thumbprint(kv);
+}
+
+int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compact,
+                          const char *name, const VaultKeySpec *spec) {
+    _cleanup_(vault_key_freep) VaultKey *k = NULL;
+    _cleanup_(transfer_key_freep) TransferKey *t = NULL;
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(secret_freep) Secret *pt = NULL;
+    _cleanup_free_ uint8_t *hdr_raw = NULL, *ct = NULL;
+    json_auto_t *hdr = NULL, *jwe = NULL;
+    const char *seg[5], *kid;
+    size_t seg_len[5], hdr_len = 0, ct_len = 0, len;
+    int r;
+
+    if (!v || !peer || !jwe_compact)
+        return -EINVAL;
+    if ((r = vault_key_new(name, spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0)
+        return r;
+    {
+        VaultKey *existing;
+        (void)pthread_rwlock_rdlock(&v->lock);
+        existing = vault_find_locked(v, name);
+        (void)pthread_rwlock_unlock(&v->lock);
+        if (existing)
+            return -EEXIST;
+    }
+
+    len = strnlen(jwe_compact, VAULT_TRANSFER_MAX_JWE + 1);
+    if (len > VAULT_TRANSFER_MAX_JWE)
+        return -EBADMSG;
+    for (size_t i = 0, start = 0; i < 5; i++) {
+        const char *dot = i < 4 ? memchr(jwe_compact + start, '.', len - start) : NULL;
+        size_t end = dot ? (size_t)(dot - jwe_compact) : len;
+        if (i < 4 && !dot)
+            return -EBADMSG;
+        seg[i] = jwe_compact + start;
+        seg_len[i] = end - start;
+        if (!is_b64url(seg[i], seg_len[i]))
+            return -EBADMSG; /* also catches a sixth segment */
+        start = end + 1;
+    }
+    for (size_t i = 0; i < 5; i++)
+        if (seg_len[i] == 0)
+            return -EBADMSG; /* compact ECDH-ES+A256KW has every part; empty plaintext refused */
+
+    if ((r = base64url_decode_alloc(seg[0], seg_len[0], &hdr_raw, &hdr_len)) < 0)
+        return -EBADMSG;
+    hdr = json_loadb((const char *)hdr_raw, hdr_len, JSON_REJECT_DUPLICATES, NULL);
+    if ((r = check_header(hdr, &kid)) < 0)
+        return r;
+    if ((r = base64url_decode_alloc(seg[3], seg_len[3], &ct, &ct_len)) < 0)
+        return -EBADMSG;
+    jwe = json_pack("{s:s%,s:s%,s:s%,s:s%,s:s%}", "protected", seg[0], seg_len[0],
+                    "encrypted_key", seg[1], seg_len[1], "iv", seg[2], seg_len[2], "ciphertext",
+                    seg[3], seg_len[3], "tag", seg[4], seg_len[4]);
+    if (!jwe)
+        return -ENOMEM;
+
+    /* From here on the transfer key is spent, whatever happens. */
+    if ((r = take_transfer_key(v, kid, &t)) < 0)
+        return r;
+    if ((r = jwe_decrypt(t->pkey, jwe, ct, ct_len, &pt)) < 0)
+        return r;
+    t = transfer_key_free(t);
+
+    kv = key_version_new(1, (uint64_t)vault_now(v));
+    if (!kv)
+        return -ENOMEM;
+    if ((r = material_from_payload(spec->type, pt, kv)) < 0)
+        return r;
+    if ((r = vault_key_add_version(k, kv)) < 0)
+        return r;
+    kv = NULL;
+    if ((r = vault_insert_key(v, k)) < 0)
+        return r;
+    k = NULL;
+    return 0;
+}

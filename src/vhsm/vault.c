@@ -1,3 +1,1980 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Placeholder: being written. */
-typedef int nt_placeholder_vault_;
+/*
+ * The vault engine: key table, versions, ACL decisions, and the cryptographic operations.
+ *
+ * Invariants: key material is in Secret buffers (AES/HMAC) or EVP_PKEYs from the secure heap;
+ * operations run on a referenced KeyVersion outside the table lock; every mutation is persisted
+ * through the keystore while the write lock is held, and undone if that fails, so the file and
+ * the table never disagree and destructive steps (wiping a deleted key or a retired version)
+ * happen only after the new state is on disk.
+ */
+#include "vault.h"
+
+#include <ctype.h>
+#include <malloc.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ecdsa.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/encoding.h"
+#include "core/log.h"
+#include "core/openssl-util.h"
+#include "vhsm/keystore.h"
+#include "vhsm/transfer.h"
+#include "vhsm/vault-private.h"
+
+#define VAULT_DEFAULT_SECURE_HEAP (2u * 1024u * 1024u)
+#define VAULT_LABEL_MAX 128
+#define VAULT_NAME_MAX 128
+#define ENVELOPE_MAGIC "NTVE"
+#define ENVELOPE_FORMAT 1
+#define ECDH_INFO_PREFIX "nitride-vault-ecdh"
+
+/* ---- names ---- */
+
+static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
+    [VAULT_KEY_AES256] = "aes256",       [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
+    [VAULT_KEY_HMAC_SHA384] = "hmac-sha384", [VAULT_KEY_EC_P256] = "ec-p256",
+    [VAULT_KEY_EC_P384] = "ec-p384",     [VAULT_KEY_ED25519] = "ed25519",
+    [VAULT_KEY_RSA2048] = "rsa2048",     [VAULT_KEY_RSA3072] = "rsa3072",
+    [VAULT_KEY_RSA4096] = "rsa4096",
+};
+
+static const char *const alg_table[_VAULT_ALG_MAX] = {
+    [VAULT_ALG_AES256_GCM] = "aes256-gcm",
+    [VAULT_ALG_AES256_KW] = "aes256-kw",
+    [VAULT_ALG_AES256_KWP] = "aes256-kwp",
+    [VAULT_ALG_HMAC] = "hmac",
+    [VAULT_ALG_ECDSA] = "ecdsa",
+    [VAULT_ALG_ED25519] = "ed25519",
+    [VAULT_ALG_RSA_PSS_SHA256] = "rsa-pss-sha256",
+    [VAULT_ALG_RSA_PSS_SHA384] = "rsa-pss-sha384",
+    [VAULT_ALG_RSA_PKCS1_SHA256] = "rsa-pkcs1-sha256",
+    [VAULT_ALG_RSA_PKCS1_SHA384] = "rsa-pkcs1-sha384",
+    [VAULT_ALG_RSA_OAEP_SHA256] = "rsa-oaep-sha256",
+    [VAULT_ALG_RSA_OAEP_SHA1] = "rsa-oaep-sha1",
+};
+
+static const char *const policy_table[_VAULT_POLICY_MAX] = {
+    [VAULT_POLICY_LOCAL] = "local",
+    [VAULT_POLICY_ATTESTED] = "attested",
+};
+
+static const char *const origin_table[_VAULT_ORIGIN_MAX] = {
+    [VAULT_ORIGIN_GENERATED] = "generated",
+    [VAULT_ORIGIN_IMPORTED] = "imported",
+    [VAULT_ORIGIN_DERIVED] = "derived",
+};
+
+static int table_lookup(const char *const *table, size_t n, const char *s) {
+    if (!s)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (table[i] && streq(table[i], s))
+            return (int)i;
+    return -EINVAL;
+}
+
+const char *vault_key_type_to_string(VaultKeyType t) {
+    return t >= 0 && t < _VAULT_KEY_TYPE_MAX ? key_type_table[t] : NULL;
+}
+VaultKeyType vault_key_type_from_string(const char *s) {
+    return (VaultKeyType)table_lookup(key_type_table, _VAULT_KEY_TYPE_MAX, s);
+}
+const char *vault_alg_to_string(VaultAlg a) {
+    return a > 0 && a < _VAULT_ALG_MAX ? alg_table[a] : NULL;
+}
+VaultAlg vault_alg_from_string(const char *s) {
+    return (VaultAlg)table_lookup(alg_table, _VAULT_ALG_MAX, s);
+}
+const char *vault_policy_kind_to_string(VaultPolicyKind k) {
+    return k >= 0 && k < _VAULT_POLICY_MAX ? policy_table[k] : NULL;
+}
+VaultPolicyKind vault_policy_kind_from_string(const char *s) {
+    return (VaultPolicyKind)table_lookup(policy_table, _VAULT_POLICY_MAX, s);
+}
+
+bool vault_key_type_is_asymmetric(VaultKeyType t) {
+    return t >= VAULT_KEY_EC_P256 && t < _VAULT_KEY_TYPE_MAX;
+}
+
+size_t vault_key_type_secret_size(VaultKeyType t) {
+    switch (t) {
+    case VAULT_KEY_AES256:
+    case VAULT_KEY_HMAC_SHA256:
+        return 32;
+    case VAULT_KEY_HMAC_SHA384:
+        return 48;
+    default:
+        return 0;
+    }
+}
+
+bool vault_key_name_is_valid(const char *name) {
+    size_t n;
+    if (!name)
+        return false;
+    n = strlen(name);
+    if (n == 0 || n > VAULT_NAME_MAX || name[0] == '.' || name[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!(isascii((unsigned char)c) && isalnum((unsigned char)c)) && !strchr("._:@-", c))
+            return false;
+    }
+    return true;
+}
+
+/* ---- ACL ---- */
+
+static void acl_list_done(VaultAclList *l) {
+    free(l->uids);
+    free(l->gids);
+    for (size_t i = 0; i < l->n_cgroups; i++)
+        free(l->cgroups[i]);
+    free(l->cgroups);
+    *l = (VaultAclList){0};
+}
+
+void vault_acl_done(VaultAcl *acl) {
+    if (!acl)
+        return;
+    acl_list_done(&acl->use);
+    acl_list_done(&acl->admin);
+}
+
+static void vault_acl_donep(VaultAcl *acl) {
+    vault_acl_done(acl);
+}
+
+int vault_acl_list_add_uid(VaultAclList *l, uid_t uid) {
+    uid_t *n;
+    if (l->n_uids >= VAULT_ACL_MAX_ENTRIES)
+        return -E2BIG;
+    if (nt_alloc_should_fail())
+        return -ENOMEM;
+    n = reallocarray(l->uids, l->n_uids + 1, sizeof(uid_t));
+    if (!n)
+        return -ENOMEM;
+    n[l->n_uids++] = uid;
+    l->uids = n;
+    return 0;
+}
+
+int vault_acl_list_add_gid(VaultAclList *l, gid_t gid) {
+    gid_t *n;
+    if (l->n_gids >= VAULT_ACL_MAX_ENTRIES)
+        return -E2BIG;
+    if (nt_alloc_should_fail())
+        return -ENOMEM;
+    n = reallocarray(l->gids, l->n_gids + 1, sizeof(gid_t));
+    if (!n)
+        return -ENOMEM;
+    n[l->n_gids++] = gid;
+    l->gids = n;
+    return 0;
+}
+
+static bool cgroup_prefix_is_valid(const char *p) {
+    size_t n;
+    if (!p || p[0] != '/')
+        return false;
+    n = strlen(p);
+    if (n >= VAULT_CGROUP_MAX)
+        return false;
+    if (strstr(p, "/../") || strstr(p, "/./") || strstr(p, "//"))
+        return false;
+    if ((n >= 3 && streq(p + n - 3, "/..")) || (n >= 2 && streq(p + n - 2, "/.")))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return false;
+    return true;
+}
+
+int vault_acl_list_add_cgroup(VaultAclList *l, const char *prefix) {
+    _cleanup_free_ char *copy = NULL;
+    char **n;
+    size_t len;
+    if (!cgroup_prefix_is_valid(prefix))
+        return -EINVAL;
+    if (l->n_cgroups >= VAULT_ACL_MAX_ENTRIES)
+        return -E2BIG;
+    copy = nt_strdup(prefix);
+    if (!copy)
+        return -ENOMEM;
+    /* Normalise a trailing slash ("/a/" == "/a"), except for the root "/". */
+    len = strlen(copy);
+    if (len > 1 && copy[len - 1] == '/')
+        copy[len - 1] = 0;
+    if (nt_alloc_should_fail())
+        return -ENOMEM;
+    n = reallocarray(l->cgroups, l->n_cgroups + 1, sizeof(char *));
+    if (!n)
+        return -ENOMEM;
+    n[l->n_cgroups++] = TAKE_PTR(copy);
+    l->cgroups = n;
+    return 0;
+}
+
+static int acl_list_copy(const VaultAclList *src, VaultAclList *dst) {
+    int r;
+    for (size_t i = 0; i < src->n_uids; i++)
+        if ((r = vault_acl_list_add_uid(dst, src->uids[i])) < 0)
+            return r;
+    for (size_t i = 0; i < src->n_gids; i++)
+        if ((r = vault_acl_list_add_gid(dst, src->gids[i])) < 0)
+            return r;
+    for (size_t i = 0; i < src->n_cgroups; i++)
+        if ((r = vault_acl_list_add_cgroup(dst, src->cgroups[i])) < 0)
+            return r;
+    return 0;
+}
+
+int vault_acl_copy(const VaultAcl *acl, VaultAcl *ret) {
+    _cleanup_(vault_acl_donep) VaultAcl c = {0};
+    int r;
+    if (!acl || !ret)
+        return -EINVAL;
+    if ((r = acl_list_copy(&acl->use, &c.use)) < 0 || (r = acl_list_copy(&acl->admin, &c.admin)) < 0)
+        return r;
+    *ret = c;
+    c = (VaultAcl){0};
+    return 0;
+}
+
+static json_t *acl_list_to_json(const VaultAclList *l) {
+    json_auto_t *o = json_object(), *u = json_array(), *g = json_array(), *c = json_array();
+    if (!o || !u || !g || !c)
+        return NULL;
+    for (size_t i = 0; i < l->n_uids; i++)
+        if (json_array_append_new(u, json_integer(l->uids[i])) < 0)
+            return NULL;
+    for (size_t i = 0; i < l->n_gids; i++)
+        if (json_array_append_new(g, json_integer(l->gids[i])) < 0)
+            return NULL;
+    for (size_t i = 0; i < l->n_cgroups; i++)
+        if (json_array_append_new(c, json_string(l->cgroups[i])) < 0)
+            return NULL;
+    if (json_object_set(o, "uids", u) < 0 || json_object_set(o, "gids", g) < 0 ||
+        json_object_set(o, "cgroups", c) < 0)
+        return NULL;
+    return json_incref(o);
+}
+
+json_t *vault_acl_to_json(const VaultAcl *acl) {
+    json_auto_t *o = json_object();
+    if (!o || json_object_set_new(o, "use", acl_list_to_json(&acl->use)) < 0 ||
+        json_object_set_new(o, "admin", acl_list_to_json(&acl->admin)) < 0)
+        return NULL;
+    return json_incref(o);
+}
+
+static int acl_list_from_json(const json_t *j, VaultAclList *l) {
+    const char *k;
+    json_t *val, *e;
+    size_t i;
+    int r;
+    if (!json_is_object(j))
+        return -EBADMSG;
+    json_object_foreach((json_t *)j, k, val) {
+        if (!json_is_array(val))
+            return -EBADMSG;
+        if (!streq(k, "uids") && !streq(k, "gids") && !streq(k, "cgroups"))
+            return -EBADMSG;
+        json_array_foreach(val, i, e) {
+            if (streq(k, "cgroups")) {
+                if (!json_is_string(e))
+                    return -EBADMSG;
+                r = vault_acl_list_add_cgroup(l, json_string_value(e));
+            } else {
+                json_int_t id = json_is_integer(e) ? json_integer_value(e) : -1;
+                if (id < 0 || id >= (json_int_t)UINT32_MAX)
+                    return -EBADMSG;
+                r = streq(k, "uids") ? vault_acl_list_add_uid(l, (uid_t)id)
+                                     : vault_acl_list_add_gid(l, (gid_t)id);
+            }
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+int vault_acl_from_json(const json_t *j, VaultAcl *ret) {
+    _cleanup_(vault_acl_donep) VaultAcl acl = {0};
+    const char *k;
+    json_t *val;
+    int r;
+    if (!json_is_object(j) || !ret)
+        return -EBADMSG;
+    json_object_foreach((json_t *)j, k, val) {
+        if (streq(k, "use"))
+            r = acl_list_from_json(val, &acl.use);
+        else if (streq(k, "admin"))
+            r = acl_list_from_json(val, &acl.admin);
+        else
+            r = -EBADMSG;
+        if (r < 0)
+            return r;
+    }
+    *ret = acl;
+    acl = (VaultAcl){0};
+    return 0;
+}
+
+static bool cgroup_matches(const char *prefix, const char *cgroup) {
+    size_t n = strlen(prefix);
+    if (streq(prefix, "/"))
+        return cgroup[0] == '/';
+    return strncmp(prefix, cgroup, n) == 0 && (cgroup[n] == 0 || cgroup[n] == '/');
+}
+
+static bool acl_list_match(const VaultAclList *l, const VaultPeer *peer) {
+    for (size_t i = 0; i < l->n_uids; i++)
+        if (l->uids[i] == peer->uid)
+            return true;
+    for (size_t i = 0; i < l->n_gids; i++)
+        if (l->gids[i] == peer->gid)
+            return true;
+    if (peer->cgroup && cgroup_prefix_is_valid(peer->cgroup))
+        for (size_t i = 0; i < l->n_cgroups; i++)
+            if (cgroup_matches(l->cgroups[i], peer->cgroup))
+                return true;
+    return false;
+}
+
+bool vault_acl_check(const VaultAcl *acl, const VaultPeer *peer, VaultRight right) {
+    if (!acl || !peer)
+        return false;
+    switch (right) {
+    case VAULT_RIGHT_ADMIN:
+        return peer->uid == 0 || acl_list_match(&acl->admin, peer);
+    case VAULT_RIGHT_USE:
+        return acl_list_match(&acl->use, peer);
+    default:
+        return false;
+    }
+}
+
+static int acl_validate(const VaultAcl *acl) {
+    const VaultAclList *ls[2] = {&acl->use, &acl->admin};
+    for (size_t i = 0; i < 2; i++) {
+        if (ls[i]->n_uids > VAULT_ACL_MAX_ENTRIES || ls[i]->n_gids > VAULT_ACL_MAX_ENTRIES ||
+            ls[i]->n_cgroups > VAULT_ACL_MAX_ENTRIES)
+            return -EINVAL;
+        for (size_t j = 0; j < ls[i]->n_cgroups; j++)
+            if (!cgroup_prefix_is_valid(ls[i]->cgroups[j]))
+                return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- process set-up ---- */
+
+static void *zero_malloc(size_t n) {
+    return malloc(n);
+}
+
+/* jansson's free gets no size: ask the allocator, so every json_t string (libjose's private
+ * JWK members, CEKs, plaintexts) is wiped before it returns to the heap. */
+static void zero_free(void *p) {
+    if (!p)
+        return;
+    explicit_bzero(p, malloc_usable_size(p));
+    free(p);
+}
+
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool init_done;
+
+int vault_init(size_t secure_heap_size) {
+    int r;
+    pthread_mutex_lock(&init_lock);
+    if (init_done) {
+        pthread_mutex_unlock(&init_lock);
+        return 0;
+    }
+    if (secure_heap_size == 0)
+        secure_heap_size = VAULT_DEFAULT_SECURE_HEAP;
+    if (!CRYPTO_secure_malloc_initialized()) {
+        r = CRYPTO_secure_malloc_init(secure_heap_size, 32);
+        if (r == 0) {
+            pthread_mutex_unlock(&init_lock);
+            return nt_openssl_error(-ENOMEM, "CRYPTO_secure_malloc_init (check RLIMIT_MEMLOCK)");
+        }
+        if (r == 2)
+            log_debug("vault: secure heap created but could not be locked (RLIMIT_MEMLOCK?)");
+    }
+    json_set_alloc_funcs(zero_malloc, zero_free);
+    init_done = true;
+    pthread_mutex_unlock(&init_lock);
+    return 0;
+}
+
+/* ---- locks ---- */
+
+static pthread_rwlock_t *rdlock(pthread_rwlock_t *l) {
+    (void)pthread_rwlock_rdlock(l);
+    return l;
+}
+static pthread_rwlock_t *wrlock(pthread_rwlock_t *l) {
+    (void)pthread_rwlock_wrlock(l);
+    return l;
+}
+static void rwlock_unlockp(pthread_rwlock_t **l) {
+    if (*l)
+        (void)pthread_rwlock_unlock(*l);
+}
+#define READ_LOCKED(v) _cleanup_(rwlock_unlockp) _unused_ pthread_rwlock_t *lock_guard_ = rdlock(&(v)->lock)
+#define WRITE_LOCKED(v)                                                                             \
+    _cleanup_(rwlock_unlockp) _unused_ pthread_rwlock_t *lock_guard_ = wrlock(&(v)->lock)
+
+/* ---- objects ---- */
+
+int vault_new(Vault **ret) {
+    Vault *v;
+    if (!ret)
+        return -EINVAL;
+    v = nt_calloc(1, sizeof(Vault));
+    if (!v)
+        return -ENOMEM;
+    if (pthread_rwlock_init(&v->lock, NULL) != 0) {
+        free(v);
+        return -ENOMEM;
+    }
+    if (pthread_mutex_init(&v->transfer_lock, NULL) != 0) {
+        (void)pthread_rwlock_destroy(&v->lock);
+        free(v);
+        return -ENOMEM;
+    }
+    atomic_init(&v->attestation_time, 0);
+    *ret = v;
+    return 0;
+}
+
+Vault *vault_free(Vault *v) {
+    if (!v)
+        return NULL;
+    for (size_t i = 0; i < v->n_keys; i++)
+        vault_key_free(v->keys[i]);
+    free(v->keys);
+    vault_transfer_free_all(v);
+    (void)pthread_mutex_destroy(&v->transfer_lock);
+    (void)pthread_rwlock_destroy(&v->lock);
+    free(v);
+    return NULL;
+}
+
+void vault_set_keystore(Vault *v, Keystore *ks) {
+    WRITE_LOCKED(v);
+    v->keystore = ks;
+}
+
+void vault_set_attestation(Vault *v, time_t verdict_time) {
+    atomic_store(&v->attestation_time, (long long)verdict_time);
+}
+
+void vault_set_clock(Vault *v, time_t (*now)(void *userdata), void *userdata) {
+    WRITE_LOCKED(v);
+    v->now = now;
+    v->now_userdata = userdata;
+}
+
+time_t vault_now(Vault *v) {
+    return v->now ? v->now(v->now_userdata) : time(NULL);
+}
+
+size_t vault_key_count(Vault *v) {
+    size_t n = 0;
+    READ_LOCKED(v);
+    for (size_t i = 0; i < v->n_keys; i++)
+        if (!v->keys[i]->pending_delete)
+            n++;
+    return n;
+}
+
+KeyVersion *key_version_new(uint32_t number, uint64_t created) {
+    KeyVersion *kv = nt_calloc(1, sizeof(KeyVersion));
+    if (!kv)
+        return NULL;
+    atomic_init(&kv->refs, 1);
+    kv->number = number;
+    kv->created = created;
+    return kv;
+}
+
+KeyVersion *key_version_ref(KeyVersion *kv) {
+    if (kv)
+        atomic_fetch_add(&kv->refs, 1);
+    return kv;
+}
+
+KeyVersion *key_version_unref(KeyVersion *kv) {
+    if (!kv)
+        return NULL;
+    if (atomic_fetch_sub(&kv->refs, 1) != 1)
+        return NULL;
+    secret_free(kv->secret);
+    EVP_PKEY_free(kv->pkey);
+    explicit_bzero(kv, sizeof(*kv));
+    free(kv);
+    return NULL;
+}
+
+VaultKey *vault_key_free(VaultKey *k) {
+    if (!k)
+        return NULL;
+    for (size_t i = 0; i < k->latest && i < k->n_versions_alloc; i++)
+        key_version_unref(k->versions[i]);
+    free(k->versions);
+    free(k->name);
+    free(k->label);
+    vault_acl_done(&k->acl);
+    free(k);
+    return NULL;
+}
+
+static bool label_is_valid(const char *label) {
+    size_t n = strlen(label);
+    if (n > VAULT_LABEL_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)label[i] < 0x20 || (unsigned char)label[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static int spec_validate(const VaultKeySpec *spec) {
+    if (!spec || spec->type < 0 || spec->type >= _VAULT_KEY_TYPE_MAX)
+        return -EINVAL;
+    if (spec->policy.kind == VAULT_POLICY_LOCAL) {
+        if (spec->policy.max_age_sec != 0)
+            return -EINVAL;
+    } else if (spec->policy.kind == VAULT_POLICY_ATTESTED) {
+        if (spec->policy.max_age_sec == 0 || spec->policy.max_age_sec > VAULT_MAX_ATTESTATION_AGE)
+            return -EINVAL;
+    } else
+        return -EINVAL;
+    if (spec->label && !label_is_valid(spec->label))
+        return -EINVAL;
+    if (spec->acl && acl_validate(spec->acl) < 0)
+        return -EINVAL;
+    return 0;
+}
+
+int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *peer,
+                  VaultOrigin origin, VaultKey **ret) {
+    _cleanup_(vault_key_freep) VaultKey *k = NULL;
+    int r;
+    if (!vault_key_name_is_valid(name) || !peer)
+        return -EINVAL;
+    if ((r = spec_validate(spec)) < 0)
+        return r;
+    k = nt_calloc(1, sizeof(VaultKey));
+    if (!k)
+        return -ENOMEM;
+    k->name = nt_strdup(name);
+    if (!k->name)
+        return -ENOMEM;
+    if (spec->label && spec->label[0]) {
+        k->label = nt_strdup(spec->label);
+        if (!k->label)
+            return -ENOMEM;
+    }
+    k->type = spec->type;
+    k->origin = origin;
+    k->policy = spec->policy;
+    if (spec->acl)
+        r = vault_acl_copy(spec->acl, &k->acl);
+    else if ((r = vault_acl_list_add_uid(&k->acl.use, peer->uid)) >= 0)
+        r = vault_acl_list_add_uid(&k->acl.admin, peer->uid);
+    if (r < 0)
+        return r;
+    *ret = TAKE_PTR(k);
+    return 0;
+}
+
+int vault_key_add_version(VaultKey *k, KeyVersion *kv) {
+    if (kv->number != k->latest + 1)
+        return -EINVAL;
+    if (kv->number > VAULT_MAX_VERSIONS)
+        return -E2BIG;
+    if (k->latest >= k->n_versions_alloc) {
+        size_t n = k->n_versions_alloc ? k->n_versions_alloc : 4;
+        KeyVersion **a;
+        while (n <= k->latest)
+            n *= 2;
+        if (nt_alloc_should_fail())
+            return -ENOMEM;
+        a = reallocarray(k->versions, n, sizeof(KeyVersion *));
+        if (!a)
+            return -ENOMEM;
+        memset(a + k->n_versions_alloc, 0, (n - k->n_versions_alloc) * sizeof(KeyVersion *));
+        k->versions = a;
+        k->n_versions_alloc = n;
+    }
+    k->versions[k->latest++] = kv;
+    if (k->min_version == 0)
+        k->min_version = 1;
+    return 0;
+}
+
+VaultKey *vault_find_locked(Vault *v, const char *name) {
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < v->n_keys; i++)
+        if (!v->keys[i]->pending_delete && streq(v->keys[i]->name, name))
+            return v->keys[i];
+    return NULL;
+}
+
+static VaultKey *find_any_locked(Vault *v, const char *name, size_t *ret_idx) {
+    for (size_t i = 0; i < v->n_keys; i++)
+        if (streq(v->keys[i]->name, name)) {
+            if (ret_idx)
+                *ret_idx = i;
+            return v->keys[i];
+        }
+    return NULL;
+}
+
+int vault_insert_key_locked(Vault *v, VaultKey *k) {
+    if (find_any_locked(v, k->name, NULL))
+        return -EEXIST;
+    if (v->n_keys >= v->n_keys_alloc) {
+        size_t n = v->n_keys_alloc ? v->n_keys_alloc * 2 : 16;
+        VaultKey **a;
+        if (nt_alloc_should_fail())
+            return -ENOMEM;
+        a = reallocarray(v->keys, n, sizeof(VaultKey *));
+        if (!a)
+            return -ENOMEM;
+        v->keys = a;
+        v->n_keys_alloc = n;
+    }
+    v->keys[v->n_keys++] = k;
+    return 0;
+}
+
+static void remove_at_locked(Vault *v, size_t idx) {
+    memmove(v->keys + idx, v->keys + idx + 1, (v->n_keys - idx - 1) * sizeof(VaultKey *));
+    v->n_keys--;
+}
+
+static int persist_locked(Vault *v) {
+    if (!v->keystore)
+        return 0;
+    return keystore_save_locked(v->keystore, v);
+}
+
+int vault_insert_key(Vault *v, VaultKey *k) {
+    int r;
+    WRITE_LOCKED(v);
+    r = vault_insert_key_locked(v, k);
+    if (r < 0)
+        return r;
+    r = persist_locked(v);
+    if (r < 0) {
+        /* Undo: the caller still owns k. */
+        remove_at_locked(v, v->n_keys - 1);
+        return r;
+    }
+    return 0;
+}
+
+/* ---- public keys: JWK and RFC 7638 thumbprint ---- */
+
+static int b64url(const uint8_t *p, size_t n, char **ret) {
+    return base64url_encode_alloc(p, n, ret);
+}
+
+static int bn_param_b64url(EVP_PKEY *pkey, const char *param, size_t pad, char **ret) {
+    _cleanup_(BN_clear_freep) BIGNUM *bn = NULL;
+    _cleanup_free_ uint8_t *buf = NULL;
+    int n;
+    if (!EVP_PKEY_get_bn_param(pkey, param, &bn))
+        return nt_openssl_error(-EIO, "EVP_PKEY_get_bn_param");
+    n = pad ? (int)pad : BN_num_bytes(bn);
+    if (n <= 0 || (size_t)BN_num_bytes(bn) > (size_t)n)
+        return -EIO;
+    buf = nt_malloc((size_t)n);
+    if (!buf)
+        return -ENOMEM;
+    if (BN_bn2binpad(bn, buf, n) != n)
+        return -EIO;
+    n = b64url(buf, (size_t)n, ret);
+    explicit_bzero(buf, pad ? pad : 1);
+    return n;
+}
+
+static size_t ec_field_size(EVP_PKEY *pkey) {
+    return (size_t)(EVP_PKEY_get_bits(pkey) + 7) / 8;
+}
+
+static int ec_curve_name(EVP_PKEY *pkey, const char **ret) {
+    char group[64];
+    if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                        NULL))
+        return -EIO;
+    if (streq(group, "prime256v1") || streq(group, "P-256"))
+        *ret = "P-256";
+    else if (streq(group, "secp384r1") || streq(group, "P-384"))
+        *ret = "P-384";
+    else
+        return -EOPNOTSUPP;
+    return 0;
+}
+
+static void free_wiped_string(char **p) {
+    if (*p) {
+        explicit_bzero(*p, strlen(*p));
+        free(*p);
+    }
+}
+
+int vault_pkey_to_jwk(EVP_PKEY *pkey, bool include_private, json_t **ret) {
+    _cleanup_free_ char *x = NULL, *y = NULL, *n = NULL, *e = NULL, *thp_in = NULL;
+    _cleanup_(free_wiped_string) char *d = NULL;
+    _cleanup_free_ char *kid = NULL;
+    json_auto_t *jwk = NULL;
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    int r;
+
+    if (EVP_PKEY_is_a(pkey, "EC")) {
+        uint8_t pt[1 + 2 * 66];
+        size_t len = 0, fs = ec_field_size(pkey);
+        const char *crv;
+        if ((r = ec_curve_name(pkey, &crv)) < 0)
+            return r;
+        if (!EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                             sizeof pt, &len) ||
+            len != 1 + 2 * fs || pt[0] != 0x04)
+            return nt_openssl_error(-EIO, "EC public point");
+        if ((r = b64url(pt + 1, fs, &x)) < 0 || (r = b64url(pt + 1 + fs, fs, &y)) < 0)
+            return r;
+        if (include_private && (r = bn_param_b64url(pkey, OSSL_PKEY_PARAM_PRIV_KEY, fs, &d)) < 0)
+            return r;
+        if (asprintf(&thp_in, "{\"crv\":\"%s\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", crv, x,
+                     y) < 0)
+            return -ENOMEM;
+        jwk = json_pack("{s:s,s:s,s:s,s:s}", "kty", "EC", "crv", crv, "x", x, "y", y);
+    } else if (EVP_PKEY_is_a(pkey, "RSA")) {
+        if ((r = bn_param_b64url(pkey, OSSL_PKEY_PARAM_RSA_N, 0, &n)) < 0 ||
+            (r = bn_param_b64url(pkey, OSSL_PKEY_PARAM_RSA_E, 0, &e)) < 0)
+            return r;
+        if (include_private)
+            return -EOPNOTSUPP;
+        if (asprintf(&thp_in, "{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}", e, n) < 0)
+            return -ENOMEM;
+        jwk = json_pack("{s:s,s:s,s:s}", "kty", "RSA", "n", n, "e", e);
+    } else if (EVP_PKEY_is_a(pkey, "ED25519")) {
+        uint8_t pub[32];
+        size_t len = sizeof pub;
+        if (include_private)
+            return -EOPNOTSUPP;
+        if (!EVP_PKEY_get_raw_public_key(pkey, pub, &len) || len != sizeof pub)
+            return nt_openssl_error(-EIO, "Ed25519 public key");
+        if ((r = b64url(pub, len, &x)) < 0)
+            return r;
+        if (asprintf(&thp_in, "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"%s\"}", x) < 0)
+            return -ENOMEM;
+        jwk = json_pack("{s:s,s:s,s:s}", "kty", "OKP", "crv", "Ed25519", "x", x);
+    } else
+        return -EOPNOTSUPP;
+    if (!jwk)
+        return -ENOMEM;
+
+    if (!SHA256((const uint8_t *)thp_in, strlen(thp_in), digest))
+        return -EIO;
+    if ((r = b64url(digest, sizeof digest, &kid)) < 0)
+        return r;
+    if (json_object_set_new(jwk, "kid", json_string(kid)) < 0)
+        return -ENOMEM;
+    if (d && json_object_set_new(jwk, "d", json_string(d)) < 0)
+        return -ENOMEM;
+    *ret = TAKE_PTR(jwk);
+    return 0;
+}
+
+int key_version_set_thumbprint(KeyVersion *kv) {
+    json_auto_t *jwk = NULL;
+    const char *kid;
+    int r = vault_pkey_to_jwk(kv->pkey, false, &jwk);
+    if (r < 0)
+        return r;
+    kid = json_string_value(json_object_get(jwk, "kid"));
+    if (!kid || strlen(kid) != VAULT_THUMBPRINT_LEN)
+        return -EIO;
+    memcpy(kv->thumbprint, kid, VAULT_THUMBPRINT_LEN + 1);
+    return 0;
+}
+
+/* ---- PKCS#8 ---- */
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(PKCS8_PRIV_KEY_INFO *, PKCS8_PRIV_KEY_INFO_free);
+
+static int pkey_check_type(VaultKeyType type, EVP_PKEY *pkey) {
+    const char *crv;
+    switch (type) {
+    case VAULT_KEY_EC_P256:
+    case VAULT_KEY_EC_P384:
+        if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_EC || ec_curve_name(pkey, &crv) < 0)
+            return -EBADMSG;
+        if (!streq(crv, type == VAULT_KEY_EC_P256 ? "P-256" : "P-384"))
+            return -EBADMSG;
+        return 0;
+    case VAULT_KEY_ED25519:
+        return EVP_PKEY_get_base_id(pkey) == EVP_PKEY_ED25519 ? 0 : -EBADMSG;
+    case VAULT_KEY_RSA2048:
+    case VAULT_KEY_RSA3072:
+    case VAULT_KEY_RSA4096: {
+        static const int bits[] = {2048, 3072, 4096};
+        _cleanup_(BN_clear_freep) BIGNUM *e = NULL;
+        if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA)
+            return -EBADMSG;
+        if (EVP_PKEY_get_bits(pkey) != bits[type - VAULT_KEY_RSA2048])
+            return -EBADMSG;
+        if (!EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) || !BN_is_word(e, 65537))
+            return -EBADMSG;
+        return 0;
+    }
+    default:
+        return -EBADMSG;
+    }
+}
+
+int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, EVP_PKEY **ret) {
+    _cleanup_(PKCS8_PRIV_KEY_INFO_freep) PKCS8_PRIV_KEY_INFO *p8 = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    const uint8_t *p = der;
+    int r;
+
+    if (!vault_key_type_is_asymmetric(type) || !der || len == 0 || len > 16384)
+        return -EBADMSG;
+    p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
+    if (!p8 || p != der + len) {
+        ERR_clear_error();
+        return -EBADMSG;
+    }
+    pkey = EVP_PKCS82PKEY(p8);
+    if (!pkey) {
+        ERR_clear_error();
+        return -EBADMSG;
+    }
+    if ((r = pkey_check_type(type, pkey)) < 0) {
+        ERR_clear_error();
+        return r;
+    }
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (!ctx)
+        return nt_openssl_error(-ENOMEM, "EVP_PKEY_CTX_new_from_pkey");
+    /* The private and public halves must belong together (a mismatched PKCS#8 would make
+     * signatures that the exported public key does not verify). */
+    if (EVP_PKEY_pairwise_check(ctx) != 1) {
+        ERR_clear_error();
+        return -EBADMSG;
+    }
+    *ret = TAKE_PTR(pkey);
+    return 0;
+}
+
+int vault_pkey_to_pkcs8(EVP_PKEY *pkey, uint8_t *out, size_t out_size, size_t *ret_len) {
+    _cleanup_(PKCS8_PRIV_KEY_INFO_freep) PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pkey);
+    int n;
+    if (!p8)
+        return nt_openssl_error(-EIO, "EVP_PKEY2PKCS8");
+    n = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL);
+    if (n <= 0)
+        return nt_openssl_error(-EIO, "i2d_PKCS8_PRIV_KEY_INFO");
+    if (out) {
+        uint8_t *p = out;
+        if ((size_t)n > out_size)
+            return -ENOBUFS;
+        if (i2d_PKCS8_PRIV_KEY_INFO(p8, &p) != n)
+            return nt_openssl_error(-EIO, "i2d_PKCS8_PRIV_KEY_INFO");
+    }
+    *ret_len = (size_t)n;
+    return 0;
+}
+
+/* ---- generation ---- */
+
+static int generate_material(VaultKeyType type, KeyVersion *kv) {
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
+    size_t n = vault_key_type_secret_size(type);
+    int r;
+
+    if (n > 0) {
+        _cleanup_(secret_freep) Secret *s = NULL;
+        if ((r = secret_new(n, &s)) < 0)
+            return r;
+        if (RAND_priv_bytes(secret_data(s), (int)n) != 1)
+            return nt_openssl_error(-EIO, "RAND_priv_bytes");
+        kv->secret = TAKE_PTR(s);
+        return 0;
+    }
+    switch (type) {
+    case VAULT_KEY_EC_P256:
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        break;
+    case VAULT_KEY_EC_P384:
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+        break;
+    case VAULT_KEY_ED25519:
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+        break;
+    case VAULT_KEY_RSA2048:
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+        break;
+    case VAULT_KEY_RSA3072:
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)3072);
+        break;
+    case VAULT_KEY_RSA4096:
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)4096);
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (!pkey)
+        return nt_openssl_error(-EIO, "EVP_PKEY_Q_keygen");
+    kv->pkey = TAKE_PTR(pkey);
+    return key_version_set_thumbprint(kv);
+}
+
+static int new_version(Vault *v, VaultKeyType type, uint32_t number, KeyVersion **ret) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = key_version_new(number, (uint64_t)vault_now(v));
+    int r;
+    if (!kv)
+        return -ENOMEM;
+    if ((r = generate_material(type, kv)) < 0)
+        return r;
+    *ret = TAKE_PTR(kv);
+    return 0;
+}
+
+int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
+                       const VaultKeySpec *spec) {
+    _cleanup_(vault_key_freep) VaultKey *k = NULL;
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    int r;
+
+    if (!v || !peer)
+        return -EINVAL;
+    if ((r = vault_key_new(name, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
+        return r;
+    {
+        /* Cheap early check so that a taken name does not cost an RSA key generation. */
+        READ_LOCKED(v);
+        if (find_any_locked(v, name, NULL))
+            return -EEXIST;
+    }
+    if ((r = new_version(v, spec->type, 1, &kv)) < 0)
+        return r;
+    if ((r = vault_key_add_version(k, kv)) < 0)
+        return r;
+    kv = NULL;
+    if ((r = vault_insert_key(v, k)) < 0)
+        return r;
+    k = NULL;
+    return 0;
+}
+
+/* ---- administration ---- */
+
+static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name,
+                               VaultKey **ret) {
+    VaultKey *k;
+    if (!peer || !name)
+        return -EINVAL;
+    k = vault_find_locked(v, name);
+    if (!k)
+        return -ENOKEY;
+    if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
+        return -EPERM;
+    *ret = k;
+    return 0;
+}
+
+int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t *ret_version) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    VaultKeyType type;
+    uint32_t next;
+    VaultKey *k;
+    int r;
+
+    if (!v)
+        return -EINVAL;
+    {
+        READ_LOCKED(v);
+        if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
+            return r;
+        type = k->type;
+        next = k->latest + 1;
+    }
+    /* Generate outside the lock (RSA-4096 takes a while); then re-check under the write lock
+     * that the key is still the same and nobody rotated in between. */
+    if ((r = new_version(v, type, next, &kv)) < 0)
+        return r;
+
+    WRITE_LOCKED(v);
+    if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
+        return r;
+    if (k->type != type || k->latest + 1 != next)
+        return -EAGAIN;
+    if ((r = vault_key_add_version(k, kv)) < 0)
+        return r;
+    r = persist_locked(v);
+    if (r < 0) {
+        k->versions[--k->latest] = NULL; /* kv still owned by us: freed on return */
+        return r;
+    }
+    kv = NULL;
+    if (ret_version)
+        *ret_version = next;
+    return 0;
+}
+
+int vault_key_set_min_version(Vault *v, const VaultPeer *peer, const char *name,
+                              uint32_t min_version) {
+    uint32_t old;
+    VaultKey *k;
+    int r;
+
+    if (!v)
+        return -EINVAL;
+    WRITE_LOCKED(v);
+    if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
+        return r;
+    if (min_version < k->min_version || min_version > k->latest)
+        return -EINVAL;
+    if (min_version == k->min_version)
+        return 0;
+    old = k->min_version;
+    k->min_version = min_version; /* the serializer skips versions below the minimum */
+    r = persist_locked(v);
+    if (r < 0) {
+        k->min_version = old;
+        return r;
+    }
+    for (uint32_t i = old; i < min_version; i++)
+        k->versions[i - 1] = key_version_unref(k->versions[i - 1]);
+    return 0;
+}
+
+int vault_key_set_acl(Vault *v, const VaultPeer *peer, const char *name, const VaultAcl *acl) {
+    _cleanup_(vault_acl_donep) VaultAcl copy = {0};
+    VaultAcl old;
+    VaultKey *k;
+    int r;
+
+    if (!v || !acl)
+        return -EINVAL;
+    if (acl_validate(acl) < 0)
+        return -EINVAL;
+    if ((r = vault_acl_copy(acl, &copy)) < 0)
+        return r;
+    WRITE_LOCKED(v);
+    if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
+        return r;
+    old = k->acl;
+    k->acl = copy;
+    r = persist_locked(v);
+    if (r < 0) {
+        k->acl = old; /* copy still holds the new lists and frees them */
+        return r;
+    }
+    copy = old; /* free the previous lists */
+    return 0;
+}
+
+int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
+    VaultKey *k;
+    size_t idx;
+    int r;
+
+    if (!v)
+        return -EINVAL;
+    WRITE_LOCKED(v);
+    if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
+        return r;
+    k->pending_delete = true;
+    r = persist_locked(v);
+    if (r < 0) {
+        k->pending_delete = false;
+        return r;
+    }
+    if (!find_any_locked(v, name, &idx))
+        return -ENOKEY;
+    remove_at_locked(v, idx);
+    /* Versions still used by in-flight operations are wiped by their last unref. */
+    vault_key_free(k);
+    return 0;
+}
+
+/* ---- describe / list / export ---- */
+
+static int key_to_json_locked(const VaultKey *k, json_t **ret) {
+    json_auto_t *o = NULL, *versions = json_array(), *policy = NULL;
+    const KeyVersion *latest = k->versions[k->latest - 1];
+
+    if (!versions)
+        return -ENOMEM;
+    for (uint32_t n = k->min_version; n <= k->latest; n++) {
+        const KeyVersion *kv = k->versions[n - 1];
+        json_t *e;
+        if (!kv)
+            continue;
+        e = json_pack("{s:I,s:I}", "version", (json_int_t)kv->number, "created",
+                      (json_int_t)kv->created);
+        if (!e || (kv->thumbprint[0] &&
+                   json_object_set_new(e, "fingerprint", json_string(kv->thumbprint)) < 0) ||
+            json_array_append_new(versions, e) < 0)
+            return -ENOMEM;
+    }
+    policy = json_pack("{s:s}", "kind", vault_policy_kind_to_string(k->policy.kind));
+    if (!policy || (k->policy.kind == VAULT_POLICY_ATTESTED &&
+                    json_object_set_new(policy, "max_age",
+                                        json_integer(k->policy.max_age_sec)) < 0))
+        return -ENOMEM;
+    o = json_pack("{s:s,s:s,s:O,s:s,s:b,s:I,s:I,s:O,s:o}", "name", k->name, "type",
+                  vault_key_type_to_string(k->type), "policy", policy, "origin",
+                  origin_table[k->origin], "extractable", 0, "latest_version",
+                  (json_int_t)k->latest, "min_version", (json_int_t)k->min_version, "versions",
+                  versions, "acl", vault_acl_to_json(&k->acl));
+    if (!o)
+        return -ENOMEM;
+    if (k->label && json_object_set_new(o, "label", json_string(k->label)) < 0)
+        return -ENOMEM;
+    if (latest && latest->thumbprint[0] &&
+        json_object_set_new(o, "fingerprint", json_string(latest->thumbprint)) < 0)
+        return -ENOMEM;
+    *ret = TAKE_PTR(o);
+    return 0;
+}
+
+int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t **ret) {
+    VaultKey *k;
+    if (!v || !peer || !ret)
+        return -EINVAL;
+    READ_LOCKED(v);
+    k = vault_find_locked(v, name);
+    if (!k)
+        return -ENOKEY;
+    if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) &&
+        !vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
+        return -EPERM;
+    return key_to_json_locked(k, ret);
+}
+
+static int cmp_json_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int vault_key_list(Vault *v, const VaultPeer *peer, json_t **ret) {
+    _cleanup_free_ const char **names = NULL;
+    json_auto_t *a = json_array();
+    size_t n = 0;
+
+    if (!v || !peer || !ret)
+        return -EINVAL;
+    if (!a)
+        return -ENOMEM;
+    READ_LOCKED(v);
+    names = nt_calloc(v->n_keys + 1, sizeof(char *));
+    if (!names)
+        return -ENOMEM;
+    for (size_t i = 0; i < v->n_keys; i++) {
+        const VaultKey *k = v->keys[i];
+        if (k->pending_delete)
+            continue;
+        if (vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) ||
+            vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
+            names[n++] = k->name;
+    }
+    qsort(names, n, sizeof(char *), cmp_json_str);
+    for (size_t i = 0; i < n; i++)
+        if (json_array_append_new(a, json_string(names[i])) < 0)
+            return -ENOMEM;
+    *ret = TAKE_PTR(a);
+    return 0;
+}
+
+/* Takes a reference on the version an operation uses. need_attest: the operation uses secret
+ * or private material, so an `attested` policy applies. version 0 = latest. */
+static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                   uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
+    VaultKey *k;
+    KeyVersion *kv;
+
+    if (!v || !peer || !name)
+        return -EINVAL;
+    READ_LOCKED(v);
+    k = vault_find_locked(v, name);
+    if (!k)
+        return -ENOKEY;
+    if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE))
+        return -EPERM;
+    if (need_attest && k->policy.kind == VAULT_POLICY_ATTESTED) {
+        long long at = atomic_load(&v->attestation_time);
+        long long now = (long long)vault_now(v);
+        if (at <= 0 || now < at || now - at >= (long long)k->policy.max_age_sec)
+            return -EKEYEXPIRED;
+    }
+    if (version == 0)
+        version = k->latest;
+    if (version < k->min_version || version > k->latest)
+        return -ENOKEY;
+    kv = k->versions[version - 1];
+    if (!kv)
+        return -ENOKEY;
+    *ret_type = k->type;
+    *ret = key_version_ref(kv);
+    return 0;
+}
+
+int vault_key_export_public(Vault *v, const VaultPeer *peer, const char *name, uint32_t version,
+                            VaultPubFormat format, char **ret) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    VaultKeyType type;
+    int r;
+
+    if (!ret || format < 0 || format >= _VAULT_PUB_FORMAT_MAX)
+        return -EINVAL;
+    if ((r = acquire(v, peer, name, false, version, &type, &kv)) < 0)
+        return r;
+    if (!kv->pkey)
+        return -EOPNOTSUPP;
+    if (format == VAULT_PUB_JWK) {
+        json_auto_t *jwk = NULL;
+        char *s;
+        if ((r = vault_pkey_to_jwk(kv->pkey, false, &jwk)) < 0)
+            return r;
+        s = json_dumps(jwk, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!s)
+            return -ENOMEM;
+        *ret = s;
+        return 0;
+    } else {
+        _cleanup_(BIO_free_allp) BIO *b = BIO_new(BIO_s_mem());
+        char *data = NULL, *s;
+        long n;
+        if (!b || PEM_write_bio_PUBKEY(b, kv->pkey) != 1)
+            return nt_openssl_error(-EIO, "PEM_write_bio_PUBKEY");
+        n = BIO_get_mem_data(b, &data);
+        if (n <= 0)
+            return -EIO;
+        s = nt_malloc((size_t)n + 1);
+        if (!s)
+            return -ENOMEM;
+        memcpy(s, data, (size_t)n);
+        s[n] = 0;
+        *ret = s;
+        return 0;
+    }
+}
+
+/* ---- envelope ---- */
+
+static void envelope_header(uint8_t h[VAULT_ENVELOPE_HEADER_SIZE], VaultAlg alg, uint32_t ver) {
+    memcpy(h, ENVELOPE_MAGIC, 4);
+    h[4] = ENVELOPE_FORMAT;
+    h[5] = (uint8_t)alg;
+    h[6] = h[7] = 0;
+    h[8] = (uint8_t)(ver >> 24);
+    h[9] = (uint8_t)(ver >> 16);
+    h[10] = (uint8_t)(ver >> 8);
+    h[11] = (uint8_t)ver;
+}
+
+static int envelope_parse(const uint8_t *in, size_t len, VaultAlg alg, uint32_t *ret_version) {
+    uint32_t ver;
+    if (len < VAULT_ENVELOPE_HEADER_SIZE || memcmp(in, ENVELOPE_MAGIC, 4) != 0)
+        return -EBADMSG;
+    if (in[4] != ENVELOPE_FORMAT)
+        return -EOPNOTSUPP;
+    if (in[5] != (uint8_t)alg || in[6] != 0 || in[7] != 0)
+        return -EBADMSG;
+    ver = (uint32_t)in[8] << 24 | (uint32_t)in[9] << 16 | (uint32_t)in[10] << 8 | in[11];
+    if (ver == 0)
+        return -EBADMSG;
+    *ret_version = ver;
+    return 0;
+}
+
+/* Finds the version to use for decrypt/verify: from the envelope, or op->version when RAW. */
+static int input_version(const VaultOp *op, const uint8_t **in, size_t *in_len,
+                         uint32_t *ret_version) {
+    int r;
+    if (op->flags & VAULT_OP_RAW) {
+        *ret_version = op->version;
+        return 0;
+    }
+    if ((r = envelope_parse(*in, *in_len, op->alg, ret_version)) < 0)
+        return r;
+    *in += VAULT_ENVELOPE_HEADER_SIZE;
+    *in_len -= VAULT_ENVELOPE_HEADER_SIZE;
+    return 0;
+}
+
+/* Prepends the envelope header (unless RAW) to body; takes body. */
+static int wrap_output(const VaultOp *op, uint32_t version, uint8_t *body, size_t body_len,
+                       uint8_t **ret, size_t *ret_len) {
+    uint8_t *out;
+    if (op->flags & VAULT_OP_RAW) {
+        *ret = body;
+        *ret_len = body_len;
+        return 0;
+    }
+    out = nt_malloc(body_len + VAULT_ENVELOPE_HEADER_SIZE);
+    if (!out) {
+        free(body);
+        return -ENOMEM;
+    }
+    envelope_header(out, op->alg, version);
+    memcpy(out + VAULT_ENVELOPE_HEADER_SIZE, body, body_len);
+    free(body);
+    *ret = out;
+    *ret_len = body_len + VAULT_ENVELOPE_HEADER_SIZE;
+    return 0;
+}
+
+/* ---- algorithm table ---- */
+
+static bool alg_fits(VaultKeyType t, VaultAlg a) {
+    switch (a) {
+    case VAULT_ALG_AES256_GCM:
+    case VAULT_ALG_AES256_KW:
+    case VAULT_ALG_AES256_KWP:
+        return t == VAULT_KEY_AES256;
+    case VAULT_ALG_HMAC:
+        return t == VAULT_KEY_HMAC_SHA256 || t == VAULT_KEY_HMAC_SHA384;
+    case VAULT_ALG_ECDSA:
+        return t == VAULT_KEY_EC_P256 || t == VAULT_KEY_EC_P384;
+    case VAULT_ALG_ED25519:
+        return t == VAULT_KEY_ED25519;
+    case VAULT_ALG_RSA_PSS_SHA256:
+    case VAULT_ALG_RSA_PSS_SHA384:
+    case VAULT_ALG_RSA_PKCS1_SHA256:
+    case VAULT_ALG_RSA_PKCS1_SHA384:
+    case VAULT_ALG_RSA_OAEP_SHA256:
+    case VAULT_ALG_RSA_OAEP_SHA1:
+        return t >= VAULT_KEY_RSA2048 && t <= VAULT_KEY_RSA4096;
+    default:
+        return false;
+    }
+}
+
+static const EVP_MD *alg_md(VaultKeyType t, VaultAlg a) {
+    switch (a) {
+    case VAULT_ALG_HMAC:
+        return t == VAULT_KEY_HMAC_SHA384 ? EVP_sha384() : EVP_sha256();
+    case VAULT_ALG_ECDSA:
+        return t == VAULT_KEY_EC_P384 ? EVP_sha384() : EVP_sha256();
+    case VAULT_ALG_RSA_PSS_SHA256:
+    case VAULT_ALG_RSA_PKCS1_SHA256:
+    case VAULT_ALG_RSA_OAEP_SHA256:
+        return EVP_sha256();
+    case VAULT_ALG_RSA_PSS_SHA384:
+    case VAULT_ALG_RSA_PKCS1_SHA384:
+        return EVP_sha384();
+    case VAULT_ALG_RSA_OAEP_SHA1:
+        return EVP_sha1();
+    default:
+        return NULL;
+    }
+}
+
+static bool alg_is_cipher(VaultAlg a) {
+    return a == VAULT_ALG_AES256_GCM || a == VAULT_ALG_AES256_KW || a == VAULT_ALG_AES256_KWP ||
+           a == VAULT_ALG_RSA_OAEP_SHA256 || a == VAULT_ALG_RSA_OAEP_SHA1;
+}
+
+static int op_validate(const VaultOp *op, bool cipher, const uint8_t *in, size_t in_len) {
+    unsigned allowed = VAULT_OP_RAW | (cipher ? 0 : VAULT_OP_PREHASHED | VAULT_OP_SIG_RAW_RS);
+    if (!op || op->alg <= 0 || op->alg >= _VAULT_ALG_MAX)
+        return -EINVAL;
+    if (alg_is_cipher(op->alg) != cipher)
+        return -EOPNOTSUPP;
+    if (op->flags & ~allowed)
+        return -EINVAL;
+    if ((op->flags & VAULT_OP_RAW) && op->alg == VAULT_ALG_AES256_GCM)
+        return -EINVAL;
+    if ((op->flags & VAULT_OP_SIG_RAW_RS) && op->alg != VAULT_ALG_ECDSA)
+        return -EINVAL;
+    if (op->aad_len > 0 && (op->alg != VAULT_ALG_AES256_GCM || !op->aad))
+        return -EINVAL;
+    if (op->aad_len > VAULT_MAX_INPUT || in_len > VAULT_MAX_INPUT || (!in && in_len > 0))
+        return -EINVAL;
+    return 0;
+}
+
+/* ---- symmetric primitives ---- */
+
+static int gcm_crypt(bool enc, const Secret *key, const uint8_t *hdr, const VaultOp *op,
+                     const uint8_t iv[VAULT_GCM_IV_SIZE], uint8_t tag[VAULT_GCM_TAG_SIZE],
+                     const uint8_t *in, size_t in_len, uint8_t *out) {
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int len = 0;
+    if (!ctx)
+        return -ENOMEM;
+    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, VAULT_GCM_IV_SIZE, NULL) != 1 ||
+        EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(key), iv, enc) != 1)
+        return nt_openssl_error(-EIO, "AES-GCM init");
+    if (EVP_CipherUpdate(ctx, NULL, &len, hdr, VAULT_ENVELOPE_HEADER_SIZE) != 1 ||
+        (op->aad_len > 0 && EVP_CipherUpdate(ctx, NULL, &len, op->aad, (int)op->aad_len) != 1))
+        return nt_openssl_error(-EIO, "AES-GCM AAD");
+    if (in_len > 0 && EVP_CipherUpdate(ctx, out, &len, in, (int)in_len) != 1)
+        return nt_openssl_error(-EIO, "AES-GCM update");
+    if (enc) {
+        if (EVP_CipherFinal_ex(ctx, out + len, &len) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, VAULT_GCM_TAG_SIZE, tag) != 1)
+            return nt_openssl_error(-EIO, "AES-GCM final");
+    } else {
+        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, VAULT_GCM_TAG_SIZE, tag) != 1)
+            return nt_openssl_error(-EIO, "AES-GCM tag");
+        if (EVP_CipherFinal_ex(ctx, out + len, &len) != 1) {
+            ERR_clear_error();
+            return -EKEYREJECTED;
+        }
+    }
+    return 0;
+}
+
+/* RFC 3394 / RFC 5649 wrap or unwrap. out must hold in_len + 16 bytes. */
+static int kw_crypt(bool enc, bool pad, const Secret *key, const uint8_t *in, size_t in_len,
+                    uint8_t *out, size_t *ret_len) {
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int len = 0, fin = 0;
+    if (!ctx)
+        return -ENOMEM;
+    EVP_CIPHER_CTX_set_flags(ctx, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+    if (EVP_CipherInit_ex(ctx, pad ? EVP_aes_256_wrap_pad() : EVP_aes_256_wrap(), NULL,
+                          secret_const_data(key), NULL, enc) != 1)
+        return nt_openssl_error(-EIO, "AES key wrap init");
+    if (EVP_CipherUpdate(ctx, out, &len, in, (int)in_len) != 1 ||
+        EVP_CipherFinal_ex(ctx, out + len, &fin) != 1) {
+        if (enc)
+            return nt_openssl_error(-EIO, "AES key wrap");
+        ERR_clear_error();
+        return -EKEYREJECTED;
+    }
+    *ret_len = (size_t)len + (size_t)fin;
+    return 0;
+}
+
+static int oaep_ctx(EVP_PKEY *pkey, const EVP_MD *md, bool enc, EVP_PKEY_CTX **ret) {
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (!ctx)
+        return -ENOMEM;
+    if ((enc ? EVP_PKEY_encrypt_init(ctx) : EVP_PKEY_decrypt_init(ctx)) != 1 ||
+        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) != 1 ||
+        EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) != 1 || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) != 1)
+        return nt_openssl_error(-EIO, "RSA-OAEP init");
+    *ret = TAKE_PTR(ctx);
+    return 0;
+}
+
+int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                  const uint8_t *in, size_t in_len, uint8_t **ret_out, size_t *ret_out_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_free_ uint8_t *body = NULL;
+    size_t body_len = 0;
+    VaultKeyType type;
+    bool is_rsa;
+    int r;
+
+    if (!ret_out || !ret_out_len)
+        return -EINVAL;
+    if ((r = op_validate(op, true, in, in_len)) < 0)
+        return r;
+    is_rsa = op->alg == VAULT_ALG_RSA_OAEP_SHA256 || op->alg == VAULT_ALG_RSA_OAEP_SHA1;
+    /* OAEP encryption uses only the public key: no attestation needed. */
+    if ((r = acquire(v, peer, name, !is_rsa, 0, &type, &kv)) < 0)
+        return r;
+    if (!alg_fits(type, op->alg))
+        return -EOPNOTSUPP;
+
+    switch (op->alg) {
+    case VAULT_ALG_AES256_GCM: {
+        uint8_t *out, *hdr, *iv, *tag;
+        size_t n = VAULT_ENVELOPE_HEADER_SIZE + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE + in_len;
+        out = nt_malloc(n);
+        if (!out)
+            return -ENOMEM;
+        hdr = out;
+        iv = out + VAULT_ENVELOPE_HEADER_SIZE;
+        tag = iv + VAULT_GCM_IV_SIZE;
+        envelope_header(hdr, op->alg, kv->number);
+        if (RAND_bytes(iv, VAULT_GCM_IV_SIZE) != 1) {
+            free(out);
+            return nt_openssl_error(-EIO, "RAND_bytes");
+        }
+        r = gcm_crypt(true, kv->secret, hdr, op, iv, tag, in, in_len, tag + VAULT_GCM_TAG_SIZE);
+        if (r < 0) {
+            free(out);
+            return r;
+        }
+        *ret_out = out;
+        *ret_out_len = n;
+        return 0;
+    }
+    case VAULT_ALG_AES256_KW:
+    case VAULT_ALG_AES256_KWP:
+        if (op->alg == VAULT_ALG_AES256_KW ? (in_len < 16 || in_len % 8 != 0) : in_len == 0)
+            return -EINVAL;
+        body = nt_malloc(in_len + 16);
+        if (!body)
+            return -ENOMEM;
+        if ((r = kw_crypt(true, op->alg == VAULT_ALG_AES256_KWP, kv->secret, in, in_len, body,
+                          &body_len)) < 0)
+            return r;
+        break;
+    default: { /* OAEP */
+        _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+        if ((r = oaep_ctx(kv->pkey, alg_md(type, op->alg), true, &ctx)) < 0)
+            return r;
+        if (EVP_PKEY_encrypt(ctx, NULL, &body_len, in, in_len) != 1)
+            return nt_openssl_error(-EIO, "RSA-OAEP size");
+        body = nt_malloc(body_len);
+        if (!body)
+            return -ENOMEM;
+        if (EVP_PKEY_encrypt(ctx, body, &body_len, in, in_len) != 1) {
+            ERR_clear_error();
+            return -EINVAL; /* too long for this modulus and digest */
+        }
+        break;
+    }
+    }
+    return wrap_output(op, kv->number, TAKE_PTR(body), body_len, ret_out, ret_out_len);
+}
+
+int vault_decrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                  const uint8_t *in, size_t in_len, Secret **ret_plaintext) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(secret_freep) Secret *pt = NULL;
+    const uint8_t *hdr = in, *body = in;
+    size_t body_len = in_len, out_len = 0;
+    uint32_t version;
+    VaultKeyType type;
+    int r;
+
+    if (!ret_plaintext)
+        return -EINVAL;
+    if ((r = op_validate(op, true, in, in_len)) < 0)
+        return r;
+    if ((r = input_version(op, &body, &body_len, &version)) < 0)
+        return r;
+    if ((r = acquire(v, peer, name, true, version, &type, &kv)) < 0)
+        return r;
+    if (!alg_fits(type, op->alg))
+        return -EOPNOTSUPP;
+
+    switch (op->alg) {
+    case VAULT_ALG_AES256_GCM: {
+        uint8_t tag[VAULT_GCM_TAG_SIZE];
+        if (body_len < VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE)
+            return -EBADMSG;
+        memcpy(tag, body + VAULT_GCM_IV_SIZE, VAULT_GCM_TAG_SIZE);
+        out_len = body_len - VAULT_GCM_IV_SIZE - VAULT_GCM_TAG_SIZE;
+        if ((r = secret_new(out_len, &pt)) < 0)
+            return r;
+        if ((r = gcm_crypt(false, kv->secret, hdr, op, body, tag,
+                           body + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE, out_len,
+                           secret_data(pt))) < 0)
+            return r;
+        break;
+    }
+    case VAULT_ALG_AES256_KW:
+    case VAULT_ALG_AES256_KWP:
+        if (body_len < 16 || body_len % 8 != 0)
+            return -EBADMSG;
+        if ((r = secret_new(body_len + 16, &pt)) < 0)
+            return r;
+        if ((r = kw_crypt(false, op->alg == VAULT_ALG_AES256_KWP, kv->secret, body, body_len,
+                          secret_data(pt), &out_len)) < 0)
+            return r;
+        secret_truncate(pt, out_len);
+        break;
+    default: {
+        _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+        if (body_len != (size_t)EVP_PKEY_get_size(kv->pkey))
+            return -EBADMSG;
+        if ((r = oaep_ctx(kv->pkey, alg_md(type, op->alg), false, &ctx)) < 0)
+            return r;
+        if ((r = secret_new(body_len, &pt)) < 0)
+            return r;
+        out_len = body_len;
+        if (EVP_PKEY_decrypt(ctx, secret_data(pt), &out_len, body, body_len) != 1) {
+            ERR_clear_error();
+            return -EKEYREJECTED;
+        }
+        secret_truncate(pt, out_len);
+        break;
+    }
+    }
+    *ret_plaintext = TAKE_PTR(pt);
+    return 0;
+}
+
+/* ---- signatures ---- */
+
+static int config_rsa_padding(EVP_PKEY_CTX *pctx, VaultAlg alg, const EVP_MD *md) {
+    if (alg == VAULT_ALG_RSA_PSS_SHA256 || alg == VAULT_ALG_RSA_PSS_SHA384) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+            EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1 ||
+            EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1)
+            return nt_openssl_error(-EIO, "RSA-PSS parameters");
+    } else if (alg == VAULT_ALG_RSA_PKCS1_SHA256 || alg == VAULT_ALG_RSA_PKCS1_SHA384) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+            return nt_openssl_error(-EIO, "RSA PKCS#1 parameters");
+    }
+    return 0;
+}
+
+static int ecdsa_der_to_rs(const uint8_t *der, size_t len, size_t fs, uint8_t **ret,
+                           size_t *ret_len) {
+    _cleanup_(ECDSA_SIG_freep) ECDSA_SIG *sig = NULL;
+    const uint8_t *p = der;
+    const BIGNUM *r, *s;
+    uint8_t *out;
+    sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
+    if (!sig || p != der + len)
+        return -EIO;
+    ECDSA_SIG_get0(sig, &r, &s);
+    out = nt_malloc(2 * fs);
+    if (!out)
+        return -ENOMEM;
+    if (BN_bn2binpad(r, out, (int)fs) != (int)fs || BN_bn2binpad(s, out + fs, (int)fs) != (int)fs) {
+        free(out);
+        return -EIO;
+    }
+    *ret = out;
+    *ret_len = 2 * fs;
+    return 0;
+}
+
+static int ecdsa_rs_to_der(const uint8_t *rs, size_t len, size_t fs, uint8_t **ret,
+                           size_t *ret_len) {
+    _cleanup_(ECDSA_SIG_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *r = NULL, *s = NULL;
+    uint8_t *der = NULL;
+    int n;
+    if (len != 2 * fs)
+        return -EKEYREJECTED;
+    if (!sig)
+        return -ENOMEM;
+    r = BN_bin2bn(rs, (int)fs, NULL);
+    s = BN_bin2bn(rs + fs, (int)fs, NULL);
+    if (!r || !s || ECDSA_SIG_set0(sig, r, s) != 1) {
+        BN_free(r);
+        BN_free(s);
+        return -ENOMEM;
+    }
+    n = i2d_ECDSA_SIG(sig, &der);
+    if (n <= 0)
+        return nt_openssl_error(-EIO, "i2d_ECDSA_SIG");
+    *ret = der; /* OPENSSL_malloc == malloc in this build; freed with OPENSSL_free by caller */
+    *ret_len = (size_t)n;
+    return 0;
+}
+
+static int hmac_compute(const KeyVersion *kv, const EVP_MD *md, const uint8_t *in, size_t in_len,
+                        uint8_t *out, size_t *ret_len) {
+    _cleanup_(EVP_MAC_freep) EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    _cleanup_(EVP_MAC_CTX_freep) EVP_MAC_CTX *ctx = NULL;
+    OSSL_PARAM params[2];
+    if (!mac)
+        return nt_openssl_error(-EIO, "EVP_MAC_fetch");
+    ctx = EVP_MAC_CTX_new(mac);
+    if (!ctx)
+        return -ENOMEM;
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *)EVP_MD_get0_name(md), 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (EVP_MAC_init(ctx, secret_const_data(kv->secret), secret_size(kv->secret), params) != 1 ||
+        EVP_MAC_update(ctx, in, in_len) != 1 || EVP_MAC_final(ctx, out, ret_len, EVP_MAX_MD_SIZE) != 1)
+        return nt_openssl_error(-EIO, "HMAC");
+    return 0;
+}
+
+static int sign_init(KeyVersion *kv, VaultKeyType type, const VaultOp *op, size_t in_len,
+                     EVP_MD_CTX **ret_md, EVP_PKEY_CTX **ret_pctx, bool verify) {
+    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *mdctx = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *pctx = NULL;
+    const EVP_MD *md = alg_md(type, op->alg);
+    EVP_PKEY_CTX *inner = NULL;
+    int r;
+
+    if (op->flags & VAULT_OP_PREHASHED) {
+        if (op->alg == VAULT_ALG_ED25519)
+            return -EOPNOTSUPP;
+        if (in_len != (size_t)EVP_MD_get_size(md))
+            return -EINVAL;
+        pctx = EVP_PKEY_CTX_new_from_pkey(NULL, kv->pkey, NULL);
+        if (!pctx)
+            return -ENOMEM;
+        if ((verify ? EVP_PKEY_verify_init(pctx) : EVP_PKEY_sign_init(pctx)) != 1 ||
+            EVP_PKEY_CTX_set_signature_md(pctx, md) != 1)
+            return nt_openssl_error(-EIO, "sign init");
+        if ((r = config_rsa_padding(pctx, op->alg, md)) < 0)
+            return r;
+        *ret_pctx = TAKE_PTR(pctx);
+        return 0;
+    }
+    mdctx = EVP_MD_CTX_new();
+    if (!mdctx)
+        return -ENOMEM;
+    if (op->alg == VAULT_ALG_ED25519)
+        md = NULL;
+    if ((verify ? EVP_DigestVerifyInit(mdctx, &inner, md, NULL, kv->pkey)
+                : EVP_DigestSignInit(mdctx, &inner, md, NULL, kv->pkey)) != 1)
+        return nt_openssl_error(-EIO, "digest sign init");
+    if ((r = config_rsa_padding(inner, op->alg, md)) < 0)
+        return r;
+    *ret_md = TAKE_PTR(mdctx);
+    return 0;
+}
+
+int vault_sign(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+               const uint8_t *in, size_t in_len, uint8_t **ret_sig, size_t *ret_sig_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *mdctx = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *pctx = NULL;
+    _cleanup_free_ uint8_t *sig = NULL;
+    size_t sig_len = 0;
+    VaultKeyType type;
+    int r;
+
+    if (!ret_sig || !ret_sig_len)
+        return -EINVAL;
+    if ((r = op_validate(op, false, in, in_len)) < 0)
+        return r;
+    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+        return r;
+    if (!alg_fits(type, op->alg))
+        return -EOPNOTSUPP;
+
+    if (op->alg == VAULT_ALG_HMAC) {
+        if (op->flags & VAULT_OP_PREHASHED)
+            return -EOPNOTSUPP;
+        sig = nt_malloc(EVP_MAX_MD_SIZE);
+        if (!sig)
+            return -ENOMEM;
+        if ((r = hmac_compute(kv, alg_md(type, op->alg), in, in_len, sig, &sig_len)) < 0)
+            return r;
+        return wrap_output(op, kv->number, TAKE_PTR(sig), sig_len, ret_sig, ret_sig_len);
+    }
+
+    if ((r = sign_init(kv, type, op, in_len, &mdctx, &pctx, false)) < 0)
+        return r;
+    if (pctx) {
+        if (EVP_PKEY_sign(pctx, NULL, &sig_len, in, in_len) != 1)
+            return nt_openssl_error(-EIO, "EVP_PKEY_sign");
+        sig = nt_malloc(sig_len);
+        if (!sig)
+            return -ENOMEM;
+        if (EVP_PKEY_sign(pctx, sig, &sig_len, in, in_len) != 1)
+            return nt_openssl_error(-EIO, "EVP_PKEY_sign");
+    } else {
+        if (EVP_DigestSign(mdctx, NULL, &sig_len, in, in_len) != 1)
+            return nt_openssl_error(-EIO, "EVP_DigestSign");
+        sig = nt_malloc(sig_len);
+        if (!sig)
+            return -ENOMEM;
+        if (EVP_DigestSign(mdctx, sig, &sig_len, in, in_len) != 1)
+            return nt_openssl_error(-EIO, "EVP_DigestSign");
+    }
+    if (op->flags & VAULT_OP_SIG_RAW_RS) {
+        uint8_t *rs = NULL;
+        size_t rs_len = 0;
+        if ((r = ecdsa_der_to_rs(sig, sig_len, ec_field_size(kv->pkey), &rs, &rs_len)) < 0)
+            return r;
+        free(sig);
+        sig = rs;
+        sig_len = rs_len;
+    }
+    return wrap_output(op, kv->number, TAKE_PTR(sig), sig_len, ret_sig, ret_sig_len);
+}
+
+int vault_verify(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                 const uint8_t *in, size_t in_len, const uint8_t *sig, size_t sig_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *mdctx = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *pctx = NULL;
+    _cleanup_free_ uint8_t *der = NULL;
+    uint32_t version;
+    VaultKeyType type;
+    int r, ok;
+
+    if ((r = op_validate(op, false, in, in_len)) < 0)
+        return r;
+    if (!sig || sig_len > VAULT_MAX_INPUT)
+        return -EINVAL;
+    if ((r = input_version(op, &sig, &sig_len, &version)) < 0)
+        return r;
+    /* HMAC verification uses the secret key: attestation applies; public-key verification
+     * needs only the public half. */
+    if ((r = acquire(v, peer, name, op->alg == VAULT_ALG_HMAC, version, &type, &kv)) < 0)
+        return r;
+    if (!alg_fits(type, op->alg))
+        return -EOPNOTSUPP;
+
+    if (op->alg == VAULT_ALG_HMAC) {
+        uint8_t mac[EVP_MAX_MD_SIZE];
+        size_t mac_len = 0;
+        if (op->flags & VAULT_OP_PREHASHED)
+            return -EOPNOTSUPP;
+        if ((r = hmac_compute(kv, alg_md(type, op->alg), in, in_len, mac, &mac_len)) < 0)
+            return r;
+        ok = sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
+        explicit_bzero(mac, sizeof mac);
+        return ok ? 0 : -EKEYREJECTED;
+    }
+    if (op->flags & VAULT_OP_SIG_RAW_RS) {
+        size_t der_len = 0;
+        if ((r = ecdsa_rs_to_der(sig, sig_len, ec_field_size(kv->pkey), &der, &der_len)) < 0)
+            return r;
+        sig = der;
+        sig_len = der_len;
+    }
+    if ((r = sign_init(kv, type, op, in_len, &mdctx, &pctx, true)) < 0)
+        return r;
+    ok = pctx ? EVP_PKEY_verify(pctx, sig, sig_len, in, in_len)
+              : EVP_DigestVerify(mdctx, sig, sig_len, in, in_len);
+    ERR_clear_error();
+    return ok == 1 ? 0 : -EKEYREJECTED;
+}
+
+/* ---- ECDH derive ---- */
+
+static int parse_public_key(const uint8_t *in, size_t len, EVP_PKEY **ret) {
+    EVP_PKEY *pkey = NULL;
+    if (!in || len == 0 || len > 16384)
+        return -EBADMSG;
+    if (len > 10 && memcmp(in, "-----BEGIN", 10) == 0) {
+        _cleanup_(BIO_free_allp) BIO *b = BIO_new_mem_buf(in, (int)len);
+        if (!b)
+            return -ENOMEM;
+        pkey = PEM_read_bio_PUBKEY(b, NULL, NULL, NULL);
+    } else {
+        const uint8_t *p = in;
+        pkey = d2i_PUBKEY(NULL, &p, (long)len);
+        if (pkey && p != in + len) {
+            EVP_PKEY_free(pkey);
+            pkey = NULL;
+        }
+    }
+    if (!pkey) {
+        ERR_clear_error();
+        return -EBADMSG;
+    }
+    *ret = pkey;
+    return 0;
+}
+
+int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
+                          const uint8_t *peer_public, size_t peer_public_len, const uint8_t *info,
+                          size_t info_len, const char *new_name, const VaultKeySpec *spec) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL, *nkv = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pub = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
+    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *kctx = NULL;
+    _cleanup_(secret_freep) Secret *shared = NULL, *okm = NULL, *full_info = NULL;
+    _cleanup_(vault_key_freep) VaultKey *k = NULL;
+    const char *crv_ours, *crv_theirs;
+    VaultKeyType type;
+    size_t shared_len = 0;
+    OSSL_PARAM params[4];
+    int r;
+
+    if (!spec || spec->type != VAULT_KEY_AES256 || (!info && info_len > 0) || info_len > 1024)
+        return -EINVAL;
+    if (!peer)
+        return -EINVAL;
+    if ((r = vault_key_new(new_name, spec, peer, VAULT_ORIGIN_DERIVED, &k)) < 0)
+        return r;
+    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+        return r;
+    if (type != VAULT_KEY_EC_P256 && type != VAULT_KEY_EC_P384)
+        return -EOPNOTSUPP;
+    if ((r = parse_public_key(peer_public, peer_public_len, &pub)) < 0)
+        return r;
+    if (!EVP_PKEY_is_a(pub, "EC") || ec_curve_name(pub, &crv_theirs) < 0 ||
+        ec_curve_name(kv->pkey, &crv_ours) < 0 || !streq(crv_ours, crv_theirs))
+        return -EBADMSG;
+
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, kv->pkey, NULL);
+    if (!ctx)
+        return -ENOMEM;
+    if (EVP_PKEY_derive_init(ctx) != 1)
+        return nt_openssl_error(-EIO, "EVP_PKEY_derive_init");
+    if (EVP_PKEY_derive_set_peer_ex(ctx, pub, 1) != 1) {
+        ERR_clear_error();
+        return -EBADMSG; /* not on the curve, or the point at infinity */
+    }
+    if (EVP_PKEY_derive(ctx, NULL, &shared_len) != 1)
+        return nt_openssl_error(-EIO, "EVP_PKEY_derive");
+    if ((r = secret_new(shared_len, &shared)) < 0)
+        return r;
+    if (EVP_PKEY_derive(ctx, secret_data(shared), &shared_len) != 1)
+        return nt_openssl_error(-EIO, "EVP_PKEY_derive");
+    secret_truncate(shared, shared_len);
+
+    if ((r = secret_new(STRLEN(ECDH_INFO_PREFIX) + info_len, &full_info)) < 0)
+        return r;
+    memcpy(secret_data(full_info), ECDH_INFO_PREFIX, STRLEN(ECDH_INFO_PREFIX));
+    if (info_len > 0)
+        memcpy(secret_data(full_info) + STRLEN(ECDH_INFO_PREFIX), info, info_len);
+    if ((r = secret_new(32, &okm)) < 0)
+        return r;
+    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (!kctx)
+        return nt_openssl_error(-EIO, "HKDF");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(shared),
+                                                  secret_size(shared));
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, secret_data(full_info),
+                                                  secret_size(full_info));
+    params[3] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(kctx, secret_data(okm), 32, params) != 1)
+        return nt_openssl_error(-EIO, "HKDF derive");
+
+    nkv = key_version_new(1, (uint64_t)vault_now(v));
+    if (!nkv)
+        return -ENOMEM;
+    nkv->secret = TAKE_PTR(okm);
+    if ((r = vault_key_add_version(k, nkv)) < 0)
+        return r;
+    nkv = NULL;
+    if ((r = vault_insert_key(v, k)) < 0)
+        return r;
+    k = NULL;
+    return 0;
+}
+
+int vault_random(size_t n, uint8_t **ret) {
+    _cleanup_free_ uint8_t *buf = NULL;
+    if (!ret || n == 0 || n > VAULT_RANDOM_MAX)
+        return -EINVAL;
+    buf = nt_malloc(n);
+    if (!buf)
+        return -ENOMEM;
+    if (RAND_bytes(buf, (int)n) != 1)
+        return nt_openssl_error(-EIO, "RAND_bytes");
+    *ret = TAKE_PTR(buf);
+    return 0;
+}

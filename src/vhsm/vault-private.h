@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Internals shared by the vault engine modules (vault.c, transfer.c, keystore.c). Not part of
+ * the API: the daemon includes vault.h, transfer.h and keystore.h only.
+ *
+ * Locking: Vault.lock (rwlock) guards the key table and every field of VaultKey. KeyVersion is
+ * immutable after creation and reference counted: an operation takes a reference under the read
+ * lock and uses the version outside it; the last unref wipes and frees it.
+ */
+#pragma once
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "vhsm/keystore.h"
+#include "vhsm/vault.h"
+
+typedef enum VaultOrigin {
+    VAULT_ORIGIN_GENERATED,
+    VAULT_ORIGIN_IMPORTED,
+    VAULT_ORIGIN_DERIVED,
+    _VAULT_ORIGIN_MAX,
+    _VAULT_ORIGIN_INVALID = -EINVAL,
+} VaultOrigin;
+
+#define VAULT_MAX_VERSIONS 65536u /* versions per key (rotations + 1) */
+#define VAULT_THUMBPRINT_LEN 43 /* base64url of SHA-256, unpadded */
+
+typedef struct KeyVersion {
+    atomic_uint refs;
+    uint32_t number;
+    uint64_t created;
+    Secret *secret; /* AES / HMAC raw key */
+    EVP_PKEY *pkey; /* asymmetric key pair */
+    char thumbprint[VAULT_THUMBPRINT_LEN + 1]; /* asymmetric only, else "" */
+} KeyVersion;
+
+typedef struct VaultKey {
+    char *name;
+    VaultKeyType type;
+    VaultOrigin origin;
+    VaultPolicy policy;
+    VaultAcl acl;
+    char *label;
+    uint32_t latest;
+    uint32_t min_version;
+    KeyVersion **versions; /* versions[n - 1] for version n; NULL once retired */
+    size_t n_versions_alloc;
+    bool pending_delete; /* set while a delete is being persisted */
+} VaultKey;
+
+typedef struct TransferKey TransferKey;
+
+struct Vault {
+    pthread_rwlock_t lock;
+    VaultKey **keys;
+    size_t n_keys, n_keys_alloc;
+    Keystore *keystore;
+
+    atomic_llong attestation_time;
+    time_t (*now)(void *userdata);
+    void *now_userdata;
+
+    pthread_mutex_t transfer_lock;
+    TransferKey **transfer;
+    size_t n_transfer;
+};
+
+time_t vault_now(Vault *v);
+
+KeyVersion *key_version_new(uint32_t number, uint64_t created);
+KeyVersion *key_version_ref(KeyVersion *kv);
+KeyVersion *key_version_unref(KeyVersion *kv);
+DEFINE_TRIVIAL_CLEANUP_FUNC(KeyVersion *, key_version_unref);
+/* Fills kv->thumbprint from kv->pkey. Returns 0 or negative errno. */
+int key_version_set_thumbprint(KeyVersion *kv);
+
+VaultKey *vault_key_free(VaultKey *k);
+DEFINE_TRIVIAL_CLEANUP_FUNC(VaultKey *, vault_key_free);
+/* A new key object with name, type, spec copies; no versions. peer gives the default ACL. */
+int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *peer,
+                  VaultOrigin origin, VaultKey **ret);
+/* Appends a version (takes ownership of kv; its number must be latest + 1). */
+int vault_key_add_version(VaultKey *k, KeyVersion *kv);
+
+/* Looks up a live key; table lock held. */
+VaultKey *vault_find_locked(Vault *v, const char *name);
+/* Inserts k (takes ownership on success) and persists; undoes on failure. Takes the write
+ * lock. -EEXIST if the name is taken. */
+int vault_insert_key(Vault *v, VaultKey *k);
+/* Inserts without persisting (keystore load); lock held by caller or single-threaded. */
+int vault_insert_key_locked(Vault *v, VaultKey *k);
+
+/* PKCS#8 PrivateKeyInfo DER <-> EVP_PKEY with strict type checks (algorithm, curve, modulus
+ * size, e = 65537, no trailing bytes, pairwise consistency). */
+int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, EVP_PKEY **ret);
+/* Encodes into out (NULL: only *ret_len). Returns 0 or -EIO/-ENOBUFS. */
+int vault_pkey_to_pkcs8(EVP_PKEY *pkey, uint8_t *out, size_t out_size, size_t *ret_len);
+/* Raw symmetric key size of a type (32/32/48) or 0 for asymmetric types. */
+size_t vault_key_type_secret_size(VaultKeyType t);
+
+/* Public JWK of pkey (no private members), with kid; include_private adds "d" (transfer.c
+ * only, for libjose: the caller frees it within the same function). */
+int vault_pkey_to_jwk(EVP_PKEY *pkey, bool include_private, json_t **ret);
+
+/* keystore.c: serialization of the table, lock held. */
+int keystore_serialize_locked(Vault *v, Secret **ret);
+int keystore_save_locked(Keystore *ks, Vault *v);
+
+/* transfer.c: frees all transfer keys (vault_free). */
+void vault_transfer_free_all(Vault *v);
