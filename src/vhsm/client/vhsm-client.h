@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libvhsm: the client API of vhsmd (the vHSM daemon). Used by the vhsm CLI, the nitride agent
+ * and the PKCS#11 module; exported from libvhsm.so (symbols vhsm_* only).
+ *
+ * Every function returns >= 0 on success or a negative errno on failure. Daemon refusals map
+ * through the protocol's status table (docs/protocol.md): -ENOKEY no such key, -EEXIST name taken,
+ * -EACCES permission denied, -EKEYEXPIRED attestation required, -EKEYREJECTED bad signature /
+ * MAC / tag / JWE, -EOPNOTSUPP operation not valid for the key, -EKEYREVOKED retired version,
+ * -EINVAL invalid argument, -EBADMSG malformed request, -EMSGSIZE too large. Transport failures:
+ * -ECONNREFUSED / -ENOENT (daemon not running), -EPIPE / -ECONNRESET (connection lost),
+ * -ETIMEDOUT, -EPROTO (the daemon's reply was malformed). vhsm_last_error() gives the daemon's
+ * message for the last failure of the calling thread.
+ *
+ * Threads: a VhsmClient is one connection. It may be shared between threads (an internal mutex
+ * serializes calls), but calls on one connection are answered one at a time; for parallel
+ * throughput open one connection per thread. After fork() the child must not use the parent's
+ * VhsmClient (open a new one).
+ *
+ * Ownership: outputs named ret_* are malloc'd and owned by the caller, written only on success.
+ * Outputs that may hold secret data (decrypt, unwrap, random) should be released with
+ * vhsm_free_secret(), which wipes them first.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VHSM_DEFAULT_SOCKET "/run/vhsm/vhsm.sock"
+
+typedef struct VhsmClient VhsmClient;
+
+/* Who may use / administer a key. Empty lists in a create request mean "the creator's uid". */
+typedef struct VhsmAcl {
+    const uint32_t *use_uids;
+    size_t n_use_uids;
+    const uint32_t *use_gids;
+    size_t n_use_gids;
+    const char *const *use_cgroups; /* cgroup path prefixes, e.g. "/system.slice/app.service" */
+    size_t n_use_cgroups;
+    const uint32_t *admin_uids;
+    size_t n_admin_uids;
+    const uint32_t *admin_gids;
+    size_t n_admin_gids;
+    const char *const *admin_cgroups;
+    size_t n_admin_cgroups;
+} VhsmAcl;
+
+typedef struct VhsmKeySpec {
+    const char *type;   /* aes256 hmac-sha256 hmac-sha384 p256 p384 ed25519 rsa2048 rsa3072 rsa4096 */
+    const char *policy; /* NULL or "local", or "attested" */
+    uint64_t max_age;   /* seconds, for "attested" */
+    const VhsmAcl *acl; /* NULL: default ACL */
+    const char *label;  /* NULL or free text (<= 128 printable chars) */
+} VhsmKeySpec;
+
+/* Connects to path (NULL: $VHSM_SOCKET, else VHSM_DEFAULT_SOCKET). Returns 0 or a negative errno
+ * (-ENOMEM, -ENAMETOOLONG, or the connect() error). */
+int vhsm_connect(const char *path, VhsmClient **ret);
+/* Closes the connection and frees. Accepts NULL, returns NULL. */
+VhsmClient *vhsm_disconnect(VhsmClient *c);
+/* Per-call I/O timeout in milliseconds (default 120000; 0 = none). */
+int vhsm_set_timeout(VhsmClient *c, unsigned timeout_ms);
+/* The daemon's message (or a transport description) for the last failed call of this thread;
+ * "" if none. Valid until the next call on this thread. */
+const char *vhsm_last_error(void);
+/* Wipes and frees an output buffer. Accepts NULL. */
+void vhsm_free_secret(void *p, size_t len);
+
+/* Raw call: sends one request frame with the given TLV body and returns the response body
+ * (malloc'd, possibly NULL for an empty body) if the status is OK, else the mapped errno.
+ * For protocol tests and future operations. */
+int vhsm_call_raw(VhsmClient *c, uint16_t opcode, const uint8_t *body, size_t body_len,
+                  uint8_t **ret_body, size_t *ret_body_len);
+
+int vhsm_ping(VhsmClient *c);
+
+/* Keys. Names: 1..128 bytes of [A-Za-z0-9._:@-]. */
+int vhsm_key_create(VhsmClient *c, const char *name, const VhsmKeySpec *spec);
+/* JSON array of key descriptions (see docs/protocol.md) the caller may see. */
+int vhsm_key_list(VhsmClient *c, char **ret_json);
+int vhsm_key_info(VhsmClient *c, const char *name, char **ret_json);
+/* Creates a new version; *ret_version (may be NULL) gets its number. */
+int vhsm_key_rotate(VhsmClient *c, const char *name, uint32_t *ret_version);
+int vhsm_key_delete(VhsmClient *c, const char *name);
+/* Replaces the whole ACL (use and admin lists). */
+int vhsm_key_set_acl(VhsmClient *c, const char *name, const VhsmAcl *acl);
+/* Retires (wipes) every version below min_version. */
+int vhsm_key_set_min_version(VhsmClient *c, const char *name, uint32_t min_version);
+
+/* Operations. algorithm NULL = the key's default (docs/protocol.md lists the names).
+ * encrypt/decrypt: AES-256-GCM (the vault's versioned ciphertext format) or RSA-OAEP. */
+int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, const void *pt,
+                 size_t pt_len, const void *aad, size_t aad_len, uint8_t **ret_ct,
+                 size_t *ret_ct_len);
+int vhsm_decrypt(VhsmClient *c, const char *name, const char *algorithm, const void *ct,
+                 size_t ct_len, const void *aad, size_t aad_len, uint8_t **ret_pt,
+                 size_t *ret_pt_len);
+/* flags: VHSM_SIGN_* (PREHASHED: data is a digest of the algorithm's hash; RAW: bare signature
+ * without the vault envelope; RAW_RS: ECDSA as r||s, implies RAW for JOSE/PKCS#11 users). */
+#define VHSM_SIGN_RAW (1u << 0)
+#define VHSM_SIGN_PREHASHED (1u << 1)
+#define VHSM_SIGN_RAW_RS (1u << 2)
+int vhsm_sign(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+              const void *data, size_t len, uint8_t **ret_sig, size_t *ret_sig_len);
+/* Returns 0 if valid, -EKEYREJECTED if not. version: for RAW signatures, the key version that
+ * made it (0 = latest); enveloped signatures name their version themselves. */
+int vhsm_verify(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                uint32_t version, const void *data, size_t len, const void *sig, size_t sig_len);
+int vhsm_mac(VhsmClient *c, const char *name, const void *data, size_t len, uint8_t **ret_tag,
+             size_t *ret_tag_len);
+int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t len,
+                    const void *tag, size_t tag_len);
+/* algorithm: "aes256-kw" (RFC 3394) or "aes256-kwp" (RFC 5649, default). The output carries the
+ * vault envelope (key version); raw RFC 3394/5649 output is not offered by this call. */
+int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, const void *data,
+              size_t len, uint8_t **ret, size_t *ret_len);
+int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, const void *data,
+                size_t len, uint8_t **ret, size_t *ret_len);
+/* Fills out with n random bytes from the daemon (n <= 65536). */
+int vhsm_random(VhsmClient *c, void *out, size_t n);
+/* format "pem" or "jwk"; version 0 = latest. *ret is NUL-terminated text. */
+int vhsm_pubkey(VhsmClient *c, const char *name, const char *format, uint32_t version,
+                char **ret);
+/* ECDH between key name (p256/p384) and the peer's public key (DER SubjectPublicKeyInfo or PEM),
+ * stored as a new AES-256 key new_name (HKDF-SHA256); spec gives its ACL/policy (type ignored). */
+int vhsm_ecdh_derive(VhsmClient *c, const char *name, const void *peer_pub, size_t peer_pub_len,
+                     const void *info, size_t info_len, const char *new_name,
+                     const VhsmKeySpec *spec);
+
+/* Transfer: an ephemeral P-384 key in the daemon, valid lifetime seconds (0 = daemon default);
+ * *ret_jwk is the public JWK (JSON text, with kid). */
+int vhsm_transfer_key_create(VhsmClient *c, uint32_t lifetime, char **ret_jwk);
+/* Imports a compact JWE encrypted to a transfer key as the new key name (spec->type required). */
+int vhsm_import_jwe(VhsmClient *c, const char *jwe, const char *name, const VhsmKeySpec *spec);
+
+/* Attestation verdict state (JSON: {"verdict_time": N or null, "now": N}). */
+int vhsm_attestation_status(VhsmClient *c, char **ret_json);
+/* Records a fresh attestation verdict at time t (0 = now). Root only. */
+int vhsm_attestation_set(VhsmClient *c, uint64_t t);

@@ -1,0 +1,865 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Request dispatch (see dispatch.h). Each handler parses its fields strictly (a required field
+ * missing or of the wrong size is -EBADMSG, unknown tags are ignored for forward compatibility),
+ * calls the vault, and appends its result TLVs to the response frame begun by
+ * dispatch_request(). On failure the half-built frame is dropped (wiped) and an error frame
+ * naming the key and the reason is appended instead.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "dispatch.h"
+#include "vhsm/transfer.h"
+
+struct Dispatch {
+    Vault *vault;
+    _Atomic int64_t verdict_time; /* 0 = none */
+};
+
+int dispatch_new(Vault *vault, Dispatch **ret) {
+    Dispatch *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->vault = vault;
+    atomic_init(&d->verdict_time, 0);
+    *ret = d;
+    return 0;
+}
+
+Dispatch *dispatch_free(Dispatch *d) {
+    free(d);
+    return NULL;
+}
+
+/* One request being handled. */
+typedef struct Req {
+    Dispatch *d;
+    const VaultPeer *peer;
+    const uint8_t *body;
+    size_t len;
+    VhsmBuf *out;
+    char name[VHSM_MAX_NAME + 1];
+    char msg[512]; /* error detail for the reply; empty = generic */
+} Req;
+
+static int req_fail(Req *q, int r, const char *fmt, ...) _printf_(3, 4);
+static int req_fail(Req *q, int r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(q->msg, sizeof q->msg, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static const char *tag_name(uint16_t tag) {
+    switch (tag) {
+    case VHSM_TAG_KEY_NAME:
+        return "key name";
+    case VHSM_TAG_KEY_TYPE:
+        return "key type";
+    case VHSM_TAG_DATA:
+        return "data";
+    case VHSM_TAG_SIGNATURE:
+        return "signature";
+    case VHSM_TAG_LENGTH:
+        return "length";
+    case VHSM_TAG_FORMAT:
+        return "format";
+    case VHSM_TAG_JWE:
+        return "JWE";
+    case VHSM_TAG_PEER_KEY:
+        return "peer public key";
+    case VHSM_TAG_NEW_KEY_NAME:
+        return "new key name";
+    case VHSM_TAG_MIN_VERSION:
+        return "minimum version";
+    case VHSM_TAG_TIMESTAMP:
+        return "timestamp";
+    default:
+        return "field";
+    }
+}
+
+/* Field access. `required` fields missing give -EBADMSG with a message naming the field. */
+static int get_bytes(Req *q, uint16_t tag, bool required, const uint8_t **ret, size_t *ret_len) {
+    int r = vhsm_body_get(q->body, q->len, tag, ret, ret_len);
+    if (r == -ENOENT && !required) {
+        *ret = NULL;
+        *ret_len = 0;
+        return 0;
+    }
+    if (r < 0)
+        return req_fail(q, -EBADMSG, "missing %s", tag_name(tag));
+    return 0;
+}
+
+static int get_u32(Req *q, uint16_t tag, bool required, uint32_t def, uint32_t *ret) {
+    int r = vhsm_body_get_u32(q->body, q->len, tag, ret);
+    if (r == -ENOENT && !required) {
+        *ret = def;
+        return 0;
+    }
+    if (r == -ENOENT)
+        return req_fail(q, -EBADMSG, "missing %s", tag_name(tag));
+    if (r < 0)
+        return req_fail(q, -EBADMSG, "malformed %s (expected 4 bytes)", tag_name(tag));
+    return 0;
+}
+
+static int get_str(Req *q, uint16_t tag, bool required, size_t max, char *out, size_t size) {
+    int r = vhsm_body_get_str(q->body, q->len, tag, max, out, size);
+    if (r == -ENOENT && !required) {
+        out[0] = 0;
+        return 0;
+    }
+    if (r == -ENOENT)
+        return req_fail(q, -EBADMSG, "missing %s", tag_name(tag));
+    if (r == -ENAMETOOLONG)
+        return req_fail(q, -EMSGSIZE, "%s longer than %zu bytes", tag_name(tag), max);
+    if (r < 0)
+        return req_fail(q, -EBADMSG, "malformed %s", tag_name(tag));
+    return 0;
+}
+
+static int get_name(Req *q) {
+    int r = get_str(q, VHSM_TAG_KEY_NAME, true, VHSM_MAX_NAME, q->name, sizeof q->name);
+    if (r < 0)
+        return r;
+    if (!vault_key_name_is_valid(q->name))
+        return req_fail(q, -EINVAL, "invalid key name (1-128 chars of A-Z a-z 0-9 . _ : @ -)");
+    return 0;
+}
+
+/* Wire key type names: the vault's, plus the short forms p256/p384 of the CLI. */
+static VaultKeyType parse_key_type(const char *s) {
+    if (streq(s, "p256"))
+        return VAULT_KEY_EC_P256;
+    if (streq(s, "p384"))
+        return VAULT_KEY_EC_P384;
+    return vault_key_type_from_string(s);
+}
+
+static VaultAlg parse_alg(const char *s) {
+    static const struct {
+        const char *alias, *name;
+    } aliases[] = {
+        {"aes-gcm", "aes256-gcm"}, {"aes-kw", "aes256-kw"}, {"aes-kwp", "aes256-kwp"},
+        {"rsa-pss", "rsa-pss-sha256"}, {"rsa-pkcs1", "rsa-pkcs1-sha256"},
+        {"rsa-oaep", "rsa-oaep-sha256"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(aliases); i++)
+        if (streq(s, aliases[i].alias))
+            return vault_alg_from_string(aliases[i].name);
+    return vault_alg_from_string(s);
+}
+
+typedef enum AlgUse {
+    ALG_FOR_CRYPT,
+    ALG_FOR_SIGN,
+    ALG_FOR_MAC,
+    ALG_FOR_WRAP,
+} AlgUse;
+
+/* The algorithm of the request, or the key type's default (needs a describe, so clients that
+ * care about speed name the algorithm). */
+static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
+    char s[64];
+    json_auto_t *info = NULL;
+    VaultKeyType t;
+    int r;
+
+    r = get_str(q, VHSM_TAG_ALGORITHM, false, sizeof s - 1, s, sizeof s);
+    if (r < 0)
+        return r;
+    if (s[0]) {
+        VaultAlg a = parse_alg(s);
+        if (a < 0)
+            return req_fail(q, -EOPNOTSUPP, "unknown algorithm '%s'", s);
+        *ret = a;
+        return 0;
+    }
+    if (use == ALG_FOR_MAC) {
+        *ret = VAULT_ALG_HMAC;
+        return 0;
+    }
+    if (use == ALG_FOR_WRAP) {
+        *ret = VAULT_ALG_AES256_KWP;
+        return 0;
+    }
+    r = vault_key_describe(q->d->vault, q->peer, q->name, &info);
+    if (r < 0)
+        return r;
+    t = vault_key_type_from_string(json_string_value(json_object_get(info, "type")) ?: "");
+    switch (t) {
+    case VAULT_KEY_AES256:
+        if (use == ALG_FOR_CRYPT)
+            *ret = VAULT_ALG_AES256_GCM;
+        else
+            return req_fail(q, -EOPNOTSUPP, "key '%s' is an AES key: it cannot sign", q->name);
+        return 0;
+    case VAULT_KEY_HMAC_SHA256:
+    case VAULT_KEY_HMAC_SHA384:
+        if (use == ALG_FOR_SIGN)
+            *ret = VAULT_ALG_HMAC;
+        else
+            return req_fail(q, -EOPNOTSUPP, "key '%s' is an HMAC key: it cannot encrypt",
+                            q->name);
+        return 0;
+    case VAULT_KEY_EC_P256:
+    case VAULT_KEY_EC_P384:
+    case VAULT_KEY_ED25519:
+        if (use != ALG_FOR_SIGN)
+            return req_fail(q, -EOPNOTSUPP, "key '%s' (%s) cannot encrypt", q->name,
+                            vault_key_type_to_string(t));
+        *ret = t == VAULT_KEY_ED25519 ? VAULT_ALG_ED25519 : VAULT_ALG_ECDSA;
+        return 0;
+    case VAULT_KEY_RSA2048:
+    case VAULT_KEY_RSA3072:
+    case VAULT_KEY_RSA4096:
+        *ret = use == ALG_FOR_SIGN ? VAULT_ALG_RSA_PSS_SHA256 : VAULT_ALG_RSA_OAEP_SHA256;
+        return 0;
+    default:
+        return req_fail(q, -EIO, "key '%s' has an unknown type", q->name);
+    }
+}
+
+static int get_flags(Req *q, unsigned *ret) {
+    uint32_t f;
+    unsigned vf = 0;
+    int r = get_u32(q, VHSM_TAG_FLAGS, false, 0, &f);
+    if (r < 0)
+        return r;
+    if (f & ~VHSM_FLAGS_ALL)
+        return req_fail(q, -EINVAL, "unknown flags 0x%x", f & ~VHSM_FLAGS_ALL);
+    if (f & VHSM_FLAG_RAW)
+        vf |= VAULT_OP_RAW;
+    if (f & VHSM_FLAG_PREHASHED)
+        vf |= VAULT_OP_PREHASHED;
+    if (f & VHSM_FLAG_SIG_RAW_RS)
+        vf |= VAULT_OP_SIG_RAW_RS | VAULT_OP_RAW;
+    *ret = vf;
+    return 0;
+}
+
+/* Collects the repeated ACL tags. *ret_present tells whether any ACL tag was sent. */
+static int get_acl(Req *q, VaultAcl *acl, bool *ret_present) {
+    size_t off = 0;
+    VhsmTlv t;
+    bool present = false;
+    int r;
+
+    while ((r = vhsm_tlv_next(q->body, q->len, &off, &t)) > 0) {
+        VaultAclList *l = NULL;
+        bool is_cgroup = false;
+        switch (t.tag) {
+        case VHSM_TAG_USE_UID:
+        case VHSM_TAG_USE_GID:
+        case VHSM_TAG_USE_CGROUP:
+            l = &acl->use;
+            break;
+        case VHSM_TAG_ADMIN_UID:
+        case VHSM_TAG_ADMIN_GID:
+        case VHSM_TAG_ADMIN_CGROUP:
+            l = &acl->admin;
+            break;
+        default:
+            continue;
+        }
+        present = true;
+        is_cgroup = t.tag == VHSM_TAG_USE_CGROUP || t.tag == VHSM_TAG_ADMIN_CGROUP;
+        if (is_cgroup) {
+            char cg[VAULT_CGROUP_MAX];
+            if (t.len == 0 || t.len >= sizeof cg || memchr(t.value, 0, t.len))
+                return req_fail(q, -EINVAL, "invalid cgroup in ACL");
+            memcpy(cg, t.value, t.len);
+            cg[t.len] = 0;
+            r = vault_acl_list_add_cgroup(l, cg);
+            if (r < 0)
+                return req_fail(q, r, "invalid cgroup '%s' in ACL", cg);
+        } else {
+            uint32_t id;
+            if (t.len != 4)
+                return req_fail(q, -EBADMSG, "malformed uid/gid in ACL");
+            id = (uint32_t)t.value[0] << 24 | (uint32_t)t.value[1] << 16 |
+                 (uint32_t)t.value[2] << 8 | t.value[3];
+            if (id == (uint32_t)-1)
+                return req_fail(q, -EINVAL, "invalid uid/gid in ACL");
+            if (t.tag == VHSM_TAG_USE_UID || t.tag == VHSM_TAG_ADMIN_UID)
+                r = vault_acl_list_add_uid(l, (uid_t)id);
+            else
+                r = vault_acl_list_add_gid(l, (gid_t)id);
+            if (r < 0)
+                return req_fail(q, r, "too many ACL entries");
+        }
+    }
+    if (r < 0)
+        return req_fail(q, -EBADMSG, "malformed body");
+    *ret_present = present;
+    return 0;
+}
+
+static bool acl_list_empty(const VaultAclList *l) {
+    return l->n_uids == 0 && l->n_gids == 0 && l->n_cgroups == 0;
+}
+
+/* Key spec of create / import / derive. type_required: the KEY_TYPE tag must be present. */
+static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spec,
+                    char *label, size_t label_size) {
+    char type[32], policy[32];
+    uint64_t max_age = 0;
+    bool acl_present = false;
+    int r;
+
+    *spec = (VaultKeySpec){.type = VAULT_KEY_AES256, .policy = {.kind = VAULT_POLICY_LOCAL}};
+    r = get_str(q, VHSM_TAG_KEY_TYPE, type_required, sizeof type - 1, type, sizeof type);
+    if (r < 0)
+        return r;
+    if (type[0]) {
+        spec->type = parse_key_type(type);
+        if (spec->type < 0)
+            return req_fail(q, -EOPNOTSUPP, "unknown key type '%s'", type);
+    }
+    r = get_str(q, VHSM_TAG_POLICY, false, sizeof policy - 1, policy, sizeof policy);
+    if (r < 0)
+        return r;
+    if (policy[0]) {
+        spec->policy.kind = vault_policy_kind_from_string(policy);
+        if (spec->policy.kind < 0)
+            return req_fail(q, -EINVAL, "unknown policy '%s' (local or attested)", policy);
+    }
+    r = vhsm_body_get_u64(q->body, q->len, VHSM_TAG_MAX_AGE, &max_age);
+    if (r < 0 && r != -ENOENT)
+        return req_fail(q, -EBADMSG, "malformed max age");
+    if (spec->policy.kind == VAULT_POLICY_ATTESTED) {
+        if (max_age == 0 || max_age > VAULT_MAX_ATTESTATION_AGE)
+            return req_fail(q, -EINVAL, "attested policy needs a max age of 1..%u seconds",
+                            VAULT_MAX_ATTESTATION_AGE);
+        spec->policy.max_age_sec = (uint32_t)max_age;
+    } else if (max_age != 0)
+        return req_fail(q, -EINVAL, "max age applies only to the attested policy");
+    r = get_str(q, VHSM_TAG_LABEL, false, label_size - 1, label, label_size);
+    if (r < 0)
+        return r;
+    if (label[0])
+        spec->label = label;
+
+    r = get_acl(q, acl, &acl_present);
+    if (r < 0)
+        return r;
+    if (acl_present) {
+        /* An empty half of a given ACL means "the creator", like the default. */
+        if (acl_list_empty(&acl->use) && (r = vault_acl_list_add_uid(&acl->use, q->peer->uid)) < 0)
+            return r;
+        if (acl_list_empty(&acl->admin) &&
+            (r = vault_acl_list_add_uid(&acl->admin, q->peer->uid)) < 0)
+            return r;
+        spec->acl = acl;
+    }
+    return 0;
+}
+
+static int op_ping(Req *q) {
+    return 0;
+}
+
+static int op_attestation_status(Req *q) {
+    json_auto_t *j = NULL;
+    _cleanup_free_ char *s = NULL;
+    int64_t t = atomic_load(&q->d->verdict_time);
+
+    j = json_pack("{s:o, s:I}", "verdict_time", t > 0 ? json_integer(t) : json_null(), "now",
+                  (json_int_t)time(NULL));
+    if (!j)
+        return -ENOMEM;
+    s = json_dumps(j, JSON_COMPACT);
+    if (!s)
+        return -ENOMEM;
+    vhsm_buf_put_str(q->out, VHSM_TAG_JSON, s);
+    return 0;
+}
+
+static int op_attestation_set(Req *q) {
+    uint64_t t = 0;
+    int64_t now = (int64_t)time(NULL);
+    int r;
+
+    if (q->peer->uid != 0)
+        return req_fail(q, -EPERM, "only root (the nitride agent) may record attestation verdicts");
+    r = vhsm_body_get_u64(q->body, q->len, VHSM_TAG_TIMESTAMP, &t);
+    if (r < 0 && r != -ENOENT)
+        return req_fail(q, -EBADMSG, "malformed timestamp");
+    if (t == 0)
+        t = (uint64_t)now;
+    if (t > (uint64_t)now + 60)
+        return req_fail(q, -EINVAL, "verdict time lies in the future");
+    vault_set_attestation(q->d->vault, (time_t)t);
+    atomic_store(&q->d->verdict_time, (int64_t)t);
+    log_info("Attestation verdict recorded (time %" PRIu64 ") by pid %d.", t, (int)q->peer->pid);
+    return 0;
+}
+
+static int op_key_create(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    VaultKeySpec spec;
+    char label[VHSM_MAX_NAME + 1];
+    int r;
+
+    if ((r = get_name(q)) < 0 || (r = get_spec(q, true, &acl, &spec, label, sizeof label)) < 0)
+        return r;
+    r = vault_key_generate(q->d->vault, q->peer, q->name, &spec);
+    if (r < 0)
+        return r;
+    log_info("Key '%s' (%s) created by uid %u.", q->name, vault_key_type_to_string(spec.type),
+             (unsigned)q->peer->uid);
+    return 0;
+}
+
+static int put_json(Req *q, json_t *j) {
+    _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
+    if (!s)
+        return -ENOMEM;
+    vhsm_buf_put_str(q->out, VHSM_TAG_JSON, s);
+    return 0;
+}
+
+static int op_key_list(Req *q) {
+    json_auto_t *names = NULL, *arr = NULL;
+    size_t i;
+    json_t *n;
+    int r;
+
+    r = vault_key_list(q->d->vault, q->peer, &names);
+    if (r < 0)
+        return r;
+    arr = json_array();
+    if (!arr)
+        return -ENOMEM;
+    json_array_foreach(names, i, n) {
+        json_t *info = NULL;
+        r = vault_key_describe(q->d->vault, q->peer, json_string_value(n), &info);
+        if (r == -ENOKEY || r == -EPERM)
+            continue; /* deleted or changed meanwhile */
+        if (r < 0)
+            return r;
+        if (json_array_append_new(arr, info) < 0)
+            return -ENOMEM;
+    }
+    return put_json(q, arr);
+}
+
+static int op_key_info(Req *q) {
+    json_auto_t *info = NULL;
+    int r;
+    if ((r = get_name(q)) < 0)
+        return r;
+    r = vault_key_describe(q->d->vault, q->peer, q->name, &info);
+    if (r < 0)
+        return r;
+    return put_json(q, info);
+}
+
+static int op_key_rotate(Req *q) {
+    uint32_t v = 0;
+    int r;
+    if ((r = get_name(q)) < 0)
+        return r;
+    r = vault_key_rotate(q->d->vault, q->peer, q->name, &v);
+    if (r < 0)
+        return r;
+    log_info("Key '%s' rotated to version %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_KEY_VERSION, v);
+    return 0;
+}
+
+static int op_key_delete(Req *q) {
+    int r;
+    if ((r = get_name(q)) < 0)
+        return r;
+    r = vault_key_delete(q->d->vault, q->peer, q->name);
+    if (r < 0)
+        return r;
+    log_info("Key '%s' deleted by uid %u.", q->name, (unsigned)q->peer->uid);
+    return 0;
+}
+
+static int op_key_set_acl(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    bool present;
+    int r;
+    if ((r = get_name(q)) < 0 || (r = get_acl(q, &acl, &present)) < 0)
+        return r;
+    r = vault_key_set_acl(q->d->vault, q->peer, q->name, &acl);
+    if (r < 0)
+        return r;
+    log_info("ACL of key '%s' replaced by uid %u.", q->name, (unsigned)q->peer->uid);
+    return 0;
+}
+
+static int op_key_set_min_version(Req *q) {
+    uint32_t v;
+    int r;
+    if ((r = get_name(q)) < 0 || (r = get_u32(q, VHSM_TAG_MIN_VERSION, true, 0, &v)) < 0)
+        return r;
+    r = vault_key_set_min_version(q->d->vault, q->peer, q->name, v);
+    if (r < 0)
+        return r;
+    log_info("Key '%s': minimum version set to %u by uid %u.", q->name, v,
+             (unsigned)q->peer->uid);
+    return 0;
+}
+
+/* The common front of data operations. */
+static int get_op(Req *q, AlgUse use, VaultOp *op, const uint8_t **data, size_t *data_len) {
+    int r;
+    *op = (VaultOp){0};
+    if ((r = get_name(q)) < 0 || (r = get_alg(q, use, &op->alg)) < 0 ||
+        (r = get_flags(q, &op->flags)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_KEY_VERSION, false, 0, &op->version)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_DATA, true, data, data_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_AAD, false, &op->aad, &op->aad_len)) < 0)
+        return r;
+    return 0;
+}
+
+static int put_owned(Req *q, uint16_t tag, uint8_t *p, size_t n) {
+    vhsm_buf_put(q->out, tag, p, n);
+    explicit_bzero(p, n);
+    free(p);
+    return 0;
+}
+
+static int op_encrypt(Req *q, AlgUse use) {
+    const uint8_t *in;
+    size_t in_len, n = 0;
+    uint8_t *o = NULL;
+    VaultOp op;
+    int r;
+    if ((r = get_op(q, use, &op, &in, &in_len)) < 0)
+        return r;
+    r = vault_encrypt(q->d->vault, q->peer, q->name, &op, in, in_len, &o, &n);
+    if (r < 0)
+        return r;
+    return put_owned(q, VHSM_TAG_OUTPUT, o, n);
+}
+
+static int op_decrypt(Req *q, AlgUse use) {
+    _cleanup_(secret_freep) Secret *pt = NULL;
+    const uint8_t *in;
+    size_t in_len;
+    VaultOp op;
+    int r;
+    if ((r = get_op(q, use, &op, &in, &in_len)) < 0)
+        return r;
+    r = vault_decrypt(q->d->vault, q->peer, q->name, &op, in, in_len, &pt);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(q->out, VHSM_TAG_OUTPUT, secret_const_data(pt), secret_size(pt));
+    return 0;
+}
+
+static int op_sign(Req *q, AlgUse use) {
+    const uint8_t *in;
+    size_t in_len, n = 0;
+    uint8_t *o = NULL;
+    VaultOp op;
+    int r;
+    if ((r = get_op(q, use, &op, &in, &in_len)) < 0)
+        return r;
+    r = vault_sign(q->d->vault, q->peer, q->name, &op, in, in_len, &o, &n);
+    if (r < 0)
+        return r;
+    return put_owned(q, VHSM_TAG_SIGNATURE, o, n);
+}
+
+static int op_verify(Req *q, AlgUse use) {
+    const uint8_t *in, *sig;
+    size_t in_len, sig_len;
+    VaultOp op;
+    int r;
+    if ((r = get_op(q, use, &op, &in, &in_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_SIGNATURE, true, &sig, &sig_len)) < 0)
+        return r;
+    return vault_verify(q->d->vault, q->peer, q->name, &op, in, in_len, sig, sig_len);
+}
+
+static int op_random(Req *q) {
+    uint32_t n;
+    uint8_t *p = NULL;
+    int r;
+    if ((r = get_u32(q, VHSM_TAG_LENGTH, true, 0, &n)) < 0)
+        return r;
+    if (n == 0 || n > VAULT_RANDOM_MAX)
+        return req_fail(q, -EINVAL, "random length must be 1..%u", VAULT_RANDOM_MAX);
+    r = vault_random(n, &p);
+    if (r < 0)
+        return r;
+    return put_owned(q, VHSM_TAG_OUTPUT, p, n);
+}
+
+static int op_pubkey(Req *q) {
+    _cleanup_free_ char *s = NULL;
+    char fmt[16];
+    VaultPubFormat f;
+    uint32_t v;
+    int r;
+    if ((r = get_name(q)) < 0 || (r = get_str(q, VHSM_TAG_FORMAT, false, 15, fmt, sizeof fmt)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_KEY_VERSION, false, 0, &v)) < 0)
+        return r;
+    if (!fmt[0] || streq(fmt, "pem"))
+        f = VAULT_PUB_PEM;
+    else if (streq(fmt, "jwk"))
+        f = VAULT_PUB_JWK;
+    else
+        return req_fail(q, -EINVAL, "unknown public key format '%s' (pem or jwk)", fmt);
+    r = vault_key_export_public(q->d->vault, q->peer, q->name, v, f, &s);
+    if (r < 0)
+        return r;
+    vhsm_buf_put_str(q->out, VHSM_TAG_OUTPUT, s);
+    return 0;
+}
+
+static int op_ecdh_derive(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    char new_name[VHSM_MAX_NAME + 1], label[VHSM_MAX_NAME + 1];
+    const uint8_t *pub, *info;
+    size_t pub_len, info_len;
+    VaultKeySpec spec;
+    int r;
+
+    if ((r = get_name(q)) < 0 || (r = get_bytes(q, VHSM_TAG_PEER_KEY, true, &pub, &pub_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_INFO, false, &info, &info_len)) < 0 ||
+        (r = get_str(q, VHSM_TAG_NEW_KEY_NAME, true, VHSM_MAX_NAME, new_name,
+                     sizeof new_name)) < 0 ||
+        (r = get_spec(q, false, &acl, &spec, label, sizeof label)) < 0)
+        return r;
+    if (spec.type != VAULT_KEY_AES256)
+        return req_fail(q, -EINVAL, "ECDH derives AES-256 keys only");
+    if (!vault_key_name_is_valid(new_name))
+        return req_fail(q, -EINVAL, "invalid new key name");
+    r = vault_key_derive_ecdh(q->d->vault, q->peer, q->name, pub, pub_len, info, info_len,
+                              new_name, &spec);
+    if (r == -EEXIST)
+        return req_fail(q, r, "key '%s' already exists", new_name);
+    if (r < 0)
+        return r;
+    log_info("Key '%s' derived by ECDH from '%s' by uid %u.", new_name, q->name,
+             (unsigned)q->peer->uid);
+    return 0;
+}
+
+static int op_transfer_key_create(Req *q) {
+    json_auto_t *jwk = NULL;
+    uint32_t life;
+    int r;
+    if (q->peer->uid != 0)
+        return req_fail(q, -EPERM, "only root (the nitride agent) may create transfer keys");
+    if ((r = get_u32(q, VHSM_TAG_LIFETIME, false, 300, &life)) < 0)
+        return r;
+    if (life == 0 || life > VAULT_TRANSFER_MAX_LIFETIME)
+        return req_fail(q, -EINVAL, "transfer key lifetime must be 1..%u seconds",
+                        VAULT_TRANSFER_MAX_LIFETIME);
+    r = vault_transfer_key_create(q->d->vault, life, &jwk);
+    if (r == -EUSERS)
+        return req_fail(q, -EBUSY, "too many live transfer keys");
+    if (r < 0)
+        return r;
+    return put_json(q, jwk);
+}
+
+static int op_import_jwe(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    _cleanup_free_ char *jwe = NULL;
+    char label[VHSM_MAX_NAME + 1];
+    VaultKeySpec spec;
+    int r;
+
+    if (q->peer->uid != 0)
+        return req_fail(q, -EPERM, "only root (the nitride agent) may import keys");
+    if ((r = get_name(q)) < 0 || (r = get_spec(q, true, &acl, &spec, label, sizeof label)) < 0)
+        return r;
+    r = vhsm_body_get_str_alloc(q->body, q->len, VHSM_TAG_JWE, VAULT_TRANSFER_MAX_JWE, &jwe);
+    if (r == -ENOENT)
+        return req_fail(q, -EBADMSG, "missing JWE");
+    if (r == -ENAMETOOLONG)
+        return req_fail(q, -EMSGSIZE, "JWE larger than %u bytes", VAULT_TRANSFER_MAX_JWE);
+    if (r < 0)
+        return req_fail(q, r, "malformed JWE field");
+    r = vault_transfer_import(q->d->vault, q->peer, jwe, q->name, &spec);
+    if (r == -EKEYEXPIRED)
+        return req_fail(q, r, "key '%s': the transfer key expired: attest again", q->name);
+    if (r == -ENOKEY)
+        return req_fail(q, r, "key '%s': unknown or already used transfer key", q->name);
+    if (r == -EKEYREJECTED)
+        return req_fail(q, r, "key '%s': the JWE does not decrypt with its transfer key",
+                        q->name);
+    if (r < 0)
+        return r;
+    log_info("Key '%s' (%s) imported by uid %u.", q->name, vault_key_type_to_string(spec.type),
+             (unsigned)q->peer->uid);
+    return 0;
+}
+
+/* The message of a failed request when the handler gave none: names the key and the reason. */
+static void default_message(Req *q, uint16_t opcode, int r) {
+    const char *reason;
+    switch (-r) {
+    case EPERM:
+    case EACCES:
+        reason = "permission denied";
+        break;
+    case ENOKEY:
+        reason = "no such key or key version";
+        break;
+    case EKEYEXPIRED:
+        reason = "attestation required: the key's policy needs a fresh attestation verdict";
+        break;
+    case EKEYREJECTED:
+        reason = "verification failed";
+        break;
+    case EKEYREVOKED:
+        reason = "key version retired";
+        break;
+    case EOPNOTSUPP:
+        reason = "operation not supported by this key type";
+        break;
+    case EEXIST:
+        reason = "a key with this name exists";
+        break;
+    case EBADMSG:
+        reason = "malformed input";
+        break;
+    case EINVAL:
+        reason = "invalid argument";
+        break;
+    default:
+        reason = strerror(-r);
+    }
+    if (q->name[0])
+        (void)snprintf(q->msg, sizeof q->msg, "%s: key '%s': %s", vhsm_opcode_to_string(opcode),
+                       q->name, reason);
+    else
+        (void)snprintf(q->msg, sizeof q->msg, "%s: %s", vhsm_opcode_to_string(opcode), reason);
+}
+
+int dispatch_reply_error(VhsmBuf *out, uint32_t id, int error, const char *message) {
+    VhsmStatus st = vhsm_status_from_errno(error < 0 ? error : -EIO);
+    vhsm_buf_begin(out, VHSM_KIND_RESPONSE, (uint16_t)st, id);
+    vhsm_buf_put_u32(out, VHSM_TAG_ERRNO, (uint32_t)(error < 0 ? -error : EIO));
+    if (message)
+        vhsm_buf_put(out, VHSM_TAG_MESSAGE, message, strnlen(message, VHSM_MAX_STRING));
+    return vhsm_buf_end(out);
+}
+
+int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+                     VhsmBuf *out) {
+    VaultPeer vp = {.uid = peer->uid, .gid = peer->gid, .pid = peer->pid, .cgroup = peer->cgroup};
+    Req q = {.d = d, .peer = &vp, .body = body, .len = h->body_len, .out = out};
+    int r;
+
+    r = vhsm_body_validate(body, h->body_len);
+    if (r < 0)
+        return dispatch_reply_error(out, h->id, r == -E2BIG ? -E2BIG : -EBADMSG,
+                                    r == -E2BIG ? "too many fields" : "malformed TLV body");
+
+    vhsm_buf_begin(out, VHSM_KIND_RESPONSE, VHSM_STATUS_OK, h->id);
+    switch (h->code) {
+    case VHSM_OP_PING:
+        r = op_ping(&q);
+        break;
+    case VHSM_OP_ATTESTATION_STATUS:
+        r = op_attestation_status(&q);
+        break;
+    case VHSM_OP_ATTESTATION_SET:
+        r = op_attestation_set(&q);
+        break;
+    case VHSM_OP_KEY_CREATE:
+        r = op_key_create(&q);
+        break;
+    case VHSM_OP_KEY_LIST:
+        r = op_key_list(&q);
+        break;
+    case VHSM_OP_KEY_INFO:
+        r = op_key_info(&q);
+        break;
+    case VHSM_OP_KEY_ROTATE:
+        r = op_key_rotate(&q);
+        break;
+    case VHSM_OP_KEY_DELETE:
+        r = op_key_delete(&q);
+        break;
+    case VHSM_OP_KEY_SET_ACL:
+        r = op_key_set_acl(&q);
+        break;
+    case VHSM_OP_KEY_SET_MIN_VERSION:
+        r = op_key_set_min_version(&q);
+        break;
+    case VHSM_OP_ENCRYPT:
+        r = op_encrypt(&q, ALG_FOR_CRYPT);
+        break;
+    case VHSM_OP_DECRYPT:
+        r = op_decrypt(&q, ALG_FOR_CRYPT);
+        break;
+    case VHSM_OP_SIGN:
+        r = op_sign(&q, ALG_FOR_SIGN);
+        break;
+    case VHSM_OP_VERIFY:
+        r = op_verify(&q, ALG_FOR_SIGN);
+        break;
+    case VHSM_OP_MAC:
+        r = op_sign(&q, ALG_FOR_MAC);
+        break;
+    case VHSM_OP_MAC_VERIFY:
+        r = op_verify(&q, ALG_FOR_MAC);
+        break;
+    case VHSM_OP_WRAP:
+        r = op_encrypt(&q, ALG_FOR_WRAP);
+        break;
+    case VHSM_OP_UNWRAP:
+        r = op_decrypt(&q, ALG_FOR_WRAP);
+        break;
+    case VHSM_OP_RANDOM:
+        r = op_random(&q);
+        break;
+    case VHSM_OP_PUBKEY:
+        r = op_pubkey(&q);
+        break;
+    case VHSM_OP_ECDH_DERIVE:
+        r = op_ecdh_derive(&q);
+        break;
+    case VHSM_OP_TRANSFER_KEY_CREATE:
+        r = op_transfer_key_create(&q);
+        break;
+    case VHSM_OP_IMPORT_JWE:
+        r = op_import_jwe(&q);
+        break;
+    default:
+        r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);
+    }
+    if (r >= 0) {
+        r = vhsm_buf_end(out);
+        if (r >= 0)
+            return 0;
+        if (r == -EMSGSIZE)
+            (void)req_fail(&q, r, "reply larger than %u bytes", VHSM_MAX_BODY);
+    } else
+        vhsm_buf_abort(out);
+
+    if (!q.msg[0])
+        default_message(&q, h->code, r);
+    if (r == -EPERM || r == -EACCES)
+        log_notice("Denied %s on key '%s' to uid %u gid %u pid %d: %s",
+                   vhsm_opcode_to_string(h->code), q.name, (unsigned)peer->uid,
+                   (unsigned)peer->gid, (int)peer->pid, q.msg);
+    else
+        log_debug("Request %s failed: %s", vhsm_opcode_to_string(h->code), q.msg);
+    return dispatch_reply_error(out, h->id, r, q.msg);
+}

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Dispatch: turns one decoded request frame into calls on the vault engine and one response
+ * frame. The vault decides every access (vault_acl_check inside each operation, with the
+ * connection's peer identity); dispatch adds the daemon-level rules: transfer keys, JWE import
+ * and attestation verdicts are root-only (the nitride agent), everything else is open to any
+ * peer and left to the key's ACL. Negative errnos become wire statuses through proto's one table.
+ * Thread-safe: called concurrently by all workers (the vault is thread-safe; the verdict time
+ * is atomic). No allocation survives a call; buffers that held plaintext are wiped.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include "client/proto.h"
+#include "peer.h"
+#include "vhsm/vault.h"
+
+typedef struct Dispatch Dispatch;
+
+/* vault is borrowed. Returns 0 or -ENOMEM. */
+int dispatch_new(Vault *vault, Dispatch **ret);
+Dispatch *dispatch_free(Dispatch *d);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);
+
+/* Handles one request (header already validated: kind request, version, size). Appends exactly
+ * one complete response frame to out (an error frame if the request fails). Returns 0, or
+ * -ENOMEM if not even an error frame could be appended (the caller closes the connection). */
+int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+                     VhsmBuf *out);
+
+/* Appends an error response for request id (used by the server for frames it refuses before
+ * dispatch: bad version, oversized). Returns 0 or -ENOMEM. */
+int dispatch_reply_error(VhsmBuf *out, uint32_t id, int error, const char *message);

@@ -1,0 +1,628 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The vhsmd socket server (design in server.h and docs/protocol.md).
+ *
+ * Invariants:
+ *  - A connection is handled by at most one worker at a time (EPOLLONESHOT; re-armed only by
+ *    the worker that handled it), so Conn fields other than the stall clocks need no lock.
+ *  - The connection list (for limits, stall expiry and shutdown) is guarded by s->lock; a
+ *    connection leaves the list before its fd is closed, so the housekeeper's shutdown() under
+ *    the lock never touches a recycled fd.
+ *  - Input and output buffers are wiped as soon as their bytes are consumed or sent.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/fileio.h"
+#include "core/log.h"
+#include "server.h"
+
+#define CONN_BUF_DEFAULT (16u * 1024u)
+#define CONN_BUF_KEEP (64u * 1024u) /* larger input buffers are released when drained */
+
+typedef struct Conn {
+    int fd;
+    Peer peer;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    VhsmBuf out;
+    size_t out_off;
+    bool close_after_flush;
+    _Atomic int64_t in_since;  /* ms: start of the pending partial frame, 0 = none */
+    _Atomic int64_t out_since; /* ms: since when a reply waits for the client to read, 0 = none */
+    struct Conn *prev, *next;
+} Conn;
+
+struct Server {
+    ServerConfig cfg;
+    Dispatch *dispatch;
+    char *path;
+    dev_t sock_dev;
+    ino_t sock_ino;
+    int listen_fd;
+    int main_epoll;
+    int work_epoll;
+    int stop_fd;  /* eventfd in work_epoll: workers exit */
+    int wake_fd;  /* eventfd in main_epoll: stop requested */
+    int timer_fd; /* housekeeping tick */
+    pthread_t *workers;
+    unsigned n_workers;
+    pthread_mutex_t lock;
+    Conn *conns;
+    unsigned n_conns;
+    atomic_bool stopping;
+};
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void lock_guard_release(pthread_mutex_t **m) {
+    if (*m)
+        (void)pthread_mutex_unlock(*m);
+}
+#define LOCK_GUARD(m)                                                                              \
+    _cleanup_(lock_guard_release) _unused_ pthread_mutex_t *NT_CONCAT(guard_, __LINE__) =          \
+        ({                                                                                         \
+            (void)pthread_mutex_lock(m);                                                           \
+            (m);                                                                                   \
+        })
+
+static void conn_free(Conn *c) {
+    if (c->fd >= 0)
+        (void)close(c->fd);
+    peer_done(&c->peer);
+    if (c->in) {
+        explicit_bzero(c->in, c->in_cap);
+        free(c->in);
+    }
+    vhsm_buf_done(&c->out);
+    free(c);
+}
+
+/* Removes c from the list, then closes it. Only the worker owning c (or the main thread after
+ * the workers stopped) calls this. */
+static void conn_close(Server *s, Conn *c) {
+    {
+        LOCK_GUARD(&s->lock);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        s->n_conns--;
+    }
+    log_debug("Connection of uid %u pid %d closed.", (unsigned)c->peer.uid, (int)c->peer.pid);
+    conn_free(c);
+}
+
+static int conn_arm(Server *s, Conn *c, uint32_t events) {
+    struct epoll_event ev = {.events = events | EPOLLONESHOT | EPOLLRDHUP, .data.ptr = c};
+    if (epoll_ctl(s->work_epoll, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        return negative_errno();
+    return 0;
+}
+
+/* Sends pending output. Returns 0 when all is sent, -EAGAIN if the socket is full. */
+static int conn_flush(Conn *c) {
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN ? -EAGAIN : negative_errno();
+        }
+        c->out_off += (size_t)n;
+    }
+    vhsm_buf_reset(&c->out);
+    c->out_off = 0;
+    return 0;
+}
+
+/* Answers every complete frame in the input buffer. Returns 0, or a negative errno if the
+ * connection must be closed (after flushing what was queued). */
+static int conn_process(Server *s, Conn *c) {
+    size_t off = 0;
+    int r = 0;
+
+    while (c->in_len - off >= VHSM_HEADER_SIZE) {
+        VhsmHeader h = {0};
+        r = vhsm_header_decode(c->in + off, &h);
+        if (r == 0 && h.kind != VHSM_KIND_REQUEST)
+            r = -EBADMSG;
+        if (r < 0) {
+            /* The stream cannot be resynchronised: answer once, then close. */
+            const char *m = r == -EPROTONOSUPPORT ? "unsupported protocol version"
+                            : r == -EMSGSIZE      ? "frame larger than the limit"
+                                                  : "bad frame header";
+            log_debug("Closing connection of uid %u: %s.", (unsigned)c->peer.uid, m);
+            if (dispatch_reply_error(&c->out, r == -EBADMSG ? 0 : h.id, r, m) < 0)
+                return -ENOMEM;
+            c->close_after_flush = true;
+            off = c->in_len;
+            break;
+        }
+        if (c->in_len - off - VHSM_HEADER_SIZE < h.body_len)
+            break; /* partial frame: compacted below, conn_grow() makes room for all of it */
+        r = dispatch_request(s->dispatch, &c->peer, &h, c->in + off + VHSM_HEADER_SIZE,
+                             &c->out);
+        if (r < 0)
+            return r;
+        off += VHSM_HEADER_SIZE + h.body_len;
+    }
+
+    if (off > 0) {
+        size_t rest = c->in_len - off;
+        if (rest > 0)
+            memmove(c->in, c->in + off, rest);
+        explicit_bzero(c->in + rest, c->in_len - rest);
+        c->in_len = rest;
+        atomic_store(&c->in_since, rest > 0 ? now_ms() : 0);
+    } else if (c->in_len > 0 && atomic_load(&c->in_since) == 0)
+        atomic_store(&c->in_since, now_ms());
+    return 0;
+}
+
+/* Makes room for the frame at the start of the input buffer. */
+static int conn_grow(Conn *c) {
+    size_t want = CONN_BUF_DEFAULT;
+    uint8_t *p;
+
+    if (c->in_len >= VHSM_HEADER_SIZE) {
+        VhsmHeader h;
+        if (vhsm_header_decode(c->in, &h) == 0)
+            want = MAX(want, VHSM_HEADER_SIZE + (size_t)h.body_len);
+    }
+    if (c->in_cap >= want && c->in_len < c->in_cap)
+        return 0;
+    if (c->in_len >= want)
+        want = c->in_len + CONN_BUF_DEFAULT; /* header still incomplete cannot happen here */
+    p = malloc(want);
+    if (!p)
+        return -ENOMEM;
+    if (c->in) {
+        memcpy(p, c->in, c->in_len);
+        explicit_bzero(c->in, c->in_cap);
+        free(c->in);
+    }
+    c->in = p;
+    c->in_cap = want;
+    return 0;
+}
+
+static void conn_shrink(Conn *c) {
+    if (c->in_len == 0 && c->in_cap > CONN_BUF_KEEP) {
+        explicit_bzero(c->in, c->in_cap);
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
+static void conn_handle(Server *s, Conn *c, uint32_t events) {
+    bool eof = false;
+    int r;
+
+    if (c->out_off < c->out.len) {
+        r = conn_flush(c);
+        if (r == -EAGAIN) {
+            (void)conn_arm(s, c, EPOLLOUT);
+            return;
+        }
+        if (r < 0 || c->close_after_flush)
+            goto close;
+        atomic_store(&c->out_since, 0);
+    }
+
+    for (;;) {
+        size_t space;
+        ssize_t n;
+        r = conn_grow(c);
+        if (r < 0)
+            goto close;
+        space = c->in_cap - c->in_len;
+        n = recv(c->fd, c->in + c->in_len, space, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            goto close;
+        }
+        if (n == 0) {
+            eof = true;
+            break;
+        }
+        c->in_len += (size_t)n;
+        r = conn_process(s, c);
+        if (r < 0 || c->close_after_flush)
+            break;
+        /* A short read drained the socket: skip the recv that would return EAGAIN. */
+        if ((size_t)n < space)
+            break;
+        if (c->out.len > 0)
+            break; /* reply first (one write per batch), read the rest when re-armed */
+    }
+    if (r < 0)
+        goto close;
+    conn_shrink(c);
+
+    if (c->out.len > 0) {
+        r = conn_flush(c);
+        if (r == -EAGAIN) {
+            if (atomic_load(&c->out_since) == 0)
+                atomic_store(&c->out_since, now_ms());
+            (void)conn_arm(s, c, EPOLLOUT);
+            return;
+        }
+        if (r < 0)
+            goto close;
+        atomic_store(&c->out_since, 0);
+    }
+    if (c->close_after_flush || eof || (events & (EPOLLHUP | EPOLLERR)))
+        goto close;
+    if (conn_arm(s, c, EPOLLIN) >= 0)
+        return;
+close:
+    conn_close(s, c);
+}
+
+static void *worker_main(void *userdata) {
+    Server *s = userdata;
+
+    for (;;) {
+        struct epoll_event ev;
+        int n = epoll_wait(s->work_epoll, &ev, 1, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            log_error_errno(negative_errno(), "epoll_wait failed in a worker: %m");
+            break;
+        }
+        if (n == 0)
+            continue;
+        if (!ev.data.ptr)
+            break; /* stop */
+        conn_handle(s, ev.data.ptr, ev.events);
+    }
+    return NULL;
+}
+
+static unsigned count_uid(Server *s, uid_t uid) {
+    unsigned n = 0;
+    for (Conn *c = s->conns; c; c = c->next)
+        n += c->peer.uid == uid;
+    return n;
+}
+
+static void accept_all(Server *s) {
+    for (;;) {
+        _cleanup_close_ int fd = -EBADF;
+        unsigned long long ticks;
+        Conn *c;
+        Peer peer;
+        int r;
+
+        fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != ECONNABORTED)
+                log_warning_errno(negative_errno(), "accept() failed, ignoring: %m");
+            return;
+        }
+        ticks = peer_boottime_ticks();
+        r = peer_identify(fd, ticks, &peer);
+        if (r < 0) {
+            log_warning_errno(r, "Cannot identify a client (SO_PEERCRED), refusing it: %m");
+            continue;
+        }
+        {
+            LOCK_GUARD(&s->lock);
+            if (s->n_conns >= s->cfg.max_connections ||
+                (peer.uid != 0 && count_uid(s, peer.uid) >= s->cfg.max_per_uid)) {
+                log_warning("Connection limit reached, refusing uid %u pid %d.",
+                            (unsigned)peer.uid, (int)peer.pid);
+                peer_done(&peer);
+                continue;
+            }
+            c = calloc(1, sizeof *c);
+            if (!c) {
+                peer_done(&peer);
+                (void)log_oom();
+                continue;
+            }
+            c->fd = TAKE_FD(fd);
+            c->peer = peer;
+            c->out = VHSM_BUF_INIT;
+            c->next = s->conns;
+            if (s->conns)
+                s->conns->prev = c;
+            s->conns = c;
+            s->n_conns++;
+        }
+        log_debug("Connection from uid %u gid %u pid %d cgroup %s%s.", (unsigned)c->peer.uid,
+                  (unsigned)c->peer.gid, (int)c->peer.pid, c->peer.cgroup ?: "(unknown)",
+                  c->peer.pidfd ? " (pidfd)" : "");
+        {
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT | EPOLLRDHUP, .data.ptr = c};
+            if (epoll_ctl(s->work_epoll, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+                log_warning_errno(negative_errno(), "Cannot watch a connection: %m");
+                conn_close(s, c);
+            }
+        }
+    }
+}
+
+/* Disconnects clients stalled mid-frame or not reading their replies. */
+static void expire_stalled(Server *s) {
+    int64_t now = now_ms(), limit = s->cfg.stall_timeout_ms;
+    LOCK_GUARD(&s->lock);
+    for (Conn *c = s->conns; c; c = c->next) {
+        int64_t a = atomic_load(&c->in_since), b = atomic_load(&c->out_since);
+        if ((a && now - a > limit) || (b && now - b > limit)) {
+            log_info("Disconnecting stalled client uid %u pid %d.", (unsigned)c->peer.uid,
+                     (int)c->peer.pid);
+            atomic_store(&c->in_since, 0);
+            atomic_store(&c->out_since, 0);
+            /* Wakes the owning worker with EOF/HUP; it closes the connection. */
+            (void)shutdown(c->fd, SHUT_RDWR);
+        }
+    }
+}
+
+static int epoll_add(int ep, int fd, void *ptr) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = ptr};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return negative_errno();
+    return 0;
+}
+
+/* True if something accepts connections on path. */
+static bool socket_alive(const char *path) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    strcpy(sa.sun_path, path);
+    return connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+}
+
+static int listen_on(Server *s) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    _cleanup_free_ char *dir = NULL;
+    struct stat st;
+    mode_t old;
+    char *slash;
+    int r;
+
+    if (strlen(s->path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, s->path);
+
+    dir = strdup(s->path);
+    if (!dir)
+        return -ENOMEM;
+    slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = 0;
+        r = mkdir_p(dir, 0755);
+        if (r < 0)
+            return r;
+    }
+    if (lstat(s->path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return -EEXIST; /* never remove something that is not a socket */
+        if (socket_alive(s->path))
+            return -EADDRINUSE;
+        if (unlink(s->path) < 0)
+            return negative_errno();
+    }
+
+    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->listen_fd < 0)
+        return negative_errno();
+    old = umask(0177); /* born 0600, widened below: no window with a wider mode */
+    r = bind(s->listen_fd, (struct sockaddr *)&sa, sizeof sa);
+    (void)umask(old);
+    if (r < 0)
+        return negative_errno();
+    if (s->cfg.socket_gid != (gid_t)-1 && chown(s->path, (uid_t)-1, s->cfg.socket_gid) < 0)
+        return negative_errno();
+    if (chmod(s->path, s->cfg.socket_mode) < 0)
+        return negative_errno();
+    if (stat(s->path, &st) < 0)
+        return negative_errno();
+    s->sock_dev = st.st_dev;
+    s->sock_ino = st.st_ino;
+    if (listen(s->listen_fd, SOMAXCONN) < 0)
+        return negative_errno();
+    return 0;
+}
+
+static void unlink_socket(Server *s) {
+    struct stat st;
+    if (!s->path || s->sock_ino == 0)
+        return;
+    if (lstat(s->path, &st) == 0 && st.st_dev == s->sock_dev && st.st_ino == s->sock_ino)
+        (void)unlink(s->path);
+    s->sock_ino = 0;
+}
+
+int server_new(const ServerConfig *cfg, Dispatch *dispatch, Server **ret) {
+    _cleanup_(server_freep) Server *s = NULL;
+    struct itimerspec its = {.it_interval = {.tv_sec = 1}, .it_value = {.tv_sec = 1}};
+    long ncpu;
+    int r;
+
+    if (!cfg->socket_path || !dispatch)
+        return -EINVAL;
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->listen_fd = s->main_epoll = s->work_epoll = s->stop_fd = s->wake_fd = s->timer_fd = -EBADF;
+    (void)pthread_mutex_init(&s->lock, NULL);
+    atomic_init(&s->stopping, false);
+    s->cfg = *cfg;
+    s->dispatch = dispatch;
+    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->cfg.threads == 0)
+        s->cfg.threads = ncpu > 0 ? (unsigned)ncpu : 1;
+    if (s->cfg.threads > 256)
+        return -EINVAL;
+    if (s->cfg.max_connections == 0)
+        s->cfg.max_connections = 1024;
+    if (s->cfg.max_per_uid == 0)
+        s->cfg.max_per_uid = 128;
+    if (s->cfg.stall_timeout_ms == 0)
+        s->cfg.stall_timeout_ms = 10000;
+    s->path = strdup(cfg->socket_path);
+    if (!s->path)
+        return -ENOMEM;
+
+    s->main_epoll = epoll_create1(EPOLL_CLOEXEC);
+    s->work_epoll = epoll_create1(EPOLL_CLOEXEC);
+    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (s->main_epoll < 0 || s->work_epoll < 0 || s->stop_fd < 0 || s->wake_fd < 0 ||
+        s->timer_fd < 0)
+        return negative_errno();
+    if (timerfd_settime(s->timer_fd, 0, &its, NULL) < 0)
+        return negative_errno();
+
+    r = listen_on(s);
+    if (r < 0)
+        return r;
+    if ((r = epoll_add(s->main_epoll, s->listen_fd, &s->listen_fd)) < 0 ||
+        (r = epoll_add(s->main_epoll, s->wake_fd, &s->wake_fd)) < 0 ||
+        (r = epoll_add(s->main_epoll, s->timer_fd, &s->timer_fd)) < 0 ||
+        (r = epoll_add(s->work_epoll, s->stop_fd, NULL)) < 0)
+        return r;
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+void server_request_stop(Server *s) {
+    uint64_t one = 1;
+    int saved = errno;
+    atomic_store(&s->stopping, true);
+    (void)!write(s->wake_fd, &one, sizeof one);
+    errno = saved;
+}
+
+static int start_workers(Server *s) {
+    sigset_t all, old;
+    int r = 0;
+
+    s->workers = calloc(s->cfg.threads, sizeof *s->workers);
+    if (!s->workers)
+        return -ENOMEM;
+    /* Workers block every signal: SIGTERM/SIGINT go to the main thread. */
+    (void)sigfillset(&all);
+    (void)pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (unsigned i = 0; i < s->cfg.threads; i++) {
+        r = -pthread_create(&s->workers[i], NULL, worker_main, s);
+        if (r < 0)
+            break;
+        s->n_workers++;
+    }
+    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
+
+static void stop_workers(Server *s) {
+    uint64_t one = 1;
+    (void)!write(s->stop_fd, &one, sizeof one); /* level-triggered: every worker sees it */
+    for (unsigned i = 0; i < s->n_workers; i++)
+        (void)pthread_join(s->workers[i], NULL);
+    s->n_workers = 0;
+}
+
+int server_run(Server *s) {
+    int r;
+
+    r = start_workers(s);
+    if (r < 0) {
+        stop_workers(s);
+        return r;
+    }
+    log_info("Listening on %s with %u worker threads.", s->path, s->cfg.threads);
+
+    while (!atomic_load(&s->stopping)) {
+        struct epoll_event evs[4];
+        int n = epoll_wait(s->main_epoll, evs, (int)ELEMENTSOF(evs), -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = log_error_errno(negative_errno(), "epoll_wait failed: %m");
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &s->listen_fd)
+                accept_all(s);
+            else if (evs[i].data.ptr == &s->timer_fd) {
+                uint64_t ticks;
+                (void)!read(s->timer_fd, &ticks, sizeof ticks);
+                expire_stalled(s);
+            }
+        }
+    }
+
+    log_info("Shutting down: no new connections, finishing requests in flight.");
+    (void)epoll_ctl(s->main_epoll, EPOLL_CTL_DEL, s->listen_fd, NULL);
+    (void)close(s->listen_fd);
+    s->listen_fd = -EBADF;
+    unlink_socket(s);
+    stop_workers(s);
+    /* Workers are gone: flush what is still queued (best effort) and close everything. */
+    while (s->conns) {
+        Conn *c = s->conns;
+        (void)conn_flush(c);
+        conn_close(s, c);
+    }
+    return r < 0 ? r : 0;
+}
+
+Server *server_free(Server *s) {
+    if (!s)
+        return NULL;
+    if (s->n_workers > 0)
+        stop_workers(s);
+    while (s->conns) {
+        Conn *c = s->conns;
+        s->conns = c->next;
+        conn_free(c);
+    }
+    if (s->listen_fd >= 0)
+        (void)close(s->listen_fd);
+    unlink_socket(s);
+    for (int *fd = (int[]){s->main_epoll, s->work_epoll, s->stop_fd, s->wake_fd, s->timer_fd, -1};
+         *fd != -1; fd++)
+        if (*fd >= 0)
+            (void)close(*fd);
+    free(s->workers);
+    free(s->path);
+    (void)pthread_mutex_destroy(&s->lock);
+    free(s);
+    return NULL;
+}

@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vhsmd: the vHSM daemon. Holds the vault (keys never leave it), persists it in the sealed
+ * keystore, and serves local clients on a unix socket (server.h), deciding access per key by
+ * the peer's identity (peer.h, vault_acl_check).
+ *
+ * Start-up order matters: harden the process (no core dumps, not ptrace-able by other users),
+ * lock all memory (refuse to run with swappable secrets unless --allow-unlocked-memory),
+ * vault_init() (secure heap, zeroising JSON allocator), then open the keystore: a keystore that
+ * exists but does not open (tampered, other VM, corrupt) stops the daemon and is left untouched.
+ * Only then is the socket created, so a client never talks to a half-initialised daemon.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "core/fileio.h"
+#include "core/log.h"
+#include "core/secret.h"
+#include "client/vhsm-client.h"
+#include "dispatch.h"
+#include "server.h"
+#include "snp/provider.h"
+#include "vhsm/keystore.h"
+#include "vhsm/vault.h"
+
+#define DEFAULT_KEYSTORE "/var/lib/vhsm/keystore"
+
+static Server *the_server;
+
+static void on_stop_signal(int sig) {
+    if (the_server)
+        server_request_stop(the_server);
+}
+
+typedef struct Options {
+    const char *socket_path;
+    const char *keystore;
+    const char *provider;
+    const char *sim_dir;
+    unsigned threads;
+    mode_t socket_mode;
+    gid_t socket_gid;
+    unsigned stall_timeout_ms;
+    bool allow_unlocked;
+    bool foreground;
+    bool debug;
+} Options;
+
+static void help(void) {
+    printf("Usage: vhsmd [OPTIONS]\n"
+           "The vHSM daemon: keeps keys inside this (confidential) VM and serves local clients.\n\n"
+           "  --socket PATH             unix socket (default %s)\n"
+           "  --socket-mode MODE        octal socket mode (default 0666: access is decided per key\n"
+           "                            by the peer's uid, gid and cgroup)\n"
+           "  --socket-group GROUP      group owning the socket (with --socket-mode 0660)\n"
+           "  --keystore PATH           sealed keystore file (default %s)\n"
+           "  --provider NAME           evidence provider for the sealing key: sev-guest, sim, auto\n"
+           "  --sim-dir DIR             simulated chip directory (with --provider sim)\n"
+           "  --threads N               worker threads (default: one per CPU)\n"
+           "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
+           "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
+           "  --foreground              stay in the foreground, log to stderr\n"
+           "  --debug                   debug logging\n"
+           "  --help, --version\n",
+           VHSM_DEFAULT_SOCKET, DEFAULT_KEYSTORE);
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *ret) {
+    char *end;
+    unsigned long v;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v > max)
+        return -EINVAL;
+    *ret = (unsigned)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, Options *o) {
+    enum {
+        ARG_SOCKET = 0x100,
+        ARG_SOCKET_MODE,
+        ARG_SOCKET_GROUP,
+        ARG_KEYSTORE,
+        ARG_PROVIDER,
+        ARG_SIM_DIR,
+        ARG_THREADS,
+        ARG_STALL,
+        ARG_ALLOW_UNLOCKED,
+        ARG_FOREGROUND,
+        ARG_DEBUG,
+        ARG_VERSION,
+    };
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, ARG_SOCKET},
+        {"socket-mode", required_argument, NULL, ARG_SOCKET_MODE},
+        {"socket-group", required_argument, NULL, ARG_SOCKET_GROUP},
+        {"keystore", required_argument, NULL, ARG_KEYSTORE},
+        {"provider", required_argument, NULL, ARG_PROVIDER},
+        {"sim-dir", required_argument, NULL, ARG_SIM_DIR},
+        {"threads", required_argument, NULL, ARG_THREADS},
+        {"stall-timeout", required_argument, NULL, ARG_STALL},
+        {"allow-unlocked-memory", no_argument, NULL, ARG_ALLOW_UNLOCKED},
+        {"foreground", no_argument, NULL, ARG_FOREGROUND},
+        {"debug", no_argument, NULL, ARG_DEBUG},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, ARG_VERSION},
+        {},
+    };
+    int c;
+
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+        switch (c) {
+        case ARG_SOCKET:
+            o->socket_path = optarg;
+            break;
+        case ARG_SOCKET_MODE: {
+            char *end;
+            unsigned long m;
+            errno = 0;
+            m = strtoul(optarg, &end, 8);
+            if (errno || end == optarg || *end || m > 0777)
+                return log_error_errno(-EINVAL, "Invalid --socket-mode '%s'.", optarg);
+            o->socket_mode = (mode_t)m;
+            break;
+        }
+        case ARG_SOCKET_GROUP: {
+            struct group *g = getgrnam(optarg);
+            unsigned gid;
+            if (g)
+                o->socket_gid = g->gr_gid;
+            else if (parse_uint(optarg, 0x7fffffff, &gid) == 0)
+                o->socket_gid = (gid_t)gid;
+            else
+                return log_error_errno(-EINVAL, "Unknown group '%s'.", optarg);
+            break;
+        }
+        case ARG_KEYSTORE:
+            o->keystore = optarg;
+            break;
+        case ARG_PROVIDER:
+            if (!streq(optarg, "sim") && !streq(optarg, "sev-guest") && !streq(optarg, "auto"))
+                return log_error_errno(-EINVAL,
+                                       "Unknown provider '%s' (sev-guest, sim or auto).", optarg);
+            o->provider = optarg;
+            break;
+        case ARG_SIM_DIR:
+            o->sim_dir = optarg;
+            break;
+        case ARG_THREADS:
+            if (parse_uint(optarg, 256, &o->threads) < 0 || o->threads == 0)
+                return log_error_errno(-EINVAL, "Invalid --threads '%s' (1..256).", optarg);
+            break;
+        case ARG_STALL:
+            if (parse_uint(optarg, 3600000, &o->stall_timeout_ms) < 0 || o->stall_timeout_ms < 100)
+                return log_error_errno(-EINVAL, "Invalid --stall-timeout '%s' (100..3600000).",
+                                       optarg);
+            break;
+        case ARG_ALLOW_UNLOCKED:
+            o->allow_unlocked = true;
+            break;
+        case ARG_FOREGROUND:
+            o->foreground = true;
+            break;
+        case ARG_DEBUG:
+            o->debug = true;
+            break;
+        case 'h':
+            help();
+            return 0;
+        case ARG_VERSION:
+            printf("vhsmd %s\n", NT_VERSION);
+            return 0;
+        default:
+            return -EINVAL;
+        }
+    }
+    if (optind < argc)
+        return log_error_errno(-EINVAL, "Unexpected argument '%s'.", argv[optind]);
+    if (o->sim_dir && o->provider && !streq(o->provider, "sim"))
+        return log_error_errno(-EINVAL, "--sim-dir needs --provider sim.");
+    return 1;
+}
+
+/* Classic daemonisation with a readiness pipe: the parent exits 0 only once the child listens,
+ * or with the child's failure. Returns the pipe's write end in the child (-EBADF when staying
+ * in the foreground), or exits. */
+static int daemonize(void) {
+    int p[2];
+    pid_t pid;
+
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return negative_errno();
+    pid = fork();
+    if (pid < 0)
+        return negative_errno();
+    if (pid > 0) {
+        char status = 1;
+        (void)close(p[1]);
+        if (read(p[0], &status, 1) != 1)
+            status = 1;
+        _exit(status == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+    }
+    (void)close(p[0]);
+    if (setsid() < 0)
+        return negative_errno();
+    pid = fork();
+    if (pid < 0)
+        return negative_errno();
+    if (pid > 0)
+        _exit(EXIT_SUCCESS); /* the grandchild keeps the pipe */
+    {
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null >= 0) {
+            (void)dup2(null, STDIN_FILENO);
+            (void)dup2(null, STDOUT_FILENO);
+            (void)dup2(null, STDERR_FILENO);
+            if (null > STDERR_FILENO)
+                (void)close(null);
+        }
+    }
+    if (chdir("/") < 0)
+        return negative_errno();
+    return p[1];
+}
+
+static void notify_ready(int ready_fd) {
+    const char *ns = getenv("NOTIFY_SOCKET");
+    if (ready_fd >= 0) {
+        char ok = 0;
+        (void)!write(ready_fd, &ok, 1);
+        (void)close(ready_fd);
+    }
+    if (ns && (ns[0] == '/' || ns[0] == '@') && strlen(ns) < sizeof(((struct sockaddr_un){0}).sun_path)) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        socklen_t len;
+        strcpy(sa.sun_path, ns);
+        len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(ns));
+        if (ns[0] == '@')
+            sa.sun_path[0] = 0;
+        if (fd >= 0)
+            (void)sendto(fd, "READY=1", 7, MSG_NOSIGNAL, (struct sockaddr *)&sa, len);
+    }
+}
+
+static int lock_memory(bool allow_unlocked) {
+    /* MCL_ONFAULT: lock pages as they are touched, so reserved but unused address space (thread
+     * stacks, sanitizer shadow) is not committed. */
+    if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0 && nt_check_mlock() >= 0)
+        return 0;
+    if (!allow_unlocked)
+        return log_error_errno(negative_errno(),
+                               "Cannot lock memory (mlockall: %m): keys could be swapped to disk. "
+                               "Raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity) or grant "
+                               "CAP_IPC_LOCK; --allow-unlocked-memory overrides this.");
+    log_warning("WARNING: memory is NOT locked: key material may be written to swap. Running "
+                "anyway because --allow-unlocked-memory was given.");
+    secret_set_allow_unlocked(true);
+    return 0;
+}
+
+static int run(const Options *o, int ready_fd) {
+    _cleanup_(snp_provider_freep) SnpProvider *provider = NULL;
+    _cleanup_(keystore_freep) Keystore *ks = NULL;
+    _cleanup_(vault_freep) Vault *vault = NULL;
+    _cleanup_(dispatch_freep) Dispatch *dispatch = NULL;
+    _cleanup_(server_freep) Server *server = NULL;
+    _cleanup_free_ char *ks_dir = NULL;
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    ServerConfig cfg = {
+        .socket_path = o->socket_path,
+        .socket_mode = o->socket_mode,
+        .socket_gid = o->socket_gid,
+        .threads = o->threads,
+        .stall_timeout_ms = o->stall_timeout_ms,
+    };
+    char *slash;
+    int r;
+
+    r = nt_harden_process();
+    if (r < 0)
+        return log_error_errno(r, "Failed to harden the process (no core dumps): %m");
+    r = lock_memory(o->allow_unlocked);
+    if (r < 0)
+        return r;
+    r = vault_init(0);
+    if (r < 0)
+        return log_error_errno(r, "Failed to initialise the vault (secure heap): %m");
+
+    r = snp_provider_open(o->provider, o->sim_dir, &provider);
+    if (r == -ENODEV)
+        return log_error_errno(r, "No evidence provider for the keystore sealing key: %s",
+                               snp_provider_missing_message());
+    if (r < 0)
+        return log_error_errno(r, "Failed to open the evidence provider '%s': %m",
+                               o->provider ?: "auto");
+
+    ks_dir = strdup(o->keystore);
+    if (!ks_dir)
+        return log_oom();
+    slash = strrchr(ks_dir, '/');
+    if (slash && slash != ks_dir) {
+        *slash = 0;
+        r = mkdir_p(ks_dir, 0700);
+        if (r < 0)
+            return log_error_errno(r, "Failed to create the keystore directory '%s': %m", ks_dir);
+    }
+    r = keystore_new(provider, o->keystore, NULL, &ks);
+    if (r < 0)
+        return log_error_errno(r, "Failed to set up the keystore '%s': %m", o->keystore);
+    r = vault_new(&vault);
+    if (r < 0)
+        return log_oom();
+    r = keystore_load(ks, vault);
+    if (r == -ENOENT)
+        log_info("No keystore at '%s' yet: starting empty; it is created with the first key.",
+                 o->keystore);
+    else if (r < 0)
+        return log_error_errno(r,
+                               "Keystore '%s' exists but cannot be opened: %m. Refusing to start; "
+                               "the file is left untouched.",
+                               o->keystore);
+    else
+        log_info("Keystore '%s' opened: %zu keys.", o->keystore, vault_key_count(vault));
+    vault_set_keystore(vault, ks);
+
+    r = dispatch_new(vault, &dispatch);
+    if (r < 0)
+        return log_oom();
+    r = server_new(&cfg, dispatch, &server);
+    if (r == -EADDRINUSE)
+        return log_error_errno(r, "Another vhsmd already listens on '%s'.", o->socket_path);
+    if (r < 0)
+        return log_error_errno(r, "Failed to listen on '%s': %m", o->socket_path);
+
+    the_server = server;
+    (void)sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGTERM, &sa, NULL);
+    (void)sigaction(SIGINT, &sa, NULL);
+    (void)signal(SIGPIPE, SIG_IGN);
+
+    notify_ready(ready_fd);
+    r = server_run(server);
+    the_server = NULL;
+    if (r < 0)
+        return log_error_errno(r, "Server failed: %m");
+
+    server = server_free(server); /* socket gone before the final save */
+    r = keystore_save(ks, vault);
+    if (r < 0)
+        return log_error_errno(r, "Failed to persist the keystore '%s' at shutdown: %m",
+                               o->keystore);
+    vault_set_keystore(vault, NULL);
+    log_info("Stopped cleanly; keystore '%s' persisted.", o->keystore);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    Options o = {
+        .socket_path = VHSM_DEFAULT_SOCKET,
+        .keystore = DEFAULT_KEYSTORE,
+        .socket_mode = 0666,
+        .socket_gid = (gid_t)-1,
+    };
+    int ready_fd = -EBADF, r;
+
+    log_set_prefix("vhsmd");
+    r = parse_args(argc, argv, &o);
+    if (r <= 0)
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+    if (o.debug)
+        log_set_max_level(LOG_DEBUG);
+    if (!o.foreground) {
+        ready_fd = daemonize();
+        if (ready_fd < 0)
+            return log_error_errno(ready_fd, "Failed to daemonize: %m"), EXIT_FAILURE;
+        log_open_syslog("vhsmd");
+    }
+    r = run(&o, ready_fd);
+    return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
