@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <linux/ioctl.h>
 #include <linux/sev-guest.h>
 
 #include "snp/provider.h"
