@@ -38,8 +38,7 @@ static void check(const uint8_t *buf, size_t len) {
         json_t *j = snp_report_to_json(&r, p);
         SnpTcb t;
         json_decref(j);
-        if (snp_tcb_decode(r.reported_tcb, p, &t) == 0 &&
-            snp_tcb_encode(&t, p) != r.reported_tcb)
+        if (snp_tcb_decode(r.reported_tcb, p, &t) == 0 && snp_tcb_encode(&t, p) != r.reported_tcb)
             abort();
     }
 }

@@ -147,8 +147,8 @@ int snp_cert_table_parse(const uint8_t *buf, size_t len, SnpCertTable *ret) {
                                        "GUID.",
                                        j, i);
             if (off < ooff + o->der_len && ooff < off + l)
-                return log_debug_errno(-EBADMSG,
-                                       "Certificate table entries %zu and %zu overlap.", j, i);
+                return log_debug_errno(-EBADMSG, "Certificate table entries %zu and %zu overlap.",
+                                       j, i);
         }
 
         memcpy(t.entries[i].guid, e, GUID_SIZE);

@@ -144,8 +144,7 @@ int snp_report_parse(const uint8_t *buf, size_t len, SnpReport *ret, const char 
     SnpReport r = {};
 
     if (!buf || len != SNP_REPORT_SIZE)
-        return parse_fail(-EMSGSIZE, "wrong size (an attestation report is 1184 bytes)",
-                          ret_error);
+        return parse_fail(-EMSGSIZE, "wrong size (an attestation report is 1184 bytes)", ret_error);
 
     r.version = get_le32(buf + OFF_VERSION);
     if (!version_supported(r.version))
@@ -318,10 +317,9 @@ typedef struct TcbLayout {
 } TcbLayout;
 
 static const TcbLayout *tcb_layout(SnpProduct p) {
-    static const TcbLayout milan_genoa = {.fmc = -1, .bootloader = 0, .tee = 1, .snp = 6,
-                                          .microcode = 7};
-    static const TcbLayout turin = {.fmc = 0, .bootloader = 1, .tee = 2, .snp = 3,
-                                    .microcode = 7};
+    static const TcbLayout milan_genoa = {
+        .fmc = -1, .bootloader = 0, .tee = 1, .snp = 6, .microcode = 7};
+    static const TcbLayout turin = {.fmc = 0, .bootloader = 1, .tee = 2, .snp = 3, .microcode = 7};
     switch (p) {
     case SNP_PRODUCT_MILAN:
     case SNP_PRODUCT_GENOA:
@@ -367,8 +365,7 @@ uint64_t snp_tcb_encode(const SnpTcb *t, SnpProduct p) {
     if (!l)
         return 0;
     return tcb_put(t->fmc, l->fmc) | tcb_put(t->bootloader, l->bootloader) |
-           tcb_put(t->tee, l->tee) | tcb_put(t->snp, l->snp) |
-           tcb_put(t->microcode, l->microcode);
+           tcb_put(t->tee, l->tee) | tcb_put(t->snp, l->snp) | tcb_put(t->microcode, l->microcode);
 }
 
 bool snp_tcb_ge(const SnpTcb *a, const SnpTcb *b, SnpProduct p) {
@@ -450,7 +447,8 @@ static void print_hex(FILE *f, const char *label, const uint8_t *p, size_t n) {
 }
 
 /* r and s are stored little-endian; printed as big-endian integers (the usual notation). */
-static void sig_to_be_hex(const uint8_t le[SNP_SIG_COMPONENT_SIZE], char out[2 * P384_SCALAR_SIZE + 1]) {
+static void sig_to_be_hex(const uint8_t le[SNP_SIG_COMPONENT_SIZE],
+                          char out[2 * P384_SCALAR_SIZE + 1]) {
     uint8_t be[P384_SCALAR_SIZE];
     for (size_t i = 0; i < P384_SCALAR_SIZE; i++)
         be[i] = le[P384_SCALAR_SIZE - 1 - i];
@@ -505,13 +503,13 @@ void snp_report_print(const SnpReport *r, SnpProduct product, FILE *f) {
         fprintf(f, "  %-28s unknown (a version %u report carries no CPUID; pass --product)\n",
                 "Product:", r->version);
     if (p >= 0 && cpuid_p >= 0 && cpuid_p != p)
-        fprintf(f, "  %-28s CPUID says %s, TCBs decoded as %s\n", "Warning:",
-                snp_product_to_string(cpuid_p), snp_product_to_string(p));
+        fprintf(f, "  %-28s CPUID says %s, TCBs decoded as %s\n",
+                "Warning:", snp_product_to_string(cpuid_p), snp_product_to_string(p));
     fprintf(f, "  %-28s %u\n", "Version:", r->version);
     fprintf(f, "  %-28s %u\n", "Guest SVN:", r->guest_svn);
     fprintf(f, "  %-28s 0x%016" PRIx64 "\n", "Policy:", r->policy);
-    fprintf(f, "    %-26s %u.%u\n", "Minimum ABI:",
-            (unsigned)((r->policy >> SNP_POLICY_ABI_MAJOR_SHIFT) & 0xFF),
+    fprintf(f, "    %-26s %u.%u\n",
+            "Minimum ABI:", (unsigned)((r->policy >> SNP_POLICY_ABI_MAJOR_SHIFT) & 0xFF),
             (unsigned)(r->policy & SNP_POLICY_ABI_MINOR_MASK));
     print_bits(f, r->policy, policy_bits, ELEMENTSOF(policy_bits));
     print_hex(f, "Family ID:", r->family_id, sizeof r->family_id);
@@ -524,8 +522,8 @@ void snp_report_print(const SnpReport *r, SnpProduct product, FILE *f) {
     fprintf(f, "  %-28s 0x%016" PRIx64 "\n", "Platform info:", r->platform_info);
     print_bits(f, r->platform_info, platform_bits, ELEMENTSOF(platform_bits));
     if (r->platform_info & ~PLATFORM_INFO_KNOWN_MASK)
-        fprintf(f, "    %-26s 0x%016" PRIx64 "\n", "Unknown bits:",
-                r->platform_info & ~PLATFORM_INFO_KNOWN_MASK);
+        fprintf(f, "    %-26s 0x%016" PRIx64 "\n",
+                "Unknown bits:", r->platform_info & ~PLATFORM_INFO_KNOWN_MASK);
     fprintf(f, "  %-28s 0x%08x\n", "Flags:", r->flags);
     fprintf(f, "    %-26s %s\n", "Author key enabled:", yes_no(r->flags & SNP_FLAG_AUTHOR_KEY_EN));
     fprintf(f, "    %-26s %s\n", "Mask chip key:", yes_no(r->flags & SNP_FLAG_MASK_CHIP_KEY));
@@ -539,21 +537,20 @@ void snp_report_print(const SnpReport *r, SnpProduct product, FILE *f) {
     print_hex(f, "Report ID (migration agent):", r->report_id_ma, sizeof r->report_id_ma);
     print_tcb(f, "Reported TCB:", r->reported_tcb, p);
     if (r->version >= 3)
-        fprintf(f, "  %-28s family 0x%02x, model 0x%02x, stepping 0x%02x (%s)\n", "CPUID:",
-                r->cpuid_fam_id, r->cpuid_mod_id, r->cpuid_step,
+        fprintf(f, "  %-28s family 0x%02x, model 0x%02x, stepping 0x%02x (%s)\n",
+                "CPUID:", r->cpuid_fam_id, r->cpuid_mod_id, r->cpuid_step,
                 cpuid_p >= 0 ? snp_product_to_string(cpuid_p) : "unknown product");
     print_hex(f, "Chip ID:", r->chip_id, sizeof r->chip_id);
     print_tcb(f, "Committed TCB:", r->committed_tcb, p);
     fprintf(f, "  %-28s %u.%u.%u\n", "Current firmware:", r->current_major, r->current_minor,
             r->current_build);
-    fprintf(f, "  %-28s %u.%u.%u\n", "Committed firmware:", r->committed_major,
-            r->committed_minor, r->committed_build);
+    fprintf(f, "  %-28s %u.%u.%u\n", "Committed firmware:", r->committed_major, r->committed_minor,
+            r->committed_build);
     print_tcb(f, "Launch TCB:", r->launch_tcb, p);
     if (r->version >= 5) {
-        fprintf(f, "  %-28s 0x%016" PRIx64 "\n", "Launch mitigation vector:",
-                r->launch_mit_vector);
-        fprintf(f, "  %-28s 0x%016" PRIx64 "\n", "Current mitigation vector:",
-                r->current_mit_vector);
+        fprintf(f, "  %-28s 0x%016" PRIx64 "\n", "Launch mitigation vector:", r->launch_mit_vector);
+        fprintf(f, "  %-28s 0x%016" PRIx64 "\n",
+                "Current mitigation vector:", r->current_mit_vector);
     }
     fprintf(f, "  Signature (big-endian):\n");
     sig_to_be_hex(r->signature_r, sig);
@@ -651,10 +648,8 @@ json_t *snp_report_to_json(const SnpReport *r, SnpProduct product) {
 
     flags = json_object();
     if (!flags || json_set_new(flags, "raw", json_integer(r->flags)) < 0 ||
-        json_set_new(flags, "author_key_en", json_boolean(r->flags & SNP_FLAG_AUTHOR_KEY_EN)) <
-            0 ||
-        json_set_new(flags, "mask_chip_key", json_boolean(r->flags & SNP_FLAG_MASK_CHIP_KEY)) <
-            0 ||
+        json_set_new(flags, "author_key_en", json_boolean(r->flags & SNP_FLAG_AUTHOR_KEY_EN)) < 0 ||
+        json_set_new(flags, "mask_chip_key", json_boolean(r->flags & SNP_FLAG_MASK_CHIP_KEY)) < 0 ||
         json_set_new(flags, "signing_key",
                      json_string(signing_key_to_string(snp_report_signing_key(r)))) < 0 ||
         json_set_new(o, "flags", TAKE_PTR(flags)) < 0)
@@ -663,8 +658,7 @@ json_t *snp_report_to_json(const SnpReport *r, SnpProduct product) {
     if (json_set_new(o, "report_data", json_hex(r->report_data, sizeof r->report_data)) < 0 ||
         json_set_new(o, "measurement", json_hex(r->measurement, sizeof r->measurement)) < 0 ||
         json_set_new(o, "host_data", json_hex(r->host_data, sizeof r->host_data)) < 0 ||
-        json_set_new(o, "id_key_digest", json_hex(r->id_key_digest, sizeof r->id_key_digest)) <
-            0 ||
+        json_set_new(o, "id_key_digest", json_hex(r->id_key_digest, sizeof r->id_key_digest)) < 0 ||
         json_set_new(o, "author_key_digest",
                      json_hex(r->author_key_digest, sizeof r->author_key_digest)) < 0 ||
         json_set_new(o, "report_id", json_hex(r->report_id, sizeof r->report_id)) < 0 ||

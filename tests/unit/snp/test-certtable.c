@@ -210,8 +210,8 @@ static void test_hostile(void **state) {
 
     /* Offset outside the buffer; offset + length outside; u32 overflow of offset + length. */
     const uint32_t bad[][2] = {
-        {3 * ENTRY + 30, 1}, {3 * ENTRY + 29, 2}, {0xFFFFFFFF, 1}, {3 * ENTRY, 0xFFFFFFFF},
-        {0xFFFFFFF0, 0x20},  {0x80000000, 0x80000000},
+        {3 * ENTRY + 30, 1},     {3 * ENTRY + 29, 2}, {0xFFFFFFFF, 1},
+        {3 * ENTRY, 0xFFFFFFFF}, {0xFFFFFFF0, 0x20},  {0x80000000, 0x80000000},
     };
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
         offs[0] = 3 * ENTRY, lens[0] = 10, offs[1] = bad[i][0], lens[1] = bad[i][1];
@@ -292,9 +292,9 @@ static void test_build_errors(void **state) {
     lens[1] = (size_t)UINT32_MAX;
     assert_int_equal(snp_cert_table_build(kinds, ders, lens, 2, &tab, &len), -EOVERFLOW);
     lens[1] = 2;
-    assert_int_equal(snp_cert_table_build(kinds, ders, lens, SNP_CERT_TABLE_MAX_ENTRIES + 1, &tab,
-                                          &len),
-                     -E2BIG);
+    assert_int_equal(
+        snp_cert_table_build(kinds, ders, lens, SNP_CERT_TABLE_MAX_ENTRIES + 1, &tab, &len),
+        -E2BIG);
     assert_null(tab);
     assert_int_equal(len, 0);
 

@@ -26,7 +26,7 @@ typedef struct Expected {
     uint64_t policy, platform_info, current_tcb, reported_tcb, committed_tcb, launch_tcb;
     uint32_t flags;
     SnpSigningKey signing_key;
-    SnpProduct product; /* the vector's product */
+    SnpProduct product;       /* the vector's product */
     SnpProduct cpuid_product; /* _SNP_PRODUCT_INVALID on v2 */
     uint8_t fam, mod, step;
     SnpTcb reported; /* decoded for product */
@@ -38,13 +38,22 @@ typedef struct Expected {
 static const Expected vectors[] = {
     {
         .dir = "genoa-v3-msft-vcek",
-        .version = 3, .guest_svn = 2, .vmpl = 0,
-        .policy = 0x3001f, .platform_info = 0x27,
-        .current_tcb = 0x541700000000000a, .reported_tcb = 0x541700000000000a,
-        .committed_tcb = 0x541700000000000a, .launch_tcb = 0x541700000000000a,
-        .flags = 0, .signing_key = SNP_SIGNING_KEY_VCEK,
-        .product = SNP_PRODUCT_GENOA, .cpuid_product = SNP_PRODUCT_GENOA,
-        .fam = 0x19, .mod = 0x11, .step = 0x01,
+        .version = 3,
+        .guest_svn = 2,
+        .vmpl = 0,
+        .policy = 0x3001f,
+        .platform_info = 0x27,
+        .current_tcb = 0x541700000000000a,
+        .reported_tcb = 0x541700000000000a,
+        .committed_tcb = 0x541700000000000a,
+        .launch_tcb = 0x541700000000000a,
+        .flags = 0,
+        .signing_key = SNP_SIGNING_KEY_VCEK,
+        .product = SNP_PRODUCT_GENOA,
+        .cpuid_product = SNP_PRODUCT_GENOA,
+        .fam = 0x19,
+        .mod = 0x11,
+        .step = 0x01,
         .reported = {.bootloader = 10, .tee = 0, .snp = 23, .microcode = 84},
         .measurement = "5feee30d6d7e1a29f403d70a4198237ddfb13051a2d6976439487c609388ed7f"
                        "98189887920ab2fa0096903a0c23fca1",
@@ -53,16 +62,25 @@ static const Expected vectors[] = {
         .host_data = "4f4448c67f3c8dfc8de8a5e37125d807dadcc41f06cf23f615dbd52eec777d10",
         .report_id = "c840e4fc01bec5121388abbf2e850c5b1d482adab7a4b06c4d93028c56599429",
         .report_data_prefix = "0000000000",
-        .cur_major = 1, .cur_minor = 55, .cur_build = 40,
+        .cur_major = 1,
+        .cur_minor = 55,
+        .cur_build = 40,
     },
     {
         .dir = "milan-v2-gosevguest-vcek",
-        .version = 2, .guest_svn = 0, .vmpl = 0,
-        .policy = 0xb0000, .platform_info = 0x1,
-        .current_tcb = 0x4405000000000002, .reported_tcb = 0x4405000000000002,
-        .committed_tcb = 0x4405000000000002, .launch_tcb = 0x4405000000000002,
-        .flags = 0, .signing_key = SNP_SIGNING_KEY_VCEK,
-        .product = SNP_PRODUCT_MILAN, .cpuid_product = _SNP_PRODUCT_INVALID,
+        .version = 2,
+        .guest_svn = 0,
+        .vmpl = 0,
+        .policy = 0xb0000,
+        .platform_info = 0x1,
+        .current_tcb = 0x4405000000000002,
+        .reported_tcb = 0x4405000000000002,
+        .committed_tcb = 0x4405000000000002,
+        .launch_tcb = 0x4405000000000002,
+        .flags = 0,
+        .signing_key = SNP_SIGNING_KEY_VCEK,
+        .product = SNP_PRODUCT_MILAN,
+        .cpuid_product = _SNP_PRODUCT_INVALID,
         .reported = {.bootloader = 2, .tee = 0, .snp = 5, .microcode = 68},
         .measurement = "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b"
                        "6bdf8a9ece31a5a608eb0cf2e4872b01",
@@ -71,16 +89,25 @@ static const Expected vectors[] = {
         .host_data = "0000000000000000000000000000000000000000000000000000000000000000",
         .report_id = "8edc638e1857c555d21f6b11bda3c8b1b5a09dba4852b4c8ee7aa2f16f22cc0a",
         .report_data_prefix = "0102030405",
-        .cur_major = 1, .cur_minor = 49, .cur_build = 3,
+        .cur_major = 1,
+        .cur_minor = 49,
+        .cur_build = 3,
     },
     {
         .dir = "milan-v2-virtee-vcek",
-        .version = 2, .guest_svn = 0, .vmpl = 0,
-        .policy = 0x30000, .platform_info = 0x1,
-        .current_tcb = 0x7308000000000003, .reported_tcb = 0x7308000000000003,
-        .committed_tcb = 0x7308000000000003, .launch_tcb = 0x7308000000000003,
-        .flags = 0, .signing_key = SNP_SIGNING_KEY_VCEK,
-        .product = SNP_PRODUCT_MILAN, .cpuid_product = _SNP_PRODUCT_INVALID,
+        .version = 2,
+        .guest_svn = 0,
+        .vmpl = 0,
+        .policy = 0x30000,
+        .platform_info = 0x1,
+        .current_tcb = 0x7308000000000003,
+        .reported_tcb = 0x7308000000000003,
+        .committed_tcb = 0x7308000000000003,
+        .launch_tcb = 0x7308000000000003,
+        .flags = 0,
+        .signing_key = SNP_SIGNING_KEY_VCEK,
+        .product = SNP_PRODUCT_MILAN,
+        .cpuid_product = _SNP_PRODUCT_INVALID,
         .reported = {.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115},
         .measurement = "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d"
                        "3e1a0dc39b2c60bd95b9c480cd81841f",
@@ -89,17 +116,28 @@ static const Expected vectors[] = {
         .host_data = "0000000000000000000000000000000000000000000000000000000000000000",
         .report_id = "92b3b47d59f0a2a10a74c5678868a80238cf593c01a82f3cffb878e904c28d5b",
         .report_data_prefix = "d447b55d19",
-        .cur_major = 1, .cur_minor = 52, .cur_build = 4,
+        .cur_major = 1,
+        .cur_minor = 52,
+        .cur_build = 4,
     },
     {
         .dir = "milan-v3-trustee-vlek",
-        .version = 3, .guest_svn = 0, .vmpl = 1,
-        .policy = 0x30000, .platform_info = 0x27,
-        .current_tcb = 0xdc18000000000004, .reported_tcb = 0xd918000000000004,
-        .committed_tcb = 0xdb18000000000004, .launch_tcb = 0xdb18000000000004,
-        .flags = 0x4, .signing_key = SNP_SIGNING_KEY_VLEK,
-        .product = SNP_PRODUCT_MILAN, .cpuid_product = SNP_PRODUCT_MILAN,
-        .fam = 0x19, .mod = 0x01, .step = 0x01,
+        .version = 3,
+        .guest_svn = 0,
+        .vmpl = 1,
+        .policy = 0x30000,
+        .platform_info = 0x27,
+        .current_tcb = 0xdc18000000000004,
+        .reported_tcb = 0xd918000000000004,
+        .committed_tcb = 0xdb18000000000004,
+        .launch_tcb = 0xdb18000000000004,
+        .flags = 0x4,
+        .signing_key = SNP_SIGNING_KEY_VLEK,
+        .product = SNP_PRODUCT_MILAN,
+        .cpuid_product = SNP_PRODUCT_MILAN,
+        .fam = 0x19,
+        .mod = 0x01,
+        .step = 0x01,
         .reported = {.bootloader = 4, .tee = 0, .snp = 24, .microcode = 217},
         .measurement = "8922ebbdd00ec2c541f36a6e7a82a8773a7accb451ed67bc94e740dbe92c93c4"
                        "e8c9af857f5ceeb5a493df2a570d7bf0",
@@ -108,17 +146,28 @@ static const Expected vectors[] = {
         .host_data = "0000000000000000000000000000000000000000000000000000000000000000",
         .report_id = "62e04fba700afd93b3a0cc0649b633ee36587fa8a8c2eb5d9b7cd7bc5f4bb057",
         .report_data_prefix = "819770b7e6",
-        .cur_major = 1, .cur_minor = 55, .cur_build = 29,
+        .cur_major = 1,
+        .cur_minor = 55,
+        .cur_build = 29,
     },
     {
         .dir = "turin-v5-msft-vcek",
-        .version = 5, .guest_svn = 2, .vmpl = 0,
-        .policy = 0x3001f, .platform_info = 0x65,
-        .current_tcb = 0x5100000004010101, .reported_tcb = 0x5100000004010101,
-        .committed_tcb = 0x5100000004010101, .launch_tcb = 0x5100000004010101,
-        .flags = 0, .signing_key = SNP_SIGNING_KEY_VCEK,
-        .product = SNP_PRODUCT_TURIN, .cpuid_product = SNP_PRODUCT_TURIN,
-        .fam = 0x1a, .mod = 0x02, .step = 0x01,
+        .version = 5,
+        .guest_svn = 2,
+        .vmpl = 0,
+        .policy = 0x3001f,
+        .platform_info = 0x65,
+        .current_tcb = 0x5100000004010101,
+        .reported_tcb = 0x5100000004010101,
+        .committed_tcb = 0x5100000004010101,
+        .launch_tcb = 0x5100000004010101,
+        .flags = 0,
+        .signing_key = SNP_SIGNING_KEY_VCEK,
+        .product = SNP_PRODUCT_TURIN,
+        .cpuid_product = SNP_PRODUCT_TURIN,
+        .fam = 0x1a,
+        .mod = 0x02,
+        .step = 0x01,
         .reported = {.fmc = 1, .bootloader = 1, .tee = 1, .snp = 4, .microcode = 81},
         .measurement = "6d6c354511d6f7c6d7504668903dc5bdc066a048b651840d8d03fb85299ebfa1"
                        "42fccf1d1b0baca496841bdf243619d4",
@@ -127,8 +176,11 @@ static const Expected vectors[] = {
         .host_data = "b3452a0ed30f1010bd32740dd1610bc63296ceb0f882f2cac3a3152d651fe7e4",
         .report_id = "d2f0b13e226f7c8aee44f2fd22cac739438124864fec3e3a2249901a2f4bc9a6",
         .report_data_prefix = "0000000000",
-        .cur_major = 1, .cur_minor = 55, .cur_build = 65,
-        .launch_mit = 0x3f, .current_mit = 0x3f,
+        .cur_major = 1,
+        .cur_minor = 55,
+        .cur_build = 65,
+        .launch_mit = 0x3f,
+        .current_mit = 0x3f,
     },
 };
 
@@ -192,8 +244,7 @@ static void test_vectors_fields(void **state) {
         assert_int_equal(r.cpuid_fam_id, e->fam);
         assert_int_equal(r.cpuid_mod_id, e->mod);
         assert_int_equal(r.cpuid_step, e->step);
-        assert_int_equal(snp_product_from_cpuid(r.cpuid_fam_id, r.cpuid_mod_id),
-                         e->cpuid_product);
+        assert_int_equal(snp_product_from_cpuid(r.cpuid_fam_id, r.cpuid_mod_id), e->cpuid_product);
         assert_hex(r.measurement, sizeof r.measurement, e->measurement);
         assert_hex(r.chip_id, sizeof r.chip_id, e->chip_id);
         assert_hex(r.host_data, sizeof r.host_data, e->host_data);
@@ -447,16 +498,17 @@ static void test_tcb_layouts(void **state) {
 
     /* Round trips over every value of each component position. */
     for (unsigned v = 0; v < 256; v++) {
-        SnpTcb x = {.fmc = (uint8_t)v, .bootloader = (uint8_t)(v ^ 0x5a),
-                    .tee = (uint8_t)(255 - v), .snp = (uint8_t)(v * 7), .microcode = (uint8_t)v};
-        assert_int_equal(snp_tcb_decode(snp_tcb_encode(&x, SNP_PRODUCT_TURIN), SNP_PRODUCT_TURIN,
-                                        &d),
-                         0);
+        SnpTcb x = {.fmc = (uint8_t)v,
+                    .bootloader = (uint8_t)(v ^ 0x5a),
+                    .tee = (uint8_t)(255 - v),
+                    .snp = (uint8_t)(v * 7),
+                    .microcode = (uint8_t)v};
+        assert_int_equal(
+            snp_tcb_decode(snp_tcb_encode(&x, SNP_PRODUCT_TURIN), SNP_PRODUCT_TURIN, &d), 0);
         assert_memory_equal(&d, &x, sizeof d);
         x.fmc = 0;
-        assert_int_equal(snp_tcb_decode(snp_tcb_encode(&x, SNP_PRODUCT_GENOA), SNP_PRODUCT_GENOA,
-                                        &d),
-                         0);
+        assert_int_equal(
+            snp_tcb_decode(snp_tcb_encode(&x, SNP_PRODUCT_GENOA), SNP_PRODUCT_GENOA, &d), 0);
         assert_memory_equal(&d, &x, sizeof d);
     }
 }
@@ -602,8 +654,7 @@ static void test_json(void **state) {
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "cpuid"), "family")),
                      0x1a);
     assert_true(json_is_true(json_object_get(json_object_get(j, "policy"), "smt_allowed")));
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "policy"),
-                                                        "abi_minor")),
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "policy"), "abi_minor")),
                      0x1f);
     assert_string_equal(json_string_value(json_object_get(j, "current_version")), "1.55.65");
     json_t *sig = json_object_get(j, "signature");
