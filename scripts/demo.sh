@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# make demo: the main job end to end on the simulated SNP firmware.
+#   1. create a simulated chip (Milan) and launch configuration
+#   2. the agent asks the evidence provider for a report bound to a fresh nonce
+#   3. show the report
+#   4. verify it (chain to the chip's ARK, signature, TCB, policy, report data)
+#   5. a tampered report is rejected, naming the check that failed
+#   6. the vHSM: vhsmd with a keystore sealed by the SNP derived key; sign with a key that never
+#      leaves it, verify with plain openssl; restart; a different VM measurement cannot open it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${NT_BUILD:-build}
+nitride=$B/src/agent/nitride
+vhsmd=$B/src/vhsm/vhsmd
+vhsm=$B/src/vhsm/vhsm
+W=$(mktemp -d /tmp/nitride-demo.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+
+step "1. A simulated SEV-SNP chip (Milan): ARK -> ASK -> VCEK, and a launch configuration"
+run "$nitride" sim init "$W/chip" --product milan
+run "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" --policy 0x30000 \
+    --host-data "$(openssl rand -hex 32)"
+run "$nitride" sim show "$W/chip"
+
+step "2. The agent gets an attestation report bound to a fresh verifier nonce"
+nonce=$(openssl rand -hex 32)
+echo "nonce: $nonce"
+run "$nitride" report get --provider sim --sim-dir "$W/chip" --nonce "$nonce" --extended \
+    --out "$W/report.bin" --certs-dir "$W/certs"
+
+step "3. The report, every field"
+run "$nitride" report show "$W/report.bin"
+
+step "4. Verify: chain to the (explicitly trusted) simulated ARK, signature, TCB, policy, nonce"
+measurement=$("$nitride" report show "$W/report.bin" --json | jq -r .measurement)
+report_data=$(printf '%s' "$nonce" | xxd -r -p | openssl dgst -sha512 -binary | xxd -p -c 256)
+cat >"$W/policy.json" <<JSON
+{
+  "measurements": ["$measurement"],
+  "report_data": "$report_data",
+  "debug_allowed": false,
+  "vmpls": [0],
+  "min_tcb": {"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0}
+}
+JSON
+run cat "$W/policy.json"
+run "$nitride" verify "$W/report.bin" --certs "$W/certs" --trust-anchor "$W/chip/ark.pem" \
+    --policy "$W/policy.json"
+
+step "5. A tampered report (one byte of the measurement flipped) is rejected"
+cp "$W/report.bin" "$W/tampered.bin"
+printf '\xff' | dd of="$W/tampered.bin" bs=1 seek=$((0x90)) conv=notrunc status=none
+set +e
+"$nitride" verify "$W/tampered.bin" --certs "$W/certs" --trust-anchor "$W/chip/ark.pem" \
+    --policy "$W/policy.json"
+rc=$?
+set -e
+echo "exit code $rc (1 = invalid evidence)"
+[ "$rc" -eq 1 ]
+
+step "5b. Without --trust-anchor the simulated chip is not trusted (only AMD's ARKs are built in)"
+set +e
+"$nitride" verify "$W/report.bin" --certs "$W/certs" --policy "$W/policy.json" >/dev/null 2>"$W/err"
+rc=$?
+set -e
+tail -n 3 "$W/err"; echo "exit code $rc"
+[ "$rc" -eq 1 ]
+
+if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
+  step "6. The vHSM: vhsmd, keystore sealed with the SNP derived key"
+  sock=$W/vhsm.sock
+  "$vhsmd" --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  V() { "$vhsm" --socket "$sock" "$@"; }
+  run V key create signer --type p384
+  run V key list
+  echo "a message from the demo" >"$W/msg"
+  run V sign signer --in "$W/msg" --out "$W/msg.sig"
+  run V pubkey signer --format pem --out "$W/signer.pem"
+  run openssl dgst -sha384 -verify "$W/signer.pem" -signature "$W/msg.sig" "$W/msg"
+  run V key create data --type aes256
+  echo "secret payload" | V encrypt data --out "$W/ct"
+  run V decrypt data --in "$W/ct"
+  step "6b. Restart vhsmd: the sealed keystore opens again on the same VM"
+  kill "${pids[-1]}"; wait "${pids[-1]}" || true
+  "$vhsmd" --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  run V decrypt data --in "$W/ct"
+  kill "${pids[-1]}"; wait "${pids[-1]}" || true
+  step "6c. A VM with another measurement cannot open the keystore"
+  "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
+  set +e
+  timeout 10 "$vhsmd" --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip"
+  rc=$?
+  set -e
+  echo "vhsmd exit code $rc (refused, keystore left untouched)"
+  [ "$rc" -ne 0 ]
+fi
+
+step "Demo complete."
