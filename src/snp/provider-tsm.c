@@ -126,7 +126,8 @@ static int check_provider(const char *dir) {
 
     r = attr_read(dir, "provider", &buf, &len);
     if (r < 0)
-        return log_debug_errno(r, "Cannot read '%s/provider': %m", dir);
+        return log_debug_errno(-ENODEV, "Cannot read '%s/provider' (not configfs-tsm?): %s", dir,
+                               strerror(-r));
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
         buf[--len] = 0;
     if (!streq((const char *)buf, "sev_guest"))
