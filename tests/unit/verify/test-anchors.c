@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The built-in AMD anchors: each one's SHA-256 fingerprint is pinned here (computed from
+ * tests/vectors/snp with `openssl x509 -outform der | sha256sum`, see each SOURCE.txt), each
+ * loads and passes its self-check, and only self-signed ARKs can be added as anchors.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <openssl/pem.h>
+
+#include "core/encoding.h"
+#include "core/openssl-util.h"
+#include "verify/anchors.h"
+#include "vt-util.h"
+
+static const struct {
+    SnpProduct product;
+    NtCertRole role;
+    const char *sha256;
+} pinned[] = {
+    {SNP_PRODUCT_MILAN, NT_CERT_ROLE_ARK,
+     "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"},
+    {SNP_PRODUCT_MILAN, NT_CERT_ROLE_ASK,
+     "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b"},
+    {SNP_PRODUCT_MILAN, NT_CERT_ROLE_ASVK,
+     "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5"},
+    {SNP_PRODUCT_GENOA, NT_CERT_ROLE_ARK,
+     "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1"},
+    {SNP_PRODUCT_GENOA, NT_CERT_ROLE_ASK,
+     "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521"},
+    {SNP_PRODUCT_TURIN, NT_CERT_ROLE_ARK,
+     "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a"},
+    {SNP_PRODUCT_TURIN, NT_CERT_ROLE_ASK,
+     "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185"},
+};
+
+static void test_builtin_fingerprints(void **state) {
+    NtAnchorSet s = {.n_items = 0};
+    assert_int_equal(nt_anchor_set_load_builtin(&s), 0);
+    assert_int_equal(s.n_items, ELEMENTSOF(pinned));
+    assert_int_equal(nt_builtin_certs_count, ELEMENTSOF(pinned));
+    for (size_t i = 0; i < ELEMENTSOF(pinned); i++) {
+        const NtAnchor *a = NULL;
+        uint8_t md[32];
+        char hex[65];
+        for (size_t j = 0; j < s.n_items; j++)
+            if (s.items[j].product == pinned[i].product && s.items[j].role == pinned[i].role)
+                a = &s.items[j];
+        assert_non_null(a);
+        assert_true(a->builtin);
+        assert_int_equal(EVP_Digest(a->der, a->der_len, md, NULL, EVP_sha256(), NULL), 1);
+        hex_encode(md, 32, hex);
+        assert_string_equal(hex, pinned[i].sha256);
+        assert_int_equal(nt_cert_role_detect(a->cert), pinned[i].role);
+        assert_int_equal(nt_cert_ca_product(a->cert), pinned[i].product);
+        assert_int_equal(nt_cert_check_sig_scheme(a->cert), 0);
+    }
+    nt_anchor_set_clear(&s);
+    assert_int_equal(s.n_items, 0);
+}
+
+static void test_add_ark(void **state) {
+    NtAnchorSet s = {.n_items = 0};
+    size_t n, an, vn;
+    _cleanup_free_ uint8_t *ark = vt_read("genoa-v3-msft-vcek", "ark.pem", &n);
+    _cleanup_free_ uint8_t *ask = vt_read("genoa-v3-msft-vcek", "ask.pem", &an);
+    _cleanup_free_ uint8_t *vcek = vt_read("milan-v2-virtee-vcek", "vcek.der", &vn);
+
+    assert_int_equal(nt_anchor_set_add_ark(&s, ark, n, "test"), 0);
+    assert_int_equal(s.n_items, 1);
+    assert_int_equal(s.items[0].product, SNP_PRODUCT_GENOA);
+    assert_false(s.items[0].builtin);
+    assert_non_null(strstr(s.items[0].label, "ARK-Genoa (test)"));
+    /* Idempotent. */
+    assert_int_equal(nt_anchor_set_add_ark(&s, ark, n, "again"), 0);
+    assert_int_equal(s.n_items, 1);
+    /* Not ARKs. */
+    assert_int_equal(nt_anchor_set_add_ark(&s, ask, an, "ask"), -EBADMSG);
+    assert_int_equal(nt_anchor_set_add_ark(&s, vcek, vn, "vcek"), -EBADMSG);
+    assert_int_equal(nt_anchor_set_add_ark(&s, (const uint8_t *)"junk", 4, "junk"), -EBADMSG);
+    assert_int_equal(s.n_items, 1);
+
+    /* A corrupted ARK (one bit of its self-signature) is refused. */
+    _cleanup_(X509_freep) X509 *x = NULL;
+    _cleanup_(BIO_free_allp) BIO *bio = BIO_new_mem_buf(ark, (int)n);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    assert_non_null(x);
+    unsigned char *der = NULL;
+    int dl = i2d_X509(x, &der);
+    assert_true(dl > 100);
+    der[dl - 10] ^= 1;
+    assert_int_equal(nt_anchor_set_add_ark(&s, der, (size_t)dl, "bad"), -EKEYREJECTED);
+    OPENSSL_free(der);
+    assert_int_equal(s.n_items, 1);
+
+    /* find_ark: equal by bytes. */
+    assert_non_null(nt_anchor_set_find_ark(&s, s.items[0].cert));
+    nt_anchor_set_clear(&s);
+}
+
+static void test_roles_and_extensions(void **state) {
+    size_t n;
+    _cleanup_free_ uint8_t *der = vt_read("turin-v5-msft-vcek", "vcek.pem", &n);
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *b = nt_cert_bundle_new();
+    _cleanup_(X509_freep) X509 *x = NULL;
+    NtAmdExt e;
+
+    assert_int_equal(nt_cert_bundle_add(b, der, n, _NT_CERT_ROLE_INVALID, "vcek.pem"), 0);
+    assert_int_equal(b->entries[0].role, NT_CERT_ROLE_VCEK);
+    assert_int_equal(nt_cert_from_der(b->entries[0].der, b->entries[0].der_len, &x), 0);
+    assert_int_equal(nt_cert_amd_ext(x, &e), 0);
+    assert_string_equal(e.product_name, "Turin");
+    assert_int_equal(e.struct_version, 1);
+    assert_true(e.has_fmc && e.has_bl && e.has_tee && e.has_snp && e.has_ucode);
+    assert_int_equal(e.spl.fmc, 1);
+    assert_int_equal(e.spl.bootloader, 1);
+    assert_int_equal(e.spl.tee, 1);
+    assert_int_equal(e.spl.snp, 4);
+    assert_int_equal(e.spl.microcode, 81);
+    assert_int_equal(e.hwid_len, 8);
+    assert_int_equal(e.hwid[0], 0x59);
+    assert_string_equal(e.csp_id, "");
+
+    /* Trailing bytes after a DER certificate are refused. */
+    uint8_t *copy = malloc(b->entries[0].der_len + 1);
+    assert_non_null(copy);
+    memcpy(copy, b->entries[0].der, b->entries[0].der_len);
+    copy[b->entries[0].der_len] = 0;
+    X509 *y = NULL;
+    assert_int_equal(nt_cert_from_der(copy, b->entries[0].der_len + 1, &y), -EBADMSG);
+    free(copy);
+
+    /* Directory loading: the VLEK vector has vlek.der, asvk.pem, ark.pem. */
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *d = vt_bundle("milan-v3-trustee-vlek");
+    assert_int_equal(d->n_entries, 3);
+    assert_non_null(nt_cert_bundle_find(d, NT_CERT_ROLE_VLEK));
+    assert_non_null(nt_cert_bundle_find(d, NT_CERT_ROLE_ASVK));
+    assert_non_null(nt_cert_bundle_find(d, NT_CERT_ROLE_ARK));
+    assert_null(nt_cert_bundle_find(d, NT_CERT_ROLE_VCEK));
+    assert_int_equal(nt_cert_bundle_add_dir(d, "/nonexistent-dir"), -ENOENT);
+    assert_int_equal(d->n_entries, 3);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_builtin_fingerprints),
+        cmocka_unit_test(test_add_ark),
+        cmocka_unit_test(test_roles_and_extensions),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
