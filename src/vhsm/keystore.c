@@ -40,6 +40,7 @@
 #define FILE_TAG_SIZE 16u
 #define SEAL_INFO "nitride-vhsm-keystore-v1"
 #define MAX_KEYS 100000u
+#define IN_SET(x, a, b, c, d) ((x) == (a) || (x) == (b) || (x) == (c) || (x) == (d))
 
 struct Keystore {
     SnpProvider *provider;
@@ -360,7 +361,7 @@ static int r_key(Reader *rd, VaultKey **ret) {
         if (!kv)
             return -ENOMEM;
         if (vault_key_type_is_asymmetric(k->type)) {
-            if ((r = vault_pkey_from_pkcs8(k->type, mat, len, &kv->pkey)) < 0)
+            if ((r = vault_pkey_from_pkcs8(k->type, mat, len, false, &kv->pkey)) < 0)
                 return r;
             if ((r = key_version_set_thumbprint(kv)) < 0)
                 return r;
@@ -610,7 +611,15 @@ int keystore_unseal(SnpProvider *provider, const uint8_t *file, size_t len, Secr
     if ((r = header_parse(file, len, &params)) < 0)
         return r;
     n = len - FILE_HEADER_SIZE - FILE_TAG_SIZE;
-    if ((r = sealing_key(provider, &params, &key)) < 0)
+    r = sealing_key(provider, &params, &key);
+    if (IN_SET(r, -EINVAL, -EPERM, -ERANGE, -EOVERFLOW)) {
+        /* The firmware refused the request parameters of the (not yet authenticated) header:
+         * a file sealed for another VMPL, a higher guest SVN or TCB, or a tampered header.
+         * Either way this VM cannot authenticate it. */
+        log_debug_errno(r, "keystore: derived key request of the header refused: %m");
+        return -EKEYREJECTED;
+    }
+    if (r < 0)
         return r;
     if ((r = secret_new(n, &pt)) < 0)
         return r;

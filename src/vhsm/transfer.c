@@ -255,7 +255,7 @@ static int material_from_payload(VaultKeyType type, Secret *pt, KeyVersion *kv) 
             return -EBADMSG;
         return secret_new_copy(secret_const_data(pt), n, &kv->secret);
     }
-    int r = vault_pkey_from_pkcs8(type, secret_const_data(pt), secret_size(pt), &kv->pkey);
+    int r = vault_pkey_from_pkcs8(type, secret_const_data(pt), secret_size(pt), true, &kv->pkey);
     if (r < 0)
         return r;
     return key_version_set_thumbprint(kv);

@@ -93,8 +93,10 @@ int vault_insert_key(Vault *v, VaultKey *k);
 int vault_insert_key_locked(Vault *v, VaultKey *k);
 
 /* PKCS#8 PrivateKeyInfo DER <-> EVP_PKEY with strict type checks (algorithm, curve, modulus
- * size, e = 65537, no trailing bytes, pairwise consistency). */
-int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, EVP_PKEY **ret);
+ * size, e = 65537, no trailing bytes) and, if pairwise, the private/public consistency check
+ * (imports; the keystore skips it: its content is authenticated and an RSA check costs ~50 ms). */
+int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, bool pairwise,
+                          EVP_PKEY **ret);
 /* Encodes into out (NULL: only *ret_len). Returns 0 or -EIO/-ENOBUFS. */
 int vault_pkey_to_pkcs8(EVP_PKEY *pkey, uint8_t *out, size_t out_size, size_t *ret_len);
 /* Raw symmetric key size of a type (32/32/48) or 0 for asymmetric types. */

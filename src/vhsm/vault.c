@@ -853,7 +853,8 @@ static int pkey_check_type(VaultKeyType type, EVP_PKEY *pkey) {
     }
 }
 
-int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, EVP_PKEY **ret) {
+int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, bool pairwise,
+                          EVP_PKEY **ret) {
     _cleanup_(PKCS8_PRIV_KEY_INFO_freep) PKCS8_PRIV_KEY_INFO *p8 = NULL;
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
     _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
@@ -875,6 +876,10 @@ int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, EVP
     if ((r = pkey_check_type(type, pkey)) < 0) {
         ERR_clear_error();
         return r;
+    }
+    if (!pairwise) {
+        *ret = TAKE_PTR(pkey);
+        return 0;
     }
     ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     if (!ctx)

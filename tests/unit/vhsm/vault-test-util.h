@@ -16,10 +16,12 @@
 
 #include "core/encoding.h"
 #include "core/openssl-util.h"
+#include "vhsm/transfer.h"
+#include "vhsm/vault.h"
 
-static const VaultPeer alice = {.uid = 1000, .gid = 1000, .pid = 1, .cgroup = "/user.slice/a"};
-static const VaultPeer bob = {.uid = 1001, .gid = 1001, .pid = 2, .cgroup = "/user.slice/b"};
-static const VaultPeer root_peer = {.uid = 0, .gid = 0, .pid = 3, .cgroup = "/system.slice/x"};
+_unused_ static const VaultPeer alice = {.uid = 1000, .gid = 1000, .pid = 1, .cgroup = "/user.slice/a"};
+_unused_ static const VaultPeer bob = {.uid = 1001, .gid = 1001, .pid = 2, .cgroup = "/user.slice/b"};
+_unused_ static const VaultPeer root_peer = {.uid = 0, .gid = 0, .pid = 3, .cgroup = "/system.slice/x"};
 
 static inline EVP_PKEY *pem_to_pkey(const char *pem) {
     BIO *b = BIO_new_mem_buf(pem, -1);
