@@ -171,8 +171,11 @@ static int write_cert_pem(const char *dir, const char *name, const SnpCertEntry 
     long pem_len;
     int r;
 
-    if (e->der_len > LONG_MAX)
+    if (e->der_len > LONG_MAX) {
+        log_error("Invalid certificate table: the %s entry is too large.",
+                  snp_cert_kind_to_string(e->kind));
         return NT_EXIT_INVALID;
+    }
     x = d2i_X509(NULL, &p, (long)e->der_len);
     if (!x || p != e->der + e->der_len) {
         (void)nt_openssl_error(-EBADMSG, "d2i_X509");
@@ -316,7 +319,7 @@ static int report_get(int argc, char **argv) {
             show = true;
             break;
         case 'j':
-            json = true;
+            json = show = true; /* --json only changes how --show prints */
             break;
         case 'p':
             if (parse_product(optarg, &product) < 0)

@@ -399,14 +399,14 @@ static const BitName policy_bits[] = {
 /* PLATFORM_INFO bits (ABI table "PLATFORM_INFO Field"). Unknown bits are shown, not rejected:
  * the firmware adds platform facts in new releases without changing the report version. */
 static const BitName platform_bits[] = {
-    {1ull << 0, "SMT enabled", "smt_enabled"},
-    {1ull << 1, "TSME enabled", "tsme_enabled"},
-    {1ull << 2, "ECC memory", "ecc_enabled"},
-    {1ull << 3, "RAPL disabled", "rapl_disabled"},
-    {1ull << 4, "Ciphertext hiding (DRAM)", "ciphertext_hiding_enabled"},
-    {1ull << 5, "Alias check complete", "alias_check_complete"},
-    {1ull << 6, "IOMMU write safe", "iommu_write_safe"},
-    {1ull << 7, "SEV-TIO enabled", "tio_enabled"},
+    {SNP_PLATFORM_SMT_EN, "SMT enabled", "smt_enabled"},
+    {SNP_PLATFORM_TSME_EN, "TSME enabled", "tsme_enabled"},
+    {SNP_PLATFORM_ECC_EN, "ECC memory", "ecc_enabled"},
+    {SNP_PLATFORM_RAPL_DIS, "RAPL disabled", "rapl_disabled"},
+    {SNP_PLATFORM_CIPHERTEXT_HIDING_EN, "Ciphertext hiding (DRAM)", "ciphertext_hiding_enabled"},
+    {SNP_PLATFORM_ALIAS_CHECK_COMPLETE, "Alias check complete", "alias_check_complete"},
+    {SNP_PLATFORM_IOMMU_WRITE_SAFE, "IOMMU write safe", "iommu_write_safe"},
+    {SNP_PLATFORM_TIO_EN, "SEV-TIO enabled", "tio_enabled"},
 };
 #define PLATFORM_INFO_KNOWN_MASK UINT64_C(0xFF)
 

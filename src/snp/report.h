@@ -36,6 +36,17 @@
 #define SNP_POLICY_CIPHERTEXT_HIDING (1ull << 24)
 #define SNP_POLICY_PAGE_SWAP_DISABLE (1ull << 25)
 
+/* PLATFORM_INFO bits (offset 0x40). Bits 8..63 are reserved; parse accepts them (firmware adds
+ * platform facts without a new report version) and the printers show them as unknown. */
+#define SNP_PLATFORM_SMT_EN (1ull << 0)
+#define SNP_PLATFORM_TSME_EN (1ull << 1)
+#define SNP_PLATFORM_ECC_EN (1ull << 2)
+#define SNP_PLATFORM_RAPL_DIS (1ull << 3)
+#define SNP_PLATFORM_CIPHERTEXT_HIDING_EN (1ull << 4)
+#define SNP_PLATFORM_ALIAS_CHECK_COMPLETE (1ull << 5)
+#define SNP_PLATFORM_IOMMU_WRITE_SAFE (1ull << 6)
+#define SNP_PLATFORM_TIO_EN (1ull << 7)
+
 /* Flags (offset 0x48). */
 #define SNP_FLAG_AUTHOR_KEY_EN (1u << 0)
 #define SNP_FLAG_MASK_CHIP_KEY (1u << 1)

@@ -615,6 +615,11 @@ static void test_print(void **state) {
     assert_true(has_field(turin, "Launch mitigation vector:", "0x000000000000003f"));
     assert_true(has_field(turin, "Alias check complete:", "yes"));
     assert_true(has_field(turin, "Current firmware:", "1.55.65"));
+    assert_true(has_field(turin, "TSME enabled:", "no"));
+    assert_null(strstr(turin, "Unknown bits:"));
+    r.platform_info |= 1ull << 40;
+    _cleanup_free_ char *unknown = print_to_string(&r, _SNP_PRODUCT_INVALID);
+    assert_true(has_field(unknown, "Unknown bits:", "0x0000010000000000"));
 
     parse_vector("milan-v2-gosevguest-vcek", &r);
     v2 = print_to_string(&r, _SNP_PRODUCT_INVALID);
@@ -657,6 +662,17 @@ static void test_json(void **state) {
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "policy"), "abi_minor")),
                      0x1f);
     assert_string_equal(json_string_value(json_object_get(j, "current_version")), "1.55.65");
+    /* PLATFORM_INFO 0x65 (SOURCE.txt): bits 0, 2, 5, 6 */
+    json_t *pi = json_object_get(j, "platform_info");
+    assert_string_equal(json_string_value(json_object_get(pi, "raw")), "0x0000000000000065");
+    assert_true(json_is_true(json_object_get(pi, "smt_enabled")));
+    assert_true(json_is_false(json_object_get(pi, "tsme_enabled")));
+    assert_true(json_is_true(json_object_get(pi, "ecc_enabled")));
+    assert_true(json_is_false(json_object_get(pi, "rapl_disabled")));
+    assert_true(json_is_false(json_object_get(pi, "ciphertext_hiding_enabled")));
+    assert_true(json_is_true(json_object_get(pi, "alias_check_complete")));
+    assert_true(json_is_true(json_object_get(pi, "iommu_write_safe")));
+    assert_true(json_is_false(json_object_get(pi, "tio_enabled")));
     json_t *sig = json_object_get(j, "signature");
     assert_int_equal(strlen(json_string_value(json_object_get(sig, "r"))), 96);
 
