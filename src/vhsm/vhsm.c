@@ -67,14 +67,14 @@ static void help(void) {
         "  key acl NAME [ACL options]      replace the key's ACL\n"
         "  key min-version NAME N          retire (wipe) every version below N\n"
         "Operations (data from stdin or --in FILE, result to stdout or --out FILE):\n"
-        "  encrypt NAME [--aad FILE] [--alg aes256-gcm|rsa-oaep-sha256|rsa-oaep-sha1]\n"
-        "  decrypt NAME [--aad FILE] [--alg ...]\n"
+        "  encrypt NAME [--aad FILE] [--alg aes256-gcm|rsa-oaep-sha256|rsa-oaep-sha1] [--raw]\n"
+        "  decrypt NAME [--aad FILE] [--alg ...] [--raw --key-version N]\n"
         "  sign NAME [--alg ALG] [--prehashed] [--raw] [--raw-rs]\n"
         "      ALG: ecdsa ed25519 hmac rsa-pss-sha256 rsa-pss-sha384 rsa-pkcs1-sha256 rsa-pkcs1-sha384\n"
         "      --raw: bare signature (no vault envelope); --raw-rs: ECDSA r||s\n"
         "  verify NAME --signature FILE [--alg ALG] [--prehashed] [--raw] [--key-version N]\n"
         "  mac NAME | mac-verify NAME --signature FILE\n"
-        "  wrap NAME [--alg aes256-kwp|aes256-kw] | unwrap NAME [--alg ...]\n"
+        "  wrap NAME [--alg aes256-kwp|aes256-kw] [--raw] | unwrap NAME [--alg ...] [--raw]\n"
         "  random N                        N random bytes\n"
         "  pubkey NAME [--format pem|jwk] [--key-version N]\n"
         "  ecdh-derive NAME --peer-key FILE --new-name NEW [--info TEXT] [ACL options]\n"
@@ -135,6 +135,8 @@ static int fail(const Args *a, int r, const char *what, const char *name) {
         reason = strerror(-r);
     if (!connected)
         fprintf(stderr, "vhsm: %s\n", reason);
+    else if (name && strstr(reason, name))
+        fprintf(stderr, "vhsm: %s\n", reason); /* the daemon's message names the key already */
     else if (name)
         fprintf(stderr, "vhsm: %s '%s' failed: %s\n", what, name, reason);
     else
@@ -372,12 +374,13 @@ static int cmd_data(VhsmClient *c, const Args *a, const char *cmd) {
         return EXIT_FAIL;
 
     if (streq(cmd, "encrypt")) {
-        r = vhsm_encrypt(c, name, a->alg, in, in_len, aad, aad_len, &out, &out_len);
+        r = vhsm_encrypt(c, name, a->alg, sign_flags(a), in, in_len, aad, aad_len, &out, &out_len);
         if (r < 0)
             return fail(a, r, "encrypt with key", name);
         ex = write_output(a, "ciphertext", out, out_len);
     } else if (streq(cmd, "decrypt")) {
-        r = vhsm_decrypt(c, name, a->alg, in, in_len, aad, aad_len, &out, &out_len);
+        r = vhsm_decrypt(c, name, a->alg, sign_flags(a), a->key_version, in, in_len, aad, aad_len,
+                         &out, &out_len);
         if (r < 0)
             return fail(a, r, "decrypt with key", name);
         ex = write_output(a, "plaintext", out, out_len);
@@ -406,12 +409,12 @@ static int cmd_data(VhsmClient *c, const Args *a, const char *cmd) {
             return fail(a, r, mac ? "verify MAC with key" : "verify signature with key", name);
         return write_text(a, a->json ? "{\"valid\":true}" : "valid");
     } else if (streq(cmd, "wrap")) {
-        r = vhsm_wrap(c, name, a->alg, in, in_len, &out, &out_len);
+        r = vhsm_wrap(c, name, a->alg, sign_flags(a), in, in_len, &out, &out_len);
         if (r < 0)
             return fail(a, r, "wrap with key", name);
         ex = write_output(a, "wrapped", out, out_len);
     } else if (streq(cmd, "unwrap")) {
-        r = vhsm_unwrap(c, name, a->alg, in, in_len, &out, &out_len);
+        r = vhsm_unwrap(c, name, a->alg, sign_flags(a), a->key_version, in, in_len, &out, &out_len);
         if (r < 0)
             return fail(a, r, "unwrap with key", name);
         ex = write_output(a, "unwrapped", out, out_len);

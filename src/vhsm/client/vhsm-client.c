@@ -583,19 +583,21 @@ static int data_op(VhsmClient *c, const OpArgs *a, uint8_t **ret, size_t *ret_le
     return r;
 }
 
-int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, const void *pt,
-                 size_t pt_len, const void *aad, size_t aad_len, uint8_t **ret_ct,
+int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 const void *pt, size_t pt_len, const void *aad, size_t aad_len, uint8_t **ret_ct,
                  size_t *ret_ct_len) {
-    OpArgs a = {.opcode = VHSM_OP_ENCRYPT, .name = name, .algorithm = algorithm, .data = pt,
-                .len = pt_len, .aad = aad, .aad_len = aad_len, .out_tag = VHSM_TAG_OUTPUT};
+    OpArgs a = {.opcode = VHSM_OP_ENCRYPT, .name = name, .algorithm = algorithm, .flags = flags,
+                .data = pt, .len = pt_len, .aad = aad, .aad_len = aad_len,
+                .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret_ct, ret_ct_len);
 }
 
-int vhsm_decrypt(VhsmClient *c, const char *name, const char *algorithm, const void *ct,
-                 size_t ct_len, const void *aad, size_t aad_len, uint8_t **ret_pt,
-                 size_t *ret_pt_len) {
-    OpArgs a = {.opcode = VHSM_OP_DECRYPT, .name = name, .algorithm = algorithm, .data = ct,
-                .len = ct_len, .aad = aad, .aad_len = aad_len, .out_tag = VHSM_TAG_OUTPUT};
+int vhsm_decrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 uint32_t version, const void *ct, size_t ct_len, const void *aad, size_t aad_len,
+                 uint8_t **ret_pt, size_t *ret_pt_len) {
+    OpArgs a = {.opcode = VHSM_OP_DECRYPT, .name = name, .algorithm = algorithm, .flags = flags,
+                .version = version, .data = ct, .len = ct_len, .aad = aad, .aad_len = aad_len,
+                .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret_pt, ret_pt_len);
 }
 
@@ -633,17 +635,17 @@ int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t le
     return data_op(c, &a, NULL, NULL);
 }
 
-int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, const void *data,
-              size_t len, uint8_t **ret, size_t *ret_len) {
-    OpArgs a = {.opcode = VHSM_OP_WRAP, .name = name, .algorithm = algorithm, .data = data,
-                .len = len, .out_tag = VHSM_TAG_OUTPUT};
+int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+              const void *data, size_t len, uint8_t **ret, size_t *ret_len) {
+    OpArgs a = {.opcode = VHSM_OP_WRAP, .name = name, .algorithm = algorithm, .flags = flags,
+                .data = data, .len = len, .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret, ret_len);
 }
 
-int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, const void *data,
-                size_t len, uint8_t **ret, size_t *ret_len) {
-    OpArgs a = {.opcode = VHSM_OP_UNWRAP, .name = name, .algorithm = algorithm, .data = data,
-                .len = len, .out_tag = VHSM_TAG_OUTPUT};
+int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                uint32_t version, const void *data, size_t len, uint8_t **ret, size_t *ret_len) {
+    OpArgs a = {.opcode = VHSM_OP_UNWRAP, .name = name, .algorithm = algorithm, .flags = flags,
+                .version = version, .data = data, .len = len, .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret, ret_len);
 }
 

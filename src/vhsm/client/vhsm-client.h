@@ -90,18 +90,23 @@ int vhsm_key_set_acl(VhsmClient *c, const char *name, const VhsmAcl *acl);
 int vhsm_key_set_min_version(VhsmClient *c, const char *name, uint32_t min_version);
 
 /* Operations. algorithm NULL = the key's default (docs/protocol.md lists the names).
- * encrypt/decrypt: AES-256-GCM (the vault's versioned ciphertext format) or RSA-OAEP. */
-int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, const void *pt,
-                 size_t pt_len, const void *aad, size_t aad_len, uint8_t **ret_ct,
+ * flags: VHSM_OP_* below. version: with VHSM_OP_RAW input to decrypt/unwrap/verify, the key
+ * version that produced it (0 = latest); enveloped input names its version itself. */
+#define VHSM_OP_RAW (1u << 0)       /* bare algorithm output/input, no vault envelope (not GCM) */
+#define VHSM_OP_PREHASHED (1u << 1) /* sign/verify: data is a digest of the algorithm's hash */
+#define VHSM_OP_RAW_RS (1u << 2)    /* ECDSA signature as r||s (implies RAW), for JOSE/PKCS#11 */
+#define VHSM_SIGN_RAW VHSM_OP_RAW
+#define VHSM_SIGN_PREHASHED VHSM_OP_PREHASHED
+#define VHSM_SIGN_RAW_RS VHSM_OP_RAW_RS
+
+/* encrypt/decrypt: AES-256-GCM (the vault's versioned ciphertext format; aad optional) or
+ * RSA-OAEP (encryption with the public key). */
+int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 const void *pt, size_t pt_len, const void *aad, size_t aad_len, uint8_t **ret_ct,
                  size_t *ret_ct_len);
-int vhsm_decrypt(VhsmClient *c, const char *name, const char *algorithm, const void *ct,
-                 size_t ct_len, const void *aad, size_t aad_len, uint8_t **ret_pt,
-                 size_t *ret_pt_len);
-/* flags: VHSM_SIGN_* (PREHASHED: data is a digest of the algorithm's hash; RAW: bare signature
- * without the vault envelope; RAW_RS: ECDSA as r||s, implies RAW for JOSE/PKCS#11 users). */
-#define VHSM_SIGN_RAW (1u << 0)
-#define VHSM_SIGN_PREHASHED (1u << 1)
-#define VHSM_SIGN_RAW_RS (1u << 2)
+int vhsm_decrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 uint32_t version, const void *ct, size_t ct_len, const void *aad, size_t aad_len,
+                 uint8_t **ret_pt, size_t *ret_pt_len);
 int vhsm_sign(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
               const void *data, size_t len, uint8_t **ret_sig, size_t *ret_sig_len);
 /* Returns 0 if valid, -EKEYREJECTED if not. version: for RAW signatures, the key version that
@@ -112,12 +117,12 @@ int vhsm_mac(VhsmClient *c, const char *name, const void *data, size_t len, uint
              size_t *ret_tag_len);
 int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t len,
                     const void *tag, size_t tag_len);
-/* algorithm: "aes256-kw" (RFC 3394) or "aes256-kwp" (RFC 5649, default). The output carries the
- * vault envelope (key version); raw RFC 3394/5649 output is not offered by this call. */
-int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, const void *data,
-              size_t len, uint8_t **ret, size_t *ret_len);
-int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, const void *data,
-                size_t len, uint8_t **ret, size_t *ret_len);
+/* algorithm: "aes256-kw" (RFC 3394) or "aes256-kwp" (RFC 5649, default). Output in the vault
+ * envelope (names the key version) unless VHSM_OP_RAW. */
+int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+              const void *data, size_t len, uint8_t **ret, size_t *ret_len);
+int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                uint32_t version, const void *data, size_t len, uint8_t **ret, size_t *ret_len);
 /* Fills out with n random bytes from the daemon (n <= 65536). */
 int vhsm_random(VhsmClient *c, void *out, size_t n);
 /* format "pem" or "jwk"; version 0 = latest. *ret is NUL-terminated text. */

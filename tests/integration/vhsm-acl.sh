@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Access control by peer identity: clients run as other uids/gids (the C helper forks and drops
+# to setgroups/setgid/setuid before exec'ing the CLI). Needs root to switch users.
+. "$(dirname "$0")/vhsm-lib.sh"
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root to run clients as other uids"; exit 77; }
+start_vhsmd
+printf 'hello\n' >"$T/msg"
+chmod 644 "$T/msg"
+
+U=4242 G=4343 A=4545 O=4646 PG=4747
+as() { local uid=$1 gid=$2; shift 2; H as-user "$uid" "$gid" -- "$VHSM" --socket "$SOCK" "$@"; }
+expect_as() { # code uid gid cmd...
+  local want=$1 uid=$2 gid=$3 got=0; shift 3
+  as "$uid" "$gid" "$@" >"$T/out" 2>"$T/err" || got=$?
+  [ "$got" = "$want" ] || { cat "$T/err" >&2; fail "uid $uid: expected exit $want, got $got: $*"; }
+}
+
+# A key for uid U (use) administered by uid A.
+V key create app --type p256 --allow-uid $U --admin-uid $A
+expect_exit_root() { local want=$1 got=0; shift; "$@" >"$T/out" 2>"$T/err" || got=$?; [ "$got" = "$want" ] || fail "root: expected $want, got $got: $*"; }
+# public key export is a use of the key: root is refused, the user gets it
+expect_exit_root 5 V pubkey app
+expect_as 0 $U $G pubkey app
+cp "$T/out" "$T/app.pem"
+expect_as 0 $U $G sign app --raw --in "$T/msg"
+cp "$T/out" "$T/sig"
+openssl dgst -sha256 -verify "$T/app.pem" -signature "$T/sig" "$T/msg" >/dev/null || fail "signature of the permitted uid"
+# another uid is refused, with a message naming the key and the reason
+expect_as 5 $O $O sign app --in "$T/msg"
+grep -q "'app'" "$T/err" && grep -qi "permission denied" "$T/err" || fail "denial message: $(cat "$T/err")"
+# use vs admin separation
+expect_as 5 $U $G key rotate app
+expect_as 5 $U $G key delete app
+expect_as 5 $A $A sign app --in "$T/msg"
+expect_as 0 $A $A key rotate app
+[ "$(cat "$T/out")" = 2 ] || fail "admin rotation"
+expect_as 0 $U $G sign app --raw --in "$T/msg"   # the user now signs with version 2
+# root administers every key but does not get use rights implicitly
+expect_exit_root 5 V sign app --in "$T/msg"
+expect_exit_root 0 V key info app
+# an ACL change is an admin action: root grants itself use, visibly
+V key acl app --allow-uid $U --allow-uid 0 --admin-uid $A
+expect_exit_root 0 V sign app --in "$T/msg"
+# the other uid does not even see the key
+expect_as 0 $O $O --json key list
+[ "$(jq 'map(.name) | index("app")' "$T/out")" = null ] || fail "key visible to an unrelated uid"
+
+# A key permitted by group: the peer's primary gid (SO_PEERCRED) counts
+V key create grp --type ed25519 --allow-gid $PG
+expect_as 0 5001 $PG sign grp --in "$T/msg"
+expect_as 5 5002 5002 sign grp --in "$T/msg"
+# a supplementary group is not part of the kernel's peer credentials: refused (documented)
+H as-user 5003 5003 $PG -- "$VHSM" --socket "$SOCK" sign grp --in "$T/msg" >/dev/null 2>&1 && fail "supplementary gid granted access"
+
+# A key created by a non-root user: that user only; root can delete it but not use it
+expect_as 0 $O $O key create mine --type aes256
+expect_as 0 $O $O encrypt mine --in "$T/msg"
+expect_as 5 $U $G encrypt mine --in "$T/msg"
+expect_exit_root 5 V encrypt mine --in "$T/msg"
+# transfer keys, import and attestation verdicts are root-only
+expect_as 5 $O $O transfer-key create
+expect_as 5 $O $O attestation set
+expect_exit_root 0 V key delete mine
+expect_as 4 $O $O encrypt mine --in "$T/msg"
+
+stop_vhsmd || fail "vhsmd exit status"
+echo "vhsm-acl: ok"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Malformed frames (truncated header/body, oversized length, bad magic/version/kind, garbage,
+# unknown opcode, TLV overruns, bad field sizes) each get an error reply or a close while a
+# well-behaved client keeps being served; a client stalled mid-frame blocks nobody and is
+# disconnected after the stall timeout.
+. "$(dirname "$0")/vhsm-lib.sh"
+start_vhsmd --stall-timeout 1500
+H badframes "$SOCK" || fail "malformed frames"
+H stall "$SOCK" 1500 || fail "stalled client"
+V ping || fail "daemon no longer answers"
+stop_vhsmd || fail "vhsmd exit status"
+echo "vhsm-frames: ok"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Key material leaves no trace in the daemon's memory: a key whose bytes the test knows (imported
+# through the JWE path) is found in /proc/PID/mem while it exists (control: the scan works) and
+# nowhere once it is deleted, or once its version is retired.
+. "$(dirname "$0")/vhsm-lib.sh"
+[ "$(id -u)" = 0 ] || { echo "SKIP: reading another process's memory needs root"; exit 77; }
+start_vhsmd
+printf 'some data' >"$T/msg"
+
+KEY=$(hex_random 32)
+H import "$SOCK" mem aes256 "$KEY"
+V encrypt mem --in "$T/msg" | V decrypt mem >/dev/null
+V wrap mem --in "$T/msg" >/dev/null
+H memscan "$VHSMD_PID" "$KEY" || fail "control: the live key was not found in memory (scan broken?)"
+V key delete mem
+rc=0; H memscan "$VHSMD_PID" "$KEY" || rc=$?
+[ "$rc" = 1 ] || fail "deleted AES key still in vhsmd memory (memscan exit $rc)"
+
+HKEY=$(hex_random 32)
+H import "$SOCK" hm hmac-sha256 "$HKEY"
+V mac hm --in "$T/msg" >/dev/null
+H memscan "$VHSMD_PID" "$HKEY" || fail "control: live HMAC key not found"
+V key rotate hm >/dev/null
+V key min-version hm 2
+rc=0; H memscan "$VHSMD_PID" "$HKEY" || rc=$?
+[ "$rc" = 1 ] || fail "retired HMAC version still in vhsmd memory (memscan exit $rc)"
+V mac hm --in "$T/msg" >/dev/null   # the key itself lives on with version 2
+
+stop_vhsmd || fail "vhsmd exit status"
+echo "vhsm-memory: ok"

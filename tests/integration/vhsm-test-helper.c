@@ -1,0 +1,704 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Test helper for the vhsmd integration tests: the pieces a shell script cannot do itself, each
+ * an independent reference (OpenSSL, libjose) or a low-level probe:
+ *   make-jwe JWKFILE KEYHEX          compact JWE (ECDH-ES+A256KW, A256GCM) of the key bytes to the
+ *                                    transfer public JWK, built with libjose
+ *   import SOCK NAME TYPE KEYHEX [USE_UID...]  transfer key + make-jwe + import through libvhsm
+ *   gcm-open KEYHEX [AADFILE]        opens a vault AES-256-GCM envelope (stdin) with OpenSSL
+ *   kw-open KEYHEX kw|kwp            unwraps a vault key-wrap envelope (stdin) with OpenSSL
+ *   as-user UID GID [SUPP_GID] -- CMD...   fork, drop to uid/gid (setgroups/setgid/setuid), exec
+ *   memscan PID HEX                  searches every readable mapping of PID via /proc/PID/mem:
+ *                                    exit 0 found, 1 not found, 2 error
+ *   stress SOCK THREADS ITERS AES AESHEX HMAC HMACHEX EC   mixed operations from THREADS
+ *                                    connections, every result verified independently
+ *   badframes SOCK                   malformed frames, each on its own connection, with a
+ *                                    well-behaved client checked in between
+ *   stall SOCK TIMEOUT_MS            a client stalled mid-frame must not block others and must be
+ *                                    disconnected after the daemon's stall timeout
+ * Exit status: 0 success, 1 check failed (message on stderr), 2 usage or setup error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <jose/jose.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vhsm/client/proto.h"
+#include "vhsm/client/vhsm-client.h"
+#include "core/encoding.h"
+#include "core/fileio.h"
+#include "core/macro.h"
+#include "core/openssl-util.h"
+
+#define ENVELOPE_HEADER 12
+#define ALG_AES256_GCM 1 /* VaultAlg values as carried in the envelope (docs/vault.md) */
+#define ALG_AES256_KW 2
+#define ALG_AES256_KWP 3
+
+static int die(const char *msg) {
+    fprintf(stderr, "vhsm-test-helper: %s\n", msg);
+    return 1;
+}
+
+static int hex_key(const char *hex, uint8_t **ret, size_t *ret_len) {
+    if (hex_decode_alloc(hex, ret, ret_len) < 0) {
+        fprintf(stderr, "vhsm-test-helper: bad hex\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- JWE with libjose ---- */
+
+static char *make_jwe(const char *jwk_text, const uint8_t *pt, size_t pt_len) {
+    json_auto_t *jwk = json_loads(jwk_text, 0, NULL);
+    json_auto_t *jwe = NULL, *cek = NULL;
+    json_t *hdr, *epk, *prot;
+    const char *kid;
+    char *out = NULL;
+
+    if (!jwk || !(kid = json_string_value(json_object_get(jwk, "kid"))))
+        return NULL;
+    /* Everything in the protected header, as the compact serialization requires. */
+    jwe = json_pack("{s:{s:s, s:s, s:s}}", "protected", "alg", "ECDH-ES+A256KW", "enc",
+                    "A256GCM", "kid", kid);
+    cek = json_pack("{s:s}", "alg", "A256GCM");
+    if (!jwe || !cek)
+        return NULL;
+    if (!jose_jwe_enc_jwk(NULL, jwe, NULL, jwk, cek))
+        return NULL;
+    /* libjose leaves the generated "epk" in the per-recipient header: move it into the (still
+     * unencoded) protected header before the content is encrypted under it. */
+    hdr = json_object_get(jwe, "header");
+    epk = hdr ? json_object_get(hdr, "epk") : NULL;
+    prot = json_object_get(jwe, "protected");
+    if (epk) {
+        if (json_object_set(prot, "epk", epk) < 0)
+            return NULL;
+        (void)json_object_del(hdr, "epk");
+        if (json_object_size(hdr) == 0)
+            (void)json_object_del(jwe, "header");
+    }
+    if (json_object_get(jwe, "header"))
+        return NULL; /* anything else left unprotected cannot go compact */
+    if (!jose_jwe_enc_cek(NULL, jwe, cek, pt, pt_len))
+        return NULL;
+    if (asprintf(&out, "%s.%s.%s.%s.%s", json_string_value(json_object_get(jwe, "protected")),
+                 json_string_value(json_object_get(jwe, "encrypted_key")),
+                 json_string_value(json_object_get(jwe, "iv")),
+                 json_string_value(json_object_get(jwe, "ciphertext")),
+                 json_string_value(json_object_get(jwe, "tag"))) < 0)
+        return NULL;
+    return out;
+}
+
+static int cmd_make_jwe(int argc, char **argv) {
+    _cleanup_free_ uint8_t *jwk = NULL, *key = NULL;
+    _cleanup_free_ char *jwe = NULL;
+    size_t jl, kl;
+    if (argc != 2)
+        return 2;
+    if (read_full_file(argv[0], 65536, &jwk, &jl) < 0 || hex_key(argv[1], &key, &kl) < 0)
+        return 2;
+    jwe = make_jwe((const char *)jwk, key, kl);
+    if (!jwe)
+        return die("cannot build the JWE");
+    printf("%s\n", jwe);
+    return 0;
+}
+
+static int cmd_import(int argc, char **argv) {
+    _cleanup_free_ uint8_t *key = NULL;
+    _cleanup_free_ char *jwk = NULL, *jwe = NULL;
+    uint32_t uids[16];
+    VhsmAcl acl = {0};
+    VhsmKeySpec spec = {0};
+    VhsmClient *c = NULL;
+    size_t kl;
+    int r;
+
+    if (argc < 4 || argc > 4 + 15)
+        return 2;
+    if (hex_key(argv[3], &key, &kl) < 0)
+        return 2;
+    for (int i = 4; i < argc; i++)
+        uids[i - 4] = (uint32_t)strtoul(argv[i], NULL, 10);
+    if (argc > 4) {
+        acl.use_uids = uids;
+        acl.n_use_uids = (size_t)(argc - 4);
+        spec.acl = &acl;
+    }
+    spec.type = argv[2];
+    r = vhsm_connect(argv[0], &c);
+    if (r < 0)
+        return die("cannot connect");
+    r = vhsm_transfer_key_create(c, 60, &jwk);
+    if (r >= 0) {
+        jwe = make_jwe(jwk, key, kl);
+        r = jwe ? vhsm_import_jwe(c, jwe, argv[1], &spec) : -EINVAL;
+    }
+    if (r < 0)
+        fprintf(stderr, "vhsm-test-helper: import failed: %s (%s)\n", strerror(-r),
+                vhsm_last_error());
+    (void)vhsm_disconnect(c);
+    explicit_bzero(key, kl);
+    return r < 0 ? 1 : 0;
+}
+
+/* ---- independent decryption of vault envelopes ---- */
+
+static int gcm_open(const uint8_t *key, const uint8_t *env, size_t n, const uint8_t *aad,
+                    size_t aad_len, uint8_t *out, size_t *out_len, uint32_t *ret_version) {
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    const uint8_t *iv, *tag, *ct;
+    size_t ct_len;
+    int l = 0, fl = 0;
+
+    if (!ctx || n < ENVELOPE_HEADER + 12 + 16 || memcmp(env, "NTVE", 4) != 0 || env[4] != 1 ||
+        env[5] != ALG_AES256_GCM)
+        return -EBADMSG;
+    iv = env + ENVELOPE_HEADER;
+    tag = iv + 12;
+    ct = tag + 16;
+    ct_len = n - ENVELOPE_HEADER - 28;
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) != 1 ||
+        EVP_DecryptInit_ex(ctx, NULL, NULL, key, iv) != 1 ||
+        EVP_DecryptUpdate(ctx, NULL, &l, env, ENVELOPE_HEADER) != 1 ||
+        (aad_len && EVP_DecryptUpdate(ctx, NULL, &l, aad, (int)aad_len) != 1) ||
+        EVP_DecryptUpdate(ctx, out, &l, ct, (int)ct_len) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, (void *)tag) != 1 ||
+        EVP_DecryptFinal_ex(ctx, out + l, &fl) != 1)
+        return -EKEYREJECTED;
+    *out_len = (size_t)(l + fl);
+    *ret_version = (uint32_t)env[8] << 24 | (uint32_t)env[9] << 16 | (uint32_t)env[10] << 8 |
+                   env[11];
+    return 0;
+}
+
+static int cmd_gcm_open(int argc, char **argv) {
+    _cleanup_free_ uint8_t *key = NULL, *env = NULL, *aad = NULL, *out = NULL;
+    size_t kl, n, aad_len = 0, out_len = 0;
+    uint32_t version;
+    if (argc < 1 || argc > 2)
+        return 2;
+    if (hex_key(argv[0], &key, &kl) < 0 || kl != 32)
+        return 2;
+    if (read_full_fd(STDIN_FILENO, 2 * 1024 * 1024, &env, &n) < 0)
+        return 2;
+    if (argc == 2 && read_full_file(argv[1], 65536, &aad, &aad_len) < 0)
+        return 2;
+    out = malloc(n + 1);
+    if (!out)
+        return 2;
+    if (gcm_open(key, env, n, aad, aad_len, out, &out_len, &version) < 0)
+        return die("AES-GCM envelope does not open with the known key");
+    fprintf(stderr, "version %u\n", version);
+    return write_all(STDOUT_FILENO, out, out_len) < 0 ? 2 : 0;
+}
+
+static int cmd_kw_open(int argc, char **argv) {
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    _cleanup_free_ uint8_t *key = NULL, *env = NULL, *out = NULL;
+    size_t kl, n;
+    int l = 0, fl = 0;
+    bool pad;
+    if (argc != 2 || !ctx)
+        return 2;
+    pad = streq(argv[1], "kwp");
+    if (hex_key(argv[0], &key, &kl) < 0 || kl != 32)
+        return 2;
+    if (read_full_fd(STDIN_FILENO, 2 * 1024 * 1024, &env, &n) < 0)
+        return 2;
+    if (n < ENVELOPE_HEADER + 16 || memcmp(env, "NTVE", 4) != 0 ||
+        env[5] != (pad ? ALG_AES256_KWP : ALG_AES256_KW))
+        return die("not a key-wrap envelope of the expected algorithm");
+    out = malloc(n);
+    if (!out)
+        return 2;
+    EVP_CIPHER_CTX_set_flags(ctx, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+    if (EVP_DecryptInit_ex(ctx, pad ? EVP_aes_256_wrap_pad() : EVP_aes_256_wrap(), NULL, key,
+                           NULL) != 1 ||
+        EVP_DecryptUpdate(ctx, out, &l, env + ENVELOPE_HEADER, (int)(n - ENVELOPE_HEADER)) != 1 ||
+        EVP_DecryptFinal_ex(ctx, out + l, &fl) != 1)
+        return die("key-wrap envelope does not unwrap with the known key");
+    return write_all(STDOUT_FILENO, out, (size_t)(l + fl)) < 0 ? 2 : 0;
+}
+
+/* ---- privilege drop ---- */
+
+static int cmd_as_user(int argc, char **argv) {
+    uid_t uid;
+    gid_t gid, groups[2];
+    int ngroups = 0, i = 2, status;
+    pid_t pid;
+
+    if (argc < 4)
+        return 2;
+    uid = (uid_t)strtoul(argv[0], NULL, 10);
+    gid = (gid_t)strtoul(argv[1], NULL, 10);
+    groups[ngroups++] = gid;
+    if (!streq(argv[2], "--")) {
+        groups[ngroups++] = (gid_t)strtoul(argv[2], NULL, 10);
+        i = 3;
+    }
+    if (i >= argc || !streq(argv[i], "--") || i + 1 >= argc)
+        return 2;
+    pid = fork();
+    if (pid < 0)
+        return 2;
+    if (pid == 0) {
+        if (setgroups((size_t)ngroups, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
+            perror("drop privileges");
+            _exit(126);
+        }
+        if (getuid() != uid || geteuid() != uid || getgid() != gid)
+            _exit(126);
+        execvp(argv[i + 1], argv + i + 1);
+        perror("exec");
+        _exit(127);
+    }
+    if (waitpid(pid, &status, 0) < 0)
+        return 2;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- memory scan ---- */
+
+static int cmd_memscan(int argc, char **argv) {
+    _cleanup_free_ uint8_t *needle = NULL;
+    _cleanup_fclose_ FILE *maps = NULL;
+    _cleanup_close_ int mem = -EBADF;
+    char path[64], line[512];
+    size_t nl, regions = 0, bytes = 0;
+    bool found = false;
+
+    if (argc != 2)
+        return 2;
+    if (hex_key(argv[1], &needle, &nl) < 0 || nl < 8)
+        return 2;
+    (void)snprintf(path, sizeof path, "/proc/%s/maps", argv[0]);
+    maps = fopen(path, "re");
+    (void)snprintf(path, sizeof path, "/proc/%s/mem", argv[0]);
+    mem = open(path, O_RDONLY | O_CLOEXEC);
+    if (!maps || mem < 0) {
+        perror("open /proc/PID/{maps,mem}");
+        return 2;
+    }
+    while (!found && fgets(line, sizeof line, maps)) {
+        unsigned long long start, end;
+        char perms[8];
+        uint8_t *buf;
+        size_t len, got = 0;
+        if (sscanf(line, "%llx-%llx %7s", &start, &end, perms) != 3 || perms[0] != 'r')
+            continue;
+        if (strstr(line, "[vvar") || strstr(line, "[vsyscall]"))
+            continue;
+        len = (size_t)(end - start);
+        if (len > (1ull << 31))
+            continue; /* sanitizer shadow / huge reservations: nothing of ours lives there */
+        buf = malloc(len);
+        if (!buf)
+            return 2;
+        while (got < len) {
+            ssize_t n = pread(mem, buf + got, len - got, (off_t)(start + got));
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        if (got >= nl && memmem(buf, got, needle, nl))
+            found = true;
+        regions++;
+        bytes += got;
+        explicit_bzero(buf, len);
+        free(buf);
+    }
+    fprintf(stderr, "memscan: %zu regions, %zu bytes scanned: %s\n", regions, bytes,
+            found ? "FOUND" : "not found");
+    if (regions == 0)
+        return 2;
+    return found ? 0 : 1;
+}
+
+/* ---- concurrency ---- */
+
+typedef struct Stress {
+    const char *sock;
+    unsigned iters;
+    const char *aes, *hmac, *ec;
+    uint8_t aes_key[32], hmac_key[32];
+    EVP_PKEY *ec_pub;
+    atomic_uint ops, failures;
+} Stress;
+
+static void stress_fail(Stress *s, const char *what, int r) {
+    fprintf(stderr, "stress: %s failed: %s (%s)\n", what, strerror(r < 0 ? -r : EIO),
+            vhsm_last_error());
+    atomic_fetch_add(&s->failures, 1);
+}
+
+static void *stress_thread(void *userdata) {
+    Stress *s = userdata;
+    VhsmClient *c = NULL;
+    int r = vhsm_connect(s->sock, &c);
+    if (r < 0) {
+        stress_fail(s, "connect", r);
+        return NULL;
+    }
+    for (unsigned i = 0; i < s->iters; i++) {
+        uint8_t msg[512], aad[16], pt2[600], mac[EVP_MAX_MD_SIZE], rnd[32], zero[32] = {0};
+        uint8_t *out = NULL, *back = NULL;
+        size_t mlen, out_len = 0, back_len = 0, pt2_len = 0, mac_len = 0;
+        uint32_t ver;
+
+        mlen = 1 + (size_t)(i * 37 % (sizeof msg - 1));
+        (void)RAND_bytes(msg, (int)mlen);
+        (void)RAND_bytes(aad, sizeof aad);
+        switch (i % 4) {
+        case 0: /* AES-GCM: daemon round trip and an independent open with the known key */
+            r = vhsm_encrypt(c, s->aes, "aes256-gcm", 0, msg, mlen, aad, sizeof aad, &out,
+                             &out_len);
+            if (r < 0) {
+                stress_fail(s, "encrypt", r);
+                break;
+            }
+            if (gcm_open(s->aes_key, out, out_len, aad, sizeof aad, pt2, &pt2_len, &ver) < 0 ||
+                pt2_len != mlen || memcmp(pt2, msg, mlen) != 0) {
+                stress_fail(s, "independent GCM open", -EKEYREJECTED);
+                break;
+            }
+            r = vhsm_decrypt(c, s->aes, "aes256-gcm", 0, 0, out, out_len, aad, sizeof aad, &back,
+                             &back_len);
+            if (r < 0 || back_len != mlen || memcmp(back, msg, mlen) != 0)
+                stress_fail(s, "decrypt round trip", r < 0 ? r : -EBADMSG);
+            break;
+        case 1: /* HMAC against EVP_Q_mac with the known key */
+            r = vhsm_mac(c, s->hmac, msg, mlen, &out, &out_len);
+            if (r < 0) {
+                stress_fail(s, "mac", r);
+                break;
+            }
+            if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, s->hmac_key, 32, msg, mlen, mac,
+                           sizeof mac, &mac_len) ||
+                out_len != ENVELOPE_HEADER + mac_len ||
+                memcmp(out + ENVELOPE_HEADER, mac, mac_len) != 0)
+                stress_fail(s, "HMAC comparison", -EKEYREJECTED);
+            break;
+        case 2: { /* ECDSA: raw DER signature verified by OpenSSL */
+            _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *md = EVP_MD_CTX_new();
+            r = vhsm_sign(c, s->ec, "ecdsa", VHSM_SIGN_RAW, msg, mlen, &out, &out_len);
+            if (r < 0) {
+                stress_fail(s, "sign", r);
+                break;
+            }
+            if (!md || EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, s->ec_pub) != 1 ||
+                EVP_DigestVerify(md, out, out_len, msg, mlen) != 1)
+                stress_fail(s, "OpenSSL ECDSA verification", -EKEYREJECTED);
+            break;
+        }
+        case 3:
+            r = vhsm_random(c, rnd, sizeof rnd);
+            if (r < 0 || memcmp(rnd, zero, sizeof rnd) == 0)
+                stress_fail(s, "random", r < 0 ? r : -EIO);
+            break;
+        }
+        free(out);
+        vhsm_free_secret(back, back_len);
+        atomic_fetch_add(&s->ops, 1);
+    }
+    (void)vhsm_disconnect(c);
+    return NULL;
+}
+
+static int cmd_stress(int argc, char **argv) {
+    _cleanup_free_ uint8_t *ak = NULL, *hk = NULL;
+    _cleanup_free_ char *pem = NULL;
+    _cleanup_free_ pthread_t *th = NULL;
+    Stress s = {0};
+    VhsmClient *c = NULL;
+    size_t akl, hkl;
+    unsigned n;
+    BIO *bio;
+
+    if (argc != 8)
+        return 2;
+    s.sock = argv[0];
+    n = (unsigned)strtoul(argv[1], NULL, 10);
+    s.iters = (unsigned)strtoul(argv[2], NULL, 10);
+    s.aes = argv[3];
+    s.hmac = argv[5];
+    s.ec = argv[7];
+    if (n == 0 || hex_key(argv[4], &ak, &akl) < 0 || akl != 32 || hex_key(argv[6], &hk, &hkl) < 0 ||
+        hkl != 32)
+        return 2;
+    memcpy(s.aes_key, ak, 32);
+    memcpy(s.hmac_key, hk, 32);
+    if (vhsm_connect(s.sock, &c) < 0 || vhsm_pubkey(c, s.ec, "pem", 0, &pem) < 0)
+        return die("cannot fetch the EC public key");
+    (void)vhsm_disconnect(c);
+    bio = BIO_new_mem_buf(pem, -1);
+    s.ec_pub = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (!s.ec_pub)
+        return die("bad EC public key");
+    th = calloc(n, sizeof *th);
+    if (!th)
+        return 2;
+    for (unsigned i = 0; i < n; i++)
+        if (pthread_create(&th[i], NULL, stress_thread, &s) != 0)
+            return die("pthread_create");
+    for (unsigned i = 0; i < n; i++)
+        (void)pthread_join(th[i], NULL);
+    EVP_PKEY_free(s.ec_pub);
+    fprintf(stderr, "stress: %u threads, %u operations verified, %u failures\n", n,
+            atomic_load(&s.ops), atomic_load(&s.failures));
+    return atomic_load(&s.failures) == 0 && atomic_load(&s.ops) == n * s.iters ? 0 : 1;
+}
+
+/* ---- malformed frames ---- */
+
+static int raw_connect(const char *path) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    strncpy(sa.sun_path, path, sizeof sa.sun_path - 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
+/* Waits for the daemon's answer to a bad frame: returns the status of an error reply, -1 if the
+ * connection was closed without one, -2 on timeout, -3 on a success reply (a failure). */
+static int await_verdict(int fd, int timeout_ms) {
+    uint8_t buf[4096];
+    size_t have = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+        int k = poll(&p, 1, timeout_ms);
+        if (k == 0)
+            return -2;
+        n = recv(fd, buf + have, sizeof buf - have, 0);
+        if (n <= 0)
+            return have >= VHSM_HEADER_SIZE ? buf[6] << 8 | buf[7] : -1;
+        have += (size_t)n;
+        if (have >= VHSM_HEADER_SIZE) {
+            VhsmHeader h;
+            if (vhsm_header_decode(buf, &h) < 0 || h.kind != VHSM_KIND_RESPONSE)
+                return -3;
+            if (have >= VHSM_HEADER_SIZE + h.body_len)
+                return h.code == VHSM_STATUS_OK ? -3 : h.code;
+        }
+    }
+}
+
+static void frame_header(uint8_t *p, uint32_t magic, uint8_t version, uint8_t kind, uint16_t code,
+                         uint32_t id, uint32_t len) {
+    p[0] = (uint8_t)(magic >> 24);
+    p[1] = (uint8_t)(magic >> 16);
+    p[2] = (uint8_t)(magic >> 8);
+    p[3] = (uint8_t)magic;
+    p[4] = version;
+    p[5] = kind;
+    p[6] = (uint8_t)(code >> 8);
+    p[7] = (uint8_t)code;
+    p[8] = (uint8_t)(id >> 24);
+    p[9] = (uint8_t)(id >> 16);
+    p[10] = (uint8_t)(id >> 8);
+    p[11] = (uint8_t)id;
+    p[12] = (uint8_t)(len >> 24);
+    p[13] = (uint8_t)(len >> 16);
+    p[14] = (uint8_t)(len >> 8);
+    p[15] = (uint8_t)len;
+}
+
+static int good_client_ok(VhsmClient *good) {
+    uint8_t r1[16];
+    return vhsm_ping(good) == 0 && vhsm_random(good, r1, sizeof r1) == 0;
+}
+
+static int cmd_badframes(int argc, char **argv) {
+    struct Case {
+        const char *name;
+        uint8_t data[64];
+        size_t len;
+        bool half_close; /* the frame is incomplete: close our side so EOF ends it */
+        int expect;      /* status expected, or -1 "close" allowed too */
+    } cases[16];
+    size_t nc = 0;
+    VhsmClient *good = NULL;
+    int failures = 0;
+
+    if (argc != 1)
+        return 2;
+    memset(cases, 0, sizeof cases);
+#define CASE(n, hc, ex) (cases[nc].name = (n), cases[nc].half_close = (hc), cases[nc].expect = (ex))
+    CASE("truncated header", true, -1);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING, 1, 0);
+    cases[nc++].len = 7;
+    CASE("truncated body", true, -1);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING, 2, 40);
+    cases[nc++].len = 16 + 10;
+    CASE("oversized length", false, VHSM_STATUS_TOO_LARGE);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING, 3, 0xFFFFFFF0u);
+    cases[nc++].len = 16;
+    CASE("bad magic", false, VHSM_STATUS_BAD_REQUEST);
+    frame_header(cases[nc].data, 0x47455420u /* "GET " */, 1, 1, VHSM_OP_PING, 4, 0);
+    cases[nc++].len = 16;
+    CASE("bad version", false, VHSM_STATUS_UNSUPPORTED_VERSION);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 9, 1, VHSM_OP_PING, 5, 0);
+    cases[nc++].len = 16;
+    CASE("response kind in a request", false, VHSM_STATUS_BAD_REQUEST);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 2, VHSM_OP_PING, 6, 0);
+    cases[nc++].len = 16;
+    CASE("garbage", false, VHSM_STATUS_BAD_REQUEST);
+    memcpy(cases[nc].data, "\xde\xad\xbe\xef garbage garbage garbage \x01\x02\x03", 32);
+    cases[nc++].len = 32;
+    CASE("unknown opcode", false, VHSM_STATUS_UNKNOWN_OPCODE);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, 0x7777, 8, 0);
+    cases[nc++].len = 16;
+    CASE("TLV length overrun", false, VHSM_STATUS_BAD_REQUEST);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING, 9, 10);
+    memcpy(cases[nc].data + 16, "\x00\x01\x00\x00\x01\x00xyzw", 10); /* claims 256 bytes */
+    cases[nc++].len = 26;
+    CASE("truncated TLV header", false, VHSM_STATUS_BAD_REQUEST);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING, 10, 3);
+    memcpy(cases[nc].data + 16, "\x00\x01\x00", 3);
+    cases[nc++].len = 19;
+    CASE("missing key name", false, VHSM_STATUS_BAD_REQUEST);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_SIGN, 11, 0);
+    cases[nc++].len = 16;
+    CASE("u32 field of wrong size", false, VHSM_STATUS_BAD_REQUEST);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_RANDOM, 12, 8);
+    memcpy(cases[nc].data + 16, "\x00\x13\x00\x00\x00\x02\x00\x10", 8);
+    cases[nc++].len = 24;
+    CASE("NUL inside a key name", false, VHSM_STATUS_BAD_REQUEST);
+    frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_KEY_INFO, 13, 9);
+    memcpy(cases[nc].data + 16, "\x00\x01\x00\x00\x00\x03" "a\0b", 9);
+    cases[nc++].len = 25;
+#undef CASE
+
+    if (vhsm_connect(argv[0], &good) < 0)
+        return die("cannot connect the good client");
+    for (size_t i = 0; i < nc; i++) {
+        int fd = raw_connect(argv[0]), v;
+        if (fd < 0)
+            return die("cannot connect");
+        if (write_all(fd, cases[i].data, cases[i].len) < 0)
+            return die("write");
+        if (cases[i].half_close)
+            (void)shutdown(fd, SHUT_WR);
+        /* The good client is served while the bad connection is open. */
+        if (!good_client_ok(good)) {
+            fprintf(stderr, "badframes: good client not served during '%s'\n", cases[i].name);
+            failures++;
+        }
+        v = await_verdict(fd, 5000);
+        if (v == -2 || v == -3 || (v == -1 && cases[i].expect != -1) ||
+            (v >= 0 && cases[i].expect != -1 && v != cases[i].expect)) {
+            fprintf(stderr, "badframes: '%s': got %d, expected %d\n", cases[i].name, v,
+                    cases[i].expect);
+            failures++;
+        } else
+            fprintf(stderr, "badframes: '%s': %s (%d)\n", cases[i].name,
+                    v == -1 ? "closed" : vhsm_status_to_string((uint16_t)v), v);
+        close(fd);
+        if (!good_client_ok(good)) {
+            fprintf(stderr, "badframes: good client not served after '%s'\n", cases[i].name);
+            failures++;
+        }
+    }
+    (void)vhsm_disconnect(good);
+    return failures == 0 ? 0 : 1;
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int cmd_stall(int argc, char **argv) {
+    uint8_t hdr[16];
+    VhsmClient *good = NULL;
+    int fd, timeout, v, served = 0;
+    int64_t t0;
+
+    if (argc != 2)
+        return 2;
+    timeout = atoi(argv[1]);
+    fd = raw_connect(argv[0]);
+    if (fd < 0 || vhsm_connect(argv[0], &good) < 0)
+        return die("cannot connect");
+    frame_header(hdr, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING, 1, 100);
+    t0 = mono_ms();
+    if (write_all(fd, hdr, sizeof hdr) < 0 || write_all(fd, "abc", 3) < 0)
+        return die("write");
+    /* While the stalled client holds its partial frame, others are served promptly. */
+    while (mono_ms() - t0 < timeout / 2) {
+        int64_t a = mono_ms();
+        if (!good_client_ok(good) || mono_ms() - a > 1000)
+            return die("good client not served promptly while another stalls");
+        served++;
+    }
+    v = await_verdict(fd, timeout + 3000);
+    if (v != -1)
+        return die("stalled client was not disconnected after the stall timeout");
+    if (mono_ms() - t0 < timeout)
+        return die("stalled client disconnected before the stall timeout");
+    if (!good_client_ok(good))
+        return die("good client not served after the stall");
+    fprintf(stderr, "stall: stalled client dropped after %" PRId64 " ms; %d requests served "
+                    "meanwhile\n", mono_ms() - t0, served);
+    close(fd);
+    (void)vhsm_disconnect(good);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: vhsm-test-helper COMMAND ARGS...\n");
+        return 2;
+    }
+    if (streq(argv[1], "make-jwe"))
+        return cmd_make_jwe(argc - 2, argv + 2);
+    if (streq(argv[1], "import"))
+        return cmd_import(argc - 2, argv + 2);
+    if (streq(argv[1], "gcm-open"))
+        return cmd_gcm_open(argc - 2, argv + 2);
+    if (streq(argv[1], "kw-open"))
+        return cmd_kw_open(argc - 2, argv + 2);
+    if (streq(argv[1], "as-user"))
+        return cmd_as_user(argc - 2, argv + 2);
+    if (streq(argv[1], "memscan"))
+        return cmd_memscan(argc - 2, argv + 2);
+    if (streq(argv[1], "stress"))
+        return cmd_stress(argc - 2, argv + 2);
+    if (streq(argv[1], "badframes"))
+        return cmd_badframes(argc - 2, argv + 2);
+    if (streq(argv[1], "stall"))
+        return cmd_stall(argc - 2, argv + 2);
+    fprintf(stderr, "vhsm-test-helper: unknown command '%s'\n", argv[1]);
+    return 2;
+}
