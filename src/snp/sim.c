@@ -12,6 +12,7 @@
  * Invariants: private keys and root secrets are read from DIR/secrets only when needed, kept in
  * EVP_PKEY objects or Secrets, and never written anywhere but DIR/secrets (mode 0600).
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -853,23 +854,41 @@ SimChip *sim_chip_free(SimChip *c) {
     return NULL;
 }
 
-static int dir_is_empty_or_missing(const char *dir) {
-    _cleanup_free_ char *p = path_join(dir, "chip.json");
-    struct stat st;
-    if (!p)
-        return -ENOMEM;
-    if (stat(dir, &st) < 0)
+/* 0 if dir is missing or an empty directory; -EEXIST if it holds anything. */
+static int dir_check_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int r = 0;
+
+    if (!d)
         return errno == ENOENT ? 0 : negative_errno();
-    if (!S_ISDIR(st.st_mode))
-        return -ENOTDIR;
-    if (access(p, F_OK) == 0)
-        return -EEXIST;
+    while ((de = readdir(d)))
+        if (!streq(de->d_name, ".") && !streq(de->d_name, "..")) {
+            r = -EEXIST;
+            break;
+        }
+    closedir(d);
+    return r;
+}
+
+/* Undoes a failed sim_chip_init: removes exactly the files it may have written. */
+static void chip_files_remove(const char *dir, bool remove_dir) {
+    static const char *const names[] = {
+        "chip.json",        "ark.pem",          "ask.pem",          "vcek.pem",
+        "asvk.pem",         "vlek.pem",         "secrets/ark.key",  "secrets/ask.key",
+        "secrets/vcek.key", "secrets/asvk.key", "secrets/vlek.key", "secrets/vcek-root.bin",
+        "secrets/vmrk.bin",
+    };
+    for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+        _cleanup_free_ char *p = path_join(dir, names[i]);
+        if (p)
+            (void)unlink(p);
+    }
     _cleanup_free_ char *s = path_join(dir, "secrets");
-    if (!s)
-        return -ENOMEM;
-    if (access(s, F_OK) == 0)
-        return -EEXIST;
-    return 0;
+    if (s)
+        (void)rmdir(s);
+    if (remove_dir)
+        (void)rmdir(dir);
 }
 
 static void launch_defaults(SnpProduct p, uint32_t version, const uint8_t *chip_id, SnpReport *l) {
@@ -894,7 +913,7 @@ static void launch_defaults(SnpProduct p, uint32_t version, const uint8_t *chip_
     l->launch_mit_vector = l->current_mit_vector = 0x3F; /* reported from version 5 on */
 }
 
-int sim_chip_init(const char *dir, const SimInitOptions *opts) {
+static int chip_init(const char *dir, const SimInitOptions *opts, bool *started, bool *created) {
     _cleanup_(sim_chip_freep) SimChip *c = NULL;
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *ark_key = NULL, *ask_key = NULL, *asvk_key = NULL;
     _cleanup_free_ char *secrets = NULL;
@@ -908,9 +927,11 @@ int sim_chip_init(const char *dir, const SimInitOptions *opts) {
     version = opts->report_version ? opts->report_version : pi->default_report_version;
     if (version != 2 && version != 3 && version != 5)
         return -EINVAL;
-    r = dir_is_empty_or_missing(dir);
+    r = dir_check_empty(dir);
     if (r < 0)
         return r;
+    *created = access(dir, F_OK) < 0;
+    *started = true; /* from here on, everything written is ours to remove on failure */
 
     c = calloc(1, sizeof *c);
     if (!c)
@@ -987,6 +1008,14 @@ int sim_chip_init(const char *dir, const SimInitOptions *opts) {
         return r;
     log_debug("Created simulated %s chip in '%s'.", pi->kds_name, dir);
     return 0;
+}
+
+int sim_chip_init(const char *dir, const SimInitOptions *opts) {
+    bool started = false, created = false;
+    int r = chip_init(dir, opts, &started, &created);
+    if (r < 0 && started)
+        chip_files_remove(dir, created);
+    return r;
 }
 
 int sim_chip_load(const char *dir, SimChip **ret) {

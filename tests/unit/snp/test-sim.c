@@ -657,11 +657,20 @@ static void test_load_and_init_errors(void **state) {
     assert_int_equal(sim_chip_load(path, &c), -ENOENT);
     assert_null(c);
     assert_int_equal(sim_chip_init(dirs[SNP_PRODUCT_GENOA], &o), -EEXIST);
+    /* any non-empty directory is refused, and left as it was */
+    snprintf(path, sizeof path, "%s/notes", base);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(cmd, sizeof cmd, "echo keep > '%s/notes.txt'", path);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(sim_chip_init(path, &o), -EEXIST);
+    snprintf(cmd, sizeof cmd, "test \"$(ls -A '%s')\" = notes.txt", path);
+    assert_int_equal(system(cmd), 0);
     o.report_version = 4;
     snprintf(path, sizeof path, "%s/v4", base);
     assert_int_equal(sim_chip_init(path, &o), -EINVAL);
     o = (SimInitOptions){(SnpProduct)7, false, 0};
     assert_int_equal(sim_chip_init(path, &o), -EINVAL);
+    assert_int_equal(access(path, F_OK), -1); /* nothing was created */
 
     /* A corrupt chip: copy one and damage chip.json, then drop a key. */
     snprintf(path, sizeof path, "%s/corrupt", base);
