@@ -47,7 +47,15 @@ typedef struct SnpProviderInfo {
 
 /* name: "sev-guest", "tsm", "sim", NULL/"auto". For "sim", sim_dir names the chip directory
  * (else $NITRIDE_SIM_DIR). Returns 0, -ENODEV (nothing usable; a clear message was logged at
- * error level by the caller-visible helper snp_provider_missing_message()), or negative errno. */
+ * error level by the caller-visible helper snp_provider_missing_message()), or negative errno.
+ * Device paths: $NITRIDE_SEV_GUEST_DEV (default /dev/sev-guest), $NITRIDE_TSM_ROOT (default
+ * /sys/kernel/config/tsm/report). Auto never picks "sim". A named provider returns its own
+ * error: sev-guest the open() errno, tsm -ENOENT (no root) or -ENODEV (provider not sev_guest),
+ * sim -ENODEV (no directory given) or sim_chip_load()'s error; unknown names -EINVAL.
+ * Report errors: -EINVAL firmware INVALID_PARAM (e.g. a VMPL below the guest's), -ENOKEY invalid
+ * key selection, -EPERM (sim, tsm) a VMPL below the guest's, -EBUSY host busy after bounded
+ * retries or (tsm) a racing writer on the report entry, -EPROTO malformed answer, -EBADMSG a
+ * malformed certificate table from the host, -E2BIG certificates larger than 256 KiB. */
 int snp_provider_open(const char *name, const char *sim_dir, SnpProvider **ret);
 SnpProvider *snp_provider_free(SnpProvider *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(SnpProvider *, snp_provider_free);
