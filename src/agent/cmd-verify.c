@@ -245,10 +245,10 @@ int cmd_verify(int argc, char **argv) {
     if (st == NT_VERDICT_OK)
         return NT_EXIT_OK;
     if (f)
-        log_error("Report '%s' %s: %s: %s%s%s%s%s", report_path,
+        log_error("Report '%s' %s: %s: %s%s%s%s%s%s", report_path,
                   st == NT_VERDICT_INVALID ? "is not valid evidence" : "does not meet the policy",
-                  f->name, f->detail[0] ? f->detail : "failed",
-                  f->expected ? "; expected " : "", f->expected ? f->expected : "",
+                  f->name, f->detail, f->detail[0] && f->expected ? "; " : "",
+                  f->expected ? "expected " : "", f->expected ? f->expected : "",
                   f->found ? ", found " : "", f->found ? f->found : "");
     return st == NT_VERDICT_INVALID ? NT_EXIT_INVALID : NT_EXIT_POLICY;
 }
