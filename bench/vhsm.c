@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * bench-vhsm: operations per second through vhsmd (a real daemon started on a temporary socket
+ * with a simulated chip, clients over libvhsm, one connection per client thread) next to
+ * in-process OpenSSL doing the same operation in the same run, with 1 and 2 threads:
+ *   ECDSA P-256 / P-384 sign, Ed25519 sign, RSA-2048 sign (PSS, SHA-256),
+ *   AES-256-GCM encrypt of 4 KiB, HMAC-SHA-256 of 1 KiB.
+ * The reference does per operation what a careful in-process user does: a fresh EVP context
+ * over an already-loaded key (and, for GCM, a fresh random IV).
+ * Targets (exit 1 if missed): asymmetric signing >= 85% of OpenSSL with one thread, AES-GCM
+ * 4 KiB >= 40%, 2 client threads >= 1.7x one thread through vhsmd.
+ * NT_BENCH_SECONDS (default 2) sets the time per measurement.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/openssl-util.h"
+#include "snp/sim.h"
+#include "vhsm/client/vhsm-client.h"
+
+typedef enum Kind { K_SIGN, K_GCM, K_HMAC } Kind;
+
+typedef struct Op {
+    const char *label;
+    const char *key_name, *key_type, *alg;
+    Kind kind;
+    size_t data_len;
+    bool asymmetric;
+    /* reference material */
+    EVP_PKEY *pkey;       /* asymmetric keys: generated in-process */
+    const EVP_MD *md;     /* NULL for Ed25519 */
+    int rsa_pss;
+    uint8_t sym_key[32];
+} Op;
+
+static Op ops[] = {
+    {.label = "ECDSA P-256 sign", .key_name = "b-p256", .key_type = "p256", .alg = "ecdsa", .kind = K_SIGN,
+     .data_len = 32, .asymmetric = true},
+    {.label = "ECDSA P-384 sign", .key_name = "b-p384", .key_type = "p384", .alg = "ecdsa", .kind = K_SIGN,
+     .data_len = 48, .asymmetric = true},
+    {.label = "Ed25519 sign", .key_name = "b-ed", .key_type = "ed25519", .alg = "ed25519", .kind = K_SIGN,
+     .data_len = 32, .asymmetric = true},
+    {.label = "RSA-2048 sign (PSS)", .key_name = "b-rsa", .key_type = "rsa2048", .alg = "rsa-pss-sha256", .kind = K_SIGN,
+     .data_len = 32, .asymmetric = true},
+    {.label = "AES-256-GCM 4 KiB", .key_name = "b-aes", .key_type = "aes256", .alg = "aes256-gcm", .kind = K_GCM,
+     .data_len = 4096, .asymmetric = false},
+    {.label = "HMAC-SHA-256 1 KiB", .key_name = "b-hmac", .key_type = "hmac-sha256", .alg = "hmac", .kind = K_HMAC,
+     .data_len = 1024, .asymmetric = false},
+};
+
+static const char *sock_path;
+static double seconds = 2.0;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- one measurement: nthreads threads run fn until the deadline ---- */
+
+typedef struct Run {
+    Op *op;
+    bool via_vhsm;
+    double deadline;
+    atomic_ulong count;
+    atomic_int errors;
+    pthread_barrier_t start;
+} Run;
+
+static int ref_once(Op *op, const uint8_t *data) {
+    uint8_t out[1024];
+    size_t out_len = sizeof out;
+
+    switch (op->kind) {
+    case K_SIGN: {
+        _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pctx = NULL;
+        if (!ctx || EVP_DigestSignInit(ctx, &pctx, op->md, NULL, op->pkey) != 1)
+            return -EIO;
+        if (op->rsa_pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+                            EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))
+            return -EIO;
+        return EVP_DigestSign(ctx, out, &out_len, data, op->data_len) == 1 ? 0 : -EIO;
+    }
+    case K_GCM: {
+        _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+        uint8_t iv[12], tag[16], ct[4096 + 16];
+        int l = 0, fl = 0;
+        if (!ctx || RAND_bytes(iv, sizeof iv) != 1 ||
+            EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, op->sym_key, iv) != 1 ||
+            EVP_EncryptUpdate(ctx, ct, &l, data, (int)op->data_len) != 1 ||
+            EVP_EncryptFinal_ex(ctx, ct + l, &fl) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
+            return -EIO;
+        return 0;
+    }
+    case K_HMAC:
+        return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, op->sym_key, 32, data, op->data_len,
+                         out, sizeof out, &out_len)
+                   ? 0
+                   : -EIO;
+    }
+    return -EINVAL;
+}
+
+static int vhsm_once(VhsmClient *c, Op *op, const uint8_t *data) {
+    uint8_t *out = NULL;
+    size_t n = 0;
+    int r;
+    switch (op->kind) {
+    case K_SIGN:
+        r = vhsm_sign(c, op->key_name, op->alg, VHSM_OP_RAW, data, op->data_len, &out, &n);
+        break;
+    case K_GCM:
+        r = vhsm_encrypt(c, op->key_name, op->alg, 0, data, op->data_len, NULL, 0, &out, &n);
+        break;
+    default:
+        r = vhsm_mac(c, op->key_name, data, op->data_len, &out, &n);
+    }
+    free(out);
+    return r;
+}
+
+static void *run_thread(void *userdata) {
+    Run *run = userdata;
+    VhsmClient *c = NULL;
+    uint8_t data[4096];
+    unsigned long n = 0;
+
+    (void)RAND_bytes(data, sizeof data);
+    if (run->via_vhsm && vhsm_connect(sock_path, &c) < 0) {
+        atomic_fetch_add(&run->errors, 1);
+        (void)pthread_barrier_wait(&run->start);
+        return NULL;
+    }
+    (void)pthread_barrier_wait(&run->start);
+    while (now() < run->deadline) {
+        for (int i = 0; i < 8; i++) {
+            int r = run->via_vhsm ? vhsm_once(c, run->op, data) : ref_once(run->op, data);
+            if (r < 0)
+                atomic_fetch_add(&run->errors, 1);
+            n++;
+        }
+    }
+    atomic_fetch_add(&run->count, n);
+    (void)vhsm_disconnect(c);
+    return NULL;
+}
+
+static double measure(Op *op, bool via_vhsm, unsigned threads) {
+    pthread_t th[8];
+    Run run = {.op = op, .via_vhsm = via_vhsm};
+    double t0, t1;
+
+    atomic_init(&run.count, 0);
+    atomic_init(&run.errors, 0);
+    (void)pthread_barrier_init(&run.start, NULL, threads + 1);
+    run.deadline = now() + 3600;
+    for (unsigned i = 0; i < threads; i++)
+        (void)pthread_create(&th[i], NULL, run_thread, &run);
+    t0 = now();
+    run.deadline = t0 + seconds;
+    (void)pthread_barrier_wait(&run.start);
+    t0 = now();
+    run.deadline = t0 + seconds;
+    for (unsigned i = 0; i < threads; i++)
+        (void)pthread_join(th[i], NULL);
+    t1 = now();
+    (void)pthread_barrier_destroy(&run.start);
+    if (atomic_load(&run.errors) > 0) {
+        fprintf(stderr, "bench-vhsm: %d errors in '%s' (%s)\n", atomic_load(&run.errors),
+                op->label, via_vhsm ? "vhsmd" : "openssl");
+        return -1;
+    }
+    return (double)atomic_load(&run.count) / (t1 - t0);
+}
+
+/* ---- set-up: chip, daemon, keys ---- */
+
+static char tmpdir[] = "/tmp/nt-bench-vhsm-XXXXXX";
+static pid_t daemon_pid;
+
+static void cleanup(void) {
+    char cmd[128];
+    if (daemon_pid > 0) {
+        (void)kill(daemon_pid, SIGTERM);
+        (void)waitpid(daemon_pid, NULL, 0);
+        daemon_pid = 0;
+    }
+    (void)snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    (void)!system(cmd);
+}
+
+static int start_daemon(void) {
+    static char sock[128], sim[128], ks[128];
+    SimInitOptions opts = {.product = SNP_PRODUCT_MILAN};
+    VhsmClient *c = NULL;
+
+    (void)snprintf(sock, sizeof sock, "%s/vhsm.sock", tmpdir);
+    (void)snprintf(sim, sizeof sim, "%s/sim", tmpdir);
+    (void)snprintf(ks, sizeof ks, "%s/keystore", tmpdir);
+    if (sim_chip_init(sim, &opts) < 0)
+        return -EIO;
+    daemon_pid = fork();
+    if (daemon_pid < 0)
+        return -errno;
+    if (daemon_pid == 0) {
+        execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock, "--keystore", ks,
+              "--provider", "sim", "--sim-dir", sim, (char *)NULL);
+        _exit(127);
+    }
+    sock_path = sock;
+    for (int i = 0; i < 400; i++) {
+        if (vhsm_connect(sock_path, &c) == 0 && vhsm_ping(c) == 0) {
+            (void)vhsm_disconnect(c);
+            return 0;
+        }
+        c = vhsm_disconnect(c);
+        usleep(25000);
+    }
+    return -ETIMEDOUT;
+}
+
+/* Keys are generated in vhsmd; the reference uses its own key of the same type and size (the
+ * cost of these operations does not depend on the key's value). */
+static int setup_keys(void) {
+    VhsmClient *c = NULL;
+    int r = vhsm_connect(sock_path, &c);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
+        Op *op = &ops[i];
+        VhsmKeySpec spec = {.type = op->key_type};
+        r = vhsm_key_create(c, op->key_name, &spec);
+        if (r < 0)
+            break;
+        if (streq(op->key_type, "p256")) {
+            op->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+            op->md = EVP_sha256();
+        } else if (streq(op->key_type, "p384")) {
+            op->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+            op->md = EVP_sha384();
+        } else if (streq(op->key_type, "ed25519"))
+            op->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+        else if (streq(op->key_type, "rsa2048")) {
+            op->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+            op->md = EVP_sha256();
+            op->rsa_pss = 1;
+        } else
+            (void)RAND_bytes(op->sym_key, sizeof op->sym_key);
+        if (op->asymmetric && !op->pkey) {
+            r = -EIO;
+            break;
+        }
+    }
+    (void)vhsm_disconnect(c);
+    return r;
+}
+
+int main(void) {
+    const char *s = getenv("NT_BENCH_SECONDS");
+    double r1[ELEMENTSOF(ops)], r2[ELEMENTSOF(ops)], o1[ELEMENTSOF(ops)], o2[ELEMENTSOF(ops)];
+    bool ok = true;
+    int r;
+
+    if (s && atof(s) > 0)
+        seconds = atof(s);
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    (void)signal(SIGPIPE, SIG_IGN);
+    r = start_daemon();
+    if (r < 0) {
+        fprintf(stderr, "bench-vhsm: cannot start vhsmd (%s)\n", strerror(-r));
+        cleanup();
+        return 2;
+    }
+    r = setup_keys();
+    if (r < 0) {
+        fprintf(stderr, "bench-vhsm: key set-up failed: %s (%s)\n", strerror(-r),
+                vhsm_last_error());
+        cleanup();
+        return 2;
+    }
+
+    printf("%-22s %3s %14s %14s %7s\n", "operation", "thr", "vhsmd ops/s", "openssl ops/s",
+           "ratio");
+    for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
+        Op *op = &ops[i];
+        o1[i] = measure(op, false, 1);
+        r1[i] = measure(op, true, 1);
+        o2[i] = measure(op, false, 2);
+        r2[i] = measure(op, true, 2);
+        if (r1[i] <= 0 || r2[i] <= 0 || o1[i] <= 0 || o2[i] <= 0) {
+            ok = false;
+            continue;
+        }
+        printf("%-22s %3d %14.0f %14.0f %6.0f%%\n", op->label, 1, r1[i], o1[i],
+               100 * r1[i] / o1[i]);
+        printf("%-22s %3d %14.0f %14.0f %6.0f%%   (vhsmd 2 threads / 1 thread: %.2fx)\n", "",
+               2, r2[i], o2[i], 100 * r2[i] / o2[i], r2[i] / r1[i]);
+        fflush(stdout);
+    }
+    cleanup();
+
+    printf("\nTargets: asymmetric sign >= 85%% of OpenSSL (1 thread); AES-GCM 4 KiB >= 40%%; "
+           "2 threads >= 1.7x 1 thread\n");
+    for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
+        double ratio = r1[i] / o1[i];
+        if (ops[i].asymmetric && ratio < 0.85) {
+            printf("MISSED: %s at %.0f%% of OpenSSL\n", ops[i].label, 100 * ratio);
+            ok = false;
+        }
+        if (ops[i].kind == K_GCM && ratio < 0.40) {
+            printf("MISSED: %s at %.0f%% of OpenSSL\n", ops[i].label, 100 * ratio);
+            ok = false;
+        }
+        if (r2[i] / r1[i] < 1.7) {
+            printf("MISSED: %s scales %.2fx with 2 threads\n", ops[i].label, r2[i] / r1[i]);
+            ok = false;
+        }
+    }
+    for (size_t i = 0; i < ELEMENTSOF(ops); i++)
+        EVP_PKEY_free(ops[i].pkey);
+    printf("%s\n", ok ? "all targets met" : "some targets missed");
+    return ok ? 0 : 1;
+}
