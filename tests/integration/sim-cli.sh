@@ -107,4 +107,28 @@ grep -q 'has no VLEK' "$tmp/err" || fail "no-VLEK message"
 expect_exit 3 "$NITRIDE" sim set "$milan" --reported-tcb fmc=1
 jq -e '.report_version == 2 and .product == "Milan"' <("$NITRIDE" sim show "$milan" --json) \
   >/dev/null || fail "milan v2"
+# A report through the sim provider, its signature checked with the openssl CLI alone:
+# r and s are little-endian at 0x2A0/0x2E8, ECDSA P-384 over SHA-384 of bytes 0..0x29F.
+nonce=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+"$NITRIDE" report get --provider sim --sim-dir "$milan" --nonce "$nonce" --out "$tmp/r.bin" \
+  --extended --certs-out "$tmp/certs.bin"
+[ "$(stat -c %s "$tmp/r.bin")" -eq 1184 ] || fail "report size"
+be() { od -An -tx1 -v -j "$1" -N 72 "$tmp/r.bin" | tr -s ' \n' '\n' | grep -v '^$' | tac | tr -d '\n'; }
+printf 'asn1=SEQUENCE:sig\n[sig]\nr=INTEGER:0x%s\ns=INTEGER:0x%s\n' "$(be 672)" "$(be 744)" \
+  >"$tmp/sig.conf"
+openssl asn1parse -genconf "$tmp/sig.conf" -out "$tmp/sig.der" -noout
+head -c 672 "$tmp/r.bin" >"$tmp/signed.bin"
+openssl x509 -in "$milan/vcek.pem" -noout -pubkey >"$tmp/vcek.pub"
+openssl dgst -sha384 -verify "$tmp/vcek.pub" -signature "$tmp/sig.der" "$tmp/signed.bin" \
+  >/dev/null || fail "report signature does not verify with the VCEK"
+printf '\001' | dd of="$tmp/signed.bin" bs=1 seek=80 conv=notrunc 2>/dev/null
+if openssl dgst -sha384 -verify "$tmp/vcek.pub" -signature "$tmp/sig.der" "$tmp/signed.bin" \
+  >/dev/null 2>&1; then fail "a modified report still verifies"; fi
+[ "$(od -An -tx1 -j 0 -N 1 "$tmp/r.bin" | tr -d ' ')" = 02 ] || fail "report version 2"
+
+# No provider at all: exit 5 and a message that says how to use the simulator.
+expect_exit 5 env NITRIDE_SEV_GUEST_DEV="$tmp/none" NITRIDE_TSM_ROOT="$tmp/none" \
+  "$NITRIDE" report get --nonce "$nonce" --out "$tmp/r2.bin"
+grep -q "nitride sim init" "$tmp/err" || fail "missing-provider message"
+grep -q "$tmp/none" "$tmp/err" || fail "missing-provider message does not name the paths"
 echo "sim-cli: OK"
