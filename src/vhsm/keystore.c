@@ -529,8 +529,8 @@ static int sealing_key(SnpProvider *provider, const KeystoreSealParams *p, Secre
     if (!ctx)
         return nt_openssl_error(-EIO, "HKDF");
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk),
-                                                  secret_size(dk));
+    params[1] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk), secret_size(dk));
     params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)SEAL_INFO,
                                                   STRLEN(SEAL_INFO));
     params[3] = OSSL_PARAM_construct_end();

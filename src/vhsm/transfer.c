@@ -41,7 +41,7 @@ static void transfer_lock(pthread_mutex_t **m) {
         (void)pthread_mutex_unlock(*m);
 }
 #define TRANSFER_LOCKED(v)                                                                         \
-    _cleanup_(transfer_lock) _unused_ pthread_mutex_t *tl_guard_ =                                \
+    _cleanup_(transfer_lock) _unused_ pthread_mutex_t *tl_guard_ =                                 \
         (pthread_mutex_lock(&(v)->transfer_lock), &(v)->transfer_lock)
 
 void vault_transfer_free_all(Vault *v) {
@@ -311,9 +311,9 @@ int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compa
         return r;
     if ((r = base64url_decode_alloc(seg[3], seg_len[3], &ct, &ct_len)) < 0)
         return -EBADMSG;
-    jwe = json_pack("{s:s%,s:s%,s:s%,s:s%,s:s%}", "protected", seg[0], seg_len[0],
-                    "encrypted_key", seg[1], seg_len[1], "iv", seg[2], seg_len[2], "ciphertext",
-                    seg[3], seg_len[3], "tag", seg[4], seg_len[4]);
+    jwe = json_pack("{s:s%,s:s%,s:s%,s:s%,s:s%}", "protected", seg[0], seg_len[0], "encrypted_key",
+                    seg[1], seg_len[1], "iv", seg[2], seg_len[2], "ciphertext", seg[3], seg_len[3],
+                    "tag", seg[4], seg_len[4]);
     if (!jwe)
         return -ENOMEM;
 

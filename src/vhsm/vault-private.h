@@ -25,14 +25,14 @@ typedef enum VaultOrigin {
 } VaultOrigin;
 
 #define VAULT_MAX_VERSIONS 65536u /* versions per key (rotations + 1) */
-#define VAULT_THUMBPRINT_LEN 43 /* base64url of SHA-256, unpadded */
+#define VAULT_THUMBPRINT_LEN 43   /* base64url of SHA-256, unpadded */
 
 typedef struct KeyVersion {
     atomic_uint refs;
     uint32_t number;
     uint64_t created;
-    Secret *secret; /* AES / HMAC raw key */
-    EVP_PKEY *pkey; /* asymmetric key pair */
+    Secret *secret;                            /* AES / HMAC raw key */
+    EVP_PKEY *pkey;                            /* asymmetric key pair */
     char thumbprint[VAULT_THUMBPRINT_LEN + 1]; /* asymmetric only, else "" */
 } KeyVersion;
 

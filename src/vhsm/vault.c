@@ -42,10 +42,10 @@
 /* ---- names ---- */
 
 static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
-    [VAULT_KEY_AES256] = "aes256",       [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
+    [VAULT_KEY_AES256] = "aes256",           [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
     [VAULT_KEY_HMAC_SHA384] = "hmac-sha384", [VAULT_KEY_EC_P256] = "ec-p256",
-    [VAULT_KEY_EC_P384] = "ec-p384",     [VAULT_KEY_ED25519] = "ed25519",
-    [VAULT_KEY_RSA2048] = "rsa2048",     [VAULT_KEY_RSA3072] = "rsa3072",
+    [VAULT_KEY_EC_P384] = "ec-p384",         [VAULT_KEY_ED25519] = "ed25519",
+    [VAULT_KEY_RSA2048] = "rsa2048",         [VAULT_KEY_RSA3072] = "rsa3072",
     [VAULT_KEY_RSA4096] = "rsa4096",
 };
 
@@ -245,7 +245,8 @@ int vault_acl_copy(const VaultAcl *acl, VaultAcl *ret) {
     int r;
     if (!acl || !ret)
         return -EINVAL;
-    if ((r = acl_list_copy(&acl->use, &c.use)) < 0 || (r = acl_list_copy(&acl->admin, &c.admin)) < 0)
+    if ((r = acl_list_copy(&acl->use, &c.use)) < 0 ||
+        (r = acl_list_copy(&acl->admin, &c.admin)) < 0)
         return r;
     *ret = c;
     c = (VaultAcl){0};
@@ -435,8 +436,9 @@ static void rwlock_unlockp(pthread_rwlock_t **l) {
     if (*l)
         (void)pthread_rwlock_unlock(*l);
 }
-#define READ_LOCKED(v) _cleanup_(rwlock_unlockp) _unused_ pthread_rwlock_t *lock_guard_ = rdlock(&(v)->lock)
-#define WRITE_LOCKED(v)                                                                             \
+#define READ_LOCKED(v)                                                                             \
+    _cleanup_(rwlock_unlockp) _unused_ pthread_rwlock_t *lock_guard_ = rdlock(&(v)->lock)
+#define WRITE_LOCKED(v)                                                                            \
     _cleanup_(rwlock_unlockp) _unused_ pthread_rwlock_t *lock_guard_ = wrlock(&(v)->lock)
 
 /* ---- objects ---- */
@@ -997,8 +999,7 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
 
 /* ---- administration ---- */
 
-static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name,
-                               VaultKey **ret) {
+static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name, VaultKey **ret) {
     VaultKey *k;
     if (!peer || !name)
         return -EINVAL;
@@ -1142,15 +1143,16 @@ static int key_to_json_locked(const VaultKey *k, json_t **ret) {
             continue;
         e = json_pack("{s:I,s:I}", "version", (json_int_t)kv->number, "created",
                       (json_int_t)kv->created);
-        if (!e || (kv->thumbprint[0] &&
-                   json_object_set_new(e, "fingerprint", json_string(kv->thumbprint)) < 0) ||
+        if (!e ||
+            (kv->thumbprint[0] &&
+             json_object_set_new(e, "fingerprint", json_string(kv->thumbprint)) < 0) ||
             json_array_append_new(versions, e) < 0)
             return -ENOMEM;
     }
     policy = json_pack("{s:s}", "kind", vault_policy_kind_to_string(k->policy.kind));
-    if (!policy || (k->policy.kind == VAULT_POLICY_ATTESTED &&
-                    json_object_set_new(policy, "max_age",
-                                        json_integer(k->policy.max_age_sec)) < 0))
+    if (!policy ||
+        (k->policy.kind == VAULT_POLICY_ATTESTED &&
+         json_object_set_new(policy, "max_age", json_integer(k->policy.max_age_sec)) < 0))
         return -ENOMEM;
     o = json_pack("{s:s,s:s,s:O,s:s,s:b,s:I,s:I,s:O,s:o}", "name", k->name, "type",
                   vault_key_type_to_string(k->type), "policy", policy, "origin",
@@ -1705,11 +1707,12 @@ static int hmac_compute(const KeyVersion *kv, const EVP_MD *md, const uint8_t *i
     ctx = EVP_MAC_CTX_new(mac);
     if (!ctx)
         return -ENOMEM;
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-                                                 (char *)EVP_MD_get0_name(md), 0);
+    params[0] =
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)EVP_MD_get0_name(md), 0);
     params[1] = OSSL_PARAM_construct_end();
     if (EVP_MAC_init(ctx, secret_const_data(kv->secret), secret_size(kv->secret), params) != 1 ||
-        EVP_MAC_update(ctx, in, in_len) != 1 || EVP_MAC_final(ctx, out, ret_len, EVP_MAX_MD_SIZE) != 1)
+        EVP_MAC_update(ctx, in, in_len) != 1 ||
+        EVP_MAC_final(ctx, out, ret_len, EVP_MAX_MD_SIZE) != 1)
         return nt_openssl_error(-EIO, "HMAC");
     return 0;
 }

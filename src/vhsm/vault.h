@@ -230,14 +230,14 @@ int vault_key_export_public(Vault *v, const VaultPeer *peer, const char *name, u
                             VaultPubFormat format, char **ret);
 
 /* Flags of VaultOp. */
-#define VAULT_OP_RAW (1u << 0)       /* bare output/input, no vault envelope (see below) */
-#define VAULT_OP_PREHASHED (1u << 1) /* sign/verify input is a digest of the algorithm's hash */
+#define VAULT_OP_RAW (1u << 0)        /* bare output/input, no vault envelope (see below) */
+#define VAULT_OP_PREHASHED (1u << 1)  /* sign/verify input is a digest of the algorithm's hash */
 #define VAULT_OP_SIG_RAW_RS (1u << 2) /* ECDSA: r||s (fixed size each) instead of DER */
 
 typedef struct VaultOp {
     VaultAlg alg;
     unsigned flags;
-    uint32_t version; /* RAW input to decrypt/verify: the key version (0 = latest) */
+    uint32_t version;   /* RAW input to decrypt/verify: the key version (0 = latest) */
     const uint8_t *aad; /* AES256_GCM only; may be NULL */
     size_t aad_len;
 } VaultOp;

@@ -68,8 +68,8 @@ static void populate(Vault *v) {
     assert_int_equal(vault_acl_list_add_gid(&acl.use, 44), 0);
     assert_int_equal(vault_acl_list_add_cgroup(&acl.use, "/system.slice/app.service"), 0);
     assert_int_equal(vault_acl_list_add_uid(&acl.admin, 1000), 0);
-    spec = (VaultKeySpec){.type = VAULT_KEY_EC_P384, .acl = &acl,
-                          .policy = {VAULT_POLICY_ATTESTED, 600}};
+    spec = (VaultKeySpec){
+        .type = VAULT_KEY_EC_P384, .acl = &acl, .policy = {VAULT_POLICY_ATTESTED, 600}};
     assert_int_equal(vault_key_generate(v, &alice, "ec", &spec), 0);
     vault_acl_done(&acl);
     spec = (VaultKeySpec){.type = VAULT_KEY_HMAC_SHA384};

@@ -69,10 +69,10 @@ static void test_import_aes_known_answers(void **state) {
                                      0x88, 0x99, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFF,
                                      0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
                                      0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F};
-    static const uint8_t expect[40] = {
-        0x28, 0xC9, 0xF4, 0x04, 0xC4, 0xB8, 0x10, 0xF4, 0xCB, 0xCC, 0xB3, 0x5C, 0xFB, 0x87,
-        0xF8, 0x26, 0x3F, 0x57, 0x86, 0xE2, 0xD8, 0x0E, 0xD3, 0x26, 0xCB, 0xC7, 0xF0, 0xE7,
-        0x1A, 0x99, 0xF4, 0x3B, 0xFB, 0x98, 0x8B, 0x9B, 0x7A, 0x02, 0xDD, 0x21};
+    static const uint8_t expect[40] = {0x28, 0xC9, 0xF4, 0x04, 0xC4, 0xB8, 0x10, 0xF4, 0xCB, 0xCC,
+                                       0xB3, 0x5C, 0xFB, 0x87, 0xF8, 0x26, 0x3F, 0x57, 0x86, 0xE2,
+                                       0xD8, 0x0E, 0xD3, 0x26, 0xCB, 0xC7, 0xF0, 0xE7, 0x1A, 0x99,
+                                       0xF4, 0x3B, 0xFB, 0x98, 0x8B, 0x9B, 0x7A, 0x02, 0xDD, 0x21};
     VaultKeySpec spec = {.type = VAULT_KEY_AES256, .label = "imported kek"};
     VaultOp op = {.alg = VAULT_ALG_AES256_KW, .flags = VAULT_OP_RAW};
     _cleanup_free_ uint8_t *w = NULL, *w2 = NULL, *ct = NULL;
@@ -154,9 +154,9 @@ static void test_import_hmac(void **state) {
         uint8_t ref[64];
         EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
         EVP_MAC_CTX *c = EVP_MAC_CTX_new(m);
-        OSSL_PARAM ps[] = {OSSL_PARAM_construct_utf8_string(
-                               "digest", (char *)(kl == 32 ? "SHA256" : "SHA384"), 0),
-                           OSSL_PARAM_construct_end()};
+        OSSL_PARAM ps[] = {
+            OSSL_PARAM_construct_utf8_string("digest", (char *)(kl == 32 ? "SHA256" : "SHA384"), 0),
+            OSSL_PARAM_construct_end()};
         /* A wrong-size payload is refused and burns the transfer key. */
         assert_int_equal(import_material(v, &alice, name, &spec, key, kl - 1), -EBADMSG);
         assert_int_equal(vault_key_count(v), (size_t)(t - VAULT_KEY_HMAC_SHA256));
@@ -194,9 +194,9 @@ static void test_import_asymmetric(void **state) {
         char name[16];
         VaultKeySpec spec = {.type = cases[i].type};
         VaultOp op = {.alg = cases[i].op, .flags = VAULT_OP_RAW};
-        const EVP_MD *md = cases[i].type == VAULT_KEY_EC_P384 ? EVP_sha384()
+        const EVP_MD *md = cases[i].type == VAULT_KEY_EC_P384   ? EVP_sha384()
                            : cases[i].type == VAULT_KEY_ED25519 ? NULL
-                                                                 : EVP_sha256();
+                                                                : EVP_sha256();
         if (cases[i].type == VAULT_KEY_RSA2048)
             k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
         else if (cases[i].arg)
@@ -222,8 +222,7 @@ static void test_import_asymmetric(void **state) {
         assert_int_equal(vault_key_count(v), i);
 
         assert_int_equal(import_material(v, &alice, name, &spec, der, dl), 0);
-        assert_int_equal(vault_sign(v, &alice, name, &op, (const uint8_t *)"msg", 3, &sig, &sl),
-                         0);
+        assert_int_equal(vault_sign(v, &alice, name, &op, (const uint8_t *)"msg", 3, &sig, &sl), 0);
         assert_int_equal(EVP_DigestVerifyInit(c, &pc, md, NULL, k), 1);
         if (cases[i].op == VAULT_ALG_RSA_PSS_SHA256) {
             EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PSS_PADDING);
@@ -333,8 +332,8 @@ static void test_import_hostile(void **state) {
     assert_int_equal(vault_transfer_key_count(v), 1);
     /* Unknown kid (well-formed). */
     {
-        _cleanup_free_ char *j = make_jwe(jwk, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL,
-                                          key, sizeof key);
+        _cleanup_free_ char *j =
+            make_jwe(jwk, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL, key, sizeof key);
         assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -ENOKEY);
     }
     /* Invalid name or taken name: refused before the key is spent. */
@@ -362,8 +361,7 @@ static void test_import_hostile(void **state) {
         json_object_set(other, "x", json_object_get(tmp, "x"));
         json_object_set(other, "y", json_object_get(tmp, "y"));
         json_decref(tmp);
-        j = make_jwe(other, json_string_value(json_object_get(jwk2, "kid")), NULL, key,
-                     sizeof key);
+        j = make_jwe(other, json_string_value(json_object_get(jwk2, "kid")), NULL, key, sizeof key);
         assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -EKEYREJECTED);
     }
 

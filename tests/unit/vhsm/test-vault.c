@@ -94,18 +94,18 @@ static void test_generate_describe_list(void **state) {
     assert_true(json_is_false(json_object_get(d, "extractable")));
     assert_int_equal(json_integer_value(json_object_get(d, "latest_version")), 1);
     assert_int_equal(json_array_size(json_object_get(d, "versions")), 1);
-    assert_int_equal(json_integer_value(json_array_get(
-                         json_object_get(json_object_get(json_object_get(d, "acl"), "use"), "uids"),
-                         0)),
-                     1000);
+    assert_int_equal(
+        json_integer_value(json_array_get(
+            json_object_get(json_object_get(json_object_get(d, "acl"), "use"), "uids"), 0)),
+        1000);
     {
         /* The fingerprint is the RFC 7638 thumbprint: recompute it from the exported JWK. */
         _cleanup_free_ char *jwk_s = NULL;
         json_auto_t *jwk = NULL;
         char *canon = NULL, *thp = NULL;
         uint8_t dg[32];
-        assert_int_equal(
-            vault_key_export_public(v, &alice, "labelled", 0, VAULT_PUB_JWK, &jwk_s), 0);
+        assert_int_equal(vault_key_export_public(v, &alice, "labelled", 0, VAULT_PUB_JWK, &jwk_s),
+                         0);
         jwk = json_loads(jwk_s, 0, NULL);
         assert_null(json_object_get(jwk, "d"));
         assert_true(asprintf(&canon, "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
@@ -247,8 +247,8 @@ static void check_sign(Vault *v, const char *name, VaultAlg alg, const EVP_MD *m
     if (md)
         EVP_Digest(msg, sizeof msg, dg, &dl, md, NULL);
     for (int prehash = 0; prehash < (md ? 2 : 1); prehash++) {
-        VaultOp op = {.alg = alg, .flags = VAULT_OP_RAW | extra_flags |
-                                           (prehash ? VAULT_OP_PREHASHED : 0)};
+        VaultOp op = {.alg = alg,
+                      .flags = VAULT_OP_RAW | extra_flags | (prehash ? VAULT_OP_PREHASHED : 0)};
         _cleanup_free_ uint8_t *sig = NULL, *env = NULL;
         _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *c = EVP_MD_CTX_new();
         EVP_PKEY_CTX *pc = NULL;

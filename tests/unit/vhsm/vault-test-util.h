@@ -19,9 +19,12 @@
 #include "vhsm/transfer.h"
 #include "vhsm/vault.h"
 
-_unused_ static const VaultPeer alice = {.uid = 1000, .gid = 1000, .pid = 1, .cgroup = "/user.slice/a"};
-_unused_ static const VaultPeer bob = {.uid = 1001, .gid = 1001, .pid = 2, .cgroup = "/user.slice/b"};
-_unused_ static const VaultPeer root_peer = {.uid = 0, .gid = 0, .pid = 3, .cgroup = "/system.slice/x"};
+_unused_ static const VaultPeer alice = {
+    .uid = 1000, .gid = 1000, .pid = 1, .cgroup = "/user.slice/a"};
+_unused_ static const VaultPeer bob = {
+    .uid = 1001, .gid = 1001, .pid = 2, .cgroup = "/user.slice/b"};
+_unused_ static const VaultPeer root_peer = {
+    .uid = 0, .gid = 0, .pid = 3, .cgroup = "/system.slice/x"};
 
 static inline EVP_PKEY *pem_to_pkey(const char *pem) {
     BIO *b = BIO_new_mem_buf(pem, -1);
@@ -124,14 +127,13 @@ static inline char *make_jwe(const json_t *rcpt_jwk, const char *kid, const json
     EVP_CIPHER_CTX_free(c);
     c = NULL;
 
-    EVP_PKEY_get_octet_string_param(eph, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, epk_pt,
-                                    sizeof epk_pt, &epl);
+    EVP_PKEY_get_octet_string_param(eph, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, epk_pt, sizeof epk_pt,
+                                    &epl);
     s[0] = b64u(epk_pt + 1, 48);
     s[1] = b64u(epk_pt + 49, 48);
-    hdr = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s,s:s}}", "alg", "ECDH-ES+A256KW", "enc",
-                    "A256GCM", "kid",
-                    kid ? kid : json_string_value(json_object_get(rcpt_jwk, "kid")), "epk", "kty",
-                    "EC", "crv", "P-384", "x", s[0], "y", s[1]);
+    hdr = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s,s:s}}", "alg", "ECDH-ES+A256KW", "enc", "A256GCM",
+                    "kid", kid ? kid : json_string_value(json_object_get(rcpt_jwk, "kid")), "epk",
+                    "kty", "EC", "crv", "P-384", "x", s[0], "y", s[1]);
     free(s[0]);
     free(s[1]);
     s[0] = s[1] = NULL;
