@@ -43,7 +43,7 @@ cat >"$W/policy.json" <<JSON
 {
   "measurements": ["$measurement"],
   "report_data": "$report_data",
-  "debug_allowed": false,
+  "allow_debug": false,
   "vmpls": [0],
   "min_tcb": {"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0}
 }
@@ -74,14 +74,14 @@ tail -n 3 "$W/err"; echo "exit code $rc"
 if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   step "6. The vHSM: vhsmd, keystore sealed with the SNP derived key"
   sock=$W/vhsm.sock
-  "$vhsmd" --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
+  "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
   pids+=($!)
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   V() { "$vhsm" --socket "$sock" "$@"; }
   run V key create signer --type p384
   run V key list
   echo "a message from the demo" >"$W/msg"
-  run V sign signer --in "$W/msg" --out "$W/msg.sig"
+  run V sign signer --raw --in "$W/msg" --out "$W/msg.sig"
   run V pubkey signer --format pem --out "$W/signer.pem"
   run openssl dgst -sha384 -verify "$W/signer.pem" -signature "$W/msg.sig" "$W/msg"
   run V key create data --type aes256
@@ -89,7 +89,7 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   run V decrypt data --in "$W/ct"
   step "6b. Restart vhsmd: the sealed keystore opens again on the same VM"
   kill "${pids[-1]}"; wait "${pids[-1]}" || true
-  "$vhsmd" --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
+  "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
   pids+=($!)
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   run V decrypt data --in "$W/ct"
@@ -97,7 +97,7 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   step "6c. A VM with another measurement cannot open the keystore"
   "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
   set +e
-  timeout 10 "$vhsmd" --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip"
+  timeout 10 "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip"
   rc=$?
   set -e
   echo "vhsmd exit code $rc (refused, keystore left untouched)"
