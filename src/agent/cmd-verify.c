@@ -59,8 +59,16 @@ static int exit_for_errno(int r) {
 }
 
 int cmd_verify(int argc, char **argv) {
-    enum { ARG_CERT_TABLE = 0x100, ARG_CERTS, ARG_CERT, ARG_ANCHOR, ARG_POLICY, ARG_AT,
-           ARG_PRODUCT, ARG_JSON };
+    enum {
+        ARG_CERT_TABLE = 0x100,
+        ARG_CERTS,
+        ARG_CERT,
+        ARG_ANCHOR,
+        ARG_POLICY,
+        ARG_AT,
+        ARG_PRODUCT,
+        ARG_JSON
+    };
     static const struct option options[] = {
         {"help", no_argument, NULL, 'h'},
         {"cert-table", required_argument, NULL, ARG_CERT_TABLE},
@@ -156,12 +164,11 @@ int cmd_verify(int argc, char **argv) {
         r = nt_verifier_add_trust_anchor_file(verifier, anchors[i]);
         if (r < 0) {
             log_error_errno(r, "Cannot use trust anchor '%s': %s", anchors[i],
-                            r == -ENOENT ? "no such file"
-                            : r == -EKEYREJECTED
-                                ? "not a self-signed ARK"
-                                : r == -EOPNOTSUPP ? "not RSASSA-PSS SHA-384 / RSA-4096"
-                                : r == -EBADMSG    ? "not an AMD ARK certificate (CN ARK-<product>)"
-                                                   : "%m");
+                            r == -ENOENT         ? "no such file"
+                            : r == -EKEYREJECTED ? "not a self-signed ARK"
+                            : r == -EOPNOTSUPP   ? "not RSASSA-PSS SHA-384 / RSA-4096"
+                            : r == -EBADMSG      ? "not an AMD ARK certificate (CN ARK-<product>)"
+                                                 : "%m");
             return r == -ENOENT || r == -EACCES || r == -EISDIR ? NT_EXIT_IO : NT_EXIT_USAGE;
         }
     }
@@ -202,8 +209,7 @@ int cmd_verify(int argc, char **argv) {
     if (certs_dir) {
         r = nt_cert_bundle_add_dir(bundle, certs_dir);
         if (r == -ENOENT) {
-            log_error("No certificates (vcek, vlek, ask, asvk, ark .pem/.der) in '%s'.",
-                      certs_dir);
+            log_error("No certificates (vcek, vlek, ask, asvk, ark .pem/.der) in '%s'.", certs_dir);
             return NT_EXIT_IO;
         }
         if (r < 0) {

@@ -429,8 +429,7 @@ int nt_cert_bundle_add(NtCertBundle *b, const uint8_t *data, size_t len, NtCertR
                 snprintf(o, sizeof o, "%s", origin ? origin : "certificate");
             else
                 snprintf(o, sizeof o, "%s #%u", origin ? origin : "certificate", n + 1);
-            r = bundle_add_der(b, der, (size_t)der_len, n == 0 ? role : _NT_CERT_ROLE_INVALID,
-                               o);
+            r = bundle_add_der(b, der, (size_t)der_len, n == 0 ? role : _NT_CERT_ROLE_INVALID, o);
         } else
             r = -EBADMSG;
         OPENSSL_free(name);

@@ -38,13 +38,13 @@ const char *nt_cert_role_to_string(NtCertRole r); /* "ARK", "ASK", "ASVK", "VCEK
 
 /* AMD's extensions under 1.3.6.1.4.1.3704.1 on a VCEK or VLEK. */
 typedef struct NtAmdExt {
-    int struct_version;   /* .1, -1 if absent */
+    int struct_version;    /* .1, -1 if absent */
     char product_name[32]; /* .2, "" if absent, e.g. "Milan-B0" */
     bool has_bl, has_tee, has_snp, has_ucode, has_fmc;
-    SnpTcb spl;             /* .3.1 bl, .3.2 tee, .3.3 snp, .3.8 ucode, .3.9 fmc */
-    uint8_t hwid[64];       /* .4 */
-    size_t hwid_len;        /* 0 if absent */
-    char csp_id[128];       /* .5 (VLEK), "" if absent */
+    SnpTcb spl;       /* .3.1 bl, .3.2 tee, .3.3 snp, .3.8 ucode, .3.9 fmc */
+    uint8_t hwid[64]; /* .4 */
+    size_t hwid_len;  /* 0 if absent */
+    char csp_id[128]; /* .5 (VLEK), "" if absent */
 } NtAmdExt;
 
 /* Parses AMD's extensions of a certificate. Returns 0, or -EBADMSG if an extension is present

@@ -180,8 +180,7 @@ static int parse_name_list(json_t *v, const char *key, bool products, unsigned *
         else if (streq(s, "vlek"))
             mask |= 1u << NT_CERT_ROLE_VLEK;
         else
-            return perr(ret_error, "%s[%zu]: unknown signing key '%.40s' (vcek, vlek)", key, i,
-                        s);
+            return perr(ret_error, "%s[%zu]: unknown signing key '%.40s' (vcek, vlek)", key, i, s);
     }
     *ret = mask;
     return 0;
@@ -257,7 +256,8 @@ static int parse_object(json_t *root, NtPolicy *p, char **ret_error) {
             else if (streq_ptr(s, "require"))
                 p->chip_id_masked = NT_CHIP_ID_MASKED_REQUIRE;
             else
-                r = perr(ret_error, "chip_id_masked: expected \"forbid\", \"allow\" or \"require\"");
+                r = perr(ret_error,
+                         "chip_id_masked: expected \"forbid\", \"allow\" or \"require\"");
         } else if (streq(k, "signing_keys"))
             r = parse_name_list(v, k, false, &p->signing_keys, ret_error);
         else if (streq(k, "products"))
@@ -391,8 +391,8 @@ static void check_list(NtVerdict *v, const char *name, const NtHexList *l, const
         }
     _cleanup_free_ char *expected = format_list(l);
     hex_encode(value, l->item_len, found);
-    nt_verdict_fail(v, name, NT_CHECK_POLICY, -EKEYREJECTED, expected ? expected : "(list)",
-                    found, NULL);
+    nt_verdict_fail(v, name, NT_CHECK_POLICY, -EKEYREJECTED, expected ? expected : "(list)", found,
+                    NULL);
 }
 
 static void check_bit(NtVerdict *v, const char *name, const SnpReport *r, uint64_t bit,
@@ -475,8 +475,7 @@ void nt_policy_apply(const NtPolicy *p, const SnpReport *r, SnpProduct product,
             for (size_t i = 0; i < ELEMENTSOF(cs); i++)
                 if ((p->min_tcb_set & cs[i].bit) &&
                     (cs[i].bit != NT_TCB_FMC || product == SNP_PRODUCT_TURIN))
-                    n += (size_t)snprintf(e + n, sizeof e - n, "%s%s>=%u", n ? " " : "",
-                                          cs[i].name,
+                    n += (size_t)snprintf(e + n, sizeof e - n, "%s%s>=%u", n ? " " : "", cs[i].name,
                                           ((const uint8_t *)&p->min_tcb)[cs[i].off]);
             nt_tcb_format(&t, product, f, sizeof f);
             nt_verdict_fail(v, "min_tcb", NT_CHECK_POLICY, -EKEYREJECTED, e, f,
@@ -530,8 +529,7 @@ void nt_policy_apply(const NtPolicy *p, const SnpReport *r, SnpProduct product,
 
     /* Guest policy bits and placement. */
     check_bit(v, "debug", r, SNP_POLICY_DEBUG, p->allow_debug, "debugging");
-    check_bit(v, "migrate_ma", r, SNP_POLICY_MIGRATE_MA, p->allow_migrate_ma,
-              "a migration agent");
+    check_bit(v, "migrate_ma", r, SNP_POLICY_MIGRATE_MA, p->allow_migrate_ma, "a migration agent");
     check_bit(v, "smt", r, SNP_POLICY_SMT, p->allow_smt, "SMT");
     if (p->require_single_socket && !(r->policy & SNP_POLICY_SINGLE_SOCKET))
         nt_verdict_fail(v, "single_socket", NT_CHECK_POLICY, -EKEYREJECTED, "on", "off",
@@ -556,11 +554,11 @@ void nt_policy_apply(const NtPolicy *p, const SnpReport *r, SnpProduct product,
     }
     bool masked = r->flags & SNP_FLAG_MASK_CHIP_KEY;
     if (masked && p->chip_id_masked == NT_CHIP_ID_MASKED_FORBID)
-        nt_verdict_fail(v, "chip_id_masked", NT_CHECK_POLICY, -EKEYREJECTED, "not masked",
-                        "masked", "MASK_CHIP_KEY is set, so the report is not bound to a chip");
+        nt_verdict_fail(v, "chip_id_masked", NT_CHECK_POLICY, -EKEYREJECTED, "not masked", "masked",
+                        "MASK_CHIP_KEY is set, so the report is not bound to a chip");
     else if (!masked && p->chip_id_masked == NT_CHIP_ID_MASKED_REQUIRE)
-        nt_verdict_fail(v, "chip_id_masked", NT_CHECK_POLICY, -EKEYREJECTED, "masked",
-                        "not masked", NULL);
+        nt_verdict_fail(v, "chip_id_masked", NT_CHECK_POLICY, -EKEYREJECTED, "masked", "not masked",
+                        NULL);
     else
         nt_verdict_pass(v, "chip_id_masked", NT_CHECK_POLICY, "%s",
                         masked ? "masked (allowed)" : "not masked");

@@ -156,10 +156,8 @@ json_t *nt_verdict_to_json(const NtVerdict *v) {
                             v->signing_role >= 0
                                 ? json_string(nt_cert_role_to_string(v->signing_role))
                                 : json_null()) < 0 ||
-        json_object_set_new(o, "csp_id", v->csp_id[0] ? json_string(v->csp_id) : json_null()) <
-            0 ||
-        json_object_set_new(o, "anchor", v->anchor[0] ? json_string(v->anchor) : json_null()) <
-            0 ||
+        json_object_set_new(o, "csp_id", v->csp_id[0] ? json_string(v->csp_id) : json_null()) < 0 ||
+        json_object_set_new(o, "anchor", v->anchor[0] ? json_string(v->anchor) : json_null()) < 0 ||
         set_str(o, "verified_at", at) < 0 ||
         json_object_set_new(o, "chain_cached", json_boolean(v->chain_cached)) < 0 ||
         json_object_set_new(o, "policy_applied", json_boolean(v->policy_applied)) < 0)
@@ -204,9 +202,10 @@ void nt_verdict_print(const NtVerdict *v, FILE *f) {
     }
     nt_format_time(v->at, at);
     NtVerdictStatus st = nt_verdict_status(v);
-    fprintf(f, "Verdict: %s", st == NT_VERDICT_OK        ? "PASS"
-                              : st == NT_VERDICT_INVALID ? "INVALID EVIDENCE"
-                                                         : "POLICY MISMATCH");
+    fprintf(f, "Verdict: %s",
+            st == NT_VERDICT_OK        ? "PASS"
+            : st == NT_VERDICT_INVALID ? "INVALID EVIDENCE"
+                                       : "POLICY MISMATCH");
     if (v->product >= 0)
         fprintf(f, " (%s, %s", snp_product_to_string(v->product),
                 nt_cert_role_to_string(v->signing_role));

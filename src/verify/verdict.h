@@ -50,9 +50,9 @@ typedef struct NtCheck {
     const char *name; /* static */
     NtCheckClass cls;
     NtCheckResult result;
-    int error;       /* negative errno class of a failure (-EKEYREJECTED, -EKEYEXPIRED, ...) */
-    char *expected;  /* failures only, may be NULL */
-    char *found;     /* failures only, may be NULL */
+    int error;      /* negative errno class of a failure (-EKEYREJECTED, -EKEYEXPIRED, ...) */
+    char *expected; /* failures only, may be NULL */
+    char *found;    /* failures only, may be NULL */
     char detail[200];
 } NtCheck;
 

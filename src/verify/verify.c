@@ -160,10 +160,9 @@ void nt_verifier_cache_flush(NtVerifier *v) {
 
 /* The order n of P-384, big-endian. */
 static const uint8_t p384_order[48] = {
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf, 0x58, 0x1a, 0x0d, 0xb2,
-    0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
+    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
 };
 
 /* Converts a little-endian 72-byte signature component to a DER INTEGER at out; checks the
@@ -310,17 +309,16 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
         NtCertRole got = nt_cert_role_detect(c->x[i]);
         if (got != c->e[i]->role) {
             nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, -EBADMSG,
-                            role_str(c->e[i]->role), role_str(got),
-                            "%s is not a %s certificate", c->e[i]->origin,
-                            role_str(c->e[i]->role));
+                            role_str(c->e[i]->role), role_str(got), "%s is not a %s certificate",
+                            c->e[i]->origin, role_str(c->e[i]->role));
             return 1;
         }
     }
     EVP_PKEY *k = X509_get0_pubkey(ekx);
     char group[32] = "";
     if (!k || !EVP_PKEY_is_a(k, "EC") ||
-        EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                       NULL) != 1 ||
+        EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, NULL) !=
+            1 ||
         !streq(group, "secp384r1")) {
         nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, -EOPNOTSUPP, "ECDSA P-384 key",
                         group[0] ? group : "other key type", "%s key of %s", role_str(role),
@@ -330,8 +328,7 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     r = nt_cert_amd_ext(ekx, &ci->ext);
     if (r < 0) {
         nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, r, NULL, NULL,
-                        "%s (%s) has a malformed AMD extension", role_str(role),
-                        c->e[ek]->origin);
+                        "%s (%s) has a malformed AMD extension", role_str(role), c->e[ek]->origin);
         return 1;
     }
     nt_verdict_pass(vd, "certificates", NT_CHECK_EVIDENCE, "%s from %s", role_str(role),
@@ -371,10 +368,11 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     if (inter) {
         r = nt_cert_verify_signed_by(ekx, inter);
         if (r < 0) {
-            nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, r,
-                            cn_of(inter, buf, sizeof buf), NULL, "%s (%s) is not signed by the %s "
-                            "(%s): %s", role_str(role), c->e[ek]->origin, role_str(want_int),
-                            inter_origin,
+            nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, r, cn_of(inter, buf, sizeof buf),
+                            NULL,
+                            "%s (%s) is not signed by the %s "
+                            "(%s): %s",
+                            role_str(role), c->e[ek]->origin, role_str(want_int), inter_origin,
                             r == -EOPNOTSUPP ? "not RSASSA-PSS SHA-384/MGF1-SHA-384/salt 48 "
                                                "with an RSA-4096 key"
                                              : "bad signature or issuer");
@@ -419,8 +417,8 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
                 nt_cert_validity(anchor->cert, &ci->not_before, &ci->not_after);
                 nt_format_time(ci->not_after, t1);
                 nt_verdict_fail(vd, "cert_validity", NT_CHECK_EVIDENCE, r, NULL, NULL,
-                                "%s: ARK %s, valid until %s", r == -EKEYEXPIRED
-                                    ? "certificate expired" : "certificate not valid",
+                                "%s: ARK %s, valid until %s",
+                                r == -EKEYEXPIRED ? "certificate expired" : "certificate not valid",
                                 anchor->label, t1);
                 return 1;
             }
@@ -526,8 +524,8 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
         const char *other = role == NT_CERT_ROLE_VCEK ? "VLEK" : "VCEK";
         bool has_other = false;
         for (size_t i = 0; i < c.n; i++)
-            has_other |= c.e[i]->role == (role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_VLEK
-                                                                     : NT_CERT_ROLE_VCEK);
+            has_other |=
+                c.e[i]->role == (role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_VLEK : NT_CERT_ROLE_VCEK);
         nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, -ENOKEY, role_str(role),
                         has_other ? other : "none",
                         "no %s certificate in the evidence (the report is signed by the %s)",
@@ -615,10 +613,12 @@ static void check_tcb(const SnpReport *rep, const ChainInfo *ci, NtVerdict *vd) 
     SnpProduct p = ci->product;
     SnpTcb t;
     char e[96], f[96];
-    const char *missing = !x->has_bl ? "blSPL" : !x->has_tee ? "teeSPL" : !x->has_snp ? "snpSPL"
-                        : !x->has_ucode                    ? "ucodeSPL"
-                        : (p == SNP_PRODUCT_TURIN && !x->has_fmc) ? "fmcSPL"
-                                                                  : NULL;
+    const char *missing = !x->has_bl                                ? "blSPL"
+                          : !x->has_tee                             ? "teeSPL"
+                          : !x->has_snp                             ? "snpSPL"
+                          : !x->has_ucode                           ? "ucodeSPL"
+                          : (p == SNP_PRODUCT_TURIN && !x->has_fmc) ? "fmcSPL"
+                                                                    : NULL;
     if (missing) {
         nt_verdict_fail(vd, "tcb_vs_cert", NT_CHECK_EVIDENCE, -EBADMSG, NULL, NULL,
                         "the %s certificate has no %s extension", role_str(ci->role), missing);
@@ -630,10 +630,10 @@ static void check_tcb(const SnpReport *rep, const ChainInfo *ci, NtVerdict *vd) 
                         (unsigned long long)rep->reported_tcb, snp_product_to_string(p));
         return;
     }
-    const char *diff = t.bootloader != x->spl.bootloader ? "bootloader"
-                       : t.tee != x->spl.tee             ? "tee"
-                       : t.snp != x->spl.snp             ? "snp"
-                       : t.microcode != x->spl.microcode ? "microcode"
+    const char *diff = t.bootloader != x->spl.bootloader                 ? "bootloader"
+                       : t.tee != x->spl.tee                             ? "tee"
+                       : t.snp != x->spl.snp                             ? "snp"
+                       : t.microcode != x->spl.microcode                 ? "microcode"
                        : (p == SNP_PRODUCT_TURIN && t.fmc != x->spl.fmc) ? "fmc"
                                                                          : NULL;
     if (diff) {
@@ -680,8 +680,8 @@ static void check_hwid(const SnpReport *rep, const ChainInfo *ci, NtVerdict *vd)
     nt_verdict_pass(vd, "hwid", NT_CHECK_EVIDENCE, "chip_id matches (%zu bytes)", want);
 }
 
-static int run(NtVerifier *v, const uint8_t *report, size_t report_len,
-               const NtCertBundle *certs, const NtVerifyOptions *o, NtVerdict *vd) {
+static int run(NtVerifier *v, const uint8_t *report, size_t report_len, const NtCertBundle *certs,
+               const NtVerifyOptions *o, NtVerdict *vd) {
     _cleanup_(chain_info_done) ChainInfo ci = {.pkey = NULL};
     const char *why = NULL;
     NtCertRole role;
@@ -695,7 +695,7 @@ static int run(NtVerifier *v, const uint8_t *report, size_t report_len,
                             "report has %zu bytes, expected %u", report_len, SNP_REPORT_SIZE);
         else
             nt_verdict_fail(vd, "report_format", NT_CHECK_EVIDENCE, r, NULL, NULL, "%s",
-                            why                       ? why
+                            why                     ? why
                             : r == -EPROTONOSUPPORT ? "unsupported report version"
                             : r == -EOPNOTSUPP      ? "unsupported signature algorithm"
                                                     : "malformed report");
@@ -712,8 +712,8 @@ static int run(NtVerifier *v, const uint8_t *report, size_t report_len,
         role = NT_CERT_ROLE_VLEK;
         break;
     case SNP_SIGNING_KEY_NONE:
-        nt_verdict_fail(vd, "signing_key", NT_CHECK_EVIDENCE, -EKEYREJECTED, "VCEK or VLEK",
-                        "none", "the report is not signed");
+        nt_verdict_fail(vd, "signing_key", NT_CHECK_EVIDENCE, -EKEYREJECTED, "VCEK or VLEK", "none",
+                        "the report is not signed");
         return 0;
     default:
         nt_verdict_fail(vd, "signing_key", NT_CHECK_EVIDENCE, -EBADMSG, "VCEK or VLEK",

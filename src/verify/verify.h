@@ -37,7 +37,8 @@ typedef struct NtVerifyOptions {
     const NtPolicy *policy; /* NULL: authenticity only, no appraisal */
 } NtVerifyOptions;
 
-#define NT_VERIFY_OPTIONS_INIT {.at = 0, .product = _SNP_PRODUCT_INVALID, .policy = NULL}
+#define NT_VERIFY_OPTIONS_INIT                                                                     \
+    { .at = 0, .product = _SNP_PRODUCT_INVALID, .policy = NULL }
 
 /* Creates a verifier with the built-in AMD anchors. Returns 0, -ENOMEM, or -EBADMSG if a
  * built-in anchor fails its self-check. */
@@ -47,8 +48,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(NtVerifier *, nt_verifier_free);
 
 /* Trusts an additional ARK (PEM or DER), e.g. a simulated chip's ark.pem. See
  * nt_anchor_set_add_ark() for the errors. */
-int nt_verifier_add_trust_anchor(NtVerifier *v, const uint8_t *data, size_t len,
-                                 const char *label);
+int nt_verifier_add_trust_anchor(NtVerifier *v, const uint8_t *data, size_t len, const char *label);
 int nt_verifier_add_trust_anchor_file(NtVerifier *v, const char *path);
 /* Installs a source for endorsement certificates missing from the evidence (copied; NULL
  * removes it). */

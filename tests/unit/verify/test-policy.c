@@ -13,7 +13,8 @@
 #include "core/encoding.h"
 #include "verify/policy.h"
 
-#define H48(c) c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c
+#define H48(c)                                                                                     \
+    c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c
 #define M_A H48("a1")
 #define M_B H48("b2")
 #define Z16 "0000000000000000"
@@ -53,8 +54,8 @@ static void test_parse_fields(void **state) {
     assert_true(p->has_report_data);
     assert_int_equal(p->report_data[0], 0xa1);
     assert_int_equal(p->report_data[63], 0);
-    assert_int_equal(p->min_tcb_set, NT_TCB_BOOTLOADER | NT_TCB_TEE | NT_TCB_SNP |
-                                         NT_TCB_MICROCODE | NT_TCB_FMC);
+    assert_int_equal(p->min_tcb_set,
+                     NT_TCB_BOOTLOADER | NT_TCB_TEE | NT_TCB_SNP | NT_TCB_MICROCODE | NT_TCB_FMC);
     assert_int_equal(p->min_tcb.bootloader, 1);
     assert_int_equal(p->min_tcb.tee, 2);
     assert_int_equal(p->min_tcb.snp, 3);
@@ -173,8 +174,8 @@ static SnpReport base_report(void) {
     return r;
 }
 
-static const char *apply(const char *json, const SnpReport *r, SnpProduct product,
-                         NtCertRole role, NtVerdictStatus *ret_status) {
+static const char *apply(const char *json, const SnpReport *r, SnpProduct product, NtCertRole role,
+                         NtVerdictStatus *ret_status) {
     static char name[64];
     _cleanup_(nt_policy_freep) NtPolicy *p = parse_ok(json);
     _cleanup_(nt_verdict_freep) NtVerdict *v = nt_verdict_new();
@@ -248,50 +249,47 @@ static void test_apply(void **state) {
     SnpReport d = r;
     d.policy |= SNP_POLICY_DEBUG;
     assert_string_equal(apply("{}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st), "debug");
-    assert_string_equal(apply("{\"allow_debug\":true}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK,
-                              &st),
-                        "");
+    assert_string_equal(
+        apply("{\"allow_debug\":true}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st), "");
     d = r;
     d.policy |= SNP_POLICY_MIGRATE_MA;
     assert_string_equal(apply("{}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st), "migrate_ma");
-    assert_string_equal(apply("{\"allow_migrate_ma\":true}", &d, SNP_PRODUCT_MILAN,
-                              NT_CERT_ROLE_VCEK, &st),
-                        "");
+    assert_string_equal(
+        apply("{\"allow_migrate_ma\":true}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st), "");
     d = r;
     d.policy |= SNP_POLICY_SINGLE_SOCKET;
-    assert_string_equal(apply("{\"require_single_socket\":true}", &d, SNP_PRODUCT_MILAN,
-                              NT_CERT_ROLE_VCEK, &st),
-                        "");
+    assert_string_equal(
+        apply("{\"require_single_socket\":true}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st),
+        "");
     d = r;
     d.flags |= SNP_FLAG_MASK_CHIP_KEY;
     assert_string_equal(apply("{}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st),
                         "chip_id_masked");
-    assert_string_equal(apply("{\"chip_id_masked\":\"allow\"}", &d, SNP_PRODUCT_MILAN,
-                              NT_CERT_ROLE_VCEK, &st),
-                        "");
-    assert_string_equal(apply("{\"chip_id_masked\":\"require\"}", &d, SNP_PRODUCT_MILAN,
-                              NT_CERT_ROLE_VCEK, &st),
-                        "");
+    assert_string_equal(
+        apply("{\"chip_id_masked\":\"allow\"}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st), "");
+    assert_string_equal(
+        apply("{\"chip_id_masked\":\"require\"}", &d, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, &st),
+        "");
     /* VLEK signer. */
-    assert_string_equal(apply("{\"signing_keys\":[\"vcek\"]}", &r, SNP_PRODUCT_MILAN,
-                              NT_CERT_ROLE_VLEK, &st),
-                        "allowed_signing_key");
+    assert_string_equal(
+        apply("{\"signing_keys\":[\"vcek\"]}", &r, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VLEK, &st),
+        "allowed_signing_key");
     /* Turin FMC counts. */
     SnpReport t = r;
     SnpTcb tt = {.fmc = 2, .bootloader = 3, .tee = 0, .snp = 8, .microcode = 115};
     t.reported_tcb = snp_tcb_encode(&tt, SNP_PRODUCT_TURIN);
-    assert_string_equal(apply("{\"min_tcb\":{\"fmc\":3}}", &t, SNP_PRODUCT_TURIN,
-                              NT_CERT_ROLE_VCEK, &st),
-                        "min_tcb");
-    assert_string_equal(apply("{\"min_tcb\":{\"fmc\":2,\"snp\":8}}", &t, SNP_PRODUCT_TURIN,
-                              NT_CERT_ROLE_VCEK, &st),
-                        "");
+    assert_string_equal(
+        apply("{\"min_tcb\":{\"fmc\":3}}", &t, SNP_PRODUCT_TURIN, NT_CERT_ROLE_VCEK, &st),
+        "min_tcb");
+    assert_string_equal(
+        apply("{\"min_tcb\":{\"fmc\":2,\"snp\":8}}", &t, SNP_PRODUCT_TURIN, NT_CERT_ROLE_VCEK, &st),
+        "");
 }
 
 static void test_failure_details(void **state) {
     SnpReport r = base_report();
-    _cleanup_(nt_policy_freep) NtPolicy *p = parse_ok(
-        "{\"measurements\":[\"" M_B "\"],\"vmpls\":[2,3],\"min_tcb\":{\"snp\":9}}");
+    _cleanup_(nt_policy_freep) NtPolicy *p =
+        parse_ok("{\"measurements\":[\"" M_B "\"],\"vmpls\":[2,3],\"min_tcb\":{\"snp\":9}}");
     _cleanup_(nt_verdict_freep) NtVerdict *v = nt_verdict_new();
     nt_policy_apply(p, &r, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, v);
     const NtCheck *m = nt_verdict_find(v, "measurement");
@@ -325,8 +323,8 @@ static void test_tcb_meets(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_fields),  cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_errors),        cmocka_unit_test(test_apply),
+        cmocka_unit_test(test_parse_fields),    cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_apply),
         cmocka_unit_test(test_failure_details), cmocka_unit_test(test_tcb_meets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

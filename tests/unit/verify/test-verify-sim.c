@@ -252,9 +252,9 @@ static void test_forged_vceks(void **state) {
         int what;
         const char *check;
     } cases[] = {
-        {F_NONE, "(none)"},           {F_SNP_SPL, "tcb_vs_cert"},  {F_HWID, "hwid"},
-        {F_PRODUCT, "product"},       {F_NO_UCODE, "tcb_vs_cert"}, {F_SALT32, "cert_chain"},
-        {F_PKCS1, "cert_chain"},      {F_SHA256, "cert_chain"},
+        {F_NONE, "(none)"},      {F_SNP_SPL, "tcb_vs_cert"},  {F_HWID, "hwid"},
+        {F_PRODUCT, "product"},  {F_NO_UCODE, "tcb_vs_cert"}, {F_SALT32, "cert_chain"},
+        {F_PKCS1, "cert_chain"}, {F_SHA256, "cert_chain"},
     };
     const size_t which[] = {MILAN3, TURIN5};
     for (size_t k = 0; k < ELEMENTSOF(which); k++) {

@@ -178,8 +178,7 @@ static void test_flip_certs(void **state) {
             assert_non_null(der);
             memcpy(der, e->der, e->der_len);
             der[pos] ^= 0x01;
-            assert_int_equal(nt_cert_bundle_add(b, der, e->der_len, certs[i].role, "flipped"),
-                             0);
+            assert_int_equal(nt_cert_bundle_add(b, der, e->der_len, certs[i].role, "flipped"), 0);
             for (size_t k = 0; k < ref->n_entries; k++)
                 if (ref->entries[k].role != certs[i].role)
                     assert_int_equal(nt_cert_bundle_add(b, ref->entries[k].der,

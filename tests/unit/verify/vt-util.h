@@ -13,7 +13,7 @@
 #include "verify/verify.h"
 
 static const char *const vt_vectors[] = {
-    "genoa-v3-msft-vcek",   "milan-v2-gosevguest-vcek", "milan-v2-virtee-vcek",
+    "genoa-v3-msft-vcek",    "milan-v2-gosevguest-vcek", "milan-v2-virtee-vcek",
     "milan-v3-trustee-vlek", "turin-v5-msft-vcek",
 };
 #define VT_N_VECTORS (sizeof(vt_vectors) / sizeof(vt_vectors[0]))
