@@ -6,6 +6,7 @@
  * cheap type (so field parsing, defaults, envelopes and error replies are all reached). Every
  * reply must itself be a well-formed response frame.
  */
+#include <openssl/crypto.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,12 @@ static Vault *vault;
 static Dispatch *dispatch;
 static const Peer peer = {.uid = 0, .gid = 0, .pid = 1, .cgroup = (char *)"/fuzz"};
 
+static void teardown(void) {
+    dispatch = dispatch_free(dispatch);
+    vault = vault_free(vault);
+    OPENSSL_thread_stop();
+}
+
 static void setup(void) {
     static const char *const types[][2] = {
         {"aes", "aes256"}, {"hm", "hmac-sha256"}, {"ec", "ec-p256"}, {"ed", "ed25519"}};
@@ -35,6 +42,7 @@ static void setup(void) {
         if (vault_key_generate(vault, &vp, types[i][0], &spec) < 0)
             abort();
     }
+    (void)atexit(teardown);
 }
 
 static bool mutating(uint16_t op) {
