@@ -11,6 +11,7 @@
 
 #include <openssl/pem.h>
 
+#include "core/alloc.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
 
@@ -19,7 +20,7 @@ static int x509_to_der(X509 *x, uint8_t **ret, size_t *ret_len) {
     int n = i2d_X509(x, &der);
     if (n <= 0)
         return nt_openssl_error(-ENOMEM, "i2d_X509");
-    uint8_t *copy = malloc((size_t)n);
+    uint8_t *copy = nt_malloc((size_t)n);
     if (!copy) {
         OPENSSL_free(der);
         return -ENOMEM;

@@ -13,6 +13,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include "core/alloc.h"
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
@@ -353,7 +354,7 @@ int nt_parse_time(const char *s, time_t *ret) {
 /* ---- bundle ---- */
 
 NtCertBundle *nt_cert_bundle_new(void) {
-    return calloc(1, sizeof(NtCertBundle));
+    return nt_calloc(1, sizeof(NtCertBundle));
 }
 
 NtCertBundle *nt_cert_bundle_free(NtCertBundle *b) {
@@ -381,7 +382,7 @@ static int bundle_add_der(NtCertBundle *b, const uint8_t *der, size_t len, NtCer
         }
     } else if (len == 0 || len > CERT_FILE_MAX)
         return -EBADMSG;
-    uint8_t *copy = malloc(len);
+    uint8_t *copy = nt_malloc(len);
     if (!copy)
         return -ENOMEM;
     memcpy(copy, der, len);
@@ -447,7 +448,7 @@ int nt_cert_bundle_add(NtCertBundle *b, const uint8_t *data, size_t len, NtCertR
 }
 
 int nt_cert_bundle_add_table(NtCertBundle *b, const uint8_t *table, size_t len) {
-    _cleanup_free_ SnpCertTable *t = calloc(1, sizeof(SnpCertTable));
+    _cleanup_free_ SnpCertTable *t = nt_calloc(1, sizeof(SnpCertTable));
     size_t n_before = b->n_entries;
     int r;
 

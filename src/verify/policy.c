@@ -14,6 +14,7 @@
 
 #include <openssl/crypto.h>
 
+#include "core/alloc.h"
 #include "core/encoding.h"
 #include "core/fileio.h"
 #include "core/log.h"
@@ -56,7 +57,12 @@ NtPolicy *nt_policy_free(NtPolicy *p) {
 static int parse_hex(json_t *v, const char *key, uint8_t *out, size_t n, char **ret_error) {
     if (!json_is_string(v))
         return perr(ret_error, "%s: expected a string of %zu hex characters", key, 2 * n);
-    if (json_string_length(v) != 2 * n || hex_decode_exact(json_string_value(v), out, n) < 0)
+    if (json_string_length(v) != 2 * n)
+        return perr(ret_error, "%s: expected %zu hex characters (%zu bytes)", key, 2 * n, n);
+    int r = hex_decode_exact(json_string_value(v), out, n);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0)
         return perr(ret_error, "%s: expected %zu hex characters (%zu bytes)", key, 2 * n, n);
     return 0;
 }
@@ -70,7 +76,7 @@ static int parse_hex_list(json_t *v, const char *key, size_t item_len, NtHexList
         return perr(ret_error, "%s: must not be empty (omit the key to not check it)", key);
     if (n > LIST_MAX)
         return perr(ret_error, "%s: more than %u entries", key, LIST_MAX);
-    uint8_t *items = calloc(n, item_len);
+    uint8_t *items = nt_calloc(n, item_len);
     if (!items)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
@@ -284,7 +290,7 @@ int nt_policy_parse(const char *text, size_t len, NtPolicy **ret, char **ret_err
                     jerr.column);
     if (!json_is_object(root))
         return perr(ret_error, "expected a JSON object at the top level");
-    p = calloc(1, sizeof(NtPolicy));
+    p = nt_calloc(1, sizeof(NtPolicy));
     if (!p)
         return -ENOMEM;
     /* Safe defaults; see docs/policy.md. */
@@ -360,7 +366,7 @@ bool nt_tcb_meets(const SnpTcb *t, const SnpTcb *min, unsigned mask, SnpProduct 
 static char *format_list(const NtHexList *l) {
     size_t shown = MIN(l->n, (size_t)8);
     size_t size = 16 + shown * (2 * l->item_len + 2) + 32;
-    char *s = malloc(size), *q;
+    char *s = nt_malloc(size), *q;
     if (!s)
         return NULL;
     q = s;

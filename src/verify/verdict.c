@@ -10,10 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/log.h"
 
 NtVerdict *nt_verdict_new(void) {
-    NtVerdict *v = calloc(1, sizeof(NtVerdict));
+    NtVerdict *v = nt_calloc(1, sizeof(NtVerdict));
     if (!v)
         return NULL;
     v->product = _SNP_PRODUCT_INVALID;
@@ -78,9 +79,9 @@ void nt_verdict_fail(NtVerdict *v, const char *name, NtCheckClass cls, int error
         *c = (NtCheck){.name = name, .cls = cls, .result = NT_CHECK_FAIL};
     }
     c->error = error < 0 ? error : -EKEYREJECTED;
-    if (expected && !(c->expected = strdup(expected)))
+    if (expected && !(c->expected = nt_strdup(expected)))
         v->alloc_failed = true;
-    if (found && !(c->found = strdup(found)))
+    if (found && !(c->found = nt_strdup(found)))
         v->alloc_failed = true;
 }
 

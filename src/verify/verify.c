@@ -25,6 +25,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 
+#include "core/alloc.h"
 #include "core/encoding.h"
 #include "core/fileio.h"
 #include "core/log.h"
@@ -79,7 +80,7 @@ static void chain_info_done(ChainInfo *ci) {
 }
 
 int nt_verifier_new(NtVerifier **ret) {
-    NtVerifier *v = calloc(1, sizeof(NtVerifier));
+    NtVerifier *v = nt_calloc(1, sizeof(NtVerifier));
     int r;
 
     if (!v)

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "core/alloc.h"
 #include "core/encoding.h"
 #include "verify/policy.h"
 
@@ -321,11 +322,55 @@ static void test_tcb_meets(void **state) {
     assert_true(snp_tcb_encode(&t, SNP_PRODUCT_GENOA) > snp_tcb_encode(&min, SNP_PRODUCT_GENOA));
 }
 
+static void test_oom(void **state) {
+    /* Every allocation of the parser and of a failing appraisal, failed in turn. */
+    static const char text[] = "{\"measurements\":[\"" M_A "\",\"" M_B "\"],\"host_data\":[\"" HOST1
+                               "\"],\"min_tcb\":{\"snp\":9}}";
+    SnpReport r = base_report();
+    long n;
+    for (n = 0;; n++) {
+        NtPolicy *p = NULL;
+        char *err = NULL;
+        nt_alloc_fail_after(n);
+        int k = nt_policy_parse(text, strlen(text), &p, &err);
+        nt_alloc_fail_after(-1);
+        free(err);
+        if (k == 0) {
+            nt_policy_free(p);
+            break;
+        }
+        assert_int_equal(k, -ENOMEM);
+        assert_null(p);
+    }
+    assert_true(n >= 3); /* policy, two lists */
+    _cleanup_(nt_policy_freep) NtPolicy *p = parse_ok(text);
+    for (n = 0;; n++) {
+        nt_alloc_fail_after(n);
+        NtVerdict *v = nt_verdict_new();
+        if (v)
+            nt_policy_apply(p, &r, SNP_PRODUCT_MILAN, NT_CERT_ROLE_VCEK, v);
+        nt_alloc_fail_after(-1);
+        if (!v)
+            continue;
+        /* The failures are recorded even when their strings could not be allocated. */
+        assert_int_equal(nt_verdict_status(v), NT_VERDICT_POLICY);
+        assert_string_equal(nt_verdict_first_failure(v)->name, "host_data");
+        bool complete = !v->alloc_failed;
+        nt_verdict_free(v);
+        if (complete)
+            break;
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_fields),    cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_errors),          cmocka_unit_test(test_apply),
-        cmocka_unit_test(test_failure_details), cmocka_unit_test(test_tcb_meets),
+        cmocka_unit_test(test_parse_fields),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_apply),
+        cmocka_unit_test(test_failure_details),
+        cmocka_unit_test(test_tcb_meets),
+        cmocka_unit_test(test_oom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

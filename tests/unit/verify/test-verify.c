@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "core/alloc.h"
 #include "core/encoding.h"
 #include "core/openssl-util.h"
 #include "verify/anchors.h"
@@ -507,6 +508,50 @@ static void test_time_parse(void **state) {
     assert_int_equal(nt_parse_time("", &t), -EINVAL);
 }
 
+static void test_oom(void **state) {
+    /* Every allocation of creating a verifier, loading a bundle and a cold verification that
+     * fails with strings, failed in turn: each reports -ENOMEM or a correct verdict, never a
+     * wrong one, and leaks nothing (ASan). */
+    size_t len;
+    _cleanup_free_ uint8_t *rep = vt_read("milan-v2-virtee-vcek", "report.bin", &len);
+    uint8_t bad[SNP_REPORT_SIZE];
+    char dir[4096];
+    long n;
+    vt_path(dir, sizeof dir, "milan-v2-virtee-vcek", NULL);
+    memcpy(bad, rep, len);
+    bad[0x90] ^= 1;
+    for (n = 0;; n++) {
+        NtVerifier *v = NULL;
+        NtCertBundle *b = NULL;
+        NtVerdict *vd = NULL, *vd2 = NULL;
+        int r;
+        nt_alloc_fail_after(n);
+        r = nt_verifier_new(&v);
+        if (r >= 0) {
+            b = nt_cert_bundle_new();
+            r = b ? nt_cert_bundle_add_dir(b, dir) : -ENOMEM;
+        }
+        if (r >= 0)
+            r = nt_verifier_verify(v, rep, len, b, NULL, &vd);
+        if (r >= 0)
+            r = nt_verifier_verify(v, bad, len, b, NULL, &vd2);
+        nt_alloc_fail_after(-1);
+        if (r < 0)
+            assert_int_equal(r, -ENOMEM);
+        else {
+            assert_int_equal(nt_verdict_status(vd), NT_VERDICT_OK);
+            assert_string_equal(vt_failed_check(vd2), "report_signature");
+        }
+        nt_verdict_free(vd);
+        nt_verdict_free(vd2);
+        nt_cert_bundle_free(b);
+        nt_verifier_free(v);
+        if (r >= 0)
+            break;
+    }
+    assert_true(n >= 10);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors_pass),
@@ -522,6 +567,7 @@ int main(void) {
         cmocka_unit_test(test_vcek_source),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_time_parse),
+        cmocka_unit_test(test_oom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
