@@ -48,6 +48,19 @@ m=$vectors/milan-v2-virtee-vcek
 expect 0 "$nitride" verify "$m/report.bin" --cert "$m/ask.pem" --cert "$m/vcek.der" --cert "$m/ark.pem"
 expect 0 "$nitride" verify "$m/report.bin" --cert "$m/vcek.der"
 
+# An extended report's certificate table (report || table as in fuzz/corpus/evidence).
+src=${NT_SOURCE_ROOT:-$(dirname "$0")/../..}
+ev=$src/fuzz/corpus/evidence/turin-v5-msft-vcek.bin
+head -c 1184 "$ev" >"$tmp/tr.bin"
+tail -c +1185 "$ev" >"$tmp/tt.bin"
+cmp -s "$tmp/tr.bin" "$vectors/turin-v5-msft-vcek/report.bin" || fail "evidence seed is not the Turin report"
+expect 0 "$nitride" verify "$tmp/tr.bin" --cert-table "$tmp/tt.bin" --json
+[ "$(jq -r .product "$tmp/out")" = Turin ] || fail "cert table product"
+head -c 20 "$tmp/tt.bin" >"$tmp/bad-table.bin"
+expect 1 "$nitride" verify "$tmp/tr.bin" --cert-table "$tmp/bad-table.bin"
+grep -q "Invalid certificate table" "$tmp/err" || fail "bad table message"
+expect 4 "$nitride" verify "$tmp/tr.bin" --cert-table "$tmp/nonexistent.bin"
+
 # 4. Sampled byte flips: report fields, the signature, a certificate.
 flip() { # in out offset [xor mask, default 1]
   cp "$1" "$2"
@@ -95,7 +108,6 @@ expect 2 "$nitride" verify "$m/report.bin" --certs "$m" --policy "$tmp/p.json"
 grep -q 'FAIL  measurement .*expected one of \[abab.*\], found 7a1e5c266c01' "$tmp/out" || fail "measurement detail"
 grep -q 'measurement: expected one of \[abab.*\], found 7a1e5c266c01' "$tmp/err" || fail "measurement on stderr"
 # The documented example policy parses.
-src=${NT_SOURCE_ROOT:-$(dirname "$0")/../..}
 expect 2 "$nitride" verify "$m/report.bin" --certs "$m" --policy "$src/docs/policy-example.json"
 t=$vectors/turin-v5-msft-vcek
 expect 0 "$nitride" verify "$t/report.bin" --certs "$t" --policy "$src/docs/policy-example.json" --json
