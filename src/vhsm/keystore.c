@@ -13,7 +13,8 @@
  *         u16 label_len | label | u32 latest | u32 min_version | acl(use) | acl(admin) |
  *         (latest - min_version + 1) * { u32 number | u64 created | u32 len | material }
  *   acl:  u16 n | n * u32 uid | u16 n | n * u32 gid | u16 n | n * { u16 len | cgroup }
- *   material: raw key bytes (aes256, hmac-*), PKCS#8 PrivateKeyInfo DER (asymmetric).
+ *   material: raw key bytes (aes256, hmac-*); asymmetric: the OpenSSL key parameters as
+ *   { u32 len | bytes } per field (vault_pkey_export_material(), docs/vault.md).
  * The parser is strict: exact lengths, consecutive versions, no trailing bytes, every key
  * re-validated as if generated (names, ACL, policy, key material vs type).
  */
@@ -132,7 +133,7 @@ static void w_acl_list(Writer *w, const VaultAclList *l) {
     }
 }
 
-static int w_version(Writer *w, const KeyVersion *kv) {
+static int w_version(Writer *w, VaultKeyType type, const KeyVersion *kv) {
     w_u32(w, kv->number);
     w_u64(w, kv->created);
     if (kv->secret) {
@@ -142,14 +143,14 @@ static int w_version(Writer *w, const KeyVersion *kv) {
     }
     size_t len = 0;
     int r;
-    /* Length first (encodes once to count), then the DER straight into the Secret. */
-    if ((r = vault_pkey_to_pkcs8(kv->pkey, NULL, 0, &len)) < 0)
+    /* Length first (exports once to count), then straight into the Secret. */
+    if ((r = vault_pkey_export_material(kv->pkey, type, NULL, 0, &len)) < 0)
         return r;
     w_u32(w, (uint32_t)len);
     if (w->data) {
         if (w->off + len > w->size)
             return -ENOBUFS;
-        if ((r = vault_pkey_to_pkcs8(kv->pkey, w->data + w->off, len, &len)) < 0)
+        if ((r = vault_pkey_export_material(kv->pkey, type, w->data + w->off, len, &len)) < 0)
             return r;
     }
     w->off += len;
@@ -187,7 +188,7 @@ static int serialize_pass(Vault *v, Writer *w) {
             const KeyVersion *kv = k->versions[ver - 1];
             if (!kv)
                 return -EIO; /* retained versions are never NULL */
-            if ((r = w_version(w, kv)) < 0)
+            if ((r = w_version(w, k->type, kv)) < 0)
                 return r;
         }
     }
@@ -361,7 +362,7 @@ static int r_key(Reader *rd, VaultKey **ret) {
         if (!kv)
             return -ENOMEM;
         if (vault_key_type_is_asymmetric(k->type)) {
-            if ((r = vault_pkey_from_pkcs8(k->type, mat, len, false, &kv->pkey)) < 0)
+            if ((r = vault_pkey_import_material(k->type, mat, len, &kv->pkey)) < 0)
                 return r;
             if ((r = key_version_set_thumbprint(kv)) < 0)
                 return r;

@@ -92,13 +92,16 @@ int vault_insert_key(Vault *v, VaultKey *k);
 /* Inserts without persisting (keystore load); lock held by caller or single-threaded. */
 int vault_insert_key_locked(Vault *v, VaultKey *k);
 
-/* PKCS#8 PrivateKeyInfo DER <-> EVP_PKEY with strict type checks (algorithm, curve, modulus
- * size, e = 65537, no trailing bytes) and, if pairwise, the private/public consistency check
- * (imports; the keystore skips it: its content is authenticated and an RSA check costs ~50 ms). */
+/* PKCS#8 PrivateKeyInfo DER (the JWE import payload) -> EVP_PKEY with strict type checks
+ * (algorithm, curve, modulus size, e = 65537, no trailing bytes) and, if pairwise, OpenSSL's
+ * private/public consistency check. */
 int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, bool pairwise,
                           EVP_PKEY **ret);
-/* Encodes into out (NULL: only *ret_len). Returns 0 or -EIO/-ENOBUFS. */
-int vault_pkey_to_pkcs8(EVP_PKEY *pkey, uint8_t *out, size_t out_size, size_t *ret_len);
+/* Keystore material of an asymmetric key (its OpenSSL parameters; see vault.c): export into out
+ * (NULL: only *ret_len; returns 0, -EIO, -ENOBUFS); import returns 0 or -EBADMSG. */
+int vault_pkey_export_material(EVP_PKEY *pkey, VaultKeyType type, uint8_t *out, size_t out_size,
+                               size_t *ret_len);
+int vault_pkey_import_material(VaultKeyType type, const uint8_t *in, size_t len, EVP_PKEY **ret);
 /* Raw symmetric key size of a type (32/32/48) or 0 for asymmetric types. */
 size_t vault_key_type_secret_size(VaultKeyType t);
 

@@ -14,6 +14,7 @@
 #include <malloc.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/decoder.h>
 #include <openssl/ecdsa.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -823,7 +824,7 @@ int key_version_set_thumbprint(KeyVersion *kv) {
 
 /* ---- PKCS#8 ---- */
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(PKCS8_PRIV_KEY_INFO *, PKCS8_PRIV_KEY_INFO_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_DECODER_CTX *, OSSL_DECODER_CTX_free);
 
 static int pkey_check_type(VaultKeyType type, EVP_PKEY *pkey) {
     const char *crv;
@@ -855,23 +856,184 @@ static int pkey_check_type(VaultKeyType type, EVP_PKEY *pkey) {
     }
 }
 
-int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, bool pairwise,
-                          EVP_PKEY **ret) {
-    _cleanup_(PKCS8_PRIV_KEY_INFO_freep) PKCS8_PRIV_KEY_INFO *p8 = NULL;
-    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
-    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
-    const uint8_t *p = der;
+/* Keystore material of asymmetric keys: the key's OpenSSL parameters, exported with
+ * EVP_PKEY_todata() and imported with EVP_PKEY_fromdata(), as a fixed list per type of
+ * { u32 length (BE) | bytes }. Integers are OpenSSL's native unsigned encoding (little-endian
+ * on x86-64, the only SEV-SNP guest architecture). Unlike PKCS#8 encoding and decoding, this
+ * path leaves no copy of the private key in freed heap memory: OpenSSL keeps the private
+ * parameters in the secure heap and clears them on free, and import reads straight from the
+ * caller's (Secret) buffer. */
+typedef struct MaterialField {
+    const char *name;
+    unsigned type;
+} MaterialField;
+
+static const MaterialField ec_fields[] = {
+    {OSSL_PKEY_PARAM_GROUP_NAME, OSSL_PARAM_UTF8_STRING},
+    {OSSL_PKEY_PARAM_PUB_KEY, OSSL_PARAM_OCTET_STRING},
+    {OSSL_PKEY_PARAM_PRIV_KEY, OSSL_PARAM_UNSIGNED_INTEGER},
+};
+static const MaterialField ed_fields[] = {
+    {OSSL_PKEY_PARAM_PUB_KEY, OSSL_PARAM_OCTET_STRING},
+    {OSSL_PKEY_PARAM_PRIV_KEY, OSSL_PARAM_OCTET_STRING},
+};
+static const MaterialField rsa_fields[] = {
+    {OSSL_PKEY_PARAM_RSA_N, OSSL_PARAM_UNSIGNED_INTEGER},
+    {OSSL_PKEY_PARAM_RSA_E, OSSL_PARAM_UNSIGNED_INTEGER},
+    {OSSL_PKEY_PARAM_RSA_D, OSSL_PARAM_UNSIGNED_INTEGER},
+    {OSSL_PKEY_PARAM_RSA_FACTOR1, OSSL_PARAM_UNSIGNED_INTEGER},
+    {OSSL_PKEY_PARAM_RSA_FACTOR2, OSSL_PARAM_UNSIGNED_INTEGER},
+    {OSSL_PKEY_PARAM_RSA_EXPONENT1, OSSL_PARAM_UNSIGNED_INTEGER},
+    {OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PARAM_UNSIGNED_INTEGER},
+    {OSSL_PKEY_PARAM_RSA_COEFFICIENT1, OSSL_PARAM_UNSIGNED_INTEGER},
+};
+#define MATERIAL_MAX_FIELDS 8
+
+static int material_fields(VaultKeyType type, const MaterialField **ret, size_t *ret_n,
+                           const char **ret_alg) {
+    switch (type) {
+    case VAULT_KEY_EC_P256:
+    case VAULT_KEY_EC_P384:
+        *ret = ec_fields;
+        *ret_n = ELEMENTSOF(ec_fields);
+        *ret_alg = "EC";
+        return 0;
+    case VAULT_KEY_ED25519:
+        *ret = ed_fields;
+        *ret_n = ELEMENTSOF(ed_fields);
+        *ret_alg = "ED25519";
+        return 0;
+    case VAULT_KEY_RSA2048:
+    case VAULT_KEY_RSA3072:
+    case VAULT_KEY_RSA4096:
+        *ret = rsa_fields;
+        *ret_n = ELEMENTSOF(rsa_fields);
+        *ret_alg = "RSA";
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+static void osslparam_freep(OSSL_PARAM **p) {
+    OSSL_PARAM_free(*p); /* clears the secure (private) part */
+}
+
+int vault_pkey_export_material(EVP_PKEY *pkey, VaultKeyType type, uint8_t *out, size_t out_size,
+                               size_t *ret_len) {
+    _cleanup_(osslparam_freep) OSSL_PARAM *params = NULL;
+    const MaterialField *f;
+    const char *alg;
+    size_t n, off = 0;
     int r;
 
-    if (!vault_key_type_is_asymmetric(type) || !der || len == 0 || len > 16384)
+    if ((r = material_fields(type, &f, &n, &alg)) < 0)
+        return r;
+    if (EVP_PKEY_todata(pkey, EVP_PKEY_KEYPAIR, &params) != 1)
+        return nt_openssl_error(-EIO, "EVP_PKEY_todata");
+    for (size_t i = 0; i < n; i++) {
+        const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, f[i].name);
+        size_t len;
+        if (!p || p->data_type != f[i].type)
+            return -EIO;
+        len = p->data_type == OSSL_PARAM_UTF8_STRING ? strlen(p->data) : p->data_size;
+        if (len > UINT32_MAX)
+            return -EIO;
+        if (out) {
+            if (off + 4 + len > out_size)
+                return -ENOBUFS;
+            out[off] = (uint8_t)(len >> 24);
+            out[off + 1] = (uint8_t)(len >> 16);
+            out[off + 2] = (uint8_t)(len >> 8);
+            out[off + 3] = (uint8_t)len;
+            memcpy(out + off + 4, p->data, len);
+        }
+        off += 4 + len;
+    }
+    *ret_len = off;
+    return 0;
+}
+
+int vault_pkey_import_material(VaultKeyType type, const uint8_t *in, size_t len, EVP_PKEY **ret) {
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
+    OSSL_PARAM params[MATERIAL_MAX_FIELDS + 1];
+    char group[32];
+    const MaterialField *f;
+    const char *alg;
+    size_t n, off = 0;
+    int r;
+
+    if ((r = material_fields(type, &f, &n, &alg)) < 0 || !in)
         return -EBADMSG;
-    p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
-    if (!p8 || p != der + len) {
+    for (size_t i = 0; i < n; i++) {
+        size_t fl;
+        if (len - off < 4)
+            return -EBADMSG;
+        fl = (size_t)in[off] << 24 | (size_t)in[off + 1] << 16 | (size_t)in[off + 2] << 8 |
+             in[off + 3];
+        off += 4;
+        if (fl == 0 || fl > len - off || fl > 1024)
+            return -EBADMSG;
+        switch (f[i].type) {
+        case OSSL_PARAM_UTF8_STRING:
+            if (fl >= sizeof group || memchr(in + off, 0, fl))
+                return -EBADMSG;
+            memcpy(group, in + off, fl);
+            group[fl] = 0;
+            if (!streq(group, type == VAULT_KEY_EC_P256 ? "prime256v1" : "secp384r1"))
+                return -EBADMSG;
+            params[i] = OSSL_PARAM_construct_utf8_string(f[i].name, group, 0);
+            break;
+        case OSSL_PARAM_OCTET_STRING:
+            params[i] = OSSL_PARAM_construct_octet_string(f[i].name, (void *)(in + off), fl);
+            break;
+        default:
+            params[i] = OSSL_PARAM_construct_BN(f[i].name, (unsigned char *)(in + off), fl);
+            break;
+        }
+        off += fl;
+    }
+    if (off != len)
+        return -EBADMSG;
+    params[n] = OSSL_PARAM_construct_end();
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, alg, NULL);
+    if (!ctx)
+        return nt_openssl_error(-ENOMEM, "EVP_PKEY_CTX_new_from_name");
+    if (EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) != 1) {
         ERR_clear_error();
         return -EBADMSG;
     }
-    pkey = EVP_PKCS82PKEY(p8);
-    if (!pkey) {
+    if ((r = pkey_check_type(type, pkey)) < 0) {
+        ERR_clear_error();
+        return r;
+    }
+    *ret = TAKE_PTR(pkey);
+    return 0;
+}
+
+int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, bool pairwise,
+                          EVP_PKEY **ret) {
+    _cleanup_(OSSL_DECODER_CTX_freep) OSSL_DECODER_CTX *dctx = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    const MaterialField *f;
+    const char *alg;
+    const uint8_t *p = der;
+    size_t left = len, n;
+    int r;
+
+    if (material_fields(type, &f, &n, &alg) < 0 || !der || len == 0 || len > 16384)
+        return -EBADMSG;
+    /* OSSL_DECODER rather than d2i_PKCS8_PRIV_KEY_INFO() + EVP_PKCS82PKEY(): the latter leaves a
+     * copy of the private key in freed heap memory (measured), the decoder does not. Only the
+     * PrivateKeyInfo structure is accepted. */
+    dctx = OSSL_DECODER_CTX_new_for_pkey(&pkey, "DER", "PrivateKeyInfo", alg, EVP_PKEY_KEYPAIR,
+                                         NULL, NULL);
+    if (!dctx)
+        return nt_openssl_error(-ENOMEM, "OSSL_DECODER_CTX_new_for_pkey");
+    if (OSSL_DECODER_from_data(dctx, &p, &left) != 1 || !pkey || left != 0) {
         ERR_clear_error();
         return -EBADMSG;
     }
@@ -893,25 +1055,6 @@ int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, boo
         return -EBADMSG;
     }
     *ret = TAKE_PTR(pkey);
-    return 0;
-}
-
-int vault_pkey_to_pkcs8(EVP_PKEY *pkey, uint8_t *out, size_t out_size, size_t *ret_len) {
-    _cleanup_(PKCS8_PRIV_KEY_INFO_freep) PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pkey);
-    int n;
-    if (!p8)
-        return nt_openssl_error(-EIO, "EVP_PKEY2PKCS8");
-    n = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL);
-    if (n <= 0)
-        return nt_openssl_error(-EIO, "i2d_PKCS8_PRIV_KEY_INFO");
-    if (out) {
-        uint8_t *p = out;
-        if ((size_t)n > out_size)
-            return -ENOBUFS;
-        if (i2d_PKCS8_PRIV_KEY_INFO(p8, &p) != n)
-            return nt_openssl_error(-EIO, "i2d_PKCS8_PRIV_KEY_INFO");
-    }
-    *ret_len = (size_t)n;
     return 0;
 }
 
