@@ -295,7 +295,9 @@ static const char *role_str(NtCertRole r) {
 }
 
 /* Verifies the chain for the endorsement key in c->x[ek]. Returns 0 (ci filled), 1 (a check
- * failed and was recorded), or a negative errno. Called with no lock held. */
+ * failed and was recorded), or a negative errno. Called with no lock held; the anchor set is
+ * append-only for the verifier's lifetime, so anchor pointers taken under the read lock stay
+ * valid after it is released. */
 static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role, time_t at,
                              NtVerdict *vd, ChainInfo *ci) {
     NtCertRole want_int = role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_ASK : NT_CERT_ROLE_ASVK;
