@@ -142,6 +142,32 @@ static void test_roles_and_extensions(void **state) {
     assert_null(nt_cert_bundle_find(d, NT_CERT_ROLE_VCEK));
     assert_int_equal(nt_cert_bundle_add_dir(d, "/nonexistent-dir"), -ENOENT);
     assert_int_equal(d->n_entries, 3);
+
+    /* A chain file as AMD KDS serves it (ASK then ARK in one PEM): both roles recognised. */
+    size_t an, kn;
+    _cleanup_free_ uint8_t *ask = vt_read("genoa-v3-msft-vcek", "ask.pem", &an);
+    _cleanup_free_ uint8_t *ark = vt_read("genoa-v3-msft-vcek", "ark.pem", &kn);
+    _cleanup_free_ uint8_t *chain = malloc(an + kn);
+    assert_non_null(chain);
+    memcpy(chain, ask, an);
+    memcpy(chain + an, ark, kn);
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *c = nt_cert_bundle_new();
+    assert_int_equal(nt_cert_bundle_add(c, chain, an + kn, _NT_CERT_ROLE_INVALID, "chain"), 0);
+    assert_int_equal(c->n_entries, 2);
+    assert_int_equal(c->entries[0].role, NT_CERT_ROLE_ASK);
+    assert_int_equal(c->entries[1].role, NT_CERT_ROLE_ARK);
+    assert_string_equal(c->entries[1].origin, "chain #2");
+    /* A PEM block that is not a certificate: refused, bundle unchanged. */
+    static const char key[] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+    assert_int_equal(
+        nt_cert_bundle_add(c, (const uint8_t *)key, strlen(key), _NT_CERT_ROLE_INVALID, "key"),
+        -EBADMSG);
+    assert_int_equal(c->n_entries, 2);
+    /* A bundle holds at most NT_CERT_BUNDLE_MAX certificates. */
+    for (size_t i = 2; i < NT_CERT_BUNDLE_MAX; i++)
+        assert_int_equal(nt_cert_bundle_add(c, ark, kn, NT_CERT_ROLE_ARK, "ark"), 0);
+    assert_int_equal(nt_cert_bundle_add(c, ark, kn, NT_CERT_ROLE_ARK, "ark"), -E2BIG);
+    assert_int_equal(c->n_entries, NT_CERT_BUNDLE_MAX);
 }
 
 int main(void) {
