@@ -159,7 +159,7 @@ bool vault_key_type_is_asymmetric(VaultKeyType t);
 bool vault_key_name_is_valid(const char *name);
 
 /* Process-wide set-up, call once from main() before threads start: OpenSSL secure heap
- * (secure_heap_size bytes, power of two; 0 = 4 MiB, so private BIGNUMs live in mlocked,
+ * (secure_heap_size bytes, power of two; 0 = 2 MiB, so private BIGNUMs live in mlocked,
  * MADV_DONTDUMP, guard-paged memory) and a zeroising jansson allocator (json_set_alloc_funcs),
  * so that libjose's private JWKs and CEKs are wiped when freed.
  * Returns 0, or -ENOMEM if the secure heap cannot be created (e.g. RLIMIT_MEMLOCK too low:
@@ -197,7 +197,8 @@ typedef struct VaultKeySpec {
 int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name, const VaultKeySpec *spec);
 
 /* ADMIN operations. Return 0, -ENOKEY, -EPERM, -EINVAL, or the keystore's error (then nothing
- * changed). rotate writes the new version number to *ret_version (may be NULL).
+ * changed). rotate writes the new version number to *ret_version (may be NULL); it generates
+ * the new version outside the lock and returns -EAGAIN if another rotation won the race.
  * set_min_version(n): decrypt/verify refuse versions < n and those versions are wiped
  * (irreversible); n must be <= the latest version and >= the current minimum (-EINVAL). */
 int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t *ret_version);
@@ -253,7 +254,11 @@ typedef struct VaultOp {
 #define VAULT_GCM_TAG_SIZE 16u
 #define VAULT_MAX_INPUT (16u * 1024u * 1024u)
 
-/* Encrypt (USE right) with the latest version: AES256_GCM, AES256_KW (in: multiple of 8,
+/* Attestation (policy `attested`) applies to operations that use secret or private material:
+ * symmetric encrypt/decrypt, sign, HMAC verify, private-key decrypt, derive. Public-key
+ * operations (RSA-OAEP encrypt, signature verify, export) need only the ACL.
+ *
+ * Encrypt (USE right) with the latest version: AES256_GCM, AES256_KW (in: multiple of 8,
  * >= 16 bytes), AES256_KWP (>= 1 byte), RSA_OAEP_* (public-key encryption, in <= the OAEP
  * limit). *ret_out is malloc'd. Returns 0, -ENOKEY, -EPERM, -EKEYEXPIRED, -EOPNOTSUPP,
  * -EINVAL (bad length or flags), -ENOMEM, -EIO. */
