@@ -470,6 +470,12 @@ int nt_cert_bundle_add_table(NtCertBundle *b, const uint8_t *table, size_t len) 
             role = NT_CERT_ROLE_ARK;
         snprintf(o, sizeof o, "cert table entry %zu (%s)", i, snp_cert_kind_to_string(e->kind));
         r = bundle_add_der(b, e->der, e->der_len, role, o);
+        if (r == -EBADMSG && e->kind == SNP_CERT_OTHER) {
+            /* Hosts may add entries of their own under other GUIDs: not ours to judge. */
+            log_debug("Ignoring unrecognised certificate table entry %zu.", i);
+            r = 0;
+            continue;
+        }
         if (r < 0)
             break;
     }

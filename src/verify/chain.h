@@ -108,9 +108,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(NtCertBundle *, nt_cert_bundle_free);
  * -ENOMEM. On failure the bundle is unchanged. */
 int nt_cert_bundle_add(NtCertBundle *b, const uint8_t *data, size_t len, NtCertRole role,
                        const char *origin);
-/* Adds every entry of an extended-report certificate table (certtable.h). VCEK and VLEK GUIDs
- * declare the role; ASK-GUID entries (which carry an ASVK in VLEK tables) and unknown GUIDs are
- * detected from the certificate. Returns 0 or a negative errno; the bundle is unchanged on
+/* Adds every entry of an extended-report certificate table (certtable.h). VCEK, VLEK and ARK
+ * GUIDs declare the role; ASK-GUID entries (which carry an ASVK in VLEK tables) and unknown GUIDs
+ * are detected from the certificate, and an unknown-GUID entry that is not an AMD certificate is
+ * ignored (hosts may add their own). Returns 0, -ENOENT (no certificates), -EBADMSG (malformed
+ * table or an AMD-GUID entry that is not a certificate) or -ENOMEM; the bundle is unchanged on
  * failure. */
 int nt_cert_bundle_add_table(NtCertBundle *b, const uint8_t *table, size_t len);
 /* Adds ark, ask, asvk, vcek, vlek from dir, each as NAME.pem, NAME.der, NAME.crt or NAME.cer

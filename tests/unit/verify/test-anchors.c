@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 
 #include "core/encoding.h"
+#include "snp/certtable.h"
 #include "core/openssl-util.h"
 #include "verify/anchors.h"
 #include "vt-util.h"
@@ -170,11 +171,61 @@ static void test_roles_and_extensions(void **state) {
     assert_int_equal(c->n_entries, NT_CERT_BUNDLE_MAX);
 }
 
+static void test_cert_table(void **state) {
+    /* A table with the VCEK, an ASK under an unknown GUID, and junk under another unknown GUID:
+     * the junk is ignored, the ASK recognised. Junk under the VCEK GUID is an error. */
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *ref = vt_bundle("milan-v2-virtee-vcek");
+    const NtCertBundleEntry *v = nt_cert_bundle_find(ref, NT_CERT_ROLE_VCEK),
+                            *a = nt_cert_bundle_find(ref, NT_CERT_ROLE_ASK);
+    const SnpCertKind kinds[] = {SNP_CERT_VCEK, SNP_CERT_ASK, SNP_CERT_ARK};
+    const uint8_t *ders[] = {v->der, a->der, a->der};
+    const size_t lens[] = {v->der_len, a->der_len, a->der_len};
+    _cleanup_free_ uint8_t *t = NULL;
+    size_t tl = 0;
+    SnpCertTable parsed;
+    assert_int_equal(snp_cert_table_build(kinds, ders, lens, 3, &t, &tl), 0);
+    assert_int_equal(snp_cert_table_parse(t, tl, &parsed), 0);
+    /* Entries 1 and 2 get unknown GUIDs; entry 2's certificate is corrupted. */
+    t[24 + 0] ^= 0x5a;
+    t[48 + 0] ^= 0xa5;
+    t[parsed.entries[2].der - t] = 0x00;
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *b = nt_cert_bundle_new();
+    assert_int_equal(nt_cert_bundle_add_table(b, t, tl), 0);
+    assert_int_equal(b->n_entries, 2);
+    assert_int_equal(b->entries[0].role, NT_CERT_ROLE_VCEK);
+    assert_int_equal(b->entries[1].role, NT_CERT_ROLE_ASK);
+
+    _cleanup_(nt_verifier_freep) NtVerifier *vf = NULL;
+    size_t len;
+    _cleanup_free_ uint8_t *rep = vt_read("milan-v2-virtee-vcek", "report.bin", &len);
+    NtVerdict *vd = NULL;
+    assert_int_equal(nt_verifier_new(&vf), 0);
+    assert_int_equal(nt_verifier_verify(vf, rep, len, b, NULL, &vd), 0);
+    assert_int_equal(nt_verdict_status(vd), NT_VERDICT_OK);
+    nt_verdict_free(vd);
+
+    /* Junk under the ARK GUID is taken as declared (parsed lazily) and fails the verification
+     * as "certificates", naming the entry. */
+    t[48 + 0] ^= 0xa5;
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *b2 = nt_cert_bundle_new();
+    assert_int_equal(nt_cert_bundle_add_table(b2, t, tl), 0);
+    assert_int_equal(b2->n_entries, 3);
+    assert_int_equal(b2->entries[2].role, NT_CERT_ROLE_ARK);
+    assert_int_equal(nt_verifier_verify(vf, rep, len, b2, NULL, &vd), 0);
+    assert_string_equal(vt_failed_check(vd), "certificates");
+    assert_non_null(strstr(nt_verdict_first_failure(vd)->detail, "cert table entry 2"));
+    nt_verdict_free(vd);
+    /* Not a table. */
+    assert_true(nt_cert_bundle_add_table(b, t, 10) < 0);
+    assert_int_equal(b->n_entries, 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtin_fingerprints),
         cmocka_unit_test(test_add_ark),
         cmocka_unit_test(test_roles_and_extensions),
+        cmocka_unit_test(test_cert_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
