@@ -14,7 +14,6 @@
 #include <malloc.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/decoder.h>
 #include <openssl/ecdsa.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -30,6 +29,7 @@
 #include "core/log.h"
 #include "core/openssl-util.h"
 #include "vhsm/keystore.h"
+#include "vhsm/pkcs8.h"
 #include "vhsm/transfer.h"
 #include "vhsm/vault-private.h"
 
@@ -824,8 +824,6 @@ int key_version_set_thumbprint(KeyVersion *kv) {
 
 /* ---- PKCS#8 ---- */
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_DECODER_CTX *, OSSL_DECODER_CTX_free);
-
 static int pkey_check_type(VaultKeyType type, EVP_PKEY *pkey) {
     const char *crv;
     switch (type) {
@@ -1015,28 +1013,16 @@ int vault_pkey_import_material(VaultKeyType type, const uint8_t *in, size_t len,
 
 int vault_pkey_from_pkcs8(VaultKeyType type, const uint8_t *der, size_t len, bool pairwise,
                           EVP_PKEY **ret) {
-    _cleanup_(OSSL_DECODER_CTX_freep) OSSL_DECODER_CTX *dctx = NULL;
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = NULL;
     _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
-    const MaterialField *f;
-    const char *alg;
-    const uint8_t *p = der;
-    size_t left = len, n;
     int r;
 
-    if (material_fields(type, &f, &n, &alg) < 0 || !der || len == 0 || len > 16384)
+    if (!vault_key_type_is_asymmetric(type) || !der || len == 0 || len > 16384)
         return -EBADMSG;
-    /* OSSL_DECODER rather than d2i_PKCS8_PRIV_KEY_INFO() + EVP_PKCS82PKEY(): the latter leaves a
-     * copy of the private key in freed heap memory (measured), the decoder does not. Only the
-     * PrivateKeyInfo structure is accepted. */
-    dctx = OSSL_DECODER_CTX_new_for_pkey(&pkey, "DER", "PrivateKeyInfo", alg, EVP_PKEY_KEYPAIR,
-                                         NULL, NULL);
-    if (!dctx)
-        return nt_openssl_error(-ENOMEM, "OSSL_DECODER_CTX_new_for_pkey");
-    if (OSSL_DECODER_from_data(dctx, &p, &left) != 1 || !pkey || left != 0) {
-        ERR_clear_error();
-        return -EBADMSG;
-    }
+    /* Our own DER reader, not OpenSSL's decoders: those leave copies of the private key in
+     * freed heap memory (pkcs8.h). */
+    if ((r = pkcs8_parse_private_key(type, der, len, &pkey)) < 0)
+        return r;
     if ((r = pkey_check_type(type, pkey)) < 0) {
         ERR_clear_error();
         return r;
