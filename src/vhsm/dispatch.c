@@ -770,6 +770,8 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
         return dispatch_reply_error(out, h->id, r == -E2BIG ? -E2BIG : -EBADMSG,
                                     r == -E2BIG ? "too many fields" : "malformed TLV body");
 
+    log_debug("Request %s (id %u) from uid %u pid %d.", vhsm_opcode_to_string(h->code), h->id,
+              (unsigned)peer->uid, (int)peer->pid);
     vhsm_buf_begin(out, VHSM_KIND_RESPONSE, VHSM_STATUS_OK, h->id);
     switch (h->code) {
     case VHSM_OP_PING:

@@ -54,6 +54,7 @@ typedef struct Options {
     mode_t socket_mode;
     gid_t socket_gid;
     unsigned stall_timeout_ms;
+    unsigned spin_us;
     bool allow_unlocked;
     bool foreground;
     bool debug;
@@ -71,6 +72,8 @@ static void help(void) {
            "  --sim-dir DIR             simulated chip directory (with --provider sim)\n"
            "  --threads N               worker threads (default: one per CPU)\n"
            "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
+           "  --spin-us US              after a reply, poll the connection this long for the next\n"
+           "                            request before sleeping (latency vs. CPU; default 0)\n"
            "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
            "  --foreground              stay in the foreground, log to stderr\n"
            "  --debug                   debug logging\n"
@@ -99,6 +102,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_SIM_DIR,
         ARG_THREADS,
         ARG_STALL,
+        ARG_SPIN,
         ARG_ALLOW_UNLOCKED,
         ARG_FOREGROUND,
         ARG_DEBUG,
@@ -113,6 +117,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"sim-dir", required_argument, NULL, ARG_SIM_DIR},
         {"threads", required_argument, NULL, ARG_THREADS},
         {"stall-timeout", required_argument, NULL, ARG_STALL},
+        {"spin-us", required_argument, NULL, ARG_SPIN},
         {"allow-unlocked-memory", no_argument, NULL, ARG_ALLOW_UNLOCKED},
         {"foreground", no_argument, NULL, ARG_FOREGROUND},
         {"debug", no_argument, NULL, ARG_DEBUG},
@@ -168,6 +173,10 @@ static int parse_args(int argc, char **argv, Options *o) {
             if (parse_uint(optarg, 3600000, &o->stall_timeout_ms) < 0 || o->stall_timeout_ms < 100)
                 return log_error_errno(-EINVAL, "Invalid --stall-timeout '%s' (100..3600000).",
                                        optarg);
+            break;
+        case ARG_SPIN:
+            if (parse_uint(optarg, 10000, &o->spin_us) < 0)
+                return log_error_errno(-EINVAL, "Invalid --spin-us '%s' (0..10000).", optarg);
             break;
         case ARG_ALLOW_UNLOCKED:
             o->allow_unlocked = true;
@@ -287,6 +296,7 @@ static int run(const Options *o, int ready_fd) {
         .socket_gid = o->socket_gid,
         .threads = o->threads,
         .stall_timeout_ms = o->stall_timeout_ms,
+        .spin_us = o->spin_us,
     };
     char *slash;
     int r;

@@ -49,11 +49,11 @@ start_vhsmd() {
   fail "vhsmd did not come up"
 }
 
-# stop_vhsmd: SIGTERM, wait (bounded), return its exit status.
+# stop_vhsmd: SIGTERM, wait (bounded: 30 s, in-flight requests finish first), return its status.
 stop_vhsmd() {
   local rc=0
   kill -TERM "$VHSMD_PID"
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 600); do
     kill -0 "$VHSMD_PID" 2>/dev/null || break
     sleep 0.05
   done

@@ -15,10 +15,13 @@ rc=0; timeout 10 "$VHSMD" --foreground --socket "$SOCK" --keystore "$T/other/ks"
 grep -q "Another vhsmd" "$T/second.log" || fail "second daemon message: $(cat "$T/second.log")"
 V ping || fail "first daemon lost its socket"
 
-# SIGTERM during a slow request: it completes and is acknowledged.
+# SIGTERM during a slow request (RSA-4096 generation): it completes and is acknowledged.
+stop_vhsmd
+start_vhsmd --debug
 V key create slow --type rsa4096 &
 creator=$!
-sleep 0.2
+for _ in $(seq 1 400); do grep -q "Request key-create" "$VHSMD_LOG" && break; sleep 0.01; done
+grep -q "Request key-create" "$VHSMD_LOG" || fail "the slow request never reached vhsmd"
 stop_vhsmd || fail "vhsmd did not exit 0 on SIGTERM"
 wait "$creator" || fail "in-flight request was not completed at shutdown"
 [ ! -e "$SOCK" ] || fail "socket left behind"

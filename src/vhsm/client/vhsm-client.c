@@ -10,11 +10,13 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +59,8 @@ void vhsm_free_secret(void *p, size_t len) {
     free(p);
 }
 
+static int apply_timeout(int fd, unsigned timeout_ms);
+
 int vhsm_connect(const char *path, VhsmClient **ret) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     VhsmClient *c;
@@ -80,6 +84,11 @@ int vhsm_connect(const char *path, VhsmClient **ret) {
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         int r = negative_errno();
         set_error("cannot connect to vhsmd at %s: %s", path, strerror(-r));
+        (void)close(fd);
+        return r;
+    }
+    if (apply_timeout(fd, 120000) < 0) {
+        int r = negative_errno();
         (void)close(fd);
         return r;
     }
@@ -112,11 +121,23 @@ VhsmClient *vhsm_disconnect(VhsmClient *c) {
     return NULL;
 }
 
+static int apply_timeout(int fd, unsigned timeout_ms) {
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0)
+        return negative_errno();
+    return 0;
+}
+
 int vhsm_set_timeout(VhsmClient *c, unsigned timeout_ms) {
+    int r;
     if (!c)
         return -EINVAL;
-    c->timeout_ms = timeout_ms;
-    return 0;
+    (void)pthread_mutex_lock(&c->lock);
+    r = apply_timeout(c->fd, timeout_ms);
+    if (r >= 0)
+        c->timeout_ms = timeout_ms;
+    (void)pthread_mutex_unlock(&c->lock);
+    return r;
 }
 
 static int64_t now_ms(void) {
@@ -168,7 +189,25 @@ static int send_all(VhsmClient *c, int64_t deadline) {
 }
 
 /* Reads one complete frame into c->in. Returns the total frame size. */
+static int64_t now_us(void) {
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US, default 0 (off). */
+static int64_t spin_window(void) {
+    static int64_t cached = -1;
+    if (cached < 0) {
+        const char *e = getenv("VHSM_SPIN_US");
+        long v = e ? strtol(e, NULL, 10) : 0;
+        cached = v > 0 && v <= 10000 ? v : 0;
+    }
+    return cached;
+}
+
 static int recv_frame(VhsmClient *c, int64_t deadline, VhsmHeader *ret_h) {
+    int64_t spin_until = spin_window() ? now_us() + spin_window() : 0;
     size_t have = 0, need = VHSM_HEADER_SIZE;
     bool header_done = false;
     VhsmHeader h = {0};
@@ -201,17 +240,27 @@ static int recv_frame(VhsmClient *c, int64_t deadline, VhsmHeader *ret_h) {
         }
         if (header_done && have >= need)
             break;
-        n = recv(c->fd, c->in + have, c->in_cap - have, MSG_DONTWAIT);
+        /* Blocking read (SO_RCVTIMEO bounds it): one syscall per reply in the common case,
+         * instead of a failing non-blocking read plus poll plus read. */
+        n = recv(c->fd, c->in + have, c->in_cap - have, spin_until ? MSG_DONTWAIT : 0);
+        if (n < 0 && spin_until && errno == EAGAIN) {
+            /* Short operations answer within microseconds: poll briefly before sleeping, which
+             * saves a sleep/wake-up pair (the dominant cost on virtual CPUs). */
+            if (now_us() >= spin_until)
+                spin_until = 0;
+            else
+                sched_yield();
+            continue;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN)
-                return negative_errno();
-            r = wait_fd(c->fd, POLLIN, deadline);
-            if (r < 0)
-                return r;
-            continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return -ETIMEDOUT;
+            return negative_errno();
         }
+        if (deadline > 0 && now_ms() > deadline)
+            return -ETIMEDOUT;
         if (n == 0)
             return have == 0 ? -ECONNRESET : -EPROTO;
         have += (size_t)n;
