@@ -52,7 +52,7 @@ if [ "${NT_SKIP_FUZZ:-0}" != 1 ]; then
   if ninja -C build-fuzz -j "$jobs"; then
     secs=${NT_FUZZ_SECONDS:-20}
     for f in build-fuzz/fuzz/fuzz-*; do
-      [ -x "$f" ] || continue
+      [ -f "$f" ] && [ -x "$f" ] || continue
       name=$(basename "$f"); name=${name#fuzz-}
       corpus=fuzz/corpus/$name
       work=$(mktemp -d)
