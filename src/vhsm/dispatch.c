@@ -152,9 +152,9 @@ static VaultAlg parse_alg(const char *s) {
     static const struct {
         const char *alias, *name;
     } aliases[] = {
-        {"aes-gcm", "aes256-gcm"}, {"aes-kw", "aes256-kw"}, {"aes-kwp", "aes256-kwp"},
-        {"rsa-pss", "rsa-pss-sha256"}, {"rsa-pkcs1", "rsa-pkcs1-sha256"},
-        {"rsa-oaep", "rsa-oaep-sha256"},
+        {"aes-gcm", "aes256-gcm"},         {"aes-kw", "aes256-kw"},
+        {"aes-kwp", "aes256-kwp"},         {"rsa-pss", "rsa-pss-sha256"},
+        {"rsa-pkcs1", "rsa-pkcs1-sha256"}, {"rsa-oaep", "rsa-oaep-sha256"},
     };
     for (size_t i = 0; i < ELEMENTSOF(aliases); i++)
         if (streq(s, aliases[i].alias))
@@ -211,8 +211,7 @@ static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
         if (use == ALG_FOR_SIGN)
             *ret = VAULT_ALG_HMAC;
         else
-            return req_fail(q, -EOPNOTSUPP, "key '%s' is an HMAC key: it cannot encrypt",
-                            q->name);
+            return req_fail(q, -EOPNOTSUPP, "key '%s' is an HMAC key: it cannot encrypt", q->name);
         return 0;
     case VAULT_KEY_EC_P256:
     case VAULT_KEY_EC_P384:
@@ -312,8 +311,8 @@ static bool acl_list_empty(const VaultAclList *l) {
 }
 
 /* Key spec of create / import / derive. type_required: the KEY_TYPE tag must be present. */
-static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spec,
-                    char *label, size_t label_size) {
+static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spec, char *label,
+                    size_t label_size) {
     char type[32], policy[32];
     uint64_t max_age = 0;
     bool acl_present = false;
@@ -512,8 +511,7 @@ static int op_key_set_min_version(Req *q) {
     r = vault_key_set_min_version(q->d->vault, q->peer, q->name, v);
     if (r < 0)
         return r;
-    log_info("Key '%s': minimum version set to %u by uid %u.", q->name, v,
-             (unsigned)q->peer->uid);
+    log_info("Key '%s': minimum version set to %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -611,7 +609,8 @@ static int op_pubkey(Req *q) {
     VaultPubFormat f;
     uint32_t v;
     int r;
-    if ((r = get_name(q)) < 0 || (r = get_str(q, VHSM_TAG_FORMAT, false, 15, fmt, sizeof fmt)) < 0 ||
+    if ((r = get_name(q)) < 0 ||
+        (r = get_str(q, VHSM_TAG_FORMAT, false, 15, fmt, sizeof fmt)) < 0 ||
         (r = get_u32(q, VHSM_TAG_KEY_VERSION, false, 0, &v)) < 0)
         return r;
     if (!fmt[0] || streq(fmt, "pem"))
@@ -637,16 +636,16 @@ static int op_ecdh_derive(Req *q) {
 
     if ((r = get_name(q)) < 0 || (r = get_bytes(q, VHSM_TAG_PEER_KEY, true, &pub, &pub_len)) < 0 ||
         (r = get_bytes(q, VHSM_TAG_INFO, false, &info, &info_len)) < 0 ||
-        (r = get_str(q, VHSM_TAG_NEW_KEY_NAME, true, VHSM_MAX_NAME, new_name,
-                     sizeof new_name)) < 0 ||
+        (r = get_str(q, VHSM_TAG_NEW_KEY_NAME, true, VHSM_MAX_NAME, new_name, sizeof new_name)) <
+            0 ||
         (r = get_spec(q, false, &acl, &spec, label, sizeof label)) < 0)
         return r;
     if (spec.type != VAULT_KEY_AES256)
         return req_fail(q, -EINVAL, "ECDH derives AES-256 keys only");
     if (!vault_key_name_is_valid(new_name))
         return req_fail(q, -EINVAL, "invalid new key name");
-    r = vault_key_derive_ecdh(q->d->vault, q->peer, q->name, pub, pub_len, info, info_len,
-                              new_name, &spec);
+    r = vault_key_derive_ecdh(q->d->vault, q->peer, q->name, pub, pub_len, info, info_len, new_name,
+                              &spec);
     if (r == -EEXIST)
         return req_fail(q, r, "key '%s' already exists", new_name);
     if (r < 0)
@@ -699,8 +698,7 @@ static int op_import_jwe(Req *q) {
     if (r == -ENOKEY)
         return req_fail(q, r, "key '%s': unknown or already used transfer key", q->name);
     if (r == -EKEYREJECTED)
-        return req_fail(q, r, "key '%s': the JWE does not decrypt with its transfer key",
-                        q->name);
+        return req_fail(q, r, "key '%s': the JWE does not decrypt with its transfer key", q->name);
     if (r < 0)
         return r;
     log_info("Key '%s' (%s) imported by uid %u.", q->name, vault_key_type_to_string(spec.type),
@@ -859,8 +857,8 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
         default_message(&q, h->code, r);
     if (r == -EPERM || r == -EACCES)
         log_notice("Denied %s on key '%s' to uid %u gid %u pid %d: %s",
-                   vhsm_opcode_to_string(h->code), q.name, (unsigned)peer->uid,
-                   (unsigned)peer->gid, (int)peer->pid, q.msg);
+                   vhsm_opcode_to_string(h->code), q.name, (unsigned)peer->uid, (unsigned)peer->gid,
+                   (int)peer->pid, q.msg);
     else
         log_debug("Request %s failed: %s", vhsm_opcode_to_string(h->code), q.msg);
     return dispatch_reply_error(out, h->id, r, q.msg);

@@ -42,7 +42,8 @@ void peer_done(Peer *p);
 unsigned long long peer_boottime_ticks(void);
 
 /* Parses the content of /proc/PID/cgroup and returns the cgroup v2 ("0::") path, malloc'd.
- * Returns 0, -ENOENT (no v2 line), -EBADMSG (malformed, or a path that is not absolute), -ENOMEM. */
+ * Returns 0, -ENOENT (no v2 line), -EBADMSG (malformed, or a path that is not absolute), -ENOMEM.
+ */
 int peer_parse_cgroup(const char *content, char **ret);
 /* Parses the starttime (field 22) out of the content of /proc/PID/stat (the comm field may hold
  * spaces and parentheses). Returns 0 or -EBADMSG. */

@@ -80,11 +80,10 @@ static void lock_guard_release(pthread_mutex_t **m) {
         (void)pthread_mutex_unlock(*m);
 }
 #define LOCK_GUARD(m)                                                                              \
-    _cleanup_(lock_guard_release) _unused_ pthread_mutex_t *NT_CONCAT(guard_, __LINE__) =          \
-        ({                                                                                         \
-            (void)pthread_mutex_lock(m);                                                           \
-            (m);                                                                                   \
-        })
+    _cleanup_(lock_guard_release) _unused_ pthread_mutex_t *NT_CONCAT(guard_, __LINE__) = ({       \
+        (void)pthread_mutex_lock(m);                                                               \
+        (m);                                                                                       \
+    })
 
 static void conn_free(Conn *c) {
     if (c->fd >= 0)
@@ -164,8 +163,7 @@ static int conn_process(Server *s, Conn *c) {
         }
         if (c->in_len - off - VHSM_HEADER_SIZE < h.body_len)
             break; /* partial frame: compacted below, conn_grow() makes room for all of it */
-        r = dispatch_request(s->dispatch, &c->peer, &h, c->in + off + VHSM_HEADER_SIZE,
-                             &c->out);
+        r = dispatch_request(s->dispatch, &c->peer, &h, c->in + off + VHSM_HEADER_SIZE, &c->out);
         if (r < 0)
             return r;
         off += VHSM_HEADER_SIZE + h.body_len;
@@ -369,8 +367,8 @@ static void accept_all(Server *s) {
             LOCK_GUARD(&s->lock);
             if (s->n_conns >= s->cfg.max_connections ||
                 (peer.uid != 0 && count_uid(s, peer.uid) >= s->cfg.max_per_uid)) {
-                log_warning("Connection limit reached, refusing uid %u pid %d.",
-                            (unsigned)peer.uid, (int)peer.pid);
+                log_warning("Connection limit reached, refusing uid %u pid %d.", (unsigned)peer.uid,
+                            (int)peer.pid);
                 peer_done(&peer);
                 continue;
             }

@@ -25,13 +25,13 @@
 
 typedef struct ServerConfig {
     const char *socket_path;
-    mode_t socket_mode;          /* e.g. 0666: access is decided per key by peer identity */
-    gid_t socket_gid;            /* (gid_t)-1: leave the group */
-    unsigned threads;            /* 0: one per online CPU */
-    unsigned max_connections;    /* 0: 1024 */
-    unsigned max_per_uid;        /* 0: 128 (root is exempt) */
-    unsigned stall_timeout_ms;   /* 0: 10000; a partial frame or unread reply older than this */
-    unsigned spin_us;            /* busy-poll a connection this long after a reply; 0: off */
+    mode_t socket_mode;        /* e.g. 0666: access is decided per key by peer identity */
+    gid_t socket_gid;          /* (gid_t)-1: leave the group */
+    unsigned threads;          /* 0: one per online CPU */
+    unsigned max_connections;  /* 0: 1024 */
+    unsigned max_per_uid;      /* 0: 128 (root is exempt) */
+    unsigned stall_timeout_ms; /* 0: 10000; a partial frame or unread reply older than this */
+    unsigned spin_us;          /* busy-poll a connection this long after a reply; 0: off */
 } ServerConfig;
 
 typedef struct Server Server;

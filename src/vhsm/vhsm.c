@@ -54,39 +54,39 @@ typedef struct Args {
 } Args;
 
 static void help(void) {
-    printf(
-        "Usage: vhsm [--socket PATH] [--json] COMMAND ...\n"
-        "Talks to vhsmd, the vHSM daemon (socket: --socket, $VHSM_SOCKET or %s).\n\n"
-        "Keys:\n"
-        "  key create NAME --type TYPE [--policy local|attested --max-age S] [--label TEXT]\n"
-        "             [--allow-uid U] [--allow-gid G] [--allow-cgroup PATH]\n"
-        "             [--admin-uid U] [--admin-gid G] [--admin-cgroup PATH]\n"
-        "      TYPE: aes256 hmac-sha256 hmac-sha384 p256 p384 ed25519 rsa2048 rsa3072 rsa4096\n"
-        "      (no ACL options: only you may use and administer the key; root may administer)\n"
-        "  key list | key info NAME | key rotate NAME | key delete NAME\n"
-        "  key acl NAME [ACL options]      replace the key's ACL\n"
-        "  key min-version NAME N          retire (wipe) every version below N\n"
-        "Operations (data from stdin or --in FILE, result to stdout or --out FILE):\n"
-        "  encrypt NAME [--aad FILE] [--alg aes256-gcm|rsa-oaep-sha256|rsa-oaep-sha1] [--raw]\n"
-        "  decrypt NAME [--aad FILE] [--alg ...] [--raw --key-version N]\n"
-        "  sign NAME [--alg ALG] [--prehashed] [--raw] [--raw-rs]\n"
-        "      ALG: ecdsa ed25519 hmac rsa-pss-sha256 rsa-pss-sha384 rsa-pkcs1-sha256 rsa-pkcs1-sha384\n"
-        "      --raw: bare signature (no vault envelope); --raw-rs: ECDSA r||s\n"
-        "  verify NAME --signature FILE [--alg ALG] [--prehashed] [--raw] [--key-version N]\n"
-        "  mac NAME | mac-verify NAME --signature FILE\n"
-        "  wrap NAME [--alg aes256-kwp|aes256-kw] [--raw] | unwrap NAME [--alg ...] [--raw]\n"
-        "  random N                        N random bytes\n"
-        "  pubkey NAME [--format pem|jwk] [--key-version N]\n"
-        "  ecdh-derive NAME --peer-key FILE --new-name NEW [--info TEXT] [ACL options]\n"
-        "Transfer and attestation (root):\n"
-        "  transfer-key create [--lifetime S]   prints the transfer public JWK\n"
-        "  import NAME --type TYPE --jwe FILE [--policy ...] [ACL options]\n"
-        "  attestation status | attestation set [--time T]\n"
-        "  ping\n\n"
-        "Exit codes: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable, 4 not found,\n"
-        "  5 permission denied, 6 attestation required, 7 verification failed, 8 key exists,\n"
-        "  9 invalid request or operation not supported by the key.\n",
-        VHSM_DEFAULT_SOCKET);
+    printf("Usage: vhsm [--socket PATH] [--json] COMMAND ...\n"
+           "Talks to vhsmd, the vHSM daemon (socket: --socket, $VHSM_SOCKET or %s).\n\n"
+           "Keys:\n"
+           "  key create NAME --type TYPE [--policy local|attested --max-age S] [--label TEXT]\n"
+           "             [--allow-uid U] [--allow-gid G] [--allow-cgroup PATH]\n"
+           "             [--admin-uid U] [--admin-gid G] [--admin-cgroup PATH]\n"
+           "      TYPE: aes256 hmac-sha256 hmac-sha384 p256 p384 ed25519 rsa2048 rsa3072 rsa4096\n"
+           "      (no ACL options: only you may use and administer the key; root may administer)\n"
+           "  key list | key info NAME | key rotate NAME | key delete NAME\n"
+           "  key acl NAME [ACL options]      replace the key's ACL\n"
+           "  key min-version NAME N          retire (wipe) every version below N\n"
+           "Operations (data from stdin or --in FILE, result to stdout or --out FILE):\n"
+           "  encrypt NAME [--aad FILE] [--alg aes256-gcm|rsa-oaep-sha256|rsa-oaep-sha1] [--raw]\n"
+           "  decrypt NAME [--aad FILE] [--alg ...] [--raw --key-version N]\n"
+           "  sign NAME [--alg ALG] [--prehashed] [--raw] [--raw-rs]\n"
+           "      ALG: ecdsa ed25519 hmac rsa-pss-sha256 rsa-pss-sha384 rsa-pkcs1-sha256 "
+           "rsa-pkcs1-sha384\n"
+           "      --raw: bare signature (no vault envelope); --raw-rs: ECDSA r||s\n"
+           "  verify NAME --signature FILE [--alg ALG] [--prehashed] [--raw] [--key-version N]\n"
+           "  mac NAME | mac-verify NAME --signature FILE\n"
+           "  wrap NAME [--alg aes256-kwp|aes256-kw] [--raw] | unwrap NAME [--alg ...] [--raw]\n"
+           "  random N                        N random bytes\n"
+           "  pubkey NAME [--format pem|jwk] [--key-version N]\n"
+           "  ecdh-derive NAME --peer-key FILE --new-name NEW [--info TEXT] [ACL options]\n"
+           "Transfer and attestation (root):\n"
+           "  transfer-key create [--lifetime S]   prints the transfer public JWK\n"
+           "  import NAME --type TYPE --jwe FILE [--policy ...] [ACL options]\n"
+           "  attestation status | attestation set [--time T]\n"
+           "  ping\n\n"
+           "Exit codes: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable, 4 not found,\n"
+           "  5 permission denied, 6 attestation required, 7 verification failed, 8 key exists,\n"
+           "  9 invalid request or operation not supported by the key.\n",
+           VHSM_DEFAULT_SOCKET);
 }
 
 static bool connected;
@@ -142,8 +142,8 @@ static int fail(const Args *a, int r, const char *what, const char *name) {
     else
         fprintf(stderr, "vhsm: %s failed: %s\n", what, reason);
     if (a->json) {
-        json_auto_t *j = json_pack("{s:s, s:s, s:i}", "error", reason, "operation", what,
-                                   "exit", exit_code_for(r));
+        json_auto_t *j = json_pack("{s:s, s:s, s:i}", "error", reason, "operation", what, "exit",
+                                   exit_code_for(r));
         if (j && name)
             (void)json_object_set_new(j, "key", json_string(name));
         if (j)
@@ -215,12 +215,18 @@ static int write_text(const Args *a, const char *text) {
 
 static void fill_acl(const Args *a, VhsmAcl *acl) {
     *acl = (VhsmAcl){
-        .use_uids = a->use_uids, .n_use_uids = a->n_use_uids,
-        .use_gids = a->use_gids, .n_use_gids = a->n_use_gids,
-        .use_cgroups = a->use_cgroups, .n_use_cgroups = a->n_use_cgroups,
-        .admin_uids = a->admin_uids, .n_admin_uids = a->n_admin_uids,
-        .admin_gids = a->admin_gids, .n_admin_gids = a->n_admin_gids,
-        .admin_cgroups = a->admin_cgroups, .n_admin_cgroups = a->n_admin_cgroups,
+        .use_uids = a->use_uids,
+        .n_use_uids = a->n_use_uids,
+        .use_gids = a->use_gids,
+        .n_use_gids = a->n_use_gids,
+        .use_cgroups = a->use_cgroups,
+        .n_use_cgroups = a->n_use_cgroups,
+        .admin_uids = a->admin_uids,
+        .n_admin_uids = a->n_admin_uids,
+        .admin_gids = a->admin_gids,
+        .n_admin_gids = a->n_admin_gids,
+        .admin_cgroups = a->admin_cgroups,
+        .n_admin_cgroups = a->n_admin_cgroups,
     };
 }
 
@@ -264,8 +270,11 @@ static int cmd_key(VhsmClient *c, const Args *a, const char *sub) {
 
     fill_acl(a, &acl);
     if (streq(sub, "create")) {
-        VhsmKeySpec spec = {.type = a->type, .policy = a->policy, .max_age = a->max_age,
-                            .label = a->label, .acl = a->acl_given ? &acl : NULL};
+        VhsmKeySpec spec = {.type = a->type,
+                            .policy = a->policy,
+                            .max_age = a->max_age,
+                            .label = a->label,
+                            .acl = a->acl_given ? &acl : NULL};
         if ((r = need_pos(a, 1, "key name")) != 0)
             return r;
         if (!a->type)
@@ -470,7 +479,9 @@ static int cmd_ecdh(VhsmClient *c, const Args *a) {
     if (read_input(a->peer_key, 64 * 1024, &pub, &pub_len) < 0)
         return EXIT_FAIL;
     fill_acl(a, &acl);
-    spec = (VhsmKeySpec){.policy = a->policy, .max_age = a->max_age, .label = a->label,
+    spec = (VhsmKeySpec){.policy = a->policy,
+                         .max_age = a->max_age,
+                         .label = a->label,
                          .acl = a->acl_given ? &acl : NULL};
     r = vhsm_ecdh_derive(c, a->pos[0], pub, pub_len, a->info, a->info ? strlen(a->info) : 0,
                          a->new_name, &spec);
@@ -509,8 +520,11 @@ static int cmd_import(VhsmClient *c, const Args *a) {
     if (memchr(jwe, 0, jwe_len))
         return usage("the JWE file holds a NUL byte");
     fill_acl(a, &acl);
-    spec = (VhsmKeySpec){.type = a->type, .policy = a->policy, .max_age = a->max_age,
-                         .label = a->label, .acl = a->acl_given ? &acl : NULL};
+    spec = (VhsmKeySpec){.type = a->type,
+                         .policy = a->policy,
+                         .max_age = a->max_age,
+                         .label = a->label,
+                         .acl = a->acl_given ? &acl : NULL};
     r = vhsm_import_jwe(c, (const char *)jwe, a->pos[0], &spec);
     if (r < 0)
         return fail(a, r, "import key", a->pos[0]);
@@ -544,10 +558,32 @@ static int add_id(uint32_t *arr, size_t *n, const char *s) {
 
 static int parse_cmd_args(int argc, char **argv, Args *a) {
     enum {
-        O_TYPE = 0x100, O_POLICY, O_MAX_AGE, O_LABEL, O_ALLOW_UID, O_ALLOW_GID, O_ALLOW_CGROUP,
-        O_ADMIN_UID, O_ADMIN_GID, O_ADMIN_CGROUP, O_ALG, O_FORMAT, O_IN, O_OUT, O_AAD, O_SIG,
-        O_JWE, O_PEER_KEY, O_NEW_NAME, O_INFO, O_KEY_VERSION, O_LIFETIME, O_TIME, O_PREHASHED,
-        O_RAW, O_RAW_RS,
+        O_TYPE = 0x100,
+        O_POLICY,
+        O_MAX_AGE,
+        O_LABEL,
+        O_ALLOW_UID,
+        O_ALLOW_GID,
+        O_ALLOW_CGROUP,
+        O_ADMIN_UID,
+        O_ADMIN_GID,
+        O_ADMIN_CGROUP,
+        O_ALG,
+        O_FORMAT,
+        O_IN,
+        O_OUT,
+        O_AAD,
+        O_SIG,
+        O_JWE,
+        O_PEER_KEY,
+        O_NEW_NAME,
+        O_INFO,
+        O_KEY_VERSION,
+        O_LIFETIME,
+        O_TIME,
+        O_PREHASHED,
+        O_RAW,
+        O_RAW_RS,
     };
     static const struct option opts[] = {
         {"type", required_argument, NULL, O_TYPE},

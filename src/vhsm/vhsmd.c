@@ -61,24 +61,25 @@ typedef struct Options {
 } Options;
 
 static void help(void) {
-    printf("Usage: vhsmd [OPTIONS]\n"
-           "The vHSM daemon: keeps keys inside this (confidential) VM and serves local clients.\n\n"
-           "  --socket PATH             unix socket (default %s)\n"
-           "  --socket-mode MODE        octal socket mode (default 0666: access is decided per key\n"
-           "                            by the peer's uid, gid and cgroup)\n"
-           "  --socket-group GROUP      group owning the socket (with --socket-mode 0660)\n"
-           "  --keystore PATH           sealed keystore file (default %s)\n"
-           "  --provider NAME           evidence provider for the sealing key: sev-guest, sim, auto\n"
-           "  --sim-dir DIR             simulated chip directory (with --provider sim)\n"
-           "  --threads N               worker threads (default: one per CPU)\n"
-           "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
-           "  --spin-us US              after a reply, poll the connection this long for the next\n"
-           "                            request before sleeping (latency vs. CPU; default 0)\n"
-           "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
-           "  --foreground              stay in the foreground, log to stderr\n"
-           "  --debug                   debug logging\n"
-           "  --help, --version\n",
-           VHSM_DEFAULT_SOCKET, DEFAULT_KEYSTORE);
+    printf(
+        "Usage: vhsmd [OPTIONS]\n"
+        "The vHSM daemon: keeps keys inside this (confidential) VM and serves local clients.\n\n"
+        "  --socket PATH             unix socket (default %s)\n"
+        "  --socket-mode MODE        octal socket mode (default 0666: access is decided per key\n"
+        "                            by the peer's uid, gid and cgroup)\n"
+        "  --socket-group GROUP      group owning the socket (with --socket-mode 0660)\n"
+        "  --keystore PATH           sealed keystore file (default %s)\n"
+        "  --provider NAME           evidence provider for the sealing key: sev-guest, sim, auto\n"
+        "  --sim-dir DIR             simulated chip directory (with --provider sim)\n"
+        "  --threads N               worker threads (default: one per CPU)\n"
+        "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
+        "  --spin-us US              after a reply, poll the connection this long for the next\n"
+        "                            request before sleeping (latency vs. CPU; default 0)\n"
+        "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
+        "  --foreground              stay in the foreground, log to stderr\n"
+        "  --debug                   debug logging\n"
+        "  --help, --version\n",
+        VHSM_DEFAULT_SOCKET, DEFAULT_KEYSTORE);
 }
 
 static int parse_uint(const char *s, unsigned max, unsigned *ret) {
@@ -158,8 +159,8 @@ static int parse_args(int argc, char **argv, Options *o) {
             break;
         case ARG_PROVIDER:
             if (!streq(optarg, "sim") && !streq(optarg, "sev-guest") && !streq(optarg, "auto"))
-                return log_error_errno(-EINVAL,
-                                       "Unknown provider '%s' (sev-guest, sim or auto).", optarg);
+                return log_error_errno(-EINVAL, "Unknown provider '%s' (sev-guest, sim or auto).",
+                                       optarg);
             o->provider = optarg;
             break;
         case ARG_SIM_DIR:
@@ -253,7 +254,8 @@ static void notify_ready(int ready_fd) {
         (void)!write(ready_fd, &ok, 1);
         (void)close(ready_fd);
     }
-    if (ns && (ns[0] == '/' || ns[0] == '@') && strlen(ns) < sizeof(((struct sockaddr_un){0}).sun_path)) {
+    if (ns && (ns[0] == '/' || ns[0] == '@') &&
+        strlen(ns) < sizeof(((struct sockaddr_un){0}).sun_path)) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         socklen_t len;

@@ -77,8 +77,8 @@ static char *make_jwe(const char *jwk_text, const uint8_t *pt, size_t pt_len) {
     if (!jwk || !(kid = json_string_value(json_object_get(jwk, "kid"))))
         return NULL;
     /* Everything in the protected header, as the compact serialization requires. */
-    jwe = json_pack("{s:{s:s, s:s, s:s}}", "protected", "alg", "ECDH-ES+A256KW", "enc",
-                    "A256GCM", "kid", kid);
+    jwe = json_pack("{s:{s:s, s:s, s:s}}", "protected", "alg", "ECDH-ES+A256KW", "enc", "A256GCM",
+                    "kid", kid);
     cek = json_pack("{s:s}", "alg", "A256GCM");
     if (!jwe || !cek)
         return NULL;
@@ -188,8 +188,8 @@ static int gcm_open(const uint8_t *key, const uint8_t *env, size_t n, const uint
         EVP_DecryptFinal_ex(ctx, out + l, &fl) != 1)
         return -EKEYREJECTED;
     *out_len = (size_t)(l + fl);
-    *ret_version = (uint32_t)env[8] << 24 | (uint32_t)env[9] << 16 | (uint32_t)env[10] << 8 |
-                   env[11];
+    *ret_version =
+        (uint32_t)env[8] << 24 | (uint32_t)env[9] << 16 | (uint32_t)env[10] << 8 | env[11];
     return 0;
 }
 
@@ -595,7 +595,10 @@ static int cmd_badframes(int argc, char **argv) {
     cases[nc++].len = 24;
     CASE("NUL inside a key name", false, VHSM_STATUS_BAD_REQUEST);
     frame_header(cases[nc].data, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_KEY_INFO, 13, 9);
-    memcpy(cases[nc].data + 16, "\x00\x01\x00\x00\x00\x03" "a\0b", 9);
+    memcpy(cases[nc].data + 16,
+           "\x00\x01\x00\x00\x00\x03"
+           "a\0b",
+           9);
     cases[nc++].len = 25;
 #undef CASE
 
@@ -669,8 +672,10 @@ static int cmd_stall(int argc, char **argv) {
         return die("stalled client disconnected before the stall timeout");
     if (!good_client_ok(good))
         return die("good client not served after the stall");
-    fprintf(stderr, "stall: stalled client dropped after %" PRId64 " ms; %d requests served "
-                    "meanwhile\n", mono_ms() - t0, served);
+    fprintf(stderr,
+            "stall: stalled client dropped after %" PRId64 " ms; %d requests served "
+            "meanwhile\n",
+            mono_ms() - t0, served);
     close(fd);
     (void)vhsm_disconnect(good);
     return 0;

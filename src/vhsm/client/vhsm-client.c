@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,15 +196,17 @@ static int64_t now_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US, default 0 (off). */
+/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US (0..10000), default 0 (off). */
 static int64_t spin_window(void) {
-    static int64_t cached = -1;
-    if (cached < 0) {
+    static _Atomic int64_t cached = -1;
+    int64_t v = atomic_load(&cached);
+    if (v < 0) {
         const char *e = getenv("VHSM_SPIN_US");
-        long v = e ? strtol(e, NULL, 10) : 0;
-        cached = v > 0 && v <= 10000 ? v : 0;
+        long l = e ? strtol(e, NULL, 10) : 0;
+        v = l > 0 && l <= 10000 ? l : 0;
+        atomic_store(&cached, v);
     }
-    return cached;
+    return v;
 }
 
 static int recv_frame(VhsmClient *c, int64_t deadline, VhsmHeader *ret_h) {
@@ -635,8 +638,14 @@ static int data_op(VhsmClient *c, const OpArgs *a, uint8_t **ret, size_t *ret_le
 int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                  const void *pt, size_t pt_len, const void *aad, size_t aad_len, uint8_t **ret_ct,
                  size_t *ret_ct_len) {
-    OpArgs a = {.opcode = VHSM_OP_ENCRYPT, .name = name, .algorithm = algorithm, .flags = flags,
-                .data = pt, .len = pt_len, .aad = aad, .aad_len = aad_len,
+    OpArgs a = {.opcode = VHSM_OP_ENCRYPT,
+                .name = name,
+                .algorithm = algorithm,
+                .flags = flags,
+                .data = pt,
+                .len = pt_len,
+                .aad = aad,
+                .aad_len = aad_len,
                 .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret_ct, ret_ct_len);
 }
@@ -644,25 +653,43 @@ int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, unsigne
 int vhsm_decrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                  uint32_t version, const void *ct, size_t ct_len, const void *aad, size_t aad_len,
                  uint8_t **ret_pt, size_t *ret_pt_len) {
-    OpArgs a = {.opcode = VHSM_OP_DECRYPT, .name = name, .algorithm = algorithm, .flags = flags,
-                .version = version, .data = ct, .len = ct_len, .aad = aad, .aad_len = aad_len,
+    OpArgs a = {.opcode = VHSM_OP_DECRYPT,
+                .name = name,
+                .algorithm = algorithm,
+                .flags = flags,
+                .version = version,
+                .data = ct,
+                .len = ct_len,
+                .aad = aad,
+                .aad_len = aad_len,
                 .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret_pt, ret_pt_len);
 }
 
 int vhsm_sign(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
               const void *data, size_t len, uint8_t **ret_sig, size_t *ret_sig_len) {
-    OpArgs a = {.opcode = VHSM_OP_SIGN, .name = name, .algorithm = algorithm, .flags = flags,
-                .data = data, .len = len, .out_tag = VHSM_TAG_SIGNATURE};
+    OpArgs a = {.opcode = VHSM_OP_SIGN,
+                .name = name,
+                .algorithm = algorithm,
+                .flags = flags,
+                .data = data,
+                .len = len,
+                .out_tag = VHSM_TAG_SIGNATURE};
     return data_op(c, &a, ret_sig, ret_sig_len);
 }
 
 int vhsm_verify(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
-                uint32_t version, const void *data, size_t len, const void *sig,
-                size_t sig_len) {
-    OpArgs a = {.opcode = VHSM_OP_VERIFY, .name = name, .algorithm = algorithm, .flags = flags,
-                .version = version, .data = data, .len = len, .extra_tag = VHSM_TAG_SIGNATURE,
-                .extra = sig, .extra_len = sig_len};
+                uint32_t version, const void *data, size_t len, const void *sig, size_t sig_len) {
+    OpArgs a = {.opcode = VHSM_OP_VERIFY,
+                .name = name,
+                .algorithm = algorithm,
+                .flags = flags,
+                .version = version,
+                .data = data,
+                .len = len,
+                .extra_tag = VHSM_TAG_SIGNATURE,
+                .extra = sig,
+                .extra_len = sig_len};
     if (!sig && sig_len > 0)
         return -EINVAL;
     return data_op(c, &a, NULL, NULL);
@@ -670,15 +697,23 @@ int vhsm_verify(VhsmClient *c, const char *name, const char *algorithm, unsigned
 
 int vhsm_mac(VhsmClient *c, const char *name, const void *data, size_t len, uint8_t **ret_tag,
              size_t *ret_tag_len) {
-    OpArgs a = {.opcode = VHSM_OP_MAC, .name = name, .data = data, .len = len,
+    OpArgs a = {.opcode = VHSM_OP_MAC,
+                .name = name,
+                .data = data,
+                .len = len,
                 .out_tag = VHSM_TAG_SIGNATURE};
     return data_op(c, &a, ret_tag, ret_tag_len);
 }
 
-int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t len,
-                    const void *tag, size_t tag_len) {
-    OpArgs a = {.opcode = VHSM_OP_MAC_VERIFY, .name = name, .data = data, .len = len,
-                .extra_tag = VHSM_TAG_SIGNATURE, .extra = tag, .extra_len = tag_len};
+int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t len, const void *tag,
+                    size_t tag_len) {
+    OpArgs a = {.opcode = VHSM_OP_MAC_VERIFY,
+                .name = name,
+                .data = data,
+                .len = len,
+                .extra_tag = VHSM_TAG_SIGNATURE,
+                .extra = tag,
+                .extra_len = tag_len};
     if (!tag && tag_len > 0)
         return -EINVAL;
     return data_op(c, &a, NULL, NULL);
@@ -686,15 +721,26 @@ int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t le
 
 int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
               const void *data, size_t len, uint8_t **ret, size_t *ret_len) {
-    OpArgs a = {.opcode = VHSM_OP_WRAP, .name = name, .algorithm = algorithm, .flags = flags,
-                .data = data, .len = len, .out_tag = VHSM_TAG_OUTPUT};
+    OpArgs a = {.opcode = VHSM_OP_WRAP,
+                .name = name,
+                .algorithm = algorithm,
+                .flags = flags,
+                .data = data,
+                .len = len,
+                .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret, ret_len);
 }
 
 int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                 uint32_t version, const void *data, size_t len, uint8_t **ret, size_t *ret_len) {
-    OpArgs a = {.opcode = VHSM_OP_UNWRAP, .name = name, .algorithm = algorithm, .flags = flags,
-                .version = version, .data = data, .len = len, .out_tag = VHSM_TAG_OUTPUT};
+    OpArgs a = {.opcode = VHSM_OP_UNWRAP,
+                .name = name,
+                .algorithm = algorithm,
+                .flags = flags,
+                .version = version,
+                .data = data,
+                .len = len,
+                .out_tag = VHSM_TAG_OUTPUT};
     return data_op(c, &a, ret, ret_len);
 }
 
@@ -721,8 +767,7 @@ int vhsm_random(VhsmClient *c, void *out, size_t n) {
     return r;
 }
 
-int vhsm_pubkey(VhsmClient *c, const char *name, const char *format, uint32_t version,
-                char **ret) {
+int vhsm_pubkey(VhsmClient *c, const char *name, const char *format, uint32_t version, char **ret) {
     Call call;
     int r;
     if (!name || !ret)

@@ -48,7 +48,7 @@ typedef struct VhsmAcl {
 } VhsmAcl;
 
 typedef struct VhsmKeySpec {
-    const char *type;   /* aes256 hmac-sha256 hmac-sha384 p256 p384 ed25519 rsa2048 rsa3072 rsa4096 */
+    const char *type; /* aes256 hmac-sha256 hmac-sha384 p256 p384 ed25519 rsa2048 rsa3072 rsa4096 */
     const char *policy; /* NULL or "local", or "attested" */
     uint64_t max_age;   /* seconds, for "attested" */
     const VhsmAcl *acl; /* NULL: default ACL */
@@ -115,8 +115,8 @@ int vhsm_verify(VhsmClient *c, const char *name, const char *algorithm, unsigned
                 uint32_t version, const void *data, size_t len, const void *sig, size_t sig_len);
 int vhsm_mac(VhsmClient *c, const char *name, const void *data, size_t len, uint8_t **ret_tag,
              size_t *ret_tag_len);
-int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t len,
-                    const void *tag, size_t tag_len);
+int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t len, const void *tag,
+                    size_t tag_len);
 /* algorithm: "aes256-kw" (RFC 3394) or "aes256-kwp" (RFC 5649, default). Output in the vault
  * envelope (names the key version) unless VHSM_OP_RAW. */
 int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
@@ -126,8 +126,7 @@ int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, unsigned
 /* Fills out with n random bytes from the daemon (n <= 65536). */
 int vhsm_random(VhsmClient *c, void *out, size_t n);
 /* format "pem" or "jwk"; version 0 = latest. *ret is NUL-terminated text. */
-int vhsm_pubkey(VhsmClient *c, const char *name, const char *format, uint32_t version,
-                char **ret);
+int vhsm_pubkey(VhsmClient *c, const char *name, const char *format, uint32_t version, char **ret);
 /* ECDH between key name (p256/p384) and the peer's public key (DER SubjectPublicKeyInfo or PEM),
  * stored as a new AES-256 key new_name (HKDF-SHA256); spec gives its ACL/policy (type ignored). */
 int vhsm_ecdh_derive(VhsmClient *c, const char *name, const void *peer_pub, size_t peer_pub_len,

@@ -17,8 +17,11 @@
 #include "vhsm/peer.h"
 
 static void test_header_roundtrip(void **state) {
-    VhsmHeader h = {.version = VHSM_PROTO_VERSION, .kind = VHSM_KIND_REQUEST,
-                    .code = VHSM_OP_SIGN, .id = 0x01020304, .body_len = 0x00000A0B};
+    VhsmHeader h = {.version = VHSM_PROTO_VERSION,
+                    .kind = VHSM_KIND_REQUEST,
+                    .code = VHSM_OP_SIGN,
+                    .id = 0x01020304,
+                    .body_len = 0x00000A0B};
     static const uint8_t want[16] = {'V', 'H', 'S', 'M', 1, 1, 0x00, 0x22,
                                      1,   2,   3,   4,   0, 0, 0x0A, 0x0B};
     uint8_t buf[16];
@@ -183,8 +186,7 @@ static void test_body_refusals(void **state) {
     assert_int_equal(vhsm_tlv_next(huge, sizeof huge, &off, &t), -EBADMSG);
     assert_int_equal(off, 0);
     assert_int_equal(vhsm_body_validate(nul_in_str, sizeof nul_in_str), 0);
-    assert_int_equal(vhsm_body_get_str(nul_in_str, sizeof nul_in_str, 1, 7, s, sizeof s),
-                     -EBADMSG);
+    assert_int_equal(vhsm_body_get_str(nul_in_str, sizeof nul_in_str, 1, 7, s, sizeof s), -EBADMSG);
     assert_int_equal(vhsm_body_validate(NULL, 0), 0);
 
     /* more TLVs than allowed */
@@ -222,8 +224,7 @@ static void test_peer_cgroup(void **state) {
     free(cg);
     cg = NULL;
     /* hybrid hierarchy: the v2 line is picked */
-    assert_int_equal(peer_parse_cgroup("12:cpu:/x\n1:name=systemd:/y\n0::/user.slice/u\n", &cg),
-                     0);
+    assert_int_equal(peer_parse_cgroup("12:cpu:/x\n1:name=systemd:/y\n0::/user.slice/u\n", &cg), 0);
     assert_string_equal(cg, "/user.slice/u");
     free(cg);
     cg = NULL;
@@ -248,18 +249,18 @@ static void test_peer_starttime(void **state) {
     st = 5;
     assert_int_equal(peer_parse_starttime("1234 (x) S 1 2 3\n", &st), -EBADMSG);
     assert_int_equal(peer_parse_starttime("no parens at all", &st), -EBADMSG);
-    assert_int_equal(peer_parse_starttime("1 (x) S 1 1 1 0 -1 4 1 0 0 0 1 2 0 0 20 0 1 0 abc 1\n",
-                                          &st),
-                     -EBADMSG);
+    assert_int_equal(
+        peer_parse_starttime("1 (x) S 1 1 1 0 -1 4 1 0 0 0 1 2 0 0 20 0 1 0 abc 1\n", &st),
+        -EBADMSG);
     assert_true(st == 5);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_roundtrip),   cmocka_unit_test(test_header_refusals),
-        cmocka_unit_test(test_build_and_parse),    cmocka_unit_test(test_two_frames_and_abort),
-        cmocka_unit_test(test_oversized_body),     cmocka_unit_test(test_body_refusals),
-        cmocka_unit_test(test_status_table),       cmocka_unit_test(test_peer_cgroup),
+        cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_header_refusals),
+        cmocka_unit_test(test_build_and_parse),  cmocka_unit_test(test_two_frames_and_abort),
+        cmocka_unit_test(test_oversized_body),   cmocka_unit_test(test_body_refusals),
+        cmocka_unit_test(test_status_table),     cmocka_unit_test(test_peer_cgroup),
         cmocka_unit_test(test_peer_starttime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
