@@ -53,6 +53,18 @@ expect_as 5 5002 5002 sign grp --in "$T/msg"
 # a supplementary group is not part of the kernel's peer credentials: refused (documented)
 H as-user 5003 5003 $PG -- "$VHSM" --socket "$SOCK" sign grp --in "$T/msg" >/dev/null 2>&1 && fail "supplementary gid granted access"
 
+# A key permitted by cgroup: the client's cgroup (read by vhsmd from /proc/PID/cgroup and
+# verified through SO_PEERPIDFD or the start time) must lie at or below a listed prefix.
+CG=$(sed -n 's/^0:://p' /proc/self/cgroup)
+if [ -n "$CG" ]; then
+  V key create cg --type ed25519 --allow-cgroup "$CG"
+  V key create cg2 --type ed25519 --allow-cgroup "${CG%/}/nitride-test-elsewhere"
+  expect_as 0 5005 5005 sign cg --in "$T/msg"
+  expect_as 5 5005 5005 sign cg2 --in "$T/msg"
+else
+  echo "note: no cgroup v2 membership visible; cgroup ACL not checked"
+fi
+
 # A key created by a non-root user: that user only; root can delete it but not use it
 expect_as 0 $O $O key create mine --type aes256
 expect_as 0 $O $O encrypt mine --in "$T/msg"
