@@ -34,7 +34,8 @@
 #include "server.h"
 
 #define CONN_BUF_DEFAULT (16u * 1024u)
-#define CONN_BUF_KEEP (64u * 1024u) /* larger input buffers are released when drained */
+#define CONN_BUF_KEEP (64u * 1024u)  /* larger input buffers are released when drained */
+#define CONN_OUT_HIGH (256u * 1024u) /* stop answering buffered requests above this */
 
 typedef struct Conn {
     int fd;
@@ -144,7 +145,10 @@ static int conn_process(Server *s, Conn *c) {
     size_t off = 0;
     int r = 0;
 
-    while (c->in_len - off >= VHSM_HEADER_SIZE) {
+    /* Stop at the output high-water mark: a client pipelining small requests with large
+     * replies (RANDOM) must not make the daemon buffer without bound; the rest waits in the
+     * input buffer until the replies are sent (conn_pump). */
+    while (c->in_len - off >= VHSM_HEADER_SIZE && c->out.len < CONN_OUT_HIGH) {
         VhsmHeader h = {0};
         r = vhsm_header_decode(c->in + off, &h);
         if (r == 0 && h.kind != VHSM_KIND_REQUEST)
@@ -242,20 +246,53 @@ static bool conn_spin(Server *s, Conn *c) {
     return false;
 }
 
+/* True if a complete frame (or a header the server must refuse) waits in the input buffer. */
+static bool conn_frame_ready(const Conn *c) {
+    VhsmHeader h;
+    if (c->in_len < VHSM_HEADER_SIZE)
+        return false;
+    if (vhsm_header_decode(c->in, &h) < 0)
+        return true;
+    return c->in_len - VHSM_HEADER_SIZE >= h.body_len;
+}
+
+/* Sends queued replies, then answers requests still buffered (held back by the high-water
+ * mark), until nothing is pending. Returns 0, -EAGAIN if the socket is full (the connection is
+ * then armed for EPOLLOUT), or another negative errno if it must be closed. */
+static int conn_pump(Server *s, Conn *c) {
+    for (;;) {
+        int r;
+        if (c->out_off < c->out.len) {
+            r = conn_flush(c);
+            if (r == -EAGAIN) {
+                if (atomic_load(&c->out_since) == 0)
+                    atomic_store(&c->out_since, now_ms());
+                (void)conn_arm(s, c, EPOLLOUT);
+                return -EAGAIN;
+            }
+            if (r < 0)
+                return r;
+            atomic_store(&c->out_since, 0);
+        }
+        if (c->close_after_flush)
+            return -ECONNRESET;
+        if (!conn_frame_ready(c))
+            return 0;
+        r = conn_process(s, c);
+        if (r < 0)
+            return r;
+    }
+}
+
 static void conn_handle(Server *s, Conn *c, uint32_t events) {
     bool eof = false;
     int r;
 
-    if (c->out_off < c->out.len) {
-        r = conn_flush(c);
-        if (r == -EAGAIN) {
-            (void)conn_arm(s, c, EPOLLOUT);
-            return;
-        }
-        if (r < 0 || c->close_after_flush)
-            goto close;
-        atomic_store(&c->out_since, 0);
-    }
+    r = conn_pump(s, c);
+    if (r == -EAGAIN)
+        return;
+    if (r < 0)
+        goto close;
 
 again:
     for (;;) {
@@ -289,21 +326,13 @@ again:
     }
     if (r < 0)
         goto close;
+    r = conn_pump(s, c);
+    if (r == -EAGAIN)
+        return;
+    if (r < 0)
+        goto close;
     conn_shrink(c);
-
-    if (c->out.len > 0) {
-        r = conn_flush(c);
-        if (r == -EAGAIN) {
-            if (atomic_load(&c->out_since) == 0)
-                atomic_store(&c->out_since, now_ms());
-            (void)conn_arm(s, c, EPOLLOUT);
-            return;
-        }
-        if (r < 0)
-            goto close;
-        atomic_store(&c->out_since, 0);
-    }
-    if (c->close_after_flush || eof || (events & (EPOLLHUP | EPOLLERR)))
+    if (eof || (events & (EPOLLHUP | EPOLLERR)))
         goto close;
     if (conn_spin(s, c))
         goto again;

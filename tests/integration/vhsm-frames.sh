@@ -8,6 +8,7 @@
 start_vhsmd --stall-timeout 1500
 H badframes "$SOCK" || fail "malformed frames"
 H stall "$SOCK" 1500 || fail "stalled client"
+H pipeline "$SOCK" 300 || fail "pipelined requests with large replies"
 V ping || fail "daemon no longer answers"
 stop_vhsmd || fail "vhsmd exit status"
 echo "vhsm-frames: ok"

@@ -14,6 +14,7 @@
  *                                    connections, every result verified independently
  *   badframes SOCK                   malformed frames, each on its own connection, with a
  *                                    well-behaved client checked in between
+ *   pipeline SOCK N                  N pipelined RANDOM requests before reading any reply
  *   stall SOCK TIMEOUT_MS            a client stalled mid-frame must not block others and must be
  *                                    disconnected after the daemon's stall timeout
  * Exit status: 0 success, 1 check failed (message on stderr), 2 usage or setup error.
@@ -681,6 +682,52 @@ static int cmd_stall(int argc, char **argv) {
     return 0;
 }
 
+/* Pipelining: n RANDOM(65536) requests written at once (replies 3000x larger than requests,
+ * beyond the daemon's output high-water mark and the socket buffer) before reading anything;
+ * every reply must arrive, in order, complete. */
+static int cmd_pipeline(int argc, char **argv) {
+    _cleanup_free_ uint8_t *req = NULL, *buf = NULL;
+    const size_t one = 16 + 10, want = 16 + 6 + 65536;
+    size_t n, have = 0;
+    uint32_t next = 1;
+    int fd;
+
+    if (argc != 2)
+        return 2;
+    n = strtoul(argv[1], NULL, 10);
+    req = malloc(n * one);
+    buf = malloc(want * 4);
+    if (!req || !buf || n == 0)
+        return 2;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *p = req + i * one;
+        frame_header(p, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_RANDOM, (uint32_t)(i + 1), 10);
+        memcpy(p + 16, "\x00\x13\x00\x00\x00\x04\x00\x01\x00\x00", 10); /* LENGTH 65536 */
+    }
+    fd = raw_connect(argv[0]);
+    if (fd < 0 || write_all(fd, req, n * one) < 0)
+        return die("cannot send the pipelined requests");
+    sleep(1); /* let the daemon hit its high-water mark and a full socket */
+    while (next <= n) {
+        VhsmHeader h;
+        ssize_t k = recv(fd, buf + have, want * 4 - have, 0);
+        if (k <= 0)
+            return die("connection closed before every pipelined reply arrived");
+        have += (size_t)k;
+        while (have >= want) {
+            if (vhsm_header_decode(buf, &h) < 0 || h.id != next || h.code != VHSM_STATUS_OK ||
+                h.body_len != 6 + 65536)
+                return die("pipelined reply out of order or malformed");
+            memmove(buf, buf + want, have - want);
+            have -= want;
+            next++;
+        }
+    }
+    close(fd);
+    fprintf(stderr, "pipeline: %zu replies of 64 KiB in order\n", n);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: vhsm-test-helper COMMAND ARGS...\n");
@@ -702,6 +749,8 @@ int main(int argc, char **argv) {
         return cmd_stress(argc - 2, argv + 2);
     if (streq(argv[1], "badframes"))
         return cmd_badframes(argc - 2, argv + 2);
+    if (streq(argv[1], "pipeline"))
+        return cmd_pipeline(argc - 2, argv + 2);
     if (streq(argv[1], "stall"))
         return cmd_stall(argc - 2, argv + 2);
     fprintf(stderr, "vhsm-test-helper: unknown command '%s'\n", argv[1]);
