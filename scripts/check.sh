@@ -35,6 +35,9 @@ run_suite() { # dir label
   total_p=$((total_p+p)); total_f=$((total_f+f))
 }
 
+echo "== format (.clang-format)"
+if bash scripts/format-check.sh; then total_p=$((total_p+1)); else fail=1; total_f=$((total_f+1)); fi
+
 setup build || exit 1
 run_suite build "default build"
 

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # toolchain
-  gcc make meson ninja-build pkg-config clang libclang-rt-14-dev
+  gcc make meson ninja-build pkg-config clang libclang-rt-14-dev clang-format git
   # libraries
   libssl-dev libjansson-dev libjose-dev libcmocka-dev
   # tools used by tests and the demo

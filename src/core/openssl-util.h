@@ -48,10 +48,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_PARAM *, OSSL_PARAM_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(EC_GROUP *, EC_GROUP_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(EC_POINT *, EC_POINT_free);
 
+/* clang-format misreads the STACK_OF() macro as a multiplication. */
+/* clang-format off */
 static inline void sk_X509_pop_freep(STACK_OF(X509) **sk) {
     if (*sk)
         sk_X509_pop_free(*sk, X509_free);
 }
+/* clang-format on */
 
 /* Drains the OpenSSL error queue to the debug log (prefixed with what, may be NULL) and returns
  * fallback (a negative errno, typically -EIO). */

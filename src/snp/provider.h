@@ -34,8 +34,8 @@ typedef struct SnpProvider SnpProvider;
 typedef struct SnpDerivedKeyRequest {
     uint32_t root_key_select; /* SNP_KEY_ROOT_VCEK or SNP_KEY_ROOT_VMRK */
     uint64_t guest_field_select;
-    uint32_t vmpl;       /* must be >= the caller's VMPL */
-    uint32_t guest_svn;  /* must be <= the guest's SVN */
+    uint32_t vmpl;        /* must be >= the caller's VMPL */
+    uint32_t guest_svn;   /* must be <= the guest's SVN */
     uint64_t tcb_version; /* must be <= the committed TCB */
     uint64_t launch_mit_vector;
 } SnpDerivedKeyRequest;
@@ -73,8 +73,7 @@ int snp_provider_get_ext_report(SnpProvider *p, const uint8_t report_data[64], u
                                 uint8_t **ret_report, size_t *ret_report_len, uint8_t **ret_certs,
                                 size_t *ret_certs_len);
 /* Derived key (32 bytes) into a Secret. -EOPNOTSUPP if the provider cannot derive keys (tsm). */
-int snp_provider_get_derived_key(SnpProvider *p, const SnpDerivedKeyRequest *req,
-                                 Secret **ret_key);
+int snp_provider_get_derived_key(SnpProvider *p, const SnpDerivedKeyRequest *req, Secret **ret_key);
 
 /* Firmware status codes (SEV-SNP ABI "Status Codes") to text. */
 const char *snp_fw_strerror(uint32_t fw_error);

@@ -97,8 +97,8 @@ typedef struct SnpReport {
     uint8_t current_build, current_minor, current_major;
     uint8_t committed_build, committed_minor, committed_major;
     uint64_t launch_tcb;
-    uint64_t launch_mit_vector;  /* version >= 5, else 0 */
-    uint64_t current_mit_vector; /* version >= 5, else 0 */
+    uint64_t launch_mit_vector;                  /* version >= 5, else 0 */
+    uint64_t current_mit_vector;                 /* version >= 5, else 0 */
     uint8_t signature_r[SNP_SIG_COMPONENT_SIZE]; /* little-endian */
     uint8_t signature_s[SNP_SIG_COMPONENT_SIZE]; /* little-endian */
 } SnpReport;

@@ -6,6 +6,8 @@
  */
 #include "verify/anchors.h"
 
+/* Generated data, one PEM line per source line. */
+/* clang-format off */
 static const char milan_ark[] =
     "-----BEGIN CERTIFICATE-----\n"
     "MIIGYzCCBBKgAwIBAgIDAQAAMEYGCSqGSIb3DQEBCjA5oA8wDQYJYIZIAWUDBAIC\n"

@@ -20,6 +20,8 @@ emit() { # symbol product role file
   echo " */"
   echo "#include \"verify/anchors.h\""
   echo
+  echo "/* Generated data, one PEM line per source line. */"
+  echo "/* clang-format off */"
   emit milan_ark Milan ARK $v/milan-v2-virtee-vcek/ark.pem
   emit milan_ask Milan ASK $v/milan-v2-virtee-vcek/ask.pem
   emit milan_asvk Milan ASVK $v/milan-v3-trustee-vlek/asvk.pem
