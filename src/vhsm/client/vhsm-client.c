@@ -196,13 +196,14 @@ static int64_t now_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US (0..10000), default 0 (off). */
+/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US (0..10000; 0 = off), default 50.
+ * On virtual CPUs a sleep/wake-up pair costs tens of microseconds, more than most operations. */
 static int64_t spin_window(void) {
     static _Atomic int64_t cached = -1;
     int64_t v = atomic_load(&cached);
     if (v < 0) {
         const char *e = getenv("VHSM_SPIN_US");
-        long l = e ? strtol(e, NULL, 10) : 0;
+        long l = e ? strtol(e, NULL, 10) : 50;
         v = l > 0 && l <= 10000 ? l : 0;
         atomic_store(&cached, v);
     }

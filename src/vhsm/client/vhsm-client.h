@@ -17,6 +17,9 @@
  * throughput open one connection per thread. After fork() the child must not use the parent's
  * VhsmClient (open a new one).
  *
+ * Latency: a call polls for its reply for up to $VHSM_SPIN_US microseconds (default 50, 0 = off)
+ * before sleeping, yielding the CPU between polls.
+ *
  * Ownership: outputs named ret_* are malloc'd and owned by the caller, written only on success.
  * Outputs that may hold secret data (decrypt, unwrap, random) should be released with
  * vhsm_free_secret(), which wipes them first.
