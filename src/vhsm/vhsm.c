@@ -780,6 +780,19 @@ int main(int argc, char **argv) {
     if (r != 0)
         return r;
 
+    {
+        static const char *const known[] = {
+            "key",    "transfer-key", "attestation", "encrypt", "decrypt", "sign",
+            "verify", "mac",          "mac-verify",  "wrap",    "unwrap",  "pubkey",
+            "random", "ecdh-derive",  "import",      "ping",
+        };
+        bool found = false;
+        for (size_t i = 0; i < ELEMENTSOF(known); i++)
+            found = found || streq(cmd, known[i]);
+        if (!found)
+            return usage("unknown command '%s'", cmd);
+    }
+
     r = vhsm_connect(a.socket, &client);
     if (r < 0)
         return fail(&a, r, "connect", NULL);
