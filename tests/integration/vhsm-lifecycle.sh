@@ -62,7 +62,8 @@ stop_vhsmd
 # Memory locking: without CAP_IPC_LOCK and with a tiny RLIMIT_MEMLOCK the daemon refuses to start.
 # (AddressSanitizer intercepts mlock/mlockall and reports success: not checkable in such builds.)
 asan=0
-{ ldd "$VHSMD" 2>/dev/null | grep -q libasan || nm "$VHSMD" 2>/dev/null | grep -q __asan_init; } && asan=1
+# (no "cmd | grep -q" here: with pipefail, grep's early exit can fail the pipeline on SIGPIPE)
+case "$(ldd "$VHSMD" 2>/dev/null; nm "$VHSMD" 2>/dev/null)" in *libasan* | *__asan_init*) asan=1 ;; esac
 if [ "$asan" = 1 ]; then
   echo "note: mlock refusal not checked (sanitizer build fakes mlockall)"
 elif [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && command -v prlimit >/dev/null; then

@@ -21,7 +21,7 @@ for spec in p256:sha256 p384:sha384; do
   type=${spec%%:*} md=${spec##*:} k=ec-$type
   V key create "$k" --type "$type"
   V pubkey "$k" --out "$T/$k.pem"
-  openssl pkey -pubin -in "$T/$k.pem" -noout -text | grep -q "$( [ $type = p256 ] && echo prime256v1 || echo secp384r1)" \
+  openssl pkey -pubin -in "$T/$k.pem" -noout -text | grep "$( [ $type = p256 ] && echo prime256v1 || echo secp384r1)" >/dev/null \
     || fail "$k: wrong curve in exported key"
   V sign "$k" --raw --in "$T/msg" --out "$T/sig"
   openssl dgst -"$md" -verify "$T/$k.pem" -signature "$T/sig" "$T/msg" >/dev/null || fail "$k: OpenSSL rejects the signature"
@@ -78,7 +78,7 @@ AES2=$(hex_random 32)
 H make-jwe "$T/tk.jwk" "$AES2" >"$T/k.jwe"
 V import aes2 --type aes256 --jwe "$T/k.jwe"
 expect_exit 4 V import aes3 --type aes256 --jwe "$T/k.jwe"   # transfer key is one-shot
-printf 'x' | V encrypt aes2 | H gcm-open "$AES2" 2>/dev/null | grep -qx x || fail "aes2 (CLI import)"
+printf 'x' | V encrypt aes2 | H gcm-open "$AES2" 2>/dev/null | grep -x x >/dev/null || fail "aes2 (CLI import)"
 
 # wrap / unwrap (RFC 5649 and RFC 3394), unwrapped independently by OpenSSL
 head -c 37 /dev/urandom >"$T/dek"
@@ -105,7 +105,7 @@ openssl pkeyutl -derive -inkey "$T/peer.key" -peerkey "$T/ec-p256.pem" -out "$T/
 INFOHEX=$(printf 'nitride-vault-ecdhctx1' | od -An -tx1 | tr -d ' \n')
 DHEX=$(openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt "hexkey:$(od -An -tx1 "$T/z" | tr -d ' \n')" \
   -kdfopt "hexinfo:$INFOHEX" HKDF | tr -d ':\n' | tr 'A-F' 'a-f')
-printf 'derived secret' | V encrypt derived | H gcm-open "$DHEX" 2>/dev/null | grep -qx 'derived secret' \
+printf 'derived secret' | V encrypt derived | H gcm-open "$DHEX" 2>/dev/null | grep -x 'derived secret' >/dev/null \
   || fail "ECDH-derived key differs from OpenSSL ECDH + HKDF"
 
 # --- random
