@@ -26,6 +26,15 @@
 #include "vhsm-client.h"
 
 #define CLIENT_READ_CHUNK (64u * 1024u)
+/* Default busy-poll window for replies (microseconds); see spin_window(). */
+#define CLIENT_DEFAULT_SPIN_US 50
+
+/* Received bytes: the replies of the call or batch in progress. */
+typedef struct InBuf {
+    uint8_t *data;
+    size_t cap;
+    size_t len;
+} InBuf;
 
 struct VhsmClient {
     int fd;
@@ -34,9 +43,7 @@ struct VhsmClient {
     uint32_t next_id;
     unsigned timeout_ms;
     VhsmBuf out;
-    uint8_t *in;
-    size_t in_cap;
-    size_t in_len; /* bytes received by the current call (wiped at its end) */
+    InBuf in; /* the reply of the current call (wiped at its end) */
 };
 
 static __thread char last_error[512];
@@ -61,6 +68,7 @@ void vhsm_free_secret(void *p, size_t len) {
 }
 
 static int apply_timeout(int fd, unsigned timeout_ms);
+static void inbuf_done(InBuf *in);
 
 int vhsm_connect(const char *path, VhsmClient **ret) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -113,10 +121,7 @@ VhsmClient *vhsm_disconnect(VhsmClient *c) {
     if (c->fd >= 0)
         (void)close(c->fd);
     vhsm_buf_done(&c->out);
-    if (c->in) {
-        explicit_bzero(c->in, c->in_cap);
-        free(c->in);
-    }
+    inbuf_done(&c->in);
     (void)pthread_mutex_destroy(&c->lock);
     free(c);
     return NULL;
@@ -169,93 +174,138 @@ static int wait_fd(int fd, short events, int64_t deadline) {
     }
 }
 
-static int send_all(VhsmClient *c, int64_t deadline) {
-    size_t off = 0;
-    while (off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + off, c->out.len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            int r;
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN)
-                return negative_errno();
-            r = wait_fd(c->fd, POLLOUT, deadline);
-            if (r < 0)
-                return r;
-            continue;
-        }
-        off += (size_t)n;
-    }
-    return 0;
-}
-
-/* Reads one complete frame into c->in. Returns the total frame size. */
 static int64_t now_us(void) {
     struct timespec ts;
     (void)clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US (0..10000; 0 = off), default 50.
- * On virtual CPUs a sleep/wake-up pair costs tens of microseconds, more than most operations. */
+/* Grows in so that it can take at least need more bytes (never realloc: it may hold plaintext,
+ * so copy and wipe). */
+static int inbuf_room(InBuf *in, size_t need) {
+    size_t cap;
+    uint8_t *p;
+    if (in->cap - in->len >= need)
+        return 0;
+    if (need > SIZE_MAX / 4 - in->len)
+        return -ENOMEM;
+    cap = MAX(in->cap ? in->cap : CLIENT_READ_CHUNK, (size_t)CLIENT_READ_CHUNK);
+    while (cap - in->len < need)
+        cap *= 2;
+    p = malloc(cap);
+    if (!p)
+        return -ENOMEM;
+    if (in->data) {
+        memcpy(p, in->data, in->len);
+        explicit_bzero(in->data, in->cap);
+        free(in->data);
+    }
+    in->data = p;
+    in->cap = cap;
+    return 0;
+}
+
+static void inbuf_wipe(InBuf *in) {
+    if (in->data)
+        explicit_bzero(in->data, MIN(in->len, in->cap));
+    in->len = 0;
+}
+
+static void inbuf_done(InBuf *in) {
+    if (in->data) {
+        explicit_bzero(in->data, in->cap);
+        free(in->data);
+    }
+    *in = (InBuf){0};
+}
+
+/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US (0..10000; 0 = off), default
+ * CLIENT_DEFAULT_SPIN_US. */
 static int64_t spin_window(void) {
     static _Atomic int64_t cached = -1;
     int64_t v = atomic_load(&cached);
     if (v < 0) {
         const char *e = getenv("VHSM_SPIN_US");
-        long l = e ? strtol(e, NULL, 10) : 50;
+        long l = e ? strtol(e, NULL, 10) : CLIENT_DEFAULT_SPIN_US;
         v = l > 0 && l <= 10000 ? l : 0;
         atomic_store(&cached, v);
     }
     return v;
 }
 
-static int recv_frame(VhsmClient *c, int64_t deadline, VhsmHeader *ret_h) {
-    int64_t spin_until = spin_window() ? now_us() + spin_window() : 0;
-    size_t have = 0, need = VHSM_HEADER_SIZE;
-    bool header_done = false;
-    VhsmHeader h = {0};
+/* Called for each complete reply frame, in order; the frame starts at in->data + off. */
+typedef int (*ReplyFn)(void *userdata, size_t index, const VhsmHeader *h, size_t off);
+
+/* Sends out[0..out_len) and reads exactly n_replies response frames, appended to in. Writes and
+ * reads are interleaved (non-blocking sends, poll for either direction), so a batch larger than
+ * the socket buffers cannot deadlock against the daemon, which stops reading while its replies
+ * are not read. Once everything is sent, replies are read with blocking recvs (bounded by
+ * SO_RCVTIMEO), after an optional short busy-poll. Returns 0 or a transport errno
+ * (-ETIMEDOUT, -EPROTO for a malformed or unexpected frame, -ECONNRESET, ...). */
+static int exchange(VhsmClient *c, const uint8_t *out, size_t out_len, size_t n_replies, InBuf *in,
+                    ReplyFn fn, void *userdata) {
+    int64_t deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
+    int64_t spin = spin_window(), spin_until = -1;
+    size_t sent = 0, parsed = in->len, got = 0;
     int r;
 
-    if (!c->in) {
-        c->in = malloc(CLIENT_READ_CHUNK);
-        if (!c->in)
-            return -ENOMEM;
-        c->in_cap = CLIENT_READ_CHUNK;
-    }
-    for (;;) {
+    while (got < n_replies) {
+        size_t need = VHSM_HEADER_SIZE;
+        bool sending = sent < out_len;
         ssize_t n;
-        if (!header_done && have >= VHSM_HEADER_SIZE) {
-            r = vhsm_header_decode(c->in, &h);
-            if (r < 0 || h.kind != VHSM_KIND_RESPONSE)
+
+        if (sending) {
+            n = send(c->fd, out + sent, out_len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                sent += (size_t)n;
+                sending = sent < out_len;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR)
+                return negative_errno();
+        }
+        /* Hand over every complete frame received so far. */
+        while (got < n_replies && in->len - parsed >= VHSM_HEADER_SIZE) {
+            VhsmHeader h;
+            if (vhsm_header_decode(in->data + parsed, &h) < 0 || h.kind != VHSM_KIND_RESPONSE)
                 return -EPROTO;
-            header_done = true;
-            need = VHSM_HEADER_SIZE + h.body_len;
-            if (need > c->in_cap) {
-                uint8_t *p = malloc(need);
-                if (!p)
-                    return -ENOMEM;
-                memcpy(p, c->in, have);
-                explicit_bzero(c->in, c->in_cap);
-                free(c->in);
-                c->in = p;
-                c->in_cap = need;
+            if (in->len - parsed - VHSM_HEADER_SIZE < h.body_len) {
+                need = VHSM_HEADER_SIZE + h.body_len - (in->len - parsed);
+                break;
             }
+            r = fn(userdata, got, &h, parsed);
+            if (r < 0)
+                return r;
+            parsed += VHSM_HEADER_SIZE + h.body_len;
+            got++;
         }
-        if (header_done && have >= need)
+        if (got == n_replies)
             break;
-        /* Blocking read (SO_RCVTIMEO bounds it): one syscall per reply in the common case,
-         * instead of a failing non-blocking read plus poll plus read. */
-        n = recv(c->fd, c->in + have, c->in_cap - have, spin_until ? MSG_DONTWAIT : 0);
-        if (n < 0 && spin_until && errno == EAGAIN) {
-            /* Short operations answer within microseconds: poll briefly before sleeping, which
-             * saves a sleep/wake-up pair (the dominant cost on virtual CPUs). */
-            if (now_us() >= spin_until)
-                spin_until = 0;
-            else
-                sched_yield();
-            continue;
-        }
+        if (deadline > 0 && now_ms() > deadline)
+            return -ETIMEDOUT;
+        r = inbuf_room(in, MAX(need, (size_t)CLIENT_READ_CHUNK / 4));
+        if (r < 0)
+            return r;
+        if (sending || spin > 0) {
+            n = recv(c->fd, in->data + in->len, in->cap - in->len, MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                if (sending) {
+                    r = wait_fd(c->fd, POLLIN | POLLOUT, deadline);
+                    if (r < 0)
+                        return r;
+                } else {
+                    /* Everything is sent: poll briefly before sleeping, which saves a
+                     * sleep/wake-up pair when the reply is microseconds away. */
+                    int64_t t = now_us();
+                    if (spin_until < 0)
+                        spin_until = t + spin;
+                    if (t >= spin_until)
+                        spin = 0;
+                    else
+                        sched_yield();
+                }
+                continue;
+            }
+        } else
+            n = recv(c->fd, in->data + in->len, in->cap - in->len, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -263,83 +313,51 @@ static int recv_frame(VhsmClient *c, int64_t deadline, VhsmHeader *ret_h) {
                 return -ETIMEDOUT;
             return negative_errno();
         }
-        if (deadline > 0 && now_ms() > deadline)
-            return -ETIMEDOUT;
         if (n == 0)
-            return have == 0 ? -ECONNRESET : -EPROTO;
-        have += (size_t)n;
-        c->in_len = have;
+            return got == 0 && in->len == parsed ? -ECONNRESET : -EPROTO;
+        in->len += (size_t)n;
     }
-    if (have != need)
-        return -EPROTO; /* a reply we did not ask for */
-    *ret_h = h;
-    return (int)need;
-}
-
-/* Sends the frame built in c->out (begun with request id id) and receives the reply. On
- * success *ret_body points into c->in (valid until the buffers are wiped). */
-static int transact(VhsmClient *c, uint32_t id, const uint8_t **ret_body, size_t *ret_len) {
-    int64_t deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
-    VhsmHeader h;
-    const uint8_t *body;
-    int r;
-
-    r = send_all(c, deadline);
-    if (r >= 0)
-        r = recv_frame(c, deadline, &h);
-    if (r < 0) {
-        c->broken = true;
-        if (r == -ETIMEDOUT)
-            set_error("vhsmd did not answer in time");
-        else if (r == -EPROTO)
-            set_error("malformed reply from vhsmd");
-        else
-            set_error("connection to vhsmd failed: %s", strerror(-r));
-        return r;
-    }
-    if (h.id != id) {
-        c->broken = true;
-        set_error("reply to another request from vhsmd");
-        return -EPROTO;
-    }
-    body = c->in + VHSM_HEADER_SIZE;
-    if (vhsm_body_validate(body, h.body_len) < 0) {
-        c->broken = true;
-        set_error("malformed reply body from vhsmd");
-        return -EPROTO;
-    }
-    if (h.code != VHSM_STATUS_OK) {
-        char msg[VHSM_MAX_STRING + 1];
-        uint32_t e = 0;
-        r = vhsm_status_to_errno(h.code);
-        /* Prefer the daemon's exact errno when it agrees with the status. */
-        if (vhsm_body_get_u32(body, h.body_len, VHSM_TAG_ERRNO, &e) == 0 && e > 0 && e < 4096 &&
-            vhsm_status_from_errno(-(int)e) == h.code)
-            r = -(int)e;
-        if (vhsm_body_get_str(body, h.body_len, VHSM_TAG_MESSAGE, VHSM_MAX_STRING, msg,
-                              sizeof msg) == 0)
-            set_error("%s", msg);
-        else
-            set_error("%s", vhsm_status_to_string(h.code));
-        return r;
-    }
-    last_error[0] = 0;
-    *ret_body = body;
-    *ret_len = h.body_len;
+    if (parsed != in->len)
+        return -EPROTO; /* bytes beyond the replies we asked for */
     return 0;
 }
 
-static void wipe_io(VhsmClient *c) {
-    vhsm_buf_reset(&c->out);
-    if (c->in)
-        explicit_bzero(c->in, MIN(c->in_len, c->in_cap));
-    c->in_len = 0;
+/* Records a transport failure: the connection is unusable from now on. */
+static int transport_failed(VhsmClient *c, int r) {
+    c->broken = true;
+    if (r == -ETIMEDOUT)
+        set_error("vhsmd did not answer in time");
+    else if (r == -EPROTO)
+        set_error("malformed reply from vhsmd");
+    else
+        set_error("connection to vhsmd failed: %s", strerror(-r));
+    return r;
+}
+
+/* The result of one reply (body already validated): 0 for OK, else the daemon's negative errno,
+ * with its message copied to msg (or the status name). */
+static int reply_result(const VhsmHeader *h, const uint8_t *body, char *msg, size_t msg_size) {
+    uint32_t e = 0;
+    int r;
+    if (h->code == VHSM_STATUS_OK) {
+        msg[0] = 0;
+        return 0;
+    }
+    r = vhsm_status_to_errno(h->code);
+    /* Prefer the daemon's exact errno when it agrees with the status. */
+    if (vhsm_body_get_u32(body, h->body_len, VHSM_TAG_ERRNO, &e) == 0 && e > 0 && e < 4096 &&
+        vhsm_status_from_errno(-(int)e) == h->code)
+        r = -(int)e;
+    if (vhsm_body_get_str(body, h->body_len, VHSM_TAG_MESSAGE, VHSM_MAX_STRING, msg, msg_size) < 0)
+        (void)snprintf(msg, msg_size, "%s", vhsm_status_to_string(h->code));
+    return r;
 }
 
 /* A call in progress: holds the connection lock. */
 typedef struct Call {
     VhsmClient *c;
     uint32_t id;
+    VhsmHeader header;
     const uint8_t *body;
     size_t len;
 } Call;
@@ -359,17 +377,41 @@ static int call_begin(Call *call, VhsmClient *c, uint16_t opcode) {
     return 0;
 }
 
+static int call_reply(void *userdata, size_t index, const VhsmHeader *h, size_t off) {
+    Call *call = userdata;
+    const uint8_t *body = call->c->in.data + off + VHSM_HEADER_SIZE;
+    (void)index;
+    if (h->id != call->id || vhsm_body_validate(body, h->body_len) < 0)
+        return -EPROTO;
+    call->body = body;
+    call->len = h->body_len;
+    call->header = *h;
+    return 0;
+}
+
+/* Completes the request built in c->out, sends it and waits for its reply. */
 static int call_run(Call *call) {
-    int r = vhsm_buf_end(&call->c->out);
+    VhsmClient *c = call->c;
+    char msg[VHSM_MAX_STRING + 1];
+    int r = vhsm_buf_end(&c->out);
     if (r < 0) {
         set_error("request too large or out of memory");
         return r;
     }
-    return transact(call->c, call->id, &call->body, &call->len);
+    r = exchange(c, c->out.data, c->out.len, 1, &c->in, call_reply, call);
+    if (r < 0)
+        return transport_failed(c, r);
+    r = reply_result(&call->header, call->body, msg, sizeof msg);
+    if (r < 0)
+        set_error("%s", msg);
+    else
+        last_error[0] = 0;
+    return r;
 }
 
 static void call_end(Call *call) {
-    wipe_io(call->c);
+    vhsm_buf_reset(&call->c->out);
+    inbuf_wipe(&call->c->in);
     (void)pthread_mutex_unlock(&call->c->lock);
 }
 
@@ -609,26 +651,36 @@ typedef struct OpArgs {
     uint16_t out_tag; /* 0: no output */
 } OpArgs;
 
+static bool op_args_valid(const OpArgs *a) {
+    return a->name && (a->data || a->len == 0) && (a->aad || a->aad_len == 0) &&
+           (a->extra || a->extra_len == 0);
+}
+
+/* The request body of a data operation (shared by single calls and batches). */
+static void put_op(VhsmBuf *b, const OpArgs *a) {
+    put_name(b, a->name);
+    if (a->algorithm)
+        vhsm_buf_put_str(b, VHSM_TAG_ALGORITHM, a->algorithm);
+    if (a->flags)
+        vhsm_buf_put_u32(b, VHSM_TAG_FLAGS, a->flags);
+    if (a->version)
+        vhsm_buf_put_u32(b, VHSM_TAG_KEY_VERSION, a->version);
+    vhsm_buf_put(b, VHSM_TAG_DATA, a->data, a->len);
+    if (a->aad)
+        vhsm_buf_put(b, VHSM_TAG_AAD, a->aad, a->aad_len);
+    if (a->extra_tag)
+        vhsm_buf_put(b, a->extra_tag, a->extra, a->extra_len);
+}
+
 static int data_op(VhsmClient *c, const OpArgs *a, uint8_t **ret, size_t *ret_len) {
     Call call;
     int r;
-    if (!a->name || (!a->data && a->len > 0) || (a->out_tag && !ret))
+    if (!op_args_valid(a) || (a->out_tag && !ret))
         return -EINVAL;
     r = call_begin(&call, c, a->opcode);
     if (r < 0)
         return r;
-    put_name(&c->out, a->name);
-    if (a->algorithm)
-        vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, a->algorithm);
-    if (a->flags)
-        vhsm_buf_put_u32(&c->out, VHSM_TAG_FLAGS, a->flags);
-    if (a->version)
-        vhsm_buf_put_u32(&c->out, VHSM_TAG_KEY_VERSION, a->version);
-    vhsm_buf_put(&c->out, VHSM_TAG_DATA, a->data, a->len);
-    if (a->aad)
-        vhsm_buf_put(&c->out, VHSM_TAG_AAD, a->aad, a->aad_len);
-    if (a->extra_tag)
-        vhsm_buf_put(&c->out, a->extra_tag, a->extra, a->extra_len);
+    put_op(&c->out, a);
     r = call_run(&call);
     if (r >= 0 && a->out_tag)
         r = copy_out(&call, a->out_tag, ret, ret_len);
@@ -636,112 +688,108 @@ static int data_op(VhsmClient *c, const OpArgs *a, uint8_t **ret, size_t *ret_le
     return r;
 }
 
+/* The arguments of each data operation, shared by the single call and its batch variant. */
+static OpArgs encrypt_args(const char *name, const char *algorithm, unsigned flags, const void *pt,
+                           size_t pt_len, const void *aad, size_t aad_len) {
+    return (OpArgs){.opcode = VHSM_OP_ENCRYPT,
+                    .name = name,
+                    .algorithm = algorithm,
+                    .flags = flags,
+                    .data = pt,
+                    .len = pt_len,
+                    .aad = aad,
+                    .aad_len = aad_len,
+                    .out_tag = VHSM_TAG_OUTPUT};
+}
+
+static OpArgs decrypt_args(const char *name, const char *algorithm, unsigned flags,
+                           uint32_t version, const void *ct, size_t ct_len, const void *aad,
+                           size_t aad_len) {
+    OpArgs a = encrypt_args(name, algorithm, flags, ct, ct_len, aad, aad_len);
+    a.opcode = VHSM_OP_DECRYPT;
+    a.version = version;
+    return a;
+}
+
+static OpArgs sign_args(uint16_t opcode, const char *name, const char *algorithm, unsigned flags,
+                        const void *data, size_t len) {
+    return (OpArgs){.opcode = opcode,
+                    .name = name,
+                    .algorithm = algorithm,
+                    .flags = flags,
+                    .data = data,
+                    .len = len,
+                    .out_tag = VHSM_TAG_SIGNATURE};
+}
+
+static OpArgs verify_args(uint16_t opcode, const char *name, const char *algorithm, unsigned flags,
+                          uint32_t version, const void *data, size_t len, const void *sig,
+                          size_t sig_len) {
+    OpArgs a = sign_args(opcode, name, algorithm, flags, data, len);
+    a.version = version;
+    a.extra_tag = VHSM_TAG_SIGNATURE;
+    a.extra = sig;
+    a.extra_len = sig_len;
+    a.out_tag = 0;
+    return a;
+}
+
+static OpArgs wrap_args(uint16_t opcode, const char *name, const char *algorithm, unsigned flags,
+                        uint32_t version, const void *data, size_t len) {
+    OpArgs a = encrypt_args(name, algorithm, flags, data, len, NULL, 0);
+    a.opcode = opcode;
+    a.version = version;
+    return a;
+}
+
 int vhsm_encrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                  const void *pt, size_t pt_len, const void *aad, size_t aad_len, uint8_t **ret_ct,
                  size_t *ret_ct_len) {
-    OpArgs a = {.opcode = VHSM_OP_ENCRYPT,
-                .name = name,
-                .algorithm = algorithm,
-                .flags = flags,
-                .data = pt,
-                .len = pt_len,
-                .aad = aad,
-                .aad_len = aad_len,
-                .out_tag = VHSM_TAG_OUTPUT};
+    OpArgs a = encrypt_args(name, algorithm, flags, pt, pt_len, aad, aad_len);
     return data_op(c, &a, ret_ct, ret_ct_len);
 }
 
 int vhsm_decrypt(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                  uint32_t version, const void *ct, size_t ct_len, const void *aad, size_t aad_len,
                  uint8_t **ret_pt, size_t *ret_pt_len) {
-    OpArgs a = {.opcode = VHSM_OP_DECRYPT,
-                .name = name,
-                .algorithm = algorithm,
-                .flags = flags,
-                .version = version,
-                .data = ct,
-                .len = ct_len,
-                .aad = aad,
-                .aad_len = aad_len,
-                .out_tag = VHSM_TAG_OUTPUT};
+    OpArgs a = decrypt_args(name, algorithm, flags, version, ct, ct_len, aad, aad_len);
     return data_op(c, &a, ret_pt, ret_pt_len);
 }
 
 int vhsm_sign(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
               const void *data, size_t len, uint8_t **ret_sig, size_t *ret_sig_len) {
-    OpArgs a = {.opcode = VHSM_OP_SIGN,
-                .name = name,
-                .algorithm = algorithm,
-                .flags = flags,
-                .data = data,
-                .len = len,
-                .out_tag = VHSM_TAG_SIGNATURE};
+    OpArgs a = sign_args(VHSM_OP_SIGN, name, algorithm, flags, data, len);
     return data_op(c, &a, ret_sig, ret_sig_len);
 }
 
 int vhsm_verify(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                 uint32_t version, const void *data, size_t len, const void *sig, size_t sig_len) {
-    OpArgs a = {.opcode = VHSM_OP_VERIFY,
-                .name = name,
-                .algorithm = algorithm,
-                .flags = flags,
-                .version = version,
-                .data = data,
-                .len = len,
-                .extra_tag = VHSM_TAG_SIGNATURE,
-                .extra = sig,
-                .extra_len = sig_len};
-    if (!sig && sig_len > 0)
-        return -EINVAL;
+    OpArgs a =
+        verify_args(VHSM_OP_VERIFY, name, algorithm, flags, version, data, len, sig, sig_len);
     return data_op(c, &a, NULL, NULL);
 }
 
 int vhsm_mac(VhsmClient *c, const char *name, const void *data, size_t len, uint8_t **ret_tag,
              size_t *ret_tag_len) {
-    OpArgs a = {.opcode = VHSM_OP_MAC,
-                .name = name,
-                .data = data,
-                .len = len,
-                .out_tag = VHSM_TAG_SIGNATURE};
+    OpArgs a = sign_args(VHSM_OP_MAC, name, NULL, 0, data, len);
     return data_op(c, &a, ret_tag, ret_tag_len);
 }
 
 int vhsm_mac_verify(VhsmClient *c, const char *name, const void *data, size_t len, const void *tag,
                     size_t tag_len) {
-    OpArgs a = {.opcode = VHSM_OP_MAC_VERIFY,
-                .name = name,
-                .data = data,
-                .len = len,
-                .extra_tag = VHSM_TAG_SIGNATURE,
-                .extra = tag,
-                .extra_len = tag_len};
-    if (!tag && tag_len > 0)
-        return -EINVAL;
+    OpArgs a = verify_args(VHSM_OP_MAC_VERIFY, name, NULL, 0, 0, data, len, tag, tag_len);
     return data_op(c, &a, NULL, NULL);
 }
 
 int vhsm_wrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
               const void *data, size_t len, uint8_t **ret, size_t *ret_len) {
-    OpArgs a = {.opcode = VHSM_OP_WRAP,
-                .name = name,
-                .algorithm = algorithm,
-                .flags = flags,
-                .data = data,
-                .len = len,
-                .out_tag = VHSM_TAG_OUTPUT};
+    OpArgs a = wrap_args(VHSM_OP_WRAP, name, algorithm, flags, 0, data, len);
     return data_op(c, &a, ret, ret_len);
 }
 
 int vhsm_unwrap(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                 uint32_t version, const void *data, size_t len, uint8_t **ret, size_t *ret_len) {
-    OpArgs a = {.opcode = VHSM_OP_UNWRAP,
-                .name = name,
-                .algorithm = algorithm,
-                .flags = flags,
-                .version = version,
-                .data = data,
-                .len = len,
-                .out_tag = VHSM_TAG_OUTPUT};
+    OpArgs a = wrap_args(VHSM_OP_UNWRAP, name, algorithm, flags, version, data, len);
     return data_op(c, &a, ret, ret_len);
 }
 
@@ -858,4 +906,269 @@ int vhsm_attestation_set(VhsmClient *c, uint64_t t) {
     r = call_run(&call);
     call_end(&call);
     return r;
+}
+
+/* ---- pipelined batches ---- */
+
+typedef struct BatchOp {
+    size_t frame;     /* offset of the request frame in the batch's output buffer */
+    uint32_t id;      /* request id, assigned when the batch runs */
+    uint16_t out_tag; /* 0: the operation returns no data */
+    int result;       /* 0 or a negative errno, after a run */
+    size_t out_off;   /* output value in the reply buffer */
+    size_t out_len;
+    char *message; /* the daemon's message for a failure, or NULL */
+} BatchOp;
+
+struct VhsmBatch {
+    VhsmClient *c;
+    VhsmBuf out; /* the queued request frames */
+    BatchOp *ops;
+    size_t n_ops, cap_ops;
+    bool ran;
+    InBuf in; /* every reply of the last run */
+};
+
+int vhsm_batch_new(VhsmClient *c, VhsmBatch **ret) {
+    VhsmBatch *b;
+    if (!c || !ret)
+        return -EINVAL;
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    b->c = c;
+    b->out = VHSM_BUF_INIT;
+    *ret = b;
+    return 0;
+}
+
+void vhsm_batch_reset(VhsmBatch *b) {
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n_ops; i++)
+        free(b->ops[i].message);
+    b->n_ops = 0;
+    b->ran = false;
+    vhsm_buf_reset(&b->out);
+    inbuf_wipe(&b->in);
+}
+
+VhsmBatch *vhsm_batch_free(VhsmBatch *b) {
+    if (!b)
+        return NULL;
+    vhsm_batch_reset(b);
+    vhsm_buf_done(&b->out);
+    inbuf_done(&b->in);
+    free(b->ops);
+    free(b);
+    return NULL;
+}
+
+size_t vhsm_batch_size(const VhsmBatch *b) {
+    return b ? b->n_ops : 0;
+}
+
+/* Starts a queued request frame; the id is written when the batch runs. */
+static int batch_begin(VhsmBatch *b, uint16_t opcode) {
+    if (!b || b->ran)
+        return -EINVAL;
+    if (b->n_ops >= VHSM_BATCH_MAX)
+        return -E2BIG;
+    if (b->n_ops == b->cap_ops) {
+        size_t cap = b->cap_ops ? b->cap_ops * 2 : 16;
+        BatchOp *p = reallocarray(b->ops, cap, sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        b->ops = p;
+        b->cap_ops = cap;
+    }
+    b->ops[b->n_ops] = (BatchOp){.frame = b->out.len};
+    vhsm_buf_begin(&b->out, VHSM_KIND_REQUEST, opcode, 0);
+    return 0;
+}
+
+/* Completes the frame begun by batch_begin(). Returns its index, or the build error (the partial
+ * frame is dropped: nothing is queued). */
+static int batch_end(VhsmBatch *b, uint16_t out_tag) {
+    int r = vhsm_buf_end(&b->out);
+    if (r < 0)
+        return r;
+    b->ops[b->n_ops].out_tag = out_tag;
+    return (int)b->n_ops++;
+}
+
+static int batch_op(VhsmBatch *b, const OpArgs *a) {
+    int r;
+    if (!op_args_valid(a))
+        return -EINVAL;
+    r = batch_begin(b, a->opcode);
+    if (r < 0)
+        return r;
+    put_op(&b->out, a);
+    return batch_end(b, a->out_tag);
+}
+
+int vhsm_batch_raw(VhsmBatch *b, uint16_t opcode, const uint8_t *body, size_t body_len) {
+    uint8_t *p;
+    int r;
+    if (!body && body_len > 0)
+        return -EINVAL;
+    if (body_len > VHSM_MAX_BODY)
+        return -EMSGSIZE;
+    r = batch_begin(b, opcode);
+    if (r < 0)
+        return r;
+    r = vhsm_buf_reserve(&b->out, body_len);
+    if (r < 0) {
+        vhsm_buf_abort(&b->out);
+        return r;
+    }
+    p = b->out.data + b->out.len;
+    if (body_len > 0)
+        memcpy(p, body, body_len);
+    b->out.len += body_len;
+    return batch_end(b, 0);
+}
+
+int vhsm_batch_encrypt(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                       const void *pt, size_t pt_len, const void *aad, size_t aad_len) {
+    OpArgs a = encrypt_args(name, algorithm, flags, pt, pt_len, aad, aad_len);
+    return batch_op(b, &a);
+}
+
+int vhsm_batch_decrypt(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                       uint32_t version, const void *ct, size_t ct_len, const void *aad,
+                       size_t aad_len) {
+    OpArgs a = decrypt_args(name, algorithm, flags, version, ct, ct_len, aad, aad_len);
+    return batch_op(b, &a);
+}
+
+int vhsm_batch_sign(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                    const void *data, size_t len) {
+    OpArgs a = sign_args(VHSM_OP_SIGN, name, algorithm, flags, data, len);
+    return batch_op(b, &a);
+}
+
+int vhsm_batch_verify(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                      uint32_t version, const void *data, size_t len, const void *sig,
+                      size_t sig_len) {
+    OpArgs a =
+        verify_args(VHSM_OP_VERIFY, name, algorithm, flags, version, data, len, sig, sig_len);
+    return batch_op(b, &a);
+}
+
+int vhsm_batch_mac(VhsmBatch *b, const char *name, const void *data, size_t len) {
+    OpArgs a = sign_args(VHSM_OP_MAC, name, NULL, 0, data, len);
+    return batch_op(b, &a);
+}
+
+int vhsm_batch_mac_verify(VhsmBatch *b, const char *name, const void *data, size_t len,
+                          const void *tag, size_t tag_len) {
+    OpArgs a = verify_args(VHSM_OP_MAC_VERIFY, name, NULL, 0, 0, data, len, tag, tag_len);
+    return batch_op(b, &a);
+}
+
+int vhsm_batch_wrap(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                    const void *data, size_t len) {
+    OpArgs a = wrap_args(VHSM_OP_WRAP, name, algorithm, flags, 0, data, len);
+    return batch_op(b, &a);
+}
+
+int vhsm_batch_unwrap(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                      uint32_t version, const void *data, size_t len) {
+    OpArgs a = wrap_args(VHSM_OP_UNWRAP, name, algorithm, flags, version, data, len);
+    return batch_op(b, &a);
+}
+
+/* Records the reply to operation index (replies arrive in request order). A reply that does not
+ * belong to the request, or whose body is malformed, breaks the whole stream (-EPROTO); a reply
+ * that is well-formed but lacks the expected output fails only its own operation. */
+static int batch_reply(void *userdata, size_t index, const VhsmHeader *h, size_t off) {
+    VhsmBatch *b = userdata;
+    BatchOp *op = &b->ops[index];
+    const uint8_t *body = b->in.data + off + VHSM_HEADER_SIZE, *v;
+    char msg[VHSM_MAX_STRING + 1];
+    size_t n;
+
+    if (h->id != op->id || vhsm_body_validate(body, h->body_len) < 0)
+        return -EPROTO;
+    op->result = reply_result(h, body, msg, sizeof msg);
+    if (op->result < 0) {
+        op->message = strdup(msg);
+        return op->message ? 0 : -ENOMEM;
+    }
+    if (op->out_tag == 0)
+        return 0;
+    if (vhsm_body_get(body, h->body_len, op->out_tag, &v, &n) < 0) {
+        op->result = -EPROTO;
+        op->message = strdup("reply from vhsmd lacks a field");
+        return op->message ? 0 : -ENOMEM;
+    }
+    op->out_off = (size_t)(v - b->in.data);
+    op->out_len = n;
+    return 0;
+}
+
+int vhsm_batch_run(VhsmBatch *b) {
+    VhsmClient *c;
+    int r;
+
+    if (!b || b->ran)
+        return -EINVAL;
+    c = b->c;
+    (void)pthread_mutex_lock(&c->lock);
+    if (c->broken) {
+        (void)pthread_mutex_unlock(&c->lock);
+        set_error("connection to vhsmd is broken");
+        return -ENOTCONN;
+    }
+    for (size_t i = 0; i < b->n_ops; i++) {
+        uint8_t *idp = b->out.data + b->ops[i].frame + 8;
+        uint32_t id = c->next_id++;
+        b->ops[i].id = id;
+        idp[0] = (uint8_t)(id >> 24);
+        idp[1] = (uint8_t)(id >> 16);
+        idp[2] = (uint8_t)(id >> 8);
+        idp[3] = (uint8_t)id;
+    }
+    inbuf_wipe(&b->in);
+    r = b->n_ops > 0 ? exchange(c, b->out.data, b->out.len, b->n_ops, &b->in, batch_reply, b) : 0;
+    if (r < 0) {
+        (void)transport_failed(c, r);
+        (void)pthread_mutex_unlock(&c->lock);
+        /* No partial results: wipe what arrived. */
+        inbuf_wipe(&b->in);
+        return r;
+    }
+    (void)pthread_mutex_unlock(&c->lock);
+    /* The requests may hold plaintext: wipe them now that they are answered. */
+    vhsm_buf_reset(&b->out);
+    b->ran = true;
+    last_error[0] = 0;
+    for (size_t i = 0; i < b->n_ops; i++)
+        if (b->ops[i].result < 0) {
+            set_error("%s", b->ops[i].message ? b->ops[i].message : "");
+            break;
+        }
+    return 0;
+}
+
+int vhsm_batch_result(const VhsmBatch *b, size_t i, const uint8_t **ret_out, size_t *ret_len) {
+    const BatchOp *op;
+    if (!b || !b->ran || i >= b->n_ops)
+        return -EINVAL;
+    op = &b->ops[i];
+    if (op->result < 0)
+        return op->result;
+    if (ret_out)
+        *ret_out = op->out_tag ? b->in.data + op->out_off : NULL;
+    if (ret_len)
+        *ret_len = op->out_tag ? op->out_len : 0;
+    return 0;
+}
+
+const char *vhsm_batch_message(const VhsmBatch *b, size_t i) {
+    if (!b || !b->ran || i >= b->n_ops || !b->ops[i].message)
+        return "";
+    return b->ops[i].message;
 }

@@ -18,7 +18,8 @@
  * VhsmClient (open a new one).
  *
  * Latency: a call polls for its reply for up to $VHSM_SPIN_US microseconds (default 50, 0 = off)
- * before sleeping, yielding the CPU between polls.
+ * before sleeping, yielding the CPU between polls. For throughput, pipeline: queue several
+ * operations in a VhsmBatch and run it (one write, the replies read together; see below).
  *
  * Ownership: outputs named ret_* are malloc'd and owned by the caller, written only on success.
  * Outputs that may hold secret data (decrypt, unwrap, random) should be released with
@@ -146,3 +147,63 @@ int vhsm_import_jwe(VhsmClient *c, const char *jwe, const char *name, const Vhsm
 int vhsm_attestation_status(VhsmClient *c, char **ret_json);
 /* Records a fresh attestation verdict at time t (0 = now). Root only. */
 int vhsm_attestation_set(VhsmClient *c, uint64_t t);
+
+/* Pipelining (docs/protocol.md, "Pipelining"). A VhsmBatch queues requests for one connection
+ * without waiting; vhsm_batch_run() sends them all (with as few writes as the socket allows) and
+ * reads every reply (with as few reads as they arrive in), so N operations cost one round trip
+ * instead of N. The daemon answers them in order, each on its own: a failing operation gets its
+ * own error and does not disturb the others. A batch belongs to one thread (it is not locked);
+ * its connection may be shared (the run holds the connection's lock). The connection must
+ * outlive the batch.
+ *
+ * vhsm_batch_new: 0, -EINVAL, -ENOMEM. vhsm_batch_free: wipes, frees, accepts NULL, returns NULL.
+ * vhsm_batch_reset: wipes requests and results; the batch can be filled again.
+ */
+#define VHSM_BATCH_MAX 4096 /* operations per batch */
+typedef struct VhsmBatch VhsmBatch;
+int vhsm_batch_new(VhsmClient *c, VhsmBatch **ret);
+VhsmBatch *vhsm_batch_free(VhsmBatch *b);
+void vhsm_batch_reset(VhsmBatch *b);
+/* Number of queued operations. */
+size_t vhsm_batch_size(const VhsmBatch *b);
+
+/* Queue one operation (same arguments and meaning as the single calls above, without outputs).
+ * Return its index in the batch (>= 0), or -EINVAL (bad arguments, or the batch already ran:
+ * reset it first), -E2BIG (VHSM_BATCH_MAX reached), -EMSGSIZE (request over the frame limit),
+ * -ENOMEM; on error nothing is queued. The data is copied: the caller's buffers are free again
+ * on return. */
+int vhsm_batch_encrypt(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                       const void *pt, size_t pt_len, const void *aad, size_t aad_len);
+int vhsm_batch_decrypt(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                       uint32_t version, const void *ct, size_t ct_len, const void *aad,
+                       size_t aad_len);
+int vhsm_batch_sign(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                    const void *data, size_t len);
+int vhsm_batch_verify(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                      uint32_t version, const void *data, size_t len, const void *sig,
+                      size_t sig_len);
+int vhsm_batch_mac(VhsmBatch *b, const char *name, const void *data, size_t len);
+int vhsm_batch_mac_verify(VhsmBatch *b, const char *name, const void *data, size_t len,
+                          const void *tag, size_t tag_len);
+int vhsm_batch_wrap(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                    const void *data, size_t len);
+int vhsm_batch_unwrap(VhsmBatch *b, const char *name, const char *algorithm, unsigned flags,
+                      uint32_t version, const void *data, size_t len);
+/* Any request (opcode and TLV body as in vhsm_call_raw); its result has no output. */
+int vhsm_batch_raw(VhsmBatch *b, uint16_t opcode, const uint8_t *body, size_t body_len);
+
+/* Sends every queued request and reads every reply. Returns 0 when all replies arrived (each
+ * operation's own result: vhsm_batch_result), or a transport error as for single calls
+ * (-ENOTCONN, -EPIPE, -ECONNRESET, -ETIMEDOUT for the whole batch, -EPROTO, -ENOMEM); then no
+ * result is available and the connection is broken. -EINVAL if the batch already ran. An empty
+ * batch returns 0 without I/O. The requests are wiped once answered. */
+int vhsm_batch_run(VhsmBatch *b);
+/* Result of operation i after a successful run: 0, or the negative errno the single call would
+ * have returned (verify / mac_verify: -EKEYREJECTED for a bad signature or tag); -EINVAL if i is
+ * out of range or the batch did not run. On 0, *ret_out / *ret_len (either may be NULL) give the
+ * output (NULL, 0 for operations without one), borrowed: valid until the batch is reset or freed,
+ * which wipe it (decrypt / unwrap outputs are plaintext). */
+int vhsm_batch_result(const VhsmBatch *b, size_t i, const uint8_t **ret_out, size_t *ret_len);
+/* The daemon's message for failed operation i, "" if it succeeded or i is invalid. Valid until
+ * the batch is reset or freed. */
+const char *vhsm_batch_message(const VhsmBatch *b, size_t i);

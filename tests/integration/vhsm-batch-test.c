@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vhsm-batch-test SOCKET: drives libvhsm's pipelined batches against a running vhsmd (started by
+ * vhsm-batch.sh with keys b-p256, b-aes, b-hmac, b-ed) and checks every result independently:
+ * signatures with OpenSSL against the exported public key, GCM ciphertexts by decrypting them
+ * back (in a second batch), MACs against the single-call result. A failing operation in the
+ * middle must get its own error and leave its neighbours intact; a large batch (more bytes than
+ * the socket buffers hold in both directions) must complete; misuse must be refused.
+ * Exits 0 on success, 1 with a message naming the failed check.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/macro.h"
+#include "core/openssl-util.h"
+#include "vhsm-client.h"
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, " (%s)\n", vhsm_last_error());                                         \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static EVP_PKEY *load_pub(VhsmClient *c, const char *name) {
+    _cleanup_free_ char *pem = NULL;
+    BIO *bio;
+    EVP_PKEY *k;
+    CHECK(vhsm_pubkey(c, name, "pem", 0, &pem) == 0, "pubkey %s", name);
+    bio = BIO_new_mem_buf(pem, -1);
+    CHECK(bio, "BIO");
+    k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    CHECK(k, "parse pubkey %s", name);
+    return k;
+}
+
+static bool sig_ok(EVP_PKEY *k, const EVP_MD *md, const uint8_t *msg, size_t n, const uint8_t *sig,
+                   size_t sig_len) {
+    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    return ctx && EVP_DigestVerifyInit(ctx, NULL, md, NULL, k) == 1 &&
+           EVP_DigestVerify(ctx, sig, sig_len, msg, n) == 1;
+}
+
+/* Mixed operations with failures in the middle. */
+static void test_mixed(VhsmClient *c) {
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *p256 = load_pub(c, "b-p256");
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *ed = load_pub(c, "b-ed");
+    VhsmBatch *b = NULL, *d = NULL;
+    uint8_t msg[8][100], pt[3000], aad[7] = "context";
+    uint8_t *single_tag = NULL, *ct_copy = NULL;
+    const uint8_t *o;
+    size_t n, single_len = 0, ct_len = 0;
+    int idx[12];
+
+    for (size_t i = 0; i < ELEMENTSOF(msg); i++)
+        CHECK(RAND_bytes(msg[i], sizeof msg[i]) == 1, "rand");
+    CHECK(RAND_bytes(pt, sizeof pt) == 1, "rand");
+    CHECK(vhsm_mac(c, "b-hmac", msg[3], sizeof msg[3], &single_tag, &single_len) == 0, "mac");
+
+    CHECK(vhsm_batch_new(c, &b) == 0, "batch_new");
+    idx[0] = vhsm_batch_sign(b, "b-p256", "ecdsa", VHSM_OP_RAW, msg[0], sizeof msg[0]);
+    idx[1] = vhsm_batch_encrypt(b, "b-aes", NULL, 0, pt, sizeof pt, aad, sizeof aad);
+    idx[2] = vhsm_batch_sign(b, "no-such-key", "ecdsa", 0, msg[1], sizeof msg[1]);
+    idx[3] = vhsm_batch_mac(b, "b-hmac", msg[3], sizeof msg[3]);
+    idx[4] = vhsm_batch_sign(b, "b-aes", "ecdsa", 0, msg[1], sizeof msg[1]); /* wrong type */
+    idx[5] = vhsm_batch_sign(b, "b-ed", NULL, VHSM_OP_RAW, msg[5], sizeof msg[5]);
+    idx[6] = vhsm_batch_mac_verify(b, "b-hmac", msg[3], sizeof msg[3], single_tag, single_len);
+    idx[7] = vhsm_batch_mac_verify(b, "b-hmac", msg[4], sizeof msg[4], single_tag, single_len);
+    idx[8] = vhsm_batch_raw(b, 0x7777, NULL, 0); /* unknown opcode */
+    idx[9] = vhsm_batch_sign(b, "b-p256", "ecdsa", VHSM_OP_RAW, msg[6], sizeof msg[6]);
+    for (int i = 0; i < 10; i++)
+        CHECK(idx[i] == i, "queue index %d is %d", i, idx[i]);
+    CHECK(vhsm_batch_size(b) == 10, "size");
+    CHECK(vhsm_batch_result(b, 0, &o, &n) == -EINVAL, "result before run");
+    CHECK(vhsm_batch_run(b) == 0, "run");
+    CHECK(vhsm_batch_run(b) == -EINVAL, "second run without reset");
+    CHECK(vhsm_batch_sign(b, "b-p256", NULL, 0, msg[0], 1) == -EINVAL, "queue after run");
+
+    CHECK(vhsm_batch_result(b, 0, &o, &n) == 0 && sig_ok(p256, EVP_sha256(), msg[0], 100, o, n),
+          "p256 signature 0");
+    CHECK(vhsm_batch_result(b, 1, &o, &n) == 0 && n == 12 + 12 + 16 + sizeof pt, "gcm size %zu", n);
+    ct_copy = malloc(n);
+    CHECK(ct_copy, "oom");
+    memcpy(ct_copy, o, n);
+    ct_len = n;
+    CHECK(vhsm_batch_result(b, 2, &o, &n) == -ENOKEY, "missing key gets -ENOKEY");
+    CHECK(strstr(vhsm_batch_message(b, 2), "no-such-key"), "message names the key: '%s'",
+          vhsm_batch_message(b, 2));
+    CHECK(vhsm_batch_result(b, 3, &o, &n) == 0 && n == single_len && memcmp(o, single_tag, n) == 0,
+          "batched MAC equals the single-call MAC");
+    CHECK(vhsm_batch_result(b, 4, &o, &n) == -EOPNOTSUPP, "ecdsa with an AES key");
+    CHECK(vhsm_batch_result(b, 5, &o, &n) == 0 && sig_ok(ed, NULL, msg[5], 100, o, n), "ed25519");
+    CHECK(vhsm_batch_result(b, 6, NULL, NULL) == 0, "mac verify good");
+    CHECK(vhsm_batch_result(b, 7, NULL, NULL) == -EKEYREJECTED, "mac verify bad");
+    CHECK(vhsm_batch_result(b, 8, NULL, NULL) == -EBADRQC, "unknown opcode");
+    CHECK(vhsm_batch_result(b, 9, &o, &n) == 0 && sig_ok(p256, EVP_sha256(), msg[6], 100, o, n),
+          "p256 signature 9 after the failures");
+    CHECK(!sig_ok(p256, EVP_sha256(), msg[0], 100, o, n), "signature 9 is not for message 0");
+    CHECK(vhsm_batch_result(b, 10, &o, &n) == -EINVAL, "index out of range");
+    CHECK(vhsm_batch_message(b, 0)[0] == 0, "no message for a success");
+
+    /* Decrypt in a second batch on a reset batch: good ciphertext, tampered, wrong AAD. */
+    vhsm_batch_reset(b);
+    CHECK(vhsm_batch_size(b) == 0, "reset empties");
+    CHECK(vhsm_batch_decrypt(b, "b-aes", NULL, 0, 0, ct_copy, ct_len, aad, sizeof aad) == 0, "q");
+    ct_copy[ct_len - 1] ^= 1;
+    CHECK(vhsm_batch_decrypt(b, "b-aes", NULL, 0, 0, ct_copy, ct_len, aad, sizeof aad) == 1, "q");
+    ct_copy[ct_len - 1] ^= 1;
+    CHECK(vhsm_batch_decrypt(b, "b-aes", NULL, 0, 0, ct_copy, ct_len, aad, 3) == 2, "q");
+    CHECK(vhsm_batch_decrypt(b, "b-aes", NULL, 0, 0, ct_copy, ct_len, aad, sizeof aad) == 3, "q");
+    CHECK(vhsm_batch_run(b) == 0, "decrypt run");
+    CHECK(vhsm_batch_result(b, 0, &o, &n) == 0 && n == sizeof pt && memcmp(o, pt, n) == 0,
+          "decrypt round trip");
+    CHECK(vhsm_batch_result(b, 1, &o, &n) == -EKEYREJECTED, "tampered ciphertext");
+    CHECK(vhsm_batch_result(b, 2, &o, &n) == -EKEYREJECTED, "wrong AAD");
+    CHECK(vhsm_batch_result(b, 3, &o, &n) == 0 && n == sizeof pt && memcmp(o, pt, n) == 0,
+          "decrypt after failures");
+
+    /* Misuse: nothing queued on error. */
+    vhsm_batch_reset(b);
+    CHECK(vhsm_batch_sign(b, NULL, NULL, 0, msg[0], 1) == -EINVAL, "NULL name");
+    CHECK(vhsm_batch_sign(b, "b-p256", NULL, 0, NULL, 5) == -EINVAL, "NULL data");
+    CHECK(vhsm_batch_encrypt(b, "b-aes", NULL, 0, pt, 1, NULL, 4) == -EINVAL, "NULL aad");
+    CHECK(vhsm_batch_raw(b, 1, NULL, 0) == 0, "raw ping");
+    {
+        _cleanup_free_ uint8_t *big = calloc(1, 1024 * 1024);
+        CHECK(big, "oom");
+        CHECK(vhsm_batch_encrypt(b, "b-aes", NULL, 0, big, 1024 * 1024, NULL, 0) == -EMSGSIZE,
+              "over the frame limit");
+    }
+    CHECK(vhsm_batch_size(b) == 1, "failed queueing left nothing behind");
+    CHECK(vhsm_batch_run(b) == 0 && vhsm_batch_result(b, 0, NULL, NULL) == 0,
+          "ping after refusals");
+    vhsm_batch_reset(b);
+    CHECK(vhsm_batch_run(b) == 0, "empty batch");
+
+    /* The connection still serves single calls in step. */
+    CHECK(vhsm_ping(c) == 0, "ping after batches");
+    CHECK(vhsm_batch_new(c, &d) == 0, "second batch");
+    d = vhsm_batch_free(d);
+    b = vhsm_batch_free(b);
+    CHECK(vhsm_batch_free(NULL) == NULL, "free NULL");
+    free(single_tag);
+    free(ct_copy);
+}
+
+/* More requests and replies than the socket buffers hold: 400 x 32 KiB each way. */
+static void test_large(VhsmClient *c) {
+    static uint8_t pt[32768];
+    VhsmBatch *b = NULL;
+    const uint8_t *o;
+    size_t n;
+    CHECK(vhsm_batch_new(c, &b) == 0, "batch_new");
+    for (int i = 0; i < 400; i++) {
+        memset(pt, i, sizeof pt);
+        CHECK(vhsm_batch_encrypt(b, "b-aes", NULL, 0, pt, sizeof pt, NULL, 0) == i, "queue %d", i);
+    }
+    CHECK(vhsm_batch_run(b) == 0, "large run");
+    for (int i = 0; i < 400; i++) {
+        uint8_t *back = NULL;
+        size_t back_len = 0;
+        CHECK(vhsm_batch_result(b, (size_t)i, &o, &n) == 0 && n == 40 + sizeof pt, "result %d", i);
+        if (i % 97 == 0) {
+            CHECK(vhsm_decrypt(c, "b-aes", NULL, 0, 0, o, n, NULL, 0, &back, &back_len) == 0,
+                  "decrypt %d", i);
+            memset(pt, i, sizeof pt);
+            CHECK(back_len == sizeof pt && memcmp(back, pt, back_len) == 0, "content %d", i);
+            vhsm_free_secret(back, back_len);
+        }
+    }
+    b = vhsm_batch_free(b);
+}
+
+int main(int argc, char **argv) {
+    VhsmClient *c = NULL;
+    if (argc != 2) {
+        fprintf(stderr, "usage: vhsm-batch-test SOCKET\n");
+        return 2;
+    }
+    CHECK(vhsm_connect(argv[1], &c) == 0, "connect");
+    test_mixed(c);
+    test_large(c);
+    (void)vhsm_disconnect(c);
+    printf("vhsm-batch-test: all checks passed\n");
+    return 0;
+}
