@@ -16,10 +16,10 @@
  */
 #include "snp/certtable.h"
 
-#include <endian.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/bytes.h"
 #include "core/log.h"
 #include "core/macro.h"
 
@@ -52,24 +52,6 @@ static const struct {
       0xa1},
      "VLEK"},
 };
-
-static uint32_t get_le32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return le32toh(v);
-}
-
-static void put_le32(uint8_t *p, uint32_t v) {
-    v = htole32(v);
-    memcpy(p, &v, sizeof v);
-}
-
-static bool all_zero(const uint8_t *p, size_t n) {
-    uint8_t acc = 0;
-    for (size_t i = 0; i < n; i++)
-        acc |= p[i];
-    return acc == 0;
-}
 
 static SnpCertKind kind_from_guid(const uint8_t guid[GUID_SIZE]) {
     for (size_t i = 0; i < ELEMENTSOF(known_guids); i++)
@@ -110,8 +92,8 @@ int snp_cert_table_parse(const uint8_t *buf, size_t len, SnpCertTable *ret) {
         if (len / ENTRY_SIZE < n + 1)
             return log_debug_errno(-EBADMSG, "Certificate table has no terminating entry.");
         e = buf + n * ENTRY_SIZE;
-        if (all_zero(e, GUID_SIZE)) {
-            if (!all_zero(e + GUID_SIZE, ENTRY_SIZE - GUID_SIZE))
+        if (bytes_is_zero(e, GUID_SIZE)) {
+            if (!bytes_is_zero(e + GUID_SIZE, ENTRY_SIZE - GUID_SIZE))
                 return log_debug_errno(-EBADMSG,
                                        "Certificate table entry %zu has a zero GUID but a "
                                        "non-zero offset or length.",
@@ -124,7 +106,7 @@ int snp_cert_table_parse(const uint8_t *buf, size_t len, SnpCertTable *ret) {
     /* Pass 2: validate each entry against the buffer, the array and each other. */
     for (size_t i = 0; i < n; i++) {
         const uint8_t *e = buf + i * ENTRY_SIZE;
-        size_t off = get_le32(e + GUID_SIZE), l = get_le32(e + GUID_SIZE + 4);
+        size_t off = bytes_get_le32(e + GUID_SIZE), l = bytes_get_le32(e + GUID_SIZE + 4);
 
         if (l == 0)
             return log_debug_errno(-EBADMSG, "Certificate table entry %zu is empty.", i);
@@ -200,8 +182,8 @@ int snp_cert_table_build(const SnpCertKind *kinds, const uint8_t *const *ders,
     for (size_t i = 0; i < n; i++) {
         uint8_t *e = buf + i * ENTRY_SIZE;
         memcpy(e, guid_from_kind(kinds[i]), GUID_SIZE);
-        put_le32(e + GUID_SIZE, (uint32_t)off);
-        put_le32(e + GUID_SIZE + 4, (uint32_t)der_lens[i]);
+        bytes_put_le32(e + GUID_SIZE, (uint32_t)off);
+        bytes_put_le32(e + GUID_SIZE + 4, (uint32_t)der_lens[i]);
         memcpy(buf + off, ders[i], der_lens[i]);
         off += der_lens[i];
     }

@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "core/bytes.h"
 #include "core/log.h"
 #include "snp/certtable.h"
 #include "snp/provider-internal.h"
@@ -52,10 +53,6 @@ typedef struct SevGuest {
     SnpSevGuestTransport transport;
     void *userdata;
 } SevGuest;
-
-static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static int ioctl_transport(void *userdata, unsigned long request,
                            struct snp_guest_request_ioctl *io) {
@@ -106,7 +103,7 @@ static int request_error(int r, const struct snp_guest_request_ioctl *io, const 
 
 /* The MSG_*_RSP status word. */
 static int response_status(const uint8_t *resp, const char *what) {
-    uint32_t status = le32(resp);
+    uint32_t status = bytes_get_le32(resp);
     if (status == 0)
         return 0;
     return log_debug_errno(status == MSG_STATUS_INVALID_PARAM ? -EINVAL
@@ -123,7 +120,7 @@ static int copy_report(const struct snp_report_resp *resp, uint8_t **ret, size_t
     r = response_status(resp->data, "Report request");
     if (r < 0)
         return r;
-    size = le32(resp->data + 4);
+    size = bytes_get_le32(resp->data + 4);
     if (size != SNP_REPORT_SIZE)
         return log_debug_errno(-EPROTO, "Firmware returned a %u-byte report, expected %u.", size,
                                SNP_REPORT_SIZE);

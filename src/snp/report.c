@@ -14,11 +14,11 @@
  */
 #include "snp/report.h"
 
-#include <endian.h>
 #include <inttypes.h>
 #include <string.h>
 #include <strings.h>
 
+#include "core/bytes.h"
 #include "core/encoding.h"
 #include "core/log.h"
 #include "core/macro.h"
@@ -78,35 +78,6 @@ enum {
 #define SNP_FLAGS_KNOWN_MASK                                                                       \
     (SNP_FLAG_AUTHOR_KEY_EN | SNP_FLAG_MASK_CHIP_KEY | SNP_FLAG_SIGNING_KEY_MASK)
 
-static uint32_t get_le32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return le32toh(v);
-}
-
-static uint64_t get_le64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return le64toh(v);
-}
-
-static void put_le32(uint8_t *p, uint32_t v) {
-    v = htole32(v);
-    memcpy(p, &v, sizeof v);
-}
-
-static void put_le64(uint8_t *p, uint64_t v) {
-    v = htole64(v);
-    memcpy(p, &v, sizeof v);
-}
-
-static bool all_zero(const uint8_t *p, size_t n) {
-    uint8_t acc = 0;
-    for (size_t i = 0; i < n; i++)
-        acc |= p[i];
-    return acc == 0;
-}
-
 static bool version_supported(uint32_t v) {
     return v == 2 || v == 3 || v == 5;
 }
@@ -146,7 +117,7 @@ int snp_report_parse(const uint8_t *buf, size_t len, SnpReport *ret, const char 
     if (!buf || len != SNP_REPORT_SIZE)
         return parse_fail(-EMSGSIZE, "wrong size (an attestation report is 1184 bytes)", ret_error);
 
-    r.version = get_le32(buf + OFF_VERSION);
+    r.version = bytes_get_le32(buf + OFF_VERSION);
     if (!version_supported(r.version))
         return parse_fail(-EPROTONOSUPPORT, "unsupported report version (not 2, 3 or 5)",
                           ret_error);
@@ -155,12 +126,12 @@ int snp_report_parse(const uint8_t *buf, size_t len, SnpReport *ret, const char 
         if (reserved_ranges[i].before_version != 0 &&
             r.version >= reserved_ranges[i].before_version)
             continue;
-        if (!all_zero(buf + reserved_ranges[i].off, reserved_ranges[i].len))
+        if (!bytes_is_zero(buf + reserved_ranges[i].off, reserved_ranges[i].len))
             return parse_fail(-EBADMSG, reserved_ranges[i].name, ret_error);
     }
 
-    r.guest_svn = get_le32(buf + OFF_GUEST_SVN);
-    r.policy = get_le64(buf + OFF_POLICY);
+    r.guest_svn = bytes_get_le32(buf + OFF_GUEST_SVN);
+    r.policy = bytes_get_le64(buf + OFF_POLICY);
     if (!(r.policy & SNP_POLICY_RESERVED_1))
         return parse_fail(-EBADMSG, "policy bit 17 is clear (must be 1)", ret_error);
     if (r.policy & ~SNP_POLICY_KNOWN_MASK)
@@ -168,14 +139,14 @@ int snp_report_parse(const uint8_t *buf, size_t len, SnpReport *ret, const char 
 
     memcpy(r.family_id, buf + OFF_FAMILY_ID, sizeof r.family_id);
     memcpy(r.image_id, buf + OFF_IMAGE_ID, sizeof r.image_id);
-    r.vmpl = get_le32(buf + OFF_VMPL);
+    r.vmpl = bytes_get_le32(buf + OFF_VMPL);
     if (r.vmpl > 3)
         return parse_fail(-EBADMSG, "vmpl greater than 3", ret_error);
-    r.signature_algo = get_le32(buf + OFF_SIGNATURE_ALGO);
-    r.current_tcb = get_le64(buf + OFF_CURRENT_TCB);
-    r.platform_info = get_le64(buf + OFF_PLATFORM_INFO);
+    r.signature_algo = bytes_get_le32(buf + OFF_SIGNATURE_ALGO);
+    r.current_tcb = bytes_get_le64(buf + OFF_CURRENT_TCB);
+    r.platform_info = bytes_get_le64(buf + OFF_PLATFORM_INFO);
 
-    r.flags = get_le32(buf + OFF_FLAGS);
+    r.flags = bytes_get_le32(buf + OFF_FLAGS);
     if (r.flags & ~SNP_FLAGS_KNOWN_MASK)
         return parse_fail(-EBADMSG, "flags reserved bits 5..31", ret_error);
     switch (snp_report_signing_key(&r)) {
@@ -194,24 +165,24 @@ int snp_report_parse(const uint8_t *buf, size_t len, SnpReport *ret, const char 
     memcpy(r.author_key_digest, buf + OFF_AUTHOR_KEY_DIGEST, sizeof r.author_key_digest);
     memcpy(r.report_id, buf + OFF_REPORT_ID, sizeof r.report_id);
     memcpy(r.report_id_ma, buf + OFF_REPORT_ID_MA, sizeof r.report_id_ma);
-    r.reported_tcb = get_le64(buf + OFF_REPORTED_TCB);
+    r.reported_tcb = bytes_get_le64(buf + OFF_REPORTED_TCB);
     if (r.version >= 3) {
         r.cpuid_fam_id = buf[OFF_CPUID_FAM_ID];
         r.cpuid_mod_id = buf[OFF_CPUID_MOD_ID];
         r.cpuid_step = buf[OFF_CPUID_STEP];
     }
     memcpy(r.chip_id, buf + OFF_CHIP_ID, sizeof r.chip_id);
-    r.committed_tcb = get_le64(buf + OFF_COMMITTED_TCB);
+    r.committed_tcb = bytes_get_le64(buf + OFF_COMMITTED_TCB);
     r.current_build = buf[OFF_CURRENT_BUILD];
     r.current_minor = buf[OFF_CURRENT_MINOR];
     r.current_major = buf[OFF_CURRENT_MAJOR];
     r.committed_build = buf[OFF_COMMITTED_BUILD];
     r.committed_minor = buf[OFF_COMMITTED_MINOR];
     r.committed_major = buf[OFF_COMMITTED_MAJOR];
-    r.launch_tcb = get_le64(buf + OFF_LAUNCH_TCB);
+    r.launch_tcb = bytes_get_le64(buf + OFF_LAUNCH_TCB);
     if (r.version >= 5) {
-        r.launch_mit_vector = get_le64(buf + OFF_LAUNCH_MIT_VECTOR);
-        r.current_mit_vector = get_le64(buf + OFF_CURRENT_MIT_VECTOR);
+        r.launch_mit_vector = bytes_get_le64(buf + OFF_LAUNCH_MIT_VECTOR);
+        r.current_mit_vector = bytes_get_le64(buf + OFF_CURRENT_MIT_VECTOR);
     }
     memcpy(r.signature_r, buf + OFF_SIGNATURE_R, sizeof r.signature_r);
     memcpy(r.signature_s, buf + OFF_SIGNATURE_S, sizeof r.signature_s);
@@ -227,16 +198,16 @@ int snp_report_parse(const uint8_t *buf, size_t len, SnpReport *ret, const char 
 
 void snp_report_serialize(const SnpReport *r, uint8_t out[SNP_REPORT_SIZE]) {
     memset(out, 0, SNP_REPORT_SIZE);
-    put_le32(out + OFF_VERSION, r->version);
-    put_le32(out + OFF_GUEST_SVN, r->guest_svn);
-    put_le64(out + OFF_POLICY, r->policy);
+    bytes_put_le32(out + OFF_VERSION, r->version);
+    bytes_put_le32(out + OFF_GUEST_SVN, r->guest_svn);
+    bytes_put_le64(out + OFF_POLICY, r->policy);
     memcpy(out + OFF_FAMILY_ID, r->family_id, sizeof r->family_id);
     memcpy(out + OFF_IMAGE_ID, r->image_id, sizeof r->image_id);
-    put_le32(out + OFF_VMPL, r->vmpl);
-    put_le32(out + OFF_SIGNATURE_ALGO, r->signature_algo);
-    put_le64(out + OFF_CURRENT_TCB, r->current_tcb);
-    put_le64(out + OFF_PLATFORM_INFO, r->platform_info);
-    put_le32(out + OFF_FLAGS, r->flags);
+    bytes_put_le32(out + OFF_VMPL, r->vmpl);
+    bytes_put_le32(out + OFF_SIGNATURE_ALGO, r->signature_algo);
+    bytes_put_le64(out + OFF_CURRENT_TCB, r->current_tcb);
+    bytes_put_le64(out + OFF_PLATFORM_INFO, r->platform_info);
+    bytes_put_le32(out + OFF_FLAGS, r->flags);
     memcpy(out + OFF_REPORT_DATA, r->report_data, sizeof r->report_data);
     memcpy(out + OFF_MEASUREMENT, r->measurement, sizeof r->measurement);
     memcpy(out + OFF_HOST_DATA, r->host_data, sizeof r->host_data);
@@ -244,7 +215,7 @@ void snp_report_serialize(const SnpReport *r, uint8_t out[SNP_REPORT_SIZE]) {
     memcpy(out + OFF_AUTHOR_KEY_DIGEST, r->author_key_digest, sizeof r->author_key_digest);
     memcpy(out + OFF_REPORT_ID, r->report_id, sizeof r->report_id);
     memcpy(out + OFF_REPORT_ID_MA, r->report_id_ma, sizeof r->report_id_ma);
-    put_le64(out + OFF_REPORTED_TCB, r->reported_tcb);
+    bytes_put_le64(out + OFF_REPORTED_TCB, r->reported_tcb);
     /* Fields a version does not have are reserved there, and reserved bytes are zero. */
     if (r->version >= 3) {
         out[OFF_CPUID_FAM_ID] = r->cpuid_fam_id;
@@ -252,17 +223,17 @@ void snp_report_serialize(const SnpReport *r, uint8_t out[SNP_REPORT_SIZE]) {
         out[OFF_CPUID_STEP] = r->cpuid_step;
     }
     memcpy(out + OFF_CHIP_ID, r->chip_id, sizeof r->chip_id);
-    put_le64(out + OFF_COMMITTED_TCB, r->committed_tcb);
+    bytes_put_le64(out + OFF_COMMITTED_TCB, r->committed_tcb);
     out[OFF_CURRENT_BUILD] = r->current_build;
     out[OFF_CURRENT_MINOR] = r->current_minor;
     out[OFF_CURRENT_MAJOR] = r->current_major;
     out[OFF_COMMITTED_BUILD] = r->committed_build;
     out[OFF_COMMITTED_MINOR] = r->committed_minor;
     out[OFF_COMMITTED_MAJOR] = r->committed_major;
-    put_le64(out + OFF_LAUNCH_TCB, r->launch_tcb);
+    bytes_put_le64(out + OFF_LAUNCH_TCB, r->launch_tcb);
     if (r->version >= 5) {
-        put_le64(out + OFF_LAUNCH_MIT_VECTOR, r->launch_mit_vector);
-        put_le64(out + OFF_CURRENT_MIT_VECTOR, r->current_mit_vector);
+        bytes_put_le64(out + OFF_LAUNCH_MIT_VECTOR, r->launch_mit_vector);
+        bytes_put_le64(out + OFF_CURRENT_MIT_VECTOR, r->current_mit_vector);
     }
     memcpy(out + OFF_SIGNATURE_R, r->signature_r, sizeof r->signature_r);
     memcpy(out + OFF_SIGNATURE_S, r->signature_s, sizeof r->signature_s);

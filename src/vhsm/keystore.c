@@ -3,7 +3,8 @@
  * The sealed keystore: serialization of the vault's keys into a Secret, sealing with
  * AES-256-GCM under a key derived from the SNP derived key, atomic replacement of the file.
  *
- * Sealing key = HKDF-SHA256(ikm = SNP derived key (MSG_KEY_REQ with the header's parameters),
+ * Sealing key = HKDF-SHA256(ikm = SNP derived key (MSG_KEY_REQ with the configured parameters,
+ * which the header records and must repeat exactly: a file never chooses its own derivation),
  * salt = "", info = "nitride-vhsm-keystore-v1"), so the keystore never shares a key with other
  * users of the same derived key (the sealed LUKS key). The whole 64-byte header is GCM AAD.
  *
@@ -20,12 +21,14 @@
  */
 #include "keystore.h"
 
+#include <inttypes.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/bytes.h"
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
@@ -106,16 +109,19 @@ static void w_u8(Writer *w, uint8_t x) {
     w_bytes(w, &x, 1);
 }
 static void w_u16(Writer *w, uint16_t x) {
-    uint8_t b[2] = {(uint8_t)(x >> 8), (uint8_t)x};
-    w_bytes(w, b, 2);
+    uint8_t b[2];
+    bytes_put_be16(b, x);
+    w_bytes(w, b, sizeof b);
 }
 static void w_u32(Writer *w, uint32_t x) {
-    uint8_t b[4] = {(uint8_t)(x >> 24), (uint8_t)(x >> 16), (uint8_t)(x >> 8), (uint8_t)x};
-    w_bytes(w, b, 4);
+    uint8_t b[4];
+    bytes_put_be32(b, x);
+    w_bytes(w, b, sizeof b);
 }
 static void w_u64(Writer *w, uint64_t x) {
-    w_u32(w, (uint32_t)(x >> 32));
-    w_u32(w, (uint32_t)x);
+    uint8_t b[8];
+    bytes_put_be64(b, x);
+    w_bytes(w, b, sizeof b);
 }
 
 static void w_acl_list(Writer *w, const VaultAclList *l) {
@@ -248,23 +254,22 @@ static int r_u16(Reader *rd, uint16_t *x) {
     const uint8_t *b;
     int r = r_bytes(rd, 2, &b);
     if (r >= 0)
-        *x = (uint16_t)(b[0] << 8 | b[1]);
+        *x = bytes_get_be16(b);
     return r;
 }
 static int r_u32(Reader *rd, uint32_t *x) {
     const uint8_t *b;
     int r = r_bytes(rd, 4, &b);
     if (r >= 0)
-        *x = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+        *x = bytes_get_be32(b);
     return r;
 }
 static int r_u64(Reader *rd, uint64_t *x) {
-    uint32_t hi, lo;
-    int r;
-    if ((r = r_u32(rd, &hi)) < 0 || (r = r_u32(rd, &lo)) < 0)
-        return r;
-    *x = (uint64_t)hi << 32 | lo;
-    return 0;
+    const uint8_t *b;
+    int r = r_bytes(rd, 8, &b);
+    if (r >= 0)
+        *x = bytes_get_be64(b);
+    return r;
 }
 
 /* Reads a length-prefixed string into a NUL-terminated malloc'd copy; refuses embedded NULs. */
@@ -446,28 +451,6 @@ fail:
 
 /* ---- sealing ---- */
 
-static void put_u16(uint8_t *p, uint16_t x) {
-    p[0] = (uint8_t)(x >> 8);
-    p[1] = (uint8_t)x;
-}
-static void put_u32(uint8_t *p, uint32_t x) {
-    put_u16(p, (uint16_t)(x >> 16));
-    put_u16(p + 2, (uint16_t)x);
-}
-static void put_u64(uint8_t *p, uint64_t x) {
-    put_u32(p, (uint32_t)(x >> 32));
-    put_u32(p + 4, (uint32_t)x);
-}
-static uint16_t get_u16(const uint8_t *p) {
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)get_u16(p) << 16 | get_u16(p + 2);
-}
-static uint64_t get_u64(const uint8_t *p) {
-    return (uint64_t)get_u32(p) << 32 | get_u32(p + 4);
-}
-
 /* Header layout: 0 magic[4] | 4 u16 format | 6 u16 header size | 8 u32 root_key_select |
  * 12 u64 guest_field_select | 20 u32 vmpl | 24 u32 guest_svn | 28 u64 tcb_version |
  * 36 nonce[12] | 48 reserved[16]. */
@@ -475,13 +458,13 @@ static void header_build(uint8_t h[FILE_HEADER_SIZE], const KeystoreSealParams *
                          const uint8_t nonce[FILE_NONCE_SIZE]) {
     memset(h, 0, FILE_HEADER_SIZE);
     memcpy(h, FILE_MAGIC, 4);
-    put_u16(h + 4, FILE_FORMAT);
-    put_u16(h + 6, FILE_HEADER_SIZE);
-    put_u32(h + 8, p->root_key_select);
-    put_u64(h + 12, p->guest_field_select);
-    put_u32(h + 20, p->vmpl);
-    put_u32(h + 24, p->guest_svn);
-    put_u64(h + 28, p->tcb_version);
+    bytes_put_be16(h + 4, FILE_FORMAT);
+    bytes_put_be16(h + 6, FILE_HEADER_SIZE);
+    bytes_put_be32(h + 8, p->root_key_select);
+    bytes_put_be64(h + 12, p->guest_field_select);
+    bytes_put_be32(h + 20, p->vmpl);
+    bytes_put_be32(h + 24, p->guest_svn);
+    bytes_put_be64(h + 28, p->tcb_version);
     memcpy(h + FILE_NONCE_OFFSET, nonce, FILE_NONCE_SIZE);
 }
 
@@ -489,17 +472,17 @@ static int header_parse(const uint8_t *h, size_t len, KeystoreSealParams *ret) {
     static const uint8_t zero[FILE_HEADER_SIZE - FILE_NONCE_OFFSET - FILE_NONCE_SIZE];
     if (len < FILE_HEADER_SIZE + FILE_TAG_SIZE || memcmp(h, FILE_MAGIC, 4) != 0)
         return -EBADMSG;
-    if (get_u16(h + 4) != FILE_FORMAT)
+    if (bytes_get_be16(h + 4) != FILE_FORMAT)
         return -EOPNOTSUPP;
-    if (get_u16(h + 6) != FILE_HEADER_SIZE ||
+    if (bytes_get_be16(h + 6) != FILE_HEADER_SIZE ||
         memcmp(h + FILE_NONCE_OFFSET + FILE_NONCE_SIZE, zero, sizeof zero) != 0)
         return -EBADMSG;
     *ret = (KeystoreSealParams){
-        .root_key_select = get_u32(h + 8),
-        .guest_field_select = get_u64(h + 12),
-        .vmpl = get_u32(h + 20),
-        .guest_svn = get_u32(h + 24),
-        .tcb_version = get_u64(h + 28),
+        .root_key_select = bytes_get_be32(h + 8),
+        .guest_field_select = bytes_get_be64(h + 12),
+        .vmpl = bytes_get_be32(h + 20),
+        .guest_svn = bytes_get_be32(h + 24),
+        .tcb_version = bytes_get_be64(h + 28),
     };
     if (ret->root_key_select > SNP_KEY_ROOT_VMRK || ret->vmpl > 3 ||
         (ret->guest_field_select & ~(uint64_t)0x7f))
@@ -600,17 +583,33 @@ int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, const
     return 0;
 }
 
-int keystore_unseal(SnpProvider *provider, const uint8_t *file, size_t len, Secret **ret_content) {
+int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, const uint8_t *file,
+                    size_t len, Secret **ret_content) {
     _cleanup_(secret_freep) Secret *key = NULL, *pt = NULL;
     KeystoreSealParams params;
     uint8_t tag[FILE_TAG_SIZE];
     size_t n;
     int r;
 
-    if (!provider || !file || !ret_content)
+    if (!provider || !expected || !file || !ret_content)
         return -EINVAL;
     if ((r = header_parse(file, len, &params)) < 0)
         return r;
+    /* The header is not authenticated until GCM has checked it, and the key that checks it is
+     * derived from these very parameters: whoever writes the file could pick a weaker derivation
+     * (e.g. guest_field_select 0, a key any VM on the chip can derive, or a lower SVN/TCB) and
+     * seal keys of their choosing. So the derivation is never taken from the file: it must be
+     * exactly the configured one. */
+    if (0 && params.root_key_select != expected->root_key_select ||
+        params.guest_field_select != expected->guest_field_select ||
+        params.vmpl != expected->vmpl || params.guest_svn != expected->guest_svn ||
+        params.tcb_version != expected->tcb_version) {
+        log_debug("keystore: sealed with other derivation parameters than configured "
+                  "(root %u gfs 0x%" PRIx64 " vmpl %u svn %u tcb 0x%" PRIx64 "), refusing",
+                  params.root_key_select, params.guest_field_select, params.vmpl, params.guest_svn,
+                  params.tcb_version);
+        return -EKEYREJECTED;
+    }
     n = len - FILE_HEADER_SIZE - FILE_TAG_SIZE;
     r = sealing_key(provider, &params, &key);
     if (IN_SET(r, -EINVAL, -EPERM, -ERANGE, -EOVERFLOW)) {
@@ -648,7 +647,7 @@ int keystore_load(Keystore *ks, Vault *v) {
     }
     if (r < 0)
         return r;
-    if ((r = keystore_unseal(ks->provider, file, len, &content)) < 0)
+    if ((r = keystore_unseal(ks->provider, &ks->params, file, len, &content)) < 0)
         return r;
     if ((r = keystore_deserialize(v, secret_const_data(content), secret_size(content))) < 0)
         return r;
