@@ -600,7 +600,7 @@ int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, c
      * (e.g. guest_field_select 0, a key any VM on the chip can derive, or a lower SVN/TCB) and
      * seal keys of their choosing. So the derivation is never taken from the file: it must be
      * exactly the configured one. */
-    if (0 && params.root_key_select != expected->root_key_select ||
+    if (params.root_key_select != expected->root_key_select ||
         params.guest_field_select != expected->guest_field_select ||
         params.vmpl != expected->vmpl || params.guest_svn != expected->guest_svn ||
         params.tcb_version != expected->tcb_version) {

@@ -70,7 +70,11 @@ int keystore_serialize(Vault *v, Secret **ret);
 int keystore_deserialize(Vault *v, const uint8_t *data, size_t len);
 
 /* Sealing primitives (exposed for tests and tools): seal content with params through the
- * provider into a malloc'd file image; open such an image into a Secret. */
+ * provider into a malloc'd file image; open such an image into a Secret. Unsealing derives the
+ * key with the expected parameters only: a header that records any other derivation is
+ * refused with -EKEYREJECTED before any key is requested (the file is untrusted until its tag
+ * verifies, so it must never choose a weaker derivation). */
 int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, const Secret *content,
                   uint8_t **ret, size_t *ret_len);
-int keystore_unseal(SnpProvider *provider, const uint8_t *file, size_t len, Secret **ret_content);
+int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, const uint8_t *file,
+                    size_t len, Secret **ret_content);

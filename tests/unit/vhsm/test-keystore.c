@@ -288,22 +288,49 @@ static void test_wrong_measurement_and_tamper(void **state) {
         assert_same(a, b);
         ks = keystore_free(ks);
     }
-    /* Sealing parameters travel in the header: a file sealed with VMRK + guest SVN opens. */
+    /* Regression (review finding "keystore header downgrade"): the header records the
+     * derivation parameters, but the file must never choose them. A file sealed with any other
+     * parameters (guest_field_select 0: a key every VM on the chip can derive; or another
+     * selection) is refused and left untouched, although it is perfectly valid under its own
+     * parameters. */
     {
-        _cleanup_(vault_freep) Vault *b = NULL, *c = NULL;
-        KeystoreSealParams prm;
-        keystore_seal_params_default(&prm);
-        prm.guest_field_select |= SNP_GFS_TCB_VERSION;
-        assert_int_equal(vault_new(&b), 0);
-        assert_int_equal(keystore_new(p, path, &prm, &ks), 0);
-        assert_int_equal(keystore_load(ks, b), 0);
-        assert_int_equal(keystore_save(ks, b), 0);
-        ks = keystore_free(ks);
-        assert_int_equal(vault_new(&c), 0);
-        assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
-        assert_int_equal(keystore_load(ks, c), 0);
-        assert_same(a, c);
-        ks = keystore_free(ks);
+        static const uint64_t other_gfs[] = {0, SNP_GFS_MEASUREMENT,
+                                             KEYSTORE_DEFAULT_GFS | SNP_GFS_TCB_VERSION};
+        for (size_t i = 0; i < sizeof other_gfs / sizeof other_gfs[0]; i++) {
+            _cleanup_(vault_freep) Vault *b = NULL, *c = NULL, *d = NULL;
+            _cleanup_free_ uint8_t *planted = NULL, *after = NULL;
+            size_t plen = 0, alen = 0;
+            _cleanup_(secret_freep) Secret *content = NULL;
+            KeystoreSealParams prm;
+            keystore_seal_params_default(&prm);
+            prm.guest_field_select = other_gfs[i];
+            /* The "attacker" seals a copy of the state under parameters of its choice. */
+            assert_int_equal(write_file_atomic(path, orig, olen, 0600), 0);
+            assert_int_equal(vault_new(&b), 0);
+            assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
+            assert_int_equal(keystore_load(ks, b), 0);
+            ks = keystore_free(ks);
+            assert_int_equal(keystore_serialize(b, &content), 0);
+            assert_int_equal(keystore_seal(p, &prm, content, &planted, &plen), 0);
+            assert_int_equal(write_file_atomic(path, planted, plen, 0600), 0);
+            /* vhsmd with the configured (default) parameters refuses it and cannot save. */
+            assert_int_equal(vault_new(&c), 0);
+            assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
+            assert_int_equal(keystore_load(ks, c), -EKEYREJECTED);
+            assert_int_equal(vault_key_count(c), 0);
+            assert_int_equal(keystore_save(ks, c), -ESTALE);
+            ks = keystore_free(ks);
+            assert_int_equal(read_full_file(path, KEYSTORE_MAX_FILE, &after, &alen), 0);
+            assert_int_equal(alen, plen);
+            assert_memory_equal(after, planted, plen);
+            /* Control: the file is valid under its own parameters, so the refusal above is the
+             * parameter check, not a broken file. */
+            assert_int_equal(vault_new(&d), 0);
+            assert_int_equal(keystore_new(p, path, &prm, &ks), 0);
+            assert_int_equal(keystore_load(ks, d), 0);
+            assert_same(a, d);
+            ks = keystore_free(ks);
+        }
     }
     snp_provider_free(p);
 }
