@@ -753,7 +753,7 @@ int dispatch_reply_error(VhsmBuf *out, uint32_t id, int error, const char *messa
     vhsm_buf_begin(out, VHSM_KIND_RESPONSE, (uint16_t)st, id);
     vhsm_buf_put_u32(out, VHSM_TAG_ERRNO, (uint32_t)(error < 0 ? -error : EIO));
     if (message)
-        vhsm_buf_put(out, VHSM_TAG_MESSAGE, message, strnlen(message, VHSM_MAX_STRING));
+        vhsm_buf_put(out, VHSM_TAG_MESSAGE, message, MIN(strlen(message), VHSM_MAX_STRING));
     return vhsm_buf_end(out);
 }
 

@@ -1557,16 +1557,42 @@ static int op_validate(const VaultOp *op, bool cipher, const uint8_t *in, size_t
 
 /* ---- symmetric primitives ---- */
 
+/* Hot-path algorithm implementations, fetched once per process (never freed): a fetch per
+ * operation (explicit, or implicit through EVP_aes_256_gcm() in OpenSSL 3) costs a provider
+ * lookup under a lock on every request. */
+static pthread_once_t hot_algs_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *hot_hmac;
+static EVP_CIPHER *hot_gcm;
+
+static void hot_algs_fetch(void) {
+    hot_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    hot_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+}
+
+static EVP_MAC *hmac_alg(void) {
+    (void)pthread_once(&hot_algs_once, hot_algs_fetch);
+    return hot_hmac;
+}
+
+static EVP_CIPHER *gcm_alg(void) {
+    (void)pthread_once(&hot_algs_once, hot_algs_fetch);
+    return hot_gcm;
+}
+
 static int gcm_crypt(bool enc, const Secret *key, const uint8_t *hdr, const VaultOp *op,
                      const uint8_t iv[VAULT_GCM_IV_SIZE], uint8_t tag[VAULT_GCM_TAG_SIZE],
                      const uint8_t *in, size_t in_len, uint8_t *out) {
-    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = NULL;
+    EVP_CIPHER *cipher = gcm_alg();
     int len = 0;
+    if (!cipher)
+        return nt_openssl_error(-EIO, "AES-256-GCM fetch");
+    ctx = EVP_CIPHER_CTX_new();
     if (!ctx)
         return -ENOMEM;
-    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, VAULT_GCM_IV_SIZE, NULL) != 1 ||
-        EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(key), iv, enc) != 1)
+    /* VAULT_GCM_IV_SIZE is GCM's default IV length (12): one init with key and IV. */
+    if (EVP_CIPHER_get_iv_length(cipher) != VAULT_GCM_IV_SIZE ||
+        EVP_CipherInit_ex(ctx, cipher, NULL, secret_const_data(key), iv, enc) != 1)
         return nt_openssl_error(-EIO, "AES-GCM init");
     if (EVP_CipherUpdate(ctx, NULL, &len, hdr, VAULT_ENVELOPE_HEADER_SIZE) != 1 ||
         (op->aad_len > 0 && EVP_CipherUpdate(ctx, NULL, &len, op->aad, (int)op->aad_len) != 1))
@@ -1828,8 +1854,8 @@ static int ecdsa_rs_to_der(const uint8_t *rs, size_t len, size_t fs, uint8_t **r
 
 static int hmac_compute(const KeyVersion *kv, const EVP_MD *md, const uint8_t *in, size_t in_len,
                         uint8_t *out, size_t *ret_len) {
-    _cleanup_(EVP_MAC_freep) EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     _cleanup_(EVP_MAC_CTX_freep) EVP_MAC_CTX *ctx = NULL;
+    EVP_MAC *mac = hmac_alg();
     OSSL_PARAM params[2];
     if (!mac)
         return nt_openssl_error(-EIO, "EVP_MAC_fetch");

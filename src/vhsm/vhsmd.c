@@ -74,8 +74,7 @@ static void help(void) {
         "  --threads N               worker threads (default: one per CPU)\n"
         "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
         "  --spin-us US              after a reply, poll the connection this long for the next\n"
-        "                            request before sleeping (latency vs. CPU; default 50, 0 = "
-        "off)\n"
+        "                            request before sleeping (latency vs. CPU; default 0 = off)\n"
         "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
@@ -388,7 +387,7 @@ int main(int argc, char **argv) {
         .keystore = DEFAULT_KEYSTORE,
         .socket_mode = 0666,
         .socket_gid = (gid_t)-1,
-        .spin_us = 50,
+        .spin_us = 0, /* pipelining clients do not need it; spinning burns CPU */
     };
     int ready_fd = -EBADF, r;
 

@@ -27,7 +27,7 @@
 
 #define CLIENT_READ_CHUNK (64u * 1024u)
 /* Default busy-poll window for replies (microseconds); see spin_window(). */
-#define CLIENT_DEFAULT_SPIN_US 50
+#define CLIENT_DEFAULT_SPIN_US 0 /* off: pipeline (VhsmBatch) for throughput */
 
 /* Received bytes: the replies of the call or batch in progress. */
 typedef struct InBuf {

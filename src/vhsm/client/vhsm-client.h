@@ -17,7 +17,7 @@
  * throughput open one connection per thread. After fork() the child must not use the parent's
  * VhsmClient (open a new one).
  *
- * Latency: a call polls for its reply for up to $VHSM_SPIN_US microseconds (default 50, 0 = off)
+ * Latency: a call polls for its reply for up to $VHSM_SPIN_US microseconds (default 0 = off)
  * before sleeping, yielding the CPU between polls. For throughput, pipeline: queue several
  * operations in a VhsmBatch and run it (one write, the replies read together; see below).
  *
