@@ -415,6 +415,13 @@ static void call_end(Call *call) {
     (void)pthread_mutex_unlock(&call->c->lock);
 }
 
+/* Runs a call whose reply carries no output, and ends it. */
+static int call_finish(Call *call) {
+    int r = call_run(call);
+    call_end(call);
+    return r;
+}
+
 static int copy_out(Call *call, uint16_t tag, uint8_t **ret, size_t *ret_len) {
     const uint8_t *v;
     size_t n;
@@ -484,9 +491,7 @@ int vhsm_ping(VhsmClient *c) {
     int r = call_begin(&call, c, VHSM_OP_PING);
     if (r < 0)
         return r;
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 static void put_name(VhsmBuf *b, const char *name) {
@@ -535,9 +540,7 @@ static int simple_named(VhsmClient *c, uint16_t opcode, const char *name) {
     if (r < 0)
         return r;
     put_name(&c->out, name);
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 int vhsm_key_create(VhsmClient *c, const char *name, const VhsmKeySpec *spec) {
@@ -550,9 +553,7 @@ int vhsm_key_create(VhsmClient *c, const char *name, const VhsmKeySpec *spec) {
         return r;
     put_name(&c->out, name);
     put_spec(&c->out, spec);
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 static int json_call(VhsmClient *c, uint16_t opcode, const char *name, char **ret) {
@@ -614,9 +615,7 @@ int vhsm_key_set_acl(VhsmClient *c, const char *name, const VhsmAcl *acl) {
         return r;
     put_name(&c->out, name);
     put_acl(&c->out, acl);
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 int vhsm_key_set_min_version(VhsmClient *c, const char *name, uint32_t min_version) {
@@ -629,9 +628,7 @@ int vhsm_key_set_min_version(VhsmClient *c, const char *name, uint32_t min_versi
         return r;
     put_name(&c->out, name);
     vhsm_buf_put_u32(&c->out, VHSM_TAG_MIN_VERSION, min_version);
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 /* The common shape of data operations: name, algorithm, flags, version, data, aad, extra. */
@@ -855,9 +852,7 @@ int vhsm_ecdh_derive(VhsmClient *c, const char *name, const void *peer_pub, size
         s.type = NULL; /* always AES-256 */
         put_spec(&c->out, &s);
     }
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 int vhsm_transfer_key_create(VhsmClient *c, uint32_t lifetime, char **ret_jwk) {
@@ -888,9 +883,7 @@ int vhsm_import_jwe(VhsmClient *c, const char *jwe, const char *name, const Vhsm
     put_name(&c->out, name);
     vhsm_buf_put_str(&c->out, VHSM_TAG_JWE, jwe);
     put_spec(&c->out, spec);
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 int vhsm_attestation_status(VhsmClient *c, char **ret_json) {
@@ -903,9 +896,7 @@ int vhsm_attestation_set(VhsmClient *c, uint64_t t) {
     if (r < 0)
         return r;
     vhsm_buf_put_u64(&c->out, VHSM_TAG_TIMESTAMP, t);
-    r = call_run(&call);
-    call_end(&call);
-    return r;
+    return call_finish(&call);
 }
 
 /* ---- pipelined batches ---- */
