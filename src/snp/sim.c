@@ -392,6 +392,24 @@ static const char *crl_url(SnpProduct p, bool vlek, char *buf, size_t n) {
     return buf;
 }
 
+typedef struct ConfExt {
+    int nid;
+    const char *value; /* OpenSSL config syntax, e.g. "critical,CA:TRUE" */
+} ConfExt;
+
+/* The common end of the CA certificates (ARK, ASK, ASVK): validity, the extensions in the
+ * given order (the order of AMD's real certificates), and the RSA-PSS signature with AMD's
+ * explicit-trailer AlgorithmIdentifier. issuer is NULL for self-signed. */
+static int cert_finish_ca(X509 *x, X509 *issuer, const char *not_before, const char *not_after,
+                          const ConfExt *exts, size_t n_exts, EVP_PKEY *sign_key, X509 **ret) {
+    int r = cert_set_validity_str(x, not_before, not_after);
+    for (size_t i = 0; i < n_exts && r >= 0; i++)
+        r = cert_add_conf_ext(x, issuer, exts[i].nid, exts[i].value);
+    if (r < 0)
+        return r;
+    return cert_sign_pss(x, sign_key, true, ret);
+}
+
 static int make_ark(SnpProduct p, EVP_PKEY *key, X509 **ret) {
     const SimProductInfo *pi = &product_info[p];
     _cleanup_(X509_freep) X509 *x = NULL;
@@ -402,19 +420,14 @@ static int make_ark(SnpProduct p, EVP_PKEY *key, X509 **ret) {
     r = cert_base(cn, cn, (uint64_t)pi->serial_prefix << 16, key, &x);
     if (r < 0)
         return r;
-    r = cert_set_validity_str(x, pi->ark_not_before, pi->ark_not_after);
-    if (r >= 0)
-        r = cert_add_conf_ext(x, NULL, NID_key_usage, "critical,keyCertSign,cRLSign");
-    if (r >= 0)
-        r = cert_add_conf_ext(x, NULL, NID_subject_key_identifier, "hash");
-    if (r >= 0)
-        r = cert_add_conf_ext(x, NULL, NID_basic_constraints, "critical,CA:TRUE");
-    if (r >= 0)
-        r = cert_add_conf_ext(x, NULL, NID_crl_distribution_points,
-                              crl_url(p, false, url, sizeof url));
-    if (r < 0)
-        return r;
-    return cert_sign_pss(x, key, true, ret);
+    const ConfExt exts[] = {
+        {NID_key_usage, "critical,keyCertSign,cRLSign"},
+        {NID_subject_key_identifier, "hash"},
+        {NID_basic_constraints, "critical,CA:TRUE"},
+        {NID_crl_distribution_points, crl_url(p, false, url, sizeof url)},
+    };
+    return cert_finish_ca(x, NULL, pi->ark_not_before, pi->ark_not_after, exts, ELEMENTSOF(exts),
+                          key, ret);
 }
 
 /* ASK (vlek=false) or ASVK (vlek=true), signed by the ARK. */
@@ -431,22 +444,16 @@ static int make_ask(SnpProduct p, bool vlek, EVP_PKEY *key, X509 *ark, EVP_PKEY 
     r = cert_base(cn, ark_cn, serial, key, &x);
     if (r < 0)
         return r;
-    r = cert_set_validity_str(x, vlek ? pi->asvk_not_before : pi->ask_not_before,
-                              vlek ? pi->asvk_not_after : pi->ask_not_after);
-    if (r >= 0)
-        r = cert_add_conf_ext(x, ark, NID_subject_key_identifier, "hash");
-    if (r >= 0)
-        r = cert_add_conf_ext(x, ark, NID_authority_key_identifier, "keyid:always");
-    if (r >= 0)
-        r = cert_add_conf_ext(x, ark, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
-    if (r >= 0)
-        r = cert_add_conf_ext(x, ark, NID_key_usage, "critical,keyCertSign");
-    if (r >= 0)
-        r = cert_add_conf_ext(x, ark, NID_crl_distribution_points,
-                              crl_url(p, vlek, url, sizeof url));
-    if (r < 0)
-        return r;
-    return cert_sign_pss(x, ark_key, true, ret);
+    const ConfExt exts[] = {
+        {NID_subject_key_identifier, "hash"},
+        {NID_authority_key_identifier, "keyid:always"},
+        {NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+        {NID_key_usage, "critical,keyCertSign"},
+        {NID_crl_distribution_points, crl_url(p, vlek, url, sizeof url)},
+    };
+    return cert_finish_ca(x, ark, vlek ? pi->asvk_not_before : pi->ask_not_before,
+                          vlek ? pi->asvk_not_after : pi->ask_not_after, exts, ELEMENTSOF(exts),
+                          ark_key, ret);
 }
 
 /* VCEK (vlek=false: hwID = chip id) or VLEK (cspID instead of hwID), SPLs = reported TCB. */
