@@ -400,6 +400,19 @@ static bool looks_pem(const uint8_t *data, size_t len) {
     return false;
 }
 
+/* Ends an add of several entries: r < 0, or nothing added when require_any (-ENOENT), drops the
+ * entries added since n_before, so that a failed add leaves the bundle as it was. */
+static int bundle_add_done(NtCertBundle *b, size_t n_before, bool require_any, int r) {
+    if (r >= 0 && require_any && b->n_entries == n_before)
+        r = -ENOENT;
+    if (r < 0) {
+        while (b->n_entries > n_before)
+            free(b->entries[--b->n_entries].der);
+        return r;
+    }
+    return 0;
+}
+
 int nt_cert_bundle_add(NtCertBundle *b, const uint8_t *data, size_t len, NtCertRole role,
                        const char *origin) {
     size_t n_before = b->n_entries;
@@ -439,12 +452,7 @@ int nt_cert_bundle_add(NtCertBundle *b, const uint8_t *data, size_t len, NtCertR
         if (r < 0)
             break;
     }
-    if (r < 0) {
-        while (b->n_entries > n_before)
-            free(b->entries[--b->n_entries].der);
-        return r;
-    }
-    return 0;
+    return bundle_add_done(b, n_before, false, r);
 }
 
 int nt_cert_bundle_add_table(NtCertBundle *b, const uint8_t *table, size_t len) {
@@ -479,14 +487,7 @@ int nt_cert_bundle_add_table(NtCertBundle *b, const uint8_t *table, size_t len) 
         if (r < 0)
             break;
     }
-    if (r >= 0 && b->n_entries == n_before)
-        r = -ENOENT;
-    if (r < 0) {
-        while (b->n_entries > n_before)
-            free(b->entries[--b->n_entries].der);
-        return r;
-    }
-    return 0;
+    return bundle_add_done(b, n_before, true, r);
 }
 
 int nt_cert_bundle_add_dir(NtCertBundle *b, const char *dir) {
@@ -524,14 +525,7 @@ int nt_cert_bundle_add_dir(NtCertBundle *b, const char *dir) {
             if (r < 0)
                 break;
         }
-    if (r >= 0 && b->n_entries == n_before)
-        r = -ENOENT;
-    if (r < 0) {
-        while (b->n_entries > n_before)
-            free(b->entries[--b->n_entries].der);
-        return r;
-    }
-    return 0;
+    return bundle_add_done(b, n_before, true, r);
 }
 
 int nt_cert_bundle_add_file(NtCertBundle *b, const char *path) {

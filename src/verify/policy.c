@@ -411,6 +411,23 @@ static void check_bit(NtVerdict *v, const char *name, const SnpReport *r, uint64
         nt_verdict_pass(v, name, NT_CHECK_POLICY, "%s", set ? "on (allowed)" : "off");
 }
 
+/* A plain integer minimum: skipped when not configured, else found >= min. */
+static void check_min(NtVerdict *v, const char *name, bool configured, unsigned found,
+                      unsigned min) {
+    char e[32], f[32];
+    if (!configured) {
+        nt_verdict_skip(v, name, NT_CHECK_POLICY, "not configured");
+        return;
+    }
+    if (found >= min) {
+        nt_verdict_pass(v, name, NT_CHECK_POLICY, "%u", found);
+        return;
+    }
+    snprintf(e, sizeof e, ">= %u", min);
+    snprintf(f, sizeof f, "%u", found);
+    nt_verdict_fail(v, name, NT_CHECK_POLICY, -EKEYREJECTED, e, f, NULL);
+}
+
 void nt_policy_apply(const NtPolicy *p, const SnpReport *r, SnpProduct product,
                      NtCertRole signing_role, NtVerdict *v) {
     char e[128], f[128];
@@ -488,24 +505,9 @@ void nt_policy_apply(const NtPolicy *p, const SnpReport *r, SnpProduct product,
                             "reported TCB %s SPL below the minimum", comp);
         }
     }
-    if (!p->has_min_guest_svn)
-        nt_verdict_skip(v, "min_guest_svn", NT_CHECK_POLICY, "not configured");
-    else if (r->guest_svn >= p->min_guest_svn)
-        nt_verdict_pass(v, "min_guest_svn", NT_CHECK_POLICY, "%u", r->guest_svn);
-    else {
-        snprintf(e, sizeof e, ">= %u", p->min_guest_svn);
-        snprintf(f, sizeof f, "%u", r->guest_svn);
-        nt_verdict_fail(v, "min_guest_svn", NT_CHECK_POLICY, -EKEYREJECTED, e, f, NULL);
-    }
-    if (p->min_report_version == 0)
-        nt_verdict_skip(v, "min_report_version", NT_CHECK_POLICY, "not configured");
-    else if (r->version >= p->min_report_version)
-        nt_verdict_pass(v, "min_report_version", NT_CHECK_POLICY, "%u", r->version);
-    else {
-        snprintf(e, sizeof e, ">= %u", p->min_report_version);
-        snprintf(f, sizeof f, "%u", r->version);
-        nt_verdict_fail(v, "min_report_version", NT_CHECK_POLICY, -EKEYREJECTED, e, f, NULL);
-    }
+    check_min(v, "min_guest_svn", p->has_min_guest_svn, r->guest_svn, p->min_guest_svn);
+    check_min(v, "min_report_version", p->min_report_version != 0, r->version,
+              p->min_report_version);
     unsigned abi_major = (unsigned)((r->policy >> SNP_POLICY_ABI_MAJOR_SHIFT) & 0xff);
     unsigned abi_minor = (unsigned)(r->policy & SNP_POLICY_ABI_MINOR_MASK);
     if (!p->has_min_abi)
