@@ -17,6 +17,7 @@
  */
 #include "verify/verify.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,10 +232,18 @@ static void certs_done(Certs *c) {
     c->n = 0;
 }
 
-static int cache_key(NtVerifier *v, const Certs *c, uint8_t key[32]) {
+/* The key covers the signing role and which entry was chosen as the end-entity certificate, not
+ * only the bundle: one bundle may hold both a VCEK and a VLEK, and a report signed by the one must
+ * never be checked against the cached key of the other. */
+static int cache_key(NtVerifier *v, const Certs *c, NtCertRole role, size_t ek, uint8_t key[32]) {
     _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t sel[2] = {(uint8_t)role, (uint8_t)ek};
+
+    assert(ek < c->n && ek <= UINT8_MAX);
     if (!ctx || EVP_DigestInit_ex(ctx, v->sha256, NULL) != 1)
         return nt_openssl_error(-ENOMEM, "EVP_DigestInit_ex");
+    if (EVP_DigestUpdate(ctx, sel, sizeof sel) != 1)
+        return nt_openssl_error(-EIO, "EVP_DigestUpdate");
     for (size_t i = 0; i < c->n; i++) {
         uint8_t hdr[5] = {(uint8_t)c->e[i]->role, (uint8_t)c->e[i]->der_len,
                           (uint8_t)(c->e[i]->der_len >> 8), (uint8_t)(c->e[i]->der_len >> 16),
@@ -536,7 +545,7 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
         return 1;
     }
 
-    r = cache_key(v, &c, ci->key);
+    r = cache_key(v, &c, role, ek, ci->key);
     if (r < 0)
         return r;
     if (cache_lookup(v, ci->key, at, ci)) {

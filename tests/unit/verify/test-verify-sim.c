@@ -360,12 +360,54 @@ static void test_launch_changes(void **state) {
     expect(verify(v, rep, fresh, NULL), NT_VERDICT_OK, "(none)");
 }
 
+/* Regression (review finding C): one bundle holding both a VCEK and a VLEK chain. The chain cache
+ * key covers the signing role, so a VLEK-signed report after a VCEK-signed one (and back) is
+ * checked against its own key, not the cached key of the other. */
+static void test_cache_vcek_and_vlek_in_one_bundle(void **state) {
+    const Chip *c = &chips[MILAN3];
+    _cleanup_(nt_verifier_freep) NtVerifier *v = NULL;
+    _cleanup_(sim_chip_freep) SimChip *s = NULL;
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *both = nt_cert_bundle_new();
+    uint8_t vcek_rep[SNP_REPORT_SIZE], vlek_rep[SNP_REPORT_SIZE];
+    uint64_t hits, misses;
+
+    assert_non_null(both);
+    assert_int_equal(nt_cert_bundle_add_dir(both, c->dir), 0);
+    assert_non_null(nt_cert_bundle_find(both, NT_CERT_ROLE_VCEK));
+    assert_non_null(nt_cert_bundle_find(both, NT_CERT_ROLE_VLEK));
+    assert_int_equal(sim_chip_load(c->dir, &s), 0);
+    assert_int_equal(sim_chip_get_report(s, (const uint8_t[64]){1}, 0, vcek_rep), 0);
+    assert_int_equal(sim_chip_set_signing_key(s, SNP_SIGNING_KEY_VLEK), 0);
+    assert_int_equal(sim_chip_get_report(s, (const uint8_t[64]){2}, 0, vlek_rep), 0);
+
+    assert_int_equal(nt_verifier_new(&v), 0);
+    trust(v, c);
+    for (int round = 0; round < 2; round++) {
+        _cleanup_(nt_verdict_freep) NtVerdict *a = verify(v, vcek_rep, both, NULL);
+        _cleanup_(nt_verdict_freep) NtVerdict *b = verify(v, vlek_rep, both, NULL);
+        if (nt_verdict_status(a) != NT_VERDICT_OK || nt_verdict_status(b) != NT_VERDICT_OK)
+            fail_msg("round %d: VCEK %s, VLEK %s", round, vt_failed_check(a), vt_failed_check(b));
+        assert_int_equal(a->signing_role, NT_CERT_ROLE_VCEK);
+        assert_int_equal(b->signing_role, NT_CERT_ROLE_VLEK);
+        assert_int_equal(a->chain_cached, round == 1);
+        assert_int_equal(b->chain_cached, round == 1);
+    }
+    nt_verifier_cache_stats(v, &hits, &misses);
+    assert_int_equal(misses, 2);
+    assert_int_equal(hits, 2);
+    /* Cached or not, a report still fails against the wrong key: swap the signatures. */
+    memcpy(vlek_rep + SNP_REPORT_SIGNED_SIZE, vcek_rep + SNP_REPORT_SIGNED_SIZE,
+           SNP_REPORT_SIZE - SNP_REPORT_SIGNED_SIZE);
+    expect(verify(v, vlek_rep, both, NULL), NT_VERDICT_INVALID, "report_signature");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_wrong_product_and_swapped_ask),
         cmocka_unit_test(test_forged_vceks),
         cmocka_unit_test(test_launch_changes),
+        cmocka_unit_test(test_cache_vcek_and_vlek_in_one_bundle),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
