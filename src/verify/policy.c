@@ -472,7 +472,14 @@ void nt_policy_apply(const NtPolicy *p, const SnpReport *r, SnpProduct product,
     /* Versions. */
     if (p->min_tcb_set == 0)
         nt_verdict_skip(v, "min_tcb", NT_CHECK_POLICY, "not configured");
-    else {
+    else if (product != SNP_PRODUCT_TURIN && (p->min_tcb_set & ~NT_TCB_FMC) == 0) {
+        /* A minimum that names no component this product's TCB has would check nothing: fail
+         * rather than pass vacuously (the policy was written for Turin only). */
+        snprintf(f, sizeof f, "%s TCB (no fmc)", snp_product_to_string(product));
+        nt_verdict_fail(v, "min_tcb", NT_CHECK_POLICY, -EKEYREJECTED, "fmc", f,
+                        "min_tcb names only fmc, which milan/genoa TCBs lack (%s report)",
+                        snp_product_to_string(product));
+    } else {
         SnpTcb t;
         const char *comp = NULL;
         if (snp_tcb_decode(r->reported_tcb, product, &t) < 0)
@@ -546,7 +553,7 @@ void nt_policy_apply(const NtPolicy *p, const SnpReport *r, SnpProduct product,
         nt_verdict_pass(v, "single_socket", NT_CHECK_POLICY, "%s",
                         (r->policy & SNP_POLICY_SINGLE_SOCKET) ? "on" : "off (not required)");
     if (p->vmpls == 0)
-        nt_verdict_skip(v, "vmpl", NT_CHECK_POLICY, "not configured");
+        nt_verdict_skip(v, "vmpl", NT_CHECK_POLICY, "not configured: any VMPL accepted");
     else if (r->vmpl < 4 && (p->vmpls & (1u << r->vmpl)))
         nt_verdict_pass(v, "vmpl", NT_CHECK_POLICY, "%u", r->vmpl);
     else {

@@ -206,7 +206,9 @@ static void test_apply(void **state) {
         {"{\"min_tcb\":{\"snp\":9,\"microcode\":1}}", "min_tcb"},
         {"{\"min_tcb\":{\"microcode\":116}}", "min_tcb"},
         {"{\"min_tcb\":{\"tee\":1}}", "min_tcb"},
-        {"{\"min_tcb\":{\"fmc\":9}}", ""}, /* Milan has no FMC */
+        {"{\"min_tcb\":{\"fmc\":9}}", "min_tcb"},    /* only fmc: checks nothing here */
+        {"{\"min_tcb\":{\"fmc\":9,\"snp\":8}}", ""}, /* Milan has no FMC; snp counts */
+        {"{\"min_tcb\":{\"fmc\":0,\"snp\":9}}", "min_tcb"},
         {"{\"min_guest_svn\":5}", ""},
         {"{\"min_guest_svn\":6}", "min_guest_svn"},
         {"{\"vmpls\":[0]}", ""},
@@ -308,6 +310,38 @@ static void test_failure_details(void **state) {
     assert_int_equal(nt_verdict_status(v), NT_VERDICT_POLICY);
 }
 
+/* Review finding D: a min_tcb naming only fmc fails on Milan/Genoa (it would check nothing) but is
+ * checked on Turin; an absent vmpls says so explicitly. */
+static void test_fmc_only_and_vmpl_default(void **state) {
+    SnpReport r = base_report();
+    _cleanup_(nt_policy_freep) NtPolicy *p = parse_ok("{\"min_tcb\":{\"fmc\":0}}");
+    static const SnpProduct products[] = {SNP_PRODUCT_MILAN, SNP_PRODUCT_GENOA};
+    for (size_t i = 0; i < ELEMENTSOF(products); i++) {
+        SnpTcb tt = {.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115};
+        _cleanup_(nt_verdict_freep) NtVerdict *v = nt_verdict_new();
+        assert_non_null(v);
+        r.reported_tcb = snp_tcb_encode(&tt, products[i]);
+        nt_policy_apply(p, &r, products[i], NT_CERT_ROLE_VCEK, v);
+        assert_int_equal(nt_verdict_status(v), NT_VERDICT_POLICY);
+        const NtCheck *c = nt_verdict_first_failure(v);
+        assert_string_equal(c->name, "min_tcb");
+        assert_int_equal(c->error, -EKEYREJECTED);
+        assert_non_null(strstr(c->detail, "min_tcb names only fmc, which milan/genoa TCBs lack"));
+        assert_non_null(strstr(c->detail, snp_product_to_string(products[i])));
+        const NtCheck *vm = nt_verdict_find(v, "vmpl");
+        assert_int_equal(vm->result, NT_CHECK_SKIP);
+        assert_string_equal(vm->detail, "not configured: any VMPL accepted");
+    }
+    /* The same policy on Turin checks the FMC SPL (fmc >= 0 holds). */
+    SnpTcb tt = {.fmc = 1, .bootloader = 3, .tee = 0, .snp = 8, .microcode = 115};
+    _cleanup_(nt_verdict_freep) NtVerdict *v = nt_verdict_new();
+    assert_non_null(v);
+    r.reported_tcb = snp_tcb_encode(&tt, SNP_PRODUCT_TURIN);
+    nt_policy_apply(p, &r, SNP_PRODUCT_TURIN, NT_CERT_ROLE_VCEK, v);
+    assert_int_equal(nt_verdict_status(v), NT_VERDICT_OK);
+    assert_int_equal(nt_verdict_find(v, "min_tcb")->result, NT_CHECK_PASS);
+}
+
 static void test_tcb_meets(void **state) {
     SnpTcb t = {.fmc = 0, .bootloader = 1, .tee = 1, .snp = 5, .microcode = 200};
     SnpTcb min = {.fmc = 9, .bootloader = 1, .tee = 1, .snp = 6, .microcode = 100};
@@ -364,13 +398,10 @@ static void test_oom(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_fields),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_apply),
-        cmocka_unit_test(test_failure_details),
-        cmocka_unit_test(test_tcb_meets),
-        cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_parse_fields),    cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_apply),
+        cmocka_unit_test(test_failure_details), cmocka_unit_test(test_fmc_only_and_vmpl_default),
+        cmocka_unit_test(test_tcb_meets),       cmocka_unit_test(test_oom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
