@@ -386,6 +386,9 @@ static int op_attestation_status(Req *q) {
     return 0;
 }
 
+/* Seconds a recorded verdict time may lie ahead of our clock (then recorded as now). */
+#define VHSM_ATTESTATION_CLOCK_TOLERANCE 2
+
 static int op_attestation_set(Req *q) {
     uint64_t t = 0;
     int64_t now = (int64_t)time(NULL);
@@ -398,8 +401,13 @@ static int op_attestation_set(Req *q) {
         return req_fail(q, -EBADMSG, "malformed timestamp");
     if (t == 0)
         t = (uint64_t)now;
-    if (t > (uint64_t)now + 60)
+    /* A verdict from the future would keep attested keys usable beyond max_age. Allow only the
+     * clock tolerance (the agent's and our time() may straddle a second) and record it as now;
+     * any past time is fine: it only shortens the validity. */
+    if (t > (uint64_t)now + VHSM_ATTESTATION_CLOCK_TOLERANCE)
         return req_fail(q, -EINVAL, "verdict time lies in the future");
+    if (t > (uint64_t)now)
+        t = (uint64_t)now;
     vault_set_attestation(q->d->vault, (time_t)t);
     atomic_store(&q->d->verdict_time, (int64_t)t);
     log_info("Attestation verdict recorded (time %" PRIu64 ") by pid %d.", t, (int)q->peer->pid);
