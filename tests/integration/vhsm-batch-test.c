@@ -5,7 +5,10 @@
  * signatures with OpenSSL against the exported public key, GCM ciphertexts by decrypting them
  * back (in a second batch), MACs against the single-call result. A failing operation in the
  * middle must get its own error and leave its neighbours intact; a large batch (more bytes than
- * the socket buffers hold in both directions) must complete; misuse must be refused.
+ * the socket buffers hold in both directions) must complete; misuse must be refused. Windowed
+ * pipelining: several batches in flight on one connection (mixed operations, received in and out
+ * of order, a window of 3 MiB each way past the daemon's output mark), and a batch reset in
+ * flight failing the others and breaking the connection.
  * Exits 0 on success, 1 with a message naming the failed check.
  */
 #include <errno.h>
@@ -180,6 +183,150 @@ static void test_large(VhsmClient *c) {
     b = vhsm_batch_free(b);
 }
 
+/* Fills b with a mixed window: p256 sign of msg, GCM encrypt of pt, a failing sign, MAC of msg. */
+static void fill_mixed(VhsmBatch *b, const uint8_t *msg, size_t msg_len, const uint8_t *pt,
+                       size_t pt_len) {
+    CHECK(vhsm_batch_sign(b, "b-p256", "ecdsa", VHSM_OP_RAW, msg, msg_len) == 0, "q sign");
+    CHECK(vhsm_batch_encrypt(b, "b-aes", NULL, 0, pt, pt_len, NULL, 0) == 1, "q encrypt");
+    CHECK(vhsm_batch_sign(b, "no-such-key", NULL, 0, msg, msg_len) == 2, "q missing key");
+    CHECK(vhsm_batch_mac(b, "b-hmac", msg, msg_len) == 3, "q mac");
+}
+
+/* Checks a batch filled by fill_mixed(): every result belongs to its own request. */
+static void check_mixed(VhsmClient *c, VhsmBatch *b, EVP_PKEY *p256, const uint8_t *msg,
+                        size_t msg_len, const uint8_t *pt, size_t pt_len) {
+    _cleanup_free_ uint8_t *tag = NULL;
+    uint8_t *back = NULL;
+    const uint8_t *o;
+    size_t n, tag_len = 0, back_len = 0;
+
+    CHECK(vhsm_batch_result(b, 0, &o, &n) == 0 && sig_ok(p256, EVP_sha256(), msg, msg_len, o, n),
+          "window: signature over its own message");
+    CHECK(vhsm_batch_result(b, 1, &o, &n) == 0 && n == 40 + pt_len, "window: gcm size");
+    CHECK(vhsm_decrypt(c, "b-aes", NULL, 0, 0, o, n, NULL, 0, &back, &back_len) == 0 &&
+              back_len == pt_len && memcmp(back, pt, pt_len) == 0,
+          "window: ciphertext decrypts to its own plaintext");
+    vhsm_free_secret(back, back_len);
+    CHECK(vhsm_batch_result(b, 2, &o, &n) == -ENOKEY, "window: missing key");
+    CHECK(vhsm_mac(c, "b-hmac", msg, msg_len, &tag, &tag_len) == 0, "mac");
+    CHECK(vhsm_batch_result(b, 3, &o, &n) == 0 && n == tag_len && memcmp(o, tag, n) == 0,
+          "window: MAC of its own message");
+}
+
+/* Several batches in flight on one connection, received in order, out of order, and implicitly by
+ * a single call; misuse refused; a window far beyond the daemon's 256 KiB output mark; a batch
+ * reset in flight abandons the connection and fails the others. */
+static void test_window(const char *sock) {
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *p256 = NULL;
+    VhsmClient *c = NULL;
+    VhsmBatch *w[4] = {};
+    uint8_t msg[4][64], pt[4][1000];
+    const uint8_t *o;
+    size_t n;
+
+    CHECK(vhsm_connect(sock, &c) == 0, "connect");
+    p256 = load_pub(c, "b-p256");
+    for (size_t i = 0; i < 4; i++) {
+        CHECK(RAND_bytes(msg[i], sizeof msg[i]) == 1 && RAND_bytes(pt[i], sizeof pt[i]) == 1, "r");
+        CHECK(vhsm_batch_new(c, &w[i]) == 0, "batch_new");
+    }
+
+    /* Misuse before sending. */
+    CHECK(vhsm_batch_recv(w[0]) == -EINVAL, "recv of an unsent batch");
+    CHECK(vhsm_batch_send(NULL) == -EINVAL && vhsm_batch_recv(NULL) == -EINVAL, "NULL");
+
+    /* Three in flight, received in order; then reused (double buffering). */
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < 3; i++) {
+            msg[i][0] = (uint8_t)round;
+            fill_mixed(w[i], msg[i], sizeof msg[i], pt[i], sizeof pt[i]);
+            CHECK(vhsm_batch_send(w[i]) == 0, "send %zu", i);
+        }
+        CHECK(vhsm_batch_send(w[1]) == -EINVAL, "second send");
+        CHECK(vhsm_batch_mac(w[1], "b-hmac", msg[0], 1) == -EINVAL, "queue while in flight");
+        CHECK(vhsm_batch_result(w[0], 0, &o, &n) == -EINVAL, "result before recv");
+        for (size_t i = 0; i < 3; i++) {
+            CHECK(vhsm_batch_recv(w[i]) == 0, "recv %zu", i);
+            check_mixed(c, w[i], p256, msg[i], sizeof msg[i], pt[i], sizeof pt[i]);
+        }
+        CHECK(vhsm_batch_recv(w[0]) == -EINVAL, "second recv");
+        for (size_t i = 0; i < 3; i++)
+            vhsm_batch_reset(w[i]);
+    }
+
+    /* Received out of order: the newest first reads the older ones on the way. */
+    for (size_t i = 0; i < 3; i++) {
+        fill_mixed(w[i], msg[i], sizeof msg[i], pt[i], sizeof pt[i]);
+        CHECK(vhsm_batch_send(w[i]) == 0, "send %zu", i);
+    }
+    CHECK(vhsm_batch_recv(w[2]) == 0 && vhsm_batch_recv(w[0]) == 0 && vhsm_batch_recv(w[1]) == 0,
+          "recv out of order");
+    for (size_t i = 0; i < 3; i++) {
+        check_mixed(c, w[i], p256, msg[i], sizeof msg[i], pt[i], sizeof pt[i]);
+        vhsm_batch_reset(w[i]);
+    }
+
+    /* A single call with batches in flight is answered after them, in step. */
+    fill_mixed(w[0], msg[0], sizeof msg[0], pt[0], sizeof pt[0]);
+    fill_mixed(w[1], msg[1], sizeof msg[1], pt[1], sizeof pt[1]);
+    CHECK(vhsm_batch_send(w[0]) == 0 && vhsm_batch_send(w[1]) == 0, "send two");
+    CHECK(vhsm_ping(c) == 0, "ping with batches in flight");
+    CHECK(vhsm_batch_recv(w[1]) == 0 && vhsm_batch_recv(w[0]) == 0, "recv after the call");
+    check_mixed(c, w[0], p256, msg[0], sizeof msg[0], pt[0], sizeof pt[0]);
+    check_mixed(c, w[1], p256, msg[1], sizeof msg[1], pt[1], sizeof pt[1]);
+    vhsm_batch_reset(w[0]);
+    vhsm_batch_reset(w[1]);
+
+    /* A window far beyond the output mark: 4 batches x 48 x 16 KiB = 3 MiB each way, all sent
+     * before any is received. */
+    {
+        static uint8_t big[16384];
+        for (size_t k = 0; k < 4; k++) {
+            for (int i = 0; i < 48; i++) {
+                memset(big, (int)(k * 48 + (size_t)i), sizeof big);
+                CHECK(vhsm_batch_encrypt(w[k], "b-aes", NULL, 0, big, sizeof big, NULL, 0) == i,
+                      "q big");
+            }
+            CHECK(vhsm_batch_send(w[k]) == 0, "send big %zu", k);
+        }
+        for (size_t k = 0; k < 4; k++) {
+            CHECK(vhsm_batch_recv(w[k]) == 0, "recv big %zu", k);
+            for (int i = 0; i < 48; i++) {
+                uint8_t *back = NULL;
+                size_t back_len = 0;
+                CHECK(vhsm_batch_result(w[k], (size_t)i, &o, &n) == 0 && n == 40 + sizeof big,
+                      "big result %zu/%d", k, i);
+                if (i % 23 == 0) {
+                    CHECK(vhsm_decrypt(c, "b-aes", NULL, 0, 0, o, n, NULL, 0, &back, &back_len) ==
+                              0,
+                          "decrypt big");
+                    memset(big, (int)(k * 48 + (size_t)i), sizeof big);
+                    CHECK(back_len == sizeof big && memcmp(back, big, back_len) == 0,
+                          "big content %zu/%d", k, i);
+                    vhsm_free_secret(back, back_len);
+                }
+            }
+            vhsm_batch_reset(w[k]);
+        }
+    }
+
+    /* Resetting a batch in flight breaks the connection and fails the other batches in flight. */
+    fill_mixed(w[0], msg[0], sizeof msg[0], pt[0], sizeof pt[0]);
+    fill_mixed(w[1], msg[1], sizeof msg[1], pt[1], sizeof pt[1]);
+    CHECK(vhsm_batch_send(w[0]) == 0 && vhsm_batch_send(w[1]) == 0, "send two");
+    vhsm_batch_reset(w[0]);
+    CHECK(vhsm_batch_recv(w[1]) == -ECONNABORTED, "the other batch fails");
+    CHECK(vhsm_batch_result(w[1], 0, &o, &n) == -EINVAL, "no results after a failure");
+    CHECK(vhsm_ping(c) == -ENOTCONN, "connection broken");
+    vhsm_batch_reset(w[1]);
+    CHECK(vhsm_batch_mac(w[1], "b-hmac", msg[0], 1) == 0, "refill after failure");
+    CHECK(vhsm_batch_send(w[1]) == -ENOTCONN, "send on a broken connection");
+
+    for (size_t i = 0; i < 4; i++)
+        w[i] = vhsm_batch_free(w[i]);
+    (void)vhsm_disconnect(c);
+}
+
 int main(int argc, char **argv) {
     VhsmClient *c = NULL;
     if (argc != 2) {
@@ -190,6 +337,7 @@ int main(int argc, char **argv) {
     test_mixed(c);
     test_large(c);
     (void)vhsm_disconnect(c);
+    test_window(argv[1]);
     printf("vhsm-batch-test: all checks passed\n");
     return 0;
 }

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Pipelined batches (libvhsm vhsm_batch_*) against the real daemon: mixed operations with failures
 # in the middle, decrypt round trips, a batch larger than the socket buffers (no deadlock against
-# the daemon's output limit).
+# the daemon's output limit), several batches in flight on one connection (windowed pipelining).
 # Arguments: nitride vhsmd vhsm vhsm-batch-test (the 4th takes the helper's slot in vhsm-lib.sh).
 . "$(dirname "$0")/vhsm-lib.sh"
 

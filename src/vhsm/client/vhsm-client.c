@@ -36,6 +36,8 @@ typedef struct InBuf {
     size_t len;
 } InBuf;
 
+typedef struct VhsmBatch VhsmBatch;
+
 struct VhsmClient {
     int fd;
     bool broken;
@@ -44,6 +46,9 @@ struct VhsmClient {
     unsigned timeout_ms;
     VhsmBuf out;
     InBuf in; /* the reply of the current call (wiped at its end) */
+    /* Batches sent and not yet fully answered, oldest first (= the order of their replies on the
+     * wire), linked through VhsmBatch.next. */
+    VhsmBatch *flight_head, *flight_tail;
 };
 
 static __thread char last_error[512];
@@ -69,6 +74,7 @@ void vhsm_free_secret(void *p, size_t len) {
 
 static int apply_timeout(int fd, unsigned timeout_ms);
 static void inbuf_done(InBuf *in);
+static int flight_drain(VhsmClient *c);
 
 int vhsm_connect(const char *path, VhsmClient **ret) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -370,6 +376,14 @@ static int call_begin(Call *call, VhsmClient *c, uint16_t opcode) {
         (void)pthread_mutex_unlock(&c->lock);
         set_error("connection to vhsmd is broken");
         return -ENOTCONN;
+    }
+    if (c->flight_head) {
+        /* Batches are in flight: their replies come first. */
+        int r = flight_drain(c);
+        if (r < 0) {
+            (void)pthread_mutex_unlock(&c->lock);
+            return r;
+        }
     }
     *call = (Call){.c = c, .id = c->next_id++};
     vhsm_buf_reset(&c->out);
@@ -911,13 +925,28 @@ typedef struct BatchOp {
     char *message; /* the daemon's message for a failure, or NULL */
 } BatchOp;
 
+/* QUEUING -> (send) IN_FLIGHT -> (all replies read, by whichever call read them) ANSWERED ->
+ * (recv) DONE; a transport error turns every IN_FLIGHT batch of the connection into FAILED.
+ * Reset returns to QUEUING. */
+typedef enum BatchState {
+    BATCH_QUEUING,
+    BATCH_IN_FLIGHT,
+    BATCH_ANSWERED,
+    BATCH_DONE,
+    BATCH_FAILED,
+} BatchState;
+
 struct VhsmBatch {
     VhsmClient *c;
     VhsmBuf out; /* the queued request frames */
     BatchOp *ops;
     size_t n_ops, cap_ops;
-    bool ran;
-    InBuf in; /* every reply of the last run */
+    BatchState state; /* changes from IN_FLIGHT only under the connection's lock */
+    int error;        /* FAILED: the transport error */
+    size_t got;       /* replies received */
+    size_t parsed;    /* bytes of in taken by those replies */
+    VhsmBatch *next;  /* the connection's in-flight queue */
+    InBuf in;         /* the replies */
 };
 
 int vhsm_batch_new(VhsmClient *c, VhsmBatch **ret) {
@@ -933,13 +962,37 @@ int vhsm_batch_new(VhsmClient *c, VhsmBatch **ret) {
     return 0;
 }
 
+/* Fails every batch in flight on c with the transport error r and breaks the connection (the
+ * byte stream is no longer aligned on frames). Called with the lock held. */
+static int flight_fail(VhsmClient *c, int r) {
+    VhsmBatch *b = c->flight_head, *next;
+    for (; b; b = next) {
+        next = b->next;
+        b->next = NULL;
+        b->state = BATCH_FAILED;
+        b->error = r;
+        inbuf_wipe(&b->in); /* no partial results */
+    }
+    c->flight_head = c->flight_tail = NULL;
+    return transport_failed(c, r);
+}
+
 void vhsm_batch_reset(VhsmBatch *b) {
     if (!b)
         return;
+    (void)pthread_mutex_lock(&b->c->lock);
+    if (b->state == BATCH_IN_FLIGHT) {
+        /* Its replies would arrive for a batch that is gone: abandon the stream. */
+        (void)flight_fail(b->c, -ECONNABORTED);
+        set_error("batch reset while in flight: connection to vhsmd abandoned");
+    }
+    (void)pthread_mutex_unlock(&b->c->lock);
     for (size_t i = 0; i < b->n_ops; i++)
         free(b->ops[i].message);
     b->n_ops = 0;
-    b->ran = false;
+    b->state = BATCH_QUEUING;
+    b->error = 0;
+    b->got = b->parsed = 0;
     vhsm_buf_reset(&b->out);
     inbuf_wipe(&b->in);
 }
@@ -961,7 +1014,7 @@ size_t vhsm_batch_size(const VhsmBatch *b) {
 
 /* Starts a queued request frame; the id is written when the batch runs. */
 static int batch_begin(VhsmBatch *b, uint16_t opcode) {
-    if (!b || b->ran)
+    if (!b || b->state != BATCH_QUEUING)
         return -EINVAL;
     if (b->n_ops >= VHSM_BATCH_MAX)
         return -E2BIG;
@@ -1100,11 +1153,142 @@ static int batch_reply(void *userdata, size_t index, const VhsmHeader *h, size_t
     return 0;
 }
 
-int vhsm_batch_run(VhsmBatch *b) {
+/* Hands over the complete replies in the oldest in-flight batch's buffer, in order. A batch whose
+ * replies are all in leaves the queue as ANSWERED; bytes past its last reply belong to the next
+ * batch and move to its buffer. Returns 0, -EPROTO (a malformed frame, or bytes nobody asked
+ * for) or -ENOMEM. */
+static int flight_parse(VhsmClient *c) {
+    VhsmBatch *b;
+    int r;
+
+    while ((b = c->flight_head)) {
+        VhsmBatch *next = b->next;
+        size_t extra;
+
+        while (b->got < b->n_ops && b->in.len - b->parsed >= VHSM_HEADER_SIZE) {
+            VhsmHeader h;
+            if (vhsm_header_decode(b->in.data + b->parsed, &h) < 0 || h.kind != VHSM_KIND_RESPONSE)
+                return -EPROTO;
+            if (b->in.len - b->parsed - VHSM_HEADER_SIZE < h.body_len)
+                break;
+            r = batch_reply(b, b->got, &h, b->parsed);
+            if (r < 0)
+                return r;
+            b->parsed += VHSM_HEADER_SIZE + h.body_len;
+            b->got++;
+        }
+        if (b->got < b->n_ops)
+            return 0;
+        extra = b->in.len - b->parsed;
+        if (extra > 0) {
+            if (!next)
+                return -EPROTO;
+            r = inbuf_room(&next->in, extra);
+            if (r < 0)
+                return r;
+            memcpy(next->in.data + next->in.len, b->in.data + b->parsed, extra);
+            next->in.len += extra;
+            explicit_bzero(b->in.data + b->parsed, extra);
+            b->in.len = b->parsed;
+        }
+        b->state = BATCH_ANSWERED;
+        b->next = NULL;
+        c->flight_head = next;
+        if (!next)
+            c->flight_tail = NULL;
+    }
+    return 0;
+}
+
+/* Reads what the socket holds into the oldest in-flight batch and parses it. wait: block until
+ * bytes arrive (bounded by SO_RCVTIMEO), busy-polling first until spin_until (now_us() clock;
+ * 0 = no polling). Returns 1 if bytes arrived, 0 if none were ready (!wait), or a transport
+ * errno. */
+static int flight_read(VhsmClient *c, bool wait, int64_t spin_until) {
+    VhsmBatch *b = c->flight_head;
+    ssize_t n;
+    int r;
+
+    if (!b)
+        return -EPROTO; /* a batch answered before it was completely sent */
+    r = inbuf_room(&b->in, CLIENT_READ_CHUNK / 4);
+    if (r < 0)
+        return r;
+    for (;;) {
+        bool dontwait = !wait || (spin_until > 0 && now_us() < spin_until);
+        n = recv(c->fd, b->in.data + b->in.len, b->in.cap - b->in.len, dontwait ? MSG_DONTWAIT : 0);
+        if (n > 0)
+            break;
+        if (n == 0)
+            return b->in.len == b->parsed ? -ECONNRESET : -EPROTO;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return negative_errno();
+        if (!wait)
+            return 0;
+        if (!dontwait)
+            return -ETIMEDOUT; /* SO_RCVTIMEO expired */
+        sched_yield();
+    }
+    b->in.len += (size_t)n;
+    r = flight_parse(c);
+    return r < 0 ? r : 1;
+}
+
+/* Sends out[0..out_len) (frames of the newest batch in flight). While the socket is full, replies
+ * that are ready are read (into the batches they belong to), so the daemon, which stops reading a
+ * connection whose unread replies pass its output mark, never waits for us while we wait for it.
+ * Then, if until is set, reads until until is answered (and every batch before it). Returns 0 or
+ * a transport errno; the caller fails the flight on error. Called with the lock held. */
+static int flight_pump(VhsmClient *c, const uint8_t *out, size_t out_len, const VhsmBatch *until) {
+    int64_t deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
+    int64_t spin = spin_window();
+    size_t sent = 0;
+    int r;
+
+    while (sent < out_len) {
+        ssize_t n = send(c->fd, out + sent, out_len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return negative_errno();
+        r = flight_read(c, false, 0);
+        if (r == 0)
+            r = wait_fd(c->fd, POLLIN | POLLOUT, deadline);
+        else if (r > 0 && deadline > 0 && now_ms() > deadline)
+            r = -ETIMEDOUT;
+        if (r < 0)
+            return r;
+    }
+    if (!until)
+        return 0;
+    spin = spin > 0 ? now_us() + spin : 0;
+    while (until->state == BATCH_IN_FLIGHT) {
+        if (deadline > 0 && now_ms() > deadline)
+            return -ETIMEDOUT;
+        r = flight_read(c, true, spin);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Reads the replies of every batch in flight (before a single call). Lock held. */
+static int flight_drain(VhsmClient *c) {
+    int r = flight_pump(c, NULL, 0, c->flight_tail);
+    return r < 0 ? flight_fail(c, r) : 0;
+}
+
+int vhsm_batch_send(VhsmBatch *b) {
     VhsmClient *c;
     int r;
 
-    if (!b || b->ran)
+    if (!b || b->state != BATCH_QUEUING)
         return -EINVAL;
     c = b->c;
     (void)pthread_mutex_lock(&c->lock);
@@ -1112,6 +1296,13 @@ int vhsm_batch_run(VhsmBatch *b) {
         (void)pthread_mutex_unlock(&c->lock);
         set_error("connection to vhsmd is broken");
         return -ENOTCONN;
+    }
+    inbuf_wipe(&b->in);
+    b->got = b->parsed = 0;
+    if (b->n_ops == 0) {
+        b->state = BATCH_ANSWERED;
+        (void)pthread_mutex_unlock(&c->lock);
+        return 0;
     }
     for (size_t i = 0; i < b->n_ops; i++) {
         uint8_t *idp = b->out.data + b->ops[i].frame + 8;
@@ -1122,19 +1313,42 @@ int vhsm_batch_run(VhsmBatch *b) {
         idp[2] = (uint8_t)(id >> 8);
         idp[3] = (uint8_t)id;
     }
-    inbuf_wipe(&b->in);
-    r = b->n_ops > 0 ? exchange(c, b->out.data, b->out.len, b->n_ops, &b->in, batch_reply, b) : 0;
-    if (r < 0) {
-        (void)transport_failed(c, r);
-        (void)pthread_mutex_unlock(&c->lock);
-        /* No partial results: wipe what arrived. */
-        inbuf_wipe(&b->in);
-        return r;
-    }
+    b->state = BATCH_IN_FLIGHT;
+    b->next = NULL;
+    if (c->flight_tail)
+        c->flight_tail->next = b;
+    else
+        c->flight_head = b;
+    c->flight_tail = b;
+    r = flight_pump(c, b->out.data, b->out.len, NULL);
+    if (r < 0)
+        (void)flight_fail(c, r);
     (void)pthread_mutex_unlock(&c->lock);
+    return r < 0 ? r : 0;
+}
+
+int vhsm_batch_recv(VhsmBatch *b) {
+    VhsmClient *c;
+    int r = 0;
+
+    if (!b)
+        return -EINVAL;
+    c = b->c;
+    (void)pthread_mutex_lock(&c->lock);
+    if (b->state == BATCH_IN_FLIGHT) {
+        r = flight_pump(c, NULL, 0, b);
+        if (r < 0)
+            (void)flight_fail(c, r);
+    } else if (b->state == BATCH_FAILED)
+        r = b->error;
+    else if (b->state != BATCH_ANSWERED)
+        r = -EINVAL;
+    (void)pthread_mutex_unlock(&c->lock);
+    if (r < 0)
+        return r;
     /* The requests may hold plaintext: wipe them now that they are answered. */
     vhsm_buf_reset(&b->out);
-    b->ran = true;
+    b->state = BATCH_DONE;
     last_error[0] = 0;
     for (size_t i = 0; i < b->n_ops; i++)
         if (b->ops[i].result < 0) {
@@ -1144,9 +1358,14 @@ int vhsm_batch_run(VhsmBatch *b) {
     return 0;
 }
 
+int vhsm_batch_run(VhsmBatch *b) {
+    int r = vhsm_batch_send(b);
+    return r < 0 ? r : vhsm_batch_recv(b);
+}
+
 int vhsm_batch_result(const VhsmBatch *b, size_t i, const uint8_t **ret_out, size_t *ret_len) {
     const BatchOp *op;
-    if (!b || !b->ran || i >= b->n_ops)
+    if (!b || b->state != BATCH_DONE || i >= b->n_ops)
         return -EINVAL;
     op = &b->ops[i];
     if (op->result < 0)
@@ -1159,7 +1378,7 @@ int vhsm_batch_result(const VhsmBatch *b, size_t i, const uint8_t **ret_out, siz
 }
 
 const char *vhsm_batch_message(const VhsmBatch *b, size_t i) {
-    if (!b || !b->ran || i >= b->n_ops || !b->ops[i].message)
+    if (!b || b->state != BATCH_DONE || i >= b->n_ops || !b->ops[i].message)
         return "";
     return b->ops[i].message;
 }

@@ -198,6 +198,29 @@ int vhsm_batch_raw(VhsmBatch *b, uint16_t opcode, const uint8_t *body, size_t bo
  * result is available and the connection is broken. -EINVAL if the batch already ran. An empty
  * batch returns 0 without I/O. The requests are wiped once answered. */
 int vhsm_batch_run(VhsmBatch *b);
+
+/* Windowed pipelining: vhsm_batch_run() split in two, so that several batches can be in flight
+ * on one connection at once (e.g. double buffering: send batch k+1, then receive batch k, then
+ * refill k while k+1 is computed). Replies still come back in send order, each operation with its
+ * own result. While a send waits for socket space it reads the replies already due (into the
+ * batches they belong to), so no window size can deadlock against the daemon's output limit;
+ * the replies of a batch are buffered by the client until it is received.
+ *
+ * vhsm_batch_send: sends every queued request of b and returns without waiting for replies.
+ * 0, -EINVAL (not a freshly filled batch: sent already, or answered and not reset), -ENOTCONN,
+ * or a transport error, which fails every batch in flight on the connection (their
+ * vhsm_batch_recv returns it) and breaks the connection. An empty batch sends nothing.
+ * vhsm_batch_recv: waits until every reply of b has arrived (reading those of batches sent
+ * before it on the way; their own recv then returns at once). 0 (results as after
+ * vhsm_batch_run), -EINVAL (b was not sent, or already received), or the transport error that
+ * failed the flight (no results; the connection is broken). Batches may be received in any
+ * order; each must be received (or reset) before it is refilled.
+ * Resetting or freeing a batch in flight abandons its replies: every batch in flight on the
+ * connection fails with -ECONNABORTED and the connection is broken. A single call on a
+ * connection with batches in flight first reads their replies. A connection must outlive its
+ * batches. */
+int vhsm_batch_send(VhsmBatch *b);
+int vhsm_batch_recv(VhsmBatch *b);
 /* Result of operation i after a successful run: 0, or the negative errno the single call would
  * have returned (verify / mac_verify: -EKEYREJECTED for a bad signature or tag); -EINVAL if i is
  * out of range or the batch did not run. On 0, *ret_out / *ret_len (either may be NULL) give the
