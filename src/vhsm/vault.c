@@ -1722,20 +1722,22 @@ int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const Vault
     return wrap_output(op, kv->number, TAKE_PTR(body), body_len, ret_out, ret_out_len);
 }
 
-int vault_decrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
-                  const uint8_t *in, size_t in_len, Secret **ret_plaintext) {
+int vault_decrypt_into(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                       const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                       size_t *ret_len) {
     _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
-    _cleanup_(secret_freep) Secret *pt = NULL;
     const uint8_t *hdr = in, *body = in;
     size_t body_len = in_len, out_len = 0;
     uint32_t version;
     VaultKeyType type;
     int r;
 
-    if (!ret_plaintext)
+    if (!out || !ret_len)
         return -EINVAL;
-    if ((r = op_validate(op, true, in, in_len)) < 0)
+    if ((r = op_validate(op, true, in, in_len)) < 0) /* bounds in_len */
         return r;
+    if (out_size < VAULT_DECRYPT_MAX(in_len))
+        return -EINVAL;
     if ((r = input_version(op, &body, &body_len, &version)) < 0)
         return r;
     if ((r = acquire(v, peer, name, true, version, &type, &kv)) < 0)
@@ -1750,24 +1752,16 @@ int vault_decrypt(Vault *v, const VaultPeer *peer, const char *name, const Vault
             return -EBADMSG;
         memcpy(tag, body + VAULT_GCM_IV_SIZE, VAULT_GCM_TAG_SIZE);
         out_len = body_len - VAULT_GCM_IV_SIZE - VAULT_GCM_TAG_SIZE;
-        if ((r = secret_new(out_len, &pt)) < 0)
-            return r;
-        if ((r = gcm_crypt(false, kv->secret, hdr, op, body, tag,
-                           body + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE, out_len,
-                           secret_data(pt))) < 0)
-            return r;
+        r = gcm_crypt(false, kv->secret, hdr, op, body, tag,
+                      body + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE, out_len, out);
         break;
     }
     case VAULT_ALG_AES256_KW:
     case VAULT_ALG_AES256_KWP:
         if (body_len < 16 || body_len % 8 != 0)
             return -EBADMSG;
-        if ((r = secret_new(body_len + 16, &pt)) < 0)
-            return r;
-        if ((r = kw_crypt(false, op->alg == VAULT_ALG_AES256_KWP, kv->secret, body, body_len,
-                          secret_data(pt), &out_len)) < 0)
-            return r;
-        secret_truncate(pt, out_len);
+        r = kw_crypt(false, op->alg == VAULT_ALG_AES256_KWP, kv->secret, body, body_len, out,
+                     &out_len);
         break;
     default: {
         _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
@@ -1775,17 +1769,38 @@ int vault_decrypt(Vault *v, const VaultPeer *peer, const char *name, const Vault
             return -EBADMSG;
         if ((r = oaep_ctx(kv->pkey, alg_md(type, op->alg), false, &ctx)) < 0)
             return r;
-        if ((r = secret_new(body_len, &pt)) < 0)
-            return r;
         out_len = body_len;
-        if (EVP_PKEY_decrypt(ctx, secret_data(pt), &out_len, body, body_len) != 1) {
+        r = 0;
+        if (EVP_PKEY_decrypt(ctx, out, &out_len, body, body_len) != 1) {
             ERR_clear_error();
-            return -EKEYREJECTED;
+            r = -EKEYREJECTED;
         }
-        secret_truncate(pt, out_len);
         break;
     }
     }
+    if (r < 0) {
+        /* Unauthenticated or partial plaintext must not stay behind. */
+        explicit_bzero(out, out_size);
+        return r;
+    }
+    *ret_len = out_len;
+    return 0;
+}
+
+int vault_decrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                  const uint8_t *in, size_t in_len, Secret **ret_plaintext) {
+    _cleanup_(secret_freep) Secret *pt = NULL;
+    size_t out_len = 0;
+    int r;
+
+    if (!ret_plaintext || in_len > VAULT_MAX_INPUT)
+        return -EINVAL;
+    if ((r = secret_new(VAULT_DECRYPT_MAX(in_len), &pt)) < 0)
+        return r;
+    if ((r = vault_decrypt_into(v, peer, name, op, in, in_len, secret_data(pt), secret_size(pt),
+                                &out_len)) < 0)
+        return r;
+    secret_truncate(pt, out_len);
     *ret_plaintext = TAKE_PTR(pt);
     return 0;
 }

@@ -270,6 +270,13 @@ int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const Vault
  * integrity check failed), or the encrypt errors. */
 int vault_decrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
                   const uint8_t *in, size_t in_len, Secret **ret_plaintext);
+/* The same, writing the plaintext to out (out_size >= VAULT_DECRYPT_MAX(in_len), else -EINVAL)
+ * and its length to *ret_len: for a caller whose buffer is locked memory already (vhsmd's reply
+ * buffer), which saves a Secret (mmap + mlock + munmap) per request. On failure out is wiped. */
+#define VAULT_DECRYPT_MAX(in_len) (in_len) /* plaintext is never longer than its input */
+int vault_decrypt_into(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                       const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                       size_t *ret_len);
 /* Sign or MAC (USE right) with the latest version; *ret_sig malloc'd (envelope unless RAW).
  * PREHASHED: in is the digest (32 bytes for *_SHA256 / P-256, 48 for *_SHA384 / P-384;
  * -EINVAL otherwise; -EOPNOTSUPP for Ed25519 and HMAC). */
