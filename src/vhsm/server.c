@@ -9,6 +9,12 @@
  *    connection leaves the list before its fd is closed, so the housekeeper's shutdown() under
  *    the lock never touches a recycled fd.
  *  - Input and output buffers are wiped as soon as their bytes are consumed or sent.
+ *  - An input buffer grows only as data arrives (never to a frame's announced length up front,
+ *    beyond CONN_BUF_UPFRONT), and every byte of it above CONN_BUF_DEFAULT is charged to two
+ *    budgets under s->lock: the server's (CONN_BUDGET_TOTAL) and, except for root, the peer
+ *    uid's (CONN_BUDGET_UID). A growth that would exceed one is refused with status busy and
+ *    the connection closed, so a peer trickling announced 1 MiB frames over many connections
+ *    cannot make the daemon hold (and, under mlockall, lock) memory without bound.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,9 +39,11 @@
 #include "core/log.h"
 #include "server.h"
 
-#define CONN_BUF_DEFAULT (16u * 1024u)
-#define CONN_BUF_KEEP (64u * 1024u)  /* larger input buffers are released when drained */
-#define CONN_OUT_HIGH (256u * 1024u) /* stop answering buffered requests above this */
+#define CONN_BUF_DEFAULT (16u * 1024u) /* every connection's input buffer; above it is charged */
+#define CONN_BUF_UPFRONT (64u * 1024u) /* frames up to this get all their room at once */
+#define CONN_OUT_HIGH (256u * 1024u)   /* stop answering buffered requests above this */
+#define CONN_BUDGET_TOTAL ((size_t)64u << 20) /* input bytes above the default, all connections */
+#define CONN_BUDGET_UID ((size_t)8u << 20)    /* the same, per non-root uid */
 
 typedef struct Conn {
     int fd;
@@ -45,6 +53,7 @@ typedef struct Conn {
     VhsmBuf out;
     size_t out_off;
     bool close_after_flush;
+    size_t charged; /* bytes of in_cap above CONN_BUF_DEFAULT charged to the budgets; s->lock */
     _Atomic int64_t in_since;  /* ms: start of the pending partial frame, 0 = none */
     _Atomic int64_t out_since; /* ms: since when a reply waits for the client to read, 0 = none */
     struct Conn *prev, *next;
@@ -67,6 +76,7 @@ struct Server {
     pthread_mutex_t lock;
     Conn *conns;
     unsigned n_conns;
+    size_t charged; /* sum of Conn.charged; s->lock */
     atomic_bool stopping;
 };
 
@@ -110,6 +120,8 @@ static void conn_close(Server *s, Conn *c) {
         if (c->next)
             c->next->prev = c->prev;
         s->n_conns--;
+        s->charged -= c->charged;
+        c->charged = 0;
     }
     log_debug("Connection of uid %u pid %d closed.", (unsigned)c->peer.uid, (int)c->peer.pid);
     conn_free(c);
@@ -166,7 +178,7 @@ static int conn_process(Server *s, Conn *c) {
             break;
         }
         if (c->in_len - off - VHSM_HEADER_SIZE < h.body_len)
-            break; /* partial frame: compacted below, conn_grow() makes room for all of it */
+            break; /* partial frame: compacted below, conn_grow() makes room as it arrives */
         r = dispatch_request(s->dispatch, &c->peer, &h, c->in + off + VHSM_HEADER_SIZE, &c->out);
         if (r < 0)
             return r;
@@ -185,23 +197,64 @@ static int conn_process(Server *s, Conn *c) {
     return 0;
 }
 
-/* Makes room for the frame at the start of the input buffer. */
-static int conn_grow(Conn *c) {
+static size_t charge_of(size_t cap) {
+    return cap > CONN_BUF_DEFAULT ? cap - CONN_BUF_DEFAULT : 0;
+}
+
+/* Re-charges c's input buffer for a capacity of cap. A growth that would take the server over
+ * CONN_BUDGET_TOTAL, or a non-root uid over CONN_BUDGET_UID, is refused with -EBUSY. */
+static int conn_charge(Server *s, Conn *c, size_t cap) {
+    size_t want = charge_of(cap);
+    LOCK_GUARD(&s->lock);
+
+    if (want > c->charged) {
+        size_t more = want - c->charged;
+        if (s->charged + more > CONN_BUDGET_TOTAL)
+            return -EBUSY;
+        if (c->peer.uid != 0) {
+            size_t uid_charged = 0;
+            for (Conn *o = s->conns; o; o = o->next)
+                if (o->peer.uid == c->peer.uid)
+                    uid_charged += o->charged;
+            if (uid_charged + more > CONN_BUDGET_UID)
+                return -EBUSY;
+        }
+    }
+    s->charged = s->charged - c->charged + want;
+    c->charged = want;
+    return 0;
+}
+
+/* Makes room to receive more input. The buffer grows only when full, and then to at most
+ * twice what has arrived (a frame up to CONN_BUF_UPFRONT gets all of its room at once), never
+ * past the frame at its start: memory follows the bytes the peer actually sent, not the length
+ * it announced. Returns 0, -EBUSY (a budget is exhausted: refuse the connection) or -ENOMEM. */
+static int conn_grow(Server *s, Conn *c) {
     size_t want = CONN_BUF_DEFAULT;
     uint8_t *p;
+    int r;
 
     if (c->in_len >= VHSM_HEADER_SIZE) {
         VhsmHeader h;
-        if (vhsm_header_decode(c->in, &h) == 0)
-            want = MAX(want, VHSM_HEADER_SIZE + (size_t)h.body_len);
+        if (vhsm_header_decode(c->in, &h) == 0 && c->in_len - VHSM_HEADER_SIZE < h.body_len) {
+            size_t have = c->in_len - VHSM_HEADER_SIZE, room = MIN(h.body_len, CONN_BUF_UPFRONT);
+            if (c->in_len == c->in_cap) /* full: double the body bytes received */
+                room = MAX(room, MIN(h.body_len, 2 * have));
+            want = MAX(want, VHSM_HEADER_SIZE + room);
+        }
     }
     if (c->in_cap >= want && c->in_len < c->in_cap)
         return 0;
     if (c->in_len >= want)
-        want = c->in_len + CONN_BUF_DEFAULT; /* header still incomplete cannot happen here */
+        want = c->in_len + CONN_BUF_DEFAULT; /* complete frames held back by the output mark */
+    r = conn_charge(s, c, want);
+    if (r < 0)
+        return r;
     p = malloc(want);
-    if (!p)
+    if (!p) {
+        (void)conn_charge(s, c, c->in_cap); /* a shrink back always succeeds */
         return -ENOMEM;
+    }
     if (c->in) {
         memcpy(p, c->in, c->in_len);
         explicit_bzero(c->in, c->in_cap);
@@ -212,12 +265,32 @@ static int conn_grow(Conn *c) {
     return 0;
 }
 
-static void conn_shrink(Conn *c) {
-    if (c->in_len == 0 && c->in_cap > CONN_BUF_KEEP) {
+/* Refuses a connection whose input buffer cannot grow within the budgets: one busy reply (to
+ * the frame at the start of the buffer), the input wiped, then close after the flush. */
+static int conn_refuse_busy(Conn *c) {
+    VhsmHeader h = {0};
+    if (c->in_len >= VHSM_HEADER_SIZE)
+        (void)vhsm_header_decode(c->in, &h);
+    log_warning("Input memory budget exhausted, refusing a large frame of uid %u pid %d.",
+                (unsigned)c->peer.uid, (int)c->peer.pid);
+    explicit_bzero(c->in, c->in_len);
+    c->in_len = 0;
+    atomic_store(&c->in_since, 0);
+    c->close_after_flush = true;
+    return dispatch_reply_error(&c->out, h.id, -EBUSY,
+                                "input memory budget exhausted (too many large frames in "
+                                "flight), try later");
+}
+
+/* Releases a drained input buffer larger than the default (and its charge), so that idle
+ * connections hold CONN_BUF_DEFAULT at most. */
+static void conn_shrink(Server *s, Conn *c) {
+    if (c->in_len == 0 && c->in_cap > CONN_BUF_DEFAULT) {
         explicit_bzero(c->in, c->in_cap);
         free(c->in);
         c->in = NULL;
         c->in_cap = 0;
+        (void)conn_charge(s, c, 0);
     }
 }
 
@@ -298,7 +371,11 @@ again:
     for (;;) {
         size_t space;
         ssize_t n;
-        r = conn_grow(c);
+        r = conn_grow(s, c);
+        if (r == -EBUSY) {
+            r = conn_refuse_busy(c);
+            break;
+        }
         if (r < 0)
             goto close;
         space = c->in_cap - c->in_len;
@@ -331,7 +408,7 @@ again:
         return;
     if (r < 0)
         goto close;
-    conn_shrink(c);
+    conn_shrink(s, c);
     if (eof || (events & (EPOLLHUP | EPOLLERR)))
         goto close;
     if (conn_spin(s, c))

@@ -17,6 +17,10 @@
  *   pipeline SOCK N                  N pipelined RANDOM requests before reading any reply
  *   stall SOCK TIMEOUT_MS            a client stalled mid-frame must not block others and must be
  *                                    disconnected after the daemon's stall timeout
+ *   trickle SOCK N HOLD_MS OUTFILE   N connections each announce a VHSM_MAX_BODY frame and send
+ *                                    all of it but the last byte in small chunks; writes
+ *                                    "held=H busy=B closed=C" to OUTFILE, then holds the partial
+ *                                    frames HOLD_MS before closing (the daemon's memory budgets)
  * Exit status: 0 success, 1 check failed (message on stderr), 2 usage or setup error.
  */
 #include <errno.h>
@@ -728,6 +732,107 @@ static int cmd_pipeline(int argc, char **argv) {
     return 0;
 }
 
+/* Many connections announcing the largest frame and trickling it in, one byte short of complete.
+ * Each ends "held" (everything sent, no reply: the daemon holds the partial frame), "busy"
+ * (refused with status busy: a memory budget is exhausted) or "closed" (closed without a reply,
+ * e.g. over the connection limit). Any other reply is a failure. */
+static int cmd_trickle(int argc, char **argv) {
+    enum { SENDING, HELD, BUSY, CLOSED, OTHER };
+    static uint8_t chunk[32 * 1024];
+    const size_t target = VHSM_MAX_BODY - 1;
+    _cleanup_free_ int *fd = NULL, *state = NULL;
+    _cleanup_free_ size_t *sent = NULL;
+    _cleanup_free_ struct pollfd *pfd = NULL;
+    unsigned n, count[OTHER + 1] = {0}, hold_ms;
+    int64_t deadline;
+    FILE *f;
+
+    if (argc != 4)
+        return 2;
+    n = (unsigned)strtoul(argv[1], NULL, 10);
+    hold_ms = (unsigned)strtoul(argv[2], NULL, 10);
+    fd = calloc(n, sizeof *fd);
+    state = calloc(n, sizeof *state);
+    sent = calloc(n, sizeof *sent);
+    pfd = calloc(n, sizeof *pfd);
+    if (n == 0 || !fd || !state || !sent || !pfd)
+        return 2;
+    memset(chunk, 'x', sizeof chunk);
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t hdr[VHSM_HEADER_SIZE];
+        fd[i] = raw_connect(argv[0]);
+        if (fd[i] < 0)
+            return die("cannot connect");
+        frame_header(hdr, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING, i + 1, VHSM_MAX_BODY);
+        if (write_all(fd[i], hdr, sizeof hdr) < 0) {
+            state[i] = CLOSED; /* refused at the connection limit */
+            continue;
+        }
+    }
+
+    /* Round robin: a chunk to every writable connection per round, until each is done. */
+    deadline = mono_ms() + 60000;
+    for (;;) {
+        unsigned np = 0;
+        for (unsigned i = 0; i < n; i++)
+            if (state[i] == SENDING)
+                pfd[np++] = (struct pollfd){.fd = fd[i], .events = POLLIN | POLLOUT};
+        if (np == 0)
+            break;
+        if (mono_ms() > deadline)
+            return die("trickle: connections still sending after 60 s");
+        if (poll(pfd, np, 1000) < 0)
+            return die("poll");
+        for (unsigned i = 0, k = 0; i < n; i++) {
+            if (state[i] != SENDING)
+                continue;
+            short re = pfd[k++].revents;
+            bool answered = re & (POLLIN | POLLHUP | POLLERR);
+            if (!answered && (re & POLLOUT)) {
+                size_t len = MIN(sizeof chunk, target - sent[i]);
+                ssize_t w = send(fd[i], chunk, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (w < 0 && errno != EAGAIN && errno != EINTR)
+                    answered = true; /* closed by the daemon: its reply may be queued */
+                else if (w > 0 && (sent[i] += (size_t)w) == target)
+                    state[i] = HELD;
+            }
+            if (answered) {
+                int v = await_verdict(fd[i], 5000);
+                state[i] = v == VHSM_STATUS_BUSY ? BUSY : v == -1 ? CLOSED : OTHER;
+                if (state[i] == OTHER)
+                    fprintf(stderr, "trickle: connection %u: unexpected answer %d\n", i, v);
+            }
+        }
+    }
+    /* Give the daemon time to read what is still queued, then a refusal shows up as a reply. */
+    usleep(500 * 1000);
+    for (unsigned i = 0; i < n; i++) {
+        struct pollfd p = {.fd = fd[i], .events = POLLIN};
+        if (state[i] == HELD && poll(&p, 1, 0) > 0) {
+            int v = await_verdict(fd[i], 5000);
+            state[i] = v == VHSM_STATUS_BUSY ? BUSY : v == -1 ? CLOSED : OTHER;
+        }
+        count[state[i]]++;
+    }
+    f = fopen(argv[3], "we");
+    if (!f)
+        return die("cannot write the result file");
+    fprintf(f, "held=%u busy=%u closed=%u\n", count[HELD], count[BUSY], count[CLOSED]);
+    if (fclose(f) != 0)
+        return die("cannot write the result file");
+    fprintf(stderr, "trickle: %u connections: held=%u busy=%u closed=%u other=%u\n", n, count[HELD],
+            count[BUSY], count[CLOSED], count[OTHER]);
+    usleep(hold_ms * 1000u);
+    /* The held partial frames must still be pending: no reply, no close. */
+    for (unsigned i = 0; i < n; i++) {
+        struct pollfd p = {.fd = fd[i], .events = POLLIN};
+        if (state[i] == HELD && poll(&p, 1, 0) != 0)
+            count[OTHER]++;
+        (void)close(fd[i]);
+    }
+    return count[OTHER] == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: vhsm-test-helper COMMAND ARGS...\n");
@@ -753,6 +858,8 @@ int main(int argc, char **argv) {
         return cmd_pipeline(argc - 2, argv + 2);
     if (streq(argv[1], "stall"))
         return cmd_stall(argc - 2, argv + 2);
+    if (streq(argv[1], "trickle"))
+        return cmd_trickle(argc - 2, argv + 2);
     fprintf(stderr, "vhsm-test-helper: unknown command '%s'\n", argv[1]);
     return 2;
 }
