@@ -11,10 +11,12 @@
  *  - Input and output buffers are wiped as soon as their bytes are consumed or sent.
  *  - An input buffer grows only as data arrives (never to a frame's announced length up front,
  *    beyond CONN_BUF_UPFRONT), and every byte of it above CONN_BUF_DEFAULT is charged to two
- *    budgets under s->lock: the server's (CONN_BUDGET_TOTAL) and, except for root, the peer
- *    uid's (CONN_BUDGET_UID). A growth that would exceed one is refused with status busy and
- *    the connection closed, so a peer trickling announced 1 MiB frames over many connections
- *    cannot make the daemon hold (and, under mlockall, lock) memory without bound.
+ *    budgets under s->lock: the server's (CONN_BUDGET_TOTAL, of which non-root peers together
+ *    get all but CONN_BUDGET_ROOT, so that many uids cannot lock the agent out) and, except for
+ *    root, the peer uid's (CONN_BUDGET_UID). A growth that would exceed one is refused with
+ *    status busy and the connection closed, so a peer trickling announced 1 MiB frames over
+ *    many connections cannot make the daemon hold (and, under mlockall, lock) memory without
+ *    bound.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +46,7 @@
 #define CONN_OUT_HIGH (256u * 1024u)   /* stop answering buffered requests above this */
 #define CONN_BUDGET_TOTAL ((size_t)64u << 20) /* input bytes above the default, all connections */
 #define CONN_BUDGET_UID ((size_t)8u << 20)    /* the same, per non-root uid */
+#define CONN_BUDGET_ROOT ((size_t)8u << 20)   /* of the total, usable only by root (the agent) */
 
 typedef struct Conn {
     int fd;
@@ -202,14 +205,15 @@ static size_t charge_of(size_t cap) {
 }
 
 /* Re-charges c's input buffer for a capacity of cap. A growth that would take the server over
- * CONN_BUDGET_TOTAL, or a non-root uid over CONN_BUDGET_UID, is refused with -EBUSY. */
+ * CONN_BUDGET_TOTAL (CONN_BUDGET_TOTAL - CONN_BUDGET_ROOT for a non-root peer), or a non-root
+ * uid over CONN_BUDGET_UID, is refused with -EBUSY. */
 static int conn_charge(Server *s, Conn *c, size_t cap) {
     size_t want = charge_of(cap);
     LOCK_GUARD(&s->lock);
 
     if (want > c->charged) {
         size_t more = want - c->charged;
-        if (s->charged + more > CONN_BUDGET_TOTAL)
+        if (s->charged + more > CONN_BUDGET_TOTAL - (c->peer.uid != 0 ? CONN_BUDGET_ROOT : 0))
             return -EBUSY;
         if (c->peer.uid != 0) {
             size_t uid_charged = 0;
