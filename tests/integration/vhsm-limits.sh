@@ -5,6 +5,7 @@
 # than its 8 MiB budget, many uids together not more than the 64 MiB server budget; the excess
 # connections are refused with status busy, the daemon's VmLck/VmRSS (/proc/PID/status) stays
 # bounded, and a well-behaved client is served meanwhile.
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root to run clients as other uids"; exit 77; }
 . "$(dirname "$0")/vhsm-lib.sh"
 # Under ASan, freed buffers would stay resident in its quarantine and blur the RSS measure
 # (ignored by non-ASan builds).
