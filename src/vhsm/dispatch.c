@@ -173,7 +173,6 @@ typedef enum AlgUse {
  * care about speed name the algorithm). */
 static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
     char s[64];
-    json_auto_t *info = NULL;
     VaultKeyType t;
     int r;
 
@@ -195,10 +194,9 @@ static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
         *ret = VAULT_ALG_AES256_KWP;
         return 0;
     }
-    r = vault_key_describe(q->d->vault, q->peer, q->name, &info);
+    r = vault_key_type(q->d->vault, q->peer, q->name, &t);
     if (r < 0)
         return r;
-    t = vault_key_type_from_string(json_string_value(json_object_get(info, "type")) ?: "");
     switch (t) {
     case VAULT_KEY_AES256:
         if (use == ALG_FOR_CRYPT)

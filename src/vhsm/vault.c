@@ -1313,6 +1313,21 @@ int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t
     return key_to_json_locked(k, ret);
 }
 
+int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType *ret) {
+    VaultKey *k;
+    if (!v || !peer || !ret)
+        return -EINVAL;
+    READ_LOCKED(v);
+    k = vault_find_locked(v, name);
+    if (!k)
+        return -ENOKEY;
+    if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) &&
+        !vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
+        return -EPERM;
+    *ret = k->type;
+    return 0;
+}
+
 static int cmp_json_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }

@@ -214,6 +214,10 @@ int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name);
  *    "fingerprint"? (RFC 7638 SHA-256 thumbprint, base64url, of the latest public key)}
  * Returns 0, -ENOKEY, -EPERM, -ENOMEM. */
 int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t **ret);
+/* The key's type, with the same checks as vault_key_describe() (USE or ADMIN right) but without
+ * building the description (which computes a thumbprint): for resolving a request's default
+ * algorithm on every operation. Returns 0, -ENOKEY, -EPERM, -EINVAL. */
+int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType *ret);
 /* Names of the keys the peer may use or administer (root: all), sorted, as a JSON array of
  * strings. Returns 0 or -ENOMEM. */
 int vault_key_list(Vault *v, const VaultPeer *peer, json_t **ret);
