@@ -1526,21 +1526,46 @@ static bool alg_fits(VaultKeyType t, VaultAlg a) {
     }
 }
 
+/* Digests fetched once per process (never freed), like the hot symmetric algorithms below: the
+ * constants EVP_sha256() etc. make every EVP_DigestSignInit() fetch the implementation again (a
+ * provider lookup under a lock per request). NULL if the fetch failed: then the constant. */
+static pthread_once_t hot_mds_once = PTHREAD_ONCE_INIT;
+static EVP_MD *hot_sha1, *hot_sha256, *hot_sha384;
+
+static void hot_mds_fetch(void) {
+    hot_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    hot_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    hot_sha384 = EVP_MD_fetch(NULL, "SHA384", NULL);
+    ERR_clear_error();
+}
+
+static const EVP_MD *md_sha(unsigned bits) {
+    (void)pthread_once(&hot_mds_once, hot_mds_fetch);
+    switch (bits) {
+    case 1:
+        return hot_sha1 ?: EVP_sha1();
+    case 384:
+        return hot_sha384 ?: EVP_sha384();
+    default:
+        return hot_sha256 ?: EVP_sha256();
+    }
+}
+
 static const EVP_MD *alg_md(VaultKeyType t, VaultAlg a) {
     switch (a) {
     case VAULT_ALG_HMAC:
-        return t == VAULT_KEY_HMAC_SHA384 ? EVP_sha384() : EVP_sha256();
+        return md_sha(t == VAULT_KEY_HMAC_SHA384 ? 384 : 256);
     case VAULT_ALG_ECDSA:
-        return t == VAULT_KEY_EC_P384 ? EVP_sha384() : EVP_sha256();
+        return md_sha(t == VAULT_KEY_EC_P384 ? 384 : 256);
     case VAULT_ALG_RSA_PSS_SHA256:
     case VAULT_ALG_RSA_PKCS1_SHA256:
     case VAULT_ALG_RSA_OAEP_SHA256:
-        return EVP_sha256();
+        return md_sha(256);
     case VAULT_ALG_RSA_PSS_SHA384:
     case VAULT_ALG_RSA_PKCS1_SHA384:
-        return EVP_sha384();
+        return md_sha(384);
     case VAULT_ALG_RSA_OAEP_SHA1:
-        return EVP_sha1();
+        return md_sha(1);
     default:
         return NULL;
     }
