@@ -541,7 +541,12 @@ static int put_owned(Req *q, uint16_t tag, uint8_t *p, size_t n) {
     return 0;
 }
 
-static int op_encrypt(Req *q, AlgUse use) {
+/* Encrypt, wrap, sign and MAC share one shape: parse the op, call the vault, put its output. */
+typedef int (*VaultProduceFn)(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                              const uint8_t *in, size_t in_len, uint8_t **ret_out,
+                              size_t *ret_out_len);
+
+static int op_produce(Req *q, AlgUse use, VaultProduceFn fn, uint16_t tag) {
     const uint8_t *in;
     size_t in_len, n = 0;
     uint8_t *o = NULL;
@@ -549,10 +554,14 @@ static int op_encrypt(Req *q, AlgUse use) {
     int r;
     if ((r = get_op(q, use, &op, &in, &in_len)) < 0)
         return r;
-    r = vault_encrypt(q->d->vault, q->peer, q->name, &op, in, in_len, &o, &n);
+    r = fn(q->d->vault, q->peer, q->name, &op, in, in_len, &o, &n);
     if (r < 0)
         return r;
-    return put_owned(q, VHSM_TAG_OUTPUT, o, n);
+    return put_owned(q, tag, o, n);
+}
+
+static int op_encrypt(Req *q, AlgUse use) {
+    return op_produce(q, use, vault_encrypt, VHSM_TAG_OUTPUT);
 }
 
 /* The plaintext goes straight into the reply buffer, which holds it anyway and lives in the
@@ -581,17 +590,7 @@ static int op_decrypt(Req *q, AlgUse use) {
 }
 
 static int op_sign(Req *q, AlgUse use) {
-    const uint8_t *in;
-    size_t in_len, n = 0;
-    uint8_t *o = NULL;
-    VaultOp op;
-    int r;
-    if ((r = get_op(q, use, &op, &in, &in_len)) < 0)
-        return r;
-    r = vault_sign(q->d->vault, q->peer, q->name, &op, in, in_len, &o, &n);
-    if (r < 0)
-        return r;
-    return put_owned(q, VHSM_TAG_SIGNATURE, o, n);
+    return op_produce(q, use, vault_sign, VHSM_TAG_SIGNATURE);
 }
 
 static int op_verify(Req *q, AlgUse use) {

@@ -157,32 +157,31 @@ static void vault_acl_donep(VaultAcl *acl) {
     vault_acl_done(acl);
 }
 
-int vault_acl_list_add_uid(VaultAclList *l, uid_t uid) {
-    uid_t *n;
-    if (l->n_uids >= VAULT_ACL_MAX_ENTRIES)
+/* uid_t and gid_t are both unsigned int in glibc: one append serves both lists (the compiler
+ * rejects the calls below if that ever changes). */
+_Static_assert(sizeof(uid_t) == sizeof(unsigned) && sizeof(gid_t) == sizeof(unsigned),
+               "uid_t/gid_t are unsigned int");
+
+static int acl_id_append(unsigned **ids, size_t *n_ids, unsigned id) {
+    unsigned *n;
+    if (*n_ids >= VAULT_ACL_MAX_ENTRIES)
         return -E2BIG;
     if (nt_alloc_should_fail())
         return -ENOMEM;
-    n = reallocarray(l->uids, l->n_uids + 1, sizeof(uid_t));
+    n = reallocarray(*ids, *n_ids + 1, sizeof(unsigned));
     if (!n)
         return -ENOMEM;
-    n[l->n_uids++] = uid;
-    l->uids = n;
+    n[(*n_ids)++] = id;
+    *ids = n;
     return 0;
 }
 
+int vault_acl_list_add_uid(VaultAclList *l, uid_t uid) {
+    return acl_id_append(&l->uids, &l->n_uids, uid);
+}
+
 int vault_acl_list_add_gid(VaultAclList *l, gid_t gid) {
-    gid_t *n;
-    if (l->n_gids >= VAULT_ACL_MAX_ENTRIES)
-        return -E2BIG;
-    if (nt_alloc_should_fail())
-        return -ENOMEM;
-    n = reallocarray(l->gids, l->n_gids + 1, sizeof(gid_t));
-    if (!n)
-        return -ENOMEM;
-    n[l->n_gids++] = gid;
-    l->gids = n;
-    return 0;
+    return acl_id_append(&l->gids, &l->n_gids, gid);
 }
 
 static bool cgroup_prefix_is_valid(const char *p) {
