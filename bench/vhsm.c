@@ -16,7 +16,8 @@
  * NT_BENCH_SECONDS (default 2) sets the time per measurement. NT_BENCH_SPIN_US=N runs the daemon
  * with --spin-us N and the clients with VHSM_SPIN_US=N (busy-polling instead of sleeping between
  * a request and its reply); unset, both use their defaults (off). NT_BENCH_ONLY=TEXT measures only
- * the operations whose label contains TEXT (for profiling one of them).
+ * the operations whose label contains TEXT, NT_BENCH_MODES=pipe (or openssl, sync; comma-separated)
+ * only those modes (for profiling one of them; targets are then not judged).
  */
 #include <errno.h>
 #include <openssl/evp.h>
@@ -298,6 +299,7 @@ fail:
 }
 
 static const char *const mode_name[_M_MAX] = {"openssl", "vhsmd sync", "vhsmd pipelined"};
+static const char *const mode_key[_M_MAX] = {"openssl", "sync", "pipe"};
 
 static double measure(Op *op, Mode mode, unsigned threads) {
     pthread_t th[8];
@@ -442,7 +444,7 @@ static void print_row(const char *label, unsigned thr, const double r[_M_MAX]) {
 int main(void) {
     const char *s = getenv("NT_BENCH_SECONDS");
     double r1[ELEMENTSOF(ops)][_M_MAX] = {{0}}, r2[ELEMENTSOF(ops)][_M_MAX] = {{0}};
-    const char *only;
+    const char *only, *modes;
     bool ok = true;
     int r;
 
@@ -474,6 +476,7 @@ int main(void) {
            getenv("NT_BENCH_SPIN_US") ? getenv("NT_BENCH_SPIN_US") : "defaults", PIPE_DEPTH,
            PIPE_WINDOW);
     only = getenv("NT_BENCH_ONLY");
+    modes = getenv("NT_BENCH_MODES");
     printf("%-22s %3s %11s %11s %11s %7s %7s\n", "operation", "thr", "openssl/s", "sync/s",
            "pipe/s", "sync", "pipe");
     for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
@@ -481,6 +484,15 @@ int main(void) {
         bool valid = true;
         if (only && !strstr(op->label, only))
             continue; /* r1/r2 stay 0: not judged */
+        if (modes) {
+            for (Mode m = 0; m < _M_MAX; m++)
+                if (strstr(modes, mode_key[m])) {
+                    printf("%-22s %-16s 1 thread %11.0f/s", op->label, mode_name[m],
+                           measure(op, m, 1));
+                    printf("   2 threads %11.0f/s\n", measure(op, m, 2));
+                }
+            continue;
+        }
         for (Mode m = 0; m < _M_MAX; m++) {
             r1[i][m] = measure(op, m, 1);
             r2[i][m] = measure(op, m, 2);
@@ -523,6 +535,10 @@ int main(void) {
     for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
         EVP_PKEY_free(ops[i].pkey);
         free(ops[i].ct);
+    }
+    if (modes) {
+        printf("NT_BENCH_MODES set: targets not judged\n");
+        return ok ? 0 : 1;
     }
     printf("%s\n", ok ? "all targets met" : "some targets missed");
     return ok ? 0 : 1;

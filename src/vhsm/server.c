@@ -44,6 +44,10 @@
 #define CONN_BUF_DEFAULT (16u * 1024u) /* every connection's input buffer; above it is charged */
 #define CONN_BUF_UPFRONT (64u * 1024u) /* frames up to this get all their room at once */
 #define CONN_OUT_HIGH (256u * 1024u)   /* stop answering buffered requests above this */
+#define CONN_OUT_FLUSH (64u * 1024u)   /* send replies once this many are queued */
+#define CONN_FLUSH_US 500              /* ... or once the oldest queued one waited this long */
+#define CONN_TURN_BYTES (1u << 20)     /* a worker's turn on a connection: this much input ... */
+#define CONN_TURN_US 2000              /* ... or this long, then the others get theirs */
 #define CONN_BUDGET_TOTAL ((size_t)64u << 20) /* input bytes above the default, all connections */
 #define CONN_BUDGET_UID ((size_t)8u << 20)    /* the same, per non-root uid */
 #define CONN_BUDGET_ROOT ((size_t)8u << 20)   /* of the total, usable only by root (the agent) */
@@ -56,6 +60,8 @@ typedef struct Conn {
     VhsmBuf out;
     size_t out_off;
     bool close_after_flush;
+    int64_t out_first_us; /* when the oldest unsent reply was queued (0: none) */
+    int64_t turn_end_us;  /* the current turn (conn_handle) ends then */
     size_t charged; /* bytes of in_cap above CONN_BUF_DEFAULT charged to the budgets; s->lock */
     _Atomic int64_t in_since;  /* ms: start of the pending partial frame, 0 = none */
     _Atomic int64_t out_since; /* ms: since when a reply waits for the client to read, 0 = none */
@@ -87,6 +93,12 @@ static int64_t now_ms(void) {
     struct timespec ts;
     (void)clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_us(void) {
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void lock_guard_release(pthread_mutex_t **m) {
@@ -151,11 +163,33 @@ static int conn_flush(Conn *c) {
     }
     vhsm_buf_reset(&c->out);
     c->out_off = 0;
+    c->out_first_us = 0;
     return 0;
 }
 
-/* Answers every complete frame in the input buffer. Returns 0, or a negative errno if the
- * connection must be closed (after flushing what was queued). */
+/* Whether the replies queued so far should be sent now rather than after more requests: enough
+ * bytes for one efficient write, or the oldest has waited long enough (slow operations such as
+ * RSA signing must not hold finished replies back from a client waiting for them). */
+static bool conn_flush_due(Conn *c) {
+    size_t queued = c->out.len - c->out_off;
+    if (queued == 0)
+        return false;
+    if (queued >= CONN_OUT_FLUSH)
+        return true;
+    if (c->out_first_us == 0) {
+        c->out_first_us = now_us();
+        return false;
+    }
+    return now_us() - c->out_first_us >= CONN_FLUSH_US;
+}
+
+static bool conn_turn_over(const Conn *c) {
+    return now_us() >= c->turn_end_us;
+}
+
+/* Answers the complete frames in the input buffer (at least one, more while the turn lasts).
+ * Returns 0, or a negative errno if the connection must be closed (after flushing what was queued).
+ */
 static int conn_process(Server *s, Conn *c) {
     size_t off = 0;
     int r = 0;
@@ -163,7 +197,8 @@ static int conn_process(Server *s, Conn *c) {
     /* Stop at the output high-water mark: a client pipelining small requests with large
      * replies (RANDOM) must not make the daemon buffer without bound; the rest waits in the
      * input buffer until the replies are sent (conn_pump). */
-    while (c->in_len - off >= VHSM_HEADER_SIZE && c->out.len < CONN_OUT_HIGH) {
+    while (c->in_len - off >= VHSM_HEADER_SIZE && c->out.len < CONN_OUT_HIGH &&
+           (off == 0 || !conn_turn_over(c))) {
         VhsmHeader h = {0};
         r = vhsm_header_decode(c->in + off, &h);
         if (r == 0 && h.kind != VHSM_KIND_REQUEST)
@@ -186,6 +221,13 @@ static int conn_process(Server *s, Conn *c) {
         if (r < 0)
             return r;
         off += VHSM_HEADER_SIZE + h.body_len;
+        /* Send early what is due; a full socket just leaves it queued (sent by conn_pump). */
+        if (conn_flush_due(c)) {
+            r = conn_flush(c);
+            if (r < 0 && r != -EAGAIN)
+                return r;
+            r = 0;
+        }
     }
 
     if (off > 0) {
@@ -298,12 +340,6 @@ static void conn_shrink(Server *s, Conn *c) {
     }
 }
 
-static int64_t now_us(void) {
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* After answering, polls the connection for up to spin_us for the client's next request (a
  * synchronous client sends it within microseconds): serving it directly saves the epoll re-arm,
  * the sleep and the wake-up. Yields the CPU between polls so that spinning never takes it from
@@ -334,8 +370,10 @@ static bool conn_frame_ready(const Conn *c) {
 }
 
 /* Sends queued replies, then answers requests still buffered (held back by the high-water
- * mark), until nothing is pending. Returns 0, -EAGAIN if the socket is full (the connection is
- * then armed for EPOLLOUT), or another negative errno if it must be closed. */
+ * mark, or by the end of the previous turn), until nothing is pending. Returns 0, -EAGAIN if the
+ * socket is full (the connection is then armed for EPOLLOUT), -EINPROGRESS if the turn is over
+ * with requests still buffered (the caller yields), or another negative errno if it must be
+ * closed. */
 static int conn_pump(Server *s, Conn *c) {
     for (;;) {
         int r;
@@ -355,19 +393,31 @@ static int conn_pump(Server *s, Conn *c) {
             return -ECONNRESET;
         if (!conn_frame_ready(c))
             return 0;
+        if (conn_turn_over(c))
+            return -EINPROGRESS;
         r = conn_process(s, c);
         if (r < 0)
             return r;
     }
 }
 
+/* One turn of a worker on a connection: reads and answers until the socket is drained (a
+ * pipelining client keeps it full: it is served without going back to epoll, which would hand
+ * the connection to another worker), or until the turn is over (CONN_TURN_BYTES read or
+ * CONN_TURN_US spent): then the connection is re-armed behind the others, with EPOLLOUT too if
+ * requests are still buffered (the socket is writable, so that brings it back). Replies go out
+ * when due (conn_flush_due) and whenever the socket is drained. */
 static void conn_handle(Server *s, Conn *c, uint32_t events) {
+    size_t turn = 0;
     bool eof = false;
     int r;
 
+    c->turn_end_us = now_us() + CONN_TURN_US;
     r = conn_pump(s, c);
     if (r == -EAGAIN)
         return;
+    if (r == -EINPROGRESS)
+        goto yield;
     if (r < 0)
         goto close;
 
@@ -396,20 +446,30 @@ again:
             break;
         }
         c->in_len += (size_t)n;
+        turn += (size_t)n;
         r = conn_process(s, c);
         if (r < 0 || c->close_after_flush)
             break;
-        /* A short read drained the socket: skip the recv that would return EAGAIN. */
-        if ((size_t)n < space)
+        if ((size_t)n < space) {
+            /* A short read drained the socket: answer, then look once more before sleeping. */
+            r = conn_pump(s, c);
+            if (r == -EAGAIN)
+                return;
+            if (r == -EINPROGRESS)
+                goto yield;
+            if (r < 0)
+                goto close;
+        }
+        if (turn >= CONN_TURN_BYTES || conn_turn_over(c))
             break;
-        if (c->out.len > 0)
-            break; /* reply first (one write per batch), read the rest when re-armed */
     }
     if (r < 0)
         goto close;
     r = conn_pump(s, c);
     if (r == -EAGAIN)
         return;
+    if (r == -EINPROGRESS)
+        goto yield;
     if (r < 0)
         goto close;
     conn_shrink(s, c);
@@ -418,6 +478,10 @@ again:
     if (conn_spin(s, c))
         goto again;
     if (conn_arm(s, c, EPOLLIN) >= 0)
+        return;
+    goto close;
+yield:
+    if (conn_arm(s, c, EPOLLIN | EPOLLOUT) >= 0)
         return;
 close:
     conn_close(s, c);

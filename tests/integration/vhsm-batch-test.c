@@ -9,15 +9,22 @@
  * pipelining: several batches in flight on one connection (mixed operations, received in and out
  * of order, a window of 3 MiB each way past the daemon's output mark), and a batch reset in
  * flight failing the others and breaking the connection.
+ * With a second argument "fair" (a daemon with one worker thread and an RSA-4096 key b-rsa4k):
+ * fairness between connections. One connection keeps batches of slow signatures in flight; another
+ * connection's pings must each be answered in a fraction of the time one such batch takes (the
+ * worker yields a busy connection after its turn instead of answering everything it buffered).
  * Exits 0 on success, 1 with a message naming the failed check.
  */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/macro.h"
 #include "core/openssl-util.h"
@@ -327,10 +334,114 @@ static void test_window(const char *sock) {
     (void)vhsm_disconnect(c);
 }
 
+#define FAIR_BATCH 150 /* RSA-4096 signatures per batch: ~12 KiB of requests, read at once */
+#define FAIR_PINGS 20
+
+typedef struct Flood {
+    const char *sock;
+    atomic_bool stop;
+    atomic_int batches; /* batches answered */
+    double batch_s;     /* time of the slowest batch round trip */
+    int error;
+} Flood;
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int flood_fill(VhsmBatch *b, const uint8_t *msg) {
+    for (int i = 0; i < FAIR_BATCH; i++)
+        if (vhsm_batch_sign(b, "b-rsa4k", "rsa-pss-sha256", VHSM_OP_RAW, msg, 32) < 0)
+            return -EINVAL;
+    return vhsm_batch_send(b);
+}
+
+/* Keeps two batches of slow signatures in flight on one connection until told to stop. */
+static void *flood_main(void *userdata) {
+    Flood *f = userdata;
+    VhsmClient *c = NULL;
+    VhsmBatch *b[2] = {};
+    uint8_t msg[32] = {1};
+    double sent[2];
+    size_t k = 0;
+    int r;
+
+    if ((r = vhsm_connect(f->sock, &c)) < 0 || (r = vhsm_batch_new(c, &b[0])) < 0 ||
+        (r = vhsm_batch_new(c, &b[1])) < 0 || (r = flood_fill(b[0], msg)) < 0)
+        goto out;
+    sent[0] = mono_s();
+    while (!atomic_load(&f->stop)) {
+        size_t next = (k + 1) % 2;
+        if ((r = flood_fill(b[next], msg)) < 0)
+            break;
+        sent[next] = mono_s();
+        if ((r = vhsm_batch_recv(b[k])) < 0)
+            break;
+        for (size_t i = 0; i < FAIR_BATCH && r >= 0; i++)
+            r = vhsm_batch_result(b[k], i, NULL, NULL);
+        if (r < 0)
+            break;
+        /* A batch's round trip includes the one ahead of it: half of it is one batch's work. */
+        if (atomic_load(&f->batches) > 0)
+            f->batch_s = MAX(f->batch_s, (mono_s() - sent[k]) / 2);
+        atomic_fetch_add(&f->batches, 1);
+        vhsm_batch_reset(b[k]);
+        k = next;
+    }
+    if (r >= 0)
+        r = vhsm_batch_recv(b[k]);
+out:
+    f->error = r < 0 ? r : 0;
+    (void)vhsm_batch_free(b[0]);
+    (void)vhsm_batch_free(b[1]);
+    (void)vhsm_disconnect(c);
+    return NULL;
+}
+
+static void test_fair(const char *sock) {
+    Flood f = {.sock = sock};
+    VhsmClient *c = NULL;
+    double worst = 0;
+    pthread_t th;
+
+    atomic_init(&f.stop, false);
+    atomic_init(&f.batches, 0);
+    CHECK(vhsm_connect(sock, &c) == 0, "connect");
+    CHECK(pthread_create(&th, NULL, flood_main, &f) == 0, "thread");
+    while (atomic_load(&f.batches) < 1 && f.error == 0)
+        (void)nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    for (int i = 0; i < FAIR_PINGS; i++) {
+        double t0 = mono_s();
+        CHECK(vhsm_ping(c) == 0, "ping %d during the flood", i);
+        worst = MAX(worst, mono_s() - t0);
+        (void)nanosleep(&(struct timespec){.tv_nsec = 7000000}, NULL);
+    }
+    atomic_store(&f.stop, true);
+    CHECK(pthread_join(th, NULL) == 0, "join");
+    CHECK(f.error == 0, "flood failed: %s", strerror(-f.error));
+    CHECK(atomic_load(&f.batches) >= 2, "flood too short to judge (%d batches)",
+          atomic_load(&f.batches));
+    printf("fairness: slowest ping %.1f ms while one batch of %d RSA-4096 signatures takes "
+           "%.1f ms\n",
+           worst * 1e3, FAIR_BATCH, f.batch_s * 1e3);
+    CHECK(worst < f.batch_s / 3,
+          "a ping waited %.1f ms behind another connection's batch of "
+          "%.1f ms",
+          worst * 1e3, f.batch_s * 1e3);
+    (void)vhsm_disconnect(c);
+}
+
 int main(int argc, char **argv) {
     VhsmClient *c = NULL;
+    if (argc == 3 && strcmp(argv[2], "fair") == 0) {
+        test_fair(argv[1]);
+        printf("vhsm-batch-test fair: all checks passed\n");
+        return 0;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: vhsm-batch-test SOCKET\n");
+        fprintf(stderr, "usage: vhsm-batch-test SOCKET [fair]\n");
         return 2;
     }
     CHECK(vhsm_connect(argv[1], &c) == 0, "connect");

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # Pipelined batches (libvhsm vhsm_batch_*) against the real daemon: mixed operations with failures
 # in the middle, decrypt round trips, a batch larger than the socket buffers (no deadlock against
-# the daemon's output limit), several batches in flight on one connection (windowed pipelining).
+# the daemon's output limit), several batches in flight on one connection (windowed pipelining);
+# fairness between connections on a single worker.
 # Arguments: nitride vhsmd vhsm vhsm-batch-test (the 4th takes the helper's slot in vhsm-lib.sh).
 . "$(dirname "$0")/vhsm-lib.sh"
 
@@ -16,5 +17,11 @@ timeout 120 "$HELPER" "$SOCK" || fail "batch checks failed"
 
 # The daemon must still be healthy and serve single calls after the batches.
 V ping >/dev/null || fail "vhsmd unhealthy after batches"
+stop_vhsmd || fail "vhsmd did not stop cleanly"
+
+# Fairness: one worker, one connection flooding slow signatures, another one pinging.
+start_vhsmd --threads 1
+V key create b-rsa4k --type rsa4096 >/dev/null
+timeout 120 "$HELPER" "$SOCK" fair || fail "fairness check failed"
 stop_vhsmd || fail "vhsmd did not stop cleanly"
 echo "vhsm-batch: OK"
