@@ -560,14 +560,14 @@ static int op_produce(Req *q, AlgUse use, VaultProduceFn fn, uint16_t tag) {
     return put_owned(q, tag, o, n);
 }
 
-static int op_encrypt(Req *q, AlgUse use) {
-    return op_produce(q, use, vault_encrypt, VHSM_TAG_OUTPUT);
-}
+/* Encrypt and decrypt write straight into the reply buffer, which lives in the daemon's locked
+ * memory and is wiped when sent or aborted: no per-request allocation (for decrypt: no Secret, an
+ * mmap, mlock and munmap each) and no copy. */
+typedef int (*VaultIntoFn)(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                           const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                           size_t *ret_len);
 
-/* The plaintext goes straight into the reply buffer, which holds it anyway and lives in the
- * daemon's locked memory, and is wiped when sent or aborted: no per-request Secret (an mmap,
- * mlock and munmap each) and no copy. */
-static int op_decrypt(Req *q, AlgUse use) {
+static int op_into(Req *q, AlgUse use, VaultIntoFn fn, size_t (*max_of)(size_t)) {
     const uint8_t *in;
     size_t in_len, max, n = 0;
     uint8_t *p;
@@ -577,16 +577,32 @@ static int op_decrypt(Req *q, AlgUse use) {
         return r;
     if (in_len > VAULT_MAX_INPUT)
         return -EINVAL;
-    max = VAULT_DECRYPT_MAX(in_len);
+    max = max_of(in_len);
     p = vhsm_buf_put_reserve(q->out, VHSM_TAG_OUTPUT, max);
     if (!p)
         return q->out->error < 0 ? q->out->error : -ENOMEM;
-    r = vault_decrypt_into(q->d->vault, q->peer, q->name, &op, in, in_len, p, max, &n);
+    r = fn(q->d->vault, q->peer, q->name, &op, in, in_len, p, max, &n);
     if (r < 0)
-        return r; /* p is wiped; the caller aborts the reply */
+        return r; /* the caller aborts (wipes) the reply */
     explicit_bzero(p + n, max - n);
     vhsm_buf_commit(q->out, n);
     return 0;
+}
+
+static size_t encrypt_max(size_t in_len) {
+    return VAULT_ENCRYPT_MAX(in_len);
+}
+
+static size_t decrypt_max(size_t in_len) {
+    return VAULT_DECRYPT_MAX(in_len);
+}
+
+static int op_encrypt(Req *q, AlgUse use) {
+    return op_into(q, use, vault_encrypt_into, encrypt_max);
+}
+
+static int op_decrypt(Req *q, AlgUse use) {
+    return op_into(q, use, vault_decrypt_into, decrypt_max);
 }
 
 static int op_sign(Req *q, AlgUse use) {

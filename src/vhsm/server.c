@@ -43,9 +43,9 @@
 
 #define CONN_BUF_DEFAULT (16u * 1024u) /* every connection's input buffer; above it is charged */
 #define CONN_BUF_UPFRONT (64u * 1024u) /* frames up to this get all their room at once */
+#define CONN_BUF_STREAM (64u * 1024u)  /* input buffer of a client streaming requests (charged) */
 #define CONN_OUT_HIGH (256u * 1024u)   /* stop answering buffered requests above this */
 #define CONN_OUT_FLUSH (64u * 1024u)   /* send replies once this many are queued */
-#define CONN_FLUSH_US 500              /* ... or once the oldest queued one waited this long */
 #define CONN_TURN_BYTES (1u << 20)     /* a worker's turn on a connection: this much input ... */
 #define CONN_TURN_US 2000              /* ... or this long, then the others get theirs */
 #define CONN_BUDGET_TOTAL ((size_t)64u << 20) /* input bytes above the default, all connections */
@@ -60,8 +60,8 @@ typedef struct Conn {
     VhsmBuf out;
     size_t out_off;
     bool close_after_flush;
-    int64_t out_first_us; /* when the oldest unsent reply was queued (0: none) */
-    int64_t turn_end_us;  /* the current turn (conn_handle) ends then */
+    bool streaming;      /* the client keeps the socket full: CONN_BUF_STREAM input buffer */
+    int64_t turn_end_us; /* the current turn (conn_handle) ends then */
     size_t charged; /* bytes of in_cap above CONN_BUF_DEFAULT charged to the budgets; s->lock */
     _Atomic int64_t in_since;  /* ms: start of the pending partial frame, 0 = none */
     _Atomic int64_t out_since; /* ms: since when a reply waits for the client to read, 0 = none */
@@ -163,24 +163,15 @@ static int conn_flush(Conn *c) {
     }
     vhsm_buf_reset(&c->out);
     c->out_off = 0;
-    c->out_first_us = 0;
     return 0;
 }
 
-/* Whether the replies queued so far should be sent now rather than after more requests: enough
- * bytes for one efficient write, or the oldest has waited long enough (slow operations such as
- * RSA signing must not hold finished replies back from a client waiting for them). */
-static bool conn_flush_due(Conn *c) {
-    size_t queued = c->out.len - c->out_off;
-    if (queued == 0)
-        return false;
-    if (queued >= CONN_OUT_FLUSH)
-        return true;
-    if (c->out_first_us == 0) {
-        c->out_first_us = now_us();
-        return false;
-    }
-    return now_us() - c->out_first_us >= CONN_FLUSH_US;
+/* Whether the replies queued so far should be sent before more requests are answered: enough
+ * for one efficient write. Otherwise they go out when the socket is drained (a batch's last
+ * request answered: one wake-up of the client per batch) or when the turn ends (conn_handle),
+ * which bounds how long a finished reply can wait behind slow requests. */
+static bool conn_flush_due(const Conn *c) {
+    return c->out.len - c->out_off >= CONN_OUT_FLUSH;
 }
 
 static bool conn_turn_over(const Conn *c) {
@@ -275,25 +266,11 @@ static int conn_charge(Server *s, Conn *c, size_t cap) {
  * twice what has arrived (a frame up to CONN_BUF_UPFRONT gets all of its room at once), never
  * past the frame at its start: memory follows the bytes the peer actually sent, not the length
  * it announced. Returns 0, -EBUSY (a budget is exhausted: refuse the connection) or -ENOMEM. */
-static int conn_grow(Server *s, Conn *c) {
-    size_t want = CONN_BUF_DEFAULT;
+/* Replaces c's input buffer with one of want bytes (charged to the budgets). Returns 0, -EBUSY or
+ * -ENOMEM; on failure c is unchanged. */
+static int conn_realloc(Server *s, Conn *c, size_t want) {
     uint8_t *p;
-    int r;
-
-    if (c->in_len >= VHSM_HEADER_SIZE) {
-        VhsmHeader h;
-        if (vhsm_header_decode(c->in, &h) == 0 && c->in_len - VHSM_HEADER_SIZE < h.body_len) {
-            size_t have = c->in_len - VHSM_HEADER_SIZE, room = MIN(h.body_len, CONN_BUF_UPFRONT);
-            if (c->in_len == c->in_cap) /* full: double the body bytes received */
-                room = MAX(room, MIN(h.body_len, 2 * have));
-            want = MAX(want, VHSM_HEADER_SIZE + room);
-        }
-    }
-    if (c->in_cap >= want && c->in_len < c->in_cap)
-        return 0;
-    if (c->in_len >= want)
-        want = c->in_len + CONN_BUF_DEFAULT; /* complete frames held back by the output mark */
-    r = conn_charge(s, c, want);
+    int r = conn_charge(s, c, want);
     if (r < 0)
         return r;
     p = malloc(want);
@@ -309,6 +286,30 @@ static int conn_grow(Server *s, Conn *c) {
     c->in = p;
     c->in_cap = want;
     return 0;
+}
+
+static int conn_grow(Server *s, Conn *c) {
+    size_t want = CONN_BUF_DEFAULT;
+
+    if (c->in_len >= VHSM_HEADER_SIZE) {
+        VhsmHeader h;
+        if (vhsm_header_decode(c->in, &h) == 0 && c->in_len - VHSM_HEADER_SIZE < h.body_len) {
+            size_t have = c->in_len - VHSM_HEADER_SIZE, room = MIN(h.body_len, CONN_BUF_UPFRONT);
+            if (c->in_len == c->in_cap) /* full: double the body bytes received */
+                room = MAX(room, MIN(h.body_len, 2 * have));
+            want = MAX(want, VHSM_HEADER_SIZE + room);
+        }
+    }
+    /* A client that keeps its socket full (a read filled the buffer) gets CONN_BUF_STREAM if the
+     * budgets allow: fewer reads and compactions per batch. Optional: refused, the default does. */
+    if (c->streaming && c->in_cap < CONN_BUF_STREAM && want <= CONN_BUF_STREAM &&
+        c->in_len < CONN_BUF_STREAM && conn_realloc(s, c, CONN_BUF_STREAM) == 0)
+        return 0;
+    if (c->in_cap >= want && c->in_len < c->in_cap)
+        return 0;
+    if (c->in_len >= want)
+        want = c->in_len + CONN_BUF_DEFAULT; /* complete frames held back by the output mark */
+    return conn_realloc(s, c, want);
 }
 
 /* Refuses a connection whose input buffer cannot grow within the budgets: one busy reply (to
@@ -329,9 +330,13 @@ static int conn_refuse_busy(Conn *c) {
 }
 
 /* Releases a drained input buffer larger than the default (and its charge), so that idle
- * connections hold CONN_BUF_DEFAULT at most. */
-static void conn_shrink(Server *s, Conn *c) {
-    if (c->in_len == 0 && c->in_cap > CONN_BUF_DEFAULT) {
+ * connections hold CONN_BUF_DEFAULT at most; but a streaming buffer stays while its client keeps
+ * streaming (the turn that just ended read at least CONN_BUF_DEFAULT). */
+static void conn_shrink(Server *s, Conn *c, size_t turn) {
+    if (turn < CONN_BUF_DEFAULT)
+        c->streaming = false;
+    if (c->in_len == 0 && c->in_cap > CONN_BUF_DEFAULT &&
+        (!c->streaming || c->in_cap > CONN_BUF_STREAM)) {
         explicit_bzero(c->in, c->in_cap);
         free(c->in);
         c->in = NULL;
@@ -447,6 +452,7 @@ again:
         }
         c->in_len += (size_t)n;
         turn += (size_t)n;
+        c->streaming = c->streaming || (size_t)n == space;
         r = conn_process(s, c);
         if (r < 0 || c->close_after_flush)
             break;
@@ -472,7 +478,7 @@ again:
         goto yield;
     if (r < 0)
         goto close;
-    conn_shrink(s, c);
+    conn_shrink(s, c, turn);
     if (eof || (events & (EPOLLHUP | EPOLLERR)))
         goto close;
     if (conn_spin(s, c))

@@ -3,9 +3,10 @@
  * Internals shared by the vault engine modules (vault.c, transfer.c, keystore.c). Not part of
  * the API: the daemon includes vault.h, transfer.h and keystore.h only.
  *
- * Locking: Vault.lock (rwlock) guards the key table and every field of VaultKey. KeyVersion is
- * immutable after creation and reference counted: an operation takes a reference under the read
- * lock and uses the version outside it; the last unref wipes and frees it.
+ * Locking: Vault.lock (rwlock) guards the key table (kept sorted by name) and every field of
+ * VaultKey. KeyVersion is immutable after creation (but for its lock-free cache of cipher
+ * contexts) and reference counted: an operation takes a reference under the read lock and uses
+ * the version outside it; the last unref wipes and frees it.
  */
 #pragma once
 
@@ -27,6 +28,8 @@ typedef enum VaultOrigin {
 #define VAULT_MAX_VERSIONS 65536u /* versions per key (rotations + 1) */
 #define VAULT_THUMBPRINT_LEN 43   /* base64url of SHA-256, unpadded */
 
+#define KEY_VERSION_GCM_CACHE 4 /* cached contexts per version: about one per worker */
+
 typedef struct KeyVersion {
     atomic_uint refs;
     uint32_t number;
@@ -34,6 +37,12 @@ typedef struct KeyVersion {
     Secret *secret;                            /* AES / HMAC raw key */
     EVP_PKEY *pkey;                            /* asymmetric key pair */
     char thumbprint[VAULT_THUMBPRINT_LEN + 1]; /* asymmetric only, else "" */
+    /* AES keys: AES-256-GCM contexts with this key set, reused by operations (only the IV is
+     * set per operation): an operation takes one (atomic exchange), puts it back when done, and
+     * key_version_unref frees (wipes) them with the version. HMAC keys: the same with HMAC
+     * contexts (key and digest set; the state is reset per operation). */
+    _Atomic(EVP_CIPHER_CTX *) gcm_cache[KEY_VERSION_GCM_CACHE];
+    _Atomic(EVP_MAC_CTX *) hmac_cache[KEY_VERSION_GCM_CACHE]; /* HMAC keys: the same for HMAC */
 } KeyVersion;
 
 typedef struct VaultKey {

@@ -528,6 +528,10 @@ KeyVersion *key_version_unref(KeyVersion *kv) {
         return NULL;
     secret_free(kv->secret);
     EVP_PKEY_free(kv->pkey);
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
+        EVP_CIPHER_CTX_free(atomic_exchange(&kv->gcm_cache[i], NULL)); /* wipes the key schedule */
+        EVP_MAC_CTX_free(atomic_exchange(&kv->hmac_cache[i], NULL));   /* wipes the key pads */
+    }
     explicit_bzero(kv, sizeof(*kv));
     free(kv);
     return NULL;
@@ -631,27 +635,40 @@ int vault_key_add_version(VaultKey *k, KeyVersion *kv) {
     return 0;
 }
 
-VaultKey *vault_find_locked(Vault *v, const char *name) {
-    if (!name)
-        return NULL;
-    for (size_t i = 0; i < v->n_keys; i++)
-        if (!v->keys[i]->pending_delete && streq(v->keys[i]->name, name))
-            return v->keys[i];
-    return NULL;
+/* v->keys is sorted by name (strcmp): lookups are a binary search, whatever the number of keys
+ * and whatever names local users choose. */
+static size_t lower_bound_locked(Vault *v, const char *name) {
+    size_t lo = 0, hi = v->n_keys;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(v->keys[mid]->name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 static VaultKey *find_any_locked(Vault *v, const char *name, size_t *ret_idx) {
-    for (size_t i = 0; i < v->n_keys; i++)
-        if (streq(v->keys[i]->name, name)) {
-            if (ret_idx)
-                *ret_idx = i;
-            return v->keys[i];
-        }
-    return NULL;
+    size_t i = lower_bound_locked(v, name);
+    if (i >= v->n_keys || !streq(v->keys[i]->name, name))
+        return NULL;
+    if (ret_idx)
+        *ret_idx = i;
+    return v->keys[i];
+}
+
+VaultKey *vault_find_locked(Vault *v, const char *name) {
+    VaultKey *k;
+    if (!name)
+        return NULL;
+    k = find_any_locked(v, name, NULL);
+    return k && !k->pending_delete ? k : NULL;
 }
 
 int vault_insert_key_locked(Vault *v, VaultKey *k) {
-    if (find_any_locked(v, k->name, NULL))
+    size_t i = lower_bound_locked(v, k->name);
+    if (i < v->n_keys && streq(v->keys[i]->name, k->name))
         return -EEXIST;
     if (v->n_keys >= v->n_keys_alloc) {
         size_t n = v->n_keys_alloc ? v->n_keys_alloc * 2 : 16;
@@ -664,7 +681,9 @@ int vault_insert_key_locked(Vault *v, VaultKey *k) {
         v->keys = a;
         v->n_keys_alloc = n;
     }
-    v->keys[v->n_keys++] = k;
+    memmove(v->keys + i + 1, v->keys + i, (v->n_keys - i) * sizeof(VaultKey *));
+    v->keys[i] = k;
+    v->n_keys++;
     return 0;
 }
 
@@ -688,7 +707,9 @@ int vault_insert_key(Vault *v, VaultKey *k) {
     r = persist_locked(v);
     if (r < 0) {
         /* Undo: the caller still owns k. */
-        remove_at_locked(v, v->n_keys - 1);
+        size_t idx;
+        if (find_any_locked(v, k->name, &idx))
+            remove_at_locked(v, idx);
         return r;
     }
     return 0;
@@ -1618,39 +1639,116 @@ static EVP_CIPHER *gcm_alg(void) {
     return hot_gcm;
 }
 
-static int gcm_crypt(bool enc, const Secret *key, const uint8_t *hdr, const VaultOp *op,
+/* Random GCM IVs, drawn from the DRBG 64 at a time per thread: RAND_bytes() in OpenSSL 3 costs a
+ * cipher re-initialisation of the DRBG per call, as much as the 4 KiB encryption itself. Each IV
+ * is still 96 random bits (SP 800-38D 8.2.2); IVs are not secret. A forked child never reuses
+ * the parent's pool (iv_fork_generation, bumped in the child by pthread_atfork). */
+#define IV_POOL 64
+static atomic_uint iv_fork_generation;
+static pthread_once_t iv_atfork_once = PTHREAD_ONCE_INIT;
+static __thread struct {
+    uint8_t buf[IV_POOL * VAULT_GCM_IV_SIZE];
+    size_t left; /* IVs not handed out yet, at the end of buf */
+    unsigned generation;
+} iv_pool;
+
+static void iv_atfork_child(void) {
+    atomic_fetch_add(&iv_fork_generation, 1);
+}
+
+static void iv_atfork_register(void) {
+    (void)pthread_atfork(NULL, NULL, iv_atfork_child);
+}
+
+static int gcm_random_iv(uint8_t iv[VAULT_GCM_IV_SIZE]) {
+    unsigned gen;
+    (void)pthread_once(&iv_atfork_once, iv_atfork_register);
+    gen = atomic_load(&iv_fork_generation);
+    if (iv_pool.left == 0 || iv_pool.generation != gen) {
+        if (RAND_bytes(iv_pool.buf, sizeof iv_pool.buf) != 1) {
+            iv_pool.left = 0;
+            return nt_openssl_error(-EIO, "RAND_bytes");
+        }
+        iv_pool.left = IV_POOL;
+        iv_pool.generation = gen;
+    }
+    iv_pool.left--;
+    memcpy(iv, iv_pool.buf + iv_pool.left * VAULT_GCM_IV_SIZE, VAULT_GCM_IV_SIZE);
+    explicit_bzero(iv_pool.buf + iv_pool.left * VAULT_GCM_IV_SIZE, VAULT_GCM_IV_SIZE);
+    return 0;
+}
+
+/* A GCM context with kv's key set: one from kv's cache, else a new one (key schedule computed). */
+static EVP_CIPHER_CTX *gcm_ctx_take(KeyVersion *kv) {
+    EVP_CIPHER *cipher = gcm_alg();
+    EVP_CIPHER_CTX *ctx;
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++)
+        if ((ctx = atomic_exchange(&kv->gcm_cache[i], NULL)))
+            return ctx;
+    if (!cipher) {
+        (void)nt_openssl_error(-EIO, "AES-256-GCM fetch");
+        return NULL;
+    }
+    ctx = EVP_CIPHER_CTX_new();
+    /* VAULT_GCM_IV_SIZE is GCM's default IV length (12). */
+    if (!ctx || EVP_CIPHER_get_iv_length(cipher) != VAULT_GCM_IV_SIZE ||
+        EVP_CipherInit_ex(ctx, cipher, NULL, secret_const_data(kv->secret), NULL, 1) != 1) {
+        (void)nt_openssl_error(-EIO, "AES-GCM init");
+        EVP_CIPHER_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Returns ctx to kv's cache (or frees it if the cache is full). */
+static void gcm_ctx_put(KeyVersion *kv, EVP_CIPHER_CTX *ctx) {
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
+        EVP_CIPHER_CTX *expected = NULL;
+        if (atomic_compare_exchange_strong(&kv->gcm_cache[i], &expected, ctx))
+            return;
+    }
+    EVP_CIPHER_CTX_free(ctx);
+}
+
+static int gcm_crypt(bool enc, KeyVersion *kv, const uint8_t *hdr, const VaultOp *op,
                      const uint8_t iv[VAULT_GCM_IV_SIZE], uint8_t tag[VAULT_GCM_TAG_SIZE],
                      const uint8_t *in, size_t in_len, uint8_t *out) {
-    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = NULL;
-    EVP_CIPHER *cipher = gcm_alg();
-    int len = 0;
-    if (!cipher)
-        return nt_openssl_error(-EIO, "AES-256-GCM fetch");
-    ctx = EVP_CIPHER_CTX_new();
+    EVP_CIPHER_CTX *ctx = gcm_ctx_take(kv);
+    int len = 0, r = 0;
     if (!ctx)
-        return -ENOMEM;
-    /* VAULT_GCM_IV_SIZE is GCM's default IV length (12): one init with key and IV. */
-    if (EVP_CIPHER_get_iv_length(cipher) != VAULT_GCM_IV_SIZE ||
-        EVP_CipherInit_ex(ctx, cipher, NULL, secret_const_data(key), iv, enc) != 1)
-        return nt_openssl_error(-EIO, "AES-GCM init");
+        return -EIO;
+    /* Only the IV and the direction change; the key schedule stays (EVP_CipherInit_ex(3)). */
+    if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, enc) != 1) {
+        r = nt_openssl_error(-EIO, "AES-GCM init");
+        goto out;
+    }
     if (EVP_CipherUpdate(ctx, NULL, &len, hdr, VAULT_ENVELOPE_HEADER_SIZE) != 1 ||
-        (op->aad_len > 0 && EVP_CipherUpdate(ctx, NULL, &len, op->aad, (int)op->aad_len) != 1))
-        return nt_openssl_error(-EIO, "AES-GCM AAD");
-    if (in_len > 0 && EVP_CipherUpdate(ctx, out, &len, in, (int)in_len) != 1)
-        return nt_openssl_error(-EIO, "AES-GCM update");
+        (op->aad_len > 0 && EVP_CipherUpdate(ctx, NULL, &len, op->aad, (int)op->aad_len) != 1)) {
+        r = nt_openssl_error(-EIO, "AES-GCM AAD");
+        goto out;
+    }
+    if (in_len > 0 && EVP_CipherUpdate(ctx, out, &len, in, (int)in_len) != 1) {
+        r = nt_openssl_error(-EIO, "AES-GCM update");
+        goto out;
+    }
     if (enc) {
         if (EVP_CipherFinal_ex(ctx, out + len, &len) != 1 ||
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, VAULT_GCM_TAG_SIZE, tag) != 1)
-            return nt_openssl_error(-EIO, "AES-GCM final");
+            r = nt_openssl_error(-EIO, "AES-GCM final");
     } else {
         if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, VAULT_GCM_TAG_SIZE, tag) != 1)
-            return nt_openssl_error(-EIO, "AES-GCM tag");
-        if (EVP_CipherFinal_ex(ctx, out + len, &len) != 1) {
+            r = nt_openssl_error(-EIO, "AES-GCM tag");
+        else if (EVP_CipherFinal_ex(ctx, out + len, &len) != 1) {
             ERR_clear_error();
-            return -EKEYREJECTED;
+            r = -EKEYREJECTED;
         }
     }
-    return 0;
+out:
+    if (r == 0 || r == -EKEYREJECTED)
+        gcm_ctx_put(kv, ctx);
+    else
+        EVP_CIPHER_CTX_free(ctx); /* in an unknown state: never reused */
+    return r;
 }
 
 /* RFC 3394 / RFC 5649 wrap or unwrap. out must hold in_len + 16 bytes. */
@@ -1687,6 +1785,54 @@ static int oaep_ctx(EVP_PKEY *pkey, const EVP_MD *md, bool enc, EVP_PKEY_CTX **r
     return 0;
 }
 
+/* header | IV | tag | ciphertext, into out (VAULT_GCM_ENVELOPE_SIZE(in_len) bytes). */
+static int gcm_encrypt_envelope(KeyVersion *kv, const VaultOp *op, const uint8_t *in, size_t in_len,
+                                uint8_t *out) {
+    uint8_t *iv = out + VAULT_ENVELOPE_HEADER_SIZE, *tag = iv + VAULT_GCM_IV_SIZE;
+    int r;
+    envelope_header(out, op->alg, kv->number);
+    r = gcm_random_iv(iv);
+    if (r < 0)
+        return r;
+    return gcm_crypt(true, kv, out, op, iv, tag, in, in_len, tag + VAULT_GCM_TAG_SIZE);
+}
+
+int vault_encrypt_into(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                       const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                       size_t *ret_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_free_ uint8_t *o = NULL;
+    size_t n = 0;
+    VaultKeyType type;
+    int r;
+
+    if (!out || !ret_len || !op)
+        return -EINVAL;
+    if (op->alg != VAULT_ALG_AES256_GCM) {
+        r = vault_encrypt(v, peer, name, op, in, in_len, &o, &n);
+        if (r < 0)
+            return r;
+        if (n > out_size)
+            return -EINVAL;
+        memcpy(out, o, n);
+        *ret_len = n;
+        return 0;
+    }
+    if ((r = op_validate(op, true, in, in_len)) < 0)
+        return r;
+    if (out_size < VAULT_GCM_ENVELOPE_SIZE(in_len))
+        return -EINVAL;
+    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+        return r;
+    if (!alg_fits(type, op->alg))
+        return -EOPNOTSUPP;
+    r = gcm_encrypt_envelope(kv, op, in, in_len, out);
+    if (r < 0)
+        return r;
+    *ret_len = VAULT_GCM_ENVELOPE_SIZE(in_len);
+    return 0;
+}
+
 int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
                   const uint8_t *in, size_t in_len, uint8_t **ret_out, size_t *ret_out_len) {
     _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
@@ -1709,20 +1855,11 @@ int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const Vault
 
     switch (op->alg) {
     case VAULT_ALG_AES256_GCM: {
-        uint8_t *out, *hdr, *iv, *tag;
-        size_t n = VAULT_ENVELOPE_HEADER_SIZE + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE + in_len;
-        out = nt_malloc(n);
+        size_t n = VAULT_GCM_ENVELOPE_SIZE(in_len);
+        uint8_t *out = nt_malloc(n);
         if (!out)
             return -ENOMEM;
-        hdr = out;
-        iv = out + VAULT_ENVELOPE_HEADER_SIZE;
-        tag = iv + VAULT_GCM_IV_SIZE;
-        envelope_header(hdr, op->alg, kv->number);
-        if (RAND_bytes(iv, VAULT_GCM_IV_SIZE) != 1) {
-            free(out);
-            return nt_openssl_error(-EIO, "RAND_bytes");
-        }
-        r = gcm_crypt(true, kv->secret, hdr, op, iv, tag, in, in_len, tag + VAULT_GCM_TAG_SIZE);
+        r = gcm_encrypt_envelope(kv, op, in, in_len, out);
         if (r < 0) {
             free(out);
             return r;
@@ -1791,8 +1928,8 @@ int vault_decrypt_into(Vault *v, const VaultPeer *peer, const char *name, const 
             return -EBADMSG;
         memcpy(tag, body + VAULT_GCM_IV_SIZE, VAULT_GCM_TAG_SIZE);
         out_len = body_len - VAULT_GCM_IV_SIZE - VAULT_GCM_TAG_SIZE;
-        r = gcm_crypt(false, kv->secret, hdr, op, body, tag,
-                      body + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE, out_len, out);
+        r = gcm_crypt(false, kv, hdr, op, body, tag, body + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE,
+                      out_len, out);
         break;
     }
     case VAULT_ALG_AES256_KW:
@@ -1906,23 +2043,49 @@ static int ecdsa_rs_to_der(const uint8_t *rs, size_t len, size_t fs, uint8_t **r
     return 0;
 }
 
-static int hmac_compute(const KeyVersion *kv, const EVP_MD *md, const uint8_t *in, size_t in_len,
+/* HMAC with kv's key and md: a context from kv's cache (its state reset, key kept), else a new
+ * one; put back afterwards, so the key pads are not recomputed per operation. */
+static int hmac_compute(KeyVersion *kv, const EVP_MD *md, const uint8_t *in, size_t in_len,
                         uint8_t *out, size_t *ret_len) {
-    _cleanup_(EVP_MAC_CTX_freep) EVP_MAC_CTX *ctx = NULL;
+    EVP_MAC_CTX *ctx = NULL;
     EVP_MAC *mac = hmac_alg();
-    OSSL_PARAM params[2];
-    if (!mac)
-        return nt_openssl_error(-EIO, "EVP_MAC_fetch");
-    ctx = EVP_MAC_CTX_new(mac);
-    if (!ctx)
-        return -ENOMEM;
-    params[0] =
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)EVP_MD_get0_name(md), 0);
-    params[1] = OSSL_PARAM_construct_end();
-    if (EVP_MAC_init(ctx, secret_const_data(kv->secret), secret_size(kv->secret), params) != 1 ||
-        EVP_MAC_update(ctx, in, in_len) != 1 ||
-        EVP_MAC_final(ctx, out, ret_len, EVP_MAX_MD_SIZE) != 1)
-        return nt_openssl_error(-EIO, "HMAC");
+    bool fresh = false;
+    int r = 0;
+
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && !ctx; i++)
+        ctx = atomic_exchange(&kv->hmac_cache[i], NULL);
+    if (!ctx) {
+        if (!mac)
+            return nt_openssl_error(-EIO, "EVP_MAC_fetch");
+        ctx = EVP_MAC_CTX_new(mac);
+        if (!ctx)
+            return -ENOMEM;
+        fresh = true;
+    }
+    if (fresh) {
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                             (char *)EVP_MD_get0_name(md), 0),
+            OSSL_PARAM_construct_end(),
+        };
+        if (EVP_MAC_init(ctx, secret_const_data(kv->secret), secret_size(kv->secret),
+                         params) != 1)
+            r = nt_openssl_error(-EIO, "HMAC init");
+    } else if (EVP_MAC_init(ctx, NULL, 0, NULL) != 1) /* same key and digest: reset the state */
+        r = nt_openssl_error(-EIO, "HMAC init");
+    if (r == 0 && (EVP_MAC_update(ctx, in, in_len) != 1 ||
+                   EVP_MAC_final(ctx, out, ret_len, EVP_MAX_MD_SIZE) != 1))
+        r = nt_openssl_error(-EIO, "HMAC");
+    if (r < 0) {
+        EVP_MAC_CTX_free(ctx); /* in an unknown state: never reused */
+        return r;
+    }
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
+        EVP_MAC_CTX *expected = NULL;
+        if (atomic_compare_exchange_strong(&kv->hmac_cache[i], &expected, ctx))
+            return 0;
+    }
+    EVP_MAC_CTX_free(ctx);
     return 0;
 }
 

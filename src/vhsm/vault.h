@@ -268,6 +268,15 @@ typedef struct VaultOp {
  * -EINVAL (bad length or flags), -ENOMEM, -EIO. */
 int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
                   const uint8_t *in, size_t in_len, uint8_t **ret_out, size_t *ret_out_len);
+/* The same, writing the output to out and its length to *ret_len: for a caller whose buffer is
+ * locked memory already (vhsmd's reply buffer). out_size >= VAULT_ENCRYPT_MAX(in_len), else
+ * -EINVAL. AES-256-GCM is encrypted in place (the hot path); other algorithms are copied. */
+#define VAULT_GCM_ENVELOPE_SIZE(in_len)                                                            \
+    (VAULT_ENVELOPE_HEADER_SIZE + VAULT_GCM_IV_SIZE + VAULT_GCM_TAG_SIZE + (in_len))
+#define VAULT_ENCRYPT_MAX(in_len) (VAULT_ENVELOPE_HEADER_SIZE + 32u + MAX((size_t)(in_len), 512u))
+int vault_encrypt_into(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
+                       const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                       size_t *ret_len);
 /* Decrypt / unwrap (USE right) with the version named by the envelope (or op->version with
  * VAULT_OP_RAW), which must be retained (>= min version): else -ENOKEY. Plaintext in a Secret.
  * Returns 0, -EBADMSG (malformed envelope, alg mismatch), -EKEYREJECTED (authentication or
