@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -341,10 +342,38 @@ fail:
 static const char *const mode_name[_M_MAX] = {"openssl", "vhsmd sync", "vhsmd pipelined"};
 static const char *const mode_key[_M_MAX] = {"openssl", "sync", "pipe"};
 
-static double measure(Op *op, Mode mode, unsigned threads) {
+static pid_t daemon_pid;
+
+/* CPU time (user + system) used so far by this process and by vhsmd, in seconds. */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    double t = 0;
+    char path[64];
+    FILE *f;
+
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        t += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    (void)snprintf(path, sizeof path, "/proc/%d/stat", (int)daemon_pid);
+    f = daemon_pid > 0 ? fopen(path, "re") : NULL;
+    if (f) {
+        unsigned long long ut = 0, st = 0;
+        /* pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+         * stime; comm is "vhsmd", without spaces. */
+        if (fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) ==
+            2)
+            t += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+        fclose(f);
+    }
+    return t;
+}
+
+/* Runs op with threads client threads; returns ops/s (-1 on errors) and, in *ret_cpus, the CPUs
+ * the client threads and vhsmd kept busy meanwhile (CPU seconds per second). */
+static double measure_cpu(Op *op, Mode mode, unsigned threads, double *ret_cpus) {
     pthread_t th[8];
     Run run = {.op = op, .mode = mode};
-    double t0, t1;
+    double t0, t1, c0;
 
     atomic_init(&run.count, 0);
     atomic_init(&run.errors, 0);
@@ -356,10 +385,13 @@ static double measure(Op *op, Mode mode, unsigned threads) {
     run.deadline = t0 + seconds;
     (void)pthread_barrier_wait(&run.start);
     t0 = now();
+    c0 = cpu_seconds();
     run.deadline = t0 + seconds;
     for (unsigned i = 0; i < threads; i++)
         (void)pthread_join(th[i], NULL);
     t1 = now();
+    if (ret_cpus)
+        *ret_cpus = (cpu_seconds() - c0) / (t1 - t0);
     (void)pthread_barrier_destroy(&run.start);
     if (atomic_load(&run.errors) > 0) {
         fprintf(stderr, "bench-vhsm: %d errors in '%s' (%s)\n", atomic_load(&run.errors), op->label,
@@ -369,10 +401,13 @@ static double measure(Op *op, Mode mode, unsigned threads) {
     return (double)atomic_load(&run.count) / (t1 - t0);
 }
 
+static double measure(Op *op, Mode mode, unsigned threads) {
+    return measure_cpu(op, mode, threads, NULL);
+}
+
 /* ---- set-up: chip, daemon, keys ---- */
 
 static char tmpdir[] = "/tmp/nt-bench-vhsm-XXXXXX";
-static pid_t daemon_pid;
 
 static void cleanup(void) {
     char cmd[128];
@@ -498,6 +533,8 @@ typedef struct Result {
     double med_rate[_M_MAX][2];
     double ratio[_M_MAX][2]; /* vs OpenSSL with the same thread count */
     double scale[_M_MAX];    /* 2 threads / 1 thread */
+    double cpus[MAX_ROUNDS]; /* CPUs busy during the 1-thread pipelined run (client + vhsmd) */
+    double med_cpus;
 } Result;
 
 static void summarize(Result *res) {
@@ -516,6 +553,16 @@ static void summarize(Result *res) {
             v[k] = res->rate[k][m][1] / res->rate[k][m][0];
         res->scale[m] = median(v, n);
     }
+    for (size_t k = 0; k < n; k++)
+        v[k] = res->cpus[k];
+    res->med_cpus = median(v, n);
+}
+
+/* The most a second client thread can add on this machine, given the CPUs the 1-thread run kept
+ * busy: both threads together cannot use more than the machine's CPUs (nor more than twice). */
+static double scale_bound(const Result *res) {
+    double ncpu = (double)sysconf(_SC_NPROCESSORS_ONLN);
+    return res->med_cpus > 0 ? MIN(2.0, ncpu / res->med_cpus) : 2.0;
 }
 
 static void print_row(const char *label, int t, const Result *res) {
@@ -584,7 +631,8 @@ int main(void) {
         for (size_t k = 0; k < rounds && valid; k++)
             for (Mode m = 0; m < _M_MAX; m++)
                 for (int t = 0; t < 2; t++) {
-                    res[i].rate[k][m][t] = measure(op, m, (unsigned)t + 1);
+                    res[i].rate[k][m][t] = measure_cpu(
+                        op, m, (unsigned)t + 1, m == M_PIPE && t == 0 ? &res[i].cpus[k] : NULL);
                     valid = valid && res[i].rate[k][m][t] > 0;
                 }
         if (!valid) {
@@ -596,8 +644,10 @@ int main(void) {
         print_row(op->label, 0, &res[i]);
         printf("\n");
         print_row("", 1, &res[i]);
-        printf("   2 thr / 1: openssl %.2fx, sync %.2fx, pipe %.2fx\n", res[i].scale[M_OPENSSL],
-               res[i].scale[M_SYNC], res[i].scale[M_PIPE]);
+        printf("   2 thr / 1: openssl %.2fx, sync %.2fx, pipe %.2fx (1-thread pipelined run kept "
+               "%.2f CPUs busy: a 2nd thread can add at most %.2fx here)\n",
+               res[i].scale[M_OPENSSL], res[i].scale[M_SYNC], res[i].scale[M_PIPE], res[i].med_cpus,
+               scale_bound(&res[i]));
         fflush(stdout);
     }
     cleanup();
@@ -617,7 +667,12 @@ int main(void) {
             ok = false;
         }
         if (scale < 1.7) {
-            printf("MISSED: %s scales %.2fx with 2 threads\n", ops[i].label, scale);
+            printf("MISSED: %s scales %.2fx with 2 threads", ops[i].label, scale);
+            if (scale_bound(&res[i]) < 1.7)
+                printf(" (machine-bound: its 1-thread run already kept %.2f of %ld CPUs busy, "
+                       "so no more than %.2fx is possible on this machine)",
+                       res[i].med_cpus, sysconf(_SC_NPROCESSORS_ONLN), scale_bound(&res[i]));
+            printf("\n");
             ok = false;
         }
     }

@@ -602,6 +602,7 @@ static int op_encrypt(Req *q, AlgUse use) {
 }
 
 static int op_decrypt(Req *q, AlgUse use) {
+    vhsm_buf_mark_secret(q->out); /* plaintext (or an unwrapped key) */
     return op_into(q, use, vault_decrypt_into, decrypt_max);
 }
 
@@ -631,6 +632,7 @@ static int op_random(Req *q) {
     r = vault_random(n, &p);
     if (r < 0)
         return r;
+    vhsm_buf_mark_secret(q->out);
     return put_owned(q, VHSM_TAG_OUTPUT, p, n);
 }
 

@@ -561,6 +561,9 @@ static void accept_all(Server *s) {
             c->fd = TAKE_FD(fd);
             c->peer = peer;
             c->out = VHSM_BUF_INIT;
+            /* Replies are wiped once sent if one of them was secret (dispatch marks decrypt,
+             * unwrap and random outputs); ciphertexts and signatures are not. */
+            c->out.wipe_if_secret = true;
             c->next = s->conns;
             if (s->conns)
                 s->conns->prev = c;

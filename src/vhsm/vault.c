@@ -2064,12 +2064,11 @@ static int hmac_compute(KeyVersion *kv, const EVP_MD *md, const uint8_t *in, siz
     }
     if (fresh) {
         OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-                                             (char *)EVP_MD_get0_name(md), 0),
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)EVP_MD_get0_name(md),
+                                             0),
             OSSL_PARAM_construct_end(),
         };
-        if (EVP_MAC_init(ctx, secret_const_data(kv->secret), secret_size(kv->secret),
-                         params) != 1)
+        if (EVP_MAC_init(ctx, secret_const_data(kv->secret), secret_size(kv->secret), params) != 1)
             r = nt_openssl_error(-EIO, "HMAC init");
     } else if (EVP_MAC_init(ctx, NULL, 0, NULL) != 1) /* same key and digest: reset the state */
         r = nt_openssl_error(-EIO, "HMAC init");

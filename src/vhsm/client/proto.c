@@ -301,16 +301,19 @@ int vhsm_body_get_str_alloc(const uint8_t *body, size_t len, uint16_t tag, size_
 }
 
 void vhsm_buf_done(VhsmBuf *b) {
+    bool wipe_if_secret = b->wipe_if_secret;
     if (b->data) {
         explicit_bzero(b->data, b->cap);
         free(b->data);
     }
     *b = VHSM_BUF_INIT;
+    b->wipe_if_secret = wipe_if_secret;
 }
 
 void vhsm_buf_reset(VhsmBuf *b) {
-    if (b->data)
+    if (b->data && (!b->wipe_if_secret || b->secret))
         explicit_bzero(b->data, b->len);
+    b->secret = false;
     b->len = 0;
     b->frame_start = 0;
     b->pending_tlv = SIZE_MAX;

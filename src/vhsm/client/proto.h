@@ -180,7 +180,10 @@ int vhsm_body_get_str(const uint8_t *body, size_t len, uint16_t tag, size_t max_
 int vhsm_body_get_str_alloc(const uint8_t *body, size_t len, uint16_t tag, size_t max_len,
                             char **ret);
 
-/* A growing output buffer for one frame. Its memory is wiped before it is released or reused. */
+/* A growing output buffer for one frame. Its memory is wiped before it is released or reused;
+ * an owner whose contents are usually public (vhsmd's replies: ciphertexts, signatures) may set
+ * wipe_if_secret, and then vhsm_buf_reset() wipes only if vhsm_buf_mark_secret() was called since
+ * the last reset (release and abort always wipe). */
 typedef struct VhsmBuf {
     uint8_t *data;
     size_t len;
@@ -188,7 +191,13 @@ typedef struct VhsmBuf {
     size_t frame_start; /* offset of the header of the frame being built */
     size_t pending_tlv; /* offset of a reserved TLV, or SIZE_MAX */
     int error;          /* sticky: first failure while building */
+    bool wipe_if_secret;
+    bool secret;
 } VhsmBuf;
+
+static inline void vhsm_buf_mark_secret(VhsmBuf *b) {
+    b->secret = true;
+}
 
 #define VHSM_BUF_INIT                                                                              \
     (VhsmBuf) {                                                                                    \
@@ -196,7 +205,7 @@ typedef struct VhsmBuf {
     }
 /* Wipes and frees the memory. */
 void vhsm_buf_done(VhsmBuf *b);
-/* Wipes the contents, keeps the allocation. */
+/* Wipes the contents (see wipe_if_secret), keeps the allocation. */
 void vhsm_buf_reset(VhsmBuf *b);
 /* Ensures room for extra more bytes. Returns 0 or -ENOMEM. */
 int vhsm_buf_reserve(VhsmBuf *b, size_t extra);

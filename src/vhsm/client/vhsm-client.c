@@ -941,12 +941,13 @@ struct VhsmBatch {
     VhsmBuf out; /* the queued request frames */
     BatchOp *ops;
     size_t n_ops, cap_ops;
-    BatchState state; /* changes from IN_FLIGHT only under the connection's lock */
-    int error;        /* FAILED: the transport error */
-    size_t got;       /* replies received */
-    size_t parsed;    /* bytes of in taken by those replies */
-    VhsmBatch *next;  /* the connection's in-flight queue */
-    InBuf in;         /* the replies */
+    BatchState state;    /* changes from IN_FLIGHT only under the connection's lock */
+    int error;           /* FAILED: the transport error */
+    size_t got;          /* replies received */
+    size_t parsed;       /* bytes of in taken by those replies */
+    VhsmBatch *next;     /* the connection's in-flight queue */
+    InBuf in;            /* the replies */
+    bool secret_replies; /* an operation returns secret data: wipe the replies when done */
 };
 
 int vhsm_batch_new(VhsmClient *c, VhsmBatch **ret) {
@@ -994,7 +995,11 @@ void vhsm_batch_reset(VhsmBatch *b) {
     b->error = 0;
     b->got = b->parsed = 0;
     vhsm_buf_reset(&b->out);
-    inbuf_wipe(&b->in);
+    if (b->secret_replies)
+        inbuf_wipe(&b->in);
+    else
+        b->in.len = 0;
+    b->secret_replies = false;
 }
 
 VhsmBatch *vhsm_batch_free(VhsmBatch *b) {
@@ -1027,6 +1032,11 @@ static int batch_begin(VhsmBatch *b, uint16_t opcode) {
         b->cap_ops = cap;
     }
     b->ops[b->n_ops] = (BatchOp){.frame = b->out.len};
+    /* Replies of decrypt, unwrap, random (and of raw requests, which could be anything) carry
+     * secrets; ciphertexts, signatures and MACs do not. Requests are always wiped. */
+    if (opcode != VHSM_OP_ENCRYPT && opcode != VHSM_OP_SIGN && opcode != VHSM_OP_VERIFY &&
+        opcode != VHSM_OP_MAC && opcode != VHSM_OP_MAC_VERIFY && opcode != VHSM_OP_WRAP)
+        b->secret_replies = true;
     vhsm_buf_begin(&b->out, VHSM_KIND_REQUEST, opcode, 0);
     return 0;
 }
