@@ -14,6 +14,8 @@
  *                                    connections, every result verified independently
  *   badframes SOCK                   malformed frames, each on its own connection, with a
  *                                    well-behaved client checked in between
+ *   hold SOCK NAME PTHEX HOLD_MS CTFILE   encrypt, decrypt PTHEX and ping on one connection,
+ *                                    write the ciphertext body to CTFILE, keep it open HOLD_MS
  *   pipeline SOCK N                  N pipelined RANDOM requests before reading any reply
  *   stall SOCK TIMEOUT_MS            a client stalled mid-frame must not block others and must be
  *                                    disconnected after the daemon's stall timeout
@@ -686,6 +688,43 @@ static int cmd_stall(int argc, char **argv) {
     return 0;
 }
 
+/* hold SOCK NAME PTHEX HOLD_MS CTFILE: on one connection, encrypts PTHEX with key NAME, decrypts
+ * the result, pings, then keeps the connection open HOLD_MS (the daemon keeps its buffers) while
+ * the test scans the daemon's memory for the plaintext. Writes the envelope's ciphertext body
+ * (hex) to CTFILE when the replies are in. */
+static int cmd_hold(int argc, char **argv) {
+    _cleanup_free_ uint8_t *pt = NULL, *ct = NULL;
+    _cleanup_free_ char *hex = NULL;
+    uint8_t *back = NULL;
+    VhsmClient *c = NULL;
+    size_t pl = 0, cl = 0, bl = 0;
+    FILE *f;
+    bool same;
+
+    if (argc != 5 || hex_key(argv[2], &pt, &pl) < 0)
+        return 2;
+    if (vhsm_connect(argv[0], &c) < 0)
+        return die("hold: cannot connect");
+    if (vhsm_encrypt(c, argv[1], "aes256-gcm", 0, pt, pl, NULL, 0, &ct, &cl) < 0 || cl != 40 + pl)
+        return die("hold: encrypt failed");
+    if (vhsm_decrypt(c, argv[1], "aes256-gcm", 0, 0, ct, cl, NULL, 0, &back, &bl) < 0)
+        return die("hold: decrypt failed");
+    same = bl == pl && memcmp(back, pt, pl) == 0;
+    vhsm_free_secret(back, bl);
+    if (!same)
+        return die("hold: decrypt gave something else");
+    /* A ping's reply (a bare header) reuses the buffer without covering the plaintext. */
+    if (vhsm_ping(c) < 0)
+        return die("hold: ping failed");
+    hex = hex_encode_alloc(ct + 40, cl - 40);
+    f = fopen(argv[4], "we");
+    if (!hex || !f || fprintf(f, "%s\n", hex) < 0 || fclose(f) != 0)
+        return die("hold: cannot write the ciphertext file");
+    usleep((useconds_t)strtoul(argv[3], NULL, 10) * 1000);
+    (void)vhsm_disconnect(c);
+    return 0;
+}
+
 /* Pipelining: n RANDOM(65536) requests written at once (replies 3000x larger than requests,
  * beyond the daemon's output high-water mark and the socket buffer) before reading anything;
  * every reply must arrive, in order, complete. */
@@ -854,6 +893,8 @@ int main(int argc, char **argv) {
         return cmd_stress(argc - 2, argv + 2);
     if (streq(argv[1], "badframes"))
         return cmd_badframes(argc - 2, argv + 2);
+    if (streq(argv[1], "hold"))
+        return cmd_hold(argc - 2, argv + 2);
     if (streq(argv[1], "pipeline"))
         return cmd_pipeline(argc - 2, argv + 2);
     if (streq(argv[1], "stall"))

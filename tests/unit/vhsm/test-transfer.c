@@ -12,10 +12,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <openssl/rsa.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "vhsm/keystore.h"
@@ -514,11 +516,146 @@ static void test_no_residue_ec(void **state) {
     assert_int_equal(count_in_memory(le), 0);
 }
 
+/* ---- cached cipher / MAC contexts and pooled IVs, checked with a known key ---- */
+
+/* Decrypts a vault GCM envelope (header | IV | tag | ct) with OpenSSL directly. */
+static bool ref_gcm_open(const uint8_t key[32], const uint8_t *env, size_t env_len,
+                         const uint8_t *aad, size_t aad_len, uint8_t *out) {
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n = 0;
+    return c && env_len >= 40 &&
+           EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, env + 12) == 1 &&
+           EVP_DecryptUpdate(c, NULL, &n, env, 12) == 1 &&
+           (aad_len == 0 || EVP_DecryptUpdate(c, NULL, &n, aad, (int)aad_len) == 1) &&
+           (env_len == 40 || EVP_DecryptUpdate(c, out, &n, env + 40, (int)(env_len - 40)) == 1) &&
+           EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, (void *)(env + 24)) == 1 &&
+           EVP_DecryptFinal_ex(c, out + n, &n) == 1;
+}
+
+static uint8_t gcm_key[32];
+
+/* One GCM encryption through the vault (alternating the two entry points), checked by OpenSSL;
+ * returns the IV in iv. */
+static void gcm_round(Vault *v, int i, uint8_t iv[12]) {
+    uint8_t msg[300], aad[16], env[300 + 64], back[300];
+    size_t len = (size_t)(i * 37) % sizeof msg, el = 0;
+    VaultOp op = {.alg = VAULT_ALG_AES256_GCM, .aad = aad, .aad_len = (size_t)(i % 3) * 8};
+    RAND_bytes(msg, sizeof msg);
+    RAND_bytes(aad, sizeof aad);
+    if (i % 2) {
+        assert_int_equal(vault_encrypt_into(v, &alice, "gk", &op, msg, len, env, sizeof env, &el),
+                         0);
+    } else {
+        _cleanup_free_ uint8_t *ct = NULL;
+        assert_int_equal(vault_encrypt(v, &alice, "gk", &op, msg, len, &ct, &el), 0);
+        memcpy(env, ct, el);
+    }
+    assert_int_equal(el, 40 + len);
+    assert_true(ref_gcm_open(gcm_key, env, el, aad, op.aad_len, back));
+    assert_memory_equal(back, msg, len);
+    memcpy(iv, env + 12, 12);
+    if (i % 5 == 0) { /* a tampered envelope fails, and the context it used stays good */
+        _cleanup_(secret_freep) Secret *pt = NULL;
+        env[24 + (size_t)i % (el - 24)] ^= 0x40; /* tag or ciphertext */
+        assert_int_equal(vault_decrypt(v, &alice, "gk", &op, env, el, &pt), -EKEYREJECTED);
+        env[24 + (size_t)i % (el - 24)] ^= 0x40;
+        assert_int_equal(vault_decrypt(v, &alice, "gk", &op, env, el, &pt), 0);
+        assert_int_equal(secret_size(pt), len);
+        assert_memory_equal(secret_data(pt), msg, len);
+    }
+}
+
+static int cmp_iv(const void *a, const void *b) {
+    return memcmp(a, b, 12);
+}
+
+static void *gcm_thread(void *userdata) {
+    Vault *v = userdata;
+    uint8_t iv[12];
+    for (int i = 0; i < 150; i++)
+        gcm_round(v, i, iv);
+    return NULL;
+}
+
+static void test_gcm_context_reuse(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault();
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    static uint8_t ivs[400][12];
+    pthread_t t[4];
+    int p[2];
+    pid_t pid;
+    uint8_t child_iv[12], parent_iv[12];
+
+    RAND_bytes(gcm_key, sizeof gcm_key);
+    assert_int_equal(import_material(v, &alice, "gk", &spec, gcm_key, sizeof gcm_key), 0);
+    /* Many operations on one key: every envelope opens with the key, tampering in between does
+     * not poison the cached contexts, and no IV repeats (pooled draws, 64 per refill). */
+    for (int i = 0; i < 400; i++)
+        gcm_round(v, i, ivs[i]);
+    qsort(ivs, 400, 12, cmp_iv);
+    for (int i = 1; i < 400; i++)
+        assert_true(memcmp(ivs[i - 1], ivs[i], 12) != 0);
+    /* Several threads share the key's cached contexts. */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, gcm_thread, v), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    /* A forked child never draws the IVs its parent will use from the copied pool. */
+    gcm_round(v, 1, parent_iv); /* the pool is mid-way */
+    assert_int_equal(pipe(p), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        gcm_round(v, 1, child_iv);
+        _exit(write(p[1], child_iv, 12) == 12 ? 0 : 1);
+    }
+    assert_int_equal(read(p[0], child_iv, 12), 12);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    close(p[0]);
+    close(p[1]);
+    gcm_round(v, 1, parent_iv);
+    assert_true(memcmp(child_iv, parent_iv, 12) != 0);
+}
+
+/* HMAC contexts are cached per key version: interleaved keys and messages stay correct. */
+static void test_hmac_context_reuse(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault();
+    uint8_t k256[32], k384[48];
+    VaultKeySpec s256 = {.type = VAULT_KEY_HMAC_SHA256}, s384 = {.type = VAULT_KEY_HMAC_SHA384};
+    RAND_bytes(k256, sizeof k256);
+    RAND_bytes(k384, sizeof k384);
+    assert_int_equal(import_material(v, &alice, "m256", &s256, k256, sizeof k256), 0);
+    assert_int_equal(import_material(v, &alice, "m384", &s384, k384, sizeof k384), 0);
+    for (int i = 0; i < 200; i++) {
+        bool big = i % 2;
+        const char *name = big ? "m384" : "m256";
+        uint8_t msg[200], ref[64];
+        size_t len = (size_t)(i * 13) % sizeof msg, ml = 0, rl = 0;
+        _cleanup_free_ uint8_t *mac = NULL;
+        VaultOp op = {.alg = VAULT_ALG_HMAC, .flags = VAULT_OP_RAW};
+        RAND_bytes(msg, sizeof msg);
+        assert_int_equal(vault_sign(v, &alice, name, &op, msg, len, &mac, &ml), 0);
+        assert_non_null(EVP_Q_mac(NULL, "HMAC", NULL, big ? "SHA384" : "SHA256", NULL,
+                                  big ? k384 : k256, big ? 48 : 32, msg, len, ref, sizeof ref,
+                                  &rl));
+        assert_int_equal(ml, rl);
+        assert_memory_equal(mac, ref, rl);
+        if (i % 7 == 0) {
+            mac[0] ^= 1;
+            assert_int_equal(vault_verify(v, &alice, name, &op, msg, len, mac, ml), -EKEYREJECTED);
+            mac[0] ^= 1;
+        }
+        assert_int_equal(vault_verify(v, &alice, name, &op, msg, len, mac, ml), 0);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transfer_key),
         cmocka_unit_test(test_import_aes_known_answers),
         cmocka_unit_test(test_import_hmac),
+        cmocka_unit_test(test_gcm_context_reuse),
+        cmocka_unit_test(test_hmac_context_reuse),
         cmocka_unit_test(test_import_asymmetric),
         cmocka_unit_test(test_import_rsa_oaep_decrypt),
         cmocka_unit_test(test_import_hostile),

@@ -671,6 +671,42 @@ static void test_concurrent_delete(void **state) {
     assert_int_equal(vault_key_count(v), 0);
 }
 
+/* The key table is kept sorted for binary search: many keys created in scrambled order, some
+ * deleted, every lookup still finds exactly its key and a deleted name can be reused. */
+static void test_many_keys(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault();
+    json_t *l = NULL;
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        (void)snprintf(name, sizeof name, "k%03d", (i * 7919) % 300);
+        gen(v, name, VAULT_KEY_HMAC_SHA256);
+    }
+    for (int i = 0; i < 300; i += 3) {
+        (void)snprintf(name, sizeof name, "k%03d", i);
+        assert_int_equal(vault_key_delete(v, &alice, name), 0);
+    }
+    assert_int_equal(vault_key_count(v), 200);
+    for (int i = 0; i < 300; i++) {
+        json_t *d = NULL;
+        (void)snprintf(name, sizeof name, "k%03d", i);
+        assert_int_equal(vault_key_describe(v, &alice, name, &d), i % 3 == 0 ? -ENOKEY : 0);
+        if (d)
+            assert_string_equal(json_string_value(json_object_get(d, "name")), name);
+        json_decref(d);
+    }
+    assert_int_equal(vault_key_list(v, &alice, &l), 0);
+    assert_int_equal(json_array_size(l), 200);
+    for (size_t i = 1; i < json_array_size(l); i++)
+        assert_true(strcmp(json_string_value(json_array_get(l, i - 1)),
+                           json_string_value(json_array_get(l, i))) < 0);
+    json_decref(l);
+    gen(v, "k000", VAULT_KEY_AES256); /* a deleted name is free again */
+    {
+        VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+        assert_int_equal(vault_key_generate(v, &alice, "k001", &spec), -EEXIST);
+    }
+}
+
 static void test_oom(void **state) {
     bool succeeded = false;
     for (long n = 0; n < 200 && !succeeded; n++) {
@@ -716,6 +752,7 @@ int main(void) {
         cmocka_unit_test(test_attested_policy),
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_concurrent_delete),
+        cmocka_unit_test(test_many_keys),
         cmocka_unit_test(test_oom),
     };
     if (vault_init(0) < 0)
