@@ -558,8 +558,9 @@ static void summarize(Result *res) {
     res->med_cpus = median(v, n);
 }
 
-/* The most a second client thread can add on this machine, given the CPUs the 1-thread run kept
- * busy: both threads together cannot use more than the machine's CPUs (nor more than twice). */
+/* What a second client thread can add on this machine at the 1-thread run's CPU cost per
+ * operation: both together cannot use more than the machine's CPUs (nor more than twice one).
+ * An estimate, not a hard bound: with two threads less CPU goes to waking up idle CPUs. */
 static double scale_bound(const Result *res) {
     double ncpu = (double)sysconf(_SC_NPROCESSORS_ONLN);
     return res->med_cpus > 0 ? MIN(2.0, ncpu / res->med_cpus) : 2.0;
@@ -645,7 +646,7 @@ int main(void) {
         printf("\n");
         print_row("", 1, &res[i]);
         printf("   2 thr / 1: openssl %.2fx, sync %.2fx, pipe %.2fx (1-thread pipelined run kept "
-               "%.2f CPUs busy: a 2nd thread can add at most %.2fx here)\n",
+               "%.2f CPUs busy: ~%.2fx at that CPU cost per op here)\n",
                res[i].scale[M_OPENSSL], res[i].scale[M_SYNC], res[i].scale[M_PIPE], res[i].med_cpus,
                scale_bound(&res[i]));
         fflush(stdout);
@@ -669,8 +670,8 @@ int main(void) {
         if (scale < 1.7) {
             printf("MISSED: %s scales %.2fx with 2 threads", ops[i].label, scale);
             if (scale_bound(&res[i]) < 1.7)
-                printf(" (machine-bound: its 1-thread run already kept %.2f of %ld CPUs busy, "
-                       "so no more than %.2fx is possible on this machine)",
+                printf(" (CPU-bound here: its 1-thread run already kept %.2f of %ld CPUs busy; "
+                       "at that CPU cost per operation this machine allows ~%.2fx)",
                        res[i].med_cpus, sysconf(_SC_NPROCESSORS_ONLN), scale_bound(&res[i]));
             printf("\n");
             ok = false;
