@@ -414,75 +414,63 @@ static int conn_pump(Server *s, Conn *c) {
  * when due (conn_flush_due) and whenever the socket is drained. */
 static void conn_handle(Server *s, Conn *c, uint32_t events) {
     size_t turn = 0;
-    bool eof = false;
+    bool eof = false, pump = true, done = false; /* first send what is pending */
     int r;
 
     c->turn_end_us = now_us() + CONN_TURN_US;
-    r = conn_pump(s, c);
-    if (r == -EAGAIN)
-        return;
-    if (r == -EINPROGRESS)
-        goto yield;
-    if (r < 0)
-        goto close;
-
 again:
     for (;;) {
         size_t space;
         ssize_t n;
-        r = conn_grow(s, c);
-        if (r == -EBUSY) {
-            r = conn_refuse_busy(c);
-            break;
+        if (pump) {
+            r = conn_pump(s, c);
+            if (r == -EAGAIN)
+                return; /* armed for EPOLLOUT */
+            if (r == -EINPROGRESS)
+                goto yield;
+            if (r < 0)
+                goto close;
+            pump = false;
         }
+        if (done)
+            break;
+        r = conn_grow(s, c);
+        if (r == -EBUSY)
+            r = conn_refuse_busy(c);
         if (r < 0)
             goto close;
+        if (c->close_after_flush) {
+            pump = done = true;
+            continue;
+        }
         space = c->in_cap - c->in_len;
         n = recv(c->fd, c->in + c->in_len, space, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN)
             goto close;
-        }
-        if (n == 0) {
-            eof = true;
-            break;
+        if (n <= 0) { /* drained, or EOF */
+            eof = n == 0;
+            pump = done = true;
+            continue;
         }
         c->in_len += (size_t)n;
         turn += (size_t)n;
         c->streaming = c->streaming || (size_t)n == space;
         r = conn_process(s, c);
-        if (r < 0 || c->close_after_flush)
-            break;
-        if ((size_t)n < space) {
-            /* A short read drained the socket: answer, then look once more before sleeping. */
-            r = conn_pump(s, c);
-            if (r == -EAGAIN)
-                return;
-            if (r == -EINPROGRESS)
-                goto yield;
-            if (r < 0)
-                goto close;
-        }
-        if (turn >= CONN_TURN_BYTES || conn_turn_over(c))
-            break;
+        if (r < 0)
+            goto close;
+        /* A short read drained the socket: answer, then look once more before sleeping. */
+        pump = c->close_after_flush || (size_t)n < space;
+        done = c->close_after_flush || turn >= CONN_TURN_BYTES || conn_turn_over(c);
     }
-    if (r < 0)
-        goto close;
-    r = conn_pump(s, c);
-    if (r == -EAGAIN)
-        return;
-    if (r == -EINPROGRESS)
-        goto yield;
-    if (r < 0)
-        goto close;
     conn_shrink(s, c, turn);
     if (eof || (events & (EPOLLHUP | EPOLLERR)))
         goto close;
-    if (conn_spin(s, c))
+    if (conn_spin(s, c)) {
+        done = false;
         goto again;
+    }
     if (conn_arm(s, c, EPOLLIN) >= 0)
         return;
     goto close;
