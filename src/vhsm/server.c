@@ -329,11 +329,18 @@ static int conn_refuse_busy(Conn *c) {
                                 "flight), try later");
 }
 
-/* Releases a drained input buffer larger than the default (and its charge), so that idle
- * connections hold CONN_BUF_DEFAULT at most; but a streaming buffer stays while its client keeps
- * streaming (the turn that just ended read at least CONN_BUF_DEFAULT). */
-static void conn_shrink(Server *s, Conn *c, size_t turn) {
-    if (turn < CONN_BUF_DEFAULT)
+/* At the end of a turn: releases a drained input buffer larger than the default (and its
+ * charge), so that idle connections hold CONN_BUF_DEFAULT at most. A streaming buffer is kept
+ * only while its client keeps the socket full (the turn ended on its limit, not because the
+ * socket was drained): an idle connection never pins budget. */
+static void conn_shrink(Server *s, Conn *c, bool drained) {
+    if (!drained && c->streaming && c->in_len == 0) {
+        /* The turn ended on its limit: is anything still coming? */
+        uint8_t b;
+        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        drained = n <= 0;
+    }
+    if (drained)
         c->streaming = false;
     if (c->in_len == 0 && c->in_cap > CONN_BUF_DEFAULT &&
         (!c->streaming || c->in_cap > CONN_BUF_STREAM)) {
@@ -414,7 +421,7 @@ static int conn_pump(Server *s, Conn *c) {
  * when due (conn_flush_due) and whenever the socket is drained. */
 static void conn_handle(Server *s, Conn *c, uint32_t events) {
     size_t turn = 0;
-    bool eof = false, pump = true, done = false; /* first send what is pending */
+    bool eof = false, drained = false, pump = true, done = false; /* first send what is pending */
     int r;
 
     c->turn_end_us = now_us() + CONN_TURN_US;
@@ -451,24 +458,29 @@ again:
             goto close;
         if (n <= 0) { /* drained, or EOF */
             eof = n == 0;
+            drained = true;
             pump = done = true;
             continue;
         }
         c->in_len += (size_t)n;
         turn += (size_t)n;
-        c->streaming = c->streaming || (size_t)n == space;
+        c->streaming = c->streaming || ((size_t)n == space && space >= CONN_BUF_DEFAULT);
         r = conn_process(s, c);
         if (r < 0)
             goto close;
-        /* A short read drained the socket: answer, then look once more before sleeping. */
-        pump = c->close_after_flush || (size_t)n < space;
         done = c->close_after_flush || turn >= CONN_TURN_BYTES || conn_turn_over(c);
+        /* Pump (send, and answer what the output mark held back) when the turn ends (every exit
+         * of this loop goes through a pump), when a short read drained the socket (then look
+         * once more before sleeping), and when replies remain unsent after conn_process's
+         * flush: the socket is full, so stop reading and let the backlog wait in the kernel
+         * (armed for EPOLLOUT) rather than in the daemon's charged buffers. */
+        pump = done || (size_t)n < space || c->out.len - c->out_off >= CONN_OUT_FLUSH;
     }
-    conn_shrink(s, c, turn);
+    conn_shrink(s, c, drained);
     if (eof || (events & (EPOLLHUP | EPOLLERR)))
         goto close;
     if (conn_spin(s, c)) {
-        done = false;
+        done = drained = false;
         goto again;
     }
     if (conn_arm(s, c, EPOLLIN) >= 0)

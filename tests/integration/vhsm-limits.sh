@@ -4,7 +4,8 @@
 # and trickling them in over many connections: one non-root uid cannot make the daemon hold more
 # than its 8 MiB budget, many uids together not more than the 64 MiB server budget; the excess
 # connections are refused with status busy, the daemon's VmLck/VmRSS (/proc/PID/status) stays
-# bounded, and a well-behaved client is served meanwhile.
+# bounded, and a well-behaved client is served meanwhile. Idle connections that streamed, and
+# connections that never read their replies, pin none of a uid's budget.
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root to run clients as other uids"; exit 77; }
 . "$(dirname "$0")/vhsm-lib.sh"
 # Under ASan, freed buffers would stay resident in its quarantine and blur the RSS measure
@@ -83,5 +84,29 @@ H as-user 5001 5001 -- "$HELPER" trickle "$SOCK" 1 0 "$OUT/after" 2>>"$T/after.l
 grep -q "held=1 " "$OUT/after" || fail "a uid's frame not held after the floods: $(cat "$OUT/after")"
 V encrypt k --in "$T/big" >"$T/big.enc" || fail "large request refused after the floods"
 V decrypt k --in "$T/big.enc" | cmp -s - "$T/big" || fail "large round trip"
+# Connections that streamed (a 300 KB burst: the daemon gave them 64 KiB buffers) and went idle
+# pin nothing: the same uid can still hold 7 partial 1 MiB frames (7 MiB of its 8 MiB).
+quiet() { # quiet NAME UID MODE CONNS: helpers whose connections stay open quietly; waits for them
+  H as-user "$2" "$2" -- "$HELPER" pin "$SOCK" "$3" "$4" 8000 "$OUT/$1" 2>>"$T/$1.log" &
+  QUIET=$!
+  for _ in $(seq 1 600); do [ -s "$OUT/$1" ] && break; sleep 0.05; done
+  [ -s "$OUT/$1" ] || { cat "$T/$1.log" >&2; fail "$1: helper not ready"; }
+}
+quiet burst 5002 burst 120
+H as-user 5002 5002 -- "$HELPER" trickle "$SOCK" 7 0 "$OUT/burst-after" 2>>"$T/after.log" \
+  || fail "trickle after the bursts"
+grep -q "held=7 " "$OUT/burst-after" ||
+  fail "idle connections that streamed pin the uid's budget: $(cat "$OUT/burst-after")"
+wait "$QUIET" || fail "burst helper failed"
+# Connections that fill their socket with requests and never read their replies keep the backlog
+# in the kernel, not in charged daemon memory: the same uid's large frame is still held.
+quiet backlog 5003 backlog 40
+H as-user 5003 5003 -- "$HELPER" trickle "$SOCK" 1 0 "$OUT/backlog-after" 2>>"$T/after.log" \
+  || fail "trickle after the backlogs"
+grep -q "held=1 " "$OUT/backlog-after" ||
+  fail "unread replies make the daemon buffer input: $(cat "$OUT/backlog-after")"
+kill "$QUIET" 2>/dev/null || true
+wait "$QUIET" 2>/dev/null || true
+
 stop_vhsmd || fail "vhsmd exit status"
 echo "vhsm-limits: ok"

@@ -16,6 +16,8 @@
  *                                    well-behaved client checked in between
  *   hold SOCK NAME PTHEX HOLD_MS CTFILE   encrypt, decrypt PTHEX and ping on one connection,
  *                                    write the ciphertext body to CTFILE, keep it open HOLD_MS
+ *   pin SOCK burst|backlog|exact N HOLD_MS OUTFILE   connections that streamed, filled their
+ *                                    socket, or filled the input buffer exactly (cmd_pin)
  *   pipeline SOCK N                  N pipelined RANDOM requests before reading any reply
  *   stall SOCK TIMEOUT_MS            a client stalled mid-frame must not block others and must be
  *                                    disconnected after the daemon's stall timeout
@@ -771,6 +773,141 @@ static int cmd_pipeline(int argc, char **argv) {
     return 0;
 }
 
+/* Reads k complete reply frames from fd (any status) within timeout_ms. 0, or -1. */
+static int read_replies(int fd, size_t k, int timeout_ms) {
+    static uint8_t buf[256 * 1024];
+    size_t have = 0;
+    int64_t deadline = mono_ms() + timeout_ms;
+    while (k > 0) {
+        VhsmHeader h;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+        while (k > 0 && have >= VHSM_HEADER_SIZE && vhsm_header_decode(buf, &h) == 0 &&
+               have >= VHSM_HEADER_SIZE + h.body_len) {
+            size_t f = VHSM_HEADER_SIZE + h.body_len;
+            memmove(buf, buf + f, have - f);
+            have -= f;
+            k--;
+        }
+        if (k == 0)
+            break;
+        if (have >= VHSM_HEADER_SIZE && vhsm_header_decode(buf, &h) < 0)
+            return -1;
+        if (mono_ms() > deadline || poll(&p, 1, 200) < 0)
+            return -1;
+        n = recv(fd, buf + have, sizeof buf - have, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return -1;
+        if (n > 0)
+            have += (size_t)n;
+    }
+    return 0;
+}
+
+/* pin SOCK burst|backlog|exact N HOLD_MS OUTFILE: N connections that could pin the daemon's input
+ * memory after they go quiet, held open HOLD_MS after "ready" is written to OUTFILE:
+ *   burst    300 KB of PINGs at once (filling the daemon's buffer: a streaming client), every
+ *            reply read, then idle;
+ *   backlog  RANDOM(65536) requests written until the socket is full, never reading a reply;
+ *   exact    exactly 16384 bytes (the default input buffer) of slow signatures (key b-p256) and
+ *            pings in one write: every reply must arrive (no connection left asleep with
+ *            replies queued). */
+static int cmd_pin(int argc, char **argv) {
+    static uint8_t req[300 * 1024];
+    const char *mode;
+    _cleanup_free_ int *fd = NULL;
+    unsigned n, hold_ms;
+    FILE *f;
+
+    if (argc != 5)
+        return 2;
+    mode = argv[1];
+    n = (unsigned)strtoul(argv[2], NULL, 10);
+    hold_ms = (unsigned)strtoul(argv[3], NULL, 10);
+    fd = calloc(n, sizeof *fd);
+    if (n == 0 || !fd)
+        return 2;
+    for (unsigned i = 0; i < n; i++) {
+        fd[i] = raw_connect(argv[0]);
+        if (fd[i] < 0)
+            return die("pin: cannot connect");
+        if (streq(mode, "burst")) {
+            size_t k = sizeof req / VHSM_HEADER_SIZE;
+            for (size_t j = 0; j < k; j++)
+                frame_header(req + j * VHSM_HEADER_SIZE, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_PING,
+                             (uint32_t)j + 1, 0);
+            if (write_all(fd[i], req, k * VHSM_HEADER_SIZE) < 0 ||
+                read_replies(fd[i], k, 30000) < 0)
+                return die("pin: burst not answered");
+        } else if (streq(mode, "backlog")) {
+            /* Large writes (small ones would fill the socket with per-message overhead). */
+            const size_t one = VHSM_HEADER_SIZE + 10, k = sizeof req / one;
+            for (size_t j = 0; j < k; j++) {
+                frame_header(req + j * one, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_RANDOM, (uint32_t)j + 1,
+                             10);
+                memcpy(req + j * one + 16, "\x00\x13\x00\x00\x00\x04\x00\x01\x00\x00",
+                       10); /* 65536 bytes */
+            }
+            (void)fcntl(fd[i], F_SETFL, O_NONBLOCK);
+            for (size_t sent = 0, tries = 0; sent < k * one && tries < 3;) {
+                ssize_t w = send(fd[i], req + sent, k * one - sent, MSG_NOSIGNAL);
+                if (w > 0) {
+                    sent += (size_t)w;
+                    continue;
+                }
+                if (w < 0 && errno != EAGAIN && errno != EINTR)
+                    break; /* closed by the daemon (busy): counted by the check after */
+                tries++;   /* full: let the daemon take what it will, then try again */
+                usleep(100 * 1000);
+            }
+        } else if (streq(mode, "exact")) {
+            VhsmBuf b = VHSM_BUF_INIT;
+            size_t k = 0, sign_len = 0, pings, mlen = 64;
+            uint8_t msg[96] = {0};
+            /* Signature frames padded to a multiple of 16 bytes (the message length), as many
+             * as fit, then pings (16 bytes each) to end at exactly 16384. */
+            for (int pass = 0; pass < 2; pass++) {
+                vhsm_buf_reset(&b);
+                k = 0;
+                while (b.len + 160 < 16384 - 16 * 8) {
+                    vhsm_buf_begin(&b, VHSM_KIND_REQUEST, VHSM_OP_SIGN, (uint32_t)++k);
+                    vhsm_buf_put_str(&b, VHSM_TAG_KEY_NAME, "b-p256");
+                    vhsm_buf_put_str(&b, VHSM_TAG_ALGORITHM, "ecdsa");
+                    vhsm_buf_put(&b, VHSM_TAG_DATA, msg, mlen);
+                    if (vhsm_buf_end(&b) < 0)
+                        return die("pin: cannot build a request");
+                    if (pass == 0)
+                        break;
+                }
+                if (pass == 0)
+                    mlen += (VHSM_HEADER_SIZE - b.len % VHSM_HEADER_SIZE) % VHSM_HEADER_SIZE;
+                sign_len = b.len;
+            }
+            if ((16384 - sign_len) % VHSM_HEADER_SIZE != 0)
+                return die("pin: frame sizes do not add up to 16384");
+            pings = (16384 - sign_len) / VHSM_HEADER_SIZE;
+            for (size_t j = 0; j < pings; j++) {
+                vhsm_buf_begin(&b, VHSM_KIND_REQUEST, VHSM_OP_PING, (uint32_t)++k);
+                if (vhsm_buf_end(&b) < 0)
+                    return die("pin: cannot build a ping");
+            }
+            if (b.len != 16384 || write_all(fd[i], b.data, b.len) < 0)
+                return die("pin: exact write failed");
+            vhsm_buf_done(&b);
+            if (read_replies(fd[i], k, 10000) < 0)
+                return die("pin: replies to an exactly full buffer never came");
+        } else
+            return 2;
+    }
+    f = fopen(argv[4], "we");
+    if (!f || fprintf(f, "ready\n") < 0 || fclose(f) != 0)
+        return die("pin: cannot write the result file");
+    usleep(hold_ms * 1000);
+    for (unsigned i = 0; i < n; i++)
+        close(fd[i]);
+    return 0;
+}
+
 /* Many connections announcing the largest frame and trickling it in, one byte short of complete.
  * Each ends "held" (everything sent, no reply: the daemon holds the partial frame), "busy"
  * (refused with status busy: a memory budget is exhausted) or "closed" (closed without a reply,
@@ -893,6 +1030,8 @@ int main(int argc, char **argv) {
         return cmd_stress(argc - 2, argv + 2);
     if (streq(argv[1], "badframes"))
         return cmd_badframes(argc - 2, argv + 2);
+    if (streq(argv[1], "pin"))
+        return cmd_pin(argc - 2, argv + 2);
     if (streq(argv[1], "hold"))
         return cmd_hold(argc - 2, argv + 2);
     if (streq(argv[1], "pipeline"))
