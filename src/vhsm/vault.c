@@ -1700,9 +1700,15 @@ static EVP_CIPHER_CTX *gcm_ctx_take(KeyVersion *kv) {
     return ctx;
 }
 
-/* Returns ctx to kv's cache (or frees it if the cache is full). */
+static atomic_bool context_cache = true;
+
+void vault_set_context_cache(bool on) {
+    atomic_store(&context_cache, on);
+}
+
+/* Returns ctx to kv's cache (or frees it if the cache is full or off). */
 static void gcm_ctx_put(KeyVersion *kv, EVP_CIPHER_CTX *ctx) {
-    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && atomic_load(&context_cache); i++) {
         EVP_CIPHER_CTX *expected = NULL;
         if (atomic_compare_exchange_strong(&kv->gcm_cache[i], &expected, ctx))
             return;
@@ -2079,7 +2085,7 @@ static int hmac_compute(KeyVersion *kv, const EVP_MD *md, const uint8_t *in, siz
         EVP_MAC_CTX_free(ctx); /* in an unknown state: never reused */
         return r;
     }
-    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && atomic_load(&context_cache); i++) {
         EVP_MAC_CTX *expected = NULL;
         if (atomic_compare_exchange_strong(&kv->hmac_cache[i], &expected, ctx))
             return 0;

@@ -266,6 +266,11 @@ typedef struct VaultOp {
  * >= 16 bytes), AES256_KWP (>= 1 byte), RSA_OAEP_* (public-key encryption, in <= the OAEP
  * limit). *ret_out is malloc'd. Returns 0, -ENOKEY, -EPERM, -EKEYEXPIRED, -EOPNOTSUPP,
  * -EINVAL (bad length or flags), -ENOMEM, -EIO. */
+/* Whether AES-GCM and HMAC contexts (holding key schedules, in OpenSSL's ordinary heap) are
+ * cached per key version between operations (default: yes). vhsmd turns it off when it runs
+ * without locked memory. Process-wide; call before serving. */
+void vault_set_context_cache(bool on);
+
 int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const VaultOp *op,
                   const uint8_t *in, size_t in_len, uint8_t **ret_out, size_t *ret_out_len);
 /* The same, writing the output to out and its length to *ret_len: for a caller whose buffer is

@@ -281,6 +281,9 @@ static int lock_memory(bool allow_unlocked) {
     log_warning("WARNING: memory is NOT locked: key material may be written to swap. Running "
                 "anyway because --allow-unlocked-memory was given.");
     secret_set_allow_unlocked(true);
+    /* Cipher contexts hold key schedules in OpenSSL's ordinary heap: with swappable memory, keep
+     * them only for the duration of an operation. */
+    vault_set_context_cache(false);
     return 0;
 }
 

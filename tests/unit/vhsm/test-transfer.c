@@ -464,6 +464,42 @@ static void test_no_residue_after_delete(void **state) {
     assert_int_equal(count_in_memory(masked), 0);
 }
 
+/* The context cache keeps an AES key schedule (which begins with the key) beside the key's
+ * Secret; turned off (vhsmd without locked memory), only the Secret holds the key between
+ * operations. Deleting the key removes every copy either way. */
+static void test_context_cache_switch(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault();
+    uint8_t masked[32];
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
+
+    {
+        _cleanup_(secret_freep) Secret *key = NULL;
+        assert_int_equal(secret_new(32, &key), 0);
+        assert_int_equal(RAND_bytes(secret_data(key), 32), 1);
+        for (size_t i = 0; i < 32; i++)
+            masked[i] = secret_data(key)[i] ^ 0x5a;
+        assert_int_equal(import_material(v, &alice, "k", &spec, secret_data(key), 32), 0);
+    }
+    for (int on = 0; on < 2; on++) {
+        vault_set_context_cache(on);
+        for (int i = 0; i < 3; i++) {
+            _cleanup_free_ uint8_t *ct = NULL;
+            _cleanup_(secret_freep) Secret *pt = NULL;
+            size_t cl = 0;
+            assert_int_equal(vault_encrypt(v, &alice, "k", &op, (const uint8_t *)"x", 1, &ct, &cl),
+                             0);
+            assert_int_equal(vault_decrypt(v, &alice, "k", &op, ct, cl, &pt), 0);
+        }
+        if (on)
+            assert_true(count_in_memory(masked) >= 2); /* Secret + cached schedule */
+        else
+            assert_int_equal(count_in_memory(masked), 1); /* the Secret only */
+    }
+    assert_int_equal(vault_key_delete(v, &alice, "k"), 0);
+    assert_int_equal(count_in_memory(masked), 0);
+}
+
 /* An EC P-256 private scalar imported as PKCS#8, used, serialized for the keystore (as on every
  * save) and deleted: no copy may remain, searched big-endian and in BIGNUM limb order
  * (little-endian here). The vault parses PKCS#8 itself because OpenSSL 3.0's decoders leave
@@ -660,6 +696,7 @@ int main(void) {
         cmocka_unit_test(test_import_rsa_oaep_decrypt),
         cmocka_unit_test(test_import_hostile),
         cmocka_unit_test(test_no_residue_after_delete),
+        cmocka_unit_test(test_context_cache_switch),
         cmocka_unit_test(test_no_residue_ec),
     };
     if (vault_init(0) < 0)
