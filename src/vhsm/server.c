@@ -142,8 +142,13 @@ static void conn_close(Server *s, Conn *c) {
     conn_free(c);
 }
 
+/* EPOLLRDHUP only with EPOLLIN: a client that half-closes while its replies do not fit would
+ * otherwise wake an EPOLLOUT wait at once, forever (a worker spinning until the stall timeout). */
 static int conn_arm(Server *s, Conn *c, uint32_t events) {
-    struct epoll_event ev = {.events = events | EPOLLONESHOT | EPOLLRDHUP, .data.ptr = c};
+    struct epoll_event ev = {
+        .events = events | EPOLLONESHOT | ((events & EPOLLIN) ? EPOLLRDHUP : 0),
+        .data.ptr = c,
+    };
     if (epoll_ctl(s->work_epoll, EPOLL_CTL_MOD, c->fd, &ev) < 0)
         return negative_errno();
     return 0;
@@ -394,8 +399,10 @@ static int conn_pump(Server *s, Conn *c) {
             if (r == -EAGAIN) {
                 if (atomic_load(&c->out_since) == 0)
                     atomic_store(&c->out_since, now_ms());
-                (void)conn_arm(s, c, EPOLLOUT);
-                return -EAGAIN;
+                /* Waiting on the client may take long: no streaming buffer stays charged. */
+                conn_shrink(s, c, true);
+                r = conn_arm(s, c, EPOLLOUT);
+                return r < 0 ? r : -EAGAIN; /* an arm that failed: the caller closes */
             }
             if (r < 0)
                 return r;
@@ -472,9 +479,10 @@ again:
         /* Pump (send, and answer what the output mark held back) when the turn ends (every exit
          * of this loop goes through a pump), when a short read drained the socket (then look
          * once more before sleeping), and when replies remain unsent after conn_process's
-         * flush: the socket is full, so stop reading and let the backlog wait in the kernel
-         * (armed for EPOLLOUT) rather than in the daemon's charged buffers. */
-        pump = done || (size_t)n < space || c->out.len - c->out_off >= CONN_OUT_FLUSH;
+         * flush or the output mark held frames back: the socket is full, so stop reading and
+         * let the backlog wait in the kernel (armed for EPOLLOUT) rather than in the daemon's
+         * charged buffers. */
+        pump = done || (size_t)n < space || conn_flush_due(c) || conn_frame_ready(c);
     }
     conn_shrink(s, c, drained);
     if (eof || (events & (EPOLLHUP | EPOLLERR)))

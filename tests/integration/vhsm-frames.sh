@@ -13,6 +13,16 @@ H pipeline "$SOCK" 300 || fail "pipelined requests with large replies"
 # every reply still arrives, on one worker and on several.
 V key create b-p256 --type p256 >/dev/null
 timeout 60 "$HELPER" pin "$SOCK" exact 3 0 "$T/exact" || fail "replies lost for an exactly full buffer"
+# A client that half-closes with replies pending and reads them late: the daemon waits for it
+# (no worker spinning on the half-close) and every reply arrives.
+ticks() { awk '{ print $14 + $15 }' "/proc/$VHSMD_PID/stat"; }
+H pin "$SOCK" halfclose 1 1200 "$T/half" & # within the 1.5 s stall timeout
+HALF=$!
+for _ in $(seq 1 200); do [ -s "$T/half" ] && break; sleep 0.02; done
+[ -s "$T/half" ] || fail "halfclose helper not ready"
+t0=$(ticks); sleep 0.8; t1=$(ticks)
+wait "$HALF" || fail "replies lost after a half-close"
+[ $((t1 - t0)) -lt 20 ] || fail "vhsmd used $((t1 - t0)) ticks of CPU in 0.8 s waiting on a half-closed client"
 V ping || fail "daemon no longer answers"
 stop_vhsmd || fail "vhsmd exit status"
 echo "vhsm-frames: ok"

@@ -84,12 +84,12 @@ H as-user 5001 5001 -- "$HELPER" trickle "$SOCK" 1 0 "$OUT/after" 2>>"$T/after.l
 grep -q "held=1 " "$OUT/after" || fail "a uid's frame not held after the floods: $(cat "$OUT/after")"
 V encrypt k --in "$T/big" >"$T/big.enc" || fail "large request refused after the floods"
 V decrypt k --in "$T/big.enc" | cmp -s - "$T/big" || fail "large round trip"
-# Connections that streamed (a 300 KB burst: the daemon gave them 64 KiB buffers) and went idle
+# Connections that streamed (a 40 KiB burst: the daemon gave them 64 KiB buffers) and went idle
 # pin nothing: the same uid can still hold 7 partial 1 MiB frames (7 MiB of its 8 MiB).
 quiet() { # quiet NAME UID MODE CONNS: helpers whose connections stay open quietly; waits for them
   H as-user "$2" "$2" -- "$HELPER" pin "$SOCK" "$3" "$4" 8000 "$OUT/$1" 2>>"$T/$1.log" &
   QUIET=$!
-  for _ in $(seq 1 600); do [ -s "$OUT/$1" ] && break; sleep 0.05; done
+  for _ in $(seq 1 2400); do [ -s "$OUT/$1" ] && break; sleep 0.05; done
   [ -s "$OUT/$1" ] || { cat "$T/$1.log" >&2; fail "$1: helper not ready"; }
 }
 quiet burst 5002 burst 120

@@ -16,8 +16,9 @@
  *                                    well-behaved client checked in between
  *   hold SOCK NAME PTHEX HOLD_MS CTFILE   encrypt, decrypt PTHEX and ping on one connection,
  *                                    write the ciphertext body to CTFILE, keep it open HOLD_MS
- *   pin SOCK burst|backlog|exact N HOLD_MS OUTFILE   connections that streamed, filled their
- *                                    socket, or filled the input buffer exactly (cmd_pin)
+ *   pin SOCK burst|backlog|exact|halfclose N HOLD_MS OUTFILE   connections that streamed,
+ *                                    filled their socket, filled the input buffer exactly, or
+ *                                    half-closed with replies pending (cmd_pin)
  *   pipeline SOCK N                  N pipelined RANDOM requests before reading any reply
  *   stall SOCK TIMEOUT_MS            a client stalled mid-frame must not block others and must be
  *                                    disconnected after the daemon's stall timeout
@@ -804,16 +805,20 @@ static int read_replies(int fd, size_t k, int timeout_ms) {
     return 0;
 }
 
-/* pin SOCK burst|backlog|exact N HOLD_MS OUTFILE: N connections that could pin the daemon's input
- * memory after they go quiet, held open HOLD_MS after "ready" is written to OUTFILE:
- *   burst    300 KB of PINGs at once (filling the daemon's buffer: a streaming client), every
+/* pin SOCK burst|backlog|exact|halfclose N HOLD_MS OUTFILE: N connections that could pin
+ * the daemon's input memory or a worker after they go quiet, held open HOLD_MS after "ready" is
+ * written to OUTFILE:
+ *   burst    40 KiB of PINGs at once (filling the daemon's buffer: a streaming client), every
  *            reply read, then idle;
+ *   halfclose  (N = 1) RANDOM requests with more reply bytes than the socket holds, then
+ *            shutdown(SHUT_WR), HOLD_MS without reading (written "ready" first), then every
+ *            reply must arrive;
  *   backlog  RANDOM(65536) requests written until the socket is full, never reading a reply;
  *   exact    exactly 16384 bytes (the default input buffer) of slow signatures (key b-p256) and
  *            pings in one write: every reply must arrive (no connection left asleep with
  *            replies queued). */
 static int cmd_pin(int argc, char **argv) {
-    static uint8_t req[300 * 1024];
+    static uint8_t req[40 * 1024];
     const char *mode;
     _cleanup_free_ int *fd = NULL;
     unsigned n, hold_ms;
@@ -839,18 +844,40 @@ static int cmd_pin(int argc, char **argv) {
             if (write_all(fd[i], req, k * VHSM_HEADER_SIZE) < 0 ||
                 read_replies(fd[i], k, 30000) < 0)
                 return die("pin: burst not answered");
-        } else if (streq(mode, "backlog")) {
-            /* Large writes (small ones would fill the socket with per-message overhead). */
-            const size_t one = VHSM_HEADER_SIZE + 10, k = sizeof req / one;
+        } else if (streq(mode, "halfclose")) {
+            /* Replies larger than the socket holds, then a half-close, then HOLD_MS without
+             * reading (the daemon must wait, not spin), then every reply is read. */
+            const size_t one = VHSM_HEADER_SIZE + 10, k = 20;
+            FILE *rf;
             for (size_t j = 0; j < k; j++) {
                 frame_header(req + j * one, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_RANDOM, (uint32_t)j + 1,
                              10);
-                memcpy(req + j * one + 16, "\x00\x13\x00\x00\x00\x04\x00\x01\x00\x00",
+                memcpy(req + j * one + 16, "\x00\x13\x00\x00\x00\x04\x00\x01\x00\x00", 10);
+            }
+            if (write_all(fd[i], req, k * one) < 0 || shutdown(fd[i], SHUT_WR) < 0)
+                return die("pin: halfclose send failed");
+            rf = fopen(argv[4], "we");
+            if (!rf || fprintf(rf, "ready\n") < 0 || fclose(rf) != 0)
+                return die("pin: cannot write the result file");
+            usleep(hold_ms * 1000);
+            if (read_replies(fd[i], k, 10000) < 0)
+                return die("pin: replies lost after a half-close");
+            close(fd[i]);
+            return 0;
+        } else if (streq(mode, "backlog")) {
+            /* Large writes (small ones would fill the socket with per-message overhead). */
+            static uint8_t big[300 * 1024];
+            const size_t one = VHSM_HEADER_SIZE + 10, k = sizeof big / one;
+            uint8_t *req_b = big;
+            for (size_t j = 0; j < k; j++) {
+                frame_header(req_b + j * one, VHSM_PROTO_MAGIC, 1, 1, VHSM_OP_RANDOM,
+                             (uint32_t)j + 1, 10);
+                memcpy(req_b + j * one + 16, "\x00\x13\x00\x00\x00\x04\x00\x01\x00\x00",
                        10); /* 65536 bytes */
             }
             (void)fcntl(fd[i], F_SETFL, O_NONBLOCK);
             for (size_t sent = 0, tries = 0; sent < k * one && tries < 3;) {
-                ssize_t w = send(fd[i], req + sent, k * one - sent, MSG_NOSIGNAL);
+                ssize_t w = send(fd[i], req_b + sent, k * one - sent, MSG_NOSIGNAL);
                 if (w > 0) {
                     sent += (size_t)w;
                     continue;
