@@ -792,7 +792,12 @@ int dispatch_reply_error(VhsmBuf *out, uint32_t id, int error, const char *messa
 
 int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
                      VhsmBuf *out) {
-    VaultPeer vp = {.uid = peer->uid, .gid = peer->gid, .pid = peer->pid, .cgroup = peer->cgroup};
+    VaultPeer vp = {.uid = peer->uid,
+                    .gid = peer->gid,
+                    .groups = peer->groups,
+                    .n_groups = peer->n_groups,
+                    .pid = peer->pid,
+                    .cgroup = peer->cgroup};
     Req q = {.d = d, .peer = &vp, .body = body, .len = h->body_len, .out = out};
     int r;
 

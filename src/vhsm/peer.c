@@ -18,6 +18,9 @@
 #include "core/log.h"
 #include "peer.h"
 
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59 /* Linux 4.13 */
+#endif
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77 /* Linux 6.5; older headers lack it, the kernel answers ENOPROTOOPT */
 #endif
@@ -184,6 +187,35 @@ static void identify_cgroup(int fd, pid_t pid, unsigned long long accept_ticks, 
     p->cgroup = TAKE_PTR(cg);
 }
 
+/* The peer's supplementary groups as the kernel recorded them at connect(). Leaves none on any
+ * failure (old kernel, too many groups, no memory): then the primary gid alone counts, which
+ * only ever grants less. */
+static void identify_groups(int fd, Peer *p) {
+    socklen_t len = 64 * sizeof(gid_t);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        gid_t *g;
+        if (len == 0 || len % sizeof(gid_t) != 0 || len > PEER_GROUPS_MAX * sizeof(gid_t))
+            break;
+        g = malloc(len);
+        if (!g)
+            break;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0) {
+            if (len % sizeof(gid_t) != 0) {
+                free(g);
+                break;
+            }
+            p->groups = g;
+            p->n_groups = len / sizeof(gid_t);
+            return;
+        }
+        free(g);
+        if (errno != ERANGE) /* ENOPROTOOPT: a kernel before 4.13 */
+            break;
+        /* len now holds the size needed */
+    }
+    log_debug("Supplementary groups of pid %d unknown: its primary gid alone counts.", (int)p->pid);
+}
+
 int peer_identify(int fd, unsigned long long accept_boottime_ticks, Peer *ret) {
     struct ucred cred;
     socklen_t len = sizeof cred;
@@ -196,6 +228,7 @@ int peer_identify(int fd, unsigned long long accept_boottime_ticks, Peer *ret) {
     p.uid = cred.uid;
     p.gid = cred.gid;
     p.pid = cred.pid;
+    identify_groups(fd, &p);
     identify_cgroup(fd, cred.pid, accept_boottime_ticks, &p);
     *ret = p;
     return 0;
@@ -204,4 +237,7 @@ int peer_identify(int fd, unsigned long long accept_boottime_ticks, Peer *ret) {
 void peer_done(Peer *p) {
     free(p->cgroup);
     p->cgroup = NULL;
+    free(p->groups);
+    p->groups = NULL;
+    p->n_groups = 0;
 }

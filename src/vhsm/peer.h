@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Peer identity of a vhsmd client connection, established once when the connection is accepted:
- * uid, gid and pid from SO_PEERCRED (the kernel's snapshot at connect() time, which the peer
- * cannot forge), and the cgroup v2 path read from /proc/PID/cgroup.
+ * uid, gid and pid from SO_PEERCRED and the supplementary groups from SO_PEERGROUPS (Linux
+ * 4.13+; the kernel's snapshots at connect() time, which the peer cannot forge), and the cgroup
+ * v2 path read from /proc/PID/cgroup.
  *
  * Reading /proc/PID/cgroup races with pid reuse: the peer may exit and its pid be recycled by
  * another process before the read. Defences, in order of preference:
@@ -23,17 +24,22 @@
 
 #include "core/macro.h"
 
+#define PEER_GROUPS_MAX 1024 /* supplementary groups kept (the kernel allows 65536) */
+
 typedef struct Peer {
     uid_t uid;
     gid_t gid;
+    gid_t *groups; /* supplementary groups (SO_PEERGROUPS), malloc'd, or NULL */
+    size_t n_groups;
     pid_t pid;    /* 0 if the peer is in a pid namespace we cannot see */
     char *cgroup; /* cgroup v2 path ("/system.slice/x.service"), or NULL if unknown */
     bool pidfd;   /* true if the cgroup was verified through a pidfd */
 } Peer;
 
-/* Identifies the peer of a connected unix socket. Returns 0 (cgroup may be NULL) or a negative
- * errno if SO_PEERCRED fails. accept_boottime_ticks: the time of accept() in clock ticks since
- * boot (peer_boottime_ticks()), for the start-time check. */
+/* Identifies the peer of a connected unix socket. Returns 0 (cgroup may be NULL; groups empty if
+ * the kernel lacks SO_PEERGROUPS, or the peer has more than PEER_GROUPS_MAX: then only its
+ * primary gid counts) or a negative errno if SO_PEERCRED fails. accept_boottime_ticks: the time of
+ * accept() in clock ticks since boot (peer_boottime_ticks()), for the start-time check. */
 int peer_identify(int fd, unsigned long long accept_boottime_ticks, Peer *ret);
 void peer_done(Peer *p);
 

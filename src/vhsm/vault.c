@@ -344,9 +344,13 @@ static bool acl_list_match(const VaultAclList *l, const VaultPeer *peer) {
     for (size_t i = 0; i < l->n_uids; i++)
         if (l->uids[i] == peer->uid)
             return true;
-    for (size_t i = 0; i < l->n_gids; i++)
+    for (size_t i = 0; i < l->n_gids; i++) {
         if (l->gids[i] == peer->gid)
             return true;
+        for (size_t j = 0; j < peer->n_groups; j++)
+            if (l->gids[i] == peer->groups[j])
+                return true;
+    }
     if (peer->cgroup && cgroup_prefix_is_valid(peer->cgroup))
         for (size_t i = 0; i < l->n_cgroups; i++)
             if (cgroup_matches(l->cgroups[i], peer->cgroup))

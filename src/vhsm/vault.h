@@ -97,12 +97,15 @@ typedef struct VaultPolicy {
  * cgroup may be NULL (unknown): then no cgroup ACL entry can match. */
 typedef struct VaultPeer {
     uid_t uid;
-    gid_t gid;
+    gid_t gid;           /* primary gid */
+    const gid_t *groups; /* supplementary gids (may be NULL) */
+    size_t n_groups;
     pid_t pid;
     const char *cgroup; /* e.g. "/system.slice/app.service" (cgroup v2 path) */
 } VaultPeer;
 
-/* One access list. A peer matches if its uid is listed, or its gid is listed, or its cgroup
+/* One access list. A peer matches if its uid is listed, or its primary gid or one of its
+ * supplementary gids is listed, or its cgroup
  * equals a listed prefix or lies below it ("/a/b" matches "/a/b" and "/a/b/c", not "/a/bc"). */
 typedef struct VaultAclList {
     uid_t *uids;

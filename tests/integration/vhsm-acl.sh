@@ -46,12 +46,19 @@ expect_exit_root 0 V sign app --in "$T/msg"
 expect_as 0 $O $O --json key list
 [ "$(jq 'map(.name) | index("app")' "$T/out")" = null ] || fail "key visible to an unrelated uid"
 
-# A key permitted by group: the peer's primary gid (SO_PEERCRED) counts
+# A key permitted by group: the peer's primary gid (SO_PEERCRED) counts, and so do its
+# supplementary groups (SO_PEERGROUPS, recorded by the kernel at connect()), as for files
 V key create grp --type ed25519 --allow-gid $PG
 expect_as 0 5001 $PG sign grp --in "$T/msg"
 expect_as 5 5002 5002 sign grp --in "$T/msg"
-# a supplementary group is not part of the kernel's peer credentials: refused (documented)
-H as-user 5003 5003 $PG -- "$VHSM" --socket "$SOCK" sign grp --in "$T/msg" >/dev/null 2>&1 && fail "supplementary gid granted access"
+H as-user 5003 5003 $PG -- "$VHSM" --socket "$SOCK" sign grp --in "$T/msg" >/dev/null ||
+  fail "a listed supplementary gid was refused"
+rc=0; H as-user 5004 5004 4242 -- "$VHSM" --socket "$SOCK" sign grp --in "$T/msg" >/dev/null 2>&1 || rc=$?
+[ "$rc" = 5 ] || fail "an unlisted supplementary gid: exit $rc, expected 5 (permission denied)"
+# supplementary groups count for administration too
+V key create grp-admin --type aes256 --admin-gid $PG
+H as-user 5003 5003 $PG -- "$VHSM" --socket "$SOCK" key rotate grp-admin >/dev/null ||
+  fail "a supplementary admin gid could not rotate"
 
 # A key permitted by cgroup: the client's cgroup (read by vhsmd from /proc/PID/cgroup and
 # verified through SO_PEERPIDFD or the start time) must lie at or below a listed prefix.

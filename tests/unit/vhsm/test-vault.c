@@ -559,6 +559,14 @@ static void test_acl(void **state) {
     assert_false(vault_acl_check(&acl, &svc_lookalike, VAULT_RIGHT_USE));
     assert_true(vault_acl_check(&acl, &grp, VAULT_RIGHT_USE));
     assert_false(vault_acl_check(&acl, &grp, VAULT_RIGHT_ADMIN));
+    { /* supplementary groups count like the primary gid */
+        static const gid_t in[] = {10, 77, 99}, out[] = {10, 99};
+        VaultPeer supp = {.uid = 3002, .gid = 3002, .groups = in, .n_groups = 3};
+        VaultPeer other = {.uid = 3003, .gid = 3003, .groups = out, .n_groups = 2};
+        assert_true(vault_acl_check(&acl, &supp, VAULT_RIGHT_USE));
+        assert_false(vault_acl_check(&acl, &supp, VAULT_RIGHT_ADMIN));
+        assert_false(vault_acl_check(&acl, &other, VAULT_RIGHT_USE));
+    }
     assert_false(vault_acl_check(&acl, &nocg, VAULT_RIGHT_USE));
     assert_int_equal(vault_encrypt(v, &svc_child, "k", &op, (const uint8_t *)"x", 1, &ct, &cl), 0);
     /* alice (the creator) lost both rights; bob administers now. */
