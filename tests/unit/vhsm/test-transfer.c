@@ -396,6 +396,30 @@ static void test_import_hostile(void **state) {
     assert_int_equal(vault_key_count(v), 1);
 }
 
+/* Imports a random AES key as "k" through the transfer path; masked receives key ^ 0x5a (so the
+ * test's own copy is not what the memory scans find). */
+static void import_masked_aes(Vault *v, uint8_t masked[32]) {
+    _cleanup_(secret_freep) Secret *key = NULL;
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    assert_int_equal(secret_new(32, &key), 0);
+    assert_int_equal(RAND_bytes(secret_data(key), 32), 1);
+    for (size_t i = 0; i < 32; i++)
+        masked[i] = secret_data(key)[i] ^ 0x5a;
+    assert_int_equal(import_material(v, &alice, "k", &spec, secret_data(key), 32), 0);
+}
+
+/* A few GCM round trips with "k". */
+static void use_aes(Vault *v) {
+    VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
+    for (int i = 0; i < 3; i++) {
+        _cleanup_free_ uint8_t *ct = NULL;
+        _cleanup_(secret_freep) Secret *pt = NULL;
+        size_t cl = 0;
+        assert_int_equal(vault_encrypt(v, &alice, "k", &op, (const uint8_t *)"x", 1, &ct, &cl), 0);
+        assert_int_equal(vault_decrypt(v, &alice, "k", &op, ct, cl, &pt), 0);
+    }
+}
+
 /* Counts occurrences of the 32-byte key (given XOR 0x5a, so the pattern itself is not in memory)
  * in every readable mapping of this process, read through /proc/self/mem. */
 static int count_in_memory(const uint8_t masked[32]) {
@@ -439,25 +463,10 @@ static int count_in_memory(const uint8_t masked[32]) {
 static void test_no_residue_after_delete(void **state) {
     _cleanup_(vault_freep) Vault *v = new_vault();
     uint8_t masked[32];
-    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
-    VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
     int before;
 
-    {
-        _cleanup_(secret_freep) Secret *key = NULL;
-        assert_int_equal(secret_new(32, &key), 0);
-        assert_int_equal(RAND_bytes(secret_data(key), 32), 1);
-        for (size_t i = 0; i < 32; i++)
-            masked[i] = secret_data(key)[i] ^ 0x5a;
-        assert_int_equal(import_material(v, &alice, "k", &spec, secret_data(key), 32), 0);
-    }
-    for (int i = 0; i < 3; i++) {
-        _cleanup_free_ uint8_t *ct = NULL;
-        _cleanup_(secret_freep) Secret *pt = NULL;
-        size_t cl = 0;
-        assert_int_equal(vault_encrypt(v, &alice, "k", &op, (const uint8_t *)"x", 1, &ct, &cl), 0);
-        assert_int_equal(vault_decrypt(v, &alice, "k", &op, ct, cl, &pt), 0);
-    }
+    import_masked_aes(v, masked);
+    use_aes(v);
     before = count_in_memory(masked);
     assert_true(before >= 1); /* the scanner finds the live key (in its Secret) */
     assert_int_equal(vault_key_delete(v, &alice, "k"), 0);
@@ -470,27 +479,11 @@ static void test_no_residue_after_delete(void **state) {
 static void test_context_cache_switch(void **state) {
     _cleanup_(vault_freep) Vault *v = new_vault();
     uint8_t masked[32];
-    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
-    VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
 
-    {
-        _cleanup_(secret_freep) Secret *key = NULL;
-        assert_int_equal(secret_new(32, &key), 0);
-        assert_int_equal(RAND_bytes(secret_data(key), 32), 1);
-        for (size_t i = 0; i < 32; i++)
-            masked[i] = secret_data(key)[i] ^ 0x5a;
-        assert_int_equal(import_material(v, &alice, "k", &spec, secret_data(key), 32), 0);
-    }
+    import_masked_aes(v, masked);
     for (int on = 0; on < 2; on++) {
         vault_set_context_cache(on);
-        for (int i = 0; i < 3; i++) {
-            _cleanup_free_ uint8_t *ct = NULL;
-            _cleanup_(secret_freep) Secret *pt = NULL;
-            size_t cl = 0;
-            assert_int_equal(vault_encrypt(v, &alice, "k", &op, (const uint8_t *)"x", 1, &ct, &cl),
-                             0);
-            assert_int_equal(vault_decrypt(v, &alice, "k", &op, ct, cl, &pt), 0);
-        }
+        use_aes(v);
         if (on)
             assert_true(count_in_memory(masked) >= 2); /* Secret + cached schedule */
         else
