@@ -41,8 +41,8 @@ typedef struct KeyVersion {
      * set per operation): an operation takes one (atomic exchange), puts it back when done, and
      * key_version_unref frees (wipes) them with the version. HMAC keys: the same with HMAC
      * contexts (key and digest set; the state is reset per operation). */
-    _Atomic(EVP_CIPHER_CTX *) gcm_cache[KEY_VERSION_GCM_CACHE];
-    _Atomic(EVP_MAC_CTX *) hmac_cache[KEY_VERSION_GCM_CACHE]; /* HMAC keys: the same for HMAC */
+    _Atomic(void *) gcm_cache[KEY_VERSION_GCM_CACHE];  /* EVP_CIPHER_CTX * */
+    _Atomic(void *) hmac_cache[KEY_VERSION_GCM_CACHE]; /* EVP_MAC_CTX *, for HMAC keys */
 } KeyVersion;
 
 typedef struct VaultKey {

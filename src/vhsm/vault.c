@@ -1323,31 +1323,38 @@ static int key_to_json_locked(const VaultKey *k, json_t **ret) {
     return 0;
 }
 
-int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t **ret) {
-    VaultKey *k;
-    if (!v || !peer || !ret)
-        return -EINVAL;
-    READ_LOCKED(v);
-    k = vault_find_locked(v, name);
+/* The key name if peer may see it (use or admin right). Read lock held. */
+static int visible_lookup_locked(Vault *v, const VaultPeer *peer, const char *name,
+                                 VaultKey **ret) {
+    VaultKey *k = vault_find_locked(v, name);
     if (!k)
         return -ENOKEY;
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) &&
         !vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
         return -EPERM;
+    *ret = k;
+    return 0;
+}
+
+int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t **ret) {
+    VaultKey *k;
+    int r;
+    if (!v || !peer || !ret)
+        return -EINVAL;
+    READ_LOCKED(v);
+    if ((r = visible_lookup_locked(v, peer, name, &k)) < 0)
+        return r;
     return key_to_json_locked(k, ret);
 }
 
 int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType *ret) {
     VaultKey *k;
+    int r;
     if (!v || !peer || !ret)
         return -EINVAL;
     READ_LOCKED(v);
-    k = vault_find_locked(v, name);
-    if (!k)
-        return -ENOKEY;
-    if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) &&
-        !vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
-        return -EPERM;
+    if ((r = visible_lookup_locked(v, peer, name, &k)) < 0)
+        return r;
     *ret = k->type;
     return 0;
 }
@@ -1683,12 +1690,37 @@ static int gcm_random_iv(uint8_t iv[VAULT_GCM_IV_SIZE]) {
 }
 
 /* A GCM context with kv's key set: one from kv's cache, else a new one (key schedule computed). */
+static atomic_bool context_cache = true;
+
+void vault_set_context_cache(bool on) {
+    atomic_store(&context_cache, on);
+}
+
+/* A key version's context cache (KeyVersion.gcm_cache / hmac_cache): take claims a context
+ * exclusively (NULL if none); put returns one, false if the cache is full or off (then the
+ * caller frees it). */
+static void *cache_take(_Atomic(void *) slots[KEY_VERSION_GCM_CACHE]) {
+    void *p = NULL;
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && !p; i++)
+        p = atomic_exchange(&slots[i], NULL);
+    return p;
+}
+
+static bool cache_put(_Atomic(void *) slots[KEY_VERSION_GCM_CACHE], void *p) {
+    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && atomic_load(&context_cache); i++) {
+        void *expected = NULL;
+        if (atomic_compare_exchange_strong(&slots[i], &expected, p))
+            return true;
+    }
+    return false;
+}
+
+/* A GCM context with kv's key set: one from kv's cache, else a new one (key schedule computed). */
 static EVP_CIPHER_CTX *gcm_ctx_take(KeyVersion *kv) {
     EVP_CIPHER *cipher = gcm_alg();
-    EVP_CIPHER_CTX *ctx;
-    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++)
-        if ((ctx = atomic_exchange(&kv->gcm_cache[i], NULL)))
-            return ctx;
+    EVP_CIPHER_CTX *ctx = cache_take(kv->gcm_cache);
+    if (ctx)
+        return ctx;
     if (!cipher) {
         (void)nt_openssl_error(-EIO, "AES-256-GCM fetch");
         return NULL;
@@ -1704,20 +1736,10 @@ static EVP_CIPHER_CTX *gcm_ctx_take(KeyVersion *kv) {
     return ctx;
 }
 
-static atomic_bool context_cache = true;
-
-void vault_set_context_cache(bool on) {
-    atomic_store(&context_cache, on);
-}
-
 /* Returns ctx to kv's cache (or frees it if the cache is full or off). */
 static void gcm_ctx_put(KeyVersion *kv, EVP_CIPHER_CTX *ctx) {
-    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && atomic_load(&context_cache); i++) {
-        EVP_CIPHER_CTX *expected = NULL;
-        if (atomic_compare_exchange_strong(&kv->gcm_cache[i], &expected, ctx))
-            return;
-    }
-    EVP_CIPHER_CTX_free(ctx);
+    if (!cache_put(kv->gcm_cache, ctx))
+        EVP_CIPHER_CTX_free(ctx);
 }
 
 static int gcm_crypt(bool enc, KeyVersion *kv, const uint8_t *hdr, const VaultOp *op,
@@ -2057,45 +2079,34 @@ static int ecdsa_rs_to_der(const uint8_t *rs, size_t len, size_t fs, uint8_t **r
  * one; put back afterwards, so the key pads are not recomputed per operation. */
 static int hmac_compute(KeyVersion *kv, const EVP_MD *md, const uint8_t *in, size_t in_len,
                         uint8_t *out, size_t *ret_len) {
-    EVP_MAC_CTX *ctx = NULL;
-    EVP_MAC *mac = hmac_alg();
-    bool fresh = false;
+    EVP_MAC_CTX *ctx = cache_take(kv->hmac_cache);
     int r = 0;
 
-    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && !ctx; i++)
-        ctx = atomic_exchange(&kv->hmac_cache[i], NULL);
-    if (!ctx) {
-        if (!mac)
-            return nt_openssl_error(-EIO, "EVP_MAC_fetch");
-        ctx = EVP_MAC_CTX_new(mac);
-        if (!ctx)
-            return -ENOMEM;
-        fresh = true;
-    }
-    if (fresh) {
+    if (ctx) {
+        if (EVP_MAC_init(ctx, NULL, 0, NULL) != 1) /* same key and digest: reset the state */
+            r = nt_openssl_error(-EIO, "HMAC init");
+    } else {
+        EVP_MAC *mac = hmac_alg();
         OSSL_PARAM params[] = {
             OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)EVP_MD_get0_name(md),
                                              0),
             OSSL_PARAM_construct_end(),
         };
+        if (!mac)
+            return nt_openssl_error(-EIO, "EVP_MAC_fetch");
+        ctx = EVP_MAC_CTX_new(mac);
+        if (!ctx)
+            return -ENOMEM;
         if (EVP_MAC_init(ctx, secret_const_data(kv->secret), secret_size(kv->secret), params) != 1)
             r = nt_openssl_error(-EIO, "HMAC init");
-    } else if (EVP_MAC_init(ctx, NULL, 0, NULL) != 1) /* same key and digest: reset the state */
-        r = nt_openssl_error(-EIO, "HMAC init");
+    }
     if (r == 0 && (EVP_MAC_update(ctx, in, in_len) != 1 ||
                    EVP_MAC_final(ctx, out, ret_len, EVP_MAX_MD_SIZE) != 1))
         r = nt_openssl_error(-EIO, "HMAC");
-    if (r < 0) {
-        EVP_MAC_CTX_free(ctx); /* in an unknown state: never reused */
-        return r;
-    }
-    for (size_t i = 0; i < KEY_VERSION_GCM_CACHE && atomic_load(&context_cache); i++) {
-        EVP_MAC_CTX *expected = NULL;
-        if (atomic_compare_exchange_strong(&kv->hmac_cache[i], &expected, ctx))
-            return 0;
-    }
-    EVP_MAC_CTX_free(ctx);
-    return 0;
+    /* A context in an unknown state (after a failure) is never reused. */
+    if (r < 0 || !cache_put(kv->hmac_cache, ctx))
+        EVP_MAC_CTX_free(ctx);
+    return r;
 }
 
 static int sign_init(KeyVersion *kv, VaultKeyType type, const VaultOp *op, size_t in_len,
