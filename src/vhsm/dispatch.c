@@ -130,13 +130,25 @@ static int get_str(Req *q, uint16_t tag, bool required, size_t max, char *out, s
     return 0;
 }
 
-static int get_name(Req *q) {
-    int r = get_str(q, VHSM_TAG_KEY_NAME, true, VHSM_MAX_NAME, q->name, sizeof q->name);
+#define NAME_RULE                                                                                  \
+    "1-128 chars of A-Z a-z 0-9 . _ : @ -, not starting with . or -, optionally after a "          \
+    "namespace \"<uid>/\" or \"kms/\""
+
+/* Reads a key name field and resolves it for the peer: a plain name lies in the peer's own
+ * namespace. out gets the full name ("<namespace>/<name>"), which the vault, the log and every
+ * message use. */
+static int get_key_name(Req *q, uint16_t tag, char out[static VAULT_FULL_NAME_MAX + 1]) {
+    char raw[VHSM_MAX_NAME + 1];
+    int r = get_str(q, tag, true, VHSM_MAX_NAME, raw, sizeof raw);
     if (r < 0)
         return r;
-    if (!vault_key_name_is_valid(q->name))
-        return req_fail(q, -EINVAL, "invalid key name (1-128 chars of A-Z a-z 0-9 . _ : @ -)");
+    if (vault_name_resolve(q->peer, raw, out) < 0)
+        return req_fail(q, -EINVAL, "invalid %s '%s' (" NAME_RULE ")", tag_name(tag), raw);
     return 0;
+}
+
+static int get_name(Req *q) {
+    return get_key_name(q, VHSM_TAG_KEY_NAME, q->name);
 }
 
 /* Wire key type names: the vault's, plus the short forms p256/p384 of the CLI. */
@@ -309,6 +321,21 @@ static bool acl_list_empty(const VaultAclList *l) {
 }
 
 /* Key spec of create / import / derive. type_required: the KEY_TYPE tag must be present. */
+/* The vault's whole-ACL caps, checked early for a message that says which rule refused. */
+static int check_acl_caps(Req *q, const VaultAcl *acl) {
+    int r = vault_acl_check_caps(acl, q->peer);
+    if (r == -E2BIG)
+        return req_fail(q, r,
+                        "ACL too large: at most %u entries and %u bytes of cgroup paths in all "
+                        "(use and admin lists together)",
+                        VAULT_ACL_MAX_TOTAL, VAULT_ACL_MAX_CGROUP_BYTES);
+    if (r == -EPERM)
+        return req_fail(q, r,
+                        "only root may list the cgroup root \"/\" (every process on the machine) "
+                        "in an ACL");
+    return r;
+}
+
 static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spec, char *label,
                     size_t label_size) {
     char type[32], policy[32];
@@ -358,6 +385,8 @@ static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spe
             return r;
         if (acl_list_empty(&acl->admin) &&
             (r = vault_acl_list_add_uid(&acl->admin, q->peer->uid)) < 0)
+            return r;
+        if ((r = check_acl_caps(q, acl)) < 0)
             return r;
         spec->acl = acl;
     }
@@ -436,29 +465,30 @@ static int put_json(Req *q, json_t *j) {
     return 0;
 }
 
+/* KEY_LIST pages: at most this many keys, and a page stops once its JSON reaches this size
+ * (every key's description is bounded by the ACL caps, so a page stays well under the frame). */
+#define KEY_LIST_PAGE_DEFAULT 256u
+#define KEY_LIST_PAGE_MAX 1000u
+#define KEY_LIST_PAGE_BYTES (512u * 1024u)
+
 static int op_key_list(Req *q) {
-    json_auto_t *names = NULL, *arr = NULL;
-    size_t i;
-    json_t *n;
+    json_auto_t *page = NULL;
+    char after[VHSM_MAX_NAME + 1];
+    uint32_t limit;
     int r;
 
-    r = vault_key_list(q->d->vault, q->peer, &names);
+    /* O: KEY_NAME = the cursor ("next" of the previous page), LENGTH = page size. */
+    if ((r = get_str(q, VHSM_TAG_KEY_NAME, false, VHSM_MAX_NAME, after, sizeof after)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_LENGTH, false, KEY_LIST_PAGE_DEFAULT, &limit)) < 0)
+        return r;
+    if (limit == 0 || limit > KEY_LIST_PAGE_MAX)
+        return req_fail(q, -EINVAL, "page size must be 1..%u keys", KEY_LIST_PAGE_MAX);
+    if (after[0] && !vault_key_name_is_valid(after))
+        return req_fail(q, -EINVAL, "invalid list cursor '%s' (a full key name)", after);
+    r = vault_key_list_page(q->d->vault, q->peer, after, limit, KEY_LIST_PAGE_BYTES, &page);
     if (r < 0)
         return r;
-    arr = json_array();
-    if (!arr)
-        return -ENOMEM;
-    json_array_foreach(names, i, n) {
-        json_t *info = NULL;
-        r = vault_key_describe(q->d->vault, q->peer, json_string_value(n), &info);
-        if (r == -ENOKEY || r == -EPERM)
-            continue; /* deleted or changed meanwhile */
-        if (r < 0)
-            return r;
-        if (json_array_append_new(arr, info) < 0)
-            return -ENOMEM;
-    }
-    return put_json(q, arr);
+    return put_json(q, page);
 }
 
 static int op_key_info(Req *q) {
@@ -500,7 +530,8 @@ static int op_key_set_acl(Req *q) {
     _cleanup_(vault_acl_done) VaultAcl acl = {0};
     bool present;
     int r;
-    if ((r = get_name(q)) < 0 || (r = get_acl(q, &acl, &present)) < 0)
+    if ((r = get_name(q)) < 0 || (r = get_acl(q, &acl, &present)) < 0 ||
+        (r = check_acl_caps(q, &acl)) < 0)
         return r;
     r = vault_key_set_acl(q->d->vault, q->peer, q->name, &acl);
     if (r < 0)
@@ -661,7 +692,7 @@ static int op_pubkey(Req *q) {
 
 static int op_ecdh_derive(Req *q) {
     _cleanup_(vault_acl_done) VaultAcl acl = {0};
-    char new_name[VHSM_MAX_NAME + 1], label[VHSM_MAX_NAME + 1];
+    char new_name[VAULT_FULL_NAME_MAX + 1], label[VHSM_MAX_NAME + 1];
     const uint8_t *pub, *info;
     size_t pub_len, info_len;
     VaultKeySpec spec;
@@ -669,14 +700,11 @@ static int op_ecdh_derive(Req *q) {
 
     if ((r = get_name(q)) < 0 || (r = get_bytes(q, VHSM_TAG_PEER_KEY, true, &pub, &pub_len)) < 0 ||
         (r = get_bytes(q, VHSM_TAG_INFO, false, &info, &info_len)) < 0 ||
-        (r = get_str(q, VHSM_TAG_NEW_KEY_NAME, true, VHSM_MAX_NAME, new_name, sizeof new_name)) <
-            0 ||
+        (r = get_key_name(q, VHSM_TAG_NEW_KEY_NAME, new_name)) < 0 ||
         (r = get_spec(q, false, &acl, &spec, label, sizeof label)) < 0)
         return r;
     if (spec.type != VAULT_KEY_AES256)
         return req_fail(q, -EINVAL, "ECDH derives AES-256 keys only");
-    if (!vault_key_name_is_valid(new_name))
-        return req_fail(q, -EINVAL, "invalid new key name");
     r = vault_key_derive_ecdh(q->d->vault, q->peer, q->name, pub, pub_len, info, info_len, new_name,
                               &spec);
     if (r == -EEXIST)
@@ -739,6 +767,29 @@ static int op_import_jwe(Req *q) {
     return 0;
 }
 
+/* -EDQUOT: whose quota, what it holds, what the limits are. */
+static void quota_message(Req *q, uint16_t opcode) {
+    VaultQuota lim;
+    VaultUsage u;
+    uid_t owner = q->peer->uid;
+    if (q->name[0])
+        (void)vault_name_owner(q->name, &owner);
+    vault_get_quota(q->d->vault, &lim);
+    vault_usage(q->d->vault, owner, &u);
+    if (q->peer->uid == 0)
+        (void)snprintf(q->msg, sizeof q->msg,
+                       "%s: key '%s': quota exceeded: the vault holds all it may (%" PRIu64
+                       " bytes charged to all owners, root's reserve included)",
+                       vhsm_opcode_to_string(opcode), q->name, u.bytes);
+    else
+        (void)snprintf(q->msg, sizeof q->msg,
+                       "%s: key '%s': quota exceeded: uid %u holds %u keys, %u versions, %" PRIu64
+                       " bytes (limits %u, %u, %" PRIu64
+                       " bytes per uid; the vault's shared limit may also be reached)",
+                       vhsm_opcode_to_string(opcode), q->name, (unsigned)owner, u.keys, u.versions,
+                       u.bytes, lim.max_keys, lim.max_versions, lim.max_bytes);
+}
+
 /* The message of a failed request when the handler gave none: names the key and the reason. */
 static void default_message(Req *q, uint16_t opcode, int r) {
     const char *reason;
@@ -764,6 +815,16 @@ static void default_message(Req *q, uint16_t opcode, int r) {
         break;
     case EEXIST:
         reason = "a key with this name exists";
+        break;
+    case ENOTUNIQ:
+        reason = "the name lies in another owner's namespace: create keys under your own "
+                 "(a plain name), address others' keys by their full name";
+        break;
+    case EDQUOT:
+        quota_message(q, opcode);
+        return;
+    case E2BIG:
+        reason = "ACL too large";
         break;
     case EBADMSG:
         reason = "malformed input";

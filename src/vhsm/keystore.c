@@ -9,15 +9,20 @@
  * users of the same derived key (the sealed LUKS key). The whole 64-byte header is GCM AAD.
  *
  * Content (all integers big-endian; docs/vault.md):
- *   "NTKC" | u32 format (1) | u32 n_keys | n_keys * key
- *   key:  u16 name_len | name | u8 type | u8 origin | u8 policy | u8 0 | u32 max_age |
- *         u16 label_len | label | u32 latest | u32 min_version | acl(use) | acl(admin) |
+ *   "NTKC" | u32 format (2) | u32 n_keys | n_keys * key
+ *   key:  u16 name_len | full name ("<namespace>/<name>") | u8 type | u8 origin | u8 policy | u8 0
+ * | u32 max_age | u16 label_len | label | u32 latest | u32 min_version | acl(use) | acl(admin) |
  *         (latest - min_version + 1) * { u32 number | u64 created | u32 len | material }
  *   acl:  u16 n | n * u32 uid | u16 n | n * u32 gid | u16 n | n * { u16 len | cgroup }
  *   material: raw key bytes (aes256, hmac-*); asymmetric: the OpenSSL key parameters as
  *   { u32 len | bytes } per field (vault_pkey_export_material(), docs/vault.md).
  * The parser is strict: exact lengths, consecutive versions, no trailing bytes, every key
  * re-validated as if generated (names, ACL, policy, key material vs type).
+ * Format 1 (before namespaces) stored plain names; it is read with each name moved into the
+ * namespace of the key's first non-root administrator (root's "0/" if none), and the next save
+ * writes format 2.
+ * An asymmetric version that would not fit in the secure heap (leaving the operations headroom)
+ * is kept as its sealed material, "dormant": the daemon starts, says so, and saves it unchanged.
  */
 #include "keystore.h"
 
@@ -35,7 +40,8 @@
 #include "vhsm/vault-private.h"
 
 #define CONTENT_MAGIC "NTKC"
-#define CONTENT_FORMAT 1u
+#define CONTENT_FORMAT 2u
+#define CONTENT_FORMAT_PLAIN_NAMES 1u
 #define FILE_MAGIC "NTKS"
 #define FILE_FORMAT 1u
 #define FILE_HEADER_SIZE 64u
@@ -142,6 +148,11 @@ static void w_acl_list(Writer *w, const VaultAclList *l) {
 static int w_version(Writer *w, VaultKeyType type, const KeyVersion *kv) {
     w_u32(w, kv->number);
     w_u64(w, kv->created);
+    if (kv->dormant) { /* already in keystore form */
+        w_u32(w, (uint32_t)secret_size(kv->dormant));
+        w_bytes(w, secret_const_data(kv->dormant), secret_size(kv->dormant));
+        return 0;
+    }
     if (kv->secret) {
         w_u32(w, (uint32_t)secret_size(kv->secret));
         w_bytes(w, secret_const_data(kv->secret), secret_size(kv->secret));
@@ -321,7 +332,24 @@ static int r_acl_list(Reader *rd, VaultAclList *l) {
     return 0;
 }
 
-static int r_key(Reader *rd, VaultKey **ret) {
+/* Format 1 names were global: the namespace of the first non-root administrator (else root's). */
+static int migrate_name(const char *plain, const VaultAcl *acl, char **ret) {
+    uid_t owner = 0;
+    char *full;
+    if (strchr(plain, '/'))
+        return -EBADMSG;
+    for (size_t i = 0; i < acl->admin.n_uids; i++)
+        if (acl->admin.uids[i] != 0) {
+            owner = acl->admin.uids[i];
+            break;
+        }
+    if (asprintf(&full, "%u/%s", (unsigned)owner, plain) < 0)
+        return -ENOMEM;
+    *ret = full;
+    return 0;
+}
+
+static int r_key(Reader *rd, uint32_t format, VaultKey **ret) {
     _cleanup_(vault_key_freep) VaultKey *k = NULL;
     _cleanup_(vault_acl_donep) VaultAcl acl = {0};
     _cleanup_free_ char *name = NULL, *label = NULL;
@@ -330,10 +358,12 @@ static int r_key(Reader *rd, VaultKey **ret) {
     VaultKeySpec spec;
     int r;
 
-    if ((r = r_string(rd, 128, &name)) < 0 || (r = r_u8(rd, &type)) < 0 ||
-        (r = r_u8(rd, &origin)) < 0 || (r = r_u8(rd, &policy)) < 0 || (r = r_u8(rd, &pad)) < 0 ||
-        (r = r_u32(rd, &max_age)) < 0 || (r = r_string(rd, 128, &label)) < 0 ||
-        (r = r_u32(rd, &latest)) < 0 || (r = r_u32(rd, &min)) < 0)
+    if ((r = r_string(rd, format == CONTENT_FORMAT ? VAULT_FULL_NAME_MAX : VAULT_PLAIN_NAME_MAX,
+                      &name)) < 0 ||
+        (r = r_u8(rd, &type)) < 0 || (r = r_u8(rd, &origin)) < 0 || (r = r_u8(rd, &policy)) < 0 ||
+        (r = r_u8(rd, &pad)) < 0 || (r = r_u32(rd, &max_age)) < 0 ||
+        (r = r_string(rd, 128, &label)) < 0 || (r = r_u32(rd, &latest)) < 0 ||
+        (r = r_u32(rd, &min)) < 0)
         return r;
     if (pad != 0 || type >= _VAULT_KEY_TYPE_MAX || origin >= _VAULT_ORIGIN_MAX ||
         policy >= _VAULT_POLICY_MAX)
@@ -342,6 +372,14 @@ static int r_key(Reader *rd, VaultKey **ret) {
         return -EBADMSG;
     if ((r = r_acl_list(rd, &acl.use)) < 0 || (r = r_acl_list(rd, &acl.admin)) < 0)
         return r;
+    if (format == CONTENT_FORMAT_PLAIN_NAMES) {
+        char *full = NULL;
+        if ((r = migrate_name(name, &acl, &full)) < 0)
+            return r;
+        free(name);
+        name = full;
+    } else if (!strchr(name, '/'))
+        return -EBADMSG; /* format 2 stores full names only */
     spec = (VaultKeySpec){
         .type = (VaultKeyType)type,
         .acl = &acl,
@@ -366,7 +404,14 @@ static int r_key(Reader *rd, VaultKey **ret) {
         kv = key_version_new(number, created);
         if (!kv)
             return -ENOMEM;
-        if (vault_key_type_is_asymmetric(k->type)) {
+        if (vault_key_type_is_asymmetric(k->type) && !vault_secure_heap_has_room(k->type)) {
+            /* Never refuse to start on a full heap: keep the sealed material, unusable until a
+             * restart with a larger secure heap (vhsmd says how many at start). */
+            if (len == 0 || len > 65536)
+                return -EBADMSG;
+            if ((r = secret_new_copy(mat, len, &kv->dormant)) < 0)
+                return r;
+        } else if (vault_key_type_is_asymmetric(k->type)) {
             if ((r = vault_pkey_import_material(k->type, mat, len, &kv->pkey)) < 0)
                 return r;
             if ((r = key_version_set_thumbprint(kv)) < 0)
@@ -398,7 +443,7 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
     if ((r = r_bytes(&rd, 4, &magic)) < 0 || memcmp(magic, CONTENT_MAGIC, 4) != 0 ||
         (r = r_u32(&rd, &format)) < 0 || (r = r_u32(&rd, &n)) < 0)
         return -EBADMSG;
-    if (format != CONTENT_FORMAT)
+    if (format != CONTENT_FORMAT && format != CONTENT_FORMAT_PLAIN_NAMES)
         return -EOPNOTSUPP;
     /* Each key needs at least 36 bytes: refuse counts the input cannot hold before allocating. */
     if (n > MAX_KEYS || n > rd.left / 36 + 1)
@@ -407,7 +452,7 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
     if (!keys)
         return -ENOMEM;
     for (got = 0; got < n; got++) {
-        if ((r = r_key(&rd, &keys[got])) < 0)
+        if ((r = r_key(&rd, format, &keys[got])) < 0)
             goto fail;
         for (size_t j = 0; j < got; j++)
             if (streq(keys[j]->name, keys[got]->name)) {
@@ -430,10 +475,8 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
     for (size_t i = 0; i < n; i++) {
         r = vault_insert_key_locked(v, keys[i]);
         if (r < 0) {
-            /* Undo: v must stay empty. */
-            for (size_t j = 0; j < i; j++)
-                v->keys[j] = NULL;
-            v->n_keys = 0;
+            /* Undo: v must stay empty (the keys are freed below). */
+            vault_clear_table_locked(v);
             (void)pthread_rwlock_unlock(&v->lock);
             goto fail;
         }

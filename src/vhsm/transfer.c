@@ -270,20 +270,24 @@ int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compa
     _cleanup_free_ uint8_t *hdr_raw = NULL, *ct = NULL;
     json_auto_t *hdr = NULL, *jwe = NULL;
     const char *seg[5], *kid;
+    char full[VAULT_FULL_NAME_MAX + 1];
     size_t seg_len[5], hdr_len = 0, ct_len = 0, len;
     int r;
 
-    if (!v || !peer || !jwe_compact)
+    if (!v || !peer || !jwe_compact || !name)
         return -EINVAL;
-    if ((r = vault_key_new(name, spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0)
+    if ((r = vault_name_resolve(peer, name, full)) < 0)
+        return r;
+    if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0 ||
+        (r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     {
-        VaultKey *existing;
+        /* Namespace, taken name and quota refused before the transfer key is spent. */
         (void)pthread_rwlock_rdlock(&v->lock);
-        existing = vault_find_locked(v, name);
+        r = vault_may_create_locked(v, peer, full, spec->type);
         (void)pthread_rwlock_unlock(&v->lock);
-        if (existing)
-            return -EEXIST;
+        if (r < 0)
+            return r;
     }
 
     len = strnlen(jwe_compact, VAULT_TRANSFER_MAX_JWE + 1);
@@ -332,7 +336,7 @@ int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compa
     if ((r = vault_key_add_version(k, kv)) < 0)
         return r;
     kv = NULL;
-    if ((r = vault_insert_key(v, k)) < 0)
+    if ((r = vault_insert_key(v, peer, k)) < 0)
         return r;
     k = NULL;
     return 0;

@@ -34,8 +34,10 @@ typedef struct KeyVersion {
     atomic_uint refs;
     uint32_t number;
     uint64_t created;
-    Secret *secret;                            /* AES / HMAC raw key */
-    EVP_PKEY *pkey;                            /* asymmetric key pair */
+    Secret *secret;  /* AES / HMAC raw key */
+    EVP_PKEY *pkey;  /* asymmetric key pair */
+    Secret *dormant; /* asymmetric material (keystore form) not loaded: the secure heap was full
+                      * at start. pkey is NULL; operations fail; the keystore saves it as is. */
     char thumbprint[VAULT_THUMBPRINT_LEN + 1]; /* asymmetric only, else "" */
     /* AES keys: AES-256-GCM contexts with this key set, reused by operations (only the IV is
      * set per operation): an operation takes one (atomic exchange), puts it back when done, and
@@ -61,6 +63,11 @@ typedef struct VaultKey {
 
 typedef struct TransferKey TransferKey;
 
+typedef struct OwnerUsage {
+    uid_t uid;
+    VaultUsage u;
+} OwnerUsage;
+
 struct Vault {
     pthread_rwlock_t lock;
     VaultKey **keys;
@@ -70,6 +77,12 @@ struct Vault {
     atomic_llong attestation_time;
     time_t (*now)(void *userdata);
     void *now_userdata;
+
+    VaultQuota quota;  /* normalised; guarded by lock */
+    OwnerUsage *usage; /* sorted by uid; guarded by lock */
+    size_t n_usage, n_usage_alloc;
+    VaultUsage all, nonroot;
+    size_t n_dormant;
 
     pthread_mutex_t transfer_lock;
     TransferKey **transfer;
@@ -96,10 +109,18 @@ int vault_key_add_version(VaultKey *k, KeyVersion *kv);
 /* Looks up a live key; table lock held. */
 VaultKey *vault_find_locked(Vault *v, const char *name);
 /* Inserts k (takes ownership on success) and persists; undoes on failure. Takes the write
- * lock. -EEXIST if the name is taken. */
-int vault_insert_key(Vault *v, VaultKey *k);
-/* Inserts without persisting (keystore load); lock held by caller or single-threaded. */
+ * lock. peer creates it: -ENOTUNIQ if k's namespace is not the peer's (root: any), -EEXIST if
+ * the name is taken, -EDQUOT over the peer's quotas. */
+int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k);
+/* The checks of vault_insert_key() that need no table change, for a cheap early refusal
+ * before expensive work (key generation, spending a transfer key). Read lock held. */
+int vault_may_create_locked(Vault *v, const VaultPeer *peer, const char *full_name,
+                            VaultKeyType type);
+/* Inserts without persisting or quota checks, charging k's owner (keystore load); write lock
+ * held by caller or single-threaded. */
 int vault_insert_key_locked(Vault *v, VaultKey *k);
+/* Forgets every key without freeing them and clears the usage (undo of a failed load). */
+void vault_clear_table_locked(Vault *v);
 
 /* PKCS#8 PrivateKeyInfo DER (the JWE import payload) -> EVP_PKEY with strict type checks
  * (algorithm, curve, modulus size, e = 65537, no trailing bytes) and, if pairwise, OpenSSL's

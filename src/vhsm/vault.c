@@ -35,7 +35,6 @@
 
 #define VAULT_DEFAULT_SECURE_HEAP (2u * 1024u * 1024u)
 #define VAULT_LABEL_MAX 128
-#define VAULT_NAME_MAX 128
 #define ENVELOPE_MAGIC "NTVE"
 #define ENVELOPE_FORMAT 1
 #define ECDH_INFO_PREFIX "nitride-vault-ecdh"
@@ -120,12 +119,8 @@ size_t vault_key_type_secret_size(VaultKeyType t) {
     }
 }
 
-bool vault_key_name_is_valid(const char *name) {
-    size_t n;
-    if (!name)
-        return false;
-    n = strlen(name);
-    if (n == 0 || n > VAULT_NAME_MAX || name[0] == '.' || name[0] == '-')
+static bool plain_name_is_valid(const char *name, size_t n) {
+    if (n == 0 || n > VAULT_PLAIN_NAME_MAX || name[0] == '.' || name[0] == '-')
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
@@ -134,6 +129,79 @@ bool vault_key_name_is_valid(const char *name) {
     }
     return true;
 }
+
+/* A namespace: "kms" (root's) or a uid in canonical decimal (no sign, no leading zero, below
+ * (uid_t)-1, which means "no uid"). */
+static bool ns_parse(const char *ns, size_t n, uid_t *ret) {
+    uint64_t x = 0;
+    if (n == strlen(VAULT_NS_KMS) && memcmp(ns, VAULT_NS_KMS, n) == 0) {
+        *ret = 0;
+        return true;
+    }
+    if (n == 0 || n > 10 || (ns[0] == '0' && n > 1))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (ns[i] < '0' || ns[i] > '9')
+            return false;
+        x = x * 10 + (uint64_t)(ns[i] - '0');
+    }
+    if (x >= (uint64_t)(uid_t)-1)
+        return false;
+    *ret = (uid_t)x;
+    return true;
+}
+
+static bool full_name_split(const char *name, uid_t *ret_owner) {
+    const char *slash = strchr(name, '/');
+    uid_t owner;
+    if (!slash || !ns_parse(name, (size_t)(slash - name), &owner) ||
+        !plain_name_is_valid(slash + 1, strlen(slash + 1)))
+        return false;
+    if (ret_owner)
+        *ret_owner = owner;
+    return true;
+}
+
+bool vault_key_name_is_valid(const char *name) {
+    if (!name)
+        return false;
+    if (strchr(name, '/'))
+        return full_name_split(name, NULL);
+    return plain_name_is_valid(name, strlen(name));
+}
+
+int vault_name_resolve(const VaultPeer *peer, const char *name,
+                       char ret[static VAULT_FULL_NAME_MAX + 1]) {
+    if (!peer || !name)
+        return -EINVAL;
+    if (strchr(name, '/')) {
+        if (!full_name_split(name, NULL))
+            return -EINVAL;
+        memcpy(ret, name, strlen(name) + 1);
+        return 0;
+    }
+    if (!plain_name_is_valid(name, strlen(name)))
+        return -EINVAL;
+    (void)snprintf(ret, VAULT_FULL_NAME_MAX + 1, "%u/%s", (unsigned)peer->uid, name);
+    return 0;
+}
+
+int vault_name_owner(const char *full_name, uid_t *ret) {
+    uid_t owner;
+    if (!full_name || !full_name_split(full_name, &owner))
+        return -EINVAL;
+    *ret = owner;
+    return 0;
+}
+
+/* Resolves `name` into the local buffer `full`, or returns -EINVAL from the enclosing function. */
+#define RESOLVE(peer, name, full)                                                                  \
+    char full[VAULT_FULL_NAME_MAX + 1];                                                            \
+    do {                                                                                           \
+        int r_resolve_ = vault_name_resolve((peer), (name), full);                                 \
+        if (r_resolve_ < 0)                                                                        \
+            return r_resolve_;                                                                     \
+    } while (0)
 
 /* ---- ACL ---- */
 
@@ -384,6 +452,200 @@ static int acl_validate(const VaultAcl *acl) {
     return 0;
 }
 
+/* The whole-ACL caps (VAULT_ACL_MAX_TOTAL, VAULT_ACL_MAX_CGROUP_BYTES) and the cgroup-root rule,
+ * for ACLs a peer sets (not for keys loaded from the keystore). */
+int vault_acl_check_caps(const VaultAcl *acl, const VaultPeer *peer) {
+    const VaultAclList *ls[2] = {&acl->use, &acl->admin};
+    size_t entries = 0, bytes = 0;
+    for (size_t i = 0; i < 2; i++) {
+        entries += ls[i]->n_uids + ls[i]->n_gids + ls[i]->n_cgroups;
+        for (size_t j = 0; j < ls[i]->n_cgroups; j++) {
+            bytes += strlen(ls[i]->cgroups[j]);
+            if (peer->uid != 0 && streq(ls[i]->cgroups[j], "/"))
+                return -EPERM;
+        }
+    }
+    if (entries > VAULT_ACL_MAX_TOTAL || bytes > VAULT_ACL_MAX_CGROUP_BYTES)
+        return -E2BIG;
+    return 0;
+}
+
+/* ---- quotas ---- */
+
+#define QUOTA_DEFAULT_KEYS 1024u
+#define QUOTA_DEFAULT_VERSIONS 4096u
+#define QUOTA_DEFAULT_BYTES ((uint64_t)4 << 20)
+#define QUOTA_DEFAULT_TOTAL ((uint64_t)64 << 20)
+#define QUOTA_DEFAULT_ROOT ((uint64_t)32 << 20)
+#define QUOTA_HEAP_HEADROOM ((size_t)8 << 20) /* operations in flight (secure BIGNUMs) */
+#define KEY_META_BASE 512u                    /* VaultKey, arrays, allocator overhead */
+
+/* Bytes charged per retained version. Upper bounds, measured with OpenSSL 3.0 on x86-64 (and
+ * checked by test-vault's test_cost_table): secure heap bytes (CRYPTO_secure_used) at most a
+ * quarter of the cost, so that a secure heap of a quarter of the chargeable bytes holds every
+ * key; heap bytes of the EVP_PKEY (locked too, under mlockall) and the KeyVersion with its
+ * cached contexts within the cost; the keystore material at most half of it. */
+uint64_t vault_version_cost(VaultKeyType t) {
+    switch (t) {
+    case VAULT_KEY_AES256:
+    case VAULT_KEY_HMAC_SHA256:
+    case VAULT_KEY_HMAC_SHA384:
+        return 4096; /* packed 64-byte slot, KeyVersion, up to 4 cached GCM/HMAC contexts */
+    case VAULT_KEY_ED25519:
+        return 2048;
+    case VAULT_KEY_EC_P256:
+    case VAULT_KEY_EC_P384:
+    case VAULT_KEY_RSA2048:
+        return 8192;
+    case VAULT_KEY_RSA3072:
+    case VAULT_KEY_RSA4096:
+        return 16384;
+    default:
+        return 16384;
+    }
+}
+
+static size_t acl_list_bytes(const VaultAclList *l) {
+    size_t n = 6 + 4 * (l->n_uids + l->n_gids);
+    for (size_t i = 0; i < l->n_cgroups; i++)
+        n += 2 + strlen(l->cgroups[i]);
+    return n;
+}
+
+/* A key's metadata cost: a base plus twice its keystore bytes (name, label, ACL, fields). */
+static uint64_t key_meta_cost(const VaultKey *k) {
+    size_t ser = 24 + strlen(k->name) + (k->label ? strlen(k->label) : 0) +
+                 acl_list_bytes(&k->acl.use) + acl_list_bytes(&k->acl.admin);
+    return KEY_META_BASE + 2 * (uint64_t)ser;
+}
+
+static uint32_t key_retained(const VaultKey *k) {
+    return k->latest >= k->min_version && k->min_version > 0 ? k->latest - k->min_version + 1 : 0;
+}
+
+static VaultUsage key_usage(const VaultKey *k) {
+    uint32_t n = key_retained(k);
+    return (VaultUsage){
+        .keys = 1,
+        .versions = n,
+        .bytes = key_meta_cost(k) + (uint64_t)n * vault_version_cost(k->type),
+    };
+}
+
+int vault_quota_normalize(VaultQuota *q) {
+    if (!q)
+        return -EINVAL;
+    if (q->max_keys == 0)
+        q->max_keys = QUOTA_DEFAULT_KEYS;
+    if (q->max_versions == 0)
+        q->max_versions = QUOTA_DEFAULT_VERSIONS;
+    if (q->max_bytes == 0)
+        q->max_bytes = QUOTA_DEFAULT_BYTES;
+    if (q->total_bytes == 0)
+        q->total_bytes = MAX(QUOTA_DEFAULT_TOTAL, q->max_bytes);
+    if (q->root_reserve == 0)
+        q->root_reserve = QUOTA_DEFAULT_ROOT;
+    if (q->max_bytes > q->total_bytes || q->total_bytes > ((uint64_t)1 << 40) ||
+        q->root_reserve > ((uint64_t)1 << 40))
+        return -EINVAL;
+    /* Keystore bytes are at most half the charged bytes: keep that under the file cap (with
+     * room for the header, the per-key framing and the seal). */
+    if ((q->total_bytes + q->root_reserve) / 2 > (uint64_t)KEYSTORE_MAX_FILE - ((uint64_t)1 << 20))
+        return -EINVAL;
+    return 0;
+}
+
+size_t vault_quota_secure_heap_size(const VaultQuota *q) {
+    VaultQuota n = *q;
+    size_t want, heap = (size_t)1 << 20;
+    if (vault_quota_normalize(&n) < 0)
+        return 0;
+    want = (size_t)((n.total_bytes + n.root_reserve) / 4) + QUOTA_HEAP_HEADROOM;
+    while (heap < want)
+        heap <<= 1;
+    return heap;
+}
+
+/* The usage entry of uid; create: add a zero entry if missing (NULL on OOM). Lock held. */
+static OwnerUsage *usage_find_locked(Vault *v, uid_t uid, bool create) {
+    size_t lo = 0, hi = v->n_usage;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v->usage[mid].uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < v->n_usage && v->usage[lo].uid == uid)
+        return &v->usage[lo];
+    if (!create)
+        return NULL;
+    if (v->n_usage >= v->n_usage_alloc) {
+        size_t n = v->n_usage_alloc ? v->n_usage_alloc * 2 : 16;
+        OwnerUsage *a;
+        if (nt_alloc_should_fail())
+            return NULL;
+        a = reallocarray(v->usage, n, sizeof(OwnerUsage));
+        if (!a)
+            return NULL;
+        v->usage = a;
+        v->n_usage_alloc = n;
+    }
+    memmove(v->usage + lo + 1, v->usage + lo, (v->n_usage - lo) * sizeof(OwnerUsage));
+    v->usage[lo] = (OwnerUsage){.uid = uid};
+    v->n_usage++;
+    return &v->usage[lo];
+}
+
+static void usage_add(VaultUsage *u, const VaultUsage *d, int sign) {
+    if (sign > 0) {
+        u->keys += d->keys;
+        u->versions += d->versions;
+        u->bytes += d->bytes;
+    } else {
+        u->keys -= MIN(u->keys, d->keys);
+        u->versions -= MIN(u->versions, d->versions);
+        u->bytes -= MIN(u->bytes, d->bytes);
+    }
+}
+
+static uid_t key_owner(const VaultKey *k) {
+    uid_t owner = 0;
+    (void)vault_name_owner(k->name, &owner);
+    return owner;
+}
+
+/* Whether peer may add d to owner's usage. Lock held. */
+static int quota_check_locked(Vault *v, const VaultPeer *peer, uid_t owner, const VaultUsage *d) {
+    const VaultQuota *q = &v->quota;
+    if (v->all.bytes + d->bytes > q->total_bytes + q->root_reserve)
+        return -EDQUOT;
+    if (peer->uid == 0)
+        return 0;
+    {
+        const OwnerUsage *o = usage_find_locked(v, owner, false);
+        VaultUsage u = o ? o->u : (VaultUsage){0};
+        if (u.keys + d->keys > q->max_keys || u.versions + d->versions > q->max_versions ||
+            u.bytes + d->bytes > q->max_bytes)
+            return -EDQUOT;
+    }
+    if (owner != 0 && v->nonroot.bytes + d->bytes > q->total_bytes)
+        return -EDQUOT;
+    return 0;
+}
+
+/* Charges (sign > 0) or releases d for owner. Charging can fail only on OOM (a new entry). */
+static int usage_apply_locked(Vault *v, uid_t owner, const VaultUsage *d, int sign) {
+    OwnerUsage *o = usage_find_locked(v, owner, sign > 0);
+    if (!o)
+        return sign > 0 ? -ENOMEM : 0;
+    usage_add(&o->u, d, sign);
+    usage_add(&v->all, d, sign);
+    if (owner != 0)
+        usage_add(&v->nonroot, d, sign);
+    return 0;
+}
+
 /* ---- process set-up ---- */
 
 static void *zero_malloc(size_t n) {
@@ -401,6 +663,16 @@ static void zero_free(void *p) {
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool init_done;
+static size_t secure_heap_total; /* 0: not ours (set up before vault_init) */
+
+bool vault_secure_heap_has_room(VaultKeyType t) {
+    size_t need, headroom;
+    if (secure_heap_total == 0 || !CRYPTO_secure_malloc_initialized())
+        return true;
+    need = (size_t)(vault_version_cost(t) / 4);
+    headroom = MIN(QUOTA_HEAP_HEADROOM, secure_heap_total / 4);
+    return CRYPTO_secure_used() + need + headroom <= secure_heap_total;
+}
 
 int vault_init(size_t secure_heap_size) {
     int r;
@@ -419,6 +691,7 @@ int vault_init(size_t secure_heap_size) {
         }
         if (r == 2)
             log_debug("vault: secure heap created but could not be locked (RLIMIT_MEMLOCK?)");
+        secure_heap_total = secure_heap_size;
     }
     json_set_alloc_funcs(zero_malloc, zero_free);
     init_done = true;
@@ -464,6 +737,7 @@ int vault_new(Vault **ret) {
         return -ENOMEM;
     }
     atomic_init(&v->attestation_time, 0);
+    (void)vault_quota_normalize(&v->quota);
     *ret = v;
     return 0;
 }
@@ -474,11 +748,48 @@ Vault *vault_free(Vault *v) {
     for (size_t i = 0; i < v->n_keys; i++)
         vault_key_free(v->keys[i]);
     free(v->keys);
+    free(v->usage);
     vault_transfer_free_all(v);
     (void)pthread_mutex_destroy(&v->transfer_lock);
     (void)pthread_rwlock_destroy(&v->lock);
     free(v);
     return NULL;
+}
+
+int vault_set_quota(Vault *v, const VaultQuota *q) {
+    VaultQuota n;
+    if (!v || !q)
+        return -EINVAL;
+    n = *q;
+    if (vault_quota_normalize(&n) < 0)
+        return -EINVAL;
+    WRITE_LOCKED(v);
+    v->quota = n;
+    return 0;
+}
+
+void vault_get_quota(Vault *v, VaultQuota *ret) {
+    READ_LOCKED(v);
+    *ret = v->quota;
+}
+
+void vault_usage(Vault *v, uid_t uid, VaultUsage *ret) {
+    READ_LOCKED(v);
+    const OwnerUsage *o = usage_find_locked(v, uid, false);
+    *ret = o ? o->u : (VaultUsage){0};
+}
+
+void vault_usage_total(Vault *v, VaultUsage *ret_all, VaultUsage *ret_nonroot) {
+    READ_LOCKED(v);
+    if (ret_all)
+        *ret_all = v->all;
+    if (ret_nonroot)
+        *ret_nonroot = v->nonroot;
+}
+
+size_t vault_dormant_count(Vault *v) {
+    READ_LOCKED(v);
+    return v->n_dormant;
 }
 
 void vault_set_keystore(Vault *v, Keystore *ks) {
@@ -531,6 +842,7 @@ KeyVersion *key_version_unref(KeyVersion *kv) {
     if (atomic_fetch_sub(&kv->refs, 1) != 1)
         return NULL;
     secret_free(kv->secret);
+    secret_free(kv->dormant);
     EVP_PKEY_free(kv->pkey);
     for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
         EVP_CIPHER_CTX_free(atomic_exchange(&kv->gcm_cache[i], NULL)); /* wipes the key schedule */
@@ -670,30 +982,73 @@ VaultKey *vault_find_locked(Vault *v, const char *name) {
     return k && !k->pending_delete ? k : NULL;
 }
 
+static size_t key_dormant(const VaultKey *k) {
+    size_t n = 0;
+    for (uint32_t ver = k->min_version; ver > 0 && ver <= k->latest; ver++)
+        n += k->versions[ver - 1] && k->versions[ver - 1]->dormant;
+    return n;
+}
+
 int vault_insert_key_locked(Vault *v, VaultKey *k) {
     size_t i = lower_bound_locked(v, k->name);
+    VaultUsage d = key_usage(k);
+    int r;
     if (i < v->n_keys && streq(v->keys[i]->name, k->name))
         return -EEXIST;
+    if ((r = usage_apply_locked(v, key_owner(k), &d, +1)) < 0)
+        return r;
     if (v->n_keys >= v->n_keys_alloc) {
         size_t n = v->n_keys_alloc ? v->n_keys_alloc * 2 : 16;
         VaultKey **a;
-        if (nt_alloc_should_fail())
+        a = nt_alloc_should_fail() ? NULL : reallocarray(v->keys, n, sizeof(VaultKey *));
+        if (!a) {
+            (void)usage_apply_locked(v, key_owner(k), &d, -1);
             return -ENOMEM;
-        a = reallocarray(v->keys, n, sizeof(VaultKey *));
-        if (!a)
-            return -ENOMEM;
+        }
         v->keys = a;
         v->n_keys_alloc = n;
     }
     memmove(v->keys + i + 1, v->keys + i, (v->n_keys - i) * sizeof(VaultKey *));
     v->keys[i] = k;
     v->n_keys++;
+    v->n_dormant += key_dormant(k);
     return 0;
 }
 
+/* Removes the key at idx from the table and releases its charge. */
 static void remove_at_locked(Vault *v, size_t idx) {
+    VaultKey *k = v->keys[idx];
+    VaultUsage d = key_usage(k);
+    (void)usage_apply_locked(v, key_owner(k), &d, -1);
+    v->n_dormant -= MIN(v->n_dormant, key_dormant(k));
     memmove(v->keys + idx, v->keys + idx + 1, (v->n_keys - idx - 1) * sizeof(VaultKey *));
     v->n_keys--;
+}
+
+void vault_clear_table_locked(Vault *v) {
+    v->n_keys = 0;
+    v->n_usage = 0;
+    v->all = v->nonroot = (VaultUsage){0};
+    v->n_dormant = 0;
+}
+
+int vault_may_create_locked(Vault *v, const VaultPeer *peer, const char *full_name,
+                            VaultKeyType type) {
+    uid_t owner;
+    VaultUsage d;
+    if (vault_name_owner(full_name, &owner) < 0)
+        return -EINVAL;
+    /* Only in one's own namespace ("kms" is root's); root anywhere. Checked before existence,
+     * so that "taken" (-EEXIST) always means taken in the caller's own namespace. */
+    if (peer->uid != 0 && (owner != peer->uid || !isdigit((unsigned char)full_name[0])))
+        return -ENOTUNIQ;
+    if (find_any_locked(v, full_name, NULL))
+        return -EEXIST;
+    d = (VaultUsage){.keys = 1,
+                     .versions = 1,
+                     .bytes =
+                         KEY_META_BASE + 2 * (24 + strlen(full_name)) + vault_version_cost(type)};
+    return quota_check_locked(v, peer, owner, &d);
 }
 
 static int persist_locked(Vault *v) {
@@ -702,9 +1057,17 @@ static int persist_locked(Vault *v) {
     return keystore_save_locked(v->keystore, v);
 }
 
-int vault_insert_key(Vault *v, VaultKey *k) {
+int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
+    VaultUsage d = key_usage(k);
     int r;
+    if (!peer)
+        return -EINVAL;
+    if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
+        return r;
     WRITE_LOCKED(v);
+    if ((r = vault_may_create_locked(v, peer, k->name, k->type)) < 0 ||
+        (r = quota_check_locked(v, peer, key_owner(k), &d)) < 0)
+        return r;
     r = vault_insert_key_locked(v, k);
     if (r < 0)
         return r;
@@ -1131,20 +1494,24 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
 
     if (!v || !peer)
         return -EINVAL;
-    if ((r = vault_key_new(name, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
+    RESOLVE(peer, name, full);
+    if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
+        return r;
+    if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     {
-        /* Cheap early check so that a taken name does not cost an RSA key generation. */
+        /* Cheap early checks so that a taken name or a full quota does not cost an RSA key
+         * generation. */
         READ_LOCKED(v);
-        if (find_any_locked(v, name, NULL))
-            return -EEXIST;
+        if ((r = vault_may_create_locked(v, peer, full, spec->type)) < 0)
+            return r;
     }
     if ((r = new_version(v, spec->type, 1, &kv)) < 0)
         return r;
     if ((r = vault_key_add_version(k, kv)) < 0)
         return r;
     kv = NULL;
-    if ((r = vault_insert_key(v, k)) < 0)
+    if ((r = vault_insert_key(v, peer, k)) < 0)
         return r;
     k = NULL;
     return 0;
@@ -1152,6 +1519,7 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
 
 /* ---- administration ---- */
 
+/* name: a full name (resolved by the caller). */
 static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name, VaultKey **ret) {
     VaultKey *k;
     if (!peer || !name)
@@ -1167,6 +1535,7 @@ static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name
 
 int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t *ret_version) {
     _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    VaultUsage d;
     VaultKeyType type;
     uint32_t next;
     VaultKey *k;
@@ -1174,12 +1543,19 @@ int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t
 
     if (!v)
         return -EINVAL;
+    RESOLVE(peer, name, full);
+    name = full;
     {
         READ_LOCKED(v);
         if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
             return r;
         type = k->type;
         next = k->latest + 1;
+        if (next > VAULT_MAX_VERSIONS)
+            return -E2BIG;
+        d = (VaultUsage){.versions = 1, .bytes = vault_version_cost(type)};
+        if ((r = quota_check_locked(v, peer, key_owner(k), &d)) < 0)
+            return r;
     }
     /* Generate outside the lock (RSA-4096 takes a while); then re-check under the write lock
      * that the key is still the same and nobody rotated in between. */
@@ -1191,11 +1567,17 @@ int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t
         return r;
     if (k->type != type || k->latest + 1 != next)
         return -EAGAIN;
-    if ((r = vault_key_add_version(k, kv)) < 0)
+    if ((r = quota_check_locked(v, peer, key_owner(k), &d)) < 0 ||
+        (r = usage_apply_locked(v, key_owner(k), &d, +1)) < 0)
         return r;
+    if ((r = vault_key_add_version(k, kv)) < 0) {
+        (void)usage_apply_locked(v, key_owner(k), &d, -1);
+        return r;
+    }
     r = persist_locked(v);
     if (r < 0) {
         k->versions[--k->latest] = NULL; /* kv still owned by us: freed on return */
+        (void)usage_apply_locked(v, key_owner(k), &d, -1);
         return r;
     }
     kv = NULL;
@@ -1212,8 +1594,9 @@ int vault_key_set_min_version(Vault *v, const VaultPeer *peer, const char *name,
 
     if (!v)
         return -EINVAL;
+    RESOLVE(peer, name, full);
     WRITE_LOCKED(v);
-    if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
+    if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
         return r;
     if (min_version < k->min_version || min_version > k->latest)
         return -EINVAL;
@@ -1226,31 +1609,56 @@ int vault_key_set_min_version(Vault *v, const VaultPeer *peer, const char *name,
         k->min_version = old;
         return r;
     }
-    for (uint32_t i = old; i < min_version; i++)
+    for (uint32_t i = old; i < min_version; i++) {
+        VaultUsage d = {.versions = 1, .bytes = vault_version_cost(k->type)};
+        (void)usage_apply_locked(v, key_owner(k), &d, -1);
+        if (k->versions[i - 1] && k->versions[i - 1]->dormant)
+            v->n_dormant -= MIN(v->n_dormant, 1);
         k->versions[i - 1] = key_version_unref(k->versions[i - 1]);
+    }
     return 0;
 }
 
 int vault_key_set_acl(Vault *v, const VaultPeer *peer, const char *name, const VaultAcl *acl) {
     _cleanup_(vault_acl_donep) VaultAcl copy = {0};
+    uint64_t before, after;
+    VaultUsage d;
     VaultAcl old;
     VaultKey *k;
     int r;
 
-    if (!v || !acl)
+    if (!v || !acl || !peer)
         return -EINVAL;
+    RESOLVE(peer, name, full);
     if (acl_validate(acl) < 0)
         return -EINVAL;
+    if ((r = vault_acl_check_caps(acl, peer)) < 0)
+        return r;
     if ((r = vault_acl_copy(acl, &copy)) < 0)
         return r;
     WRITE_LOCKED(v);
-    if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
+    if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
         return r;
+    before = key_meta_cost(k);
     old = k->acl;
     k->acl = copy;
+    after = key_meta_cost(k);
+    if (after > before) {
+        d = (VaultUsage){.bytes = after - before};
+        if ((r = quota_check_locked(v, peer, key_owner(k), &d)) >= 0)
+            r = usage_apply_locked(v, key_owner(k), &d, +1);
+    } else {
+        d = (VaultUsage){.bytes = before - after};
+        r = usage_apply_locked(v, key_owner(k), &d, -1);
+    }
+    if (r < 0) {
+        k->acl = old;
+        return r;
+    }
     r = persist_locked(v);
     if (r < 0) {
         k->acl = old; /* copy still holds the new lists and frees them */
+        (void)usage_apply_locked(v, key_owner(k), &d, after > before ? -1 : +1);
         return r;
     }
     copy = old; /* free the previous lists */
@@ -1264,6 +1672,8 @@ int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
 
     if (!v)
         return -EINVAL;
+    RESOLVE(peer, name, full);
+    name = full;
     WRITE_LOCKED(v);
     if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
         return r;
@@ -1283,13 +1693,23 @@ int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
 
 /* ---- describe / list / export ---- */
 
-static int key_to_json_locked(const VaultKey *k, json_t **ret) {
+/* At most this many versions (the newest) in a description: a reply stays far below the
+ * frame limit whatever the number of versions ("versions_omitted" counts the rest). */
+#define DESCRIBE_MAX_VERSIONS 1000u
+
+/* with_versions: the "versions" array (describe); a list summary has none. */
+static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **ret) {
     json_auto_t *o = NULL, *versions = json_array(), *policy = NULL;
     const KeyVersion *latest = k->versions[k->latest - 1];
+    uint32_t first = k->min_version, omitted = 0;
 
     if (!versions)
         return -ENOMEM;
-    for (uint32_t n = k->min_version; n <= k->latest; n++) {
+    if (k->latest - k->min_version + 1 > DESCRIBE_MAX_VERSIONS) {
+        first = k->latest - DESCRIBE_MAX_VERSIONS + 1;
+        omitted = first - k->min_version;
+    }
+    for (uint32_t n = first; with_versions && n <= k->latest; n++) {
         const KeyVersion *kv = k->versions[n - 1];
         json_t *e;
         if (!kv)
@@ -1299,6 +1719,7 @@ static int key_to_json_locked(const VaultKey *k, json_t **ret) {
         if (!e ||
             (kv->thumbprint[0] &&
              json_object_set_new(e, "fingerprint", json_string(kv->thumbprint)) < 0) ||
+            (kv->dormant && json_object_set_new(e, "loaded", json_false()) < 0) ||
             json_array_append_new(versions, e) < 0)
             return -ENOMEM;
     }
@@ -1307,12 +1728,16 @@ static int key_to_json_locked(const VaultKey *k, json_t **ret) {
         (k->policy.kind == VAULT_POLICY_ATTESTED &&
          json_object_set_new(policy, "max_age", json_integer(k->policy.max_age_sec)) < 0))
         return -ENOMEM;
-    o = json_pack("{s:s,s:s,s:O,s:s,s:b,s:I,s:I,s:O,s:o}", "name", k->name, "type",
+    o = json_pack("{s:s,s:s,s:O,s:s,s:b,s:I,s:I,s:o}", "name", k->name, "type",
                   vault_key_type_to_string(k->type), "policy", policy, "origin",
                   origin_table[k->origin], "extractable", 0, "latest_version",
-                  (json_int_t)k->latest, "min_version", (json_int_t)k->min_version, "versions",
-                  versions, "acl", vault_acl_to_json(&k->acl));
+                  (json_int_t)k->latest, "min_version", (json_int_t)k->min_version, "acl",
+                  vault_acl_to_json(&k->acl));
     if (!o)
+        return -ENOMEM;
+    if (with_versions &&
+        (json_object_set(o, "versions", versions) < 0 ||
+         (omitted > 0 && json_object_set_new(o, "versions_omitted", json_integer(omitted)) < 0)))
         return -ENOMEM;
     if (k->label && json_object_set_new(o, "label", json_string(k->label)) < 0)
         return -ENOMEM;
@@ -1323,7 +1748,12 @@ static int key_to_json_locked(const VaultKey *k, json_t **ret) {
     return 0;
 }
 
-/* The key name if peer may see it (use or admin right). Read lock held. */
+static bool visible_to(const VaultKey *k, const VaultPeer *peer) {
+    return vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) ||
+           vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN);
+}
+
+/* The key name if peer may see it (use or admin right). Read lock held. name: full. */
 static int visible_lookup_locked(Vault *v, const VaultPeer *peer, const char *name,
                                  VaultKey **ret) {
     VaultKey *k = vault_find_locked(v, name);
@@ -1341,10 +1771,11 @@ int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t
     int r;
     if (!v || !peer || !ret)
         return -EINVAL;
+    RESOLVE(peer, name, full);
     READ_LOCKED(v);
-    if ((r = visible_lookup_locked(v, peer, name, &k)) < 0)
+    if ((r = visible_lookup_locked(v, peer, full, &k)) < 0)
         return r;
-    return key_to_json_locked(k, ret);
+    return key_to_json_locked(k, true, ret);
 }
 
 int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType *ret) {
@@ -1352,43 +1783,76 @@ int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyTy
     int r;
     if (!v || !peer || !ret)
         return -EINVAL;
+    RESOLVE(peer, name, full);
     READ_LOCKED(v);
-    if ((r = visible_lookup_locked(v, peer, name, &k)) < 0)
+    if ((r = visible_lookup_locked(v, peer, full, &k)) < 0)
         return r;
     *ret = k->type;
     return 0;
 }
 
-static int cmp_json_str(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 int vault_key_list(Vault *v, const VaultPeer *peer, json_t **ret) {
-    _cleanup_free_ const char **names = NULL;
     json_auto_t *a = json_array();
-    size_t n = 0;
 
     if (!v || !peer || !ret)
         return -EINVAL;
     if (!a)
         return -ENOMEM;
     READ_LOCKED(v);
-    names = nt_calloc(v->n_keys + 1, sizeof(char *));
-    if (!names)
-        return -ENOMEM;
+    /* v->keys is sorted by full name. */
     for (size_t i = 0; i < v->n_keys; i++) {
         const VaultKey *k = v->keys[i];
-        if (k->pending_delete)
-            continue;
-        if (vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) ||
-            vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
-            names[n++] = k->name;
-    }
-    qsort(names, n, sizeof(char *), cmp_json_str);
-    for (size_t i = 0; i < n; i++)
-        if (json_array_append_new(a, json_string(names[i])) < 0)
+        if (!k->pending_delete && visible_to(k, peer) &&
+            json_array_append_new(a, json_string(k->name)) < 0)
             return -ENOMEM;
+    }
     *ret = TAKE_PTR(a);
+    return 0;
+}
+
+int vault_key_list_page(Vault *v, const VaultPeer *peer, const char *after, size_t limit,
+                        size_t max_bytes, json_t **ret) {
+    json_auto_t *keys = json_array(), *page = NULL;
+    const char *next = NULL;
+    size_t bytes = 0;
+
+    if (!v || !peer || !ret || limit == 0)
+        return -EINVAL;
+    if (!keys)
+        return -ENOMEM;
+    READ_LOCKED(v);
+    for (size_t i = after && after[0] ? lower_bound_locked(v, after) : 0; i < v->n_keys; i++) {
+        const VaultKey *k = v->keys[i];
+        json_auto_t *e = NULL;
+        _cleanup_free_ char *txt = NULL;
+        int r;
+        if (k->pending_delete || (after && streq(k->name, after)) || !visible_to(k, peer))
+            continue;
+        if (json_array_size(keys) >= limit) {
+            next = json_string_value(
+                json_object_get(json_array_get(keys, json_array_size(keys) - 1), "name"));
+            break;
+        }
+        if ((r = key_to_json_locked(k, false, &e)) < 0)
+            return r;
+        txt = json_dumps(e, JSON_COMPACT);
+        if (!txt)
+            return -ENOMEM;
+        if (json_array_size(keys) > 0 && bytes + strlen(txt) + 1 > max_bytes) {
+            next = json_string_value(
+                json_object_get(json_array_get(keys, json_array_size(keys) - 1), "name"));
+            break;
+        }
+        bytes += strlen(txt) + 1;
+        if (json_array_append(keys, e) < 0)
+            return -ENOMEM;
+    }
+    page = json_pack("{s:O,s:s?}", "keys", keys, "next", next);
+    if (!page)
+        return -ENOMEM;
+    if (!next && json_object_set_new(page, "next", json_null()) < 0)
+        return -ENOMEM;
+    *ret = TAKE_PTR(page);
     return 0;
 }
 
@@ -1401,8 +1865,9 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
 
     if (!v || !peer || !name)
         return -EINVAL;
+    RESOLVE(peer, name, full);
     READ_LOCKED(v);
-    k = vault_find_locked(v, name);
+    k = vault_find_locked(v, full);
     if (!k)
         return -ENOKEY;
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE))
@@ -1415,11 +1880,15 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     }
     if (version == 0)
         version = k->latest;
-    if (version < k->min_version || version > k->latest)
+    if (version > k->latest)
         return -ENOKEY;
+    if (version < k->min_version)
+        return -EKEYREVOKED; /* retired: wiped, never to be used again */
     kv = k->versions[version - 1];
     if (!kv)
-        return -ENOKEY;
+        return -EKEYREVOKED;
+    if (kv->dormant && !kv->pkey)
+        return -ENOMEM; /* not loaded: the secure heap was full at start */
     *ret_type = k->type;
     *ret = key_version_ref(kv);
     return 0;
@@ -2304,8 +2773,16 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
         return -EINVAL;
     if (!peer)
         return -EINVAL;
-    if ((r = vault_key_new(new_name, spec, peer, VAULT_ORIGIN_DERIVED, &k)) < 0)
+    RESOLVE(peer, new_name, full_new);
+    if ((r = vault_key_new(full_new, spec, peer, VAULT_ORIGIN_DERIVED, &k)) < 0)
         return r;
+    if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
+        return r;
+    {
+        READ_LOCKED(v);
+        if ((r = vault_may_create_locked(v, peer, full_new, spec->type)) < 0)
+            return r;
+    }
     if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
         return r;
     if (type != VAULT_KEY_EC_P256 && type != VAULT_KEY_EC_P384)
@@ -2360,7 +2837,7 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
     if ((r = vault_key_add_version(k, nkv)) < 0)
         return r;
     nkv = NULL;
-    if ((r = vault_insert_key(v, k)) < 0)
+    if ((r = vault_insert_key(v, peer, k)) < 0)
         return r;
     k = NULL;
     return 0;

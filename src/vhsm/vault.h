@@ -23,7 +23,15 @@
  * is not allowed, -EKEYEXPIRED attestation required (policy `attested` and no fresh verdict),
  * -EOPNOTSUPP algorithm not valid for the key type, -EBADMSG malformed input,
  * -EKEYREJECTED authentication failed (bad tag, signature, MAC), -EINVAL bad arguments,
- * -EEXIST name taken, -ENOMEM.
+ * -EEXIST name taken (in the caller's own namespace), -ENOTUNIQ the name lies in a namespace
+ * owned by someone else, -EDQUOT quota exceeded, -EKEYREVOKED version retired (below the
+ * minimum), -ENOMEM.
+ *
+ * Names and namespaces: every key has a full name "<namespace>/<name>". A namespace is the
+ * decimal uid of its owner ("1000/db-key") or "kms" (root-only: keys the agent imports from the
+ * KMS). A plain name ("db-key") given by a peer resolves inside the peer's own namespace; a key
+ * shared with others is addressed by its full name. A peer creates keys only in its own
+ * namespace (root in any); whoever creates there is charged to the namespace owner's quota.
  */
 #pragma once
 
@@ -123,6 +131,14 @@ typedef struct VaultAcl {
 
 #define VAULT_ACL_MAX_ENTRIES 64 /* per list and kind */
 #define VAULT_CGROUP_MAX 512     /* bytes of one cgroup prefix, NUL included */
+/* Caps on one key's whole ACL (both lists, all kinds), enforced when a key is created or its ACL
+ * set (a describe stays small, a KEY_LIST page holds many keys, the keystore stays bounded):
+ * entries in all, and bytes of cgroup prefixes in all. A non-root peer may not list the cgroup
+ * root "/" (every process on the machine) in either list. */
+#define VAULT_ACL_MAX_TOTAL 64
+#define VAULT_ACL_MAX_CGROUP_BYTES 2048
+/* The whole-ACL caps and the cgroup-root rule for an ACL that peer sets: 0, -E2BIG, -EPERM. */
+int vault_acl_check_caps(const VaultAcl *acl, const VaultPeer *peer);
 
 /* Frees the arrays of an ACL and zeroes it; accepts a zeroed ACL. */
 void vault_acl_done(VaultAcl *acl);
@@ -158,8 +174,59 @@ const char *vault_policy_kind_to_string(VaultPolicyKind k); /* "local", "atteste
 VaultPolicyKind vault_policy_kind_from_string(const char *s);
 bool vault_key_type_is_asymmetric(VaultKeyType t);
 
-/* Valid key names: 1..128 chars of [A-Za-z0-9._:@-], not starting with '.' or '-'. */
+/* Valid key names: a plain name (1..128 chars of [A-Za-z0-9._:@-], not starting with '.' or
+ * '-') or a full name "<namespace>/<plain name>" (namespace: "kms" or a uid in canonical
+ * decimal, 0..4294967294). */
 bool vault_key_name_is_valid(const char *name);
+#define VAULT_PLAIN_NAME_MAX 128u
+#define VAULT_FULL_NAME_MAX (10u + 1u + VAULT_PLAIN_NAME_MAX) /* bytes, excluding NUL */
+#define VAULT_NS_KMS "kms"
+/* Resolves name (plain or full) for peer into its full name. Returns 0 or -EINVAL. */
+int vault_name_resolve(const VaultPeer *peer, const char *name,
+                       char ret[static VAULT_FULL_NAME_MAX + 1]);
+/* The uid owning the namespace of a full name ("kms" is root's). Returns 0 or -EINVAL. */
+int vault_name_owner(const char *full_name, uid_t *ret);
+
+/* Quotas (docs/vault.md "Quotas"). Every key and retained version is charged, in bytes, to the
+ * uid owning its namespace: a fixed cost per version by key type (an upper bound of the locked
+ * memory it pins: OpenSSL secure heap, packed locked pages, heap under mlockall, and at least
+ * twice its keystore bytes) plus its metadata (name, label, ACL). Non-root peers are held to
+ * the per-uid limits and, all non-root owners together, to total_bytes; root (the agent) may
+ * also use root_reserve beyond it. A mutation over a limit fails with -EDQUOT and changes
+ * nothing. Keys loaded from the keystore are charged without limits (a restart never loses a
+ * key). 0 in a field = its default. */
+typedef struct VaultQuota {
+    uint32_t max_keys;     /* per non-root uid (default 1024) */
+    uint32_t max_versions; /* per non-root uid, retained versions (default 4096) */
+    uint64_t max_bytes;    /* per non-root uid (default 4 MiB) */
+    uint64_t total_bytes;  /* all non-root uids together (default 64 MiB) */
+    uint64_t root_reserve; /* beyond total_bytes, root only (default 32 MiB) */
+} VaultQuota;
+typedef struct VaultUsage {
+    uint32_t keys, versions;
+    uint64_t bytes;
+} VaultUsage;
+/* Fills defaults into q's zero fields; -EINVAL if a limit is inconsistent (max_bytes >
+ * total_bytes, or the keystore bound (total_bytes + root_reserve) / 2 over its file cap). */
+int vault_quota_normalize(VaultQuota *q);
+/* The secure heap size (power of two) the quotas need: a quarter of every chargeable byte (the
+ * cost table charges at least four times a version's secure-heap bytes) plus headroom for
+ * operations in flight. */
+size_t vault_quota_secure_heap_size(const VaultQuota *q);
+/* Sets the limits (normalised copy). Returns 0 or -EINVAL. */
+int vault_set_quota(Vault *v, const VaultQuota *q);
+void vault_get_quota(Vault *v, VaultQuota *ret);
+/* What uid's namespace is charged now (zeroes if nothing), and all owners together. */
+void vault_usage(Vault *v, uid_t uid, VaultUsage *ret);
+void vault_usage_total(Vault *v, VaultUsage *ret_all, VaultUsage *ret_nonroot);
+/* Bytes charged per version of a key type (the cost table). */
+uint64_t vault_version_cost(VaultKeyType t);
+/* Key versions that could not be loaded into the secure heap at start (kept as sealed
+ * material, saved unchanged, unusable until a restart with a larger heap). */
+size_t vault_dormant_count(Vault *v);
+/* Whether one more version of type t fits in the secure heap set up by vault_init() while
+ * leaving the operations headroom (a quarter of the heap, at most 8 MiB) free. */
+bool vault_secure_heap_has_room(VaultKeyType t);
 
 /* Process-wide set-up, call once from main() before threads start: OpenSSL secure heap
  * (secure_heap_size bytes, power of two; 0 = 2 MiB, so private BIGNUMs live in mlocked,
@@ -224,6 +291,12 @@ int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyTy
 /* Names of the keys the peer may use or administer (root: all), sorted, as a JSON array of
  * strings. Returns 0 or -ENOMEM. */
 int vault_key_list(Vault *v, const VaultPeer *peer, json_t **ret);
+/* One page of that list: at most `limit` summaries (describe without the versions array) of
+ * keys whose full name sorts after `after` (NULL or "": from the start), the page ending early
+ * once its JSON reaches max_bytes. *ret is {"keys":[...], "next": name or null}: pass "next"
+ * as `after` for the following page. Returns 0, -EINVAL, -ENOMEM. */
+int vault_key_list_page(Vault *v, const VaultPeer *peer, const char *after, size_t limit,
+                        size_t max_bytes, json_t **ret);
 
 typedef enum VaultPubFormat {
     VAULT_PUB_PEM, /* SubjectPublicKeyInfo PEM */

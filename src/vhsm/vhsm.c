@@ -31,6 +31,9 @@ enum {
     EXIT_VERIFY_FAILED = 7, /* signature, MAC, tag or JWE did not verify */
     EXIT_EXISTS = 8,        /* key exists */
     EXIT_INVALID = 9,       /* request refused as invalid / unsupported for the key */
+    EXIT_RETIRED = 10,      /* key version retired (below the key's minimum version) */
+    EXIT_QUOTA = 11,        /* quota exceeded */
+    EXIT_NOT_OWNER = 12,    /* name in another owner's namespace */
 };
 
 #define MAX_ACL 64
@@ -56,7 +59,8 @@ typedef struct Args {
 static void help(void) {
     printf("Usage: vhsm [--socket PATH] [--json] COMMAND ...\n"
            "Talks to vhsmd, the vHSM daemon (socket: --socket, $VHSM_SOCKET or %s).\n\n"
-           "Keys:\n"
+           "Keys (NAME: a plain name is yours, \"UID/name\" another owner's, \"kms/name\" the "
+           "KMS's):\n"
            "  key create NAME --type TYPE [--policy local|attested --max-age S] [--label TEXT]\n"
            "             [--allow-uid U] [--allow-gid G] [--allow-cgroup PATH]\n"
            "             [--admin-uid U] [--admin-gid G] [--admin-cgroup PATH]\n"
@@ -85,7 +89,8 @@ static void help(void) {
            "  ping\n\n"
            "Exit codes: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable, 4 not found,\n"
            "  5 permission denied, 6 attestation required, 7 verification failed, 8 key exists,\n"
-           "  9 invalid request or operation not supported by the key.\n",
+           "  9 invalid request or operation not supported by the key, 10 key version retired,\n"
+           "  11 quota exceeded, 12 name in another owner's namespace.\n",
            VHSM_DEFAULT_SOCKET);
 }
 
@@ -121,8 +126,13 @@ static int exit_code_for(int r) {
     case EBADMSG:
     case EOPNOTSUPP:
     case EMSGSIZE:
-    case EKEYREVOKED:
         return EXIT_INVALID;
+    case EKEYREVOKED:
+        return EXIT_RETIRED;
+    case EDQUOT:
+        return EXIT_QUOTA;
+    case ENOTUNIQ:
+        return EXIT_NOT_OWNER;
     default:
         return EXIT_FAIL;
     }

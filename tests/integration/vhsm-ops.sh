@@ -120,7 +120,8 @@ V encrypt aes --in "$T/msg" --out "$T/v2"
 [ "$(od -An -tx1 -j8 -N4 "$T/v2" | tr -d ' ')" = 00000002 ] || fail "new ciphertexts carry version 2"
 V decrypt aes --in "$T/v1" | cmp -s - "$T/msg" || fail "v1 ciphertext after rotation"
 V key min-version aes 2
-expect_exit 4 V decrypt aes --in "$T/v1"
+expect_exit 10 V decrypt aes --in "$T/v1"
+grep -q "retired" "$T/err" || fail "retired message"
 V decrypt aes --in "$T/v2" | cmp -s - "$T/msg" || fail "v2 after min-version"
 [ "$(V --json key info aes | jq '.min_version')" = 2 ] || fail "info min_version"
 
@@ -133,13 +134,13 @@ V encrypt att --in "$T/msg" >/dev/null
 [ "$(V --json attestation status | jq '.verdict_time > 0')" = true ] || fail "attestation status"
 
 # --- list / info / delete / errors and exit codes
-V --json key list | jq -e 'map(.name) | index("ec-p256") != null' >/dev/null || fail "list"
+V --json key list | jq -e 'map(.name) | index("0/ec-p256") != null' >/dev/null || fail "list"
 expect_exit 8 V key create ed --type ed25519
 expect_exit 9 V key create bad --type des
 expect_exit 9 V key create 'bad name' --type aes256
 V key delete ed
 expect_exit 4 V key info ed
-grep -q "'ed'" "$T/err" || fail "not-found message names the key"
+grep -q "'0/ed'" "$T/err" || fail "not-found message names the key"
 expect_exit 9 V encrypt ec-p256 --in "$T/msg"
 expect_exit 2 V key create
 expect_exit 2 V frobnicate

@@ -55,6 +55,8 @@ static const struct {
     {EBUSY, VHSM_STATUS_BUSY},
     {ENOMEM, VHSM_STATUS_NO_MEMORY},
     {ESHUTDOWN, VHSM_STATUS_SHUTTING_DOWN},
+    {EDQUOT, VHSM_STATUS_QUOTA_EXCEEDED},
+    {ENOTUNIQ, VHSM_STATUS_NOT_OWNER},
     {EIO, VHSM_STATUS_INTERNAL},
 };
 
@@ -76,6 +78,8 @@ static const char *const status_names[_VHSM_STATUS_MAX] = {
     [VHSM_STATUS_NO_MEMORY] = "no-memory",
     [VHSM_STATUS_SHUTTING_DOWN] = "shutting-down",
     [VHSM_STATUS_INTERNAL] = "internal",
+    [VHSM_STATUS_QUOTA_EXCEEDED] = "quota-exceeded",
+    [VHSM_STATUS_NOT_OWNER] = "not-owner",
 };
 
 VhsmStatus vhsm_status_from_errno(int negative_errno) {

@@ -31,7 +31,7 @@
 #define VHSM_TLV_HEADER_SIZE 6u
 #define VHSM_MAX_BODY (1024u * 1024u)
 #define VHSM_MAX_TLVS 1024u
-#define VHSM_MAX_NAME 128u     /* key names, bytes, excluding NUL */
+#define VHSM_MAX_NAME 139u     /* key names ("<namespace>/<name>"), bytes, excluding NUL */
 #define VHSM_MAX_STRING 4096u  /* any other string field (cgroup paths, formats, messages) */
 #define VHSM_MAX_RANDOM 65536u /* largest RANDOM request */
 
@@ -124,6 +124,8 @@ typedef enum VhsmStatus {
     VHSM_STATUS_NO_MEMORY = 14,           /* (ENOMEM) */
     VHSM_STATUS_SHUTTING_DOWN = 15,       /* daemon stopping (ESHUTDOWN) */
     VHSM_STATUS_INTERNAL = 16,            /* anything else (EIO) */
+    VHSM_STATUS_QUOTA_EXCEEDED = 17,      /* the owner's key/version/byte quota (EDQUOT) */
+    VHSM_STATUS_NOT_OWNER = 18,           /* name in a namespace owned by another (ENOTUNIQ) */
     _VHSM_STATUS_MAX,
     _VHSM_STATUS_INVALID = -EINVAL,
 } VhsmStatus;

@@ -8,6 +8,7 @@
  * the byte stream can no longer be trusted to be aligned on frames.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -586,8 +587,72 @@ static int json_call(VhsmClient *c, uint16_t opcode, const char *name, char **re
     return r;
 }
 
+int vhsm_key_list_page(VhsmClient *c, const char *after, uint32_t limit, char **ret_json) {
+    Call call;
+    int r;
+    if (!ret_json)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_KEY_LIST);
+    if (r < 0)
+        return r;
+    if (after && after[0])
+        put_name(&c->out, after);
+    if (limit)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_LENGTH, limit);
+    r = call_run(&call);
+    if (r >= 0)
+        r = copy_str(&call, VHSM_TAG_JSON, ret_json);
+    call_end(&call);
+    return r;
+}
+
+/* Every page, joined: the daemon bounds each reply, the caller chose to hold the whole list. A
+ * cursor must move forward (a daemon that repeats a page cannot loop us forever). */
 int vhsm_key_list(VhsmClient *c, char **ret_json) {
-    return json_call(c, VHSM_OP_KEY_LIST, NULL, ret_json);
+    json_t *all = NULL;
+    char *cursor = NULL, *out = NULL;
+    int r = 0;
+    if (!ret_json)
+        return -EINVAL;
+    all = json_array();
+    if (!all)
+        return -ENOMEM;
+    for (;;) {
+        char *s = NULL;
+        json_t *page, *keys, *next;
+        r = vhsm_key_list_page(c, cursor, 0, &s);
+        if (r < 0)
+            break;
+        page = json_loads(s, 0, NULL);
+        free(s);
+        keys = json_object_get(page, "keys");
+        next = json_object_get(page, "next");
+        if (!json_is_array(keys) || !(json_is_null(next) || json_is_string(next)) ||
+            (json_is_string(next) && cursor && strcmp(json_string_value(next), cursor) <= 0) ||
+            json_array_extend(all, keys) < 0) {
+            json_decref(page);
+            r = -EPROTO;
+            break;
+        }
+        free(cursor);
+        cursor = json_is_string(next) ? strdup(json_string_value(next)) : NULL;
+        json_decref(page);
+        if (json_is_string(next) && !cursor) {
+            r = -ENOMEM;
+            break;
+        }
+        if (!cursor)
+            break;
+    }
+    free(cursor);
+    if (r >= 0) {
+        out = json_dumps(all, JSON_COMPACT);
+        r = out ? 0 : -ENOMEM;
+    }
+    json_decref(all);
+    if (r >= 0)
+        *ret_json = out;
+    return r;
 }
 
 int vhsm_key_info(VhsmClient *c, const char *name, char **ret_json) {

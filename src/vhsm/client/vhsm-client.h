@@ -7,6 +7,7 @@
  * through the protocol's status table (docs/protocol.md): -ENOKEY no such key, -EEXIST name taken,
  * -EACCES permission denied, -EKEYEXPIRED attestation required, -EKEYREJECTED bad signature /
  * MAC / tag / JWE, -EOPNOTSUPP operation not valid for the key, -EKEYREVOKED retired version,
+ * -EDQUOT quota exceeded, -ENOTUNIQ name in another owner's namespace,
  * -EINVAL invalid argument, -EBADMSG malformed request, -EMSGSIZE too large. Transport failures:
  * -ECONNREFUSED / -ENOENT (daemon not running), -EPIPE / -ECONNRESET (connection lost),
  * -ETIMEDOUT, -EPROTO (the daemon's reply was malformed). vhsm_last_error() gives the daemon's
@@ -80,10 +81,18 @@ int vhsm_call_raw(VhsmClient *c, uint16_t opcode, const uint8_t *body, size_t bo
 
 int vhsm_ping(VhsmClient *c);
 
-/* Keys. Names: 1..128 bytes of [A-Za-z0-9._:@-]. */
+/* Keys. Names: a plain name, 1..128 bytes of [A-Za-z0-9._:@-] (not starting with '.' or '-'),
+ * lies in the caller's own namespace; another owner's key is addressed by its full name
+ * "<uid>/<name>" (or "kms/<name>" for keys the agent imported). Creating a key under another
+ * owner's namespace fails with -ENOTUNIQ; over the owner's quota with -EDQUOT. */
 int vhsm_key_create(VhsmClient *c, const char *name, const VhsmKeySpec *spec);
-/* JSON array of key descriptions (see docs/protocol.md) the caller may see. */
+/* JSON array of key summaries (key descriptions without their versions, docs/protocol.md) the
+ * caller may see, sorted by full name: every page of vhsm_key_list_page() joined. */
 int vhsm_key_list(VhsmClient *c, char **ret_json);
+/* One page: {"keys": [...], "next": full name or null}, at most `limit` keys (0 = the daemon's
+ * default, 256; at most 1000) after the full name `after` (NULL = from the start). Pass "next"
+ * as `after` for the following page. */
+int vhsm_key_list_page(VhsmClient *c, const char *after, uint32_t limit, char **ret_json);
 int vhsm_key_info(VhsmClient *c, const char *name, char **ret_json);
 /* Creates a new version; *ret_version (may be NULL) gets its number. */
 int vhsm_key_rotate(VhsmClient *c, const char *name, uint32_t *ret_version);

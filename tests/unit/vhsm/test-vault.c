@@ -53,7 +53,17 @@ static void test_names_and_strings(void **state) {
     assert_false(vault_key_name_is_valid(""));
     assert_false(vault_key_name_is_valid(".hidden"));
     assert_false(vault_key_name_is_valid("-x"));
-    assert_false(vault_key_name_is_valid("a/b"));
+    assert_false(vault_key_name_is_valid("a/b")); /* "a" is not a namespace */
+    assert_true(vault_key_name_is_valid("1000/b"));
+    assert_true(vault_key_name_is_valid("0/b"));
+    assert_true(vault_key_name_is_valid("kms/b"));
+    assert_true(vault_key_name_is_valid("4294967294/b"));
+    assert_false(vault_key_name_is_valid("4294967295/b")); /* (uid_t)-1 */
+    assert_false(vault_key_name_is_valid("01000/b"));      /* not canonical */
+    assert_false(vault_key_name_is_valid("1000/"));
+    assert_false(vault_key_name_is_valid("/b"));
+    assert_false(vault_key_name_is_valid("1000/a/b"));
+    assert_false(vault_key_name_is_valid("1000/.b"));
     assert_false(vault_key_name_is_valid("a b"));
     for (int t = 0; t < _VAULT_KEY_TYPE_MAX; t++)
         assert_int_equal(vault_key_type_from_string(vault_key_type_to_string(t)), t);
@@ -87,7 +97,7 @@ static void test_generate_describe_list(void **state) {
     spec = (VaultKeySpec){.type = VAULT_KEY_EC_P256, .label = "signing key"};
     assert_int_equal(vault_key_generate(v, &alice, "labelled", &spec), 0);
     assert_int_equal(vault_key_describe(v, &alice, "labelled", &d), 0);
-    assert_string_equal(json_string_value(json_object_get(d, "name")), "labelled");
+    assert_string_equal(json_string_value(json_object_get(d, "name")), "1000/labelled");
     assert_string_equal(json_string_value(json_object_get(d, "type")), "ec-p256");
     assert_string_equal(json_string_value(json_object_get(d, "label")), "signing key");
     assert_string_equal(json_string_value(json_object_get(d, "origin")), "generated");
@@ -123,14 +133,14 @@ static void test_generate_describe_list(void **state) {
         assert_int_equal(vault_key_export_public(v, &alice, "k-aes256", 0, VAULT_PUB_PEM, &s),
                          -EOPNOTSUPP);
         assert_int_equal(vault_key_export_public(v, &alice, "nope", 0, VAULT_PUB_PEM, &s), -ENOKEY);
-        assert_int_equal(vault_key_export_public(v, &bob, "labelled", 0, VAULT_PUB_PEM, &s),
+        assert_int_equal(vault_key_export_public(v, &bob, "1000/labelled", 0, VAULT_PUB_PEM, &s),
                          -EPERM);
         assert_null(s);
     }
 
     assert_int_equal(vault_key_list(v, &alice, &l), 0);
     assert_int_equal(json_array_size(l), _VAULT_KEY_TYPE_MAX + 1);
-    assert_string_equal(json_string_value(json_array_get(l, 0)), "k-aes256"); /* sorted */
+    assert_string_equal(json_string_value(json_array_get(l, 0)), "1000/k-aes256"); /* sorted */
     json_decref(l);
     assert_int_equal(vault_key_list(v, &bob, &l), 0);
     assert_int_equal(json_array_size(l), 0);
@@ -171,7 +181,7 @@ static void test_aes_gcm(void **state) {
     assert_int_equal(vault_decrypt(v, &alice, "aes", &op, ct, ct_len, &pt), -EKEYREJECTED);
     op.aad_len++;
     assert_int_equal(vault_decrypt(v, &alice, "aes", &op, ct, 20, &pt), -EBADMSG);
-    assert_int_equal(vault_decrypt(v, &bob, "aes", &op, ct, ct_len, &pt), -EPERM);
+    assert_int_equal(vault_decrypt(v, &bob, "1000/aes", &op, ct, ct_len, &pt), -EPERM);
     op.flags = VAULT_OP_RAW;
     assert_int_equal(vault_decrypt(v, &alice, "aes", &op, ct, ct_len, &pt), -EINVAL);
     op = (VaultOp){.alg = VAULT_ALG_ECDSA};
@@ -299,7 +309,11 @@ static void check_sign(Vault *v, const char *name, VaultAlg alg, const EVP_MD *m
             assert_int_equal(vault_verify(v, &alice, name, &op, other, in_len, env, el),
                              -EKEYREJECTED);
         }
-        assert_int_equal(vault_verify(v, &bob, name, &op, in, in_len, env, el), -EPERM);
+        {
+            char full[64];
+            (void)snprintf(full, sizeof full, "1000/%s", name);
+            assert_int_equal(vault_verify(v, &bob, full, &op, in, in_len, env, el), -EPERM);
+        }
     }
 }
 
@@ -451,8 +465,8 @@ static void test_ecdh_derive(void **state) {
     gen(v, "rsa", VAULT_KEY_ED25519);
     assert_int_equal(vault_key_derive_ecdh(v, &alice, "rsa", der, (size_t)n, NULL, 0, "d2", &spec),
                      -EOPNOTSUPP);
-    assert_int_equal(vault_key_derive_ecdh(v, &bob, "ecdh", der, (size_t)n, NULL, 0, "d2", &spec),
-                     -EPERM);
+    assert_int_equal(
+        vault_key_derive_ecdh(v, &bob, "1000/ecdh", der, (size_t)n, NULL, 0, "d2", &spec), -EPERM);
     spec.type = VAULT_KEY_HMAC_SHA256;
     assert_int_equal(vault_key_derive_ecdh(v, &alice, "ecdh", der, (size_t)n, NULL, 0, "d2", &spec),
                      -EINVAL);
@@ -475,7 +489,7 @@ static void test_rotation_versions(void **state) {
     assert_int_equal(vault_key_rotate(v, &alice, "k", &ver), 0);
     assert_int_equal(ver, 2);
     assert_int_equal(vault_key_rotate(v, &alice, "s", &ver), 0);
-    assert_int_equal(vault_key_rotate(v, &bob, "k", &ver), -EPERM);
+    assert_int_equal(vault_key_rotate(v, &bob, "1000/k", &ver), -EPERM);
     assert_int_equal(vault_key_rotate(v, &alice, "nope", &ver), -ENOKEY);
     assert_int_equal(vault_encrypt(v, &alice, "k", &op, (const uint8_t *)"v2", 2, &c2, &l2), 0);
     assert_int_equal(c2[11], 2);
@@ -502,17 +516,20 @@ static void test_rotation_versions(void **state) {
     }
 
     /* Retire version 1. */
-    assert_int_equal(vault_key_set_min_version(v, &bob, "k", 2), -EPERM);
+    assert_int_equal(vault_key_set_min_version(v, &bob, "1000/k", 2), -EPERM);
     assert_int_equal(vault_key_set_min_version(v, &alice, "k", 3), -EINVAL);
     assert_int_equal(vault_key_set_min_version(v, &alice, "k", 2), 0);
     assert_int_equal(vault_key_set_min_version(v, &alice, "k", 1), -EINVAL);
-    assert_int_equal(vault_decrypt(v, &alice, "k", &op, c1, l1, &pt), -ENOKEY);
+    /* Finding 7: a retired version says so (status "retired"), not "not found". */
+    assert_int_equal(vault_decrypt(v, &alice, "k", &op, c1, l1, &pt), -EKEYREVOKED);
     assert_int_equal(vault_decrypt(v, &alice, "k", &op, c2, l2, &pt), 0);
     assert_int_equal(vault_key_set_min_version(v, &alice, "s", 2), 0);
-    assert_int_equal(vault_verify(v, &alice, "s", &sop, (const uint8_t *)"m", 1, s1, sl), -ENOKEY);
+    assert_int_equal(vault_verify(v, &alice, "s", &sop, (const uint8_t *)"m", 1, s1, sl),
+                     -EKEYREVOKED);
     {
         char *a = NULL;
-        assert_int_equal(vault_key_export_public(v, &alice, "s", 1, VAULT_PUB_PEM, &a), -ENOKEY);
+        assert_int_equal(vault_key_export_public(v, &alice, "s", 1, VAULT_PUB_PEM, &a),
+                         -EKEYREVOKED);
     }
     assert_int_equal(vault_key_describe(v, &alice, "k", &d), 0);
     assert_int_equal(json_integer_value(json_object_get(d, "min_version")), 2);
@@ -536,11 +553,12 @@ static void test_acl(void **state) {
     /* Default: the creator only; root administers but does not use. */
     assert_true(vault_acl_check(&(VaultAcl){0}, &root_peer, VAULT_RIGHT_ADMIN));
     assert_false(vault_acl_check(&(VaultAcl){0}, &root_peer, VAULT_RIGHT_USE));
-    assert_int_equal(vault_encrypt(v, &root_peer, "k", &op, (const uint8_t *)"x", 1, &ct, &cl),
+    assert_int_equal(vault_encrypt(v, &root_peer, "1000/k", &op, (const uint8_t *)"x", 1, &ct, &cl),
                      -EPERM);
-    assert_int_equal(vault_encrypt(v, &bob, "k", &op, (const uint8_t *)"x", 1, &ct, &cl), -EPERM);
-    assert_int_equal(vault_key_delete(v, &bob, "k"), -EPERM);
-    assert_int_equal(vault_key_rotate(v, &root_peer, "k", NULL), 0);
+    assert_int_equal(vault_encrypt(v, &bob, "1000/k", &op, (const uint8_t *)"x", 1, &ct, &cl),
+                     -EPERM);
+    assert_int_equal(vault_key_delete(v, &bob, "1000/k"), -EPERM);
+    assert_int_equal(vault_key_rotate(v, &root_peer, "1000/k", NULL), 0);
 
     /* Root recovers: it sets an ACL that lists itself, a visible persisted action. */
     assert_int_equal(vault_acl_list_add_uid(&acl.use, 0), 0);
@@ -549,9 +567,10 @@ static void test_acl(void **state) {
     assert_int_equal(vault_acl_list_add_cgroup(&acl.use, "relative"), -EINVAL);
     assert_int_equal(vault_acl_list_add_cgroup(&acl.use, "/a/../b"), -EINVAL);
     assert_int_equal(vault_acl_list_add_uid(&acl.admin, 1001), 0);
-    assert_int_equal(vault_key_set_acl(v, &bob, "k", &acl), -EPERM);
-    assert_int_equal(vault_key_set_acl(v, &root_peer, "k", &acl), 0);
-    assert_int_equal(vault_encrypt(v, &root_peer, "k", &op, (const uint8_t *)"x", 1, &ct, &cl), 0);
+    assert_int_equal(vault_key_set_acl(v, &bob, "1000/k", &acl), -EPERM);
+    assert_int_equal(vault_key_set_acl(v, &root_peer, "1000/k", &acl), 0);
+    assert_int_equal(vault_encrypt(v, &root_peer, "1000/k", &op, (const uint8_t *)"x", 1, &ct, &cl),
+                     0);
     free(ct);
     ct = NULL;
     assert_true(vault_acl_check(&acl, &svc, VAULT_RIGHT_USE));
@@ -568,10 +587,11 @@ static void test_acl(void **state) {
         assert_false(vault_acl_check(&acl, &other, VAULT_RIGHT_USE));
     }
     assert_false(vault_acl_check(&acl, &nocg, VAULT_RIGHT_USE));
-    assert_int_equal(vault_encrypt(v, &svc_child, "k", &op, (const uint8_t *)"x", 1, &ct, &cl), 0);
+    assert_int_equal(vault_encrypt(v, &svc_child, "1000/k", &op, (const uint8_t *)"x", 1, &ct, &cl),
+                     0);
     /* alice (the creator) lost both rights; bob administers now. */
     assert_int_equal(vault_key_rotate(v, &alice, "k", NULL), -EPERM);
-    assert_int_equal(vault_key_rotate(v, &bob, "k", NULL), 0);
+    assert_int_equal(vault_key_rotate(v, &bob, "1000/k", NULL), 0);
     {
         json_auto_t *j = vault_acl_to_json(&acl);
         VaultAcl back = {0};
@@ -589,9 +609,9 @@ static void test_acl(void **state) {
         assert_int_equal(vault_acl_list_add_uid(&acl.use, (uid_t)(5000 + i)), 0);
     assert_int_equal(vault_acl_list_add_uid(&acl.use, 9999), -E2BIG);
     vault_acl_done(&acl);
-    assert_int_equal(vault_key_delete(v, &root_peer, "k"), 0);
+    assert_int_equal(vault_key_delete(v, &root_peer, "1000/k"), 0);
     assert_int_equal(vault_key_count(v), 0);
-    assert_int_equal(vault_key_delete(v, &root_peer, "k"), -ENOKEY);
+    assert_int_equal(vault_key_delete(v, &root_peer, "1000/k"), -ENOKEY);
 }
 
 static void test_attested_policy(void **state) {
@@ -616,7 +636,8 @@ static void test_attested_policy(void **state) {
                      -EKEYEXPIRED);
     /* Public operations need no attestation; ACL still comes first. */
     assert_int_equal(vault_key_export_public(v, &alice, "att", 0, VAULT_PUB_PEM, &pem), 0);
-    assert_int_equal(vault_sign(v, &bob, "att", &op, (const uint8_t *)"m", 1, &sig, &sl), -EPERM);
+    assert_int_equal(vault_sign(v, &bob, "1000/att", &op, (const uint8_t *)"m", 1, &sig, &sl),
+                     -EPERM);
     vault_set_attestation(v, fake_now);
     assert_int_equal(vault_sign(v, &alice, "att", &op, (const uint8_t *)"m", 1, &sig, &sl), 0);
     vault_set_attestation(v, 0);
@@ -698,8 +719,11 @@ static void test_many_keys(void **state) {
         json_t *d = NULL;
         (void)snprintf(name, sizeof name, "k%03d", i);
         assert_int_equal(vault_key_describe(v, &alice, name, &d), i % 3 == 0 ? -ENOKEY : 0);
-        if (d)
-            assert_string_equal(json_string_value(json_object_get(d, "name")), name);
+        if (d) {
+            char full[40];
+            (void)snprintf(full, sizeof full, "1000/%.26s", name);
+            assert_string_equal(json_string_value(json_object_get(d, "name")), full);
+        }
         json_decref(d);
     }
     assert_int_equal(vault_key_list(v, &alice, &l), 0);
