@@ -61,7 +61,7 @@ H as-user 5003 5003 $PG -- "$VHSM" --socket "$SOCK" key rotate grp-admin >/dev/n
   fail "a supplementary admin gid could not rotate"
 
 # A key permitted by cgroup: the client's cgroup (read by vhsmd from /proc/PID/cgroup and
-# verified through SO_PEERPIDFD or the start time) must lie at or below a listed prefix.
+# verified through a live SO_PEERPIDFD pidfd) must lie at or below a listed prefix.
 CG=$(sed -n 's/^0:://p' /proc/self/cgroup)
 if [ -n "$CG" ]; then
   V key create cg --type ed25519 --allow-cgroup "$CG"
