@@ -150,14 +150,14 @@ static void identify_cgroup(int fd, pid_t pid, bool use_pidfd, Peer *p) {
 
     if (!use_pidfd || pid <= 0)
         return;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0 || len != sizeof pidfd ||
-        pidfd < 0) {
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0) {
         /* ENOPROTOOPT: kernel < 6.5; ESRCH: the peer was reaped (kernel < 6.16) */
         log_debug_errno(negative_errno(), "No pidfd for peer pid %d (%m); cgroup unknown.",
                         (int)pid);
-        pidfd = -EBADF;
         return;
     }
+    if (len != sizeof pidfd || pidfd < 0)
+        return;
     r = pidfd_cgroup(pidfd, pid, &p->cgroup);
     if (r < 0) {
         log_debug_errno(r, "Cgroup of peer pid %d not verified (%m); cgroup unknown.", (int)pid);
@@ -175,11 +175,9 @@ bool peer_pidfd_supported(void) {
         return false;
     a = sv[0];
     b = sv[1];
-    if (getsockopt(a, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0 || len != sizeof pidfd) {
-        pidfd = -EBADF;
+    if (getsockopt(a, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
         return false;
-    }
-    return pidfd >= 0;
+    return len == sizeof pidfd && pidfd >= 0;
 }
 
 /* The peer's supplementary groups as the kernel recorded them at connect(). Leaves none on any
