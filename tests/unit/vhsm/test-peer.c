@@ -4,7 +4,8 @@
  * cgroup (through SO_PEERPIDFD), the same peer without pidfd use gets none, a peer that exited
  * and was reaped before accept() gets none, and a peer whose pid was recycled by another
  * process between connect() and accept() (clone3 with set_tid, root only) gets none: the
- * impostor's cgroup must never be taken for the peer's.
+ * impostor's cgroup must never be taken for the peer's (issue 8, finding 2: the former start-time
+ * fallback accepted it).
  */
 #include <setjmp.h>
 #include <stdarg.h>
