@@ -20,4 +20,4 @@ bench: build
 	@bash scripts/bench.sh
 
 clean:
-	rm -rf build build-asan build-fuzz build-bench *.setup.log
+	rm -rf build build-asan build-fuzz build-bench build-release *.setup.log

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test run behind 'make check':
 #   1. build with warnings as errors, run every test (unit, integration, fuzz corpus replay);
-#   2. the same suite under ASan+UBSan in a second build directory;
-#   3. each libFuzzer target for a bounded time (NT_FUZZ_SECONDS, default 20).
+#   2. a release build (-Dbuildtype=release: gcc -O3 without debug info; its inlining and flow
+#      analysis warn about things the default -O2 build does not see, e.g. -Wmaybe-uninitialized,
+#      -Wformat-truncation), warnings as errors, compiled only (not tested);
+#   3. the same suite under ASan+UBSan in a second build directory;
+#   4. each libFuzzer target for a bounded time (NT_FUZZ_SECONDS, default 20).
 # Ends with one summary line "N passed, N failed" over all runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +43,13 @@ if bash scripts/format-check.sh; then total_p=$((total_p+1)); else fail=1; total
 
 setup build || exit 1
 run_suite build "default build"
+
+echo "== release build: compile only (build-release)"
+if setup build-release -Dbuildtype=release && ninja -C build-release -j "$jobs"; then
+  total_p=$((total_p+1))
+else
+  echo "== release build: BUILD FAILED"; fail=1; total_f=$((total_f+1))
+fi
 
 if [ "${NT_SKIP_ASAN:-0}" != 1 ]; then
   setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug || exit 1

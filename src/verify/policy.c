@@ -22,8 +22,12 @@
 #define POLICY_FILE_MAX (1024u * 1024u)
 #define LIST_MAX 4096u
 
-static int perr(char **ret_error, const char *fmt, ...) _printf_(2, 3);
-static int perr(char **ret_error, const char *fmt, ...) {
+static void perr_set(char **ret_error, const char *fmt, ...) _printf_(2, 3);
+/* Every parse error is -EBADMSG, spelled out in the macro rather than returned by the variadic
+ * perr_set() (never inlined): so the compiler, like the reader, sees that an error path never
+ * returns 0 without having filled its output. */
+#define perr(ret_error, ...) (perr_set(ret_error, __VA_ARGS__), -EBADMSG)
+static void perr_set(char **ret_error, const char *fmt, ...) {
     va_list ap;
     char *s = NULL;
 
@@ -35,7 +39,6 @@ static int perr(char **ret_error, const char *fmt, ...) {
         free(*ret_error);
         *ret_error = s;
     }
-    return -EBADMSG;
 }
 
 static void hex_list_done(NtHexList *l) {
@@ -232,8 +235,10 @@ static int parse_object(json_t *root, NtPolicy *p, char **ret_error) {
             r = parse_min_tcb(v, p, ret_error);
         else if (streq(k, "min_guest_svn")) {
             r = parse_uint(v, k, UINT32_MAX, &n, ret_error);
-            p->min_guest_svn = (uint32_t)n;
-            p->has_min_guest_svn = r >= 0;
+            if (r >= 0) {
+                p->min_guest_svn = (uint32_t)n;
+                p->has_min_guest_svn = true;
+            }
         } else if (streq(k, "vmpls"))
             r = parse_vmpls(v, p, ret_error);
         else if (streq(k, "allow_debug"))
@@ -252,7 +257,8 @@ static int parse_object(json_t *root, NtPolicy *p, char **ret_error) {
             p->has_min_firmware = r >= 0;
         } else if (streq(k, "min_report_version")) {
             r = parse_uint(v, k, 255, &n, ret_error);
-            p->min_report_version = (uint32_t)n;
+            if (r >= 0)
+                p->min_report_version = (uint32_t)n;
         } else if (streq(k, "chip_id_masked")) {
             const char *s = json_string_value(v);
             if (streq_ptr(s, "forbid"))

@@ -1,17 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Peer identity (see peer.h for the pid-reuse defences). Everything read from /proc is bounded
+ * Peer identity (see peer.h for the pid-reuse defence). Everything read from /proc is bounded
  * and parsed strictly; any doubt leaves the cgroup unknown, which denies cgroup-based access.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -74,42 +72,6 @@ int peer_parse_cgroup(const char *content, char **ret) {
     return -ENOENT;
 }
 
-int peer_parse_starttime(const char *content, unsigned long long *ret) {
-    /* "pid (comm) S ppid ..." : comm may contain ") ", so search the last ')'. */
-    const char *p = strrchr(content, ')');
-    unsigned long long v;
-    char *end;
-
-    if (!p || p[1] != ' ')
-        return -EBADMSG;
-    p += 2;
-    /* p is at field 3 (state); starttime is field 22: skip 19 fields. */
-    for (int i = 0; i < 19; i++) {
-        p = strchr(p, ' ');
-        if (!p)
-            return -EBADMSG;
-        p++;
-    }
-    if (*p < '0' || *p > '9')
-        return -EBADMSG;
-    errno = 0;
-    v = strtoull(p, &end, 10);
-    if (errno != 0 || (*end != ' ' && *end != '\n' && *end != 0))
-        return -EBADMSG;
-    *ret = v;
-    return 0;
-}
-
-unsigned long long peer_boottime_ticks(void) {
-    struct timespec ts;
-    long hz = sysconf(_SC_CLK_TCK);
-    if (hz <= 0)
-        hz = 100;
-    (void)clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (unsigned long long)ts.tv_sec * (unsigned long long)hz +
-           (unsigned long long)ts.tv_nsec / (1000000000ull / (unsigned long long)hz);
-}
-
 static int read_cgroup(pid_t pid, char **ret) {
     char path[64], buf[PROC_READ_MAX];
     int r;
@@ -120,71 +82,102 @@ static int read_cgroup(pid_t pid, char **ret) {
     return peer_parse_cgroup(buf, ret);
 }
 
-static int read_starttime(pid_t pid, unsigned long long *ret) {
+/* The pid of pidfd's process in our pid namespace, from /proc/self/fdinfo/<pidfd> ("Pid:"):
+ * > 0, or 0 if the process is in a pid namespace we cannot see, or -ESRCH once it was reaped
+ * (the kernel shows -1; Linux 6.16+ hands out pidfds for reaped peers), or a negative errno. */
+static pid_t pidfd_pid(int pidfd) {
     char path[64], buf[PROC_READ_MAX];
+    const char *p;
+    char *end;
+    long v;
     int r;
-    (void)snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+
+    (void)snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
     r = read_small(path, buf, sizeof buf);
     if (r < 0)
         return r;
-    return peer_parse_starttime(buf, ret);
-}
-
-/* True if pidfd still refers to a running process with pid `pid`. */
-static bool pidfd_still_is(int pidfd, pid_t pid) {
-    char path[64], buf[PROC_READ_MAX];
-    const char *p;
-
-    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
-        return false;
-    (void)snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
-    if (read_small(path, buf, sizeof buf) < 0)
-        return false;
     p = strstr(buf, "\nPid:\t");
     if (!p)
-        return false;
-    return strtol(p + 6, NULL, 10) == (long)pid;
+        return -ENOENT; /* a kernel whose fdinfo does not name the pid */
+    errno = 0;
+    v = strtol(p + 6, &end, 10);
+    if (errno != 0 || end == p + 6 || (*end != '\n' && *end != 0) || v < -1 || v > INT32_MAX)
+        return -EBADMSG;
+    return v == -1 ? -ESRCH : (pid_t)v;
 }
 
-static void identify_cgroup(int fd, pid_t pid, unsigned long long accept_ticks, Peer *p) {
-    _cleanup_close_ int pidfd = -EBADF;
+/* True if pidfd's process has not exited. The kernel wakes pidfd pollers (POLLIN) when the
+ * process exits, before it can be reaped and its pid given to another process: so while this
+ * holds, the pid still names the process of the pidfd. Unlike pidfd_send_signal(pidfd, 0) it
+ * needs no permission to signal the peer. Any doubt counts as exited. */
+static bool pidfd_alive(int pidfd) {
+    struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+    int n;
+
+    do
+        n = poll(&pfd, 1, 0);
+    while (n < 0 && errno == EINTR);
+    return n == 0;
+}
+
+/* Reads the cgroup of pidfd's process, which SO_PEERCRED named pid. Returns 0 or a negative
+ * errno (-ESRCH: exited, reaped or not visible). */
+static int pidfd_cgroup(int pidfd, pid_t pid, char **ret) {
     _cleanup_free_ char *cg = NULL;
-    socklen_t len = sizeof pidfd;
-    unsigned long long st1 = 0, st2 = 0;
+    pid_t fd_pid;
     int r;
 
-    if (pid <= 0)
-        return;
-
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0 &&
-        len == sizeof pidfd) {
-        r = read_cgroup(pid, &cg);
-        if (r < 0) {
-            log_debug_errno(r, "Cannot read the cgroup of peer pid %d: %m", (int)pid);
-            return;
-        }
-        if (!pidfd_still_is(pidfd, pid)) {
-            log_debug("Peer pid %d exited while its cgroup was read; cgroup unknown.", (int)pid);
-            return;
-        }
-        p->cgroup = TAKE_PTR(cg);
-        p->pidfd = true;
-        return;
-    }
-    pidfd = -EBADF;
-
-    /* No pidfd: bracket the read with the start time. */
-    if (read_starttime(pid, &st1) < 0)
-        return;
-    r = read_cgroup(pid, &cg);
+    fd_pid = pidfd_pid(pidfd);
+    if (fd_pid < 0)
+        return fd_pid;
+    if (fd_pid == 0 || fd_pid != pid)
+        return -ESRCH; /* invisible to us, or not the pid SO_PEERCRED named */
+    r = read_cgroup(fd_pid, &cg);
     if (r < 0)
+        return r;
+    if (!pidfd_alive(pidfd))
+        return -ESRCH; /* exited during the read: the pid may have been recycled since */
+    *ret = TAKE_PTR(cg);
+    return 0;
+}
+
+/* Cgroup only through a live pidfd of the connecting process (SO_PEERPIDFD); anything else
+ * (no SO_PEERPIDFD, the peer exited, fdinfo without Pid) leaves it unknown. */
+static void identify_cgroup(int fd, pid_t pid, bool use_pidfd, Peer *p) {
+    _cleanup_close_ int pidfd = -EBADF;
+    socklen_t len = sizeof pidfd;
+    int r;
+
+    if (!use_pidfd || pid <= 0)
         return;
-    if (read_starttime(pid, &st2) < 0 || st1 != st2 || st1 > accept_ticks) {
-        log_debug("Peer pid %d changed identity while its cgroup was read; cgroup unknown.",
-                  (int)pid);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0) {
+        /* ENOPROTOOPT: kernel < 6.5; ESRCH: the peer was reaped (kernel < 6.16) */
+        log_debug_errno(negative_errno(), "No pidfd for peer pid %d (%m); cgroup unknown.",
+                        (int)pid);
         return;
     }
-    p->cgroup = TAKE_PTR(cg);
+    if (len != sizeof pidfd || pidfd < 0)
+        return;
+    r = pidfd_cgroup(pidfd, pid, &p->cgroup);
+    if (r < 0) {
+        log_debug_errno(r, "Cgroup of peer pid %d not verified (%m); cgroup unknown.", (int)pid);
+        return;
+    }
+    p->pidfd = true;
+}
+
+bool peer_pidfd_supported(void) {
+    _cleanup_close_ int a = -EBADF, b = -EBADF, pidfd = -EBADF;
+    socklen_t len = sizeof pidfd;
+    int sv[2];
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return false;
+    a = sv[0];
+    b = sv[1];
+    if (getsockopt(a, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+        return false;
+    return len == sizeof pidfd && pidfd >= 0;
 }
 
 /* The peer's supplementary groups as the kernel recorded them at connect(). Leaves none on any
@@ -216,7 +209,7 @@ static void identify_groups(int fd, Peer *p) {
     log_debug("Supplementary groups of pid %d unknown: its primary gid alone counts.", (int)p->pid);
 }
 
-int peer_identify(int fd, unsigned long long accept_boottime_ticks, Peer *ret) {
+int peer_identify(int fd, bool use_pidfd, Peer *ret) {
     struct ucred cred;
     socklen_t len = sizeof cred;
     Peer p = {0};
@@ -229,7 +222,7 @@ int peer_identify(int fd, unsigned long long accept_boottime_ticks, Peer *ret) {
     p.gid = cred.gid;
     p.pid = cred.pid;
     identify_groups(fd, &p);
-    identify_cgroup(fd, cred.pid, accept_boottime_ticks, &p);
+    identify_cgroup(fd, cred.pid, use_pidfd, &p);
     *ret = p;
     return 0;
 }

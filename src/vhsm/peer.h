@@ -6,16 +6,13 @@
  * v2 path read from /proc/PID/cgroup.
  *
  * Reading /proc/PID/cgroup races with pid reuse: the peer may exit and its pid be recycled by
- * another process before the read. Defences, in order of preference:
- *  - SO_PEERPIDFD (Linux 6.5+): a pidfd for the exact peer process. After reading the cgroup we
- *    check that the pidfd's process still runs (pidfd_send_signal(pidfd, 0)) and that
- *    /proc/self/fdinfo/<pidfd> still names the same pid: a live process cannot have given its
- *    pid away, so the cgroup we read was the peer's.
- *  - Otherwise: the process start time (/proc/PID/stat field 22) is read before and after the
- *    cgroup, must be equal, and must not be later than the moment we accepted the connection
- *    (a process started after accept() cannot be the one that connected).
- * If neither check passes, the cgroup is left unknown (NULL): no cgroup ACL entry matches it,
- * so the failure is closed. uid/gid are always valid.
+ * another process before the read. The one defence: SO_PEERPIDFD (Linux 6.5+) gives a pidfd for
+ * the exact peer process; the cgroup is read from /proc/<pid of the pidfd>/cgroup and then the
+ * pidfd must still be alive (poll: not readable). A process that has not exited cannot have been
+ * reaped, so its pid was not recycled and the file read was the peer's. Without a live pidfd
+ * (kernel < 6.5, peer exited, or the test knob) the cgroup is left unknown (NULL): no cgroup ACL
+ * entry matches it, so the failure is closed. uid/gid are always valid. (A start-time check is
+ * deliberately not used: a process that got the pid between connect() and accept() passes it.)
  */
 #pragma once
 
@@ -38,19 +35,15 @@ typedef struct Peer {
 
 /* Identifies the peer of a connected unix socket. Returns 0 (cgroup may be NULL; groups empty if
  * the kernel lacks SO_PEERGROUPS, or the peer has more than PEER_GROUPS_MAX: then only its
- * primary gid counts) or a negative errno if SO_PEERCRED fails. accept_boottime_ticks: the time of
- * accept() in clock ticks since boot (peer_boottime_ticks()), for the start-time check. */
-int peer_identify(int fd, unsigned long long accept_boottime_ticks, Peer *ret);
+ * primary gid counts) or a negative errno if SO_PEERCRED fails. use_pidfd false: behave as on a
+ * kernel without SO_PEERPIDFD (the cgroup stays unknown). */
+int peer_identify(int fd, bool use_pidfd, Peer *ret);
 void peer_done(Peer *p);
 
-/* Now, in clock ticks (sysconf(_SC_CLK_TCK)) since boot (CLOCK_BOOTTIME), the unit of
- * /proc/PID/stat's starttime. */
-unsigned long long peer_boottime_ticks(void);
+/* True if the kernel answers SO_PEERPIDFD (Linux 6.5+). */
+bool peer_pidfd_supported(void);
 
 /* Parses the content of /proc/PID/cgroup and returns the cgroup v2 ("0::") path, malloc'd.
  * Returns 0, -ENOENT (no v2 line), -EBADMSG (malformed, or a path that is not absolute), -ENOMEM.
  */
 int peer_parse_cgroup(const char *content, char **ret);
-/* Parses the starttime (field 22) out of the content of /proc/PID/stat (the comm field may hold
- * spaces and parentheses). Returns 0 or -EBADMSG. */
-int peer_parse_starttime(const char *content, unsigned long long *ret);

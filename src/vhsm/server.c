@@ -532,7 +532,6 @@ static unsigned count_uid(Server *s, uid_t uid) {
 static void accept_all(Server *s) {
     for (;;) {
         _cleanup_close_ int fd = -EBADF;
-        unsigned long long ticks;
         Conn *c;
         Peer peer;
         int r;
@@ -545,8 +544,7 @@ static void accept_all(Server *s) {
                 log_warning_errno(negative_errno(), "accept() failed, ignoring: %m");
             return;
         }
-        ticks = peer_boottime_ticks();
-        r = peer_identify(fd, ticks, &peer);
+        r = peer_identify(fd, !s->cfg.no_peer_pidfd, &peer);
         if (r < 0) {
             log_warning_errno(r, "Cannot identify a client (SO_PEERCRED), refusing it: %m");
             continue;

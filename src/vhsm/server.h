@@ -32,6 +32,7 @@ typedef struct ServerConfig {
     unsigned max_per_uid;      /* 0: 128 (root is exempt) */
     unsigned stall_timeout_ms; /* 0: 10000; a partial frame or unread reply older than this */
     unsigned spin_us;          /* busy-poll a connection this long after a reply; 0: off */
+    bool no_peer_pidfd;        /* no SO_PEERPIDFD (old kernel, or the test knob): cgroups unknown */
 } ServerConfig;
 
 typedef struct Server Server;

@@ -31,6 +31,7 @@
 #include "core/secret.h"
 #include "client/vhsm-client.h"
 #include "dispatch.h"
+#include "peer.h"
 #include "server.h"
 #include "snp/provider.h"
 #include "vhsm/keystore.h"
@@ -302,6 +303,9 @@ static int run(const Options *o, int ready_fd) {
         .threads = o->threads,
         .stall_timeout_ms = o->stall_timeout_ms,
         .spin_us = o->spin_us,
+        /* test only: simulates a kernel without SO_PEERPIDFD (tests/integration/vhsm-cgroup.sh) */
+        .no_peer_pidfd =
+            streq_ptr(getenv("VHSMD_TEST_NO_PEERPIDFD"), "1") || !peer_pidfd_supported(),
     };
     char *slash;
     int r;
@@ -352,6 +356,9 @@ static int run(const Options *o, int ready_fd) {
     else
         log_info("Keystore '%s' opened: %zu keys.", o->keystore, vault_key_count(vault));
     vault_set_keystore(vault, ks);
+    if (cfg.no_peer_pidfd)
+        log_notice("No SO_PEERPIDFD (Linux < 6.5, or VHSMD_TEST_NO_PEERPIDFD=1): peers' cgroups "
+                   "are unknown, so cgroup ACL entries match nobody; uid and gid entries do.");
 
     r = dispatch_new(vault, &dispatch);
     if (r < 0)

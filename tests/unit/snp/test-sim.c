@@ -50,11 +50,13 @@ static int group_teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Paths are built with asprintf: a fixed buffer would silently truncate a long directory
+ * ($NT_VECTORS is the source tree's) and open another file. */
 static X509 *load_pem(const char *dir, const char *name) {
-    char path[400];
+    _cleanup_free_ char *path = NULL;
     FILE *f;
     X509 *x;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_true(asprintf(&path, "%s/%s", dir, name) > 0);
     f = fopen(path, "re");
     assert_non_null(f);
     x = PEM_read_X509(f, NULL, NULL, NULL);
@@ -65,14 +67,14 @@ static X509 *load_pem(const char *dir, const char *name) {
 
 static X509 *load_vector(const char *vec, const char *name) {
     const char *root = getenv("NT_VECTORS");
-    char path[400];
+    _cleanup_free_ char *path = NULL;
     _cleanup_free_ uint8_t *buf = NULL;
     size_t len = 0;
     const uint8_t *p;
     X509 *x;
 
     assert_non_null(root);
-    snprintf(path, sizeof path, "%s/snp/%s/%s", root, vec, name);
+    assert_true(asprintf(&path, "%s/snp/%s/%s", root, vec, name) > 0);
     assert_int_equal(read_full_file(path, 65536, &buf, &len), 0);
     p = buf;
     x = strstr(name, ".der") ? d2i_X509(NULL, &p, (long)len) : NULL;

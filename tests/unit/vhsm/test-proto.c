@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Unit tests of the vhsmd wire protocol codec (proto.c) and of the peer-identity parsers
+ * Unit tests of the vhsmd wire protocol codec (proto.c) and of the peer-identity parser
  * (peer.c): byte-exact encodings, every decoder refusal, the errno/status table, and the
- * /proc parsers on hostile input.
+ * /proc/PID/cgroup parser on hostile input (peer_identify itself: test-peer.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -239,29 +239,12 @@ static void test_peer_cgroup(void **state) {
     assert_null(cg);
 }
 
-static void test_peer_starttime(void **state) {
-    unsigned long long st = 0;
-    /* comm with spaces and a ") " inside */
-    const char *stat = "1234 (evil) x (y) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 "
-                       "987654 1000 100 18446744073709551615\n";
-    assert_int_equal(peer_parse_starttime(stat, &st), 0);
-    assert_true(st == 987654ull);
-    st = 5;
-    assert_int_equal(peer_parse_starttime("1234 (x) S 1 2 3\n", &st), -EBADMSG);
-    assert_int_equal(peer_parse_starttime("no parens at all", &st), -EBADMSG);
-    assert_int_equal(
-        peer_parse_starttime("1 (x) S 1 1 1 0 -1 4 1 0 0 0 1 2 0 0 20 0 1 0 abc 1\n", &st),
-        -EBADMSG);
-    assert_true(st == 5);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_roundtrip), cmocka_unit_test(test_header_refusals),
         cmocka_unit_test(test_build_and_parse),  cmocka_unit_test(test_two_frames_and_abort),
         cmocka_unit_test(test_oversized_body),   cmocka_unit_test(test_body_refusals),
         cmocka_unit_test(test_status_table),     cmocka_unit_test(test_peer_cgroup),
-        cmocka_unit_test(test_peer_starttime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
