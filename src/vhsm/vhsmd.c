@@ -59,6 +59,8 @@ typedef struct Options {
     bool allow_unlocked;
     bool foreground;
     bool debug;
+    VaultQuota quota;   /* 0 fields: defaults */
+    size_t secure_heap; /* 0: sized from the quotas */
 } Options;
 
 static void help(void) {
@@ -76,6 +78,13 @@ static void help(void) {
         "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
         "  --spin-us US              after a reply, poll the connection this long for the next\n"
         "                            request before sleeping (latency vs. CPU; default 0 = off)\n"
+        "  --quota-keys N            keys per non-root uid (default 1024)\n"
+        "  --quota-versions N        retained key versions per non-root uid (default 4096)\n"
+        "  --quota-bytes SIZE        bytes charged per non-root uid (default 4M; docs/vault.md)\n"
+        "  --quota-total SIZE        bytes charged to all non-root uids together (default 64M)\n"
+        "  --quota-root SIZE         reserve beyond the total that only root may use (default "
+        "32M)\n"
+        "  --secure-heap SIZE        OpenSSL secure heap (default: sized from the quotas, 32M)\n"
         "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
@@ -94,6 +103,29 @@ static int parse_uint(const char *s, unsigned max, unsigned *ret) {
     return 0;
 }
 
+/* "123", "64K", "4M", "1G" -> bytes (at most 1 TiB). */
+static int parse_size(const char *s, uint64_t *ret) {
+    char *end;
+    unsigned long long v;
+    unsigned shift = 0;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-')
+        return -EINVAL;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (*end || v > (1ULL << 40) >> shift)
+        return -EINVAL;
+    *ret = (uint64_t)v << shift;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, Options *o) {
     enum {
         ARG_SOCKET = 0x100,
@@ -106,6 +138,12 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_STALL,
         ARG_SPIN,
         ARG_ALLOW_UNLOCKED,
+        ARG_QUOTA_KEYS,
+        ARG_QUOTA_VERSIONS,
+        ARG_QUOTA_BYTES,
+        ARG_QUOTA_TOTAL,
+        ARG_QUOTA_ROOT,
+        ARG_SECURE_HEAP,
         ARG_FOREGROUND,
         ARG_DEBUG,
         ARG_VERSION,
@@ -121,6 +159,12 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"stall-timeout", required_argument, NULL, ARG_STALL},
         {"spin-us", required_argument, NULL, ARG_SPIN},
         {"allow-unlocked-memory", no_argument, NULL, ARG_ALLOW_UNLOCKED},
+        {"quota-keys", required_argument, NULL, ARG_QUOTA_KEYS},
+        {"quota-versions", required_argument, NULL, ARG_QUOTA_VERSIONS},
+        {"quota-bytes", required_argument, NULL, ARG_QUOTA_BYTES},
+        {"quota-total", required_argument, NULL, ARG_QUOTA_TOTAL},
+        {"quota-root", required_argument, NULL, ARG_QUOTA_ROOT},
+        {"secure-heap", required_argument, NULL, ARG_SECURE_HEAP},
         {"foreground", no_argument, NULL, ARG_FOREGROUND},
         {"debug", no_argument, NULL, ARG_DEBUG},
         {"help", no_argument, NULL, 'h'},
@@ -183,6 +227,43 @@ static int parse_args(int argc, char **argv, Options *o) {
         case ARG_ALLOW_UNLOCKED:
             o->allow_unlocked = true;
             break;
+        case ARG_QUOTA_KEYS:
+        case ARG_QUOTA_VERSIONS: {
+            unsigned n;
+            if (parse_uint(optarg, 1000000, &n) < 0 || n == 0)
+                return log_error_errno(-EINVAL, "Invalid %s '%s' (1..1000000).",
+                                       c == ARG_QUOTA_KEYS ? "--quota-keys" : "--quota-versions",
+                                       optarg);
+            if (c == ARG_QUOTA_KEYS)
+                o->quota.max_keys = n;
+            else
+                o->quota.max_versions = n;
+            break;
+        }
+        case ARG_QUOTA_BYTES:
+        case ARG_QUOTA_TOTAL:
+        case ARG_QUOTA_ROOT: {
+            uint64_t n;
+            if (parse_size(optarg, &n) < 0 || n == 0)
+                return log_error_errno(-EINVAL, "Invalid size '%s' (bytes, or with K, M, G).",
+                                       optarg);
+            if (c == ARG_QUOTA_BYTES)
+                o->quota.max_bytes = n;
+            else if (c == ARG_QUOTA_TOTAL)
+                o->quota.total_bytes = n;
+            else
+                o->quota.root_reserve = n;
+            break;
+        }
+        case ARG_SECURE_HEAP: {
+            uint64_t n;
+            if (parse_size(optarg, &n) < 0 || n < 65536 || n > ((uint64_t)1 << 32))
+                return log_error_errno(-EINVAL, "Invalid --secure-heap '%s' (64K..4G).", optarg);
+            o->secure_heap = (size_t)n;
+            while (o->secure_heap & (o->secure_heap - 1)) /* OpenSSL needs a power of two */
+                o->secure_heap += o->secure_heap & -o->secure_heap;
+            break;
+        }
         case ARG_FOREGROUND:
             o->foreground = true;
             break;
@@ -316,9 +397,25 @@ static int run(const Options *o, int ready_fd) {
     r = lock_memory(o->allow_unlocked);
     if (r < 0)
         return r;
-    r = vault_init(0);
+    VaultQuota quota = o->quota;
+    size_t secure_heap = o->secure_heap;
+    r = vault_quota_normalize(&quota);
     if (r < 0)
-        return log_error_errno(r, "Failed to initialise the vault (secure heap): %m");
+        return log_error_errno(r,
+                               "Inconsistent quotas: --quota-bytes must not exceed --quota-total, "
+                               "and --quota-total plus --quota-root must stay under %u MiB "
+                               "(the keystore's bound).",
+                               (unsigned)(2 * (KEYSTORE_MAX_FILE >> 20) - 2));
+    if (secure_heap == 0)
+        secure_heap = vault_quota_secure_heap_size(&quota);
+    r = vault_init(secure_heap);
+    if (r < 0)
+        return log_error_errno(r, "Failed to initialise the vault (secure heap of %zu bytes): %m",
+                               secure_heap);
+    log_info("Quotas per uid: %u keys, %u versions, %" PRIu64 " bytes; all uids %" PRIu64
+             " bytes, root's reserve %" PRIu64 " bytes; secure heap %zu bytes.",
+             quota.max_keys, quota.max_versions, quota.max_bytes, quota.total_bytes,
+             quota.root_reserve, secure_heap);
 
     r = snp_provider_open(o->provider, o->sim_dir, &provider);
     if (r == -ENODEV)
@@ -344,6 +441,9 @@ static int run(const Options *o, int ready_fd) {
     r = vault_new(&vault);
     if (r < 0)
         return log_oom();
+    r = vault_set_quota(vault, &quota);
+    if (r < 0)
+        return log_error_errno(r, "Invalid quotas: %m");
     r = keystore_load(ks, vault);
     if (r == -ENOENT)
         log_info("No keystore at '%s' yet: starting empty; it is created with the first key.",
@@ -355,6 +455,11 @@ static int run(const Options *o, int ready_fd) {
                                o->keystore);
     else
         log_info("Keystore '%s' opened: %zu keys.", o->keystore, vault_key_count(vault));
+    if (vault_dormant_count(vault) > 0)
+        log_warning("%zu key versions do not fit in the secure heap (%zu bytes) and were not "
+                    "loaded: they stay in the keystore unchanged, and operations on them fail "
+                    "until vhsmd restarts with a larger --secure-heap.",
+                    vault_dormant_count(vault), secure_heap);
     vault_set_keystore(vault, ks);
     if (cfg.no_peer_pidfd)
         log_notice("No SO_PEERPIDFD (Linux < 6.5, or VHSMD_TEST_NO_PEERPIDFD=1): peers' cgroups "
