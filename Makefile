@@ -1,5 +1,5 @@
 # Thin wrapper over Meson. Every target installs missing Debian packages first (scripts/deps.sh).
-.PHONY: all deps build check demo bench fuzz clean
+.PHONY: all deps build check soak demo bench fuzz clean
 
 all: build
 
@@ -12,6 +12,11 @@ build: deps
 
 check: deps
 	@bash scripts/check.sh
+
+# Long runs kept out of make check: the hostile-tenant soak for NT_SOAK_SECONDS (default 600).
+soak: build
+	@NT_SOAK_SECONDS=$${NT_SOAK_SECONDS:-600} meson test -C build --print-errorlogs \
+	  --timeout-multiplier 10 vhsm-soak
 
 demo: build
 	@bash scripts/demo.sh

@@ -832,6 +832,10 @@ static void default_message(Req *q, uint16_t opcode, int r) {
     case EINVAL:
         reason = "invalid argument";
         break;
+    case ENOMEM:
+        reason = "out of memory, or the key version is not loaded (the secure heap was full at "
+                 "start: see vhsmd's log)";
+        break;
     default:
         reason = strerror(-r);
     }

@@ -257,8 +257,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         }
         case ARG_SECURE_HEAP: {
             uint64_t n;
-            if (parse_size(optarg, &n) < 0 || n < 65536 || n > ((uint64_t)1 << 32))
-                return log_error_errno(-EINVAL, "Invalid --secure-heap '%s' (64K..4G).", optarg);
+            if (parse_size(optarg, &n) < 0 || n < 16384 || n > ((uint64_t)1 << 32))
+                return log_error_errno(-EINVAL, "Invalid --secure-heap '%s' (16K..4G).", optarg);
             o->secure_heap = (size_t)n;
             while (o->secure_heap & (o->secure_heap - 1)) /* OpenSSL needs a power of two */
                 o->secure_heap += o->secure_heap & -o->secure_heap;
