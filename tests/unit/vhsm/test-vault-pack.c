@@ -3,10 +3,11 @@
  * Issue 8 finding 1: every symmetric key version used to be its own Secret mapping (guard pages
  * included), so ~32k AES/HMAC versions reached vm.max_map_count (65530) and every later mmap in
  * the daemon failed. Symmetric material is now packed into shared locked chunks. This test makes
- * 40,000 AES-256 versions through the vault API (one key rotated 20,000 times and 20,000 keys),
- * checks that the process gains far fewer than 1000 mappings (it was 2-3 per version), that the
- * keys still encrypt and decrypt (latest and oldest version), and that deleting the keys gives
- * the slots back.
+ * 40,000 AES-256 versions through the vault API in one process (four vaults, as the per-vault
+ * quotas allow about 30k AES versions at most; each vault holds one key rotated 5,000 times and
+ * 5,000 keys), checks that the process gains far fewer than 1000 mappings (it was 2-3 per version),
+ * that the keys still encrypt and decrypt (latest and oldest version), and that deleting the keys
+ * gives the slots back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,8 +22,10 @@
 #include "vhsm/vault.h"
 #include "vault-test-util.h"
 
-#define N_ROTATIONS 20000u
-#define N_KEYS 20000u
+#define N_VAULTS 4u
+#define N_ROTATIONS 5000u /* per vault */
+#define N_KEYS 5000u      /* per vault */
+#define N_TOTAL (N_VAULTS * (N_ROTATIONS + N_KEYS))
 
 static size_t count_maps(void) {
     FILE *f = fopen("/proc/self/maps", "re");
@@ -65,6 +68,19 @@ static void roundtrip(Vault *v, const char *name, const uint8_t *ct_in, size_t c
     assert_memory_equal(secret_data(pt), msg, sizeof msg);
 }
 
+static Vault *new_vault(void) {
+    /* Room for 10,000 AES versions (4 KiB each in the cost table) for alice. */
+    VaultQuota q = {.max_keys = 100000,
+                    .max_versions = 100000,
+                    .max_bytes = (uint64_t)60 << 20,
+                    .total_bytes = (uint64_t)60 << 20,
+                    .root_reserve = (uint64_t)60 << 20};
+    Vault *v = NULL;
+    assert_int_equal(vault_new(&v), 0);
+    assert_int_equal(vault_set_quota(v, &q), 0);
+    return v;
+}
+
 static void test_40k_aes_versions(void **state) {
     static const uint8_t msg[] = "packed symmetric key material";
     VaultKeySpec spec = {.type = VAULT_KEY_AES256};
@@ -73,45 +89,51 @@ static void test_40k_aes_versions(void **state) {
     SecretPackedStats s0, s1, s2;
     size_t maps0, maps1, maps2, ct1_len = 0;
     unsigned long lck0, lck1;
+    Vault *v[N_VAULTS];
     uint32_t ver = 0;
     char name[32];
-    Vault *v = NULL;
 
-    assert_int_equal(vault_new(&v), 0);
+    for (unsigned n = 0; n < N_VAULTS; n++)
+        v[n] = new_vault();
     maps0 = count_maps();
     lck0 = locked_kib();
     s0 = secret_packed_stats();
 
-    assert_int_equal(vault_key_generate(v, &alice, "rotated", &spec), 0);
-    assert_int_equal(vault_encrypt(v, &alice, "rotated", &op, msg, sizeof msg, &ct1, &ct1_len), 0);
-    for (unsigned i = 1; i < N_ROTATIONS; i++) {
-        assert_int_equal(vault_key_rotate(v, &alice, "rotated", &ver), 0);
-        assert_int_equal(ver, i + 1);
-    }
-    for (unsigned i = 0; i < N_KEYS; i++) {
-        snprintf(name, sizeof name, "k%05u", i);
-        assert_int_equal(vault_key_generate(v, &alice, name, &spec), 0);
+    for (unsigned n = 0; n < N_VAULTS; n++) {
+        assert_int_equal(vault_key_generate(v[n], &alice, "rotated", &spec), 0);
+        if (n == 0)
+            assert_int_equal(
+                vault_encrypt(v[0], &alice, "rotated", &op, msg, sizeof msg, &ct1, &ct1_len), 0);
+        for (unsigned i = 1; i < N_ROTATIONS; i++) {
+            assert_int_equal(vault_key_rotate(v[n], &alice, "rotated", &ver), 0);
+            assert_int_equal(ver, i + 1);
+        }
+        for (unsigned i = 0; i < N_KEYS; i++) {
+            snprintf(name, sizeof name, "k%05u", i);
+            assert_int_equal(vault_key_generate(v[n], &alice, name, &spec), 0);
+        }
     }
 
     maps1 = count_maps();
     lck1 = locked_kib();
     s1 = secret_packed_stats();
-    print_message("40000 AES-256 versions: mappings %zu -> %zu (+%zu), VmLck %lu -> %lu KiB, "
+    print_message("%u AES-256 versions: mappings %zu -> %zu (+%zu), VmLck %lu -> %lu KiB, "
                   "packed chunks %zu, slots used %zu, locked %zu bytes, mapped %zu bytes\n",
-                  maps0, maps1, maps1 - maps0, lck0, lck1, s1.chunks, s1.slots_used,
+                  N_TOTAL, maps0, maps1, maps1 - maps0, lck0, lck1, s1.chunks, s1.slots_used,
                   s1.bytes_locked, s1.bytes_mapped);
     assert_true(maps1 < maps0 + 1000);
-    assert_int_equal(s1.slots_used - s0.slots_used, N_ROTATIONS + N_KEYS);
+    assert_int_equal(s1.slots_used - s0.slots_used, N_TOTAL);
     /* 64-byte slots: 40,000 x 64 = 2.5 MiB, in chunks of at most 1 MiB. */
     assert_true(s1.bytes_locked <= s0.bytes_locked + 4u * 1024 * 1024);
     assert_true(s1.chunks <= s0.chunks + 16);
     assert_int_equal(secret_packed_cost(32), 64);
 
     /* Still usable: the latest version, the first version (envelope names version 1), keys. */
-    roundtrip(v, "rotated", NULL, 0);
-    roundtrip(v, "rotated", ct1, ct1_len);
-    roundtrip(v, "k00000", NULL, 0);
-    roundtrip(v, "k19999", NULL, 0);
+    roundtrip(v[0], "rotated", NULL, 0);
+    roundtrip(v[0], "rotated", ct1, ct1_len);
+    roundtrip(v[N_VAULTS - 1], "rotated", NULL, 0);
+    roundtrip(v[0], "k00000", NULL, 0);
+    roundtrip(v[N_VAULTS - 1], "k04999", NULL, 0);
     /* A new mapping still works (the daemon's other allocations). */
     {
         _cleanup_(secret_freep) Secret *page = NULL;
@@ -119,17 +141,20 @@ static void test_40k_aes_versions(void **state) {
     }
 
     /* Deleting gives the slots back and unmaps emptied chunks. */
-    assert_int_equal(vault_key_delete(v, &alice, "rotated"), 0);
-    for (unsigned i = 0; i < N_KEYS; i++) {
-        snprintf(name, sizeof name, "k%05u", i);
-        assert_int_equal(vault_key_delete(v, &alice, name), 0);
+    for (unsigned n = 0; n < N_VAULTS; n++) {
+        assert_int_equal(vault_key_delete(v[n], &alice, "rotated"), 0);
+        for (unsigned i = 0; i < N_KEYS; i++) {
+            snprintf(name, sizeof name, "k%05u", i);
+            assert_int_equal(vault_key_delete(v[n], &alice, name), 0);
+        }
     }
     s2 = secret_packed_stats();
     maps2 = count_maps();
     assert_int_equal(s2.slots_used, s0.slots_used);
     assert_true(s2.chunks <= s0.chunks + 1);
     assert_true(maps2 <= maps1);
-    vault_free(v);
+    for (unsigned n = 0; n < N_VAULTS; n++)
+        vault_free(v[n]);
 }
 
 int main(void) {
