@@ -6,6 +6,13 @@
  * is unmapped. A Secret never grows (no realloc): allocate a new one and copy.
  * If mlock fails, secret_new() fails with -ENOMEM unless secret_set_allow_unlocked(true) was
  * called (an explicit, logged operator choice).
+ *
+ * Packed secrets (secret_new_packed()) are for many small, long-lived secrets (symmetric key
+ * versions): one mapping per secret would exhaust vm.max_map_count (65530) at ~32k secrets.
+ * They share slots of 64/128/256 bytes (header included) in chunks of 16 KiB doubling to 1 MiB;
+ * each chunk keeps the invariants above (guard pages, mlock, MADV_DONTDUMP, MADV_WIPEONFORK),
+ * but slots of one chunk have no guard pages between them. A freed slot is wiped and reused.
+ * Packed and page secrets share the API below; secret_free() tells them apart.
  */
 #pragma once
 
@@ -22,7 +29,37 @@ typedef struct Secret Secret;
 int secret_new(size_t size, Secret **ret);
 /* Allocates a secret holding a copy of data[0..size). Returns 0 or a negative errno. */
 int secret_new_copy(const void *data, size_t size, Secret **ret);
-/* Wipes and unmaps; accepts NULL; returns NULL. */
+/* Like secret_new() / secret_new_copy(), but the secret goes into a slot of a shared locked chunk
+ * when SECRET_PACKED_SLOT_SIZE(size) > 0, else it is a page secret as from secret_new().
+ * Returns 0 or -ENOMEM / -EINVAL. Thread-safe. Free with secret_free(). */
+int secret_new_packed(size_t size, Secret **ret);
+int secret_new_packed_copy(const void *data, size_t size, Secret **ret);
+
+/* Bytes of each slot taken by the header (size, owner chunk, flags). */
+#define SECRET_PACKED_HEADER 32u
+/* The slot size (64, 128 or 256) a packed secret of n bytes takes, or 0 if n is too large to be
+ * packed (secret_new_packed() then makes a page secret). */
+#define SECRET_PACKED_SLOT_SIZE(n)                                                                 \
+    ((size_t)(n) <= 64u - SECRET_PACKED_HEADER    ? (size_t)64u                                    \
+     : (size_t)(n) <= 128u - SECRET_PACKED_HEADER ? (size_t)128u                                   \
+     : (size_t)(n) <= 256u - SECRET_PACKED_HEADER ? (size_t)256u                                   \
+                                                  : (size_t)0u)
+/* Bytes of locked memory that one secret_new_packed(n) secret pins (its slot, or the locked pages
+ * of a page secret), for quotas. Never fails; saturates at SIZE_MAX. */
+size_t secret_packed_cost(size_t n);
+
+typedef struct SecretPackedStats {
+    size_t chunks;       /* chunks currently mapped */
+    size_t slots_used;   /* live packed secrets */
+    size_t slots_total;  /* slots in all mapped chunks */
+    size_t bytes_locked; /* usable (locked) bytes of all chunks */
+    size_t bytes_mapped; /* the same plus guard pages */
+} SecretPackedStats;
+/* A snapshot of the packed pool (for tests and diagnostics). Thread-safe. */
+SecretPackedStats secret_packed_stats(void);
+
+/* Wipes and unmaps (a page secret) or wipes the slot and returns it to its chunk (a packed
+ * secret); accepts NULL; returns NULL. */
 Secret *secret_free(Secret *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Secret *, secret_free);
 

@@ -419,7 +419,7 @@ static int r_key(Reader *rd, uint32_t format, VaultKey **ret) {
         } else {
             if (len != vault_key_type_secret_size(k->type))
                 return -EBADMSG;
-            if ((r = secret_new_copy(mat, len, &kv->secret)) < 0)
+            if ((r = secret_new_packed_copy(mat, len, &kv->secret)) < 0)
                 return r;
         }
         if ((r = vault_key_add_version(k, kv)) < 0)

@@ -253,7 +253,7 @@ static int material_from_payload(VaultKeyType type, Secret *pt, KeyVersion *kv) 
     if (n > 0) {
         if (secret_size(pt) != n)
             return -EBADMSG;
-        return secret_new_copy(secret_const_data(pt), n, &kv->secret);
+        return secret_new_packed_copy(secret_const_data(pt), n, &kv->secret);
     }
     int r = vault_pkey_from_pkcs8(type, secret_const_data(pt), secret_size(pt), true, &kv->pkey);
     if (r < 0)

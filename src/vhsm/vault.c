@@ -1440,7 +1440,7 @@ static int generate_material(VaultKeyType type, KeyVersion *kv) {
 
     if (n > 0) {
         _cleanup_(secret_freep) Secret *s = NULL;
-        if ((r = secret_new(n, &s)) < 0)
+        if ((r = secret_new_packed(n, &s)) < 0)
             return r;
         if (RAND_priv_bytes(secret_data(s), (int)n) != 1)
             return nt_openssl_error(-EIO, "RAND_priv_bytes");
@@ -2815,7 +2815,7 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
     memcpy(secret_data(full_info), ECDH_INFO_PREFIX, STRLEN(ECDH_INFO_PREFIX));
     if (info_len > 0)
         memcpy(secret_data(full_info) + STRLEN(ECDH_INFO_PREFIX), info, info_len);
-    if ((r = secret_new(32, &okm)) < 0)
+    if ((r = secret_new_packed(32, &okm)) < 0)
         return r;
     kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
     kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
