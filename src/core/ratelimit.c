@@ -101,8 +101,8 @@ static RateLimitSlot *slot_for(RateLimitTable *t, uint32_t key, uint64_t now_ms,
     return free_slot;
 }
 
-bool ratelimit_table_check(RateLimitTable *t, uint32_t key, uint64_t now_ms,
-                           RateLimitReport report, void *userdata) {
+bool ratelimit_table_check(RateLimitTable *t, uint32_t key, uint64_t now_ms, RateLimitReport report,
+                           void *userdata) {
     RateLimitSlot *s = slot_for(t, key, now_ms, report, userdata);
     unsigned dropped;
     bool ok = ratelimit_below(&s->rl, now_ms, &dropped);

@@ -60,8 +60,8 @@ void ratelimit_table_init(RateLimitTable *t, uint64_t interval_ms, unsigned key_
                           unsigned global_burst);
 /* Counts an event of key at now_ms; returns true if it may pass (both the key's and the global
  * budget allow it). Summaries that fall due are passed to report first (may be NULL). */
-bool ratelimit_table_check(RateLimitTable *t, uint32_t key, uint64_t now_ms,
-                           RateLimitReport report, void *userdata);
+bool ratelimit_table_check(RateLimitTable *t, uint32_t key, uint64_t now_ms, RateLimitReport report,
+                           void *userdata);
 /* Reports the summaries of every window that is over at now_ms and frees the slots of idle keys.
  * Call it periodically (e.g. every second) so that a summary does not wait for the next event. */
 void ratelimit_table_flush(RateLimitTable *t, uint64_t now_ms, RateLimitReport report,
