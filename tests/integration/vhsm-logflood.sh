@@ -13,13 +13,14 @@ OUT=$T/out
 mkdir -m 1777 "$OUT"
 FLOOD_MS=4000
 
-start_vhsmd --threads 2 --max-per-uid 4
+start_vhsmd --threads 2
 V key create audited --type aes256 >/dev/null
 L0=$(wc -l <"$VHSMD_LOG")
 T0=$(date +%s%N)
 H as-user 7101 7101 -- "$HELPER" deny "$SOCK" "$FLOOD_MS" "$OUT/deny" 2>>"$T/deny.log" &
 DENY=$!
-H as-user 7102 7102 -- "$HELPER" churn "$SOCK" 16 "$FLOOD_MS" 2>>"$T/churn.log" &
+# 140 at a time: over the default limit of 128 per uid.
+H as-user 7102 7102 -- "$HELPER" churn "$SOCK" 140 "$FLOOD_MS" 2>>"$T/churn.log" &
 CHURN=$!
 sleep 2
 # Root's audited change in the middle of the flood.

@@ -1059,7 +1059,9 @@ static void raise_nofile(void) {
 
 static int cmd_conns(int argc, char **argv) {
     _cleanup_free_ int *fd = NULL;
+    _cleanup_free_ char *dir = NULL;
     unsigned n, opened = 0, failed = 0;
+    char *slash;
     struct stat st;
     int64_t deadline;
     FILE *f;
@@ -1082,8 +1084,15 @@ static int cmd_conns(int argc, char **argv) {
     f = fopen(argv[2], "we");
     if (!f || fprintf(f, "opened=%u failed=%u\n", opened, failed) < 0 || fclose(f) != 0)
         return die("conns: cannot write the result file");
+    /* Until STOPFILE exists, or its directory is gone (the test ended), or 60 s passed. */
+    dir = strdup(argv[3]);
+    if (!dir)
+        return 2;
+    slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
     deadline = mono_ms() + 60000;
-    while (stat(argv[3], &st) < 0 && mono_ms() < deadline)
+    while (stat(argv[3], &st) < 0 && stat(slash ? dir : ".", &st) == 0 && mono_ms() < deadline)
         usleep(50 * 1000);
     for (unsigned i = 0; i < n; i++)
         if (fd[i] >= 0)
