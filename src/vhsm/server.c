@@ -141,10 +141,10 @@ static void conn_free(Conn *c) {
     free(c);
 }
 
-/* Removes c from the list, then closes it. Only the worker owning c (or the main thread after
- * the workers stopped) calls this. */
 static void accept_resume_locked(Server *s);
 
+/* Removes c from the list, then closes it. Only the worker owning c (or the main thread after
+ * the workers stopped) calls this. */
 static void conn_close(Server *s, Conn *c) {
     {
         LOCK_GUARD(&s->lock);
