@@ -34,7 +34,7 @@ read -r DENIED CLOSES MAXRUN < <(sed 's/denied=\([0-9]*\) closes=\([0-9]*\) maxr
 echo "flood of ${MS} ms: $DENIED denied requests, $CLOSES connections closed by vhsmd" \
   "(at most $MAXRUN denials on one); $LINES log lines ($((LINES * 1000 / MS)) per s)"
 
-[ "$DENIED" -ge 500 ] || fail "only $DENIED denied requests: no flood"
+[ "$DENIED" -ge 200 ] || fail "only $DENIED denied requests: no flood"
 grep -q "Denied attestation-set\|Denied .* to uid 7101" "$VHSMD_LOG" || fail "no denial logged at all"
 grep -q "Connection limit reached.*uid 7102" "$VHSMD_LOG" || fail "no connection limit hit logged"
 # Bounded: the global budget is 60 lines per 10 s, plus a summary or two and the audit line.
