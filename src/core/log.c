@@ -82,20 +82,28 @@ static void expand_m(char *out, size_t n, const char *format, int error) {
 
 int log_internal(int level, int error, const char *file, int line, const char *func,
                  const char *format, ...) {
-    char fmt[1024], buf[2048];
     va_list ap;
+    int r;
+
+    va_start(ap, format);
+    r = log_internalv(level, error, file, line, func, format, ap);
+    va_end(ap);
+    return r;
+}
+
+int log_internalv(int level, int error, const char *file, int line, const char *func,
+                  const char *format, va_list ap) {
+    char fmt[1024], buf[2048];
     int saved = errno;
 
     if (level > log_get_max_level())
         return error;
 
     expand_m(fmt, sizeof fmt, format, error);
-    va_start(ap, format);
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
     (void)vsnprintf(buf, sizeof buf, fmt, ap);
 #pragma GCC diagnostic pop
-    va_end(ap);
 
     pthread_mutex_lock(&log_lock);
     if (sink)

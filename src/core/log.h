@@ -28,6 +28,9 @@ void log_set_prefix(const char *prefix);
  * Always returns error, so that "return log_error_errno(r, ...)" works. */
 int log_internal(int level, int error, const char *file, int line, const char *func,
                  const char *format, ...) _printf_(6, 7);
+/* The same with a va_list (for wrappers such as rate-limited or audit logging). */
+int log_internalv(int level, int error, const char *file, int line, const char *func,
+                  const char *format, va_list ap) _printf_(6, 0);
 
 #define log_full_errno(level, error, ...)                                                          \
     log_internal((level), (error), __FILE__, __LINE__, __func__, __VA_ARGS__)

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "dispatch.h"
 #include "vhsm/transfer.h"
+#include "vlog.h"
 
 struct Dispatch {
     Vault *vault;
@@ -437,7 +438,7 @@ static int op_attestation_set(Req *q) {
         t = (uint64_t)now;
     vault_set_attestation(q->d->vault, (time_t)t);
     atomic_store(&q->d->verdict_time, (int64_t)t);
-    log_info("Attestation verdict recorded (time %" PRIu64 ") by pid %d.", t, (int)q->peer->pid);
+    log_audit("Attestation verdict recorded (time %" PRIu64 ") by pid %d.", t, (int)q->peer->pid);
     return 0;
 }
 
@@ -452,8 +453,8 @@ static int op_key_create(Req *q) {
     r = vault_key_generate(q->d->vault, q->peer, q->name, &spec);
     if (r < 0)
         return r;
-    log_info("Key '%s' (%s) created by uid %u.", q->name, vault_key_type_to_string(spec.type),
-             (unsigned)q->peer->uid);
+    log_audit("Key '%s' (%s) created by uid %u.", q->name, vault_key_type_to_string(spec.type),
+              (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -510,7 +511,7 @@ static int op_key_rotate(Req *q) {
     r = vault_key_rotate(q->d->vault, q->peer, q->name, &v);
     if (r < 0)
         return r;
-    log_info("Key '%s' rotated to version %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
+    log_audit("Key '%s' rotated to version %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
     vhsm_buf_put_u32(q->out, VHSM_TAG_KEY_VERSION, v);
     return 0;
 }
@@ -522,7 +523,7 @@ static int op_key_delete(Req *q) {
     r = vault_key_delete(q->d->vault, q->peer, q->name);
     if (r < 0)
         return r;
-    log_info("Key '%s' deleted by uid %u.", q->name, (unsigned)q->peer->uid);
+    log_audit("Key '%s' deleted by uid %u.", q->name, (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -536,7 +537,7 @@ static int op_key_set_acl(Req *q) {
     r = vault_key_set_acl(q->d->vault, q->peer, q->name, &acl);
     if (r < 0)
         return r;
-    log_info("ACL of key '%s' replaced by uid %u.", q->name, (unsigned)q->peer->uid);
+    log_audit("ACL of key '%s' replaced by uid %u.", q->name, (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -548,7 +549,7 @@ static int op_key_set_min_version(Req *q) {
     r = vault_key_set_min_version(q->d->vault, q->peer, q->name, v);
     if (r < 0)
         return r;
-    log_info("Key '%s': minimum version set to %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
+    log_audit("Key '%s': minimum version set to %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -711,8 +712,8 @@ static int op_ecdh_derive(Req *q) {
         return req_fail(q, r, "key '%s' already exists", new_name);
     if (r < 0)
         return r;
-    log_info("Key '%s' derived by ECDH from '%s' by uid %u.", new_name, q->name,
-             (unsigned)q->peer->uid);
+    log_audit("Key '%s' derived by ECDH from '%s' by uid %u.", new_name, q->name,
+              (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -762,8 +763,8 @@ static int op_import_jwe(Req *q) {
         return req_fail(q, r, "key '%s': the JWE does not decrypt with its transfer key", q->name);
     if (r < 0)
         return r;
-    log_info("Key '%s' (%s) imported by uid %u.", q->name, vault_key_type_to_string(spec.type),
-             (unsigned)q->peer->uid);
+    log_audit("Key '%s' (%s) imported by uid %u.", q->name, vault_key_type_to_string(spec.type),
+              (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -864,6 +865,7 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
                     .pid = peer->pid,
                     .cgroup = peer->cgroup};
     Req q = {.d = d, .peer = &vp, .body = body, .len = h->body_len, .out = out};
+    bool denied;
     int r;
 
     r = vhsm_body_validate(body, h->body_len);
@@ -959,10 +961,12 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
     if (!q.msg[0])
         default_message(&q, h->code, r);
     if (r == -EPERM || r == -EACCES)
-        log_notice("Denied %s on key '%s' to uid %u gid %u pid %d: %s",
-                   vhsm_opcode_to_string(h->code), q.name, (unsigned)peer->uid, (unsigned)peer->gid,
-                   (int)peer->pid, q.msg);
+        log_uid_notice(peer->uid, "Denied %s on key '%s' to uid %u gid %u pid %d: %s",
+                       vhsm_opcode_to_string(h->code), q.name, (unsigned)peer->uid,
+                       (unsigned)peer->gid, (int)peer->pid, q.msg);
     else
         log_debug("Request %s failed: %s", vhsm_opcode_to_string(h->code), q.msg);
-    return dispatch_reply_error(out, h->id, r, q.msg);
+    denied = r == -EPERM || r == -EACCES;
+    r = dispatch_reply_error(out, h->id, r, q.msg);
+    return r < 0 ? r : denied; /* 1: denied, the server counts it against the connection */
 }

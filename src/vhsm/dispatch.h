@@ -24,8 +24,10 @@ Dispatch *dispatch_free(Dispatch *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);
 
 /* Handles one request (header already validated: kind request, version, size). Appends exactly
- * one complete response frame to out (an error frame if the request fails). Returns 0, or
- * -ENOMEM if not even an error frame could be appended (the caller closes the connection). */
+ * one complete response frame to out (an error frame if the request fails). Returns 0, 1 if the
+ * request was denied (-EPERM/-EACCES, answered with an error frame: the server closes connections
+ * that keep sending denied requests), or -ENOMEM if not even an error frame could be appended (the
+ * caller closes the connection). */
 int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
                      VhsmBuf *out);
 

@@ -17,6 +17,15 @@
  *    status busy and the connection closed, so a peer trickling announced 1 MiB frames over
  *    many connections cannot make the daemon hold (and, under mlockall, lock) memory without
  *    bound.
+ *  - Connection limits (issue 8, finding 3): the connection limit stays below the open-file limit
+ *    (less a reserve for the daemon's own files), the last root_connections slots are reserved
+ *    for root (the agent) so that no mix of other uids can lock it out, and the limits are
+ *    checked with SO_PEERCRED alone, before any /proc read about the peer. If accept() fails for
+ *    lack of file descriptors or memory, the listener leaves the main epoll set (it is
+ *    level-triggered: it would wake the main thread again at once, forever) until a connection
+ *    closes or the next housekeeping tick.
+ *  - Log lines a client can provoke are rate-limited per uid (vlog.h); a connection that keeps
+ *    sending denied requests (more than CONN_DENIALS_MAX within CONN_DENIALS_WINDOW_MS) is closed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +39,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -40,6 +50,7 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "server.h"
+#include "vlog.h"
 
 #define CONN_BUF_DEFAULT (16u * 1024u) /* every connection's input buffer; above it is charged */
 #define CONN_BUF_UPFRONT (64u * 1024u) /* frames up to this get all their room at once */
@@ -51,6 +62,10 @@
 #define CONN_BUDGET_TOTAL ((size_t)64u << 20) /* input bytes above the default, all connections */
 #define CONN_BUDGET_UID ((size_t)8u << 20)    /* the same, per non-root uid */
 #define CONN_BUDGET_ROOT ((size_t)8u << 20)   /* of the total, usable only by root (the agent) */
+#define CONN_DENIALS_MAX 64                   /* denied requests a connection may send ... */
+#define CONN_DENIALS_WINDOW_MS 10000          /* ... within this long; one more closes it */
+#define FD_RESERVE_BASE 64      /* files kept for the daemon itself: keystore, /proc, syslog, ... */
+#define FD_RESERVE_PER_WORKER 4 /* ... and per worker (keystore saves, OpenSSL) */
 
 typedef struct Conn {
     int fd;
@@ -62,7 +77,9 @@ typedef struct Conn {
     bool close_after_flush;
     bool streaming;      /* the client keeps the socket full: CONN_BUF_STREAM input buffer */
     int64_t turn_end_us; /* the current turn (conn_handle) ends then */
-    size_t charged; /* bytes of in_cap above CONN_BUF_DEFAULT charged to the budgets; s->lock */
+    size_t charged;   /* bytes of in_cap above CONN_BUF_DEFAULT charged to the budgets; s->lock */
+    unsigned denials; /* denied requests since denials_since_ms */
+    int64_t denials_since_ms;
     _Atomic int64_t in_since;  /* ms: start of the pending partial frame, 0 = none */
     _Atomic int64_t out_since; /* ms: since when a reply waits for the client to read, 0 = none */
     struct Conn *prev, *next;
@@ -85,7 +102,8 @@ struct Server {
     pthread_mutex_t lock;
     Conn *conns;
     unsigned n_conns;
-    size_t charged; /* sum of Conn.charged; s->lock */
+    size_t charged;     /* sum of Conn.charged; s->lock */
+    bool accept_paused; /* listen_fd is out of main_epoll (accept() lacked fds); s->lock */
     atomic_bool stopping;
 };
 
@@ -123,6 +141,8 @@ static void conn_free(Conn *c) {
     free(c);
 }
 
+static void accept_resume_locked(Server *s);
+
 /* Removes c from the list, then closes it. Only the worker owning c (or the main thread after
  * the workers stopped) calls this. */
 static void conn_close(Server *s, Conn *c) {
@@ -137,6 +157,7 @@ static void conn_close(Server *s, Conn *c) {
         s->n_conns--;
         s->charged -= c->charged;
         c->charged = 0;
+        accept_resume_locked(s); /* an fd is about to be free */
     }
     log_debug("Connection of uid %u pid %d closed.", (unsigned)c->peer.uid, (int)c->peer.pid);
     conn_free(c);
@@ -183,6 +204,24 @@ static bool conn_turn_over(const Conn *c) {
     return now_us() >= c->turn_end_us;
 }
 
+/* Counts a denied request; true if the connection has had more than CONN_DENIALS_MAX within
+ * CONN_DENIALS_WINDOW_MS (a window opened by the first denial), and must be closed: a client
+ * probing or hammering keys it may not use gets nothing from keeping its connection. */
+static bool conn_denied_too_often(Conn *c) {
+    int64_t now = now_ms();
+    if (c->denials == 0 || now - c->denials_since_ms > CONN_DENIALS_WINDOW_MS) {
+        c->denials = 0;
+        c->denials_since_ms = now;
+    }
+    if (++c->denials <= CONN_DENIALS_MAX)
+        return false;
+    log_uid_warning(
+        c->peer.uid,
+        "Closing connection of uid %u pid %d: more than %u denied requests within %u s.",
+        (unsigned)c->peer.uid, (int)c->peer.pid, CONN_DENIALS_MAX, CONN_DENIALS_WINDOW_MS / 1000);
+    return true;
+}
+
 /* Answers the complete frames in the input buffer (at least one, more while the turn lasts).
  * Returns 0, or a negative errno if the connection must be closed (after flushing what was queued).
  */
@@ -217,6 +256,12 @@ static int conn_process(Server *s, Conn *c) {
         if (r < 0)
             return r;
         off += VHSM_HEADER_SIZE + h.body_len;
+        if (r > 0 && conn_denied_too_often(c)) {
+            /* Answer what was answered, drop the rest, close. */
+            c->close_after_flush = true;
+            off = c->in_len;
+            break;
+        }
         /* Send early what is due; a full socket just leaves it queued (sent by conn_pump). */
         if (conn_flush_due(c)) {
             r = conn_flush(c);
@@ -323,8 +368,9 @@ static int conn_refuse_busy(Conn *c) {
     VhsmHeader h = {0};
     if (c->in_len >= VHSM_HEADER_SIZE)
         (void)vhsm_header_decode(c->in, &h);
-    log_warning("Input memory budget exhausted, refusing a large frame of uid %u pid %d.",
-                (unsigned)c->peer.uid, (int)c->peer.pid);
+    log_uid_warning(c->peer.uid,
+                    "Input memory budget exhausted, refusing a large frame of uid %u pid %d.",
+                    (unsigned)c->peer.uid, (int)c->peer.pid);
     explicit_bzero(c->in, c->in_len);
     c->in_len = 0;
     atomic_store(&c->in_since, 0);
@@ -529,35 +575,87 @@ static unsigned count_uid(Server *s, uid_t uid) {
     return n;
 }
 
+/* Why a new connection of uid is refused, or NULL. Non-root peers, together and per uid, never
+ * take the last root_connections slots. s->lock */
+static const char *over_limit(Server *s, uid_t uid) {
+    if (uid == 0)
+        return s->n_conns >= s->cfg.max_connections ? "connection limit" : NULL;
+    if (s->n_conns >= s->cfg.max_connections - s->cfg.root_connections)
+        return "connection limit for non-root clients";
+    if (count_uid(s, uid) >= s->cfg.max_per_uid)
+        return "connection limit per uid";
+    return NULL;
+}
+
+/* Takes the listener out of the main epoll set: accept() cannot succeed for now (no fd or no
+ * memory), and the level-triggered listener would wake the main thread at once, forever.
+ * conn_close() and the housekeeping tick put it back. */
+static void accept_pause(Server *s) {
+    LOCK_GUARD(&s->lock);
+    if (!s->accept_paused && s->listen_fd >= 0 &&
+        epoll_ctl(s->main_epoll, EPOLL_CTL_DEL, s->listen_fd, NULL) == 0)
+        s->accept_paused = true;
+}
+
+/* s->lock */
+static void accept_resume_locked(Server *s) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->listen_fd};
+    if (!s->accept_paused || s->listen_fd < 0)
+        return;
+    if (epoll_ctl(s->main_epoll, EPOLL_CTL_ADD, s->listen_fd, &ev) == 0 || errno == EEXIST)
+        s->accept_paused = false;
+}
+
 static void accept_all(Server *s) {
     for (;;) {
         _cleanup_close_ int fd = -EBADF;
+        struct ucred cred;
+        socklen_t cred_len = sizeof cred;
+        const char *why;
         Conn *c;
         Peer peer;
         int r;
 
         fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR)
+            r = negative_errno();
+            if (r == -EINTR)
                 continue;
-            if (errno != EAGAIN && errno != ECONNABORTED)
-                log_warning_errno(negative_errno(), "accept() failed, ignoring: %m");
+            if (r == -EMFILE || r == -ENFILE || r == -ENOBUFS || r == -ENOMEM) {
+                log_uid_warning_errno(VLOG_KEY_SERVER, r,
+                                      "accept() failed: %m; not accepting until a connection "
+                                      "closes (at most 1 s).");
+                accept_pause(s);
+            } else if (r != -EAGAIN && r != -ECONNABORTED)
+                log_uid_warning_errno(VLOG_KEY_SERVER, r, "accept() failed, ignoring: %m");
             return;
         }
-        r = peer_identify(fd, !s->cfg.no_peer_pidfd, &peer);
-        if (r < 0) {
-            log_warning_errno(r, "Cannot identify a client (SO_PEERCRED), refusing it: %m");
+        /* The limits first, on SO_PEERCRED alone: a refused peer costs no /proc reads. */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0 ||
+            cred_len != sizeof cred) {
+            log_uid_warning_errno(VLOG_KEY_SERVER, negative_errno(),
+                                  "Cannot identify a client (SO_PEERCRED), refusing it: %m");
             continue;
         }
         {
             LOCK_GUARD(&s->lock);
-            if (s->n_conns >= s->cfg.max_connections ||
-                (peer.uid != 0 && count_uid(s, peer.uid) >= s->cfg.max_per_uid)) {
-                log_warning("Connection limit reached, refusing uid %u pid %d.", (unsigned)peer.uid,
-                            (int)peer.pid);
-                peer_done(&peer);
-                continue;
-            }
+            why = over_limit(s, cred.uid);
+        }
+        if (why) {
+            log_uid_warning(cred.uid, "Connection limit reached (%s), refusing uid %u pid %d.", why,
+                            (unsigned)cred.uid, (int)cred.pid);
+            continue;
+        }
+        r = peer_identify(fd, !s->cfg.no_peer_pidfd, &peer);
+        if (r < 0) {
+            log_uid_warning_errno(cred.uid, r,
+                                  "Cannot identify a client (SO_PEERCRED), refusing it: %m");
+            continue;
+        }
+        {
+            /* Only this thread adds connections: the counts checked above can only have gone
+             * down meanwhile. */
+            LOCK_GUARD(&s->lock);
             c = calloc(1, sizeof *c);
             if (!c) {
                 peer_done(&peer);
@@ -596,8 +694,9 @@ static void expire_stalled(Server *s) {
     for (Conn *c = s->conns; c; c = c->next) {
         int64_t a = atomic_load(&c->in_since), b = atomic_load(&c->out_since);
         if ((a && now - a > limit) || (b && now - b > limit)) {
-            log_info("Disconnecting stalled client uid %u pid %d.", (unsigned)c->peer.uid,
-                     (int)c->peer.pid);
+            (void)log_uid_full_errno(LOG_INFO, 0, c->peer.uid,
+                                     "Disconnecting stalled client uid %u pid %d.",
+                                     (unsigned)c->peer.uid, (int)c->peer.pid);
             atomic_store(&c->in_since, 0);
             atomic_store(&c->out_since, 0);
             /* Wakes the owning worker with EOF/HUP; it closes the connection. */
@@ -684,6 +783,32 @@ static void unlink_socket(Server *s) {
     s->sock_ino = 0;
 }
 
+/* Every connection is a file descriptor: keeps max_connections below RLIMIT_NOFILE, less what the
+ * daemon needs for itself, so that accept() does not run out of descriptors before the
+ * connection limit refuses anyone (issue 8: 8 uids x 128 connections against the default soft
+ * limit of 1024 made accept() fail with EMFILE, and locked root out). Keeps room for root. */
+static void clamp_to_fd_limit(ServerConfig *cfg) {
+    struct rlimit rl;
+    unsigned long long reserve =
+        FD_RESERVE_BASE + (unsigned long long)FD_RESERVE_PER_WORKER * cfg->threads;
+    unsigned long long budget;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    budget = rl.rlim_cur > reserve + 2 ? rl.rlim_cur - reserve : 2;
+    if (cfg->max_connections > budget) {
+        log_warning("Connection limit lowered from %u to %llu: the open-file limit "
+                    "(RLIMIT_NOFILE) is %llu, of which %llu are kept for the daemon itself.",
+                    cfg->max_connections, budget, (unsigned long long)rl.rlim_cur, reserve);
+        cfg->max_connections = (unsigned)budget;
+    }
+    if (cfg->root_connections >= cfg->max_connections) {
+        log_warning("Connections reserved for root lowered from %u to %u (connection limit %u).",
+                    cfg->root_connections, cfg->max_connections / 2, cfg->max_connections);
+        cfg->root_connections = cfg->max_connections / 2;
+    }
+}
+
 int server_new(const ServerConfig *cfg, Dispatch *dispatch, Server **ret) {
     _cleanup_(server_freep) Server *s = NULL;
     struct itimerspec its = {.it_interval = {.tv_sec = 1}, .it_value = {.tv_sec = 1}};
@@ -709,6 +834,9 @@ int server_new(const ServerConfig *cfg, Dispatch *dispatch, Server **ret) {
         s->cfg.max_connections = 1024;
     if (s->cfg.max_per_uid == 0)
         s->cfg.max_per_uid = 128;
+    if (s->cfg.root_connections == 0)
+        s->cfg.root_connections = 16;
+    clamp_to_fd_limit(&s->cfg);
     if (s->cfg.stall_timeout_ms == 0)
         s->cfg.stall_timeout_ms = 10000;
     s->path = strdup(cfg->socket_path);
@@ -800,14 +928,23 @@ int server_run(Server *s) {
                 uint64_t ticks;
                 (void)!read(s->timer_fd, &ticks, sizeof ticks);
                 expire_stalled(s);
+                {
+                    LOCK_GUARD(&s->lock);
+                    accept_resume_locked(s);
+                }
+                vlog_tick();
             }
         }
     }
 
     log_info("Shutting down: no new connections, finishing requests in flight.");
-    (void)epoll_ctl(s->main_epoll, EPOLL_CTL_DEL, s->listen_fd, NULL);
-    (void)close(s->listen_fd);
-    s->listen_fd = -EBADF;
+    {
+        LOCK_GUARD(&s->lock); /* workers look at listen_fd in conn_close */
+        (void)epoll_ctl(s->main_epoll, EPOLL_CTL_DEL, s->listen_fd, NULL);
+        (void)close(s->listen_fd);
+        s->listen_fd = -EBADF;
+        s->accept_paused = false;
+    }
     unlink_socket(s);
     stop_workers(s);
     /* Workers are gone: flush what is still queued (best effort) and close everything. */

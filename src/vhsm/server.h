@@ -28,8 +28,9 @@ typedef struct ServerConfig {
     mode_t socket_mode;        /* e.g. 0666: access is decided per key by peer identity */
     gid_t socket_gid;          /* (gid_t)-1: leave the group */
     unsigned threads;          /* 0: one per online CPU */
-    unsigned max_connections;  /* 0: 1024 */
+    unsigned max_connections;  /* 0: 1024; lowered to fit RLIMIT_NOFILE (logged) */
     unsigned max_per_uid;      /* 0: 128 (root is exempt) */
+    unsigned root_connections; /* 0: 16; of max_connections, only root may use these */
     unsigned stall_timeout_ms; /* 0: 10000; a partial frame or unread reply older than this */
     unsigned spin_us;          /* busy-poll a connection this long after a reply; 0: off */
     bool no_peer_pidfd;        /* no SO_PEERPIDFD (old kernel, or the test knob): cgroups unknown */

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -56,6 +57,9 @@ typedef struct Options {
     gid_t socket_gid;
     unsigned stall_timeout_ms;
     unsigned spin_us;
+    unsigned max_connections;
+    unsigned max_per_uid;
+    unsigned root_connections;
     bool allow_unlocked;
     bool foreground;
     bool debug;
@@ -78,6 +82,10 @@ static void help(void) {
         "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
         "  --spin-us US              after a reply, poll the connection this long for the next\n"
         "                            request before sleeping (latency vs. CPU; default 0 = off)\n"
+        "  --max-connections N       connections in all (default 1024; lowered to fit the\n"
+        "                            open-file limit, which vhsmd raises to its hard limit)\n"
+        "  --max-per-uid N           connections per non-root uid (default 128)\n"
+        "  --root-connections N      of --max-connections, kept for root (the agent; default 16)\n"
         "  --quota-keys N            keys per non-root uid (default 1024)\n"
         "  --quota-versions N        retained key versions per non-root uid (default 4096)\n"
         "  --quota-bytes SIZE        bytes charged per non-root uid (default 4M; docs/vault.md)\n"
@@ -137,6 +145,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_THREADS,
         ARG_STALL,
         ARG_SPIN,
+        ARG_MAX_CONNECTIONS,
+        ARG_MAX_PER_UID,
+        ARG_ROOT_CONNECTIONS,
         ARG_ALLOW_UNLOCKED,
         ARG_QUOTA_KEYS,
         ARG_QUOTA_VERSIONS,
@@ -158,6 +169,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"threads", required_argument, NULL, ARG_THREADS},
         {"stall-timeout", required_argument, NULL, ARG_STALL},
         {"spin-us", required_argument, NULL, ARG_SPIN},
+        {"max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS},
+        {"max-per-uid", required_argument, NULL, ARG_MAX_PER_UID},
+        {"root-connections", required_argument, NULL, ARG_ROOT_CONNECTIONS},
         {"allow-unlocked-memory", no_argument, NULL, ARG_ALLOW_UNLOCKED},
         {"quota-keys", required_argument, NULL, ARG_QUOTA_KEYS},
         {"quota-versions", required_argument, NULL, ARG_QUOTA_VERSIONS},
@@ -224,6 +238,20 @@ static int parse_args(int argc, char **argv, Options *o) {
             if (parse_uint(optarg, 10000, &o->spin_us) < 0)
                 return log_error_errno(-EINVAL, "Invalid --spin-us '%s' (0..10000).", optarg);
             break;
+        case ARG_MAX_CONNECTIONS:
+            if (parse_uint(optarg, 1000000, &o->max_connections) < 0 || o->max_connections < 2)
+                return log_error_errno(-EINVAL, "Invalid --max-connections '%s' (2..1000000).",
+                                       optarg);
+            break;
+        case ARG_MAX_PER_UID:
+            if (parse_uint(optarg, 1000000, &o->max_per_uid) < 0 || o->max_per_uid == 0)
+                return log_error_errno(-EINVAL, "Invalid --max-per-uid '%s' (1..1000000).", optarg);
+            break;
+        case ARG_ROOT_CONNECTIONS:
+            if (parse_uint(optarg, 1000000, &o->root_connections) < 0 || o->root_connections == 0)
+                return log_error_errno(-EINVAL, "Invalid --root-connections '%s' (1..1000000).",
+                                       optarg);
+            break;
         case ARG_ALLOW_UNLOCKED:
             o->allow_unlocked = true;
             break;
@@ -284,6 +312,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         return log_error_errno(-EINVAL, "Unexpected argument '%s'.", argv[optind]);
     if (o->sim_dir && o->provider && !streq(o->provider, "sim"))
         return log_error_errno(-EINVAL, "--sim-dir needs --provider sim.");
+    if (o->root_connections >= (o->max_connections ?: 1024))
+        return log_error_errno(-EINVAL, "--root-connections must be below --max-connections.");
     return 1;
 }
 
@@ -369,6 +399,23 @@ static int lock_memory(bool allow_unlocked) {
     return 0;
 }
 
+/* Every client connection is a file descriptor, and the default soft limit (1024) is below what
+ * the connection limits allow: raise it to the hard limit (the unit sets LimitNOFILE=65536). The
+ * server then keeps its connection limit below what is left (server.c, clamp_to_fd_limit). vhsmd
+ * uses epoll only, never select(), so descriptors above 1023 are fine. */
+static void raise_nofile_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        log_warning_errno(negative_errno(),
+                          "Cannot raise the open-file limit to %llu, ignoring: %m",
+                          (unsigned long long)rl.rlim_max);
+    else
+        log_debug("Open-file limit raised to %llu.", (unsigned long long)rl.rlim_max);
+}
+
 static int run(const Options *o, int ready_fd) {
     _cleanup_(snp_provider_freep) SnpProvider *provider = NULL;
     _cleanup_(keystore_freep) Keystore *ks = NULL;
@@ -387,6 +434,9 @@ static int run(const Options *o, int ready_fd) {
         /* test only: simulates a kernel without SO_PEERPIDFD (tests/integration/vhsm-cgroup.sh) */
         .no_peer_pidfd =
             streq_ptr(getenv("VHSMD_TEST_NO_PEERPIDFD"), "1") || !peer_pidfd_supported(),
+        .max_connections = o->max_connections,
+        .max_per_uid = o->max_per_uid,
+        .root_connections = o->root_connections,
     };
     char *slash;
     int r;
@@ -394,6 +444,7 @@ static int run(const Options *o, int ready_fd) {
     r = nt_harden_process();
     if (r < 0)
         return log_error_errno(r, "Failed to harden the process (no core dumps): %m");
+    raise_nofile_limit();
     r = lock_memory(o->allow_unlocked);
     if (r < 0)
         return r;

@@ -134,8 +134,14 @@ static int cmd_aclburst(int argc, char **argv) {
     }
     for (int i = 0; i < 58; i++)
         gids[i] = 7000u + (uint32_t)i;
-    acl = (VhsmAcl){.use_uids = &victim, .n_use_uids = 1, .use_gids = gids, .n_use_gids = 58,
-                    .use_cgroups = cgp, .n_use_cgroups = 4, .admin_uids = &me, .n_admin_uids = 1};
+    acl = (VhsmAcl){.use_uids = &victim,
+                    .n_use_uids = 1,
+                    .use_gids = gids,
+                    .n_use_gids = 58,
+                    .use_cgroups = cgp,
+                    .n_use_cgroups = 4,
+                    .admin_uids = &me,
+                    .n_admin_uids = 1};
     {
         uint32_t more[2] = {victim, 1};
         VhsmAcl over = acl;
@@ -144,8 +150,7 @@ static int cmd_aclburst(int argc, char **argv) {
         over.n_use_uids = 2; /* 65 entries */
         r = vhsm_key_create(c, "over", &ospec);
         if (r != -EMSGSIZE && r != -E2BIG) {
-            fprintf(stderr, "FAIL: oversized ACL from uid %u: %d (%s)\n", me, r,
-                    vhsm_last_error());
+            fprintf(stderr, "FAIL: oversized ACL from uid %u: %d (%s)\n", me, r, vhsm_last_error());
             return 1;
         }
     }
@@ -227,8 +232,7 @@ static void attacker(unsigned idx, double deadline) {
             VhsmKeySpec spec = {.type = "aes256"};
             (void)snprintf(name, sizeof name, "%u/enc%u", VICTIM_UID, (unsigned)rand_r(&seed));
             expect_refused(&c, vhsm_key_create(c, name, &spec), -ENOTUNIQ, "create in victim ns");
-            expect_refused(&c, vhsm_key_create(c, "kms/luks", &spec), -ENOTUNIQ,
-                           "create in kms/");
+            expect_refused(&c, vhsm_key_create(c, "kms/luks", &spec), -ENOTUNIQ, "create in kms/");
             break;
         }
         case 3: /* use and administer the victim's keys */
@@ -431,8 +435,8 @@ static int cmd_soak(int argc, char **argv) {
                "%.2f ms; root %ld ops, %ld failed; attackers %ld hostile requests, %ld "
                "succeeded\n",
                secs, atomic_load(&sh->victim_ops), atomic_load(&sh->victim_fail), p50, p99, mx,
-               atomic_load(&sh->root_ops), atomic_load(&sh->root_fail),
-               atomic_load(&sh->hostile), atomic_load(&sh->hostile_breach));
+               atomic_load(&sh->root_ops), atomic_load(&sh->root_fail), atomic_load(&sh->hostile),
+               atomic_load(&sh->hostile_breach));
         if (atomic_load(&sh->victim_fail) || atomic_load(&sh->root_fail) || n < 10) {
             fprintf(stderr, "FAIL: the victim or root saw failures (or made no progress)\n");
             fail = 1;
@@ -442,7 +446,8 @@ static int cmd_soak(int argc, char **argv) {
             fail = 1;
         }
         if (p99 > p99_max || mx > max_max) {
-            fprintf(stderr, "FAIL: victim latency p99 %.1f ms (bound %.0f), max %.1f ms (bound %.0f)\n",
+            fprintf(stderr,
+                    "FAIL: victim latency p99 %.1f ms (bound %.0f), max %.1f ms (bound %.0f)\n",
                     p99, p99_max, mx, max_max);
             fail = 1;
         }

@@ -26,6 +26,15 @@
  *                                    all of it but the last byte in small chunks; writes
  *                                    "held=H busy=B closed=C" to OUTFILE, then holds the partial
  *                                    frames HOLD_MS before closing (the daemon's memory budgets)
+ *   conns SOCK N OUTFILE STOPFILE    N connections held open (no request) until STOPFILE exists
+ *                                    (at most 60 s); "opened=O failed=F" in OUTFILE once all
+ *                                    are made (the daemon's file descriptor limits)
+ *   deny SOCK MS OUTFILE             for MS ms, pipelined requests this (non-root) uid is denied
+ *                                    (ATTESTATION_SET), 8 at a time, reconnecting when the
+ *                                    daemon closes; "denied=D closes=C maxrun=M" in OUTFILE (M:
+ *                                    most denials answered on one connection)
+ *   churn SOCK N MS                  for MS ms, opens N connections and closes them again
+ *                                    (connection limit hits, for the log flood test)
  * Exit status: 0 success, 1 check failed (message on stderr), 2 usage or setup error.
  */
 #include <errno.h>
@@ -40,11 +49,14 @@
 #include <openssl/rand.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1036,6 +1048,160 @@ static int cmd_trickle(int argc, char **argv) {
     return count[OTHER] == 0 ? 0 : 1;
 }
 
+/* Lifts the soft open-file limit to the hard one (many connections per process). */
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int cmd_conns(int argc, char **argv) {
+    _cleanup_free_ int *fd = NULL;
+    _cleanup_free_ char *dir = NULL;
+    unsigned n, opened = 0, failed = 0;
+    char *slash;
+    struct stat st;
+    int64_t deadline;
+    FILE *f;
+
+    if (argc != 4)
+        return 2;
+    raise_nofile();
+    n = (unsigned)strtoul(argv[1], NULL, 10);
+    fd = calloc(n, sizeof *fd);
+    if (n == 0 || !fd)
+        return 2;
+    for (unsigned i = 0; i < n; i++) {
+        /* connect() succeeds once the connection is queued, accepted or not. */
+        fd[i] = raw_connect(argv[0]);
+        if (fd[i] < 0)
+            failed++;
+        else
+            opened++;
+    }
+    f = fopen(argv[2], "we");
+    if (!f || fprintf(f, "opened=%u failed=%u\n", opened, failed) < 0 || fclose(f) != 0)
+        return die("conns: cannot write the result file");
+    /* Until STOPFILE exists, or its directory is gone (the test ended), or 60 s passed. */
+    dir = strdup(argv[3]);
+    if (!dir)
+        return 2;
+    slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    deadline = mono_ms() + 60000;
+    while (stat(argv[3], &st) < 0 && stat(slash ? dir : ".", &st) == 0 && mono_ms() < deadline)
+        usleep(50 * 1000);
+    for (unsigned i = 0; i < n; i++)
+        if (fd[i] >= 0)
+            (void)close(fd[i]);
+    return 0;
+}
+
+/* Reads replies on fd until want have arrived; returns how many did (fewer if the daemon closed
+ * the connection), or -1 on a timeout or a reply that is not "permission denied". */
+static int read_denials(int fd, unsigned want) {
+    uint8_t buf[4096];
+    size_t have = 0;
+    unsigned got = 0;
+    while (got < want) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        VhsmHeader h;
+        ssize_t n;
+        while (got < want && have >= VHSM_HEADER_SIZE && vhsm_header_decode(buf, &h) == 0 &&
+               have >= VHSM_HEADER_SIZE + h.body_len) {
+            size_t len = VHSM_HEADER_SIZE + h.body_len;
+            if (h.code != VHSM_STATUS_PERMISSION_DENIED) {
+                fprintf(stderr, "deny: unexpected status %u\n", h.code);
+                return -1;
+            }
+            memmove(buf, buf + len, have - len);
+            have -= len;
+            got++;
+        }
+        if (got == want)
+            break;
+        if (have == sizeof buf || poll(&p, 1, 5000) <= 0)
+            return -1;
+        n = recv(fd, buf + have, sizeof buf - have, 0);
+        if (n <= 0)
+            return (int)got; /* closed by the daemon */
+        have += (size_t)n;
+    }
+    return (int)got;
+}
+
+static int cmd_deny(int argc, char **argv) {
+    enum { BATCH = 8 };
+    uint8_t req[BATCH * VHSM_HEADER_SIZE];
+    unsigned denied = 0, closes = 0, run = 0, maxrun = 0;
+    int64_t end;
+    int fd = -1;
+    FILE *f;
+
+    if (argc != 3)
+        return 2;
+    if (getuid() == 0)
+        return die("deny: run me as a non-root uid");
+    (void)signal(SIGPIPE, SIG_IGN); /* a write to a connection the daemon closed */
+    end = mono_ms() + strtol(argv[1], NULL, 10);
+    for (uint32_t id = 1; mono_ms() < end;) {
+        int got;
+        if (fd < 0) {
+            fd = raw_connect(argv[0]);
+            if (fd < 0)
+                return die("deny: cannot connect");
+            run = 0;
+        }
+        for (unsigned j = 0; j < BATCH; j++)
+            frame_header(req + j * VHSM_HEADER_SIZE, VHSM_PROTO_MAGIC, 1, 1,
+                         VHSM_OP_ATTESTATION_SET, id++, 0);
+        got = write_all(fd, req, sizeof req) < 0 ? 0 : read_denials(fd, BATCH);
+        if (got < 0)
+            return die("deny: no answer");
+        denied += (unsigned)got;
+        run += (unsigned)got;
+        maxrun = MAX(maxrun, run);
+        if (got < BATCH) {
+            closes++;
+            (void)close(fd);
+            fd = -1;
+        }
+    }
+    if (fd >= 0)
+        (void)close(fd);
+    f = fopen(argv[2], "we");
+    if (!f || fprintf(f, "denied=%u closes=%u maxrun=%u\n", denied, closes, maxrun) < 0 ||
+        fclose(f) != 0)
+        return die("deny: cannot write the result file");
+    return 0;
+}
+
+static int cmd_churn(int argc, char **argv) {
+    _cleanup_free_ int *fd = NULL;
+    unsigned n;
+    int64_t end;
+
+    if (argc != 3)
+        return 2;
+    n = (unsigned)strtoul(argv[1], NULL, 10);
+    fd = calloc(n, sizeof *fd);
+    if (n == 0 || !fd)
+        return 2;
+    end = mono_ms() + strtol(argv[2], NULL, 10);
+    while (mono_ms() < end) {
+        for (unsigned i = 0; i < n; i++)
+            fd[i] = raw_connect(argv[0]);
+        usleep(2000); /* let the daemon accept (and refuse) them */
+        for (unsigned i = 0; i < n; i++)
+            if (fd[i] >= 0)
+                (void)close(fd[i]);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: vhsm-test-helper COMMAND ARGS...\n");
@@ -1067,6 +1233,12 @@ int main(int argc, char **argv) {
         return cmd_stall(argc - 2, argv + 2);
     if (streq(argv[1], "trickle"))
         return cmd_trickle(argc - 2, argv + 2);
+    if (streq(argv[1], "conns"))
+        return cmd_conns(argc - 2, argv + 2);
+    if (streq(argv[1], "deny"))
+        return cmd_deny(argc - 2, argv + 2);
+    if (streq(argv[1], "churn"))
+        return cmd_churn(argc - 2, argv + 2);
     fprintf(stderr, "vhsm-test-helper: unknown command '%s'\n", argv[1]);
     return 2;
 }
