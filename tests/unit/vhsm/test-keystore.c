@@ -311,7 +311,7 @@ static void test_wrong_measurement_and_tamper(void **state) {
             assert_int_equal(keystore_load(ks, b), 0);
             ks = keystore_free(ks);
             assert_int_equal(keystore_serialize(b, &content), 0);
-            assert_int_equal(keystore_seal(p, &prm, content, &planted, &plen), 0);
+            assert_int_equal(keystore_seal(p, &prm, 1, content, &planted, &plen), 0);
             assert_int_equal(write_file_atomic(path, planted, plen, 0600), 0);
             /* vhsmd with the configured (default) parameters refuses it and cannot save. */
             assert_int_equal(vault_new(&c), 0);
