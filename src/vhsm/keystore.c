@@ -759,8 +759,9 @@ static int write_generation(Keystore *ks, const Secret *content, uint64_t genera
     if ((r = write_file_atomic(ks->path, file, len, 0600)) < 0)
         return r;
     if (ks->anchor && (r = freshness_anchor_write(ks->anchor, generation)) < 0)
-        return r;
+        return ks->fresh.anchor_write = r;
     ks->fresh.generation = generation;
+    ks->fresh.anchor_write = 0;
     return 0;
 }
 
@@ -803,7 +804,7 @@ int keystore_load(Keystore *ks, Vault *v) {
             ks->fresh.resealed_generation = floor;
         } else if (ks->fresh.anchor_read != 0 || ks->fresh.anchor_generation != floor) {
             if ((r = freshness_anchor_write(ks->anchor, floor)) < 0)
-                return r;
+                return ks->fresh.anchor_write = r;
         }
     }
     if (have_file &&

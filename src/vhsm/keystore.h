@@ -73,6 +73,7 @@ typedef struct KeystoreFreshness {
     uint64_t generation;          /* of the file loaded (0: no file or format 1), then of the
                                    * last file written */
     int anchor_read;              /* at load: 0, -ENOENT (no anchor yet) or the anchor's error */
+    int anchor_write;             /* the last anchor write: 0 or its error */
     uint64_t anchor_generation;   /* at load, when anchor_read == 0 */
     bool rollback_accepted;       /* load accepted a stale file through the override */
     uint64_t resealed_generation; /* then: what it was resealed as (0: there was no file) */
