@@ -416,6 +416,7 @@ static int lock_memory(bool allow_unlocked) {
  * result, or -ECANCELED when the refusal was logged here already. */
 static int check_freshness(const Options *o, Keystore *ks, int r) {
     KeystoreFreshness f;
+    bool missing;
     keystore_get_freshness(ks, &f);
     if (!f.anchored)
         return r;
@@ -424,15 +425,19 @@ static int check_freshness(const Options *o, Keystore *ks, int r) {
             log_error("--accept-rollback %" PRIu64 " does not match the keystore's generation "
                       "%" PRIu64 ": nothing accepted.",
                       o->accept_generation, f.generation);
-        log_error_errno(r,
-                        "Keystore '%s' is generation %" PRIu64 "%s, older than generation %" PRIu64
-                        " recorded in the freshness anchor '%s': an older copy of the keystore "
-                        "was put back (rollback: deleted keys and retired versions would "
-                        "return). Refusing to start; the file is left untouched. To accept this "
-                        "state on purpose, start once with --accept-rollback %" PRIu64 ".",
-                        o->keystore, f.generation,
-                        access(o->keystore, F_OK) < 0 ? " (missing: deleted or moved)" : "",
-                        f.anchor_generation, o->anchor, f.generation);
+        missing = access(o->keystore, F_OK) < 0;
+        log_error_errno(
+            r,
+            "Keystore '%s' is generation %" PRIu64 "%s, older than generation %" PRIu64
+            " recorded in the freshness anchor '%s': %s (rollback). Refusing to "
+            "start; %s. To accept this state on purpose, start once with "
+            "--accept-rollback %" PRIu64 ".",
+            o->keystore, f.generation, missing ? " (missing)" : "", f.anchor_generation, o->anchor,
+            missing ? "the keystore was deleted or moved, starting empty would lose "
+                      "every key"
+                    : "an older copy of the keystore was put back, deleted keys and "
+                      "retired versions would return",
+            missing ? "nothing is created" : "the file is left untouched", f.generation);
         return -ECANCELED;
     }
     if (r < 0 && r != -ENOENT && f.anchor_read == r) {
