@@ -421,13 +421,14 @@ static void cleanup(void) {
 }
 
 static int start_daemon(void) {
-    static char sock[128], sim[128], ks[128];
+    static char sock[128], sim[128], ks[128], anchor[160];
     SimInitOptions opts = {.product = SNP_PRODUCT_MILAN};
     VhsmClient *c = NULL;
 
     (void)snprintf(sock, sizeof sock, "%s/vhsm.sock", tmpdir);
     (void)snprintf(sim, sizeof sim, "%s/sim", tmpdir);
     (void)snprintf(ks, sizeof ks, "%s/keystore", tmpdir);
+    (void)snprintf(anchor, sizeof anchor, "file:%s/keystore.anchor", tmpdir);
     if (sim_chip_init(sim, &opts) < 0)
         return -EIO;
     daemon_pid = fork();
@@ -437,10 +438,12 @@ static int start_daemon(void) {
         const char *spin = getenv("NT_BENCH_SPIN_US");
         if (spin)
             execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock, "--keystore", ks,
-                  "--provider", "sim", "--sim-dir", sim, "--spin-us", spin, (char *)NULL);
+                  "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", anchor, "--spin-us",
+                  spin, (char *)NULL);
         else
             execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock, "--keystore", ks,
-                  "--provider", "sim", "--sim-dir", sim, (char *)NULL);
+                  "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", anchor,
+                  (char *)NULL);
         _exit(127);
     }
     sock_path = sock;

@@ -74,7 +74,8 @@ tail -n 3 "$W/err"; echo "exit code $rc"
 if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   step "6. The vHSM: vhsmd, keystore sealed with the SNP derived key"
   sock=$W/vhsm.sock
-  "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
+  "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" \
+    --freshness-anchor "file:$W/run/keystore.anchor" &
   pids+=($!)
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   V() { "$vhsm" --socket "$sock" "$@"; }
@@ -89,7 +90,8 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   run V decrypt data --in "$W/ct"
   step "6b. Restart vhsmd: the sealed keystore opens again on the same VM"
   kill "${pids[-1]}"; wait "${pids[-1]}" || true
-  "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" &
+  "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" \
+    --freshness-anchor "file:$W/run/keystore.anchor" &
   pids+=($!)
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   run V decrypt data --in "$W/ct"
@@ -97,7 +99,8 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   step "6c. A VM with another measurement cannot open the keystore"
   "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
   set +e
-  timeout 10 "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip"
+  timeout 10 "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" \
+    --freshness-anchor "file:$W/run/keystore.anchor"
   rc=$?
   set -e
   echo "vhsmd exit code $rc (refused, keystore left untouched)"

@@ -37,18 +37,22 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
+#include "vhsm/freshness.h"
 #include "vhsm/vault-private.h"
 
 #define CONTENT_MAGIC "NTKC"
 #define CONTENT_FORMAT 2u
 #define CONTENT_FORMAT_PLAIN_NAMES 1u
 #define FILE_MAGIC "NTKS"
-#define FILE_FORMAT 1u
+#define FILE_FORMAT 2u /* 2: u64 generation at 48; 1 (still read): none, generation 0 */
+#define FILE_FORMAT_V1 1u
 #define FILE_HEADER_SIZE 64u
 #define FILE_NONCE_OFFSET 36u
 #define FILE_NONCE_SIZE 12u
+#define FILE_GENERATION_OFFSET 48u
 #define FILE_TAG_SIZE 16u
 #define SEAL_INFO "nitride-vhsm-keystore-v1"
+#define ANCHOR_INFO "nitride-vhsm-freshness-anchor-v1"
 #define MAX_KEYS 100000u
 #define IN_SET(x, a, b, c, d) ((x) == (a) || (x) == (b) || (x) == (c) || (x) == (d))
 
@@ -57,6 +61,14 @@ struct Keystore {
     char *path;
     KeystoreSealParams params;
     bool opened; /* load returned 0 or -ENOENT: saving may replace the file */
+    /* Freshness (docs/vault.md "Freshness and rollback"). save_lock serialises generation, file
+     * and anchor: saves run under the vault's read lock too (keystore_save). */
+    pthread_mutex_t save_lock;
+    uint64_t generation; /* of the file on disk as far as we know; the next save writes +1 */
+    FreshnessAnchor *anchor;
+    bool accept_set;
+    uint64_t accept_generation;
+    KeystoreFreshness fresh;
 };
 
 void keystore_seal_params_default(KeystoreSealParams *ret) {
@@ -83,6 +95,7 @@ int keystore_new(SnpProvider *provider, const char *path, const KeystoreSealPara
         return -ENOMEM;
     }
     ks->provider = provider;
+    (void)pthread_mutex_init(&ks->save_lock, NULL);
     if (params)
         ks->params = *params;
     else
@@ -94,9 +107,23 @@ int keystore_new(SnpProvider *provider, const char *path, const KeystoreSealPara
 Keystore *keystore_free(Keystore *ks) {
     if (!ks)
         return NULL;
+    (void)pthread_mutex_destroy(&ks->save_lock);
     free(ks->path);
     free(ks);
     return NULL;
+}
+
+void keystore_set_anchor(Keystore *ks, FreshnessAnchor *anchor) {
+    ks->anchor = anchor;
+}
+
+void keystore_accept_rollback(Keystore *ks, uint64_t generation) {
+    ks->accept_set = true;
+    ks->accept_generation = generation;
+}
+
+void keystore_get_freshness(const Keystore *ks, KeystoreFreshness *ret) {
+    *ret = ks->fresh;
 }
 
 /* ---- writer (two passes: count with data == NULL, then write) ---- */
@@ -496,9 +523,10 @@ fail:
 
 /* Header layout: 0 magic[4] | 4 u16 format | 6 u16 header size | 8 u32 root_key_select |
  * 12 u64 guest_field_select | 20 u32 vmpl | 24 u32 guest_svn | 28 u64 tcb_version |
- * 36 nonce[12] | 48 reserved[16]. */
+ * 36 nonce[12] | 48 u64 generation | 56 reserved[8]; format 1: 48 reserved[16], generation 0.
+ * The generation is authenticated with the rest of the header (GCM AAD). */
 static void header_build(uint8_t h[FILE_HEADER_SIZE], const KeystoreSealParams *p,
-                         const uint8_t nonce[FILE_NONCE_SIZE]) {
+                         uint64_t generation, const uint8_t nonce[FILE_NONCE_SIZE]) {
     memset(h, 0, FILE_HEADER_SIZE);
     memcpy(h, FILE_MAGIC, 4);
     bytes_put_be16(h + 4, FILE_FORMAT);
@@ -509,17 +537,25 @@ static void header_build(uint8_t h[FILE_HEADER_SIZE], const KeystoreSealParams *
     bytes_put_be32(h + 24, p->guest_svn);
     bytes_put_be64(h + 28, p->tcb_version);
     memcpy(h + FILE_NONCE_OFFSET, nonce, FILE_NONCE_SIZE);
+    bytes_put_be64(h + FILE_GENERATION_OFFSET, generation);
 }
 
-static int header_parse(const uint8_t *h, size_t len, KeystoreSealParams *ret) {
-    static const uint8_t zero[FILE_HEADER_SIZE - FILE_NONCE_OFFSET - FILE_NONCE_SIZE];
+static int header_parse(const uint8_t *h, size_t len, KeystoreSealParams *ret,
+                        uint64_t *ret_generation) {
+    static const uint8_t zero[FILE_HEADER_SIZE - FILE_GENERATION_OFFSET];
+    size_t reserved = FILE_GENERATION_OFFSET; /* format 1: all of 48..63 */
+    uint16_t format;
     if (len < FILE_HEADER_SIZE + FILE_TAG_SIZE || memcmp(h, FILE_MAGIC, 4) != 0)
         return -EBADMSG;
-    if (bytes_get_be16(h + 4) != FILE_FORMAT)
+    format = bytes_get_be16(h + 4);
+    if (format != FILE_FORMAT && format != FILE_FORMAT_V1)
         return -EOPNOTSUPP;
+    if (format == FILE_FORMAT)
+        reserved = FILE_GENERATION_OFFSET + 8;
     if (bytes_get_be16(h + 6) != FILE_HEADER_SIZE ||
-        memcmp(h + FILE_NONCE_OFFSET + FILE_NONCE_SIZE, zero, sizeof zero) != 0)
+        memcmp(h + reserved, zero, FILE_HEADER_SIZE - reserved) != 0)
         return -EBADMSG;
+    *ret_generation = format == FILE_FORMAT ? bytes_get_be64(h + FILE_GENERATION_OFFSET) : 0;
     *ret = (KeystoreSealParams){
         .root_key_select = bytes_get_be32(h + 8),
         .guest_field_select = bytes_get_be64(h + 12),
@@ -533,7 +569,10 @@ static int header_parse(const uint8_t *h, size_t len, KeystoreSealParams *ret) {
     return 0;
 }
 
-static int sealing_key(SnpProvider *provider, const KeystoreSealParams *p, Secret **ret) {
+/* HKDF-SHA256(SNP derived key with p, info): the sealing key (SEAL_INFO) or the freshness
+ * anchor's MAC key (ANCHOR_INFO). */
+static int sealing_key(SnpProvider *provider, const KeystoreSealParams *p, const char *info,
+                       Secret **ret) {
     _cleanup_(secret_freep) Secret *dk = NULL, *key = NULL;
     _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
     _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
@@ -558,8 +597,7 @@ static int sealing_key(SnpProvider *provider, const KeystoreSealParams *p, Secre
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
     params[1] =
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk), secret_size(dk));
-    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)SEAL_INFO,
-                                                  STRLEN(SEAL_INFO));
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)info, strlen(info));
     params[3] = OSSL_PARAM_construct_end();
     if (EVP_KDF_derive(ctx, secret_data(key), 32, params) != 1)
         return nt_openssl_error(-EIO, "HKDF derive");
@@ -597,8 +635,8 @@ static int gcm(bool enc, const Secret *key, const uint8_t *hdr, const uint8_t *i
     return 0;
 }
 
-int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, const Secret *content,
-                  uint8_t **ret, size_t *ret_len) {
+int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, uint64_t generation,
+                  const Secret *content, uint8_t **ret, size_t *ret_len) {
     _cleanup_(secret_freep) Secret *key = NULL;
     _cleanup_free_ uint8_t *out = NULL;
     uint8_t nonce[FILE_NONCE_SIZE];
@@ -610,14 +648,14 @@ int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, const
     n = FILE_HEADER_SIZE + secret_size(content) + FILE_TAG_SIZE;
     if (n > KEYSTORE_MAX_FILE)
         return -EFBIG;
-    if ((r = sealing_key(provider, params, &key)) < 0)
+    if ((r = sealing_key(provider, params, SEAL_INFO, &key)) < 0)
         return r;
     if (RAND_bytes(nonce, sizeof nonce) != 1)
         return nt_openssl_error(-EIO, "RAND_bytes");
     out = nt_malloc(n);
     if (!out)
         return -ENOMEM;
-    header_build(out, params, nonce);
+    header_build(out, params, generation, nonce);
     if ((r = gcm(true, key, out, secret_const_data(content), secret_size(content),
                  out + FILE_HEADER_SIZE, out + n - FILE_TAG_SIZE)) < 0)
         return r;
@@ -627,16 +665,17 @@ int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, const
 }
 
 int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, const uint8_t *file,
-                    size_t len, Secret **ret_content) {
+                    size_t len, Secret **ret_content, uint64_t *ret_generation) {
     _cleanup_(secret_freep) Secret *key = NULL, *pt = NULL;
     KeystoreSealParams params;
+    uint64_t generation = 0;
     uint8_t tag[FILE_TAG_SIZE];
     size_t n;
     int r;
 
     if (!provider || !expected || !file || !ret_content)
         return -EINVAL;
-    if ((r = header_parse(file, len, &params)) < 0)
+    if ((r = header_parse(file, len, &params, &generation)) < 0)
         return r;
     /* The header is not authenticated until GCM has checked it, and the key that checks it is
      * derived from these very parameters: whoever writes the file could pick a weaker derivation
@@ -654,7 +693,7 @@ int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, c
         return -EKEYREJECTED;
     }
     n = len - FILE_HEADER_SIZE - FILE_TAG_SIZE;
-    r = sealing_key(provider, &params, &key);
+    r = sealing_key(provider, &params, SEAL_INFO, &key);
     if (IN_SET(r, -EINVAL, -EPERM, -ERANGE, -EOVERFLOW)) {
         /* The firmware refused the request parameters of the (not yet authenticated) header:
          * a file sealed for another VMPL, a higher guest SVN or TCB, or a tampered header.
@@ -670,47 +709,131 @@ int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, c
     if ((r = gcm(false, key, file, file + FILE_HEADER_SIZE, n, secret_data(pt), tag)) < 0)
         return r;
     *ret_content = TAKE_PTR(pt);
+    if (ret_generation)
+        *ret_generation = generation; /* authenticated: part of the AAD */
+    return 0;
+}
+
+/* The anchor's MAC key, derived once: same SNP derived key as the seal, other HKDF info. */
+static int anchor_prepare(Keystore *ks) {
+    _cleanup_(secret_freep) Secret *key = NULL;
+    int r;
+    if (freshness_anchor_has_key(ks->anchor))
+        return 0;
+    if ((r = sealing_key(ks->provider, &ks->params, ANCHOR_INFO, &key)) < 0)
+        return r;
+    return freshness_anchor_set_key(ks->anchor, &key);
+}
+
+/* Compares the authenticated generation of the file (0: no file, or format 1) with the anchor.
+ * Returns 0 (fresh), 1 (stale or anchor unusable, but accepted by the operator's override of
+ * exactly this generation), -EKEYREVOKED (older than the anchor), the anchor's error
+ * (-EKEYREJECTED forged or tampered, -EBADMSG, -EOPNOTSUPP) without the override, or a read
+ * error (never overridden: the anchor may be fine). */
+static int freshness_check(Keystore *ks, uint64_t generation) {
+    uint64_t anchor_gen = 0;
+    int r;
+    if ((r = anchor_prepare(ks)) < 0)
+        return r;
+    r = freshness_anchor_read(ks->anchor, &anchor_gen);
+    ks->fresh.anchor_read = r;
+    ks->fresh.anchor_generation = r == 0 ? anchor_gen : 0;
+    if (r == -ENOENT || (r == 0 && generation >= anchor_gen))
+        return 0;
+    if (r < 0 && r != -EKEYREJECTED && r != -EBADMSG && r != -EOPNOTSUPP)
+        return r;
+    if (!ks->accept_set || ks->accept_generation != generation)
+        return r < 0 ? r : -EKEYREVOKED;
+    ks->fresh.rollback_accepted = true;
+    return 1;
+}
+
+/* Writes content sealed as generation, then the anchor (file first: a crash in between leaves
+ * the anchor one generation behind, never ahead of the file). Lock held. */
+static int write_generation(Keystore *ks, const Secret *content, uint64_t generation) {
+    _cleanup_free_ uint8_t *file = NULL;
+    size_t len = 0;
+    int r;
+    if ((r = keystore_seal(ks->provider, &ks->params, generation, content, &file, &len)) < 0)
+        return r;
+    if ((r = write_file_atomic(ks->path, file, len, 0600)) < 0)
+        return r;
+    if (ks->anchor && (r = freshness_anchor_write(ks->anchor, generation)) < 0)
+        return ks->fresh.anchor_write = r;
+    ks->fresh.generation = generation;
+    ks->fresh.anchor_write = 0;
     return 0;
 }
 
 int keystore_load(Keystore *ks, Vault *v) {
     _cleanup_free_ uint8_t *file = NULL;
     _cleanup_(secret_freep) Secret *content = NULL;
+    uint64_t generation = 0, floor;
     size_t len = 0;
-    int r;
+    bool have_file;
+    int r, accepted = 0;
 
     if (!ks || !v)
         return -EINVAL;
     if (vault_key_count(v) != 0)
         return -EBUSY;
+    ks->fresh = (KeystoreFreshness){.anchored = ks->anchor != NULL, .anchor_read = -ENOENT};
     r = read_full_file(ks->path, KEYSTORE_MAX_FILE, &file, &len);
-    if (r == -ENOENT) {
-        ks->opened = true;
-        return -ENOENT;
+    if (r < 0 && r != -ENOENT)
+        return r;
+    have_file = r >= 0;
+    if (have_file &&
+        (r = keystore_unseal(ks->provider, &ks->params, file, len, &content, &generation)) < 0)
+        return r;
+    ks->fresh.generation = generation;
+    floor = generation;
+    if (ks->anchor) {
+        /* A missing file counts as generation 0: deleting the keystore is a rollback too. */
+        if ((accepted = freshness_check(ks, generation)) < 0)
+            return accepted;
+        /* Generations never go back: after an accepted rollback, writes continue above the
+         * anchor, so the newer files the host may still hold stay refused. */
+        if (accepted && ks->fresh.anchor_read == 0 && ks->fresh.anchor_generation > floor)
+            floor = ks->fresh.anchor_generation;
+        if (accepted && have_file) {
+            if (floor == UINT64_MAX)
+                return -EOVERFLOW;
+            if ((r = write_generation(ks, content, floor + 1)) < 0)
+                return r;
+            floor++;
+            ks->fresh.resealed_generation = floor;
+        } else if (ks->fresh.anchor_read != 0 || ks->fresh.anchor_generation != floor) {
+            if ((r = freshness_anchor_write(ks->anchor, floor)) < 0)
+                return ks->fresh.anchor_write = r;
+        }
     }
-    if (r < 0)
+    if (have_file &&
+        (r = keystore_deserialize(v, secret_const_data(content), secret_size(content))) < 0)
         return r;
-    if ((r = keystore_unseal(ks->provider, &ks->params, file, len, &content)) < 0)
-        return r;
-    if ((r = keystore_deserialize(v, secret_const_data(content), secret_size(content))) < 0)
-        return r;
+    ks->generation = floor;
     ks->opened = true;
-    return 0;
+    return have_file ? 0 : -ENOENT;
 }
 
 int keystore_save_locked(Keystore *ks, Vault *v) {
     _cleanup_(secret_freep) Secret *content = NULL;
-    _cleanup_free_ uint8_t *file = NULL;
-    size_t len = 0;
     int r;
 
     if (!ks->opened)
         return -ESTALE;
     if ((r = keystore_serialize_locked(v, &content)) < 0)
         return r;
-    if ((r = keystore_seal(ks->provider, &ks->params, content, &file, &len)) < 0)
-        return r;
-    return write_file_atomic(ks->path, file, len, 0600);
+    (void)pthread_mutex_lock(&ks->save_lock);
+    if (ks->generation == UINT64_MAX) {
+        r = -EOVERFLOW;
+    } else {
+        /* Consumed even if the write fails: a file that reached the disk despite an error
+         * (directory fsync) never shares its generation with a later, different one. */
+        ks->generation++;
+        r = write_generation(ks, content, ks->generation);
+    }
+    (void)pthread_mutex_unlock(&ks->save_lock);
+    return r;
 }
 
 int keystore_save(Keystore *ks, Vault *v) {

@@ -7,14 +7,17 @@
  * Start-up order matters: harden the process (no core dumps, not ptrace-able by other users),
  * lock all memory (refuse to run with swappable secrets unless --allow-unlocked-memory),
  * vault_init() (secure heap, zeroising JSON allocator), then open the keystore: a keystore that
- * exists but does not open (tampered, other VM, corrupt) stops the daemon and is left untouched.
+ * exists but does not open (tampered, other VM, corrupt) stops the daemon and is left untouched,
+ * and so does one older than the freshness anchor (an old copy restored by the host: rollback,
+ * docs/vault.md "Freshness and rollback") unless the operator accepts exactly its generation.
  * Only then is the socket created, so a client never talks to a half-initialised daemon.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <openssl/crypto.h>
 #include <grp.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +38,7 @@
 #include "peer.h"
 #include "server.h"
 #include "snp/provider.h"
+#include "vhsm/freshness.h"
 #include "vhsm/keystore.h"
 #include "vhsm/vault.h"
 
@@ -52,6 +56,9 @@ typedef struct Options {
     const char *keystore;
     const char *provider;
     const char *sim_dir;
+    char *anchor; /* NULL: --freshness-anchor none */
+    bool accept_rollback;
+    uint64_t accept_generation;
     unsigned threads;
     mode_t socket_mode;
     gid_t socket_gid;
@@ -78,6 +85,11 @@ static void help(void) {
         "  --keystore PATH           sealed keystore file (default %s)\n"
         "  --provider NAME           evidence provider for the sealing key: sev-guest, sim, auto\n"
         "  --sim-dir DIR             simulated chip directory (with --provider sim)\n"
+        "  --freshness-anchor none|file:PATH\n"
+        "                            where the last keystore generation is recorded, out of the\n"
+        "                            host's reach (default file:%s)\n"
+        "  --accept-rollback GEN     accept a keystore of exactly generation GEN although the\n"
+        "                            anchor records a newer one (audited; rewrites the anchor)\n"
         "  --threads N               worker threads (default: one per CPU)\n"
         "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
         "  --spin-us US              after a reply, poll the connection this long for the next\n"
@@ -97,7 +109,7 @@ static void help(void) {
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
         "  --help, --version\n",
-        VHSM_DEFAULT_SOCKET, DEFAULT_KEYSTORE);
+        VHSM_DEFAULT_SOCKET, DEFAULT_KEYSTORE, FRESHNESS_DEFAULT_ANCHOR);
 }
 
 static int parse_uint(const char *s, unsigned max, unsigned *ret) {
@@ -142,6 +154,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_KEYSTORE,
         ARG_PROVIDER,
         ARG_SIM_DIR,
+        ARG_ANCHOR,
+        ARG_ACCEPT_ROLLBACK,
         ARG_THREADS,
         ARG_STALL,
         ARG_SPIN,
@@ -166,6 +180,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"keystore", required_argument, NULL, ARG_KEYSTORE},
         {"provider", required_argument, NULL, ARG_PROVIDER},
         {"sim-dir", required_argument, NULL, ARG_SIM_DIR},
+        {"freshness-anchor", required_argument, NULL, ARG_ANCHOR},
+        {"accept-rollback", required_argument, NULL, ARG_ACCEPT_ROLLBACK},
         {"threads", required_argument, NULL, ARG_THREADS},
         {"stall-timeout", required_argument, NULL, ARG_STALL},
         {"spin-us", required_argument, NULL, ARG_SPIN},
@@ -225,6 +241,30 @@ static int parse_args(int argc, char **argv, Options *o) {
         case ARG_SIM_DIR:
             o->sim_dir = optarg;
             break;
+        case ARG_ANCHOR: {
+            char *path = NULL;
+            int r = freshness_anchor_spec_parse(optarg, &path);
+            if (r == -ENOMEM)
+                return log_oom();
+            if (r < 0)
+                return log_error_errno(r, "Invalid --freshness-anchor '%s' (none or file:/PATH).",
+                                       optarg);
+            free(o->anchor);
+            o->anchor = path;
+            break;
+        }
+        case ARG_ACCEPT_ROLLBACK: {
+            char *end;
+            unsigned long long g;
+            errno = 0;
+            g = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] < '0' || optarg[0] > '9')
+                return log_error_errno(-EINVAL, "Invalid --accept-rollback '%s' (a generation).",
+                                       optarg);
+            o->accept_rollback = true;
+            o->accept_generation = g;
+            break;
+        }
         case ARG_THREADS:
             if (parse_uint(optarg, 256, &o->threads) < 0 || o->threads == 0)
                 return log_error_errno(-EINVAL, "Invalid --threads '%s' (1..256).", optarg);
@@ -314,6 +354,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         return log_error_errno(-EINVAL, "--sim-dir needs --provider sim.");
     if (o->root_connections >= (o->max_connections ?: 1024))
         return log_error_errno(-EINVAL, "--root-connections must be below --max-connections.");
+    if (o->accept_rollback && !o->anchor)
+        return log_error_errno(-EINVAL, "--accept-rollback needs a freshness anchor.");
     return 1;
 }
 
@@ -416,8 +458,74 @@ static void raise_nofile_limit(void) {
         log_debug("Open-file limit raised to %llu.", (unsigned long long)rl.rlim_max);
 }
 
+/* Messages about the keystore's freshness (docs/vault.md "Freshness and rollback"): the refusal
+ * naming both generations, the operator's override as an audit line. Returns r, the load's
+ * result, or -ECANCELED when the refusal was logged here already. */
+static int check_freshness(const Options *o, Keystore *ks, int r) {
+    KeystoreFreshness f;
+    bool missing;
+    keystore_get_freshness(ks, &f);
+    if (!f.anchored)
+        return r;
+    if (r == -EKEYREVOKED) {
+        if (o->accept_rollback)
+            log_error("--accept-rollback %" PRIu64 " does not match the keystore's generation "
+                      "%" PRIu64 ": nothing accepted.",
+                      o->accept_generation, f.generation);
+        missing = access(o->keystore, F_OK) < 0;
+        log_error_errno(
+            r,
+            "Keystore '%s' is generation %" PRIu64 "%s, older than generation %" PRIu64
+            " recorded in the freshness anchor '%s': %s (rollback). Refusing to "
+            "start; %s. To accept this state on purpose, start once with "
+            "--accept-rollback %" PRIu64 ".",
+            o->keystore, f.generation, missing ? " (missing)" : "", f.anchor_generation, o->anchor,
+            missing ? "the keystore was deleted or moved, starting empty would lose "
+                      "every key"
+                    : "an older copy of the keystore was put back, deleted keys and "
+                      "retired versions would return",
+            missing ? "nothing is created" : "the file is left untouched", f.generation);
+        return -ECANCELED;
+    }
+    if (r < 0 && r != -ENOENT && f.anchor_read == r) {
+        log_error_errno(r,
+                        "Freshness anchor '%s' is not valid (%m): forged, tampered with, or "
+                        "written by another VM. Refusing to start with keystore '%s' (generation "
+                        "%" PRIu64 "). To accept this keystore on purpose and rewrite the anchor, "
+                        "start once with --accept-rollback %" PRIu64 ".",
+                        o->anchor, o->keystore, f.generation, f.generation);
+        return -ECANCELED;
+    }
+    if (r < 0 && r != -ENOENT && f.anchor_write == r) {
+        log_error_errno(r,
+                        "Cannot write the freshness anchor '%s': %m. Refusing to start without "
+                        "rollback protection (--freshness-anchor none would run without it).",
+                        o->anchor);
+        return -ECANCELED;
+    }
+    if (r < 0 && r != -ENOENT)
+        return r;
+    if (f.rollback_accepted)
+        log_notice("AUDIT: keystore rollback accepted by the operator (--accept-rollback "
+                   "%" PRIu64 "): keystore '%s' generation %" PRIu64 ", freshness anchor '%s' %s "
+                   "%" PRIu64 "; %s generation %" PRIu64 ", anchor rewritten.",
+                   o->accept_generation, o->keystore, o->accept_generation, o->anchor,
+                   f.anchor_read == 0 ? "generation" : "invalid, generation unknown",
+                   f.anchor_generation, f.resealed_generation ? "resealed as" : "next write is",
+                   f.resealed_generation ? f.resealed_generation : f.anchor_generation + 1);
+    else if (o->accept_rollback)
+        log_warning("--accept-rollback %" PRIu64 " not needed: keystore generation %" PRIu64
+                    " is not older than the anchor, ignoring.",
+                    o->accept_generation, f.generation);
+    else
+        log_info("Keystore generation %" PRIu64 ", freshness anchor '%s'.", f.generation,
+                 o->anchor);
+    return r;
+}
+
 static int run(const Options *o, int ready_fd) {
     _cleanup_(snp_provider_freep) SnpProvider *provider = NULL;
+    _cleanup_(freshness_anchor_freep) FreshnessAnchor *anchor = NULL;
     _cleanup_(keystore_freep) Keystore *ks = NULL;
     _cleanup_(vault_freep) Vault *vault = NULL;
     _cleanup_(dispatch_freep) Dispatch *dispatch = NULL;
@@ -489,6 +597,16 @@ static int run(const Options *o, int ready_fd) {
     r = keystore_new(provider, o->keystore, NULL, &ks);
     if (r < 0)
         return log_error_errno(r, "Failed to set up the keystore '%s': %m", o->keystore);
+    if (o->anchor) {
+        r = freshness_anchor_new(o->anchor, &anchor);
+        if (r < 0)
+            return log_oom();
+        keystore_set_anchor(ks, anchor);
+        if (o->accept_rollback)
+            keystore_accept_rollback(ks, o->accept_generation);
+    } else
+        log_warning("WARNING: no freshness anchor (--freshness-anchor none): an older keystore "
+                    "file restored by the host (deleted keys, retired versions) is not detected.");
     r = vault_new(&vault);
     if (r < 0)
         return log_oom();
@@ -496,9 +614,12 @@ static int run(const Options *o, int ready_fd) {
     if (r < 0)
         return log_error_errno(r, "Invalid quotas: %m");
     r = keystore_load(ks, vault);
+    r = check_freshness(o, ks, r);
     if (r == -ENOENT)
         log_info("No keystore at '%s' yet: starting empty; it is created with the first key.",
                  o->keystore);
+    else if (r == -ECANCELED)
+        return r;
     else if (r < 0)
         return log_error_errno(r,
                                "Keystore '%s' exists but cannot be opened: %m. Refusing to start; "
@@ -547,17 +668,24 @@ static int run(const Options *o, int ready_fd) {
     return 0;
 }
 
+static void options_done(Options *o) {
+    free(o->anchor);
+}
+
 int main(int argc, char **argv) {
-    Options o = {
+    _cleanup_(options_done) Options o = {
         .socket_path = VHSM_DEFAULT_SOCKET,
         .keystore = DEFAULT_KEYSTORE,
         .socket_mode = 0666,
         .socket_gid = (gid_t)-1,
+        .anchor = strdup(FRESHNESS_DEFAULT_ANCHOR),
         .spin_us = 0, /* pipelining clients do not need it; spinning burns CPU */
     };
     int ready_fd = -EBADF, r;
 
     log_set_prefix("vhsmd");
+    if (!o.anchor)
+        return log_oom(), EXIT_FAILURE;
     r = parse_args(argc, argv, &o);
     if (r <= 0)
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

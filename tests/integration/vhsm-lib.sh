@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # Shared set-up for the vhsm-*.sh integration tests (sourced). Arguments of every test:
 #   $1 nitride  $2 vhsmd  $3 vhsm  $4 vhsm-test-helper
-# Provides: $T (temp dir, removed on exit), $SOCK, $KS, $SIM, start_vhsmd, stop_vhsmd, kill_vhsmd,
+# Provides: $T (temp dir, removed on exit), $SOCK, $KS, $SIM, $ANCHOR (the freshness anchor,
+# standing in for /run/vhsm), start_vhsmd, stop_vhsmd, kill_vhsmd,
 # V (the CLI on $SOCK), H (the helper), fail, hex_random. The daemon always runs on a unix socket
 # in $T with the simulated SNP provider; every wait is bounded.
 set -euo pipefail
@@ -12,6 +13,7 @@ chmod 755 "$T"
 SOCK=$T/vhsm.sock
 KS=$T/state/keystore
 SIM=$T/sim
+ANCHOR=$T/run/keystore.anchor
 VHSMD_PID=
 VHSMD_LOG=$T/vhsmd.log
 
@@ -39,7 +41,7 @@ hex_random() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 # start_vhsmd [extra vhsmd args...]: starts in the background, waits until it answers.
 start_vhsmd() {
   "$VHSMD" --foreground --socket "$SOCK" --keystore "$KS" --provider sim --sim-dir "$SIM" \
-    "$@" >>"$VHSMD_LOG" 2>&1 &
+    --freshness-anchor "file:$ANCHOR" "$@" >>"$VHSMD_LOG" 2>&1 &
   VHSMD_PID=$!
   for _ in $(seq 1 200); do
     if [ -S "$SOCK" ] && V ping >/dev/null 2>&1; then return 0; fi

@@ -10,7 +10,7 @@ V key create life --type p256
 V pubkey life >"$T/pub1"
 
 rc=0; timeout 10 "$VHSMD" --foreground --socket "$SOCK" --keystore "$T/other/ks" --provider sim \
-  --sim-dir "$SIM" >"$T/second.log" 2>&1 || rc=$?
+  --sim-dir "$SIM" --freshness-anchor "file:$T/other/anchor" >"$T/second.log" 2>&1 || rc=$?
 [ "$rc" != 0 ] || fail "a second vhsmd took over the live socket"
 grep -q "Another vhsmd" "$T/second.log" || fail "second daemon message: $(cat "$T/second.log")"
 V ping || fail "first daemon lost its socket"
@@ -39,7 +39,7 @@ size=$(stat -c %s "$KS")
 printf '\xff' | dd of="$KS" bs=1 seek=$((size / 2)) conv=notrunc status=none
 sha_before=$(sha256sum "$KS")
 rc=0; timeout 20 "$VHSMD" --foreground --socket "$SOCK" --keystore "$KS" --provider sim --sim-dir "$SIM" \
-  >"$T/tamper.log" 2>&1 || rc=$?
+  --freshness-anchor "file:$ANCHOR" >"$T/tamper.log" 2>&1 || rc=$?
 [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "vhsmd started on a tampered keystore (rc $rc)"
 grep -q "Refusing to start" "$T/tamper.log" || fail "tamper message: $(cat "$T/tamper.log")"
 [ "$(sha256sum "$KS")" = "$sha_before" ] || fail "tampered keystore was modified"
@@ -49,7 +49,7 @@ grep -q "Refusing to start" "$T/tamper.log" || fail "tamper message: $(cat "$T/t
 head -c $((size - 7)) "$T/ks.orig" >"$KS"
 sha_before=$(sha256sum "$KS")
 rc=0; timeout 20 "$VHSMD" --foreground --socket "$SOCK" --keystore "$KS" --provider sim --sim-dir "$SIM" \
-  >"$T/trunc.log" 2>&1 || rc=$?
+  --freshness-anchor "file:$ANCHOR" >"$T/trunc.log" 2>&1 || rc=$?
 [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "vhsmd started on a truncated keystore"
 [ "$(sha256sum "$KS")" = "$sha_before" ] || fail "truncated keystore was modified"
 
@@ -70,7 +70,7 @@ elif [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && command -v prlimit >
   rc=0
   timeout 20 setpriv --bounding-set -ipc_lock --inh-caps -ipc_lock prlimit --memlock=65536:65536 \
     "$VHSMD" --foreground --socket "$SOCK" --keystore "$KS" --provider sim --sim-dir "$SIM" \
-    >"$T/mlock.log" 2>&1 || rc=$?
+    --freshness-anchor "file:$ANCHOR" >"$T/mlock.log" 2>&1 || rc=$?
   [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "vhsmd started although memory cannot be locked"
   grep -q "Cannot lock memory" "$T/mlock.log" || fail "mlock message: $(cat "$T/mlock.log")"
 else

@@ -67,7 +67,8 @@ expect_as 0 $VICTIM sign sig --in "$T/msg"
 stop_vhsmd || fail "vhsmd stop"
 
 # --- finding 5: an ACL burst naming the victim (default quotas); `key list` keeps working
-rm -f "$KS"
+# (a new vHSM: its freshness anchor goes too, else the missing keystore is refused as a rollback)
+rm -f "$KS" "$ANCHOR"
 start_vhsmd
 expect_as 0 $VICTIM key create own --type aes256
 H aclburst "$SOCK" 6201 $VICTIM 300 >"$T/burst" || { cat "$T/burst"; fail "ACL burst checks"; }

@@ -5,6 +5,10 @@
  * a different launch measurement refusing the file, tamper and truncation refused and never
  * overwritten, persist failures undoing the mutation, malformed content refused with the vault
  * unchanged, and a crash loop (SIGKILL during rotations) that must always leave a readable file.
+ * Freshness (issue 8): the generation increments at every write, a format-1 file (sealed here by
+ * an independent implementation of the old format) reads as generation 0, a file older than the
+ * anchor (or a deleted one) is refused and accepted only with an override of exactly its
+ * generation, after which the newer files stay refused; forged and tampered anchors are refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +16,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <fcntl.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/bytes.h"
 #include "core/fileio.h"
 #include "snp/provider.h"
 #include "snp/sim.h"
@@ -311,7 +319,7 @@ static void test_wrong_measurement_and_tamper(void **state) {
             assert_int_equal(keystore_load(ks, b), 0);
             ks = keystore_free(ks);
             assert_int_equal(keystore_serialize(b, &content), 0);
-            assert_int_equal(keystore_seal(p, &prm, content, &planted, &plen), 0);
+            assert_int_equal(keystore_seal(p, &prm, 1, content, &planted, &plen), 0);
             assert_int_equal(write_file_atomic(path, planted, plen, 0600), 0);
             /* vhsmd with the configured (default) parameters refuses it and cannot save. */
             assert_int_equal(vault_new(&c), 0);
@@ -405,12 +413,372 @@ static void test_crash_loop(void **state) {
     }
 }
 
+/* ---- freshness (issue 8) ---- */
+
+static uint64_t file_generation(SnpProvider *p, const char *path) {
+    _cleanup_free_ uint8_t *file = NULL;
+    _cleanup_(secret_freep) Secret *content = NULL;
+    KeystoreSealParams prm;
+    uint64_t gen = UINT64_MAX;
+    size_t len = 0;
+    keystore_seal_params_default(&prm);
+    assert_int_equal(read_file(path, &file, &len), 0);
+    assert_int_equal(keystore_unseal(p, &prm, file, len, &content, &gen), 0);
+    /* Format 2 on every write, the generation in the header at offset 48. */
+    assert_int_equal(bytes_get_be16(file + 4), 2);
+    assert_int_equal(bytes_get_be64(file + 48), gen);
+    return gen;
+}
+
+/* The old format, written independently of keystore.c: format 1, 16 zero bytes after the
+ * nonce, AES-256-GCM under HKDF-SHA256(derived key, info "nitride-vhsm-keystore-v1"). */
+static void seal_v1(SnpProvider *p, const Secret *content, uint8_t **ret, size_t *ret_len) {
+    _cleanup_(secret_freep) Secret *dk = NULL;
+    SnpDerivedKeyRequest req = {.root_key_select = SNP_KEY_ROOT_VCEK,
+                                .guest_field_select = KEYSTORE_DEFAULT_GFS};
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(kdf);
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    size_t n = 64 + secret_size(content) + 16;
+    uint8_t key[32], *out = malloc(n);
+    OSSL_PARAM prm[4];
+    int len = 0;
+
+    assert_non_null(out);
+    assert_int_equal(snp_provider_get_derived_key(p, &req, &dk), 0);
+    prm[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    prm[1] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk), secret_size(dk));
+    prm[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+                                               (char *)"nitride-vhsm-keystore-v1", 24);
+    prm[3] = OSSL_PARAM_construct_end();
+    assert_int_equal(EVP_KDF_derive(kctx, key, sizeof key, prm), 1);
+    memset(out, 0, 64);
+    memcpy(out, "NTKS", 4);
+    bytes_put_be16(out + 4, 1);
+    bytes_put_be16(out + 6, 64);
+    bytes_put_be32(out + 8, SNP_KEY_ROOT_VCEK);
+    bytes_put_be64(out + 12, KEYSTORE_DEFAULT_GFS);
+    assert_int_equal(RAND_bytes(out + 36, 12), 1);
+    assert_int_equal(EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, out + 36), 1);
+    assert_int_equal(EVP_EncryptUpdate(c, NULL, &len, out, 64), 1);
+    assert_int_equal(
+        EVP_EncryptUpdate(c, out + 64, &len, secret_const_data(content), (int)secret_size(content)),
+        1);
+    assert_int_equal(EVP_EncryptFinal_ex(c, out + 64 + len, &len), 1);
+    assert_int_equal(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, out + n - 16), 1);
+    OPENSSL_cleanse(key, sizeof key);
+    EVP_CIPHER_CTX_free(c);
+    EVP_KDF_CTX_free(kctx);
+    EVP_KDF_free(kdf);
+    *ret = out;
+    *ret_len = n;
+}
+
+/* Opens path into a new vault with an anchor at anchor_path (NULL: none) and, if accept >= 0,
+ * the override of that generation. Returns keystore_load()'s result; the keystore, vault and anchor
+ * are returned for the caller to free. */
+static int open_with(SnpProvider *p, const char *path, const char *anchor_path, int64_t accept,
+                     Keystore **ret_ks, Vault **ret_v, FreshnessAnchor **ret_a) {
+    *ret_a = NULL;
+    assert_int_equal(vault_new(ret_v), 0);
+    assert_int_equal(keystore_new(p, path, NULL, ret_ks), 0);
+    if (anchor_path) {
+        assert_int_equal(freshness_anchor_new(anchor_path, ret_a), 0);
+        keystore_set_anchor(*ret_ks, *ret_a);
+    }
+    if (accept >= 0)
+        keystore_accept_rollback(*ret_ks, (uint64_t)accept);
+    return keystore_load(*ret_ks, *ret_v);
+}
+
+typedef struct Opened {
+    Keystore *ks;
+    Vault *v;
+    FreshnessAnchor *a;
+} Opened;
+
+static void opened_done(Opened *o) {
+    if (o->v)
+        vault_set_keystore(o->v, NULL);
+    o->v = vault_free(o->v);
+    o->ks = keystore_free(o->ks);
+    o->a = freshness_anchor_free(o->a);
+}
+
+static int open_o(SnpProvider *p, const char *path, const char *anchor_path, int64_t accept,
+                  Opened *o) {
+    opened_done(o);
+    return open_with(p, path, anchor_path, accept, &o->ks, &o->v, &o->a);
+}
+
+static void test_generation_and_old_format(void **state) {
+    _cleanup_(snp_provider_freep) SnpProvider *p = open_sim();
+    _cleanup_(opened_done) Opened o = {0};
+    _cleanup_free_ uint8_t *v1 = NULL;
+    _cleanup_(secret_freep) Secret *content = NULL;
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    KeystoreFreshness f;
+    size_t v1len = 0;
+    char path[600];
+
+    path_of(path, sizeof path, "gen.ks");
+    assert_int_equal(open_o(p, path, NULL, -1, &o), -ENOENT);
+    vault_set_keystore(o.v, o.ks);
+    assert_int_equal(vault_key_generate(o.v, &alice, "k", &spec), 0);
+    assert_int_equal(file_generation(p, path), 1);
+    assert_int_equal(vault_key_rotate(o.v, &alice, "k", NULL), 0);
+    assert_int_equal(file_generation(p, path), 2);
+    assert_int_equal(keystore_save(o.ks, o.v), 0);
+    assert_int_equal(file_generation(p, path), 3);
+    keystore_get_freshness(o.ks, &f);
+    assert_int_equal(f.generation, 3);
+    assert_false(f.anchored);
+    /* A later run continues from the file's generation. */
+    assert_int_equal(open_o(p, path, NULL, -1, &o), 0);
+    keystore_get_freshness(o.ks, &f);
+    assert_int_equal(f.generation, 3);
+    assert_int_equal(keystore_save(o.ks, o.v), 0);
+    assert_int_equal(file_generation(p, path), 4);
+
+    /* The generation is authenticated: changing it breaks the tag. */
+    {
+        _cleanup_free_ uint8_t *file = NULL;
+        size_t len = 0;
+        assert_int_equal(read_file(path, &file, &len), 0);
+        file[63 - 8] ^= 0x01; /* low byte of the generation */
+        assert_int_equal(write_file_atomic(path, file, len, 0600), 0);
+        assert_int_equal(open_o(p, path, NULL, -1, &o), -EKEYREJECTED);
+        file[63 - 8] ^= 0x01;
+        file[56] ^= 0x01; /* reserved after the generation: must be zero */
+        assert_int_equal(write_file_atomic(path, file, len, 0600), 0);
+        assert_int_equal(open_o(p, path, NULL, -1, &o), -EBADMSG);
+        file[56] ^= 0x01;
+        assert_int_equal(write_file_atomic(path, file, len, 0600), 0);
+    }
+
+    /* Format 1 reads as generation 0, with its keys; the next write is format 2, generation 1. */
+    assert_int_equal(open_o(p, path, NULL, -1, &o), 0);
+    assert_int_equal(keystore_serialize(o.v, &content), 0);
+    seal_v1(p, content, &v1, &v1len);
+    assert_int_equal(write_file_atomic(path, v1, v1len, 0600), 0);
+    assert_int_equal(open_o(p, path, NULL, -1, &o), 0);
+    keystore_get_freshness(o.ks, &f);
+    assert_int_equal(f.generation, 0);
+    {
+        json_auto_t *d = NULL;
+        assert_int_equal(vault_key_describe(o.v, &alice, "k", &d), 0);
+        assert_int_equal(json_integer_value(json_object_get(d, "latest_version")), 2);
+    }
+    assert_int_equal(keystore_save(o.ks, o.v), 0);
+    assert_int_equal(file_generation(p, path), 1);
+    /* Format 1 with non-zero bytes where format 2 has the generation: malformed. */
+    v1[50] = 1;
+    assert_int_equal(write_file_atomic(path, v1, v1len, 0600), 0);
+    assert_int_equal(open_o(p, path, NULL, -1, &o), -EBADMSG);
+    v1[50] = 0;
+    /* Once anchored above 0, the format-1 file is an old copy like any other. */
+    {
+        char anchor[600];
+        path_of(anchor, sizeof anchor, "gen.anchor");
+        assert_int_equal(write_file_atomic(path, v1, v1len, 0600), 0);
+        assert_int_equal(open_o(p, path, anchor, -1, &o), 0);
+        vault_set_keystore(o.v, o.ks);
+        assert_int_equal(vault_key_rotate(o.v, &alice, "k", NULL), 0);
+        assert_int_equal(write_file_atomic(path, v1, v1len, 0600), 0);
+        assert_int_equal(open_o(p, path, anchor, -1, &o), -EKEYREVOKED);
+    }
+}
+
+static void test_rollback_refused(void **state) {
+    _cleanup_(snp_provider_freep) SnpProvider *p = open_sim();
+    _cleanup_(opened_done) Opened o = {0};
+    _cleanup_free_ uint8_t *old = NULL, *newer = NULL, *after = NULL;
+    size_t oldlen = 0, newlen = 0, alen = 0;
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    KeystoreFreshness f;
+    uint64_t g = 0;
+    char path[600], anchor[600];
+
+    path_of(path, sizeof path, "rb.ks");
+    path_of(anchor, sizeof anchor, "run/rb.anchor");
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -ENOENT);
+    /* The anchor exists from the start (0), so a missing directory or a read-only one shows. */
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 0);
+    vault_set_keystore(o.v, o.ks);
+    assert_int_equal(vault_key_generate(o.v, &alice, "doomed", &spec), 0); /* 1 */
+    assert_int_equal(read_file(path, &old, &oldlen), 0);
+    assert_int_equal(vault_key_generate(o.v, &alice, "keep", &spec), 0); /* 2 */
+    assert_int_equal(vault_key_delete(o.v, &alice, "doomed"), 0);        /* 3 */
+    assert_int_equal(read_file(path, &newer, &newlen), 0);
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 3);
+
+    /* The old file put back: refused, nothing loaded, nothing written. */
+    assert_int_equal(write_file_atomic(path, old, oldlen, 0600), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EKEYREVOKED);
+    keystore_get_freshness(o.ks, &f);
+    assert_true(f.anchored);
+    assert_int_equal(f.generation, 1);
+    assert_int_equal(f.anchor_read, 0);
+    assert_int_equal(f.anchor_generation, 3);
+    assert_false(f.rollback_accepted);
+    assert_int_equal(vault_key_count(o.v), 0);
+    assert_int_equal(keystore_save(o.ks, o.v), -ESTALE);
+    /* An override of another generation accepts nothing. */
+    assert_int_equal(open_o(p, path, anchor, 2, &o), -EKEYREVOKED);
+    assert_int_equal(open_o(p, path, anchor, 0, &o), -EKEYREVOKED);
+    assert_int_equal(read_file(path, &after, &alen), 0);
+    assert_int_equal(alen, oldlen);
+    assert_memory_equal(after, old, oldlen);
+    free(after);
+    after = NULL;
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 3);
+    /* Control: without the anchor the same file opens (the refusal is the anchor's). */
+    assert_int_equal(open_o(p, path, NULL, -1, &o), 0);
+    assert_int_equal(vault_key_count(o.v), 1);
+
+    /* Override of exactly generation 1: accepted, resealed above the anchor. */
+    assert_int_equal(open_o(p, path, anchor, 1, &o), 0);
+    keystore_get_freshness(o.ks, &f);
+    assert_true(f.rollback_accepted);
+    assert_int_equal(f.anchor_generation, 3);
+    assert_int_equal(f.resealed_generation, 4);
+    assert_int_equal(vault_key_count(o.v), 1); /* "doomed" is back, as the operator accepted */
+    assert_int_equal(file_generation(p, path), 4);
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 4);
+    vault_set_keystore(o.v, o.ks);
+    assert_int_equal(vault_key_generate(o.v, &alice, "after", &spec), 0);
+    assert_int_equal(file_generation(p, path), 5);
+    /* The newer file of the old history (generation 3) is refused now. */
+    assert_int_equal(write_file_atomic(path, newer, newlen, 0600), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EKEYREVOKED);
+
+    /* A file ahead of the anchor (crash between the two writes) opens and advances it. */
+    assert_int_equal(freshness_anchor_write(o.a, 2), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), 0);
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 3);
+
+    /* A deleted keystore is a rollback to generation 0. */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EKEYREVOKED);
+    keystore_get_freshness(o.ks, &f);
+    assert_int_equal(f.generation, 0);
+    assert_int_equal(f.anchor_generation, 3);
+    assert_int_equal(keystore_save(o.ks, o.v), -ESTALE);
+    assert_int_equal(access(path, F_OK), -1);
+    /* Accepted with 0: starts empty, and writes continue above the anchor. */
+    assert_int_equal(open_o(p, path, anchor, 0, &o), -ENOENT);
+    keystore_get_freshness(o.ks, &f);
+    assert_true(f.rollback_accepted);
+    assert_int_equal(f.resealed_generation, 0);
+    vault_set_keystore(o.v, o.ks);
+    assert_int_equal(vault_key_generate(o.v, &alice, "fresh", &spec), 0);
+    assert_int_equal(file_generation(p, path), 4);
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 4);
+}
+
+static void test_anchor_forged(void **state) {
+    _cleanup_(snp_provider_freep) SnpProvider *p = open_sim();
+    _cleanup_(opened_done) Opened o = {0};
+    _cleanup_free_ uint8_t *good = NULL, *old = NULL;
+    _cleanup_(secret_freep) Secret *other = NULL;
+    size_t glen = 0, oldlen = 0;
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    uint8_t img[FRESHNESS_ANCHOR_SIZE];
+    KeystoreFreshness f;
+    uint64_t g = 0;
+    char path[600], anchor[600];
+
+    path_of(path, sizeof path, "forge.ks");
+    path_of(anchor, sizeof anchor, "forge.anchor");
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -ENOENT);
+    vault_set_keystore(o.v, o.ks);
+    assert_int_equal(vault_key_generate(o.v, &alice, "a", &spec), 0); /* 1 */
+    assert_int_equal(read_file(path, &old, &oldlen), 0);
+    assert_int_equal(vault_key_rotate(o.v, &alice, "a", NULL), 0); /* 2 */
+    assert_int_equal(read_file(anchor, &good, &glen), 0);
+    assert_int_equal(glen, FRESHNESS_ANCHOR_SIZE);
+    assert_int_equal(write_file_atomic(path, old, oldlen, 0600), 0);
+
+    /* Every single-bit change of the anchor is refused (the generation lowered to 1 too). */
+    for (size_t i = 0; i < glen * 8; i++) {
+        int r;
+        good[i / 8] ^= (uint8_t)(1u << (i % 8));
+        assert_int_equal(write_file_atomic(anchor, good, glen, 0600), 0);
+        good[i / 8] ^= (uint8_t)(1u << (i % 8));
+        r = open_o(p, path, anchor, -1, &o);
+        assert_true(r == -EKEYREJECTED || r == -EBADMSG || r == -EOPNOTSUPP);
+        keystore_get_freshness(o.ks, &f);
+        assert_int_equal(f.anchor_read, r);
+        assert_int_equal(vault_key_count(o.v), 0);
+    }
+    /* Forged: a well-formed anchor for generation 0 under another key. */
+    assert_int_equal(secret_new(FRESHNESS_KEY_SIZE, &other), 0);
+    assert_int_equal(RAND_bytes(secret_data(other), FRESHNESS_KEY_SIZE), 1);
+    assert_int_equal(freshness_anchor_encode(other, 0, img), 0);
+    assert_int_equal(write_file_atomic(anchor, img, sizeof img, 0600), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EKEYREJECTED);
+    {
+        uint64_t got = 0;
+        assert_int_equal(freshness_anchor_decode(other, img, sizeof img, &got), 0);
+        assert_int_equal(got, 0);
+    }
+    /* Truncated, longer, empty. */
+    assert_int_equal(write_file_atomic(anchor, good, glen - 1, 0600), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EBADMSG);
+    {
+        uint8_t longer[FRESHNESS_ANCHOR_SIZE + 1] = {0};
+        memcpy(longer, good, glen);
+        assert_int_equal(write_file_atomic(anchor, longer, sizeof longer, 0600), 0);
+        assert_int_equal(open_o(p, path, anchor, -1, &o), -EBADMSG);
+    }
+    assert_int_equal(write_file_atomic(anchor, good, 0, 0600), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EBADMSG);
+    /* The untouched anchor still refuses the old file; override of its generation accepts it
+     * (and a tampered anchor can be overridden too, rewriting it). */
+    assert_int_equal(write_file_atomic(anchor, good, glen, 0600), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EKEYREVOKED);
+    good[20] ^= 1;
+    assert_int_equal(write_file_atomic(anchor, good, glen, 0600), 0);
+    good[20] ^= 1;
+    assert_int_equal(open_o(p, path, anchor, 1, &o), 0);
+    keystore_get_freshness(o.ks, &f);
+    assert_true(f.rollback_accepted);
+    assert_int_equal(f.anchor_read, -EKEYREJECTED);
+    assert_int_equal(f.resealed_generation, 2);
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 2);
+
+    /* Specification strings. */
+    {
+        char *s = NULL;
+        assert_int_equal(freshness_anchor_spec_parse("none", &s), 0);
+        assert_null(s);
+        assert_int_equal(freshness_anchor_spec_parse("file:/run/x", &s), 0);
+        assert_string_equal(s, "/run/x");
+        free(s);
+        assert_int_equal(freshness_anchor_spec_parse("file:", &s), -EINVAL);
+        assert_int_equal(freshness_anchor_spec_parse("file:rel", &s), -EINVAL);
+        assert_int_equal(freshness_anchor_spec_parse("/run/x", &s), -EINVAL);
+        assert_int_equal(freshness_anchor_spec_parse("kms", &s), -EINVAL);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_content_roundtrip),
         cmocka_unit_test(test_sealed_roundtrip_and_undo),
         cmocka_unit_test(test_wrong_measurement_and_tamper),
         cmocka_unit_test(test_crash_loop),
+        cmocka_unit_test(test_generation_and_old_format),
+        cmocka_unit_test(test_rollback_refused),
+        cmocka_unit_test(test_anchor_forged),
     };
     if (vault_init(0) < 0)
         return 1;
