@@ -88,6 +88,29 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   run V key create data --type aes256
   echo "secret payload" | V encrypt data --out "$W/ct"
   run V decrypt data --in "$W/ct"
+  if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+    step "6a. Local users: each uid has its own namespace and quotas (here 3 keys per uid)"
+    kill "${pids[-1]}"; wait "${pids[-1]}" || true
+    chmod 755 "$W" # other uids reach the socket (access is decided per key)
+    "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" \
+      --freshness-anchor "file:$W/run/keystore.anchor" --quota-keys 3 &
+    pids+=($!)
+    for _ in $(seq 50); do V ping >/dev/null 2>&1 && break; sleep 0.1; done
+    AS() { local u=$1; shift; echo "+ (uid $u) vhsm $*" >&2; setpriv --reuid "$u" --regid "$u" --clear-groups "$vhsm" --socket "$sock" "$@"; }
+    expect() { local want=$1 got=0; shift; "$@" || got=$?; echo "exit code $got"; [ "$got" = "$want" ]; }
+    AS 1500 key create db --type aes256
+    echo "uid 1600 tries to squat uid 1500's key name, then its own 'db' granting 1500 use:"
+    expect 12 AS 1600 key create 1500/db --type aes256 --allow-uid 1500
+    AS 1600 key create db --type aes256 --allow-uid 1500 --allow-uid 1600
+    AS 1500 --json key info db | jq -c '{name, acl}'
+    echo "uid 1600 fills its quota:"
+    AS 1600 key create k1 --type p256
+    AS 1600 key create k2 --type p256
+    expect 11 AS 1600 key create k3 --type p256
+    echo "root (the agent) still creates keys, in the root-only kms/ namespace:"
+    run V key create kms/luks-demo --type aes256
+    run V key list
+  fi
   step "6b. Restart vhsmd: the sealed keystore opens again on the same VM"
   kill "${pids[-1]}"; wait "${pids[-1]}" || true
   "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" \
@@ -95,7 +118,18 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   pids+=($!)
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   run V decrypt data --in "$W/ct"
+  step "6b'. The host puts back an older keystore file: refused (freshness anchor in VM memory)"
+  cp "$W/keystore" "$W/keystore.old"
+  run V key delete data
   kill "${pids[-1]}"; wait "${pids[-1]}" || true
+  cp "$W/keystore.old" "$W/keystore"
+  set +e
+  timeout 10 "$vhsmd" --foreground --socket "$sock" --keystore "$W/keystore" --provider sim --sim-dir "$W/chip" \
+    --freshness-anchor "file:$W/run/keystore.anchor" 2>&1 | grep -o 'is generation.*(rollback)'
+  rc=${PIPESTATUS[0]}
+  set -e
+  echo "vhsmd exit code $rc (refused: deleted keys would come back)"
+  [ "$rc" -ne 0 ]
   step "6c. A VM with another measurement cannot open the keystore"
   "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
   set +e
