@@ -172,32 +172,42 @@ static void w_acl_list(Writer *w, const VaultAclList *l) {
     }
 }
 
-static int w_version(Writer *w, VaultKeyType type, const KeyVersion *kv) {
-    w_u32(w, kv->number);
-    w_u64(w, kv->created);
-    if (kv->dormant) { /* already in keystore form */
-        w_u32(w, (uint32_t)secret_size(kv->dormant));
-        w_bytes(w, secret_const_data(kv->dormant), secret_size(kv->dormant));
-        return 0;
-    }
-    if (kv->secret) {
-        w_u32(w, (uint32_t)secret_size(kv->secret));
-        w_bytes(w, secret_const_data(kv->secret), secret_size(kv->secret));
-        return 0;
-    }
+/* The keystore form of an asymmetric version's material: exported on first use and kept (in
+ * locked memory, packed when small) for every later save. Safe under the read lock: concurrent
+ * first uses race on an atomic exchange, and the loser frees its copy. */
+static int version_material(VaultKeyType type, KeyVersion *kv, const Secret **ret) {
+    _cleanup_(secret_freep) Secret *m = NULL;
+    Secret *expected = NULL;
     size_t len = 0;
     int r;
-    /* Length first (exports once to count), then straight into the Secret. */
-    if ((r = vault_pkey_export_material(kv->pkey, type, NULL, 0, &len)) < 0)
-        return r;
-    w_u32(w, (uint32_t)len);
-    if (w->data) {
-        if (w->off + len > w->size)
-            return -ENOBUFS;
-        if ((r = vault_pkey_export_material(kv->pkey, type, w->data + w->off, len, &len)) < 0)
-            return r;
+    if (kv->dormant) {
+        *ret = kv->dormant;
+        return 0;
     }
-    w->off += len;
+    if ((*ret = atomic_load(&kv->material)))
+        return 0;
+    if ((r = vault_pkey_export_material(kv->pkey, type, NULL, 0, &len)) < 0 ||
+        (r = secret_new_packed(len, &m)) < 0 ||
+        (r = vault_pkey_export_material(kv->pkey, type, secret_data(m), len, &len)) < 0)
+        return r;
+    if (len != secret_size(m))
+        return -EIO;
+    if (atomic_compare_exchange_strong(&kv->material, &expected, m))
+        *ret = TAKE_PTR(m);
+    else
+        *ret = expected; /* another thread was first: same bytes */
+    return 0;
+}
+
+static int w_version(Writer *w, VaultKeyType type, KeyVersion *kv) {
+    const Secret *m = kv->secret;
+    int r;
+    w_u32(w, kv->number);
+    w_u64(w, kv->created);
+    if (!m && (r = version_material(type, kv, &m)) < 0)
+        return r;
+    w_u32(w, (uint32_t)secret_size(m));
+    w_bytes(w, secret_const_data(m), secret_size(m));
     return 0;
 }
 
@@ -229,7 +239,7 @@ static int serialize_pass(Vault *v, Writer *w) {
         w_acl_list(w, &k->acl.use);
         w_acl_list(w, &k->acl.admin);
         for (uint32_t ver = k->min_version; ver <= k->latest; ver++) {
-            const KeyVersion *kv = k->versions[ver - 1];
+            KeyVersion *kv = k->versions[ver - 1];
             if (!kv)
                 return -EIO; /* retained versions are never NULL */
             if ((r = w_version(w, k->type, kv)) < 0)
@@ -439,10 +449,15 @@ static int r_key(Reader *rd, uint32_t format, VaultKey **ret) {
             if ((r = secret_new_copy(mat, len, &kv->dormant)) < 0)
                 return r;
         } else if (vault_key_type_is_asymmetric(k->type)) {
+            Secret *m = NULL;
             if ((r = vault_pkey_import_material(k->type, mat, len, &kv->pkey)) < 0)
                 return r;
             if ((r = key_version_set_thumbprint(kv)) < 0)
                 return r;
+            /* the keystore form is at hand: the next save copies it (version_material) */
+            if ((r = secret_new_packed_copy(mat, len, &m)) < 0)
+                return r;
+            atomic_store(&kv->material, m);
         } else {
             if (len != vault_key_type_secret_size(k->type))
                 return -EBADMSG;

@@ -38,6 +38,10 @@ typedef struct KeyVersion {
     EVP_PKEY *pkey;  /* asymmetric key pair */
     Secret *dormant; /* asymmetric material (keystore form) not loaded: the secure heap was full
                       * at start. pkey is NULL; operations fail; the keystore saves it as is. */
+    /* Asymmetric: the keystore form of the key material, exported once (at the first save after
+     * creation or load) and reused by every later save, so that a save under the table lock is
+     * a copy rather than an OpenSSL export per version. Set once (atomic exchange); immutable. */
+    _Atomic(Secret *) material;
     char thumbprint[VAULT_THUMBPRINT_LEN + 1]; /* asymmetric only, else "" */
     /* AES keys: AES-256-GCM contexts with this key set, reused by operations (only the IV is
      * set per operation): an operation takes one (atomic exchange), puts it back when done, and

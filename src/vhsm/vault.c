@@ -843,6 +843,7 @@ KeyVersion *key_version_unref(KeyVersion *kv) {
         return NULL;
     secret_free(kv->secret);
     secret_free(kv->dormant);
+    secret_free(atomic_exchange(&kv->material, NULL));
     EVP_PKEY_free(kv->pkey);
     for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
         EVP_CIPHER_CTX_free(atomic_exchange(&kv->gcm_cache[i], NULL)); /* wipes the key schedule */
