@@ -838,6 +838,13 @@ int keystore_save_locked(Keystore *ks, Vault *v) {
         return -ESTALE;
     if ((r = keystore_serialize_locked(v, &content)) < 0)
         return r;
+    return keystore_write_content(ks, content);
+}
+
+int keystore_write_content(Keystore *ks, const Secret *content) {
+    int r;
+    if (!ks->opened)
+        return -ESTALE;
     (void)pthread_mutex_lock(&ks->save_lock);
     if (ks->generation == UINT64_MAX) {
         r = -EOVERFLOW;
@@ -855,8 +862,10 @@ int keystore_save(Keystore *ks, Vault *v) {
     int r;
     if (!ks || !v)
         return -EINVAL;
+    (void)pthread_mutex_lock(&v->mutate_lock);
     (void)pthread_rwlock_rdlock(&v->lock);
     r = keystore_save_locked(ks, v);
     (void)pthread_rwlock_unlock(&v->lock);
+    (void)pthread_mutex_unlock(&v->mutate_lock);
     return r;
 }

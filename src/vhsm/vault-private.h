@@ -74,6 +74,11 @@ typedef struct OwnerUsage {
 
 struct Vault {
     pthread_rwlock_t lock;
+    /* Serialises mutations (taken before the write lock, held until the mutation is durable or
+     * undone): a mutation drops the write lock while its keystore file is sealed and written, so
+     * that other users' operations do not wait for the disk, and no other mutation can run
+     * before its undo. Also taken by keystore_save(). */
+    pthread_mutex_t mutate_lock;
     VaultKey **keys;
     size_t n_keys, n_keys_alloc;
     Keystore *keystore;
@@ -146,6 +151,9 @@ int vault_pkey_to_jwk(EVP_PKEY *pkey, bool include_private, json_t **ret);
 /* keystore.c: serialization of the table, lock held. */
 int keystore_serialize_locked(Vault *v, Secret **ret);
 int keystore_save_locked(Keystore *ks, Vault *v);
+/* Seals content as the next generation and replaces the file, then the anchor; needs no table
+ * lock (the caller holds mutate_lock). */
+int keystore_write_content(Keystore *ks, const Secret *content);
 
 /* transfer.c: frees all transfer keys (vault_free). */
 void vault_transfer_free_all(Vault *v);

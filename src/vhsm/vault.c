@@ -705,18 +705,26 @@ static pthread_rwlock_t *rdlock(pthread_rwlock_t *l) {
     (void)pthread_rwlock_rdlock(l);
     return l;
 }
-static pthread_rwlock_t *wrlock(pthread_rwlock_t *l) {
-    (void)pthread_rwlock_wrlock(l);
-    return l;
-}
 static void rwlock_unlockp(pthread_rwlock_t **l) {
     if (*l)
         (void)pthread_rwlock_unlock(*l);
 }
 #define READ_LOCKED(v)                                                                             \
     _cleanup_(rwlock_unlockp) _unused_ pthread_rwlock_t *lock_guard_ = rdlock(&(v)->lock)
-#define WRITE_LOCKED(v)                                                                            \
-    _cleanup_(rwlock_unlockp) _unused_ pthread_rwlock_t *lock_guard_ = wrlock(&(v)->lock)
+static Vault *mutate_begin(Vault *v) {
+    (void)pthread_mutex_lock(&v->mutate_lock);
+    (void)pthread_rwlock_wrlock(&v->lock);
+    return v;
+}
+static void mutate_endp(Vault **v) {
+    if (!*v)
+        return;
+    (void)pthread_rwlock_unlock(&(*v)->lock);
+    (void)pthread_mutex_unlock(&(*v)->mutate_lock);
+}
+/* A mutation: the mutation lock, then the table's write lock (persist_locked() drops the latter
+ * while the file is written). */
+#define WRITE_LOCKED(v) _cleanup_(mutate_endp) _unused_ Vault *lock_guard_ = mutate_begin(v)
 
 /* ---- objects ---- */
 
@@ -736,6 +744,12 @@ int vault_new(Vault **ret) {
         free(v);
         return -ENOMEM;
     }
+    if (pthread_mutex_init(&v->mutate_lock, NULL) != 0) {
+        (void)pthread_mutex_destroy(&v->transfer_lock);
+        (void)pthread_rwlock_destroy(&v->lock);
+        free(v);
+        return -ENOMEM;
+    }
     atomic_init(&v->attestation_time, 0);
     (void)vault_quota_normalize(&v->quota);
     *ret = v;
@@ -751,6 +765,7 @@ Vault *vault_free(Vault *v) {
     free(v->usage);
     vault_transfer_free_all(v);
     (void)pthread_mutex_destroy(&v->transfer_lock);
+    (void)pthread_mutex_destroy(&v->mutate_lock);
     (void)pthread_rwlock_destroy(&v->lock);
     free(v);
     return NULL;
@@ -1052,10 +1067,23 @@ int vault_may_create_locked(Vault *v, const VaultPeer *peer, const char *full_na
     return quota_check_locked(v, peer, owner, &d);
 }
 
+/* Makes the table's state durable; called inside WRITE_LOCKED. The state is serialized under
+ * the write lock (a copy: each version's keystore form is kept), then the write lock is dropped
+ * while the file is sealed, written and fsync'ed, so that other users' operations and lookups
+ * do not wait for the disk; mutate_lock stays held, so no other mutation runs before the caller
+ * has seen the result (and undone its change on failure). Readers may see the new state just
+ * before it is durable; the mutating caller is answered only after. */
 static int persist_locked(Vault *v) {
+    _cleanup_(secret_freep) Secret *content = NULL;
+    int r;
     if (!v->keystore)
         return 0;
-    return keystore_save_locked(v->keystore, v);
+    if ((r = keystore_serialize_locked(v, &content)) < 0)
+        return r;
+    (void)pthread_rwlock_unlock(&v->lock);
+    r = keystore_write_content(v->keystore, content);
+    (void)pthread_rwlock_wrlock(&v->lock);
+    return r;
 }
 
 int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {

@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,7 +345,8 @@ static void test_wrong_measurement_and_tamper(void **state) {
 }
 
 /* Child: rotate "k" forever, each rotation persisted. */
-static _noreturn_ void rotate_forever(const char *path) {
+/* Rotates until killed; after the first durable rotation it writes one byte to progress_fd. */
+static _noreturn_ void rotate_forever(const char *path, int progress_fd) {
     SnpProvider *p = NULL;
     Keystore *ks = NULL;
     Vault *v = NULL;
@@ -352,9 +354,12 @@ static _noreturn_ void rotate_forever(const char *path) {
         vault_new(&v) < 0 || keystore_load(ks, v) < 0)
         _exit(2);
     vault_set_keystore(v, ks);
-    for (;;) {
+    (void)signal(SIGPIPE, SIG_IGN); /* the parent may have stopped listening */
+    for (bool told = false;; told = true) {
         if (vault_key_rotate(v, &alice, "k", NULL) < 0)
             _exit(3);
+        if (!told)
+            (void)!write(progress_fd, "x", 1);
     }
 }
 
@@ -382,12 +387,27 @@ static void test_crash_loop(void **state) {
         _cleanup_(keystore_freep) Keystore *ks = NULL;
         json_auto_t *d = NULL;
         json_int_t latest;
-        int status;
-        pid_t pid = fork();
+        int status, fds[2];
+        pid_t pid;
+        char c;
+        assert_int_equal(pipe(fds), 0);
+        pid = fork();
         assert_true(pid >= 0);
-        if (pid == 0)
-            rotate_forever(path);
-        (void)usleep(5000 + (useconds_t)(rand_r(&seed) % 40000));
+        if (pid == 0) {
+            close(fds[0]);
+            rotate_forever(path, fds[1]);
+        }
+        close(fds[1]);
+        /* Half of the rounds kill at once (start-up, load, first write), the other half after
+         * the child's first durable rotation (so that the test proves progress however loaded
+         * the machine is), each after a random further delay. */
+        if (round % 2) {
+            struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+            assert_int_equal(poll(&pfd, 1, 60000), 1);
+            assert_int_equal(read(fds[0], &c, 1), 1);
+        }
+        close(fds[0]);
+        (void)usleep((useconds_t)(rand_r(&seed) % 30000));
         assert_int_equal(kill(pid, SIGKILL), 0);
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
