@@ -24,6 +24,12 @@
 struct Dispatch {
     Vault *vault;
     _Atomic int64_t verdict_time; /* 0 = none */
+    /* Key changes are serialised (the vault's mutation lock, held across the keystore's fsync):
+     * a worker waiting for it serves nobody. Non-root key changes may occupy at most
+     * max_mutating workers (all but one), so that key use by everyone else never waits for
+     * other users' writes; beyond that they are refused as busy (libvhsm retries). */
+    atomic_uint mutating;
+    unsigned max_mutating;
 };
 
 int dispatch_new(Vault *vault, Dispatch **ret) {
@@ -32,8 +38,29 @@ int dispatch_new(Vault *vault, Dispatch **ret) {
         return -ENOMEM;
     d->vault = vault;
     atomic_init(&d->verdict_time, 0);
+    atomic_init(&d->mutating, 0);
+    d->max_mutating = 1;
     *ret = d;
     return 0;
+}
+
+void dispatch_set_workers(Dispatch *d, unsigned workers) {
+    d->max_mutating = workers > 1 ? workers - 1 : 1;
+}
+
+static bool opcode_mutates(uint16_t code) {
+    switch (code) {
+    case VHSM_OP_KEY_CREATE:
+    case VHSM_OP_KEY_ROTATE:
+    case VHSM_OP_KEY_DELETE:
+    case VHSM_OP_KEY_SET_ACL:
+    case VHSM_OP_KEY_SET_MIN_VERSION:
+    case VHSM_OP_ECDH_DERIVE:
+    case VHSM_OP_IMPORT_JWE:
+        return true;
+    default:
+        return false;
+    }
 }
 
 Dispatch *dispatch_free(Dispatch *d) {
@@ -865,7 +892,7 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
                     .pid = peer->pid,
                     .cgroup = peer->cgroup};
     Req q = {.d = d, .peer = &vp, .body = body, .len = h->body_len, .out = out};
-    bool denied;
+    bool denied, gated;
     int r;
 
     r = vhsm_body_validate(body, h->body_len);
@@ -875,6 +902,12 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
 
     log_debug("Request %s (id %u) from uid %u pid %d.", vhsm_opcode_to_string(h->code), h->id,
               (unsigned)peer->uid, (int)peer->pid);
+    gated = peer->uid != 0 && opcode_mutates(h->code);
+    if (gated && atomic_fetch_add(&d->mutating, 1) >= d->max_mutating) {
+        atomic_fetch_sub(&d->mutating, 1);
+        return dispatch_reply_error(out, h->id, -EBUSY,
+                                    "busy: other key changes are being written, try again");
+    }
     vhsm_buf_begin(out, VHSM_KIND_RESPONSE, VHSM_STATUS_OK, h->id);
     switch (h->code) {
     case VHSM_OP_PING:
@@ -949,6 +982,8 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);
     }
+    if (gated)
+        atomic_fetch_sub(&d->mutating, 1);
     if (r >= 0) {
         r = vhsm_buf_end(out);
         if (r >= 0)

@@ -21,6 +21,8 @@ typedef struct Dispatch Dispatch;
 /* vault is borrowed. Returns 0 or -ENOMEM. */
 int dispatch_new(Vault *vault, Dispatch **ret);
 Dispatch *dispatch_free(Dispatch *d);
+/* The server's worker count: non-root key changes may occupy all workers but one (default 1). */
+void dispatch_set_workers(Dispatch *d, unsigned workers);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);
 
 /* Handles one request (header already validated: kind request, version, size). Appends exactly

@@ -640,6 +640,10 @@ static int run(const Options *o, int ready_fd) {
     r = dispatch_new(vault, &dispatch);
     if (r < 0)
         return log_oom();
+    {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        dispatch_set_workers(dispatch, o->threads ? o->threads : ncpu > 0 ? (unsigned)ncpu : 1);
+    }
     r = server_new(&cfg, dispatch, &server);
     if (r == -EADDRINUSE)
         return log_error_errno(r, "Another vhsmd already listens on '%s'.", o->socket_path);

@@ -7,7 +7,7 @@
 . "$(dirname "$0")/vhsm-lib.sh"
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root to run clients as other uids"; exit 77; }
 secs=${NT_SOAK_SECONDS:-60}
-start_vhsmd
+start_vhsmd ${NT_SOAK_VHSMD_ARGS:-}
 H soak "$SOCK" "$secs" || fail "soak"
 kill -0 "$VHSMD_PID" || fail "vhsmd died"
 V ping >/dev/null || fail "vhsmd unresponsive after the soak"

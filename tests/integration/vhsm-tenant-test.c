@@ -14,8 +14,9 @@
  *                                   ACLs, listing, connection hoarding) and root keeps creating
  *                                   keys in kms/. Fails on any victim or root failure, on any
  *                                   hostile request that succeeds, or on victim latency over the
- *                                   bounds (p99 <= NT_SOAK_P99_MS, default 300; max <=
- *                                   NT_SOAK_MAX_MS, default 3000).
+ *                                   bounds (key use p50 <= NT_SOAK_P50_MS, default 10; p99 <=
+ *                                   NT_SOAK_P99_MS, default 300; any op <= NT_SOAK_MAX_MS,
+ *                                   default 3000).
  */
 #include <errno.h>
 #include <grp.h>
@@ -170,8 +171,9 @@ static int cmd_aclburst(int argc, char **argv) {
 
 typedef struct Shared {
     atomic_long victim_ops, victim_fail, root_ops, root_fail, hostile, hostile_breach;
-    atomic_int n_samples;
-    float samples[MAX_SAMPLES];
+    atomic_int n_samples, n_admin;
+    float samples[MAX_SAMPLES]; /* the victim's key uses: sign, encrypt + decrypt */
+    float admin[MAX_SAMPLES];   /* the victim's create + delete (two durable writes) */
     char breach[256];
 } Shared;
 
@@ -339,7 +341,11 @@ static void victim(double deadline) {
             }
         }
         atomic_fetch_add(&sh->victim_ops, 1);
-        {
+        if ((n - 1) % 4 == 3) {
+            int i = atomic_fetch_add(&sh->n_admin, 1);
+            if (i < MAX_SAMPLES)
+                sh->admin[i] = (float)(now_ms() - t0);
+        } else {
             int i = atomic_fetch_add(&sh->n_samples, 1);
             if (i < MAX_SAMPLES)
                 sh->samples[i] = (float)(now_ms() - t0);
@@ -378,7 +384,8 @@ static int cmp_float(const void *a, const void *b) {
 static int cmd_soak(int argc, char **argv) {
     double secs, deadline;
     pid_t pids[N_ATTACKERS + 2];
-    int n, fail = 0;
+    int n, na, fail = 0;
+    double p50_max = getenv("NT_SOAK_P50_MS") ? atof(getenv("NT_SOAK_P50_MS")) : 10;
     double p99_max = getenv("NT_SOAK_P99_MS") ? atof(getenv("NT_SOAK_P99_MS")) : 300;
     double max_max = getenv("NT_SOAK_MAX_MS") ? atof(getenv("NT_SOAK_MAX_MS")) : 3000;
     if (argc != 4)
@@ -427,16 +434,20 @@ static int cmd_soak(int argc, char **argv) {
         }
     }
     n = MIN(atomic_load(&sh->n_samples), MAX_SAMPLES);
+    na = MIN(atomic_load(&sh->n_admin), MAX_SAMPLES);
     qsort(sh->samples, (size_t)n, sizeof(float), cmp_float);
+    qsort(sh->admin, (size_t)na, sizeof(float), cmp_float);
     {
         double p50 = n ? sh->samples[n / 2] : 0, p99 = n ? sh->samples[(n * 99) / 100] : 0,
                mx = n ? sh->samples[n - 1] : 0;
-        printf("soak %.0f s: victim %ld ops, %ld failed, latency p50 %.2f ms p99 %.2f ms max "
-               "%.2f ms; root %ld ops, %ld failed; attackers %ld hostile requests, %ld "
-               "succeeded\n",
-               secs, atomic_load(&sh->victim_ops), atomic_load(&sh->victim_fail), p50, p99, mx,
-               atomic_load(&sh->root_ops), atomic_load(&sh->root_fail), atomic_load(&sh->hostile),
-               atomic_load(&sh->hostile_breach));
+        double a50 = na ? sh->admin[na / 2] : 0, a99 = na ? sh->admin[(na * 99) / 100] : 0,
+               amx = na ? sh->admin[na - 1] : 0;
+        printf("soak %.0f s: victim %ld ops, %ld failed; key use latency p50 %.2f ms p99 %.2f ms "
+               "max %.2f ms; create+delete p50 %.2f ms p99 %.2f ms max %.2f ms; root %ld ops, "
+               "%ld failed; attackers %ld hostile requests, %ld succeeded\n",
+               secs, atomic_load(&sh->victim_ops), atomic_load(&sh->victim_fail), p50, p99, mx, a50,
+               a99, amx, atomic_load(&sh->root_ops), atomic_load(&sh->root_fail),
+               atomic_load(&sh->hostile), atomic_load(&sh->hostile_breach));
         if (atomic_load(&sh->victim_fail) || atomic_load(&sh->root_fail) || n < 10) {
             fprintf(stderr, "FAIL: the victim or root saw failures (or made no progress)\n");
             fail = 1;
@@ -445,10 +456,11 @@ static int cmd_soak(int argc, char **argv) {
             fprintf(stderr, "FAIL: a hostile request succeeded: %s\n", sh->breach);
             fail = 1;
         }
-        if (p99 > p99_max || mx > max_max) {
+        if (p50 > p50_max || p99 > p99_max || mx > max_max || amx > max_max) {
             fprintf(stderr,
-                    "FAIL: victim latency p99 %.1f ms (bound %.0f), max %.1f ms (bound %.0f)\n",
-                    p99, p99_max, mx, max_max);
+                    "FAIL: victim latency: key use p50 %.1f ms (bound %.0f), p99 %.1f ms (bound "
+                    "%.0f), max %.1f ms, create+delete max %.1f ms (bound %.0f)\n",
+                    p50, p50_max, p99, p99_max, mx, amx, max_max);
             fail = 1;
         }
     }

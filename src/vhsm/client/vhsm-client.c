@@ -363,6 +363,7 @@ static int reply_result(const VhsmHeader *h, const uint8_t *body, char *msg, siz
 /* A call in progress: holds the connection lock. */
 typedef struct Call {
     VhsmClient *c;
+    uint16_t opcode;
     uint32_t id;
     VhsmHeader header;
     const uint8_t *body;
@@ -386,7 +387,7 @@ static int call_begin(Call *call, VhsmClient *c, uint16_t opcode) {
             return r;
         }
     }
-    *call = (Call){.c = c, .id = c->next_id++};
+    *call = (Call){.c = c, .opcode = opcode, .id = c->next_id++};
     vhsm_buf_reset(&c->out);
     vhsm_buf_begin(&c->out, VHSM_KIND_REQUEST, opcode, call->id);
     return 0;
@@ -405,17 +406,58 @@ static int call_reply(void *userdata, size_t index, const VhsmHeader *h, size_t 
 }
 
 /* Completes the request built in c->out, sends it and waits for its reply. */
+/* Key changes refused as busy (vhsmd keeps a worker free for key use while others' changes are
+ * written) are sent again after a growing, jittered pause, for up to VHSM_BUSY_RETRY_MS
+ * milliseconds in all (default 10000; 0 = no retry). */
+static bool opcode_retries_busy(uint16_t opcode) {
+    switch (opcode) {
+    case VHSM_OP_KEY_CREATE:
+    case VHSM_OP_KEY_ROTATE:
+    case VHSM_OP_KEY_DELETE:
+    case VHSM_OP_KEY_SET_ACL:
+    case VHSM_OP_KEY_SET_MIN_VERSION:
+    case VHSM_OP_ECDH_DERIVE:
+    case VHSM_OP_IMPORT_JWE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int64_t busy_retry_ms(void) {
+    const char *e = getenv("VHSM_BUSY_RETRY_MS");
+    char *end;
+    long v;
+    if (!e || !*e)
+        return 10000;
+    v = strtol(e, &end, 10);
+    return *end || v < 0 ? 10000 : (int64_t)MIN(v, 600000L);
+}
+
 static int call_run(Call *call) {
     VhsmClient *c = call->c;
     char msg[VHSM_MAX_STRING + 1];
+    int64_t give_up = -1;
+    unsigned pause_us = 500, seed = (unsigned)((uintptr_t)call ^ (uintptr_t)now_ms());
     int r = vhsm_buf_end(&c->out);
     if (r < 0) {
         set_error("request too large or out of memory");
         return r;
     }
-    r = exchange(c, c->out.data, c->out.len, 1, &c->in, call_reply, call);
-    if (r < 0)
-        return transport_failed(c, r);
+    for (;;) {
+        r = exchange(c, c->out.data, c->out.len, 1, &c->in, call_reply, call);
+        if (r < 0)
+            return transport_failed(c, r);
+        if (call->header.code != VHSM_STATUS_BUSY || !opcode_retries_busy(call->opcode))
+            break;
+        if (give_up < 0)
+            give_up = now_ms() + busy_retry_ms();
+        if (now_ms() >= give_up)
+            break;
+        inbuf_wipe(&c->in);
+        (void)usleep(pause_us / 2 + (useconds_t)(rand_r(&seed) % (pause_us + 1)));
+        pause_us = MIN(pause_us * 2, 50000u);
+    }
     r = reply_result(&call->header, call->body, msg, sizeof msg);
     if (r < 0)
         set_error("%s", msg);
