@@ -94,20 +94,18 @@ static int cmd_fill(int argc, char **argv) {
             break;
     }
     printf("created %lu: %s\n", n, r < 0 ? vhsm_last_error() : "ok");
+    (void)vhsm_disconnect(c);
     return r == -EDQUOT ? 0 : 1;
 }
 
 /* ---- aclburst ---- */
 
+static int aclburst(VhsmClient *c, uint32_t me, uint32_t victim, unsigned long n);
+
 static int cmd_aclburst(int argc, char **argv) {
     VhsmClient *c;
-    uint32_t victim, me, gids[58];
-    char cgs[4][501];
-    const char *cgp[4];
-    const char *slash[1] = {"/"};
+    uint32_t victim, me;
     unsigned long n;
-    VhsmAcl acl = {0};
-    VhsmKeySpec spec = {.type = "aes256", .acl = &acl};
     int r;
     if (argc != 6)
         return 2;
@@ -117,6 +115,19 @@ static int cmd_aclburst(int argc, char **argv) {
     n = strtoul(argv[5], NULL, 10);
     become(me);
     c = connect_or_die();
+    r = aclburst(c, me, victim, n);
+    (void)vhsm_disconnect(c);
+    return r;
+}
+
+static int aclburst(VhsmClient *c, uint32_t me, uint32_t victim, unsigned long n) {
+    uint32_t gids[58];
+    char cgs[4][501];
+    const char *cgp[4];
+    const char *slash[1] = {"/"};
+    VhsmAcl acl = {0};
+    VhsmKeySpec spec = {.type = "aes256", .acl = &acl};
+    int r;
 
     /* cgroup "/" (every process) is root's to grant */
     acl = (VhsmAcl){.use_cgroups = slash, .n_use_cgroups = 1};
