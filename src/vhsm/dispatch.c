@@ -48,21 +48,6 @@ void dispatch_set_workers(Dispatch *d, unsigned workers) {
     d->max_mutating = workers > 1 ? workers - 1 : 1;
 }
 
-static bool opcode_mutates(uint16_t code) {
-    switch (code) {
-    case VHSM_OP_KEY_CREATE:
-    case VHSM_OP_KEY_ROTATE:
-    case VHSM_OP_KEY_DELETE:
-    case VHSM_OP_KEY_SET_ACL:
-    case VHSM_OP_KEY_SET_MIN_VERSION:
-    case VHSM_OP_ECDH_DERIVE:
-    case VHSM_OP_IMPORT_JWE:
-        return true;
-    default:
-        return false;
-    }
-}
-
 Dispatch *dispatch_free(Dispatch *d) {
     free(d);
     return NULL;
@@ -902,7 +887,7 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
 
     log_debug("Request %s (id %u) from uid %u pid %d.", vhsm_opcode_to_string(h->code), h->id,
               (unsigned)peer->uid, (int)peer->pid);
-    gated = peer->uid != 0 && opcode_mutates(h->code);
+    gated = peer->uid != 0 && vhsm_opcode_changes_keys(h->code);
     if (gated && atomic_fetch_add(&d->mutating, 1) >= d->max_mutating) {
         atomic_fetch_sub(&d->mutating, 1);
         return dispatch_reply_error(out, h->id, -EBUSY,

@@ -106,6 +106,21 @@ const char *vhsm_status_to_string(uint16_t status) {
     return "unknown";
 }
 
+bool vhsm_opcode_changes_keys(uint16_t opcode) {
+    switch (opcode) {
+    case VHSM_OP_KEY_CREATE:
+    case VHSM_OP_KEY_ROTATE:
+    case VHSM_OP_KEY_DELETE:
+    case VHSM_OP_KEY_SET_ACL:
+    case VHSM_OP_KEY_SET_MIN_VERSION:
+    case VHSM_OP_ECDH_DERIVE:
+    case VHSM_OP_IMPORT_JWE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 const char *vhsm_opcode_to_string(uint16_t opcode) {
     switch (opcode) {
     case VHSM_OP_PING:

@@ -137,6 +137,9 @@ VhsmStatus vhsm_status_from_errno(int negative_errno);
 int vhsm_status_to_errno(uint16_t status);
 /* Stable lowercase name ("permission-denied"), or "unknown". */
 const char *vhsm_status_to_string(uint16_t status);
+/* Whether the opcode changes keys (each such request is a durable keystore write: vhsmd
+ * serialises them, and may answer busy; docs/protocol.md "Key changes and the disk"). */
+bool vhsm_opcode_changes_keys(uint16_t opcode);
 const char *vhsm_opcode_to_string(uint16_t opcode);
 
 typedef struct VhsmHeader {

@@ -409,21 +409,6 @@ static int call_reply(void *userdata, size_t index, const VhsmHeader *h, size_t 
 /* Key changes refused as busy (vhsmd keeps a worker free for key use while others' changes are
  * written) are sent again after a growing, jittered pause, for up to VHSM_BUSY_RETRY_MS
  * milliseconds in all (default 10000; 0 = no retry). */
-static bool opcode_retries_busy(uint16_t opcode) {
-    switch (opcode) {
-    case VHSM_OP_KEY_CREATE:
-    case VHSM_OP_KEY_ROTATE:
-    case VHSM_OP_KEY_DELETE:
-    case VHSM_OP_KEY_SET_ACL:
-    case VHSM_OP_KEY_SET_MIN_VERSION:
-    case VHSM_OP_ECDH_DERIVE:
-    case VHSM_OP_IMPORT_JWE:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static int64_t busy_retry_ms(void) {
     const char *e = getenv("VHSM_BUSY_RETRY_MS");
     char *end;
@@ -448,7 +433,7 @@ static int call_run(Call *call) {
         r = exchange(c, c->out.data, c->out.len, 1, &c->in, call_reply, call);
         if (r < 0)
             return transport_failed(c, r);
-        if (call->header.code != VHSM_STATUS_BUSY || !opcode_retries_busy(call->opcode))
+        if (call->header.code != VHSM_STATUS_BUSY || !vhsm_opcode_changes_keys(call->opcode))
             break;
         if (give_up < 0)
             give_up = now_ms() + busy_retry_ms();
