@@ -647,6 +647,7 @@ int vhsm_key_list(VhsmClient *c, char **ret_json) {
     for (;;) {
         char *s = NULL;
         json_t *page, *keys, *next;
+        bool more;
         r = vhsm_key_list_page(c, cursor, 0, &s);
         if (r < 0)
             break;
@@ -661,14 +662,15 @@ int vhsm_key_list(VhsmClient *c, char **ret_json) {
             r = -EPROTO;
             break;
         }
+        more = json_is_string(next);
         free(cursor);
-        cursor = json_is_string(next) ? strdup(json_string_value(next)) : NULL;
-        json_decref(page);
-        if (json_is_string(next) && !cursor) {
+        cursor = more ? strdup(json_string_value(next)) : NULL;
+        json_decref(page); /* next goes with it */
+        if (more && !cursor) {
             r = -ENOMEM;
             break;
         }
-        if (!cursor)
+        if (!more)
             break;
     }
     free(cursor);
