@@ -396,6 +396,7 @@ static int cmd_soak(int argc, char **argv) {
     double secs, deadline;
     pid_t pids[N_ATTACKERS + 2];
     int n, na, fail = 0;
+    double base_use, base_admin;
     double p50_max = getenv("NT_SOAK_P50_MS") ? atof(getenv("NT_SOAK_P50_MS")) : 10;
     double p99_max = getenv("NT_SOAK_P99_MS") ? atof(getenv("NT_SOAK_P99_MS")) : 300;
     double max_max = getenv("NT_SOAK_MAX_MS") ? atof(getenv("NT_SOAK_MAX_MS")) : 3000;
@@ -421,6 +422,28 @@ static int cmd_soak(int argc, char **argv) {
         }
         if (waitpid(p, &n, 0) < 0 || !WIFEXITED(n) || WEXITSTATUS(n) != 0)
             return 1;
+    }
+    { /* the reference in the same run: the victim alone for 3 s */
+        pid_t p = fork();
+        if (p == 0) {
+            victim(now_ms() + 3000);
+            _exit(0);
+        }
+        if (waitpid(p, &n, 0) < 0 || !WIFEXITED(n) || WEXITSTATUS(n) != 0)
+            return 1;
+        n = MIN(atomic_load(&sh->n_samples), MAX_SAMPLES);
+        na = MIN(atomic_load(&sh->n_admin), MAX_SAMPLES);
+        qsort(sh->samples, (size_t)n, sizeof(float), cmp_float);
+        qsort(sh->admin, (size_t)na, sizeof(float), cmp_float);
+        base_use = n ? sh->samples[n / 2] : 0;
+        base_admin = na ? sh->admin[na / 2] : 0;
+        if (atomic_load(&sh->victim_fail)) {
+            fprintf(stderr, "FAIL: the victim failed with nobody else around\n");
+            return 1;
+        }
+        atomic_store(&sh->n_samples, 0);
+        atomic_store(&sh->n_admin, 0);
+        atomic_store(&sh->victim_ops, 0);
     }
     deadline = now_ms() + secs * 1000;
     for (unsigned i = 0; i < N_ATTACKERS + 2; i++) {
@@ -459,6 +482,10 @@ static int cmd_soak(int argc, char **argv) {
                secs, atomic_load(&sh->victim_ops), atomic_load(&sh->victim_fail), p50, p99, mx, a50,
                a99, amx, atomic_load(&sh->root_ops), atomic_load(&sh->root_fail),
                atomic_load(&sh->hostile), atomic_load(&sh->hostile_breach));
+        printf("soak: the victim alone (same run): key use p50 %.2f ms, create+delete p50 %.2f "
+               "ms; under attack / alone: key use p50 x%.1f, create+delete p50 x%.1f\n",
+               base_use, base_admin, base_use > 0 ? p50 / base_use : 0,
+               base_admin > 0 ? a50 / base_admin : 0);
         if (atomic_load(&sh->victim_fail) || atomic_load(&sh->root_fail) || n < 10) {
             fprintf(stderr, "FAIL: the victim or root saw failures (or made no progress)\n");
             fail = 1;
