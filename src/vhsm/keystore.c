@@ -234,7 +234,7 @@ static int serialize_pass(Vault *v, Writer *w) {
         w_u32(w, k->policy.max_age_sec);
         w_u16(w, (uint16_t)ln);
         w_bytes(w, k->label, ln);
-        w_u32(w, k->latest);
+        w_u32(w, k->latest + (k->pending_kv ? 1 : 0));
         w_u32(w, k->min_version);
         w_acl_list(w, &k->acl.use);
         w_acl_list(w, &k->acl.admin);
@@ -245,6 +245,8 @@ static int serialize_pass(Vault *v, Writer *w) {
             if ((r = w_version(w, k->type, kv)) < 0)
                 return r;
         }
+        if (k->pending_kv && (r = w_version(w, k->type, k->pending_kv)) < 0)
+            return r;
     }
     return 0;
 }

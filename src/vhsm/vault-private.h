@@ -63,7 +63,16 @@ typedef struct VaultKey {
     KeyVersion **versions; /* versions[n - 1] for version n; NULL once retired */
     size_t n_versions_alloc;
     bool pending_delete; /* set while a delete is being persisted */
+    /* A key change is invisible until durable (persist_locked() lets readers in while the file
+     * is written; a change that then fails to persist must never have been used): */
+    bool pending_insert;    /* a new key being persisted: saved, but not found by lookups */
+    KeyVersion *pending_kv; /* a rotation being persisted: saved as version latest + 1 */
 } VaultKey;
+
+/* Whether lookups, listing and counts see the key. */
+static inline bool vault_key_live(const VaultKey *k) {
+    return !k->pending_delete && !k->pending_insert;
+}
 
 typedef struct TransferKey TransferKey;
 

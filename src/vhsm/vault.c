@@ -830,7 +830,7 @@ size_t vault_key_count(Vault *v) {
     size_t n = 0;
     READ_LOCKED(v);
     for (size_t i = 0; i < v->n_keys; i++)
-        if (!v->keys[i]->pending_delete)
+        if (vault_key_live(v->keys[i]))
             n++;
     return n;
 }
@@ -995,7 +995,7 @@ VaultKey *vault_find_locked(Vault *v, const char *name) {
     if (!name)
         return NULL;
     k = find_any_locked(v, name, NULL);
-    return k && !k->pending_delete ? k : NULL;
+    return k && vault_key_live(k) ? k : NULL;
 }
 
 static size_t key_dormant(const VaultKey *k) {
@@ -1100,7 +1100,9 @@ int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
     r = vault_insert_key_locked(v, k);
     if (r < 0)
         return r;
+    k->pending_insert = true; /* invisible until durable (persist_locked) */
     r = persist_locked(v);
+    k->pending_insert = false;
     if (r < 0) {
         /* Undo: the caller still owns k. */
         size_t idx;
@@ -1599,17 +1601,22 @@ int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t
     if ((r = quota_check_locked(v, peer, key_owner(k), &d)) < 0 ||
         (r = usage_apply_locked(v, key_owner(k), &d, +1)) < 0)
         return r;
+    /* Grow the array now (so that nothing can fail after the write), but keep the version
+     * invisible until it is durable: a ciphertext made under a version that then fails to
+     * persist could never be decrypted again. */
     if ((r = vault_key_add_version(k, kv)) < 0) {
         (void)usage_apply_locked(v, key_owner(k), &d, -1);
         return r;
     }
+    k->versions[--k->latest] = NULL;
+    k->pending_kv = kv;
     r = persist_locked(v);
+    k->pending_kv = NULL;
     if (r < 0) {
-        k->versions[--k->latest] = NULL; /* kv still owned by us: freed on return */
         (void)usage_apply_locked(v, key_owner(k), &d, -1);
-        return r;
+        return r; /* kv still owned by us: freed on return */
     }
-    kv = NULL;
+    k->versions[k->latest++] = TAKE_PTR(kv);
     if (ret_version)
         *ret_version = next;
     return 0;
@@ -1831,7 +1838,7 @@ int vault_key_list(Vault *v, const VaultPeer *peer, json_t **ret) {
     /* v->keys is sorted by full name. */
     for (size_t i = 0; i < v->n_keys; i++) {
         const VaultKey *k = v->keys[i];
-        if (!k->pending_delete && visible_to(k, peer) &&
+        if (vault_key_live(k) && visible_to(k, peer) &&
             json_array_append_new(a, json_string(k->name)) < 0)
             return -ENOMEM;
     }
@@ -1855,7 +1862,7 @@ int vault_key_list_page(Vault *v, const VaultPeer *peer, const char *after, size
         json_auto_t *e = NULL;
         _cleanup_free_ char *txt = NULL;
         int r;
-        if (k->pending_delete || (after && streq(k->name, after)) || !visible_to(k, peer))
+        if (!vault_key_live(k) || (after && streq(k->name, after)) || !visible_to(k, peer))
             continue;
         if (json_array_size(keys) >= limit) {
             next = json_string_value(

@@ -21,6 +21,8 @@
 #include <openssl/rand.h>
 #include <signal.h>
 #include <poll.h>
+#include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +435,79 @@ static void test_crash_loop(void **state) {
     }
 }
 
+/* A key change is invisible until it is durable: while rotations fail to persist (the keystore's
+ * directory replaced by a file, as a hostile host or a full disk would), a concurrent user never
+ * encrypts under the version that is then taken back (such a ciphertext could never be decrypted
+ * again, since a later rotation makes a different version 2). */
+typedef struct UndoRace {
+    Vault *v;
+    atomic_bool stop;
+    atomic_int seen_v2, encrypted;
+} UndoRace;
+
+static void *undo_race_user(void *p) {
+    UndoRace *u = p;
+    VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
+    while (!atomic_load(&u->stop)) {
+        _cleanup_free_ uint8_t *ct = NULL;
+        size_t cl = 0;
+        if (vault_encrypt(u->v, &alice, "k", &op, (const uint8_t *)"x", 1, &ct, &cl) == 0) {
+            atomic_fetch_add(&u->encrypted, 1);
+            if (bytes_get_be32(ct + 8) != 1)
+                atomic_fetch_add(&u->seen_v2, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_failed_change_never_visible(void **state) {
+    _cleanup_(snp_provider_freep) SnpProvider *p = open_sim();
+    _cleanup_(vault_freep) Vault *v = NULL;
+    _cleanup_(keystore_freep) Keystore *ks = NULL;
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    char dir[600], path[700], moved[700];
+    UndoRace u = {0};
+    pthread_t t[2];
+    int fails = 0;
+    json_t *d = NULL;
+
+    path_of(dir, sizeof dir, "undo");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    (void)snprintf(path, sizeof path, "%s/ks", dir);
+    (void)snprintf(moved, sizeof moved, "%s.moved", dir);
+    assert_int_equal(vault_new(&v), 0);
+    assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
+    assert_int_equal(keystore_load(ks, v), -ENOENT);
+    vault_set_keystore(v, ks);
+    assert_int_equal(vault_key_generate(v, &alice, "k", &spec), 0);
+    /* Every later write fails: the directory is now a file. */
+    assert_int_equal(rename(dir, moved), 0);
+    assert_int_equal(close(open(dir, O_CREAT | O_WRONLY | O_CLOEXEC, 0600)), 0);
+
+    u.v = v;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, undo_race_user, &u), 0);
+    for (int i = 0; i < 3000; i++) {
+        uint32_t ver = 0;
+        fails += vault_key_rotate(v, &alice, "k", &ver) < 0;
+        assert_int_equal(ver, 0);
+        fails += vault_key_generate(v, &alice, "new", &spec) < 0;
+    }
+    atomic_store(&u.stop, true);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(fails, 6000);
+    assert_true(atomic_load(&u.encrypted) > 0);
+    assert_int_equal(atomic_load(&u.seen_v2), 0);
+    assert_int_equal(vault_key_describe(v, &alice, "k", &d), 0);
+    assert_int_equal(json_integer_value(json_object_get(d, "latest_version")), 1);
+    json_decref(d);
+    assert_int_equal(vault_key_describe(v, &alice, "new", &d), -ENOKEY);
+    vault_set_keystore(v, NULL);
+    assert_int_equal(unlink(dir), 0);
+    assert_int_equal(rename(moved, dir), 0);
+}
+
 /* ---- freshness (issue 8) ---- */
 
 static uint64_t file_generation(SnpProvider *p, const char *path) {
@@ -796,6 +871,7 @@ int main(void) {
         cmocka_unit_test(test_sealed_roundtrip_and_undo),
         cmocka_unit_test(test_wrong_measurement_and_tamper),
         cmocka_unit_test(test_crash_loop),
+        cmocka_unit_test(test_failed_change_never_visible),
         cmocka_unit_test(test_generation_and_old_format),
         cmocka_unit_test(test_rollback_refused),
         cmocka_unit_test(test_anchor_forged),
