@@ -7,6 +7,7 @@
  * naming the key and the reason is appended instead.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -28,9 +29,23 @@ struct Dispatch {
      * a worker waiting for it serves nobody. Non-root key changes may occupy at most
      * max_mutating workers (all but one), so that key use by everyone else never waits for
      * other users' writes; beyond that they are refused as busy (libvhsm retries). */
-    atomic_uint mutating;
-    unsigned max_mutating;
+    pthread_mutex_t gate_lock;
+    unsigned mutating, max_mutating;
+    struct {
+        uid_t uid;
+        unsigned n;
+    } gate_uids[64]; /* non-root uids with a key change in flight (n > 0), at most one each */
+    /* uids refused as busy, in the order of their first refusal: a free slot goes to the first
+     * of them that asks again, so that the slot is shared in turn rather than won by whoever
+     * retries fastest. An entry lapses when its uid has not asked for GATE_LAPSE_MS. */
+    struct {
+        uid_t uid;
+        int64_t last_ms;
+    } gate_queue[64];
+    size_t gate_queued;
 };
+
+#define GATE_LAPSE_MS 500
 
 int dispatch_new(Vault *vault, Dispatch **ret) {
     Dispatch *d = calloc(1, sizeof *d);
@@ -38,17 +53,105 @@ int dispatch_new(Vault *vault, Dispatch **ret) {
         return -ENOMEM;
     d->vault = vault;
     atomic_init(&d->verdict_time, 0);
-    atomic_init(&d->mutating, 0);
+    (void)pthread_mutex_init(&d->gate_lock, NULL);
     d->max_mutating = 1;
     *ret = d;
     return 0;
 }
 
 void dispatch_set_workers(Dispatch *d, unsigned workers) {
-    d->max_mutating = workers > 1 ? workers - 1 : 1;
+    d->max_mutating = workers > 3 ? workers - 2 : workers > 1 ? workers - 1 : 1;
+}
+
+/* Admits a non-root key change: one in flight per uid (so that one user cannot hold every
+ * changing slot, nor generate keys on several connections at once), and at most max_mutating in
+ * all (workers left for key use). Returns NULL or the reason to answer busy. */
+static int64_t gate_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void gate_queue_remove(Dispatch *d, size_t i) {
+    memmove(&d->gate_queue[i], &d->gate_queue[i + 1],
+            (d->gate_queued - i - 1) * sizeof d->gate_queue[0]);
+    d->gate_queued--;
+}
+
+/* Whether uid may take a free slot now: nobody is waiting ahead of it. Refreshes uid's entry
+ * and forgets lapsed ones. Lock held. */
+static bool gate_turn(Dispatch *d, uid_t uid, int64_t now) {
+    size_t i = 0;
+    bool first = true;
+    while (i < d->gate_queued) {
+        if (d->gate_queue[i].uid == uid) {
+            d->gate_queue[i].last_ms = now;
+            return first;
+        }
+        if (now - d->gate_queue[i].last_ms > GATE_LAPSE_MS) {
+            gate_queue_remove(d, i);
+            continue;
+        }
+        first = false;
+        i++;
+    }
+    return first;
+}
+
+static void gate_queue_add(Dispatch *d, uid_t uid, int64_t now) {
+    for (size_t i = 0; i < d->gate_queued; i++)
+        if (d->gate_queue[i].uid == uid)
+            return;
+    if (d->gate_queued < ELEMENTSOF(d->gate_queue))
+        d->gate_queue[d->gate_queued++] = (typeof(d->gate_queue[0])){.uid = uid, .last_ms = now};
+}
+
+static const char *gate_enter(Dispatch *d, uid_t uid) {
+    const char *why = NULL;
+    int64_t now = gate_now_ms();
+    int slot = -1;
+    (void)pthread_mutex_lock(&d->gate_lock);
+    for (size_t i = 0; i < ELEMENTSOF(d->gate_uids); i++) {
+        if (d->gate_uids[i].n > 0 && d->gate_uids[i].uid == uid) {
+            why = "busy: your previous key change is still being written, try again";
+            break;
+        }
+        if (d->gate_uids[i].n == 0 && slot < 0)
+            slot = (int)i;
+    }
+    if (!why && (d->mutating >= d->max_mutating || slot < 0 || !gate_turn(d, uid, now))) {
+        why = "busy: other users' key changes are being written, try again";
+        gate_queue_add(d, uid, now);
+    }
+    if (!why) {
+        for (size_t i = 0; i < d->gate_queued; i++)
+            if (d->gate_queue[i].uid == uid) {
+                gate_queue_remove(d, i);
+                break;
+            }
+        d->gate_uids[slot].uid = uid;
+        d->gate_uids[slot].n = 1;
+        d->mutating++;
+    }
+    (void)pthread_mutex_unlock(&d->gate_lock);
+    return why;
+}
+
+static void gate_leave(Dispatch *d, uid_t uid) {
+    (void)pthread_mutex_lock(&d->gate_lock);
+    for (size_t i = 0; i < ELEMENTSOF(d->gate_uids); i++)
+        if (d->gate_uids[i].n > 0 && d->gate_uids[i].uid == uid) {
+            d->gate_uids[i].n = 0;
+            d->mutating--;
+            break;
+        }
+    (void)pthread_mutex_unlock(&d->gate_lock);
 }
 
 Dispatch *dispatch_free(Dispatch *d) {
+    if (!d)
+        return NULL;
+    (void)pthread_mutex_destroy(&d->gate_lock);
     free(d);
     return NULL;
 }
@@ -888,10 +991,10 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
     log_debug("Request %s (id %u) from uid %u pid %d.", vhsm_opcode_to_string(h->code), h->id,
               (unsigned)peer->uid, (int)peer->pid);
     gated = peer->uid != 0 && vhsm_opcode_changes_keys(h->code);
-    if (gated && atomic_fetch_add(&d->mutating, 1) >= d->max_mutating) {
-        atomic_fetch_sub(&d->mutating, 1);
-        return dispatch_reply_error(out, h->id, -EBUSY,
-                                    "busy: other key changes are being written, try again");
+    if (gated) {
+        const char *why = gate_enter(d, peer->uid);
+        if (why)
+            return dispatch_reply_error(out, h->id, -EBUSY, why);
     }
     vhsm_buf_begin(out, VHSM_KIND_RESPONSE, VHSM_STATUS_OK, h->id);
     switch (h->code) {
@@ -968,7 +1071,7 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);
     }
     if (gated)
-        atomic_fetch_sub(&d->mutating, 1);
+        gate_leave(d, peer->uid);
     if (r >= 0) {
         r = vhsm_buf_end(out);
         if (r >= 0)

@@ -523,6 +523,11 @@ static int check_freshness(const Options *o, Keystore *ks, int r) {
     return r;
 }
 
+static unsigned default_threads(void) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    return (unsigned)MIN(ncpu > 0 ? ncpu : 1, 256);
+}
+
 static int run(const Options *o, int ready_fd) {
     _cleanup_(snp_provider_freep) SnpProvider *provider = NULL;
     _cleanup_(freshness_anchor_freep) FreshnessAnchor *anchor = NULL;
@@ -536,7 +541,7 @@ static int run(const Options *o, int ready_fd) {
         .socket_path = o->socket_path,
         .socket_mode = o->socket_mode,
         .socket_gid = o->socket_gid,
-        .threads = o->threads,
+        .threads = o->threads ? o->threads : default_threads(),
         .stall_timeout_ms = o->stall_timeout_ms,
         .spin_us = o->spin_us,
         /* test only: simulates a kernel without SO_PEERPIDFD (tests/integration/vhsm-cgroup.sh) */
@@ -640,10 +645,7 @@ static int run(const Options *o, int ready_fd) {
     r = dispatch_new(vault, &dispatch);
     if (r < 0)
         return log_oom();
-    {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        dispatch_set_workers(dispatch, o->threads ? o->threads : ncpu > 0 ? (unsigned)ncpu : 1);
-    }
+    dispatch_set_workers(dispatch, cfg.threads);
     r = server_new(&cfg, dispatch, &server);
     if (r == -EADDRINUSE)
         return log_error_errno(r, "Another vhsmd already listens on '%s'.", o->socket_path);
