@@ -887,9 +887,9 @@ static int op_import_jwe(Req *q) {
 static void quota_message(Req *q, uint16_t opcode) {
     VaultQuota lim;
     VaultUsage u;
+    /* A non-root peer creates only in its own namespace: it is shown its own usage, never
+     * another's (ECDH derive names a source key that may be someone else's). */
     uid_t owner = q->peer->uid;
-    if (q->name[0])
-        (void)vault_name_owner(q->name, &owner);
     vault_get_quota(q->d->vault, &lim);
     vault_usage(q->d->vault, owner, &u);
     if (q->peer->uid == 0)

@@ -371,19 +371,34 @@ static int r_acl_list(Reader *rd, VaultAclList *l) {
     return 0;
 }
 
-/* Format 1 names were global: the namespace of the first non-root administrator (else root's). */
+/* Format 1 names were global. A key moves into the namespace of its one non-root administrator
+ * when nobody else but root could use or administer it; any other key (shared, or administered
+ * by several uids, whose list order its creator chose) goes to root's "0/", so that a squatted
+ * name never becomes a key of its victim's own namespace. vhsmd logs the move. */
 static int migrate_name(const char *plain, const VaultAcl *acl, char **ret) {
     uid_t owner = 0;
+    bool sole = true;
     char *full;
     if (strchr(plain, '/'))
         return -EBADMSG;
     for (size_t i = 0; i < acl->admin.n_uids; i++)
         if (acl->admin.uids[i] != 0) {
+            if (owner != 0 && owner != acl->admin.uids[i])
+                sole = false;
             owner = acl->admin.uids[i];
-            break;
         }
+    for (size_t i = 0; i < acl->use.n_uids; i++)
+        if (acl->use.uids[i] != 0 && acl->use.uids[i] != owner)
+            sole = false;
+    if (acl->admin.n_gids || acl->admin.n_cgroups || acl->use.n_gids || acl->use.n_cgroups)
+        sole = false;
+    if (!sole)
+        owner = 0;
     if (asprintf(&full, "%u/%s", (unsigned)owner, plain) < 0)
         return -ENOMEM;
+    log_notice("AUDIT: keystore format 1: key '%s' is now '%s'%s.", plain, full,
+               owner == 0 ? " (shared or without a sole non-root administrator: root's namespace)"
+                          : "");
     *ret = full;
     return 0;
 }

@@ -1551,13 +1551,24 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
 /* ---- administration ---- */
 
 /* name: a full name (resolved by the caller). */
+/* The error for a name that finds no key: -ENOKEY in the peer's own namespace (and for root),
+ * but -EPERM in another owner's, exactly as for a key the peer may not use, so that nobody
+ * learns whether someone else's key exists. */
+static int absent_error(const VaultPeer *peer, const char *full_name) {
+    uid_t owner;
+    if (peer->uid == 0 || (vault_name_owner(full_name, &owner) == 0 && owner == peer->uid &&
+                           isdigit((unsigned char)full_name[0])))
+        return -ENOKEY;
+    return -EPERM;
+}
+
 static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name, VaultKey **ret) {
     VaultKey *k;
     if (!peer || !name)
         return -EINVAL;
     k = vault_find_locked(v, name);
     if (!k)
-        return -ENOKEY;
+        return absent_error(peer, name);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
         return -EPERM;
     *ret = k;
@@ -1794,7 +1805,7 @@ static int visible_lookup_locked(Vault *v, const VaultPeer *peer, const char *na
                                  VaultKey **ret) {
     VaultKey *k = vault_find_locked(v, name);
     if (!k)
-        return -ENOKEY;
+        return absent_error(peer, name);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) &&
         !vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
         return -EPERM;
@@ -1905,7 +1916,7 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     READ_LOCKED(v);
     k = vault_find_locked(v, full);
     if (!k)
-        return -ENOKEY;
+        return absent_error(peer, full);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE))
         return -EPERM;
     if (need_attest && k->policy.kind == VAULT_POLICY_ATTESTED) {

@@ -96,6 +96,23 @@ static void test_namespaces(void **state) {
             vault_encrypt(v, &alice, "2000/db", &op, (const uint8_t *)"x", 1, &ct, &cl), 0);
     }
 
+    /* No existence probing: in another owner's namespace an absent key and a key one may not
+     * use give the same answer, for use, describe and administration alike. */
+    {
+        _cleanup_free_ uint8_t *sig = NULL;
+        size_t sl = 0;
+        VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
+        json_t *dd = NULL;
+        assert_int_equal(
+            vault_encrypt(v, &eve, "1000/absent", &op, (const uint8_t *)"x", 1, &sig, &sl), -EPERM);
+        assert_int_equal(vault_key_describe(v, &eve, "1000/absent", &dd), -EPERM);
+        assert_int_equal(vault_key_describe(v, &eve, "1000/db", &dd), -EPERM);
+        assert_int_equal(vault_key_rotate(v, &eve, "1000/absent", NULL), -EPERM);
+        assert_int_equal(vault_key_delete(v, &eve, "kms/absent"), -EPERM);
+        assert_int_equal(vault_key_describe(v, &eve, "absent", &dd), -ENOKEY); /* own: says so */
+        assert_int_equal(vault_key_describe(v, &root_peer, "1000/absent", &dd), -ENOKEY);
+    }
+
     /* Root creates anywhere (kms/ is root's only); the key is charged to the namespace owner. */
     assert_int_equal(gen(v, &root_peer, "kms/luks", VAULT_KEY_AES256, NULL), 0);
     assert_int_equal(gen(v, &root_peer, "3000/prov", VAULT_KEY_AES256, NULL), 0);
@@ -355,7 +372,7 @@ static void test_keystore_bounded(void **state) {
 
 /* Keystores written before namespaces (content format 1, plain names) load with each name in
  * its first non-root administrator's namespace (root's if none). */
-static size_t put_key_v1(uint8_t *b, const char *name, uid_t admin, uint8_t fill) {
+static size_t put_key_v1(uint8_t *b, const char *name, uid_t admin, uid_t other, uint8_t fill) {
     size_t o = 0, n = strlen(name);
     bytes_put_be16(b + o, (uint16_t)n), o += 2;
     memcpy(b + o, name, n), o += n;
@@ -367,16 +384,20 @@ static size_t put_key_v1(uint8_t *b, const char *name, uid_t admin, uint8_t fill
     bytes_put_be16(b + o, 0), o += 2; /* label */
     bytes_put_be32(b + o, 1), o += 4; /* latest */
     bytes_put_be32(b + o, 1), o += 4; /* min */
-    /* use: one uid (the admin), no gids, no cgroups */
-    bytes_put_be16(b + o, 1), o += 2;
+    /* use: the admin (and other), no gids, no cgroups */
+    bytes_put_be16(b + o, other ? 2 : 1), o += 2;
     bytes_put_be32(b + o, admin), o += 4;
+    if (other)
+        bytes_put_be32(b + o, other), o += 4;
     bytes_put_be16(b + o, 0), o += 2;
     bytes_put_be16(b + o, 0), o += 2;
-    /* admin: root first (ignored for the owner), then the uid */
-    bytes_put_be16(b + o, admin ? 2 : 1), o += 2;
+    /* admin: root first (ignored for the owner), then the uid (and other) */
+    bytes_put_be16(b + o, (uint16_t)(1 + (admin ? 1 : 0) + (other ? 1 : 0))), o += 2;
     bytes_put_be32(b + o, 0), o += 4;
     if (admin)
         bytes_put_be32(b + o, admin), o += 4;
+    if (other)
+        bytes_put_be32(b + o, other), o += 4;
     bytes_put_be16(b + o, 0), o += 2;
     bytes_put_be16(b + o, 0), o += 2;
     bytes_put_be32(b + o, 1), o += 4;
@@ -395,9 +416,11 @@ static void test_format1_migration(void **state) {
 
     memcpy(buf, "NTKC", 4), o += 4;
     bytes_put_be32(buf + o, 1), o += 4;
-    bytes_put_be32(buf + o, 2), o += 4;
-    o += put_key_v1(buf + o, "app", 1000, 0x11);
-    o += put_key_v1(buf + o, "agent", 0, 0x22);
+    bytes_put_be32(buf + o, 3), o += 4;
+    o += put_key_v1(buf + o, "agent", 0, 0, 0x22);
+    o += put_key_v1(buf + o, "app", 1000, 0, 0x11);
+    /* a squat from before namespaces: uid 2000 made "db-key" listing its victim 1000 first */
+    o += put_key_v1(buf + o, "db-key", 1000, 2000, 0x33);
     assert_int_equal(keystore_deserialize(v, buf, o), 0);
     assert_int_equal(vault_key_describe(v, &alice, "app", &d), 0);
     assert_string_equal(json_string_value(json_object_get(d, "name")), "1000/app");
@@ -405,6 +428,10 @@ static void test_format1_migration(void **state) {
     assert_int_equal(vault_key_describe(v, &root_peer, "agent", &d), 0);
     assert_string_equal(json_string_value(json_object_get(d, "name")), "0/agent");
     json_decref(d);
+    /* shared keys go to root's namespace, never into one of their users' */
+    assert_int_equal(vault_key_describe(v, &root_peer, "0/db-key", &d), 0);
+    json_decref(d);
+    assert_int_equal(vault_key_describe(v, &alice, "db-key", &d), -ENOKEY);
     vault_usage(v, 1000, &u);
     assert_int_equal(u.keys, 1);
     /* saved again as format 2, with full names */
@@ -414,7 +441,7 @@ static void test_format1_migration(void **state) {
         assert_int_equal(keystore_serialize(v, &s), 0);
         assert_int_equal(bytes_get_be32(secret_const_data(s) + 4), 2);
         assert_int_equal(keystore_deserialize(w, secret_const_data(s), secret_size(s)), 0);
-        assert_int_equal(vault_key_count(w), 2);
+        assert_int_equal(vault_key_count(w), 3);
     }
     /* a format-2 file with a plain name is malformed; a format-1 name with a '/' too */
     {
