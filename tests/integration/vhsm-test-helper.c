@@ -1194,7 +1194,7 @@ static int cmd_churn(int argc, char **argv) {
     while (mono_ms() < end) {
         for (unsigned i = 0; i < n; i++)
             fd[i] = raw_connect(argv[0]);
-        usleep(2000); /* let the daemon accept (and refuse) them */
+        usleep(50000); /* let the daemon accept (and refuse) them, even when loaded */
         for (unsigned i = 0; i < n; i++)
             if (fd[i] >= 0)
                 (void)close(fd[i]);
