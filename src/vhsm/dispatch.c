@@ -568,8 +568,8 @@ static int op_key_create(Req *q) {
     r = vault_key_generate(q->d->vault, q->peer, q->name, &spec);
     if (r < 0)
         return r;
-    log_audit("Key '%s' (%s) created by uid %u.", q->name, vault_key_type_to_string(spec.type),
-              (unsigned)q->peer->uid);
+    log_audit_uid(q->peer->uid, "Key '%s' (%s) created by uid %u.", q->name,
+                  vault_key_type_to_string(spec.type), (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -626,7 +626,8 @@ static int op_key_rotate(Req *q) {
     r = vault_key_rotate(q->d->vault, q->peer, q->name, &v);
     if (r < 0)
         return r;
-    log_audit("Key '%s' rotated to version %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
+    log_audit_uid(q->peer->uid, "Key '%s' rotated to version %u by uid %u.", q->name, v,
+                  (unsigned)q->peer->uid);
     vhsm_buf_put_u32(q->out, VHSM_TAG_KEY_VERSION, v);
     return 0;
 }
@@ -638,7 +639,7 @@ static int op_key_delete(Req *q) {
     r = vault_key_delete(q->d->vault, q->peer, q->name);
     if (r < 0)
         return r;
-    log_audit("Key '%s' deleted by uid %u.", q->name, (unsigned)q->peer->uid);
+    log_audit_uid(q->peer->uid, "Key '%s' deleted by uid %u.", q->name, (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -652,7 +653,8 @@ static int op_key_set_acl(Req *q) {
     r = vault_key_set_acl(q->d->vault, q->peer, q->name, &acl);
     if (r < 0)
         return r;
-    log_audit("ACL of key '%s' replaced by uid %u.", q->name, (unsigned)q->peer->uid);
+    log_audit_uid(q->peer->uid, "ACL of key '%s' replaced by uid %u.", q->name,
+                  (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -664,7 +666,8 @@ static int op_key_set_min_version(Req *q) {
     r = vault_key_set_min_version(q->d->vault, q->peer, q->name, v);
     if (r < 0)
         return r;
-    log_audit("Key '%s': minimum version set to %u by uid %u.", q->name, v, (unsigned)q->peer->uid);
+    log_audit_uid(q->peer->uid, "Key '%s': minimum version set to %u by uid %u.", q->name, v,
+                  (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -827,8 +830,8 @@ static int op_ecdh_derive(Req *q) {
         return req_fail(q, r, "key '%s' already exists", new_name);
     if (r < 0)
         return r;
-    log_audit("Key '%s' derived by ECDH from '%s' by uid %u.", new_name, q->name,
-              (unsigned)q->peer->uid);
+    log_audit_uid(q->peer->uid, "Key '%s' derived by ECDH from '%s' by uid %u.", new_name, q->name,
+                  (unsigned)q->peer->uid);
     return 0;
 }
 
@@ -878,8 +881,8 @@ static int op_import_jwe(Req *q) {
         return req_fail(q, r, "key '%s': the JWE does not decrypt with its transfer key", q->name);
     if (r < 0)
         return r;
-    log_audit("Key '%s' (%s) imported by uid %u.", q->name, vault_key_type_to_string(spec.type),
-              (unsigned)q->peer->uid);
+    log_audit_uid(q->peer->uid, "Key '%s' (%s) imported by uid %u.", q->name,
+                  vault_key_type_to_string(spec.type), (unsigned)q->peer->uid);
     return 0;
 }
 

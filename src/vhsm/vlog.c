@@ -15,7 +15,7 @@
 #include "core/ratelimit.h"
 
 static pthread_mutex_t vlog_lock = PTHREAD_MUTEX_INITIALIZER;
-static RateLimitTable table;
+static RateLimitTable table, audit_table;
 static bool table_ready;
 
 static uint64_t mono_ms(void) {
@@ -32,6 +32,8 @@ static void vlog_unlock(pthread_mutex_t **m) {
         (void)pthread_mutex_lock(&vlog_lock);                                                      \
         if (!table_ready) {                                                                        \
             ratelimit_table_init(&table, VLOG_INTERVAL_MS, VLOG_UID_BURST, VLOG_GLOBAL_BURST);     \
+            ratelimit_table_init(&audit_table, VLOG_INTERVAL_MS, VLOG_AUDIT_UID_BURST,             \
+                                 RATELIMIT_SLOTS *VLOG_AUDIT_UID_BURST);                           \
             table_ready = true;                                                                    \
         }                                                                                          \
         &vlog_lock;                                                                                \
@@ -59,6 +61,33 @@ void vlog_audit(const char *file, int line, const char *func, const char *format
     (void)log_internal(LOG_NOTICE, 0, file, line, func, "AUDIT: %s", buf);
 }
 
+static void report_audit(uint32_t key, bool global, unsigned suppressed, void *userdata) {
+    const unsigned secs = VLOG_INTERVAL_MS / 1000;
+    if (global)
+        log_notice("AUDIT: %u further actions of non-root uids in the last %u s, not itemised.",
+                   suppressed, secs);
+    else
+        log_notice("AUDIT: %u further actions of uid %u in the last %u s, not itemised (at most "
+                   "%u itemised per %u s).",
+                   suppressed, (unsigned)key, secs, VLOG_AUDIT_UID_BURST, secs);
+}
+
+void vlog_audit_uid(uid_t uid, const char *file, int line, const char *func, const char *format,
+                    ...) {
+    char buf[1536];
+    va_list ap;
+
+    if (uid != 0) {
+        VLOG_LOCKED();
+        if (!ratelimit_table_check(&audit_table, (uint32_t)uid, mono_ms(), report_audit, NULL))
+            return;
+    }
+    va_start(ap, format);
+    (void)vsnprintf(buf, sizeof buf, format, ap);
+    va_end(ap);
+    (void)log_internal(LOG_NOTICE, 0, file, line, func, "AUDIT: %s", buf);
+}
+
 int vlog_limited(int level, int error, uid_t uid, const char *file, int line, const char *func,
                  const char *format, ...) {
     va_list ap;
@@ -79,4 +108,5 @@ int vlog_limited(int level, int error, uid_t uid, const char *file, int line, co
 void vlog_tick(void) {
     VLOG_LOCKED();
     ratelimit_table_flush(&table, mono_ms(), report, NULL);
+    ratelimit_table_flush(&audit_table, mono_ms(), report_audit, NULL);
 }

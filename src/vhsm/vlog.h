@@ -29,6 +29,16 @@ void vlog_audit(const char *file, int line, const char *func, const char *format
     _printf_(4, 5);
 #define log_audit(...) vlog_audit(__FILE__, __LINE__, __func__, __VA_ARGS__)
 
+/* An audit line about an action of uid. Root's (the agent's) are never limited. A non-root
+ * uid's are itemised up to VLOG_AUDIT_UID_BURST per VLOG_INTERVAL_MS, on a budget of their own
+ * (the lines above never take from it, nor it from them); beyond that they are counted, and one
+ * "AUDIT:" summary line per interval gives the exact number, so that one uid's key churn cannot
+ * push the journal over its rate limit while every action stays accounted for. */
+#define VLOG_AUDIT_UID_BURST 60
+void vlog_audit_uid(uid_t uid, const char *file, int line, const char *func, const char *format,
+                    ...) _printf_(5, 6);
+#define log_audit_uid(uid, ...) vlog_audit_uid((uid), __FILE__, __LINE__, __func__, __VA_ARGS__)
+
 /* A line about peer uid (or VLOG_KEY_SERVER), emitted if the rate limits allow. Returns error, as
  * log_internal does. Lines above the log level take nothing from the limits. */
 int vlog_limited(int level, int error, uid_t uid, const char *file, int line, const char *func,

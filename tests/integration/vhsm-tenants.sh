@@ -27,6 +27,14 @@ n=$(sed -n 's/^created \([0-9]*\):.*/\1/p' "$T/fill")
 grep -q "quota exceeded: uid 6101 holds" "$T/fill" || fail "quota message: $(cat "$T/fill")"
 expect_as 11 6101 key create one-more --type ed25519
 grep -q "quota exceeded" "$T/err" || fail "CLI quota message"
+# audit lines of a non-root uid: at most 60 itemised per 10 s, the rest counted exactly in
+# "AUDIT: N further actions of uid U" summaries (flushed once the window is over)
+sleep 11
+items=$(grep -c "AUDIT: Key '6101/f" "$VHSMD_LOG" || true)
+more=$(sed -n 's/.*AUDIT: \([0-9]*\) further actions of uid 6101 .*/\1/p' "$VHSMD_LOG" | awk '{s+=$1} END {print s+0}')
+echo "audit: $items itemised + $more counted for $n keys created by uid 6101"
+[ "$((items + more))" = "$n" ] || fail "audit accounting: $items + $more != $n"
+[ "$more" -gt 0 ] && [ "$items" -lt "$n" ] || fail "a burst of key changes was itemised without limit"
 expect_as 0 $VICTIM sign sig --in "$T/msg"
 expect_as 0 $VICTIM key create sig2 --type rsa2048
 # several uids fill the shared non-root total (4 MiB)
