@@ -463,7 +463,7 @@ static int r_key(Reader *rd, uint32_t format, VaultKey **ret) {
              * restart with a larger secure heap (vhsmd says how many at start). */
             if (len == 0 || len > 65536)
                 return -EBADMSG;
-            if ((r = secret_new_copy(mat, len, &kv->dormant)) < 0)
+            if ((r = secret_new_packed_copy(mat, len, &kv->dormant)) < 0)
                 return r;
         } else if (vault_key_type_is_asymmetric(k->type)) {
             Secret *m = NULL;
