@@ -396,14 +396,15 @@ static int migrate_name(const char *plain, const VaultAcl *acl, char **ret) {
         owner = 0;
     if (asprintf(&full, "%u/%s", (unsigned)owner, plain) < 0)
         return -ENOMEM;
-    log_notice("AUDIT: keystore format 1: key '%s' is now '%s'%s.", plain, full,
-               owner == 0 ? " (shared or without a sole non-root administrator: root's namespace)"
-                          : "");
     *ret = full;
     return 0;
 }
 
-static int r_key(Reader *rd, uint32_t format, VaultKey **ret) {
+/* Parses one key. Keys load in two passes over the content, root's (0/ and kms/: the agent's,
+ * e.g. the KMS-released LUKS keys) first, so that when the secure heap cannot hold every private
+ * key it is other users' that stay dormant. A key of the other pass is checked and skipped
+ * (*ret = NULL). */
+static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
     _cleanup_(vault_key_freep) VaultKey *k = NULL;
     _cleanup_(vault_acl_donep) VaultAcl acl = {0};
     _cleanup_free_ char *name = NULL, *label = NULL;
@@ -434,6 +435,25 @@ static int r_key(Reader *rd, uint32_t format, VaultKey **ret) {
         name = full;
     } else if (!strchr(name, '/'))
         return -EBADMSG; /* format 2 stores full names only */
+    {
+        uid_t owner = 0;
+        if (vault_name_owner(name, &owner) < 0)
+            return -EBADMSG;
+        if ((owner == 0) != root_pass) { /* the other pass's key: check its framing, skip it */
+            for (uint32_t ver = min; ver <= latest; ver++) {
+                const uint8_t *mat;
+                uint32_t number, len;
+                uint64_t created;
+                if ((r = r_u32(rd, &number)) < 0 || (r = r_u64(rd, &created)) < 0 ||
+                    (r = r_u32(rd, &len)) < 0 || (r = r_bytes(rd, len, &mat)) < 0)
+                    return r;
+                if (number != ver)
+                    return -EBADMSG;
+            }
+            *ret = NULL;
+            return 0;
+        }
+    }
     spec = (VaultKeySpec){
         .type = (VaultKeyType)type,
         .acl = &acl,
@@ -485,6 +505,11 @@ static int r_key(Reader *rd, uint32_t format, VaultKey **ret) {
             return r;
         kv = NULL;
     }
+    if (format == CONTENT_FORMAT_PLAIN_NAMES)
+        log_notice("AUDIT: keystore format 1: key now named '%s'%s.", k->name,
+                   k->name[0] == '0' ? " (shared or without a sole non-root administrator: "
+                                       "root's namespace)"
+                                     : "");
     *ret = TAKE_PTR(k);
     return 0;
 }
@@ -510,17 +535,30 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
     keys = nt_calloc((size_t)n + 1, sizeof(VaultKey *));
     if (!keys)
         return -ENOMEM;
-    for (got = 0; got < n; got++) {
-        if ((r = r_key(&rd, format, &keys[got])) < 0)
-            goto fail;
-        for (size_t j = 0; j < got; j++)
-            if (streq(keys[j]->name, keys[got]->name)) {
-                got++;
+    {
+        const Reader start = rd;
+        for (int pass = 0; pass < 2; pass++) { /* root's keys first (r_key) */
+            rd = start;
+            for (uint32_t i = 0; i < n; i++) {
+                VaultKey *k = NULL;
+                if ((r = r_key(&rd, format, pass == 0, &k)) < 0)
+                    goto fail;
+                if (!k)
+                    continue;
+                keys[got++] = k; /* at most n: each key is taken in exactly one pass */
+                for (size_t j = 0; j + 1 < got; j++)
+                    if (streq(keys[j]->name, k->name)) {
+                        r = -EBADMSG;
+                        goto fail;
+                    }
+            }
+            if (rd.left != 0) {
                 r = -EBADMSG;
                 goto fail;
             }
+        }
     }
-    if (rd.left != 0) {
+    if (got != n) {
         r = -EBADMSG;
         goto fail;
     }
