@@ -400,6 +400,17 @@ static int migrate_name(const char *plain, const VaultAcl *acl, char **ret) {
     return 0;
 }
 
+/* One version's frame: u32 number (must be ver) | u64 created | u32 len | material. */
+static int r_version_frame(Reader *rd, uint32_t ver, uint64_t *ret_created, const uint8_t **ret_mat,
+                           uint32_t *ret_len) {
+    uint32_t number;
+    int r;
+    if ((r = r_u32(rd, &number)) < 0 || (r = r_u64(rd, ret_created)) < 0 ||
+        (r = r_u32(rd, ret_len)) < 0 || (r = r_bytes(rd, *ret_len, ret_mat)) < 0)
+        return r;
+    return number == ver ? 0 : -EBADMSG;
+}
+
 /* Parses one key. Keys load in two passes over the content, root's (0/ and kms/: the agent's,
  * e.g. the KMS-released LUKS keys) first, so that when the secure heap cannot hold every private
  * key it is other users' that stay dormant. A key of the other pass is checked and skipped
@@ -442,13 +453,10 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
         if ((owner == 0) != root_pass) { /* the other pass's key: check its framing, skip it */
             for (uint32_t ver = min; ver <= latest; ver++) {
                 const uint8_t *mat;
-                uint32_t number, len;
+                uint32_t len;
                 uint64_t created;
-                if ((r = r_u32(rd, &number)) < 0 || (r = r_u64(rd, &created)) < 0 ||
-                    (r = r_u32(rd, &len)) < 0 || (r = r_bytes(rd, len, &mat)) < 0)
+                if ((r = r_version_frame(rd, ver, &created, &mat, &len)) < 0)
                     return r;
-                if (number != ver)
-                    return -EBADMSG;
             }
             *ret = NULL;
             return 0;
@@ -468,14 +476,11 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
     for (uint32_t ver = min; ver <= latest; ver++) {
         _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
         const uint8_t *mat;
-        uint32_t number, len;
+        uint32_t len;
         uint64_t created;
-        if ((r = r_u32(rd, &number)) < 0 || (r = r_u64(rd, &created)) < 0 ||
-            (r = r_u32(rd, &len)) < 0 || (r = r_bytes(rd, len, &mat)) < 0)
+        if ((r = r_version_frame(rd, ver, &created, &mat, &len)) < 0)
             return r;
-        if (number != ver)
-            return -EBADMSG;
-        kv = key_version_new(number, created);
+        kv = key_version_new(ver, created);
         if (!kv)
             return -ENOMEM;
         if (vault_key_type_is_asymmetric(k->type) && !vault_secure_heap_has_room(k->type)) {
