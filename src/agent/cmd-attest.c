@@ -65,6 +65,7 @@ typedef struct ec_key_st EC_KEY;
 #define ATTEST_CONNECT_TIMEOUT_MS 5000
 #define ATTEST_MAX_RESPONSE (256u * 1024u)
 #define ATTEST_MAX_NONCE_RENEWALS 5
+#define ATTEST_LAST_TRY_MS 250 /* the least time worth a last attempt */
 
 typedef struct AttestArgs {
     char *base; /* the service URL without a trailing '/' */
@@ -93,9 +94,10 @@ typedef struct AttestRun {
 /* What a step tells the main loop. */
 enum {
     STEP_OK = 0,
-    STEP_RETRY = -1,     /* transient: back off, start again from a new challenge */
-    STEP_RENONCE = -2,   /* the nonce expired: a new challenge at once */
-    STEP_FATAL_BASE = 1, /* > 0: final, the value is the exit code */
+    STEP_RETRY = -1,      /* transient: back off, start again from a new challenge */
+    STEP_RENONCE = -2,    /* the nonce expired: a new challenge at once */
+    STEP_RETRY_SAME = -3, /* 429: the request was not handled; back off and send it again */
+    STEP_FATAL_BASE = 1,  /* > 0: final, the value is the exit code */
 };
 
 static void help(FILE *f) {
@@ -267,6 +269,8 @@ static int exchange(AttestRun *run, const char *what, const char *method, const 
         }
     }
     http_options(run, &o);
+    run->attempts++;
+    run->retry_after_s = -1;
     log_debug("%s: %s %s", what, method, url);
     r = nt_http_request(&o, method, url, req ? "application/json" : NULL, body,
                         body ? strlen(body) : 0, &resp);
@@ -696,85 +700,100 @@ static int output(const AttestRun *run, const char *token, const json_t *claims)
     return NT_EXIT_OK;
 }
 
-/* One attempt: challenge, key (first time), evidence, attest, JWKS, token check. */
-static int attempt(AttestRun *run, char **ret_token, json_t **ret_claims) {
-    _cleanup_free_ char *nonce = NULL, *token = NULL;
-    json_auto_t *rd = NULL, *evidence = NULL, *jwks = NULL;
-    int r;
-
-    r = get_challenge(run, &nonce);
-    if (r != STEP_OK)
-        return r;
-    if (!run->tee_pubkey) {
-        /* After the first challenge: no transfer key is made while the service is down. */
-        r = run->args->no_vhsm ? transfer_key_ephemeral(run) : transfer_key_vhsm(run);
-        if (r != NT_EXIT_OK)
-            return r;
-    }
-    r = make_evidence(run, nonce, &rd, &evidence);
-    if (r != NT_EXIT_OK)
-        return r;
-    r = post_attest(run, nonce, rd, evidence, &token);
-    if (r != STEP_OK)
-        return r;
-    r = get_jwks(run, &jwks);
-    if (r == STEP_RENONCE)
-        r = NT_EXIT_IO; /* cannot happen on a GET; never loop on it */
-    if (r != STEP_OK)
-        return r;
-    r = check_token(run, token, jwks, nonce, ret_claims);
-    if (r != NT_EXIT_OK)
-        return r;
-    *ret_token = TAKE_PTR(token);
-    return STEP_OK;
-}
-
-/* Sleeps before the next attempt. false if the deadline would pass first. */
-static bool wait_for_retry(AttestRun *run) {
+/* Sleeps before the next try. NT_EXIT_OK to go on, or NT_EXIT_IO (logged) when the deadline
+ * leaves no time for another one. */
+static int wait_for_retry(AttestRun *run) {
     unsigned delay = nt_backoff_next(&run->backoff, run->retry_after_s);
     int64_t left = remaining_ms(run);
     struct timespec ts;
 
-    if (left <= 0 || (int64_t)delay >= left)
-        return false;
+    /* A delay past the deadline is cut short for one last try, if that has time to run. */
+    if ((int64_t)delay + ATTEST_LAST_TRY_MS > left) {
+        if (left < 2 * ATTEST_LAST_TRY_MS) {
+            log_error("Giving up after %u request%s within the %u s deadline: %s.", run->attempts,
+                      run->attempts == 1 ? "" : "s", run->args->timeout_s, run->last_error);
+            return NT_EXIT_IO;
+        }
+        delay = (unsigned)(left - ATTEST_LAST_TRY_MS);
+    }
     if (!run->args->quiet)
-        log_info("%s; retrying in %u ms (attempt %u, %lld ms left).", run->last_error, delay,
-                 run->attempts + 1, (long long)left);
+        log_info("%s; retrying in %u ms (%lld ms left).", run->last_error, delay, (long long)left);
     ts.tv_sec = delay / 1000;
     ts.tv_nsec = (long)(delay % 1000) * 1000000L;
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
+    return NT_EXIT_OK;
+}
+
+/* After a step's result *r: true to send the same request again, after a wait. STEP_RETRY_SAME
+ * (429: the request was not handled) always repeats it; STEP_RETRY too unless
+ * new_challenge_on_retry (an attestation that failed in transit or with a 5xx may have used its
+ * nonce up). When the deadline allows no further wait, *r becomes NT_EXIT_IO. */
+static bool again(AttestRun *run, int *r, bool new_challenge_on_retry) {
+    if (*r != STEP_RETRY_SAME && (*r != STEP_RETRY || new_challenge_on_retry))
+        return false;
+    if (wait_for_retry(run) != NT_EXIT_OK) {
+        *r = NT_EXIT_IO;
+        return false;
+    }
     return true;
 }
 
 static int run_attest(AttestRun *run) {
-    _cleanup_free_ char *token = NULL;
-    json_auto_t *claims = NULL;
     unsigned renewals = 0;
     int r;
 
     for (;;) {
-        run->attempts++;
-        run->retry_after_s = -1;
-        r = attempt(run, &token, &claims);
-        if (r == STEP_OK)
-            return output(run, token, claims);
-        if (r > 0)
+        _cleanup_free_ char *nonce = NULL, *token = NULL;
+        json_auto_t *rd = NULL, *evidence = NULL, *jwks = NULL, *claims = NULL;
+
+        do
+            r = get_challenge(run, &nonce);
+        while (again(run, &r, false));
+        if (r != STEP_OK)
+            return r == STEP_RENONCE ? NT_EXIT_IO : r; /* no nonce to renew: cannot happen */
+        if (!run->tee_pubkey) {
+            /* After the first challenge: no transfer key is made while the service is down. */
+            r = run->args->no_vhsm ? transfer_key_ephemeral(run) : transfer_key_vhsm(run);
+            if (r != NT_EXIT_OK)
+                return r;
+        }
+        r = make_evidence(run, nonce, &rd, &evidence);
+        if (r != NT_EXIT_OK)
             return r;
-        if (r == STEP_RENONCE && ++renewals <= ATTEST_MAX_NONCE_RENEWALS && remaining_ms(run) > 0) {
-            log_info("%s; requesting a new challenge.", run->last_error);
+
+        do
+            r = post_attest(run, nonce, rd, evidence, &token);
+        while (again(run, &r, true));
+        if (r == STEP_RETRY) {
+            if ((r = wait_for_retry(run)) != NT_EXIT_OK)
+                return r;
             continue;
         }
-        if (r == STEP_RENONCE)
-            snprintf(run->last_error, sizeof run->last_error,
-                     "the service declared %u nonces in a row expired (are the clocks of the "
-                     "attestd replicas far apart?)",
-                     renewals);
-        if (!wait_for_retry(run)) {
-            log_error("Giving up after %u attempt%s within the %u s deadline: %s.", run->attempts,
-                      run->attempts == 1 ? "" : "s", run->args->timeout_s, run->last_error);
-            return NT_EXIT_IO;
+        if (r == STEP_RENONCE) {
+            if (++renewals > ATTEST_MAX_NONCE_RENEWALS) {
+                log_error("attestd declared %u nonces in a row expired before they could be used "
+                          "(are the clocks of the attestd replicas far apart?).",
+                          renewals);
+                return NT_EXIT_IO;
+            }
+            if (!run->args->quiet)
+                log_info("%s; requesting a new challenge.", run->last_error);
+            continue;
         }
+        if (r != STEP_OK)
+            return r;
+
+        /* The token is ours now: only the keys to check it are fetched again on failure. */
+        do
+            r = get_jwks(run, &jwks);
+        while (again(run, &r, false));
+        if (r != STEP_OK)
+            return r < 0 ? NT_EXIT_IO : r;
+        r = check_token(run, token, jwks, nonce, &claims);
+        if (r != NT_EXIT_OK)
+            return r;
+        return output(run, token, claims);
     }
 }
 
