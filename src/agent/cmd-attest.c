@@ -320,7 +320,7 @@ static int http_failure(AttestRun *run, const char *what, long status, const jso
         snprintf(run->last_error, sizeof run->last_error, "%s: HTTP %ld%s%s%s%s%s", what, status,
                  error ? ": " : "", error ? error : "", check ? " (check " : "", check ? check : "",
                  check ? ")" : "");
-        return STEP_RETRY;
+        return status == 429 ? STEP_RETRY_SAME : STEP_RETRY;
     }
     if (status == 401 && check && streq(check, "nonce") && error && strstr(error, "expired")) {
         snprintf(run->last_error, sizeof run->last_error, "%s: the nonce expired", what);
