@@ -97,7 +97,7 @@ enum {
     STEP_RETRY = -1,      /* transient: back off, start again from a new challenge */
     STEP_RENONCE = -2,    /* the nonce expired: a new challenge at once */
     STEP_RETRY_SAME = -3, /* 429: the request was not handled; back off and send it again */
-    STEP_FATAL_BASE = 1,  /* > 0: final, the value is the exit code */
+    /* > 0: final, the value is the exit code (NT_EXIT_*) */
 };
 
 static void help(FILE *f) {
@@ -229,11 +229,18 @@ static int transport_failure(AttestRun *run, int r, const char *what, const char
                  detail);
         return STEP_RETRY;
     case EPROTO:
-        log_error("%s: TLS connection to '%s' failed: %s. The service's certificate must chain "
-                  "to %s%s%s and name its host; there is no option to skip this check.",
-                  what, url, detail, run->args->ca_file ? "the CA in '" : "the system trust store",
-                  run->args->ca_file ? run->args->ca_file : "",
-                  run->args->ca_file ? "' (--ca)" : " (or give --ca FILE)");
+        /* A certificate that does not verify, a failed handshake, or an answer that is not HTTP:
+         * none of them goes away by asking again. */
+        if (strncmp(url, "https://", 8) == 0)
+            log_error("%s: TLS or protocol failure talking to '%s': %s. The service's certificate "
+                      "must chain to %s%s%s and name its host; there is no option to skip this "
+                      "check.",
+                      what, url, detail,
+                      run->args->ca_file ? "the CA in '" : "the system trust store",
+                      run->args->ca_file ? run->args->ca_file : "",
+                      run->args->ca_file ? "' (--ca)" : " (or give --ca FILE)");
+        else
+            log_error("%s: protocol failure talking to '%s': %s.", what, url, detail);
         return NT_EXIT_IO;
     case EFBIG:
         log_error("%s: the answer from '%s' is larger than %u bytes.", what, url,
