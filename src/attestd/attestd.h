@@ -13,17 +13,13 @@
 #include "attestd/challenge.h"
 #include "attestd/config.h"
 #include "attestd/evlog.h"
+#include "attestd/request.h"
 #include "token/ear.h"
 #include "token/keys.h"
 #include "verify/kds.h"
 #include "verify/verify.h"
 #include "web/metrics.h"
 #include "web/server.h"
-
-/* The request protocol: every 1.x request is accepted (a newer minor's extra fields are
- * ignored); other majors are refused with the supported range. */
-#define ATTESTD_PROTO_MAJOR 1
-#define ATTESTD_PROTO_MINOR 0
 
 typedef struct AttestdPolicy {
     char *id;
@@ -77,10 +73,6 @@ int attestd_routes(Attestd *a);
 
 /* Re-reads the configuration file's policies; on any error the old set stays in force. */
 int attestd_reload(Attestd *a, char **ret_error);
-
-/* The certificates of an evidence object ({"cert_table"} or {"certs"}) into a bundle. Returns 0
- * or -EBADMSG with a message. */
-int attestd_evidence_certs(const json_t *evidence, NtCertBundle *bundle, char err[static 200]);
 
 /* `nitride-attestd replay` (replay.c). */
 int attestd_replay(Attestd *a, const char *policy_path, const char *policy_id, int64_t since,

@@ -15,17 +15,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jose/openssl.h>
 #include <openssl/evp.h>
 
 #include "attestd/attestd.h"
 #include "core/encoding.h"
-#include "core/jcs.h"
 #include "core/log.h"
 #include "snp/certtable.h"
-
-#define MAX_CERTS_IN_REQUEST 8
-#define MAX_RUNTIME_DATA 8192
 
 /* ---- policies ---- */
 
@@ -337,52 +332,9 @@ static int reply_fail(Attestd *a, NtWebReply *reply, unsigned status, const char
     return nt_web_reply_error(reply, status, error, check, expected, found);
 }
 
-/* Checks "version" ("MAJOR.MINOR"). Returns 1 if the request's minor is newer than ours (extra
- * fields are then ignored), 0 if known, -EPROTO with the reply filled if unsupported. */
-static int check_version(Attestd *a, json_t *req, NtWebReply *reply) {
-    json_t *v = json_object_get(req, "version");
-    unsigned major, minor;
-    char extra;
-    char expected[64];
-
-    if (!v)
-        return 0;
-    snprintf(expected, sizeof expected, "%d.0 to %d.%d (every %d.x is accepted)",
-             ATTESTD_PROTO_MAJOR, ATTESTD_PROTO_MAJOR, ATTESTD_PROTO_MINOR, ATTESTD_PROTO_MAJOR);
-    if (!json_is_string(v) ||
-        sscanf(json_string_value(v), "%u.%u%c", &major, &minor, &extra) != 2) {
-        reply_fail(a, reply, 400, "malformed", "version: expected \"MAJOR.MINOR\"", "version",
-                   expected, json_is_string(v) ? json_string_value(v) : "not a string");
-        return -EPROTO;
-    }
-    if (major != ATTESTD_PROTO_MAJOR) {
-        char err[96];
-        snprintf(err, sizeof err, "protocol version %u.%u is not supported", major, minor);
-        reply_fail(a, reply, 400, "version", err, "version", expected, json_string_value(v));
-        return -EPROTO;
-    }
-    return minor > ATTESTD_PROTO_MINOR;
-}
-
-/* Refuses unknown members unless the request is from a newer minor version. */
-static int check_members(Attestd *a, json_t *obj, const char *where, const char *const *known,
-                         bool lenient, NtWebReply *reply) {
-    const char *k;
-    json_t *v;
-    if (lenient)
-        return 0;
-    json_object_foreach(obj, k, v) {
-        bool ok = false;
-        for (size_t i = 0; known[i] && !ok; i++)
-            ok = streq(known[i], k);
-        if (!ok) {
-            char err[200];
-            snprintf(err, sizeof err, "%s: unknown member '%.64s'", where, k);
-            reply_fail(a, reply, 400, "malformed", err, "request", NULL, NULL);
-            return -EBADMSG;
-        }
-    }
-    return 0;
+static int reply_error(Attestd *a, NtWebReply *reply, const AttestdError *e) {
+    return reply_fail(a, reply, e->status, e->result, e->error, e->check,
+                      e->expected[0] ? e->expected : NULL, e->found[0] ? e->found : NULL);
 }
 
 static json_t *version_json(void) {
@@ -394,24 +346,18 @@ static json_t *version_json(void) {
 /* ---- POST /v1/challenge ---- */
 
 static int handle_challenge(void *ud, const NtWebRequest *req, NtWebReply *reply) {
-    static const char *const known[] = {"version", NULL};
     Attestd *a = ud;
     _cleanup_free_ char *nonce = NULL;
-    json_t *body = NULL;
+    AttestdError e;
     time_t now = time(NULL), expires;
-    char err[200], t[32];
-    int r, lenient = 0;
+    char t[32];
+    int r;
 
-    if (req->body_len > 0) {
-        if (nt_web_request_json(req, &body, err) < 0)
-            return reply_fail(a, reply, 400, "malformed", err, "request", NULL, NULL);
-        lenient = check_version(a, body, reply);
-        if (lenient >= 0 && check_members(a, body, "request", known, lenient, reply) < 0)
-            lenient = -EBADMSG;
-        json_decref(body);
-        if (lenient < 0)
-            return 0;
-    }
+    r = attestd_challenge_request_parse(req->body, req->body_len, &e);
+    if (r == -EBADMSG)
+        return reply_error(a, reply, &e);
+    if (r < 0)
+        return r;
     r = nt_challenge_issue(a->challenger, now, &nonce, &expires);
     if (r < 0)
         return r;
@@ -424,67 +370,6 @@ static int handle_challenge(void *ud, const NtWebRequest *req, NtWebReply *reply
 }
 
 /* ---- POST /v1/attest ---- */
-
-int attestd_evidence_certs(const json_t *evidence, NtCertBundle *bundle, char err[static 200]) {
-    json_t *table = json_object_get(evidence, "cert_table");
-    json_t *certs = json_object_get(evidence, "certs");
-    int r;
-
-    if (table && certs) {
-        snprintf(err, 200, "evidence: give 'cert_table' or 'certs', not both");
-        return -EBADMSG;
-    }
-    if (table) {
-        _cleanup_free_ uint8_t *raw = NULL;
-        size_t len = 0;
-        if (!json_is_string(table) ||
-            base64url_decode_alloc(json_string_value(table), json_string_length(table), &raw,
-                                   &len) < 0) {
-            snprintf(err, 200, "evidence.cert_table: expected base64url");
-            return -EBADMSG;
-        }
-        r = nt_cert_bundle_add_table(bundle, raw, len);
-        if (r < 0) {
-            snprintf(err, 200, "evidence.cert_table: %s",
-                     r == -ENOENT ? "holds no certificates" : "malformed certificate table");
-            return -EBADMSG;
-        }
-    }
-    if (certs) {
-        size_t i;
-        json_t *c;
-        if (!json_is_array(certs) || json_array_size(certs) > MAX_CERTS_IN_REQUEST) {
-            snprintf(err, 200, "evidence.certs: expected an array of at most %d certificates",
-                     MAX_CERTS_IN_REQUEST);
-            return -EBADMSG;
-        }
-        json_array_foreach(certs, i, c) {
-            _cleanup_free_ uint8_t *raw = NULL;
-            size_t len = 0;
-            const char *s = json_string_value(c);
-            char origin[64];
-            if (!s) {
-                snprintf(err, 200, "evidence.certs[%zu]: expected a string", i);
-                return -EBADMSG;
-            }
-            snprintf(origin, sizeof origin, "evidence.certs[%zu]", i);
-            if (strncmp(s, "-----BEGIN", 10) == 0)
-                r = nt_cert_bundle_add(bundle, (const uint8_t *)s, strlen(s), _NT_CERT_ROLE_INVALID,
-                                       origin);
-            else if (base64url_decode_alloc(s, strlen(s), &raw, &len) < 0)
-                r = -EBADMSG;
-            else
-                r = nt_cert_bundle_add(bundle, raw, len, _NT_CERT_ROLE_INVALID, origin);
-            if (r < 0) {
-                snprintf(err, 200, "evidence.certs[%zu]: %s", i,
-                         r == -E2BIG ? "too many certificates"
-                                     : "not a PEM or base64url DER AMD certificate");
-                return -EBADMSG;
-            }
-        }
-    }
-    return 0;
-}
 
 static char *certs_to_json(const NtCertBundle *b) {
     json_t *arr = json_array();
@@ -503,53 +388,6 @@ static char *certs_to_json(const NtCertBundle *b) {
     return s;
 }
 
-/* The tee-pubkey must be a public JWK that OpenSSL accepts as a key. */
-static int check_tee_pubkey(json_t *jwk, char err[static 200]) {
-    static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
-    const char *kty;
-    EVP_PKEY *pk;
-
-    if (!json_is_object(jwk)) {
-        snprintf(err, 200, "runtime_data.tee-pubkey: expected a JWK object");
-        return -EBADMSG;
-    }
-    kty = json_string_value(json_object_get(jwk, "kty"));
-    if (!kty || (!streq(kty, "EC") && !streq(kty, "RSA") && !streq(kty, "OKP"))) {
-        snprintf(err, 200, "runtime_data.tee-pubkey: kty must be EC, RSA or OKP");
-        return -EBADMSG;
-    }
-    for (size_t i = 0; i < ELEMENTSOF(private_members); i++)
-        if (json_object_get(jwk, private_members[i])) {
-            snprintf(err, 200,
-                     "runtime_data.tee-pubkey: has private member '%s'; send the public key only",
-                     private_members[i]);
-            return -EBADMSG;
-        }
-    pk = jose_openssl_jwk_to_EVP_PKEY(NULL, jwk);
-    if (!pk) {
-        snprintf(err, 200, "runtime_data.tee-pubkey: not a valid %s public key", kty);
-        return -EBADMSG;
-    }
-    EVP_PKEY_free(pk);
-    return 0;
-}
-
-/* REPORT_DATA must be SHA-384(JCS(runtime_data)) || 16 zero bytes. */
-static int binding_of(const json_t *runtime_data, uint8_t out[64]) {
-    _cleanup_free_ char *canon = NULL;
-    size_t len = 0;
-    unsigned int n = 0;
-    int r;
-
-    r = nt_jcs_dump(runtime_data, &canon, &len);
-    if (r < 0)
-        return r;
-    memset(out, 0, 64);
-    if (EVP_Digest(canon, len, out, &n, EVP_sha384(), NULL) != 1 || n != 48)
-        return -EIO;
-    return 0;
-}
-
 static bool errno_unavailable(int e) {
     return e == -EAGAIN || e == -EHOSTUNREACH || e == -ETIMEDOUT || e == -ECONNREFUSED ||
            e == -ENETUNREACH || e == -EBUSY;
@@ -560,34 +398,28 @@ typedef struct AttestCtx {
     const NtWebRequest *req;
     AttestdPolicySet *ps;
     const AttestdPolicy *policy;
-    json_t *body;
-    json_t *runtime_data;
-    uint8_t *report;
-    size_t report_len;
-    NtCertBundle *certs;
+    AttestdAttestRequest r;
     NtVerdict *verdict;
 } AttestCtx;
 
 static void attest_ctx_done(AttestCtx *c) {
     attestd_policy_set_unref(c->a, c->ps);
-    json_decref(c->body);
-    free(c->report);
-    nt_cert_bundle_free(c->certs);
+    attestd_attest_request_done(&c->r);
     nt_verdict_free(c->verdict);
 }
 
 static void record(AttestCtx *c, const char *verdict, const char *check, const char *detail) {
     _cleanup_free_ char *certs = NULL, *rd = NULL;
-    if (!c->a->evlog || !c->report)
+    if (!c->a->evlog || !c->r.report)
         return;
-    certs = c->certs ? certs_to_json(c->certs) : NULL;
-    rd = c->runtime_data ? json_dumps(c->runtime_data, JSON_COMPACT) : NULL;
+    certs = c->r.certs ? certs_to_json(c->r.certs) : NULL;
+    rd = c->r.runtime_data ? json_dumps(c->r.runtime_data, JSON_COMPACT) : NULL;
     EvlogRecord rec = {
         .at = c->verdict ? (int64_t)c->verdict->at : (int64_t)time(NULL),
         .client = c->req->client_addr,
         .policy_id = c->policy ? c->policy->id : "",
-        .report = c->report,
-        .report_len = c->report_len,
+        .report = c->r.report,
+        .report_len = c->r.report_len,
         .certs_json = certs,
         .runtime_data = rd,
         .verdict = verdict,
@@ -598,75 +430,27 @@ static void record(AttestCtx *c, const char *verdict, const char *check, const c
 }
 
 static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
-    static const char *const known[] = {"version",      "nonce",     "evidence",
-                                        "runtime_data", "policy_id", NULL};
-    static const char *const known_ev[] = {"report", "cert_table", "certs", NULL};
     Attestd *a = ud;
     _cleanup_(attest_ctx_done) AttestCtx c = {.a = a, .req = req};
-    json_t *evidence, *jv;
-    const char *nonce, *rd_nonce, *policy_id;
+    AttestdError e;
+    const char *policy_id;
     uint8_t want[64];
-    char err[200];
     time_t now = time(NULL);
-    int r, lenient;
+    int r;
 
-    if (nt_web_request_json(req, &c.body, err) < 0)
-        return reply_fail(a, reply, 400, "malformed", err, "request", NULL, NULL);
-    lenient = check_version(a, c.body, reply);
-    if (lenient < 0)
-        return 0;
-    if (check_members(a, c.body, "request", known, lenient, reply) < 0)
-        return 0;
-
-    nonce = json_string_value(json_object_get(c.body, "nonce"));
-    if (!nonce)
-        return reply_fail(a, reply, 400, "malformed", "nonce: missing or not a string", "nonce",
-                          NULL, NULL);
-    evidence = json_object_get(c.body, "evidence");
-    if (!json_is_object(evidence))
-        return reply_fail(a, reply, 400, "malformed", "evidence: missing or not an object",
-                          "request", NULL, NULL);
-    if (check_members(a, evidence, "evidence", known_ev, lenient, reply) < 0)
-        return 0;
-    c.runtime_data = json_object_get(c.body, "runtime_data");
-    if (!json_is_object(c.runtime_data))
-        return reply_fail(a, reply, 400, "malformed", "runtime_data: missing or not an object",
-                          "request", NULL, NULL);
-    rd_nonce = json_string_value(json_object_get(c.runtime_data, "nonce"));
-    if (!rd_nonce)
-        return reply_fail(a, reply, 400, "malformed", "runtime_data.nonce: missing", "request",
-                          NULL, NULL);
-    if (check_tee_pubkey(json_object_get(c.runtime_data, "tee-pubkey"), err) < 0)
-        return reply_fail(a, reply, 400, "malformed", err, "request", NULL, NULL);
-    jv = json_object_get(evidence, "report");
-    if (!json_is_string(jv) || base64url_decode_alloc(json_string_value(jv), json_string_length(jv),
-                                                      &c.report, &c.report_len) < 0)
-        return reply_fail(a, reply, 400, "malformed", "evidence.report: expected base64url",
-                          "report_format", NULL, NULL);
-    if (c.report_len != SNP_REPORT_SIZE) {
-        char e[16], f[16];
-        snprintf(e, sizeof e, "%d", SNP_REPORT_SIZE);
-        snprintf(f, sizeof f, "%zu", c.report_len);
-        return reply_fail(a, reply, 400, "malformed", "evidence.report: wrong length (bytes)",
-                          "report_format", e, f);
-    }
-    c.certs = nt_cert_bundle_new();
-    if (!c.certs)
-        return -ENOMEM;
-    if (attestd_evidence_certs(evidence, c.certs, err) < 0)
-        return reply_fail(a, reply, 400, "malformed", err, "certificates", NULL, NULL);
+    r = attestd_attest_request_parse(req->body, req->body_len, &c.r, &e);
+    if (r == -EBADMSG)
+        return reply_error(a, reply, &e);
+    if (r < 0)
+        return r;
 
     /* The policy: the default, or one the configuration lets requests name. */
     c.ps = attestd_policy_set_ref(a);
     policy_id = c.ps->default_id;
-    jv = json_object_get(c.body, "policy_id");
-    if (jv) {
+    if (c.r.policy_id) {
         bool allowed = false;
-        if (!json_is_string(jv))
-            return reply_fail(a, reply, 400, "malformed", "policy_id: expected a string",
-                              "policy_id", NULL, NULL);
         for (size_t i = 0; i < c.ps->n_client_ids && !allowed; i++)
-            allowed = streq(c.ps->client_ids[i], json_string_value(jv));
+            allowed = streq(c.ps->client_ids[i], c.r.policy_id);
         if (!allowed) {
             _cleanup_free_ char *list = NULL;
             size_t n = 0;
@@ -680,16 +464,16 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
             fclose(f);
             return reply_fail(a, reply, 400, "malformed",
                               "policy_id: this policy may not be requested", "policy_id", list,
-                              json_string_value(jv));
+                              c.r.policy_id);
         }
-        policy_id = json_string_value(jv);
+        policy_id = c.r.policy_id;
     }
     c.policy = attestd_policy_set_find(c.ps, policy_id);
     if (!c.policy)
         return -ENOENT; /* the set is validated at load: cannot happen */
 
     /* Freshness: the challenge must be ours, live and unused; runtime_data must carry it. */
-    NtChallengeResult cr = nt_challenge_check(a->challenger, nonce, now, true, NULL);
+    NtChallengeResult cr = nt_challenge_check(a->challenger, c.r.nonce, now, true, NULL);
     {
         char labels[64];
         snprintf(labels, sizeof labels, "result=\"%s\"", nt_challenge_result_to_string(cr));
@@ -715,12 +499,13 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
         return reply_fail(a, reply, 429, "busy", "too many attestations in flight; retry", "nonce",
                           NULL, NULL);
     }
-    if (!streq(rd_nonce, nonce))
+    const char *rd_nonce = json_string_value(json_object_get(c.r.runtime_data, "nonce"));
+    if (!streq(rd_nonce, c.r.nonce))
         return reply_fail(a, reply, 401, "nonce", "runtime_data.nonce differs from the nonce",
-                          "nonce", nonce, rd_nonce);
+                          "nonce", c.r.nonce, rd_nonce);
 
     /* REPORT_DATA binds runtime_data (and so the nonce and the tee-pubkey). */
-    r = binding_of(c.runtime_data, want);
+    r = attestd_runtime_binding(c.r.runtime_data, want);
     if (r == -EDOM || r == -EINVAL || r == -EBADMSG)
         return reply_fail(a, reply, 400, "malformed",
                           "runtime_data: cannot be canonicalised (RFC 8785)", "report_data", NULL,
@@ -730,25 +515,25 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     {
         SnpReport parsed;
         const char *perr = NULL;
-        if (snp_report_parse(c.report, c.report_len, &parsed, &perr) < 0)
+        if (snp_report_parse(c.r.report, c.r.report_len, &parsed, &perr) < 0)
             return reply_fail(a, reply, 401, "invalid",
                               perr ? perr : "evidence.report: malformed report", "report_format",
                               NULL, NULL);
         if (memcmp(parsed.report_data, want, 64) != 0) {
-            char e[129], f[129];
-            hex_encode(want, 64, e);
+            char ex[129], f[129];
+            hex_encode(want, 64, ex);
             hex_encode(parsed.report_data, 64, f);
             record(&c, "invalid", "report_data", "REPORT_DATA does not bind runtime_data");
             return reply_fail(a, reply, 401, "invalid",
                               "REPORT_DATA is not SHA-384 of the canonical runtime_data",
-                              "report_data", e, f);
+                              "report_data", ex, f);
         }
     }
 
     NtVerifyOptions opts = NT_VERIFY_OPTIONS_INIT;
     opts.at = now;
     opts.policy = c.policy->policy;
-    r = nt_verifier_verify(a->verifier, c.report, c.report_len, c.certs, &opts, &c.verdict);
+    r = nt_verifier_verify(a->verifier, c.r.report, c.r.report_len, c.r.certs, &opts, &c.verdict);
     if (r < 0)
         return r;
     nt_metrics_add(a->metrics, "nitride_attestd_chain_cache_total",
@@ -783,7 +568,7 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     keys_maybe_refresh(a, now);
     NtEarInput in = {
         .verdict = c.verdict,
-        .runtime_data = c.runtime_data,
+        .runtime_data = c.r.runtime_data,
         .policy_id = c.policy->id,
         .issuer = a->cfg->issuer,
         .audience = a->cfg->audience,
