@@ -11,7 +11,7 @@
 #include <time.h>
 
 #include "attestd/challenge.h"
-#include "attestd/config.h"
+#include "attestd/conf.h"
 #include "attestd/evlog.h"
 #include "attestd/request.h"
 #include "token/ear.h"

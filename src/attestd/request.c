@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jose/openssl.h>
+#include "core/jose-openssl.h"
 #include <openssl/evp.h>
 
 #include "core/encoding.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attestd/config.h"
+#include "attestd/conf.h"
 #include "core/macro.h"
 
 #define BASE                                                                                       \

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "attestd/config.h"
+#include "attestd/conf.h"
 
 #include <errno.h>
 #include <libgen.h>
