@@ -25,9 +25,9 @@ typedef struct NtHttpResponse {
     long status;
     uint8_t *body; /* malloc'd, NUL-terminated (not counted in body_len); NULL if empty */
     size_t body_len;
-    char *content_type;  /* malloc'd or NULL */
-    long retry_after_s;  /* Retry-After in seconds (delta or HTTP date), -1 if absent */
-    char error[256];     /* transport error text when the call failed */
+    char *content_type; /* malloc'd or NULL */
+    long retry_after_s; /* Retry-After in seconds (delta or HTTP date), -1 if absent */
+    char error[256];    /* transport error text when the call failed */
 } NtHttpResponse;
 
 /* opts may be NULL (defaults). Returns 0 when an HTTP response arrived (any status), or
