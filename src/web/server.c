@@ -7,9 +7,11 @@
  * with each piece of body (copied up to max_body), then once more with nothing left, when the
  * handler runs.
  *
- * A body over max_body is answered 413 without reading the rest: at once when Content-Length
- * announces it; for a chunked upload when the accumulated size passes the cap (MHD then closes
- * the connection after the reply instead of draining the upload).
+ * A body over max_body is answered 413 without storing it: at once, without reading the body,
+ * when Content-Length announces it. A chunked upload has no length up front, and MHD 0.9.75
+ * accepts a response only before the body or after all of it: past the cap the rest is read and
+ * dropped (not stored) up to DISCARD_MAX more bytes, then answered 413; an upload that goes on
+ * beyond that is cut off (connection closed without a reply).
  *
  * The listening socket is ours (bound in nt_web_server_start so that bind errors are reported
  * and port 0 works) and handed to MHD with MHD_OPTION_LISTEN_SOCKET.
@@ -36,6 +38,7 @@
 #define DEFAULT_TIMEOUT_S 10
 #define DEFAULT_MAX_CONNECTIONS 1024
 #define DEFAULT_PER_IP 64
+#define DISCARD_MAX (1024 * 1024)
 #define RATE_SETS 256
 #define RATE_WAYS 8
 
@@ -83,6 +86,7 @@ typedef struct Ctx {
     uint8_t *body;
     size_t body_len, body_alloc;
     bool too_large;
+    size_t discarded;
     char client_addr[INET6_ADDRSTRLEN];
 } Ctx;
 
@@ -661,16 +665,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (ctx->too_large)
-            return MHD_YES;
-        if (n > s->max_body - ctx->body_len) {
+        if (!ctx->too_large && n > s->max_body - ctx->body_len) {
             ctx->too_large = true;
             free(ctx->body);
             ctx->body = NULL;
             ctx->body_len = ctx->body_alloc = 0;
-            /* Answer now; MHD closes the connection after it instead of reading on. */
-            return send_error(s, c, ctx, ctx->route->endpoint, 413, "request body too large", NULL,
-                              NULL);
+        }
+        if (ctx->too_large) {
+            ctx->discarded += n;
+            if (ctx->discarded > DISCARD_MAX) {
+                log_debug("Chunked upload from %s exceeds %zu bytes, closing the connection.",
+                          ctx->client_addr, s->max_body + DISCARD_MAX);
+                return MHD_NO;
+            }
+            return MHD_YES;
         }
         if (ctx->body_len + n + 1 > ctx->body_alloc) {
             size_t a = MAX(ctx->body_alloc * 2, ctx->body_len + n + 1);
@@ -686,8 +694,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         ctx->body[ctx->body_len] = 0;
         return MHD_YES;
     }
-    if (ctx->too_large)
-        return MHD_YES;
+    if (ctx->too_large) {
+        const Route *route = ctx->route;
+        ctx->route = NULL; /* answered */
+        return send_error(s, c, ctx, route->endpoint, 413, "request body too large", NULL, NULL);
+    }
 
     /* The whole request is here: run the handler. */
     const Route *route = ctx->route;
