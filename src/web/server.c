@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * HTTP server on libmicrohttpd. MHD runs MHD_OPTION_THREAD_POOL_SIZE event-driven threads
- * (epoll where available) that share the listening socket; a request's handler runs on the
- * thread that owns its connection. Per request the access callback is called: first with the
- * headers (we route, rate-limit and check Content-Length there, and may answer at once), then
- * with each piece of body (copied up to max_body), then once more with nothing left, when the
- * handler runs.
+ * (epoll where available) that share the listening socket and do all network I/O. Handlers run
+ * on as many worker threads of ours: a complete request's connection is suspended
+ * (MHD_suspend_connection) and queued; a worker runs the handler and resumes the connection,
+ * and MHD sends the reply. So a slow handler (a KDS fetch) holds one worker, never an event
+ * thread with the hundreds of connections it serves; and handlers run concurrently even when
+ * one event thread accepted all the connections (it accepts up to 10 per wake-up). Per request the
+ * access callback is called: first with the headers (we route, rate-limit and check Content-Length
+ * there, and may answer at once), then with each piece of body (copied up to max_body), then once
+ * more with nothing left, when the handler runs.
  *
  * A body over max_body is answered 413 without storing it: at once, without reading the body,
  * when Content-Length announces it. A chunked upload has no length up front, and MHD 0.9.75
@@ -48,6 +52,8 @@ typedef struct Route {
     void *userdata;
 } Route;
 
+typedef struct Ctx Ctx;
+
 typedef struct RateEntry {
     char addr[INET6_ADDRSTRLEN];
     double tokens;
@@ -77,18 +83,40 @@ struct NtWebServer {
 
     pthread_mutex_t rate_lock;
     RateEntry rate[RATE_SETS][RATE_WAYS];
+
+    /* Handler workers: a request whose body is complete is suspended in MHD and queued here, so
+     * that a slow handler occupies a worker, not an MHD event thread with its other
+     * connections. */
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    Ctx *q_head, *q_tail;
+    bool q_stopping; /* workers drain the queue and exit; new jobs run inline */
+    pthread_t *workers;
+    unsigned n_workers;
 };
 
 /* Per-request state, *con_cls of MHD. */
-typedef struct Ctx {
+typedef enum CtxState {
+    CTX_READING, /* headers and body arriving */
+    CTX_QUEUED,  /* connection suspended, waiting for or in a worker */
+    CTX_DONE,    /* handler finished: reply and handler_r set, connection resumed */
+} CtxState;
+
+struct Ctx {
     uint64_t start_ns;
-    const Route *route; /* NULL: answered in the first call */
+    const Route *route; /* NULL: answered */
     uint8_t *body;
     size_t body_len, body_alloc;
     bool too_large;
     size_t discarded;
     char client_addr[INET6_ADDRSTRLEN];
-} Ctx;
+    CtxState state;
+    struct MHD_Connection *conn;
+    const char *method, *url; /* MHD's, valid until the request completes */
+    NtWebReply reply;
+    int handler_r;
+    struct Ctx *next; /* job queue */
+};
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -367,6 +395,8 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
         return -ENOMEM;
     s->listen_fd = -EBADF;
     pthread_mutex_init(&s->rate_lock, NULL);
+    pthread_mutex_init(&s->q_lock, NULL);
+    pthread_cond_init(&s->q_cond, NULL);
 
     r = parse_listen(s, cfg->listen, ret_error);
     if (r < 0)
@@ -642,6 +672,58 @@ static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx 
     return MHD_YES;
 }
 
+/* Runs the route's handler for a complete request (on a worker, or inline when stopping). */
+static void run_handler(Ctx *ctx) {
+    NtWebRequest req = {
+        .method = ctx->method,
+        .path = ctx->url,
+        .body = ctx->body ? ctx->body : (const uint8_t *)"",
+        .body_len = ctx->body_len,
+        .client_addr = ctx->client_addr,
+        .conn = ctx->conn,
+    };
+    ctx->handler_r = ctx->route->handler(ctx->route->userdata, &req, &ctx->reply);
+    ctx->state = CTX_DONE;
+}
+
+/* Sends the handler's reply, or a 500 if it failed (on the MHD thread of the connection). */
+static enum MHD_Result finish(NtWebServer *s, struct MHD_Connection *c, Ctx *ctx) {
+    const Route *route = ctx->route;
+    int r = ctx->handler_r;
+
+    ctx->route = NULL; /* answered */
+    if (r < 0 || ctx->reply.status == 0) {
+        nt_web_reply_clear(&ctx->reply);
+        if (r >= 0)
+            r = -EINVAL;
+        log_error_errno(r, "Handler of %s %s failed: %m", ctx->method, route->path);
+        return send_error(s, c, ctx, route->endpoint, 500, "internal error", NULL, NULL);
+    }
+    return send_reply(s, c, ctx, route->endpoint, &ctx->reply);
+}
+
+static void *worker(void *userdata) {
+    NtWebServer *s = userdata;
+
+    for (;;) {
+        Ctx *ctx;
+        pthread_mutex_lock(&s->q_lock);
+        while (!s->q_head && !s->q_stopping)
+            pthread_cond_wait(&s->q_cond, &s->q_lock);
+        ctx = s->q_head;
+        if (ctx) {
+            s->q_head = ctx->next;
+            if (!s->q_head)
+                s->q_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->q_lock);
+        if (!ctx)
+            return NULL; /* stopping and drained */
+        run_handler(ctx);
+        MHD_resume_connection(ctx->conn);
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -700,27 +782,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(s, c, ctx, route->endpoint, 413, "request body too large", NULL, NULL);
     }
 
-    /* The whole request is here: run the handler. */
-    const Route *route = ctx->route;
-    NtWebRequest req = {
-        .method = method,
-        .path = url,
-        .body = ctx->body ? ctx->body : (const uint8_t *)"",
-        .body_len = ctx->body_len,
-        .client_addr = ctx->client_addr,
-        .conn = c,
-    };
-    NtWebReply reply = {};
-    int r = route->handler(route->userdata, &req, &reply);
-    ctx->route = NULL; /* answered */
-    if (r < 0 || reply.status == 0) {
-        nt_web_reply_clear(&reply);
-        if (r >= 0)
-            r = -EINVAL;
-        log_error_errno(r, "Handler of %s %s failed: %m", method, route->path);
-        return send_error(s, c, ctx, route->endpoint, 500, "internal error", NULL, NULL);
+    if (ctx->state == CTX_DONE)
+        return finish(s, c, ctx);
+    if (ctx->state == CTX_QUEUED) /* a spurious call while suspended: nothing to do */
+        return MHD_YES;
+
+    /* The whole request is here: hand it to a worker. */
+    ctx->conn = c;
+    ctx->method = method;
+    ctx->url = url;
+    pthread_mutex_lock(&s->q_lock);
+    if (s->q_stopping) {
+        pthread_mutex_unlock(&s->q_lock);
+        run_handler(ctx);
+        return finish(s, c, ctx);
     }
-    return send_reply(s, c, ctx, route->endpoint, &reply);
+    ctx->state = CTX_QUEUED;
+    MHD_suspend_connection(c);
+    ctx->next = NULL;
+    if (s->q_tail)
+        s->q_tail->next = ctx;
+    else
+        s->q_head = ctx;
+    s->q_tail = ctx;
+    pthread_cond_signal(&s->q_cond);
+    pthread_mutex_unlock(&s->q_lock);
+    return MHD_YES;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -728,6 +815,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     Ctx *ctx = *con_cls;
     if (!ctx)
         return;
+    nt_web_reply_clear(&ctx->reply);
     free(ctx->body);
     free(ctx);
     *con_cls = NULL;
@@ -745,7 +833,7 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
     _cleanup_close_ int fd = -EBADF;
     struct sockaddr_storage bound;
     socklen_t bound_len = sizeof(bound);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     int one = 1;
 
     if (ret_error)
@@ -800,6 +888,20 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
                          "key?)",
                          s->listen_host, s->bound_port);
     s->listen_fd = TAKE_FD(fd);
+
+    s->workers = calloc(s->threads, sizeof(pthread_t));
+    if (!s->workers) {
+        nt_web_server_stop(s);
+        return -ENOMEM;
+    }
+    s->q_stopping = false;
+    for (s->n_workers = 0; s->n_workers < s->threads; s->n_workers++) {
+        int k = pthread_create(&s->workers[s->n_workers], NULL, worker, s);
+        if (k != 0) {
+            nt_web_server_stop(s);
+            return set_error(ret_error, -k, "Failed to start a worker thread: %s", strerror(k));
+        }
+    }
     /* GnuTLS holds its own parsed copy of the key now. */
     if (s->key_pem) {
         explicit_bzero(s->key_pem, strlen(s->key_pem));
@@ -826,6 +928,18 @@ uint16_t nt_web_server_port(const NtWebServer *s) {
 void nt_web_server_stop(NtWebServer *s) {
     if (!s || !s->daemon)
         return;
+    /* Workers finish the queued requests (resuming their connections) and exit; a request
+     * completing after this runs its handler inline. Only then may MHD stop: it must not be
+     * stopped with suspended connections. */
+    pthread_mutex_lock(&s->q_lock);
+    s->q_stopping = true;
+    pthread_cond_broadcast(&s->q_cond);
+    pthread_mutex_unlock(&s->q_lock);
+    for (unsigned i = 0; i < s->n_workers; i++)
+        (void)pthread_join(s->workers[i], NULL);
+    free(s->workers);
+    s->workers = NULL;
+    s->n_workers = 0;
     /* MHD_stop_daemon closes the listening socket it was given. */
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
@@ -851,6 +965,8 @@ NtWebServer *nt_web_server_free(NtWebServer *s) {
     free(s->m_requests);
     free(s->m_duration);
     pthread_mutex_destroy(&s->rate_lock);
+    pthread_mutex_destroy(&s->q_lock);
+    pthread_cond_destroy(&s->q_cond);
     free(s);
     return NULL;
 }

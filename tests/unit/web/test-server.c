@@ -10,9 +10,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -711,6 +713,117 @@ static void test_flood(void **state) {
         close(fds[i]);
 }
 
+static unsigned count_fds(void) {
+    unsigned n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            n++;
+    return n;
+}
+
+/* The listening socket and MHD's epoll fds are released by stop/free. */
+static void test_lifecycle(void **state) {
+    unsigned before = count_fds();
+    for (int i = 0; i < 3; i++) {
+        NtWebServer *s = plain_server();
+        NtHttpResponse resp;
+        _cleanup_free_ char *u = url(s, "http", "/hello");
+        assert_int_equal(nt_http_request(NULL, "GET", u, NULL, NULL, 0, &resp), 0);
+        nt_http_response_clear(&resp);
+        nt_web_server_stop(s);
+        nt_web_server_stop(s); /* idempotent */
+        assert_int_equal(nt_web_server_port(s), 0);
+        assert_null(nt_web_server_free(s));
+    }
+    assert_int_equal(count_fds(), before);
+}
+
+/* Idle connections are closed after timeout_s; more than per_ip_connections from one address
+ * are refused while the others are open. */
+static void test_connection_limits(void **state) {
+    NtWebConfig cfg = {
+        .listen = "127.0.0.1:0", .plain_http = true, .timeout_s = 1, .per_ip_connections = 3};
+    _cleanup_(nt_web_server_freep) NtWebServer *s = server_start(&cfg);
+    _cleanup_free_ char *u = url(s, "http", "/hello");
+    NtHttpResponse resp;
+    char buf[256];
+    int fds[3];
+
+    for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+        fds[i] = raw_connect(nt_web_server_port(s));
+        assert_true(send(fds[i], "GET /hel", 8, MSG_NOSIGNAL) == 8);
+    }
+    usleep(100 * 1000);
+    assert_true(nt_http_request(NULL, "GET", u, NULL, NULL, 0, &resp) < 0);
+    nt_http_response_clear(&resp);
+    /* Within about 1 s (MHD checks timeouts at most once a second) the idle ones are gone. */
+    uint64_t t0 = now_ms();
+    for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+        assert_int_equal(raw_read(fds[i], buf, sizeof(buf), 4000), 0);
+        close(fds[i]);
+    }
+    assert_true(now_ms() - t0 < 3500);
+    assert_int_equal(nt_http_request(NULL, "GET", u, NULL, NULL, 0, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    nt_http_response_clear(&resp);
+}
+
+typedef struct SlowArg {
+    const char *url;
+    int r;
+    long status;
+} SlowArg;
+
+static void *slow_client(void *p) {
+    SlowArg *a = p;
+    NtHttpResponse resp;
+    a->r = nt_http_request(NULL, "GET", a->url, NULL, NULL, 0, &resp);
+    a->status = resp.status;
+    nt_http_response_clear(&resp);
+    return NULL;
+}
+
+/* Handlers run on the pool threads concurrently: 4 requests of 1.5 s on 4 threads take about
+ * 1.5 s, not 6. */
+static void test_concurrency(void **state) {
+    NtWebConfig cfg = {.listen = "127.0.0.1:0", .plain_http = true, .threads = 4};
+    _cleanup_(nt_web_server_freep) NtWebServer *s = server_start(&cfg);
+    _cleanup_free_ char *u = url(s, "http", "/slow");
+    pthread_t t[4];
+    SlowArg a[4];
+
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 4; i++) {
+        a[i] = (SlowArg){.url = u};
+        assert_int_equal(pthread_create(&t[i], NULL, slow_client, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(a[i].r, 0);
+        assert_int_equal(a[i].status, 200);
+    }
+    uint64_t dt = now_ms() - t0;
+    print_message("4 x 1.5 s handlers on 4 threads: %" PRIu64 " ms\n", dt);
+    assert_true(dt < 2500);
+}
+
+/* Stopping with a handler in flight waits for it, sends its reply, and does not hang. */
+static void test_stop_inflight(void **state) {
+    NtWebServer *s = plain_server();
+    _cleanup_free_ char *u = url(s, "http", "/slow");
+    SlowArg a = {.url = u};
+    pthread_t t;
+
+    assert_int_equal(pthread_create(&t, NULL, slow_client, &a), 0);
+    usleep(300 * 1000);
+    uint64_t t0 = now_ms();
+    nt_web_server_free(s);
+    assert_true(now_ms() - t0 < 5000);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.r, 0);
+    assert_int_equal(a.status, 200);
+}
+
 static int setup(void **state) {
     log_set_max_level(getenv("NT_LOG_LEVEL") ? LOG_DEBUG : LOG_WARNING);
     return mkdtemp(tmpdir) ? 0 : -1;
@@ -729,6 +842,8 @@ int main(void) {
         cmocka_unit_test(test_server_metrics), cmocka_unit_test(test_config),
         cmocka_unit_test(test_ipv6),           cmocka_unit_test(test_tls),
         cmocka_unit_test(test_client_errors),  cmocka_unit_test(test_flood),
+        cmocka_unit_test(test_lifecycle),      cmocka_unit_test(test_connection_limits),
+        cmocka_unit_test(test_concurrency),    cmocka_unit_test(test_stop_inflight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
