@@ -55,7 +55,7 @@ typedef struct Route {
 typedef struct Ctx Ctx;
 
 typedef struct RateEntry {
-    char addr[INET6_ADDRSTRLEN];
+    char addr[INET6_ADDRSTRLEN + 4];
     double tokens;
     uint64_t last_ns;
     bool used;
@@ -110,6 +110,7 @@ struct Ctx {
     bool too_large;
     size_t discarded;
     char client_addr[INET6_ADDRSTRLEN];
+    char rate_key[INET6_ADDRSTRLEN + 4]; /* client_addr, or its /64 for IPv6 */
     CtxState state;
     struct MHD_Connection *conn;
     const char *method, *url; /* MHD's, valid until the request completes */
@@ -612,24 +613,31 @@ static enum MHD_Result send_error(NtWebServer *s, struct MHD_Connection *c, Ctx 
     return send_reply(s, c, ctx, endpoint, &reply);
 }
 
-static void client_address(struct MHD_Connection *c, char out[static INET6_ADDRSTRLEN]) {
+static void client_address(struct MHD_Connection *c, Ctx *ctx) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = ci ? ci->client_addr : NULL;
 
-    strcpy(out, "unknown");
-    if (!sa)
-        return;
-    if (sa->sa_family == AF_INET)
-        (void)inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out,
-                        INET6_ADDRSTRLEN);
-    else if (sa->sa_family == AF_INET6) {
+    strcpy(ctx->client_addr, "unknown");
+    if (sa && sa->sa_family == AF_INET)
+        (void)inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ctx->client_addr,
+                        sizeof(ctx->client_addr));
+    else if (sa && sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
         if (IN6_IS_ADDR_V4MAPPED(a))
-            (void)inet_ntop(AF_INET, &a->s6_addr[12], out, INET6_ADDRSTRLEN);
-        else
-            (void)inet_ntop(AF_INET6, a, out, INET6_ADDRSTRLEN);
+            (void)inet_ntop(AF_INET, &a->s6_addr[12], ctx->client_addr, sizeof(ctx->client_addr));
+        else {
+            /* One host usually owns a whole /64: rate-limit per /64, not per address. */
+            struct in6_addr net = *a;
+            char buf[INET6_ADDRSTRLEN];
+            memset(&net.s6_addr[8], 0, 8);
+            (void)inet_ntop(AF_INET6, a, ctx->client_addr, sizeof(ctx->client_addr));
+            if (inet_ntop(AF_INET6, &net, buf, sizeof(buf)))
+                (void)snprintf(ctx->rate_key, sizeof(ctx->rate_key), "%s/64", buf);
+            return;
+        }
     }
+    (void)snprintf(ctx->rate_key, sizeof(ctx->rate_key), "%s", ctx->client_addr);
 }
 
 static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx *ctx,
@@ -639,7 +647,7 @@ static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx 
     char allow[256] = "";
     unsigned retry_s = 0;
 
-    if (s->rate_burst > 0 && !rate_allow(s, ctx->client_addr, &retry_s)) {
+    if (s->rate_burst > 0 && !rate_allow(s, ctx->rate_key, &retry_s)) {
         char v[32];
         (void)snprintf(v, sizeof(v), "%u", retry_s);
         return send_error(s, c, ctx, "rate_limited", 429, "too many requests", "Retry-After", v);
@@ -735,7 +743,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!ctx)
             return MHD_NO;
         ctx->start_ns = now_ns();
-        client_address(c, ctx->client_addr);
+        client_address(c, ctx);
         *con_cls = ctx;
         return first_call(s, c, ctx, url, method);
     }

@@ -9,7 +9,10 @@
  *
  * Every response carries Content-Type and "Cache-Control: no-store". Errors the server produces
  * itself (404, 405, 413, 429, 500) are JSON objects {"error": "..."}. Handlers run on the pool
- * threads concurrently and must be thread-safe.
+ * threads concurrently and must be thread-safe. Exception: what MHD refuses before a request
+ * reaches us (malformed HTTP, header too large, unparsable Content-Length) gets MHD's own short
+ * reply and is not counted in the metrics; connections over the limits are closed unanswered.
+ * Listening on "[::]:port" is IPv6 only (IPV6_V6ONLY); listen on 0.0.0.0 for IPv4.
  */
 #pragma once
 
@@ -77,17 +80,19 @@ void nt_web_reply_clear(NtWebReply *r);
 typedef int (*NtWebHandler)(void *userdata, const NtWebRequest *req, NtWebReply *reply);
 
 typedef struct NtWebConfig {
-    const char *listen;          /* "127.0.0.1:8443", "[::1]:0", "0.0.0.0:80"; port 0 = ephemeral */
-    const char *tls_cert_file;   /* PEM chain */
-    const char *tls_key_file;    /* PEM */
-    bool plain_http;             /* required when no TLS files are given; logs a warning at start */
-    unsigned threads;            /* pool size, default 4 */
-    size_t max_body;             /* default 64 KiB; larger: 413 {"error"} without reading it all */
-    unsigned timeout_s;          /* per-connection idle timeout, default 10 */
+    const char *listen;        /* "127.0.0.1:8443", "[::1]:0", "0.0.0.0:80"; port 0 = ephemeral */
+    const char *tls_cert_file; /* PEM chain */
+    const char *tls_key_file;  /* PEM */
+    bool plain_http;           /* required when no TLS files are given; logs a warning at start */
+    unsigned threads;   /* pool size, default 4: MHD event threads, and as many handler workers */
+    size_t max_body;    /* default 64 KiB; larger: 413 {"error"} without reading it all */
+    unsigned timeout_s; /* per-connection idle timeout, default 10 */
     unsigned max_connections;    /* default 1024 */
     unsigned per_ip_connections; /* default 64 */
     double rate_per_s;
-    unsigned rate_burst; /* per client address token bucket; 0 = off; excess: 429 + Retry-After */
+    unsigned rate_burst; /* per client address token bucket; 0 = off; excess: 429 + Retry-After.
+                          * IPv6 clients share a bucket per /64. Checked before routing (404s
+                          * count too); refused requests are counted as endpoint="rate_limited". */
     NtMetrics *metrics;  /* optional: requests by endpoint and result, latency histogram */
     const char *metrics_prefix; /* e.g. "nitride_attestd" (default "nitride_http") */
 } NtWebConfig;

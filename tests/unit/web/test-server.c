@@ -493,7 +493,7 @@ static void test_config(void **state) {
 }
 
 static void test_ipv6(void **state) {
-    NtWebConfig cfg = {.listen = "[::1]:0", .plain_http = true};
+    NtWebConfig cfg = {.listen = "[::1]:0", .plain_http = true, .rate_per_s = 0.1, .rate_burst = 2};
     NtWebServer *s = NULL;
     NtHttpResponse resp;
     char u[64];
@@ -512,6 +512,14 @@ static void test_ipv6(void **state) {
     assert_int_equal(nt_http_request(NULL, "GET", u, NULL, NULL, 0, &resp), 0);
     assert_int_equal(resp.status, 200);
     assert_non_null(strstr((char *)resp.body, "\"client\":\"::1\""));
+    nt_http_response_clear(&resp);
+    /* The bucket of ::1's /64 allows 2 requests. */
+    assert_int_equal(nt_http_request(NULL, "GET", u, NULL, NULL, 0, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    nt_http_response_clear(&resp);
+    assert_int_equal(nt_http_request(NULL, "GET", u, NULL, NULL, 0, &resp), 0);
+    assert_int_equal(resp.status, 429);
+    assert_true(resp.retry_after_s >= 1 && resp.retry_after_s <= 10);
     nt_http_response_clear(&resp);
     nt_web_server_free(s);
 }
