@@ -136,7 +136,7 @@ int nt_metrics_declare(NtMetrics *m, const char *name, const char *type, const c
     } else
         n_buckets = 0;
 
-    _cleanup_(unlockp) pthread_mutex_t *l = lock_metrics(m);
+    _cleanup_(unlockp) _unused_ pthread_mutex_t *l = lock_metrics(m);
     if (find_family(m, name))
         return -EEXIST;
     Family *nf = realloc(m->families, (m->n_families + 1) * sizeof(Family));
@@ -215,7 +215,7 @@ static Series *lookup(NtMetrics *m, const char *name, const char *labels, Metric
 void nt_metrics_add(NtMetrics *m, const char *name, const char *labels, uint64_t n) {
     if (!m || !name)
         return;
-    _cleanup_(unlockp) pthread_mutex_t *l = lock_metrics(m);
+    _cleanup_(unlockp) _unused_ pthread_mutex_t *l = lock_metrics(m);
     Family *f = find_family(m, name);
     Series *s = lookup(m, name, labels, METRIC_COUNTER, true);
     if (!s)
@@ -229,7 +229,7 @@ void nt_metrics_add(NtMetrics *m, const char *name, const char *labels, uint64_t
 void nt_metrics_set(NtMetrics *m, const char *name, const char *labels, double value) {
     if (!m || !name)
         return;
-    _cleanup_(unlockp) pthread_mutex_t *l = lock_metrics(m);
+    _cleanup_(unlockp) _unused_ pthread_mutex_t *l = lock_metrics(m);
     Series *s = lookup(m, name, labels, METRIC_GAUGE, false);
     if (s)
         s->value = value;
@@ -238,7 +238,7 @@ void nt_metrics_set(NtMetrics *m, const char *name, const char *labels, double v
 void nt_metrics_observe(NtMetrics *m, const char *name, const char *labels, double value) {
     if (!m || !name)
         return;
-    _cleanup_(unlockp) pthread_mutex_t *l = lock_metrics(m);
+    _cleanup_(unlockp) _unused_ pthread_mutex_t *l = lock_metrics(m);
     Family *f = find_family(m, name);
     Series *s = lookup(m, name, labels, METRIC_HISTOGRAM, false);
     if (!s)
@@ -255,7 +255,7 @@ void nt_metrics_observe(NtMetrics *m, const char *name, const char *labels, doub
 uint64_t nt_metrics_get(NtMetrics *m, const char *name, const char *labels) {
     if (!m || !name)
         return 0;
-    _cleanup_(unlockp) pthread_mutex_t *l = lock_metrics(m);
+    _cleanup_(unlockp) _unused_ pthread_mutex_t *l = lock_metrics(m);
     Family *f = find_family(m, name);
     if (!f)
         return 0;
@@ -365,7 +365,7 @@ int nt_metrics_render(NtMetrics *m, char **ret) {
     if (!m || !ret)
         return -EINVAL;
     {
-        _cleanup_(unlockp) pthread_mutex_t *l = lock_metrics(m);
+        _cleanup_(unlockp) _unused_ pthread_mutex_t *l = lock_metrics(m);
         buf_printf(&b, "%s", "");
         for (size_t i = 0; i < m->n_families; i++) {
             const Family *f = &m->families[i];
