@@ -43,6 +43,7 @@
 #define DEFAULT_MAX_CONNECTIONS 1024
 #define DEFAULT_PER_IP 64
 #define DISCARD_MAX (1024 * 1024)
+#define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define RATE_SETS 256
 #define RATE_WAYS 8
 
@@ -886,6 +887,8 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL},
         {s->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->cert_pem},
         {s->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->key_pem},
+        /* GnuTLS's NORMAL still offers TLS 1.0 and 1.1. */
+        {s->tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)TLS_PRIORITIES},
         {MHD_OPTION_END, 0, NULL},
     };
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts,

@@ -13,6 +13,7 @@
  * reaches us (malformed HTTP, header too large, unparsable Content-Length) gets MHD's own short
  * reply and is not counted in the metrics; connections over the limits are closed unanswered.
  * Listening on "[::]:port" is IPv6 only (IPV6_V6ONLY); listen on 0.0.0.0 for IPv4.
+ * TLS: versions 1.2 and 1.3 only (GnuTLS priorities "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2").
  */
 #pragma once
 

@@ -573,6 +573,17 @@ static void test_tls(void **state) {
     assert_non_null(strstr((char *)resp.body, "\"hello\":\"world\""));
     nt_http_response_clear(&resp);
 
+    /* TLS 1.2 and 1.3 only (the client side allows 1.1 here, so only the server refuses). */
+    char cmd[256];
+    (void)snprintf(cmd, sizeof(cmd),
+                   "echo | openssl s_client -%s -cipher DEFAULT@SECLEVEL=0 -connect 127.0.0.1:%u",
+                   "tls1_2", nt_web_server_port(s));
+    assert_int_equal(sh(cmd), 0);
+    (void)snprintf(cmd, sizeof(cmd),
+                   "echo | openssl s_client -%s -cipher DEFAULT@SECLEVEL=0 -connect 127.0.0.1:%u",
+                   "tls1_1", nt_web_server_port(s));
+    assert_int_not_equal(sh(cmd), 0);
+
     /* A CA that did not sign the server certificate: -EPROTO, with curl's reason. */
     NtHttpOptions wrong = {.ca_file = other_ca};
     assert_int_equal(nt_http_request(&wrong, "GET", u, NULL, NULL, 0, &resp), -EPROTO);
