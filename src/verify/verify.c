@@ -32,10 +32,12 @@
 #include "core/log.h"
 #include "core/openssl-util.h"
 #include "verify/anchors.h"
+#include "verify/crl.h"
 
 #define CACHE_SLOTS 256u
 #define CACHE_PROBE 8u
 #define ANCHOR_FILE_MAX (256u * 1024u)
+#define CRL_SLOTS 16u
 
 typedef struct ChainInfo {
     uint8_t key[32];
@@ -45,12 +47,29 @@ typedef struct ChainInfo {
     SnpProduct product; /* the anchor's product */
     time_t not_before, not_after;
     char anchor[96];
+    const NtAnchor *ark; /* the ARK the chain ends in (anchors are never removed) */
+    /* For the revocation check, also on cache hits: the endorsement key's and the
+     * intermediate's serial numbers (serials_ok false if either is not a usable serial). */
+    bool serials_ok;
+    NtCertRole serial_role[2];
+    NtSerial serial[2];
 } ChainInfo;
 
 typedef struct ChainEntry {
     bool used;
     ChainInfo info;
 } ChainEntry;
+
+/* A parsed CRL, keyed by the SHA-256 of its DER, with its signature checked against each anchor
+ * it was presented with (bit i: anchors.items[i]). Read under the read lock, changed under the
+ * write lock. */
+typedef struct CrlSlot {
+    bool used;
+    uint8_t key[32];
+    NtCrl *crl;
+    int scheme; /* nt_crl_check_sig_scheme() */
+    uint32_t sig_checked, sig_ok;
+} CrlSlot;
 
 struct NtVerifier {
     pthread_rwlock_t lock; /* anchors, source, cache */
@@ -59,6 +78,10 @@ struct NtVerifier {
     unsigned evict_next;
     NtVcekSource source;
     bool has_source;
+    NtRevocationSource rev;
+    bool has_rev;
+    CrlSlot crls[CRL_SLOTS];
+    unsigned crl_evict_next;
     EVP_MD *sha384, *sha256;
     uint64_t hits, misses; /* atomic */
 };
@@ -112,6 +135,10 @@ static void cache_clear_locked(NtVerifier *v) {
             chain_info_done(&v->cache[i].info);
             v->cache[i].used = false;
         }
+    for (size_t i = 0; i < CRL_SLOTS; i++) {
+        v->crls[i].crl = nt_crl_free(v->crls[i].crl);
+        v->crls[i].used = false;
+    }
 }
 
 NtVerifier *nt_verifier_free(NtVerifier *v) {
@@ -146,6 +173,13 @@ void nt_verifier_set_vcek_source(NtVerifier *v, const NtVcekSource *src) {
     v->has_source = src != NULL;
     if (src)
         v->source = *src;
+}
+
+void nt_verifier_set_revocation_source(NtVerifier *v, const NtRevocationSource *src) {
+    WRLOCK(v);
+    v->has_rev = src && src->mode != NT_REVOCATION_OFF && src->get_crl;
+    if (v->has_rev)
+        v->rev = *src;
 }
 
 void nt_verifier_cache_stats(NtVerifier *v, uint64_t *ret_hits, uint64_t *ret_misses) {
@@ -450,6 +484,11 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     }
     nt_verdict_pass(vd, "ark", NT_CHECK_EVIDENCE, "%s%s", anchor->label,
                     evidence_ark ? ", equal to the ARK in the evidence" : "");
+    ci->ark = anchor;
+    ci->serial_role[0] = role;
+    ci->serial_role[1] = want_int;
+    ci->serials_ok = nt_serial_from_asn1(X509_get0_serialNumber(ekx), &ci->serial[0]) >= 0 &&
+                     nt_serial_from_asn1(X509_get0_serialNumber(inter), &ci->serial[1]) >= 0;
     X509_NAME_get_text_by_NID(X509_get_issuer_name(ekx), NID_commonName, cn, sizeof cn);
     nt_verdict_pass(vd, "cert_chain", NT_CHECK_EVIDENCE, "%s <- %s (%s) <- ARK, RSASSA-PSS SHA-384",
                     role_str(role), cn, inter_origin);
@@ -578,6 +617,165 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
     nt_format_time(ci->not_after, t);
     nt_verdict_pass(vd, "cert_validity", NT_CHECK_EVIDENCE, "chain valid until %s", t);
     cache_store(v, ci);
+    return 0;
+}
+
+/* ---- revocation ---- */
+
+static int sha256_of(NtVerifier *v, const uint8_t *data, size_t len, uint8_t out[32]) {
+    if (EVP_Digest(data, len, out, NULL, v->sha256, NULL) != 1)
+        return nt_openssl_error(-EIO, "EVP_Digest");
+    return 0;
+}
+
+static CrlSlot *crl_slot_find_locked(NtVerifier *v, const uint8_t key[32]) {
+    for (size_t i = 0; i < CRL_SLOTS; i++)
+        if (v->crls[i].used && memcmp(v->crls[i].key, key, 32) == 0)
+            return &v->crls[i];
+    return NULL;
+}
+
+/* Judges the chain in ci against a parsed CRL whose signature check against ci->ark gave
+ * sig_r. Records "revocation". */
+static void crl_judge(const NtCrl *crl, int sig_r, const ChainInfo *ci, time_t at,
+                      const NtRevocationSource *src, time_t fetched_at, NtVerdict *vd) {
+    char t1[32], t2[32], t3[32], e[160], f[160], sn[2 * NT_SERIAL_MAX + 3];
+    int r;
+
+    if (sig_r < 0) {
+        snprintf(e, sizeof e, "a CRL signed by %s", ci->anchor);
+        snprintf(f, sizeof f, "a CRL issued by '%s'", crl->issuer_cn);
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, sig_r, e, f,
+                        "the CRL from '%s' is not signed by the ARK the chain ends in: %s",
+                        src->name,
+                        sig_r == -EOPNOTSUPP ? "not RSASSA-PSS SHA-384/MGF1-SHA-384/salt 48"
+                                             : "wrong issuer or bad signature");
+        return;
+    }
+    r = nt_crl_check_time(crl, at, src->max_staleness_s);
+    nt_format_time(crl->this_update, t1);
+    nt_format_time(crl->next_update, t2);
+    nt_format_time(at, t3);
+    if (r == -EKEYREJECTED) {
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, NULL, t1,
+                        "the CRL from '%s' is not yet valid: thisUpdate %s is after the "
+                        "verification time %s",
+                        src->name, t1, t3);
+        return;
+    }
+    if (r < 0) {
+        char tf[32];
+        nt_format_time(fetched_at, tf);
+        snprintf(e, sizeof e, "nextUpdate within %llds of %s", (long long)src->max_staleness_s, t3);
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, e, t2,
+                        "the CRL from '%s' is stale: nextUpdate %s, staleness limit %llds, "
+                        "verification time %s (CRL fetched %s)",
+                        src->name, t2, (long long)src->max_staleness_s, t3, tf);
+        return;
+    }
+    if (!ci->serials_ok) {
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, -EBADMSG, NULL, NULL,
+                        "a certificate of the chain has a negative or over-long serial number");
+        return;
+    }
+    for (size_t i = 0; i < ELEMENTSOF(ci->serial); i++) {
+        const NtCrlEntry *hit = nt_crl_find(crl, &ci->serial[i]);
+        if (!hit)
+            continue;
+        nt_serial_format(&ci->serial[i], sn, sizeof sn);
+        nt_format_time(hit->revoked_at, t3);
+        snprintf(f, sizeof f, "%s serial %s revoked at %s", role_str(ci->serial_role[i]), sn, t3);
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, -EKEYREVOKED, "not revoked", f,
+                        "the %s certificate (serial %s) is revoked since %s by the CRL of %s "
+                        "(thisUpdate %s)",
+                        role_str(ci->serial_role[i]), sn, t3, crl->issuer_cn, t1);
+        return;
+    }
+    nt_verdict_pass(vd, "revocation", NT_CHECK_EVIDENCE,
+                    "%s and %s not revoked; CRL of %s from '%s', %zu entries, nextUpdate %s",
+                    role_str(ci->serial_role[0]), role_str(ci->serial_role[1]), crl->issuer_cn,
+                    src->name, crl->n_revoked, t2);
+}
+
+/* The "revocation" check, on cold and cached chains alike: one call to the source, a SHA-256 of
+ * the CRL and, for a CRL seen before, a lookup and two binary searches. Returns 0 (recorded, or
+ * no source) or -ENOMEM/-EIO. */
+static int check_revocation(NtVerifier *v, const ChainInfo *ci, time_t at, NtVerdict *vd) {
+    _cleanup_free_ uint8_t *der = NULL;
+    _cleanup_(nt_crl_freep) NtCrl *crl = NULL;
+    NtRevocationSource src;
+    size_t len = 0;
+    time_t fetched_at = 0;
+    uint8_t key[32];
+    uint32_t bit;
+    int r, sig_r, scheme;
+
+    {
+        RDLOCK(v);
+        if (!v->has_rev)
+            return 0;
+        src = v->rev;
+    }
+    assert(ci->ark);
+    bit = UINT32_C(1) << (size_t)(ci->ark - v->anchors.items);
+
+    r = src.get_crl(src.userdata, ci->product, &der, &len, &fetched_at);
+    if (r < 0 || !der || len == 0) {
+        if (r >= 0)
+            r = -ENOENT;
+        if (r == -ENOMEM)
+            return r;
+        if (src.mode == NT_REVOCATION_BEST_EFFORT) {
+            nt_verdict_skip(vd, "revocation", NT_CHECK_EVIDENCE,
+                            "no CRL for %s from '%s' (%s); best effort",
+                            snp_product_to_string(ci->product), src.name, strerror(-r));
+            return 0;
+        }
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, "a CRL", "none",
+                        "no CRL for %s from '%s' (%s), and a CRL is required",
+                        snp_product_to_string(ci->product), src.name, strerror(-r));
+        return 0;
+    }
+    r = sha256_of(v, der, len, key);
+    if (r < 0)
+        return r;
+    {
+        RDLOCK(v);
+        const CrlSlot *s = crl_slot_find_locked(v, key);
+        if (s && (s->sig_checked & bit)) {
+            sig_r = s->scheme < 0 ? s->scheme : (s->sig_ok & bit) ? 0 : -EKEYREJECTED;
+            crl_judge(s->crl, sig_r, ci, at, &src, fetched_at, vd);
+            return 0;
+        }
+    }
+
+    /* First sight of this CRL (or of this anchor for it): parse and check it once. */
+    r = nt_crl_parse(der, len, &crl);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0) {
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, NULL, NULL,
+                        "the CRL for %s from '%s' is malformed (%zu bytes)",
+                        snp_product_to_string(ci->product), src.name, len);
+        return 0;
+    }
+    scheme = nt_crl_check_sig_scheme(crl);
+    sig_r = scheme < 0 ? scheme : nt_crl_verify_signed_by(crl, ci->ark->cert);
+    ERR_clear_error();
+    crl_judge(crl, sig_r, ci, at, &src, fetched_at, vd);
+    {
+        WRLOCK(v);
+        CrlSlot *s = crl_slot_find_locked(v, key);
+        if (!s) {
+            s = &v->crls[v->crl_evict_next++ % CRL_SLOTS];
+            nt_crl_free(s->crl);
+            *s = (CrlSlot){.used = true, .crl = TAKE_PTR(crl), .scheme = scheme};
+            memcpy(s->key, key, 32);
+        }
+        s->sig_checked |= bit;
+        if (sig_r >= 0)
+            s->sig_ok |= bit;
+    }
     return 0;
 }
 
@@ -740,6 +938,11 @@ static int run(NtVerifier *v, const uint8_t *report, size_t report_len, const Nt
     if (r != 0)
         return r < 0 ? r : 0;
     snprintf(vd->anchor, sizeof vd->anchor, "%s", ci.anchor);
+    r = check_revocation(v, &ci, vd->at, vd);
+    if (r < 0)
+        return r;
+    if (nt_verdict_status(vd) != NT_VERDICT_OK)
+        return 0;
 
     r = nt_report_check_signature(report, ci.pkey, v->sha384);
     if (r == -ENOMEM || r == -EIO)
