@@ -135,8 +135,13 @@ const NtCertBundleEntry *nt_cert_bundle_find(const NtCertBundle *b, NtCertRole r
  * (/vcek/v1/{product}/{hwid}?blSPL=..) through an on-disk cache. */
 typedef struct NtVcekSource {
     const char *name;
-    /* Adds the certificates for report r (product p, role VCEK or VLEK) to bundle.
-     * Returns 0, -ENOENT (has none), or a negative errno. Must be thread-safe. */
+    /* Adds the certificates for report r (product p, role VCEK or VLEK) to bundle: the
+     * endorsement key and, if it has it, its ASK/ASVK (and ARK). Called when the evidence lacks
+     * the endorsement key, and also when it has it without its intermediate (a supplied
+     * duplicate of the endorsement key is then ignored). Returns 0, -ENOENT (has none), or a
+     * negative errno (-EAGAIN, -EHOSTUNREACH, -ETIMEDOUT, ...): when the chain cannot be built
+     * without the source, "certificates" fails with that errno, naming the source. Must be
+     * thread-safe. */
     int (*fetch)(void *userdata, const SnpReport *r, SnpProduct p, NtCertRole role,
                  NtCertBundle *bundle);
     void *userdata;

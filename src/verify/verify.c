@@ -327,6 +327,13 @@ static void cache_store(NtVerifier *v, const ChainInfo *ci) {
     slot->used = true;
 }
 
+static bool certs_have(const Certs *c, NtCertRole role) {
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i]->role == role)
+            return true;
+    return false;
+}
+
 static const char *cn_of(X509 *x, char *buf, size_t size) {
     if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, buf, (int)size) <= 0)
         snprintf(buf, size, "(no CN)");
@@ -342,7 +349,7 @@ static const char *role_str(NtCertRole r) {
  * append-only for the verifier's lifetime, so anchor pointers taken under the read lock stay
  * valid after it is released. */
 static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role, time_t at,
-                             NtVerdict *vd, ChainInfo *ci) {
+                             int src_err, const char *src_name, NtVerdict *vd, ChainInfo *ci) {
     NtCertRole want_int = role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_ASK : NT_CERT_ROLE_ASVK;
     X509 *ekx = c->x[ek], *inter = NULL;
     const char *inter_origin = NULL;
@@ -376,6 +383,27 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
         nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, r, NULL, NULL,
                         "%s (%s) has a malformed AMD extension", role_str(role), c->e[ek]->origin);
         return 1;
+    }
+    /* No intermediate in the evidence, the source failed fetching it, and no built-in one is
+     * the endorsement key's issuer: the source's error is the reason, not the chain. */
+    if (src_err < 0 && !certs_have(c, want_int)) {
+        bool builtin = false;
+        {
+            RDLOCK(v);
+            for (size_t i = 0; i < v->anchors.n_items && !builtin; i++)
+                builtin = v->anchors.items[i].role == want_int &&
+                          X509_NAME_cmp(X509_get_issuer_name(ekx),
+                                        X509_get_subject_name(v->anchors.items[i].cert)) == 0;
+        }
+        if (!builtin) {
+            nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, src_err, role_str(want_int),
+                            "none (certificate source failed)",
+                            "no %s in the evidence for the %s (%s), and the certificate source "
+                            "'%s' failed: %s",
+                            role_str(want_int), role_str(role), c->e[ek]->origin, src_name,
+                            strerror(-src_err));
+            return 1;
+        }
     }
     nt_verdict_pass(vd, "certificates", NT_CHECK_EVIDENCE, "%s from %s", role_str(role),
                     c->e[ek]->origin);
@@ -535,17 +563,60 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     return 0;
 }
 
-/* Finds the endorsement key certificate and a verified chain for it (cached or cold).
+/* Asks the VcekSource for the certificates of the report and appends what it supplies to c
+ * (the bundle extra keeps them alive); ek becomes the first endorsement key if it was unset.
+ * Returns 0 (possibly nothing added), the source's error other than -ENOENT, or -ENOMEM. */
+static int source_fetch(const NtVcekSource *src, const SnpReport *rep, SnpProduct hint,
+                        NtCertRole role, NtCertBundle **extra, Certs *c, size_t *ek) {
+    int r;
+
+    *extra = nt_cert_bundle_new();
+    if (!*extra)
+        return -ENOMEM;
+    r = src->fetch(src->userdata, rep, hint, role, *extra);
+    if (r < 0 && r != -ENOENT) {
+        log_debug_errno(r, "Certificate source '%s' failed: %m", src->name);
+        return r;
+    }
+    for (size_t i = 0; i < (*extra)->n_entries && c->n < ELEMENTSOF(c->e); i++) {
+        c->e[c->n] = &(*extra)->entries[i];
+        if (*ek == SIZE_MAX && c->e[c->n]->role == role)
+            *ek = c->n;
+        c->n++;
+    }
+    return 0;
+}
+
+static bool cache_try(NtVerifier *v, const Certs *c, NtCertRole role, size_t ek, time_t at,
+                      NtVerdict *vd, ChainInfo *ci, int *ret_error) {
+    *ret_error = cache_key(v, c, role, ek, ci->key);
+    if (*ret_error < 0 || !cache_lookup(v, ci->key, at, ci))
+        return false;
+    __atomic_fetch_add(&v->hits, 1, __ATOMIC_RELAXED);
+    vd->chain_cached = true;
+    nt_verdict_pass(vd, "certificates", NT_CHECK_EVIDENCE, "%s", role_str(role));
+    nt_verdict_pass(vd, "ark", NT_CHECK_EVIDENCE, "%s", ci->anchor);
+    nt_verdict_pass(vd, "cert_chain", NT_CHECK_EVIDENCE, "cached");
+    nt_verdict_pass(vd, "cert_validity", NT_CHECK_EVIDENCE, "cached");
+    return true;
+}
+
+/* Finds the endorsement key certificate and a verified chain for it (cached or cold). The
+ * VcekSource is asked when the evidence lacks the endorsement key, or has it without its
+ * intermediate and the chain is not cached; its failure (other than -ENOENT) fails
+ * "certificates" with its errno when the chain cannot be built without it, so that a caller can
+ * tell "KDS unavailable" from "evidence rejected".
  * Returns 0, 1 (a check failed and was recorded) or a negative errno. */
 static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpReport *rep,
                          NtCertRole role, SnpProduct hint, time_t at, NtVerdict *vd,
                          ChainInfo *ci) {
+    NtCertRole want_int = role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_ASK : NT_CERT_ROLE_ASVK;
     _cleanup_(nt_cert_bundle_freep) NtCertBundle *extra = NULL;
     _cleanup_(certs_done) Certs c = {.n = 0};
     size_t ek = SIZE_MAX;
     NtVcekSource src = {0};
     bool has_src;
-    int r;
+    int r, src_err = 0;
 
     for (size_t i = 0; certs && i < certs->n_entries; i++)
         c.e[c.n++] = &certs->entries[i];
@@ -558,17 +629,16 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
         src = v->source;
     }
     if (ek == SIZE_MAX && has_src) {
-        extra = nt_cert_bundle_new();
-        if (!extra)
-            return -ENOMEM;
-        r = src.fetch(src.userdata, rep, hint, role, extra);
-        if (r < 0 && r != -ENOENT)
-            log_debug_errno(r, "Certificate source '%s' failed: %m", src.name);
-        for (size_t i = 0; i < extra->n_entries && c.n < ELEMENTSOF(c.e); i++) {
-            c.e[c.n] = &extra->entries[i];
-            if (ek == SIZE_MAX && c.e[c.n]->role == role)
-                ek = c.n;
-            c.n++;
+        src_err = source_fetch(&src, rep, hint, role, &extra, &c, &ek);
+        if (src_err == -ENOMEM)
+            return src_err;
+        if (src_err < 0 && ek == SIZE_MAX) {
+            nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, src_err, role_str(role),
+                            "none (certificate source failed)",
+                            "no %s certificate in the evidence, and the certificate source '%s' "
+                            "failed: %s",
+                            role_str(role), src.name, strerror(-src_err));
+            return 1;
         }
     }
     if (ek == SIZE_MAX) {
@@ -584,17 +654,23 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
         return 1;
     }
 
-    r = cache_key(v, &c, role, ek, ci->key);
+    if (cache_try(v, &c, role, ek, at, vd, ci, &r))
+        return 0;
     if (r < 0)
         return r;
-    if (cache_lookup(v, ci->key, at, ci)) {
-        __atomic_fetch_add(&v->hits, 1, __ATOMIC_RELAXED);
-        vd->chain_cached = true;
-        nt_verdict_pass(vd, "certificates", NT_CHECK_EVIDENCE, "%s", role_str(role));
-        nt_verdict_pass(vd, "ark", NT_CHECK_EVIDENCE, "%s", ci->anchor);
-        nt_verdict_pass(vd, "cert_chain", NT_CHECK_EVIDENCE, "cached");
-        nt_verdict_pass(vd, "cert_validity", NT_CHECK_EVIDENCE, "cached");
-        return 0;
+    /* The endorsement key without its intermediate: the source may have it (else a built-in
+     * ASK/ASVK may do, see verify_chain_cold). */
+    if (!extra && has_src && !certs_have(&c, want_int)) {
+        size_t n_before = c.n;
+        src_err = source_fetch(&src, rep, hint, role, &extra, &c, &ek);
+        if (src_err == -ENOMEM)
+            return src_err;
+        if (c.n > n_before) {
+            if (cache_try(v, &c, role, ek, at, vd, ci, &r))
+                return 0;
+            if (r < 0)
+                return r;
+        }
     }
     __atomic_fetch_add(&v->misses, 1, __ATOMIC_RELAXED);
 
@@ -609,7 +685,7 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
     }
     ci->not_before = 0;
     ci->not_after = (time_t)INT64_MAX;
-    r = verify_chain_cold(v, &c, ek, role, at, vd, ci);
+    r = verify_chain_cold(v, &c, ek, role, at, src_err, src.name, vd, ci);
     if (r != 0)
         return r;
 
@@ -863,6 +939,21 @@ static void check_hwid(const SnpReport *rep, const ChainInfo *ci, NtVerdict *vd)
     size_t want = ci->product == SNP_PRODUCT_TURIN ? 8 : 64;
     char e[129], f[129];
 
+    /* Turin's CHIP_ID is the 8-byte hwID followed by 56 zero bytes (the real Turin vector has
+     * them zero). A non-zero tail is not a Turin report as firmware makes it, whatever key
+     * signed it, and must not slip past the 8-byte comparison below. */
+    if (ci->product == SNP_PRODUCT_TURIN) {
+        uint8_t nz = 0;
+        for (size_t i = 8; i < sizeof rep->chip_id; i++)
+            nz |= rep->chip_id[i];
+        if (nz) {
+            hex_encode(rep->chip_id + 8, sizeof rep->chip_id - 8, f);
+            nt_verdict_fail(vd, "hwid", NT_CHECK_EVIDENCE, -EKEYREJECTED,
+                            "zero (bytes 8..63 of a Turin chip_id)", f,
+                            "Turin report chip_id has non-zero bytes after the 8-byte hwID");
+            return;
+        }
+    }
     if (ci->role == NT_CERT_ROLE_VLEK) {
         snprintf(vd->csp_id, sizeof vd->csp_id, "%s", x->csp_id);
         nt_verdict_skip(vd, "hwid", NT_CHECK_EVIDENCE,
