@@ -77,6 +77,10 @@ int sim_chip_get_derived_key(SimChip *c, const SnpDerivedKeyRequest *req, Secret
  * -ENOKEY (a VLEK/ASVK named on a chip without), -EIO, -ENOMEM. malloc'd *ret_der. */
 int sim_chip_make_crl(SimChip *c, const char *const *revoke, size_t n, time_t this_update,
                       time_t next_update, uint8_t **ret_der, size_t *ret_len);
+/* Test hook, for verifier tests only: signs rep exactly as given, with no firmware rule applied
+ * (a CHIP_ID tail, reserved bytes, any VMPL), with the VCEK or VLEK as rep's SIGNING_KEY field
+ * says. Overwrites rep's signature fields. Returns 0, -ENOKEY, -EIO. */
+int sim_chip_sign_raw(SimChip *c, SnpReport *rep, uint8_t ret_report[SNP_REPORT_SIZE]);
 /* The public configuration (chip.json plus "dir") as JSON; never contains secrets. */
 int sim_chip_to_json(const SimChip *c, json_t **ret);
 /* Paths of the public certificates (for --trust-anchor etc.). */
