@@ -842,8 +842,12 @@ static int check_revocation(NtVerifier *v, const ChainInfo *ci, time_t at, NtVer
     {
         WRLOCK(v);
         CrlSlot *s = crl_slot_find_locked(v, key);
-        if (!s) {
+        for (size_t i = 0; i < CRL_SLOTS && !s; i++)
+            if (!v->crls[i].used)
+                s = &v->crls[i];
+        if (!s)
             s = &v->crls[v->crl_evict_next++ % CRL_SLOTS];
+        if (!s->used || memcmp(s->key, key, 32) != 0) {
             nt_crl_free(s->crl);
             *s = (CrlSlot){.used = true, .crl = TAKE_PTR(crl), .scheme = scheme};
             memcpy(s->key, key, 32);
