@@ -4,7 +4,8 @@
  *
  * Order of the evidence checks, each depending on the ones before it:
  *   report_format -> signing_key -> certificates -> ark -> cert_chain -> cert_validity
- *   -> report_signature -> product -> tcb_vs_cert -> hwid
+ *   -> [revocation] -> report_signature -> product -> tcb_vs_cert -> hwid
+ * "revocation" runs only with a revocation source, on cold and cached chains alike.
  * The first failure ends the evidence checks (nothing in an unauthenticated report is worth
  * appraising); policy checks run only on authentic reports. The report signature is checked
  * before any report field is compared with the certificate, so a tampered report is always
