@@ -33,11 +33,6 @@
 
 #include <jansson.h>
 #include <jose/jose.h>
-/* jose/openssl.h names the deprecated RSA and EC_KEY types, hidden by OPENSSL_NO_DEPRECATED; only
- * its EVP_PKEY function is used here (C11 allows repeating an identical typedef). */
-typedef struct rsa_st RSA;
-typedef struct ec_key_st EC_KEY;
-#include <jose/openssl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -47,6 +42,7 @@ typedef struct ec_key_st EC_KEY;
 #include "core/encoding.h"
 #include "core/fileio.h"
 #include "core/jcs.h"
+#include "core/jose-openssl.h"
 #include "core/log.h"
 #include "core/macro.h"
 #include "core/openssl-util.h"
