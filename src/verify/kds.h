@@ -92,8 +92,8 @@ void nt_kds_vcek_source(NtKds *k, NtVcekSource *ret);
 
 /* The VCEK (DER) for a chip and TCB: cache -> offline -> KDS (then cache). Errors as above.
  * *ret_der is malloc'd. */
-int nt_kds_get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len,
-                    const SnpTcb *tcb, uint8_t **ret_der, size_t *ret_len);
+int nt_kds_get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len, const SnpTcb *tcb,
+                    uint8_t **ret_der, size_t *ret_len);
 /* The cert_chain (PEM, ASK then ARK; or ASVK then ARK when vlek). Errors as above. */
 int nt_kds_get_chain(NtKds *k, SnpProduct p, bool vlek, char **ret_pem, size_t *ret_len);
 
