@@ -121,7 +121,11 @@ static int kds_http_request(const KdsHttpOptions *o, const char *method, const c
         return -ENOMEM;
     (void)curl_easy_setopt(c, CURLOPT_URL, url);
     (void)curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
     (void)curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    (void)curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
     (void)curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     (void)curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, o->timeout_ms);
     (void)curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
@@ -1178,15 +1182,15 @@ static int kds_source_fetch(void *userdata, const SnpReport *rep, SnpProduct p, 
     r = snp_tcb_decode(rep->reported_tcb, p, &tcb);
     if (r < 0)
         return -EINVAL;
+    /* The chain first: when the evidence carried the VCEK but not its ASK, the chain is what the
+     * verifier needs, even if the VCEK cannot be had now. */
+    rc = add_chain(k, p, false, bundle);
     r = nt_kds_get_vcek(k, p, rep->chip_id, sizeof(rep->chip_id), &tcb, &der, &n);
     if (r < 0)
         return r;
     r = nt_cert_bundle_add(bundle, der, n, NT_CERT_ROLE_VCEK, "KDS VCEK");
     if (r < 0)
         return r;
-    /* The VCEK stays in the bundle even if its chain cannot be had: the verifier then says
-     * which certificate is missing. */
-    rc = add_chain(k, p, false, bundle);
     return rc;
 }
 
