@@ -890,8 +890,9 @@ static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, ti
     }
     if (k->cache_dir) {
         fd = lock_file(k, e->key);
-        if (fd < 0)
-            return fd;
+        if (fd < 0) /* e.g. a read-only cache: fetch anyway, one per process still */
+            log_debug("Cannot lock KDS cache entry '%s': %s, fetching without the lock.", e->key,
+                      strerror(-fd));
         /* Another process may have fetched it (or hit a 429) while we waited for the lock. */
         r = dir_get(k->cache_dir, false, e, ret, ret_len, ret_at);
         if (r != -ENOENT) {

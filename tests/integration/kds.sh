@@ -129,16 +129,16 @@ expect_result plant ENOENT
 
 # --- 500: backs off (-EAGAIN), then succeeds once the backoff is over. ---
 control "mode=500&count=1"
-run e500 --url "$url" --cache "$tmp/c4" --backoff-base 300 --backoff-max 600 vcek "$tmp/turin"
+run e500 --url "$url" --cache "$tmp/c4" --backoff-base 2000 --backoff-max 2500 vcek "$tmp/turin"
 expect_result e500 EAGAIN
 [ "$(counter e500 http_error)" = 1 ] || fail "500 not counted"
 no_entries "$tmp/c4" vcek
 [ -s "$tmp/c4/backoff" ] || fail "no shared backoff state"
-run e500b --url "$url" --cache "$tmp/c4" --backoff-base 300 --backoff-max 600 vcek "$tmp/turin"
+run e500b --url "$url" --cache "$tmp/c4" --backoff-base 2000 --backoff-max 2500 vcek "$tmp/turin"
 expect_result e500b EAGAIN
 [ "$(counter e500b fetch)" = 0 ] || fail "fetched while backing off"
-sleep 0.7
-run e500c --url "$url" --cache "$tmp/c4" --backoff-base 300 --backoff-max 600 vcek "$tmp/turin"
+sleep 2.6
+run e500c --url "$url" --cache "$tmp/c4" --backoff-base 2000 --backoff-max 2500 vcek "$tmp/turin"
 expect_result e500c OK
 
 # --- Slow server: the request times out, nothing cached. ---
