@@ -281,7 +281,7 @@ static void kds_mutex_unlockp(pthread_mutex_t **m) {
         (void)pthread_mutex_unlock(*m);
 }
 #define KDS_LOCKED(k)                                                                              \
-    _cleanup_(kds_mutex_unlockp) pthread_mutex_t *NT_CONCAT(kds_lock_, __LINE__) =                 \
+    _cleanup_(kds_mutex_unlockp) _unused_ pthread_mutex_t *NT_CONCAT(kds_lock_, __COUNTER__) =     \
         (pthread_mutex_lock(&(k)->lock), &(k)->lock)
 
 static void memo_free_all(NtKds *k) {
