@@ -493,7 +493,9 @@ static bool entry_fresh(const Entry *e, time_t fetched_at) {
         return true;
     if (e->max_age_s < 0)
         return true;
-    return (int64_t)time(NULL) - (int64_t)fetched_at < e->max_age_s;
+    int64_t age = (int64_t)time(NULL) - (int64_t)fetched_at;
+    /* A fetch time in the future (a planted or clock-skewed .fetched) is not fresh. */
+    return age >= 0 && age < e->max_age_s;
 }
 
 static int dup_bytes(const uint8_t *d, size_t n, uint8_t **ret) {

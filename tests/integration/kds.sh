@@ -68,6 +68,18 @@ vcek_file=$(find "$tmp/c1/vcek/Milan" -name '*.der')
 run crl1 --url "$url" --cache "$tmp/c1" crl "$tmp/milan"
 expect_result crl1 OK
 cmp -s "$tmp/c1/crl/Milan.der" "$tmp/crl.der" || fail "CRL not cached"
+run crl_fresh --url "$url" --cache "$tmp/c1" --max-age 3600 crl "$tmp/milan"
+expect_result crl_fresh OK
+[ "$(counter crl_fresh fetch)" = 0 ] || fail "fresh CRL refetched"
+run crl_old --url "$url" --cache "$tmp/c1" --max-age 0 crl "$tmp/milan"
+expect_result crl_old OK
+[ "$(counter crl_old fetch)" = 1 ] || fail "CRL older than max-age not refetched"
+[ "$(stat_of crl)" = 2 ] || fail "server saw $(stat_of crl) CRL requests, wanted 2"
+# A fetch time in the future does not make a CRL fresh forever.
+echo $(($(date +%s) + 86400)) >"$tmp/c1/crl/Milan.fetched"
+run crl_future --url "$url" --cache "$tmp/c1" --max-age 3600 crl "$tmp/milan"
+expect_result crl_future OK
+[ "$(counter crl_future fetch)" = 1 ] || fail "CRL with a future fetch time served from the cache"
 
 # --- Restart: new process, KDS gone: served from the cache. ---
 stop_server
