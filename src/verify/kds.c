@@ -1180,14 +1180,14 @@ static int kds_source_fetch(void *userdata, const SnpReport *rep, SnpProduct p, 
         return add_chain(k, p, true, bundle);
     if (role != NT_CERT_ROLE_VCEK)
         return -ENOENT;
+    /* The chain first: when the evidence carried the VCEK but not its ASK (always the case for
+     * MASK_CHIP_ID reports), the chain is what the verifier needs, even if no VCEK can be had. */
+    rc = add_chain(k, p, false, bundle);
     if (memcmp(rep->chip_id, zero, product_hwid_len(p)) == 0)
-        return -ENOENT; /* MASK_CHIP_ID: no hwID to ask for */
+        return rc < 0 ? rc : -ENOENT; /* MASK_CHIP_ID: no hwID to ask KDS for */
     r = snp_tcb_decode(rep->reported_tcb, p, &tcb);
     if (r < 0)
         return -EINVAL;
-    /* The chain first: when the evidence carried the VCEK but not its ASK, the chain is what the
-     * verifier needs, even if the VCEK cannot be had now. */
-    rc = add_chain(k, p, false, bundle);
     r = nt_kds_get_vcek(k, p, rep->chip_id, sizeof(rep->chip_id), &tcb, &der, &n);
     if (r < 0)
         return r;

@@ -227,6 +227,23 @@ static void test_offline_source_real(void **state) {
         _cleanup_(nt_cert_bundle_freep) NtCertBundle *b2 = nt_cert_bundle_new();
         assert_int_equal(src.fetch(src.userdata, &r2, v.p, NT_CERT_ROLE_VCEK, b2), -ENOENT);
         assert_null(nt_cert_bundle_find(b2, NT_CERT_ROLE_VCEK));
+
+        /* MASK_CHIP_ID (zero hwID): no VCEK to ask for, but the chain (the evidence must carry
+         * the VCEK; it may lack the ASK). */
+        SnpReport r3 = v.rep;
+        memset(r3.chip_id, 0, sizeof(r3.chip_id));
+        _cleanup_(nt_cert_bundle_freep) NtCertBundle *b3 = nt_cert_bundle_new();
+        assert_int_equal(src.fetch(src.userdata, &r3, v.p, NT_CERT_ROLE_VCEK, b3), -ENOENT);
+        assert_null(nt_cert_bundle_find(b3, NT_CERT_ROLE_VCEK));
+        assert_non_null(nt_cert_bundle_find(b3, NT_CERT_ROLE_ASK));
+        assert_non_null(nt_cert_bundle_find(b3, NT_CERT_ROLE_ARK));
+        /* No product hint and no CPUID (v2): unknown product. */
+        _cleanup_(nt_cert_bundle_freep) NtCertBundle *b4 = nt_cert_bundle_new();
+        if (v.rep.version == 2)
+            assert_int_equal(
+                src.fetch(src.userdata, &v.rep, _SNP_PRODUCT_INVALID, NT_CERT_ROLE_VCEK, b4),
+                -EINVAL);
+        assert_int_equal(b4->n_entries, 0);
         vec_done(&v);
     }
     char cmd[256];
