@@ -18,7 +18,8 @@
  *       Retry-After: S when given), 404, 500, "slow" (the normal answer after delay_ms, default
  *       3000), "garbage" (200 with an HTML error page as body). Then "ok" again.
  *   GET /stats -> {"total":N,"vcek":N,"chain":N,"crl":N,"other":N,"modes":{"ok":N,...},
- *       "last_uri":"..."} (requests by path kind, answers by mode); POST /stats/reset zeroes it.
+ *       "last_uri":"..."} (requests by path kind, answers by mode, the last KDS request's URI with
+ *       its query); POST /stats/reset zeroes the counters.
  * Prints the port on stdout ("port N") and writes it to --port-file (atomically) when given.
  * Runs until SIGTERM/SIGINT.
  */
@@ -385,9 +386,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 }
 
 static void *uri_log(void *cls, const char *uri, struct MHD_Connection *con) {
-    pthread_mutex_lock(&lock);
-    (void)snprintf(last_uri, sizeof(last_uri), "%s", uri);
-    pthread_mutex_unlock(&lock);
+    /* last_uri is the last KDS request, not the /stats call that reads it. */
+    if (strncmp(uri, "/stats", 6) != 0 && strncmp(uri, "/control", 8) != 0) {
+        pthread_mutex_lock(&lock);
+        (void)snprintf(last_uri, sizeof(last_uri), "%s", uri);
+        pthread_mutex_unlock(&lock);
+    }
     fprintf(stderr, "kds-server: %s\n", uri);
     return NULL;
 }

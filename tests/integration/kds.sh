@@ -221,6 +221,7 @@ control "mode=ok"
 run pf --url "$url" --cache "$tmp/bundle" prefetch "$tmp/turin"
 expect_result pf OK
 [ -f "$tmp/bundle/crl/Turin.der" ] || fail "prefetch did not fetch the CRL"
+stat_of last_uri | grep -q '^/vcek/v1/Turin/crl$' || fail "last_uri: $(stat_of last_uri)"
 run off --offline "$tmp/bundle" --cache "$tmp/c10" verify "$tmp/turin"
 expect_result off OK
 [ "$(counter off fetch)" = 0 ] || fail "offline fetched"
