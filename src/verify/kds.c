@@ -9,12 +9,11 @@
  * in-flight table) and per host (the entry's flock, then a re-check of the cache). Request
  * threads never sleep for a backoff: they read its deadline and fail with -EAGAIN.
  *
- * The HTTP request goes through kds_http_request(), which has the shape of src/web's
- * nt_http_request() so that it can be swapped for it.
+ * HTTP goes through src/web's client (nt_http_request), the backoff arithmetic is web's
+ * NtBackoff; what is KDS-specific (the shared state file, the validation) stays here.
  */
 #include "verify/kds.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -28,7 +27,6 @@
 #include <unistd.h>
 
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "core/encoding.h"
@@ -36,6 +34,8 @@
 #include "core/log.h"
 #include "core/macro.h"
 #include "core/openssl-util.h"
+#include "web/backoff.h"
+#include "web/client.h"
 
 #define KDS_MAX_BODY (1024u * 1024u)
 #define KDS_MEMO_MAX 4096u
@@ -43,184 +43,14 @@
 #define KDS_DEFAULT_BACKOFF_BASE_MS 1000u
 #define KDS_DEFAULT_BACKOFF_MAX_MS 300000u
 
-/* ---- HTTP (shape of src/web's nt_http_request) ---- */
-
-typedef struct KdsHttpOptions {
-    const char *ca_file;
-    const char *client_cert, *client_key;
-    long connect_timeout_ms;
-    long timeout_ms;
-    size_t max_response;
-} KdsHttpOptions;
-
-typedef struct KdsHttpResponse {
-    long status;
-    uint8_t *body;
-    size_t body_len;
-    char *content_type;
-    long retry_after_s;
-    char error[256];
-} KdsHttpResponse;
-
-static void kds_http_response_clear(KdsHttpResponse *resp) {
-    free(resp->body);
-    free(resp->content_type);
-    *resp = (KdsHttpResponse){.retry_after_s = -1};
-}
-
-typedef struct KdsHttpBuf {
-    uint8_t *data;
-    size_t len, max;
-    bool too_big;
-} KdsHttpBuf;
-
-static size_t kds_http_write(char *ptr, size_t size, size_t nmemb, void *ud) {
-    KdsHttpBuf *b = ud;
-    size_t n = size * nmemb;
-    uint8_t *p;
-
-    if (n > b->max - b->len) {
-        b->too_big = true;
-        return 0;
-    }
-    p = realloc(b->data, b->len + n + 1);
-    if (!p)
-        return 0;
-    memcpy(p + b->len, ptr, n);
-    b->len += n;
-    p[b->len] = 0;
-    b->data = p;
-    return n;
-}
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
-static void kds_curl_init(void) {
-    curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-/* Returns 0 with any HTTP status, or -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -EPROTO, -EFBIG,
- * -ENOMEM. */
-static int kds_http_request(const KdsHttpOptions *o, const char *method, const char *url,
-                            const char *content_type, const void *body, size_t body_len,
-                            KdsHttpResponse *resp) {
-    KdsHttpBuf buf = {.max = o->max_response ? o->max_response : KDS_MAX_BODY};
-    struct curl_slist *hdrs = NULL;
-    CURL *c;
-    CURLcode cc;
-    curl_off_t ra = -1;
-    char *ct = NULL;
-    int r = 0;
-
-    *resp = (KdsHttpResponse){.retry_after_s = -1};
-    (void)pthread_once(&curl_once, kds_curl_init);
-    if (curl_init_result != CURLE_OK)
-        return -ENOMEM;
-    c = curl_easy_init();
-    if (!c)
-        return -ENOMEM;
-    (void)curl_easy_setopt(c, CURLOPT_URL, url);
-    (void)curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    (void)curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    (void)curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    (void)curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    (void)curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, o->timeout_ms);
-    (void)curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                           o->connect_timeout_ms ? o->connect_timeout_ms : o->timeout_ms);
-    (void)curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, kds_http_write);
-    (void)curl_easy_setopt(c, CURLOPT_WRITEDATA, &buf);
-    (void)curl_easy_setopt(c, CURLOPT_USERAGENT,
-                           "nitride-kds/"
-                           "1");
-    if (o->ca_file)
-        (void)curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
-    if (o->client_cert)
-        (void)curl_easy_setopt(c, CURLOPT_SSLCERT, o->client_cert);
-    if (o->client_key)
-        (void)curl_easy_setopt(c, CURLOPT_SSLKEY, o->client_key);
-    if (!streq(method, "GET"))
-        (void)curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body) {
-        (void)curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        (void)curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    }
-    if (content_type) {
-        char h[256];
-        (void)snprintf(h, sizeof(h), "Content-Type: %s", content_type);
-        hdrs = curl_slist_append(hdrs, h);
-        (void)curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    }
-
-    cc = curl_easy_perform(c);
-    if (cc != CURLE_OK) {
-        (void)snprintf(resp->error, sizeof(resp->error), "%s", curl_easy_strerror(cc));
-        switch (cc) {
-        case CURLE_OPERATION_TIMEDOUT:
-            r = -ETIMEDOUT;
-            break;
-        case CURLE_COULDNT_CONNECT:
-            r = -ECONNREFUSED;
-            break;
-        case CURLE_COULDNT_RESOLVE_HOST:
-        case CURLE_COULDNT_RESOLVE_PROXY:
-            r = -EHOSTUNREACH;
-            break;
-        case CURLE_WRITE_ERROR:
-            r = buf.too_big ? -EFBIG : -ENOMEM;
-            break;
-        case CURLE_FILESIZE_EXCEEDED:
-            r = -EFBIG;
-            break;
-        default:
-            r = -EPROTO;
-        }
-        free(buf.data);
-    } else {
-        (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
-        (void)curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra);
-        resp->retry_after_s = ra > 0 ? (long)MIN(ra, (curl_off_t)LONG_MAX) : -1;
-        if (curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
-            resp->content_type = strdup(ct);
-        resp->body = buf.data;
-        resp->body_len = buf.len;
-    }
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    return r;
-}
-
-/* ---- Backoff (shape of src/web's NtBackoff) ---- */
-
-typedef struct KdsBackoff {
-    unsigned base_ms, max_ms;
-    unsigned attempt;
-} KdsBackoff;
-
-/* Next delay: Retry-After when given (bounded by max_ms), else full jitter over
- * [base_ms, min(max_ms, base_ms * 2^attempt)]. The floor of base_ms keeps a storm from
- * retrying at once when the jitter draws zero. */
-static unsigned kds_backoff_next(KdsBackoff *b, long retry_after_s) {
-    uint64_t cap, d;
-    uint32_t rnd = 0;
-
-    b->attempt = MIN(b->attempt + 1, 32u);
-    if (retry_after_s >= 0)
-        return (unsigned)MIN((uint64_t)retry_after_s * 1000u, (uint64_t)b->max_ms);
-    cap = (uint64_t)b->base_ms << MIN(b->attempt, 20u);
-    cap = MIN(cap, (uint64_t)b->max_ms);
-    if (cap <= b->base_ms)
-        return (unsigned)cap;
-    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
-        rnd = (uint32_t)random();
-    d = b->base_ms + (uint64_t)rnd % (cap - b->base_ms + 1);
-    return (unsigned)d;
-}
-
-static void kds_backoff_reset(KdsBackoff *b) {
-    b->attempt = 0;
+/* Delay of the next backoff: the server's Retry-After (capped at max_ms), else web's exponential
+ * full jitter, but at least base_ms: a storm of requests refused at once must not come back at
+ * once because the jitter drew zero. */
+static unsigned kds_backoff_next(NtBackoff *b, long retry_after_s) {
+    unsigned d = nt_backoff_next(b, retry_after_s);
+    if (retry_after_s < 0 && d < b->base_ms)
+        d = b->base_ms;
+    return d;
 }
 
 /* ---- The client ---- */
@@ -255,7 +85,7 @@ struct NtKds {
     Flight *flights;
     Memo *memo;
     size_t n_memo;
-    KdsBackoff backoff;
+    NtBackoff backoff;
     uint64_t backoff_until_ms; /* this process's view; the file is authoritative when shared */
 };
 
@@ -334,9 +164,6 @@ int nt_kds_new(const NtKdsConfig *cfg, NtKds **ret) {
         if (r < 0)
             return r;
     }
-    (void)pthread_once(&curl_once, kds_curl_init);
-    if (curl_init_result != CURLE_OK)
-        return -ENOMEM;
     *ret = TAKE_PTR(k);
     return 0;
 }
@@ -797,7 +624,7 @@ static void backoff_clear(NtKds *k) {
     {
         KDS_LOCKED(k);
         had = k->backoff.attempt != 0 || k->backoff_until_ms != 0;
-        kds_backoff_reset(&k->backoff);
+        nt_backoff_reset(&k->backoff);
         k->backoff_until_ms = 0;
     }
     if (!k->cache_dir)
@@ -829,22 +656,22 @@ static int map_transport(int r) {
 /* One HTTP request for e, validated. Returns 0 with the body, or the documented errors. */
 static int kds_fetch(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len) {
     _cleanup_free_ char *url = NULL;
-    KdsHttpOptions o = {
+    NtHttpOptions o = {
         .ca_file = k->ca_file,
         .timeout_ms = k->timeout_ms,
         .max_response = KDS_MAX_BODY,
     };
-    KdsHttpResponse resp = {.retry_after_s = -1};
+    NtHttpResponse resp = {.retry_after_s = -1};
     int r;
 
     if (asprintf(&url, "%s%s", k->base_url, e->url_path) < 0)
         return -ENOMEM;
     kds_count(k, "fetch");
-    r = kds_http_request(&o, "GET", url, NULL, NULL, 0, &resp);
+    r = nt_http_request(&o, "GET", url, NULL, NULL, 0, &resp);
     if (r < 0) {
         kds_count(k, "http_error");
         log_debug("KDS request '%s' failed: %s", e->url_path, resp.error);
-        kds_http_response_clear(&resp);
+        nt_http_response_clear(&resp);
         return r == -EFBIG ? -EBADMSG : map_transport(r);
     }
     if (resp.status == 200) {
@@ -853,28 +680,28 @@ static int kds_fetch(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len) {
             kds_count(k, "http_error");
             log_debug("KDS answered '%s' with a body that is not the expected %s, refusing.",
                       e->url_path, e->kind == ENTRY_CRL ? "CRL" : "certificate");
-            kds_http_response_clear(&resp);
+            nt_http_response_clear(&resp);
             return r == -ENOMEM ? r : -EBADMSG;
         }
         backoff_clear(k);
         *ret = TAKE_PTR(resp.body);
         *ret_len = resp.body_len;
-        kds_http_response_clear(&resp);
+        nt_http_response_clear(&resp);
         return 0;
     }
     if (resp.status == 404) {
-        kds_http_response_clear(&resp);
+        nt_http_response_clear(&resp);
         return -ENOENT;
     }
     if (resp.status == 429 || resp.status >= 500) {
         kds_count(k, resp.status == 429 ? "http_429" : "http_error");
         backoff_start(k, resp.retry_after_s);
-        kds_http_response_clear(&resp);
+        nt_http_response_clear(&resp);
         return -EAGAIN;
     }
     kds_count(k, "http_error");
     log_debug("KDS answered '%s' with HTTP %ld.", e->url_path, resp.status);
-    kds_http_response_clear(&resp);
+    nt_http_response_clear(&resp);
     return -EBADMSG;
 }
 
