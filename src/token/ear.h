@@ -12,8 +12,8 @@
  *
  * Trustworthiness vector (AR4SI, draft-ietf-rats-ar4si): each claim is an integer tier,
  *   0 no claim, 1 verifier malfunction, 2..31 affirming, 32..95 warning, 96..127 contraindicated
- * (negative values: the same tiers, 'cryptographic validation failed'; not produced here). Status is
- * the worst tier present: any claim 96..127 -> contraindicated, else any 32..95 -> warning, else
+ * (negative values: the same tiers, 'cryptographic validation failed'; not produced here). Status
+ * is the worst tier present: any claim 96..127 -> contraindicated, else any 32..95 -> warning, else
  * affirming. Mapping from a verdict (only OK and POLICY verdicts, i.e. authentic reports, are
  * accepted; INVALID -> -EINVAL), by src/verify check names:
  *   instance-identity  2  report signed by a VCEK/VLEK chaining to a trusted ARK, hwID checked;
@@ -100,8 +100,8 @@ typedef struct NtEarVerifyOptions {
     int64_t skew_s;       /* 0 = NT_EAR_DEFAULT_SKEW_S; negative = no skew */
     const char *issuer;   /* required iss, optional */
     const char *audience; /* required aud (string or member of an array), optional */
-    int min_status; /* NtEarStatus the token must at least have (affirming > warning >
-                       contraindicated), -1 = any */
+    int min_status;       /* NtEarStatus the token must at least have (affirming > warning >
+                             contraindicated), -1 = any */
 } NtEarVerifyOptions;
 
 #define NT_EAR_VERIFY_OPTIONS_INIT                                                                 \

@@ -75,8 +75,8 @@ json_t *nt_signing_keys_jwks(NtSigningKeys *k, time_t now);
 char *nt_signing_keys_current_kid(NtSigningKeys *k, time_t now);
 NtJwsAlg nt_signing_keys_alg(const NtSigningKeys *k);
 /* JWS compact serialisation of payload (bytes) with header {"alg","kid","typ":"JWT"} using the
- * key that signs at now. Returns 0 and a malloc'd string (*ret_kid: malloc'd kid, optional), -ENOKEY
- * (no signing key at now), -ENOMEM, -EIO. */
+ * key that signs at now. Returns 0 and a malloc'd string (*ret_kid: malloc'd kid, optional),
+ * -ENOKEY (no signing key at now), -ENOMEM, -EIO. */
 int nt_signing_keys_sign(NtSigningKeys *k, time_t now, const char *payload, size_t payload_len,
                          char **ret_jws, char **ret_kid);
 NtSigningKeys *nt_signing_keys_free(NtSigningKeys *k);
