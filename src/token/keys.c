@@ -266,11 +266,16 @@ static int load_key_file(int dirfd, const char *name, NtJwsAlg alg, Key *ret, ch
         set_error(ret_error, "%s/%s: %s", dir, name, why);
         return -EBADMSG;
     }
-    r = key_from_jwk(jwk, alg, &k, &why);
+    Key times = k;
+    r = key_from_jwk(jwk, alg, &k, &why); /* sets kid, jwk, pub only */
     if (r < 0) {
         set_error(ret_error, "%s/%s: %s", dir, name, why);
         return r;
     }
+    k.created = times.created;
+    k.activate = times.activate;
+    k.retire = times.retire;
+    k.expire = times.expire;
     /* The name must be the thumbprint: a renamed or edited file is refused. */
     if (strlen(name) != strlen("key-") + strlen(k.kid) + strlen(".json") ||
         strncmp(name + 4, k.kid, strlen(k.kid)) != 0) {

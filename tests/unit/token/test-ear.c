@@ -443,6 +443,29 @@ static void test_time_and_claims(void **state) {
     expect_verify(t2, &o, -EACCES, "audience");
 }
 
+/* ES256 keys: issued and verified; an ES256 token is refused by a P-384 JWKS holding its kid. */
+static void test_es256(void **state) {
+    json_auto_t *rd = tt_runtime_data("n", "P-256");
+    _cleanup_(nt_verdict_freep) NtVerdict *v = verdict(GENOA, rd, NULL);
+    _cleanup_(nt_signing_keys_freep) NtSigningKeys *k256 = NULL;
+    char kd[PATH_MAX], err[256];
+    snprintf(kd, sizeof kd, "%s/keys256", tmpdir);
+    assert_int_equal(nt_signing_keys_open_dir(kd, NT_JWS_ES256, &k256, NULL), 0);
+    json_auto_t *j256 = nt_signing_keys_jwks(k256, 0);
+    NtEarInput in = input(v, rd);
+    NtEarVerifyOptions o = vopts();
+    _cleanup_free_ char *token = NULL;
+    assert_int_equal(nt_ear_issue(k256, &in, &token, NULL), 0);
+    assert_int_equal(nt_ear_verify(token, j256, &o, NULL, err), 0);
+    assert_int_equal(nt_ear_verify(token, jwks, &o, NULL, err), -EKEYREJECTED);
+    /* The P-256 key under the P-384 key's name. */
+    json_auto_t *mixed = json_deep_copy(j256);
+    json_t *key = json_array_get(json_object_get(mixed, "keys"), 0);
+    json_t *k384 = json_array_get(json_object_get(jwks, "keys"), 0);
+    json_object_set(key, "crv", json_object_get(k384, "crv"));
+    assert_int_equal(nt_ear_verify(token, mixed, &o, NULL, err), -EKEYREJECTED);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_size),
