@@ -471,6 +471,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_size),
         cmocka_unit_test(test_vector),    cmocka_unit_test(test_tee_pubkey),
         cmocka_unit_test(test_hostile),   cmocka_unit_test(test_time_and_claims),
+        cmocka_unit_test(test_es256),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
