@@ -464,6 +464,14 @@ static void test_es256(void **state) {
     json_t *k384 = json_array_get(json_object_get(jwks, "keys"), 0);
     json_object_set(key, "crv", json_object_get(k384, "crv"));
     assert_int_equal(nt_ear_verify(token, mixed, &o, NULL, err), -EKEYREJECTED);
+    assert_non_null(strstr(err, "does not match"));
+    /* A JWKS key without "alg": the curve alone must match the header's alg. */
+    json_auto_t *noalg = json_deep_copy(jwks);
+    json_t *k2 = json_array_get(json_object_get(noalg, "keys"), 0);
+    json_object_del(k2, "alg");
+    json_object_set_new(k2, "kid", json_string(jstr(key, "kid")));
+    assert_int_equal(nt_ear_verify(token, noalg, &o, NULL, err), -EKEYREJECTED);
+    assert_non_null(strstr(err, "does not match"));
 }
 
 int main(void) {
