@@ -7,6 +7,7 @@
  * others are only published); keys of the wrong curve are refused; ES256 works end to end.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -260,11 +261,54 @@ static void test_files(void **state) {
     free(TAKE_PTR(err));
 }
 
+typedef struct Signer {
+    NtSigningKeys *k;
+    int ok, failed;
+} Signer;
+
+static void *sign_loop(void *arg) {
+    Signer *s = arg;
+    for (int i = 0; i < 200; i++) {
+        char *jws = NULL;
+        if (nt_signing_keys_sign(s->k, 0, "{\"n\":1}", 7, &jws, NULL) == 0 && jws)
+            s->ok++;
+        else
+            s->failed++;
+        free(jws);
+    }
+    return NULL;
+}
+
+/* Signing threads keep signing while the set is rotated and refreshed under them (run under ASan
+ * to catch a key freed while in use). */
+static void test_concurrent_refresh(void **state) {
+    char dir[PATH_MAX], *err = NULL;
+    _cleanup_(nt_signing_keys_freep) NtSigningKeys *k = NULL;
+    Signer s[3] = {};
+    pthread_t t[3];
+    path(dir, "conc", NULL);
+    assert_int_equal(nt_signing_keys_open_dir(dir, NT_JWS_ES256, &k, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        s[i].k = k;
+        assert_int_equal(pthread_create(&t[i], NULL, sign_loop, &s[i]), 0);
+    }
+    for (int i = 0; i < 15; i++) {
+        assert_int_equal(nt_signing_keys_rotate(dir, NT_JWS_ES256, 0, 0, NULL), 0);
+        assert_int_equal(nt_signing_keys_refresh(k, 0), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(s[i].failed, 0);
+        assert_int_equal(s[i].ok, 200);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_start),
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_files),
+        cmocka_unit_test(test_concurrent_refresh),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
