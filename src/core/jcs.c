@@ -299,7 +299,12 @@ static int dump(Buf *b, const json_t *v, unsigned depth) {
         json_object_foreach((json_t *)v, key, value) {
             if (i >= n)
                 return -EINVAL;
+#if JANSSON_VERSION_HEX >= 0x020e00
+            m[i] = (Member){key, json_object_iter_key_len(json_object_key_to_iter(key)),
+                            value}; /* keys may hold NUL */
+#else
             m[i] = (Member){key, strlen(key), value};
+#endif
             if (!utf8_valid(m[i].key, m[i].key_len))
                 return -EBADMSG;
             i++;

@@ -531,6 +531,26 @@ int nt_signing_keys_load_files(char *const *paths, size_t n, NtJwsAlg alg, NtSig
     return r;
 }
 
+static bool key_published(const Key *k, time_t now) {
+    return k->expire == 0 || (int64_t)now < k->expire;
+}
+
+static const Key *signer(const KeySet *s, time_t now) {
+    const Key *best = NULL;
+    for (size_t i = 0; i < s->n; i++) {
+        const Key *k = &s->keys[i];
+        if (!key_published(k, now) || k->activate > (int64_t)now ||
+            (k->retire != 0 && (int64_t)now >= k->retire))
+            continue;
+        if (!best || k->activate > best->activate ||
+            (k->activate == best->activate &&
+             (k->created > best->created ||
+              (k->created == best->created && strcmp(k->kid, best->kid) > 0))))
+            best = k;
+    }
+    return best;
+}
+
 int nt_signing_keys_rotate_at(const char *dir, NtJwsAlg alg, int64_t publish_lead_s,
                               int64_t max_token_lifetime_s, time_t now, char **ret_kid) {
     _cleanup_close_ int lock = -EBADF;
@@ -556,7 +576,8 @@ int nt_signing_keys_rotate_at(const char *dir, NtJwsAlg alg, int64_t publish_lea
     r = generate_key(alg, &k);
     if (r >= 0) {
         k.created = now;
-        k.activate = switch_at;
+        /* With nothing signing now there is no old key to wait for: sign at once. */
+        k.activate = signer(&s, now) ? switch_at : (int64_t)now;
         /* Published first, so that the JWKS has it before anyone could retire the old key. */
         r = write_key_file(dir, &k);
     }
@@ -582,26 +603,6 @@ int nt_signing_keys_rotate(const char *dir, NtJwsAlg alg, int64_t publish_lead_s
                            int64_t max_token_lifetime_s, char **ret_kid) {
     return nt_signing_keys_rotate_at(dir, alg, publish_lead_s, max_token_lifetime_s, time(NULL),
                                      ret_kid);
-}
-
-static bool key_published(const Key *k, time_t now) {
-    return k->expire == 0 || (int64_t)now < k->expire;
-}
-
-static const Key *signer(const KeySet *s, time_t now) {
-    const Key *best = NULL;
-    for (size_t i = 0; i < s->n; i++) {
-        const Key *k = &s->keys[i];
-        if (!key_published(k, now) || k->activate > (int64_t)now ||
-            (k->retire != 0 && (int64_t)now >= k->retire))
-            continue;
-        if (!best || k->activate > best->activate ||
-            (k->activate == best->activate &&
-             (k->created > best->created ||
-              (k->created == best->created && strcmp(k->kid, best->kid) > 0))))
-            best = k;
-    }
-    return best;
 }
 
 int nt_signing_keys_refresh(NtSigningKeys *k, time_t now) {

@@ -128,6 +128,17 @@ static void test_invalid(void **state) {
         cur = n;
     }
     assert_int_equal(nt_jcs_dump(deep, &out, NULL), -ELOOP);
+#if JANSSON_VERSION_HEX >= 0x020e00
+    /* A key with a NUL byte is written whole, escaped, and sorted by its full length. */
+    {
+        json_auto_t *o = json_object();
+        _cleanup_free_ char *s = NULL;
+        assert_int_equal(json_object_setn_new_nocheck(o, "a\0b", 3, json_integer(1)), 0);
+        assert_int_equal(json_object_set_new(o, "a", json_integer(2)), 0);
+        assert_int_equal(nt_jcs_dump(o, &s, NULL), 0);
+        assert_string_equal(s, "{\"a\":2,\"a\\u0000b\":1}");
+    }
+#endif
     assert_int_equal(nt_jcs_dump(NULL, &out, NULL), -EINVAL);
     assert_null(out);
 }

@@ -200,6 +200,18 @@ static void test_rotation(void **state) {
     assert_int_equal(nt_signing_keys_refresh(a, t0 + 2000), 0);
     _cleanup_free_ char *s3 = nt_signing_keys_current_kid(a, t0 + 2000);
     assert_string_equal(s3, third);
+
+    /* Rotation in an empty directory: nothing to wait for, the new key signs at once. */
+    char empty[PATH_MAX];
+    _cleanup_free_ char *fresh = NULL;
+    _cleanup_(nt_signing_keys_freep) NtSigningKeys *c = NULL;
+    path(empty, "rot-empty", NULL);
+    assert_int_equal(mkdir(empty, 0700), 0);
+    assert_int_equal(nt_signing_keys_rotate_at(empty, NT_JWS_ES384, lead, life, t0, &fresh), 0);
+    assert_int_equal(nt_signing_keys_open_dir(empty, NT_JWS_ES384, &c, &err), 0);
+    _cleanup_free_ char *s4 = nt_signing_keys_current_kid(c, t0);
+    assert_non_null(s4);
+    assert_string_equal(s4, fresh);
 }
 
 static void write_pem(const char *file, const char *curve, mode_t mode) {
