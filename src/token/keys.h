@@ -57,7 +57,8 @@ int nt_signing_keys_load_files(char *const *paths, size_t n, NtJwsAlg alg, NtSig
                                char **ret_error);
 /* Rotation in a state dir: creates a new key that is published at once but signs only from now +
  * publish_lead_s; the previous signing key(s) retire then and stay published until that moment +
- * max_token_lifetime_s; then their file is removed by nt_signing_keys_refresh(). Returns 0 and the
+ * max_token_lifetime_s; then their file is removed by nt_signing_keys_refresh(). When no key
+ * signs at now (empty directory, all retired), the new key signs at once. Returns 0 and the
  * new kid (malloc'd, if ret_kid is not NULL), or errors as nt_signing_keys_open_dir(). */
 int nt_signing_keys_rotate(const char *dir, NtJwsAlg alg, int64_t publish_lead_s,
                            int64_t max_token_lifetime_s, char **ret_kid);
