@@ -7,6 +7,9 @@
 #   5. a tampered report is rejected, naming the check that failed
 #   6. the vHSM: vhsmd with a keystore sealed by the SNP derived key; sign with a key that never
 #      leaves it, verify with plain openssl; restart; a different VM measurement cannot open it
+#   7. the attestation service: nitride-attestd with TLS on loopback; `nitride attest` with a
+#      transfer key from vhsmd gets an EAR token; another launch configuration is refused with
+#      the check that failed; replay of recorded evidence against a candidate policy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${NT_BUILD:-build}
@@ -23,7 +26,8 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "1. A simulated SEV-SNP chip (Milan): ARK -> ASK -> VCEK, and a launch configuration"
 run "$nitride" sim init "$W/chip" --product milan
-run "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" --policy 0x30000 \
+meas=$(openssl rand -hex 48)
+run "$nitride" sim set "$W/chip" --measurement "$meas" --policy 0x30000 \
     --host-data "$(openssl rand -hex 32)"
 run "$nitride" sim show "$W/chip"
 
@@ -139,6 +143,61 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
   set -e
   echo "vhsmd exit code $rc (refused, keystore left untouched)"
   [ "$rc" -ne 0 ]
+fi
+
+attestd=$B/src/attestd/nitride-attestd
+if [ -x "$attestd" ]; then
+  step "7. The attestation service: nitride-attestd on 127.0.0.1 with TLS"
+  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null   # the VM we expect, again
+  mkdir -p "$W/attestd"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -keyout "$W/attestd/tls.key" -out "$W/attestd/tls.pem" -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+  (umask 077; head -c 32 /dev/urandom >"$W/attestd/challenge.key")
+  printf '{"measurements": ["%s"]}\n' "$meas" >"$W/attestd/policy.json"
+  cat >"$W/attestd/attestd.json" <<EOF
+{
+  "listen": "127.0.0.1:0",
+  "tls": {"cert": "tls.pem", "key": "tls.key"},
+  "challenge": {"secret": "challenge.key"},
+  "token": {"keys_dir": "keys", "issuer": "https://attestd.demo"},
+  "trust_anchors": ["$W/chip/ark.pem"],
+  "policies": {"prod": {"file": "policy.json"}},
+  "evidence_log": {"path": "evidence.db"}
+}
+EOF
+  run cat "$W/attestd/attestd.json"
+  "$attestd" --config "$W/attestd/attestd.json" --port-file "$W/attestd/port" 2>"$W/attestd/log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$W/attestd/port" ] && break; sleep 0.05; done
+  url=https://127.0.0.1:$(cat "$W/attestd/port")
+  cat "$W/attestd/log"
+  sock7=$W/vhsm7.sock
+  "$vhsmd" --foreground --socket "$sock7" --keystore "$W/keystore7" --provider sim --sim-dir "$W/chip" \
+    2>/dev/null &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$sock7" ] && break; sleep 0.1; done
+
+  step "7a. nitride attest: challenge, transfer key from vhsmd, a report binding both, EAR token"
+  run "$nitride" attest --attestd "$url" --ca "$W/attestd/tls.pem" --provider sim --sim-dir "$W/chip" \
+    --vhsm-socket "$sock7" --token-out "$W/token.jwt"
+  echo "token: $(wc -c <"$W/token.jwt") bytes; attestd's JWKS:"
+  curl -s --cacert "$W/attestd/tls.pem" "$url/.well-known/jwks.json" | jq -c '.keys[] | {kid, alg}'
+
+  step "7b. Another launch configuration (different measurement) is refused, naming the check"
+  "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
+  set +e
+  "$nitride" attest --attestd "$url" --ca "$W/attestd/tls.pem" --provider sim --sim-dir "$W/chip" \
+    --no-vhsm
+  rc=$?
+  set -e
+  echo "exit code $rc (2: refused by policy)"
+  [ "$rc" -eq 2 ]
+
+  step "7c. Before rolling out a new policy: replay the recorded evidence against it"
+  printf '{"measurements": ["%s"]}\n' "$(openssl rand -hex 48)" >"$W/attestd/candidate.json"
+  run "$attestd" replay --config "$W/attestd/attestd.json" --policy "$W/attestd/candidate.json"
+  curl -s --cacert "$W/attestd/tls.pem" "$url/metrics" | grep -E '^nitride_attestd_(tokens|failures)_total'
 fi
 
 step "Demo complete."

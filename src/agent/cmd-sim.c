@@ -8,6 +8,8 @@
  *           [--signing-key vcek|vlek] [--mask-chip-id on|off]
  *     SPEC is "bl=N,tee=N,snp=N,ucode=N[,fmc=N]"; components not named keep their value.
  *   show DIR [--json]      the public configuration; secrets are never printed.
+ *   crl DIR [--revoke vcek,vlek,ask,asvk] [--this-update T] [--next-update T] --out FILE
+ *                          a CRL like AMD KDS's /vcek/v1/{product}/crl, signed by the chip's ARK.
  * Errors are logged once here, naming the chip directory and the reason.
  */
 #include <getopt.h>
@@ -18,9 +20,11 @@
 
 #include "agent.h"
 #include "core/encoding.h"
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/macro.h"
 #include "snp/sim.h"
+#include "verify/chain.h"
 
 static int parse_uint(const char *s, uint64_t max, uint64_t *ret) {
     char *end = NULL;
@@ -388,6 +392,96 @@ static int sim_show(int argc, char **argv) {
     return NT_EXIT_OK;
 }
 
+#define CRL_USAGE                                                                                  \
+    "nitride sim crl DIR [--revoke vcek,vlek,ask,asvk] [--this-update T] [--next-update T] "       \
+    "--out FILE"
+
+static int sim_crl(int argc, char **argv) {
+    static const struct option options[] = {
+        {"revoke", required_argument, NULL, 'r'},
+        {"this-update", required_argument, NULL, 't'},
+        {"next-update", required_argument, NULL, 'n'},
+        {"out", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {},
+    };
+    _cleanup_(sim_chip_freep) SimChip *chip = NULL;
+    _cleanup_free_ uint8_t *der = NULL;
+    _cleanup_free_ char *list = NULL;
+    const char *names[4], *out = NULL;
+    time_t this_update = time(NULL), next_update = 0;
+    size_t n = 0, len = 0;
+    char *save = NULL, *tok;
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        switch (c) {
+        case 'r':
+            free(list);
+            list = strdup(optarg);
+            if (!list)
+                return log_oom(), NT_EXIT_IO;
+            n = 0;
+            for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (!streq(tok, "vcek") && !streq(tok, "vlek") && !streq(tok, "ask") &&
+                    !streq(tok, "asvk")) {
+                    log_error("Unknown certificate '%s' in --revoke (vcek, vlek, ask, asvk).", tok);
+                    return NT_EXIT_USAGE;
+                }
+                if (n == ELEMENTSOF(names)) {
+                    log_error("--revoke names at most %zu certificates.", ELEMENTSOF(names));
+                    return NT_EXIT_USAGE;
+                }
+                names[n++] = tok;
+            }
+            break;
+        case 't':
+        case 'n':
+            if (nt_parse_time(optarg, c == 't' ? &this_update : &next_update) < 0) {
+                log_error("Invalid time '%s' (YYYY-MM-DDTHH:MM:SSZ or @SECONDS).", optarg);
+                return NT_EXIT_USAGE;
+            }
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            printf("%s\n", CRL_USAGE);
+            return NT_EXIT_OK;
+        default:
+            return NT_EXIT_USAGE;
+        }
+    if (optind + 1 != argc || !out) {
+        log_error("Usage: %s", CRL_USAGE);
+        return NT_EXIT_USAGE;
+    }
+    /* AMD's KDS CRL is re-issued about weekly; default to a week after thisUpdate. */
+    if (next_update == 0)
+        next_update = this_update + 7 * 24 * 3600;
+    if (next_update < this_update) {
+        log_error("--next-update is before --this-update.");
+        return NT_EXIT_USAGE;
+    }
+    if (load_chip(argv[optind], &chip) < 0)
+        return NT_EXIT_IO;
+    r = sim_chip_make_crl(chip, names, n, this_update, next_update, &der, &len);
+    if (r == -ENOKEY) {
+        log_error("The chip in '%s' has no VLEK chain to revoke (create it with --vlek).",
+                  argv[optind]);
+        return NT_EXIT_USAGE;
+    }
+    if (r < 0) {
+        log_error_errno(r, "Failed to make a CRL for the chip in '%s': %m", argv[optind]);
+        return NT_EXIT_IO;
+    }
+    r = write_file_atomic(out, der, len, 0644);
+    if (r < 0) {
+        log_error_errno(r, "Failed to write '%s': %m", out);
+        return NT_EXIT_IO;
+    }
+    return NT_EXIT_OK;
+}
+
 int cmd_sim(int argc, char **argv) {
     if (argc < 2 || streq(argv[1], "--help") || streq(argv[1], "-h")) {
         FILE *f = argc < 2 ? stderr : stdout;
@@ -401,6 +495,7 @@ int cmd_sim(int argc, char **argv) {
                    "[--current-tcb|--reported-tcb|--committed-tcb|--launch-tcb SPEC]\n"
                    "           [--signing-key vcek|vlek] [--mask-chip-id on|off]\n"
                    "       nitride sim show DIR [--json]\n"
+                   "       " CRL_USAGE "\n"
                    "SPEC: bl=N,tee=N,snp=N,ucode=N[,fmc=N] (fmc on Turin only)\n");
         return argc < 2 ? NT_EXIT_USAGE : NT_EXIT_OK;
     }
@@ -411,6 +506,8 @@ int cmd_sim(int argc, char **argv) {
         return sim_set(argc - 1, argv + 1);
     if (streq(argv[1], "show"))
         return sim_show(argc - 1, argv + 1);
-    log_error("Unknown 'nitride sim' command '%s' (init, set, show).", argv[1]);
+    if (streq(argv[1], "crl"))
+        return sim_crl(argc - 1, argv + 1);
+    log_error("Unknown 'nitride sim' command '%s' (init, set, show, crl).", argv[1]);
     return NT_EXIT_USAGE;
 }

@@ -4,7 +4,8 @@
  * for stdin) with its certificates and, with --policy, appraises it. No network access: the
  * certificates come from the evidence (--cert-table), a directory (--certs) or files (--cert);
  * AMD's ARK/ASK/ASVK for Milan, Genoa and Turin are built in, and further ARKs are trusted only
- * with --trust-anchor.
+ * with --trust-anchor. --crl FILE checks the chain against an AMD CRL (e.g. KDS's
+ * /vcek/v1/{product}/crl, DER or PEM); with it, check "revocation" is required.
  * Exit codes (agent.h): 0 pass, 1 invalid evidence, 2 policy mismatch, 3 usage or configuration
  * error, 4 I/O error. The verdict goes to stdout (human form or --json); a failure is also
  * logged once to stderr, naming the report and the failed check.
@@ -13,11 +14,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/pem.h>
 
 #include "agent.h"
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/macro.h"
+#include "core/openssl-util.h"
+#include "verify/crl.h"
 #include "verify/verify.h"
 
 #define REPORT_FILE_MAX (64u * 1024u)
@@ -37,10 +43,60 @@ static void help(FILE *f) {
             "  --policy FILE         appraisal policy (docs/policy.md)\n"
             "  --at TIME             verification time, e.g. 2025-01-01T00:00:00Z (default now)\n"
             "  --product NAME        require this product (milan, genoa, turin)\n"
+            "  --crl FILE            AMD CRL (DER or PEM) the chain must not be revoked by\n"
             "Output:\n"
             "  --json                print the verdict as JSON\n"
             "  -q, --quiet           print nothing; the exit code tells\n\n"
             "Exit codes: 0 pass, 1 invalid evidence, 2 policy mismatch, 3 usage, 4 I/O error.\n");
+}
+
+/* The revocation source behind --crl: the one file, whatever the product (a CRL of another
+ * product fails its signature check against the chain's ARK). */
+typedef struct CrlFile {
+    uint8_t *der;
+    size_t len;
+    time_t mtime;
+} CrlFile;
+
+static int crl_file_get(void *userdata, SnpProduct p, uint8_t **ret_der, size_t *ret_len,
+                        time_t *ret_fetched_at) {
+    const CrlFile *f = userdata;
+    (void)p;
+    uint8_t *copy = malloc(f->len);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, f->der, f->len);
+    *ret_der = copy;
+    *ret_len = f->len;
+    *ret_fetched_at = f->mtime;
+    return 0;
+}
+
+/* Reads a CRL file, DER or PEM, into DER. Returns 0, -EBADMSG (PEM that is not a CRL) or the
+ * read error. */
+static int crl_file_load(const char *path, CrlFile *ret) {
+    _cleanup_free_ uint8_t *data = NULL;
+    struct stat st;
+    size_t len = 0;
+    int r = read_full_file(path, NT_CRL_MAX_SIZE, &data, &len);
+    if (r < 0)
+        return r;
+    if (len > 10 && memcmp(data, "-----BEGIN", 10) == 0) {
+        _cleanup_(BIO_free_allp) BIO *b = BIO_new_mem_buf(data, (int)len);
+        X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+        uint8_t *der = NULL;
+        int n = crl ? i2d_X509_CRL(crl, &der) : -1;
+        X509_CRL_free(crl);
+        if (n <= 0)
+            return -EBADMSG;
+        free(data);
+        data = der;
+        len = (size_t)n;
+    }
+    ret->mtime = stat(path, &st) == 0 ? st.st_mtime : time(NULL);
+    ret->der = TAKE_PTR(data);
+    ret->len = len;
+    return 0;
 }
 
 static int exit_for_errno(int r) {
@@ -67,7 +123,8 @@ int cmd_verify(int argc, char **argv) {
         ARG_POLICY,
         ARG_AT,
         ARG_PRODUCT,
-        ARG_JSON
+        ARG_JSON,
+        ARG_CRL
     };
     static const struct option options[] = {
         {"help", no_argument, NULL, 'h'},
@@ -79,6 +136,7 @@ int cmd_verify(int argc, char **argv) {
         {"at", required_argument, NULL, ARG_AT},
         {"product", required_argument, NULL, ARG_PRODUCT},
         {"json", no_argument, NULL, ARG_JSON},
+        {"crl", required_argument, NULL, ARG_CRL},
         {"quiet", no_argument, NULL, 'q'},
         {},
     };
@@ -89,7 +147,9 @@ int cmd_verify(int argc, char **argv) {
     _cleanup_free_ uint8_t *report = NULL;
     _cleanup_free_ char *perr = NULL;
     NtVerifyOptions opts = NT_VERIFY_OPTIONS_INIT;
-    const char *cert_table = NULL, *certs_dir = NULL, *policy_path = NULL;
+    const char *cert_table = NULL, *certs_dir = NULL, *policy_path = NULL, *crl_path = NULL;
+    _cleanup_free_ uint8_t *crl_der = NULL;
+    CrlFile crl = {.der = NULL};
     const char *anchors[MAX_ANCHORS], *cert_files[NT_CERT_BUNDLE_MAX];
     size_t n_anchors = 0, n_cert_files = 0, report_len = 0;
     bool json = false, quiet = false;
@@ -142,6 +202,9 @@ int cmd_verify(int argc, char **argv) {
         case ARG_JSON:
             json = true;
             break;
+        case ARG_CRL:
+            crl_path = optarg;
+            break;
         case 'q':
             quiet = true;
             break;
@@ -171,6 +234,23 @@ int cmd_verify(int argc, char **argv) {
                                                  : "%m");
             return r == -ENOENT || r == -EACCES || r == -EISDIR ? NT_EXIT_IO : NT_EXIT_USAGE;
         }
+    }
+    if (crl_path) {
+        r = crl_file_load(crl_path, &crl);
+        if (r < 0) {
+            log_error_errno(r, "Failed to read CRL '%s': %s", crl_path,
+                            r == -EBADMSG ? "PEM that holds no X.509 CRL" : "%m");
+            return r == -EBADMSG ? NT_EXIT_USAGE : NT_EXIT_IO;
+        }
+        crl_der = crl.der;
+        NtRevocationSource src = {
+            .name = crl_path,
+            .get_crl = crl_file_get,
+            .userdata = &crl,
+            .mode = NT_REVOCATION_REQUIRE,
+            .max_staleness_s = 0,
+        };
+        nt_verifier_set_revocation_source(verifier, &src);
     }
     if (policy_path) {
         r = nt_policy_load(policy_path, &policy, &perr);

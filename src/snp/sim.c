@@ -190,18 +190,64 @@ static uint8_t *der_put_header(uint8_t *p, uint8_t tag, size_t n) {
     return p;
 }
 
+/* Signs DER-encoded TBS bytes with an RSA key, AMD's way (see the file comment), and assembles
+ * SEQUENCE { tbs, signatureAlgorithm, BIT STRING (0 unused bits) }: the outer shape of both a
+ * Certificate and a CertificateList. tbs must already carry the same AlgorithmIdentifier. */
+static int sign_tbs_pss(const uint8_t *tbs, size_t tbs_len, EVP_PKEY *issuer_key,
+                        bool explicit_trailer, uint8_t **ret_der, size_t *ret_len) {
+    const uint8_t *algid = explicit_trailer ? pss_algid_trailer : pss_algid_plain;
+    size_t algid_len = explicit_trailer ? sizeof(pss_algid_trailer) : sizeof(pss_algid_plain);
+    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *md = NULL;
+    _cleanup_free_ uint8_t *sig = NULL, *der = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    size_t sig_len = 0, body_len, total;
+    uint8_t *p;
+
+    md = EVP_MD_CTX_new();
+    if (!md)
+        return -ENOMEM;
+    if (EVP_DigestSignInit_ex(md, &pctx, "SHA384", NULL, NULL, issuer_key, NULL) != 1 ||
+        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+        EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 48) != 1 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, "SHA384", NULL) != 1 ||
+        EVP_DigestSign(md, NULL, &sig_len, tbs, tbs_len) != 1)
+        return nt_openssl_error(-EIO, "PSS sign init");
+    sig = malloc(sig_len);
+    if (!sig)
+        return -ENOMEM;
+    if (EVP_DigestSign(md, sig, &sig_len, tbs, tbs_len) != 1)
+        return nt_openssl_error(-EIO, "PSS sign");
+
+    body_len = tbs_len + algid_len + 1 + der_len_size(sig_len + 1) + sig_len + 1;
+    total = 1 + der_len_size(body_len) + body_len;
+    der = malloc(total);
+    if (!der)
+        return -ENOMEM;
+    p = der_put_header(der, 0x30, body_len);
+    memcpy(p, tbs, tbs_len);
+    p += tbs_len;
+    memcpy(p, algid, algid_len);
+    p += algid_len;
+    p = der_put_header(p, 0x03, sig_len + 1);
+    *p++ = 0;
+    memcpy(p, sig, sig_len);
+    p += sig_len;
+    if ((size_t)(p - der) != total)
+        return -EIO;
+    *ret_der = TAKE_PTR(der);
+    *ret_len = total;
+    return 0;
+}
+
 /* Signs x with the issuer's RSA key, AMD's way (see the file comment). Returns a new X509. */
 static int cert_sign_pss(X509 *x, EVP_PKEY *issuer_key, bool explicit_trailer, X509 **ret) {
     const uint8_t *algid = explicit_trailer ? pss_algid_trailer : pss_algid_plain;
     size_t algid_len = explicit_trailer ? sizeof(pss_algid_trailer) : sizeof(pss_algid_plain);
-    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *md = NULL;
-    _cleanup_free_ uint8_t *tbs = NULL, *sig = NULL, *der = NULL;
-    EVP_PKEY_CTX *pctx = NULL;
+    _cleanup_free_ uint8_t *tbs = NULL, *der = NULL;
     const uint8_t *q;
     X509_ALGOR *tbs_alg, *parsed;
-    size_t sig_len = 0, body_len, total;
-    uint8_t *p;
-    int tbs_len;
+    size_t total = 0;
+    int tbs_len, r;
 
     /* The TBSCertificate's signature field: AMD's AlgorithmIdentifier. OpenSSL has no setter
      * for it outside of its own signing path, hence the cast. */
@@ -219,39 +265,9 @@ static int cert_sign_pss(X509 *x, EVP_PKEY *issuer_key, bool explicit_trailer, X
     tbs_len = i2d_re_X509_tbs(x, &tbs);
     if (tbs_len <= 0)
         return nt_openssl_error(-EIO, "i2d_re_X509_tbs");
-
-    md = EVP_MD_CTX_new();
-    if (!md)
-        return -ENOMEM;
-    if (EVP_DigestSignInit_ex(md, &pctx, "SHA384", NULL, NULL, issuer_key, NULL) != 1 ||
-        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-        EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 48) != 1 ||
-        EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, "SHA384", NULL) != 1 ||
-        EVP_DigestSign(md, NULL, &sig_len, tbs, (size_t)tbs_len) != 1)
-        return nt_openssl_error(-EIO, "PSS sign init");
-    sig = malloc(sig_len);
-    if (!sig)
-        return -ENOMEM;
-    if (EVP_DigestSign(md, sig, &sig_len, tbs, (size_t)tbs_len) != 1)
-        return nt_openssl_error(-EIO, "PSS sign");
-
-    /* Certificate ::= SEQUENCE { tbs, signatureAlgorithm, BIT STRING (0 unused bits) } */
-    body_len = (size_t)tbs_len + algid_len + 1 + der_len_size(sig_len + 1) + sig_len + 1;
-    total = 1 + der_len_size(body_len) + body_len;
-    der = malloc(total);
-    if (!der)
-        return -ENOMEM;
-    p = der_put_header(der, 0x30, body_len);
-    memcpy(p, tbs, (size_t)tbs_len);
-    p += tbs_len;
-    memcpy(p, algid, algid_len);
-    p += algid_len;
-    p = der_put_header(p, 0x03, sig_len + 1);
-    *p++ = 0;
-    memcpy(p, sig, sig_len);
-    p += sig_len;
-    if ((size_t)(p - der) != total)
-        return -EIO;
+    r = sign_tbs_pss(tbs, (size_t)tbs_len, issuer_key, explicit_trailer, &der, &total);
+    if (r < 0)
+        return r;
 
     q = der;
     X509 *out = d2i_X509(NULL, &q, (long)total);
@@ -1407,4 +1423,157 @@ int sim_chip_to_json(const SimChip *c, json_t **ret) {
         return -ENOMEM;
     *ret = TAKE_PTR(o);
     return 0;
+}
+
+/* ---- CRL ---- */
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_CRL *, X509_CRL_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_REVOKED *, X509_REVOKED_free);
+
+/* Replaces the signature AlgorithmIdentifier of a DER TBSCertList (the element after the
+ * version) with algid. OpenSSL 3.0 has no setter for it outside its own signing path. */
+static int crl_tbs_set_algid(const uint8_t *tbs, size_t tbs_len, const uint8_t *algid,
+                             size_t algid_len, uint8_t **ret, size_t *ret_len) {
+    const uint8_t *p = tbs, *q, *alg_start, *alg_end, *end = tbs + tbs_len;
+    size_t body_len, total;
+    uint8_t *out, *o;
+    long l;
+    int tag, cls;
+
+    if (ASN1_get_object(&p, &l, &tag, &cls, (long)tbs_len) & 0x80 || tag != V_ASN1_SEQUENCE)
+        return -EIO;
+    q = p; /* version INTEGER (v2) */
+    if (ASN1_get_object(&q, &l, &tag, &cls, end - q) & 0x80 || tag != V_ASN1_INTEGER)
+        return -EIO;
+    alg_start = q + l;
+    q = alg_start;
+    if (ASN1_get_object(&q, &l, &tag, &cls, end - q) & 0x80 || tag != V_ASN1_SEQUENCE)
+        return -EIO;
+    alg_end = q + l;
+    if (alg_end > end)
+        return -EIO;
+    body_len = (size_t)(alg_start - p) + algid_len + (size_t)(end - alg_end);
+    total = 1 + der_len_size(body_len) + body_len;
+    out = malloc(total);
+    if (!out)
+        return -ENOMEM;
+    o = der_put_header(out, 0x30, body_len);
+    memcpy(o, p, (size_t)(alg_start - p));
+    o += alg_start - p;
+    memcpy(o, algid, algid_len);
+    o += algid_len;
+    memcpy(o, alg_end, (size_t)(end - alg_end));
+    *ret = out;
+    *ret_len = total;
+    return 0;
+}
+
+static int crl_add_revoked(X509_CRL *crl, X509 *x, const ASN1_TIME *when) {
+    _cleanup_(X509_REVOKED_freep) X509_REVOKED *rev = X509_REVOKED_new();
+    if (!rev)
+        return -ENOMEM;
+    if (X509_REVOKED_set_serialNumber(rev, (ASN1_INTEGER *)X509_get0_serialNumber(x)) != 1 ||
+        X509_REVOKED_set_revocationDate(rev, (ASN1_TIME *)when) != 1 ||
+        X509_CRL_add0_revoked(crl, rev) != 1)
+        return nt_openssl_error(-EIO, "X509_CRL_add0_revoked");
+    TAKE_PTR(rev);
+    return 0;
+}
+
+int sim_chip_make_crl(SimChip *c, const char *const *revoke, size_t n, time_t this_update,
+                      time_t next_update, uint8_t **ret_der, size_t *ret_len) {
+    _cleanup_free_ char *secrets = NULL;
+    _cleanup_free_ uint8_t *tbs = NULL, *tbs2 = NULL, *der = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *ark_key = NULL;
+    _cleanup_(X509_CRL_freep) X509_CRL *crl = NULL;
+    _cleanup_(ASN1_TIME_freep) ASN1_TIME *tu = NULL, *nu = NULL;
+    _cleanup_(ASN1_INTEGER_freep) ASN1_INTEGER *number = NULL;
+    _cleanup_(X509_EXTENSION_freep) X509_EXTENSION *aki = NULL;
+    X509 *certs[4];
+    size_t tbs2_len = 0, der_len = 0;
+    X509V3_CTX ctx;
+    int tbs_len, r;
+
+    if (!c || (n > 0 && !revoke) || !ret_der || !ret_len || next_update < this_update)
+        return -EINVAL;
+    if (n > ELEMENTSOF(certs))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (streq(revoke[i], "vcek"))
+            certs[i] = c->vcek;
+        else if (streq(revoke[i], "ask"))
+            certs[i] = c->ask;
+        else if (streq(revoke[i], "vlek"))
+            certs[i] = c->vlek;
+        else if (streq(revoke[i], "asvk"))
+            certs[i] = c->asvk;
+        else
+            return -EINVAL;
+        if (!certs[i])
+            return -ENOKEY;
+    }
+    secrets = path_join(c->dir, "secrets");
+    if (!secrets)
+        return -ENOMEM;
+    r = read_private_key(secrets, "ark.key", &ark_key);
+    if (r < 0)
+        return r;
+
+    crl = X509_CRL_new();
+    tu = ASN1_TIME_set(NULL, this_update);
+    nu = ASN1_TIME_set(NULL, next_update);
+    number = ASN1_INTEGER_new();
+    if (!crl || !tu || !nu || !number)
+        return -ENOMEM;
+    if (X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(c->ark)) != 1 ||
+        X509_CRL_set1_lastUpdate(crl, tu) != 1 || X509_CRL_set1_nextUpdate(crl, nu) != 1)
+        return nt_openssl_error(-EIO, "CRL fields");
+    for (size_t i = 0; i < n; i++) {
+        r = crl_add_revoked(crl, certs[i], tu);
+        if (r < 0)
+            return r;
+    }
+    /* Extensions of a v2 CRL: the ARK's key identifier and a CRL number that grows with
+     * thisUpdate. */
+    X509V3_set_ctx(&ctx, c->ark, NULL, NULL, crl, 0);
+    aki = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
+    if (!aki || X509_CRL_add_ext(crl, aki, -1) != 1 ||
+        ASN1_INTEGER_set_int64(number, (int64_t)this_update) != 1 ||
+        X509_CRL_add1_ext_i2d(crl, NID_crl_number, number, 0, 0) != 1 || X509_CRL_sort(crl) != 1)
+        return nt_openssl_error(-EIO, "CRL extensions");
+
+    /* A throw-away PKCS#1 signature only gives the TBSCertList its DER form; its algorithm
+     * field is then replaced with AMD's RSASSA-PSS identifier and the whole re-signed. */
+    if (X509_CRL_sign(crl, ark_key, EVP_sha384()) <= 0)
+        return nt_openssl_error(-EIO, "X509_CRL_sign");
+    tbs_len = i2d_re_X509_CRL_tbs(crl, &tbs);
+    if (tbs_len <= 0)
+        return nt_openssl_error(-EIO, "i2d_re_X509_CRL_tbs");
+    r = crl_tbs_set_algid(tbs, (size_t)tbs_len, pss_algid_trailer, sizeof pss_algid_trailer, &tbs2,
+                          &tbs2_len);
+    if (r < 0)
+        return r;
+    r = sign_tbs_pss(tbs2, tbs2_len, ark_key, true, &der, &der_len);
+    if (r < 0)
+        return r;
+    /* It must parse back as one CRL. */
+    const uint8_t *q = der;
+    _cleanup_(X509_CRL_freep) X509_CRL *back = d2i_X509_CRL(NULL, &q, (long)der_len);
+    if (!back || (size_t)(q - der) != der_len)
+        return nt_openssl_error(-EIO, "d2i_X509_CRL (assembled CRL)");
+    *ret_der = TAKE_PTR(der);
+    *ret_len = der_len;
+    return 0;
+}
+
+int sim_chip_sign_raw(SimChip *c, SnpReport *rep, uint8_t ret_report[SNP_REPORT_SIZE]) {
+    EVP_PKEY *key;
+
+    if (!c || !rep || !ret_report)
+        return -EINVAL;
+    key = snp_report_signing_key(rep) == SNP_SIGNING_KEY_VLEK ? c->vlek_key : c->vcek_key;
+    if (!key)
+        return -ENOKEY;
+    return sign_report(key, rep, ret_report);
 }

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -69,6 +70,17 @@ int sim_chip_get_cert_table(SimChip *c, uint8_t **ret, size_t *ret_len);
  * TCB above the committed TCB. Key = HKDF-SHA384(root secret, encoding of root select, field
  * select, vmpl and each selected field); unselected fields contribute nothing. */
 int sim_chip_get_derived_key(SimChip *c, const SnpDerivedKeyRequest *req, Secret **ret_key);
+/* A CRL like AMD KDS's /vcek/v1/{product}/crl: X.509 v2 CRL, DER, issuer = the ARK's subject,
+ * signed with the chip's ARK key (RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48), listing the
+ * serial numbers of the chip's certificates named in revoke ("vcek", "vlek", "ask", "asvk"),
+ * revoked at this_update. Returns 0, -EINVAL (unknown name, next_update before this_update),
+ * -ENOKEY (a VLEK/ASVK named on a chip without), -EIO, -ENOMEM. malloc'd *ret_der. */
+int sim_chip_make_crl(SimChip *c, const char *const *revoke, size_t n, time_t this_update,
+                      time_t next_update, uint8_t **ret_der, size_t *ret_len);
+/* Test hook, for verifier tests only: signs rep exactly as given, with no firmware rule applied
+ * (a CHIP_ID tail, reserved bytes, any VMPL), with the VCEK or VLEK as rep's SIGNING_KEY field
+ * says. Overwrites rep's signature fields. Returns 0, -ENOKEY, -EIO. */
+int sim_chip_sign_raw(SimChip *c, SnpReport *rep, uint8_t ret_report[SNP_REPORT_SIZE]);
 /* The public configuration (chip.json plus "dir") as JSON; never contains secrets. */
 int sim_chip_to_json(const SimChip *c, json_t **ret);
 /* Paths of the public certificates (for --trust-anchor etc.). */

@@ -228,7 +228,7 @@ static int algor_is(const X509_ALGOR *a, int nid) {
     return !a->parameter || a->parameter->type == V_ASN1_NULL;
 }
 
-static int check_pss_algor(const X509_ALGOR *alg) {
+int nt_sig_algor_check_pss(const X509_ALGOR *alg) {
     if (!alg || OBJ_obj2nid(alg->algorithm) != NID_rsassaPss)
         return -EOPNOTSUPP;
     if (!alg->parameter || alg->parameter->type != V_ASN1_SEQUENCE)
@@ -262,10 +262,10 @@ static int check_pss_algor(const X509_ALGOR *alg) {
 int nt_cert_check_sig_scheme(X509 *x) {
     const X509_ALGOR *outer = NULL;
     X509_get0_signature(NULL, &outer, x);
-    int r = check_pss_algor(outer);
+    int r = nt_sig_algor_check_pss(outer);
     if (r < 0)
         return r;
-    r = check_pss_algor(X509_get0_tbs_sigalg(x));
+    r = nt_sig_algor_check_pss(X509_get0_tbs_sigalg(x));
     if (r < 0)
         return r;
     if (X509_ALGOR_cmp(outer, X509_get0_tbs_sigalg(x)) != 0)
@@ -289,7 +289,7 @@ int nt_cert_verify_signed_by(X509 *x, X509 *issuer) {
     return 0;
 }
 
-static int asn1_time_to_time_t(const ASN1_TIME *a, time_t *ret) {
+int nt_asn1_time_to_time_t(const ASN1_TIME *a, time_t *ret) {
     struct tm tm = {0};
     if (!a || ASN1_TIME_to_tm(a, &tm) != 1)
         return -EBADMSG;
@@ -299,8 +299,8 @@ static int asn1_time_to_time_t(const ASN1_TIME *a, time_t *ret) {
 
 int nt_cert_validity(X509 *x, time_t *ret_not_before, time_t *ret_not_after) {
     time_t nb, na;
-    if (asn1_time_to_time_t(X509_get0_notBefore(x), &nb) < 0 ||
-        asn1_time_to_time_t(X509_get0_notAfter(x), &na) < 0)
+    if (nt_asn1_time_to_time_t(X509_get0_notBefore(x), &nb) < 0 ||
+        nt_asn1_time_to_time_t(X509_get0_notAfter(x), &na) < 0)
         return -EBADMSG;
     *ret_not_before = nb;
     *ret_not_after = na;

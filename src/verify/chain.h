@@ -60,6 +60,9 @@ NtCertRole nt_cert_role_detect(X509 *x);
  * "SEV-VLEK-"), or _SNP_PRODUCT_INVALID. */
 SnpProduct nt_cert_ca_product(X509 *x);
 
+/* Checks that an AlgorithmIdentifier is RSASSA-PSS with SHA-384, MGF1 with SHA-384, salt length
+ * 48 and trailer field 1 (explicit or default). Returns 0 or -EOPNOTSUPP. */
+int nt_sig_algor_check_pss(const X509_ALGOR *alg);
 /* Checks that the certificate's signature algorithm (outer and TBS) is RSASSA-PSS with SHA-384,
  * MGF1 with SHA-384, salt length 48 and trailer field 1. Returns 0 or -EOPNOTSUPP. */
 int nt_cert_check_sig_scheme(X509 *x);
@@ -71,6 +74,8 @@ int nt_cert_verify_signed_by(X509 *x, X509 *issuer);
 int nt_cert_check_time(X509 *x, time_t at);
 /* notBefore / notAfter as time_t. Returns 0 or -EBADMSG. */
 int nt_cert_validity(X509 *x, time_t *ret_not_before, time_t *ret_not_after);
+/* An ASN.1 UTCTime/GeneralizedTime as time_t. Returns 0 or -EBADMSG. */
+int nt_asn1_time_to_time_t(const ASN1_TIME *a, time_t *ret);
 /* Formats t as "2025-12-10T22:14:21Z" into buf (size >= 21). */
 void nt_format_time(time_t t, char buf[static 32]);
 /* Parses "YYYY-MM-DDTHH:MM:SSZ" (or with +00:00, or a bare "@<unix seconds>"). Returns 0 or
@@ -130,8 +135,13 @@ const NtCertBundleEntry *nt_cert_bundle_find(const NtCertBundle *b, NtCertRole r
  * (/vcek/v1/{product}/{hwid}?blSPL=..) through an on-disk cache. */
 typedef struct NtVcekSource {
     const char *name;
-    /* Adds the certificates for report r (product p, role VCEK or VLEK) to bundle.
-     * Returns 0, -ENOENT (has none), or a negative errno. Must be thread-safe. */
+    /* Adds the certificates for report r (product p, role VCEK or VLEK) to bundle: the
+     * endorsement key and, if it has it, its ASK/ASVK (and ARK). Called when the evidence lacks
+     * the endorsement key, and also when it has it without its intermediate (a supplied
+     * duplicate of the endorsement key is then ignored). Returns 0, -ENOENT (has none), or a
+     * negative errno (-EAGAIN, -EHOSTUNREACH, -ETIMEDOUT, ...): when the chain cannot be built
+     * without the source, "certificates" fails with that errno, naming the source. Must be
+     * thread-safe. */
     int (*fetch)(void *userdata, const SnpReport *r, SnpProduct p, NtCertRole role,
                  NtCertBundle *bundle);
     void *userdata;

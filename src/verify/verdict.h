@@ -4,10 +4,10 @@
  * failure what was expected and what was found. Human form and JSON.
  *
  * Check names are stable (docs/verify.md lists them): evidence checks ("report_format",
- * "signing_key", "certificates", "ark", "cert_chain", "cert_validity", "report_signature",
- * "product", "tcb_vs_cert", "hwid") and policy checks (docs/policy.md). A failed evidence check
- * makes the verdict INVALID (the report is not authentic, so nothing in it is appraised); a
- * failed policy check makes it POLICY (authentic, but not acceptable).
+ * "signing_key", "certificates", "ark", "cert_chain", "cert_validity", "revocation",
+ * "report_signature", "product", "tcb_vs_cert", "hwid") and policy checks (docs/policy.md). A
+ * failed evidence check makes the verdict INVALID (the report is not authentic, so nothing in it
+ * is appraised); a failed policy check makes it POLICY (authentic, but not acceptable).
  * Passing checks allocate nothing, so a verdict costs one allocation on the hot path.
  */
 #pragma once

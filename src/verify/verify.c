@@ -4,7 +4,8 @@
  *
  * Order of the evidence checks, each depending on the ones before it:
  *   report_format -> signing_key -> certificates -> ark -> cert_chain -> cert_validity
- *   -> report_signature -> product -> tcb_vs_cert -> hwid
+ *   -> [revocation] -> report_signature -> product -> tcb_vs_cert -> hwid
+ * "revocation" runs only with a revocation source, on cold and cached chains alike.
  * The first failure ends the evidence checks (nothing in an unauthenticated report is worth
  * appraising); policy checks run only on authentic reports. The report signature is checked
  * before any report field is compared with the certificate, so a tampered report is always
@@ -32,10 +33,12 @@
 #include "core/log.h"
 #include "core/openssl-util.h"
 #include "verify/anchors.h"
+#include "verify/crl.h"
 
 #define CACHE_SLOTS 256u
 #define CACHE_PROBE 8u
 #define ANCHOR_FILE_MAX (256u * 1024u)
+#define CRL_SLOTS 16u
 
 typedef struct ChainInfo {
     uint8_t key[32];
@@ -45,12 +48,29 @@ typedef struct ChainInfo {
     SnpProduct product; /* the anchor's product */
     time_t not_before, not_after;
     char anchor[96];
+    const NtAnchor *ark; /* the ARK the chain ends in (anchors are never removed) */
+    /* For the revocation check, also on cache hits: the endorsement key's and the
+     * intermediate's serial numbers (serials_ok false if either is not a usable serial). */
+    bool serials_ok;
+    NtCertRole serial_role[2];
+    NtSerial serial[2];
 } ChainInfo;
 
 typedef struct ChainEntry {
     bool used;
     ChainInfo info;
 } ChainEntry;
+
+/* A parsed CRL, keyed by the SHA-256 of its DER, with its signature checked against each anchor
+ * it was presented with (bit i: anchors.items[i]). Read under the read lock, changed under the
+ * write lock. */
+typedef struct CrlSlot {
+    bool used;
+    uint8_t key[32];
+    NtCrl *crl;
+    int scheme; /* nt_crl_check_sig_scheme() */
+    uint32_t sig_checked, sig_ok;
+} CrlSlot;
 
 struct NtVerifier {
     pthread_rwlock_t lock; /* anchors, source, cache */
@@ -59,6 +79,10 @@ struct NtVerifier {
     unsigned evict_next;
     NtVcekSource source;
     bool has_source;
+    NtRevocationSource rev;
+    bool has_rev;
+    CrlSlot crls[CRL_SLOTS];
+    unsigned crl_evict_next;
     EVP_MD *sha384, *sha256;
     uint64_t hits, misses; /* atomic */
 };
@@ -112,6 +136,10 @@ static void cache_clear_locked(NtVerifier *v) {
             chain_info_done(&v->cache[i].info);
             v->cache[i].used = false;
         }
+    for (size_t i = 0; i < CRL_SLOTS; i++) {
+        v->crls[i].crl = nt_crl_free(v->crls[i].crl);
+        v->crls[i].used = false;
+    }
 }
 
 NtVerifier *nt_verifier_free(NtVerifier *v) {
@@ -146,6 +174,13 @@ void nt_verifier_set_vcek_source(NtVerifier *v, const NtVcekSource *src) {
     v->has_source = src != NULL;
     if (src)
         v->source = *src;
+}
+
+void nt_verifier_set_revocation_source(NtVerifier *v, const NtRevocationSource *src) {
+    WRLOCK(v);
+    v->has_rev = src && src->mode != NT_REVOCATION_OFF && src->get_crl;
+    if (v->has_rev)
+        v->rev = *src;
 }
 
 void nt_verifier_cache_stats(NtVerifier *v, uint64_t *ret_hits, uint64_t *ret_misses) {
@@ -293,6 +328,13 @@ static void cache_store(NtVerifier *v, const ChainInfo *ci) {
     slot->used = true;
 }
 
+static bool certs_have(const Certs *c, NtCertRole role) {
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i]->role == role)
+            return true;
+    return false;
+}
+
 static const char *cn_of(X509 *x, char *buf, size_t size) {
     if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, buf, (int)size) <= 0)
         snprintf(buf, size, "(no CN)");
@@ -308,7 +350,7 @@ static const char *role_str(NtCertRole r) {
  * append-only for the verifier's lifetime, so anchor pointers taken under the read lock stay
  * valid after it is released. */
 static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role, time_t at,
-                             NtVerdict *vd, ChainInfo *ci) {
+                             int src_err, const char *src_name, NtVerdict *vd, ChainInfo *ci) {
     NtCertRole want_int = role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_ASK : NT_CERT_ROLE_ASVK;
     X509 *ekx = c->x[ek], *inter = NULL;
     const char *inter_origin = NULL;
@@ -342,6 +384,27 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
         nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, r, NULL, NULL,
                         "%s (%s) has a malformed AMD extension", role_str(role), c->e[ek]->origin);
         return 1;
+    }
+    /* No intermediate in the evidence, the source failed fetching it, and no built-in one is
+     * the endorsement key's issuer: the source's error is the reason, not the chain. */
+    if (src_err < 0 && !certs_have(c, want_int)) {
+        bool builtin = false;
+        {
+            RDLOCK(v);
+            for (size_t i = 0; i < v->anchors.n_items && !builtin; i++)
+                builtin = v->anchors.items[i].role == want_int &&
+                          X509_NAME_cmp(X509_get_issuer_name(ekx),
+                                        X509_get_subject_name(v->anchors.items[i].cert)) == 0;
+        }
+        if (!builtin) {
+            nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, src_err, role_str(want_int),
+                            "none (certificate source failed)",
+                            "no %s in the evidence for the %s (%s), and the certificate source "
+                            "'%s' failed: %s",
+                            role_str(want_int), role_str(role), c->e[ek]->origin, src_name,
+                            strerror(-src_err));
+            return 1;
+        }
     }
     nt_verdict_pass(vd, "certificates", NT_CHECK_EVIDENCE, "%s from %s", role_str(role),
                     c->e[ek]->origin);
@@ -450,6 +513,11 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     }
     nt_verdict_pass(vd, "ark", NT_CHECK_EVIDENCE, "%s%s", anchor->label,
                     evidence_ark ? ", equal to the ARK in the evidence" : "");
+    ci->ark = anchor;
+    ci->serial_role[0] = role;
+    ci->serial_role[1] = want_int;
+    ci->serials_ok = nt_serial_from_asn1(X509_get0_serialNumber(ekx), &ci->serial[0]) >= 0 &&
+                     nt_serial_from_asn1(X509_get0_serialNumber(inter), &ci->serial[1]) >= 0;
     X509_NAME_get_text_by_NID(X509_get_issuer_name(ekx), NID_commonName, cn, sizeof cn);
     nt_verdict_pass(vd, "cert_chain", NT_CHECK_EVIDENCE, "%s <- %s (%s) <- ARK, RSASSA-PSS SHA-384",
                     role_str(role), cn, inter_origin);
@@ -496,17 +564,60 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     return 0;
 }
 
-/* Finds the endorsement key certificate and a verified chain for it (cached or cold).
+/* Asks the VcekSource for the certificates of the report and appends what it supplies to c
+ * (the bundle extra keeps them alive); ek becomes the first endorsement key if it was unset.
+ * Returns 0 (possibly nothing added), the source's error other than -ENOENT, or -ENOMEM. */
+static int source_fetch(const NtVcekSource *src, const SnpReport *rep, SnpProduct hint,
+                        NtCertRole role, NtCertBundle **extra, Certs *c, size_t *ek) {
+    int r;
+
+    *extra = nt_cert_bundle_new();
+    if (!*extra)
+        return -ENOMEM;
+    r = src->fetch(src->userdata, rep, hint, role, *extra);
+    if (r < 0 && r != -ENOENT) {
+        log_debug_errno(r, "Certificate source '%s' failed: %m", src->name);
+        return r;
+    }
+    for (size_t i = 0; i < (*extra)->n_entries && c->n < ELEMENTSOF(c->e); i++) {
+        c->e[c->n] = &(*extra)->entries[i];
+        if (*ek == SIZE_MAX && c->e[c->n]->role == role)
+            *ek = c->n;
+        c->n++;
+    }
+    return 0;
+}
+
+static bool cache_try(NtVerifier *v, const Certs *c, NtCertRole role, size_t ek, time_t at,
+                      NtVerdict *vd, ChainInfo *ci, int *ret_error) {
+    *ret_error = cache_key(v, c, role, ek, ci->key);
+    if (*ret_error < 0 || !cache_lookup(v, ci->key, at, ci))
+        return false;
+    __atomic_fetch_add(&v->hits, 1, __ATOMIC_RELAXED);
+    vd->chain_cached = true;
+    nt_verdict_pass(vd, "certificates", NT_CHECK_EVIDENCE, "%s", role_str(role));
+    nt_verdict_pass(vd, "ark", NT_CHECK_EVIDENCE, "%s", ci->anchor);
+    nt_verdict_pass(vd, "cert_chain", NT_CHECK_EVIDENCE, "cached");
+    nt_verdict_pass(vd, "cert_validity", NT_CHECK_EVIDENCE, "cached");
+    return true;
+}
+
+/* Finds the endorsement key certificate and a verified chain for it (cached or cold). The
+ * VcekSource is asked when the evidence lacks the endorsement key, or has it without its
+ * intermediate and the chain is not cached; its failure (other than -ENOENT) fails
+ * "certificates" with its errno when the chain cannot be built without it, so that a caller can
+ * tell "KDS unavailable" from "evidence rejected".
  * Returns 0, 1 (a check failed and was recorded) or a negative errno. */
 static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpReport *rep,
                          NtCertRole role, SnpProduct hint, time_t at, NtVerdict *vd,
                          ChainInfo *ci) {
+    NtCertRole want_int = role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_ASK : NT_CERT_ROLE_ASVK;
     _cleanup_(nt_cert_bundle_freep) NtCertBundle *extra = NULL;
     _cleanup_(certs_done) Certs c = {.n = 0};
     size_t ek = SIZE_MAX;
     NtVcekSource src = {0};
     bool has_src;
-    int r;
+    int r, src_err = 0;
 
     for (size_t i = 0; certs && i < certs->n_entries; i++)
         c.e[c.n++] = &certs->entries[i];
@@ -519,17 +630,16 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
         src = v->source;
     }
     if (ek == SIZE_MAX && has_src) {
-        extra = nt_cert_bundle_new();
-        if (!extra)
-            return -ENOMEM;
-        r = src.fetch(src.userdata, rep, hint, role, extra);
-        if (r < 0 && r != -ENOENT)
-            log_debug_errno(r, "Certificate source '%s' failed: %m", src.name);
-        for (size_t i = 0; i < extra->n_entries && c.n < ELEMENTSOF(c.e); i++) {
-            c.e[c.n] = &extra->entries[i];
-            if (ek == SIZE_MAX && c.e[c.n]->role == role)
-                ek = c.n;
-            c.n++;
+        src_err = source_fetch(&src, rep, hint, role, &extra, &c, &ek);
+        if (src_err == -ENOMEM)
+            return src_err;
+        if (src_err < 0 && ek == SIZE_MAX) {
+            nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, src_err, role_str(role),
+                            "none (certificate source failed)",
+                            "no %s certificate in the evidence, and the certificate source '%s' "
+                            "failed: %s",
+                            role_str(role), src.name, strerror(-src_err));
+            return 1;
         }
     }
     if (ek == SIZE_MAX) {
@@ -545,17 +655,23 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
         return 1;
     }
 
-    r = cache_key(v, &c, role, ek, ci->key);
+    if (cache_try(v, &c, role, ek, at, vd, ci, &r))
+        return 0;
     if (r < 0)
         return r;
-    if (cache_lookup(v, ci->key, at, ci)) {
-        __atomic_fetch_add(&v->hits, 1, __ATOMIC_RELAXED);
-        vd->chain_cached = true;
-        nt_verdict_pass(vd, "certificates", NT_CHECK_EVIDENCE, "%s", role_str(role));
-        nt_verdict_pass(vd, "ark", NT_CHECK_EVIDENCE, "%s", ci->anchor);
-        nt_verdict_pass(vd, "cert_chain", NT_CHECK_EVIDENCE, "cached");
-        nt_verdict_pass(vd, "cert_validity", NT_CHECK_EVIDENCE, "cached");
-        return 0;
+    /* The endorsement key without its intermediate: the source may have it (else a built-in
+     * ASK/ASVK may do, see verify_chain_cold). */
+    if (!extra && has_src && !certs_have(&c, want_int)) {
+        size_t n_before = c.n;
+        src_err = source_fetch(&src, rep, hint, role, &extra, &c, &ek);
+        if (src_err == -ENOMEM)
+            return src_err;
+        if (c.n > n_before) {
+            if (cache_try(v, &c, role, ek, at, vd, ci, &r))
+                return 0;
+            if (r < 0)
+                return r;
+        }
     }
     __atomic_fetch_add(&v->misses, 1, __ATOMIC_RELAXED);
 
@@ -570,7 +686,7 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
     }
     ci->not_before = 0;
     ci->not_after = (time_t)INT64_MAX;
-    r = verify_chain_cold(v, &c, ek, role, at, vd, ci);
+    r = verify_chain_cold(v, &c, ek, role, at, src_err, src.name, vd, ci);
     if (r != 0)
         return r;
 
@@ -578,6 +694,169 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
     nt_format_time(ci->not_after, t);
     nt_verdict_pass(vd, "cert_validity", NT_CHECK_EVIDENCE, "chain valid until %s", t);
     cache_store(v, ci);
+    return 0;
+}
+
+/* ---- revocation ---- */
+
+static int sha256_of(NtVerifier *v, const uint8_t *data, size_t len, uint8_t out[32]) {
+    if (EVP_Digest(data, len, out, NULL, v->sha256, NULL) != 1)
+        return nt_openssl_error(-EIO, "EVP_Digest");
+    return 0;
+}
+
+static CrlSlot *crl_slot_find_locked(NtVerifier *v, const uint8_t key[32]) {
+    for (size_t i = 0; i < CRL_SLOTS; i++)
+        if (v->crls[i].used && memcmp(v->crls[i].key, key, 32) == 0)
+            return &v->crls[i];
+    return NULL;
+}
+
+/* Judges the chain in ci against a parsed CRL whose signature check against ci->ark gave
+ * sig_r. Records "revocation". */
+static void crl_judge(const NtCrl *crl, int sig_r, const ChainInfo *ci, time_t at,
+                      const NtRevocationSource *src, time_t fetched_at, NtVerdict *vd) {
+    char t1[32], t2[32], t3[32], e[160], f[160], sn[2 * NT_SERIAL_MAX + 3];
+    int r;
+
+    if (sig_r < 0) {
+        snprintf(e, sizeof e, "a CRL signed by %s", ci->anchor);
+        snprintf(f, sizeof f, "a CRL issued by '%s'", crl->issuer_cn);
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, sig_r, e, f,
+                        "the CRL from '%s' is not signed by the ARK the chain ends in: %s",
+                        src->name,
+                        sig_r == -EOPNOTSUPP ? "not RSASSA-PSS SHA-384/MGF1-SHA-384/salt 48"
+                                             : "wrong issuer or bad signature");
+        return;
+    }
+    r = nt_crl_check_time(crl, at, src->max_staleness_s);
+    nt_format_time(crl->this_update, t1);
+    nt_format_time(crl->next_update, t2);
+    nt_format_time(at, t3);
+    if (r == -EKEYREJECTED) {
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, NULL, t1,
+                        "the CRL from '%s' is not yet valid: thisUpdate %s is after the "
+                        "verification time %s",
+                        src->name, t1, t3);
+        return;
+    }
+    if (r < 0) {
+        char tf[32];
+        nt_format_time(fetched_at, tf);
+        snprintf(e, sizeof e, "nextUpdate within %llds of %s", (long long)src->max_staleness_s, t3);
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, e, t2,
+                        "the CRL from '%s' is stale: nextUpdate %s, staleness limit %llds, "
+                        "verification time %s (CRL fetched %s)",
+                        src->name, t2, (long long)src->max_staleness_s, t3, tf);
+        return;
+    }
+    if (!ci->serials_ok) {
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, -EBADMSG, NULL, NULL,
+                        "a certificate of the chain has a negative or over-long serial number");
+        return;
+    }
+    for (size_t i = 0; i < ELEMENTSOF(ci->serial); i++) {
+        const NtCrlEntry *hit = nt_crl_find(crl, &ci->serial[i]);
+        if (!hit)
+            continue;
+        nt_serial_format(&ci->serial[i], sn, sizeof sn);
+        nt_format_time(hit->revoked_at, t3);
+        snprintf(f, sizeof f, "%s serial %s revoked at %s", role_str(ci->serial_role[i]), sn, t3);
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, -EKEYREVOKED, "not revoked", f,
+                        "the %s certificate (serial %s) is revoked since %s by the CRL of %s "
+                        "(thisUpdate %s)",
+                        role_str(ci->serial_role[i]), sn, t3, crl->issuer_cn, t1);
+        return;
+    }
+    nt_verdict_pass(vd, "revocation", NT_CHECK_EVIDENCE,
+                    "%s and %s not revoked; CRL of %s from '%s', %zu entries, nextUpdate %s",
+                    role_str(ci->serial_role[0]), role_str(ci->serial_role[1]), crl->issuer_cn,
+                    src->name, crl->n_revoked, t2);
+}
+
+/* The "revocation" check, on cold and cached chains alike: one call to the source, a SHA-256 of
+ * the CRL and, for a CRL seen before, a lookup and two binary searches. Returns 0 (recorded, or
+ * no source) or -ENOMEM/-EIO. */
+static int check_revocation(NtVerifier *v, const ChainInfo *ci, time_t at, NtVerdict *vd) {
+    _cleanup_free_ uint8_t *der = NULL;
+    _cleanup_(nt_crl_freep) NtCrl *crl = NULL;
+    NtRevocationSource src;
+    size_t len = 0;
+    time_t fetched_at = 0;
+    uint8_t key[32];
+    uint32_t bit;
+    int r, sig_r, scheme;
+
+    {
+        RDLOCK(v);
+        if (!v->has_rev)
+            return 0;
+        src = v->rev;
+    }
+    assert(ci->ark);
+    bit = UINT32_C(1) << (size_t)(ci->ark - v->anchors.items);
+
+    r = src.get_crl(src.userdata, ci->product, &der, &len, &fetched_at);
+    if (r < 0 || !der || len == 0) {
+        if (r >= 0)
+            r = -ENOENT;
+        if (r == -ENOMEM)
+            return r;
+        if (src.mode == NT_REVOCATION_BEST_EFFORT) {
+            nt_verdict_skip(vd, "revocation", NT_CHECK_EVIDENCE,
+                            "no CRL for %s from '%s' (%s); best effort",
+                            snp_product_to_string(ci->product), src.name, strerror(-r));
+            return 0;
+        }
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, "a CRL", "none",
+                        "no CRL for %s from '%s' (%s), and a CRL is required",
+                        snp_product_to_string(ci->product), src.name, strerror(-r));
+        return 0;
+    }
+    r = sha256_of(v, der, len, key);
+    if (r < 0)
+        return r;
+    {
+        RDLOCK(v);
+        const CrlSlot *s = crl_slot_find_locked(v, key);
+        if (s && (s->sig_checked & bit)) {
+            sig_r = s->scheme < 0 ? s->scheme : (s->sig_ok & bit) ? 0 : -EKEYREJECTED;
+            crl_judge(s->crl, sig_r, ci, at, &src, fetched_at, vd);
+            return 0;
+        }
+    }
+
+    /* First sight of this CRL (or of this anchor for it): parse and check it once. */
+    r = nt_crl_parse(der, len, &crl);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0) {
+        nt_verdict_fail(vd, "revocation", NT_CHECK_EVIDENCE, r, NULL, NULL,
+                        "the CRL for %s from '%s' is malformed (%zu bytes)",
+                        snp_product_to_string(ci->product), src.name, len);
+        return 0;
+    }
+    scheme = nt_crl_check_sig_scheme(crl);
+    sig_r = scheme < 0 ? scheme : nt_crl_verify_signed_by(crl, ci->ark->cert);
+    ERR_clear_error();
+    crl_judge(crl, sig_r, ci, at, &src, fetched_at, vd);
+    {
+        WRLOCK(v);
+        CrlSlot *s = crl_slot_find_locked(v, key);
+        for (size_t i = 0; i < CRL_SLOTS && !s; i++)
+            if (!v->crls[i].used)
+                s = &v->crls[i];
+        if (!s)
+            s = &v->crls[v->crl_evict_next++ % CRL_SLOTS];
+        if (!s->used || memcmp(s->key, key, 32) != 0) {
+            nt_crl_free(s->crl);
+            *s = (CrlSlot){.used = true, .crl = TAKE_PTR(crl), .scheme = scheme};
+            memcpy(s->key, key, 32);
+        }
+        s->sig_checked |= bit;
+        if (sig_r >= 0)
+            s->sig_ok |= bit;
+    }
     return 0;
 }
 
@@ -665,6 +944,21 @@ static void check_hwid(const SnpReport *rep, const ChainInfo *ci, NtVerdict *vd)
     size_t want = ci->product == SNP_PRODUCT_TURIN ? 8 : 64;
     char e[129], f[129];
 
+    /* Turin's CHIP_ID is the 8-byte hwID followed by 56 zero bytes (the real Turin vector has
+     * them zero). A non-zero tail is not a Turin report as firmware makes it, whatever key
+     * signed it, and must not slip past the 8-byte comparison below. */
+    if (ci->product == SNP_PRODUCT_TURIN) {
+        uint8_t nz = 0;
+        for (size_t i = 8; i < sizeof rep->chip_id; i++)
+            nz |= rep->chip_id[i];
+        if (nz) {
+            hex_encode(rep->chip_id + 8, sizeof rep->chip_id - 8, f);
+            nt_verdict_fail(vd, "hwid", NT_CHECK_EVIDENCE, -EKEYREJECTED,
+                            "zero (bytes 8..63 of a Turin chip_id)", f,
+                            "Turin report chip_id has non-zero bytes after the 8-byte hwID");
+            return;
+        }
+    }
     if (ci->role == NT_CERT_ROLE_VLEK) {
         snprintf(vd->csp_id, sizeof vd->csp_id, "%s", x->csp_id);
         nt_verdict_skip(vd, "hwid", NT_CHECK_EVIDENCE,
@@ -740,6 +1034,11 @@ static int run(NtVerifier *v, const uint8_t *report, size_t report_len, const Nt
     if (r != 0)
         return r < 0 ? r : 0;
     snprintf(vd->anchor, sizeof vd->anchor, "%s", ci.anchor);
+    r = check_revocation(v, &ci, vd->at, vd);
+    if (r < 0)
+        return r;
+    if (nt_verdict_status(vd) != NT_VERDICT_OK)
+        return 0;
 
     r = nt_report_check_signature(report, ci.pkey, v->sha384);
     if (r == -ENOMEM || r == -EIO)

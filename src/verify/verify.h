@@ -31,6 +31,25 @@
 
 typedef struct NtVerifier NtVerifier;
 
+/* ---- Revocation (AMD's CRL per product, check "revocation") ---- */
+typedef enum NtRevocationMode {
+    NT_REVOCATION_OFF,         /* no check (the default): "revocation" is not recorded */
+    NT_REVOCATION_BEST_EFFORT, /* no CRL available: "revocation" skipped with the reason */
+    NT_REVOCATION_REQUIRE,     /* no CRL available: "revocation" fails */
+} NtRevocationMode;
+
+typedef struct NtRevocationSource {
+    const char *name;
+    /* The product's AMD CRL (DER) and when it was fetched. 0, -ENOENT, or -errno (e.g. -EAGAIN,
+     * -EHOSTUNREACH). Thread-safe. malloc'd *ret_der. */
+    int (*get_crl)(void *userdata, SnpProduct p, uint8_t **ret_der, size_t *ret_len,
+                   time_t *ret_fetched_at);
+    void *userdata;
+    NtRevocationMode mode;
+    int64_t max_staleness_s; /* a CRL whose nextUpdate is more than this in the past is refused
+                              * (0: nextUpdate itself) */
+} NtRevocationSource;
+
 typedef struct NtVerifyOptions {
     time_t at;              /* verification time; 0 = now */
     SnpProduct product;     /* pinned product (needed by nobody, checked if set), or INVALID */
@@ -53,6 +72,12 @@ int nt_verifier_add_trust_anchor_file(NtVerifier *v, const char *path);
 /* Installs a source for endorsement certificates missing from the evidence (copied; NULL
  * removes it). */
 void nt_verifier_set_vcek_source(NtVerifier *v, const NtVcekSource *src);
+/* Installs the CRL source (copied; NULL or mode OFF removes the check). A CRL present but bad
+ * (signature not by the chain's ARK, issuer, scheme, thisUpdate in the future, nextUpdate older
+ * than the staleness limit) fails "revocation" in every mode; a revoked ASK, ASVK, VCEK or VLEK
+ * fails it with -EKEYREVOKED. Each distinct CRL is parsed and checked once (cached by the
+ * SHA-256 of its DER); the check also runs on cached-chain hits. */
+void nt_verifier_set_revocation_source(NtVerifier *v, const NtRevocationSource *src);
 /* Cache statistics since creation. */
 void nt_verifier_cache_stats(NtVerifier *v, uint64_t *ret_hits, uint64_t *ret_misses);
 /* Drops every cached chain. */

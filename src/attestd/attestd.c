@@ -1,0 +1,450 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * nitride-attestd: the attestation service (docs/attestd.md).
+ *
+ *   nitride-attestd [serve] --config FILE [--listen ADDR] [--plain-http] [--port-file FILE]
+ *   nitride-attestd check-config --config FILE
+ *   nitride-attestd keys rotate --config FILE
+ *   nitride-attestd kds prefetch --config FILE (--report FILE | --product P --hwid HEX --tcb T)
+ *   nitride-attestd replay --config FILE --policy NEW.json [--policy-id ID] [--since T] [--json]
+ *
+ * SIGHUP re-reads the policies (a bad file is refused and the old set stays); SIGTERM/SIGINT
+ * stop the server after the requests in flight.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "attestd/attestd.h"
+#include "config.h"
+#include "core/encoding.h"
+#include "core/fileio.h"
+#include "core/log.h"
+#include "core/secret.h"
+
+enum { EXIT_USAGE = 3, EXIT_CONFIG = 4, EXIT_RUNTIME = 5 };
+
+static void help(FILE *f) {
+    fprintf(f,
+            "Usage: nitride-attestd [COMMAND] --config FILE [OPTIONS]\n"
+            "The Nitride attestation service: verifies SEV-SNP evidence and issues EAR tokens.\n\n"
+            "Commands:\n"
+            "  serve (default)   run the HTTP service\n"
+            "  check-config      parse the configuration and its policies, then exit\n"
+            "  keys rotate       add a signing key (published now, signing after rotate_lead)\n"
+            "  kds prefetch      fill the KDS certificate cache for a chip and TCB\n"
+            "  replay            re-judge the evidence log against a candidate policy\n\n"
+            "Options:\n"
+            "  --config FILE     configuration (docs/attestd.md)\n"
+            "  --listen ADDR     override 'listen' (e.g. 127.0.0.1:0)\n"
+            "  --plain-http      serve plain HTTP (only for tests behind TLS termination)\n"
+            "  --port-file FILE  write the port actually bound (serve)\n"
+            "  --threads N       override 'threads'\n"
+            "  --report FILE     (kds prefetch) take product, chip id and TCB from a report\n"
+            "  --product P --hwid HEX --tcb bl=N,tee=N,snp=N,ucode=N[,fmc=N]  (kds prefetch)\n"
+            "  --policy FILE     (replay) the candidate policy\n"
+            "  --policy-id ID    (replay) only records appraised against this policy id\n"
+            "  --since TIME      (replay) only records from TIME (2026-01-01T00:00:00Z)\n"
+            "  --json            (replay) machine-readable output\n"
+            "  -v, --verbose     debug logging\n");
+}
+
+static int parse_tcb(const char *s, SnpProduct p, SnpTcb *t) {
+    _cleanup_free_ char *copy = strdup(s);
+    char *save = NULL;
+    unsigned seen = 0;
+    if (!copy)
+        return -ENOMEM;
+    memset(t, 0, sizeof *t);
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char name[16];
+        unsigned v;
+        char extra;
+        if (sscanf(tok, "%15[a-z]=%u%c", name, &v, &extra) != 2 || v > 255)
+            return -EINVAL;
+        if (streq(name, "bl"))
+            t->bootloader = (uint8_t)v, seen |= 1;
+        else if (streq(name, "tee"))
+            t->tee = (uint8_t)v, seen |= 2;
+        else if (streq(name, "snp"))
+            t->snp = (uint8_t)v, seen |= 4;
+        else if (streq(name, "ucode"))
+            t->microcode = (uint8_t)v, seen |= 8;
+        else if (streq(name, "fmc"))
+            t->fmc = (uint8_t)v, seen |= 16;
+        else
+            return -EINVAL;
+    }
+    return (seen & 15) == 15 && (p == SNP_PRODUCT_TURIN) == !!(seen & 16) ? 0 : -EINVAL;
+}
+
+static int serve(Attestd *a, const char *port_file) {
+    AttestdConfig *cfg = a->cfg;
+    _cleanup_free_ char *err = NULL;
+    sigset_t mask;
+    int r, sig;
+
+    NtWebConfig wc = {
+        .listen = cfg->listen,
+        .tls_cert_file = cfg->tls_cert,
+        .tls_key_file = cfg->tls_key,
+        .plain_http = cfg->plain_http,
+        .threads = cfg->threads,
+        .max_body = cfg->max_body,
+        .timeout_s = cfg->timeout_s,
+        .max_connections = cfg->max_connections,
+        .per_ip_connections = cfg->per_ip_connections,
+        .rate_per_s = cfg->rate_per_s,
+        .rate_burst = cfg->rate_burst,
+        .metrics = a->metrics,
+        .metrics_prefix = "nitride_attestd",
+    };
+    r = nt_web_server_new(&wc, &a->web, &err);
+    if (r < 0) {
+        log_error("%s", err ? err : strerror(-r));
+        return EXIT_CONFIG;
+    }
+    r = attestd_routes(a);
+    if (r < 0) {
+        log_error_errno(r, "Setting up routes failed: %m");
+        return EXIT_RUNTIME;
+    }
+
+    /* Signals are taken by sigwait() below; the server's threads inherit the mask. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    free(err);
+    err = NULL;
+    r = nt_web_server_start(a->web, &err);
+    if (r < 0) {
+        log_error("%s", err ? err : strerror(-r));
+        return EXIT_CONFIG;
+    }
+    if (port_file) {
+        char buf[16];
+        int n = snprintf(buf, sizeof buf, "%u\n", nt_web_server_port(a->web));
+        r = write_file_atomic(port_file, buf, (size_t)n, 0644);
+        if (r < 0) {
+            log_error_errno(r, "Writing %s failed: %m", port_file);
+            return EXIT_RUNTIME;
+        }
+    }
+    log_info("nitride-attestd %s ready on port %u (policies: %zu, default '%s', KDS %s, "
+             "revocation %s, evidence log %s)",
+             NT_VERSION, nt_web_server_port(a->web), a->policies->n, a->policies->default_id,
+             cfg->kds_url ? cfg->kds_url : "off (cache/offline only)", cfg->revocation_mode,
+             cfg->evidence_log ? cfg->evidence_log : "off");
+
+    for (;;) {
+        if (sigwait(&mask, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            _cleanup_free_ char *rerr = NULL;
+            r = attestd_reload(a, &rerr);
+            if (r < 0)
+                log_error("Reload refused, the previous policies stay in force: %s",
+                          rerr ? rerr : strerror(-r));
+            else
+                log_info("Reloaded policies from %s (%zu policies, default '%s')", cfg->path,
+                         a->policies->n, a->policies->default_id);
+            continue;
+        }
+        log_info("Signal %d: stopping", sig);
+        break;
+    }
+    nt_web_server_stop(a->web);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    enum {
+        ARG_CONFIG = 0x100,
+        ARG_LISTEN,
+        ARG_PLAIN,
+        ARG_PORT_FILE,
+        ARG_THREADS,
+        ARG_REPORT,
+        ARG_PRODUCT,
+        ARG_HWID,
+        ARG_TCB,
+        ARG_POLICY,
+        ARG_POLICY_ID,
+        ARG_SINCE,
+        ARG_JSON,
+    };
+    static const struct option options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"config", required_argument, NULL, ARG_CONFIG},
+        {"listen", required_argument, NULL, ARG_LISTEN},
+        {"plain-http", no_argument, NULL, ARG_PLAIN},
+        {"port-file", required_argument, NULL, ARG_PORT_FILE},
+        {"threads", required_argument, NULL, ARG_THREADS},
+        {"report", required_argument, NULL, ARG_REPORT},
+        {"product", required_argument, NULL, ARG_PRODUCT},
+        {"hwid", required_argument, NULL, ARG_HWID},
+        {"tcb", required_argument, NULL, ARG_TCB},
+        {"policy", required_argument, NULL, ARG_POLICY},
+        {"policy-id", required_argument, NULL, ARG_POLICY_ID},
+        {"since", required_argument, NULL, ARG_SINCE},
+        {"json", no_argument, NULL, ARG_JSON},
+        {},
+    };
+    const char *config = NULL, *listen = NULL, *port_file = NULL, *report = NULL, *product = NULL,
+               *hwid = NULL, *tcb = NULL, *policy = NULL, *policy_id = NULL, *since = NULL;
+    bool plain = false, json = false;
+    unsigned threads = 0;
+    _cleanup_(attestd_config_freep) AttestdConfig *cfg = NULL;
+    _cleanup_(attestd_freep) Attestd *a = NULL;
+    _cleanup_free_ char *err = NULL;
+    const char *cmd = "serve", *sub = NULL;
+    int c, r;
+
+    log_set_prefix("nitride-attestd");
+    if (argc > 1 && argv[1][0] != '-') {
+        cmd = argv[1];
+        argc--;
+        argv++;
+        if ((streq(cmd, "keys") || streq(cmd, "kds")) && argc > 1 && argv[1][0] != '-') {
+            sub = argv[1];
+            argc--;
+            argv++;
+        }
+    }
+    while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0)
+        switch (c) {
+        case 'h':
+            help(stdout);
+            return 0;
+        case 'v':
+            log_set_max_level(LOG_DEBUG);
+            break;
+        case ARG_CONFIG:
+            config = optarg;
+            break;
+        case ARG_LISTEN:
+            listen = optarg;
+            break;
+        case ARG_PLAIN:
+            plain = true;
+            break;
+        case ARG_PORT_FILE:
+            port_file = optarg;
+            break;
+        case ARG_THREADS:
+            if (sscanf(optarg, "%u", &threads) != 1 || threads < 1 || threads > 256) {
+                log_error("--threads: expected 1..256");
+                return EXIT_USAGE;
+            }
+            break;
+        case ARG_REPORT:
+            report = optarg;
+            break;
+        case ARG_PRODUCT:
+            product = optarg;
+            break;
+        case ARG_HWID:
+            hwid = optarg;
+            break;
+        case ARG_TCB:
+            tcb = optarg;
+            break;
+        case ARG_POLICY:
+            policy = optarg;
+            break;
+        case ARG_POLICY_ID:
+            policy_id = optarg;
+            break;
+        case ARG_SINCE:
+            since = optarg;
+            break;
+        case ARG_JSON:
+            json = true;
+            break;
+        default:
+            return EXIT_USAGE;
+        }
+    if (optind < argc) {
+        log_error("Unexpected argument '%s'. Try --help.", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (!config) {
+        log_error("--config FILE is required. Try --help.");
+        return EXIT_USAGE;
+    }
+    r = attestd_config_load(config, &cfg, &err);
+    if (r < 0) {
+        log_error("%s", err ? err : strerror(-r));
+        return EXIT_CONFIG;
+    }
+    if (listen) {
+        free(cfg->listen);
+        cfg->listen = strdup(listen);
+        if (!cfg->listen)
+            return EXIT_RUNTIME;
+    }
+    if (plain) {
+        if (cfg->tls_cert) {
+            log_error("--plain-http: the configuration has tls; remove it to serve plain HTTP");
+            return EXIT_USAGE;
+        }
+        cfg->plain_http = true;
+    }
+    if (threads)
+        cfg->threads = threads;
+
+    if (streq(cmd, "serve")) {
+        r = nt_harden_process();
+        if (r < 0)
+            log_warning_errno(r, "Process hardening incomplete: %m");
+        r = attestd_new(cfg, true, &a, &err);
+        if (r < 0) {
+            log_error("%s", err ? err : strerror(-r));
+            return EXIT_CONFIG;
+        }
+        TAKE_PTR(cfg);
+        return serve(a, port_file);
+    }
+    if (streq(cmd, "check-config")) {
+        r = attestd_new(cfg, false, &a, &err);
+        if (r < 0) {
+            log_error("%s", err ? err : strerror(-r));
+            return EXIT_CONFIG;
+        }
+        TAKE_PTR(cfg);
+        printf("%s: ok (%zu policies, default '%s')\n", config, a->policies->n,
+               a->policies->default_id);
+        return 0;
+    }
+    if (streq(cmd, "keys")) {
+        _cleanup_free_ char *kid = NULL;
+        if (!sub || !streq(sub, "rotate")) {
+            log_error("Usage: nitride-attestd keys rotate --config FILE");
+            return EXIT_USAGE;
+        }
+        if (!cfg->keys_dir) {
+            log_error("keys rotate needs token.keys_dir (keys given as files are rotated by "
+                      "replacing the files)");
+            return EXIT_USAGE;
+        }
+        r = nt_signing_keys_rotate(cfg->keys_dir,
+                                   streq(cfg->token_alg, "ES256") ? NT_JWS_ES256 : NT_JWS_ES384,
+                                   cfg->rotate_lead, cfg->token_lifetime, &kid);
+        if (r < 0) {
+            log_error_errno(r, "Rotating the signing key in %s failed: %m", cfg->keys_dir);
+            return EXIT_RUNTIME;
+        }
+        printf("new signing key %s: published now, signs from %" PRId64 " s from now\n", kid,
+               cfg->rotate_lead);
+        return 0;
+    }
+    if (streq(cmd, "kds")) {
+        SnpProduct p;
+        SnpTcb t;
+        uint8_t id[64];
+        size_t id_len;
+        if (!sub || !streq(sub, "prefetch")) {
+            log_error("Usage: nitride-attestd kds prefetch --config FILE (--report FILE | "
+                      "--product P --hwid HEX --tcb SPEC)");
+            return EXIT_USAGE;
+        }
+        r = attestd_new(cfg, false, &a, &err);
+        if (r < 0) {
+            log_error("%s", err ? err : strerror(-r));
+            return EXIT_CONFIG;
+        }
+        TAKE_PTR(cfg);
+        if (!a->kds) {
+            log_error("The configuration has no kds section.");
+            return EXIT_CONFIG;
+        }
+        if (report) {
+            _cleanup_free_ uint8_t *raw = NULL;
+            size_t len = 0;
+            SnpReport rep;
+            const char *perr = NULL;
+            r = read_full_file(report, 65536, &raw, &len);
+            if (r < 0 || snp_report_parse(raw, len, &rep, &perr) < 0) {
+                log_error("%s: %s", report, r < 0 ? strerror(-r) : perr);
+                return EXIT_USAGE;
+            }
+            p = snp_product_from_cpuid(rep.cpuid_fam_id, rep.cpuid_mod_id);
+            if (product)
+                p = snp_product_from_string(product);
+            if (p < 0) {
+                log_error("%s: the report does not name its product (version 2); give --product",
+                          report);
+                return EXIT_USAGE;
+            }
+            if (snp_tcb_decode(rep.reported_tcb, p, &t) < 0) {
+                log_error("%s: reported TCB does not decode for %s", report,
+                          snp_product_to_string(p));
+                return EXIT_USAGE;
+            }
+            id_len = p == SNP_PRODUCT_TURIN ? 8 : 64;
+            memcpy(id, rep.chip_id, id_len);
+        } else {
+            if (!product || !hwid || !tcb) {
+                log_error("kds prefetch: give --report FILE, or --product, --hwid and --tcb");
+                return EXIT_USAGE;
+            }
+            p = snp_product_from_string(product);
+            id_len = p == SNP_PRODUCT_TURIN ? 8 : 64;
+            if (p < 0 || hex_decode_exact(hwid, id, id_len) < 0 || parse_tcb(tcb, p, &t) < 0) {
+                log_error("kds prefetch: bad --product (milan, genoa, turin), --hwid (%zu bytes "
+                          "hex) or --tcb (bl=N,tee=N,snp=N,ucode=N[,fmc=N on Turin])",
+                          id_len);
+                return EXIT_USAGE;
+            }
+        }
+        r = nt_kds_prefetch(a->kds, p, id, id_len, &t);
+        if (r < 0) {
+            log_error_errno(r, "Prefetch for %s failed: %m", snp_product_to_string(p));
+            return EXIT_RUNTIME;
+        }
+        printf("cached VCEK, chain and CRL for %s\n", snp_product_to_string(p));
+        return 0;
+    }
+    if (streq(cmd, "replay")) {
+        int64_t since_t = 0;
+        if (!policy) {
+            log_error("replay: --policy FILE (the candidate policy) is required");
+            return EXIT_USAGE;
+        }
+        if (since) {
+            time_t t;
+            if (nt_parse_time(since, &t) < 0) {
+                log_error("--since: expected YYYY-MM-DDTHH:MM:SSZ");
+                return EXIT_USAGE;
+            }
+            since_t = (int64_t)t;
+        }
+        /* Replay never goes to the network and judges policy, not today's revocations. */
+        free(cfg->kds_url);
+        cfg->kds_url = NULL;
+        free(cfg->revocation_mode);
+        cfg->revocation_mode = strdup("off");
+        if (!cfg->revocation_mode)
+            return EXIT_RUNTIME;
+        r = attestd_new(cfg, false, &a, &err);
+        if (r < 0) {
+            log_error("%s", err ? err : strerror(-r));
+            return EXIT_CONFIG;
+        }
+        TAKE_PTR(cfg);
+        r = attestd_replay(a, policy, policy_id, since_t, json);
+        return r < 0 ? EXIT_RUNTIME : 0;
+    }
+    log_error("Unknown command '%s'. Try --help.", cmd);
+    return EXIT_USAGE;
+}

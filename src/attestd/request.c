@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "attestd/request.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/jose-openssl.h"
+#include <openssl/evp.h>
+
+#include "core/encoding.h"
+#include "core/jcs.h"
+#include "snp/report.h"
+
+#define MAX_BODY (1024 * 1024)
+
+static int efail(AttestdError *e, unsigned status, const char *result, const char *check,
+                 const char *expected, const char *found, const char *fmt, ...) _printf_(7, 8);
+static int efail(AttestdError *e, unsigned status, const char *result, const char *check,
+                 const char *expected, const char *found, const char *fmt, ...) {
+    va_list ap;
+    e->status = status;
+    e->result = result;
+    e->check = check;
+    va_start(ap, fmt);
+    vsnprintf(e->error, sizeof e->error, fmt, ap);
+    va_end(ap);
+    snprintf(e->expected, sizeof e->expected, "%s", expected ? expected : "");
+    snprintf(e->found, sizeof e->found, "%s", found ? found : "");
+    return -EBADMSG;
+}
+
+static int load_object(const uint8_t *body, size_t len, json_t **ret, AttestdError *e) {
+    json_error_t jerr;
+    json_t *j;
+
+    if (len > MAX_BODY)
+        return efail(e, 413, "malformed", "request", NULL, NULL, "body too large");
+    j = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j)
+        return efail(e, 400, "malformed", "request", NULL, NULL, "body is not JSON: line %d: %s",
+                     jerr.line, jerr.text);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return efail(e, 400, "malformed", "request", NULL, NULL, "body must be a JSON object");
+    }
+    *ret = j;
+    return 0;
+}
+
+/* Returns 1 for a newer 1.x minor, 0 for a known version or none, -EBADMSG otherwise. */
+static int check_version(json_t *req, AttestdError *e) {
+    json_t *v = json_object_get(req, "version");
+    unsigned major, minor;
+    char extra, expected[64];
+
+    if (!v)
+        return 0;
+    snprintf(expected, sizeof expected, "%d.0 to %d.%d (every %d.x is accepted)",
+             ATTESTD_PROTO_MAJOR, ATTESTD_PROTO_MAJOR, ATTESTD_PROTO_MINOR, ATTESTD_PROTO_MAJOR);
+    if (!json_is_string(v) || json_string_length(v) > 16 ||
+        sscanf(json_string_value(v), "%u.%u%c", &major, &minor, &extra) != 2)
+        return efail(e, 400, "malformed", "version", expected,
+                     json_is_string(v) ? json_string_value(v) : "not a string",
+                     "version: expected \"MAJOR.MINOR\"");
+    if (major != ATTESTD_PROTO_MAJOR)
+        return efail(e, 400, "version", "version", expected, json_string_value(v),
+                     "protocol version %u.%u is not supported", major, minor);
+    return minor > ATTESTD_PROTO_MINOR;
+}
+
+static int check_members(json_t *obj, const char *where, const char *const *known, bool lenient,
+                         AttestdError *e) {
+    const char *k;
+    json_t *v;
+    if (lenient)
+        return 0;
+    json_object_foreach(obj, k, v) {
+        bool ok = false;
+        for (size_t i = 0; known[i] && !ok; i++)
+            ok = streq(known[i], k);
+        if (!ok)
+            return efail(e, 400, "malformed", "request", NULL, NULL, "%s: unknown member '%.64s'",
+                         where, k);
+    }
+    return 0;
+}
+
+int attestd_challenge_request_parse(const uint8_t *body, size_t len, AttestdError *e) {
+    static const char *const known[] = {"version", NULL};
+    json_t *j = NULL;
+    int r;
+
+    if (len == 0)
+        return 0;
+    r = load_object(body, len, &j, e);
+    if (r < 0)
+        return r;
+    r = check_version(j, e);
+    if (r >= 0)
+        r = check_members(j, "request", known, r > 0, e);
+    json_decref(j);
+    return r < 0 ? r : 0;
+}
+
+int attestd_evidence_certs(const json_t *evidence, NtCertBundle *bundle, char err[static 200]) {
+    json_t *table = json_object_get(evidence, "cert_table");
+    json_t *certs = json_object_get(evidence, "certs");
+    int r;
+
+    if (table && certs) {
+        snprintf(err, 200, "evidence: give 'cert_table' or 'certs', not both");
+        return -EBADMSG;
+    }
+    if (table) {
+        _cleanup_free_ uint8_t *raw = NULL;
+        size_t len = 0;
+        if (!json_is_string(table) ||
+            base64url_decode_alloc(json_string_value(table), json_string_length(table), &raw,
+                                   &len) < 0) {
+            snprintf(err, 200, "evidence.cert_table: expected base64url");
+            return -EBADMSG;
+        }
+        r = nt_cert_bundle_add_table(bundle, raw, len);
+        if (r < 0) {
+            snprintf(err, 200, "evidence.cert_table: %s",
+                     r == -ENOENT ? "holds no certificates" : "malformed certificate table");
+            return r == -ENOMEM ? r : -EBADMSG;
+        }
+    }
+    if (certs) {
+        size_t i;
+        json_t *c;
+        if (!json_is_array(certs) || json_array_size(certs) > ATTESTD_MAX_CERTS_IN_REQUEST) {
+            snprintf(err, 200, "evidence.certs: expected an array of at most %d certificates",
+                     ATTESTD_MAX_CERTS_IN_REQUEST);
+            return -EBADMSG;
+        }
+        json_array_foreach(certs, i, c) {
+            _cleanup_free_ uint8_t *raw = NULL;
+            size_t len = 0;
+            const char *s = json_string_value(c);
+            char origin[64];
+            if (!s) {
+                snprintf(err, 200, "evidence.certs[%zu]: expected a string", i);
+                return -EBADMSG;
+            }
+            snprintf(origin, sizeof origin, "evidence.certs[%zu]", i);
+            if (strncmp(s, "-----BEGIN", 10) == 0)
+                r = nt_cert_bundle_add(bundle, (const uint8_t *)s, json_string_length(c),
+                                       _NT_CERT_ROLE_INVALID, origin);
+            else if (base64url_decode_alloc(s, json_string_length(c), &raw, &len) < 0)
+                r = -EBADMSG;
+            else
+                r = nt_cert_bundle_add(bundle, raw, len, _NT_CERT_ROLE_INVALID, origin);
+            if (r == -ENOMEM)
+                return r;
+            if (r < 0) {
+                snprintf(err, 200, "evidence.certs[%zu]: %s", i,
+                         r == -E2BIG ? "too many certificates"
+                                     : "not a PEM or base64url DER AMD certificate");
+                return -EBADMSG;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The tee-pubkey must be a public JWK that OpenSSL accepts as a key. */
+static int check_tee_pubkey(json_t *jwk, AttestdError *e) {
+    static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
+    const char *kty;
+    EVP_PKEY *pk;
+
+    if (!json_is_object(jwk))
+        return efail(e, 400, "malformed", "request", NULL, NULL,
+                     "runtime_data.tee-pubkey: missing or not a JWK object");
+    kty = json_string_value(json_object_get(jwk, "kty"));
+    if (!kty || (!streq(kty, "EC") && !streq(kty, "RSA") && !streq(kty, "OKP")))
+        return efail(e, 400, "malformed", "request", "EC, RSA or OKP", kty,
+                     "runtime_data.tee-pubkey: unsupported kty");
+    for (size_t i = 0; i < ELEMENTSOF(private_members); i++)
+        if (json_object_get(jwk, private_members[i]))
+            return efail(e, 400, "malformed", "request", NULL, NULL,
+                         "runtime_data.tee-pubkey: has private member '%s'; send the public key "
+                         "only",
+                         private_members[i]);
+    pk = jose_openssl_jwk_to_EVP_PKEY(NULL, jwk);
+    if (!pk)
+        return efail(e, 400, "malformed", "request", NULL, NULL,
+                     "runtime_data.tee-pubkey: not a valid %s public key", kty);
+    EVP_PKEY_free(pk);
+    return 0;
+}
+
+void attestd_attest_request_done(AttestdAttestRequest *r) {
+    json_decref(r->body);
+    free(r->report);
+    nt_cert_bundle_free(r->certs);
+    memset(r, 0, sizeof *r);
+}
+
+int attestd_attest_request_parse(const uint8_t *body, size_t len, AttestdAttestRequest *ret,
+                                 AttestdError *e) {
+    static const char *const known[] = {"version",      "nonce",     "evidence",
+                                        "runtime_data", "policy_id", NULL};
+    static const char *const known_ev[] = {"report", "cert_table", "certs", NULL};
+    AttestdAttestRequest r = {0};
+    json_t *evidence, *jv;
+    char err[200];
+    int k;
+
+    memset(ret, 0, sizeof *ret);
+    k = load_object(body, len, &r.body, e);
+    if (k < 0)
+        return k;
+    k = check_version(r.body, e);
+    if (k < 0)
+        goto fail;
+    r.lenient = k > 0;
+    if ((k = check_members(r.body, "request", known, r.lenient, e)) < 0)
+        goto fail;
+
+    r.nonce = json_string_value(json_object_get(r.body, "nonce"));
+    if (!r.nonce) {
+        k = efail(e, 400, "malformed", "nonce", NULL, NULL, "nonce: missing or not a string");
+        goto fail;
+    }
+    evidence = json_object_get(r.body, "evidence");
+    if (!json_is_object(evidence)) {
+        k = efail(e, 400, "malformed", "request", NULL, NULL, "evidence: missing or not an object");
+        goto fail;
+    }
+    if ((k = check_members(evidence, "evidence", known_ev, r.lenient, e)) < 0)
+        goto fail;
+    r.runtime_data = json_object_get(r.body, "runtime_data");
+    if (!json_is_object(r.runtime_data)) {
+        k = efail(e, 400, "malformed", "request", NULL, NULL,
+                  "runtime_data: missing or not an object");
+        goto fail;
+    }
+    if (!json_is_string(json_object_get(r.runtime_data, "nonce"))) {
+        k = efail(e, 400, "malformed", "request", NULL, NULL,
+                  "runtime_data.nonce: missing or not a string");
+        goto fail;
+    }
+    if ((k = check_tee_pubkey(json_object_get(r.runtime_data, "tee-pubkey"), e)) < 0)
+        goto fail;
+    jv = json_object_get(r.body, "policy_id");
+    if (jv && !json_is_string(jv)) {
+        k = efail(e, 400, "malformed", "policy_id", NULL, NULL, "policy_id: expected a string");
+        goto fail;
+    }
+    r.policy_id = json_string_value(jv);
+
+    jv = json_object_get(evidence, "report");
+    if (!json_is_string(jv) || base64url_decode_alloc(json_string_value(jv), json_string_length(jv),
+                                                      &r.report, &r.report_len) < 0) {
+        k = efail(e, 400, "malformed", "report_format", NULL, NULL,
+                  "evidence.report: missing or not base64url");
+        goto fail;
+    }
+    if (r.report_len != SNP_REPORT_SIZE) {
+        char want[16], got[24];
+        snprintf(want, sizeof want, "%d bytes", SNP_REPORT_SIZE);
+        snprintf(got, sizeof got, "%zu bytes", r.report_len);
+        k = efail(e, 400, "malformed", "report_format", want, got, "evidence.report: wrong length");
+        goto fail;
+    }
+    r.certs = nt_cert_bundle_new();
+    if (!r.certs) {
+        k = -ENOMEM;
+        goto fail;
+    }
+    k = attestd_evidence_certs(evidence, r.certs, err);
+    if (k == -ENOMEM)
+        goto fail;
+    if (k < 0) {
+        k = efail(e, 400, "malformed", "certificates", NULL, NULL, "%s", err);
+        goto fail;
+    }
+    *ret = r;
+    return 0;
+fail:
+    attestd_attest_request_done(&r);
+    return k;
+}
+
+int attestd_runtime_binding(const json_t *runtime_data, uint8_t out[64]) {
+    _cleanup_free_ char *canon = NULL;
+    size_t len = 0;
+    unsigned int n = 0;
+    int r;
+
+    r = nt_jcs_dump(runtime_data, &canon, &len);
+    if (r < 0)
+        return r;
+    memset(out, 0, 64);
+    if (EVP_Digest(canon, len, out, &n, EVP_sha384(), NULL) != 1 || n != 48)
+        return -EIO;
+    return 0;
+}

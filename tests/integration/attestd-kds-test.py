@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""nitride-attestd with AMD KDS (tests/kds-server.c on 127.0.0.1, serving simulated chips):
+evidence without certificates makes attestd fetch the VCEK and chain; the on-disk cache serves
+them after a restart; a 429 storm is backed off while cached chips keep attesting; 404 and
+garbage are not cached; the CRL is checked (a revoked VCEK is refused, no CRL is 503).
+
+Usage: attestd-kds-test.py NITRIDE NITRIDE_ATTESTD KDS_SERVER
+"""
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from jwcrypto import jwk
+
+NITRIDE, ATTESTD, KDS = sys.argv[1], sys.argv[2], sys.argv[3]
+TMP = tempfile.mkdtemp(prefix="nt-attestd-kds-")
+PROCS = []
+
+
+def fail(msg):
+    print("FAIL:", msg, file=sys.stderr)
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+        if getattr(p, "log", None):
+            print("--- %s ---\n%s" % (p.log, open(p.log).read()[-3000:]), file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def run(*args, ok=True):
+    p = subprocess.run(list(args), capture_output=True, text=True, timeout=120)
+    if ok and p.returncode != 0:
+        fail("%s -> %d\n%s%s" % (" ".join(args), p.returncode, p.stdout, p.stderr))
+    return p
+
+
+def b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def write_json(name, obj):
+    path = os.path.join(TMP, name)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    return path
+
+
+def start(argv, name):
+    port_file = os.path.join(TMP, name + ".port")
+    if os.path.exists(port_file):
+        os.unlink(port_file)
+    log = os.path.join(TMP, name + ".log")
+    p = subprocess.Popen(argv + ["--port-file", port_file], stdout=open(log, "w"),
+                         stderr=subprocess.STDOUT)
+    p.log = log
+    PROCS.append(p)
+    for _ in range(200):
+        if os.path.exists(port_file) and open(port_file).read().strip():
+            return p, int(open(port_file).read().split()[-1])
+        if p.poll() is not None:
+            fail("%s exited %d: %s" % (name, p.returncode, open(log).read()))
+        time.sleep(0.05)
+    fail("%s did not start" % name)
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    p.wait(10)
+
+
+def http(url, body=None, method=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def chip(name, product):
+    d = os.path.join(TMP, name)
+    run(NITRIDE, "sim", "init", d, "--product", product)
+    return d
+
+
+TEE = json.loads(jwk.JWK.generate(kty="EC", crv="P-384").export_public())
+
+
+def attest(url, chip_dir):
+    st, body, _ = http(url + "/v1/challenge", {})
+    check(st == 200, "challenge %d %s" % (st, body))
+    nonce = json.loads(body)["nonce"]
+    runtime = {"nonce": nonce, "tee-pubkey": TEE}
+    rd = hashlib.sha384(json.dumps(runtime, sort_keys=True, separators=(",", ":")).encode())
+    out = os.path.join(TMP, "r.bin")
+    run(NITRIDE, "report", "get", "--provider", "sim", "--sim-dir", chip_dir, "--report-data",
+        (rd.digest() + bytes(16)).hex(), "--out", out)
+    # No certificates in the evidence: attestd must find them (cache or KDS).
+    st, body, h = http(url + "/v1/attest", {"nonce": nonce, "runtime_data": runtime,
+                                            "evidence": {"report": b64u(open(out, "rb").read())}})
+    return st, json.loads(body), h
+
+
+def kds_stats(kds_url):
+    return json.loads(http(kds_url + "/stats")[1])
+
+
+def kds_mode(kds_url, query):
+    st, body, _ = http(kds_url + "/control?" + query, method="POST")
+    check(st == 200, "kds control %s: %d" % (query, st))
+
+
+SECRET = os.path.join(TMP, "challenge.key")
+fd = os.open(SECRET, os.O_CREAT | os.O_WRONLY, 0o600)
+os.write(fd, os.urandom(32))
+os.close(fd)
+POLICY = write_json("policy.json", {})
+
+
+def config(name, chips, kds_port, **kds_extra):
+    kds = {"url": "http://127.0.0.1:%d" % kds_port, "cache_dir": os.path.join(TMP, name + "-cache"),
+           "timeout": 2, "backoff_max": 30}
+    kds.update(kds_extra)
+    cfg = {
+        "listen": "127.0.0.1:0", "plain_http": True,
+        "challenge": {"secret": SECRET},
+        "token": {"keys_dir": os.path.join(TMP, name + "-keys")},
+        "trust_anchors": [os.path.join(c, "ark.pem") for c in chips],
+        "policies": {"p": {"file": POLICY}},
+        "kds": kds,
+        "revocation": {"mode": "off"},
+    }
+    return cfg
+
+
+# ---- certificates from the KDS, cache, back-off ----
+A, B, C = chip("milan-a", "milan"), chip("milan-b", "milan"), chip("turin-c", "turin")
+kds, kport = start([KDS, "--chip", A, "--chip", B, "--chip", C], "kds")
+KURL = "http://127.0.0.1:%d" % kport
+cfg_path = write_json("k.json", config("k", [A, B, C], kport))
+att, aport = start([ATTESTD, "--config", cfg_path], "attestd")
+AURL = "http://127.0.0.1:%d" % aport
+
+st, j, _ = attest(AURL, A)
+check(st == 200, "cold fetch: %d %s" % (st, j))
+s = kds_stats(KURL)
+check(s["vcek"] == 1 and s["chain"] == 1, "cold fetch requests: %s" % s)
+st, j, _ = attest(AURL, A)
+check(st == 200 and kds_stats(KURL)["total"] == s["total"], "second attest went to the KDS")
+print("ok: cold fetch (1 VCEK + 1 chain request), then cached")
+
+stop(att)
+att, aport = start([ATTESTD, "--config", cfg_path], "attestd2")
+AURL = "http://127.0.0.1:%d" % aport
+st, j, _ = attest(AURL, A)
+check(st == 200, "after restart: %d %s" % (st, j))
+check(kds_stats(KURL)["total"] == s["total"], "restart went to the KDS: %s" % kds_stats(KURL))
+print("ok: cache hit after restart, no KDS request")
+
+# Turin: the URL form with fmcSPL and an 8-byte hwID.
+st, j, _ = attest(AURL, C)
+check(st == 200, "turin via KDS: %d %s" % (st, j))
+check("fmcSPL=" in kds_stats(KURL)["last_uri"] or kds_stats(KURL)["vcek"] == 2,
+      "turin URL: %s" % kds_stats(KURL))
+
+# 429 storm: the uncached chip gets 503 quickly, the cached one keeps attesting, and the KDS
+# sees few requests.
+kds_mode(KURL, "mode=429&retry_after=3")
+before = kds_stats(KURL)["total"]
+st, j, h = attest(AURL, B)
+check(st == 503 and j.get("check") == "certificates", "uncached during 429: %d %s" % (st, j))
+check("Retry-After" in h or "retry-after" in {k.lower() for k in h}, "503 without Retry-After")
+t0 = time.monotonic()
+for _ in range(10):
+    st, j, _ = attest(AURL, A)
+    check(st == 200, "cached chip refused during a 429 storm: %d %s" % (st, j))
+    st, j, _ = attest(AURL, B)
+    check(st == 503, "uncached chip during storm: %d %s" % (st, j))
+storm = kds_stats(KURL)["total"] - before
+check(storm <= 2, "KDS hammered during back-off: %d requests" % storm)
+st, body, _ = http(AURL + "/metrics")
+check(b'event="http_429"' in body, "429 not counted in metrics")
+kds_mode(KURL, "mode=ok")
+time.sleep(3.5)
+st, j, _ = attest(AURL, B)
+check(st == 200, "after the storm: %d %s" % (st, j))
+print("ok: 429 storm: %d KDS requests in %.1f s, cached chip kept attesting" %
+      (storm, time.monotonic() - t0))
+
+# 404 and garbage are not cached: once the KDS behaves, the chip attests.
+D = chip("milan-d", "milan")
+stop(kds)
+kds, kport2 = start([KDS, "--chip", A, "--chip", B, "--chip", C, "--chip", D], "kds2")
+KURL = "http://127.0.0.1:%d" % kport2
+cfg2 = config("k2", [A, B, C, D], kport2)
+cfg2["kds"]["backoff_max"] = 1
+cfg2_path = write_json("k2.json", cfg2)
+stop(att)
+att, aport = start([ATTESTD, "--config", cfg2_path], "attestd3")
+AURL = "http://127.0.0.1:%d" % aport
+kds_mode(KURL, "mode=garbage&count=2")
+st, j, _ = attest(AURL, D)
+check(st != 200, "garbage from the KDS accepted: %d %s" % (st, j))
+cache_files = [os.path.join(r, f) for r, _, fs in os.walk(cfg2["kds"]["cache_dir"]) for f in fs]
+for f in cache_files:
+    data = open(f, "rb").read()
+    check(b"<html" not in data.lower(), "error page cached in %s" % f)
+time.sleep(1.5)
+kds_mode(KURL, "mode=404&count=1")
+st, j, _ = attest(AURL, D)
+check(st in (401, 503) and j.get("check") == "certificates", "404: %d %s" % (st, j))
+time.sleep(1.5)
+st, j, _ = attest(AURL, D)
+check(st == 200, "after 404 and garbage: %d %s" % (st, j))
+print("ok: garbage and 404 not cached")
+stop(att)
+stop(kds)
+
+# ---- revocation: AMD's CRL from the KDS ----
+R = chip("milan-r", "milan")
+crl_ok, crl_rev = os.path.join(TMP, "ok.crl"), os.path.join(TMP, "rev.crl")
+run(NITRIDE, "sim", "crl", R, "--out", crl_ok)
+run(NITRIDE, "sim", "crl", R, "--revoke", "vcek", "--out", crl_rev)
+
+kds, kp = start([KDS, "--chip", R, "--crl", crl_ok], "kds-crl-ok")
+cfg = config("r1", [R], kp)
+cfg["revocation"] = {"mode": "require"}
+att, aport = start([ATTESTD, "--config", write_json("r1.json", cfg)], "attestd-r1")
+st, j, _ = attest("http://127.0.0.1:%d" % aport, R)
+check(st == 200, "CRL without the VCEK: %d %s" % (st, j))
+check(kds_stats("http://127.0.0.1:%d" % kp)["crl"] >= 1, "CRL never fetched")
+stop(att)
+stop(kds)
+
+kds, kp = start([KDS, "--chip", R, "--crl", crl_rev], "kds-crl-rev")
+cfg = config("r2", [R], kp)
+cfg["revocation"] = {"mode": "require"}
+att, aport = start([ATTESTD, "--config", write_json("r2.json", cfg)], "attestd-r2")
+st, j, _ = attest("http://127.0.0.1:%d" % aport, R)
+check(st == 401 and j.get("check") == "revocation", "revoked VCEK: %d %s" % (st, j))
+print("ok: CRL checked; revoked VCEK refused: %s" % j["error"])
+stop(att)
+
+# No CRL obtainable and none cached: 503 in require mode.
+kds_mode("http://127.0.0.1:%d" % kp, "mode=500")
+cfg = config("r3", [R], kp)
+cfg["revocation"] = {"mode": "require"}
+att, aport = start([ATTESTD, "--config", write_json("r3.json", cfg)], "attestd-r3")
+st, j, _ = attest("http://127.0.0.1:%d" % aport, R)
+check(st == 503, "no CRL, require: %d %s" % (st, j))
+stop(att)
+stop(kds)
+
+shutil.rmtree(TMP)
+print("PASS")
