@@ -115,7 +115,7 @@ static long post(CURL *c, const char *url, const char *body, Buf *out) {
 /* ---- evidence ---- */
 
 typedef struct Prepared {
-    char **bodies;         /* POST /v1/attest bodies */
+    char **bodies; /* POST /v1/attest bodies */
     uint8_t (*reports)[SNP_REPORT_SIZE];
     json_t **runtime_data; /* for the in-process floor */
     size_t n;
@@ -339,6 +339,7 @@ int main(void) {
              "{\"listen\": \"127.0.0.1:0\", \"plain_http\": true, \"threads\": %d,"
              " \"challenge\": {\"secret\": \"%s/challenge.key\", \"lifetime\": 3600,"
              " \"replay_capacity\": 1000000},"
+             " \"rate_limit\": {\"per_second\": 0},"
              " \"token\": {\"keys_dir\": \"%s/keys\"},"
              " \"trust_anchors\": [\"%s/chip/ark.pem\"],"
              " \"policies\": {\"bench\": {\"file\": \"%s/policy.json\"}}}",
