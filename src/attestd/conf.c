@@ -63,7 +63,7 @@ static const Field token_fields[] = {
     {"alg", F_STR, O(token_alg), 0, 0, 0, NULL},
     {"keys_dir", F_PATH, O(keys_dir), 0, 0, 0, NULL},
     {"key_files", F_PATHLIST, O(key_files), O(n_key_files), 0, 0, NULL},
-    {"rotate_lead", F_INT64, O(rotate_lead), 0, 0, 30 * 86400, NULL},
+    {"rotate_lead", F_INT64, O(rotate_lead), 0, 15, 30 * 86400, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 static const Field kds_fields[] = {
@@ -328,6 +328,8 @@ int attestd_config_parse(const char *text, size_t len, const char *base_dir, Att
     c->timeout_s = 10;
     c->max_connections = 1024;
     c->per_ip_connections = 64;
+    c->rate_per_s = 50;
+    c->rate_burst = 100;
     c->challenge_lifetime = 60;
     c->replay_capacity = 100000;
     c->token_lifetime = 300;
@@ -336,7 +338,7 @@ int attestd_config_parse(const char *text, size_t len, const char *base_dir, Att
     c->kds_backoff_max_s = 300;
     c->crl_max_age_s = 3600;
     c->crl_max_staleness_s = 0;
-    c->evidence_log_max = 100000;
+    c->evidence_log_max = 20000;
 
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)

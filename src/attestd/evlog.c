@@ -61,8 +61,10 @@ int evlog_open(const char *path, int64_t max_records, bool read_only, AttestdEvl
     }
     sqlite3_busy_timeout(l->db, 5000);
     if (!read_only &&
-        (sqlite3_exec(l->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-                      NULL) != SQLITE_OK ||
+        (sqlite3_exec(l->db,
+                      "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; "
+                      "PRAGMA synchronous=NORMAL;",
+                      NULL, NULL, NULL) != SQLITE_OK ||
          sqlite3_exec(l->db, schema, NULL, NULL, NULL) != SQLITE_OK ||
          sqlite3_prepare_v2(l->db,
                             "INSERT INTO evidence (at, client, policy_id, report, certs, "
@@ -97,6 +99,8 @@ static void trim(AttestdEvlog *l) {
     if (sqlite3_step(st) != SQLITE_DONE)
         log_warning("Evidence log: trimming failed: %s", sqlite3_errmsg(l->db));
     sqlite3_finalize(st);
+    /* Give the freed pages back, so that the file stays bounded too. */
+    (void)sqlite3_exec(l->db, "PRAGMA incremental_vacuum;", NULL, NULL, NULL);
 }
 
 int evlog_append(AttestdEvlog *l, const EvlogRecord *rec) {

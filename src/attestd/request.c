@@ -32,6 +32,24 @@ static int efail(AttestdError *e, unsigned status, const char *result, const cha
     return -EBADMSG;
 }
 
+static size_t json_depth(const json_t *j, size_t limit) {
+    size_t d = 0, i;
+    const char *k;
+    json_t *v;
+
+    if (limit == 0)
+        return 1;
+    if (json_is_object(j)) {
+        json_object_foreach((json_t *)j, k, v) d = MAX(d, json_depth(v, limit - 1));
+        return d + 1;
+    }
+    if (json_is_array(j)) {
+        json_array_foreach(j, i, v) d = MAX(d, json_depth(v, limit - 1));
+        return d + 1;
+    }
+    return 0;
+}
+
 static int load_object(const uint8_t *body, size_t len, json_t **ret, AttestdError *e) {
     json_error_t jerr;
     json_t *j;
@@ -46,6 +64,11 @@ static int load_object(const uint8_t *body, size_t len, json_t **ret, AttestdErr
         json_decref(j);
         return efail(e, 400, "malformed", "request", NULL, NULL, "body must be a JSON object");
     }
+    if (json_depth(j, ATTESTD_MAX_JSON_DEPTH + 1) > ATTESTD_MAX_JSON_DEPTH) {
+        json_decref(j);
+        return efail(e, 400, "malformed", "request", NULL, NULL, "body nests deeper than %d levels",
+                     ATTESTD_MAX_JSON_DEPTH);
+    }
     *ret = j;
     return 0;
 }
@@ -53,15 +76,26 @@ static int load_object(const uint8_t *body, size_t len, json_t **ret, AttestdErr
 /* Returns 1 for a newer 1.x minor, 0 for a known version or none, -EBADMSG otherwise. */
 static int check_version(json_t *req, AttestdError *e) {
     json_t *v = json_object_get(req, "version");
-    unsigned major, minor;
-    char extra, expected[64];
+    unsigned major = 0, minor = 0;
+    char expected[64];
 
     if (!v)
         return 0;
     snprintf(expected, sizeof expected, "%d.0 to %d.%d (every %d.x is accepted)",
              ATTESTD_PROTO_MAJOR, ATTESTD_PROTO_MAJOR, ATTESTD_PROTO_MINOR, ATTESTD_PROTO_MAJOR);
-    if (!json_is_string(v) || json_string_length(v) > 16 ||
-        sscanf(json_string_value(v), "%u.%u%c", &major, &minor, &extra) != 2)
+    const char *vs = json_string_value(v);
+    char *end = NULL;
+    bool ok = vs && json_string_length(v) <= 9 && vs[0] >= '0' && vs[0] <= '9';
+    if (ok) {
+        unsigned long ma = strtoul(vs, &end, 10), mi = 0;
+        ok = *end == '.' && end[1] >= '0' && end[1] <= '9';
+        if (ok)
+            mi = strtoul(end + 1, &end, 10);
+        ok = ok && *end == 0 && ma <= 999 && mi <= 999;
+        major = (unsigned)ma;
+        minor = (unsigned)mi;
+    }
+    if (!ok)
         return efail(e, 400, "malformed", "version", expected,
                      json_is_string(v) ? json_string_value(v) : "not a string",
                      "version: expected \"MAJOR.MINOR\"");
@@ -168,30 +202,69 @@ int attestd_evidence_certs(const json_t *evidence, NtCertBundle *bundle, char er
     return 0;
 }
 
-/* The tee-pubkey must be a public JWK that OpenSSL accepts as a key. */
+/* The tee-pubkey must be a public JWK of a kind relying parties can encrypt to without
+ * ambiguity: only the members its kty defines (plus kid, alg, use), an allowed curve or an RSA
+ * modulus of at least 2048 bits, and a key OpenSSL accepts. */
 static int check_tee_pubkey(json_t *jwk, AttestdError *e) {
-    static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
-    const char *kty;
+    static const char *const common[] = {"kty", "kid", "alg", "use"};
+    static const char *const ec[] = {"crv", "x", "y"};
+    static const char *const rsa[] = {"n", "e"};
+    static const char *const okp[] = {"crv", "x"};
+    const char *const *own;
+    size_t n_own;
+    const char *kty, *k, *crv;
+    json_t *v;
     EVP_PKEY *pk;
 
     if (!json_is_object(jwk))
         return efail(e, 400, "malformed", "request", NULL, NULL,
                      "runtime_data.tee-pubkey: missing or not a JWK object");
     kty = json_string_value(json_object_get(jwk, "kty"));
-    if (!kty || (!streq(kty, "EC") && !streq(kty, "RSA") && !streq(kty, "OKP")))
-        return efail(e, 400, "malformed", "request", "EC, RSA or OKP", kty,
+    if (kty && streq(kty, "EC"))
+        own = ec, n_own = ELEMENTSOF(ec);
+    else if (kty && streq(kty, "RSA"))
+        own = rsa, n_own = ELEMENTSOF(rsa);
+    else if (kty && streq(kty, "OKP"))
+        own = okp, n_own = ELEMENTSOF(okp);
+    else
+        return efail(e, 400, "malformed", "request", "EC, RSA or OKP", kty ? kty : "none",
                      "runtime_data.tee-pubkey: unsupported kty");
-    for (size_t i = 0; i < ELEMENTSOF(private_members); i++)
-        if (json_object_get(jwk, private_members[i]))
+    json_object_foreach(jwk, k, v) {
+        bool known = false;
+        for (size_t i = 0; i < ELEMENTSOF(common) && !known; i++)
+            known = streq(common[i], k);
+        for (size_t i = 0; i < n_own && !known; i++)
+            known = streq(own[i], k);
+        if (!known)
             return efail(e, 400, "malformed", "request", NULL, NULL,
-                         "runtime_data.tee-pubkey: has private member '%s'; send the public key "
-                         "only",
-                         private_members[i]);
+                         "runtime_data.tee-pubkey: member '%.32s' is not allowed in a public %s "
+                         "key (private parts, certificate or URL members are refused)",
+                         k, kty);
+        if (!json_is_string(v))
+            return efail(e, 400, "malformed", "request", NULL, NULL,
+                         "runtime_data.tee-pubkey.%.32s: expected a string", k);
+    }
+    crv = json_string_value(json_object_get(jwk, "crv"));
+    if (streq(kty, "EC") &&
+        (!crv || (!streq(crv, "P-256") && !streq(crv, "P-384") && !streq(crv, "P-521"))))
+        return efail(e, 400, "malformed", "request", "P-256, P-384 or P-521", crv ? crv : "none",
+                     "runtime_data.tee-pubkey: unsupported curve");
+    if (streq(kty, "OKP") && (!crv || (!streq(crv, "X25519") && !streq(crv, "X448"))))
+        return efail(e, 400, "malformed", "request", "X25519 or X448", crv ? crv : "none",
+                     "runtime_data.tee-pubkey: unsupported curve (a key to encrypt to)");
     pk = jose_openssl_jwk_to_EVP_PKEY(NULL, jwk);
     if (!pk)
         return efail(e, 400, "malformed", "request", NULL, NULL,
                      "runtime_data.tee-pubkey: not a valid %s public key", kty);
+    int bits = EVP_PKEY_get_bits(pk);
+    bool rsa_key = EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA;
     EVP_PKEY_free(pk);
+    if (rsa_key && (bits < 2048 || bits > 8192)) {
+        char found[16];
+        snprintf(found, sizeof found, "%d bits", bits);
+        return efail(e, 400, "malformed", "request", "2048 to 8192 bits", found,
+                     "runtime_data.tee-pubkey: RSA modulus size");
+    }
     return 0;
 }
 
@@ -248,6 +321,20 @@ int attestd_attest_request_parse(const uint8_t *body, size_t len, AttestdAttestR
     }
     if ((k = check_tee_pubkey(json_object_get(r.runtime_data, "tee-pubkey"), e)) < 0)
         goto fail;
+    {
+        /* runtime_data goes into the token: keep tokens small enough for an HTTP header. */
+        char *compact = json_dumps(r.runtime_data, JSON_COMPACT);
+        size_t clen = compact ? strlen(compact) : SIZE_MAX;
+        free(compact);
+        if (clen > ATTESTD_MAX_RUNTIME_DATA) {
+            char want[32], got[32];
+            snprintf(want, sizeof want, "at most %d bytes", ATTESTD_MAX_RUNTIME_DATA);
+            snprintf(got, sizeof got, "%zu bytes", clen);
+            k = efail(e, 400, "malformed", "request", want, got,
+                      "runtime_data: too large (it is copied into the token)");
+            goto fail;
+        }
+    }
     jv = json_object_get(r.body, "policy_id");
     if (jv && !json_is_string(jv)) {
         k = efail(e, 400, "malformed", "policy_id", NULL, NULL, "policy_id: expected a string");

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -19,6 +20,9 @@
 #define ATTESTD_PROTO_MAJOR 1
 #define ATTESTD_PROTO_MINOR 0
 #define ATTESTD_MAX_CERTS_IN_REQUEST 8
+#define ATTESTD_MAX_JSON_DEPTH 16
+/* Compact JSON size of runtime_data (a P-521 or RSA-4096 tee-pubkey and a nonce fit). */
+#define ATTESTD_MAX_RUNTIME_DATA 1536
 
 typedef struct AttestdError {
     unsigned status;    /* 400, 401, ... */

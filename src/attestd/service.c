@@ -66,6 +66,10 @@ int attestd_policy_set_load(const AttestdConfig *cfg, AttestdPolicySet **ret, ch
             break;
         }
         r = nt_policy_load(ref->file, &p->policy, &perr);
+        /* A policy that does not list VMPLs accepts VMPL 0 only here: a report requested from
+         * a less privileged level (e.g. a guest kernel under an SVSM) does not speak for the VM. */
+        if (r >= 0 && p->policy->vmpls == 0)
+            p->policy->vmpls = 1u << 0;
         if (r >= 0 && ref->recommended_tcb_json)
             r = nt_policy_parse(ref->recommended_tcb_json, strlen(ref->recommended_tcb_json),
                                 &p->recommended, &perr);
@@ -388,6 +392,12 @@ static char *certs_to_json(const NtCertBundle *b) {
     return s;
 }
 
+static void nonce_metric(Attestd *a, NtChallengeResult cr) {
+    char labels[64];
+    snprintf(labels, sizeof labels, "result=\"%s\"", nt_challenge_result_to_string(cr));
+    nt_metrics_add(a->metrics, "nitride_attestd_nonces_total", labels, 1);
+}
+
 static bool errno_unavailable(int e) {
     return e == -EAGAIN || e == -EHOSTUNREACH || e == -ETIMEDOUT || e == -ECONNREFUSED ||
            e == -ENETUNREACH || e == -EBUSY;
@@ -472,13 +482,11 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     if (!c.policy)
         return -ENOENT; /* the set is validated at load: cannot happen */
 
-    /* Freshness: the challenge must be ours, live and unused; runtime_data must carry it. */
-    NtChallengeResult cr = nt_challenge_check(a->challenger, c.r.nonce, now, true, NULL);
-    {
-        char labels[64];
-        snprintf(labels, sizeof labels, "result=\"%s\"", nt_challenge_result_to_string(cr));
-        nt_metrics_add(a->metrics, "nitride_attestd_nonces_total", labels, 1);
-    }
+    /* Freshness: the challenge must be ours, live and unused; runtime_data must carry it. It is
+     * only checked here; it is spent once the evidence has proved authentic, so that requests
+     * without genuine evidence cannot fill the replay table. */
+    NtChallengeResult cr = nt_challenge_check(a->challenger, c.r.nonce, now, false, NULL);
+    nonce_metric(a, cr);
     switch (cr) {
     case NT_CHALLENGE_OK:
         break;
@@ -506,7 +514,7 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
 
     /* REPORT_DATA binds runtime_data (and so the nonce and the tee-pubkey). */
     r = attestd_runtime_binding(c.r.runtime_data, want);
-    if (r == -EDOM || r == -EINVAL || r == -EBADMSG)
+    if (r == -EDOM || r == -EINVAL || r == -EBADMSG || r == -ELOOP || r == -E2BIG)
         return reply_fail(a, reply, 400, "malformed",
                           "runtime_data: cannot be canonicalised (RFC 8785)", "report_data", NULL,
                           NULL);
@@ -523,7 +531,6 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
             char ex[129], f[129];
             hex_encode(want, 64, ex);
             hex_encode(parsed.report_data, 64, f);
-            record(&c, "invalid", "report_data", "REPORT_DATA does not bind runtime_data");
             return reply_fail(a, reply, 401, "invalid",
                               "REPORT_DATA is not SHA-384 of the canonical runtime_data",
                               "report_data", ex, f);
@@ -538,13 +545,29 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
         return r;
     nt_metrics_add(a->metrics, "nitride_attestd_chain_cache_total",
                    c.verdict->chain_cached ? "result=\"hit\"" : "result=\"miss\"", 1);
+    if (nt_verdict_status(c.verdict) != NT_VERDICT_INVALID) {
+        /* Authentic evidence: spend the nonce now (atomically: of two racing copies of one
+         * request, one gets this far). */
+        cr = nt_challenge_check(a->challenger, c.r.nonce, now, true, NULL);
+        if (cr != NT_CHALLENGE_OK) {
+            nonce_metric(a, cr);
+            if (cr == NT_CHALLENGE_BUSY) {
+                nt_web_reply_header(reply, "Retry-After", "1");
+                return reply_fail(a, reply, 429, "busy", "too many attestations in flight; retry",
+                                  "nonce", NULL, NULL);
+            }
+            return reply_fail(a, reply, 401, "nonce", "nonce: already used", "nonce", NULL, NULL);
+        }
+    }
     if (nt_verdict_status(c.verdict) != NT_VERDICT_OK) {
         const NtCheck *f = nt_verdict_first_failure(c.verdict);
         bool policy = nt_verdict_status(c.verdict) == NT_VERDICT_POLICY;
         char msg[300];
         snprintf(msg, sizeof msg, "%s rejected: %s: %s", policy ? "policy" : "evidence",
                  f ? f->name : "?", f && f->detail[0] ? f->detail : "failed");
-        record(&c, policy ? "policy" : "invalid", f ? f->name : "", msg);
+        /* Only authentic evidence is recorded: forged or junk evidence costs no disk. */
+        if (policy)
+            record(&c, "policy", f ? f->name : "", msg);
         if (f && (streq(f->name, "certificates") || streq(f->name, "revocation")) &&
             errno_unavailable(f->error)) {
             nt_web_reply_header(reply, "Retry-After", "30");

@@ -210,12 +210,12 @@ TEE_KEY = jwk.JWK.generate(kty="EC", crv="P-384")
 TEE_PUB = json.loads(TEE_KEY.export_public())
 
 
-def evidence(chip, runtime_data, report_data=None):
+def evidence(chip, runtime_data, report_data=None, vmpl=0):
     """Report + cert table from the simulated chip, REPORT_DATA binding runtime_data."""
     rd = report_data or (hashlib.sha384(jcs(runtime_data)).digest() + bytes(16))
     out, certs = os.path.join(TMP, "r.bin"), os.path.join(TMP, "c.bin")
     run(NITRIDE, "report", "get", "--provider", "sim", "--sim-dir", chip, "--report-data",
-        rd.hex(), "--out", out, "--certs-out", certs)
+        rd.hex(), "--out", out, "--certs-out", certs, "--vmpl", str(vmpl))
     return {"report": b64u(open(out, "rb").read()), "cert_table": b64u(open(certs, "rb").read())}
 
 
@@ -226,11 +226,13 @@ def challenge(a):
     return j["nonce"]
 
 
-def attest(a, chip, nonce=None, rd_nonce=None, report_data=None, pub=None, **extra):
+def attest(a, chip, nonce=None, rd_nonce=None, report_data=None, pub=None, vmpl=0,
+           runtime_extra=None, **extra):
     nonce = nonce or challenge(a)
     runtime = {"nonce": rd_nonce or nonce, "tee-pubkey": pub or TEE_PUB}
-    body = {"version": "1.0", "nonce": nonce, "evidence": evidence(chip, runtime, report_data),
-            "runtime_data": runtime}
+    runtime.update(runtime_extra or {})
+    body = {"version": "1.0", "nonce": nonce,
+            "evidence": evidence(chip, runtime, report_data, vmpl), "runtime_data": runtime}
     body.update(extra)
     return jpost(a.url + "/v1/attest", body)
 
@@ -326,6 +328,40 @@ expect_refusal(attest(A, CHIPS["milan"], nonce=n1, rd_nonce=n2), 401, "nonce", "
 # A tee-pubkey with a private part.
 priv = json.loads(TEE_KEY.export_private())
 expect_refusal(attest(A, CHIPS["milan"], pub=priv), 400, "request", "private tee-pubkey")
+
+# A report from a less privileged VMPL does not speak for the VM (policies without "vmpls"
+# accept VMPL 0 only in attestd).
+expect_refusal(attest(A, CHIPS["milan"], vmpl=1), 401, "vmpl", "VMPL 1 report")
+# tee-pubkey: members other than the public key's, weak RSA, unknown curves.
+for bad_pub, what in [(dict(TEE_PUB, x5u="https://evil.example/k"), "x5u member"),
+                      ({"kty": "RSA", "n": "AQAB", "e": "AQAB"}, "17-bit RSA"),
+                      (dict(TEE_PUB, crv="P-192"), "P-192"),
+                      (dict(TEE_PUB, kty="RSA"), "RSA with EC members")]:
+    expect_refusal(attest(A, CHIPS["milan"], pub=bad_pub), 400, "request", what)
+# runtime_data is copied into the token: too large or too deep is refused, never a 500.
+expect_refusal(attest(A, CHIPS["milan"], runtime_extra={"pad": "x" * 4000}), 400, "request",
+               "large runtime_data")
+deep = {}
+for _ in range(40):
+    deep = {"d": deep}
+expect_refusal(attest(A, CHIPS["milan"], runtime_extra={"deep": deep}), 400, "request",
+               "deep runtime_data")
+# Junk evidence with a genuine nonce neither spends the nonce nor reaches the evidence log.
+rows = lambda: int(run("sqlite3", os.path.join(TMP, "a-evidence.db"),
+                       "SELECT COUNT(*) FROM evidence").stdout)
+n, before = challenge(A), rows()
+runtime = {"nonce": n, "tee-pubkey": TEE_PUB}
+ev = evidence(CHIPS["milan"], runtime)
+rep = bytearray(base64.urlsafe_b64decode(ev["report"] + "=" * (-len(ev["report"]) % 4)))
+rep[0x2A0] ^= 1  # signature byte
+st, j, _ = jpost(A.url + "/v1/attest", {"nonce": n, "runtime_data": runtime,
+                                        "evidence": dict(ev, report=b64u(bytes(rep)))})
+check(st == 401 and j["check"] == "report_signature", "forged report: %d %s" % (st, j))
+check(rows() == before, "forged evidence was recorded in the evidence log")
+st, j, _ = jpost(A.url + "/v1/attest", {"nonce": n, "runtime_data": runtime, "evidence": ev})
+check(st == 200, "nonce spent by forged evidence: %d %s" % (st, j))
+check(rows() == before + 1, "genuine evidence not recorded")
+print("ok: vmpl, tee-pubkey strictness, runtime_data limits, junk evidence spends nothing")
 
 # Nonces: replayed, forged, another service's, expired; two replicas share the secret.
 n = challenge(A)

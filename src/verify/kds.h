@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * AMD Key Distribution Service (KDS) client with a persistent certificate cache.
+ *
+ * Supplies VCEK certificates, the ASK/ASVK+ARK chains and the product CRLs that evidence lacks,
+ * in this order: the on-disk cache, a read-only offline bundle (same layout), then KDS over
+ * HTTPS (libcurl). Nothing fetched is trusted: the verifier chains it to an anchor. But nothing
+ * that is not what was asked for is ever stored either: a VCEK body must parse as one DER
+ * X.509 certificate whose role is VCEK and whose hwID, TCB (blSPL, teeSPL, snpSPL, ucodeSPL and,
+ * on Turin, fmcSPL) and product name equal the request; a chain must be exactly ASK (or ASVK)
+ * then ARK of the product; a CRL must parse as a DER X509_CRL. An error page, a truncated body
+ * or another chip's certificate is refused with -EBADMSG and not cached.
+ *
+ * KDS URLs (base_url + path):
+ *   /vcek/v1/{Milan|Genoa|Turin}/{hwid hex}?blSPL=NN&teeSPL=NN&snpSPL=NN&ucodeSPL=NN
+ *       Milan/Genoa: hwid = the 64 bytes of CHIP_ID (128 hex digits);
+ *       Turin: ?fmcSPL=NN&blSPL=..., hwid = the first 8 bytes of CHIP_ID (16 hex digits).
+ *       NN is decimal, two digits at least ("blSPL=07").
+ *   /vcek/v1/{product}/cert_chain   PEM, ASK then ARK
+ *   /vlek/v1/{product}/cert_chain   PEM, ASVK then ARK
+ *   /vcek/v1/{product}/crl          DER
+ *
+ * Cache layout (cache_dir and offline_dir; directories 0700, files 0600 in cache_dir):
+ *   vcek/{Product}/{hwid hex}/{tcb hex}.der   VCEK, DER; tcb hex = 16 hex digits of the TCB
+ *                                             encoded for the product (snp_tcb_encode)
+ *   chain/{Product}/vcek.pem                  ASK then ARK, PEM
+ *   chain/{Product}/vlek.pem                  ASVK then ARK, PEM
+ *   crl/{Product}.der                         CRL, DER
+ *   crl/{Product}.fetched                     decimal Unix time the CRL was fetched, "\n"
+ *   lock/{entry name with '/' -> '_'}.lock    flock(2) per entry (cache_dir only)
+ *   backoff                                   shared backoff state: "until_unix_ms attempt\n"
+ * {Product} is "Milan", "Genoa" or "Turin". Files are written atomically (temporary file,
+ * fsync, rename, fsync of the directory), so a reader sees an old entry, a new one or none,
+ * never a partial one. Entries are re-validated when read; an invalid cache file is ignored
+ * (treated as absent) and replaced on the next fetch. An offline bundle needs no .fetched file
+ * for its CRL (the CRL's own lastUpdate is used then).
+ *
+ * Concurrency: an NtKds is thread-safe. Concurrent requests in one process for the same entry
+ * wait for one fetch (single-flight); across processes sharing cache_dir, the fetcher holds the
+ * entry's flock and every other process re-checks the cache after taking it, so one fetch
+ * happens in total. HTTP 429 and 5xx start a backoff (Retry-After when given, else exponential
+ * with full jitter between backoff_base_ms and backoff_max_ms) recorded in cache_dir/backoff
+ * for every process; while it lasts, requests that the cache or offline bundle can serve are
+ * served and the others fail at once with -EAGAIN (request threads never sleep for it). A
+ * successful fetch resets it.
+ *
+ * Counted events (cfg->count): "fetch" (an HTTP request to KDS), "cache_hit" (served from the
+ * cache or the offline bundle), "http_429", "http_error" (5xx, other unexpected statuses,
+ * transport errors, garbage bodies), "backoff" (a request refused with -EAGAIN while backing
+ * off).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/macro.h"
+#include "snp/report.h"
+#include "verify/chain.h"
+
+typedef struct NtKds NtKds;
+
+typedef struct NtKdsConfig {
+    const char *base_url;    /* e.g. "https://kdsintf.amd.com"; NULL: never go to the network */
+    const char *cache_dir;   /* persistent cache (created 0700); NULL: no cache */
+    const char *offline_dir; /* read-only bundle with the cache's layout (air-gapped sites) */
+    const char *ca_file;     /* TLS CA for base_url, NULL = system */
+    long timeout_ms;         /* per request, 0 = default 10000 */
+    unsigned backoff_base_ms, backoff_max_ms; /* 0 = defaults 1000, 300000 */
+    void (*count)(void *ud, const char *event);
+    void *count_ud;
+} NtKdsConfig;
+
+/* Creates a client (strings are copied). Creates cache_dir (0700) if missing. Returns 0,
+ * -EINVAL (no base_url, cache_dir nor offline_dir; or a bad base_url), -ENOMEM, or the errno of
+ * creating cache_dir. */
+int nt_kds_new(const NtKdsConfig *cfg, NtKds **ret);
+/* Frees the client (NULL accepted); no request may be running. Returns NULL. */
+NtKds *nt_kds_free(NtKds *k);
+DEFINE_TRIVIAL_CLEANUP_FUNC(NtKds *, nt_kds_free);
+
+/* An NtVcekSource (verify/chain.h) that adds, for report r: the VCEK for (product, hwID,
+ * reported TCB) and ASK+ARK (role VCEK), or ASVK+ARK (role VLEK: the VLEK itself must come with
+ * the evidence; only its chain is fetched). Order: cache -> offline dir -> KDS. The fetch
+ * returns 0, -ENOENT (KDS says 404 / none), -EAGAIN (backing off after 429/5xx and nothing
+ * cached), -EHOSTUNREACH / -ETIMEDOUT (KDS unreachable), -EBADMSG (KDS answered garbage;
+ * nothing cached), -EINVAL (the product is unknown or the report's TCB does not decode).
+ * The source borrows k: k must outlive every verifier it is installed in. */
+void nt_kds_vcek_source(NtKds *k, NtVcekSource *ret);
+
+/* The VCEK (DER) for a chip and TCB: cache -> offline -> KDS (then cache). Errors as above.
+ * *ret_der is malloc'd. */
+int nt_kds_get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len, const SnpTcb *tcb,
+                    uint8_t **ret_der, size_t *ret_len);
+/* The cert_chain (PEM, ASK then ARK; or ASVK then ARK when vlek). Errors as above. */
+int nt_kds_get_chain(NtKds *k, SnpProduct p, bool vlek, char **ret_pem, size_t *ret_len);
+
+/* The product's CRL (DER) from cache if younger than max_age_s, else KDS (then cache).
+ * *ret_fetched_at = when it was fetched. Same errors. Does not verify its signature (the
+ * verifier does) but refuses a body that is not a DER X509_CRL. When KDS cannot be asked
+ * (backing off, unreachable, no base_url) an older cached or offline CRL is NOT returned: the
+ * caller's staleness limit is max_age_s. */
+int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der, size_t *ret_len,
+                   time_t *ret_fetched_at);
+
+/* Fills the cache for a chip and TCB ahead of time (VCEK + VCEK chain + CRL). hwid_len is 64
+ * (Milan, Genoa) or 8 (Turin; 64 accepted, the first 8 bytes are used). Returns 0 or the first
+ * error, as above. */
+int nt_kds_prefetch(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len,
+                    const SnpTcb *tcb);
+
+/* ---- Response validation (exposed for the fuzz target and tests) ----
+ * Each returns 0 or -EBADMSG; they never trust the body. */
+/* One DER certificate, role VCEK, extensions hwID == hwid (8 bytes compared on Turin), TCB ==
+ * tcb, product name naming p. */
+int nt_kds_check_vcek(const uint8_t *der, size_t len, SnpProduct p, const uint8_t *hwid,
+                      size_t hwid_len, const SnpTcb *tcb);
+/* Exactly two PEM certificates: ASK (vlek: ASVK) then ARK, both naming product p. */
+int nt_kds_check_chain(const uint8_t *pem, size_t len, SnpProduct p, bool vlek);
+/* One DER X509_CRL and nothing after it. */
+int nt_kds_check_crl(const uint8_t *der, size_t len);

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# nt_kds (src/verify/kds.c) against tests/kds-server on 127.0.0.1: cold fetch and the persistent
+# cache after a restart with KDS gone; 404 / garbage / 500 / slow answers (nothing cached, the
+# documented errors); 16 threads and two processes asking for one VCEK cause one fetch; a 429
+# storm is backed off (shared between processes) while cached chips keep verifying; prefetch
+# and the offline bundle; Turin's URL form; a corrupted cache file is not served.
+set -euo pipefail
+nitride=$1
+server=$2
+kt=$3
+tmp=$(mktemp -d)
+srv_pid=
+cleanup() {
+  [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# run NAME ARGS...: runs kds-test, output in $tmp/NAME.out, exit code ignored.
+run() {
+  local name=$1; shift
+  timeout 120 "$kt" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || true
+}
+result() { sed -n 's/^result: //p' "$tmp/$1.out"; }
+counter() { sed -n "s/^counts: .*\\b$2=\\([0-9]*\\).*/\\1/p" "$tmp/$1.out"; }
+expect_result() {
+  local name=$1 want=$2
+  [ "$(result "$name")" = "$want" ] || {
+    cat "$tmp/$name.out" "$tmp/$name.err" >&2
+    fail "$name: result '$(result "$name")', wanted '$want'"
+  }
+}
+start_server() {
+  rm -f "$tmp/port"
+  "$server" --chip "$tmp/milan" --chip "$tmp/genoa" --chip "$tmp/turin" --crl "$tmp/crl.der" \
+    --port-file "$tmp/port" >/dev/null 2>>"$tmp/server.log" &
+  srv_pid=$!
+  for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.05; done
+  [ -s "$tmp/port" ] || fail "kds-server did not start"
+  url=http://127.0.0.1:$(cat "$tmp/port")
+}
+stop_server() { kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=; }
+control() { curl -sf -X POST "$url/control?$1" >/dev/null || fail "control $1"; }
+stats() { curl -sf "$url/stats"; }
+stat_of() { stats | jq -r ".$1"; }
+reset_stats() { curl -sf -X POST "$url/stats/reset" >/dev/null; }
+no_entries() { # DIR KIND: the cache holds no entry file of that kind
+  [ -z "$(find "$1" -path "*/$2/*" -type f 2>/dev/null)" ] || fail "$1 has a $2 entry: $(find "$1" -path "*/$2/*" -type f)"
+}
+
+"$nitride" sim init "$tmp/milan" --product milan --vlek >/dev/null
+"$nitride" sim init "$tmp/genoa" --product genoa >/dev/null
+"$nitride" sim init "$tmp/turin" --product turin >/dev/null
+"$kt" make-crl "$tmp/milan" "$tmp/crl.der"
+start_server
+
+# --- Cold fetch: a report without certificates verifies through the KDS source. ---
+run cold --url "$url" --cache "$tmp/c1" verify "$tmp/milan"
+expect_result cold OK
+[ "$(counter cold fetch)" = 2 ] || fail "cold: $(counter cold fetch) fetches, wanted 2 (VCEK, chain)"
+[ "$(stat_of vcek)" = 1 ] && [ "$(stat_of chain)" = 1 ] || fail "cold: server saw $(stats)"
+[ "$(stat -c %a "$tmp/c1")" = 700 ] || fail "cache dir mode $(stat -c %a "$tmp/c1")"
+vcek_file=$(find "$tmp/c1/vcek/Milan" -name '*.der')
+[ -n "$vcek_file" ] && [ "$(stat -c %a "$vcek_file")" = 600 ] || fail "VCEK cache file"
+[ -f "$tmp/c1/chain/Milan/vcek.pem" ] || fail "chain not cached"
+run crl1 --url "$url" --cache "$tmp/c1" crl "$tmp/milan"
+expect_result crl1 OK
+cmp -s "$tmp/c1/crl/Milan.der" "$tmp/crl.der" || fail "CRL not cached"
+run crl_fresh --url "$url" --cache "$tmp/c1" --max-age 3600 crl "$tmp/milan"
+expect_result crl_fresh OK
+[ "$(counter crl_fresh fetch)" = 0 ] || fail "fresh CRL refetched"
+run crl_old --url "$url" --cache "$tmp/c1" --max-age 0 crl "$tmp/milan"
+expect_result crl_old OK
+[ "$(counter crl_old fetch)" = 1 ] || fail "CRL older than max-age not refetched"
+[ "$(stat_of crl)" = 2 ] || fail "server saw $(stat_of crl) CRL requests, wanted 2"
+# A fetch time in the future does not make a CRL fresh forever.
+echo $(($(date +%s) + 86400)) >"$tmp/c1/crl/Milan.fetched"
+run crl_future --url "$url" --cache "$tmp/c1" --max-age 3600 crl "$tmp/milan"
+expect_result crl_future OK
+[ "$(counter crl_future fetch)" = 1 ] || fail "CRL with a future fetch time served from the cache"
+
+# --- Restart: new process, KDS gone: served from the cache. ---
+stop_server
+run restart --url "$url" --cache "$tmp/c1" verify "$tmp/milan"
+expect_result restart OK
+[ "$(counter restart fetch)" = 0 ] || fail "restart fetched"
+run restart_crl --url "$url" --cache "$tmp/c1" crl "$tmp/milan"
+expect_result restart_crl OK
+# Not cached and KDS unreachable.
+run unreach --url "$url" --cache "$tmp/c1" vcek "$tmp/genoa"
+expect_result unreach EHOSTUNREACH
+# A CRL older than the caller's limit is not served when KDS cannot be asked.
+sleep 1.1
+run stale_crl --url "$url" --cache "$tmp/c1" --max-age 1 crl "$tmp/milan"
+expect_result stale_crl EHOSTUNREACH
+start_server
+
+# --- A corrupted cache file is ignored (not served) and replaced by the next fetch. ---
+echo '<html>oops</html>' >"$vcek_file"
+run corrupt_off --cache "$tmp/c1" vcek "$tmp/milan"
+expect_result corrupt_off ENOENT
+run corrupt --url "$url" --cache "$tmp/c1" vcek "$tmp/milan"
+expect_result corrupt OK
+[ "$(counter corrupt fetch)" = 1 ] || fail "corrupt entry not refetched"
+openssl x509 -inform DER -in "$vcek_file" -noout || fail "corrupt entry not replaced"
+
+# --- 404: -ENOENT, nothing cached, and not remembered as a negative. ---
+control "mode=404&count=1"
+run nf --url "$url" --cache "$tmp/c2" vcek "$tmp/genoa"
+expect_result nf ENOENT
+no_entries "$tmp/c2" vcek
+run nf2 --url "$url" --cache "$tmp/c2" vcek "$tmp/genoa"
+expect_result nf2 OK
+[ "$(counter nf2 fetch)" = 1 ] || fail "404 was cached"
+# No VLEK chain for Genoa on this server: 404.
+run nf3 --url "$url" --cache "$tmp/c2" vlek-chain "$tmp/genoa"
+expect_result nf3 ENOENT
+
+# --- Garbage (200 with an HTML page): -EBADMSG, nothing cached. ---
+control "mode=garbage"
+run garbage --url "$url" --cache "$tmp/c3" vcek "$tmp/turin"
+expect_result garbage EBADMSG
+run garbage_chain --url "$url" --cache "$tmp/c3" chain "$tmp/turin"
+expect_result garbage_chain EBADMSG
+run garbage_crl --url "$url" --cache "$tmp/c3" crl "$tmp/turin"
+expect_result garbage_crl EBADMSG
+no_entries "$tmp/c3" vcek
+no_entries "$tmp/c3" chain
+no_entries "$tmp/c3" crl
+[ "$(counter garbage http_error)" = 1 ] || fail "garbage not counted"
+control "mode=ok"
+# Another chip's certificate planted under this chip's entry is not served.
+run plant0 --url "$url" --cache "$tmp/c3" vcek "$tmp/turin"
+expect_result plant0 OK
+turin_file=$(find "$tmp/c3/vcek/Turin" -name '*.der')
+cp "$(find "$tmp/c2/vcek/Genoa" -name '*.der')" "$turin_file"
+run plant --cache "$tmp/c3" vcek "$tmp/turin"
+expect_result plant ENOENT
+
+# --- 500: backs off (-EAGAIN), then succeeds once the backoff is over. ---
+control "mode=500&count=1"
+run e500 --url "$url" --cache "$tmp/c4" --backoff-base 2000 --backoff-max 2500 vcek "$tmp/turin"
+expect_result e500 EAGAIN
+[ "$(counter e500 http_error)" = 1 ] || fail "500 not counted"
+no_entries "$tmp/c4" vcek
+[ -s "$tmp/c4/backoff" ] || fail "no shared backoff state"
+run e500b --url "$url" --cache "$tmp/c4" --backoff-base 2000 --backoff-max 2500 vcek "$tmp/turin"
+expect_result e500b EAGAIN
+[ "$(counter e500b fetch)" = 0 ] || fail "fetched while backing off"
+sleep 2.6
+run e500c --url "$url" --cache "$tmp/c4" --backoff-base 2000 --backoff-max 2500 vcek "$tmp/turin"
+expect_result e500c OK
+
+# --- Slow server: the request times out, nothing cached. ---
+control "mode=slow&delay_ms=3000&count=1"
+t0=$(date +%s%N)
+run slow --url "$url" --cache "$tmp/c5" --timeout-ms 400 vcek "$tmp/milan"
+t1=$(date +%s%N)
+expect_result slow ETIMEDOUT
+[ $(((t1 - t0) / 1000000)) -lt 2500 ] || fail "timeout took $(((t1 - t0) / 1000000)) ms"
+no_entries "$tmp/c5" vcek
+
+# --- 16 threads, one VCEK: one fetch (with and without a cache dir). ---
+control "mode=slow&delay_ms=800"
+reset_stats
+run threads --url "$url" --cache "$tmp/c6" --threads 16 vcek "$tmp/milan"
+expect_result threads OK
+[ "$(stat_of vcek)" = 1 ] || fail "16 threads: server saw $(stat_of vcek) VCEK requests"
+reset_stats
+run threads_nc --url "$url" --threads 16 vcek "$tmp/genoa"
+expect_result threads_nc OK
+[ "$(stat_of vcek)" = 1 ] || fail "16 threads, no cache: server saw $(stat_of vcek) VCEK requests"
+
+# --- Two processes at once, one cache: one fetch. ---
+reset_stats
+run proc1 --url "$url" --cache "$tmp/c7" vcek "$tmp/turin" &
+p1=$!
+run proc2 --url "$url" --cache "$tmp/c7" vcek "$tmp/turin" &
+p2=$!
+wait $p1 $p2
+expect_result proc1 OK
+expect_result proc2 OK
+[ "$(stat_of vcek)" = 1 ] || fail "two processes: server saw $(stat_of vcek) VCEK requests"
+control "mode=ok"
+
+# --- 429 storm: backoff honoured and shared; cached chips keep verifying. ---
+run pre --url "$url" --cache "$tmp/c8" prefetch "$tmp/milan"
+expect_result pre OK
+reset_stats
+control "mode=429&retry_after=30"
+for i in $(seq 5); do
+  run storm_un$i --url "$url" --cache "$tmp/c8" vcek "$tmp/genoa"
+  expect_result storm_un$i EAGAIN
+  run storm_ok$i --url "$url" --cache "$tmp/c8" verify "$tmp/milan"
+  expect_result storm_ok$i OK
+done
+[ "$(stat_of total)" = 1 ] || fail "429 storm: server saw $(stat_of total) requests (wanted 1)"
+[ "$(counter storm_un1 http_429)" = 1 ] || fail "429 not counted"
+[ "$(counter storm_un2 backoff)" = 1 ] || fail "backoff not counted"
+read -r until _ <"$tmp/c8/backoff"
+now_ms=$(($(date +%s%N) / 1000000))
+[ $((until - now_ms)) -gt 5000 ] && [ $((until - now_ms)) -le 30000 ] || fail "Retry-After not honoured: $((until - now_ms)) ms"
+# The backoff file is the shared state: when its deadline has passed, KDS is asked again.
+control "mode=ok"
+echo "$now_ms 1" >"$tmp/c8/backoff"
+run storm_after --url "$url" --cache "$tmp/c8" vcek "$tmp/genoa"
+expect_result storm_after OK
+# Exponential backoff (no Retry-After), at least backoff-base: the next process does not ask.
+control "mode=429"
+reset_stats
+run storm_exp1 --url "$url" --cache "$tmp/c9" --backoff-base 2000 vcek "$tmp/turin"
+expect_result storm_exp1 EAGAIN
+run storm_exp2 --url "$url" --cache "$tmp/c9" --backoff-base 2000 vcek "$tmp/turin"
+expect_result storm_exp2 EAGAIN
+[ "$(stat_of total)" = 1 ] || fail "exponential backoff: server saw $(stat_of total) requests"
+control "mode=ok"
+
+# --- Prefetch, then offline use (no network). ---
+run pf --url "$url" --cache "$tmp/bundle" prefetch "$tmp/turin"
+expect_result pf OK
+[ -f "$tmp/bundle/crl/Turin.der" ] || fail "prefetch did not fetch the CRL"
+stat_of last_uri | grep -q '^/vcek/v1/Turin/crl$' || fail "last_uri: $(stat_of last_uri)"
+run off --offline "$tmp/bundle" --cache "$tmp/c10" verify "$tmp/turin"
+expect_result off OK
+[ "$(counter off fetch)" = 0 ] || fail "offline fetched"
+run off_nc --offline "$tmp/bundle" verify "$tmp/turin"
+expect_result off_nc OK
+rm "$tmp/bundle/crl/Turin.fetched"
+run off_crl --offline "$tmp/bundle" crl "$tmp/turin"
+expect_result off_crl OK
+run off_other --offline "$tmp/bundle" vcek "$tmp/genoa"
+expect_result off_other ENOENT
+
+# --- Turin URL form: fmcSPL first, 8-byte hwID (the server refuses other forms with 400). ---
+grep -Eq '^kds-server: /vcek/v1/Turin/[0-9a-f]{16}\?fmcSPL=[0-9]{2,3}&blSPL=[0-9]{2,3}&teeSPL=[0-9]{2,3}&snpSPL=[0-9]{2,3}&ucodeSPL=[0-9]{2,3}$' "$tmp/server.log" ||
+  fail "no Turin URL of the right form in the server log"
+grep -Eq '^kds-server: /vcek/v1/Milan/[0-9a-f]{128}\?blSPL=[0-9]{2,3}&teeSPL=' "$tmp/server.log" ||
+  fail "no Milan URL of the right form"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$url/vcek/v1/Turin/0011223344556677?blSPL=01&teeSPL=01&snpSPL=01&ucodeSPL=01")
+[ "$code" = 400 ] || fail "server accepted a Turin URL without fmcSPL ($code)"
+
+# --- VLEK: only the chain is fetched. ---
+"$nitride" sim set "$tmp/milan" --signing-key vlek >/dev/null
+run vlek --url "$url" --cache "$tmp/c11" source "$tmp/milan"
+expect_result vlek OK
+grep -q '^cert: ASVK' "$tmp/vlek.out" && ! grep -q '^cert: VCEK' "$tmp/vlek.out" || fail "VLEK source: $(cat "$tmp/vlek.out")"
+[ -f "$tmp/c11/chain/Milan/vlek.pem" ] || fail "VLEK chain not cached"
+
+echo "kds: all passed"
