@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/jose-openssl.h"
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 
 #include "core/encoding.h"
@@ -202,6 +203,46 @@ int attestd_evidence_certs(const json_t *evidence, NtCertBundle *bundle, char er
     return 0;
 }
 
+/* An EC public JWK as an OpenSSL key: x and y of the curve's size, and a point on the curve
+ * (OpenSSL checks that when it decodes the point). libjose's conversion also multiplies the
+ * point by the group order, which costs as much as a signature and proves nothing more on these
+ * prime-order curves. */
+static EVP_PKEY *ec_public_key(json_t *jwk, const char *crv) {
+    static const struct {
+        const char *jwk, *ossl;
+        size_t len;
+    } curves[] = {{"P-256", "P-256", 32}, {"P-384", "P-384", 48}, {"P-521", "P-521", 66}};
+    _cleanup_free_ uint8_t *x = NULL, *y = NULL;
+    uint8_t point[1 + 2 * 66];
+    size_t xl = 0, yl = 0, n = 0;
+    const char *name = NULL, *xs, *ys;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *pk = NULL;
+
+    for (size_t i = 0; i < ELEMENTSOF(curves); i++)
+        if (streq(crv, curves[i].jwk))
+            name = curves[i].ossl, n = curves[i].len;
+    xs = json_string_value(json_object_get(jwk, "x"));
+    ys = json_string_value(json_object_get(jwk, "y"));
+    if (!name || !xs || !ys || base64url_decode_alloc(xs, strlen(xs), &x, &xl) < 0 ||
+        base64url_decode_alloc(ys, strlen(ys), &y, &yl) < 0 || xl != n || yl != n)
+        return NULL;
+    point[0] = 0x04;
+    memcpy(point + 1, x, n);
+    memcpy(point + 1 + n, y, n);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)name, 0),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * n),
+        OSSL_PARAM_construct_end(),
+    };
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pk = NULL;
+    EVP_PKEY_CTX_free(ctx);
+    return pk;
+}
+
 /* The tee-pubkey must be a public JWK of a kind relying parties can encrypt to without
  * ambiguity: only the members its kty defines (plus kid, alg, use), an allowed curve or an RSA
  * modulus of at least 2048 bits, and a key OpenSSL accepts. */
@@ -252,7 +293,7 @@ static int check_tee_pubkey(json_t *jwk, AttestdError *e) {
     if (streq(kty, "OKP") && (!crv || (!streq(crv, "X25519") && !streq(crv, "X448"))))
         return efail(e, 400, "malformed", "request", "X25519 or X448", crv ? crv : "none",
                      "runtime_data.tee-pubkey: unsupported curve (a key to encrypt to)");
-    pk = jose_openssl_jwk_to_EVP_PKEY(NULL, jwk);
+    pk = streq(kty, "EC") ? ec_public_key(jwk, crv) : jose_openssl_jwk_to_EVP_PKEY(NULL, jwk);
     if (!pk)
         return efail(e, 400, "malformed", "request", NULL, NULL,
                      "runtime_data.tee-pubkey: not a valid %s public key", kty);

@@ -336,7 +336,9 @@ expect_refusal(attest(A, CHIPS["milan"], vmpl=1), 401, "vmpl", "VMPL 1 report")
 for bad_pub, what in [(dict(TEE_PUB, x5u="https://evil.example/k"), "x5u member"),
                       ({"kty": "RSA", "n": "AQAB", "e": "AQAB"}, "17-bit RSA"),
                       (dict(TEE_PUB, crv="P-192"), "P-192"),
-                      (dict(TEE_PUB, kty="RSA"), "RSA with EC members")]:
+                      (dict(TEE_PUB, kty="RSA"), "RSA with EC members"),
+                      (dict(TEE_PUB, y=TEE_PUB["x"]), "point not on the curve"),
+                      (dict(TEE_PUB, x=TEE_PUB["x"][:-4]), "short x")]:
     expect_refusal(attest(A, CHIPS["milan"], pub=bad_pub), 400, "request", what)
 # runtime_data is copied into the token: too large or too deep is refused, never a 500.
 expect_refusal(attest(A, CHIPS["milan"], runtime_extra={"pad": "x" * 4000}), 400, "request",
