@@ -7,7 +7,8 @@
 #   (measurement not in the policy) exits 2 naming check "measurement" without retrying; attestd
 #   down: retries, then exit 4 within the deadline; attestd coming up during the retries: success;
 #   429 from the rate limit: retried until the deadline allows; wrong --ca: TLS error, exit 4, not
-#   retried; plain http:// to a non-loopback host refused (exit 3).
+#   retried; plain http:// to a non-loopback host refused (exit 3); a nonce that expired while
+#   vhsmd was slow is replaced by a new challenge.
 # Arguments: $1 nitride  $2 nitride-attestd  $3 vhsmd  $4 vhsm
 set -euo pipefail
 
@@ -15,7 +16,7 @@ NITRIDE=$1 ATTESTD=$2 VHSMD=$3 VHSM=$4
 T=$(mktemp -d /tmp/nt-attest-test.XXXXXX)
 chmod 755 "$T"
 SIM=$T/sim
-ATTESTD_PID= VHSMD_PID=
+ATTESTD_PID= VHSMD_PID= PROXY_PID=
 ATTESTD_LOG=$T/attestd.log VHSMD_LOG=$T/vhsmd.log
 
 stop_pid() {
@@ -28,6 +29,7 @@ stop_pid() {
 cleanup() {
   stop_pid "$ATTESTD_PID"
   stop_pid "$VHSMD_PID"
+  stop_pid "$PROXY_PID"
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -68,7 +70,7 @@ write_config() { # write_config FILE [extra top-level JSON members]
 {
   "listen": "127.0.0.1:0",
   "tls": {"cert": "$T/tls.pem", "key": "$T/tls.key"},
-  "challenge": {"secret": "$T/challenge.key"},
+  "challenge": {"secret": "$T/challenge.key", "lifetime": ${CHALLENGE_LIFETIME:-60}},
   "token": {"keys_dir": "$T/keys"},
   "trust_anchors": ["$SIM/ark.pem"],
   "policies": {"prod": {"file": "$T/policy.json"}},
@@ -139,14 +141,18 @@ echo "$payload" | base64 -d | jq -e --arg m "$M1" "$ae.measurement == \$m" >/dev
 
 # 4. vhsmd's transfer key.
 SOCK=$T/vhsm.sock
-"$VHSMD" --foreground --socket "$SOCK" --keystore "$T/state/keystore" --provider sim \
-  --sim-dir "$SIM" --freshness-anchor "file:$T/run/keystore.anchor" >>"$VHSMD_LOG" 2>&1 &
-VHSMD_PID=$!
-for _ in $(seq 1 200); do
-  if [ -S "$SOCK" ] && "$VHSM" --socket "$SOCK" ping >/dev/null 2>&1; then break; fi
-  kill -0 "$VHSMD_PID" 2>/dev/null || fail "vhsmd exited at start-up"
-  sleep 0.05
-done
+start_vhsmd() {
+  "$VHSMD" --foreground --socket "$SOCK" --keystore "$T/state/keystore" --provider sim \
+    --sim-dir "$SIM" --freshness-anchor "file:$T/run/keystore.anchor" >>"$VHSMD_LOG" 2>&1 &
+  VHSMD_PID=$!
+  for _ in $(seq 1 200); do
+    if [ -S "$SOCK" ] && "$VHSM" --socket "$SOCK" ping >/dev/null 2>&1; then return 0; fi
+    kill -0 "$VHSMD_PID" 2>/dev/null || fail "vhsmd exited at start-up"
+    sleep 0.05
+  done
+  fail "vhsmd did not come up"
+}
+start_vhsmd
 expect 0 "${A[@]}" --vhsm-socket "$SOCK" --json
 jq -e --arg m "$M1" "$ae.measurement == \$m" "$T/out" >/dev/null || fail "vhsm: measurement"
 jq -e '.cnf.jwk.kty == "EC" and .cnf.jwk.crv == "P-384" and (.cnf.jwk.kid | length > 0)
@@ -213,6 +219,49 @@ A=("$NITRIDE" attest --attestd "$URL" --ca "$T/tls.pem" --sim "$SIM")
 expect 0 "${A[@]}" --no-vhsm --json --timeout 30
 grep -q 'HTTP 429' "$T/err" || fail "rate limit: no 429 seen"
 jq -e --arg m "$M1" "$ae.measurement == \$m" "$T/out" >/dev/null || fail "rate limit: claims"
+stop_attestd
+
+# 11. The nonce expires before the evidence is sent (1 s challenges; vhsmd reached through a
+# proxy that holds each connection 1.5 s): a new challenge, then success with the same key.
+start_vhsmd
+python3 - "$T/slow.sock" "$SOCK" >>"$T/proxy.log" 2>&1 <<'PY' &
+import socket, sys, threading, time
+lst = socket.socket(socket.AF_UNIX)
+lst.bind(sys.argv[1])
+lst.listen(8)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    finally:
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+def serve(c):
+    time.sleep(1.5)
+    u = socket.socket(socket.AF_UNIX)
+    u.connect(sys.argv[2])
+    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+    pipe(u, c)
+while True:
+    c, _ = lst.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+PROXY_PID=$!
+for _ in $(seq 1 100); do [ -S "$T/slow.sock" ] && break; sleep 0.05; done
+CHALLENGE_LIFETIME=1 write_config "$T/attestd-short.json"
+start_attestd "$T/attestd-short.json"
+A=("$NITRIDE" attest --attestd "$URL" --ca "$T/tls.pem" --sim "$SIM")
+expect 0 "${A[@]}" --vhsm-socket "$T/slow.sock" --json --timeout 30
+grep -q 'nonce expired; requesting a new challenge' "$T/err" || fail "expired nonce: not renewed"
+jq -e --arg m "$M1" "$ae.measurement == \$m" "$T/out" >/dev/null || fail "expired nonce: claims"
+stop_pid "$PROXY_PID"
 stop_attestd
 
 echo "attest-cli: all checks passed"
