@@ -331,8 +331,10 @@ static int http_failure(AttestRun *run, const char *what, long status, const jso
     }
     if (status == 400 || status == 401) {
         print_refusal(what, status, reply);
-        /* attestd words a policy verdict "policy rejected: CHECK: ...". */
-        if (status == 401 && error && strncmp(error, "policy rejected", 15) == 0)
+        /* attestd says "verdict": "policy" (older replies only word the message so). */
+        const char *verdict = jstr(reply, "verdict");
+        if (status == 401 && ((verdict && streq(verdict, "policy")) ||
+                              (!verdict && error && strncmp(error, "policy rejected", 15) == 0)))
             return NT_EXIT_POLICY;
         return NT_EXIT_INVALID;
     }

@@ -333,7 +333,14 @@ static int reply_fail(Attestd *a, NtWebReply *reply, unsigned status, const char
                       const char *found) {
     fail_metric(a, check ? check : "request");
     reply->result = result;
-    return nt_web_reply_error(reply, status, error, check, expected, found);
+    /* {"error", "check", "expected", "found", "verdict"}: verdict says what kind of refusal it is
+     * (malformed, version, nonce, invalid, policy, busy, unavailable), so that clients need not
+     * parse the message. */
+    json_t *j = json_pack("{ss ss* ss* ss* ss}", "error", error ? error : "refused", "check", check,
+                          "expected", expected, "found", found, "verdict", result);
+    if (!j)
+        return -ENOMEM;
+    return nt_web_reply_json(reply, status, j);
 }
 
 static int reply_error(Attestd *a, NtWebReply *reply, const AttestdError *e) {

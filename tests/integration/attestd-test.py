@@ -299,6 +299,7 @@ for name, chip in CHIPS.items():
 # Wrong measurement (another launch configuration), debug bit.
 bad = OTHER["bad"]
 j = expect_refusal(attest(A, bad), 401, "measurement", "wrong measurement")
+check(j.get("verdict") == "policy", "verdict of a policy refusal: %s" % j)
 check(j.get("expected") and MEAS in j["expected"], "expected measurement not named: %s" % j)
 check(j.get("found") and "22" * 48 in j["found"], "found measurement not named: %s" % j)
 dbg = OTHER["debug"]
@@ -358,7 +359,8 @@ rep = bytearray(base64.urlsafe_b64decode(ev["report"] + "=" * (-len(ev["report"]
 rep[0x2A0] ^= 1  # signature byte
 st, j, _ = jpost(A.url + "/v1/attest", {"nonce": n, "runtime_data": runtime,
                                         "evidence": dict(ev, report=b64u(bytes(rep)))})
-check(st == 401 and j["check"] == "report_signature", "forged report: %d %s" % (st, j))
+check(st == 401 and j["check"] == "report_signature" and j["verdict"] == "invalid",
+      "forged report: %d %s" % (st, j))
 check(rows() == before, "forged evidence was recorded in the evidence log")
 st, j, _ = jpost(A.url + "/v1/attest", {"nonce": n, "runtime_data": runtime, "evidence": ev})
 check(st == 200, "nonce spent by forged evidence: %d %s" % (st, j))
