@@ -174,9 +174,10 @@ EOF
   cat "$W/attestd/log"
   sock7=$W/vhsm7.sock
   "$vhsmd" --foreground --socket "$sock7" --keystore "$W/keystore7" --provider sim --sim-dir "$W/chip" \
-    2>/dev/null &
+    --freshness-anchor "file:$W/run/keystore7.anchor" 2>"$W/vhsmd7.log" &
   pids+=($!)
   for _ in $(seq 50); do [ -S "$sock7" ] && break; sleep 0.1; done
+  [ -S "$sock7" ] || { cat "$W/vhsmd7.log"; exit 1; }
 
   step "7a. nitride attest: challenge, transfer key from vhsmd, a report binding both, EAR token"
   run "$nitride" attest --attestd "$url" --ca "$W/attestd/tls.pem" --provider sim --sim-dir "$W/chip" \
