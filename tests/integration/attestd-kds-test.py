@@ -236,6 +236,33 @@ print("ok: garbage and 404 not cached")
 stop(att)
 stop(kds)
 
+# ---- kds prefetch, then attest with the KDS gone; the cache as an offline bundle ----
+E = chip("genoa-e", "genoa")
+crl_e = os.path.join(TMP, "e.crl")
+run(NITRIDE, "sim", "crl", E, "--out", crl_e)
+kds, kp = start([KDS, "--chip", E, "--crl", crl_e], "kds-prefetch")
+cfg = config("pf", [E], kp)
+pf_path = write_json("pf.json", cfg)
+rep = os.path.join(TMP, "e-report.bin")
+run(NITRIDE, "report", "get", "--provider", "sim", "--sim-dir", E, "--report-data", "00" * 64,
+    "--out", rep)
+p = run(ATTESTD, "kds", "prefetch", "--config", pf_path, "--report", rep)
+check(kds_stats("http://127.0.0.1:%d" % kp)["vcek"] == 1, "prefetch did not fetch the VCEK")
+stop(kds)  # the KDS is gone from now on
+att, aport = start([ATTESTD, "--config", pf_path], "attestd-pf")
+st, j, _ = attest("http://127.0.0.1:%d" % aport, E)
+check(st == 200, "prefetched chip with the KDS down: %d %s" % (st, j))
+stop(att)
+offline = os.path.join(TMP, "offline")
+shutil.copytree(cfg["kds"]["cache_dir"], offline)
+cfg_off = config("off", [E], kp)
+cfg_off["kds"] = {"offline_dir": offline}
+att, aport = start([ATTESTD, "--config", write_json("off.json", cfg_off)], "attestd-off")
+st, j, _ = attest("http://127.0.0.1:%d" % aport, E)
+check(st == 200, "offline bundle: %d %s" % (st, j))
+stop(att)
+print("ok: kds prefetch, then attestation with the KDS down; offline bundle")
+
 # ---- revocation: AMD's CRL from the KDS ----
 R = chip("milan-r", "milan")
 crl_ok, crl_rev = os.path.join(TMP, "ok.crl"), os.path.join(TMP, "rev.crl")

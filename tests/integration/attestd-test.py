@@ -531,6 +531,24 @@ cfgx["tokne"] = {}
 p = run(ATTESTD, "check-config", "--config", write_json("x.json", cfgx), ok=False)
 check(p.returncode != 0 and "tokne" in p.stderr, "unknown config key: %s" % p.stderr)
 
+# Key rotation: the new key is published at once (running replicas see it within 10 s) but the
+# old one keeps signing until rotate_lead has passed.
+st, body, _ = http(A.url + "/.well-known/jwks.json")
+old_kids = {k["kid"] for k in json.loads(body)["keys"]}
+p = run(ATTESTD, "keys", "rotate", "--config", A.cfg)
+check("published now" in p.stdout, "keys rotate: %s" % p.stdout)
+time.sleep(10.5)
+st, body, _ = http(A.url + "/.well-known/jwks.json")
+kids = {k["kid"] for k in json.loads(body)["keys"]}
+check(len(kids) == 2 and old_kids < kids, "JWKS after rotation: %s (before %s)" % (kids, old_kids))
+check(all("d" not in k for k in json.loads(body)["keys"]), "private member in the JWKS")
+st, j, _ = attest(A, CHIPS["milan"])
+obj = jws.JWS()
+obj.deserialize(j["token"])
+check(obj.jose_header["kid"] in old_kids, "the new key signs before its lead time")
+verify_token(A, j["token"])
+print("ok: rotation publishes the new key first")
+
 for x in (A, B, C):
     x.stop()
 shutil.rmtree(TMP)
