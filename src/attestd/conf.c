@@ -73,6 +73,9 @@ static const Field kds_fields[] = {
     {"offline_dir", F_PATH, O(kds_offline_dir), 0, 0, 0, NULL},
     {"timeout", F_INT64, O(kds_timeout_s), 0, 1, 300, NULL},
     {"backoff_max", F_INT64, O(kds_backoff_max_s), 0, 1, 86400, NULL},
+    {"negative_ttl", F_INT64, O(kds_negative_ttl_s), 0, 0, 86400, NULL},
+    {"max_concurrent_fetches", F_UINT, O(kds_max_concurrent_fetches), 0, 1, 64, NULL},
+    {"max_fetches_per_s", F_DOUBLE, O(kds_max_fetches_per_s), 0, 0.01, 1000, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL},
 };
 static const Field revocation_fields[] = {
@@ -336,6 +339,9 @@ int attestd_config_parse(const char *text, size_t len, const char *base_dir, Att
     c->rotate_lead = 600;
     c->kds_timeout_s = 10;
     c->kds_backoff_max_s = 300;
+    c->kds_negative_ttl_s = 600;
+    c->kds_max_concurrent_fetches = 2;
+    c->kds_max_fetches_per_s = 5;
     c->crl_max_age_s = 3600;
     c->crl_max_staleness_s = 0;
     c->evidence_log_max = 20000;

@@ -55,6 +55,9 @@ typedef struct AttestdConfig {
 
     char *kds_url, *kds_ca_file, *kds_cache_dir, *kds_offline_dir;
     int64_t kds_timeout_s, kds_backoff_max_s;
+    int64_t kds_negative_ttl_s; /* 0: 404s are not remembered */
+    unsigned kds_max_concurrent_fetches;
+    double kds_max_fetches_per_s;
 
     char *revocation_mode;       /* "off", "best-effort", "require" */
     int64_t crl_max_age_s;       /* refetch a cached CRL older than this */

@@ -166,7 +166,8 @@ static int declare_metrics(NtMetrics *m) {
         {"nitride_attestd_tokens_total", "counter", "Tokens issued, by EAR status"},
         {"nitride_attestd_nonces_total", "counter", "Nonces presented, by result"},
         {"nitride_attestd_kds_events_total", "counter",
-         "AMD KDS client: fetch, cache_hit, http_429, http_error, backoff"},
+         "AMD KDS client: fetch, cache_hit, http_429, http_error, backoff, negative_hit, "
+         "fetch_refused"},
         {"nitride_attestd_chain_cache_total", "counter", "Verified-chain cache hits and misses"},
     };
     for (size_t i = 0; i < ELEMENTSOF(fams); i++) {
@@ -230,6 +231,9 @@ int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error)
             .timeout_ms = cfg->kds_timeout_s * 1000,
             .backoff_base_ms = 1000,
             .backoff_max_ms = (unsigned)(cfg->kds_backoff_max_s * 1000),
+            .negative_ttl_s = cfg->kds_negative_ttl_s > 0 ? cfg->kds_negative_ttl_s : -1,
+            .max_concurrent_fetches = cfg->kds_max_concurrent_fetches,
+            .max_fetches_per_s = cfg->kds_max_fetches_per_s,
             .count = kds_count,
             .count_ud = a,
         };

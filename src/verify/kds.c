@@ -42,6 +42,11 @@
 #define KDS_DEFAULT_TIMEOUT_MS 10000L
 #define KDS_DEFAULT_BACKOFF_BASE_MS 1000u
 #define KDS_DEFAULT_BACKOFF_MAX_MS 300000u
+#define KDS_NEGATIVE_MAX 4096u
+#define KDS_DEFAULT_NEGATIVE_TTL_S 600
+#define KDS_DEFAULT_MAX_FETCHING 2u
+#define KDS_DEFAULT_FETCH_RATE 5.0
+#define KDS_DEFAULT_FETCH_BURST 10u
 
 /* Delay of the next backoff: the server's Retry-After (capped at max_ms), else web's exponential
  * full jitter, but at least base_ms: a storm of requests refused at once must not come back at
@@ -74,6 +79,13 @@ typedef struct Flight {
     time_t fetched_at;
 } Flight;
 
+/* A VCEK that KDS answered 404 for, remembered until until_ms (monotonic). */
+typedef struct Negative {
+    uint64_t hash; /* of key, to skip most string compares */
+    uint64_t until_ms;
+    char *key;
+} Negative;
+
 struct NtKds {
     char *base_url, *cache_dir, *offline_dir, *ca_file;
     long timeout_ms;
@@ -87,6 +99,15 @@ struct NtKds {
     size_t n_memo;
     NtBackoff backoff;
     uint64_t backoff_until_ms; /* this process's view; the file is authoritative when shared */
+
+    /* What KDS may cost per process, whoever asks: unauthenticated requests reach kds_get()
+     * before any signature is checked, so each of these is the attacker's budget. */
+    uint64_t negative_ttl_ms; /* 0: no negative cache */
+    Negative *negative;       /* ring of KDS_NEGATIVE_MAX; the oldest insertion is evicted */
+    size_t negative_next;
+    unsigned max_fetching, n_fetching; /* KDS requests in flight */
+    double fetch_rate, fetch_burst, fetch_tokens;
+    uint64_t fetch_tokens_at_ms; /* monotonic */
 };
 
 static const char *const product_names[_SNP_PRODUCT_MAX] = {
@@ -103,6 +124,13 @@ static void kds_count(NtKds *k, const char *ev) {
 static uint64_t now_ms(void) {
     struct timespec ts;
     (void)clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* For the negative cache and the fetch budget: immune to wall clock steps. */
+static uint64_t mono_ms(void) {
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
@@ -159,6 +187,21 @@ int nt_kds_new(const NtKdsConfig *cfg, NtKds **ret) {
         k->backoff.max_ms = k->backoff.base_ms;
     k->count = cfg->count;
     k->count_ud = cfg->count_ud;
+    if (cfg->negative_ttl_s >= 0) {
+        int64_t ttl = cfg->negative_ttl_s > 0 ? cfg->negative_ttl_s : KDS_DEFAULT_NEGATIVE_TTL_S;
+        k->negative_ttl_ms = (uint64_t)MIN(ttl, INT64_C(365) * 86400) * 1000u;
+        if (k->base_url) {
+            k->negative = calloc(KDS_NEGATIVE_MAX, sizeof(*k->negative));
+            if (!k->negative)
+                return -ENOMEM;
+        }
+    }
+    k->max_fetching =
+        cfg->max_concurrent_fetches ? cfg->max_concurrent_fetches : KDS_DEFAULT_MAX_FETCHING;
+    k->fetch_rate = cfg->max_fetches_per_s > 0 ? cfg->max_fetches_per_s : KDS_DEFAULT_FETCH_RATE;
+    k->fetch_burst = cfg->fetch_burst ? cfg->fetch_burst : KDS_DEFAULT_FETCH_BURST;
+    k->fetch_tokens = k->fetch_burst;
+    k->fetch_tokens_at_ms = mono_ms();
     if (k->cache_dir) {
         r = mkdir_p(k->cache_dir, 0700);
         if (r < 0)
@@ -179,6 +222,9 @@ NtKds *nt_kds_free(NtKds *k) {
         free(f->data);
         free(f);
     }
+    for (size_t i = 0; k->negative && i < KDS_NEGATIVE_MAX; i++)
+        free(k->negative[i].key);
+    free(k->negative);
     (void)pthread_cond_destroy(&k->cond);
     (void)pthread_mutex_destroy(&k->lock);
     free(k->base_url);
@@ -636,6 +682,92 @@ static void backoff_clear(NtKds *k) {
     backoff_write_file(k, 0, 0);
 }
 
+/* ---- What KDS may cost: negative cache, requests in flight, fetch budget ---- */
+
+static uint64_t key_hash(const char *key) {
+    uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+    for (const unsigned char *s = (const unsigned char *)key; *s; s++)
+        h = (h ^ *s) * UINT64_C(1099511628211);
+    return h;
+}
+
+/* The slot of key in the negative cache (lock held), or NULL. */
+static Negative *negative_find(NtKds *k, const char *key, uint64_t h) {
+    for (size_t i = 0; i < KDS_NEGATIVE_MAX; i++)
+        if (k->negative[i].key && k->negative[i].hash == h && streq(k->negative[i].key, key))
+            return &k->negative[i];
+    return NULL;
+}
+
+/* True if KDS said 404 for e less than negative_ttl ago. */
+static bool negative_get(NtKds *k, const Entry *e) {
+    uint64_t h = key_hash(e->key);
+    Negative *n;
+    KDS_LOCKED(k);
+
+    if (!k->negative || e->kind != ENTRY_VCEK)
+        return false;
+    n = negative_find(k, e->key, h);
+    return n && n->until_ms > mono_ms();
+}
+
+/* Remembers a 404 for e. Bounded: the oldest insertion makes room (expired or not). */
+static void negative_put(NtKds *k, const Entry *e) {
+    uint64_t h = key_hash(e->key);
+    Negative *n;
+    char *key;
+    KDS_LOCKED(k);
+
+    if (!k->negative || e->kind != ENTRY_VCEK)
+        return;
+    n = negative_find(k, e->key, h);
+    if (!n) {
+        key = strdup(e->key);
+        if (!key)
+            return; /* not remembered: the next request asks KDS again */
+        n = &k->negative[k->negative_next];
+        k->negative_next = (k->negative_next + 1) % KDS_NEGATIVE_MAX;
+        free(n->key);
+        n->key = key;
+        n->hash = h;
+    }
+    n->until_ms = mono_ms() + k->negative_ttl_ms;
+}
+
+/* A fetch slot (max_concurrent_fetches); NULL when all are taken. Released by the guard. */
+static NtKds *fetch_slot_take(NtKds *k) {
+    KDS_LOCKED(k);
+
+    if (k->n_fetching >= k->max_fetching)
+        return NULL;
+    k->n_fetching++;
+    return k;
+}
+
+static void fetch_slot_releasep(NtKds **k) {
+    if (!*k)
+        return;
+    KDS_LOCKED(*k);
+    (*k)->n_fetching--;
+}
+
+/* Takes one token of the fetch budget (max_fetches_per_s, bucket of fetch_burst). */
+static bool fetch_token_take(NtKds *k) {
+    uint64_t now = mono_ms();
+    KDS_LOCKED(k);
+
+    if (now > k->fetch_tokens_at_ms) {
+        k->fetch_tokens += (double)(now - k->fetch_tokens_at_ms) * k->fetch_rate / 1000.0;
+        if (k->fetch_tokens > k->fetch_burst)
+            k->fetch_tokens = k->fetch_burst;
+        k->fetch_tokens_at_ms = now;
+    }
+    if (k->fetch_tokens < 1.0)
+        return false;
+    k->fetch_tokens -= 1.0;
+    return true;
+}
+
 /* ---- Fetch ---- */
 
 static int map_transport(int r) {
@@ -705,8 +837,11 @@ static int kds_fetch(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len) {
     return -EBADMSG;
 }
 
-/* The leader's work: backoff check, cross-process lock, re-check, fetch, store. */
+/* The leader's work: backoff check, a fetch slot, cross-process lock, re-check, the fetch
+ * budget, fetch, store. A request that finds no slot or no budget fails at once: request
+ * threads never queue for KDS (only for a fetch of the same entry already in the air). */
 static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, time_t *ret_at) {
+    _cleanup_(fetch_slot_releasep) NtKds *slot = NULL;
     _cleanup_close_ int fd = -EBADF;
     uint8_t *d = NULL;
     size_t n = 0;
@@ -715,6 +850,12 @@ static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, ti
 
     if (backoff_remaining(k) > 0) {
         kds_count(k, "backoff");
+        return -EAGAIN;
+    }
+    slot = fetch_slot_take(k);
+    if (!slot) {
+        kds_count(k, "fetch_refused");
+        log_debug("KDS: %u requests in flight, refusing '%s'.", k->max_fetching, e->key);
         return -EAGAIN;
     }
     if (k->cache_dir) {
@@ -736,7 +877,14 @@ static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, ti
             return -EAGAIN;
         }
     }
+    if (!fetch_token_take(k)) {
+        kds_count(k, "fetch_refused");
+        log_debug("KDS: over %g requests/s, refusing '%s'.", k->fetch_rate, e->key);
+        return -EAGAIN;
+    }
     r = kds_fetch(k, e, &d, &n);
+    if (r == -ENOENT)
+        negative_put(k, e);
     if (r < 0)
         return r;
     at = time(NULL);
@@ -849,6 +997,10 @@ static int kds_get(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, tim
         return r;
     if (!k->base_url)
         return -ENOENT;
+    if (negative_get(k, e)) {
+        kds_count(k, "negative_hit");
+        return -ENOENT;
+    }
     r = flight_join(k, e, &f, &d, &n, &at);
     if (r < 0)
         return r;

@@ -44,10 +44,20 @@
  * served and the others fail at once with -EAGAIN (request threads never sleep for it). A
  * successful fetch resets it.
  *
+ * What KDS may cost, per process (a verifier asks for the VCEK before it can check the report's
+ * signature, so anyone who can submit a report spends this): a VCEK 404 is remembered in memory
+ * for negative_ttl_s (at most 4096 entries, the oldest evicted first) and answered -ENOENT
+ * without a request; at most max_concurrent_fetches requests are in flight and at most
+ * max_fetches_per_s (token bucket of fetch_burst) are started; a request beyond either fails at
+ * once with -EAGAIN instead of waiting. Requests for an entry already being fetched wait for that
+ * fetch (bounded by timeout_ms) and take neither a slot nor a token; cache hits are never
+ * limited.
+ *
  * Counted events (cfg->count): "fetch" (an HTTP request to KDS), "cache_hit" (served from the
  * cache or the offline bundle), "http_429", "http_error" (5xx, other unexpected statuses,
  * transport errors, garbage bodies), "backoff" (a request refused with -EAGAIN while backing
- * off).
+ * off), "negative_hit" (-ENOENT from the negative cache), "fetch_refused" (-EAGAIN: too many
+ * requests in flight or over the fetch budget).
  */
 #pragma once
 
@@ -69,6 +79,10 @@ typedef struct NtKdsConfig {
     const char *ca_file;     /* TLS CA for base_url, NULL = system */
     long timeout_ms;         /* per request, 0 = default 10000 */
     unsigned backoff_base_ms, backoff_max_ms; /* 0 = defaults 1000, 300000 */
+    int64_t negative_ttl_s;          /* remember a VCEK 404; 0 = default 600, < 0 = never */
+    unsigned max_concurrent_fetches; /* KDS requests in flight; 0 = default 2 */
+    double max_fetches_per_s;        /* KDS requests started per second; 0 = default 5 */
+    unsigned fetch_burst;            /* token bucket size for the above; 0 = default 10 */
     void (*count)(void *ud, const char *event);
     void *count_ud;
 } NtKdsConfig;
@@ -84,10 +98,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(NtKds *, nt_kds_free);
 /* An NtVcekSource (verify/chain.h) that adds, for report r: the VCEK for (product, hwID,
  * reported TCB) and ASK+ARK (role VCEK), or ASVK+ARK (role VLEK: the VLEK itself must come with
  * the evidence; only its chain is fetched). Order: cache -> offline dir -> KDS. The fetch
- * returns 0, -ENOENT (KDS says 404 / none), -EAGAIN (backing off after 429/5xx and nothing
- * cached), -EHOSTUNREACH / -ETIMEDOUT (KDS unreachable), -EBADMSG (KDS answered garbage;
- * nothing cached), -EINVAL (the product is unknown or the report's TCB does not decode).
- * The source borrows k: k must outlive every verifier it is installed in. */
+ * returns 0, -ENOENT (KDS says 404, now or within negative_ttl_s / none), -EAGAIN (backing off
+ * after 429/5xx, or over the fetch limits, and nothing cached), -EHOSTUNREACH / -ETIMEDOUT (KDS
+ * unreachable), -EBADMSG (KDS answered garbage; nothing cached), -EINVAL (the product is unknown or
+ * the report's TCB does not decode). The source borrows k: k must outlive every verifier it is
+ * installed in. */
 void nt_kds_vcek_source(NtKds *k, NtVcekSource *ret);
 
 /* The VCEK (DER) for a chip and TCB: cache -> offline -> KDS (then cache). Errors as above.

@@ -566,6 +566,8 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
 
 /* Asks the VcekSource for the certificates of the report and appends what it supplies to c
  * (the bundle extra keeps them alive); ek becomes the first endorsement key if it was unset.
+ * What the source added is kept even when it then failed (KDS adds the chain before it asks for
+ * the VCEK: evidence with the VCEK but without the ASK needs only that chain).
  * Returns 0 (possibly nothing added), the source's error other than -ENOENT, or -ENOMEM. */
 static int source_fetch(const NtVcekSource *src, const SnpReport *rep, SnpProduct hint,
                         NtCertRole role, NtCertBundle **extra, Certs *c, size_t *ek) {
@@ -575,17 +577,15 @@ static int source_fetch(const NtVcekSource *src, const SnpReport *rep, SnpProduc
     if (!*extra)
         return -ENOMEM;
     r = src->fetch(src->userdata, rep, hint, role, *extra);
-    if (r < 0 && r != -ENOENT) {
+    if (r < 0 && r != -ENOENT)
         log_debug_errno(r, "Certificate source '%s' failed: %m", src->name);
-        return r;
-    }
     for (size_t i = 0; i < (*extra)->n_entries && c->n < ELEMENTSOF(c->e); i++) {
         c->e[c->n] = &(*extra)->entries[i];
         if (*ek == SIZE_MAX && c->e[c->n]->role == role)
             *ek = c->n;
         c->n++;
     }
-    return 0;
+    return r < 0 && r != -ENOENT ? r : 0;
 }
 
 static bool cache_try(NtVerifier *v, const Certs *c, NtCertRole role, size_t ek, time_t at,

@@ -3,7 +3,9 @@
 """nitride-attestd with AMD KDS (tests/kds-server.c on 127.0.0.1, serving simulated chips):
 evidence without certificates makes attestd fetch the VCEK and chain; the on-disk cache serves
 them after a restart; a 429 storm is backed off while cached chips keep attesting; 404 and
-garbage are not cached; the CRL is checked (a revoked VCEK is refused, no CRL is 503).
+garbage are not cached; the CRL is checked (a revoked VCEK is refused, no CRL is 503); junk
+reports (random CHIP_IDs) cannot make attestd hammer the KDS nor hold its worker threads while a
+cached chip attests, and a junk CHIP_ID's 404 is remembered.
 
 Usage: attestd-kds-test.py NITRIDE NITRIDE_ATTESTD KDS_SERVER
 """
@@ -16,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -103,7 +106,8 @@ def chip(name, product):
 TEE = json.loads(jwk.JWK.generate(kty="EC", crv="P-384").export_public())
 
 
-def attest(url, chip_dir):
+def attest_request(url, chip_dir):
+    """A fresh challenge and the chip's report bound to it: (nonce, runtime_data, report)."""
     st, body, _ = http(url + "/v1/challenge", {})
     check(st == 200, "challenge %d %s" % (st, body))
     nonce = json.loads(body)["nonce"]
@@ -112,10 +116,27 @@ def attest(url, chip_dir):
     out = os.path.join(TMP, "r.bin")
     run(NITRIDE, "report", "get", "--provider", "sim", "--sim-dir", chip_dir, "--report-data",
         (rd.digest() + bytes(16)).hex(), "--out", out)
+    return nonce, runtime, open(out, "rb").read()
+
+
+def attest_send(url, nonce, runtime, report):
     # No certificates in the evidence: attestd must find them (cache or KDS).
     st, body, h = http(url + "/v1/attest", {"nonce": nonce, "runtime_data": runtime,
-                                            "evidence": {"report": b64u(open(out, "rb").read())}})
+                                            "evidence": {"report": b64u(report)}})
     return st, json.loads(body), h
+
+
+def attest(url, chip_dir):
+    return attest_send(url, *attest_request(url, chip_dir))
+
+
+CHIP_ID = 0x1A0  # offset of CHIP_ID (64 bytes) in the report
+
+
+def junk(report):
+    """The genuine report with a random CHIP_ID: the signature no longer matches, but the VCEK
+    for that CHIP_ID is asked for before the signature can be checked."""
+    return report[:CHIP_ID] + os.urandom(64) + report[CHIP_ID + 64:]
 
 
 def kds_stats(kds_url):
@@ -205,6 +226,59 @@ st, j, _ = attest(AURL, B)
 check(st == 200, "after the storm: %d %s" % (st, j))
 print("ok: 429 storm: %d KDS requests in %.1f s, cached chip kept attesting" %
       (storm, time.monotonic() - t0))
+
+# Junk: 20 reports with random CHIP_IDs at once while the KDS is slow (2 s). At most
+# kds.max_concurrent_fetches (2) of them wait for the KDS, the others get 503 at once, so the
+# HTTP worker threads stay free: a cached chip attests quickly meanwhile, and the KDS sees few
+# requests (also bounded by kds.max_fetches_per_s: burst 10).
+kds_mode(KURL, "mode=slow&delay_ms=2000")
+before = kds_stats(KURL)["total"]
+n, rt, rep = attest_request(AURL, A)
+valid = attest_request(AURL, A)
+junk_st = []
+
+
+def send_junk():
+    st, j, _ = attest_send(AURL, n, rt, junk(rep))
+    junk_st.append((st, j.get("check")))
+
+
+t0 = time.monotonic()
+junkers = [threading.Thread(target=send_junk) for _ in range(20)]
+for t in junkers:
+    t.start()
+time.sleep(0.3)
+t1 = time.monotonic()
+st, j, _ = attest_send(AURL, *valid)
+valid_s = time.monotonic() - t1
+for t in junkers:
+    t.join(60)
+junk_s = time.monotonic() - t0
+check(st == 200, "cached chip during junk: %d %s" % (st, j))
+check(valid_s < 1.0, "cached chip waited %.2f s behind junk requests" % valid_s)
+check(len(junk_st) == 20 and all(s in (401, 503) for s, _ in junk_st), "junk: %s" % junk_st)
+check(any(s == 503 for s, _ in junk_st), "no junk request refused: %s" % junk_st)
+junk_kds = kds_stats(KURL)["total"] - before
+check(junk_kds <= 10, "20 junk requests caused %d KDS requests" % junk_kds)
+st, body, _ = http(AURL + "/metrics")
+check(b'event="fetch_refused"' in body, "fetch_refused not counted in metrics")
+print("ok: 20 junk attests: %d KDS requests, %d refused (503), all in %.1f s; cached chip "
+      "attested in %.0f ms meanwhile" % (junk_kds, sum(s == 503 for s, _ in junk_st), junk_s,
+                                         valid_s * 1000))
+# A junk CHIP_ID's 404 is remembered (kds.negative_ttl): asking again costs no KDS request.
+kds_mode(KURL, "mode=ok")
+time.sleep(2.5)  # the fetch budget refills (5/s)
+bad = junk(rep)
+st, j, _ = attest_send(AURL, n, rt, bad)
+check(st == 401 and j.get("check") == "certificates", "junk CHIP_ID: %d %s" % (st, j))
+before = kds_stats(KURL)["total"]
+for _ in range(3):
+    st, j, _ = attest_send(AURL, n, rt, bad)
+    check(st == 401 and j.get("check") == "certificates", "junk CHIP_ID again: %d %s" % (st, j))
+check(kds_stats(KURL)["total"] == before, "a 404 was asked again: %s" % kds_stats(KURL))
+st, body, _ = http(AURL + "/metrics")
+check(b'event="negative_hit"' in body, "negative_hit not counted in metrics")
+print("ok: a junk CHIP_ID's 404 is remembered")
 
 # 404 and garbage are not cached: once the KDS behaves, the chip attests.
 D = chip("milan-d", "milan")

@@ -3,24 +3,40 @@
  * kds-test: drives nt_kds (verify/kds.h) for tests/integration/kds.sh.
  *
  *   kds-test [--url U] [--cache D] [--offline D] [--timeout-ms N] [--backoff-base MS]
- *            [--backoff-max MS] [--threads N] [--max-age S] OP CHIPDIR
+ *            [--backoff-max MS] [--threads N] [--max-age S] [--negative-ttl S]
+ *            [--max-fetching N] [--rate R] [--burst N] [--repeat N] [--pause-ms MS[,MS...]]
+ *            [--random-hwid] [--with-vcek] [--probe-delay-ms MS] OP CHIPDIR
  *     OP: vcek | chain | vlek-chain | crl | prefetch | source | verify
  *       vcek/prefetch: for the chip's hwID and current reported TCB; source: the VcekSource on a
  *       fresh report of the chip (role by its signing key); verify: nt_verifier_verify of a
- *       report WITHOUT certificates, the chip's ARK trusted, the KDS source installed.
- *     --threads N runs OP in N threads at once (one NtKds).
- *     Prints "result: OK" or "result: <ERRNO NAME>" (all threads agree) or "result: MIXED ..."
- *     and "counts: fetch=N cache_hit=N http_429=N http_error=N backoff=N". Exit 0 only for OK.
+ *       report WITHOUT certificates (--with-vcek: with the chip's VCEK but no ASK/ARK), the
+ *       chip's ARK trusted, the KDS source installed.
+ *     --threads N runs OP in N threads at once (one NtKds); --repeat N runs it N times in each
+ *     thread, sleeping the i-th --pause-ms value (the last one repeats) between runs;
+ *     --random-hwid gives every run a random CHIP_ID (a chip KDS does not know).
+ *     --negative-ttl, --max-fetching, --rate, --burst: NtKdsConfig's negative_ttl_s,
+ *     max_concurrent_fetches, max_fetches_per_s, fetch_burst.
+ *     --probe-delay-ms M: M ms after the threads started, the main thread asks for the VCEK of a
+ *     random CHIP_ID, then for the chip's own VCEK, and prints "probe_miss: RESULT MS" and
+ *     "probe_hit: RESULT MS" (MS: how long each took).
+ *     Prints "thread I: RESULT MS" (last run, the thread's total time), "results: R..." (every
+ *     run of thread 0), "elapsed_ms: N" (all threads), "result: OK" or "result: <ERRNO NAME>"
+ *     (all threads agree) or "result: MIXED ..." and "counts: fetch=N cache_hit=N http_429=N
+ *     http_error=N backoff=N negative_hit=N fetch_refused=N". Exit 0 only for OK.
  *   kds-test make-crl CHIPDIR OUT   writes a DER CRL issued under the chip's ARK name.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "core/fileio.h"
@@ -51,16 +67,26 @@ static const char *errname(int r) {
     return strerror(-r);
 }
 
-static unsigned long n_fetch, n_hit, n_429, n_err, n_backoff;
+static unsigned long n_fetch, n_hit, n_429, n_err, n_backoff, n_neg, n_refused;
 
 static void count(void *ud, const char *ev) {
-    unsigned long *c = streq(ev, "fetch")       ? &n_fetch
-                       : streq(ev, "cache_hit") ? &n_hit
-                       : streq(ev, "http_429")  ? &n_429
-                       : streq(ev, "backoff")   ? &n_backoff
-                                                : &n_err;
+    unsigned long *c = streq(ev, "fetch")           ? &n_fetch
+                       : streq(ev, "cache_hit")     ? &n_hit
+                       : streq(ev, "http_429")      ? &n_429
+                       : streq(ev, "backoff")       ? &n_backoff
+                       : streq(ev, "negative_hit")  ? &n_neg
+                       : streq(ev, "fetch_refused") ? &n_refused
+                                                    : &n_err;
     __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
 }
+
+static uint64_t mono_ms(void) {
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+#define MAX_REPEAT 64
 
 typedef struct Job {
     NtKds *k;
@@ -70,12 +96,20 @@ typedef struct Job {
     SnpProduct p;
     SnpReport rep;
     int64_t max_age;
+    bool with_vcek;
+    bool random_hwid;
+    int repeat;
+    const long *pauses;
+    int n_pauses;
+    int rs[MAX_REPEAT];
+    uint64_t ms;
     int r;
 } Job;
 
 static int do_verify(Job *j) {
     _cleanup_(nt_verifier_freep) NtVerifier *v = NULL;
     _cleanup_(nt_verdict_freep) NtVerdict *vd = NULL;
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *ev = NULL;
     _cleanup_free_ char *ark = NULL;
     uint8_t raw[SNP_REPORT_SIZE];
     NtVcekSource src;
@@ -91,9 +125,20 @@ static int do_verify(Job *j) {
     r = nt_verifier_add_trust_anchor_file(v, ark);
     if (r < 0)
         return r;
+    if (j->with_vcek) { /* the VCEK alone: the chain must come from the source */
+        _cleanup_free_ char *vcek = NULL;
+        if (asprintf(&vcek, "%s/vcek.pem", j->chipdir) < 0)
+            return -ENOMEM;
+        ev = nt_cert_bundle_new();
+        if (!ev)
+            return -ENOMEM;
+        r = nt_cert_bundle_add_file(ev, vcek);
+        if (r < 0)
+            return r;
+    }
     nt_kds_vcek_source(j->k, &src);
     nt_verifier_set_vcek_source(v, &src);
-    r = nt_verifier_verify(v, raw, sizeof(raw), NULL, NULL, &vd);
+    r = nt_verifier_verify(v, raw, sizeof(raw), ev, NULL, &vd);
     if (r < 0)
         return r;
     if (nt_verdict_status(vd) == NT_VERDICT_OK)
@@ -104,8 +149,7 @@ static int do_verify(Job *j) {
     return -EKEYREJECTED;
 }
 
-static void *run(void *arg) {
-    Job *j = arg;
+static void run_once(Job *j) {
     _cleanup_free_ uint8_t *d = NULL;
     _cleanup_free_ char *pem = NULL;
     size_t n;
@@ -114,7 +158,7 @@ static void *run(void *arg) {
 
     if (snp_tcb_decode(j->rep.reported_tcb, j->p, &tcb) < 0) {
         j->r = -EINVAL;
-        return NULL;
+        return;
     }
     if (streq(j->op, "vcek"))
         j->r = nt_kds_get_vcek(j->k, j->p, j->rep.chip_id, 64, &tcb, &d, &n);
@@ -141,7 +185,46 @@ static void *run(void *arg) {
         j->r = do_verify(j);
     else
         j->r = -EINVAL;
+}
+
+static void *run(void *arg) {
+    Job *j = arg;
+    uint64_t t0 = mono_ms();
+
+    for (int i = 0; i < j->repeat; i++) {
+        if (i > 0 && j->n_pauses > 0)
+            (void)usleep((useconds_t)j->pauses[MIN(i - 1, j->n_pauses - 1)] * 1000u);
+        if (j->random_hwid && RAND_bytes(j->rep.chip_id, sizeof(j->rep.chip_id)) != 1) {
+            j->r = -EIO;
+            break;
+        }
+        run_once(j);
+        j->rs[i] = j->r;
+    }
+    j->ms = mono_ms() - t0;
     return NULL;
+}
+
+/* The probe (--probe-delay-ms): a miss for a random chip, then the chip's own VCEK. */
+static void probe(NtKds *k, SnpProduct p, const SnpReport *rep) {
+    _cleanup_free_ uint8_t *d1 = NULL, *d2 = NULL;
+    uint8_t hw[64];
+    size_t n;
+    SnpTcb tcb;
+    uint64_t t0;
+    int r;
+
+    if (snp_tcb_decode(rep->reported_tcb, p, &tcb) < 0 || RAND_bytes(hw, sizeof(hw)) != 1) {
+        printf("probe_miss: EINVAL 0\nprobe_hit: EINVAL 0\n");
+        return;
+    }
+    t0 = mono_ms();
+    r = nt_kds_get_vcek(k, p, hw, sizeof(hw), &tcb, &d1, &n);
+    printf("probe_miss: %s %" PRIu64 "\n", errname(r), mono_ms() - t0);
+    t0 = mono_ms();
+    r = nt_kds_get_vcek(k, p, rep->chip_id, sizeof(rep->chip_id), &tcb, &d2, &n);
+    printf("probe_hit: %s %" PRIu64 "\n", errname(r), mono_ms() - t0);
+    fflush(stdout);
 }
 
 static int make_crl(const char *chipdir, const char *out) {
@@ -185,7 +268,25 @@ static int make_crl(const char *chipdir, const char *out) {
 }
 
 int main(int argc, char **argv) {
-    enum { O_URL = 256, O_CACHE, O_OFFLINE, O_TIMEOUT, O_BBASE, O_BMAX, O_THREADS, O_MAXAGE };
+    enum {
+        O_URL = 256,
+        O_CACHE,
+        O_OFFLINE,
+        O_TIMEOUT,
+        O_BBASE,
+        O_BMAX,
+        O_THREADS,
+        O_MAXAGE,
+        O_NEGTTL,
+        O_MAXFETCH,
+        O_RATE,
+        O_BURST,
+        O_REPEAT,
+        O_PAUSE,
+        O_RANDOM,
+        O_WITHVCEK,
+        O_PROBE,
+    };
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},
         {"cache", required_argument, NULL, O_CACHE},
@@ -195,6 +296,15 @@ int main(int argc, char **argv) {
         {"backoff-max", required_argument, NULL, O_BMAX},
         {"threads", required_argument, NULL, O_THREADS},
         {"max-age", required_argument, NULL, O_MAXAGE},
+        {"negative-ttl", required_argument, NULL, O_NEGTTL},
+        {"max-fetching", required_argument, NULL, O_MAXFETCH},
+        {"rate", required_argument, NULL, O_RATE},
+        {"burst", required_argument, NULL, O_BURST},
+        {"repeat", required_argument, NULL, O_REPEAT},
+        {"pause-ms", required_argument, NULL, O_PAUSE},
+        {"random-hwid", no_argument, NULL, O_RANDOM},
+        {"with-vcek", no_argument, NULL, O_WITHVCEK},
+        {"probe-delay-ms", required_argument, NULL, O_PROBE},
         {},
     };
     NtKdsConfig cfg = {.count = count};
@@ -202,7 +312,10 @@ int main(int argc, char **argv) {
     _cleanup_(sim_chip_freep) SimChip *chip = NULL;
     Job jobs[64];
     pthread_t th[64];
-    int nthreads = 1, c, r;
+    int nthreads = 1, repeat = 1, n_pauses = 0, c, r;
+    long pauses[MAX_REPEAT], probe_delay = -1;
+    bool random_hwid = false, with_vcek = false;
+    uint64_t t0;
     int64_t max_age = 3600;
     const char *op, *dir;
     uint8_t rd[64] = {0}, raw[SNP_REPORT_SIZE];
@@ -235,6 +348,37 @@ int main(int argc, char **argv) {
         case O_MAXAGE:
             max_age = atoll(optarg);
             break;
+        case O_NEGTTL:
+            cfg.negative_ttl_s = atoll(optarg);
+            break;
+        case O_MAXFETCH:
+            cfg.max_concurrent_fetches = (unsigned)atol(optarg);
+            break;
+        case O_RATE:
+            cfg.max_fetches_per_s = atof(optarg);
+            break;
+        case O_BURST:
+            cfg.fetch_burst = (unsigned)atol(optarg);
+            break;
+        case O_REPEAT:
+            repeat = atoi(optarg);
+            break;
+        case O_PAUSE:
+            for (char *s = optarg, *e; *s && n_pauses < MAX_REPEAT; s = *e ? e + 1 : e) {
+                pauses[n_pauses++] = strtol(s, &e, 10);
+                if (e == s)
+                    return 2;
+            }
+            break;
+        case O_RANDOM:
+            random_hwid = true;
+            break;
+        case O_WITHVCEK:
+            with_vcek = true;
+            break;
+        case O_PROBE:
+            probe_delay = atol(optarg);
+            break;
         default:
             return 2;
         }
@@ -251,7 +395,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "make-crl: %s\n", strerror(-r));
         return r < 0;
     }
-    if (nthreads < 1 || nthreads > (int)ELEMENTSOF(th))
+    if (nthreads < 1 || nthreads > (int)ELEMENTSOF(th) || repeat < 1 || repeat > MAX_REPEAT)
         return 2;
 
     r = sim_chip_load(dir, &chip);
@@ -276,12 +420,30 @@ int main(int argc, char **argv) {
                         .chip = chip,
                         .p = sim_chip_product(chip),
                         .rep = rep,
-                        .max_age = max_age};
+                        .max_age = max_age,
+                        .with_vcek = with_vcek,
+                        .random_hwid = random_hwid,
+                        .repeat = repeat,
+                        .pauses = pauses,
+                        .n_pauses = n_pauses};
+    }
+    t0 = mono_ms();
+    for (int i = 0; i < nthreads; i++)
         if (pthread_create(&th[i], NULL, run, &jobs[i]) != 0)
             return 2;
+    if (probe_delay >= 0) {
+        (void)usleep((useconds_t)probe_delay * 1000u);
+        probe(k, sim_chip_product(chip), &rep);
     }
     for (int i = 0; i < nthreads; i++)
         (void)pthread_join(th[i], NULL);
+    printf("elapsed_ms: %" PRIu64 "\n", mono_ms() - t0);
+    for (int i = 0; i < nthreads; i++)
+        printf("thread %d: %s %" PRIu64 "\n", i, errname(jobs[i].r), jobs[i].ms);
+    printf("results:");
+    for (int i = 0; i < repeat; i++)
+        printf(" %s", errname(jobs[0].rs[i]));
+    printf("\n");
     for (int i = 1; i < nthreads; i++)
         mixed |= jobs[i].r != jobs[0].r;
     if (mixed) {
@@ -291,7 +453,8 @@ int main(int argc, char **argv) {
         printf("\n");
     } else
         printf("result: %s\n", errname(jobs[0].r));
-    printf("counts: fetch=%lu cache_hit=%lu http_429=%lu http_error=%lu backoff=%lu\n", n_fetch,
-           n_hit, n_429, n_err, n_backoff);
+    printf("counts: fetch=%lu cache_hit=%lu http_429=%lu http_error=%lu backoff=%lu "
+           "negative_hit=%lu fetch_refused=%lu\n",
+           n_fetch, n_hit, n_429, n_err, n_backoff, n_neg, n_refused);
     return !mixed && jobs[0].r == 0 ? 0 : 1;
 }

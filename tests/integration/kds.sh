@@ -4,7 +4,11 @@
 # cache after a restart with KDS gone; 404 / garbage / 500 / slow answers (nothing cached, the
 # documented errors); 16 threads and two processes asking for one VCEK cause one fetch; a 429
 # storm is backed off (shared between processes) while cached chips keep verifying; prefetch
-# and the offline bundle; Turin's URL form; a corrupted cache file is not served.
+# and the offline bundle; Turin's URL form; a corrupted cache file is not served. What junk
+# requests can cost: a VCEK 404 is remembered for the negative TTL; at most
+# max_concurrent_fetches requests in flight (the next miss -EAGAIN at once, hits unaffected);
+# at most burst + rate * elapsed requests started. A VCEK in the evidence without its ASK verifies
+# with the cached chain while KDS refuses the VCEK.
 set -euo pipefail
 nitride=$1
 server=$2
@@ -25,6 +29,7 @@ run() {
 }
 result() { sed -n 's/^result: //p' "$tmp/$1.out"; }
 counter() { sed -n "s/^counts: .*\\b$2=\\([0-9]*\\).*/\\1/p" "$tmp/$1.out"; }
+field() { sed -n "s/^$2: //p" "$tmp/$1.out"; } # NAME FIELD: "probe_miss", "elapsed_ms", ...
 expect_result() {
   local name=$1 want=$2
   [ "$(result "$name")" = "$want" ] || {
@@ -106,7 +111,7 @@ expect_result corrupt OK
 [ "$(counter corrupt fetch)" = 1 ] || fail "corrupt entry not refetched"
 openssl x509 -inform DER -in "$vcek_file" -noout || fail "corrupt entry not replaced"
 
-# --- 404: -ENOENT, nothing cached, and not remembered as a negative. ---
+# --- 404: -ENOENT, nothing cached, and not remembered by the next process. ---
 control "mode=404&count=1"
 run nf --url "$url" --cache "$tmp/c2" vcek "$tmp/genoa"
 expect_result nf ENOENT
@@ -240,6 +245,67 @@ grep -Eq '^kds-server: /vcek/v1/Milan/[0-9a-f]{128}\?blSPL=[0-9]{2,3}&teeSPL=' "
   fail "no Milan URL of the right form"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$url/vcek/v1/Turin/0011223344556677?blSPL=01&teeSPL=01&snpSPL=01&ucodeSPL=01")
 [ "$code" = 400 ] || fail "server accepted a Turin URL without fmcSPL ($code)"
+
+# --- Negative cache: a VCEK 404 is answered from memory for the TTL, then KDS is asked again. ---
+control "mode=404"
+reset_stats
+run neg --url "$url" --negative-ttl 1 --repeat 3 --pause-ms 0,1300 vcek "$tmp/genoa"
+[ "$(field neg results)" = "ENOENT ENOENT ENOENT" ] || fail "neg: $(cat "$tmp/neg.out")"
+[ "$(stat_of vcek)" = 2 ] || fail "negative TTL 1 s: server saw $(stat_of vcek) VCEK requests, wanted 2"
+[ "$(counter neg negative_hit)" = 1 ] || fail "negative hit not counted: $(cat "$tmp/neg.out")"
+reset_stats
+run neg_default --url "$url" --repeat 5 --pause-ms 200 vcek "$tmp/genoa"
+expect_result neg_default ENOENT
+[ "$(stat_of vcek)" = 1 ] || fail "default negative TTL: server saw $(stat_of vcek) VCEK requests"
+control "mode=ok"
+
+# --- At most max_concurrent_fetches KDS requests in flight: with two slow misses in the air a
+# third miss (another chip) fails at once with EAGAIN; a cached chip is served at once. ---
+run conc_pre --url "$url" --cache "$tmp/c12" vcek "$tmp/milan"
+expect_result conc_pre OK
+control "mode=slow&delay_ms=2000"
+reset_stats
+run conc --url "$url" --cache "$tmp/c12" --max-fetching 2 --threads 2 --random-hwid \
+  --probe-delay-ms 400 vcek "$tmp/milan"
+expect_result conc ENOENT
+read -r miss_r miss_ms <<<"$(field conc probe_miss)"
+read -r hit_r hit_ms <<<"$(field conc probe_hit)"
+[ "$miss_r" = EAGAIN ] && [ "$miss_ms" -lt 100 ] || fail "third concurrent miss: $miss_r in $miss_ms ms (wanted EAGAIN in < 100 ms)"
+[ "$hit_r" = OK ] && [ "$hit_ms" -lt 100 ] || fail "cache hit during slow fetches: $hit_r in $hit_ms ms"
+[ "$(stat_of vcek)" = 2 ] || fail "concurrency: server saw $(stat_of vcek) VCEK requests, wanted 2"
+[ "$(counter conc fetch_refused)" = 1 ] || fail "refusal not counted: $(cat "$tmp/conc.out")"
+control "mode=ok"
+
+# --- Fetch budget (token bucket): 20 misses at once reach KDS at most burst + rate * elapsed
+# times, the rest EAGAIN; paced misses are let through as the bucket refills; hits unlimited. ---
+reset_stats
+run budget --url "$url" --cache "$tmp/c12" --max-fetching 32 --rate 5 --burst 10 --threads 20 \
+  --random-hwid --probe-delay-ms 300 vcek "$tmp/milan"
+n=$(stat_of vcek)
+el=$(field budget elapsed_ms)
+[ "$n" -ge 10 ] && [ "$n" -le $((10 + 5 * el / 1000 + 1)) ] || fail "budget: $n requests in $el ms (burst 10, 5/s)"
+[ "$(counter budget fetch_refused)" -ge $((20 - n)) ] || fail "budget refusals: $(cat "$tmp/budget.out")"
+grep -q '^thread .*: EAGAIN' "$tmp/budget.out" || fail "budget: no miss refused"
+read -r hit_r hit_ms <<<"$(field budget probe_hit)"
+[ "$hit_r" = OK ] || fail "cache hit refused by the fetch budget: $hit_r"
+reset_stats
+run budget_paced --url "$url" --rate 5 --burst 10 --repeat 30 --pause-ms 100 --random-hwid \
+  vcek "$tmp/milan"
+n=$(stat_of vcek)
+el=$(field budget_paced elapsed_ms)
+[ "$n" -ge 20 ] && [ "$n" -le $((10 + 5 * el / 1000 + 1)) ] || fail "paced budget: $n requests in $el ms"
+
+# --- The VCEK in the evidence without its ASK: the source adds the cached chain, then fails
+# for the VCEK (429); the chain it added is used. ---
+run wv_pre --url "$url" --cache "$tmp/c13" chain "$tmp/milan"
+expect_result wv_pre OK
+control "mode=429&retry_after=30"
+run wv --url "$url" --cache "$tmp/c13" --with-vcek verify "$tmp/milan"
+expect_result wv OK
+[ "$(counter wv http_429)" = 1 ] || fail "wv: the VCEK was not asked for: $(cat "$tmp/wv.out")"
+run wv_none --url "$url" --cache "$tmp/c14" --with-vcek verify "$tmp/milan"
+expect_result wv_none EKEYREJECTED
+control "mode=ok"
 
 # --- VLEK: only the chain is fetched. ---
 "$nitride" sim set "$tmp/milan" --signing-key vlek >/dev/null

@@ -42,6 +42,9 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->challenge_lifetime, 60);
     assert_string_equal(c->revocation_mode, "off");
     assert_int_equal(c->n_client_policy_ids, 0);
+    assert_int_equal(c->kds_negative_ttl_s, 600);
+    assert_int_equal(c->kds_max_concurrent_fetches, 2);
+    assert_true(c->kds_max_fetches_per_s == 5);
 }
 
 static void test_full(void **state) {
@@ -57,7 +60,9 @@ static void test_full(void **state) {
         " \"policies\": {\"prod\": {\"file\": \"prod.json\", \"recommended_tcb\": {\"snp\": 9}},"
         "                \"dev\": {\"file\": \"dev.json\"}},"
         " \"default_policy\": \"prod\", \"client_policy_ids\": [\"dev\"],"
-        " \"kds\": {\"url\": \"https://kds.example\", \"cache_dir\": \"cache\"},"
+        " \"kds\": {\"url\": \"https://kds.example\", \"cache_dir\": \"cache\","
+        "          \"negative_ttl\": 30, \"max_concurrent_fetches\": 4, \"max_fetches_per_s\": "
+        "0.5},"
         " \"revocation\": {\"mode\": \"best-effort\", \"max_age\": 600},"
         " \"evidence_log\": {\"path\": \"ev.db\", \"max_records\": 10}}";
 
@@ -73,6 +78,42 @@ static void test_full(void **state) {
     assert_null(attestd_config_policy(c, "dev")->recommended_tcb_json);
     assert_string_equal(c->revocation_mode, "best-effort");
     assert_string_equal(c->evidence_log, "/etc/nt/ev.db");
+    assert_int_equal(c->kds_negative_ttl_s, 30);
+    assert_int_equal(c->kds_max_concurrent_fetches, 4);
+    assert_true(c->kds_max_fetches_per_s == 0.5);
+}
+
+static void test_kds_limits(void **state) {
+    _cleanup_(attestd_config_freep) AttestdConfig *c = NULL;
+    char *err = NULL;
+    /* 0 turns the negative cache off. */
+    const char *t = "{" BASE ", \"kds\": {\"negative_ttl\": 0, \"max_concurrent_fetches\": 64,"
+                    " \"max_fetches_per_s\": 1000}}";
+
+    assert_int_equal(attestd_config_parse(t, strlen(t), "/etc/nt", &c, &err), 0);
+    assert_int_equal(c->kds_negative_ttl_s, 0);
+    assert_int_equal(c->kds_max_concurrent_fetches, 64);
+    assert_true(c->kds_max_fetches_per_s == 1000);
+
+    expect_error("{" BASE ", \"kds\": {\"negative_ttl\": -1}}",
+                 "kds.negative_ttl: expected an integer 0..86400");
+    expect_error("{" BASE ", \"kds\": {\"negative_ttl\": 86401}}", "kds.negative_ttl");
+    expect_error("{" BASE ", \"kds\": {\"negative_ttl\": \"600\"}}",
+                 "kds.negative_ttl: expected an integer");
+    expect_error("{" BASE ", \"kds\": {\"negative_ttl\": 1.5}}",
+                 "kds.negative_ttl: expected an integer");
+    expect_error("{" BASE ", \"kds\": {\"max_concurrent_fetches\": 0}}",
+                 "kds.max_concurrent_fetches: expected an integer 1..64");
+    expect_error("{" BASE ", \"kds\": {\"max_concurrent_fetches\": 65}}",
+                 "kds.max_concurrent_fetches");
+    expect_error("{" BASE ", \"kds\": {\"max_concurrent_fetches\": true}}",
+                 "kds.max_concurrent_fetches");
+    expect_error("{" BASE ", \"kds\": {\"max_fetches_per_s\": 0}}",
+                 "kds.max_fetches_per_s: expected a number 0.01..1000");
+    expect_error("{" BASE ", \"kds\": {\"max_fetches_per_s\": 1001}}", "kds.max_fetches_per_s");
+    expect_error("{" BASE ", \"kds\": {\"max_fetches_per_s\": \"5\"}}", "kds.max_fetches_per_s");
+    expect_error("{" BASE ", \"kds\": {\"max_fetches_per_sec\": 5}}",
+                 "kds.max_fetches_per_sec: unknown key");
 }
 
 static void test_strict(void **state) {
@@ -117,6 +158,7 @@ int main(void) {
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_strict),
+        cmocka_unit_test(test_kds_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

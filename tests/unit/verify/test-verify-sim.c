@@ -401,8 +401,58 @@ static void test_cache_vcek_and_vlek_in_one_bundle(void **state) {
     expect(verify(v, vlek_rep, both, NULL), NT_VERDICT_INVALID, "report_signature");
 }
 
+/* A certificate source like KDS while it backs off: adds the chain (ASK + ARK, cached), then
+ * fails for the VCEK with -EAGAIN. */
+typedef struct ChainThenFail {
+    const Chip *c;
+    int calls;
+} ChainThenFail;
+
+static int chain_then_fail(void *userdata, const SnpReport *r, SnpProduct p, NtCertRole role,
+                           NtCertBundle *bundle) {
+    ChainThenFail *s = userdata;
+    char path[PATH_MAX + 16];
+    int ret;
+
+    s->calls++;
+    chip_file(s->c, "ask.pem", path, sizeof path);
+    ret = nt_cert_bundle_add_file(bundle, path);
+    if (ret < 0)
+        return ret;
+    chip_file(s->c, "ark.pem", path, sizeof path);
+    ret = nt_cert_bundle_add_file(bundle, path);
+    return ret < 0 ? ret : -EAGAIN;
+}
+
+static void test_source_error_keeps_chain(void **state) {
+    const Chip *c = &chips[MILANB];
+    _cleanup_(nt_verifier_freep) NtVerifier *v = NULL;
+    _cleanup_(nt_cert_bundle_freep) NtCertBundle *vcek_only = nt_cert_bundle_new();
+    ChainThenFail s = {.c = c};
+    NtVcekSource src = {.name = "chain-then-EAGAIN", .fetch = chain_then_fail, .userdata = &s};
+    uint8_t rep[SNP_REPORT_SIZE];
+
+    assert_non_null(vcek_only);
+    evidence(c, 0x17, rep, NULL);
+    bundle_add(vcek_only, c, "vcek.pem");
+    assert_int_equal(nt_verifier_new(&v), 0);
+    trust(v, c);
+    nt_verifier_set_vcek_source(v, &src);
+    /* The VCEK came with the evidence; the source's chain completes it despite its error. */
+    _cleanup_(nt_verdict_freep) NtVerdict *ok = verify(v, rep, vcek_only, NULL);
+    if (nt_verdict_status(ok) != NT_VERDICT_OK)
+        fail_msg("VCEK without ASK, source added the chain then failed: %s: %s",
+                 vt_failed_check(ok), nt_verdict_first_failure(ok)->detail);
+    assert_int_equal(s.calls, 1);
+    /* No VCEK anywhere: the source's error is the reason (a caller answers 503). */
+    _cleanup_(nt_verdict_freep) NtVerdict *none = verify(v, rep, NULL, NULL);
+    assert_string_equal(vt_failed_check(none), "certificates");
+    assert_int_equal(nt_verdict_first_failure(none)->error, -EAGAIN);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_source_error_keeps_chain),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_wrong_product_and_swapped_ask),
         cmocka_unit_test(test_forged_vceks),
