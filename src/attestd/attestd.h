@@ -62,7 +62,7 @@ AttestdPolicySet *attestd_policy_set_ref(Attestd *a);
 const AttestdPolicy *attestd_policy_set_find(const AttestdPolicySet *s, const char *id);
 void attestd_policy_set_free(AttestdPolicySet *s);
 
-/* Everything but the HTTP server: verifier (anchors, KDS, revocation), keys, challenger, evidence
+/* Takes ownership of cfg on success (freed by attestd_free()). Everything but the HTTP server: verifier (anchors, KDS, revocation), keys, challenger, evidence
  * log, metrics, policies. serve: also open the challenge secret and the keys. */
 int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error);
 Attestd *attestd_free(Attestd *a);

@@ -126,7 +126,6 @@ int nt_challenger_new_from_file(const char *path, int64_t lifetime_s, size_t rep
             *ret_error = NULL;
         return r;
     }
-    CLEANUP_ERASE(data);
     if (len < NT_CHALLENGE_SECRET_MIN) {
         explicit_bzero(data, len);
         if (ret_error && asprintf(ret_error, "challenge secret %s: %zu bytes, need at least %d",

@@ -190,8 +190,16 @@ static int errf(char **ret_error, int r, const char *fmt, ...) {
     return r;
 }
 
+/* On failure the configuration stays the caller's. */
+static void attestd_abandon(Attestd **a) {
+    if (*a) {
+        (*a)->cfg = NULL;
+        attestd_free(*a);
+    }
+}
+
 int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error) {
-    _cleanup_(attestd_freep) Attestd *a = NULL;
+    _cleanup_(attestd_abandon) Attestd *a = NULL;
     int r;
 
     a = calloc(1, sizeof *a);
@@ -298,6 +306,7 @@ Attestd *attestd_free(Attestd *a) {
     evlog_close(a->evlog);
     attestd_policy_set_free(a->policies);
     nt_metrics_free(a->metrics);
+    attestd_config_free(a->cfg);
     pthread_mutex_destroy(&a->policy_lock);
     pthread_mutex_destroy(&a->keys_lock);
     free(a);
