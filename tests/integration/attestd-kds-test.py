@@ -9,7 +9,6 @@ cached chip attests, and a junk CHIP_ID's 404 is remembered.
 
 Usage: attestd-kds-test.py NITRIDE NITRIDE_ATTESTD KDS_SERVER
 """
-import base64
 import hashlib
 import json
 import os
@@ -23,44 +22,18 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ntlib  # noqa: E402
+from ntlib import PROCS, b64u, check, fail, run  # noqa: E402
+
 from jwcrypto import jwk
 
 NITRIDE, ATTESTD, KDS = sys.argv[1], sys.argv[2], sys.argv[3]
 TMP = tempfile.mkdtemp(prefix="nt-attestd-kds-")
-PROCS = []
-
-
-def fail(msg):
-    print("FAIL:", msg, file=sys.stderr)
-    for p in PROCS:
-        if p.poll() is None:
-            p.kill()
-        if getattr(p, "log", None):
-            print("--- %s ---\n%s" % (p.log, open(p.log).read()[-3000:]), file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def run(*args, ok=True):
-    p = subprocess.run(list(args), capture_output=True, text=True, timeout=120)
-    if ok and p.returncode != 0:
-        fail("%s -> %d\n%s%s" % (" ".join(args), p.returncode, p.stdout, p.stderr))
-    return p
-
-
-def b64u(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
 def write_json(name, obj):
-    path = os.path.join(TMP, name)
-    with open(path, "w") as f:
-        json.dump(obj, f)
-    return path
+    return ntlib.write_json(TMP, name, obj)
 
 
 def start(argv, name):

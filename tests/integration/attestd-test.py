@@ -18,46 +18,18 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ntlib  # noqa: E402
+from ntlib import PROCS, b64u, check, fail, run  # noqa: E402
 
 from jwcrypto import jwk, jws
 
 NITRIDE, ATTESTD = sys.argv[1], sys.argv[2]
 TMP = tempfile.mkdtemp(prefix="nt-attestd-")
-PROCS = []
-
-
-def fail(msg):
-    print("FAIL:", msg, file=sys.stderr)
-    for p in PROCS:
-        if p.poll() is None:
-            p.kill()
-    for p in PROCS:
-        try:
-            out = p.stderr_file
-            print("--- attestd log %s ---\n%s" % (out, open(out).read()[-4000:]), file=sys.stderr)
-        except Exception:
-            pass
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def run(*args, ok=True):
-    p = subprocess.run(list(args), capture_output=True, text=True, timeout=120)
-    if ok and p.returncode != 0:
-        fail("%s -> %d\n%s%s" % (" ".join(args), p.returncode, p.stdout, p.stderr))
-    return p
-
-
-def b64u(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
 def jcs(obj):
@@ -112,10 +84,7 @@ OTHER_SECRET = write_secret("other.key")
 
 
 def write_json(name, obj):
-    path = os.path.join(TMP, name)
-    with open(path, "w") as f:
-        json.dump(obj, f)
-    return path
+    return ntlib.write_json(TMP, name, obj)
 
 
 POLICY = write_json("policy.json", {"measurements": [MEAS]})
@@ -152,7 +121,7 @@ class Attestd:
         self.logf = open(log, "w")
         self.p = subprocess.Popen([ATTESTD, "--config", cfg, "--port-file", self.port_file],
                                   stdout=self.logf, stderr=subprocess.STDOUT)
-        self.p.stderr_file = log
+        self.p.log = log
         PROCS.append(self.p)
         for _ in range(200):
             if os.path.exists(self.port_file) and open(self.port_file).read().strip():
@@ -168,7 +137,7 @@ class Attestd:
 
     def log(self):
         self.logf.flush()
-        return open(self.p.stderr_file).read()
+        return open(self.p.log).read()
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
