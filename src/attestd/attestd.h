@@ -54,6 +54,10 @@ typedef struct Attestd {
     time_t keys_refreshed;
 } Attestd;
 
+/* attestd's defaults on top of an appraisal policy's (the service and replay both apply them):
+ * VMPL 0 only unless the policy lists vmpls. */
+void attestd_policy_defaults(NtPolicy *p);
+
 /* Builds a policy set from the configuration (reads the policy files). Returns 0, or -EBADMSG /
  * -errno with a message naming the policy and the file. */
 int attestd_policy_set_load(const AttestdConfig *cfg, AttestdPolicySet **ret, char **ret_error);
@@ -62,8 +66,9 @@ AttestdPolicySet *attestd_policy_set_ref(Attestd *a);
 const AttestdPolicy *attestd_policy_set_find(const AttestdPolicySet *s, const char *id);
 void attestd_policy_set_free(AttestdPolicySet *s);
 
-/* Takes ownership of cfg on success (freed by attestd_free()). Everything but the HTTP server: verifier (anchors, KDS, revocation), keys, challenger, evidence
- * log, metrics, policies. serve: also open the challenge secret and the keys. */
+/* Takes ownership of cfg on success (freed by attestd_free()). Everything but the HTTP server:
+ * verifier (anchors, KDS, revocation), keys, challenger, evidence log, metrics, policies. serve:
+ * also open the challenge secret and the keys. */
 int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error);
 Attestd *attestd_free(Attestd *a);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Attestd *, attestd_free);

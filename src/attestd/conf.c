@@ -309,6 +309,26 @@ static int parse_table(json_t *obj, const Field *table, const char *prefix, cons
     return 0;
 }
 
+/* The host of "HOST[:PORT][/...]" is 127.0.0.0/8, [::1] or localhost. */
+static bool url_host_is_loopback(const char *rest) {
+    size_t n = strcspn(rest, "/?#");
+    char host[64];
+
+    if (n == 0 || n >= sizeof host || memchr(rest, '@', n))
+        return false;
+    memcpy(host, rest, n);
+    host[n] = 0;
+    if (host[0] == '[')
+        return strncmp(host, "[::1]", 5) == 0 && (host[5] == 0 || host[5] == ':');
+    host[strcspn(host, ":")] = 0;
+    if (streq(host, "localhost"))
+        return true;
+    unsigned a, b, c, d;
+    char extra;
+    return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 &&
+           c < 256 && d < 256 && strspn(host, "0123456789.") == strlen(host);
+}
+
 static int set_default(char **p, const char *v) {
     if (*p)
         return 0;
@@ -391,8 +411,9 @@ int attestd_config_parse(const char *text, size_t len, const char *base_dir, Att
             return cerr(ret_error, "client_policy_ids[%zu]: '%.64s' is not in policies", i,
                         c->client_policy_ids[i]);
     if (c->kds_url && strncmp(c->kds_url, "https://", 8) != 0 &&
-        strncmp(c->kds_url, "http://", 7) != 0)
-        return cerr(ret_error, "kds.url: must be an http:// or https:// URL");
+        (strncmp(c->kds_url, "http://", 7) != 0 || !url_host_is_loopback(c->kds_url + 7)))
+        return cerr(ret_error, "kds.url: must be an https:// URL (http:// only to a loopback "
+                               "address, e.g. a local mirror or a test server)");
     *ret = TAKE_PTR(c);
     return 0;
 }

@@ -138,6 +138,7 @@ int attestd_replay(Attestd *a, const char *policy_path, const char *policy_id, i
         log_error("Candidate policy %s: %s", policy_path, perr ? perr : strerror(-r));
         return r;
     }
+    attestd_policy_defaults(p); /* judged as the service would judge it */
     ReplayCtx c = {.a = a, .policy = p, .policy_id = policy_id, .json = json};
     if (json) {
         c.changes = json_array();

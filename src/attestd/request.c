@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/jose-openssl.h"
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 
@@ -243,6 +244,19 @@ static EVP_PKEY *ec_public_key(json_t *jwk, const char *crv) {
     return pk;
 }
 
+/* An OKP (X25519/X448) public JWK: x of the curve's size (libjose's OpenSSL glue has no OKP). */
+static EVP_PKEY *okp_public_key(json_t *jwk, const char *crv) {
+    _cleanup_free_ uint8_t *x = NULL;
+    size_t xl = 0;
+    const char *xs = json_string_value(json_object_get(jwk, "x"));
+    int type = streq(crv, "X25519") ? EVP_PKEY_X25519 : EVP_PKEY_X448;
+    size_t want = type == EVP_PKEY_X25519 ? 32 : 56;
+
+    if (!xs || base64url_decode_alloc(xs, strlen(xs), &x, &xl) < 0 || xl != want)
+        return NULL;
+    return EVP_PKEY_new_raw_public_key(type, NULL, x, xl);
+}
+
 /* The tee-pubkey must be a public JWK of a kind relying parties can encrypt to without
  * ambiguity: only the members its kty defines (plus kid, alg, use), an allowed curve or an RSA
  * modulus of at least 2048 bits, and a key OpenSSL accepts. */
@@ -293,13 +307,46 @@ static int check_tee_pubkey(json_t *jwk, AttestdError *e) {
     if (streq(kty, "OKP") && (!crv || (!streq(crv, "X25519") && !streq(crv, "X448"))))
         return efail(e, 400, "malformed", "request", "X25519 or X448", crv ? crv : "none",
                      "runtime_data.tee-pubkey: unsupported curve (a key to encrypt to)");
-    pk = streq(kty, "EC") ? ec_public_key(jwk, crv) : jose_openssl_jwk_to_EVP_PKEY(NULL, jwk);
+    /* A key to encrypt secrets to: "use" may only say so, and "alg" must be a key-management
+     * algorithm of its kind. */
+    const char *use = json_string_value(json_object_get(jwk, "use"));
+    const char *alg = json_string_value(json_object_get(jwk, "alg"));
+    if (use && !streq(use, "enc"))
+        return efail(e, 400, "malformed", "request", "enc", use,
+                     "runtime_data.tee-pubkey: use must be enc (a key secrets are encrypted to)");
+    if (alg) {
+        static const char *const ec_algs[] = {"ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A192KW",
+                                              "ECDH-ES+A256KW"};
+        static const char *const rsa_algs[] = {"RSA-OAEP", "RSA-OAEP-256", "RSA-OAEP-384",
+                                               "RSA-OAEP-512"};
+        bool is_rsa = streq(kty, "RSA"), ok = false;
+        for (size_t i = 0; i < 4 && !ok; i++)
+            ok = streq(alg, is_rsa ? rsa_algs[i] : ec_algs[i]);
+        if (!ok)
+            return efail(e, 400, "malformed", "request",
+                         is_rsa ? "RSA-OAEP, RSA-OAEP-256/384/512" : "ECDH-ES[+A128/192/256KW]",
+                         alg,
+                         "runtime_data.tee-pubkey: alg is not a key-management algorithm "
+                         "for this key type");
+    }
+    pk = streq(kty, "EC")    ? ec_public_key(jwk, crv)
+         : streq(kty, "OKP") ? okp_public_key(jwk, crv)
+                             : jose_openssl_jwk_to_EVP_PKEY(NULL, jwk);
     if (!pk)
         return efail(e, 400, "malformed", "request", NULL, NULL,
                      "runtime_data.tee-pubkey: not a valid %s public key", kty);
     int bits = EVP_PKEY_get_bits(pk);
     bool rsa_key = EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA;
+    BIGNUM *exp = NULL;
+    bool exp_ok = !rsa_key;
+    if (rsa_key && EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &exp) == 1)
+        /* An odd public exponent of at least 65537 (e = 1 is no encryption at all). */
+        exp_ok = BN_is_odd(exp) && BN_num_bits(exp) >= 17 && BN_num_bits(exp) <= 256;
+    BN_free(exp);
     EVP_PKEY_free(pk);
+    if (!exp_ok)
+        return efail(e, 400, "malformed", "request", "an odd exponent of at least 65537", NULL,
+                     "runtime_data.tee-pubkey: RSA public exponent");
     if (rsa_key && (bits < 2048 || bits > 8192)) {
         char found[16];
         snprintf(found, sizeof found, "%d bits", bits);

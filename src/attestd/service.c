@@ -40,6 +40,13 @@ void attestd_policy_set_free(AttestdPolicySet *s) {
     free(s);
 }
 
+void attestd_policy_defaults(NtPolicy *p) {
+    /* A policy that does not list VMPLs accepts VMPL 0 only here: a report requested from a
+     * less privileged level (e.g. a guest kernel under an SVSM) does not speak for the VM. */
+    if (p->vmpls == 0)
+        p->vmpls = 1u << 0;
+}
+
 int attestd_policy_set_load(const AttestdConfig *cfg, AttestdPolicySet **ret, char **ret_error) {
     AttestdPolicySet *s;
     int r = 0;
@@ -66,10 +73,8 @@ int attestd_policy_set_load(const AttestdConfig *cfg, AttestdPolicySet **ret, ch
             break;
         }
         r = nt_policy_load(ref->file, &p->policy, &perr);
-        /* A policy that does not list VMPLs accepts VMPL 0 only here: a report requested from
-         * a less privileged level (e.g. a guest kernel under an SVSM) does not speak for the VM. */
-        if (r >= 0 && p->policy->vmpls == 0)
-            p->policy->vmpls = 1u << 0;
+        if (r >= 0)
+            attestd_policy_defaults(p->policy);
         if (r >= 0 && ref->recommended_tcb_json)
             r = nt_policy_parse(ref->recommended_tcb_json, strlen(ref->recommended_tcb_json),
                                 &p->recommended, &perr);

@@ -308,7 +308,11 @@ for bad_pub, what in [(dict(TEE_PUB, x5u="https://evil.example/k"), "x5u member"
                       (dict(TEE_PUB, crv="P-192"), "P-192"),
                       (dict(TEE_PUB, kty="RSA"), "RSA with EC members"),
                       (dict(TEE_PUB, y=TEE_PUB["x"]), "point not on the curve"),
-                      (dict(TEE_PUB, x=TEE_PUB["x"][:-4]), "short x")]:
+                      (dict(TEE_PUB, x=TEE_PUB["x"][:-4]), "short x"),
+                      (dict(TEE_PUB, alg="RS256"), "a signature alg"),
+                      (dict(TEE_PUB, use="sig"), "use sig"),
+                      (dict(json.loads(jwk.JWK.generate(kty="RSA", size=2048).export_public()),
+                            e="AQ"), "RSA e=1")]:
     expect_refusal(attest(A, CHIPS["milan"], pub=bad_pub), 400, "request", what)
 # runtime_data is copied into the token: too large or too deep is refused, never a 500.
 expect_refusal(attest(A, CHIPS["milan"], runtime_extra={"pad": "x" * 4000}), 400, "request",
@@ -334,6 +338,14 @@ check(rows() == before, "forged evidence was recorded in the evidence log")
 st, j, _ = jpost(A.url + "/v1/attest", {"nonce": n, "runtime_data": runtime, "evidence": ev})
 check(st == 200, "nonce spent by forged evidence: %d %s" % (st, j))
 check(rows() == before + 1, "genuine evidence not recorded")
+# Keys of the other kinds the docs allow are accepted: RSA-OAEP and X25519 (with use enc).
+for good_pub, what in [(dict(json.loads(jwk.JWK.generate(kty="RSA", size=2048).export_public()),
+                             alg="RSA-OAEP-256", use="enc"), "RSA-2048"),
+                       (json.loads(jwk.JWK.generate(kty="OKP", crv="X25519").export_public()),
+                        "X25519"),
+                       (dict(TEE_PUB, alg="ECDH-ES+A256KW", use="enc"), "EC with alg/use")]:
+    st, j, _ = attest(A, CHIPS["milan"], pub=good_pub)
+    check(st == 200, "%s tee-pubkey refused: %d %s" % (what, st, j))
 print("ok: vmpl, tee-pubkey strictness, runtime_data limits, junk evidence spends nothing")
 
 # Nonces: replayed, forged, another service's, expired; two replicas share the secret.
@@ -425,6 +437,14 @@ check(rep["now_accepted"] >= 1, "replay: the bad launch would now be accepted: %
 p = run(ATTESTD, "replay", "--config", A.cfg, "--policy", cand)
 check("would change verdict" in p.stdout and "measurement" in p.stdout, "human replay")
 print("ok: replay (%d records)" % rep["records"])
+# Replay judges as the service does: a VMPL 1 report refused under a policy without "vmpls" is
+# not "newly accepted" by the very same policy.
+V = Attestd("v", config("v"))
+expect_refusal(attest(V, CHIPS["milan"], vmpl=1), 401, "vmpl", "VMPL 1 report (replica V)")
+V.stop()
+p = run(ATTESTD, "replay", "--config", V.cfg, "--policy", POLICY, "--json")
+rep = json.loads(p.stdout)
+check(rep["records"] == 1 and rep["changed"] == 0, "replay with the policy in force: %s" % p.stdout)
 
 # Metrics count what happened.
 st, body, _ = http(A.url + "/metrics")

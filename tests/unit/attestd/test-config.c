@@ -148,6 +148,9 @@ static void test_strict(void **state) {
                  " \"policies\": {\"a b\": {\"file\": \"f\"}}}",
                  "must be 1-64");
     expect_error("{" BASE ", \"kds\": {\"url\": \"ftp://x\"}}", "kds.url");
+    expect_error("{" BASE ", \"kds\": {\"url\": \"http://kds.example\"}}", "kds.url");
+    expect_error("{" BASE ", \"kds\": {\"url\": \"http://127.0.0.1.evil.example\"}}", "kds.url");
+    expect_error("{" BASE ", \"kds\": {\"url\": \"http://127.0.0.1@evil.example\"}}", "kds.url");
     expect_error("{" BASE ", \"threads\": 4, \"threads\": 5}", "duplicate");
     expect_error("[]", "configuration: expected an object");
     expect_error("{", "line 1");
