@@ -8,7 +8,9 @@
 # requests can cost: a VCEK 404 is remembered for the negative TTL; at most
 # max_concurrent_fetches requests in flight (the next miss -EAGAIN at once, hits unaffected);
 # at most burst + rate * elapsed requests started. A VCEK in the evidence without its ASK verifies
-# with the cached chain while KDS refuses the VCEK.
+# with the cached chain while KDS refuses the VCEK. A CRL older than max_age is served when its
+# refresh fails (KDS down, 500) and is refreshed while junk misses hold every fetch slot; at most
+# max_flight_waiters threads wait for a fetch in flight; a VCEK the cached ASK did not sign is refused.
 set -euo pipefail
 nitride=$1
 server=$2
