@@ -47,6 +47,7 @@
 #define KDS_DEFAULT_MAX_FETCHING 2u
 #define KDS_DEFAULT_FETCH_RATE 5.0
 #define KDS_DEFAULT_FETCH_BURST 10u
+#define KDS_DEFAULT_MAX_FLIGHT_WAITERS 2u
 
 /* Delay of the next backoff: the server's Retry-After (capped at max_ms), else web's exponential
  * full jitter, but at least base_ms: a storm of requests refused at once must not come back at
@@ -106,6 +107,7 @@ struct NtKds {
     Negative *negative;       /* ring of KDS_NEGATIVE_MAX; the oldest insertion is evicted */
     size_t negative_next;
     unsigned max_fetching, n_fetching; /* KDS requests in flight */
+    unsigned max_waiters, n_waiters;   /* threads waiting for another's fetch (all flights) */
     double fetch_rate, fetch_burst, fetch_tokens;
     uint64_t fetch_tokens_at_ms; /* monotonic */
 };
@@ -198,6 +200,8 @@ int nt_kds_new(const NtKdsConfig *cfg, NtKds **ret) {
     }
     k->max_fetching =
         cfg->max_concurrent_fetches ? cfg->max_concurrent_fetches : KDS_DEFAULT_MAX_FETCHING;
+    k->max_waiters =
+        cfg->max_flight_waiters ? cfg->max_flight_waiters : KDS_DEFAULT_MAX_FLIGHT_WAITERS;
     k->fetch_rate = cfg->max_fetches_per_s > 0 ? cfg->max_fetches_per_s : KDS_DEFAULT_FETCH_RATE;
     k->fetch_burst = cfg->fetch_burst ? cfg->fetch_burst : KDS_DEFAULT_FETCH_BURST;
     k->fetch_tokens = k->fetch_burst;
@@ -837,9 +841,46 @@ static int kds_fetch(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len) {
     return -EBADMSG;
 }
 
+static void entry_chain(Entry *e, SnpProduct p, bool vlek);
+
+/* A fetched VCEK against the product's ASK when the VCEK chain is at hand (memory, cache or
+ * offline bundle; never fetched for this): 0 (signed by it, or no chain at hand: the verifier
+ * checks the signature anyway), -EBADMSG (not signed by the ASK: another chip's or a forged
+ * certificate, not to be cached) or -ENOMEM. */
+static int vcek_check_ask(NtKds *k, const Entry *e, const uint8_t *d, size_t n) {
+    _cleanup_(X509_freep) X509 *vcek = NULL, *ask = NULL, *ark = NULL;
+    _cleanup_free_ uint8_t *pem = NULL;
+    size_t len = 0;
+    time_t at;
+    Entry c;
+    int r;
+
+    entry_chain(&c, e->p, false);
+    r = memo_get(k, &c, &pem, &len, &at);
+    if (r == -ENOENT)
+        r = dir_get(k->cache_dir, false, &c, &pem, &len, &at);
+    if (r == -ENOENT)
+        r = dir_get(k->offline_dir, true, &c, &pem, &len, &at);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    r = parse_chain(pem, len, &ask, &ark);
+    if (r < 0)
+        return r == -ENOMEM ? r : 0; /* validated when read: cannot happen */
+    if (nt_cert_from_der(d, n, &vcek) < 0 || nt_cert_verify_signed_by(vcek, ask) < 0) {
+        ERR_clear_error();
+        return -EBADMSG;
+    }
+    return 0;
+}
+
 /* The leader's work: backoff check, a fetch slot, cross-process lock, re-check, the fetch
  * budget, fetch, store. A request that finds no slot or no budget fails at once: request
- * threads never queue for KDS (only for a fetch of the same entry already in the air). */
+ * threads never queue for KDS (only for a fetch of the same entry already in the air). A CRL
+ * refresh takes neither a slot nor a token (the backoff still holds): there is one per product
+ * per max_age, clients cannot drive it, and junk VCEK misses must not keep the CRL from being
+ * refreshed. */
 static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, time_t *ret_at) {
     _cleanup_(fetch_slot_releasep) NtKds *slot = NULL;
     _cleanup_close_ int fd = -EBADF;
@@ -852,8 +893,8 @@ static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, ti
         kds_count(k, "backoff");
         return -EAGAIN;
     }
-    slot = fetch_slot_take(k);
-    if (!slot) {
+    slot = e->kind == ENTRY_CRL ? NULL : fetch_slot_take(k);
+    if (!slot && e->kind != ENTRY_CRL) {
         kds_count(k, "fetch_refused");
         log_debug("KDS: %u requests in flight, refusing '%s'.", k->max_fetching, e->key);
         return -EAGAIN;
@@ -877,7 +918,7 @@ static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, ti
             return -EAGAIN;
         }
     }
-    if (!fetch_token_take(k)) {
+    if (e->kind != ENTRY_CRL && !fetch_token_take(k)) {
         kds_count(k, "fetch_refused");
         log_debug("KDS: over %g requests/s, refusing '%s'.", k->fetch_rate, e->key);
         return -EAGAIN;
@@ -885,6 +926,15 @@ static int kds_lead(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, ti
     r = kds_fetch(k, e, &d, &n);
     if (r == -ENOENT)
         negative_put(k, e);
+    if (r == 0 && e->kind == ENTRY_VCEK) {
+        r = vcek_check_ask(k, e, d, n);
+        if (r < 0) {
+            kds_count(k, "http_error");
+            log_debug("KDS answered '%s' with a VCEK that the cached ASK did not sign, refusing.",
+                      e->url_path);
+            free(d);
+        }
+    }
     if (r < 0)
         return r;
     at = time(NULL);
@@ -925,7 +975,9 @@ static void flight_unref(Flight *f) {
 
 /* Joins the flight for e->key if one is in the air (waits for it and copies its result: returns
  * 0 or its error, *ret_f = NULL), else registers a new one and makes the caller its leader
- * (returns 0, *ret_f set). */
+ * (returns 0, *ret_f set). Returns -EBUSY at once when max_flight_waiters threads already wait
+ * (for any entry): a waiter holds its caller's thread until KDS answers, and junk reports with
+ * one CHIP_ID would otherwise hold every request thread. */
 static int flight_join(NtKds *k, const Entry *e, Flight **ret_f, uint8_t **ret, size_t *ret_len,
                        time_t *ret_at) {
     Flight *f;
@@ -949,9 +1001,15 @@ static int flight_join(NtKds *k, const Entry *e, Flight **ret_f, uint8_t **ret, 
         *ret_f = f;
         return 0;
     }
+    if (k->n_waiters >= k->max_waiters) {
+        *ret_f = NULL;
+        return -EBUSY;
+    }
+    k->n_waiters++;
     f->waiters++;
     while (!f->done)
         (void)pthread_cond_wait(&k->cond, &k->lock);
+    k->n_waiters--;
     r = f->r;
     if (r == 0) {
         r = dup_bytes(f->data, f->len, ret);
@@ -1002,6 +1060,12 @@ static int kds_get(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, tim
         return -ENOENT;
     }
     r = flight_join(k, e, &f, &d, &n, &at);
+    if (r == -EBUSY) {
+        kds_count(k, "fetch_refused");
+        log_debug("KDS: %u requests already wait for fetches, refusing '%s'.", k->max_waiters,
+                  e->key);
+        return -EAGAIN;
+    }
     if (r < 0)
         return r;
     if (!f) {
@@ -1103,6 +1167,21 @@ int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der,
     (void)snprintf(e.url_path, sizeof(e.url_path), "/vcek/v1/%s/crl", product_names[p]);
     (void)snprintf(e.key, sizeof(e.key), "crl/%s.der", product_names[p]);
     r = kds_get(k, &e, ret_der, ret_len, &at);
+    if (r < 0 && r != -ENOMEM) {
+        /* max_age is when to refresh, not when to discard: whatever kept the refresh from
+         * happening (backoff, limits, KDS down or answering garbage), the last validated CRL is
+         * served with its fetch time, and the verifier's nextUpdate + staleness limit decide. */
+        Entry old = e;
+        int q;
+
+        old.max_age_s = -1;
+        q = local_get(k, &old, ret_der, ret_len, &at);
+        if (q == 0)
+            log_debug("KDS: CRL refresh for %s failed (%s), serving the CRL fetched at %lld.",
+                      product_names[p], strerror(-r), (long long)at);
+        if (q != -ENOENT)
+            r = q;
+    }
     if (r < 0)
         return r;
     if (ret_fetched_at)

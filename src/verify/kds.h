@@ -9,7 +9,9 @@
  * X.509 certificate whose role is VCEK and whose hwID, TCB (blSPL, teeSPL, snpSPL, ucodeSPL and,
  * on Turin, fmcSPL) and product name equal the request; a chain must be exactly ASK (or ASVK)
  * then ARK of the product; a CRL must parse as a DER X509_CRL. An error page, a truncated body
- * or another chip's certificate is refused with -EBADMSG and not cached.
+ * or another chip's certificate is refused with -EBADMSG and not cached. A fetched VCEK must also
+ * be signed by the product's ASK when the VCEK chain is already in memory, the cache or the offline
+ * bundle (-EBADMSG otherwise, nothing cached).
  *
  * KDS URLs (base_url + path):
  *   /vcek/v1/{Milan|Genoa|Turin}/{hwid hex}?blSPL=NN&teeSPL=NN&snpSPL=NN&ucodeSPL=NN
@@ -50,14 +52,16 @@
  * without a request; at most max_concurrent_fetches requests are in flight and at most
  * max_fetches_per_s (token bucket of fetch_burst) are started; a request beyond either fails at
  * once with -EAGAIN instead of waiting. Requests for an entry already being fetched wait for that
- * fetch (bounded by timeout_ms) and take neither a slot nor a token; cache hits are never
- * limited.
+ * fetch (bounded by timeout_ms) and take neither a slot nor a token, but at most
+ * max_flight_waiters threads wait at a time (all entries together): one more fails at once with
+ * -EAGAIN ("fetch_refused"), so reports repeating one unknown CHIP_ID cannot hold every request
+ * thread until KDS answers. Cache hits are never limited.
  *
  * Counted events (cfg->count): "fetch" (an HTTP request to KDS), "cache_hit" (served from the
  * cache or the offline bundle), "http_429", "http_error" (5xx, other unexpected statuses,
  * transport errors, garbage bodies), "backoff" (a request refused with -EAGAIN while backing
  * off), "negative_hit" (-ENOENT from the negative cache), "fetch_refused" (-EAGAIN: too many
- * requests in flight or over the fetch budget).
+ * requests in flight or waiting, or over the fetch budget).
  */
 #pragma once
 
@@ -83,6 +87,7 @@ typedef struct NtKdsConfig {
     unsigned max_concurrent_fetches; /* KDS requests in flight; 0 = default 2 */
     double max_fetches_per_s;        /* KDS requests started per second; 0 = default 5 */
     unsigned fetch_burst;            /* token bucket size for the above; 0 = default 10 */
+    unsigned max_flight_waiters;     /* threads waiting for another's fetch; 0 = default 2 */
     void (*count)(void *ud, const char *event);
     void *count_ud;
 } NtKdsConfig;
@@ -113,10 +118,13 @@ int nt_kds_get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len
 int nt_kds_get_chain(NtKds *k, SnpProduct p, bool vlek, char **ret_pem, size_t *ret_len);
 
 /* The product's CRL (DER) from cache if younger than max_age_s, else KDS (then cache).
- * *ret_fetched_at = when it was fetched. Same errors. Does not verify its signature (the
- * verifier does) but refuses a body that is not a DER X509_CRL. When KDS cannot be asked
- * (backing off, unreachable, no base_url) an older cached or offline CRL is NOT returned: the
- * caller's staleness limit is max_age_s. */
+ * *ret_fetched_at = when it was fetched. Does not verify its signature (the verifier does) but
+ * refuses a body that is not a DER X509_CRL. max_age_s is when to refresh, not when to discard:
+ * when the refresh fails for any reason (backing off, unreachable, 404/5xx, garbage, no
+ * base_url, the fetch limits) the last validated CRL (memory, cache or offline bundle) is
+ * returned with its own fetched_at, and the caller's nextUpdate/staleness check decides; the
+ * errors above only when there is none. A CRL refresh takes neither a fetch slot nor a token of
+ * the fetch budget (clients cannot drive it), but honours the backoff. */
 int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der, size_t *ret_len,
                    time_t *ret_fetched_at);
 

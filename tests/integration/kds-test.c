@@ -4,8 +4,9 @@
  *
  *   kds-test [--url U] [--cache D] [--offline D] [--timeout-ms N] [--backoff-base MS]
  *            [--backoff-max MS] [--threads N] [--max-age S] [--negative-ttl S]
- *            [--max-fetching N] [--rate R] [--burst N] [--repeat N] [--pause-ms MS[,MS...]]
- *            [--random-hwid] [--with-vcek] [--probe-delay-ms MS] OP CHIPDIR
+ *            [--max-fetching N] [--max-waiters N] [--rate R] [--burst N] [--repeat N] [--pause-ms
+ * MS[,MS...]]
+ *            [--random-hwid] [--with-vcek] [--probe-delay-ms MS] [--probe-crl] OP CHIPDIR
  *     OP: vcek | chain | vlek-chain | crl | prefetch | source | verify
  *       vcek/prefetch: for the chip's hwID and current reported TCB; source: the VcekSource on a
  *       fresh report of the chip (role by its signing key); verify: nt_verifier_verify of a
@@ -14,16 +15,17 @@
  *     --threads N runs OP in N threads at once (one NtKds); --repeat N runs it N times in each
  *     thread, sleeping the i-th --pause-ms value (the last one repeats) between runs;
  *     --random-hwid gives every run a random CHIP_ID (a chip KDS does not know).
- *     --negative-ttl, --max-fetching, --rate, --burst: NtKdsConfig's negative_ttl_s,
- *     max_concurrent_fetches, max_fetches_per_s, fetch_burst.
+ *     --negative-ttl, --max-fetching, --max-waiters, --rate, --burst: NtKdsConfig's
+ *     negative_ttl_s, max_concurrent_fetches, max_flight_waiters, max_fetches_per_s, fetch_burst.
  *     --probe-delay-ms M: M ms after the threads started, the main thread asks for the VCEK of a
  *     random CHIP_ID, then for the chip's own VCEK, and prints "probe_miss: RESULT MS" and
- *     "probe_hit: RESULT MS" (MS: how long each took).
- *     Prints "thread I: RESULT MS" (last run, the thread's total time), "results: R..." (every
- *     run of thread 0), "elapsed_ms: N" (all threads), "result: OK" or "result: <ERRNO NAME>"
- *     (all threads agree) or "result: MIXED ..." and "counts: fetch=N cache_hit=N http_429=N
- *     http_error=N backoff=N negative_hit=N fetch_refused=N". Exit 0 only for OK.
- *   kds-test make-crl CHIPDIR OUT   writes a DER CRL issued under the chip's ARK name.
+ *     "probe_hit: RESULT MS" (MS: how long each took). With --probe-crl it asks for the CRL
+ *     instead (with --max-age) and prints "probe_crl: RESULT MS FETCHED_AT".
+ *     Prints "fetched_at: T" (crl: thread 0's last run), "thread I: RESULT MS" (last run, the
+ * thread's total time), "results: R..." (every run of thread 0), "elapsed_ms: N" (all threads),
+ * "result: OK" or "result: <ERRNO NAME>" (all threads agree) or "result: MIXED ..." and "counts:
+ * fetch=N cache_hit=N http_429=N http_error=N backoff=N negative_hit=N fetch_refused=N". Exit 0
+ * only for OK. kds-test make-crl CHIPDIR OUT   writes a DER CRL issued under the chip's ARK name.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -103,6 +105,7 @@ typedef struct Job {
     int n_pauses;
     int rs[MAX_REPEAT];
     uint64_t ms;
+    time_t fetched_at; /* crl */
     int r;
 } Job;
 
@@ -166,9 +169,11 @@ static void run_once(Job *j) {
         j->r = nt_kds_get_chain(j->k, j->p, false, &pem, &n);
     else if (streq(j->op, "vlek-chain"))
         j->r = nt_kds_get_chain(j->k, j->p, true, &pem, &n);
-    else if (streq(j->op, "crl"))
+    else if (streq(j->op, "crl")) {
+        at = 0;
         j->r = nt_kds_get_crl(j->k, j->p, j->max_age, &d, &n, &at);
-    else if (streq(j->op, "prefetch"))
+        j->fetched_at = at;
+    } else if (streq(j->op, "prefetch"))
         j->r = nt_kds_prefetch(j->k, j->p, j->rep.chip_id, 64, &tcb);
     else if (streq(j->op, "source")) {
         _cleanup_(nt_cert_bundle_freep) NtCertBundle *b = nt_cert_bundle_new();
@@ -205,8 +210,8 @@ static void *run(void *arg) {
     return NULL;
 }
 
-/* The probe (--probe-delay-ms): a miss for a random chip, then the chip's own VCEK. */
-static void probe(NtKds *k, SnpProduct p, const SnpReport *rep) {
+/* The probe (--probe-delay-ms): a miss for a random chip, then the chip's own VCEK; or the CRL. */
+static void probe(NtKds *k, SnpProduct p, const SnpReport *rep, bool crl, int64_t max_age) {
     _cleanup_free_ uint8_t *d1 = NULL, *d2 = NULL;
     uint8_t hw[64];
     size_t n;
@@ -214,6 +219,14 @@ static void probe(NtKds *k, SnpProduct p, const SnpReport *rep) {
     uint64_t t0;
     int r;
 
+    if (crl) {
+        time_t at = 0;
+        t0 = mono_ms();
+        r = nt_kds_get_crl(k, p, max_age, &d1, &n, &at);
+        printf("probe_crl: %s %" PRIu64 " %lld\n", errname(r), mono_ms() - t0, (long long)at);
+        fflush(stdout);
+        return;
+    }
     if (snp_tcb_decode(rep->reported_tcb, p, &tcb) < 0 || RAND_bytes(hw, sizeof(hw)) != 1) {
         printf("probe_miss: EINVAL 0\nprobe_hit: EINVAL 0\n");
         return;
@@ -279,6 +292,7 @@ int main(int argc, char **argv) {
         O_MAXAGE,
         O_NEGTTL,
         O_MAXFETCH,
+        O_MAXWAIT,
         O_RATE,
         O_BURST,
         O_REPEAT,
@@ -286,6 +300,7 @@ int main(int argc, char **argv) {
         O_RANDOM,
         O_WITHVCEK,
         O_PROBE,
+        O_PROBECRL,
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},
@@ -298,6 +313,7 @@ int main(int argc, char **argv) {
         {"max-age", required_argument, NULL, O_MAXAGE},
         {"negative-ttl", required_argument, NULL, O_NEGTTL},
         {"max-fetching", required_argument, NULL, O_MAXFETCH},
+        {"max-waiters", required_argument, NULL, O_MAXWAIT},
         {"rate", required_argument, NULL, O_RATE},
         {"burst", required_argument, NULL, O_BURST},
         {"repeat", required_argument, NULL, O_REPEAT},
@@ -305,6 +321,7 @@ int main(int argc, char **argv) {
         {"random-hwid", no_argument, NULL, O_RANDOM},
         {"with-vcek", no_argument, NULL, O_WITHVCEK},
         {"probe-delay-ms", required_argument, NULL, O_PROBE},
+        {"probe-crl", no_argument, NULL, O_PROBECRL},
         {},
     };
     NtKdsConfig cfg = {.count = count};
@@ -314,7 +331,7 @@ int main(int argc, char **argv) {
     pthread_t th[64];
     int nthreads = 1, repeat = 1, n_pauses = 0, c, r;
     long pauses[MAX_REPEAT], probe_delay = -1;
-    bool random_hwid = false, with_vcek = false;
+    bool random_hwid = false, with_vcek = false, probe_crl = false;
     uint64_t t0;
     int64_t max_age = 3600;
     const char *op, *dir;
@@ -354,6 +371,9 @@ int main(int argc, char **argv) {
         case O_MAXFETCH:
             cfg.max_concurrent_fetches = (unsigned)atol(optarg);
             break;
+        case O_MAXWAIT:
+            cfg.max_flight_waiters = (unsigned)atol(optarg);
+            break;
         case O_RATE:
             cfg.max_fetches_per_s = atof(optarg);
             break;
@@ -378,6 +398,9 @@ int main(int argc, char **argv) {
             break;
         case O_PROBE:
             probe_delay = atol(optarg);
+            break;
+        case O_PROBECRL:
+            probe_crl = true;
             break;
         default:
             return 2;
@@ -433,11 +456,13 @@ int main(int argc, char **argv) {
             return 2;
     if (probe_delay >= 0) {
         (void)usleep((useconds_t)probe_delay * 1000u);
-        probe(k, sim_chip_product(chip), &rep);
+        probe(k, sim_chip_product(chip), &rep, probe_crl, max_age);
     }
     for (int i = 0; i < nthreads; i++)
         (void)pthread_join(th[i], NULL);
     printf("elapsed_ms: %" PRIu64 "\n", mono_ms() - t0);
+    if (streq(op, "crl"))
+        printf("fetched_at: %lld\n", (long long)jobs[0].fetched_at);
     for (int i = 0; i < nthreads; i++)
         printf("thread %d: %s %" PRIu64 "\n", i, errname(jobs[i].r), jobs[i].ms);
     printf("results:");

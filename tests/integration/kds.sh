@@ -8,7 +8,9 @@
 # requests can cost: a VCEK 404 is remembered for the negative TTL; at most
 # max_concurrent_fetches requests in flight (the next miss -EAGAIN at once, hits unaffected);
 # at most burst + rate * elapsed requests started. A VCEK in the evidence without its ASK verifies
-# with the cached chain while KDS refuses the VCEK.
+# with the cached chain while KDS refuses the VCEK. A CRL older than max_age is served when its
+# refresh fails (KDS down, 500) and is refreshed while junk misses hold every fetch slot; at most
+# max_flight_waiters threads wait for a fetch in flight; a VCEK the cached ASK did not sign is refused.
 set -euo pipefail
 nitride=$1
 server=$2
@@ -96,11 +98,33 @@ expect_result restart_crl OK
 # Not cached and KDS unreachable.
 run unreach --url "$url" --cache "$tmp/c1" vcek "$tmp/genoa"
 expect_result unreach EHOSTUNREACH
-# A CRL older than the caller's limit is not served when KDS cannot be asked.
-sleep 1.1
+# max_age is when to refresh, not when to discard: a CRL older than it is served (with its own
+# fetch time) when KDS cannot be asked; the verifier's nextUpdate/staleness decide.
+crl_at=$(cat "$tmp/c1/crl/Milan.fetched")
+sleep 1.5
 run stale_crl --url "$url" --cache "$tmp/c1" --max-age 1 crl "$tmp/milan"
-expect_result stale_crl EHOSTUNREACH
+expect_result stale_crl OK
+[ "$(field stale_crl fetched_at)" = "$crl_at" ] || fail "stale_crl: fetched_at $(field stale_crl fetched_at), wanted $crl_at"
 start_server
+# ... nor when KDS answers 500 (the refresh is tried: one request).
+reset_stats
+control "mode=500&count=1"
+run stale_crl500 --url "$url" --cache "$tmp/c1" --max-age 1 crl "$tmp/milan"
+expect_result stale_crl500 OK
+[ "$(field stale_crl500 fetched_at)" = "$crl_at" ] || fail "stale_crl500: fetched_at $(field stale_crl500 fetched_at), wanted $crl_at"
+[ "$(stat_of crl)" = 1 ] || fail "stale_crl500: server saw $(stat_of crl) CRL requests, wanted 1"
+cmp -s "$tmp/c1/crl/Milan.der" "$tmp/crl.der" || fail "stale_crl500: cached CRL changed"
+# A CRL refresh takes no fetch slot: with both slots held by slow junk VCEK misses, the stale
+# CRL is still refreshed (a newer fetch time), not refused.
+rm -f "$tmp/c1/backoff"
+control "mode=slow&delay_ms=1500"
+reset_stats
+run crl_slots --url "$url" --cache "$tmp/c1" --max-fetching 2 --threads 2 --random-hwid \
+  --probe-delay-ms 300 --probe-crl --max-age 1 vcek "$tmp/milan"
+read -r pc_r _ pc_at <<<"$(field crl_slots probe_crl)"
+[ "$pc_r" = OK ] && [ "$pc_at" -gt "$crl_at" ] || fail "crl_slots: $(field crl_slots probe_crl) (old fetched_at $crl_at)"
+[ "$(stat_of crl)" = 1 ] || fail "crl_slots: server saw $(stat_of crl) CRL requests, wanted 1"
+control "mode=ok"
 
 # --- A corrupted cache file is ignored (not served) and replaced by the next fetch. ---
 echo '<html>oops</html>' >"$vcek_file"
@@ -170,13 +194,24 @@ no_entries "$tmp/c5" vcek
 # --- 16 threads, one VCEK: one fetch (with and without a cache dir). ---
 control "mode=slow&delay_ms=800"
 reset_stats
-run threads --url "$url" --cache "$tmp/c6" --threads 16 vcek "$tmp/milan"
+run threads --url "$url" --cache "$tmp/c6" --threads 16 --max-waiters 15 vcek "$tmp/milan"
 expect_result threads OK
 [ "$(stat_of vcek)" = 1 ] || fail "16 threads: server saw $(stat_of vcek) VCEK requests"
 reset_stats
-run threads_nc --url "$url" --threads 16 vcek "$tmp/genoa"
+run threads_nc --url "$url" --threads 16 --max-waiters 15 vcek "$tmp/genoa"
 expect_result threads_nc OK
 [ "$(stat_of vcek)" = 1 ] || fail "16 threads, no cache: server saw $(stat_of vcek) VCEK requests"
+# At most max_flight_waiters (default 2) threads wait for a fetch in the air; the others fail at
+# once: 6 threads, one unknown entry, slow KDS -> 1 fetch + 2 waiters OK, 3 EAGAIN in < 100 ms.
+reset_stats
+run waiters --url "$url" --cache "$tmp/c6w" --threads 6 vcek "$tmp/genoa"
+[ "$(grep -c '^thread .*: OK' "$tmp/waiters.out")" = 3 ] || fail "waiters: $(cat "$tmp/waiters.out")"
+[ "$(grep -c '^thread .*: EAGAIN' "$tmp/waiters.out")" = 3 ] || fail "waiters: $(cat "$tmp/waiters.out")"
+while read -r _ _ r ms; do
+  [ "$r" != EAGAIN ] || [ "$ms" -lt 100 ] || fail "waiters: a refused thread took $ms ms"
+done < <(grep '^thread ' "$tmp/waiters.out")
+[ "$(counter waiters fetch_refused)" = 3 ] || fail "waiters: refusals not counted"
+[ "$(stat_of vcek)" = 1 ] || fail "waiters: server saw $(stat_of vcek) VCEK requests"
 
 # --- Two processes at once, one cache: one fetch. ---
 reset_stats
@@ -306,6 +341,22 @@ expect_result wv OK
 run wv_none --url "$url" --cache "$tmp/c14" --with-vcek verify "$tmp/milan"
 expect_result wv_none EKEYREJECTED
 control "mode=ok"
+
+# --- A VCEK that the cached ASK did not sign is refused (-EBADMSG) and not cached: a second
+# server serves chip milan2's chain and chip milan's VCEK under the same product. ---
+"$nitride" sim init "$tmp/milan2" --product milan >/dev/null
+"$server" --chip "$tmp/milan2" --chip "$tmp/milan" --port-file "$tmp/port2" >/dev/null 2>>"$tmp/server2.log" &
+srv2_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/port2" ] && break; sleep 0.05; done
+[ -s "$tmp/port2" ] || fail "second kds-server did not start"
+url2=http://127.0.0.1:$(cat "$tmp/port2")
+run mix_chain --url "$url2" --cache "$tmp/c15" chain "$tmp/milan"
+expect_result mix_chain OK
+run mix_vcek --url "$url2" --cache "$tmp/c15" vcek "$tmp/milan"
+kill "$srv2_pid"; wait "$srv2_pid" 2>/dev/null || true
+expect_result mix_vcek EBADMSG
+no_entries "$tmp/c15" vcek
+[ "$(counter mix_vcek http_error)" = 1 ] || fail "mix_vcek: refusal not counted"
 
 # --- VLEK: only the chain is fetched. ---
 "$nitride" sim set "$tmp/milan" --signing-key vlek >/dev/null
