@@ -2,7 +2,9 @@
 /*
  * Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
  * Jitter"): the delay is uniform in [0, min(max, base * 2^attempt)], so that many clients
- * refused at once do not retry in lockstep. A server's Retry-After wins (capped at max).
+ * refused at once do not retry in lockstep. A server's Retry-After wins (capped at max), but
+ * never below base: "Retry-After: 0" (or a date in the past) must not turn the retry loop into
+ * a flood.
  */
 #include "web/backoff.h"
 
@@ -18,7 +20,9 @@ unsigned nt_backoff_next(NtBackoff *b, long retry_after_s) {
     if (retry_after_s >= 0) {
         uint64_t ms = (uint64_t)retry_after_s > UINT64_MAX / 1000 ? UINT64_MAX
                                                                   : (uint64_t)retry_after_s * 1000;
-        return (unsigned)(ms < b->max_ms ? ms : b->max_ms);
+        if (ms > b->max_ms)
+            ms = b->max_ms;
+        return (unsigned)(ms < b->base_ms ? b->base_ms : ms);
     }
     /* attempt was incremented above: the first delay uses 2^0. */
     unsigned shift = b->attempt - 1;

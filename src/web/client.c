@@ -21,6 +21,9 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_MAX_RESPONSE (1024 * 1024)
+#define MAX_REDIRECTS 5
+/* Never through a proxy from the environment: plain http to loopback stays on the host. */
+#define NO_PROXY "localhost,127.0.0.0/8,::1"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_result = CURLE_FAILED_INIT;
@@ -147,6 +150,35 @@ static int map_curl_error(CURLcode cc, CURL *h, const Collect *col) {
     }
 }
 
+DEFINE_TRIVIAL_CLEANUP_FUNC(CURLU *, curl_url_cleanup);
+
+/* Scheme, host and port of url (default port filled in), lower-cased by libcurl. */
+static int url_origin(const char *url, char **scheme, char **host, char **port) {
+    _cleanup_(curl_url_cleanupp) CURLU *u = curl_url();
+
+    *scheme = *host = *port = NULL;
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+        return -EINVAL;
+    return 0;
+}
+
+/* True if to has the same scheme, host and port as from. */
+static bool same_origin(const char *from, const char *to) {
+    char *s1, *h1, *p1, *s2, *h2, *p2;
+    bool same = url_origin(from, &s1, &h1, &p1) == 0 && url_origin(to, &s2, &h2, &p2) == 0 &&
+                strcasecmp(s1, s2) == 0 && strcasecmp(h1, h2) == 0 && strcmp(p1, p2) == 0;
+    curl_free(s1);
+    curl_free(h1);
+    curl_free(p1);
+    curl_free(s2);
+    curl_free(h2);
+    curl_free(p2);
+    return same;
+}
+
 void nt_http_response_clear(NtHttpResponse *resp) {
     if (!resp)
         return;
@@ -228,15 +260,13 @@ int nt_http_request(const NtHttpOptions *o, const char *method, const char *url,
     } while (0)
     SETOPT(CURLOPT_URL, url);
 #if LIBCURL_VERSION_NUM >= 0x075500
-    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, https ? "https" : "http,https");
+    SETOPT(CURLOPT_PROTOCOLS_STR, https ? "https" : "http");
 #else
-    SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-    SETOPT(CURLOPT_REDIR_PROTOCOLS,
-           https ? (long)CURLPROTO_HTTPS : (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SETOPT(CURLOPT_PROTOCOLS, https ? (long)CURLPROTO_HTTPS : (long)CURLPROTO_HTTP);
 #endif
-    SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
-    SETOPT(CURLOPT_MAXREDIRS, 5L);
+    /* libcurl would follow a Location to any host: redirects are followed below, if at all. */
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(CURLOPT_NOPROXY, NO_PROXY);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
     SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
@@ -272,7 +302,44 @@ int nt_http_request(const NtHttpOptions *o, const char *method, const char *url,
         return cc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
     }
 
-    cc = curl_easy_perform(h);
+    _cleanup_free_ char *location = NULL;
+    for (unsigned redirects = 0;; redirects++) {
+        char *next = NULL;
+        long status = 0;
+
+        cc = curl_easy_perform(h);
+        if (cc != CURLE_OK || !opts.follow_redirects)
+            break;
+        (void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        (void)curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &next);
+        if (status < 300 || status > 399 || !next || redirects >= MAX_REDIRECTS ||
+            !same_origin(url, next)) {
+            if (next && status >= 300 && status <= 399)
+                log_debug("HTTP %s %s: not following %ld to %s", method, url, status, next);
+            break;
+        }
+        free(location);
+        location = strdup(next);
+        if (!location) {
+            free(col.p);
+            return -ENOMEM;
+        }
+        /* 303 (and 301/302 after a POST, as browsers do) continue with a GET. */
+        if (status == 303 || ((status == 301 || status == 302) && strcmp(method, "POST") == 0)) {
+            cc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+            if (cc == CURLE_OK)
+                cc = curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        }
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(h, CURLOPT_URL, location);
+        if (cc != CURLE_OK)
+            break;
+        /* The next response replaces this one. */
+        col.len = 0;
+        if (col.p)
+            col.p[0] = 0;
+        col.retry_after_s = -1;
+    }
     if (cc != CURLE_OK) {
         r = map_curl_error(cc, h, &col);
         if (r == -EFBIG)

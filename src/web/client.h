@@ -2,11 +2,15 @@
 /*
  * HTTP(S) client on libcurl, used by the agent, the KDS client and nitride-kmsd. One easy handle
  * per call (no shared state; thread-safe after the one-time curl_global_init). Only http:// and
- * https:// URLs; redirects (at most 5) only to https:// (or http:// from an http:// URL);
- * certificate and host name are always verified.
+ * https:// URLs; certificate and host name are always verified. Redirects are not followed: a
+ * 3xx is the response (a caller's "plain http only to loopback" check must not be bypassed by a
+ * 307 to another host). With follow_redirects, at most 5 are followed, and only to the same
+ * scheme, host and port. Loopback (localhost, 127.0.0.0/8, ::1) never goes through a proxy
+ * from http_proxy/https_proxy.
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -19,6 +23,7 @@ typedef struct NtHttpOptions {
     long connect_timeout_ms;              /* default 5000 */
     long timeout_ms;                      /* whole request, default 30000 */
     size_t max_response;                  /* default 1 MiB; larger: -EFBIG */
+    bool follow_redirects;                /* default false; true: same scheme+host+port only */
 } NtHttpOptions;
 
 typedef struct NtHttpResponse {

@@ -641,6 +641,20 @@ static void client_address(struct MHD_Connection *c, Ctx *ctx) {
     (void)snprintf(ctx->rate_key, sizeof(ctx->rate_key), "%s", ctx->client_addr);
 }
 
+typedef struct Framing {
+    unsigned n_content_length, n_transfer_encoding;
+} Framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    Framing *f = cls;
+    if (key && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        f->n_content_length++;
+    else if (key && strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        f->n_transfer_encoding++;
+    return MHD_YES;
+}
+
 static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx *ctx,
                                   const char *url, const char *method) {
     const Route *route = NULL;
@@ -653,6 +667,14 @@ static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx 
         (void)snprintf(v, sizeof(v), "%u", retry_s);
         return send_error(s, c, ctx, "rate_limited", 429, "too many requests", "Retry-After", v);
     }
+    /* Request smuggling: MHD frames the body by the first Content-Length (or by the chunking),
+     * a proxy in front may pick another one. Two Content-Length headers, or Transfer-Encoding
+     * with Content-Length, are refused (RFC 9112 6.3), and the connection closed. */
+    Framing f = {};
+    (void)MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.n_content_length > 1 || (f.n_content_length > 0 && f.n_transfer_encoding > 0))
+        return send_error(s, c, ctx, "unknown", 400, "ambiguous request framing", "Connection",
+                          "close");
     for (size_t i = 0; i < s->n_routes; i++) {
         if (strcmp(s->routes[i].path, url) != 0)
             continue;

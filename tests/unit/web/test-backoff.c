@@ -47,10 +47,21 @@ static void test_backoff_sequence(void **state) {
 static void test_backoff_retry_after(void **state) {
     NtBackoff b = {.base_ms = 100, .max_ms = 60000};
     assert_int_equal(nt_backoff_next(&b, 7), 7000);
-    assert_int_equal(nt_backoff_next(&b, 0), 0);
     assert_int_equal(nt_backoff_next(&b, 3600), 60000); /* capped */
     assert_int_equal(nt_backoff_next(&b, LONG_MAX), 60000);
-    assert_int_equal(b.attempt, 4);
+    assert_int_equal(b.attempt, 3);
+}
+
+/* A hostile server answering "Retry-After: 0" (or a past date, parsed as 0) must not remove the
+ * backoff: the delay never drops below base_ms, on any attempt. */
+static void test_backoff_retry_after_zero(void **state) {
+    NtBackoff b = {.base_ms = 100, .max_ms = 60000};
+    for (int i = 0; i < 50; i++)
+        assert_true(nt_backoff_next(&b, 0) >= 100);
+    assert_int_equal(nt_backoff_next(&b, 0), 100);
+    NtBackoff c = {.base_ms = 1500, .max_ms = 60000};
+    assert_int_equal(nt_backoff_next(&c, 1), 1500);
+    assert_int_equal(nt_backoff_next(&c, 2), 2000);
 }
 
 static void test_retry_after_parse(void **state) {
@@ -74,9 +85,8 @@ static void test_retry_after_parse(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_backoff_bounds),
-        cmocka_unit_test(test_backoff_sequence),
-        cmocka_unit_test(test_backoff_retry_after),
+        cmocka_unit_test(test_backoff_bounds),      cmocka_unit_test(test_backoff_sequence),
+        cmocka_unit_test(test_backoff_retry_after), cmocka_unit_test(test_backoff_retry_after_zero),
         cmocka_unit_test(test_retry_after_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

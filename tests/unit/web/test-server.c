@@ -694,6 +694,155 @@ static void test_client_errors(void **state) {
     nt_http_response_clear(&resp);
 }
 
+/* --- redirects, proxies, framing --- */
+
+static int h_count(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    __atomic_add_fetch((unsigned *)userdata, 1, __ATOMIC_SEQ_CST);
+    return nt_web_reply_json(reply, 200, json_pack("{s:b}", "counted", 1));
+}
+
+static int h_redirect(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    int r = nt_web_reply_text(reply, 307, "text/plain", "moved");
+    if (r < 0)
+        return r;
+    return nt_web_reply_header(reply, "Location", userdata);
+}
+
+/* A plain server on 127.0.0.1 with GET and POST /count (counting into *count) and, if
+ * location is set, GET and POST /redir answering 307 to it. */
+static NtWebServer *count_server(unsigned *count, const char *location) {
+    NtWebConfig cfg = {.listen = "127.0.0.1:0", .plain_http = true, .threads = 2};
+    NtWebServer *s = NULL;
+    _cleanup_free_ char *error = NULL;
+    assert_int_equal(nt_web_server_new(&cfg, &s, &error), 0);
+    assert_int_equal(nt_web_server_route(s, "GET", "/count", "count", h_count, count), 0);
+    assert_int_equal(nt_web_server_route(s, "POST", "/count", "count", h_count, count), 0);
+    if (location) {
+        assert_int_equal(
+            nt_web_server_route(s, "GET", "/redir", "redir", h_redirect, (void *)location), 0);
+        assert_int_equal(
+            nt_web_server_route(s, "POST", "/redir", "redir", h_redirect, (void *)location), 0);
+    }
+    assert_int_equal(nt_web_server_start(s, &error), 0);
+    return s;
+}
+
+/* A 307 to another host (or port) is the answer, not followed: a caller that allows plain
+ * http only to loopback checked the URL it asked for, not the Location. With follow_redirects
+ * only the same scheme, host and port is followed. */
+static void test_redirects(void **state) {
+    unsigned other_count = 0, own_count = 0, same_count = 0;
+    _cleanup_(nt_web_server_freep) NtWebServer *other = count_server(&other_count, NULL);
+    _cleanup_free_ char *elsewhere = url(other, "http", "/count"), *elsewhere_name = NULL;
+    assert_true(asprintf(&elsewhere_name, "http://localhost:%u/count", nt_web_server_port(other)) >
+                0);
+    _cleanup_(nt_web_server_freep) NtWebServer *s = count_server(&own_count, elsewhere);
+    _cleanup_(nt_web_server_freep) NtWebServer *s_name = count_server(&own_count, elsewhere_name);
+    _cleanup_(nt_web_server_freep) NtWebServer *same = count_server(&same_count, "/count");
+    _cleanup_free_ char *redir = url(s, "http", "/redir"),
+                        *redir_name = url(s_name, "http", "/redir"),
+                        *redir_same = url(same, "http", "/redir");
+    NtHttpOptions follow = {.follow_redirects = true};
+    NtHttpResponse resp;
+
+    for (int f = 0; f < 2; f++) {
+        const NtHttpOptions *o = f ? &follow : NULL;
+        assert_int_equal(nt_http_request(o, "GET", redir, NULL, NULL, 0, &resp), 0);
+        assert_int_equal(resp.status, 307);
+        assert_string_equal((char *)resp.body, "moved");
+        nt_http_response_clear(&resp);
+        assert_int_equal(nt_http_request(o, "POST", redir, "application/json", "{}", 2, &resp), 0);
+        assert_int_equal(resp.status, 307);
+        nt_http_response_clear(&resp);
+        assert_int_equal(nt_http_request(o, "GET", redir_name, NULL, NULL, 0, &resp), 0);
+        assert_int_equal(resp.status, 307);
+        nt_http_response_clear(&resp);
+    }
+    assert_int_equal(__atomic_load_n(&other_count, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(own_count, 0);
+
+    /* Same origin: followed only when asked for (method and body kept for a 307). */
+    assert_int_equal(nt_http_request(NULL, "GET", redir_same, NULL, NULL, 0, &resp), 0);
+    assert_int_equal(resp.status, 307);
+    nt_http_response_clear(&resp);
+    assert_int_equal(__atomic_load_n(&same_count, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(nt_http_request(&follow, "GET", redir_same, NULL, NULL, 0, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    assert_string_equal((char *)resp.body, "{\"counted\":true}");
+    nt_http_response_clear(&resp);
+    assert_int_equal(
+        nt_http_request(&follow, "POST", redir_same, "application/json", "{}", 2, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    nt_http_response_clear(&resp);
+    assert_int_equal(__atomic_load_n(&same_count, __ATOMIC_SEQ_CST), 2);
+    assert_int_equal(__atomic_load_n(&other_count, __ATOMIC_SEQ_CST), 0);
+}
+
+/* http_proxy in the environment must not see plain http to loopback: a listening "proxy" on
+ * 127.0.0.3 gets no connection, the request reaches the server on 127.0.0.1. */
+static void test_no_proxy_for_loopback(void **state) {
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    _cleanup_close_ int proxy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    char proxy_url[64];
+    NtHttpOptions o = {.timeout_ms = 2000};
+    NtHttpResponse resp;
+    struct pollfd p;
+
+    assert_true(proxy >= 0);
+    sa.sin_addr.s_addr = htonl(0x7f000003); /* 127.0.0.3 */
+    assert_int_equal(bind(proxy, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(proxy, (struct sockaddr *)&sa, &len), 0);
+    assert_int_equal(listen(proxy, 16), 0);
+    (void)snprintf(proxy_url, sizeof(proxy_url), "http://127.0.0.3:%u/", ntohs(sa.sin_port));
+
+    _cleanup_(nt_web_server_freep) NtWebServer *s = plain_server();
+    _cleanup_free_ char *u = url(s, "http", "/hello");
+    assert_int_equal(setenv("http_proxy", proxy_url, 1), 0);
+    assert_int_equal(unsetenv("no_proxy"), 0);
+    assert_int_equal(unsetenv("NO_PROXY"), 0);
+    int r = nt_http_request(&o, "GET", u, NULL, NULL, 0, &resp);
+    assert_int_equal(unsetenv("http_proxy"), 0);
+    p = (struct pollfd){.fd = proxy, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 0), 0); /* no connection waiting at the proxy */
+    assert_int_equal(r, 0);
+    assert_int_equal(resp.status, 200);
+    nt_http_response_clear(&resp);
+}
+
+/* Request smuggling: two Content-Length headers, or Transfer-Encoding with Content-Length,
+ * get 400 (whichever the server would pick, a proxy in front may pick the other), and the
+ * connection is closed (what follows the headers is not parsed as a next request). */
+static void test_ambiguous_framing(void **state) {
+    _cleanup_(nt_web_server_freep) NtWebServer *s = plain_server();
+    static const char *const requests[] = {
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n"
+        "\r\n2\r\n{}\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n"
+        "\r\n2\r\n{}\r\n0\r\n\r\n",
+    };
+    for (size_t i = 0; i < ELEMENTSOF(requests); i++) {
+        uint64_t t0 = now_ms();
+        _cleanup_free_ char *raw = raw_exchange(nt_web_server_port(s), requests[i]);
+        assert_true(now_ms() - t0 < 2000); /* the connection is closed, not kept alive */
+        assert_non_null(strstr(raw, "HTTP/1.1 400"));
+        assert_non_null(strstr(raw, "\r\n\r\n{\"error\":\"ambiguous request framing\"}"));
+        assert_null(strstr(raw, "echoed"));
+    }
+    /* Each alone is fine. */
+    _cleanup_free_ char *raw = raw_exchange(
+        nt_web_server_port(s), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                               "Connection: close\r\n\r\n{}");
+    assert_non_null(strstr(raw, "HTTP/1.1 200"));
+    free(TAKE_PTR(raw));
+    raw = raw_exchange(nt_web_server_port(s),
+                       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                       "Connection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
+    assert_non_null(strstr(raw, "HTTP/1.1 200"));
+}
+
 /* 200 slowloris connections (a partial request line, held) and 200 garbage connections, all
  * open while a valid request is made: it must complete in < 2 s. MHD's event loop spends a
  * socket, not a thread, on each; with a thread per connection (or a small connection limit)
@@ -873,13 +1022,23 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_routes),         cmocka_unit_test(test_json),
-        cmocka_unit_test(test_body_cap),       cmocka_unit_test(test_rate_limit),
-        cmocka_unit_test(test_server_metrics), cmocka_unit_test(test_config),
-        cmocka_unit_test(test_ipv6),           cmocka_unit_test(test_tls),
-        cmocka_unit_test(test_client_errors),  cmocka_unit_test(test_flood),
-        cmocka_unit_test(test_lifecycle),      cmocka_unit_test(test_connection_limits),
-        cmocka_unit_test(test_concurrency),    cmocka_unit_test(test_stop_inflight),
+        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_body_cap),
+        cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_server_metrics),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_client_errors),
+        cmocka_unit_test(test_redirects),
+        cmocka_unit_test(test_no_proxy_for_loopback),
+        cmocka_unit_test(test_ambiguous_framing),
+        cmocka_unit_test(test_flood),
+        cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_connection_limits),
+        cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_stop_inflight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
