@@ -82,7 +82,10 @@ static int h_busy(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
     return nt_web_reply_header(reply, "Retry-After", ra ? ra : "7");
 }
 
+static unsigned slow_started; /* handlers of /slow entered (atomic) */
+
 static int h_slow(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    __atomic_add_fetch(&slow_started, 1, __ATOMIC_SEQ_CST);
     usleep(1500 * 1000);
     return nt_web_reply_text(reply, 200, NULL, "slow");
 }
@@ -999,8 +1002,12 @@ static void test_stop_inflight(void **state) {
     SlowArg a = {.url = u};
     pthread_t t;
 
+    unsigned before = __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST);
     assert_int_equal(pthread_create(&t, NULL, slow_client, &a), 0);
-    usleep(300 * 1000);
+    /* Stop only once the handler runs (a fixed sleep raced with a loaded machine). */
+    for (int i = 0; i < 1000 && __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) == before; i++)
+        usleep(10 * 1000);
+    assert_true(__atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) > before);
     uint64_t t0 = now_ms();
     nt_web_server_free(s);
     assert_true(now_ms() - t0 < 5000);
