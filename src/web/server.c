@@ -43,6 +43,7 @@
 #define DEFAULT_MAX_CONNECTIONS 1024
 #define DEFAULT_PER_IP 64
 #define DISCARD_MAX (1024 * 1024)
+#define STOP_DRAIN_MS 3000 /* at stop, the longest wait for replies being written */
 #define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define RATE_SETS 256
 #define RATE_WAYS 8
@@ -94,6 +95,7 @@ struct NtWebServer {
     bool q_stopping; /* workers drain the queue and exit; new jobs run inline */
     pthread_t *workers;
     unsigned n_workers;
+    unsigned answering; /* requests given to a handler whose reply is not yet sent (atomic) */
 };
 
 /* Per-request state, *con_cls of MHD. */
@@ -117,6 +119,7 @@ struct Ctx {
     const char *method, *url; /* MHD's, valid until the request completes */
     NtWebReply reply;
     int handler_r;
+    bool answering;   /* counted in NtWebServer.answering */
     struct Ctx *next; /* job queue */
 };
 
@@ -822,6 +825,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     ctx->conn = c;
     ctx->method = method;
     ctx->url = url;
+    ctx->answering = true;
+    __atomic_add_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_lock(&s->q_lock);
     if (s->q_stopping) {
         pthread_mutex_unlock(&s->q_lock);
@@ -843,9 +848,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+    NtWebServer *s = cls;
     Ctx *ctx = *con_cls;
     if (!ctx)
         return;
+    if (ctx->answering)
+        __atomic_sub_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
     nt_web_reply_clear(&ctx->reply);
     free(ctx->body);
     free(ctx);
@@ -906,7 +914,7 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
         {MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, s->max_connections, NULL},
         {MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->per_ip, NULL},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
         {s->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->cert_pem},
         {s->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->key_pem},
         /* GnuTLS's NORMAL still offers TLS 1.0 and 1.1. */
@@ -973,6 +981,12 @@ void nt_web_server_stop(NtWebServer *s) {
     free(s->workers);
     s->workers = NULL;
     s->n_workers = 0;
+    /* A resumed connection's reply is written by MHD's event thread some time after the worker
+     * resumed it: stopping MHD now would cut it off. Wait (bounded) until every request that
+     * reached a handler has been answered. */
+    for (unsigned i = 0;
+         i < STOP_DRAIN_MS / 5 && __atomic_load_n(&s->answering, __ATOMIC_SEQ_CST) > 0; i++)
+        (void)usleep(5 * 1000);
     /* MHD_stop_daemon closes the listening socket it was given. */
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;

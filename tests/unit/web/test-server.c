@@ -85,9 +85,18 @@ static int h_busy(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
 static unsigned slow_started; /* handlers of /slow entered (atomic) */
 
 static int h_slow(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    const char *n_s = nt_web_request_query(req, "n");
     __atomic_add_fetch(&slow_started, 1, __ATOMIC_SEQ_CST);
     usleep(1500 * 1000);
-    return nt_web_reply_text(reply, 200, NULL, "slow");
+    if (!n_s)
+        return nt_web_reply_text(reply, 200, NULL, "slow");
+    /* A reply large enough that writing it takes MHD several rounds. */
+    size_t n = strtoul(n_s, NULL, 10);
+    _cleanup_free_ char *body = malloc(n + 1);
+    assert_non_null(body);
+    memset(body, 's', n);
+    body[n] = 0;
+    return nt_web_reply_text(reply, 200, "text/plain", body);
 }
 
 static NtWebServer *server_start(NtWebConfig *cfg) {
@@ -958,14 +967,16 @@ static void test_connection_limits(void **state) {
 
 typedef struct SlowArg {
     const char *url;
+    size_t max_response; /* 0: the client's default */
     int r;
     long status;
 } SlowArg;
 
 static void *slow_client(void *p) {
     SlowArg *a = p;
+    NtHttpOptions o = {.max_response = a->max_response};
     NtHttpResponse resp;
-    a->r = nt_http_request(NULL, "GET", a->url, NULL, NULL, 0, &resp);
+    a->r = nt_http_request(&o, "GET", a->url, NULL, NULL, 0, &resp);
     a->status = resp.status;
     nt_http_response_clear(&resp);
     return NULL;
@@ -998,22 +1009,27 @@ static void test_concurrency(void **state) {
 /* Stopping with a handler in flight waits for it, sends its reply, and does not hang. */
 static void test_stop_inflight(void **state) {
     NtWebServer *s = plain_server();
-    _cleanup_free_ char *u = url(s, "http", "/slow");
-    SlowArg a = {.url = u};
-    pthread_t t;
+    /* Large replies: their writing is still under way when the handlers have returned, which
+     * is when a stop used to cut the connections. */
+    _cleanup_free_ char *u = url(s, "http", "/slow?n=8000000");
+    SlowArg a[2] = {{.url = u, .max_response = 16000000}, {.url = u, .max_response = 16000000}};
+    pthread_t t[2];
 
     unsigned before = __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST);
-    assert_int_equal(pthread_create(&t, NULL, slow_client, &a), 0);
-    /* Stop only once the handler runs (a fixed sleep raced with a loaded machine). */
-    for (int i = 0; i < 1000 && __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) == before; i++)
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, slow_client, &a[i]), 0);
+    /* Stop only once both handlers run (a fixed sleep raced with a loaded machine). */
+    for (int i = 0; i < 1000 && __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) < before + 2; i++)
         usleep(10 * 1000);
-    assert_true(__atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) > before);
+    assert_true(__atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) >= before + 2);
     uint64_t t0 = now_ms();
     nt_web_server_free(s);
     assert_true(now_ms() - t0 < 5000);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(a.r, 0);
-    assert_int_equal(a.status, 200);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(a[i].r, 0);
+        assert_int_equal(a[i].status, 200);
+    }
 }
 
 static int setup(void **state) {
