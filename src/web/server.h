@@ -100,7 +100,7 @@ typedef struct NtWebConfig {
     const char *tls_cert_file; /* PEM chain */
     const char *tls_key_file;  /* PEM */
     const char *tls_client_ca_file; /* PEM CAs for client certificates (optional, TLS only) */
-    bool plain_http;           /* required when no TLS files are given; logs a warning at start */
+    bool plain_http;    /* required when no TLS files are given; logs a warning at start */
     unsigned threads;   /* pool size, default 4: MHD event threads, and as many handler workers */
     size_t max_body;    /* default 64 KiB; larger: 413 {"error"} without reading it all */
     unsigned timeout_s; /* per-connection idle timeout, default 10 */

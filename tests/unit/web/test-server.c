@@ -103,9 +103,9 @@ static int h_slow(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
 static int h_whoami(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
     char subject[256];
     int r = nt_web_request_client_cert(req, subject, sizeof(subject));
-    return nt_web_reply_json(reply, 200,
-                             json_pack("{s:s, s:s, s:i}", "path", req->path, "subject",
-                                       r == 0 ? subject : "", "r", r));
+    return nt_web_reply_json(
+        reply, 200,
+        json_pack("{s:s, s:s, s:i}", "path", req->path, "subject", r == 0 ? subject : "", "r", r));
 }
 
 static NtWebServer *server_start(NtWebConfig *cfg) {
