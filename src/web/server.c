@@ -903,6 +903,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         if (!ctx->too_large && n > s->max_body - ctx->body_len) {
             ctx->too_large = true;
+            if (ctx->body)
+                explicit_bzero(ctx->body, ctx->body_alloc);
             free(ctx->body);
             ctx->body = NULL;
             ctx->body_len = ctx->body_alloc = 0;
@@ -919,9 +921,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (ctx->body_len + n + 1 > ctx->body_alloc) {
             size_t a = MAX(ctx->body_alloc * 2, ctx->body_len + n + 1);
             a = MIN(a, s->max_body + 1);
-            uint8_t *b = realloc(ctx->body, a);
+            /* Not realloc: the old copy is wiped (see on_completed). */
+            uint8_t *b = malloc(a);
             if (!b)
                 return MHD_NO;
+            if (ctx->body) {
+                memcpy(b, ctx->body, ctx->body_len);
+                explicit_bzero(ctx->body, ctx->body_alloc);
+                free(ctx->body);
+            }
             ctx->body = b;
             ctx->body_alloc = a;
         }
@@ -975,6 +983,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (ctx->answering)
         __atomic_sub_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
     nt_web_reply_clear(&ctx->reply);
+    /* Bodies may carry secrets (kmsd's admin API takes secret values): wiped, not just freed. */
+    if (ctx->body)
+        explicit_bzero(ctx->body, ctx->body_alloc);
     free(ctx->body);
     free(ctx);
     *con_cls = NULL;
