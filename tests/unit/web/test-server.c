@@ -108,6 +108,11 @@ static int h_whoami(void *userdata, const NtWebRequest *req, NtWebReply *reply) 
         json_pack("{s:s, s:s, s:i}", "path", req->path, "subject", r == 0 ? subject : "", "r", r));
 }
 
+static int h_auth(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    const char *a = nt_web_request_header(req, "Authorization");
+    return nt_web_reply_json(reply, 200, json_pack("{s:s}", "authorization", a ? a : ""));
+}
+
 static NtWebServer *server_start(NtWebConfig *cfg) {
     NtWebServer *s = NULL;
     _cleanup_free_ char *error = NULL;
@@ -123,6 +128,7 @@ static NtWebServer *server_start(NtWebConfig *cfg) {
     assert_int_equal(nt_web_server_route(s, "GET", "/busy", "busy", h_busy, NULL), 0);
     assert_int_equal(nt_web_server_route(s, "GET", "/slow", "slow", h_slow, NULL), 0);
     assert_int_equal(nt_web_server_route(s, "GET", "/who", "who", h_whoami, NULL), 0);
+    assert_int_equal(nt_web_server_route(s, "GET", "/auth", "auth", h_auth, NULL), 0);
     assert_int_equal(nt_web_server_route(s, "GET", "/items/*", "items", h_whoami, NULL), 0);
     assert_int_equal(nt_web_server_route(s, "DELETE", "/items/*", "items", h_whoami, NULL), 0);
     assert_int_equal(nt_web_server_route(s, "GET", "/items/exact", "exact", h_hello, NULL), 0);
@@ -282,6 +288,19 @@ static void test_prefix_routes(void **state) {
     assert_int_equal(st, 404);
     free(get_member(NULL, s, "http", "/itemsx/y", "path", &st, NULL));
     assert_int_equal(st, 404);
+    /* The client's bearer token option. */
+    NtHttpOptions bo = {.bearer_token = "tok.en-1"};
+    v = get_member(&bo, s, "http", "/auth", "authorization", &st, NULL);
+    assert_string_equal(v, "Bearer tok.en-1");
+    free(v);
+    v = get_member(NULL, s, "http", "/auth", "authorization", &st, NULL);
+    assert_string_equal(v, "");
+    free(v);
+    NtHttpOptions bad = {.bearer_token = "a\r\nX-Evil: 1"};
+    NtHttpResponse resp;
+    _cleanup_free_ char *ua = url(s, "http", "/auth");
+    assert_int_equal(nt_http_request(&bad, "GET", ua, NULL, NULL, 0, &resp), -EINVAL);
+    nt_http_response_clear(&resp);
     /* Methods of a prefix route: 405 with Allow. */
     _cleanup_free_ char *raw = raw_exchange(
         nt_web_server_port(s), "POST /items/z HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
