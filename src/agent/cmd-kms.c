@@ -14,7 +14,7 @@
  *     audit show [--after SEQ]
  *     audit verify [--release-keys FILE] [--head-file FILE]
  *
- * Secret values: for aes256/hmac-*/raw the file's bytes; for EC/RSA/Ed25519 keys a PEM or DER
+ * Secret values: for aes256, hmac-sha256/384 and raw the file's bytes; for EC/RSA/Ed25519 keys a PEM or DER
  * private key, sent as unencrypted PKCS#8 DER. They are read into locked memory (Secret) and the
  * request body that carries them is wiped after the call (jansson's strings too: a zeroising
  * free is installed).
