@@ -56,7 +56,7 @@
 
 #define KMS_DEFAULT_TIMEOUT_S 30
 #define KMS_MAX_RESPONSE (64u * 1024u * 1024u)
-#define KMS_AUDIT_PAGE 5000
+#define KMS_AUDIT_PAGE 1000
 #define KMS_VALUE_MAX (64u * 1024u)
 #define AUDIT_HEAD_TYP "nitride-audit-head+jws"
 

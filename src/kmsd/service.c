@@ -48,12 +48,10 @@
 #include "token/release.h"
 
 #define LIST_DEFAULT 100
-#define LIST_MAX 1000
+#define LIST_MAX KMS_STORE_LIST_MAX
 #define AUDIT_PAGE_DEFAULT 500
-#define AUDIT_PAGE_MAX 5000
+#define AUDIT_PAGE_MAX KMS_STORE_LIST_MAX
 #define RAW_MAX 4096
-#define LABEL_MAX 128
-#define ACL_LIST_MAX 64
 
 /* ---- set-up ---- */
 
@@ -130,7 +128,7 @@ int kmsd_new(KmsdConfig *cfg, bool serve, Kmsd **ret, char **ret_error) {
 
     /* The KEK is checked in every mode; the database is opened only to serve (check-config
      * creates nothing). */
-    r = kmsd_read_secret_file(cfg->kek_file, "kek_file", 32, 32, &kek, ret_error);
+    r = kms_kek_load(cfg->kek_file, &kek, ret_error);
     if (r < 0)
         return r;
     r = kmsd_auth_new(cfg->admin_token_file, cfg->admin_client_ca != NULL, cfg->admin_subjects,
@@ -264,18 +262,7 @@ static int store_error(NtWebReply *reply, int r, const char *id) {
 /* ---- validation ---- */
 
 static bool valid_id(const char *s) {
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > 64 || !strchr("abcdefghijklmnopqrstuvwxyz0123456789", s[0]))
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
-/* vhsmd's key names (docs/protocol.md): 1..128 of [A-Za-z0-9._:@-], not starting with . or -. */
-static bool valid_name(const char *s) {
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > 128 || s[0] == '.' || s[0] == '-')
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@-") == n;
+    return s && kms_secret_id_is_valid(s);
 }
 
 typedef struct SecretType {
@@ -304,68 +291,6 @@ static const SecretType *type_find(const char *name) {
         if (streq(types[i].name, name))
             return &types[i];
     return NULL;
-}
-
-static bool group_is(EVP_PKEY *pk, const char *want) {
-    char g[64] = "";
-    size_t n = 0;
-    if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, g, sizeof g, &n) != 1)
-        return false;
-    /* OpenSSL names the NIST curves prime256v1/secp384r1 or P-256/P-384. */
-    if (streq(want, "P-256"))
-        return streq(g, "P-256") || streq(g, "prime256v1");
-    return streq(g, "P-384") || streq(g, "secp384r1");
-}
-
-/* Checks a value against its type: exact length, raw 1..4096, or a PKCS#8 DER private key of
- * the type's algorithm, curve or size that passes OpenSSL's key check. Returns 0 or -EBADMSG
- * with the reason in err. */
-static int value_check(const SecretType *t, const Secret *v, char err[static 200]) {
-    const uint8_t *p = secret_const_data(v);
-    size_t n = secret_size(v);
-    PKCS8_PRIV_KEY_INFO *p8 = NULL;
-    _cleanup_(EVP_PKEY_freep) EVP_PKEY *pk = NULL;
-    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
-
-    if (t->len) {
-        if (n != t->len) {
-            snprintf(err, 200, "a %s value is %zu bytes, not %zu", t->name, t->len, n);
-            return -EBADMSG;
-        }
-        return 0;
-    }
-    if (!t->alg) {
-        if (n < 1 || n > RAW_MAX) {
-            snprintf(err, 200, "a raw value is 1..%d bytes, not %zu", RAW_MAX, n);
-            return -EBADMSG;
-        }
-        return 0;
-    }
-    if (n > 16384) {
-        snprintf(err, 200, "a PKCS#8 key of %zu bytes is too large", n);
-        return -EBADMSG;
-    }
-    p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)n);
-    if (p8 && p == secret_const_data(v) + n)
-        pk = EVP_PKCS82PKEY(p8);
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    ERR_clear_error();
-    if (!pk) {
-        snprintf(err, 200, "a %s value must be an unencrypted PKCS#8 DER private key", t->name);
-        return -EBADMSG;
-    }
-    if (!EVP_PKEY_is_a(pk, t->alg) || (t->group && !group_is(pk, t->group)) ||
-        (t->bits && EVP_PKEY_get_bits(pk) != t->bits)) {
-        snprintf(err, 200, "the PKCS#8 key is not a %s key", t->name);
-        return -EBADMSG;
-    }
-    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
-    if (!ctx || EVP_PKEY_private_check(ctx) != 1 || EVP_PKEY_pairwise_check(ctx) != 1) {
-        ERR_clear_error();
-        snprintf(err, 200, "the %s private key fails OpenSSL's key check", t->name);
-        return -EBADMSG;
-    }
-    return 0;
 }
 
 /* A fresh value of type t (raw: length bytes). Returns 0, -EINVAL (raw without a length), or an
@@ -445,97 +370,31 @@ static bool printable(const char *s) {
     return true;
 }
 
-/* The vHSM attributes of a secret, strictly: {"policy": "local"|"attested", "max_age": 1..604800
- * (attested only; default 3600), "label": <= 128 printable characters, "acl": {"use_uid",
- * "use_gid", "use_cgroup", "admin_uid", "admin_gid", "admin_cgroup": arrays}}. Returns 0 and the
- * normalised object, or -EBADMSG with the reason. */
-static int attributes_parse(const json_t *in, json_t **ret, char err[static 200]) {
-    static const char *const acl_keys[] = {"use_uid",   "use_gid",   "use_cgroup",
-                                           "admin_uid", "admin_gid", "admin_cgroup"};
-    json_auto_t *out = json_object();
-    const char *key, *policy = "local";
-    json_t *v;
+/* The vHSM attributes of a secret with their defaults ("policy": "local"; "max_age": 3600 for
+ * "attested"), checked by the store's rules (kms_secret_attributes_check: policy, max_age, label,
+ * acl and nothing else). Returns 0 and the normalised object, or -EINVAL with the reason. */
+static int attributes_parse(const json_t *in, json_t **ret, char err[static 256]) {
+    json_auto_t *out = NULL;
+    const json_t *policy;
+    int r;
 
+    if (in && !json_is_object(in)) {
+        snprintf(err, 256, "attributes: expected an object");
+        return -EINVAL;
+    }
+    out = in ? json_deep_copy(in) : json_object();
     if (!out)
         return -ENOMEM;
-    if (in && !json_is_object(in)) {
-        snprintf(err, 200, "attributes: expected an object");
-        return -EBADMSG;
-    }
-    json_object_foreach((json_t *)in, key, v) {
-        if (streq(key, "policy")) {
-            if (!json_is_string(v) || (!streq(json_string_value(v), "local") &&
-                                       !streq(json_string_value(v), "attested"))) {
-                snprintf(err, 200, "attributes.policy: \"local\" or \"attested\"");
-                return -EBADMSG;
-            }
-            policy = json_string_value(v);
-        } else if (streq(key, "max_age")) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                json_integer_value(v) > 604800) {
-                snprintf(err, 200, "attributes.max_age: seconds, 1..604800");
-                return -EBADMSG;
-            }
-        } else if (streq(key, "label")) {
-            if (!json_is_string(v) || json_string_length(v) > LABEL_MAX ||
-                !printable(json_string_value(v))) {
-                snprintf(err, 200, "attributes.label: at most %d printable characters",
-                         LABEL_MAX);
-                return -EBADMSG;
-            }
-        } else if (streq(key, "acl")) {
-            const char *ak;
-            json_t *av, *e;
-            size_t i;
-            if (!json_is_object(v)) {
-                snprintf(err, 200, "attributes.acl: expected an object");
-                return -EBADMSG;
-            }
-            json_object_foreach(v, ak, av) {
-                bool known = false, cgroup = strstr(ak, "cgroup") != NULL;
-                for (size_t j = 0; j < ELEMENTSOF(acl_keys) && !known; j++)
-                    known = streq(acl_keys[j], ak);
-                if (!known) {
-                    snprintf(err, 200,
-                             "attributes.acl.%.32s: unknown (use_uid, use_gid, use_cgroup, "
-                             "admin_uid, admin_gid, admin_cgroup)",
-                             ak);
-                    return -EBADMSG;
-                }
-                if (!json_is_array(av) || json_array_size(av) > ACL_LIST_MAX) {
-                    snprintf(err, 200, "attributes.acl.%s: an array of at most %d entries", ak,
-                             ACL_LIST_MAX);
-                    return -EBADMSG;
-                }
-                json_array_foreach(av, i, e) {
-                    bool ok = cgroup ? json_is_string(e) && json_string_value(e)[0] == '/' &&
-                                           json_string_length(e) <= 4096 &&
-                                           printable(json_string_value(e))
-                                     : json_is_integer(e) && json_integer_value(e) >= 0 &&
-                                           json_integer_value(e) < (json_int_t)UINT32_MAX;
-                    if (!ok) {
-                        snprintf(err, 200, "attributes.acl.%s[%zu]: %s", ak, i,
-                                 cgroup ? "a cgroup path starting with /" : "a uid/gid number");
-                        return -EBADMSG;
-                    }
-                }
-            }
-        } else {
-            snprintf(err, 200, "attributes.%.32s: unknown (policy, max_age, label, acl)", key);
-            return -EBADMSG;
-        }
-        if (json_object_set(out, key, v) < 0)
-            return -ENOMEM;
-    }
-    if (json_object_set_new(out, "policy", json_string(policy)) < 0)
+    policy = json_object_get(out, "policy");
+    if (!policy && json_object_set_new(out, "policy", json_string("local")) < 0)
         return -ENOMEM;
-    if (streq(policy, "attested") && !json_object_get(out, "max_age") &&
+    if (json_is_string(policy) && streq(json_string_value(policy), "attested") &&
+        !json_object_get(out, "max_age") &&
         json_object_set_new(out, "max_age", json_integer(3600)) < 0)
         return -ENOMEM;
-    if (streq(policy, "local") && json_object_get(out, "max_age")) {
-        snprintf(err, 200, "attributes.max_age: only with policy \"attested\"");
-        return -EBADMSG;
-    }
+    r = kms_secret_attributes_check(out, err);
+    if (r < 0)
+        return r;
     *ret = TAKE_PTR(out);
     return 0;
 }
@@ -651,7 +510,7 @@ static bool only_members(const json_t *o, const char *const *known, char err[sta
 static int body_value(const json_t *body, const SecretType *t, NtWebReply *reply, Secret **ret) {
     const json_t *value = json_object_get(body, "value"), *gen = json_object_get(body, "generate"),
                  *length = json_object_get(body, "length");
-    char err[200];
+    char err[256];
     int r;
 
     if (gen && !json_is_boolean(gen))
@@ -675,7 +534,7 @@ static int body_value(const json_t *body, const SecretType *t, NtWebReply *reply
         return reply_err(reply, 400, "malformed", "value: expected unpadded base64url", "value");
     if (r < 0)
         return r;
-    r = value_check(t, *ret, err);
+    r = kms_secret_value_check(t->name, *ret, err);
     if (r < 0) {
         *ret = secret_free(*ret);
         return reply_err(reply, 400, "malformed", err, "value");
@@ -710,7 +569,7 @@ static int handle_create(void *ud, const NtWebRequest *req, NtWebReply *reply) {
                          "id: 1..64 of [a-z0-9._-], starting with a letter or digit", "id");
     if (!name)
         name = id;
-    if (!valid_name(name))
+    if (!kms_secret_name_is_valid(name))
         return reply_err(reply, 400, "malformed",
                          "name: the vHSM key name under kms/, 1..128 of [A-Za-z0-9._:@-], not "
                          "starting with . or -",
@@ -722,7 +581,7 @@ static int handle_create(void *ud, const NtWebRequest *req, NtWebReply *reply) {
                          "ed25519, rsa2048, rsa3072 or rsa4096",
                          "type");
     r = attributes_parse(json_object_get(body, "attributes"), &attrs, err);
-    if (r == -EBADMSG)
+    if (r == -EINVAL || r == -EBADMSG)
         return reply_err(reply, 400, "malformed", err, "attributes");
     if (r < 0)
         return r;
@@ -793,12 +652,10 @@ static int handle_list(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     if (r < 0)
         return store_error(reply, r, after ? after : "");
     arr = json_array();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (arr && json_array_append_new(arr, meta_json(&list[i])) < 0)
             json_decref(TAKE_PTR(arr));
-        kms_secret_meta_clear(&list[i]);
-    }
-    free(list);
+    kms_secret_meta_array_free(list, n);
     if (!arr)
         return -ENOMEM;
     count_admin(k, "list", "ok");
