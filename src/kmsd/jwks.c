@@ -84,12 +84,12 @@ static int fetch(KmsdJwks *j, json_t **ret, char *err, size_t size) {
         size_t len = 0;
         r = read_full_file(j->file, JWKS_MAX_SIZE, &data, &len);
         if (r < 0) {
-            snprintf(err, size, "%s: %s", j->file, strerror(-r));
+            snprintf(err, size, "%.120s: %.60s", j->file, strerror(-r));
             return r;
         }
         jwks = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
         if (!jwks) {
-            snprintf(err, size, "%s: line %d: %s", j->file, jerr.line, jerr.text);
+            snprintf(err, size, "%.100s: line %d: %.60s", j->file, jerr.line, jerr.text);
             return -EBADMSG;
         }
     } else {
@@ -102,12 +102,12 @@ static int fetch(KmsdJwks *j, json_t **ret, char *err, size_t size) {
         NtHttpResponse resp = {};
         r = nt_http_request(&o, "GET", j->url, NULL, NULL, 0, &resp);
         if (r < 0) {
-            snprintf(err, size, "%s: %s", j->url, resp.error[0] ? resp.error : strerror(-r));
+            snprintf(err, size, "%.100s: %.90s", j->url, resp.error[0] ? resp.error : strerror(-r));
             nt_http_response_clear(&resp);
             return r;
         }
         if (resp.status != 200) {
-            snprintf(err, size, "%s: HTTP %ld", j->url, resp.status);
+            snprintf(err, size, "%.150s: HTTP %ld", j->url, resp.status);
             nt_http_response_clear(&resp);
             return -EPROTO;
         }
@@ -116,7 +116,7 @@ static int fetch(KmsdJwks *j, json_t **ret, char *err, size_t size) {
                          : NULL;
         nt_http_response_clear(&resp);
         if (!jwks) {
-            snprintf(err, size, "%s: the reply is not JSON", j->url);
+            snprintf(err, size, "%.150s: the reply is not JSON", j->url);
             return -EBADMSG;
         }
     }
@@ -168,7 +168,7 @@ static int refresh(KmsdJwks *j, bool force, int64_t seen_at, bool wait) {
         j->fetched_at = mono_s();
         j->last_error[0] = 0;
     } else
-        snprintf(j->last_error, sizeof j->last_error, "%s", err);
+        snprintf(j->last_error, sizeof j->last_error, "%.199s", err);
     pthread_mutex_unlock(&j->lock);
     pthread_mutex_unlock(&j->fetch_lock);
     if (r < 0) {
