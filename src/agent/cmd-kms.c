@@ -14,10 +14,10 @@
  *     audit show [--after SEQ]
  *     audit verify [--release-keys FILE] [--head-file FILE]
  *
- * Secret values: for aes256, hmac-sha256/384 and raw the file's bytes; for EC/RSA/Ed25519 keys a PEM or DER
- * private key, sent as unencrypted PKCS#8 DER. They are read into locked memory (Secret) and the
- * request body that carries them is wiped after the call (jansson's strings too: a zeroising
- * free is installed).
+ * Secret values: for aes256, hmac-sha256/384 and raw the file's bytes; for EC/RSA/Ed25519 keys a
+ * PEM or DER private key, sent as unencrypted PKCS#8 DER. They are read into locked memory (Secret)
+ * and the request body that carries them is wiped after the call (jansson's strings too: a
+ * zeroising free is installed).
  *
  * audit verify: fetches the signed chain head, then every row up to it, checks the head's
  * signature (ES256/ES384, typ nitride-audit-head+jws) against the release keys (a pinned JWKS
@@ -222,8 +222,8 @@ static int call(const KmsArgs *a, const char *method, const char *path, const js
     *ret_status = resp.status;
     *ret_reply = NULL;
     if (resp.body && resp.body_len > 0) {
-        json_t *j = json_loadb((const char *)resp.body, resp.body_len, JSON_REJECT_DUPLICATES,
-                               NULL);
+        json_t *j =
+            json_loadb((const char *)resp.body, resp.body_len, JSON_REJECT_DUPLICATES, NULL);
         if (json_is_object(j))
             *ret_reply = j;
         else
@@ -390,8 +390,8 @@ static int add_value(json_t *body, const char *type, const char *value_file, boo
     if (jose_b64_enc_buf(secret_const_data(v), secret_size(v), secret_data(enc), n) != n)
         return -EIO;
     secret_data(enc)[n] = 0;
-    if (json_object_set_new(body, "value",
-                            json_stringn((const char *)secret_const_data(enc), n)) < 0)
+    if (json_object_set_new(body, "value", json_stringn((const char *)secret_const_data(enc), n)) <
+        0)
         return log_oom();
     return 0;
 }
@@ -1057,9 +1057,9 @@ static int audit_verify(const KmsArgs *a, int argc, char **argv) {
                       seq, pseq, head_file);
             return NT_EXIT_INVALID;
         }
-        json_array_foreach(chain, i, row) if (json_integer_value(json_object_get(row, "seq")) ==
-                                              pseq) found = phash && jstr(row, "hash") &&
-                                                            streq(phash, jstr(row, "hash"));
+        json_array_foreach(chain, i,
+                           row) if (json_integer_value(json_object_get(row, "seq")) == pseq) found =
+            phash && jstr(row, "hash") && streq(phash, jstr(row, "hash"));
         if (!found) {
             log_error("audit verify FAILED: the row at seq %" JSON_INTEGER_FORMAT
                       " is not the one seen earlier (%s): the history was rewritten",
@@ -1068,8 +1068,8 @@ static int audit_verify(const KmsArgs *a, int argc, char **argv) {
         }
     }
     if (head_file) {
-        json_auto_t *save = json_pack("{sI ss sI ss}", "seq", seq, "hash", hash, "time", t, "jws",
-                                      jws);
+        json_auto_t *save =
+            json_pack("{sI ss sI ss}", "seq", seq, "hash", hash, "time", t, "jws", jws);
         _cleanup_free_ char *text = save ? json_dumps(save, JSON_COMPACT) : NULL;
         if (!text || write_file_atomic(head_file, text, strlen(text), 0600) < 0) {
             log_error("Failed to save the head to '%s'.", head_file);
@@ -1078,9 +1078,9 @@ static int audit_verify(const KmsArgs *a, int argc, char **argv) {
     }
     fmt_time(t, when);
     if (a->json) {
-        json_auto_t *out = json_pack("{sb sI ss ss ss sI}", "ok", 1, "seq", seq, "hash", hash,
-                                     "kid", kid, "time", when, "rows",
-                                     (json_int_t)json_array_size(chain));
+        json_auto_t *out =
+            json_pack("{sb sI ss ss ss sI}", "ok", 1, "seq", seq, "hash", hash, "kid", kid, "time",
+                      when, "rows", (json_int_t)json_array_size(chain));
         return out ? print_json(out) : NT_EXIT_IO;
     }
     printf("audit chain ok: %zu rows, head seq %" JSON_INTEGER_FORMAT " hash %s\n"
@@ -1196,8 +1196,7 @@ int cmd_kms(int argc, char **argv) {
     else if (streq(argv[0], "audit"))
         r = cmd_audit(&a, argc, argv);
     else {
-        log_error("Unknown 'kms %s' (secret, policy, audit). Try 'nitride kms --help'.",
-                  argv[0]);
+        log_error("Unknown 'kms %s' (secret, policy, audit). Try 'nitride kms --help'.", argv[0]);
         r = NT_EXIT_USAGE;
     }
     secret_free(a.token);

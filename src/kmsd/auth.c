@@ -41,8 +41,8 @@ static int errf(char **ret_error, int r, const char *fmt, ...) {
     return r;
 }
 
-int kmsd_read_secret_file(const char *path, const char *what, size_t min, size_t max,
-                          Secret **ret, char **ret_error) {
+int kmsd_read_secret_file(const char *path, const char *what, size_t min, size_t max, Secret **ret,
+                          char **ret_error) {
     _cleanup_close_ int fd = -EBADF;
     _cleanup_(secret_freep) Secret *s = NULL;
     uint8_t *data = NULL;
@@ -69,8 +69,8 @@ int kmsd_read_secret_file(const char *path, const char *what, size_t min, size_t
     explicit_bzero(data, len);
     free(data);
     if (len < min)
-        return errf(ret_error, -EBADMSG, "%s %s: %zu bytes, at least %zu needed", what, path,
-                    len, min);
+        return errf(ret_error, -EBADMSG, "%s %s: %zu bytes, at least %zu needed", what, path, len,
+                    min);
     if (r < 0)
         return errf(ret_error, r, "%s %s: %s", what, path, strerror(-r));
     *ret = TAKE_PTR(s);
@@ -96,8 +96,7 @@ int kmsd_auth_new(const char *token_file, bool client_certs, char *const *subjec
     if (token_file) {
         _cleanup_(secret_freep) Secret *tok = NULL;
         size_t len;
-        r = kmsd_read_secret_file(token_file, "admin bearer token file", 32, 4096, &tok,
-                                  ret_error);
+        r = kmsd_read_secret_file(token_file, "admin bearer token file", 32, 4096, &tok, ret_error);
         if (r < 0)
             return r;
         len = secret_size(tok);
@@ -173,8 +172,8 @@ int kmsd_auth_admin(const KmsdAuth *a, const NtWebRequest *req, char actor[stati
     int r;
 
     snprintf(actor, KMSD_ACTOR_MAX, "anonymous");
-    snprintf(reason, KMSD_AUTH_REASON_MAX,
-             "admin credentials required (%s%s%s)", a->token_sha256 ? "Authorization: Bearer" : "",
+    snprintf(reason, KMSD_AUTH_REASON_MAX, "admin credentials required (%s%s%s)",
+             a->token_sha256 ? "Authorization: Bearer" : "",
              a->token_sha256 && a->client_certs ? " or " : "",
              a->client_certs ? "a TLS client certificate" : "");
 

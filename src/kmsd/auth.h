@@ -17,8 +17,8 @@
 /* Reads a regular file of mode 0600 or stricter (group/other bits -> -EPERM, symlinks refused)
  * of min..max bytes into a Secret; the read buffer is wiped. what names the file in *ret_error.
  * Returns 0, -EPERM, -EFBIG / -EBADMSG (size out of range), or -errno. */
-int kmsd_read_secret_file(const char *path, const char *what, size_t min, size_t max,
-                          Secret **ret, char **ret_error);
+int kmsd_read_secret_file(const char *path, const char *what, size_t min, size_t max, Secret **ret,
+                          char **ret_error);
 
 typedef struct KmsdAuth KmsdAuth;
 

@@ -297,8 +297,8 @@ int kmsd_config_parse(const char *text, size_t len, const char *base_dir, KmsdCo
     if (r < 0)
         return r;
 
-    if (set_default(&c->listen, "127.0.0.1:8444") < 0 || set_default(&c->release_alg, "ES384") < 0 ||
-        set_default(&c->log_level, "info") < 0)
+    if (set_default(&c->listen, "127.0.0.1:8444") < 0 ||
+        set_default(&c->release_alg, "ES384") < 0 || set_default(&c->log_level, "info") < 0)
         return -ENOMEM;
     if (!streq(c->release_alg, "ES384") && !streq(c->release_alg, "ES256"))
         return cerr(ret_error, "release.alg: '%.32s' is not supported (ES384, ES256)",

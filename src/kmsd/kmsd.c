@@ -280,8 +280,7 @@ int main(int argc, char **argv) {
                                                                         : NT_JWS_ES384,
                                        cfg->rotate_lead, cfg->release_lifetime, &kid);
         if (r < 0) {
-            log_error_errno(r, "Rotating the release key in %s failed: %m",
-                            cfg->release_keys_dir);
+            log_error_errno(r, "Rotating the release key in %s failed: %m", cfg->release_keys_dir);
             return EXIT_RUNTIME;
         }
         printf("new release key %s: published now, signs from %" PRId64 " s from now\n", kid,

@@ -59,7 +59,8 @@ static int declare_metrics(NtMetrics *m) {
     static const struct {
         const char *name, *type, *help;
     } fams[] = {
-        {"nitride_kmsd_releases_total", "counter", "Release requests by result (ok, refused, error)"},
+        {"nitride_kmsd_releases_total", "counter",
+         "Release requests by result (ok, refused, error)"},
         {"nitride_kmsd_release_refusals_total", "counter",
          "Releases refused by a policy, by the rule that failed"},
         {"nitride_kmsd_token_failures_total", "counter",
@@ -211,8 +212,9 @@ static void keys_maybe_refresh(Kmsd *k, time_t now) {
     if (due && k->cfg->release_keys_dir) {
         int r = nt_signing_keys_refresh(k->keys, now);
         if (r < 0)
-            log_warning_errno(r, "Refreshing release keys from %s failed, keeping the current "
-                                 "ones: %m",
+            log_warning_errno(r,
+                              "Refreshing release keys from %s failed, keeping the current "
+                              "ones: %m",
                               k->cfg->release_keys_dir);
     }
 }
@@ -274,16 +276,11 @@ typedef struct SecretType {
 } SecretType;
 
 static const SecretType types[] = {
-    {"aes256", 32, NULL, NULL, 0},
-    {"hmac-sha256", 32, NULL, NULL, 0},
-    {"hmac-sha384", 48, NULL, NULL, 0},
-    {"raw", 0, NULL, NULL, 0},
-    {"ec-p256", 0, "EC", "P-256", 0},
-    {"ec-p384", 0, "EC", "P-384", 0},
-    {"ed25519", 0, "ED25519", NULL, 0},
-    {"rsa2048", 0, "RSA", NULL, 2048},
-    {"rsa3072", 0, "RSA", NULL, 3072},
-    {"rsa4096", 0, "RSA", NULL, 4096},
+    {"aes256", 32, NULL, NULL, 0},      {"hmac-sha256", 32, NULL, NULL, 0},
+    {"hmac-sha384", 48, NULL, NULL, 0}, {"raw", 0, NULL, NULL, 0},
+    {"ec-p256", 0, "EC", "P-256", 0},   {"ec-p384", 0, "EC", "P-384", 0},
+    {"ed25519", 0, "ED25519", NULL, 0}, {"rsa2048", 0, "RSA", NULL, 2048},
+    {"rsa3072", 0, "RSA", NULL, 3072},  {"rsa4096", 0, "RSA", NULL, 4096},
 };
 
 static const SecretType *type_find(const char *name) {
@@ -455,9 +452,10 @@ static int admin_check(Kmsd *k, const NtWebRequest *req, NtWebReply *reply, cons
     pthread_mutex_unlock(&k->denied_lock);
     if (audit) {
         if (dropped)
-            snprintf(detail, sizeof detail, "%s %.100s from %s: %s (+%u refused admin requests "
-                     "not recorded, over the rate)", req->method, req->path, req->client_addr,
-                     reason, dropped);
+            snprintf(detail, sizeof detail,
+                     "%s %.100s from %s: %s (+%u refused admin requests "
+                     "not recorded, over the rate)",
+                     req->method, req->path, req->client_addr, reason, dropped);
         else
             snprintf(detail, sizeof detail, "%s %.100s from %s: %s", req->method, req->path,
                      req->client_addr, reason);
@@ -472,8 +470,8 @@ static int admin_check(Kmsd *k, const NtWebRequest *req, NtWebReply *reply, cons
         if (r < 0)
             log_warning_errno(r, "Recording a refused admin request failed: %m");
     }
-    log_notice("Refused admin request %s %s from %s: %s", req->method, req->path,
-               req->client_addr, reason);
+    log_notice("Refused admin request %s %s from %s: %s", req->method, req->path, req->client_addr,
+               reason);
     nt_web_reply_header(reply, "WWW-Authenticate", "Bearer realm=\"nitride-kmsd admin\"");
     r = reply_err(reply, 401, "denied", reason, "admin");
     return r < 0 ? r : 0;
@@ -543,9 +541,8 @@ static int body_value(const json_t *body, const SecretType *t, NtWebReply *reply
 }
 
 static int handle_create(void *ud, const NtWebRequest *req, NtWebReply *reply) {
-    static const char *const known[] = {"id",       "name",   "type",       "value",
-                                        "generate", "length", "attributes", "policy",
-                                        "version",  NULL};
+    static const char *const known[] = {"id",     "name",       "type",   "value",   "generate",
+                                        "length", "attributes", "policy", "version", NULL};
     Kmsd *k = ud;
     AdminCtx a;
     json_auto_t *body = NULL, *attrs = NULL;
@@ -753,8 +750,7 @@ static int handle_delete(Kmsd *k, const char *id, const NtWebRequest *req, NtWeb
     return nt_web_reply_json(reply, 200, json_pack("{ss sb}", "id", id, "deleted", 1));
 }
 
-static int handle_policy_set(Kmsd *k, const char *id, const NtWebRequest *req,
-                             NtWebReply *reply) {
+static int handle_policy_set(Kmsd *k, const char *id, const NtWebRequest *req, NtWebReply *reply) {
     AdminCtx a;
     json_auto_t *body = NULL;
     char err[256];
@@ -827,9 +823,8 @@ static json_t *claims_of_authentic(const char *token) {
 }
 
 static const json_t *annotated_evidence(const json_t *claims) {
-    return json_object_get(
-        json_object_get(json_object_get(claims, "submods"), NT_EAR_SUBMOD),
-        "ear.veraison.annotated-evidence");
+    return json_object_get(json_object_get(json_object_get(claims, "submods"), NT_EAR_SUBMOD),
+                           "ear.veraison.annotated-evidence");
 }
 
 static void token_options(Kmsd *k, NtEarVerifyOptions *o) {
@@ -978,8 +973,7 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
         const json_t *vu = json_object_get(body, "volume_uuid");
         if (vu && (!json_is_string(vu) || json_string_length(vu) > 64 ||
                    !printable(json_string_value(vu))))
-            return reply_err(reply, 400, "malformed", "volume_uuid: a UUID string",
-                             "volume_uuid");
+            return reply_err(reply, 400, "malformed", "volume_uuid: a UUID string", "volume_uuid");
         volume_uuid = json_string_value(vu);
     }
 
@@ -1029,8 +1023,8 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
         r = release_audit(&c, "refused", f.rule, detail);
         if (r < 0)
             return r;
-        log_info("Release of '%s' to %s refused: %s (expected %s, found %s).", id, c.actor,
-                 f.rule, f.expected, f.found);
+        log_info("Release of '%s' to %s refused: %s (expected %s, found %s).", id, c.actor, f.rule,
+                 f.expected, f.found);
         return reply_refusal(reply, &f);
     }
 
@@ -1054,8 +1048,7 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
         .name = vname,
         .type = c.meta.type,
         .version = c.meta.version,
-        .policy = (char *)(json_string_value(json_object_get(attrs, "policy"))
-                               ?: "local"),
+        .policy = (char *)(json_string_value(json_object_get(attrs, "policy")) ?: "local"),
         .max_age = (uint32_t)json_integer_value(json_object_get(attrs, "max_age")),
         .label = (char *)json_string_value(json_object_get(attrs, "label")),
         .acl = json_object_get(attrs, "acl"),
@@ -1083,9 +1076,8 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
         return log_error_errno(r, "Sealing '%s' failed: %m", id);
     }
     /* The secret leaves only once its audit row is written. */
-    snprintf(detail, sizeof detail, "release %s (kms/%.64s v%" PRIu32 "%s%.64s)", jti,
-             c.meta.name, c.meta.version, volume_uuid ? ", volume " : "",
-             volume_uuid ? volume_uuid : "");
+    snprintf(detail, sizeof detail, "release %s (kms/%.64s v%" PRIu32 "%s%.64s)", jti, c.meta.name,
+             c.meta.version, volume_uuid ? ", volume " : "", volume_uuid ? volume_uuid : "");
     r = release_audit(&c, "ok", NULL, detail);
     if (r < 0) {
         release_metric(k, "error");
@@ -1101,8 +1093,7 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
                                        "jti", jti, "exp", (json_int_t)h.exp));
 }
 
-static int handle_policy_test(Kmsd *k, const char *id, const NtWebRequest *req,
-                              NtWebReply *reply) {
+static int handle_policy_test(Kmsd *k, const char *id, const NtWebRequest *req, NtWebReply *reply) {
     static const char *const known[] = {"token", "volume_uuid", NULL};
     AdminCtx a;
     json_auto_t *body = NULL, *claims = NULL, *out = NULL;
@@ -1202,8 +1193,8 @@ static int handle_secret_path(void *ud, const NtWebRequest *req, NtWebReply *rep
     char id[65];
 
     if (!split_path(req->path, id, &rest))
-        return reply_err(reply, 404, "not_found",
-                         "not found (secret ids are 1..64 of [a-z0-9._-])", "path");
+        return reply_err(reply, 404, "not_found", "not found (secret ids are 1..64 of [a-z0-9._-])",
+                         "path");
     if (streq(req->method, "POST") && streq(rest, "/release"))
         return release_do(k, id, req, reply);
     if (streq(req->method, "GET") && streq(rest, ""))
@@ -1282,8 +1273,8 @@ static int handle_audit_head(void *ud, const NtWebRequest *req, NtWebReply *repl
     if (r < 0)
         return r;
     keys_maybe_refresh(k, now);
-    r = nt_signing_keys_sign_typ(k->keys, now, KMSD_AUDIT_HEAD_TYP, payload, strlen(payload),
-                                 &jws, &kid);
+    r = nt_signing_keys_sign_typ(k->keys, now, KMSD_AUDIT_HEAD_TYP, payload, strlen(payload), &jws,
+                                 &kid);
     if (r < 0)
         return log_error_errno(r, "Signing the audit head failed: %m");
     nt_metrics_set(k->metrics, "nitride_kmsd_audit_head_seq", NULL, (double)seq);
@@ -1338,8 +1329,8 @@ int kmsd_routes(Kmsd *k) {
     int r;
 
     for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
-        r = nt_web_server_route(k->web, methods[i], "/v1/secrets/*", "secret",
-                                handle_secret_path, k);
+        r = nt_web_server_route(k->web, methods[i], "/v1/secrets/*", "secret", handle_secret_path,
+                                k);
         if (r < 0)
             return r;
     }
