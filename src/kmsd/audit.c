@@ -276,7 +276,7 @@ int kms_audit_chain_verify(json_t *rows, const char *expected_head_hex, char err
         if (seq > expected_seq) {
             snprintf(err, 256,
                      "audit chain broken: row seq %" PRId64 " follows seq %" PRId64
-                     " (rows deleted)",
+                     " (rows deleted or reordered)",
                      seq, expected_seq - 1);
             return -EKEYREJECTED;
         }
