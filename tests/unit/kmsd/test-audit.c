@@ -56,7 +56,8 @@ static void test_sanitize(void **state) {
     char *out = (char *)0x1;
     check_sanitize("plain text", 100, "plain text");
     check_sanitize("a\nb\tc\x7f", 100, "a?b?c?");
-    check_sanitize("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91", 100, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91");
+    check_sanitize("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91", 100,
+                   "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91");
     check_sanitize("bad \xff\xfe end", 100, "bad ?? end");
     check_sanitize("overlong \xc0\xaf", 100, "overlong ??");
     check_sanitize("surrogate \xed\xa0\x80", 100, "surrogate ???");
@@ -147,9 +148,8 @@ static json_t *chain_make(size_t n, char head[static 65]) {
         snprintf(detail, sizeof detail, "event %zu", i + 1);
         e.detail = detail;
         e.version = i % 2 ? 0 : (uint32_t)i + 1;
-        assert_int_equal(kms_audit_row_build((int64_t)i + 1, 1700000000 + (int64_t)i, &e, prev,
-                                             &row),
-                         0);
+        assert_int_equal(
+            kms_audit_row_build((int64_t)i + 1, 1700000000 + (int64_t)i, &e, prev, &row), 0);
         assert_int_equal(kms_audit_row_hash(row, h), 0);
         assert_int_equal(json_object_set_new(row, "hash", json_string(h)), 0);
         assert_int_equal(json_array_append_new(rows, row), 0);
@@ -207,8 +207,9 @@ static void test_chain_edited(void **state) {
     expect_broken(rows, head, -EKEYREJECTED, "at seq 1: hash mismatch");
     json_decref(rows);
     rows = chain_make(6, head);
-    json_object_set_new(json_array_get(rows, 5), "hash",
-                        json_string("00000000000000000000000000000000000000000000000000000000000000ff"));
+    json_object_set_new(
+        json_array_get(rows, 5), "hash",
+        json_string("00000000000000000000000000000000000000000000000000000000000000ff"));
     expect_broken(rows, head, -EKEYREJECTED, "at seq 6: hash mismatch");
     json_decref(rows);
     rows = chain_make(6, head);

@@ -217,7 +217,8 @@ static void test_create_get_list(void **state) {
 
 /* PKCS#8 DER of a new key, in a Secret. */
 static Secret *pkcs8_new(const char *alg, const char *param, size_t trailing) {
-    EVP_PKEY *pk = param && streq(alg, "RSA") ? EVP_PKEY_Q_keygen(NULL, NULL, alg, (size_t)atoi(param))
+    EVP_PKEY *pk = param && streq(alg, "RSA")
+                       ? EVP_PKEY_Q_keygen(NULL, NULL, alg, (size_t)atoi(param))
                    : param ? EVP_PKEY_Q_keygen(NULL, NULL, alg, param)
                            : EVP_PKEY_Q_keygen(NULL, NULL, alg);
     PKCS8_PRIV_KEY_INFO *p8 = pk ? EVP_PKEY2PKCS8(pk) : NULL;
@@ -297,8 +298,9 @@ static void test_create_errors(void **state) {
     ASSERT_HEAD_UNCHANGED(s, seq0, hash0);
 
     /* Bad ids, names, types. */
-    static const char *bad_ids[] = {"", "A", "-x", ".x", "a/b", "a b", "é",
-                                    "0123456789012345678901234567890123456789012345678901234567890123x"};
+    static const char *bad_ids[] = {
+        "",    "A",   "-x", ".x",
+        "a/b", "a b", "é",  "0123456789012345678901234567890123456789012345678901234567890123x"};
     for (size_t i = 0; i < ELEMENTSOF(bad_ids); i++) {
         KmsSecretMeta b = m;
         b.id = (char *)bad_ids[i];
@@ -306,8 +308,8 @@ static void test_create_errors(void **state) {
         assert_int_equal(kms_secret_meta_check(&b, err), -EINVAL);
         assert_non_null(strstr(err, "id"));
     }
-    assert_true(kms_secret_id_is_valid(
-        "0123456789012345678901234567890123456789012345678901234567890123"));
+    assert_true(
+        kms_secret_id_is_valid("0123456789012345678901234567890123456789012345678901234567890123"));
     static const char *bad_names[] = {"", ".n", "-n", "a/b", "a b", "n\n"};
     for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
         KmsSecretMeta b = m;
@@ -556,8 +558,7 @@ static void test_audit_api(void **state) {
     assert_int_equal(json_array_size(rows), 12);
     json_t *r1 = json_array_get(rows, 0), *r2 = json_array_get(rows, 1);
     assert_int_equal(json_integer_value(json_object_get(r1, "seq")), 1);
-    assert_string_equal(json_string_value(json_object_get(r1, "prev_hash")),
-                        KMS_AUDIT_GENESIS_HEX);
+    assert_string_equal(json_string_value(json_object_get(r1, "prev_hash")), KMS_AUDIT_GENESIS_HEX);
     assert_string_equal(json_string_value(json_object_get(r1, "detail")), "multi?line ? text");
     assert_string_equal(json_string_value(json_object_get(r1, "chip_id")), "1234");
     assert_string_equal(json_string_value(json_object_get(r1, "rule")), "measurement_in");
@@ -711,11 +712,11 @@ static void test_ciphertext_tampering(void **state) {
     /* Values swapped between ids, and between versions of one id: the AAD tells. */
     create_aes(s, "a", 1);
     create_aes(s, "b", 2);
-    assert_int_equal(
-        raw_sql(db, "UPDATE secret_versions SET secret_id = 'tmp' WHERE secret_id = 'a';"
-                    "UPDATE secret_versions SET secret_id = 'a' WHERE secret_id = 'b';"
-                    "UPDATE secret_versions SET secret_id = 'b' WHERE secret_id = 'tmp';"),
-        SQLITE_OK);
+    assert_int_equal(raw_sql(db,
+                             "UPDATE secret_versions SET secret_id = 'tmp' WHERE secret_id = 'a';"
+                             "UPDATE secret_versions SET secret_id = 'a' WHERE secret_id = 'b';"
+                             "UPDATE secret_versions SET secret_id = 'b' WHERE secret_id = 'tmp';"),
+                     SQLITE_OK);
     assert_int_equal(kms_store_get(s, "a", NULL, &got), -EBADMSG);
     assert_int_equal(kms_store_get(s, "b", NULL, &got), -EBADMSG);
     create_aes(s, "v", 3);
@@ -806,8 +807,11 @@ static const char *chain_db(const Secret *kek, char head[static 65]) {
     create_aes(s, "a1", 1);
     create_aes(s, "a2", 2);
     for (int i = 0; i < 4; i++) {
-        KmsAuditEvent e = {.action = "release", .actor = "token:t", .secret_id = "a1",
-                           .result = i % 2 ? "ok" : "refused", .rule = i % 2 ? NULL : "min_tcb"};
+        KmsAuditEvent e = {.action = "release",
+                           .actor = "token:t",
+                           .secret_id = "a1",
+                           .result = i % 2 ? "ok" : "refused",
+                           .rule = i % 2 ? NULL : "min_tcb"};
         assert_int_equal(kms_store_audit(s, &e), 0);
     }
     head_of(s, &seq, head);
