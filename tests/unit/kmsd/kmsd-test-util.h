@@ -17,7 +17,7 @@
 
 static char tmpdir[256];
 
-static inline inline char *mfree_str(char *p) {
+static inline char *mfree_str(char *p) {
     free(p);
     return NULL;
 }

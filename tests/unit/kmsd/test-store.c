@@ -671,6 +671,12 @@ static void test_not_a_database(void **state) {
     assert_null(s);
 }
 
+/* SQL that changes byte N (1-based SQL expression) of sealed to another value. */
+#define FLIP_BYTE(n)                                                                               \
+    "UPDATE secret_versions SET sealed = CAST(substr(sealed, 1, " n " - 1) || CASE WHEN "          \
+    "substr(sealed, " n ", 1) = x'ff' THEN x'00' ELSE x'ff' END || substr(sealed, " n              \
+    " + 1) AS BLOB)"
+
 static void test_ciphertext_tampering(void **state) {
     _cleanup_(secret_freep) Secret *kek = kek_fill(10), *got = NULL, *v2 = value_fill(32, 77);
     const char *db = new_db();
@@ -678,11 +684,10 @@ static void test_ciphertext_tampering(void **state) {
     char sql[512];
 
     static const char *const edits[] = {
-        /* a flipped byte of the ciphertext, of the nonce, of the tag */
-        "UPDATE secret_versions SET sealed = substr(sealed, 1, 20) || "
-        "x'ff' || substr(sealed, 22)",
-        "UPDATE secret_versions SET sealed = x'00' || substr(sealed, 2)",
-        "UPDATE secret_versions SET sealed = substr(sealed, 1, length(sealed) - 1) || x'00'",
+        /* a changed byte of the ciphertext, of the nonce, of the tag */
+        FLIP_BYTE("21"),
+        FLIP_BYTE("1"),
+        FLIP_BYTE("length(sealed)"),
         /* truncated, empty, short, oversized, text */
         "UPDATE secret_versions SET sealed = substr(sealed, 1, 30)",
         "UPDATE secret_versions SET sealed = x''",
