@@ -162,8 +162,10 @@ int kms_audit_row_hash(const json_t *row, char ret_hash_hex[static 65]) {
     if (!json_is_object(row))
         return -EBADMSG;
     ph = json_string_value(json_object_get(row, "prev_hash"));
-    if (!hex64_is_valid(ph) || hex_decode_exact(ph, prev, sizeof prev) < 0)
+    if (!hex64_is_valid(ph))
         return -EBADMSG;
+    if ((r = hex_decode_exact(ph, prev, sizeof prev)) < 0)
+        return r == -ENOMEM ? r : -EBADMSG;
     body = json_copy((json_t *)row); /* shallow: members are shared, never modified */
     if (!body)
         return -ENOMEM;

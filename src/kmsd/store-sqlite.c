@@ -423,7 +423,7 @@ static int meta_row_read(SqliteStore *s, const char *id, MetaRow *ret) {
         return sql_error(s, rc, "read secret");
     if ((r = meta_from_stmt(s, st, NULL)) < 0) /* checks the MAC before anything is rewritten */
         return r;
-    *ret = (MetaRow){
+    MetaRow m = {
         .name = nt_strdup(col_text(st, 1)),
         .type = nt_strdup(col_text(st, 2)),
         .attributes = nt_strdup(col_text(st, 4)),
@@ -431,10 +431,11 @@ static int meta_row_read(SqliteStore *s, const char *id, MetaRow *ret) {
         .version = (uint32_t)sqlite3_column_int64(st, 3),
         .created = sqlite3_column_int64(st, 6),
     };
-    if (!ret->name || !ret->type || !ret->attributes || !ret->policy) {
-        meta_row_done(ret);
+    if (!m.name || !m.type || !m.attributes || !m.policy) {
+        meta_row_done(&m);
         return -ENOMEM;
     }
+    *ret = m;
     return 0;
 }
 

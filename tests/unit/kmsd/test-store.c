@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/macro.h"
 #include "core/secret.h"
 #include "kmsd/audit.h"
@@ -1032,6 +1033,56 @@ static void test_concurrent_writers(void **state) {
     kms_store_free(b);
 }
 
+/* Every allocation of the store's own code (core allocator hook) failing in turn: -ENOMEM and
+ * nothing half-written, then success. */
+static void test_oom(void **state) {
+    _cleanup_(secret_freep) Secret *kek = kek_fill(16), *v = value_fill(32, 3);
+    _cleanup_(kms_store_freep) KmsStore *s = open_store(new_db(), kek);
+    _cleanup_(kms_secret_meta_clear) KmsSecretMeta in = meta_make("oom", "aes256");
+    char hash0[65], err[256];
+    int64_t seq0;
+    int r = -ENOMEM, n;
+
+    head_of(s, &seq0, hash0);
+    for (n = 0; n < 1000; n++) {
+        nt_alloc_fail_after(n);
+        r = kms_store_create(s, &in, v, &admin_ev);
+        nt_alloc_fail_after(-1);
+        if (r == 0)
+            break;
+        assert_int_equal(r, -ENOMEM);
+        assert_int_equal(kms_store_get(s, "oom", &(KmsSecretMeta){}, NULL), -ENOENT);
+        ASSERT_HEAD_UNCHANGED(s, seq0, hash0);
+    }
+    assert_int_equal(r, 0);
+    assert_true(n > 0); /* the hook was reached */
+    for (n = 0; n < 1000; n++) {
+        _cleanup_(kms_secret_meta_clear) KmsSecretMeta m = {};
+        _cleanup_(secret_freep) Secret *got = NULL;
+        nt_alloc_fail_after(n);
+        r = kms_store_get(s, "oom", &m, &got);
+        nt_alloc_fail_after(-1);
+        if (r == 0) {
+            assert_true(secret_eq(got, v));
+            break;
+        }
+        assert_int_equal(r, -ENOMEM);
+    }
+    assert_int_equal(r, 0);
+    head_of(s, &seq0, hash0);
+    for (n = 0; n < 1000; n++) {
+        nt_alloc_fail_after(n);
+        r = kms_store_replace(s, "oom", v, &admin_ev, NULL);
+        nt_alloc_fail_after(-1);
+        if (r == 0)
+            break;
+        assert_int_equal(r, -ENOMEM);
+        ASSERT_HEAD_UNCHANGED(s, seq0, hash0);
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(store_chain_verify(s, err), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kek_load),
@@ -1048,6 +1099,7 @@ int main(void) {
         cmocka_unit_test(test_audit_tampering_sqlite),
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_concurrent_writers),
+        cmocka_unit_test(test_oom),
     };
     secret_set_allow_unlocked(true);
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
