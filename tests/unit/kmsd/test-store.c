@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/fileio.h"
 #include "core/macro.h"
 #include "core/secret.h"
 #include "kmsd/audit.h"
@@ -1033,6 +1034,43 @@ static void test_concurrent_writers(void **state) {
     kms_store_free(b);
 }
 
+/* True if needle occurs in the file at path (missing file: false). */
+static bool file_contains(const char *path, const void *needle, size_t n) {
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t len = 0;
+    if (read_full_file(path, 256 * 1024 * 1024, &buf, &len) < 0)
+        return false;
+    return memmem(buf, len, needle, n) != NULL;
+}
+
+/* Values are on disk only encrypted: a distinctive value is in neither the database nor its WAL,
+ * while the (plaintext) metadata is, which shows that the scan looks at the right bytes. */
+static void test_no_plaintext_on_disk(void **state) {
+    _cleanup_(secret_freep) Secret *kek = kek_fill(17), *v = NULL, *got = NULL;
+    const char *db = new_db();
+    KmsStore *s = open_store(db, kek);
+    _cleanup_(kms_secret_meta_clear) KmsSecretMeta m = meta_make("disk-check-id", "raw");
+    char wal[600];
+    uint8_t pattern[64];
+
+    for (size_t i = 0; i < sizeof pattern; i++)
+        pattern[i] = (uint8_t)("PLAINTEXT-VALUE-"[i % 16]);
+    assert_int_equal(secret_new_copy(pattern, sizeof pattern, &v), 0);
+    assert_int_equal(kms_store_create(s, &m, v, &admin_ev), 0);
+    assert_int_equal(kms_store_replace(s, "disk-check-id", v, &admin_ev, NULL), 0);
+    snprintf(wal, sizeof wal, "%s-wal", db);
+    assert_true(file_contains(wal, "disk-check-id", 13) || file_contains(db, "disk-check-id", 13));
+    assert_false(file_contains(db, pattern, 16));
+    assert_false(file_contains(wal, pattern, 16));
+    assert_int_equal(kms_store_get(s, "disk-check-id", NULL, &got), 0);
+    assert_true(secret_eq(got, v));
+    kms_store_free(s); /* checkpoints the WAL into the database */
+    assert_true(file_contains(db, "disk-check-id", 13));
+    assert_false(file_contains(db, pattern, 16));
+    /* Nor the KEK. */
+    assert_false(file_contains(db, secret_const_data(kek), KMS_KEK_SIZE));
+}
+
 /* Every allocation of the store's own code (core allocator hook) failing in turn: -ENOMEM and
  * nothing half-written, then success. */
 static void test_oom(void **state) {
@@ -1100,6 +1138,7 @@ int main(void) {
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_concurrent_writers),
         cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_no_plaintext_on_disk),
     };
     secret_set_allow_unlocked(true);
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
