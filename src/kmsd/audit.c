@@ -58,8 +58,7 @@ static size_t utf8_seq_len(const unsigned char *s) {
     }
     if (c >= 0xf0 && c <= 0xf4) {
         unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-        return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80 ? 4
-                                                                                           : 0;
+        return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80 ? 4 : 0;
     }
     return 0;
 }
@@ -132,8 +131,8 @@ int kms_audit_row_build(int64_t seq, int64_t time, const KmsAuditEvent *ev,
     row = json_object();
     if (!row || json_object_set_new(row, "seq", json_integer(seq)) < 0 ||
         json_object_set_new(row, "time", json_integer(time)) < 0 ||
-        json_object_set_new(row, "version",
-                            ev->version ? json_integer(ev->version) : json_null()) < 0 ||
+        json_object_set_new(row, "version", ev->version ? json_integer(ev->version) : json_null()) <
+            0 ||
         json_object_set_new(row, "prev_hash", json_string(prev_hash_hex)) < 0)
         return -ENOMEM;
     if ((r = set_text(row, "action", ev->action, KMS_AUDIT_FIELD_MAX)) < 0 ||
@@ -163,8 +162,10 @@ int kms_audit_row_hash(const json_t *row, char ret_hash_hex[static 65]) {
     if (!json_is_object(row))
         return -EBADMSG;
     ph = json_string_value(json_object_get(row, "prev_hash"));
-    if (!hex64_is_valid(ph) || hex_decode_exact(ph, prev, sizeof prev) < 0)
+    if (!hex64_is_valid(ph))
         return -EBADMSG;
+    if ((r = hex_decode_exact(ph, prev, sizeof prev)) < 0)
+        return r == -ENOMEM ? r : -EBADMSG;
     body = json_copy((json_t *)row); /* shallow: members are shared, never modified */
     if (!body)
         return -ENOMEM;
@@ -178,9 +179,8 @@ int kms_audit_row_hash(const json_t *row, char ret_hash_hex[static 65]) {
     if (!ctx)
         return -ENOMEM;
     if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(ctx, prev, sizeof prev) != 1 ||
-        EVP_DigestUpdate(ctx, jcs, jcs_len) != 1 || EVP_DigestFinal_ex(ctx, md, &md_len) != 1 ||
-        md_len != sizeof md)
+        EVP_DigestUpdate(ctx, prev, sizeof prev) != 1 || EVP_DigestUpdate(ctx, jcs, jcs_len) != 1 ||
+        EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != sizeof md)
         return nt_openssl_error(-EIO, "audit row hash");
     hex_encode(md, sizeof md, ret_hash_hex);
     return 0;
@@ -192,13 +192,20 @@ static const struct {
     const char *name;
     int types;
 } row_members[] = {
-    {"seq", T_INT},           {"time", T_INT},
-    {"action", T_STR},        {"actor", T_STR},
-    {"secret_id", T_STR | T_NULL}, {"version", T_INT | T_NULL},
-    {"token_jti", T_STR | T_NULL}, {"measurement", T_STR | T_NULL},
-    {"chip_id", T_STR | T_NULL},   {"result", T_STR},
-    {"rule", T_STR | T_NULL},      {"detail", T_STR | T_NULL},
-    {"prev_hash", T_HEX},     {"hash", T_HEX},
+    {"seq", T_INT},
+    {"time", T_INT},
+    {"action", T_STR},
+    {"actor", T_STR},
+    {"secret_id", T_STR | T_NULL},
+    {"version", T_INT | T_NULL},
+    {"token_jti", T_STR | T_NULL},
+    {"measurement", T_STR | T_NULL},
+    {"chip_id", T_STR | T_NULL},
+    {"result", T_STR},
+    {"rule", T_STR | T_NULL},
+    {"detail", T_STR | T_NULL},
+    {"prev_hash", T_HEX},
+    {"hash", T_HEX},
 };
 
 static int row_check_shape(const json_t *row, size_t index, char err[static 256]) {
@@ -223,8 +230,7 @@ static int row_check_shape(const json_t *row, size_t index, char err[static 256]
         bool ok;
         v = json_object_get(row, row_members[i].name);
         if (!v) {
-            snprintf(err, 256, "audit row #%zu: member \"%s\" missing", index,
-                     row_members[i].name);
+            snprintf(err, 256, "audit row #%zu: member \"%s\" missing", index, row_members[i].name);
             return -EBADMSG;
         }
         ok = ((t & T_NULL) && json_is_null(v)) || ((t & T_STR) && json_is_string(v)) ||
@@ -305,8 +311,8 @@ int kms_audit_chain_verify(json_t *rows, const char *expected_head_hex, char err
             return r;
         }
         if (!streq(h, hash)) {
-            snprintf(err, 256,
-                     "audit chain broken at seq %" PRId64 ": hash mismatch (row edited)", seq);
+            snprintf(err, 256, "audit chain broken at seq %" PRId64 ": hash mismatch (row edited)",
+                     seq);
             return -EKEYREJECTED;
         }
         memcpy(prev, hash, sizeof prev);

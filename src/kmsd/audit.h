@@ -28,7 +28,7 @@ typedef struct KmsAuditEvent {
                            "admin-denied" ([a-z][a-z0-9-]{0,31}) */
     const char *actor;  /* "token:<jti>" or "admin:<cert subject|bearer>" (non-empty) */
     const char *secret_id;
-    uint32_t version; /* 0 = none */
+    uint32_t version;                              /* 0 = none */
     const char *token_jti, *measurement, *chip_id; /* release attempts */
     const char *result;                            /* "ok", "refused", "error" */
     const char *rule;                              /* failed rule, or NULL */

@@ -30,8 +30,8 @@ typedef struct KmsStoreOps {
                   int64_t now);
     int (*replace)(KmsStore *s, const char *id, const Secret *value, const KmsAuditEvent *ev,
                    int64_t now, uint32_t *ret_version);
-    int (*set_policy)(KmsStore *s, const char *id, const char *policy_json,
-                      const KmsAuditEvent *ev, int64_t now);
+    int (*set_policy)(KmsStore *s, const char *id, const char *policy_json, const KmsAuditEvent *ev,
+                      int64_t now);
     int (*delete_secret)(KmsStore *s, const char *id, const KmsAuditEvent *ev, int64_t now);
     /* version 0 = latest; ret_meta and/or ret_value may be NULL. */
     int (*get)(KmsStore *s, const char *id, uint32_t version, KmsSecretMeta *ret_meta,

@@ -53,15 +53,15 @@ typedef enum Query {
 
 #define META_COLUMNS "id, name, type, version, attributes, policy, created, updated, mac"
 #define AUDIT_COLUMNS                                                                              \
-    "seq, time, action, actor, secret_id, version, token_jti, measurement, chip_id, result, "     \
+    "seq, time, action, actor, secret_id, version, token_jti, measurement, chip_id, result, "      \
     "rule, detail, prev_hash, hash"
 
 static const char *const queries[_Q_MAX] = {
     [Q_SECRET_GET] = "SELECT " META_COLUMNS " FROM secrets WHERE id = ?1",
     [Q_SECRET_LIST] = "SELECT " META_COLUMNS " FROM secrets WHERE id > ?1 ORDER BY id LIMIT ?2",
     [Q_SECRET_VERSION] = "SELECT version FROM secrets WHERE id = ?1",
-    [Q_SECRET_INSERT] = "INSERT INTO secrets (" META_COLUMNS
-                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [Q_SECRET_INSERT] =
+        "INSERT INTO secrets (" META_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [Q_SECRET_UPDATE] = "UPDATE secrets SET version = ?2, policy = ?3, updated = ?4, mac = ?5 "
                         "WHERE id = ?1",
     [Q_SECRET_DELETE] = "DELETE FROM secrets WHERE id = ?1",
@@ -294,10 +294,9 @@ static int audit_append(SqliteStore *s, const KmsAuditEvent *ev, int64_t now) {
     /* Insert exactly the (sanitised) text that was hashed. */
     sqlite3_bind_int64(st, 1, seq + 1);
     sqlite3_bind_int64(st, 2, now);
-    static const char *const text_members[] = {"action",      "actor",   "secret_id",
-                                               NULL,          "token_jti", "measurement",
-                                               "chip_id",     "result",  "rule",
-                                               "detail",      "prev_hash"};
+    static const char *const text_members[] = {"action",    "actor",       "secret_id", NULL,
+                                               "token_jti", "measurement", "chip_id",   "result",
+                                               "rule",      "detail",      "prev_hash"};
     for (size_t i = 0; i < ELEMENTSOF(text_members); i++) {
         if (!text_members[i])
             continue;
@@ -330,8 +329,8 @@ static json_t *col_json_text(sqlite3_stmt *st, int i) {
 
 static int audit_row_from_stmt(sqlite3_stmt *st, json_t **ret) {
     static const char *const names[] = {
-        "seq",     "time",        "action",  "actor",  "secret_id", "version",   "token_jti",
-        "measurement", "chip_id", "result",  "rule",   "detail",    "prev_hash", "hash",
+        "seq",         "time",    "action", "actor", "secret_id", "version",   "token_jti",
+        "measurement", "chip_id", "result", "rule",  "detail",    "prev_hash", "hash",
     };
     json_auto_t *row = json_object();
     if (!row)
@@ -424,7 +423,7 @@ static int meta_row_read(SqliteStore *s, const char *id, MetaRow *ret) {
         return sql_error(s, rc, "read secret");
     if ((r = meta_from_stmt(s, st, NULL)) < 0) /* checks the MAC before anything is rewritten */
         return r;
-    *ret = (MetaRow){
+    MetaRow m = {
         .name = nt_strdup(col_text(st, 1)),
         .type = nt_strdup(col_text(st, 2)),
         .attributes = nt_strdup(col_text(st, 4)),
@@ -432,10 +431,11 @@ static int meta_row_read(SqliteStore *s, const char *id, MetaRow *ret) {
         .version = (uint32_t)sqlite3_column_int64(st, 3),
         .created = sqlite3_column_int64(st, 6),
     };
-    if (!ret->name || !ret->type || !ret->attributes || !ret->policy) {
-        meta_row_done(ret);
+    if (!m.name || !m.type || !m.attributes || !m.policy) {
+        meta_row_done(&m);
         return -ENOMEM;
     }
+    *ret = m;
     return 0;
 }
 
@@ -902,8 +902,8 @@ static int schema_init(SqliteStore *s, const char *path, char **ret_error) {
                               "cannot create the schema: %s", sqlite3_errmsg(s->db));
         if ((r = kms_store_kek_check_make(s->base.kek, &check, &check_len)) < 0)
             return open_error(ret_error, r, path, "cannot make the KEK check value");
-        rc = sqlite3_prepare_v2(s->db, "INSERT INTO meta (key, value) VALUES ('kek_check', ?1)",
-                                -1, &st, NULL);
+        rc = sqlite3_prepare_v2(s->db, "INSERT INTO meta (key, value) VALUES ('kek_check', ?1)", -1,
+                                &st, NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_blob(st, 1, check, (int)check_len, SQLITE_TRANSIENT);
             rc = sqlite3_step(st);
@@ -916,8 +916,8 @@ static int schema_init(SqliteStore *s, const char *path, char **ret_error) {
         return open_error(ret_error, -EBADMSG, path,
                           "not a kmsd database (it has tables but no schema_version)");
     else {
-        rc = sqlite3_prepare_v2(s->db, "SELECT MAX(version), COUNT(*) FROM schema_version", -1,
-                                &st, NULL);
+        rc = sqlite3_prepare_v2(s->db, "SELECT MAX(version), COUNT(*) FROM schema_version", -1, &st,
+                                NULL);
         if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
             version = sqlite3_column_int64(st, 0);
             rc = sqlite3_column_int64(st, 1) == 1 ? SQLITE_OK : SQLITE_CORRUPT;
@@ -944,8 +944,7 @@ static int kek_check(SqliteStore *s, const char *path, char **ret_error) {
     _cleanup_(sqlite3_finalize_p) sqlite3_stmt *st = NULL;
     int rc, r;
 
-    rc = sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'kek_check'", -1, &st,
-                            NULL);
+    rc = sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'kek_check'", -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_DONE)
@@ -991,8 +990,7 @@ int kms_store_open_sqlite(const char *path, const Secret *kek, KmsStore **ret, c
     fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd >= 0)
         (void)close(fd);
-    else if (errno != EEXIST)
-        {
+    else if (errno != EEXIST) {
         r = negative_errno();
         return open_error(ret_error, r, path, "cannot create: %s", strerror(-r));
     }

@@ -71,8 +71,7 @@ bool kms_secret_id_is_valid(const char *id) {
         return false;
     for (size_t i = 1; i < n; i++) {
         char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
             return false;
     }
     return true;
@@ -95,8 +94,8 @@ bool kms_secret_name_is_valid(const char *name) {
 }
 
 static const char *const secret_types[] = {
-    "aes256", "hmac-sha256", "hmac-sha384", "ec-p256", "ec-p384",
-    "rsa2048", "rsa3072", "rsa4096", "ed25519", "raw",
+    "aes256",  "hmac-sha256", "hmac-sha384", "ec-p256", "ec-p384",
+    "rsa2048", "rsa3072",     "rsa4096",     "ed25519", "raw",
 };
 
 bool kms_secret_type_is_valid(const char *type) {
@@ -141,10 +140,9 @@ static int pkcs8_check(const char *type, const uint8_t *der, size_t len, char er
     else if (streq(type, "ed25519"))
         ok = EVP_PKEY_is_a(pk, "ED25519");
     else
-        ok = EVP_PKEY_is_a(pk, "RSA") &&
-             EVP_PKEY_get_bits(pk) == (streq(type, "rsa2048")   ? 2048
-                                       : streq(type, "rsa3072") ? 3072
-                                                                : 4096);
+        ok = EVP_PKEY_is_a(pk, "RSA") && EVP_PKEY_get_bits(pk) == (streq(type, "rsa2048")   ? 2048
+                                                                   : streq(type, "rsa3072") ? 3072
+                                                                                            : 4096);
     ERR_clear_error();
     if (!ok) {
         snprintf(err, 256, "the PKCS#8 value is not a %s private key", type);
@@ -181,8 +179,8 @@ int kms_secret_value_check(const char *type, const Secret *value, char err[stati
         return 0;
     }
     if (n < 1 || n > KMS_VALUE_MAX) {
-        snprintf(err, 256, "a %s value must be 1..%u bytes of PKCS#8, not %zu", type,
-                 KMS_VALUE_MAX, n);
+        snprintf(err, 256, "a %s value must be 1..%u bytes of PKCS#8, not %zu", type, KMS_VALUE_MAX,
+                 n);
         return -EBADMSG;
     }
     return pkcs8_check(type, secret_const_data(value), n, err);
@@ -422,8 +420,7 @@ int kms_kek_load(const char *path, Secret **ret, char **ret_error) {
             continue;
         if (k < 0) {
             r = negative_errno();
-            return set_error(ret_error, r, "key-encryption key file %s: %s", path,
-                             strerror(-r));
+            return set_error(ret_error, r, "key-encryption key file %s: %s", path, strerror(-r));
         }
         if (k == 0)
             break;
@@ -503,8 +500,8 @@ static int gcm_open(const Secret *key, const void *aad, size_t aad_len, const ui
         EVP_DecryptInit_ex(ctx, NULL, NULL, secret_const_data(key), blob) != 1 ||
         EVP_DecryptUpdate(ctx, NULL, &k, aad, (int)aad_len) != 1 ||
         (n > 0 && EVP_DecryptUpdate(ctx, secret_data(pt), &k, blob + GCM_NONCE, (int)n) != 1) ||
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG,
-                            (void *)(blob + GCM_NONCE + n)) != 1)
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG, (void *)(blob + GCM_NONCE + n)) !=
+            1)
         return nt_openssl_error(-EIO, "kms value AES-GCM");
     if (EVP_DecryptFinal_ex(ctx, secret_data(pt) + n, &k) != 1) {
         ERR_clear_error();

@@ -31,13 +31,13 @@
 typedef struct KmsStore KmsStore; /* vtable inside; SQLite backend now */
 
 typedef struct KmsSecretMeta {
-    char *id;            /* [a-z0-9][a-z0-9._-]{0,63}, chosen by the admin */
-    char *name;          /* vHSM name without the kms/ prefix */
-    char *type;          /* aes256 hmac-sha256 hmac-sha384 ec-p256 ec-p384 rsa2048 rsa3072 rsa4096
-                            ed25519 raw */
-    uint32_t version;    /* latest */
-    json_t *attributes;  /* {"policy":"local"|"attested","max_age":N,"label":..,"acl":{...}} */
-    json_t *policy;      /* release policy (src/kmsd/policy.h), validated before storing */
+    char *id;           /* [a-z0-9][a-z0-9._-]{0,63}, chosen by the admin */
+    char *name;         /* vHSM name without the kms/ prefix */
+    char *type;         /* aes256 hmac-sha256 hmac-sha384 ec-p256 ec-p384 rsa2048 rsa3072 rsa4096
+                           ed25519 raw */
+    uint32_t version;   /* latest */
+    json_t *attributes; /* {"policy":"local"|"attested","max_age":N,"label":..,"acl":{...}} */
+    json_t *policy;     /* release policy (src/kmsd/policy.h), validated before storing */
     int64_t created, updated;
 } KmsSecretMeta;
 

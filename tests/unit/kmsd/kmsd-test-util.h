@@ -17,7 +17,7 @@
 
 static char tmpdir[256];
 
-static inline inline char *mfree_str(char *p) {
+static inline char *mfree_str(char *p) {
     free(p);
     return NULL;
 }
@@ -74,8 +74,8 @@ static inline KmsSecretMeta meta_make(const char *id, const char *type) {
         .id = strdup(id),
         .name = strdup(id),
         .type = strdup(type ? type : "aes256"),
-        .attributes = json_pack("{s:s,s:i,s:s}", "policy", "attested", "max_age", 3600, "label",
-                                "test key"),
+        .attributes =
+            json_pack("{s:s,s:i,s:s}", "policy", "attested", "max_age", 3600, "label", "test key"),
         .policy = json_pack("{s:i,s:{s:[s]}}", "version", 1, "rules", "measurement_in",
                             "aa00aa00aa00aa00aa00aa00aa00aa00aa00aa00aa00aa00aa00aa00aa00aa00"
                             "aa00aa00aa00aa00aa00aa00aa00aa00"),

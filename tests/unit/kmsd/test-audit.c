@@ -56,7 +56,8 @@ static void test_sanitize(void **state) {
     char *out = (char *)0x1;
     check_sanitize("plain text", 100, "plain text");
     check_sanitize("a\nb\tc\x7f", 100, "a?b?c?");
-    check_sanitize("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91", 100, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91");
+    check_sanitize("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91", 100,
+                   "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91");
     check_sanitize("bad \xff\xfe end", 100, "bad ?? end");
     check_sanitize("overlong \xc0\xaf", 100, "overlong ??");
     check_sanitize("surrogate \xed\xa0\x80", 100, "surrogate ???");
@@ -147,9 +148,8 @@ static json_t *chain_make(size_t n, char head[static 65]) {
         snprintf(detail, sizeof detail, "event %zu", i + 1);
         e.detail = detail;
         e.version = i % 2 ? 0 : (uint32_t)i + 1;
-        assert_int_equal(kms_audit_row_build((int64_t)i + 1, 1700000000 + (int64_t)i, &e, prev,
-                                             &row),
-                         0);
+        assert_int_equal(
+            kms_audit_row_build((int64_t)i + 1, 1700000000 + (int64_t)i, &e, prev, &row), 0);
         assert_int_equal(kms_audit_row_hash(row, h), 0);
         assert_int_equal(json_object_set_new(row, "hash", json_string(h)), 0);
         assert_int_equal(json_array_append_new(rows, row), 0);
@@ -207,8 +207,9 @@ static void test_chain_edited(void **state) {
     expect_broken(rows, head, -EKEYREJECTED, "at seq 1: hash mismatch");
     json_decref(rows);
     rows = chain_make(6, head);
-    json_object_set_new(json_array_get(rows, 5), "hash",
-                        json_string("00000000000000000000000000000000000000000000000000000000000000ff"));
+    json_object_set_new(
+        json_array_get(rows, 5), "hash",
+        json_string("00000000000000000000000000000000000000000000000000000000000000ff"));
     expect_broken(rows, head, -EKEYREJECTED, "at seq 6: hash mismatch");
     json_decref(rows);
     rows = chain_make(6, head);
@@ -305,6 +306,35 @@ static void test_chain_malformed(void **state) {
     expect_broken(rows, head, -EBADMSG, "\"rule\" missing");
 }
 
+/* A chain computed by another implementation (tests/vectors/kmsd-audit-chain.json, Python). */
+static void test_vector_chain(void **state) {
+    const char *dir = getenv("NT_VECTORS");
+    char path[1024], err[256];
+    json_auto_t *doc = NULL;
+    json_t *rows, *r2;
+    const char *head;
+
+    if (!dir)
+        skip();
+    snprintf(path, sizeof path, "%s/kmsd-audit-chain.json", dir);
+    doc = json_load_file(path, 0, NULL);
+    assert_non_null(doc);
+    rows = json_object_get(doc, "rows");
+    head = json_string_value(json_object_get(doc, "head"));
+    assert_int_equal(json_array_size(rows), 4);
+    assert_int_equal(kms_audit_chain_verify(rows, head, err), 0);
+    /* Each row re-hashes to the stored hash. */
+    for (size_t i = 0; i < 4; i++) {
+        char h[65];
+        json_t *row = json_array_get(rows, i);
+        assert_int_equal(kms_audit_row_hash(row, h), 0);
+        assert_string_equal(h, json_string_value(json_object_get(row, "hash")));
+    }
+    r2 = json_array_get(rows, 1);
+    json_object_set_new(r2, "rule", json_null());
+    expect_broken(rows, head, -EKEYREJECTED, "at seq 2: hash mismatch");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_check),
@@ -314,6 +344,7 @@ int main(void) {
         cmocka_unit_test(test_chain_edited),
         cmocka_unit_test(test_chain_deleted_reordered),
         cmocka_unit_test(test_chain_malformed),
+        cmocka_unit_test(test_vector_chain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

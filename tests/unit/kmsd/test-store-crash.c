@@ -51,8 +51,8 @@ static Secret *value_for(const char *id, uint32_t version) {
     Secret *v = NULL;
     unsigned n = 0;
     int len = snprintf(in, sizeof in, "%s|%u", id, version);
-    if (secret_new(32, &v) < 0 || EVP_Digest(in, (size_t)len, secret_data(v), &n, EVP_sha256(),
-                                             NULL) != 1)
+    if (secret_new(32, &v) < 0 ||
+        EVP_Digest(in, (size_t)len, secret_data(v), &n, EVP_sha256(), NULL) != 1)
         abort();
     return v;
 }
@@ -98,8 +98,11 @@ static int child_op(KmsStore *s, int round, long i) {
         r = kms_store_delete(s, id, &admin_ev);
         break;
     case 5: {
-        KmsAuditEvent e = {.action = "release", .actor = "token:crash", .secret_id = "x",
-                           .result = "refused", .rule = "measurement_in"};
+        KmsAuditEvent e = {.action = "release",
+                           .actor = "token:crash",
+                           .secret_id = "x",
+                           .result = "refused",
+                           .rule = "measurement_in"};
         r = kms_store_audit(s, &e);
         break;
     }
@@ -226,9 +229,8 @@ static long check_round(KmsStore *s, int round, bool *ret_uncertain) {
         if (state_eq(got, b) && !state_eq(a, b))
             next_committed = true;
         else if (!state_eq(got, a))
-            fail_msg("round %d (last ack %ld): %s is {%d,v%u,x%ld}, want {%d,v%u,x%ld}", round,
-                     L, id, got.exists, got.version, got.policy_x, a.exists, a.version,
-                     a.policy_x);
+            fail_msg("round %d (last ack %ld): %s is {%d,v%u,x%ld}, want {%d,v%u,x%ld}", round, L,
+                     id, got.exists, got.version, got.policy_x, a.exists, a.version, a.policy_x);
     }
     *ret_uncertain = (L + 1) % 6 == 5;
     return L + 1 + (next_committed ? 1 : 0);
@@ -243,8 +245,7 @@ static void raw_integrity(void) {
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
     sqlite3_close(db);

@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
+#include "core/fileio.h"
 #include "core/macro.h"
 #include "core/secret.h"
 #include "kmsd/audit.h"
@@ -217,7 +219,8 @@ static void test_create_get_list(void **state) {
 
 /* PKCS#8 DER of a new key, in a Secret. */
 static Secret *pkcs8_new(const char *alg, const char *param, size_t trailing) {
-    EVP_PKEY *pk = param && streq(alg, "RSA") ? EVP_PKEY_Q_keygen(NULL, NULL, alg, (size_t)atoi(param))
+    EVP_PKEY *pk = param && streq(alg, "RSA")
+                       ? EVP_PKEY_Q_keygen(NULL, NULL, alg, (size_t)atoi(param))
                    : param ? EVP_PKEY_Q_keygen(NULL, NULL, alg, param)
                            : EVP_PKEY_Q_keygen(NULL, NULL, alg);
     PKCS8_PRIV_KEY_INFO *p8 = pk ? EVP_PKEY2PKCS8(pk) : NULL;
@@ -297,8 +300,9 @@ static void test_create_errors(void **state) {
     ASSERT_HEAD_UNCHANGED(s, seq0, hash0);
 
     /* Bad ids, names, types. */
-    static const char *bad_ids[] = {"", "A", "-x", ".x", "a/b", "a b", "é",
-                                    "0123456789012345678901234567890123456789012345678901234567890123x"};
+    static const char *bad_ids[] = {
+        "",    "A",   "-x", ".x",
+        "a/b", "a b", "é",  "0123456789012345678901234567890123456789012345678901234567890123x"};
     for (size_t i = 0; i < ELEMENTSOF(bad_ids); i++) {
         KmsSecretMeta b = m;
         b.id = (char *)bad_ids[i];
@@ -306,8 +310,8 @@ static void test_create_errors(void **state) {
         assert_int_equal(kms_secret_meta_check(&b, err), -EINVAL);
         assert_non_null(strstr(err, "id"));
     }
-    assert_true(kms_secret_id_is_valid(
-        "0123456789012345678901234567890123456789012345678901234567890123"));
+    assert_true(
+        kms_secret_id_is_valid("0123456789012345678901234567890123456789012345678901234567890123"));
     static const char *bad_names[] = {"", ".n", "-n", "a/b", "a b", "n\n"};
     for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
         KmsSecretMeta b = m;
@@ -556,8 +560,7 @@ static void test_audit_api(void **state) {
     assert_int_equal(json_array_size(rows), 12);
     json_t *r1 = json_array_get(rows, 0), *r2 = json_array_get(rows, 1);
     assert_int_equal(json_integer_value(json_object_get(r1, "seq")), 1);
-    assert_string_equal(json_string_value(json_object_get(r1, "prev_hash")),
-                        KMS_AUDIT_GENESIS_HEX);
+    assert_string_equal(json_string_value(json_object_get(r1, "prev_hash")), KMS_AUDIT_GENESIS_HEX);
     assert_string_equal(json_string_value(json_object_get(r1, "detail")), "multi?line ? text");
     assert_string_equal(json_string_value(json_object_get(r1, "chip_id")), "1234");
     assert_string_equal(json_string_value(json_object_get(r1, "rule")), "measurement_in");
@@ -670,6 +673,12 @@ static void test_not_a_database(void **state) {
     assert_null(s);
 }
 
+/* SQL that changes byte N (1-based SQL expression) of sealed to another value. */
+#define FLIP_BYTE(n)                                                                               \
+    "UPDATE secret_versions SET sealed = CAST(substr(sealed, 1, " n " - 1) || CASE WHEN "          \
+    "substr(sealed, " n ", 1) = x'ff' THEN x'00' ELSE x'ff' END || substr(sealed, " n              \
+    " + 1) AS BLOB)"
+
 static void test_ciphertext_tampering(void **state) {
     _cleanup_(secret_freep) Secret *kek = kek_fill(10), *got = NULL, *v2 = value_fill(32, 77);
     const char *db = new_db();
@@ -677,11 +686,10 @@ static void test_ciphertext_tampering(void **state) {
     char sql[512];
 
     static const char *const edits[] = {
-        /* a flipped byte of the ciphertext, of the nonce, of the tag */
-        "UPDATE secret_versions SET sealed = substr(sealed, 1, 20) || "
-        "x'ff' || substr(sealed, 22)",
-        "UPDATE secret_versions SET sealed = x'00' || substr(sealed, 2)",
-        "UPDATE secret_versions SET sealed = substr(sealed, 1, length(sealed) - 1) || x'00'",
+        /* a changed byte of the ciphertext, of the nonce, of the tag */
+        FLIP_BYTE("21"),
+        FLIP_BYTE("1"),
+        FLIP_BYTE("length(sealed)"),
         /* truncated, empty, short, oversized, text */
         "UPDATE secret_versions SET sealed = substr(sealed, 1, 30)",
         "UPDATE secret_versions SET sealed = x''",
@@ -711,11 +719,11 @@ static void test_ciphertext_tampering(void **state) {
     /* Values swapped between ids, and between versions of one id: the AAD tells. */
     create_aes(s, "a", 1);
     create_aes(s, "b", 2);
-    assert_int_equal(
-        raw_sql(db, "UPDATE secret_versions SET secret_id = 'tmp' WHERE secret_id = 'a';"
-                    "UPDATE secret_versions SET secret_id = 'a' WHERE secret_id = 'b';"
-                    "UPDATE secret_versions SET secret_id = 'b' WHERE secret_id = 'tmp';"),
-        SQLITE_OK);
+    assert_int_equal(raw_sql(db,
+                             "UPDATE secret_versions SET secret_id = 'tmp' WHERE secret_id = 'a';"
+                             "UPDATE secret_versions SET secret_id = 'a' WHERE secret_id = 'b';"
+                             "UPDATE secret_versions SET secret_id = 'b' WHERE secret_id = 'tmp';"),
+                     SQLITE_OK);
     assert_int_equal(kms_store_get(s, "a", NULL, &got), -EBADMSG);
     assert_int_equal(kms_store_get(s, "b", NULL, &got), -EBADMSG);
     create_aes(s, "v", 3);
@@ -806,8 +814,11 @@ static const char *chain_db(const Secret *kek, char head[static 65]) {
     create_aes(s, "a1", 1);
     create_aes(s, "a2", 2);
     for (int i = 0; i < 4; i++) {
-        KmsAuditEvent e = {.action = "release", .actor = "token:t", .secret_id = "a1",
-                           .result = i % 2 ? "ok" : "refused", .rule = i % 2 ? NULL : "min_tcb"};
+        KmsAuditEvent e = {.action = "release",
+                           .actor = "token:t",
+                           .secret_id = "a1",
+                           .result = i % 2 ? "ok" : "refused",
+                           .rule = i % 2 ? NULL : "min_tcb"};
         assert_int_equal(kms_store_audit(s, &e), 0);
     }
     head_of(s, &seq, head);
@@ -1023,6 +1034,93 @@ static void test_concurrent_writers(void **state) {
     kms_store_free(b);
 }
 
+/* True if needle occurs in the file at path (missing file: false). */
+static bool file_contains(const char *path, const void *needle, size_t n) {
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t len = 0;
+    if (read_full_file(path, 256 * 1024 * 1024, &buf, &len) < 0)
+        return false;
+    return memmem(buf, len, needle, n) != NULL;
+}
+
+/* Values are on disk only encrypted: a distinctive value is in neither the database nor its WAL,
+ * while the (plaintext) metadata is, which shows that the scan looks at the right bytes. */
+static void test_no_plaintext_on_disk(void **state) {
+    _cleanup_(secret_freep) Secret *kek = kek_fill(17), *v = NULL, *got = NULL;
+    const char *db = new_db();
+    KmsStore *s = open_store(db, kek);
+    _cleanup_(kms_secret_meta_clear) KmsSecretMeta m = meta_make("disk-check-id", "raw");
+    char wal[600];
+    uint8_t pattern[64];
+
+    for (size_t i = 0; i < sizeof pattern; i++)
+        pattern[i] = (uint8_t)("PLAINTEXT-VALUE-"[i % 16]);
+    assert_int_equal(secret_new_copy(pattern, sizeof pattern, &v), 0);
+    assert_int_equal(kms_store_create(s, &m, v, &admin_ev), 0);
+    assert_int_equal(kms_store_replace(s, "disk-check-id", v, &admin_ev, NULL), 0);
+    snprintf(wal, sizeof wal, "%s-wal", db);
+    assert_true(file_contains(wal, "disk-check-id", 13) || file_contains(db, "disk-check-id", 13));
+    assert_false(file_contains(db, pattern, 16));
+    assert_false(file_contains(wal, pattern, 16));
+    assert_int_equal(kms_store_get(s, "disk-check-id", NULL, &got), 0);
+    assert_true(secret_eq(got, v));
+    kms_store_free(s); /* checkpoints the WAL into the database */
+    assert_true(file_contains(db, "disk-check-id", 13));
+    assert_false(file_contains(db, pattern, 16));
+    /* Nor the KEK. */
+    assert_false(file_contains(db, secret_const_data(kek), KMS_KEK_SIZE));
+}
+
+/* Every allocation of the store's own code (core allocator hook) failing in turn: -ENOMEM and
+ * nothing half-written, then success. */
+static void test_oom(void **state) {
+    _cleanup_(secret_freep) Secret *kek = kek_fill(16), *v = value_fill(32, 3);
+    _cleanup_(kms_store_freep) KmsStore *s = open_store(new_db(), kek);
+    _cleanup_(kms_secret_meta_clear) KmsSecretMeta in = meta_make("oom", "aes256");
+    char hash0[65], err[256];
+    int64_t seq0;
+    int r = -ENOMEM, n;
+
+    head_of(s, &seq0, hash0);
+    for (n = 0; n < 1000; n++) {
+        nt_alloc_fail_after(n);
+        r = kms_store_create(s, &in, v, &admin_ev);
+        nt_alloc_fail_after(-1);
+        if (r == 0)
+            break;
+        assert_int_equal(r, -ENOMEM);
+        assert_int_equal(kms_store_get(s, "oom", &(KmsSecretMeta){}, NULL), -ENOENT);
+        ASSERT_HEAD_UNCHANGED(s, seq0, hash0);
+    }
+    assert_int_equal(r, 0);
+    assert_true(n > 0); /* the hook was reached */
+    for (n = 0; n < 1000; n++) {
+        _cleanup_(kms_secret_meta_clear) KmsSecretMeta m = {};
+        _cleanup_(secret_freep) Secret *got = NULL;
+        nt_alloc_fail_after(n);
+        r = kms_store_get(s, "oom", &m, &got);
+        nt_alloc_fail_after(-1);
+        if (r == 0) {
+            assert_true(secret_eq(got, v));
+            break;
+        }
+        assert_int_equal(r, -ENOMEM);
+    }
+    assert_int_equal(r, 0);
+    head_of(s, &seq0, hash0);
+    for (n = 0; n < 1000; n++) {
+        nt_alloc_fail_after(n);
+        r = kms_store_replace(s, "oom", v, &admin_ev, NULL);
+        nt_alloc_fail_after(-1);
+        if (r == 0)
+            break;
+        assert_int_equal(r, -ENOMEM);
+        ASSERT_HEAD_UNCHANGED(s, seq0, hash0);
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(store_chain_verify(s, err), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kek_load),
@@ -1039,6 +1137,8 @@ int main(void) {
         cmocka_unit_test(test_audit_tampering_sqlite),
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_concurrent_writers),
+        cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_no_plaintext_on_disk),
     };
     secret_set_allow_unlocked(true);
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
