@@ -130,7 +130,10 @@ static int parse_hex(const json_t *v, const char *key, uint8_t *out, size_t n, c
     const char *s = plain_string(v);
     if (!s)
         return perr(err, "%s: expected a string of %zu hex characters (%zu bytes)", key, 2 * n, n);
-    if (strlen(s) != 2 * n || hex_decode_exact(s, out, n) < 0)
+    int r = strlen(s) == 2 * n ? hex_decode_exact(s, out, n) : -EBADMSG;
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0)
         return perr(err, "%s: expected %zu hex characters (%zu bytes), got %s", key, 2 * n, n,
                     strlen(s) != 2 * n ? "another length" : "a non-hex character");
     return 0;
@@ -612,10 +615,12 @@ static void expected_list(char *buf, size_t size, const Rule *r) {
     bappend(buf, size, "]");
 }
 
-/* A hex claim of len bytes: 1 and the bytes, or 0 with found set ("absent", "invalid: ..."). */
+/* A hex claim of len bytes: 1 and the bytes, 0 with found set ("absent", "invalid: ..."), or
+ * -ENOMEM. */
 static int claim_hex(const json_t *v, size_t len, uint8_t *out, char found[static 256]) {
     const char *s = plain_string(v);
     char shown[120];
+    int r;
     if (!v) {
         (void)snprintf(found, 256, "absent");
         return 0;
@@ -624,7 +629,10 @@ static int claim_hex(const json_t *v, size_t len, uint8_t *out, char found[stati
         (void)snprintf(found, 256, "invalid: not a string");
         return 0;
     }
-    if (strlen(s) != 2 * len || hex_decode_exact(s, out, len) < 0) {
+    r = strlen(s) == 2 * len ? hex_decode_exact(s, out, len) : -EBADMSG;
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0) {
         claim_text(shown, sizeof shown, s, 100);
         (void)snprintf(found, 256, "invalid: '%s' is not %zu bytes of hex", shown, len);
         return 0;
@@ -651,7 +659,10 @@ static int eval_hex(Eval *e, const Rule *r, const char *claim) {
     uint8_t value[64];
     char expected[256], found[256];
 
-    if (claim_hex(json_object_get(e->evidence, claim), r->hex_len, value, found)) {
+    int q = claim_hex(json_object_get(e->evidence, claim), r->hex_len, value, found);
+    if (q < 0)
+        return q;
+    if (q > 0) {
         for (size_t i = 0; i < r->n; i++)
             if (memcmp(r->hex + i * r->hex_len, value, r->hex_len) == 0)
                 return 0;
@@ -827,10 +838,12 @@ int kms_policy_eval(const KmsPolicy *p, const json_t *claims, const char *volume
         return -EINVAL;
     e.evidence = json_object_get(json_object_get(json_object_get(claims, "submods"), NT_EAR_SUBMOD),
                                  "ear.veraison.annotated-evidence");
-    for (size_t i = 0; i < p->n; i++)
-        if (eval_rule(&e, &p->rules[i]) < 0) {
+    for (size_t i = 0; i < p->n; i++) {
+        int r = eval_rule(&e, &p->rules[i]);
+        if (r == -EACCES)
             *ret_refusal = f;
-            return -EACCES;
-        }
+        if (r < 0)
+            return r;
+    }
     return 0;
 }

@@ -58,7 +58,7 @@ typedef struct KmsPolicyRefusal {
 /* Evaluates over verified EAR claims (the whole claims object, read from
  * submods.cpu0["ear.veraison.annotated-evidence"] and submods.cpu0["ear.status"]) and the request
  * context (volume_uuid: the volume the agent declares, may be NULL). Returns 0 (allowed),
- * -EACCES with *ret_refusal filled (the first failing rule), or -EINVAL (p, claims or ret_refusal
- * NULL, claims not an object; *ret_refusal untouched). */
+ * -EACCES with *ret_refusal filled (the first failing rule), -EINVAL (p, claims or ret_refusal
+ * NULL, claims not an object) or -ENOMEM (*ret_refusal untouched: neither is a verdict). */
 int kms_policy_eval(const KmsPolicy *p, const json_t *claims, const char *volume_uuid,
                     KmsPolicyRefusal *ret_refusal);
