@@ -36,9 +36,9 @@ static const char default_claims[] =
     "\"report_version\":3}}},\"cnf\":{\"jwk\":{\"kty\":\"EC\",\"crv\":\"P-384\"}}}";
 
 static const char *const rules[] = {
-    "measurement_in", "host_data_eq", "min_tcb",    "debug_allowed", "chip_id_sha256_in",
-    "signing_key_in", "csp_id_in",    "min_status", "product_in",    "vmpl_in",
-    "volume_uuid_eq",
+    "measurement_in",    "host_data_eq",   "min_tcb",        "debug_allowed",
+    "chip_id_sha256_in", "signing_key_in", "csp_id_in",      "min_status",
+    "product_in",        "vmpl_in",        "volume_uuid_eq",
 };
 
 static bool known_rule(const char *r) {

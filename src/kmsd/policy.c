@@ -70,14 +70,14 @@ static const char *const signing_key_names[] = {"VCEK", "VLEK"};
 
 typedef struct Rule {
     RuleKind kind;
-    bool implicit;   /* a default the document did not state (not serialised) */
-    uint8_t *hex;    /* measurement_in, chip_id_sha256_in, host_data_eq (n = 1): n * hex_len */
+    bool implicit; /* a default the document did not state (not serialised) */
+    uint8_t *hex;  /* measurement_in, chip_id_sha256_in, host_data_eq (n = 1): n * hex_len */
     size_t hex_len;
-    char **strs; /* csp_id_in */
-    size_t n;    /* entries of hex or strs */
-    unsigned mask;   /* signing_key_in (bit per signing_key_names), product_in (bit per
-                        SnpProduct), vmpl_in (bit per VMPL) */
-    bool allow;      /* debug_allowed */
+    char **strs;   /* csp_id_in */
+    size_t n;      /* entries of hex or strs */
+    unsigned mask; /* signing_key_in (bit per signing_key_names), product_in (bit per
+                      SnpProduct), vmpl_in (bit per VMPL) */
+    bool allow;    /* debug_allowed */
     NtEarStatus min_status;
     unsigned tcb_set; /* bit per TCB_* component named */
     uint8_t tcb_min[_TCB_MAX];
@@ -225,8 +225,8 @@ static int parse_csp_list(const json_t *v, const char *rule, Rule *r, char *err)
     for (size_t i = 0; i < n; i++) {
         const char *s = plain_string(json_array_get(v, i));
         if (!s || !*s || strlen(s) > KMS_POLICY_CSP_ID_MAX || !printable_ascii(s))
-            return perr(err, "%s[%zu]: expected a string of 1..%u printable ASCII characters",
-                        rule, i, KMS_POLICY_CSP_ID_MAX);
+            return perr(err, "%s[%zu]: expected a string of 1..%u printable ASCII characters", rule,
+                        i, KMS_POLICY_CSP_ID_MAX);
         for (size_t j = 0; j < i; j++)
             if (streq(r->strs[j], s))
                 return perr(err, "%s[%zu]: duplicate of %s[%zu]", rule, i, rule, j);
@@ -260,8 +260,9 @@ static int parse_min_tcb(const json_t *v, const char *rule, Rule *r, char *err) 
     json_t *c;
 
     if (!json_is_object(v))
-        return perr(err, "%s: expected an object {\"bootloader\", \"tee\", \"snp\", \"microcode\", "
-                         "\"fmc\": 0..255}",
+        return perr(err,
+                    "%s: expected an object {\"bootloader\", \"tee\", \"snp\", \"microcode\", "
+                    "\"fmc\": 0..255}",
                     rule);
     if (json_object_size(v) == 0)
         return perr(err, "%s: must name at least one component", rule);
@@ -354,9 +355,8 @@ static int parse_rule(RuleKind kind, const json_t *v, Rule *r, char *err) {
         return parse_vmpl_list(v, name, r, err);
     case RULE_VOLUME_UUID_EQ:
         if (!uuid_normalise(plain_string(v), r->uuid))
-            return perr(err,
-                        "%s: expected a UUID string xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hex)",
-                        name);
+            return perr(
+                err, "%s: expected a UUID string xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hex)", name);
         return 0;
     default:
         return -EINVAL;
@@ -383,9 +383,12 @@ int kms_policy_parse(const json_t *doc, KmsPolicy **ret, char err[static 256]) {
         return -EINVAL;
     if (!json_is_object(doc))
         return perr(err, "expected a JSON object {\"version\": 1, \"rules\": {...}}");
-    json_object_foreach((json_t *)doc, k, v)
-        if (!streq(k, "version") && !streq(k, "rules"))
-            return perr(err, "unknown member '%.64s' (a policy has \"version\" and \"rules\")", k);
+    json_object_foreach((json_t *)doc, k,
+                        v) if (!streq(k, "version") &&
+                               !streq(k, "rules")) return perr(err,
+                                                               "unknown member '%.64s' (a policy "
+                                                               "has \"version\" and \"rules\")",
+                                                               k);
     version = json_object_get(doc, "version");
     if (!version)
         return perr(err, "version: missing (expected %d)", KMS_POLICY_VERSION);
@@ -418,8 +421,8 @@ int kms_policy_parse(const json_t *doc, KmsPolicy **ret, char err[static 256]) {
         return -ENOMEM;
     /* The defaults a document did not state come first. */
     if (!have[RULE_MIN_STATUS])
-        p->rules[p->n++] = (Rule){
-            .kind = RULE_MIN_STATUS, .implicit = true, .min_status = NT_EAR_AFFIRMING};
+        p->rules[p->n++] =
+            (Rule){.kind = RULE_MIN_STATUS, .implicit = true, .min_status = NT_EAR_AFFIRMING};
     if (!have[RULE_DEBUG_ALLOWED])
         p->rules[p->n++] = (Rule){.kind = RULE_DEBUG_ALLOWED, .implicit = true, .allow = false};
     json_object_foreach((json_t *)rules, k, v) {
@@ -579,10 +582,10 @@ static int refuse(Eval *e, const Rule *r, const char *expected, const char *foun
 
 /* The expected text of a list rule: "one of [a, b, ... N more]", as many entries as fit. */
 static void expected_list(char *buf, size_t size, const Rule *r) {
-    size_t n = r->kind == RULE_VMPL_IN || r->kind == RULE_SIGNING_KEY_IN ||
-                       r->kind == RULE_PRODUCT_IN
-                   ? 32
-                   : r->n;
+    size_t n =
+        r->kind == RULE_VMPL_IN || r->kind == RULE_SIGNING_KEY_IN || r->kind == RULE_PRODUCT_IN
+            ? 32
+            : r->n;
     size_t shown = 0, total = 0;
     char item[2 * 64 + 1];
 

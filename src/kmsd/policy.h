@@ -25,9 +25,9 @@
 #include "core/macro.h"
 
 #define KMS_POLICY_VERSION 1
-#define KMS_POLICY_LIST_MAX 1024u            /* entries per list rule */
-#define KMS_POLICY_TEXT_MAX (256u * 1024u)   /* kms_policy_parse_text input */
-#define KMS_POLICY_CSP_ID_MAX 127u           /* bytes, as the VLEK cspID (src/verify) */
+#define KMS_POLICY_LIST_MAX 1024u          /* entries per list rule */
+#define KMS_POLICY_TEXT_MAX (256u * 1024u) /* kms_policy_parse_text input */
+#define KMS_POLICY_CSP_ID_MAX 127u         /* bytes, as the VLEK cspID (src/verify) */
 
 typedef struct KmsPolicy KmsPolicy;
 

@@ -247,7 +247,9 @@ static void test_each_rule_fails(void **state) {
     refused(p, g, UUID_B, "volume_uuid_eq", UUID_A, UUID_B);
     refused(p, g, "{" UUID_A "}", "volume_uuid_eq", UUID_A,
             "invalid: '{" UUID_A "}' is not a UUID");
-    refused(p, g, "bad\x01\xff", "volume_uuid_eq", UUID_A, "invalid: 'bad?" "?' is not a UUID");
+    refused(p, g, "bad\x01\xff", "volume_uuid_eq", UUID_A,
+            "invalid: 'bad?"
+            "?' is not a UUID");
     kms_policy_free(p);
 
     /* VMPL 2, debug, VLEK. */
@@ -416,8 +418,7 @@ static void test_absent_claims(void **state) {
             json_object_set_new(json_object_get(ev, "reported_tcb"), "snp", json_integer(300)), 0);
         KmsPolicy *p = pol("\"measurement_in\":[\"%s\"]", hexfill(0xab, 48, 0));
         snprintf(expected, sizeof expected, "one of [%s]", hexfill(0xab, 48, false));
-        refused(p, c, NULL, "measurement_in", expected,
-                "invalid: 'abc?' is not 48 bytes of hex");
+        refused(p, c, NULL, "measurement_in", expected, "invalid: 'abc?' is not 48 bytes of hex");
         kms_policy_free(p);
         p = pol("\"vmpl_in\":[0]");
         refused(p, c, NULL, "vmpl_in", "one of [0]", "invalid: not an integer");
@@ -457,7 +458,8 @@ static void test_parse_errors(void **state) {
         /* document shape */
         {"", "not valid JSON"},
         {"[1]", "expected a JSON object"},
-        {"{\"version\":1,\"rules\":{\"vmpl_in\":[0]},\"comment\":\"x\"}", "unknown member 'comment'"},
+        {"{\"version\":1,\"rules\":{\"vmpl_in\":[0]},\"comment\":\"x\"}",
+         "unknown member 'comment'"},
         {"{\"rules\":{\"vmpl_in\":[0]}}", "version: missing"},
         {"{\"version\":2,\"rules\":{\"vmpl_in\":[0]}}", "version: expected 1"},
         {"{\"version\":\"1\",\"rules\":{\"vmpl_in\":[0]}}", "version: expected 1"},
@@ -472,26 +474,38 @@ static void test_parse_errors(void **state) {
         {"{\"version\":1,\"rules\":{\"min_tcb\":{\"ucode\":1}}}",
          "min_tcb: unknown component 'ucode'"},
         /* wrong types */
-        {"{\"version\":1,\"rules\":{\"measurement_in\":\"ab\"}}", "measurement_in: expected an array"},
-        {"{\"version\":1,\"rules\":{\"host_data_eq\":[\"ab\"]}}", "host_data_eq: expected a string"},
+        {"{\"version\":1,\"rules\":{\"measurement_in\":\"ab\"}}",
+         "measurement_in: expected an array"},
+        {"{\"version\":1,\"rules\":{\"host_data_eq\":[\"ab\"]}}",
+         "host_data_eq: expected a string"},
         {"{\"version\":1,\"rules\":{\"min_tcb\":5}}", "min_tcb: expected an object"},
-        {"{\"version\":1,\"rules\":{\"min_tcb\":{\"snp\":\"8\"}}}", "min_tcb.snp: expected an integer"},
-        {"{\"version\":1,\"rules\":{\"min_tcb\":{\"snp\":256}}}", "min_tcb.snp: expected an integer 0..255"},
-        {"{\"version\":1,\"rules\":{\"min_tcb\":{\"tee\":-1}}}", "min_tcb.tee: expected an integer 0..255"},
+        {"{\"version\":1,\"rules\":{\"min_tcb\":{\"snp\":\"8\"}}}",
+         "min_tcb.snp: expected an integer"},
+        {"{\"version\":1,\"rules\":{\"min_tcb\":{\"snp\":256}}}",
+         "min_tcb.snp: expected an integer 0..255"},
+        {"{\"version\":1,\"rules\":{\"min_tcb\":{\"tee\":-1}}}",
+         "min_tcb.tee: expected an integer 0..255"},
         {"{\"version\":1,\"rules\":{\"min_tcb\":{}}}", "min_tcb: must name at least one component"},
-        {"{\"version\":1,\"rules\":{\"debug_allowed\":\"false\"}}", "debug_allowed: expected true or false"},
-        {"{\"version\":1,\"rules\":{\"debug_allowed\":0}}", "debug_allowed: expected true or false"},
-        {"{\"version\":1,\"rules\":{\"chip_id_sha256_in\":{}}}", "chip_id_sha256_in: expected an array"},
-        {"{\"version\":1,\"rules\":{\"signing_key_in\":\"VCEK\"}}", "signing_key_in: expected an array"},
-        {"{\"version\":1,\"rules\":{\"signing_key_in\":[1]}}", "signing_key_in[0]: expected a string"},
+        {"{\"version\":1,\"rules\":{\"debug_allowed\":\"false\"}}",
+         "debug_allowed: expected true or false"},
+        {"{\"version\":1,\"rules\":{\"debug_allowed\":0}}",
+         "debug_allowed: expected true or false"},
+        {"{\"version\":1,\"rules\":{\"chip_id_sha256_in\":{}}}",
+         "chip_id_sha256_in: expected an array"},
+        {"{\"version\":1,\"rules\":{\"signing_key_in\":\"VCEK\"}}",
+         "signing_key_in: expected an array"},
+        {"{\"version\":1,\"rules\":{\"signing_key_in\":[1]}}",
+         "signing_key_in[0]: expected a string"},
         {"{\"version\":1,\"rules\":{\"csp_id_in\":[1]}}", "csp_id_in[0]: expected a string"},
-        {"{\"version\":1,\"rules\":{\"min_status\":1}}", "min_status: expected \"affirming\" or \"warning\""},
+        {"{\"version\":1,\"rules\":{\"min_status\":1}}",
+         "min_status: expected \"affirming\" or \"warning\""},
         {"{\"version\":1,\"rules\":{\"product_in\":[true]}}", "product_in[0]: expected a string"},
         {"{\"version\":1,\"rules\":{\"vmpl_in\":[\"0\"]}}", "vmpl_in[0]: expected an integer 0..3"},
         {"{\"version\":1,\"rules\":{\"volume_uuid_eq\":5}}", "volume_uuid_eq: expected a UUID"},
         /* empty lists */
         {"{\"version\":1,\"rules\":{\"measurement_in\":[]}}", "measurement_in: must not be empty"},
-        {"{\"version\":1,\"rules\":{\"chip_id_sha256_in\":[]}}", "chip_id_sha256_in: must not be empty"},
+        {"{\"version\":1,\"rules\":{\"chip_id_sha256_in\":[]}}",
+         "chip_id_sha256_in: must not be empty"},
         {"{\"version\":1,\"rules\":{\"signing_key_in\":[]}}", "signing_key_in: must not be empty"},
         {"{\"version\":1,\"rules\":{\"csp_id_in\":[]}}", "csp_id_in: must not be empty"},
         {"{\"version\":1,\"rules\":{\"product_in\":[]}}", "product_in: must not be empty"},
@@ -499,28 +513,37 @@ static void test_parse_errors(void **state) {
         /* bad values */
         {"{\"version\":1,\"rules\":{\"measurement_in\":[\"abcd\"]}}",
          "measurement_in[0]: expected 96 hex characters (48 bytes)"},
-        {"{\"version\":1,\"rules\":{\"host_data_eq\":\"zz\"}}", "host_data_eq: expected 64 hex characters (32 bytes)"},
+        {"{\"version\":1,\"rules\":{\"host_data_eq\":\"zz\"}}",
+         "host_data_eq: expected 64 hex characters (32 bytes)"},
         {"{\"version\":1,\"rules\":{\"chip_id_sha256_in\":[\"00\"]}}",
          "chip_id_sha256_in[0]: expected 64 hex characters (32 bytes)"},
-        {"{\"version\":1,\"rules\":{\"min_status\":\"contraindicated\"}}", "min_status: \"contraindicated\" would"},
+        {"{\"version\":1,\"rules\":{\"min_status\":\"contraindicated\"}}",
+         "min_status: \"contraindicated\" would"},
         {"{\"version\":1,\"rules\":{\"min_status\":\"Affirming\"}}", "min_status: expected"},
-        {"{\"version\":1,\"rules\":{\"signing_key_in\":[\"ARK\"]}}", "signing_key_in[0]: unknown value 'ARK' (VCEK, VLEK)"},
+        {"{\"version\":1,\"rules\":{\"signing_key_in\":[\"ARK\"]}}",
+         "signing_key_in[0]: unknown value 'ARK' (VCEK, VLEK)"},
         {"{\"version\":1,\"rules\":{\"product_in\":[\"Milan-B0\"]}}",
          "product_in[0]: unknown value 'Milan-B0' (Milan, Genoa, Turin)"},
         {"{\"version\":1,\"rules\":{\"vmpl_in\":[4]}}", "vmpl_in[0]: expected an integer 0..3"},
-        {"{\"version\":1,\"rules\":{\"csp_id_in\":[\"\"]}}", "csp_id_in[0]: expected a string of 1..127"},
-        {"{\"version\":1,\"rules\":{\"csp_id_in\":[\"a\\nb\"]}}", "csp_id_in[0]: expected a string of 1..127"},
+        {"{\"version\":1,\"rules\":{\"csp_id_in\":[\"\"]}}",
+         "csp_id_in[0]: expected a string of 1..127"},
+        {"{\"version\":1,\"rules\":{\"csp_id_in\":[\"a\\nb\"]}}",
+         "csp_id_in[0]: expected a string of 1..127"},
         {"{\"version\":1,\"rules\":{\"volume_uuid_eq\":\"3f6b1a2e9c4d4e8ba1f05d2c7e9b8a61\"}}",
          "volume_uuid_eq: expected a UUID"},
-        {"{\"version\":1,\"rules\":{\"volume_uuid_eq\":\"{3f6b1a2e-9c4d-4e8b-a1f0-5d2c7e9b8a61}\"}}",
+        {"{\"version\":1,\"rules\":{\"volume_uuid_eq\":\"{3f6b1a2e-9c4d-4e8b-a1f0-5d2c7e9b8a61}\"}"
+         "}",
          "volume_uuid_eq: expected a UUID"},
         {"{\"version\":1,\"rules\":{\"volume_uuid_eq\":\"3f6b1a2e-9c4d-4e8b-a1f0-5d2c7e9b8a6g\"}}",
          "volume_uuid_eq: expected a UUID"},
         /* duplicates inside lists (after normalisation) */
-        {"{\"version\":1,\"rules\":{\"signing_key_in\":[\"VCEK\",\"vcek\"]}}", "signing_key_in[1]: duplicate 'VCEK'"},
-        {"{\"version\":1,\"rules\":{\"product_in\":[\"milan\",\"MILAN\"]}}", "product_in[1]: duplicate 'Milan'"},
+        {"{\"version\":1,\"rules\":{\"signing_key_in\":[\"VCEK\",\"vcek\"]}}",
+         "signing_key_in[1]: duplicate 'VCEK'"},
+        {"{\"version\":1,\"rules\":{\"product_in\":[\"milan\",\"MILAN\"]}}",
+         "product_in[1]: duplicate 'Milan'"},
         {"{\"version\":1,\"rules\":{\"vmpl_in\":[0,1,0]}}", "vmpl_in[2]: duplicate 0"},
-        {"{\"version\":1,\"rules\":{\"csp_id_in\":[\"a\",\"b\",\"a\"]}}", "csp_id_in[2]: duplicate of csp_id_in[0]"},
+        {"{\"version\":1,\"rules\":{\"csp_id_in\":[\"a\",\"b\",\"a\"]}}",
+         "csp_id_in[2]: duplicate of csp_id_in[0]"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
         KmsPolicy *p = (KmsPolicy *)0x1;
@@ -535,8 +558,8 @@ static void test_parse_errors(void **state) {
     /* Composed ones: hex of one byte too many or a non-hex character, duplicates across case. */
     char *rules[5] = {};
     assert_true(asprintf(&rules[0], "\"measurement_in\":[\"%s\",\"%s00\"]", m, m) > 0);
-    assert_true(asprintf(&rules[1], "\"measurement_in\":[\"%s\",\"%s\"]", m,
-                         hexfill(0x11, 48, true)) > 0);
+    assert_true(
+        asprintf(&rules[1], "\"measurement_in\":[\"%s\",\"%s\"]", m, hexfill(0x11, 48, true)) > 0);
     assert_true(asprintf(&rules[2], "\"chip_id_sha256_in\":[\"%s\",\"%s\"]", h, h) > 0);
     assert_true(asprintf(&rules[3], "\"host_data_eq\":\"%s\"", h) > 0);
     assert_true(asprintf(&rules[4], "\"host_data_eq\":\"%.63sg\"", h) > 0);
@@ -585,14 +608,13 @@ static void test_parse_errors(void **state) {
 
 /* Values normalised: the serialisation is canonical and parses to the same policy. */
 static void test_normalise(void **state) {
-    _cleanup_(kms_policy_freep) KmsPolicy *p =
-        pol("\"volume_uuid_eq\":\"%s\",\"product_in\":[\"TURIN\",\"milan\"],"
-            "\"signing_key_in\":[\"vlek\"],\"min_tcb\":{\"fmc\":1,\"bootloader\":2},"
-            "\"vmpl_in\":[3,0],\"host_data_eq\":\"%s\",\"measurement_in\":[\"%s\"],"
-            "\"chip_id_sha256_in\":[\"%s\"],\"csp_id_in\":[\"Cloud A\"],\"min_status\":\"warning\","
-            "\"debug_allowed\":true",
-            UUID_A_UPPER, hexfill(0xcd, 32, true), hexfill(0xef, 48, true),
-            hexfill(0x0a, 32, true));
+    _cleanup_(kms_policy_freep) KmsPolicy *p = pol(
+        "\"volume_uuid_eq\":\"%s\",\"product_in\":[\"TURIN\",\"milan\"],"
+        "\"signing_key_in\":[\"vlek\"],\"min_tcb\":{\"fmc\":1,\"bootloader\":2},"
+        "\"vmpl_in\":[3,0],\"host_data_eq\":\"%s\",\"measurement_in\":[\"%s\"],"
+        "\"chip_id_sha256_in\":[\"%s\"],\"csp_id_in\":[\"Cloud A\"],\"min_status\":\"warning\","
+        "\"debug_allowed\":true",
+        UUID_A_UPPER, hexfill(0xcd, 32, true), hexfill(0xef, 48, true), hexfill(0x0a, 32, true));
     json_auto_t *j = kms_policy_to_json(p);
     _cleanup_free_ char *want = NULL, *got = json_dumps(j, JSON_COMPACT);
     assert_true(asprintf(&want,
@@ -693,8 +715,9 @@ static void test_oom(void **state) {
     }
     /* Evaluation: an allocation failing is -ENOMEM, never an allowed or a refused verdict. */
     json_auto_t *g = claims_of(GENOA, L0);
-    _cleanup_(kms_policy_freep) KmsPolicy *p = pol("\"measurement_in\":[\"%s\"],\"host_data_eq\":\"%s\"",
-                                                   hexfill(0xab, 48, false), hexfill(0x22, 32, false));
+    _cleanup_(kms_policy_freep) KmsPolicy *p =
+        pol("\"measurement_in\":[\"%s\"],\"host_data_eq\":\"%s\"", hexfill(0xab, 48, false),
+            hexfill(0x22, 32, false));
     for (long n = 0;; n++) {
         KmsPolicyRefusal f = {};
         nt_alloc_fail_after(n);
@@ -712,11 +735,16 @@ static void test_oom(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_all_rules_pass), cmocka_unit_test(test_each_rule_fails),
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_document_order),
-        cmocka_unit_test(test_absent_claims),  cmocka_unit_test(test_long_expected),
-        cmocka_unit_test(test_parse_errors),   cmocka_unit_test(test_normalise),
-        cmocka_unit_test(test_example),        cmocka_unit_test(test_eval_args),
+        cmocka_unit_test(test_all_rules_pass),
+        cmocka_unit_test(test_each_rule_fails),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_document_order),
+        cmocka_unit_test(test_absent_claims),
+        cmocka_unit_test(test_long_expected),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_normalise),
+        cmocka_unit_test(test_example),
+        cmocka_unit_test(test_eval_args),
         cmocka_unit_test(test_oom),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
