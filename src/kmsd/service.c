@@ -396,17 +396,24 @@ static int attributes_parse(const json_t *in, json_t **ret, char err[static 256]
     return 0;
 }
 
-/* Parses a release policy (kmsd/policy.h) only to validate it. */
-static int policy_check(const json_t *doc, char err[static 256]) {
-    KmsPolicy *p = NULL;
+/* Parses a release policy (kmsd/policy.h) strictly. Returns 0 and the normalised document (what
+ * is stored), -EBADMSG with the reason, or -ENOMEM. */
+static int policy_normalize(const json_t *doc, json_t **ret, char err[static 256]) {
+    _cleanup_(kms_policy_freep) KmsPolicy *p = NULL;
+    json_t *n;
     int r;
     if (!json_is_object(doc)) {
         snprintf(err, 256, "policy: expected a JSON object {\"version\": 1, \"rules\": {...}}");
         return -EBADMSG;
     }
     r = kms_policy_parse(doc, &p, err);
-    kms_policy_free(p);
-    return r;
+    if (r < 0)
+        return r == -EINVAL ? -EBADMSG : r;
+    n = kms_policy_to_json(p);
+    if (!n)
+        return -ENOMEM;
+    *ret = n;
+    return 0;
 }
 
 static json_t *meta_json(const KmsSecretMeta *m) {
@@ -545,7 +552,7 @@ static int handle_create(void *ud, const NtWebRequest *req, NtWebReply *reply) {
                                         "length", "attributes", "policy", "version", NULL};
     Kmsd *k = ud;
     AdminCtx a;
-    json_auto_t *body = NULL, *attrs = NULL;
+    json_auto_t *body = NULL, *attrs = NULL, *policy = NULL;
     _cleanup_(secret_freep) Secret *value = NULL;
     const char *id, *name, *type;
     const SecretType *t;
@@ -585,8 +592,8 @@ static int handle_create(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     if (!json_object_get(body, "policy"))
         return reply_err(reply, 400, "malformed",
                          "policy: missing (a release policy, docs/kmsd-policy.md)", "policy");
-    r = policy_check(json_object_get(body, "policy"), err);
-    if (r == -EBADMSG || r == -EINVAL)
+    r = policy_normalize(json_object_get(body, "policy"), &policy, err);
+    if (r == -EBADMSG)
         return reply_err(reply, 400, "malformed", err, "policy");
     if (r < 0)
         return r;
@@ -600,7 +607,7 @@ static int handle_create(void *ud, const NtWebRequest *req, NtWebReply *reply) {
         .type = (char *)t->name,
         .version = 1,
         .attributes = attrs,
-        .policy = json_object_get(body, "policy"),
+        .policy = policy,
         .created = now,
         .updated = now,
     };
@@ -752,7 +759,7 @@ static int handle_delete(Kmsd *k, const char *id, const NtWebRequest *req, NtWeb
 
 static int handle_policy_set(Kmsd *k, const char *id, const NtWebRequest *req, NtWebReply *reply) {
     AdminCtx a;
-    json_auto_t *body = NULL;
+    json_auto_t *body = NULL, *policy = NULL;
     char err[256];
     int r;
 
@@ -760,8 +767,8 @@ static int handle_policy_set(Kmsd *k, const char *id, const NtWebRequest *req, N
         return r;
     if ((r = body_json(req, reply, &body)) <= 0)
         return r;
-    r = policy_check(body, err);
-    if (r == -EBADMSG || r == -EINVAL)
+    r = policy_normalize(body, &policy, err);
+    if (r == -EBADMSG)
         return reply_err(reply, 400, "malformed", err, "policy");
     if (r < 0)
         return r;
@@ -771,7 +778,7 @@ static int handle_policy_set(Kmsd *k, const char *id, const NtWebRequest *req, N
         .secret_id = id,
         .result = "ok",
     };
-    r = kms_store_set_policy(k->store, id, body, &ev);
+    r = kms_store_set_policy(k->store, id, policy, &ev);
     if (r < 0) {
         count_admin(k, "policy-set", "error");
         return store_error(reply, r, id);
@@ -779,7 +786,7 @@ static int handle_policy_set(Kmsd *k, const char *id, const NtWebRequest *req, N
     count_admin(k, "policy-set", "ok");
     log_info("Release policy of '%s' set by %s.", id, a.actor);
     reply->result = "ok";
-    return nt_web_reply_json(reply, 200, json_pack("{ss sO}", "id", id, "policy", body));
+    return nt_web_reply_json(reply, 200, json_pack("{ss sO}", "id", id, "policy", policy));
 }
 
 /* ---- tokens ---- */

@@ -11,7 +11,7 @@ database).
 Usage: kmsd-test.py NITRIDE NITRIDE_ATTESTD NITRIDE_KMSD
 """
 import hashlib
-import http.server
+import http.server as httpserver
 import json
 import os
 import shutil
@@ -187,7 +187,7 @@ ADMIN_TOKEN = b64u(os.urandom(32))
 ADMIN_TOKEN_FILE = write_secret_file("admin.token", (ADMIN_TOKEN + "\n").encode())
 
 
-def kmsd_config(name, **over):
+def kmsd_config(name, file=None, **over):
     cfg = {
         "listen": "127.0.0.1:0",
         "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
@@ -202,7 +202,7 @@ def kmsd_config(name, **over):
         "rate_limit": {"per_second": 0, "burst": 1},
     }
     cfg.update(over)
-    return write_json(name + ".json", cfg)
+    return write_json((file or name) + ".json", cfg)
 
 
 K_CFG = kmsd_config("kmsd")
@@ -431,8 +431,7 @@ check(ph["kid"] == TEE_KEY.thumbprint() or ph["kid"] == TEE_PUB.get("kid", ph["k
 j = expect(release("signer", TOKEN), 200, "release signer")
 plain, ph = open_release(j["release"])
 k = jwk.JWK.from_pyca(load_der_private_key(plain, None))  # raises if not a PKCS#8 key
-check(k.key_type == "EC" and k.get("crv") == "P-384" and k.has_private, "generated key %s" %
-      k.key_type)
+check(k["kty"] == "EC" and k["crv"] == "P-384" and k.has_private, "generated key %s" % k["kty"])
 j2 = expect(release("signer", TOKEN), 200, "release signer again")
 check(j2["jti"] != j["jti"] and j2["release"] != j["release"], "two releases are identical")
 step("release verified (JWS) and decrypted (JWE) with jwcrypto; header carries the attributes")
@@ -534,7 +533,7 @@ check({k["kid"] for k in json.loads(body)["keys"]} == kids_before, "release keys
 # A wrong KEK is refused at start with a clear error.
 wrong_kek = write_secret_file("wrong.kek", os.urandom(32))
 K.stop()
-bad = Daemon("kmsd-badkek", KMSD, kmsd_config("kmsd", kek_file=wrong_kek), expect_fail=True)
+bad = Daemon("kmsd-badkek", KMSD, kmsd_config("kmsd", "kmsd-wrongkek", kek_file=wrong_kek), expect_fail=True)
 check(bad.p.returncode == 4 and "key-encryption key" in bad.log(),
       "wrong KEK: exit %d\n%s" % (bad.p.returncode, bad.log()))
 os.chmod(KEK, 0o644)
@@ -550,7 +549,7 @@ step("restart keeps secrets and keys; wrong KEK and KEK mode refused at start")
 JWKS_STATE = {"body": http(A.url + "/.well-known/jwks.json")[1], "hits": 0}
 
 
-class JwksHandler(http.server.BaseHTTPRequestHandler):
+class JwksHandler(httpserver.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         JWKS_STATE["hits"] += 1
         self.send_response(200)
@@ -562,7 +561,7 @@ class JwksHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-jsrv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
+jsrv = httpserver.ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
 sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 sctx.load_cert_chain(path("tls.pem"), path("tls.key"))
 jsrv.socket = sctx.wrap_socket(jsrv.socket, server_side=True)
@@ -576,6 +575,7 @@ st, j = jhttp(K2.url + "/v1/secrets", {"id": "k2", "type": "aes256", "generate":
 check(st == 201, "k2 create %d %s" % (st, j))
 expect(release("k2", TOKEN, kmsd=K2), 200, "K2 release with A's token")
 hits = JWKS_STATE["hits"]
+time.sleep(3.2)  # the fetch at start counts against refresh_min_interval too
 expect(release("k2", OTHER_TOKEN, kmsd=K2), 401, "K2: unknown kid", check="kid")
 check(JWKS_STATE["hits"] == hits + 1, "unknown kid did not refetch (%d)" % JWKS_STATE["hits"])
 for _ in range(5):  # within refresh_min_interval: no more fetches
@@ -694,7 +694,7 @@ TRIGGERS = ("CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT 
             "'audit rows are append-only'); END; CREATE TRIGGER audit_no_delete BEFORE DELETE ON "
             "audit BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;")
 # An attacker with the file drops the triggers, edits, and puts them back.
-sql(DB, "DROP TRIGGER audit_no_update; UPDATE audit SET result='ok', rule=NULL WHERE seq=(SELECT "
+sql(DB, "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; UPDATE audit SET result='ok', rule=NULL WHERE seq=(SELECT "
         "MIN(seq) FROM audit WHERE rule='measurement_in'); " + TRIGGERS)
 edited_seq = [r["seq"] for r in rows if r["rule"] == "measurement_in"][0]
 K = Daemon("kmsd", KMSD, K_CFG)
@@ -703,14 +703,15 @@ check(p.returncode == 1 and ("seq %d" % edited_seq) in p.stderr, "edited row not
       p.stderr)
 K.stop()
 shutil.copy(path("pristine.db"), DB)
-sql(DB, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=5; " + TRIGGERS)
+sql(DB, "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE "
+        "seq=5; " + TRIGGERS)
 K = Daemon("kmsd", KMSD, K_CFG)
 p = kms("audit", "verify", ok=False)
 check(p.returncode == 1 and "FAILED" in p.stderr, "deleted row not found: %s" % p.stderr)
 K.stop()
 # Deleting the newest rows leaves a consistent chain: the head saved earlier catches it.
 shutil.copy(path("pristine.db"), DB)
-sql(DB, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq>=(SELECT MAX(seq)-1 FROM "
+sql(DB, "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq>=(SELECT MAX(seq)-1 FROM "
         "audit); " + TRIGGERS)
 K = Daemon("kmsd", KMSD, K_CFG)
 kms("audit", "verify")  # consistent by itself
@@ -723,6 +724,8 @@ kms("audit", "verify", "--head-file", head_file)
 step("edited, deleted and truncated audit rows detected")
 
 # ================= health, metrics, config =================
+expect(release("db-key", TOKEN), 200, "release for the metrics")
+expect(release("db-key", BAD_TOKEN), 403, "refusal for the metrics")
 st, j = jhttp(K.url + "/healthz")
 check(st == 200 and j["status"] == "ok" and j["jwks_age"] >= 0, "healthz %s" % j)
 st, body, _ = http(K.url + "/metrics")
