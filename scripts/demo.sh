@@ -18,7 +18,13 @@ vhsmd=$B/src/vhsm/vhsmd
 vhsm=$B/src/vhsm/vhsm
 W=$(mktemp -d /tmp/nitride-demo.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+# Waits for the daemons after killing them: one still writing (attestd's evidence log) would make
+# rm -rf fail with "Directory not empty".
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
