@@ -287,7 +287,6 @@ static void fmt_time(json_int_t t, char out[static 32]) {
 
 static void print_meta(const json_t *m) {
     char c[32], u[32];
-    json_auto_t *dump = NULL;
     char *attrs = json_dumps(json_object_get(m, "attributes"), JSON_COMPACT | JSON_SORT_KEYS);
     char *policy = json_dumps(json_object_get(m, "policy"), JSON_COMPACT | JSON_SORT_KEYS);
     fmt_time(json_integer_value(json_object_get(m, "created")), c);
