@@ -2,7 +2,7 @@
 /*
  * Helper for tests/integration/release-jwcrypto.sh (and the vhsm-release integration test):
  *   release-tool seal DIR [RECIPIENT_JWK_FILE]
- *       signing keys in DIR/keys (ES384, created if needed), a recipient (the given public JWK
+ *       a signing key in DIR/keys (ES384, created if needed), a recipient (the given public JWK
  *       or a fresh P-384 key written to DIR/recipient.json), a random 32-byte aes256 value
  *       (DIR/value.hex) sealed as kms/interop v2 (attested, max_age 600, an ACL);
  *       writes DIR/release and DIR/jwks.json (the JWKS to pin).
@@ -61,10 +61,29 @@ static json_t *load_json(const char *path) {
     return j;
 }
 
+/* The ES384 signing key of dir (dir/signing.jwk, made at first use): loaded as an operator's key
+ * file, so it signs at any time (tokens and releases issued in the past, for the time checks). */
 static NtSigningKeys *open_keys(const char *dir) {
     NtSigningKeys *k = NULL;
-    char *error = NULL;
-    if (mkdir_p(dir, 0700) < 0 || nt_signing_keys_open_dir(dir, NT_JWS_ES384, &k, &error) < 0) {
+    char path[4096], *paths[1] = {path}, *error = NULL;
+    int r;
+    snprintf(path, sizeof path, "%s/signing.jwk", dir);
+    if (mkdir_p(dir, 0700) < 0)
+        return NULL;
+    if (access(path, F_OK) < 0) {
+        json_auto_t *jwk = json_pack("{s:s,s:s}", "kty", "EC", "crv", "P-384");
+        char *text;
+        if (!jwk || !jose_jwk_gen(NULL, jwk))
+            return NULL;
+        (void)json_object_del(jwk, "key_ops");
+        (void)json_object_del(jwk, "alg");
+        text = json_dumps(jwk, JSON_COMPACT);
+        r = text ? write_file_atomic(path, text, strlen(text), 0600) : -ENOMEM;
+        free(text);
+        if (r < 0)
+            return NULL;
+    }
+    if (nt_signing_keys_load_files(paths, 1, NT_JWS_ES384, &k, &error) < 0) {
         fprintf(stderr, "release-tool: %s: %s\n", dir, error ? error : "cannot open keys");
         free(error);
         return NULL;
@@ -258,8 +277,8 @@ static int cmd_token(int argc, char **argv) {
     TtChip chip = {.name = "", .product = SNP_PRODUCT_MILAN};
     bool bad = argc > 5 && streq(argv[5], "contraindicated");
     static const char bad_policy[] =
-        "{\"measurements\":[\"000000000000000000000000000000000000000000000000000000000000"
-        "000000000000000000000000000000000000\"]}";
+        "{\"measurements\":[\"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+        "ffffffffffffffffffffffffffffffffffff\"]}";
     int r;
 
     _cleanup_(nt_signing_keys_freep) NtSigningKeys *k = open_keys(kd);
