@@ -1218,6 +1218,8 @@ int vault_import_version(Vault *v, const VaultPeer *peer, VaultKey **tmpl, KeyVe
             return r;
         }
         r = insert_key_persist_locked(v, peer, t);
+        if (r == -ESTALE)
+            r = -EIO; /* the keystore's "not opened", not this import's "older version" */
         if (r < 0) {
             t->versions[ver - 1] = NULL; /* the caller keeps nv */
             t->latest = 0;
@@ -1253,6 +1255,8 @@ int vault_import_version(Vault *v, const VaultPeer *peer, VaultKey **tmpl, KeyVe
     r = persist_locked(v);
     k->pending_kv = NULL;
     k->pending_gap = 0;
+    if (r == -ESTALE)
+        r = -EIO; /* the keystore's "not opened", not this import's "older version" */
     if (r < 0) {
         (void)usage_apply_locked(v, key_owner(k), &old_u, +1);
         (void)usage_apply_locked(v, key_owner(k), &new_u, -1);
