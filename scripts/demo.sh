@@ -117,8 +117,10 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
     AS 1600 key create k1 --type p256
     AS 1600 key create k2 --type p256
     expect 11 AS 1600 key create k3 --type p256
-    echo "root (the agent) still creates keys, in the root-only kms/ namespace:"
-    run V key create kms/luks-demo --type aes256
+    echo "root (the agent) still creates keys, in its own namespace 0/:"
+    run V key create 0/luks-demo --type aes256
+    echo "kms/ is import-only: only a release signed by the KMS creates a key there, root included:"
+    expect 12 V key create kms/luks-demo --type aes256
     run V key list
   fi
   step "6b. Restart vhsmd: the sealed keystore opens again on the same VM"

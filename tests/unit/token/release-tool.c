@@ -2,7 +2,7 @@
 /*
  * Helper for tests/integration/release-jwcrypto.sh (and the vhsm-release integration test):
  *   release-tool seal DIR [RECIPIENT_JWK_FILE]
- *       signing keys in DIR/keys (ES384, created if needed), a recipient (the given public JWK
+ *       a signing key in DIR/keys (ES384, created if needed), a recipient (the given public JWK
  *       or a fresh P-384 key written to DIR/recipient.json), a random 32-byte aes256 value
  *       (DIR/value.hex) sealed as kms/interop v2 (attested, max_age 600, an ACL);
  *       writes DIR/release and DIR/jwks.json (the JWKS to pin).
@@ -14,18 +14,28 @@
  *   release-tool verify JWKS_FILE RELEASE_FILE [RECIPIENT_PRIVATE_JWK_FILE]
  *       nt_release_verify() at now; prints {"info": H, "jwe": inner JWE[, "value": hex]}
  *       (value: the JWE decrypted by libjose), or the error and exit 1.
+ *   release-tool keys KEYDIR
+ *       creates the ES384 key of KEYDIR if needed and writes KEYDIR/jwks.json (to pin).
+ *   release-tool token KEYDIR CHIPDIR TEE_JWK_FILE [LIFETIME [IAT [contraindicated]]]
+ *       plays attestd: an EAR token (iss https://attestd.test) whose cnf.jwk is the public JWK
+ *       in TEE_JWK_FILE (e.g. a vhsmd transfer key), from a verdict of the simulated chip in
+ *       CHIPDIR (created if needed), signed by KEYDIR's key; LIFETIME seconds (default 300),
+ *       issued at IAT (default now); "contraindicated": a policy the report fails. Prints it.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jose/jose.h>
 #include <openssl/rand.h>
 
 #include "core/encoding.h"
 #include "core/fileio.h"
+#include "token/ear.h"
 #include "token/release.h"
+#include "tt-util.h"
 
 static int die(const char *what, int r) {
     fprintf(stderr, "release-tool: %s: %s\n", what, strerror(r < 0 ? -r : r));
@@ -51,10 +61,29 @@ static json_t *load_json(const char *path) {
     return j;
 }
 
+/* The ES384 signing key of dir (dir/signing.jwk, made at first use): loaded as an operator's key
+ * file, so it signs at any time (tokens and releases issued in the past, for the time checks). */
 static NtSigningKeys *open_keys(const char *dir) {
     NtSigningKeys *k = NULL;
-    char *error = NULL;
-    if (mkdir_p(dir, 0700) < 0 || nt_signing_keys_open_dir(dir, NT_JWS_ES384, &k, &error) < 0) {
+    char path[4096], *paths[1] = {path}, *error = NULL;
+    int r;
+    snprintf(path, sizeof path, "%s/signing.jwk", dir);
+    if (mkdir_p(dir, 0700) < 0)
+        return NULL;
+    if (access(path, F_OK) < 0) {
+        json_auto_t *jwk = json_pack("{s:s,s:s}", "kty", "EC", "crv", "P-384");
+        char *text;
+        if (!jwk || !jose_jwk_gen(NULL, jwk))
+            return NULL;
+        (void)json_object_del(jwk, "key_ops");
+        (void)json_object_del(jwk, "alg");
+        text = json_dumps(jwk, JSON_COMPACT);
+        r = text ? write_file_atomic(path, text, strlen(text), 0600) : -ENOMEM;
+        free(text);
+        if (r < 0)
+            return NULL;
+    }
+    if (nt_signing_keys_load_files(paths, 1, NT_JWS_ES384, &k, &error) < 0) {
         fprintf(stderr, "release-tool: %s: %s\n", dir, error ? error : "cannot open keys");
         free(error);
         return NULL;
@@ -227,7 +256,71 @@ static int cmd_verify(const char *jwks_file, const char *rel_file, const char *p
     return 0;
 }
 
+static int cmd_keys(const char *kd) {
+    json_auto_t *jwks = NULL;
+    int r;
+    _cleanup_(nt_signing_keys_freep) NtSigningKeys *k = open_keys(kd);
+    if (!k)
+        return 1;
+    jwks = nt_signing_keys_jwks(k, 0);
+    if (!jwks || (r = write_json(kd, "jwks.json", jwks)) < 0)
+        return die("jwks.json", -ENOMEM);
+    return 0;
+}
+
+static int cmd_token(int argc, char **argv) {
+    const char *kd = argv[0], *chipdir = argv[1];
+    json_auto_t *tee = load_json(argv[2]), *rd = NULL, *pub = NULL;
+    _cleanup_(nt_verdict_freep) NtVerdict *v = NULL;
+    _cleanup_free_ char *token = NULL;
+    char path[PATH_MAX + 16];
+    TtChip chip = {.name = "", .product = SNP_PRODUCT_MILAN};
+    bool bad = argc > 5 && streq(argv[5], "contraindicated");
+    static const char bad_policy[] =
+        "{\"measurements\":[\"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+        "ffffffffffffffffffffffffffffffffffff\"]}";
+    int r;
+
+    _cleanup_(nt_signing_keys_freep) NtSigningKeys *k = open_keys(kd);
+    if (!k || !tee)
+        return 1;
+    /* cnf.jwk: the public members (vhsmd's transfer key JWK also has alg/use). */
+    pub = json_pack("{s:O,s:O,s:O,s:O}", "kty", json_object_get(tee, "kty"), "crv",
+                    json_object_get(tee, "crv"), "x", json_object_get(tee, "x"), "y",
+                    json_object_get(tee, "y"));
+    if (!pub)
+        return die("TEE JWK", EINVAL);
+    if (json_object_get(tee, "kid") && json_object_set(pub, "kid", json_object_get(tee, "kid")) < 0)
+        return die("TEE JWK", ENOMEM);
+    snprintf(chip.dir, sizeof chip.dir, "%s", chipdir);
+    snprintf(path, sizeof path, "%s/ark.pem", chipdir);
+    if (access(path, F_OK) < 0) {
+        SimInitOptions o = {.product = chip.product};
+        if ((r = sim_chip_init(chipdir, &o)) < 0)
+            return die("sim_chip_init", r);
+    }
+    rd = json_pack("{s:s,s:O}", "nonce", "release-tool", "tee-pubkey", pub);
+    if (!rd)
+        return die("runtime data", ENOMEM);
+    if ((r = tt_verdict(&chip, rd, bad ? bad_policy : NULL, true, &v)) < 0)
+        return die("verdict", r);
+    NtEarInput in = {.verdict = v,
+                     .runtime_data = rd,
+                     .policy_id = "default",
+                     .issuer = "https://attestd.test",
+                     .lifetime_s = argc > 3 ? strtoll(argv[3], NULL, 10) : 0,
+                     .now = argc > 4 ? (time_t)strtoll(argv[4], NULL, 10) : 0};
+    if ((r = nt_ear_issue(k, &in, &token, NULL)) < 0)
+        return die("nt_ear_issue", r);
+    printf("%s\n", token);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "keys") == 0)
+        return cmd_keys(argv[2]);
+    if (argc >= 5 && strcmp(argv[1], "token") == 0)
+        return cmd_token(argc - 2, argv + 2);
     if (argc >= 3 && strcmp(argv[1], "seal") == 0)
         return cmd_seal(argv[2], argc > 3 ? argv[3] : NULL);
     if (argc >= 6 && strcmp(argv[1], "sign") == 0)
@@ -235,6 +328,7 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "verify") == 0)
         return cmd_verify(argv[2], argv[3], argc > 4 ? argv[4] : NULL);
     fprintf(stderr, "usage: release-tool seal DIR [RCPT] | sign KEYDIR RCPT HDR VALUE_HEX [NOW] | "
-                    "verify JWKS RELEASE [PRIV]\n");
+                    "verify JWKS RELEASE [PRIV] | keys KEYDIR | token KEYDIR CHIPDIR TEE_JWK "
+                    "[LIFETIME [IAT [contraindicated]]]\n");
     return 2;
 }
