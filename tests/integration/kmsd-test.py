@@ -8,7 +8,8 @@ kmsd's release keys, the JWE decrypted with the transfer key this test generated
 naming the rule, the audit chain verified and tampered with (sqlite3 on the stopped service's
 database).
 
-Usage: kmsd-test.py NITRIDE NITRIDE_ATTESTD NITRIDE_KMSD
+Usage: kmsd-test.py NITRIDE NITRIDE_ATTESTD NITRIDE_KMSD [VHSMD VHSM]
+(with vhsmd and vhsm, as root: a release imported by the real vhsmd, which pins kmsd's keys)
 """
 import hashlib
 import http.server as httpserver
@@ -35,6 +36,7 @@ from jwcrypto import jwe, jwk, jws, jwt
 from jwcrypto.common import base64url_decode
 
 NITRIDE, ATTESTD, KMSD = sys.argv[1], sys.argv[2], sys.argv[3]
+VHSMD, VHSM = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
 TMP = tempfile.mkdtemp(prefix="nt-kmsd-")
 T0 = time.monotonic()
 
@@ -262,9 +264,9 @@ TEE_KEY = jwk.JWK.generate(kty="EC", crv="P-384")
 TEE_PUB = json.loads(TEE_KEY.export_public())
 
 
-def token_for(chip, att=None, key=None, policy_id=None):
+def token_for(chip, att=None, key=None, policy_id=None, pub=None):
     att = att or A
-    pub = json.loads(key.export_public()) if key else TEE_PUB
+    pub = pub or (json.loads(key.export_public()) if key else TEE_PUB)
     st, j = jhttp(att.url + "/v1/challenge", {})
     check(st == 200, "challenge %d %s" % (st, j))
     runtime = {"nonce": j["nonce"], "tee-pubkey": pub}
@@ -523,6 +525,59 @@ p = kms("policy", "test", "db-key", "--token", bad_tok_file, ok=False)
 check(p.returncode == 2 and "measurement_in" in p.stdout, "policy test refused: %d %s" %
       (p.returncode, p.stdout))
 step("policy test")
+
+# ================= into the real vhsmd =================
+# vhsmd pins kmsd's release keys and attestd's token keys; its own transfer key receives the
+# release; the key appears as kms/db with the attributes kmsd signed.
+if VHSMD and os.geteuid() == 0:
+    vt = path("vhsm")
+    os.makedirs(vt, mode=0o755)
+    vsim = sim("vhsm-chip")
+    sock = os.path.join(vt, "vhsm.sock")
+    kms_keys = path("kms-release-keys.json")
+    with open(kms_keys, "wb") as f:
+        f.write(http(K.url + "/v1/release-keys")[1])
+    att_keys = path("attestd-jwks.json")
+    with open(att_keys, "wb") as f:
+        f.write(http(A.url + "/.well-known/jwks.json")[1])
+    vlog = open(path("vhsmd.log"), "w")
+    vp = subprocess.Popen([VHSMD, "--foreground", "--socket", sock, "--keystore",
+                           os.path.join(vt, "keystore"), "--provider", "sim", "--sim-dir", vsim,
+                           "--freshness-anchor", "file:" + os.path.join(vt, "anchor"),
+                           "--kms-keys", kms_keys, "--attestd-jwks", att_keys,
+                           "--attestd-issuer", ISSUER], stdout=vlog, stderr=subprocess.STDOUT)
+    vp.log = path("vhsmd.log")
+    PROCS.append(vp)
+    for _ in range(200):
+        if os.path.exists(sock):
+            break
+        check(vp.poll() is None, "vhsmd exited at start")
+        time.sleep(0.05)
+    V = [VHSM, "--socket", sock]
+    tk = json.loads(run(*V, "transfer-key", "create", "--lifetime", "300").stdout)
+    vtoken = token_for(GOOD, pub=tk)
+    j = expect(release("db-key", vtoken), 200, "release to vhsmd's transfer key")
+    rel_file = write_secret_file("db.release", j["release"].encode())
+    tok_file2 = write_secret_file("db.token", vtoken.encode())
+    p = run(*V, "--json", "import-release", rel_file, "--token", tok_file2)
+    check(json.loads(p.stdout) == {"name": "kms/db", "version": 3}, "import: %s" % p.stdout)
+    info = json.loads(run(*V, "--json", "key", "info", "kms/db").stdout)
+    check(info["type"] == "aes256" and info.get("label") == "database key" and
+          info["policy"] == {"kind": "attested", "max_age": 600} and
+          info["acl"]["use"]["uids"] == [1000] and info["latest_version"] == 3,
+          "vhsmd's kms/db differs from what kmsd released: %s" % info)
+    # The same release again is refused; a release for another transfer key is refused.
+    p = run(*V, "import-release", rel_file, ok=False)
+    check(p.returncode != 0 and "already imported" in p.stderr, "replayed: %s" % p.stderr)
+    j = expect(release("db-key", TOKEN), 200, "release to this test's key")
+    other_rel = write_secret_file("other.release", j["release"].encode())
+    p = run(*V, "import-release", other_rel, ok=False)
+    check(p.returncode != 0, "vhsmd imported a release for a key it does not hold")
+    vp.send_signal(signal.SIGTERM)
+    check(vp.wait(30) == 0, "vhsmd exit %s" % vp.returncode)
+    step("a kmsd release imported by the real vhsmd (pinned keys, attributes as signed)")
+else:
+    print("skip: vhsmd import (needs root and the vhsmd/vhsm binaries)")
 
 # ================= restart: nothing lost =================
 st, body, _ = http(K.url + "/v1/release-keys")
