@@ -18,7 +18,13 @@ vhsmd=$B/src/vhsm/vhsmd
 vhsm=$B/src/vhsm/vhsm
 W=$(mktemp -d /tmp/nitride-demo.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+# Waits for the daemons after killing them: one still writing (attestd's evidence log) would make
+# rm -rf fail with "Directory not empty".
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -111,8 +117,10 @@ if [ -x "$vhsmd" ] && [ -x "$vhsm" ]; then
     AS 1600 key create k1 --type p256
     AS 1600 key create k2 --type p256
     expect 11 AS 1600 key create k3 --type p256
-    echo "root (the agent) still creates keys, in the root-only kms/ namespace:"
-    run V key create kms/luks-demo --type aes256
+    echo "root (the agent) still creates keys, in its own namespace 0/:"
+    run V key create 0/luks-demo --type aes256
+    echo "kms/ is import-only: only a release signed by the KMS creates a key there, root included:"
+    expect 12 V key create kms/luks-demo --type aes256
     run V key list
   fi
   step "6b. Restart vhsmd: the sealed keystore opens again on the same VM"

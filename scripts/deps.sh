@@ -8,7 +8,7 @@ packages=(
   gcc make meson ninja-build pkg-config clang libclang-rt-14-dev clang-format git
   # libraries
   libssl-dev libjansson-dev libjose-dev libcmocka-dev
-  libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev
+  libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libsqlite3-dev
   # tools used by tests and the demo
   openssl jq xxd procps util-linux sqlite3 curl python3 python3-jwcrypto
 )

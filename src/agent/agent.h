@@ -17,6 +17,7 @@ enum {
 };
 
 int cmd_attest(int argc, char **argv); /* nitride attest --attestd URL ... (cmd-attest.c) */
+int cmd_kms(int argc, char **argv);    /* nitride kms secret|policy|audit ... (cmd-kms.c) */
 int cmd_report(int argc, char **argv); /* nitride report show|get ... (cmd-report.c) */
 int cmd_sim(int argc, char **argv);    /* nitride sim init|show|set ... (cmd-sim.c) */
 int cmd_verify(int argc, char **argv); /* nitride verify ... (cmd-verify.c) */

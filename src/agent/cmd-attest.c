@@ -11,6 +11,8 @@
  *      extended report for it
  *   4. POST URL/v1/attest; GET URL/.well-known/jwks.json; the token is verified against the JWKS
  *      and must name our key (cnf.jwk) and our nonce before its claims are printed
+ *   5. with vhsmd: the token is handed to it as its attestation verdict (ATTESTATION_SET; vhsmd
+ *      checks it against its own pinned attestd keys; a refusal is a warning, not a failure)
  *
  * Network failures (connection refused, timeouts, 5xx, 429) are retried with exponential backoff
  * (Retry-After when the service gives one) until the total deadline (--timeout); each retry of the
@@ -421,6 +423,29 @@ static int transfer_key_vhsm(AttestRun *run) {
     return run->tee_pubkey ? NT_EXIT_OK : NT_EXIT_IO;
 }
 
+/* Hands the token to vhsmd as its attestation verdict (ATTESTATION_SET with the token: vhsmd
+ * checks it against its own pinned attestd keys and that cnf.jwk is its transfer key), so that
+ * keys with the attested policy become usable. Not fatal: the token is obtained either way, and a
+ * vhsmd without --attestd-jwks does not take verdicts (said once, at notice level). */
+static void record_verdict_vhsm(AttestRun *run, const char *token) {
+    VhsmClient *c = NULL;
+    int r = vhsm_connect(run->args->vhsm_socket, &c);
+    if (r >= 0) {
+        (void)vhsm_set_timeout(c, (unsigned)MIN(MAX(remaining_ms(run), (int64_t)1000), 120000));
+        r = vhsm_attestation_set_token(c, token);
+    }
+    if (r == -EOPNOTSUPP)
+        log_notice("vhsmd did not record the verdict: %s",
+                   vhsm_last_error()[0] ? vhsm_last_error() : "not configured");
+    else if (r < 0)
+        log_warning_errno(r, "vhsmd did not record the verdict: %s (%m)",
+                          vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
+    else if (!run->args->quiet)
+        log_info("vhsmd recorded the token as its attestation verdict.");
+    if (c)
+        (void)vhsm_disconnect(c);
+}
+
 /* --no-vhsm: an ephemeral P-384 key. Only its public half becomes a JWK (the private scalar never
  * enters JSON); the key is freed at once, so nothing can ever be released to it. */
 static int transfer_key_ephemeral(AttestRun *run) {
@@ -798,6 +823,8 @@ static int run_attest(AttestRun *run) {
         r = check_token(run, token, jwks, nonce, &claims);
         if (r != NT_EXIT_OK)
             return r;
+        if (!run->args->no_vhsm)
+            record_verdict_vhsm(run, token);
         return output(run, token, claims);
     }
 }

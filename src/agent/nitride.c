@@ -17,6 +17,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"attest", cmd_attest, "attest --attestd URL [--policy-id ID] [--no-vhsm] [--json] ..."},
+    {"kms", cmd_kms, "kms [--url U] secret|policy|audit ... (nitride-kmsd admin)"},
     {"report", cmd_report, "report show FILE [--json] | report get [--provider P] ..."},
     {"sim", cmd_sim, "sim init DIR --product milan|genoa|turin [--vlek] ..."},
     {"verify", cmd_verify, "verify REPORT [--certs DIR|--cert FILE...] [--policy FILE] ..."},

@@ -679,8 +679,8 @@ NtJwsAlg nt_signing_keys_alg(const NtSigningKeys *k) {
 /* JWS compact serialisation (RFC 7515 7.1) with ECDSA (RFC 7518 3.4): the signature is R || S,
  * each left-padded to the curve's size. Signed with the key's cached OpenSSL key; every token is
  * checked by libjose's verifier in the tests (and by python-jwcrypto). */
-static int sign_with(const Key *key, NtJwsAlg alg, const char *payload, size_t payload_len,
-                     char **ret_jws) {
+static int sign_with(const Key *key, NtJwsAlg alg, const char *typ, const char *payload,
+                     size_t payload_len, char **ret_jws) {
     _cleanup_free_ char *header = NULL, *h64 = NULL, *p64 = NULL, *s64 = NULL, *input = NULL;
     _cleanup_free_ uint8_t *der = NULL;
     json_auto_t *hdr = NULL;
@@ -691,7 +691,7 @@ static int sign_with(const Key *key, NtJwsAlg alg, const char *payload, size_t p
     size_t half = alg == NT_JWS_ES384 ? 48 : 32, der_len = 0, in_len;
     int r = -EIO;
 
-    hdr = json_pack("{s:s,s:s,s:s}", "alg", alg_names[alg], "kid", key->kid, "typ", "JWT");
+    hdr = json_pack("{s:s,s:s,s:s}", "alg", alg_names[alg], "kid", key->kid, "typ", typ);
     header = hdr ? json_dumps(hdr, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     if (!header || base64url_encode_alloc((const uint8_t *)header, strlen(header), &h64) < 0 ||
         base64url_encode_alloc((const uint8_t *)payload, payload_len, &p64) < 0 ||
@@ -736,10 +736,15 @@ out:
 
 int nt_signing_keys_sign(NtSigningKeys *k, time_t now, const char *payload, size_t payload_len,
                          char **ret_jws, char **ret_kid) {
+    return nt_signing_keys_sign_typ(k, now, "JWT", payload, payload_len, ret_jws, ret_kid);
+}
+
+int nt_signing_keys_sign_typ(NtSigningKeys *k, time_t now, const char *typ, const char *payload,
+                             size_t payload_len, char **ret_jws, char **ret_kid) {
     char *kid = NULL, *jws = NULL;
     int r;
 
-    if (!k || !payload || !ret_jws)
+    if (!k || !typ || !typ[0] || !payload || !ret_jws)
         return -EINVAL;
     if (now == 0)
         now = time(NULL);
@@ -748,7 +753,7 @@ int nt_signing_keys_sign(NtSigningKeys *k, time_t now, const char *payload, size
     if (!key)
         r = -ENOKEY;
     else {
-        r = sign_with(key, k->alg, payload, payload_len, &jws);
+        r = sign_with(key, k->alg, typ, payload, payload_len, &jws);
         if (r >= 0 && ret_kid && !(kid = strdup(key->kid)))
             r = -ENOMEM;
     }

@@ -80,5 +80,9 @@ NtJwsAlg nt_signing_keys_alg(const NtSigningKeys *k);
  * -ENOKEY (no signing key at now), -ENOMEM, -EIO. */
 int nt_signing_keys_sign(NtSigningKeys *k, time_t now, const char *payload, size_t payload_len,
                          char **ret_jws, char **ret_kid);
+/* The same with header {"alg","kid","typ": typ} (e.g. "nitride-release+jws"); typ must be a
+ * non-empty string (-EINVAL). */
+int nt_signing_keys_sign_typ(NtSigningKeys *k, time_t now, const char *typ, const char *payload,
+                             size_t payload_len, char **ret_jws, char **ret_kid);
 NtSigningKeys *nt_signing_keys_free(NtSigningKeys *k);
 DEFINE_TRIVIAL_CLEANUP_FUNC(NtSigningKeys *, nt_signing_keys_free);

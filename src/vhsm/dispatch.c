@@ -17,14 +17,23 @@
 #include <string.h>
 #include <time.h>
 
+#include <jose/jwk.h>
+
 #include "core/log.h"
 #include "dispatch.h"
+#include "token/ear.h"
+#include "token/release.h"
 #include "vhsm/transfer.h"
 #include "vlog.h"
 
 struct Dispatch {
     Vault *vault;
-    _Atomic int64_t verdict_time; /* 0 = none */
+    _Atomic int64_t verdict_time;    /* 0 = none */
+    _Atomic int64_t verdict_expires; /* the token's exp */
+    /* Trust (dispatch_set_trust(), before serving; read-only afterwards). */
+    json_t *kms_jwks;     /* pinned kmsd release keys, or NULL: IMPORT_RELEASE unsupported */
+    json_t *attestd_jwks; /* pinned attestd token keys, or NULL: ATTESTATION_SET unsupported */
+    char *attestd_issuer; /* required iss, or NULL */
     /* Key changes are serialised (the vault's mutation lock, held across the keystore's fsync):
      * a worker waiting for it serves nobody. Non-root key changes may occupy at most
      * max_mutating workers (all but one), so that key use by everyone else never waits for
@@ -53,6 +62,7 @@ int dispatch_new(Vault *vault, Dispatch **ret) {
         return -ENOMEM;
     d->vault = vault;
     atomic_init(&d->verdict_time, 0);
+    atomic_init(&d->verdict_expires, 0);
     (void)pthread_mutex_init(&d->gate_lock, NULL);
     d->max_mutating = 1;
     *ret = d;
@@ -148,9 +158,28 @@ static void gate_leave(Dispatch *d, uid_t uid) {
     (void)pthread_mutex_unlock(&d->gate_lock);
 }
 
+int dispatch_set_trust(Dispatch *d, const json_t *kms_jwks, const json_t *attestd_jwks,
+                       const char *attestd_issuer) {
+    char *iss = NULL;
+    if (attestd_issuer && !(iss = strdup(attestd_issuer)))
+        return -ENOMEM;
+    json_decref(d->kms_jwks);
+    json_decref(d->attestd_jwks);
+    free(d->attestd_issuer);
+    d->kms_jwks = kms_jwks ? json_deep_copy(kms_jwks) : NULL;
+    d->attestd_jwks = attestd_jwks ? json_deep_copy(attestd_jwks) : NULL;
+    d->attestd_issuer = iss;
+    if ((kms_jwks && !d->kms_jwks) || (attestd_jwks && !d->attestd_jwks))
+        return -ENOMEM;
+    return 0;
+}
+
 Dispatch *dispatch_free(Dispatch *d) {
     if (!d)
         return NULL;
+    json_decref(d->kms_jwks);
+    json_decref(d->attestd_jwks);
+    free(d->attestd_issuer);
     (void)pthread_mutex_destroy(&d->gate_lock);
     free(d);
     return NULL;
@@ -190,8 +219,10 @@ static const char *tag_name(uint16_t tag) {
         return "length";
     case VHSM_TAG_FORMAT:
         return "format";
-    case VHSM_TAG_JWE:
-        return "JWE";
+    case VHSM_TAG_RELEASE:
+        return "release";
+    case VHSM_TAG_TOKEN:
+        return "token";
     case VHSM_TAG_PEER_KEY:
         return "peer public key";
     case VHSM_TAG_NEW_KEY_NAME:
@@ -352,6 +383,10 @@ static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
     case VAULT_KEY_RSA4096:
         *ret = use == ALG_FOR_SIGN ? VAULT_ALG_RSA_PSS_SHA256 : VAULT_ALG_RSA_OAEP_SHA256;
         return 0;
+    case VAULT_KEY_RAW:
+        return req_fail(q, -EOPNOTSUPP,
+                        "key '%s' is a raw key (opaque bytes): it has no cryptographic operation",
+                        q->name);
     default:
         return req_fail(q, -EIO, "key '%s' has an unknown type", q->name);
     }
@@ -516,9 +551,10 @@ static int op_ping(Req *q) {
 static int op_attestation_status(Req *q) {
     json_auto_t *j = NULL;
     _cleanup_free_ char *s = NULL;
-    int64_t t = atomic_load(&q->d->verdict_time);
+    int64_t t = atomic_load(&q->d->verdict_time), e = atomic_load(&q->d->verdict_expires);
 
-    j = json_pack("{s:o, s:I}", "verdict_time", t > 0 ? json_integer(t) : json_null(), "now",
+    j = json_pack("{s:o, s:o, s:I}", "verdict_time", t > 0 ? json_integer(t) : json_null(),
+                  "verdict_expires", t > 0 && e > 0 ? json_integer(e) : json_null(), "now",
                   (json_int_t)time(NULL));
     if (!j)
         return -ENOMEM;
@@ -529,31 +565,105 @@ static int op_attestation_status(Req *q) {
     return 0;
 }
 
-/* Seconds a recorded verdict time may lie ahead of our clock (then recorded as now). */
-#define VHSM_ATTESTATION_CLOCK_TOLERANCE 2
+/* A verified attestation token, as vhsmd records it. */
+typedef struct TokenVerdict {
+    int64_t iat, exp;
+    char kid[64]; /* the thumbprint of cnf.jwk: one of our transfer keys */
+    char jti[64];
+} TokenVerdict;
+
+/* Reads the TOKEN field and checks it as ATTESTATION_SET does: signature against the pinned
+ * attestd JWKS, issuer (if configured), exp/iat, status at least affirming, and cnf.jwk a
+ * transfer key this vault created and still holds or spent recently. required: a missing
+ * TOKEN is invalid-argument; otherwise *ret_present tells. */
+static int get_token_verdict(Req *q, bool required, bool *ret_present, TokenVerdict *ret) {
+    NtEarVerifyOptions o = NT_EAR_VERIFY_OPTIONS_INIT;
+    _cleanup_free_ char *token = NULL;
+    json_auto_t *claims = NULL, *thp = NULL;
+    const json_t *cnf;
+    const char *jti;
+    char err[256];
+    int r;
+
+    r = vhsm_body_get_str_alloc(q->body, q->len, VHSM_TAG_TOKEN, VHSM_MAX_TOKEN, &token);
+    if (r == -ENOENT) {
+        *ret_present = false;
+        return required ? req_fail(q, -EINVAL,
+                                   "an attestation token is required (TOKEN): vhsmd records a "
+                                   "verdict only from attestd's signed token, not on anyone's word")
+                        : 0;
+    }
+    if (r == -ENAMETOOLONG)
+        return req_fail(q, -EMSGSIZE, "token larger than %u bytes", VHSM_MAX_TOKEN);
+    if (r < 0)
+        return req_fail(q, -EBADMSG, "malformed token field");
+    *ret_present = true;
+    if (!q->d->attestd_jwks)
+        return req_fail(q, -EOPNOTSUPP,
+                        "vhsmd has no pinned attestation service keys: start it with "
+                        "--attestd-jwks FILE (and --attestd-issuer ISS) to accept tokens");
+    o.now = time(NULL);
+    o.issuer = q->d->attestd_issuer;
+    o.min_status = NT_EAR_AFFIRMING;
+    r = nt_ear_verify(token, q->d->attestd_jwks, &o, &claims, err);
+    if (r == -EKEYEXPIRED)
+        return req_fail(q, r, "attestation token refused: %s", err);
+    if (r == -EACCES || r == -EKEYREJECTED)
+        return req_fail(q, -EKEYREJECTED, "attestation token refused: %s", err);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0)
+        return req_fail(q, -EBADMSG, "attestation token refused: %s", err);
+    cnf = json_object_get(json_object_get(claims, "cnf"), "jwk");
+    thp = json_is_object(cnf) ? jose_jwk_thp(NULL, cnf, "S256") : NULL;
+    if (!json_is_string(thp) || json_string_length(thp) >= sizeof ret->kid)
+        return req_fail(q, -EKEYREJECTED, "attestation token refused: no usable cnf.jwk");
+    if (!vault_transfer_key_known(q->d->vault, json_string_value(thp)))
+        return req_fail(q, -EKEYREJECTED,
+                        "attestation token refused: its cnf.jwk (%s) is not a transfer key of this "
+                        "vault (a token of another VM, or a transfer key long gone)",
+                        json_string_value(thp));
+    jti = json_string_value(json_object_get(claims, "jti"));
+    *ret = (TokenVerdict){
+        .iat = json_integer_value(json_object_get(claims, "iat")),
+        .exp = json_integer_value(json_object_get(claims, "exp")),
+    };
+    snprintf(ret->kid, sizeof ret->kid, "%s", json_string_value(thp));
+    snprintf(ret->jti, sizeof ret->jti, "%s", jti ? jti : "");
+    return 0;
+}
+
+/* Records a verified token as the verdict: made at its iat (at most now), valid until its exp;
+ * attested keys are usable until min(exp, iat + max_age). */
+static void record_verdict(Req *q, const TokenVerdict *t) {
+    int64_t now = (int64_t)time(NULL), at = MIN(t->iat, now);
+    vault_set_attestation(q->d->vault, (time_t)at, (time_t)t->exp);
+    atomic_store(&q->d->verdict_expires, t->exp);
+    atomic_store(&q->d->verdict_time, at);
+    log_audit("Attestation verdict recorded from token jti '%s' (cnf %s): made %" PRId64
+              ", valid until %" PRId64 ", by pid %d.",
+              t->jti, t->kid, at, t->exp, (int)q->peer->pid);
+}
 
 static int op_attestation_set(Req *q) {
-    uint64_t t = 0;
-    int64_t now = (int64_t)time(NULL);
+    TokenVerdict t;
+    uint64_t ts;
+    bool present;
     int r;
 
     if (q->peer->uid != 0)
         return req_fail(q, -EPERM, "only root (the nitride agent) may record attestation verdicts");
-    r = vhsm_body_get_u64(q->body, q->len, VHSM_TAG_TIMESTAMP, &t);
-    if (r < 0 && r != -ENOENT)
-        return req_fail(q, -EBADMSG, "malformed timestamp");
-    if (t == 0)
-        t = (uint64_t)now;
-    /* A verdict from the future would keep attested keys usable beyond max_age. Allow only the
-     * clock tolerance (the agent's and our time() may straddle a second) and record it as now;
-     * any past time is fine: it only shortens the validity. */
-    if (t > (uint64_t)now + VHSM_ATTESTATION_CLOCK_TOLERANCE)
-        return req_fail(q, -EINVAL, "verdict time lies in the future");
-    if (t > (uint64_t)now)
-        t = (uint64_t)now;
-    vault_set_attestation(q->d->vault, (time_t)t);
-    atomic_store(&q->d->verdict_time, (int64_t)t);
-    log_audit("Attestation verdict recorded (time %" PRIu64 ") by pid %d.", t, (int)q->peer->pid);
+    if (vhsm_body_get_u64(q->body, q->len, VHSM_TAG_TIMESTAMP, &ts) != -ENOENT)
+        return req_fail(q, -EINVAL,
+                        "TIMESTAMP is no longer accepted: ATTESTATION_SET takes an attestation "
+                        "token (TOKEN), whose signed times decide the verdict");
+    if (!q->d->attestd_jwks)
+        return req_fail(q, -EOPNOTSUPP,
+                        "vhsmd has no pinned attestation service keys: start it with "
+                        "--attestd-jwks FILE (and --attestd-issuer ISS) to accept verdicts");
+    if ((r = get_token_verdict(q, true, &present, &t)) < 0)
+        return r;
+    record_verdict(q, &t);
     return 0;
 }
 
@@ -854,36 +964,134 @@ static int op_transfer_key_create(Req *q) {
     return put_json(q, jwk);
 }
 
-static int op_import_jwe(Req *q) {
+/* The release header's ACL ({"use_uid":[..], "use_gid", "use_cgroup", "admin_uid",
+ * "admin_gid", "admin_cgroup"}, validated by the release's verifier) as a vault ACL; an empty
+ * half means the importer (root), as for KEY_CREATE. */
+static int release_acl(Req *q, const json_t *j, VaultAcl *acl) {
+    static const struct {
+        const char *name;
+        bool admin;
+        char kind; /* u, g, c */
+    } members[] = {
+        {"use_uid", false, 'u'},  {"use_gid", false, 'g'},  {"use_cgroup", false, 'c'},
+        {"admin_uid", true, 'u'}, {"admin_gid", true, 'g'}, {"admin_cgroup", true, 'c'},
+    };
+    int r = 0;
+    for (size_t m = 0; m < ELEMENTSOF(members); m++) {
+        VaultAclList *l = members[m].admin ? &acl->admin : &acl->use;
+        const json_t *a = json_object_get(j, members[m].name), *e;
+        size_t i;
+        json_array_foreach(a, i, e) {
+            if (members[m].kind == 'c')
+                r = vault_acl_list_add_cgroup(l, json_string_value(e));
+            else if (members[m].kind == 'u')
+                r = vault_acl_list_add_uid(l, (uid_t)json_integer_value(e));
+            else
+                r = vault_acl_list_add_gid(l, (gid_t)json_integer_value(e));
+            if (r < 0)
+                return req_fail(q, r, "the release's ACL (%s) is not valid here", members[m].name);
+        }
+    }
+    if (acl_list_empty(&acl->use) && (r = vault_acl_list_add_uid(&acl->use, q->peer->uid)) < 0)
+        return r;
+    if (acl_list_empty(&acl->admin) && (r = vault_acl_list_add_uid(&acl->admin, q->peer->uid)) < 0)
+        return r;
+    return check_acl_caps(q, acl);
+}
+
+static int op_import_release(Req *q) {
+    _cleanup_(nt_release_info_clear) NtReleaseInfo h = {};
     _cleanup_(vault_acl_done) VaultAcl acl = {0};
-    _cleanup_free_ char *jwe = NULL;
-    char label[VHSM_MAX_NAME + 1];
-    VaultKeySpec spec;
+    _cleanup_free_ char *release = NULL, *jwe = NULL;
+    json_auto_t *reply = NULL;
+    TokenVerdict tv;
+    bool have_token = false;
+    char err[256];
+    VaultRelease rel;
     int r;
 
     if (q->peer->uid != 0)
         return req_fail(q, -EPERM, "only root (the nitride agent) may import keys");
-    if ((r = get_name(q)) < 0 || (r = get_spec(q, true, &acl, &spec, label, sizeof label)) < 0)
-        return r;
-    r = vhsm_body_get_str_alloc(q->body, q->len, VHSM_TAG_JWE, VAULT_TRANSFER_MAX_JWE, &jwe);
+    if (!q->d->kms_jwks)
+        return req_fail(q, -EOPNOTSUPP,
+                        "vhsmd has no pinned KMS release keys: start it with --kms-keys FILE "
+                        "(kmsd's GET /v1/release-keys, or its PEM public keys)");
+    r = vhsm_body_get_str_alloc(q->body, q->len, VHSM_TAG_RELEASE, VHSM_MAX_RELEASE, &release);
     if (r == -ENOENT)
-        return req_fail(q, -EBADMSG, "missing JWE");
+        return req_fail(q, -EBADMSG, "missing release");
     if (r == -ENAMETOOLONG)
-        return req_fail(q, -EMSGSIZE, "JWE larger than %u bytes", VAULT_TRANSFER_MAX_JWE);
+        return req_fail(q, -EMSGSIZE, "release larger than %u bytes", VHSM_MAX_RELEASE);
     if (r < 0)
-        return req_fail(q, r, "malformed JWE field");
-    r = vault_transfer_import(q->d->vault, q->peer, jwe, q->name, &spec);
-    if (r == -EKEYEXPIRED)
-        return req_fail(q, r, "key '%s': the transfer key expired: attest again", q->name);
-    if (r == -ENOKEY)
-        return req_fail(q, r, "key '%s': unknown or already used transfer key", q->name);
-    if (r == -EKEYREJECTED)
-        return req_fail(q, r, "key '%s': the JWE does not decrypt with its transfer key", q->name);
-    if (r < 0)
+        return req_fail(q, -EBADMSG, "malformed release field");
+    r = nt_release_verify(release, q->d->kms_jwks, time(NULL), 0, &h, &jwe, err);
+    if (r == -ENOMEM)
         return r;
-    log_audit_uid(q->peer->uid, "Key '%s' (%s) imported by uid %u.", q->name,
-                  vault_key_type_to_string(spec.type), (unsigned)q->peer->uid);
-    return 0;
+    if (r < 0)
+        return req_fail(q, r, "release refused: %s", err);
+    snprintf(q->name, sizeof q->name, "%s", h.name);
+
+    /* The token (optional): checked before anything is spent, and bound to this release: it
+     * must confirm the transfer key the release is encrypted to. */
+    if ((r = get_token_verdict(q, false, &have_token, &tv)) < 0)
+        return r;
+    if (have_token && !streq(tv.kid, h.recipient_kid))
+        return req_fail(q, -EKEYREJECTED,
+                        "key '%s': the token confirms transfer key %s, the release is for %s",
+                        q->name, tv.kid, h.recipient_kid);
+
+    rel = (VaultRelease){
+        .name = h.name,
+        .spec = {.type = vault_key_type_from_string(h.type),
+                 .policy = {.kind = vault_policy_kind_from_string(h.policy),
+                            .max_age_sec = h.max_age},
+                 .label = h.label,
+                 .acl = &acl},
+        .version = h.version,
+        .recipient_kid = h.recipient_kid,
+    };
+    if (rel.spec.type < 0 || rel.spec.policy.kind < 0)
+        return req_fail(q, -EINVAL, "key '%s': type or policy not known to this vault", q->name);
+    if ((r = release_acl(q, h.acl, &acl)) < 0)
+        return r;
+    r = vault_transfer_import_release(q->d->vault, q->peer, jwe, &rel);
+    switch (r) {
+    case 0:
+        break;
+    case -EEXIST:
+        return req_fail(q, r, "key '%s': version %u already imported (a replayed release)", q->name,
+                        h.version);
+    case -ESTALE:
+        return req_fail(q, r, "key '%s': version %u is older than the version imported already",
+                        q->name, h.version);
+    case -EMEDIUMTYPE:
+        return req_fail(q, -EINVAL, "key '%s' exists with another type than the release's %s",
+                        q->name, h.type);
+    case -E2BIG:
+        return req_fail(q, -EINVAL, "key '%s': version %u is above this vault's limit of versions",
+                        q->name, h.version);
+    case -EKEYEXPIRED:
+        return req_fail(q, r, "key '%s': the transfer key expired: attest again", q->name);
+    case -ENOKEY:
+        return req_fail(q, r,
+                        "key '%s': the release is for transfer key %s, which this vault does not "
+                        "hold (never created here, or already used)",
+                        q->name, h.recipient_kid);
+    case -EKEYREJECTED:
+        return req_fail(q, r, "key '%s': the JWE does not decrypt with its transfer key", q->name);
+    case -EBADMSG:
+        return req_fail(q, r, "key '%s': the JWE or the key material in it is malformed", q->name);
+    default:
+        return r;
+    }
+    log_audit("Key '%s' version %u (%s, policy %s) imported from KMS release '%s' (secret '%s') "
+              "by pid %d.",
+              h.name, h.version, h.type, h.policy, h.jti, h.secret_id, (int)q->peer->pid);
+    if (have_token)
+        record_verdict(q, &tv);
+    reply = json_pack("{s:s,s:I}", "name", h.name, "version", (json_int_t)h.version);
+    if (!reply)
+        return -ENOMEM;
+    return put_json(q, reply);
 }
 
 /* -EDQUOT: whose quota, what it holds, what the limits are. */
@@ -1067,8 +1275,8 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
     case VHSM_OP_TRANSFER_KEY_CREATE:
         r = op_transfer_key_create(&q);
         break;
-    case VHSM_OP_IMPORT_JWE:
-        r = op_import_jwe(&q);
+    case VHSM_OP_IMPORT_RELEASE:
+        r = op_import_release(&q);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

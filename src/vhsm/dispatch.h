@@ -2,14 +2,17 @@
 /*
  * Dispatch: turns one decoded request frame into calls on the vault engine and one response
  * frame. The vault decides every access (vault_acl_check inside each operation, with the
- * connection's peer identity); dispatch adds the daemon-level rules: transfer keys, JWE import
- * and attestation verdicts are root-only (the nitride agent), everything else is open to any
- * peer and left to the key's ACL. Negative errnos become wire statuses through proto's one table.
- * Thread-safe: called concurrently by all workers (the vault is thread-safe; the verdict time
- * is atomic). No allocation survives a call; buffers that held plaintext are wiped.
+ * connection's peer identity); dispatch adds the daemon-level rules: transfer keys, release
+ * import and attestation verdicts are root-only (the nitride agent) and need proofs (a release
+ * signed by a pinned kmsd key, a token signed by a pinned attestd key and bound to a transfer
+ * key of this vault), everything else is open to any peer and left to the key's ACL. Negative
+ * errnos become wire statuses through proto's one table. Thread-safe: called concurrently by all
+ * workers (the vault is thread-safe; the verdict time is atomic). No allocation survives a call;
+ * buffers that held plaintext are wiped.
  */
 #pragma once
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "client/proto.h"
@@ -21,6 +24,11 @@ typedef struct Dispatch Dispatch;
 /* vault is borrowed. Returns 0 or -ENOMEM. */
 int dispatch_new(Vault *vault, Dispatch **ret);
 Dispatch *dispatch_free(Dispatch *d);
+/* Pins the keys vhsmd trusts (copied): kmsd's release keys (IMPORT_RELEASE; NULL: unsupported)
+ * and attestd's token keys with the required issuer (ATTESTATION_SET, IMPORT_RELEASE's TOKEN;
+ * NULL: unsupported). Call before serving. Returns 0 or -ENOMEM. */
+int dispatch_set_trust(Dispatch *d, const json_t *kms_jwks, const json_t *attestd_jwks,
+                       const char *attestd_issuer);
 /* The server's worker count: non-root key changes may occupy all workers but one (default 1). */
 void dispatch_set_workers(Dispatch *d, unsigned workers);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);

@@ -14,8 +14,10 @@
  * | u32 max_age | u16 label_len | label | u32 latest | u32 min_version | acl(use) | acl(admin) |
  *         (latest - min_version + 1) * { u32 number | u64 created | u32 len | material }
  *   acl:  u16 n | n * u32 uid | u16 n | n * u32 gid | u16 n | n * { u16 len | cgroup }
- *   material: raw key bytes (aes256, hmac-*); asymmetric: the OpenSSL key parameters as
+ *   material: raw key bytes (aes256, hmac-*, raw); asymmetric: the OpenSSL key parameters as
  *   { u32 len | bytes } per field (vault_pkey_export_material(), docs/vault.md).
+ *   An absent version (a KMS release skipped it: never delivered to this vault) is a frame
+ *   with created 0 and length 0 (no material of any type is empty); the latest never is.
  * The parser is strict: exact lengths, consecutive versions, no trailing bytes, every key
  * re-validated as if generated (names, ACL, policy, key material vs type).
  * Format 1 (before namespaces) stored plain names; it is read with each name moved into the
@@ -211,6 +213,13 @@ static int w_version(Writer *w, VaultKeyType type, KeyVersion *kv) {
     return 0;
 }
 
+/* An absent version: its frame with no material (length 0, which no key type has). */
+static void w_absent(Writer *w, uint32_t number) {
+    w_u32(w, number);
+    w_u64(w, 0);
+    w_u32(w, 0);
+}
+
 static int serialize_pass(Vault *v, Writer *w) {
     uint32_t n = 0;
     int r;
@@ -234,17 +243,19 @@ static int serialize_pass(Vault *v, Writer *w) {
         w_u32(w, k->policy.max_age_sec);
         w_u16(w, (uint16_t)ln);
         w_bytes(w, k->label, ln);
-        w_u32(w, k->latest + (k->pending_kv ? 1 : 0));
+        w_u32(w, k->latest + (k->pending_kv ? k->pending_gap + 1 : 0));
         w_u32(w, k->min_version);
         w_acl_list(w, &k->acl.use);
         w_acl_list(w, &k->acl.admin);
         for (uint32_t ver = k->min_version; ver <= k->latest; ver++) {
             KeyVersion *kv = k->versions[ver - 1];
             if (!kv)
-                return -EIO; /* retained versions are never NULL */
-            if ((r = w_version(w, k->type, kv)) < 0)
+                w_absent(w, ver); /* never delivered to this vault (a skipped release) */
+            else if ((r = w_version(w, k->type, kv)) < 0)
                 return r;
         }
+        for (uint32_t g = 0; k->pending_kv && g < k->pending_gap; g++)
+            w_absent(w, k->latest + 1 + g);
         if (k->pending_kv && (r = w_version(w, k->type, k->pending_kv)) < 0)
             return r;
     }
@@ -480,6 +491,12 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
         uint64_t created;
         if ((r = r_version_frame(rd, ver, &created, &mat, &len)) < 0)
             return r;
+        if (len == 0) {
+            /* Absent (never delivered here); the latest version is always present. */
+            if (ver == latest || (r = vault_key_add_absent(k)) < 0)
+                return ver == latest ? -EBADMSG : r;
+            continue;
+        }
         kv = key_version_new(ver, created);
         if (!kv)
             return -ENOMEM;
@@ -500,6 +517,11 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
             if ((r = secret_new_packed_copy(mat, len, &m)) < 0)
                 return r;
             atomic_store(&kv->material, m);
+        } else if (k->type == VAULT_KEY_RAW) {
+            if (len > VAULT_RAW_MAX)
+                return -EBADMSG;
+            if ((r = secret_new_packed_copy(mat, len, &kv->secret)) < 0)
+                return r;
         } else {
             if (len != vault_key_type_secret_size(k->type))
                 return -EBADMSG;

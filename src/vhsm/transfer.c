@@ -111,6 +111,29 @@ int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk)
     return 0;
 }
 
+/* Remembers a spent transfer key's kid until it would have expired (a ring: the oldest entry
+ * goes first); transfer_lock held. */
+static void remember_spent_locked(Vault *v, const TransferKey *t) {
+    TransferSpent *e = &v->transfer_spent[v->n_transfer_spent++ % VAULT_TRANSFER_RECENT];
+    memcpy(e->kid, t->kid, sizeof e->kid);
+    e->expires = t->expires;
+}
+
+bool vault_transfer_key_known(Vault *v, const char *kid) {
+    time_t now = vault_now(v);
+    if (!v || !kid || strlen(kid) != VAULT_THUMBPRINT_LEN)
+        return false;
+    TRANSFER_LOCKED(v);
+    purge_expired_locked(v, now);
+    for (size_t i = 0; i < v->n_transfer; i++)
+        if (streq(v->transfer[i]->kid, kid))
+            return true;
+    for (size_t i = 0; i < MIN(v->n_transfer_spent, (size_t)VAULT_TRANSFER_RECENT); i++)
+        if (v->transfer_spent[i].expires > now && streq(v->transfer_spent[i].kid, kid))
+            return true;
+    return false;
+}
+
 /* Removes the transfer key named kid from the table and hands it to the caller. */
 static int take_transfer_key(Vault *v, const char *kid, TransferKey **ret) {
     time_t now = vault_now(v);
@@ -122,6 +145,7 @@ static int take_transfer_key(Vault *v, const char *kid, TransferKey **ret) {
         memmove(v->transfer + i, v->transfer + i + 1,
                 (v->n_transfer - i - 1) * sizeof(TransferKey *));
         v->n_transfer--;
+        remember_spent_locked(v, t);
         if (t->expires <= now) {
             transfer_key_free(t);
             purge_expired_locked(v, now);
@@ -144,13 +168,14 @@ static bool is_b64url(const char *s, size_t n) {
     return true;
 }
 
-/* The protected header must be exactly: alg ECDH-ES+A256KW, enc A256GCM, kid (string), epk
- * (public EC P-384 JWK); optionally apu, apv, typ, cty (strings). Everything else, zip and
- * crit included, is refused. */
+/* The protected header of a release's JWE must be exactly: alg ECDH-ES+A256KW, enc A256GCM,
+ * kid (string), epk (public EC P-384 JWK), cty "nitride-key", nitride (an object: the signed
+ * header, whose contents the release's verifier checked). Everything else, zip and crit
+ * included, is refused. */
 static int check_header(const json_t *h, const char **ret_kid) {
     const char *k, *kid = NULL;
     json_t *val;
-    bool have_alg = false, have_enc = false, have_epk = false;
+    bool have_alg = false, have_enc = false, have_epk = false, have_cty = false, have_h = false;
 
     if (!json_is_object(h))
         return -EBADMSG;
@@ -185,13 +210,19 @@ static int check_header(const json_t *h, const char **ret_kid) {
                     return -EBADMSG;
             }
             have_epk = true;
-        } else if (streq(k, "apu") || streq(k, "apv") || streq(k, "typ") || streq(k, "cty")) {
-            if (!json_is_string(val))
+        } else if (streq(k, "cty")) {
+            if (!json_is_string(val) || !streq(json_string_value(val), "nitride-key"))
                 return -EBADMSG;
+            have_cty = true;
+        } else if (streq(k, "nitride")) {
+            if (!json_is_object(val))
+                return -EBADMSG;
+            have_h = true;
         } else
-            return -EBADMSG; /* zip, crit, jku, x5u, ... */
+            return -EBADMSG; /* zip, crit, jku, x5u, apu, ... */
     }
-    if (!have_alg || !have_enc || !have_epk || !kid || strlen(kid) != VAULT_THUMBPRINT_LEN)
+    if (!have_alg || !have_enc || !have_epk || !have_cty || !have_h || !kid ||
+        strlen(kid) != VAULT_THUMBPRINT_LEN)
         return -EBADMSG;
     *ret_kid = kid;
     return 0;
@@ -250,6 +281,11 @@ static int jwe_decrypt(EVP_PKEY *pkey, const json_t *jwe, const uint8_t *ct, siz
 
 static int material_from_payload(VaultKeyType type, Secret *pt, KeyVersion *kv) {
     size_t n = vault_key_type_secret_size(type);
+    if (type == VAULT_KEY_RAW) {
+        if (secret_size(pt) == 0 || secret_size(pt) > VAULT_RAW_MAX)
+            return -EBADMSG;
+        return secret_new_packed_copy(secret_const_data(pt), secret_size(pt), &kv->secret);
+    }
     if (n > 0) {
         if (secret_size(pt) != n)
             return -EBADMSG;
@@ -261,8 +297,8 @@ static int material_from_payload(VaultKeyType type, Secret *pt, KeyVersion *kv) 
     return key_version_set_thumbprint(kv);
 }
 
-int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compact,
-                          const char *name, const VaultKeySpec *spec) {
+int vault_transfer_import_release(Vault *v, const VaultPeer *peer, const char *jwe_compact,
+                                  const VaultRelease *rel) {
     _cleanup_(vault_key_freep) VaultKey *k = NULL;
     _cleanup_(transfer_key_freep) TransferKey *t = NULL;
     _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
@@ -270,25 +306,22 @@ int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compa
     _cleanup_free_ uint8_t *hdr_raw = NULL, *ct = NULL;
     json_auto_t *hdr = NULL, *jwe = NULL;
     const char *seg[5], *kid;
-    char full[VAULT_FULL_NAME_MAX + 1];
     size_t seg_len[5], hdr_len = 0, ct_len = 0, len;
+    uid_t owner;
     int r;
 
-    if (!v || !peer || !jwe_compact || !name)
+    if (!v || !peer || !jwe_compact || !rel || !rel->name || !rel->recipient_kid)
         return -EINVAL;
-    if ((r = vault_name_resolve(peer, name, full)) < 0)
-        return r;
-    if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0 ||
+    if (!vault_key_name_is_valid(rel->name) || vault_name_owner(rel->name, &owner) < 0 ||
+        strncmp(rel->name, VAULT_NS_KMS "/", strlen(VAULT_NS_KMS) + 1) != 0)
+        return -EINVAL;
+    if ((r = vault_key_new(rel->name, &rel->spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0 ||
         (r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
-    {
-        /* Namespace, taken name and quota refused before the transfer key is spent. */
-        (void)pthread_rwlock_rdlock(&v->lock);
-        r = vault_may_create_locked(v, peer, full, spec->type);
-        (void)pthread_rwlock_unlock(&v->lock);
-        if (r < 0)
-            return r;
-    }
+    /* A replayed or older release, another type, the quota: refused before the transfer key is
+     * spent. */
+    if ((r = vault_import_check(v, peer, rel->name, rel->spec.type, rel->version)) < 0)
+        return r;
 
     len = strnlen(jwe_compact, VAULT_TRANSFER_MAX_JWE + 1);
     if (len > VAULT_TRANSFER_MAX_JWE)
@@ -313,6 +346,8 @@ int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compa
     hdr = json_loadb((const char *)hdr_raw, hdr_len, JSON_REJECT_DUPLICATES, NULL);
     if ((r = check_header(hdr, &kid)) < 0)
         return r;
+    if (!streq(kid, rel->recipient_kid))
+        return -EBADMSG;
     if ((r = base64url_decode_alloc(seg[3], seg_len[3], &ct, &ct_len)) < 0)
         return -EBADMSG;
     jwe = json_pack("{s:s%,s:s%,s:s%,s:s%,s:s%}", "protected", seg[0], seg_len[0], "encrypted_key",
@@ -328,16 +363,10 @@ int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compa
         return r;
     t = transfer_key_free(t);
 
-    kv = key_version_new(1, (uint64_t)vault_now(v));
+    kv = key_version_new(rel->version, (uint64_t)vault_now(v));
     if (!kv)
         return -ENOMEM;
-    if ((r = material_from_payload(spec->type, pt, kv)) < 0)
+    if ((r = material_from_payload(rel->spec.type, pt, kv)) < 0)
         return r;
-    if ((r = vault_key_add_version(k, kv)) < 0)
-        return r;
-    kv = NULL;
-    if ((r = vault_insert_key(v, peer, k)) < 0)
-        return r;
-    k = NULL;
-    return 0;
+    return vault_import_version(v, peer, &k, &kv);
 }

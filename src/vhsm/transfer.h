@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Transfer keys and sealed import: the only way a key made outside the vault gets in.
+ * Transfer keys and sealed import: the only way a key made outside the vault gets in (a KMS
+ * release, token/release.h, verified by vhsmd before it reaches the vault).
  *
  * A transfer key is an ephemeral ECDH P-384 key pair generated inside the vault with an
  * expiry. Its public JWK (with "kid" = RFC 7638 thumbprint) goes into the attestation report's
  * runtime data; the KMS encrypts the secret to it as a compact JWE (alg ECDH-ES+A256KW, enc
- * A256GCM). vault_transfer_import() checks the protected header strictly, decrypts with libjose
- * inside the vault, validates the payload against the declared key type and stores the key.
+ * A256GCM). vault_transfer_import_release() checks the protected header strictly, decrypts with
+ * libjose inside the vault, validates the payload against the release's key type and stores the
+ * key under the release's name, version and attributes.
  *
  * One-shot: a transfer key is destroyed by the first import attempt that names it, whether the
  * import succeeds or fails after the header check (bad tag, wrong payload, name taken...). A
@@ -15,6 +17,7 @@
  *
  * Payload formats (the JWE plaintext):
  *   aes256       32 raw bytes         hmac-sha256  32 raw bytes   hmac-sha384  48 raw bytes
+ *   raw          1..VAULT_RAW_MAX bytes
  *   ec-p256/p384, ed25519, rsa2048/3072/4096: PKCS#8 PrivateKeyInfo DER of exactly that
  *   algorithm, curve and modulus size (trailing bytes refused), RSA with e = 65537.
  */
@@ -35,18 +38,39 @@
  * -EIO. */
 int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk);
 
-/* Imports the compact JWE as key `name` with spec (type, ACL, policy, label; origin
- * "imported"); peer is the creator (default ACL). Nothing is stored on failure.
- * Returns 0 or:
- *   -EBADMSG      not a compact JWE, bad base64url/JSON, header not exactly as required
- *                 (alg ECDH-ES+A256KW, enc A256GCM, kid, epk P-384; no zip, no crit, no
- *                 other members), or a payload that does not match spec->type
- *   -ENOKEY       unknown kid (never issued, or already used: one-shot)
+/* What a verified KMS release says about the key it carries (the signed header H of
+ * token/release.h, as vault values; vhsmd verifies the release's signature first). */
+typedef struct VaultRelease {
+    const char *name;          /* full name, in kms/ */
+    VaultKeySpec spec;         /* type, policy, label, ACL (NULL: the importer, root, only) */
+    uint32_t version;          /* 1..VAULT_MAX_VERSIONS */
+    const char *recipient_kid; /* the transfer key the JWE must be encrypted to */
+} VaultRelease;
+
+/* Imports the compact JWE of a verified release as version rel->version of key rel->name
+ * (origin "imported"): a new key, or a new latest version of the existing one (vault-private.h,
+ * vault_import_version()). The JWE's protected header must be exactly alg ECDH-ES+A256KW, enc
+ * A256GCM, kid (= rel->recipient_kid), epk (P-384), cty "nitride-key" and "nitride" (the signed
+ * header, checked by the release's verifier). Name, version and type are checked before the
+ * transfer key is spent. Nothing is stored on failure. Returns 0 or:
+ *   -EINVAL       not a kms/ name, bad spec
+ *   -EEXIST       that version is already the latest (a replayed release), -ESTALE an older one
+ *   -EMEDIUMTYPE  the key exists with another type
+ *   -EBADMSG      not a compact JWE, header not exactly as required, kid not the recipient's,
+ *                 or a payload that does not match the type
+ *   -ENOKEY       unknown transfer key (never issued, or already used: one-shot)
  *   -EKEYEXPIRED  the transfer key expired (it is destroyed)
  *   -EKEYREJECTED decryption failed (tampered JWE, or encrypted to another key)
- *   -EEXIST, -EINVAL, -ENOMEM, or the keystore's error. */
-int vault_transfer_import(Vault *v, const VaultPeer *peer, const char *jwe_compact,
-                          const char *name, const VaultKeySpec *spec);
+ *   -EDQUOT, -ENOMEM, or the keystore's error. */
+int vault_transfer_import_release(Vault *v, const VaultPeer *peer, const char *jwe_compact,
+                                  const VaultRelease *rel);
+
+/* Whether kid (an RFC 7638 thumbprint) names a transfer key this vault created and still holds,
+ * or one spent by an import within its lifetime (the last VAULT_TRANSFER_RECENT spent keys are
+ * remembered until the moment they would have expired): the binding of an attestation token's
+ * cnf.jwk to this vault. */
+#define VAULT_TRANSFER_RECENT 64u
+bool vault_transfer_key_known(Vault *v, const char *kid);
 
 /* Number of live (unexpired, unused) transfer keys. */
 size_t vault_transfer_key_count(Vault *v);

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "vhsm/keystore.h"
+#include "vhsm/transfer.h"
 #include "vhsm/vault.h"
 
 typedef enum VaultOrigin {
@@ -66,7 +67,11 @@ typedef struct VaultKey {
     /* A key change is invisible until durable (persist_locked() lets readers in while the file
      * is written; a change that then fails to persist must never have been used): */
     bool pending_insert;    /* a new key being persisted: saved, but not found by lookups */
-    KeyVersion *pending_kv; /* a rotation being persisted: saved as version latest + 1 */
+    KeyVersion *pending_kv; /* a rotation or import being persisted: saved as version
+                             * latest + pending_gap + 1 */
+    uint32_t pending_gap;   /* absent versions saved before pending_kv (an import) */
+    uint32_t n_absent;      /* NULL versions in [min_version, latest]: never delivered here (a
+                             * KMS release that skipped versions); not charged, not usable */
 } VaultKey;
 
 /* Whether lookups, listing and counts see the key. */
@@ -75,6 +80,11 @@ static inline bool vault_key_live(const VaultKey *k) {
 }
 
 typedef struct TransferKey TransferKey;
+/* A spent transfer key, remembered for vault_transfer_key_known() (transfer.h). */
+typedef struct TransferSpent {
+    char kid[VAULT_THUMBPRINT_LEN + 1];
+    time_t expires;
+} TransferSpent;
 
 typedef struct OwnerUsage {
     uid_t uid;
@@ -93,6 +103,7 @@ struct Vault {
     Keystore *keystore;
 
     atomic_llong attestation_time;
+    atomic_llong attestation_expires; /* 0: none */
     time_t (*now)(void *userdata);
     void *now_userdata;
 
@@ -105,6 +116,8 @@ struct Vault {
     pthread_mutex_t transfer_lock;
     TransferKey **transfer;
     size_t n_transfer;
+    TransferSpent transfer_spent[VAULT_TRANSFER_RECENT]; /* a ring, guarded by transfer_lock */
+    size_t n_transfer_spent;                             /* spent in all (ring index) */
 };
 
 time_t vault_now(Vault *v);
@@ -123,6 +136,8 @@ int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *p
                   VaultOrigin origin, VaultKey **ret);
 /* Appends a version (takes ownership of kv; its number must be latest + 1). */
 int vault_key_add_version(VaultKey *k, KeyVersion *kv);
+/* Appends an absent version (a NULL slot: never delivered to this vault). 0, -E2BIG, -ENOMEM. */
+int vault_key_add_absent(VaultKey *k);
 
 /* Looks up a live key; table lock held. */
 VaultKey *vault_find_locked(Vault *v, const char *name);
@@ -133,7 +148,22 @@ int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k);
 /* The checks of vault_insert_key() that need no table change, for a cheap early refusal
  * before expensive work (key generation, spending a transfer key). Read lock held. */
 int vault_may_create_locked(Vault *v, const VaultPeer *peer, const char *full_name,
-                            VaultKeyType type);
+                            VaultKeyType type, VaultOrigin origin);
+/* Imports a version from the KMS (transfer.c). *tmpl: a key object made by vault_key_new()
+ * with the release's name (in kms/), type, policy, label and ACL, origin imported, no versions;
+ * *kv: the key material, numbered with the release's version. A new name: the key is created
+ * from *tmpl with that one version (versions before it absent). An existing key of the same
+ * type with a lower latest version: *kv becomes its latest (versions in between absent), and
+ * its policy, label and ACL become *tmpl's. Persisted before it is visible; on failure nothing
+ * changed. Consumed pointers are set to NULL (the caller frees what is left). Returns 0,
+ * -EEXIST (that version is the latest already: imported before), -ESTALE (older than the
+ * latest), -EMEDIUMTYPE (the existing key has another type), -E2BIG (version above
+ * VAULT_MAX_VERSIONS), -EDQUOT, -ENOTUNIQ (not in kms/ for a non-root peer...), -ENOMEM, or the
+ * keystore's error. */
+int vault_import_version(Vault *v, const VaultPeer *peer, VaultKey **tmpl, KeyVersion **kv);
+/* The checks of vault_import_version() alone (read lock), before a transfer key is spent. */
+int vault_import_check(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType type,
+                       uint32_t version);
 /* Inserts without persisting or quota checks, charging k's owner (keystore load); write lock
  * held by caller or single-threaded. */
 int vault_insert_key_locked(Vault *v, VaultKey *k);

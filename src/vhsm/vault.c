@@ -46,7 +46,7 @@ static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
     [VAULT_KEY_HMAC_SHA384] = "hmac-sha384", [VAULT_KEY_EC_P256] = "ec-p256",
     [VAULT_KEY_EC_P384] = "ec-p384",         [VAULT_KEY_ED25519] = "ed25519",
     [VAULT_KEY_RSA2048] = "rsa2048",         [VAULT_KEY_RSA3072] = "rsa3072",
-    [VAULT_KEY_RSA4096] = "rsa4096",
+    [VAULT_KEY_RSA4096] = "rsa4096",         [VAULT_KEY_RAW] = "raw",
 };
 
 static const char *const alg_table[_VAULT_ALG_MAX] = {
@@ -104,7 +104,7 @@ VaultPolicyKind vault_policy_kind_from_string(const char *s) {
 }
 
 bool vault_key_type_is_asymmetric(VaultKeyType t) {
-    return t >= VAULT_KEY_EC_P256 && t < _VAULT_KEY_TYPE_MAX;
+    return t >= VAULT_KEY_EC_P256 && t <= VAULT_KEY_RSA4096;
 }
 
 size_t vault_key_type_secret_size(VaultKeyType t) {
@@ -192,6 +192,11 @@ int vault_name_owner(const char *full_name, uid_t *ret) {
         return -EINVAL;
     *ret = owner;
     return 0;
+}
+
+/* Whether a full name lies in the import-only "kms" namespace. */
+static bool name_is_kms(const char *full_name) {
+    return strncmp(full_name, VAULT_NS_KMS "/", strlen(VAULT_NS_KMS) + 1) == 0;
 }
 
 /* Resolves `name` into the local buffer `full`, or returns -EINVAL from the enclosing function. */
@@ -519,8 +524,11 @@ static uint64_t key_meta_cost(const VaultKey *k) {
     return KEY_META_BASE + 2 * (uint64_t)ser;
 }
 
+/* Versions held (absent ones, never delivered to this vault, are not charged). */
 static uint32_t key_retained(const VaultKey *k) {
-    return k->latest >= k->min_version && k->min_version > 0 ? k->latest - k->min_version + 1 : 0;
+    uint32_t n =
+        k->latest >= k->min_version && k->min_version > 0 ? k->latest - k->min_version + 1 : 0;
+    return n - MIN(n, k->n_absent);
 }
 
 static VaultUsage key_usage(const VaultKey *k) {
@@ -751,6 +759,7 @@ int vault_new(Vault **ret) {
         return -ENOMEM;
     }
     atomic_init(&v->attestation_time, 0);
+    atomic_init(&v->attestation_expires, 0);
     (void)vault_quota_normalize(&v->quota);
     *ret = v;
     return 0;
@@ -812,7 +821,11 @@ void vault_set_keystore(Vault *v, Keystore *ks) {
     v->keystore = ks;
 }
 
-void vault_set_attestation(Vault *v, time_t verdict_time) {
+void vault_set_attestation(Vault *v, time_t verdict_time, time_t expires) {
+    /* Expiry first: a reader that sees the new time never pairs it with an older, later
+     * expiry (two stores are not one atomic step; the other mix, old time with new expiry,
+     * is at most as permissive as the old verdict was). */
+    atomic_store(&v->attestation_expires, (long long)(verdict_time ? expires : 0));
     atomic_store(&v->attestation_time, (long long)verdict_time);
 }
 
@@ -942,28 +955,47 @@ int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *p
     return 0;
 }
 
+/* Room for versions up to number `upto`. */
+static int key_versions_reserve(VaultKey *k, uint32_t upto) {
+    size_t n = k->n_versions_alloc ? k->n_versions_alloc : 4;
+    KeyVersion **a;
+    if (upto > VAULT_MAX_VERSIONS)
+        return -E2BIG;
+    if (upto <= k->n_versions_alloc)
+        return 0;
+    while (n < upto)
+        n *= 2;
+    if (nt_alloc_should_fail())
+        return -ENOMEM;
+    a = reallocarray(k->versions, n, sizeof(KeyVersion *));
+    if (!a)
+        return -ENOMEM;
+    memset(a + k->n_versions_alloc, 0, (n - k->n_versions_alloc) * sizeof(KeyVersion *));
+    k->versions = a;
+    k->n_versions_alloc = n;
+    return 0;
+}
+
 int vault_key_add_version(VaultKey *k, KeyVersion *kv) {
+    int r;
     if (kv->number != k->latest + 1)
         return -EINVAL;
-    if (kv->number > VAULT_MAX_VERSIONS)
-        return -E2BIG;
-    if (k->latest >= k->n_versions_alloc) {
-        size_t n = k->n_versions_alloc ? k->n_versions_alloc : 4;
-        KeyVersion **a;
-        while (n <= k->latest)
-            n *= 2;
-        if (nt_alloc_should_fail())
-            return -ENOMEM;
-        a = reallocarray(k->versions, n, sizeof(KeyVersion *));
-        if (!a)
-            return -ENOMEM;
-        memset(a + k->n_versions_alloc, 0, (n - k->n_versions_alloc) * sizeof(KeyVersion *));
-        k->versions = a;
-        k->n_versions_alloc = n;
-    }
+    if ((r = key_versions_reserve(k, kv->number)) < 0)
+        return r;
     k->versions[k->latest++] = kv;
     if (k->min_version == 0)
         k->min_version = 1;
+    return 0;
+}
+
+int vault_key_add_absent(VaultKey *k) {
+    int r;
+    if ((r = key_versions_reserve(k, k->latest + 1)) < 0)
+        return r;
+    k->versions[k->latest++] = NULL;
+    if (k->min_version == 0)
+        k->min_version = 1;
+    k->n_absent++;
     return 0;
 }
 
@@ -1049,11 +1081,15 @@ void vault_clear_table_locked(Vault *v) {
 }
 
 int vault_may_create_locked(Vault *v, const VaultPeer *peer, const char *full_name,
-                            VaultKeyType type) {
+                            VaultKeyType type, VaultOrigin origin) {
     uid_t owner;
     VaultUsage d;
     if (vault_name_owner(full_name, &owner) < 0)
         return -EINVAL;
+    /* "kms" is import-only, for root too: a name the agent will import into cannot be squatted,
+     * and nothing but a verified release decides what a kms/ key is. */
+    if (name_is_kms(full_name) && origin != VAULT_ORIGIN_IMPORTED)
+        return -ENOTUNIQ;
     /* Only in one's own namespace ("kms" is root's); root anywhere. Checked before existence,
      * so that "taken" (-EEXIST) always means taken in the caller's own namespace. */
     if (peer->uid != 0 && (owner != peer->uid || !isdigit((unsigned char)full_name[0])))
@@ -1086,15 +1122,11 @@ static int persist_locked(Vault *v) {
     return r;
 }
 
-int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
+/* vault_insert_key() inside WRITE_LOCKED. */
+static int insert_key_persist_locked(Vault *v, const VaultPeer *peer, VaultKey *k) {
     VaultUsage d = key_usage(k);
     int r;
-    if (!peer)
-        return -EINVAL;
-    if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
-        return r;
-    WRITE_LOCKED(v);
-    if ((r = vault_may_create_locked(v, peer, k->name, k->type)) < 0 ||
+    if ((r = vault_may_create_locked(v, peer, k->name, k->type, k->origin)) < 0 ||
         (r = quota_check_locked(v, peer, key_owner(k), &d)) < 0)
         return r;
     r = vault_insert_key_locked(v, k);
@@ -1110,6 +1142,132 @@ int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
             remove_at_locked(v, idx);
         return r;
     }
+    return 0;
+}
+
+int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
+    int r;
+    if (!peer)
+        return -EINVAL;
+    if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
+        return r;
+    WRITE_LOCKED(v);
+    return insert_key_persist_locked(v, peer, k);
+}
+
+/* What importing `version` of a key of `type` into name would do, read lock held: 0 (a new key
+ * or a newer version), or the refusal. */
+static int import_check_locked(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType type,
+                               uint32_t version) {
+    VaultKey *k = vault_find_locked(v, name);
+    if (version == 0)
+        return -EINVAL;
+    if (version > VAULT_MAX_VERSIONS)
+        return -E2BIG;
+    if (!k)
+        return vault_may_create_locked(v, peer, name, type, VAULT_ORIGIN_IMPORTED);
+    if (k->type != type)
+        return -EMEDIUMTYPE;
+    if (version == k->latest)
+        return -EEXIST;
+    if (version < k->latest)
+        return -ESTALE;
+    return 0;
+}
+
+int vault_import_check(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType type,
+                       uint32_t version) {
+    READ_LOCKED(v);
+    return import_check_locked(v, peer, name, type, version);
+}
+
+static void key_meta_swap(VaultKey *a, VaultKey *b) {
+    VaultPolicy p = a->policy;
+    VaultAcl acl = a->acl;
+    char *label = a->label;
+    a->policy = b->policy;
+    a->acl = b->acl;
+    a->label = b->label;
+    b->policy = p;
+    b->acl = acl;
+    b->label = label;
+}
+
+int vault_import_version(Vault *v, const VaultPeer *peer, VaultKey **tmpl, KeyVersion **kv) {
+    VaultKey *t = *tmpl, *k;
+    KeyVersion *nv = *kv;
+    uint32_t ver = nv->number, gap;
+    VaultUsage old_u, new_u, d;
+    int r;
+
+    if (!peer || t->n_versions_alloc != 0 || t->latest != 0)
+        return -EINVAL;
+    if ((r = vault_acl_check_caps(&t->acl, peer)) < 0)
+        return r;
+    WRITE_LOCKED(v);
+    if ((r = import_check_locked(v, peer, t->name, t->type, ver)) < 0)
+        return r;
+    k = vault_find_locked(v, t->name);
+    if (!k) {
+        /* A new key: the versions before this one were never delivered here. */
+        t->latest = ver - 1;
+        t->min_version = ver;
+        if ((r = vault_key_add_version(t, nv)) < 0) {
+            t->latest = 0;
+            t->min_version = 0;
+            return r;
+        }
+        r = insert_key_persist_locked(v, peer, t);
+        if (r == -ESTALE)
+            r = -EIO; /* the keystore's "not opened", not this import's "older version" */
+        if (r < 0) {
+            t->versions[ver - 1] = NULL; /* the caller keeps nv */
+            t->latest = 0;
+            t->min_version = 0;
+            return r;
+        }
+        *tmpl = NULL;
+        *kv = NULL;
+        return 0;
+    }
+    /* A newer version of an existing key. Versions between the latest and this one (a release
+     * skipped while this VM was away) are absent: never delivered, never usable here. The
+     * key's policy, label and ACL become the release's: the KMS decides them. */
+    gap = ver - k->latest - 1;
+    if ((r = key_versions_reserve(k, ver)) < 0)
+        return r;
+    old_u = key_usage(k);
+    key_meta_swap(k, t);
+    new_u = key_usage(k);
+    new_u.versions += 1;
+    new_u.bytes += vault_version_cost(k->type);
+    d = (VaultUsage){.versions = 1,
+                     .bytes = new_u.bytes > old_u.bytes ? new_u.bytes - old_u.bytes : 0};
+    if ((r = quota_check_locked(v, peer, key_owner(k), &d)) < 0 ||
+        (r = usage_apply_locked(v, key_owner(k), &new_u, +1)) < 0) {
+        key_meta_swap(k, t);
+        return r;
+    }
+    (void)usage_apply_locked(v, key_owner(k), &old_u, -1);
+    /* Invisible until durable, as a rotation (the serializer writes the gap and pending_kv). */
+    k->pending_kv = nv;
+    k->pending_gap = gap;
+    r = persist_locked(v);
+    k->pending_kv = NULL;
+    k->pending_gap = 0;
+    if (r == -ESTALE)
+        r = -EIO; /* the keystore's "not opened", not this import's "older version" */
+    if (r < 0) {
+        (void)usage_apply_locked(v, key_owner(k), &old_u, +1);
+        (void)usage_apply_locked(v, key_owner(k), &new_u, -1);
+        key_meta_swap(k, t);
+        return r;
+    }
+    for (uint32_t i = 0; i < gap; i++)
+        k->versions[k->latest++] = NULL;
+    k->n_absent += gap;
+    k->versions[k->latest++] = nv;
+    *kv = NULL; /* *tmpl holds the old metadata: the caller frees it */
     return 0;
 }
 
@@ -1497,6 +1655,8 @@ static int generate_material(VaultKeyType type, KeyVersion *kv) {
     case VAULT_KEY_RSA4096:
         pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)4096);
         break;
+    case VAULT_KEY_RAW:
+        return -EOPNOTSUPP; /* imported only */
     default:
         return -EINVAL;
     }
@@ -1528,13 +1688,15 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
     RESOLVE(peer, name, full);
     if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
         return r;
+    if (spec->type == VAULT_KEY_RAW)
+        return -EOPNOTSUPP; /* raw keys are imported only */
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     {
         /* Cheap early checks so that a taken name or a full quota does not cost an RSA key
          * generation. */
         READ_LOCKED(v);
-        if ((r = vault_may_create_locked(v, peer, full, spec->type)) < 0)
+        if ((r = vault_may_create_locked(v, peer, full, spec->type, VAULT_ORIGIN_GENERATED)) < 0)
             return r;
     }
     if ((r = new_version(v, spec->type, 1, &kv)) < 0)
@@ -1591,6 +1753,11 @@ int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t
         READ_LOCKED(v);
         if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
             return r;
+        /* A kms/ key gets new versions only from the KMS (a verified release). */
+        if (name_is_kms(name))
+            return -EPERM;
+        if (k->type == VAULT_KEY_RAW)
+            return -EOPNOTSUPP;
         type = k->type;
         next = k->latest + 1;
         if (next > VAULT_MAX_VERSIONS)
@@ -1658,6 +1825,10 @@ int vault_key_set_min_version(Vault *v, const VaultPeer *peer, const char *name,
     }
     for (uint32_t i = old; i < min_version; i++) {
         VaultUsage d = {.versions = 1, .bytes = vault_version_cost(k->type)};
+        if (!k->versions[i - 1]) { /* absent: never charged */
+            k->n_absent -= MIN(k->n_absent, 1);
+            continue;
+        }
         (void)usage_apply_locked(v, key_owner(k), &d, -1);
         if (k->versions[i - 1] && k->versions[i - 1]->dormant)
             v->n_dormant -= MIN(v->n_dormant, 1);
@@ -1921,8 +2092,10 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
         return -EPERM;
     if (need_attest && k->policy.kind == VAULT_POLICY_ATTESTED) {
         long long at = atomic_load(&v->attestation_time);
+        long long exp = atomic_load(&v->attestation_expires);
         long long now = (long long)vault_now(v);
-        if (at <= 0 || now < at || now - at >= (long long)k->policy.max_age_sec)
+        if (at <= 0 || now < at || now - at >= (long long)k->policy.max_age_sec ||
+            (exp > 0 && now >= exp))
             return -EKEYEXPIRED;
     }
     if (version == 0)
@@ -1933,7 +2106,7 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
         return -EKEYREVOKED; /* retired: wiped, never to be used again */
     kv = k->versions[version - 1];
     if (!kv)
-        return -EKEYREVOKED;
+        return -ENOKEY; /* absent: that version was never delivered to this vault */
     if (kv->dormant && !kv->pkey)
         return -ENOMEM; /* not loaded: the secure heap was full at start */
     *ret_type = k->type;
@@ -2827,7 +3000,7 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
         return r;
     {
         READ_LOCKED(v);
-        if ((r = vault_may_create_locked(v, peer, full_new, spec->type)) < 0)
+        if ((r = vault_may_create_locked(v, peer, full_new, spec->type, VAULT_ORIGIN_DERIVED)) < 0)
             return r;
     }
     if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)

@@ -28,10 +28,13 @@
  * minimum), -ENOMEM.
  *
  * Names and namespaces: every key has a full name "<namespace>/<name>". A namespace is the
- * decimal uid of its owner ("1000/db-key") or "kms" (root-only: keys the agent imports from the
- * KMS). A plain name ("db-key") given by a peer resolves inside the peer's own namespace; a key
- * shared with others is addressed by its full name. A peer creates keys only in its own
- * namespace (root in any); whoever creates there is charged to the namespace owner's quota.
+ * decimal uid of its owner ("1000/db-key") or "kms" (root's: keys released by the KMS). A plain
+ * name ("db-key") given by a peer resolves inside the peer's own namespace; a key shared with
+ * others is addressed by its full name. A peer creates keys only in its own namespace (root in
+ * any uid's); whoever creates there is charged to the namespace owner's quota. "kms" is
+ * import-only: its keys are created and get new versions only by a verified KMS release
+ * (transfer.h, vault_transfer_import_release()); generating, deriving or rotating there is
+ * refused even for root (-ENOTUNIQ for a new name, -EPERM for a rotation).
  */
 #pragma once
 
@@ -59,6 +62,9 @@ typedef enum VaultKeyType {
     VAULT_KEY_RSA2048,     /* "rsa2048" */
     VAULT_KEY_RSA3072,     /* "rsa3072" */
     VAULT_KEY_RSA4096,     /* "rsa4096" */
+    VAULT_KEY_RAW,         /* "raw": opaque bytes (1..VAULT_RAW_MAX), e.g. a LUKS key or a
+                            * passphrase; imported only (never generated or rotated), no
+                            * cryptographic operation */
     _VAULT_KEY_TYPE_MAX,
     _VAULT_KEY_TYPE_INVALID = -EINVAL,
 } VaultKeyType;
@@ -100,6 +106,7 @@ typedef struct VaultPolicy {
 } VaultPolicy;
 
 #define VAULT_MAX_ATTESTATION_AGE (7u * 24u * 3600u)
+#define VAULT_RAW_MAX 4096u /* bytes of a raw key */
 
 /* The authenticated peer, as established by the daemon (SO_PEERCRED, /proc/PID/cgroup).
  * cgroup may be NULL (unknown): then no cgroup ACL entry can match. */
@@ -245,10 +252,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Vault *, vault_free);
  * every mutation is saved through keystore_save() before it is acknowledged. */
 void vault_set_keystore(Vault *v, Keystore *ks);
 
-/* Records the time (CLOCK_REALTIME seconds) of the latest fresh attestation verdict, as
- * reported by the agent. 0 clears it (no verdict). Keys with an `attested` policy are usable
- * while now - verdict_time < max_age. */
-void vault_set_attestation(Vault *v, time_t verdict_time);
+/* Records the latest attestation verdict (CLOCK_REALTIME seconds): when it was made (the
+ * token's iat) and until when it holds (the token's exp; 0 = no expiry, tests only). 0 clears it
+ * (no verdict). Keys with an `attested` policy are usable while
+ * verdict_time <= now < min(expires, verdict_time + max_age). */
+void vault_set_attestation(Vault *v, time_t verdict_time, time_t expires);
 /* Tests only: replaces the clock (CLOCK_REALTIME seconds). NULL restores time(NULL). */
 void vault_set_clock(Vault *v, time_t (*now)(void *userdata), void *userdata);
 

@@ -34,6 +34,8 @@ enum {
     EXIT_RETIRED = 10,      /* key version retired (below the key's minimum version) */
     EXIT_QUOTA = 11,        /* quota exceeded */
     EXIT_NOT_OWNER = 12,    /* name in another owner's namespace */
+    EXIT_REFUSED = 13,      /* a service's policy refused (the message says why) */
+    EXIT_UNAVAILABLE = 14,  /* a service vhsmd needed cannot be reached */
 };
 
 #define MAX_ACL 64
@@ -41,11 +43,10 @@ enum {
 typedef struct Args {
     const char *socket;
     bool json;
-    const char *type, *policy, *label, *alg, *format, *in, *out, *aad, *sig, *jwe, *peer_key,
+    const char *type, *policy, *label, *alg, *format, *in, *out, *aad, *sig, *token, *peer_key,
         *new_name, *info;
     uint64_t max_age;
     uint32_t key_version, lifetime;
-    uint64_t timestamp;
     bool prehashed, raw, raw_rs;
     uint32_t use_uids[MAX_ACL], use_gids[MAX_ACL], admin_uids[MAX_ACL], admin_gids[MAX_ACL];
     size_t n_use_uids, n_use_gids, n_admin_uids, n_admin_gids;
@@ -57,41 +58,46 @@ typedef struct Args {
 } Args;
 
 static void help(void) {
-    printf("Usage: vhsm [--socket PATH] [--json] COMMAND ...\n"
-           "Talks to vhsmd, the vHSM daemon (socket: --socket, $VHSM_SOCKET or %s).\n\n"
-           "Keys (NAME: a plain name is yours, \"UID/name\" another owner's, \"kms/name\" the "
-           "KMS's):\n"
-           "  key create NAME --type TYPE [--policy local|attested --max-age S] [--label TEXT]\n"
-           "             [--allow-uid U] [--allow-gid G] [--allow-cgroup PATH]\n"
-           "             [--admin-uid U] [--admin-gid G] [--admin-cgroup PATH]\n"
-           "      TYPE: aes256 hmac-sha256 hmac-sha384 p256 p384 ed25519 rsa2048 rsa3072 rsa4096\n"
-           "      (no ACL options: only you may use and administer the key; root may administer)\n"
-           "  key list | key info NAME | key rotate NAME | key delete NAME\n"
-           "  key acl NAME [ACL options]      replace the key's ACL\n"
-           "  key min-version NAME N          retire (wipe) every version below N\n"
-           "Operations (data from stdin or --in FILE, result to stdout or --out FILE):\n"
-           "  encrypt NAME [--aad FILE] [--alg aes256-gcm|rsa-oaep-sha256|rsa-oaep-sha1] [--raw]\n"
-           "  decrypt NAME [--aad FILE] [--alg ...] [--raw --key-version N]\n"
-           "  sign NAME [--alg ALG] [--prehashed] [--raw] [--raw-rs]\n"
-           "      ALG: ecdsa ed25519 hmac rsa-pss-sha256 rsa-pss-sha384 rsa-pkcs1-sha256 "
-           "rsa-pkcs1-sha384\n"
-           "      --raw: bare signature (no vault envelope); --raw-rs: ECDSA r||s\n"
-           "  verify NAME --signature FILE [--alg ALG] [--prehashed] [--raw] [--key-version N]\n"
-           "  mac NAME | mac-verify NAME --signature FILE\n"
-           "  wrap NAME [--alg aes256-kwp|aes256-kw] [--raw] | unwrap NAME [--alg ...] [--raw]\n"
-           "  random N                        N random bytes\n"
-           "  pubkey NAME [--format pem|jwk] [--key-version N]\n"
-           "  ecdh-derive NAME --peer-key FILE --new-name NEW [--info TEXT] [ACL options]\n"
-           "Transfer and attestation (root):\n"
-           "  transfer-key create [--lifetime S]   prints the transfer public JWK\n"
-           "  import NAME --type TYPE --jwe FILE [--policy ...] [ACL options]\n"
-           "  attestation status | attestation set [--time T]\n"
-           "  ping\n\n"
-           "Exit codes: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable, 4 not found,\n"
-           "  5 permission denied, 6 attestation required, 7 verification failed, 8 key exists,\n"
-           "  9 invalid request or operation not supported by the key, 10 key version retired,\n"
-           "  11 quota exceeded, 12 name in another owner's namespace.\n",
-           VHSM_DEFAULT_SOCKET);
+    printf(
+        "Usage: vhsm [--socket PATH] [--json] COMMAND ...\n"
+        "Talks to vhsmd, the vHSM daemon (socket: --socket, $VHSM_SOCKET or %s).\n\n"
+        "Keys (NAME: a plain name is yours, \"UID/name\" another owner's, \"kms/name\" the "
+        "KMS's):\n"
+        "  key create NAME --type TYPE [--policy local|attested --max-age S] [--label TEXT]\n"
+        "             [--allow-uid U] [--allow-gid G] [--allow-cgroup PATH]\n"
+        "             [--admin-uid U] [--admin-gid G] [--admin-cgroup PATH]\n"
+        "      TYPE: aes256 hmac-sha256 hmac-sha384 p256 p384 ed25519 rsa2048 rsa3072 rsa4096\n"
+        "      (raw keys and kms/ names come only from KMS releases: import-release)\n"
+        "      (no ACL options: only you may use and administer the key; root may administer)\n"
+        "  key list | key info NAME | key rotate NAME | key delete NAME\n"
+        "  key acl NAME [ACL options]      replace the key's ACL\n"
+        "  key min-version NAME N          retire (wipe) every version below N\n"
+        "Operations (data from stdin or --in FILE, result to stdout or --out FILE):\n"
+        "  encrypt NAME [--aad FILE] [--alg aes256-gcm|rsa-oaep-sha256|rsa-oaep-sha1] [--raw]\n"
+        "  decrypt NAME [--aad FILE] [--alg ...] [--raw --key-version N]\n"
+        "  sign NAME [--alg ALG] [--prehashed] [--raw] [--raw-rs]\n"
+        "      ALG: ecdsa ed25519 hmac rsa-pss-sha256 rsa-pss-sha384 rsa-pkcs1-sha256 "
+        "rsa-pkcs1-sha384\n"
+        "      --raw: bare signature (no vault envelope); --raw-rs: ECDSA r||s\n"
+        "  verify NAME --signature FILE [--alg ALG] [--prehashed] [--raw] [--key-version N]\n"
+        "  mac NAME | mac-verify NAME --signature FILE\n"
+        "  wrap NAME [--alg aes256-kwp|aes256-kw] [--raw] | unwrap NAME [--alg ...] [--raw]\n"
+        "  random N                        N random bytes\n"
+        "  pubkey NAME [--format pem|jwk] [--key-version N]\n"
+        "  ecdh-derive NAME --peer-key FILE --new-name NEW [--info TEXT] [ACL options]\n"
+        "Transfer and attestation (root):\n"
+        "  transfer-key create [--lifetime S]   prints the transfer public JWK\n"
+        "  import-release FILE [--token FILE]   a release signed by the KMS (name, type, version\n"
+        "                                       and policy come from it); with the token it\n"
+        "                                       was made for, also recorded as the verdict\n"
+        "  attestation status | attestation set --token FILE   (attestd's EAR token)\n"
+        "  ping\n\n"
+        "Exit codes: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable, 4 not found,\n"
+        "  5 permission denied, 6 attestation required, 7 verification failed, 8 key exists,\n"
+        "  9 invalid request or operation not supported by the key, 10 key version retired,\n"
+        "  11 quota exceeded, 12 name in another owner's namespace, 13 refused by a service's\n"
+        "  policy, 14 a service is unavailable.\n",
+        VHSM_DEFAULT_SOCKET);
 }
 
 static bool connected;
@@ -121,6 +127,7 @@ static int exit_code_for(int r) {
     case EKEYREJECTED:
         return EXIT_VERIFY_FAILED;
     case EEXIST:
+    case ESTALE:
         return EXIT_EXISTS;
     case EINVAL:
     case EBADMSG:
@@ -133,6 +140,10 @@ static int exit_code_for(int r) {
         return EXIT_QUOTA;
     case ENOTUNIQ:
         return EXIT_NOT_OWNER;
+    case EREMOTEIO:
+        return EXIT_REFUSED;
+    case EHOSTUNREACH:
+        return EXIT_UNAVAILABLE;
     default:
         return EXIT_FAIL;
     }
@@ -513,35 +524,48 @@ static int cmd_transfer(VhsmClient *c, const Args *a, const char *sub) {
     return write_text(a, jwk);
 }
 
-static int cmd_import(VhsmClient *c, const Args *a) {
-    _cleanup_free_ uint8_t *jwe = NULL;
-    size_t jwe_len = 0;
-    VhsmAcl acl;
-    VhsmKeySpec spec;
-    int r;
-    if ((r = need_pos(a, 1, "key name")) != 0)
-        return r;
-    if (!a->type || !a->jwe)
-        return usage("import needs --type TYPE and --jwe FILE");
-    if (read_input(a->jwe, 64 * 1024, &jwe, &jwe_len) < 0)
+/* A JWS/JWT text file: one line of base64url and dots (trailing newline allowed). */
+static int read_compact(const char *path, size_t max, const char *what, char **ret) {
+    _cleanup_free_ uint8_t *data = NULL;
+    size_t len = 0;
+    if (read_input(path, max + 2, &data, &len) < 0)
         return EXIT_FAIL;
-    while (jwe_len > 0 && (jwe[jwe_len - 1] == '\n' || jwe[jwe_len - 1] == '\r'))
-        jwe[--jwe_len] = 0;
-    if (memchr(jwe, 0, jwe_len))
-        return usage("the JWE file holds a NUL byte");
-    fill_acl(a, &acl);
-    spec = (VhsmKeySpec){.type = a->type,
-                         .policy = a->policy,
-                         .max_age = a->max_age,
-                         .label = a->label,
-                         .acl = a->acl_given ? &acl : NULL};
-    r = vhsm_import_jwe(c, (const char *)jwe, a->pos[0], &spec);
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+        data[--len] = 0;
+    if (len == 0 || len > max || memchr(data, 0, len))
+        return usage("%s '%s' is empty, too large or holds a NUL byte", what, path);
+    *ret = (char *)TAKE_PTR(data);
+    return 0;
+}
+
+static int cmd_import_release(VhsmClient *c, const Args *a) {
+    _cleanup_free_ char *release = NULL, *token = NULL, *reply = NULL;
+    int r;
+    if ((r = need_pos(a, 1, "release file")) != 0)
+        return r;
+    if ((r = read_compact(a->pos[0], 65536, "release", &release)) != 0)
+        return r;
+    if (a->token && (r = read_compact(a->token, 16384, "token", &token)) != 0)
+        return r;
+    r = vhsm_import_release(c, release, token, &reply);
     if (r < 0)
-        return fail(a, r, "import key", a->pos[0]);
-    return a->json ? write_text(a, "{\"imported\":true}") : EXIT_OK;
+        return fail(a, r, "import release", NULL);
+    if (a->json)
+        return write_text(a, reply);
+    {
+        json_auto_t *j = json_loads(reply, 0, NULL);
+        _cleanup_free_ char *line = NULL;
+        if (asprintf(&line, "imported %s version %lld%s",
+                     json_string_value(json_object_get(j, "name")) ?: "?",
+                     (long long)json_integer_value(json_object_get(j, "version")),
+                     token ? "; attestation verdict recorded" : "") < 0)
+            return EXIT_FAIL;
+        return write_text(a, line);
+    }
 }
 
 static int cmd_attestation(VhsmClient *c, const Args *a, const char *sub) {
+    _cleanup_free_ char *token = NULL;
     int r;
     if (streq(sub, "status")) {
         _cleanup_free_ char *j = NULL;
@@ -551,7 +575,11 @@ static int cmd_attestation(VhsmClient *c, const Args *a, const char *sub) {
         return print_json_text(a, j);
     }
     if (streq(sub, "set")) {
-        r = vhsm_attestation_set(c, a->timestamp);
+        if (!a->token)
+            return usage("attestation set needs --token FILE (an EAR token from attestd)");
+        if ((r = read_compact(a->token, 16384, "token", &token)) != 0)
+            return r;
+        r = vhsm_attestation_set_token(c, token);
         if (r < 0)
             return fail(a, r, "record attestation verdict", NULL);
         return EXIT_OK;
@@ -584,13 +612,12 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         O_OUT,
         O_AAD,
         O_SIG,
-        O_JWE,
+        O_TOKEN,
         O_PEER_KEY,
         O_NEW_NAME,
         O_INFO,
         O_KEY_VERSION,
         O_LIFETIME,
-        O_TIME,
         O_PREHASHED,
         O_RAW,
         O_RAW_RS,
@@ -612,13 +639,12 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         {"out", required_argument, NULL, O_OUT},
         {"aad", required_argument, NULL, O_AAD},
         {"signature", required_argument, NULL, O_SIG},
-        {"jwe", required_argument, NULL, O_JWE},
+        {"token", required_argument, NULL, O_TOKEN},
         {"peer-key", required_argument, NULL, O_PEER_KEY},
         {"new-name", required_argument, NULL, O_NEW_NAME},
         {"info", required_argument, NULL, O_INFO},
         {"key-version", required_argument, NULL, O_KEY_VERSION},
         {"lifetime", required_argument, NULL, O_LIFETIME},
-        {"time", required_argument, NULL, O_TIME},
         {"prehashed", no_argument, NULL, O_PREHASHED},
         {"raw", no_argument, NULL, O_RAW},
         {"raw-rs", no_argument, NULL, O_RAW_RS},
@@ -696,8 +722,8 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         case O_SIG:
             a->sig = optarg;
             break;
-        case O_JWE:
-            a->jwe = optarg;
+        case O_TOKEN:
+            a->token = optarg;
             break;
         case O_PEER_KEY:
             a->peer_key = optarg;
@@ -715,11 +741,6 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         case O_LIFETIME:
             if (parse_u32(optarg, &a->lifetime) < 0)
                 return usage("invalid --lifetime '%s'", optarg);
-            break;
-        case O_TIME:
-            if (parse_u32(optarg, &v) < 0)
-                return usage("invalid --time '%s'", optarg);
-            a->timestamp = v;
             break;
         case O_PREHASHED:
             a->prehashed = true;
@@ -792,9 +813,9 @@ int main(int argc, char **argv) {
 
     {
         static const char *const known[] = {
-            "key",    "transfer-key", "attestation", "encrypt", "decrypt", "sign",
-            "verify", "mac",          "mac-verify",  "wrap",    "unwrap",  "pubkey",
-            "random", "ecdh-derive",  "import",      "ping",
+            "key",    "transfer-key", "attestation",    "encrypt", "decrypt", "sign",
+            "verify", "mac",          "mac-verify",     "wrap",    "unwrap",  "pubkey",
+            "random", "ecdh-derive",  "import-release", "ping",
         };
         bool found = false;
         for (size_t i = 0; i < ELEMENTSOF(known); i++)
@@ -824,8 +845,8 @@ int main(int argc, char **argv) {
         r = cmd_random(client, &a);
     else if (streq(cmd, "ecdh-derive"))
         r = cmd_ecdh(client, &a);
-    else if (streq(cmd, "import"))
-        r = cmd_import(client, &a);
+    else if (streq(cmd, "import-release"))
+        r = cmd_import_release(client, &a);
     else if (streq(cmd, "ping")) {
         r = vhsm_ping(client);
         r = r < 0 ? fail(&a, r, "ping", NULL) : EXIT_OK;

@@ -38,6 +38,7 @@
 #include "peer.h"
 #include "server.h"
 #include "snp/provider.h"
+#include "token/release.h"
 #include "vhsm/freshness.h"
 #include "vhsm/keystore.h"
 #include "vhsm/vault.h"
@@ -70,8 +71,11 @@ typedef struct Options {
     bool allow_unlocked;
     bool foreground;
     bool debug;
-    VaultQuota quota;   /* 0 fields: defaults */
-    size_t secure_heap; /* 0: sized from the quotas */
+    VaultQuota quota;           /* 0 fields: defaults */
+    size_t secure_heap;         /* 0: sized from the quotas */
+    const char *kms_keys;       /* pinned kmsd release keys (JWKS or PEM public keys) */
+    const char *attestd_jwks;   /* pinned attestd token keys */
+    const char *attestd_issuer; /* required token issuer */
 } Options;
 
 static void help(void) {
@@ -105,6 +109,11 @@ static void help(void) {
         "  --quota-root SIZE         reserve beyond the total that only root may use (default "
         "32M)\n"
         "  --secure-heap SIZE        OpenSSL secure heap (default: sized from the quotas, 32M)\n"
+        "  --kms-keys FILE           kmsd's release keys to pin (a JWKS, or PEM public keys):\n"
+        "                            IMPORT_RELEASE accepts only releases they signed\n"
+        "  --attestd-jwks FILE       attestd's token keys to pin (a JWKS, or PEM public keys):\n"
+        "                            attestation verdicts come only from tokens they signed\n"
+        "  --attestd-issuer ISS      the tokens' required issuer (iss)\n"
         "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
@@ -169,6 +178,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_QUOTA_TOTAL,
         ARG_QUOTA_ROOT,
         ARG_SECURE_HEAP,
+        ARG_KMS_KEYS,
+        ARG_ATTESTD_JWKS,
+        ARG_ATTESTD_ISSUER,
         ARG_FOREGROUND,
         ARG_DEBUG,
         ARG_VERSION,
@@ -195,6 +207,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"quota-total", required_argument, NULL, ARG_QUOTA_TOTAL},
         {"quota-root", required_argument, NULL, ARG_QUOTA_ROOT},
         {"secure-heap", required_argument, NULL, ARG_SECURE_HEAP},
+        {"kms-keys", required_argument, NULL, ARG_KMS_KEYS},
+        {"attestd-jwks", required_argument, NULL, ARG_ATTESTD_JWKS},
+        {"attestd-issuer", required_argument, NULL, ARG_ATTESTD_ISSUER},
         {"foreground", no_argument, NULL, ARG_FOREGROUND},
         {"debug", no_argument, NULL, ARG_DEBUG},
         {"help", no_argument, NULL, 'h'},
@@ -332,6 +347,17 @@ static int parse_args(int argc, char **argv, Options *o) {
                 o->secure_heap += o->secure_heap & -o->secure_heap;
             break;
         }
+        case ARG_KMS_KEYS:
+            o->kms_keys = optarg;
+            break;
+        case ARG_ATTESTD_JWKS:
+            o->attestd_jwks = optarg;
+            break;
+        case ARG_ATTESTD_ISSUER:
+            if (!optarg[0] || strlen(optarg) > 1024)
+                return log_error_errno(-EINVAL, "Invalid --attestd-issuer (1..1024 characters).");
+            o->attestd_issuer = optarg;
+            break;
         case ARG_FOREGROUND:
             o->foreground = true;
             break;
@@ -356,6 +382,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         return log_error_errno(-EINVAL, "--root-connections must be below --max-connections.");
     if (o->accept_rollback && !o->anchor)
         return log_error_errno(-EINVAL, "--accept-rollback needs a freshness anchor.");
+    if (o->attestd_issuer && !o->attestd_jwks)
+        return log_error_errno(-EINVAL, "--attestd-issuer needs --attestd-jwks.");
     return 1;
 }
 
@@ -523,6 +551,37 @@ static int check_freshness(const Options *o, Keystore *ks, int r) {
     return r;
 }
 
+/* The pinned keys: read before the socket exists, so a daemon that runs always trusts what its
+ * command line says (a file that does not load stops the start). */
+static int load_pinned(const char *what, const char *opt, const char *path, json_t **ret) {
+    _cleanup_free_ char *error = NULL;
+    int r = nt_jwks_load_public_file(path, ret, &error);
+    if (r == -ENOMEM)
+        return log_oom();
+    if (r < 0)
+        return log_error_errno(r, "Cannot pin %s (%s): %s", what, opt, error ?: strerror(-r));
+    log_info("Pinned %zu %s from '%s'.", json_array_size(json_object_get(*ret, "keys")), what,
+             path);
+    return 0;
+}
+
+static int load_trust(const Options *o, Dispatch *d) {
+    json_auto_t *kms = NULL, *attestd = NULL;
+    int r;
+    if (o->kms_keys && (r = load_pinned("KMS release keys", "--kms-keys", o->kms_keys, &kms)) < 0)
+        return r;
+    if (o->attestd_jwks && (r = load_pinned("attestation service keys", "--attestd-jwks",
+                                            o->attestd_jwks, &attestd)) < 0)
+        return r;
+    if (!kms)
+        log_info("No --kms-keys: releases from a KMS (IMPORT_RELEASE) are refused.");
+    if (!attestd)
+        log_info("No --attestd-jwks: attestation verdicts (ATTESTATION_SET) are refused, so keys "
+                 "with the attested policy stay unusable.");
+    r = dispatch_set_trust(d, kms, attestd, o->attestd_issuer);
+    return r < 0 ? log_oom() : 0;
+}
+
 static unsigned default_threads(void) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     return (unsigned)MIN(ncpu > 0 ? ncpu : 1, 256);
@@ -646,6 +705,9 @@ static int run(const Options *o, int ready_fd) {
     if (r < 0)
         return log_oom();
     dispatch_set_workers(dispatch, cfg.threads);
+    r = load_trust(o, dispatch);
+    if (r < 0)
+        return r;
     r = server_new(&cfg, dispatch, &server);
     if (r == -EADDRINUSE)
         return log_error_errno(r, "Another vhsmd already listens on '%s'.", o->socket_path);

@@ -286,6 +286,15 @@ int nt_http_request(const NtHttpOptions *o, const char *method, const char *url,
         SETOPT(CURLOPT_SSLCERT, opts.client_cert);
     if (opts.client_key)
         SETOPT(CURLOPT_SSLKEY, opts.client_key);
+    if (opts.bearer_token) {
+        if (strpbrk(opts.bearer_token, "\r\n")) {
+            (void)snprintf(resp->error, sizeof(resp->error), "bad bearer token");
+            return -EINVAL;
+        }
+        /* libcurl sends it only to the host of the URL (redirects never carry it along). */
+        SETOPT(CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+        SETOPT(CURLOPT_XOAUTH2_BEARER, opts.bearer_token);
+    }
     if (strcmp(method, "GET") == 0)
         SETOPT(CURLOPT_HTTPGET, 1L);
     else if (strcmp(method, "HEAD") == 0)

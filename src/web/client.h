@@ -20,6 +20,7 @@
 typedef struct NtHttpOptions {
     const char *ca_file;                  /* NULL: system store. Never an insecure mode. */
     const char *client_cert, *client_key; /* optional mTLS */
+    const char *bearer_token;             /* optional "Authorization: Bearer <token>" */
     long connect_timeout_ms;              /* default 5000 */
     long timeout_ms;                      /* whole request, default 30000 */
     size_t max_response;                  /* default 1 MiB; larger: -EFBIG */

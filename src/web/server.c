@@ -34,8 +34,14 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <gnutls/gnutls.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
 #include "core/fileio.h"
 #include "core/log.h"
+#include "core/openssl-util.h"
 
 #define DEFAULT_THREADS 4
 #define DEFAULT_MAX_BODY (64 * 1024)
@@ -69,6 +75,8 @@ struct NtWebServer {
     struct sockaddr_storage sa;
     socklen_t sa_len;
     char *cert_pem, *key_pem;
+    char *client_ca_pem;         /* given to GnuTLS: makes it ask for client certificates */
+    X509_STORE *client_ca_store; /* the same CAs: OpenSSL verifies what clients present */
     bool tls;
     unsigned threads, timeout_s, max_connections, per_ip;
     size_t max_body;
@@ -106,6 +114,7 @@ typedef enum CtxState {
 } CtxState;
 
 struct Ctx {
+    NtWebServer *server;
     uint64_t start_ns;
     const Route *route; /* NULL: answered */
     uint8_t *body;
@@ -387,6 +396,95 @@ static int read_pem(const char *path, char **ret, char **ret_error) {
     return 0;
 }
 
+/* Reads the client CA file twice over: the PEM text for GnuTLS (so that it requests client
+ * certificates), and an X509_STORE for OpenSSL, which verifies them. */
+static int load_client_ca(NtWebServer *s, const char *path, char **ret_error) {
+    _cleanup_(BIO_free_allp) BIO *bio = NULL;
+    int r, n = 0;
+
+    r = read_pem(path, &s->client_ca_pem, ret_error);
+    if (r < 0)
+        return r;
+    s->client_ca_store = X509_STORE_new();
+    bio = BIO_new_mem_buf(s->client_ca_pem, -1);
+    if (!s->client_ca_store || !bio)
+        return -ENOMEM;
+    for (;;) {
+        _cleanup_(X509_freep) X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (!x)
+            break;
+        if (X509_STORE_add_cert(s->client_ca_store, x) != 1)
+            return set_error(ret_error, nt_openssl_error(-EIO, "client CA"),
+                             "Failed to add a certificate of '%s' to the client CA store", path);
+        n++;
+    }
+    ERR_clear_error(); /* the end of the PEM stream */
+    if (n == 0)
+        return set_error(ret_error, -EBADMSG, "'%s' holds no PEM certificate (client CA)", path);
+    return 0;
+}
+
+int nt_web_request_client_cert(const NtWebRequest *req, char *subject, size_t size) {
+    const NtWebServer *s = req ? req->server : NULL;
+    const union MHD_ConnectionInfo *ci;
+    const gnutls_datum_t *peers;
+    unsigned n_peers = 0;
+    _cleanup_(X509_freep) X509 *leaf = NULL;
+    _cleanup_(sk_X509_pop_freep) STACK_OF(X509) *chain = NULL;
+    _cleanup_(X509_STORE_CTX_freep) X509_STORE_CTX *vctx = NULL;
+    _cleanup_(BIO_free_allp) BIO *out = NULL;
+    char *text = NULL;
+    long len;
+
+    if (!s || !req->conn || !subject || size == 0)
+        return -EINVAL;
+    if (!s->client_ca_store)
+        return -EOPNOTSUPP;
+    ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (!ci || !ci->tls_session)
+        return -ENOENT;
+    peers = gnutls_certificate_get_peers((gnutls_session_t)ci->tls_session, &n_peers);
+    if (!peers || n_peers == 0)
+        return -ENOENT;
+    chain = sk_X509_new_null();
+    if (!chain)
+        return -ENOMEM;
+    for (unsigned i = 0; i < n_peers && i < 10; i++) {
+        const unsigned char *p = peers[i].data;
+        X509 *x = d2i_X509(NULL, &p, (long)peers[i].size);
+        if (!x || p != peers[i].data + peers[i].size) {
+            X509_free(x);
+            ERR_clear_error();
+            return -EKEYREJECTED;
+        }
+        if (i == 0)
+            leaf = x;
+        else if (!sk_X509_push(chain, x)) {
+            X509_free(x);
+            return -ENOMEM;
+        }
+    }
+    vctx = X509_STORE_CTX_new();
+    if (!vctx || X509_STORE_CTX_init(vctx, s->client_ca_store, leaf, chain) != 1)
+        return nt_openssl_error(-ENOMEM, "client certificate");
+    (void)X509_STORE_CTX_set_purpose(vctx, X509_PURPOSE_SSL_CLIENT);
+    if (X509_verify_cert(vctx) != 1) {
+        log_debug("Client certificate from %s refused: %s", req->client_addr,
+                  X509_verify_cert_error_string(X509_STORE_CTX_get_error(vctx)));
+        ERR_clear_error();
+        return -EKEYREJECTED;
+    }
+    out = BIO_new(BIO_s_mem());
+    if (!out || X509_NAME_print_ex(out, X509_get_subject_name(leaf), 0, XN_FLAG_RFC2253) < 0)
+        return nt_openssl_error(-ENOMEM, "client certificate subject");
+    len = BIO_get_mem_data(out, &text);
+    if (len < 0 || (size_t)len >= size)
+        return -ENOBUFS;
+    memcpy(subject, text, (size_t)len);
+    subject[len] = 0;
+    return 0;
+}
+
 int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_error) {
     _cleanup_(nt_web_server_freep) NtWebServer *s = NULL;
     int r;
@@ -419,10 +517,18 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
         if (r < 0)
             return r;
         s->tls = true;
+        if (cfg->tls_client_ca_file) {
+            r = load_client_ca(s, cfg->tls_client_ca_file, ret_error);
+            if (r < 0)
+                return r;
+        }
     } else if (!cfg->plain_http)
         return set_error(ret_error, -EINVAL,
                          "No TLS certificate and key configured, and plain HTTP not explicitly "
                          "enabled");
+    else if (cfg->tls_client_ca_file)
+        return set_error(ret_error, -EINVAL,
+                         "A client CA (client certificates) needs TLS, not plain HTTP");
 
     s->threads = cfg->threads ? MIN(cfg->threads, 256u) : DEFAULT_THREADS;
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
@@ -658,6 +764,15 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+/* pass 0: exact routes; pass 1: prefix routes (their path ends in "/" + "*"). */
+static bool route_matches(const Route *rt, const char *url, bool prefix) {
+    size_t n = strlen(rt->path);
+    bool is_prefix = n >= 2 && rt->path[n - 1] == '*' && rt->path[n - 2] == '/';
+    if (!prefix)
+        return !is_prefix && strcmp(rt->path, url) == 0;
+    return is_prefix && strncmp(rt->path, url, n - 1) == 0 && strlen(url) > n - 1;
+}
+
 static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx *ctx,
                                   const char *url, const char *method) {
     const Route *route = NULL;
@@ -678,15 +793,18 @@ static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx 
     if (f.n_content_length > 1 || (f.n_content_length > 0 && f.n_transfer_encoding > 0))
         return send_error(s, c, ctx, "unknown", 400, "ambiguous request framing", "Connection",
                           "close");
-    for (size_t i = 0; i < s->n_routes; i++) {
-        if (strcmp(s->routes[i].path, url) != 0)
-            continue;
-        path_known = true;
-        if (strcmp(s->routes[i].method, method) == 0)
-            route = &s->routes[i];
-        size_t n = strlen(allow);
-        (void)snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", s->routes[i].method);
-    }
+    /* Exact paths first; only when none matches, the prefix routes ("/a/b/" + "*"). */
+    for (int pass = 0; pass < 2 && !path_known; pass++)
+        for (size_t i = 0; i < s->n_routes; i++) {
+            if (!route_matches(&s->routes[i], url, pass == 1))
+                continue;
+            path_known = true;
+            if (strcmp(s->routes[i].method, method) == 0)
+                route = &s->routes[i];
+            size_t n = strlen(allow);
+            (void)snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "",
+                           s->routes[i].method);
+        }
     if (!path_known)
         return send_error(s, c, ctx, "unknown", 404, "not found", NULL, NULL);
     if (!route)
@@ -715,6 +833,7 @@ static void run_handler(Ctx *ctx) {
         .body_len = ctx->body_len,
         .client_addr = ctx->client_addr,
         .conn = ctx->conn,
+        .server = ctx->server,
     };
     ctx->handler_r = ctx->route->handler(ctx->route->userdata, &req, &ctx->reply);
     ctx->state = CTX_DONE;
@@ -768,6 +887,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         ctx = calloc(1, sizeof(*ctx));
         if (!ctx)
             return MHD_NO;
+        ctx->server = s;
         ctx->start_ns = now_ns();
         client_address(c, ctx);
         *con_cls = ctx;
@@ -783,6 +903,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         if (!ctx->too_large && n > s->max_body - ctx->body_len) {
             ctx->too_large = true;
+            if (ctx->body)
+                explicit_bzero(ctx->body, ctx->body_alloc);
             free(ctx->body);
             ctx->body = NULL;
             ctx->body_len = ctx->body_alloc = 0;
@@ -799,9 +921,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (ctx->body_len + n + 1 > ctx->body_alloc) {
             size_t a = MAX(ctx->body_alloc * 2, ctx->body_len + n + 1);
             a = MIN(a, s->max_body + 1);
-            uint8_t *b = realloc(ctx->body, a);
+            /* Not realloc: the old copy is wiped (see on_completed). */
+            uint8_t *b = malloc(a);
             if (!b)
                 return MHD_NO;
+            if (ctx->body) {
+                memcpy(b, ctx->body, ctx->body_len);
+                explicit_bzero(ctx->body, ctx->body_alloc);
+                free(ctx->body);
+            }
             ctx->body = b;
             ctx->body_alloc = a;
         }
@@ -855,6 +983,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (ctx->answering)
         __atomic_sub_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
     nt_web_reply_clear(&ctx->reply);
+    /* Bodies may carry secrets (kmsd's admin API takes secret values): wiped, not just freed. */
+    if (ctx->body)
+        explicit_bzero(ctx->body, ctx->body_alloc);
     free(ctx->body);
     free(ctx);
     *con_cls = NULL;
@@ -919,6 +1050,8 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
         {s->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->key_pem},
         /* GnuTLS's NORMAL still offers TLS 1.0 and 1.1. */
         {s->tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, (void *)TLS_PRIORITIES},
+        /* Makes GnuTLS request (not require) a client certificate; OpenSSL verifies it. */
+        {s->client_ca_pem ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, s->client_ca_pem},
         {MHD_OPTION_END, 0, NULL},
     };
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts,
@@ -1005,6 +1138,8 @@ NtWebServer *nt_web_server_free(NtWebServer *s) {
     free(s->routes);
     free(s->listen_host);
     free(s->cert_pem);
+    free(s->client_ca_pem);
+    X509_STORE_free(s->client_ca_store);
     if (s->key_pem) {
         explicit_bzero(s->key_pem, strlen(s->key_pem));
         free(s->key_pem);

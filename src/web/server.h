@@ -14,6 +14,12 @@
  * reply and is not counted in the metrics; connections over the limits are closed unanswered.
  * Listening on "[::]:port" is IPv6 only (IPV6_V6ONLY); listen on 0.0.0.0 for IPv4.
  * TLS: versions 1.2 and 1.3 only (GnuTLS priorities "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2").
+ * Client certificates: with tls_client_ca_file the server asks clients for a certificate (it
+ * does not require one: the TLS handshake succeeds without); a handler that wants a client's
+ * identity calls nt_web_request_client_cert(), which verifies the presented chain with OpenSSL
+ * against those CAs.
+ * Routes: a path whose last segment is "*" (e.g. "/v1/secrets/" followed by "*") matches every
+ * longer path with that prefix; the handler reads req->path. Exact routes are matched first.
  */
 #pragma once
 
@@ -35,12 +41,21 @@ typedef struct NtWebRequest {
     size_t body_len;         /* complete body (NUL-terminated copy too), capped by max_body */
     const char *client_addr; /* "127.0.0.1" / "::1" */
     void *conn;              /* internal: for header lookup */
+    void *server;            /* internal: the NtWebServer (client certificates) */
 } NtWebRequest;
 
 /* Request header value (case-insensitive name), NULL if absent. Valid during the handler. */
 const char *nt_web_request_header(const NtWebRequest *req, const char *name);
 /* Query-string argument (URL-decoded), NULL if absent. Valid during the handler. */
 const char *nt_web_request_query(const NtWebRequest *req, const char *key);
+
+/* The client's TLS certificate: when the client presented one and it verifies (purpose TLS
+ * client, validity at now) against the configured tls_client_ca_file, writes its subject (RFC 2253
+ * form, e.g. "CN=admin,O=Example") into subject and returns 0. Returns -ENOENT (no certificate
+ * presented, or plain HTTP), -EKEYREJECTED (a certificate that does not verify), -EOPNOTSUPP (no
+ * client CA configured), -ENOBUFS (subject longer than size), -ENOMEM, -EIO. Valid during the
+ * handler. */
+int nt_web_request_client_cert(const NtWebRequest *req, char *subject, size_t size);
 
 #define NT_WEB_JSON_MAX_DEPTH 32
 
@@ -84,7 +99,8 @@ typedef struct NtWebConfig {
     const char *listen;        /* "127.0.0.1:8443", "[::1]:0", "0.0.0.0:80"; port 0 = ephemeral */
     const char *tls_cert_file; /* PEM chain */
     const char *tls_key_file;  /* PEM */
-    bool plain_http;           /* required when no TLS files are given; logs a warning at start */
+    const char *tls_client_ca_file; /* PEM CAs for client certificates (optional, TLS only) */
+    bool plain_http;    /* required when no TLS files are given; logs a warning at start */
     unsigned threads;   /* pool size, default 4: MHD event threads, and as many handler workers */
     size_t max_body;    /* default 64 KiB; larger: 413 {"error"} without reading it all */
     unsigned timeout_s; /* per-connection idle timeout, default 10 */

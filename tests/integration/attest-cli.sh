@@ -143,7 +143,7 @@ echo "$payload" | base64 -d | jq -e --arg m "$M1" "$ae.measurement == \$m" >/dev
 SOCK=$T/vhsm.sock
 start_vhsmd() {
   "$VHSMD" --foreground --socket "$SOCK" --keystore "$T/state/keystore" --provider sim \
-    --sim-dir "$SIM" --freshness-anchor "file:$T/run/keystore.anchor" >>"$VHSMD_LOG" 2>&1 &
+    --sim-dir "$SIM" --freshness-anchor "file:$T/run/keystore.anchor" "$@" >>"$VHSMD_LOG" 2>&1 &
   VHSMD_PID=$!
   for _ in $(seq 1 200); do
     if [ -S "$SOCK" ] && "$VHSM" --socket "$SOCK" ping >/dev/null 2>&1; then return 0; fi
@@ -160,6 +160,16 @@ jq -e '.cnf.jwk.kty == "EC" and .cnf.jwk.crv == "P-384" and (.cnf.jwk.kid | leng
 if grep -q 'diagnostics only' "$T/err"; then fail "vhsmd key labelled as diagnostic"; fi
 VHSM_SOCKET=$SOCK expect 0 "${A[@]}"
 grep -q '^tee-pubkey: .*vhsmd transfer key' "$T/out" || fail "vhsm (\$VHSM_SOCKET): key source"
+grep -q 'did not record the verdict.*--attestd-jwks' "$T/err" || fail "vhsmd without --attestd-jwks: no notice"
+stop_pid "$VHSMD_PID"
+VHSMD_PID=
+# 4b. A vhsmd pinning attestd's keys takes the token as its attestation verdict.
+curl -sf --cacert "$T/tls.pem" "$URL/.well-known/jwks.json" >"$T/attestd-jwks.json"
+start_vhsmd --attestd-jwks "$T/attestd-jwks.json"
+[ "$("$VHSM" --socket "$SOCK" --json attestation status | jq .verdict_time)" = null ] || fail "verdict before attest"
+expect 0 "${A[@]}" --vhsm-socket "$SOCK"
+"$VHSM" --socket "$SOCK" --json attestation status | jq -e '.verdict_time > 0 and .verdict_expires > .now' >/dev/null \
+  || fail "nitride attest did not record the verdict in vhsmd"
 stop_pid "$VHSMD_PID"
 VHSMD_PID=
 expect 4 "${A[@]}" --vhsm-socket "$SOCK"

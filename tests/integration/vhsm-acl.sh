@@ -100,9 +100,11 @@ cmp -s "$T/out" "$T/msg" || fail "the victim's own key decrypts"
 expect_as 8 $U $G key create db --type aes256   # taken: in the caller's own namespace only
 [ "$(as $U $G --json key info db | jq -r .name)" = "$U/db" ] || fail "plain name resolves to own namespace"
 
-# transfer keys, import and attestation verdicts are root-only
+# transfer keys, release import and attestation verdicts are root-only
 expect_as 5 $O $O transfer-key create
-expect_as 5 $O $O attestation set
+printf 'e30.e30.sig\n' >"$T/not-a-token"; chmod 644 "$T/not-a-token"
+expect_as 5 $O $O attestation set --token "$T/not-a-token"
+expect_as 5 $O $O import-release "$T/not-a-token"
 expect_exit_root 0 V key delete $O/mine
 expect_as 4 $O $O encrypt $O/mine --in "$T/msg"
 

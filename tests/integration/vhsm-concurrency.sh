@@ -6,10 +6,10 @@
 start_vhsmd --threads 4
 AESHEX=$(hex_random 32)
 HMHEX=$(hex_random 32)
-H import "$SOCK" caes aes256 "$AESHEX"
-H import "$SOCK" chm hmac-sha256 "$HMHEX"
+kms_import caes aes256 "$AESHEX"
+kms_import chm hmac-sha256 "$HMHEX"
 V key create cec --type p256
-H stress "$SOCK" 32 200 caes "$AESHEX" chm "$HMHEX" cec || fail "stress run"
+H stress "$SOCK" 32 200 kms/caes "$AESHEX" kms/chm "$HMHEX" cec || fail "stress run"
 # Meanwhile-created state is intact and the daemon still answers.
 V key info cec >/dev/null
 stop_vhsmd || fail "vhsmd exit status"

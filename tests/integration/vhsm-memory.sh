@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Key material leaves no trace in the daemon's memory: a key whose bytes the test knows (imported
-# through the JWE path) is found in /proc/PID/mem while it exists (control: the scan works) and
+# as a KMS release) is found in /proc/PID/mem while it exists (control: the scan works) and
 # nowhere once it is deleted, or once its version is retired; plaintext is wiped from the
 # daemon's buffers once its reply is sent.
 . "$(dirname "$0")/vhsm-lib.sh"
@@ -10,23 +10,23 @@ start_vhsmd
 printf 'some data' >"$T/msg"
 
 KEY=$(hex_random 32)
-H import "$SOCK" mem aes256 "$KEY"
-V encrypt mem --in "$T/msg" | V decrypt mem >/dev/null
-V wrap mem --in "$T/msg" >/dev/null
+kms_import mem aes256 "$KEY"
+V encrypt kms/mem --in "$T/msg" | V decrypt kms/mem >/dev/null
+V wrap kms/mem --in "$T/msg" >/dev/null
 H memscan "$VHSMD_PID" "$KEY" || fail "control: the live key was not found in memory (scan broken?)"
-V key delete mem
+V key delete kms/mem
 rc=0; H memscan "$VHSMD_PID" "$KEY" || rc=$?
 [ "$rc" = 1 ] || fail "deleted AES key still in vhsmd memory (memscan exit $rc)"
 
 HKEY=$(hex_random 32)
-H import "$SOCK" hm hmac-sha256 "$HKEY"
-V mac hm --in "$T/msg" >/dev/null
+kms_import hm hmac-sha256 "$HKEY"
+V mac kms/hm --in "$T/msg" >/dev/null
 H memscan "$VHSMD_PID" "$HKEY" || fail "control: live HMAC key not found"
-V key rotate hm >/dev/null
-V key min-version hm 2
+kms_import hm hmac-sha256 "$(hex_random 32)" 2   # version 2, released by the KMS
+V key min-version kms/hm 2
 rc=0; H memscan "$VHSMD_PID" "$HKEY" || rc=$?
 [ "$rc" = 1 ] || fail "retired HMAC version still in vhsmd memory (memscan exit $rc)"
-V mac hm --in "$T/msg" >/dev/null   # the key itself lives on with version 2
+V mac kms/hm --in "$T/msg" >/dev/null   # the key itself lives on with version 2
 
 # Plaintext does not linger in the daemon once answered: on a connection kept open, a marker is
 # encrypted (plaintext in the request: input wiped when consumed) and decrypted (plaintext in the

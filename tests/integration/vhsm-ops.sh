@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Every vhsmd operation through the real daemon and CLI, checked against OpenSSL (or, for
-# symmetric keys, against the known key value imported through the JWE transfer path).
+# symmetric keys, against the known key value imported as a KMS release: vhsm-lib.sh kms_import).
 . "$(dirname "$0")/vhsm-lib.sh"
 start_vhsmd
 
@@ -63,39 +63,43 @@ V encrypt rsa --alg rsa-oaep-sha256 --raw --in "$T/secret" --out "$T/oaep2"
 V decrypt rsa --alg rsa-oaep-sha256 --raw --in "$T/oaep2" | cmp -s - "$T/secret" || fail "rsa-oaep round trip"
 V pubkey rsa --format jwk | jq -e '.kty == "RSA" and (.kid | length > 0) and (has("d") | not)' >/dev/null || fail "rsa: JWK export"
 
-# --- AES-256 imported through the JWE path (key known to the test): GCM checked by OpenSSL
+# --- AES-256 imported as a KMS release (key known to the test): GCM checked by OpenSSL
 AESHEX=$(hex_random 32)
-H import "$SOCK" aes aes256 "$AESHEX"
-V encrypt aes --aad "$T/aad" --in "$T/bin" --out "$T/ct"
+kms_import aes aes256 "$AESHEX"
+V encrypt kms/aes --aad "$T/aad" --in "$T/bin" --out "$T/ct"
 H gcm-open "$AESHEX" "$T/aad" <"$T/ct" 2>/dev/null | cmp -s - "$T/bin" || fail "aes: OpenSSL does not open vhsmd's ciphertext"
 H gcm-open "$AESHEX" <"$T/ct" >/dev/null 2>&1 && fail "aes: ciphertext opens without its AAD"
-V decrypt aes --aad "$T/aad" --in "$T/ct" | cmp -s - "$T/bin" || fail "aes: decrypt round trip"
-expect_exit 7 V decrypt aes --in "$T/ct"   # AAD missing: tag check fails
-# the CLI import path (transfer-key create, libjose JWE, vhsm import)
+V decrypt kms/aes --aad "$T/aad" --in "$T/ct" | cmp -s - "$T/bin" || fail "aes: decrypt round trip"
+expect_exit 7 V decrypt kms/aes --in "$T/ct"   # AAD missing: tag check fails
+# the CLI import path (transfer-key create, a release signed by the pinned KMS key, vhsm
+# import-release); the transfer key is one-shot
 V transfer-key create --lifetime 60 >"$T/tk.jwk"
 jq -e '.crv == "P-384" and (has("d") | not)' "$T/tk.jwk" >/dev/null || fail "transfer key JWK"
 AES2=$(hex_random 32)
-H make-jwe "$T/tk.jwk" "$AES2" >"$T/k.jwe"
-V import aes2 --type aes256 --jwe "$T/k.jwe"
-expect_exit 4 V import aes3 --type aes256 --jwe "$T/k.jwe"   # transfer key is one-shot
-printf 'x' | V encrypt aes2 | H gcm-open "$AES2" 2>/dev/null | grep -x x >/dev/null || fail "aes2 (CLI import)"
+printf '{"name":"kms/aes2","type":"aes256","version":1,"policy":"local","secret_id":"aes2","token_jti":"dG9r"}' >"$T/h2.json"
+"$RELTOOL" sign "$T/kms" "$T/tk.jwk" "$T/h2.json" "$AES2" >"$T/k.rel"
+[ "$(V --json import-release "$T/k.rel" | jq -c .)" = '{"name":"kms/aes2","version":1}' ] || fail "import-release reply"
+printf '{"name":"kms/aes3","type":"aes256","version":1,"policy":"local","secret_id":"aes3","token_jti":"dG9r"}' >"$T/h3.json"
+"$RELTOOL" sign "$T/kms" "$T/tk.jwk" "$T/h3.json" "$AES2" >"$T/k3.rel"
+expect_exit 4 V import-release "$T/k3.rel"
+printf 'x' | V encrypt kms/aes2 | H gcm-open "$AES2" 2>/dev/null | grep -x x >/dev/null || fail "aes2 (CLI import)"
 
 # wrap / unwrap (RFC 5649 and RFC 3394), unwrapped independently by OpenSSL
 head -c 37 /dev/urandom >"$T/dek"
-V wrap aes --alg aes256-kwp --in "$T/dek" | H kw-open "$AESHEX" kwp | cmp -s - "$T/dek" || fail "kwp: OpenSSL does not unwrap"
+V wrap kms/aes --alg aes256-kwp --in "$T/dek" | H kw-open "$AESHEX" kwp | cmp -s - "$T/dek" || fail "kwp: OpenSSL does not unwrap"
 head -c 32 /dev/urandom >"$T/dek32"
-V wrap aes --alg aes256-kw --in "$T/dek32" --out "$T/w"
+V wrap kms/aes --alg aes256-kw --in "$T/dek32" --out "$T/w"
 H kw-open "$AESHEX" kw <"$T/w" | cmp -s - "$T/dek32" || fail "kw: OpenSSL does not unwrap"
-V unwrap aes --alg aes256-kw --in "$T/w" | cmp -s - "$T/dek32" || fail "kw: unwrap"
-expect_exit 9 V wrap aes --alg aes256-kw --in "$T/dek"   # 37 bytes: not a multiple of 8
+V unwrap kms/aes --alg aes256-kw --in "$T/w" | cmp -s - "$T/dek32" || fail "kw: unwrap"
+expect_exit 9 V wrap kms/aes --alg aes256-kw --in "$T/dek"   # 37 bytes: not a multiple of 8
 
 # --- HMAC-SHA-256 with a known key, compared with openssl dgst -mac HMAC
 HMHEX=$(hex_random 32)
-H import "$SOCK" hm hmac-sha256 "$HMHEX"
-V mac hm --in "$T/bin" --out "$T/tag"
+kms_import hm hmac-sha256 "$HMHEX"
+V mac kms/hm --in "$T/bin" --out "$T/tag"
 tail -c +13 "$T/tag" | cmp -s - <(openssl dgst -sha256 -mac HMAC -macopt "hexkey:$HMHEX" -binary "$T/bin") || fail "hmac differs from OpenSSL"
-[ "$(V mac-verify hm --signature "$T/tag" --in "$T/bin")" = valid ] || fail "mac-verify"
-expect_exit 7 V mac-verify hm --signature "$T/tag" --in "$T/bad"
+[ "$(V mac-verify kms/hm --signature "$T/tag" --in "$T/bin")" = valid ] || fail "mac-verify"
+expect_exit 7 V mac-verify kms/hm --signature "$T/tag" --in "$T/bad"
 
 # --- ECDH derive: the derived AES key equals HKDF-SHA256 over OpenSSL's own ECDH result
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/peer.key" 2>/dev/null
@@ -114,24 +118,32 @@ printf 'derived secret' | V encrypt derived | H gcm-open "$DHEX" 2>/dev/null | g
 expect_exit 2 V random 0
 
 # --- versions: rotate, old ciphertexts still open, min-version retires them
-V encrypt aes --in "$T/msg" --out "$T/v1"
-[ "$(V key rotate aes)" = 2 ] || fail "rotate"
-V encrypt aes --in "$T/msg" --out "$T/v2"
+V key create rot --type aes256
+V encrypt rot --in "$T/msg" --out "$T/v1"
+[ "$(V key rotate rot)" = 2 ] || fail "rotate"
+V encrypt rot --in "$T/msg" --out "$T/v2"
 [ "$(od -An -tx1 -j8 -N4 "$T/v2" | tr -d ' ')" = 00000002 ] || fail "new ciphertexts carry version 2"
-V decrypt aes --in "$T/v1" | cmp -s - "$T/msg" || fail "v1 ciphertext after rotation"
-V key min-version aes 2
-expect_exit 10 V decrypt aes --in "$T/v1"
+V decrypt rot --in "$T/v1" | cmp -s - "$T/msg" || fail "v1 ciphertext after rotation"
+V key min-version rot 2
+expect_exit 10 V decrypt rot --in "$T/v1"
 grep -q "retired" "$T/err" || fail "retired message"
-V decrypt aes --in "$T/v2" | cmp -s - "$T/msg" || fail "v2 after min-version"
-[ "$(V --json key info aes | jq '.min_version')" = 2 ] || fail "info min_version"
+V decrypt rot --in "$T/v2" | cmp -s - "$T/msg" || fail "v2 after min-version"
+[ "$(V --json key info rot | jq '.min_version')" = 2 ] || fail "info min_version"
+# a KMS key gets versions from releases only: rotation refused, even for root
+expect_exit 5 V key rotate kms/aes
 
-# --- attested policy: refused until the agent records a verdict
+# --- attested policy: refused until the agent records a verdict (attestd's token, cnf = a
+# transfer key of this vhsmd)
 V key create att --type aes256 --policy attested --max-age 60
 expect_exit 6 V encrypt att --in "$T/msg"
 grep -q "attestation required" "$T/err" || fail "attestation-required message"
-V attestation set
+expect_exit 2 V attestation set
+V transfer-key create --lifetime 60 >"$T/att-tk.jwk"
+"$RELTOOL" token "$T/attestd" "$T/attestd/chip" "$T/att-tk.jwk" >"$T/att.token"
+V attestation set --token "$T/att.token"
 V encrypt att --in "$T/msg" >/dev/null
-[ "$(V --json attestation status | jq '.verdict_time > 0')" = true ] || fail "attestation status"
+V --json attestation status >"$T/st"
+jq -e '.verdict_time > 0 and .verdict_expires > .verdict_time' "$T/st" >/dev/null || fail "attestation status: $(cat "$T/st")"
 
 # --- list / info / delete / errors and exit codes
 V --json key list | jq -e 'map(.name) | index("0/ec-p256") != null' >/dev/null || fail "list"

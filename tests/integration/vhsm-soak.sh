@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The hostile-tenant soak (issue 8): four attacker uids mix valid and hostile requests while a
-# victim uid signs, encrypts and creates keys and root keeps creating keys in kms/; every victim
+# victim uid signs, encrypts and creates keys and root keeps creating keys in 0/; every victim
 # and root operation must succeed with bounded latency, every hostile request be refused.
 # NT_SOAK_SECONDS (default 60; `make soak` runs longer). Args: nitride vhsmd vhsm vhsm-tenant-test.
 . "$(dirname "$0")/vhsm-lib.sh"

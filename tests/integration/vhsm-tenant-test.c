@@ -12,7 +12,7 @@
  *                                   valid and hostile requests (quota filling, churn, squatting,
  *                                   denied operations on the victim's keys, "/" ACLs, oversized
  *                                   ACLs, listing, connection hoarding) and root keeps creating
- *                                   keys in kms/. Fails on any victim or root failure, on any
+ *                                   keys in its own 0/. Fails on any victim or root failure, on any
  *                                   hostile request that succeeds, or on victim latency over the
  *                                   bounds (key use p50 <= NT_SOAK_P50_MS, default 10; p99 <=
  *                                   NT_SOAK_P99_MS, default 300; any op <= NT_SOAK_MAX_MS,
@@ -376,7 +376,7 @@ static void root_agent(double deadline) {
     while (now_ms() < deadline) {
         char name[32];
         int r;
-        (void)snprintf(name, sizeof name, "kms/agent%u", n++);
+        (void)snprintf(name, sizeof name, "0/agent%u", n++);
         r = vhsm_key_create(c, name, &spec);
         if (r == 0)
             r = vhsm_key_delete(c, name);

@@ -42,9 +42,9 @@ for u in 6102 6103 6104 6105; do H fill "$SOCK" $u p384 100000 >"$T/fill" || { c
 expect_as 0 $VICTIM sign sig --in "$T/msg"            # existing keys keep working
 expect_as 0 $VICTIM sign sig2 --in "$T/msg"
 expect_as 11 $VICTIM key create sig3 --type p256       # the shared limit is reached...
-V key create kms/agent --type p384                     # ...but root (the agent) has its reserve
-V key create kms/agent-rsa --type rsa2048
-V sign kms/agent --in "$T/msg" >/dev/null
+V key create 0/agent --type p384                     # ...but root (the agent) has its reserve
+V key create 0/agent-rsa --type rsa2048
+V sign 0/agent --in "$T/msg" >/dev/null
 # deleting releases the charge
 expect_as 0 6102 key delete f0
 expect_as 0 6102 key delete f1
@@ -59,8 +59,8 @@ stop_vhsmd || fail "vhsmd stop"
 start_vhsmd --quota-keys 100 --quota-bytes 1M --quota-total 4M --quota-root 2M --secure-heap 16K
 grep -q "do not fit in the secure heap" "$VHSMD_LOG" || fail "dormant keys not announced"
 # root's keys (the agent's) load first: they work; other users' keys are the ones left out
-V sign kms/agent --in "$T/msg" >/dev/null || fail "root's key not loaded first"
-V sign kms/agent-rsa --in "$T/msg" >/dev/null || fail "root's RSA key not loaded first"
+V sign 0/agent --in "$T/msg" >/dev/null || fail "root's key not loaded first"
+V sign 0/agent-rsa --in "$T/msg" >/dev/null || fail "root's RSA key not loaded first"
 dormant=
 for k in $(as 6105 --json key list | jq -r '.[].name'); do
   if [ "$(as 6105 --json key info "$k" | jq .versions[0].loaded)" = false ]; then dormant=$k; break; fi
@@ -68,14 +68,14 @@ done
 [ -n "$dormant" ] || fail "no dormant key of uid 6105 with a 16 KiB heap"
 expect_as 1 6105 sign "$dormant" --in "$T/msg"
 grep -q "not loaded" "$T/err" || fail "dormant message: $(cat "$T/err")"
-V key create kms/sym --type aes256                     # the daemon still works
-V encrypt kms/sym --in "$T/msg" >/dev/null
+V key create 0/sym --type aes256                     # the daemon still works
+V encrypt 0/sym --in "$T/msg" >/dev/null
 # a mutation saves dormant keys unchanged: after a restart with the default heap, all are back
 stop_vhsmd || fail "vhsmd stop"
 : >"$VHSMD_LOG"
 start_vhsmd --quota-keys 100 --quota-bytes 1M --quota-total 4M --quota-root 2M
 grep -q "do not fit" "$VHSMD_LOG" && fail "keys still dormant with the default heap"
-V sign kms/agent --in "$T/msg" >/dev/null || fail "kms/agent after restart"
+V sign 0/agent --in "$T/msg" >/dev/null || fail "0/agent after restart"
 expect_as 0 6105 sign "$dormant" --in "$T/msg"
 expect_as 0 $VICTIM sign sig --in "$T/msg"
 stop_vhsmd || fail "vhsmd stop"

@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Test helper for the vhsmd integration tests: the pieces a shell script cannot do itself, each
- * an independent reference (OpenSSL, libjose) or a low-level probe:
- *   make-jwe JWKFILE KEYHEX          compact JWE (ECDH-ES+A256KW, A256GCM) of the key bytes to the
- *                                    transfer public JWK, built with libjose
- *   import SOCK NAME TYPE KEYHEX [USE_UID...]  transfer key + make-jwe + import through libvhsm
+ * an independent reference (OpenSSL) or a low-level probe (keys with known bytes are imported
+ * as KMS releases made by tests/unit/token/release-tool: vhsm-lib.sh's kms_import):
  *   gcm-open KEYHEX [AADFILE]        opens a vault AES-256-GCM envelope (stdin) with OpenSSL
  *   kw-open KEYHEX kw|kwp            unwraps a vault key-wrap envelope (stdin) with OpenSSL
  *   as-user UID GID [SUPP_GID] -- CMD...   fork, drop to uid/gid (setgroups/setgid/setuid), exec
@@ -85,103 +83,6 @@ static int hex_key(const char *hex, uint8_t **ret, size_t *ret_len) {
         return -EINVAL;
     }
     return 0;
-}
-
-/* ---- JWE with libjose ---- */
-
-static char *make_jwe(const char *jwk_text, const uint8_t *pt, size_t pt_len) {
-    json_auto_t *jwk = json_loads(jwk_text, 0, NULL);
-    json_auto_t *jwe = NULL, *cek = NULL;
-    json_t *hdr, *epk, *prot;
-    const char *kid;
-    char *out = NULL;
-
-    if (!jwk || !(kid = json_string_value(json_object_get(jwk, "kid"))))
-        return NULL;
-    /* Everything in the protected header, as the compact serialization requires. */
-    jwe = json_pack("{s:{s:s, s:s, s:s}}", "protected", "alg", "ECDH-ES+A256KW", "enc", "A256GCM",
-                    "kid", kid);
-    cek = json_pack("{s:s}", "alg", "A256GCM");
-    if (!jwe || !cek)
-        return NULL;
-    if (!jose_jwe_enc_jwk(NULL, jwe, NULL, jwk, cek))
-        return NULL;
-    /* libjose leaves the generated "epk" in the per-recipient header: move it into the (still
-     * unencoded) protected header before the content is encrypted under it. */
-    hdr = json_object_get(jwe, "header");
-    epk = hdr ? json_object_get(hdr, "epk") : NULL;
-    prot = json_object_get(jwe, "protected");
-    if (epk) {
-        if (json_object_set(prot, "epk", epk) < 0)
-            return NULL;
-        (void)json_object_del(hdr, "epk");
-        if (json_object_size(hdr) == 0)
-            (void)json_object_del(jwe, "header");
-    }
-    if (json_object_get(jwe, "header"))
-        return NULL; /* anything else left unprotected cannot go compact */
-    if (!jose_jwe_enc_cek(NULL, jwe, cek, pt, pt_len))
-        return NULL;
-    if (asprintf(&out, "%s.%s.%s.%s.%s", json_string_value(json_object_get(jwe, "protected")),
-                 json_string_value(json_object_get(jwe, "encrypted_key")),
-                 json_string_value(json_object_get(jwe, "iv")),
-                 json_string_value(json_object_get(jwe, "ciphertext")),
-                 json_string_value(json_object_get(jwe, "tag"))) < 0)
-        return NULL;
-    return out;
-}
-
-static int cmd_make_jwe(int argc, char **argv) {
-    _cleanup_free_ uint8_t *jwk = NULL, *key = NULL;
-    _cleanup_free_ char *jwe = NULL;
-    size_t jl, kl;
-    if (argc != 2)
-        return 2;
-    if (read_full_file(argv[0], 65536, &jwk, &jl) < 0 || hex_key(argv[1], &key, &kl) < 0)
-        return 2;
-    jwe = make_jwe((const char *)jwk, key, kl);
-    if (!jwe)
-        return die("cannot build the JWE");
-    printf("%s\n", jwe);
-    return 0;
-}
-
-static int cmd_import(int argc, char **argv) {
-    _cleanup_free_ uint8_t *key = NULL;
-    _cleanup_free_ char *jwk = NULL, *jwe = NULL;
-    uint32_t uids[16];
-    VhsmAcl acl = {0};
-    VhsmKeySpec spec = {0};
-    VhsmClient *c = NULL;
-    size_t kl;
-    int r;
-
-    if (argc < 4 || argc > 4 + 15)
-        return 2;
-    if (hex_key(argv[3], &key, &kl) < 0)
-        return 2;
-    for (int i = 4; i < argc; i++)
-        uids[i - 4] = (uint32_t)strtoul(argv[i], NULL, 10);
-    if (argc > 4) {
-        acl.use_uids = uids;
-        acl.n_use_uids = (size_t)(argc - 4);
-        spec.acl = &acl;
-    }
-    spec.type = argv[2];
-    r = vhsm_connect(argv[0], &c);
-    if (r < 0)
-        return die("cannot connect");
-    r = vhsm_transfer_key_create(c, 60, &jwk);
-    if (r >= 0) {
-        jwe = make_jwe(jwk, key, kl);
-        r = jwe ? vhsm_import_jwe(c, jwe, argv[1], &spec) : -EINVAL;
-    }
-    if (r < 0)
-        fprintf(stderr, "vhsm-test-helper: import failed: %s (%s)\n", strerror(-r),
-                vhsm_last_error());
-    (void)vhsm_disconnect(c);
-    explicit_bzero(key, kl);
-    return r < 0 ? 1 : 0;
 }
 
 /* ---- independent decryption of vault envelopes ---- */
@@ -1207,10 +1108,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: vhsm-test-helper COMMAND ARGS...\n");
         return 2;
     }
-    if (streq(argv[1], "make-jwe"))
-        return cmd_make_jwe(argc - 2, argv + 2);
-    if (streq(argv[1], "import"))
-        return cmd_import(argc - 2, argv + 2);
     if (streq(argv[1], "gcm-open"))
         return cmd_gcm_open(argc - 2, argv + 2);
     if (streq(argv[1], "kw-open"))

@@ -45,6 +45,7 @@ static const struct {
     {ENOKEY, VHSM_STATUS_NOT_FOUND},
     {ENOENT, VHSM_STATUS_NOT_FOUND},
     {EEXIST, VHSM_STATUS_EXISTS},
+    {ESTALE, VHSM_STATUS_EXISTS}, /* a newer version is imported already */
     {EACCES, VHSM_STATUS_PERMISSION_DENIED},
     {EPERM, VHSM_STATUS_PERMISSION_DENIED},
     {EKEYEXPIRED, VHSM_STATUS_ATTESTATION_REQUIRED},
@@ -57,6 +58,9 @@ static const struct {
     {ESHUTDOWN, VHSM_STATUS_SHUTTING_DOWN},
     {EDQUOT, VHSM_STATUS_QUOTA_EXCEEDED},
     {ENOTUNIQ, VHSM_STATUS_NOT_OWNER},
+    {EREMOTEIO, VHSM_STATUS_REFUSED},
+    {EHOSTUNREACH, VHSM_STATUS_SERVICE_UNAVAILABLE},
+    {ETIMEDOUT, VHSM_STATUS_TIMEOUT},
     {EIO, VHSM_STATUS_INTERNAL},
 };
 
@@ -80,6 +84,9 @@ static const char *const status_names[_VHSM_STATUS_MAX] = {
     [VHSM_STATUS_INTERNAL] = "internal",
     [VHSM_STATUS_QUOTA_EXCEEDED] = "quota-exceeded",
     [VHSM_STATUS_NOT_OWNER] = "not-owner",
+    [VHSM_STATUS_REFUSED] = "refused",
+    [VHSM_STATUS_SERVICE_UNAVAILABLE] = "service-unavailable",
+    [VHSM_STATUS_TIMEOUT] = "timeout",
 };
 
 VhsmStatus vhsm_status_from_errno(int negative_errno) {
@@ -114,7 +121,7 @@ bool vhsm_opcode_changes_keys(uint16_t opcode) {
     case VHSM_OP_KEY_SET_ACL:
     case VHSM_OP_KEY_SET_MIN_VERSION:
     case VHSM_OP_ECDH_DERIVE:
-    case VHSM_OP_IMPORT_JWE:
+    case VHSM_OP_IMPORT_RELEASE:
         return true;
     default:
         return false;
@@ -167,8 +174,8 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "ecdh-derive";
     case VHSM_OP_TRANSFER_KEY_CREATE:
         return "transfer-key-create";
-    case VHSM_OP_IMPORT_JWE:
-        return "import-jwe";
+    case VHSM_OP_IMPORT_RELEASE:
+        return "import-release";
     default:
         return "unknown";
     }

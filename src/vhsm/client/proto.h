@@ -31,9 +31,11 @@
 #define VHSM_TLV_HEADER_SIZE 6u
 #define VHSM_MAX_BODY (1024u * 1024u)
 #define VHSM_MAX_TLVS 1024u
-#define VHSM_MAX_NAME 139u     /* key names ("<namespace>/<name>"), bytes, excluding NUL */
-#define VHSM_MAX_STRING 4096u  /* any other string field (cgroup paths, formats, messages) */
-#define VHSM_MAX_RANDOM 65536u /* largest RANDOM request */
+#define VHSM_MAX_NAME 139u      /* key names ("<namespace>/<name>"), bytes, excluding NUL */
+#define VHSM_MAX_STRING 4096u   /* any other string field (cgroup paths, formats, messages) */
+#define VHSM_MAX_RANDOM 65536u  /* largest RANDOM request */
+#define VHSM_MAX_RELEASE 65536u /* a RELEASE field, bytes */
+#define VHSM_MAX_TOKEN 16384u   /* a TOKEN field, bytes */
 
 enum {
     VHSM_KIND_REQUEST = 1,
@@ -63,7 +65,9 @@ typedef enum VhsmOpcode {
     VHSM_OP_PUBKEY = 0x0029,
     VHSM_OP_ECDH_DERIVE = 0x002A,
     VHSM_OP_TRANSFER_KEY_CREATE = 0x0030,
-    VHSM_OP_IMPORT_JWE = 0x0031,
+    /* 0x0031 was IMPORT_JWE (an unsigned JWE, name and attributes chosen by the caller): removed,
+     * answered unknown-opcode. */
+    VHSM_OP_IMPORT_RELEASE = 0x0032,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -98,6 +102,8 @@ typedef enum VhsmTag {
     VHSM_TAG_TIMESTAMP = 0x001D,    /* u64 seconds since the epoch */
     VHSM_TAG_INFO = 0x001E,         /* bytes: ECDH HKDF info */
     VHSM_TAG_LABEL = 0x001F,        /* string: free text shown by key info */
+    VHSM_TAG_RELEASE = 0x0020,      /* string: a signed KMS release (JWS compact, <= 64 KiB) */
+    VHSM_TAG_TOKEN = 0x0021,        /* string: an EAR attestation token (JWS compact) */
 } VhsmTag;
 
 /* VHSM_TAG_FLAGS bits (same meaning as the vault's VAULT_OP_* flags). */
@@ -126,6 +132,10 @@ typedef enum VhsmStatus {
     VHSM_STATUS_INTERNAL = 16,            /* anything else (EIO) */
     VHSM_STATUS_QUOTA_EXCEEDED = 17,      /* the owner's key/version/byte quota (EDQUOT) */
     VHSM_STATUS_NOT_OWNER = 18,           /* name in a namespace owned by another (ENOTUNIQ) */
+    VHSM_STATUS_REFUSED = 19,             /* a service's policy refused (EREMOTEIO); MESSAGE: its
+                                           * reason */
+    VHSM_STATUS_SERVICE_UNAVAILABLE = 20, /* a service cannot be reached (EHOSTUNREACH) */
+    VHSM_STATUS_TIMEOUT = 21,             /* gave up waiting (ETIMEDOUT) */
     _VHSM_STATUS_MAX,
     _VHSM_STATUS_INVALID = -EINVAL,
 } VhsmStatus;

@@ -980,30 +980,37 @@ int vhsm_transfer_key_create(VhsmClient *c, uint32_t lifetime, char **ret_jwk) {
     return r;
 }
 
-int vhsm_import_jwe(VhsmClient *c, const char *jwe, const char *name, const VhsmKeySpec *spec) {
+int vhsm_import_release(VhsmClient *c, const char *release, const char *token, char **ret_json) {
     Call call;
     int r;
-    if (!jwe || !name || !spec || !spec->type)
+    if (!release || strlen(release) > VHSM_MAX_RELEASE || (token && strlen(token) > VHSM_MAX_TOKEN))
         return -EINVAL;
-    r = call_begin(&call, c, VHSM_OP_IMPORT_JWE);
+    r = call_begin(&call, c, VHSM_OP_IMPORT_RELEASE);
     if (r < 0)
         return r;
-    put_name(&c->out, name);
-    vhsm_buf_put_str(&c->out, VHSM_TAG_JWE, jwe);
-    put_spec(&c->out, spec);
-    return call_finish(&call);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_RELEASE, release);
+    if (token)
+        vhsm_buf_put_str(&c->out, VHSM_TAG_TOKEN, token);
+    r = call_run(&call);
+    if (r >= 0 && ret_json)
+        r = copy_str(&call, VHSM_TAG_JSON, ret_json);
+    call_end(&call);
+    return r;
 }
 
 int vhsm_attestation_status(VhsmClient *c, char **ret_json) {
     return json_call(c, VHSM_OP_ATTESTATION_STATUS, NULL, ret_json);
 }
 
-int vhsm_attestation_set(VhsmClient *c, uint64_t t) {
+int vhsm_attestation_set_token(VhsmClient *c, const char *token) {
     Call call;
-    int r = call_begin(&call, c, VHSM_OP_ATTESTATION_SET);
+    int r;
+    if (!token || strlen(token) > VHSM_MAX_TOKEN)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_ATTESTATION_SET);
     if (r < 0)
         return r;
-    vhsm_buf_put_u64(&c->out, VHSM_TAG_TIMESTAMP, t);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_TOKEN, token);
     return call_finish(&call);
 }
 

@@ -149,13 +149,21 @@ int vhsm_ecdh_derive(VhsmClient *c, const char *name, const void *peer_pub, size
 /* Transfer: an ephemeral P-384 key in the daemon, valid lifetime seconds (0 = daemon default);
  * *ret_jwk is the public JWK (JSON text, with kid). */
 int vhsm_transfer_key_create(VhsmClient *c, uint32_t lifetime, char **ret_jwk);
-/* Imports a compact JWE encrypted to a transfer key as the new key name (spec->type required). */
-int vhsm_import_jwe(VhsmClient *c, const char *jwe, const char *name, const VhsmKeySpec *spec);
+/* Imports a signed KMS release (docs/token.md "Signed releases"): vhsmd checks its signature
+ * against the pinned kmsd keys, decrypts it with the transfer key it names, and stores the key
+ * under the name, type, version and attributes the release carries. token (optional): the EAR
+ * token the release was made for, recorded as the attestation verdict (as
+ * vhsm_attestation_set_token()). *ret_json (optional): {"name","version"}. Root only. */
+int vhsm_import_release(VhsmClient *c, const char *release, const char *token, char **ret_json);
 
-/* Attestation verdict state (JSON: {"verdict_time": N or null, "now": N}). */
+/* Attestation verdict state (JSON: {"verdict_time": N or null, "verdict_expires": N or null,
+ * "now": N}). */
 int vhsm_attestation_status(VhsmClient *c, char **ret_json);
-/* Records a fresh attestation verdict at time t (0 = now). Root only. */
-int vhsm_attestation_set(VhsmClient *c, uint64_t t);
+/* Records an attestation verdict from attestd's EAR token (compact JWS): vhsmd checks it
+ * against its pinned attestd keys, and its cnf.jwk must be a transfer key vhsmd made. Keys with
+ * the attested policy are then usable until min(token exp, token iat + their max age). Root
+ * only. */
+int vhsm_attestation_set_token(VhsmClient *c, const char *token);
 
 /* Pipelining (docs/protocol.md, "Pipelining"). A VhsmBatch queues requests for one connection
  * without waiting; vhsm_batch_run() sends them all (with as few writes as the socket allows) and

@@ -209,6 +209,24 @@ static void test_status_table(void **state) {
     assert_int_equal(vhsm_status_to_errno(VHSM_STATUS_NOT_FOUND), -ENOKEY);
     assert_int_equal(vhsm_status_to_errno(VHSM_STATUS_ATTESTATION_REQUIRED), -EKEYEXPIRED);
     assert_int_equal(vhsm_status_to_errno(999), -EIO);
+    /* the statuses for services behind vhsmd (the agent channel), fixed on the wire */
+    assert_int_equal(VHSM_STATUS_REFUSED, 19);
+    assert_int_equal(VHSM_STATUS_SERVICE_UNAVAILABLE, 20);
+    assert_int_equal(VHSM_STATUS_TIMEOUT, 21);
+    assert_int_equal(vhsm_status_from_errno(-EREMOTEIO), VHSM_STATUS_REFUSED);
+    assert_int_equal(vhsm_status_from_errno(-EHOSTUNREACH), VHSM_STATUS_SERVICE_UNAVAILABLE);
+    assert_int_equal(vhsm_status_from_errno(-ETIMEDOUT), VHSM_STATUS_TIMEOUT);
+    assert_string_equal(vhsm_status_to_string(VHSM_STATUS_REFUSED), "refused");
+    assert_string_equal(vhsm_status_to_string(VHSM_STATUS_SERVICE_UNAVAILABLE),
+                        "service-unavailable");
+    assert_string_equal(vhsm_status_to_string(VHSM_STATUS_TIMEOUT), "timeout");
+    /* a newer version imported already: "exists", as the same version */
+    assert_int_equal(vhsm_status_from_errno(-ESTALE), VHSM_STATUS_EXISTS);
+    assert_int_equal(vhsm_status_to_errno(VHSM_STATUS_EXISTS), -EEXIST);
+    /* IMPORT_JWE is gone, IMPORT_RELEASE changes keys */
+    assert_string_equal(vhsm_opcode_to_string(0x0031), "unknown");
+    assert_string_equal(vhsm_opcode_to_string(VHSM_OP_IMPORT_RELEASE), "import-release");
+    assert_true(vhsm_opcode_changes_keys(VHSM_OP_IMPORT_RELEASE));
     /* every status maps back to an errno that maps to the same status, and has a name */
     for (uint16_t st = 1; st < _VHSM_STATUS_MAX; st++) {
         assert_int_equal(vhsm_status_from_errno(vhsm_status_to_errno(st)), st);

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Transfer keys and sealed import. JWEs are built in the test by an independent ECDH-ES+A256KW
- * implementation (vault-test-util.h); imported key values are known, so every operation on them
- * is checked against OpenSSL directly, including the RFC 3394 section 4.6 known answer.
- * Hostile JWEs: wrong alg/enc, zip, crit, extra members, missing/unknown kid, tampered parts,
- * expired and reused transfer keys, payloads that do not match the declared type.
+ * Transfer keys and the import of KMS releases. JWEs are built in the test by an independent
+ * ECDH-ES+A256KW implementation (vault-test-util.h); imported key values are known, so every
+ * operation on them is checked against OpenSSL directly, including the RFC 3394 section 4.6
+ * known answer. Hostile JWEs: wrong alg/enc, zip, crit, extra or missing members (the unsigned
+ * JWE of the removed IMPORT_JWE included), missing/unknown kid, a kid that is not the release's
+ * recipient, tampered parts, expired and reused transfer keys, payloads that do not match the
+ * type. Versions (replays, older, skipped versions absent, attributes from the latest release),
+ * raw keys, the import-only kms/ namespace, and transfer keys known for token binding.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,15 +88,15 @@ static void test_import_aes_known_answers(void **state) {
     size_t wl = 0, wl2 = 0, cl = 0;
     json_auto_t *d = NULL;
 
-    assert_int_equal(import_material(v, &alice, "kek", &spec, kek, sizeof kek), 0);
+    assert_int_equal(import_material(v, &alice, "kms/kek", &spec, kek, sizeof kek), 0);
     assert_int_equal(vault_transfer_key_count(v), 0); /* spent */
-    assert_int_equal(vault_key_describe(v, &alice, "kek", &d), 0);
+    assert_int_equal(vault_key_describe(v, &alice, "kms/kek", &d), 0);
     assert_string_equal(json_string_value(json_object_get(d, "origin")), "imported");
 
-    assert_int_equal(vault_encrypt(v, &alice, "kek", &op, data, sizeof data, &w, &wl), 0);
+    assert_int_equal(vault_encrypt(v, &alice, "kms/kek", &op, data, sizeof data, &w, &wl), 0);
     assert_int_equal(wl, sizeof expect);
     assert_memory_equal(w, expect, sizeof expect);
-    assert_int_equal(vault_decrypt(v, &alice, "kek", &op, expect, sizeof expect, &pt), 0);
+    assert_int_equal(vault_decrypt(v, &alice, "kms/kek", &op, expect, sizeof expect, &pt), 0);
     assert_memory_equal(secret_data(pt), data, sizeof data);
     pt = secret_free(pt);
 
@@ -108,7 +111,7 @@ static void test_import_aes_known_answers(void **state) {
         assert_int_equal(EVP_EncryptFinal_ex(c, ref + n, &fin), 1);
         EVP_CIPHER_CTX_free(c);
         op.alg = VAULT_ALG_AES256_KWP;
-        assert_int_equal(vault_encrypt(v, &alice, "kek", &op, data, 20, &w2, &wl2), 0);
+        assert_int_equal(vault_encrypt(v, &alice, "kms/kek", &op, data, 20, &w2, &wl2), 0);
         assert_int_equal(wl2, (size_t)(n + fin));
         assert_memory_equal(w2, ref, wl2);
     }
@@ -120,7 +123,7 @@ static void test_import_aes_known_answers(void **state) {
         int n = 0;
         EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
         VaultOp gop = {.alg = VAULT_ALG_AES256_GCM, .aad = aad, .aad_len = 3};
-        assert_int_equal(vault_encrypt(v, &alice, "kek", &gop, msg, sizeof msg, &ct, &cl), 0);
+        assert_int_equal(vault_encrypt(v, &alice, "kms/kek", &gop, msg, sizeof msg, &ct, &cl), 0);
         assert_int_equal(EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, kek, ct + 12), 1);
         assert_int_equal(EVP_DecryptUpdate(c, NULL, &n, ct, 12), 1);
         assert_int_equal(EVP_DecryptUpdate(c, NULL, &n, aad, 3), 1);
@@ -140,7 +143,7 @@ static void test_import_aes_known_answers(void **state) {
         assert_int_equal(EVP_EncryptFinal_ex(c, ct + 40 + n, &n), 1);
         assert_int_equal(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, ct + 24), 1);
         EVP_CIPHER_CTX_free(c);
-        assert_int_equal(vault_decrypt(v, &alice, "kek", &gop, ct, 52, &pt), 0);
+        assert_int_equal(vault_decrypt(v, &alice, "kms/kek", &gop, ct, 52, &pt), 0);
         assert_memory_equal(secret_data(pt), "other text!!", 12);
     }
 }
@@ -154,7 +157,7 @@ static void test_import_hmac(void **state) {
         VaultKeySpec spec = {.type = t};
         VaultOp op = {.alg = VAULT_ALG_HMAC, .flags = VAULT_OP_RAW};
         size_t kl = t == VAULT_KEY_HMAC_SHA256 ? 32 : 48, ml = 0, rl = 0;
-        const char *name = t == VAULT_KEY_HMAC_SHA256 ? "h256" : "h384";
+        const char *name = t == VAULT_KEY_HMAC_SHA256 ? "kms/h256" : "kms/h384";
         _cleanup_free_ uint8_t *mac = NULL;
         uint8_t ref[64];
         EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -210,7 +213,7 @@ static void test_import_asymmetric(void **state) {
             k = EVP_PKEY_Q_keygen(NULL, NULL, cases[i].alg);
         assert_non_null(k);
         assert_int_equal(pkey_to_pkcs8_der(k, &der, &dl), 0);
-        snprintf(name, sizeof name, "a%zu", i);
+        snprintf(name, sizeof name, "kms/a%zu", i);
 
         /* Declared as another type, with trailing garbage, or truncated: refused. */
         spec.type = cases[i].type == VAULT_KEY_EC_P256 ? VAULT_KEY_EC_P384 : VAULT_KEY_EC_P256;
@@ -258,15 +261,15 @@ static void test_import_rsa_oaep_decrypt(void **state) {
 
     assert_int_equal(pkey_to_pkcs8_der(k, &der, &dl), 0);
     spec.type = VAULT_KEY_RSA2048;
-    assert_int_equal(import_material(v, &alice, "rsa", &spec, der, dl), -EBADMSG);
+    assert_int_equal(import_material(v, &alice, "kms/rsa", &spec, der, dl), -EBADMSG);
     spec.type = VAULT_KEY_RSA3072;
-    assert_int_equal(import_material(v, &alice, "rsa", &spec, der, dl), 0);
+    assert_int_equal(import_material(v, &alice, "kms/rsa", &spec, der, dl), 0);
     assert_int_equal(EVP_PKEY_encrypt_init(c), 1);
     EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING);
     EVP_PKEY_CTX_set_rsa_oaep_md(c, EVP_sha256());
     EVP_PKEY_CTX_set_rsa_mgf1_md(c, EVP_sha256());
     assert_int_equal(EVP_PKEY_encrypt(c, ct, &cl, (const uint8_t *)"secret", 6), 1);
-    assert_int_equal(vault_decrypt(v, &alice, "rsa", &op, ct, cl, &pt), 0);
+    assert_int_equal(vault_decrypt(v, &alice, "kms/rsa", &op, ct, cl, &pt), 0);
     assert_int_equal(secret_size(pt), 6);
     assert_memory_equal(secret_data(pt), "secret", 6);
 }
@@ -295,12 +298,20 @@ static char *with_header(const char *jwe, const char *member, json_t *value) {
     return out;
 }
 
+/* A release of key kms/k (aes256, version ver) for transfer key jwk. */
+static VaultRelease rel_for(const json_t *jwk, uint32_t ver) {
+    return (VaultRelease){.name = "kms/k",
+                          .spec = {.type = VAULT_KEY_AES256},
+                          .version = ver,
+                          .recipient_kid = json_string_value(json_object_get(jwk, "kid"))};
+}
+
 static void test_import_hostile(void **state) {
     _cleanup_(vault_freep) Vault *v = new_vault();
     json_auto_t *jwk = NULL, *jwk2 = NULL;
     _cleanup_free_ char *good = NULL;
     uint8_t key[32];
-    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    VaultRelease rel;
     struct {
         const char *member;
         json_t *value;
@@ -312,88 +323,372 @@ static void test_import_hostile(void **state) {
         {"zip", json_string("DEF")},
         {"crit", json_pack("[s]", "exp")},
         {"jku", json_string("https://evil.example/")},
+        {"apu", json_string("QUJD")},
+        {"typ", json_string("JWE")},
         {"kid", NULL},
         {"kid", json_integer(1)},
         {"epk", json_pack("{s:s,s:s,s:s,s:s}", "kty", "EC", "crv", "P-256", "x", "AA", "y", "AA")},
         {"epk", NULL},
+        {"cty", NULL},
+        {"cty", json_string("JWT")},
+        {"nitride", NULL},
+        {"nitride", json_string("kms/k")},
     };
 
     RAND_bytes(key, sizeof key);
     assert_int_equal(vault_transfer_key_create(v, 60, &jwk), 0);
-    good = make_jwe(jwk, NULL, NULL, key, sizeof key);
+    rel = rel_for(jwk, 1);
+    good = make_release_jwe(jwk, key, sizeof key);
     assert_non_null(good);
 
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
         _cleanup_free_ char *j = with_header(good, bad[i].member, bad[i].value);
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -EBADMSG);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), -EBADMSG);
+    }
+    /* An unsigned JWE of the removed IMPORT_JWE format (no cty, no nitride): refused. */
+    {
+        _cleanup_free_ char *j = make_jwe(jwk, NULL, NULL, key, sizeof key);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), -EBADMSG);
     }
     /* Structural garbage. */
-    assert_int_equal(vault_transfer_import(v, &alice, "a.b.c.d", "k", &spec), -EBADMSG);
-    assert_int_equal(vault_transfer_import(v, &alice, "a.b.c.d.e.f", "k", &spec), -EBADMSG);
-    assert_int_equal(vault_transfer_import(v, &alice, "e30.b.c.d.e", "k", &spec), -EBADMSG);
-    assert_int_equal(vault_transfer_import(v, &alice, "e30..c.d.e", "k", &spec), -EBADMSG);
-    assert_int_equal(vault_transfer_import(v, &alice, "!!!.b.c.d.e", "k", &spec), -EBADMSG);
-    /* Header refusals do not spend the transfer key. */
+    assert_int_equal(vault_transfer_import_release(v, &test_root, "a.b.c.d", &rel), -EBADMSG);
+    assert_int_equal(vault_transfer_import_release(v, &test_root, "a.b.c.d.e.f", &rel), -EBADMSG);
+    assert_int_equal(vault_transfer_import_release(v, &test_root, "e30.b.c.d.e", &rel), -EBADMSG);
+    assert_int_equal(vault_transfer_import_release(v, &test_root, "e30..c.d.e", &rel), -EBADMSG);
+    assert_int_equal(vault_transfer_import_release(v, &test_root, "!!!.b.c.d.e", &rel), -EBADMSG);
+    /* The JWE names another transfer key than the release's recipient. */
+    {
+        VaultRelease r2 = rel;
+        r2.recipient_kid = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_int_equal(vault_transfer_import_release(v, &test_root, good, &r2), -EBADMSG);
+    }
+    /* Not in kms/, a bad name, version 0, an invalid spec: refused. */
+    {
+        VaultRelease r2 = rel;
+        r2.name = "0/k";
+        assert_int_equal(vault_transfer_import_release(v, &test_root, good, &r2), -EINVAL);
+        r2.name = "kms/bad name";
+        assert_int_equal(vault_transfer_import_release(v, &test_root, good, &r2), -EINVAL);
+        r2 = rel;
+        r2.version = 0;
+        assert_int_equal(vault_transfer_import_release(v, &test_root, good, &r2), -EINVAL);
+        r2 = rel;
+        r2.spec.policy = (VaultPolicy){VAULT_POLICY_ATTESTED, 0};
+        assert_int_equal(vault_transfer_import_release(v, &test_root, good, &r2), -EINVAL);
+    }
+    /* Header and name refusals do not spend the transfer key. */
     assert_int_equal(vault_transfer_key_count(v), 1);
     /* Unknown kid (well-formed). */
     {
+        json_auto_t *x = release_extra();
         _cleanup_free_ char *j =
-            make_jwe(jwk, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL, key, sizeof key);
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -ENOKEY);
+            make_jwe(jwk, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", x, key, sizeof key);
+        VaultRelease r2 = rel;
+        r2.recipient_kid = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &r2), -ENOKEY);
     }
-    /* Invalid name or taken name: refused before the key is spent. */
-    assert_int_equal(vault_transfer_import(v, &alice, good, "bad name", &spec), -EINVAL);
-    assert_int_equal(vault_transfer_key_count(v), 1);
 
     /* Tampered ciphertext: authentication fails, the key is spent, nothing stored. */
     {
         _cleanup_free_ char *t = strdup(good);
         char *p = strrchr(t, '.') - 2;
         *p = *p == 'A' ? 'B' : 'A';
-        assert_int_equal(vault_transfer_import(v, &alice, t, "k", &spec), -EKEYREJECTED);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, t, &rel), -EKEYREJECTED);
         assert_int_equal(vault_transfer_key_count(v), 0);
         assert_int_equal(vault_key_count(v), 0);
-        assert_int_equal(vault_transfer_import(v, &alice, good, "k", &spec), -ENOKEY);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, good, &rel), -ENOKEY);
     }
 
     /* Encrypted to another transfer key but naming this one: rejected. */
     assert_int_equal(vault_transfer_key_create(v, 60, &jwk2), 0);
     {
-        json_auto_t *other = json_deep_copy(jwk2);
+        json_auto_t *other = json_deep_copy(jwk2), *x = release_extra();
         json_t *tmp = NULL;
         _cleanup_free_ char *j = NULL;
         assert_int_equal(vault_transfer_key_create(v, 60, &tmp), 0);
         json_object_set(other, "x", json_object_get(tmp, "x"));
         json_object_set(other, "y", json_object_get(tmp, "y"));
         json_decref(tmp);
-        j = make_jwe(other, json_string_value(json_object_get(jwk2, "kid")), NULL, key, sizeof key);
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -EKEYREJECTED);
+        j = make_jwe(other, json_string_value(json_object_get(jwk2, "kid")), x, key, sizeof key);
+        rel = rel_for(jwk2, 1);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), -EKEYREJECTED);
     }
 
     /* Expired. */
     {
-        json_t *j3 = NULL;
+        json_auto_t *j3 = NULL;
         _cleanup_free_ char *j = NULL;
         assert_int_equal(vault_transfer_key_create(v, 30, &j3), 0);
-        j = make_jwe(j3, NULL, NULL, key, sizeof key);
-        json_decref(j3);
+        j = make_release_jwe(j3, key, sizeof key);
+        rel = rel_for(j3, 1);
         fake_now += 31;
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -EKEYEXPIRED);
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -ENOKEY);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), -EKEYEXPIRED);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), -ENOKEY);
     }
 
-    /* Reuse: the first import succeeds, the replay is refused. */
+    /* Replay: the first import succeeds, the same release again is refused as imported (before
+     * anything is spent), an older version as stale, another type as a mismatch. */
     {
-        json_t *j4 = NULL;
-        _cleanup_free_ char *j = NULL;
+        json_auto_t *j4 = NULL, *j5 = NULL;
+        _cleanup_free_ char *j = NULL, *jb = NULL;
         assert_int_equal(vault_transfer_key_create(v, 30, &j4), 0);
-        j = make_jwe(j4, NULL, NULL, key, sizeof key);
-        json_decref(j4);
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), 0);
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k2", &spec), -ENOKEY);
-        assert_int_equal(vault_transfer_import(v, &alice, j, "k", &spec), -EEXIST);
+        j = make_release_jwe(j4, key, sizeof key);
+        rel = rel_for(j4, 2);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), 0);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), -EEXIST);
+        assert_int_equal(vault_transfer_key_create(v, 30, &j5), 0);
+        jb = make_release_jwe(j5, key, sizeof key);
+        rel = rel_for(j5, 1);
+        assert_int_equal(vault_transfer_import_release(v, &test_root, jb, &rel), -ESTALE);
+        rel = rel_for(j5, 3);
+        rel.spec.type = VAULT_KEY_HMAC_SHA256;
+        assert_int_equal(vault_transfer_import_release(v, &test_root, jb, &rel), -EMEDIUMTYPE);
+        assert_int_equal(vault_transfer_key_count(v), 2); /* j5 unspent; jwk2 */
     }
     assert_int_equal(vault_key_count(v), 1);
+}
+
+/* Versions: a newer release adds a version (older ciphertexts still decrypt), a release that
+ * skips versions leaves them absent (unusable, not charged), the release's policy, label and
+ * ACL replace the key's, a first release above version 1 makes a key whose history starts
+ * there, and all of it survives the keystore. */
+static void test_release_versions(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault(), *v2 = NULL;
+    uint8_t k1[32], k2[32], k5[32];
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256, .label = "first"};
+    VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
+    _cleanup_free_ uint8_t *c1 = NULL, *c5 = NULL;
+    size_t l1 = 0, l5 = 0;
+    json_auto_t *d = NULL;
+    VaultUsage u1, u2;
+
+    RAND_bytes(k1, 32);
+    RAND_bytes(k2, 32);
+    RAND_bytes(k5, 32);
+    assert_int_equal(import_version(v, &alice, "kms/db", &spec, 1, k1, 32), 0);
+    assert_int_equal(vault_encrypt(v, &alice, "kms/db", &op, (const uint8_t *)"one", 3, &c1, &l1),
+                     0);
+    vault_usage(v, 0, &u1);
+    assert_int_equal(import_version(v, &alice, "kms/db", &spec, 2, k2, 32), 0);
+    spec.label = "fifth";
+    spec.policy = (VaultPolicy){VAULT_POLICY_ATTESTED, 60};
+    assert_int_equal(import_version(v, &alice, "kms/db", &spec, 5, k5, 32), 0);
+    vault_usage(v, 0, &u2);
+    assert_int_equal(u2.versions, u1.versions + 2); /* 2 and 5; 3 and 4 are absent */
+    assert_int_equal(vault_key_describe(v, &alice, "kms/db", &d), 0);
+    assert_int_equal(json_integer_value(json_object_get(d, "latest_version")), 5);
+    assert_int_equal(json_array_size(json_object_get(d, "versions")), 3);
+    assert_string_equal(json_string_value(json_object_get(d, "label")), "fifth");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(d, "policy"), "kind")),
+                        "attested");
+    /* attested now: no verdict, no use; with one, the latest version is k5 */
+    assert_int_equal(vault_encrypt(v, &alice, "kms/db", &op, (const uint8_t *)"5", 1, &c5, &l5),
+                     -EKEYEXPIRED);
+    vault_set_attestation(v, fake_now, fake_now + 30);
+    assert_int_equal(vault_encrypt(v, &alice, "kms/db", &op, (const uint8_t *)"five", 4, &c5, &l5),
+                     0);
+    assert_int_equal(c5[11], 5); /* the envelope names version 5 */
+    {
+        _cleanup_(secret_freep) Secret *pt = NULL;
+        assert_int_equal(vault_decrypt(v, &alice, "kms/db", &op, c1, l1, &pt), 0);
+        assert_memory_equal(secret_data(pt), "one", 3);
+    }
+    {
+        /* an envelope naming absent version 3 */
+        _cleanup_(secret_freep) Secret *pt = NULL;
+        c1[11] = 3;
+        assert_int_equal(vault_decrypt(v, &alice, "kms/db", &op, c1, l1, &pt), -ENOKEY);
+        c1[11] = 1;
+    }
+    /* Replays and older releases change nothing. */
+    assert_int_equal(import_version(v, &alice, "kms/db", &spec, 5, k1, 32), -EEXIST);
+    assert_int_equal(import_version(v, &alice, "kms/db", &spec, 4, k1, 32), -ESTALE);
+    /* The keystore keeps the absent versions absent and the latest. */
+    {
+        _cleanup_(secret_freep) Secret *content = NULL, *again = NULL;
+        json_auto_t *d2 = NULL;
+        _cleanup_(secret_freep) Secret *pt = NULL;
+        assert_int_equal(keystore_serialize(v, &content), 0);
+        assert_int_equal(vault_new(&v2), 0);
+        vault_set_clock(v2, fake_clock, NULL);
+        assert_int_equal(keystore_deserialize(v2, secret_const_data(content), secret_size(content)),
+                         0);
+        assert_int_equal(vault_key_describe(v2, &alice, "kms/db", &d2), 0);
+        assert_true(json_equal(d, d2));
+        vault_set_attestation(v2, fake_now, fake_now + 30);
+        assert_int_equal(vault_decrypt(v2, &alice, "kms/db", &op, c5, l5, &pt), 0);
+        assert_memory_equal(secret_data(pt), "five", 4);
+        assert_int_equal(keystore_serialize(v2, &again), 0);
+        assert_int_equal(secret_size(again), secret_size(content));
+        assert_memory_equal(secret_data(again), secret_data(content), secret_size(content));
+    }
+    /* Retiring below an absent version and then the absent ones. */
+    assert_int_equal(vault_key_set_min_version(v, &alice, "kms/db", 4), 0);
+    vault_usage(v, 0, &u2);
+    assert_int_equal(u2.versions, u1.versions); /* only 5 is held */
+    /* A first release at version 3: the key's history starts there. */
+    {
+        json_auto_t *d3 = NULL;
+        spec = (VaultKeySpec){.type = VAULT_KEY_HMAC_SHA256};
+        assert_int_equal(import_version(v, &alice, "kms/late", &spec, 3, k1, 32), 0);
+        assert_int_equal(vault_key_describe(v, &alice, "kms/late", &d3), 0);
+        assert_int_equal(json_integer_value(json_object_get(d3, "min_version")), 3);
+        assert_int_equal(json_integer_value(json_object_get(d3, "latest_version")), 3);
+    }
+    /* A version of an existing key with a new ACL: the old users lose it. */
+    {
+        VaultAcl acl = {0};
+        _cleanup_free_ uint8_t *c = NULL;
+        size_t cl = 0;
+        assert_int_equal(vault_acl_list_add_uid(&acl.use, bob.uid), 0);
+        spec = (VaultKeySpec){.type = VAULT_KEY_HMAC_SHA256, .acl = &acl};
+        assert_int_equal(import_version(v, &alice, "kms/late", &spec, 4, k2, 32), 0);
+        vault_acl_done(&acl);
+        VaultOp mop = {.alg = VAULT_ALG_HMAC};
+        assert_int_equal(vault_sign(v, &alice, "kms/late", &mop, k1, 3, &c, &cl), -EPERM);
+        assert_int_equal(vault_sign(v, &bob, "kms/late", &mop, k1, 3, &c, &cl), 0);
+    }
+}
+
+/* Raw keys: opaque bytes from a release (1..4096), no operation, never generated or rotated,
+ * kept by the keystore. */
+static void test_raw(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault(), *v2 = NULL;
+    static uint8_t big[VAULT_RAW_MAX + 1];
+    VaultKeySpec spec = {.type = VAULT_KEY_RAW};
+    VaultOp op = {.alg = VAULT_ALG_AES256_GCM};
+    _cleanup_free_ uint8_t *out = NULL;
+    size_t n = 0;
+    json_auto_t *d = NULL;
+
+    RAND_bytes(big, sizeof big);
+    assert_int_equal(import_material(v, &alice, "kms/luks", &spec, big, 1), 0);
+    assert_int_equal(import_material(v, &alice, "kms/pass", &spec, big, VAULT_RAW_MAX), 0);
+    assert_int_equal(import_material(v, &alice, "kms/huge", &spec, big, VAULT_RAW_MAX + 1),
+                     -EBADMSG);
+    assert_int_equal(vault_key_describe(v, &alice, "kms/pass", &d), 0);
+    assert_string_equal(json_string_value(json_object_get(d, "type")), "raw");
+    for (int a = 1; a < _VAULT_ALG_MAX; a++) {
+        op.alg = (VaultAlg)a;
+        op.flags = a == VAULT_ALG_AES256_GCM ? 0 : VAULT_OP_RAW;
+        assert_int_equal(vault_encrypt(v, &alice, "kms/pass", &op, big, 16, &out, &n), -EOPNOTSUPP);
+        assert_int_equal(vault_sign(v, &alice, "kms/pass", &op, big, 16, &out, &n), -EOPNOTSUPP);
+    }
+    assert_int_equal(
+        vault_key_export_public(v, &alice, "kms/pass", 0, VAULT_PUB_PEM, (char **)&out),
+        -EOPNOTSUPP);
+    assert_int_equal(vault_key_rotate(v, &test_root, "kms/pass", NULL), -EPERM);
+    {
+        VaultKeySpec g = {.type = VAULT_KEY_RAW};
+        assert_int_equal(vault_key_generate(v, &alice, "mine", &g), -EOPNOTSUPP);
+        assert_int_equal(vault_key_generate(v, &test_root, "0/mine", &g), -EOPNOTSUPP);
+    }
+    {
+        _cleanup_(secret_freep) Secret *content = NULL, *again = NULL;
+        assert_int_equal(keystore_serialize(v, &content), 0);
+        assert_int_equal(vault_new(&v2), 0);
+        assert_int_equal(keystore_deserialize(v2, secret_const_data(content), secret_size(content)),
+                         0);
+        assert_int_equal(vault_key_count(v2), 2);
+        assert_int_equal(keystore_serialize(v2, &again), 0);
+        assert_int_equal(secret_size(again), secret_size(content));
+        assert_memory_equal(secret_data(again), secret_data(content), secret_size(content));
+    }
+}
+
+/* kms/ is import-only: nobody, root included, generates, derives or rotates there. */
+static void test_kms_import_only(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault();
+    VaultKeySpec spec = {.type = VAULT_KEY_EC_P256};
+    uint8_t k[32] = {1};
+    _cleanup_free_ char *pem = NULL;
+
+    assert_int_equal(vault_key_generate(v, &test_root, "kms/x", &spec), -ENOTUNIQ);
+    assert_int_equal(vault_key_generate(v, &alice, "kms/x", &spec), -ENOTUNIQ);
+    assert_int_equal(vault_key_generate(v, &test_root, "0/ec", &spec), 0);
+    assert_int_equal(vault_key_export_public(v, &test_root, "0/ec", 0, VAULT_PUB_PEM, &pem), 0);
+    {
+        /* ECDH derive into kms/ (root may use its own key once listed). */
+        VaultAcl acl = {0};
+        VaultKeySpec s2 = {.type = VAULT_KEY_EC_P256, .acl = &acl};
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *peer = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        _cleanup_free_ uint8_t *der = NULL;
+        int dl;
+        VaultKeySpec aes = {.type = VAULT_KEY_AES256};
+        assert_int_equal(vault_acl_list_add_uid(&acl.use, 0), 0);
+        assert_int_equal(vault_acl_list_add_uid(&acl.admin, 0), 0);
+        assert_int_equal(vault_key_generate(v, &test_root, "0/ec2", &s2), 0);
+        vault_acl_done(&acl);
+        dl = i2d_PUBKEY(peer, &der);
+        assert_true(dl > 0);
+        assert_int_equal(vault_key_derive_ecdh(v, &test_root, "0/ec2", der, (size_t)dl, NULL, 0,
+                                               "kms/derived", &aes),
+                         -ENOTUNIQ);
+        assert_int_equal(vault_key_derive_ecdh(v, &test_root, "0/ec2", der, (size_t)dl, NULL, 0,
+                                               "0/derived", &aes),
+                         0);
+    }
+    spec.type = VAULT_KEY_AES256;
+    assert_int_equal(import_material(v, &alice, "kms/x", &spec, k, 32), 0);
+    assert_int_equal(vault_key_rotate(v, &test_root, "kms/x", NULL), -EPERM);
+    assert_int_equal(vault_key_rotate(v, &alice, "kms/x", NULL), -EPERM);
+    /* root still administers it: deletes it (and a release brings it back). */
+    assert_int_equal(vault_key_delete(v, &test_root, "kms/x"), 0);
+    assert_int_equal(import_material(v, &alice, "kms/x", &spec, k, 32), 0);
+}
+
+/* Transfer keys known for token binding: live ones, and spent ones until they would have
+ * expired; the memory of spent keys is bounded. */
+static void test_transfer_key_known(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault();
+    json_auto_t *live = NULL, *spent = NULL;
+    uint8_t k[32] = {2};
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    char kid_spent[64];
+
+    assert_false(vault_transfer_key_known(v, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    assert_false(vault_transfer_key_known(v, "short"));
+    assert_int_equal(vault_transfer_key_create(v, 100, &live), 0);
+    assert_true(vault_transfer_key_known(v, json_string_value(json_object_get(live, "kid"))));
+    assert_int_equal(vault_transfer_key_create(v, 50, &spent), 0);
+    snprintf(kid_spent, sizeof kid_spent, "%s", json_string_value(json_object_get(spent, "kid")));
+    {
+        _cleanup_free_ char *j = make_release_jwe(spent, k, 32);
+        VaultRelease rel = {
+            .name = "kms/t", .spec = spec, .version = 1, .recipient_kid = kid_spent};
+        assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), 0);
+    }
+    assert_int_equal(vault_transfer_key_count(v), 1);
+    assert_true(vault_transfer_key_known(v, kid_spent));
+    fake_now += 49;
+    assert_true(vault_transfer_key_known(v, kid_spent));
+    fake_now += 1;
+    assert_false(vault_transfer_key_known(v, kid_spent)); /* would have expired now */
+    assert_true(vault_transfer_key_known(v, json_string_value(json_object_get(live, "kid"))));
+    fake_now += 50;
+    assert_false(vault_transfer_key_known(v, json_string_value(json_object_get(live, "kid"))));
+    /* The ring holds the last VAULT_TRANSFER_RECENT spent keys. */
+    {
+        char first[64];
+        for (unsigned i = 0; i < VAULT_TRANSFER_RECENT + 1; i++) {
+            json_auto_t *t = NULL;
+            _cleanup_free_ char *j = NULL;
+            char name[32];
+            assert_int_equal(vault_transfer_key_create(v, 1000, &t), 0);
+            if (i == 0)
+                snprintf(first, sizeof first, "%s", json_string_value(json_object_get(t, "kid")));
+            j = make_release_jwe(t, k, 31); /* refused payload: spent all the same */
+            snprintf(name, sizeof name, "kms/r%u", i);
+            VaultRelease rel = {.name = name,
+                                .spec = spec,
+                                .version = 1,
+                                .recipient_kid = json_string_value(json_object_get(t, "kid"))};
+            assert_int_equal(vault_transfer_import_release(v, &test_root, j, &rel), -EBADMSG);
+            if (i == 0)
+                assert_true(vault_transfer_key_known(v, first));
+        }
+        assert_false(vault_transfer_key_known(v, first));
+    }
 }
 
 /* Imports a random AES key as "k" through the transfer path; masked receives key ^ 0x5a (so the
@@ -405,7 +700,7 @@ static void import_masked_aes(Vault *v, uint8_t masked[32]) {
     assert_int_equal(RAND_bytes(secret_data(key), 32), 1);
     for (size_t i = 0; i < 32; i++)
         masked[i] = secret_data(key)[i] ^ 0x5a;
-    assert_int_equal(import_material(v, &alice, "k", &spec, secret_data(key), 32), 0);
+    assert_int_equal(import_material(v, &alice, "kms/k", &spec, secret_data(key), 32), 0);
 }
 
 /* A few GCM round trips with "k". */
@@ -415,8 +710,9 @@ static void use_aes(Vault *v) {
         _cleanup_free_ uint8_t *ct = NULL;
         _cleanup_(secret_freep) Secret *pt = NULL;
         size_t cl = 0;
-        assert_int_equal(vault_encrypt(v, &alice, "k", &op, (const uint8_t *)"x", 1, &ct, &cl), 0);
-        assert_int_equal(vault_decrypt(v, &alice, "k", &op, ct, cl, &pt), 0);
+        assert_int_equal(vault_encrypt(v, &alice, "kms/k", &op, (const uint8_t *)"x", 1, &ct, &cl),
+                         0);
+        assert_int_equal(vault_decrypt(v, &alice, "kms/k", &op, ct, cl, &pt), 0);
     }
 }
 
@@ -469,7 +765,7 @@ static void test_no_residue_after_delete(void **state) {
     use_aes(v);
     before = count_in_memory(masked);
     assert_true(before >= 1); /* the scanner finds the live key (in its Secret) */
-    assert_int_equal(vault_key_delete(v, &alice, "k"), 0);
+    assert_int_equal(vault_key_delete(v, &alice, "kms/k"), 0);
     assert_int_equal(count_in_memory(masked), 0);
 }
 
@@ -489,7 +785,7 @@ static void test_context_cache_switch(void **state) {
         else
             assert_int_equal(count_in_memory(masked), 1); /* the Secret only */
     }
-    assert_int_equal(vault_key_delete(v, &alice, "k"), 0);
+    assert_int_equal(vault_key_delete(v, &alice, "kms/k"), 0);
     assert_int_equal(count_in_memory(masked), 0);
 }
 
@@ -524,14 +820,15 @@ static void test_no_residue_ec(void **state) {
             le[i] = d[31 - i] ^ 0x5a;
         }
         assert_int_equal(
-            import_material(v, &alice, "ec", &spec, secret_data(der), secret_size(der)), 0);
+            import_material(v, &alice, "kms/ec", &spec, secret_data(der), secret_size(der)), 0);
     }
     residue = count_in_memory(be);
     assert_int_equal(residue, 0);
     {
         _cleanup_free_ uint8_t *sig = NULL;
         size_t sl = 0;
-        assert_int_equal(vault_sign(v, &alice, "ec", &op, (const uint8_t *)"m", 1, &sig, &sl), 0);
+        assert_int_equal(vault_sign(v, &alice, "kms/ec", &op, (const uint8_t *)"m", 1, &sig, &sl),
+                         0);
     }
     for (int i = 0; i < 3; i++) {
         /* Keystore serializations (as on every save) must not leave copies behind either. */
@@ -540,7 +837,7 @@ static void test_no_residue_ec(void **state) {
     }
     assert_true(count_in_memory(le) >= 1); /* the live key, found by the scanner */
     assert_int_equal(count_in_memory(be), 0);
-    assert_int_equal(vault_key_delete(v, &alice, "ec"), 0);
+    assert_int_equal(vault_key_delete(v, &alice, "kms/ec"), 0);
     assert_int_equal(count_in_memory(be), 0);
     assert_int_equal(count_in_memory(le), 0);
 }
@@ -572,11 +869,11 @@ static void gcm_round(Vault *v, int i, uint8_t iv[12]) {
     RAND_bytes(msg, sizeof msg);
     RAND_bytes(aad, sizeof aad);
     if (i % 2) {
-        assert_int_equal(vault_encrypt_into(v, &alice, "gk", &op, msg, len, env, sizeof env, &el),
-                         0);
+        assert_int_equal(
+            vault_encrypt_into(v, &alice, "kms/gk", &op, msg, len, env, sizeof env, &el), 0);
     } else {
         _cleanup_free_ uint8_t *ct = NULL;
-        assert_int_equal(vault_encrypt(v, &alice, "gk", &op, msg, len, &ct, &el), 0);
+        assert_int_equal(vault_encrypt(v, &alice, "kms/gk", &op, msg, len, &ct, &el), 0);
         memcpy(env, ct, el);
     }
     assert_int_equal(el, 40 + len);
@@ -586,9 +883,9 @@ static void gcm_round(Vault *v, int i, uint8_t iv[12]) {
     if (i % 5 == 0) { /* a tampered envelope fails, and the context it used stays good */
         _cleanup_(secret_freep) Secret *pt = NULL;
         env[24 + (size_t)i % (el - 24)] ^= 0x40; /* tag or ciphertext */
-        assert_int_equal(vault_decrypt(v, &alice, "gk", &op, env, el, &pt), -EKEYREJECTED);
+        assert_int_equal(vault_decrypt(v, &alice, "kms/gk", &op, env, el, &pt), -EKEYREJECTED);
         env[24 + (size_t)i % (el - 24)] ^= 0x40;
-        assert_int_equal(vault_decrypt(v, &alice, "gk", &op, env, el, &pt), 0);
+        assert_int_equal(vault_decrypt(v, &alice, "kms/gk", &op, env, el, &pt), 0);
         assert_int_equal(secret_size(pt), len);
         assert_memory_equal(secret_data(pt), msg, len);
     }
@@ -616,7 +913,7 @@ static void test_gcm_context_reuse(void **state) {
     uint8_t child_iv[12], parent_iv[12];
 
     RAND_bytes(gcm_key, sizeof gcm_key);
-    assert_int_equal(import_material(v, &alice, "gk", &spec, gcm_key, sizeof gcm_key), 0);
+    assert_int_equal(import_material(v, &alice, "kms/gk", &spec, gcm_key, sizeof gcm_key), 0);
     /* Many operations on one key: every envelope opens with the key, tampering in between does
      * not poison the cached contexts, and no IV repeats (pooled draws, 64 per refill). */
     for (int i = 0; i < 400; i++)
@@ -653,11 +950,11 @@ static void test_hmac_context_reuse(void **state) {
     VaultKeySpec s256 = {.type = VAULT_KEY_HMAC_SHA256}, s384 = {.type = VAULT_KEY_HMAC_SHA384};
     RAND_bytes(k256, sizeof k256);
     RAND_bytes(k384, sizeof k384);
-    assert_int_equal(import_material(v, &alice, "m256", &s256, k256, sizeof k256), 0);
-    assert_int_equal(import_material(v, &alice, "m384", &s384, k384, sizeof k384), 0);
+    assert_int_equal(import_material(v, &alice, "kms/m256", &s256, k256, sizeof k256), 0);
+    assert_int_equal(import_material(v, &alice, "kms/m384", &s384, k384, sizeof k384), 0);
     for (int i = 0; i < 200; i++) {
         bool big = i % 2;
-        const char *name = big ? "m384" : "m256";
+        const char *name = big ? "kms/m384" : "kms/m256";
         uint8_t msg[200], ref[64];
         size_t len = (size_t)(i * 13) % sizeof msg, ml = 0, rl = 0;
         _cleanup_free_ uint8_t *mac = NULL;
@@ -688,6 +985,10 @@ int main(void) {
         cmocka_unit_test(test_import_asymmetric),
         cmocka_unit_test(test_import_rsa_oaep_decrypt),
         cmocka_unit_test(test_import_hostile),
+        cmocka_unit_test(test_release_versions),
+        cmocka_unit_test(test_raw),
+        cmocka_unit_test(test_kms_import_only),
+        cmocka_unit_test(test_transfer_key_known),
         cmocka_unit_test(test_no_residue_after_delete),
         cmocka_unit_test(test_context_cache_switch),
         cmocka_unit_test(test_no_residue_ec),

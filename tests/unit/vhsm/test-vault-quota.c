@@ -113,15 +113,17 @@ static void test_namespaces(void **state) {
         assert_int_equal(vault_key_describe(v, &root_peer, "1000/absent", &dd), -ENOKEY);
     }
 
-    /* Root creates anywhere (kms/ is root's only); the key is charged to the namespace owner. */
-    assert_int_equal(gen(v, &root_peer, "kms/luks", VAULT_KEY_AES256, NULL), 0);
+    /* Root creates in any uid's namespace; the key is charged to the namespace owner. kms/ is
+     * import-only (KMS releases), root included. */
+    assert_int_equal(gen(v, &root_peer, "kms/luks", VAULT_KEY_AES256, NULL), -ENOTUNIQ);
+    assert_int_equal(gen(v, &root_peer, "0/luks", VAULT_KEY_AES256, NULL), 0);
     assert_int_equal(gen(v, &root_peer, "3000/prov", VAULT_KEY_AES256, NULL), 0);
     {
         VaultUsage u;
         vault_usage(v, 3000, &u);
         assert_int_equal(u.keys, 1);
         vault_usage(v, 0, &u);
-        assert_int_equal(u.keys, 1); /* kms/luks */
+        assert_int_equal(u.keys, 1); /* 0/luks */
     }
 }
 
@@ -178,8 +180,8 @@ static void test_quota_exhaustion(void **state) {
     assert_int_equal(sign_once(v, &alice, "victim"), 0);
     assert_int_equal(gen(v, &alice, "more", VAULT_KEY_EC_P256, NULL), -EDQUOT);
     /* ...root's reserve is intact. */
-    assert_int_equal(gen(v, &root_peer, "kms/agent", VAULT_KEY_EC_P384, NULL), 0);
-    assert_int_equal(gen(v, &root_peer, "kms/agent2", VAULT_KEY_RSA2048, NULL), 0);
+    assert_int_equal(gen(v, &root_peer, "0/agent", VAULT_KEY_EC_P384, NULL), 0);
+    assert_int_equal(gen(v, &root_peer, "0/agent2", VAULT_KEY_RSA2048, NULL), 0);
     /* Deleting releases the charge. */
     assert_int_equal(vault_key_delete(v, &eve, "k1"), 0);
     assert_int_equal(gen(v, &alice, "more", VAULT_KEY_EC_P256, NULL), 0);

@@ -168,21 +168,59 @@ done:
     return out;
 }
 
-/* Imports raw material (symmetric bytes or PKCS#8 DER) as key `name` through the JWE path. */
-static inline int import_material(Vault *v, const VaultPeer *peer, const char *name,
-                                  const VaultKeySpec *spec, const uint8_t *mat, size_t len) {
+/* The members a release's JWE header has beside alg/enc/kid/epk (the signed header H is opaque
+ * to the vault: vhsmd's release verifier checks it). */
+static inline json_t *release_extra(void) {
+    return json_pack("{s:s,s:{s:i}}", "cty", "nitride-key", "nitride", "v", 1);
+}
+
+/* A release's JWE (make_jwe with release_extra()) to the transfer key jwk. */
+static inline char *make_release_jwe(const json_t *jwk, const uint8_t *pt, size_t pt_len) {
+    json_t *x = release_extra();
+    char *j = make_jwe(jwk, NULL, x, pt, pt_len);
+    json_decref(x);
+    return j;
+}
+
+static const VaultPeer test_root = {.uid = 0, .gid = 0, .pid = 1};
+
+/* Imports raw material (symmetric bytes or PKCS#8 DER) as version `version` of key
+ * "kms/<name>" (name may already be "kms/...") through the release path, as root; spec->acl
+ * NULL: peer may use and administer it. */
+static inline int import_version(Vault *v, const VaultPeer *peer, const char *name,
+                                 const VaultKeySpec *spec, uint32_t version, const uint8_t *mat,
+                                 size_t len) {
     json_t *jwk = NULL;
-    char *jwe;
+    VaultAcl acl = {0};
+    char full[VAULT_FULL_NAME_MAX + 1], *jwe;
     int r = vault_transfer_key_create(v, 60, &jwk);
     if (r < 0)
         return r;
-    jwe = make_jwe(jwk, NULL, NULL, mat, len);
-    json_decref(jwk);
-    if (!jwe)
+    snprintf(full, sizeof full, "%s%s", strchr(name, '/') ? "" : "kms/", name);
+    jwe = make_release_jwe(jwk, mat, len);
+    if (!jwe) {
+        json_decref(jwk);
         return -EIO;
-    r = vault_transfer_import(v, peer, jwe, name, spec);
+    }
+    VaultRelease rel = {.name = full,
+                        .spec = *spec,
+                        .version = version,
+                        .recipient_kid = json_string_value(json_object_get(jwk, "kid"))};
+    if (!spec->acl) {
+        (void)vault_acl_list_add_uid(&acl.use, peer->uid);
+        (void)vault_acl_list_add_uid(&acl.admin, peer->uid);
+        rel.spec.acl = &acl;
+    }
+    r = vault_transfer_import_release(v, &test_root, jwe, &rel);
+    vault_acl_done(&acl);
+    json_decref(jwk);
     free(jwe);
     return r;
+}
+
+static inline int import_material(Vault *v, const VaultPeer *peer, const char *name,
+                                  const VaultKeySpec *spec, const uint8_t *mat, size_t len) {
+    return import_version(v, peer, name, spec, 1, mat, len);
 }
 
 static inline int pkey_to_pkcs8_der(EVP_PKEY *k, uint8_t **ret, size_t *ret_len) {

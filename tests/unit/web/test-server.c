@@ -99,6 +99,20 @@ static int h_slow(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
     return nt_web_reply_text(reply, 200, "text/plain", body);
 }
 
+/* The path (prefix routes) and the client certificate's subject or the error. */
+static int h_whoami(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    char subject[256];
+    int r = nt_web_request_client_cert(req, subject, sizeof(subject));
+    return nt_web_reply_json(
+        reply, 200,
+        json_pack("{s:s, s:s, s:i}", "path", req->path, "subject", r == 0 ? subject : "", "r", r));
+}
+
+static int h_auth(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    const char *a = nt_web_request_header(req, "Authorization");
+    return nt_web_reply_json(reply, 200, json_pack("{s:s}", "authorization", a ? a : ""));
+}
+
 static NtWebServer *server_start(NtWebConfig *cfg) {
     NtWebServer *s = NULL;
     _cleanup_free_ char *error = NULL;
@@ -113,6 +127,11 @@ static NtWebServer *server_start(NtWebConfig *cfg) {
     assert_int_equal(nt_web_server_route(s, "GET", "/big", "big", h_big, NULL), 0);
     assert_int_equal(nt_web_server_route(s, "GET", "/busy", "busy", h_busy, NULL), 0);
     assert_int_equal(nt_web_server_route(s, "GET", "/slow", "slow", h_slow, NULL), 0);
+    assert_int_equal(nt_web_server_route(s, "GET", "/who", "who", h_whoami, NULL), 0);
+    assert_int_equal(nt_web_server_route(s, "GET", "/auth", "auth", h_auth, NULL), 0);
+    assert_int_equal(nt_web_server_route(s, "GET", "/items/*", "items", h_whoami, NULL), 0);
+    assert_int_equal(nt_web_server_route(s, "DELETE", "/items/*", "items", h_whoami, NULL), 0);
+    assert_int_equal(nt_web_server_route(s, "GET", "/items/exact", "exact", h_hello, NULL), 0);
     r = nt_web_server_start(s, &error);
     if (r < 0)
         fail_msg("nt_web_server_start: %s", error ? error : strerror(-r));
@@ -223,6 +242,70 @@ static void test_routes(void **state) {
     assert_int_equal(resp.status, 500);
     assert_string_equal((char *)resp.body, "{\"error\":\"internal error\"}");
     nt_http_response_clear(&resp);
+}
+
+/* GET path; the reply's JSON member "key" as a string (malloc'd), or NULL; *ret_status. */
+static char *get_member(const NtHttpOptions *o, NtWebServer *s, const char *scheme,
+                        const char *path, const char *key, long *ret_status, int *ret_r) {
+    _cleanup_free_ char *u = url(s, scheme, path);
+    NtHttpResponse resp;
+    json_auto_t *j = NULL;
+    char *v = NULL;
+
+    if (nt_http_request(o, "GET", u, NULL, NULL, 0, &resp) < 0)
+        fail_msg("GET %s: %s", u, resp.error);
+    *ret_status = resp.status;
+    j = resp.body ? json_loadb((char *)resp.body, resp.body_len, 0, NULL) : NULL;
+    if (json_is_string(json_object_get(j, key)))
+        v = strdup(json_string_value(json_object_get(j, key)));
+    if (ret_r)
+        *ret_r = (int)json_integer_value(json_object_get(j, "r"));
+    nt_http_response_clear(&resp);
+    return v;
+}
+
+static void test_prefix_routes(void **state) {
+    _cleanup_(nt_web_server_freep) NtWebServer *s = plain_server();
+    long st;
+    int r;
+    char *v;
+
+    v = get_member(NULL, s, "http", "/items/a1/b", "path", &st, &r);
+    assert_int_equal(st, 200);
+    assert_string_equal(v, "/items/a1/b");
+    free(v);
+    /* No client certificates over plain HTTP, and none configured. */
+    assert_int_equal(r, -EOPNOTSUPP);
+    /* An exact route wins over the prefix. */
+    v = get_member(NULL, s, "http", "/items/exact", "hello", &st, NULL);
+    assert_int_equal(st, 200);
+    assert_string_equal(v, "world");
+    free(v);
+    /* The prefix itself, or less, is no match. */
+    free(get_member(NULL, s, "http", "/items/", "path", &st, NULL));
+    assert_int_equal(st, 404);
+    free(get_member(NULL, s, "http", "/items", "path", &st, NULL));
+    assert_int_equal(st, 404);
+    free(get_member(NULL, s, "http", "/itemsx/y", "path", &st, NULL));
+    assert_int_equal(st, 404);
+    /* The client's bearer token option. */
+    NtHttpOptions bo = {.bearer_token = "tok.en-1"};
+    v = get_member(&bo, s, "http", "/auth", "authorization", &st, NULL);
+    assert_string_equal(v, "Bearer tok.en-1");
+    free(v);
+    v = get_member(NULL, s, "http", "/auth", "authorization", &st, NULL);
+    assert_string_equal(v, "");
+    free(v);
+    NtHttpOptions bad = {.bearer_token = "a\r\nX-Evil: 1"};
+    NtHttpResponse resp;
+    _cleanup_free_ char *ua = url(s, "http", "/auth");
+    assert_int_equal(nt_http_request(&bad, "GET", ua, NULL, NULL, 0, &resp), -EINVAL);
+    nt_http_response_clear(&resp);
+    /* Methods of a prefix route: 405 with Allow. */
+    _cleanup_free_ char *raw = raw_exchange(
+        nt_web_server_port(s), "POST /items/z HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_non_null(strstr(raw, "HTTP/1.1 405"));
+    assert_non_null(strcasestr(raw, "\r\nAllow: GET, DELETE\r\n"));
 }
 
 static void post_echo(NtWebServer *s, const char *body, long want_status, const char *want_error) {
@@ -644,6 +727,87 @@ static void test_tls(void **state) {
     nt_web_server_free(b);
 }
 
+static void test_client_certs(void **state) {
+    char cert[256], key[256], ca[256], cli[256], clikey[256], oth[256], othkey[256], srvonly[256];
+    long st;
+    int r;
+
+    if (sh("command -v openssl") != 0)
+        skip();
+    make_ca("cca");
+    make_ca("rogue");
+    assert_int_equal(
+        sh("printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > sext && "
+           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout s2.key "
+           "-out s2.csr -subj /CN=127.0.0.1 && openssl x509 -req -in s2.csr -CA cca.pem "
+           "-CAkey cca.key -CAcreateserial -days 2 -out s2.pem -extfile sext && "
+           "printf 'extendedKeyUsage=clientAuth\\n' > cext && "
+           "printf 'extendedKeyUsage=serverAuth\\n' > soext && "
+           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout adm.key "
+           "-out adm.csr -subj '/O=Nitride/CN=admin' && openssl x509 -req -in adm.csr "
+           "-CA cca.pem -CAkey cca.key -CAcreateserial -days 2 -out adm.pem -extfile cext && "
+           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rog.key "
+           "-out rog.csr -subj /CN=admin && openssl x509 -req -in rog.csr -CA rogue.pem "
+           "-CAkey rogue.key -CAcreateserial -days 2 -out rog.pem -extfile cext && "
+           "openssl x509 -req -in rog.csr -CA cca.pem -CAkey cca.key -CAcreateserial -days 2 "
+           "-out so.pem -extfile soext"),
+        0);
+    (void)snprintf(cert, sizeof(cert), "%s/s2.pem", tmpdir);
+    (void)snprintf(key, sizeof(key), "%s/s2.key", tmpdir);
+    (void)snprintf(ca, sizeof(ca), "%s/cca.pem", tmpdir);
+    (void)snprintf(cli, sizeof(cli), "%s/adm.pem", tmpdir);
+    (void)snprintf(clikey, sizeof(clikey), "%s/adm.key", tmpdir);
+    (void)snprintf(oth, sizeof(oth), "%s/rog.pem", tmpdir);
+    (void)snprintf(othkey, sizeof(othkey), "%s/rog.key", tmpdir);
+    (void)snprintf(srvonly, sizeof(srvonly), "%s/so.pem", tmpdir);
+
+    NtWebConfig cfg = {.listen = "127.0.0.1:0",
+                       .tls_cert_file = cert,
+                       .tls_key_file = key,
+                       .tls_client_ca_file = ca};
+    _cleanup_(nt_web_server_freep) NtWebServer *s = server_start(&cfg);
+    char *v;
+
+    /* A certificate from the client CA: its subject. */
+    NtHttpOptions o = {.ca_file = ca, .client_cert = cli, .client_key = clikey};
+    v = get_member(&o, s, "https", "/who", "subject", &st, &r);
+    assert_int_equal(st, 200);
+    assert_int_equal(r, 0);
+    assert_string_equal(v, "CN=admin,O=Nitride");
+    free(v);
+    /* No certificate: the handshake still succeeds (requested, not required). */
+    NtHttpOptions none = {.ca_file = ca};
+    free(get_member(&none, s, "https", "/who", "subject", &st, &r));
+    assert_int_equal(st, 200);
+    assert_int_equal(r, -ENOENT);
+    /* A certificate of another CA with the same subject, and one of the right CA without the
+     * clientAuth purpose: refused. */
+    NtHttpOptions rogue = {.ca_file = ca, .client_cert = oth, .client_key = othkey};
+    free(get_member(&rogue, s, "https", "/who", "subject", &st, &r));
+    assert_int_equal(st, 200);
+    assert_int_equal(r, -EKEYREJECTED);
+    NtHttpOptions so = {.ca_file = ca, .client_cert = srvonly, .client_key = othkey};
+    free(get_member(&so, s, "https", "/who", "subject", &st, &r));
+    assert_int_equal(st, 200);
+    assert_int_equal(r, -EKEYREJECTED);
+
+    /* Configuration: a client CA needs TLS, and must hold a certificate. */
+    NtWebServer *b = NULL;
+    char *error = NULL;
+    NtWebConfig plain = {.listen = "127.0.0.1:0", .plain_http = true, .tls_client_ca_file = ca};
+    assert_int_equal(nt_web_server_new(&plain, &b, &error), -EINVAL);
+    assert_non_null(strstr(error, "TLS"));
+    free(error);
+    error = NULL;
+    NtWebConfig noca = {.listen = "127.0.0.1:0",
+                        .tls_cert_file = cert,
+                        .tls_key_file = key,
+                        .tls_client_ca_file = key};
+    assert_int_equal(nt_web_server_new(&noca, &b, &error), -EBADMSG);
+    assert_non_null(strstr(error, "client CA"));
+    free(error);
+}
+
 static void test_client_errors(void **state) {
     NtHttpResponse resp;
     char u[64];
@@ -1053,6 +1217,8 @@ int main(void) {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_prefix_routes),
+        cmocka_unit_test(test_client_certs),
         cmocka_unit_test(test_client_errors),
         cmocka_unit_test(test_redirects),
         cmocka_unit_test(test_no_proxy_for_loopback),
