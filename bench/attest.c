@@ -13,6 +13,8 @@
  * Rounds alternate floor and http (NT_BENCH_ROUNDS, default 3; NT_BENCH_REQUESTS per round,
  * default 1500) and the medians are reported. Targets (issue 9): http throughput >= 60% of the
  * floor on the same cores; http p50 < 2 ms. Exits 1 when a target is missed.
+ * For A/B runs: NT_BENCH_ATTESTD runs another nitride-attestd binary (e.g. an older build);
+ * NT_BENCH_SERVICE_THREADS sets the service's "threads" (default 2, as many as the clients).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -288,6 +290,11 @@ int main(void) {
         n = (size_t)atoi(e);
     if ((e = getenv("NT_BENCH_ROUNDS")) && atoi(e) >= 1)
         rounds = atoi(e);
+    const char *attestd_path = getenv("NT_BENCH_ATTESTD") ? getenv("NT_BENCH_ATTESTD")
+                                                          : ATTESTD_PATH;
+    int service_threads = THREADS;
+    if ((e = getenv("NT_BENCH_SERVICE_THREADS")) && atoi(e) >= 1 && atoi(e) <= 256)
+        service_threads = atoi(e);
     log_set_max_level(LOG_WARNING);
     secret_set_allow_unlocked(true);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -343,7 +350,7 @@ int main(void) {
              " \"token\": {\"keys_dir\": \"%s/keys\"},"
              " \"trust_anchors\": [\"%s/chip/ark.pem\"],"
              " \"policies\": {\"bench\": {\"file\": \"%s/policy.json\"}}}",
-             THREADS, tmpdir, tmpdir, tmpdir, tmpdir);
+             service_threads, tmpdir, tmpdir, tmpdir, tmpdir);
     snprintf(path, sizeof path, "%s/attestd.json", tmpdir);
     write_text(path, cfg, 0644);
     char port_file[512];
@@ -354,7 +361,7 @@ int main(void) {
     if (attestd_pid == 0) {
         int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 2);
-        execl(ATTESTD_PATH, "nitride-attestd", "--config", path, "--port-file", port_file,
+        execl(attestd_path, "nitride-attestd", "--config", path, "--port-file", port_file,
               (char *)NULL);
         _exit(127);
     }
@@ -392,9 +399,10 @@ int main(void) {
         run_workers(ws, floor_worker, &w, lat, url, ver, pol, keys);
         prepared_free(&w);
     }
-    printf("bench-attest: %zu attestations per round, %d rounds, %d threads (client and "
-           "service), Milan, cached chain\n",
-           n, rounds, THREADS);
+    printf("bench-attest: %zu attestations per round, %d rounds, %d client threads, %d service "
+           "threads, Milan, cached chain%s%s\n",
+           n, rounds, THREADS, service_threads, getenv("NT_BENCH_ATTESTD") ? ", attestd " : "",
+           getenv("NT_BENCH_ATTESTD") ? attestd_path : "");
     for (int r = 0; r < rounds; r++) {
         Prepared p;
         prepare(chip, url, n, &p);
