@@ -290,8 +290,8 @@ int main(void) {
         n = (size_t)atoi(e);
     if ((e = getenv("NT_BENCH_ROUNDS")) && atoi(e) >= 1)
         rounds = atoi(e);
-    const char *attestd_path = getenv("NT_BENCH_ATTESTD") ? getenv("NT_BENCH_ATTESTD")
-                                                          : ATTESTD_PATH;
+    const char *attestd_path =
+        getenv("NT_BENCH_ATTESTD") ? getenv("NT_BENCH_ATTESTD") : ATTESTD_PATH;
     int service_threads = THREADS;
     if ((e = getenv("NT_BENCH_SERVICE_THREADS")) && atoi(e) >= 1 && atoi(e) <= 256)
         service_threads = atoi(e);

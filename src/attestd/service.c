@@ -172,8 +172,7 @@ static int crl_source(void *ud, SnpProduct p, uint8_t **ret_der, size_t *ret_len
 static int crl_source_local(void *ud, SnpProduct p, uint8_t **ret_der, size_t *ret_len,
                             time_t *ret_fetched_at) {
     Attestd *a = ud;
-    return nt_kds_get_crl_local(a->kds, p, a->cfg->crl_max_age_s, ret_der, ret_len,
-                                ret_fetched_at);
+    return nt_kds_get_crl_local(a->kds, p, a->cfg->crl_max_age_s, ret_der, ret_len, ret_fetched_at);
 }
 
 static int declare_metrics(NtMetrics *m) {
@@ -450,8 +449,8 @@ typedef struct AttestCtx {
     const AttestdPolicy *policy;
     AttestdAttestRequest r;
     NtVerdict *verdict;
-    bool nonce_ok;  /* the nonce checked out: counted when the request is done */
-    bool requeued;  /* handed to a worker: this run counts nothing */
+    bool nonce_ok; /* the nonce checked out: counted when the request is done */
+    bool requeued; /* handed to a worker: this run counts nothing */
 } AttestCtx;
 
 static void attest_ctx_done(AttestCtx *c) {
@@ -724,8 +723,8 @@ int attestd_routes(Attestd *a) {
      * worker then (NT_WEB_REQUEUE). */
     if ((r = nt_web_server_route_inline(a->web, "POST", "/v1/challenge", "challenge",
                                         handle_challenge, a)) < 0 ||
-        (r = nt_web_server_route_inline(a->web, "POST", "/v1/attest", "attest", handle_attest,
-                                        a)) < 0 ||
+        (r = nt_web_server_route_inline(a->web, "POST", "/v1/attest", "attest", handle_attest, a)) <
+            0 ||
         (r = nt_web_server_route_inline(a->web, "GET", "/.well-known/jwks.json", "jwks",
                                         handle_jwks, a)) < 0 ||
         (r = nt_web_server_route_inline(a->web, "GET", "/healthz", "healthz", handle_healthz, a)) <

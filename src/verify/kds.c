@@ -1123,8 +1123,8 @@ static int entry_vcek(Entry *e, SnpProduct p, const uint8_t *hwid, size_t hwid_l
     return 0;
 }
 
-static int get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len,
-                    const SnpTcb *tcb, bool local_only, uint8_t **ret_der, size_t *ret_len) {
+static int get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len, const SnpTcb *tcb,
+                    bool local_only, uint8_t **ret_der, size_t *ret_len) {
     Entry e;
     time_t at;
     int r;

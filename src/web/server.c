@@ -13,11 +13,12 @@
  *
  * Inline routes skip the hand-off for requests that need no waiting: the suspend, the worker's
  * wake-up and the resume with its wake-up of the event thread cost some 0.3 to 0.7 ms on
- * two cores, up to half of what an attestation's own work costs. Their handler runs at once on the event thread in that last call;
- * if it returns NT_WEB_REQUEUE (the request needs what may block, e.g. a KDS fetch) the reply is
- * dropped and the request is suspended and queued like any other, its body kept, and the worker
- * runs the handler again. Either way the request counts in `answering` from the moment a
- * handler is first given it until its reply is sent, so a stop waits for inline replies too.
+ * two cores, up to half of what an attestation's own work costs. Their handler runs at once on the
+ * event thread in that last call; if it returns NT_WEB_REQUEUE (the request needs what may block,
+ * e.g. a KDS fetch) the reply is dropped and the request is suspended and queued like any other,
+ * its body kept, and the worker runs the handler again. Either way the request counts in
+ * `answering` from the moment a handler is first given it until its reply is sent, so a stop waits
+ * for inline replies too.
  *
  * A body over max_body is answered 413 without storing it: at once, without reading the body,
  * when Content-Length announces it. A chunked upload has no length up front, and MHD 0.9.75
@@ -759,8 +760,7 @@ static enum MHD_Result finish(NtWebServer *s, struct MHD_Connection *c, Ctx *ctx
     if (r < 0 || r == NT_WEB_REQUEUE || ctx->reply.status == 0) {
         nt_web_reply_clear(&ctx->reply);
         if (r == NT_WEB_REQUEUE)
-            log_error("Handler of %s %s asked for a worker on a worker.", ctx->method,
-                      route->path);
+            log_error("Handler of %s %s asked for a worker on a worker.", ctx->method, route->path);
         if (r >= 0)
             r = -EINVAL;
         log_error_errno(r, "Handler of %s %s failed: %m", ctx->method, route->path);

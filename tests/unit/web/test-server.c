@@ -1146,8 +1146,10 @@ static void test_inline(void **state) {
     assert_int_equal(__atomic_load_n(&inline_runs, __ATOMIC_SEQ_CST) - in0, 2);
     assert_int_equal(__atomic_load_n(&worker_runs, __ATOMIC_SEQ_CST) - wk0, 1);
     assert_int_equal(nt_metrics_get(m, "t_http_requeued_total", "endpoint=\"inline\""), 1);
-    assert_int_equal(nt_metrics_get(m, "t_http_requests_total", "endpoint=\"inline\",result=\"inline\""), 1);
-    assert_int_equal(nt_metrics_get(m, "t_http_requests_total", "endpoint=\"inline\",result=\"worker\""), 1);
+    assert_int_equal(
+        nt_metrics_get(m, "t_http_requests_total", "endpoint=\"inline\",result=\"inline\""), 1);
+    assert_int_equal(
+        nt_metrics_get(m, "t_http_requests_total", "endpoint=\"inline\",result=\"worker\""), 1);
     /* Nothing of the inline run's reply survives: no header, no status. */
     {
         const char *body = "{\"requeue\":true}";
@@ -1176,8 +1178,7 @@ static void test_inline(void **state) {
         pthread_t t;
         unsigned before = __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST);
         assert_int_equal(pthread_create(&t, NULL, slow_client, &a), 0);
-        for (int i = 0; i < 500 && __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) == before;
-             i++)
+        for (int i = 0; i < 500 && __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) == before; i++)
             usleep(10 * 1000);
         uint64_t t0 = now_ms();
         post_inline(s, "{\"while\":\"the worker sleeps\"}", true);
@@ -1199,8 +1200,7 @@ static void test_inline(void **state) {
         uint64_t t0 = now_ms();
         post_inline(s, "{\"b\":2}", true);
         uint64_t dt = now_ms() - t0;
-        print_message("inline request while a requeued one holds the worker: %" PRIu64 " ms\n",
-                      dt);
+        print_message("inline request while a requeued one holds the worker: %" PRIu64 " ms\n", dt);
         assert_true(dt < 1000);
         assert_int_equal(pthread_join(t, NULL), 0);
         if (a.bad)
