@@ -12,13 +12,14 @@
  * more with nothing left, when the handler runs.
  *
  * Inline routes skip the hand-off for requests that need no waiting: the suspend, the worker's
- * wake-up and the resume with its wake-up of the event thread cost some 0.3 to 0.7 ms on
- * two cores, up to half of what an attestation's own work costs. Their handler runs at once on the
- * event thread in that last call; if it returns NT_WEB_REQUEUE (the request needs what may block,
- * e.g. a KDS fetch) the reply is dropped and the request is suspended and queued like any other,
- * its body kept, and the worker runs the handler again. Either way the request counts in
- * `answering` from the moment a handler is first given it until its reply is sent, so a stop waits
- * for inline replies too.
+ * wake-up and the resume with its wake-up of the event thread cost two thread switches per
+ * request (some 15-20 us on an idle machine, much more on a loaded one, where each wake-up waits
+ * for a core). Their handler runs at once on the event thread in that last call, if that thread
+ * serves no other live connection (see tl_connections): else, or if the handler returns
+ * NT_WEB_REQUEUE (the request needs what may block, e.g. a KDS fetch; the reply is then dropped),
+ * the request is suspended and queued like any other, its body kept, and a worker runs the
+ * handler (again). Either way the request counts in `answering` from the moment a handler is
+ * first given it until its reply is sent, so a stop waits for inline replies too.
  *
  * A body over max_body is answered 413 without storing it: at once, without reading the body,
  * when Content-Length announces it. A chunked upload has no length up front, and MHD 0.9.75
@@ -129,9 +130,40 @@ struct Ctx {
     const char *method, *url; /* MHD's, valid until the request completes */
     NtWebReply reply;
     int handler_r;
+    bool suspended;   /* counted in tl_suspended of its event thread */
     bool answering;   /* counted in NtWebServer.answering */
     struct Ctx *next; /* job queue */
 };
+
+/* Per MHD event thread (MHD accepts, serves and closes a connection on one thread of its pool):
+ * connections open on it, and of those, suspended ones (waiting for a worker). An inline handler
+ * runs only when the thread serves no other connection that is not suspended: while it runs, the
+ * thread reads and writes nothing, and another client's request must not wait for it (two
+ * keep-alive clients that landed on one thread would be served one after the other, with the
+ * other threads idle). Such requests go to the workers as before. */
+static _Thread_local unsigned tl_connections, tl_suspended;
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        tl_connections++;
+    else if (tl_connections > 0)
+        tl_connections--;
+}
+
+/* Only this request's connection is live on this thread. tl_connections is 0 if MHD told us of
+ * the connection on another thread: then never inline. */
+static bool thread_alone(void) {
+    return tl_connections >= 1 && tl_connections - MIN(tl_suspended, tl_connections) <= 1;
+}
+
+static void ctx_unsuspended(Ctx *ctx) {
+    if (ctx->suspended) {
+        ctx->suspended = false;
+        if (tl_suspended > 0)
+            tl_suspended--;
+    }
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -849,8 +881,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(s, c, ctx, route->endpoint, 413, "request body too large", NULL, NULL);
     }
 
-    if (ctx->state == CTX_DONE)
+    if (ctx->state == CTX_DONE) {
+        ctx_unsuspended(ctx); /* resumed: back on this thread */
         return finish(s, c, ctx);
+    }
     if (ctx->state == CTX_QUEUED) /* a spurious call while suspended: nothing to do */
         return MHD_YES;
 
@@ -860,7 +894,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     ctx->url = url;
     ctx->answering = true;
     __atomic_add_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
-    if (ctx->route->inline_run) {
+    if (ctx->route->inline_run && thread_alone()) {
         run_handler(ctx, true);
         if (ctx->handler_r != NT_WEB_REQUEUE)
             return finish(s, c, ctx);
@@ -883,6 +917,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return finish(s, c, ctx);
     }
     ctx->state = CTX_QUEUED;
+    ctx->suspended = true;
+    tl_suspended++;
     MHD_suspend_connection(c);
     ctx->next = NULL;
     if (s->q_tail)
@@ -903,6 +939,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         return;
     if (ctx->answering)
         __atomic_sub_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
+    ctx_unsuspended(ctx);
     nt_web_reply_clear(&ctx->reply);
     free(ctx->body);
     free(ctx);
@@ -964,6 +1001,7 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
         {MHD_OPTION_CONNECTION_LIMIT, s->max_connections, NULL},
         {MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->per_ip, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
         {s->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->cert_pem},
         {s->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->key_pem},
         /* GnuTLS's NORMAL still offers TLS 1.0 and 1.1. */

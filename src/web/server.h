@@ -116,9 +116,11 @@ int nt_web_server_route(NtWebServer *s, const char *method, const char *path, co
                         NtWebHandler h, void *userdata);
 /* As nt_web_server_route(), for a handler that is quick and never blocks (no network, no
  * waiting for other threads beyond short locks): it runs on the MHD event thread that read the
- * request, without the hand-off to a worker and back (a suspend/resume of the connection, about
- * half a millisecond). It blocks that thread's other connections while it runs, so it must be
- * short; a request that turns out to need more returns NT_WEB_REQUEUE and goes to a worker. */
+ * request (req->inline_run), without the hand-off to a worker and back (a suspend/resume of the
+ * connection: two thread switches), when that thread serves no other live connection (one that
+ * waits for a worker does not count), since nothing else is read or written on the thread while
+ * it runs; otherwise on a worker (req->inline_run false). A request that turns out to need more
+ * returns NT_WEB_REQUEUE and goes to a worker. */
 int nt_web_server_route_inline(NtWebServer *s, const char *method, const char *path,
                                const char *endpoint, NtWebHandler h, void *userdata);
 /* Binds and starts the pool. Returns 0, -EADDRINUSE/-EACCES/-EIO; *ret_error as above. */
