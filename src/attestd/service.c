@@ -9,7 +9,8 @@
  * rejected, 429 rate limited (the web layer), 503 KDS unavailable with nothing cached.
  *
  * Every route is inline (web/server.h): its handler runs on the HTTP event thread that read the
- * request, saving the hand-off to a worker thread and back. /v1/attest verifies there in local
+ * request when that thread serves no other live connection, saving the hand-off to a worker
+ * thread and back (else it runs on a worker as any handler). /v1/attest verifies there in local
  * mode (certificates and CRL from the evidence, memory, the KDS cache or the offline bundle);
  * when verification would need AMD KDS (a certificate not cached, a CRL due for a refresh) it
  * returns NT_WEB_REQUEUE before anything is spent or recorded (the nonce is only checked, not
