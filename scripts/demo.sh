@@ -18,7 +18,12 @@ vhsmd=$B/src/vhsm/vhsmd
 vhsm=$B/src/vhsm/vhsm
 W=$(mktemp -d /tmp/nitride-demo.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+# Wait for the daemons to exit before removing their directory: they write on their way out.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
