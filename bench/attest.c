@@ -13,6 +13,10 @@
  * Rounds alternate floor and http (NT_BENCH_ROUNDS, default 3; NT_BENCH_REQUESTS per round,
  * default 1500) and the medians are reported. Targets (issue 9): http throughput >= 60% of the
  * floor on the same cores; http p50 < 2 ms. Exits 1 when a target is missed.
+ * For A/B runs on a noisy machine: NT_BENCH_ATTESTD runs another nitride-attestd binary (e.g. an
+ * older build); NT_BENCH_ATTESTD_B runs a second one next to it, measured in the same rounds
+ * (alternating which goes first), so that both see the same load; NT_BENCH_SERVICE_THREADS sets
+ * the services' "threads" (default 2, as many as the clients). Targets apply to the first.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,12 +48,23 @@
 #define THREADS 2
 
 static char tmpdir[] = "/tmp/nt-bench-attest-XXXXXX";
-static pid_t attestd_pid = -1;
+
+/* The service measured (A), and optionally a second one (B) measured in the same rounds. */
+typedef struct Service {
+    const char *path;
+    pid_t pid;
+    char url[128];
+    double *rate, *p50, *p99; /* per round */
+} Service;
+
+static Service services[2] = {{.pid = -1}, {.pid = -1}};
+static int n_services = 1;
 
 static void die(const char *what) {
     fprintf(stderr, "bench-attest: %s failed\n", what);
-    if (attestd_pid > 0)
-        kill(attestd_pid, SIGKILL);
+    for (int i = 0; i < 2; i++)
+        if (services[i].pid > 0)
+            kill(services[i].pid, SIGKILL);
     exit(2);
 }
 
@@ -288,6 +303,11 @@ int main(void) {
         n = (size_t)atoi(e);
     if ((e = getenv("NT_BENCH_ROUNDS")) && atoi(e) >= 1)
         rounds = atoi(e);
+    const char *attestd_path =
+        getenv("NT_BENCH_ATTESTD") ? getenv("NT_BENCH_ATTESTD") : ATTESTD_PATH;
+    int service_threads = THREADS;
+    if ((e = getenv("NT_BENCH_SERVICE_THREADS")) && atoi(e) >= 1 && atoi(e) <= 256)
+        service_threads = atoi(e);
     log_set_max_level(LOG_WARNING);
     secret_set_allow_unlocked(true);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -324,7 +344,7 @@ int main(void) {
     if (nt_signing_keys_open_dir(path, NT_JWS_ES384, &keys, &perr) < 0)
         die("signing keys");
 
-    /* The service: plain HTTP on an ephemeral loopback port, as many threads as cores here. */
+    /* The service(s): plain HTTP on an ephemeral loopback port, as many threads as cores here. */
     snprintf(path, sizeof path, "%s/challenge.key", tmpdir);
     {
         uint8_t s[32];
@@ -335,83 +355,107 @@ int main(void) {
     }
     snprintf(path, sizeof path, "%s/policy.json", tmpdir);
     write_text(path, "{}", 0644);
-    snprintf(cfg, sizeof cfg,
-             "{\"listen\": \"127.0.0.1:0\", \"plain_http\": true, \"threads\": %d,"
-             " \"challenge\": {\"secret\": \"%s/challenge.key\", \"lifetime\": 3600,"
-             " \"replay_capacity\": 1000000},"
-             " \"rate_limit\": {\"per_second\": 0},"
-             " \"token\": {\"keys_dir\": \"%s/keys\"},"
-             " \"trust_anchors\": [\"%s/chip/ark.pem\"],"
-             " \"policies\": {\"bench\": {\"file\": \"%s/policy.json\"}}}",
-             THREADS, tmpdir, tmpdir, tmpdir, tmpdir);
-    snprintf(path, sizeof path, "%s/attestd.json", tmpdir);
-    write_text(path, cfg, 0644);
-    char port_file[512];
-    snprintf(port_file, sizeof port_file, "%s/port", tmpdir);
-    attestd_pid = fork();
-    if (attestd_pid < 0)
-        die("fork");
-    if (attestd_pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 2);
-        execl(ATTESTD_PATH, "nitride-attestd", "--config", path, "--port-file", port_file,
-              (char *)NULL);
-        _exit(127);
+    services[0].path = attestd_path;
+    if (getenv("NT_BENCH_ATTESTD_B")) {
+        services[1].path = getenv("NT_BENCH_ATTESTD_B");
+        n_services = 2;
     }
-    unsigned port = 0;
-    for (int i = 0; i < 200 && !port; i++) {
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            if (fscanf(f, "%u", &port) != 1)
-                port = 0;
-            fclose(f);
+    for (int k = 0; k < n_services; k++) {
+        Service *sv = &services[k];
+        char port_file[512];
+        snprintf(cfg, sizeof cfg,
+                 "{\"listen\": \"127.0.0.1:0\", \"plain_http\": true, \"threads\": %d,"
+                 " \"challenge\": {\"secret\": \"%s/challenge.key\", \"lifetime\": 3600,"
+                 " \"replay_capacity\": 1000000},"
+                 " \"rate_limit\": {\"per_second\": 0},"
+                 " \"token\": {\"keys_dir\": \"%s/keys-%d\"},"
+                 " \"trust_anchors\": [\"%s/chip/ark.pem\"],"
+                 " \"policies\": {\"bench\": {\"file\": \"%s/policy.json\"}}}",
+                 service_threads, tmpdir, tmpdir, k, tmpdir, tmpdir);
+        snprintf(path, sizeof path, "%s/attestd-%d.json", tmpdir, k);
+        write_text(path, cfg, 0644);
+        snprintf(port_file, sizeof port_file, "%s/port-%d", tmpdir, k);
+        sv->pid = fork();
+        if (sv->pid < 0)
+            die("fork");
+        if (sv->pid == 0) {
+            int fd = open("/dev/null", O_WRONLY);
+            dup2(fd, 2);
+            execl(sv->path, "nitride-attestd", "--config", path, "--port-file", port_file,
+                  (char *)NULL);
+            _exit(127);
+        }
+        unsigned port = 0;
+        for (int i = 0; i < 200 && !port; i++) {
+            FILE *f = fopen(port_file, "r");
+            if (f) {
+                if (fscanf(f, "%u", &port) != 1)
+                    port = 0;
+                fclose(f);
+            }
+            if (!port)
+                usleep(50000);
         }
         if (!port)
-            usleep(50000);
+            die("starting nitride-attestd");
+        snprintf(sv->url, sizeof sv->url, "http://127.0.0.1:%u", port);
+        sv->rate = calloc((size_t)rounds, sizeof(double));
+        sv->p50 = calloc((size_t)rounds, sizeof(double));
+        sv->p99 = calloc((size_t)rounds, sizeof(double));
+        if (!sv->rate || !sv->p50 || !sv->p99)
+            die("allocation");
     }
-    if (!port)
-        die("starting nitride-attestd");
-    snprintf(url, sizeof url, "http://127.0.0.1:%u", port);
+    snprintf(url, sizeof url, "%s", services[0].url);
 
-    double *http_rate = calloc((size_t)rounds, sizeof(double));
     double *floor_rate = calloc((size_t)rounds, sizeof(double));
-    double *p50 = calloc((size_t)rounds, sizeof(double));
-    double *p99 = calloc((size_t)rounds, sizeof(double));
-    double *fp50 = calloc((size_t)rounds, sizeof(double));
     double *sp50 = calloc((size_t)rounds, sizeof(double));
     double *lat = calloc(n, sizeof(double));
     Worker ws[THREADS];
-    if (!http_rate || !floor_rate || !p50 || !p99 || !fp50 || !sp50 || !lat)
+    if (!floor_rate || !sp50 || !lat)
         die("allocation");
 
-    /* Warm-up: one attestation fills the service's chain cache and the floor's. */
-    {
+    /* Warm-up: one attestation fills each service's chain cache and the floor's. */
+    for (int k = 0; k < n_services; k++) {
         Prepared w;
-        prepare(chip, url, 4, &w);
-        run_workers(ws, http_worker, &w, lat, url, ver, pol, keys);
+        prepare(chip, services[k].url, 4, &w);
+        run_workers(ws, http_worker, &w, lat, services[k].url, ver, pol, keys);
         run_workers(ws, floor_worker, &w, lat, url, ver, pol, keys);
         prepared_free(&w);
     }
-    printf("bench-attest: %zu attestations per round, %d rounds, %d threads (client and "
-           "service), Milan, cached chain\n",
-           n, rounds, THREADS);
+    printf("bench-attest: %zu attestations per round, %d rounds, %d client threads, %d service "
+           "threads, Milan, cached chain%s%s%s%s\n",
+           n, rounds, THREADS, service_threads, getenv("NT_BENCH_ATTESTD") ? ", attestd " : "",
+           getenv("NT_BENCH_ATTESTD") ? attestd_path : "", n_services > 1 ? ", B: " : "",
+           n_services > 1 ? services[1].path : "");
     for (int r = 0; r < rounds; r++) {
         Prepared p;
+        size_t nl = n / 4;
+        /* With two services, which goes first alternates. */
+        int order[2] = {r % n_services, (r + 1) % n_services};
+
         prepare(chip, url, n, &p);
         floor_rate[r] = run_workers(ws, floor_worker, &p, lat, url, ver, pol, keys);
-        fp50[r] = median(lat, n);
-        http_rate[r] = run_workers(ws, http_worker, &p, lat, url, ver, pol, keys);
         prepared_free(&p);
+        for (int i = 0; i < n_services; i++) {
+            Service *sv = &services[order[i]];
+            prepare(chip, sv->url, n, &p);
+            sv->rate[r] = run_workers(ws, http_worker, &p, lat, sv->url, ver, pol, keys);
+            prepared_free(&p);
+        }
         /* Latency: one client, one request at a time (an agent attesting at boot). */
-        size_t nl = n / 4;
-        prepare(chip, url, nl, &p);
-        Worker one = {.p = &p, .from = 0, .to = nl, .url = url, .lat = lat};
-        http_worker(&one);
-        if (one.failed)
-            die("attestations (see above)");
-        qsort(lat, nl, sizeof(double), cmp_double);
-        p50[r] = lat[nl / 2];
-        p99[r] = lat[nl * 99 / 100];
+        for (int i = 0; i < n_services; i++) {
+            Service *sv = &services[order[i]];
+            prepare(chip, sv->url, nl, &p);
+            Worker one = {.p = &p, .from = 0, .to = nl, .url = sv->url, .lat = lat};
+            http_worker(&one);
+            if (one.failed)
+                die("attestations (see above)");
+            qsort(lat, nl, sizeof(double), cmp_double);
+            sv->p50[r] = lat[nl / 2];
+            sv->p99[r] = lat[nl * 99 / 100];
+            if (i + 1 < n_services)
+                prepared_free(&p);
+        }
         /* The same, in process, one at a time: the latency floor (one verify + one token). */
         Worker one_floor = {
             .p = &p, .from = 0, .to = nl, .lat = lat, .verifier = ver, .policy = pol, .keys = keys};
@@ -419,23 +463,37 @@ int main(void) {
         if (one_floor.failed)
             die("in-process attestations");
         sp50[r] = median(lat, nl);
-        printf("  round %d: floor %.0f/s   http %.0f/s   ratio %.2f   one at a time: floor p50 "
-               "%.3f ms, http p50 %.3f ms (+%.3f), p99 %.3f ms\n",
-               r + 1, floor_rate[r], http_rate[r], http_rate[r] / floor_rate[r], sp50[r] * 1e3,
-               p50[r] * 1e3, (p50[r] - sp50[r]) * 1e3, p99[r] * 1e3);
         prepared_free(&p);
+        const Service *a = &services[0], *b = &services[1];
+        printf("  round %d: floor %.0f/s   http %.0f/s   ratio %.2f   one at a time: floor p50 "
+               "%.3f ms, http p50 %.3f ms (+%.3f), p99 %.3f ms",
+               r + 1, floor_rate[r], a->rate[r], a->rate[r] / floor_rate[r], sp50[r] * 1e3,
+               a->p50[r] * 1e3, (a->p50[r] - sp50[r]) * 1e3, a->p99[r] * 1e3);
+        if (n_services > 1)
+            printf("   | B: http %.0f/s ratio %.2f, p50 %.3f ms (+%.3f), p99 %.3f ms", b->rate[r],
+                   b->rate[r] / floor_rate[r], b->p50[r] * 1e3, (b->p50[r] - sp50[r]) * 1e3,
+                   b->p99[r] * 1e3);
+        printf("\n");
     }
-    double mf = median(floor_rate, (size_t)rounds), mh = median(http_rate, (size_t)rounds);
-    double m50 = median(p50, (size_t)rounds), m99 = median(p99, (size_t)rounds);
-    double ms50 = median(sp50, (size_t)rounds);
-    double ratio = mh / mf;
-    printf("median: in-process floor %.0f attestations/s, over HTTP %.0f/s = %.0f%% of the floor "
-           "(target >= 60%%); one at a time: p50 %.3f ms over HTTP (target < 2 ms) = %.2fx the "
-           "in-process p50 of %.3f ms, p99 %.3f ms\n",
-           mf, mh, ratio * 100, m50 * 1e3, m50 / ms50, ms50 * 1e3, m99 * 1e3);
-
-    kill(attestd_pid, SIGTERM);
-    waitpid(attestd_pid, NULL, 0);
+    double mf = median(floor_rate, (size_t)rounds), ms50 = median(sp50, (size_t)rounds);
+    double ratio = 0, m50 = 0;
+    for (int k = 0; k < n_services; k++) {
+        Service *sv = &services[k];
+        double mh = median(sv->rate, (size_t)rounds), p50 = median(sv->p50, (size_t)rounds);
+        double m99 = median(sv->p99, (size_t)rounds);
+        printf("median%s: in-process floor %.0f attestations/s, over HTTP %.0f/s = %.0f%% of the "
+               "floor (target >= 60%%); one at a time: p50 %.3f ms over HTTP (target < 2 ms) = "
+               "%.2fx the in-process p50 of %.3f ms, p99 %.3f ms\n",
+               k ? " B" : "", mf, mh, mh / mf * 100, p50 * 1e3, p50 / ms50, ms50 * 1e3, m99 * 1e3);
+        if (k == 0) {
+            ratio = mh / mf;
+            m50 = p50;
+        }
+    }
+    for (int k = 0; k < n_services; k++) {
+        kill(services[k].pid, SIGTERM);
+        waitpid(services[k].pid, NULL, 0);
+    }
     char rm[600];
     snprintf(rm, sizeof rm, "rm -rf '%s'", tmpdir);
     if (system(rm) != 0)

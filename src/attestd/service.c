@@ -7,6 +7,14 @@
  *   GET  /healthz, GET /metrics
  * Errors are {"error", "check", "expected", "found"}: 400 malformed, 401 evidence or policy
  * rejected, 429 rate limited (the web layer), 503 KDS unavailable with nothing cached.
+ *
+ * Every route is inline (web/server.h): its handler runs on the HTTP event thread that read the
+ * request when that thread serves no other live connection, saving the hand-off to a worker
+ * thread and back (else it runs on a worker as any handler). /v1/attest verifies there in local
+ * mode (certificates and CRL from the evidence, memory, the KDS cache or the offline bundle);
+ * when verification would need AMD KDS (a certificate not cached, a CRL due for a refresh) it
+ * returns NT_WEB_REQUEUE before anything is spent or recorded (the nonce is only checked, not
+ * consumed), and a worker runs the whole request again, allowed to fetch.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -162,6 +170,12 @@ static int crl_source(void *ud, SnpProduct p, uint8_t **ret_der, size_t *ret_len
     return nt_kds_get_crl(a->kds, p, a->cfg->crl_max_age_s, ret_der, ret_len, ret_fetched_at);
 }
 
+static int crl_source_local(void *ud, SnpProduct p, uint8_t **ret_der, size_t *ret_len,
+                            time_t *ret_fetched_at) {
+    Attestd *a = ud;
+    return nt_kds_get_crl_local(a->kds, p, a->cfg->crl_max_age_s, ret_der, ret_len, ret_fetched_at);
+}
+
 static int declare_metrics(NtMetrics *m) {
     static const struct {
         const char *name, *type, *help;
@@ -266,6 +280,7 @@ int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error)
         NtRevocationSource rs = {
             .name = "AMD KDS CRL",
             .get_crl = crl_source,
+            .get_crl_local = crl_source_local,
             .userdata = a,
             .mode = streq(cfg->revocation_mode, "require") ? NT_REVOCATION_REQUIRE
                                                            : NT_REVOCATION_BEST_EFFORT,
@@ -435,9 +450,13 @@ typedef struct AttestCtx {
     const AttestdPolicy *policy;
     AttestdAttestRequest r;
     NtVerdict *verdict;
+    bool nonce_ok; /* the nonce checked out: counted when the request is done */
+    bool requeued; /* handed to a worker: this run counts nothing */
 } AttestCtx;
 
 static void attest_ctx_done(AttestCtx *c) {
+    if (c->nonce_ok && !c->requeued)
+        nonce_metric(c->a, NT_CHALLENGE_OK);
     attestd_policy_set_unref(c->a, c->ps);
     attestd_attest_request_done(&c->r);
     nt_verdict_free(c->verdict);
@@ -511,9 +530,11 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
      * only checked here; it is spent once the evidence has proved authentic, so that requests
      * without genuine evidence cannot fill the replay table. */
     NtChallengeResult cr = nt_challenge_check(a->challenger, c.r.nonce, now, false, NULL);
-    nonce_metric(a, cr);
+    if (cr != NT_CHALLENGE_OK)
+        nonce_metric(a, cr);
     switch (cr) {
     case NT_CHALLENGE_OK:
+        c.nonce_ok = true;
         break;
     case NT_CHALLENGE_MALFORMED:
         return reply_fail(a, reply, 400, "malformed", "nonce: not a nonce of this service", "nonce",
@@ -565,7 +586,14 @@ static int handle_attest(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     NtVerifyOptions opts = NT_VERIFY_OPTIONS_INIT;
     opts.at = now;
     opts.policy = c.policy->policy;
+    /* On the event thread: only what is at hand; KDS is for a worker. Nothing has been spent or
+     * recorded yet, so the worker's run starts from the same state. */
+    opts.local_only = req->inline_run;
     r = nt_verifier_verify(a->verifier, c.r.report, c.r.report_len, c.r.certs, &opts, &c.verdict);
+    if (r == -EREMOTE && req->inline_run) {
+        c.requeued = true;
+        return NT_WEB_REQUEUE;
+    }
     if (r < 0)
         return r;
     nt_metrics_add(a->metrics, "nitride_attestd_chain_cache_total",
@@ -692,13 +720,18 @@ int attestd_routes(Attestd *a) {
                            "Nonces remembered by this replica", NULL, 0);
     if (r < 0)
         return r;
-    if ((r = nt_web_server_route(a->web, "POST", "/v1/challenge", "challenge", handle_challenge,
-                                 a)) < 0 ||
-        (r = nt_web_server_route(a->web, "POST", "/v1/attest", "attest", handle_attest, a)) < 0 ||
-        (r = nt_web_server_route(a->web, "GET", "/.well-known/jwks.json", "jwks", handle_jwks, a)) <
+    /* All inline: none of them waits for anything but /v1/attest on KDS, and that one asks for a
+     * worker then (NT_WEB_REQUEUE). */
+    if ((r = nt_web_server_route_inline(a->web, "POST", "/v1/challenge", "challenge",
+                                        handle_challenge, a)) < 0 ||
+        (r = nt_web_server_route_inline(a->web, "POST", "/v1/attest", "attest", handle_attest, a)) <
             0 ||
-        (r = nt_web_server_route(a->web, "GET", "/healthz", "healthz", handle_healthz, a)) < 0 ||
-        (r = nt_web_server_route(a->web, "GET", "/metrics", "metrics", handle_metrics, a)) < 0)
+        (r = nt_web_server_route_inline(a->web, "GET", "/.well-known/jwks.json", "jwks",
+                                        handle_jwks, a)) < 0 ||
+        (r = nt_web_server_route_inline(a->web, "GET", "/healthz", "healthz", handle_healthz, a)) <
+            0 ||
+        (r = nt_web_server_route_inline(a->web, "GET", "/metrics", "metrics", handle_metrics, a)) <
+            0)
         return r;
     return 0;
 }

@@ -7,11 +7,13 @@
 #include "verify/chain.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/sha.h>
 
 #include "core/alloc.h"
 #include "core/fileio.h"
@@ -366,22 +368,67 @@ NtCertBundle *nt_cert_bundle_free(NtCertBundle *b) {
     return NULL;
 }
 
+/* Telling a certificate's role means parsing it, RSA-4096 key and all (some 100 us with OpenSSL
+ * 3's decoders): attestd would do it on every request for the ASK of the certificate table,
+ * whose GUID does not say ASK or ASVK, while verification itself needs no parse on a cached
+ * chain. The role is a function of the DER bytes alone, so the roles of the certificates seen
+ * last are remembered by the SHA-256 of their DER (a small table overwritten round-robin; only
+ * certificates whose role was told). */
+#define ROLE_MEMO_SLOTS 32u
+
+static struct {
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    NtCertRole role;
+} role_memo[ROLE_MEMO_SLOTS];
+static unsigned role_memo_used, role_memo_next;
+static pthread_mutex_t role_memo_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static NtCertRole role_memo_get(const uint8_t key[static SHA256_DIGEST_LENGTH]) {
+    NtCertRole role = _NT_CERT_ROLE_INVALID;
+    pthread_mutex_lock(&role_memo_lock);
+    for (unsigned i = 0; i < role_memo_used && role < 0; i++)
+        if (memcmp(role_memo[i].key, key, SHA256_DIGEST_LENGTH) == 0)
+            role = role_memo[i].role;
+    pthread_mutex_unlock(&role_memo_lock);
+    return role;
+}
+
+static void role_memo_put(const uint8_t key[static SHA256_DIGEST_LENGTH], NtCertRole role) {
+    unsigned i;
+    pthread_mutex_lock(&role_memo_lock);
+    if (role_memo_used < ROLE_MEMO_SLOTS)
+        i = role_memo_used++;
+    else
+        i = role_memo_next++ % ROLE_MEMO_SLOTS;
+    memcpy(role_memo[i].key, key, SHA256_DIGEST_LENGTH);
+    role_memo[i].role = role;
+    pthread_mutex_unlock(&role_memo_lock);
+}
+
 static int bundle_add_der(NtCertBundle *b, const uint8_t *der, size_t len, NtCertRole role,
                           const char *origin) {
     if (b->n_entries >= NT_CERT_BUNDLE_MAX)
         return -E2BIG;
-    if (role < 0 || role >= _NT_CERT_ROLE_MAX) {
-        _cleanup_(X509_freep) X509 *x = NULL;
-        int r = nt_cert_from_der(der, len, &x);
-        if (r < 0)
-            return r;
-        role = nt_cert_role_detect(x);
-        if (role < 0) {
-            log_debug("Cannot tell the role of certificate %s.", origin ? origin : "");
-            return -EBADMSG;
-        }
-    } else if (len == 0 || len > CERT_FILE_MAX)
+    if (len == 0 || len > CERT_FILE_MAX)
         return -EBADMSG;
+    if (role < 0 || role >= _NT_CERT_ROLE_MAX) {
+        uint8_t key[SHA256_DIGEST_LENGTH];
+        if (!SHA256(der, len, key))
+            return nt_openssl_error(-EIO, "SHA256");
+        role = role_memo_get(key);
+        if (role < 0) {
+            _cleanup_(X509_freep) X509 *x = NULL;
+            int r = nt_cert_from_der(der, len, &x);
+            if (r < 0)
+                return r;
+            role = nt_cert_role_detect(x);
+            if (role < 0) {
+                log_debug("Cannot tell the role of certificate %s.", origin ? origin : "");
+                return -EBADMSG;
+            }
+            role_memo_put(key, role);
+        }
+    }
     uint8_t *copy = nt_malloc(len);
     if (!copy)
         return -ENOMEM;

@@ -144,5 +144,10 @@ typedef struct NtVcekSource {
      * thread-safe. */
     int (*fetch)(void *userdata, const SnpReport *r, SnpProduct p, NtCertRole role,
                  NtCertBundle *bundle);
+    /* Optional, for NtVerifyOptions.local_only: as fetch, from what is at hand (memory, local
+     * files) without going to the network or waiting for another thread's fetch; -EREMOTE where
+     * fetch would have to. NULL: a local_only verification that needs the source is -EREMOTE. */
+    int (*fetch_local)(void *userdata, const SnpReport *r, SnpProduct p, NtCertRole role,
+                       NtCertBundle *bundle);
     void *userdata;
 } NtVcekSource;

@@ -1043,7 +1043,11 @@ static void flight_land(NtKds *k, Flight *f, int r, const uint8_t *d, size_t n, 
         flight_unref(f);
 }
 
-static int kds_get(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, time_t *ret_at) {
+/* local_only: what memory, the cache and the offline bundle hold, and the answers known without
+ * asking (no base_url, a remembered 404); -EREMOTE where KDS would be asked or another thread's
+ * fetch waited for. */
+static int kds_get(NtKds *k, const Entry *e, bool local_only, uint8_t **ret, size_t *ret_len,
+                   time_t *ret_at) {
     uint8_t *d = NULL;
     size_t n = 0;
     time_t at = 0;
@@ -1059,6 +1063,8 @@ static int kds_get(NtKds *k, const Entry *e, uint8_t **ret, size_t *ret_len, tim
         kds_count(k, "negative_hit");
         return -ENOENT;
     }
+    if (local_only)
+        return -EREMOTE;
     r = flight_join(k, e, &f, &d, &n, &at);
     if (r == -EBUSY) {
         kds_count(k, "fetch_refused");
@@ -1117,8 +1123,8 @@ static int entry_vcek(Entry *e, SnpProduct p, const uint8_t *hwid, size_t hwid_l
     return 0;
 }
 
-int nt_kds_get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len, const SnpTcb *tcb,
-                    uint8_t **ret_der, size_t *ret_len) {
+static int get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len, const SnpTcb *tcb,
+                    bool local_only, uint8_t **ret_der, size_t *ret_len) {
     Entry e;
     time_t at;
     int r;
@@ -1128,7 +1134,12 @@ int nt_kds_get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len
     r = entry_vcek(&e, p, hwid, hwid_len, tcb);
     if (r < 0)
         return r;
-    return kds_get(k, &e, ret_der, ret_len, &at);
+    return kds_get(k, &e, local_only, ret_der, ret_len, &at);
+}
+
+int nt_kds_get_vcek(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len, const SnpTcb *tcb,
+                    uint8_t **ret_der, size_t *ret_len) {
+    return get_vcek(k, p, hwid, hwid_len, tcb, false, ret_der, ret_len);
 }
 
 static void entry_chain(Entry *e, SnpProduct p, bool vlek) {
@@ -1139,7 +1150,8 @@ static void entry_chain(Entry *e, SnpProduct p, bool vlek) {
                    vlek ? "vlek" : "vcek");
 }
 
-int nt_kds_get_chain(NtKds *k, SnpProduct p, bool vlek, char **ret_pem, size_t *ret_len) {
+static int get_chain(NtKds *k, SnpProduct p, bool vlek, bool local_only, char **ret_pem,
+                     size_t *ret_len) {
     Entry e;
     time_t at;
     uint8_t *d = NULL;
@@ -1148,15 +1160,19 @@ int nt_kds_get_chain(NtKds *k, SnpProduct p, bool vlek, char **ret_pem, size_t *
     if (!k || !product_ok(p) || !ret_pem || !ret_len)
         return -EINVAL;
     entry_chain(&e, p, vlek);
-    r = kds_get(k, &e, &d, ret_len, &at);
+    r = kds_get(k, &e, local_only, &d, ret_len, &at);
     if (r < 0)
         return r;
     *ret_pem = (char *)d; /* NUL-terminated by dup/read */
     return 0;
 }
 
-int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der, size_t *ret_len,
-                   time_t *ret_fetched_at) {
+int nt_kds_get_chain(NtKds *k, SnpProduct p, bool vlek, char **ret_pem, size_t *ret_len) {
+    return get_chain(k, p, vlek, false, ret_pem, ret_len);
+}
+
+static int get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, bool local_only, uint8_t **ret_der,
+                   size_t *ret_len, time_t *ret_fetched_at) {
     Entry e;
     time_t at = 0;
     int r;
@@ -1166,7 +1182,9 @@ int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der,
     e = (Entry){.kind = ENTRY_CRL, .p = p, .max_age_s = MAX(max_age_s, 0)};
     (void)snprintf(e.url_path, sizeof(e.url_path), "/vcek/v1/%s/crl", product_names[p]);
     (void)snprintf(e.key, sizeof(e.key), "crl/%s.der", product_names[p]);
-    r = kds_get(k, &e, ret_der, ret_len, &at);
+    r = kds_get(k, &e, local_only, ret_der, ret_len, &at);
+    if (r == -EREMOTE)
+        return r; /* a refresh is due: not the old CRL, the caller asks again the full way */
     if (r < 0 && r != -ENOMEM) {
         /* max_age is when to refresh, not when to discard: whatever kept the refresh from
          * happening (backoff, limits, KDS down or answering garbage), the last validated CRL is
@@ -1189,6 +1207,16 @@ int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der,
     return 0;
 }
 
+int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der, size_t *ret_len,
+                   time_t *ret_fetched_at) {
+    return get_crl(k, p, max_age_s, false, ret_der, ret_len, ret_fetched_at);
+}
+
+int nt_kds_get_crl_local(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der,
+                         size_t *ret_len, time_t *ret_fetched_at) {
+    return get_crl(k, p, max_age_s, true, ret_der, ret_len, ret_fetched_at);
+}
+
 int nt_kds_prefetch(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len,
                     const SnpTcb *tcb) {
     _cleanup_free_ uint8_t *v = NULL, *crl = NULL;
@@ -1209,21 +1237,20 @@ int nt_kds_prefetch(NtKds *k, SnpProduct p, const uint8_t *hwid, size_t hwid_len
 
 /* ---- The VcekSource ---- */
 
-static int add_chain(NtKds *k, SnpProduct p, bool vlek, NtCertBundle *b) {
+static int add_chain(NtKds *k, SnpProduct p, bool vlek, bool local_only, NtCertBundle *b) {
     _cleanup_free_ char *pem = NULL;
     size_t n;
     int r;
 
-    r = nt_kds_get_chain(k, p, vlek, &pem, &n);
+    r = get_chain(k, p, vlek, local_only, &pem, &n);
     if (r < 0)
         return r;
     return nt_cert_bundle_add(b, (const uint8_t *)pem, n, _NT_CERT_ROLE_INVALID,
                               vlek ? "KDS vlek cert_chain" : "KDS vcek cert_chain");
 }
 
-static int kds_source_fetch(void *userdata, const SnpReport *rep, SnpProduct p, NtCertRole role,
-                            NtCertBundle *bundle) {
-    NtKds *k = userdata;
+static int source_fetch(NtKds *k, const SnpReport *rep, SnpProduct p, NtCertRole role,
+                        bool local_only, NtCertBundle *bundle) {
     _cleanup_free_ uint8_t *der = NULL;
     uint8_t zero[64] = {0};
     size_t n;
@@ -1235,18 +1262,20 @@ static int kds_source_fetch(void *userdata, const SnpReport *rep, SnpProduct p, 
     if (!product_ok(p))
         return -EINVAL;
     if (role == NT_CERT_ROLE_VLEK)
-        return add_chain(k, p, true, bundle);
+        return add_chain(k, p, true, local_only, bundle);
     if (role != NT_CERT_ROLE_VCEK)
         return -ENOENT;
     /* The chain first: when the evidence carried the VCEK but not its ASK (always the case for
      * MASK_CHIP_ID reports), the chain is what the verifier needs, even if no VCEK can be had. */
-    rc = add_chain(k, p, false, bundle);
+    rc = add_chain(k, p, false, local_only, bundle);
+    if (rc == -EREMOTE)
+        return rc;
     if (memcmp(rep->chip_id, zero, product_hwid_len(p)) == 0)
         return rc < 0 ? rc : -ENOENT; /* MASK_CHIP_ID: no hwID to ask KDS for */
     r = snp_tcb_decode(rep->reported_tcb, p, &tcb);
     if (r < 0)
         return -EINVAL;
-    r = nt_kds_get_vcek(k, p, rep->chip_id, sizeof(rep->chip_id), &tcb, &der, &n);
+    r = get_vcek(k, p, rep->chip_id, sizeof(rep->chip_id), &tcb, local_only, &der, &n);
     if (r < 0)
         return r;
     r = nt_cert_bundle_add(bundle, der, n, NT_CERT_ROLE_VCEK, "KDS VCEK");
@@ -1255,6 +1284,19 @@ static int kds_source_fetch(void *userdata, const SnpReport *rep, SnpProduct p, 
     return rc;
 }
 
+static int kds_source_fetch(void *userdata, const SnpReport *rep, SnpProduct p, NtCertRole role,
+                            NtCertBundle *bundle) {
+    return source_fetch(userdata, rep, p, role, false, bundle);
+}
+
+static int kds_source_fetch_local(void *userdata, const SnpReport *rep, SnpProduct p,
+                                  NtCertRole role, NtCertBundle *bundle) {
+    return source_fetch(userdata, rep, p, role, true, bundle);
+}
+
 void nt_kds_vcek_source(NtKds *k, NtVcekSource *ret) {
-    *ret = (NtVcekSource){.name = "AMD KDS", .fetch = kds_source_fetch, .userdata = k};
+    *ret = (NtVcekSource){.name = "AMD KDS",
+                          .fetch = kds_source_fetch,
+                          .fetch_local = kds_source_fetch_local,
+                          .userdata = k};
 }

@@ -102,7 +102,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(NtKds *, nt_kds_free);
 
 /* An NtVcekSource (verify/chain.h) that adds, for report r: the VCEK for (product, hwID,
  * reported TCB) and ASK+ARK (role VCEK), or ASVK+ARK (role VLEK: the VLEK itself must come with
- * the evidence; only its chain is fetched). Order: cache -> offline dir -> KDS. The fetch
+ * the evidence; only its chain is fetched). Order: cache -> offline dir -> KDS. Its fetch_local
+ * (local mode) stops before KDS: -EREMOTE where fetch would ask KDS or wait for another thread's
+ * fetch of the same entry; the answers known without asking (nothing configured to ask, a
+ * remembered 404) are the same as fetch's. The fetch
  * returns 0, -ENOENT (KDS says 404, now or within negative_ttl_s / none), -EAGAIN (backing off
  * after 429/5xx, or over the fetch limits, and nothing cached), -EHOSTUNREACH / -ETIMEDOUT (KDS
  * unreachable), -EBADMSG (KDS answered garbage; nothing cached), -EINVAL (the product is unknown or
@@ -127,6 +130,13 @@ int nt_kds_get_chain(NtKds *k, SnpProduct p, bool vlek, char **ret_pem, size_t *
  * the fetch budget (clients cannot drive it), but honours the backoff. */
 int nt_kds_get_crl(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der, size_t *ret_len,
                    time_t *ret_fetched_at);
+/* The same without the network and without waiting for another thread's fetch: the CRL from
+ * memory, the cache or the offline bundle when it is younger than max_age_s; -EREMOTE when
+ * nt_kds_get_crl() would try KDS (a refresh is due: the old CRL is not served then, the caller
+ * asks nt_kds_get_crl(), which falls back to it if the refresh fails). Errors otherwise as
+ * nt_kds_get_crl(). For request threads that must not block (NtRevocationSource.get_crl_local). */
+int nt_kds_get_crl_local(NtKds *k, SnpProduct p, int64_t max_age_s, uint8_t **ret_der,
+                         size_t *ret_len, time_t *ret_fetched_at);
 
 /* Fills the cache for a chip and TCB ahead of time (VCEK + VCEK chain + CRL). hwid_len is 64
  * (Milan, Genoa) or 8 (Turin; 64 accepted, the first 8 bytes are used). Returns 0 or the first

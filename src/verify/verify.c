@@ -570,13 +570,21 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
  * the VCEK: evidence with the VCEK but without the ASK needs only that chain).
  * Returns 0 (possibly nothing added), the source's error other than -ENOENT, or -ENOMEM. */
 static int source_fetch(const NtVcekSource *src, const SnpReport *rep, SnpProduct hint,
-                        NtCertRole role, NtCertBundle **extra, Certs *c, size_t *ek) {
+                        NtCertRole role, bool local_only, NtCertBundle **extra, Certs *c,
+                        size_t *ek) {
     int r;
 
     *extra = nt_cert_bundle_new();
     if (!*extra)
         return -ENOMEM;
-    r = src->fetch(src->userdata, rep, hint, role, *extra);
+    if (!local_only)
+        r = src->fetch(src->userdata, rep, hint, role, *extra);
+    else if (src->fetch_local)
+        r = src->fetch_local(src->userdata, rep, hint, role, *extra);
+    else
+        r = -EREMOTE;
+    if (r == -EREMOTE)
+        return r; /* the caller gives up this verification: nothing to add */
     if (r < 0 && r != -ENOENT)
         log_debug_errno(r, "Certificate source '%s' failed: %m", src->name);
     for (size_t i = 0; i < (*extra)->n_entries && c->n < ELEMENTSOF(c->e); i++) {
@@ -606,11 +614,13 @@ static bool cache_try(NtVerifier *v, const Certs *c, NtCertRole role, size_t ek,
  * VcekSource is asked when the evidence lacks the endorsement key, or has it without its
  * intermediate and the chain is not cached; its failure (other than -ENOENT) fails
  * "certificates" with its errno when the chain cannot be built without it, so that a caller can
- * tell "KDS unavailable" from "evidence rejected".
+ * tell "KDS unavailable" from "evidence rejected". local_only: the source's local mode; where it
+ * would need the network, -EREMOTE (even when a built-in intermediate could have done: the
+ * verdict must be the one the full verification gives).
  * Returns 0, 1 (a check failed and was recorded) or a negative errno. */
 static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpReport *rep,
-                         NtCertRole role, SnpProduct hint, time_t at, NtVerdict *vd,
-                         ChainInfo *ci) {
+                         NtCertRole role, SnpProduct hint, bool local_only, time_t at,
+                         NtVerdict *vd, ChainInfo *ci) {
     NtCertRole want_int = role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_ASK : NT_CERT_ROLE_ASVK;
     _cleanup_(nt_cert_bundle_freep) NtCertBundle *extra = NULL;
     _cleanup_(certs_done) Certs c = {.n = 0};
@@ -630,8 +640,8 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
         src = v->source;
     }
     if (ek == SIZE_MAX && has_src) {
-        src_err = source_fetch(&src, rep, hint, role, &extra, &c, &ek);
-        if (src_err == -ENOMEM)
+        src_err = source_fetch(&src, rep, hint, role, local_only, &extra, &c, &ek);
+        if (src_err == -ENOMEM || src_err == -EREMOTE)
             return src_err;
         if (src_err < 0 && ek == SIZE_MAX) {
             nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, src_err, role_str(role),
@@ -663,8 +673,8 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
      * ASK/ASVK may do, see verify_chain_cold). */
     if (!extra && has_src && !certs_have(&c, want_int)) {
         size_t n_before = c.n;
-        src_err = source_fetch(&src, rep, hint, role, &extra, &c, &ek);
-        if (src_err == -ENOMEM)
+        src_err = source_fetch(&src, rep, hint, role, local_only, &extra, &c, &ek);
+        if (src_err == -ENOMEM || src_err == -EREMOTE)
             return src_err;
         if (c.n > n_before) {
             if (cache_try(v, &c, role, ek, at, vd, ci, &r))
@@ -776,8 +786,9 @@ static void crl_judge(const NtCrl *crl, int sig_r, const ChainInfo *ci, time_t a
 
 /* The "revocation" check, on cold and cached chains alike: one call to the source, a SHA-256 of
  * the CRL and, for a CRL seen before, a lookup and two binary searches. Returns 0 (recorded, or
- * no source) or -ENOMEM/-EIO. */
-static int check_revocation(NtVerifier *v, const ChainInfo *ci, time_t at, NtVerdict *vd) {
+ * no source), -EREMOTE (local_only and the source would need the network) or -ENOMEM/-EIO. */
+static int check_revocation(NtVerifier *v, const ChainInfo *ci, bool local_only, time_t at,
+                            NtVerdict *vd) {
     _cleanup_free_ uint8_t *der = NULL;
     _cleanup_(nt_crl_freep) NtCrl *crl = NULL;
     NtRevocationSource src;
@@ -796,7 +807,14 @@ static int check_revocation(NtVerifier *v, const ChainInfo *ci, time_t at, NtVer
     assert(ci->ark);
     bit = UINT32_C(1) << (size_t)(ci->ark - v->anchors.items);
 
-    r = src.get_crl(src.userdata, ci->product, &der, &len, &fetched_at);
+    if (!local_only)
+        r = src.get_crl(src.userdata, ci->product, &der, &len, &fetched_at);
+    else if (src.get_crl_local)
+        r = src.get_crl_local(src.userdata, ci->product, &der, &len, &fetched_at);
+    else
+        r = -EREMOTE;
+    if (r == -EREMOTE)
+        return r;
     if (r < 0 || !der || len == 0) {
         if (r >= 0)
             r = -ENOENT;
@@ -1030,11 +1048,11 @@ static int run(NtVerifier *v, const uint8_t *report, size_t report_len, const Nt
     vd->signing_role = role;
     nt_verdict_pass(vd, "signing_key", NT_CHECK_EVIDENCE, "%s", role_str(role));
 
-    r = resolve_chain(v, certs, &vd->report, role, o->product, vd->at, vd, &ci);
+    r = resolve_chain(v, certs, &vd->report, role, o->product, o->local_only, vd->at, vd, &ci);
     if (r != 0)
         return r < 0 ? r : 0;
     snprintf(vd->anchor, sizeof vd->anchor, "%s", ci.anchor);
-    r = check_revocation(v, &ci, vd->at, vd);
+    r = check_revocation(v, &ci, o->local_only, vd->at, vd);
     if (r < 0)
         return r;
     if (nt_verdict_status(vd) != NT_VERDICT_OK)

@@ -44,6 +44,12 @@ typedef struct NtRevocationSource {
      * -EHOSTUNREACH). Thread-safe. malloc'd *ret_der. */
     int (*get_crl)(void *userdata, SnpProduct p, uint8_t **ret_der, size_t *ret_len,
                    time_t *ret_fetched_at);
+    /* Optional, for NtVerifyOptions.local_only: as get_crl, from what is at hand (memory, local
+     * files) without going to the network or waiting for another thread's fetch; -EREMOTE where
+     * get_crl would have to (e.g. the cached CRL is due for a refresh). NULL: every
+     * local_only verification that checks revocation is -EREMOTE. */
+    int (*get_crl_local)(void *userdata, SnpProduct p, uint8_t **ret_der, size_t *ret_len,
+                         time_t *ret_fetched_at);
     void *userdata;
     NtRevocationMode mode;
     int64_t max_staleness_s; /* a CRL whose nextUpdate is more than this in the past is refused
@@ -54,10 +60,15 @@ typedef struct NtVerifyOptions {
     time_t at;              /* verification time; 0 = now */
     SnpProduct product;     /* pinned product (needed by nobody, checked if set), or INVALID */
     const NtPolicy *policy; /* NULL: authenticity only, no appraisal */
+    /* Never block: the certificate and CRL sources are asked in their local mode (fetch_local,
+     * get_crl_local), and where one would need the network nt_verifier_verify() returns -EREMOTE
+     * and no verdict, having changed nothing but caches of verified data: verify again without
+     * local_only where blocking is fine. For a server's event thread. */
+    bool local_only;
 } NtVerifyOptions;
 
 #define NT_VERIFY_OPTIONS_INIT                                                                     \
-    { .at = 0, .product = _SNP_PRODUCT_INVALID, .policy = NULL }
+    { .at = 0, .product = _SNP_PRODUCT_INVALID, .policy = NULL, .local_only = false }
 
 /* Creates a verifier with the built-in AMD anchors. Returns 0, -ENOMEM, or -EBADMSG if a
  * built-in anchor fails its self-check. */
@@ -85,7 +96,8 @@ void nt_verifier_cache_flush(NtVerifier *v);
 
 /* Verifies report (raw bytes, untrusted) with the certificates in certs (may be NULL when a
  * VcekSource supplies them). Always produces a verdict unless resources fail: returns 0 and
- * *ret (inspect nt_verdict_status()), or -ENOMEM/-EIO. opts may be NULL (defaults). */
+ * *ret (inspect nt_verdict_status()), or -ENOMEM/-EIO; with opts->local_only also -EREMOTE (a
+ * source would need the network). opts may be NULL (defaults). */
 int nt_verifier_verify(NtVerifier *v, const uint8_t *report, size_t report_len,
                        const NtCertBundle *certs, const NtVerifyOptions *opts, NtVerdict **ret);
 

@@ -11,6 +11,16 @@
  * there, and may answer at once), then with each piece of body (copied up to max_body), then once
  * more with nothing left, when the handler runs.
  *
+ * Inline routes skip the hand-off for requests that need no waiting: the suspend, the worker's
+ * wake-up and the resume with its wake-up of the event thread cost two thread switches per
+ * request (some 15-20 us on an idle machine, much more on a loaded one, where each wake-up waits
+ * for a core). Their handler runs at once on the event thread in that last call, if that thread
+ * serves no other live connection (see tl_connections): else, or if the handler returns
+ * NT_WEB_REQUEUE (the request needs what may block, e.g. a KDS fetch; the reply is then dropped),
+ * the request is suspended and queued like any other, its body kept, and a worker runs the
+ * handler (again). Either way the request counts in `answering` from the moment a handler is
+ * first given it until its reply is sent, so a stop waits for inline replies too.
+ *
  * A body over max_body is answered 413 without storing it: at once, without reading the body,
  * when Content-Length announces it. A chunked upload has no length up front, and MHD 0.9.75
  * accepts a response only before the body or after all of it: past the cap the rest is read and
@@ -58,6 +68,7 @@ typedef struct Route {
     char *method, *path, *endpoint;
     NtWebHandler handler;
     void *userdata;
+    bool inline_run; /* nt_web_server_route_inline() */
 } Route;
 
 typedef struct Ctx Ctx;
@@ -83,7 +94,7 @@ struct NtWebServer {
     double rate_per_s;
     unsigned rate_burst;
     NtMetrics *metrics;
-    char *m_requests, *m_duration;
+    char *m_requests, *m_duration, *m_requeued;
 
     Route *routes;
     size_t n_routes;
@@ -128,9 +139,40 @@ struct Ctx {
     const char *method, *url; /* MHD's, valid until the request completes */
     NtWebReply reply;
     int handler_r;
+    bool suspended;   /* counted in tl_suspended of its event thread */
     bool answering;   /* counted in NtWebServer.answering */
     struct Ctx *next; /* job queue */
 };
+
+/* Per MHD event thread (MHD accepts, serves and closes a connection on one thread of its pool):
+ * connections open on it, and of those, suspended ones (waiting for a worker). An inline handler
+ * runs only when the thread serves no other connection that is not suspended: while it runs, the
+ * thread reads and writes nothing, and another client's request must not wait for it (two
+ * keep-alive clients that landed on one thread would be served one after the other, with the
+ * other threads idle). Such requests go to the workers as before. */
+static _Thread_local unsigned tl_connections, tl_suspended;
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        tl_connections++;
+    else if (tl_connections > 0)
+        tl_connections--;
+}
+
+/* Only this request's connection is live on this thread. tl_connections is 0 if MHD told us of
+ * the connection on another thread: then never inline. */
+static bool thread_alone(void) {
+    return tl_connections >= 1 && tl_connections - MIN(tl_suspended, tl_connections) <= 1;
+}
+
+static void ctx_unsuspended(Ctx *ctx) {
+    if (ctx->suspended) {
+        ctx->suspended = false;
+        if (tl_suspended > 0)
+            tl_suspended--;
+    }
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -560,13 +602,22 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
                                "HTTP request latency by endpoint, in seconds.", NULL, 0);
         if (r < 0 && r != -EEXIST)
             return set_error(ret_error, r, "Bad metrics prefix '%s'", prefix);
+        if (asprintf(&s->m_requeued, "%s_http_requeued_total", prefix) < 0) {
+            s->m_requeued = NULL;
+            return -ENOMEM;
+        }
+        r = nt_metrics_declare(s->metrics, s->m_requeued, "counter",
+                               "Requests of inline routes handed on to a worker, by endpoint.",
+                               NULL, 0);
+        if (r < 0 && r != -EEXIST)
+            return set_error(ret_error, r, "Bad metrics prefix '%s'", prefix);
     }
     *ret = TAKE_PTR(s);
     return 0;
 }
 
-int nt_web_server_route(NtWebServer *s, const char *method, const char *path, const char *endpoint,
-                        NtWebHandler h, void *userdata) {
+static int route_add(NtWebServer *s, const char *method, const char *path, const char *endpoint,
+                     NtWebHandler h, void *userdata, bool inline_run) {
     if (!s || !method || !path || path[0] != '/' || !h)
         return -EINVAL;
     if (s->daemon)
@@ -578,7 +629,7 @@ int nt_web_server_route(NtWebServer *s, const char *method, const char *path, co
     if (!n)
         return -ENOMEM;
     s->routes = n;
-    Route rt = {.handler = h, .userdata = userdata};
+    Route rt = {.handler = h, .userdata = userdata, .inline_run = inline_run};
     rt.method = strdup(method);
     rt.path = strdup(path);
     rt.endpoint = strdup(endpoint ? endpoint : path);
@@ -590,6 +641,16 @@ int nt_web_server_route(NtWebServer *s, const char *method, const char *path, co
     }
     s->routes[s->n_routes++] = rt;
     return 0;
+}
+
+int nt_web_server_route(NtWebServer *s, const char *method, const char *path, const char *endpoint,
+                        NtWebHandler h, void *userdata) {
+    return route_add(s, method, path, endpoint, h, userdata, false);
+}
+
+int nt_web_server_route_inline(NtWebServer *s, const char *method, const char *path,
+                               const char *endpoint, NtWebHandler h, void *userdata) {
+    return route_add(s, method, path, endpoint, h, userdata, true);
 }
 
 static const char *result_for_status(unsigned status) {
@@ -824,14 +885,16 @@ static enum MHD_Result first_call(NtWebServer *s, struct MHD_Connection *c, Ctx 
     return MHD_YES;
 }
 
-/* Runs the route's handler for a complete request (on a worker, or inline when stopping). */
-static void run_handler(Ctx *ctx) {
+/* Runs the route's handler for a complete request: on a worker, or on the event thread
+ * (inline_run: an inline route's first run; or any run when stopping, then not inline_run). */
+static void run_handler(Ctx *ctx, bool inline_run) {
     NtWebRequest req = {
         .method = ctx->method,
         .path = ctx->url,
         .body = ctx->body ? ctx->body : (const uint8_t *)"",
         .body_len = ctx->body_len,
         .client_addr = ctx->client_addr,
+        .inline_run = inline_run,
         .conn = ctx->conn,
         .server = ctx->server,
     };
@@ -845,8 +908,10 @@ static enum MHD_Result finish(NtWebServer *s, struct MHD_Connection *c, Ctx *ctx
     int r = ctx->handler_r;
 
     ctx->route = NULL; /* answered */
-    if (r < 0 || ctx->reply.status == 0) {
+    if (r < 0 || r == NT_WEB_REQUEUE || ctx->reply.status == 0) {
         nt_web_reply_clear(&ctx->reply);
+        if (r == NT_WEB_REQUEUE)
+            log_error("Handler of %s %s asked for a worker on a worker.", ctx->method, route->path);
         if (r >= 0)
             r = -EINVAL;
         log_error_errno(r, "Handler of %s %s failed: %m", ctx->method, route->path);
@@ -872,7 +937,7 @@ static void *worker(void *userdata) {
         pthread_mutex_unlock(&s->q_lock);
         if (!ctx)
             return NULL; /* stopping and drained */
-        run_handler(ctx);
+        run_handler(ctx, false);
         MHD_resume_connection(ctx->conn);
     }
 }
@@ -944,24 +1009,44 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(s, c, ctx, route->endpoint, 413, "request body too large", NULL, NULL);
     }
 
-    if (ctx->state == CTX_DONE)
+    if (ctx->state == CTX_DONE) {
+        ctx_unsuspended(ctx); /* resumed: back on this thread */
         return finish(s, c, ctx);
+    }
     if (ctx->state == CTX_QUEUED) /* a spurious call while suspended: nothing to do */
         return MHD_YES;
 
-    /* The whole request is here: hand it to a worker. */
+    /* The whole request is here. */
     ctx->conn = c;
     ctx->method = method;
     ctx->url = url;
     ctx->answering = true;
     __atomic_add_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
+    if (ctx->route->inline_run && thread_alone()) {
+        run_handler(ctx, true);
+        if (ctx->handler_r != NT_WEB_REQUEUE)
+            return finish(s, c, ctx);
+        /* It needs a worker: drop what it replied, keep the request as it came. */
+        nt_web_reply_clear(&ctx->reply);
+        ctx->handler_r = 0;
+        if (s->metrics) {
+            char ep[128], labels[160];
+            if (nt_metrics_label_escape(ctx->route->endpoint, ep, sizeof(ep)) < 0)
+                strcpy(ep, "other");
+            (void)snprintf(labels, sizeof(labels), "endpoint=\"%s\"", ep);
+            nt_metrics_add(s->metrics, s->m_requeued, labels, 1);
+        }
+    }
+    /* Hand it to a worker. */
     pthread_mutex_lock(&s->q_lock);
     if (s->q_stopping) {
         pthread_mutex_unlock(&s->q_lock);
-        run_handler(ctx);
+        run_handler(ctx, false);
         return finish(s, c, ctx);
     }
     ctx->state = CTX_QUEUED;
+    ctx->suspended = true;
+    tl_suspended++;
     MHD_suspend_connection(c);
     ctx->next = NULL;
     if (s->q_tail)
@@ -982,6 +1067,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         return;
     if (ctx->answering)
         __atomic_sub_fetch(&s->answering, 1, __ATOMIC_SEQ_CST);
+    ctx_unsuspended(ctx);
     nt_web_reply_clear(&ctx->reply);
     /* Bodies may carry secrets (kmsd's admin API takes secret values): wiped, not just freed. */
     if (ctx->body)
@@ -1046,6 +1132,7 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
         {MHD_OPTION_CONNECTION_LIMIT, s->max_connections, NULL},
         {MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->per_ip, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
         {s->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->cert_pem},
         {s->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->key_pem},
         /* GnuTLS's NORMAL still offers TLS 1.0 and 1.1. */
@@ -1146,6 +1233,7 @@ NtWebServer *nt_web_server_free(NtWebServer *s) {
     }
     free(s->m_requests);
     free(s->m_duration);
+    free(s->m_requeued);
     pthread_mutex_destroy(&s->rate_lock);
     pthread_mutex_destroy(&s->q_lock);
     pthread_cond_destroy(&s->q_cond);

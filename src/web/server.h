@@ -40,8 +40,10 @@ typedef struct NtWebRequest {
     const uint8_t *body;
     size_t body_len;         /* complete body (NUL-terminated copy too), capped by max_body */
     const char *client_addr; /* "127.0.0.1" / "::1" */
-    void *conn;              /* internal: for header lookup */
-    void *server;            /* internal: the NtWebServer (client certificates) */
+    bool inline_run; /* on the connection's MHD event thread (an inline route's first run): must
+                      * not block; may return NT_WEB_REQUEUE. false on a worker. */
+    void *conn;      /* internal: for header lookup */
+    void *server;    /* internal: the NtWebServer (client certificates) */
 } NtWebRequest;
 
 /* Request header value (case-insensitive name), NULL if absent. Valid during the handler. */
@@ -92,8 +94,13 @@ void nt_web_reply_clear(NtWebReply *r);
 
 /* Handlers return 0 (reply filled) or a negative errno (the server answers 500
  * {"error":"internal error"} and logs it). Handlers run on the server's pool threads,
- * concurrently. */
+ * concurrently. A handler of an inline route running with req->inline_run may instead return
+ * NT_WEB_REQUEUE: whatever it put in the reply is dropped, and the same request (body and all)
+ * is handed to a worker, where the handler runs again with inline_run false. It must have
+ * changed nothing that the second run depends on (e.g. not spent a nonce). NT_WEB_REQUEUE from a
+ * worker run is a handler failure (500). */
 typedef int (*NtWebHandler)(void *userdata, const NtWebRequest *req, NtWebReply *reply);
+#define NT_WEB_REQUEUE 1
 
 typedef struct NtWebConfig {
     const char *listen;        /* "127.0.0.1:8443", "[::1]:0", "0.0.0.0:80"; port 0 = ephemeral */
@@ -110,7 +117,8 @@ typedef struct NtWebConfig {
     unsigned rate_burst; /* per client address token bucket; 0 = off; excess: 429 + Retry-After.
                           * IPv6 clients share a bucket per /64. Checked before routing (404s
                           * count too); refused requests are counted as endpoint="rate_limited". */
-    NtMetrics *metrics;  /* optional: requests by endpoint and result, latency histogram */
+    NtMetrics *metrics;  /* optional: requests by endpoint and result, latency histogram, inline
+                          * requests requeued to a worker by endpoint */
     const char *metrics_prefix; /* e.g. "nitride_attestd" (default "nitride_http") */
 } NtWebConfig;
 
@@ -122,6 +130,15 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
  * known path wrong method: 405 + Allow. Returns 0, -EEXIST, -EBUSY (started), -ENOMEM. */
 int nt_web_server_route(NtWebServer *s, const char *method, const char *path, const char *endpoint,
                         NtWebHandler h, void *userdata);
+/* As nt_web_server_route(), for a handler that is quick and never blocks (no network, no
+ * waiting for other threads beyond short locks): it runs on the MHD event thread that read the
+ * request (req->inline_run), without the hand-off to a worker and back (a suspend/resume of the
+ * connection: two thread switches), when that thread serves no other live connection (one that
+ * waits for a worker does not count), since nothing else is read or written on the thread while
+ * it runs; otherwise on a worker (req->inline_run false). A request that turns out to need more
+ * returns NT_WEB_REQUEUE and goes to a worker. */
+int nt_web_server_route_inline(NtWebServer *s, const char *method, const char *path,
+                               const char *endpoint, NtWebHandler h, void *userdata);
 /* Binds and starts the pool. Returns 0, -EADDRINUSE/-EACCES/-EIO; *ret_error as above. */
 int nt_web_server_start(NtWebServer *s, char **ret_error);
 /* The bound port (useful with port 0), 0 before start. */

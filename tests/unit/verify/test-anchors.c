@@ -220,12 +220,90 @@ static void test_cert_table(void **state) {
     assert_int_equal(b->n_entries, 2);
 }
 
+/* A self-signed P-256 certificate with subject CN cn, DER (malloc'd). */
+static uint8_t *make_cert(const char *cn, long serial, size_t *ret_len) {
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *k = EVP_EC_gen("P-256");
+    _cleanup_(X509_freep) X509 *x = X509_new();
+    unsigned char *der = NULL;
+    assert_non_null(k);
+    assert_non_null(x);
+    X509_NAME *name = X509_get_subject_name(x);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), serial), 1);
+    assert_int_equal(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0),
+        1);
+    assert_int_equal(X509_set_issuer_name(x, name), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+    assert_int_equal(X509_set_pubkey(x, k), 1);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    int n = i2d_X509(x, &der);
+    assert_true(n > 0);
+    uint8_t *c = malloc((size_t)n);
+    assert_non_null(c);
+    memcpy(c, der, (size_t)n);
+    OPENSSL_free(der);
+    *ret_len = (size_t)n;
+    return c;
+}
+
+/* Roles told once are remembered by the certificates' bytes (bundle_add_der's memo): more
+ * certificates than it holds, added again and again in turn, keep their own roles; a copy with
+ * one byte more is judged on its own (refused: trailing data), and a refused certificate stays
+ * refused. */
+static void test_roles_remembered(void **state) {
+    enum { N = 48 };
+    uint8_t *der[N];
+    size_t len[N];
+    char cn[32];
+
+    for (int i = 0; i < N; i++) {
+        /* CN decides the role of these (no AMD extensions): ARK-*, SEV-VLEK-* (ASVK), SEV-*. */
+        snprintf(cn, sizeof cn,
+                 i % 3 == 0   ? "ARK-Test-%d"
+                 : i % 3 == 1 ? "SEV-VLEK-%d"
+                              : "SEV-%d",
+                 i);
+        der[i] = make_cert(cn, i + 1, &len[i]);
+    }
+    static const NtCertRole want[3] = {NT_CERT_ROLE_ARK, NT_CERT_ROLE_ASVK, NT_CERT_ROLE_ASK};
+    for (int pass = 0; pass < 3; pass++)
+        for (int i = 0; i < N; i++) {
+            int k = pass == 1 ? N - 1 - i : i;
+            _cleanup_(nt_cert_bundle_freep) NtCertBundle *b = nt_cert_bundle_new();
+            assert_int_equal(nt_cert_bundle_add(b, der[k], len[k], _NT_CERT_ROLE_INVALID, "c"), 0);
+            assert_int_equal(b->entries[0].role, want[k % 3]);
+        }
+    /* der[0] is remembered as an ARK; with a byte appended it is another input, and refused. */
+    uint8_t *longer = malloc(len[0] + 1);
+    assert_non_null(longer);
+    memcpy(longer, der[0], len[0]);
+    longer[len[0]] = 0;
+    for (int i = 0; i < 2; i++) {
+        _cleanup_(nt_cert_bundle_freep) NtCertBundle *b = nt_cert_bundle_new();
+        assert_int_equal(nt_cert_bundle_add(b, der[0], len[0], _NT_CERT_ROLE_INVALID, "c"), 0);
+        assert_int_equal(nt_cert_bundle_add(b, longer, len[0] + 1, _NT_CERT_ROLE_INVALID, "c"),
+                         -EBADMSG);
+        assert_int_equal(b->n_entries, 1);
+    }
+    /* A certificate whose role cannot be told: refused each time. */
+    size_t ln;
+    _cleanup_free_ uint8_t *other = make_cert("Other", 99, &ln);
+    for (int i = 0; i < 2; i++) {
+        _cleanup_(nt_cert_bundle_freep) NtCertBundle *b = nt_cert_bundle_new();
+        assert_int_equal(nt_cert_bundle_add(b, other, ln, _NT_CERT_ROLE_INVALID, "c"), -EBADMSG);
+    }
+    free(longer);
+    for (int i = 0; i < N; i++)
+        free(der[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_builtin_fingerprints),
-        cmocka_unit_test(test_add_ark),
-        cmocka_unit_test(test_roles_and_extensions),
-        cmocka_unit_test(test_cert_table),
+        cmocka_unit_test(test_builtin_fingerprints), cmocka_unit_test(test_add_ark),
+        cmocka_unit_test(test_roles_and_extensions), cmocka_unit_test(test_cert_table),
+        cmocka_unit_test(test_roles_remembered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

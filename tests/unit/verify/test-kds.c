@@ -251,11 +251,128 @@ static void test_offline_source_real(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+static unsigned n_fetch_events;
+
+static void count_event(void *ud, const char *event) {
+    if (strcmp(event, "fetch") == 0)
+        n_fetch_events++;
+}
+
+/* A source that has no local mode. */
+static int fetch_fail(void *ud, const SnpReport *r, SnpProduct p, NtCertRole role,
+                      NtCertBundle *b) {
+    return -ETIMEDOUT;
+}
+
+/* Local mode (NtVerifyOptions.local_only, fetch_local, nt_kds_get_crl_local): what the cache or
+ * offline bundle holds is served as by fetch; what only KDS could give is -EREMOTE at once,
+ * without a request, and the verifier then returns -EREMOTE and no verdict; answers known
+ * without asking (no KDS configured) are the same as fetch's. */
+static void test_local_mode_real(void **state) {
+    char tmpl[] = "/tmp/nt-kds-local-XXXXXX";
+    char *root = mkdtemp(tmpl);
+    assert_non_null(root);
+    _cleanup_(nt_verifier_freep) NtVerifier *ver = NULL;
+    assert_int_equal(nt_verifier_new(&ver), 0);
+
+    for (size_t i = 0; i < VT_N_VECTORS; i++) {
+        Vec v = {0};
+        char rel[512], hex[129];
+        if (!vec_load(vt_vectors[i], &v))
+            continue;
+        const char *pn = snp_product_to_string(v.p);
+        hex_encode(v.rep.chip_id, v.p == SNP_PRODUCT_TURIN ? 8 : 64, hex);
+        snprintf(rel, sizeof rel, "vcek/%s/%s/%016" PRIx64 ".der", pn, hex,
+                 snp_tcb_encode(&v.tcb, v.p));
+        write_entry(root, rel, v.vcek, v.vcek_len);
+        snprintf(rel, sizeof rel, "chain/%s/vcek.pem", pn);
+        write_entry(root, rel, v.chain, v.chain_len);
+        size_t len;
+        _cleanup_free_ uint8_t *raw = vt_read(vt_vectors[i], "report.bin", &len);
+        SnpReport r2 = v.rep;
+        SnpTcb t2 = v.tcb;
+        t2.snp++;
+        r2.reported_tcb = snp_tcb_encode(&t2, v.p);
+        NtVerifyOptions o = NT_VERIFY_OPTIONS_INIT;
+        o.product = v.p;
+        o.local_only = true;
+
+        for (int with_url = 0; with_url < 2; with_url++) {
+            /* Nothing listens on the discard port; local mode never connects anyway. */
+            NtKdsConfig cfg = {.offline_dir = root,
+                               .base_url = with_url ? "http://127.0.0.1:9" : NULL,
+                               .count = count_event};
+            _cleanup_(nt_kds_freep) NtKds *k = NULL;
+            _cleanup_(nt_cert_bundle_freep) NtCertBundle *b = nt_cert_bundle_new(),
+                                                         *b2 = nt_cert_bundle_new();
+            _cleanup_(nt_verdict_freep) NtVerdict *vd = NULL;
+            _cleanup_free_ uint8_t *crl = NULL;
+            NtVcekSource src;
+            size_t n = 0;
+            assert_int_equal(nt_kds_new(&cfg, &k), 0);
+            nt_kds_vcek_source(k, &src);
+            assert_non_null(src.fetch_local);
+            n_fetch_events = 0;
+
+            /* In the bundle: served. */
+            assert_int_equal(src.fetch_local(src.userdata, &v.rep, v.p, NT_CERT_ROLE_VCEK, b), 0);
+            assert_non_null(nt_cert_bundle_find(b, NT_CERT_ROLE_VCEK));
+            assert_non_null(nt_cert_bundle_find(b, NT_CERT_ROLE_ASK));
+            nt_verifier_cache_flush(ver);
+            nt_verifier_set_vcek_source(ver, &src);
+            assert_int_equal(nt_verifier_verify(ver, raw, len, NULL, &o, &vd), 0);
+            if (nt_verdict_status(vd) != NT_VERDICT_OK)
+                fail_msg("%s: %s failed", vt_vectors[i], vt_failed_check(vd));
+            nt_verdict_free(TAKE_PTR(vd));
+
+            /* Not in the bundle: -ENOENT without a KDS, -EREMOTE with one; never a request. */
+            assert_int_equal(src.fetch_local(src.userdata, &r2, v.p, NT_CERT_ROLE_VCEK, b2),
+                             with_url ? -EREMOTE : -ENOENT);
+            assert_null(nt_cert_bundle_find(b2, NT_CERT_ROLE_VCEK));
+            assert_int_equal(nt_kds_get_crl_local(k, v.p, 3600, &crl, &n, NULL),
+                             with_url ? -EREMOTE : -ENOENT);
+            assert_null(crl);
+            assert_int_equal(n_fetch_events, 0);
+            nt_verifier_set_vcek_source(ver, NULL);
+        }
+
+        /* A source without a local mode: -EREMOTE, no verdict, unless the evidence carries the
+         * whole chain (then the source is not asked). */
+        NtVcekSource nolocal = {.name = "no local mode", .fetch = fetch_fail};
+        _cleanup_(nt_verdict_freep) NtVerdict *vd = NULL;
+        _cleanup_(nt_cert_bundle_freep) NtCertBundle *full = nt_cert_bundle_new();
+        nt_verifier_cache_flush(ver);
+        nt_verifier_set_vcek_source(ver, &nolocal);
+        assert_int_equal(nt_verifier_verify(ver, raw, len, NULL, &o, &vd), -EREMOTE);
+        assert_null(vd);
+        assert_int_equal(nt_cert_bundle_add(full, v.vcek, v.vcek_len, NT_CERT_ROLE_VCEK, "vcek"),
+                         0);
+        assert_int_equal(nt_cert_bundle_add(full, (const uint8_t *)v.chain, v.chain_len,
+                                            _NT_CERT_ROLE_INVALID, "chain"),
+                         0);
+        assert_int_equal(nt_verifier_verify(ver, raw, len, full, &o, &vd), 0);
+        if (nt_verdict_status(vd) != NT_VERDICT_OK)
+            fail_msg("%s with certificates: %s failed", vt_vectors[i], vt_failed_check(vd));
+        nt_verdict_free(TAKE_PTR(vd));
+        /* Without local_only the same source is asked and its error is the verdict's. */
+        o.local_only = false;
+        assert_int_equal(nt_verifier_verify(ver, raw, len, NULL, &o, &vd), 0);
+        assert_int_equal(nt_verdict_status(vd), NT_VERDICT_INVALID);
+        assert_int_equal(nt_verdict_first_failure(vd)->error, -ETIMEDOUT);
+        nt_verifier_set_vcek_source(ver, NULL);
+        vec_done(&v);
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_vcek_real),
         cmocka_unit_test(test_check_chain_real),
         cmocka_unit_test(test_offline_source_real),
+        cmocka_unit_test(test_local_mode_real),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1170,6 +1170,340 @@ static void test_concurrency(void **state) {
     assert_true(dt < 2500);
 }
 
+/* --- inline routes and NT_WEB_REQUEUE --- */
+
+static unsigned inline_runs, worker_runs; /* runs of h_inline (atomic) */
+static unsigned inline_slow_started;      /* h_inline_slow entered on the event thread */
+
+/* POST /inline: echoes the body as it arrived and where it ran. {"requeue": true} asks for a
+ * worker from the inline run (after scribbling in the reply, which must be dropped);
+ * "worker_sleep_ms" sleeps on the worker; {"requeue_again": true} asks again on the worker (a
+ * handler bug: 500). */
+static int h_inline(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    json_t *j = NULL;
+    char err[200];
+    int r = nt_web_request_json(req, &j, err);
+    if (r < 0)
+        return nt_web_reply_error(reply, 400, err, "body", NULL, NULL);
+    bool requeue = json_is_true(json_object_get(j, "requeue"));
+    bool again = json_is_true(json_object_get(j, "requeue_again"));
+    json_int_t sleep_ms = json_integer_value(json_object_get(j, "worker_sleep_ms"));
+    json_decref(j);
+    __atomic_add_fetch(req->inline_run ? &inline_runs : &worker_runs, 1, __ATOMIC_SEQ_CST);
+    if (req->inline_run && requeue) {
+        (void)nt_web_reply_text(reply, 202, NULL, "left over from the inline run");
+        (void)nt_web_reply_header(reply, "X-Inline", "1");
+        return NT_WEB_REQUEUE;
+    }
+    if (!req->inline_run && sleep_ms > 0)
+        usleep((useconds_t)sleep_ms * 1000);
+    if (!req->inline_run && again)
+        return NT_WEB_REQUEUE;
+    reply->result = req->inline_run ? "inline" : "worker";
+    return nt_web_reply_json(reply, 200,
+                             json_pack("{s:b, s:s%}", "inline", req->inline_run, "body",
+                                       (const char *)req->body, req->body_len));
+}
+
+/* GET /inline-slow: 1.5 s on the event thread, then a reply of n bytes; with requeue=1 it asks
+ * for a worker after the wait instead, and replies from there without waiting. */
+static int h_inline_slow(void *userdata, const NtWebRequest *req, NtWebReply *reply) {
+    const char *n_s = nt_web_request_query(req, "n");
+    bool requeue = nt_web_request_query(req, "requeue") != NULL;
+    if (req->inline_run) {
+        __atomic_add_fetch(&inline_slow_started, 1, __ATOMIC_SEQ_CST);
+        usleep(1500 * 1000);
+        if (requeue)
+            return NT_WEB_REQUEUE;
+    }
+    size_t n = n_s ? strtoul(n_s, NULL, 10) : 4;
+    _cleanup_free_ char *body = malloc(n + 1);
+    assert_non_null(body);
+    memset(body, req->inline_run ? 'i' : 'w', n);
+    body[n] = 0;
+    return nt_web_reply_text(reply, 200, "text/plain", body);
+}
+
+static NtWebServer *inline_server(unsigned threads, NtMetrics *m) {
+    NtWebConfig cfg = {.listen = "127.0.0.1:0",
+                       .plain_http = true,
+                       .threads = threads,
+                       .per_ip_connections = 256,
+                       .metrics = m,
+                       .metrics_prefix = "t"};
+    NtWebServer *s = NULL;
+    _cleanup_free_ char *error = NULL;
+    assert_int_equal(nt_web_server_new(&cfg, &s, &error), 0);
+    assert_int_equal(nt_web_server_route_inline(s, "POST", "/inline", "inline", h_inline, NULL), 0);
+    assert_int_equal(nt_web_server_route_inline(s, "POST", "/inline", "inline", h_inline, NULL),
+                     -EEXIST);
+    assert_int_equal(
+        nt_web_server_route_inline(s, "GET", "/inline-slow", "inline_slow", h_inline_slow, NULL),
+        0);
+    assert_int_equal(nt_web_server_route(s, "GET", "/slow", "slow", h_slow, NULL), 0);
+    assert_int_equal(nt_web_server_route(s, "POST", "/echo", "echo", h_echo, NULL), 0);
+    assert_int_equal(nt_web_server_start(s, &error), 0);
+    assert_int_equal(nt_web_server_route_inline(s, "GET", "/late", "late", h_hello, NULL), -EBUSY);
+    return s;
+}
+
+/* POSTs body to /inline and checks the reply: 200, the body echoed, made inline or on a worker
+ * as wanted. Returns NULL or what was wrong (static; no cmocka assertion: threads use it). */
+static const char *post_inline_check(NtWebServer *s, const char *body, bool want_inline) {
+    _cleanup_free_ char *u = url(s, "http", "/inline");
+    NtHttpResponse resp;
+    json_t *j = NULL;
+    const char *bad = NULL;
+
+    if (nt_http_request(NULL, "POST", u, "application/json", body, strlen(body), &resp) < 0)
+        bad = "no reply";
+    else if (resp.status != 200)
+        bad = "status not 200";
+    else if (!resp.content_type || strcmp(resp.content_type, "application/json") != 0)
+        bad = "not JSON";
+    else if (!(j = json_loadb((char *)resp.body, resp.body_len, 0, NULL)))
+        bad = "unparsable reply";
+    else if (json_is_true(json_object_get(j, "inline")) != want_inline)
+        bad = want_inline ? "made on a worker" : "made inline";
+    else if (!json_is_string(json_object_get(j, "body")) ||
+             strcmp(json_string_value(json_object_get(j, "body")), body) != 0)
+        bad = "body not echoed as sent";
+    json_decref(j);
+    nt_http_response_clear(&resp);
+    return bad;
+}
+
+static void post_inline(NtWebServer *s, const char *body, bool want_inline) {
+    const char *bad = post_inline_check(s, body, want_inline);
+    if (bad)
+        fail_msg("POST /inline %.80s: %s", body, bad);
+}
+
+typedef struct PostArg {
+    NtWebServer *s;
+    const char *body;
+    bool want_inline;
+    const char *bad;
+} PostArg;
+
+static void *post_inline_thread(void *p) {
+    PostArg *a = p;
+    a->bad = post_inline_check(a->s, a->body, a->want_inline);
+    return NULL;
+}
+
+/* An inline route answers on the event thread: while the only worker is busy (a 1.5 s handler
+ * of a normal route), it answers at once. A requeued request goes to a worker with its body;
+ * the inline run's reply (status, body, headers) is dropped; a request requeued to a busy worker
+ * waits for it, and meanwhile the event thread keeps answering inline requests. */
+static void test_inline(void **state) {
+    _cleanup_(nt_metrics_freep) NtMetrics *m = NULL;
+    assert_int_equal(nt_metrics_new(&m), 0);
+    _cleanup_(nt_web_server_freep) NtWebServer *s = inline_server(1, m);
+    _cleanup_free_ char *slow = url(s, "http", "/slow"), *inl = url(s, "http", "/inline");
+    unsigned in0 = __atomic_load_n(&inline_runs, __ATOMIC_SEQ_CST),
+             wk0 = __atomic_load_n(&worker_runs, __ATOMIC_SEQ_CST);
+    NtHttpResponse resp;
+
+    post_inline(s, "{\"a\":1}", true);
+    post_inline(s, "{\"requeue\":true,\"a\":[1,2,3]}", false);
+    assert_int_equal(__atomic_load_n(&inline_runs, __ATOMIC_SEQ_CST) - in0, 2);
+    assert_int_equal(__atomic_load_n(&worker_runs, __ATOMIC_SEQ_CST) - wk0, 1);
+    assert_int_equal(nt_metrics_get(m, "t_http_requeued_total", "endpoint=\"inline\""), 1);
+    assert_int_equal(
+        nt_metrics_get(m, "t_http_requests_total", "endpoint=\"inline\",result=\"inline\""), 1);
+    assert_int_equal(
+        nt_metrics_get(m, "t_http_requests_total", "endpoint=\"inline\",result=\"worker\""), 1);
+    /* Nothing of the inline run's reply survives: no header, no status. */
+    {
+        const char *body = "{\"requeue\":true}";
+        _cleanup_free_ char *raw = NULL, *req = NULL;
+        assert_true(asprintf(&req,
+                             "POST /inline HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n"
+                             "Connection: close\r\n\r\n%s",
+                             strlen(body), body) > 0);
+        raw = raw_exchange(nt_web_server_port(s), req);
+        assert_non_null(strstr(raw, "HTTP/1.1 200"));
+        assert_null(strcasestr(raw, "X-Inline"));
+        assert_null(strstr(raw, "left over"));
+        assert_non_null(strstr(raw, "\"inline\":false"));
+    }
+    /* A handler that asks for a worker on the worker gets a 500, not a loop. */
+    const char *twice = "{\"requeue\":true,\"requeue_again\":true}";
+    assert_int_equal(
+        nt_http_request(NULL, "POST", inl, "application/json", twice, strlen(twice), &resp), 0);
+    assert_int_equal(resp.status, 500);
+    assert_string_equal((char *)resp.body, "{\"error\":\"internal error\"}");
+    nt_http_response_clear(&resp);
+
+    /* The only worker busy for 1.5 s: inline requests are answered meanwhile. */
+    {
+        SlowArg a = {.url = slow};
+        pthread_t t;
+        unsigned before = __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST);
+        assert_int_equal(pthread_create(&t, NULL, slow_client, &a), 0);
+        for (int i = 0; i < 500 && __atomic_load_n(&slow_started, __ATOMIC_SEQ_CST) == before; i++)
+            usleep(10 * 1000);
+        uint64_t t0 = now_ms();
+        post_inline(s, "{\"while\":\"the worker sleeps\"}", true);
+        uint64_t dt = now_ms() - t0;
+        print_message("inline request while the only worker is busy: %" PRIu64 " ms\n", dt);
+        assert_true(dt < 1000);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(a.r, 0);
+        assert_int_equal(a.status, 200);
+    }
+    /* A requeued request sleeping 1.5 s on the worker does not hold the event thread. */
+    {
+        PostArg a = {.s = s, .body = "{\"requeue\":true,\"worker_sleep_ms\":1500}"};
+        pthread_t t;
+        unsigned before = __atomic_load_n(&worker_runs, __ATOMIC_SEQ_CST);
+        assert_int_equal(pthread_create(&t, NULL, post_inline_thread, &a), 0);
+        for (int i = 0; i < 500 && __atomic_load_n(&worker_runs, __ATOMIC_SEQ_CST) == before; i++)
+            usleep(10 * 1000);
+        uint64_t t0 = now_ms();
+        post_inline(s, "{\"b\":2}", true);
+        uint64_t dt = now_ms() - t0;
+        print_message("inline request while a requeued one holds the worker: %" PRIu64 " ms\n", dt);
+        assert_true(dt < 1000);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        if (a.bad)
+            fail_msg("requeued request: %s", a.bad);
+    }
+}
+
+/* Requeue under load: 8 clients on 4 event threads, 40 requests each, half of them asking to be
+ * requeued, with bodies up to 40 KB (several pieces each as MHD reads them): every reply is the
+ * echo of its own body; a request asking for a worker is answered from one. Whether a request
+ * runs inline at all depends on what else its event thread serves at that moment (see
+ * test_inline_alone), so the counts are checked against each other, and some must have been
+ * requeued. */
+typedef struct LoadArg {
+    NtWebServer *s;
+    unsigned id;
+    unsigned requeue_asked;
+    char bad[160];
+} LoadArg;
+
+static void *load_client(void *p) {
+    LoadArg *a = p;
+    unsigned seed = a->id * 7919u + 1;
+    for (unsigned i = 0; i < 40 && !a->bad[0]; i++) {
+        bool requeue = (i + a->id) % 2 == 0;
+        size_t pad = (size_t)(rand_r(&seed) % 40000);
+        _cleanup_free_ char *body = NULL, *fill = malloc(pad + 1);
+        if (!fill) {
+            snprintf(a->bad, sizeof a->bad, "malloc");
+            break;
+        }
+        for (size_t k = 0; k < pad; k++)
+            fill[k] = (char)('a' + (k + i + a->id) % 26);
+        fill[pad] = 0;
+        if (asprintf(&body, "{\"requeue\":%s,\"client\":%u,\"n\":%u,\"pad\":\"%s\"}",
+                     requeue ? "true" : "false", a->id, i, fill) < 0) {
+            snprintf(a->bad, sizeof a->bad, "asprintf");
+            break;
+        }
+        /* A requeue request must come back from a worker; the others from either. */
+        const char *bad = post_inline_check(a->s, body, false);
+        if (bad && (requeue || strcmp(bad, "made inline") != 0))
+            snprintf(a->bad, sizeof a->bad, "client %u request %u (%zu bytes%s): %s", a->id, i,
+                     strlen(body), requeue ? ", requeue" : "", bad);
+        a->requeue_asked += requeue;
+    }
+    return NULL;
+}
+
+static void test_requeue_load(void **state) {
+    _cleanup_(nt_metrics_freep) NtMetrics *m = NULL;
+    assert_int_equal(nt_metrics_new(&m), 0);
+    _cleanup_(nt_web_server_freep) NtWebServer *s = inline_server(4, m);
+    unsigned in0 = __atomic_load_n(&inline_runs, __ATOMIC_SEQ_CST),
+             wk0 = __atomic_load_n(&worker_runs, __ATOMIC_SEQ_CST), asked = 0;
+    LoadArg a[8];
+    pthread_t t[8];
+
+    for (unsigned i = 0; i < ELEMENTSOF(a); i++) {
+        a[i] = (LoadArg){.s = s, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, load_client, &a[i]), 0);
+    }
+    for (unsigned i = 0; i < ELEMENTSOF(a); i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        if (a[i].bad[0])
+            fail_msg("%s", a[i].bad);
+        asked += a[i].requeue_asked;
+    }
+    unsigned in = __atomic_load_n(&inline_runs, __ATOMIC_SEQ_CST) - in0,
+             wk = __atomic_load_n(&worker_runs, __ATOMIC_SEQ_CST) - wk0;
+    unsigned requeued = (unsigned)nt_metrics_get(m, "t_http_requeued_total", "endpoint=\"inline\"");
+    unsigned answered_inline = (unsigned)nt_metrics_get(m, "t_http_requests_total",
+                                                        "endpoint=\"inline\",result=\"inline\""),
+             answered_worker = (unsigned)nt_metrics_get(m, "t_http_requests_total",
+                                                        "endpoint=\"inline\",result=\"worker\"");
+    print_message("320 requests (%u asking for a worker): %u run inline, %u of them requeued, %u "
+                  "answered inline, %u on a worker\n",
+                  asked, in, requeued, answered_inline, answered_worker);
+    assert_int_equal(asked, 8 * 40 / 2);
+    assert_int_equal(answered_inline + answered_worker, 8 * 40);
+    assert_int_equal(in, answered_inline + requeued); /* every inline run answered or requeued */
+    assert_int_equal(wk, answered_worker);
+    assert_true(requeued <= asked);
+    assert_true(requeued > 0);
+}
+
+/* An inline handler runs only when its event thread serves no other live connection: with one
+ * event thread, an idle keep-alive connection open next to the request sends it to a worker (the
+ * idle client could send a request at any moment and must not wait for a handler), a suspended
+ * connection (waiting for a worker) does not count, and once the other connection is closed the
+ * request runs inline again. */
+static void test_inline_alone(void **state) {
+    _cleanup_(nt_web_server_freep) NtWebServer *s = inline_server(1, NULL);
+    post_inline(s, "{\"n\":1}", true);
+    int idle = raw_connect(nt_web_server_port(s));
+    usleep(100 * 1000); /* MHD has accepted it */
+    post_inline(s, "{\"n\":2}", false);
+    post_inline(s, "{\"n\":3}", false);
+    close(idle);
+    /* MHD notices the close on its next round. */
+    const char *bad = NULL;
+    for (int i = 0; i < 50; i++) {
+        bad = post_inline_check(s, "{\"n\":4}", true);
+        if (!bad)
+            break;
+        usleep(20 * 1000);
+    }
+    if (bad)
+        fail_msg("after the other connection closed: %s", bad);
+}
+
+/* Stopping while an inline handler runs on its event thread: the stop waits for it, its large
+ * reply arrives whole, and the stop does not hang. Then the same with a handler that asks for a
+ * worker once the stop has begun: it runs again on its event thread, and is answered too. */
+static void stop_inline_one(const char *path) {
+    NtWebServer *s = inline_server(2, NULL);
+    _cleanup_free_ char *u = url(s, "http", path);
+    SlowArg a = {.url = u, .max_response = 64000000};
+    pthread_t t;
+
+    unsigned before = __atomic_load_n(&inline_slow_started, __ATOMIC_SEQ_CST);
+    assert_int_equal(pthread_create(&t, NULL, slow_client, &a), 0);
+    for (int i = 0; i < 1000 && __atomic_load_n(&inline_slow_started, __ATOMIC_SEQ_CST) == before;
+         i++)
+        usleep(10 * 1000);
+    assert_true(__atomic_load_n(&inline_slow_started, __ATOMIC_SEQ_CST) > before);
+    uint64_t t0 = now_ms();
+    nt_web_server_free(s);
+    assert_true(now_ms() - t0 < 5000);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.r, 0);
+    assert_int_equal(a.status, 200);
+}
+
+static void test_stop_inline(void **state) {
+    stop_inline_one("/inline-slow?n=32000000");
+    stop_inline_one("/inline-slow?n=32000000&requeue=1");
+}
+
 /* Stopping with a handler in flight waits for it, sends its reply, and does not hang. */
 static void test_stop_inflight(void **state) {
     NtWebServer *s = plain_server();
@@ -1228,6 +1562,10 @@ int main(void) {
         cmocka_unit_test(test_connection_limits),
         cmocka_unit_test(test_concurrency),
         cmocka_unit_test(test_stop_inflight),
+        cmocka_unit_test(test_inline),
+        cmocka_unit_test(test_requeue_load),
+        cmocka_unit_test(test_inline_alone),
+        cmocka_unit_test(test_stop_inline),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
