@@ -296,14 +296,15 @@ int kms_secret_attributes_check(const json_t *a, char err[static 256]) {
     return 0;
 }
 
-/* Compact JSON text of an object, bounded. */
+/* Compact JSON text of an object, bounded. Member order is kept (no JSON_SORT_KEYS): a release
+ * policy's rules are evaluated in document order, and the first that fails is the one named. */
 static int json_text(const json_t *o, const char *what, char **ret, char err[static 256]) {
     char *t;
     if (!json_is_object(o)) {
         snprintf(err, 256, "%s must be a JSON object", what);
         return -EINVAL;
     }
-    t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    t = json_dumps(o, JSON_COMPACT);
     if (!t)
         return -ENOMEM;
     if (strlen(t) > KMS_JSON_MAX) {

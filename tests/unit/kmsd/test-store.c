@@ -518,6 +518,32 @@ static void test_policy_delete_recreate(void **state) {
     assert_int_equal(store_chain_verify(s, err), 0);
 }
 
+/* A policy is stored as given, member order included: kmsd evaluates rules in document order and
+ * names the first that fails, so a store that sorted members would change which rule is named. */
+static void test_policy_order_kept(void **state) {
+    _cleanup_(secret_freep) Secret *kek = kek_fill(6);
+    const char *db = new_db();
+    _cleanup_(kms_store_freep) KmsStore *s = open_store(db, kek);
+    _cleanup_(kms_secret_meta_clear) KmsSecretMeta m = {};
+    json_auto_t *pol = json_loads("{\"version\":1,\"rules\":{\"vmpl_in\":[0],"
+                                  "\"measurement_in\":[\"00\"],\"debug_allowed\":false}}",
+                                  0, NULL);
+    _cleanup_free_ char *want = NULL, *got = NULL;
+
+    assert_non_null(pol);
+    create_aes(s, "ordered", 1);
+    KmsAuditEvent e = ev_action("policy-set");
+    assert_int_equal(kms_store_set_policy(s, "ordered", pol, &e), 0);
+    kms_store_free(TAKE_PTR(s));
+    s = open_store(db, kek);
+    assert_int_equal(kms_store_get(s, "ordered", &m, NULL), 0);
+    want = json_dumps(pol, JSON_COMPACT);
+    got = json_dumps(m.policy, JSON_COMPACT);
+    assert_non_null(want);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+}
+
 static void test_audit_api(void **state) {
     _cleanup_(secret_freep) Secret *kek = kek_fill(6);
     _cleanup_(kms_store_freep) KmsStore *s = open_store(new_db(), kek);
@@ -1128,6 +1154,7 @@ int main(void) {
         cmocka_unit_test(test_values_per_type),
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_replace_versions),
+        cmocka_unit_test(test_policy_order_kept),
         cmocka_unit_test(test_policy_delete_recreate),
         cmocka_unit_test(test_audit_api),
         cmocka_unit_test(test_wrong_kek),
