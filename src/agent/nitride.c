@@ -17,6 +17,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"attest", cmd_attest, "attest --attestd URL [--policy-id ID] [--no-vhsm] [--json] ..."},
+    {"fetch", cmd_fetch, "fetch SECRET_ID --attestd URL --kms URL [--as NAME] ... (into vhsmd)"},
     {"kms", cmd_kms, "kms [--url U] secret|policy|audit ... (nitride-kmsd admin)"},
     {"report", cmd_report, "report show FILE [--json] | report get [--provider P] ..."},
     {"sim", cmd_sim, "sim init DIR --product milan|genoa|turin [--vlek] ..."},
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < ELEMENTSOF(commands); i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nExit codes: 0 ok, 1 invalid evidence, 2 policy mismatch, 3 usage, 4 I/O error,\n"
-               "5 no evidence provider.\n");
+               "5 no evidence provider, 13 refused by a service (fetch), 14 service unavailable (fetch).\n");
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The attestation flow shared by `nitride attest` and `nitride fetch` (attest-flow.c): challenge
+ * from nitride-attestd, transfer key (vhsmd, or an ephemeral one with --no-vhsm), report with the
+ * binding REPORT_DATA, attestation, and the token checked against attestd's JWKS; plus the HTTP
+ * exchange, backoff and deadline helpers both commands use. The flow is described in
+ * cmd-attest.c; exit codes are agent.h's.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "snp/provider.h"
+#include "web/backoff.h"
+
+#define ATTEST_PROTO_VERSION "1.0"
+#define ATTEST_DEFAULT_TIMEOUT_S 30
+#define ATTEST_MAX_TIMEOUT_S 3600
+#define ATTEST_BACKOFF_BASE_MS 250
+#define ATTEST_BACKOFF_MAX_MS 5000
+#define ATTEST_CONNECT_TIMEOUT_MS 5000
+#define ATTEST_MAX_RESPONSE (256u * 1024u)
+#define ATTEST_MAX_NONCE_RENEWALS 5
+#define ATTEST_LAST_TRY_MS 250 /* the least time worth a last attempt */
+
+typedef struct AttestArgs {
+    char *base; /* the service URL without a trailing '/' */
+    const char *policy_id;
+    const char *provider;
+    const char *sim_dir;
+    const char *vhsm_socket;
+    const char *ca_file;
+    const char *token_out;
+    bool no_vhsm, json, quiet;
+    unsigned timeout_s;
+} AttestArgs;
+
+/* The state of one run: deadline, backoff, key, provider, and the last retryable failure. */
+typedef struct AttestRun {
+    const AttestArgs *args;
+    int64_t deadline_ms; /* CLOCK_MONOTONIC */
+    NtBackoff backoff;
+    unsigned attempts;
+    SnpProvider *provider;
+    json_t *tee_pubkey; /* public JWK */
+    long retry_after_s; /* of the last answer, -1 if none */
+    bool gave_up;       /* the deadline ran out on transient failures (service unavailable) */
+    char last_error[512];
+} AttestRun;
+
+/* What a step tells the main loop. */
+enum {
+    STEP_OK = 0,
+    STEP_RETRY = -1,      /* transient: back off, start again from a new challenge */
+    STEP_RENONCE = -2,    /* the nonce expired: a new challenge at once */
+    STEP_RETRY_SAME = -3, /* 429: the request was not handled; back off and send it again */
+    /* > 0: final, the value is the exit code (NT_EXIT_*) */
+};
+
+int64_t attest_now_ms(void); /* CLOCK_MONOTONIC */
+int64_t attest_remaining_ms(const AttestRun *run);
+
+/* Accepts https:// URLs, and http:// ones whose host is a loopback name or address (option names
+ * the command-line option in messages). Returns NT_EXIT_OK with the URL without trailing '/' in
+ * *ret_base, or an exit code (logged). */
+int attest_check_url(const char *url, const char *option, char **ret_base);
+
+/* One HTTP exchange with base + path and a JSON answer, with "Authorization: Bearer" when bearer
+ * is given. STEP_OK with *ret_status and *ret_reply (a JSON object, or NULL if the body is not
+ * one; run->retry_after_s from its Retry-After), STEP_RETRY (transient transport failure,
+ * remembered in run->last_error) or an exit code (logged). */
+int attest_exchange_at(AttestRun *run, const char *base, const char *bearer, const char *what,
+                       const char *method, const char *path, const json_t *req, long *ret_status,
+                       json_t **ret_reply);
+
+const char *attest_jstr(const json_t *o, const char *key);
+json_t *attest_cpu0_of(const json_t *claims);
+json_t *attest_annotated_evidence_of(const json_t *claims);
+
+/* Sleeps before the next try. NT_EXIT_OK to go on, or NT_EXIT_IO (logged) when the deadline
+ * leaves no time for another one. */
+int attest_wait_for_retry(AttestRun *run);
+/* After a step's result *r: true to send the same request again, after a wait (see
+ * attest-flow.c). When the deadline allows no further wait, *r becomes NT_EXIT_IO. */
+bool attest_again(AttestRun *run, int *r, bool new_challenge_on_retry);
+
+int attest_open_provider(const AttestArgs *a, SnpProvider **ret);
+
+/* The whole attestation: challenge, transfer key (kept in run->tee_pubkey), evidence, token,
+ * token verified against attestd's JWKS and bound to our key and nonce. NT_EXIT_OK with the token
+ * and its claims, or an exit code (logged). */
+int attest_obtain_token(AttestRun *run, char **ret_token, json_t **ret_claims);
+
+/* Hands the token to vhsmd as its attestation verdict; failures are warnings. */
+void attest_record_verdict_vhsm(AttestRun *run, const char *token);
