@@ -7,7 +7,8 @@ simulated chip (`nitride sim`). Happy path (the key then works in vhsmd), a poli
 vhsmd (refused: the transfer key is one-shot), and kmsd or attestd down (retries, then exit 14
 within the deadline).
 
-Usage: fetch-test.py NITRIDE NITRIDE_ATTESTD NITRIDE_KMSD VHSMD VHSM   (as root: IMPORT_RELEASE)
+Usage: fetch-test.py NITRIDE NITRIDE_ATTESTD NITRIDE_KMSD VHSMD VHSM VHSM_TEST_HELPER
+(as root: IMPORT_RELEASE is root only)
 """
 import json
 import os
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ntlib  # noqa: E402
 from ntlib import PROCS, b64u, check, fail, run  # noqa: E402
 
-NITRIDE, ATTESTD, KMSD, VHSMD, VHSM = sys.argv[1:6]
+NITRIDE, ATTESTD, KMSD, VHSMD, VHSM, HELPER = sys.argv[1:7]
 if os.geteuid() != 0:
     print("skip: vhsmd imports releases for root only")
     sys.exit(77)
@@ -197,8 +198,11 @@ with open(path("plain"), "wb") as f:
 run(*V, "encrypt", "kms/app", "--in", path("plain"), "--out", path("ct"))
 run(*V, "decrypt", "kms/app", "--in", path("ct"), "--out", path("back"))
 check(open(path("back"), "rb").read() == open(path("plain"), "rb").read(), "round trip")
-# kmsd's value is the key vhsmd uses: AES-256-GCM from vhsmd opened with the released value? The
-# envelope is vhsmd's own format; the round trip above and kmsd's audit row show the release.
+# The key vhsmd uses is the value kmsd stored: its envelope opens with OpenSSL under that value.
+p = subprocess.run([HELPER, "gcm-open", APP_VALUE.hex()], stdin=open(path("ct"), "rb"),
+                   capture_output=True, timeout=30)
+check(p.returncode == 0 and p.stdout == open(path("plain"), "rb").read(),
+      "vhsmd's kms/app is not kmsd's value: %d %s" % (p.returncode, p.stderr))
 step("nitride fetch: attested, released, imported as kms/app; vhsm encrypt/decrypt work")
 
 # ---- the release replayed to vhsmd: refused ----
