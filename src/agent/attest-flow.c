@@ -4,6 +4,7 @@
  * (cmd-fetch.c). See attest-flow.h.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,12 +219,15 @@ const char *attest_jstr(const json_t *o, const char *key) {
     return json_string_value(json_object_get(o, key));
 }
 
-/* Prints a refusal from the service: its error, check, expected and found. */
-static void attest_print_refusal(const char *what, long status, const json_t *reply) {
+void attest_print_refusal(const char *service, const char *what, long status,
+                          const json_t *reply) {
     const char *error = attest_jstr(reply, "error"), *check = attest_jstr(reply, "check"),
-               *expected = attest_jstr(reply, "expected"), *found = attest_jstr(reply, "found");
-    log_error("%s refused by attestd (HTTP %ld): %s", what, status,
+               *rule = attest_jstr(reply, "rule"), *expected = attest_jstr(reply, "expected"),
+               *found = attest_jstr(reply, "found");
+    log_error("%s refused by %s (HTTP %ld): %s", what, service, status,
               error ? error : "(no reason given)");
+    if (rule)
+        log_error("  rule:     %s", rule);
     if (check)
         log_error("  check:    %s", check);
     if (expected)
@@ -248,7 +252,7 @@ static int attest_http_failure(AttestRun *run, const char *what, long status, co
         return STEP_RENONCE;
     }
     if (status == 400 || status == 401) {
-        attest_print_refusal(what, status, reply);
+        attest_print_refusal("attestd", what, status, reply);
         /* attestd says "verdict": "policy" (older replies only word the message so). */
         const char *verdict = attest_jstr(reply, "verdict");
         if (status == 401 && ((verdict && streq(verdict, "policy")) ||
@@ -669,7 +673,7 @@ int attest_obtain_token(AttestRun *run, char **ret_token, json_t **ret_claims) {
     }
 }
 
-int attest_open_provider(const AttestArgs *a, SnpProvider **ret) {
+static int attest_open_provider(const AttestArgs *a, SnpProvider **ret) {
     int r = snp_provider_open(a->provider, a->sim_dir, ret);
     if (r == -ENODEV) {
         log_error("%s", snp_provider_missing_message());
@@ -693,4 +697,77 @@ int attest_open_provider(const AttestArgs *a, SnpProvider **ret) {
         return NT_EXIT_IO;
     }
     return NT_EXIT_OK;
+}
+int attest_parse_option(int c, const char *arg, AttestArgs *a) {
+    switch (c) {
+    case ATTEST_ARG_ATTESTD:
+        a->attestd_url = arg;
+        return NT_EXIT_OK;
+    case ATTEST_ARG_TOKEN_OUT:
+        a->token_out = arg;
+        return NT_EXIT_OK;
+    case 'q':
+        a->quiet = true;
+        return NT_EXIT_OK;
+    case ATTEST_ARG_PROVIDER:
+        a->provider = streq(arg, "auto") ? NULL : arg;
+        if (a->provider && !streq(a->provider, "sev-guest") && !streq(a->provider, "tsm") &&
+            !streq(a->provider, "sim")) {
+            log_error("Unknown provider '%s' (expected auto, sev-guest, tsm or sim).", arg);
+            return NT_EXIT_USAGE;
+        }
+        return NT_EXIT_OK;
+    case ATTEST_ARG_SIM:
+        a->sim_dir = arg;
+        return NT_EXIT_OK;
+    case ATTEST_ARG_CA:
+        a->ca_file = arg;
+        return NT_EXIT_OK;
+    case ATTEST_ARG_TIMEOUT: {
+        char *end = NULL;
+        unsigned long v;
+        errno = 0;
+        v = strtoul(arg, &end, 10);
+        if (errno != 0 || !end || *end != '\0' || end == arg || v < 1 ||
+            v > ATTEST_MAX_TIMEOUT_S) {
+            log_error("Invalid --timeout '%s' (expected 1 to %d seconds).", arg,
+                      ATTEST_MAX_TIMEOUT_S);
+            return NT_EXIT_USAGE;
+        }
+        a->timeout_s = (unsigned)v;
+        return NT_EXIT_OK;
+    }
+    default:
+        return -1;
+    }
+}
+
+int attest_run_start(AttestRun *run, AttestArgs *a) {
+    int r;
+
+    if (!a->attestd_url) {
+        log_error("--attestd URL is required.");
+        return NT_EXIT_USAGE;
+    }
+    if (a->sim_dir) {
+        if (a->provider && !streq(a->provider, "sim")) {
+            log_error("--sim only applies to --provider sim.");
+            return NT_EXIT_USAGE;
+        }
+        a->provider = "sim";
+    }
+    r = attest_check_url(a->attestd_url, "--attestd", &a->base);
+    if (r != NT_EXIT_OK)
+        return r;
+    run->deadline_ms = attest_now_ms() + (int64_t)a->timeout_s * 1000;
+    return attest_open_provider(a, &run->provider);
+}
+
+void attest_run_done(AttestRun *run, AttestArgs *a) {
+    json_decref(run->tee_pubkey);
+    run->tee_pubkey = NULL;
+    (void)snp_provider_free(run->provider);
+    run->provider = NULL;
+    free(a->base);
+    a->base = NULL;
 }

@@ -27,7 +27,8 @@
 #define ATTEST_LAST_TRY_MS 250 /* the least time worth a last attempt */
 
 typedef struct AttestArgs {
-    char *base; /* the service URL without a trailing '/' */
+    const char *attestd_url; /* as given */
+    char *base;              /* the service URL without a trailing '/' */
     const char *policy_id;
     const char *provider;
     const char *sim_dir;
@@ -60,6 +61,41 @@ enum {
     /* > 0: final, the value is the exit code (NT_EXIT_*) */
 };
 
+/* The options `nitride attest` and `nitride fetch` share: put ATTEST_COMMON_OPTIONS in the
+ * getopt table and hand every option to attest_parse_option() first. */
+enum {
+    ATTEST_ARG_ATTESTD = 0x200,
+    ATTEST_ARG_TOKEN_OUT,
+    ATTEST_ARG_PROVIDER,
+    ATTEST_ARG_SIM,
+    ATTEST_ARG_CA,
+    ATTEST_ARG_TIMEOUT,
+};
+#define ATTEST_COMMON_OPTIONS                                                                      \
+    {"attestd", required_argument, NULL, ATTEST_ARG_ATTESTD},                                      \
+        {"token-out", required_argument, NULL, ATTEST_ARG_TOKEN_OUT},                              \
+        {"quiet", no_argument, NULL, 'q'},                                                         \
+        {"provider", required_argument, NULL, ATTEST_ARG_PROVIDER},                                \
+        {"sim", required_argument, NULL, ATTEST_ARG_SIM},                                          \
+        {"sim-dir", required_argument, NULL, ATTEST_ARG_SIM},                                      \
+        {"ca", required_argument, NULL, ATTEST_ARG_CA},                                            \
+        {"timeout", required_argument, NULL, ATTEST_ARG_TIMEOUT}
+
+#define ATTEST_RUN_INIT(a)                                                                         \
+    {                                                                                              \
+        .args = (a), .backoff = {.base_ms = ATTEST_BACKOFF_BASE_MS, .max_ms = ATTEST_BACKOFF_MAX_MS}, \
+        .retry_after_s = -1,                                                                       \
+    }
+
+/* NT_EXIT_OK when c is a common option (applied to a), -1 when it is not one, NT_EXIT_USAGE
+ * (logged) when its value is invalid. */
+int attest_parse_option(int c, const char *arg, AttestArgs *a);
+/* After the command line: checks the common options together, checks --attestd (required) into
+ * a->base, starts the deadline and opens the evidence provider. NT_EXIT_OK or an exit code. */
+int attest_run_start(AttestRun *run, AttestArgs *a);
+/* Frees what attest_run_start() and the flow allocated. */
+void attest_run_done(AttestRun *run, AttestArgs *a);
+
 int64_t attest_now_ms(void); /* CLOCK_MONOTONIC */
 int64_t attest_remaining_ms(const AttestRun *run);
 
@@ -77,6 +113,9 @@ int attest_exchange_at(AttestRun *run, const char *base, const char *bearer, con
                        json_t **ret_reply);
 
 const char *attest_jstr(const json_t *o, const char *key);
+/* Prints a service's refusal: its error, and rule, check, expected and found when given. */
+void attest_print_refusal(const char *service, const char *what, long status,
+                          const json_t *reply);
 json_t *attest_cpu0_of(const json_t *claims);
 json_t *attest_annotated_evidence_of(const json_t *claims);
 
@@ -86,8 +125,6 @@ int attest_wait_for_retry(AttestRun *run);
 /* After a step's result *r: true to send the same request again, after a wait (see
  * attest-flow.c). When the deadline allows no further wait, *r becomes NT_EXIT_IO. */
 bool attest_again(AttestRun *run, int *r, bool new_challenge_on_retry);
-
-int attest_open_provider(const AttestArgs *a, SnpProvider **ret);
 
 /* The whole attestation: challenge, transfer key (kept in run->tee_pubkey), evidence, token,
  * token verified against attestd's JWKS and bound to our key and nonce. NT_EXIT_OK with the token

@@ -162,48 +162,33 @@ static int run_attest(AttestRun *run) {
 
 int cmd_attest(int argc, char **argv) {
     enum {
-        ARG_ATTESTD = 0x100,
-        ARG_POLICY_ID,
-        ARG_PROVIDER,
-        ARG_SIM,
+        ARG_POLICY_ID = 0x100,
         ARG_VHSM_SOCKET,
         ARG_NO_VHSM,
-        ARG_CA,
-        ARG_TIMEOUT,
         ARG_JSON,
-        ARG_TOKEN_OUT,
     };
     static const struct option options[] = {
-        {"attestd", required_argument, NULL, ARG_ATTESTD},
         {"policy-id", required_argument, NULL, ARG_POLICY_ID},
-        {"provider", required_argument, NULL, ARG_PROVIDER},
-        {"sim", required_argument, NULL, ARG_SIM},
-        {"sim-dir", required_argument, NULL, ARG_SIM},
         {"vhsm-socket", required_argument, NULL, ARG_VHSM_SOCKET},
         {"no-vhsm", no_argument, NULL, ARG_NO_VHSM},
-        {"ca", required_argument, NULL, ARG_CA},
-        {"timeout", required_argument, NULL, ARG_TIMEOUT},
+        ATTEST_COMMON_OPTIONS,
         {"json", no_argument, NULL, ARG_JSON},
-        {"token-out", required_argument, NULL, ARG_TOKEN_OUT},
-        {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {},
     };
     AttestArgs a = {.timeout_s = ATTEST_DEFAULT_TIMEOUT_S};
-    AttestRun run = {
-        .args = &a,
-        .backoff = {.base_ms = ATTEST_BACKOFF_BASE_MS, .max_ms = ATTEST_BACKOFF_MAX_MS},
-        .retry_after_s = -1,
-    };
-    const char *url = NULL;
+    AttestRun run = ATTEST_RUN_INIT(&a);
     int c, r;
 
     optind = 0;
     while ((c = getopt_long(argc, argv, "qh", options, NULL)) >= 0) {
+        r = attest_parse_option(c, optarg, &a);
+        if (r >= 0) {
+            if (r != NT_EXIT_OK)
+                return r;
+            continue;
+        }
         switch (c) {
-        case ARG_ATTESTD:
-            url = optarg;
-            break;
         case ARG_POLICY_ID:
             if (!optarg[0] || strlen(optarg) > 64) {
                 log_error("Invalid --policy-id '%.64s': 1 to 64 characters.", optarg);
@@ -211,48 +196,14 @@ int cmd_attest(int argc, char **argv) {
             }
             a.policy_id = optarg;
             break;
-        case ARG_PROVIDER:
-            a.provider = streq(optarg, "auto") ? NULL : optarg;
-            if (a.provider && !streq(a.provider, "sev-guest") && !streq(a.provider, "tsm") &&
-                !streq(a.provider, "sim")) {
-                log_error("Unknown provider '%s' (expected auto, sev-guest, tsm or sim).", optarg);
-                return NT_EXIT_USAGE;
-            }
-            break;
-        case ARG_SIM:
-            a.sim_dir = optarg;
-            break;
         case ARG_VHSM_SOCKET:
             a.vhsm_socket = optarg;
             break;
         case ARG_NO_VHSM:
             a.no_vhsm = true;
             break;
-        case ARG_CA:
-            a.ca_file = optarg;
-            break;
-        case ARG_TIMEOUT: {
-            char *end = NULL;
-            unsigned long v;
-            errno = 0;
-            v = strtoul(optarg, &end, 10);
-            if (errno != 0 || !end || *end != '\0' || end == optarg || v < 1 ||
-                v > ATTEST_MAX_TIMEOUT_S) {
-                log_error("Invalid --timeout '%s' (expected 1 to %d seconds).", optarg,
-                          ATTEST_MAX_TIMEOUT_S);
-                return NT_EXIT_USAGE;
-            }
-            a.timeout_s = (unsigned)v;
-            break;
-        }
         case ARG_JSON:
             a.json = true;
-            break;
-        case ARG_TOKEN_OUT:
-            a.token_out = optarg;
-            break;
-        case 'q':
-            a.quiet = true;
             break;
         case 'h':
             help(stdout);
@@ -266,7 +217,7 @@ int cmd_attest(int argc, char **argv) {
         log_error("Unexpected argument '%s'.", argv[optind]);
         return NT_EXIT_USAGE;
     }
-    if (!url) {
+    if (!a.attestd_url) {
         log_error("'nitride attest' needs --attestd URL.");
         return NT_EXIT_USAGE;
     }
@@ -274,23 +225,9 @@ int cmd_attest(int argc, char **argv) {
         log_error("--no-vhsm and --vhsm-socket exclude each other.");
         return NT_EXIT_USAGE;
     }
-    if (a.sim_dir) {
-        if (a.provider && !streq(a.provider, "sim")) {
-            log_error("--sim only applies to --provider sim.");
-            return NT_EXIT_USAGE;
-        }
-        a.provider = "sim";
-    }
-    r = attest_check_url(url, "--attestd", &a.base);
-    if (r != NT_EXIT_OK)
-        return r;
-
-    run.deadline_ms = attest_now_ms() + (int64_t)a.timeout_s * 1000;
-    r = attest_open_provider(&a, &run.provider);
+    r = attest_run_start(&run, &a);
     if (r == NT_EXIT_OK)
         r = run_attest(&run);
-    json_decref(run.tee_pubkey);
-    (void)snp_provider_free(run.provider);
-    free(a.base);
+    attest_run_done(&run, &a);
     return r;
 }

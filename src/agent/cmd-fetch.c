@@ -38,7 +38,7 @@
 #define FETCH_MAX_RELEASE (64u * 1024u)
 
 typedef struct FetchArgs {
-    const char *secret_id, *as_name, *volume_uuid, *release_out, *token_out;
+    const char *secret_id, *as_name, *volume_uuid, *release_out;
     char *kms_base;
 } FetchArgs;
 
@@ -78,22 +78,6 @@ static int attest_exit(const AttestRun *run, int r) {
     return r;
 }
 
-static void print_kms_refusal(long status, const json_t *reply) {
-    const char *error = attest_jstr(reply, "error"), *check = attest_jstr(reply, "check"),
-               *rule = attest_jstr(reply, "rule"), *expected = attest_jstr(reply, "expected"),
-               *found = attest_jstr(reply, "found");
-    log_error("Release refused by kmsd (HTTP %ld): %s", status,
-              error ? error : "(no reason given)");
-    if (rule)
-        log_error("  rule:     %s", rule);
-    if (check)
-        log_error("  check:    %s", check);
-    if (expected)
-        log_error("  expected: %s", expected);
-    if (found)
-        log_error("  found:    %s", found);
-}
-
 /* One release request. STEP_OK with the release, kmsd's name and version; STEP_RETRY /
  * STEP_RETRY_SAME for transient failures; or an exit code (logged). */
 static int post_release(AttestRun *run, const FetchArgs *f, const char *token, char **ret_release,
@@ -126,7 +110,7 @@ static int post_release(AttestRun *run, const FetchArgs *f, const char *token, c
         return status == 429 ? STEP_RETRY_SAME : STEP_RETRY;
     }
     if (status == 401 || status == 403) {
-        print_kms_refusal(status, reply);
+        attest_print_refusal("kmsd", "Release", status, reply);
         return NT_EXIT_REFUSED;
     }
     if (status == 404) {
@@ -134,7 +118,7 @@ static int post_release(AttestRun *run, const FetchArgs *f, const char *token, c
         return NT_EXIT_INVALID;
     }
     if (status != 200) {
-        print_kms_refusal(status, reply);
+        attest_print_refusal("kmsd", "Release", status, reply);
         return status == 400 ? NT_EXIT_INVALID : NT_EXIT_IO;
     }
     release = attest_jstr(reply, "release");
@@ -201,8 +185,8 @@ static int run_fetch(AttestRun *run, const FetchArgs *f) {
     r = attest_obtain_token(run, &token, &claims);
     if (r != NT_EXIT_OK)
         return attest_exit(run, r);
-    if (f->token_out && (r = write_file_atomic(f->token_out, token, strlen(token), 0600)) < 0) {
-        log_error_errno(r, "Failed to write the token to '%s': %m", f->token_out);
+    if (run->args->token_out && (r = write_file_atomic(run->args->token_out, token, strlen(token), 0600)) < 0) {
+        log_error_errno(r, "Failed to write the token to '%s': %m", run->args->token_out);
         return NT_EXIT_IO;
     }
 
@@ -232,52 +216,38 @@ static int run_fetch(AttestRun *run, const FetchArgs *f) {
 
 int cmd_fetch(int argc, char **argv) {
     enum {
-        ARG_ATTESTD = 0x100,
-        ARG_KMS,
+        ARG_KMS = 0x100,
         ARG_AS,
         ARG_VOLUME_UUID,
-        ARG_PROVIDER,
-        ARG_SIM,
         ARG_SOCKET,
-        ARG_CA,
-        ARG_TIMEOUT,
-        ARG_TOKEN_OUT,
         ARG_RELEASE_OUT,
     };
     static const struct option options[] = {
-        {"attestd", required_argument, NULL, ARG_ATTESTD},
         {"kms", required_argument, NULL, ARG_KMS},
         {"as", required_argument, NULL, ARG_AS},
         {"volume-uuid", required_argument, NULL, ARG_VOLUME_UUID},
-        {"provider", required_argument, NULL, ARG_PROVIDER},
-        {"sim", required_argument, NULL, ARG_SIM},
-        {"sim-dir", required_argument, NULL, ARG_SIM},
         {"socket", required_argument, NULL, ARG_SOCKET},
         {"vhsm-socket", required_argument, NULL, ARG_SOCKET},
-        {"ca", required_argument, NULL, ARG_CA},
-        {"timeout", required_argument, NULL, ARG_TIMEOUT},
-        {"token-out", required_argument, NULL, ARG_TOKEN_OUT},
+        ATTEST_COMMON_OPTIONS,
         {"release-out", required_argument, NULL, ARG_RELEASE_OUT},
-        {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {},
     };
     AttestArgs a = {.timeout_s = ATTEST_DEFAULT_TIMEOUT_S};
     FetchArgs f = {};
-    AttestRun run = {
-        .args = &a,
-        .backoff = {.base_ms = ATTEST_BACKOFF_BASE_MS, .max_ms = ATTEST_BACKOFF_MAX_MS},
-        .retry_after_s = -1,
-    };
-    const char *attestd_url = NULL, *kms_url = NULL;
+    AttestRun run = ATTEST_RUN_INIT(&a);
+    const char *kms_url = NULL;
     int c, r;
 
     optind = 0;
     while ((c = getopt_long(argc, argv, "qh", options, NULL)) >= 0) {
+        r = attest_parse_option(c, optarg, &a);
+        if (r >= 0) {
+            if (r != NT_EXIT_OK)
+                return r;
+            continue;
+        }
         switch (c) {
-        case ARG_ATTESTD:
-            attestd_url = optarg;
-            break;
         case ARG_KMS:
             kms_url = optarg;
             break;
@@ -295,45 +265,11 @@ int cmd_fetch(int argc, char **argv) {
             }
             f.volume_uuid = optarg;
             break;
-        case ARG_PROVIDER:
-            a.provider = streq(optarg, "auto") ? NULL : optarg;
-            if (a.provider && !streq(a.provider, "sev-guest") && !streq(a.provider, "tsm") &&
-                !streq(a.provider, "sim")) {
-                log_error("Unknown provider '%s' (expected auto, sev-guest, tsm or sim).", optarg);
-                return NT_EXIT_USAGE;
-            }
-            break;
-        case ARG_SIM:
-            a.sim_dir = optarg;
-            break;
         case ARG_SOCKET:
             a.vhsm_socket = optarg;
             break;
-        case ARG_CA:
-            a.ca_file = optarg;
-            break;
-        case ARG_TIMEOUT: {
-            char *end = NULL;
-            unsigned long v;
-            errno = 0;
-            v = strtoul(optarg, &end, 10);
-            if (errno != 0 || !end || *end != '\0' || end == optarg || v < 1 ||
-                v > ATTEST_MAX_TIMEOUT_S) {
-                log_error("Invalid --timeout '%s' (expected 1 to %d seconds).", optarg,
-                          ATTEST_MAX_TIMEOUT_S);
-                return NT_EXIT_USAGE;
-            }
-            a.timeout_s = (unsigned)v;
-            break;
-        }
-        case ARG_TOKEN_OUT:
-            f.token_out = optarg;
-            break;
         case ARG_RELEASE_OUT:
             f.release_out = optarg;
-            break;
-        case 'q':
-            a.quiet = true;
             break;
         case 'h':
             help(stdout);
@@ -356,29 +292,16 @@ int cmd_fetch(int argc, char **argv) {
         log_error("Invalid SECRET_ID '%.128s': not a kmsd secret id.", f.secret_id);
         return NT_EXIT_USAGE;
     }
-    if (!attestd_url || !kms_url) {
+    if (!a.attestd_url || !kms_url) {
         log_error("'nitride fetch' needs --attestd URL and --kms URL.");
         return NT_EXIT_USAGE;
     }
-    if (a.sim_dir) {
-        if (a.provider && !streq(a.provider, "sim")) {
-            log_error("--sim only applies to --provider sim.");
-            return NT_EXIT_USAGE;
-        }
-        a.provider = "sim";
-    }
-    r = attest_check_url(attestd_url, "--attestd", &a.base);
+    r = attest_check_url(kms_url, "--kms", &f.kms_base);
     if (r == NT_EXIT_OK)
-        r = attest_check_url(kms_url, "--kms", &f.kms_base);
-    if (r == NT_EXIT_OK) {
-        run.deadline_ms = attest_now_ms() + (int64_t)a.timeout_s * 1000;
-        r = attest_open_provider(&a, &run.provider);
-    }
+        r = attest_run_start(&run, &a);
     if (r == NT_EXIT_OK)
         r = run_fetch(&run, &f);
-    json_decref(run.tee_pubkey);
-    (void)snp_provider_free(run.provider);
-    free(a.base);
+    attest_run_done(&run, &a);
     free(f.kms_base);
     return r;
 }
