@@ -698,7 +698,7 @@ static int attest_open_provider(const AttestArgs *a, SnpProvider **ret) {
     }
     return NT_EXIT_OK;
 }
-int attest_parse_option(int c, const char *arg, AttestArgs *a) {
+static int attest_parse_option(int c, const char *arg, AttestArgs *a) {
     switch (c) {
     case ATTEST_ARG_ATTESTD:
         a->attestd_url = arg;
@@ -708,6 +708,9 @@ int attest_parse_option(int c, const char *arg, AttestArgs *a) {
         return NT_EXIT_OK;
     case 'q':
         a->quiet = true;
+        return NT_EXIT_OK;
+    case ATTEST_ARG_VHSM_SOCKET:
+        a->vhsm_socket = arg;
         return NT_EXIT_OK;
     case ATTEST_ARG_PROVIDER:
         a->provider = streq(arg, "auto") ? NULL : arg;
@@ -740,6 +743,26 @@ int attest_parse_option(int c, const char *arg, AttestArgs *a) {
     default:
         return -1;
     }
+}
+
+int attest_getopt(int argc, char **argv, const struct option *options, AttestArgs *a) {
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "qh", options, NULL)) >= 0) {
+        r = attest_parse_option(c, optarg, a);
+        if (r < 0)
+            return c;
+        if (r != NT_EXIT_OK)
+            return ATTEST_OPT_INVALID;
+    }
+    return -1;
+}
+
+bool attest_text_option_ok(const char *option, const char *arg, size_t max) {
+    if (arg[0] && strlen(arg) <= max)
+        return true;
+    log_error("Invalid %s '%.*s': 1 to %zu characters.", option, (int)max, arg, max);
+    return false;
 }
 
 int attest_run_start(AttestRun *run, AttestArgs *a) {

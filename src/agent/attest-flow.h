@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -66,6 +67,7 @@ enum {
 enum {
     ATTEST_ARG_ATTESTD = 0x200,
     ATTEST_ARG_TOKEN_OUT,
+    ATTEST_ARG_VHSM_SOCKET,
     ATTEST_ARG_PROVIDER,
     ATTEST_ARG_SIM,
     ATTEST_ARG_CA,
@@ -75,6 +77,8 @@ enum {
     {"attestd", required_argument, NULL, ATTEST_ARG_ATTESTD},                                      \
         {"token-out", required_argument, NULL, ATTEST_ARG_TOKEN_OUT},                              \
         {"quiet", no_argument, NULL, 'q'},                                                         \
+        {"socket", required_argument, NULL, ATTEST_ARG_VHSM_SOCKET},                               \
+        {"vhsm-socket", required_argument, NULL, ATTEST_ARG_VHSM_SOCKET},                          \
         {"provider", required_argument, NULL, ATTEST_ARG_PROVIDER},                                \
         {"sim", required_argument, NULL, ATTEST_ARG_SIM},                                          \
         {"sim-dir", required_argument, NULL, ATTEST_ARG_SIM},                                      \
@@ -87,9 +91,13 @@ enum {
         .retry_after_s = -1,                                                                       \
     }
 
-/* NT_EXIT_OK when c is a common option (applied to a), -1 when it is not one, NT_EXIT_USAGE
- * (logged) when its value is invalid. */
-int attest_parse_option(int c, const char *arg, AttestArgs *a);
+#define ATTEST_OPT_INVALID 0x2ff
+/* getopt_long(argc, argv, "qh", options) that applies the common options to a itself: returns
+ * the next other option, -1 at the end, or ATTEST_OPT_INVALID after logging a common option's
+ * invalid value. */
+int attest_getopt(int argc, char **argv, const struct option *options, AttestArgs *a);
+/* An option's text value: 1 to max characters. false after logging otherwise. */
+bool attest_text_option_ok(const char *option, const char *arg, size_t max);
 /* After the command line: checks the common options together, checks --attestd (required) into
  * a->base, starts the deadline and opens the evidence provider. NT_EXIT_OK or an exit code. */
 int attest_run_start(AttestRun *run, AttestArgs *a);

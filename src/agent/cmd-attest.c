@@ -163,13 +163,11 @@ static int run_attest(AttestRun *run) {
 int cmd_attest(int argc, char **argv) {
     enum {
         ARG_POLICY_ID = 0x100,
-        ARG_VHSM_SOCKET,
         ARG_NO_VHSM,
         ARG_JSON,
     };
     static const struct option options[] = {
         {"policy-id", required_argument, NULL, ARG_POLICY_ID},
-        {"vhsm-socket", required_argument, NULL, ARG_VHSM_SOCKET},
         {"no-vhsm", no_argument, NULL, ARG_NO_VHSM},
         ATTEST_COMMON_OPTIONS,
         {"json", no_argument, NULL, ARG_JSON},
@@ -181,23 +179,14 @@ int cmd_attest(int argc, char **argv) {
     int c, r;
 
     optind = 0;
-    while ((c = getopt_long(argc, argv, "qh", options, NULL)) >= 0) {
-        r = attest_parse_option(c, optarg, &a);
-        if (r >= 0) {
-            if (r != NT_EXIT_OK)
-                return r;
-            continue;
-        }
+    while ((c = attest_getopt(argc, argv, options, &a)) >= 0) {
         switch (c) {
+        case ATTEST_OPT_INVALID:
+            return NT_EXIT_USAGE;
         case ARG_POLICY_ID:
-            if (!optarg[0] || strlen(optarg) > 64) {
-                log_error("Invalid --policy-id '%.64s': 1 to 64 characters.", optarg);
+            if (!attest_text_option_ok("--policy-id", optarg, 64))
                 return NT_EXIT_USAGE;
-            }
             a.policy_id = optarg;
-            break;
-        case ARG_VHSM_SOCKET:
-            a.vhsm_socket = optarg;
             break;
         case ARG_NO_VHSM:
             a.no_vhsm = true;

@@ -219,15 +219,12 @@ int cmd_fetch(int argc, char **argv) {
         ARG_KMS = 0x100,
         ARG_AS,
         ARG_VOLUME_UUID,
-        ARG_SOCKET,
         ARG_RELEASE_OUT,
     };
     static const struct option options[] = {
         {"kms", required_argument, NULL, ARG_KMS},
         {"as", required_argument, NULL, ARG_AS},
         {"volume-uuid", required_argument, NULL, ARG_VOLUME_UUID},
-        {"socket", required_argument, NULL, ARG_SOCKET},
-        {"vhsm-socket", required_argument, NULL, ARG_SOCKET},
         ATTEST_COMMON_OPTIONS,
         {"release-out", required_argument, NULL, ARG_RELEASE_OUT},
         {"help", no_argument, NULL, 'h'},
@@ -240,14 +237,10 @@ int cmd_fetch(int argc, char **argv) {
     int c, r;
 
     optind = 0;
-    while ((c = getopt_long(argc, argv, "qh", options, NULL)) >= 0) {
-        r = attest_parse_option(c, optarg, &a);
-        if (r >= 0) {
-            if (r != NT_EXIT_OK)
-                return r;
-            continue;
-        }
+    while ((c = attest_getopt(argc, argv, options, &a)) >= 0) {
         switch (c) {
+        case ATTEST_OPT_INVALID:
+            return NT_EXIT_USAGE;
         case ARG_KMS:
             kms_url = optarg;
             break;
@@ -259,14 +252,9 @@ int cmd_fetch(int argc, char **argv) {
             f.as_name = optarg;
             break;
         case ARG_VOLUME_UUID:
-            if (!optarg[0] || strlen(optarg) > 64) {
-                log_error("Invalid --volume-uuid '%.64s': 1 to 64 characters.", optarg);
+            if (!attest_text_option_ok("--volume-uuid", optarg, 64))
                 return NT_EXIT_USAGE;
-            }
             f.volume_uuid = optarg;
-            break;
-        case ARG_SOCKET:
-            a.vhsm_socket = optarg;
             break;
         case ARG_RELEASE_OUT:
             f.release_out = optarg;
