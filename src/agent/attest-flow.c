@@ -219,8 +219,7 @@ const char *attest_jstr(const json_t *o, const char *key) {
     return json_string_value(json_object_get(o, key));
 }
 
-void attest_print_refusal(const char *service, const char *what, long status,
-                          const json_t *reply) {
+void attest_print_refusal(const char *service, const char *what, long status, const json_t *reply) {
     const char *error = attest_jstr(reply, "error"), *check = attest_jstr(reply, "check"),
                *rule = attest_jstr(reply, "rule"), *expected = attest_jstr(reply, "expected"),
                *found = attest_jstr(reply, "found");
@@ -351,7 +350,8 @@ void attest_record_verdict_vhsm(AttestRun *run, const char *token) {
     VhsmClient *c = NULL;
     int r = vhsm_connect(run->args->vhsm_socket, &c);
     if (r >= 0) {
-        (void)vhsm_set_timeout(c, (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
+        (void)vhsm_set_timeout(c,
+                               (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
         r = vhsm_attestation_set_token(c, token);
     }
     if (r == -EOPNOTSUPP)
@@ -511,7 +511,8 @@ static int get_jwks(AttestRun *run, json_t **ret_jwks) {
     long status = 0;
     int r;
 
-    r = attest_exchange(run, "Signing keys", "GET", "/.well-known/jwks.json", NULL, &status, &reply);
+    r = attest_exchange(run, "Signing keys", "GET", "/.well-known/jwks.json", NULL, &status,
+                        &reply);
     if (r != STEP_OK)
         return r;
     if (status != 200)
@@ -731,8 +732,7 @@ static int attest_parse_option(int c, const char *arg, AttestArgs *a) {
         unsigned long v;
         errno = 0;
         v = strtoul(arg, &end, 10);
-        if (errno != 0 || !end || *end != '\0' || end == arg || v < 1 ||
-            v > ATTEST_MAX_TIMEOUT_S) {
+        if (errno != 0 || !end || *end != '\0' || end == arg || v < 1 || v > ATTEST_MAX_TIMEOUT_S) {
             log_error("Invalid --timeout '%s' (expected 1 to %d seconds).", arg,
                       ATTEST_MAX_TIMEOUT_S);
             return NT_EXIT_USAGE;

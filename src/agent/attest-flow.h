@@ -62,8 +62,9 @@ enum {
     /* > 0: final, the value is the exit code (NT_EXIT_*) */
 };
 
-/* The options `nitride attest` and `nitride fetch` share: put ATTEST_COMMON_OPTIONS in the
- * getopt table and hand every option to attest_parse_option() first. */
+/* The options `nitride attest` and `nitride fetch` share (--attestd, --token-out, -q, --socket,
+ * --provider, --sim, --ca, --timeout): put ATTEST_COMMON_OPTIONS in the
+ * getopt table and read the command line with attest_getopt(). */
 enum {
     ATTEST_ARG_ATTESTD = 0x200,
     ATTEST_ARG_TOKEN_OUT,
@@ -73,21 +74,24 @@ enum {
     ATTEST_ARG_CA,
     ATTEST_ARG_TIMEOUT,
 };
+/* clang-format off */
 #define ATTEST_COMMON_OPTIONS                                                                      \
     {"attestd", required_argument, NULL, ATTEST_ARG_ATTESTD},                                      \
-        {"token-out", required_argument, NULL, ATTEST_ARG_TOKEN_OUT},                              \
-        {"quiet", no_argument, NULL, 'q'},                                                         \
-        {"socket", required_argument, NULL, ATTEST_ARG_VHSM_SOCKET},                               \
-        {"vhsm-socket", required_argument, NULL, ATTEST_ARG_VHSM_SOCKET},                          \
-        {"provider", required_argument, NULL, ATTEST_ARG_PROVIDER},                                \
-        {"sim", required_argument, NULL, ATTEST_ARG_SIM},                                          \
-        {"sim-dir", required_argument, NULL, ATTEST_ARG_SIM},                                      \
-        {"ca", required_argument, NULL, ATTEST_ARG_CA},                                            \
-        {"timeout", required_argument, NULL, ATTEST_ARG_TIMEOUT}
+    {"token-out", required_argument, NULL, ATTEST_ARG_TOKEN_OUT},                                  \
+    {"quiet", no_argument, NULL, 'q'},                                                             \
+    {"socket", required_argument, NULL, ATTEST_ARG_VHSM_SOCKET},                                   \
+    {"vhsm-socket", required_argument, NULL, ATTEST_ARG_VHSM_SOCKET},                              \
+    {"provider", required_argument, NULL, ATTEST_ARG_PROVIDER},                                    \
+    {"sim", required_argument, NULL, ATTEST_ARG_SIM},                                              \
+    {"sim-dir", required_argument, NULL, ATTEST_ARG_SIM},                                          \
+    {"ca", required_argument, NULL, ATTEST_ARG_CA},                                                \
+    {"timeout", required_argument, NULL, ATTEST_ARG_TIMEOUT}
+/* clang-format on */
 
 #define ATTEST_RUN_INIT(a)                                                                         \
     {                                                                                              \
-        .args = (a), .backoff = {.base_ms = ATTEST_BACKOFF_BASE_MS, .max_ms = ATTEST_BACKOFF_MAX_MS}, \
+        .args = (a),                                                                               \
+        .backoff = {.base_ms = ATTEST_BACKOFF_BASE_MS, .max_ms = ATTEST_BACKOFF_MAX_MS},           \
         .retry_after_s = -1,                                                                       \
     }
 
@@ -122,8 +126,7 @@ int attest_exchange_at(AttestRun *run, const char *base, const char *bearer, con
 
 const char *attest_jstr(const json_t *o, const char *key);
 /* Prints a service's refusal: its error, and rule, check, expected and found when given. */
-void attest_print_refusal(const char *service, const char *what, long status,
-                          const json_t *reply);
+void attest_print_refusal(const char *service, const char *what, long status, const json_t *reply);
 json_t *attest_cpu0_of(const json_t *claims);
 json_t *attest_annotated_evidence_of(const json_t *claims);
 

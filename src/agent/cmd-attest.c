@@ -45,7 +45,6 @@
 #include "token/ear.h"
 #include "vhsm/client/vhsm-client.h"
 
-
 static void help(FILE *f) {
     fprintf(f,
             "Usage: nitride attest --attestd URL [OPTIONS]\n"

@@ -167,8 +167,8 @@ static int import_release(AttestRun *run, const char *release, const char *token
     }
     j = reply ? json_loads(reply, 0, NULL) : NULL;
     if (!run->args->quiet)
-        printf("imported %s version %" JSON_INTEGER_FORMAT "\n",
-               attest_jstr(j, "name") ?: "?", json_integer_value(json_object_get(j, "version")));
+        printf("imported %s version %" JSON_INTEGER_FORMAT "\n", attest_jstr(j, "name") ?: "?",
+               json_integer_value(json_object_get(j, "version")));
     if (fflush(stdout) != 0 || ferror(stdout)) {
         log_error("Failed to write to standard output.");
         return NT_EXIT_IO;
@@ -185,7 +185,8 @@ static int run_fetch(AttestRun *run, const FetchArgs *f) {
     r = attest_obtain_token(run, &token, &claims);
     if (r != NT_EXIT_OK)
         return attest_exit(run, r);
-    if (run->args->token_out && (r = write_file_atomic(run->args->token_out, token, strlen(token), 0600)) < 0) {
+    if (run->args->token_out &&
+        (r = write_file_atomic(run->args->token_out, token, strlen(token), 0600)) < 0) {
         log_error_errno(r, "Failed to write the token to '%s': %m", run->args->token_out);
         return NT_EXIT_IO;
     }

@@ -29,7 +29,8 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < ELEMENTSOF(commands); i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nExit codes: 0 ok, 1 invalid evidence, 2 policy mismatch, 3 usage, 4 I/O error,\n"
-               "5 no evidence provider, 13 refused by a service (fetch), 14 service unavailable (fetch).\n");
+               "5 no evidence provider, 13 refused by a service (fetch), 14 service unavailable "
+               "(fetch).\n");
 }
 
 int main(int argc, char **argv) {

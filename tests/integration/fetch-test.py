@@ -158,19 +158,8 @@ with open(path("kms-keys.json"), "wb") as f:
 with open(path("att-jwks.json"), "wb") as f:
     f.write(http(A.url + "/.well-known/jwks.json")[1])
 run(NITRIDE, "sim", "init", path("vchip"), "--product", "milan")
-vp = subprocess.Popen([VHSMD, "--foreground", "--socket", SOCK, "--keystore",
-                       os.path.join(VT, "keystore"), "--provider", "sim", "--sim-dir",
-                       path("vchip"), "--freshness-anchor", "file:" + os.path.join(VT, "anchor"),
-                       "--kms-keys", path("kms-keys.json"), "--attestd-jwks",
-                       path("att-jwks.json"), "--attestd-issuer", ISSUER],
-                      stdout=open(path("vhsmd.log"), "w"), stderr=subprocess.STDOUT)
-vp.log = path("vhsmd.log")
-PROCS.append(vp)
-for _ in range(200):
-    if os.path.exists(SOCK):
-        break
-    check(vp.poll() is None, "vhsmd exited at start")
-    time.sleep(0.05)
+vp = ntlib.start_vhsmd(VHSMD, VT, path("vchip"), path("kms-keys.json"), path("att-jwks.json"),
+                       ISSUER)
 V = [VHSM, "--socket", SOCK]
 
 

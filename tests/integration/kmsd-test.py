@@ -540,19 +540,7 @@ if VHSMD and os.geteuid() == 0:
     att_keys = path("attestd-jwks.json")
     with open(att_keys, "wb") as f:
         f.write(http(A.url + "/.well-known/jwks.json")[1])
-    vlog = open(path("vhsmd.log"), "w")
-    vp = subprocess.Popen([VHSMD, "--foreground", "--socket", sock, "--keystore",
-                           os.path.join(vt, "keystore"), "--provider", "sim", "--sim-dir", vsim,
-                           "--freshness-anchor", "file:" + os.path.join(vt, "anchor"),
-                           "--kms-keys", kms_keys, "--attestd-jwks", att_keys,
-                           "--attestd-issuer", ISSUER], stdout=vlog, stderr=subprocess.STDOUT)
-    vp.log = path("vhsmd.log")
-    PROCS.append(vp)
-    for _ in range(200):
-        if os.path.exists(sock):
-            break
-        check(vp.poll() is None, "vhsmd exited at start")
-        time.sleep(0.05)
+    vp = ntlib.start_vhsmd(VHSMD, vt, vsim, kms_keys, att_keys, ISSUER)
     V = [VHSM, "--socket", sock]
     tk = json.loads(run(*V, "transfer-key", "create", "--lifetime", "300").stdout)
     vtoken = token_for(GOOD, pub=tk)

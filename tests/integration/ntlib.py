@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 PROCS = []  # processes started by the test; each may carry .log (path of its output)
 
@@ -42,3 +43,25 @@ def write_json(directory, name, obj):
     with open(path, "w") as f:
         json.dump(obj, f)
     return path
+
+
+def start_vhsmd(vhsmd, directory, sim_dir, kms_keys, attestd_jwks, issuer):
+    """Starts vhsmd in directory (socket vhsm.sock, keystore, anchor; log vhsmd.log beside it)
+    on the simulated chip sim_dir, pinning kmsd's release keys and attestd's JWKS. Returns the
+    process (in PROCS) once its socket exists."""
+    sock = os.path.join(directory, "vhsm.sock")
+    log = os.path.join(os.path.dirname(directory), "vhsmd.log")
+    p = subprocess.Popen([vhsmd, "--foreground", "--socket", sock, "--keystore",
+                          os.path.join(directory, "keystore"), "--provider", "sim", "--sim-dir",
+                          sim_dir, "--freshness-anchor", "file:" + os.path.join(directory, "anchor"),
+                          "--kms-keys", kms_keys, "--attestd-jwks", attestd_jwks,
+                          "--attestd-issuer", issuer], stdout=open(log, "w"),
+                         stderr=subprocess.STDOUT)
+    p.log = log
+    PROCS.append(p)
+    for _ in range(200):
+        if os.path.exists(sock):
+            return p
+        check(p.poll() is None, "vhsmd exited at start")
+        time.sleep(0.05)
+    fail("vhsmd did not create its socket")
