@@ -10,6 +10,10 @@
 #   7. the attestation service: nitride-attestd with TLS on loopback; `nitride attest` with a
 #      transfer key from vhsmd gets an EAR token; another launch configuration is refused with
 #      the check that failed; replay of recorded evidence against a candidate policy
+#   8. attested secret release (Case B): nitride-kmsd stores secret X with a release policy; an
+#      application's call on kms/X finds it missing; the agent attests and fetches it, sealed to
+#      vhsmd's one-shot transfer key and signed by kmsd; another launch configuration is refused
+#      with the rule that failed; the audit chain is shown and verified
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${NT_BUILD:-build}
@@ -207,6 +211,107 @@ EOF
   printf '{"measurements": ["%s"]}\n' "$(openssl rand -hex 48)" >"$W/attestd/candidate.json"
   run "$attestd" replay --config "$W/attestd/attestd.json" --policy "$W/attestd/candidate.json"
   curl -s --cacert "$W/attestd/tls.pem" "$url/metrics" | grep -E '^nitride_attestd_(tokens|failures)_total'
+fi
+
+kmsd=$B/src/kmsd/nitride-kmsd
+if [ -x "$attestd" ] && [ -x "$kmsd" ] && [ "$(id -u)" = 0 ]; then
+  step "8. Attested secret release (Case B): nitride-kmsd releases key X only to the VM its policy names"
+  # Two genuine images of the fleet: attestd accepts both; the operator gives X to the first only.
+  meas2=$(openssl rand -hex 48)
+  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null   # this VM: the first image
+  K8=$W/kms; mkdir -p "$K8"
+  printf '{"measurements": ["%s", "%s"]}\n' "$meas" "$meas2" >"$K8/att-policy.json"
+  (umask 077; head -c 32 /dev/urandom >"$K8/challenge.key"; head -c 32 /dev/urandom >"$K8/kek"
+   openssl rand -base64 32 | tr -d '\n' >"$K8/admin.token")
+  cat >"$K8/attestd.json" <<EOF
+{
+  "listen": "127.0.0.1:0",
+  "tls": {"cert": "$W/attestd/tls.pem", "key": "$W/attestd/tls.key"},
+  "challenge": {"secret": "challenge.key"},
+  "token": {"keys_dir": "att-keys", "issuer": "https://attestd.demo", "audience": "nitride-kmsd"},
+  "trust_anchors": ["$W/chip/ark.pem"],
+  "policies": {"fleet": {"file": "att-policy.json"}}
+}
+EOF
+  "$attestd" --config "$K8/attestd.json" --port-file "$K8/attestd.port" 2>"$K8/attestd.log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$K8/attestd.port" ] && break; sleep 0.05; done
+  [ -s "$K8/attestd.port" ] || { cat "$K8/attestd.log"; exit 1; }
+  aurl=https://127.0.0.1:$(cat "$K8/attestd.port")
+  cat >"$K8/kmsd.json" <<EOF
+{
+  "listen": "127.0.0.1:0",
+  "tls": {"cert": "$W/attestd/tls.pem", "key": "$W/attestd/tls.key"},
+  "database": "kmsd.db",
+  "kek_file": "kek",
+  "release": {"keys_dir": "release-keys"},
+  "attestd": {"jwks_url": "$aurl/.well-known/jwks.json", "ca_file": "$W/attestd/tls.pem",
+              "issuer": "https://attestd.demo", "audience": "nitride-kmsd"},
+  "admin": {"bearer_token_file": "admin.token"}
+}
+EOF
+  run cat "$K8/kmsd.json"
+  "$kmsd" --config "$K8/kmsd.json" --port-file "$K8/kmsd.port" 2>"$K8/kmsd.log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$K8/kmsd.port" ] && break; sleep 0.05; done
+  [ -s "$K8/kmsd.port" ] || { cat "$K8/kmsd.log"; exit 1; }
+  kurl=https://127.0.0.1:$(cat "$K8/kmsd.port")
+  KMS() { "$nitride" kms --url "$kurl" --ca "$W/attestd/tls.pem" --admin-token-file "$K8/admin.token" "$@"; }
+
+  step "8a. The operator stores secret X (generated inside kmsd) with a release policy"
+  cat >"$K8/x-policy.json" <<EOF
+{"version": 1, "rules": {"measurement_in": ["$meas"], "debug_allowed": false}}
+EOF
+  run cat "$K8/x-policy.json"
+  run KMS secret create demo-x --type aes256 --name x --generate --policy-file "$K8/x-policy.json"
+  run KMS secret list
+
+  step "8b. vhsmd pins kmsd's release keys and attestd's token keys: it trusts proofs, not root"
+  curl -s --cacert "$W/attestd/tls.pem" "$kurl/v1/release-keys" >"$K8/kms-keys.json"
+  curl -s --cacert "$W/attestd/tls.pem" "$aurl/.well-known/jwks.json" >"$K8/att-jwks.json"
+  sock8=$W/vhsm8.sock
+  "$vhsmd" --foreground --socket "$sock8" --keystore "$W/keystore8" --provider sim --sim-dir "$W/chip" \
+    --freshness-anchor "file:$W/run/keystore8.anchor" --kms-keys "$K8/kms-keys.json" \
+    --attestd-jwks "$K8/att-jwks.json" --attestd-issuer https://attestd.demo 2>"$W/vhsmd8.log" &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$sock8" ] && break; sleep 0.1; done
+  V8() { "$vhsm" --socket "$sock8" "$@"; }
+  echo "payroll record 4711" >"$W/app.txt"
+
+  step "8c. The application asks the vHSM to encrypt with kms/x: the key is not there yet"
+  set +e
+  V8 encrypt kms/x --in "$W/app.txt" --out "$W/app.ct"
+  rc=$?
+  set -e
+  echo "exit code $rc"
+
+  step "8d. The agent attests (challenge, report, token) and fetches X: it arrives sealed to vhsmd"
+  run "$nitride" fetch demo-x --attestd "$aurl" --kms "$kurl" --ca "$W/attestd/tls.pem" \
+    --socket "$sock8" --sim "$W/chip"
+  run V8 encrypt kms/x --in "$W/app.txt" --out "$W/app.ct"
+  run V8 decrypt kms/x --in "$W/app.ct"
+  run V8 key info kms/x
+
+  step "8e. Another launch configuration (a genuine image of the fleet, but not X's) is refused by kmsd"
+  "$nitride" sim set "$W/chip" --measurement "$meas2" >/dev/null
+  sock8b=$W/vhsm8b.sock
+  "$vhsmd" --foreground --socket "$sock8b" --keystore "$W/keystore8b" --provider sim --sim-dir "$W/chip" \
+    --freshness-anchor "file:$W/run/keystore8b.anchor" --kms-keys "$K8/kms-keys.json" \
+    --attestd-jwks "$K8/att-jwks.json" --attestd-issuer https://attestd.demo 2>"$W/vhsmd8b.log" &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$sock8b" ] && break; sleep 0.1; done
+  set +e
+  "$nitride" fetch demo-x --attestd "$aurl" --kms "$kurl" --ca "$W/attestd/tls.pem" \
+    --socket "$sock8b" --sim "$W/chip"
+  rc=$?
+  set -e
+  echo "exit code $rc (13: refused by the service's policy, the rule named)"
+  [ "$rc" -eq 13 ]
+  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null
+
+  step "8f. The audit chain: every release attempt and admin action, hash-chained and signed"
+  run KMS audit show
+  run KMS audit verify --release-keys "$K8/kms-keys.json"
 fi
 
 step "Demo complete."
