@@ -23,6 +23,7 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,8 @@ typedef enum AgentqState {
     AGENTQ_PARKING,  /* parked, still owned by its worker (until agentq_commit) */
     AGENTQ_PARKED,   /* owned by nobody: the queue will resume it */
     AGENTQ_READY,    /* the outcome is known: answer the parked request */
+    _AGENTQ_STATE_MAX,
+    _AGENTQ_STATE_INVALID = -EINVAL,
 } AgentqState;
 
 /* Embedded in each server connection; zero-initialised. All fields belong to the queue (its
