@@ -401,6 +401,83 @@ int agentq_agent_wait(Agentq *q, AgentqConn *c, const char *const *patterns, siz
     return agent_wait_locked(q, c, patterns, n_patterns, wait_ms, resumed, ret);
 }
 
+int agentq_wait_request_parse(const uint8_t *body, size_t len, AgentqWaitRequest *ret,
+                              const char **ret_error) {
+    size_t off = 0;
+    VhsmTlv t;
+    int r;
+
+    ret->n_patterns = 0;
+    r = vhsm_body_get_u32(body, len, VHSM_TAG_WAIT_MS, &ret->wait_ms);
+    if (r == -ENOENT)
+        ret->wait_ms = VHSM_AGENT_WAIT_DEFAULT_MS;
+    else if (r < 0) {
+        *ret_error = "agent-wait: malformed wait time";
+        return -EBADMSG;
+    }
+    ret->wait_ms = MIN(ret->wait_ms, VHSM_AGENT_WAIT_MAX_MS);
+    while ((r = vhsm_tlv_next(body, len, &off, &t)) > 0) {
+        char *p;
+        if (t.tag != VHSM_TAG_PATTERN)
+            continue;
+        if (ret->n_patterns == VHSM_MAX_PATTERNS) {
+            *ret_error = "agent-wait: more than 256 patterns";
+            return -EMSGSIZE;
+        }
+        if (t.len > VHSM_MAX_PATTERN || memchr(t.value, 0, t.len)) {
+            *ret_error = "agent-wait: a pattern is longer than 255 bytes or holds a NUL byte";
+            return -EINVAL;
+        }
+        p = ret->storage[ret->n_patterns];
+        memcpy(p, t.value, t.len);
+        p[t.len] = 0;
+        if (!agentq_pattern_valid(p)) {
+            *ret_error = "agent-wait: invalid pattern (a key name, or a prefix ending in '*'; '*' "
+                         "only at the end)";
+            return -EINVAL;
+        }
+        ret->patterns[ret->n_patterns++] = p;
+    }
+    if (r < 0) {
+        *ret_error = "agent-wait: malformed body";
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+int agentq_done_request_parse(const uint8_t *body, size_t len, uint64_t *ret_id,
+                              uint16_t *ret_status, char *message, const char **ret_error) {
+    uint32_t status = 0;
+    int r;
+
+    if (vhsm_body_get_u64(body, len, VHSM_TAG_JOB_ID, ret_id) < 0) {
+        *ret_error = "agent-done: missing or malformed job id";
+        return -EBADMSG;
+    }
+    r = vhsm_body_get_u32(body, len, VHSM_TAG_STATUS_CODE, &status);
+    if (r < 0 && r != -ENOENT) {
+        *ret_error = "agent-done: malformed status";
+        return -EBADMSG;
+    }
+    if (status >= _VHSM_STATUS_MAX) {
+        *ret_error = "agent-done: unknown status";
+        return -EINVAL;
+    }
+    r = vhsm_body_get_str(body, len, VHSM_TAG_MESSAGE, VHSM_MAX_AGENT_MESSAGE, message,
+                          VHSM_MAX_AGENT_MESSAGE + 1);
+    if (r == -ENOENT)
+        message[0] = 0;
+    else if (r == -ENAMETOOLONG) {
+        *ret_error = "agent-done: message longer than 1024 bytes";
+        return -EMSGSIZE;
+    } else if (r < 0) {
+        *ret_error = "agent-done: malformed message";
+        return -EBADMSG;
+    }
+    *ret_status = (uint16_t)status;
+    return 0;
+}
+
 static const char *error_name(int error) {
     return vhsm_status_to_string((uint16_t)vhsm_status_from_errno(error));
 }
