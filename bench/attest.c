@@ -430,7 +430,8 @@ int main(void) {
     double ratio = 0, m50 = 0;
     for (int k = 0; k < n_services; k++) {
         Service *sv = &services[k];
-        double mh = bench_median(sv->rate, (size_t)rounds), p50 = bench_median(sv->p50, (size_t)rounds);
+        double mh = bench_median(sv->rate, (size_t)rounds),
+               p50 = bench_median(sv->p50, (size_t)rounds);
         double m99 = bench_median(sv->p99, (size_t)rounds);
         printf("median%s: in-process floor %.0f attestations/s, over HTTP %.0f/s = %.0f%% of the "
                "floor (target >= 60%%); one at a time: p50 %.3f ms over HTTP (target < 2 ms) = "

@@ -117,6 +117,12 @@ static long https(const char *method, const char *url, const char *bearer, const
     return status;
 }
 
+static size_t discard(char *p, size_t size, size_t n, void *ud) {
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
 /* ---- one release: the flow of `nitride fetch` ---- */
 
 enum { STEP_TOKEN, STEP_RELEASE, STEP_IMPORT, N_STEPS };
@@ -185,8 +191,7 @@ static int release_once(Client *c, unsigned i, double t[N_STEPS + 1]) {
         r = vhsm_import_release(v, attest_jstr(reply, "release"), token, &reply_text);
     snprintf(name, sizeof name, "\"kms/b-%u\"", i);
     if (r < 0 || !reply_text || !strstr(reply_text, name)) {
-        fprintf(stderr, "bench-release: import failed: %s (%s)\n", strerror(-r),
-                vhsm_last_error());
+        fprintf(stderr, "bench-release: import failed: %s (%s)\n", strerror(-r), vhsm_last_error());
         goto out;
     }
     t[3] = bench_mono();
@@ -240,9 +245,21 @@ typedef struct Floor {
     json_t *token_jwks, *release_jwks;
 } Floor;
 
-enum { F_KEYGEN, F_REPORT_SIGN, F_REPORT_VERIFY, F_TOKEN_SIGN, F_TOKEN_VERIFY, F_SEAL, F_OPEN, N_F };
-static const char *const floor_name[N_F] = {"transfer key",   "report sign", "report verify",
-                                            "token sign",     "token verify",
+enum {
+    F_KEYGEN,
+    F_REPORT_SIGN,
+    F_REPORT_VERIFY,
+    F_TOKEN_SIGN,
+    F_TOKEN_VERIFY,
+    F_SEAL,
+    F_OPEN,
+    N_F
+};
+static const char *const floor_name[N_F] = {"transfer key",
+                                            "report sign",
+                                            "report verify",
+                                            "token sign",
+                                            "token verify",
                                             "JWE wrap + release sign",
                                             "release verify + JWE unwrap"};
 
@@ -494,9 +511,8 @@ static void start_vhsmd(void) {
         dup2(fd, 1);
         dup2(fd, 2);
         execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock_path, "--keystore", ks,
-              "--provider", "sim", "--sim-dir", vchip, "--freshness-anchor", anchor,
-              "--kms-keys", kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER,
-              (char *)NULL);
+              "--provider", "sim", "--sim-dir", vchip, "--freshness-anchor", anchor, "--kms-keys",
+              kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER, (char *)NULL);
         _exit(127);
     }
     bench_register_pid(pid);
@@ -517,10 +533,10 @@ static void create_secrets(unsigned n, const char *measurement_hex) {
     for (unsigned i = 0; i < n; i++) {
         char id[32];
         snprintf(id, sizeof id, "b-%u", i);
-        json_t *body = json_pack(
-            "{ss ss ss sb s{si s{s[s]}} s{ss}}", "id", id, "name", id, "type", "aes256",
-            "generate", 1, "policy", "version", 1, "rules", "measurement_in", measurement_hex,
-            "attributes", "policy", "local");
+        json_t *body =
+            json_pack("{ss ss ss sb s{si s{s[s]}} s{ss}}", "id", id, "name", id, "type", "aes256",
+                      "generate", 1, "policy", "version", 1, "rules", "measurement_in",
+                      measurement_hex, "attributes", "policy", "local");
         char *reply = NULL;
         long st = https("POST", url, admin_token, body, &reply);
         if (st != 201) {
@@ -548,7 +564,8 @@ static void setup_floor(Floor *f) {
         bench_die("the floor's chip");
     free(table);
     snprintf(path, sizeof path, "%s/ark.pem", chip_dir);
-    if (nt_verifier_new(&f->verifier) < 0 || nt_verifier_add_trust_anchor_file(f->verifier, path) < 0)
+    if (nt_verifier_new(&f->verifier) < 0 ||
+        nt_verifier_add_trust_anchor_file(f->verifier, path) < 0)
         bench_die("the floor's verifier");
     if (nt_policy_parse("{}", 2, &f->policy, &perr) < 0)
         bench_die("the floor's policy");
@@ -612,11 +629,10 @@ int main(void) {
     write_json("attestd.json",
                json_pack("{ss s{ss ss} s{ss si} s{ss ss ss si ss} s[s] s{s{ss}} ss s{si si}}",
                          "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
-                         "challenge", "secret", s1, "lifetime", 60, "token", "keys_dir",
-                         keys_dir, "issuer", ISSUER, "audience", AUDIENCE, "lifetime", 300,
-                         "alg", alg, "trust_anchors", anchor, "policies", "default", "file",
-                         path, "default_policy", "default", "rate_limit", "per_second", 0,
-                         "burst", 1),
+                         "challenge", "secret", s1, "lifetime", 60, "token", "keys_dir", keys_dir,
+                         "issuer", ISSUER, "audience", AUDIENCE, "lifetime", 300, "alg", alg,
+                         "trust_anchors", anchor, "policies", "default", "file", path,
+                         "default_policy", "default", "rate_limit", "per_second", 0, "burst", 1),
                0644);
     snprintf(attestd_url, sizeof attestd_url, "https://127.0.0.1:%u",
              start_service(ATTESTD_PATH, "attestd"));
@@ -641,12 +657,12 @@ int main(void) {
     tmp_path(rkeys, sizeof rkeys, "release-keys");
     snprintf(jwks_url, sizeof jwks_url, "%s/.well-known/jwks.json", attestd_url);
     write_json("kmsd.json",
-               json_pack("{ss s{ss ss} ss ss s{ss ss} s{ss ss ss ss si} s{ss} s{si si}}",
-                         "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
-                         "database", db, "kek_file", s2, "release", "keys_dir", rkeys, "alg",
-                         alg, "attestd", "jwks_url", jwks_url, "ca_file", ca_file, "issuer",
-                         ISSUER, "audience", AUDIENCE, "skew", 1, "admin",
-                         "bearer_token_file", tokf, "rate_limit", "per_second", 0, "burst", 1),
+               json_pack("{ss s{ss ss} ss ss s{ss ss} s{ss ss ss ss si} s{ss} s{si si}}", "listen",
+                         "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key, "database", db,
+                         "kek_file", s2, "release", "keys_dir", rkeys, "alg", alg, "attestd",
+                         "jwks_url", jwks_url, "ca_file", ca_file, "issuer", ISSUER, "audience",
+                         AUDIENCE, "skew", 1, "admin", "bearer_token_file", tokf, "rate_limit",
+                         "per_second", 0, "burst", 1),
                0644);
     snprintf(kms_url, sizeof kms_url, "https://127.0.0.1:%u", start_service(KMSD_PATH, "kmsd"));
 
@@ -678,8 +694,8 @@ int main(void) {
 
     double *p50 = calloc((size_t)rounds, sizeof(double)), *p99 = calloc((size_t)rounds, 8),
            *rate = calloc((size_t)rounds, 8), *fp50 = calloc((size_t)rounds, 8),
-           *lat = calloc(n, sizeof(double)), *flat = calloc(n, sizeof(double)),
-           *fstep[N_F], *step_med[N_STEPS], *fstep_med[N_F];
+           *lat = calloc(n, sizeof(double)), *flat = calloc(n, sizeof(double)), *fstep[N_F],
+           *step_med[N_STEPS], *fstep_med[N_F];
     if (!p50 || !p99 || !rate || !fp50 || !lat || !flat)
         bench_die("allocation");
     for (int s = 0; s < N_F; s++)
@@ -779,6 +795,36 @@ int main(void) {
         for (int s = 0; s < N_F; s++)
             printf("  floor    %-60s %.3f ms\n", floor_name[s],
                    bench_median(fstep_med[s], (size_t)rounds) * 1e3);
+    }
+
+    if (show_steps) {
+        /* What one HTTPS exchange costs (a new TCP and TLS connection each, as the agent). */
+        char url[256];
+        double hl[50];
+        snprintf(url, sizeof url, "%s/healthz", kms_url);
+        for (int i = 0; i < 50; i++) {
+            double t0 = bench_mono();
+            if (https("GET", url, NULL, NULL, NULL) != 200)
+                bench_die("GET /healthz");
+            hl[i] = bench_mono() - t0;
+        }
+        printf("  one HTTPS GET /healthz to kmsd (new connection)                       %.3f ms\n",
+               bench_median(hl, 50) * 1e3);
+        CURL *h = curl_easy_init();
+        for (int i = 0; h && i < 50; i++) {
+            long code = 0;
+            double t0 = bench_mono();
+            curl_easy_setopt(h, CURLOPT_URL, url);
+            curl_easy_setopt(h, CURLOPT_CAINFO, ca_file);
+            curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+            if (curl_easy_perform(h) != CURLE_OK ||
+                curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK || code != 200)
+                bench_die("GET /healthz (keep-alive)");
+            hl[i] = bench_mono() - t0;
+        }
+        curl_easy_cleanup(h);
+        printf("  the same on one kept-alive connection                                 %.3f ms\n",
+               bench_median(hl, 50) * 1e3);
     }
 
     double c99 = 0, c50 = clevis_p50(clevis_runs, &c99);
