@@ -16,7 +16,7 @@
  *            each vhsmd call its own socket connection (as `nitride fetch` does), every release
  *            has its own challenge, transfer key, report, token, JWKS download and release.
  *   floor    in process, one at a time: the crypto every release needs, once each: transfer key
- *            generation (P-384), report signature and its verification (cached chain), token
+ *            generation, report signature and its verification (cached chain), token
  *            signature and verification, JWE wrap and release signature (nt_release_seal),
  *            release verification and JWE unwrap. What the release path cannot beat.
  *   clevis   Clevis with a Tang server on loopback (Debian's clevis and tang; tangd behind socat):
@@ -27,6 +27,7 @@
  * threads (throughput); medians of rounds are reported. NT_BENCH_ROUNDS (default 3),
  * NT_BENCH_RELEASES per round (default 200), NT_BENCH_CLEVIS runs of clevis decrypt (default 20,
  * 0 skips it), NT_BENCH_ALG the token and release signature algorithm (ES256 default, ES384),
+ * NT_BENCH_TRANSFER_CURVE vhsmd's --transfer-curve (P-256 default, P-384: vhsmd's default),
  * NT_BENCH_STEPS=1 prints the median time of the flow's steps.
  * Targets (issue 10): release p50 < 5 ms, p99 < 15 ms, and >= 10x faster than clevis decrypt
  * (when measured). Exits 1 when a target is missed.
@@ -75,6 +76,7 @@ static char tmpdir[] = "/tmp/nt-bench-release-XXXXXX";
 static char chip_dir[256], ca_file[256], sock_path[512], attestd_url[128], kms_url[128];
 static char admin_token[65];
 static const char *alg = "ES256";
+static const char *curve = "P-256"; /* vhsmd --transfer-curve */
 static bool show_steps;
 
 static void tmp_path(char *buf, size_t size, const char *name) {
@@ -298,7 +300,7 @@ static int floor_once(Floor *f, double t[N_F]) {
         t0 = t1;                                                                                   \
     } while (0)
 
-    tk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    tk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
     jwk = tk ? jose_openssl_jwk_from_EVP_PKEY(NULL, tk) : NULL;
     if (!jwk || !(pub = json_deep_copy(jwk)) || !jose_jwk_pub(NULL, pub) ||
         !(thp = jose_jwk_thp(NULL, pub, "S256")) || json_object_set(pub, "kid", thp) < 0)
@@ -512,7 +514,8 @@ static void start_vhsmd(void) {
         dup2(fd, 2);
         execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock_path, "--keystore", ks,
               "--provider", "sim", "--sim-dir", vchip, "--freshness-anchor", anchor, "--kms-keys",
-              kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER, (char *)NULL);
+              kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER, "--transfer-curve",
+              curve, (char *)NULL);
         _exit(127);
     }
     bench_register_pid(pid);
@@ -595,6 +598,8 @@ int main(void) {
         clevis_runs = atoi(e);
     if ((e = getenv("NT_BENCH_ALG")) && (streq(e, "ES256") || streq(e, "ES384")))
         alg = e;
+    if ((e = getenv("NT_BENCH_TRANSFER_CURVE")) && (streq(e, "P-256") || streq(e, "P-384")))
+        curve = e;
     show_steps = (e = getenv("NT_BENCH_STEPS")) && streq(e, "1");
     log_set_max_level(LOG_ERR);
     secret_set_allow_unlocked(true);
@@ -718,10 +723,9 @@ int main(void) {
     if (cl[0].failed)
         bench_die("the warm-up releases (see above)");
 
-    printf("bench-release: %u releases per round, %d rounds, %s tokens and releases, P-384 "
-           "transfer keys and reports (Milan), TLS 1.3 on loopback, %d client threads for "
-           "throughput\n",
-           n, rounds, alg, THREADS);
+    printf("bench-release: %u releases per round, %d rounds, %s tokens and releases, %s transfer "
+           "keys, P-384 reports (Milan), TLS 1.3 on loopback, %d client threads for throughput\n",
+           n, rounds, alg, curve, THREADS);
     unsigned next = warm;
     for (int r = 0; r < rounds; r++) {
         /* The floor, one at a time. */
