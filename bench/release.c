@@ -288,7 +288,7 @@ static int floor_once(Floor *f, double t[N_F]) {
     EVP_PKEY *tk = NULL;
     json_t *jwk = NULL, *pub = NULL, *rd = NULL, *thp = NULL, *claims = NULL, *jwe = NULL,
            *cek = NULL;
-    char *canon = NULL, *token = NULL, *release = NULL, *inner = NULL, err[256];
+    char *canon = NULL, *token = NULL, *release = NULL, *inner = NULL, err[256] = "";
     size_t clen = 0, ptlen = 0;
     uint8_t report[SNP_REPORT_SIZE], rdata[64] = {0}, value[32];
     NtVerdict *verdict = NULL;
