@@ -110,6 +110,30 @@ unsigned bench_start_daemon(char *const argv[], const char *port_file, const cha
     return port;
 }
 
+double bench_cpu_seconds(pid_t pid) {
+    char path[64], buf[1024];
+    unsigned long utime = 0, stime = 0;
+    size_t n;
+    FILE *f;
+
+    if (pid == 0)
+        snprintf(path, sizeof path, "/proc/self/stat");
+    else
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    f = fopen(path, "re");
+    if (!f)
+        return -1;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields 14 and 15 (utime, stime), counted after the ")" that ends the command name. */
+    const char *p = strrchr(buf, ')');
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 void bench_remove_tree(const char *dir) {
     char rm[600];
     snprintf(rm, sizeof rm, "rm -rf '%s'", dir);

@@ -34,5 +34,9 @@ void bench_write_text(const char *path, const char *text, mode_t mode);
 unsigned bench_start_daemon(char *const argv[], const char *port_file, const char *log,
                             pid_t *ret_pid);
 
+/* CPU time (user + system) a process has used so far, seconds: pid 0 for this one. -1 when its
+ * /proc entry cannot be read. */
+double bench_cpu_seconds(pid_t pid);
+
 /* rm -rf dir (a warning when it fails). */
 void bench_remove_tree(const char *dir);
