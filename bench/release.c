@@ -503,10 +503,14 @@ static void write_secret_file(const char *name, char *path, size_t size) {
 /* The services' processes, for their CPU time. */
 static pid_t attestd_pid, kmsd_pid, vhsmd_pid;
 
-/* CPU seconds used so far by this process and the three services together. */
-static double cpu_all(void) {
-    return bench_cpu_seconds(0) + bench_cpu_seconds(attestd_pid) + bench_cpu_seconds(kmsd_pid) +
-           bench_cpu_seconds(vhsmd_pid);
+/* CPU seconds used so far by this process (the agent's flow) and each service. */
+enum { CPU_AGENT, CPU_ATTESTD, CPU_KMSD, CPU_VHSMD, N_CPU };
+static const char *const cpu_name[N_CPU] = {"agent flow", "attestd", "kmsd", "vhsmd"};
+static void cpu_now(double c[N_CPU]) {
+    c[CPU_AGENT] = bench_cpu_seconds(0);
+    c[CPU_ATTESTD] = bench_cpu_seconds(attestd_pid);
+    c[CPU_KMSD] = bench_cpu_seconds(kmsd_pid);
+    c[CPU_VHSMD] = bench_cpu_seconds(vhsmd_pid);
 }
 
 static unsigned start_service(const char *exe, const char *name, pid_t *ret_pid) {
@@ -733,7 +737,10 @@ int main(void) {
     char wal[512];
     tmp_path(wal, sizeof wal, "floor-wal");
     int wal_fd = open(wal, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    double *sp50 = calloc((size_t)rounds, 8), *cpu = calloc((size_t)rounds, 8);
+    double *sp50 = calloc((size_t)rounds, 8), *cpu = calloc((size_t)rounds, 8), *cpu_proc[N_CPU];
+    for (int k = 0; k < N_CPU; k++)
+        if (!(cpu_proc[k] = calloc((size_t)rounds, 8)))
+            bench_die("allocation");
     if (wal_fd < 0 || !sp50 || !cpu)
         bench_die("the storage floor's file");
     double *p50 = calloc((size_t)rounds, sizeof(double)), *p99 = calloc((size_t)rounds, 8),
@@ -794,11 +801,17 @@ int main(void) {
         cl[0].to = next + n;
         cl[0].lat = lat;
         next += n;
-        double c0 = cpu_all();
+        double c0[N_CPU], c1[N_CPU];
+        cpu_now(c0);
         client_run(&cl[0]);
         if (cl[0].failed)
             bench_die("releases (see above)");
-        cpu[r] = (cpu_all() - c0) / n;
+        cpu_now(c1);
+        cpu[r] = 0;
+        for (int k = 0; k < N_CPU; k++) {
+            cpu_proc[k][r] = (c1[k] - c0[k]) / n;
+            cpu[r] += cpu_proc[k][r];
+        }
         for (int s = 0; s < N_STEPS; s++)
             step_med[s][r] = bench_median(cl[0].steps[s], n);
         p99[r] = bench_percentile(lat, n, 99);
@@ -842,8 +855,12 @@ int main(void) {
            mrate = bench_median(rate, (size_t)rounds), mf = bench_median(fp50, (size_t)rounds),
            ms = bench_median(sp50, (size_t)rounds);
     printf("CPU time per release, all four processes (the agent's flow, attestd, kmsd, vhsmd; "
-           "the delete after each included), median of rounds: %.3f ms\n",
+           "the delete after each included), median of rounds: %.3f ms (",
            bench_median(cpu, (size_t)rounds) * 1e3);
+    for (int k = 0; k < N_CPU; k++)
+        printf("%s%s %.3f", k ? ", " : "", cpu_name[k],
+               bench_median(cpu_proc[k], (size_t)rounds) * 1e3);
+    printf(")\n");
     if (show_steps) {
         printf("steps (median of rounds of the per-release medians):\n");
         for (int s = 0; s < N_STEPS; s++)
