@@ -45,6 +45,8 @@
 #include "token/keys.h"
 #include "verify/verify.h"
 
+#include "common.h"
+
 #define THREADS 2
 
 static char tmpdir[] = "/tmp/nt-bench-attest-XXXXXX";
@@ -59,37 +61,6 @@ typedef struct Service {
 
 static Service services[2] = {{.pid = -1}, {.pid = -1}};
 static int n_services = 1;
-
-static void die(const char *what) {
-    fprintf(stderr, "bench-attest: %s failed\n", what);
-    for (int i = 0; i < 2; i++)
-        if (services[i].pid > 0)
-            kill(services[i].pid, SIGKILL);
-    exit(2);
-}
-
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n) {
-    qsort(v, n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
-
-static void write_text(const char *path, const char *text, mode_t mode) {
-    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
-    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-        die(path);
-    close(fd);
-}
 
 /* ---- HTTP with libcurl, one keep-alive handle per thread ---- */
 
@@ -150,7 +121,7 @@ static void prepare(SimChip *chip, const char *url, size_t n, Prepared *p) {
     p->reports = calloc(n, SNP_REPORT_SIZE);
     p->runtime_data = calloc(n, sizeof(json_t *));
     if (!c || !p->bodies || !p->reports || !p->runtime_data)
-        die("allocation");
+        bench_die("allocation");
     snprintf(u, sizeof u, "%s/v1/challenge", url);
     for (size_t i = 0; i < n; i++) {
         json_t *reply, *rd, *body;
@@ -160,21 +131,21 @@ static void prepare(SimChip *chip, const char *url, size_t n, Prepared *p) {
         unsigned int dl = 0;
 
         if (post(c, u, "{}", &out) != 200 || !(reply = json_loads(out.data, 0, NULL)))
-            die("challenge");
+            bench_die("challenge");
         rd = json_pack("{sO sO}", "nonce", json_object_get(reply, "nonce"), "tee-pubkey",
                        tee_pubkey);
         if (!rd || nt_jcs_dump(rd, &canon, &clen) < 0 ||
             EVP_Digest(canon, clen, report_data, &dl, EVP_sha384(), NULL) != 1)
-            die("binding");
+            bench_die("binding");
         if (sim_chip_get_report(chip, report_data, 0, p->reports[i]) < 0 ||
             base64url_encode_alloc(p->reports[i], SNP_REPORT_SIZE, &rep_b64) < 0)
-            die("report");
+            bench_die("report");
         body = json_pack("{ss sO s{ss ss} sO}", "version", "1.0", "nonce",
                          json_object_get(reply, "nonce"), "evidence", "report", rep_b64,
                          "cert_table", cert_table_b64, "runtime_data", rd);
         p->bodies[i] = json_dumps(body, JSON_COMPACT);
         if (!p->bodies[i])
-            die("body");
+            bench_die("body");
         p->runtime_data[i] = rd;
         json_decref(body);
         json_decref(reply);
@@ -217,9 +188,9 @@ static void *http_worker(void *arg) {
 
     snprintf(u, sizeof u, "%s/v1/attest", w->url);
     for (size_t i = w->from; c && i < w->to; i++) {
-        double t0 = mono();
+        double t0 = bench_mono();
         long code = post(c, u, w->p->bodies[i], &out);
-        w->lat[i] = mono() - t0;
+        w->lat[i] = bench_mono() - t0;
         if (code != 200) {
             if (!w->failed)
                 fprintf(stderr, "bench-attest: attest answered %ld: %.300s\n", code,
@@ -238,7 +209,7 @@ static void *floor_worker(void *arg) {
         NtVerdict *v = NULL;
         NtVerifyOptions o = NT_VERIFY_OPTIONS_INIT;
         char *token = NULL;
-        double t0 = mono();
+        double t0 = bench_mono();
         o.policy = w->policy;
         if (nt_verifier_verify(w->verifier, w->p->reports[i], SNP_REPORT_SIZE, bundle, &o, &v) <
                 0 ||
@@ -253,7 +224,7 @@ static void *floor_worker(void *arg) {
             if (nt_ear_issue(w->keys, &in, &token, NULL) < 0)
                 w->failed++;
         }
-        w->lat[i] = mono() - t0;
+        w->lat[i] = bench_mono() - t0;
         free(token);
         nt_verdict_free(v);
     }
@@ -263,7 +234,7 @@ static void *floor_worker(void *arg) {
 static double run_workers(Worker *ws, void *(*fn)(void *), Prepared *p, double *lat,
                           const char *url, NtVerifier *ver, const NtPolicy *pol,
                           NtSigningKeys *keys) {
-    double t0 = mono();
+    double t0 = bench_mono();
     int failed = 0;
     for (int i = 0; i < THREADS; i++) {
         ws[i] = (Worker){.p = p,
@@ -275,15 +246,15 @@ static double run_workers(Worker *ws, void *(*fn)(void *), Prepared *p, double *
                          .policy = pol,
                          .keys = keys};
         if (pthread_create(&ws[i].t, NULL, fn, &ws[i]) != 0)
-            die("pthread_create");
+            bench_die("pthread_create");
     }
     for (int i = 0; i < THREADS; i++) {
         pthread_join(ws[i].t, NULL);
         failed += ws[i].failed;
     }
     if (failed)
-        die("attestations (see above)");
-    return (double)p->n / (mono() - t0);
+        bench_die("attestations (see above)");
+    return (double)p->n / (bench_mono() - t0);
 }
 
 int main(void) {
@@ -308,28 +279,29 @@ int main(void) {
     int service_threads = THREADS;
     if ((e = getenv("NT_BENCH_SERVICE_THREADS")) && atoi(e) >= 1 && atoi(e) <= 256)
         service_threads = atoi(e);
+    bench_name = "bench-attest";
     log_set_max_level(LOG_WARNING);
     secret_set_allow_unlocked(true);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (!mkdtemp(tmpdir))
-        die("mkdtemp");
+        bench_die("mkdtemp");
 
     /* A simulated Milan chip, its evidence, and a P-384 tee-pubkey. */
     snprintf(path, sizeof path, "%s/chip", tmpdir);
     SimInitOptions so = {.product = SNP_PRODUCT_MILAN};
     if (sim_chip_init(path, &so) < 0 || sim_chip_load(path, &chip) < 0)
-        die("sim chip");
+        bench_die("sim chip");
     if (sim_chip_get_cert_table(chip, &table, &table_len) < 0 ||
         base64url_encode_alloc(table, table_len, &cert_table_b64) < 0)
-        die("cert table");
+        bench_die("cert table");
     bundle = nt_cert_bundle_new();
     if (!bundle || nt_cert_bundle_add_table(bundle, table, table_len) < 0)
-        die("bundle");
+        bench_die("bundle");
     {
         EVP_PKEY *pk = EVP_EC_gen("P-384");
         json_t *jwk = pk ? jose_openssl_jwk_from_EVP_PKEY(NULL, pk) : NULL;
         if (!jwk || !jose_jwk_pub(NULL, jwk))
-            die("tee-pubkey");
+            bench_die("tee-pubkey");
         tee_pubkey = jwk;
         EVP_PKEY_free(pk);
     }
@@ -337,12 +309,12 @@ int main(void) {
     /* The in-process floor's parts, with the same policy and anchor as the service. */
     snprintf(path, sizeof path, "%s/chip/ark.pem", tmpdir);
     if (nt_verifier_new(&ver) < 0 || nt_verifier_add_trust_anchor_file(ver, path) < 0)
-        die("verifier");
+        bench_die("verifier");
     if (nt_policy_parse("{}", 2, &pol, &perr) < 0)
-        die("policy");
+        bench_die("policy");
     snprintf(path, sizeof path, "%s/floor-keys", tmpdir);
     if (nt_signing_keys_open_dir(path, NT_JWS_ES384, &keys, &perr) < 0)
-        die("signing keys");
+        bench_die("signing keys");
 
     /* The service(s): plain HTTP on an ephemeral loopback port, as many threads as cores here. */
     snprintf(path, sizeof path, "%s/challenge.key", tmpdir);
@@ -351,10 +323,10 @@ int main(void) {
         char hex[65];
         RAND_bytes(s, sizeof s);
         hex_encode(s, sizeof s, hex);
-        write_text(path, hex, 0600);
+        bench_write_text(path, hex, 0600);
     }
     snprintf(path, sizeof path, "%s/policy.json", tmpdir);
-    write_text(path, "{}", 0644);
+    bench_write_text(path, "{}", 0644);
     services[0].path = attestd_path;
     if (getenv("NT_BENCH_ATTESTD_B")) {
         services[1].path = getenv("NT_BENCH_ATTESTD_B");
@@ -373,37 +345,16 @@ int main(void) {
                  " \"policies\": {\"bench\": {\"file\": \"%s/policy.json\"}}}",
                  service_threads, tmpdir, tmpdir, k, tmpdir, tmpdir);
         snprintf(path, sizeof path, "%s/attestd-%d.json", tmpdir, k);
-        write_text(path, cfg, 0644);
+        bench_write_text(path, cfg, 0644);
         snprintf(port_file, sizeof port_file, "%s/port-%d", tmpdir, k);
-        sv->pid = fork();
-        if (sv->pid < 0)
-            die("fork");
-        if (sv->pid == 0) {
-            int fd = open("/dev/null", O_WRONLY);
-            dup2(fd, 2);
-            execl(sv->path, "nitride-attestd", "--config", path, "--port-file", port_file,
-                  (char *)NULL);
-            _exit(127);
-        }
-        unsigned port = 0;
-        for (int i = 0; i < 200 && !port; i++) {
-            FILE *f = fopen(port_file, "r");
-            if (f) {
-                if (fscanf(f, "%u", &port) != 1)
-                    port = 0;
-                fclose(f);
-            }
-            if (!port)
-                usleep(50000);
-        }
-        if (!port)
-            die("starting nitride-attestd");
+        char *argv[] = {(char *)sv->path, "--config", path, "--port-file", port_file, NULL};
+        unsigned port = bench_start_daemon(argv, port_file, NULL, &sv->pid);
         snprintf(sv->url, sizeof sv->url, "http://127.0.0.1:%u", port);
         sv->rate = calloc((size_t)rounds, sizeof(double));
         sv->p50 = calloc((size_t)rounds, sizeof(double));
         sv->p99 = calloc((size_t)rounds, sizeof(double));
         if (!sv->rate || !sv->p50 || !sv->p99)
-            die("allocation");
+            bench_die("allocation");
     }
     snprintf(url, sizeof url, "%s", services[0].url);
 
@@ -412,7 +363,7 @@ int main(void) {
     double *lat = calloc(n, sizeof(double));
     Worker ws[THREADS];
     if (!floor_rate || !sp50 || !lat)
-        die("allocation");
+        bench_die("allocation");
 
     /* Warm-up: one attestation fills each service's chain cache and the floor's. */
     for (int k = 0; k < n_services; k++) {
@@ -449,8 +400,8 @@ int main(void) {
             Worker one = {.p = &p, .from = 0, .to = nl, .url = sv->url, .lat = lat};
             http_worker(&one);
             if (one.failed)
-                die("attestations (see above)");
-            qsort(lat, nl, sizeof(double), cmp_double);
+                bench_die("attestations (see above)");
+            qsort(lat, nl, sizeof(double), bench_cmp_double);
             sv->p50[r] = lat[nl / 2];
             sv->p99[r] = lat[nl * 99 / 100];
             if (i + 1 < n_services)
@@ -461,8 +412,8 @@ int main(void) {
             .p = &p, .from = 0, .to = nl, .lat = lat, .verifier = ver, .policy = pol, .keys = keys};
         floor_worker(&one_floor);
         if (one_floor.failed)
-            die("in-process attestations");
-        sp50[r] = median(lat, nl);
+            bench_die("in-process attestations");
+        sp50[r] = bench_median(lat, nl);
         prepared_free(&p);
         const Service *a = &services[0], *b = &services[1];
         printf("  round %d: floor %.0f/s   http %.0f/s   ratio %.2f   one at a time: floor p50 "
@@ -475,12 +426,13 @@ int main(void) {
                    b->p99[r] * 1e3);
         printf("\n");
     }
-    double mf = median(floor_rate, (size_t)rounds), ms50 = median(sp50, (size_t)rounds);
+    double mf = bench_median(floor_rate, (size_t)rounds), ms50 = bench_median(sp50, (size_t)rounds);
     double ratio = 0, m50 = 0;
     for (int k = 0; k < n_services; k++) {
         Service *sv = &services[k];
-        double mh = median(sv->rate, (size_t)rounds), p50 = median(sv->p50, (size_t)rounds);
-        double m99 = median(sv->p99, (size_t)rounds);
+        double mh = bench_median(sv->rate, (size_t)rounds),
+               p50 = bench_median(sv->p50, (size_t)rounds);
+        double m99 = bench_median(sv->p99, (size_t)rounds);
         printf("median%s: in-process floor %.0f attestations/s, over HTTP %.0f/s = %.0f%% of the "
                "floor (target >= 60%%); one at a time: p50 %.3f ms over HTTP (target < 2 ms) = "
                "%.2fx the in-process p50 of %.3f ms, p99 %.3f ms\n",
@@ -490,13 +442,7 @@ int main(void) {
             m50 = p50;
         }
     }
-    for (int k = 0; k < n_services; k++) {
-        kill(services[k].pid, SIGTERM);
-        waitpid(services[k].pid, NULL, 0);
-    }
-    char rm[600];
-    snprintf(rm, sizeof rm, "rm -rf '%s'", tmpdir);
-    if (system(rm) != 0)
-        fprintf(stderr, "bench-attest: could not remove %s\n", tmpdir);
+    bench_stop_all();
+    bench_remove_tree(tmpdir);
     return ratio >= 0.60 && m50 < 0.002 ? 0 : 1;
 }

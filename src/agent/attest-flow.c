@@ -118,6 +118,9 @@ static void http_options(const AttestRun *run, NtHttpOptions *o) {
         .connect_timeout_ms = (long)MIN(left, (int64_t)ATTEST_CONNECT_TIMEOUT_MS),
         .timeout_ms = (long)left,
         .max_response = ATTEST_MAX_RESPONSE,
+        /* One run talks to attestd three times and to kmsd once or more: the connections
+         * (and their TLS sessions) are reused instead of a TCP and TLS handshake each. */
+        .keep_alive = true,
     };
 }
 

@@ -87,3 +87,7 @@ int kms_store_kek_check_make(const Secret *kek, uint8_t **ret, size_t *ret_len);
 int kms_store_kek_check_verify(const Secret *kek, const uint8_t *blob, size_t len);
 /* Parses a stored JSON object (attributes, policy): -EBADMSG if it is not one. */
 int kms_store_json_object_parse(const char *text, json_t **ret);
+
+/* The SQLite backend's count of group-commit transactions of audit rows (kms_store_audit), for
+ * tests: fewer than the rows appended when concurrent release attempts were batched. */
+uint64_t kms_store_sqlite_audit_commits(KmsStore *s);

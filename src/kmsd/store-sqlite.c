@@ -6,6 +6,11 @@
  * is one BEGIN IMMEDIATE transaction that also appends its audit row, so the audit chain stays
  * linear even when several processes share the file (the write lock is taken before the chain
  * head is read).
+ * Group commit: release attempts (kms_store_audit) that arrive while another one is committing
+ * wait, and the next of them appends all the waiting rows, in their order of arrival, in one
+ * transaction (one fsync for all); each caller returns only once the COMMIT holding its row is
+ * done, so a row is durable before the release it records is sent. A row that fails rolls back
+ * to its own savepoint: the others of its batch are kept.
  *
  * Schema (version 1, in schema_version):
  *   meta(key, value)                       'kek_check': the KEK check value
@@ -119,12 +124,29 @@ static const char schema_v1[] =
     " BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;"
     "INSERT INTO schema_version (version) VALUES (1);";
 
+/* A release attempt's audit row waiting for the group commit. */
+typedef struct AuditWaiter {
+    const KmsAuditEvent *ev;
+    int64_t now;
+    int r;
+    bool done;
+    struct AuditWaiter *next;
+} AuditWaiter;
+
 typedef struct SqliteStore {
     KmsStore base;
     sqlite3 *db;
     sqlite3_stmt *stmts[_Q_MAX];
     pthread_mutex_t lock;
     bool lock_init;
+    /* Group commit of audit rows: the queue (oldest first) and whether a leader is committing,
+     * under audit_lock; audit_cond wakes the waiters. */
+    pthread_mutex_t audit_lock;
+    pthread_cond_t audit_cond;
+    bool audit_sync_init;
+    AuditWaiter *audit_head, **audit_tail;
+    bool audit_leader;
+    uint64_t audit_commits; /* transactions of the group commit (for tests) */
 } SqliteStore;
 
 static void sqlite3_finalize_p(sqlite3_stmt **st) {
@@ -767,15 +789,78 @@ static int sqlite_list(KmsStore *base, const char *after_id, size_t limit, KmsSe
     return 0;
 }
 
-static int sqlite_audit(KmsStore *base, const KmsAuditEvent *ev, int64_t now) {
-    SqliteStore *s = SQL(base);
+/* Appends the rows of batch (in order) in one transaction; each waiter's r is its result. */
+static void audit_commit_batch(SqliteStore *s, AuditWaiter *batch) {
     LOCKED(s);
     _cleanup_txn_ Txn txn = {};
+    size_t ok = 0;
     int r;
 
-    if ((r = txn_begin(s, &txn)) < 0 || (r = audit_append(s, ev, now)) < 0)
-        return r;
-    return txn_commit(&txn);
+    if ((r = txn_begin(s, &txn)) < 0) {
+        for (AuditWaiter *w = batch; w; w = w->next)
+            w->r = r;
+        return;
+    }
+    for (AuditWaiter *w = batch; w; w = w->next) {
+        if (!w->next && w == batch) {
+            w->r = audit_append(s, w->ev, w->now); /* alone: no savepoint needed */
+        } else {
+            int rc = sqlite3_exec(s->db, "SAVEPOINT audit_row", NULL, NULL, NULL);
+            w->r = rc == SQLITE_OK ? audit_append(s, w->ev, w->now) : sql_error(s, rc, "savepoint");
+            if (w->r < 0 && rc == SQLITE_OK)
+                (void)sqlite3_exec(s->db, "ROLLBACK TO audit_row", NULL, NULL, NULL);
+            if (rc == SQLITE_OK)
+                (void)sqlite3_exec(s->db, "RELEASE audit_row", NULL, NULL, NULL);
+        }
+        ok += w->r == 0;
+    }
+    if (ok == 0)
+        return; /* rolled back */
+    r = txn_commit(&txn);
+    s->audit_commits++;
+    if (r < 0)
+        for (AuditWaiter *w = batch; w; w = w->next)
+            if (w->r == 0)
+                w->r = r;
+}
+
+static int sqlite_audit(KmsStore *base, const KmsAuditEvent *ev, int64_t now) {
+    SqliteStore *s = SQL(base);
+    AuditWaiter me = {.ev = ev, .now = now};
+
+    (void)pthread_mutex_lock(&s->audit_lock);
+    *s->audit_tail = &me;
+    s->audit_tail = &me.next;
+    while (!me.done) {
+        if (s->audit_leader) {
+            (void)pthread_cond_wait(&s->audit_cond, &s->audit_lock);
+            continue;
+        }
+        /* Lead: take every waiting row (ours among them) and commit them together. */
+        AuditWaiter *batch = s->audit_head;
+        s->audit_head = NULL;
+        s->audit_tail = &s->audit_head;
+        s->audit_leader = true;
+        (void)pthread_mutex_unlock(&s->audit_lock);
+        audit_commit_batch(s, batch);
+        (void)pthread_mutex_lock(&s->audit_lock);
+        for (AuditWaiter *w = batch, *next; w; w = next) {
+            next = w->next; /* w may return (and go away) once done is set */
+            w->done = true;
+        }
+        s->audit_leader = false;
+        (void)pthread_cond_broadcast(&s->audit_cond);
+    }
+    (void)pthread_mutex_unlock(&s->audit_lock);
+    return me.r;
+}
+
+uint64_t kms_store_sqlite_audit_commits(KmsStore *base) {
+    SqliteStore *s = SQL(base);
+    (void)pthread_mutex_lock(&s->audit_lock);
+    uint64_t n = s->audit_commits;
+    (void)pthread_mutex_unlock(&s->audit_lock);
+    return n;
 }
 
 static int sqlite_audit_rows(KmsStore *base, int64_t after_seq, size_t limit, json_t **ret_rows) {
@@ -818,6 +903,10 @@ static void sqlite_free(KmsStore *base) {
         (void)sqlite3_close_v2(s->db);
     if (s->lock_init)
         (void)pthread_mutex_destroy(&s->lock);
+    if (s->audit_sync_init) {
+        (void)pthread_mutex_destroy(&s->audit_lock);
+        (void)pthread_cond_destroy(&s->audit_cond);
+    }
     free(s);
 }
 
@@ -982,6 +1071,14 @@ int kms_store_open_sqlite(const char *path, const Secret *kek, KmsStore **ret, c
     if (pthread_mutex_init(&s->lock, NULL) != 0)
         return -ENOMEM;
     s->lock_init = true;
+    if (pthread_mutex_init(&s->audit_lock, NULL) != 0)
+        return -ENOMEM;
+    if (pthread_cond_init(&s->audit_cond, NULL) != 0) {
+        (void)pthread_mutex_destroy(&s->audit_lock);
+        return -ENOMEM;
+    }
+    s->audit_sync_init = true;
+    s->audit_tail = &s->audit_head;
     if ((r = kms_store_base_init(&s->base, &sqlite_ops, kek)) < 0)
         return open_error(ret_error, r, path, "cannot set up the key-encryption key");
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Transfer keys (ephemeral P-384 ECDH pairs with an expiry) and the sealed import of a compact
- * JWE (ECDH-ES+A256KW / A256GCM) encrypted to one of them. The protected header is checked
+ * Transfer keys (ephemeral P-384 or P-256 ECDH pairs with an expiry) and the sealed import of a
+ * compact JWE (ECDH-ES+A256KW / A256GCM) encrypted to one of them. The protected header is checked
  * strictly before libjose sees the JWE; libjose unwraps the CEK with a private JWK that exists
  * only inside vault_transfer_import() (wiped by the zeroising jansson allocator of vault_init());
  * the plaintext is decrypted straight into a Secret through a jose_io_t sink, never into heap
@@ -22,6 +22,7 @@
 
 struct TransferKey {
     char kid[VAULT_THUMBPRINT_LEN + 1];
+    const char *curve; /* "P-384" or "P-256" */
     EVP_PKEY *pkey;
     time_t expires;
 };
@@ -70,6 +71,14 @@ size_t vault_transfer_key_count(Vault *v) {
     return v->n_transfer;
 }
 
+int vault_set_transfer_curve(Vault *v, const char *curve) {
+    if (!v || !curve || (!streq(curve, "P-384") && !streq(curve, "P-256")))
+        return -EINVAL;
+    TRANSFER_LOCKED(v);
+    v->transfer_curve = streq(curve, "P-256") ? "P-256" : "P-384";
+    return 0;
+}
+
 int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk) {
     _cleanup_(transfer_key_freep) TransferKey *t = NULL;
     json_auto_t *jwk = NULL;
@@ -82,9 +91,13 @@ int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk)
     t = nt_calloc(1, sizeof(TransferKey));
     if (!t)
         return -ENOMEM;
-    t->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    {
+        TRANSFER_LOCKED(v);
+        t->curve = v->transfer_curve ? v->transfer_curve : "P-384";
+    }
+    t->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", t->curve);
     if (!t->pkey)
-        return nt_openssl_error(-EIO, "EVP_PKEY_Q_keygen P-384");
+        return nt_openssl_error(-EIO, "EVP_PKEY_Q_keygen");
     if ((r = vault_pkey_to_jwk(t->pkey, false, &jwk)) < 0)
         return r;
     kid = json_string_value(json_object_get(jwk, "kid"));
@@ -134,14 +147,18 @@ bool vault_transfer_key_known(Vault *v, const char *kid) {
     return false;
 }
 
-/* Removes the transfer key named kid from the table and hands it to the caller. */
-static int take_transfer_key(Vault *v, const char *kid, TransferKey **ret) {
+/* Removes the transfer key named kid from the table and hands it to the caller. A JWE whose
+ * epk is on another curve than the key's is refused (-EBADMSG) like a bad header: the key is
+ * not spent. */
+static int take_transfer_key(Vault *v, const char *kid, const char *curve, TransferKey **ret) {
     time_t now = vault_now(v);
     TRANSFER_LOCKED(v);
     for (size_t i = 0; i < v->n_transfer; i++) {
         TransferKey *t = v->transfer[i];
         if (!streq(t->kid, kid))
             continue;
+        if (!streq(t->curve, curve))
+            return -EBADMSG;
         memmove(v->transfer + i, v->transfer + i + 1,
                 (v->n_transfer - i - 1) * sizeof(TransferKey *));
         v->n_transfer--;
@@ -169,11 +186,11 @@ static bool is_b64url(const char *s, size_t n) {
 }
 
 /* The protected header of a release's JWE must be exactly: alg ECDH-ES+A256KW, enc A256GCM,
- * kid (string), epk (public EC P-384 JWK), cty "nitride-key", nitride (an object: the signed
- * header, whose contents the release's verifier checked). Everything else, zip and crit
- * included, is refused. */
-static int check_header(const json_t *h, const char **ret_kid) {
-    const char *k, *kid = NULL;
+ * kid (string), epk (public EC P-384 or P-256 JWK: *ret_curve; it must be the transfer key's),
+ * cty "nitride-key", nitride (an object: the signed header, whose contents the release's
+ * verifier checked). Everything else, zip and crit included, is refused. */
+static int check_header(const json_t *h, const char **ret_kid, const char **ret_curve) {
+    const char *k, *kid = NULL, *curve = NULL;
     json_t *val;
     bool have_alg = false, have_enc = false, have_epk = false, have_cty = false, have_h = false;
 
@@ -204,7 +221,8 @@ static int check_header(const json_t *h, const char **ret_kid) {
                     if (!streq(json_string_value(ev), "EC"))
                         return -EBADMSG;
                 } else if (streq(ek, "crv")) {
-                    if (!streq(json_string_value(ev), "P-384"))
+                    curve = json_string_value(ev);
+                    if (!streq(curve, "P-384") && !streq(curve, "P-256"))
                         return -EBADMSG;
                 } else if (!streq(ek, "x") && !streq(ek, "y"))
                     return -EBADMSG;
@@ -221,10 +239,11 @@ static int check_header(const json_t *h, const char **ret_kid) {
         } else
             return -EBADMSG; /* zip, crit, jku, x5u, apu, ... */
     }
-    if (!have_alg || !have_enc || !have_epk || !have_cty || !have_h || !kid ||
+    if (!have_alg || !have_enc || !have_epk || !have_cty || !have_h || !kid || !curve ||
         strlen(kid) != VAULT_THUMBPRINT_LEN)
         return -EBADMSG;
     *ret_kid = kid;
+    *ret_curve = curve;
     return 0;
 }
 
@@ -305,7 +324,7 @@ int vault_transfer_import_release(Vault *v, const VaultPeer *peer, const char *j
     _cleanup_(secret_freep) Secret *pt = NULL;
     _cleanup_free_ uint8_t *hdr_raw = NULL, *ct = NULL;
     json_auto_t *hdr = NULL, *jwe = NULL;
-    const char *seg[5], *kid;
+    const char *seg[5], *kid, *curve;
     size_t seg_len[5], hdr_len = 0, ct_len = 0, len;
     uid_t owner;
     int r;
@@ -344,7 +363,7 @@ int vault_transfer_import_release(Vault *v, const VaultPeer *peer, const char *j
     if ((r = base64url_decode_alloc(seg[0], seg_len[0], &hdr_raw, &hdr_len)) < 0)
         return -EBADMSG;
     hdr = json_loadb((const char *)hdr_raw, hdr_len, JSON_REJECT_DUPLICATES, NULL);
-    if ((r = check_header(hdr, &kid)) < 0)
+    if ((r = check_header(hdr, &kid, &curve)) < 0)
         return r;
     if (!streq(kid, rel->recipient_kid))
         return -EBADMSG;
@@ -357,7 +376,7 @@ int vault_transfer_import_release(Vault *v, const VaultPeer *peer, const char *j
         return -ENOMEM;
 
     /* From here on the transfer key is spent, whatever happens. */
-    if ((r = take_transfer_key(v, kid, &t)) < 0)
+    if ((r = take_transfer_key(v, kid, curve, &t)) < 0)
         return r;
     if ((r = jwe_decrypt(t->pkey, jwe, ct, ct_len, &pt)) < 0)
         return r;

@@ -3,12 +3,12 @@
  * Transfer keys and sealed import: the only way a key made outside the vault gets in (a KMS
  * release, token/release.h, verified by vhsmd before it reaches the vault).
  *
- * A transfer key is an ephemeral ECDH P-384 key pair generated inside the vault with an
- * expiry. Its public JWK (with "kid" = RFC 7638 thumbprint) goes into the attestation report's
- * runtime data; the KMS encrypts the secret to it as a compact JWE (alg ECDH-ES+A256KW, enc
- * A256GCM). vault_transfer_import_release() checks the protected header strictly, decrypts with
- * libjose inside the vault, validates the payload against the release's key type and stores the
- * key under the release's name, version and attributes.
+ * A transfer key is an ephemeral ECDH P-384 key pair (P-256 with vault_set_transfer_curve())
+ * generated inside the vault with an expiry. Its public JWK (with "kid" = RFC 7638 thumbprint) goes
+ * into the attestation report's runtime data; the KMS encrypts the secret to it as a compact JWE
+ * (alg ECDH-ES+A256KW, enc A256GCM). vault_transfer_import_release() checks the protected header
+ * strictly, decrypts with libjose inside the vault, validates the payload against the release's key
+ * type and stores the key under the release's name, version and attributes.
  *
  * One-shot: a transfer key is destroyed by the first import attempt that names it, whether the
  * import succeeds or fails after the header check (bad tag, wrong payload, name taken...). A
@@ -37,6 +37,11 @@
  * "use":"enc"}. Returns 0, -EINVAL, -EUSERS (VAULT_TRANSFER_MAX_KEYS live keys), -ENOMEM,
  * -EIO. */
 int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk);
+
+/* The curve of the transfer keys created from now on: "P-384" (the default) or "P-256"
+ * (a release to it costs a fraction of the P-384 work, at the 128-bit security level of
+ * ES256). A JWE's epk must be on its transfer key's curve. Returns 0 or -EINVAL. */
+int vault_set_transfer_curve(Vault *v, const char *curve);
 
 /* What a verified KMS release says about the key it carries (the signed header H of
  * token/release.h, as vault values; vhsmd verifies the release's signature first). */

@@ -118,6 +118,7 @@ struct Vault {
     size_t n_transfer;
     TransferSpent transfer_spent[VAULT_TRANSFER_RECENT]; /* a ring, guarded by transfer_lock */
     size_t n_transfer_spent;                             /* spent in all (ring index) */
+    const char *transfer_curve; /* "P-384" (default) or "P-256", set before use */
 };
 
 time_t vault_now(Vault *v);

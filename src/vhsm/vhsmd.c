@@ -41,6 +41,7 @@
 #include "token/release.h"
 #include "vhsm/freshness.h"
 #include "vhsm/keystore.h"
+#include "vhsm/transfer.h"
 #include "vhsm/vault.h"
 
 #define DEFAULT_KEYSTORE "/var/lib/vhsm/keystore"
@@ -77,6 +78,7 @@ typedef struct Options {
     const char *kms_keys;       /* pinned kmsd release keys (JWKS or PEM public keys) */
     const char *attestd_jwks;   /* pinned attestd token keys */
     const char *attestd_issuer; /* required token issuer */
+    const char *transfer_curve; /* NULL: P-384 */
 } Options;
 
 static void help(void) {
@@ -117,6 +119,9 @@ static void help(void) {
         "  --attestd-jwks FILE       attestd's token keys to pin (a JWKS, or PEM public keys):\n"
         "                            attestation verdicts come only from tokens they signed\n"
         "  --attestd-issuer ISS      the tokens' required issuer (iss)\n"
+        "  --transfer-curve P-384|P-256\n"
+        "                            curve of the transfer keys releases are sealed to (default\n"
+        "                            P-384; P-256 makes a release several times cheaper)\n"
         "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
@@ -185,6 +190,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_AGENT_TIMEOUT,
         ARG_ATTESTD_JWKS,
         ARG_ATTESTD_ISSUER,
+        ARG_TRANSFER_CURVE,
         ARG_FOREGROUND,
         ARG_DEBUG,
         ARG_VERSION,
@@ -215,6 +221,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"kms-keys", required_argument, NULL, ARG_KMS_KEYS},
         {"attestd-jwks", required_argument, NULL, ARG_ATTESTD_JWKS},
         {"attestd-issuer", required_argument, NULL, ARG_ATTESTD_ISSUER},
+        {"transfer-curve", required_argument, NULL, ARG_TRANSFER_CURVE},
         {"foreground", no_argument, NULL, ARG_FOREGROUND},
         {"debug", no_argument, NULL, ARG_DEBUG},
         {"help", no_argument, NULL, 'h'},
@@ -367,6 +374,12 @@ static int parse_args(int argc, char **argv, Options *o) {
             if (!optarg[0] || strlen(optarg) > 1024)
                 return log_error_errno(-EINVAL, "Invalid --attestd-issuer (1..1024 characters).");
             o->attestd_issuer = optarg;
+            break;
+        case ARG_TRANSFER_CURVE:
+            if (!streq(optarg, "P-384") && !streq(optarg, "P-256"))
+                return log_error_errno(
+                    -EINVAL, "Invalid --transfer-curve '%.32s' (P-384 or P-256).", optarg);
+            o->transfer_curve = optarg;
             break;
         case ARG_FOREGROUND:
             o->foreground = true;
@@ -688,6 +701,8 @@ static int run(const Options *o, int ready_fd) {
     r = vault_set_quota(vault, &quota);
     if (r < 0)
         return log_error_errno(r, "Invalid quotas: %m");
+    if (o->transfer_curve && (r = vault_set_transfer_curve(vault, o->transfer_curve)) < 0)
+        return log_error_errno(r, "Invalid transfer curve: %m");
     r = keystore_load(ks, vault);
     r = check_freshness(o, ks, r);
     if (r == -ENOENT)

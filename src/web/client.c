@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libcurl client. One easy handle per request: no connection reuse, but no shared state either,
- * so any thread may call it. The response body is collected up to max_response; a larger one
+ * so any thread may call it. With keep_alive, the calling thread's own handle is used instead,
+ * kept between its keep_alive calls (reset before and after each: no option, header or token
+ * carries over) so that its connections and TLS sessions are reused; it is freed when the
+ * thread exits. The response body is collected up to max_response; a larger one
  * (announced by Content-Length or found while reading) aborts the transfer with -EFBIG.
  */
 #include "web/client.h"
@@ -33,6 +36,57 @@ static void curl_init(void) {
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(CURL *, curl_easy_cleanup);
+
+/* keep_alive: each thread's kept handle, freed by the key's destructor at thread exit. */
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+static pthread_key_t kept_key;
+static bool kept_key_ok;
+
+static void kept_free(void *h) {
+    curl_easy_cleanup(h);
+}
+
+static void kept_init(void) {
+    kept_key_ok = pthread_key_create(&kept_key, kept_free) == 0;
+}
+
+typedef struct Handle {
+    CURL *h;
+    bool kept;
+} Handle;
+
+/* A new handle, or with keep_alive this thread's kept one (reset). NULL when out of memory. */
+static CURL *handle_get(Handle *x, bool keep_alive) {
+    if (keep_alive) {
+        (void)pthread_once(&kept_once, kept_init);
+        if (kept_key_ok) {
+            x->h = pthread_getspecific(kept_key);
+            if (x->h)
+                curl_easy_reset(x->h);
+            else if ((x->h = curl_easy_init()) && pthread_setspecific(kept_key, x->h) != 0) {
+                curl_easy_cleanup(x->h);
+                x->h = NULL;
+            }
+            x->kept = x->h != NULL;
+            if (x->h)
+                return x->h;
+        }
+    }
+    x->h = curl_easy_init();
+    return x->h;
+}
+
+/* A kept handle is reset (it must not point at this call's buffers and headers) but keeps its
+ * connections; another is freed. */
+static void handle_release(Handle *x) {
+    if (!x->h)
+        return;
+    if (x->kept)
+        curl_easy_reset(x->h);
+    else
+        curl_easy_cleanup(x->h);
+    x->h = NULL;
+}
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct curl_slist *, curl_slist_free_all);
 
 typedef struct Collect {
@@ -190,8 +244,9 @@ void nt_http_response_clear(NtHttpResponse *resp) {
 int nt_http_request(const NtHttpOptions *o, const char *method, const char *url,
                     const char *content_type, const void *body, size_t body_len,
                     NtHttpResponse *resp) {
-    _cleanup_(curl_easy_cleanupp) CURL *h = NULL;
+    _cleanup_(handle_release) Handle hd = {};
     _cleanup_(curl_slist_free_allp) struct curl_slist *hdrs = NULL;
+    CURL *h;
     char errbuf[CURL_ERROR_SIZE] = "";
     NtHttpOptions opts = {};
     Collect col = {.retry_after_s = -1, .now = time(NULL)};
@@ -230,7 +285,7 @@ int nt_http_request(const NtHttpOptions *o, const char *method, const char *url,
         (void)snprintf(resp->error, sizeof(resp->error), "curl_global_init failed");
         return -ENOMEM;
     }
-    h = curl_easy_init();
+    h = handle_get(&hd, opts.keep_alive);
     if (!h) {
         (void)snprintf(resp->error, sizeof(resp->error), "out of memory");
         return -ENOMEM;

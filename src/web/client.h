@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * HTTP(S) client on libcurl, used by the agent, the KDS client and nitride-kmsd. One easy handle
- * per call (no shared state; thread-safe after the one-time curl_global_init). Only http:// and
- * https:// URLs; certificate and host name are always verified. Redirects are not followed: a
- * 3xx is the response (a caller's "plain http only to loopback" check must not be bypassed by a
- * 307 to another host). With follow_redirects, at most 5 are followed, and only to the same
- * scheme, host and port. Loopback (localhost, 127.0.0.0/8, ::1) never goes through a proxy
+ * per call (no shared state; thread-safe after the one-time curl_global_init), or with
+ * keep_alive one kept per thread, so that a thread's requests reuse its connections.
+ * Only http:// and https:// URLs; certificate and host name are always verified. Redirects are not
+ * followed: a 3xx is the response (a caller's "plain http only to loopback" check must not be
+ * bypassed by a 307 to another host). With follow_redirects, at most 5 are followed, and only to
+ * the same scheme, host and port. Loopback (localhost, 127.0.0.0/8, ::1) never goes through a proxy
  * from http_proxy/https_proxy.
  */
 #pragma once
@@ -25,6 +26,9 @@ typedef struct NtHttpOptions {
     long timeout_ms;                      /* whole request, default 30000 */
     size_t max_response;                  /* default 1 MiB; larger: -EFBIG */
     bool follow_redirects;                /* default false; true: same scheme+host+port only */
+    bool keep_alive; /* reuse this thread's connections (and TLS sessions) across keep_alive
+                        calls: a connection is reused only for the same host, port and TLS
+                        settings (CA, client certificate); default false: a new connection */
 } NtHttpOptions;
 
 typedef struct NtHttpResponse {

@@ -66,6 +66,62 @@ static void test_transfer_key(void **state) {
     assert_int_equal(vault_transfer_key_create(v, 10, &j), -EUSERS);
 }
 
+/* --transfer-curve P-256: transfer keys on P-256, releases to them import (the key value is the
+ * one sealed: AES-KW known answer of RFC 3394 4.3), and a JWE whose epk is on another curve than
+ * its transfer key is refused like a bad header (the key is not spent). */
+static void test_transfer_curve(void **state) {
+    _cleanup_(vault_freep) Vault *v = new_vault();
+    static const uint8_t kek[32] = {0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
+                                    0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F,
+                                    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+                                    0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F};
+    static const uint8_t data[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                     0x88, 0x99, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFF};
+    static const uint8_t expect[24] = {0x64, 0xE8, 0xC3, 0xF9, 0xCE, 0x0F, 0x5B, 0xA2,
+                                       0x63, 0xE9, 0x77, 0x79, 0x05, 0x81, 0x8A, 0x2A,
+                                       0x93, 0xC8, 0x19, 0x1E, 0x7D, 0x6E, 0x8A, 0xE7};
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    VaultOp op = {.alg = VAULT_ALG_AES256_KW, .flags = VAULT_OP_RAW};
+    _cleanup_free_ uint8_t *w = NULL;
+    size_t wl = 0;
+    json_auto_t *jwk = NULL, *other = NULL, *x = NULL;
+    _cleanup_free_ char *jwe = NULL;
+
+    assert_int_equal(vault_set_transfer_curve(v, "P-521"), -EINVAL);
+    assert_int_equal(vault_set_transfer_curve(v, NULL), -EINVAL);
+    assert_int_equal(vault_transfer_key_create(v, 60, &other), 0);
+    assert_string_equal(json_string_value(json_object_get(other, "crv")), "P-384"); /* default */
+    assert_int_equal(vault_set_transfer_curve(v, "P-256"), 0);
+    assert_int_equal(vault_transfer_key_create(v, 60, &jwk), 0);
+    assert_string_equal(json_string_value(json_object_get(jwk, "crv")), "P-256");
+    json_decref(TAKE_PTR(jwk));
+
+    /* RFC 3394's 256-bit KEK imported through a P-256 transfer key: wrapping 128 bits with it
+     * gives RFC 3394 4.3's answer. */
+    assert_int_equal(import_material(v, &alice, "kms/p256", &spec, kek, sizeof kek), 0);
+    assert_int_equal(vault_encrypt(v, &alice, "kms/p256", &op, data, sizeof data, &w, &wl), 0);
+    assert_int_equal(wl, sizeof expect);
+    assert_memory_equal(w, expect, sizeof expect);
+
+    /* A P-256 transfer key, and a JWE naming it whose epk is the P-384 key's public half. */
+    assert_int_equal(vault_transfer_key_create(v, 60, &jwk), 0);
+    x = release_extra();
+    assert_int_equal(json_object_set_new(x, "epk",
+                                         json_pack("{s:s,s:s,s:O,s:O}", "kty", "EC", "crv", "P-384",
+                                                   "x", json_object_get(other, "x"), "y",
+                                                   json_object_get(other, "y"))),
+                     0);
+    jwe = make_jwe(jwk, NULL, x, kek, sizeof kek);
+    assert_non_null(jwe);
+    VaultRelease rel = {.name = "kms/mixed",
+                        .spec = spec,
+                        .version = 1,
+                        .recipient_kid = json_string_value(json_object_get(jwk, "kid"))};
+    size_t before = vault_transfer_key_count(v);
+    assert_int_equal(vault_transfer_import_release(v, &test_root, jwe, &rel), -EBADMSG);
+    assert_int_equal(vault_transfer_key_count(v), before); /* not spent */
+}
+
 static void test_import_aes_known_answers(void **state) {
     _cleanup_(vault_freep) Vault *v = new_vault();
     /* RFC 3394 section 4.6: 256 bits of key data with a 256-bit KEK. */
@@ -978,6 +1034,7 @@ static void test_hmac_context_reuse(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transfer_key),
+        cmocka_unit_test(test_transfer_curve),
         cmocka_unit_test(test_import_aes_known_answers),
         cmocka_unit_test(test_import_hmac),
         cmocka_unit_test(test_gcm_context_reuse),

@@ -96,11 +96,16 @@ static inline void concat_kdf(const uint8_t *z, size_t zl, const char *alg, uint
     EVP_MD_CTX_free(c);
 }
 
-/* Encrypts pt to the P-384 recipient JWK as a compact JWE. extra: members merged into the
- * protected header (may override alg/enc/kid); kid NULL = the JWK's kid. Returns malloc'd. */
+/* Encrypts pt to the P-384 or P-256 recipient JWK as a compact JWE (epk on its curve). extra:
+ * members merged into the protected header (may override alg/enc/kid); kid NULL = the JWK's kid.
+ * Returns malloc'd. */
 static inline char *make_jwe(const json_t *rcpt_jwk, const char *kid, const json_t *extra,
                              const uint8_t *pt, size_t pt_len) {
-    EVP_PKEY *rcpt = ec_jwk_to_pkey(rcpt_jwk), *eph = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    const char *crv = json_string_value(json_object_get(rcpt_jwk, "crv"));
+    bool p256 = crv && strcmp(crv, "P-256") == 0;
+    size_t cs = p256 ? 32 : 48; /* coordinate size */
+    EVP_PKEY *rcpt = ec_jwk_to_pkey(rcpt_jwk),
+             *eph = EVP_PKEY_Q_keygen(NULL, NULL, "EC", p256 ? "P-256" : "P-384");
     EVP_PKEY_CTX *dctx = NULL;
     EVP_CIPHER_CTX *c = NULL;
     uint8_t z[48], kek[32], cek[32], ek[40], iv[12], tag[16], epk_pt[97];
@@ -129,11 +134,11 @@ static inline char *make_jwe(const json_t *rcpt_jwk, const char *kid, const json
 
     EVP_PKEY_get_octet_string_param(eph, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, epk_pt, sizeof epk_pt,
                                     &epl);
-    s[0] = b64u(epk_pt + 1, 48);
-    s[1] = b64u(epk_pt + 49, 48);
+    s[0] = b64u(epk_pt + 1, cs);
+    s[1] = b64u(epk_pt + 1 + cs, cs);
     hdr = json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s,s:s}}", "alg", "ECDH-ES+A256KW", "enc", "A256GCM",
                     "kid", kid ? kid : json_string_value(json_object_get(rcpt_jwk, "kid")), "epk",
-                    "kty", "EC", "crv", "P-384", "x", s[0], "y", s[1]);
+                    "kty", "EC", "crv", p256 ? "P-256" : "P-384", "x", s[0], "y", s[1]);
     free(s[0]);
     free(s[1]);
     s[0] = s[1] = NULL;

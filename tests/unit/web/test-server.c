@@ -1530,6 +1530,158 @@ static void test_stop_inflight(void **state) {
     }
 }
 
+/* --- keep_alive: a raw HTTP/1.1 server that counts the connections it accepts and closes --- */
+
+typedef struct RawServer {
+    int lfd;
+    uint16_t port;
+    pthread_t t;
+    unsigned accepted, closed; /* atomic */
+    int stop_pipe[2];
+} RawServer;
+
+/* Answers each GET with {"auth":"<Authorization header>"}, keeping the connection open. */
+static void raw_answer(int fd, const char *req) {
+    char auth[256] = "", body[320], out[512];
+    const char *a = strcasestr(req, "\r\nAuthorization: ");
+    if (a) {
+        a += strlen("\r\nAuthorization: ");
+        (void)snprintf(auth, sizeof auth, "%.*s", (int)strcspn(a, "\r\n"), a);
+    }
+    int bl = snprintf(body, sizeof body, "{\"auth\":\"%s\"}", auth);
+    int ol = snprintf(out, sizeof out,
+                      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                      "%d\r\n\r\n%s",
+                      bl, body);
+    assert_int_equal(write(fd, out, (size_t)ol), ol);
+}
+
+static void *raw_server_main(void *p) {
+    RawServer *rs = p;
+    struct pollfd fds[16];
+    char buf[16][2048];
+    size_t len[16] = {0};
+    nfds_t n = 2;
+    fds[0] = (struct pollfd){.fd = rs->lfd, .events = POLLIN};
+    fds[1] = (struct pollfd){.fd = rs->stop_pipe[0], .events = POLLIN};
+    for (;;) {
+        assert_true(poll(fds, n, 10000) > 0);
+        if (fds[1].revents)
+            break;
+        if (fds[0].revents & POLLIN) {
+            int c = accept4(rs->lfd, NULL, NULL, SOCK_CLOEXEC);
+            assert_true(c >= 0 && n < 16);
+            __atomic_add_fetch(&rs->accepted, 1, __ATOMIC_SEQ_CST);
+            len[n] = 0;
+            fds[n++] = (struct pollfd){.fd = c, .events = POLLIN};
+        }
+        for (nfds_t i = 2; i < n; i++) {
+            if (!fds[i].revents)
+                continue;
+            ssize_t k = read(fds[i].fd, buf[i] + len[i], sizeof buf[i] - 1 - len[i]);
+            if (k <= 0) {
+                close(fds[i].fd);
+                __atomic_add_fetch(&rs->closed, 1, __ATOMIC_SEQ_CST);
+                fds[i] = fds[n - 1];
+                memcpy(buf[i], buf[n - 1], len[n - 1]);
+                len[i] = len[n - 1];
+                n--;
+                i--;
+                continue;
+            }
+            len[i] += (size_t)k;
+            buf[i][len[i]] = 0;
+            char *end = strstr(buf[i], "\r\n\r\n");
+            if (end) {
+                raw_answer(fds[i].fd, buf[i]);
+                len[i] = 0;
+            }
+        }
+    }
+    for (nfds_t i = 2; i < n; i++)
+        close(fds[i].fd);
+    return NULL;
+}
+
+static void raw_server_start(RawServer *rs) {
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof sa;
+    *rs = (RawServer){.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(rs->lfd >= 0);
+    assert_int_equal(bind(rs->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(rs->lfd, 16), 0);
+    assert_int_equal(getsockname(rs->lfd, (struct sockaddr *)&sa, &sl), 0);
+    rs->port = ntohs(sa.sin_port);
+    assert_int_equal(pipe2(rs->stop_pipe, O_CLOEXEC), 0);
+    assert_int_equal(pthread_create(&rs->t, NULL, raw_server_main, rs), 0);
+}
+
+static void raw_server_stop(RawServer *rs) {
+    assert_int_equal(write(rs->stop_pipe[1], "x", 1), 1);
+    assert_int_equal(pthread_join(rs->t, NULL), 0);
+    close(rs->stop_pipe[0]);
+    close(rs->stop_pipe[1]);
+    close(rs->lfd);
+}
+
+/* GET http://127.0.0.1:port/ and returns the "auth" the server saw (malloc'd). */
+static char *raw_get(uint16_t port, bool keep_alive, const char *bearer) {
+    NtHttpOptions o = {.keep_alive = keep_alive, .bearer_token = bearer};
+    NtHttpResponse resp;
+    char u[64];
+    (void)snprintf(u, sizeof u, "http://127.0.0.1:%u/", port);
+    assert_int_equal(nt_http_request(&o, "GET", u, NULL, NULL, 0, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    json_t *j = json_loadb((const char *)resp.body, resp.body_len, 0, NULL);
+    assert_non_null(j);
+    char *auth = strdup(json_string_value(json_object_get(j, "auth")));
+    json_decref(j);
+    nt_http_response_clear(&resp);
+    return auth;
+}
+
+static void *keep_alive_thread(void *p) {
+    free(raw_get(*(uint16_t *)p, true, NULL));
+    return NULL; /* the thread's kept connection is closed as it exits */
+}
+
+static unsigned raw_count(unsigned *c) {
+    return __atomic_load_n(c, __ATOMIC_SEQ_CST);
+}
+
+/* keep_alive requests of one thread share one connection, carry nothing of the previous
+ * request over (the bearer token), and the connection is closed when the thread exits;
+ * requests without keep_alive get a connection each. */
+static void test_keep_alive(void **state) {
+    RawServer rs;
+    pthread_t t;
+    char *a;
+    raw_server_start(&rs);
+
+    a = raw_get(rs.port, true, "tok-1");
+    assert_string_equal(a, "Bearer tok-1");
+    free(a);
+    assert_int_equal(raw_count(&rs.accepted), 1);
+    a = raw_get(rs.port, true, NULL);
+    assert_string_equal(a, ""); /* the token did not carry over */
+    free(a);
+    assert_int_equal(raw_count(&rs.accepted), 1); /* the same connection */
+    free(raw_get(rs.port, false, NULL));
+    assert_int_equal(raw_count(&rs.accepted), 2); /* its own */
+    free(raw_get(rs.port, true, "tok-2"));
+    assert_int_equal(raw_count(&rs.accepted), 2); /* the kept one again */
+
+    assert_int_equal(pthread_create(&t, NULL, keep_alive_thread, &rs.port), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(raw_count(&rs.accepted), 3);
+    /* Closed: the non-keep-alive one, and the other thread's kept one at its exit. */
+    for (int i = 0; i < 200 && raw_count(&rs.closed) < 2; i++)
+        usleep(10000);
+    assert_int_equal(raw_count(&rs.closed), 2);
+    raw_server_stop(&rs);
+}
+
 static int setup(void **state) {
     log_set_max_level(getenv("NT_LOG_LEVEL") ? LOG_DEBUG : LOG_WARNING);
     return mkdtemp(tmpdir) ? 0 : -1;
@@ -1561,6 +1713,7 @@ int main(void) {
         cmocka_unit_test(test_lifecycle),
         cmocka_unit_test(test_connection_limits),
         cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_stop_inflight),
         cmocka_unit_test(test_inline),
         cmocka_unit_test(test_requeue_load),

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Helpers shared by the benchmarks: see common.h. */
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *bench_name = "bench";
+
+#define MAX_PIDS 16
+static pid_t pids[MAX_PIDS];
+static size_t n_pids;
+
+void bench_register_pid(pid_t pid) {
+    if (n_pids < MAX_PIDS)
+        pids[n_pids++] = pid;
+}
+
+_Noreturn void bench_die(const char *what) {
+    fprintf(stderr, "%s: %s failed\n", bench_name, what);
+    for (size_t i = 0; i < n_pids; i++)
+        if (pids[i] > 0)
+            kill(pids[i], SIGKILL);
+    exit(2);
+}
+
+void bench_stop_all(void) {
+    for (size_t i = 0; i < n_pids; i++)
+        if (pids[i] > 0)
+            kill(pids[i], SIGTERM);
+    for (size_t i = 0; i < n_pids; i++)
+        if (pids[i] > 0)
+            waitpid(pids[i], NULL, 0);
+    n_pids = 0;
+}
+
+double bench_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int bench_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bench_median(double *v, size_t n) {
+    qsort(v, n, sizeof *v, bench_cmp_double);
+    return v[n / 2];
+}
+
+double bench_percentile(double *v, size_t n, double p) {
+    size_t i = (size_t)((double)n * p / 100.0);
+    qsort(v, n, sizeof *v, bench_cmp_double);
+    return v[i < n ? i : n - 1];
+}
+
+void bench_write_text(const char *path, const char *text, mode_t mode) {
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+        bench_die(path);
+    close(fd);
+}
+
+unsigned bench_start_daemon(char *const argv[], const char *port_file, const char *log,
+                            pid_t *ret_pid) {
+    unsigned port = 0;
+    pid_t pid = fork();
+    if (pid < 0)
+        bench_die("fork");
+    if (pid == 0) {
+        int fd = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    bench_register_pid(pid);
+    for (int i = 0; i < 200 && !port; i++) {
+        FILE *f = fopen(port_file, "r");
+        if (f) {
+            if (fscanf(f, "%u", &port) != 1)
+                port = 0;
+            fclose(f);
+        }
+        if (!port) {
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                break;
+            usleep(50000);
+        }
+    }
+    if (!port) {
+        fprintf(stderr, "%s: %s did not start%s%s\n", bench_name, argv[0], log ? "; see " : "",
+                log ? log : "");
+        bench_die("starting a daemon");
+    }
+    if (ret_pid)
+        *ret_pid = pid;
+    return port;
+}
+
+double bench_cpu_seconds(pid_t pid) {
+    char path[64], buf[1024];
+    unsigned long utime = 0, stime = 0;
+    size_t n;
+    FILE *f;
+
+    if (pid == 0)
+        snprintf(path, sizeof path, "/proc/self/stat");
+    else
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    f = fopen(path, "re");
+    if (!f)
+        return -1;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields 14 and 15 (utime, stime), counted after the ")" that ends the command name. */
+    const char *p = strrchr(buf, ')');
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+void bench_remove_tree(const char *dir) {
+    char rm[600];
+    snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
+    if (system(rm) != 0)
+        fprintf(stderr, "%s: could not remove %s\n", bench_name, dir);
+}
