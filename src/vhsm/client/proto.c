@@ -176,6 +176,10 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "transfer-key-create";
     case VHSM_OP_IMPORT_RELEASE:
         return "import-release";
+    case VHSM_OP_AGENT_WAIT:
+        return "agent-wait";
+    case VHSM_OP_AGENT_DONE:
+        return "agent-done";
     default:
         return "unknown";
     }

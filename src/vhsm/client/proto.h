@@ -31,11 +31,16 @@
 #define VHSM_TLV_HEADER_SIZE 6u
 #define VHSM_MAX_BODY (1024u * 1024u)
 #define VHSM_MAX_TLVS 1024u
-#define VHSM_MAX_NAME 139u      /* key names ("<namespace>/<name>"), bytes, excluding NUL */
-#define VHSM_MAX_STRING 4096u   /* any other string field (cgroup paths, formats, messages) */
-#define VHSM_MAX_RANDOM 65536u  /* largest RANDOM request */
-#define VHSM_MAX_RELEASE 65536u /* a RELEASE field, bytes */
-#define VHSM_MAX_TOKEN 16384u   /* a TOKEN field, bytes */
+#define VHSM_MAX_NAME 139u           /* key names ("<namespace>/<name>"), bytes, excluding NUL */
+#define VHSM_MAX_STRING 4096u        /* any other string field (cgroup paths, formats, messages) */
+#define VHSM_MAX_RANDOM 65536u       /* largest RANDOM request */
+#define VHSM_MAX_RELEASE 65536u      /* a RELEASE field, bytes */
+#define VHSM_MAX_TOKEN 16384u        /* a TOKEN field, bytes */
+#define VHSM_MAX_PATTERNS 256u       /* PATTERN fields per AGENT_WAIT */
+#define VHSM_MAX_PATTERN 255u        /* a PATTERN field, bytes */
+#define VHSM_MAX_AGENT_MESSAGE 1024u /* AGENT_DONE's MESSAGE, bytes */
+#define VHSM_AGENT_WAIT_DEFAULT_MS 25000u
+#define VHSM_AGENT_WAIT_MAX_MS 60000u
 
 enum {
     VHSM_KIND_REQUEST = 1,
@@ -68,6 +73,9 @@ typedef enum VhsmOpcode {
     /* 0x0031 was IMPORT_JWE (an unsigned JWE, name and attributes chosen by the caller): removed,
      * answered unknown-opcode. */
     VHSM_OP_IMPORT_RELEASE = 0x0032,
+    /* The agent channel (docs/protocol.md "Agent channel"), root only. */
+    VHSM_OP_AGENT_WAIT = 0x0040,
+    VHSM_OP_AGENT_DONE = 0x0041,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -104,6 +112,10 @@ typedef enum VhsmTag {
     VHSM_TAG_LABEL = 0x001F,        /* string: free text shown by key info */
     VHSM_TAG_RELEASE = 0x0020,      /* string: a signed KMS release (JWS compact, <= 64 KiB) */
     VHSM_TAG_TOKEN = 0x0021,        /* string: an EAR attestation token (JWS compact) */
+    VHSM_TAG_JOB_ID = 0x0022,       /* u64: an agent job */
+    VHSM_TAG_WAIT_MS = 0x0023,      /* u32: how long AGENT_WAIT may wait */
+    VHSM_TAG_STATUS_CODE = 0x0024,  /* u32: a protocol status number (AGENT_DONE) */
+    VHSM_TAG_PATTERN = 0x0025,      /* string, repeatable: key name or prefix ending in '*' */
 } VhsmTag;
 
 /* VHSM_TAG_FLAGS bits (same meaning as the vault's VAULT_OP_* flags). */

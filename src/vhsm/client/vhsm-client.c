@@ -1014,6 +1014,96 @@ int vhsm_attestation_set_token(VhsmClient *c, const char *token) {
     return call_finish(&call);
 }
 
+/* Parses AGENT_WAIT's reply: {} (idle, 0) or {"id","key","reason","parked"} (1). */
+static int agent_job_parse(const char *text, VhsmAgentJob *ret) {
+    json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, NULL), *id, *key, *reason, *parked;
+    VhsmAgentJob job = {0};
+    int r = -EPROTO;
+    if (!json_is_object(j))
+        goto out;
+    if (json_object_size(j) == 0) {
+        r = 0;
+        goto out;
+    }
+    id = json_object_get(j, "id");
+    key = json_object_get(j, "key");
+    reason = json_object_get(j, "reason");
+    parked = json_object_get(j, "parked");
+    if (!json_is_integer(id) || json_integer_value(id) <= 0 || !json_is_string(key) ||
+        json_string_length(key) >= sizeof job.key || !json_is_string(reason) ||
+        json_string_length(reason) >= sizeof job.reason ||
+        (parked && (!json_is_integer(parked) || json_integer_value(parked) < 0 ||
+                    json_integer_value(parked) > UINT32_MAX)))
+        goto out;
+    job.id = (uint64_t)json_integer_value(id);
+    memcpy(job.key, json_string_value(key), json_string_length(key) + 1);
+    memcpy(job.reason, json_string_value(reason), json_string_length(reason) + 1);
+    job.parked = parked ? (uint32_t)json_integer_value(parked) : 0;
+    *ret = job;
+    r = 1;
+out:
+    if (r == -EPROTO)
+        set_error("malformed agent job from vhsmd");
+    json_decref(j);
+    return r;
+}
+
+int vhsm_agent_wait(VhsmClient *c, const char *const *patterns, size_t n_patterns, uint32_t wait_ms,
+                    VhsmAgentJob *ret_job) {
+    unsigned saved;
+    char *text = NULL;
+    Call call;
+    int r;
+    if (!ret_job || (n_patterns > 0 && !patterns) || n_patterns > VHSM_MAX_PATTERNS ||
+        wait_ms > VHSM_AGENT_WAIT_MAX_MS)
+        return -EINVAL;
+    for (size_t i = 0; i < n_patterns; i++)
+        if (!patterns[i] || !*patterns[i] || strlen(patterns[i]) > VHSM_MAX_PATTERN)
+            return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_AGENT_WAIT);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_patterns; i++)
+        vhsm_buf_put_str(&c->out, VHSM_TAG_PATTERN, patterns[i]);
+    if (wait_ms)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_WAIT_MS, wait_ms);
+    /* The daemon answers at wait_ms at the latest: wait that long, plus a margin. */
+    saved = c->timeout_ms;
+    if (saved) {
+        unsigned t = (wait_ms ? wait_ms : VHSM_AGENT_WAIT_DEFAULT_MS) + 5000u;
+        r = apply_timeout(c->fd, MAX(t, saved));
+        if (r >= 0)
+            c->timeout_ms = MAX(t, saved);
+    }
+    if (r >= 0)
+        r = call_run(&call);
+    if (saved && c->timeout_ms != saved && apply_timeout(c->fd, saved) >= 0)
+        c->timeout_ms = saved;
+    if (r >= 0)
+        r = copy_str(&call, VHSM_TAG_JSON, &text);
+    call_end(&call);
+    if (r >= 0)
+        r = agent_job_parse(text, ret_job);
+    free(text);
+    return r;
+}
+
+int vhsm_agent_done(VhsmClient *c, uint64_t id, int status, const char *message) {
+    Call call;
+    int r;
+    if (id == 0 || status > 0 || (message && strlen(message) > VHSM_MAX_AGENT_MESSAGE))
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_AGENT_DONE);
+    if (r < 0)
+        return r;
+    vhsm_buf_put_u64(&c->out, VHSM_TAG_JOB_ID, id);
+    if (status < 0)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_STATUS_CODE, (uint32_t)vhsm_status_from_errno(status));
+    if (message)
+        vhsm_buf_put_str(&c->out, VHSM_TAG_MESSAGE, message);
+    return call_finish(&call);
+}
+
 /* ---- pipelined batches ---- */
 
 typedef struct BatchOp {

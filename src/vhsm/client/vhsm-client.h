@@ -165,6 +165,31 @@ int vhsm_attestation_status(VhsmClient *c, char **ret_json);
  * only. */
 int vhsm_attestation_set_token(VhsmClient *c, const char *token);
 
+/* The agent channel (docs/protocol.md "Agent channel"; root only): vhsmd hands the agent a job
+ * when an application's operation finds a key it serves missing ("missing") or its attestation
+ * stale ("stale"); the application's request waits (parked) until the agent reports the job
+ * done. */
+typedef struct VhsmAgentJob {
+    uint64_t id;
+    char key[256];
+    char reason[16];
+    uint32_t parked; /* requests waiting on the job when it was handed out */
+} VhsmAgentJob;
+/* Long-poll for a job. patterns: the key names this connection serves, each an exact name
+ * ("kms/a/b") or a prefix ending in '*' ("kms/" followed by '*' serves every kms/ key); at most
+ * 256, each <= 255 bytes; n_patterns 0 keeps the set of the previous wait. wait_ms: 0 = the
+ * daemon's default (25000), at most 60000. Returns 1 and fills *ret_job when a job came, 0 when
+ * wait_ms passed idle, < 0 on error. The connection's read timeout is extended to wait_ms + 5 s
+ * for this call. */
+int vhsm_agent_wait(VhsmClient *c, const char *const *patterns, size_t n_patterns, uint32_t wait_ms,
+                    VhsmAgentJob *ret_job);
+/* Reports job id finished. status: 0 done (the key was imported / the verdict set: waiting
+ * requests are run again), or a negative errno mapped to the protocol status the waiting
+ * requests get: -EREMOTEIO refused, -EHOSTUNREACH unavailable, -ETIMEDOUT timeout, others as the
+ * status table. message (optional, <= 1024 bytes): the service's reason, shown to them.
+ * -ENOKEY: unknown or already finished job. */
+int vhsm_agent_done(VhsmClient *c, uint64_t id, int status, const char *message);
+
 /* Pipelining (docs/protocol.md, "Pipelining"). A VhsmBatch queues requests for one connection
  * without waiting; vhsm_batch_run() sends them all (with as few writes as the socket allows) and
  * reads every reply (with as few reads as they arrive in), so N operations cost one round trip
