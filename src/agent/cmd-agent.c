@@ -500,7 +500,7 @@ static int wait_loop(void) {
     _cleanup_free_ const char **patterns = calloc(agent.n_keys, sizeof *patterns);
     NtBackoff backoff = {.base_ms = 100, .max_ms = AGENT_RECONNECT_MAX_MS};
     VhsmClient *c = NULL;
-    bool warned = false;
+    bool warned = false, serving = false;
     int r;
 
     if (!patterns)
@@ -521,26 +521,31 @@ static int wait_loop(void) {
                 continue;
             }
         }
-        r = vhsm_agent_wait(c, patterns, agent.n_keys, AGENT_WAIT_MS, &job);
-        if (r == 1) {
+        /* The first wait on a connection is short: its answer tells that vhsmd took the
+         * patterns (the connection stays an agent between waits), which is logged. */
+        r = vhsm_agent_wait(c, patterns, agent.n_keys, serving ? AGENT_WAIT_MS : 1, &job);
+        if (r >= 0) {
             nt_backoff_reset(&backoff);
+            if (!serving)
+                log_info("Serving %zu key%s for vhsmd (%s).", agent.n_keys,
+                         agent.n_keys == 1 ? "" : "s",
+                         agent.conf.vhsm_socket ? agent.conf.vhsm_socket : "default socket");
+            serving = true;
+            warned = false;
+        }
+        if (r == 1) {
             job.key[sizeof job.key - 1] = '\0';
             job.reason[sizeof job.reason - 1] = '\0';
             job_received(&job);
-        } else if (r == 0) {
-            nt_backoff_reset(&backoff);
-            if (warned)
-                log_info("Serving %zu key%s for vhsmd.", agent.n_keys,
-                         agent.n_keys == 1 ? "" : "s");
-            warned = false;
-        } else {
-            if (r == -EOPNOTSUPP || r == -EPERM || r == -EACCES)
+        } else if (r < 0) {
+            if (r == -EOPNOTSUPP || r == -EPERM || r == -EACCES || r == -EBADRQC)
                 log_error_errno(r, "vhsmd refused AGENT_WAIT: %s (%m)",
                                 vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
             else if (!warned)
                 log_warning_errno(r, "AGENT_WAIT failed: %s (%m); reconnecting.",
                                   vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
             warned = true;
+            serving = false;
             c = vhsm_disconnect(c);
             sleep_ms(nt_backoff_next(&backoff, -1));
         }
