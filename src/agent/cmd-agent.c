@@ -538,10 +538,12 @@ static int wait_loop(void) {
             job.reason[sizeof job.reason - 1] = '\0';
             job_received(&job);
         } else if (r < 0) {
-            if (r == -EOPNOTSUPP || r == -EPERM || r == -EACCES || r == -EBADRQC)
-                log_error_errno(r, "vhsmd refused AGENT_WAIT: %s (%m)",
+            if (warned)
+                ; /* said once until it works again */
+            else if (r == -EOPNOTSUPP || r == -EPERM || r == -EACCES || r == -EBADRQC)
+                log_error_errno(r, "vhsmd refused AGENT_WAIT: %s (%m); retrying.",
                                 vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
-            else if (!warned)
+            else
                 log_warning_errno(r, "AGENT_WAIT failed: %s (%m); reconnecting.",
                                   vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
             warned = true;
