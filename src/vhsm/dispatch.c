@@ -52,6 +52,8 @@ struct Dispatch {
         int64_t last_ms;
     } gate_queue[64];
     size_t gate_queued;
+    DispatchKeyEventFn key_event; /* the agent channel: a key imported, a verdict recorded */
+    void *key_event_userdata;
 };
 
 #define GATE_LAPSE_MS 500
@@ -67,6 +69,16 @@ int dispatch_new(Vault *vault, Dispatch **ret) {
     d->max_mutating = 1;
     *ret = d;
     return 0;
+}
+
+void dispatch_set_key_event(Dispatch *d, DispatchKeyEventFn fn, void *userdata) {
+    d->key_event = fn;
+    d->key_event_userdata = userdata;
+}
+
+static void key_event(Dispatch *d, const char *key, bool verdict) {
+    if (d->key_event)
+        d->key_event(d->key_event_userdata, key, verdict);
 }
 
 void dispatch_set_workers(Dispatch *d, unsigned workers) {
@@ -664,6 +676,7 @@ static int op_attestation_set(Req *q) {
     if ((r = get_token_verdict(q, true, &present, &t)) < 0)
         return r;
     record_verdict(q, &t);
+    key_event(q->d, NULL, true);
     return 0;
 }
 
@@ -1088,6 +1101,7 @@ static int op_import_release(Req *q) {
               h.name, h.version, h.type, h.policy, h.jti, h.secret_id, (int)q->peer->pid);
     if (have_token)
         record_verdict(q, &tv);
+    key_event(q->d, h.name, have_token);
     reply = json_pack("{s:s,s:I}", "name", h.name, "version", (json_int_t)h.version);
     if (!reply)
         return -ENOMEM;
@@ -1182,8 +1196,33 @@ int dispatch_reply_error(VhsmBuf *out, uint32_t id, int error, const char *messa
     return vhsm_buf_end(out);
 }
 
+/* Operations whose missing or stale key an agent may provide (docs/protocol.md "Agent
+ * channel"): the uses of a key. */
+static bool opcode_parks(uint16_t opcode) {
+    switch (opcode) {
+    case VHSM_OP_ENCRYPT:
+    case VHSM_OP_DECRYPT:
+    case VHSM_OP_SIGN:
+    case VHSM_OP_VERIFY:
+    case VHSM_OP_MAC:
+    case VHSM_OP_MAC_VERIFY:
+    case VHSM_OP_WRAP:
+    case VHSM_OP_UNWRAP:
+    case VHSM_OP_PUBKEY:
+        return true;
+    default:
+        return false;
+    }
+}
+
 int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
                      VhsmBuf *out) {
+    return dispatch_request_park(d, peer, h, body, out, NULL);
+}
+
+int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+                          VhsmBuf *out, const DispatchPark *park) {
+    char why_not[160] = "";
     VaultPeer vp = {.uid = peer->uid,
                     .gid = peer->gid,
                     .groups = peer->groups,
@@ -1292,8 +1331,23 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
     } else
         vhsm_buf_abort(out);
 
+    if (park && (r == -ENOKEY || r == -EKEYEXPIRED) && q.name[0] && opcode_parks(h->code)) {
+        int p = park->park(park->userdata, q.name, r, why_not, sizeof why_not);
+        if (p == 1) {
+            log_debug("Request %s (id %u) of uid %u waits for the agent: key '%s' %s.",
+                      vhsm_opcode_to_string(h->code), h->id, (unsigned)peer->uid, q.name,
+                      r == -ENOKEY ? "missing" : "stale");
+            return DISPATCH_PARKED;
+        }
+        if (p != -EBUSY)
+            why_not[0] = 0;
+    }
     if (!q.msg[0])
         default_message(&q, h->code, r);
+    if (why_not[0]) {
+        size_t n = strlen(q.msg);
+        (void)snprintf(q.msg + n, sizeof q.msg - n, " (not waiting for the agent: %s)", why_not);
+    }
     if (r == -EPERM || r == -EACCES)
         log_uid_notice(peer->uid, "Denied %s on key '%s' to uid %u gid %u pid %d: %s",
                        vhsm_opcode_to_string(h->code), q.name, (unsigned)peer->uid,

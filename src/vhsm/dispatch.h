@@ -41,6 +41,23 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);
 int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
                      VhsmBuf *out);
 
+/* The agent channel (docs/protocol.md "Agent channel"). park(): an operation on key failed with
+ * error (-ENOKEY or -EKEYEXPIRED); returns 1 if the request was parked (no reply is appended,
+ * dispatch_request_park() returns DISPATCH_PARKED), 0 to answer as usual, or -EBUSY to answer as
+ * usual with msg (why it could not wait) added to the message. */
+typedef struct DispatchPark {
+    int (*park)(void *userdata, const char *key, int error, char *msg, size_t msg_size);
+    void *userdata;
+} DispatchPark;
+#define DISPATCH_PARKED 2
+/* dispatch_request() with parking: park may be NULL (never park). */
+int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+                          VhsmBuf *out, const DispatchPark *park);
+/* Called after a key was imported (key, the full name) and/or an attestation verdict recorded
+ * (verdict), before the reply is sent. Set before serving. */
+typedef void (*DispatchKeyEventFn)(void *userdata, const char *key, bool verdict);
+void dispatch_set_key_event(Dispatch *d, DispatchKeyEventFn fn, void *userdata);
+
 /* Appends an error response for request id (used by the server for frames it refuses before
  * dispatch: bad version, oversized). Returns 0 or -ENOMEM. */
 int dispatch_reply_error(VhsmBuf *out, uint32_t id, int error, const char *message);

@@ -29,6 +29,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -48,6 +50,7 @@
 #include <unistd.h>
 
 #include "core/fileio.h"
+#include "agentq.h"
 #include "core/log.h"
 #include "server.h"
 #include "vlog.h"
@@ -82,6 +85,12 @@ typedef struct Conn {
     int64_t denials_since_ms;
     _Atomic int64_t in_since;  /* ms: start of the pending partial frame, 0 = none */
     _Atomic int64_t out_since; /* ms: since when a reply waits for the client to read, 0 = none */
+    /* The agent channel: the request at the front of the input buffer waits for the agent (an
+     * application's) or for a job (an agent's AGENT_WAIT); the connection reads no further frames
+     * until it is answered. Not stalled meanwhile. */
+    bool park_front;    /* owner only */
+    atomic_bool parked; /* read by the housekeeper (no stall expiry) */
+    AgentqConn aq;      /* the agent queue's part (its lock) */
     struct Conn *prev, *next;
 } Conn;
 
@@ -97,6 +106,8 @@ struct Server {
     int stop_fd;  /* eventfd in work_epoll: workers exit */
     int wake_fd;  /* eventfd in main_epoll: stop requested */
     int timer_fd; /* housekeeping tick */
+    int agent_fd; /* eventfd in main_epoll: the agent queue has a new deadline */
+    Agentq *agentq;
     pthread_t *workers;
     unsigned n_workers;
     pthread_mutex_t lock;
@@ -146,6 +157,7 @@ static void accept_resume_locked(Server *s);
 /* Removes c from the list, then closes it. Only the worker owning c (or the main thread after
  * the workers stopped) calls this. */
 static void conn_close(Server *s, Conn *c) {
+    agentq_conn_gone(s->agentq, &c->aq); /* before anyone could reuse c */
     {
         LOCK_GUARD(&s->lock);
         if (c->prev)
@@ -222,10 +234,172 @@ static bool conn_denied_too_often(Conn *c) {
     return true;
 }
 
+/* The agent channel's requests (root only). Returns 0 (answered), 1 (denied), 2 (the
+ * AGENT_WAIT waits: parking), or -ENOMEM. */
+static int agent_reply_json(VhsmBuf *out, uint32_t id, json_t *j) {
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return dispatch_reply_error(out, id, -ENOMEM, "out of memory");
+    vhsm_buf_begin(out, VHSM_KIND_RESPONSE, VHSM_STATUS_OK, id);
+    vhsm_buf_put_str(out, VHSM_TAG_JSON, text);
+    free(text);
+    return vhsm_buf_end(out);
+}
+
+static int agent_wait(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *body, bool resumed) {
+    const char **patterns = NULL;
+    size_t n = 0, off = 0;
+    uint32_t wait_ms = VHSM_AGENT_WAIT_DEFAULT_MS;
+    AgentqJobInfo job;
+    VhsmTlv t;
+    int r;
+
+    r = vhsm_body_get_u32(body, h->body_len, VHSM_TAG_WAIT_MS, &wait_ms);
+    if (r == -ENOENT)
+        wait_ms = VHSM_AGENT_WAIT_DEFAULT_MS;
+    else if (r < 0)
+        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "malformed wait time");
+    wait_ms = MIN(wait_ms, VHSM_AGENT_WAIT_MAX_MS);
+    /* PATTERN fields: copied NUL-terminated into one allocation. */
+    patterns = calloc(VHSM_MAX_PATTERNS, sizeof *patterns + VHSM_MAX_PATTERN + 1);
+    if (!patterns)
+        return dispatch_reply_error(&c->out, h->id, -ENOMEM, "out of memory");
+    while ((r = vhsm_tlv_next(body, h->body_len, &off, &t)) > 0) {
+        char *p;
+        if (t.tag != VHSM_TAG_PATTERN)
+            continue;
+        if (n == VHSM_MAX_PATTERNS) {
+            free(patterns);
+            return dispatch_reply_error(&c->out, h->id, -EMSGSIZE,
+                                        "agent-wait: more than 256 patterns");
+        }
+        p = (char *)(patterns + VHSM_MAX_PATTERNS) + n * (VHSM_MAX_PATTERN + 1);
+        if (t.len > VHSM_MAX_PATTERN || memchr(t.value, 0, t.len)) {
+            free(patterns);
+            return dispatch_reply_error(&c->out, h->id, -EINVAL,
+                                        "agent-wait: a pattern is longer than 255 bytes or "
+                                        "holds a NUL byte");
+        }
+        memcpy(p, t.value, t.len);
+        p[t.len] = 0;
+        if (!agentq_pattern_valid(p)) {
+            free(patterns);
+            return dispatch_reply_error(&c->out, h->id, -EINVAL,
+                                        "agent-wait: invalid pattern (a key name, or a prefix "
+                                        "ending in '*'; '*' only at the end)");
+        }
+        patterns[n++] = p;
+    }
+    r = agentq_agent_wait(s->agentq, &c->aq, patterns, n, wait_ms, resumed, &job);
+    free(patterns);
+    if (r == 2)
+        return 2;
+    if (r < 0)
+        return dispatch_reply_error(&c->out, h->id, r, "agent-wait failed");
+    if (r == 0)
+        return agent_reply_json(&c->out, h->id, json_object());
+    return agent_reply_json(&c->out, h->id,
+                            json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)job.id, "key", job.key,
+                                      "reason", job.reason, "parked", (json_int_t)job.parked));
+}
+
+static int agent_done(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *body) {
+    char msg[VHSM_MAX_AGENT_MESSAGE + 1] = "";
+    uint32_t status = 0;
+    uint64_t id;
+    int r;
+
+    if (vhsm_body_get_u64(body, h->body_len, VHSM_TAG_JOB_ID, &id) < 0)
+        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "agent-done: missing job id");
+    r = vhsm_body_get_u32(body, h->body_len, VHSM_TAG_STATUS_CODE, &status);
+    if (r < 0 && r != -ENOENT)
+        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "agent-done: malformed status");
+    if (status >= _VHSM_STATUS_MAX)
+        return dispatch_reply_error(&c->out, h->id, -EINVAL, "agent-done: unknown status");
+    r = vhsm_body_get_str(body, h->body_len, VHSM_TAG_MESSAGE, VHSM_MAX_AGENT_MESSAGE, msg,
+                          sizeof msg);
+    if (r == -ENAMETOOLONG)
+        return dispatch_reply_error(&c->out, h->id, -EMSGSIZE,
+                                    "agent-done: message longer than 1024 bytes");
+    if (r < 0 && r != -ENOENT)
+        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "agent-done: malformed message");
+    r = agentq_agent_done(s->agentq, id, status ? vhsm_status_to_errno((uint16_t)status) : 0, msg);
+    if (r < 0)
+        return dispatch_reply_error(&c->out, h->id, r,
+                                    "agent-done: no such job (unknown, or already finished: done "
+                                    "or timed out)");
+    vhsm_buf_begin(&c->out, VHSM_KIND_RESPONSE, VHSM_STATUS_OK, h->id);
+    return vhsm_buf_end(&c->out);
+}
+
+static int agent_request(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *body,
+                         bool resumed) {
+    int r;
+    if (c->peer.uid != 0) {
+        log_uid_notice(c->peer.uid, "Denied %s to uid %u pid %d: not root.",
+                       vhsm_opcode_to_string(h->code), (unsigned)c->peer.uid, (int)c->peer.pid);
+        r = dispatch_reply_error(&c->out, h->id, -EPERM,
+                                 "only root (the nitride agent) may serve the agent channel");
+        return r < 0 ? r : 1;
+    }
+    if (vhsm_body_validate(body, h->body_len) < 0)
+        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "malformed TLV body");
+    if (h->code == VHSM_OP_AGENT_WAIT)
+        r = agent_wait(s, c, h, body, resumed);
+    else
+        r = agent_done(s, c, h, body);
+    return r == -EMSGSIZE ? dispatch_reply_error(&c->out, h->id, r, "reply too large") : r;
+}
+
+typedef struct ParkCtx {
+    Server *s;
+    Conn *c;
+} ParkCtx;
+
+static int park_hook(void *userdata, const char *key, int error, char *msg, size_t msg_size) {
+    ParkCtx *p = userdata;
+    return agentq_park(p->s->agentq, &p->c->aq, key, error, msg, msg_size);
+}
+
+/* One request. Returns 0 (answered), 1 (denied), 2 (parked: it stays at the front of the input
+ * buffer), or a negative errno (close the connection). */
+static int conn_request(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *body) {
+    ParkCtx ctx = {.s = s, .c = c};
+    DispatchPark park = {.park = park_hook, .userdata = &ctx};
+    bool resumed = false;
+    int r;
+
+    if (c->park_front) {
+        /* The parked request: its outcome is known. */
+        char msg[sizeof c->aq.message];
+        int outcome = agentq_take_outcome(s->agentq, &c->aq, msg, sizeof msg);
+        c->park_front = false;
+        atomic_store(&c->parked, false);
+        if (outcome == AGENTQ_DROP)
+            return -ECONNRESET;
+        resumed = true;
+        if (outcome < 0 && h->code != VHSM_OP_AGENT_WAIT)
+            return dispatch_reply_error(&c->out, h->id, outcome, msg) < 0 ? -ENOMEM : 0;
+    }
+    if (h->code == VHSM_OP_AGENT_WAIT || h->code == VHSM_OP_AGENT_DONE)
+        r = agent_request(s, c, h, body, resumed);
+    else
+        r = dispatch_request_park(s->dispatch, &c->peer, h, body, &c->out,
+                                  resumed ? NULL : &park); /* run once more, never park twice */
+    if (r == DISPATCH_PARKED) {
+        c->park_front = true;
+        atomic_store(&c->parked, true);
+    }
+    return r;
+}
+
 /* Answers the complete frames in the input buffer (at least one, more while the turn lasts).
- * Returns 0, or a negative errno if the connection must be closed (after flushing what was queued).
- */
+ * Returns 0, 1 if the frame at the front was parked (the connection must be committed or kept,
+ * see conn_park), or a negative errno if the connection must be closed (after flushing what was
+ * queued). */
 static int conn_process(Server *s, Conn *c) {
+    bool parked = false;
     size_t off = 0;
     int r = 0;
 
@@ -252,9 +426,13 @@ static int conn_process(Server *s, Conn *c) {
         }
         if (c->in_len - off - VHSM_HEADER_SIZE < h.body_len)
             break; /* partial frame: compacted below, conn_grow() makes room as it arrives */
-        r = dispatch_request(s->dispatch, &c->peer, &h, c->in + off + VHSM_HEADER_SIZE, &c->out);
+        r = conn_request(s, c, &h, c->in + off + VHSM_HEADER_SIZE);
         if (r < 0)
             return r;
+        if (r == DISPATCH_PARKED) {
+            parked = true;
+            break;
+        }
         off += VHSM_HEADER_SIZE + h.body_len;
         if (r > 0 && conn_denied_too_often(c)) {
             /* Answer what was answered, drop the rest, close. */
@@ -280,7 +458,9 @@ static int conn_process(Server *s, Conn *c) {
         atomic_store(&c->in_since, rest > 0 ? now_ms() : 0);
     } else if (c->in_len > 0 && atomic_load(&c->in_since) == 0)
         atomic_store(&c->in_since, now_ms());
-    return 0;
+    if (parked)
+        atomic_store(&c->in_since, 0);
+    return parked ? 1 : 0;
 }
 
 static size_t charge_of(size_t cap) {
@@ -433,10 +613,10 @@ static bool conn_frame_ready(const Conn *c) {
 }
 
 /* Sends queued replies, then answers requests still buffered (held back by the high-water
- * mark, or by the end of the previous turn), until nothing is pending. Returns 0, -EAGAIN if the
- * socket is full (the connection is then armed for EPOLLOUT), -EINPROGRESS if the turn is over
- * with requests still buffered (the caller yields), or another negative errno if it must be
- * closed. */
+ * mark, or by the end of the previous turn), until nothing is pending. Returns 0, 1 if a request
+ * was parked (the caller parks the connection), -EAGAIN if the socket is full (the connection is
+ * then armed for EPOLLOUT), -EINPROGRESS if the turn is over with requests still buffered (the
+ * caller yields), or another negative errno if it must be closed. */
 static int conn_pump(Server *s, Conn *c) {
     for (;;) {
         int r;
@@ -461,7 +641,7 @@ static int conn_pump(Server *s, Conn *c) {
         if (conn_turn_over(c))
             return -EINPROGRESS;
         r = conn_process(s, c);
-        if (r < 0)
+        if (r != 0)
             return r;
     }
 }
@@ -484,6 +664,8 @@ again:
         ssize_t n;
         if (pump) {
             r = conn_pump(s, c);
+            if (r == 1)
+                goto park;
             if (r == -EAGAIN)
                 return; /* armed for EPOLLOUT */
             if (r == -EINPROGRESS)
@@ -521,6 +703,8 @@ again:
         r = conn_process(s, c);
         if (r < 0)
             goto close;
+        if (r == 1)
+            goto park;
         done = c->close_after_flush || turn >= CONN_TURN_BYTES || conn_turn_over(c);
         /* Pump (send, and answer what the output mark held back) when the turn ends (every exit
          * of this loop goes through a pump), when a short read drained the socket (then look
@@ -543,8 +727,51 @@ again:
 yield:
     if (conn_arm(s, c, EPOLLIN | EPOLLOUT) >= 0)
         return;
+    goto close;
+park:
+    /* The request at the front waits for the agent. Send the replies of the requests before it
+     * (best effort: a full socket keeps them until it is answered), then leave the connection
+     * unarmed: the agent queue hands it back (resume_conn). */
+    r = conn_flush(c);
+    if (r < 0 && r != -EAGAIN)
+        goto close;
+    if (agentq_commit(s->agentq, &c->aq))
+        return;
+    /* Its outcome came meanwhile: answer it now. */
+    pump = true;
+    done = drained = false;
+    goto again;
 close:
     conn_close(s, c);
+}
+
+/* The agent queue hands back a parked connection (its lock held): a worker answers it. */
+static void resume_conn(void *userdata, void *conn) {
+    Server *s = userdata;
+    Conn *c = conn;
+    int r = conn_arm(s, c, EPOLLIN | EPOLLOUT);
+    if (r < 0)
+        log_uid_warning_errno(VLOG_KEY_SERVER, r, "Cannot resume a connection of uid %u: %m",
+                              (unsigned)c->peer.uid);
+}
+
+static void poke_main(void *userdata) {
+    Server *s = userdata;
+    uint64_t one = 1;
+    (void)!write(s->agent_fd, &one, sizeof one);
+}
+
+/* Whether a parked connection's peer hung up. */
+static bool conn_hung_up(void *userdata, void *conn) {
+    Conn *c = conn;
+    struct pollfd p = {.fd = c->fd, .events = POLLRDHUP};
+    (void)userdata;
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+static void key_event_hook(void *userdata, const char *key, bool verdict) {
+    Server *s = userdata;
+    agentq_key_event(s->agentq, key, verdict);
 }
 
 static void *worker_main(void *userdata) {
@@ -668,6 +895,8 @@ static void accept_all(Server *s) {
             /* Replies are wiped once sent if one of them was secret (dispatch marks decrypt,
              * unwrap and random outputs); ciphertexts and signatures are not. */
             c->out.wipe_if_secret = true;
+            c->aq.conn = c;
+            c->aq.uid = c->peer.uid;
             c->next = s->conns;
             if (s->conns)
                 s->conns->prev = c;
@@ -693,6 +922,8 @@ static void expire_stalled(Server *s) {
     LOCK_GUARD(&s->lock);
     for (Conn *c = s->conns; c; c = c->next) {
         int64_t a = atomic_load(&c->in_since), b = atomic_load(&c->out_since);
+        if (atomic_load(&c->parked))
+            continue; /* waits for the agent: its peer is checked by agentq_tick() */
         if ((a && now - a > limit) || (b && now - b > limit)) {
             (void)log_uid_full_errno(LOG_INFO, 0, c->peer.uid,
                                      "Disconnecting stalled client uid %u pid %d.",
@@ -820,7 +1051,8 @@ int server_new(const ServerConfig *cfg, Dispatch *dispatch, Server **ret) {
     s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    s->listen_fd = s->main_epoll = s->work_epoll = s->stop_fd = s->wake_fd = s->timer_fd = -EBADF;
+    s->listen_fd = s->main_epoll = s->work_epoll = s->stop_fd = s->wake_fd = s->timer_fd =
+        s->agent_fd = -EBADF;
     (void)pthread_mutex_init(&s->lock, NULL);
     atomic_init(&s->stopping, false);
     s->cfg = *cfg;
@@ -839,6 +1071,12 @@ int server_new(const ServerConfig *cfg, Dispatch *dispatch, Server **ret) {
     clamp_to_fd_limit(&s->cfg);
     if (s->cfg.stall_timeout_ms == 0)
         s->cfg.stall_timeout_ms = 10000;
+    if (s->cfg.agent_timeout_s == 0)
+        s->cfg.agent_timeout_s = 30;
+    r = agentq_new(s->cfg.agent_timeout_s, resume_conn, poke_main, s, &s->agentq);
+    if (r < 0)
+        return r;
+    dispatch_set_key_event(dispatch, key_event_hook, s);
     s->path = strdup(cfg->socket_path);
     if (!s->path)
         return -ENOMEM;
@@ -848,8 +1086,9 @@ int server_new(const ServerConfig *cfg, Dispatch *dispatch, Server **ret) {
     s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    s->agent_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->main_epoll < 0 || s->work_epoll < 0 || s->stop_fd < 0 || s->wake_fd < 0 ||
-        s->timer_fd < 0)
+        s->timer_fd < 0 || s->agent_fd < 0)
         return negative_errno();
     if (timerfd_settime(s->timer_fd, 0, &its, NULL) < 0)
         return negative_errno();
@@ -860,6 +1099,7 @@ int server_new(const ServerConfig *cfg, Dispatch *dispatch, Server **ret) {
     if ((r = epoll_add(s->main_epoll, s->listen_fd, &s->listen_fd)) < 0 ||
         (r = epoll_add(s->main_epoll, s->wake_fd, &s->wake_fd)) < 0 ||
         (r = epoll_add(s->main_epoll, s->timer_fd, &s->timer_fd)) < 0 ||
+        (r = epoll_add(s->main_epoll, s->agent_fd, &s->agent_fd)) < 0 ||
         (r = epoll_add(s->work_epoll, s->stop_fd, NULL)) < 0)
         return r;
     *ret = TAKE_PTR(s);
@@ -914,7 +1154,10 @@ int server_run(Server *s) {
 
     while (!atomic_load(&s->stopping)) {
         struct epoll_event evs[4];
-        int n = epoll_wait(s->main_epoll, evs, (int)ELEMENTSOF(evs), -1);
+        /* Agent channel deadlines (jobs, agents' waits) between the ticks. */
+        int64_t next = agentq_tick(s->agentq, now_ms(), NULL);
+        int n = epoll_wait(s->main_epoll, evs, (int)ELEMENTSOF(evs),
+                           next < 0 ? -1 : (int)MIN(next + 1, (int64_t)1000));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -924,10 +1167,14 @@ int server_run(Server *s) {
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == &s->listen_fd)
                 accept_all(s);
-            else if (evs[i].data.ptr == &s->timer_fd) {
+            else if (evs[i].data.ptr == &s->agent_fd) {
+                uint64_t v;
+                (void)!read(s->agent_fd, &v, sizeof v);
+            } else if (evs[i].data.ptr == &s->timer_fd) {
                 uint64_t ticks;
                 (void)!read(s->timer_fd, &ticks, sizeof ticks);
                 expire_stalled(s);
+                (void)agentq_tick(s->agentq, now_ms(), conn_hung_up);
                 {
                     LOCK_GUARD(&s->lock);
                     accept_resume_locked(s);
@@ -961,6 +1208,7 @@ Server *server_free(Server *s) {
         return NULL;
     if (s->n_workers > 0)
         stop_workers(s);
+    s->agentq = agentq_free(s->agentq); /* it points into the connections: first */
     while (s->conns) {
         Conn *c = s->conns;
         s->conns = c->next;
@@ -969,7 +1217,8 @@ Server *server_free(Server *s) {
     if (s->listen_fd >= 0)
         (void)close(s->listen_fd);
     unlink_socket(s);
-    for (int *fd = (int[]){s->main_epoll, s->work_epoll, s->stop_fd, s->wake_fd, s->timer_fd, -1};
+    for (int *fd = (int[]){s->main_epoll, s->work_epoll, s->stop_fd, s->wake_fd, s->timer_fd,
+                           s->agent_fd, -1};
          *fd != -1; fd++)
         if (*fd >= 0)
             (void)close(*fd);

@@ -34,6 +34,7 @@ typedef struct ServerConfig {
     unsigned stall_timeout_ms; /* 0: 10000; a partial frame or unread reply older than this */
     unsigned spin_us;          /* busy-poll a connection this long after a reply; 0: off */
     bool no_peer_pidfd;        /* no SO_PEERPIDFD (old kernel, or the test knob): cgroups unknown */
+    unsigned agent_timeout_s;  /* 0: 30; how long a request waits for the agent (agent channel) */
 } ServerConfig;
 
 typedef struct Server Server;

@@ -36,6 +36,7 @@ enum {
     EXIT_NOT_OWNER = 12,    /* name in another owner's namespace */
     EXIT_REFUSED = 13,      /* a service's policy refused (the message says why) */
     EXIT_UNAVAILABLE = 14,  /* a service vhsmd needed cannot be reached */
+    EXIT_TIMEOUT = 15,      /* vhsmd gave up waiting (for the agent) */
 };
 
 #define MAX_ACL 64
@@ -46,7 +47,11 @@ typedef struct Args {
     const char *type, *policy, *label, *alg, *format, *in, *out, *aad, *sig, *token, *peer_key,
         *new_name, *info;
     uint64_t max_age;
-    uint32_t key_version, lifetime;
+    uint32_t key_version, lifetime, wait_ms;
+    const char *patterns[256];
+    size_t n_patterns;
+    int agent_status; /* agent done: 0 or a negative errno */
+    const char *message;
     bool prehashed, raw, raw_rs;
     uint32_t use_uids[MAX_ACL], use_gids[MAX_ACL], admin_uids[MAX_ACL], admin_gids[MAX_ACL];
     size_t n_use_uids, n_use_gids, n_admin_uids, n_admin_gids;
@@ -91,16 +96,21 @@ static void help(void) {
         "                                       and policy come from it); with the token it\n"
         "                                       was made for, also recorded as the verdict\n"
         "  attestation status | attestation set --token FILE   (attestd's EAR token)\n"
+        "Agent channel (root; the nitride agent does this):\n"
+        "  agent wait [--pattern P]... [--wait-ms N]   wait for a job (prints its JSON, or {})\n"
+        "  agent done ID [--refused|--unavailable|--timeout] [--message M]\n"
         "  ping\n\n"
         "Exit codes: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable, 4 not found,\n"
         "  5 permission denied, 6 attestation required, 7 verification failed, 8 key exists,\n"
         "  9 invalid request or operation not supported by the key, 10 key version retired,\n"
         "  11 quota exceeded, 12 name in another owner's namespace, 13 refused by a service's\n"
-        "  policy, 14 a service is unavailable.\n",
+        "  policy, 14 a service is unavailable, 15 vhsmd gave up waiting (for the agent).\n",
         VHSM_DEFAULT_SOCKET);
 }
 
 static bool connected;
+static VhsmClient *the_client;
+#define VHSM_REASON_MAX 1024
 
 static int exit_code_for(int r) {
     if (r < 0 && !connected)
@@ -151,7 +161,14 @@ static int exit_code_for(int r) {
 
 /* Reports a failure once: names what failed and the daemon's reason. */
 static int fail(const Args *a, int r, const char *what, const char *name) {
-    const char *reason = vhsm_last_error();
+    char saved[VHSM_REASON_MAX];
+    const char *reason = saved;
+    int code = exit_code_for(r);
+    (void)snprintf(saved, sizeof saved, "%s", vhsm_last_error());
+    /* -ETIMEDOUT: the daemon's timeout status (it waited for the agent), or no answer at all (the
+     * connection is then broken: a ping fails at once, without I/O). */
+    if (r == -ETIMEDOUT && connected && the_client && vhsm_ping(the_client) != -ENOTCONN)
+        code = EXIT_TIMEOUT;
     if (!reason || !*reason)
         reason = strerror(-r);
     if (!connected)
@@ -163,14 +180,14 @@ static int fail(const Args *a, int r, const char *what, const char *name) {
     else
         fprintf(stderr, "vhsm: %s failed: %s\n", what, reason);
     if (a->json) {
-        json_auto_t *j = json_pack("{s:s, s:s, s:i}", "error", reason, "operation", what, "exit",
-                                   exit_code_for(r));
+        json_auto_t *j =
+            json_pack("{s:s, s:s, s:i}", "error", reason, "operation", what, "exit", code);
         if (j && name)
             (void)json_object_set_new(j, "key", json_string(name));
         if (j)
             (void)json_dumpf(j, stdout, JSON_COMPACT), (void)putchar('\n');
     }
-    return exit_code_for(r);
+    return code;
 }
 
 static int usage(const char *fmt, ...) _printf_(1, 2);
@@ -587,6 +604,44 @@ static int cmd_attestation(VhsmClient *c, const Args *a, const char *sub) {
     return usage("unknown attestation command '%s'", sub);
 }
 
+static int cmd_agent(VhsmClient *c, const Args *a, const char *sub) {
+    int r;
+    if (streq(sub, "wait")) {
+        VhsmAgentJob job;
+        if ((r = need_pos(a, 0, "")) != 0)
+            return r;
+        r = vhsm_agent_wait(c, a->patterns, a->n_patterns, a->wait_ms, &job);
+        if (r < 0)
+            return fail(a, r, "agent wait", NULL);
+        if (r == 0)
+            return write_text(a, "{}");
+        {
+            json_auto_t *j =
+                json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)job.id, "key", job.key, "reason",
+                          job.reason, "parked", (json_int_t)job.parked);
+            _cleanup_free_ char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            if (!text)
+                return EXIT_FAIL;
+            return write_text(a, text);
+        }
+    }
+    if (streq(sub, "done")) {
+        unsigned long long id;
+        char *end;
+        if ((r = need_pos(a, 1, "job id")) != 0)
+            return r;
+        errno = 0;
+        id = strtoull(a->pos[0], &end, 10);
+        if (errno || end == a->pos[0] || *end || id == 0 || a->pos[0][0] == '-')
+            return usage("invalid job id '%s'", a->pos[0]);
+        r = vhsm_agent_done(c, (uint64_t)id, a->agent_status, a->message);
+        if (r < 0)
+            return fail(a, r, "agent done", NULL);
+        return EXIT_OK;
+    }
+    return usage("unknown agent command '%s'", sub);
+}
+
 static int add_id(uint32_t *arr, size_t *n, const char *s) {
     if (*n >= MAX_ACL || parse_u32(s, &arr[*n]) < 0)
         return -EINVAL;
@@ -621,6 +676,12 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         O_PREHASHED,
         O_RAW,
         O_RAW_RS,
+        O_PATTERN,
+        O_WAIT_MS,
+        O_REFUSED,
+        O_UNAVAILABLE,
+        O_TIMEOUT,
+        O_MESSAGE,
     };
     static const struct option opts[] = {
         {"type", required_argument, NULL, O_TYPE},
@@ -648,6 +709,12 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         {"prehashed", no_argument, NULL, O_PREHASHED},
         {"raw", no_argument, NULL, O_RAW},
         {"raw-rs", no_argument, NULL, O_RAW_RS},
+        {"pattern", required_argument, NULL, O_PATTERN},
+        {"wait-ms", required_argument, NULL, O_WAIT_MS},
+        {"refused", no_argument, NULL, O_REFUSED},
+        {"unavailable", no_argument, NULL, O_UNAVAILABLE},
+        {"timeout", no_argument, NULL, O_TIMEOUT},
+        {"message", required_argument, NULL, O_MESSAGE},
         {},
     };
     int c;
@@ -751,6 +818,27 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         case O_RAW_RS:
             a->raw_rs = true;
             break;
+        case O_PATTERN:
+            if (a->n_patterns >= ELEMENTSOF(a->patterns))
+                return usage("too many --pattern (at most 256)");
+            a->patterns[a->n_patterns++] = optarg;
+            break;
+        case O_WAIT_MS:
+            if (parse_u32(optarg, &a->wait_ms) < 0 || a->wait_ms > 60000)
+                return usage("invalid --wait-ms '%s' (0..60000)", optarg);
+            break;
+        case O_REFUSED:
+        case O_UNAVAILABLE:
+        case O_TIMEOUT:
+            if (a->agent_status != 0)
+                return usage("--refused, --unavailable and --timeout exclude each other");
+            a->agent_status = c == O_REFUSED       ? -EREMOTEIO
+                              : c == O_UNAVAILABLE ? -EHOSTUNREACH
+                                                   : -ETIMEDOUT;
+            break;
+        case O_MESSAGE:
+            a->message = optarg;
+            break;
         default:
             return EXIT_USAGE;
         }
@@ -801,7 +889,8 @@ int main(int argc, char **argv) {
         help();
         return EXIT_OK;
     }
-    if (streq(cmd, "key") || streq(cmd, "transfer-key") || streq(cmd, "attestation")) {
+    if (streq(cmd, "key") || streq(cmd, "transfer-key") || streq(cmd, "attestation") ||
+        streq(cmd, "agent")) {
         if (first >= argc)
             return usage("missing %s subcommand", cmd);
         sub = argv[first++];
@@ -815,7 +904,7 @@ int main(int argc, char **argv) {
         static const char *const known[] = {
             "key",    "transfer-key", "attestation",    "encrypt", "decrypt", "sign",
             "verify", "mac",          "mac-verify",     "wrap",    "unwrap",  "pubkey",
-            "random", "ecdh-derive",  "import-release", "ping",
+            "random", "ecdh-derive",  "import-release", "ping",    "agent",
         };
         bool found = false;
         for (size_t i = 0; i < ELEMENTSOF(known); i++)
@@ -828,6 +917,7 @@ int main(int argc, char **argv) {
     if (r < 0)
         return fail(&a, r, "connect", NULL);
     connected = true;
+    the_client = client;
 
     if (sub && streq(cmd, "key"))
         r = cmd_key(client, &a, sub);
@@ -835,6 +925,8 @@ int main(int argc, char **argv) {
         r = cmd_transfer(client, &a, sub);
     else if (sub && streq(cmd, "attestation"))
         r = cmd_attestation(client, &a, sub);
+    else if (sub && streq(cmd, "agent"))
+        r = cmd_agent(client, &a, sub);
     else if (streq(cmd, "encrypt") || streq(cmd, "decrypt") || streq(cmd, "sign") ||
              streq(cmd, "verify") || streq(cmd, "mac") || streq(cmd, "mac-verify") ||
              streq(cmd, "wrap") || streq(cmd, "unwrap"))

@@ -64,6 +64,7 @@ typedef struct Options {
     mode_t socket_mode;
     gid_t socket_gid;
     unsigned stall_timeout_ms;
+    unsigned agent_timeout_s;
     unsigned spin_us;
     unsigned max_connections;
     unsigned max_per_uid;
@@ -96,6 +97,8 @@ static void help(void) {
         "                            anchor records a newer one (audited; rewrites the anchor)\n"
         "  --threads N               worker threads (default: one per CPU)\n"
         "  --stall-timeout MS        disconnect clients stalled mid-frame (default 10000)\n"
+        "  --agent-timeout SEC       how long a request waits for the agent to provide its key\n"
+        "                            (agent channel; default 30, 1..3600)\n"
         "  --spin-us US              after a reply, poll the connection this long for the next\n"
         "                            request before sleeping (latency vs. CPU; default 0 = off)\n"
         "  --max-connections N       connections in all (default 1024; lowered to fit the\n"
@@ -179,6 +182,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_QUOTA_ROOT,
         ARG_SECURE_HEAP,
         ARG_KMS_KEYS,
+        ARG_AGENT_TIMEOUT,
         ARG_ATTESTD_JWKS,
         ARG_ATTESTD_ISSUER,
         ARG_FOREGROUND,
@@ -196,6 +200,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"accept-rollback", required_argument, NULL, ARG_ACCEPT_ROLLBACK},
         {"threads", required_argument, NULL, ARG_THREADS},
         {"stall-timeout", required_argument, NULL, ARG_STALL},
+        {"agent-timeout", required_argument, NULL, ARG_AGENT_TIMEOUT},
         {"spin-us", required_argument, NULL, ARG_SPIN},
         {"max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS},
         {"max-per-uid", required_argument, NULL, ARG_MAX_PER_UID},
@@ -287,6 +292,11 @@ static int parse_args(int argc, char **argv, Options *o) {
         case ARG_STALL:
             if (parse_uint(optarg, 3600000, &o->stall_timeout_ms) < 0 || o->stall_timeout_ms < 100)
                 return log_error_errno(-EINVAL, "Invalid --stall-timeout '%s' (100..3600000).",
+                                       optarg);
+            break;
+        case ARG_AGENT_TIMEOUT:
+            if (parse_uint(optarg, 3600, &o->agent_timeout_s) < 0 || o->agent_timeout_s == 0)
+                return log_error_errno(-EINVAL, "Invalid --agent-timeout '%s' (1..3600 seconds).",
                                        optarg);
             break;
         case ARG_SPIN:
@@ -602,6 +612,7 @@ static int run(const Options *o, int ready_fd) {
         .socket_gid = o->socket_gid,
         .threads = o->threads ? o->threads : default_threads(),
         .stall_timeout_ms = o->stall_timeout_ms,
+        .agent_timeout_s = o->agent_timeout_s,
         .spin_us = o->spin_us,
         /* test only: simulates a kernel without SO_PEERPIDFD (tests/integration/vhsm-cgroup.sh) */
         .no_peer_pidfd =
