@@ -66,8 +66,8 @@ static int get_string(const json_t *o, const char *where, const char *key, bool 
     return 0;
 }
 
-static int get_uint(const json_t *o, const char *where, const char *key, unsigned min,
-                    unsigned max, unsigned *ret, char err[static 512]) {
+static int get_uint(const json_t *o, const char *where, const char *key, unsigned min, unsigned max,
+                    unsigned *ret, char err[static 512]) {
     const json_t *v = json_object_get(o, key);
     json_int_t n;
     if (!v)
@@ -154,8 +154,8 @@ static void secret_clear(AgentSecret *s) {
 
 static int parse_secret(const json_t *o, size_t idx, const AgentService *attestd,
                         const AgentService *kms, AgentSecret *ret, char err[static 512]) {
-    static const char *const known[] = {"key", "secret_id", "prefetch", "volume_uuid",
-                                        "attestd", "kms", NULL};
+    static const char *const known[] = {"key",     "secret_id", "prefetch", "volume_uuid",
+                                        "attestd", "kms",       NULL};
     _cleanup_(secret_clear) AgentSecret s = {};
     char where[64];
     const json_t *v;
@@ -208,7 +208,7 @@ static int parse_secret(const json_t *o, size_t idx, const AgentService *attestd
 }
 
 int agent_conf_parse(const json_t *doc, AgentConf *ret, char err[static 512]) {
-    static const char *const known[] = {"attestd", "kms", "vhsm_socket", "retry",
+    static const char *const known[] = {"attestd",          "kms",     "vhsm_socket", "retry",
                                         "refresh_before_s", "secrets", NULL};
     static const char *const retry_known[] = {"deadline_s", "initial_ms", "max_ms", NULL};
     _cleanup_(service_clear) AgentService attestd = {}, kms = {};
@@ -226,12 +226,12 @@ int agent_conf_parse(const json_t *doc, AgentConf *ret, char err[static 512]) {
         return conf_error(err, "the configuration must be a JSON object");
     if ((r = check_members(doc, "configuration", known, err)) < 0)
         return r;
-    if ((v = json_object_get(doc, "attestd")) && (r = parse_service(v, "attestd", &attestd, err)) < 0)
+    if ((v = json_object_get(doc, "attestd")) &&
+        (r = parse_service(v, "attestd", &attestd, err)) < 0)
         return r;
     if ((v = json_object_get(doc, "kms")) && (r = parse_service(v, "kms", &kms, err)) < 0)
         return r;
-    if ((r = get_string(doc, "configuration", "vhsm_socket", false, 107, &c.vhsm_socket, err)) <
-        0)
+    if ((r = get_string(doc, "configuration", "vhsm_socket", false, 107, &c.vhsm_socket, err)) < 0)
         return r;
     if ((v = json_object_get(doc, "retry"))) {
         if (!json_is_object(v))
@@ -263,8 +263,9 @@ int agent_conf_parse(const json_t *doc, AgentConf *ret, char err[static 512]) {
         c.n_secrets++;
         for (size_t j = 0; j < i; j++)
             if (streq(c.secrets[j].key, c.secrets[i].key))
-                return conf_error(err, "secrets[%zu]: key '%s' is configured twice (also "
-                                       "secrets[%zu])",
+                return conf_error(err,
+                                  "secrets[%zu]: key '%s' is configured twice (also "
+                                  "secrets[%zu])",
                                   i, c.secrets[i].key, j);
     }
     *ret = c;

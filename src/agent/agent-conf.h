@@ -11,7 +11,7 @@
 
 #include <jansson.h>
 
-#define AGENT_MAX_SECRETS 256 /* vhsmd's limit of patterns per agent connection */
+#define AGENT_MAX_SECRETS 256  /* vhsmd's limit of patterns per agent connection */
 #define AGENT_MAX_KEY_NAME 132 /* "kms/" + 128 */
 
 typedef struct AgentService {
@@ -20,10 +20,10 @@ typedef struct AgentService {
 } AgentService;
 
 typedef struct AgentSecret {
-    char *key;         /* kms/NAME */
-    char *secret_id;   /* kmsd's id */
-    bool prefetch;     /* fetch at start */
-    char *volume_uuid; /* NULL or sent with the release request */
+    char *key;                 /* kms/NAME */
+    char *secret_id;           /* kmsd's id */
+    bool prefetch;             /* fetch at start */
+    char *volume_uuid;         /* NULL or sent with the release request */
     AgentService attestd, kms; /* the secret's own, or copies of the top-level ones */
 } AgentSecret;
 

@@ -60,10 +60,10 @@ typedef struct JobList {
 typedef struct KeyState {
     const AgentSecret *s;
     bool running, queued;
-    const char *reason;    /* of the queued flow: "missing", "stale", "prefetch", "refresh" */
+    const char *reason; /* of the queued flow: "missing", "stale", "prefetch", "refresh" */
     const char *next_reason;
-    JobList jobs;      /* answered by the queued (or running) flow */
-    JobList next_jobs; /* came while the flow ran: answered by another flow */
+    JobList jobs;          /* answered by the queued (or running) flow */
+    JobList next_jobs;     /* came while the flow ran: answered by another flow */
     int64_t refresh_at_ms; /* CLOCK_MONOTONIC; 0: none */
     int last_exit;         /* NT_EXIT_* of the last flow, -1 before any */
 } KeyState;
@@ -206,8 +206,8 @@ static int set_verdict(const AttestRun *run, const char *token) {
     VhsmClient *c = NULL;
     int r = vhsm_open(&c);
     if (r >= 0) {
-        (void)vhsm_set_timeout(c, (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000),
-                                                120000));
+        (void)vhsm_set_timeout(c,
+                               (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
         r = vhsm_attestation_set_token(c, token);
     }
     (void)vhsm_disconnect(c);
@@ -227,7 +227,8 @@ static int64_t claim_int(const json_t *claims, const char *name) {
 }
 
 /* When to attest again for an attested key: refresh_before_s before min(exp, iat + max_age), at
- * least AGENT_MIN_REFRESH_MS from now, halfway there when the verdict is shorter than the margin. */
+ * least AGENT_MIN_REFRESH_MS from now, halfway there when the verdict is shorter than the margin.
+ */
 static int64_t refresh_time(const json_t *claims, uint32_t max_age) {
     int64_t iat = claim_int(claims, "iat"), exp = claim_int(claims, "exp"), now = time(NULL);
     int64_t end = exp, left_ms, at_ms;
@@ -284,8 +285,9 @@ static int flow_fetch(AttestRun *run, const AgentSecret *s, const char *token) {
 }
 
 /* Runs the flow for k. Returns the exit code; *ret_refresh_at_ms the next refresh (0: none). */
-static int key_flow(const AgentSecret *s, const char *reason, char message[static AGENT_MESSAGE_MAX],
-                    int64_t *ret_refresh_at_ms, bool *ret_gave_up, bool *ret_timed_out) {
+static int key_flow(const AgentSecret *s, const char *reason,
+                    char message[static AGENT_MESSAGE_MAX], int64_t *ret_refresh_at_ms,
+                    bool *ret_gave_up, bool *ret_timed_out) {
     AttestArgs a = {
         .attestd_url = s->attestd.url,
         .ca_file = s->attestd.ca,
@@ -583,18 +585,18 @@ static void *signal_main(void *userdata) {
 /* ---- command ---- */
 
 static void help(FILE *f) {
-    fprintf(f,
-            "Usage: nitride agent --config FILE [OPTIONS]\n"
-            "Bring kms/ keys from nitride-kmsd into vhsmd when applications need them.\n\n"
-            "  --config FILE         the configuration (docs/agent.md)\n"
-            "  --vhsm-socket PATH    vhsmd's socket (overrides \"vhsm_socket\")\n"
-            "  --once                fetch the prefetch keys, then exit with their status\n"
-            "  --check               check the configuration and exit\n"
-            "  --provider P          evidence provider: auto, sev-guest, tsm or sim (default auto)\n"
-            "  --sim DIR             the simulated chip in DIR (implies --provider sim)\n\n"
-            "Exit codes: 0 done (--once: every key fetched), 3 usage or configuration error,\n"
-            "4 local error, 5 no evidence provider, 13 a key refused by a service's policy,\n"
-            "14 a service unavailable within the deadline.\n");
+    fprintf(
+        f, "Usage: nitride agent --config FILE [OPTIONS]\n"
+           "Bring kms/ keys from nitride-kmsd into vhsmd when applications need them.\n\n"
+           "  --config FILE         the configuration (docs/agent.md)\n"
+           "  --vhsm-socket PATH    vhsmd's socket (overrides \"vhsm_socket\")\n"
+           "  --once                fetch the prefetch keys, then exit with their status\n"
+           "  --check               check the configuration and exit\n"
+           "  --provider P          evidence provider: auto, sev-guest, tsm or sim (default auto)\n"
+           "  --sim DIR             the simulated chip in DIR (implies --provider sim)\n\n"
+           "Exit codes: 0 done (--once: every key fetched), 3 usage or configuration error,\n"
+           "4 local error, 5 no evidence provider, 13 a key refused by a service's policy,\n"
+           "14 a service unavailable within the deadline.\n");
 }
 
 /* --once: the exit code of the worst result, refusals first. */

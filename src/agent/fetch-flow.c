@@ -111,8 +111,7 @@ bool fetch_name_matches(const char *as_name, const char *name) {
     return strncmp(name, "kms/", 4) == 0 && streq(as_name, name + 4);
 }
 
-int fetch_import_release(AttestRun *run, const char *release, const char *token,
-                         char **ret_reply) {
+int fetch_import_release(AttestRun *run, const char *release, const char *token, char **ret_reply) {
     VhsmClient *c = NULL;
     char *reply = NULL;
     int r;
