@@ -284,7 +284,51 @@ static int flow_fetch(AttestRun *run, const AgentSecret *s, const char *token) {
     return NT_EXIT_OK;
 }
 
-/* Runs the flow for k. Returns the exit code; *ret_refresh_at_ms the next refresh (0: none). */
+/* The flow's steps for s (see the file's comment). The exit code; *ret_refresh_at_ms as
+ * key_flow(). */
+static int key_flow_steps(AttestRun *run, AttestArgs *a, const AgentSecret *s, const char *reason,
+                          int64_t *ret_refresh_at_ms) {
+    _cleanup_free_ char *token = NULL;
+    json_auto_t *claims = NULL;
+    bool present = false, attested = false;
+    uint32_t max_age = 0;
+    int r;
+
+    if (!streq(reason, "missing")) {
+        r = key_lookup(s->key, &attested, &max_age);
+        if (r < 0) {
+            log_error_errno(r, "Failed to list vhsmd's keys: %s (%m)",
+                            vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
+            return NT_EXIT_IO;
+        }
+        present = r > 0;
+    }
+    if (present && !attested)
+        return NT_EXIT_OK; /* a local-policy key held already: nothing to do, no network */
+    r = attest_run_start(run, a);
+    if (r == NT_EXIT_OK)
+        r = attest_obtain_token(run, &token, &claims);
+    if (r == NT_EXIT_POLICY)
+        r = NT_EXIT_REFUSED;
+    if (r == NT_EXIT_OK)
+        r = present ? set_verdict(run, token) : flow_fetch(run, s, token);
+    if (r == NT_EXIT_IO && run->gave_up)
+        r = NT_EXIT_UNAVAILABLE;
+    if (r != NT_EXIT_OK)
+        return r;
+    if (!present) {
+        int q = key_lookup(s->key, &attested, &max_age);
+        if (q < 0)
+            log_warning_errno(q, "Failed to list vhsmd's keys after the import: %m");
+    }
+    if (attested)
+        *ret_refresh_at_ms = refresh_time(claims, max_age);
+    return NT_EXIT_OK;
+}
+
+/* Runs the flow for s, its error lines collected in message. Returns the exit code;
+ * *ret_refresh_at_ms the next refresh (0: none); whether the deadline ran out on transient
+ * failures, and whether the last of them was a timeout. */
 static int key_flow(const AgentSecret *s, const char *reason,
                     char message[static AGENT_MESSAGE_MAX], int64_t *ret_refresh_at_ms,
                     bool *ret_gave_up, bool *ret_timed_out) {
@@ -297,10 +341,6 @@ static int key_flow(const AgentSecret *s, const char *reason,
         .timeout_s = agent.conf.deadline_s,
     };
     AttestRun run = ATTEST_RUN_INIT(&a);
-    _cleanup_free_ char *token = NULL;
-    json_auto_t *claims = NULL;
-    bool present = false, attested = false;
-    uint32_t max_age = 0;
     int64_t t0 = attest_now_ms();
     int r;
 
@@ -309,39 +349,7 @@ static int key_flow(const AgentSecret *s, const char *reason,
     log_key = s->key;
     agent_log_set_capture(message);
     log_info("flow started (%s).", reason);
-
-    if (!streq(reason, "missing")) {
-        r = key_lookup(s->key, &attested, &max_age);
-        if (r < 0) {
-            log_error_errno(r, "Failed to list vhsmd's keys: %s (%m)",
-                            vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
-            r = NT_EXIT_IO;
-            goto done;
-        }
-        present = r > 0;
-    }
-    if (present && !attested) {
-        /* A local-policy key held already: nothing to do, no network. */
-        r = NT_EXIT_OK;
-        goto done;
-    }
-    r = attest_run_start(&run, &a);
-    if (r == NT_EXIT_OK)
-        r = attest_obtain_token(&run, &token, &claims);
-    if (r == NT_EXIT_POLICY)
-        r = NT_EXIT_REFUSED;
-    if (r == NT_EXIT_OK)
-        r = present ? set_verdict(&run, token) : flow_fetch(&run, s, token);
-    if (r == NT_EXIT_IO && run.gave_up)
-        r = NT_EXIT_UNAVAILABLE;
-    if (r == NT_EXIT_OK && !present) {
-        int q = key_lookup(s->key, &attested, &max_age);
-        if (q < 0)
-            log_warning_errno(q, "Failed to list vhsmd's keys after the import: %m");
-    }
-    if (r == NT_EXIT_OK && attested)
-        *ret_refresh_at_ms = refresh_time(claims, max_age);
-done:
+    r = key_flow_steps(&run, &a, s, reason, ret_refresh_at_ms);
     *ret_gave_up = run.gave_up;
     *ret_timed_out = run.gave_up && strstr(run.last_error, "timed out");
     attest_run_done(&run, &a);
