@@ -249,13 +249,12 @@ int agentq_park(Agentq *q, AgentqConn *c, const char *key, int error, char *msg,
         if (!served)
             goto out;
     }
-    if (q->n_parked >= AGENTQ_MAX_PARKED) {
-        (void)snprintf(msg, msg_size, "the agent queue is full (%u requests waiting)",
-                       AGENTQ_MAX_PARKED);
+    if (q->n_parked >= AGENTQ_MAX_PARKED - (c->uid != 0 ? AGENTQ_PARKED_ROOT : 0)) {
+        (void)snprintf(msg, msg_size, "the agent queue is full (%u requests waiting)", q->n_parked);
         r = -EBUSY;
         goto out;
     }
-    if (count_uid_parked(q, c->uid) >= AGENTQ_MAX_PARKED_UID) {
+    if (c->uid != 0 && count_uid_parked(q, c->uid) >= AGENTQ_MAX_PARKED_UID) {
         (void)snprintf(msg, msg_size,
                        "the agent queue is full for uid %u (%u requests waiting, the most per uid)",
                        (unsigned)c->uid, AGENTQ_MAX_PARKED_UID);
@@ -263,7 +262,8 @@ int agentq_park(Agentq *q, AgentqConn *c, const char *key, int error, char *msg,
         goto out;
     }
     if (!j) {
-        if (q->n_jobs >= AGENTQ_MAX_PARKED || count_uid_jobs(q, c->uid) >= AGENTQ_MAX_PARKED_UID) {
+        if (q->n_jobs >= AGENTQ_MAX_PARKED ||
+            (c->uid != 0 && count_uid_jobs(q, c->uid) >= AGENTQ_MAX_PARKED_UID)) {
             (void)snprintf(msg, msg_size, "the agent queue is full (too many keys being fetched)");
             r = -EBUSY;
             goto out;

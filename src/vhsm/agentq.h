@@ -15,9 +15,11 @@
  * (the worker keeps it). So a parked connection is never touched by two threads, nor freed while
  * the queue knows it (the server calls agentq_conn_gone() before freeing any connection).
  *
- * Bounds: AGENTQ_MAX_PARKED parked requests in all, AGENTQ_MAX_PARKED_UID per uid (beyond them
- * the request is answered at once with its original error); one job per key; a job lives at most
- * the agent timeout. Thread-safe (one mutex).
+ * Bounds: AGENTQ_MAX_PARKED parked requests in all, of which non-root uids together take at most
+ * AGENTQ_MAX_PARKED - AGENTQ_PARKED_ROOT and each at most AGENTQ_MAX_PARKED_UID (also jobs
+ * created per non-root uid); beyond them the request is answered at once with its original error.
+ * One job per key (at most AGENTQ_MAX_PARKED jobs); a job lives at most the agent timeout.
+ * Thread-safe (one mutex).
  */
 #pragma once
 
@@ -29,8 +31,9 @@
 #include "client/proto.h"
 
 #define AGENTQ_MAX_PARKED 256
-#define AGENTQ_MAX_PARKED_UID 16
-#define AGENTQ_DROP 1 /* outcome: the parked client went away, close the connection */
+#define AGENTQ_MAX_PARKED_UID 16 /* per non-root uid */
+#define AGENTQ_PARKED_ROOT 32    /* of AGENTQ_MAX_PARKED, only root's requests may use these */
+#define AGENTQ_DROP 1            /* outcome: the parked client went away, close the connection */
 
 typedef struct Agentq Agentq;
 typedef struct AgentqJob AgentqJob;

@@ -1223,6 +1223,7 @@ int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const u
 int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
                           VhsmBuf *out, const DispatchPark *park) {
     char why_not[160] = "";
+    int park_error = 0;
     VaultPeer vp = {.uid = peer->uid,
                     .gid = peer->gid,
                     .groups = peer->groups,
@@ -1331,12 +1332,19 @@ int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, co
     } else
         vhsm_buf_abort(out);
 
-    if (park && (r == -ENOKEY || r == -EKEYEXPIRED) && q.name[0] && opcode_parks(h->code)) {
-        int p = park->park(park->userdata, q.name, r, why_not, sizeof why_not);
+    /* A non-root peer is told -EPERM for an absent kms/ key (as for one it may not use): it
+     * waits for the agent too, which may bring it (the re-run then applies the key's ACL). */
+    if (park && r == -EPERM && peer->uid != 0 && q.name[0] && opcode_parks(h->code) &&
+        strncmp(q.name, "kms/", 4) == 0 && !vault_kms_key_exists(d->vault, q.name))
+        park_error = -ENOKEY;
+    else if (r == -ENOKEY || r == -EKEYEXPIRED)
+        park_error = r;
+    if (park && park_error && q.name[0] && opcode_parks(h->code)) {
+        int p = park->park(park->userdata, q.name, park_error, why_not, sizeof why_not);
         if (p == 1) {
             log_debug("Request %s (id %u) of uid %u waits for the agent: key '%s' %s.",
                       vhsm_opcode_to_string(h->code), h->id, (unsigned)peer->uid, q.name,
-                      r == -ENOKEY ? "missing" : "stale");
+                      park_error == -ENOKEY ? "missing" : "stale");
             return DISPATCH_PARKED;
         }
         if (p != -EBUSY)

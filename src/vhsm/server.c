@@ -376,8 +376,11 @@ static int conn_request(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *
         int outcome = agentq_take_outcome(s->agentq, &c->aq, msg, sizeof msg);
         c->park_front = false;
         atomic_store(&c->parked, false);
-        if (outcome == AGENTQ_DROP)
+        if (outcome == AGENTQ_DROP) {
+            log_debug("Parked request of uid %u pid %d dropped: the client went away.",
+                      (unsigned)c->peer.uid, (int)c->peer.pid);
             return -ECONNRESET;
+        }
         resumed = true;
         if (outcome < 0 && h->code != VHSM_OP_AGENT_WAIT)
             return dispatch_reply_error(&c->out, h->id, outcome, msg) < 0 ? -ENOMEM : 0;

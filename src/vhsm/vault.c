@@ -1996,6 +1996,13 @@ int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t
     return key_to_json_locked(k, true, ret);
 }
 
+bool vault_kms_key_exists(Vault *v, const char *full_name) {
+    if (!v || !full_name || !name_is_kms(full_name))
+        return false;
+    READ_LOCKED(v);
+    return vault_find_locked(v, full_name) != NULL;
+}
+
 int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType *ret) {
     VaultKey *k;
     int r;

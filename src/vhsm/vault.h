@@ -296,6 +296,10 @@ int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t
  * building the description (which computes a thumbprint): for resolving a request's default
  * algorithm on every operation. Returns 0, -ENOKEY, -EPERM, -EINVAL. */
 int vault_key_type(Vault *v, const VaultPeer *peer, const char *name, VaultKeyType *ret);
+/* Whether a key of this full name exists in the KMS namespace (kms/...), whoever may use it: the
+ * agent channel parks requests of any uid for an absent kms/ key (docs/protocol.md "Agent
+ * channel"). false for names outside kms/. */
+bool vault_kms_key_exists(Vault *v, const char *full_name);
 /* Names of the keys the peer may use or administer (root: all), sorted, as a JSON array of
  * strings. Returns 0 or -ENOMEM. */
 int vault_key_list(Vault *v, const VaultPeer *peer, json_t **ret);

@@ -168,7 +168,11 @@ int vhsm_attestation_set_token(VhsmClient *c, const char *token);
 /* The agent channel (docs/protocol.md "Agent channel"; root only): vhsmd hands the agent a job
  * when an application's operation finds a key it serves missing ("missing") or its attestation
  * stale ("stale"); the application's request waits (parked) until the agent reports the job
- * done. */
+ * done. A job belongs to the connection that received it: if that connection closes before
+ * AGENT_DONE, the job goes to another agent or fails (service-unavailable). While a connection
+ * is in vhsm_agent_wait it serves no other call (calls on one connection are serialized):
+ * import and report from a second connection if jobs are handled while the next wait runs.
+ * Requests on an agent's connection never park. */
 typedef struct VhsmAgentJob {
     uint64_t id;
     char key[256];

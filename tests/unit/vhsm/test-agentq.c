@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests of the agent channel's queue (src/vhsm/agentq.c) without sockets: pattern matching,
+ * one job per key, the hand-over of parked connections (parking / parked / ready, resume called
+ * exactly once and only for parked ones), outcomes of AGENT_DONE, key and verdict events, agent
+ * disconnect (reassign, else -EHOSTUNREACH), timeouts and waits through agentq_tick, hung-up
+ * clients dropped, and the bounds (16 per non-root uid, root's reserve, 256 in all).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vhsm/agentq.h"
+
+#define MAX_CONNS 400
+
+typedef struct Fake {
+    AgentqConn aq;
+    int resumed; /* resume() calls */
+    bool hung_up;
+} Fake;
+
+static Fake conns[MAX_CONNS];
+
+static void on_resume(void *userdata, void *conn) {
+    Fake *f = conn;
+    (void)userdata;
+    assert_int_equal(f->aq.state, AGENTQ_READY); /* only ever a parked connection, made ready */
+    f->resumed++;
+}
+
+static bool on_gone(void *userdata, void *conn) {
+    (void)userdata;
+    return ((Fake *)conn)->hung_up;
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static Agentq *setup(unsigned timeout_s) {
+    Agentq *q = NULL;
+    memset(conns, 0, sizeof conns);
+    for (size_t i = 0; i < MAX_CONNS; i++)
+        conns[i].aq.conn = &conns[i];
+    assert_int_equal(agentq_new(timeout_s, on_resume, NULL, NULL, &q), 0);
+    return q;
+}
+
+static Fake *conn(size_t i, uid_t uid) {
+    conns[i].aq.uid = uid;
+    return &conns[i];
+}
+
+/* Makes c an agent serving pattern; its wait returns idle (wait 0 ms). */
+static void make_agent(Agentq *q, Fake *c, const char *pattern) {
+    const char *p[1] = {pattern};
+    AgentqJobInfo j;
+    assert_int_equal(agentq_agent_wait(q, &c->aq, p, 1, 0, false, &j), 0);
+}
+
+static int park(Agentq *q, Fake *c, const char *key, int error) {
+    char msg[256] = "";
+    int r = agentq_park(q, &c->aq, key, error, msg, sizeof msg);
+    if (r == 1)
+        assert_true(agentq_commit(q, &c->aq));
+    if (r == -EBUSY)
+        assert_non_null(strstr(msg, "agent queue is full"));
+    return r;
+}
+
+static void test_patterns(void **state) {
+    assert_true(agentq_pattern_valid("kms/*"));
+    assert_true(agentq_pattern_valid("kms/a/b"));
+    assert_true(agentq_pattern_valid("*"));
+    assert_false(agentq_pattern_valid(""));
+    assert_false(agentq_pattern_valid("kms/*x"));
+    assert_false(agentq_pattern_valid("*kms"));
+    char longp[300];
+    memset(longp, 'a', sizeof longp - 1);
+    longp[sizeof longp - 1] = 0;
+    assert_false(agentq_pattern_valid(longp));
+    assert_true(agentq_pattern_match("kms/*", "kms/db"));
+    assert_true(agentq_pattern_match("kms/a/b", "kms/a/b"));
+    assert_false(agentq_pattern_match("kms/a/b", "kms/a/bc"));
+    assert_false(agentq_pattern_match("kms/a*", "kms/b"));
+    assert_true(agentq_pattern_match("*", "0/x"));
+    assert_false(agentq_pattern_match("kms/*", "kms"));
+}
+
+static void test_no_agent_no_park(void **state) {
+    Agentq *q = setup(30);
+    Fake *app = conn(1, 1000), *ag = conn(0, 0);
+    AgentqStats st;
+    assert_int_equal(park(q, app, "kms/db", -ENOKEY), 0);
+    make_agent(q, ag, "kms/other");
+    assert_int_equal(park(q, app, "kms/db", -ENOKEY), 0);    /* no pattern matches */
+    assert_int_equal(park(q, app, "kms/other", -EACCES), 0); /* not a parking error */
+    agentq_stats(q, &st);
+    assert_int_equal(st.agents, 1);
+    assert_int_equal(st.jobs, 0);
+    assert_int_equal(st.parked, 0);
+    /* the agent's own requests never park */
+    assert_int_equal(park(q, ag, "kms/other", -ENOKEY), 0);
+    agentq_free(q);
+}
+
+/* Many requests on one key: one job, handed to the waiting agent, done -> all run again. */
+static void test_one_job_done(void **state) {
+    Agentq *q = setup(30);
+    Fake *ag = conn(0, 0);
+    const char *p[1] = {"kms/*"};
+    AgentqJobInfo j;
+    AgentqStats st;
+    char msg[256];
+
+    make_agent(q, ag, "kms/*");
+    /* the agent waits (parking, then parked) */
+    assert_int_equal(agentq_agent_wait(q, &ag->aq, p, 1, 10000, false, &j), 2);
+    assert_true(agentq_commit(q, &ag->aq));
+    for (size_t i = 1; i <= 20; i++)
+        assert_int_equal(park(q, conn(i, 1000 + (uid_t)i), "kms/db", -ENOKEY), 1);
+    agentq_stats(q, &st);
+    assert_int_equal(st.jobs, 1);
+    assert_int_equal(st.parked, 20);
+    /* the first parked request woke the agent once */
+    assert_int_equal(ag->resumed, 1);
+    assert_int_equal(agentq_take_outcome(q, &ag->aq, NULL, 0), 0);
+    assert_int_equal(agentq_agent_wait(q, &ag->aq, NULL, 0, 0, true, &j), 1);
+    assert_string_equal(j.key, "kms/db");
+    assert_string_equal(j.reason, "missing");
+    assert_int_equal(j.parked, 20);
+    /* no second job */
+    assert_int_equal(agentq_agent_wait(q, &ag->aq, NULL, 0, 0, false, &j), 0);
+    assert_int_equal(agentq_agent_done(q, j.id, 0, NULL), 0);
+    for (size_t i = 1; i <= 20; i++) {
+        assert_int_equal(conns[i].resumed, 1);
+        assert_int_equal(agentq_take_outcome(q, &conns[i].aq, msg, sizeof msg), 0);
+        assert_int_equal(conns[i].aq.state, AGENTQ_IDLE);
+    }
+    assert_int_equal(agentq_agent_done(q, j.id, 0, NULL), -ENOKEY); /* finished */
+    agentq_stats(q, &st);
+    assert_int_equal(st.jobs, 0);
+    assert_int_equal(st.parked, 0);
+    agentq_free(q);
+}
+
+/* An outcome that arrives while the request is still parking: commit returns false, no resume. */
+static void test_outcome_while_parking(void **state) {
+    Agentq *q = setup(30);
+    Fake *ag = conn(0, 0), *app = conn(1, 1000);
+    AgentqJobInfo j;
+    char msg[256] = "", m[256];
+    make_agent(q, ag, "kms/*");
+    assert_int_equal(agentq_park(q, &app->aq, "kms/db", -EKEYEXPIRED, msg, sizeof msg), 1);
+    assert_int_equal(agentq_agent_wait(q, &ag->aq, NULL, 0, 0, false, &j), 1);
+    assert_string_equal(j.reason, "stale");
+    assert_int_equal(agentq_agent_done(q, j.id, -EREMOTEIO, "policy: debug not allowed"), 0);
+    assert_false(agentq_commit(q, &app->aq));
+    assert_int_equal(app->resumed, 0);
+    assert_int_equal(agentq_take_outcome(q, &app->aq, m, sizeof m), -EREMOTEIO);
+    assert_non_null(strstr(m, "policy: debug not allowed"));
+    assert_non_null(strstr(m, "kms/db"));
+    agentq_free(q);
+}
+
+static void test_key_event(void **state) {
+    Agentq *q = setup(30);
+    Fake *ag = conn(0, 0), *a1 = conn(1, 1000), *a2 = conn(2, 1000), *a3 = conn(3, 1000);
+    AgentqStats st;
+    make_agent(q, ag, "kms/*");
+    assert_int_equal(park(q, a1, "kms/x", -ENOKEY), 1);
+    assert_int_equal(park(q, a2, "kms/y", -EKEYEXPIRED), 1);
+    assert_int_equal(park(q, a3, "kms/z", -ENOKEY), 1);
+    agentq_key_event(q, "kms/x", false);
+    assert_int_equal(a1->resumed, 1);
+    assert_int_equal(a2->resumed + a3->resumed, 0);
+    agentq_key_event(q, NULL, true); /* a verdict: stale jobs only */
+    assert_int_equal(a2->resumed, 1);
+    assert_int_equal(a3->resumed, 0);
+    agentq_stats(q, &st);
+    assert_int_equal(st.jobs, 3); /* jobs stay until done or timeout */
+    assert_int_equal(st.parked, 1);
+    agentq_free(q);
+}
+
+static void test_agent_gone(void **state) {
+    Agentq *q = setup(30);
+    Fake *a1 = conn(0, 0), *a2 = conn(1, 0), *app = conn(2, 1000), *app2 = conn(3, 1000);
+    AgentqJobInfo j;
+    char m[256];
+    make_agent(q, a1, "kms/a");
+    make_agent(q, a2, "kms/*");
+    assert_int_equal(park(q, app, "kms/a", -ENOKEY), 1);
+    /* the job went to one of them; take it from whichever holds it */
+    Fake *holder = agentq_agent_wait(q, &a1->aq, NULL, 0, 0, false, &j) == 1 ? a1 : a2;
+    if (holder == a2)
+        assert_int_equal(agentq_agent_wait(q, &a2->aq, NULL, 0, 0, false, &j), 1);
+    agentq_conn_gone(q, &holder->aq);
+    assert_int_equal(app->resumed, 0); /* moved, not failed */
+    Fake *other = holder == a1 ? a2 : a1;
+    assert_int_equal(agentq_agent_wait(q, &other->aq, NULL, 0, 0, false, &j), 1);
+    assert_string_equal(j.key, "kms/a");
+    agentq_conn_gone(q, &other->aq);
+    assert_int_equal(app->resumed, 1);
+    assert_int_equal(agentq_take_outcome(q, &app->aq, m, sizeof m), -EHOSTUNREACH);
+    assert_non_null(strstr(m, "disconnected"));
+    /* no agent left: nothing parks */
+    assert_int_equal(park(q, app2, "kms/a", -ENOKEY), 0);
+    agentq_free(q);
+}
+
+static void test_tick_timeout_wait_and_hangup(void **state) {
+    Agentq *q = setup(2);
+    Fake *ag = conn(0, 0), *a1 = conn(1, 1000), *a2 = conn(2, 1000);
+    AgentqJobInfo j;
+    char m[256];
+    int64_t now = mono_ms();
+    make_agent(q, ag, "kms/*");
+    assert_int_equal(park(q, a1, "kms/t", -ENOKEY), 1);
+    assert_int_equal(park(q, a2, "kms/t", -ENOKEY), 1);
+    /* a hung-up client is dropped; the job stays */
+    a2->hung_up = true;
+    assert_true(agentq_tick(q, now, on_gone) > 0);
+    assert_int_equal(a2->resumed, 1);
+    assert_int_equal(agentq_take_outcome(q, &a2->aq, NULL, 0), AGENTQ_DROP);
+    assert_int_equal(a1->resumed, 0);
+    /* the agent's wait ends at its deadline */
+    assert_int_equal(agentq_agent_wait(q, &ag->aq, NULL, 0, 0, false, &j), 1); /* the job */
+    assert_int_equal(agentq_agent_wait(q, &ag->aq, NULL, 0, 500, false, &j), 2);
+    assert_true(agentq_commit(q, &ag->aq));
+    (void)agentq_tick(q, now + 600, NULL);
+    assert_int_equal(ag->resumed, 1);
+    assert_int_equal(agentq_take_outcome(q, &ag->aq, NULL, 0), 0);
+    /* the job times out after 2 s */
+    (void)agentq_tick(q, now + 2500, NULL);
+    assert_int_equal(a1->resumed, 1);
+    assert_int_equal(agentq_take_outcome(q, &a1->aq, m, sizeof m), -ETIMEDOUT);
+    assert_non_null(strstr(m, "within 2 s"));
+    assert_int_equal(agentq_agent_done(q, j.id, 0, NULL), -ENOKEY);
+    assert_int_equal(agentq_tick(q, now + 2500, NULL), -1);
+    agentq_free(q);
+}
+
+static void test_bounds(void **state) {
+    Agentq *q = setup(30);
+    Fake *ag = conn(0, 0);
+    size_t n = 1;
+    AgentqStats st;
+    make_agent(q, ag, "kms/*");
+    /* one uid: 16, then refused; another uid still parks */
+    for (int i = 0; i < AGENTQ_MAX_PARKED_UID; i++)
+        assert_int_equal(park(q, conn(n++, 5000), "kms/b", -ENOKEY), 1);
+    assert_int_equal(park(q, conn(n++, 5000), "kms/b", -ENOKEY), -EBUSY);
+    assert_int_equal(park(q, conn(n++, 5000), "kms/c", -ENOKEY), -EBUSY);
+    assert_int_equal(park(q, conn(n++, 5001), "kms/b", -ENOKEY), 1);
+    /* non-root uids together: up to the total less root's reserve */
+    for (uid_t u = 6000; n < MAX_CONNS; u++) {
+        int r = 0;
+        for (int i = 0; i < AGENTQ_MAX_PARKED_UID && n < MAX_CONNS; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "kms/k%u", (unsigned)u);
+            r = park(q, conn(n++, u), key, -ENOKEY);
+            if (r != 1)
+                break;
+        }
+        if (r != 1)
+            break;
+    }
+    agentq_stats(q, &st);
+    assert_int_equal(st.parked, AGENTQ_MAX_PARKED - AGENTQ_PARKED_ROOT);
+    /* root's requests use the reserve (and no per-uid bound applies to root) */
+    for (int i = 0; i < AGENTQ_PARKED_ROOT; i++)
+        assert_int_equal(park(q, conn(n++, 0), "kms/root", -ENOKEY), 1);
+    assert_int_equal(park(q, conn(n++, 0), "kms/root", -ENOKEY), -EBUSY);
+    agentq_stats(q, &st);
+    assert_int_equal(st.parked, AGENTQ_MAX_PARKED);
+    agentq_free(q);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_no_agent_no_park),
+        cmocka_unit_test(test_one_job_done),
+        cmocka_unit_test(test_outcome_while_parking),
+        cmocka_unit_test(test_key_event),
+        cmocka_unit_test(test_agent_gone),
+        cmocka_unit_test(test_tick_timeout_wait_and_hangup),
+        cmocka_unit_test(test_bounds),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
