@@ -16,7 +16,7 @@ simulated chip. Applications are `vhsm encrypt` runs as other uids.
 - prefetch at start; refresh of an attested key before its verdict ends (short token lifetime);
 - the agent's memory holds none of the secrets (the scanner finds a known marker first);
 - 50 agents (one key each) in parallel on one vhsmd: all correct, in bounded time;
-- SIGTERM: exit 0.
+- vhsmd restarted: the agent reconnects; SIGTERM: exit 0.
 
 Usage: agent-test.py NITRIDE NITRIDE_ATTESTD NITRIDE_KMSD VHSMD VHSM (as root)
 """
@@ -189,6 +189,7 @@ secret("vol-key", "vol", {"measurement_in": [MEAS], "volume_uuid_eq": VOL_UUID})
 secret("volbad-key", "volbad", {"measurement_in": [MEAS], "volume_uuid_eq": VOL_UUID})
 secret("once1-key", "once1")
 secret("once2-key", "once2")
+secret("late-key", "late")
 N_PAR = 50
 for i in range(N_PAR):
     secret("par%d-key" % i, "par%d" % i)
@@ -360,6 +361,7 @@ main_cfg = agent_config("agent", [
     {"key": "kms/att", "secret_id": "att-key", "prefetch": True},
     {"key": "kms/vol", "secret_id": "vol-key", "volume_uuid": VOL_UUID},
     {"key": "kms/volbad", "secret_id": "volbad-key", "volume_uuid": WRONG_UUID},
+    {"key": "kms/late", "secret_id": "late-key"},
     {"key": "kms/marker", "secret_id": MARKER}])
 AG = Agent("agent", main_cfg)
 AG.wait_serving()
@@ -495,6 +497,16 @@ check(not re.search(r"kms/att stale", AG.text()), "kms/att went stale: %s" % att
 check(len(releases("att-key")) == 1, "the refresh released again: %s" % releases("att-key"))
 step("kms/att attested again before its %d s verdict ended (no stale job, no new release)"
      % TOKEN_LIFETIME)
+
+# ---- vhsmd restarted: the agent reconnects and serves again ----
+vp.send_signal(signal.SIGTERM)
+check(vp.wait(30) == 0, "vhsmd exit %s" % vp.returncode)
+vp = ntlib.start_vhsmd(VHSMD, VT, CHIP, path("kms-keys.json"), path("att-jwks.json"), ISSUER)
+wait_for(lambda: AG.text().count("Serving") >= 2, "the agent to reconnect to vhsmd")
+rc, _, err = app_run("kms/late")
+check(rc == 0, "after vhsmd's restart: exit %d: %s" % (rc, err))
+check(has_key("kms/app"), "kms/app lost across vhsmd's restart")
+step("vhsmd restarted: the agent reconnected and served a new key")
 
 AG.stop()
 step("SIGTERM: the agent exits 0")
