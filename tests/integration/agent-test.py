@@ -5,7 +5,8 @@
 simulated chip. Applications are `vhsm encrypt` runs as other uids.
 
 - strict configuration (unknown member, duplicate key, key outside kms/): exit 3 naming it;
-- --once: prefetch then exit 0; a refusal among the keys -> 13; kmsd down -> 14;
+- --once: prefetch then exit 0; a refusal among the keys -> 13; kmsd down -> 14; a CA that
+  does not verify the services -> 4 at once;
 - Case B through the daemon: an application's call on a missing kms/ key parks, the agent
   fetches, the call succeeds; the next call is local (no new token from attestd, one release);
 - 20 concurrent applications on one missing key: all succeed, exactly one release;
@@ -348,7 +349,19 @@ p = agent_once(agent_config("once3", [{"key": "kms/down", "secret_id": "down-key
 check(p.returncode == 14 and "retrying" in p.stderr, "--once kmsd down: %d %s" %
       (p.returncode, p.stderr))
 check(time.monotonic() - t < 8, "--once kmsd down took %.1f s" % (time.monotonic() - t))
-step("--once: 0 when fetched, 13 with a refusal among the keys, 14 when kmsd is down")
+# A CA that did not sign the services' certificates: TLS refused at once, not retried.
+openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", path("other-ca.key"), "-out", path("other-ca.pem"), "-days", "2", "-subj",
+        "/CN=other-ca", "-addext", "basicConstraints=critical,CA:TRUE")
+t = time.monotonic()
+p = agent_once(agent_config("once4", [{"key": "kms/once3", "secret_id": "once2-key",
+                                       "prefetch": True}],
+                            attestd={"url": A.url, "ca": path("other-ca.pem")}))
+check(p.returncode == 4 and "TLS" in p.stderr and "retrying" not in p.stderr,
+      "--once with the wrong CA: %d %s" % (p.returncode, p.stderr))
+check(time.monotonic() - t < 8, "--once with the wrong CA took %.1f s" % (time.monotonic() - t))
+step("--once: 0 when fetched, 13 with a refusal among the keys, 14 when kmsd is down, "
+     "4 when TLS does not verify against the configured CA")
 
 # ================= the daemon =================
 MARKER = "marker-" + os.urandom(12).hex()
