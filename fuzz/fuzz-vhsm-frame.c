@@ -4,7 +4,8 @@
  * frames: each header is decoded, each body validated and walked, and every well-formed request
  * with a non-mutating opcode is dispatched to a real in-memory vault holding one key of each
  * cheap type (so field parsing, defaults, envelopes and error replies are all reached). Every
- * reply must itself be a well-formed response frame.
+ * reply must itself be a well-formed response frame. AGENT_WAIT / AGENT_DONE bodies go through
+ * the agent channel's parsers (agentq.c; the server answers those opcodes itself).
  */
 #include <openssl/crypto.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "vhsm/agentq.h"
 #include "vhsm/client/proto.h"
 #include "vhsm/dispatch.h"
 #include "vhsm/vault.h"
@@ -92,6 +94,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             while (vhsm_tlv_next(data + off, h.body_len, &toff, &t) > 0)
                 if (t.value + t.len > data + off + h.body_len)
                     abort();
+        if (h.kind == VHSM_KIND_REQUEST &&
+            (h.code == VHSM_OP_AGENT_WAIT || h.code == VHSM_OP_AGENT_DONE) &&
+            vhsm_body_validate(data + off, h.body_len) == 0) {
+            static AgentqWaitRequest w;
+            char msg[VHSM_MAX_AGENT_MESSAGE + 1];
+            const char *error = NULL;
+            uint16_t status = 0;
+            uint64_t id;
+            uint8_t *body = malloc(h.body_len ? h.body_len : 1);
+            if (!body)
+                abort();
+            memcpy(body, data + off, h.body_len);
+            if (h.code == VHSM_OP_AGENT_WAIT) {
+                if (agentq_wait_request_parse(body, h.body_len, &w, &error) == 0) {
+                    if (w.n_patterns > VHSM_MAX_PATTERNS || w.wait_ms > VHSM_AGENT_WAIT_MAX_MS)
+                        abort();
+                    for (size_t i = 0; i < w.n_patterns; i++)
+                        if (!agentq_pattern_valid(w.patterns[i]))
+                            abort();
+                } else if (!error)
+                    abort();
+            } else if (agentq_done_request_parse(body, h.body_len, &id, &status, msg, &error) ==
+                       0) {
+                if (status >= _VHSM_STATUS_MAX || strlen(msg) > VHSM_MAX_AGENT_MESSAGE)
+                    abort();
+            } else if (!error)
+                abort();
+            free(body);
+        }
         if (h.kind == VHSM_KIND_REQUEST && !mutating(h.code)) {
             /* dispatch reads the body in place: give it an exact-size copy so that ASan sees
              * any read past the frame. */

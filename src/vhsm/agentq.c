@@ -54,6 +54,17 @@ struct Agentq {
     AgentqAgent *agents;
 };
 
+static void agentq_unlock(pthread_mutex_t **m) {
+    if (*m)
+        (void)pthread_mutex_unlock(*m);
+}
+/* Holds q->lock until the end of the scope. */
+#define AGENTQ_LOCKED(q)                                                                           \
+    _cleanup_(agentq_unlock) _unused_ pthread_mutex_t *agentq_guard_ = ({                          \
+        (void)pthread_mutex_lock(&(q)->lock);                                                      \
+        &(q)->lock;                                                                                \
+    })
+
 static int64_t mono_ms(void) {
     struct timespec ts;
     (void)clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -227,19 +238,14 @@ static unsigned count_uid_jobs(Agentq *q, uid_t uid) {
     return n;
 }
 
-int agentq_park(Agentq *q, AgentqConn *c, const char *key, int error, char *msg, size_t msg_size) {
+static int park_locked(Agentq *q, AgentqConn *c, const char *key, int error, char *msg,
+                       size_t msg_size) {
     AgentqJob *j;
     bool served = false;
-    int r = 0;
 
-    if (error != -ENOKEY && error != -EKEYEXPIRED)
-        return 0;
-    if (strlen(key) > VHSM_MAX_NAME)
-        return 0;
-    (void)pthread_mutex_lock(&q->lock);
     /* An agent's own requests never wait for an agent (its connection would stop reading). */
     if (c->agent || c->state != AGENTQ_IDLE)
-        goto out;
+        return 0;
     for (j = q->jobs; j; j = j->next)
         if (streq(j->key, key))
             break;
@@ -247,32 +253,27 @@ int agentq_park(Agentq *q, AgentqConn *c, const char *key, int error, char *msg,
         for (AgentqAgent *a = q->agents; a && !served; a = a->next)
             served = agent_serves(a, key);
         if (!served)
-            goto out;
+            return 0;
     }
     if (q->n_parked >= AGENTQ_MAX_PARKED - (c->uid != 0 ? AGENTQ_PARKED_ROOT : 0)) {
         (void)snprintf(msg, msg_size, "the agent queue is full (%u requests waiting)", q->n_parked);
-        r = -EBUSY;
-        goto out;
+        return -EBUSY;
     }
     if (c->uid != 0 && count_uid_parked(q, c->uid) >= AGENTQ_MAX_PARKED_UID) {
         (void)snprintf(msg, msg_size,
                        "the agent queue is full for uid %u (%u requests waiting, the most per uid)",
                        (unsigned)c->uid, AGENTQ_MAX_PARKED_UID);
-        r = -EBUSY;
-        goto out;
+        return -EBUSY;
     }
     if (!j) {
         if (q->n_jobs >= AGENTQ_MAX_PARKED ||
             (c->uid != 0 && count_uid_jobs(q, c->uid) >= AGENTQ_MAX_PARKED_UID)) {
             (void)snprintf(msg, msg_size, "the agent queue is full (too many keys being fetched)");
-            r = -EBUSY;
-            goto out;
+            return -EBUSY;
         }
         j = calloc(1, sizeof *j);
-        if (!j) {
-            r = -ENOMEM;
-            goto out;
-        }
+        if (!j)
+            return -ENOMEM;
         j->id = ++q->next_id;
         (void)snprintf(j->key, sizeof j->key, "%s", key);
         j->stale = error == -EKEYEXPIRED;
@@ -300,32 +301,34 @@ int agentq_park(Agentq *q, AgentqConn *c, const char *key, int error, char *msg,
     q->n_parked++;
     c->waiting = false;
     c->state = AGENTQ_PARKING;
-    r = 1;
-out:
-    (void)pthread_mutex_unlock(&q->lock);
-    return r;
+    return 1;
+}
+
+int agentq_park(Agentq *q, AgentqConn *c, const char *key, int error, char *msg, size_t msg_size) {
+    if (error != -ENOKEY && error != -EKEYEXPIRED)
+        return 0;
+    if (strlen(key) > VHSM_MAX_NAME)
+        return 0;
+    AGENTQ_LOCKED(q);
+    return park_locked(q, c, key, error, msg, msg_size);
 }
 
 bool agentq_commit(Agentq *q, AgentqConn *c) {
-    bool parked;
-    (void)pthread_mutex_lock(&q->lock);
+    AGENTQ_LOCKED(q);
     if (c->state == AGENTQ_PARKING)
         c->state = AGENTQ_PARKED;
-    parked = c->state == AGENTQ_PARKED;
-    (void)pthread_mutex_unlock(&q->lock);
-    return parked;
+    return c->state == AGENTQ_PARKED;
 }
 
 int agentq_take_outcome(Agentq *q, AgentqConn *c, char *msg, size_t msg_size) {
     int r;
-    (void)pthread_mutex_lock(&q->lock);
+    AGENTQ_LOCKED(q);
     r = c->state == AGENTQ_READY ? c->outcome : 0;
     if (msg)
         (void)snprintf(msg, msg_size, "%s", c->message);
     c->state = AGENTQ_IDLE;
     c->outcome = 0;
     c->message[0] = 0;
-    (void)pthread_mutex_unlock(&q->lock);
     return r;
 }
 
@@ -350,20 +353,17 @@ static int agent_set_patterns(AgentqAgent *a, const char *const *patterns, size_
     return 0;
 }
 
-int agentq_agent_wait(Agentq *q, AgentqConn *c, const char *const *patterns, size_t n_patterns,
-                      uint32_t wait_ms, bool resumed, AgentqJobInfo *ret) {
-    AgentqAgent *a;
+static int agent_wait_locked(Agentq *q, AgentqConn *c, const char *const *patterns,
+                             size_t n_patterns, uint32_t wait_ms, bool resumed,
+                             AgentqJobInfo *ret) {
+    AgentqAgent *a = c->agent;
     int64_t now = mono_ms();
     int r;
 
-    (void)pthread_mutex_lock(&q->lock);
-    a = c->agent;
     if (!a) {
         a = calloc(1, sizeof *a);
-        if (!a) {
-            r = -ENOMEM;
-            goto out;
-        }
+        if (!a)
+            return -ENOMEM;
         a->conn = c;
         a->next = q->agents;
         if (q->agents)
@@ -373,7 +373,7 @@ int agentq_agent_wait(Agentq *q, AgentqConn *c, const char *const *patterns, siz
         c->agent = a;
     }
     if (n_patterns > 0 && !resumed && (r = agent_set_patterns(a, patterns, n_patterns)) < 0)
-        goto out;
+        return r;
     if (!resumed)
         c->wait_deadline = now + wait_ms;
     c->state = AGENTQ_IDLE;
@@ -384,23 +384,98 @@ int agentq_agent_wait(Agentq *q, AgentqConn *c, const char *const *patterns, siz
             j->delivered = true;
             *ret = (AgentqJobInfo){.id = j->id, .reason = job_reason(j), .parked = j->n_parked};
             (void)snprintf(ret->key, sizeof ret->key, "%s", j->key);
-            r = 1;
-            goto out;
+            return 1;
         }
-    /* Jobs no agent serves yet (none matched their key then) are never created: nothing to
-     * adopt. Wait, or the wait is over. */
-    if (now >= c->wait_deadline) {
-        r = 0;
-        goto out;
-    }
+    if (now >= c->wait_deadline)
+        return 0;
     c->waiting = true;
     c->state = AGENTQ_PARKING;
     if (q->poke)
         q->poke(q->userdata);
-    r = 2;
-out:
-    (void)pthread_mutex_unlock(&q->lock);
-    return r;
+    return 2;
+}
+
+int agentq_agent_wait(Agentq *q, AgentqConn *c, const char *const *patterns, size_t n_patterns,
+                      uint32_t wait_ms, bool resumed, AgentqJobInfo *ret) {
+    AGENTQ_LOCKED(q);
+    return agent_wait_locked(q, c, patterns, n_patterns, wait_ms, resumed, ret);
+}
+
+int agentq_wait_request_parse(const uint8_t *body, size_t len, AgentqWaitRequest *ret,
+                              const char **ret_error) {
+    size_t off = 0;
+    VhsmTlv t;
+    int r;
+
+    ret->n_patterns = 0;
+    r = vhsm_body_get_u32(body, len, VHSM_TAG_WAIT_MS, &ret->wait_ms);
+    if (r == -ENOENT)
+        ret->wait_ms = VHSM_AGENT_WAIT_DEFAULT_MS;
+    else if (r < 0) {
+        *ret_error = "agent-wait: malformed wait time";
+        return -EBADMSG;
+    }
+    ret->wait_ms = MIN(ret->wait_ms, VHSM_AGENT_WAIT_MAX_MS);
+    while ((r = vhsm_tlv_next(body, len, &off, &t)) > 0) {
+        char *p;
+        if (t.tag != VHSM_TAG_PATTERN)
+            continue;
+        if (ret->n_patterns == VHSM_MAX_PATTERNS) {
+            *ret_error = "agent-wait: more than 256 patterns";
+            return -EMSGSIZE;
+        }
+        if (t.len > VHSM_MAX_PATTERN || memchr(t.value, 0, t.len)) {
+            *ret_error = "agent-wait: a pattern is longer than 255 bytes or holds a NUL byte";
+            return -EINVAL;
+        }
+        p = ret->storage[ret->n_patterns];
+        memcpy(p, t.value, t.len);
+        p[t.len] = 0;
+        if (!agentq_pattern_valid(p)) {
+            *ret_error = "agent-wait: invalid pattern (a key name, or a prefix ending in '*'; '*' "
+                         "only at the end)";
+            return -EINVAL;
+        }
+        ret->patterns[ret->n_patterns++] = p;
+    }
+    if (r < 0) {
+        *ret_error = "agent-wait: malformed body";
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+int agentq_done_request_parse(const uint8_t *body, size_t len, uint64_t *ret_id,
+                              uint16_t *ret_status, char *message, const char **ret_error) {
+    uint32_t status = 0;
+    int r;
+
+    if (vhsm_body_get_u64(body, len, VHSM_TAG_JOB_ID, ret_id) < 0) {
+        *ret_error = "agent-done: missing or malformed job id";
+        return -EBADMSG;
+    }
+    r = vhsm_body_get_u32(body, len, VHSM_TAG_STATUS_CODE, &status);
+    if (r < 0 && r != -ENOENT) {
+        *ret_error = "agent-done: malformed status";
+        return -EBADMSG;
+    }
+    if (status >= _VHSM_STATUS_MAX) {
+        *ret_error = "agent-done: unknown status";
+        return -EINVAL;
+    }
+    r = vhsm_body_get_str(body, len, VHSM_TAG_MESSAGE, VHSM_MAX_AGENT_MESSAGE, message,
+                          VHSM_MAX_AGENT_MESSAGE + 1);
+    if (r == -ENOENT)
+        message[0] = 0;
+    else if (r == -ENAMETOOLONG) {
+        *ret_error = "agent-done: message longer than 1024 bytes";
+        return -EMSGSIZE;
+    } else if (r < 0) {
+        *ret_error = "agent-done: malformed message";
+        return -EBADMSG;
+    }
+    *ret_status = (uint16_t)status;
+    return 0;
 }
 
 static const char *error_name(int error) {
@@ -410,14 +485,12 @@ static const char *error_name(int error) {
 int agentq_agent_done(Agentq *q, uint64_t id, int error, const char *message) {
     char msg[sizeof((AgentqConn){0}).message], result[64];
     AgentqJob *j;
-    (void)pthread_mutex_lock(&q->lock);
+    AGENTQ_LOCKED(q);
     for (j = q->jobs; j; j = j->next)
         if (j->id == id)
             break;
-    if (!j) {
-        (void)pthread_mutex_unlock(&q->lock);
+    if (!j)
         return -ENOKEY;
-    }
     if (error == 0) {
         msg[0] = 0;
         (void)snprintf(result, sizeof result, "done");
@@ -430,21 +503,19 @@ int agentq_agent_done(Agentq *q, uint64_t id, int error, const char *message) {
         (void)snprintf(result, sizeof result, "%s", error_name(error));
     }
     job_finish(q, j, error, msg, result);
-    (void)pthread_mutex_unlock(&q->lock);
     return 0;
 }
 
 void agentq_key_event(Agentq *q, const char *key, bool verdict) {
-    (void)pthread_mutex_lock(&q->lock);
+    AGENTQ_LOCKED(q);
     for (AgentqJob *j = q->jobs; j; j = j->next)
         if ((key && streq(j->key, key)) || (verdict && j->stale))
             job_wake_all(q, j, 0, NULL);
-    (void)pthread_mutex_unlock(&q->lock);
 }
 
 void agentq_conn_gone(Agentq *q, AgentqConn *c) {
     AgentqAgent *a;
-    (void)pthread_mutex_lock(&q->lock);
+    AGENTQ_LOCKED(q);
     if (c->job)
         job_detach(q, c->job, c);
     c->state = AGENTQ_IDLE;
@@ -472,15 +543,14 @@ void agentq_conn_gone(Agentq *q, AgentqConn *c) {
         c->agent = NULL;
         agent_free(a);
     }
-    (void)pthread_mutex_unlock(&q->lock);
 }
 
 int64_t agentq_tick(Agentq *q, int64_t now, AgentqGoneFn gone) {
     int64_t next = -1;
     AgentqJob *nj;
     char msg[sizeof((AgentqConn){0}).message];
+    AGENTQ_LOCKED(q);
 
-    (void)pthread_mutex_lock(&q->lock);
     for (AgentqJob *j = q->jobs; j; j = nj) {
         nj = j->next;
         if (now >= j->deadline) {
@@ -518,12 +588,10 @@ int64_t agentq_tick(Agentq *q, int64_t now, AgentqGoneFn gone) {
         if (next < 0 || c->wait_deadline - now < next)
             next = c->wait_deadline - now;
     }
-    (void)pthread_mutex_unlock(&q->lock);
     return next;
 }
 
 void agentq_stats(Agentq *q, AgentqStats *ret) {
-    (void)pthread_mutex_lock(&q->lock);
+    AGENTQ_LOCKED(q);
     *ret = (AgentqStats){.agents = q->n_agents, .jobs = q->n_jobs, .parked = q->n_parked};
-    (void)pthread_mutex_unlock(&q->lock);
 }

@@ -23,6 +23,7 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,8 @@ typedef enum AgentqState {
     AGENTQ_PARKING,  /* parked, still owned by its worker (until agentq_commit) */
     AGENTQ_PARKED,   /* owned by nobody: the queue will resume it */
     AGENTQ_READY,    /* the outcome is known: answer the parked request */
+    _AGENTQ_STATE_MAX,
+    _AGENTQ_STATE_INVALID = -EINVAL,
 } AgentqState;
 
 /* Embedded in each server connection; zero-initialised. All fields belong to the queue (its
@@ -105,6 +108,24 @@ typedef struct AgentqJobInfo {
  * 0 (the wait is over, idle: answer {}), 2 (wait: c is PARKING), -ENOMEM. */
 int agentq_agent_wait(Agentq *q, AgentqConn *c, const char *const *patterns, size_t n_patterns,
                       uint32_t wait_ms, bool resumed, AgentqJobInfo *ret);
+/* An AGENT_WAIT request body, parsed (agentq_wait_request_parse). */
+typedef struct AgentqWaitRequest {
+    const char *patterns[VHSM_MAX_PATTERNS]; /* into storage */
+    size_t n_patterns;
+    uint32_t wait_ms; /* WAIT_MS, default VHSM_AGENT_WAIT_DEFAULT_MS, capped at the maximum */
+    char storage[VHSM_MAX_PATTERNS][VHSM_MAX_PATTERN + 1];
+} AgentqWaitRequest;
+/* Parses a validated AGENT_WAIT body into *ret (large: allocate it). Returns 0, or -EBADMSG
+ * (malformed WAIT_MS), -EMSGSIZE (too many patterns), -EINVAL (a pattern too long, holding NUL,
+ * or with '*' elsewhere than at its end), with *ret_error naming the problem (static). */
+int agentq_wait_request_parse(const uint8_t *body, size_t len, AgentqWaitRequest *ret,
+                              const char **ret_error);
+/* An AGENT_DONE body: JOB_ID, STATUS_CODE (a known status; 0 = done), MESSAGE (<= 1024 bytes,
+ * copied into message[VHSM_MAX_AGENT_MESSAGE + 1], "" if absent). *ret_error as above. Returns
+ * 0, -EBADMSG, -EINVAL (unknown status), -EMSGSIZE (message too long). */
+int agentq_done_request_parse(const uint8_t *body, size_t len, uint64_t *ret_id,
+                              uint16_t *ret_status, char *message, const char **ret_error);
+
 /* AGENT_DONE: error 0 (done: parked requests run again) or a negative errno they are answered
  * with, with message (may be NULL). Returns 0 or -ENOKEY (unknown or finished job). */
 int agentq_agent_done(Agentq *q, uint64_t id, int error, const char *message);

@@ -248,51 +248,17 @@ static int agent_reply_json(VhsmBuf *out, uint32_t id, json_t *j) {
 }
 
 static int agent_wait(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *body, bool resumed) {
-    const char **patterns = NULL;
-    size_t n = 0, off = 0;
-    uint32_t wait_ms = VHSM_AGENT_WAIT_DEFAULT_MS;
+    _cleanup_free_ AgentqWaitRequest *w = malloc(sizeof *w);
+    const char *error = NULL;
     AgentqJobInfo job;
-    VhsmTlv t;
     int r;
 
-    r = vhsm_body_get_u32(body, h->body_len, VHSM_TAG_WAIT_MS, &wait_ms);
-    if (r == -ENOENT)
-        wait_ms = VHSM_AGENT_WAIT_DEFAULT_MS;
-    else if (r < 0)
-        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "malformed wait time");
-    wait_ms = MIN(wait_ms, VHSM_AGENT_WAIT_MAX_MS);
-    /* PATTERN fields: copied NUL-terminated into one allocation. */
-    patterns = calloc(VHSM_MAX_PATTERNS, sizeof *patterns + VHSM_MAX_PATTERN + 1);
-    if (!patterns)
+    if (!w)
         return dispatch_reply_error(&c->out, h->id, -ENOMEM, "out of memory");
-    while ((r = vhsm_tlv_next(body, h->body_len, &off, &t)) > 0) {
-        char *p;
-        if (t.tag != VHSM_TAG_PATTERN)
-            continue;
-        if (n == VHSM_MAX_PATTERNS) {
-            free(patterns);
-            return dispatch_reply_error(&c->out, h->id, -EMSGSIZE,
-                                        "agent-wait: more than 256 patterns");
-        }
-        p = (char *)(patterns + VHSM_MAX_PATTERNS) + n * (VHSM_MAX_PATTERN + 1);
-        if (t.len > VHSM_MAX_PATTERN || memchr(t.value, 0, t.len)) {
-            free(patterns);
-            return dispatch_reply_error(&c->out, h->id, -EINVAL,
-                                        "agent-wait: a pattern is longer than 255 bytes or "
-                                        "holds a NUL byte");
-        }
-        memcpy(p, t.value, t.len);
-        p[t.len] = 0;
-        if (!agentq_pattern_valid(p)) {
-            free(patterns);
-            return dispatch_reply_error(&c->out, h->id, -EINVAL,
-                                        "agent-wait: invalid pattern (a key name, or a prefix "
-                                        "ending in '*'; '*' only at the end)");
-        }
-        patterns[n++] = p;
-    }
-    r = agentq_agent_wait(s->agentq, &c->aq, patterns, n, wait_ms, resumed, &job);
-    free(patterns);
+    r = agentq_wait_request_parse(body, h->body_len, w, &error);
+    if (r < 0)
+        return dispatch_reply_error(&c->out, h->id, r, error);
+    r = agentq_agent_wait(s->agentq, &c->aq, w->patterns, w->n_patterns, w->wait_ms, resumed, &job);
     if (r == 2)
         return 2;
     if (r < 0)
@@ -305,26 +271,16 @@ static int agent_wait(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *bo
 }
 
 static int agent_done(Server *s, Conn *c, const VhsmHeader *h, const uint8_t *body) {
-    char msg[VHSM_MAX_AGENT_MESSAGE + 1] = "";
-    uint32_t status = 0;
+    char msg[VHSM_MAX_AGENT_MESSAGE + 1];
+    const char *error = NULL;
+    uint16_t status;
     uint64_t id;
     int r;
 
-    if (vhsm_body_get_u64(body, h->body_len, VHSM_TAG_JOB_ID, &id) < 0)
-        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "agent-done: missing job id");
-    r = vhsm_body_get_u32(body, h->body_len, VHSM_TAG_STATUS_CODE, &status);
-    if (r < 0 && r != -ENOENT)
-        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "agent-done: malformed status");
-    if (status >= _VHSM_STATUS_MAX)
-        return dispatch_reply_error(&c->out, h->id, -EINVAL, "agent-done: unknown status");
-    r = vhsm_body_get_str(body, h->body_len, VHSM_TAG_MESSAGE, VHSM_MAX_AGENT_MESSAGE, msg,
-                          sizeof msg);
-    if (r == -ENAMETOOLONG)
-        return dispatch_reply_error(&c->out, h->id, -EMSGSIZE,
-                                    "agent-done: message longer than 1024 bytes");
-    if (r < 0 && r != -ENOENT)
-        return dispatch_reply_error(&c->out, h->id, -EBADMSG, "agent-done: malformed message");
-    r = agentq_agent_done(s->agentq, id, status ? vhsm_status_to_errno((uint16_t)status) : 0, msg);
+    r = agentq_done_request_parse(body, h->body_len, &id, &status, msg, &error);
+    if (r < 0)
+        return dispatch_reply_error(&c->out, h->id, r, error);
+    r = agentq_agent_done(s->agentq, id, status ? vhsm_status_to_errno(status) : 0, msg);
     if (r < 0)
         return dispatch_reply_error(&c->out, h->id, r,
                                     "agent-done: no such job (unknown, or already finished: done "

@@ -12,6 +12,13 @@
  * request occupies only one worker. Sockets are non-blocking; a client that stalls mid-frame or
  * stops reading its replies is disconnected after the idle timeout without blocking anyone.
  *
+ * The agent channel (agentq.h, docs/protocol.md "Agent channel"): a request that waits for the
+ * agent (an application's, parked on a job, or an agent's AGENT_WAIT long poll) holds no worker:
+ * its frame stays at the front of the connection's input buffer and the connection is left
+ * unarmed (not stalled, reading nothing more) until the agent queue hands it back; then a worker
+ * answers it and carries on. The main thread runs the queue's deadlines (job timeouts, waits) and
+ * notices parked clients that hung up.
+ *
  * Shutdown (server_request_stop, async-signal-safe): stop accepting, unlink the socket, let
  * every worker finish the request it is running and flush its reply, then close all
  * connections; server_run() returns 0.

@@ -287,6 +287,85 @@ static void test_bounds(void **state) {
     agentq_free(q);
 }
 
+static size_t put_tlv(uint8_t *b, uint16_t tag, const void *v, uint32_t len) {
+    b[0] = (uint8_t)(tag >> 8);
+    b[1] = (uint8_t)tag;
+    b[2] = (uint8_t)(len >> 24);
+    b[3] = (uint8_t)(len >> 16);
+    b[4] = (uint8_t)(len >> 8);
+    b[5] = (uint8_t)len;
+    memcpy(b + 6, v, len);
+    return 6 + len;
+}
+
+static void test_parse_wait(void **state) {
+    static AgentqWaitRequest w;
+    static uint8_t body[300 * 16];
+    const uint8_t ms[4] = {0, 1, 0x86, 0xA0}; /* 100000: capped */
+    const char *err = NULL;
+    size_t n = 0;
+
+    n += put_tlv(body + n, VHSM_TAG_PATTERN, "kms/*", 5);
+    n += put_tlv(body + n, VHSM_TAG_WAIT_MS, ms, 4);
+    n += put_tlv(body + n, VHSM_TAG_PATTERN, "kms/a", 5);
+    assert_int_equal(agentq_wait_request_parse(body, n, &w, &err), 0);
+    assert_int_equal(w.n_patterns, 2);
+    assert_string_equal(w.patterns[0], "kms/*");
+    assert_string_equal(w.patterns[1], "kms/a");
+    assert_int_equal(w.wait_ms, VHSM_AGENT_WAIT_MAX_MS);
+    /* no WAIT_MS: the default; no pattern: none */
+    assert_int_equal(agentq_wait_request_parse(body, 0, &w, &err), 0);
+    assert_int_equal(w.wait_ms, VHSM_AGENT_WAIT_DEFAULT_MS);
+    assert_int_equal(w.n_patterns, 0);
+    /* '*' inside, NUL, too long, too many, malformed WAIT_MS */
+    n = put_tlv(body, VHSM_TAG_PATTERN, "kms/*x", 6);
+    assert_int_equal(agentq_wait_request_parse(body, n, &w, &err), -EINVAL);
+    assert_non_null(strstr(err, "pattern"));
+    n = put_tlv(body, VHSM_TAG_PATTERN, "kms\0x", 5);
+    assert_int_equal(agentq_wait_request_parse(body, n, &w, &err), -EINVAL);
+    char longp[256];
+    memset(longp, 'a', sizeof longp);
+    n = put_tlv(body, VHSM_TAG_PATTERN, longp, 256);
+    assert_int_equal(agentq_wait_request_parse(body, n, &w, &err), -EINVAL);
+    n = 0;
+    for (int i = 0; i < 257; i++)
+        n += put_tlv(body + n, VHSM_TAG_PATTERN, "kms/x", 5);
+    assert_int_equal(agentq_wait_request_parse(body, n, &w, &err), -EMSGSIZE);
+    n = put_tlv(body, VHSM_TAG_WAIT_MS, ms, 3);
+    assert_int_equal(agentq_wait_request_parse(body, n, &w, &err), -EBADMSG);
+}
+
+static void test_parse_done(void **state) {
+    uint8_t body[2048];
+    const uint8_t id[8] = {0, 0, 0, 0, 0, 0, 0, 7}, st[4] = {0, 0, 0, 19}, bad[4] = {0, 0, 0, 99};
+    char msg[VHSM_MAX_AGENT_MESSAGE + 1], longm[1025];
+    const char *err = NULL;
+    uint16_t status = 1;
+    uint64_t jid;
+    size_t n = 0;
+
+    n += put_tlv(body + n, VHSM_TAG_JOB_ID, id, 8);
+    assert_int_equal(agentq_done_request_parse(body, n, &jid, &status, msg, &err), 0);
+    assert_int_equal(jid, 7);
+    assert_int_equal(status, 0);
+    assert_string_equal(msg, "");
+    n += put_tlv(body + n, VHSM_TAG_STATUS_CODE, st, 4);
+    n += put_tlv(body + n, VHSM_TAG_MESSAGE, "policy: no", 10);
+    assert_int_equal(agentq_done_request_parse(body, n, &jid, &status, msg, &err), 0);
+    assert_int_equal(status, VHSM_STATUS_REFUSED);
+    assert_string_equal(msg, "policy: no");
+    n = put_tlv(body, VHSM_TAG_JOB_ID, id, 8);
+    n += put_tlv(body + n, VHSM_TAG_STATUS_CODE, bad, 4);
+    assert_int_equal(agentq_done_request_parse(body, n, &jid, &status, msg, &err), -EINVAL);
+    memset(longm, 'm', sizeof longm);
+    n = put_tlv(body, VHSM_TAG_JOB_ID, id, 8);
+    n += put_tlv(body + n, VHSM_TAG_MESSAGE, longm, sizeof longm);
+    assert_int_equal(agentq_done_request_parse(body, n, &jid, &status, msg, &err), -EMSGSIZE);
+    n = put_tlv(body, VHSM_TAG_JOB_ID, id, 4);
+    assert_int_equal(agentq_done_request_parse(body, n, &jid, &status, msg, &err), -EBADMSG);
+    assert_int_equal(agentq_done_request_parse(body, 0, &jid, &status, msg, &err), -EBADMSG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_patterns),
@@ -297,6 +376,8 @@ int main(void) {
         cmocka_unit_test(test_agent_gone),
         cmocka_unit_test(test_tick_timeout_wait_and_hangup),
         cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_parse_wait),
+        cmocka_unit_test(test_parse_done),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
