@@ -15,6 +15,7 @@ simulated chip. Applications are `vhsm encrypt` runs as other uids.
 - kmsd unreachable: retried with backoff, then exit 14 (unavailable) within the deadline;
 - volume_uuid: released with the right uuid; the wrong one refused naming volume_uuid_eq;
 - prefetch at start; refresh of an attested key before its verdict ends (short token lifetime);
+  a stale attestation: the agent attests again without a release;
 - the agent's memory holds none of the secrets (the scanner finds a known marker first);
 - 50 agents (one key each) in parallel on one vhsmd: all correct, in bounded time;
 - vhsmd restarted: the agent reconnects; SIGTERM: exit 0.
@@ -523,6 +524,25 @@ step("vhsmd restarted: the agent reconnected and served a new key")
 
 AG.stop()
 step("SIGTERM: the agent exits 0")
+
+# ---- a stale attestation: the job says "stale", the agent attests again (no release) ----
+
+
+def verdict_current():
+    st = json.loads(run(*V, "attestation", "status").stdout)
+    return st["verdict_expires"] is not None and st["verdict_expires"] > st["now"]
+
+
+wait_for(lambda: not verdict_current(), "the verdict to end", timeout=TOKEN_LIFETIME + 5)
+AG3 = Agent("agent3", agent_config("agent3", [{"key": "kms/att", "secret_id": "att-key"}]))
+AG3.wait_serving()
+rc, _, err = app_run("kms/att")
+check(rc == 0, "stale kms/att: exit %d: %s" % (rc, err))
+check(re.search(r"job \d+: kms/att stale", AG3.text()) and
+      "flow started (stale)" in AG3.text(), "no stale job: %s" % AG3.text())
+check(len(releases("att-key")) == 1, "a stale attestation released again")
+AG3.stop()
+step("a stale attestation: the call parked, the agent attested again, no new release")
 
 # ---- 50 agents in parallel, one key each ----
 t = time.monotonic()
