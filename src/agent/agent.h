@@ -21,6 +21,7 @@ enum {
     NT_EXIT_UNAVAILABLE = 14, /* as vhsm's EXIT_UNAVAILABLE */
 };
 
+int cmd_agent(int argc, char **argv);  /* nitride agent --config FILE (cmd-agent.c) */
 int cmd_attest(int argc, char **argv); /* nitride attest --attestd URL ... (cmd-attest.c) */
 int cmd_fetch(int argc,
               char **argv); /* nitride fetch SECRET_ID --attestd URL --kms URL (cmd-fetch.c) */

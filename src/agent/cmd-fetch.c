@@ -19,6 +19,7 @@
  * deadline: exit 14. Other exit codes as agent.h.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,18 +30,12 @@
 #include "agent.h"
 #include "attest-flow.h"
 #include "core/fileio.h"
+#include "fetch-flow.h"
 #include "core/log.h"
 #include "core/macro.h"
 #include "kmsd/store.h"
 #include "snp/provider.h"
 #include "vhsm/client/vhsm-client.h"
-
-#define FETCH_MAX_RELEASE (64u * 1024u)
-
-typedef struct FetchArgs {
-    const char *secret_id, *as_name, *volume_uuid, *release_out;
-    char *kms_base;
-} FetchArgs;
 
 static void help(FILE *f) {
     fprintf(f,
@@ -78,92 +73,19 @@ static int attest_exit(const AttestRun *run, int r) {
     return r;
 }
 
-/* One release request. STEP_OK with the release, kmsd's name and version; STEP_RETRY /
- * STEP_RETRY_SAME for transient failures; or an exit code (logged). */
-static int post_release(AttestRun *run, const FetchArgs *f, const char *token, char **ret_release,
-                        char **ret_name, json_int_t *ret_version) {
-    _cleanup_free_ char *path = NULL;
-    json_auto_t *req = NULL, *reply = NULL;
-    const char *release, *name, *error;
-    long status = 0;
-    int r;
-
-    if (asprintf(&path, "/v1/secrets/%s/release", f->secret_id) < 0) {
-        path = NULL;
-        log_oom();
-        return NT_EXIT_IO;
-    }
-    if (f->volume_uuid) {
-        req = json_pack("{ss}", "volume_uuid", f->volume_uuid);
-        if (!req) {
-            log_oom();
-            return NT_EXIT_IO;
-        }
-    }
-    r = attest_exchange_at(run, f->kms_base, token, "Release", "POST", path, req, &status, &reply);
-    if (r != STEP_OK)
-        return r;
-    error = attest_jstr(reply, "error");
-    if (status == 429 || status == 500 || status == 502 || status == 503 || status == 504) {
-        snprintf(run->last_error, sizeof run->last_error, "Release: HTTP %ld from kmsd%s%s", status,
-                 error ? ": " : "", error ? error : "");
-        return status == 429 ? STEP_RETRY_SAME : STEP_RETRY;
-    }
-    if (status == 401 || status == 403) {
-        attest_print_refusal("kmsd", "Release", status, reply);
-        return NT_EXIT_REFUSED;
-    }
-    if (status == 404) {
-        log_error("kmsd has no secret '%s'.", f->secret_id);
-        return NT_EXIT_INVALID;
-    }
-    if (status != 200) {
-        attest_print_refusal("kmsd", "Release", status, reply);
-        return status == 400 ? NT_EXIT_INVALID : NT_EXIT_IO;
-    }
-    release = attest_jstr(reply, "release");
-    name = attest_jstr(reply, "name");
-    if (!release || !release[0] || strlen(release) > FETCH_MAX_RELEASE || !name ||
-        !json_is_integer(json_object_get(reply, "version"))) {
-        log_error("Release: kmsd's answer has no valid \"release\", \"name\" and \"version\".");
-        return NT_EXIT_INVALID;
-    }
-    *ret_release = strdup(release);
-    *ret_name = strdup(name);
-    if (!*ret_release || !*ret_name) {
-        log_oom();
-        return NT_EXIT_IO;
-    }
-    *ret_version = json_integer_value(json_object_get(reply, "version"));
-    return STEP_OK;
-}
-
-/* --as NAME: the release must be for kms/NAME (the name comes from kmsd's signed header; vhsmd
- * uses that one, so a mismatch is refused here rather than imported under another name). */
-static bool name_matches(const char *as_name, const char *name) {
-    if (streq(as_name, name))
-        return true;
-    return strncmp(name, "kms/", 4) == 0 && streq(as_name, name + 4);
-}
-
 static int import_release(AttestRun *run, const char *release, const char *token) {
-    VhsmClient *c = NULL;
     _cleanup_free_ char *reply = NULL;
     json_auto_t *j = NULL;
     int r;
 
-    r = vhsm_connect(run->args->vhsm_socket, &c);
-    if (r < 0) {
-        log_error_errno(r, "Failed to connect to vhsmd to import the release: %m");
-        return NT_EXIT_IO;
-    }
-    (void)vhsm_set_timeout(c, (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
-    r = vhsm_import_release(c, release, token, &reply);
-    (void)vhsm_disconnect(c);
+    r = fetch_import_release(run, release, token, &reply);
     if (r < 0) {
         log_error_errno(r, "vhsmd refused the release: %s (%m)",
                         vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
-        return r == -ECONNRESET || r == -EPIPE || r == -ETIMEDOUT ? NT_EXIT_IO : NT_EXIT_INVALID;
+        return r == -ECONNRESET || r == -EPIPE || r == -ETIMEDOUT || r == -ENOENT ||
+                       r == -ECONNREFUSED
+                   ? NT_EXIT_IO
+                   : NT_EXIT_INVALID;
     }
     j = reply ? json_loads(reply, 0, NULL) : NULL;
     if (!run->args->quiet)
@@ -179,7 +101,7 @@ static int import_release(AttestRun *run, const char *release, const char *token
 static int run_fetch(AttestRun *run, const FetchArgs *f) {
     _cleanup_free_ char *token = NULL, *release = NULL, *name = NULL;
     json_auto_t *claims = NULL;
-    json_int_t version = 0;
+    int64_t version = 0;
     int r;
 
     r = attest_obtain_token(run, &token, &claims);
@@ -191,15 +113,10 @@ static int run_fetch(AttestRun *run, const FetchArgs *f) {
         return NT_EXIT_IO;
     }
 
-    /* Nothing is released until kmsd answers 200: a failed request is sent again with the same
-     * token (and the same transfer key). */
-    nt_backoff_reset(&run->backoff);
-    do
-        r = post_release(run, f, token, &release, &name, &version);
-    while (attest_again(run, &r, false));
-    if (r != STEP_OK)
-        return attest_exit(run, r < 0 ? NT_EXIT_IO : r);
-    if (f->as_name && !name_matches(f->as_name, name)) {
+    r = fetch_release(run, f, token, &release, &name, &version);
+    if (r != NT_EXIT_OK)
+        return r;
+    if (f->as_name && !fetch_name_matches(f->as_name, name)) {
         log_error("kmsd released secret '%s' as '%s', not as the requested '%s'; not imported.",
                   f->secret_id, name, f->as_name);
         return NT_EXIT_INVALID;
@@ -210,8 +127,7 @@ static int run_fetch(AttestRun *run, const FetchArgs *f) {
         return NT_EXIT_IO;
     }
     if (!run->args->quiet)
-        log_info("kmsd released %s version %" JSON_INTEGER_FORMAT "; importing into vhsmd.", name,
-                 version);
+        log_info("kmsd released %s version %" PRId64 "; importing into vhsmd.", name, version);
     return import_release(run, release, token);
 }
 

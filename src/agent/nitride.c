@@ -16,6 +16,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"agent", cmd_agent, "agent --config FILE [--once] (daemon: keys for vhsmd from nitride-kmsd)"},
     {"attest", cmd_attest, "attest --attestd URL [--policy-id ID] [--no-vhsm] [--json] ..."},
     {"fetch", cmd_fetch, "fetch SECRET_ID --attestd URL --kms URL [--as NAME] ... (into vhsmd)"},
     {"kms", cmd_kms, "kms [--url U] secret|policy|audit ... (nitride-kmsd admin)"},
