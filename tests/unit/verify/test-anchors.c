@@ -259,12 +259,14 @@ static void test_roles_remembered(void **state) {
     char cn[32];
 
     for (int i = 0; i < N; i++) {
-        /* CN decides the role of these (no AMD extensions): ARK-*, SEV-VLEK-* (ASVK), SEV-*. */
+        /* CN decides the role of these (no AMD extensions): ARK-*, SEV-VLEK-* (ASVK), SEV-*;
+         * the serial number makes each distinct. */
+        static const char *const products[] = {"Milan", "Genoa", "Turin"};
         snprintf(cn, sizeof cn,
-                 i % 3 == 0   ? "ARK-Test-%d"
-                 : i % 3 == 1 ? "SEV-VLEK-%d"
-                              : "SEV-%d",
-                 i);
+                 i % 3 == 0   ? "ARK-%s"
+                 : i % 3 == 1 ? "SEV-VLEK-%s"
+                              : "SEV-%s",
+                 products[(i / 3) % 3]);
         der[i] = make_cert(cn, i + 1, &len[i]);
     }
     static const NtCertRole want[3] = {NT_CERT_ROLE_ARK, NT_CERT_ROLE_ASVK, NT_CERT_ROLE_ASK};
