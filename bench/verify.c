@@ -159,7 +159,7 @@ int main(void) {
     _cleanup_(nt_verifier_freep) NtVerifier *v = NULL;
     _cleanup_(EVP_MD_freep) EVP_MD *md = EVP_MD_fetch(NULL, "SHA384", NULL);
     _cleanup_(X509_freep) X509 *x = NULL, *fark = read_cert(VEC "ark.pem"),
-                              *fask = read_cert(VEC "ask.pem"), *fvcek = read_cert(VEC "vcek.pem");
+                               *fask = read_cert(VEC "ask.pem"), *fvcek = read_cert(VEC "vcek.pem");
     const char *e = getenv("NT_BENCH_SECONDS"), *er = getenv("NT_BENCH_ROUNDS");
     double secs = e ? atof(e) : 3.0;
     int rounds = er ? atoi(er) : 5;

@@ -357,7 +357,8 @@ int nt_cert_check_ca(X509 *x, char *why, size_t why_size) {
     _cleanup_(ASN1_BIT_STRING_freep) ASN1_BIT_STRING *ku =
         X509_get_ext_d2i(x, NID_key_usage, &crit, NULL);
     if (!ku || !ASN1_BIT_STRING_get_bit(ku, 5)) {
-        snprintf(why, why_size, "%s", ku ? "keyUsage without keyCertSign" : "no keyUsage extension");
+        snprintf(why, why_size, "%s",
+                 ku ? "keyUsage without keyCertSign" : "no keyUsage extension");
         return -EKEYREJECTED;
     }
     return 0;

@@ -49,7 +49,8 @@ typedef struct NtAmdExt {
 
 /* Parses AMD's extensions of a certificate. Returns 0, or -EBADMSG if an extension is present
  * but malformed (an SPL outside 0..255, a product name that is not an IA5String, a hwID other
- * than 8 or 64 raw bytes or those bytes in one DER OCTET STRING, duplicates). Absent extensions are reported as absent, not as errors. */
+ * than 8 or 64 raw bytes or those bytes in one DER OCTET STRING, duplicates). Absent extensions are
+ * reported as absent, not as errors. */
 int nt_cert_amd_ext(X509 *x, NtAmdExt *ret);
 
 /* Detects the role a certificate claims from its subject CN and AMD's extensions, which must

@@ -562,8 +562,8 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
         ERR_clear_error();
         if (anchor && !anchor->profile_ok) {
             nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, -EKEYREJECTED, "a CA certificate",
-                            anchor->profile_why, "the trusted ARK %s is refused: %s",
-                            anchor->label, anchor->profile_why);
+                            anchor->profile_why, "the trusted ARK %s is refused: %s", anchor->label,
+                            anchor->profile_why);
             return 1;
         }
         if (anchor) {

@@ -10,6 +10,7 @@
  * Run with a test name as argument (evil_masked_chip_id, ...) to run that one only; meson runs
  * one `verify-evil-*` test per item.
  */
+#include <ctype.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "core/openssl-util.h"
+#include "snp/certtable.h"
 #include "snp/sim.h"
 #include "vt-util.h"
 
@@ -189,8 +191,8 @@ static NtVerifier *verifier(const Chip *c) {
 }
 
 /* A report from the chip, optionally changed by mut and re-signed by the chip's VCEK (VLEK). */
-static void report(const Chip *c, bool vlek, void (*mut)(SnpReport *, const void *),
-                   const void *ud, uint8_t out[SNP_REPORT_SIZE]) {
+static void report(const Chip *c, bool vlek, void (*mut)(SnpReport *, const void *), const void *ud,
+                   uint8_t out[SNP_REPORT_SIZE]) {
     _cleanup_(sim_chip_freep) SimChip *s = NULL;
     uint8_t rd[64] = {0x5a};
     assert_int_equal(sim_chip_load(c->dir, &s), 0);
@@ -205,6 +207,41 @@ static void report(const Chip *c, bool vlek, void (*mut)(SnpReport *, const void
     assert_int_equal(sim_chip_sign_raw(s, &r, out), 0);
 }
 
+/* With $NT_EVIL_CORPUS set to a directory, each refused evidence is also written there as
+ * report || certificate table, the input of fuzz/fuzz-evidence.c (its seed corpus). */
+static void dump_corpus(const uint8_t *rep, const NtCertBundle *b, const char *what) {
+    const char *dir = getenv("NT_EVIL_CORPUS");
+    SnpCertKind kinds[NT_CERT_BUNDLE_MAX];
+    const uint8_t *ders[NT_CERT_BUNDLE_MAX];
+    size_t lens[NT_CERT_BUNDLE_MAX];
+    _cleanup_free_ uint8_t *table = NULL;
+    size_t tlen = 0;
+    char path[PATH_MAX], slug[96];
+
+    if (!dir)
+        return;
+    for (size_t i = 0; i < b->n_entries; i++) {
+        NtCertRole r = b->entries[i].role;
+        kinds[i] = r == NT_CERT_ROLE_VCEK   ? SNP_CERT_VCEK
+                   : r == NT_CERT_ROLE_VLEK ? SNP_CERT_VLEK
+                   : r == NT_CERT_ROLE_ARK  ? SNP_CERT_ARK
+                                            : SNP_CERT_ASK;
+        ders[i] = b->entries[i].der;
+        lens[i] = b->entries[i].der_len;
+    }
+    assert_int_equal(snp_cert_table_build(kinds, ders, lens, b->n_entries, &table, &tlen), 0);
+    size_t k = 0;
+    for (const char *c = what; *c && k + 1 < sizeof slug; c++)
+        slug[k++] = isalnum((unsigned char)*c) ? (char)tolower((unsigned char)*c) : '-';
+    slug[k] = 0;
+    snprintf(path, sizeof path, "%s/evil-%s.bin", dir, slug);
+    FILE *f = fopen(path, "we");
+    assert_non_null(f);
+    assert_int_equal(fwrite(rep, 1, SNP_REPORT_SIZE, f), SNP_REPORT_SIZE);
+    assert_int_equal(fwrite(table, 1, tlen, f), tlen);
+    assert_int_equal(fclose(f), 0);
+}
+
 static void check(NtVerifier *v, const uint8_t *rep, NtCertBundle *b, const NtPolicy *p,
                   const char *want, const char *what) {
     NtVerdict *vd = NULL;
@@ -217,8 +254,10 @@ static void check(NtVerifier *v, const uint8_t *rep, NtCertBundle *b, const NtPo
     if (!ok)
         fail_msg("%s: wanted %s, got %s: %s", what, want ? want : "OK", f ? f->name : "OK",
                  f ? f->detail : "");
-    if (f)
+    if (f) {
         print_message("  %-40s %s: %s\n", what, f->name, f->detail);
+        dump_corpus(rep, b, what);
+    }
     nt_verdict_free(vd);
     nt_cert_bundle_free(b);
 }
@@ -290,7 +329,8 @@ static void evil_ca_constraints(void **state) {
             if (cases[i].value)
                 set_conf_ext(ask, cases[i].nid, cases[i].value);
             else
-                X509_EXTENSION_free(X509_delete_ext(ask, X509_get_ext_by_NID(ask, cases[i].nid, -1)));
+                X509_EXTENSION_free(
+                    X509_delete_ext(ask, X509_get_ext_by_NID(ask, cases[i].nid, -1)));
             reissue(c, ask, "ark");
             snprintf(what, sizeof what, "%s: %s", vlek ? "ASVK" : "ASK", cases[i].what);
             check(v, vlek ? vrep : rep, chain(c, vlek, NULL, ask, NULL, false), NULL, cases[i].want,
@@ -359,7 +399,8 @@ static void evil_evidence_ark(void **state) {
         _cleanup_(X509_freep) X509 *ark = load_cert(c, "ark");
         set_cn(ark, "ARK-Milan2", true, true);
         reissue(c, ark, "ark");
-        check(v, rep, chain(c, false, NULL, NULL, ark, true), NULL, "ark", "ARK renamed ARK-Milan2");
+        check(v, rep, chain(c, false, NULL, NULL, ark, true), NULL, "ark",
+              "ARK renamed ARK-Milan2");
     }
     {
         _cleanup_(X509_freep) X509 *ark = load_cert(c, "ark");
@@ -453,10 +494,9 @@ static void evil_leaf_role(void **state) {
     const Chip *c = &chips[MILAN3];
     _cleanup_(nt_verifier_freep) NtVerifier *v = verifier(c);
     uint8_t rep[SNP_REPORT_SIZE], vrep[SNP_REPORT_SIZE];
-    static const char *const vcek_names[] = {"SEV-VCEK", "SEV-VLEK", "ARK-Milan", "SEV-VCEKX",
-                                             "SEV-Milan", "sev-vcek"};
-    static const char *const vlek_names[] = {"SEV-VLEK", "SEV-VCEK", "SEV-VLEK-Milan",
-                                             "SEV-VLEKX"};
+    static const char *const vcek_names[] = {"SEV-VCEK",  "SEV-VLEK",  "ARK-Milan",
+                                             "SEV-VCEKX", "SEV-Milan", "sev-vcek"};
+    static const char *const vlek_names[] = {"SEV-VLEK", "SEV-VCEK", "SEV-VLEK-Milan", "SEV-VLEKX"};
     report(c, false, NULL, NULL, rep);
     report(c, true, NULL, NULL, vrep);
     for (size_t i = 0; i < ELEMENTSOF(vcek_names); i++) {
