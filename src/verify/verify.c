@@ -355,7 +355,8 @@ static int cert_profile(const NtCertBundleEntry *e, X509 *x, char *why, size_t w
  * re-encoded or re-issued by AMD). Anything else fails "ark" saying what differs. Returns 0
  * (*ret_anchor set) or 1 (recorded). */
 static int check_evidence_ark(NtVerifier *v, const NtCertBundleEntry *e, X509 *x, time_t at,
-                              const NtAnchor **ret_anchor, NtVerdict *vd) {
+                              const NtAnchor **ret_anchor, time_t *not_before, time_t *not_after,
+                              NtVerdict *vd) {
     const NtAnchor *a, *same_key = NULL;
     char cn[64], acn[64], why[192], t[32];
     time_t nb, na;
@@ -398,6 +399,9 @@ static int check_evidence_ark(NtVerifier *v, const NtCertBundleEntry *e, X509 *x
         nt_format_time(nb, t);
         snprintf(why, sizeof why, "it is not valid before %s", t);
     } else {
+        /* Its validity bounds the cached chain's, like every certificate it was judged on. */
+        *not_before = MAX(*not_before, nb);
+        *not_after = MIN(*not_after, na);
         *ret_anchor = same_key;
         return 0;
     }
@@ -417,6 +421,7 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     X509 *ekx = c->x[ek], *inter = NULL;
     const char *inter_origin = NULL;
     const NtAnchor *anchor = NULL, *evidence_ark = NULL, *inter_anchor = NULL;
+    time_t ark_nb = 0, ark_na = (time_t)INT64_MAX; /* an evidence ARK accepted by key */
     char cn[64], buf[64], t1[32], t2[32], why[192];
     int r;
 
@@ -487,7 +492,7 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     for (size_t i = 0; i < c->n; i++) {
         if (c->e[i]->role != NT_CERT_ROLE_ARK)
             continue;
-        r = check_evidence_ark(v, c->e[i], c->x[i], at, &evidence_ark, vd);
+        r = check_evidence_ark(v, c->e[i], c->x[i], at, &evidence_ark, &ark_nb, &ark_na, vd);
         if (r != 0)
             return r;
     }
@@ -572,6 +577,8 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
             r = nt_cert_validity(anchor->cert, &ci->not_before, &ci->not_after);
             if (r >= 0)
                 r = nt_cert_check_time(anchor->cert, at);
+            ci->not_before = MAX(ci->not_before, ark_nb);
+            ci->not_after = MIN(ci->not_after, ark_na);
             if (r < 0) {
                 nt_cert_validity(anchor->cert, &ci->not_before, &ci->not_after);
                 nt_format_time(ci->not_after, t1);

@@ -242,11 +242,12 @@ static void dump_corpus(const uint8_t *rep, const NtCertBundle *b, const char *w
     assert_int_equal(fclose(f), 0);
 }
 
-static void check(NtVerifier *v, const uint8_t *rep, NtCertBundle *b, const NtPolicy *p,
-                  const char *want, const char *what) {
+static void check_at(NtVerifier *v, const uint8_t *rep, NtCertBundle *b, const NtPolicy *p,
+                     time_t at, const char *want, const char *what) {
     NtVerdict *vd = NULL;
     NtVerifyOptions o = NT_VERIFY_OPTIONS_INIT;
     o.policy = p;
+    o.at = at;
     assert_int_equal(nt_verifier_verify(v, rep, SNP_REPORT_SIZE, b, &o, &vd), 0);
     const NtCheck *f = nt_verdict_first_failure(vd);
     bool ok = want ? f && streq(f->name, want) && nt_verdict_status(vd) == NT_VERDICT_INVALID
@@ -260,6 +261,11 @@ static void check(NtVerifier *v, const uint8_t *rep, NtCertBundle *b, const NtPo
     }
     nt_verdict_free(vd);
     nt_cert_bundle_free(b);
+}
+
+static void check(NtVerifier *v, const uint8_t *rep, NtCertBundle *b, const NtPolicy *p,
+                  const char *want, const char *what) {
+    check_at(v, rep, b, p, 0, want, what);
 }
 
 /* ---- 1. chip binding under MASK_CHIP_KEY ---- */
@@ -381,6 +387,20 @@ static void evil_evidence_ark(void **state) {
         assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(ark), 0x4242), 1);
         reissue(c, ark, "ark");
         check(v, rep, chain(c, false, NULL, NULL, ark, true), NULL, NULL, "ARK re-issued");
+    }
+    {
+        /* Re-issued, valid for two more days: accepted (and the chain cached) now, refused
+         * after that although every other certificate of the chain is still valid. */
+        _cleanup_(X509_freep) X509 *ark = load_cert(c, "ark");
+        time_t now = time(NULL);
+        assert_non_null(X509_time_adj_ex(X509_getm_notAfter(ark), 2, 0, &now));
+        reissue(c, ark, "ark");
+        check_at(v, rep, chain(c, false, NULL, NULL, ark, true), NULL, now, NULL,
+                 "ARK re-issued, valid two more days");
+        check_at(v, rep, chain(c, false, NULL, NULL, ark, true), NULL, now, NULL,
+                 "ARK re-issued, valid two more days (cached)");
+        check_at(v, rep, chain(c, false, NULL, NULL, ark, true), NULL, now + 3 * 86400, "ark",
+                 "ARK re-issued, three days later");
     }
     {
         _cleanup_(X509_freep) X509 *ark = load_cert(c, "ark");
