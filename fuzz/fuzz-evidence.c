@@ -2,7 +2,8 @@
 /*
  * Fuzz target for the evidence path of the verifier: a report followed by an extended-report
  * certificate table (report || table), or, for inputs shorter than a report, a certificate
- * bundle (PEM or DER). Exercises the certificate role detection, AMD extension parser, PSS
+ * bundle (PEM or DER). Exercises the certificate role detection, AMD extension parser, the
+ * RFC 5280 profile and CA checks (time encodings, duplicate and malformed extensions), PSS
  * parameter checks, chain building against the built-in anchors, the chain cache and the verdict
  * serialisation. Contract checked: verification never fails for any reason but resources, a
  * verdict for unparseable certificates is never "pass", and a pass requires every evidence check.
@@ -26,6 +27,16 @@ static void poke_certs(const NtCertBundle *b) {
         (void)nt_cert_ca_product(x);
         (void)nt_cert_amd_ext(x, &e);
         (void)nt_cert_check_sig_scheme(x);
+        {
+            char why[128] = "";
+            NtCertRole role = nt_cert_role_detect(x);
+            if (nt_cert_check_profile(x, role >= 0 ? role : b->entries[i].role, why, sizeof why) <
+                    0 &&
+                !why[0])
+                abort(); /* a refusal always says why */
+            (void)nt_cert_check_ca(x, why, sizeof why);
+            (void)nt_asn1_time_check_rfc5280(X509_get0_notBefore(x));
+        }
         X509_free(x);
     }
 }

@@ -6,6 +6,7 @@
  */
 #include "verify/anchors.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,6 +61,10 @@ static int anchor_append(NtAnchorSet *s, X509 **x, SnpProduct product, NtCertRol
     if (r < 0)
         return r;
     a->cert = TAKE_PTR(*x);
+    r = nt_cert_check_profile(a->cert, role, a->profile_why, sizeof a->profile_why);
+    if (r >= 0)
+        r = nt_cert_check_ca(a->cert, a->profile_why, sizeof a->profile_why);
+    a->profile_ok = r >= 0;
     snprintf(a->label, sizeof a->label, "%s-%s (%s)",
              role == NT_CERT_ROLE_ARK    ? "ARK"
              : role == NT_CERT_ROLE_ASVK ? "ASVK"
@@ -83,7 +88,7 @@ static int check_ark(X509 *x, SnpProduct *ret_product) {
     return 0;
 }
 
-int nt_anchor_set_load_builtin(NtAnchorSet *s) {
+static int load_builtin_checked(NtAnchorSet *s) {
     int r;
 
     /* ARKs first, so that each intermediate can be checked against its ARK. */
@@ -122,6 +127,58 @@ int nt_anchor_set_load_builtin(NtAnchorSet *s) {
                 return r;
         }
     return 0;
+}
+
+/* The built-in certificates are constant: they are parsed and checked once per process, and
+ * every set loads references to them. */
+static NtAnchorSet builtin_set;
+static int builtin_result;
+static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
+
+static void builtin_load_once(void) {
+    builtin_result = load_builtin_checked(&builtin_set);
+    if (builtin_result < 0)
+        nt_anchor_set_clear(&builtin_set);
+}
+
+int nt_anchor_set_load_builtin(NtAnchorSet *s) {
+    (void)pthread_once(&builtin_once, builtin_load_once);
+    if (builtin_result < 0)
+        return builtin_result;
+    if (s->n_items + builtin_set.n_items > NT_ANCHORS_MAX)
+        return -E2BIG;
+    for (size_t i = 0; i < builtin_set.n_items; i++) {
+        const NtAnchor *b = &builtin_set.items[i];
+        NtAnchor *a = &s->items[s->n_items];
+        *a = *b;
+        a->der = nt_malloc(b->der_len);
+        if (!a->der || X509_up_ref(b->cert) != 1) {
+            free(a->der);
+            return -ENOMEM;
+        }
+        memcpy(a->der, b->der, b->der_len);
+        s->n_items++;
+    }
+    return 0;
+}
+
+const NtAnchor *nt_anchor_set_find_ark_der(const NtAnchorSet *s, const uint8_t *der, size_t len) {
+    for (size_t i = 0; i < s->n_items; i++) {
+        const NtAnchor *a = &s->items[i];
+        if (a->role == NT_CERT_ROLE_ARK && a->der_len == len && memcmp(a->der, der, len) == 0)
+            return a;
+    }
+    return NULL;
+}
+
+const NtAnchor *nt_anchor_set_find_ark_key(const NtAnchorSet *s, X509 *x) {
+    EVP_PKEY *k = X509_get0_pubkey(x);
+    for (size_t i = 0; k && i < s->n_items; i++) {
+        const NtAnchor *a = &s->items[i];
+        if (a->role == NT_CERT_ROLE_ARK && EVP_PKEY_eq(k, X509_get0_pubkey(a->cert)) == 1)
+            return a;
+    }
+    return NULL;
 }
 
 const NtAnchor *nt_anchor_set_find_ark(const NtAnchorSet *s, X509 *x) {

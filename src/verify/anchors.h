@@ -35,6 +35,10 @@ typedef struct NtAnchor {
     NtCertRole role; /* ARK (a trust anchor) or ASK/ASVK (a known intermediate) */
     bool builtin;
     char label[96]; /* "ARK-Milan (built-in)", "ARK-Milan (/path/ark.pem)" */
+    /* nt_cert_check_profile() and nt_cert_check_ca() passed; else what failed. A chain ending
+     * in (or passing through) an anchor that fails them fails "cert_chain". */
+    bool profile_ok;
+    char profile_why[128];
 } NtAnchor;
 
 #define NT_ANCHORS_MAX 32
@@ -44,7 +48,8 @@ typedef struct NtAnchorSet {
     size_t n_items;
 } NtAnchorSet;
 
-/* Loads the built-in anchors into an empty set, checking each as described above.
+/* Loads the built-in anchors into an empty set, checking each as described above (once per
+ * process: later calls add references to the certificates checked then).
  * Returns 0, or -EBADMSG/-EKEYREJECTED if a built-in certificate fails its check (a build
  * defect), -ENOMEM. */
 int nt_anchor_set_load_builtin(NtAnchorSet *s);
@@ -55,5 +60,9 @@ int nt_anchor_set_load_builtin(NtAnchorSet *s);
 int nt_anchor_set_add_ark(NtAnchorSet *s, const uint8_t *data, size_t len, const char *label);
 /* Frees every anchor; the set is empty afterwards. */
 void nt_anchor_set_clear(NtAnchorSet *s);
+/* The trust anchor (an ARK) with exactly these DER bytes; NULL if none. */
+const NtAnchor *nt_anchor_set_find_ark_der(const NtAnchorSet *s, const uint8_t *der, size_t len);
+/* The trust anchor (an ARK) with x's public key; NULL if none. */
+const NtAnchor *nt_anchor_set_find_ark_key(const NtAnchorSet *s, X509 *x);
 /* The trust anchor (an ARK) equal to x, by DER bytes or by public key; NULL if none. */
 const NtAnchor *nt_anchor_set_find_ark(const NtAnchorSet *s, X509 *x);

@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
+#include <openssl/x509v3.h>
 
 #include "core/alloc.h"
 #include "core/fileio.h"
@@ -26,6 +27,8 @@
 DEFINE_TRIVIAL_CLEANUP_FUNC(RSA_PSS_PARAMS *, RSA_PSS_PARAMS_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(X509_ALGOR *, X509_ALGOR_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ASN1_TYPE *, ASN1_TYPE_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(BASIC_CONSTRAINTS *, BASIC_CONSTRAINTS_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ASN1_BIT_STRING *, ASN1_BIT_STRING_free);
 
 static const char *const role_names[_NT_CERT_ROLE_MAX] = {
     [NT_CERT_ROLE_ARK] = "ARK",   [NT_CERT_ROLE_ASK] = "ASK",   [NT_CERT_ROLE_ASVK] = "ASVK",
@@ -67,7 +70,9 @@ static int ext_integer(const ASN1_OCTET_STRING *v, uint8_t *ret) {
     return 0;
 }
 
-static int ext_string(const ASN1_OCTET_STRING *v, char *buf, size_t size) {
+/* A string extension value; ia5_only: an IA5String and nothing else (productName, as AMD
+ * writes it). */
+static int ext_string(const ASN1_OCTET_STRING *v, bool ia5_only, char *buf, size_t size) {
     const unsigned char *p = ASN1_STRING_get0_data(v);
     long len = ASN1_STRING_length(v);
     _cleanup_(ASN1_TYPE_freep) ASN1_TYPE *t = d2i_ASN1_TYPE(NULL, &p, len);
@@ -75,9 +80,12 @@ static int ext_string(const ASN1_OCTET_STRING *v, char *buf, size_t size) {
         return -EBADMSG;
     switch (t->type) {
     case V_ASN1_IA5STRING:
+        break;
     case V_ASN1_UTF8STRING:
     case V_ASN1_PRINTABLESTRING:
     case V_ASN1_VISIBLESTRING:
+        if (ia5_only)
+            return -EBADMSG;
         break;
     default:
         return -EBADMSG;
@@ -94,22 +102,23 @@ static int ext_string(const ASN1_OCTET_STRING *v, char *buf, size_t size) {
     return 0;
 }
 
+/* hwID: the raw 64 (Milan, Genoa) or 8 (Turin) bytes, or those bytes wrapped in exactly one
+ * DER OCTET STRING (primitive, universal, definite short-form length, nothing after it). The
+ * header is read with ASN1_get_object(): d2i would also take BER (long-form lengths). */
 static int ext_hwid(const ASN1_OCTET_STRING *v, NtAmdExt *e) {
-    const unsigned char *p = ASN1_STRING_get0_data(v);
-    int len = ASN1_STRING_length(v);
+    const unsigned char *start = ASN1_STRING_get0_data(v), *p = start;
+    int len = ASN1_STRING_length(v), tag = 0, xclass = 0;
+    long n = 0;
     if (len == 64 || len == 8) {
-        memcpy(e->hwid, p, (size_t)len);
+        memcpy(e->hwid, start, (size_t)len);
         e->hwid_len = (size_t)len;
         return 0;
     }
-    /* Some issuers wrap the raw bytes in an OCTET STRING. */
-    _cleanup_(ASN1_OCTET_STRING_freep) ASN1_OCTET_STRING *o = d2i_ASN1_OCTET_STRING(NULL, &p, len);
-    if (!o || p != ASN1_STRING_get0_data(v) + len)
+    int f = ASN1_get_object(&p, &n, &tag, &xclass, len);
+    if (f != 0 || tag != V_ASN1_OCTET_STRING || xclass != V_ASN1_UNIVERSAL || p - start != 2 ||
+        (n != 64 && n != 8) || p + n != start + len)
         return -EBADMSG;
-    int n = ASN1_STRING_length(o);
-    if (n != 64 && n != 8)
-        return -EBADMSG;
-    memcpy(e->hwid, ASN1_STRING_get0_data(o), (size_t)n);
+    memcpy(e->hwid, p, (size_t)n);
     e->hwid_len = (size_t)n;
     return 0;
 }
@@ -134,7 +143,7 @@ int nt_cert_amd_ext(X509 *x, NtAmdExt *ret) {
         if (streq(sfx, "1"))
             bit = 0, r = ext_integer(v, &u8), e.struct_version = u8;
         else if (streq(sfx, "2"))
-            bit = 1, r = ext_string(v, e.product_name, sizeof e.product_name);
+            bit = 1, r = ext_string(v, true, e.product_name, sizeof e.product_name);
         else if (streq(sfx, "3.1"))
             bit = 2, r = ext_integer(v, &e.spl.bootloader), e.has_bl = true;
         else if (streq(sfx, "3.2"))
@@ -148,7 +157,7 @@ int nt_cert_amd_ext(X509 *x, NtAmdExt *ret) {
         else if (streq(sfx, "4"))
             bit = 7, r = ext_hwid(v, &e);
         else if (streq(sfx, "5"))
-            bit = 8, r = ext_string(v, e.csp_id, sizeof e.csp_id);
+            bit = 8, r = ext_string(v, false, e.csp_id, sizeof e.csp_id);
         else
             continue; /* .3.4-.3.7 are reserved SPLs; other AMD extensions are not used */
         if (r < 0) {
@@ -181,46 +190,178 @@ static int subject_cn(X509 *x, char *buf, size_t size) {
     return 0;
 }
 
+/* The product a CA certificate's CN names after prefix: exactly "Milan", "Genoa" or "Turin". */
+static SnpProduct ca_suffix_product(const char *cn, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (strncmp(cn, prefix, n) != 0)
+        return _SNP_PRODUCT_INVALID;
+    SnpProduct p = snp_product_from_string(cn + n);
+    if (p < 0 || !streq(cn + n, snp_product_to_string(p)))
+        return _SNP_PRODUCT_INVALID;
+    return p;
+}
+
 NtCertRole nt_cert_role_detect(X509 *x) {
     NtAmdExt e;
     char cn[64];
+    bool hw = false, csp = false;
 
     if (nt_cert_amd_ext(x, &e) >= 0) {
-        if (e.hwid_len > 0 && e.csp_id[0] == 0)
-            return NT_CERT_ROLE_VCEK;
-        if (e.csp_id[0] != 0 && e.hwid_len == 0)
-            return NT_CERT_ROLE_VLEK;
+        hw = e.hwid_len > 0;
+        csp = e.csp_id[0] != 0;
     }
     if (subject_cn(x, cn, sizeof cn) < 0)
         return _NT_CERT_ROLE_INVALID;
+    /* The name and the extensions must agree: a "SEV-VCEK" carries a hwID and no cspID, a
+     * "SEV-VLEK" a cspID and no hwID, and nothing else carries either. (Malformed AMD
+     * extensions leave the name to decide; nt_cert_check_profile() refuses them.) */
     if (streq(cn, "SEV-VCEK"))
-        return NT_CERT_ROLE_VCEK;
+        return !csp && (hw || nt_cert_amd_ext(x, &e) < 0) ? NT_CERT_ROLE_VCEK
+                                                          : _NT_CERT_ROLE_INVALID;
     if (streq(cn, "SEV-VLEK"))
-        return NT_CERT_ROLE_VLEK;
-    if (strncmp(cn, "ARK-", 4) == 0)
+        return !hw && (csp || nt_cert_amd_ext(x, &e) < 0) ? NT_CERT_ROLE_VLEK
+                                                          : _NT_CERT_ROLE_INVALID;
+    if (hw || csp)
+        return _NT_CERT_ROLE_INVALID;
+    if (ca_suffix_product(cn, "ARK-") >= 0)
         return NT_CERT_ROLE_ARK;
-    if (strncmp(cn, "SEV-VLEK-", 9) == 0)
+    if (ca_suffix_product(cn, "SEV-VLEK-") >= 0)
         return NT_CERT_ROLE_ASVK;
-    if (strncmp(cn, "SEV-", 4) == 0)
+    if (ca_suffix_product(cn, "SEV-") >= 0)
         return NT_CERT_ROLE_ASK;
     return _NT_CERT_ROLE_INVALID;
 }
 
 SnpProduct nt_cert_ca_product(X509 *x) {
     char cn[64];
-    const char *p;
+    SnpProduct p;
 
     if (subject_cn(x, cn, sizeof cn) < 0)
         return _SNP_PRODUCT_INVALID;
-    if (strncmp(cn, "ARK-", 4) == 0)
-        p = cn + 4;
-    else if (strncmp(cn, "SEV-VLEK-", 9) == 0)
-        p = cn + 9;
-    else if (strncmp(cn, "SEV-", 4) == 0)
-        p = cn + 4;
-    else
-        return _SNP_PRODUCT_INVALID;
-    return snp_product_from_string(p);
+    if ((p = ca_suffix_product(cn, "ARK-")) >= 0 || (p = ca_suffix_product(cn, "SEV-VLEK-")) >= 0 ||
+        (p = ca_suffix_product(cn, "SEV-")) >= 0)
+        return p;
+    return _SNP_PRODUCT_INVALID;
+}
+
+/* ---- RFC 5280 profile ---- */
+
+int nt_asn1_time_check_rfc5280(const ASN1_TIME *t) {
+    struct tm tm;
+    int type, n;
+    size_t want;
+    const unsigned char *s;
+
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+        return -EBADMSG;
+    type = ASN1_STRING_type(t);
+    want = type == V_ASN1_UTCTIME ? 13 : type == V_ASN1_GENERALIZEDTIME ? 15 : 0;
+    s = ASN1_STRING_get0_data(t);
+    n = ASN1_STRING_length(t);
+    /* YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ: seconds present, no fraction, no offset. */
+    if (want == 0 || n < 0 || (size_t)n != want || s[want - 1] != 'Z')
+        return -EBADMSG;
+    for (size_t i = 0; i + 1 < want; i++)
+        if (!isdigit(s[i]))
+            return -EBADMSG;
+    /* UTCTime through 2049, GeneralizedTime from 2050 (4.1.2.5). */
+    if ((type == V_ASN1_UTCTIME) != (tm.tm_year + 1900 < 2050))
+        return -EBADMSG;
+    return 0;
+}
+
+#define CERT_EXTS_MAX 64
+
+/* Every extension OpenSSL knows (keyUsage, basicConstraints, key identifiers, CRL distribution
+ * points, ...) must decode with its ASN.1 template, use all of extnValue and be DER: re-encoding
+ * gives the same bytes. Unknown ones (AMD's) are left to nt_cert_amd_ext(). */
+static int ext_check_standard(X509_EXTENSION *ext) {
+    const X509V3_EXT_METHOD *m = X509V3_EXT_get(ext);
+    if (!m)
+        return 0;
+    const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
+    const unsigned char *data = ASN1_STRING_get0_data(v), *p = data;
+    long len = ASN1_STRING_length(v);
+    if (!m->it) {
+        void *d = X509V3_EXT_d2i(ext);
+        if (!d)
+            return -EBADMSG;
+        if (m->ext_free)
+            m->ext_free(d);
+        return 0;
+    }
+    const ASN1_ITEM *it = ASN1_ITEM_ptr(m->it);
+    ASN1_VALUE *val = ASN1_item_d2i(NULL, &p, len, it);
+    if (!val)
+        return -EBADMSG;
+    unsigned char *re = NULL;
+    int rl = p == data + len ? ASN1_item_i2d(val, &re, it) : -1;
+    bool ok = rl == len && memcmp(re, data, (size_t)len) == 0;
+    OPENSSL_free(re);
+    ASN1_item_free(val, it);
+    return ok ? 0 : -EBADMSG;
+}
+
+int nt_cert_check_profile(X509 *x, NtCertRole role, char *why, size_t why_size) {
+    int n = X509_get_ext_count(x);
+    char oid[80];
+    NtAmdExt e;
+
+#define WHY(...) (snprintf(why, why_size, __VA_ARGS__), -EBADMSG)
+    if (X509_get_version(x) != X509_VERSION_3)
+        return WHY("not an X.509 v3 certificate (version %ld)", X509_get_version(x) + 1);
+    if (n <= 0)
+        return WHY("a v3 certificate without extensions");
+    if (n > CERT_EXTS_MAX)
+        return WHY("%d extensions (at most %d)", n, CERT_EXTS_MAX);
+    if (nt_asn1_time_check_rfc5280(X509_get0_notBefore(x)) < 0)
+        return WHY("notBefore is not RFC 5280 UTCTime (before 2050) or GeneralizedTime (from "
+                   "2050) of the form ...HHMMSSZ");
+    if (nt_asn1_time_check_rfc5280(X509_get0_notAfter(x)) < 0)
+        return WHY("notAfter is not RFC 5280 UTCTime (before 2050) or GeneralizedTime (from "
+                   "2050) of the form ...HHMMSSZ");
+    for (int i = 0; i < n; i++) {
+        X509_EXTENSION *ext = X509_get_ext(x, i);
+        const ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
+        if (OBJ_obj2txt(oid, sizeof oid, obj, 1) <= 0)
+            snprintf(oid, sizeof oid, "?");
+        for (int j = 0; j < i; j++)
+            if (OBJ_cmp(obj, X509_EXTENSION_get_object(X509_get_ext(x, j))) == 0)
+                return WHY("duplicate extension %s", oid);
+        if (ext_check_standard(ext) < 0)
+            return WHY("malformed extension %s", oid);
+    }
+    if (nt_cert_amd_ext(x, &e) < 0)
+        return WHY("a malformed AMD extension");
+    if (nt_cert_role_detect(x) != role)
+        return WHY("its subject CN and extensions do not make it a %s",
+                   nt_cert_role_to_string(role));
+    if ((role == NT_CERT_ROLE_VCEK || role == NT_CERT_ROLE_VLEK) && !e.product_name[0])
+        return WHY("no productName extension");
+#undef WHY
+    return 0;
+}
+
+int nt_cert_check_ca(X509 *x, char *why, size_t why_size) {
+    int crit = -1;
+    _cleanup_(BASIC_CONSTRAINTS_freep) BASIC_CONSTRAINTS *bc =
+        X509_get_ext_d2i(x, NID_basic_constraints, &crit, NULL);
+    if (!bc) {
+        snprintf(why, why_size, "no basicConstraints extension");
+        return -EKEYREJECTED;
+    }
+    if (!bc->ca || crit != 1) {
+        snprintf(why, why_size, "basicConstraints %s", !bc->ca ? "CA:FALSE" : "not critical");
+        return -EKEYREJECTED;
+    }
+    _cleanup_(ASN1_BIT_STRING_freep) ASN1_BIT_STRING *ku =
+        X509_get_ext_d2i(x, NID_key_usage, &crit, NULL);
+    if (!ku || !ASN1_BIT_STRING_get_bit(ku, 5)) {
+        snprintf(why, why_size, "%s",
+                 ku ? "keyUsage without keyCertSign" : "no keyUsage extension");
+        return -EKEYREJECTED;
+    }
+    return 0;
 }
 
 static int algor_is(const X509_ALGOR *a, int nid) {
@@ -403,6 +544,55 @@ static void role_memo_put(const uint8_t key[static SHA256_DIGEST_LENGTH], NtCert
     memcpy(role_memo[i].key, key, SHA256_DIGEST_LENGTH);
     role_memo[i].role = role;
     pthread_mutex_unlock(&role_memo_lock);
+}
+
+/* The profile checks are a function of the DER bytes and the role alone; a cold chain of
+ * certificates seen before (the same ASK for every chip, a VCEK per TCB) need not redo them.
+ * Results are remembered like roles, by the SHA-256 of the DER; the first sight of a
+ * certificate always runs every check. */
+#define PROFILE_MEMO_SLOTS 64u
+
+static struct {
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    NtCertRole role;
+    int result;
+    char why[128];
+} profile_memo[PROFILE_MEMO_SLOTS];
+static unsigned profile_memo_used, profile_memo_next;
+static pthread_mutex_t profile_memo_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int nt_cert_check_profile_memo(const uint8_t *der, size_t der_len, X509 *x, NtCertRole role,
+                               char *why, size_t why_size) {
+    uint8_t key[SHA256_DIGEST_LENGTH];
+    char w[128] = "";
+    int r;
+
+    if (!SHA256(der, der_len, key))
+        return nt_cert_check_profile(x, role, why, why_size);
+    pthread_mutex_lock(&profile_memo_lock);
+    for (unsigned i = 0; i < profile_memo_used; i++)
+        if (profile_memo[i].role == role &&
+            memcmp(profile_memo[i].key, key, SHA256_DIGEST_LENGTH) == 0) {
+            r = profile_memo[i].result;
+            if (r < 0)
+                snprintf(why, why_size, "%s", profile_memo[i].why);
+            pthread_mutex_unlock(&profile_memo_lock);
+            return r;
+        }
+    pthread_mutex_unlock(&profile_memo_lock);
+
+    r = nt_cert_check_profile(x, role, w, sizeof w);
+    if (r < 0)
+        snprintf(why, why_size, "%s", w);
+    pthread_mutex_lock(&profile_memo_lock);
+    unsigned i = profile_memo_used < PROFILE_MEMO_SLOTS ? profile_memo_used++
+                                                        : profile_memo_next++ % PROFILE_MEMO_SLOTS;
+    memcpy(profile_memo[i].key, key, SHA256_DIGEST_LENGTH);
+    profile_memo[i].role = role;
+    profile_memo[i].result = r;
+    snprintf(profile_memo[i].why, sizeof profile_memo[i].why, "%s", w);
+    pthread_mutex_unlock(&profile_memo_lock);
+    return r;
 }
 
 static int bundle_add_der(NtCertBundle *b, const uint8_t *der, size_t len, NtCertRole role,

@@ -48,17 +48,39 @@ typedef struct NtAmdExt {
 } NtAmdExt;
 
 /* Parses AMD's extensions of a certificate. Returns 0, or -EBADMSG if an extension is present
- * but malformed (an SPL outside 0..255, a product name that is not a string, a hwID of a length
- * other than 8 or 64, duplicates). Absent extensions are reported as absent, not as errors. */
+ * but malformed (an SPL outside 0..255, a product name that is not an IA5String, a hwID other
+ * than 8 or 64 raw bytes or those bytes in one DER OCTET STRING, duplicates). Absent extensions are
+ * reported as absent, not as errors. */
 int nt_cert_amd_ext(X509 *x, NtAmdExt *ret);
 
-/* Detects the role a certificate claims: AMD's hwID/cspID extensions, then the subject CN
- * ("SEV-VCEK", "SEV-VLEK", "ARK-<product>", "SEV-VLEK-<product>", "SEV-<product>").
+/* Detects the role a certificate claims from its subject CN and AMD's extensions, which must
+ * agree: "SEV-VCEK" with a hwID and no cspID, "SEV-VLEK" with a cspID and no hwID; "ARK-<product>",
+ * "SEV-VLEK-<product>", "SEV-<product>" (product exactly Milan, Genoa or Turin) with neither.
  * Returns the role or _NT_CERT_ROLE_INVALID. */
 NtCertRole nt_cert_role_detect(X509 *x);
 /* The product an ARK/ASK/ASVK names in its subject CN (suffix after "ARK-", "SEV-",
  * "SEV-VLEK-"), or _SNP_PRODUCT_INVALID. */
 SnpProduct nt_cert_ca_product(X509 *x);
+
+/* RFC 5280 4.1.2.5 encoding of a validity time: UTCTime YYMMDDHHMMSSZ for years before 2050,
+ * GeneralizedTime YYYYMMDDHHMMSSZ from 2050 (seconds present, no fraction, no offset), and a real
+ * date. Returns 0 or -EBADMSG. */
+int nt_asn1_time_check_rfc5280(const ASN1_TIME *t);
+/* The structural profile of an AMD certificate claiming role (RFC 5280 and AMD's issuance):
+ * X.509 v3 with extensions, RFC 5280 validity encodings, no extension twice (any OID), every
+ * extension OpenSSL knows decoding strictly as DER, AMD's extensions well-formed, the subject CN
+ * agreeing with the extensions for role (nt_cert_role_detect()), and productName present on a
+ * VCEK/VLEK. Signatures, issuers and validity periods are checked elsewhere. Returns 0 or
+ * -EBADMSG with what is wrong in why. */
+int nt_cert_check_profile(X509 *x, NtCertRole role, char *why, size_t why_size);
+/* nt_cert_check_profile() for x, whose DER is der, remembered for the certificates seen last
+ * (by the SHA-256 of der and role): a certificate is checked in full the first time only.
+ * Thread-safe. */
+int nt_cert_check_profile_memo(const uint8_t *der, size_t der_len, X509 *x, NtCertRole role,
+                               char *why, size_t why_size);
+/* CA constraints of an ARK/ASK/ASVK (RFC 5280 6.1.4 (k), (n)): basicConstraints critical with
+ * CA:TRUE and keyUsage with keyCertSign. Returns 0 or -EKEYREJECTED with what is missing in why. */
+int nt_cert_check_ca(X509 *x, char *why, size_t why_size);
 
 /* Checks that an AlgorithmIdentifier is RSASSA-PSS with SHA-384, MGF1 with SHA-384, salt length
  * 48 and trailer field 1 (explicit or default). Returns 0 or -EOPNOTSUPP. */

@@ -345,6 +345,72 @@ static const char *role_str(NtCertRole r) {
     return nt_cert_role_to_string(r);
 }
 
+/* nt_cert_check_profile() for a supplied certificate, memoized by its DER (see chain.h). */
+static int cert_profile(const NtCertBundleEntry *e, X509 *x, char *why, size_t why_size) {
+    return nt_cert_check_profile_memo(e->der, e->der_len, x, e->role, why, why_size);
+}
+
+/* The "ark" check for an ARK that came with the evidence: byte-equal to a trusted anchor, or a
+ * valid self-signed certificate with an anchor's key, name and a current validity (an anchor
+ * re-encoded or re-issued by AMD). Anything else fails "ark" saying what differs. Returns 0
+ * (*ret_anchor set) or 1 (recorded). */
+static int check_evidence_ark(NtVerifier *v, const NtCertBundleEntry *e, X509 *x, time_t at,
+                              const NtAnchor **ret_anchor, time_t *not_before, time_t *not_after,
+                              NtVerdict *vd) {
+    const NtAnchor *a, *same_key = NULL;
+    char cn[64], acn[64], why[192], t[32];
+    time_t nb, na;
+
+    {
+        RDLOCK(v);
+        a = nt_anchor_set_find_ark_der(&v->anchors, e->der, e->der_len);
+        if (!a)
+            same_key = nt_anchor_set_find_ark_key(&v->anchors, x);
+    }
+    if (a) {
+        *ret_anchor = a;
+        return 0;
+    }
+    cn_of(x, cn, sizeof cn);
+    if (!same_key) {
+        nt_verdict_fail(vd, "ark", NT_CHECK_EVIDENCE, -ENOKEY, "a trusted anchor", cn,
+                        "the ARK in the evidence (%s) is not a trusted anchor "
+                        "(add it with --trust-anchor only if you trust it)",
+                        e->origin);
+        return 1;
+    }
+    cn_of(same_key->cert, acn, sizeof acn);
+    if (X509_NAME_cmp(X509_get_subject_name(x), X509_get_subject_name(same_key->cert)) != 0)
+        snprintf(why, sizeof why, "its subject (CN '%s') differs from the anchor's (CN '%s')", cn,
+                 acn);
+    else if (nt_cert_check_profile(x, NT_CERT_ROLE_ARK, why, sizeof why) < 0 ||
+             nt_cert_check_ca(x, why, sizeof why) < 0)
+        ; /* why says it */
+    else if (nt_cert_verify_signed_by(x, x) < 0) {
+        ERR_clear_error();
+        snprintf(why, sizeof why,
+                 "its self-signature does not verify (or is not RSASSA-PSS SHA-384)");
+    } else if (nt_cert_validity(x, &nb, &na) < 0)
+        snprintf(why, sizeof why, "its validity period is unreadable");
+    else if (at > na) {
+        nt_format_time(na, t);
+        snprintf(why, sizeof why, "it expired at %s", t);
+    } else if (at < nb) {
+        nt_format_time(nb, t);
+        snprintf(why, sizeof why, "it is not valid before %s", t);
+    } else {
+        /* Its validity bounds the cached chain's, like every certificate it was judged on. */
+        *not_before = MAX(*not_before, nb);
+        *not_after = MIN(*not_after, na);
+        *ret_anchor = same_key;
+        return 0;
+    }
+    nt_verdict_fail(vd, "ark", NT_CHECK_EVIDENCE, -EKEYREJECTED, same_key->label, cn,
+                    "the ARK in the evidence (%s) has the key of the trusted %s, but %s", e->origin,
+                    same_key->label, why);
+    return 1;
+}
+
 /* Verifies the chain for the endorsement key in c->x[ek]. Returns 0 (ci filled), 1 (a check
  * failed and was recorded), or a negative errno. Called with no lock held; the anchor set is
  * append-only for the verifier's lifetime, so anchor pointers taken under the read lock stay
@@ -354,17 +420,30 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     NtCertRole want_int = role == NT_CERT_ROLE_VCEK ? NT_CERT_ROLE_ASK : NT_CERT_ROLE_ASVK;
     X509 *ekx = c->x[ek], *inter = NULL;
     const char *inter_origin = NULL;
-    const NtAnchor *anchor = NULL, *evidence_ark = NULL;
-    char cn[64], buf[64], t1[32], t2[32];
+    const NtAnchor *anchor = NULL, *evidence_ark = NULL, *inter_anchor = NULL;
+    time_t ark_nb = 0, ark_na = (time_t)INT64_MAX; /* an evidence ARK accepted by key */
+    char cn[64], buf[64], t1[32], t2[32], why[192];
     int r;
 
-    /* Every supplied certificate is what its file name / table GUID says it is. */
+    /* Every supplied certificate is what its file name / table GUID says it is, and is shaped
+     * as RFC 5280 and AMD's issuance make it. An ARK is left to the "ark" check below, which
+     * says how it differs from the anchor it claims to be. */
     for (size_t i = 0; i < c->n; i++) {
+        if (c->e[i]->role == NT_CERT_ROLE_ARK)
+            continue;
         NtCertRole got = nt_cert_role_detect(c->x[i]);
         if (got != c->e[i]->role) {
             nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, -EBADMSG,
-                            role_str(c->e[i]->role), role_str(got), "%s is not a %s certificate",
-                            c->e[i]->origin, role_str(c->e[i]->role));
+                            role_str(c->e[i]->role), role_str(got),
+                            "%s is not a %s certificate (subject CN '%s')", c->e[i]->origin,
+                            role_str(c->e[i]->role), cn_of(c->x[i], cn, sizeof cn));
+            return 1;
+        }
+        r = cert_profile(c->e[i], c->x[i], why, sizeof why);
+        if (r < 0) {
+            nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, r, NULL, NULL,
+                            "%s (%s) is malformed: %s", role_str(c->e[i]->role), c->e[i]->origin,
+                            why);
             return 1;
         }
     }
@@ -413,18 +492,9 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
     for (size_t i = 0; i < c->n; i++) {
         if (c->e[i]->role != NT_CERT_ROLE_ARK)
             continue;
-        {
-            RDLOCK(v);
-            evidence_ark = nt_anchor_set_find_ark(&v->anchors, c->x[i]);
-        }
-        if (!evidence_ark) {
-            nt_verdict_fail(vd, "ark", NT_CHECK_EVIDENCE, -ENOKEY, "a trusted anchor",
-                            cn_of(c->x[i], cn, sizeof cn),
-                            "the ARK in the evidence (%s) is not a trusted anchor "
-                            "(add it with --trust-anchor only if you trust it)",
-                            c->e[i]->origin);
-            return 1;
-        }
+        r = check_evidence_ark(v, c->e[i], c->x[i], at, &evidence_ark, &ark_nb, &ark_na, vd);
+        if (r != 0)
+            return r;
     }
 
     /* Intermediate: the supplied one if any (no silent fallback), else a built-in one. */
@@ -441,6 +511,12 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
         }
     }
     if (inter) {
+        r = nt_cert_check_ca(inter, why, sizeof why);
+        if (r < 0) {
+            nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, r, "a CA certificate", why,
+                            "the %s (%s) is not a CA: %s", role_str(want_int), inter_origin, why);
+            return 1;
+        }
         r = nt_cert_verify_signed_by(ekx, inter);
         if (r < 0) {
             nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, r, cn_of(inter, buf, sizeof buf),
@@ -460,9 +536,16 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
             if (a->role == want_int && nt_cert_verify_signed_by(ekx, a->cert) >= 0) {
                 inter = a->cert;
                 inter_origin = a->label;
+                inter_anchor = a;
             }
         }
         ERR_clear_error();
+        if (inter_anchor && !inter_anchor->profile_ok) {
+            nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, -EKEYREJECTED, NULL, NULL,
+                            "the built-in %s %s is refused: %s", role_str(want_int),
+                            inter_anchor->label, inter_anchor->profile_why);
+            return 1;
+        }
         if (!inter) {
             X509_NAME_get_text_by_NID(X509_get_issuer_name(ekx), NID_commonName, cn, sizeof cn);
             nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, -ENOKEY, NULL, NULL,
@@ -482,12 +565,20 @@ static int verify_chain_cold(NtVerifier *v, Certs *c, size_t ek, NtCertRole role
                 anchor = a;
         }
         ERR_clear_error();
+        if (anchor && !anchor->profile_ok) {
+            nt_verdict_fail(vd, "cert_chain", NT_CHECK_EVIDENCE, -EKEYREJECTED, "a CA certificate",
+                            anchor->profile_why, "the trusted ARK %s is refused: %s", anchor->label,
+                            anchor->profile_why);
+            return 1;
+        }
         if (anchor) {
             snprintf(ci->anchor, sizeof ci->anchor, "%s", anchor->label);
             ci->product = anchor->product;
             r = nt_cert_validity(anchor->cert, &ci->not_before, &ci->not_after);
             if (r >= 0)
                 r = nt_cert_check_time(anchor->cert, at);
+            ci->not_before = MAX(ci->not_before, ark_nb);
+            ci->not_after = MIN(ci->not_after, ark_na);
             if (r < 0) {
                 nt_cert_validity(anchor->cert, &ci->not_before, &ci->not_after);
                 nt_format_time(ci->not_after, t1);
@@ -610,6 +701,22 @@ static bool cache_try(NtVerifier *v, const Certs *c, NtCertRole role, size_t ek,
     return true;
 }
 
+/* The anchor's parsed certificate (a new reference) if e has an anchor's exact DER bytes.
+ * Returns 1 (found), 0 (not an anchor's) or -ENOMEM. */
+static int anchor_parsed(NtVerifier *v, const NtCertBundleEntry *e, X509 **ret) {
+    RDLOCK(v);
+    for (size_t i = 0; i < v->anchors.n_items; i++) {
+        const NtAnchor *a = &v->anchors.items[i];
+        if (a->der_len != e->der_len || memcmp(a->der, e->der, e->der_len) != 0)
+            continue;
+        if (X509_up_ref(a->cert) != 1)
+            return -ENOMEM;
+        *ret = a->cert;
+        return 1;
+    }
+    return 0;
+}
+
 /* Finds the endorsement key certificate and a verified chain for it (cached or cold). The
  * VcekSource is asked when the evidence lacks the endorsement key, or has it without its
  * intermediate and the chain is not cached; its failure (other than -ENOENT) fails
@@ -686,7 +793,14 @@ static int resolve_chain(NtVerifier *v, const NtCertBundle *certs, const SnpRepo
     __atomic_fetch_add(&v->misses, 1, __ATOMIC_RELAXED);
 
     for (size_t i = 0; i < c.n; i++) {
-        r = nt_cert_from_der(c.e[i]->der, c.e[i]->der_len, &c.x[i]);
+        /* A supplied certificate with the bytes of an anchor (AMD's ASK or ARK, as real evidence
+         * carries them) shares the anchor's parsed certificate: decoding an RSA-4096
+         * certificate is a good part of a cold chain. Every check still runs on it. */
+        r = anchor_parsed(v, c.e[i], &c.x[i]);
+        if (r == -ENOMEM)
+            return r;
+        if (r == 0)
+            r = nt_cert_from_der(c.e[i]->der, c.e[i]->der_len, &c.x[i]);
         if (r < 0) {
             /* c.x[i] stays NULL; X509_free(NULL) is fine in certs_done(). */
             nt_verdict_fail(vd, "certificates", NT_CHECK_EVIDENCE, r, NULL, NULL,
@@ -896,7 +1010,15 @@ static void check_product(const SnpReport *rep, const ChainInfo *ci, SnpProduct 
             return;
         }
     }
-    if (rep->version >= 3 && (rep->cpuid_fam_id || rep->cpuid_mod_id)) {
+    if (rep->version >= 3 && !rep->cpuid_fam_id && !rep->cpuid_mod_id) {
+        nt_verdict_fail(vd, "product", NT_CHECK_EVIDENCE, -EBADMSG, e,
+                        "CPUID family 0x00 model 0x00",
+                        "a version %u report has no CPUID family and model (firmware of "
+                        "version 3 and later always fills them)",
+                        rep->version);
+        return;
+    }
+    if (rep->version >= 3) {
         SnpProduct cp = snp_product_from_cpuid(rep->cpuid_fam_id, rep->cpuid_mod_id);
         if (cp != p) {
             snprintf(f, sizeof f, "%s (CPUID family 0x%02x model 0x%02x)",
@@ -974,6 +1096,20 @@ static void check_hwid(const SnpReport *rep, const ChainInfo *ci, NtVerdict *vd)
             nt_verdict_fail(vd, "hwid", NT_CHECK_EVIDENCE, -EKEYREJECTED,
                             "zero (bytes 8..63 of a Turin chip_id)", f,
                             "Turin report chip_id has non-zero bytes after the 8-byte hwID");
+            return;
+        }
+    }
+    if (rep->flags & SNP_FLAG_MASK_CHIP_KEY) {
+        /* The firmware zero-fills CHIP_ID when the chip key is masked: another chip's id here
+         * would make the verdict name a chip the report was not signed for. */
+        uint8_t nz = 0;
+        for (size_t i = 0; i < sizeof rep->chip_id; i++)
+            nz |= rep->chip_id[i];
+        if (nz) {
+            hex_encode(rep->chip_id, sizeof rep->chip_id, f);
+            nt_verdict_fail(vd, "hwid", NT_CHECK_EVIDENCE, -EKEYREJECTED,
+                            "zero (MASK_CHIP_KEY set)", f,
+                            "MASK_CHIP_KEY is set but chip_id is not zero");
             return;
         }
     }

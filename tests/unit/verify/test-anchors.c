@@ -259,12 +259,14 @@ static void test_roles_remembered(void **state) {
     char cn[32];
 
     for (int i = 0; i < N; i++) {
-        /* CN decides the role of these (no AMD extensions): ARK-*, SEV-VLEK-* (ASVK), SEV-*. */
+        /* CN decides the role of these (no AMD extensions): ARK-*, SEV-VLEK-* (ASVK), SEV-*;
+         * the serial number makes each distinct. */
+        static const char *const products[] = {"Milan", "Genoa", "Turin"};
         snprintf(cn, sizeof cn,
-                 i % 3 == 0   ? "ARK-Test-%d"
-                 : i % 3 == 1 ? "SEV-VLEK-%d"
-                              : "SEV-%d",
-                 i);
+                 i % 3 == 0   ? "ARK-%s"
+                 : i % 3 == 1 ? "SEV-VLEK-%s"
+                              : "SEV-%s",
+                 products[(i / 3) % 3]);
         der[i] = make_cert(cn, i + 1, &len[i]);
     }
     static const NtCertRole want[3] = {NT_CERT_ROLE_ARK, NT_CERT_ROLE_ASVK, NT_CERT_ROLE_ASK};
@@ -299,11 +301,45 @@ static void test_roles_remembered(void **state) {
         free(der[i]);
 }
 
+/* RFC 5280 4.1.2.5 time encodings at the 2050 boundary (the evil-times test covers the
+ * certificates carrying them). */
+static void test_time_encodings(void **state) {
+    static const struct {
+        int type;
+        const char *s;
+        int want;
+    } cases[] = {
+        {V_ASN1_UTCTIME, "491231235959Z", 0},
+        {V_ASN1_UTCTIME, "500101000000Z", 0},
+        {V_ASN1_GENERALIZEDTIME, "20500101000000Z", 0},
+        {V_ASN1_GENERALIZEDTIME, "99991231235959Z", 0},
+        {V_ASN1_GENERALIZEDTIME, "20491231235959Z", -EBADMSG},
+        {V_ASN1_GENERALIZEDTIME, "19991231235959Z", -EBADMSG},
+        {V_ASN1_UTCTIME, "300230000000Z", -EBADMSG},
+        {V_ASN1_UTCTIME, "301301000000Z", -EBADMSG},
+        {V_ASN1_UTCTIME, "3001010000Z", -EBADMSG},
+        {V_ASN1_UTCTIME, "300101000000z", -EBADMSG},
+        {V_ASN1_UTCTIME, "300101000000-0000", -EBADMSG},
+        {V_ASN1_UTCTIME, " 00101000000Z", -EBADMSG},
+        {V_ASN1_GENERALIZEDTIME, "20500101000000.0Z", -EBADMSG},
+        {V_ASN1_GENERALIZEDTIME, "20500101000000+0000", -EBADMSG},
+        {V_ASN1_OCTET_STRING, "300101000000Z", -EBADMSG},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        ASN1_TIME *t = ASN1_STRING_type_new(cases[i].type);
+        assert_non_null(t);
+        assert_int_equal(ASN1_STRING_set(t, cases[i].s, -1), 1);
+        if (nt_asn1_time_check_rfc5280(t) != cases[i].want)
+            fail_msg("%s: wanted %d", cases[i].s, cases[i].want);
+        ASN1_TIME_free(t);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtin_fingerprints), cmocka_unit_test(test_add_ark),
         cmocka_unit_test(test_roles_and_extensions), cmocka_unit_test(test_cert_table),
-        cmocka_unit_test(test_roles_remembered),
+        cmocka_unit_test(test_roles_remembered),     cmocka_unit_test(test_time_encodings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
