@@ -127,17 +127,56 @@ static int serve(Attestd *a, const char *port_file) {
     return svc_serve(&a->cfg->svc, &s, port_file);
 }
 
+/* The options of the kds and replay commands. */
+enum {
+    ARG_REPORT = _SVC_ARG_MAX,
+    ARG_PRODUCT,
+    ARG_HWID,
+    ARG_TCB,
+    ARG_POLICY,
+    ARG_POLICY_ID,
+    ARG_SINCE,
+    ARG_JSON,
+};
+
+typedef struct Opts {
+    const char *report, *product, *hwid, *tcb, *policy, *policy_id, *since;
+    bool json;
+} Opts;
+
+static int take_option(int c, const char *arg, void *userdata) {
+    Opts *o = userdata;
+    switch (c) {
+    case ARG_REPORT:
+        o->report = arg;
+        return 0;
+    case ARG_PRODUCT:
+        o->product = arg;
+        return 0;
+    case ARG_HWID:
+        o->hwid = arg;
+        return 0;
+    case ARG_TCB:
+        o->tcb = arg;
+        return 0;
+    case ARG_POLICY:
+        o->policy = arg;
+        return 0;
+    case ARG_POLICY_ID:
+        o->policy_id = arg;
+        return 0;
+    case ARG_SINCE:
+        o->since = arg;
+        return 0;
+    case ARG_JSON:
+        o->json = true;
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
 int main(int argc, char **argv) {
-    enum {
-        ARG_REPORT = _SVC_ARG_MAX,
-        ARG_PRODUCT,
-        ARG_HWID,
-        ARG_TCB,
-        ARG_POLICY,
-        ARG_POLICY_ID,
-        ARG_SINCE,
-        ARG_JSON,
-    };
     static const struct option options[] = {
         SVC_OPTIONS,
         {"report", required_argument, NULL, ARG_REPORT},
@@ -151,63 +190,21 @@ int main(int argc, char **argv) {
         {},
     };
     static const char *const with_sub[] = {"keys", "kds", NULL};
-    const char *report = NULL, *product = NULL, *hwid = NULL, *tcb = NULL, *policy = NULL,
-               *policy_id = NULL, *since = NULL;
-    bool json = false;
+    Opts o = {};
     SvcArgs args = {};
     _cleanup_(attestd_config_freep) AttestdConfig *cfg = NULL;
     _cleanup_(attestd_freep) Attestd *a = NULL;
     _cleanup_free_ char *err = NULL;
     const char *cmd;
-    int c, r;
+    int r;
 
     log_set_prefix("nitride-attestd");
-    svc_args_command(&args, &argc, &argv, with_sub);
+    r = svc_args_parse(&args, argc, argv, options, with_sub, help, take_option, &o);
+    if (r >= 0)
+        return r;
     cmd = args.cmd;
-    while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0) {
-        if (c == 'h') {
-            help(stdout);
-            return 0;
-        }
-        r = svc_args_option(&args, c, optarg);
-        if (r < 0)
-            return EXIT_USAGE;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case ARG_REPORT:
-            report = optarg;
-            break;
-        case ARG_PRODUCT:
-            product = optarg;
-            break;
-        case ARG_HWID:
-            hwid = optarg;
-            break;
-        case ARG_TCB:
-            tcb = optarg;
-            break;
-        case ARG_POLICY:
-            policy = optarg;
-            break;
-        case ARG_POLICY_ID:
-            policy_id = optarg;
-            break;
-        case ARG_SINCE:
-            since = optarg;
-            break;
-        case ARG_JSON:
-            json = true;
-            break;
-        default:
-            return EXIT_USAGE;
-        }
-    }
     if (args.verbose)
         log_set_max_level(LOG_DEBUG);
-    r = svc_args_check(&args, argc, argv);
-    if (r != 0)
-        return r;
     r = attestd_config_load(args.config, &cfg, &err);
     if (r < 0)
         return svc_fail(r, err, EXIT_CONFIG);
@@ -216,9 +213,7 @@ int main(int argc, char **argv) {
         return r;
 
     if (streq(cmd, "serve")) {
-        r = nt_harden_process();
-        if (r < 0)
-            log_warning_errno(r, "Process hardening incomplete: %m");
+        svc_harden();
         r = attestd_new(cfg, true, &a, &err);
         if (r < 0)
             return svc_fail(r, err, EXIT_CONFIG);
@@ -255,39 +250,39 @@ int main(int argc, char **argv) {
             log_error("The configuration has no kds section.");
             return EXIT_CONFIG;
         }
-        if (report) {
+        if (o.report) {
             _cleanup_free_ uint8_t *raw = NULL;
             size_t len = 0;
             SnpReport rep;
             const char *perr = NULL;
-            r = read_full_file(report, 65536, &raw, &len);
+            r = read_full_file(o.report, 65536, &raw, &len);
             if (r < 0 || snp_report_parse(raw, len, &rep, &perr) < 0) {
-                log_error("%s: %s", report, r < 0 ? strerror(-r) : perr);
+                log_error("%s: %s", o.report, r < 0 ? strerror(-r) : perr);
                 return EXIT_USAGE;
             }
             p = snp_product_from_cpuid(rep.cpuid_fam_id, rep.cpuid_mod_id);
-            if (product)
-                p = snp_product_from_string(product);
+            if (o.product)
+                p = snp_product_from_string(o.product);
             if (p < 0) {
                 log_error("%s: the report does not name its product (version 2); give --product",
-                          report);
+                          o.report);
                 return EXIT_USAGE;
             }
             if (snp_tcb_decode(rep.reported_tcb, p, &t) < 0) {
-                log_error("%s: reported TCB does not decode for %s", report,
+                log_error("%s: reported TCB does not decode for %s", o.report,
                           snp_product_to_string(p));
                 return EXIT_USAGE;
             }
             id_len = p == SNP_PRODUCT_TURIN ? 8 : 64;
             memcpy(id, rep.chip_id, id_len);
         } else {
-            if (!product || !hwid || !tcb) {
+            if (!o.product || !o.hwid || !o.tcb) {
                 log_error("kds prefetch: give --report FILE, or --product, --hwid and --tcb");
                 return EXIT_USAGE;
             }
-            p = snp_product_from_string(product);
+            p = snp_product_from_string(o.product);
             id_len = p == SNP_PRODUCT_TURIN ? 8 : 64;
-            if (p < 0 || hex_decode_exact(hwid, id, id_len) < 0 || parse_tcb(tcb, p, &t) < 0) {
+            if (p < 0 || hex_decode_exact(o.hwid, id, id_len) < 0 || parse_tcb(o.tcb, p, &t) < 0) {
                 log_error("kds prefetch: bad --product (milan, genoa, turin), --hwid (%zu bytes "
                           "hex) or --tcb (bl=N,tee=N,snp=N,ucode=N[,fmc=N on Turin])",
                           id_len);
@@ -304,13 +299,13 @@ int main(int argc, char **argv) {
     }
     if (streq(cmd, "replay")) {
         int64_t since_t = 0;
-        if (!policy) {
+        if (!o.policy) {
             log_error("replay: --policy FILE (the candidate policy) is required");
             return EXIT_USAGE;
         }
-        if (since) {
+        if (o.since) {
             time_t t;
-            if (nt_parse_time(since, &t) < 0) {
+            if (nt_parse_time(o.since, &t) < 0) {
                 log_error("--since: expected YYYY-MM-DDTHH:MM:SSZ");
                 return EXIT_USAGE;
             }
@@ -327,7 +322,7 @@ int main(int argc, char **argv) {
         if (r < 0)
             return svc_fail(r, err, EXIT_CONFIG);
         TAKE_PTR(cfg);
-        r = attestd_replay(a, policy, policy_id, since_t, json);
+        r = attestd_replay(a, o.policy, o.policy_id, since_t, o.json);
         return r < 0 ? EXIT_RUNTIME : 0;
     }
     log_error("Unknown command '%s'. Try --help.", cmd);

@@ -107,24 +107,14 @@ int main(int argc, char **argv) {
     _cleanup_(kmsd_freep) Kmsd *k = NULL;
     _cleanup_free_ char *err = NULL;
     const char *cmd;
-    int c, r;
+    int r;
 
     log_set_prefix("nitride-kmsd");
     json_set_alloc_funcs(zero_malloc, zero_free);
-    svc_args_command(&args, &argc, &argv, with_sub);
-    cmd = args.cmd;
-    while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0) {
-        if (c == 'h') {
-            help(stdout);
-            return 0;
-        }
-        r = svc_args_option(&args, c, optarg);
-        if (r <= 0)
-            return EXIT_USAGE;
-    }
-    r = svc_args_check(&args, argc, argv);
-    if (r != 0)
+    r = svc_args_parse(&args, argc, argv, options, with_sub, help, NULL, NULL);
+    if (r >= 0)
         return r;
+    cmd = args.cmd;
     r = kmsd_config_load(args.config, &cfg, &err);
     if (r < 0)
         return svc_fail(r, err, EXIT_CONFIG);
@@ -139,9 +129,7 @@ int main(int argc, char **argv) {
     }
 
     if (streq(cmd, "serve")) {
-        r = nt_harden_process();
-        if (r < 0)
-            log_warning_errno(r, "Process hardening incomplete: %m");
+        svc_harden();
         r = kmsd_new(cfg, true, &k, &err);
         if (r < 0)
             return svc_fail(r, err, EXIT_CONFIG);

@@ -14,6 +14,7 @@
 
 #include "core/fileio.h"
 #include "core/log.h"
+#include "core/secret.h"
 
 void svc_args_command(SvcArgs *args, int *argc, char ***argv, const char *const *with_sub) {
     args->cmd = "serve";
@@ -89,6 +90,35 @@ int svc_args_apply(const SvcArgs *args, SvcConfig *c) {
     if (args->threads)
         c->threads = args->threads;
     return 0;
+}
+
+int svc_args_parse(SvcArgs *args, int argc, char **argv, const struct option *options,
+                   const char *const *with_sub, void (*help)(FILE *f), SvcOptionFn *option,
+                   void *userdata) {
+    int c, r;
+
+    svc_args_command(args, &argc, &argv, with_sub);
+    while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0) {
+        if (c == 'h') {
+            help(stdout);
+            return 0;
+        }
+        r = svc_args_option(args, c, optarg);
+        if (r < 0)
+            return SVC_EXIT_USAGE;
+        if (r > 0)
+            continue;
+        if (c == '?' || !option || option(c, optarg, userdata) < 0)
+            return SVC_EXIT_USAGE;
+    }
+    r = svc_args_check(args, argc, argv);
+    return r != 0 ? r : -1;
+}
+
+void svc_harden(void) {
+    int r = nt_harden_process();
+    if (r < 0)
+        log_warning_errno(r, "Process hardening incomplete: %m");
 }
 
 int svc_fail(int r, const char *err, int exit_code) {

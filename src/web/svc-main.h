@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "token/keys.h"
@@ -62,6 +63,20 @@ int svc_args_check(const SvcArgs *args, int argc, char **argv);
 /* Applies --listen, --plain-http (refused when the file has tls) and --threads to c. Returns 0,
  * SVC_EXIT_USAGE or SVC_EXIT_RUNTIME (logged). */
 int svc_args_apply(const SvcArgs *args, SvcConfig *c);
+
+/* A service's own option c (one that is not in SVC_OPTIONS): returns 0 when taken, < 0 to refuse
+ * it (logged by the callee when it says more than getopt did). */
+typedef int SvcOptionFn(int c, const char *arg, void *userdata);
+/* The whole command line: COMMAND [SUBCOMMAND] (svc_args_command()), getopt_long() over options
+ * (SVC_OPTIONS taken by svc_args_option(), -h prints help to stdout, the rest go to option; NULL:
+ * the service has none), then svc_args_check(). Returns -1 to go on, or the exit code to return
+ * now (0 after --help, SVC_EXIT_USAGE). */
+int svc_args_parse(SvcArgs *args, int argc, char **argv, const struct option *options,
+                   const char *const *with_sub, void (*help)(FILE *f), SvcOptionFn *option,
+                   void *userdata);
+
+/* Before serving: nt_harden_process() (no core dumps, not dumpable); a failure is logged only. */
+void svc_harden(void);
 
 /* Logs err (or strerror(-r) without it) and returns exit_code. */
 int svc_fail(int r, const char *err, int exit_code);

@@ -368,6 +368,84 @@ static void test_args(void **state) {
     assert_null(c.listen);
 }
 
+enum { ARG_EXTRA = _SVC_ARG_MAX, ARG_FLAG };
+
+static int extra_option(int c, const char *arg, void *userdata) {
+    const char **extra = userdata;
+    if (c != ARG_EXTRA)
+        return -EINVAL;
+    *extra = arg;
+    return 0;
+}
+
+static unsigned help_calls;
+static void count_help(FILE *f) {
+    help_calls++;
+}
+
+/* Runs svc_args_parse() over the words (NULL-terminated) from a fresh getopt state. */
+static int run_parse(SvcArgs *a, const char **extra, char **words) {
+    static const struct option options[] = {
+        SVC_OPTIONS,
+        {"extra", required_argument, NULL, ARG_EXTRA},
+        {"flag", no_argument, NULL, ARG_FLAG}, /* in the table, but refused by the service */
+        {},
+    };
+    static const char *const with_sub[] = {"keys", NULL};
+    int argc = 0;
+    while (words[argc])
+        argc++;
+    *a = (SvcArgs){};
+    *extra = NULL;
+    optind = 0; /* glibc: start over */
+    opterr = 0;
+    return svc_args_parse(a, argc, words, options, with_sub, count_help, extra_option,
+                          (void *)extra);
+}
+
+static void test_args_parse(void **state) {
+    char *ok[] = {"prog", "keys",      "rotate", "--config",    "c.json", "-v", "--extra",
+                  "E",    "--threads", "3",      "--port-file", "pf",     NULL};
+    char *help[] = {"prog", "--config", "c.json", "-h", "--bogus", NULL};
+    char *bogus[] = {"prog", "--config", "c.json", "--bogus", NULL};
+    char *refused[] = {"prog", "--config", "c.json", "--flag", NULL};
+    char *threads[] = {"prog", "--config", "c.json", "--threads", "0", NULL};
+    char *left[] = {"prog", "serve", "--config", "c.json", "extra-word", NULL};
+    char *noconf[] = {"prog", "--listen", "127.0.0.1:0", NULL};
+    const char *extra;
+    SvcArgs a;
+
+    assert_int_equal(run_parse(&a, &extra, ok), -1);
+    assert_string_equal(a.cmd, "keys");
+    assert_string_equal(a.sub, "rotate");
+    assert_string_equal(a.config, "c.json");
+    assert_string_equal(a.port_file, "pf");
+    assert_true(a.verbose);
+    assert_int_equal(a.threads, 3);
+    assert_string_equal(extra, "E");
+
+    help_calls = 0;
+    assert_int_equal(run_parse(&a, &extra, help), 0); /* help, before the bad option */
+    assert_int_equal(help_calls, 1);
+    assert_int_equal(run_parse(&a, &extra, bogus), SVC_EXIT_USAGE);
+    assert_int_equal(run_parse(&a, &extra, refused), SVC_EXIT_USAGE);
+    assert_int_equal(run_parse(&a, &extra, threads), SVC_EXIT_USAGE);
+    assert_int_equal(run_parse(&a, &extra, left), SVC_EXIT_USAGE);
+    assert_int_equal(run_parse(&a, &extra, noconf), SVC_EXIT_USAGE);
+    assert_int_equal(help_calls, 1);
+
+    /* A service without options of its own refuses any. */
+    char *plain[] = {"prog", "--config", "c.json", "--extra", "E", NULL};
+    static const struct option common[] = {
+        SVC_OPTIONS, {"extra", required_argument, NULL, ARG_EXTRA}, {}};
+    optind = 0;
+    a = (SvcArgs){};
+    assert_int_equal(svc_args_parse(&a, 5, plain, common, NULL, count_help, NULL, NULL),
+                     SVC_EXIT_USAGE);
+    optind = 0;
+    opterr = 1;
+}
+
 static size_t count_files(const char *dir) {
     DIR *d = opendir(dir);
     struct dirent *de;
@@ -459,8 +537,8 @@ static void test_fail(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serve), cmocka_unit_test(test_serve_errors),
-        cmocka_unit_test(test_args),  cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_fail),
+        cmocka_unit_test(test_args),  cmocka_unit_test(test_args_parse),
+        cmocka_unit_test(test_keys),  cmocka_unit_test(test_fail),
     };
     log_set_sink(log_capture, NULL);
     return cmocka_run_group_tests(tests, NULL, NULL);
