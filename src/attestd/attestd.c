@@ -26,8 +26,13 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/secret.h"
+#include "web/svc-main.h"
 
-enum { EXIT_USAGE = 3, EXIT_CONFIG = 4, EXIT_RUNTIME = 5 };
+enum {
+    EXIT_USAGE = SVC_EXIT_USAGE,
+    EXIT_CONFIG = SVC_EXIT_CONFIG,
+    EXIT_RUNTIME = SVC_EXIT_RUNTIME
+};
 
 static void help(FILE *f) {
     fprintf(f,
@@ -83,113 +88,97 @@ static int parse_tcb(const char *s, SnpProduct p, SnpTcb *t) {
     return (seen & 15) == 15 && (p == SNP_PRODUCT_TURIN) == !!(seen & 16) ? 0 : -EINVAL;
 }
 
-static int serve(Attestd *a, const char *port_file) {
-    AttestdConfig *cfg = a->cfg;
-    _cleanup_free_ char *err = NULL;
-    sigset_t mask;
-    int r, sig;
+static int serve_routes(void *userdata) {
+    return attestd_routes(userdata);
+}
 
-    NtWebConfig wc = {
-        .listen = cfg->listen,
-        .tls_cert_file = cfg->tls_cert,
-        .tls_key_file = cfg->tls_key,
-        .plain_http = cfg->plain_http,
-        .threads = cfg->threads,
-        .max_body = cfg->max_body,
-        .timeout_s = cfg->timeout_s,
-        .max_connections = cfg->max_connections,
-        .per_ip_connections = cfg->per_ip_connections,
-        .rate_per_s = cfg->rate_per_s,
-        .rate_burst = cfg->rate_burst,
-        .metrics = a->metrics,
-        .metrics_prefix = "nitride_attestd",
-    };
-    r = nt_web_server_new(&wc, &a->web, &err);
-    if (r < 0) {
-        log_error("%s", err ? err : strerror(-r));
-        return EXIT_CONFIG;
-    }
-    r = attestd_routes(a);
-    if (r < 0) {
-        log_error_errno(r, "Setting up routes failed: %m");
-        return EXIT_RUNTIME;
-    }
-
-    /* Signals are taken by sigwait() below; the server's threads inherit the mask. */
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    free(err);
-    err = NULL;
-    r = nt_web_server_start(a->web, &err);
-    if (r < 0) {
-        log_error("%s", err ? err : strerror(-r));
-        return EXIT_CONFIG;
-    }
-    if (port_file) {
-        char buf[16];
-        int n = snprintf(buf, sizeof buf, "%u\n", nt_web_server_port(a->web));
-        r = write_file_atomic(port_file, buf, (size_t)n, 0644);
-        if (r < 0) {
-            log_error_errno(r, "Writing %s failed: %m", port_file);
-            return EXIT_RUNTIME;
-        }
-    }
+static void serve_ready(void *userdata, unsigned port) {
+    Attestd *a = userdata;
     log_info("nitride-attestd %s ready on port %u (policies: %zu, default '%s', KDS %s, "
              "revocation %s, evidence log %s)",
-             NT_VERSION, nt_web_server_port(a->web), a->policies->n, a->policies->default_id,
-             cfg->kds_url ? cfg->kds_url : "off (cache/offline only)", cfg->revocation_mode,
-             cfg->evidence_log ? cfg->evidence_log : "off");
+             NT_VERSION, port, a->policies->n, a->policies->default_id,
+             a->cfg->kds_url ? a->cfg->kds_url : "off (cache/offline only)",
+             a->cfg->revocation_mode, a->cfg->evidence_log ? a->cfg->evidence_log : "off");
+}
 
-    for (;;) {
-        if (sigwait(&mask, &sig) != 0)
-            continue;
-        if (sig == SIGHUP) {
-            _cleanup_free_ char *rerr = NULL;
-            r = attestd_reload(a, &rerr);
-            if (r < 0)
-                log_error("Reload refused, the previous policies stay in force: %s",
-                          rerr ? rerr : strerror(-r));
-            else
-                log_info("Reloaded policies from %s (%zu policies, default '%s')", cfg->path,
-                         a->policies->n, a->policies->default_id);
-            continue;
-        }
-        log_info("Signal %d: stopping", sig);
-        break;
+/* SIGHUP re-reads the policies. */
+static void serve_reload(void *userdata) {
+    Attestd *a = userdata;
+    _cleanup_free_ char *rerr = NULL;
+    int r = attestd_reload(a, &rerr);
+    if (r < 0)
+        log_error("Reload refused, the previous policies stay in force: %s",
+                  rerr ? rerr : strerror(-r));
+    else
+        log_info("Reloaded policies from %s (%zu policies, default '%s')", a->cfg->path,
+                 a->policies->n, a->policies->default_id);
+}
+
+static int serve(Attestd *a, const char *port_file) {
+    SvcServe s = {
+        .metrics_prefix = "nitride_attestd",
+        .metrics = a->metrics,
+        .web = &a->web,
+        .routes = serve_routes,
+        .ready = serve_ready,
+        .reload = serve_reload,
+        .userdata = a,
+    };
+    return svc_serve(&a->cfg->svc, &s, port_file);
+}
+
+/* The options of the kds and replay commands. */
+enum {
+    ARG_REPORT = _SVC_ARG_MAX,
+    ARG_PRODUCT,
+    ARG_HWID,
+    ARG_TCB,
+    ARG_POLICY,
+    ARG_POLICY_ID,
+    ARG_SINCE,
+    ARG_JSON,
+};
+
+typedef struct Opts {
+    const char *report, *product, *hwid, *tcb, *policy, *policy_id, *since;
+    bool json;
+} Opts;
+
+static int take_option(int c, const char *arg, void *userdata) {
+    Opts *o = userdata;
+    switch (c) {
+    case ARG_REPORT:
+        o->report = arg;
+        return 0;
+    case ARG_PRODUCT:
+        o->product = arg;
+        return 0;
+    case ARG_HWID:
+        o->hwid = arg;
+        return 0;
+    case ARG_TCB:
+        o->tcb = arg;
+        return 0;
+    case ARG_POLICY:
+        o->policy = arg;
+        return 0;
+    case ARG_POLICY_ID:
+        o->policy_id = arg;
+        return 0;
+    case ARG_SINCE:
+        o->since = arg;
+        return 0;
+    case ARG_JSON:
+        o->json = true;
+        return 0;
+    default:
+        return -EINVAL;
     }
-    nt_web_server_stop(a->web);
-    return 0;
 }
 
 int main(int argc, char **argv) {
-    enum {
-        ARG_CONFIG = 0x100,
-        ARG_LISTEN,
-        ARG_PLAIN,
-        ARG_PORT_FILE,
-        ARG_THREADS,
-        ARG_REPORT,
-        ARG_PRODUCT,
-        ARG_HWID,
-        ARG_TCB,
-        ARG_POLICY,
-        ARG_POLICY_ID,
-        ARG_SINCE,
-        ARG_JSON,
-    };
     static const struct option options[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"config", required_argument, NULL, ARG_CONFIG},
-        {"listen", required_argument, NULL, ARG_LISTEN},
-        {"plain-http", no_argument, NULL, ARG_PLAIN},
-        {"port-file", required_argument, NULL, ARG_PORT_FILE},
-        {"threads", required_argument, NULL, ARG_THREADS},
+        SVC_OPTIONS,
         {"report", required_argument, NULL, ARG_REPORT},
         {"product", required_argument, NULL, ARG_PRODUCT},
         {"hwid", required_argument, NULL, ARG_HWID},
@@ -200,207 +189,100 @@ int main(int argc, char **argv) {
         {"json", no_argument, NULL, ARG_JSON},
         {},
     };
-    const char *config = NULL, *listen = NULL, *port_file = NULL, *report = NULL, *product = NULL,
-               *hwid = NULL, *tcb = NULL, *policy = NULL, *policy_id = NULL, *since = NULL;
-    bool plain = false, json = false;
-    unsigned threads = 0;
+    static const char *const with_sub[] = {"keys", "kds", NULL};
+    Opts o = {};
+    SvcArgs args = {};
     _cleanup_(attestd_config_freep) AttestdConfig *cfg = NULL;
     _cleanup_(attestd_freep) Attestd *a = NULL;
     _cleanup_free_ char *err = NULL;
-    const char *cmd = "serve", *sub = NULL;
-    int c, r;
+    const char *cmd;
+    int r;
 
     log_set_prefix("nitride-attestd");
-    if (argc > 1 && argv[1][0] != '-') {
-        cmd = argv[1];
-        argc--;
-        argv++;
-        if ((streq(cmd, "keys") || streq(cmd, "kds")) && argc > 1 && argv[1][0] != '-') {
-            sub = argv[1];
-            argc--;
-            argv++;
-        }
-    }
-    while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0)
-        switch (c) {
-        case 'h':
-            help(stdout);
-            return 0;
-        case 'v':
-            log_set_max_level(LOG_DEBUG);
-            break;
-        case ARG_CONFIG:
-            config = optarg;
-            break;
-        case ARG_LISTEN:
-            listen = optarg;
-            break;
-        case ARG_PLAIN:
-            plain = true;
-            break;
-        case ARG_PORT_FILE:
-            port_file = optarg;
-            break;
-        case ARG_THREADS:
-            if (sscanf(optarg, "%u", &threads) != 1 || threads < 1 || threads > 256) {
-                log_error("--threads: expected 1..256");
-                return EXIT_USAGE;
-            }
-            break;
-        case ARG_REPORT:
-            report = optarg;
-            break;
-        case ARG_PRODUCT:
-            product = optarg;
-            break;
-        case ARG_HWID:
-            hwid = optarg;
-            break;
-        case ARG_TCB:
-            tcb = optarg;
-            break;
-        case ARG_POLICY:
-            policy = optarg;
-            break;
-        case ARG_POLICY_ID:
-            policy_id = optarg;
-            break;
-        case ARG_SINCE:
-            since = optarg;
-            break;
-        case ARG_JSON:
-            json = true;
-            break;
-        default:
-            return EXIT_USAGE;
-        }
-    if (optind < argc) {
-        log_error("Unexpected argument '%s'. Try --help.", argv[optind]);
-        return EXIT_USAGE;
-    }
-    if (!config) {
-        log_error("--config FILE is required. Try --help.");
-        return EXIT_USAGE;
-    }
-    r = attestd_config_load(config, &cfg, &err);
-    if (r < 0) {
-        log_error("%s", err ? err : strerror(-r));
-        return EXIT_CONFIG;
-    }
-    if (listen) {
-        free(cfg->listen);
-        cfg->listen = strdup(listen);
-        if (!cfg->listen)
-            return EXIT_RUNTIME;
-    }
-    if (plain) {
-        if (cfg->tls_cert) {
-            log_error("--plain-http: the configuration has tls; remove it to serve plain HTTP");
-            return EXIT_USAGE;
-        }
-        cfg->plain_http = true;
-    }
-    if (threads)
-        cfg->threads = threads;
+    r = svc_args_parse(&args, argc, argv, options, with_sub, help, take_option, &o);
+    if (r >= 0)
+        return r;
+    cmd = args.cmd;
+    if (args.verbose)
+        log_set_max_level(LOG_DEBUG);
+    r = attestd_config_load(args.config, &cfg, &err);
+    if (r < 0)
+        return svc_fail(r, err, EXIT_CONFIG);
+    r = svc_args_apply(&args, &cfg->svc);
+    if (r != 0)
+        return r;
 
     if (streq(cmd, "serve")) {
-        r = nt_harden_process();
-        if (r < 0)
-            log_warning_errno(r, "Process hardening incomplete: %m");
+        svc_harden();
         r = attestd_new(cfg, true, &a, &err);
-        if (r < 0) {
-            log_error("%s", err ? err : strerror(-r));
-            return EXIT_CONFIG;
-        }
+        if (r < 0)
+            return svc_fail(r, err, EXIT_CONFIG);
         TAKE_PTR(cfg);
-        return serve(a, port_file);
+        return serve(a, args.port_file);
     }
     if (streq(cmd, "check-config")) {
         r = attestd_new(cfg, false, &a, &err);
-        if (r < 0) {
-            log_error("%s", err ? err : strerror(-r));
-            return EXIT_CONFIG;
-        }
+        if (r < 0)
+            return svc_fail(r, err, EXIT_CONFIG);
         TAKE_PTR(cfg);
-        printf("%s: ok (%zu policies, default '%s')\n", config, a->policies->n,
+        printf("%s: ok (%zu policies, default '%s')\n", args.config, a->policies->n,
                a->policies->default_id);
         return 0;
     }
-    if (streq(cmd, "keys")) {
-        _cleanup_free_ char *kid = NULL;
-        if (!sub || !streq(sub, "rotate")) {
-            log_error("Usage: nitride-attestd keys rotate --config FILE");
-            return EXIT_USAGE;
-        }
-        if (!cfg->keys_dir) {
-            log_error("keys rotate needs token.keys_dir (keys given as files are rotated by "
-                      "replacing the files)");
-            return EXIT_USAGE;
-        }
-        r = nt_signing_keys_rotate(cfg->keys_dir,
-                                   streq(cfg->token_alg, "ES256") ? NT_JWS_ES256 : NT_JWS_ES384,
-                                   cfg->rotate_lead, cfg->token_lifetime, &kid);
-        if (r < 0) {
-            log_error_errno(r, "Rotating the signing key in %s failed: %m", cfg->keys_dir);
-            return EXIT_RUNTIME;
-        }
-        printf("new signing key %s: published now, signs from %" PRId64 " s from now\n", kid,
-               cfg->rotate_lead);
-        return 0;
-    }
+    if (streq(cmd, "keys"))
+        return svc_keys_rotate("nitride-attestd", &args, cfg->keys_dir, "token.keys_dir", "signing",
+                               false, cfg->token_alg, cfg->rotate_lead, cfg->token_lifetime);
     if (streq(cmd, "kds")) {
         SnpProduct p;
         SnpTcb t;
         uint8_t id[64];
         size_t id_len;
-        if (!sub || !streq(sub, "prefetch")) {
+        if (!args.sub || !streq(args.sub, "prefetch")) {
             log_error("Usage: nitride-attestd kds prefetch --config FILE (--report FILE | "
                       "--product P --hwid HEX --tcb SPEC)");
             return EXIT_USAGE;
         }
         r = attestd_new(cfg, false, &a, &err);
-        if (r < 0) {
-            log_error("%s", err ? err : strerror(-r));
-            return EXIT_CONFIG;
-        }
+        if (r < 0)
+            return svc_fail(r, err, EXIT_CONFIG);
         TAKE_PTR(cfg);
         if (!a->kds) {
             log_error("The configuration has no kds section.");
             return EXIT_CONFIG;
         }
-        if (report) {
+        if (o.report) {
             _cleanup_free_ uint8_t *raw = NULL;
             size_t len = 0;
             SnpReport rep;
             const char *perr = NULL;
-            r = read_full_file(report, 65536, &raw, &len);
+            r = read_full_file(o.report, 65536, &raw, &len);
             if (r < 0 || snp_report_parse(raw, len, &rep, &perr) < 0) {
-                log_error("%s: %s", report, r < 0 ? strerror(-r) : perr);
+                log_error("%s: %s", o.report, r < 0 ? strerror(-r) : perr);
                 return EXIT_USAGE;
             }
             p = snp_product_from_cpuid(rep.cpuid_fam_id, rep.cpuid_mod_id);
-            if (product)
-                p = snp_product_from_string(product);
+            if (o.product)
+                p = snp_product_from_string(o.product);
             if (p < 0) {
                 log_error("%s: the report does not name its product (version 2); give --product",
-                          report);
+                          o.report);
                 return EXIT_USAGE;
             }
             if (snp_tcb_decode(rep.reported_tcb, p, &t) < 0) {
-                log_error("%s: reported TCB does not decode for %s", report,
+                log_error("%s: reported TCB does not decode for %s", o.report,
                           snp_product_to_string(p));
                 return EXIT_USAGE;
             }
             id_len = p == SNP_PRODUCT_TURIN ? 8 : 64;
             memcpy(id, rep.chip_id, id_len);
         } else {
-            if (!product || !hwid || !tcb) {
+            if (!o.product || !o.hwid || !o.tcb) {
                 log_error("kds prefetch: give --report FILE, or --product, --hwid and --tcb");
                 return EXIT_USAGE;
             }
-            p = snp_product_from_string(product);
+            p = snp_product_from_string(o.product);
             id_len = p == SNP_PRODUCT_TURIN ? 8 : 64;
-            if (p < 0 || hex_decode_exact(hwid, id, id_len) < 0 || parse_tcb(tcb, p, &t) < 0) {
+            if (p < 0 || hex_decode_exact(o.hwid, id, id_len) < 0 || parse_tcb(o.tcb, p, &t) < 0) {
                 log_error("kds prefetch: bad --product (milan, genoa, turin), --hwid (%zu bytes "
                           "hex) or --tcb (bl=N,tee=N,snp=N,ucode=N[,fmc=N on Turin])",
                           id_len);
@@ -417,13 +299,13 @@ int main(int argc, char **argv) {
     }
     if (streq(cmd, "replay")) {
         int64_t since_t = 0;
-        if (!policy) {
+        if (!o.policy) {
             log_error("replay: --policy FILE (the candidate policy) is required");
             return EXIT_USAGE;
         }
-        if (since) {
+        if (o.since) {
             time_t t;
-            if (nt_parse_time(since, &t) < 0) {
+            if (nt_parse_time(o.since, &t) < 0) {
                 log_error("--since: expected YYYY-MM-DDTHH:MM:SSZ");
                 return EXIT_USAGE;
             }
@@ -437,12 +319,10 @@ int main(int argc, char **argv) {
         if (!cfg->revocation_mode)
             return EXIT_RUNTIME;
         r = attestd_new(cfg, false, &a, &err);
-        if (r < 0) {
-            log_error("%s", err ? err : strerror(-r));
-            return EXIT_CONFIG;
-        }
+        if (r < 0)
+            return svc_fail(r, err, EXIT_CONFIG);
         TAKE_PTR(cfg);
-        r = attestd_replay(a, policy, policy_id, since_t, json);
+        r = attestd_replay(a, o.policy, o.policy_id, since_t, o.json);
         return r < 0 ? EXIT_RUNTIME : 0;
     }
     log_error("Unknown command '%s'. Try --help.", cmd);

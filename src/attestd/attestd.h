@@ -20,6 +20,7 @@
 #include "verify/verify.h"
 #include "web/metrics.h"
 #include "web/server.h"
+#include "web/svc-main.h"
 
 typedef struct AttestdPolicy {
     char *id;
@@ -50,8 +51,7 @@ typedef struct Attestd {
     pthread_mutex_t policy_lock;
     AttestdPolicySet *policies;
 
-    pthread_mutex_t keys_lock;
-    time_t keys_refreshed;
+    SvcKeysRefresh keys_refresh; /* keys rotated by another process */
 } Attestd;
 
 /* attestd's defaults on top of an appraisal policy's (the service and replay both apply them):

@@ -12,6 +12,7 @@
 
 #include "core/macro.h"
 #include "verify/policy.h"
+#include "web/svc-conf.h"
 
 typedef struct AttestdPolicyRef {
     char *id;
@@ -20,17 +21,7 @@ typedef struct AttestdPolicyRef {
 } AttestdPolicyRef;
 
 typedef struct AttestdConfig {
-    char *path; /* the file, for reloads */
-
-    char *listen;
-    char *tls_cert, *tls_key;
-    bool plain_http;
-    unsigned threads;
-    size_t max_body;
-    unsigned timeout_s;
-    unsigned max_connections, per_ip_connections;
-    double rate_per_s;
-    unsigned rate_burst;
+    SVC_CONFIG_HEAD; /* path, listen, tls, limits (web/svc-conf.h) */
 
     char *challenge_secret;
     int64_t challenge_lifetime;

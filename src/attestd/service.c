@@ -28,6 +28,7 @@
 #include "attestd/attestd.h"
 #include "core/encoding.h"
 #include "core/log.h"
+#include "web/svc-main.h"
 #include "snp/certtable.h"
 
 /* ---- policies ---- */
@@ -177,9 +178,7 @@ static int crl_source_local(void *ud, SnpProduct p, uint8_t **ret_der, size_t *r
 }
 
 static int declare_metrics(NtMetrics *m) {
-    static const struct {
-        const char *name, *type, *help;
-    } fams[] = {
+    static const SvcMetricFamily fams[] = {
         {"nitride_attestd_failures_total", "counter",
          "Attestations refused, by the check that failed"},
         {"nitride_attestd_tokens_total", "counter", "Tokens issued, by EAR status"},
@@ -189,24 +188,7 @@ static int declare_metrics(NtMetrics *m) {
          "fetch_refused"},
         {"nitride_attestd_chain_cache_total", "counter", "Verified-chain cache hits and misses"},
     };
-    for (size_t i = 0; i < ELEMENTSOF(fams); i++) {
-        int r = nt_metrics_declare(m, fams[i].name, fams[i].type, fams[i].help, NULL, 0);
-        if (r < 0)
-            return r;
-    }
-    return 0;
-}
-
-static int errf(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int errf(char **ret_error, int r, const char *fmt, ...) {
-    va_list ap;
-    if (ret_error) {
-        va_start(ap, fmt);
-        if (vasprintf(ret_error, fmt, ap) < 0)
-            *ret_error = NULL;
-        va_end(ap);
-    }
-    return r;
+    return svc_metrics_declare(m, fams, ELEMENTSOF(fams));
 }
 
 /* On failure the configuration stays the caller's. */
@@ -225,7 +207,7 @@ int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error)
     if (!a)
         return -ENOMEM;
     pthread_mutex_init(&a->policy_lock, NULL);
-    pthread_mutex_init(&a->keys_lock, NULL);
+    svc_keys_refresh_init(&a->keys_refresh, 0);
     a->cfg = cfg;
 
     r = nt_metrics_new(&a->metrics);
@@ -241,12 +223,12 @@ int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error)
 
     r = nt_verifier_new(&a->verifier);
     if (r < 0)
-        return errf(ret_error, r, "verifier: %s", strerror(-r));
+        return svc_errf(ret_error, r, "verifier: %s", strerror(-r));
     for (size_t i = 0; i < cfg->n_trust_anchors; i++) {
         r = nt_verifier_add_trust_anchor_file(a->verifier, cfg->trust_anchors[i]);
         if (r < 0)
-            return errf(ret_error, r, "trust_anchors[%zu] %s: %s", i, cfg->trust_anchors[i],
-                        strerror(-r));
+            return svc_errf(ret_error, r, "trust_anchors[%zu] %s: %s", i, cfg->trust_anchors[i],
+                            strerror(-r));
     }
 
     if (cfg->kds_url || cfg->kds_cache_dir || cfg->kds_offline_dir) {
@@ -267,16 +249,17 @@ int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error)
         NtVcekSource src;
         r = nt_kds_new(&kc, &a->kds);
         if (r < 0)
-            return errf(ret_error, r, "kds: %s", strerror(-r));
+            return svc_errf(ret_error, r, "kds: %s", strerror(-r));
         nt_kds_vcek_source(a->kds, &src);
         nt_verifier_set_vcek_source(a->verifier, &src);
     }
     if (!streq(cfg->revocation_mode, "off")) {
         if (!a->kds)
-            return errf(ret_error, -EINVAL,
-                        "revocation.mode %s needs a kds section (url, cache_dir or offline_dir) "
-                        "to obtain AMD's CRL",
-                        cfg->revocation_mode);
+            return svc_errf(
+                ret_error, -EINVAL,
+                "revocation.mode %s needs a kds section (url, cache_dir or offline_dir) "
+                "to obtain AMD's CRL",
+                cfg->revocation_mode);
         NtRevocationSource rs = {
             .name = "AMD KDS CRL",
             .get_crl = crl_source,
@@ -309,7 +292,7 @@ int attestd_new(AttestdConfig *cfg, bool serve, Attestd **ret, char **ret_error)
             r = nt_signing_keys_open_dir(cfg->keys_dir, alg, &a->keys, ret_error);
         if (r < 0)
             return r;
-        a->keys_refreshed = time(NULL);
+        a->keys_refresh.last = time(NULL);
     }
     *ret = TAKE_PTR(a);
     return 0;
@@ -328,27 +311,16 @@ Attestd *attestd_free(Attestd *a) {
     nt_metrics_free(a->metrics);
     attestd_config_free(a->cfg);
     pthread_mutex_destroy(&a->policy_lock);
-    pthread_mutex_destroy(&a->keys_lock);
+    svc_keys_refresh_done(&a->keys_refresh);
     free(a);
     return NULL;
 }
 
 /* Keys rotated by another process (or `keys rotate`) show up within 10 seconds. */
 static void keys_maybe_refresh(Attestd *a, time_t now) {
-    bool due;
-    pthread_mutex_lock(&a->keys_lock);
-    due = now - a->keys_refreshed >= 10 || now < a->keys_refreshed;
-    if (due)
-        a->keys_refreshed = now;
-    pthread_mutex_unlock(&a->keys_lock);
-    if (due && a->cfg->keys_dir && a->cfg->n_key_files == 0) {
-        int r = nt_signing_keys_refresh(a->keys, now);
-        if (r < 0)
-            log_warning_errno(r,
-                              "Refreshing signing keys from %s failed, keeping the current "
-                              "ones: %m",
-                              a->cfg->keys_dir);
-    }
+    (void)svc_keys_refresh_maybe(&a->keys_refresh, a->keys,
+                                 a->cfg->n_key_files == 0 ? a->cfg->keys_dir : NULL, "signing",
+                                 now);
 }
 
 /* ---- request helpers ---- */
@@ -702,16 +674,9 @@ static int handle_healthz(void *ud, const NtWebRequest *req, NtWebReply *reply) 
 
 static int handle_metrics(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     Attestd *a = ud;
-    _cleanup_free_ char *text = NULL;
-    int r;
-
     nt_metrics_set(a->metrics, "nitride_attestd_replay_cache_entries", NULL,
                    (double)nt_challenger_replay_size(a->challenger, time(NULL)));
-    r = nt_metrics_render(a->metrics, &text);
-    if (r < 0)
-        return r;
-    reply->result = "ok";
-    return nt_web_reply_text(reply, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+    return svc_reply_metrics(a->metrics, reply);
 }
 
 int attestd_routes(Attestd *a) {

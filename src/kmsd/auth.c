@@ -21,6 +21,7 @@
 
 #include "core/fileio.h"
 #include "core/log.h"
+#include "web/svc-conf.h"
 
 struct KmsdAuth {
     Secret *token_sha256; /* NULL: no bearer auth */
@@ -28,18 +29,6 @@ struct KmsdAuth {
     char **subjects;
     size_t n_subjects;
 };
-
-static int errf(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int errf(char **ret_error, int r, const char *fmt, ...) {
-    va_list ap;
-    if (ret_error) {
-        va_start(ap, fmt);
-        if (vasprintf(ret_error, fmt, ap) < 0)
-            *ret_error = NULL;
-        va_end(ap);
-    }
-    return r;
-}
 
 int kmsd_read_secret_file(const char *path, const char *what, size_t min, size_t max, Secret **ret,
                           char **ret_error) {
@@ -52,27 +41,27 @@ int kmsd_read_secret_file(const char *path, const char *what, size_t min, size_t
 
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
     if (fd < 0)
-        return errf(ret_error, -errno, "%s %s: %s", what, path, strerror(errno));
+        return svc_errf(ret_error, -errno, "%s %s: %s", what, path, strerror(errno));
     if (fstat(fd, &st) < 0)
-        return errf(ret_error, -errno, "%s %s: %s", what, path, strerror(errno));
+        return svc_errf(ret_error, -errno, "%s %s: %s", what, path, strerror(errno));
     if (!S_ISREG(st.st_mode) || (st.st_mode & 077))
-        return errf(ret_error, -EPERM,
-                    "%s %s: must be a regular file of mode 0600 or stricter (is %04o)", what, path,
-                    (unsigned)(st.st_mode & 07777));
+        return svc_errf(ret_error, -EPERM,
+                        "%s %s: must be a regular file of mode 0600 or stricter (is %04o)", what,
+                        path, (unsigned)(st.st_mode & 07777));
     r = read_full_fd(fd, max, &data, &len);
     if (r == -EFBIG)
-        return errf(ret_error, r, "%s %s: larger than %zu bytes", what, path, max);
+        return svc_errf(ret_error, r, "%s %s: larger than %zu bytes", what, path, max);
     if (r < 0)
-        return errf(ret_error, r, "%s %s: %s", what, path, strerror(-r));
+        return svc_errf(ret_error, r, "%s %s: %s", what, path, strerror(-r));
     if (len >= min)
         r = secret_new_copy(data, len, &s);
     explicit_bzero(data, len);
     free(data);
     if (len < min)
-        return errf(ret_error, -EBADMSG, "%s %s: %zu bytes, at least %zu needed", what, path, len,
-                    min);
+        return svc_errf(ret_error, -EBADMSG, "%s %s: %zu bytes, at least %zu needed", what, path,
+                        len, min);
     if (r < 0)
-        return errf(ret_error, r, "%s %s: %s", what, path, strerror(-r));
+        return svc_errf(ret_error, r, "%s %s: %s", what, path, strerror(-r));
     *ret = TAKE_PTR(s);
     return 0;
 }
@@ -103,16 +92,16 @@ int kmsd_auth_new(const char *token_file, bool client_certs, char *const *subjec
         while (len > 0 && strchr(" \t\r\n", secret_const_data(tok)[len - 1]))
             len--;
         if (len < 32 || len > 1024)
-            return errf(ret_error, -EBADMSG,
-                        "admin bearer token file %s: the token must be 32..1024 characters",
-                        token_file);
+            return svc_errf(ret_error, -EBADMSG,
+                            "admin bearer token file %s: the token must be 32..1024 characters",
+                            token_file);
         for (size_t i = 0; i < len; i++) {
             uint8_t c = secret_const_data(tok)[i];
             if (c <= 0x20 || c >= 0x7f)
-                return errf(ret_error, -EBADMSG,
-                            "admin bearer token file %s: the token must be printable ASCII "
-                            "without spaces",
-                            token_file);
+                return svc_errf(ret_error, -EBADMSG,
+                                "admin bearer token file %s: the token must be printable ASCII "
+                                "without spaces",
+                                token_file);
         }
         r = secret_new(32, &a->token_sha256);
         if (r < 0)

@@ -12,20 +12,10 @@
 #include <stdint.h>
 
 #include "core/macro.h"
+#include "web/svc-conf.h"
 
 typedef struct KmsdConfig {
-    char *path; /* the file */
-
-    /* HTTP server */
-    char *listen;
-    char *tls_cert, *tls_key;
-    bool plain_http;
-    unsigned threads;
-    size_t max_body;
-    unsigned timeout_s;
-    unsigned max_connections, per_ip_connections;
-    double rate_per_s;
-    unsigned rate_burst;
+    SVC_CONFIG_HEAD; /* path, listen, tls, limits (web/svc-conf.h) */
 
     /* storage */
     char *database;

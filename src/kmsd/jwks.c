@@ -19,6 +19,7 @@
 
 #include "core/fileio.h"
 #include "core/log.h"
+#include "token/jose-util.h"
 #include "web/client.h"
 
 #define JWKS_MAX_SIZE (256 * 1024)
@@ -263,9 +264,7 @@ int64_t kmsd_jwks_age(KmsdJwks *j) {
 static bool kid_unknown(const char *token, const json_t *jwks) {
     const char *dot = strchr(token, '.');
     json_auto_t *enc = NULL, *hdr = NULL;
-    const json_t *keys = json_object_get(jwks, "keys"), *k;
     const char *kid;
-    size_t i;
 
     if (!dot || dot == token || dot - token > 4096)
         return false;
@@ -274,12 +273,7 @@ static bool kid_unknown(const char *token, const json_t *jwks) {
     kid = json_string_value(json_object_get(hdr, "kid"));
     if (!kid)
         return false;
-    json_array_foreach(keys, i, k) {
-        const char *kk = json_string_value(json_object_get(k, "kid"));
-        if (kk && streq(kk, kid))
-            return false;
-    }
-    return true;
+    return !nt_jose_find_kid(jwks, kid);
 }
 
 int kmsd_jwks_verify(KmsdJwks *j, const char *token, const NtEarVerifyOptions *o,

@@ -17,6 +17,7 @@
 #include "token/keys.h"
 #include "web/metrics.h"
 #include "web/server.h"
+#include "web/svc-main.h"
 
 #define KMSD_AUDIT_HEAD_TYP "nitride-audit-head+jws"
 
@@ -29,8 +30,7 @@ typedef struct Kmsd {
     NtMetrics *metrics;
     NtWebServer *web;
 
-    pthread_mutex_t keys_lock;
-    time_t keys_refreshed;
+    SvcKeysRefresh keys_refresh; /* keys rotated by another process */
 
     pthread_mutex_t denied_lock;
     RateLimit denied_rl; /* refused admin requests written to the audit chain */

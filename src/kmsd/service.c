@@ -46,6 +46,7 @@
 #include "kmsd/policy.h"
 #include "token/ear.h"
 #include "token/release.h"
+#include "web/svc-main.h"
 
 #define LIST_DEFAULT 100
 #define LIST_MAX KMS_STORE_LIST_MAX
@@ -56,9 +57,7 @@
 /* ---- set-up ---- */
 
 static int declare_metrics(NtMetrics *m) {
-    static const struct {
-        const char *name, *type, *help;
-    } fams[] = {
+    static const SvcMetricFamily fams[] = {
         {"nitride_kmsd_releases_total", "counter",
          "Release requests by result (ok, refused, error)"},
         {"nitride_kmsd_release_refusals_total", "counter",
@@ -71,24 +70,7 @@ static int declare_metrics(NtMetrics *m) {
         {"nitride_kmsd_jwks_age_seconds", "gauge", "Age of the attestd JWKS in use (-1: none)"},
         {"nitride_kmsd_audit_head_seq", "gauge", "Sequence number of the last audit row"},
     };
-    for (size_t i = 0; i < ELEMENTSOF(fams); i++) {
-        int r = nt_metrics_declare(m, fams[i].name, fams[i].type, fams[i].help, NULL, 0);
-        if (r < 0)
-            return r;
-    }
-    return 0;
-}
-
-static int errf(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int errf(char **ret_error, int r, const char *fmt, ...) {
-    va_list ap;
-    if (ret_error) {
-        va_start(ap, fmt);
-        if (vasprintf(ret_error, fmt, ap) < 0)
-            *ret_error = NULL;
-        va_end(ap);
-    }
-    return r;
+    return svc_metrics_declare(m, fams, ELEMENTSOF(fams));
 }
 
 static void jwks_count(void *ud, const char *event) {
@@ -115,7 +97,7 @@ int kmsd_new(KmsdConfig *cfg, bool serve, Kmsd **ret, char **ret_error) {
     k = calloc(1, sizeof *k);
     if (!k)
         return -ENOMEM;
-    pthread_mutex_init(&k->keys_lock, NULL);
+    svc_keys_refresh_init(&k->keys_refresh, 0);
     pthread_mutex_init(&k->denied_lock, NULL);
     k->cfg = cfg;
     k->denied_rl = RATELIMIT_INIT(60 * 1000, cfg->denied_audit_per_minute);
@@ -143,13 +125,13 @@ int kmsd_new(KmsdConfig *cfg, bool serve, Kmsd **ret, char **ret_error) {
     else if (serve) {
         r = mkdir_p(cfg->release_keys_dir, 0700);
         if (r < 0)
-            return errf(ret_error, r, "release.keys_dir %s: %s", cfg->release_keys_dir,
-                        strerror(-r));
+            return svc_errf(ret_error, r, "release.keys_dir %s: %s", cfg->release_keys_dir,
+                            strerror(-r));
         r = nt_signing_keys_open_dir(cfg->release_keys_dir, alg, &k->keys, ret_error);
     }
     if (r < 0)
         return r;
-    k->keys_refreshed = time(NULL);
+    k->keys_refresh.last = time(NULL);
 
     if (serve || cfg->jwks_file) {
         KmsdJwksConfig jc = {
@@ -174,12 +156,14 @@ int kmsd_new(KmsdConfig *cfg, bool serve, Kmsd **ret, char **ret_error) {
         _cleanup_free_ char *err = NULL;
         r = kms_store_open_sqlite(cfg->database, kek, &k->store, &err);
         if (r == -EKEYREJECTED)
-            return errf(ret_error, r,
-                        "database %s: the key-encryption key in %s is not the one this database "
-                        "was created with%s%s",
-                        cfg->database, cfg->kek_file, err ? ": " : "", err ? err : "");
+            return svc_errf(
+                ret_error, r,
+                "database %s: the key-encryption key in %s is not the one this database "
+                "was created with%s%s",
+                cfg->database, cfg->kek_file, err ? ": " : "", err ? err : "");
         if (r < 0)
-            return errf(ret_error, r, "database %s: %s", cfg->database, err ? err : strerror(-r));
+            return svc_errf(ret_error, r, "database %s: %s", cfg->database,
+                            err ? err : strerror(-r));
     }
     *ret = TAKE_PTR(k);
     return 0;
@@ -195,7 +179,7 @@ Kmsd *kmsd_free(Kmsd *k) {
     kmsd_auth_free(k->auth);
     nt_metrics_free(k->metrics);
     kmsd_config_free(k->cfg);
-    pthread_mutex_destroy(&k->keys_lock);
+    svc_keys_refresh_done(&k->keys_refresh);
     pthread_mutex_destroy(&k->denied_lock);
     free(k);
     return NULL;
@@ -203,20 +187,8 @@ Kmsd *kmsd_free(Kmsd *k) {
 
 /* Keys rotated by `nitride-kmsd keys rotate` show up within 10 seconds. */
 static void keys_maybe_refresh(Kmsd *k, time_t now) {
-    bool due;
-    pthread_mutex_lock(&k->keys_lock);
-    due = now - k->keys_refreshed >= 10 || now < k->keys_refreshed;
-    if (due)
-        k->keys_refreshed = now;
-    pthread_mutex_unlock(&k->keys_lock);
-    if (due && k->cfg->release_keys_dir) {
-        int r = nt_signing_keys_refresh(k->keys, now);
-        if (r < 0)
-            log_warning_errno(r,
-                              "Refreshing release keys from %s failed, keeping the current "
-                              "ones: %m",
-                              k->cfg->release_keys_dir);
-    }
+    (void)svc_keys_refresh_maybe(&k->keys_refresh, k->keys, k->cfg->release_keys_dir, "release",
+                                 now);
 }
 
 /* ---- replies ---- */
@@ -1319,16 +1291,9 @@ static int handle_healthz(void *ud, const NtWebRequest *req, NtWebReply *reply) 
 
 static int handle_metrics(void *ud, const NtWebRequest *req, NtWebReply *reply) {
     Kmsd *k = ud;
-    _cleanup_free_ char *text = NULL;
-    int r;
-
     nt_metrics_set(k->metrics, "nitride_kmsd_jwks_age_seconds", NULL,
                    k->jwks ? (double)kmsd_jwks_age(k->jwks) : -1.0);
-    r = nt_metrics_render(k->metrics, &text);
-    if (r < 0)
-        return r;
-    reply->result = "ok";
-    return nt_web_reply_text(reply, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+    return svc_reply_metrics(k->metrics, reply);
 }
 
 int kmsd_routes(Kmsd *k) {

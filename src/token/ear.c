@@ -20,6 +20,7 @@
 #include "config.h"
 #include "core/encoding.h"
 #include "token/ear.h"
+#include "token/jose-util.h"
 
 static const char *const status_names[_NT_EAR_STATUS_MAX] = {
     [NT_EAR_AFFIRMING] = "affirming",
@@ -292,54 +293,10 @@ int nt_ear_issue(NtSigningKeys *k, const NtEarInput *in, char **ret_token, json_
     return 0;
 }
 
-static int fail(char *err, int r, const char *fmt, ...) _printf_(3, 4);
-static int fail(char *err, int r, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, 256, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
-static bool b64url_chars(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
-/* Decodes a base64url part into a JSON object (no duplicates). */
-static json_t *decode_part(const char *s, size_t n) {
-    uint8_t buf[NT_EAR_MAX_TOKEN_SIZE];
-    size_t len = jose_b64_dec_buf(s, n, NULL, 0);
-    if (len == SIZE_MAX || len > sizeof buf || jose_b64_dec_buf(s, n, buf, sizeof buf) != len)
-        return NULL;
-    json_t *o = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, NULL);
-    if (o && !json_is_object(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
-}
-
-static const json_t *find_key(const json_t *jwks, const char *kid) {
-    const json_t *keys = json_object_get(jwks, "keys"), *k;
-    size_t i;
-    json_array_foreach(keys, i, k) {
-        const char *kk = json_string_value(json_object_get(k, "kid"));
-        if (kk && streq(kk, kid))
-            return k;
-    }
-    return NULL;
-}
-
 int nt_ear_verify(const char *token, const json_t *jwks, const NtEarVerifyOptions *o,
                   json_t **ret_claims, char err[static 256]) {
     NtEarVerifyOptions def = NT_EAR_VERIFY_OPTIONS_INIT;
-    json_auto_t *hdr = NULL, *claims = NULL, *jws = NULL;
+    json_auto_t *hdr = NULL, *claims = NULL;
     const char *alg = NULL, *kid = NULL, *typ = NULL, *iss = NULL, *status = NULL;
     json_int_t iat = 0, exp = 0;
     const json_t *key;
@@ -347,88 +304,79 @@ int nt_ear_verify(const char *token, const json_t *jwks, const NtEarVerifyOption
 
     err[0] = 0;
     if (!token || !json_is_object(jwks))
-        return fail(err, -EINVAL, "no token or no JWKS");
+        return nt_jose_fail(err, -EINVAL, "no token or no JWKS");
     if (!o)
         o = &def;
     len = strnlen(token, NT_EAR_MAX_TOKEN_SIZE + 1);
     if (len > NT_EAR_MAX_TOKEN_SIZE)
-        return fail(err, -EBADMSG, "token larger than %d bytes", NT_EAR_MAX_TOKEN_SIZE);
-    const char *d1 = memchr(token, '.', len);
-    const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
-    if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token)))
-        return fail(err, -EBADMSG, "not a JWS compact serialisation (three parts)");
-    size_t hl = (size_t)(d1 - token), pl = (size_t)(d2 - d1 - 1),
-           sl = len - (size_t)(d2 + 1 - token);
-    if (hl == 0 || pl == 0 || sl == 0 || !b64url_chars(token, hl) || !b64url_chars(d1 + 1, pl) ||
-        !b64url_chars(d2 + 1, sl))
-        return fail(err, -EBADMSG, "empty part or character outside base64url");
+        return nt_jose_fail(err, -EBADMSG, "token larger than %d bytes", NT_EAR_MAX_TOKEN_SIZE);
+    NtJoseJwsParts parts;
+    int r = nt_jose_split_jws(token, len, &parts);
+    if (r == -EBADMSG)
+        return nt_jose_fail(err, -EBADMSG, "not a JWS compact serialisation (three parts)");
+    if (r < 0)
+        return nt_jose_fail(err, -EBADMSG, "empty part or character outside base64url");
 
-    hdr = decode_part(token, hl);
+    hdr = nt_jose_decode_object(parts.header, parts.header_len, NT_EAR_MAX_TOKEN_SIZE);
     if (!hdr)
-        return fail(err, -EBADMSG, "protected header is not a base64url JSON object");
+        return nt_jose_fail(err, -EBADMSG, "protected header is not a base64url JSON object");
     if (json_unpack(hdr, "{s:s,s?s,s?s}", "alg", &alg, "kid", &kid, "typ", &typ) < 0)
-        return fail(err, -EBADMSG, "protected header without a string alg");
+        return nt_jose_fail(err, -EBADMSG, "protected header without a string alg");
     if (!streq(alg, "ES256") && !streq(alg, "ES384"))
-        return fail(err, -EKEYREJECTED, "algorithm '%.32s' refused (ES256 or ES384 only)", alg);
+        return nt_jose_fail(err, -EKEYREJECTED, "algorithm '%.32s' refused (ES256 or ES384 only)",
+                            alg);
     if (!kid)
-        return fail(err, -EKEYREJECTED, "protected header without kid");
+        return nt_jose_fail(err, -EKEYREJECTED, "protected header without kid");
     if (typ && !streq(typ, "JWT"))
-        return fail(err, -EBADMSG, "typ '%.32s' is not JWT", typ);
+        return nt_jose_fail(err, -EBADMSG, "typ '%.32s' is not JWT", typ);
     if (json_object_get(hdr, "crit"))
-        return fail(err, -EBADMSG, "critical header parameters not supported");
-    key = find_key(jwks, kid);
+        return nt_jose_fail(err, -EBADMSG, "critical header parameters not supported");
+    key = nt_jose_find_kid(jwks, kid);
     if (!key)
-        return fail(err, -EKEYREJECTED, "unknown kid '%.64s'", kid);
-    {
-        const char *kty = json_string_value(json_object_get(key, "kty"));
-        const char *crv = json_string_value(json_object_get(key, "crv"));
-        const char *kalg = json_string_value(json_object_get(key, "alg"));
-        const char *want_crv = streq(alg, "ES256") ? "P-256" : "P-384";
-        if (!kty || !streq(kty, "EC") || !crv || !streq(crv, want_crv) ||
-            (kalg && !streq(kalg, alg)))
-            return fail(err, -EKEYREJECTED, "algorithm %s does not match key '%.64s'", alg, kid);
-        if (json_object_get(key, "d"))
-            return fail(err, -EKEYREJECTED, "JWKS holds a private key");
-    }
-    jws = json_pack("{s:s%,s:s%,s:s%}", "protected", token, hl, "payload", d1 + 1, pl, "signature",
-                    d2 + 1, sl);
-    if (!jws)
-        return fail(err, -ENOMEM, "out of memory");
-    if (!jose_jws_ver(NULL, jws, NULL, key, false))
-        return fail(err, -EKEYREJECTED, "signature does not verify with key '%.64s'", kid);
+        return nt_jose_fail(err, -EKEYREJECTED, "unknown kid '%.64s'", kid);
+    if (!nt_jose_key_fits_alg(key, alg))
+        return nt_jose_fail(err, -EKEYREJECTED, "algorithm %s does not match key '%.64s'", alg,
+                            kid);
+    if (json_object_get(key, "d"))
+        return nt_jose_fail(err, -EKEYREJECTED, "JWKS holds a private key");
+    r = nt_jose_jws_verify(&parts, key);
+    if (r == -ENOMEM)
+        return nt_jose_fail(err, -ENOMEM, "out of memory");
+    if (r < 0)
+        return nt_jose_fail(err, -EKEYREJECTED, "signature does not verify with key '%.64s'", kid);
 
-    claims = decode_part(d1 + 1, pl);
+    claims = nt_jose_decode_object(parts.payload, parts.payload_len, NT_EAR_MAX_TOKEN_SIZE);
     if (!claims)
-        return fail(err, -EBADMSG, "payload is not a JSON object");
+        return nt_jose_fail(err, -EBADMSG, "payload is not a JSON object");
     const json_t *jiat = json_object_get(claims, "iat"), *jexp = json_object_get(claims, "exp");
     const char *prof = json_string_value(json_object_get(claims, "eat_profile"));
     if (!json_is_integer(jiat) || !json_is_integer(jexp))
-        return fail(err, -EBADMSG, "iat or exp missing or not an integer");
+        return nt_jose_fail(err, -EBADMSG, "iat or exp missing or not an integer");
     iat = json_integer_value(jiat);
     exp = json_integer_value(jexp);
     if (!prof || !streq(prof, NT_EAR_PROFILE))
-        return fail(err, -EACCES, "eat_profile is not %s", NT_EAR_PROFILE);
+        return nt_jose_fail(err, -EACCES, "eat_profile is not %s", NT_EAR_PROFILE);
     if (json_unpack(claims, "{s:{s:{s:s}}}", "submods", NT_EAR_SUBMOD, "ear.status", &status) < 0)
-        return fail(err, -EBADMSG, "no submods.%s.ear.status", NT_EAR_SUBMOD);
+        return nt_jose_fail(err, -EBADMSG, "no submods.%s.ear.status", NT_EAR_SUBMOD);
     int st = nt_ear_status_from_string(status);
     if (st < 0)
-        return fail(err, -EBADMSG, "unknown ear.status '%.32s'", status);
+        return nt_jose_fail(err, -EBADMSG, "unknown ear.status '%.32s'", status);
 
     time_t now = o->now ? o->now : time(NULL);
     int64_t skew = o->skew_s == 0 ? NT_EAR_DEFAULT_SKEW_S : MAX(o->skew_s, (int64_t)0);
     if (exp > INT64_MAX - skew || iat < INT64_MIN + skew)
-        return fail(err, -EBADMSG, "iat or exp out of range");
+        return nt_jose_fail(err, -EBADMSG, "iat or exp out of range");
     if ((int64_t)now >= exp + skew)
-        return fail(err, -EKEYEXPIRED, "token expired at %lld (now %lld)", (long long)exp,
-                    (long long)now);
+        return nt_jose_fail(err, -EKEYEXPIRED, "token expired at %lld (now %lld)", (long long)exp,
+                            (long long)now);
     if (iat - skew > (int64_t)now)
-        return fail(err, -EBADMSG, "token issued in the future (iat %lld, now %lld)",
-                    (long long)iat, (long long)now);
+        return nt_jose_fail(err, -EBADMSG, "token issued in the future (iat %lld, now %lld)",
+                            (long long)iat, (long long)now);
     if (o->issuer) {
         iss = json_string_value(json_object_get(claims, "iss"));
         if (!iss || !streq(iss, o->issuer))
-            return fail(err, -EACCES, "issuer '%.64s' is not '%.64s'", iss ? iss : "(none)",
-                        o->issuer);
+            return nt_jose_fail(err, -EACCES, "issuer '%.64s' is not '%.64s'", iss ? iss : "(none)",
+                                o->issuer);
     }
     if (o->audience) {
         const json_t *aud = json_object_get(claims, "aud"), *a;
@@ -437,11 +385,11 @@ int nt_ear_verify(const char *token, const json_t *jwks, const NtEarVerifyOption
         json_array_foreach(aud, i, a) if (json_is_string(a) &&
                                           streq(json_string_value(a), o->audience)) ok = true;
         if (!ok)
-            return fail(err, -EACCES, "audience '%.64s' not in the token", o->audience);
+            return nt_jose_fail(err, -EACCES, "audience '%.64s' not in the token", o->audience);
     }
     if (o->min_status >= 0 && st > o->min_status)
-        return fail(err, -EACCES, "status %s below the required %s", status,
-                    nt_ear_status_to_string((NtEarStatus)o->min_status));
+        return nt_jose_fail(err, -EACCES, "status %s below the required %s", status,
+                            nt_ear_status_to_string((NtEarStatus)o->min_status));
     if (ret_claims)
         *ret_claims = TAKE_PTR(claims);
     return 0;

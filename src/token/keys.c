@@ -27,6 +27,7 @@
 #include "core/encoding.h"
 #include "core/fileio.h"
 #include "core/openssl-util.h"
+#include "token/jose-util.h"
 #include "token/keys.h"
 
 #define KEY_FILE_MAX (64 * 1024)
@@ -71,20 +72,6 @@ NtJwsAlg nt_jws_alg_from_string(const char *s) {
     return _NT_JWS_ALG_INVALID;
 }
 
-/* Wipes the private members' bytes, then drops the reference. */
-static void jwk_wipe_free(json_t *jwk) {
-    static const char *const priv[] = {"d", "p", "q", "dp", "dq", "qi", "k"};
-    if (!jwk)
-        return;
-    if (json_is_object(jwk) && jwk->refcount == 1)
-        for (size_t i = 0; i < ELEMENTSOF(priv); i++) {
-            json_t *m = json_object_get(jwk, priv[i]);
-            if (json_is_string(m))
-                explicit_bzero((char *)json_string_value(m), json_string_length(m));
-        }
-    json_decref(jwk);
-}
-
 static void wipe_free(char *p, size_t n) {
     if (p) {
         explicit_bzero(p, n);
@@ -94,7 +81,7 @@ static void wipe_free(char *p, size_t n) {
 
 static void key_done(Key *k) {
     free(k->kid);
-    jwk_wipe_free(k->jwk);
+    nt_jose_jwk_wipe_free(k->jwk);
     json_decref(k->pub);
     EVP_PKEY_free(k->pkey);
     *k = (Key){};
@@ -115,19 +102,6 @@ static int keyset_add(KeySet *s, Key *k) {
     s->keys[s->n++] = *k;
     *k = (Key){};
     return 0;
-}
-
-static void set_error(char **ret_error, const char *fmt, ...) _printf_(2, 3);
-static void set_error(char **ret_error, const char *fmt, ...) {
-    va_list ap;
-    if (!ret_error)
-        return;
-    free(*ret_error);
-    *ret_error = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(ret_error, fmt, ap) < 0)
-        *ret_error = NULL;
-    va_end(ap);
 }
 
 /* Checks a private EC JWK for alg's curve, sets "alg", derives kid and the public JWK. Takes
@@ -242,11 +216,12 @@ static int load_key_file(int dirfd, const char *name, NtJwsAlg alg, Key *ret, ch
 
     r = read_private_file(dirfd, name, &data, &len);
     if (r == -EPERM) {
-        set_error(ret_error, "%s/%s: private key file is accessible by group or others", dir, name);
+        nt_jose_set_error(ret_error, "%s/%s: private key file is accessible by group or others",
+                          dir, name);
         return r;
     }
     if (r < 0) {
-        set_error(ret_error, "%s/%s: cannot read: %s", dir, name, strerror(-r));
+        nt_jose_set_error(ret_error, "%s/%s: cannot read: %s", dir, name, strerror(-r));
         return r;
     }
     json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
@@ -262,14 +237,14 @@ static int load_key_file(int dirfd, const char *name, NtJwsAlg alg, Key *ret, ch
         json_decref(o);
     }
     if (!jwk || !ok || !json_is_object(jwk)) {
-        jwk_wipe_free(jwk);
-        set_error(ret_error, "%s/%s: %s", dir, name, why);
+        nt_jose_jwk_wipe_free(jwk);
+        nt_jose_set_error(ret_error, "%s/%s: %s", dir, name, why);
         return -EBADMSG;
     }
     Key times = k;
     r = key_from_jwk(jwk, alg, &k, &why); /* sets kid, jwk, pub only */
     if (r < 0) {
-        set_error(ret_error, "%s/%s: %s", dir, name, why);
+        nt_jose_set_error(ret_error, "%s/%s: %s", dir, name, why);
         return r;
     }
     k.created = times.created;
@@ -279,8 +254,8 @@ static int load_key_file(int dirfd, const char *name, NtJwsAlg alg, Key *ret, ch
     /* The name must be the thumbprint: a renamed or edited file is refused. */
     if (strlen(name) != strlen("key-") + strlen(k.kid) + strlen(".json") ||
         strncmp(name + 4, k.kid, strlen(k.kid)) != 0) {
-        set_error(ret_error, "%s/%s: file name does not match the key's thumbprint %s", dir, name,
-                  k.kid);
+        nt_jose_set_error(ret_error, "%s/%s: file name does not match the key's thumbprint %s", dir,
+                          name, k.kid);
         key_done(&k);
         return -EBADMSG;
     }
@@ -303,7 +278,7 @@ static int load_dir(const char *dir, NtJwsAlg alg, KeySet *ret, char **ret_error
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         r = -errno;
-        set_error(ret_error, "%s: cannot open: %s", dir, strerror(-r));
+        nt_jose_set_error(ret_error, "%s: cannot open: %s", dir, strerror(-r));
         return r;
     }
     d = fdopendir(fcntl(dfd, F_DUPFD_CLOEXEC, 3));
@@ -392,7 +367,7 @@ static int check_dir(const char *dir, char **ret_error) {
     struct stat st;
     int r = mkdir_p(dir, 0700);
     if (r < 0) {
-        set_error(ret_error, "%s: cannot create: %s", dir, strerror(-r));
+        nt_jose_set_error(ret_error, "%s: cannot create: %s", dir, strerror(-r));
         return r;
     }
     if (stat(dir, &st) < 0)
@@ -400,7 +375,7 @@ static int check_dir(const char *dir, char **ret_error) {
     if (!S_ISDIR(st.st_mode))
         return -ENOTDIR;
     if (st.st_mode & 022) {
-        set_error(ret_error, "%s: key directory is writable by group or others", dir);
+        nt_jose_set_error(ret_error, "%s: key directory is writable by group or others", dir);
         return -EPERM;
     }
     return 0;
@@ -438,7 +413,7 @@ int nt_signing_keys_open_dir(const char *dir, NtJwsAlg alg, NtSigningKeys **ret,
         return r;
     lock = lock_dir(dir);
     if (lock < 0) {
-        set_error(ret_error, "%s: cannot lock: %s", dir, strerror(-lock));
+        nt_jose_set_error(ret_error, "%s: cannot lock: %s", dir, strerror(-lock));
         return lock;
     }
     r = load_dir(dir, alg, &s, ret_error);
@@ -452,7 +427,8 @@ int nt_signing_keys_open_dir(const char *dir, NtJwsAlg alg, NtSigningKeys **ret,
             k.created = k.activate = now;
             r = write_key_file(dir, &k);
             if (r < 0)
-                set_error(ret_error, "%s: cannot write the first key: %s", dir, strerror(-r));
+                nt_jose_set_error(ret_error, "%s: cannot write the first key: %s", dir,
+                                  strerror(-r));
         }
         if (r >= 0)
             r = keyset_add(&s, &k);
@@ -476,11 +452,11 @@ static int load_operator_file(const char *path, NtJwsAlg alg, Key *ret, char **r
 
     r = read_private_file(AT_FDCWD, path, &data, &len);
     if (r == -EPERM) {
-        set_error(ret_error, "%s: private key file is accessible by group or others", path);
+        nt_jose_set_error(ret_error, "%s: private key file is accessible by group or others", path);
         return r;
     }
     if (r < 0) {
-        set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
+        nt_jose_set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
         return r;
     }
     size_t i = 0;
@@ -498,13 +474,13 @@ static int load_operator_file(const char *path, NtJwsAlg alg, Key *ret, char **r
     }
     wipe_free(data, len);
     if (!jwk || !json_is_object(jwk)) {
-        jwk_wipe_free(jwk);
-        set_error(ret_error, "%s: %s", path, why);
+        nt_jose_jwk_wipe_free(jwk);
+        nt_jose_set_error(ret_error, "%s: %s", path, why);
         return -EBADMSG;
     }
     r = key_from_jwk(jwk, alg, ret, &why);
     if (r < 0)
-        set_error(ret_error, "%s: %s", path, why);
+        nt_jose_set_error(ret_error, "%s: %s", path, why);
     return r;
 }
 

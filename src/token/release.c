@@ -28,6 +28,7 @@
 #include "core/fileio.h"
 #include "core/jose-openssl.h"
 #include "core/openssl-util.h"
+#include "token/jose-util.h"
 #include "token/release.h"
 
 #define THUMBPRINT_LEN 43 /* base64url of SHA-256, unpadded */
@@ -47,15 +48,6 @@ static const char *const acl_members[] = {
     "use_uid", "use_gid", "use_cgroup", "admin_uid", "admin_gid", "admin_cgroup",
 };
 
-static int fail(char *err, int r, const char *fmt, ...) _printf_(3, 4);
-static int fail(char *err, int r, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, 256, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
 void nt_release_info_clear(NtReleaseInfo *i) {
     if (!i)
         return;
@@ -71,53 +63,9 @@ void nt_release_info_clear(NtReleaseInfo *i) {
     *i = (NtReleaseInfo){};
 }
 
-static bool b64url_chars(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
 static bool b64url_string(const char *s, size_t min, size_t max) {
     size_t n = strlen(s);
-    return n >= min && n <= max && b64url_chars(s, n);
-}
-
-/* Decodes a base64url part (at most max decoded bytes) into a malloc'd, NUL-terminated buffer. */
-static int b64_decode(const char *s, size_t n, size_t max, char **ret, size_t *ret_len) {
-    size_t len = jose_b64_dec_buf(s, n, NULL, 0);
-    char *buf;
-    if (len == SIZE_MAX || len > max)
-        return -EBADMSG;
-    buf = malloc(len + 1);
-    if (!buf)
-        return -ENOMEM;
-    if (jose_b64_dec_buf(s, n, buf, len) != len) {
-        free(buf);
-        return -EBADMSG;
-    }
-    buf[len] = 0;
-    *ret = buf;
-    *ret_len = len;
-    return 0;
-}
-
-/* A base64url part holding a JSON object (no duplicate members); NULL if it is not one. */
-static json_t *decode_object(const char *s, size_t n, size_t max) {
-    _cleanup_free_ char *buf = NULL;
-    size_t len = 0;
-    json_t *o;
-    if (b64_decode(s, n, max, &buf, &len) < 0)
-        return NULL;
-    o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
-    if (o && !json_is_object(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return n >= min && n <= max && nt_jose_b64url_chars(s, n);
 }
 
 static bool in_list(const char *s, const char *const *list, size_t n) {
@@ -204,19 +152,20 @@ static int acl_check(const json_t *acl, char *err) {
     json_t *v, *e;
     size_t i;
     if (!json_is_object(acl))
-        return fail(err, -EBADMSG, "release header: acl is not an object");
+        return nt_jose_fail(err, -EBADMSG, "release header: acl is not an object");
     json_object_foreach((json_t *)acl, k, v) {
         bool cg = strstr(k, "cgroup") != NULL;
         if (!in_list(k, acl_members, ELEMENTSOF(acl_members)))
-            return fail(err, -EBADMSG, "release header: unknown acl member '%.32s'", k);
+            return nt_jose_fail(err, -EBADMSG, "release header: unknown acl member '%.32s'", k);
         if (!json_is_array(v) || json_array_size(v) > ACL_LIST_MAX)
-            return fail(err, -EBADMSG, "release header: acl.%s is not an array of at most %d", k,
-                        ACL_LIST_MAX);
+            return nt_jose_fail(err, -EBADMSG,
+                                "release header: acl.%s is not an array of at most %d", k,
+                                ACL_LIST_MAX);
         json_array_foreach(v, i, e) {
             if (cg ? !json_is_string(e) || !cgroup_valid(json_string_value(e))
                    : !json_is_integer(e) || json_integer_value(e) < 0 ||
                          json_integer_value(e) >= (json_int_t)UINT32_MAX)
-                return fail(err, -EBADMSG, "release header: invalid entry in acl.%s", k);
+                return nt_jose_fail(err, -EBADMSG, "release header: invalid entry in acl.%s", k);
         }
     }
     return 0;
@@ -244,17 +193,23 @@ static int h_parse(const json_t *h, NtReleaseInfo *ret, char *err) {
     json_int_t iat, exp, ver;
 
     if (!json_is_object(h))
-        return fail(err, -EBADMSG, "release header: \"nitride\" is not an object");
-    json_object_foreach((json_t *)h, k, v) if (!in_list(k, known, ELEMENTSOF(known))) return fail(
-        err, -EBADMSG, "release header: unknown member '%.32s'", k);
+        return nt_jose_fail(err, -EBADMSG, "release header: \"nitride\" is not an object");
+    json_object_foreach(
+        (json_t *)h, k,
+        v) if (!in_list(k, known,
+                        ELEMENTSOF(
+                            known))) return nt_jose_fail(err, -EBADMSG,
+                                                         "release header: unknown member '%.32s'",
+                                                         k);
     v = json_object_get(h, "v");
     if (!json_is_integer(v) || json_integer_value(v) != 1)
-        return fail(err, -EBADMSG, "release header: \"v\" is not 1");
+        return nt_jose_fail(err, -EBADMSG, "release header: \"v\" is not 1");
 #define STR(name) json_string_value(json_object_get(h, name))
 #define REQ_STR(name)                                                                              \
     do {                                                                                           \
         if (!json_is_string(json_object_get(h, name)))                                             \
-            return fail(err, -EBADMSG, "release header: \"%s\" missing or not a string", name);    \
+            return nt_jose_fail(err, -EBADMSG, "release header: \"%s\" missing or not a string",   \
+                                name);                                                             \
     } while (0)
     REQ_STR("name");
     REQ_STR("type");
@@ -263,32 +218,35 @@ static int h_parse(const json_t *h, NtReleaseInfo *ret, char *err) {
     REQ_STR("jti");
     REQ_STR("token_jti");
     if (!kms_name_valid(STR("name")))
-        return fail(err, -EBADMSG, "release header: name '%.140s' is not kms/<name>", STR("name"));
+        return nt_jose_fail(err, -EBADMSG, "release header: name '%.140s' is not kms/<name>",
+                            STR("name"));
     type = STR("type");
     if (!in_list(type, key_types, ELEMENTSOF(key_types)))
-        return fail(err, -EBADMSG, "release header: unknown key type '%.32s'", type);
+        return nt_jose_fail(err, -EBADMSG, "release header: unknown key type '%.32s'", type);
     v = json_object_get(h, "version");
     ver = json_is_integer(v) ? json_integer_value(v) : 0;
     if (ver < 1 || ver > (json_int_t)UINT32_MAX)
-        return fail(err, -EBADMSG, "release header: version is not an integer 1..%u", UINT32_MAX);
+        return nt_jose_fail(err, -EBADMSG, "release header: version is not an integer 1..%u",
+                            UINT32_MAX);
     policy = STR("policy");
     v = json_object_get(h, "max_age");
     if (streq(policy, "attested")) {
         if (!json_is_integer(v) || json_integer_value(v) < 1 ||
             json_integer_value(v) > NT_RELEASE_MAX_AGE_MAX)
-            return fail(err, -EBADMSG, "release header: attested policy needs max_age 1..%d",
-                        NT_RELEASE_MAX_AGE_MAX);
+            return nt_jose_fail(err, -EBADMSG,
+                                "release header: attested policy needs max_age 1..%d",
+                                NT_RELEASE_MAX_AGE_MAX);
         i.max_age = (uint32_t)json_integer_value(v);
     } else if (streq(policy, "local")) {
         if (v)
-            return fail(err, -EBADMSG, "release header: max_age given with policy local");
+            return nt_jose_fail(err, -EBADMSG, "release header: max_age given with policy local");
     } else
-        return fail(err, -EBADMSG, "release header: unknown policy '%.32s'", policy);
+        return nt_jose_fail(err, -EBADMSG, "release header: unknown policy '%.32s'", policy);
     v = json_object_get(h, "label");
     if (v && (!json_is_string(v) || !label_valid(json_string_value(v))))
-        return fail(err, -EBADMSG,
-                    "release header: label is not a string of at most %d printable characters",
-                    LABEL_MAX);
+        return nt_jose_fail(
+            err, -EBADMSG,
+            "release header: label is not a string of at most %d printable characters", LABEL_MAX);
     v = json_object_get(h, "acl");
     if (v) {
         int r = acl_check(v, err);
@@ -296,17 +254,18 @@ static int h_parse(const json_t *h, NtReleaseInfo *ret, char *err) {
             return r;
     }
     if (!secret_id_valid(STR("secret_id")))
-        return fail(err, -EBADMSG, "release header: invalid secret_id");
+        return nt_jose_fail(err, -EBADMSG, "release header: invalid secret_id");
     if (!b64url_string(STR("jti"), 22, 22))
-        return fail(err, -EBADMSG, "release header: jti is not base64url of 16 bytes");
+        return nt_jose_fail(err, -EBADMSG, "release header: jti is not base64url of 16 bytes");
     if (!b64url_string(STR("token_jti"), 1, 128))
-        return fail(err, -EBADMSG, "release header: invalid token_jti");
+        return nt_jose_fail(err, -EBADMSG, "release header: invalid token_jti");
     if (!json_is_integer(json_object_get(h, "iat")) || !json_is_integer(json_object_get(h, "exp")))
-        return fail(err, -EBADMSG, "release header: iat or exp missing or not an integer");
+        return nt_jose_fail(err, -EBADMSG, "release header: iat or exp missing or not an integer");
     iat = json_integer_value(json_object_get(h, "iat"));
     exp = json_integer_value(json_object_get(h, "exp"));
     if (iat < 0 || exp <= iat || exp > ((json_int_t)1 << 40))
-        return fail(err, -EBADMSG, "release header: iat/exp out of range (exp must follow iat)");
+        return nt_jose_fail(err, -EBADMSG,
+                            "release header: iat/exp out of range (exp must follow iat)");
 #undef STR
 #undef REQ_STR
 
@@ -317,9 +276,9 @@ static int h_parse(const json_t *h, NtReleaseInfo *ret, char *err) {
         dup_string(h, "policy", &i.policy) < 0 || dup_string(h, "label", &i.label) < 0 ||
         dup_string(h, "secret_id", &i.secret_id) < 0 || dup_string(h, "jti", &i.jti) < 0 ||
         dup_string(h, "token_jti", &i.token_jti) < 0)
-        return fail(err, -ENOMEM, "out of memory");
+        return nt_jose_fail(err, -ENOMEM, "out of memory");
     if (json_object_get(h, "acl") && !(i.acl = json_deep_copy(json_object_get(h, "acl"))))
-        return fail(err, -ENOMEM, "out of memory");
+        return nt_jose_fail(err, -ENOMEM, "out of memory");
     *ret = i;
     i = (NtReleaseInfo){};
     return 0;
@@ -334,39 +293,45 @@ static int jwe_header_check(const json_t *hdr, NtReleaseInfo *ret, char *err) {
     int r;
 
     if (!json_is_object(hdr))
-        return fail(err, -EBADMSG, "JWE protected header is not a JSON object");
-    json_object_foreach((json_t *)hdr, k, v) if (!in_list(k, known, ELEMENTSOF(known))) return fail(
-        err, -EBADMSG, "JWE protected header: member '%.32s' not allowed", k);
+        return nt_jose_fail(err, -EBADMSG, "JWE protected header is not a JSON object");
+    json_object_foreach(
+        (json_t *)hdr, k,
+        v) if (!in_list(k, known,
+                        ELEMENTSOF(known))) return nt_jose_fail(err, -EBADMSG,
+                                                                "JWE protected header: member "
+                                                                "'%.32s' not allowed",
+                                                                k);
     if (json_unpack((json_t *)hdr, "{s:s,s:s,s:s,s:s,s:o}", "alg", &alg, "enc", &enc, "kid", &kid,
                     "cty", &cty, "epk", &epk) < 0)
-        return fail(err, -EBADMSG, "JWE protected header: alg, enc, kid, cty or epk missing");
+        return nt_jose_fail(err, -EBADMSG,
+                            "JWE protected header: alg, enc, kid, cty or epk missing");
     if (!streq(alg, "ECDH-ES+A256KW"))
-        return fail(err, -EBADMSG, "JWE alg '%.32s' is not ECDH-ES+A256KW", alg);
+        return nt_jose_fail(err, -EBADMSG, "JWE alg '%.32s' is not ECDH-ES+A256KW", alg);
     if (!streq(enc, "A256GCM"))
-        return fail(err, -EBADMSG, "JWE enc '%.32s' is not A256GCM", enc);
+        return nt_jose_fail(err, -EBADMSG, "JWE enc '%.32s' is not A256GCM", enc);
     if (!streq(cty, NT_RELEASE_CTY))
-        return fail(err, -EBADMSG, "JWE cty '%.32s' is not " NT_RELEASE_CTY, cty);
+        return nt_jose_fail(err, -EBADMSG, "JWE cty '%.32s' is not " NT_RELEASE_CTY, cty);
     if (!b64url_string(kid, THUMBPRINT_LEN, THUMBPRINT_LEN))
-        return fail(err, -EBADMSG, "JWE kid is not an RFC 7638 thumbprint");
+        return nt_jose_fail(err, -EBADMSG, "JWE kid is not an RFC 7638 thumbprint");
     if (!json_is_object(epk) || json_object_size(epk) != 4 ||
         json_unpack(epk, "{s:s,s:s,s:s,s:s}", "kty", &kty, "crv", &crv, "x", &x, "y", &y) < 0 ||
         !streq(kty, "EC"))
-        return fail(err, -EBADMSG, "JWE epk is not exactly an EC public key {kty,crv,x,y}");
+        return nt_jose_fail(err, -EBADMSG, "JWE epk is not exactly an EC public key {kty,crv,x,y}");
     if (streq(crv, "P-384"))
         coord = 64; /* base64url of 48 bytes */
     else if (streq(crv, "P-256"))
         coord = 43;
     else
-        return fail(err, -EBADMSG, "JWE epk curve '%.16s' is not P-384 or P-256", crv);
+        return nt_jose_fail(err, -EBADMSG, "JWE epk curve '%.16s' is not P-384 or P-256", crv);
     if (!b64url_string(x, coord, coord) || !b64url_string(y, coord, coord))
-        return fail(err, -EBADMSG, "JWE epk coordinates have the wrong size");
+        return nt_jose_fail(err, -EBADMSG, "JWE epk coordinates have the wrong size");
     r = h_parse(json_object_get(hdr, "nitride"), ret, err);
     if (r < 0)
         return r;
     ret->recipient_kid = strdup(kid);
     if (!ret->recipient_kid) {
         nt_release_info_clear(ret);
-        return fail(err, -ENOMEM, "out of memory");
+        return nt_jose_fail(err, -ENOMEM, "out of memory");
     }
     return 0;
 }
@@ -380,37 +345,27 @@ static int jwe_split_header(const char *jwe, size_t len, json_t **ret_hdr, char 
         if (i < len && jwe[i] != '.')
             continue;
         if (i == start)
-            return fail(err, -EBADMSG, "inner JWE: empty part");
-        if (!b64url_chars(jwe + start, i - start))
-            return fail(err, -EBADMSG, "inner JWE: character outside base64url");
+            return nt_jose_fail(err, -EBADMSG, "inner JWE: empty part");
+        if (!nt_jose_b64url_chars(jwe + start, i - start))
+            return nt_jose_fail(err, -EBADMSG, "inner JWE: character outside base64url");
         if (parts == 0)
             hl = i;
         parts++;
         start = i + 1;
     }
     if (parts != 5)
-        return fail(err, -EBADMSG, "inner JWE is not a compact serialisation (five parts)");
-    *ret_hdr = decode_object(p, hl, NT_RELEASE_MAX_SIZE);
+        return nt_jose_fail(err, -EBADMSG, "inner JWE is not a compact serialisation (five parts)");
+    *ret_hdr = nt_jose_decode_object(p, hl, NT_RELEASE_MAX_SIZE);
     if (!*ret_hdr)
-        return fail(err, -EBADMSG, "inner JWE protected header is not a base64url JSON object");
+        return nt_jose_fail(err, -EBADMSG,
+                            "inner JWE protected header is not a base64url JSON object");
     return 0;
-}
-
-static const json_t *find_key(const json_t *jwks, const char *kid) {
-    const json_t *keys = json_object_get(jwks, "keys"), *k;
-    size_t i;
-    json_array_foreach(keys, i, k) {
-        const char *kk = json_string_value(json_object_get(k, "kid"));
-        if (kk && streq(kk, kid))
-            return k;
-    }
-    return NULL;
 }
 
 int nt_release_verify(const char *release, const json_t *pinned_jwks, time_t now, int64_t skew_s,
                       NtReleaseInfo *ret_info, char **ret_jwe, char err[static 256]) {
     _cleanup_(nt_release_info_clear) NtReleaseInfo info = {};
-    json_auto_t *hdr = NULL, *jws = NULL, *jwe_hdr = NULL;
+    json_auto_t *hdr = NULL, *jwe_hdr = NULL;
     _cleanup_free_ char *jwe = NULL;
     const char *alg = NULL, *kid = NULL, *typ = NULL, *k;
     const json_t *key;
@@ -420,65 +375,60 @@ int nt_release_verify(const char *release, const json_t *pinned_jwks, time_t now
 
     err[0] = 0;
     if (!release || !json_is_object(pinned_jwks))
-        return fail(err, -EINVAL, "no release or no pinned keys");
+        return nt_jose_fail(err, -EINVAL, "no release or no pinned keys");
     len = strnlen(release, NT_RELEASE_MAX_SIZE + 1);
     if (len > NT_RELEASE_MAX_SIZE)
-        return fail(err, -EMSGSIZE, "release larger than %d bytes", NT_RELEASE_MAX_SIZE);
-    const char *d1 = memchr(release, '.', len);
-    const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - release)) : NULL;
-    if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - release)))
-        return fail(err, -EBADMSG, "release is not a JWS compact serialisation (three parts)");
-    size_t hl = (size_t)(d1 - release), pl = (size_t)(d2 - d1 - 1),
-           sl = len - (size_t)(d2 + 1 - release);
-    if (hl == 0 || pl == 0 || sl == 0 || !b64url_chars(release, hl) || !b64url_chars(d1 + 1, pl) ||
-        !b64url_chars(d2 + 1, sl))
-        return fail(err, -EBADMSG, "release: empty part or character outside base64url");
+        return nt_jose_fail(err, -EMSGSIZE, "release larger than %d bytes", NT_RELEASE_MAX_SIZE);
+    NtJoseJwsParts parts;
+    r = nt_jose_split_jws(release, len, &parts);
+    if (r == -EBADMSG)
+        return nt_jose_fail(err, -EBADMSG,
+                            "release is not a JWS compact serialisation (three parts)");
+    if (r < 0)
+        return nt_jose_fail(err, -EBADMSG, "release: empty part or character outside base64url");
 
-    hdr = decode_object(release, hl, 4096);
+    hdr = nt_jose_decode_object(parts.header, parts.header_len, 4096);
     if (!hdr)
-        return fail(err, -EBADMSG, "release: JWS protected header is not a base64url JSON object");
+        return nt_jose_fail(err, -EBADMSG,
+                            "release: JWS protected header is not a base64url JSON object");
     json_object_foreach(
         hdr, k,
         v) if (!streq(k, "alg") && !streq(k, "kid") &&
-               !streq(k, "typ")) return fail(err, -EBADMSG,
-                                             "release: JWS header member '%.32s' not allowed", k);
+               !streq(k,
+                      "typ")) return nt_jose_fail(err, -EBADMSG,
+                                                  "release: JWS header member '%.32s' not allowed",
+                                                  k);
     if (json_unpack(hdr, "{s:s,s?s,s?s}", "alg", &alg, "kid", &kid, "typ", &typ) < 0)
-        return fail(err, -EBADMSG, "release: JWS header without a string alg");
+        return nt_jose_fail(err, -EBADMSG, "release: JWS header without a string alg");
     if (!streq(alg, "ES256") && !streq(alg, "ES384"))
-        return fail(err, -EKEYREJECTED, "release: algorithm '%.32s' refused (ES256 or ES384 only)",
-                    alg);
+        return nt_jose_fail(err, -EKEYREJECTED,
+                            "release: algorithm '%.32s' refused (ES256 or ES384 only)", alg);
     if (!kid)
-        return fail(err, -EKEYREJECTED, "release: JWS header without kid");
+        return nt_jose_fail(err, -EKEYREJECTED, "release: JWS header without kid");
     if (!typ || !streq(typ, NT_RELEASE_TYP))
-        return fail(err, -EBADMSG, "release: typ '%.40s' is not " NT_RELEASE_TYP,
-                    typ ? typ : "(none)");
-    key = find_key(pinned_jwks, kid);
+        return nt_jose_fail(err, -EBADMSG, "release: typ '%.40s' is not " NT_RELEASE_TYP,
+                            typ ? typ : "(none)");
+    key = nt_jose_find_kid(pinned_jwks, kid);
     if (!key)
-        return fail(err, -EKEYREJECTED, "release signed by key '%.64s', which is not pinned", kid);
-    {
-        const char *kty = json_string_value(json_object_get(key, "kty"));
-        const char *crv = json_string_value(json_object_get(key, "crv"));
-        const char *kalg = json_string_value(json_object_get(key, "alg"));
-        const char *want_crv = streq(alg, "ES256") ? "P-256" : "P-384";
-        if (!kty || !streq(kty, "EC") || !crv || !streq(crv, want_crv) ||
-            (kalg && !streq(kalg, alg)))
-            return fail(err, -EKEYREJECTED, "release: algorithm %s does not match key '%.64s'", alg,
-                        kid);
-        if (json_object_get(key, "d"))
-            return fail(err, -EKEYREJECTED, "pinned keys hold a private key");
-    }
-    jws = json_pack("{s:s%,s:s%,s:s%}", "protected", release, hl, "payload", d1 + 1, pl,
-                    "signature", d2 + 1, sl);
-    if (!jws)
-        return fail(err, -ENOMEM, "out of memory");
-    if (!jose_jws_ver(NULL, jws, NULL, key, false))
-        return fail(err, -EKEYREJECTED, "release signature does not verify with key '%.64s'", kid);
-
-    r = b64_decode(d1 + 1, pl, NT_RELEASE_MAX_SIZE, &jwe, &jwe_len);
+        return nt_jose_fail(err, -EKEYREJECTED,
+                            "release signed by key '%.64s', which is not pinned", kid);
+    if (!nt_jose_key_fits_alg(key, alg))
+        return nt_jose_fail(err, -EKEYREJECTED, "release: algorithm %s does not match key '%.64s'",
+                            alg, kid);
+    if (json_object_get(key, "d"))
+        return nt_jose_fail(err, -EKEYREJECTED, "pinned keys hold a private key");
+    r = nt_jose_jws_verify(&parts, key);
     if (r == -ENOMEM)
-        return fail(err, r, "out of memory");
+        return nt_jose_fail(err, -ENOMEM, "out of memory");
+    if (r < 0)
+        return nt_jose_fail(err, -EKEYREJECTED,
+                            "release signature does not verify with key '%.64s'", kid);
+
+    r = nt_jose_b64_decode(parts.payload, parts.payload_len, NT_RELEASE_MAX_SIZE, &jwe, &jwe_len);
+    if (r == -ENOMEM)
+        return nt_jose_fail(err, r, "out of memory");
     if (r < 0 || strlen(jwe) != jwe_len)
-        return fail(err, -EBADMSG, "release payload is not a compact JWE");
+        return nt_jose_fail(err, -EBADMSG, "release payload is not a compact JWE");
     r = jwe_split_header(jwe, jwe_len, &jwe_hdr, err);
     if (r < 0)
         return r;
@@ -490,11 +440,11 @@ int nt_release_verify(const char *release, const json_t *pinned_jwks, time_t now
         now = time(NULL);
     int64_t skew = skew_s == 0 ? NT_RELEASE_DEFAULT_SKEW_S : MAX(skew_s, (int64_t)0);
     if ((int64_t)now >= info.exp + skew)
-        return fail(err, -EKEYEXPIRED, "release expired at %lld (now %lld)", (long long)info.exp,
-                    (long long)now);
+        return nt_jose_fail(err, -EKEYEXPIRED, "release expired at %lld (now %lld)",
+                            (long long)info.exp, (long long)now);
     if (info.iat - skew > (int64_t)now)
-        return fail(err, -EBADMSG, "release issued in the future (iat %lld, now %lld)",
-                    (long long)info.iat, (long long)now);
+        return nt_jose_fail(err, -EBADMSG, "release issued in the future (iat %lld, now %lld)",
+                            (long long)info.iat, (long long)now);
     if (ret_info) {
         *ret_info = info;
         info = (NtReleaseInfo){};
@@ -505,20 +455,6 @@ int nt_release_verify(const char *release, const json_t *pinned_jwks, time_t now
 }
 
 /* ---- seal ---- */
-
-static void jwk_wipe_free(json_t *jwk) {
-    static const char *const priv[] = {"d", "p", "q", "dp", "dq", "qi", "k"};
-    if (!jwk)
-        return;
-    if (json_is_object(jwk) && jwk->refcount == 1)
-        for (size_t i = 0; i < ELEMENTSOF(priv); i++) {
-            json_t *m = json_object_get(jwk, priv[i]);
-            if (json_is_string(m))
-                explicit_bzero((char *)json_string_value(m), json_string_length(m));
-        }
-    json_decref(jwk);
-}
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_t *, jwk_wipe_free);
 
 /* {kty, crv, x, y} of a public EC P-256/P-384 JWK, and its RFC 7638 thumbprint. */
 static int recipient_public(const json_t *jwk, json_t **ret_pub, char **ret_kid) {
@@ -591,7 +527,7 @@ static int h_build(const NtReleaseInfo *h, time_t now, json_t **ret) {
 int nt_release_seal(NtSigningKeys *signer, const json_t *recipient_jwk, const NtReleaseInfo *h,
                     const uint8_t *value, size_t value_len, time_t now, char **ret_release) {
     _cleanup_(nt_release_info_clear) NtReleaseInfo check = {};
-    _cleanup_(jwk_wipe_freep) json_t *cek = NULL;
+    _cleanup_(nt_jose_jwk_wipe_freep) json_t *cek = NULL;
     json_auto_t *pub = NULL, *hj = NULL, *jwe = NULL, *prot = NULL;
     _cleanup_free_ char *kid = NULL, *compact = NULL;
     const char *p64, *ek, *iv, *ct, *tag;
@@ -657,19 +593,6 @@ int nt_release_seal(NtSigningKeys *signer, const json_t *recipient_jwk, const Nt
 
 /* ---- pinned public keys ---- */
 
-static void set_error(char **ret_error, const char *fmt, ...) _printf_(2, 3);
-static void set_error(char **ret_error, const char *fmt, ...) {
-    va_list ap;
-    if (!ret_error)
-        return;
-    free(*ret_error);
-    *ret_error = NULL;
-    va_start(ap, fmt);
-    if (vasprintf(ret_error, fmt, ap) < 0)
-        *ret_error = NULL;
-    va_end(ap);
-}
-
 /* A normalised public key {kty, crv, x, y, kid, alg} from a JWK, or an error message. */
 static int pinned_key(const json_t *jwk, json_t **ret, const char **ret_why) {
     static const char *const priv[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
@@ -731,7 +654,7 @@ static int add_pinned(json_t *keys, json_t *k, char **ret_error, const char *pat
     size_t i;
     json_array_foreach(keys, i, e) {
         if (streq(json_string_value(json_object_get(e, "kid")), kid)) {
-            set_error(ret_error, "%s: two keys with kid '%s'", path, kid);
+            nt_jose_set_error(ret_error, "%s: two keys with kid '%s'", path, kid);
             return -EBADMSG;
         }
     }
@@ -751,7 +674,7 @@ int nt_jwks_load_public_file(const char *path, json_t **ret_jwks, char **ret_err
         return -ENOMEM;
     r = read_full_file(path, PINNED_FILE_MAX, &data, &len);
     if (r < 0) {
-        set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
+        nt_jose_set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
         return r;
     }
     while (i < len && isspace(data[i]))
@@ -761,14 +684,15 @@ int nt_jwks_load_public_file(const char *path, json_t **ret_jwks, char **ret_err
         json_t *arr = o ? json_object_get(o, "keys") : NULL, *k;
         size_t n;
         if (!json_is_array(arr)) {
-            set_error(ret_error, "%s: not a JWKS (a JSON object with a \"keys\" array)", path);
+            nt_jose_set_error(ret_error, "%s: not a JWKS (a JSON object with a \"keys\" array)",
+                              path);
             return -EBADMSG;
         }
         json_array_foreach(arr, n, k) {
             json_auto_t *pk = NULL;
             r = pinned_key(k, &pk, &why);
             if (r == -EBADMSG)
-                set_error(ret_error, "%s: key %zu: %s", path, n + 1, why);
+                nt_jose_set_error(ret_error, "%s: key %zu: %s", path, n + 1, why);
             if (r >= 0)
                 r = add_pinned(keys, pk, ret_error, path);
             if (r < 0)
@@ -777,7 +701,7 @@ int nt_jwks_load_public_file(const char *path, json_t **ret_jwks, char **ret_err
     } else {
         _cleanup_(BIO_free_allp) BIO *b = NULL;
         if (memmem(data, len, "PRIVATE KEY", 11)) {
-            set_error(ret_error, "%s: holds a private key: pin public keys only", path);
+            nt_jose_set_error(ret_error, "%s: holds a private key: pin public keys only", path);
             return -EBADMSG;
         }
         b = BIO_new_mem_buf(data, (int)len);
@@ -790,13 +714,13 @@ int nt_jwks_load_public_file(const char *path, json_t **ret_jwks, char **ret_err
                 break;
             jwk = jose_openssl_jwk_from_EVP_PKEY(NULL, p);
             if (!jwk) {
-                set_error(ret_error, "%s: PEM key %zu: not an EC P-256/P-384 key", path, n);
+                nt_jose_set_error(ret_error, "%s: PEM key %zu: not an EC P-256/P-384 key", path, n);
                 ERR_clear_error();
                 return -EBADMSG;
             }
             r = pinned_key(jwk, &pk, &why);
             if (r == -EBADMSG)
-                set_error(ret_error, "%s: PEM key %zu: %s", path, n, why);
+                nt_jose_set_error(ret_error, "%s: PEM key %zu: %s", path, n, why);
             if (r >= 0)
                 r = add_pinned(keys, pk, ret_error, path);
             if (r < 0)
@@ -805,7 +729,7 @@ int nt_jwks_load_public_file(const char *path, json_t **ret_jwks, char **ret_err
         ERR_clear_error();
     }
     if (json_array_size(keys) == 0) {
-        set_error(ret_error, "%s: no public key found (a JWKS or PEM public keys)", path);
+        nt_jose_set_error(ret_error, "%s: no public key found (a JWKS or PEM public keys)", path);
         return -EBADMSG;
     }
     *ret_jwks = json_pack("{s:O}", "keys", keys);

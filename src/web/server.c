@@ -52,6 +52,7 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
+#include "web/svc-conf.h"
 
 #define DEFAULT_THREADS 4
 #define DEFAULT_MAX_BODY (64 * 1024)
@@ -178,18 +179,6 @@ static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int set_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int set_error(char **ret_error, int r, const char *fmt, ...) {
-    va_list ap;
-    if (ret_error) {
-        va_start(ap, fmt);
-        if (vasprintf(ret_error, fmt, ap) < 0)
-            *ret_error = NULL;
-        va_end(ap);
-    }
-    return r;
 }
 
 /* --- replies --- */
@@ -353,19 +342,18 @@ static int parse_listen(NtWebServer *s, const char *listen, char **ret_error) {
     char *end;
 
     if (!listen || !*listen)
-        return set_error(ret_error, -EINVAL, "No listen address given");
+        return svc_errf(ret_error, -EINVAL, "No listen address given");
     if (listen[0] == '[') {
         const char *close = strchr(listen, ']');
         if (!close || close[1] != ':')
-            return set_error(ret_error, -EINVAL, "Bad listen address '%s' (want [addr]:port)",
-                             listen);
+            return svc_errf(ret_error, -EINVAL, "Bad listen address '%s' (want [addr]:port)",
+                            listen);
         host = strndup(listen + 1, (size_t)(close - listen - 1));
         port_s = close + 2;
     } else {
         const char *colon = strrchr(listen, ':');
         if (!colon || strchr(listen, ':') != colon)
-            return set_error(ret_error, -EINVAL, "Bad listen address '%s' (want addr:port)",
-                             listen);
+            return svc_errf(ret_error, -EINVAL, "Bad listen address '%s' (want addr:port)", listen);
         host = strndup(listen, (size_t)(colon - listen));
         port_s = colon + 1;
     }
@@ -374,7 +362,7 @@ static int parse_listen(NtWebServer *s, const char *listen, char **ret_error) {
     errno = 0;
     unsigned long port = strtoul(port_s, &end, 10);
     if (!*port_s || *end || errno || port > 65535 || *port_s == '-' || *port_s == '+')
-        return set_error(ret_error, -EINVAL, "Bad port in listen address '%s'", listen);
+        return svc_errf(ret_error, -EINVAL, "Bad port in listen address '%s'", listen);
 
     memset(&s->sa, 0, sizeof(s->sa));
     struct sockaddr_in *in4 = (struct sockaddr_in *)&s->sa;
@@ -388,9 +376,9 @@ static int parse_listen(NtWebServer *s, const char *listen, char **ret_error) {
         in6->sin6_port = htons((uint16_t)port);
         s->sa_len = sizeof(*in6);
     } else
-        return set_error(ret_error, -EINVAL,
-                         "Bad address in listen address '%s' (a numeric IPv4 or IPv6 address)",
-                         listen);
+        return svc_errf(ret_error, -EINVAL,
+                        "Bad address in listen address '%s' (a numeric IPv4 or IPv6 address)",
+                        listen);
     s->listen_port = (uint16_t)port;
     s->listen_host = TAKE_PTR(host);
     return 0;
@@ -402,14 +390,14 @@ static int read_pem(const char *path, char **ret, char **ret_error) {
     size_t len = 0, alloc = 0;
 
     if (!f)
-        return set_error(ret_error, -errno, "Failed to open '%s': %s", path, strerror(errno));
+        return svc_errf(ret_error, -errno, "Failed to open '%s': %s", path, strerror(errno));
     /* No stdio buffer: the key file's bytes end up only in buf, which we wipe. */
     (void)setvbuf(f, NULL, _IONBF, 0);
     for (;;) {
         if (alloc - len < 4096) {
             if (alloc > 1024 * 1024) {
                 free(buf);
-                return set_error(ret_error, -EFBIG, "'%s' is too large for a PEM file", path);
+                return svc_errf(ret_error, -EFBIG, "'%s' is too large for a PEM file", path);
             }
             char *n = realloc(buf, alloc + 65536);
             if (!n) {
@@ -426,13 +414,13 @@ static int read_pem(const char *path, char **ret, char **ret_error) {
     }
     if (ferror(f)) {
         free(buf);
-        return set_error(ret_error, -EIO, "Failed to read '%s'", path);
+        return svc_errf(ret_error, -EIO, "Failed to read '%s'", path);
     }
     buf[len] = 0;
     if (!strstr(buf, "-----BEGIN ")) {
         explicit_bzero(buf, len);
         free(buf);
-        return set_error(ret_error, -EBADMSG, "'%s' is not a PEM file", path);
+        return svc_errf(ret_error, -EBADMSG, "'%s' is not a PEM file", path);
     }
     *ret = buf;
     return 0;
@@ -456,13 +444,13 @@ static int load_client_ca(NtWebServer *s, const char *path, char **ret_error) {
         if (!x)
             break;
         if (X509_STORE_add_cert(s->client_ca_store, x) != 1)
-            return set_error(ret_error, nt_openssl_error(-EIO, "client CA"),
-                             "Failed to add a certificate of '%s' to the client CA store", path);
+            return svc_errf(ret_error, nt_openssl_error(-EIO, "client CA"),
+                            "Failed to add a certificate of '%s' to the client CA store", path);
         n++;
     }
     ERR_clear_error(); /* the end of the PEM stream */
     if (n == 0)
-        return set_error(ret_error, -EBADMSG, "'%s' holds no PEM certificate (client CA)", path);
+        return svc_errf(ret_error, -EBADMSG, "'%s' holds no PEM certificate (client CA)", path);
     return 0;
 }
 
@@ -547,11 +535,11 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
     if (r < 0)
         return r;
     if (!!cfg->tls_cert_file != !!cfg->tls_key_file)
-        return set_error(ret_error, -EINVAL, "TLS needs both a certificate and a key file");
+        return svc_errf(ret_error, -EINVAL, "TLS needs both a certificate and a key file");
     if (cfg->tls_cert_file) {
         if (cfg->plain_http)
-            return set_error(ret_error, -EINVAL,
-                             "Both TLS files and plain HTTP configured; choose one");
+            return svc_errf(ret_error, -EINVAL,
+                            "Both TLS files and plain HTTP configured; choose one");
         r = read_pem(cfg->tls_cert_file, &s->cert_pem, ret_error);
         if (r < 0)
             return r;
@@ -565,12 +553,12 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
                 return r;
         }
     } else if (!cfg->plain_http)
-        return set_error(ret_error, -EINVAL,
-                         "No TLS certificate and key configured, and plain HTTP not explicitly "
-                         "enabled");
+        return svc_errf(ret_error, -EINVAL,
+                        "No TLS certificate and key configured, and plain HTTP not explicitly "
+                        "enabled");
     else if (cfg->tls_client_ca_file)
-        return set_error(ret_error, -EINVAL,
-                         "A client CA (client certificates) needs TLS, not plain HTTP");
+        return svc_errf(ret_error, -EINVAL,
+                        "A client CA (client certificates) needs TLS, not plain HTTP");
 
     s->threads = cfg->threads ? MIN(cfg->threads, 256u) : DEFAULT_THREADS;
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
@@ -578,7 +566,7 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
     s->max_connections = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS;
     s->per_ip = cfg->per_ip_connections ? cfg->per_ip_connections : DEFAULT_PER_IP;
     if (cfg->rate_per_s < 0 || !isfinite(cfg->rate_per_s))
-        return set_error(ret_error, -EINVAL, "Bad rate limit");
+        return svc_errf(ret_error, -EINVAL, "Bad rate limit");
     if (cfg->rate_per_s > 0 && cfg->rate_burst > 0) {
         s->rate_per_s = cfg->rate_per_s;
         s->rate_burst = cfg->rate_burst;
@@ -597,11 +585,11 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
         r = nt_metrics_declare(s->metrics, s->m_requests, "counter",
                                "HTTP requests by endpoint and result.", NULL, 0);
         if (r < 0 && r != -EEXIST)
-            return set_error(ret_error, r, "Bad metrics prefix '%s'", prefix);
+            return svc_errf(ret_error, r, "Bad metrics prefix '%s'", prefix);
         r = nt_metrics_declare(s->metrics, s->m_duration, "histogram",
                                "HTTP request latency by endpoint, in seconds.", NULL, 0);
         if (r < 0 && r != -EEXIST)
-            return set_error(ret_error, r, "Bad metrics prefix '%s'", prefix);
+            return svc_errf(ret_error, r, "Bad metrics prefix '%s'", prefix);
         if (asprintf(&s->m_requeued, "%s_http_requeued_total", prefix) < 0) {
             s->m_requeued = NULL;
             return -ENOMEM;
@@ -610,7 +598,7 @@ int nt_web_server_new(const NtWebConfig *cfg, NtWebServer **ret, char **ret_erro
                                "Requests of inline routes handed on to a worker, by endpoint.",
                                NULL, 0);
         if (r < 0 && r != -EEXIST)
-            return set_error(ret_error, r, "Bad metrics prefix '%s'", prefix);
+            return svc_errf(ret_error, r, "Bad metrics prefix '%s'", prefix);
     }
     *ret = TAKE_PTR(s);
     return 0;
@@ -1101,17 +1089,17 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
 
     fd = socket(s->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
-        return set_error(ret_error, -errno, "Failed to create socket: %s", strerror(errno));
+        return svc_errf(ret_error, -errno, "Failed to create socket: %s", strerror(errno));
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (s->sa.ss_family == AF_INET6)
         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&s->sa, s->sa_len) < 0)
-        return set_error(ret_error, -errno, "Failed to bind %s port %u: %s", s->listen_host,
-                         s->listen_port, strerror(errno));
+        return svc_errf(ret_error, -errno, "Failed to bind %s port %u: %s", s->listen_host,
+                        s->listen_port, strerror(errno));
     if (listen(fd, 1024) < 0)
-        return set_error(ret_error, -errno, "Failed to listen: %s", strerror(errno));
+        return svc_errf(ret_error, -errno, "Failed to listen: %s", strerror(errno));
     if (getsockname(fd, (struct sockaddr *)&bound, &bound_len) < 0)
-        return set_error(ret_error, -errno, "getsockname: %s", strerror(errno));
+        return svc_errf(ret_error, -errno, "getsockname: %s", strerror(errno));
     s->bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                       : ((struct sockaddr_in *)&bound)->sin_port);
 
@@ -1144,10 +1132,10 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts,
                                  MHD_OPTION_END);
     if (!s->daemon)
-        return set_error(ret_error, -EIO,
-                         "Failed to start the HTTP server on %s port %u (bad TLS certificate or "
-                         "key?)",
-                         s->listen_host, s->bound_port);
+        return svc_errf(ret_error, -EIO,
+                        "Failed to start the HTTP server on %s port %u (bad TLS certificate or "
+                        "key?)",
+                        s->listen_host, s->bound_port);
     s->listen_fd = TAKE_FD(fd);
 
     s->workers = calloc(s->threads, sizeof(pthread_t));
@@ -1160,7 +1148,7 @@ int nt_web_server_start(NtWebServer *s, char **ret_error) {
         int k = pthread_create(&s->workers[s->n_workers], NULL, worker, s);
         if (k != 0) {
             nt_web_server_stop(s);
-            return set_error(ret_error, -k, "Failed to start a worker thread: %s", strerror(k));
+            return svc_errf(ret_error, -k, "Failed to start a worker thread: %s", strerror(k));
         }
     }
     /* GnuTLS holds its own parsed copy of the key now. */
