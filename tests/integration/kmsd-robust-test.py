@@ -35,7 +35,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ntlib  # noqa: E402
-from ntlib import b64u, check, fail, run  # noqa: E402
+from ntlib import b64u, check, run  # noqa: E402
 
 NITRIDE, ATTESTD, KMSD, VHSMD, VHSM, HELPER = sys.argv[1:7]
 if os.geteuid() != 0:

@@ -141,7 +141,6 @@ def flood(port, src, path, stop, counter, tls_ctx, limit=100000, half_open=None)
     TLS (tls_ctx). half_open: a list to which some connections are added, left open after a
     partial request (the caller closes them)."""
     import socket
-    import ssl
     i = 0
     while not stop.is_set() and i < limit:
         i += 1
