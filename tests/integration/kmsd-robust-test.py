@@ -169,6 +169,9 @@ def fetch_and_check(sid, value, bound=None):
                        capture_output=True, timeout=30)
     check(p.returncode == 0 and p.stdout == plain,
           "vhsmd's kms/%s is not the value of the last acknowledged write" % sid)
+    p = subprocess.run([HELPER, "gcm-open", os.urandom(32).hex()], stdin=open(path("ct"), "rb"),
+                       capture_output=True, timeout=30)
+    check(p.returncode != 0 and p.stdout != plain, "the envelope opens under another value")
     return dt
 
 
@@ -331,6 +334,17 @@ def db_state_and_audit(db):
     return state, rows
 
 
+def integrity(db):
+    """PRAGMA integrity_check: "ok", or what is wrong."""
+    try:
+        c = sqlite3.connect(db)
+        ic = c.execute("PRAGMA integrity_check").fetchall()
+        c.close()
+        return "ok" if ic == [("ok",)] else str(ic)[:300]
+    except sqlite3.DatabaseError as e:
+        return str(e)
+
+
 HEAD_FILE = path("audit-head")
 kms("audit", "verify", "--head-file", HEAD_FILE)
 interrupted = applied = 0
@@ -356,10 +370,8 @@ for rnd in range(ROUNDS):
             os.unlink(snap + ext)
         if os.path.exists(DB + ext):
             shutil.copy(DB + ext, snap + ext)
-    c = sqlite3.connect(snap)
-    ic = c.execute("PRAGMA integrity_check").fetchall()
-    c.close()
-    check(ic == [("ok",)], "round %d: integrity_check after SIGKILL: %s" % (rnd, ic))
+    ic = integrity(snap)
+    check(ic == "ok", "round %d: integrity_check after SIGKILL: %s" % (rnd, ic))
     K = ntlib.Daemon(TMP, "kmsd", KMSD, K_CFG)  # starts: the database is consistent
     state = server_state()
     for op in pending:
@@ -409,7 +421,14 @@ check(check_audit(rows, ACKED) == [victim], "a removed audit row not caught: %s"
 bad = check_state(state, MODEL)
 check(any(present[0] + " " in b and "missing" in b for b in bad), "removed secret not caught")
 check(not gone or any(gone[0] + " was deleted" in b for b in bad), "deleted secret not caught")
-step("the bookkeeping catches a removed audit row, a removed and a resurrected secret (copy)")
+# A damaged file fails the integrity check (pages past the header overwritten).
+shutil.copy(DB, path("damaged.db"))
+with open(path("damaged.db"), "r+b") as f:
+    f.seek(2 * 4096)
+    f.write(os.urandom(3 * 4096))
+check(integrity(path("damaged.db")) != "ok", "a damaged database passes integrity_check")
+step("the bookkeeping catches a removed audit row, a removed and a resurrected secret, a "
+     "damaged file (copies)")
 
 # A release works after the last restart: every secret that is there, into the real vhsmd.
 K = ntlib.Daemon(TMP, "kmsd", KMSD, K_CFG)
