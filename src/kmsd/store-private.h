@@ -27,7 +27,7 @@ typedef struct KmsStoreOps {
     void (*free)(KmsStore *s);
     int (*create)(KmsStore *s, const KmsSecretMeta *m, const char *attributes_json,
                   const char *policy_json, const Secret *value, const KmsAuditEvent *ev,
-                  int64_t now);
+                  int64_t now, uint32_t *ret_version);
     int (*replace)(KmsStore *s, const char *id, const Secret *value, const KmsAuditEvent *ev,
                    int64_t now, uint32_t *ret_version);
     int (*set_policy)(KmsStore *s, const char *id, const char *policy_json, const KmsAuditEvent *ev,

@@ -536,7 +536,7 @@ static int secret_update(SqliteStore *s, const char *id, const MetaRow *m, uint3
 
 static int sqlite_create(KmsStore *base, const KmsSecretMeta *m, const char *attributes,
                          const char *policy, const Secret *value, const KmsAuditEvent *ev,
-                         int64_t now) {
+                         int64_t now, uint32_t *ret_version) {
     SqliteStore *s = SQL(base);
     LOCKED(s);
     _cleanup_txn_ Txn txn = {};
@@ -591,9 +591,11 @@ static int sqlite_create(KmsStore *base, const KmsSecretMeta *m, const char *att
         return r;
     e.secret_id = m->id;
     e.version = version;
-    if ((r = audit_append(s, &e, now)) < 0)
+    if ((r = audit_append(s, &e, now)) < 0 || (r = txn_commit(&txn)) < 0)
         return r;
-    return txn_commit(&txn);
+    if (ret_version)
+        *ret_version = version;
+    return 0;
 }
 
 static int sqlite_replace(KmsStore *base, const char *id, const Secret *value,

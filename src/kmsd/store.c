@@ -664,6 +664,11 @@ static int64_t now_s(void) {
 
 int kms_store_create(KmsStore *s, const KmsSecretMeta *m, const Secret *value,
                      const KmsAuditEvent *ev) {
+    return kms_store_create_version(s, m, value, ev, NULL);
+}
+
+int kms_store_create_version(KmsStore *s, const KmsSecretMeta *m, const Secret *value,
+                             const KmsAuditEvent *ev, uint32_t *ret_version) {
     _cleanup_free_ char *attributes = NULL, *policy = NULL;
     char err[256];
     int r;
@@ -677,7 +682,7 @@ int kms_store_create(KmsStore *s, const KmsSecretMeta *m, const Secret *value,
     if ((r = json_text(m->attributes, "attributes", &attributes, err)) < 0 ||
         (r = json_text(m->policy, "policy", &policy, err)) < 0)
         return r;
-    return s->ops->create(s, m, attributes, policy, value, ev, now_s());
+    return s->ops->create(s, m, attributes, policy, value, ev, now_s(), ret_version);
 }
 
 int kms_store_replace(KmsStore *s, const char *id, const Secret *value, const KmsAuditEvent *ev,

@@ -98,9 +98,13 @@ const char *kms_store_backend(const KmsStore *s);
  * -EINVAL (bad arguments, event or metadata), -EBUSY (database locked past the busy timeout),
  * -ENOSPC, -EIO, -ENOMEM.
  * create: m's id, name, type, attributes and policy (version/created/updated ignored); the value
- * must fit the type. -EEXIST if the id exists. */
+ * must fit the type. -EEXIST if the id exists. The version written is 1, or the deleted id's last
+ * version + 1 (a re-created id continues its version numbers): kms_store_create_version() returns
+ * it in *ret_version (if not NULL). */
 int kms_store_create(KmsStore *s, const KmsSecretMeta *m, const Secret *value,
                      const KmsAuditEvent *ev);
+int kms_store_create_version(KmsStore *s, const KmsSecretMeta *m, const Secret *value,
+                             const KmsAuditEvent *ev, uint32_t *ret_version);
 /* Adds a new version (latest + 1, returned in *ret_version if not NULL). -ENOENT, -EBADMSG
  * (value does not fit the secret's type), -EOVERFLOW (no version number left). */
 int kms_store_replace(KmsStore *s, const char *id, const Secret *value, const KmsAuditEvent *ev,

@@ -24,7 +24,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ntlib  # noqa: E402
-from ntlib import PROCS, b64u, check, fail, run  # noqa: E402
+from ntlib import b64u, check, run  # noqa: E402
 
 NITRIDE, ATTESTD, KMSD, VHSMD, VHSM, HELPER = sys.argv[1:7]
 if os.geteuid() != 0:
@@ -60,49 +60,9 @@ CHIP = path("chip")
 run(NITRIDE, "sim", "init", CHIP, "--product", "milan")
 run(NITRIDE, "sim", "set", CHIP, "--measurement", MEAS)
 
-
-def openssl(*args):
-    run("openssl", *args)
-
-
-openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", path("ca.key"), "-out", path("ca.pem"), "-days", "2", "-subj", "/CN=ca",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
-with open(path("tls.ext"), "w") as f:
-    f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", path("tls.key"), "-out", path("tls.csr"), "-subj", "/CN=127.0.0.1")
-openssl("x509", "-req", "-in", path("tls.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
-        "-CAcreateserial", "-days", "2", "-out", path("tls.pem"), "-extfile", path("tls.ext"))
-CA = path("ca.pem")
-
-
-class Daemon:
-    def __init__(self, name, exe, cfg):
-        self.name = name
-        port_file = path(name + ".port")
-        log = path(name + ".log")
-        self.p = subprocess.Popen([exe, "--config", cfg, "--port-file", port_file],
-                                  stdout=open(log, "a"), stderr=subprocess.STDOUT)
-        self.p.log = log
-        PROCS.append(self.p)
-        for _ in range(400):
-            if os.path.exists(port_file) and open(port_file).read().strip():
-                break
-            if self.p.poll() is not None:
-                fail("%s exited %d at start" % (name, self.p.returncode))
-            time.sleep(0.05)
-        else:
-            fail("%s did not start" % name)
-        self.url = "https://127.0.0.1:%d" % int(open(port_file).read())
-
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        check(self.p.wait(15) == 0, "%s exit %s on SIGTERM" % (self.name, self.p.returncode))
-
-
+CA = ntlib.make_tls(TMP)
 ISSUER = "https://attestd.test"
-A = Daemon("attestd", ATTESTD, write_json("attestd.json", {
+A = ntlib.Daemon(TMP, "attestd", ATTESTD, write_json("attestd.json", {
     "listen": "127.0.0.1:0",
     "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
     "challenge": {"secret": write_secret_file("challenge.key", os.urandom(32)), "lifetime": 60},
@@ -114,7 +74,7 @@ A = Daemon("attestd", ATTESTD, write_json("attestd.json", {
     "rate_limit": {"per_second": 0, "burst": 1},
 }))
 ADMIN_TOKEN = b64u(os.urandom(32))
-K = Daemon("kmsd", KMSD, write_json("kmsd.json", {
+K = ntlib.Daemon(TMP, "kmsd", KMSD, write_json("kmsd.json", {
     "listen": "127.0.0.1:0",
     "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
     "database": path("kmsd.db"),

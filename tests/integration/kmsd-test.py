@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -646,32 +645,9 @@ stop_flood = threading.Event()
 flood_count = [0]
 
 
-def flood(src):
-    garbage = [b"POST /v1/secrets/db-key/release HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-               + b"A" * 3000 + b".B.C\r\nContent-Length: 2\r\n\r\n{}",
-               b"POST /v1/secrets/db-key/release HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
-               b"{{{{{",
-               b"POST /v1/secrets HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n{",
-               b"GET /v1/secrets/../../etc HTTP/1.1\r\nHost: x\r\n\r\n",
-               b"\x16\x03\x01\x00",
-               os.urandom(300)]
-    i = 0
-    while not stop_flood.is_set():
-        try:
-            s = socket.create_connection(("127.0.0.1", K.port), source_address=(src, 0),
-                                         timeout=2)
-            g = garbage[i % len(garbage)]
-            if i % 3 == 0 and not g.startswith(b"\x16"):
-                s = ctx().wrap_socket(s, server_hostname="127.0.0.1")
-            s.sendall(g)
-            s.close()
-        except OSError:
-            pass
-        i += 1
-        flood_count[0] += 1
-
-
-threads = [threading.Thread(target=flood, args=("127.0.0.%d" % (10 + n),)) for n in range(6)]
+threads = [threading.Thread(target=ntlib.flood, args=(
+    K.port, "127.0.0.%d" % (10 + n), b"/v1/secrets/db-key/release", stop_flood, flood_count,
+    ctx())) for n in range(6)]
 for t in threads:
     t.start()
 # Forged tokens too (well-formed, signed by an unknown key): counted, never audited.

@@ -4,6 +4,7 @@ test started, running commands, base64url and JSON files in the test's directory
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,3 +66,107 @@ def start_vhsmd(vhsmd, directory, sim_dir, kms_keys, attestd_jwks, issuer):
         check(p.poll() is None, "vhsmd exited at start")
         time.sleep(0.05)
     fail("vhsmd did not create its socket")
+
+
+def make_tls(directory):
+    """A throwaway CA (ca.pem) and a server certificate for 127.0.0.1 (tls.pem, tls.key) in
+    directory. Returns the CA's path."""
+    def p(n):
+        return os.path.join(directory, n)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
+    with open(p("tls.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", p("tls.key"), "-out", p("tls.csr"), "-subj", "/CN=127.0.0.1")
+    run("openssl", "x509", "-req", "-in", p("tls.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
+        "-CAcreateserial", "-days", "2", "-out", p("tls.pem"), "-extfile", p("tls.ext"))
+    return p("ca.pem")
+
+
+class Daemon:
+    """A service (attestd, kmsd) started with --config and --port-file in directory, its output
+    appended to NAME.log there; waits until the port file is written. .url, .port, .p."""
+
+    def __init__(self, directory, name, exe, cfg):
+        self.name = name
+        port_file = os.path.join(directory, name + ".port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        log = os.path.join(directory, name + ".log")
+        self.p = subprocess.Popen([exe, "--config", cfg, "--port-file", port_file],
+                                  stdout=open(log, "a"), stderr=subprocess.STDOUT)
+        self.p.log = log
+        PROCS.append(self.p)
+        for _ in range(400):
+            if os.path.exists(port_file) and open(port_file).read().strip():
+                break
+            if self.p.poll() is not None:
+                fail("%s exited %d at start" % (name, self.p.returncode))
+            time.sleep(0.05)
+        else:
+            fail("%s did not start" % name)
+        self.port = int(open(port_file).read())
+        self.url = "https://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(15)
+        except subprocess.TimeoutExpired:
+            fail("%s did not stop on SIGTERM" % self.name)
+        check(self.p.returncode == 0, "%s exit %s on SIGTERM" % (self.name, self.p.returncode))
+
+    def kill(self):
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait(15)
+
+
+# Malformed requests for flood(): PATH is replaced by a path of the target service.
+FLOOD_GARBAGE = [
+    b"POST PATH HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"A" * 3000 +
+    b".B.C\r\nContent-Length: 2\r\n\r\n{}",
+    b"POST PATH HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{{{{{",
+    b"POST PATH HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n{",
+    b"GET /v1/secrets/../../etc HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01\x00",
+    b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Junk: " + b"j" * 20000 + b"\r\n\r\n",
+]
+
+
+def flood(port, src, path, stop, counter, tls_ctx, limit=100000, half_open=None):
+    """Connects to 127.0.0.1:port from src until stop is set or limit connections were made,
+    sending FLOOD_GARBAGE (with path), random bytes and junk TLS records, a third of them inside
+    TLS (tls_ctx). half_open: a list to which some connections are added, left open after a
+    partial request (the caller closes them)."""
+    import socket
+    i = 0
+    while not stop.is_set() and i < limit:
+        i += 1
+        counter[0] += 1
+        try:
+            s = socket.create_connection(("127.0.0.1", port), source_address=(src, 0), timeout=2)
+            kind = i % (len(FLOOD_GARBAGE) + 3)
+            if kind < len(FLOOD_GARBAGE):
+                g = FLOOD_GARBAGE[kind].replace(b"PATH", path)
+            elif kind == len(FLOOD_GARBAGE):
+                g = os.urandom(300)
+            elif kind == len(FLOOD_GARBAGE) + 1:  # a TLS record header announcing 16 KiB of junk
+                g = b"\x16\x03\x01\x40\x00" + os.urandom(2000)
+            else:
+                g = None
+            if g is None:  # half-open: TLS, then the start of a request, never finished
+                s = tls_ctx.wrap_socket(s, server_hostname="127.0.0.1")
+                s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n")
+                if half_open is not None and len(half_open) < 16:
+                    half_open.append(s)
+                    continue
+            elif i % 3 == 0 and not g.startswith(b"\x16"):
+                s = tls_ctx.wrap_socket(s, server_hostname="127.0.0.1")
+                s.sendall(g)
+            else:
+                s.sendall(g)
+            s.close()
+        except (OSError, ValueError):
+            pass

@@ -508,8 +508,11 @@ static void test_policy_delete_recreate(void **state) {
     assert_int_equal(kms_store_delete(s, "BAD", &e), -EINVAL);
     ASSERT_HEAD_UNCHANGED(s, seq0, hash0);
 
-    /* Re-created: numbering continues after the deleted versions. */
-    assert_int_equal(kms_store_create(s, &in, v, &admin_ev), 0);
+    /* Re-created: numbering continues after the deleted versions, and the version written is
+     * the one returned (kmsd answers the create with it). */
+    uint32_t created_version = 0;
+    assert_int_equal(kms_store_create_version(s, &in, v, &admin_ev, &created_version), 0);
+    assert_int_equal(created_version, 3);
     assert_int_equal(kms_store_get(s, "gone", &m, &got), 0);
     assert_int_equal(m.version, 3);
     assert_true(secret_eq(got, v));
