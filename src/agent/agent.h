@@ -29,3 +29,6 @@ int cmd_kms(int argc, char **argv);    /* nitride kms secret|policy|audit ... (c
 int cmd_report(int argc, char **argv); /* nitride report show|get ... (cmd-report.c) */
 int cmd_sim(int argc, char **argv);    /* nitride sim init|show|set ... (cmd-sim.c) */
 int cmd_verify(int argc, char **argv); /* nitride verify ... (cmd-verify.c) */
+
+/* nitride measure --ovmf FILE ... (cmd-measure.c) */
+int cmd_measure(int argc, char **argv);
