@@ -410,7 +410,10 @@ static int luks_unlock_cmd(int argc, char **argv) {
             log_error("The unsealed key of token %d does not open keyslot %d of '%s'.", id,
                       t.keyslot, dev);
         else {
-            log_error_errno(r, "Activating '%s' as '%s' failed: %m", dev, name);
+            log_error_errno(r,
+                            "Activating '%s' as '%s' failed: %m (device-mapper and dm-crypt "
+                            "must be available; --test checks the key without activating)",
+                            dev, name);
             ret = NT_EXIT_IO;
         }
         luks_token_done(&t);

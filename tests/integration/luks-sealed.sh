@@ -149,4 +149,22 @@ grep -q 'last keyslot' "$tmp/err" || fail "remove last: message"
 expect_exit 0 "$NITRIDE" luks unlock "$img" data --test --sim-dir "$chip"
 expect_exit 0 "$NITRIDE" luks remove "$img" --force
 [ "$(slots "$img")" = 0 ] && [ "$(tokens "$img")" = 0 ] || fail "remove --force: counts"
+# Unlock tries the token's keyslot only: with a slow argon2id passphrase slot (about 2 s per
+# try) in slot 0, unlock --test stays far below one passphrase try.
+slow=$tmp/slow.img
+truncate -s 32M "$slow"
+printf 'slowpw' | cryptsetup luksFormat --type luks2 --batch-mode --pbkdf argon2id \
+  --pbkdf-force-iterations 8 --pbkdf-memory 65536 --pbkdf-parallel 1 "$slow" -
+t0=$(date +%s%N)
+printf 'slowpw' | cryptsetup open --test-passphrase "$slow" --key-file -
+pass_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+printf 'slowpw' >"$tmp/kfs"
+expect_exit 0 "$NITRIDE" luks seal "$slow" --bind measurement --key-file "$tmp/kfs" --sim-dir "$chip"
+t0=$(date +%s%N)
+expect_exit 0 "$NITRIDE" luks unlock "$slow" data --test --sim-dir "$chip"
+unlock_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "passphrase slot try: ${pass_ms} ms, sealed unlock --test: ${unlock_ms} ms"
+[ "$pass_ms" -gt 300 ] || echo "note: the argon2id slot was fast here (${pass_ms} ms)"
+[ "$unlock_ms" -lt "$pass_ms" ] || fail "unlock (${unlock_ms} ms) not faster than one passphrase try (${pass_ms} ms): did it try the passphrase slot?"
+
 echo "OK: luks sealed flow (host test mode: keys checked with libcryptsetup, no device-mapper)"
