@@ -80,6 +80,13 @@ grep -q 'opens keyslot' "$tmp/out" && fail "measurement: opened"
 rm -rf "$chip"; cp -a "$tmp/chip-orig" "$chip"
 expect_exit 0 "$NITRIDE" luks unlock "$img" data --test --sim-dir "$chip"
 
+# A reported TCB below the seal-time floor: refused by the local policy.
+"$NITRIDE" sim set "$chip" --reported-tcb bl=0 >/dev/null
+expect_exit 2 "$NITRIDE" luks unlock "$img" data --test --sim-dir "$chip"
+grep -q "check 'tcb' failed" "$tmp/err" || fail "tcb: message $(cat "$tmp/err")"
+[ "$(hdr_sum "$img")" = "$sealed_sum" ] || fail "tcb refusal changed the header"
+rm -rf "$chip"; cp -a "$tmp/chip-orig" "$chip"
+
 # The debug policy bit: refused by the local policy before any key is derived.
 img2=$tmp/b.img
 mkimg "$img2" 'pw2'
