@@ -9,8 +9,9 @@ packages=(
   # libraries
   libssl-dev libjansson-dev libjose-dev libcmocka-dev
   libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libsqlite3-dev
+  libcryptsetup-dev
   # tools used by tests and the demo
-  openssl jq xxd procps util-linux sqlite3 curl python3 python3-jwcrypto
+  openssl jq xxd procps util-linux sqlite3 curl python3 python3-jwcrypto cryptsetup-bin
   # Debian 12 OVMF image for the launch-measurement known-answer test (tests/vectors/measure)
   ovmf
   # the peer bench-release compares with (Clevis with a Tang server behind socat)

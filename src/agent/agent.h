@@ -26,6 +26,7 @@ int cmd_attest(int argc, char **argv); /* nitride attest --attestd URL ... (cmd-
 int cmd_fetch(int argc,
               char **argv); /* nitride fetch SECRET_ID --attestd URL --kms URL (cmd-fetch.c) */
 int cmd_kms(int argc, char **argv);    /* nitride kms secret|policy|audit ... (cmd-kms.c) */
+int cmd_luks(int argc, char **argv);   /* nitride luks seal|list|remove|unlock (cmd-luks.c) */
 int cmd_report(int argc, char **argv); /* nitride report show|get ... (cmd-report.c) */
 int cmd_sim(int argc, char **argv);    /* nitride sim init|show|set ... (cmd-sim.c) */
 int cmd_verify(int argc, char **argv); /* nitride verify ... (cmd-verify.c) */

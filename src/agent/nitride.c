@@ -20,6 +20,7 @@ static const struct {
     {"attest", cmd_attest, "attest --attestd URL [--policy-id ID] [--no-vhsm] [--json] ..."},
     {"fetch", cmd_fetch, "fetch SECRET_ID --attestd URL --kms URL [--as NAME] ... (into vhsmd)"},
     {"kms", cmd_kms, "kms [--url U] secret|policy|audit ... (nitride-kmsd admin)"},
+    {"luks", cmd_luks, "luks seal|list|remove|unlock DEVICE ... (LUKS2 volumes, docs/luks.md)"},
     {"measure", cmd_measure, "measure --ovmf FILE [--kernel F] [--vcpus N] [--vcpu-type T] ..."},
     {"report", cmd_report, "report show FILE [--json] | report get [--provider P] ..."},
     {"sim", cmd_sim, "sim init DIR --product milan|genoa|turin [--vlek] ..."},

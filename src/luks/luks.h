@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Nitride's LUKS2 support (docs/luks.md): the `nitride` LUKS2 token, keyslots for high-entropy
+ * keys, and the sealed-local flow (a random volume key sealed under the SNP derived key).
+ *
+ * Token JSON (in the LUKS2 header, crypt_token_json_set), parsed strictly (luks_token_parse:
+ * unknown members, duplicates, wrong types, more than one keyslot are refused):
+ *   {"type":"nitride","keyslots":["N"],"nitride_version":1,"flow":"sealed"|"kms",
+ *    "volume":"<LUKS UUID>",
+ *    "sealed":{"root_key":"vcek"|"vmrk","bind":["measurement","policy",...],
+ *              "guest_svn":N,"tcb":"<16 hex>",
+ *              "policy":{"allow_debug":false,"min_tcb":"<16 hex>","min_guest_svn":N},
+ *              "blob":"<base64: nonce(12) | AES-256-GCM(volume key, 32 bytes) | tag(16)>"},
+ *    "kms":{"url":"https://...","attestd":"https://...","secret":"ID"}}
+ * Exactly one of "sealed" / "kms", matching "flow".
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/macro.h"
+#include "core/secret.h"
+#include "snp/provider.h"
+
+#define LUKS_TOKEN_TYPE "nitride"
+#define LUKS_TOKEN_VERSION 1
+#define LUKS_TOKEN_MAX_JSON (32u * 1024u)
+#define LUKS_KEY_SIZE 32u
+#define LUKS_NONCE_SIZE 12u
+#define LUKS_TAG_SIZE 16u
+#define LUKS_BLOB_SIZE (LUKS_NONCE_SIZE + LUKS_KEY_SIZE + LUKS_TAG_SIZE)
+#define LUKS_UUID_MAX 40u
+#define LUKS_PBKDF2_ITERATIONS 1000u
+
+typedef enum LuksFlow {
+    LUKS_FLOW_SEALED,
+    LUKS_FLOW_KMS,
+} LuksFlow;
+
+typedef struct LuksLocalPolicy {
+    bool allow_debug;       /* default false: a VM with the debug policy bit is refused */
+    uint64_t min_tcb;       /* the reported TCB must be >= this, component-wise */
+    uint32_t min_guest_svn; /* the guest SVN must be >= this */
+} LuksLocalPolicy;
+
+typedef struct LuksToken {
+    int keyslot;
+    LuksFlow flow;
+    char volume[LUKS_UUID_MAX]; /* the LUKS UUID of the volume the token was written for */
+    /* sealed */
+    uint32_t root_key_select;
+    uint64_t guest_field_select;
+    uint32_t guest_svn;   /* derived-key request floor */
+    uint64_t tcb_version; /* derived-key request floor */
+    LuksLocalPolicy policy;
+    uint8_t blob[LUKS_BLOB_SIZE];
+    /* kms */
+    char *kms_url;
+    char *attestd_url;
+    char *secret_id;
+} LuksToken;
+
+void luks_token_done(LuksToken *t);
+
+/* Strict parse of untrusted token JSON (len bytes, need not be NUL-terminated).
+ * Returns 0, -EBADMSG (malformed; *ret_error names the member, a static string, may be NULL),
+ * -EMEDIUMTYPE (valid JSON of another token type: not ours), -EOPNOTSUPP (other version),
+ * -ENOMEM. *ret is written only on success. */
+int luks_token_parse(const char *json, size_t len, LuksToken *ret, const char **ret_error);
+/* Serializes a token into a malloc'd NUL-terminated string. Returns 0, -EINVAL, -ENOMEM. */
+int luks_token_format(const LuksToken *t, char **ret);
+
+/* "measurement,policy,..." <-> GUEST_FIELD_SELECT bits (names: policy, image_id, family_id,
+ * measurement, guest_svn, tcb_version). Returns 0 or -EINVAL (unknown or repeated name). */
+int luks_bind_parse(const char *list, uint64_t *ret);
+
+/* ---- sealed flow (luks-seal.c) ---- */
+
+/* Why an unseal was refused (static string), for the caller's message. */
+typedef struct LuksRefusal {
+    const char *check;
+    char detail[160];
+} LuksRefusal;
+
+/* Seals key (LUKS_KEY_SIZE bytes) for volume/keyslot under the derived key with gfs, filling the
+ * sealed members of t (t->keyslot and t->volume must be set). The local policy is the current
+ * state's (min TCB = reported TCB, min guest SVN = current) unless allow_debug; refuses
+ * (-EPERM, *refusal) to seal in a VM that fails it. */
+int luks_seal(SnpProvider *p, uint64_t gfs, bool allow_debug, const Secret *key, LuksToken *t,
+              LuksRefusal *refusal);
+/* Checks the VM's own report against t's local policy, then derives and opens the blob for
+ * volume. Returns 0 and *ret_key, -EPERM (local policy refused: *refusal says which check),
+ * -EKEYREJECTED (the blob does not open here: another VM state, another volume, tampered
+ * token), or the provider's error. */
+int luks_unseal(SnpProvider *p, const LuksToken *t, const char *volume, Secret **ret_key,
+                LuksRefusal *refusal);
+
+/* ---- device operations (luks-device.c), through libcryptsetup ---- */
+
+struct crypt_device;
+/* Loads a LUKS2 header. Returns 0, -EMEDIUMTYPE (not LUKS2), or a negative errno. */
+int luks_device_open(const char *path, struct crypt_device **ret);
+void luks_device_closep(struct crypt_device **cd);
+
+/* Fault injection for tests: called at each step of luks_enroll_sealed; a negative return
+ * fails the enrolment there. NULL (default) = none. */
+typedef int (*LuksFaultHook)(const char *step);
+void luks_set_fault_hook(LuksFaultHook hook);
+
+/* Atomic seal enrolment: a new random key, a PBKDF2 (1000 iterations) keyslot for it
+ * authorised by auth (a passphrase or key-file content of an existing keyslot), the sealed
+ * token. On any failure nothing remains (keyslot destroyed, token removed). Returns 0 and the
+ * token id / keyslot, -EPERM (auth refused or local policy: *refusal), or a negative errno. */
+int luks_enroll_sealed(struct crypt_device *cd, SnpProvider *p, const Secret *auth, uint64_t gfs,
+                       bool allow_debug, int *ret_token, int *ret_keyslot, LuksRefusal *refusal);
+
+/* Reads token id (our type only): 0, -ENOENT (no such token), -EMEDIUMTYPE (not nitride),
+ * -EBADMSG (malformed). */
+int luks_token_read(struct crypt_device *cd, int id, LuksToken *ret);
+#define LUKS_MAX_TOKENS 32
+
+/* Tries key on the token's keyslot only. name NULL: test mode (checks the key, no
+ * device-mapper). Returns 0, -EPERM (wrong key), or a negative errno. */
+int luks_activate(struct crypt_device *cd, const char *name, int keyslot, const Secret *key);
+
+/* Removes token id and its keyslot; refuses (-EBUSY) to destroy the last active keyslot unless
+ * force. On a keyslot failure the token is restored. */
+int luks_remove(struct crypt_device *cd, int id, bool force);
+/* Number of active keyslots. */
+int luks_active_keyslots(struct crypt_device *cd);

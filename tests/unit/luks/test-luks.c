@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * src/luks over real LUKS2 image files formatted here with libcryptsetup and the simulated SNP
+ * chip: the token JSON round trip and its strict refusals; sealed enrolment that is atomic under
+ * a failure injected at each step (no keyslot, no token left, the passphrase still opens); the
+ * enrolled key opens exactly the token's keyslot (test-mode activation, no device-mapper);
+ * unseal refused for another volume's UUID and for another measurement; remove restoring the
+ * token when destroying the keyslot fails, and refusing the last keyslot without force.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libcryptsetup.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "luks/luks.h"
+#include "snp/sim.h"
+
+static char tmpdir[] = "/tmp/nt-luks-unit-XXXXXX";
+static char simdir[600];
+static const char pass[] = "unit passphrase";
+
+static int setup_all(void **state) {
+    SimInitOptions o = {.product = SNP_PRODUCT_MILAN};
+    secret_set_allow_unlocked(true);
+    crypt_set_log_callback(NULL, NULL, NULL);
+    if (!mkdtemp(tmpdir))
+        return -1;
+    snprintf(simdir, sizeof simdir, "%s/chip", tmpdir);
+    return sim_chip_init(simdir, &o) < 0 ? -1 : 0;
+}
+
+static int teardown_all(void **state) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A fresh 32 MiB LUKS2 image with one PBKDF2 passphrase keyslot (slot 0). */
+static void make_image(const char *name, char *path, size_t n) {
+    struct crypt_device *cd = NULL;
+    struct crypt_pbkdf_type pbkdf = {.type = CRYPT_KDF_PBKDF2,
+                                     .hash = "sha256",
+                                     .iterations = 1000,
+                                     .flags = CRYPT_PBKDF_NO_BENCHMARK};
+    int fd;
+    snprintf(path, n, "%s/%s", tmpdir, name);
+    fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 32 << 20), 0);
+    close(fd);
+    assert_int_equal(crypt_init(&cd, path), 0);
+    assert_int_equal(crypt_set_pbkdf_type(cd, &pbkdf), 0);
+    assert_int_equal(crypt_format(cd, CRYPT_LUKS2, "aes", "xts-plain64", NULL, NULL, 64, NULL), 0);
+    assert_int_equal(crypt_keyslot_add_by_volume_key(cd, 0, NULL, 64, pass, strlen(pass)), 0);
+    crypt_free(cd);
+}
+
+static SnpProvider *open_sim(void) {
+    SnpProvider *p = NULL;
+    assert_int_equal(snp_provider_open("sim", simdir, &p), 0);
+    return p;
+}
+
+static Secret *auth_secret(void) {
+    Secret *s = NULL;
+    assert_int_equal(secret_new_copy(pass, strlen(pass), &s), 0);
+    return s;
+}
+
+static int n_tokens(struct crypt_device *cd) {
+    int n = 0;
+    for (int i = 0; i < LUKS_MAX_TOKENS; i++)
+        if (crypt_token_status(cd, i, NULL) != CRYPT_TOKEN_INACTIVE &&
+            crypt_token_status(cd, i, NULL) != CRYPT_TOKEN_INVALID)
+            n++;
+    return n;
+}
+
+static const char *fail_at;
+static int hook(const char *step) {
+    return fail_at && strcmp(step, fail_at) == 0 ? -EIO : 0;
+}
+
+static void test_token_roundtrip_strict(void **state) {
+    LuksToken t = {.keyslot = 3,
+                   .flow = LUKS_FLOW_SEALED,
+                   .root_key_select = SNP_KEY_ROOT_VCEK,
+                   .guest_field_select = SNP_GFS_MEASUREMENT | SNP_GFS_GUEST_POLICY,
+                   .guest_svn = 2,
+                   .tcb_version = 0x0102030405060708ull,
+                   .policy = {.allow_debug = false, .min_tcb = 0x1122, .min_guest_svn = 2}};
+    LuksToken u;
+    char *json = NULL, *bad;
+    const char *err = NULL;
+    static const struct {
+        const char *from, *to;
+        int want;
+    } edits[] = {
+        {"\"flow\":\"sealed\"", "\"flow\":\"sealed\",\"x\":1", -EBADMSG},
+        {"[\"3\"]", "[\"3\",\"4\"]", -EBADMSG},
+        {"[\"3\"]", "[\"03\"]", -EBADMSG},
+        {"[\"3\"]", "[\"32\"]", -EBADMSG},
+        {"[\"3\"]", "[3]", -EBADMSG},
+        {"\"nitride_version\":1", "\"nitride_version\":2", -EOPNOTSUPP},
+        {"\"type\":\"nitride\"", "\"type\":\"systemd-tpm2\"", -EMEDIUMTYPE},
+        {"\"flow\":\"sealed\"", "\"flow\":\"kms\"", -EBADMSG},
+        {"\"root_key\":\"vcek\"", "\"root_key\":\"vlek\"", -EBADMSG},
+        {"\"measurement\"", "\"nonsense\"", -EBADMSG},
+        {"\"allow_debug\":false", "\"allow_debug\":0", -EBADMSG},
+        {"\"guest_svn\":2", "\"guest_svn\":-1", -EBADMSG},
+        {"\"tcb\":\"0102030405060708\"", "\"tcb\":\"01020304050607\"", -EBADMSG},
+        {"12345678-1234-1234-1234-123456789abc", "12345678-1234-1234-1234-123456789ab", -EBADMSG},
+        {"\"flow\":\"sealed\"", "\"flow\":\"sealed\",\"flow\":\"sealed\"", -EBADMSG},
+    };
+
+    memcpy(t.volume, "12345678-1234-1234-1234-123456789abc", 37);
+    for (size_t i = 0; i < LUKS_BLOB_SIZE; i++)
+        t.blob[i] = (uint8_t)i;
+    assert_int_equal(luks_token_format(&t, &json), 0);
+    assert_int_equal(luks_token_parse(json, strlen(json), &u, &err), 0);
+    assert_int_equal(u.keyslot, 3);
+    assert_int_equal(u.flow, LUKS_FLOW_SEALED);
+    assert_int_equal(u.guest_field_select, t.guest_field_select);
+    assert_int_equal(u.guest_svn, 2);
+    assert_int_equal(u.tcb_version, t.tcb_version);
+    assert_int_equal(u.policy.min_tcb, 0x1122);
+    assert_memory_equal(u.blob, t.blob, LUKS_BLOB_SIZE);
+    assert_string_equal(u.volume, t.volume);
+    luks_token_done(&u);
+
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        const char *at = strstr(json, edits[i].from);
+        size_t pre, n;
+        assert_non_null(at);
+        pre = (size_t)(at - json);
+        n = strlen(json) - strlen(edits[i].from) + strlen(edits[i].to);
+        bad = malloc(n + 1);
+        assert_non_null(bad);
+        memcpy(bad, json, pre);
+        strcpy(bad + pre, edits[i].to);
+        strcat(bad, at + strlen(edits[i].from));
+        assert_int_equal(luks_token_parse(bad, strlen(bad), &u, &err), edits[i].want);
+        free(bad);
+    }
+    /* A truncated token. */
+    assert_int_equal(luks_token_parse(json, strlen(json) - 1, &u, &err), -EBADMSG);
+    free(json);
+
+    /* The KMS form round trips too. */
+    t.flow = LUKS_FLOW_KMS;
+    t.kms_url = strdup("https://kms.example:8443");
+    t.secret_id = strdup("vol-1");
+    assert_int_equal(luks_token_format(&t, &json), 0);
+    assert_int_equal(luks_token_parse(json, strlen(json), &u, &err), 0);
+    assert_int_equal(u.flow, LUKS_FLOW_KMS);
+    assert_string_equal(u.kms_url, "https://kms.example:8443");
+    assert_string_equal(u.secret_id, "vol-1");
+    assert_null(u.attestd_url);
+    luks_token_done(&u);
+    luks_token_done(&t);
+    free(json);
+}
+
+static void test_enroll_atomic(void **state) {
+    static const char *const steps[] = {"keyslot", "sealed", "token"};
+    char path[700];
+    struct crypt_device *cd = NULL;
+    SnpProvider *p = open_sim();
+    Secret *auth = auth_secret(), *key = NULL;
+    LuksToken t;
+    int tok = -1, slot = -1;
+
+    make_image("atomic.img", path, sizeof path);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    luks_set_fault_hook(hook);
+    for (size_t i = 0; i < 3; i++) {
+        fail_at = steps[i];
+        assert_int_equal(
+            luks_enroll_sealed(cd, p, auth, SNP_GFS_MEASUREMENT, false, &tok, &slot, NULL), -EIO);
+        /* Reload from disk: nothing left behind. */
+        crypt_free(cd);
+        assert_int_equal(luks_device_open(path, &cd), 0);
+        assert_int_equal(luks_active_keyslots(cd), 1);
+        assert_int_equal(n_tokens(cd), 0);
+        assert_int_equal(
+            crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, pass, strlen(pass), 0), 0);
+    }
+    fail_at = NULL;
+    assert_int_equal(luks_enroll_sealed(cd, p, auth, SNP_GFS_MEASUREMENT, false, &tok, &slot, NULL),
+                     0);
+    assert_int_equal(slot, 1);
+    assert_int_equal(luks_active_keyslots(cd), 2);
+    assert_int_equal(luks_token_read(cd, tok, &t), 0);
+    assert_int_equal(t.keyslot, 1);
+    assert_int_equal(luks_unseal(p, &t, crypt_get_uuid(cd), &key, NULL), 0);
+    assert_int_equal(luks_activate(cd, NULL, 1, key), 0);
+    /* the key opens only its own slot */
+    assert_int_equal(luks_activate(cd, NULL, 0, key), -EPERM);
+    /* another volume's UUID: the blob does not open */
+    secret_free(key);
+    key = NULL;
+    assert_int_equal(luks_unseal(p, &t, "00000000-1111-2222-3333-444444444444", &key, NULL),
+                     -EKEYREJECTED);
+    assert_null(key);
+
+    /* remove: keyslot destroy fails -> the token is back, keyslot intact */
+    fail_at = "remove-keyslot";
+    assert_int_equal(luks_remove(cd, tok, false), -EIO);
+    crypt_free(cd);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    assert_int_equal(n_tokens(cd), 1);
+    assert_int_equal(luks_active_keyslots(cd), 2);
+    fail_at = NULL;
+    assert_int_equal(luks_remove(cd, tok, false), 0);
+    assert_int_equal(n_tokens(cd), 0);
+    assert_int_equal(luks_active_keyslots(cd), 1);
+    luks_set_fault_hook(NULL);
+    luks_token_done(&t);
+    secret_free(auth);
+    crypt_free(cd);
+    snp_provider_free(p);
+}
+
+static void test_wrong_auth_and_other_measurement(void **state) {
+    char path[700], other[700];
+    struct crypt_device *cd = NULL;
+    SnpProvider *p = open_sim();
+    Secret *bad = NULL, *auth = auth_secret(), *key = NULL;
+    SimChip *chip = NULL;
+    LuksToken t;
+    LuksRefusal why = {0};
+    int tok = -1, slot = -1;
+
+    make_image("auth.img", path, sizeof path);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    assert_int_equal(secret_new_copy("nope", 4, &bad), 0);
+    assert_int_equal(luks_enroll_sealed(cd, p, bad, SNP_GFS_MEASUREMENT, false, &tok, &slot, NULL),
+                     -EPERM);
+    assert_int_equal(luks_active_keyslots(cd), 1);
+    assert_int_equal(n_tokens(cd), 0);
+    assert_int_equal(luks_enroll_sealed(cd, p, auth, SNP_GFS_MEASUREMENT, false, &tok, &slot, NULL),
+                     0);
+    assert_int_equal(luks_token_read(cd, tok, &t), 0);
+    snp_provider_free(p);
+
+    /* A copy of the chip launched with another measurement. */
+    snprintf(other, sizeof other, "cp -a '%s' '%s/chip2'", simdir, tmpdir);
+    assert_int_equal(system(other), 0);
+    snprintf(other, sizeof other, "%s/chip2", tmpdir);
+    assert_int_equal(sim_chip_load(other, &chip), 0);
+    sim_chip_launch(chip)->measurement[0] ^= 1;
+    assert_int_equal(sim_chip_save(chip), 0);
+    sim_chip_free(chip);
+    assert_int_equal(snp_provider_open("sim", other, &p), 0);
+    assert_int_equal(luks_unseal(p, &t, crypt_get_uuid(cd), &key, &why), -EKEYREJECTED);
+    assert_string_equal(why.check, "seal");
+    assert_null(key);
+    luks_token_done(&t);
+    secret_free(bad);
+    secret_free(auth);
+    crypt_free(cd);
+    snp_provider_free(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_token_roundtrip_strict),
+        cmocka_unit_test(test_enroll_atomic),
+        cmocka_unit_test(test_wrong_auth_and_other_measurement),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
