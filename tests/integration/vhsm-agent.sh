@@ -225,6 +225,7 @@ stop_vhsmd || fail "vhsmd exit status"
 # vhsmd (ASan in that build) must survive and answer, with nothing left parked.
 start_vhsmd --debug --agent-timeout 1
 "$AGT" stress "$SOCK" 8 >"$T/stress.out" || fail "stress: $(cat "$T/stress.out")"
+cat "$T/stress.out"
 kill -0 "$VHSMD_PID" || fail "vhsmd died under the stress"
 grep -q "AddressSanitizer\|runtime error" "$VHSMD_LOG" && fail "sanitizer report under the stress"
 grep -q "jobs=[1-9]" "$T/stress.out" || fail "stress made no jobs: $(cat "$T/stress.out")"
