@@ -51,6 +51,10 @@
 #define AGENT_RECONNECT_MAX_MS 5000
 #define AGENT_MIN_REFRESH_MS 1000
 #define AGENT_STOP_GRACE_MS 3000
+/* A key refused by a service's policy (or answered invalid) is not asked for again within this
+ * time: its jobs get the last answer, so that a local user looping on a key cannot make the agent
+ * hit the services without bound. */
+#define AGENT_REFUSED_HOLD_MS 5000
 
 typedef struct JobList {
     uint64_t ids[AGENT_MAX_JOBS_PER_KEY];
@@ -62,10 +66,12 @@ typedef struct KeyState {
     bool running, queued;
     const char *reason; /* of the queued flow: "missing", "stale", "prefetch", "refresh" */
     const char *next_reason;
-    JobList jobs;          /* answered by the queued (or running) flow */
-    JobList next_jobs;     /* came while the flow ran: answered by another flow */
-    int64_t refresh_at_ms; /* CLOCK_MONOTONIC; 0: none */
-    int last_exit;         /* NT_EXIT_* of the last flow, -1 before any */
+    JobList jobs;                         /* answered by the queued (or running) flow */
+    JobList next_jobs;                    /* came while the flow ran: answered by another flow */
+    int64_t refresh_at_ms;                /* CLOCK_MONOTONIC; 0: none */
+    int last_exit;                        /* NT_EXIT_* of the last flow, -1 before any */
+    int64_t last_end_ms;                  /* when it ended (CLOCK_MONOTONIC) */
+    char last_message[AGENT_MESSAGE_MAX]; /* its error lines (failed flows) */
 } KeyState;
 
 typedef struct Agent {
@@ -453,6 +459,9 @@ static void *worker_main(void *userdata) {
         agent.active--;
         k->running = false;
         k->last_exit = r;
+        k->last_end_ms = attest_now_ms();
+        (void)snprintf(k->last_message, sizeof k->last_message, "%s",
+                       r == NT_EXIT_OK ? "" : message);
         if (r == NT_EXIT_OK)
             k->refresh_at_ms = refresh_at;
         else if (streq(reason, "refresh") && gave_up)
@@ -473,12 +482,23 @@ static void *worker_main(void *userdata) {
 /* A job from AGENT_WAIT. */
 static void job_received(const VhsmAgentJob *job) {
     const char *reason = streq(job->reason, "stale") ? "stale" : "missing";
+    char held[AGENT_MESSAGE_MAX] = "";
+    int held_status = 0;
     KeyState *k;
     bool ok = false;
 
     (void)pthread_mutex_lock(&agent.lock);
     k = key_find(job->key);
-    if (k && k->running) {
+    if (k && !k->running && !k->queued &&
+        (k->last_exit == NT_EXIT_REFUSED || k->last_exit == NT_EXIT_POLICY ||
+         k->last_exit == NT_EXIT_INVALID) &&
+        attest_now_ms() - k->last_end_ms < AGENT_REFUSED_HOLD_MS) {
+        held_status = done_status(k->last_exit, false);
+        (void)snprintf(
+            held, sizeof held,
+            "%.900s (the agent's attempt of %" PRId64 " ms ago; not asked again within %d s)",
+            k->last_message, attest_now_ms() - k->last_end_ms, AGENT_REFUSED_HOLD_MS / 1000);
+    } else if (k && k->running) {
         ok = job_add(&k->next_jobs, job->id);
         k->next_reason = reason;
     } else if (k) {
@@ -487,7 +507,11 @@ static void job_received(const VhsmAgentJob *job) {
             enqueue(k, reason);
     }
     (void)pthread_mutex_unlock(&agent.lock);
-    if (!k) {
+    if (held_status != 0) {
+        log_info("job %" PRIu64 ": %s refused moments ago; answered without asking again.", job->id,
+                 job->key);
+        job_done(job->id, held_status, held);
+    } else if (!k) {
         log_warning("vhsmd asked for '%.255s', which this agent does not serve.", job->key);
         job_done(job->id, -ENOKEY, "the nitride agent has no secret configured for this key");
     } else if (!ok) {

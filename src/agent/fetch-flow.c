@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/macro.h"
 #include "fetch-flow.h"
+#include "token/release.h"
 #include "vhsm/client/vhsm-client.h"
 
 /* One release request. STEP_OK with the release, kmsd's name and version; STEP_RETRY /
@@ -68,9 +69,25 @@ static int post_release(AttestRun *run, const FetchArgs *f, const char *token, c
         log_error("Release: kmsd's answer has no valid \"release\", \"name\" and \"version\".");
         return NT_EXIT_INVALID;
     }
+    /* vhsmd imports the release under the name its signed header gives, not under the answer's
+     * "name": that one is what the callers check, so the two must agree. */
+    r = nt_release_peek_name(release, &nm);
+    if (r == -ENOMEM) {
+        log_oom();
+        return NT_EXIT_IO;
+    }
+    if (r < 0) {
+        log_error("Release: kmsd's \"release\" is not a release naming a kms/ key.");
+        return NT_EXIT_INVALID;
+    }
+    if (!streq(nm, name)) {
+        log_error("Release: kmsd's answer names '%.255s' but its release is for '%s'; not "
+                  "imported.",
+                  name, nm);
+        return NT_EXIT_INVALID;
+    }
     rel = strdup(release);
-    nm = strdup(name);
-    if (!rel || !nm) {
+    if (!rel) {
         log_oom();
         return NT_EXIT_IO;
     }

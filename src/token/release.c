@@ -454,6 +454,37 @@ int nt_release_verify(const char *release, const json_t *pinned_jwks, time_t now
     return 0;
 }
 
+int nt_release_peek_name(const char *release, char **ret_name) {
+    json_auto_t *jwe_hdr = NULL;
+    _cleanup_free_ char *jwe = NULL;
+    char err[256];
+    const char *name;
+    NtJoseJwsParts parts;
+    size_t len, jwe_len = 0;
+    int r;
+
+    if (!release)
+        return -EINVAL;
+    len = strnlen(release, NT_RELEASE_MAX_SIZE + 1);
+    if (len > NT_RELEASE_MAX_SIZE)
+        return -EMSGSIZE;
+    if (nt_jose_split_jws(release, len, &parts) < 0)
+        return -EBADMSG;
+    r = nt_jose_b64_decode(parts.payload, parts.payload_len, NT_RELEASE_MAX_SIZE, &jwe, &jwe_len);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0 || strlen(jwe) != jwe_len)
+        return -EBADMSG;
+    r = jwe_split_header(jwe, jwe_len, &jwe_hdr, err);
+    if (r < 0)
+        return r;
+    name = json_string_value(json_object_get(json_object_get(jwe_hdr, "nitride"), "name"));
+    if (!name || !kms_name_valid(name))
+        return -EBADMSG;
+    *ret_name = strdup(name);
+    return *ret_name ? 0 : -ENOMEM;
+}
+
 /* ---- seal ---- */
 
 /* {kty, crv, x, y} of a public EC P-256/P-384 JWK, and its RFC 7638 thumbprint. */

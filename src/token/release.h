@@ -88,6 +88,12 @@ int nt_release_seal(NtSigningKeys *signer, const json_t *recipient_jwk, const Nt
 int nt_release_verify(const char *release, const json_t *pinned_jwks, time_t now, int64_t skew_s,
                       NtReleaseInfo *ret_info, char **ret_jwe, char err[static 256]);
 
+/* The key name a release's signed header gives (H's "name": what vhsmd imports it as), read
+ * WITHOUT verifying anything (for the agent, which holds no pinned keys: vhsmd verifies).
+ * Returns 0 and a malloc'd name, -EBADMSG (not a release, or no valid kms/ name), -EMSGSIZE,
+ * -EINVAL, -ENOMEM. */
+int nt_release_peek_name(const char *release, char **ret_name);
+
 /* Size in bytes a value of vhsm key type `type` must have: *ret_min = *ret_max = 32 or 48 for
  * the symmetric types, 1..NT_RELEASE_RAW_MAX for raw, 1..16384 (PKCS#8 DER) for the asymmetric
  * ones. Returns 0 or -EINVAL (unknown type). */

@@ -419,6 +419,19 @@ check(len(releases("other-key")) == other0 + 1, "other-key attempts: %s" % relea
 check(not has_key("kms/other"), "kms/other imported despite the refusal")
 step("a policy refusal: the application gets exit 13 with the rule; one attempt, no import")
 
+# ---- a local user looping on the refused key: answered from the last attempt, no new release
+# request within the hold-down (the services are not hit without bound)
+for i in range(6):
+    rc, _, err = app_run("kms/other", APP_UIDS[i % len(APP_UIDS)])
+    check(rc == 13 and "measurement_in" in err, "refusal loop: exit %d: %s" % (rc, err))
+check(len(releases("other-key")) == other0 + 1,
+      "a loop on a refused key hit kmsd %d times" % (len(releases("other-key")) - other0))
+time.sleep(5.2)
+rc, _, err = app_run("kms/other")
+check(rc == 13 and len(releases("other-key")) == other0 + 2, "after the hold-down: exit %d, %d "
+      "attempts" % (rc, len(releases("other-key")) - other0))
+step("a loop on a refused key: answered from the agent's last attempt for 5 s, then asked again")
+
 # ---- kmsd's 401 (a token signed by a key kmsd does not know): refused, not retried ----
 t = time.monotonic()
 rc, _, err = app_run("kms/tok")

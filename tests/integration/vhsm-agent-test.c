@@ -23,6 +23,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,11 +217,135 @@ static int cmd_apps(int argc, char **argv) {
     return 0;
 }
 
+/* ---- stress: races of parking, AGENT_DONE, timeouts, agent and app disconnects ---- */
+static _Atomic int stress_stop;
+static _Atomic unsigned stress_jobs, stress_parked_ok, stress_calls;
+
+static unsigned rnd(unsigned *seed, unsigned n) {
+    return (unsigned)rand_r(seed) % n;
+}
+
+/* An application: encrypt on one of 4 missing keys, hanging up after 5..300 ms (libvhsm's
+ * timeout closes the connection), or waiting for the outcome. */
+static void *stress_app(void *userdata) {
+    unsigned seed = (unsigned)(uintptr_t)userdata;
+    while (!stress_stop) {
+        VhsmClient *c = NULL;
+        char key[32];
+        uint8_t *ct = NULL;
+        size_t n = 0;
+        if (vhsm_connect(sock, &c) < 0) {
+            usleep(10000);
+            continue;
+        }
+        (void)vhsm_set_timeout(c, rnd(&seed, 3) == 0 ? 3000 : 5 + rnd(&seed, 300));
+        (void)snprintf(key, sizeof key, "kms/stress%u", rnd(&seed, 4));
+        if (vhsm_encrypt(c, key, NULL, 0, "x", 1, NULL, 0, &ct, &n) >= 0)
+            stress_parked_ok++;
+        stress_calls++;
+        free(ct);
+        vhsm_disconnect(c);
+    }
+    return NULL;
+}
+
+/* An agent: waits for jobs and answers each at random: done, refused, twice, never (the
+ * timeout), or by hanging up (the job moves to another agent or fails). */
+static void *stress_agent(void *userdata) {
+    unsigned seed = (unsigned)(uintptr_t)userdata;
+    const char *pat[] = {"kms/stress*"};
+    VhsmClient *c = NULL;
+    while (!stress_stop) {
+        VhsmAgentJob j;
+        int r;
+        if (!c && vhsm_connect(sock, &c) < 0) {
+            usleep(10000);
+            continue;
+        }
+        r = vhsm_agent_wait(c, pat, 1, 1 + rnd(&seed, 100), &j);
+        if (r < 0) {
+            c = vhsm_disconnect(c);
+            continue;
+        }
+        if (r == 0)
+            continue;
+        stress_jobs++;
+        usleep(rnd(&seed, 30000));
+        switch (rnd(&seed, 6)) {
+        case 0:
+            (void)vhsm_agent_done(c, j.id, 0, NULL);
+            break;
+        case 1:
+            (void)vhsm_agent_done(c, j.id, -EREMOTEIO, "stress refusal");
+            break;
+        case 2:
+            (void)vhsm_agent_done(c, j.id, -EHOSTUNREACH, NULL);
+            (void)vhsm_agent_done(c, j.id, 0, NULL);
+            break;
+        case 3:
+            break; /* never: the timeout */
+        default:
+            c = vhsm_disconnect(c); /* holding the job */
+        }
+    }
+    vhsm_disconnect(c);
+    return NULL;
+}
+
+/* Completes job ids it did not receive (any root connection may), racing the agents. */
+static void *stress_doner(void *userdata) {
+    unsigned seed = (unsigned)(uintptr_t)userdata;
+    VhsmClient *c = NULL;
+    while (!stress_stop) {
+        if (!c && vhsm_connect(sock, &c) < 0) {
+            usleep(10000);
+            continue;
+        }
+        if (vhsm_agent_done(c, 1 + rnd(&seed, stress_jobs + 8), rnd(&seed, 2) ? 0 : -ETIMEDOUT,
+                            NULL) < 0 &&
+            vhsm_last_error()[0] == 0)
+            c = vhsm_disconnect(c);
+        usleep(rnd(&seed, 5000));
+    }
+    vhsm_disconnect(c);
+    return NULL;
+}
+
+/*   stress SOCK SECONDS: 24 apps, 3 agents, 1 stray completer for SECONDS; then a ping on a new
+ *   connection must work. Prints "stress jobs=N calls=N". */
+static int cmd_stress(int argc, char **argv) {
+    pthread_t t[28];
+    VhsmClient *c = NULL;
+    int secs, r;
+    if (argc != 3)
+        return 2;
+    sock = argv[1];
+    secs = atoi(argv[2]);
+    for (unsigned i = 0; i < 28; i++) {
+        void *(*fn)(void *) = i < 24 ? stress_app : i < 27 ? stress_agent : stress_doner;
+        if (pthread_create(&t[i], NULL, fn, (void *)(uintptr_t)(i * 7919u + 1)) != 0)
+            return 2;
+    }
+    sleep((unsigned)secs);
+    stress_stop = 1;
+    for (unsigned i = 0; i < 28; i++)
+        (void)pthread_join(t[i], NULL);
+    r = vhsm_connect(sock, &c);
+    if (r >= 0)
+        r = vhsm_ping(c);
+    vhsm_disconnect(c);
+    printf("stress jobs=%u calls=%u ok=%u ping=%d\n", stress_jobs, stress_calls, stress_parked_ok,
+           r);
+    return r < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && streq(argv[1], "agent"))
         return cmd_agent(argc - 1, argv + 1);
     if (argc >= 2 && streq(argv[1], "apps"))
         return cmd_apps(argc - 1, argv + 1);
+    if (argc >= 2 && streq(argv[1], "stress"))
+        return cmd_stress(argc - 1, argv + 1);
     fprintf(stderr, "usage: vhsm-agent-test agent|apps ...\n");
     return 2;
 }

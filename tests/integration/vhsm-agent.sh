@@ -219,4 +219,20 @@ touch "$T/a9.go.stop"
 agent_end a9
 grep -q "^done-again 126" "$T/a9.out" || fail "AGENT_DONE after the timeout: $(cat "$T/a9.out")"
 stop_vhsmd || fail "vhsmd exit status"
+
+# --- stress (agent timeout 1 s): apps hanging up while parked, agents completing, completing
+# twice, never, or hanging up holding their job, a root connection completing others' jobs;
+# vhsmd (ASan in that build) must survive and answer, with nothing left parked.
+start_vhsmd --debug --agent-timeout 1
+"$AGT" stress "$SOCK" 8 >"$T/stress.out" || fail "stress: $(cat "$T/stress.out")"
+cat "$T/stress.out"
+kill -0 "$VHSMD_PID" || fail "vhsmd died under the stress"
+grep -q "AddressSanitizer\|runtime error" "$VHSMD_LOG" && fail "sanitizer report under the stress"
+grep -q "jobs=[1-9]" "$T/stress.out" || fail "stress made no jobs: $(cat "$T/stress.out")"
+# after at most the timeout and a tick, a new request on a served key parks again (slots freed)
+agent a10 'kms/*' refused "after stress"
+agent_go a10
+expect_exit 13 V encrypt kms/stress0 --in "$T/msg"
+agent_end a10
+stop_vhsmd || fail "vhsmd exit status"
 echo "vhsm-agent: ok"

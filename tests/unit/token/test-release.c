@@ -219,6 +219,23 @@ static void test_roundtrip(void **state) {
             }
 }
 
+/* The agent reads the name a release will be imported as from its signed header (not from
+ * kmsd's answer around it), without the pinned keys: a foreign signer still shows its name. */
+static void test_peek_name(void **state) {
+    NtReleaseInfo h = header("aes256");
+    _cleanup_free_ char *rel = NULL, *foreign = NULL, *name = NULL, *name2 = NULL;
+    h.name = (char *)"kms/other-key";
+    rel = seal(k384, rcpt_pub, &h, value32, sizeof value32);
+    foreign = seal(other, rcpt_pub, &h, value32, sizeof value32);
+    assert_int_equal(nt_release_peek_name(rel, &name), 0);
+    assert_string_equal(name, "kms/other-key");
+    assert_int_equal(nt_release_peek_name(foreign, &name2), 0);
+    assert_string_equal(name2, "kms/other-key");
+    assert_int_equal(nt_release_peek_name("a.b.c", &(char *){NULL}), -EBADMSG);
+    assert_int_equal(nt_release_peek_name("not a release", &(char *){NULL}), -EBADMSG);
+    assert_int_equal(nt_release_peek_name(NULL, &(char *){NULL}), -EINVAL);
+}
+
 static void test_local_policy_and_defaults(void **state) {
     NtReleaseInfo h = header("aes256"), info = {};
     _cleanup_free_ char *rel = NULL;
@@ -812,6 +829,7 @@ static void test_load_pinned(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_peek_name),
         cmocka_unit_test(test_local_policy_and_defaults),
         cmocka_unit_test(test_seal_refusals),
         cmocka_unit_test(test_unsigned_and_foreign),

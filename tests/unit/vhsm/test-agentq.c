@@ -12,6 +12,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,6 +370,205 @@ static void test_parse_done(void **state) {
     assert_int_equal(agentq_done_request_parse(body, 0, &jid, &status, msg, &err), -EBADMSG);
 }
 
+/* ---- threads racing: parks, commits, AGENT_DONE (twice, unknown ids), key and verdict events,
+ * timeouts and hang-ups through agentq_tick, apps and agents closing (also while parking), on
+ * heap connections freed at once (ASan sees any use after agentq_conn_gone). Each parked
+ * connection is resumed exactly once, and once every agent is gone none is left waiting. ---- */
+typedef struct RFake {
+    AgentqConn aq;
+    _Atomic int resumed;
+    _Atomic bool hung_up;
+    bool parked; /* owner's view: committed, waiting for resume */
+} RFake;
+
+static _Atomic bool race_stop, race_stop_events, race_bad;
+
+static void race_resume(void *userdata, void *conn) {
+    RFake *f = conn;
+    (void)userdata;
+    if (f->aq.state != AGENTQ_READY || atomic_fetch_add(&f->resumed, 1) != 0)
+        race_bad = true; /* resumed twice, or not made ready */
+}
+
+static bool race_gone(void *userdata, void *conn) {
+    (void)userdata;
+    return ((RFake *)conn)->hung_up;
+}
+
+static RFake *rfake(uid_t uid) {
+    RFake *f = calloc(1, sizeof *f);
+    if (!f)
+        abort();
+    f->aq.conn = f;
+    f->aq.uid = uid;
+    return f;
+}
+
+static Agentq *race_q;
+static const char *const race_keys[] = {"kms/r0", "kms/r1", "kms/r2", "kms/r3", "kms/r4"};
+
+static RFake *race_close(RFake *f) {
+    agentq_conn_gone(race_q, &f->aq);
+    uid_t uid = f->aq.uid;
+    free(f);
+    return rfake(uid);
+}
+
+typedef struct RApps {
+    RFake *c[16];
+    unsigned seed;
+    uid_t uid;
+} RApps;
+
+static void *race_apps(void *userdata) {
+    RApps *a = userdata;
+    char msg[256];
+    for (size_t i = 0; i < 16; i++)
+        a->c[i] = rfake(a->uid);
+    while (!race_stop)
+        for (size_t i = 0; i < 16; i++) {
+            RFake *f = a->c[i];
+            if (f->parked) {
+                if (!atomic_load(&f->resumed)) {
+                    if (rand_r(&a->seed) % 200 == 0)
+                        f->hung_up = true;
+                    continue;
+                }
+                f->parked = false;
+                f->resumed = 0;
+                int o = agentq_take_outcome(race_q, &f->aq, msg, sizeof msg);
+                if (o == AGENTQ_DROP || f->hung_up || rand_r(&a->seed) % 4 == 0)
+                    a->c[i] = race_close(f);
+                continue;
+            }
+            int r = agentq_park(race_q, &f->aq, race_keys[rand_r(&a->seed) % 5],
+                                rand_r(&a->seed) % 2 ? -ENOKEY : -EKEYEXPIRED, msg, sizeof msg);
+            if (r != 1)
+                continue;
+            if (rand_r(&a->seed) % 8 == 0) { /* closed while parking (a failed flush) */
+                a->c[i] = race_close(f);
+                continue;
+            }
+            if (agentq_commit(race_q, &f->aq))
+                f->parked = true;
+            else
+                (void)agentq_take_outcome(race_q, &f->aq, msg, sizeof msg);
+        }
+    return NULL;
+}
+
+typedef struct RAgent {
+    RFake *c;
+    unsigned seed;
+} RAgent;
+
+static void *race_agent(void *userdata) {
+    RAgent *a = userdata;
+    const char *pat[] = {"kms/r*"};
+    bool resumed = false;
+    a->c = rfake(0);
+    while (!race_stop) {
+        AgentqJobInfo j;
+        int r = agentq_agent_wait(race_q, &a->c->aq, pat, 1, rand_r(&a->seed) % 3, resumed, &j);
+        resumed = false;
+        if (r == 2) {
+            if (agentq_commit(race_q, &a->c->aq))
+                while (!atomic_load(&a->c->resumed))
+                    sched_yield(); /* the tick ends the wait within ms */
+            a->c->resumed = 0;
+            if (agentq_take_outcome(race_q, &a->c->aq, NULL, 0) == AGENTQ_DROP)
+                a->c = race_close(a->c);
+            else
+                resumed = true;
+            continue;
+        }
+        if (r != 1)
+            continue;
+        switch (rand_r(&a->seed) % 5) {
+        case 0:
+            (void)agentq_agent_done(race_q, j.id, 0, NULL);
+            break;
+        case 1:
+            (void)agentq_agent_done(race_q, j.id, -EREMOTEIO, "no");
+            (void)agentq_agent_done(race_q, j.id, 0, NULL);
+            break;
+        case 2:
+            break; /* never: the timeout */
+        default:
+            a->c = race_close(a->c); /* hangs up holding the job */
+        }
+    }
+    return NULL;
+}
+
+static void *race_events(void *userdata) {
+    unsigned seed = 99;
+    (void)userdata;
+    while (!race_stop_events) {
+        switch (rand_r(&seed) % 3) {
+        case 0:
+            agentq_key_event(race_q, race_keys[rand_r(&seed) % 5], rand_r(&seed) % 2);
+            break;
+        case 1:
+            (void)agentq_agent_done(race_q, 1 + rand_r(&seed) % 5000, -ETIMEDOUT, NULL);
+            break;
+        default:
+            (void)agentq_tick(race_q, mono_ms(), race_gone);
+        }
+    }
+    return NULL;
+}
+
+static void test_race(void **state) {
+    pthread_t apps_t[5], agents_t[3], ev;
+    RApps apps[5];
+    RAgent agents[3];
+    AgentqStats st;
+    char msg[256];
+
+    race_stop = race_stop_events = race_bad = false;
+    assert_int_equal(agentq_new(1, race_resume, NULL, NULL, &race_q), 0);
+    for (int i = 0; i < 5; i++) {
+        apps[i] = (RApps){.seed = (unsigned)i + 1, .uid = i == 4 ? 0 : 1000 + (uid_t)i};
+        assert_int_equal(pthread_create(&apps_t[i], NULL, race_apps, &apps[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        agents[i] = (RAgent){.seed = (unsigned)i + 17};
+        assert_int_equal(pthread_create(&agents_t[i], NULL, race_agent, &agents[i]), 0);
+    }
+    assert_int_equal(pthread_create(&ev, NULL, race_events, NULL), 0);
+    usleep(2500 * 1000);
+    race_stop = true;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(pthread_join(apps_t[i], NULL), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_join(agents_t[i], NULL), 0); /* the ticks end their waits */
+    race_stop_events = true;
+    assert_int_equal(pthread_join(ev, NULL), 0);
+    assert_false(race_bad);
+    /* The agents go: every job fails, every parked request is handed back. */
+    for (int i = 0; i < 3; i++)
+        agents[i].c = race_close(agents[i].c);
+    agentq_stats(race_q, &st);
+    assert_int_equal(st.jobs, 0);
+    assert_int_equal(st.parked, 0);
+    assert_int_equal(st.agents, 0);
+    for (int i = 0; i < 5; i++)
+        for (int k = 0; k < 16; k++) {
+            RFake *f = apps[i].c[k];
+            if (f->parked) {
+                assert_int_equal(atomic_load(&f->resumed), 1);
+                (void)agentq_take_outcome(race_q, &f->aq, msg, sizeof msg); /* any outcome */
+            }
+            agentq_conn_gone(race_q, &f->aq);
+            free(f);
+        }
+    for (int i = 0; i < 3; i++)
+        free(agents[i].c);
+    assert_false(race_bad);
+    race_q = agentq_free(race_q);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_patterns),
@@ -378,6 +581,7 @@ int main(void) {
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_parse_wait),
         cmocka_unit_test(test_parse_done),
+        cmocka_unit_test(test_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
