@@ -15,6 +15,8 @@
 #      which attests and fetches X, sealed to vhsmd's one-shot transfer key and signed by kmsd;
 #      the call completes, the next ones are local (Case A); another launch configuration is
 #      refused with the rule that failed; the audit chain is shown and verified
+#   9. nitride measure: the launch MEASUREMENT of Debian's OVMF computed and written to a policy
+#  10. a LUKS2 volume key sealed to the VM's SNP state (nitride luks seal / unlock --test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${NT_BUILD:-build}
@@ -339,6 +341,44 @@ EOF
   step "8g. The audit chain: every release attempt and admin action, hash-chained and signed"
   run KMS audit show
   run KMS audit verify --release-keys "$K8/kms-keys.json"
+fi
+
+ovmf=/usr/share/ovmf/OVMF.fd
+if [ -f "$ovmf" ]; then
+  step "9. Launch measurement: the expected MEASUREMENT computed from the images the VM boots"
+  echo "Debian's OVMF firmware, 2 vCPUs of type EPYC-Milan under QEMU (AMD SEV-SNP ABI, SNP_LAUNCH_UPDATE)"
+  run "$nitride" measure --ovmf "$ovmf" --vcpus 2 --vcpu-type EPYC-Milan --policy-out "$W/fleet-policy.json"
+  run cat "$W/fleet-policy.json"
+  echo "A firmware image without SEV metadata has no launch digest: refused, not guessed"
+  head -c 2097152 /dev/zero >"$W/not-ovmf.fd"
+  set +e
+  "$nitride" measure --ovmf "$W/not-ovmf.fd" --vcpus 1 --vcpu-type EPYC-Milan
+  rc=$?
+  set -e
+  echo "exit code $rc"
+  [ "$rc" -ne 0 ]
+fi
+
+if command -v cryptsetup >/dev/null; then
+  step "10. A LUKS2 volume key sealed to this VM's SNP state (no KMS): seal, list, unlock"
+  img=$W/volume.img
+  truncate -s 32M "$img"
+  printf 'demo passphrase' | cryptsetup luksFormat --type luks2 --batch-mode --pbkdf pbkdf2 \
+    --pbkdf-force-iterations 1000 "$img" -
+  echo "$ cryptsetup luksFormat --type luks2 volume.img   (passphrase keyslot 0)"
+  printf 'demo passphrase' | run "$nitride" luks seal "$img" --bind measurement,policy --sim-dir "$W/chip"
+  run "$nitride" luks list "$img"
+  echo "(this host has no device-mapper: --test checks that the unsealed key opens the keyslot)"
+  run "$nitride" luks unlock "$img" data --test --sim-dir "$W/chip"
+  echo "The same volume in a VM launched with another measurement: the key stays sealed"
+  "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
+  set +e
+  "$nitride" luks unlock "$img" data --test --sim-dir "$W/chip"
+  rc=$?
+  set -e
+  echo "exit code $rc"
+  [ "$rc" -ne 0 ]
+  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null
 fi
 
 step "Demo complete."
