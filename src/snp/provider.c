@@ -8,12 +8,14 @@
  * simulated evidence.
  */
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "core/log.h"
+#include "core/openssl-util.h"
 #include "snp/provider-internal.h"
 #include "snp/provider-sevguest.h"
 #include "snp/provider-tsm.h"
@@ -248,4 +250,33 @@ const char *snp_fw_strerror(uint32_t fw_error) {
     if (fw_error < ELEMENTSOF(table) && table[fw_error])
         return table[fw_error];
     return "unknown firmware status";
+}
+
+int snp_provider_sealing_key(SnpProvider *p, const SnpDerivedKeyRequest *req, const char *info,
+                             Secret **ret_key) {
+    _cleanup_(secret_freep) Secret *dk = NULL, *key = NULL;
+    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
+    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
+    OSSL_PARAM params[4];
+    int r;
+
+    if (!info || !ret_key)
+        return -EINVAL;
+    if ((r = snp_provider_get_derived_key(p, req, &dk)) < 0)
+        return r;
+    if ((r = secret_new(32, &key)) < 0)
+        return r;
+    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (!ctx)
+        return nt_openssl_error(-EIO, "HKDF");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk), secret_size(dk));
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)info, strlen(info));
+    params[3] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(ctx, secret_data(key), 32, params) != 1)
+        return nt_openssl_error(-EIO, "HKDF derive");
+    *ret_key = TAKE_PTR(key);
+    return 0;
 }
