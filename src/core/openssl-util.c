@@ -2,6 +2,7 @@
 #include "openssl-util.h"
 
 #include <errno.h>
+#include <openssl/core_names.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,6 +21,26 @@ int nt_openssl_error(int fallback, const char *what) {
                   (flags & ERR_TXT_STRING) && data ? data : "");
     }
     return fallback;
+}
+
+int nt_hkdf_sha256(const void *ikm, size_t ikm_len, const char *info, void *out, size_t out_len) {
+    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
+    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
+    OSSL_PARAM params[4];
+
+    if (!ikm || !info || !out)
+        return -EINVAL;
+    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (!ctx)
+        return nt_openssl_error(-EIO, "HKDF");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len);
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)info, strlen(info));
+    params[3] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(ctx, out, out_len, params) != 1)
+        return nt_openssl_error(-EIO, "HKDF derive");
+    return 0;
 }
 
 int nt_aes256gcm(bool enc, const Secret *key, const uint8_t *nonce, size_t nonce_len,

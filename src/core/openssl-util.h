@@ -65,6 +65,10 @@ static inline void sk_X509_pop_freep(STACK_OF(X509) **sk) {
  * fallback (a negative errno, typically -EIO). */
 int nt_openssl_error(int fallback, const char *what);
 
+/* HKDF-SHA256 (no salt) of ikm with info as the HKDF info, out_len bytes into out. -EIO on an
+ * OpenSSL failure. */
+int nt_hkdf_sha256(const void *ikm, size_t ikm_len, const char *info, void *out, size_t out_len);
+
 /* AES-256-GCM in one pass: enc seals in (len bytes) to out and writes the tag (tag_len bytes);
  * !enc opens in to out, checking tag. aad (aad_len bytes) is authenticated, not encrypted. key is
  * 32 bytes. A tag or AAD mismatch gives -EKEYREJECTED; what prefixes the debug log on other

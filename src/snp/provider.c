@@ -8,7 +8,6 @@
  * simulated evidence.
  */
 #include <fcntl.h>
-#include <openssl/core_names.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,9 +254,6 @@ const char *snp_fw_strerror(uint32_t fw_error) {
 int snp_provider_sealing_key(SnpProvider *p, const SnpDerivedKeyRequest *req, const char *info,
                              Secret **ret_key) {
     _cleanup_(secret_freep) Secret *dk = NULL, *key = NULL;
-    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
-    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
-    OSSL_PARAM params[4];
     int r;
 
     if (!info || !ret_key)
@@ -266,17 +262,9 @@ int snp_provider_sealing_key(SnpProvider *p, const SnpDerivedKeyRequest *req, co
         return r;
     if ((r = secret_new(32, &key)) < 0)
         return r;
-    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    if (!ctx)
-        return nt_openssl_error(-EIO, "HKDF");
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] =
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk), secret_size(dk));
-    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)info, strlen(info));
-    params[3] = OSSL_PARAM_construct_end();
-    if (EVP_KDF_derive(ctx, secret_data(key), 32, params) != 1)
-        return nt_openssl_error(-EIO, "HKDF derive");
+    if ((r = nt_hkdf_sha256(secret_const_data(dk), secret_size(dk), info, secret_data(key), 32)) <
+        0)
+        return r;
     *ret_key = TAKE_PTR(key);
     return 0;
 }
