@@ -16,7 +16,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "macro.h"
+#include "secret.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY *, EVP_PKEY_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_PKEY_CTX *, EVP_PKEY_CTX_free);
@@ -59,3 +64,15 @@ static inline void sk_X509_pop_freep(STACK_OF(X509) **sk) {
 /* Drains the OpenSSL error queue to the debug log (prefixed with what, may be NULL) and returns
  * fallback (a negative errno, typically -EIO). */
 int nt_openssl_error(int fallback, const char *what);
+
+/* HKDF-SHA256 (no salt) of ikm with info as the HKDF info, out_len bytes into out. -EIO on an
+ * OpenSSL failure. */
+int nt_hkdf_sha256(const void *ikm, size_t ikm_len, const char *info, void *out, size_t out_len);
+
+/* AES-256-GCM in one pass: enc seals in (len bytes) to out and writes the tag (tag_len bytes);
+ * !enc opens in to out, checking tag. aad (aad_len bytes) is authenticated, not encrypted. key is
+ * 32 bytes. A tag or AAD mismatch gives -EKEYREJECTED; what prefixes the debug log on other
+ * OpenSSL failures. */
+int nt_aes256gcm(bool enc, const Secret *key, const uint8_t *nonce, size_t nonce_len,
+                 const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t len, uint8_t *out,
+                 uint8_t *tag, size_t tag_len, const char *what);

@@ -564,9 +564,6 @@ int kms_store_kek_check_verify(const Secret *kek, const uint8_t *blob, size_t le
 #define META_MAC_DOMAIN "nitride-kms-meta-v1"
 
 int kms_store_base_init(KmsStore *base, const KmsStoreOps *ops, const Secret *kek) {
-    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
-    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
-    OSSL_PARAM params[4];
     int r;
 
     if (!base || !ops || !kek || secret_size(kek) != KMS_KEK_SIZE)
@@ -575,19 +572,8 @@ int kms_store_base_init(KmsStore *base, const KmsStoreOps *ops, const Secret *ke
     if ((r = secret_new_copy(secret_const_data(kek), KMS_KEK_SIZE, &base->kek)) < 0 ||
         (r = secret_new(KMS_META_MAC_SIZE, &base->mac_key)) < 0)
         return r;
-    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    if (!ctx)
-        return nt_openssl_error(-EIO, "HKDF");
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_octet_string(
-        OSSL_KDF_PARAM_KEY, (void *)secret_const_data(base->kek), KMS_KEK_SIZE);
-    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)META_MAC_INFO,
-                                                  STRLEN(META_MAC_INFO));
-    params[3] = OSSL_PARAM_construct_end();
-    if (EVP_KDF_derive(ctx, secret_data(base->mac_key), KMS_META_MAC_SIZE, params) != 1)
-        return nt_openssl_error(-EIO, "HKDF derive");
-    return 0;
+    return nt_hkdf_sha256(secret_const_data(base->kek), KMS_KEK_SIZE, META_MAC_INFO,
+                          secret_data(base->mac_key), KMS_META_MAC_SIZE);
 }
 
 static int mac_update_str(EVP_MAC_CTX *ctx, const char *s) {

@@ -57,9 +57,6 @@ static void build_aad(const LuksToken *t, const char *volume, uint8_t aad[AAD_SI
 }
 
 static int sealing_key(SnpProvider *p, const LuksToken *t, Secret **ret) {
-    _cleanup_(secret_freep) Secret *dk = NULL, *key = NULL;
-    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
-    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
     SnpDerivedKeyRequest req = {
         .root_key_select = t->root_key_select,
         .guest_field_select = t->guest_field_select,
@@ -67,55 +64,14 @@ static int sealing_key(SnpProvider *p, const LuksToken *t, Secret **ret) {
         .guest_svn = t->guest_svn,
         .tcb_version = t->tcb_version,
     };
-    OSSL_PARAM params[4];
-    int r;
-
-    if ((r = snp_provider_get_derived_key(p, &req, &dk)) < 0)
-        return r;
-    if ((r = secret_new(32, &key)) < 0)
-        return r;
-    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    if (!ctx)
-        return nt_openssl_error(-EIO, "HKDF");
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] =
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk), secret_size(dk));
-    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)SEAL_INFO,
-                                                  strlen(SEAL_INFO));
-    params[3] = OSSL_PARAM_construct_end();
-    if (EVP_KDF_derive(ctx, secret_data(key), 32, params) != 1)
-        return nt_openssl_error(-EIO, "HKDF derive");
-    *ret = TAKE_PTR(key);
-    return 0;
+    return snp_provider_sealing_key(p, &req, SEAL_INFO, ret);
 }
 
 /* enc: in = key (32 bytes) -> blob; dec: blob -> out key. */
 static int gcm(bool enc, const Secret *key, const uint8_t *aad, const uint8_t *nonce,
                const uint8_t *in, uint8_t *out, uint8_t *tag) {
-    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0;
-    if (!ctx)
-        return -ENOMEM;
-    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, LUKS_NONCE_SIZE, NULL) != 1 ||
-        EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(key), nonce, enc) != 1 ||
-        EVP_CipherUpdate(ctx, NULL, &n, aad, (int)AAD_SIZE) != 1 ||
-        EVP_CipherUpdate(ctx, out, &n, in, (int)LUKS_KEY_SIZE) != 1)
-        return nt_openssl_error(-EIO, "LUKS seal AES-GCM");
-    if (enc) {
-        if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1 ||
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, LUKS_TAG_SIZE, tag) != 1)
-            return nt_openssl_error(-EIO, "LUKS seal AES-GCM final");
-        return 0;
-    }
-    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, LUKS_TAG_SIZE, tag) != 1)
-        return nt_openssl_error(-EIO, "LUKS seal AES-GCM tag");
-    if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1) {
-        ERR_clear_error();
-        return -EKEYREJECTED;
-    }
-    return 0;
+    return nt_aes256gcm(enc, key, nonce, LUKS_NONCE_SIZE, aad, AAD_SIZE, in, LUKS_KEY_SIZE, out,
+                        tag, LUKS_TAG_SIZE, "LUKS seal");
 }
 
 /* Component-wise a >= b for the product, or byte-wise when the product is unknown. */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "core/log.h"
+#include "core/openssl-util.h"
 #include "snp/provider-internal.h"
 #include "snp/provider-sevguest.h"
 #include "snp/provider-tsm.h"
@@ -248,4 +249,22 @@ const char *snp_fw_strerror(uint32_t fw_error) {
     if (fw_error < ELEMENTSOF(table) && table[fw_error])
         return table[fw_error];
     return "unknown firmware status";
+}
+
+int snp_provider_sealing_key(SnpProvider *p, const SnpDerivedKeyRequest *req, const char *info,
+                             Secret **ret_key) {
+    _cleanup_(secret_freep) Secret *dk = NULL, *key = NULL;
+    int r;
+
+    if (!info || !ret_key)
+        return -EINVAL;
+    if ((r = snp_provider_get_derived_key(p, req, &dk)) < 0)
+        return r;
+    if ((r = secret_new(32, &key)) < 0)
+        return r;
+    if ((r = nt_hkdf_sha256(secret_const_data(dk), secret_size(dk), info, secret_data(key), 32)) <
+        0)
+        return r;
+    *ret_key = TAKE_PTR(key);
+    return 0;
 }

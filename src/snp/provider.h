@@ -74,6 +74,10 @@ int snp_provider_get_ext_report(SnpProvider *p, const uint8_t report_data[64], u
                                 size_t *ret_certs_len);
 /* Derived key (32 bytes) into a Secret. -EOPNOTSUPP if the provider cannot derive keys (tsm). */
 int snp_provider_get_derived_key(SnpProvider *p, const SnpDerivedKeyRequest *req, Secret **ret_key);
+/* A 32-byte sealing key: HKDF-SHA256 (no salt) over the derived key for req, with info as the
+ * HKDF info. Errors as snp_provider_get_derived_key, -EIO on an OpenSSL failure. */
+int snp_provider_sealing_key(SnpProvider *p, const SnpDerivedKeyRequest *req, const char *info,
+                             Secret **ret_key);
 
 /* Firmware status codes (SEV-SNP ABI "Status Codes") to text. */
 const char *snp_fw_strerror(uint32_t fw_error);

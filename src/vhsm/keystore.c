@@ -670,9 +670,6 @@ static int header_parse(const uint8_t *h, size_t len, KeystoreSealParams *ret,
  * anchor's MAC key (ANCHOR_INFO). */
 static int sealing_key(SnpProvider *provider, const KeystoreSealParams *p, const char *info,
                        Secret **ret) {
-    _cleanup_(secret_freep) Secret *dk = NULL, *key = NULL;
-    _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = NULL;
-    _cleanup_(EVP_KDF_CTX_freep) EVP_KDF_CTX *ctx = NULL;
     SnpDerivedKeyRequest req = {
         .root_key_select = p->root_key_select,
         .guest_field_select = p->guest_field_select,
@@ -680,56 +677,13 @@ static int sealing_key(SnpProvider *provider, const KeystoreSealParams *p, const
         .guest_svn = p->guest_svn,
         .tcb_version = p->tcb_version,
     };
-    OSSL_PARAM params[4];
-    int r;
-
-    if ((r = snp_provider_get_derived_key(provider, &req, &dk)) < 0)
-        return r;
-    if ((r = secret_new(32, &key)) < 0)
-        return r;
-    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    if (!ctx)
-        return nt_openssl_error(-EIO, "HKDF");
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] =
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret_data(dk), secret_size(dk));
-    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)info, strlen(info));
-    params[3] = OSSL_PARAM_construct_end();
-    if (EVP_KDF_derive(ctx, secret_data(key), 32, params) != 1)
-        return nt_openssl_error(-EIO, "HKDF derive");
-    *ret = TAKE_PTR(key);
-    return 0;
+    return snp_provider_sealing_key(provider, &req, info, ret);
 }
 
 static int gcm(bool enc, const Secret *key, const uint8_t *hdr, const uint8_t *in, size_t len,
                uint8_t *out, uint8_t *tag) {
-    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0;
-    if (!ctx)
-        return -ENOMEM;
-    if (len > INT32_MAX)
-        return -EFBIG;
-    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, FILE_NONCE_SIZE, NULL) != 1 ||
-        EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(key), hdr + FILE_NONCE_OFFSET, enc) !=
-            1 ||
-        EVP_CipherUpdate(ctx, NULL, &n, hdr, FILE_HEADER_SIZE) != 1 ||
-        (len > 0 && EVP_CipherUpdate(ctx, out, &n, in, (int)len) != 1))
-        return nt_openssl_error(-EIO, "keystore AES-GCM");
-    if (enc) {
-        if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1 ||
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, FILE_TAG_SIZE, tag) != 1)
-            return nt_openssl_error(-EIO, "keystore AES-GCM final");
-        return 0;
-    }
-    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, FILE_TAG_SIZE, tag) != 1)
-        return nt_openssl_error(-EIO, "keystore AES-GCM tag");
-    if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1) {
-        ERR_clear_error();
-        return -EKEYREJECTED;
-    }
-    return 0;
+    return nt_aes256gcm(enc, key, hdr + FILE_NONCE_OFFSET, FILE_NONCE_SIZE, hdr, FILE_HEADER_SIZE,
+                        in, len, out, tag, FILE_TAG_SIZE, "keystore");
 }
 
 int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, uint64_t generation,

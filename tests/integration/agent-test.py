@@ -48,25 +48,8 @@ os.chmod(TMP, 0o755)
 T0 = time.monotonic()
 APP_UIDS = list(range(2300, 2310))
 
-
-def path(name):
-    return os.path.join(TMP, name)
-
-
-def write_json(name, obj):
-    return ntlib.write_json(TMP, name, obj)
-
-
-def write_secret_file(name, data):
-    p = path(name)
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    os.write(fd, data)
-    os.close(fd)
-    return p
-
-
-def step(msg):
-    print("ok: %s (%.1f s)" % (msg, time.monotonic() - T0), flush=True)
+W = ntlib.Workdir(TMP)
+path, write_json, write_secret_file, step = W.path, W.write_json, W.write_secret_file, W.step
 
 
 # ---- the chip, TLS ----
@@ -80,40 +63,11 @@ def openssl(*args):
     run("openssl", *args)
 
 
-openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", path("ca.key"), "-out", path("ca.pem"), "-days", "2", "-subj", "/CN=ca",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
-with open(path("tls.ext"), "w") as f:
-    f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", path("tls.key"), "-out", path("tls.csr"), "-subj", "/CN=127.0.0.1")
-openssl("x509", "-req", "-in", path("tls.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
-        "-CAcreateserial", "-days", "2", "-out", path("tls.pem"), "-extfile", path("tls.ext"))
-CA = path("ca.pem")
+CA = ntlib.make_tls(TMP)
 
 
-class Daemon:
-    def __init__(self, name, exe, cfg):
-        self.name = name
-        port_file = path(name + ".port")
-        log = path(name + ".log")
-        self.p = subprocess.Popen([exe, "--config", cfg, "--port-file", port_file],
-                                  stdout=open(log, "a"), stderr=subprocess.STDOUT)
-        self.p.log = log
-        PROCS.append(self.p)
-        for _ in range(400):
-            if os.path.exists(port_file) and open(port_file).read().strip():
-                break
-            if self.p.poll() is not None:
-                fail("%s exited %d at start" % (name, self.p.returncode))
-            time.sleep(0.05)
-        else:
-            fail("%s did not start" % name)
-        self.url = "https://127.0.0.1:%d" % int(open(port_file).read())
-
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        check(self.p.wait(15) == 0, "%s exit %s on SIGTERM" % (self.name, self.p.returncode))
+def Daemon(name, exe, cfg):
+    return ntlib.Daemon(TMP, name, exe, cfg)
 
 
 ISSUER = "https://attestd.test"

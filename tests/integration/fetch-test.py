@@ -33,25 +33,8 @@ if os.geteuid() != 0:
 TMP = tempfile.mkdtemp(prefix="nt-fetch-")
 T0 = time.monotonic()
 
-
-def path(name):
-    return os.path.join(TMP, name)
-
-
-def write_json(name, obj):
-    return ntlib.write_json(TMP, name, obj)
-
-
-def write_secret_file(name, data):
-    p = path(name)
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    os.write(fd, data)
-    os.close(fd)
-    return p
-
-
-def step(msg):
-    print("ok: %s (%.1f s)" % (msg, time.monotonic() - T0), flush=True)
+W = ntlib.Workdir(TMP)
+path, write_json, write_secret_file, step = W.path, W.write_json, W.write_secret_file, W.step
 
 
 # ---- the chip, TLS ----

@@ -48,25 +48,8 @@ WRITERS = 3
 IDS_PER_WRITER = 4
 rng = random.Random(int(os.environ.get("NT_SEED", "0")) or None)
 
-
-def path(name):
-    return os.path.join(TMP, name)
-
-
-def write_json(name, obj):
-    return ntlib.write_json(TMP, name, obj)
-
-
-def write_secret_file(name, data):
-    p = path(name)
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    os.write(fd, data)
-    os.close(fd)
-    return p
-
-
-def step(msg):
-    print("ok: %s (%.1f s)" % (msg, time.monotonic() - T0), flush=True)
+W = ntlib.Workdir(TMP)
+path, write_json, write_secret_file, step = W.path, W.write_json, W.write_secret_file, W.step
 
 
 MEAS, OTHER_MEAS = "11" * 48, "33" * 48

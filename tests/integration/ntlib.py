@@ -46,6 +46,36 @@ def write_json(directory, name, obj):
     return path
 
 
+def write_secret_file(directory, name, data):
+    """Writes data (bytes) to directory/name, mode 0600 from creation. Returns the path."""
+    p = os.path.join(directory, name)
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.write(fd, data)
+    os.close(fd)
+    return p
+
+
+class Workdir:
+    """A test's directory: .path(name), .write_json, .write_secret_file within it, and .step(msg)
+    printing progress with the seconds since the Workdir was made."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        self.t0 = time.monotonic()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write_json(self, name, obj):
+        return write_json(self.dir, name, obj)
+
+    def write_secret_file(self, name, data):
+        return write_secret_file(self.dir, name, data)
+
+    def step(self, msg):
+        print("ok: %s (%.1f s)" % (msg, time.monotonic() - self.t0), flush=True)
+
+
 def start_vhsmd(vhsmd, directory, sim_dir, kms_keys, attestd_jwks, issuer):
     """Starts vhsmd in directory (socket vhsm.sock, keystore, anchor; log vhsmd.log beside it)
     on the simulated chip sim_dir, pinning kmsd's release keys and attestd's JWKS. Returns the
