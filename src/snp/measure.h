@@ -11,9 +11,9 @@
  * The launch sequence (what QEMU, AWS EC2 and GCE do):
  *  1. the OVMF image as NORMAL pages, mapped to end at 4 GiB;
  *  2. the SEV metadata sections in their order: SNP_SEC_MEM (GCE: UNMEASURED pages) and
- *     SVSM_CAA as ZERO pages, SNP_SECRETS as a SECRETS page, CPUID as a CPUID page (EC2: after all other sections),
- *     SNP_KERNEL_HASHES as the NORMAL page holding QEMU's SEV hashes table when a kernel is
- *     given (measured direct boot), else as ZERO pages;
+ *     SVSM_CAA as ZERO pages, SNP_SECRETS as a SECRETS page, CPUID as a CPUID page (EC2: after all
+ * other sections), SNP_KERNEL_HASHES as the NORMAL page holding QEMU's SEV hashes table when a
+ * kernel is given (measured direct boot), else as ZERO pages;
  *  3. one VMSA page per vCPU: the BSP at the reset vector 0xFFFFFFF0, the APs at the SEV-ES
  *     reset block's EIP, with the VMM's initial register state and SEV_FEATURES.
  *

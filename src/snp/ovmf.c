@@ -25,11 +25,10 @@ static _printf_(2, 3) int fail(char *err, const char *fmt, ...) {
 }
 
 static uint16_t rd16(const uint8_t *p) {
-    return (uint16_t) (p[0] | (p[1] << 8));
+    return (uint16_t)(p[0] | (p[1] << 8));
 }
 static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t) p[0] | ((uint32_t) p[1] << 8) | ((uint32_t) p[2] << 16) |
-           ((uint32_t) p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 const char *snp_ovmf_section_name(uint32_t type) {
@@ -59,7 +58,8 @@ const SnpOvmfSection *snp_ovmf_find_section(const SnpOvmfInfo *info, uint32_t ty
 static int parse_metadata(const uint8_t *tail, size_t tail_len, uint64_t image_size,
                           uint32_t offset, SnpOvmfInfo *info, char *err) {
     if (offset < META_HDR || offset > tail_len || offset > image_size)
-        return fail(err, "SEV metadata offset %" PRIu32 " from the end of the image is out of range",
+        return fail(err,
+                    "SEV metadata offset %" PRIu32 " from the end of the image is out of range",
                     offset);
     const uint8_t *h = tail + (tail_len - offset);
     size_t avail = offset; /* bytes from the header to the end of the image */
@@ -72,7 +72,7 @@ static int parse_metadata(const uint8_t *tail, size_t tail_len, uint64_t image_s
     if (count == 0 || count > SNP_OVMF_MAX_SECTIONS)
         return fail(err, "SEV metadata has %" PRIu32 " sections (expected 1 to %u)", count,
                     SNP_OVMF_MAX_SECTIONS);
-    if (len != META_HDR + (uint64_t) count * META_DESC || len > avail)
+    if (len != META_HDR + (uint64_t)count * META_DESC || len > avail)
         return fail(err,
                     "SEV metadata length %" PRIu32 " does not match %" PRIu32
                     " sections or runs past the end of the image",
@@ -80,14 +80,14 @@ static int parse_metadata(const uint8_t *tail, size_t tail_len, uint64_t image_s
 
     info->n_sections = 0;
     for (uint32_t i = 0; i < count; i++) {
-        const uint8_t *d = h + META_HDR + (size_t) i * META_DESC;
+        const uint8_t *d = h + META_HDR + (size_t)i * META_DESC;
         SnpOvmfSection s = {.gpa = rd32(d), .size = rd32(d + 4), .type = rd32(d + 8)};
         const char *name = snp_ovmf_section_name(s.type);
         if (!name)
             return fail(err, "SEV metadata section %" PRIu32 " has unknown type 0x%" PRIx32, i,
                         s.type);
         if (s.size == 0 || s.gpa % PAGE != 0 || s.size % PAGE != 0 ||
-            (uint64_t) s.gpa + s.size > FOUR_GIB)
+            (uint64_t)s.gpa + s.size > FOUR_GIB)
             return fail(err,
                         "SEV metadata section %s at 0x%" PRIx32 " size 0x%" PRIx32
                         " is empty, not page-aligned or above 4 GiB",
@@ -99,12 +99,12 @@ static int parse_metadata(const uint8_t *tail, size_t tail_len, uint64_t image_s
                         name, s.size);
         if (s.type != SNP_OVMF_SECTION_SEC_MEM && snp_ovmf_find_section(info, s.type))
             return fail(err, "SEV metadata has more than one %s section", name);
-        if ((uint64_t) s.gpa + s.size > info->gpa)
-            return fail(err, "SEV metadata section %s at 0x%" PRIx32 " overlaps the firmware",
-                            name, s.gpa);
+        if ((uint64_t)s.gpa + s.size > info->gpa)
+            return fail(err, "SEV metadata section %s at 0x%" PRIx32 " overlaps the firmware", name,
+                        s.gpa);
         for (size_t j = 0; j < info->n_sections; j++) {
             const SnpOvmfSection *o = &info->sections[j];
-            if (s.gpa < (uint64_t) o->gpa + o->size && o->gpa < (uint64_t) s.gpa + s.size)
+            if (s.gpa < (uint64_t)o->gpa + o->size && o->gpa < (uint64_t)s.gpa + s.size)
                 return fail(err, "SEV metadata sections %s and %s overlap", name,
                             snp_ovmf_section_name(o->type));
         }
@@ -122,8 +122,9 @@ int snp_ovmf_parse(const uint8_t *tail, size_t tail_len, uint64_t image_size, Sn
     uint32_t meta_offset = 0;
 
     if (image_size == 0 || image_size % PAGE != 0)
-        return fail(err, "firmware image size %" PRIu64 " is not a non-zero multiple of 4096 "
-                         "(truncated?)",
+        return fail(err,
+                    "firmware image size %" PRIu64 " is not a non-zero multiple of 4096 "
+                    "(truncated?)",
                     image_size);
     if (image_size > SNP_OVMF_IMAGE_MAX)
         return fail(err, "firmware image of %" PRIu64 " bytes is larger than %llu", image_size,

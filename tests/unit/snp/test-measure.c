@@ -61,7 +61,7 @@ static void test_vectors(void **state) {
             col[i] = trim(p);
             p = bar ? bar + 1 : p;
         }
-        SnpMeasureInput in = {.vcpus = (unsigned) atoi(col[2])};
+        SnpMeasureInput in = {.vcpus = (unsigned)atoi(col[2])};
         char ovmf[512];
         if (strncmp(col[1], "/usr/share/ovmf/OVMF.fd", 23) == 0)
             snprintf(ovmf, sizeof(ovmf), "%s", DEBIAN_OVMF);
@@ -104,10 +104,8 @@ static void test_vectors(void **state) {
 
 static void test_debian_image_hash(void **state) {
     /* The Debian row is only meaningful for the exact image: check it is the one in SOURCE.txt. */
-    SnpMeasureInput in = {.ovmf_path = DEBIAN_OVMF,
-                          .vcpus = 1,
-                          .vmm = SNP_VMM_QEMU,
-                          .guest_features = 1};
+    SnpMeasureInput in = {
+        .ovmf_path = DEBIAN_OVMF, .vcpus = 1, .vmm = SNP_VMM_QEMU, .guest_features = 1};
     SnpMeasureResult res;
     char err[SNP_OVMF_ERR_MAX];
     assert_int_equal(snp_measure(&in, &res, err), 0);
@@ -185,19 +183,19 @@ static void test_refuse_footer_length(void **state) {
     uint8_t *b = load(AMDSEV, &len);
     char err[SNP_OVMF_ERR_MAX];
     uint8_t lo = b[len - 50], hi = b[len - 49];
-    uint16_t orig = (uint16_t) (lo | (hi << 8));
+    uint16_t orig = (uint16_t)(lo | (hi << 8));
     static const uint16_t bad[] = {0, 17, 0xffff, 4096};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        b[len - 50] = (uint8_t) bad[i];
-        b[len - 49] = (uint8_t) (bad[i] >> 8);
+        b[len - 50] = (uint8_t)bad[i];
+        b[len - 49] = (uint8_t)(bad[i] >> 8);
         assert_int_equal(measure_buf(b, len, NULL, err), -EBADMSG);
         assert_non_null(strstr(err, "length"));
     }
     /* One byte short or long: the walk no longer lands on entry boundaries. */
     for (int d = -1; d <= 1; d += 2) {
-        uint16_t v = (uint16_t) (orig + d);
-        b[len - 50] = (uint8_t) v;
-        b[len - 49] = (uint8_t) (v >> 8);
+        uint16_t v = (uint16_t)(orig + d);
+        b[len - 50] = (uint8_t)v;
+        b[len - 49] = (uint8_t)(v >> 8);
         assert_int_equal(measure_buf(b, len, NULL, err), -EBADMSG);
     }
     b[len - 50] = lo;
@@ -234,7 +232,7 @@ static void test_refuse_metadata(void **state) {
 
     b[h + 16] |= 0x10; /* first section's GPA no longer page-aligned */
     assert_int_equal(measure_buf(b, len, NULL, err), -EBADMSG);
-    b[h + 16] &= (uint8_t) ~0x10;
+    b[h + 16] &= (uint8_t)~0x10;
 
     b[h + 4] += 1; /* length not matching the count */
     assert_int_equal(measure_buf(b, len, NULL, err), -EBADMSG);
