@@ -24,11 +24,11 @@
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static int cmp(const void *a, const void *b) {
-    double x = *(const double *) a, y = *(const double *) b;
+    double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -50,7 +50,7 @@ int main(void) {
         return 1;
     srand(1);
     for (size_t i = 0; i < FW_SIZE - slen; i++)
-        fw[i] = (uint8_t) rand();
+        fw[i] = (uint8_t)rand();
     memcpy(fw + FW_SIZE - slen, suffix, slen);
     char dir[] = "/tmp/nt-bench-measure-XXXXXX", path[64], kpath[64];
     if (!mkdtemp(dir))
@@ -68,7 +68,7 @@ int main(void) {
                           .vcpu_sig = 0xa00f11,
                           .vmm = SNP_VMM_QEMU,
                           .guest_features = 1};
-    double *t = calloc((size_t) rounds, sizeof(double)), *f = calloc((size_t) rounds, sizeof(double));
+    double *t = calloc((size_t)rounds, sizeof(double)), *f = calloc((size_t)rounds, sizeof(double));
     SnpMeasureResult res;
     char err[SNP_OVMF_ERR_MAX];
     uint8_t info[0x70] = {0}, out[48];
@@ -88,8 +88,8 @@ int main(void) {
         t[r] = t1 - t0;
         f[r] = t2 - t1;
     }
-    qsort(t, (size_t) rounds, sizeof(double), cmp);
-    qsort(f, (size_t) rounds, sizeof(double), cmp);
+    qsort(t, (size_t)rounds, sizeof(double), cmp);
+    qsort(f, (size_t)rounds, sizeof(double), cmp);
     double tm = t[rounds / 2] * 1e3, fm = f[rounds / 2] * 1e3;
     printf("measure 4 MiB OVMF + 1 MiB kernel, 64 vCPUs: %.2f ms (median of %d); "
            "SHA-384 floor (no I/O, no kernel): %.2f ms; ratio %.2f\n",

@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size > SNP_OVMF_TAIL_MAX)
         return 0;
     /* As given (a whole image when size is a page multiple), and as the tail of a larger one. */
-    uint64_t sizes[2] = {size, ((uint64_t) size + 4095) / 4096 * 4096 + 4096};
+    uint64_t sizes[2] = {size, ((uint64_t)size + 4095) / 4096 * 4096 + 4096};
     for (int k = 0; k < 2; k++) {
         err[0] = '\0';
         int r = snp_ovmf_parse(data, size, sizes[k], &info, err);
@@ -37,11 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < info.n_sections; i++) {
             const SnpOvmfSection *s = &info.sections[i];
             if (!snp_ovmf_section_name(s->type) || s->size == 0 || s->gpa % 4096 ||
-                s->size % 4096 || (uint64_t) s->gpa + s->size > info.gpa)
+                s->size % 4096 || (uint64_t)s->gpa + s->size > info.gpa)
                 abort();
             for (size_t j = 0; j < i; j++) {
                 const SnpOvmfSection *o = &info.sections[j];
-                if (s->gpa < (uint64_t) o->gpa + o->size && o->gpa < (uint64_t) s->gpa + s->size)
+                if (s->gpa < (uint64_t)o->gpa + o->size && o->gpa < (uint64_t)s->gpa + s->size)
                     abort();
             }
         }

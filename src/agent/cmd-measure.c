@@ -72,7 +72,7 @@ static int policy_add(const char *path, const char *hex) {
         return NT_EXIT_IO;
     } else {
         json_error_t jerr;
-        root = json_loadb((const char *) text, len, JSON_REJECT_DUPLICATES, &jerr);
+        root = json_loadb((const char *)text, len, JSON_REJECT_DUPLICATES, &jerr);
         if (!root || !json_is_object(root)) {
             log_error("Policy '%s' is not a JSON object (%s); left unchanged.", path,
                       root ? "not an object" : jerr.text);
@@ -140,7 +140,7 @@ static int print_json(const SnpMeasureInput *in, const SnpMeasureResult *res, co
     r |= json_object_set_new(j, "ovmf_sha256", json_string(h));
     hex_encode(res->ovmf_digest, SNP_MEASUREMENT_SIZE, h);
     r |= json_object_set_new(j, "ovmf_launch_digest", json_string(h));
-    r |= json_object_set_new(j, "ovmf_size", json_integer((json_int_t) res->ovmf_size));
+    r |= json_object_set_new(j, "ovmf_size", json_integer((json_int_t)res->ovmf_size));
     r |= json_object_set_new(j, "sev_es_reset_eip", json_string(eip));
     if (res->direct_boot) {
         hex_encode(res->kernel_sha256, 32, h);
@@ -227,7 +227,7 @@ int cmd_measure(int argc, char **argv) {
                 log_error("--vcpus: expected 1..%u, got '%s'.", SNP_MEASURE_MAX_VCPUS, optarg);
                 return NT_EXIT_USAGE;
             }
-            in.vcpus = (unsigned) v;
+            in.vcpus = (unsigned)v;
             break;
         case ARG_VCPU_TYPE:
             vcpu_type = optarg;
@@ -237,7 +237,7 @@ int cmd_measure(int argc, char **argv) {
                 log_error("--vcpu-sig: expected a 32-bit number, got '%s'.", optarg);
                 return NT_EXIT_USAGE;
             }
-            in.vcpu_sig = (uint32_t) v;
+            in.vcpu_sig = (uint32_t)v;
             have_sig = true;
             break;
         case ARG_VCPU_FAMILY:
@@ -247,8 +247,9 @@ int cmd_measure(int argc, char **argv) {
                 log_error("%s: expected a number, got '%s'.", argv[optind - 1], optarg);
                 return NT_EXIT_USAGE;
             }
-            *(c == ARG_VCPU_FAMILY ? &family : c == ARG_VCPU_MODEL ? &model : &stepping) =
-                (int64_t) v;
+            *(c == ARG_VCPU_FAMILY  ? &family
+              : c == ARG_VCPU_MODEL ? &model
+                                    : &stepping) = (int64_t)v;
             break;
         case ARG_VMM:
             in.vmm = snp_vmm_from_string(optarg);
@@ -304,8 +305,7 @@ int cmd_measure(int argc, char **argv) {
     }
     if (fms) {
         if (family < 0 || model < 0 || stepping < 0 ||
-            snp_cpu_sig((unsigned) family, (unsigned) model, (unsigned) stepping, &in.vcpu_sig) <
-                0) {
+            snp_cpu_sig((unsigned)family, (unsigned)model, (unsigned)stepping, &in.vcpu_sig) < 0) {
             log_error("--vcpu-family (0..270), --vcpu-model (0..255) and --vcpu-stepping "
                       "(0..15) are needed together.");
             return NT_EXIT_USAGE;

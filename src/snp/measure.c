@@ -42,16 +42,16 @@ static _printf_(3, 4) int fail(char *err, int r, const char *fmt, ...) {
 }
 
 static void wr16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t) v;
-    p[1] = (uint8_t) (v >> 8);
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
 }
 static void wr32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t) (v >> (8 * i));
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 static void wr64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t) (v >> (8 * i));
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* ---- the guest context: the launch digest being extended ---- */
@@ -171,29 +171,29 @@ void snp_vmsa_build(uint8_t page[4096], uint32_t eip, uint32_t vcpu_sig, SnpVmm 
     }
 
     memset(page, 0, PAGE);
-    vmsa_seg(page, 0, 0, 0x93, 0xffff, 0);                             /* es */
-    vmsa_seg(page, 1, 0xf000, cs_flags, 0xffff, eip & 0xffff0000u);    /* cs */
-    vmsa_seg(page, 2, 0, ss_flags, 0xffff, 0);                         /* ss */
-    vmsa_seg(page, 3, 0, 0x93, 0xffff, 0);                             /* ds */
-    vmsa_seg(page, 4, 0, 0x93, 0xffff, 0);                             /* fs */
-    vmsa_seg(page, 5, 0, 0x93, 0xffff, 0);                             /* gs */
-    vmsa_seg(page, 6, 0, 0, 0xffff, 0);                                /* gdtr */
-    vmsa_seg(page, 7, 0, 0x82, 0xffff, 0);                             /* ldtr */
-    vmsa_seg(page, 8, 0, 0, 0xffff, 0);                                /* idtr */
-    vmsa_seg(page, 9, 0, tr_flags, 0xffff, 0);                         /* tr */
-    wr64(page + 0xd0, 0x1000);              /* EFER: KVM sets SVME */
-    wr64(page + 0x148, 0x40);               /* CR4: KVM sets MCE */
-    wr64(page + 0x158, 0x10);               /* CR0: ET */
-    wr64(page + 0x160, 0x400);              /* DR7 */
-    wr64(page + 0x168, 0xffff0ff0);         /* DR6 */
-    wr64(page + 0x170, 0x2);                /* RFLAGS */
-    wr64(page + 0x178, eip & 0xffff);       /* RIP */
-    wr64(page + 0x268, g_pat);              /* G_PAT */
-    wr64(page + 0x310, rdx);                /* RDX */
-    wr64(page + 0x3b0, guest_features);     /* SEV_FEATURES */
-    wr64(page + 0x3e8, 0x1);                /* XCR0 */
-    wr32(page + 0x408, mxcsr);              /* MXCSR */
-    wr16(page + 0x410, fcw);                /* x87 FCW */
+    vmsa_seg(page, 0, 0, 0x93, 0xffff, 0);                          /* es */
+    vmsa_seg(page, 1, 0xf000, cs_flags, 0xffff, eip & 0xffff0000u); /* cs */
+    vmsa_seg(page, 2, 0, ss_flags, 0xffff, 0);                      /* ss */
+    vmsa_seg(page, 3, 0, 0x93, 0xffff, 0);                          /* ds */
+    vmsa_seg(page, 4, 0, 0x93, 0xffff, 0);                          /* fs */
+    vmsa_seg(page, 5, 0, 0x93, 0xffff, 0);                          /* gs */
+    vmsa_seg(page, 6, 0, 0, 0xffff, 0);                             /* gdtr */
+    vmsa_seg(page, 7, 0, 0x82, 0xffff, 0);                          /* ldtr */
+    vmsa_seg(page, 8, 0, 0, 0xffff, 0);                             /* idtr */
+    vmsa_seg(page, 9, 0, tr_flags, 0xffff, 0);                      /* tr */
+    wr64(page + 0xd0, 0x1000);                                      /* EFER: KVM sets SVME */
+    wr64(page + 0x148, 0x40);                                       /* CR4: KVM sets MCE */
+    wr64(page + 0x158, 0x10);                                       /* CR0: ET */
+    wr64(page + 0x160, 0x400);                                      /* DR7 */
+    wr64(page + 0x168, 0xffff0ff0);                                 /* DR6 */
+    wr64(page + 0x170, 0x2);                                        /* RFLAGS */
+    wr64(page + 0x178, eip & 0xffff);                               /* RIP */
+    wr64(page + 0x268, g_pat);                                      /* G_PAT */
+    wr64(page + 0x310, rdx);                                        /* RDX */
+    wr64(page + 0x3b0, guest_features);                             /* SEV_FEATURES */
+    wr64(page + 0x3e8, 0x1);                                        /* XCR0 */
+    wr32(page + 0x408, mxcsr);                                      /* MXCSR */
+    wr16(page + 0x410, fcw);                                        /* x87 FCW */
 }
 
 /* ---- names ---- */
@@ -207,7 +207,7 @@ static const char *const vmm_names[_SNP_VMM_MAX] = {
 SnpVmm snp_vmm_from_string(const char *s) {
     for (int i = 0; i < _SNP_VMM_MAX; i++)
         if (s && strcasecmp(s, vmm_names[i]) == 0)
-            return (SnpVmm) i;
+            return (SnpVmm)i;
     return _SNP_VMM_INVALID;
 }
 
@@ -220,8 +220,8 @@ int snp_cpu_sig(unsigned family, unsigned model, unsigned stepping, uint32_t *re
         return -EINVAL;
     unsigned fam_lo = family > 0xf ? 0xf : family;
     unsigned fam_hi = family > 0xf ? family - 0xf : 0;
-    *ret = (uint32_t) ((fam_hi << 20) | ((model >> 4) << 16) | (fam_lo << 8) |
-                       ((model & 0xf) << 4) | stepping);
+    *ret = (uint32_t)((fam_hi << 20) | ((model >> 4) << 16) | (fam_lo << 8) | ((model & 0xf) << 4) |
+                      stepping);
     return 0;
 }
 
@@ -231,8 +231,8 @@ static const struct {
     unsigned max_version; /* NAME-v1..vN accepted */
 } vcpu_models[] = {
     /* QEMU's builtin_x86_defs (target/i386/cpu.c) */
-    {"EPYC", 23, 1, 2, 4},        {"EPYC-IBPB", 23, 1, 2, 0}, {"EPYC-Rome", 23, 49, 0, 5},
-    {"EPYC-Milan", 25, 1, 1, 3},  {"EPYC-Genoa", 25, 17, 0, 2}, {"EPYC-Turin", 26, 0, 0, 1},
+    {"EPYC", 23, 1, 2, 4},       {"EPYC-IBPB", 23, 1, 2, 0},   {"EPYC-Rome", 23, 49, 0, 5},
+    {"EPYC-Milan", 25, 1, 1, 3}, {"EPYC-Genoa", 25, 17, 0, 2}, {"EPYC-Turin", 26, 0, 0, 1},
 };
 
 int snp_vcpu_sig_from_name(const char *name, uint32_t *ret) {
@@ -246,7 +246,7 @@ int snp_vcpu_sig_from_name(const char *name, uint32_t *ret) {
         if (*rest != '\0') {
             if (rest[0] != '-' || (rest[1] != 'v' && rest[1] != 'V') || rest[2] < '1' ||
                 rest[2] > '9' || rest[3] != '\0' ||
-                (unsigned) (rest[2] - '0') > vcpu_models[i].max_version)
+                (unsigned)(rest[2] - '0') > vcpu_models[i].max_version)
                 continue;
         }
         return snp_cpu_sig(vcpu_models[i].family, vcpu_models[i].model, vcpu_models[i].stepping,
@@ -268,7 +268,7 @@ static int read_full_at(int fd, uint8_t *buf, size_t len, off_t off) {
         if (n == 0)
             return -EIO; /* shrank under us */
         buf += n;
-        len -= (size_t) n;
+        len -= (size_t)n;
         off += n;
     }
     return 0;
@@ -292,7 +292,7 @@ static int sha256_file(const char *path, uint8_t out[32], char *err) {
         }
         if (n == 0)
             break;
-        if (EVP_DigestUpdate(ctx, buf, (size_t) n) != 1)
+        if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
             return fail(err, -EIO, "OpenSSL SHA-256 failed");
     }
     unsigned n = 0;
@@ -358,15 +358,15 @@ int snp_measure(const SnpMeasureInput *in, SnpMeasureResult *ret, char *err) {
         return fail(err, -errno, "Failed to stat '%s': %s", in->ovmf_path, strerror(errno));
     if (!S_ISREG(st.st_mode))
         return fail(err, -EBADMSG, "Firmware '%s' is not a regular file", in->ovmf_path);
-    uint64_t size = (uint64_t) st.st_size;
+    uint64_t size = (uint64_t)st.st_size;
 
     /* Parse the footer and metadata before hashing anything. */
-    size_t tail_len = (size_t) MIN(size, (uint64_t) SNP_OVMF_TAIL_MAX);
+    size_t tail_len = (size_t)MIN(size, (uint64_t)SNP_OVMF_TAIL_MAX);
     _cleanup_free_ uint8_t *tail = malloc(tail_len ? tail_len : 1);
     if (!tail)
         return fail(err, -ENOMEM, "Out of memory");
     if (tail_len > 0) {
-        r = read_full_at(fd, tail, tail_len, (off_t) (size - tail_len));
+        r = read_full_at(fd, tail, tail_len, (off_t)(size - tail_len));
         if (r < 0)
             return fail(err, r, "Failed to read '%s': %s", in->ovmf_path, strerror(-r));
     }
@@ -394,7 +394,7 @@ int snp_measure(const SnpMeasureInput *in, SnpMeasureResult *ret, char *err) {
                         "Firmware '%s' has an SNP_KERNEL_HASHES section but no SEV hashes table "
                         "entry in its footer table",
                         in->ovmf_path);
-        if ((info.hashes_table_gpa & ~(uint32_t) (PAGE - 1)) != khs->gpa ||
+        if ((info.hashes_table_gpa & ~(uint32_t)(PAGE - 1)) != khs->gpa ||
             (info.hashes_table_gpa & (PAGE - 1)) + HT_LEN_PADDED > PAGE ||
             info.hashes_table_size < HT_LEN_PADDED)
             return fail(err, -EBADMSG,
@@ -426,7 +426,7 @@ int snp_measure(const SnpMeasureInput *in, SnpMeasureResult *ret, char *err) {
     /* 1. The firmware, a page at a time. */
     uint8_t page[PAGE];
     for (uint64_t off = 0; off < size; off += PAGE) {
-        r = read_full_at(fd, page, PAGE, (off_t) off);
+        r = read_full_at(fd, page, PAGE, (off_t)off);
         if (r < 0)
             return fail(err, r, "Failed to read '%s': %s", in->ovmf_path, strerror(-r));
         if (EVP_DigestUpdate(fw256, page, PAGE) != 1 ||
