@@ -32,8 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ntlib  # noqa: E402
@@ -70,54 +68,25 @@ def Daemon(name, exe, cfg):
     return ntlib.Daemon(TMP, name, exe, cfg)
 
 
-ISSUER = "https://attestd.test"
+ISSUER = ntlib.ISSUER
 TOKEN_LIFETIME = 10  # short: the attested key must be refreshed during the test
 
 
 def attestd(name, lifetime):
-    return Daemon(name, ATTESTD, write_json(name + ".json", {
-        "listen": "127.0.0.1:0",
-        "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-        "challenge": {"secret": write_secret_file(name + "-challenge.key", os.urandom(32)),
-                      "lifetime": 60},
-        "token": {"keys_dir": path(name + "-keys"), "issuer": ISSUER, "audience": "nitride-kmsd",
-                  "lifetime": lifetime},
-        "trust_anchors": [os.path.join(CHIP, "ark.pem")],
-        "policies": {"default": {"file": write_json(name + "-policy.json",
-                                                    {"measurements": [MEAS]})}},
-        "default_policy": "default",
-        "rate_limit": {"per_second": 0, "burst": 1},
-    }))
+    return Daemon(name, ATTESTD, ntlib.attestd_config(W, name, CHIP, [MEAS], lifetime))
 
 
 A = attestd("attestd", TOKEN_LIFETIME)
 # Another attestd with its own signing keys: kmsd does not know them (401 unknown key).
 A2 = attestd("attestd2", 300)
 ADMIN_TOKEN = b64u(os.urandom(32))
-K = Daemon("kmsd", KMSD, write_json("kmsd.json", {
-    "listen": "127.0.0.1:0",
-    "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-    "database": path("kmsd.db"),
-    "kek_file": write_secret_file("kek", os.urandom(32)),
-    "release": {"keys_dir": path("release-keys")},
-    "attestd": {"jwks_url": A.url + "/.well-known/jwks.json", "ca_file": CA, "issuer": ISSUER,
-                "audience": "nitride-kmsd", "skew": 1},
-    "admin": {"bearer_token_file": write_secret_file("admin.token", ADMIN_TOKEN.encode())},
-    "rate_limit": {"per_second": 0, "burst": 1},
-}))
+K = Daemon("kmsd", KMSD, ntlib.kmsd_config(
+    W, "kmsd", A.url, CA, write_secret_file("admin.token", ADMIN_TOKEN.encode())))
+CTX = ssl.create_default_context(cafile=CA)
 
 
 def http(url, body=None):
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
-                                 method="POST" if body else "GET")
-    req.add_header("Content-Type", "application/json")
-    req.add_header("Authorization", "Bearer " + ADMIN_TOKEN)
-    try:
-        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=CA),
-                                    timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return ntlib.admin_http(url, ADMIN_TOKEN, CTX, body)
 
 
 VOL_UUID, WRONG_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b-e07fc1f90ae7"

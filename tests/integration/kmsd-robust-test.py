@@ -30,8 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ntlib  # noqa: E402
@@ -58,47 +56,18 @@ run(NITRIDE, "sim", "init", CHIP, "--product", "milan")
 run(NITRIDE, "sim", "set", CHIP, "--measurement", MEAS)
 CA = ntlib.make_tls(TMP)
 CTX = ssl.create_default_context(cafile=CA)
-ISSUER = "https://attestd.test"
-A = ntlib.Daemon(TMP, "attestd", ATTESTD, write_json("attestd.json", {
-    "listen": "127.0.0.1:0",
-    "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-    "challenge": {"secret": write_secret_file("challenge.key", os.urandom(32)), "lifetime": 60},
-    "token": {"keys_dir": path("att-keys"), "issuer": ISSUER, "audience": "nitride-kmsd",
-              "lifetime": 300},
-    "trust_anchors": [os.path.join(CHIP, "ark.pem")],
-    "policies": {"default": {"file": write_json("att-policy.json", {"measurements": [MEAS]})}},
-    "default_policy": "default",
-    "rate_limit": {"per_second": 0, "burst": 1},
-}))
+ISSUER = ntlib.ISSUER
+A = ntlib.Daemon(TMP, "attestd", ATTESTD, ntlib.attestd_config(W, "attestd", CHIP, [MEAS]))
 ADMIN_TOKEN = b64u(os.urandom(32))
 ADMIN_TOKEN_FILE = write_secret_file("admin.token", ADMIN_TOKEN.encode())
 DB = path("kmsd.db")
-K_CFG = write_json("kmsd.json", {
-    "listen": "127.0.0.1:0",
-    "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-    "database": DB,
-    "kek_file": write_secret_file("kek", os.urandom(32)),
-    "release": {"keys_dir": path("release-keys")},
-    "attestd": {"jwks_url": A.url + "/.well-known/jwks.json", "ca_file": CA, "issuer": ISSUER,
-                "audience": "nitride-kmsd", "skew": 1},
-    "admin": {"bearer_token_file": ADMIN_TOKEN_FILE},
-    "rate_limit": {"per_second": 0, "burst": 1},
-})
+K_CFG = ntlib.kmsd_config(W, "kmsd", A.url, CA, ADMIN_TOKEN_FILE, database=DB)
 K = ntlib.Daemon(TMP, "kmsd", KMSD, K_CFG)
 
 
 def http(url, body=None, method=None, token=ADMIN_TOKEN, timeout=30):
     """(status, parsed JSON or raw bytes); raises OSError when the connection fails."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, context=CTX, timeout=timeout) as r:
-            st, b = r.status, r.read()
-    except urllib.error.HTTPError as e:
-        st, b = e.code, e.read()
+    st, b = ntlib.admin_http(url, token, CTX, body, method, timeout)
     try:
         return st, json.loads(b)
     except ValueError:

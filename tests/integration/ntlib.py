@@ -153,6 +153,64 @@ class Daemon:
         self.p.wait(15)
 
 
+ISSUER = "https://attestd.test"
+AUDIENCE = "nitride-kmsd"
+
+
+def attestd_config(w, name, chip, measurements, lifetime=300, issuer=ISSUER):
+    """Writes NAME.json in Workdir w for an attestd on 127.0.0.1:0 with the TLS pair of
+    make_tls, a fresh challenge secret and signing keys (NAME-keys), trusting the simulated
+    chip's ARK and appraising with a policy that admits measurements. Returns the path."""
+    return w.write_json(name + ".json", {
+        "listen": "127.0.0.1:0",
+        "tls": {"cert": w.path("tls.pem"), "key": w.path("tls.key")},
+        "challenge": {"secret": w.write_secret_file(name + "-challenge.key", os.urandom(32)),
+                      "lifetime": 60},
+        "token": {"keys_dir": w.path(name + "-keys"), "issuer": issuer, "audience": AUDIENCE,
+                  "lifetime": lifetime},
+        "trust_anchors": [os.path.join(chip, "ark.pem")],
+        "policies": {"default": {"file": w.write_json(name + "-policy.json",
+                                                      {"measurements": list(measurements)})}},
+        "default_policy": "default",
+        "rate_limit": {"per_second": 0, "burst": 1},
+    })
+
+
+def kmsd_config(w, name, attestd_url, ca, admin_token_file, issuer=ISSUER, database=None):
+    """Writes NAME.json in Workdir w for a kmsd on 127.0.0.1:0 (database NAME.db unless given,
+    a fresh KEK, release keys in release-keys) that fetches attestd's JWKS from attestd_url
+    over TLS trusting ca, and admits the bearer token in admin_token_file. Returns the path."""
+    return w.write_json(name + ".json", {
+        "listen": "127.0.0.1:0",
+        "tls": {"cert": w.path("tls.pem"), "key": w.path("tls.key")},
+        "database": database or w.path(name + ".db"),
+        "kek_file": w.write_secret_file(name + ".kek", os.urandom(32)),
+        "release": {"keys_dir": w.path("release-keys")},
+        "attestd": {"jwks_url": attestd_url + "/.well-known/jwks.json", "ca_file": ca,
+                    "issuer": issuer, "audience": AUDIENCE, "skew": 1},
+        "admin": {"bearer_token_file": admin_token_file},
+        "rate_limit": {"per_second": 0, "burst": 1},
+    })
+
+
+def admin_http(url, token, ctx, body=None, method=None, timeout=30):
+    """One HTTPS request with JSON body (POST when given) and a bearer token (none if token is
+    None), TLS context ctx. Returns (status, raw body); raises OSError when the connection
+    fails."""
+    import urllib.error
+    import urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 # Malformed requests for flood(): PATH is replaced by a path of the target service.
 FLOOD_GARBAGE = [
     b"POST PATH HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"A" * 3000 +
