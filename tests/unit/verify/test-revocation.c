@@ -21,37 +21,20 @@
 #include "verify/crl.h"
 #include "vt-util.h"
 
-typedef struct Chip {
-    const char *name;
-    SnpProduct product;
-    bool vlek;
-    char dir[PATH_MAX];
-} Chip;
-
 static Chip chips[] = {
-    {"milanA", SNP_PRODUCT_MILAN, true, ""},
-    {"milanB", SNP_PRODUCT_MILAN, false, ""},
-    {"turin", SNP_PRODUCT_TURIN, false, ""},
+    {"milanA", SNP_PRODUCT_MILAN, true, 0, ""},
+    {"milanB", SNP_PRODUCT_MILAN, false, 0, ""},
+    {"turin", SNP_PRODUCT_TURIN, false, 0, ""},
 };
 enum { A, B, TURIN };
 static char tmpdir[] = "/tmp/nt-test-revocation-XXXXXX";
 
 static int setup(void **state) {
-    if (!mkdtemp(tmpdir))
-        return -1;
-    for (size_t i = 0; i < ELEMENTSOF(chips); i++) {
-        SimInitOptions o = {.product = chips[i].product, .with_vlek = chips[i].vlek};
-        snprintf(chips[i].dir, sizeof chips[i].dir, "%s/%s", tmpdir, chips[i].name);
-        if (sim_chip_init(chips[i].dir, &o) < 0)
-            return -1;
-    }
-    return 0;
+    return vt_chips_init(tmpdir, chips, ELEMENTSOF(chips));
 }
 
 static int teardown(void **state) {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return vt_chips_remove(tmpdir);
 }
 
 /* ---- a revocation source serving one CRL (or an error), counting calls ---- */

@@ -26,14 +26,6 @@
 #include "snp/sim.h"
 #include "vt-util.h"
 
-typedef struct Chip {
-    const char *name;
-    SnpProduct product;
-    bool vlek;
-    uint32_t version;
-    char dir[PATH_MAX];
-} Chip;
-
 static Chip chips[] = {
     {"milan3", SNP_PRODUCT_MILAN, true, 3, ""},
     {"milanB", SNP_PRODUCT_MILAN, false, 3, ""},
@@ -42,23 +34,11 @@ enum { MILAN3, MILANB };
 static char tmpdir[] = "/tmp/nt-test-verify-evil-XXXXXX";
 
 static int setup(void **state) {
-    if (!mkdtemp(tmpdir))
-        return -1;
-    for (size_t i = 0; i < ELEMENTSOF(chips); i++) {
-        SimInitOptions o = {.product = chips[i].product,
-                            .with_vlek = chips[i].vlek,
-                            .report_version = chips[i].version};
-        snprintf(chips[i].dir, sizeof chips[i].dir, "%s/%s", tmpdir, chips[i].name);
-        if (sim_chip_init(chips[i].dir, &o) < 0)
-            return -1;
-    }
-    return 0;
+    return vt_chips_init(tmpdir, chips, ELEMENTSOF(chips));
 }
 
 static int teardown(void **state) {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return vt_chips_remove(tmpdir);
 }
 
 /* ---- the chip's chain, re-issued ---- */

@@ -21,14 +21,6 @@
 #include "snp/sim.h"
 #include "vt-util.h"
 
-typedef struct Chip {
-    const char *name;
-    SnpProduct product;
-    bool vlek;
-    uint32_t version;
-    char dir[PATH_MAX];
-} Chip;
-
 static Chip chips[] = {
     {"milan3", SNP_PRODUCT_MILAN, true, 3, ""},  {"milan2", SNP_PRODUCT_MILAN, false, 2, ""},
     {"milanB", SNP_PRODUCT_MILAN, false, 3, ""}, {"genoa3", SNP_PRODUCT_GENOA, false, 3, ""},
@@ -38,23 +30,11 @@ enum { MILAN3, MILAN2, MILANB, GENOA3, GENOA5, TURIN5 };
 static char tmpdir[] = "/tmp/nt-test-verify-sim-XXXXXX";
 
 static int setup(void **state) {
-    if (!mkdtemp(tmpdir))
-        return -1;
-    for (size_t i = 0; i < ELEMENTSOF(chips); i++) {
-        SimInitOptions o = {.product = chips[i].product,
-                            .with_vlek = chips[i].vlek,
-                            .report_version = chips[i].version};
-        snprintf(chips[i].dir, sizeof chips[i].dir, "%s/%s", tmpdir, chips[i].name);
-        if (sim_chip_init(chips[i].dir, &o) < 0)
-            return -1;
-    }
-    return 0;
+    return vt_chips_init(tmpdir, chips, ELEMENTSOF(chips));
 }
 
 static int teardown(void **state) {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return vt_chips_remove(tmpdir);
 }
 
 static void chip_file(const Chip *c, const char *f, char *buf, size_t size) {

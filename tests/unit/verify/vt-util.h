@@ -50,3 +50,39 @@ static inline const char *vt_failed_check(const NtVerdict *v) {
     const NtCheck *c = nt_verdict_first_failure(v);
     return c ? c->name : "(none)";
 }
+
+/* ---- simulated chips made for a test (sim_chip_init in a temporary directory) ---- */
+
+#include <limits.h>
+#include <stdbool.h>
+
+#include "snp/sim.h"
+
+typedef struct Chip {
+    const char *name;
+    SnpProduct product;
+    bool vlek;
+    uint32_t version;
+    char dir[PATH_MAX];
+} Chip;
+
+/* Makes tmpdir (a mkdtemp template) and one simulated chip per entry in tmpdir/NAME. */
+static inline int vt_chips_init(char *tmpdir, Chip *chips, size_t n) {
+    if (!mkdtemp(tmpdir))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        SimInitOptions o = {.product = chips[i].product,
+                            .with_vlek = chips[i].vlek,
+                            .report_version = chips[i].version};
+        snprintf(chips[i].dir, sizeof chips[i].dir, "%s/%s", tmpdir, chips[i].name);
+        if (sim_chip_init(chips[i].dir, &o) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static inline int vt_chips_remove(const char *tmpdir) {
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
