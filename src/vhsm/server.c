@@ -720,12 +720,14 @@ static void poke_main(void *userdata) {
     (void)!write(s->agent_fd, &one, sizeof one);
 }
 
-/* Whether a parked connection's peer hung up. */
+/* Whether a parked connection's peer hung up: closed its socket (POLLHUP: both directions shut).
+ * A half-close (the peer's shutdown(SHUT_WR) after its request, POLLRDHUP only) is a client
+ * still waiting for its answer, as for requests that are not parked. */
 static bool conn_hung_up(void *userdata, void *conn) {
     Conn *c = conn;
-    struct pollfd p = {.fd = c->fd, .events = POLLRDHUP};
+    struct pollfd p = {.fd = c->fd, .events = 0};
     (void)userdata;
-    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL));
 }
 
 static void key_event_hook(void *userdata, const char *key, bool verdict) {

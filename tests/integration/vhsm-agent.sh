@@ -162,6 +162,33 @@ agent_go a6
 agent_end a6
 grep -q '^done 0' "$T/a6.out" || fail "the job did not stay after its only app left: $(cat "$T/a6.out")"
 
+# --- an app that half-closes (shutdown(SHUT_WR)) after its request while parked is still an
+# --- app waiting for its answer (as for requests that are not parked: vhsm-frames.sh)
+agent a6h 'kms/half' refused "half-closed but answered"
+python3 - "$SOCK" >"$T/half.out" 2>&1 <<'PY' &
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(30)
+def tlv(tag, v): return struct.pack(">HI", tag, len(v)) + v
+body = tlv(0x0001, b"kms/half") + tlv(0x0004, b"data")
+s.sendall(struct.pack(">IBBHII", 0x5648534D, 1, 1, 0x0020, 9, len(body)) + body)
+s.shutdown(socket.SHUT_WR)
+hdr = b""
+while len(hdr) < 16:
+    d = s.recv(16 - len(hdr))
+    assert d, "connection closed without an answer"
+    hdr += d
+magic, ver, kind, status, rid, blen = struct.unpack(">IBBHII", hdr)
+assert kind == 2 and rid == 9 and status == 19, (kind, rid, status)  # refused
+print("answered")
+PY
+P1=$!
+wait_for grep -qs '^job' "$T/a6h.out"
+wait_for parked_at_least kms/half 1
+sleep 1.5 # a housekeeping tick passes: a half-close is not a hang-up
+agent_go a6h
+wait $P1 || fail "half-closed parked client: $(cat "$T/half.out")"
+agent_end a6h
+
 # --- bounds: 16 parked per uid; the 17th is answered at once; another uid still parks
 agent a7 'kms/bound' refused "bounded"
 for i in $(seq 1 16); do
