@@ -256,7 +256,13 @@ static int park_locked(Agentq *q, AgentqConn *c, const char *key, int error, cha
             return 0;
     }
     if (q->n_parked >= AGENTQ_MAX_PARKED - (c->uid != 0 ? AGENTQ_PARKED_ROOT : 0)) {
-        (void)snprintf(msg, msg_size, "the agent queue is full (%u requests waiting)", q->n_parked);
+        /* Other users' activity is not a non-root caller's business: no global count. */
+        if (c->uid == 0)
+            (void)snprintf(msg, msg_size, "the agent queue is full (%u requests waiting)",
+                           q->n_parked);
+        else
+            (void)snprintf(msg, msg_size,
+                           "the agent queue is full (the share of non-root users is in use)");
         return -EBUSY;
     }
     if (c->uid != 0 && count_uid_parked(q, c->uid) >= AGENTQ_MAX_PARKED_UID) {

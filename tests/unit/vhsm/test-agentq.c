@@ -282,6 +282,15 @@ static void test_bounds(void **state) {
     }
     agentq_stats(q, &st);
     assert_int_equal(st.parked, AGENTQ_MAX_PARKED - AGENTQ_PARKED_ROOT);
+    {
+        /* a non-root caller refused is not told how many requests other users have waiting */
+        char msg[256] = "", count[16];
+        snprintf(count, sizeof count, "%d", AGENTQ_MAX_PARKED - AGENTQ_PARKED_ROOT);
+        assert_int_equal(agentq_park(q, &conn(n++, 7777)->aq, "kms/new", -ENOKEY, msg, sizeof msg),
+                         -EBUSY);
+        assert_non_null(strstr(msg, "agent queue is full"));
+        assert_null(strstr(msg, count));
+    }
     /* root's requests use the reserve (and no per-uid bound applies to root) */
     for (int i = 0; i < AGENTQ_PARKED_ROOT; i++)
         assert_int_equal(park(q, conn(n++, 0), "kms/root", -ENOKEY), 1);
