@@ -118,8 +118,8 @@ static int key_ref_load(KeyRef *k, const char *spec, const char *socket, const c
     }
     uint8_t probe[SNP_ID_PUBKEY_SIZE];
     if (snp_id_pubkey_encode(k->pkey, probe) < 0) {
-        log_error("%s '%s' is not an EC P-384 key (the SNP firmware takes only ECDSA P-384).",
-                  what, spec);
+        log_error("%s '%s' is not an EC P-384 key (the SNP firmware takes only ECDSA P-384).", what,
+                  spec);
         return NT_EXIT_USAGE;
     }
     return NT_EXIT_OK;
@@ -186,8 +186,7 @@ static int print_result(const SnpIdBlock *b, const char *blk64, const char *auth
         printf("id-auth: %s\n", auth64);
         printf("id-key-digest: %s\n", idd);
         printf("author-key-digest: %s\n", author_digest ? aud : "(none)");
-        printf("measurement: %s\npolicy: %s\nfamily-id: %s\nimage-id: %s\nguest-svn: %" PRIu32
-               "\n",
+        printf("measurement: %s\npolicy: %s\nfamily-id: %s\nimage-id: %s\nguest-svn: %" PRIu32 "\n",
                ld, pol, fam, img, b->guest_svn);
         printf("qemu: -object sev-snp-guest,id=sev0,policy=%s,id-block=%s,id-auth=%s%s\n", pol,
                blk64, auth64, author_digest ? ",author-key-enabled=on" : "");
@@ -268,8 +267,7 @@ static int idblock_create(int argc, char **argv) {
             break;
         case ARG_FAMILY_ID:
         case ARG_IMAGE_ID:
-            if (hex_decode_exact(optarg, c == ARG_FAMILY_ID ? b.family_id : b.image_id, 16) <
-                0) {
+            if (hex_decode_exact(optarg, c == ARG_FAMILY_ID ? b.family_id : b.image_id, 16) < 0) {
                 log_error("--%s needs exactly 16 hex bytes (32 hex digits), got '%s'.",
                           c == ARG_FAMILY_ID ? "family-id" : "image-id", optarg);
                 return NT_EXIT_USAGE;
@@ -340,8 +338,8 @@ static int idblock_create(int argc, char **argv) {
         r = (log_oom(), NT_EXIT_IO);
     if (r == NT_EXIT_OK) {
         snp_id_block_serialize(&b, blk);
-        int e = snp_id_auth_create(blk, &id_key.signer, author_spec ? &author_key.signer : NULL,
-                                   auth);
+        int e =
+            snp_id_auth_create(blk, &id_key.signer, author_spec ? &author_key.signer : NULL, auth);
         if (e < 0) {
             log_error("Failed to sign the ID block: %s", strerror(-e));
             r = e == -EOPNOTSUPP ? NT_EXIT_USAGE : NT_EXIT_IO;

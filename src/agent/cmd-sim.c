@@ -333,8 +333,8 @@ static int sim_set(int argc, char **argv) {
 }
 
 #define LAUNCH_USAGE                                                                               \
-    "nitride sim launch DIR --ovmf FILE [--kernel F [--initrd F] [--append S]] [--vcpus N]\n"     \
-    "           [--vcpu-type T] [--vmm qemu|ec2|gce] [--guest-features X] [--policy 0x..]\n"      \
+    "nitride sim launch DIR --ovmf FILE [--kernel F [--initrd F] [--append S]] [--vcpus N]\n"      \
+    "           [--vcpu-type T] [--vmm qemu|ec2|gce] [--guest-features X] [--policy 0x..]\n"       \
     "           [--host-data HEX] [--id-block B64 --id-auth B64 [--author-key-enabled]]"
 
 static int decode_b64_exact(const char *name, const char *s, size_t want, uint8_t **ret) {
@@ -456,8 +456,8 @@ static int sim_launch(int argc, char **argv) {
     }
     char hex[97];
     hex_encode(p.measurement, sizeof p.measurement, hex);
-    printf("Launched a guest on %s: measurement %s, policy 0x%" PRIx64 "%s.\n", dir, hex,
-           p.policy, id_block ? ", ID block accepted" : "");
+    printf("Launched a guest on %s: measurement %s, policy 0x%" PRIx64 "%s.\n", dir, hex, p.policy,
+           id_block ? ", ID block accepted" : "");
     return NT_EXIT_OK;
 }
 

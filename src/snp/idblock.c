@@ -139,8 +139,7 @@ int snp_id_pubkey_decode(const uint8_t in[SNP_ID_PUBKEY_SIZE], EVP_PKEY **ret) {
     point[0] = 0x04;
     if (!le72_to_be48(in + 4, point + 1) || !le72_to_be48(in + 4 + COMPONENT, point + 49))
         return -EBADMSG;
-    params[0] =
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"P-384", 0);
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"P-384", 0);
     params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point);
     params[2] = OSSL_PARAM_construct_end();
     ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
@@ -284,7 +283,8 @@ static int check_key(const uint8_t *auth, uint32_t algo_off, uint32_t key_off, c
     }
     r = snp_id_pubkey_decode(auth + key_off, ret);
     if (r == -EOPNOTSUPP) {
-        snprintf(err, SNP_ID_ERR_MAX, "%s curve %u is not P-384 (2)", what, get_le32(auth + key_off));
+        snprintf(err, SNP_ID_ERR_MAX, "%s curve %u is not P-384 (2)", what,
+                 get_le32(auth + key_off));
         return SNP_FW_INVALID_PARAM;
     }
     if (r == -EBADMSG) {
@@ -338,8 +338,7 @@ int snp_id_launch_check(const uint8_t id_block[SNP_ID_BLOCK_SIZE],
         return SNP_FW_BAD_MEASUREMENT;
     }
     if (out.block.policy != policy) {
-        snprintf(err, SNP_ID_ERR_MAX,
-                 "the ID block's policy 0x%llx is not the guest policy 0x%llx",
+        snprintf(err, SNP_ID_ERR_MAX, "the ID block's policy 0x%llx is not the guest policy 0x%llx",
                  (unsigned long long)out.block.policy, (unsigned long long)policy);
         return SNP_FW_POLICY_FAILURE;
     }

@@ -1259,8 +1259,7 @@ int sim_chip_launch_finish(SimChip *c, const SimLaunchParams *p, int *ret_fw_sta
     memcpy(c->launch.image_id, id.block.image_id, sizeof c->launch.image_id);
     c->launch.guest_svn = id.block.guest_svn;
     memcpy(c->launch.id_key_digest, id.id_key_digest, sizeof c->launch.id_key_digest);
-    memcpy(c->launch.author_key_digest, id.author_key_digest,
-           sizeof c->launch.author_key_digest);
+    memcpy(c->launch.author_key_digest, id.author_key_digest, sizeof c->launch.author_key_digest);
     if (p->id_block && id.author_key_en)
         c->launch.flags |= SNP_FLAG_AUTHOR_KEY_EN;
     else
