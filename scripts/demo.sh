@@ -38,8 +38,17 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
-run_to() { local out=$1; shift; printf '$ %s > %s\n' "$*" "${out##*/}"; "$@" >"$out"; }
+# Shows the command (an argument over 120 characters, such as an ID_AUTH_INFO in base64, shortened),
+# then runs it.
+show() {
+  local a out=()
+  for a in "$@"; do
+    if [ ${#a} -gt 120 ]; then out+=("${a:0:24}...(${#a} chars)"); else out+=("$a"); fi
+  done
+  printf '%s' "${out[*]}"
+}
+run() { printf '$ %s\n' "$(show "$@")"; "$@"; }
+run_to() { local out=$1; shift; printf '$ %s > %s\n' "$(show "$@")" "${out##*/}"; "$@" >"$out"; }
 
 step "1. A simulated SEV-SNP chip (Milan), and a VM launched on it from its images"
 run "$nitride" sim init "$W/chip" --product milan
@@ -462,15 +471,18 @@ if command -v cryptsetup >/dev/null; then
   run "$nitride" luks list "$img"
   echo "(this host has no device-mapper: --test checks that the unsealed key opens the keyslot)"
   run "$nitride" luks unlock "$img" data --test --sim-dir "$W/chip"
-  echo "The same volume in a VM launched with another measurement: the key stays sealed"
-  "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
+  echo "The same volume in the VM launched from the new initrd of step 9 (another measurement):"
+  echo "the key stays sealed"
+  run "$nitride" sim launch "$W/chip" "${vm2[@]}" --policy 0x30000 --host-data "$host_data" \
+    --id-block "$blk2" --id-auth "$auth2"
   set +e
   "$nitride" luks unlock "$img" data --test --sim-dir "$W/chip"
   rc=$?
   set -e
   echo "exit code $rc"
   [ "$rc" -ne 0 ]
-  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null
+  "$nitride" sim launch "$W/chip" "${vm[@]}" --policy 0x30000 --host-data "$host_data" \
+    --id-block "$blk1" --id-auth "$auth1" >/dev/null
 fi
 
 step "Demo complete."

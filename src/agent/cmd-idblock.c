@@ -104,8 +104,9 @@ static int key_ref_load(KeyRef *k, const char *spec, const char *socket, const c
     } else {
         _cleanup_(BIO_free_allp) BIO *bio = BIO_new_file(spec, "r");
         if (!bio) {
+            int e = errno;
             (void)nt_openssl_error(-EIO, "open key");
-            log_error("%s: cannot open '%s': %m", what, spec);
+            log_error("%s: cannot open '%s': %s", what, spec, strerror(e ? e : EIO));
             return NT_EXIT_IO;
         }
         k->pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
