@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the main job end to end on the simulated SNP firmware.
-#   1. create a simulated chip (Milan) and launch configuration
+#   1. create a simulated chip (Milan); launch a VM on it from its images (firmware, kernel,
+#      initrd, command line) with a signed ID block, the measurement computed by nitride measure
 #   2. the agent asks the evidence provider for a report bound to a fresh nonce
 #   3. show the report
 #   4. verify it (chain to the chip's ARK, signature, TCB, policy, report data)
@@ -15,7 +16,9 @@
 #      which attests and fetches X, sealed to vhsmd's one-shot transfer key and signed by kmsd;
 #      the call completes, the next ones are local (Case A); another launch configuration is
 #      refused with the rule that failed; the audit chain is shown and verified
-#   9. nitride measure: the launch MEASUREMENT of Debian's OVMF computed and written to a policy
+#   9. confidential boot: Debian's OVMF measured into a policy; a policy trusting the image
+#      signer accepts a new image with a new ID block unchanged; the firmware refuses an ID block
+#      for another image, a tampered one, and a policy mismatch
 #  10. a LUKS2 volume key sealed to the VM's SNP state (nitride luks seal / unlock --test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,13 +38,52 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+# Shows the command (an argument over 120 characters, such as an ID_AUTH_INFO in base64, shortened),
+# then runs it.
+show() {
+  local a out=()
+  for a in "$@"; do
+    if [ ${#a} -gt 120 ]; then out+=("${a:0:24}...(${#a} chars)"); else out+=("$a"); fi
+  done
+  printf '%s' "${out[*]}"
+}
+run() { printf '$ %s\n' "$(show "$@")"; "$@"; }
+run_to() { local out=$1; shift; printf '$ %s > %s\n' "$(show "$@")" "${out##*/}"; "$@" >"$out"; }
 
-step "1. A simulated SEV-SNP chip (Milan): ARK -> ASK -> VCEK, and a launch configuration"
+step "1. A simulated SEV-SNP chip (Milan), and a VM launched on it from its images"
 run "$nitride" sim init "$W/chip" --product milan
-meas=$(openssl rand -hex 48)
-run "$nitride" sim set "$W/chip" --measurement "$meas" --policy 0x30000 \
-    --host-data "$(openssl rand -hex 32)"
+# The guest's images. Measured direct boot needs an OVMF built with kernel hashes (OvmfPkg/AmdSev):
+# Debian 12's ovmf package ships only the OvmfPkgX64 builds (no SNP_KERNEL_HASHES section, see
+# step 9), so an AmdSev image is used if one is installed, else the AmdSev build's footer from
+# tests/vectors/measure (edk2-stable202405; its last 4 KiB, mapped to end at 4 GiB like a full
+# image). The kernel and initrd are Debian's if readable, else small stand-in files.
+fw=tests/vectors/measure/ovmf_AmdSev_suffix.bin
+for f in /usr/share/ovmf/OVMF.amdsev.fd /usr/share/OVMF/OVMF.amdsev.fd; do
+  if [ -r "$f" ]; then fw=$f; break; fi
+done
+kernel=$(ls /boot/vmlinuz-* 2>/dev/null | head -1 || true)
+initrd=$(ls /boot/initrd.img-* 2>/dev/null | head -1 || true)
+if [ -z "$kernel" ] || [ ! -r "$kernel" ] || [ -z "$initrd" ] || [ ! -r "$initrd" ]; then
+  printf 'demo kernel image\n' >"$W/vmlinuz"; printf 'demo initrd v1\n' >"$W/initrd.img"
+  kernel=$W/vmlinuz initrd=$W/initrd.img
+fi
+vm=(--ovmf "$fw" --kernel "$kernel" --initrd "$initrd" --append "console=ttyS0 root=/dev/vda1"
+    --vcpus 2 --vcpu-type EPYC-Milan)
+echo "firmware $fw, kernel $kernel, initrd $initrd"
+printf '$ %s\n' "nitride measure ${vm[*]}"
+meas=$("$nitride" measure "${vm[@]}")
+echo "$meas"
+echo "The fleet's image-signing key (ID key) signs an ID block for this launch digest and policy:"
+openssl ecparam -name secp384r1 -genkey -noout -out "$W/id-key.pem"
+family=$(openssl rand -hex 16)
+run_to "$W/idblock.json" "$nitride" idblock create --from-measure "${vm[@]}" --id-key "$W/id-key.pem" \
+    --policy 0x30000 --family-id "$family" --image-id "$(openssl rand -hex 16)" --guest-svn 1 --json
+jq '{id_key_digest, measurement, policy, family_id, image_id, guest_svn}' "$W/idblock.json"
+echo "The simulated firmware launches the VM: it computes the measurement from the same images and"
+echo "checks the ID block (signature, measurement, policy) as SNP_LAUNCH_FINISH does"
+host_data=$(openssl rand -hex 32)
+run "$nitride" sim launch "$W/chip" "${vm[@]}" --policy 0x30000 --host-data "$host_data" \
+    --id-block "$(jq -r .id_block "$W/idblock.json")" --id-auth "$(jq -r .id_auth "$W/idblock.json")"
 run "$nitride" sim show "$W/chip"
 
 step "2. The agent gets an attestation report bound to a fresh verifier nonce"
@@ -54,17 +96,17 @@ step "3. The report, every field"
 run "$nitride" report show "$W/report.bin"
 
 step "4. Verify: chain to the (explicitly trusted) simulated ARK, signature, TCB, policy, nonce"
-measurement=$("$nitride" report show "$W/report.bin" --json | jq -r .measurement)
 report_data=$(printf '%s' "$nonce" | xxd -r -p | openssl dgst -sha512 -binary | xxd -p -c 256)
 cat >"$W/policy.json" <<JSON
 {
-  "measurements": ["$measurement"],
   "report_data": "$report_data",
   "allow_debug": false,
   "vmpls": [0],
   "min_tcb": {"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0}
 }
 JSON
+echo "The expected measurement goes from the images into the policy (not from the report):"
+run "$nitride" measure "${vm[@]}" --policy-out "$W/policy.json"
 run cat "$W/policy.json"
 run "$nitride" verify "$W/report.bin" --certs "$W/certs" --trust-anchor "$W/chip/ark.pem" \
     --policy "$W/policy.json"
@@ -343,12 +385,19 @@ EOF
   run KMS audit verify --release-keys "$K8/kms-keys.json"
 fi
 
+step "9. Confidential boot: measurements from images, ID blocks, and trusting a signer"
 ovmf=/usr/share/ovmf/OVMF.fd
 if [ -f "$ovmf" ]; then
-  step "9. Launch measurement: the expected MEASUREMENT computed from the images the VM boots"
-  echo "Debian's OVMF firmware, 2 vCPUs of type EPYC-Milan under QEMU (AMD SEV-SNP ABI, SNP_LAUNCH_UPDATE)"
+  echo "9a. Debian's OVMF firmware, 2 vCPUs of type EPYC-Milan under QEMU (SNP_LAUNCH_UPDATE digest)"
   run "$nitride" measure --ovmf "$ovmf" --vcpus 2 --vcpu-type EPYC-Milan --policy-out "$W/fleet-policy.json"
   run cat "$W/fleet-policy.json"
+  echo "Debian 12's OVMF.fd (OvmfPkgX64) has no kernel-hashes section: a kernel cannot be measured with it"
+  set +e
+  "$nitride" measure --ovmf "$ovmf" --vcpus 2 --vcpu-type EPYC-Milan --kernel "$kernel"
+  rc=$?
+  set -e
+  echo "exit code $rc"
+  [ "$rc" -ne 0 ]
   echo "A firmware image without SEV metadata has no launch digest: refused, not guessed"
   head -c 2097152 /dev/zero >"$W/not-ovmf.fd"
   set +e
@@ -358,6 +407,58 @@ if [ -f "$ovmf" ]; then
   echo "exit code $rc"
   [ "$rc" -ne 0 ]
 fi
+
+echo
+echo "9b. A policy that trusts the image signer (ID key digest) instead of a list of measurements"
+idd=$(jq -r .id_key_digest "$W/idblock.json")
+printf '{"id_key_digests": ["%s"], "min_guest_svn": 1, "allow_debug": false}\n' "$idd" \
+  >"$W/signer-policy.json"
+run cat "$W/signer-policy.json"
+signer_verify() { # report file
+  "$nitride" report get --provider sim --sim-dir "$W/chip" --nonce "$(openssl rand -hex 32)" \
+    --extended --out "$1" --certs-dir "$W/certs9" >/dev/null
+  run "$nitride" verify "$1" --certs "$W/certs9" --trust-anchor "$W/chip/ark.pem" \
+    --policy "$W/signer-policy.json"
+}
+signer_verify "$W/r9a.bin"
+echo "A new image (a new initrd): a new measurement and a new ID block, signed with the same key"
+printf 'demo initrd v2\n' >"$W/initrd2.img"
+vm2=("${vm[@]}")
+vm2[5]=$W/initrd2.img
+run_to "$W/idblock2.json" "$nitride" idblock create --from-measure "${vm2[@]}" --id-key "$W/id-key.pem" \
+    --policy 0x30000 --family-id "$family" --image-id "$(openssl rand -hex 16)" --guest-svn 2 --json
+jq '{id_key_digest, measurement, guest_svn}' "$W/idblock2.json"
+launch2=("$nitride" sim launch "$W/chip" "${vm2[@]}" --policy 0x30000)
+run "${launch2[@]}" --id-block "$(jq -r .id_block "$W/idblock2.json")" \
+    --id-auth "$(jq -r .id_auth "$W/idblock2.json")"
+echo "The same policy, unchanged, accepts the new image:"
+signer_verify "$W/r9b.bin"
+"$nitride" report show "$W/r9b.bin" --json | jq '{measurement, id_key_digest, guest_svn}'
+
+echo
+echo "9c. The firmware refuses a launch its ID block does not vouch for"
+refuse() { # what, command...
+  local what=$1; shift
+  echo "$what:"
+  set +e
+  "$@" >/dev/null
+  rc=$?
+  set -e
+  echo "exit code $rc"
+  [ "$rc" -eq 2 ]
+}
+blk1=$(jq -r .id_block "$W/idblock.json") auth1=$(jq -r .id_auth "$W/idblock.json")
+blk2=$(jq -r .id_block "$W/idblock2.json") auth2=$(jq -r .id_auth "$W/idblock2.json")
+refuse "the first image's ID block for the new image" "${launch2[@]}" --id-block "$blk1" --id-auth "$auth1"
+printf '%s' "$blk2" | base64 -d >"$W/tampered.blk"
+printf '\x09' | dd of="$W/tampered.blk" bs=1 seek=$((0x54)) conv=notrunc status=none
+tampered=$(base64 -w0 <"$W/tampered.blk")
+refuse "the new ID block with its guest SVN raised by hand" "${launch2[@]}" --id-block "$tampered" --id-auth "$auth2"
+refuse "the new ID block for a debug launch (policy 0xb0000)" \
+  "$nitride" sim launch "$W/chip" "${vm2[@]}" --policy 0xb0000 --id-block "$blk2" --id-auth "$auth2"
+echo "(the VM launched in step 1 again)"
+"$nitride" sim launch "$W/chip" "${vm[@]}" --policy 0x30000 --host-data "$host_data" \
+  --id-block "$blk1" --id-auth "$auth1" >/dev/null
 
 if command -v cryptsetup >/dev/null; then
   step "10. A LUKS2 volume key sealed to this VM's SNP state (no KMS): seal, list, unlock"
@@ -370,15 +471,18 @@ if command -v cryptsetup >/dev/null; then
   run "$nitride" luks list "$img"
   echo "(this host has no device-mapper: --test checks that the unsealed key opens the keyslot)"
   run "$nitride" luks unlock "$img" data --test --sim-dir "$W/chip"
-  echo "The same volume in a VM launched with another measurement: the key stays sealed"
-  "$nitride" sim set "$W/chip" --measurement "$(openssl rand -hex 48)" >/dev/null
+  echo "The same volume in the VM launched from the new initrd of step 9 (another measurement):"
+  echo "the key stays sealed"
+  run "$nitride" sim launch "$W/chip" "${vm2[@]}" --policy 0x30000 --host-data "$host_data" \
+    --id-block "$blk2" --id-auth "$auth2"
   set +e
   "$nitride" luks unlock "$img" data --test --sim-dir "$W/chip"
   rc=$?
   set -e
   echo "exit code $rc"
   [ "$rc" -ne 0 ]
-  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null
+  "$nitride" sim launch "$W/chip" "${vm[@]}" --policy 0x30000 --host-data "$host_data" \
+    --id-block "$blk1" --id-auth "$auth1" >/dev/null
 fi
 
 step "Demo complete."

@@ -11,7 +11,8 @@ packages=(
   libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libsqlite3-dev
   libcryptsetup-dev
   # tools used by tests and the demo
-  openssl jq xxd procps util-linux sqlite3 curl python3 python3-jwcrypto cryptsetup-bin
+  openssl jq xxd procps util-linux sqlite3 curl python3 python3-jwcrypto
+  python3-cryptography cryptsetup-bin
   # Debian 12 OVMF image for the launch-measurement known-answer test (tests/vectors/measure)
   ovmf
   # the peer bench-release compares with (Clevis with a Tang server behind socat)

@@ -31,5 +31,7 @@ int cmd_report(int argc, char **argv); /* nitride report show|get ... (cmd-repor
 int cmd_sim(int argc, char **argv);    /* nitride sim init|show|set ... (cmd-sim.c) */
 int cmd_verify(int argc, char **argv); /* nitride verify ... (cmd-verify.c) */
 
+/* nitride idblock create ... (cmd-idblock.c) */
+int cmd_idblock(int argc, char **argv);
 /* nitride measure --ovmf FILE ... (cmd-measure.c) */
 int cmd_measure(int argc, char **argv);

@@ -26,6 +26,7 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/macro.h"
+#include "measure-opts.h"
 #include "snp/measure.h"
 #include "verify/policy.h"
 
@@ -46,18 +47,6 @@ static void measure_usage(FILE *f) {
             "EPYC, EPYC-v1..v4, EPYC-Rome[-vN], EPYC-Milan[-vN], EPYC-Genoa[-vN], EPYC-Turin.\n"
             "--json prints every input's hash; --policy-out adds the measurement to the\n"
             "\"measurements\" of an appraisal policy (docs/policy.md), creating it if needed.\n");
-}
-
-static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
-    char *end = NULL;
-    errno = 0;
-    if (!s || !*s || *s == '-')
-        return -EINVAL;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || !end || *end || v > max)
-        return -EINVAL;
-    *ret = v;
-    return 0;
 }
 
 static int policy_add(const char *path, const char *hex) {
@@ -162,108 +151,37 @@ static int print_json(const SnpMeasureInput *in, const SnpMeasureResult *res, co
 
 int cmd_measure(int argc, char **argv) {
     enum {
-        ARG_OVMF = 0x100,
-        ARG_KERNEL,
-        ARG_INITRD,
-        ARG_APPEND,
-        ARG_VCPUS,
-        ARG_VCPU_TYPE,
-        ARG_VCPU_SIG,
-        ARG_VCPU_FAMILY,
-        ARG_VCPU_MODEL,
-        ARG_VCPU_STEPPING,
-        ARG_VMM,
-        ARG_GUEST_FEATURES,
-        ARG_BASE64,
+        ARG_BASE64 = 0x100,
         ARG_JSON,
         ARG_POLICY_OUT,
     };
-    static const struct option options[] = {
+    static const struct option own[] = {
         {"help", no_argument, NULL, 'h'},
-        {"ovmf", required_argument, NULL, ARG_OVMF},
-        {"kernel", required_argument, NULL, ARG_KERNEL},
-        {"initrd", required_argument, NULL, ARG_INITRD},
-        {"append", required_argument, NULL, ARG_APPEND},
-        {"vcpus", required_argument, NULL, ARG_VCPUS},
-        {"vcpu-type", required_argument, NULL, ARG_VCPU_TYPE},
-        {"vcpu-sig", required_argument, NULL, ARG_VCPU_SIG},
-        {"vcpu-family", required_argument, NULL, ARG_VCPU_FAMILY},
-        {"vcpu-model", required_argument, NULL, ARG_VCPU_MODEL},
-        {"vcpu-stepping", required_argument, NULL, ARG_VCPU_STEPPING},
-        {"vmm", required_argument, NULL, ARG_VMM},
-        {"guest-features", required_argument, NULL, ARG_GUEST_FEATURES},
         {"base64", no_argument, NULL, ARG_BASE64},
         {"json", no_argument, NULL, ARG_JSON},
         {"policy-out", required_argument, NULL, ARG_POLICY_OUT},
         {},
     };
-    SnpMeasureInput in = {.vcpus = 1, .vmm = SNP_VMM_QEMU, .guest_features = 0x1};
-    const char *vcpu_type = NULL, *policy_out = NULL;
-    bool have_sig = false, b64 = false, json = false;
-    int64_t family = -1, model = -1, stepping = -1;
-    uint64_t v;
-    int c;
+    _cleanup_free_ struct option *options = measure_opts_merge(own);
+    const char *policy_out = NULL;
+    bool b64 = false, json = false;
+    MeasureOpts mo;
+    int c, r;
 
+    if (!options)
+        return log_oom(), NT_EXIT_IO;
+    measure_opts_init(&mo);
     optind = 0;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+        r = measure_opts_parse(&mo, c, optarg);
+        if (r < 0)
+            return -r;
+        if (r > 0)
+            continue;
         switch (c) {
         case 'h':
             measure_usage(stdout);
             return NT_EXIT_OK;
-        case ARG_OVMF:
-            in.ovmf_path = optarg;
-            break;
-        case ARG_KERNEL:
-            in.kernel_path = optarg;
-            break;
-        case ARG_INITRD:
-            in.initrd_path = optarg;
-            break;
-        case ARG_APPEND:
-            in.append = optarg;
-            break;
-        case ARG_VCPUS:
-            if (parse_u64(optarg, SNP_MEASURE_MAX_VCPUS, &v) < 0 || v == 0) {
-                log_error("--vcpus: expected 1..%u, got '%s'.", SNP_MEASURE_MAX_VCPUS, optarg);
-                return NT_EXIT_USAGE;
-            }
-            in.vcpus = (unsigned)v;
-            break;
-        case ARG_VCPU_TYPE:
-            vcpu_type = optarg;
-            break;
-        case ARG_VCPU_SIG:
-            if (parse_u64(optarg, UINT32_MAX, &v) < 0) {
-                log_error("--vcpu-sig: expected a 32-bit number, got '%s'.", optarg);
-                return NT_EXIT_USAGE;
-            }
-            in.vcpu_sig = (uint32_t)v;
-            have_sig = true;
-            break;
-        case ARG_VCPU_FAMILY:
-        case ARG_VCPU_MODEL:
-        case ARG_VCPU_STEPPING:
-            if (parse_u64(optarg, 0xffff, &v) < 0) {
-                log_error("%s: expected a number, got '%s'.", argv[optind - 1], optarg);
-                return NT_EXIT_USAGE;
-            }
-            *(c == ARG_VCPU_FAMILY  ? &family
-              : c == ARG_VCPU_MODEL ? &model
-                                    : &stepping) = (int64_t)v;
-            break;
-        case ARG_VMM:
-            in.vmm = snp_vmm_from_string(optarg);
-            if (in.vmm < 0) {
-                log_error("--vmm: expected qemu, ec2 or gce, got '%s'.", optarg);
-                return NT_EXIT_USAGE;
-            }
-            break;
-        case ARG_GUEST_FEATURES:
-            if (parse_u64(optarg, UINT64_MAX, &in.guest_features) < 0) {
-                log_error("--guest-features: expected a number, got '%s'.", optarg);
-                return NT_EXIT_USAGE;
-            }
-            break;
         case ARG_BASE64:
             b64 = true;
             break;
@@ -282,7 +200,7 @@ int cmd_measure(int argc, char **argv) {
         log_error("Unexpected argument '%s'.", argv[optind]);
         return NT_EXIT_USAGE;
     }
-    if (!in.ovmf_path) {
+    if (!mo.in.ovmf_path) {
         log_error("--ovmf FILE is required.");
         measure_usage(stderr);
         return NT_EXIT_USAGE;
@@ -291,39 +209,12 @@ int cmd_measure(int argc, char **argv) {
         log_error("--base64 and --json are exclusive.");
         return NT_EXIT_USAGE;
     }
-    bool fms = family >= 0 || model >= 0 || stepping >= 0;
-    if ((vcpu_type != NULL) + have_sig + fms > 1) {
-        log_error("Give the vCPU as one of --vcpu-type, --vcpu-sig or "
-                  "--vcpu-family/--vcpu-model/--vcpu-stepping.");
-        return NT_EXIT_USAGE;
-    }
-    if (vcpu_type && snp_vcpu_sig_from_name(vcpu_type, &in.vcpu_sig) < 0) {
-        log_error("Unknown --vcpu-type '%s' (EPYC, EPYC-v1..v4, EPYC-Rome, EPYC-Milan, "
-                  "EPYC-Genoa, EPYC-Turin, with -vN versions).",
-                  vcpu_type);
-        return NT_EXIT_USAGE;
-    }
-    if (fms) {
-        if (family < 0 || model < 0 || stepping < 0 ||
-            snp_cpu_sig((unsigned)family, (unsigned)model, (unsigned)stepping, &in.vcpu_sig) < 0) {
-            log_error("--vcpu-family (0..270), --vcpu-model (0..255) and --vcpu-stepping "
-                      "(0..15) are needed together.");
-            return NT_EXIT_USAGE;
-        }
-    }
-    if (in.vmm == SNP_VMM_QEMU && !vcpu_type && !have_sig && !fms) {
-        log_error("--vmm qemu needs the vCPU type (--vcpu-type, --vcpu-sig or "
-                  "--vcpu-family/--vcpu-model/--vcpu-stepping): QEMU puts its signature in RDX.");
-        return NT_EXIT_USAGE;
-    }
 
     SnpMeasureResult res;
-    char err[SNP_OVMF_ERR_MAX];
-    int r = snp_measure(&in, &res, err);
-    if (r < 0) {
-        log_error("%s", err);
-        return r == -EBADMSG ? NT_EXIT_INVALID : r == -EINVAL ? NT_EXIT_USAGE : NT_EXIT_IO;
-    }
+    r = measure_opts_run(&mo, &res);
+    if (r != NT_EXIT_OK)
+        return r;
+    const SnpMeasureInput in = mo.in;
 
     char hex[SNP_MEASUREMENT_SIZE * 2 + 1];
     hex_encode(res.measurement, SNP_MEASUREMENT_SIZE, hex);

@@ -2,6 +2,11 @@
 /*
  * nitride sim init|set|show: create and configure a simulated SNP chip (snp/sim.h).
  *   init DIR --product milan|genoa|turin [--vlek] [--report-version 2|3|5]
+ *   launch DIR --ovmf FILE [--kernel F [--initrd F] [--append S]] [--vcpus N] [--vcpu-type T]
+ *           [--vmm V] [--guest-features X] [--policy 0x..] [--host-data HEX]
+ *           [--id-block B64 --id-auth B64 [--author-key-enabled]]
+ *     launches a guest from its images: the measurement is computed as `nitride measure` does,
+ *     and an ID block is checked as SNP_LAUNCH_FINISH does (refused with the firmware's status).
  *   set DIR [--measurement HEX] [--policy 0x..] [--host-data HEX] [--family-id HEX]
  *           [--image-id HEX] [--id-key-digest HEX] [--author-key-digest HEX] [--guest-svn N]
  *           [--vmpl N] [--current-tcb|--reported-tcb|--committed-tcb|--launch-tcb SPEC]
@@ -23,6 +28,8 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/macro.h"
+#include "measure-opts.h"
+#include "snp/idblock.h"
 #include "snp/sim.h"
 #include "verify/chain.h"
 
@@ -325,6 +332,135 @@ static int sim_set(int argc, char **argv) {
     return NT_EXIT_OK;
 }
 
+#define LAUNCH_USAGE                                                                               \
+    "nitride sim launch DIR --ovmf FILE [--kernel F [--initrd F] [--append S]] [--vcpus N]\n"      \
+    "           [--vcpu-type T] [--vmm qemu|ec2|gce] [--guest-features X] [--policy 0x..]\n"       \
+    "           [--host-data HEX] [--id-block B64 --id-auth B64 [--author-key-enabled]]"
+
+static int decode_b64_exact(const char *name, const char *s, size_t want, uint8_t **ret) {
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t len = 0;
+    if (base64_decode_alloc(s, strlen(s), &buf, &len) < 0 || len != want) {
+        log_error("--%s must be base64 of exactly %zu bytes (as QEMU's sev-snp-guest takes it).",
+                  name, want);
+        return -EINVAL;
+    }
+    *ret = TAKE_PTR(buf);
+    return 0;
+}
+
+static int sim_launch(int argc, char **argv) {
+    enum {
+        ARG_POLICY = 0x100,
+        ARG_HOST_DATA,
+        ARG_ID_BLOCK,
+        ARG_ID_AUTH,
+        ARG_AUTHOR_KEY_ENABLED,
+    };
+    static const struct option own[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"policy", required_argument, NULL, ARG_POLICY},
+        {"host-data", required_argument, NULL, ARG_HOST_DATA},
+        {"id-block", required_argument, NULL, ARG_ID_BLOCK},
+        {"id-auth", required_argument, NULL, ARG_ID_AUTH},
+        {"author-key-enabled", no_argument, NULL, ARG_AUTHOR_KEY_ENABLED},
+        {},
+    };
+    _cleanup_free_ struct option *options = measure_opts_merge(own);
+    _cleanup_(sim_chip_freep) SimChip *chip = NULL;
+    _cleanup_free_ uint8_t *id_block = NULL, *id_auth = NULL;
+    const char *blk64 = NULL, *auth64 = NULL, *dir;
+    SimLaunchParams p = {.policy = 0x30000}; /* QEMU's default sev-snp-guest policy */
+    char err[SNP_ID_ERR_MAX];
+    MeasureOpts mo;
+    int c, r, fw = 0;
+
+    if (!options)
+        return log_oom(), NT_EXIT_IO;
+    measure_opts_init(&mo);
+    while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+        r = measure_opts_parse(&mo, c, optarg);
+        if (r < 0)
+            return -r;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case 'h':
+            printf("%s\n", LAUNCH_USAGE);
+            return NT_EXIT_OK;
+        case ARG_POLICY:
+            if (parse_uint(optarg, UINT64_MAX, &p.policy) < 0) {
+                log_error("--policy: expected a 64-bit number, got '%s'.", optarg);
+                return NT_EXIT_USAGE;
+            }
+            break;
+        case ARG_HOST_DATA:
+            if (hex_opt("host-data", optarg, p.host_data, sizeof p.host_data) < 0)
+                return NT_EXIT_USAGE;
+            break;
+        case ARG_ID_BLOCK:
+            blk64 = optarg;
+            break;
+        case ARG_ID_AUTH:
+            auth64 = optarg;
+            break;
+        case ARG_AUTHOR_KEY_ENABLED:
+            p.author_key_en = true;
+            break;
+        default:
+            return NT_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc) {
+        log_error("Usage: %s", LAUNCH_USAGE);
+        return NT_EXIT_USAGE;
+    }
+    dir = argv[optind];
+    if (!blk64 != !auth64) {
+        log_error("--id-block and --id-auth go together.");
+        return NT_EXIT_USAGE;
+    }
+    if (p.author_key_en && !blk64) {
+        log_error("--author-key-enabled needs an ID block.");
+        return NT_EXIT_USAGE;
+    }
+    if (blk64 && (decode_b64_exact("id-block", blk64, SNP_ID_BLOCK_SIZE, &id_block) < 0 ||
+                  decode_b64_exact("id-auth", auth64, SNP_ID_AUTH_SIZE, &id_auth) < 0))
+        return NT_EXIT_USAGE;
+    SnpMeasureResult res;
+    r = measure_opts_run(&mo, &res);
+    if (r != NT_EXIT_OK)
+        return r;
+    memcpy(p.measurement, res.measurement, sizeof p.measurement);
+    p.id_block = id_block;
+    p.id_auth = id_auth;
+
+    if (load_chip(dir, &chip) < 0)
+        return NT_EXIT_IO;
+    r = sim_chip_launch_finish(chip, &p, &fw, err);
+    if (r == -EKEYREJECTED) {
+        log_error("SNP_LAUNCH_FINISH refused the launch on the chip in '%s': %s (firmware status "
+                  "0x%02x %s).",
+                  dir, err, (unsigned)fw, snp_fw_status_to_string(fw));
+        return NT_EXIT_POLICY;
+    }
+    if (r == -EINVAL) {
+        log_error("Refusing the launch on '%s': the policy 0x%" PRIx64
+                  " lacks its must-be-one bit 17.",
+                  dir, p.policy);
+        return NT_EXIT_USAGE;
+    }
+    if (r < 0) {
+        log_error_errno(r, "Failed to launch on the simulated chip in '%s': %m", dir);
+        return NT_EXIT_IO;
+    }
+    char hex[97];
+    hex_encode(p.measurement, sizeof p.measurement, hex);
+    printf("Launched a guest on %s: measurement %s, policy 0x%" PRIx64 "%s.\n", dir, hex, p.policy,
+           id_block ? ", ID block accepted" : "");
+    return NT_EXIT_OK;
+}
+
 static void print_tcb(const char *name, uint64_t raw, SnpProduct p) {
     SnpTcb t;
     if (snp_tcb_decode(raw, p, &t) < 0) {
@@ -487,6 +623,7 @@ int cmd_sim(int argc, char **argv) {
         FILE *f = argc < 2 ? stderr : stdout;
         fprintf(f, "Usage: nitride sim init DIR --product milan|genoa|turin [--vlek] "
                    "[--report-version 2|3|5]\n"
+                   "       " LAUNCH_USAGE "\n"
                    "       nitride sim set DIR [--measurement HEX] [--policy 0x..] "
                    "[--host-data HEX]\n"
                    "           [--family-id HEX] [--image-id HEX] [--id-key-digest HEX] "
@@ -504,10 +641,12 @@ int cmd_sim(int argc, char **argv) {
         return sim_init(argc - 1, argv + 1);
     if (streq(argv[1], "set"))
         return sim_set(argc - 1, argv + 1);
+    if (streq(argv[1], "launch"))
+        return sim_launch(argc - 1, argv + 1);
     if (streq(argv[1], "show"))
         return sim_show(argc - 1, argv + 1);
     if (streq(argv[1], "crl"))
         return sim_crl(argc - 1, argv + 1);
-    log_error("Unknown 'nitride sim' command '%s' (init, set, show, crl).", argv[1]);
+    log_error("Unknown 'nitride sim' command '%s' (init, launch, set, show, crl).", argv[1]);
     return NT_EXIT_USAGE;
 }

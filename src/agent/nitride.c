@@ -19,11 +19,12 @@ static const struct {
     {"agent", cmd_agent, "agent --config FILE [--once] (daemon: keys for vhsmd from nitride-kmsd)"},
     {"attest", cmd_attest, "attest --attestd URL [--policy-id ID] [--no-vhsm] [--json] ..."},
     {"fetch", cmd_fetch, "fetch SECRET_ID --attestd URL --kms URL [--as NAME] ... (into vhsmd)"},
+    {"idblock", cmd_idblock, "idblock create --measurement HEX|--from-measure ... --id-key K ..."},
     {"kms", cmd_kms, "kms [--url U] secret|policy|audit ... (nitride-kmsd admin)"},
     {"luks", cmd_luks, "luks seal|list|remove|unlock DEVICE ... (LUKS2 volumes, docs/luks.md)"},
     {"measure", cmd_measure, "measure --ovmf FILE [--kernel F] [--vcpus N] [--vcpu-type T] ..."},
     {"report", cmd_report, "report show FILE [--json] | report get [--provider P] ..."},
-    {"sim", cmd_sim, "sim init DIR --product milan|genoa|turin [--vlek] ..."},
+    {"sim", cmd_sim, "sim init|launch|set|show DIR ... (the simulated SNP firmware)"},
     {"verify", cmd_verify, "verify REPORT [--certs DIR|--cert FILE...] [--policy FILE] ..."},
 };
 

@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/openssl-util.h"
 #include "snp/certtable.h"
+#include "snp/idblock.h"
 #include "snp/sim.h"
 
 #define SIM_CHIP_FORMAT 1
@@ -1229,6 +1230,45 @@ int sim_chip_save(SimChip *c) {
         return r;
     c->saved = c->launch;
     return 0;
+}
+
+int sim_chip_launch_finish(SimChip *c, const SimLaunchParams *p, int *ret_fw_status, char *err) {
+    SnpIdLaunch id = {0};
+    SnpReport prev;
+    int r;
+
+    if (!c || !p || !ret_fw_status || !err || (!p->id_block != !p->id_auth))
+        return -EINVAL;
+    err[0] = 0;
+    *ret_fw_status = SNP_FW_SUCCESS;
+    if (p->id_block) {
+        r = snp_id_launch_check(p->id_block, p->id_auth, p->author_key_en, p->measurement,
+                                p->policy, &id, err);
+        if (r < 0)
+            return r;
+        if (r != SNP_FW_SUCCESS) {
+            *ret_fw_status = r;
+            return -EKEYREJECTED;
+        }
+    }
+    prev = c->launch;
+    memcpy(c->launch.measurement, p->measurement, sizeof c->launch.measurement);
+    c->launch.policy = p->policy;
+    memcpy(c->launch.host_data, p->host_data, sizeof c->launch.host_data);
+    memcpy(c->launch.family_id, id.block.family_id, sizeof c->launch.family_id);
+    memcpy(c->launch.image_id, id.block.image_id, sizeof c->launch.image_id);
+    c->launch.guest_svn = id.block.guest_svn;
+    memcpy(c->launch.id_key_digest, id.id_key_digest, sizeof c->launch.id_key_digest);
+    memcpy(c->launch.author_key_digest, id.author_key_digest, sizeof c->launch.author_key_digest);
+    if (p->id_block && id.author_key_en)
+        c->launch.flags |= SNP_FLAG_AUTHOR_KEY_EN;
+    else
+        c->launch.flags &= ~SNP_FLAG_AUTHOR_KEY_EN;
+    r = sim_chip_save(c);
+    if (r < 0)
+        c->launch = prev;
+    explicit_bzero(&prev, sizeof prev);
+    return r;
 }
 
 static int sign_report(EVP_PKEY *key, SnpReport *rep, uint8_t out[SNP_REPORT_SIZE]) {

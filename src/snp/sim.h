@@ -45,6 +45,23 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(SimChip *, sim_chip_free);
 SnpReport *sim_chip_launch(SimChip *c);
 SnpProduct sim_chip_product(const SimChip *c);
 int sim_chip_save(SimChip *c);
+/* SNP_LAUNCH_START..FINISH of a guest (the measurement computed from its images, snp/measure.h):
+ * sets the launch configuration's measurement, policy, host data and, with an ID block, what it
+ * puts into reports (ID and author key digests, AUTHOR_KEY_EN, family id, image id, guest SVN;
+ * all zero without one), then saves the chip. id_block/id_auth: both or neither.
+ * With an ID block the firmware's checks apply (snp/idblock.h, snp_id_launch_check): a refusal
+ * returns -EKEYREJECTED with the firmware status in *ret_fw_status and a message in err
+ * (SNP_ID_ERR_MAX), and leaves the chip unchanged. Other returns as sim_chip_save(). */
+typedef struct SimLaunchParams {
+    uint8_t measurement[48];
+    uint64_t policy;
+    uint8_t host_data[32];
+    const uint8_t *id_block; /* SNP_ID_BLOCK_SIZE bytes, or NULL */
+    const uint8_t *id_auth;  /* SNP_ID_AUTH_SIZE bytes, or NULL */
+    bool author_key_en;
+} SimLaunchParams;
+int sim_chip_launch_finish(SimChip *c, const SimLaunchParams *p, int *ret_fw_status, char *err);
+
 /* Sets which key signs reports (VCEK or VLEK, if the chip has one). */
 int sim_chip_set_signing_key(SimChip *c, SnpSigningKey k);
 
