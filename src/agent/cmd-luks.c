@@ -45,6 +45,18 @@ enum {
     ARG_FORCE,
     ARG_TEST,
     ARG_JSON,
+    ARG_CONF,
+    ARG_CA,
+    ARG_VHSM_SOCKET,
+    ARG_TIMEOUT,
+    ARG_NO_REMOTE,
+    ARG_NO_RESEAL,
+    ARG_KMS,
+    ARG_SECRET,
+    ARG_ATTESTD,
+    ARG_CREATE,
+    ARG_ADMIN_TOKEN_FILE,
+    ARG_EXPECT_MEASUREMENT,
 };
 
 static const struct option options[] = {
@@ -57,13 +69,27 @@ static const struct option options[] = {
     {"force", no_argument, NULL, ARG_FORCE},
     {"test", no_argument, NULL, ARG_TEST},
     {"json", no_argument, NULL, ARG_JSON},
+    {"conf", required_argument, NULL, ARG_CONF},
+    {"ca", required_argument, NULL, ARG_CA},
+    {"vhsm-socket", required_argument, NULL, ARG_VHSM_SOCKET},
+    {"timeout", required_argument, NULL, ARG_TIMEOUT},
+    {"no-remote", no_argument, NULL, ARG_NO_REMOTE},
+    {"no-reseal", no_argument, NULL, ARG_NO_RESEAL},
+    {"kms", required_argument, NULL, ARG_KMS},
+    {"secret", required_argument, NULL, ARG_SECRET},
+    {"attestd", required_argument, NULL, ARG_ATTESTD},
+    {"create", no_argument, NULL, ARG_CREATE},
+    {"admin-token-file", required_argument, NULL, ARG_ADMIN_TOKEN_FILE},
+    {"expect-measurement", required_argument, NULL, ARG_EXPECT_MEASUREMENT},
     {"help", no_argument, NULL, 'h'},
     {},
 };
 
 typedef struct Args {
-    const char *provider, *sim_dir, *bind, *key_file;
-    bool allow_debug, force, test, json;
+    const char *provider, *sim_dir, *bind, *key_file, *conf, *ca_file, *vhsm_socket;
+    const char *kms, *secret, *attestd, *admin_token_file, *expect_measurement;
+    bool allow_debug, force, test, json, no_remote, no_reseal, create;
+    unsigned timeout_ms;
     int token;
 } Args;
 
@@ -108,6 +134,49 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case ARG_JSON:
             a->json = true;
+            break;
+        case ARG_CONF:
+            a->conf = optarg;
+            break;
+        case ARG_CA:
+            a->ca_file = optarg;
+            break;
+        case ARG_VHSM_SOCKET:
+            a->vhsm_socket = optarg;
+            break;
+        case ARG_TIMEOUT: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 3600) {
+                log_error("Invalid --timeout '%s' (seconds, 1..3600).", optarg);
+                return -EINVAL;
+            }
+            a->timeout_ms = (unsigned)v * 1000u;
+            break;
+        }
+        case ARG_NO_REMOTE:
+            a->no_remote = true;
+            break;
+        case ARG_NO_RESEAL:
+            a->no_reseal = true;
+            break;
+        case ARG_KMS:
+            a->kms = optarg;
+            break;
+        case ARG_SECRET:
+            a->secret = optarg;
+            break;
+        case ARG_ATTESTD:
+            a->attestd = optarg;
+            break;
+        case ARG_CREATE:
+            a->create = true;
+            break;
+        case ARG_ADMIN_TOKEN_FILE:
+            a->admin_token_file = optarg;
+            break;
+        case ARG_EXPECT_MEASUREMENT:
+            a->expect_measurement = optarg;
             break;
         case ARG_TOKEN: {
             char *end = NULL;
@@ -237,13 +306,16 @@ static int luks_seal_cmd(int argc, char **argv) {
 
 static void print_token(int id, const LuksToken *t) {
     printf("token %d: nitride %s, keyslot %d, volume %s\n", id,
-           t->flow == LUKS_FLOW_SEALED ? "sealed" : "kms", t->keyslot, t->volume);
-    if (t->flow == LUKS_FLOW_SEALED)
+           t->flow == LUKS_FLOW_SEALED ? "sealed"
+           : t->flow == LUKS_FLOW_KMS  ? "kms"
+                                       : "sealed+kms",
+           t->keyslot, t->volume);
+    if (luks_flow_has_sealed(t->flow))
         printf("  field select 0x%02llx, guest svn >= %u, tcb >= 0x%016llx, debug %s\n",
                (unsigned long long)t->guest_field_select, t->policy.min_guest_svn,
                (unsigned long long)t->policy.min_tcb,
                t->policy.allow_debug ? "allowed" : "refused");
-    else
+    if (luks_flow_has_kms(t->flow))
         printf("  kms %s, secret %s%s%s\n", t->kms_url, t->secret_id,
                t->attestd_url ? ", attestd " : "", t->attestd_url ? t->attestd_url : "");
 }
@@ -329,11 +401,85 @@ static int luks_remove_cmd(int argc, char **argv) {
     return NT_EXIT_OK;
 }
 
+/* The unlock options: the configuration file (--conf, else $NITRIDE_LUKS_CONF or
+ * /etc/nitride/luks.conf), then the command line. */
+static int unlock_options(const Args *a, LuksUnlockOptions *o) {
+    int r = luks_unlock_options_load(a->conf, o);
+    if (r < 0) {
+        log_error_errno(r, "Cannot load the unlock options%s%s: %m", a->conf ? " from " : "",
+                        a->conf ? a->conf : "");
+        return NT_EXIT_USAGE;
+    }
+    if (a->sim_dir && a->provider && !streq(a->provider, "sim")) {
+        log_error("--sim-dir only applies to --provider sim.");
+        return NT_EXIT_USAGE;
+    }
+    if (a->sim_dir || a->provider) {
+        free(o->provider);
+        if (a->sim_dir)
+            r = asprintf(&o->provider, "sim:%s", a->sim_dir);
+        else
+            r = (o->provider = strdup(a->provider)) ? 0 : -1;
+        if (r < 0) {
+            o->provider = NULL;
+            return NT_EXIT_IO;
+        }
+    }
+    if (a->ca_file && !(free(o->ca_file), o->ca_file = strdup(a->ca_file)))
+        return NT_EXIT_IO;
+    if (a->vhsm_socket && !(free(o->vhsm_socket), o->vhsm_socket = strdup(a->vhsm_socket)))
+        return NT_EXIT_IO;
+    if (a->timeout_ms)
+        o->timeout_ms = a->timeout_ms;
+    if (a->no_remote)
+        o->allow_remote = false;
+    if (a->no_reseal)
+        o->reseal = false;
+    return 0;
+}
+
+/* Exit code and message for a failed luks_unlock(). */
+static int unlock_failed(const char *dev, int r, const LuksRefusal *ref) {
+    const char *check = ref->check ? ref->check : "";
+    switch (r) {
+    case -ENOENT:
+        log_error("No nitride token on '%s'.", dev);
+        return NT_EXIT_USAGE;
+    case -EBADMSG:
+        log_error("The nitride token of '%s' is malformed (%s); not used.", dev,
+                  ref->check ? ref->detail : "unreadable");
+        return NT_EXIT_POLICY;
+    case -EPERM:
+        log_error("Unlock of '%s' denied: check '%s' failed: %s. The key stays sealed.", dev, check,
+                  ref->detail);
+        return NT_EXIT_POLICY;
+    case -EKEYREJECTED:
+        log_error("Unlock of '%s' denied (%s): %s. The key stays sealed.", dev,
+                  ref->check ? check : "seal",
+                  ref->check ? ref->detail : "the sealed key does not open here");
+        return NT_EXIT_POLICY;
+    case -EAGAIN:
+        if (streq(check, "provider")) {
+            log_error("No evidence provider usable to unlock '%s'. %s", dev,
+                      snp_provider_missing_message());
+            return NT_EXIT_NO_PROVIDER;
+        }
+        log_error("Unlock of '%s' not possible now (%s): %s.", dev, ref->check ? check : "remote",
+                  ref->check ? ref->detail : "a service is unavailable");
+        return NT_EXIT_UNAVAILABLE;
+    default:
+        log_error_errno(r, "Unlock of '%s' failed: %m", dev);
+        return NT_EXIT_IO;
+    }
+}
+
 static int luks_unlock_cmd(int argc, char **argv) {
     _cleanup_(luks_device_closep) struct crypt_device *cd = NULL;
-    _cleanup_(snp_provider_freep) SnpProvider *prov = NULL;
-    const char *dev, *name, *uuid;
-    int r, tried = 0, ret = NT_EXIT_POLICY;
+    _cleanup_(luks_unlock_options_done) LuksUnlockOptions o = {0};
+    _cleanup_(secret_freep) Secret *key = NULL;
+    LuksRefusal refusal = {0};
+    const char *dev, *name;
+    int r, keyslot = -1;
     Args a;
 
     if ((r = parse_args(argc, argv, &a)) != 0)
@@ -344,85 +490,26 @@ static int luks_unlock_cmd(int argc, char **argv) {
     }
     dev = argv[optind];
     name = argv[optind + 1];
+    if ((r = unlock_options(&a, &o)) != 0)
+        return r;
     if ((r = open_device(dev, &cd)) != 0)
         return r;
-    uuid = crypt_get_uuid(cd);
-    if (!uuid) {
-        log_error("'%s' has no LUKS UUID.", dev);
-        return NT_EXIT_IO;
+    r = luks_unlock(cd, a.token, &o, &key, &keyslot, &refusal);
+    if (r < 0)
+        return unlock_failed(dev, r, &refusal);
+    r = luks_activate(cd, a.test ? NULL : name, keyslot, key);
+    if (r == 0) {
+        if (a.test)
+            printf("unlock test: the token opens keyslot %d of %s (not activated)\n", keyslot, dev);
+        else
+            printf("unlocked %s as /dev/mapper/%s (keyslot %d)\n", dev, name, keyslot);
+        return NT_EXIT_OK;
     }
-    for (int id = 0; id < LUKS_MAX_TOKENS; id++) {
-        _cleanup_(secret_freep) Secret *key = NULL;
-        LuksRefusal refusal = {0};
-        LuksToken t;
-        if (a.token >= 0 && id != a.token)
-            continue;
-        r = luks_token_read(cd, id, &t);
-        if (r == -ENOENT || r == -EMEDIUMTYPE)
-            continue;
-        tried++;
-        if (r < 0) {
-            log_error("Token %d of '%s' is malformed; not used.", id, dev);
-            continue;
-        }
-        if (t.flow != LUKS_FLOW_SEALED) {
-            log_error("Token %d of '%s' uses the KMS flow, not supported by this build yet.", id,
-                      dev);
-            luks_token_done(&t);
-            continue;
-        }
-        if (!prov && (r = open_provider(&a, &prov)) != 0) {
-            luks_token_done(&t);
-            return r;
-        }
-        r = luks_unseal(prov, &t, uuid, &key, &refusal);
-        if (r == -EPERM) {
-            log_error("Unlock of '%s' denied: local policy check '%s' failed: %s. The key stays "
-                      "sealed.",
-                      dev, refusal.check, refusal.detail);
-            luks_token_done(&t);
-            continue;
-        }
-        if (r == -EKEYREJECTED) {
-            log_error("Unlock of '%s' denied (token %d): %s. The key stays sealed.", dev, id,
-                      refusal.check ? refusal.detail : "the sealed key does not open here");
-            luks_token_done(&t);
-            continue;
-        }
-        if (r < 0) {
-            log_error_errno(r, "Unsealing token %d of '%s' failed: %m", id, dev);
-            luks_token_done(&t);
-            ret = NT_EXIT_IO;
-            continue;
-        }
-        r = luks_activate(cd, a.test ? NULL : name, t.keyslot, key);
-        if (r == 0) {
-            if (a.test)
-                printf("unlock test: token %d opens keyslot %d of %s (not activated)\n", id,
-                       t.keyslot, dev);
-            else
-                printf("unlocked %s as /dev/mapper/%s (token %d, keyslot %d)\n", dev, name, id,
-                       t.keyslot);
-            luks_token_done(&t);
-            return NT_EXIT_OK;
-        }
-        if (r == -EPERM)
-            log_error("The unsealed key of token %d does not open keyslot %d of '%s'.", id,
-                      t.keyslot, dev);
-        else {
-            log_error_errno(r,
-                            "Activating '%s' as '%s' failed: %m (device-mapper and dm-crypt "
-                            "must be available; --test checks the key without activating)",
-                            dev, name);
-            ret = NT_EXIT_IO;
-        }
-        luks_token_done(&t);
-    }
-    if (tried == 0) {
-        log_error("No nitride token on '%s'.", dev);
-        return NT_EXIT_USAGE;
-    }
-    return ret;
+    log_error_errno(r,
+                    "Activating '%s' as '%s' failed: %m (device-mapper and dm-crypt must be "
+                    "available; --test checks the key without activating)",
+                    dev, name);
+    return NT_EXIT_IO;
 }
 
 int cmd_luks(int argc, char **argv) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "luks/luks-private.h"
 #include "luks/luks.h"
 
 static LuksFaultHook fault_hook;
@@ -19,7 +20,7 @@ void luks_set_fault_hook(LuksFaultHook hook) {
     fault_hook = hook;
 }
 
-static int fault(const char *step) {
+int luks_fault(const char *step) {
     return fault_hook ? fault_hook(step) : 0;
 }
 
@@ -105,20 +106,20 @@ int luks_enroll_sealed(struct crypt_device *cd, SnpProvider *p, const Secret *au
     if (r < 0)
         return r == -ENOENT || r == -EPERM ? -EPERM : r;
     slot = r;
-    if ((r = fault("keyslot")) < 0)
+    if ((r = luks_fault("keyslot")) < 0)
         goto fail;
     t.keyslot = slot;
     memcpy(t.volume, uuid, 37);
     if ((r = luks_seal(p, gfs, allow_debug, key, &t, refusal)) < 0)
         goto fail;
-    if ((r = fault("sealed")) < 0)
+    if ((r = luks_fault("sealed")) < 0)
         goto fail;
     if ((r = luks_token_format(&t, &json)) < 0)
         goto fail;
     if ((r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json)) < 0)
         goto fail;
     tok = r;
-    if ((r = fault("token")) < 0)
+    if ((r = luks_fault("token")) < 0)
         goto fail;
     *ret_token = tok;
     *ret_keyslot = slot;
@@ -167,7 +168,7 @@ int luks_remove(struct crypt_device *cd, int id, bool force) {
         return r;
     }
     if (ks == CRYPT_SLOT_ACTIVE || ks == CRYPT_SLOT_ACTIVE_LAST) {
-        r = fault("remove-keyslot");
+        r = luks_fault("remove-keyslot");
         if (r >= 0)
             r = crypt_keyslot_destroy(cd, t.keyslot);
         if (r < 0) {
