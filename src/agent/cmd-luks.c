@@ -26,12 +26,18 @@
 #include <libcryptsetup.h>
 
 #include "agent.h"
+#include "core/encoding.h"
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/macro.h"
 #include "core/secret.h"
+#include "attest-flow.h"
+#include "kmsd/store.h"
 #include "luks/luks.h"
 #include "snp/provider.h"
+#include "snp/report.h"
+
+#include <openssl/rand.h>
 
 #define AUTH_MAX 8192
 
@@ -57,6 +63,7 @@ enum {
     ARG_CREATE,
     ARG_ADMIN_TOKEN_FILE,
     ARG_EXPECT_MEASUREMENT,
+    ARG_POLICY_FILE,
 };
 
 static const struct option options[] = {
@@ -81,13 +88,14 @@ static const struct option options[] = {
     {"create", no_argument, NULL, ARG_CREATE},
     {"admin-token-file", required_argument, NULL, ARG_ADMIN_TOKEN_FILE},
     {"expect-measurement", required_argument, NULL, ARG_EXPECT_MEASUREMENT},
+    {"policy-file", required_argument, NULL, ARG_POLICY_FILE},
     {"help", no_argument, NULL, 'h'},
     {},
 };
 
 typedef struct Args {
     const char *provider, *sim_dir, *bind, *key_file, *conf, *ca_file, *vhsm_socket;
-    const char *kms, *secret, *attestd, *admin_token_file, *expect_measurement;
+    const char *kms, *secret, *attestd, *admin_token_file, *expect_measurement, *policy_file;
     bool allow_debug, force, test, json, no_remote, no_reseal, create;
     unsigned timeout_ms;
     int token;
@@ -177,6 +185,9 @@ static int parse_args(int argc, char **argv, Args *a) {
             break;
         case ARG_EXPECT_MEASUREMENT:
             a->expect_measurement = optarg;
+            break;
+        case ARG_POLICY_FILE:
+            a->policy_file = optarg;
             break;
         case ARG_TOKEN: {
             char *end = NULL;
@@ -512,6 +523,280 @@ static int luks_unlock_cmd(int argc, char **argv) {
     return NT_EXIT_IO;
 }
 
+/* ---- enroll (the remote KMS flow) ---- */
+
+/* This VM's measurement (hex), from a report with random REPORT_DATA. */
+static int own_measurement(SnpProvider *p, char out[97]) {
+    _cleanup_free_ uint8_t *raw = NULL;
+    uint8_t rd[64];
+    size_t len = 0;
+    SnpReport rep;
+    int r;
+    if (RAND_bytes(rd, sizeof rd) != 1)
+        return -EIO;
+    if ((r = snp_provider_get_report(p, rd, 0, &raw, &len)) < 0)
+        return r;
+    if ((r = snp_report_parse(raw, len, &rep, NULL)) < 0)
+        return r;
+    hex_encode(rep.measurement, sizeof rep.measurement, out);
+    out[96] = 0;
+    return 0;
+}
+
+/* The release policy of a created secret: --policy-file's document (else measurement_in this
+ * VM's measurement), with volume_uuid_eq this volume added: kmsd then releases the secret only
+ * for this volume. */
+static int enroll_policy(const Args *a, SnpProvider *p, const char *uuid, json_t **ret) {
+    json_auto_t *pol = NULL;
+    json_t *rules, *vu;
+    if (a->policy_file) {
+        json_error_t e;
+        pol = json_load_file(a->policy_file, JSON_REJECT_DUPLICATES, &e);
+        if (!json_is_object(pol) || !json_is_object(json_object_get(pol, "rules"))) {
+            log_error("--policy-file '%s': not a kmsd release policy ({\"version\":1,\"rules\":"
+                      "{...}}): %s",
+                      a->policy_file, pol ? "no \"rules\" object" : e.text);
+            return NT_EXIT_USAGE;
+        }
+    } else {
+        char m[97];
+        int r = own_measurement(p, m);
+        if (r < 0) {
+            log_error_errno(r, "Cannot read this VM's measurement for the release policy: %m");
+            return NT_EXIT_IO;
+        }
+        pol = json_pack("{s:i, s:{s:[s]}}", "version", 1, "rules", "measurement_in", m);
+        if (!pol)
+            return NT_EXIT_IO;
+    }
+    rules = json_object_get(pol, "rules");
+    vu = json_object_get(rules, "volume_uuid_eq");
+    if (vu && (!json_is_string(vu) || strcasecmp(json_string_value(vu), uuid) != 0)) {
+        log_error("--policy-file '%s' binds another volume (volume_uuid_eq) than '%s'.",
+                  a->policy_file, uuid);
+        return NT_EXIT_USAGE;
+    }
+    if (json_object_set_new(rules, "volume_uuid_eq", json_string(uuid)) < 0)
+        return NT_EXIT_IO;
+    *ret = TAKE_PTR(pol);
+    return 0;
+}
+
+static int read_admin_token(const char *path, char **ret) {
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t len = 0;
+    int r = read_full_file(path, 1024 + 2, &buf, &len);
+    if (r < 0)
+        return log_error_errno(r, "Cannot read the kmsd admin token '%s': %m", path);
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = 0;
+    if (len == 0 || strlen((char *)buf) != len) {
+        explicit_bzero(buf, len);
+        log_error("The kmsd admin token '%s' is empty or not text.", path);
+        return -EINVAL;
+    }
+    *ret = (char *)TAKE_PTR(buf);
+    return 0;
+}
+
+/* One admin request to kmsd (bearer token); NT_EXIT_OK with status and reply. */
+static int kms_admin(AttestRun *run, const char *base, const char *bearer, const char *method,
+                     const char *path, const json_t *req, long *status, json_t **reply) {
+    int r;
+    do
+        r = attest_exchange_at(run, base, bearer, "kmsd admin", method, path, req, status, reply);
+    while (attest_again(run, &r, false));
+    return r == STEP_OK ? NT_EXIT_OK : r < 0 ? NT_EXIT_IO : r;
+}
+
+static int luks_enroll_cmd(int argc, char **argv) {
+    _cleanup_(luks_device_closep) struct crypt_device *cd = NULL;
+    _cleanup_(luks_unlock_options_done) LuksUnlockOptions o = {0};
+    _cleanup_(snp_provider_freep) SnpProvider *prov = NULL;
+    _cleanup_(secret_freep) Secret *auth = NULL, *key = NULL;
+    _cleanup_free_ char *admin = NULL, *kms_base = NULL, *created_path = NULL;
+    LuksToken t = {0};
+    LuksRefusal refusal = {0};
+    AttestArgs aa = {.quiet = true};
+    AttestRun run = ATTEST_RUN_INIT(&aa);
+    const char *dev, *uuid, *attestd;
+    uint64_t gfs = 0;
+    bool created = false;
+    int tok = -1, slot = -1, r, ret;
+    Args a;
+
+    if ((r = parse_args(argc, argv, &a)) != 0)
+        return r > 0 ? NT_EXIT_OK : NT_EXIT_USAGE;
+    if (optind + 1 != argc) {
+        log_error("'nitride luks enroll' needs exactly one DEVICE.");
+        return NT_EXIT_USAGE;
+    }
+    dev = argv[optind];
+    attestd = a.attestd ? a.attestd : getenv("NITRIDE_ATTESTD_URL");
+    if (!a.kms || !a.secret || !attestd) {
+        log_error("'nitride luks enroll' needs --kms URL, --secret ID and --attestd URL (or "
+                  "$NITRIDE_ATTESTD_URL).");
+        return NT_EXIT_USAGE;
+    }
+    if (!kms_secret_id_is_valid(a.secret)) {
+        log_error("Invalid --secret '%.128s': not a kmsd secret id.", a.secret);
+        return NT_EXIT_USAGE;
+    }
+    if (a.bind && luks_bind_parse(a.bind, &gfs) < 0) {
+        log_error("Invalid --bind '%s' (measurement, policy, image_id, family_id, guest_svn, "
+                  "tcb_version; comma-separated, no repeats).",
+                  a.bind);
+        return NT_EXIT_USAGE;
+    }
+    if (a.create && !a.admin_token_file && !getenv("NITRIDE_KMS_TOKEN_FILE")) {
+        log_error("--create needs kmsd's admin token: --admin-token-file F (or "
+                  "$NITRIDE_KMS_TOKEN_FILE).");
+        return NT_EXIT_USAGE;
+    }
+    if (a.policy_file && !a.create) {
+        log_error("--policy-file applies to --create only.");
+        return NT_EXIT_USAGE;
+    }
+    if ((r = unlock_options(&a, &o)) != 0)
+        return r;
+    if (attest_check_url(a.kms, "--kms", &kms_base) != NT_EXIT_OK ||
+        attest_check_url(attestd, "--attestd", &aa.base) != NT_EXIT_OK)
+        return NT_EXIT_USAGE;
+    if ((r = open_device(dev, &cd)) != 0)
+        goto out_usage;
+    uuid = crypt_get_uuid(cd);
+    if (!uuid || strlen(uuid) != 36) {
+        log_error("'%s' has no LUKS UUID.", dev);
+        ret = NT_EXIT_IO;
+        goto out;
+    }
+    if (read_auth(a.key_file, &auth) < 0) {
+        ret = NT_EXIT_USAGE;
+        goto out;
+    }
+    /* The authorisation first: a wrong passphrase changes nothing, here or in kmsd. */
+    r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT,
+                                     (const char *)secret_const_data(auth), secret_size(auth), 0);
+    if (r < 0) {
+        log_error("No keyslot of '%s' opens with the given %s.", dev,
+                  a.key_file ? "key file" : "passphrase");
+        ret = NT_EXIT_POLICY;
+        goto out;
+    }
+    r = luks_provider_open(o.provider, &prov);
+    if (r < 0) {
+        log_error("No evidence provider usable for the attestation. %s",
+                  snp_provider_missing_message());
+        ret = NT_EXIT_NO_PROVIDER;
+        goto out;
+    }
+    aa.ca_file = o.ca_file;
+    run.deadline_ms = attest_now_ms() + o.timeout_ms;
+    if (a.create) {
+        json_auto_t *pol = NULL, *req = NULL, *reply = NULL;
+        long status = 0;
+        if (read_admin_token(a.admin_token_file ? a.admin_token_file
+                                                : getenv("NITRIDE_KMS_TOKEN_FILE"),
+                             &admin) < 0) {
+            ret = NT_EXIT_USAGE;
+            goto out;
+        }
+        if ((ret = enroll_policy(&a, prov, uuid, &pol)) != 0)
+            goto out;
+        req = json_pack("{s:s, s:s, s:b, s:i, s:O}", "id", a.secret, "type", "raw", "generate", 1,
+                        "length", (int)LUKS_KEY_SIZE, "policy", pol);
+        if (!req) {
+            ret = NT_EXIT_IO;
+            goto out;
+        }
+        ret = kms_admin(&run, kms_base, admin, "POST", "/v1/secrets", req, &status, &reply);
+        if (ret != NT_EXIT_OK)
+            goto out;
+        if (status == 409) {
+            log_error("kmsd already has a secret '%s': enroll without --create to use it.",
+                      a.secret);
+            ret = NT_EXIT_USAGE;
+            goto out;
+        }
+        if (status != 201) {
+            attest_print_refusal("kmsd", "Creating the secret", status, reply);
+            ret = status == 401 || status == 403 ? NT_EXIT_REFUSED : NT_EXIT_INVALID;
+            goto out;
+        }
+        created = true;
+        printf("created kmsd secret %s (raw, %u bytes, released only for volume %s)\n", a.secret,
+               LUKS_KEY_SIZE, uuid);
+    }
+    {
+        LuksRemoteRequest rq = {.kms_url = a.kms,
+                                .attestd_url = attestd,
+                                .secret_id = a.secret,
+                                .volume_uuid = uuid,
+                                .purpose = "luks-enroll"};
+        r = luks_remote_fetch(&rq, &o, run.deadline_ms, &prov, &key, &refusal);
+    }
+    if (r < 0) {
+        ret = unlock_failed(dev, r, &refusal);
+        goto out;
+    }
+    t.kms_url = strdup(a.kms);
+    t.attestd_url = strdup(attestd);
+    t.secret_id = strdup(a.secret);
+    if (!t.kms_url || !t.attestd_url || !t.secret_id) {
+        ret = NT_EXIT_IO;
+        goto out;
+    }
+    r = luks_enroll_kms(cd, auth, key, &t, prov, gfs, a.allow_debug, &tok, &slot, &refusal);
+    if (r == -EPERM && refusal.check) {
+        log_error("Refusing to seal on '%s': local policy check '%s' failed: %s.", dev,
+                  refusal.check, refusal.detail);
+        ret = NT_EXIT_POLICY;
+        goto out;
+    }
+    if (r == -EPERM) {
+        log_error("No keyslot of '%s' opens with the given %s.", dev,
+                  a.key_file ? "key file" : "passphrase");
+        ret = NT_EXIT_POLICY;
+        goto out;
+    }
+    if (r < 0) {
+        log_error_errno(r, "Enrolling '%s' failed (nothing was added): %m", dev);
+        ret = NT_EXIT_IO;
+        goto out;
+    }
+    created = false; /* in use now */
+    printf("enrolled: token %d, keyslot %d (kms %s, secret %s%s)\n", tok, slot, a.kms, a.secret,
+           gfs ? ", with a sealed slot" : "");
+    ret = NT_EXIT_OK;
+out:
+    if (created) {
+        /* The secret this enrolment created is of no use without the keyslot: delete it. */
+        json_t *reply = NULL;
+        long status = 0;
+        if (asprintf(&created_path, "/v1/secrets/%s", a.secret) >= 0) {
+            run.deadline_ms = MAX(run.deadline_ms, attest_now_ms() + 5000);
+            if (kms_admin(&run, kms_base, admin, "DELETE", created_path, NULL, &status, &reply) !=
+                    NT_EXIT_OK ||
+                status != 200)
+                log_error("Could not delete the kmsd secret '%s' this failed enrolment created.",
+                          a.secret);
+            else
+                log_info("Deleted the kmsd secret '%s' this failed enrolment created.", a.secret);
+        } else
+            created_path = NULL;
+        json_decref(reply);
+    }
+    if (admin)
+        explicit_bzero(admin, strlen(admin));
+    luks_token_done(&t);
+    json_decref(run.tee_pubkey);
+    free(aa.base);
+    return ret;
+out_usage:
+    free(aa.base);
+    return r;
+}
+
 int cmd_luks(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -523,6 +808,8 @@ int cmd_luks(int argc, char **argv) {
     }
     if (streq(argv[1], "seal"))
         return luks_seal_cmd(argc - 1, argv + 1);
+    if (streq(argv[1], "enroll"))
+        return luks_enroll_cmd(argc - 1, argv + 1);
     if (streq(argv[1], "list"))
         return luks_list_cmd(argc - 1, argv + 1);
     if (streq(argv[1], "remove"))

@@ -14,10 +14,6 @@ void luks_refuse(LuksRefusal *r, const char *check, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The fault hook (luks_set_fault_hook) at step; 0 when none is set. */
 int luks_fault(const char *step);
-/* Opens the provider named by spec (auto, sev-guest, tsm, sim, sim:DIR): -EAGAIN when none is
- * usable, -EINVAL for an unknown spec. */
-int luks_provider_open(const char *spec, SnpProvider **ret);
-bool luks_provider_spec_ok(const char *spec);
 int64_t luks_now_ms(void); /* CLOCK_MONOTONIC */
 
 /* The remote slot of t (luks-remote.c): attestation, kmsd's release sealed to this process's own
@@ -25,5 +21,5 @@ int64_t luks_now_ms(void); /* CLOCK_MONOTONIC */
  * the key (not yet checked against the keyslot), -EAGAIN (no provider, services unreachable
  * within the deadline), -EPERM (attestd or kmsd refused: *refusal), -EBADMSG (bad answer). */
 int luks_unlock_remote(struct crypt_device *cd, const LuksToken *t, const LuksUnlockOptions *o,
-                       int64_t deadline_ms, SnpProvider **prov, Secret **ret_key,
-                       LuksRefusal *refusal);
+                       int64_t deadline_ms, SnpProvider **prov, const char *purpose,
+                       Secret **ret_key, LuksRefusal *refusal);

@@ -159,6 +159,11 @@ typedef struct LuksUnlockOptions {
 int luks_unlock_options_load(const char *path, LuksUnlockOptions *ret);
 void luks_unlock_options_done(LuksUnlockOptions *o);
 
+/* Opens the evidence provider named by spec (NULL or auto, sev-guest, tsm, sim = sim with
+ * $NITRIDE_SIM_DIR, sim:DIR): -EAGAIN when none is usable, -EINVAL for an unknown spec. */
+int luks_provider_open(const char *spec, SnpProvider **ret);
+bool luks_provider_spec_ok(const char *spec);
+
 /* Unlocks with nitride token `token` (or the first that works when token < 0): sealed path
  * first, then the remote KMS path, then re-seal. Returns 0 with *ret_key (the keyslot
  * passphrase, LUKS_KEY_SIZE bytes, a Secret) and *ret_keyslot; -EAGAIN when what the token
@@ -169,6 +174,31 @@ void luks_unlock_options_done(LuksUnlockOptions *o);
  * against the keyslot (libcryptsetup activation without a name). o NULL = defaults. */
 int luks_unlock(struct crypt_device *cd, int token, const LuksUnlockOptions *o, Secret **ret_key,
                 int *ret_keyslot, LuksRefusal *refusal);
+
+/* ---- the remote flow (luks-remote.c) ---- */
+
+typedef struct LuksRemoteRequest {
+    const char *kms_url, *attestd_url, *secret_id;
+    const char *volume_uuid; /* sent with the release request (kmsd's volume_uuid_eq rule) */
+    const char *purpose;     /* sent and audited by kmsd: luks-enroll, luks-unlock, luks-reseal */
+} LuksRemoteRequest;
+
+/* Attestation with a one-shot transfer key of this process, kmsd's release of the secret sealed
+ * to it, the release verified against kmsd's release keys and opened here. *prov is opened from
+ * o->provider when NULL. Returns 0 and the LUKS_KEY_SIZE-byte key, -EAGAIN (no provider, a
+ * service unreachable before deadline_ms), -EPERM (attestd or kmsd refused: *refusal names the
+ * rule, expected and found), -EBADMSG (bad answer, unknown secret, wrong type or size). */
+int luks_remote_fetch(const LuksRemoteRequest *rq, const LuksUnlockOptions *o, int64_t deadline_ms,
+                      SnpProvider **prov, Secret **ret_key, LuksRefusal *refusal);
+
+/* Atomic KMS enrolment: a PBKDF2 keyslot for key (from luks_remote_fetch) authorised by auth,
+ * then the token with t's kms members (t->kms_url, attestd_url, secret_id; keyslot and volume
+ * are filled in); with prov and gfs != 0 the token also gets a sealed slot for the same key
+ * ("sealed+kms"). On any failure nothing remains. Returns 0 and token id / keyslot, -EPERM (auth
+ * refused, or the sealing's local policy: *refusal), or a negative errno. */
+int luks_enroll_kms(struct crypt_device *cd, const Secret *auth, const Secret *key, LuksToken *t,
+                    SnpProvider *prov, uint64_t gfs, bool allow_debug, int *ret_token,
+                    int *ret_keyslot, LuksRefusal *refusal);
 
 /* Removes token id and its keyslot; refuses (-EBUSY) to destroy the last active keyslot unless
  * force. On a keyslot failure the token is restored. */
