@@ -957,10 +957,10 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
         volume_uuid = json_string_value(vu);
         /* "purpose": what the caller says the release is for (e.g. luks-reseal), audited. */
         const json_t *pu = json_object_get(body, "purpose");
-        if (pu && (!json_is_string(pu) || json_string_length(pu) < 1 ||
-                   json_string_length(pu) > 32 ||
-                   strspn(json_string_value(pu), "abcdefghijklmnopqrstuvwxyz0123456789-") !=
-                       json_string_length(pu)))
+        if (pu &&
+            (!json_is_string(pu) || json_string_length(pu) < 1 || json_string_length(pu) > 32 ||
+             strspn(json_string_value(pu), "abcdefghijklmnopqrstuvwxyz0123456789-") !=
+                 json_string_length(pu)))
             return reply_err(reply, 400, "malformed", "purpose: 1..32 of [a-z0-9-]", "purpose");
         purpose = json_string_value(pu);
     }

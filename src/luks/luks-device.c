@@ -148,8 +148,8 @@ int luks_enroll_sealed(struct crypt_device *cd, SnpProvider *p, const Secret *au
 int luks_enroll_kms(struct crypt_device *cd, const Secret *auth, const Secret *key, LuksToken *t,
                     SnpProvider *prov, uint64_t gfs, bool allow_debug, int *ret_token,
                     int *ret_keyslot, LuksRefusal *refusal) {
-    if (!cd || !auth || !key || !t || !t->kms_url || !t->secret_id || !ret_token ||
-        !ret_keyslot || secret_size(key) != LUKS_KEY_SIZE)
+    if (!cd || !auth || !key || !t || !t->kms_url || !t->secret_id || !ret_token || !ret_keyslot ||
+        secret_size(key) != LUKS_KEY_SIZE)
         return -EINVAL;
     t->flow = LUKS_FLOW_KMS;
     return enroll(cd, auth, key, t, gfs ? prov : NULL, gfs, allow_debug, ret_token, ret_keyslot,

@@ -159,8 +159,8 @@ static int get_release_keys(AttestRun *run, const char *kms_base, json_t **ret) 
     long status = 0;
     int r;
     do
-        r = attest_exchange_at(run, kms_base, NULL, "Release keys", "GET", "/v1/release-keys",
-                               NULL, &status, &reply);
+        r = attest_exchange_at(run, kms_base, NULL, "Release keys", "GET", "/v1/release-keys", NULL,
+                               &status, &reply);
     while (attest_again(run, &r, false));
     if (r != STEP_OK)
         return r < 0 ? NT_EXIT_IO : r;
@@ -182,7 +182,10 @@ static int exit_to_errno(const AttestRun *run, int x, const char *stage, LuksRef
     case NT_EXIT_POLICY:
     case NT_EXIT_REFUSED:
         if (ar->service[0])
-            luks_refuse(refusal, ar->rule[0] ? ar->rule : ar->check[0] ? ar->check : stage,
+            luks_refuse(refusal,
+                        ar->rule[0]    ? ar->rule
+                        : ar->check[0] ? ar->check
+                                       : stage,
                         "%s refused the %s: %s%s%s%s%s", ar->service, stage, ar->error,
                         ar->expected[0] ? "; expected " : "", ar->expected,
                         ar->found[0] ? ", found " : "", ar->found);
@@ -210,10 +213,13 @@ int luks_remote_fetch(const LuksRemoteRequest *rq, const LuksUnlockOptions *o, i
     _cleanup_(secret_freep) Secret *key = NULL;
     json_auto_t *claims = NULL, *jwks = NULL;
     NtReleaseInfo info = {0};
-    AttestArgs a = {.attestd_url = rq->attestd_url, .ca_file = o->ca_file, .quiet = true};
+    AttestArgs a = {.attestd_url = rq->attestd_url,
+                    .ca_file = o->ca_file,
+                    .quiet = true,
+                    .timeout_s = MAX(1u, (o->timeout_ms + 999) / 1000)};
     AttestRun run = ATTEST_RUN_INIT(&a);
-    FetchArgs f = {.secret_id = rq->secret_id, .volume_uuid = rq->volume_uuid,
-                   .purpose = rq->purpose};
+    FetchArgs f = {
+        .secret_id = rq->secret_id, .volume_uuid = rq->volume_uuid, .purpose = rq->purpose};
     char err[256] = "";
     int64_t version = 0;
     int r, x;

@@ -290,10 +290,9 @@ static int unlock_token(struct crypt_device *cd, int id, const char *uuid,
         luks_token_done(&t);
         return -EAGAIN;
     }
-    r = luks_unlock_remote(cd, &t, o, deadline_ms, prov,
-                           o->reseal && luks_flow_has_sealed(t.flow) ? "luks-reseal"
-                                                                     : "luks-unlock",
-                           &key, refusal);
+    r = luks_unlock_remote(
+        cd, &t, o, deadline_ms, prov,
+        o->reseal && luks_flow_has_sealed(t.flow) ? "luks-reseal" : "luks-unlock", &key, refusal);
     if (r < 0) {
         luks_token_done(&t);
         return r;
