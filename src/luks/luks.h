@@ -99,7 +99,7 @@ int luks_bind_parse(const char *list, uint64_t *ret);
 /* Why an unseal was refused (static string), for the caller's message. */
 typedef struct LuksRefusal {
     const char *check;
-    char detail[160];
+    char detail[512];
 } LuksRefusal;
 
 /* Seals key (LUKS_KEY_SIZE bytes) for volume/keyslot under the derived key with gfs, filling the
