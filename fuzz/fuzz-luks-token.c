@@ -38,10 +38,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         memcmp(u.blob, t.blob, LUKS_BLOB_SIZE) != 0 || !streq0(u.kms_url, t.kms_url) ||
         !streq0(u.attestd_url, t.attestd_url) || !streq0(u.secret_id, t.secret_id) ||
         u.has_expect != t.has_expect ||
-        (t.has_expect &&
-         (memcmp(u.expect_measurement, t.expect_measurement, 48) != 0 ||
-          u.expect_field_select != t.expect_field_select ||
-          memcmp(u.expect_blob, t.expect_blob, LUKS_BLOB_SIZE) != 0)))
+        (t.has_expect && (memcmp(u.expect_measurement, t.expect_measurement, 48) != 0 ||
+                          u.expect_field_select != t.expect_field_select ||
+                          memcmp(u.expect_blob, t.expect_blob, LUKS_BLOB_SIZE) != 0)))
         abort();
     /* The slots present are exactly those the flow names. */
     if (luks_flow_has_kms(t.flow) != (t.kms_url != NULL) ||
