@@ -366,6 +366,12 @@ static void print_token(int id, const LuksToken *t) {
                (unsigned long long)t->guest_field_select, t->policy.min_guest_svn,
                (unsigned long long)t->policy.min_tcb,
                t->policy.allow_debug ? "allowed" : "refused");
+    if (t->has_expect) {
+        char m[97];
+        hex_encode(t->expect_measurement, 48, m);
+        m[96] = 0;
+        printf("  pre-authorised next measurement %s\n", m);
+    }
     if (luks_flow_has_kms(t->flow))
         printf("  kms %s, secret %s%s%s\n", t->kms_url, t->secret_id,
                t->attestd_url ? ", attestd " : "", t->attestd_url ? t->attestd_url : "");
