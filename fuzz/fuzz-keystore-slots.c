@@ -21,8 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < 2; i++) {
         if (err[i] != 0 && (img[i] || n[i]))
             abort();
-        if (img[i] && (img[i] < data || n[i] > cap || n[i] == 0 ||
-                       (size_t)(img[i] - data) + n[i] > size))
+        if (img[i] &&
+            (img[i] < data || n[i] > cap || n[i] == 0 || (size_t)(img[i] - data) + n[i] > size))
             abort();
         if (!img[i] && n[i] != 0)
             abort();

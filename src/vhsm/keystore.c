@@ -914,8 +914,7 @@ static int open_file(Keystore *ks, const uint8_t *file, size_t len, Secret **ret
         if (err[i] == 0 && !img[i])
             err[i] = -ENOENT;
         if (err[i] == 0)
-            err[i] =
-                keystore_unseal(ks->provider, &ks->params, img[i], n[i], &content[i], &gen[i]);
+            err[i] = keystore_unseal(ks->provider, &ks->params, img[i], n[i], &content[i], &gen[i]);
         if (err[i] < 0 && !IN_SET(err[i], -ENOENT, -EBADMSG, -EKEYREJECTED, -EOPNOTSUPP)) {
             r = err[i]; /* the provider's or memory: not the file's fault */
             goto out;
