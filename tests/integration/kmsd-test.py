@@ -304,7 +304,7 @@ def open_release(rel, key=None, kmsd=None):
     outer.deserialize(rel)
     hdr = outer.jose_header
     check(hdr.get("typ") == "nitride-release+jws", "release typ %s" % hdr.get("typ"))
-    check(hdr.get("alg") == "ES384", "release alg %s" % hdr.get("alg"))
+    check(hdr.get("alg") == "ES256", "release alg %s (ES256 is the default)" % hdr.get("alg"))
     k = keys.get_key(hdr["kid"])
     check(k is not None, "release kid %s not in /v1/release-keys" % hdr.get("kid"))
     outer.verify(k)  # raises on a bad signature
