@@ -29,8 +29,9 @@
  * Rounds alternate floor, one-at-a-time releases (p50, p99) and releases from two client
  * threads (throughput); medians of rounds are reported. NT_BENCH_ROUNDS (default 3),
  * NT_BENCH_RELEASES per round (default 200), NT_BENCH_CLEVIS runs of clevis decrypt (default 20,
- * 0 skips it), NT_BENCH_ALG the token and release signature algorithm (ES256 default, ES384),
- * NT_BENCH_TRANSFER_CURVE vhsmd's --transfer-curve (P-256 default, P-384: vhsmd's default),
+ * 0 skips it), NT_BENCH_ALG the token and release signature algorithm (unset: the services'
+ * default, ES256; or ES384), NT_BENCH_TRANSFER_CURVE vhsmd's --transfer-curve (unset: vhsmd's
+ * default, P-256; or P-384),
  * NT_BENCH_STEPS=1 prints the median time of the flow's steps.
  * Targets (issue 10): release p50 < 5 ms, p99 < 15 ms, and >= 10x faster than clevis decrypt
  * (when measured). Exits 1 when a target is missed.
@@ -83,8 +84,11 @@ static char rundir[] = "/dev/shm/nt-bench-release-XXXXXX";
 static bool have_rundir;
 static char chip_dir[256], ca_file[256], sock_path[512], attestd_url[128], kms_url[128];
 static char admin_token[65];
+/* The services' defaults unless NT_BENCH_ALG / NT_BENCH_TRANSFER_CURVE choose (then passed to
+ * them; else nothing is passed and the floor uses the same values). */
 static const char *alg = "ES256";
 static const char *curve = "P-256"; /* vhsmd --transfer-curve */
+static bool alg_set, curve_set;
 static bool show_steps;
 
 static void tmp_path(char *buf, size_t size, const char *name) {
@@ -100,6 +104,13 @@ static void write_json(const char *name, json_t *j, mode_t mode) {
     bench_write_text(path, text, mode);
     free(text);
     json_decref(j);
+}
+
+/* Without NT_BENCH_ALG, the service's own default: no "alg" in cfg's section. */
+static json_t *default_alg(json_t *cfg, const char *section) {
+    if (cfg && !alg_set)
+        (void)json_object_del(json_object_get(cfg, section), "alg");
+    return cfg;
 }
 
 static void run_cmd(const char *cmd) {
@@ -555,8 +566,8 @@ static void start_vhsmd(void) {
         dup2(fd, 2);
         execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock_path, "--keystore", ks,
               "--provider", "sim", "--sim-dir", vchip, "--freshness-anchor", anchor, "--kms-keys",
-              kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER, "--transfer-curve",
-              curve, (char *)NULL);
+              kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER,
+              curve_set ? "--transfer-curve" : (char *)NULL, curve, (char *)NULL);
         _exit(127);
     }
     bench_register_pid(pid);
@@ -642,10 +653,14 @@ int main(void) {
         rounds = atoi(e);
     if ((e = getenv("NT_BENCH_CLEVIS")) && atoi(e) >= 0)
         clevis_runs = atoi(e);
-    if ((e = getenv("NT_BENCH_ALG")) && (streq(e, "ES256") || streq(e, "ES384")))
+    if ((e = getenv("NT_BENCH_ALG")) && (streq(e, "ES256") || streq(e, "ES384"))) {
         alg = e;
-    if ((e = getenv("NT_BENCH_TRANSFER_CURVE")) && (streq(e, "P-256") || streq(e, "P-384")))
+        alg_set = true;
+    }
+    if ((e = getenv("NT_BENCH_TRANSFER_CURVE")) && (streq(e, "P-256") || streq(e, "P-384"))) {
         curve = e;
+        curve_set = true;
+    }
     show_steps = (e = getenv("NT_BENCH_STEPS")) && streq(e, "1");
     log_set_max_level(LOG_ERR);
     secret_set_allow_unlocked(true);
@@ -678,14 +693,17 @@ int main(void) {
     char keys_dir[512], anchor[512];
     tmp_path(keys_dir, sizeof keys_dir, "att-keys");
     snprintf(anchor, sizeof anchor, "%s/ark.pem", chip_dir);
-    write_json("attestd.json",
-               json_pack("{ss s{ss ss} s{ss si} s{ss ss ss si ss} s[s] s{s{ss}} ss s{si si}}",
-                         "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
-                         "challenge", "secret", s1, "lifetime", 60, "token", "keys_dir", keys_dir,
-                         "issuer", ISSUER, "audience", AUDIENCE, "lifetime", 300, "alg", alg,
-                         "trust_anchors", anchor, "policies", "default", "file", path,
-                         "default_policy", "default", "rate_limit", "per_second", 0, "burst", 1),
-               0644);
+    write_json(
+        "attestd.json",
+        default_alg(json_pack("{ss s{ss ss} s{ss si} s{ss ss ss si ss} s[s] s{s{ss}} ss s{si si}}",
+                              "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
+                              "challenge", "secret", s1, "lifetime", 60, "token", "keys_dir",
+                              keys_dir, "issuer", ISSUER, "audience", AUDIENCE, "lifetime", 300,
+                              "alg", alg, "trust_anchors", anchor, "policies", "default", "file",
+                              path, "default_policy", "default", "rate_limit", "per_second", 0,
+                              "burst", 1),
+                    "token"),
+        0644);
     snprintf(attestd_url, sizeof attestd_url, "https://127.0.0.1:%u",
              start_service(ATTESTD_PATH, "attestd", &attestd_pid));
 
@@ -708,14 +726,16 @@ int main(void) {
     tmp_path(db, sizeof db, "kmsd.db");
     tmp_path(rkeys, sizeof rkeys, "release-keys");
     snprintf(jwks_url, sizeof jwks_url, "%s/.well-known/jwks.json", attestd_url);
-    write_json("kmsd.json",
-               json_pack("{ss s{ss ss} ss ss s{ss ss} s{ss ss ss ss si} s{ss} s{si si}}", "listen",
-                         "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key, "database", db,
-                         "kek_file", s2, "release", "keys_dir", rkeys, "alg", alg, "attestd",
-                         "jwks_url", jwks_url, "ca_file", ca_file, "issuer", ISSUER, "audience",
-                         AUDIENCE, "skew", 1, "admin", "bearer_token_file", tokf, "rate_limit",
-                         "per_second", 0, "burst", 1),
-               0644);
+    write_json(
+        "kmsd.json",
+        default_alg(json_pack("{ss s{ss ss} ss ss s{ss ss} s{ss ss ss ss si} s{ss} s{si si}}",
+                              "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
+                              "database", db, "kek_file", s2, "release", "keys_dir", rkeys, "alg",
+                              alg, "attestd", "jwks_url", jwks_url, "ca_file", ca_file, "issuer",
+                              ISSUER, "audience", AUDIENCE, "skew", 1, "admin", "bearer_token_file",
+                              tokf, "rate_limit", "per_second", 0, "burst", 1),
+                    "release"),
+        0644);
     snprintf(kms_url, sizeof kms_url, "https://127.0.0.1:%u",
              start_service(KMSD_PATH, "kmsd", &kmsd_pid));
 
@@ -791,9 +811,10 @@ int main(void) {
     if (cl[0].failed)
         bench_die("the warm-up releases (see above)");
 
-    printf("bench-release: %u releases per round, %d rounds, %s tokens and releases, %s transfer "
-           "keys, P-384 reports (Milan), TLS 1.3 on loopback, %d client threads for throughput\n",
-           n, rounds, alg, curve, THREADS);
+    printf("bench-release: %u releases per round, %d rounds, %s tokens and releases%s, %s transfer "
+           "keys%s, P-384 reports (Milan), TLS 1.3 on loopback, %d client threads for throughput\n",
+           n, rounds, alg, alg_set ? "" : " (default)", curve, curve_set ? "" : " (default)",
+           THREADS);
     unsigned next = warm;
     for (int r = 0; r < rounds; r++) {
         /* The floor, one at a time. */
