@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The sealed keystore: serialization of the vault's keys into a Secret, sealing with
- * AES-256-GCM under a key derived from the SNP derived key, atomic replacement of the file.
+ * AES-256-GCM under a key derived from the SNP derived key, and the file's two slots (the older
+ * one overwritten in place and fdatasynced at each save; keystore.h, docs/vault.md).
  *
  * Sealing key = HKDF-SHA256(ikm = SNP derived key (MSG_KEY_REQ with the configured parameters,
  * which the header records and must repeat exactly: a file never chooses its own derivation),
@@ -1010,6 +1011,7 @@ int keystore_load(Keystore *ks, Vault *v) {
     if (vault_key_count(v) != 0)
         return -EBUSY;
     ks->fresh = (KeystoreFreshness){.anchored = ks->anchor != NULL, .anchor_read = -ENOENT};
+    ks->slots = false; /* until a two-slot file is opened or written */
     r = read_full_file(ks->path, slots_file_size(KEYSTORE_MAX_FILE), &file, &len);
     if (r < 0 && r != -ENOENT)
         return r;
