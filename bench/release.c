@@ -20,7 +20,7 @@
  *            signature and verification, JWE wrap and release signature (nt_release_seal),
  *            release verification and JWE unwrap. What the release path cannot beat.
  *   storage  in process, one at a time: the durable writes of a release on the same file system
- *            (vhsmd's keystore and anchor, each written atomically with two fsyncs; kmsd's audit
+ *            (vhsmd's keystore slot, one fdatasync, and its anchor on a tmpfs; kmsd's audit
  *            commit, one fsync): what the release path cannot beat without weaker durability.
  *   clevis   Clevis with a Tang server on loopback (Debian's clevis and tang; tangd behind socat):
  *            `clevis encrypt tang` once, then `clevis decrypt` timed per unlock (no attestation at
@@ -29,8 +29,9 @@
  * Rounds alternate floor, one-at-a-time releases (p50, p99) and releases from two client
  * threads (throughput); medians of rounds are reported. NT_BENCH_ROUNDS (default 3),
  * NT_BENCH_RELEASES per round (default 200), NT_BENCH_CLEVIS runs of clevis decrypt (default 20,
- * 0 skips it), NT_BENCH_ALG the token and release signature algorithm (ES256 default, ES384),
- * NT_BENCH_TRANSFER_CURVE vhsmd's --transfer-curve (P-256 default, P-384: vhsmd's default),
+ * 0 skips it), NT_BENCH_ALG the token and release signature algorithm (unset: the services'
+ * default, ES256; or ES384), NT_BENCH_TRANSFER_CURVE vhsmd's --transfer-curve (unset: vhsmd's
+ * default, P-256; or P-384),
  * NT_BENCH_STEPS=1 prints the median time of the flow's steps.
  * Targets (issue 10): release p50 < 5 ms, p99 < 15 ms, and >= 10x faster than clevis decrypt
  * (when measured). Exits 1 when a target is missed.
@@ -77,10 +78,17 @@
 #define AUDIENCE "nitride-kmsd"
 
 static char tmpdir[] = "/tmp/nt-bench-release-XXXXXX";
+/* vhsmd's freshness anchor lives in memory in production (/run/vhsm, a tmpfs: docs/vault.md);
+ * here on a tmpfs too (/dev/shm; /run may be a disk in a container), else in tmpdir. */
+static char rundir[] = "/dev/shm/nt-bench-release-XXXXXX";
+static bool have_rundir;
 static char chip_dir[256], ca_file[256], sock_path[512], attestd_url[128], kms_url[128];
 static char admin_token[65];
+/* The services' defaults unless NT_BENCH_ALG / NT_BENCH_TRANSFER_CURVE choose (then passed to
+ * them; else nothing is passed and the floor uses the same values). */
 static const char *alg = "ES256";
 static const char *curve = "P-256"; /* vhsmd --transfer-curve */
+static bool alg_set, curve_set;
 static bool show_steps;
 
 static void tmp_path(char *buf, size_t size, const char *name) {
@@ -96,6 +104,13 @@ static void write_json(const char *name, json_t *j, mode_t mode) {
     bench_write_text(path, text, mode);
     free(text);
     json_decref(j);
+}
+
+/* Without NT_BENCH_ALG, the service's own default: no "alg" in cfg's section. */
+static json_t *default_alg(json_t *cfg, const char *section) {
+    if (cfg && !alg_set)
+        (void)json_object_del(json_object_get(cfg, section), "alg");
+    return cfg;
 }
 
 static void run_cmd(const char *cmd) {
@@ -376,17 +391,21 @@ out:
 }
 
 /* The durable writes of one release, on the same file system as the services' files: vhsmd's
- * keystore save (the sealed file and the freshness anchor, each written atomically: write,
- * fsync, rename, fsync of the directory) and kmsd's audit commit (one append and fsync, as a
- * SQLite WAL commit). */
-static int storage_once(int wal_fd) {
-    static const uint8_t ks[92] = {1}, anchor[48] = {2};
-    char p1[512], p2[512];
-    tmp_path(p1, sizeof p1, "floor-keystore");
-    tmp_path(p2, sizeof p2, "floor-anchor");
-    if (write_file_atomic(p1, ks, sizeof ks, 0600) < 0 ||
-        write_file_atomic(p2, anchor, sizeof anchor, 0600) < 0 ||
-        write(wal_fd, ks, sizeof ks) != (ssize_t)sizeof ks || fsync(wal_fd) < 0)
+ * keystore save (the sealed image into one of the file's two slots, in place, one fdatasync;
+ * then the freshness anchor, written atomically on its tmpfs) and kmsd's audit commit (one
+ * append and fsync, as a SQLite WAL commit). */
+static int storage_once(int ks_fd, int wal_fd) {
+    static const uint8_t ks[4096] = {1}, anchor[48] = {2};
+    static unsigned slot;
+    char p2[512];
+    if (have_rundir)
+        snprintf(p2, sizeof p2, "%s/floor-anchor", rundir);
+    else
+        tmp_path(p2, sizeof p2, "floor-anchor");
+    slot ^= 1;
+    if (pwrite(ks_fd, ks, sizeof ks, (off_t)(slot * sizeof ks)) != (ssize_t)sizeof ks ||
+        fdatasync(ks_fd) < 0 || write_file_atomic(p2, anchor, sizeof anchor, 0600) < 0 ||
+        write(wal_fd, ks, 92) != 92 || fsync(wal_fd) < 0)
         return -1;
     return 0;
 }
@@ -534,7 +553,7 @@ static void start_vhsmd(void) {
     tmp_path(log, sizeof log, "vhsmd.log");
     snprintf(sock_path, sizeof sock_path, "%s/vhsm.sock", vdir);
     snprintf(ks, sizeof ks, "%s/keystore", vdir);
-    snprintf(anchor, sizeof anchor, "file:%s/anchor", vdir);
+    snprintf(anchor, sizeof anchor, "file:%s/anchor", have_rundir ? rundir : vdir);
     SimInitOptions so = {.product = SNP_PRODUCT_MILAN};
     if (mkdir(vdir, 0755) < 0 || sim_chip_init(vchip, &so) < 0)
         bench_die("vhsmd's directory");
@@ -547,8 +566,8 @@ static void start_vhsmd(void) {
         dup2(fd, 2);
         execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock_path, "--keystore", ks,
               "--provider", "sim", "--sim-dir", vchip, "--freshness-anchor", anchor, "--kms-keys",
-              kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER, "--transfer-curve",
-              curve, (char *)NULL);
+              kms_keys, "--attestd-jwks", jwks, "--attestd-issuer", ISSUER,
+              curve_set ? "--transfer-curve" : (char *)NULL, curve, (char *)NULL);
         _exit(127);
     }
     bench_register_pid(pid);
@@ -634,16 +653,21 @@ int main(void) {
         rounds = atoi(e);
     if ((e = getenv("NT_BENCH_CLEVIS")) && atoi(e) >= 0)
         clevis_runs = atoi(e);
-    if ((e = getenv("NT_BENCH_ALG")) && (streq(e, "ES256") || streq(e, "ES384")))
+    if ((e = getenv("NT_BENCH_ALG")) && (streq(e, "ES256") || streq(e, "ES384"))) {
         alg = e;
-    if ((e = getenv("NT_BENCH_TRANSFER_CURVE")) && (streq(e, "P-256") || streq(e, "P-384")))
+        alg_set = true;
+    }
+    if ((e = getenv("NT_BENCH_TRANSFER_CURVE")) && (streq(e, "P-256") || streq(e, "P-384"))) {
         curve = e;
+        curve_set = true;
+    }
     show_steps = (e = getenv("NT_BENCH_STEPS")) && streq(e, "1");
     log_set_max_level(LOG_ERR);
     secret_set_allow_unlocked(true);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (!mkdtemp(tmpdir))
         bench_die("mkdtemp");
+    have_rundir = mkdtemp(rundir) != NULL;
 
     /* The guest's simulated chip and its measurement, which the secrets' policy names. */
     tmp_path(chip_dir, sizeof chip_dir, "chip");
@@ -669,14 +693,17 @@ int main(void) {
     char keys_dir[512], anchor[512];
     tmp_path(keys_dir, sizeof keys_dir, "att-keys");
     snprintf(anchor, sizeof anchor, "%s/ark.pem", chip_dir);
-    write_json("attestd.json",
-               json_pack("{ss s{ss ss} s{ss si} s{ss ss ss si ss} s[s] s{s{ss}} ss s{si si}}",
-                         "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
-                         "challenge", "secret", s1, "lifetime", 60, "token", "keys_dir", keys_dir,
-                         "issuer", ISSUER, "audience", AUDIENCE, "lifetime", 300, "alg", alg,
-                         "trust_anchors", anchor, "policies", "default", "file", path,
-                         "default_policy", "default", "rate_limit", "per_second", 0, "burst", 1),
-               0644);
+    write_json(
+        "attestd.json",
+        default_alg(json_pack("{ss s{ss ss} s{ss si} s{ss ss ss si ss} s[s] s{s{ss}} ss s{si si}}",
+                              "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
+                              "challenge", "secret", s1, "lifetime", 60, "token", "keys_dir",
+                              keys_dir, "issuer", ISSUER, "audience", AUDIENCE, "lifetime", 300,
+                              "alg", alg, "trust_anchors", anchor, "policies", "default", "file",
+                              path, "default_policy", "default", "rate_limit", "per_second", 0,
+                              "burst", 1),
+                    "token"),
+        0644);
     snprintf(attestd_url, sizeof attestd_url, "https://127.0.0.1:%u",
              start_service(ATTESTD_PATH, "attestd", &attestd_pid));
 
@@ -699,14 +726,16 @@ int main(void) {
     tmp_path(db, sizeof db, "kmsd.db");
     tmp_path(rkeys, sizeof rkeys, "release-keys");
     snprintf(jwks_url, sizeof jwks_url, "%s/.well-known/jwks.json", attestd_url);
-    write_json("kmsd.json",
-               json_pack("{ss s{ss ss} ss ss s{ss ss} s{ss ss ss ss si} s{ss} s{si si}}", "listen",
-                         "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key, "database", db,
-                         "kek_file", s2, "release", "keys_dir", rkeys, "alg", alg, "attestd",
-                         "jwks_url", jwks_url, "ca_file", ca_file, "issuer", ISSUER, "audience",
-                         AUDIENCE, "skew", 1, "admin", "bearer_token_file", tokf, "rate_limit",
-                         "per_second", 0, "burst", 1),
-               0644);
+    write_json(
+        "kmsd.json",
+        default_alg(json_pack("{ss s{ss ss} ss ss s{ss ss} s{ss ss ss ss si} s{ss} s{si si}}",
+                              "listen", "127.0.0.1:0", "tls", "cert", tls_cert, "key", tls_key,
+                              "database", db, "kek_file", s2, "release", "keys_dir", rkeys, "alg",
+                              alg, "attestd", "jwks_url", jwks_url, "ca_file", ca_file, "issuer",
+                              ISSUER, "audience", AUDIENCE, "skew", 1, "admin", "bearer_token_file",
+                              tokf, "rate_limit", "per_second", 0, "burst", 1),
+                    "release"),
+        0644);
     snprintf(kms_url, sizeof kms_url, "https://127.0.0.1:%u",
              start_service(KMSD_PATH, "kmsd", &kmsd_pid));
 
@@ -741,6 +770,15 @@ int main(void) {
     char wal[512];
     tmp_path(wal, sizeof wal, "floor-wal");
     int wal_fd = open(wal, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    char ksf[512];
+    tmp_path(ksf, sizeof ksf, "floor-keystore");
+    int ks_fd = open(ksf, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    {
+        static const uint8_t zero[8192];
+        if (ks_fd < 0 || write(ks_fd, zero, sizeof zero) != (ssize_t)sizeof zero ||
+            fsync(ks_fd) < 0)
+            bench_die("the storage floor's keystore");
+    }
     double *sp50 = calloc((size_t)rounds, 8), *cpu = calloc((size_t)rounds, 8), *cpu_proc[N_CPU];
     for (int k = 0; k < N_CPU; k++)
         if (!(cpu_proc[k] = calloc((size_t)rounds, 8)))
@@ -773,9 +811,10 @@ int main(void) {
     if (cl[0].failed)
         bench_die("the warm-up releases (see above)");
 
-    printf("bench-release: %u releases per round, %d rounds, %s tokens and releases, %s transfer "
-           "keys, P-384 reports (Milan), TLS 1.3 on loopback, %d client threads for throughput\n",
-           n, rounds, alg, curve, THREADS);
+    printf("bench-release: %u releases per round, %d rounds, %s tokens and releases%s, %s transfer "
+           "keys%s, P-384 reports (Milan), TLS 1.3 on loopback, %d client threads for throughput\n",
+           n, rounds, alg, alg_set ? "" : " (default)", curve, curve_set ? "" : " (default)",
+           THREADS);
     unsigned next = warm;
     for (int r = 0; r < rounds; r++) {
         /* The floor, one at a time. */
@@ -792,7 +831,7 @@ int main(void) {
         /* The durable writes, one release's worth at a time. */
         for (unsigned i = 0; i < n; i++) {
             double t0 = bench_mono();
-            if (storage_once(wal_fd) < 0)
+            if (storage_once(ks_fd, wal_fd) < 0)
                 bench_die("the storage floor");
             flat[i] = bench_mono() - t0;
         }
@@ -942,6 +981,8 @@ int main(void) {
         client_done(&cl[k]);
     bench_stop_all();
     bench_remove_tree(tmpdir);
+    if (have_rundir)
+        bench_remove_tree(rundir);
     bool ok = m50 < 0.005 && m99 < 0.015 && (c50 == 0 || c50 / m50 >= 10);
     return ok ? 0 : 1;
 }

@@ -160,14 +160,14 @@ int attestd_config_parse(const char *text, size_t len, const char *base_dir, Att
     if (r < 0)
         return r;
 
-    if (svc_conf_default(&c->token_alg, "ES384") < 0 ||
+    if (svc_conf_default(&c->token_alg, "ES256") < 0 ||
         svc_conf_default(&c->issuer, "nitride-attestd") < 0 ||
         svc_conf_default(&c->revocation_mode,
                          c->kds_url || c->kds_cache_dir || c->kds_offline_dir ? "require" : "off") <
             0)
         return -ENOMEM;
     if (!streq(c->token_alg, "ES384") && !streq(c->token_alg, "ES256"))
-        return svc_conf_error(ret_error, "token.alg: '%.32s' is not supported (ES384, ES256)",
+        return svc_conf_error(ret_error, "token.alg: '%.32s' is not supported (ES256, ES384)",
                               c->token_alg);
     if (!streq(c->revocation_mode, "off") && !streq(c->revocation_mode, "best-effort") &&
         !streq(c->revocation_mode, "require"))

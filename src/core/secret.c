@@ -95,6 +95,8 @@ static void unmap_locked(uint8_t *p, size_t inner) {
     (void)munmap(p - ps, inner + 2 * ps);
 }
 
+static uint8_t *kept_take(size_t inner, bool *ret_locked);
+
 int secret_new(size_t size, Secret **ret) {
     size_t ps = page_size(), inner;
     uint8_t *p;
@@ -109,7 +111,9 @@ int secret_new(size_t size, Secret **ret) {
         return -ENOMEM;
 
     inner = (sizeof(Secret) + size + ps - 1) / ps * ps;
-    p = map_locked(inner, &locked);
+    p = kept_take(inner, &locked);
+    if (!p)
+        p = map_locked(inner, &locked);
     if (!p)
         return -ENOMEM;
 
@@ -163,8 +167,15 @@ static void pack_unlock(void) {
 }
 
 /* A fork while another thread holds the mutex would leave it locked forever in the child. */
+static void kept_forget_in_child(void);
+
+static void pack_child(void) {
+    kept_forget_in_child();
+    pack_unlock();
+}
+
 static void pack_init(void) {
-    (void)pthread_atfork(pack_lock, pack_unlock, pack_unlock);
+    (void)pthread_atfork(pack_lock, pack_unlock, pack_child);
 }
 
 static pthread_mutex_t *pack_guard(void) {
@@ -361,6 +372,62 @@ int secret_new_copy(const void *data, size_t size, Secret **ret) {
     return 0;
 }
 
+/* ---- kept page secrets ---- */
+
+/* A freed page secret's mapping, wiped, is kept (still locked, not dumped, wiped on fork, between
+ * its guard pages) for the next secret_new() of the same size, instead of munlock + munmap now
+ * and mmap + mprotect + 2 madvise + mlock then: a daemon's per-operation secrets (keys derived
+ * for one request, one plaintext) reuse a few mappings. Bounded: KEPT_MAX mappings of at most
+ * KEPT_MAX_INNER bytes each; more are unmapped as before. Under the pack mutex. */
+#define KEPT_MAX 16
+#define KEPT_MAX_INNER ((size_t)64 * 1024)
+
+typedef struct Kept {
+    uint8_t *p;
+    size_t inner;
+    bool locked;
+} Kept;
+
+static Kept kept[KEPT_MAX];
+static size_t n_kept;
+
+/* A forked child: mlock is not inherited and MADV_WIPEONFORK emptied the pages; the kept
+ * mappings are not reused there (they stay mapped, zero, until the child exits). */
+static void kept_forget_in_child(void) {
+    n_kept = 0;
+}
+
+static uint8_t *kept_take(size_t inner, bool *ret_locked) {
+    bool allow = atomic_load(&allow_unlocked);
+    if (inner > KEPT_MAX_INNER)
+        return NULL;
+    PACK_LOCKED();
+    for (size_t i = n_kept; i-- > 0;)
+        if (kept[i].inner == inner && (kept[i].locked || allow)) {
+            uint8_t *p = kept[i].p;
+            *ret_locked = kept[i].locked;
+            kept[i] = kept[--n_kept];
+            return p; /* all zero: wiped when it was freed */
+        }
+    return NULL;
+}
+
+/* Keeps a wiped mapping; false when full or too large (the caller unmaps it). */
+static bool kept_put(uint8_t *p, size_t inner, bool locked) {
+    if (inner > KEPT_MAX_INNER)
+        return false;
+    PACK_LOCKED();
+    if (n_kept >= KEPT_MAX)
+        return false;
+    kept[n_kept++] = (Kept){.p = p, .inner = inner, .locked = locked};
+    return true;
+}
+
+size_t secret_kept_count(void) {
+    PACK_LOCKED();
+    return n_kept;
+}
+
 Secret *secret_free(Secret *s) {
     size_t ps = page_size();
 
@@ -374,7 +441,16 @@ Secret *secret_free(Secret *s) {
      * mapping stays in the child (its size is gone); there is nothing left to wipe. */
     if (s->map_size == 0)
         return NULL;
-    unmap_locked((uint8_t *)s, s->map_size - 2 * ps);
+    {
+        size_t inner = s->map_size - 2 * ps;
+        bool locked = s->locked;
+        uint8_t *p = (uint8_t *)s;
+        explicit_bzero(p, inner);
+        if (!kept_put(p, inner, locked)) {
+            (void)munlock(p, inner);
+            (void)munmap(p - ps, inner + 2 * ps);
+        }
+    }
     return NULL;
 }
 

@@ -57,9 +57,13 @@ typedef struct SecretPackedStats {
 } SecretPackedStats;
 /* A snapshot of the packed pool (for tests and diagnostics). Thread-safe. */
 SecretPackedStats secret_packed_stats(void);
+/* Wiped page-secret mappings kept for reuse (secret_free()), for tests. Thread-safe. */
+size_t secret_kept_count(void);
 
 /* Wipes and unmaps (a page secret) or wipes the slot and returns it to its chunk (a packed
- * secret); accepts NULL; returns NULL. */
+ * secret); accepts NULL; returns NULL. A page secret of at most 64 KiB is wiped and its mapping
+ * kept (locked, not dumped, wiped on fork, guard pages) for the next secret_new() of the same
+ * size, up to 16 mappings: no munlock/munmap/mmap/mlock per operation. */
 Secret *secret_free(Secret *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Secret *, secret_free);
 

@@ -78,11 +78,11 @@ int kmsd_config_parse(const char *text, size_t len, const char *base_dir, KmsdCo
     if (r < 0)
         return r;
 
-    if (svc_conf_default(&c->release_alg, "ES384") < 0 ||
+    if (svc_conf_default(&c->release_alg, "ES256") < 0 ||
         svc_conf_default(&c->log_level, "info") < 0)
         return -ENOMEM;
     if (!streq(c->release_alg, "ES384") && !streq(c->release_alg, "ES256"))
-        return svc_conf_error(ret_error, "release.alg: '%.32s' is not supported (ES384, ES256)",
+        return svc_conf_error(ret_error, "release.alg: '%.32s' is not supported (ES256, ES384)",
                               c->release_alg);
     if (!streq(c->log_level, "info") && !streq(c->log_level, "debug"))
         return svc_conf_error(ret_error, "log_level: '%.32s' (info, debug)", c->log_level);

@@ -119,7 +119,8 @@ static int key_from_jwk(json_t *jwk, NtJwsAlg alg, Key *ret, const char **ret_wh
     }
     if (!streq(kty, "EC") || !crv || !streq(crv, alg_curves[alg]) ||
         (a && !streq(a, alg_names[alg]))) {
-        *ret_why = "key type, curve or alg does not match the configured algorithm";
+        *ret_why = "key type, curve or alg does not match the configured algorithm (ES256: P-256, "
+                   "ES384: P-384; ES256 is the default since issue 10)";
         r = -EOPNOTSUPP;
         goto fail;
     }

@@ -167,6 +167,11 @@ int freshness_anchor_write(FreshnessAnchor *a, uint64_t generation) {
         return -ENOKEY;
     if ((r = freshness_anchor_encode(a->key, generation, buf)) < 0)
         return r;
+    /* The directory exists after the first write: only a missing one is created (no mkdir
+     * per component at every save). */
+    r = write_file_atomic(a->path, buf, sizeof buf, 0600);
+    if (r != -ENOENT)
+        return r;
     dir = nt_strdup(a->path);
     if (!dir)
         return -ENOMEM;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The sealed keystore: serialization of the vault's keys into a Secret, sealing with
- * AES-256-GCM under a key derived from the SNP derived key, atomic replacement of the file.
+ * AES-256-GCM under a key derived from the SNP derived key, and the file's two slots (the older
+ * one overwritten in place and fdatasynced at each save; keystore.h, docs/vault.md).
  *
  * Sealing key = HKDF-SHA256(ikm = SNP derived key (MSG_KEY_REQ with the configured parameters,
  * which the header records and must repeat exactly: a file never chooses its own derivation),
@@ -32,7 +33,10 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/bytes.h"
@@ -54,6 +58,15 @@
 #define FILE_GENERATION_OFFSET 48u
 #define FILE_TAG_SIZE 16u
 #define SEAL_INFO "nitride-vhsm-keystore-v1"
+/* The two-slot file (docs/vault.md "Keystore file"): "NTKD" | u16 format (1) | u16 header size
+ * (16) | u32 slot capacity C | u32 reserved (0), then two slots of u32 length L (0: empty) |
+ * sealed image [L] | zeros [C - L]. A save overwrites the slot not holding the current image in
+ * place and fdatasyncs it (one flush, no rename, no directory sync); a torn write spoils only
+ * that slot, and the other one still holds the previous, acknowledged generation. */
+#define SLOTS_MAGIC "NTKD"
+#define SLOTS_FORMAT 1u
+#define SLOTS_HEADER_SIZE 16u
+#define SLOTS_MIN_CAPACITY 4096u
 #define ANCHOR_INFO "nitride-vhsm-freshness-anchor-v1"
 #define MAX_KEYS 100000u
 #define IN_SET(x, a, b, c, d) ((x) == (a) || (x) == (b) || (x) == (c) || (x) == (d))
@@ -71,6 +84,11 @@ struct Keystore {
     bool accept_set;
     uint64_t accept_generation;
     KeystoreFreshness fresh;
+    /* The two-slot file as loaded or last written (slots false: none yet, or a single-image
+     * file of before: the next save writes a new two-slot file atomically). */
+    bool slots;
+    unsigned active; /* slot of the current image */
+    size_t capacity; /* C */
 };
 
 void keystore_seal_params_default(KeystoreSealParams *ret) {
@@ -765,6 +783,170 @@ int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, c
     return 0;
 }
 
+/* ---- the two-slot file ---- */
+
+static size_t slots_file_size(size_t capacity) {
+    return SLOTS_HEADER_SIZE + 2 * (4 + capacity);
+}
+
+int keystore_slots_parse(const uint8_t *file, size_t len, const uint8_t *ret_image[2],
+                         size_t ret_len[2], int ret_err[2], size_t *ret_capacity) {
+    size_t cap;
+    if (!file || !ret_image || !ret_len || !ret_err || !ret_capacity)
+        return -EINVAL;
+    if (len < SLOTS_HEADER_SIZE || memcmp(file, SLOTS_MAGIC, 4) != 0)
+        return -EBADMSG;
+    if (bytes_get_be16(file + 4) != SLOTS_FORMAT)
+        return -EOPNOTSUPP;
+    cap = bytes_get_be32(file + 8);
+    if (bytes_get_be16(file + 6) != SLOTS_HEADER_SIZE || bytes_get_be32(file + 12) != 0 ||
+        cap < SLOTS_MIN_CAPACITY || cap > KEYSTORE_MAX_FILE || len != slots_file_size(cap))
+        return -EBADMSG;
+    for (unsigned i = 0; i < 2; i++) {
+        const uint8_t *slot = file + SLOTS_HEADER_SIZE + i * (4 + cap);
+        size_t n = bytes_get_be32(slot);
+        ret_image[i] = NULL;
+        ret_len[i] = 0;
+        ret_err[i] = 0;
+        if (n > cap) {
+            ret_err[i] = -EBADMSG;
+            continue;
+        }
+        for (size_t j = 4 + n; j < 4 + cap; j++)
+            if (slot[j] != 0) {
+                ret_err[i] = -EBADMSG;
+                break;
+            }
+        if (ret_err[i] == 0 && n > 0) {
+            ret_image[i] = slot + 4;
+            ret_len[i] = n;
+        }
+    }
+    *ret_capacity = cap;
+    return 0;
+}
+
+/* Writes image (a sealed generation) durably: into the slot not holding the current image, in
+ * place, with one fdatasync, when the file is the two-slot file we loaded or wrote and it has
+ * room; else a new two-slot file (image in slot 0, slot 1 empty) replaces the file atomically. */
+static int slots_write(Keystore *ks, const uint8_t *image, size_t len) {
+    _cleanup_free_ uint8_t *buf = NULL;
+    int r;
+    if (ks->slots && len <= ks->capacity) {
+        _cleanup_close_ int fd = -EBADF;
+        unsigned target = 1 - ks->active;
+        struct stat st;
+        fd = open(ks->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+        if (fd < 0)
+            return negative_errno();
+        if (fstat(fd, &st) < 0)
+            return negative_errno();
+        if (S_ISREG(st.st_mode) && (size_t)st.st_size == slots_file_size(ks->capacity)) {
+            size_t n = 4 + ks->capacity;
+            off_t off = (off_t)(SLOTS_HEADER_SIZE + target * n);
+            buf = nt_calloc(1, n);
+            if (!buf)
+                return -ENOMEM;
+            bytes_put_be32(buf, (uint32_t)len);
+            memcpy(buf + 4, image, len);
+            for (size_t done = 0; done < n;) {
+                ssize_t w = pwrite(fd, buf + done, n - done, off + (off_t)done);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0)
+                    return w < 0 ? negative_errno() : -EIO;
+                done += (size_t)w;
+            }
+            if (fdatasync(fd) < 0)
+                return negative_errno();
+            ks->active = target;
+            return 0;
+        }
+        /* Not the file we wrote (replaced or resized behind our back): a new one. */
+    }
+    {
+        size_t cap = len + len / 2 + 4, total;
+        cap = (cap + SLOTS_MIN_CAPACITY - 1) / SLOTS_MIN_CAPACITY * SLOTS_MIN_CAPACITY;
+        if (cap > KEYSTORE_MAX_FILE)
+            cap = KEYSTORE_MAX_FILE;
+        if (len > cap)
+            return -EFBIG;
+        total = slots_file_size(cap);
+        buf = nt_calloc(1, total);
+        if (!buf)
+            return -ENOMEM;
+        memcpy(buf, SLOTS_MAGIC, 4);
+        bytes_put_be16(buf + 4, SLOTS_FORMAT);
+        bytes_put_be16(buf + 6, SLOTS_HEADER_SIZE);
+        bytes_put_be32(buf + 8, (uint32_t)cap);
+        bytes_put_be32(buf + SLOTS_HEADER_SIZE, (uint32_t)len);
+        memcpy(buf + SLOTS_HEADER_SIZE + 4, image, len);
+        /* Every byte written (no holes): the in-place writes that follow allocate nothing. */
+        if ((r = write_file_atomic(ks->path, buf, total, 0600)) < 0) {
+            ks->slots = false;
+            return r;
+        }
+        ks->slots = true;
+        ks->active = 0;
+        ks->capacity = cap;
+        return 0;
+    }
+}
+
+/* Opens a keystore file: a single sealed image (the file before the two slots), or the newest
+ * valid slot of a two-slot file. A spoiled or unauthentic slot next to a valid one is skipped: a
+ * torn write leaves this, and the other slot holds the previous, acknowledged generation (a
+ * host that spoils the newer slot on purpose only brings back the previous generation, which
+ * the anchor refuses). Returns 0, or the first slot's error when none opens. */
+static int open_file(Keystore *ks, const uint8_t *file, size_t len, Secret **ret_content,
+                     uint64_t *ret_generation) {
+    const uint8_t *img[2];
+    size_t n[2], cap = 0;
+    int err[2], r, best = -1;
+    Secret *content[2] = {NULL, NULL};
+    uint64_t gen[2] = {0, 0};
+
+    ks->slots = false;
+    if (len < 4 || memcmp(file, SLOTS_MAGIC, 4) != 0)
+        return keystore_unseal(ks->provider, &ks->params, file, len, ret_content, ret_generation);
+    if ((r = keystore_slots_parse(file, len, img, n, err, &cap)) < 0)
+        return r;
+    for (unsigned i = 0; i < 2; i++) {
+        if (err[i] == 0 && !img[i])
+            err[i] = -ENOENT;
+        if (err[i] == 0)
+            err[i] = keystore_unseal(ks->provider, &ks->params, img[i], n[i], &content[i], &gen[i]);
+        if (err[i] < 0 && !IN_SET(err[i], -ENOENT, -EBADMSG, -EKEYREJECTED, -EOPNOTSUPP)) {
+            r = err[i]; /* the provider's or memory: not the file's fault */
+            goto out;
+        }
+        if (err[i] == 0 && (best < 0 || gen[i] > gen[best]))
+            best = (int)i;
+    }
+    if (best < 0) {
+        r = err[0] != -ENOENT ? err[0] : err[1] != -ENOENT ? err[1] : -EBADMSG;
+        goto out;
+    }
+    if (content[0] && content[1] && gen[0] == gen[1]) {
+        r = -EBADMSG; /* never written so */
+        goto out;
+    }
+    if (err[1 - best] != 0 && err[1 - best] != -ENOENT)
+        log_notice("keystore: slot %d of %s does not open (%s); using slot %d, generation %" PRIu64
+                   " (an interrupted write leaves this)",
+                   2 - best, ks->path, strerror(-err[1 - best]), best + 1, gen[best]);
+    ks->slots = true;
+    ks->active = (unsigned)best;
+    ks->capacity = cap;
+    *ret_content = TAKE_PTR(content[best]);
+    *ret_generation = gen[best];
+    r = 0;
+out:
+    secret_free(content[0]);
+    secret_free(content[1]);
+    return r;
+}
+
 /* The anchor's MAC key, derived once: same SNP derived key as the seal, other HKDF info. */
 static int anchor_prepare(Keystore *ks) {
     _cleanup_(secret_freep) Secret *key = NULL;
@@ -807,7 +989,7 @@ static int write_generation(Keystore *ks, const Secret *content, uint64_t genera
     int r;
     if ((r = keystore_seal(ks->provider, &ks->params, generation, content, &file, &len)) < 0)
         return r;
-    if ((r = write_file_atomic(ks->path, file, len, 0600)) < 0)
+    if ((r = slots_write(ks, file, len)) < 0)
         return r;
     if (ks->anchor && (r = freshness_anchor_write(ks->anchor, generation)) < 0)
         return ks->fresh.anchor_write = r;
@@ -829,12 +1011,12 @@ int keystore_load(Keystore *ks, Vault *v) {
     if (vault_key_count(v) != 0)
         return -EBUSY;
     ks->fresh = (KeystoreFreshness){.anchored = ks->anchor != NULL, .anchor_read = -ENOENT};
-    r = read_full_file(ks->path, KEYSTORE_MAX_FILE, &file, &len);
+    ks->slots = false; /* until a two-slot file is opened or written */
+    r = read_full_file(ks->path, slots_file_size(KEYSTORE_MAX_FILE), &file, &len);
     if (r < 0 && r != -ENOENT)
         return r;
     have_file = r >= 0;
-    if (have_file &&
-        (r = keystore_unseal(ks->provider, &ks->params, file, len, &content, &generation)) < 0)
+    if (have_file && (r = open_file(ks, file, len, &content, &generation)) < 0)
         return r;
     ks->fresh.generation = generation;
     floor = generation;

@@ -12,7 +12,12 @@
  * Format 1 (u8 reserved[16] after the nonce) is still read, as generation 0.
  * The derived-key request is read back from the header, so a file opens with the parameters
  * it was sealed with; saves use the Keystore's configured parameters.
- * Writes are atomic (core/fileio.h write_file_atomic): a crash leaves the old or the new file.
+ * On disk the file has two slots (keystore_slots_parse): a save seals the next generation into
+ * the slot that does not hold the current one, in place, and fdatasyncs it (one flush; a new
+ * file, or one that outgrew its slots, is written atomically with core/fileio.h
+ * write_file_atomic). A crash leaves the old or the new generation: a torn slot does not
+ * authenticate and the other slot still holds the previous, acknowledged one. A single sealed
+ * image (the file before the slots) is still read; the next save writes two slots.
  *
  * Never overwritten after a failed open: keystore_save() refuses (-ESTALE) unless
  * keystore_load() on this Keystore returned 0 or -ENOENT (no file yet), so a daemon that
@@ -113,3 +118,10 @@ int keystore_seal(SnpProvider *provider, const KeystoreSealParams *params, uint6
                   const Secret *content, uint8_t **ret, size_t *ret_len);
 int keystore_unseal(SnpProvider *provider, const KeystoreSealParams *expected, const uint8_t *file,
                     size_t len, Secret **ret_content, uint64_t *ret_generation);
+
+/* The two-slot file (docs/vault.md "Keystore file"): splits it into its two sealed images
+ * (ret_image[i] NULL and ret_len[i] 0: empty or spoiled). A slot whose length exceeds the
+ * capacity or whose padding is not zero is spoiled (ret_err[i] = -EBADMSG), not an error of the
+ * whole file: a torn write leaves it. Returns 0, -EBADMSG (header, size) or -EOPNOTSUPP. */
+int keystore_slots_parse(const uint8_t *file, size_t len, const uint8_t *ret_image[2],
+                         size_t ret_len[2], int ret_err[2], size_t *ret_capacity);

@@ -93,7 +93,7 @@ int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk)
         return -ENOMEM;
     {
         TRANSFER_LOCKED(v);
-        t->curve = v->transfer_curve ? v->transfer_curve : "P-384";
+        t->curve = v->transfer_curve ? v->transfer_curve : VAULT_TRANSFER_DEFAULT_CURVE;
     }
     t->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", t->curve);
     if (!t->pkey)

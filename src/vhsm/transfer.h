@@ -3,7 +3,7 @@
  * Transfer keys and sealed import: the only way a key made outside the vault gets in (a KMS
  * release, token/release.h, verified by vhsmd before it reaches the vault).
  *
- * A transfer key is an ephemeral ECDH P-384 key pair (P-256 with vault_set_transfer_curve())
+ * A transfer key is an ephemeral ECDH P-256 key pair (P-384 with vault_set_transfer_curve())
  * generated inside the vault with an expiry. Its public JWK (with "kid" = RFC 7638 thumbprint) goes
  * into the attestation report's runtime data; the KMS encrypts the secret to it as a compact JWE
  * (alg ECDH-ES+A256KW, enc A256GCM). vault_transfer_import_release() checks the protected header
@@ -38,9 +38,11 @@
  * -EIO. */
 int vault_transfer_key_create(Vault *v, uint32_t lifetime_sec, json_t **ret_jwk);
 
-/* The curve of the transfer keys created from now on: "P-384" (the default) or "P-256"
- * (a release to it costs a fraction of the P-384 work, at the 128-bit security level of
- * ES256). A JWE's epk must be on its transfer key's curve. Returns 0 or -EINVAL. */
+/* The curve of the transfer keys created from now on: "P-256" (the default,
+ * VAULT_TRANSFER_DEFAULT_CURVE: the 128-bit security level of ES256, the default token and release
+ * signature; a release to it costs ~1/20 of the P-384 work with OpenSSL 3.0) or "P-384". A
+ * JWE's epk must be on its transfer key's curve. Returns 0 or -EINVAL. */
+#define VAULT_TRANSFER_DEFAULT_CURVE "P-256"
 int vault_set_transfer_curve(Vault *v, const char *curve);
 
 /* What a verified KMS release says about the key it carries (the signed header H of

@@ -78,7 +78,7 @@ typedef struct Options {
     const char *kms_keys;       /* pinned kmsd release keys (JWKS or PEM public keys) */
     const char *attestd_jwks;   /* pinned attestd token keys */
     const char *attestd_issuer; /* required token issuer */
-    const char *transfer_curve; /* NULL: P-384 */
+    const char *transfer_curve; /* NULL: VAULT_TRANSFER_DEFAULT_CURVE (P-256) */
 } Options;
 
 static void help(void) {
@@ -119,9 +119,9 @@ static void help(void) {
         "  --attestd-jwks FILE       attestd's token keys to pin (a JWKS, or PEM public keys):\n"
         "                            attestation verdicts come only from tokens they signed\n"
         "  --attestd-issuer ISS      the tokens' required issuer (iss)\n"
-        "  --transfer-curve P-384|P-256\n"
+        "  --transfer-curve P-256|P-384\n"
         "                            curve of the transfer keys releases are sealed to (default\n"
-        "                            P-384; P-256 makes a release several times cheaper)\n"
+        "                            P-256; P-384 makes a release ~20x dearer in crypto)\n"
         "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
@@ -378,7 +378,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         case ARG_TRANSFER_CURVE:
             if (!streq(optarg, "P-384") && !streq(optarg, "P-256"))
                 return log_error_errno(
-                    -EINVAL, "Invalid --transfer-curve '%.32s' (P-384 or P-256).", optarg);
+                    -EINVAL, "Invalid --transfer-curve '%.32s' (P-256 or P-384).", optarg);
             o->transfer_curve = optarg;
             break;
         case ARG_FOREGROUND:

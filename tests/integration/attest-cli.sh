@@ -155,7 +155,7 @@ start_vhsmd() {
 start_vhsmd
 expect 0 "${A[@]}" --vhsm-socket "$SOCK" --json
 jq -e --arg m "$M1" "$ae.measurement == \$m" "$T/out" >/dev/null || fail "vhsm: measurement"
-jq -e '.cnf.jwk.kty == "EC" and .cnf.jwk.crv == "P-384" and (.cnf.jwk.kid | length > 0)
+jq -e '.cnf.jwk.kty == "EC" and .cnf.jwk.crv == "P-256" and (.cnf.jwk.kid | length > 0)
   and (.cnf.jwk | has("d") | not)' "$T/out" >/dev/null || fail "vhsm: cnf.jwk"
 if grep -q 'diagnostics only' "$T/err"; then fail "vhsmd key labelled as diagnostic"; fi
 VHSM_SOCKET=$SOCK expect 0 "${A[@]}"

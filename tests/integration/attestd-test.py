@@ -225,7 +225,7 @@ def verify_token(a, token):
     key = keys.get_key(kid)
     check(key is not None, "kid %s not in JWKS" % kid)
     obj.verify(key)  # raises on a bad signature
-    check(obj.jose_header["alg"] == "ES384", "alg %s" % obj.jose_header["alg"])
+    check(obj.jose_header["alg"] == "ES256", "alg %s (ES256 is the default)" % obj.jose_header["alg"])
     return json.loads(obj.payload)
 
 

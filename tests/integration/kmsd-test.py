@@ -304,7 +304,7 @@ def open_release(rel, key=None, kmsd=None):
     outer.deserialize(rel)
     hdr = outer.jose_header
     check(hdr.get("typ") == "nitride-release+jws", "release typ %s" % hdr.get("typ"))
-    check(hdr.get("alg") == "ES384", "release alg %s" % hdr.get("alg"))
+    check(hdr.get("alg") == "ES256", "release alg %s (ES256 is the default)" % hdr.get("alg"))
     k = keys.get_key(hdr["kid"])
     check(k is not None, "release kid %s not in /v1/release-keys" % hdr.get("kid"))
     outer.verify(k)  # raises on a bad signature
@@ -480,11 +480,12 @@ expect(release("db-key", None), 401, "no token", check="token")
 expect(release("db-key", "not.a.token"), 401, "junk token", check="format")
 OTHER_TOKEN = token_for(GOOD, att=A_OTHER)
 expect(release("db-key", OTHER_TOKEN), 401, "token of an unknown key", check="kid")
-forger = jwk.JWK.generate(kty="EC", crv="P-384")
 parts = TOKEN.split(".")
 hdr = json.loads(base64url_decode(parts[0]))
+# Same header (kid, alg), signed by another key on the alg's curve.
+forger = jwk.JWK.generate(kty="EC", crv={"ES256": "P-256", "ES384": "P-384"}[hdr["alg"]])
 forged = jws.JWS(base64url_decode(parts[1]))
-forged.add_signature(forger, alg="ES384", protected=json.dumps(hdr))
+forged.add_signature(forger, alg=hdr["alg"], protected=json.dumps(hdr))
 expect(release("db-key", forged.serialize(compact=True)), 401, "forged signature",
        check="signature")
 SHORT_TOKEN = token_for(GOOD, att=A_SHORT)

@@ -74,7 +74,7 @@ expect_exit 7 V decrypt kms/aes --in "$T/ct"   # AAD missing: tag check fails
 # the CLI import path (transfer-key create, a release signed by the pinned KMS key, vhsm
 # import-release); the transfer key is one-shot
 V transfer-key create --lifetime 60 >"$T/tk.jwk"
-jq -e '.crv == "P-384" and (has("d") | not)' "$T/tk.jwk" >/dev/null || fail "transfer key JWK"
+jq -e '.crv == "P-256" and (has("d") | not)' "$T/tk.jwk" >/dev/null || fail "transfer key JWK"
 AES2=$(hex_random 32)
 printf '{"name":"kms/aes2","type":"aes256","version":1,"policy":"local","secret_id":"aes2","token_jti":"dG9r"}' >"$T/h2.json"
 "$RELTOOL" sign "$T/kms" "$T/tk.jwk" "$T/h2.json" "$AES2" >"$T/k.rel"

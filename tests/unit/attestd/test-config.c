@@ -37,7 +37,7 @@ static void test_minimal_defaults(void **state) {
     assert_string_equal(c->keys_dir, "/etc/nt/keys");
     assert_string_equal(c->policies[0].file, "/etc/nt/p.json");
     assert_string_equal(c->default_policy, "default");
-    assert_string_equal(c->token_alg, "ES384");
+    assert_string_equal(c->token_alg, "ES256"); /* the default since issue 10 */
     assert_int_equal(c->token_lifetime, 300);
     assert_int_equal(c->challenge_lifetime, 60);
     assert_string_equal(c->revocation_mode, "off");
@@ -54,7 +54,7 @@ static void test_full(void **state) {
         "{\"listen\": \"[::1]:0\", \"tls\": {\"cert\": \"/x/c.pem\", \"key\": \"k.pem\"},"
         " \"threads\": 8, \"rate_limit\": {\"per_second\": 2.5, \"burst\": 10},"
         " \"challenge\": {\"secret\": \"s\", \"lifetime\": 30, \"replay_capacity\": 1000},"
-        " \"token\": {\"key_files\": [\"a.pem\", \"/b.pem\"], \"alg\": \"ES256\", \"lifetime\": 60,"
+        " \"token\": {\"key_files\": [\"a.pem\", \"/b.pem\"], \"alg\": \"ES384\", \"lifetime\": 60,"
         " \"issuer\": \"https://a.example\", \"audience\": \"kms\"},"
         " \"trust_anchors\": [\"ark.pem\"],"
         " \"policies\": {\"prod\": {\"file\": \"prod.json\", \"recommended_tcb\": {\"snp\": 9}},"
@@ -73,6 +73,7 @@ static void test_full(void **state) {
     assert_true(c->rate_per_s == 2.5);
     assert_int_equal(c->n_key_files, 2);
     assert_string_equal(c->key_files[1], "/b.pem");
+    assert_string_equal(c->token_alg, "ES384");
     assert_non_null(attestd_config_policy(c, "dev"));
     assert_non_null(attestd_config_policy(c, "prod")->recommended_tcb_json);
     assert_null(attestd_config_policy(c, "dev")->recommended_tcb_json);

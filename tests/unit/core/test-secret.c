@@ -401,6 +401,76 @@ static void test_packed_fork_wipes(void **state) {
         assert_int_equal(secret_data(a)[i], 0xC3);
 }
 
+/* A freed page secret's mapping is wiped and kept for the next secret of its size (no munmap,
+ * mmap, mlock per operation): reused at the same address, all zero, still locked and not
+ * dumped, with its guard pages; bounded (16), never for another size, forgotten in a child. */
+static void test_page_secret_kept(void **state) {
+    Secret *a = NULL, *b = NULL, *many[24] = {NULL};
+    size_t n0, ps = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo, hi;
+    char flags[512], perms[5];
+    volatile const uint8_t *old;
+    int status = 0;
+    pid_t pid;
+
+    /* Start from an empty cache: take what earlier tests left. */
+    for (size_t i = 0; i < 24; i++)
+        assert_int_equal(secret_new(100, &many[i]), 0);
+    for (size_t i = 0; i < 24; i++)
+        many[i] = secret_free(many[i]);
+    assert_int_equal(secret_kept_count(), 16);
+    for (size_t i = 0; i < 16; i++)
+        assert_int_equal(secret_new(100, &many[i]), 0);
+    n0 = secret_kept_count();
+    assert_int_equal(n0, 0);
+
+    assert_int_equal(secret_new(100, &a), 0);
+    memset(secret_data(a), 0xA5, 100);
+    old = secret_data(a);
+    secret_free(a);
+    assert_int_equal(secret_kept_count(), 1);
+    /* Still mapped, wiped (header and data), locked and not dumped. */
+    assert_int_equal(maps_find((uintptr_t)old, &lo, &hi, perms), 0);
+    assert_int_equal(hi - lo, ps);
+    for (size_t i = 0; i < 100; i++)
+        assert_int_equal(old[i], 0);
+    assert_int_equal(smaps_flags_for((const void *)old, flags, sizeof flags), 0);
+#ifndef __SANITIZE_ADDRESS__
+    assert_non_null(strstr(flags, " lo"));
+#endif
+    assert_non_null(strstr(flags, " dd"));
+    /* Not for another size (two pages)... */
+    assert_int_equal(secret_new(ps, &b), 0);
+    assert_true(secret_data(b) != old);
+    assert_int_equal(secret_kept_count(), 1);
+    b = secret_free(b);
+    assert_int_equal(secret_kept_count(), 2);
+    /* ...reused for its own: same address, zero, its guard pages around it. */
+    assert_int_equal(secret_new(200, &a), 0);
+    assert_ptr_equal(secret_data(a), old);
+    assert_int_equal(secret_size(a), 200);
+    for (size_t i = 0; i < 200; i++)
+        assert_int_equal(secret_data(a)[i], 0);
+    assert_true(secret_is_locked(a));
+    assert_int_equal(maps_find(lo - 1, &lo, &hi, perms), 0);
+    assert_string_equal(perms, "---p");
+    assert_int_equal(secret_kept_count(), 1);
+
+    /* A forked child does not reuse the parent's kept mappings (its pages are not locked). */
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(secret_kept_count() == 0 ? 0 : 1);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    secret_free(a);
+    for (size_t i = 0; i < 16; i++)
+        secret_free(many[i]);
+    assert_int_equal(secret_kept_count(), 16);
+}
+
 static void test_packed_oom(void **state) {
     Secret *s = NULL;
     nt_alloc_fail_after(0);
@@ -426,6 +496,7 @@ int main(void) {
         cmocka_unit_test(test_packed_threads),
         cmocka_unit_test(test_packed_fork_wipes),
         cmocka_unit_test(test_packed_oom),
+        cmocka_unit_test(test_page_secret_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

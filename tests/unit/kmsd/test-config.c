@@ -45,7 +45,7 @@ static void test_minimal_defaults(void **state) {
     assert_string_equal(c->kek_file, "/etc/nt/kek");
     assert_string_equal(c->release_keys_dir, "/etc/nt/rk");
     assert_string_equal(c->admin_token_file, "/etc/nt/admin.token");
-    assert_string_equal(c->release_alg, "ES384");
+    assert_string_equal(c->release_alg, "ES256"); /* the default since issue 10 */
     assert_int_equal(c->release_lifetime, 300);
     assert_int_equal(c->jwks_ttl, 300);
     assert_int_equal(c->jwks_min_refresh, 10);
@@ -62,7 +62,7 @@ static void test_full(void **state) {
     const char *t =
         "{\"listen\": \"0.0.0.0:9000\", \"tls\": {\"cert\": \"/x/c.pem\", \"key\": \"k.pem\"},"
         " \"database\": \"/var/lib/k.db\", \"kek_file\": \"kek\","
-        " \"release\": {\"key_files\": [\"r1.pem\", \"/r2.pem\"], \"alg\": \"ES256\","
+        " \"release\": {\"key_files\": [\"r1.pem\", \"/r2.pem\"], \"alg\": \"ES384\","
         "               \"lifetime\": 60},"
         " \"attestd\": {\"jwks_file\": \"jwks.json\", \"issuer\": \"i\", \"audience\": \"kms\","
         "               \"skew\": 5, \"cache_ttl\": 60},"
@@ -74,7 +74,7 @@ static void test_full(void **state) {
     assert_string_equal(c->tls_key, "/etc/nt/k.pem");
     assert_int_equal(c->n_release_key_files, 2);
     assert_string_equal(c->release_key_files[0], "/etc/nt/r1.pem");
-    assert_string_equal(c->release_alg, "ES256");
+    assert_string_equal(c->release_alg, "ES384");
     assert_string_equal(c->jwks_file, "/etc/nt/jwks.json");
     assert_null(c->jwks_url);
     assert_string_equal(c->audience, "kms");

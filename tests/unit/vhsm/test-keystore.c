@@ -219,6 +219,58 @@ static int read_file(const char *path, uint8_t **buf, size_t *len) {
     return read_full_file(path, 1 << 24, buf, len);
 }
 
+/* The two-slot file, written independently of keystore.c (docs/vault.md "Keystore file"):
+ * "NTKD" | u16 1 | u16 16 | u32 capacity | u32 0, then two slots { u32 len | image | zeros }. */
+static uint8_t *make_slots(const uint8_t *img0, size_t len0, const uint8_t *img1, size_t len1,
+                           size_t cap, size_t *ret_len) {
+    size_t n = 16 + 2 * (4 + cap);
+    uint8_t *f = calloc(1, n);
+    assert_non_null(f);
+    assert_true(len0 <= cap && len1 <= cap);
+    memcpy(f, "NTKD", 4);
+    bytes_put_be16(f + 4, 1);
+    bytes_put_be16(f + 6, 16);
+    bytes_put_be32(f + 8, (uint32_t)cap);
+    bytes_put_be32(f + 16, (uint32_t)len0);
+    if (len0)
+        memcpy(f + 20, img0, len0);
+    bytes_put_be32(f + 16 + 4 + cap, (uint32_t)len1);
+    if (len1)
+        memcpy(f + 16 + 8 + cap, img1, len1);
+    *ret_len = n;
+    return f;
+}
+
+/* The slot (0 or 1) of the file's newest valid image, its generation and a copy of the image;
+ * -1 when no slot opens. */
+static int newest_slot(SnpProvider *p, const uint8_t *file, size_t len, uint64_t *ret_gen,
+                       uint8_t **ret_img, size_t *ret_img_len) {
+    const uint8_t *img[2];
+    size_t n[2], cap = 0;
+    int err[2], best = -1;
+    uint64_t gen[2] = {0, 0};
+    KeystoreSealParams prm;
+    keystore_seal_params_default(&prm);
+    assert_int_equal(keystore_slots_parse(file, len, img, n, err, &cap), 0);
+    for (int i = 0; i < 2; i++) {
+        _cleanup_(secret_freep) Secret *c = NULL;
+        if (img[i] && keystore_unseal(p, &prm, img[i], n[i], &c, &gen[i]) == 0 &&
+            (best < 0 || gen[i] > gen[best]))
+            best = i;
+    }
+    if (best >= 0) {
+        if (ret_gen)
+            *ret_gen = gen[best];
+        if (ret_img) {
+            *ret_img = malloc(n[best]);
+            assert_non_null(*ret_img);
+            memcpy(*ret_img, img[best], n[best]);
+            *ret_img_len = n[best];
+        }
+    }
+    return best;
+}
+
 static void test_wrong_measurement_and_tamper(void **state) {
     _cleanup_(vault_freep) Vault *a = NULL;
     _cleanup_(keystore_freep) Keystore *ks = NULL;
@@ -263,32 +315,63 @@ static void test_wrong_measurement_and_tamper(void **state) {
         assert_int_equal(sim_chip_save(chip), 0);
     }
 
-    /* Back in the original VM: it opens; then tamper and truncation are refused. */
+    /* Back in the original VM: it opens; then tamper and truncation are refused, both for a
+     * single sealed image (the file before the two slots) and for a two-slot file holding that
+     * image in slot 1 and nothing in slot 2. In the two-slot file, changes to the empty slot are
+     * a spoiled slot next to a valid one (what a torn write leaves): the file opens. */
     p = open_sim();
-    for (size_t i = 0; i < olen; i += (i < 64 ? 1 : 53)) {
-        _cleanup_(vault_freep) Vault *b = NULL;
-        int r;
-        orig[i] ^= 0x10;
-        assert_int_equal(write_file_atomic(path, orig, olen, 0600), 0);
-        orig[i] ^= 0x10;
-        assert_int_equal(vault_new(&b), 0);
-        assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
-        r = keystore_load(ks, b);
-        /* Header fields select another key or fail validation; the body fails the tag. */
-        assert_true(r == -EKEYREJECTED || r == -EBADMSG || r == -EOPNOTSUPP);
-        assert_int_equal(vault_key_count(b), 0);
-        assert_int_equal(keystore_save(ks, b), -ESTALE);
-        ks = keystore_free(ks);
+    {
+        _cleanup_free_ uint8_t *img = NULL;
+        size_t ilen = 0;
+        assert_true(newest_slot(p, orig, olen, NULL, &img, &ilen) >= 0);
+        free(orig);
+        orig = img;
+        olen = ilen;
+        img = NULL;
     }
-    for (size_t n = 0; n < olen; n += (n < 100 ? 7 : 301)) {
-        _cleanup_(vault_freep) Vault *b = NULL;
-        int r;
-        assert_int_equal(write_file_atomic(path, orig, n, 0600), 0);
-        assert_int_equal(vault_new(&b), 0);
-        assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
-        r = keystore_load(ks, b);
-        assert_true(r == -EBADMSG || r == -EKEYREJECTED);
-        ks = keystore_free(ks);
+    for (int form = 0; form < 2; form++) {
+        _cleanup_free_ uint8_t *f = NULL;
+        size_t flen = olen, slot2 = SIZE_MAX;
+        if (form == 0) {
+            f = malloc(olen);
+            assert_non_null(f);
+            memcpy(f, orig, olen);
+        } else {
+            size_t cap = (olen + 4095) / 4096 * 4096;
+            f = make_slots(orig, olen, NULL, 0, cap, &flen);
+            slot2 = 16 + 4 + cap;
+        }
+        for (size_t i = 0; i < flen; i += (i < 64 ? 1 : 53)) {
+            _cleanup_(vault_freep) Vault *b = NULL;
+            int r;
+            f[i] ^= 0x10;
+            assert_int_equal(write_file_atomic(path, f, flen, 0600), 0);
+            f[i] ^= 0x10;
+            assert_int_equal(vault_new(&b), 0);
+            assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
+            r = keystore_load(ks, b);
+            if (i >= slot2) {
+                assert_int_equal(r, 0);
+                assert_int_equal(vault_key_count(b), vault_key_count(a));
+                ks = keystore_free(ks);
+                continue;
+            }
+            /* Header fields select another key or fail validation; the body fails the tag. */
+            assert_true(r == -EKEYREJECTED || r == -EBADMSG || r == -EOPNOTSUPP);
+            assert_int_equal(vault_key_count(b), 0);
+            assert_int_equal(keystore_save(ks, b), -ESTALE);
+            ks = keystore_free(ks);
+        }
+        for (size_t n = 0; n < flen; n += (n < 100 ? 7 : 301)) {
+            _cleanup_(vault_freep) Vault *b = NULL;
+            int r;
+            assert_int_equal(write_file_atomic(path, f, n, 0600), 0);
+            assert_int_equal(vault_new(&b), 0);
+            assert_int_equal(keystore_new(p, path, NULL, &ks), 0);
+            r = keystore_load(ks, b);
+            assert_true(r == -EBADMSG || r == -EKEYREJECTED);
+            ks = keystore_free(ks);
+        }
     }
     {
         _cleanup_(vault_freep) Vault *b = NULL;
@@ -517,11 +600,15 @@ static uint64_t file_generation(SnpProvider *p, const char *path) {
     uint64_t gen = UINT64_MAX;
     size_t len = 0;
     keystore_seal_params_default(&prm);
+    _cleanup_free_ uint8_t *img = NULL;
+    size_t ilen = 0;
     assert_int_equal(read_file(path, &file, &len), 0);
-    assert_int_equal(keystore_unseal(p, &prm, file, len, &content, &gen), 0);
+    /* Every write leaves a two-slot file; the newest image is the file's generation. */
+    assert_true(newest_slot(p, file, len, NULL, &img, &ilen) >= 0);
+    assert_int_equal(keystore_unseal(p, &prm, img, ilen, &content, &gen), 0);
     /* Format 2 on every write, the generation in the header at offset 48. */
-    assert_int_equal(bytes_get_be16(file + 4), 2);
-    assert_int_equal(bytes_get_be64(file + 48), gen);
+    assert_int_equal(bytes_get_be16(img + 4), 2);
+    assert_int_equal(bytes_get_be64(img + 48), gen);
     return gen;
 }
 
@@ -636,11 +723,13 @@ static void test_generation_and_old_format(void **state) {
     assert_int_equal(keystore_save(o.ks, o.v), 0);
     assert_int_equal(file_generation(p, path), 4);
 
-    /* The generation is authenticated: changing it breaks the tag. */
+    /* The generation is authenticated: changing it breaks the tag (the newest image alone, as
+     * a single-image file: in the two-slot file the other slot would still open). */
     {
-        _cleanup_free_ uint8_t *file = NULL;
-        size_t len = 0;
-        assert_int_equal(read_file(path, &file, &len), 0);
+        _cleanup_free_ uint8_t *file = NULL, *whole = NULL;
+        size_t len = 0, wlen = 0;
+        assert_int_equal(read_file(path, &whole, &wlen), 0);
+        assert_true(newest_slot(p, whole, wlen, NULL, &file, &len) >= 0);
         file[63 - 8] ^= 0x01; /* low byte of the generation */
         assert_int_equal(write_file_atomic(path, file, len, 0600), 0);
         assert_int_equal(open_o(p, path, NULL, -1, &o), -EKEYREJECTED);
@@ -865,6 +954,125 @@ static void test_anchor_forged(void **state) {
     }
 }
 
+/* The two-slot write (docs/vault.md "Keystore file"): a save overwrites the older slot in place
+ * (same inode, same size: no rename), and a crash at each step of it leaves a file that opens
+ * with an acknowledged generation: before the write (the old file), in the middle of it (a torn
+ * slot: any prefix of the new slot's bytes over the old ones), after it but before the anchor
+ * was advanced (the anchor one behind: opens and advances it), and after. A newest slot spoiled
+ * on purpose while the anchor holds its generation is a rollback and refused. */
+static void test_slots_torn_write(void **state) {
+    _cleanup_(snp_provider_freep) SnpProvider *p = open_sim();
+    _cleanup_(opened_done) Opened o = {0};
+    _cleanup_free_ uint8_t *before = NULL, *after = NULL, *torn = NULL;
+    size_t blen = 0, alen = 0;
+    VaultKeySpec spec = {.type = VAULT_KEY_AES256};
+    struct stat st1, st2;
+    char path[600], anchor[600];
+    uint64_t g = 0;
+    size_t cap, slot, off, cuts = 0;
+    int target;
+
+    path_of(path, sizeof path, "slots.ks");
+    path_of(anchor, sizeof anchor, "slots.anchor");
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -ENOENT);
+    vault_set_keystore(o.v, o.ks);
+    assert_int_equal(vault_key_generate(o.v, &alice, "a", &spec), 0); /* 1: a new file */
+    assert_int_equal(vault_key_rotate(o.v, &alice, "a", NULL), 0);    /* 2: slot 2 */
+    assert_int_equal(stat(path, &st1), 0);
+    assert_int_equal(read_file(path, &before, &blen), 0);
+    assert_int_equal(newest_slot(p, before, blen, &g, NULL, NULL), 1);
+    assert_int_equal(g, 2);
+    assert_int_equal(vault_key_rotate(o.v, &alice, "a", NULL), 0); /* 3: slot 1, in place */
+    assert_int_equal(stat(path, &st2), 0);
+    assert_int_equal(st1.st_ino, st2.st_ino);
+    assert_int_equal(st1.st_size, st2.st_size);
+    assert_int_equal(read_file(path, &after, &alen), 0);
+    assert_int_equal(alen, blen);
+    target = newest_slot(p, after, alen, &g, NULL, NULL);
+    assert_int_equal(target, 0);
+    assert_int_equal(g, 3);
+    assert_memory_equal(after + 8, before + 8, 8); /* the header did not change */
+    cap = bytes_get_be32(after + 8);
+    slot = 16 + (size_t)target * (4 + cap);
+    /* The other slot (generation 2) is untouched by the write. */
+    assert_memory_equal(after + 16 + 4 + cap, before + 16 + 4 + cap, 4 + cap);
+
+    /* Killed before the write: generation 2, anchor 2. */
+    assert_int_equal(write_file_atomic(path, before, blen, 0600), 0);
+    assert_int_equal(freshness_anchor_write(o.a, 2), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), 0);
+    assert_int_equal(file_generation(p, path), 2);
+    /* Killed in the middle: the first `off` bytes of the slot are new, the rest old. */
+    torn = malloc(alen);
+    assert_non_null(torn);
+    for (off = 0; off <= 4 + cap; off += (off < 96 ? 1 : 97), cuts++) {
+        _cleanup_(vault_freep) Vault *v = NULL;
+        _cleanup_(keystore_freep) Keystore *ks = NULL;
+        _cleanup_(freshness_anchor_freep) FreshnessAnchor *a = NULL;
+        json_auto_t *d = NULL;
+        json_int_t latest;
+        memcpy(torn, before, blen);
+        memcpy(torn + slot, after + slot, off);
+        assert_int_equal(write_file_atomic(path, torn, alen, 0600), 0);
+        assert_int_equal(freshness_anchor_write(o.a, 2), 0);
+        assert_int_equal(open_with(p, path, anchor, -1, &ks, &v, &a), 0);
+        assert_int_equal(vault_key_describe(v, &alice, "a", &d), 0);
+        latest = json_integer_value(json_object_get(d, "latest_version"));
+        /* The new generation only once its slot is whole, the old one otherwise. */
+        assert_int_equal(latest, memcmp(torn + slot, after + slot, 4 + cap) == 0 ? 3 : 2);
+        /* And the next save goes on from there into the other slot. */
+        vault_set_keystore(v, ks);
+        assert_int_equal(vault_key_rotate(v, &alice, "a", NULL), 0);
+        vault_set_keystore(v, NULL);
+    }
+    assert_true(cuts > 40);
+    /* Killed after the write, before the anchor: opens and advances the anchor to 3. */
+    assert_int_equal(write_file_atomic(path, after, alen, 0600), 0);
+    assert_int_equal(freshness_anchor_write(o.a, 2), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), 0);
+    assert_int_equal(freshness_anchor_read(o.a, &g), 0);
+    assert_int_equal(g, 3);
+    /* After both: generation 3. Then the newest slot spoiled on purpose: generation 2 is older
+     * than the anchor, refused. */
+    assert_int_equal(open_o(p, path, anchor, -1, &o), 0);
+    assert_int_equal(file_generation(p, path), 3);
+    memcpy(torn, after, alen);
+    torn[slot + 4 + 70] ^= 1;
+    assert_int_equal(write_file_atomic(path, torn, alen, 0600), 0);
+    assert_int_equal(open_o(p, path, anchor, -1, &o), -EKEYREVOKED);
+    /* Both slots spoiled: refused whatever the anchor. */
+    torn[16 + 4 + cap + 4 + 70] ^= 1;
+    assert_int_equal(write_file_atomic(path, torn, alen, 0600), 0);
+    assert_int_equal(open_o(p, path, NULL, -1, &o), -EKEYREJECTED);
+    /* A slot that does not fit (length over the capacity) is spoiled, not trusted. */
+    memcpy(torn, after, alen);
+    bytes_put_be32(torn + slot, (uint32_t)cap + 1);
+    assert_int_equal(write_file_atomic(path, torn, alen, 0600), 0);
+    assert_int_equal(open_o(p, path, NULL, -1, &o), 0);
+    assert_int_equal(newest_slot(p, torn, alen, &g, NULL, NULL), 1);
+    /* Two slots of the same generation are never written: malformed. */
+    {
+        _cleanup_free_ uint8_t *img = NULL, *two = NULL;
+        size_t ilen = 0, tlen = 0;
+        assert_int_equal(newest_slot(p, after, alen, NULL, &img, &ilen), 0);
+        two = make_slots(img, ilen, img, ilen, cap, &tlen);
+        assert_int_equal(write_file_atomic(path, two, tlen, 0600), 0);
+        assert_int_equal(open_o(p, path, NULL, -1, &o), -EBADMSG);
+    }
+    /* A file that outgrows its slots is rewritten larger (atomically), then in place again. */
+    assert_int_equal(write_file_atomic(path, after, alen, 0600), 0);
+    assert_int_equal(open_o(p, path, NULL, -1, &o), 0);
+    vault_set_keystore(o.v, o.ks);
+    for (int i = 0; i < 80; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "grow-%d", i);
+        assert_int_equal(vault_key_generate(o.v, &alice, name, &spec), 0);
+    }
+    assert_int_equal(stat(path, &st2), 0);
+    assert_true((size_t)st2.st_size > alen);
+    assert_int_equal(file_generation(p, path), 3 + 80);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_content_roundtrip),
@@ -875,6 +1083,7 @@ int main(void) {
         cmocka_unit_test(test_generation_and_old_format),
         cmocka_unit_test(test_rollback_refused),
         cmocka_unit_test(test_anchor_forged),
+        cmocka_unit_test(test_slots_torn_write),
     };
     if (vault_init(0) < 0)
         return 1;

@@ -50,7 +50,7 @@ static void test_transfer_key(void **state) {
     assert_int_equal(vault_transfer_key_create(v, VAULT_TRANSFER_MAX_LIFETIME + 1, &j), -EINVAL);
     assert_int_equal(vault_transfer_key_create(v, 60, &jwk), 0);
     assert_string_equal(json_string_value(json_object_get(jwk, "kty")), "EC");
-    assert_string_equal(json_string_value(json_object_get(jwk, "crv")), "P-384");
+    assert_string_equal(json_string_value(json_object_get(jwk, "crv")), "P-256"); /* default */
     assert_string_equal(json_string_value(json_object_get(jwk, "alg")), "ECDH-ES+A256KW");
     assert_null(json_object_get(jwk, "d"));
     assert_int_equal(strlen(json_string_value(json_object_get(jwk, "kid"))), 43);
@@ -66,7 +66,8 @@ static void test_transfer_key(void **state) {
     assert_int_equal(vault_transfer_key_create(v, 10, &j), -EUSERS);
 }
 
-/* --transfer-curve P-256: transfer keys on P-256, releases to them import (the key value is the
+/* P-256 (the default since issue 10) and --transfer-curve P-384: transfer keys on the chosen
+ * curve; releases to P-256 ones import (the key value is the
  * one sealed: AES-KW known answer of RFC 3394 4.3), and a JWE whose epk is on another curve than
  * its transfer key is refused like a bad header (the key is not spent). */
 static void test_transfer_curve(void **state) {
@@ -89,8 +90,14 @@ static void test_transfer_curve(void **state) {
 
     assert_int_equal(vault_set_transfer_curve(v, "P-521"), -EINVAL);
     assert_int_equal(vault_set_transfer_curve(v, NULL), -EINVAL);
+    {
+        json_auto_t *d = NULL;
+        assert_int_equal(vault_transfer_key_create(v, 60, &d), 0);
+        assert_string_equal(json_string_value(json_object_get(d, "crv")), "P-256"); /* default */
+    }
+    assert_int_equal(vault_set_transfer_curve(v, "P-384"), 0);
     assert_int_equal(vault_transfer_key_create(v, 60, &other), 0);
-    assert_string_equal(json_string_value(json_object_get(other, "crv")), "P-384"); /* default */
+    assert_string_equal(json_string_value(json_object_get(other, "crv")), "P-384");
     assert_int_equal(vault_set_transfer_curve(v, "P-256"), 0);
     assert_int_equal(vault_transfer_key_create(v, 60, &jwk), 0);
     assert_string_equal(json_string_value(json_object_get(jwk, "crv")), "P-256");
@@ -383,7 +390,7 @@ static void test_import_hostile(void **state) {
         {"typ", json_string("JWE")},
         {"kid", NULL},
         {"kid", json_integer(1)},
-        {"epk", json_pack("{s:s,s:s,s:s,s:s}", "kty", "EC", "crv", "P-256", "x", "AA", "y", "AA")},
+        {"epk", json_pack("{s:s,s:s,s:s,s:s}", "kty", "EC", "crv", "P-384", "x", "AA", "y", "AA")},
         {"epk", NULL},
         {"cty", NULL},
         {"cty", json_string("JWT")},
