@@ -159,9 +159,9 @@ static const struct {
     uint64_t bit;
     const char *name;
 } bind_names[] = {
-    {SNP_GFS_GUEST_POLICY, "policy"},     {SNP_GFS_IMAGE_ID, "image_id"},
-    {SNP_GFS_FAMILY_ID, "family_id"},     {SNP_GFS_MEASUREMENT, "measurement"},
-    {SNP_GFS_GUEST_SVN, "guest_svn"},     {SNP_GFS_TCB_VERSION, "tcb_version"},
+    {SNP_GFS_GUEST_POLICY, "policy"}, {SNP_GFS_IMAGE_ID, "image_id"},
+    {SNP_GFS_FAMILY_ID, "family_id"}, {SNP_GFS_MEASUREMENT, "measurement"},
+    {SNP_GFS_GUEST_SVN, "guest_svn"}, {SNP_GFS_TCB_VERSION, "tcb_version"},
 };
 
 _public_ void cryptsetup_token_dump(struct crypt_device *cd, const char *json) {
@@ -202,8 +202,7 @@ _public_ void cryptsetup_token_dump(struct crypt_device *cd, const char *json) {
                    (unsigned)LUKS_BLOB_SIZE);
     } else {
         crypt_logf(cd, CRYPT_LOG_NORMAL, "\tkms:        %s\n", t.kms_url ? t.kms_url : "-");
-        crypt_logf(cd, CRYPT_LOG_NORMAL, "\tattestd:    %s\n",
-                   t.attestd_url ? t.attestd_url : "-");
+        crypt_logf(cd, CRYPT_LOG_NORMAL, "\tattestd:    %s\n", t.attestd_url ? t.attestd_url : "-");
         crypt_logf(cd, CRYPT_LOG_NORMAL, "\tsecret:     %s\n", t.secret_id ? t.secret_id : "-");
     }
     luks_token_done(&t);
