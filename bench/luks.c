@@ -38,7 +38,6 @@
 #include "core/log.h"
 #include "core/secret.h"
 #include "luks/luks.h"
-#include "luks/plugin/unlock-compat.h"
 #include "snp/sim.h"
 
 #define TARGET_SEALED_MS 50.0

@@ -33,20 +33,20 @@ meson install -C "$BUILDDIR" --destdir "$root" --no-rebuild --quiet >"$tmp/insta
 prefix=$(meson introspect "$BUILDDIR" --buildoptions | jq -r '.[] | select(.name=="prefix") | .value')
 irdir=$(meson introspect "$BUILDDIR" --buildoptions | jq -r '.[] | select(.name=="initramfs_tools_dir") | .value')
 for f in "$tokdir/libcryptsetup-token-nitride.so" "$irdir/hooks/nitride" \
-         "$irdir/scripts/init-premount/nitride" "$irdir/scripts/init-bottom/nitride" \
+         "$irdir/scripts/init-premount/nitride" \
          "$prefix/lib/nitride/nitride-crypttab-unlock" "$prefix/lib/systemd/system/vhsmd.service" \
          "$prefix/lib/systemd/system/nitride-agent.service" \
          "$prefix/share/doc/nitride/examples/crypttab" "$prefix/bin/nitride" "$prefix/sbin/vhsmd"; do
   [ -e "$root$f" ] || fail "meson install did not install $f"
 done
-for f in hooks/nitride scripts/init-premount/nitride scripts/init-bottom/nitride; do
+for f in hooks/nitride scripts/init-premount/nitride; do
   [ -x "$root$irdir/$f" ] || fail "$irdir/$f is not executable"
 done
 grep -q "$prefix/bin/nitride" "$root$irdir/hooks/nitride" || fail "hook: paths not substituted"
 
 # 2. Syntax and units.
 for f in "$root$irdir/hooks/nitride" "$root$irdir/scripts/init-premount/nitride" \
-         "$root$irdir/scripts/init-bottom/nitride" "$root$prefix/lib/nitride/nitride-crypttab-unlock"; do
+         "$root$prefix/lib/nitride/nitride-crypttab-unlock"; do
   sh -n "$f" || fail "sh -n $f"
 done
 if command -v systemd-analyze >/dev/null; then
@@ -104,7 +104,7 @@ if [ -e "$hf" ]; then
   ' sh "$root" "$tokdir" "$prefix" "$initrd" "$hf" "$tmp/etc/luks.conf" "$tmp/crypttab" "$irdir" \
     >"$tmp/hook.log" 2>&1 || { cat "$tmp/hook.log" >&2; fail "the hook failed"; }
   for f in usr/sbin/cryptsetup "usr$tokdir/libcryptsetup-token-nitride.so" "${prefix#/}/bin/nitride" \
-           "${prefix#/}/sbin/vhsmd" "${prefix#/}/lib/nitride/nitride-crypttab-unlock" \
+           "${prefix#/}/lib/nitride/nitride-crypttab-unlock" \
            etc/nitride/luks.conf etc/nitride/crypttab; do
     [ -e "$initrd/$f" ] || { ls -R "$initrd" | head -50 >&2; fail "the hook did not put $f into the initramfs"; }
   done
