@@ -96,6 +96,12 @@ check(p.returncode == 0, "enroll: %d %s %s" % (p.returncode, p.stdout, p.stderr)
 # The plugin's configuration: the simulator, and the throwaway CA for kmsd/attestd.
 CONF = write_json("luks.conf", {"provider": "sim", "ca_file": CA, "timeout_ms": 3000})
 PENV = dict(os.environ, NITRIDE_SIM_DIR=CHIP, NITRIDE_LUKS_CONF=CONF)
+# A sanitizer build of the plugin needs its runtimes loaded first in (uninstrumented) cryptsetup;
+# cryptsetup's own allocations are not ours to leak-check.
+PRELOAD = ":".join(ln.split()[2] for ln in run("ldd", PLUGIN).stdout.splitlines()
+                   if re.match(r"\s*lib(asan|ubsan)\.so", ln))
+if PRELOAD:
+    PENV.update(LD_PRELOAD=PRELOAD, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
 
 
 def cs(*args, stdin=None):
