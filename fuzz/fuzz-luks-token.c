@@ -2,7 +2,8 @@
 /*
  * Fuzz target for luks_token_parse() (untrusted: anyone who can write the disk writes the LUKS2
  * header and its tokens). For every accepted token it checks the contract: format(parse(x))
- * parses again to the same token (keyslot, flow, volume, derivation, policy, blob, KMS fields).
+ * parses again to the same token (keyslot, flow -- sealed, kms or sealed+kms --, volume,
+ * derivation, policy, blob, the pre-authorised slot, KMS fields).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         u.policy.allow_debug != t.policy.allow_debug || u.policy.min_tcb != t.policy.min_tcb ||
         u.policy.min_guest_svn != t.policy.min_guest_svn ||
         memcmp(u.blob, t.blob, LUKS_BLOB_SIZE) != 0 || !streq0(u.kms_url, t.kms_url) ||
-        !streq0(u.attestd_url, t.attestd_url) || !streq0(u.secret_id, t.secret_id))
+        !streq0(u.attestd_url, t.attestd_url) || !streq0(u.secret_id, t.secret_id) ||
+        u.has_expect != t.has_expect ||
+        (t.has_expect && (memcmp(u.expect_measurement, t.expect_measurement, 48) != 0 ||
+                          u.expect_field_select != t.expect_field_select ||
+                          memcmp(u.expect_blob, t.expect_blob, LUKS_BLOB_SIZE) != 0)))
+        abort();
+    /* The slots present are exactly those the flow names. */
+    if (luks_flow_has_kms(t.flow) != (t.kms_url != NULL) ||
+        (t.has_expect && !luks_flow_has_sealed(t.flow)))
         abort();
     free(json);
     luks_token_done(&t);

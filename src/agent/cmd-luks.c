@@ -270,6 +270,39 @@ static int read_auth(const char *key_file, Secret **ret) {
     return r;
 }
 
+static int unlock_options(const Args *a, LuksUnlockOptions *o);
+static int unlock_failed(const char *dev, int r, const LuksRefusal *ref);
+
+static int luks_expect_cmd(const Args *a, const char *dev) {
+    _cleanup_(luks_device_closep) struct crypt_device *cd = NULL;
+    _cleanup_(luks_unlock_options_done) LuksUnlockOptions o = {0};
+    LuksRefusal refusal = {0};
+    uint8_t m[48];
+    int r, tok = -1;
+
+    if (strlen(a->expect_measurement) != 96 || hex_decode_exact(a->expect_measurement, m, 48) < 0) {
+        log_error("Invalid --expect-measurement '%.100s': 96 hex characters (48 bytes, as "
+                  "'nitride measure' prints).",
+                  a->expect_measurement);
+        return NT_EXIT_USAGE;
+    }
+    if ((r = unlock_options(a, &o)) != 0)
+        return r;
+    if ((r = open_device(dev, &cd)) != 0)
+        return r;
+    r = luks_preauthorise(cd, a->token, &o, m, &tok, &refusal);
+    if (r == -ENOENT) {
+        log_error("'%s' has no nitride token with a sealed slot: seal it first (--bind).", dev);
+        return NT_EXIT_USAGE;
+    }
+    if (r < 0)
+        return unlock_failed(dev, r, &refusal);
+    printf("pre-authorised measurement %.16s... on token %d: the next unlock in that image "
+           "re-seals to it\n",
+           a->expect_measurement, tok);
+    return NT_EXIT_OK;
+}
+
 static int luks_seal_cmd(int argc, char **argv) {
     _cleanup_(luks_device_closep) struct crypt_device *cd = NULL;
     _cleanup_(snp_provider_freep) SnpProvider *prov = NULL;
@@ -284,6 +317,13 @@ static int luks_seal_cmd(int argc, char **argv) {
     if (optind + 1 != argc) {
         log_error("'nitride luks seal' needs exactly one DEVICE.");
         return NT_EXIT_USAGE;
+    }
+    if (a.expect_measurement) {
+        if (a.bind) {
+            log_error("--expect-measurement adds to an existing sealed slot; it takes no --bind.");
+            return NT_EXIT_USAGE;
+        }
+        return luks_expect_cmd(&a, argv[optind]);
     }
     if (!a.bind || luks_bind_parse(a.bind, &gfs) < 0) {
         log_error("'nitride luks seal' needs --bind with one or more of measurement, policy, "
@@ -326,6 +366,12 @@ static void print_token(int id, const LuksToken *t) {
                (unsigned long long)t->guest_field_select, t->policy.min_guest_svn,
                (unsigned long long)t->policy.min_tcb,
                t->policy.allow_debug ? "allowed" : "refused");
+    if (t->has_expect) {
+        char m[97];
+        hex_encode(t->expect_measurement, 48, m);
+        m[96] = 0;
+        printf("  pre-authorised next measurement %s\n", m);
+    }
     if (luks_flow_has_kms(t->flow))
         printf("  kms %s, secret %s%s%s\n", t->kms_url, t->secret_id,
                t->attestd_url ? ", attestd " : "", t->attestd_url ? t->attestd_url : "");

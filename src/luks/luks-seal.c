@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/bytes.h"
+#include "core/encoding.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
 #include "luks/luks-private.h"
@@ -67,10 +68,15 @@ static int sealing_key(SnpProvider *p, const LuksToken *t, Secret **ret) {
 }
 
 /* enc: in = key (32 bytes) -> blob; dec: blob -> out key. */
+static int gcm_aad(bool enc, const Secret *key, const uint8_t *aad, size_t aad_len,
+                   const uint8_t *nonce, const uint8_t *in, uint8_t *out, uint8_t *tag) {
+    return nt_aes256gcm(enc, key, nonce, LUKS_NONCE_SIZE, aad, aad_len, in, LUKS_KEY_SIZE, out, tag,
+                        LUKS_TAG_SIZE, "LUKS seal");
+}
+
 static int gcm(bool enc, const Secret *key, const uint8_t *aad, const uint8_t *nonce,
                const uint8_t *in, uint8_t *out, uint8_t *tag) {
-    return nt_aes256gcm(enc, key, nonce, LUKS_NONCE_SIZE, aad, AAD_SIZE, in, LUKS_KEY_SIZE, out,
-                        tag, LUKS_TAG_SIZE, "LUKS seal");
+    return gcm_aad(enc, key, aad, AAD_SIZE, nonce, in, out, tag);
 }
 
 /* Component-wise a >= b for the product, or byte-wise when the product is unknown. */
@@ -188,6 +194,116 @@ int luks_unseal(SnpProvider *p, const LuksToken *t, const char *volume, Secret *
         luks_refuse(refusal, "seal",
                     "the sealed key does not open in this VM state for this volume (another "
                     "measurement or bound field, another volume, or a modified token)");
+    if (r < 0)
+        return r;
+    *ret_key = TAKE_PTR(key);
+    return 0;
+}
+
+/* ---- the pre-authorised slot (seal --expect-measurement) ---- */
+
+#define EXPECT_INFO "nitride-luks-expect-v1"
+
+/* The derivation and AAD of the expect slot: t's parameters with the expect field selection; the
+ * AAD also carries the expected measurement (authenticated: editing it breaks the blob). */
+static void expect_params(const LuksToken *t, const char *volume, LuksToken *e,
+                          uint8_t aad[AAD_SIZE + 48]) {
+    *e = (LuksToken){
+        .keyslot = t->keyslot,
+        .root_key_select = t->root_key_select,
+        .guest_field_select = t->expect_field_select,
+        .guest_svn = t->guest_svn,
+        .tcb_version = t->tcb_version,
+        .policy = t->policy,
+    };
+    build_aad(e, volume, aad);
+    memcpy(aad + AAD_SIZE, t->expect_measurement, 48);
+}
+
+static int expect_key(SnpProvider *p, const LuksToken *e, Secret **ret) {
+    SnpDerivedKeyRequest req = {
+        .root_key_select = e->root_key_select,
+        .guest_field_select = e->guest_field_select,
+        .vmpl = 0,
+        .guest_svn = e->guest_svn,
+        .tcb_version = e->tcb_version,
+    };
+    return snp_provider_sealing_key(p, &req, EXPECT_INFO, ret);
+}
+
+int luks_seal_expect(SnpProvider *p, const uint8_t measurement[48], const Secret *key, LuksToken *t,
+                     LuksRefusal *refusal) {
+    _cleanup_(secret_freep) Secret *sk = NULL;
+    uint8_t aad[AAD_SIZE + 48];
+    LuksToken e;
+    SnpReport rep;
+    int r;
+
+    if (!p || !measurement || !key || !t || secret_size(key) != LUKS_KEY_SIZE ||
+        !luks_flow_has_sealed(t->flow))
+        return -EINVAL;
+    if ((r = own_report(p, &rep)) < 0)
+        return r;
+    if ((r = check_policy(&rep, &t->policy, refusal)) < 0)
+        return r;
+    t->expect_field_select =
+        (t->guest_field_select & ~(uint64_t)SNP_GFS_MEASUREMENT) | SNP_GFS_GUEST_POLICY;
+    memcpy(t->expect_measurement, measurement, 48);
+    expect_params(t, t->volume, &e, aad);
+    if ((r = expect_key(p, &e, &sk)) < 0)
+        return r;
+    if (RAND_bytes(t->expect_blob, LUKS_NONCE_SIZE) != 1)
+        return nt_openssl_error(-EIO, "RAND_bytes");
+    r = gcm_aad(true, sk, aad, sizeof aad, t->expect_blob, secret_const_data(key),
+                t->expect_blob + LUKS_NONCE_SIZE, t->expect_blob + LUKS_NONCE_SIZE + LUKS_KEY_SIZE);
+    if (r < 0)
+        return r;
+    t->has_expect = true;
+    return 0;
+}
+
+int luks_unseal_expect(SnpProvider *p, const LuksToken *t, const char *volume, Secret **ret_key,
+                       LuksRefusal *refusal) {
+    _cleanup_(secret_freep) Secret *sk = NULL, *key = NULL;
+    uint8_t aad[AAD_SIZE + 48], tag[LUKS_TAG_SIZE];
+    LuksToken e;
+    SnpReport rep;
+    int r;
+
+    if (!p || !t || !volume || !ret_key)
+        return -EINVAL;
+    if (!t->has_expect)
+        return -ENOENT;
+    if ((r = own_report(p, &rep)) < 0)
+        return r;
+    if ((r = check_policy(&rep, &t->policy, refusal)) < 0)
+        return r;
+    if (memcmp(rep.measurement, t->expect_measurement, 48) != 0) {
+        char want[17], got[17];
+        hex_encode(t->expect_measurement, 8, want);
+        hex_encode(rep.measurement, 8, got);
+        want[16] = got[16] = 0;
+        luks_refuse(refusal, "expect",
+                    "this VM's measurement %s... is not the pre-authorised %s...", got, want);
+        return -EKEYREJECTED;
+    }
+    expect_params(t, volume, &e, aad);
+    r = expect_key(p, &e, &sk);
+    if (r == -EINVAL || r == -EPERM || r == -ERANGE || r == -EOVERFLOW) {
+        luks_refuse(refusal, "derivation", "the firmware refused the token's key request (%s)",
+                    strerror(-r));
+        return -EKEYREJECTED;
+    }
+    if (r < 0)
+        return r;
+    if ((r = secret_new(LUKS_KEY_SIZE, &key)) < 0)
+        return r;
+    memcpy(tag, t->expect_blob + LUKS_NONCE_SIZE + LUKS_KEY_SIZE, LUKS_TAG_SIZE);
+    r = gcm_aad(false, sk, aad, sizeof aad, t->expect_blob, t->expect_blob + LUKS_NONCE_SIZE,
+                secret_data(key), tag);
+    if (r == -EKEYREJECTED)
+        luks_refuse(refusal, "expect",
+                    "the pre-authorised key does not open in this VM state for this volume");
     if (r < 0)
         return r;
     *ret_key = TAKE_PTR(key);

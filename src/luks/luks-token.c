@@ -132,13 +132,53 @@ static bool uuid_ok(const char *s, size_t n) {
         goto fail;                                                                                 \
     } while (0)
 
+static int parse_blob(json_t *v, uint8_t out[LUKS_BLOB_SIZE]) {
+    _cleanup_free_ uint8_t *blob = NULL;
+    size_t blob_len = 0;
+    if (!json_is_string(v) ||
+        base64_decode_alloc(json_string_value(v), json_string_length(v), &blob, &blob_len) < 0 ||
+        blob_len != LUKS_BLOB_SIZE)
+        return -EBADMSG;
+    memcpy(out, blob, LUKS_BLOB_SIZE);
+    return 0;
+}
+
+static int parse_expect(json_t *e, LuksToken *t, const char **ret_error) {
+    static const char *const members[] = {"measurement", "bind", "blob"};
+    json_t *v, *b;
+    size_t i;
+    int r;
+    if (!json_is_object(e) || !only_members(e, members, ELEMENTSOF(members)))
+        FAIL("sealed.expect");
+    v = json_object_get(e, "measurement");
+    if (!json_is_string(v) || json_string_length(v) != 96 ||
+        hex_decode_exact(json_string_value(v), t->expect_measurement, 48) < 0)
+        FAIL("sealed.expect.measurement");
+    v = json_object_get(e, "bind");
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        FAIL("sealed.expect.bind");
+    json_array_foreach(v, i, b) {
+        if (!json_is_string(b) ||
+            bind_one(json_string_value(b), json_string_length(b), &t->expect_field_select) < 0)
+            FAIL("sealed.expect.bind");
+    }
+    if ((t->expect_field_select & SNP_GFS_MEASUREMENT) ||
+        !(t->expect_field_select & SNP_GFS_GUEST_POLICY))
+        FAIL("sealed.expect.bind");
+    if (parse_blob(json_object_get(e, "blob"), t->expect_blob) < 0)
+        FAIL("sealed.expect.blob");
+    t->has_expect = true;
+    return 0;
+fail:
+    return r;
+}
+
 static int parse_sealed(json_t *s, LuksToken *t, const char **ret_error) {
-    static const char *const members[] = {"root_key", "bind", "guest_svn", "tcb", "policy", "blob"};
+    static const char *const members[] = {"root_key", "bind", "guest_svn", "tcb",
+                                          "policy",   "blob", "expect"};
     static const char *const pmembers[] = {"allow_debug", "min_tcb", "min_guest_svn"};
     json_t *v, *pol;
     size_t i;
-    _cleanup_free_ uint8_t *blob = NULL;
-    size_t blob_len = 0;
     int r;
 
     if (!json_is_object(s) || !only_members(s, members, ELEMENTSOF(members)))
@@ -173,12 +213,11 @@ static int parse_sealed(json_t *s, LuksToken *t, const char **ret_error) {
         FAIL("sealed.policy.min_tcb");
     if (get_u32(pol, "min_guest_svn", &t->policy.min_guest_svn) < 0)
         FAIL("sealed.policy.min_guest_svn");
-    v = json_object_get(s, "blob");
-    if (!json_is_string(v) ||
-        base64_decode_alloc(json_string_value(v), json_string_length(v), &blob, &blob_len) < 0 ||
-        blob_len != LUKS_BLOB_SIZE)
+    if (parse_blob(json_object_get(s, "blob"), t->blob) < 0)
         FAIL("sealed.blob");
-    memcpy(t->blob, blob, LUKS_BLOB_SIZE);
+    if (json_object_get(s, "expect") &&
+        (r = parse_expect(json_object_get(s, "expect"), t, ret_error)) < 0)
+        return r;
     return 0;
 fail:
     return r;
@@ -341,6 +380,30 @@ int luks_token_format(const LuksToken *t, char **ret) {
                       (json_int_t)t->policy.min_guest_svn, "blob", b64);
         if (!s || json_object_set_new(root, "sealed", s) < 0)
             return -ENOMEM;
+        if (t->has_expect) {
+            _cleanup_free_ char *eb64 = NULL;
+            char mhex[97];
+            json_t *ebind = json_array(), *e;
+            if (!ebind)
+                return -ENOMEM;
+            for (size_t i = 0; i < ELEMENTSOF(bind_names); i++)
+                if (t->expect_field_select & bind_names[i].bit)
+                    json_array_append_new(ebind, json_string(bind_names[i].name));
+            if ((t->expect_field_select & SNP_GFS_MEASUREMENT) ||
+                !(t->expect_field_select & SNP_GFS_GUEST_POLICY)) {
+                json_decref(ebind);
+                return -EINVAL;
+            }
+            if ((r = base64_encode_alloc(t->expect_blob, LUKS_BLOB_SIZE, &eb64)) < 0) {
+                json_decref(ebind);
+                return r;
+            }
+            hex_encode(t->expect_measurement, 48, mhex);
+            mhex[96] = 0;
+            e = json_pack("{s:s, s:o, s:s}", "measurement", mhex, "bind", ebind, "blob", eb64);
+            if (!e || json_object_set_new(s, "expect", e) < 0)
+                return -ENOMEM;
+        }
     }
     if (luks_flow_has_kms(t->flow)) {
         json_t *k;

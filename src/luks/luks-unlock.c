@@ -227,11 +227,13 @@ static int unlock_sealed(struct crypt_device *cd, const char *uuid, const LuksTo
 
 /* Writes t (re-sealed) over token id. The old token is kept on any failure. */
 static int reseal(struct crypt_device *cd, int id, const LuksToken *old, SnpProvider *prov,
-                  const Secret *key, LuksRefusal *refusal) {
+                  const Secret *key, bool consume_expect, LuksRefusal *refusal) {
     _cleanup_free_ char *json = NULL;
     LuksToken t = *old;
     int r;
 
+    if (consume_expect)
+        t.has_expect = false; /* the pre-authorised image is this one now */
     /* The copy shares old's strings; only the sealed members change. */
     t.policy.allow_debug = luks_flow_has_sealed(old->flow) ? old->policy.allow_debug : false;
     if (t.guest_field_select == 0)
@@ -276,6 +278,30 @@ static int unlock_token(struct crypt_device *cd, int id, const char *uuid,
             luks_token_done(&t);
             return 0;
         }
+        if (t.has_expect && *prov) {
+            LuksRefusal eref = {0}, rref = {0};
+            int re = luks_unseal_expect(*prov, &t, uuid, &key, &eref);
+            if (re == 0 && check_key(cd, t.keyslot, key) == 0) {
+                /* The pre-authorised image: re-seal to it (the expect slot is used up). */
+                re = o->reseal ? reseal(cd, id, &t, *prov, key, true, &rref) : 0;
+                if (re < 0)
+                    log_warning(
+                        "Token %d: re-sealing to this pre-authorised image failed (%s%s%s); "
+                        "the token is unchanged.",
+                        id, rref.check ? rref.check : strerror(-re), rref.check ? ": " : "",
+                        rref.check ? rref.detail : "");
+                else
+                    log_info("Token %d: this image's measurement was pre-authorised%s.", id,
+                             o->reseal ? "; re-sealed to it" : "");
+                *ret_keyslot = t.keyslot;
+                *ret_key = TAKE_PTR(key);
+                luks_token_done(&t);
+                return 0;
+            }
+            key = secret_free(key);
+            log_debug("Token %d: the pre-authorised slot does not open here (%s).", id,
+                      eref.check ? eref.detail : strerror(-re));
+        }
         if (!luks_flow_has_kms(t.flow) || !o->allow_remote) {
             if (refusal)
                 *refusal = sref;
@@ -307,7 +333,7 @@ static int unlock_token(struct crypt_device *cd, int id, const char *uuid,
     /* Self-healing: a token with a sealed slot that did not open gets a new one for this VM. */
     if (o->reseal && luks_flow_has_sealed(t.flow) && *prov) {
         LuksRefusal rref = {0};
-        r = reseal(cd, id, &t, *prov, key, &rref);
+        r = reseal(cd, id, &t, *prov, key, false, &rref);
         if (r < 0)
             log_warning("Token %d: re-sealing to this VM's state failed (%s%s%s); the token is "
                         "unchanged and the next unlock uses the KMS again.",
@@ -353,4 +379,50 @@ int luks_unlock(struct crypt_device *cd, int token, const LuksUnlockOptions *o, 
     if (refusal)
         *refusal = worst_ref;
     return worst;
+}
+
+int luks_preauthorise(struct crypt_device *cd, int token, const LuksUnlockOptions *o,
+                      const uint8_t measurement[48], int *ret_token, LuksRefusal *refusal) {
+    _cleanup_(snp_provider_freep) SnpProvider *prov = NULL;
+    _cleanup_(secret_freep) Secret *key = NULL;
+    _cleanup_free_ char *json = NULL;
+    LuksUnlockOptions uo;
+    LuksToken t;
+    int r, ks = -1, id = -1;
+
+    if (!cd || !o || !measurement || !ret_token)
+        return -EINVAL;
+    for (int i = token < 0 ? 0 : token; i < (token < 0 ? LUKS_MAX_TOKENS : token + 1); i++) {
+        if (luks_token_read(cd, i, &t) < 0)
+            continue;
+        if (luks_flow_has_sealed(t.flow)) {
+            id = i;
+            break;
+        }
+        luks_token_done(&t);
+    }
+    if (id < 0)
+        return -ENOENT;
+    /* The key of the token, as unlock gets it here (no re-seal: only the expect slot changes). */
+    uo = *o;
+    uo.reseal = false;
+    r = luks_unlock(cd, id, &uo, &key, &ks, refusal);
+    if (r < 0)
+        goto out;
+    if ((r = luks_provider_open(o->provider, &prov)) < 0)
+        goto out;
+    if ((r = luks_seal_expect(prov, measurement, key, &t, refusal)) < 0)
+        goto out;
+    if ((r = luks_fault("expect")) < 0)
+        goto out;
+    if ((r = luks_token_format(&t, &json)) < 0)
+        goto out;
+    r = crypt_token_json_set(cd, id, json);
+    if (r >= 0) {
+        *ret_token = id;
+        r = 0;
+    }
+out:
+    luks_token_done(&t);
+    return r;
 }

@@ -10,7 +10,10 @@
  *    "sealed":{"root_key":"vcek"|"vmrk","bind":["measurement","policy",...],
  *              "guest_svn":N,"tcb":"<16 hex>",
  *              "policy":{"allow_debug":false,"min_tcb":"<16 hex>","min_guest_svn":N},
- *              "blob":"<base64: nonce(12) | AES-256-GCM(volume key, 32 bytes) | tag(16)>"},
+ *              "blob":"<base64: nonce(12) | AES-256-GCM(volume key, 32 bytes) | tag(16)>",
+ *              "expect":{"measurement":"<96 hex>","bind":["policy",...],"blob":"<base64>"}},
+ *    ("expect", optional: the same key sealed for a pre-authorised next image, see
+ *    luks_seal_expect)
  *    "kms":{"url":"https://...","attestd":"https://...","secret":"ID"}}
  * "flow" names the slots present: "sealed" (only "sealed"), "kms" (only "kms"), "sealed+kms"
  * (both: a remote slot with a sealed cache; version-1 tokens written before "sealed+kms"
@@ -66,6 +69,11 @@ typedef struct LuksToken {
     uint64_t tcb_version; /* derived-key request floor */
     LuksLocalPolicy policy;
     uint8_t blob[LUKS_BLOB_SIZE];
+    /* sealed, optional: the key pre-authorised for the next image (seal --expect-measurement) */
+    bool has_expect;
+    uint8_t expect_measurement[48];
+    uint64_t expect_field_select; /* never has measurement; always has policy */
+    uint8_t expect_blob[LUKS_BLOB_SIZE];
     /* kms */
     char *kms_url;
     char *attestd_url;
@@ -91,7 +99,7 @@ int luks_bind_parse(const char *list, uint64_t *ret);
 /* Why an unseal was refused (static string), for the caller's message. */
 typedef struct LuksRefusal {
     const char *check;
-    char detail[160];
+    char detail[512];
 } LuksRefusal;
 
 /* Seals key (LUKS_KEY_SIZE bytes) for volume/keyslot under the derived key with gfs, filling the
@@ -106,6 +114,20 @@ int luks_seal(SnpProvider *p, uint64_t gfs, bool allow_debug, const Secret *key,
  * token), or the provider's error. */
 int luks_unseal(SnpProvider *p, const LuksToken *t, const char *volume, Secret **ret_key,
                 LuksRefusal *refusal);
+
+/* Pre-authorises the next image (seal --expect-measurement): seals key (the sealed slot's) for a
+ * VM with measurement, under the derived key over t's bound fields WITHOUT the measurement (the
+ * firmware derives keys only for the running measurement) plus the guest policy, with t's floors
+ * and local policy; the AAD adds the expected measurement. Unseal then also requires the VM's
+ * report to carry that measurement. t must have a sealed slot. Returns 0, -EPERM (local policy
+ * of this VM: *refusal), -EINVAL. */
+int luks_seal_expect(SnpProvider *p, const uint8_t measurement[48], const Secret *key, LuksToken *t,
+                     LuksRefusal *refusal);
+/* Opens the pre-authorised slot: the VM's report must pass the local policy and carry the
+ * expected measurement. 0 and *ret_key, -EPERM (local policy), -EKEYREJECTED (another
+ * measurement, or the blob does not open), -ENOENT (no such slot). */
+int luks_unseal_expect(SnpProvider *p, const LuksToken *t, const char *volume, Secret **ret_key,
+                       LuksRefusal *refusal);
 
 /* ---- device operations (luks-device.c), through libcryptsetup ---- */
 
@@ -174,6 +196,13 @@ bool luks_provider_spec_ok(const char *spec);
  * against the keyslot (libcryptsetup activation without a name). o NULL = defaults. */
 int luks_unlock(struct crypt_device *cd, int token, const LuksUnlockOptions *o, Secret **ret_key,
                 int *ret_keyslot, LuksRefusal *refusal);
+
+/* seal --expect-measurement: unlocks token (or the first nitride token with a sealed slot when
+ * token < 0) here, then adds or replaces its pre-authorised slot for the image with measurement
+ * (luks_seal_expect) in one token write. Returns 0 and the token id, -ENOENT (no token with a
+ * sealed slot), or luks_unlock's / luks_seal_expect's error; the header is unchanged on error. */
+int luks_preauthorise(struct crypt_device *cd, int token, const LuksUnlockOptions *o,
+                      const uint8_t measurement[48], int *ret_token, LuksRefusal *refusal);
 
 /* ---- the remote flow (luks-remote.c) ---- */
 

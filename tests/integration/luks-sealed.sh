@@ -174,4 +174,29 @@ echo "passphrase slot try: ${pass_ms} ms, sealed unlock --test: ${unlock_ms} ms"
 [ "$pass_ms" -gt 300 ] || echo "note: the argon2id slot was fast here (${pass_ms} ms)"
 [ "$unlock_ms" -lt "$pass_ms" ] || fail "unlock (${unlock_ms} ms) not faster than one passphrase try (${pass_ms} ms): did it try the passphrase slot?"
 
+# --expect-measurement: pre-authorise the next image; in it the unlock re-seals, elsewhere not.
+rm -rf "$chip"; cp -a "$tmp/chip-orig" "$chip"
+nx=$tmp/next.img
+mkimg "$nx" 'pwn'
+printf 'pwn' >"$tmp/kfn"
+expect_exit 0 "$NITRIDE" luks seal "$nx" --bind measurement,policy --key-file "$tmp/kfn" --sim-dir "$chip"
+next_m=$(printf '5a%.0s' $(seq 48))
+expect_exit 3 "$NITRIDE" luks seal "$nx" --expect-measurement abcd --sim-dir "$chip"
+expect_exit 0 "$NITRIDE" luks seal "$nx" --expect-measurement "$next_m" --sim-dir "$chip"
+grep -q 'pre-authorised measurement 5a5a' "$tmp/out" || fail "expect: output $(cat "$tmp/out")"
+"$NITRIDE" luks list "$nx" --json | jq -e --arg m "$next_m" '.sealed.expect.measurement == $m and
+  .sealed.expect.bind == ["policy"]' >/dev/null || fail "expect: token"
+"$NITRIDE" sim set "$chip" --measurement "$(printf 'cd%.0s' $(seq 48))" >/dev/null
+sumn=$(hdr_sum "$nx")
+expect_exit 2 "$NITRIDE" luks unlock "$nx" data --test --sim-dir "$chip"
+[ "$(hdr_sum "$nx")" = "$sumn" ] || fail "expect: a refused unlock changed the header"
+"$NITRIDE" sim set "$chip" --measurement "$next_m" >/dev/null
+expect_exit 0 "$NITRIDE" luks unlock "$nx" data --test --sim-dir "$chip"
+grep -q 'pre-authorised; re-sealed' "$tmp/err" || fail "expect: no re-seal $(cat "$tmp/err")"
+"$NITRIDE" luks list "$nx" --json | jq -e '.sealed.expect == null' >/dev/null || fail "expect slot kept"
+expect_exit 0 "$NITRIDE" luks unlock "$nx" data --test --sim-dir "$chip"
+grep -q 'pre-authorised' "$tmp/err" && fail "expect: second unlock not by the sealed slot"
+rm -rf "$chip"; cp -a "$tmp/chip-orig" "$chip"
+expect_exit 2 "$NITRIDE" luks unlock "$nx" data --test --sim-dir "$chip"
+
 echo "OK: luks sealed flow (host test mode: keys checked with libcryptsetup, no device-mapper)"

@@ -397,6 +397,195 @@ static void test_wrong_auth_and_other_measurement(void **state) {
     snp_provider_free(p);
 }
 
+/* KMS enrolment (luks_enroll_kms) with a key as the remote flow would deliver it: atomic under a
+ * failure at each step, with and without the sealed slot; "sealed+kms" token. */
+static void test_enroll_kms_atomic(void **state) {
+    static const char *const steps[] = {"keyslot", "sealed", "token"};
+    char path[700], spec[700];
+    struct crypt_device *cd = NULL;
+    SnpProvider *p = open_sim();
+    Secret *auth = auth_secret(), *key = NULL, *got = NULL;
+    LuksUnlockOptions o = {.timeout_ms = 5000, .allow_remote = false, .reseal = true};
+    LuksToken t, u;
+    int tok = -1, slot = -1, ks = -1;
+
+    make_image("kms.img", path, sizeof path);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    assert_int_equal(secret_new(LUKS_KEY_SIZE, &key), 0);
+    memset(secret_data(key), 0x5a, LUKS_KEY_SIZE);
+    luks_set_fault_hook(hook);
+    for (size_t i = 0; i < 3; i++) {
+        fail_at = steps[i];
+        t = (LuksToken){.kms_url = strdup("https://kms.test"),
+                        .attestd_url = strdup("https://attestd.test"),
+                        .secret_id = strdup("vol")};
+        assert_int_equal(
+            luks_enroll_kms(cd, auth, key, &t, p, SNP_GFS_MEASUREMENT, false, &tok, &slot, NULL),
+            -EIO);
+        luks_token_done(&t);
+        crypt_free(cd);
+        assert_int_equal(luks_device_open(path, &cd), 0);
+        assert_int_equal(luks_active_keyslots(cd), 1);
+        assert_int_equal(n_tokens(cd), 0);
+    }
+    fail_at = NULL;
+    t = (LuksToken){.kms_url = strdup("https://kms.test"),
+                    .attestd_url = strdup("https://attestd.test"),
+                    .secret_id = strdup("vol")};
+    assert_int_equal(
+        luks_enroll_kms(cd, auth, key, &t, p, SNP_GFS_MEASUREMENT, false, &tok, &slot, NULL), 0);
+    luks_token_done(&t);
+    assert_int_equal(luks_token_read(cd, tok, &u), 0);
+    assert_int_equal(u.flow, LUKS_FLOW_SEALED_KMS);
+    assert_string_equal(u.secret_id, "vol");
+    assert_int_equal(u.keyslot, slot);
+    luks_token_done(&u);
+    /* The sealed slot opens without any network (remote disabled). */
+    snprintf(spec, sizeof spec, "sim:%s", simdir);
+    o.provider = spec;
+    assert_int_equal(luks_unlock(cd, tok, &o, &got, &ks, NULL), 0);
+    assert_memory_equal(secret_const_data(got), secret_const_data(key), LUKS_KEY_SIZE);
+    secret_free(got);
+    luks_set_fault_hook(NULL);
+    secret_free(key);
+    secret_free(auth);
+    crypt_free(cd);
+    snp_provider_free(p);
+}
+
+/* A copy of the chip named name launched with measurement m. */
+static void chip_copy(const char *name, const uint8_t m[48], char *out, size_t n) {
+    char cmd[1600];
+    SimChip *chip = NULL;
+    snprintf(out, n, "%s/%s", tmpdir, name);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", out, simdir, out);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(sim_chip_load(out, &chip), 0);
+    memcpy(sim_chip_launch(chip)->measurement, m, 48);
+    assert_int_equal(sim_chip_save(chip), 0);
+    sim_chip_free(chip);
+}
+
+static uint8_t *read_header(const char *path) {
+    uint8_t *b = malloc(16u << 20);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(b);
+    assert_non_null(f);
+    assert_int_equal(fread(b, 1, 16u << 20, f), 16u << 20);
+    fclose(f);
+    return b;
+}
+
+/* seal --expect-measurement: the next image opens the pre-authorised slot and the token
+ * re-seals to it; other images do not; a failure while pre-authorising or re-sealing leaves the
+ * header byte-for-byte unchanged; an edited expected measurement does not open. */
+static void test_expect_measurement(void **state) {
+    char path[700], spec[800], next_dir[700], other_dir[700];
+    struct crypt_device *cd = NULL;
+    SnpProvider *p = open_sim();
+    Secret *auth = auth_secret(), *key = NULL, *key2 = NULL;
+    LuksUnlockOptions o = {.timeout_ms = 5000, .allow_remote = false, .reseal = true};
+    LuksRefusal why = {0};
+    LuksToken t;
+    uint8_t next[48], other[48], *h0, *h1;
+    int tok = -1, slot = -1, ks = -1, id = -1;
+
+    memset(next, 0x22, sizeof next);
+    memset(other, 0x33, sizeof other);
+    chip_copy("chip-next", next, next_dir, sizeof next_dir);
+    chip_copy("chip-other", other, other_dir, sizeof other_dir);
+    make_image("expect.img", path, sizeof path);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    assert_int_equal(luks_enroll_sealed(cd, p, auth, SNP_GFS_MEASUREMENT | SNP_GFS_GUEST_POLICY,
+                                        false, &tok, &slot, NULL),
+                     0);
+    snprintf(spec, sizeof spec, "sim:%s", simdir);
+    o.provider = spec;
+    assert_int_equal(luks_unlock(cd, tok, &o, &key, &ks, NULL), 0);
+
+    /* A failure at the token write: nothing changes. */
+    h0 = read_header(path);
+    luks_set_fault_hook(hook);
+    fail_at = "expect";
+    assert_int_equal(luks_preauthorise(cd, tok, &o, next, &id, &why), -EIO);
+    h1 = read_header(path);
+    assert_memory_equal(h0, h1, 16u << 20);
+    free(h1);
+    fail_at = NULL;
+    assert_int_equal(luks_preauthorise(cd, tok, &o, next, &id, &why), 0);
+    assert_int_equal(id, tok);
+    assert_int_equal(luks_token_read(cd, tok, &t), 0);
+    assert_true(t.has_expect);
+    assert_memory_equal(t.expect_measurement, next, 48);
+    assert_int_equal(t.expect_field_select, SNP_GFS_GUEST_POLICY);
+    luks_token_done(&t);
+    /* Still opens here (the sealed slot is untouched). */
+    assert_int_equal(luks_unlock(cd, tok, &o, &key2, &ks, NULL), 0);
+    key2 = secret_free(key2);
+
+    /* Another image: neither slot opens; header unchanged. */
+    free(h0);
+    h0 = read_header(path);
+    snprintf(spec, sizeof spec, "sim:%s", other_dir);
+    assert_int_equal(luks_unlock(cd, tok, &o, &key2, &ks, &why), -EKEYREJECTED);
+    assert_null(key2);
+    h1 = read_header(path);
+    assert_memory_equal(h0, h1, 16u << 20);
+    free(h1);
+
+    /* The pre-authorised image, re-seal failing: unlocked, token unchanged. */
+    snprintf(spec, sizeof spec, "sim:%s", next_dir);
+    fail_at = "reseal";
+    assert_int_equal(luks_unlock(cd, tok, &o, &key2, &ks, &why), 0);
+    assert_memory_equal(secret_const_data(key2), secret_const_data(key), LUKS_KEY_SIZE);
+    key2 = secret_free(key2);
+    h1 = read_header(path);
+    assert_memory_equal(h0, h1, 16u << 20);
+    free(h1);
+    fail_at = NULL;
+    /* ... and succeeding: re-sealed to the new image, the expect slot used up. */
+    assert_int_equal(luks_unlock(cd, tok, &o, &key2, &ks, &why), 0);
+    key2 = secret_free(key2);
+    assert_int_equal(luks_token_read(cd, tok, &t), 0);
+    assert_false(t.has_expect);
+    luks_token_done(&t);
+    /* Sealed now: opens in the new image by the main slot; the old one no longer opens. */
+    assert_int_equal(luks_unlock(cd, tok, &o, &key2, &ks, &why), 0);
+    key2 = secret_free(key2);
+    snprintf(spec, sizeof spec, "sim:%s", simdir);
+    assert_int_equal(luks_unlock(cd, tok, &o, &key2, &ks, &why), -EKEYREJECTED);
+
+    /* An edited expected measurement does not open (authenticated). */
+    assert_int_equal(luks_preauthorise(cd, tok, &o, next, &id, &why), -EKEYREJECTED);
+    snprintf(spec, sizeof spec, "sim:%s", next_dir);
+    assert_int_equal(luks_preauthorise(cd, tok, &o, other, &id, &why), 0);
+    {
+        const char *json = NULL;
+        char *edited, *at, hx[97];
+        assert_true(crypt_token_json_get(cd, tok, &json) >= 0);
+        edited = strdup(json);
+        assert_non_null(edited);
+        memset(hx, '3', 96);
+        hx[96] = 0;
+        at = strstr(edited, hx);
+        assert_non_null(at);
+        memset(at, '4', 96);
+        assert_true(crypt_token_json_set(cd, tok, edited) >= 0);
+        free(edited);
+        memset(other, 0x44, sizeof other);
+        chip_copy("chip-other", other, other_dir, sizeof other_dir);
+        snprintf(spec, sizeof spec, "sim:%s", other_dir);
+        assert_int_equal(luks_unlock(cd, tok, &o, &key2, &ks, &why), -EKEYREJECTED);
+        assert_null(key2);
+    }
+    luks_set_fault_hook(NULL);
+    free(h0);
+    secret_free(key);
+    secret_free(auth);
+    crypt_free(cd);
+    snp_provider_free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_roundtrip_strict),
@@ -404,6 +593,8 @@ int main(void) {
         cmocka_unit_test(test_wrong_auth_and_other_measurement),
         cmocka_unit_test(test_unlock_options),
         cmocka_unit_test(test_unlock_sealed),
+        cmocka_unit_test(test_enroll_kms_atomic),
+        cmocka_unit_test(test_expect_measurement),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
