@@ -1,0 +1,469 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Real dm-crypt activation in a VM (issue 11, "Real activation, in a VM"; tests/vm/README.md).
+
+Boots Debian's kernel (linux-image-amd64's versioned dependency, fetched with `apt-get download`
+and unpacked with `dpkg-deb -x`, never installed on the host) under qemu-system-x86_64 with an
+initramfs built here (busybox-static, cryptsetup and its libraries, the nitride binaries, the
+kernel modules of the issue with their dependencies). A LUKS2 image holding known data is made
+on the host (cryptsetup offline `reencrypt --encrypt`, which encrypts in user space and needs no
+device-mapper), sealed with `nitride luks seal` to a simulated SNP chip (`nitride sim`), and the
+guest unlocks it as boot would: dm-crypt is programmed for real, the data is read back through
+/dev/mapper, and one result line comes back on the serial console:
+
+    NTVM-RESULT case=NAME status=ok|refused|error rc=N sha256=HEX ms=N [msg=...]
+
+The host checks the line (the hash against the data it wrote, the refusal against the case) and
+that a refused unlock left the LUKS2 header byte-for-byte unchanged.
+
+Exit: 0 all cases passed, 1 a case failed, 77 qemu cannot start at all (skip).
+"""
+
+import argparse
+import hashlib
+import lzma
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+MODULES = [
+    "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+    "virtio_blk", "dm-mod", "dm-crypt", "ecb", "xts", "net_failover", "virtio_net",
+]
+GUEST_FWD_IP = "10.0.2.100"
+DATA_BYTES = 4 << 20
+PASSPHRASE = b"nitride vm test passphrase"
+RESULT_RE = re.compile(rb"NTVM-RESULT (.*)")
+
+
+def log(msg):
+    print(f"vm: {msg}", flush=True)
+
+
+class Skip(Exception):
+    pass
+
+
+class Fail(Exception):
+    pass
+
+
+def run(cmd, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+# ---------------------------------------------------------------- kernel
+
+def cache_dir(args):
+    if args.cache:
+        d = args.cache
+    else:
+        d = "/var/cache/nitride-test"
+        try:
+            os.makedirs(d, exist_ok=True)
+            if not os.access(d, os.W_OK):
+                raise PermissionError(d)
+        except OSError:
+            d = os.path.join(args.build_dir, "vm-cache")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def fetch_kernel(cache):
+    """Returns (kernel root dir, kernel version). Downloads and unpacks once per version."""
+    out = run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True)
+    m = re.search(r"Depends: (linux-image-(\d[^\s]*-amd64))", out.stdout)
+    if not m:
+        raise Fail("apt-cache: linux-image-amd64 has no versioned linux-image-*-amd64 dependency")
+    pkg, kver = m.group(1), m.group(2)
+    kdir = os.path.join(cache, "kernel", kver)
+    root = os.path.join(kdir, "root")
+    done = os.path.join(kdir, ".unpacked")
+    if os.path.exists(done):
+        return root, kver
+    os.makedirs(kdir, exist_ok=True)
+    debs = [f for f in os.listdir(kdir) if f.startswith(pkg + "_") and f.endswith(".deb")]
+    if not debs:
+        log(f"apt-get download {pkg}")
+        r = run(["apt-get", "download", "-q", pkg], cwd=kdir, capture_output=True, text=True,
+                check=False)
+        debs = [f for f in os.listdir(kdir) if f.startswith(pkg + "_") and f.endswith(".deb")]
+        if not debs:
+            raise Fail(f"apt-get download {pkg} failed: {r.stderr.strip()}")
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"dpkg-deb -x {debs[0]}")
+    run(["dpkg-deb", "-x", os.path.join(kdir, debs[0]), root])
+    run(["depmod", "-b", root, kver])
+    open(done, "w").close()
+    return root, kver
+
+
+def extract_vmlinux(bzimage, out):
+    """The uncompressed ELF vmlinux inside a bzImage (what scripts/extract-vmlinux does: find the
+    payload's compression magic and decompress from there). Debian's kernel is XZ-compressed."""
+    if os.path.exists(out):
+        return out
+    data = open(bzimage, "rb").read()
+    magic = b"\xfd7zXZ\x00"
+    pos = data.find(magic)
+    while pos >= 0:
+        try:
+            d = lzma.LZMADecompressor()
+            elf = d.decompress(data[pos:])
+            if elf[:4] == b"\x7fELF":
+                tmp = out + ".tmp"
+                with open(tmp, "wb") as f:
+                    f.write(elf)
+                os.rename(tmp, out)
+                return out
+        except lzma.LZMAError:
+            pass
+        pos = data.find(magic, pos + 1)
+    raise Fail(f"no XZ-compressed ELF payload in {bzimage}")
+
+
+# ---------------------------------------------------------------- initramfs
+
+def ldd_libs(paths):
+    libs = set()
+    for p in paths:
+        out = run(["ldd", p], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            m = re.search(r"=>\s+(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(", line)
+            if m:
+                libs.add(m.group(1))
+    return libs
+
+
+def copy_into(stage, src, dst=None):
+    dst = os.path.join(stage, (dst or src).lstrip("/"))
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy2(os.path.realpath(src), dst)
+    return dst
+
+
+def module_files(root, kver):
+    """insmod order for MODULES and their dependencies (modprobe --show-depends on the tree)."""
+    order = []
+    for mod in MODULES:
+        out = run(["modprobe", "-d", root, "-S", kver, "--show-depends", mod],
+                  capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise Fail(f"modprobe --show-depends {mod}: {out.stderr.strip()}")
+        for line in out.stdout.splitlines():
+            w = line.split()
+            if w and w[0] == "insmod" and w[1] not in order:
+                order.append(w[1])
+    return order
+
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /bin /sbin
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu DM_DISABLE_UDEV=1
+for m in $(cat /etc/nt-modules); do insmod "$m" || echo "init: insmod $m failed"; done
+. /case/env
+result() { echo "NTVM-RESULT case=$NT_CASE $*"; poweroff -f; sleep 5; }
+i=0
+while [ ! -b /dev/vda ]; do
+  i=$((i+1)); [ $i -gt 100 ] && result "status=error rc=-1 msg=no-/dev/vda"; sleep 0.1
+done
+t0=$(cut -d' ' -f1 /proc/uptime)
+$NT_UNLOCK >/tmp/unlock.out 2>/tmp/unlock.err
+rc=$?
+t1=$(cut -d' ' -f1 /proc/uptime)
+ms=$(awk "BEGIN{printf \"%d\", ($t1-$t0)*1000}")
+sed 's/^/unlock: /' /tmp/unlock.out /tmp/unlock.err
+if [ $rc -ne 0 ]; then
+  msg=$(tr ' \n' '_ ' </tmp/unlock.err | cut -c1-300)
+  result "status=refused rc=$rc ms=$ms uptime=$t1 msg=$msg"
+fi
+[ -b /dev/mapper/$NT_NAME ] || result "status=error rc=$rc msg=no-/dev/mapper/$NT_NAME"
+dmsetup table 2>/dev/null | sed 's/ [0-9a-f]\{64,\} / KEY /; s/:[0-9]*:logon:[^ ]* / KEY /; s/^/dm: /'
+sum=$(head -c $NT_BYTES /dev/mapper/$NT_NAME | sha256sum | cut -d' ' -f1)
+cryptsetup close $NT_NAME || result "status=error rc=$rc msg=close-failed"
+result "status=ok rc=0 sha256=$sum ms=$ms uptime=$t1"
+"""
+
+
+def build_base_initramfs(args, root, kver, out):
+    stage = tempfile.mkdtemp(prefix="ntvm-base-", dir=args.work)
+    try:
+        bins = {}
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        copy_into(stage, busybox, "/bin/busybox")
+        cryptsetup = shutil.which("cryptsetup") or "/sbin/cryptsetup"
+        bins["/sbin/cryptsetup"] = cryptsetup
+        dmsetup = shutil.which("dmsetup")
+        if dmsetup:
+            bins["/sbin/dmsetup"] = dmsetup
+        for name, rel in (("nitride", "src/agent/nitride"), ("vhsmd", "src/vhsm/vhsmd"),
+                          ("vhsm", "src/vhsm/vhsm")):
+            p = os.path.join(args.build_dir, rel)
+            if not os.path.exists(p):
+                raise Fail(f"{p} not built")
+            bins["/bin/" + name] = p
+        for dst, src in bins.items():
+            copy_into(stage, src, dst)
+        for lib in ldd_libs(bins.values()):
+            copy_into(stage, lib, "/lib/x86_64-linux-gnu/" + os.path.basename(lib)
+                      if not lib.startswith("/lib64/") else lib)
+        # The dynamic loader at the path the binaries name.
+        copy_into(stage, "/lib64/ld-linux-x86-64.so.2")
+        mods = []
+        for m in module_files(root, kver):
+            rel = os.path.relpath(m, root)
+            copy_into(stage, m, "/" + rel)
+            mods.append("/" + rel)
+        with open(_mkparent(stage, "etc/nt-modules"), "w") as f:
+            f.write("\n".join(mods) + "\n")
+        init = os.path.join(stage, "init")
+        with open(init, "w") as f:
+            f.write(INIT)
+        os.chmod(init, 0o755)
+        cpio(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _mkparent(stage, rel):
+    p = os.path.join(stage, rel)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    return p
+
+
+def cpio(stage, out):
+    files = run(["find", ".", "-mindepth", "1"], cwd=stage, capture_output=True).stdout
+    with open(out, "wb") as f:
+        run(["cpio", "-o", "-H", "newc", "--quiet", "-R", "0:0"], cwd=stage, input=files,
+            stdout=f)
+
+
+# ---------------------------------------------------------------- disk images and cases
+
+def hdr_sum(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(8 << 20)).hexdigest()
+
+
+def make_volume(args, work, nitride, chip):
+    """A LUKS2 image whose first DATA_BYTES of plaintext are known: written in clear, then
+    encrypted in place by cryptsetup's offline reencryption (user-space crypto, no
+    device-mapper), then sealed. Returns (image, sha256 of the data)."""
+    img = os.path.join(work, "disk.img")
+    data = os.urandom(DATA_BYTES)
+    with open(img, "wb") as f:
+        f.write(data)
+        f.truncate(DATA_BYTES + (24 << 20))
+    pw = os.path.join(work, "pw")
+    with open(pw, "wb") as f:
+        f.write(PASSPHRASE)
+    run(["cryptsetup", "reencrypt", "--encrypt", "--type", "luks2", "--reduce-device-size",
+         "16M", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--batch-mode",
+         "--key-file", pw, img], capture_output=True)
+    with open(img, "rb") as f:
+        f.seek(8 << 20)
+        if data[:4096] in f.read(DATA_BYTES):
+            raise Fail("the image holds the data in clear after reencrypt")
+    r = run([nitride, "luks", "seal", img, "--bind", "measurement,policy", "--sim-dir", chip,
+             "--key-file", pw], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise Fail(f"nitride luks seal: {r.stderr.strip()}")
+    # The passphrase keyslot goes (the guest can only use the token's keyslot) ... kept: it is
+    # argon-free PBKDF2 and the guest is never given the passphrase.
+    return img, hashlib.sha256(data).hexdigest()
+
+
+def case_cpio(args, work, name, chip_dir):
+    stage = os.path.join(work, "case-stage")
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(os.path.join(stage, "case"))
+    shutil.copytree(chip_dir, os.path.join(stage, "case", "chip"), symlinks=True)
+    unlock = "nitride luks unlock /dev/vda data --provider sim --sim-dir /case/chip"
+    with open(os.path.join(stage, "case", "env"), "w") as f:
+        f.write(f"NT_CASE={name}\nNT_NAME=data\nNT_BYTES={DATA_BYTES}\n"
+                f"NT_UNLOCK='{unlock}'\n")
+    out = os.path.join(work, "case.cpio")
+    cpio(stage, out)
+    return out
+
+
+# ---------------------------------------------------------------- qemu
+
+def accel():
+    try:
+        mods = open("/proc/modules").read()
+    except OSError:
+        mods = ""
+    if re.search(r"^kvm_(intel|amd) ", mods, re.M) and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "kvm"
+    return "tcg"
+
+
+def qemu_bin():
+    q = shutil.which("qemu-system-x86_64")
+    if not q:
+        raise Skip("qemu-system-x86_64 not installed (scripts/deps.sh installs qemu-system-x86)")
+    return q
+
+
+def boot(args, kernel, initrd, disk, relays, timeout):
+    """Boots, returns (result dict or None, console text, seconds)."""
+    netdev = "user,id=n0,restrict=on"
+    for port in relays:
+        netdev += (f",guestfwd=tcp:{GUEST_FWD_IP}:{port}-cmd:"
+                   f"socat STDIO TCP:127.0.0.1:{port}")
+    cmd = [qemu_bin(), "-machine", "pc", "-accel", accel(),
+           "-cpu", "max" if accel() == "tcg" else "host",
+           "-m", "256", "-smp", "1", "-nographic", "-no-reboot", "-nodefaults",
+           "-serial", "stdio", "-monitor", "none",
+           "-kernel", kernel, "-initrd", initrd,
+           "-append", "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init",
+           "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
+           "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,romfile="]
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        return None, out.decode(errors="replace"), time.monotonic() - t0
+    dt = time.monotonic() - t0
+    text = out.decode(errors="replace")
+    if p.returncode != 0 and b"NTVM-RESULT" not in out:
+        if "Could not access KVM" in text or "failed to initialize" in text or not out.strip():
+            raise Skip(f"qemu cannot start (exit {p.returncode}): {text.strip()[-400:]}")
+    m = None
+    for line in out.splitlines():
+        mm = RESULT_RE.search(line)
+        if mm:
+            m = mm
+    if not m:
+        return None, text, dt
+    res = {}
+    for kv in m.group(1).decode(errors="replace").split():
+        k, _, v = kv.partition("=")
+        res[k] = v
+    return res, text, dt
+
+
+def check_qemu_starts():
+    """qemu is installed and runs; a boot that cannot start the machine is checked in boot()."""
+    q = qemu_bin()
+    r = subprocess.run([q, "-version"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise Skip(f"qemu-system-x86_64 cannot start: {r.stderr.strip()}")
+
+
+# ---------------------------------------------------------------- main
+
+CASES = ["sealed", "sealed-measurement"]
+
+
+def run_case(args, name, kernel, base, nitride):
+    work = tempfile.mkdtemp(prefix=f"ntvm-{name}-", dir=args.work)
+    try:
+        chip = os.path.join(work, "chip")
+        run([nitride, "sim", "init", chip, "--product", "genoa"], capture_output=True)
+        img, want = make_volume(args, work, nitride, chip)
+        guest_chip = chip
+        expect = "ok"
+        if name == "sealed-measurement":
+            # The same chip launching another VM (another measurement): refused, stays sealed.
+            guest_chip = os.path.join(work, "chip-other")
+            shutil.copytree(chip, guest_chip, symlinks=True)
+            run([nitride, "sim", "set", guest_chip, "--measurement", "ab" * 48],
+                capture_output=True)
+            expect = "refused"
+        before = hdr_sum(img)
+        cc = case_cpio(args, work, name, guest_chip)
+        initrd = os.path.join(work, "initrd")
+        with open(initrd, "wb") as f:
+            for part in (base, cc):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, f)
+        res, console, dt = boot(args, kernel, initrd, img, [], args.timeout)
+        if args.verbose or res is None or res.get("status") != expect:
+            sys.stdout.write("".join(f"  | {l}\n" for l in console.splitlines()[-60:]))
+        if res is None:
+            raise Fail(f"{name}: no result line on the serial console within {dt:.1f} s")
+        if res.get("status") != expect:
+            raise Fail(f"{name}: status {res.get('status')} (rc {res.get('rc')}), "
+                       f"expected {expect}: {res.get('msg', '')}")
+        if expect == "ok" and res.get("sha256") != want:
+            raise Fail(f"{name}: data read through dm-crypt has sha256 {res.get('sha256')}, "
+                       f"wrote {want}")
+        if expect == "refused":
+            if res.get("rc") != "2" or "stays_sealed" not in res.get("msg", ""):
+                raise Fail(f"{name}: refusal rc {res.get('rc')} message {res.get('msg')}")
+            if hdr_sum(img) != before:
+                raise Fail(f"{name}: the refused unlock changed the LUKS2 header")
+        log(f"{name}: {res['status']} (boot-to-result {dt:.2f} s wall, guest uptime at result "
+            f"{res.get('uptime', '?')} s, unlock {res.get('ms', '?')} ms)")
+        return dt
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build-dir", default=os.environ.get("NT_BUILD_ROOT", "build"))
+    ap.add_argument("--cache", help="kernel cache (default /var/cache/nitride-test)")
+    ap.add_argument("--case", action="append", choices=CASES + ["all"])
+    ap.add_argument("--timeout", type=float, default=120, help="per boot, seconds")
+    ap.add_argument("--kernel-format", choices=["vmlinux", "bzImage"], default="vmlinux")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    args.build_dir = os.path.abspath(args.build_dir)
+    cases = args.case or ["sealed"]
+    if "all" in cases:
+        cases = CASES
+    nitride = os.path.join(args.build_dir, "src/agent/nitride")
+    try:
+        check_qemu_starts()
+        cache = cache_dir(args)
+        args.work = tempfile.mkdtemp(prefix="ntvm-", dir=os.path.join(args.build_dir))
+        t = time.monotonic()
+        root, kver = fetch_kernel(cache)
+        bz = os.path.join(root, "boot", f"vmlinuz-{kver}")
+        kernel = bz
+        if args.kernel_format == "vmlinux":
+            kernel = extract_vmlinux(bz, os.path.join(cache, "kernel", kver, "vmlinux"))
+        log(f"kernel {kver} ({args.kernel_format}) ready in {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
+        base = os.path.join(args.work, "base.cpio")
+        build_base_initramfs(args, root, kver, base)
+        log(f"initramfs {os.path.getsize(base) >> 10} KiB built in {time.monotonic() - t:.1f} s;"
+            f" accel {accel()}")
+        for c in cases:
+            run_case(args, c, kernel, base, nitride)
+    except Skip as e:
+        print(f"SKIP: {e}", flush=True)
+        return 77
+    except (Fail, subprocess.CalledProcessError) as e:
+        print(f"FAIL: {e}", flush=True)
+        if isinstance(e, subprocess.CalledProcessError) and e.stderr:
+            print(e.stderr if isinstance(e.stderr, str) else e.stderr.decode(errors="replace"))
+        return 1
+    finally:
+        if getattr(args, "work", None) and not args.keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
