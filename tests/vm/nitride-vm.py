@@ -372,11 +372,11 @@ def check_qemu_starts():
 CASES = ["sealed", "sealed-measurement"]
 
 
-def run_case(args, name, kernel, base, nitride):
+def run_case(args, name, kernel, base, nitride, chip0):
     work = tempfile.mkdtemp(prefix=f"ntvm-{name}-", dir=args.work)
     try:
         chip = os.path.join(work, "chip")
-        run([nitride, "sim", "init", chip, "--product", "genoa"], capture_output=True)
+        shutil.copytree(chip0, chip, symlinks=True)
         img, want = make_volume(args, work, nitride, chip)
         guest_chip = chip
         expect = "ok"
@@ -411,11 +411,18 @@ def run_case(args, name, kernel, base, nitride):
             if hdr_sum(img) != before:
                 raise Fail(f"{name}: the refused unlock changed the LUKS2 header")
         log(f"{name}: {res['status']} (boot-to-result {dt:.2f} s wall, guest uptime at result "
-            f"{res.get('uptime', '?')} s, unlock {res.get('ms', '?')} ms)")
+            f"{res.get('uptime', '?')} s, unlock {res.get('ms', '?')} ms; {load()})")
         return dt
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def load():
+    try:
+        return "load " + " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "load ?"
 
 
 def main():
@@ -424,7 +431,8 @@ def main():
     ap.add_argument("--cache", help="kernel cache (default /var/cache/nitride-test)")
     ap.add_argument("--case", action="append", choices=CASES + ["all"])
     ap.add_argument("--timeout", type=float, default=120, help="per boot, seconds")
-    ap.add_argument("--kernel-format", choices=["vmlinux", "bzImage"], default="vmlinux")
+    ap.add_argument("--kernel-format", choices=["vmlinux", "bzImage", "both"], default="vmlinux")
+    ap.add_argument("--repeat", type=int, default=1, help="run the cases this many times")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -440,17 +448,30 @@ def main():
         t = time.monotonic()
         root, kver = fetch_kernel(cache)
         bz = os.path.join(root, "boot", f"vmlinuz-{kver}")
-        kernel = bz
-        if args.kernel_format == "vmlinux":
-            kernel = extract_vmlinux(bz, os.path.join(cache, "kernel", kver, "vmlinux"))
+        kernels = []
+        if args.kernel_format in ("vmlinux", "both"):
+            kernels.append(("vmlinux",
+                            extract_vmlinux(bz, os.path.join(cache, "kernel", kver, "vmlinux"))))
+        if args.kernel_format in ("bzImage", "both"):
+            kernels.append(("bzImage", bz))
         log(f"kernel {kver} ({args.kernel_format}) ready in {time.monotonic() - t:.1f} s")
         t = time.monotonic()
         base = os.path.join(args.work, "base.cpio")
         build_base_initramfs(args, root, kver, base)
-        log(f"initramfs {os.path.getsize(base) >> 10} KiB built in {time.monotonic() - t:.1f} s;"
-            f" accel {accel()}")
-        for c in cases:
-            run_case(args, c, kernel, base, nitride)
+        chip = os.path.join(args.work, "chip")
+        run([nitride, "sim", "init", chip, "--product", "genoa"], capture_output=True)
+        log(f"initramfs {os.path.getsize(base) >> 10} KiB and simulated chip ready in "
+            f"{time.monotonic() - t:.1f} s; accel {accel()}")
+        times = {}
+        for i in range(args.repeat):
+            for kname, kernel in kernels:
+                for c in cases:
+                    log(f"case {c}, {kname}, run {i + 1}/{args.repeat}")
+                    times.setdefault((c, kname), []).append(
+                        run_case(args, c, kernel, base, nitride, chip))
+        for (c, kname), ts in sorted(times.items()):
+            log(f"boot-to-result {c} {kname}: min {min(ts):.2f} s, max {max(ts):.2f} s over "
+                f"{len(ts)} run(s)")
     except Skip as e:
         print(f"SKIP: {e}", flush=True)
         return 77
