@@ -149,6 +149,12 @@ def copy_into(stage, src, dst=None):
     return dst
 
 
+def token_dir():
+    out = run(["cryptsetup", "--help"], capture_output=True, text=True).stdout
+    m = re.search(r"^LUKS2 external token plugin path: (\S+?)\.?$", out, re.M)
+    return m.group(1) if m else "/lib/x86_64-linux-gnu/cryptsetup"
+
+
 def module_files(root, kver):
     """insmod order for MODULES and their dependencies (modprobe --show-depends on the tree)."""
     order = []
@@ -185,6 +191,7 @@ t1=$(cut -d' ' -f1 /proc/uptime)
 ms=$(awk "BEGIN{printf \"%d\", ($t1-$t0)*1000}")
 sed 's/^/unlock: /' /tmp/unlock.out /tmp/unlock.err
 if [ $rc -ne 0 ]; then
+  [ -e /dev/mapper/$NT_NAME ] && result "status=error rc=$rc msg=refused-but-/dev/mapper/$NT_NAME-exists"
   msg=$(tr ' \n' '_ ' </tmp/unlock.err | cut -c1-300)
   result "status=refused rc=$rc ms=$ms uptime=$t1 msg=$msg"
 fi
@@ -213,8 +220,17 @@ def build_base_initramfs(args, root, kver, out):
             if not os.path.exists(p):
                 raise Fail(f"{p} not built")
             bins["/bin/" + name] = p
+        plugin = os.path.join(args.build_dir, "src/luks/plugin/libcryptsetup-token-nitride.so")
+        if not os.path.exists(plugin):
+            raise Fail(f"{plugin} not built")
+        # Where the guest's (the same Debian) libcryptsetup loads token plugins from.
+        bins[os.path.join(token_dir(), os.path.basename(plugin))] = plugin
         for dst, src in bins.items():
             copy_into(stage, src, dst)
+        # The plugin's configuration (contract: /etc/nitride/luks.conf): the simulated chip,
+        # whose directory comes with each case ($NITRIDE_SIM_DIR, /case/env).
+        with open(_mkparent(stage, "etc/nitride/luks.conf"), "w") as f:
+            f.write('{"provider":"sim"}\n')
         for lib in ldd_libs(bins.values()):
             copy_into(stage, lib, "/lib/x86_64-linux-gnu/" + os.path.basename(lib)
                       if not lib.startswith("/lib64/") else lib)
@@ -289,10 +305,10 @@ def case_cpio(args, work, name, chip_dir):
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(os.path.join(stage, "case"))
     shutil.copytree(chip_dir, os.path.join(stage, "case", "chip"), symlinks=True)
-    unlock = "nitride luks unlock /dev/vda data --provider sim --sim-dir /case/chip"
+    unlock = CASES[name]["unlock"]
     with open(os.path.join(stage, "case", "env"), "w") as f:
         f.write(f"NT_CASE={name}\nNT_NAME=data\nNT_BYTES={DATA_BYTES}\n"
-                f"NT_UNLOCK='{unlock}'\n")
+                f"NT_UNLOCK='{unlock}'\nexport NITRIDE_SIM_DIR=/case/chip\n")
     out = os.path.join(work, "case.cpio")
     cpio(stage, out)
     return out
@@ -369,7 +385,19 @@ def check_qemu_starts():
 
 # ---------------------------------------------------------------- main
 
-CASES = ["sealed", "sealed-measurement"]
+# How the guest unlocks: as boot does (libcryptsetup with the token plugin), or the CLI.
+PLUGIN_UNLOCK = "cryptsetup open --token-only --token-type nitride /dev/vda data"
+CLI_UNLOCK = "nitride luks unlock /dev/vda data --provider sim --sim-dir /case/chip"
+# expect: the guest's status; refusal: (exit code or None = any non-zero, message fragment with
+# the console's spaces as underscores).
+CASES = {
+    "sealed": {"unlock": PLUGIN_UNLOCK, "expect": "ok"},
+    "sealed-measurement": {"unlock": PLUGIN_UNLOCK, "expect": "refused", "other": True,
+                           "refusal": (None, "nitride:_token_0_refused")},
+    "sealed-cli": {"unlock": CLI_UNLOCK, "expect": "ok"},
+    "sealed-measurement-cli": {"unlock": CLI_UNLOCK, "expect": "refused", "other": True,
+                               "refusal": (2, "stays_sealed")},
+}
 
 
 def run_case(args, name, kernel, base, nitride, chip0):
@@ -379,14 +407,14 @@ def run_case(args, name, kernel, base, nitride, chip0):
         shutil.copytree(chip0, chip, symlinks=True)
         img, want = make_volume(args, work, nitride, chip)
         guest_chip = chip
-        expect = "ok"
-        if name == "sealed-measurement":
+        case = CASES[name]
+        expect = case["expect"]
+        if case.get("other"):
             # The same chip launching another VM (another measurement): refused, stays sealed.
             guest_chip = os.path.join(work, "chip-other")
             shutil.copytree(chip, guest_chip, symlinks=True)
             run([nitride, "sim", "set", guest_chip, "--measurement", "ab" * 48],
                 capture_output=True)
-            expect = "refused"
         before = hdr_sum(img)
         cc = case_cpio(args, work, name, guest_chip)
         initrd = os.path.join(work, "initrd")
@@ -406,7 +434,8 @@ def run_case(args, name, kernel, base, nitride, chip0):
             raise Fail(f"{name}: data read through dm-crypt has sha256 {res.get('sha256')}, "
                        f"wrote {want}")
         if expect == "refused":
-            if res.get("rc") != "2" or "stays_sealed" not in res.get("msg", ""):
+            rc, frag = case["refusal"]
+            if (rc is not None and res.get("rc") != str(rc)) or frag not in res.get("msg", ""):
                 raise Fail(f"{name}: refusal rc {res.get('rc')} message {res.get('msg')}")
             if hdr_sum(img) != before:
                 raise Fail(f"{name}: the refused unlock changed the LUKS2 header")
@@ -429,7 +458,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build-dir", default=os.environ.get("NT_BUILD_ROOT", "build"))
     ap.add_argument("--cache", help="kernel cache (default /var/cache/nitride-test)")
-    ap.add_argument("--case", action="append", choices=CASES + ["all"])
+    ap.add_argument("--case", action="append", choices=list(CASES) + ["all"])
     ap.add_argument("--timeout", type=float, default=120, help="per boot, seconds")
     ap.add_argument("--kernel-format", choices=["vmlinux", "bzImage", "both"], default="vmlinux")
     ap.add_argument("--repeat", type=int, default=1, help="run the cases this many times")
@@ -439,7 +468,7 @@ def main():
     args.build_dir = os.path.abspath(args.build_dir)
     cases = args.case or ["sealed"]
     if "all" in cases:
-        cases = CASES
+        cases = list(CASES)
     nitride = os.path.join(args.build_dir, "src/agent/nitride")
     try:
         check_qemu_starts()
