@@ -184,6 +184,22 @@ i=0
 while [ ! -b /dev/vda ]; do
   i=$((i+1)); [ $i -gt 100 ] && result "status=error rc=-1 msg=no-/dev/vda"; sleep 0.1
 done
+if [ -n "$NT_NET" ]; then
+  ip link set lo up; ip link set eth0 up
+  ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2
+fi
+if [ "$NT_MODE" = relay ]; then
+  # Two connections through the guestfwd relay (one relay process per connection), then the
+  # same port on the host's gateway address, which restrict=on must not reach. (busybox nc:
+  # this busybox-static's wget segfaults in the guest.)
+  get() { printf 'GET /%s HTTP/1.0\r\n\r\n' $3 | nc -w $4 $1 $2 | tr -d '\r' | sed '1,/^$/d'; }
+  a=$(get ${NT_RELAY%:*} ${NT_RELAY#*:} a 10 | sha256sum | cut -d' ' -f1)
+  b=$(get ${NT_RELAY%:*} ${NT_RELAY#*:} b 10 | sha256sum | cut -d' ' -f1)
+  [ "$a" = "$b" ] || result "status=error rc=1 msg=second-connection-differs"
+  c=$(get 10.0.2.2 ${NT_RELAY#*:} c 3)
+  if [ -n "$c" ]; then gw=open; else gw=blocked; fi
+  result "status=ok rc=0 sha256=$a gw=$gw"
+fi
 t0=$(cut -d' ' -f1 /proc/uptime)
 $NT_UNLOCK >/tmp/unlock.out 2>/tmp/unlock.err
 rc=$?
@@ -300,7 +316,7 @@ def make_volume(args, work, nitride, chip):
     return img, hashlib.sha256(data).hexdigest()
 
 
-def case_cpio(args, work, name, chip_dir):
+def case_cpio(args, work, name, chip_dir, extra=""):
     stage = os.path.join(work, "case-stage")
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(os.path.join(stage, "case"))
@@ -308,13 +324,44 @@ def case_cpio(args, work, name, chip_dir):
     unlock = CASES[name]["unlock"]
     with open(os.path.join(stage, "case", "env"), "w") as f:
         f.write(f"NT_CASE={name}\nNT_NAME=data\nNT_BYTES={DATA_BYTES}\n"
-                f"NT_UNLOCK='{unlock}'\nexport NITRIDE_SIM_DIR=/case/chip\n")
+                f"NT_UNLOCK='{unlock}'\nexport NITRIDE_SIM_DIR=/case/chip\n{extra}")
     out = os.path.join(work, "case.cpio")
     cpio(stage, out)
     return out
 
 
 # ---------------------------------------------------------------- qemu
+
+class HttpOnce:
+    """A small HTTP server on 127.0.0.1 (a random body, counts requests), in a thread."""
+
+    def __init__(self):
+        import http.server
+
+        outer = self
+        self.body = os.urandom(16).hex().encode()
+        self.hits = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
 
 def accel():
     try:
@@ -397,6 +444,9 @@ CASES = {
     "sealed-cli": {"unlock": CLI_UNLOCK, "expect": "ok"},
     "sealed-measurement-cli": {"unlock": CLI_UNLOCK, "expect": "refused", "other": True,
                                "refusal": (2, "stays_sealed")},
+    # The path the remote flow's services take: user-mode net with restrict=on, a guestfwd
+    # relay per connection to 127.0.0.1.
+    "relay": {"unlock": "true", "expect": "ok", "relay": True},
 }
 
 
@@ -416,13 +466,23 @@ def run_case(args, name, kernel, base, nitride, chip0):
             run([nitride, "sim", "set", guest_chip, "--measurement", "ab" * 48],
                 capture_output=True)
         before = hdr_sum(img)
-        cc = case_cpio(args, work, name, guest_chip)
+        extra, relays, server = "", [], None
+        if case.get("relay"):
+            server = HttpOnce()
+            relays = [server.port]
+            extra = f"NT_NET=1\nNT_MODE=relay\nNT_RELAY={GUEST_FWD_IP}:{server.port}\n"
+            want = hashlib.sha256(server.body).hexdigest()
+        cc = case_cpio(args, work, name, guest_chip, extra)
         initrd = os.path.join(work, "initrd")
         with open(initrd, "wb") as f:
             for part in (base, cc):
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, f)
-        res, console, dt = boot(args, kernel, initrd, img, [], args.timeout)
+        try:
+            res, console, dt = boot(args, kernel, initrd, img, relays, args.timeout)
+        finally:
+            if server:
+                server.close()
         if args.verbose or res is None or res.get("status") != expect:
             sys.stdout.write("".join(f"  | {l}\n" for l in console.splitlines()[-60:]))
         if res is None:
@@ -433,6 +493,9 @@ def run_case(args, name, kernel, base, nitride, chip0):
         if expect == "ok" and res.get("sha256") != want:
             raise Fail(f"{name}: data read through dm-crypt has sha256 {res.get('sha256')}, "
                        f"wrote {want}")
+        if server and (res.get("gw") != "blocked" or server.hits < 2):
+            raise Fail(f"{name}: host gateway {res.get('gw')} (restrict=on must block it), "
+                       f"{server.hits} connection(s) through the relay (want 2)")
         if expect == "refused":
             rc, frag = case["refusal"]
             if (rc is not None and res.get("rc") != str(rc)) or frag not in res.get("msg", ""):
