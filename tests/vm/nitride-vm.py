@@ -178,6 +178,7 @@ INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu DM_DISABLE_UDEV=1
 for m in $(cat /etc/nt-modules); do insmod "$m" || echo "init: insmod $m failed"; done
+. /etc/nt-env
 . /case/env
 result() { echo "NTVM-RESULT case=$NT_CASE $*"; poweroff -f; sleep 5; }
 i=0
@@ -201,7 +202,7 @@ if [ "$NT_MODE" = relay ]; then
   result "status=ok rc=0 sha256=$a gw=$gw"
 fi
 t0=$(cut -d' ' -f1 /proc/uptime)
-$NT_UNLOCK >/tmp/unlock.out 2>/tmp/unlock.err
+eval "$NT_UNLOCK" >/tmp/unlock.out 2>/tmp/unlock.err
 rc=$?
 t1=$(cut -d' ' -f1 /proc/uptime)
 ms=$(awk "BEGIN{printf \"%d\", ($t1-$t0)*1000}")
@@ -247,7 +248,17 @@ def build_base_initramfs(args, root, kver, out):
         # whose directory comes with each case ($NITRIDE_SIM_DIR, /case/env).
         with open(_mkparent(stage, "etc/nitride/luks.conf"), "w") as f:
             f.write('{"provider":"sim"}\n')
-        for lib in ldd_libs(bins.values()):
+        libs = ldd_libs(bins.values())
+        env = ""
+        for lib in libs:
+            if os.path.basename(lib).startswith("libasan.so"):
+                # A sanitizer build: the plugin needs the ASan runtime loaded first in the
+                # (uninstrumented) cryptsetup.
+                env += f"export NT_ASAN_PRELOAD=/lib/x86_64-linux-gnu/{os.path.basename(lib)}\n"
+                env += "export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1\n"
+        with open(_mkparent(stage, "etc/nt-env"), "w") as f:
+            f.write(env)
+        for lib in libs:
             copy_into(stage, lib, "/lib/x86_64-linux-gnu/" + os.path.basename(lib)
                       if not lib.startswith("/lib64/") else lib)
         # The dynamic loader at the path the binaries name.
@@ -433,7 +444,7 @@ def check_qemu_starts():
 # ---------------------------------------------------------------- main
 
 # How the guest unlocks: as boot does (libcryptsetup with the token plugin), or the CLI.
-PLUGIN_UNLOCK = "cryptsetup open --token-only --token-type nitride /dev/vda data"
+PLUGIN_UNLOCK = "${NT_ASAN_PRELOAD:+env LD_PRELOAD=$NT_ASAN_PRELOAD} cryptsetup open --token-only --token-type nitride /dev/vda data"
 CLI_UNLOCK = "nitride luks unlock /dev/vda data --provider sim --sim-dir /case/chip"
 # expect: the guest's status; refusal: (exit code or None = any non-zero, message fragment with
 # the console's spaces as underscores).
