@@ -15,7 +15,7 @@ packages=(
   # Debian 12 OVMF image for the launch-measurement known-answer test (tests/vectors/measure)
   ovmf
   # the peer bench-release compares with (Clevis with a Tang server behind socat)
-  clevis tang socat
+  clevis clevis-luks tang socat
   # the VM test (tests/vm): Debian's kernel booted under qemu with a test-built initramfs
   qemu-system-x86 busybox-static cpio kmod
 )

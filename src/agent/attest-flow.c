@@ -222,10 +222,27 @@ const char *attest_jstr(const json_t *o, const char *key) {
     return json_string_value(json_object_get(o, key));
 }
 
+static _Thread_local AttestRefusal last_refusal;
+
+const AttestRefusal *attest_last_refusal(void) {
+    return &last_refusal;
+}
+
+void attest_clear_refusal(void) {
+    last_refusal = (AttestRefusal){0};
+}
+
 void attest_print_refusal(const char *service, const char *what, long status, const json_t *reply) {
     const char *error = attest_jstr(reply, "error"), *check = attest_jstr(reply, "check"),
                *rule = attest_jstr(reply, "rule"), *expected = attest_jstr(reply, "expected"),
                *found = attest_jstr(reply, "found");
+    AttestRefusal *l = &last_refusal;
+    snprintf(l->service, sizeof l->service, "%s", service);
+    snprintf(l->rule, sizeof l->rule, "%s", rule ? rule : "");
+    snprintf(l->check, sizeof l->check, "%s", check ? check : "");
+    snprintf(l->error, sizeof l->error, "%s", error ? error : "(no reason given)");
+    snprintf(l->expected, sizeof l->expected, "%s", expected ? expected : "");
+    snprintf(l->found, sizeof l->found, "%s", found ? found : "");
     log_error("%s refused by %s (HTTP %ld): %s", what, service, status,
               error ? error : "(no reason given)");
     if (rule)

@@ -125,8 +125,14 @@ int attest_exchange_at(AttestRun *run, const char *base, const char *bearer, con
                        json_t **ret_reply);
 
 const char *attest_jstr(const json_t *o, const char *key);
-/* Prints a service's refusal: its error, and rule, check, expected and found when given. */
+/* Prints a service's refusal: its error, and rule, check, expected and found when given; the
+ * thread's last refusal (attest_last_refusal) keeps them for callers that report it otherwise. */
 void attest_print_refusal(const char *service, const char *what, long status, const json_t *reply);
+typedef struct AttestRefusal {
+    char service[16], rule[64], check[64], error[160], expected[200], found[200];
+} AttestRefusal;
+const AttestRefusal *attest_last_refusal(void);
+void attest_clear_refusal(void);
 json_t *attest_cpu0_of(const json_t *claims);
 json_t *attest_annotated_evidence_of(const json_t *claims);
 

@@ -34,9 +34,12 @@ static int post_release(AttestRun *run, const FetchArgs *f, const char *token, c
         log_oom();
         return NT_EXIT_IO;
     }
-    if (f->volume_uuid) {
-        req = json_pack("{ss}", "volume_uuid", f->volume_uuid);
-        if (!req) {
+    if (f->volume_uuid || f->purpose) {
+        req = json_object();
+        if (!req ||
+            (f->volume_uuid &&
+             json_object_set_new(req, "volume_uuid", json_string(f->volume_uuid)) < 0) ||
+            (f->purpose && json_object_set_new(req, "purpose", json_string(f->purpose)) < 0)) {
             log_oom();
             return NT_EXIT_IO;
         }

@@ -18,6 +18,7 @@ typedef struct FetchArgs {
     const char *secret_id;
     const char *as_name;     /* NULL, or the vHSM name (kms/NAME or NAME) the release must carry */
     const char *volume_uuid; /* NULL, or sent in the release request's body */
+    const char *purpose; /* NULL, or sent in the body: why (audited by kmsd, e.g. luks-reseal) */
     const char *release_out; /* cmd-fetch.c only */
     const char *kms_ca;      /* NULL: the run's CA (run->args->ca_file) */
     char *kms_base;          /* kmsd's URL without trailing '/' (attest_check_url) */

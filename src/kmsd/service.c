@@ -929,9 +929,9 @@ static int release_token(ReleaseCtx *c, const NtWebRequest *req, NtWebReply *rep
 
 static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebReply *reply) {
     _cleanup_(release_ctx_done) ReleaseCtx c = {.k = k, .id = id};
-    static const char *const known[] = {"volume_uuid", "version", NULL};
+    static const char *const known[] = {"volume_uuid", "purpose", "version", NULL};
     json_auto_t *body = NULL;
-    const char *volume_uuid = NULL, *status;
+    const char *volume_uuid = NULL, *purpose = NULL, *status;
     KmsPolicy *policy = NULL;
     KmsPolicyRefusal f = {};
     const json_t *cnf, *attrs;
@@ -955,6 +955,14 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
                    !printable(json_string_value(vu))))
             return reply_err(reply, 400, "malformed", "volume_uuid: a UUID string", "volume_uuid");
         volume_uuid = json_string_value(vu);
+        /* "purpose": what the caller says the release is for (e.g. luks-reseal), audited. */
+        const json_t *pu = json_object_get(body, "purpose");
+        if (pu &&
+            (!json_is_string(pu) || json_string_length(pu) < 1 || json_string_length(pu) > 32 ||
+             strspn(json_string_value(pu), "abcdefghijklmnopqrstuvwxyz0123456789-") !=
+                 json_string_length(pu)))
+            return reply_err(reply, 400, "malformed", "purpose: 1..32 of [a-z0-9-]", "purpose");
+        purpose = json_string_value(pu);
     }
 
     r = kms_store_get(k->store, id, &c.meta, &c.value);
@@ -999,7 +1007,8 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
         snprintf(labels, sizeof labels, "rule=\"%s\"", esc);
         nt_metrics_add(k->metrics, "nitride_kmsd_release_refusals_total", labels, 1);
         release_metric(k, "refused");
-        snprintf(detail, sizeof detail, "expected %.120s, found %.120s", f.expected, f.found);
+        snprintf(detail, sizeof detail, "expected %.120s, found %.120s%s%.32s", f.expected, f.found,
+                 purpose ? ", purpose " : "", purpose ? purpose : "");
         r = release_audit(&c, "refused", f.rule, detail);
         if (r < 0)
             return r;
@@ -1056,8 +1065,9 @@ static int release_do(Kmsd *k, const char *id, const NtWebRequest *req, NtWebRep
         return log_error_errno(r, "Sealing '%s' failed: %m", id);
     }
     /* The secret leaves only once its audit row is written. */
-    snprintf(detail, sizeof detail, "release %s (kms/%.64s v%" PRIu32 "%s%.64s)", jti, c.meta.name,
-             c.meta.version, volume_uuid ? ", volume " : "", volume_uuid ? volume_uuid : "");
+    snprintf(detail, sizeof detail, "release %s (kms/%.64s v%" PRIu32 "%s%.64s%s%.32s)", jti,
+             c.meta.name, c.meta.version, volume_uuid ? ", volume " : "",
+             volume_uuid ? volume_uuid : "", purpose ? ", purpose " : "", purpose ? purpose : "");
     r = release_audit(&c, "ok", NULL, detail);
     if (r < 0) {
         release_metric(k, "error");

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "luks/luks-private.h"
 #include "luks/luks.h"
 
 static LuksFaultHook fault_hook;
@@ -19,7 +20,7 @@ void luks_set_fault_hook(LuksFaultHook hook) {
     fault_hook = hook;
 }
 
-static int fault(const char *step) {
+int luks_fault(const char *step) {
     return fault_hook ? fault_hook(step) : 0;
 }
 
@@ -83,54 +84,76 @@ static int add_keyslot(struct crypt_device *cd, const Secret *auth, const Secret
     return r;
 }
 
-int luks_enroll_sealed(struct crypt_device *cd, SnpProvider *p, const Secret *auth, uint64_t gfs,
-                       bool allow_debug, int *ret_token, int *ret_keyslot, LuksRefusal *refusal) {
-    _cleanup_(secret_freep) Secret *key = NULL;
+/* The enrolment both flows share: keyslot for key, optional sealed slot, token. Atomic. */
+static int enroll(struct crypt_device *cd, const Secret *auth, const Secret *key, LuksToken *t,
+                  SnpProvider *p, uint64_t gfs, bool allow_debug, int *ret_token, int *ret_keyslot,
+                  LuksRefusal *refusal) {
     _cleanup_free_ char *json = NULL;
-    LuksToken t = {0};
     const char *uuid;
     int slot = -1, tok = -1, r;
 
-    if (!cd || !p || !auth || !ret_token || !ret_keyslot)
-        return -EINVAL;
     uuid = crypt_get_uuid(cd);
     if (!uuid || strlen(uuid) != 36)
         return -EMEDIUMTYPE;
-    /* The key is generated here, in the process that calls libcryptsetup (docs/luks.md). */
-    if ((r = secret_new(LUKS_KEY_SIZE, &key)) < 0)
-        return r;
-    if (RAND_priv_bytes(secret_data(key), LUKS_KEY_SIZE) != 1)
-        return -EIO;
     r = add_keyslot(cd, auth, key);
     if (r < 0)
         return r == -ENOENT || r == -EPERM ? -EPERM : r;
     slot = r;
-    if ((r = fault("keyslot")) < 0)
+    if ((r = luks_fault("keyslot")) < 0)
         goto fail;
-    t.keyslot = slot;
-    memcpy(t.volume, uuid, 37);
-    if ((r = luks_seal(p, gfs, allow_debug, key, &t, refusal)) < 0)
-        goto fail;
-    if ((r = fault("sealed")) < 0)
-        goto fail;
-    if ((r = luks_token_format(&t, &json)) < 0)
+    t->keyslot = slot;
+    memcpy(t->volume, uuid, 37);
+    if (p && gfs) {
+        if ((r = luks_seal(p, gfs, allow_debug, key, t, refusal)) < 0)
+            goto fail;
+        if ((r = luks_fault("sealed")) < 0)
+            goto fail;
+    }
+    if ((r = luks_token_format(t, &json)) < 0)
         goto fail;
     if ((r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json)) < 0)
         goto fail;
     tok = r;
-    if ((r = fault("token")) < 0)
+    if ((r = luks_fault("token")) < 0)
         goto fail;
     *ret_token = tok;
     *ret_keyslot = slot;
-    luks_token_done(&t);
     return 0;
 fail:
-    luks_token_done(&t);
     if (tok >= 0 && crypt_token_json_set(cd, tok, NULL) < 0)
         log_error("luks: could not remove token %d after a failed enrolment", tok);
     if (slot >= 0 && crypt_keyslot_destroy(cd, slot) < 0)
         log_error("luks: could not remove keyslot %d after a failed enrolment", slot);
     return r;
+}
+
+int luks_enroll_sealed(struct crypt_device *cd, SnpProvider *p, const Secret *auth, uint64_t gfs,
+                       bool allow_debug, int *ret_token, int *ret_keyslot, LuksRefusal *refusal) {
+    _cleanup_(secret_freep) Secret *key = NULL;
+    LuksToken t = {.flow = LUKS_FLOW_SEALED};
+    int r;
+
+    if (!cd || !p || !auth || !ret_token || !ret_keyslot || !gfs)
+        return -EINVAL;
+    /* The key is generated here, in the process that calls libcryptsetup (docs/luks.md). */
+    if ((r = secret_new(LUKS_KEY_SIZE, &key)) < 0)
+        return r;
+    if (RAND_priv_bytes(secret_data(key), LUKS_KEY_SIZE) != 1)
+        return -EIO;
+    r = enroll(cd, auth, key, &t, p, gfs, allow_debug, ret_token, ret_keyslot, refusal);
+    luks_token_done(&t);
+    return r;
+}
+
+int luks_enroll_kms(struct crypt_device *cd, const Secret *auth, const Secret *key, LuksToken *t,
+                    SnpProvider *prov, uint64_t gfs, bool allow_debug, int *ret_token,
+                    int *ret_keyslot, LuksRefusal *refusal) {
+    if (!cd || !auth || !key || !t || !t->kms_url || !t->secret_id || !ret_token || !ret_keyslot ||
+        secret_size(key) != LUKS_KEY_SIZE)
+        return -EINVAL;
+    t->flow = LUKS_FLOW_KMS;
+    return enroll(cd, auth, key, t, gfs ? prov : NULL, gfs, allow_debug, ret_token, ret_keyslot,
+                  refusal);
 }
 
 int luks_activate(struct crypt_device *cd, const char *name, int keyslot, const Secret *key) {
@@ -167,7 +190,7 @@ int luks_remove(struct crypt_device *cd, int id, bool force) {
         return r;
     }
     if (ks == CRYPT_SLOT_ACTIVE || ks == CRYPT_SLOT_ACTIVE_LAST) {
-        r = fault("remove-keyslot");
+        r = luks_fault("remove-keyslot");
         if (r >= 0)
             r = crypt_keyslot_destroy(cd, t.keyslot);
         if (r < 0) {

@@ -20,6 +20,7 @@
 #include "core/bytes.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
+#include "luks/luks-private.h"
 #include "luks/luks.h"
 #include "snp/report.h"
 
@@ -27,9 +28,7 @@
 #define AAD_MAGIC "nitride-luks-seal-v1"
 #define AAD_SIZE (sizeof(AAD_MAGIC) + 37 + 4 + 4 + 8 + 4 + 8 + 1 + 8 + 4)
 
-static void refuse(LuksRefusal *r, const char *check, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void refuse(LuksRefusal *r, const char *check, const char *fmt, ...) {
+void luks_refuse(LuksRefusal *r, const char *check, const char *fmt, ...) {
     va_list ap;
     if (!r)
         return;
@@ -106,18 +105,19 @@ static int own_report(SnpProvider *p, SnpReport *ret) {
 
 static int check_policy(const SnpReport *rep, const LuksLocalPolicy *pol, LuksRefusal *refusal) {
     if (!pol->allow_debug && (rep->policy & SNP_POLICY_DEBUG)) {
-        refuse(refusal, "debug", "the guest policy allows debugging (policy 0x%" PRIx64 ")",
-               rep->policy);
+        luks_refuse(refusal, "debug", "the guest policy allows debugging (policy 0x%" PRIx64 ")",
+                    rep->policy);
         return -EPERM;
     }
     if (!tcb_ge(rep->reported_tcb, pol->min_tcb, rep)) {
-        refuse(refusal, "tcb", "reported TCB 0x%016" PRIx64 " is below the minimum 0x%016" PRIx64,
-               rep->reported_tcb, pol->min_tcb);
+        luks_refuse(refusal, "tcb",
+                    "reported TCB 0x%016" PRIx64 " is below the minimum 0x%016" PRIx64,
+                    rep->reported_tcb, pol->min_tcb);
         return -EPERM;
     }
     if (rep->guest_svn < pol->min_guest_svn) {
-        refuse(refusal, "guest_svn", "guest SVN %" PRIu32 " is below the minimum %" PRIu32,
-               rep->guest_svn, pol->min_guest_svn);
+        luks_refuse(refusal, "guest_svn", "guest SVN %" PRIu32 " is below the minimum %" PRIu32,
+                    rep->guest_svn, pol->min_guest_svn);
         return -EPERM;
     }
     return 0;
@@ -135,7 +135,8 @@ int luks_seal(SnpProvider *p, uint64_t gfs, bool allow_debug, const Secret *key,
         return -EINVAL;
     if ((r = own_report(p, &rep)) < 0)
         return r;
-    t->flow = LUKS_FLOW_SEALED;
+    /* A token with a remote slot keeps it: the sealed slot becomes its local cache. */
+    t->flow = luks_flow_has_kms(t->flow) ? LUKS_FLOW_SEALED_KMS : LUKS_FLOW_SEALED;
     t->root_key_select = SNP_KEY_ROOT_VCEK;
     t->guest_field_select = gfs;
     t->guest_svn = rep.guest_svn;
@@ -163,7 +164,7 @@ int luks_unseal(SnpProvider *p, const LuksToken *t, const char *volume, Secret *
     SnpReport rep;
     int r;
 
-    if (!p || !t || !volume || !ret_key || t->flow != LUKS_FLOW_SEALED)
+    if (!p || !t || !volume || !ret_key || !luks_flow_has_sealed(t->flow))
         return -EINVAL;
     if ((r = own_report(p, &rep)) < 0)
         return r;
@@ -172,8 +173,8 @@ int luks_unseal(SnpProvider *p, const LuksToken *t, const char *volume, Secret *
     r = sealing_key(p, t, &sk);
     if (r == -EINVAL || r == -EPERM || r == -ERANGE || r == -EOVERFLOW) {
         /* The firmware refused the token's request: a higher SVN or TCB than this VM has. */
-        refuse(refusal, "derivation", "the firmware refused the token's key request (%s)",
-               strerror(-r));
+        luks_refuse(refusal, "derivation", "the firmware refused the token's key request (%s)",
+                    strerror(-r));
         return -EKEYREJECTED;
     }
     if (r < 0)
@@ -184,9 +185,9 @@ int luks_unseal(SnpProvider *p, const LuksToken *t, const char *volume, Secret *
     memcpy(tag, t->blob + LUKS_NONCE_SIZE + LUKS_KEY_SIZE, LUKS_TAG_SIZE);
     r = gcm(false, sk, aad, t->blob, t->blob + LUKS_NONCE_SIZE, secret_data(key), tag);
     if (r == -EKEYREJECTED)
-        refuse(refusal, "seal",
-               "the sealed key does not open in this VM state for this volume (another "
-               "measurement or bound field, another volume, or a modified token)");
+        luks_refuse(refusal, "seal",
+                    "the sealed key does not open in this VM state for this volume (another "
+                    "measurement or bound field, another volume, or a modified token)");
     if (r < 0)
         return r;
     *ret_key = TAKE_PTR(key);

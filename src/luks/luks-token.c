@@ -263,20 +263,25 @@ int luks_token_parse(const char *json, size_t len, LuksToken *ret, const char **
         FAIL("volume");
     memcpy(t.volume, json_string_value(v), 37);
     v = json_object_get(root, "flow");
-    if (json_is_string(v) && streq(json_string_value(v), "sealed")) {
+    if (json_is_string(v) && streq(json_string_value(v), "sealed"))
         t.flow = LUKS_FLOW_SEALED;
-        if (json_object_get(root, "kms"))
-            FAIL("kms");
-        if ((r = parse_sealed(json_object_get(root, "sealed"), &t, ret_error)) < 0)
-            goto fail;
-    } else if (json_is_string(v) && streq(json_string_value(v), "kms")) {
+    else if (json_is_string(v) && streq(json_string_value(v), "kms"))
         t.flow = LUKS_FLOW_KMS;
-        if (json_object_get(root, "sealed"))
-            FAIL("sealed");
-        if ((r = parse_kms(json_object_get(root, "kms"), &t, ret_error)) < 0)
-            goto fail;
-    } else
+    else if (json_is_string(v) && streq(json_string_value(v), "sealed+kms"))
+        t.flow = LUKS_FLOW_SEALED_KMS;
+    else
         FAIL("flow");
+    /* The slots present must be exactly those "flow" names. */
+    if (!luks_flow_has_kms(t.flow) && json_object_get(root, "kms"))
+        FAIL("kms");
+    if (!luks_flow_has_sealed(t.flow) && json_object_get(root, "sealed"))
+        FAIL("sealed");
+    if (luks_flow_has_sealed(t.flow) &&
+        (r = parse_sealed(json_object_get(root, "sealed"), &t, ret_error)) < 0)
+        goto fail;
+    if (luks_flow_has_kms(t.flow) &&
+        (r = parse_kms(json_object_get(root, "kms"), &t, ret_error)) < 0)
+        goto fail;
     *ret = t;
     return 0;
 fail:
@@ -302,10 +307,15 @@ int luks_token_format(const LuksToken *t, char **ret) {
     snprintf(slot, sizeof slot, "%d", t->keyslot);
     root = json_pack("{s:s, s:[s], s:i, s:s, s:s}", "type", LUKS_TOKEN_TYPE, "keyslots", slot,
                      "nitride_version", LUKS_TOKEN_VERSION, "flow",
-                     t->flow == LUKS_FLOW_SEALED ? "sealed" : "kms", "volume", t->volume);
+                     t->flow == LUKS_FLOW_SEALED ? "sealed"
+                     : t->flow == LUKS_FLOW_KMS  ? "kms"
+                                                 : "sealed+kms",
+                     "volume", t->volume);
     if (!root)
         return -ENOMEM;
-    if (t->flow == LUKS_FLOW_SEALED) {
+    if (t->flow != LUKS_FLOW_SEALED && t->flow != LUKS_FLOW_KMS && t->flow != LUKS_FLOW_SEALED_KMS)
+        return -EINVAL;
+    if (luks_flow_has_sealed(t->flow)) {
         _cleanup_free_ char *b64 = NULL;
         char tcb[17], min_tcb[17];
         json_t *bind = json_array(), *s;
@@ -331,7 +341,8 @@ int luks_token_format(const LuksToken *t, char **ret) {
                       (json_int_t)t->policy.min_guest_svn, "blob", b64);
         if (!s || json_object_set_new(root, "sealed", s) < 0)
             return -ENOMEM;
-    } else {
+    }
+    if (luks_flow_has_kms(t->flow)) {
         json_t *k;
         if (!t->kms_url || !t->secret_id)
             return -EINVAL;

@@ -12,7 +12,9 @@
  *              "policy":{"allow_debug":false,"min_tcb":"<16 hex>","min_guest_svn":N},
  *              "blob":"<base64: nonce(12) | AES-256-GCM(volume key, 32 bytes) | tag(16)>"},
  *    "kms":{"url":"https://...","attestd":"https://...","secret":"ID"}}
- * Exactly one of "sealed" / "kms", matching "flow".
+ * "flow" names the slots present: "sealed" (only "sealed"), "kms" (only "kms"), "sealed+kms"
+ * (both: a remote slot with a sealed cache; version-1 tokens written before "sealed+kms"
+ * existed still parse unchanged).
  */
 #pragma once
 
@@ -35,9 +37,17 @@
 #define LUKS_PBKDF2_ITERATIONS 1000u
 
 typedef enum LuksFlow {
-    LUKS_FLOW_SEALED,
-    LUKS_FLOW_KMS,
+    LUKS_FLOW_SEALED,     /* "sealed": the sealed slot only */
+    LUKS_FLOW_KMS,        /* "kms": the remote slot only */
+    LUKS_FLOW_SEALED_KMS, /* "sealed+kms": both; sealed first, remote fallback, re-seal */
 } LuksFlow;
+
+static inline bool luks_flow_has_sealed(LuksFlow f) {
+    return f == LUKS_FLOW_SEALED || f == LUKS_FLOW_SEALED_KMS;
+}
+static inline bool luks_flow_has_kms(LuksFlow f) {
+    return f == LUKS_FLOW_KMS || f == LUKS_FLOW_SEALED_KMS;
+}
 
 typedef struct LuksLocalPolicy {
     bool allow_debug;       /* default false: a VM with the debug policy bit is refused */
@@ -124,6 +134,71 @@ int luks_token_read(struct crypt_device *cd, int id, LuksToken *ret);
 /* Tries key on the token's keyslot only. name NULL: test mode (checks the key, no
  * device-mapper). Returns 0, -EPERM (wrong key), or a negative errno. */
 int luks_activate(struct crypt_device *cd, const char *name, int keyslot, const Secret *key);
+
+/* ---- unlock (luks-unlock.c): the interface the CLI and the token plugin share ---- */
+
+#define LUKS_CONF_DEFAULT "/etc/nitride/luks.conf"
+#define LUKS_UNLOCK_DEFAULT_TIMEOUT_MS 30000u
+#define LUKS_CONF_MAX (64u * 1024u)
+
+typedef struct LuksUnlockOptions {
+    char *provider;      /* evidence provider spec as `nitride --provider` takes; NULL = auto */
+    char *vhsm_socket;   /* NULL = default */
+    char *ca_file;       /* TLS trust for kmsd/attestd; NULL = system */
+    unsigned timeout_ms; /* whole unlock deadline, default 30000 */
+    bool allow_remote;   /* default true */
+    bool reseal;         /* self-healing re-seal after a remote unlock, default true */
+} LuksUnlockOptions;
+
+/* Defaults, then the JSON file path (NULL = $NITRIDE_LUKS_CONF, else /etc/nitride/luks.conf;
+ * a missing default file is not an error; a malformed one is -EBADMSG). The file is one JSON
+ * object with the members "provider", "vhsm_socket", "ca_file" (strings), "timeout_ms"
+ * (1..3600000), "allow_remote", "reseal" (booleans), all optional; anything else (unknown or
+ * duplicate members, wrong types) is -EBADMSG. A missing file named by path or
+ * $NITRIDE_LUKS_CONF is -ENOENT. *ret is written only on success. */
+int luks_unlock_options_load(const char *path, LuksUnlockOptions *ret);
+void luks_unlock_options_done(LuksUnlockOptions *o);
+
+/* Opens the evidence provider named by spec (NULL or auto, sev-guest, tsm, sim = sim with
+ * $NITRIDE_SIM_DIR, sim:DIR): -EAGAIN when none is usable, -EINVAL for an unknown spec. */
+int luks_provider_open(const char *spec, SnpProvider **ret);
+bool luks_provider_spec_ok(const char *spec);
+
+/* Unlocks with nitride token `token` (or the first that works when token < 0): sealed path
+ * first, then the remote KMS path, then re-seal. Returns 0 with *ret_key (the keyslot
+ * passphrase, LUKS_KEY_SIZE bytes, a Secret) and *ret_keyslot; -EAGAIN when what the token
+ * needs is absent (no provider, vhsmd down, service unreachable: callers fall back to other
+ * tokens/passphrase); -EPERM refused (refusal says which check, expected and found);
+ * -EKEYREJECTED the sealed blob does not open and no remote path; -EBADMSG malformed token;
+ * -ENOENT no nitride token. Never logs key material. The key returned has been checked
+ * against the keyslot (libcryptsetup activation without a name). o NULL = defaults. */
+int luks_unlock(struct crypt_device *cd, int token, const LuksUnlockOptions *o, Secret **ret_key,
+                int *ret_keyslot, LuksRefusal *refusal);
+
+/* ---- the remote flow (luks-remote.c) ---- */
+
+typedef struct LuksRemoteRequest {
+    const char *kms_url, *attestd_url, *secret_id;
+    const char *volume_uuid; /* sent with the release request (kmsd's volume_uuid_eq rule) */
+    const char *purpose;     /* sent and audited by kmsd: luks-enroll, luks-unlock, luks-reseal */
+} LuksRemoteRequest;
+
+/* Attestation with a one-shot transfer key of this process, kmsd's release of the secret sealed
+ * to it, the release verified against kmsd's release keys and opened here. *prov is opened from
+ * o->provider when NULL. Returns 0 and the LUKS_KEY_SIZE-byte key, -EAGAIN (no provider, a
+ * service unreachable before deadline_ms), -EPERM (attestd or kmsd refused: *refusal names the
+ * rule, expected and found), -EBADMSG (bad answer, unknown secret, wrong type or size). */
+int luks_remote_fetch(const LuksRemoteRequest *rq, const LuksUnlockOptions *o, int64_t deadline_ms,
+                      SnpProvider **prov, Secret **ret_key, LuksRefusal *refusal);
+
+/* Atomic KMS enrolment: a PBKDF2 keyslot for key (from luks_remote_fetch) authorised by auth,
+ * then the token with t's kms members (t->kms_url, attestd_url, secret_id; keyslot and volume
+ * are filled in); with prov and gfs != 0 the token also gets a sealed slot for the same key
+ * ("sealed+kms"). On any failure nothing remains. Returns 0 and token id / keyslot, -EPERM (auth
+ * refused, or the sealing's local policy: *refusal), or a negative errno. */
+int luks_enroll_kms(struct crypt_device *cd, const Secret *auth, const Secret *key, LuksToken *t,
+                    SnpProvider *prov, uint64_t gfs, bool allow_debug, int *ret_token,
+                    int *ret_keyslot, LuksRefusal *refusal);
 
 /* Removes token id and its keyslot; refuses (-EBUSY) to destroy the last active keyslot unless
  * force. On a keyslot failure the token is restored. */

@@ -27,7 +27,6 @@
 #include "core/log.h"
 #include "core/secret.h"
 #include "luks/luks.h"
-#include "luks/plugin/unlock-compat.h"
 
 #define _public_ __attribute__((visibility("default")))
 
@@ -159,9 +158,9 @@ static const struct {
     uint64_t bit;
     const char *name;
 } bind_names[] = {
-    {SNP_GFS_GUEST_POLICY, "policy"},     {SNP_GFS_IMAGE_ID, "image_id"},
-    {SNP_GFS_FAMILY_ID, "family_id"},     {SNP_GFS_MEASUREMENT, "measurement"},
-    {SNP_GFS_GUEST_SVN, "guest_svn"},     {SNP_GFS_TCB_VERSION, "tcb_version"},
+    {SNP_GFS_GUEST_POLICY, "policy"}, {SNP_GFS_IMAGE_ID, "image_id"},
+    {SNP_GFS_FAMILY_ID, "family_id"}, {SNP_GFS_MEASUREMENT, "measurement"},
+    {SNP_GFS_GUEST_SVN, "guest_svn"}, {SNP_GFS_TCB_VERSION, "tcb_version"},
 };
 
 _public_ void cryptsetup_token_dump(struct crypt_device *cd, const char *json) {
@@ -180,9 +179,10 @@ _public_ void cryptsetup_token_dump(struct crypt_device *cd, const char *json) {
     }
     crypt_logf(cd, CRYPT_LOG_NORMAL, "\tflow:       %s\n",
                t.flow == LUKS_FLOW_SEALED ? "sealed (SNP derived key, no network)"
-                                          : "kms (released after attestation)");
+               : t.flow == LUKS_FLOW_KMS  ? "kms (released after attestation)"
+                                          : "sealed+kms (sealed first, then the KMS; re-seals)");
     crypt_logf(cd, CRYPT_LOG_NORMAL, "\tvolume:     %s\n", t.volume);
-    if (t.flow == LUKS_FLOW_SEALED) {
+    if (luks_flow_has_sealed(t.flow)) {
         for (size_t i = 0; i < sizeof bind_names / sizeof bind_names[0]; i++)
             if (t.guest_field_select & bind_names[i].bit) {
                 if (bind[0])
@@ -200,10 +200,10 @@ _public_ void cryptsetup_token_dump(struct crypt_device *cd, const char *json) {
                    t.policy.min_guest_svn);
         crypt_logf(cd, CRYPT_LOG_NORMAL, "\tsealed key: %u bytes (not shown)\n",
                    (unsigned)LUKS_BLOB_SIZE);
-    } else {
+    }
+    if (luks_flow_has_kms(t.flow)) {
         crypt_logf(cd, CRYPT_LOG_NORMAL, "\tkms:        %s\n", t.kms_url ? t.kms_url : "-");
-        crypt_logf(cd, CRYPT_LOG_NORMAL, "\tattestd:    %s\n",
-                   t.attestd_url ? t.attestd_url : "-");
+        crypt_logf(cd, CRYPT_LOG_NORMAL, "\tattestd:    %s\n", t.attestd_url ? t.attestd_url : "-");
         crypt_logf(cd, CRYPT_LOG_NORMAL, "\tsecret:     %s\n", t.secret_id ? t.secret_id : "-");
     }
     luks_token_done(&t);

@@ -165,8 +165,135 @@ static void test_token_roundtrip_strict(void **state) {
     assert_string_equal(u.secret_id, "vol-1");
     assert_null(u.attestd_url);
     luks_token_done(&u);
+    free(json);
+
+    /* Both slots in one token ("sealed+kms"); "sealed"/"kms" with the other member refused. */
+    t.flow = LUKS_FLOW_SEALED_KMS;
+    assert_int_equal(luks_token_format(&t, &json), 0);
+    assert_non_null(strstr(json, "\"flow\":\"sealed+kms\""));
+    assert_int_equal(luks_token_parse(json, strlen(json), &u, &err), 0);
+    assert_int_equal(u.flow, LUKS_FLOW_SEALED_KMS);
+    assert_string_equal(u.secret_id, "vol-1");
+    assert_memory_equal(u.blob, t.blob, LUKS_BLOB_SIZE);
+    luks_token_done(&u);
+    {
+        char *at = strstr(json, "\"flow\":\"sealed+kms\"");
+        memcpy(at, "\"flow\":\"sealed\"    ", strlen("\"flow\":\"sealed+kms\""));
+        assert_int_equal(luks_token_parse(json, strlen(json), &u, &err), -EBADMSG);
+        assert_string_equal(err, "kms");
+        memcpy(at, "\"flow\":\"kms\"       ", strlen("\"flow\":\"sealed+kms\""));
+        assert_int_equal(luks_token_parse(json, strlen(json), &u, &err), -EBADMSG);
+        assert_string_equal(err, "sealed");
+    }
     luks_token_done(&t);
     free(json);
+}
+
+static void write_conf(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_unlock_options(void **state) {
+    LuksUnlockOptions o;
+    char path[700];
+    static const char *const bad[] = {
+        "{\"timeout_ms\":0}",
+        "{\"timeout_ms\":\"5\"}",
+        "{\"reseal\":1}",
+        "{\"provider\":\"nope\"}",
+        "{\"other\":true}",
+        "{\"reseal\":true,\"reseal\":true}",
+        "[]",
+        "{\"provider\":\"\"}",
+        "{",
+    };
+
+    snprintf(path, sizeof path, "%s/luks.conf", tmpdir);
+    /* The default file missing: defaults. */
+    unsetenv("NITRIDE_LUKS_CONF");
+    if (access(LUKS_CONF_DEFAULT, F_OK) != 0) {
+        assert_int_equal(luks_unlock_options_load(NULL, &o), 0);
+        assert_int_equal(o.timeout_ms, LUKS_UNLOCK_DEFAULT_TIMEOUT_MS);
+        assert_true(o.allow_remote);
+        assert_true(o.reseal);
+        assert_null(o.provider);
+        luks_unlock_options_done(&o);
+    }
+    /* A named file missing: an error. */
+    assert_int_equal(luks_unlock_options_load(path, &o), -ENOENT);
+    setenv("NITRIDE_LUKS_CONF", path, 1);
+    assert_int_equal(luks_unlock_options_load(NULL, &o), -ENOENT);
+    write_conf(path, "{\"provider\":\"sim:/x\",\"ca_file\":\"/ca.pem\",\"timeout_ms\":5000,"
+                     "\"allow_remote\":false,\"reseal\":false}");
+    assert_int_equal(luks_unlock_options_load(NULL, &o), 0);
+    assert_string_equal(o.provider, "sim:/x");
+    assert_string_equal(o.ca_file, "/ca.pem");
+    assert_null(o.vhsm_socket);
+    assert_int_equal(o.timeout_ms, 5000);
+    assert_false(o.allow_remote);
+    assert_false(o.reseal);
+    luks_unlock_options_done(&o);
+    unsetenv("NITRIDE_LUKS_CONF");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_conf(path, bad[i]);
+        o.timeout_ms = 77;
+        assert_int_equal(luks_unlock_options_load(path, &o), -EBADMSG);
+        assert_int_equal(o.timeout_ms, 77); /* untouched */
+    }
+}
+
+static void test_unlock_sealed(void **state) {
+    char path[700], spec[700];
+    struct crypt_device *cd = NULL;
+    SnpProvider *p = open_sim();
+    Secret *auth = auth_secret(), *key = NULL;
+    LuksUnlockOptions o = {.timeout_ms = 5000, .allow_remote = true, .reseal = true};
+    LuksRefusal why = {0};
+    int tok = -1, slot = -1, ks = -1;
+
+    make_image("unlock.img", path, sizeof path);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    /* No nitride token. */
+    snprintf(spec, sizeof spec, "sim:%s", simdir);
+    o.provider = spec;
+    assert_int_equal(luks_unlock(cd, -1, &o, &key, &ks, &why), -ENOENT);
+    assert_int_equal(luks_enroll_sealed(cd, p, auth, SNP_GFS_MEASUREMENT, false, &tok, &slot, NULL),
+                     0);
+    assert_int_equal(luks_unlock(cd, -1, &o, &key, &ks, &why), 0);
+    assert_int_equal(ks, slot);
+    assert_int_equal(secret_size(key), LUKS_KEY_SIZE);
+    assert_int_equal(luks_activate(cd, NULL, ks, key), 0);
+    secret_free(key);
+    key = NULL;
+    assert_int_equal(luks_unlock(cd, tok, &o, &key, &ks, &why), 0);
+    /* The keyslot's passphrase changed under the token (slot number kept). */
+    assert_int_equal(crypt_keyslot_change_by_passphrase(cd, slot, slot,
+                                                        (const char *)secret_const_data(key),
+                                                        secret_size(key), "other", 5),
+                     slot);
+    secret_free(key);
+    key = NULL;
+    assert_int_equal(luks_unlock(cd, -1, &o, &key, &ks, &why), -EKEYREJECTED);
+    assert_string_equal(why.check, "keyslot");
+    assert_null(key);
+    /* Another token id: none there. */
+    assert_int_equal(luks_unlock(cd, tok + 1, &o, &key, &ks, &why), -ENOENT);
+    /* No provider: -EAGAIN (callers fall back). */
+    o.provider = (char *)"sim:/nonexistent/chip";
+    assert_int_equal(luks_unlock(cd, -1, &o, &key, &ks, &why), -EAGAIN);
+    assert_null(key);
+    o.provider = spec;
+    /* The keyslot destroyed: libcryptsetup drops it from the token, which is then malformed. */
+    assert_int_equal(crypt_keyslot_destroy(cd, slot), 0);
+    assert_int_equal(luks_unlock(cd, -1, &o, &key, &ks, &why), -EBADMSG);
+    assert_string_equal(why.check, "token");
+    assert_null(key);
+    secret_free(auth);
+    crypt_free(cd);
+    snp_provider_free(p);
 }
 
 static void test_enroll_atomic(void **state) {
@@ -275,6 +402,8 @@ int main(void) {
         cmocka_unit_test(test_token_roundtrip_strict),
         cmocka_unit_test(test_enroll_atomic),
         cmocka_unit_test(test_wrong_auth_and_other_measurement),
+        cmocka_unit_test(test_unlock_options),
+        cmocka_unit_test(test_unlock_sealed),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
