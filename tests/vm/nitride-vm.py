@@ -228,9 +228,10 @@ def build_base_initramfs(args, root, kver, out):
         copy_into(stage, busybox, "/bin/busybox")
         cryptsetup = shutil.which("cryptsetup") or "/sbin/cryptsetup"
         bins["/sbin/cryptsetup"] = cryptsetup
-        dmsetup = shutil.which("dmsetup")
-        if dmsetup:
-            bins["/sbin/dmsetup"] = dmsetup
+        for tool in ("dmsetup", "blkid"):
+            path = shutil.which(tool)
+            if path:
+                bins["/sbin/" + tool] = path
         for name, rel in (("nitride", "src/agent/nitride"), ("vhsmd", "src/vhsm/vhsmd"),
                           ("vhsm", "src/vhsm/vhsm")):
             p = os.path.join(args.build_dir, rel)
@@ -242,8 +243,14 @@ def build_base_initramfs(args, root, kver, out):
             raise Fail(f"{plugin} not built")
         # Where the guest's (the same Debian) libcryptsetup loads token plugins from.
         bins[os.path.join(token_dir(), os.path.basename(plugin))] = plugin
+        # The boot-time unlock script of the initramfs-tools integration (initramfs/), as the
+        # hook installs it.
+        script = os.path.join(args.build_dir, "initramfs/nitride-crypttab-unlock")
+        if not os.path.exists(script):
+            raise Fail(f"{script} not built")
         for dst, src in bins.items():
             copy_into(stage, src, dst)
+        os.chmod(copy_into(stage, script, "/lib/nitride/nitride-crypttab-unlock"), 0o755)
         # The plugin's configuration (contract: /etc/nitride/luks.conf): the simulated chip,
         # whose directory comes with each case ($NITRIDE_SIM_DIR, /case/env).
         with open(_mkparent(stage, "etc/nitride/luks.conf"), "w") as f:
@@ -327,10 +334,13 @@ def make_volume(args, work, nitride, chip):
     return img, hashlib.sha256(data).hexdigest()
 
 
-def case_cpio(args, work, name, chip_dir, extra=""):
+def case_cpio(args, work, name, chip_dir, uuid, extra=""):
     stage = os.path.join(work, "case-stage")
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(os.path.join(stage, "case"))
+    # What Debian's cryptroot hook would write (/cryptroot/crypttab has the same fields).
+    with open(_mkparent(stage, "etc/nitride/crypttab"), "w") as f:
+        f.write(f"data UUID={uuid} none luks\n")
     shutil.copytree(chip_dir, os.path.join(stage, "case", "chip"), symlinks=True)
     unlock = CASES[name]["unlock"]
     with open(os.path.join(stage, "case", "env"), "w") as f:
@@ -444,14 +454,15 @@ def check_qemu_starts():
 # ---------------------------------------------------------------- main
 
 # How the guest unlocks: as boot does (libcryptsetup with the token plugin), or the CLI.
-PLUGIN_UNLOCK = "${NT_ASAN_PRELOAD:+env LD_PRELOAD=$NT_ASAN_PRELOAD} cryptsetup open --token-only --token-type nitride /dev/vda data"
+PLUGIN_UNLOCK = ("${NT_ASAN_PRELOAD:+env LD_PRELOAD=$NT_ASAN_PRELOAD} "
+                 "/lib/nitride/nitride-crypttab-unlock /etc/nitride/crypttab")
 CLI_UNLOCK = "nitride luks unlock /dev/vda data --provider sim --sim-dir /case/chip"
 # expect: the guest's status; refusal: (exit code or None = any non-zero, message fragment with
 # the console's spaces as underscores).
 CASES = {
     "sealed": {"unlock": PLUGIN_UNLOCK, "expect": "ok"},
     "sealed-measurement": {"unlock": PLUGIN_UNLOCK, "expect": "refused", "other": True,
-                           "refusal": (None, "nitride:_token_0_refused")},
+                           "refusal": (1, "nitride:_token_0_refused")},
     "sealed-cli": {"unlock": CLI_UNLOCK, "expect": "ok"},
     "sealed-measurement-cli": {"unlock": CLI_UNLOCK, "expect": "refused", "other": True,
                                "refusal": (2, "stays_sealed")},
@@ -483,7 +494,9 @@ def run_case(args, name, kernel, base, nitride, chip0):
             relays = [server.port]
             extra = f"NT_NET=1\nNT_MODE=relay\nNT_RELAY={GUEST_FWD_IP}:{server.port}\n"
             want = hashlib.sha256(server.body).hexdigest()
-        cc = case_cpio(args, work, name, guest_chip, extra)
+        uuid = run(["cryptsetup", "luksUUID", img], capture_output=True,
+                   text=True).stdout.strip()
+        cc = case_cpio(args, work, name, guest_chip, uuid, extra)
         initrd = os.path.join(work, "initrd")
         with open(initrd, "wb") as f:
             for part in (base, cc):
