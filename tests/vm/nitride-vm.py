@@ -209,7 +209,7 @@ ms=$(awk "BEGIN{printf \"%d\", ($t1-$t0)*1000}")
 sed 's/^/unlock: /' /tmp/unlock.out /tmp/unlock.err
 if [ $rc -ne 0 ]; then
   [ -e /dev/mapper/$NT_NAME ] && result "status=error rc=$rc msg=refused-but-/dev/mapper/$NT_NAME-exists"
-  msg=$(tr ' \n' '_ ' </tmp/unlock.err | cut -c1-300)
+  msg=$(tr -s ' \n' '_|' </tmp/unlock.err | cut -c1-400)
   result "status=refused rc=$rc ms=$ms uptime=$t1 msg=$msg"
 fi
 [ -b /dev/mapper/$NT_NAME ] || result "status=error rc=$rc msg=no-/dev/mapper/$NT_NAME"
@@ -306,7 +306,7 @@ def hdr_sum(path):
         return hashlib.sha256(f.read(8 << 20)).hexdigest()
 
 
-def make_volume(args, work, nitride, chip):
+def make_volume(args, work, nitride, chip, svc=None):
     """A LUKS2 image whose first DATA_BYTES of plaintext are known: written in clear, then
     encrypted in place by cryptsetup's offline reencryption (user-space crypto, no
     device-mapper), then sealed. Returns (image, sha256 of the data)."""
@@ -325,6 +325,9 @@ def make_volume(args, work, nitride, chip):
         f.seek(8 << 20)
         if data[:4096] in f.read(DATA_BYTES):
             raise Fail("the image holds the data in clear after reencrypt")
+    if svc:
+        enroll(nitride, svc, img, chip, pw)
+        return img, hashlib.sha256(data).hexdigest()
     r = run([nitride, "luks", "seal", img, "--bind", "measurement,policy", "--sim-dir", chip,
              "--key-file", pw], capture_output=True, text=True, check=False)
     if r.returncode != 0:
@@ -334,13 +337,21 @@ def make_volume(args, work, nitride, chip):
     return img, hashlib.sha256(data).hexdigest()
 
 
-def case_cpio(args, work, name, chip_dir, uuid, extra=""):
+def case_cpio(args, work, name, chip_dir, uuid, extra="", svc=None):
     stage = os.path.join(work, "case-stage")
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(os.path.join(stage, "case"))
     # What Debian's cryptroot hook would write (/cryptroot/crypttab has the same fields).
     with open(_mkparent(stage, "etc/nitride/crypttab"), "w") as f:
         f.write(f"data UUID={uuid} none luks\n")
+    if svc:
+        # The services by name at the relay address; the plugin's configuration with the CA.
+        shutil.copy(svc.hosts_file(GUEST_FWD_IP), os.path.join(stage, "etc/hosts"))
+        with open(os.path.join(stage, "etc/nsswitch.conf"), "w") as f:
+            f.write("hosts: files\n")
+        shutil.copy(svc.ca, os.path.join(stage, "etc/nitride/luks-ca.pem"))
+        with open(os.path.join(stage, "etc/nitride/luks.conf"), "w") as f:
+            f.write('{"provider":"sim","ca_file":"/etc/nitride/luks-ca.pem"}\n')
     shutil.copytree(chip_dir, os.path.join(stage, "case", "chip"), symlinks=True)
     unlock = CASES[name]["unlock"]
     with open(os.path.join(stage, "case", "env"), "w") as f:
@@ -349,6 +360,142 @@ def case_cpio(args, work, name, chip_dir, uuid, extra=""):
     out = os.path.join(work, "case.cpio")
     cpio(stage, out)
     return out
+
+
+# ---------------------------------------------------------------- the remote flow's services
+
+class Services:
+    """nitride-attestd and nitride-kmsd on 127.0.0.1 with TLS (a throwaway CA; the server
+    certificate names kms.nitride.test, attestd.nitride.test and 127.0.0.1), configured as
+    tests/integration/luks-kms-test.py does, trusting the simulated chip."""
+
+    def __init__(self, args, work, chip, measurements):
+        self.dir = os.path.join(work, "svc")
+        os.makedirs(self.dir)
+        self.procs = []
+        p = self.path
+        ssl_run = lambda *a: run(["openssl", *a], capture_output=True)  # noqa: E731
+        ssl_run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=ntvm-ca",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
+        with open(p("tls.ext"), "w") as f:
+            f.write(f"subjectAltName=DNS:{KMS_NAME},DNS:{ATTESTD_NAME},IP:127.0.0.1\n"
+                    "extendedKeyUsage=serverAuth\n")
+        ssl_run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", p("tls.key"), "-out", p("tls.csr"), "-subj", f"/CN={KMS_NAME}")
+        ssl_run("x509", "-req", "-in", p("tls.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
+                "-CAcreateserial", "-days", "2", "-out", p("tls.pem"), "-extfile", p("tls.ext"))
+        self.ca = p("ca.pem")
+        tls = {"cert": p("tls.pem"), "key": p("tls.key")}
+        issuer = "https://attestd.test"
+        self.attestd_port = self.start(os.path.join(args.build_dir, "src/attestd/nitride-attestd"),
+                                       "attestd", {
+            "listen": "127.0.0.1:0", "tls": tls,
+            "challenge": {"secret": self.secret("challenge.key", os.urandom(32)), "lifetime": 60},
+            "token": {"keys_dir": p("att-keys"), "issuer": issuer, "audience": "nitride-kmsd",
+                      "lifetime": 300},
+            "trust_anchors": [os.path.join(chip, "ark.pem")],
+            "policies": {"default": {"file": self.json("att-policy.json",
+                                                       {"measurements": measurements})}},
+            "default_policy": "default",
+            "rate_limit": {"per_second": 0, "burst": 1},
+        })
+        self.admin = self.secret("admin.token", os.urandom(32).hex().encode())
+        self.kms_port = self.start(os.path.join(args.build_dir, "src/kmsd/nitride-kmsd"), "kmsd", {
+            "listen": "127.0.0.1:0", "tls": tls, "database": p("kmsd.db"),
+            "kek_file": self.secret("kek", os.urandom(32)),
+            "release": {"keys_dir": p("release-keys")},
+            "attestd": {"jwks_url": f"https://127.0.0.1:{self.attestd_port}/.well-known/jwks.json",
+                        "ca_file": self.ca, "issuer": issuer, "audience": "nitride-kmsd",
+                        "skew": 1},
+            "admin": {"bearer_token_file": self.admin},
+            "rate_limit": {"per_second": 0, "burst": 1},
+        })
+        self.kms_url = f"https://{KMS_NAME}:{self.kms_port}"
+        self.attestd_url = f"https://{ATTESTD_NAME}:{self.attestd_port}"
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def json(self, name, obj):
+        import json
+        with open(self.path(name), "w") as f:
+            json.dump(obj, f)
+        return self.path(name)
+
+    def secret(self, name, data):
+        fd = os.open(self.path(name), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.write(fd, data)
+        os.close(fd)
+        return self.path(name)
+
+    def start(self, exe, name, cfg):
+        port_file = self.path(name + ".port")
+        log = open(self.path(name + ".log"), "a")
+        proc = subprocess.Popen([exe, "--config", self.json(name + ".json", cfg), "--port-file",
+                                 port_file], stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        for _ in range(600):
+            if os.path.exists(port_file) and open(port_file).read().strip():
+                return int(open(port_file).read())
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise Fail(f"{name} did not start: {self.logs()}")
+
+    def logs(self):
+        out = ""
+        for name in ("attestd", "kmsd"):
+            if os.path.exists(self.path(name + ".log")):
+                out += f"--- {name}.log ---\n" + open(self.path(name + ".log")).read()[-2000:]
+        return out
+
+    def audit(self):
+        """kmsd's audit rows as (action, result, detail)."""
+        import json
+        import ssl
+        import urllib.request
+        req = urllib.request.Request(f"https://127.0.0.1:{self.kms_port}/v1/audit?after=0&limit=1000")
+        req.add_header("Authorization", "Bearer " + open(self.admin).read().strip())
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=self.ca),
+                                    timeout=30) as r:
+            rows = json.loads(r.read())["rows"]
+        return [(r.get("action"), r.get("result"), r.get("detail") or "") for r in rows]
+
+    def hosts_file(self, addr):
+        return self.write(f"hosts-{addr}", f"{addr} {KMS_NAME} {ATTESTD_NAME}\n"
+                          "127.0.0.1 localhost\n")
+
+    def write(self, name, text):
+        with open(self.path(name), "w") as f:
+            f.write(text)
+        return self.path(name)
+
+    def close(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def enroll(nitride, svc, img, chip, pw):
+    """`nitride luks enroll --create` on the host. The token names the services by name (as a
+    real deployment would), so the host resolves them to 127.0.0.1 and the guest to the relay
+    address: enroll runs in a private mount namespace with its own /etc/hosts bind-mounted (the
+    machine's file is never touched)."""
+    cmd = [nitride, "luks", "enroll", img, "--kms", svc.kms_url, "--attestd", svc.attestd_url,
+           "--secret", "vm-volume", "--create", "--admin-token-file", svc.admin,
+           "--provider", "sim", "--sim-dir", chip, "--ca", svc.ca, "--key-file", pw,
+           "--timeout", "30"]
+    r = run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+             'mount --bind "$0" /etc/hosts && exec "$@"', svc.hosts_file("127.0.0.1"), *cmd],
+            capture_output=True, text=True, check=False, timeout=120)
+    if r.returncode != 0:
+        raise Fail(f"nitride luks enroll: exit {r.returncode}: {r.stderr.strip()}\n{svc.logs()}")
 
 
 # ---------------------------------------------------------------- qemu
@@ -437,7 +584,10 @@ def boot(args, kernel, initrd, disk, relays, timeout):
     if not m:
         return None, text, dt
     res = {}
-    for kv in m.group(1).decode(errors="replace").split():
+    line, _, msg = m.group(1).decode(errors="replace").partition(" msg=")
+    if msg:
+        res["msg"] = msg.strip()
+    for kv in line.split():
         k, _, v = kv.partition("=")
         res[k] = v
     return res, text, dt
@@ -469,7 +619,13 @@ CASES = {
     # The path the remote flow's services take: user-mode net with restrict=on, a guestfwd
     # relay per connection to 127.0.0.1.
     "relay": {"unlock": "true", "expect": "ok", "relay": True},
+    # The remote flow: attestd and kmsd on the host's 127.0.0.1 over TLS, reached by name
+    # through the guestfwd relays; `nitride luks enroll --create` on the host.
+    "remote": {"unlock": PLUGIN_UNLOCK, "expect": "ok", "remote": True},
+    "remote-measurement": {"unlock": PLUGIN_UNLOCK, "expect": "refused", "remote": True,
+                           "other": True, "refusal": (1, "measurement_in")},
 }
+KMS_NAME, ATTESTD_NAME = "kms.nitride.test", "attestd.nitride.test"
 
 
 def run_case(args, name, kernel, base, nitride, chip0):
@@ -477,9 +633,13 @@ def run_case(args, name, kernel, base, nitride, chip0):
     try:
         chip = os.path.join(work, "chip")
         shutil.copytree(chip0, chip, symlinks=True)
-        img, want = make_volume(args, work, nitride, chip)
-        guest_chip = chip
         case = CASES[name]
+        svc = None
+        if case.get("remote"):
+            run([nitride, "sim", "set", chip, "--measurement", "11" * 48], capture_output=True)
+            svc = Services(args, work, chip, ["11" * 48, "ab" * 48])
+        img, want = make_volume(args, work, nitride, chip, svc)
+        guest_chip = chip
         expect = case["expect"]
         if case.get("other"):
             # The same chip launching another VM (another measurement): refused, stays sealed.
@@ -496,7 +656,10 @@ def run_case(args, name, kernel, base, nitride, chip0):
             want = hashlib.sha256(server.body).hexdigest()
         uuid = run(["cryptsetup", "luksUUID", img], capture_output=True,
                    text=True).stdout.strip()
-        cc = case_cpio(args, work, name, guest_chip, uuid, extra)
+        if svc:
+            relays = [svc.kms_port, svc.attestd_port]
+            extra = "NT_NET=1\n"
+        cc = case_cpio(args, work, name, guest_chip, uuid, extra, svc)
         initrd = os.path.join(work, "initrd")
         with open(initrd, "wb") as f:
             for part in (base, cc):
@@ -504,9 +667,13 @@ def run_case(args, name, kernel, base, nitride, chip0):
                     shutil.copyfileobj(src, f)
         try:
             res, console, dt = boot(args, kernel, initrd, img, relays, args.timeout)
+            # The guest's release really went to this kmsd (through the relay).
+            audit = svc.audit() if svc and res else []
         finally:
             if server:
                 server.close()
+            if svc:
+                svc.close()
         if args.verbose or res is None or res.get("status") != expect:
             sys.stdout.write("".join(f"  | {l}\n" for l in console.splitlines()[-60:]))
         if res is None:
@@ -517,6 +684,13 @@ def run_case(args, name, kernel, base, nitride, chip0):
         if expect == "ok" and res.get("sha256") != want:
             raise Fail(f"{name}: data read through dm-crypt has sha256 {res.get('sha256')}, "
                        f"wrote {want}")
+        if res is None and svc:
+            sys.stdout.write(svc.logs())
+        if svc:
+            unlocks = [a for a in audit if a[0] == "release" and "purpose luks-unlock" in a[2]]
+            ok = "ok" if expect == "ok" else None
+            if not unlocks or (ok and unlocks[-1][1] != "ok") or (not ok and unlocks[-1][1] == "ok"):
+                raise Fail(f"{name}: kmsd's audit has no matching luks-unlock release: {audit}")
         if server and (res.get("gw") != "blocked" or server.hits < 2):
             raise Fail(f"{name}: host gateway {res.get('gw')} (restrict=on must block it), "
                        f"{server.hits} connection(s) through the relay (want 2)")
