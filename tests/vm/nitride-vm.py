@@ -180,7 +180,7 @@ export PATH=/bin:/sbin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu DM_DISABLE_UDEV=1
 for m in $(cat /etc/nt-modules); do insmod "$m" || echo "init: insmod $m failed"; done
 . /etc/nt-env
 . /case/env
-result() { echo "NTVM-RESULT case=$NT_CASE $*"; poweroff -f; sleep 5; }
+result() { sync; echo "NTVM-RESULT case=$NT_CASE $*"; poweroff -f; sleep 5; }
 i=0
 while [ ! -b /dev/vda ]; do
   i=$((i+1)); [ $i -gt 100 ] && result "status=error rc=-1 msg=no-/dev/vda"; sleep 0.1
@@ -306,7 +306,7 @@ def hdr_sum(path):
         return hashlib.sha256(f.read(8 << 20)).hexdigest()
 
 
-def make_volume(args, work, nitride, chip, svc=None):
+def make_volume(args, work, nitride, chip, svc=None, heal=False):
     """A LUKS2 image whose first DATA_BYTES of plaintext are known: written in clear, then
     encrypted in place by cryptsetup's offline reencryption (user-space crypto, no
     device-mapper), then sealed. Returns (image, sha256 of the data)."""
@@ -326,7 +326,7 @@ def make_volume(args, work, nitride, chip, svc=None):
         if data[:4096] in f.read(DATA_BYTES):
             raise Fail("the image holds the data in clear after reencrypt")
     if svc:
-        enroll(nitride, svc, img, chip, pw)
+        enroll(nitride, svc, img, chip, pw, heal)
         return img, hashlib.sha256(data).hexdigest()
     r = run([nitride, "luks", "seal", img, "--bind", "measurement,policy", "--sim-dir", chip,
              "--key-file", pw], capture_output=True, text=True, check=False)
@@ -337,7 +337,7 @@ def make_volume(args, work, nitride, chip, svc=None):
     return img, hashlib.sha256(data).hexdigest()
 
 
-def case_cpio(args, work, name, chip_dir, uuid, extra="", svc=None):
+def case_cpio(args, work, name, unlock, chip_dir, uuid, extra="", svc=None):
     stage = os.path.join(work, "case-stage")
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(os.path.join(stage, "case"))
@@ -353,7 +353,6 @@ def case_cpio(args, work, name, chip_dir, uuid, extra="", svc=None):
         with open(os.path.join(stage, "etc/nitride/luks.conf"), "w") as f:
             f.write('{"provider":"sim","ca_file":"/etc/nitride/luks-ca.pem"}\n')
     shutil.copytree(chip_dir, os.path.join(stage, "case", "chip"), symlinks=True)
-    unlock = CASES[name]["unlock"]
     with open(os.path.join(stage, "case", "env"), "w") as f:
         f.write(f"NT_CASE={name}\nNT_NAME=data\nNT_BYTES={DATA_BYTES}\n"
                 f"NT_UNLOCK='{unlock}'\nexport NITRIDE_SIM_DIR=/case/chip\n{extra}")
@@ -482,7 +481,7 @@ class Services:
                     proc.wait()
 
 
-def enroll(nitride, svc, img, chip, pw):
+def enroll(nitride, svc, img, chip, pw, heal=False):
     """`nitride luks enroll --create` on the host. The token names the services by name (as a
     real deployment would), so the host resolves them to 127.0.0.1 and the guest to the relay
     address: enroll runs in a private mount namespace with its own /etc/hosts bind-mounted (the
@@ -491,6 +490,11 @@ def enroll(nitride, svc, img, chip, pw):
            "--secret", "vm-volume", "--create", "--admin-token-file", svc.admin,
            "--provider", "sim", "--sim-dir", chip, "--ca", svc.ca, "--key-file", pw,
            "--timeout", "30"]
+    if heal:
+        # Both slots in one token; kmsd's policy already names the next image.
+        cmd += ["--bind", "measurement,policy", "--policy-file",
+                svc.json("release-policy.json",
+                         {"version": 1, "rules": {"measurement_in": [MEAS, NEXT]}})]
     r = run(["unshare", "-m", "--propagation", "private", "sh", "-c",
              'mount --bind "$0" /etc/hosts && exec "$@"', svc.hosts_file("127.0.0.1"), *cmd],
             capture_output=True, text=True, check=False, timeout=120)
@@ -624,88 +628,119 @@ CASES = {
     "remote": {"unlock": PLUGIN_UNLOCK, "expect": "ok", "remote": True},
     "remote-measurement": {"unlock": PLUGIN_UNLOCK, "expect": "refused", "remote": True,
                            "other": True, "refusal": (1, "measurement_in")},
+    # Self-healing: a token with a sealed and a KMS slot; the guest runs the next image (another
+    # measurement, which kmsd's policy names): sealed fails, kmsd releases, the guest re-seals;
+    # a second boot with kmsd down opens it sealed.
+    "heal": {"unlock": PLUGIN_UNLOCK, "expect": "ok", "remote": True, "heal": True},
 }
 KMS_NAME, ATTESTD_NAME = "kms.nitride.test", "attestd.nitride.test"
+MEAS, OTHER, NEXT = "11" * 48, "ab" * 48, "cd" * 48
+
+
+def token_blob(nitride, img):
+    import json
+    r = run([nitride, "luks", "list", img, "--json"], capture_output=True, text=True)
+    return json.loads(r.stdout.strip().splitlines()[0]).get("sealed", {}).get("blob")
 
 
 def run_case(args, name, kernel, base, nitride, chip0):
     work = tempfile.mkdtemp(prefix=f"ntvm-{name}-", dir=args.work)
+    svc = server = None
     try:
         chip = os.path.join(work, "chip")
         shutil.copytree(chip0, chip, symlinks=True)
         case = CASES[name]
-        svc = None
         if case.get("remote"):
-            run([nitride, "sim", "set", chip, "--measurement", "11" * 48], capture_output=True)
-            svc = Services(args, work, chip, ["11" * 48, "ab" * 48])
-        img, want = make_volume(args, work, nitride, chip, svc)
+            run([nitride, "sim", "set", chip, "--measurement", MEAS], capture_output=True)
+            svc = Services(args, work, chip, [MEAS, OTHER, NEXT])
+        img, want = make_volume(args, work, nitride, chip, svc, case.get("heal"))
         guest_chip = chip
-        expect = case["expect"]
-        if case.get("other"):
-            # The same chip launching another VM (another measurement): refused, stays sealed.
+        if case.get("other") or case.get("heal"):
+            # The same chip launching another VM (another measurement): refused, stays sealed;
+            # or, healing, the next image, which kmsd's policy already accepts.
             guest_chip = os.path.join(work, "chip-other")
             shutil.copytree(chip, guest_chip, symlinks=True)
-            run([nitride, "sim", "set", guest_chip, "--measurement", "ab" * 48],
-                capture_output=True)
-        before = hdr_sum(img)
-        extra, relays, server = "", [], None
+            run([nitride, "sim", "set", guest_chip, "--measurement",
+                 NEXT if case.get("heal") else OTHER], capture_output=True)
+        extra, relays = "", []
         if case.get("relay"):
             server = HttpOnce()
             relays = [server.port]
             extra = f"NT_NET=1\nNT_MODE=relay\nNT_RELAY={GUEST_FWD_IP}:{server.port}\n"
             want = hashlib.sha256(server.body).hexdigest()
-        uuid = run(["cryptsetup", "luksUUID", img], capture_output=True,
-                   text=True).stdout.strip()
         if svc:
             relays = [svc.kms_port, svc.attestd_port]
             extra = "NT_NET=1\n"
-        cc = case_cpio(args, work, name, guest_chip, uuid, extra, svc)
-        initrd = os.path.join(work, "initrd")
-        with open(initrd, "wb") as f:
-            for part in (base, cc):
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, f)
-        try:
-            res, console, dt = boot(args, kernel, initrd, img, relays, args.timeout)
-            # The guest's release really went to this kmsd (through the relay).
-            audit = svc.audit() if svc and res else []
-        finally:
-            if server:
-                server.close()
-            if svc:
-                svc.close()
-        if args.verbose or res is None or res.get("status") != expect:
-            sys.stdout.write("".join(f"  | {l}\n" for l in console.splitlines()[-60:]))
-        if res is None:
-            raise Fail(f"{name}: no result line on the serial console within {dt:.1f} s")
-        if res.get("status") != expect:
-            raise Fail(f"{name}: status {res.get('status')} (rc {res.get('rc')}), "
-                       f"expected {expect}: {res.get('msg', '')}")
-        if expect == "ok" and res.get("sha256") != want:
-            raise Fail(f"{name}: data read through dm-crypt has sha256 {res.get('sha256')}, "
-                       f"wrote {want}")
-        if res is None and svc:
-            sys.stdout.write(svc.logs())
-        if svc:
-            unlocks = [a for a in audit if a[0] == "release" and "purpose luks-unlock" in a[2]]
-            ok = "ok" if expect == "ok" else None
-            if not unlocks or (ok and unlocks[-1][1] != "ok") or (not ok and unlocks[-1][1] == "ok"):
-                raise Fail(f"{name}: kmsd's audit has no matching luks-unlock release: {audit}")
-        if server and (res.get("gw") != "blocked" or server.hits < 2):
-            raise Fail(f"{name}: host gateway {res.get('gw')} (restrict=on must block it), "
-                       f"{server.hits} connection(s) through the relay (want 2)")
-        if expect == "refused":
-            rc, frag = case["refusal"]
-            if (rc is not None and res.get("rc") != str(rc)) or frag not in res.get("msg", ""):
-                raise Fail(f"{name}: refusal rc {res.get('rc')} message {res.get('msg')}")
-            if hdr_sum(img) != before:
-                raise Fail(f"{name}: the refused unlock changed the LUKS2 header")
-        log(f"{name}: {res['status']} (boot-to-result {dt:.2f} s wall, guest uptime at result "
-            f"{res.get('uptime', '?')} s, unlock {res.get('ms', '?')} ms; {load()})")
+        blob0 = token_blob(nitride, img) if case.get("heal") else None
+        res, dt = boot_check(args, name, case, kernel, base, work, img, guest_chip, extra, svc,
+                             relays, want, server)
+        if case.get("heal"):
+            # Self-healing: the sealed slot failed, kmsd released, the guest re-sealed the token
+            # to its new state (written to the disk); the next boot opens it with kmsd down.
+            if not any(a[0] == "release" and a[1] == "ok" and "purpose luks-reseal" in a[2]
+                       for a in svc.audit()):
+                raise Fail(f"{name}: no luks-reseal release in kmsd's audit: {svc.audit()}")
+            if token_blob(nitride, img) == blob0:
+                raise Fail(f"{name}: the guest did not re-seal the token")
+            svc.close()
+            svc = None
+            res2, dt2 = boot_check(args, name + "-again", dict(case, remote=False), kernel, base,
+                                   work, img, guest_chip, "NT_NET=1\n", None, relays, want, None)
+            dt += dt2
         return dt
     finally:
+        if server:
+            server.close()
+        if svc:
+            svc.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def boot_check(args, name, case, kernel, base, work, img, guest_chip, extra, svc, relays, want,
+               server):
+    """One boot of case with the checks every case has. Returns (result, seconds)."""
+    expect = case["expect"]
+    before = hdr_sum(img)
+    uuid = run(["cryptsetup", "luksUUID", img], capture_output=True, text=True).stdout.strip()
+    cc = case_cpio(args, work, name, case["unlock"], guest_chip, uuid, extra, svc)
+    initrd = os.path.join(work, "initrd")
+    with open(initrd, "wb") as f:
+        for part in (base, cc):
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, f)
+    res, console, dt = boot(args, kernel, initrd, img, relays, args.timeout)
+    # The guest's release really went to this kmsd (through the relay).
+    audit = svc.audit() if svc and res else []
+    if args.verbose or res is None or res.get("status") != expect:
+        sys.stdout.write("".join(f"  | {line}\n" for line in console.splitlines()[-60:]))
+        if svc:
+            sys.stdout.write(svc.logs())
+    if res is None:
+        raise Fail(f"{name}: no result line on the serial console within {dt:.1f} s")
+    if res.get("status") != expect:
+        raise Fail(f"{name}: status {res.get('status')} (rc {res.get('rc')}), "
+                   f"expected {expect}: {res.get('msg', '')}")
+    if expect == "ok" and res.get("sha256") != want:
+        raise Fail(f"{name}: data read through dm-crypt has sha256 {res.get('sha256')}, "
+                   f"wrote {want}")
+    if svc:
+        unlocks = [a for a in audit if a[0] == "release" and
+                   ("purpose luks-unlock" in a[2] or "purpose luks-reseal" in a[2])]
+        if not unlocks or (expect == "ok") != (unlocks[-1][1] == "ok"):
+            raise Fail(f"{name}: kmsd's audit has no matching luks-unlock release: {audit}")
+    if server and (res.get("gw") != "blocked" or server.hits < 2):
+        raise Fail(f"{name}: host gateway {res.get('gw')} (restrict=on must block it), "
+                   f"{server.hits} connection(s) through the relay (want 2)")
+    if expect == "refused":
+        rc, frag = case["refusal"]
+        if (rc is not None and res.get("rc") != str(rc)) or frag not in res.get("msg", ""):
+            raise Fail(f"{name}: refusal rc {res.get('rc')} message {res.get('msg')}")
+        if hdr_sum(img) != before:
+            raise Fail(f"{name}: the refused unlock changed the LUKS2 header")
+    log(f"{name}: {res['status']} (boot-to-result {dt:.2f} s wall, guest uptime at result "
+        f"{res.get('uptime', '?')} s, unlock {res.get('ms', '?')} ms; {load()})")
+    return res, dt
 
 
 def load():
