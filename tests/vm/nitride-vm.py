@@ -176,9 +176,9 @@ INIT = r"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu DM_DISABLE_UDEV=1
-for m in $(cat /etc/nt-modules); do insmod "$m" || echo "init: insmod $m failed"; done
+export DM_DISABLE_UDEV=1
 . /etc/nt-env
+for m in $(cat /etc/nt-modules); do insmod "$m" || echo "init: insmod $m failed"; done
 . /case/env
 result() { sync; echo "NTVM-RESULT case=$NT_CASE $*"; poweroff -f; sleep 5; }
 i=0
@@ -220,56 +220,128 @@ result "status=ok rc=0 sha256=$sum ms=$ms uptime=$t1"
 """
 
 
-def build_base_initramfs(args, root, kver, out):
+def hook_functions(cache):
+    """initramfs-tools' hook-functions: the installed file, else initramfs-tools-core fetched with
+    apt-get download and unpacked into the cache (never installed)."""
+    hf = "/usr/share/initramfs-tools/hook-functions"
+    if os.path.exists(hf):
+        return hf
+    d = os.path.join(cache, "initramfs-tools")
+    hf = os.path.join(d, "root/usr/share/initramfs-tools/hook-functions")
+    if os.path.exists(hf):
+        return hf
+    os.makedirs(d, exist_ok=True)
+    r = run(["apt-get", "download", "-q", "initramfs-tools-core"], cwd=d, capture_output=True,
+            text=True, check=False)
+    debs = [f for f in os.listdir(d) if f.startswith("initramfs-tools-core_")]
+    if not debs:
+        raise Fail(f"apt-get download initramfs-tools-core failed: {r.stderr.strip()}")
+    run(["dpkg-deb", "-x", os.path.join(d, debs[0]), os.path.join(d, "root")])
+    return hf
+
+
+def run_hook(args, cache, kver, stage):
+    """The initramfs-tools hook (initramfs/hooks/nitride) as `update-initramfs` would run it, on
+    this build installed with `meson install --destdir`: the installed tree is bind-mounted over
+    the system's prefix and libcryptsetup's token directory in a private mount namespace (the
+    machine's directories are never written), DESTDIR is the stage, in mkinitramfs's merged-/usr
+    layout. Returns the installed unlock script's path in the initramfs."""
+    import json
+    dest = os.path.join(args.work, "install")
+    run(["meson", "install", "-C", args.build_dir, "--destdir", dest, "--no-rebuild", "--quiet"],
+        capture_output=True)
+    opts = {o["name"]: o["value"] for o in json.loads(run(
+        ["meson", "introspect", args.build_dir, "--buildoptions"], capture_output=True,
+        text=True).stdout)}
+    prefix, irdir, tokdir = opts["prefix"], opts["initramfs_tools_dir"], token_dir()
+    for d in ("bin", "sbin", "lib", "lib64"):
+        os.makedirs(os.path.join(stage, "usr", d), exist_ok=True)
+        os.symlink("usr/" + d, os.path.join(stage, d))
+    conf = os.path.join(args.work, "luks.conf")
+    with open(conf, "w") as f:
+        # The plugin's configuration: the simulated chip, whose directory comes with each case
+        # ($NITRIDE_SIM_DIR in /case/env).
+        f.write('{"provider":"sim"}\n')
+    script = """set -e
+mount --bind "$1$2" "$2"
+[ -d "$3" ] && mount --bind "$1$3" "$3"
+DESTDIR=$4 verbose=n version=$5 MODULESDIR=/nonexistent CONFDIR=/nonexistent \\
+  NITRIDE_HOOK_FUNCTIONS=$6 NITRIDE_LUKS_CONF=$7 NITRIDE_CRYPTTAB=/nonexistent \\
+  sh "$1$8/hooks/nitride"
+"""
+    r = run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", dest, tokdir,
+             prefix, stage, kver, hook_functions(cache), conf, irdir], capture_output=True,
+            text=True, check=False)
+    if r.returncode != 0:
+        raise Fail(f"the initramfs hook failed: {r.stdout}{r.stderr}")
+    unlock = os.path.join(prefix, "lib/nitride/nitride-crypttab-unlock")
+    for f in ("usr/sbin/cryptsetup", "usr" + tokdir + "/libcryptsetup-token-nitride.so",
+              prefix.lstrip("/") + "/bin/nitride", unlock.lstrip("/"), "etc/nitride/luks.conf"):
+        if not os.path.lexists(os.path.join(stage, f)):
+            raise Fail(f"the initramfs hook did not put {f} into the initramfs")
+    return unlock, [os.path.join(prefix, "bin")]
+
+
+def builtin_tree(args, stage):
+    """Without the hook: the same pieces copied here. Returns (unlock script, extra PATH)."""
+    bins = {}
+    cryptsetup = shutil.which("cryptsetup") or "/sbin/cryptsetup"
+    bins["/sbin/cryptsetup"] = cryptsetup
+    blkid = shutil.which("blkid")
+    if blkid:
+        bins["/sbin/blkid"] = blkid
+    bins["/bin/nitride"] = os.path.join(args.build_dir, "src/agent/nitride")
+    plugin = os.path.join(args.build_dir, "src/luks/plugin/libcryptsetup-token-nitride.so")
+    # Where the guest's (the same Debian) libcryptsetup loads token plugins from.
+    bins[os.path.join(token_dir(), os.path.basename(plugin))] = plugin
+    for dst, src in bins.items():
+        copy_into(stage, src, dst)
+    for lib in ldd_libs(bins.values()):
+        copy_into(stage, lib)
+    script = os.path.join(args.build_dir, "initramfs/nitride-crypttab-unlock")
+    os.chmod(copy_into(stage, script, "/lib/nitride/nitride-crypttab-unlock"), 0o755)
+    with open(_mkparent(stage, "etc/nitride/luks.conf"), "w") as f:
+        f.write('{"provider":"sim"}\n')
+    return "/lib/nitride/nitride-crypttab-unlock", []
+
+
+def build_base_initramfs(args, cache, root, kver, out):
     stage = tempfile.mkdtemp(prefix="ntvm-base-", dir=args.work)
     try:
-        bins = {}
-        busybox = shutil.which("busybox") or "/bin/busybox"
-        copy_into(stage, busybox, "/bin/busybox")
-        cryptsetup = shutil.which("cryptsetup") or "/sbin/cryptsetup"
-        bins["/sbin/cryptsetup"] = cryptsetup
-        for tool in ("dmsetup", "blkid"):
-            path = shutil.which(tool)
-            if path:
-                bins["/sbin/" + tool] = path
-        for name, rel in (("nitride", "src/agent/nitride"), ("vhsmd", "src/vhsm/vhsmd"),
-                          ("vhsm", "src/vhsm/vhsm")):
-            p = os.path.join(args.build_dir, rel)
-            if not os.path.exists(p):
-                raise Fail(f"{p} not built")
-            bins["/bin/" + name] = p
-        plugin = os.path.join(args.build_dir, "src/luks/plugin/libcryptsetup-token-nitride.so")
-        if not os.path.exists(plugin):
-            raise Fail(f"{plugin} not built")
-        # Where the guest's (the same Debian) libcryptsetup loads token plugins from.
-        bins[os.path.join(token_dir(), os.path.basename(plugin))] = plugin
-        # The boot-time unlock script of the initramfs-tools integration (initramfs/), as the
-        # hook installs it.
-        script = os.path.join(args.build_dir, "initramfs/nitride-crypttab-unlock")
-        if not os.path.exists(script):
-            raise Fail(f"{script} not built")
-        for dst, src in bins.items():
-            copy_into(stage, src, dst)
-        os.chmod(copy_into(stage, script, "/lib/nitride/nitride-crypttab-unlock"), 0o755)
-        # The plugin's configuration (contract: /etc/nitride/luks.conf): the simulated chip,
-        # whose directory comes with each case ($NITRIDE_SIM_DIR, /case/env).
-        with open(_mkparent(stage, "etc/nitride/luks.conf"), "w") as f:
-            f.write('{"provider":"sim"}\n')
-        libs = ldd_libs(bins.values())
-        env = ""
+        for rel in ("src/agent/nitride", "src/vhsm/vhsmd", "src/vhsm/vhsm",
+                    "src/luks/plugin/libcryptsetup-token-nitride.so",
+                    "initramfs/nitride-crypttab-unlock"):
+            if not os.path.exists(os.path.join(args.build_dir, rel)):
+                raise Fail(f"{os.path.join(args.build_dir, rel)} not built")
+        if args.initramfs == "hook":
+            unlock, path = run_hook(args, cache, kver, stage)
+        else:
+            unlock, path = builtin_tree(args, stage)
+        # What the test adds to the hook's part: busybox (the shell and tools of /init),
+        # dmsetup (logs the dm table), vhsmd and vhsm, the modules, /init.
+        extra = {"/bin/busybox": shutil.which("busybox") or "/bin/busybox",
+                 "/bin/vhsmd": os.path.join(args.build_dir, "src/vhsm/vhsmd"),
+                 "/bin/vhsm": os.path.join(args.build_dir, "src/vhsm/vhsm")}
+        if shutil.which("dmsetup"):
+            extra["/sbin/dmsetup"] = shutil.which("dmsetup")
+        # libgcc_s: glibc dlopens it for pthread_cancel (libcryptsetup), ldd does not show it.
+        libs = ldd_libs(extra.values()) | {"/lib/x86_64-linux-gnu/libgcc_s.so.1"}
+        for dst, src in extra.items():
+            if not os.path.lexists(os.path.join(stage, dst.lstrip("/"))):
+                copy_into(stage, src, dst)
         for lib in libs:
+            if not os.path.lexists(os.path.join(stage, lib.lstrip("/"))):
+                copy_into(stage, lib)
+        env = f"export NT_UNLOCK_SCRIPT={unlock}\nexport PATH=/bin:/sbin" + \
+            "".join(":" + p for p in path) + "\n"
+        for lib in ldd_libs([os.path.join(args.build_dir, "src/agent/nitride")]):
             if os.path.basename(lib).startswith("libasan.so"):
                 # A sanitizer build: the plugin needs the ASan runtime loaded first in the
                 # (uninstrumented) cryptsetup.
-                env += f"export NT_ASAN_PRELOAD=/lib/x86_64-linux-gnu/{os.path.basename(lib)}\n"
+                env += f"export NT_ASAN_PRELOAD={lib}\n"
                 env += "export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1\n"
         with open(_mkparent(stage, "etc/nt-env"), "w") as f:
             f.write(env)
-        for lib in libs:
-            copy_into(stage, lib, "/lib/x86_64-linux-gnu/" + os.path.basename(lib)
-                      if not lib.startswith("/lib64/") else lib)
-        # The dynamic loader at the path the binaries name.
-        copy_into(stage, "/lib64/ld-linux-x86-64.so.2")
         mods = []
         for m in module_files(root, kver):
             rel = os.path.relpath(m, root)
@@ -609,7 +681,7 @@ def check_qemu_starts():
 
 # How the guest unlocks: as boot does (libcryptsetup with the token plugin), or the CLI.
 PLUGIN_UNLOCK = ("${NT_ASAN_PRELOAD:+env LD_PRELOAD=$NT_ASAN_PRELOAD} "
-                 "/lib/nitride/nitride-crypttab-unlock /etc/nitride/crypttab")
+                 "$NT_UNLOCK_SCRIPT /etc/nitride/crypttab")
 CLI_UNLOCK = "nitride luks unlock /dev/vda data --provider sim --sim-dir /case/chip"
 # expect: the guest's status; refusal: (exit code or None = any non-zero, message fragment with
 # the console's spaces as underscores).
@@ -757,6 +829,8 @@ def main():
     ap.add_argument("--case", action="append", choices=list(CASES) + ["all"])
     ap.add_argument("--timeout", type=float, default=120, help="per boot, seconds")
     ap.add_argument("--kernel-format", choices=["vmlinux", "bzImage", "both"], default="vmlinux")
+    ap.add_argument("--initramfs", choices=["hook", "builtin"], default="hook",
+                    help="initramfs/hooks/nitride (default) or the test's own copy of its pieces")
     ap.add_argument("--repeat", type=int, default=1, help="run the cases this many times")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -782,10 +856,10 @@ def main():
         log(f"kernel {kver} ({args.kernel_format}) ready in {time.monotonic() - t:.1f} s")
         t = time.monotonic()
         base = os.path.join(args.work, "base.cpio")
-        build_base_initramfs(args, root, kver, base)
+        build_base_initramfs(args, cache, root, kver, base)
         chip = os.path.join(args.work, "chip")
         run([nitride, "sim", "init", chip, "--product", "genoa"], capture_output=True)
-        log(f"initramfs {os.path.getsize(base) >> 10} KiB and simulated chip ready in "
+        log(f"initramfs ({args.initramfs}) {os.path.getsize(base) >> 10} KiB and simulated chip ready in "
             f"{time.monotonic() - t:.1f} s; accel {accel()}")
         times = {}
         for i in range(args.repeat):
