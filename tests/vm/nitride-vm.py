@@ -698,6 +698,11 @@ CASES = {
     "sealed": {"unlock": PLUGIN_UNLOCK, "expect": "ok"},
     "sealed-measurement": {"unlock": PLUGIN_UNLOCK, "expect": "refused", "other": True,
                            "refusal": (1, "nitride:_token_0_refused")},
+    # The debug policy bit (0x30000 is the simulated chip's default policy): refused by the
+    # local policy before any key is derived.
+    "sealed-debug": {"unlock": PLUGIN_UNLOCK, "expect": "refused",
+                     "guest_chip": ["--policy", hex(0x30000 | 1 << 19)],
+                     "refusal": (1, "check_'debug'_failed")},
     "sealed-cli": {"unlock": CLI_UNLOCK, "expect": "ok"},
     "sealed-measurement-cli": {"unlock": CLI_UNLOCK, "expect": "refused", "other": True,
                                "refusal": (2, "stays_sealed")},
@@ -736,13 +741,17 @@ def run_case(args, name, kernel, base, nitride, chip0):
             svc = Services(args, work, chip, [MEAS, OTHER, NEXT])
         img, want = make_volume(args, work, nitride, chip, svc, case.get("heal"))
         guest_chip = chip
-        if case.get("other") or case.get("heal"):
-            # The same chip launching another VM (another measurement): refused, stays sealed;
-            # or, healing, the next image, which kmsd's policy already accepts.
+        change = case.get("guest_chip")
+        if case.get("other"):
+            # The same chip launching another VM (another measurement): refused, stays sealed.
+            change = ["--measurement", OTHER]
+        if case.get("heal"):
+            # The next image, which kmsd's policy already accepts.
+            change = ["--measurement", NEXT]
+        if change:
             guest_chip = os.path.join(work, "chip-other")
             shutil.copytree(chip, guest_chip, symlinks=True)
-            run([nitride, "sim", "set", guest_chip, "--measurement",
-                 NEXT if case.get("heal") else OTHER], capture_output=True)
+            run([nitride, "sim", "set", guest_chip, *change], capture_output=True)
         extra, relays = "", []
         if case.get("relay"):
             server = HttpOnce()
