@@ -23,6 +23,8 @@ tokdir=$(cryptsetup --help | sed -n 's/^LUKS2 external token plugin path: \(.*\)
 unshare -m true 2>/dev/null || { echo "SKIP: cannot make a private mount namespace (unshare -m)"; exit 77; }
 
 tmp=$(mktemp -d /tmp/nt-boot-XXXXXX)
+# A sanitizer build of the plugin needs its runtimes loaded first in (uninstrumented) cryptsetup.
+preload_of() { ldd "$1" | awk '$1 ~ /^lib(asan|ubsan)\.so/ {print $3}' | paste -sd: -; }
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 root=$tmp/root
@@ -114,12 +116,14 @@ if [ -e "$hf" ]; then
   mkdir -p "$initrd/img" "$initrd/dev" "$initrd/proc" "$initrd/chip" "$initrd/run/cryptsetup"
   cp "$tmp/sealed.img" "$initrd/img/"
   cp -a "$chip/." "$initrd/chip/"
+  preload=$(preload_of "$root$tokdir/libcryptsetup-token-nitride.so")
   unshare -m --propagation private sh -c '
     set -e
     mount --rbind /dev "$1/dev"; mount -t proc proc "$1/proc"
-    exec env -i NITRIDE_SIM_DIR=/chip NITRIDE_LUKS_CONF=/etc/nitride/luks.conf \
+    exec env -i NITRIDE_SIM_DIR=/chip NITRIDE_LUKS_CONF=/etc/nitride/luks.conf LD_PRELOAD="$2" \
+      ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
       /usr/sbin/chroot "$1" /sbin/cryptsetup open --token-only --test-passphrase /img/sealed.img
-  ' sh "$initrd" >"$tmp/chroot.log" 2>&1 || { cat "$tmp/chroot.log" >&2; fail "the initramfs tree's cryptsetup did not unlock with the token"; }
+  ' sh "$initrd" "$preload" >"$tmp/chroot.log" 2>&1 || { cat "$tmp/chroot.log" >&2; fail "the initramfs tree's cryptsetup did not unlock with the token"; }
   # Without the plugin in the tree it does not (so the check above did use it).
   rm "$initrd/usr$tokdir/libcryptsetup-token-nitride.so"
   if unshare -m --propagation private sh -c 'mount --rbind /dev "$1/dev"; mount -t proc proc "$1/proc";
@@ -141,7 +145,8 @@ plain  $tmp/plain.img  none luks
 EOT
 run_unlock() { # crypttab
   unshare -m --propagation private sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh \
-    "$tmp/plugins" "$tokdir" env NITRIDE_UNLOCK_TEST=1 NITRIDE_UNLOCK_WAIT=1 NITRIDE_SIM_DIR="$chip" \
+    "$tmp/plugins" "$tokdir" env LD_PRELOAD="$(preload_of "$tmp/plugins/libcryptsetup-token-nitride.so")" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 NITRIDE_UNLOCK_TEST=1 NITRIDE_UNLOCK_WAIT=1 NITRIDE_SIM_DIR="$chip" \
     NITRIDE_LUKS_CONF="$tmp/etc/luks.conf" sh "$root$prefix/lib/nitride/nitride-crypttab-unlock" "$1"
 }
 run_unlock "$tmp/crypttab2" >"$tmp/u.out" 2>&1 || { cat "$tmp/u.out" >&2; fail "unlock script: sealed volume"; }

@@ -25,10 +25,15 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 mkdir "$tmp/plugins"
 cp "$PLUGIN" "$tmp/plugins/libcryptsetup-token-nitride.so"
+# A sanitizer build of the plugin needs its runtimes loaded first in (uninstrumented) cryptsetup;
+# cryptsetup's own allocations are not ours to leak-check.
+export NT_PRELOAD
+NT_PRELOAD=$(ldd "$PLUGIN" | awk '$1 ~ /^lib(asan|ubsan)\.so/ {print $3}' | paste -sd: -)
 # cryptsetup with our plugin directory in place of the system's, in a throw-away namespace.
 cs() {
-  unshare -m --propagation private sh -c 'mount --bind "$0" "$1" && shift && exec cryptsetup "$@"' \
-    "$tmp/plugins" "$tokdir" "$@"
+  unshare -m --propagation private sh -c 'mount --bind "$0" "$1" && shift &&
+    if [ -n "$NT_PRELOAD" ]; then export LD_PRELOAD=$NT_PRELOAD ASAN_OPTIONS=detect_leaks=0:abort_on_error=1; fi &&
+    exec cryptsetup "$@"' "$tmp/plugins" "$tokdir" "$@"
 }
 expect_exit() { # code, command...
   local want=$1; shift
