@@ -25,7 +25,7 @@ import lzma
 import os
 import re
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
@@ -651,6 +651,10 @@ def boot(args, kernel, initrd, disk, relays, timeout):
         p.kill()
         out, _ = p.communicate()
         return None, out.decode(errors="replace"), time.monotonic() - t0
+    except BaseException:  # SIGTERM from meson's timeout, ^C: no qemu left behind
+        p.kill()
+        p.wait()
+        raise
     dt = time.monotonic() - t0
     text = out.decode(errors="replace")
     if p.returncode != 0 and b"NTVM-RESULT" not in out:
@@ -843,6 +847,9 @@ def load():
 
 
 def main():
+    # meson's timeout sends SIGTERM: unwind (the finally blocks stop qemu and the services and
+    # remove the work directory).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build-dir", default=os.environ.get("NT_BUILD_ROOT", "build"))
     ap.add_argument("--cache", help="kernel cache (default /var/cache/nitride-test)")
