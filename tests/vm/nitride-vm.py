@@ -316,6 +316,11 @@ def build_base_initramfs(args, cache, root, kver, out):
                     "initramfs/nitride-crypttab-unlock"):
             if not os.path.exists(os.path.join(args.build_dir, rel)):
                 raise Fail(f"{os.path.join(args.build_dir, rel)} not built")
+        if args.initramfs == "hook" and subprocess.run(
+                ["unshare", "-m", "true"], capture_output=True).returncode != 0:
+            log("note: no private mount namespace (unshare -m needs root): the initramfs is "
+                "built without the hook (--initramfs builtin)")
+            args.initramfs = "builtin"
         if args.initramfs == "hook":
             unlock, path = run_hook(args, cache, kver, stage)
         else:
