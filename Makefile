@@ -13,10 +13,13 @@ build: deps
 check: deps
 	@bash scripts/check.sh
 
-# Long runs kept out of make check: the hostile-tenant soak for NT_SOAK_SECONDS (default 600).
+# Long runs kept out of make check: the hostile-tenant soak for NT_SOAK_SECONDS (default 600),
+# then the whole VM matrix (tests/vm: every case, vmlinux and bzImage, NT_VM_REPEAT times).
 soak: build
 	@NT_SOAK_SECONDS=$${NT_SOAK_SECONDS:-600} meson test -C build --print-errorlogs \
 	  --timeout-multiplier 10 vhsm-soak
+	@python3 tests/vm/nitride-vm.py --build-dir build --case all --kernel-format both \
+	  --repeat $${NT_VM_REPEAT:-3}
 
 demo: build
 	@bash scripts/demo.sh

@@ -17,6 +17,8 @@ packages=(
   ovmf
   # the peer bench-release compares with (Clevis with a Tang server behind socat)
   clevis clevis-luks tang socat
+  # the VM test (tests/vm): Debian's kernel booted under qemu with a test-built initramfs
+  qemu-system-x86 busybox-static cpio kmod
 )
 
 missing=()
