@@ -1217,8 +1217,8 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     case CKA_START_DATE:
     case CKA_END_DATE:
         return val_bytes(v, "", 0);
-    case CKA_DERIVE:
-        return val_bool(v, false);
+    case CKA_DERIVE: /* ECDH (CKM_ECDH1_DERIVE with protocol revision 2) */
+        return val_bool(v, !pub && (kk == KK_EC_P256 || kk == KK_EC_P384));
     case CKA_LOCAL:
         return val_bool(v, k->local);
     case CKA_KEY_GEN_MECHANISM:
@@ -1559,7 +1559,8 @@ static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK
     }
     if (((t->sign == P11_TRI_TRUE || t->verify == P11_TRI_TRUE) && !can_sign) ||
         ((t->encrypt == P11_TRI_TRUE || t->decrypt == P11_TRI_TRUE) && !can_crypt) ||
-        t->wrap == P11_TRI_TRUE || t->unwrap == P11_TRI_TRUE || t->derive == P11_TRI_TRUE)
+        t->wrap == P11_TRI_TRUE || t->unwrap == P11_TRI_TRUE ||
+        (t->derive == P11_TRI_TRUE && kind != KK_EC_P256 && kind != KK_EC_P384))
         return CKR_ATTRIBUTE_VALUE_INVALID;
     return CKR_OK;
 }
@@ -1951,6 +1952,7 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
         if (!no_params)
             return CKR_MECHANISM_PARAM_INVALID;
         n.alg = "hmac";
+        n.flags = VHSM_OP_RAW; /* the bare tag, as PKCS#11 wants */
         n.out_len = k->kind == KK_HMAC_SHA256 ? 32 : 48;
         break;
     case CKM_RSA_PKCS_OAEP: {
@@ -2133,10 +2135,7 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
     size_t out_len = 0;
     x.r = conn_get(s, &x.c);
     if (x.r >= 0) {
-        if (op->mech == CKM_SHA256_HMAC || op->mech == CKM_SHA384_HMAC)
-            x.r = vhsm_mac(x.c, op->key->name, in.p, in.n, &out, &out_len);
-        else
-            x.r = vhsm_sign(x.c, op->key->name, alg, op->flags, in.p, in.n, &out, &out_len);
+        x.r = vhsm_sign(x.c, op->key->name, alg, op->flags, in.p, in.n, &out, &out_len);
     }
     OPENSSL_cleanse(&in, sizeof(in));
     op_reset(op);
@@ -2230,7 +2229,8 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
                 _cleanup_conn_ Conn x = { .slot = s };
                 x.r = conn_get(s, &x.c);
                 if (x.r >= 0)
-                    x.r = vhsm_mac_verify(x.c, op->key->name, in.p, in.n, sig, siglen);
+                    x.r = vhsm_verify(x.c, op->key->name, op->alg, op->flags, 0, in.p, in.n,
+                                      sig, siglen);
                 rv = p11_rv_from_errno(x.r, P11_CTX_VERIFY);
             }
         } else
@@ -2711,8 +2711,8 @@ static void function_list_3_0_fill(void) {
     /* The 2.40 part is the same table (same order, same functions). */
     memcpy(&function_list_3_0, &function_list_2_40, sizeof(function_list_2_40));
     function_list_3_0.version = (CK_VERSION){ 3, 0 };
-    function_list_3_0.C_GetInterfaceList = C_GetInterfaceList_;
-    function_list_3_0.C_GetInterface = C_GetInterface_;
+    function_list_3_0.C_GetInterfaceList = C_GetInterfaceList;
+    function_list_3_0.C_GetInterface = C_GetInterface;
     function_list_3_0.C_LoginUser = C_LoginUser;
     function_list_3_0.C_SessionCancel = C_SessionCancel;
     void *msg[20] = {
