@@ -16,6 +16,9 @@ packages=(
   ovmf
   # the peer bench-release compares with (Clevis with a Tang server behind socat)
   clevis tang socat
+  # the PKCS#11 module: its header, the real clients its tests drive, SoftHSM2 for bench-pkcs11
+  libp11-kit-dev opensc gnutls-bin libengine-pkcs11-openssl python3-pykcs11 softhsm2
+  openssh-server openssh-client
 )
 
 missing=()

@@ -1538,7 +1538,7 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {
 /* ---- key generation ------------------------------------------------------------------------ */
 
 /* Template policy of protocol revision 1: token keys only, never extractable, always
- * sensitive; a usage the key type cannot do is refused, a usage turned off is accepted (the
+ * sensitive (whatever CKA_SENSITIVE asks); a usage the key type cannot do is refused, a usage turned off is accepted (the
  * key reports its type's usages). */
 static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
                                 KeyKind kind) {
@@ -1546,8 +1546,10 @@ static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK
         return CKR_TEMPLATE_INCONSISTENT;
     if (t->has_key_type && t->key_type != type)
         return CKR_TEMPLATE_INCONSISTENT;
+    /* CKA_SENSITIVE false is accepted and ignored: secret values never leave vhsmd, so every
+     * key is sensitive (as on most hardware HSMs); pkcs11-tool asks for false by default. */
     if (t->token == P11_TRI_FALSE || t->extractable == P11_TRI_TRUE ||
-        t->sensitive == P11_TRI_FALSE || t->modifiable == P11_TRI_TRUE)
+        t->modifiable == P11_TRI_TRUE)
         return CKR_ATTRIBUTE_VALUE_INVALID;
     bool can_sign = kind != KK_AES, can_crypt = kind == KK_AES || kind == KK_RSA;
     if (cls == CKO_PUBLIC_KEY) {
