@@ -201,6 +201,7 @@ Dispatch *dispatch_free(Dispatch *d) {
 typedef struct Req {
     Dispatch *d;
     const VaultPeer *peer;
+    Peer *conn; /* the connection (its login session) */
     const uint8_t *body;
     size_t len;
     VhsmBuf *out;
@@ -243,6 +244,16 @@ static const char *tag_name(uint16_t tag) {
         return "minimum version";
     case VHSM_TAG_TIMESTAMP:
         return "timestamp";
+    case VHSM_TAG_PIN:
+        return "PIN";
+    case VHSM_TAG_NEW_PIN:
+        return "new PIN";
+    case VHSM_TAG_USER_TYPE:
+        return "user type";
+    case VHSM_TAG_TICKET:
+        return "ticket";
+    case VHSM_TAG_TOKEN_LABEL:
+        return "token label";
     default:
         return "field";
     }
@@ -557,7 +568,168 @@ static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spe
 }
 
 static int op_ping(Req *q) {
+    vhsm_buf_put_u32(q->out, VHSM_TAG_REVISION, VHSM_PROTO_REVISION);
     return 0;
+}
+
+/* ---- tokens and PINs (docs/protocol.md "Tokens and PINs") ---- */
+
+/* A PIN field: 4..64 bytes (-ERANGE), required. */
+static int get_pin(Req *q, uint16_t tag, const uint8_t **ret, size_t *ret_len) {
+    int r = get_bytes(q, tag, true, ret, ret_len);
+    if (r < 0)
+        return r;
+    if (*ret_len < VHSM_PIN_LEN_MIN || *ret_len > VHSM_PIN_LEN_MAX)
+        return req_fail(q, -ERANGE, "a PIN has %u to %u bytes", VHSM_PIN_LEN_MIN, VHSM_PIN_LEN_MAX);
+    return 0;
+}
+
+static int get_user_type(Req *q, uint32_t *ret) {
+    int r = get_u32(q, VHSM_TAG_USER_TYPE, true, 0, ret);
+    if (r < 0)
+        return r;
+    if (*ret != VAULT_USER_SO && *ret != VAULT_USER_USER)
+        return req_fail(q, -EINVAL, "user type must be 0 (SO) or 1 (user)");
+    return 0;
+}
+
+static int op_token_info(Req *q) {
+    VaultTokenInfo ti;
+    char serial[17];
+    int r = vault_token_info(q->d->vault, q->peer, &ti);
+    if (r < 0)
+        return r;
+    memcpy(serial, ti.serial, sizeof serial);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_UID, (uint32_t)ti.uid);
+    vhsm_buf_put(q->out, VHSM_TAG_TOKEN_LABEL, ti.label, ti.label_len);
+    vhsm_buf_put_str(q->out, VHSM_TAG_SERIAL, serial);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_TOKEN_FLAGS, ti.flags);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_USER_FAILURES, ti.user_failures);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_SO_FAILURES, ti.so_failures);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_MAX_TRIES, ti.max_tries);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_USER_TYPE, ti.login);
+    return 0;
+}
+
+static int token_fail(Req *q, int r, const char *what) {
+    const char *why;
+    switch (-r) {
+    case EBADE:
+        why = "PIN incorrect";
+        break;
+    case ENOLCK:
+        why = "PIN locked after too many failures";
+        break;
+    case ENOMEDIUM:
+        why = "token not initialised";
+        break;
+    case ENODATA:
+        why = "user PIN not initialised";
+        break;
+    case ENOTEMPTY:
+        why = "the token still holds objects: delete them before re-initialising it";
+        break;
+    case EBADR:
+        why = "not logged in (as the SO)";
+        break;
+    case EALREADY:
+        why = "already logged in";
+        break;
+    case EISCONN:
+        why = "another user type is logged in on this connection";
+        break;
+    case EBUSY:
+        why = "the token changed during the check; try again";
+        break;
+    default:
+        return r;
+    }
+    return req_fail(q, r, "%s: token of uid %u: %s", what, (unsigned)q->peer->uid, why);
+}
+
+static int op_token_init(Req *q) {
+    const uint8_t *pin, *label = NULL;
+    size_t pin_len, label_len = 0;
+    int r;
+    if ((r = get_pin(q, VHSM_TAG_PIN, &pin, &pin_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_TOKEN_LABEL, false, &label, &label_len)) < 0)
+        return r;
+    if (label_len > VHSM_LABEL_LEN_MAX || (label && memchr(label, 0, label_len)))
+        return req_fail(q, -EINVAL, "token label: at most %u bytes, no NUL", VHSM_LABEL_LEN_MAX);
+    r = vault_token_init(q->d->vault, q->peer, pin, pin_len, label, label_len);
+    return r < 0 ? token_fail(q, r, "token-init") : 0;
+}
+
+/* Replaces the connection's session by s (a new login). */
+static void conn_set_session(Req *q, VaultSession *s) {
+    vault_session_unref(q->conn->session);
+    q->conn->session = s;
+}
+
+static int op_login(Req *q) {
+    uint8_t ticket[VAULT_TICKET_SIZE];
+    VaultSession *s = NULL;
+    const uint8_t *pin;
+    size_t pin_len;
+    uint32_t user;
+    int r;
+    if ((r = get_user_type(q, &user)) < 0 || (r = get_pin(q, VHSM_TAG_PIN, &pin, &pin_len)) < 0)
+        return r;
+    r = vault_login(q->d->vault, q->peer, user, pin, pin_len, &s, ticket);
+    if (r < 0)
+        return token_fail(q, r, "login");
+    conn_set_session(q, s);
+    vhsm_buf_mark_secret(q->out);
+    vhsm_buf_put(q->out, VHSM_TAG_TICKET, ticket, sizeof ticket);
+    explicit_bzero(ticket, sizeof ticket);
+    return 0;
+}
+
+static int op_login_ticket(Req *q) {
+    VaultSession *s = NULL;
+    const uint8_t *t;
+    size_t n;
+    int r;
+    if ((r = get_bytes(q, VHSM_TAG_TICKET, true, &t, &n)) < 0)
+        return r;
+    if (n != VAULT_TICKET_SIZE)
+        return req_fail(q, -EBADMSG, "a ticket has %u bytes", VAULT_TICKET_SIZE);
+    r = vault_login_ticket(q->d->vault, q->peer, t, &s);
+    if (r == -EBADE)
+        return req_fail(q, r, "login-ticket: no such login of this process");
+    if (r < 0)
+        return token_fail(q, r, "login-ticket");
+    conn_set_session(q, s);
+    return 0;
+}
+
+static int op_logout(Req *q) {
+    if (!vault_session_live(q->conn->session, NULL))
+        return req_fail(q, -EBADR, "logout: not logged in");
+    vault_logout(q->conn->session);
+    conn_set_session(q, NULL);
+    return 0;
+}
+
+static int op_init_pin(Req *q) {
+    const uint8_t *pin;
+    size_t pin_len;
+    int r;
+    if ((r = get_pin(q, VHSM_TAG_PIN, &pin, &pin_len)) < 0)
+        return r;
+    r = vault_init_pin(q->d->vault, q->peer, pin, pin_len);
+    return r < 0 ? token_fail(q, r, "init-pin") : 0;
+}
+
+static int op_set_pin(Req *q) {
+    const uint8_t *old, *new;
+    size_t old_len, new_len;
+    int r;
+    if ((r = get_pin(q, VHSM_TAG_PIN, &old, &old_len)) < 0 ||
+        (r = get_pin(q, VHSM_TAG_NEW_PIN, &new, &new_len)) < 0)
+        return r;
+    r = vault_set_pin(q->d->vault, q->peer, old, old_len, new, new_len);
+    return r < 0 ? token_fail(q, r, "set-pin") : 0;
 }
 
 static int op_attestation_status(Req *q) {
@@ -1170,6 +1342,9 @@ static void default_message(Req *q, uint16_t opcode, int r) {
     case EBADMSG:
         reason = "malformed input";
         break;
+    case EBADR:
+        reason = "not logged in: this uid's token has a user PIN, log in first (C_Login)";
+        break;
     case EINVAL:
         reason = "invalid argument";
         break;
@@ -1215,12 +1390,12 @@ static bool opcode_parks(uint16_t opcode) {
     }
 }
 
-int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+int dispatch_request(Dispatch *d, Peer *peer, const VhsmHeader *h, const uint8_t *body,
                      VhsmBuf *out) {
     return dispatch_request_park(d, peer, h, body, out, NULL);
 }
 
-int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const uint8_t *body,
                           VhsmBuf *out, const DispatchPark *park) {
     char why_not[160] = "";
     int park_error = 0;
@@ -1229,8 +1404,9 @@ int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, co
                     .groups = peer->groups,
                     .n_groups = peer->n_groups,
                     .pid = peer->pid,
-                    .cgroup = peer->cgroup};
-    Req q = {.d = d, .peer = &vp, .body = body, .len = h->body_len, .out = out};
+                    .cgroup = peer->cgroup,
+                    .session = peer->session};
+    Req q = {.d = d, .peer = &vp, .conn = peer, .body = body, .len = h->body_len, .out = out};
     bool denied, gated;
     int r;
 
@@ -1317,6 +1493,27 @@ int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, co
         break;
     case VHSM_OP_IMPORT_RELEASE:
         r = op_import_release(&q);
+        break;
+    case VHSM_OP_TOKEN_INFO:
+        r = op_token_info(&q);
+        break;
+    case VHSM_OP_TOKEN_INIT:
+        r = op_token_init(&q);
+        break;
+    case VHSM_OP_LOGIN:
+        r = op_login(&q);
+        break;
+    case VHSM_OP_LOGIN_TICKET:
+        r = op_login_ticket(&q);
+        break;
+    case VHSM_OP_LOGOUT:
+        r = op_logout(&q);
+        break;
+    case VHSM_OP_INIT_PIN:
+        r = op_init_pin(&q);
+        break;
+    case VHSM_OP_SET_PIN:
+        r = op_set_pin(&q);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

@@ -758,6 +758,15 @@ int vault_new(Vault **ret) {
         free(v);
         return -ENOMEM;
     }
+    if (pthread_mutex_init(&v->session_lock, NULL) != 0) {
+        (void)pthread_mutex_destroy(&v->mutate_lock);
+        (void)pthread_mutex_destroy(&v->transfer_lock);
+        (void)pthread_rwlock_destroy(&v->lock);
+        free(v);
+        return -ENOMEM;
+    }
+    v->pin_max_tries = VAULT_PIN_MAX_TRIES_DEFAULT;
+    v->pin_iterations = VAULT_PIN_ITERATIONS_DEFAULT;
     atomic_init(&v->attestation_time, 0);
     atomic_init(&v->attestation_expires, 0);
     (void)vault_quota_normalize(&v->quota);
@@ -773,6 +782,8 @@ Vault *vault_free(Vault *v) {
     free(v->keys);
     free(v->usage);
     vault_transfer_free_all(v);
+    vault_tokens_free(v);
+    (void)pthread_mutex_destroy(&v->session_lock);
     (void)pthread_mutex_destroy(&v->transfer_lock);
     (void)pthread_mutex_destroy(&v->mutate_lock);
     (void)pthread_rwlock_destroy(&v->lock);
@@ -1122,6 +1133,10 @@ static int persist_locked(Vault *v) {
     return r;
 }
 
+int vault_persist_locked(Vault *v) {
+    return persist_locked(v);
+}
+
 /* vault_insert_key() inside WRITE_LOCKED. */
 static int insert_key_persist_locked(Vault *v, const VaultPeer *peer, VaultKey *k) {
     VaultUsage d = key_usage(k);
@@ -1152,6 +1167,8 @@ int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     WRITE_LOCKED(v);
+    if ((r = vault_login_check_locked(v, peer)) < 0)
+        return r;
     return insert_key_persist_locked(v, peer, k);
 }
 
@@ -1696,7 +1713,8 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
         /* Cheap early checks so that a taken name or a full quota does not cost an RSA key
          * generation. */
         READ_LOCKED(v);
-        if ((r = vault_may_create_locked(v, peer, full, spec->type, VAULT_ORIGIN_GENERATED)) < 0)
+        if ((r = vault_login_check_locked(v, peer)) < 0 ||
+            (r = vault_may_create_locked(v, peer, full, spec->type, VAULT_ORIGIN_GENERATED)) < 0)
             return r;
     }
     if ((r = new_version(v, spec->type, 1, &kv)) < 0)
@@ -1733,6 +1751,8 @@ static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name
         return absent_error(peer, name);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
         return -EPERM;
+    if (vault_login_check_locked(v, peer) < 0)
+        return -EBADR; /* the peer's token needs a user login for key changes */
     *ret = k;
     return 0;
 }
@@ -2097,6 +2117,9 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
         return absent_error(peer, full);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE))
         return -EPERM;
+    /* Secret or private material: the peer's token may need a user login (on top of the ACL). */
+    if (need_attest && vault_login_check_locked(v, peer) < 0)
+        return -EBADR;
     if (need_attest && k->policy.kind == VAULT_POLICY_ATTESTED) {
         long long at = atomic_load(&v->attestation_time);
         long long exp = atomic_load(&v->attestation_expires);

@@ -51,6 +51,7 @@
 
 typedef struct Vault Vault;
 typedef struct Keystore Keystore;
+typedef struct VaultSession VaultSession; /* a PIN login (vault_login); see "Tokens" below */
 
 typedef enum VaultKeyType {
     VAULT_KEY_AES256,      /* "aes256" */
@@ -116,7 +117,8 @@ typedef struct VaultPeer {
     const gid_t *groups; /* supplementary gids (may be NULL) */
     size_t n_groups;
     pid_t pid;
-    const char *cgroup; /* e.g. "/system.slice/app.service" (cgroup v2 path) */
+    const char *cgroup;    /* e.g. "/system.slice/app.service" (cgroup v2 path) */
+    VaultSession *session; /* the connection's login (vault_login), or NULL */
 } VaultPeer;
 
 /* One access list. A peer matches if its uid is listed, or its primary gid or one of its
@@ -409,3 +411,82 @@ int vault_random(size_t n, uint8_t **ret);
 
 /* Number of keys in the table (tests, status). */
 size_t vault_key_count(Vault *v);
+
+/* ---- Tokens and PINs (docs/vault.md "Tokens and PINs") ----
+ *
+ * Every uid namespace "<uid>/" is a token, whose state lives in the sealed keystore: label,
+ * serial, SO PIN and user PIN (each a salted PBKDF2-HMAC-SHA256 hash, iterations recorded) and
+ * the consecutive failure counters of both. A failed PIN check is counted and persisted before
+ * it is answered; max_tries failures lock that PIN (the SO unlocks the user PIN with
+ * vault_init_pin()). A login (VaultSession) authorises a connection; when the peer's token has
+ * a user PIN, every use of secret or private material and every key change by that peer needs a
+ * live USER session of the same uid in VaultPeer.session (else -EBADR), on top of the ACL.
+ *
+ * Errors: -EBADE wrong PIN (counted), -ENOLCK locked, -ENOMEDIUM token not initialised,
+ * -ENODATA user PIN not set, -ENOTEMPTY re-initialising a token whose namespace holds keys,
+ * -ERANGE PIN length, -EINVAL, -EALREADY / -EISCONN (this / the other user type logged in),
+ * -EBUSY (the PIN changed during the check: retry), -ENOMEM, the keystore's errors. */
+#define VAULT_USER_SO 0u
+#define VAULT_USER_USER 1u
+#define VAULT_USER_NONE 0xFFFFFFFFu
+#define VAULT_PIN_MIN 4u
+#define VAULT_PIN_MAX 64u
+#define VAULT_TOKEN_LABEL_MAX 32u
+#define VAULT_TICKET_SIZE 32u
+#define VAULT_PIN_MAX_TRIES_DEFAULT 10u
+#define VAULT_PIN_ITERATIONS_DEFAULT 100000u
+#define VAULT_TOKENS_MAX 65536u
+
+/* Token flags (libvhsm's VHSM_TOKEN_*). */
+#define VAULT_TOKEN_INITIALIZED (1u << 0)
+#define VAULT_TOKEN_USER_PIN_INITIALIZED (1u << 1)
+#define VAULT_TOKEN_LOGIN_REQUIRED (1u << 2)
+#define VAULT_TOKEN_USER_PIN_COUNT_LOW (1u << 3)
+#define VAULT_TOKEN_USER_PIN_FINAL_TRY (1u << 4)
+#define VAULT_TOKEN_USER_PIN_LOCKED (1u << 5)
+#define VAULT_TOKEN_SO_PIN_COUNT_LOW (1u << 6)
+#define VAULT_TOKEN_SO_PIN_FINAL_TRY (1u << 7)
+#define VAULT_TOKEN_SO_PIN_LOCKED (1u << 8)
+
+typedef struct VaultTokenInfo {
+    uid_t uid;
+    uint8_t label[VAULT_TOKEN_LABEL_MAX];
+    size_t label_len;
+    char serial[17];
+    uint32_t flags;
+    uint32_t user_failures, so_failures, max_tries;
+    uint32_t login; /* the peer's session: VAULT_USER_* */
+} VaultTokenInfo;
+
+/* max_tries 1..100 (0: default 10), iterations >= 1000 for new hashes (0: default). Call before
+ * serving. Returns 0 or -EINVAL. */
+int vault_set_pin_policy(Vault *v, uint32_t max_tries, uint32_t iterations);
+/* The peer's own token (an uninitialised token: flags 0). */
+int vault_token_info(Vault *v, const VaultPeer *peer, VaultTokenInfo *ret);
+/* C_InitToken on the peer's token (see the error list above). */
+int vault_token_init(Vault *v, const VaultPeer *peer, const uint8_t *so_pin, size_t so_pin_len,
+                     const uint8_t *label, size_t label_len);
+/* Checks the PIN of user (VAULT_USER_SO / _USER) and on success returns a new session (owned by
+ * the caller: vault_session_unref()) and its ticket (random, VAULT_TICKET_SIZE bytes). The
+ * peer's current session (VaultPeer.session, may be NULL or revoked) decides -EALREADY/-EISCONN. */
+int vault_login(Vault *v, const VaultPeer *peer, uint32_t user, const uint8_t *pin, size_t pin_len,
+                VaultSession **ret, uint8_t ret_ticket[VAULT_TICKET_SIZE]);
+/* Another reference to the live session of ticket, if it belongs to the peer's uid and pid:
+ * 0, -EBADE (no such live session; nothing is counted), -EALREADY/-EISCONN. */
+int vault_login_ticket(Vault *v, const VaultPeer *peer, const uint8_t ticket[VAULT_TICKET_SIZE],
+                       VaultSession **ret);
+/* Revokes s: every connection holding it is logged out. Accepts NULL. */
+void vault_logout(VaultSession *s);
+/* True while s is a live (not revoked) session; *ret_user its user type. */
+bool vault_session_live(const VaultSession *s, uint32_t *ret_user);
+VaultSession *vault_session_unref(VaultSession *s);
+/* C_InitPIN: peer's session must be a live SO session (-EBADR); sets the user PIN, clears its
+ * failure counter and revokes the token's USER sessions. */
+int vault_init_pin(Vault *v, const VaultPeer *peer, const uint8_t *pin, size_t pin_len);
+/* C_SetPIN: changes the PIN of the user logged in on the peer's session (SO or USER), or the
+ * user PIN if none; old_pin must match (counted). */
+int vault_set_pin(Vault *v, const VaultPeer *peer, const uint8_t *old_pin, size_t old_len,
+                  const uint8_t *new_pin, size_t new_len);
+/* 0 if the peer may use private material / change keys under its token's login rule, else
+ * -EBADR. Takes the table lock (read). */
+int vault_login_check(Vault *v, const VaultPeer *peer);

@@ -1583,3 +1583,166 @@ const char *vhsm_batch_message(const VhsmBatch *b, size_t i) {
         return "";
     return b->ops[i].message;
 }
+
+/* ---- revision 2: tokens and PINs ---- */
+
+int vhsm_revision(VhsmClient *c, uint32_t *ret) {
+    Call call;
+    uint32_t rev = 1;
+    int r;
+    if (!ret)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_PING);
+    if (r < 0)
+        return r;
+    r = call_run(&call);
+    if (r >= 0) {
+        int g = vhsm_body_get_u32(call.body, call.len, VHSM_TAG_REVISION, &rev);
+        if (g == -ENOENT)
+            rev = 1; /* a daemon before revision 2 */
+        else if (g < 0) {
+            set_error("malformed revision in vhsmd's reply");
+            r = -EPROTO;
+        }
+    }
+    call_end(&call);
+    if (r >= 0)
+        *ret = rev;
+    return r;
+}
+
+static int pin_arg_check(const void *pin, size_t len) {
+    if (!pin)
+        return -EINVAL;
+    if (len < VHSM_PIN_MIN || len > VHSM_PIN_MAX)
+        return -ERANGE;
+    return 0;
+}
+
+int vhsm_token_info(VhsmClient *c, VhsmTokenInfo *ret) {
+    Call call;
+    VhsmTokenInfo ti = {0};
+    const uint8_t *label;
+    size_t label_len;
+    int r;
+    if (!ret)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_TOKEN_INFO);
+    if (r < 0)
+        return r;
+    r = call_run(&call);
+    if (r >= 0) {
+        if (vhsm_body_get_u32(call.body, call.len, VHSM_TAG_UID, &ti.uid) < 0 ||
+            vhsm_body_get(call.body, call.len, VHSM_TAG_TOKEN_LABEL, &label, &label_len) < 0 ||
+            label_len > VHSM_TOKEN_LABEL_MAX ||
+            vhsm_body_get_str(call.body, call.len, VHSM_TAG_SERIAL, 16, ti.serial,
+                              sizeof ti.serial) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_TOKEN_FLAGS, &ti.flags) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_USER_FAILURES, &ti.user_failures) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_SO_FAILURES, &ti.so_failures) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_MAX_TRIES, &ti.max_tries) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_USER_TYPE, &ti.login) < 0) {
+            set_error("malformed token info from vhsmd");
+            r = -EPROTO;
+        } else {
+            memcpy(ti.label, label, label_len);
+            ti.label_len = label_len;
+            ti.pin_min = VHSM_PIN_MIN;
+            ti.pin_max = VHSM_PIN_MAX;
+        }
+    }
+    call_end(&call);
+    if (r >= 0)
+        *ret = ti;
+    return r;
+}
+
+int vhsm_token_init(VhsmClient *c, const void *so_pin, size_t so_pin_len, const void *label,
+                    size_t label_len) {
+    Call call;
+    int r;
+    if ((r = pin_arg_check(so_pin, so_pin_len)) < 0)
+        return r;
+    if (label_len > VHSM_TOKEN_LABEL_MAX || (label_len > 0 && !label))
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_TOKEN_INIT);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, so_pin, so_pin_len);
+    vhsm_buf_put(&c->out, VHSM_TAG_TOKEN_LABEL, label, label_len);
+    return call_finish(&call);
+}
+
+int vhsm_login(VhsmClient *c, uint32_t user, const void *pin, size_t pin_len,
+               uint8_t ret_ticket[VHSM_TICKET_SIZE]) {
+    Call call;
+    const uint8_t *t;
+    size_t n;
+    int r;
+    if (user != VHSM_USER_SO && user != VHSM_USER_USER)
+        return -EINVAL;
+    if ((r = pin_arg_check(pin, pin_len)) < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_LOGIN);
+    if (r < 0)
+        return r;
+    vhsm_buf_put_u32(&c->out, VHSM_TAG_USER_TYPE, user);
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, pin, pin_len);
+    r = call_run(&call);
+    if (r >= 0) {
+        if (vhsm_body_get(call.body, call.len, VHSM_TAG_TICKET, &t, &n) < 0 ||
+            n != VHSM_TICKET_SIZE) {
+            set_error("malformed login reply from vhsmd");
+            r = -EPROTO;
+        } else if (ret_ticket)
+            memcpy(ret_ticket, t, VHSM_TICKET_SIZE);
+    }
+    call_end(&call);
+    return r;
+}
+
+int vhsm_login_ticket(VhsmClient *c, const uint8_t ticket[VHSM_TICKET_SIZE]) {
+    Call call;
+    int r;
+    if (!ticket)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_LOGIN_TICKET);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_TICKET, ticket, VHSM_TICKET_SIZE);
+    return call_finish(&call);
+}
+
+int vhsm_logout(VhsmClient *c) {
+    Call call;
+    int r = call_begin(&call, c, VHSM_OP_LOGOUT);
+    if (r < 0)
+        return r;
+    return call_finish(&call);
+}
+
+int vhsm_init_pin(VhsmClient *c, const void *pin, size_t pin_len) {
+    Call call;
+    int r;
+    if ((r = pin_arg_check(pin, pin_len)) < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_INIT_PIN);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, pin, pin_len);
+    return call_finish(&call);
+}
+
+int vhsm_set_pin(VhsmClient *c, const void *old_pin, size_t old_len, const void *new_pin,
+                 size_t new_len) {
+    Call call;
+    int r;
+    if ((r = pin_arg_check(old_pin, old_len)) < 0 || (r = pin_arg_check(new_pin, new_len)) < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_SET_PIN);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, old_pin, old_len);
+    vhsm_buf_put(&c->out, VHSM_TAG_NEW_PIN, new_pin, new_len);
+    return call_finish(&call);
+}

@@ -289,15 +289,16 @@ const char *vhsm_batch_message(const VhsmBatch *b, size_t i);
 int vhsm_revision(VhsmClient *c, uint32_t *ret);
 
 /* Errnos of the new statuses (docs/protocol.md status table). */
-#define VHSM_EPIN_INCORRECT EBADE       /* status 22 pin-incorrect (the failure was counted) */
-#define VHSM_EPIN_LOCKED ENOLCK         /* status 23 pin-locked */
-#define VHSM_ENOT_LOGGED_IN EBADR       /* status 24 not-logged-in */
-#define VHSM_EALREADY_LOGGED EALREADY   /* status 25: this user type is logged in already */
-#define VHSM_EOTHER_LOGGED EISCONN      /* status 25: the other user type is logged in */
-#define VHSM_ETOKEN_UNINIT ENOMEDIUM    /* status 26: token not initialised */
-#define VHSM_EPIN_UNINIT ENODATA        /* status 26: user PIN not initialised */
-#define VHSM_ETOKEN_NOT_EMPTY ENOTEMPTY /* status 26: re-initialising a token that holds objects   \
-                                         */
+#define VHSM_EPIN_INCORRECT EBADE     /* status 22 pin-incorrect (the failure was counted) */
+#define VHSM_EPIN_LOCKED ENOLCK       /* status 23 pin-locked */
+#define VHSM_ENOT_LOGGED_IN EBADR     /* status 24 not-logged-in */
+#define VHSM_EALREADY_LOGGED EALREADY /* status 25: this user type is logged in already */
+#define VHSM_EOTHER_LOGGED EISCONN    /* status 25: the other user type is logged in */
+#define VHSM_ETOKEN_UNINIT ENOMEDIUM  /* status 26: token not initialised */
+#define VHSM_EPIN_UNINIT ENODATA      /* status 26: user PIN not initialised */
+#define VHSM_ETOKEN_NOT_EMPTY                                                                      \
+    ENOTEMPTY /* status 26: re-initialising a token that holds objects                             \
+               */
 /* PIN length outside VHSM_PIN_MIN..VHSM_PIN_MAX: -ERANGE (status invalid-argument). */
 
 /* Tokens: the caller's own uid namespace is its token. */
