@@ -37,6 +37,7 @@
 
 #include "core/macro.h"
 #include "core/openssl-util.h"
+#include "core/secret.h"
 #include "p11.h"
 #include "rv.h"
 #include "template.h"
@@ -48,6 +49,7 @@
 #define P11_POOL_MAX 64         /* idle connections kept per slot */
 #define P11_BUF_MAX (1024 * 1024 - 4096) /* data a buffered multi-part operation may collect */
 #define P11_RANDOM_CHUNK 65536
+#define NO_USER ((CK_USER_TYPE)-1)
 
 #define MANUFACTURER "Nitride"
 #define LIBRARY_DESCRIPTION "Nitride vHSM PKCS#11 module"
@@ -140,11 +142,25 @@ typedef struct P11Key {
 
 /* ---- slots --------------------------------------------------------------------------------- */
 
+/* An idle connection and the login generation it is attached to. */
+typedef struct PoolConn {
+    VhsmClient *c;
+    uint64_t gen;
+} PoolConn;
+
 typedef struct P11Slot {
     char *socket;
-    void *lock; /* pool, keys, epoch */
-    VhsmClient **idle;
+    void *lock; /* pool, keys, epoch, login */
+    PoolConn *idle;
     size_t n_idle;
+    /* The application's login (PKCS#11: one per application and token). vhsmd logs in one
+     * connection and gives a ticket that attaches the others (same uid and pid); the ticket is
+     * a secret, kept in locked memory. login_gen changes with every login and logout, so a
+     * pooled connection attached to an older login is brought up to date when taken. */
+    CK_USER_TYPE user; /* CKU_SO, CKU_USER, or NO_USER */
+    Secret *ticket;
+    uint64_t login_gen;
+    bool login_required; /* the token has a user PIN: private objects need a login */
     P11Key **keys;
     size_t n_keys, cap_keys;
     uint64_t epoch;
@@ -219,7 +235,7 @@ static CK_RV slot_add(const char *path) {
     if (G.n_slots >= P11_MAX_SLOTS)
         return CKR_GENERAL_ERROR;
     P11Slot *s = &G.slots[G.n_slots];
-    *s = (P11Slot){ 0 };
+    *s = (P11Slot){ .user = NO_USER };
     s->socket = strdup(path);
     s->lock = mtx_new();
     if (!s->socket || !s->lock) {
@@ -275,28 +291,93 @@ static CK_RV config_load(void) {
 
 /* ---- connections --------------------------------------------------------------------------- */
 
-/* An idle connection of the slot, or a new one. Returns 0 or a negative errno (transport). */
-static int conn_get(P11Slot *s, VhsmClient **ret) {
+/* A connection for one call, given back by the cleanup. */
+typedef struct Conn {
+    P11Slot *slot;
+    VhsmClient *c;
+    uint64_t gen; /* login generation the connection is attached to */
+    int r;        /* result of the call, for conn_put */
+} Conn;
+
+/* The slot's login was lost (its ticket refused): forget it. */
+static void slot_login_lost(P11Slot *s, uint64_t gen) {
+    LOCKED(s->lock);
+    if (s->login_gen != gen)
+        return;
+    s->user = NO_USER;
+    s->ticket = secret_free(s->ticket);
+    s->login_gen++;
+}
+
+/* Takes an idle connection of the slot (or opens one) and attaches it to the application's
+ * login if it is not yet. Returns 0 or a negative errno (transport). */
+static int conn_get(P11Slot *s, Conn *x) {
+    bool have = false;
     {
         LOCKED(s->lock);
         if (s->n_idle > 0) {
-            *ret = s->idle[--s->n_idle];
-            return 0;
+            PoolConn pc = s->idle[--s->n_idle];
+            x->c = pc.c;
+            x->gen = pc.gen;
+            have = true;
         }
     }
-    return vhsm_connect(s->socket, ret);
+    if (!have) {
+        int r = vhsm_connect(s->socket, &x->c);
+        if (r < 0) {
+            x->c = NULL;
+            /* no socket file, or nobody listening: the daemon is not there */
+            return r == -ENOENT || r == -ECONNREFUSED ? -ECONNREFUSED : r;
+        }
+        x->gen = 0; /* logged in as nobody */
+    }
+    for (;;) {
+        uint8_t ticket[VHSM_TICKET_SIZE];
+        CLEANUP_ERASE(ticket);
+        uint64_t gen;
+        bool logged_in;
+        {
+            LOCKED(s->lock);
+            gen = s->login_gen;
+            logged_in = s->user != NO_USER && s->ticket;
+            if (logged_in)
+                memcpy(ticket, secret_const_data(s->ticket), sizeof(ticket));
+        }
+        if (x->gen == gen)
+            return 0;
+        if (!logged_in) {
+            /* a logout revoked the ticket this connection was attached to: it is logged out */
+            x->gen = gen;
+            return 0;
+        }
+        int r = vhsm_login_ticket(x->c, ticket);
+        if (r >= 0 || r == -EALREADY || r == -EISCONN) {
+            x->gen = gen;
+            return 0;
+        }
+        if (p11_errno_is_transport(r)) {
+            x->r = r;
+            return r;
+        }
+        slot_login_lost(s, gen); /* revoked behind our back (a PIN change): logged out now */
+    }
 }
 
-/* Gives c back after a call that returned r. A transport failure means vhsmd is gone: every
- * pooled connection is dead too, and the sessions opened before are invalid (epoch). */
-static void conn_put(P11Slot *s, VhsmClient *c, int r) {
+/* Gives the connection back after a call that returned x->r. A transport failure means vhsmd
+ * is gone: every pooled connection is dead too, and the sessions opened before are invalid
+ * (epoch). */
+static void conn_release(Conn *x) {
+    P11Slot *s = x->slot;
+    VhsmClient *c = x->c;
+    int r = x->r;
     if (!c)
         return;
+    x->c = NULL;
     if (p11_errno_is_transport(r) || r == -ETIMEDOUT || r == -EPROTO) {
         vhsm_disconnect(c);
         if (!p11_errno_is_transport(r))
             return;
-        VhsmClient *drop[P11_POOL_MAX];
+        PoolConn drop[P11_POOL_MAX];
         size_t n;
         {
             LOCKED(s->lock);
@@ -304,9 +385,15 @@ static void conn_put(P11Slot *s, VhsmClient *c, int r) {
             n = s->n_idle;
             memcpy(drop, s->idle, n * sizeof(*drop));
             s->n_idle = 0;
+            /* the daemon's logins died with it */
+            if (s->user != NO_USER) {
+                s->user = NO_USER;
+                s->ticket = secret_free(s->ticket);
+                s->login_gen++;
+            }
         }
         for (size_t i = 0; i < n; i++)
-            vhsm_disconnect(drop[i]);
+            vhsm_disconnect(drop[i].c);
         return;
     }
     {
@@ -314,22 +401,11 @@ static void conn_put(P11Slot *s, VhsmClient *c, int r) {
         if (!s->idle)
             s->idle = calloc(P11_POOL_MAX, sizeof(*s->idle));
         if (s->idle && s->n_idle < P11_POOL_MAX) {
-            s->idle[s->n_idle++] = c;
+            s->idle[s->n_idle++] = (PoolConn){ c, x->gen };
             return;
         }
     }
     vhsm_disconnect(c);
-}
-
-/* A connection for one call, returned by the cleanup. */
-typedef struct Conn {
-    P11Slot *slot;
-    VhsmClient *c;
-    int r; /* result of the call, for conn_put */
-} Conn;
-static void conn_release(Conn *x) {
-    if (x->c)
-        conn_put(x->slot, x->c, x->r);
 }
 #define _cleanup_conn_ _cleanup_(conn_release)
 
@@ -351,12 +427,18 @@ static P11Slot *slot_get(CK_SLOT_ID id) {
 
 /* Is the daemon of slot s there? (A ping on a pooled or new connection.) */
 static bool slot_present(P11Slot *s) {
-    _cleanup_conn_ Conn x = { .slot = s };
-    x.r = conn_get(s, &x.c);
-    if (x.r < 0)
-        return false;
-    x.r = vhsm_ping(x.c);
-    return x.r >= 0;
+    /* A pooled connection may be dead from a restart: its failure drops the pool, and a second
+     * try connects afresh. */
+    for (int i = 0; i < 2; i++) {
+        _cleanup_conn_ Conn x = { .slot = s };
+        x.r = conn_get(s, &x);
+        if (x.r < 0)
+            return false;
+        x.r = vhsm_ping(x.c);
+        if (x.r >= 0)
+            return true;
+    }
+    return false;
 }
 
 static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
@@ -552,7 +634,7 @@ static EVP_PKEY *key_pub(P11Slot *s, P11Key *k, int *ret_r) {
     }
     _cleanup_conn_ Conn x = { .slot = s };
     _cleanup_free_ char *pem = NULL;
-    x.r = conn_get(s, &x.c);
+    x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_pubkey(x.c, k->name, "pem", 0, &pem);
     if (x.r < 0) {
@@ -673,7 +755,8 @@ static CK_RV finalize_locked(void) {
     for (size_t i = 0; i < G.n_slots; i++) {
         P11Slot *s = &G.slots[i];
         for (size_t j = 0; j < s->n_idle; j++)
-            vhsm_disconnect(s->idle[j]);
+            vhsm_disconnect(s->idle[j].c);
+        secret_free(s->ticket);
         free(s->idle);
         for (size_t j = 0; j < s->n_keys; j++)
             key_free(s->keys[j]);
@@ -797,6 +880,27 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo) {
     return CKR_OK;
 }
 
+/* The token's state from vhsmd (revision 2); a revision-1 daemon has no PINs. Updates the
+ * slot's login_required. */
+static int slot_token_info(P11Slot *s, VhsmTokenInfo *ret) {
+    _cleanup_conn_ Conn x = { .slot = s };
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_token_info(x.c, ret);
+    if (x.r == -EBADRQC) { /* revision 1: initialised, no PINs */
+        *ret = (VhsmTokenInfo){ .uid = (uint32_t)geteuid(), .flags = VHSM_TOKEN_INITIALIZED,
+                                .pin_min = VHSM_PIN_MIN, .pin_max = VHSM_PIN_MAX,
+                                .login = VHSM_USER_NONE };
+        snprintf(ret->serial, sizeof(ret->serial), "%u", (unsigned)geteuid());
+        x.r = 0;
+    }
+    if (x.r >= 0) {
+        LOCKED(s->lock);
+        s->login_required = ret->flags & VHSM_TOKEN_LOGIN_REQUIRED;
+    }
+    return x.r;
+}
+
 CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo) {
     if (!initialized())
         return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -805,17 +909,42 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo) {
         return CKR_SLOT_ID_INVALID;
     if (!pInfo)
         return CKR_ARGUMENTS_BAD;
-    if (!slot_present(s))
+    VhsmTokenInfo ti;
+    int r = slot_token_info(s, &ti);
+    if (p11_errno_is_transport(r))
         return CKR_TOKEN_NOT_PRESENT;
+    if (r < 0)
+        return p11_rv_from_errno(r, P11_CTX_GENERIC);
     memset(pInfo, 0, sizeof(*pInfo));
-    char label[64], serial[32];
-    snprintf(label, sizeof(label), "vhsm uid %u", (unsigned)geteuid());
-    snprintf(serial, sizeof(serial), "%u", (unsigned)geteuid());
-    pad_copy(pInfo->label, sizeof(pInfo->label), label);
+    memset(pInfo->label, ' ', sizeof(pInfo->label));
+    if (ti.label_len > 0)
+        memcpy(pInfo->label, ti.label, MIN(ti.label_len, sizeof(pInfo->label)));
+    else {
+        char label[40];
+        snprintf(label, sizeof(label), "vhsm uid %u", (unsigned)ti.uid);
+        pad_copy(pInfo->label, sizeof(pInfo->label), label);
+    }
     pad_copy(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), MANUFACTURER);
     pad_copy(pInfo->model, sizeof(pInfo->model), "vHSM");
-    pad_copy(pInfo->serialNumber, sizeof(pInfo->serialNumber), serial);
-    pInfo->flags = CKF_RNG | CKF_TOKEN_INITIALIZED;
+    pad_copy(pInfo->serialNumber, sizeof(pInfo->serialNumber), ti.serial);
+    static const struct {
+        uint32_t v;
+        CK_FLAGS ck;
+    } fl[] = {
+        { VHSM_TOKEN_INITIALIZED, CKF_TOKEN_INITIALIZED },
+        { VHSM_TOKEN_USER_PIN_INITIALIZED, CKF_USER_PIN_INITIALIZED },
+        { VHSM_TOKEN_LOGIN_REQUIRED, CKF_LOGIN_REQUIRED },
+        { VHSM_TOKEN_USER_PIN_COUNT_LOW, CKF_USER_PIN_COUNT_LOW },
+        { VHSM_TOKEN_USER_PIN_FINAL_TRY, CKF_USER_PIN_FINAL_TRY },
+        { VHSM_TOKEN_USER_PIN_LOCKED, CKF_USER_PIN_LOCKED },
+        { VHSM_TOKEN_SO_PIN_COUNT_LOW, CKF_SO_PIN_COUNT_LOW },
+        { VHSM_TOKEN_SO_PIN_FINAL_TRY, CKF_SO_PIN_FINAL_TRY },
+        { VHSM_TOKEN_SO_PIN_LOCKED, CKF_SO_PIN_LOCKED },
+    };
+    pInfo->flags = CKF_RNG;
+    for (size_t i = 0; i < ELEMENTSOF(fl); i++)
+        if (ti.flags & fl[i].v)
+            pInfo->flags |= fl[i].ck;
     {
         LOCKED(s->lock);
         pInfo->ulSessionCount = s->n_sessions;
@@ -823,14 +952,14 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo) {
     }
     pInfo->ulMaxSessionCount = CK_EFFECTIVELY_INFINITE;
     pInfo->ulMaxRwSessionCount = CK_EFFECTIVELY_INFINITE;
-    pInfo->ulMaxPinLen = VHSM_PIN_MAX;
-    pInfo->ulMinPinLen = VHSM_PIN_MIN;
+    pInfo->ulMaxPinLen = ti.pin_max;
+    pInfo->ulMinPinLen = ti.pin_min;
     pInfo->ulTotalPublicMemory = CK_UNAVAILABLE_INFORMATION;
     pInfo->ulFreePublicMemory = CK_UNAVAILABLE_INFORMATION;
     pInfo->ulTotalPrivateMemory = CK_UNAVAILABLE_INFORMATION;
     pInfo->ulFreePrivateMemory = CK_UNAVAILABLE_INFORMATION;
     pInfo->hardwareVersion = (CK_VERSION){ 0, 1 };
-    pInfo->firmwareVersion = (CK_VERSION){ 0, 1 };
+    pInfo->firmwareVersion = (CK_VERSION){ 0, 2 };
     memset(pInfo->utcTime, ' ', sizeof(pInfo->utcTime));
     return CKR_OK;
 }
@@ -925,42 +1054,139 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
 
 /* ---- token provisioning and login ---------------------------------------------------------- */
 
+/* Logs the application out of the slot's token: vhsmd revokes the ticket, so every connection
+ * attached to it is logged out; the module forgets it whatever vhsmd answered. */
+static int slot_logout(P11Slot *s) {
+    _cleanup_conn_ Conn x = { .slot = s };
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_logout(x.c);
+    LOCKED(s->lock);
+    s->user = NO_USER;
+    s->ticket = secret_free(s->ticket);
+    s->login_gen++;
+    x.gen = s->login_gen;
+    return x.r == -EBADR || p11_errno_is_transport(x.r) ? 0 : x.r;
+}
+
+static bool slot_has_sessions(CK_SLOT_ID id, bool ro_only) {
+    LOCKED(G.lock);
+    for (size_t i = 0; i < G.n_sessions_cap; i++)
+        if (G.sessions[i] && G.sessions[i]->slot == id &&
+            (!ro_only || !(G.sessions[i]->flags & CKF_RW_SESSION)))
+            return true;
+    return false;
+}
+
 CK_RV C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen,
-                         CK_UTF8CHAR_PTR pLabel) {
+                  CK_UTF8CHAR_PTR pLabel) {
     if (!initialized())
         return CKR_CRYPTOKI_NOT_INITIALIZED;
-    if (!slot_get(slotID))
+    P11Slot *s = slot_get(slotID);
+    if (!s)
         return CKR_SLOT_ID_INVALID;
-    if (!pLabel || (!pPin && ulPinLen > 0))
+    if (!pLabel || !pPin)
         return CKR_ARGUMENTS_BAD;
-    return CKR_FUNCTION_NOT_SUPPORTED;
+    if (slot_has_sessions(slotID, false))
+        return CKR_SESSION_EXISTS;
+    /* the label: 32 bytes padded with blanks */
+    size_t ll = 32;
+    while (ll > 0 && pLabel[ll - 1] == ' ')
+        ll--;
+    _cleanup_conn_ Conn x = { .slot = s };
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_token_init(x.c, pPin, ulPinLen, pLabel, ll);
+    if (p11_errno_is_transport(x.r))
+        return CKR_TOKEN_NOT_PRESENT;
+    if (x.r == -EBADRQC)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    return p11_rv_from_errno(x.r, P11_CTX_PIN);
 }
 
 CK_RV C_InitPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen) {
     SESSION_OR_RETURN(hSession);
-    return CKR_FUNCTION_NOT_SUPPORTED;
+    if (!pPin)
+        return CKR_ARGUMENTS_BAD;
+    P11Slot *s = slot_get(sess->slot);
+    {
+        LOCKED(s->lock);
+        if (s->user != CKU_SO)
+            return CKR_USER_NOT_LOGGED_IN;
+    }
+    if (!(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    _cleanup_conn_ Conn x = { .slot = s };
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_init_pin(x.c, pPin, ulPinLen);
+    return p11_rv_from_errno(x.r, P11_CTX_PIN);
 }
 
 CK_RV C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen,
-                      CK_UTF8CHAR_PTR pNewPin, CK_ULONG ulNewLen) {
+               CK_UTF8CHAR_PTR pNewPin, CK_ULONG ulNewLen) {
     SESSION_OR_RETURN(hSession);
-    return CKR_FUNCTION_NOT_SUPPORTED;
+    if (!pOldPin || !pNewPin)
+        return CKR_ARGUMENTS_BAD;
+    if (!(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    P11Slot *s = slot_get(sess->slot);
+    _cleanup_conn_ Conn x = { .slot = s };
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_set_pin(x.c, pOldPin, ulOldLen, pNewPin, ulNewLen);
+    return p11_rv_from_errno(x.r, P11_CTX_PIN);
 }
 
 CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin,
-                     CK_ULONG ulPinLen) {
+              CK_ULONG ulPinLen) {
     SESSION_OR_RETURN(hSession);
-    if (userType != CKU_SO && userType != CKU_USER && userType != CKU_CONTEXT_SPECIFIC)
+    if (userType == CKU_CONTEXT_SPECIFIC)
+        return CKR_OPERATION_NOT_INITIALIZED; /* no key needs CKA_ALWAYS_AUTHENTICATE */
+    if (userType != CKU_SO && userType != CKU_USER)
         return CKR_USER_TYPE_INVALID;
-    if (!pPin && ulPinLen > 0)
+    if (!pPin)
         return CKR_ARGUMENTS_BAD;
-    /* A token without PINs (vhsmd protocol revision 1): no login is needed or possible. */
-    return CKR_USER_PIN_NOT_INITIALIZED;
+    P11Slot *s = slot_get(sess->slot);
+    {
+        LOCKED(s->lock);
+        if (s->user == userType)
+            return CKR_USER_ALREADY_LOGGED_IN;
+        if (s->user != NO_USER)
+            return CKR_USER_ANOTHER_ALREADY_LOGGED_IN;
+    }
+    if (userType == CKU_SO && slot_has_sessions(sess->slot, true))
+        return CKR_SESSION_READ_ONLY_EXISTS;
+    _cleanup_(secret_freep) Secret *ticket = NULL;
+    if (secret_new(VHSM_TICKET_SIZE, &ticket) < 0)
+        return CKR_HOST_MEMORY;
+    _cleanup_conn_ Conn x = { .slot = s };
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_login(x.c, userType == CKU_SO ? VHSM_USER_SO : VHSM_USER_USER, pPin, ulPinLen,
+                         secret_data(ticket));
+    if (x.r == -EBADRQC)
+        return CKR_USER_PIN_NOT_INITIALIZED; /* revision 1: a token without PINs */
+    if (x.r < 0)
+        return p11_rv_from_errno(x.r, P11_CTX_PIN);
+    LOCKED(s->lock);
+    secret_free(s->ticket);
+    s->ticket = TAKE_PTR(ticket);
+    s->user = userType;
+    s->login_gen++;
+    x.gen = s->login_gen; /* this connection is the one logged in */
+    return CKR_OK;
 }
 
 CK_RV C_Logout(CK_SESSION_HANDLE hSession) {
     SESSION_OR_RETURN(hSession);
-    return CKR_USER_NOT_LOGGED_IN;
+    P11Slot *s = slot_get(sess->slot);
+    {
+        LOCKED(s->lock);
+        if (s->user == NO_USER)
+            return CKR_USER_NOT_LOGGED_IN;
+    }
+    return p11_rv_from_errno(slot_logout(s), P11_CTX_PIN);
 }
 
 /* ---- sessions ------------------------------------------------------------------------------ */
@@ -976,6 +1202,11 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
         return CKR_SESSION_PARALLEL_NOT_SUPPORTED;
     if (!phSession)
         return CKR_ARGUMENTS_BAD;
+    {
+        LOCKED(slot->lock);
+        if (slot->user == CKU_SO && !(flags & CKF_RW_SESSION))
+            return CKR_SESSION_READ_WRITE_SO_EXISTS;
+    }
     if (!slot_present(slot))
         return CKR_TOKEN_NOT_PRESENT;
     P11Session *s = calloc(1, sizeof(*s));
@@ -1023,6 +1254,7 @@ CK_RV C_CloseSession(CK_SESSION_HANDLE hSession) {
     if (!initialized())
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     P11Session *s = NULL;
+    CK_SLOT_ID slot_id = 0;
     {
         LOCKED(G.lock);
         size_t idx = (size_t)(hSession & 0xffffff) - 1;
@@ -1032,10 +1264,20 @@ CK_RV C_CloseSession(CK_SESSION_HANDLE hSession) {
         s = G.sessions[idx];
         session_unlink_locked(s);
         s->closed = true;
+        slot_id = s->slot;
         if (s->refs > 0)
-            return CKR_OK; /* freed by the last user */
+            s = NULL; /* freed by the last user */
     }
     session_free(s);
+    /* Closing the application's last session of a token logs it out (PKCS#11 5.6). */
+    P11Slot *slot = slot_get(slot_id);
+    bool logout;
+    {
+        LOCKED(slot->lock);
+        logout = slot->n_sessions == 0 && slot->user != NO_USER;
+    }
+    if (logout)
+        slot_logout(slot);
     return CKR_OK;
 }
 
@@ -1064,7 +1306,16 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo) {
         return CKR_ARGUMENTS_BAD;
     pInfo->slotID = sess->slot;
     pInfo->flags = sess->flags;
-    pInfo->state = (sess->flags & CKF_RW_SESSION) ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
+    P11Slot *s = slot_get(sess->slot);
+    CK_USER_TYPE user;
+    {
+        LOCKED(s->lock);
+        user = s->user;
+    }
+    bool rw = sess->flags & CKF_RW_SESSION;
+    pInfo->state = user == CKU_SO     ? CKS_RW_SO_FUNCTIONS
+                   : user == CKU_USER ? (rw ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS)
+                                      : (rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION);
     pInfo->ulDeviceError = 0;
     return CKR_OK;
 }
@@ -1420,11 +1671,22 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
     P11Slot *s = slot_get(sess->slot);
     {
         _cleanup_conn_ Conn x = { .slot = s };
-        x.r = conn_get(s, &x.c);
+        x.r = conn_get(s, &x);
         if (x.r >= 0)
             x.r = slot_refresh(s, x.c);
         if (x.r < 0)
             return p11_rv_from_errno(x.r, P11_CTX_GENERIC);
+    }
+    VhsmTokenInfo ti;
+    int r = slot_token_info(s, &ti);
+    if (r < 0)
+        return p11_rv_from_errno(r, P11_CTX_GENERIC);
+    /* Private objects (private and secret keys) are visible only to a logged-in user when the
+     * token has a user PIN (PKCS#11 4.4); public keys always, as ssh-keygen -D expects. */
+    bool show_private;
+    {
+        LOCKED(s->lock);
+        show_private = !s->login_required || s->user == CKU_USER;
     }
     /* Snapshot of the candidates, then matched without the slot lock (matching may fetch
      * public keys from vhsmd). */
@@ -1447,7 +1709,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
     for (size_t i = 0; i < n; i++) {
         if (!keys[i]->alive)
             continue;
-        if (object_matches(s, keys[i], ROLE_PRIV, pTemplate, ulCount))
+        if (show_private && object_matches(s, keys[i], ROLE_PRIV, pTemplate, ulCount))
             found[m++] = HANDLE(sess->slot, i, ROLE_PRIV);
         if (!kind_is_secret(keys[i]->kind) &&
             object_matches(s, keys[i], ROLE_PUB, pTemplate, ulCount))
@@ -1525,7 +1787,7 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {
         return CKR_ACTION_PROHIBITED;
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = { .slot = s };
-    x.r = conn_get(s, &x.c);
+    x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_key_delete(x.c, k->name);
     if (x.r < 0 && x.r != -ENOKEY)
@@ -1582,7 +1844,7 @@ static bool vhsm_name_ok(const char *s) {
 static CK_RV gen_key(P11Session *sess, const char *vtype, const char *label, int *ret_idx) {
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = { .slot = s };
-    x.r = conn_get(s, &x.c);
+    x.r = conn_get(s, &x);
     if (x.r < 0)
         return p11_rv_from_errno(x.r, P11_CTX_CREATE);
     char name[140];
@@ -1772,7 +2034,7 @@ CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pRandomData,
         return CKR_ARGUMENTS_BAD;
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = { .slot = s };
-    x.r = conn_get(s, &x.c);
+    x.r = conn_get(s, &x);
     for (CK_ULONG done = 0; x.r >= 0 && done < ulRandomLen;) {
         size_t n = MIN((size_t)(ulRandomLen - done), (size_t)P11_RANDOM_CHUNK);
         x.r = vhsm_random(x.c, pRandomData + done, n);
@@ -2135,7 +2397,7 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
     _cleanup_conn_ Conn x = { .slot = s };
     _cleanup_free_ uint8_t *out = NULL;
     size_t out_len = 0;
-    x.r = conn_get(s, &x.c);
+    x.r = conn_get(s, &x);
     if (x.r >= 0) {
         x.r = vhsm_sign(x.c, op->key->name, alg, op->flags, in.p, in.n, &out, &out_len);
     }
@@ -2229,7 +2491,7 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
                 rv = CKR_SIGNATURE_LEN_RANGE;
             else {
                 _cleanup_conn_ Conn x = { .slot = s };
-                x.r = conn_get(s, &x.c);
+                x.r = conn_get(s, &x);
                 if (x.r >= 0)
                     x.r = vhsm_verify(x.c, op->key->name, op->alg, op->flags, 0, in.p, in.n,
                                       sig, siglen);
@@ -2429,7 +2691,7 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData,
     _cleanup_conn_ Conn x = { .slot = s };
     uint8_t *out = NULL;
     size_t out_len = 0;
-    x.r = conn_get(s, &x.c);
+    x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_decrypt(x.c, op->key->name, op->alg, op->flags, 0, pEncryptedData,
                            ulEncryptedDataLen, NULL, 0, &out, &out_len);

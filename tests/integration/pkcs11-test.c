@@ -54,7 +54,7 @@ static void vhsmd_start(void) {
         (void)f;
         execl(getenv("P11T_VHSMD"), "vhsmd", "--foreground", "--socket", sock_path,
               "--keystore", anchor, "--provider", "sim", "--sim-dir", sim, "--freshness-anchor",
-              ks, "--threads", "2", (char *)NULL);
+              ks, "--threads", "2", "--pin-max-tries", "4", (char *)NULL);
         _exit(127);
     }
     vhsmd_pid = pid;
@@ -92,11 +92,28 @@ static CK_RV init_default(void) {
     return F->C_Initialize(&a);
 }
 
+#define SO_PIN "so-secret-1"
+#define USER_PIN "user-pin-1"
+
+/* A read-write session, logged in as the user when the token has a user PIN (the token was
+ * provisioned by test_token_and_pins). */
 static CK_SESSION_HANDLE open_rw(void) {
     CK_SESSION_HANDLE h = 0;
     assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h),
                      CKR_OK);
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    if (ti.flags & CKF_LOGIN_REQUIRED) {
+        CK_RV rv = F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN));
+        assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+    }
     return h;
+}
+
+static CK_FLAGS token_flags(void) {
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    return ti.flags;
 }
 
 static const uint8_t oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
@@ -245,6 +262,151 @@ static void test_app_mutex_callbacks(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* ---- tokens, PINs, logins, lockout ---------------------------------------------------------- */
+
+static CK_UTF8CHAR label32[33] = "nitride test token              ";
+
+static void test_token_and_pins(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_FLAGS f = token_flags();
+    assert_false(f & CKF_TOKEN_INITIALIZED);
+    assert_false(f & CKF_LOGIN_REQUIRED);
+    CK_SESSION_HANDLE s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "1234", 4),
+                     CKR_USER_PIN_NOT_INITIALIZED);
+    assert_int_equal(F->C_InitToken(0, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label32),
+                     CKR_SESSION_EXISTS);
+    assert_int_equal(F->C_CloseSession(s), CKR_OK);
+    assert_int_equal(F->C_InitToken(0, (CK_UTF8CHAR_PTR) "12", 2, label32), CKR_PIN_LEN_RANGE);
+    assert_int_equal(F->C_InitToken(0, NULL, 0, label32), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_InitToken(0, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label32), CKR_OK);
+    f = token_flags();
+    assert_true(f & CKF_TOKEN_INITIALIZED);
+    assert_false(f & CKF_USER_PIN_INITIALIZED);
+
+    /* the SO sets the user PIN; an RO session forbids an SO login, an SO login an RO session */
+    CK_SESSION_HANDLE ro = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)),
+                     CKR_SESSION_READ_ONLY_EXISTS);
+    assert_int_equal(F->C_CloseSession(ro), CKR_OK);
+    assert_int_equal(F->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_USER_NOT_LOGGED_IN);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "wrong-so", 8), CKR_PIN_INCORRECT);
+    assert_true(token_flags() & CKF_SO_PIN_COUNT_LOW);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)), CKR_OK);
+    assert_false(token_flags() & CKF_SO_PIN_COUNT_LOW);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)),
+                     CKR_USER_ALREADY_LOGGED_IN);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro),
+                     CKR_SESSION_READ_WRITE_SO_EXISTS);
+    CK_SESSION_INFO si;
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RW_SO_FUNCTIONS);
+    assert_int_equal(F->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_USER_NOT_LOGGED_IN);
+    f = token_flags();
+    assert_true(f & CKF_USER_PIN_INITIALIZED);
+    assert_true(f & CKF_LOGIN_REQUIRED);
+
+    /* not logged in: a key cannot be generated or used; public objects stay visible */
+    CK_MECHANISM m = { CKM_AES_KEY_GEN, NULL, 0 };
+    CK_ULONG len = 32;
+    CK_ATTRIBUTE t[] = { { CKA_VALUE_LEN, &len, sizeof(len) } };
+    CK_OBJECT_HANDLE k;
+    assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &k), CKR_USER_NOT_LOGGED_IN);
+
+    /* user login, state, change of PIN */
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)),
+                     CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RW_USER_FUNCTIONS);
+    assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &k), CKR_OK);
+    /* a second session shares the login (other pooled connections attach with the ticket) */
+    CK_SESSION_HANDLE s2 = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s2), CKR_OK);
+    assert_int_equal(F->C_GetSessionInfo(s2, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RO_USER_FUNCTIONS);
+    assert_int_equal(F->C_SetPIN(s2, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
+                                 (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
+                     CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_SetPIN(s, (CK_UTF8CHAR_PTR) "not-it", 6, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
+                     CKR_PIN_INCORRECT);
+    assert_int_equal(F->C_SetPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
+                                 (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
+                     CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_PIN_INCORRECT);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9), CKR_OK);
+    assert_int_equal(F->C_SetPIN(s, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9, (CK_UTF8CHAR_PTR)USER_PIN,
+                                 strlen(USER_PIN)),
+                     CKR_OK);
+    /* closing the last session logs the application out */
+    assert_int_equal(F->C_CloseAllSessions(0), CKR_OK);
+    s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RW_PUBLIC_SESSION);
+    assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &k), CKR_USER_NOT_LOGGED_IN);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Lockout is counted by vhsmd, persistently: neither re-initialising the module nor restarting
+ * vhsmd resets it; the SO unlocks with C_InitPIN. (vhsmd runs with --pin-max-tries 4.) */
+static void test_pin_lockout(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-1", 9), CKR_PIN_INCORRECT);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-2", 9), CKR_PIN_INCORRECT);
+    CK_FLAGS f = token_flags();
+    assert_true(f & CKF_USER_PIN_COUNT_LOW);
+    assert_false(f & CKF_USER_PIN_FINAL_TRY);
+    /* module reload */
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    assert_true(token_flags() & CKF_USER_PIN_COUNT_LOW);
+    /* vhsmd restart */
+    vhsmd_stop();
+    vhsmd_start();
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-3", 9), CKR_PIN_INCORRECT);
+    assert_true(token_flags() & CKF_USER_PIN_FINAL_TRY);
+    /* the try that locks is still an incorrect PIN; the next ones find it locked */
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-4", 9), CKR_PIN_INCORRECT);
+    assert_true(token_flags() & CKF_USER_PIN_LOCKED);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_PIN_LOCKED);
+    vhsmd_stop();
+    vhsmd_start();
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_true(token_flags() & CKF_USER_PIN_LOCKED);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_PIN_LOCKED);
+    /* the SO unlocks by setting the PIN again */
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)), CKR_OK);
+    assert_int_equal(F->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_OK);
+    f = token_flags();
+    assert_false(f & (CKF_USER_PIN_LOCKED | CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY));
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
 /* ---- slots, tokens, mechanisms -------------------------------------------------------------- */
 
 static void test_slots_and_mechanisms(void **state) {
@@ -267,6 +429,8 @@ static void test_slots_and_mechanisms(void **state) {
     assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
     assert_true(ti.flags & CKF_RNG);
     assert_true(ti.flags & CKF_TOKEN_INITIALIZED);
+    assert_true(ti.flags & CKF_LOGIN_REQUIRED);
+    assert_memory_equal(ti.label, "nitride test token              ", 32);
 
     CK_MECHANISM_TYPE mt[64];
     n = 0;
@@ -301,9 +465,9 @@ static void test_sessions(void **state) {
     s = open_rw();
     CK_SESSION_INFO si;
     assert_int_equal(F->C_GetSessionInfo(ro, &si), CKR_OK);
-    assert_int_equal(si.state, CKS_RO_PUBLIC_SESSION);
+    assert_int_equal(si.state, CKS_RO_USER_FUNCTIONS); /* open_rw logged the application in */
     assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
-    assert_int_equal(si.state, CKS_RW_PUBLIC_SESSION);
+    assert_int_equal(si.state, CKS_RW_USER_FUNCTIONS);
     CK_TOKEN_INFO ti;
     assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
     assert_int_equal(ti.ulSessionCount, 2);
@@ -805,13 +969,17 @@ static void test_fork(void **state) {
         CK_SESSION_HANDLE cs = 0;
         if (F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &cs) != CKR_OK)
             bad |= 4;
-        /* the key is found again by label, and used on the child's own connections */
-        CK_ATTRIBUTE t[] = { { CKA_LABEL, "fork-ec", 7 } };
+        /* the parent's login (its ticket is bound to its pid) does not carry over */
         CK_OBJECT_HANDLE found[4];
         CK_ULONG n = 0;
         CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
         CK_ATTRIBUTE t2[] = { { CKA_LABEL, "fork-ec", 7 }, { CKA_CLASS, &cls, sizeof(cls) } };
-        (void)t;
+        if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK || F->C_FindObjects(cs, found, 4, &n) != CKR_OK ||
+            n != 0 || F->C_FindObjectsFinal(cs) != CKR_OK)
+            bad |= 64;
+        if (F->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)) != CKR_OK)
+            bad |= 128;
+        /* the key is found again by label, and used on the child's own connections */
         if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK || F->C_FindObjects(cs, found, 4, &n) != CKR_OK ||
             n != 1 || F->C_FindObjectsFinal(cs) != CKR_OK)
             bad |= 8;
@@ -895,6 +1063,12 @@ static void test_vhsmd_restart(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* After each test: whatever failed, the next one starts from an uninitialised module. */
+static int finalize(void **state) {
+    (void)F->C_Finalize(NULL);
+    return 0;
+}
+
 static int setup(void **state) {
     vhsmd_start();
     return 0;
@@ -923,18 +1097,20 @@ int main(void) {
     if (!gfl || gfl(&F) != CKR_OK)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exports_and_interfaces),
-        cmocka_unit_test(test_initialize_rules),
-        cmocka_unit_test(test_app_mutex_callbacks),
-        cmocka_unit_test(test_slots_and_mechanisms),
-        cmocka_unit_test(test_sessions),
-        cmocka_unit_test(test_generate_find_attributes),
-        cmocka_unit_test(test_sign_rules),
-        cmocka_unit_test(test_sign_mechanisms),
-        cmocka_unit_test(test_oaep_and_digest),
-        cmocka_unit_test(test_16_threads),
-        cmocka_unit_test(test_fork),
-        cmocka_unit_test(test_vhsmd_restart),
+        cmocka_unit_test_teardown(test_exports_and_interfaces, finalize),
+        cmocka_unit_test_teardown(test_initialize_rules, finalize),
+        cmocka_unit_test_teardown(test_app_mutex_callbacks, finalize),
+        cmocka_unit_test_teardown(test_token_and_pins, finalize),
+        cmocka_unit_test_teardown(test_pin_lockout, finalize),
+        cmocka_unit_test_teardown(test_slots_and_mechanisms, finalize),
+        cmocka_unit_test_teardown(test_sessions, finalize),
+        cmocka_unit_test_teardown(test_generate_find_attributes, finalize),
+        cmocka_unit_test_teardown(test_sign_rules, finalize),
+        cmocka_unit_test_teardown(test_sign_mechanisms, finalize),
+        cmocka_unit_test_teardown(test_oaep_and_digest, finalize),
+        cmocka_unit_test_teardown(test_16_threads, finalize),
+        cmocka_unit_test_teardown(test_fork, finalize),
+        cmocka_unit_test_teardown(test_vhsmd_restart, finalize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
