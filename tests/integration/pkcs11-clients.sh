@@ -38,20 +38,33 @@ for _ in $(seq 1 200); do [ -S "$T/vhsm.sock" ] && break; sleep 0.05; done
 [ -S "$T/vhsm.sock" ] || fail "vhsmd did not come up"
 export VHSM_PKCS11_SOCKETS=$T/vhsm.sock
 P() { timeout 120 pkcs11-tool --module "$M" "$@"; }
+SO_PIN=so-pin-4711 PIN=user-pin-0815
+L() { P --login --pin "$PIN" "$@"; }
 cd "$T"
 printf 'the data to sign, %s\n' "$(date +%s%N)" >data
+
+step "pkcs11-tool: initialise the token and the user PIN"
+P -L >out 2>&1 || fail "pkcs11-tool -L"
+grep -q "token state:   uninitialized" out || grep -q "uninitialized" out || fail "a fresh token: $(cat out)"
+P --init-token --so-pin "$SO_PIN" --label "clients token" >out 2>&1 || fail "--init-token: $(cat out)"
+P --init-pin --so-pin "$SO_PIN" --pin "$PIN" >out 2>&1 || fail "--init-pin: $(cat out)"
+P --login --pin wrong-pin-1 -O >out 2>&1 && fail "a wrong PIN was accepted"
+grep -q CKR_PIN_INCORRECT out || fail "wrong PIN: $(cat out)"
 
 step "pkcs11-tool: slots, mechanisms"
 P -L >out 2>&1 || fail "pkcs11-tool -L"
 grep -q "token manufacturer : Nitride" out || fail "no vHSM token listed"
+grep -q "token label        : clients token" out || fail "label: $(cat out)"
+grep -q "login required" out || fail "flags: $(cat out)"
+grep -q "PIN count low" out || fail "the failed PIN is not counted: $(cat out)"
 P -M >out 2>&1 || fail "pkcs11-tool -M"
 grep -q "ECDSA-SHA256, keySize={256,256}" out || fail "mechanism list: $(cat out)"
 
 step "pkcs11-tool: generate EC P-256, RSA-2048, Ed25519, AES-256"
-P --keypairgen --key-type EC:prime256v1 --label t-ec >out 2>&1 || fail "EC keypairgen: $(cat out)"
-P --keypairgen --key-type rsa:2048 --label t-rsa >out 2>&1 || fail "RSA keypairgen: $(cat out)"
-P --keygen --key-type AES:32 --label t-aes >out 2>&1 || fail "AES keygen: $(cat out)"
-P -O >objs 2>&1 || fail "pkcs11-tool -O"
+L --keypairgen --key-type EC:prime256v1 --label t-ec >out 2>&1 || fail "EC keypairgen: $(cat out)"
+L --keypairgen --key-type rsa:2048 --label t-rsa >out 2>&1 || fail "RSA keypairgen: $(cat out)"
+L --keygen --key-type AES:32 --label t-aes >out 2>&1 || fail "AES keygen: $(cat out)"
+L -O >objs 2>&1 || fail "pkcs11-tool -O"
 for l in t-ec t-rsa t-aes; do grep -q "label:      $l" objs || fail "$l not listed"; done
 grep -q "Secret Key Object; AES length 32" objs || fail "AES key not shown as such"
 
@@ -65,12 +78,12 @@ P --read-object --type pubkey --id $EC_ID -o ec.der >/dev/null 2>&1 || fail "exp
 P --read-object --type pubkey --id $RSA_ID -o rsa.der >/dev/null 2>&1 || fail "export RSA pubkey"
 openssl pkey -pubin -inform DER -in ec.der -out ec.pem
 openssl pkey -pubin -inform DER -in rsa.der -out rsa.pem
-P --sign -m ECDSA-SHA256 --id $EC_ID -i data -o ec.sig --signature-format openssl >/dev/null 2>&1 ||
+L --sign -m ECDSA-SHA256 --id $EC_ID -i data -o ec.sig --signature-format openssl >/dev/null 2>&1 ||
   fail "ECDSA sign"
 openssl dgst -sha256 -verify ec.pem -signature ec.sig data >/dev/null || fail "ECDSA signature"
-P --sign -m SHA256-RSA-PKCS --id $RSA_ID -i data -o rsa.sig >/dev/null 2>&1 || fail "RSA sign"
+L --sign -m SHA256-RSA-PKCS --id $RSA_ID -i data -o rsa.sig >/dev/null 2>&1 || fail "RSA sign"
 openssl dgst -sha256 -verify rsa.pem -signature rsa.sig data >/dev/null || fail "RSA signature"
-P --sign -m SHA256-RSA-PKCS-PSS --id $RSA_ID -i data -o pss.sig >/dev/null 2>&1 || fail "PSS sign"
+L --sign -m SHA256-RSA-PKCS-PSS --id $RSA_ID -i data -o pss.sig >/dev/null 2>&1 || fail "PSS sign"
 openssl dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 -verify rsa.pem \
   -signature pss.sig data >/dev/null || fail "PSS signature"
 P --verify -m ECDSA-SHA256 --id $EC_ID -i data --signature-file ec.sig --signature-format openssl \
@@ -85,17 +98,21 @@ step "pkcs11-tool: RSA-OAEP decrypt of OpenSSL's ciphertext"
 head -c 32 /dev/urandom >secret.bin
 openssl pkeyutl -encrypt -pubin -inkey rsa.pem -pkeyopt rsa_padding_mode:oaep \
   -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in secret.bin -out secret.enc
-P --decrypt -m RSA-PKCS-OAEP --hash-algorithm SHA256 --mgf MGF1-SHA256 --id $RSA_ID \
+L --decrypt -m RSA-PKCS-OAEP --hash-algorithm SHA256 --mgf MGF1-SHA256 --id $RSA_ID \
   -i secret.enc -o secret.dec >out 2>&1 || fail "OAEP decrypt: $(cat out)"
 cmp -s secret.bin secret.dec || fail "OAEP plaintext differs"
+
+P -O >pubobjs 2>&1 || fail "pkcs11-tool -O without login"
+grep -q "Private Key Object" pubobjs && fail "private keys visible without login: $(cat pubobjs)"
+grep -q "Public Key Object; EC" pubobjs || fail "public keys not visible without login"
 
 step "GnuTLS p11tool: tokens, objects, public key export"
 timeout 60 p11tool --provider "$M" --list-tokens >out 2>&1 || fail "p11tool --list-tokens"
 grep -q "Manufacturer: Nitride" out || fail "p11tool sees no vHSM token"
-timeout 60 p11tool --provider "$M" --list-all >out 2>&1 || fail "p11tool --list-all"
+GNUTLS_PIN=$PIN timeout 60 p11tool --provider "$M" --login --list-all >out 2>&1 || fail "p11tool --list-all"
 grep -q "object=t-ec;type=public" out || fail "p11tool: t-ec public key not listed"
 grep -q "object=t-ec;type=private" out || fail "p11tool: t-ec private key not listed"
-timeout 60 p11tool --provider "$M" --export-pubkey "pkcs11:object=t-ec;type=public" >p11.pem 2>/dev/null ||
+GNUTLS_PIN=$PIN timeout 60 p11tool --provider "$M" --login --export-pubkey "pkcs11:object=t-ec;type=public" >p11.pem 2>/dev/null ||
   fail "p11tool --export-pubkey"
 cmp -s <(openssl pkey -pubin -in p11.pem -outform DER) ec.der || fail "p11tool's public key differs"
 
@@ -114,7 +131,7 @@ init = 0
 EOC
 for k in t-ec t-rsa; do
   OPENSSL_CONF=$T/ossl.cnf timeout 60 openssl dgst -engine pkcs11 -keyform engine -sha256 \
-    -sign "pkcs11:object=$k;type=private" -out "$k.eng.sig" data >out 2>&1 || fail "engine sign $k: $(cat out)"
+    -sign "pkcs11:object=$k;type=private;pin-value=$PIN" -out "$k.eng.sig" data >out 2>&1 || fail "engine sign $k: $(cat out)"
 done
 openssl dgst -sha256 -verify ec.pem -signature t-ec.eng.sig data >/dev/null || fail "engine ECDSA signature"
 openssl dgst -sha256 -verify rsa.pem -signature t-rsa.eng.sig data >/dev/null || fail "engine RSA signature"
@@ -145,20 +162,28 @@ EOC
 SSHD_PID=$!
 for _ in $(seq 1 100); do grep -q "Server listening" sshd.log 2>/dev/null && break; sleep 0.05; done
 ME=$(id -un)
-timeout 60 ssh -F /dev/null -I "$M" -o BatchMode=yes -o StrictHostKeyChecking=no \
+printf '#!/bin/sh\necho %s\n' "$PIN" >askpass
+chmod 700 askpass
+SSH_ASKPASS=$T/askpass SSH_ASKPASS_REQUIRE=force DISPLAY=none timeout 60 ssh -F /dev/null -I "$M" -o KbdInteractiveAuthentication=no -o StrictHostKeyChecking=no \
   -o UserKnownHostsFile=/dev/null -o IdentityAgent=none -o PasswordAuthentication=no \
-  -p "$PORT" "$ME@127.0.0.1" echo vhsm-login-ok >out 2>err || fail "ssh -I: $(cat err)"
+  -p "$PORT" "$ME@127.0.0.1" echo vhsm-login-ok </dev/null >out 2>err || fail "ssh -I: $(cat err)"
 grep -q vhsm-login-ok out || fail "ssh -I: no command output"
 grep -q "Accepted publickey for $ME .* ECDSA" sshd.log || fail "sshd did not accept the vHSM key"
 
 step "PyKCS11: ECDSA P-256 sign, verified by OpenSSL"
-/usr/bin/python3 - "$M" <<'EOPY' || fail "PyKCS11"
+/usr/bin/python3 - "$M" "$PIN" <<'EOPY' || fail "PyKCS11"
 import sys, subprocess, PyKCS11
 from PyKCS11 import LowLevel
 lib = PyKCS11.PyKCS11Lib()
 lib.load(sys.argv[1])
 slot = lib.getSlotList(tokenPresent=True)[0]
 s = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
+try:
+    s.login("not-the-pin")
+    raise SystemExit("a wrong PIN was accepted")
+except PyKCS11.PyKCS11Error as e:
+    assert e.value == PyKCS11.CKR_PIN_INCORRECT, e
+s.login(sys.argv[2])
 key = s.findObjects([(PyKCS11.CKA_LABEL, "t-ec"), (PyKCS11.CKA_CLASS, PyKCS11.CKO_PRIVATE_KEY)])[0]
 data = open("data", "rb").read()
 sig = bytes(s.sign(key, data, PyKCS11.Mechanism(PyKCS11.CKM_ECDSA_SHA256, None)))
