@@ -40,8 +40,8 @@
 #define SOFTHSM_PATH "/usr/lib/softhsm/libsofthsm2.so"
 
 enum { OP_ECDSA, OP_RSA, OP_ED25519, OP_GCM, N_OPS };
-static const char *op_names[N_OPS] = { "ECDSA P-256 sign", "RSA-2048 sign", "Ed25519 sign",
-                                       "AES-256-GCM 4 KiB encrypt" };
+static const char *op_names[N_OPS] = {"ECDSA P-256 sign", "RSA-2048 sign", "Ed25519 sign",
+                                      "AES-256-GCM 4 KiB encrypt"};
 
 typedef struct Module {
     const char *label;
@@ -90,7 +90,7 @@ static void start_vhsmd(const char *sock) {
     snprintf(sim, sizeof(sim), "%s/sim", tmpdir);
     snprintf(ks, sizeof(ks), "%s/keystore", tmpdir);
     snprintf(anchor, sizeof(anchor), "file:%s/keystore.anchor", tmpdir);
-    SimInitOptions opts = { .product = SNP_PRODUCT_MILAN };
+    SimInitOptions opts = {.product = SNP_PRODUCT_MILAN};
     if (sim_chip_init(sim, &opts) < 0)
         die("sim_chip_init", 0);
     vhsmd_pid = fork();
@@ -104,8 +104,8 @@ static void start_vhsmd(const char *sock) {
         const char *spin = getenv("NT_BENCH_SPIN_US");
         if (spin)
             execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock, "--keystore", ks,
-                  "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", anchor,
-                  "--spin-us", spin, (char *)NULL);
+                  "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", anchor, "--spin-us",
+                  spin, (char *)NULL);
         else
             execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock, "--keystore", ks,
                   "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", anchor,
@@ -130,7 +130,7 @@ static void module_load(Module *m) {
     CK_RV (*gfl)(CK_FUNCTION_LIST_PTR_PTR) = (void *)dlsym(m->dl, "C_GetFunctionList");
     if (!gfl || gfl(&m->f) != CKR_OK)
         die("C_GetFunctionList", 0);
-    CK_C_INITIALIZE_ARGS a = { .flags = CKF_OS_LOCKING_OK };
+    CK_C_INITIALIZE_ARGS a = {.flags = CKF_OS_LOCKING_OK};
     CK_RV rv = m->f->C_Initialize(&a);
     if (rv != CKR_OK)
         die("C_Initialize", rv);
@@ -156,8 +156,8 @@ static void softhsm_init_token(Module *m) {
         if (m->f->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, label, 32) == 0) {
             m->slot = slots[i];
             CK_SESSION_HANDLE s;
-            if ((rv = m->f->C_OpenSession(m->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
-                                          NULL, &s)) != CKR_OK ||
+            if ((rv = m->f->C_OpenSession(m->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                          &s)) != CKR_OK ||
                 (rv = m->f->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "12345678", 8)) != CKR_OK ||
                 (rv = m->f->C_InitPIN(s, (CK_UTF8CHAR_PTR) "123456", 6)) != CKR_OK ||
                 (rv = m->f->C_Logout(s)) != CKR_OK || (rv = m->f->C_CloseSession(s)) != CKR_OK)
@@ -200,13 +200,13 @@ static bool has_mech(Module *m, CK_MECHANISM_TYPE t) {
 /* Generates the key of an operation: a session object where the module allows, else a token
  * object. */
 static bool gen_key(Module *m, int op) {
-    static const CK_BYTE p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
-    static const CK_BYTE ed_oid[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
-    static const CK_BYTE ed_str[] = { 0x13, 0x0c, 'e', 'd', 'w', 'a', 'r', 'd',
-                                      's', '2', '5', '5', '1', '9' };
+    static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    static const CK_BYTE ed_oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+    static const CK_BYTE ed_str[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                     'd',  's',  '2', '5', '5', '1', '9'};
     CK_BBOOL yes = CK_TRUE;
     CK_ULONG bits = 2048, len = 32;
-    CK_MECHANISM_TYPE need[N_OPS] = { CKM_ECDSA, CKM_SHA256_RSA_PKCS, CKM_EDDSA, CKM_AES_GCM };
+    CK_MECHANISM_TYPE need[N_OPS] = {CKM_ECDSA, CKM_SHA256_RSA_PKCS, CKM_EDDSA, CKM_AES_GCM};
     if (!has_mech(m, need[op]))
         return false;
     for (int attempt = 0; attempt < 4; attempt++) {
@@ -214,26 +214,25 @@ static bool gen_key(Module *m, int op) {
         CK_OBJECT_HANDLE pub = 0;
         CK_RV rv;
         if (op == OP_GCM) {
-            CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
-            CK_ATTRIBUTE t[] = { { CKA_TOKEN, &token, 1 },
-                                 { CKA_VALUE_LEN, &len, sizeof(len) },
-                                 { CKA_ENCRYPT, &yes, 1 } };
+            CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
+            CK_ATTRIBUTE t[] = {
+                {CKA_TOKEN, &token, 1}, {CKA_VALUE_LEN, &len, sizeof(len)}, {CKA_ENCRYPT, &yes, 1}};
             rv = m->f->C_GenerateKey(m->keep, &mech, t, 3, &m->key[op]);
         } else {
-            CK_MECHANISM mech = { op == OP_ECDSA     ? CKM_EC_KEY_PAIR_GEN
-                                  : op == OP_RSA     ? CKM_RSA_PKCS_KEY_PAIR_GEN
-                                                     : CKM_EC_EDWARDS_KEY_PAIR_GEN,
-                                  NULL, 0 };
-            CK_ATTRIBUTE pt[2] = { { CKA_TOKEN, &token, 1 } };
+            CK_MECHANISM mech = {op == OP_ECDSA ? CKM_EC_KEY_PAIR_GEN
+                                 : op == OP_RSA ? CKM_RSA_PKCS_KEY_PAIR_GEN
+                                                : CKM_EC_EDWARDS_KEY_PAIR_GEN,
+                                 NULL, 0};
+            CK_ATTRIBUTE pt[2] = {{CKA_TOKEN, &token, 1}};
             if (op == OP_ECDSA)
-                pt[1] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)p256, sizeof(p256) };
+                pt[1] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)p256, sizeof(p256)};
             else if (op == OP_RSA)
-                pt[1] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
+                pt[1] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
             else if (attempt < 2)
-                pt[1] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)ed_oid, sizeof(ed_oid) };
+                pt[1] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)ed_oid, sizeof(ed_oid)};
             else
-                pt[1] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)ed_str, sizeof(ed_str) };
-            CK_ATTRIBUTE vt[] = { { CKA_TOKEN, &token, 1 }, { CKA_SIGN, &yes, 1 } };
+                pt[1] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)ed_str, sizeof(ed_str)};
+            CK_ATTRIBUTE vt[] = {{CKA_TOKEN, &token, 1}, {CKA_SIGN, &yes, 1}};
             rv = m->f->C_GenerateKeyPair(m->keep, &mech, pt, 2, vt, 2, &pub, &m->key[op]);
         }
         if (rv == CKR_OK)
@@ -263,23 +262,23 @@ static void *run(void *p) {
         j->err = rv;
         return NULL;
     }
-    static const CK_BYTE msg[32] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
-    CK_BYTE out[4096 + 64], in[4096] = { 0 };
-    CK_BYTE iv[12] = { 0 };
-    CK_GCM_PARAMS gcm = { iv, sizeof(iv), 96, NULL, 0, 128 };
+    static const CK_BYTE msg[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    CK_BYTE out[4096 + 64], in[4096] = {0};
+    CK_BYTE iv[12] = {0};
+    CK_GCM_PARAMS gcm = {iv, sizeof(iv), 96, NULL, 0, 128};
     CK_MECHANISM mech;
     switch (j->op) {
     case OP_ECDSA:
-        mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
+        mech = (CK_MECHANISM){CKM_ECDSA, NULL, 0};
         break;
     case OP_RSA:
-        mech = (CK_MECHANISM){ CKM_SHA256_RSA_PKCS, NULL, 0 };
+        mech = (CK_MECHANISM){CKM_SHA256_RSA_PKCS, NULL, 0};
         break;
     case OP_ED25519:
-        mech = (CK_MECHANISM){ CKM_EDDSA, NULL, 0 };
+        mech = (CK_MECHANISM){CKM_EDDSA, NULL, 0};
         break;
     default:
-        mech = (CK_MECHANISM){ CKM_AES_GCM, &gcm, sizeof(gcm) };
+        mech = (CK_MECHANISM){CKM_AES_GCM, &gcm, sizeof(gcm)};
         break;
     }
     uint64_t n = 0, ctr = 0;
@@ -317,13 +316,13 @@ static double measure(Module *m, int op, int threads) {
     pthread_t th[8];
     atomic_bool stop = false;
     for (int i = 0; i < threads; i++) {
-        jobs[i] = (Job){ .m = m, .op = op, .stop = &stop, .start = &b };
+        jobs[i] = (Job){.m = m, .op = op, .stop = &stop, .start = &b};
         pthread_create(&th[i], NULL, run, &jobs[i]);
     }
     /* the clock starts once every thread has its session */
     pthread_barrier_wait(&b);
     double t0 = now();
-    struct timespec ts = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
     nanosleep(&ts, NULL);
     atomic_store(&stop, true);
     uint64_t total = 0;
@@ -358,7 +357,7 @@ static void cleanup(void) {
 }
 
 int main(int argc, char **argv) {
-    Module mods[2] = { 0 };
+    Module mods[2] = {0};
     size_t n_mods = 0;
     size_t rounds = 3;
     const char *e = getenv("NT_BENCH_ROUNDS");
@@ -373,7 +372,7 @@ int main(int argc, char **argv) {
 
     if (argc > 1) {
         for (int i = 1; i < argc && n_mods < 2; i++)
-            mods[n_mods++] = (Module){ .label = argv[i], .path = argv[i] };
+            mods[n_mods++] = (Module){.label = argv[i], .path = argv[i]};
         for (size_t i = 0; i < n_mods; i++) {
             module_load(&mods[i]);
             module_open(&mods[i], true);
@@ -383,7 +382,7 @@ int main(int argc, char **argv) {
         snprintf(sock, sizeof(sock), "%s/vhsm.sock", tmpdir);
         start_vhsmd(sock);
         setenv("VHSM_PKCS11_SOCKETS", sock, 1);
-        mods[0] = (Module){ .label = "vhsm", .path = PKCS11_MODULE_PATH };
+        mods[0] = (Module){.label = "vhsm", .path = PKCS11_MODULE_PATH};
         module_load(&mods[0]);
         module_open(&mods[0], true);
         snprintf(tokens, sizeof(tokens), "%s/softhsm-tokens", tmpdir);
@@ -396,7 +395,7 @@ int main(int argc, char **argv) {
         if (!f || fputs(text, f) < 0 || fclose(f) != 0)
             die("writing softhsm2.conf", 0);
         setenv("SOFTHSM2_CONF", conf, 1);
-        mods[1] = (Module){ .label = "SoftHSM2", .path = SOFTHSM_PATH };
+        mods[1] = (Module){.label = "SoftHSM2", .path = SOFTHSM_PATH};
         if (access(SOFTHSM_PATH, R_OK) != 0) {
             fprintf(stderr, "bench-pkcs11: %s missing (apt-get install softhsm2)\n", SOFTHSM_PATH);
             return 2;
@@ -410,7 +409,7 @@ int main(int argc, char **argv) {
         for (int op = 0; op < N_OPS; op++)
             mods[i].has[op] = gen_key(&mods[i], op);
 
-    double load[3] = { 0 };
+    double load[3] = {0};
     (void)!getloadavg(load, 3);
     printf("bench-pkcs11: synchronous PKCS#11 calls, one session per thread; %zu rounds of %.1f s "
            "per measurement, medians shown; load average %.2f %.2f %.2f, %ld CPUs\n",
@@ -422,7 +421,7 @@ int main(int argc, char **argv) {
         for (int threads = 1; threads <= 2; threads++) {
             double rate[2][MAX_ROUNDS], ratio[MAX_ROUNDS];
             size_t ok = 0;
-            bool any[2] = { mods[0].has[op], n_mods > 1 && mods[1].has[op] };
+            bool any[2] = {mods[0].has[op], n_mods > 1 && mods[1].has[op]};
             for (size_t r = 0; r < rounds; r++) {
                 double a = any[0] ? measure(&mods[0], op, threads) : -1;
                 double b = any[1] ? measure(&mods[1], op, threads) : -1;

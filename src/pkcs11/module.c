@@ -46,7 +46,7 @@
 #define EXPORT __attribute__((visibility("default")))
 
 #define P11_MAX_SLOTS 16
-#define P11_POOL_MAX 64         /* idle connections kept per slot */
+#define P11_POOL_MAX 64                  /* idle connections kept per slot */
 #define P11_BUF_MAX (1024 * 1024 - 4096) /* data a buffered multi-part operation may collect */
 #define P11_RANDOM_CHUNK 65536
 #define NO_USER ((CK_USER_TYPE)-1)
@@ -106,7 +106,7 @@ static void lock_guard_release(LockGuard *g) {
         mtx_unlock(g->m);
 }
 #define LOCKED(m)                                                                                  \
-    _cleanup_(lock_guard_release) LockGuard NT_CONCAT(guard_, __LINE__) = { (mtx_lock(m), (m)) }
+    _cleanup_(lock_guard_release) LockGuard NT_CONCAT(guard_, __LINE__) = {(mtx_lock(m), (m))}
 
 /* ---- keys and objects ---------------------------------------------------------------------- */
 
@@ -235,7 +235,7 @@ static CK_RV slot_add(const char *path) {
     if (G.n_slots >= P11_MAX_SLOTS)
         return CKR_GENERAL_ERROR;
     P11Slot *s = &G.slots[G.n_slots];
-    *s = (P11Slot){ .user = NO_USER };
+    *s = (P11Slot){.user = NO_USER};
     s->socket = strdup(path);
     s->lock = mtx_new();
     if (!s->socket || !s->lock) {
@@ -401,7 +401,7 @@ static void conn_release(Conn *x) {
         if (!s->idle)
             s->idle = calloc(P11_POOL_MAX, sizeof(*s->idle));
         if (s->idle && s->n_idle < P11_POOL_MAX) {
-            s->idle[s->n_idle++] = (PoolConn){ c, x->gen };
+            s->idle[s->n_idle++] = (PoolConn){c, x->gen};
             return;
         }
     }
@@ -430,7 +430,7 @@ static bool slot_present(P11Slot *s) {
     /* A pooled connection may be dead from a restart: its failure drops the pool, and a second
      * try connects afresh. */
     for (int i = 0; i < 2; i++) {
-        _cleanup_conn_ Conn x = { .slot = s };
+        _cleanup_conn_ Conn x = {.slot = s};
         x.r = conn_get(s, &x);
         if (x.r < 0)
             return false;
@@ -447,11 +447,15 @@ static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
         KeyKind k;
         CK_ULONG bits;
     } map[] = {
-        { "ec-p256", KK_EC_P256, 256 },     { "ec-p384", KK_EC_P384, 384 },
-        { "ed25519", KK_ED25519, 255 },     { "rsa2048", KK_RSA, 2048 },
-        { "rsa3072", KK_RSA, 3072 },        { "rsa4096", KK_RSA, 4096 },
-        { "aes256", KK_AES, 256 },          { "hmac-sha256", KK_HMAC_SHA256, 256 },
-        { "hmac-sha384", KK_HMAC_SHA384, 384 },
+        {"ec-p256", KK_EC_P256, 256},
+        {"ec-p384", KK_EC_P384, 384},
+        {"ed25519", KK_ED25519, 255},
+        {"rsa2048", KK_RSA, 2048},
+        {"rsa3072", KK_RSA, 3072},
+        {"rsa4096", KK_RSA, 4096},
+        {"aes256", KK_AES, 256},
+        {"hmac-sha256", KK_HMAC_SHA256, 256},
+        {"hmac-sha384", KK_HMAC_SHA384, 384},
     };
     for (size_t i = 0; i < ELEMENTSOF(map); i++)
         if (streq(t, map[i].t)) {
@@ -512,8 +516,8 @@ static P11Key *key_free(P11Key *k) {
 }
 
 /* Adds or refreshes the key (called with the slot locked). Returns its index, or -ENOMEM. */
-static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type,
-                                  const char *label, const char *origin) {
+static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type, const char *label,
+                                  const char *origin) {
     CK_ULONG bits = 0;
     KeyKind kind = kind_from_type(type, &bits);
     if (kind < 0)
@@ -589,9 +593,9 @@ static int slot_refresh(P11Slot *s, VhsmClient *c) {
         const char *type = json_string_value(json_object_get(o, "type"));
         if (!name || !type)
             continue;
-        int idx = slot_key_upsert_locked(s, name, type,
-                                         json_string_value(json_object_get(o, "label")),
-                                         json_string_value(json_object_get(o, "origin")));
+        int idx =
+            slot_key_upsert_locked(s, name, type, json_string_value(json_object_get(o, "label")),
+                                   json_string_value(json_object_get(o, "origin")));
         if (idx == -ENOMEM) {
             r = idx;
             break;
@@ -632,7 +636,7 @@ static EVP_PKEY *key_pub(P11Slot *s, P11Key *k, int *ret_r) {
         if (k->pub)
             return k->pub;
     }
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     _cleanup_free_ char *pem = NULL;
     x.r = conn_get(s, &x);
     if (x.r >= 0)
@@ -663,7 +667,7 @@ static void op_reset(P11Op *op) {
         OPENSSL_cleanse(op->buf, op->cap);
         free(op->buf);
     }
-    *op = (P11Op){ 0 };
+    *op = (P11Op){0};
 }
 
 static void session_free(P11Session *s) {
@@ -723,7 +727,7 @@ static void session_ref_release(SessionRef *r) {
 }
 /* Declares P11Session *sess and returns from the calling function on failure. */
 #define SESSION_OR_RETURN(h)                                                                       \
-    _cleanup_(session_ref_release) SessionRef sref_ = { NULL };                                     \
+    _cleanup_(session_ref_release) SessionRef sref_ = {NULL};                                      \
     P11Session *sess = NULL;                                                                       \
     do {                                                                                           \
         CK_RV rv_ = session_get((h), &sref_.s);                                                    \
@@ -828,10 +832,10 @@ CK_RV C_GetInfo(CK_INFO_PTR pInfo) {
     if (!pInfo)
         return CKR_ARGUMENTS_BAD;
     memset(pInfo, 0, sizeof(*pInfo));
-    pInfo->cryptokiVersion = (CK_VERSION){ 3, 0 };
+    pInfo->cryptokiVersion = (CK_VERSION){3, 0};
     pad_copy(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), MANUFACTURER);
     pad_copy(pInfo->libraryDescription, sizeof(pInfo->libraryDescription), LIBRARY_DESCRIPTION);
-    pInfo->libraryVersion = (CK_VERSION){ 0, 1 };
+    pInfo->libraryVersion = (CK_VERSION){0, 1};
     return CKR_OK;
 }
 
@@ -875,22 +879,24 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo) {
     pad_copy(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), MANUFACTURER);
     /* The daemon may come and go: a removable device whose token is present while it answers. */
     pInfo->flags = CKF_REMOVABLE_DEVICE | (slot_present(s) ? CKF_TOKEN_PRESENT : 0);
-    pInfo->hardwareVersion = (CK_VERSION){ 0, 1 };
-    pInfo->firmwareVersion = (CK_VERSION){ 0, 1 };
+    pInfo->hardwareVersion = (CK_VERSION){0, 1};
+    pInfo->firmwareVersion = (CK_VERSION){0, 1};
     return CKR_OK;
 }
 
 /* The token's state from vhsmd (revision 2); a revision-1 daemon has no PINs. Updates the
  * slot's login_required. */
 static int slot_token_info(P11Slot *s, VhsmTokenInfo *ret) {
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_token_info(x.c, ret);
     if (x.r == -EBADRQC) { /* revision 1: initialised, no PINs */
-        *ret = (VhsmTokenInfo){ .uid = (uint32_t)geteuid(), .flags = VHSM_TOKEN_INITIALIZED,
-                                .pin_min = VHSM_PIN_MIN, .pin_max = VHSM_PIN_MAX,
-                                .login = VHSM_USER_NONE };
+        *ret = (VhsmTokenInfo){.uid = (uint32_t)geteuid(),
+                               .flags = VHSM_TOKEN_INITIALIZED,
+                               .pin_min = VHSM_PIN_MIN,
+                               .pin_max = VHSM_PIN_MAX,
+                               .login = VHSM_USER_NONE};
         snprintf(ret->serial, sizeof(ret->serial), "%u", (unsigned)geteuid());
         x.r = 0;
     }
@@ -931,15 +937,15 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo) {
         uint32_t v;
         CK_FLAGS ck;
     } fl[] = {
-        { VHSM_TOKEN_INITIALIZED, CKF_TOKEN_INITIALIZED },
-        { VHSM_TOKEN_USER_PIN_INITIALIZED, CKF_USER_PIN_INITIALIZED },
-        { VHSM_TOKEN_LOGIN_REQUIRED, CKF_LOGIN_REQUIRED },
-        { VHSM_TOKEN_USER_PIN_COUNT_LOW, CKF_USER_PIN_COUNT_LOW },
-        { VHSM_TOKEN_USER_PIN_FINAL_TRY, CKF_USER_PIN_FINAL_TRY },
-        { VHSM_TOKEN_USER_PIN_LOCKED, CKF_USER_PIN_LOCKED },
-        { VHSM_TOKEN_SO_PIN_COUNT_LOW, CKF_SO_PIN_COUNT_LOW },
-        { VHSM_TOKEN_SO_PIN_FINAL_TRY, CKF_SO_PIN_FINAL_TRY },
-        { VHSM_TOKEN_SO_PIN_LOCKED, CKF_SO_PIN_LOCKED },
+        {VHSM_TOKEN_INITIALIZED, CKF_TOKEN_INITIALIZED},
+        {VHSM_TOKEN_USER_PIN_INITIALIZED, CKF_USER_PIN_INITIALIZED},
+        {VHSM_TOKEN_LOGIN_REQUIRED, CKF_LOGIN_REQUIRED},
+        {VHSM_TOKEN_USER_PIN_COUNT_LOW, CKF_USER_PIN_COUNT_LOW},
+        {VHSM_TOKEN_USER_PIN_FINAL_TRY, CKF_USER_PIN_FINAL_TRY},
+        {VHSM_TOKEN_USER_PIN_LOCKED, CKF_USER_PIN_LOCKED},
+        {VHSM_TOKEN_SO_PIN_COUNT_LOW, CKF_SO_PIN_COUNT_LOW},
+        {VHSM_TOKEN_SO_PIN_FINAL_TRY, CKF_SO_PIN_FINAL_TRY},
+        {VHSM_TOKEN_SO_PIN_LOCKED, CKF_SO_PIN_LOCKED},
     };
     pInfo->flags = CKF_RNG;
     for (size_t i = 0; i < ELEMENTSOF(fl); i++)
@@ -958,8 +964,8 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo) {
     pInfo->ulFreePublicMemory = CK_UNAVAILABLE_INFORMATION;
     pInfo->ulTotalPrivateMemory = CK_UNAVAILABLE_INFORMATION;
     pInfo->ulFreePrivateMemory = CK_UNAVAILABLE_INFORMATION;
-    pInfo->hardwareVersion = (CK_VERSION){ 0, 1 };
-    pInfo->firmwareVersion = (CK_VERSION){ 0, 2 };
+    pInfo->hardwareVersion = (CK_VERSION){0, 1};
+    pInfo->firmwareVersion = (CK_VERSION){0, 2};
     memset(pInfo->utcTime, ' ', sizeof(pInfo->utcTime));
     return CKR_OK;
 }
@@ -982,27 +988,27 @@ typedef struct MechInfo {
 /* What vhsmd (protocol revision 1) does, exactly. Key sizes: bits for RSA and EC, bytes for
  * AES and generic secrets, as the specification says. */
 static const MechInfo mechs[] = {
-    { CKM_EC_KEY_PAIR_GEN, 256, 384, CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS },
-    { CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_HW | CKF_GENERATE_KEY_PAIR },
-    { CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 4096, CKF_HW | CKF_GENERATE_KEY_PAIR },
-    { CKM_AES_KEY_GEN, 32, 32, CKF_HW | CKF_GENERATE },
-    { CKM_GENERIC_SECRET_KEY_GEN, 32, 48, CKF_HW | CKF_GENERATE },
-    { CKM_ECDSA, 256, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS },
-    { CKM_ECDSA_SHA256, 256, 256, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS },
-    { CKM_ECDSA_SHA384, 384, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS },
-    { CKM_EDDSA, 255, 255, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_SHA256_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_SHA384_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_SHA256_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_SHA384_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_RSA_PKCS_OAEP, 2048, 4096, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT },
-    { CKM_SHA256_HMAC, 32, 32, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_SHA384_HMAC, 48, 48, CKF_HW | CKF_SIGN | CKF_VERIFY },
-    { CKM_SHA256, 0, 0, CKF_DIGEST },
-    { CKM_SHA384, 0, 0, CKF_DIGEST },
-    { CKM_SHA512, 0, 0, CKF_DIGEST },
+    {CKM_EC_KEY_PAIR_GEN, 256, 384, CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS},
+    {CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_HW | CKF_GENERATE_KEY_PAIR},
+    {CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 4096, CKF_HW | CKF_GENERATE_KEY_PAIR},
+    {CKM_AES_KEY_GEN, 32, 32, CKF_HW | CKF_GENERATE},
+    {CKM_GENERIC_SECRET_KEY_GEN, 32, 48, CKF_HW | CKF_GENERATE},
+    {CKM_ECDSA, 256, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS},
+    {CKM_ECDSA_SHA256, 256, 256, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS},
+    {CKM_ECDSA_SHA384, 384, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS},
+    {CKM_EDDSA, 255, 255, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_SHA256_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_SHA384_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_SHA256_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_SHA384_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_RSA_PKCS_OAEP, 2048, 4096, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT},
+    {CKM_SHA256_HMAC, 32, 32, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_SHA384_HMAC, 48, 48, CKF_HW | CKF_SIGN | CKF_VERIFY},
+    {CKM_SHA256, 0, 0, CKF_DIGEST},
+    {CKM_SHA384, 0, 0, CKF_DIGEST},
+    {CKM_SHA512, 0, 0, CKF_DIGEST},
 };
 
 static const MechInfo *mech_find(CK_MECHANISM_TYPE t) {
@@ -1013,7 +1019,7 @@ static const MechInfo *mech_find(CK_MECHANISM_TYPE t) {
 }
 
 CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList,
-                                CK_ULONG_PTR pulCount) {
+                         CK_ULONG_PTR pulCount) {
     if (!initialized())
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     if (!slot_get(slotID))
@@ -1035,8 +1041,7 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
     return CKR_OK;
 }
 
-CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
-                                CK_MECHANISM_INFO_PTR pInfo) {
+CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR pInfo) {
     if (!initialized())
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     if (!slot_get(slotID))
@@ -1057,7 +1062,7 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
 /* Logs the application out of the slot's token: vhsmd revokes the ticket, so every connection
  * attached to it is logged out; the module forgets it whatever vhsmd answered. */
 static int slot_logout(P11Slot *s) {
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_logout(x.c);
@@ -1093,7 +1098,7 @@ CK_RV C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen,
     size_t ll = 32;
     while (ll > 0 && pLabel[ll - 1] == ' ')
         ll--;
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_token_init(x.c, pPin, ulPinLen, pLabel, ll);
@@ -1116,7 +1121,7 @@ CK_RV C_InitPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPin
     }
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_init_pin(x.c, pPin, ulPinLen);
@@ -1131,7 +1136,7 @@ CK_RV C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulO
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     P11Slot *s = slot_get(sess->slot);
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_set_pin(x.c, pOldPin, ulOldLen, pNewPin, ulNewLen);
@@ -1160,7 +1165,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR
     _cleanup_(secret_freep) Secret *ticket = NULL;
     if (secret_new(VHSM_TICKET_SIZE, &ticket) < 0)
         return CKR_HOST_MEMORY;
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_login(x.c, userType == CKU_SO ? VHSM_USER_SO : VHSM_USER_USER, pPin, ulPinLen,
@@ -1191,8 +1196,8 @@ CK_RV C_Logout(CK_SESSION_HANDLE hSession) {
 
 /* ---- sessions ------------------------------------------------------------------------------ */
 
-CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
-                           CK_NOTIFY Notify, CK_SESSION_HANDLE_PTR phSession) {
+CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication, CK_NOTIFY Notify,
+                    CK_SESSION_HANDLE_PTR phSession) {
     if (!initialized())
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     P11Slot *slot = slot_get(slotID);
@@ -1321,14 +1326,14 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo) {
 }
 
 CK_RV C_GetOperationState(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperationState,
-                                 CK_ULONG_PTR pulOperationStateLen) {
+                          CK_ULONG_PTR pulOperationStateLen) {
     SESSION_OR_RETURN(hSession);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
 CK_RV C_SetOperationState(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperationState,
-                                 CK_ULONG ulOperationStateLen, CK_OBJECT_HANDLE hEncryptionKey,
-                                 CK_OBJECT_HANDLE hAuthenticationKey) {
+                          CK_ULONG ulOperationStateLen, CK_OBJECT_HANDLE hEncryptionKey,
+                          CK_OBJECT_HANDLE hAuthenticationKey) {
     SESSION_OR_RETURN(hSession);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -1585,7 +1590,7 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
 }
 
 CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
-                                 CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount) {
+                          CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount) {
     SESSION_OR_RETURN(hSession);
     if (!pTemplate && ulCount > 0)
         return CKR_ARGUMENTS_BAD;
@@ -1599,7 +1604,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
     CK_RV result = CKR_OK;
     for (CK_ULONG i = 0; i < ulCount; i++) {
         CK_ATTRIBUTE *a = &pTemplate[i];
-        _cleanup_(attr_val_done) AttrVal v = { 0 };
+        _cleanup_(attr_val_done) AttrVal v = {0};
         CK_RV rv = object_attr(s, k, role, a->type, &v);
         if (rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
             a->ulValueLen = CK_UNAVAILABLE_INFORMATION;
@@ -1622,7 +1627,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 }
 
 CK_RV C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
-                                 CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount) {
+                          CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount) {
     SESSION_OR_RETURN(hSession);
     if (!pTemplate && ulCount > 0)
         return CKR_ARGUMENTS_BAD;
@@ -1635,8 +1640,7 @@ CK_RV C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
     return CKR_ACTION_PROHIBITED;
 }
 
-CK_RV C_GetObjectSize(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
-                             CK_ULONG_PTR pulSize) {
+CK_RV C_GetObjectSize(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pulSize) {
     SESSION_OR_RETURN(hSession);
     unsigned role = 0;
     if (!object_key(sess->slot, hObject, &role))
@@ -1652,7 +1656,7 @@ CK_RV C_GetObjectSize(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 static bool object_matches(P11Slot *s, P11Key *k, unsigned role, const CK_ATTRIBUTE *t,
                            CK_ULONG n) {
     for (CK_ULONG i = 0; i < n; i++) {
-        _cleanup_(attr_val_done) AttrVal v = { 0 };
+        _cleanup_(attr_val_done) AttrVal v = {0};
         if (object_attr(s, k, role, t[i].type, &v) != CKR_OK || v.n != t[i].ulValueLen ||
             (v.n > 0 && memcmp(v.p, t[i].pValue, v.n) != 0))
             return false;
@@ -1660,8 +1664,7 @@ static bool object_matches(P11Slot *s, P11Key *k, unsigned role, const CK_ATTRIB
     return true;
 }
 
-CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
-                               CK_ULONG ulCount) {
+CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount) {
     SESSION_OR_RETURN(hSession);
     CK_RV rv = p11_template_check(pTemplate, ulCount);
     if (rv != CKR_OK)
@@ -1670,7 +1673,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
         return CKR_OPERATION_ACTIVE;
     P11Slot *s = slot_get(sess->slot);
     {
-        _cleanup_conn_ Conn x = { .slot = s };
+        _cleanup_conn_ Conn x = {.slot = s};
         x.r = conn_get(s, &x);
         if (x.r >= 0)
             x.r = slot_refresh(s, x.c);
@@ -1725,7 +1728,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
 }
 
 CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
-                           CK_ULONG ulMaxObjectCount, CK_ULONG_PTR pulObjectCount) {
+                    CK_ULONG ulMaxObjectCount, CK_ULONG_PTR pulObjectCount) {
     SESSION_OR_RETURN(hSession);
     if (!phObject || !pulObjectCount)
         return CKR_ARGUMENTS_BAD;
@@ -1751,8 +1754,8 @@ CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession) {
 
 /* ---- object management --------------------------------------------------------------------- */
 
-CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
-                            CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phObject) {
+CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
+                     CK_OBJECT_HANDLE_PTR phObject) {
     SESSION_OR_RETURN(hSession);
     if ((!pTemplate && ulCount > 0) || !phObject)
         return CKR_ARGUMENTS_BAD;
@@ -1762,9 +1765,8 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-CK_RV C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
-                          CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
-                          CK_OBJECT_HANDLE_PTR phNewObject) {
+CK_RV C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
+                   CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phNewObject) {
     SESSION_OR_RETURN(hSession);
     unsigned role = 0;
     if (!object_key(sess->slot, hObject, &role))
@@ -1786,7 +1788,7 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {
     if (role == ROLE_PUB)
         return CKR_ACTION_PROHIBITED;
     P11Slot *s = slot_get(sess->slot);
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r >= 0)
         x.r = vhsm_key_delete(x.c, k->name);
@@ -1800,8 +1802,8 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {
 /* ---- key generation ------------------------------------------------------------------------ */
 
 /* Template policy of protocol revision 1: token keys only, never extractable, always
- * sensitive (whatever CKA_SENSITIVE asks); a usage the key type cannot do is refused, a usage turned off is accepted (the
- * key reports its type's usages). */
+ * sensitive (whatever CKA_SENSITIVE asks); a usage the key type cannot do is refused, a usage
+ * turned off is accepted (the key reports its type's usages). */
 static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
                                 KeyKind kind) {
     if (t->has_class && t->cls != cls)
@@ -1843,12 +1845,12 @@ static bool vhsm_name_ok(const char *s) {
  * "p11-<random>" (with the label kept as the vault label). Adds it to the slot; *ret_idx. */
 static CK_RV gen_key(P11Session *sess, const char *vtype, const char *label, int *ret_idx) {
     P11Slot *s = slot_get(sess->slot);
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r < 0)
         return p11_rv_from_errno(x.r, P11_CTX_CREATE);
     char name[140];
-    VhsmKeySpec spec = { .type = vtype, .label = label && *label ? label : NULL };
+    VhsmKeySpec spec = {.type = vtype, .label = label && *label ? label : NULL};
     x.r = -EEXIST;
     if (label && vhsm_name_ok(label)) {
         snprintf(name, sizeof(name), "%s", label);
@@ -1858,8 +1860,8 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, const char *label, int
         uint8_t rnd[8];
         if (RAND_bytes(rnd, sizeof(rnd)) != 1)
             return CKR_FUNCTION_FAILED;
-        snprintf(name, sizeof(name), "p11-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
-                 rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+        snprintf(name, sizeof(name), "p11-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+                 rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
         x.r = vhsm_key_create(x.c, name, &spec);
     }
     if (x.r < 0)
@@ -1875,8 +1877,7 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, const char *label, int
 }
 
 CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                           CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
-                           CK_OBJECT_HANDLE_PTR phKey) {
+                    CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey) {
     SESSION_OR_RETURN(hSession);
     if (!pMechanism || !phKey)
         return CKR_ARGUMENTS_BAD;
@@ -1920,11 +1921,9 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 }
 
 CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                               CK_ATTRIBUTE_PTR pPublicKeyTemplate,
-                               CK_ULONG ulPublicKeyAttributeCount,
-                               CK_ATTRIBUTE_PTR pPrivateKeyTemplate,
-                               CK_ULONG ulPrivateKeyAttributeCount, CK_OBJECT_HANDLE_PTR phPublicKey,
-                               CK_OBJECT_HANDLE_PTR phPrivateKey) {
+                        CK_ATTRIBUTE_PTR pPublicKeyTemplate, CK_ULONG ulPublicKeyAttributeCount,
+                        CK_ATTRIBUTE_PTR pPrivateKeyTemplate, CK_ULONG ulPrivateKeyAttributeCount,
+                        CK_OBJECT_HANDLE_PTR phPublicKey, CK_OBJECT_HANDLE_PTR phPrivateKey) {
     SESSION_OR_RETURN(hSession);
     if (!pMechanism || !phPublicKey || !phPrivateKey)
         return CKR_ARGUMENTS_BAD;
@@ -1990,8 +1989,8 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 }
 
 CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                       CK_OBJECT_HANDLE hWrappingKey, CK_OBJECT_HANDLE hKey,
-                       CK_BYTE_PTR pWrappedKey, CK_ULONG_PTR pulWrappedKeyLen) {
+                CK_OBJECT_HANDLE hWrappingKey, CK_OBJECT_HANDLE hKey, CK_BYTE_PTR pWrappedKey,
+                CK_ULONG_PTR pulWrappedKeyLen) {
     SESSION_OR_RETURN(hSession);
     if (!pMechanism || !pulWrappedKeyLen)
         return CKR_ARGUMENTS_BAD;
@@ -1999,9 +1998,9 @@ CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 }
 
 CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                         CK_OBJECT_HANDLE hUnwrappingKey, CK_BYTE_PTR pWrappedKey,
-                         CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,
-                         CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey) {
+                  CK_OBJECT_HANDLE hUnwrappingKey, CK_BYTE_PTR pWrappedKey,
+                  CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulAttributeCount,
+                  CK_OBJECT_HANDLE_PTR phKey) {
     SESSION_OR_RETURN(hSession);
     if (!pMechanism || !phKey || (!pWrappedKey && ulWrappedKeyLen))
         return CKR_ARGUMENTS_BAD;
@@ -2009,8 +2008,8 @@ CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
 }
 
 CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                         CK_OBJECT_HANDLE hBaseKey, CK_ATTRIBUTE_PTR pTemplate,
-                         CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey) {
+                  CK_OBJECT_HANDLE hBaseKey, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulAttributeCount,
+                  CK_OBJECT_HANDLE_PTR phKey) {
     SESSION_OR_RETURN(hSession);
     if (!pMechanism || !phKey)
         return CKR_ARGUMENTS_BAD;
@@ -2027,13 +2026,12 @@ CK_RV C_SeedRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSeed, CK_ULONG ulSee
     return CKR_RANDOM_SEED_NOT_SUPPORTED;
 }
 
-CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pRandomData,
-                              CK_ULONG ulRandomLen) {
+CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pRandomData, CK_ULONG ulRandomLen) {
     SESSION_OR_RETURN(hSession);
     if (!pRandomData && ulRandomLen)
         return CKR_ARGUMENTS_BAD;
     P11Slot *s = slot_get(sess->slot);
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     for (CK_ULONG done = 0; x.r >= 0 && done < ulRandomLen;) {
         size_t n = MIN((size_t)(ulRandomLen - done), (size_t)P11_RANDOM_CHUNK);
@@ -2140,7 +2138,7 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
      * the public (or secret) key. */
     if (!secret && (role == ROLE_PRIV) != (kind == OP_SIGN || kind == OP_DECRYPT))
         return CKR_KEY_FUNCTION_NOT_PERMITTED;
-    P11Op n = { .mech = m->mechanism, .key = k, .rsa_padding = RSA_PKCS1_PADDING };
+    P11Op n = {.mech = m->mechanism, .key = k, .rsa_padding = RSA_PKCS1_PADDING};
     bool no_params = !m->pParameter && m->ulParameterLen == 0;
     CK_RV rv;
     switch (m->mechanism) {
@@ -2341,10 +2339,10 @@ static CK_RV op_input(P11Op *op, bool single, const uint8_t *data, size_t len, O
 /* CKM_RSA_PKCS signing with revision 1: the input must be a DigestInfo of SHA-256 or SHA-384,
  * which vhsmd signs as a prehash. Returns the algorithm and points at the digest. */
 static CK_RV rsa_pkcs_digestinfo(OpInput *in, const char **ret_alg) {
-    static const uint8_t p256[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                    0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
-    static const uint8_t p384[] = { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                    0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30 };
+    static const uint8_t p256[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                   0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+    static const uint8_t p384[] = {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                   0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30};
     if (in->n == sizeof(p256) + 32 && memcmp(in->p, p256, sizeof(p256)) == 0) {
         in->p += sizeof(p256);
         in->n = 32;
@@ -2360,8 +2358,8 @@ static CK_RV rsa_pkcs_digestinfo(OpInput *in, const char **ret_alg) {
     return CKR_DATA_INVALID;
 }
 
-static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t *data,
-                         size_t len, CK_BYTE_PTR sig, CK_ULONG_PTR siglen) {
+static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t *data, size_t len,
+                         CK_BYTE_PTR sig, CK_ULONG_PTR siglen) {
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
     CK_RV rv = CKR_OK;
@@ -2384,7 +2382,7 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
         *siglen = op->out_len;
         return CKR_BUFFER_TOO_SMALL;
     }
-    OpInput in = { 0 };
+    OpInput in = {0};
     rv = op_input(op, single, data, len, &in);
     const char *alg = op->alg;
     if (rv == CKR_OK && op->mech == CKM_RSA_PKCS)
@@ -2394,7 +2392,7 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
         return rv;
     }
     P11Slot *s = slot_get(sess->slot);
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     _cleanup_free_ uint8_t *out = NULL;
     size_t out_len = 0;
     x.r = conn_get(s, &x);
@@ -2425,8 +2423,7 @@ static CK_RV verify_local(P11Slot *s, P11Op *op, const OpInput *in, const uint8_
         _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *c = EVP_MD_CTX_new();
         if (!c || EVP_DigestVerifyInit(c, NULL, NULL, NULL, pk) != 1)
             return CKR_HOST_MEMORY;
-        return EVP_DigestVerify(c, sig, siglen, in->p, in->n) == 1 ? CKR_OK
-                                                                   : CKR_SIGNATURE_INVALID;
+        return EVP_DigestVerify(c, sig, siglen, in->p, in->n) == 1 ? CKR_OK : CKR_SIGNATURE_INVALID;
     }
     _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
     if (!c || EVP_PKEY_verify_init(c) != 1)
@@ -2481,7 +2478,7 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
         rv = CKR_ARGUMENTS_BAD;
     else if (single && op->multi)
         rv = CKR_OPERATION_ACTIVE;
-    OpInput in = { 0 };
+    OpInput in = {0};
     if (rv == CKR_OK)
         rv = op_input(op, single, data, len, &in);
     P11Slot *s = slot_get(sess->slot);
@@ -2490,11 +2487,11 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
             if (siglen != op->out_len)
                 rv = CKR_SIGNATURE_LEN_RANGE;
             else {
-                _cleanup_conn_ Conn x = { .slot = s };
+                _cleanup_conn_ Conn x = {.slot = s};
                 x.r = conn_get(s, &x);
                 if (x.r >= 0)
-                    x.r = vhsm_verify(x.c, op->key->name, op->alg, op->flags, 0, in.p, in.n,
-                                      sig, siglen);
+                    x.r = vhsm_verify(x.c, op->key->name, op->alg, op->flags, 0, in.p, in.n, sig,
+                                      siglen);
                 rv = p11_rv_from_errno(x.r, P11_CTX_VERIFY);
             }
         } else
@@ -2505,14 +2502,13 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
     return rv;
 }
 
-CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                        CK_OBJECT_HANDLE hKey) {
+CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
     SESSION_OR_RETURN(hSession);
     return op_init(sess, OP_SIGN, pMechanism, hKey);
 }
 
 CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-                    CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen) {
+             CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen) {
     SESSION_OR_RETURN(hSession);
     return sign_finish(sess, &sess->op[OP_SIGN], true, pData, ulDataLen, pSignature,
                        pulSignatureLen);
@@ -2524,31 +2520,30 @@ CK_RV C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPar
 }
 
 CK_RV C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
-                         CK_ULONG_PTR pulSignatureLen) {
+                  CK_ULONG_PTR pulSignatureLen) {
     SESSION_OR_RETURN(hSession);
     return sign_finish(sess, &sess->op[OP_SIGN], false, NULL, 0, pSignature, pulSignatureLen);
 }
 
 CK_RV C_SignRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                               CK_OBJECT_HANDLE hKey) {
+                        CK_OBJECT_HANDLE hKey) {
     SESSION_OR_RETURN(hSession);
     return pMechanism ? CKR_MECHANISM_INVALID : CKR_ARGUMENTS_BAD;
 }
 
 CK_RV C_SignRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-                           CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen) {
+                    CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen) {
     SESSION_OR_RETURN(hSession);
     return CKR_OPERATION_NOT_INITIALIZED;
 }
 
-CK_RV C_VerifyInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                          CK_OBJECT_HANDLE hKey) {
+CK_RV C_VerifyInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
     SESSION_OR_RETURN(hSession);
     return op_init(sess, OP_VERIFY, pMechanism, hKey);
 }
 
 CK_RV C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-                      CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen) {
+               CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen) {
     SESSION_OR_RETURN(hSession);
     return verify_finish(sess, &sess->op[OP_VERIFY], true, pData, ulDataLen, pSignature,
                          ulSignatureLen);
@@ -2559,20 +2554,19 @@ CK_RV C_VerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulP
     return op_update(&sess->op[OP_VERIFY], pPart, ulPartLen);
 }
 
-CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
-                           CK_ULONG ulSignatureLen) {
+CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen) {
     SESSION_OR_RETURN(hSession);
     return verify_finish(sess, &sess->op[OP_VERIFY], false, NULL, 0, pSignature, ulSignatureLen);
 }
 
 CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                                 CK_OBJECT_HANDLE hKey) {
+                          CK_OBJECT_HANDLE hKey) {
     SESSION_OR_RETURN(hSession);
     return pMechanism ? CKR_MECHANISM_INVALID : CKR_ARGUMENTS_BAD;
 }
 
-CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
-                             CK_ULONG ulSignatureLen, CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen) {
+CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen,
+                      CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen) {
     SESSION_OR_RETURN(hSession);
     return CKR_OPERATION_NOT_INITIALIZED;
 }
@@ -2580,7 +2574,7 @@ CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
 /* ---- encryption ---------------------------------------------------------------------------- */
 
 CK_RV C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                           CK_OBJECT_HANDLE hKey) {
+                    CK_OBJECT_HANDLE hKey) {
     SESSION_OR_RETURN(hSession);
     return op_init(sess, OP_ENCRYPT, pMechanism, hKey);
 }
@@ -2591,7 +2585,7 @@ static CK_ULONG oaep_max(const P11Op *op) {
 }
 
 CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-                       CK_BYTE_PTR pEncryptedData, CK_ULONG_PTR pulEncryptedDataLen) {
+                CK_BYTE_PTR pEncryptedData, CK_ULONG_PTR pulEncryptedDataLen) {
     SESSION_OR_RETURN(hSession);
     P11Op *op = &sess->op[OP_ENCRYPT];
     if (!op->active)
@@ -2626,8 +2620,8 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
         EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) != 1 ||
         EVP_PKEY_CTX_set_rsa_oaep_md(c, op->mgf1) != 1 ||
         EVP_PKEY_CTX_set_rsa_mgf1_md(c, op->mgf1) != 1 ||
-        EVP_PKEY_encrypt(c, pEncryptedData, &outlen, pData ? pData : (CK_BYTE_PTR) "",
-                         ulDataLen) != 1)
+        EVP_PKEY_encrypt(c, pEncryptedData, &outlen, pData ? pData : (CK_BYTE_PTR) "", ulDataLen) !=
+            1)
         rv = CKR_FUNCTION_FAILED;
     else
         *pulEncryptedDataLen = outlen;
@@ -2636,7 +2630,7 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
 }
 
 CK_RV C_EncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
-                             CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen) {
+                      CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen) {
     SESSION_OR_RETURN(hSession);
     P11Op *op = &sess->op[OP_ENCRYPT];
     if (!op->active)
@@ -2646,7 +2640,7 @@ CK_RV C_EncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ul
 }
 
 CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastEncryptedPart,
-                            CK_ULONG_PTR pulLastEncryptedPartLen) {
+                     CK_ULONG_PTR pulLastEncryptedPartLen) {
     SESSION_OR_RETURN(hSession);
     P11Op *op = &sess->op[OP_ENCRYPT];
     if (!op->active)
@@ -2656,13 +2650,13 @@ CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastEncryptedPart,
 }
 
 CK_RV C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                           CK_OBJECT_HANDLE hKey) {
+                    CK_OBJECT_HANDLE hKey) {
     SESSION_OR_RETURN(hSession);
     return op_init(sess, OP_DECRYPT, pMechanism, hKey);
 }
 
-CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData,
-                       CK_ULONG ulEncryptedDataLen, CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen) {
+CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG ulEncryptedDataLen,
+                CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen) {
     SESSION_OR_RETURN(hSession);
     P11Op *op = &sess->op[OP_DECRYPT];
     if (!op->active)
@@ -2688,7 +2682,7 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData,
         return CKR_BUFFER_TOO_SMALL;
     }
     P11Slot *s = slot_get(sess->slot);
-    _cleanup_conn_ Conn x = { .slot = s };
+    _cleanup_conn_ Conn x = {.slot = s};
     uint8_t *out = NULL;
     size_t out_len = 0;
     x.r = conn_get(s, &x);
@@ -2710,8 +2704,7 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData,
 }
 
 CK_RV C_DecryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart,
-                             CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
-                             CK_ULONG_PTR pulPartLen) {
+                      CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen) {
     SESSION_OR_RETURN(hSession);
     P11Op *op = &sess->op[OP_DECRYPT];
     if (!op->active)
@@ -2721,7 +2714,7 @@ CK_RV C_DecryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart,
 }
 
 CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastPart,
-                            CK_ULONG_PTR pulLastPartLen) {
+                     CK_ULONG_PTR pulLastPartLen) {
     SESSION_OR_RETURN(hSession);
     P11Op *op = &sess->op[OP_DECRYPT];
     if (!op->active)
@@ -2745,7 +2738,7 @@ CK_RV C_DigestInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism) {
         return CKR_MECHANISM_INVALID;
     if (pMechanism->pParameter || pMechanism->ulParameterLen)
         return CKR_MECHANISM_PARAM_INVALID;
-    P11Op n = { .mech = pMechanism->mechanism, .md = md, .out_len = EVP_MD_get_size(md) };
+    P11Op n = {.mech = pMechanism->mechanism, .md = md, .out_len = EVP_MD_get_size(md)};
     n.mdctx = EVP_MD_CTX_new();
     if (!n.mdctx || EVP_DigestInit_ex(n.mdctx, md, NULL) != 1) {
         EVP_MD_CTX_free(n.mdctx);
@@ -2756,8 +2749,8 @@ CK_RV C_DigestInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism) {
     return CKR_OK;
 }
 
-static CK_RV digest_finish(P11Op *op, bool single, CK_BYTE_PTR data, CK_ULONG len,
-                           CK_BYTE_PTR out, CK_ULONG_PTR outlen) {
+static CK_RV digest_finish(P11Op *op, bool single, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR out,
+                           CK_ULONG_PTR outlen) {
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
     CK_RV rv = CKR_OK;
@@ -2790,7 +2783,7 @@ static CK_RV digest_finish(P11Op *op, bool single, CK_BYTE_PTR data, CK_ULONG le
 }
 
 CK_RV C_Digest(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
-                      CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen) {
+               CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen) {
     SESSION_OR_RETURN(hSession);
     return digest_finish(&sess->op[OP_DIGEST], true, pData, ulDataLen, pDigest, pulDigestLen);
 }
@@ -2814,34 +2807,31 @@ CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey) {
     return CKR_KEY_INDIGESTIBLE; /* key values never leave vhsmd */
 }
 
-CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest,
-                           CK_ULONG_PTR pulDigestLen) {
+CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen) {
     SESSION_OR_RETURN(hSession);
     return digest_finish(&sess->op[OP_DIGEST], false, NULL, 0, pDigest, pulDigestLen);
 }
 
 /* Dual-function operations: not offered (no mechanism here supports them). */
-CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart,
-                                   CK_ULONG ulPartLen, CK_BYTE_PTR pEncryptedPart,
-                                   CK_ULONG_PTR pulEncryptedPartLen) {
+CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
+                            CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen) {
     SESSION_OR_RETURN(hSession);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart,
-                                   CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
-                                   CK_ULONG_PTR pulPartLen) {
+                            CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
+                            CK_ULONG_PTR pulPartLen) {
     SESSION_OR_RETURN(hSession);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
-CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart,
-                                 CK_ULONG ulPartLen, CK_BYTE_PTR pEncryptedPart,
-                                 CK_ULONG_PTR pulEncryptedPartLen) {
+CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
+                          CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen) {
     SESSION_OR_RETURN(hSession);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart,
-                                   CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
-                                   CK_ULONG_PTR pulPartLen) {
+                            CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
+                            CK_ULONG_PTR pulPartLen) {
     SESSION_OR_RETURN(hSession);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -2872,11 +2862,11 @@ static CK_RV C_SessionCancel(CK_SESSION_HANDLE hSession, CK_FLAGS flags) {
     static const struct {
         CK_FLAGS f;
         OpKind k;
-    } map[] = { { CKF_SIGN, OP_SIGN },
-                { CKF_VERIFY, OP_VERIFY },
-                { CKF_ENCRYPT, OP_ENCRYPT },
-                { CKF_DECRYPT, OP_DECRYPT },
-                { CKF_DIGEST, OP_DIGEST } };
+    } map[] = {{CKF_SIGN, OP_SIGN},
+               {CKF_VERIFY, OP_VERIFY},
+               {CKF_ENCRYPT, OP_ENCRYPT},
+               {CKF_DECRYPT, OP_DECRYPT},
+               {CKF_DIGEST, OP_DIGEST}};
     for (size_t i = 0; i < ELEMENTSOF(map); i++)
         if (flags & map[i].f)
             op_reset(&sess->op[map[i].k]);
@@ -2937,22 +2927,21 @@ static CK_RV C_GetInterface_(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVer
                              CK_INTERFACE_PTR_PTR ppInterface, CK_FLAGS flags);
 
 #define FUNCTIONS_2_40                                                                             \
-    C_Initialize, C_Finalize, C_GetInfo, C_GetFunctionList_, C_GetSlotList, C_GetSlotInfo,          \
+    C_Initialize, C_Finalize, C_GetInfo, C_GetFunctionList_, C_GetSlotList, C_GetSlotInfo,         \
         C_GetTokenInfo, C_GetMechanismList, C_GetMechanismInfo, C_InitToken, C_InitPIN, C_SetPIN,  \
-        C_OpenSession, C_CloseSession, C_CloseAllSessions, C_GetSessionInfo,                       \
-        C_GetOperationState, C_SetOperationState, C_Login, C_Logout, C_CreateObject,               \
-        C_CopyObject, C_DestroyObject, C_GetObjectSize, C_GetAttributeValue,                       \
-        C_SetAttributeValue, C_FindObjectsInit, C_FindObjects, C_FindObjectsFinal,                 \
-        C_EncryptInit, C_Encrypt, C_EncryptUpdate, C_EncryptFinal, C_DecryptInit, C_Decrypt,       \
-        C_DecryptUpdate, C_DecryptFinal, C_DigestInit, C_Digest, C_DigestUpdate, C_DigestKey,      \
-        C_DigestFinal, C_SignInit, C_Sign, C_SignUpdate, C_SignFinal, C_SignRecoverInit,           \
-        C_SignRecover, C_VerifyInit, C_Verify, C_VerifyUpdate, C_VerifyFinal,                      \
-        C_VerifyRecoverInit, C_VerifyRecover, C_DigestEncryptUpdate, C_DecryptDigestUpdate,        \
-        C_SignEncryptUpdate, C_DecryptVerifyUpdate, C_GenerateKey, C_GenerateKeyPair, C_WrapKey,   \
-        C_UnwrapKey, C_DeriveKey, C_SeedRandom, C_GenerateRandom, C_GetFunctionStatus,             \
-        C_CancelFunction, C_WaitForSlotEvent
+        C_OpenSession, C_CloseSession, C_CloseAllSessions, C_GetSessionInfo, C_GetOperationState,  \
+        C_SetOperationState, C_Login, C_Logout, C_CreateObject, C_CopyObject, C_DestroyObject,     \
+        C_GetObjectSize, C_GetAttributeValue, C_SetAttributeValue, C_FindObjectsInit,              \
+        C_FindObjects, C_FindObjectsFinal, C_EncryptInit, C_Encrypt, C_EncryptUpdate,              \
+        C_EncryptFinal, C_DecryptInit, C_Decrypt, C_DecryptUpdate, C_DecryptFinal, C_DigestInit,   \
+        C_Digest, C_DigestUpdate, C_DigestKey, C_DigestFinal, C_SignInit, C_Sign, C_SignUpdate,    \
+        C_SignFinal, C_SignRecoverInit, C_SignRecover, C_VerifyInit, C_Verify, C_VerifyUpdate,     \
+        C_VerifyFinal, C_VerifyRecoverInit, C_VerifyRecover, C_DigestEncryptUpdate,                \
+        C_DecryptDigestUpdate, C_SignEncryptUpdate, C_DecryptVerifyUpdate, C_GenerateKey,          \
+        C_GenerateKeyPair, C_WrapKey, C_UnwrapKey, C_DeriveKey, C_SeedRandom, C_GenerateRandom,    \
+        C_GetFunctionStatus, C_CancelFunction, C_WaitForSlotEvent
 
-static CK_FUNCTION_LIST function_list_2_40 = { { 2, 40 }, FUNCTIONS_2_40 };
+static CK_FUNCTION_LIST function_list_2_40 = {{2, 40}, FUNCTIONS_2_40};
 
 /* CK_FUNCTION_LIST_3_0 (PKCS#11 3.0 section 5.13): the 2.40 list followed by these. */
 typedef struct FunctionList30 {
@@ -2960,8 +2949,8 @@ typedef struct FunctionList30 {
     CK_C_Initialize f240[68];
     CK_RV (*C_GetInterfaceList)(CK_INTERFACE_PTR, CK_ULONG_PTR);
     CK_RV (*C_GetInterface)(CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS);
-    CK_RV (*C_LoginUser)(CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_ULONG,
-                         CK_UTF8CHAR_PTR, CK_ULONG);
+    CK_RV(*C_LoginUser)
+    (CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);
     CK_RV (*C_SessionCancel)(CK_SESSION_HANDLE, CK_FLAGS);
     void *message[20];
 } FunctionList30;
@@ -2974,18 +2963,18 @@ static FunctionList30 function_list_3_0;
 static void function_list_3_0_fill(void) {
     /* The 2.40 part is the same table (same order, same functions). */
     memcpy(&function_list_3_0, &function_list_2_40, sizeof(function_list_2_40));
-    function_list_3_0.version = (CK_VERSION){ 3, 0 };
+    function_list_3_0.version = (CK_VERSION){3, 0};
     function_list_3_0.C_GetInterfaceList = C_GetInterfaceList;
     function_list_3_0.C_GetInterface = C_GetInterface;
     function_list_3_0.C_LoginUser = C_LoginUser;
     function_list_3_0.C_SessionCancel = C_SessionCancel;
     void *msg[20] = {
-        (void *)C_MessageEncryptInit,  (void *)C_EncryptMessage,     (void *)C_EncryptMessageBegin,
+        (void *)C_MessageEncryptInit,  (void *)C_EncryptMessage,      (void *)C_EncryptMessageBegin,
         (void *)C_EncryptMessageNext,  (void *)C_MessageEncryptFinal, (void *)C_MessageDecryptInit,
         (void *)C_DecryptMessage,      (void *)C_DecryptMessageBegin, (void *)C_DecryptMessageNext,
-        (void *)C_MessageDecryptFinal, (void *)C_MessageSignInit,    (void *)C_SignMessage,
-        (void *)C_SignMessageBegin,    (void *)C_SignMessageNext,    (void *)C_MessageSignFinal,
-        (void *)C_MessageVerifyInit,   (void *)C_VerifyMessage,      (void *)C_VerifyMessageBegin,
+        (void *)C_MessageDecryptFinal, (void *)C_MessageSignInit,     (void *)C_SignMessage,
+        (void *)C_SignMessageBegin,    (void *)C_SignMessageNext,     (void *)C_MessageSignFinal,
+        (void *)C_MessageVerifyInit,   (void *)C_VerifyMessage,       (void *)C_VerifyMessageBegin,
         (void *)C_VerifyMessageNext,   (void *)C_MessageVerifyFinal,
     };
     memcpy(function_list_3_0.message, msg, sizeof(msg));
@@ -2994,8 +2983,8 @@ static void function_list_3_0_fill(void) {
 static pthread_once_t lists_once = PTHREAD_ONCE_INIT;
 
 static CK_INTERFACE interfaces[2] = {
-    { (CK_CHAR *)"PKCS 11", &function_list_3_0, CKF_INTERFACE_FORK_SAFE },
-    { (CK_CHAR *)"PKCS 11", &function_list_2_40, CKF_INTERFACE_FORK_SAFE },
+    {(CK_CHAR *)"PKCS 11", &function_list_3_0, CKF_INTERFACE_FORK_SAFE},
+    {(CK_CHAR *)"PKCS 11", &function_list_2_40, CKF_INTERFACE_FORK_SAFE},
 };
 
 static CK_RV C_GetFunctionList_(CK_FUNCTION_LIST_PTR_PTR ppFunctionList) {

@@ -15,7 +15,11 @@ typedef struct RvRow {
 } RvRow;
 
 #define ROW(e, generic, object, key, verify, decrypt, unwrap, create, pin)                         \
-    { (e), { (generic), (object), (key), (verify), (decrypt), (unwrap), (create), (pin) } }
+    {                                                                                              \
+        (e), {                                                                                     \
+            (generic), (object), (key), (verify), (decrypt), (unwrap), (create), (pin)             \
+        }                                                                                          \
+    }
 
 /* clang-format off */
 static const RvRow table[] = {

@@ -9,11 +9,11 @@
 #include "core/macro.h"
 #include "template.h"
 
-static const uint8_t oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
-static const uint8_t oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
-static const uint8_t oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
-static const uint8_t str_ed25519[] = { 0x13, 0x0c, 'e', 'd', 'w', 'a', 'r', 'd',
-                                       's', '2', '5', '5', '1', '9' };
+static const uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const uint8_t oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+static const uint8_t str_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                      'd',  's',  '2', '5', '5', '1', '9'};
 
 int p11_curve_from_ec_params(const void *p, size_t n) {
     const uint8_t *b = p;
@@ -78,10 +78,19 @@ static CK_RV get_ulong(const CK_ATTRIBUTE *a, CK_ULONG *v) {
 
 CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *ret) {
     P11KeyTemplate k = {
-        .token = P11_TRI_ABSENT, .private_ = P11_TRI_ABSENT, .sensitive = P11_TRI_ABSENT,
-        .extractable = P11_TRI_ABSENT, .modifiable = P11_TRI_ABSENT, .sign = P11_TRI_ABSENT,
-        .verify = P11_TRI_ABSENT, .encrypt = P11_TRI_ABSENT, .decrypt = P11_TRI_ABSENT,
-        .wrap = P11_TRI_ABSENT, .unwrap = P11_TRI_ABSENT, .derive = P11_TRI_ABSENT, .curve = -1,
+        .token = P11_TRI_ABSENT,
+        .private_ = P11_TRI_ABSENT,
+        .sensitive = P11_TRI_ABSENT,
+        .extractable = P11_TRI_ABSENT,
+        .modifiable = P11_TRI_ABSENT,
+        .sign = P11_TRI_ABSENT,
+        .verify = P11_TRI_ABSENT,
+        .encrypt = P11_TRI_ABSENT,
+        .decrypt = P11_TRI_ABSENT,
+        .wrap = P11_TRI_ABSENT,
+        .unwrap = P11_TRI_ABSENT,
+        .derive = P11_TRI_ABSENT,
+        .curve = -1,
     };
     CK_RV rv = p11_template_check(t, n);
     if (rv != CKR_OK)
@@ -182,8 +191,8 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
             while (j < a->ulValueLen && b[j] == 0)
                 j++;
             k.has_public_exponent = true;
-            k.public_exponent_f4 = a->ulValueLen - j == 3 && b[j] == 1 && b[j + 1] == 0 &&
-                                   b[j + 2] == 1;
+            k.public_exponent_f4 =
+                a->ulValueLen - j == 3 && b[j] == 1 && b[j + 1] == 0 && b[j + 2] == 1;
             break;
         }
         case CKA_EC_PARAMS: {

@@ -52,9 +52,9 @@ static void vhsmd_start(void) {
     if (pid == 0) {
         FILE *f = freopen(log, "a", stderr);
         (void)f;
-        execl(getenv("P11T_VHSMD"), "vhsmd", "--foreground", "--socket", sock_path,
-              "--keystore", anchor, "--provider", "sim", "--sim-dir", sim, "--freshness-anchor",
-              ks, "--threads", "2", "--pin-max-tries", "4", (char *)NULL);
+        execl(getenv("P11T_VHSMD"), "vhsmd", "--foreground", "--socket", sock_path, "--keystore",
+              anchor, "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", ks, "--threads",
+              "2", "--pin-max-tries", "4", (char *)NULL);
         _exit(127);
     }
     vhsmd_pid = pid;
@@ -88,7 +88,7 @@ static void vhsmd_stop(void) {
 /* ---- helpers -------------------------------------------------------------------------------- */
 
 static CK_RV init_default(void) {
-    CK_C_INITIALIZE_ARGS a = { .flags = CKF_OS_LOCKING_OK };
+    CK_C_INITIALIZE_ARGS a = {.flags = CKF_OS_LOCKING_OK};
     return F->C_Initialize(&a);
 }
 
@@ -116,37 +116,38 @@ static CK_FLAGS token_flags(void) {
     return ti.flags;
 }
 
-static const uint8_t oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
-static const uint8_t oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
+static const uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 
 static void gen_pair(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mech, const char *label,
                      CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv) {
-    CK_MECHANISM m = { mech, NULL, 0 };
+    CK_MECHANISM m = {mech, NULL, 0};
     CK_BBOOL yes = CK_TRUE;
     CK_ULONG bits = 2048;
-    CK_ATTRIBUTE pt[3] = { { CKA_TOKEN, &yes, sizeof(yes) }, { CKA_LABEL, (void *)label, strlen(label) } };
+    CK_ATTRIBUTE pt[3] = {{CKA_TOKEN, &yes, sizeof(yes)},
+                          {CKA_LABEL, (void *)label, strlen(label)}};
     CK_ULONG npt = 2;
     if (mech == CKM_EC_KEY_PAIR_GEN)
-        pt[npt++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256) };
+        pt[npt++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)};
     else if (mech == CKM_EC_EDWARDS_KEY_PAIR_GEN)
-        pt[npt++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519) };
+        pt[npt++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)};
     else
-        pt[npt++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
-    CK_ATTRIBUTE vt[] = { { CKA_TOKEN, &yes, sizeof(yes) }, { CKA_SIGN, &yes, sizeof(yes) } };
+        pt[npt++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
+    CK_ATTRIBUTE vt[] = {{CKA_TOKEN, &yes, sizeof(yes)}, {CKA_SIGN, &yes, sizeof(yes)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, pt, npt, vt, 2, pub, priv), CKR_OK);
 }
 
 static CK_OBJECT_HANDLE gen_secret(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mech, CK_ULONG len) {
-    CK_MECHANISM m = { mech, NULL, 0 };
+    CK_MECHANISM m = {mech, NULL, 0};
     CK_OBJECT_HANDLE h = 0;
-    CK_ATTRIBUTE t[] = { { CKA_VALUE_LEN, &len, sizeof(len) } };
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)}};
     assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &h), CKR_OK);
     return h;
 }
 
 static EVP_PKEY *pub_of(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h) {
     uint8_t buf[2048];
-    CK_ATTRIBUTE a = { CKA_PUBLIC_KEY_INFO, buf, sizeof(buf) };
+    CK_ATTRIBUTE a = {CKA_PUBLIC_KEY_INFO, buf, sizeof(buf)};
     assert_int_equal(F->C_GetAttributeValue(s, h, &a, 1), CKR_OK);
     const uint8_t *p = buf;
     EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)a.ulValueLen);
@@ -176,7 +177,8 @@ static void test_exports_and_interfaces(void **state) {
     assert_null(dlsym(module, "C_Initialize")); /* only the version script's three */
     assert_null(dlsym(module, "vhsm_connect"));
     CK_RV (*gil)(CK_INTERFACE_PTR, CK_ULONG_PTR) = (void *)dlsym(module, "C_GetInterfaceList");
-    CK_RV (*gi)(CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS) =
+    CK_RV(*gi)
+    (CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS) =
         (void *)dlsym(module, "C_GetInterface");
     assert_non_null(gil);
     assert_non_null(gi);
@@ -196,7 +198,7 @@ static void test_exports_and_interfaces(void **state) {
     CK_INTERFACE *i = NULL;
     assert_int_equal(gi(NULL, NULL, &i, 0), CKR_OK);
     assert_int_equal(((CK_VERSION *)i->pFunctionList)->major, 3);
-    CK_VERSION want = { 2, 40 };
+    CK_VERSION want = {2, 40};
     assert_int_equal(gi((CK_UTF8CHAR_PTR) "PKCS 11", &want, &i, 0), CKR_OK);
     assert_ptr_equal(i->pFunctionList, F);
     assert_int_equal(gi((CK_UTF8CHAR_PTR) "Vendor X", NULL, &i, 0), CKR_ARGUMENTS_BAD);
@@ -214,9 +216,9 @@ static void test_initialize_rules(void **state) {
     assert_int_equal(F->C_GetInfo(&info), CKR_CRYPTOKI_NOT_INITIALIZED);
     assert_int_equal(F->C_GetSlotList(CK_FALSE, NULL, &n), CKR_CRYPTOKI_NOT_INITIALIZED);
     assert_int_equal(F->C_Finalize(NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
-    CK_C_INITIALIZE_ARGS bad = { .pReserved = &n };
+    CK_C_INITIALIZE_ARGS bad = {.pReserved = &n};
     assert_int_equal(F->C_Initialize(&bad), CKR_ARGUMENTS_BAD);
-    CK_C_INITIALIZE_ARGS partial = { .CreateMutex = (CK_CREATEMUTEX)1 };
+    CK_C_INITIALIZE_ARGS partial = {.CreateMutex = (CK_CREATEMUTEX)1};
     assert_int_equal(F->C_Initialize(&partial), CKR_ARGUMENTS_BAD);
     assert_int_equal(F->C_Initialize(NULL), CKR_OK);
     assert_int_equal(F->C_Initialize(NULL), CKR_CRYPTOKI_ALREADY_INITIALIZED);
@@ -251,7 +253,7 @@ static CK_RV app_unlock(CK_VOID_PTR m) {
 
 /* Callbacks without CKF_OS_LOCKING_OK: the module must use the application's mutexes. */
 static void test_app_mutex_callbacks(void **state) {
-    CK_C_INITIALIZE_ARGS a = { app_create, app_destroy, app_lock, app_unlock, 0, NULL };
+    CK_C_INITIALIZE_ARGS a = {app_create, app_destroy, app_lock, app_unlock, 0, NULL};
     app_creates = app_locks = 0;
     assert_int_equal(F->C_Initialize(&a), CKR_OK);
     CK_SESSION_HANDLE s = open_rw();
@@ -316,9 +318,9 @@ static void test_token_and_pins(void **state) {
     assert_true(f & CKF_LOGIN_REQUIRED);
 
     /* not logged in: a key cannot be generated or used; public objects stay visible */
-    CK_MECHANISM m = { CKM_AES_KEY_GEN, NULL, 0 };
+    CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
     CK_ULONG len = 32;
-    CK_ATTRIBUTE t[] = { { CKA_VALUE_LEN, &len, sizeof(len) } };
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)}};
     CK_OBJECT_HANDLE k;
     assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &k), CKR_USER_NOT_LOGGED_IN);
 
@@ -337,8 +339,9 @@ static void test_token_and_pins(void **state) {
     assert_int_equal(F->C_SetPIN(s2, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
                                  (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
                      CKR_SESSION_READ_ONLY);
-    assert_int_equal(F->C_SetPIN(s, (CK_UTF8CHAR_PTR) "not-it", 6, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
-                     CKR_PIN_INCORRECT);
+    assert_int_equal(
+        F->C_SetPIN(s, (CK_UTF8CHAR_PTR) "not-it", 6, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
+        CKR_PIN_INCORRECT);
     assert_int_equal(F->C_SetPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
                                  (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
                      CKR_OK);
@@ -473,9 +476,9 @@ static void test_sessions(void **state) {
     assert_int_equal(ti.ulSessionCount, 2);
     assert_int_equal(ti.ulRwSessionCount, 1);
     /* a read-only session cannot create token objects */
-    CK_MECHANISM m = { CKM_AES_KEY_GEN, NULL, 0 };
+    CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
     CK_ULONG len = 32;
-    CK_ATTRIBUTE t[] = { { CKA_VALUE_LEN, &len, sizeof(len) } };
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)}};
     CK_OBJECT_HANDLE k;
     assert_int_equal(F->C_GenerateKey(ro, &m, t, 1, &k), CKR_SESSION_READ_ONLY);
     assert_int_equal(F->C_CloseSession(ro), CKR_OK);
@@ -489,7 +492,7 @@ static void test_sessions(void **state) {
     assert_int_equal(F->C_CloseAllSessions(0), CKR_OK);
     assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_SESSION_HANDLE_INVALID);
     assert_int_equal(F->C_GetSessionInfo(again, &si), CKR_SESSION_HANDLE_INVALID);
-    uint8_t seed[4] = { 0 };
+    uint8_t seed[4] = {0};
     s = open_rw();
     assert_int_equal(F->C_SeedRandom(s, seed, sizeof(seed)), CKR_RANDOM_SEED_NOT_SUPPORTED);
     uint8_t r1[100000], r2[100000];
@@ -510,33 +513,33 @@ static void test_generate_find_attributes(void **state) {
     assert_int_not_equal(pub, priv);
 
     /* template errors */
-    CK_MECHANISM m = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+    CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
     CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
-    CK_ATTRIBUTE bad_curve[] = { { CKA_EC_PARAMS, (void *)"\x06\x03\x2b\x65\x71", 5 } };
+    CK_ATTRIBUTE bad_curve[] = {{CKA_EC_PARAMS, (void *)"\x06\x03\x2b\x65\x71", 5}};
     CK_OBJECT_HANDLE a, b;
     assert_int_equal(F->C_GenerateKeyPair(s, &m, bad_curve, 1, NULL, 0, &a, &b),
                      CKR_CURVE_NOT_SUPPORTED);
-    CK_ATTRIBUTE no_curve[] = { { CKA_TOKEN, &yes, sizeof(yes) } };
+    CK_ATTRIBUTE no_curve[] = {{CKA_TOKEN, &yes, sizeof(yes)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, no_curve, 1, NULL, 0, &a, &b),
                      CKR_TEMPLATE_INCOMPLETE);
-    CK_ATTRIBUTE extractable[] = { { CKA_EXTRACTABLE, &yes, sizeof(yes) } };
-    CK_ATTRIBUTE curve[] = { { CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256) } };
+    CK_ATTRIBUTE extractable[] = {{CKA_EXTRACTABLE, &yes, sizeof(yes)}};
+    CK_ATTRIBUTE curve[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, extractable, 1, &a, &b),
                      CKR_ATTRIBUTE_VALUE_INVALID);
-    CK_ATTRIBUTE short_bool[] = { { CKA_SIGN, &yes, 4 } };
+    CK_ATTRIBUTE short_bool[] = {{CKA_SIGN, &yes, 4}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, short_bool, 1, &a, &b),
                      CKR_ATTRIBUTE_VALUE_INVALID);
-    CK_ATTRIBUTE rot[] = { { CKA_LOCAL, &no, sizeof(no) } };
+    CK_ATTRIBUTE rot[] = {{CKA_LOCAL, &no, sizeof(no)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, rot, 1, &a, &b),
                      CKR_ATTRIBUTE_READ_ONLY);
-    CK_ATTRIBUTE unknown[] = { { CKA_VENDOR_DEFINED + 5, &no, sizeof(no) } };
+    CK_ATTRIBUTE unknown[] = {{CKA_VENDOR_DEFINED + 5, &no, sizeof(no)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, unknown, 1, &a, &b),
                      CKR_ATTRIBUTE_TYPE_INVALID);
-    CK_MECHANISM des = { CKM_DES3_KEY_GEN, NULL, 0 };
+    CK_MECHANISM des = {CKM_DES3_KEY_GEN, NULL, 0};
     assert_int_equal(F->C_GenerateKey(s, &des, NULL, 0, &a), CKR_MECHANISM_INVALID);
-    CK_MECHANISM aes = { CKM_AES_KEY_GEN, NULL, 0 };
+    CK_MECHANISM aes = {CKM_AES_KEY_GEN, NULL, 0};
     CK_ULONG l16 = 16;
-    CK_ATTRIBUTE t16[] = { { CKA_VALUE_LEN, &l16, sizeof(l16) } };
+    CK_ATTRIBUTE t16[] = {{CKA_VALUE_LEN, &l16, sizeof(l16)}};
     assert_int_equal(F->C_GenerateKey(s, &aes, t16, 1, &a), CKR_KEY_SIZE_RANGE);
     assert_int_equal(F->C_GenerateKey(s, &aes, NULL, 0, &a), CKR_TEMPLATE_INCOMPLETE);
 
@@ -545,11 +548,11 @@ static void test_generate_find_attributes(void **state) {
     CK_KEY_TYPE kt = 0;
     uint8_t label[64], value[64], point[128];
     CK_ATTRIBUTE q[] = {
-        { CKA_CLASS, &cls, sizeof(cls) },
-        { CKA_LABEL, NULL, 0 },
-        { CKA_VALUE, value, sizeof(value) },
-        { CKA_KEY_TYPE, &kt, sizeof(kt) },
-        { CKA_VENDOR_DEFINED + 1, value, sizeof(value) },
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_LABEL, NULL, 0},
+        {CKA_VALUE, value, sizeof(value)},
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_VENDOR_DEFINED + 1, value, sizeof(value)},
     };
     assert_int_equal(F->C_GetAttributeValue(s, priv, q, 5), CKR_ATTRIBUTE_TYPE_INVALID);
     assert_int_equal(cls, CKO_PRIVATE_KEY);
@@ -557,25 +560,25 @@ static void test_generate_find_attributes(void **state) {
     assert_int_equal(q[2].ulValueLen, CK_UNAVAILABLE_INFORMATION);
     assert_int_equal(kt, CKK_EC);
     assert_int_equal(q[4].ulValueLen, CK_UNAVAILABLE_INFORMATION);
-    CK_ATTRIBUTE sens[] = { { CKA_VALUE, value, sizeof(value) } };
+    CK_ATTRIBUTE sens[] = {{CKA_VALUE, value, sizeof(value)}};
     assert_int_equal(F->C_GetAttributeValue(s, priv, sens, 1), CKR_ATTRIBUTE_SENSITIVE);
     assert_int_equal(sens[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
-    CK_ATTRIBUTE small[] = { { CKA_LABEL, label, 3 }, { CKA_CLASS, &cls, sizeof(cls) } };
+    CK_ATTRIBUTE small[] = {{CKA_LABEL, label, 3}, {CKA_CLASS, &cls, sizeof(cls)}};
     cls = 0;
     assert_int_equal(F->C_GetAttributeValue(s, priv, small, 2), CKR_BUFFER_TOO_SMALL);
     assert_int_equal(small[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
     assert_int_equal(cls, CKO_PRIVATE_KEY);
     CK_BBOOL sensitive = 0, extract = 1, local = 0;
-    CK_ATTRIBUTE flags[] = { { CKA_SENSITIVE, &sensitive, 1 },
-                             { CKA_EXTRACTABLE, &extract, 1 },
-                             { CKA_LOCAL, &local, 1 },
-                             { CKA_LABEL, label, sizeof(label) } };
+    CK_ATTRIBUTE flags[] = {{CKA_SENSITIVE, &sensitive, 1},
+                            {CKA_EXTRACTABLE, &extract, 1},
+                            {CKA_LOCAL, &local, 1},
+                            {CKA_LABEL, label, sizeof(label)}};
     assert_int_equal(F->C_GetAttributeValue(s, priv, flags, 4), CKR_OK);
     assert_true(sensitive && !extract && local);
     assert_int_equal(flags[3].ulValueLen, 7);
     assert_memory_equal(label, "attr-ec", 7);
     /* the public key object: EC_POINT is the SPKI's point in a DER OCTET STRING */
-    CK_ATTRIBUTE pq[] = { { CKA_EC_POINT, point, sizeof(point) }, { CKA_CLASS, &cls, sizeof(cls) } };
+    CK_ATTRIBUTE pq[] = {{CKA_EC_POINT, point, sizeof(point)}, {CKA_CLASS, &cls, sizeof(cls)}};
     assert_int_equal(F->C_GetAttributeValue(s, pub, pq, 2), CKR_OK);
     assert_int_equal(cls, CKO_PUBLIC_KEY);
     assert_int_equal(pq[0].ulValueLen, 67);
@@ -584,7 +587,8 @@ static void test_generate_find_attributes(void **state) {
     EVP_PKEY *k = pub_of(s, pub);
     uint8_t enc[80];
     size_t el = 0;
-    assert_int_equal(EVP_PKEY_get_octet_string_param(k, "encoded-pub-key", enc, sizeof(enc), &el), 1);
+    assert_int_equal(EVP_PKEY_get_octet_string_param(k, "encoded-pub-key", enc, sizeof(enc), &el),
+                     1);
     assert_int_equal(el, 65);
     assert_memory_equal(enc, point + 2, 65);
     EVP_PKEY_free(k);
@@ -593,7 +597,7 @@ static void test_generate_find_attributes(void **state) {
 
     /* find: by class + label, the pair; by label and a wrong value, nothing */
     CK_OBJECT_CLASS want = CKO_PUBLIC_KEY;
-    CK_ATTRIBUTE ft[] = { { CKA_LABEL, "attr-ec", 7 }, { CKA_CLASS, &want, sizeof(want) } };
+    CK_ATTRIBUTE ft[] = {{CKA_LABEL, "attr-ec", 7}, {CKA_CLASS, &want, sizeof(want)}};
     CK_OBJECT_HANDLE found[8];
     CK_ULONG nf = 0;
     assert_int_equal(F->C_FindObjects(s, found, 8, &nf), CKR_OPERATION_NOT_INITIALIZED);
@@ -629,7 +633,7 @@ static void test_sign_rules(void **state) {
     CK_SESSION_HANDLE s = open_rw();
     CK_OBJECT_HANDLE pub, priv, aes = gen_secret(s, CKM_AES_KEY_GEN, 32);
     gen_pair(s, CKM_EC_KEY_PAIR_GEN, "rules-ec", &pub, &priv);
-    CK_MECHANISM m = { CKM_ECDSA_SHA256, NULL, 0 };
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
     uint8_t sig[128];
     CK_ULONG sl = sizeof(sig);
     const uint8_t msg[] = "the message";
@@ -641,13 +645,13 @@ static void test_sign_rules(void **state) {
     assert_int_equal(F->C_SignInit(s, &m, 0x7777700), CKR_KEY_HANDLE_INVALID);
     assert_int_equal(F->C_SignInit(s, &m, pub), CKR_KEY_FUNCTION_NOT_PERMITTED);
     assert_int_equal(F->C_SignInit(s, &m, aes), CKR_KEY_TYPE_INCONSISTENT);
-    CK_MECHANISM p384 = { CKM_ECDSA_SHA384, NULL, 0 };
+    CK_MECHANISM p384 = {CKM_ECDSA_SHA384, NULL, 0};
     assert_int_equal(F->C_SignInit(s, &p384, priv), CKR_KEY_SIZE_RANGE);
-    CK_MECHANISM unknown = { CKM_DSA, NULL, 0 };
+    CK_MECHANISM unknown = {CKM_DSA, NULL, 0};
     assert_int_equal(F->C_SignInit(s, &unknown, priv), CKR_MECHANISM_INVALID);
-    CK_MECHANISM oaep = { CKM_RSA_PKCS_OAEP, NULL, 0 };
+    CK_MECHANISM oaep = {CKM_RSA_PKCS_OAEP, NULL, 0};
     assert_int_equal(F->C_SignInit(s, &oaep, priv), CKR_MECHANISM_INVALID);
-    CK_MECHANISM with_param = { CKM_ECDSA_SHA256, sig, 4 };
+    CK_MECHANISM with_param = {CKM_ECDSA_SHA256, sig, 4};
     assert_int_equal(F->C_SignInit(s, &with_param, priv), CKR_MECHANISM_PARAM_INVALID);
 
     /* length query and a short buffer keep the operation; the real call ends it */
@@ -680,7 +684,7 @@ static void test_sign_rules(void **state) {
     assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, 11, sig, &sl), CKR_OPERATION_ACTIVE);
     assert_int_equal(F->C_SignFinal(s, sig, &sl), CKR_OPERATION_NOT_INITIALIZED);
     /* single-part-only mechanism: no update */
-    CK_MECHANISM raw = { CKM_ECDSA, NULL, 0 };
+    CK_MECHANISM raw = {CKM_ECDSA, NULL, 0};
     assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
     assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4), CKR_FUNCTION_NOT_SUPPORTED);
     assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
@@ -711,11 +715,13 @@ static void test_sign_rules(void **state) {
     /* 3.0: C_SessionCancel ends an operation */
     CK_FUNCTION_LIST *f3 = NULL;
     CK_INTERFACE *itf = NULL;
-    CK_RV (*gi)(CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS) =
+    CK_RV(*gi)
+    (CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS) =
         (void *)dlsym(module, "C_GetInterface");
     assert_int_equal(gi(NULL, NULL, &itf, 0), CKR_OK);
     f3 = itf->pFunctionList;
-    CK_RV (*cancel)(CK_SESSION_HANDLE, CK_FLAGS) =
+    CK_RV(*cancel)
+    (CK_SESSION_HANDLE, CK_FLAGS) =
         *(void **)((char *)f3 + sizeof(CK_FUNCTION_LIST) + 3 * sizeof(void *));
     assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
     assert_int_equal(cancel(s, CKF_SIGN), CKR_OK);
@@ -734,7 +740,7 @@ static void test_sign_mechanisms(void **state) {
     /* Ed25519, single and multi-part (buffered), checked by OpenSSL */
     CK_OBJECT_HANDLE epub, epriv;
     gen_pair(s, CKM_EC_EDWARDS_KEY_PAIR_GEN, "mech-ed", &epub, &epriv);
-    CK_MECHANISM ed = { CKM_EDDSA, NULL, 0 };
+    CK_MECHANISM ed = {CKM_EDDSA, NULL, 0};
     EVP_PKEY *k = pub_of(s, epub);
     for (int multi = 0; multi < 2; multi++) {
         assert_int_equal(F->C_SignInit(s, &ed, epriv), CKR_OK);
@@ -757,9 +763,9 @@ static void test_sign_mechanisms(void **state) {
     CK_OBJECT_HANDLE rpub, rpriv;
     gen_pair(s, CKM_RSA_PKCS_KEY_PAIR_GEN, "mech-rsa", &rpub, &rpriv);
     k = pub_of(s, rpub);
-    CK_RSA_PKCS_PSS_PARAMS pss = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
-    CK_MECHANISM mechs[] = { { CKM_SHA256_RSA_PKCS, NULL, 0 },
-                             { CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss) } };
+    CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
+    CK_MECHANISM mechs[] = {{CKM_SHA256_RSA_PKCS, NULL, 0},
+                            {CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)}};
     for (size_t i = 0; i < 2; i++) {
         assert_int_equal(F->C_SignInit(s, &mechs[i], rpriv), CKR_OK);
         assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 3), CKR_OK);
@@ -779,17 +785,17 @@ static void test_sign_mechanisms(void **state) {
         assert_int_equal(F->C_VerifyInit(s, &mechs[i], rpub), CKR_OK);
         assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, ml, sig, sl), CKR_OK);
     }
-    CK_RSA_PKCS_PSS_PARAMS bad = { CKM_SHA256, CKG_MGF1_SHA256, 20 };
-    CK_MECHANISM badm = { CKM_SHA256_RSA_PKCS_PSS, &bad, sizeof(bad) };
+    CK_RSA_PKCS_PSS_PARAMS bad = {CKM_SHA256, CKG_MGF1_SHA256, 20};
+    CK_MECHANISM badm = {CKM_SHA256_RSA_PKCS_PSS, &bad, sizeof(bad)};
     assert_int_equal(F->C_SignInit(s, &badm, rpriv), CKR_MECHANISM_PARAM_INVALID);
-    CK_MECHANISM nopar = { CKM_RSA_PKCS_PSS, NULL, 0 };
+    CK_MECHANISM nopar = {CKM_RSA_PKCS_PSS, NULL, 0};
     assert_int_equal(F->C_SignInit(s, &nopar, rpriv), CKR_MECHANISM_PARAM_INVALID);
-    static const uint8_t di[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                  0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
+    static const uint8_t di[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
     uint8_t info[sizeof(di) + 32];
     memcpy(info, di, sizeof(di));
     SHA256(msg, ml, info + sizeof(di));
-    CK_MECHANISM pk1 = { CKM_RSA_PKCS, NULL, 0 };
+    CK_MECHANISM pk1 = {CKM_RSA_PKCS, NULL, 0};
     assert_int_equal(F->C_SignInit(s, &pk1, rpriv), CKR_OK);
     sl = sizeof(sig);
     assert_int_equal(F->C_Sign(s, info, sizeof(info), sig, &sl), CKR_OK);
@@ -801,7 +807,7 @@ static void test_sign_mechanisms(void **state) {
 
     /* HMAC: the module cannot see the key, so the tag is checked by the token itself */
     CK_OBJECT_HANDLE h = gen_secret(s, CKM_GENERIC_SECRET_KEY_GEN, 32);
-    CK_MECHANISM hm = { CKM_SHA256_HMAC, NULL, 0 }, hm384 = { CKM_SHA384_HMAC, NULL, 0 };
+    CK_MECHANISM hm = {CKM_SHA256_HMAC, NULL, 0}, hm384 = {CKM_SHA384_HMAC, NULL, 0};
     assert_int_equal(F->C_SignInit(s, &hm384, h), CKR_KEY_SIZE_RANGE);
     uint8_t tag1[64], tag2[64];
     CK_ULONG t1 = sizeof(tag1), t2 = sizeof(tag2);
@@ -826,8 +832,8 @@ static void test_oaep_and_digest(void **state) {
     CK_SESSION_HANDLE s = open_rw();
     CK_OBJECT_HANDLE pub, priv;
     gen_pair(s, CKM_RSA_PKCS_KEY_PAIR_GEN, "oaep-rsa", &pub, &priv);
-    CK_RSA_PKCS_OAEP_PARAMS p = { CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, NULL, 0 };
-    CK_MECHANISM m = { CKM_RSA_PKCS_OAEP, &p, sizeof(p) };
+    CK_RSA_PKCS_OAEP_PARAMS p = {CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, NULL, 0};
+    CK_MECHANISM m = {CKM_RSA_PKCS_OAEP, &p, sizeof(p)};
     const uint8_t pt[] = "a data key";
     uint8_t ct[512], out[512];
     CK_ULONG cl = 0, ol = 0;
@@ -865,12 +871,12 @@ static void test_oaep_and_digest(void **state) {
     assert_int_equal(F->C_Decrypt(s, ct, cl2, out, &ol), CKR_ENCRYPTED_DATA_INVALID);
     assert_int_equal(F->C_DecryptInit(s, &m, priv), CKR_OK);
     assert_int_equal(F->C_Decrypt(s, ct, 100, out, &ol), CKR_ENCRYPTED_DATA_LEN_RANGE);
-    CK_RSA_PKCS_OAEP_PARAMS lab = { CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, (void *)"x", 1 };
-    CK_MECHANISM ml = { CKM_RSA_PKCS_OAEP, &lab, sizeof(lab) };
+    CK_RSA_PKCS_OAEP_PARAMS lab = {CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, (void *)"x", 1};
+    CK_MECHANISM ml = {CKM_RSA_PKCS_OAEP, &lab, sizeof(lab)};
     assert_int_equal(F->C_DecryptInit(s, &ml, priv), CKR_MECHANISM_PARAM_INVALID);
 
     /* digests against OpenSSL, single and multi-part */
-    CK_MECHANISM d = { CKM_SHA384, NULL, 0 };
+    CK_MECHANISM d = {CKM_SHA384, NULL, 0};
     uint8_t md[64], ref[64];
     CK_ULONG dl = sizeof(md);
     SHA384(pt, 10, ref);
@@ -906,7 +912,7 @@ static void *worker(void *p) {
         a->failures++;
         return NULL;
     }
-    CK_MECHANISM m = { CKM_ECDSA_SHA256, NULL, 0 };
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
     for (int i = 0; i < 50; i++) {
         uint8_t msg[32], sig[64];
         CK_ULONG sl = sizeof(sig);
@@ -914,7 +920,7 @@ static void *worker(void *p) {
         if (F->C_GenerateRandom(a->shared, msg, sizeof(msg)) != CKR_OK)
             a->failures++;
         CK_OBJECT_CLASS cls = 0;
-        CK_ATTRIBUTE t = { CKA_CLASS, &cls, sizeof(cls) };
+        CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof(cls)};
         if (F->C_GetAttributeValue(a->shared, a->priv, &t, 1) != CKR_OK || cls != CKO_PRIVATE_KEY)
             a->failures++;
         /* its own session: sign and verify */
@@ -936,7 +942,7 @@ static void test_16_threads(void **state) {
     gen_pair(s, CKM_EC_KEY_PAIR_GEN, "threads-ec", &pub, &priv);
     pthread_t th[16];
     for (int i = 0; i < 16; i++) {
-        args[i] = (ThreadArg){ .shared = s, .pub = pub, .priv = priv };
+        args[i] = (ThreadArg){.shared = s, .pub = pub, .priv = priv};
         assert_int_equal(pthread_create(&th[i], NULL, worker, &args[i]), 0);
     }
     for (int i = 0; i < 16; i++) {
@@ -973,17 +979,19 @@ static void test_fork(void **state) {
         CK_OBJECT_HANDLE found[4];
         CK_ULONG n = 0;
         CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-        CK_ATTRIBUTE t2[] = { { CKA_LABEL, "fork-ec", 7 }, { CKA_CLASS, &cls, sizeof(cls) } };
-        if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK || F->C_FindObjects(cs, found, 4, &n) != CKR_OK ||
-            n != 0 || F->C_FindObjectsFinal(cs) != CKR_OK)
+        CK_ATTRIBUTE t2[] = {{CKA_LABEL, "fork-ec", 7}, {CKA_CLASS, &cls, sizeof(cls)}};
+        if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK ||
+            F->C_FindObjects(cs, found, 4, &n) != CKR_OK || n != 0 ||
+            F->C_FindObjectsFinal(cs) != CKR_OK)
             bad |= 64;
         if (F->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)) != CKR_OK)
             bad |= 128;
         /* the key is found again by label, and used on the child's own connections */
-        if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK || F->C_FindObjects(cs, found, 4, &n) != CKR_OK ||
-            n != 1 || F->C_FindObjectsFinal(cs) != CKR_OK)
+        if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK ||
+            F->C_FindObjects(cs, found, 4, &n) != CKR_OK || n != 1 ||
+            F->C_FindObjectsFinal(cs) != CKR_OK)
             bad |= 8;
-        CK_MECHANISM m = { CKM_ECDSA_SHA256, NULL, 0 };
+        CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
         uint8_t sig[64];
         CK_ULONG sl = sizeof(sig);
         if (n == 1 && (F->C_SignInit(cs, &m, found[0]) != CKR_OK ||
@@ -998,7 +1006,7 @@ static void test_fork(void **state) {
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     /* the parent goes on with its own session and connections */
-    CK_MECHANISM m = { CKM_ECDSA_SHA256, NULL, 0 };
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
     uint8_t sig[64];
     CK_ULONG sl = sizeof(sig);
     assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
@@ -1013,7 +1021,7 @@ static void test_vhsmd_restart(void **state) {
     CK_SESSION_HANDLE s = open_rw();
     CK_OBJECT_HANDLE pub, priv;
     gen_pair(s, CKM_EC_KEY_PAIR_GEN, "restart-ec", &pub, &priv);
-    CK_MECHANISM m = { CKM_ECDSA_SHA256, NULL, 0 };
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
     uint8_t sig[64];
     CK_ULONG sl = sizeof(sig);
     assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
@@ -1054,7 +1062,7 @@ static void test_vhsmd_restart(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
     assert_int_equal(init_default(), CKR_OK);
     s = open_rw();
-    CK_ATTRIBUTE t[] = { { CKA_LABEL, "restart-ec", 10 } };
+    CK_ATTRIBUTE t[] = {{CKA_LABEL, "restart-ec", 10}};
     CK_OBJECT_HANDLE found[4];
     assert_int_equal(F->C_FindObjectsInit(s, t, 1), CKR_OK);
     assert_int_equal(F->C_FindObjects(s, found, 4, &n), CKR_OK);
