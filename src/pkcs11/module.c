@@ -1464,8 +1464,16 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
         return val_bool(v, false);
     case CKA_DESTROYABLE:
         return val_bool(v, true);
-    case CKA_LABEL:
-        return val_bytes(v, k->label, strlen(k->label));
+    case CKA_LABEL: {
+        /* copied under the lock: a refresh may replace the label meanwhile */
+        LOCKED(s->lock);
+        size_t n = strlen(k->label);
+        uint8_t *copy = malloc(n + 1);
+        if (!copy)
+            return CKR_HOST_MEMORY;
+        memcpy(copy, k->label, n + 1);
+        return val_own(v, copy, n);
+    }
     case CKA_ID:
         return val_bytes(v, k->name, strlen(k->name));
     case CKA_KEY_TYPE:
