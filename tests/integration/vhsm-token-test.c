@@ -41,7 +41,7 @@ static int fails;
 #define EXPECT(call, want)                                                                         \
     do {                                                                                           \
         int r_ = (call);                                                                           \
-        CHECK(r_ == (want), "%s = %d (%s), expected %d", #call, r_, strerror(-r_), (want));       \
+        CHECK(r_ == (want), "%s = %d (%s), expected %d", #call, r_, strerror(-r_), (want));        \
     } while (0)
 
 #define SO "so-pin-0001"
@@ -234,7 +234,8 @@ static void step_kdf_time(const char *sock) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     EXPECT(vhsm_login(c, VHSM_USER_SO, SO, strlen(SO), NULL), 0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    printf("%.1f\n", (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    printf("%.1f\n",
+           (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     vhsm_disconnect(c);
 }
 
