@@ -278,6 +278,13 @@ static int serialize_pass(Vault *v, Writer *w) {
         w_u32(w, k->min_version);
         w_acl_list(w, &k->acl.use);
         w_acl_list(w, &k->acl.admin);
+        w_u32(w, k->obj_flags);
+        w_u16(w, (uint16_t)k->n_attrs);
+        for (size_t a = 0; a < k->n_attrs; a++) {
+            w_u32(w, k->attrs[a].type);
+            w_u16(w, (uint16_t)k->attrs[a].len);
+            w_bytes(w, k->attrs[a].value, k->attrs[a].len);
+        }
         for (uint32_t ver = k->min_version; ver <= k->latest; ver++) {
             KeyVersion *kv = k->versions[ver - 1];
             if (!kv)
@@ -463,7 +470,9 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
     _cleanup_(vault_acl_donep) VaultAcl acl = {0};
     _cleanup_free_ char *name = NULL, *label = NULL;
     uint8_t type, origin, policy, pad;
-    uint32_t max_age, latest, min;
+    uint32_t max_age, latest, min, obj_flags = 0;
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    size_t n_attrs = 0;
     VaultKeySpec spec;
     int r;
 
@@ -482,6 +491,25 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
         return -EBADMSG;
     if ((r = r_acl_list(rd, &acl.use)) < 0 || (r = r_acl_list(rd, &acl.admin)) < 0)
         return r;
+    if (format == CONTENT_FORMAT) {
+        uint16_t n;
+        if ((r = r_u32(rd, &obj_flags)) < 0 || (r = r_u16(rd, &n)) < 0)
+            return r;
+        if (obj_flags & ~(VAULT_OBJ_SETTABLE | VAULT_OBJ_READONLY) || n > VAULT_ATTR_MAX)
+            return -EBADMSG;
+        for (uint16_t i = 0; i < n; i++) {
+            uint32_t t;
+            uint16_t len;
+            if ((r = r_u32(rd, &t)) < 0 || (r = r_u16(rd, &len)) < 0 || len == 0 ||
+                (r = r_bytes(rd, len, &attrs[i].value)) < 0)
+                return r < 0 ? r : -EBADMSG;
+            if (i > 0 && t <= attrs[i - 1].type)
+                return -EBADMSG; /* sorted, unique */
+            attrs[i].type = t;
+            attrs[i].len = len;
+        }
+        n_attrs = n;
+    }
     if (format == CONTENT_FORMAT_PLAIN_NAMES) {
         char *full = NULL;
         if ((r = migrate_name(name, &acl, &full)) < 0)
@@ -511,10 +539,14 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
         .acl = &acl,
         .policy = {.kind = (VaultPolicyKind)policy, .max_age_sec = max_age},
         .label = label,
+        .attrs = attrs,
+        .n_attrs = n_attrs,
     };
     r = vault_key_new(name, &spec, &(VaultPeer){0}, (VaultOrigin)origin, &k);
     if (r < 0)
         return r == -ENOMEM ? r : -EBADMSG;
+    if (format == CONTENT_FORMAT)
+        k->obj_flags = obj_flags;
     k->latest = min - 1;
     k->min_version = min;
     for (uint32_t ver = min; ver <= latest; ver++) {

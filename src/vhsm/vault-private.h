@@ -52,9 +52,19 @@ typedef struct KeyVersion {
     _Atomic(void *) hmac_cache[KEY_VERSION_GCM_CACHE]; /* EVP_MAC_CTX *, for HMAC keys */
 } KeyVersion;
 
+/* A stored opaque attribute (its value in the ordinary heap: attributes are not secret). */
+typedef struct VaultKeyAttr {
+    uint32_t type;
+    uint8_t *value;
+    size_t len;
+} VaultKeyAttr;
+
 typedef struct VaultKey {
     char *name;
     VaultKeyType type;
+    uint32_t obj_flags;  /* VAULT_OBJ_* */
+    VaultKeyAttr *attrs; /* sorted by type, unique */
+    size_t n_attrs;
     VaultOrigin origin;
     VaultPolicy policy;
     VaultAcl acl;

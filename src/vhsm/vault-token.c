@@ -217,9 +217,8 @@ int vault_login_ticket(Vault *v, const VaultPeer *peer, const uint8_t ticket[VAU
     for (size_t i = 0; i < v->n_sessions; i++) {
         VaultSession *s = v->sessions[i];
         /* Compare every ticket in constant time; uid and pid must be the login's. */
-        if (CRYPTO_memcmp(s->ticket, ticket, VAULT_TICKET_SIZE) == 0 &&
-            !atomic_load(&s->revoked) && s->uid == peer->uid && s->pid == peer->pid &&
-            peer->pid > 0)
+        if (CRYPTO_memcmp(s->ticket, ticket, VAULT_TICKET_SIZE) == 0 && !atomic_load(&s->revoked) &&
+            s->uid == peer->uid && s->pid == peer->pid && peer->pid > 0)
             found = s;
     }
     if (found) {
@@ -291,8 +290,8 @@ static int pin_kdf(const uint8_t *pin, size_t pin_len, const uint8_t salt[VAULT_
     if (!ctx)
         return -ENOMEM;
     params[0] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD, secret_data(p), pin_len);
-    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt,
-                                                  VAULT_PIN_SALT_SIZE);
+    params[1] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, VAULT_PIN_SALT_SIZE);
     params[2] = OSSL_PARAM_construct_uint(OSSL_KDF_PARAM_ITER, &iter);
     params[3] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
     params[4] = OSSL_PARAM_construct_end();

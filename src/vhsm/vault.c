@@ -520,7 +520,9 @@ static size_t acl_list_bytes(const VaultAclList *l) {
 /* A key's metadata cost: a base plus twice its keystore bytes (name, label, ACL, fields). */
 static uint64_t key_meta_cost(const VaultKey *k) {
     size_t ser = 24 + strlen(k->name) + (k->label ? strlen(k->label) : 0) +
-                 acl_list_bytes(&k->acl.use) + acl_list_bytes(&k->acl.admin);
+                 acl_list_bytes(&k->acl.use) + acl_list_bytes(&k->acl.admin) + 6;
+    for (size_t i = 0; i < k->n_attrs; i++)
+        ser += 6 + k->attrs[i].len;
     return KEY_META_BASE + 2 * (uint64_t)ser;
 }
 
@@ -902,6 +904,9 @@ VaultKey *vault_key_free(VaultKey *k) {
     free(k->name);
     free(k->label);
     vault_acl_done(&k->acl);
+    for (size_t i = 0; i < k->n_attrs; i++)
+        free(k->attrs[i].value);
+    free(k->attrs);
     free(k);
     return NULL;
 }
@@ -931,7 +936,144 @@ static int spec_validate(const VaultKeySpec *spec) {
         return -EINVAL;
     if (spec->acl && acl_validate(spec->acl) < 0)
         return -EINVAL;
+    if (spec->obj_flags & ~VAULT_OBJ_SETTABLE)
+        return -EINVAL;
+    if (spec->n_attrs > 0 && !spec->attrs)
+        return -EINVAL;
     return 0;
+}
+
+bool vault_attr_type_reserved(uint32_t type) {
+    switch (type) {
+    case 0x000: /* CKA_CLASS */
+    case 0x001: /* CKA_TOKEN */
+    case 0x002: /* CKA_PRIVATE */
+    case 0x011: /* CKA_VALUE */
+    case 0x100: /* CKA_KEY_TYPE */
+    case 0x103: /* CKA_SENSITIVE */
+    case 0x104: /* CKA_ENCRYPT */
+    case 0x105: /* CKA_DECRYPT */
+    case 0x106: /* CKA_WRAP */
+    case 0x107: /* CKA_UNWRAP */
+    case 0x108: /* CKA_SIGN */
+    case 0x109: /* CKA_SIGN_RECOVER */
+    case 0x10A: /* CKA_VERIFY */
+    case 0x10B: /* CKA_VERIFY_RECOVER */
+    case 0x10C: /* CKA_DERIVE */
+    case 0x120: /* CKA_MODULUS */
+    case 0x121: /* CKA_MODULUS_BITS */
+    case 0x122: /* CKA_PUBLIC_EXPONENT */
+    case 0x123: /* CKA_PRIVATE_EXPONENT */
+    case 0x124: /* CKA_PRIME_1 */
+    case 0x125: /* CKA_PRIME_2 */
+    case 0x126: /* CKA_EXPONENT_1 */
+    case 0x127: /* CKA_EXPONENT_2 */
+    case 0x128: /* CKA_COEFFICIENT */
+    case 0x129: /* CKA_PUBLIC_KEY_INFO */
+    case 0x161: /* CKA_VALUE_LEN */
+    case 0x162: /* CKA_EXTRACTABLE */
+    case 0x163: /* CKA_LOCAL */
+    case 0x164: /* CKA_NEVER_EXTRACTABLE */
+    case 0x165: /* CKA_ALWAYS_SENSITIVE */
+    case 0x166: /* CKA_KEY_GEN_MECHANISM */
+    case 0x170: /* CKA_MODIFIABLE */
+    case 0x171: /* CKA_COPYABLE */
+    case 0x172: /* CKA_DESTROYABLE */
+    case 0x180: /* CKA_EC_PARAMS */
+    case 0x181: /* CKA_EC_POINT */
+    case 0x086: /* CKA_TRUSTED */
+    case 0x210: /* CKA_WRAP_WITH_TRUSTED */
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int attr_cmp(const void *a, const void *b) {
+    const VaultKeyAttr *x = a, *y = b;
+    return x->type < y->type ? -1 : x->type > y->type;
+}
+
+/* Merges attrs into a copy of (old, n_old): a value replaces its type's, len 0 removes it.
+ * Checks the caps, reserved and duplicate types. *ret / *ret_n: a new sorted array. */
+static int attrs_merge(const VaultKeyAttr *old, size_t n_old, const VaultAttr *attrs, size_t n,
+                       VaultKeyAttr **ret, size_t *ret_n) {
+    VaultKeyAttr *a;
+    size_t m = 0, total = 0;
+    int r = -EINVAL;
+    if (n > VAULT_ATTR_MAX)
+        return -E2BIG;
+    for (size_t i = 0; i < n; i++) {
+        if (vault_attr_type_reserved(attrs[i].type) || (attrs[i].len > 0 && !attrs[i].value))
+            return -EINVAL;
+        if (attrs[i].len > VAULT_ATTR_VALUE_MAX)
+            return -E2BIG;
+        for (size_t j = 0; j < i; j++)
+            if (attrs[j].type == attrs[i].type)
+                return -EINVAL;
+    }
+    a = calloc(n_old + n + 1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    for (size_t i = 0; i < n_old; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < n; j++)
+            replaced |= attrs[j].type == old[i].type;
+        if (replaced)
+            continue;
+        a[m].type = old[i].type;
+        a[m].len = old[i].len;
+        if (!(a[m].value = malloc(old[i].len ? old[i].len : 1)))
+            goto oom;
+        memcpy(a[m].value, old[i].value, old[i].len);
+        m++;
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (attrs[j].len == 0)
+            continue;
+        a[m].type = attrs[j].type;
+        a[m].len = attrs[j].len;
+        if (!(a[m].value = malloc(attrs[j].len)))
+            goto oom;
+        memcpy(a[m].value, attrs[j].value, attrs[j].len);
+        m++;
+    }
+    for (size_t i = 0; i < m; i++)
+        total += a[i].len;
+    if (m > VAULT_ATTR_MAX || total > VAULT_ATTR_TOTAL_MAX) {
+        r = -E2BIG;
+        goto fail;
+    }
+    qsort(a, m, sizeof *a, attr_cmp);
+    *ret = a;
+    *ret_n = m;
+    return 0;
+oom:
+    r = -ENOMEM;
+fail:
+    for (size_t i = 0; i < m; i++)
+        free(a[i].value);
+    free(a);
+    return r;
+}
+
+static void attrs_free(VaultKeyAttr *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(a[i].value);
+    free(a);
+}
+
+/* The read-only flags a new object gets from its origin and chosen flags. */
+static uint32_t flags_for_origin(uint32_t flags, VaultOrigin origin) {
+    flags &= VAULT_OBJ_SETTABLE;
+    if (origin == VAULT_ORIGIN_IMPORTED)
+        return flags; /* not local, never "always sensitive" or "never extractable" */
+    flags |= VAULT_OBJ_LOCAL;
+    if (flags & VAULT_OBJ_SENSITIVE)
+        flags |= VAULT_OBJ_ALWAYS_SENSITIVE;
+    if (!(flags & VAULT_OBJ_EXTRACTABLE))
+        flags |= VAULT_OBJ_NEVER_EXTRACTABLE;
+    return flags;
 }
 
 int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *peer,
@@ -956,6 +1098,10 @@ int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *p
     k->type = spec->type;
     k->origin = origin;
     k->policy = spec->policy;
+    k->obj_flags = flags_for_origin(spec->obj_flags ? spec->obj_flags : VAULT_OBJ_DEFAULT, origin);
+    if (spec->n_attrs > 0 &&
+        (r = attrs_merge(NULL, 0, spec->attrs, spec->n_attrs, &k->attrs, &k->n_attrs)) < 0)
+        return r;
     if (spec->acl)
         r = vault_acl_copy(spec->acl, &k->acl);
     else if ((r = vault_acl_list_add_uid(&k->acl.use, peer->uid)) >= 0)
@@ -1903,6 +2049,71 @@ int vault_key_set_acl(Vault *v, const VaultPeer *peer, const char *name, const V
     return 0;
 }
 
+int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint32_t flags_set,
+                         uint32_t flags_clear, const VaultAttr *attrs, size_t n_attrs) {
+    VaultKeyAttr *na = NULL, *oa;
+    size_t nn = 0, on;
+    uint32_t of, nf;
+    uint64_t before, after;
+    VaultUsage d;
+    VaultKey *k;
+    int r;
+
+    if (!v || !peer || (n_attrs > 0 && !attrs))
+        return -EINVAL;
+    if ((flags_set | flags_clear) & ~VAULT_OBJ_SETTABLE || (flags_set & flags_clear))
+        return -EINVAL;
+    RESOLVE(peer, name, full);
+    WRITE_LOCKED(v);
+    if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
+        return r;
+    of = k->obj_flags;
+    nf = (of | flags_set) & ~flags_clear;
+    if (nf != of || n_attrs > 0) {
+        /* PKCS#11's one-way rules, then MODIFIABLE. */
+        if ((of & VAULT_OBJ_SENSITIVE) && !(nf & VAULT_OBJ_SENSITIVE))
+            return -EPERM;
+        if (!(of & VAULT_OBJ_EXTRACTABLE) && (nf & VAULT_OBJ_EXTRACTABLE))
+            return -EPERM;
+        if ((of ^ nf) & (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |
+                         VAULT_OBJ_COPYABLE | VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED))
+            return -EPERM; /* fixed at creation (TRUSTED: needs the SO, not offered yet) */
+        if (!(of & VAULT_OBJ_MODIFIABLE))
+            return -EPERM;
+    }
+    if ((r = attrs_merge(k->attrs, k->n_attrs, attrs, n_attrs, &na, &nn)) < 0)
+        return r;
+    before = key_meta_cost(k);
+    oa = k->attrs;
+    on = k->n_attrs;
+    k->attrs = na;
+    k->n_attrs = nn;
+    k->obj_flags = nf;
+    after = key_meta_cost(k);
+    if (after > before) {
+        d = (VaultUsage){.bytes = after - before};
+        if ((r = quota_check_locked(v, peer, key_owner(k), &d)) >= 0)
+            r = usage_apply_locked(v, key_owner(k), &d, +1);
+    } else {
+        d = (VaultUsage){.bytes = before - after};
+        r = usage_apply_locked(v, key_owner(k), &d, -1);
+    }
+    if (r >= 0) {
+        r = persist_locked(v);
+        if (r < 0)
+            (void)usage_apply_locked(v, key_owner(k), &d, after > before ? -1 : +1);
+    }
+    if (r < 0) {
+        k->attrs = oa;
+        k->n_attrs = on;
+        k->obj_flags = of;
+        attrs_free(na, nn);
+        return r;
+    }
+    attrs_free(oa, on); /* ALWAYS_SENSITIVE stays as it was: set only at creation */
+    return 0;
+}
+
 int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
     VaultKey *k;
     size_t idx;
@@ -1934,6 +2145,77 @@ int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
 /* At most this many versions (the newest) in a description: a reply stays far below the
  * frame limit whatever the number of versions ("versions_omitted" counts the rest). */
 #define DESCRIBE_MAX_VERSIONS 1000u
+
+static char *hex_of(const uint8_t *p, size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    char *s = malloc(2 * n + 1);
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        s[2 * i] = digits[p[i] >> 4];
+        s[2 * i + 1] = digits[p[i] & 15];
+    }
+    s[2 * n] = 0;
+    return s;
+}
+
+/* Key size in bits (AES/HMAC secret length, RSA modulus, EC field; Ed25519 255). */
+static uint32_t key_bits(VaultKeyType t) {
+    switch (t) {
+    case VAULT_KEY_AES256:
+    case VAULT_KEY_HMAC_SHA256:
+        return 256;
+    case VAULT_KEY_HMAC_SHA384:
+        return 384;
+    case VAULT_KEY_EC_P256:
+        return 256;
+    case VAULT_KEY_EC_P384:
+        return 384;
+    case VAULT_KEY_ED25519:
+        return 255;
+    case VAULT_KEY_RSA2048:
+        return 2048;
+    case VAULT_KEY_RSA3072:
+        return 3072;
+    case VAULT_KEY_RSA4096:
+        return 4096;
+    default:
+        return 0;
+    }
+}
+
+/* The object members of a description: "flags", "bits", "attrs" [{"type","value" (hex)}],
+ * "spki" (hex DER SubjectPublicKeyInfo of the latest version, asymmetric keys). */
+static int key_object_json(const VaultKey *k, const KeyVersion *latest, json_t *o) {
+    json_t *a = json_array();
+    if (!a || json_object_set_new(o, "attrs", a) < 0 ||
+        json_object_set_new(o, "flags", json_integer(k->obj_flags)) < 0 ||
+        json_object_set_new(o, "bits", json_integer(key_bits(k->type))) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < k->n_attrs; i++) {
+        char *h = hex_of(k->attrs[i].value, k->attrs[i].len);
+        json_t *e =
+            h ? json_pack("{s:I,s:s}", "type", (json_int_t)k->attrs[i].type, "value", h) : NULL;
+        free(h);
+        if (!e || json_array_append_new(a, e) < 0)
+            return -ENOMEM;
+    }
+    if (latest && latest->pkey) {
+        unsigned char *der = NULL;
+        int n = i2d_PUBKEY(latest->pkey, &der);
+        char *h;
+        if (n <= 0)
+            return -EIO;
+        h = hex_of(der, (size_t)n);
+        OPENSSL_free(der);
+        if (!h || json_object_set_new(o, "spki", json_string(h)) < 0) {
+            free(h);
+            return -ENOMEM;
+        }
+        free(h);
+    }
+    return 0;
+}
 
 /* with_versions: the "versions" array (describe); a list summary has none. */
 static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **ret) {
@@ -1978,6 +2260,8 @@ static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **re
          (omitted > 0 && json_object_set_new(o, "versions_omitted", json_integer(omitted)) < 0)))
         return -ENOMEM;
     if (k->label && json_object_set_new(o, "label", json_string(k->label)) < 0)
+        return -ENOMEM;
+    if (key_object_json(k, latest, o) < 0)
         return -ENOMEM;
     if (latest && latest->thumbprint[0] &&
         json_object_set_new(o, "fingerprint", json_string(latest->thumbprint)) < 0)
@@ -2101,10 +2385,18 @@ int vault_key_list_page(Vault *v, const VaultPeer *peer, const char *after, size
     return 0;
 }
 
+/* The usage flag an encrypt (or decrypt) operation needs: key wrap algorithms WRAP / UNWRAP. */
+static uint32_t op_usage(const VaultOp *op, bool encrypt) {
+    bool kw = op->alg == VAULT_ALG_AES256_KW || op->alg == VAULT_ALG_AES256_KWP;
+    if (encrypt)
+        return kw ? VAULT_OBJ_WRAP : VAULT_OBJ_ENCRYPT;
+    return kw ? VAULT_OBJ_UNWRAP : VAULT_OBJ_DECRYPT;
+}
+
 /* Takes a reference on the version an operation uses. need_attest: the operation uses secret
  * or private material, so an `attested` policy applies. version 0 = latest. */
 static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
-                   uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
+                   uint32_t usage, uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
     VaultKey *k;
     KeyVersion *kv;
 
@@ -2120,6 +2412,9 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     /* Secret or private material: the peer's token may need a user login (on top of the ACL). */
     if (need_attest && vault_login_check_locked(v, peer) < 0)
         return -EBADR;
+    /* The object's usage flags (CKA_SIGN, CKA_DECRYPT, ...). */
+    if ((k->obj_flags & usage) != usage)
+        return -EPERM;
     if (need_attest && k->policy.kind == VAULT_POLICY_ATTESTED) {
         long long at = atomic_load(&v->attestation_time);
         long long exp = atomic_load(&v->attestation_expires);
@@ -2152,7 +2447,7 @@ int vault_key_export_public(Vault *v, const VaultPeer *peer, const char *name, u
 
     if (!ret || format < 0 || format >= _VAULT_PUB_FORMAT_MAX)
         return -EINVAL;
-    if ((r = acquire(v, peer, name, false, version, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, false, 0, version, &type, &kv)) < 0)
         return r;
     if (!kv->pkey)
         return -EOPNOTSUPP;
@@ -2573,7 +2868,7 @@ int vault_encrypt_into(Vault *v, const VaultPeer *peer, const char *name, const 
         return r;
     if (out_size < VAULT_GCM_ENVELOPE_SIZE(in_len))
         return -EINVAL;
-    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, op_usage(op, true), 0, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2599,7 +2894,7 @@ int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const Vault
         return r;
     is_rsa = op->alg == VAULT_ALG_RSA_OAEP_SHA256 || op->alg == VAULT_ALG_RSA_OAEP_SHA1;
     /* OAEP encryption uses only the public key: no attestation needed. */
-    if ((r = acquire(v, peer, name, !is_rsa, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, !is_rsa, op_usage(op, true), 0, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2667,7 +2962,7 @@ int vault_decrypt_into(Vault *v, const VaultPeer *peer, const char *name, const 
         return -EINVAL;
     if ((r = input_version(op, &body, &body_len, &version)) < 0)
         return r;
-    if ((r = acquire(v, peer, name, true, version, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, op_usage(op, false), version, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2880,7 +3175,7 @@ int vault_sign(Vault *v, const VaultPeer *peer, const char *name, const VaultOp 
         return -EINVAL;
     if ((r = op_validate(op, false, in, in_len)) < 0)
         return r;
-    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, VAULT_OBJ_SIGN, 0, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2945,7 +3240,8 @@ int vault_verify(Vault *v, const VaultPeer *peer, const char *name, const VaultO
         return r;
     /* HMAC verification uses the secret key: attestation applies; public-key verification
      * needs only the public half. */
-    if ((r = acquire(v, peer, name, op->alg == VAULT_ALG_HMAC, version, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, op->alg == VAULT_ALG_HMAC, VAULT_OBJ_VERIFY, version, &type,
+                     &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -3033,7 +3329,7 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
         if ((r = vault_may_create_locked(v, peer, full_new, spec->type, VAULT_ORIGIN_DERIVED)) < 0)
             return r;
     }
-    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, VAULT_OBJ_DERIVE, 0, &type, &kv)) < 0)
         return r;
     if (type != VAULT_KEY_EC_P256 && type != VAULT_KEY_EC_P384)
         return -EOPNOTSUPP;

@@ -264,11 +264,60 @@ void vault_set_clock(Vault *v, time_t (*now)(void *userdata), void *userdata);
 
 /* What to create. acl NULL = the default (the creator's uid in both lists). label optional
  * (<= 128 printable chars), shown by describe. */
+/* Object attributes (issue 12, the PKCS#11 module; docs/vault.md "Object attributes"): policy
+ * flags the vault enforces, and opaque attributes it stores for the module (CKA_LABEL, CKA_ID,
+ * ...). Same bit values as libvhsm's VHSM_OBJ_*. */
+#define VAULT_OBJ_SIGN (1u << 0)
+#define VAULT_OBJ_VERIFY (1u << 1)
+#define VAULT_OBJ_ENCRYPT (1u << 2)
+#define VAULT_OBJ_DECRYPT (1u << 3)
+#define VAULT_OBJ_WRAP (1u << 4)
+#define VAULT_OBJ_UNWRAP (1u << 5)
+#define VAULT_OBJ_DERIVE (1u << 6)
+#define VAULT_OBJ_EXTRACTABLE (1u << 7)
+#define VAULT_OBJ_SENSITIVE (1u << 8)
+#define VAULT_OBJ_TRUSTED (1u << 9)
+#define VAULT_OBJ_WRAP_WITH_TRUSTED (1u << 10)
+#define VAULT_OBJ_PRIVATE (1u << 11)
+#define VAULT_OBJ_MODIFIABLE (1u << 12)
+#define VAULT_OBJ_COPYABLE (1u << 13)
+#define VAULT_OBJ_DESTROYABLE (1u << 14)
+#define VAULT_OBJ_SESSION (1u << 15) /* reserved: session objects are not implemented yet */
+#define VAULT_OBJ_LOCAL (1u << 16)   /* read-only, set by the vault */
+#define VAULT_OBJ_ALWAYS_SENSITIVE (1u << 17)
+#define VAULT_OBJ_NEVER_EXTRACTABLE (1u << 18)
+#define VAULT_OBJ_USAGE                                                                            \
+    (VAULT_OBJ_SIGN | VAULT_OBJ_VERIFY | VAULT_OBJ_ENCRYPT | VAULT_OBJ_DECRYPT | VAULT_OBJ_WRAP |  \
+     VAULT_OBJ_UNWRAP | VAULT_OBJ_DERIVE)
+#define VAULT_OBJ_SETTABLE ((1u << 15) - 1u) /* bits a creator may choose */
+#define VAULT_OBJ_READONLY                                                                         \
+    (VAULT_OBJ_LOCAL | VAULT_OBJ_ALWAYS_SENSITIVE | VAULT_OBJ_NEVER_EXTRACTABLE)
+/* Default for a key created without flags (and for keys from before attributes): every usage,
+ * sensitive, private, modifiable, destroyable; not extractable. */
+#define VAULT_OBJ_DEFAULT                                                                          \
+    (VAULT_OBJ_USAGE | VAULT_OBJ_SENSITIVE | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |            \
+     VAULT_OBJ_DESTROYABLE)
+
+typedef struct VaultAttr {
+    uint32_t type;        /* a CKA_* number, stored verbatim */
+    const uint8_t *value; /* len bytes (may be NULL when len is 0) */
+    size_t len;
+} VaultAttr;
+#define VAULT_ATTR_MAX 32          /* per object */
+#define VAULT_ATTR_VALUE_MAX 1024u /* bytes of one value */
+#define VAULT_ATTR_TOTAL_MAX 4096u /* bytes of all values of an object */
+/* Whether the vault refuses a type as an opaque attribute: the ones it owns itself (CKA_CLASS,
+ * CKA_TOKEN, CKA_PRIVATE, CKA_VALUE, CKA_KEY_TYPE, the flag attributes, key components, ...). */
+bool vault_attr_type_reserved(uint32_t type);
+
 typedef struct VaultKeySpec {
     VaultKeyType type;
     const VaultAcl *acl;
     VaultPolicy policy;
     const char *label;
+    uint32_t obj_flags; /* VAULT_OBJ_* settable bits; 0 = VAULT_OBJ_DEFAULT */
+    const VaultAttr *attrs;
+    size_t n_attrs;
 } VaultKeySpec;
 
 /* Generates key `name` (version 1) inside the vault. Any peer that reached the daemon may
@@ -408,6 +457,15 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
 /* n (1..VAULT_RANDOM_MAX) bytes from the OpenSSL DRBG into a malloc'd buffer. Returns 0,
  * -EINVAL, -ENOMEM, -EIO. */
 int vault_random(size_t n, uint8_t **ret);
+
+/* Changes an object's attributes (ADMIN right, and the login rule): flags_set / flags_clear
+ * among the settable bits, with PKCS#11's rules: SENSITIVE may only be set, EXTRACTABLE only
+ * cleared, TRUSTED only by... nobody yet (-EPERM), and nothing else changes on an object
+ * without MODIFIABLE (-EPERM). attrs replace the stored values of their types (len 0 removes
+ * one). Returns 0, -ENOKEY, -EPERM, -EBADR, -EINVAL (a reserved or duplicate type, a read-only
+ * bit), -E2BIG (over the attribute caps), -EDQUOT, or the keystore's error (nothing changed). */
+int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint32_t flags_set,
+                         uint32_t flags_clear, const VaultAttr *attrs, size_t n_attrs);
 
 /* Number of keys in the table (tests, status). */
 size_t vault_key_count(Vault *v);

@@ -105,10 +105,9 @@ static void test_init_and_info(void **state) {
     assert_int_equal(vault_token_init(e.v, &a, PIN("123"), NULL, 0), -ERANGE);
     assert_int_equal(vault_token_init(e.v, &a, (const uint8_t *)SO_PIN, 65, NULL, 0), -ERANGE);
     assert_int_equal(vault_token_init(e.v, &a, PIN(SO_PIN), (const uint8_t *)"a\0b", 3), -EINVAL);
-    assert_int_equal(
-        vault_token_init(e.v, &a, PIN(SO_PIN), (const uint8_t *)"0123456789012345678901234567890123",
-                         33),
-        -EINVAL);
+    assert_int_equal(vault_token_init(e.v, &a, PIN(SO_PIN),
+                                      (const uint8_t *)"0123456789012345678901234567890123", 33),
+                     -EINVAL);
     assert_int_equal(flags_of(e.v, &a), 0); /* refusals changed nothing */
 
     assert_int_equal(vault_token_init(e.v, &a, PIN(SO_PIN), (const uint8_t *)"my token", 8), 0);
@@ -129,9 +128,8 @@ static void test_init_and_info(void **state) {
     assert_int_equal(vault_init_pin(e.v, &a, PIN("12")), -ERANGE);
     assert_int_equal(vault_init_pin(e.v, &a, PIN(USER_PIN)), 0);
     a.session = vault_session_unref(s);
-    assert_int_equal(flags_of(e.v, &a), VAULT_TOKEN_INITIALIZED |
-                                             VAULT_TOKEN_USER_PIN_INITIALIZED |
-                                             VAULT_TOKEN_LOGIN_REQUIRED);
+    assert_int_equal(flags_of(e.v, &a), VAULT_TOKEN_INITIALIZED | VAULT_TOKEN_USER_PIN_INITIALIZED |
+                                            VAULT_TOKEN_LOGIN_REQUIRED);
     env_close(&e);
     /* Persisted: the same after a reload. */
     env_open(&e, "init", false);
@@ -224,14 +222,14 @@ static void test_lockout_survives_reload(void **state) {
     init_token_with_user(e.v, &a);
 
     assert_int_equal(vault_login(e.v, &a, VAULT_USER_USER, PIN("wrong"), &s, NULL), -EBADE);
-    assert_int_equal(flags_of(e.v, &a) & (VAULT_TOKEN_USER_PIN_COUNT_LOW |
-                                          VAULT_TOKEN_USER_PIN_FINAL_TRY |
-                                          VAULT_TOKEN_USER_PIN_LOCKED),
+    assert_int_equal(flags_of(e.v, &a) &
+                         (VAULT_TOKEN_USER_PIN_COUNT_LOW | VAULT_TOKEN_USER_PIN_FINAL_TRY |
+                          VAULT_TOKEN_USER_PIN_LOCKED),
                      VAULT_TOKEN_USER_PIN_COUNT_LOW);
     assert_int_equal(vault_login(e.v, &a, VAULT_USER_USER, PIN("wrong"), &s, NULL), -EBADE);
-    assert_int_equal(flags_of(e.v, &a) & (VAULT_TOKEN_USER_PIN_COUNT_LOW |
-                                          VAULT_TOKEN_USER_PIN_FINAL_TRY |
-                                          VAULT_TOKEN_USER_PIN_LOCKED),
+    assert_int_equal(flags_of(e.v, &a) &
+                         (VAULT_TOKEN_USER_PIN_COUNT_LOW | VAULT_TOKEN_USER_PIN_FINAL_TRY |
+                          VAULT_TOKEN_USER_PIN_LOCKED),
                      VAULT_TOKEN_USER_PIN_COUNT_LOW | VAULT_TOKEN_USER_PIN_FINAL_TRY);
     /* Restart: the count is kept. */
     env_close(&e);
@@ -346,8 +344,7 @@ static void test_reinit_is_safe(void **state) {
     assert_int_equal(vault_token_init(e.v, &a, PIN("wrong-so"), NULL, 0), -EBADE);
     assert_int_equal(vault_token_info(e.v, &a, &ti), 0);
     assert_int_equal(ti.so_failures, 1);
-    assert_int_equal(vault_token_init(e.v, &a, PIN(SO_PIN), (const uint8_t *)"new", 3),
-                     -ENOTEMPTY);
+    assert_int_equal(vault_token_init(e.v, &a, PIN(SO_PIN), (const uint8_t *)"new", 3), -ENOTEMPTY);
     assert_int_equal(vault_key_count(e.v), 1);
     assert_int_equal(vault_token_info(e.v, &a, &ti), 0);
     assert_int_equal(ti.so_failures, 0); /* the right PIN reset the count */
