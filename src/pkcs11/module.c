@@ -130,7 +130,14 @@ typedef struct P11Key {
     CK_ULONG bits; /* RSA modulus bits; AES/HMAC key bits; EC field bits */
     bool local;    /* generated inside vhsmd */
     bool alive;    /* false once the key is gone (deleted, here or by another client) */
-    EVP_PKEY *pub; /* public key, fetched on first use */
+    EVP_PKEY *pub; /* public key: from the listing (revision 2), else fetched on first use */
+    /* Revision 2 (vhsmd stores PKCS#11 policy and attributes): VHSM_OBJ_* flags, and the
+     * application's opaque attributes packed as u32 type | u32 len | value. Replaced under the
+     * slot lock by a refresh, so readers copy under it. */
+    bool has_flags;
+    uint32_t flags;
+    uint8_t *attrs;
+    size_t attrs_len;
 } P11Key;
 
 #define ROLE_PRIV 1u /* private key, or the secret key */
@@ -511,13 +518,90 @@ static P11Key *key_free(P11Key *k) {
     free(k->name);
     free(k->label);
     EVP_PKEY_free(k->pub);
+    free(k->attrs);
     free(k);
     return NULL;
 }
 
+/* Takes the revision-2 members of a key description ("flags", "attrs", "spki"); absent members
+ * (a revision-1 daemon) leave the key as it is. Slot lock held. */
+static int key_update_object_locked(P11Key *k, json_t *o) {
+    json_t *fl = json_object_get(o, "flags"), *attrs = json_object_get(o, "attrs");
+    const char *spki = json_string_value(json_object_get(o, "spki"));
+    if (json_is_integer(fl)) {
+        k->has_flags = true;
+        k->flags = (uint32_t)json_integer_value(fl);
+    }
+    if (json_is_array(attrs)) {
+        size_t i, total = 0;
+        json_t *a;
+        json_array_foreach(attrs, i, a) {
+            const char *v = json_string_value(json_object_get(a, "value"));
+            if (!v || !json_is_integer(json_object_get(a, "type")))
+                return -EPROTO;
+            total += 8 + strlen(v) / 2;
+        }
+        uint8_t *blob = malloc(total + 1), *p = blob;
+        if (!blob)
+            return -ENOMEM;
+        json_array_foreach(attrs, i, a) {
+            const char *v = json_string_value(json_object_get(a, "value"));
+            uint32_t type = (uint32_t)json_integer_value(json_object_get(a, "type"));
+            long n = 0;
+            uint8_t *val = *v ? OPENSSL_hexstr2buf(v, &n) : NULL;
+            if ((*v && !val) || n < 0 || (size_t)n > strlen(v) / 2) {
+                OPENSSL_free(val);
+                free(blob);
+                return -EPROTO;
+            }
+            uint32_t len = (uint32_t)n;
+            memcpy(p, &type, 4);
+            memcpy(p + 4, &len, 4);
+            if (len)
+                memcpy(p + 8, val, len);
+            p += 8 + len;
+            OPENSSL_free(val);
+        }
+        free(k->attrs);
+        k->attrs = blob;
+        k->attrs_len = (size_t)(p - blob);
+    }
+    if (spki && !k->pub) {
+        long n = 0;
+        uint8_t *der = OPENSSL_hexstr2buf(spki, &n);
+        const uint8_t *q = der;
+        if (der)
+            k->pub = d2i_PUBKEY(NULL, &q, n);
+        OPENSSL_free(der);
+    }
+    return 0;
+}
+
+/* An application attribute stored with the key (revision 2), copied (slot lock held).
+ * Returns false if the key has none of that type. */
+static bool key_attr_copy_locked(const P11Key *k, CK_ATTRIBUTE_TYPE t, uint8_t **ret,
+                                 size_t *ret_len) {
+    for (size_t off = 0; k->attrs && off + 8 <= k->attrs_len;) {
+        uint32_t type, len;
+        memcpy(&type, k->attrs + off, 4);
+        memcpy(&len, k->attrs + off + 4, 4);
+        if (type == t) {
+            uint8_t *c = malloc(len ? len : 1);
+            if (!c)
+                return false;
+            memcpy(c, k->attrs + off + 8, len);
+            *ret = c;
+            *ret_len = len;
+            return true;
+        }
+        off += 8 + len;
+    }
+    return false;
+}
+
 /* Adds or refreshes the key (called with the slot locked). Returns its index, or -ENOMEM. */
 static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type, const char *label,
-                                  const char *origin) {
+                                  const char *origin, json_t *desc) {
     CK_ULONG bits = 0;
     KeyKind kind = kind_from_type(type, &bits);
     if (kind < 0)
@@ -537,6 +621,11 @@ static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type
                 return -ENOMEM;
             free(k->label);
             k->label = l;
+        }
+        if (desc) {
+            int r = key_update_object_locked(k, desc);
+            if (r < 0)
+                return r;
         }
         return (int)i;
     }
@@ -563,6 +652,10 @@ static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type
     k->bits = bits;
     k->local = !origin || streq(origin, "generated");
     k->alive = true;
+    if (desc && key_update_object_locked(k, desc) < 0) {
+        key_free(k);
+        return -ENOMEM;
+    }
     s->keys[s->n_keys] = k;
     return (int)s->n_keys++;
 }
@@ -595,7 +688,7 @@ static int slot_refresh(P11Slot *s, VhsmClient *c) {
             continue;
         int idx =
             slot_key_upsert_locked(s, name, type, json_string_value(json_object_get(o, "label")),
-                                   json_string_value(json_object_get(o, "origin")));
+                                   json_string_value(json_object_get(o, "origin")), o);
         if (idx == -ENOMEM) {
             r = idx;
             break;
@@ -1451,19 +1544,34 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     bool secret = kind_is_secret(k->kind), priv = role == ROLE_PRIV && !secret,
          pub = role == ROLE_PUB;
     KeyKind kk = k->kind;
+    bool hf;
+    uint32_t fl;
+    {
+        /* an attribute the application stored with the key (revision 2) is returned verbatim */
+        LOCKED(s->lock);
+        uint8_t *c = NULL;
+        size_t n = 0;
+        if (key_attr_copy_locked(k, t, &c, &n))
+            return val_own(v, c, n);
+        hf = k->has_flags;
+        fl = k->flags;
+    }
+    /* with revision 2 the policy flags vhsmd enforces, else the key type's defaults */
+#define FLAG(bit, dflt) (hf ? !!(fl & (bit)) : (dflt))
     switch (t) {
     /* common storage and key attributes */
     case CKA_CLASS:
         return val_ulong(v, secret ? CKO_SECRET_KEY : priv ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY);
     case CKA_TOKEN:
-        return val_bool(v, true);
+        return val_bool(v, !FLAG(VHSM_OBJ_SESSION, false));
     case CKA_PRIVATE:
-        return val_bool(v, !pub);
+        return val_bool(v, !pub && FLAG(VHSM_OBJ_PRIVATE, true));
     case CKA_MODIFIABLE:
+        return val_bool(v, FLAG(VHSM_OBJ_MODIFIABLE, false));
     case CKA_COPYABLE:
-        return val_bool(v, false);
+        return val_bool(v, FLAG(VHSM_OBJ_COPYABLE, false));
     case CKA_DESTROYABLE:
-        return val_bool(v, true);
+        return val_bool(v, FLAG(VHSM_OBJ_DESTROYABLE, true));
     case CKA_LABEL: {
         /* copied under the lock: a refresh may replace the label meanwhile */
         LOCKED(s->lock);
@@ -1482,9 +1590,9 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     case CKA_END_DATE:
         return val_bytes(v, "", 0);
     case CKA_DERIVE: /* ECDH (CKM_ECDH1_DERIVE with protocol revision 2) */
-        return val_bool(v, !pub && (kk == KK_EC_P256 || kk == KK_EC_P384));
+        return val_bool(v, !pub && FLAG(VHSM_OBJ_DERIVE, kk == KK_EC_P256 || kk == KK_EC_P384));
     case CKA_LOCAL:
-        return val_bool(v, k->local);
+        return val_bool(v, FLAG(VHSM_OBJ_LOCAL, k->local));
     case CKA_KEY_GEN_MECHANISM:
         return val_ulong(v, k->local ? kind_gen_mech(kk) : CK_UNAVAILABLE_INFORMATION);
     case CKA_ALLOWED_MECHANISMS:
@@ -1495,20 +1603,21 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     if (secret || priv) {
         switch (t) {
         case CKA_SENSITIVE:
+            return val_bool(v, FLAG(VHSM_OBJ_SENSITIVE, true));
         case CKA_ALWAYS_SENSITIVE:
-            return val_bool(v, true);
+            return val_bool(v, FLAG(VHSM_OBJ_ALWAYS_SENSITIVE, true));
         case CKA_EXTRACTABLE:
-            return val_bool(v, false);
+            return val_bool(v, FLAG(VHSM_OBJ_EXTRACTABLE, false));
         case CKA_NEVER_EXTRACTABLE:
-            return val_bool(v, true);
+            return val_bool(v, FLAG(VHSM_OBJ_NEVER_EXTRACTABLE, true));
         case CKA_WRAP_WITH_TRUSTED:
-            return val_bool(v, false);
+            return val_bool(v, FLAG(VHSM_OBJ_WRAP_WITH_TRUSTED, false));
         case CKA_UNWRAP:
-            return val_bool(v, false);
+            return val_bool(v, FLAG(VHSM_OBJ_UNWRAP, false));
         case CKA_DECRYPT:
-            return val_bool(v, kk == KK_AES || kk == KK_RSA);
+            return val_bool(v, FLAG(VHSM_OBJ_DECRYPT, kk == KK_AES || kk == KK_RSA));
         case CKA_SIGN:
-            return val_bool(v, kk != KK_AES);
+            return val_bool(v, FLAG(VHSM_OBJ_SIGN, kk != KK_AES));
         default:
             break;
         }
@@ -1516,12 +1625,13 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     if (secret) {
         switch (t) {
         case CKA_ENCRYPT:
-            return val_bool(v, kk == KK_AES);
+            return val_bool(v, FLAG(VHSM_OBJ_ENCRYPT, kk == KK_AES));
         case CKA_VERIFY:
-            return val_bool(v, kk != KK_AES);
+            return val_bool(v, FLAG(VHSM_OBJ_VERIFY, kk != KK_AES));
         case CKA_WRAP:
+            return val_bool(v, FLAG(VHSM_OBJ_WRAP, false));
         case CKA_TRUSTED:
-            return val_bool(v, false);
+            return val_bool(v, FLAG(VHSM_OBJ_TRUSTED, false));
         case CKA_VALUE_LEN:
             return val_ulong(v, k->bits / 8);
         case CKA_VALUE:
@@ -1577,13 +1687,15 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     /* public key */
     switch (t) {
     case CKA_ENCRYPT:
-        return val_bool(v, kk == KK_RSA);
+        return val_bool(v, FLAG(VHSM_OBJ_ENCRYPT, kk == KK_RSA));
     case CKA_VERIFY:
-        return val_bool(v, true);
+        return val_bool(v, FLAG(VHSM_OBJ_VERIFY, true));
     case CKA_VERIFY_RECOVER:
-    case CKA_WRAP:
-    case CKA_TRUSTED:
         return val_bool(v, false);
+    case CKA_WRAP:
+        return val_bool(v, FLAG(VHSM_OBJ_WRAP, false));
+    case CKA_TRUSTED:
+        return val_bool(v, FLAG(VHSM_OBJ_TRUSTED, false));
     case CKA_EC_POINT:
         if (!kind_is_ec(kk))
             return CKR_ATTRIBUTE_TYPE_INVALID;
@@ -1595,6 +1707,7 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     default:
         return CKR_ATTRIBUTE_TYPE_INVALID;
     }
+#undef FLAG
 }
 
 CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
@@ -1877,7 +1990,7 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, const char *label, int
     char full[160];
     snprintf(full, sizeof(full), "%u/%s", (unsigned)geteuid(), name);
     LOCKED(s->lock);
-    int idx = slot_key_upsert_locked(s, full, vtype, label, "generated");
+    int idx = slot_key_upsert_locked(s, full, vtype, label, "generated", NULL);
     if (idx < 0)
         return CKR_HOST_MEMORY;
     *ret_idx = idx;
