@@ -1014,6 +1014,91 @@ static void test_fork(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* Slots from a configuration file: one per "socket =" line, present while its vhsmd answers. */
+static void test_config_file(void **state) {
+    char conf[600], text[1300];
+    snprintf(conf, sizeof(conf), "%s/pkcs11.conf", getenv("P11T_DIR"));
+    snprintf(text, sizeof(text),
+             "# vHSM PKCS#11 slots\nsocket = %s\n  socket=%s/absent.sock\nother = x\n", sock_path,
+             getenv("P11T_DIR"));
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    char *saved = strdup(getenv("VHSM_PKCS11_SOCKETS"));
+    unsetenv("VHSM_PKCS11_SOCKETS");
+    setenv("VHSM_PKCS11_CONF", conf, 1);
+    CK_RV rv = init_default();
+    setenv("VHSM_PKCS11_SOCKETS", saved, 1);
+    unsetenv("VHSM_PKCS11_CONF");
+    free(saved);
+    assert_int_equal(rv, CKR_OK);
+    CK_ULONG n = 0;
+    assert_int_equal(F->C_GetSlotList(CK_FALSE, NULL, &n), CKR_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(F->C_GetSlotList(CK_TRUE, NULL, &n), CKR_OK);
+    assert_int_equal(n, 1);
+    CK_SLOT_INFO si;
+    assert_int_equal(F->C_GetSlotInfo(1, &si), CKR_OK);
+    assert_false(si.flags & CKF_TOKEN_PRESENT);
+    assert_true(si.flags & CKF_REMOVABLE_DEVICE);
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(1, &ti), CKR_TOKEN_NOT_PRESENT);
+    CK_SESSION_HANDLE s = 0;
+    assert_int_equal(F->C_OpenSession(1, CKF_SERIAL_SESSION, NULL, NULL, &s),
+                     CKR_TOKEN_NOT_PRESENT);
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* A key deleted by another process (here a child with its own module state): the handle the
+ * parent holds answers CKR_KEY_HANDLE_INVALID when used as a key, CKR_OBJECT_HANDLE_INVALID as
+ * an object once the module has seen the listing. */
+static void test_key_deleted_elsewhere(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_HANDLE pub, priv;
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "deleted-ec", &pub, &priv);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int bad = 0;
+        CK_SESSION_HANDLE cs = 0;
+        CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+        CK_ATTRIBUTE t[] = {{CKA_LABEL, "deleted-ec", 10}, {CKA_CLASS, &cls, sizeof(cls)}};
+        CK_OBJECT_HANDLE found[2];
+        CK_ULONG n = 0;
+        if (init_default() != CKR_OK ||
+            F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &cs) != CKR_OK ||
+            F->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)) != CKR_OK ||
+            F->C_FindObjectsInit(cs, t, 2) != CKR_OK ||
+            F->C_FindObjects(cs, found, 2, &n) != CKR_OK || n != 1 ||
+            F->C_DestroyObject(cs, found[0]) != CKR_OK)
+            bad = 1;
+        (void)F->C_Finalize(NULL);
+        _exit(bad);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_KEY_HANDLE_INVALID);
+    CK_ATTRIBUTE t[] = {{CKA_LABEL, "deleted-ec", 10}};
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 9;
+    assert_int_equal(F->C_FindObjectsInit(s, t, 1), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, found, 2, &n), CKR_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+    CK_OBJECT_CLASS cls;
+    CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
+    assert_int_equal(F->C_GetAttributeValue(s, pub, &a, 1), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
 /* ---- vhsmd restarted under an open session --------------------------------------------------- */
 
 static void test_vhsmd_restart(void **state) {
@@ -1118,6 +1203,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_oaep_and_digest, finalize),
         cmocka_unit_test_teardown(test_16_threads, finalize),
         cmocka_unit_test_teardown(test_fork, finalize),
+        cmocka_unit_test_teardown(test_config_file, finalize),
+        cmocka_unit_test_teardown(test_key_deleted_elsewhere, finalize),
         cmocka_unit_test_teardown(test_vhsmd_restart, finalize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
