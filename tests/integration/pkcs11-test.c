@@ -410,6 +410,132 @@ static void test_pin_lockout(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* Every function: NULL where an output or input is required (CKR_ARGUMENTS_BAD), an unknown
+ * session (CKR_SESSION_HANDLE_INVALID), and before C_Initialize (CKR_CRYPTOKI_NOT_INITIALIZED). */
+#define ALL_SESSION_CALLS(h)                                                                       \
+    X(F->C_GetSessionInfo(h, &si))                                                                 \
+    X(F->C_Login(h, CKU_USER, pin, 4))                                                             \
+    X(F->C_Logout(h))                                                                              \
+    X(F->C_InitPIN(h, pin, 4))                                                                     \
+    X(F->C_SetPIN(h, pin, 4, pin, 4))                                                              \
+    X(F->C_FindObjectsInit(h, NULL, 0))                                                            \
+    X(F->C_FindObjects(h, objs, 1, &n))                                                            \
+    X(F->C_FindObjectsFinal(h))                                                                    \
+    X(F->C_GetAttributeValue(h, 1, &attr, 1))                                                      \
+    X(F->C_SetAttributeValue(h, 1, &attr, 1))                                                      \
+    X(F->C_GetObjectSize(h, 1, &n))                                                                \
+    X(F->C_CreateObject(h, &attr, 1, &obj))                                                        \
+    X(F->C_CopyObject(h, 1, &attr, 1, &obj))                                                       \
+    X(F->C_DestroyObject(h, 1))                                                                    \
+    X(F->C_GenerateKey(h, &mech, &attr, 1, &obj))                                                  \
+    X(F->C_GenerateKeyPair(h, &mech, &attr, 1, &attr, 1, &obj, &obj))                              \
+    X(F->C_SignInit(h, &mech, 1))                                                                  \
+    X(F->C_Sign(h, buf, 1, buf, &n))                                                               \
+    X(F->C_SignUpdate(h, buf, 1))                                                                  \
+    X(F->C_SignFinal(h, buf, &n))                                                                  \
+    X(F->C_VerifyInit(h, &mech, 1))                                                                \
+    X(F->C_Verify(h, buf, 1, buf, 1))                                                              \
+    X(F->C_VerifyUpdate(h, buf, 1))                                                                \
+    X(F->C_VerifyFinal(h, buf, 1))                                                                 \
+    X(F->C_EncryptInit(h, &mech, 1))                                                               \
+    X(F->C_Encrypt(h, buf, 1, buf, &n))                                                            \
+    X(F->C_EncryptUpdate(h, buf, 1, buf, &n))                                                      \
+    X(F->C_EncryptFinal(h, buf, &n))                                                               \
+    X(F->C_DecryptInit(h, &mech, 1))                                                               \
+    X(F->C_Decrypt(h, buf, 1, buf, &n))                                                            \
+    X(F->C_DecryptUpdate(h, buf, 1, buf, &n))                                                      \
+    X(F->C_DecryptFinal(h, buf, &n))                                                               \
+    X(F->C_DigestInit(h, &mech))                                                                   \
+    X(F->C_Digest(h, buf, 1, buf, &n))                                                             \
+    X(F->C_DigestUpdate(h, buf, 1))                                                                \
+    X(F->C_DigestKey(h, 1))                                                                        \
+    X(F->C_DigestFinal(h, buf, &n))                                                                \
+    X(F->C_SignRecoverInit(h, &mech, 1))                                                           \
+    X(F->C_VerifyRecoverInit(h, &mech, 1))                                                         \
+    X(F->C_WrapKey(h, &mech, 1, 1, buf, &n))                                                       \
+    X(F->C_UnwrapKey(h, &mech, 1, buf, 1, &attr, 1, &obj))                                         \
+    X(F->C_DeriveKey(h, &mech, 1, &attr, 1, &obj))                                                 \
+    X(F->C_SeedRandom(h, buf, 1))                                                                  \
+    X(F->C_GenerateRandom(h, buf, 1))                                                              \
+    X(F->C_GetOperationState(h, buf, &n))                                                          \
+    X(F->C_SetOperationState(h, buf, 1, 0, 0))                                                     \
+    X(F->C_GetFunctionStatus(h))                                                                   \
+    X(F->C_CancelFunction(h))                                                                      \
+    X(F->C_CloseSession(h))
+
+static void test_argument_errors(void **state) {
+    CK_SESSION_INFO si;
+    CK_UTF8CHAR pin[] = "1234";
+    CK_OBJECT_HANDLE objs[1], obj = 0;
+    CK_ULONG n = 1;
+    CK_BYTE buf[8] = {0};
+    CK_ATTRIBUTE attr = {CKA_CLASS, buf, sizeof(CK_ULONG)};
+    CK_MECHANISM mech = {CKM_SHA256, NULL, 0};
+    CK_SLOT_INFO slot_info;
+    CK_TOKEN_INFO token_info;
+    CK_MECHANISM_INFO mi;
+    CK_SESSION_HANDLE h = 0;
+    int count = 0;
+    /* before C_Initialize */
+#define X(call)                                                                                    \
+    assert_int_equal((call), CKR_CRYPTOKI_NOT_INITIALIZED);                                        \
+    count++;
+    ALL_SESSION_CALLS(5)
+    X(F->C_GetSlotList(CK_FALSE, NULL, &n))
+    X(F->C_GetSlotInfo(0, &slot_info))
+    X(F->C_GetTokenInfo(0, &token_info))
+    X(F->C_GetMechanismList(0, NULL, &n))
+    X(F->C_GetMechanismInfo(0, CKM_SHA256, &mi))
+    X(F->C_InitToken(0, pin, 4, (CK_UTF8CHAR_PTR) "label                           "))
+    X(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &h))
+    X(F->C_CloseAllSessions(0))
+    X(F->C_WaitForSlotEvent(0, NULL, NULL))
+#undef X
+    assert_int_equal(count, 58);
+    /* an unknown session */
+    assert_int_equal(init_default(), CKR_OK);
+#define X(call) assert_int_equal((call), CKR_SESSION_HANDLE_INVALID);
+    ALL_SESSION_CALLS(0x7fff01)
+#undef X
+    /* NULL arguments */
+    h = open_rw();
+    assert_int_equal(F->C_GetSlotList(CK_FALSE, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetSlotInfo(0, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetTokenInfo(0, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetMechanismList(0, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetMechanismInfo(0, CKM_SHA256, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetSessionInfo(h, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_SetPIN(h, NULL, 4, pin, 4), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_FindObjectsInit(h, NULL, 2), CKR_ARGUMENTS_BAD);
+    CK_ATTRIBUTE nullval = {CKA_LABEL, NULL, 5};
+    assert_int_equal(F->C_FindObjectsInit(h, &nullval, 1), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(F->C_FindObjectsInit(h, NULL, 0), CKR_OK);
+    assert_int_equal(F->C_FindObjects(h, NULL, 1, &n), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_FindObjects(h, objs, 1, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_FindObjectsFinal(h), CKR_OK);
+    assert_int_equal(F->C_GenerateKey(h, NULL, &attr, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GenerateKeyPair(h, &mech, NULL, 0, NULL, 0, NULL, &obj),
+                     CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_SignInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_VerifyInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_EncryptInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DecryptInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DigestInit(h, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DigestInit(h, &mech), CKR_OK);
+    assert_int_equal(F->C_Digest(h, buf, 1, buf, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DigestFinal(h, buf, &n), CKR_OPERATION_NOT_INITIALIZED); /* ended */
+    assert_int_equal(F->C_GenerateRandom(h, NULL, 5), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_SeedRandom(h, NULL, 5), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_CreateObject(h, NULL, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_WrapKey(h, NULL, 1, 1, buf, &n), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_UnwrapKey(h, NULL, 1, buf, 1, &attr, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DeriveKey(h, NULL, 1, &attr, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetFunctionStatus(h), CKR_FUNCTION_NOT_PARALLEL);
+    assert_int_equal(F->C_CancelFunction(h), CKR_FUNCTION_NOT_PARALLEL);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
 /* ---- slots, tokens, mechanisms -------------------------------------------------------------- */
 
 static void test_slots_and_mechanisms(void **state) {
@@ -1196,6 +1322,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_token_and_pins, finalize),
         cmocka_unit_test_teardown(test_pin_lockout, finalize),
         cmocka_unit_test_teardown(test_slots_and_mechanisms, finalize),
+        cmocka_unit_test_teardown(test_argument_errors, finalize),
         cmocka_unit_test_teardown(test_sessions, finalize),
         cmocka_unit_test_teardown(test_generate_find_attributes, finalize),
         cmocka_unit_test_teardown(test_sign_rules, finalize),
