@@ -26,8 +26,19 @@ static Vault *vault;
 static Dispatch *dispatch;
 static Peer peer = {.uid = 0, .gid = 0, .pid = 1, .cgroup = (char *)"/fuzz"};
 
-static bool token_opcode(uint16_t op) {
-    return op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN;
+/* Requests that change a vault (revision 2): run on a fresh per-input vault. OBJECT_CREATE only
+ * for cheap key types (no RSA generation per input). */
+static bool token_opcode(uint16_t op, const uint8_t *body, size_t len) {
+    char type[32];
+    if (op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN)
+        return true;
+    if (op == VHSM_OP_OBJECT_SET)
+        return true;
+    if (op == VHSM_OP_OBJECT_CREATE)
+        return vhsm_body_validate(body, len) == 0 &&
+               vhsm_body_get_str(body, len, VHSM_TAG_KEY_TYPE, 31, type, sizeof type) == 0 &&
+               (strcmp(type, "aes256") == 0 || strcmp(type, "hmac-sha256") == 0);
+    return false;
 }
 
 static void teardown(void) {
@@ -133,14 +144,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 abort();
             free(body);
         }
-        if (h.kind == VHSM_KIND_REQUEST && token_opcode(h.code)) {
+        if (h.kind == VHSM_KIND_REQUEST && token_opcode(h.code, data + off, h.body_len)) {
             uint8_t *body = malloc(h.body_len ? h.body_len : 1);
             size_t start = out.len;
             if (!body)
                 abort();
-            if (!tvault && (vault_new(&tvault) < 0 || vault_set_pin_policy(tvault, 3, 1000) < 0 ||
-                            dispatch_new(tvault, &tdispatch) < 0))
-                abort();
+            if (!tvault) {
+                VaultPeer tvp = {.uid = 1000, .gid = 1000, .pid = 2};
+                if (vault_new(&tvault) < 0 || vault_set_pin_policy(tvault, 3, 1000) < 0 ||
+                    dispatch_new(tvault, &tdispatch) < 0 ||
+                    vault_key_generate(tvault, &tvp, "aes",
+                                       &(VaultKeySpec){.type = VAULT_KEY_AES256}) < 0)
+                    abort();
+            }
             memcpy(body, data + off, h.body_len);
             if (dispatch_request(tdispatch, &tpeer, &h, body, &out) < 0)
                 abort();

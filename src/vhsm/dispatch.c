@@ -868,6 +868,79 @@ static int op_key_create(Req *q) {
     return 0;
 }
 
+/* ATTR fields (repeatable): u32 type | value, at most VAULT_ATTR_MAX, pointing into the body. */
+static int get_attrs(Req *q, VaultAttr attrs[static VAULT_ATTR_MAX], size_t *ret_n) {
+    size_t off = 0, n = 0;
+    VhsmTlv t;
+    while (vhsm_tlv_next(q->body, q->len, &off, &t) > 0) {
+        if (t.tag != VHSM_TAG_ATTR)
+            continue;
+        if (t.len < 4)
+            return req_fail(q, -EBADMSG, "malformed attribute (a 4-byte type, then the value)");
+        if (n == VAULT_ATTR_MAX)
+            return req_fail(q, -E2BIG, "more than %d attributes", VAULT_ATTR_MAX);
+        attrs[n].type = (uint32_t)t.value[0] << 24 | (uint32_t)t.value[1] << 16 |
+                        (uint32_t)t.value[2] << 8 | t.value[3];
+        attrs[n].value = t.len > 4 ? t.value + 4 : NULL;
+        attrs[n].len = t.len - 4;
+        n++;
+    }
+    *ret_n = n;
+    return 0;
+}
+
+static int attrs_fail(Req *q, const char *op, int r) {
+    if (r == -EINVAL)
+        return req_fail(q, r,
+                        "%s: key '%s': invalid object attributes (a type vhsmd owns, a duplicate "
+                        "type, or a read-only flag)",
+                        op, q->name);
+    if (r == -E2BIG)
+        return req_fail(q, r,
+                        "%s: key '%s': attributes over their caps (%d per object, %u bytes each, "
+                        "%u in all)",
+                        op, q->name, VAULT_ATTR_MAX, VAULT_ATTR_VALUE_MAX, VAULT_ATTR_TOTAL_MAX);
+    return r;
+}
+
+/* OBJECT_CREATE: KEY_CREATE with object flags and attributes. */
+static int op_object_create(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    VaultKeySpec spec;
+    char label[VHSM_MAX_NAME + 1];
+    int r;
+
+    if ((r = get_name(q)) < 0 || (r = get_spec(q, true, &acl, &spec, label, sizeof label)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_OBJ_FLAGS, false, 0, &spec.obj_flags)) < 0 ||
+        (r = get_attrs(q, attrs, &spec.n_attrs)) < 0)
+        return r;
+    spec.attrs = attrs;
+    if (spec.obj_flags & ~VAULT_OBJ_SETTABLE)
+        return req_fail(q, -EINVAL,
+                        "object-create: key '%s': flags 0x%x: only bits 0..14 may be chosen",
+                        q->name, spec.obj_flags);
+    r = vault_key_generate(q->d->vault, q->peer, q->name, &spec);
+    if (r < 0)
+        return attrs_fail(q, "object-create", r);
+    log_audit_uid(q->peer->uid, "Key '%s' (%s) created by uid %u.", q->name,
+                  vault_key_type_to_string(spec.type), (unsigned)q->peer->uid);
+    return 0;
+}
+
+static int op_object_set(Req *q) {
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    uint32_t set, clear;
+    size_t n;
+    int r;
+    if ((r = get_name(q)) < 0 || (r = get_u32(q, VHSM_TAG_OBJ_FLAGS, false, 0, &set)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_OBJ_FLAGS_CLEAR, false, 0, &clear)) < 0 ||
+        (r = get_attrs(q, attrs, &n)) < 0)
+        return r;
+    r = vault_key_set_object(q->d->vault, q->peer, q->name, set, clear, attrs, n);
+    return r < 0 ? attrs_fail(q, "object-set", r) : 0;
+}
+
 static int put_json(Req *q, json_t *j) {
     _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
     if (!s)
@@ -1514,6 +1587,12 @@ int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const ui
         break;
     case VHSM_OP_SET_PIN:
         r = op_set_pin(&q);
+        break;
+    case VHSM_OP_OBJECT_CREATE:
+        r = op_object_create(&q);
+        break;
+    case VHSM_OP_OBJECT_SET:
+        r = op_object_set(&q);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

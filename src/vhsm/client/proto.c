@@ -140,6 +140,8 @@ bool vhsm_opcode_changes_keys(uint16_t opcode) {
     case VHSM_OP_LOGIN:
     case VHSM_OP_INIT_PIN:
     case VHSM_OP_SET_PIN:
+    case VHSM_OP_OBJECT_CREATE:
+    case VHSM_OP_OBJECT_SET:
         return true;
     default:
         return false;
@@ -212,6 +214,10 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "init-pin";
     case VHSM_OP_SET_PIN:
         return "set-pin";
+    case VHSM_OP_OBJECT_CREATE:
+        return "object-create";
+    case VHSM_OP_OBJECT_SET:
+        return "object-set";
     default:
         return "unknown";
     }

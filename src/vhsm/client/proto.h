@@ -84,6 +84,9 @@ typedef enum VhsmOpcode {
     VHSM_OP_LOGOUT = 0x0054,
     VHSM_OP_INIT_PIN = 0x0055,
     VHSM_OP_SET_PIN = 0x0056,
+    /* Revision 2: objects (docs/protocol.md "Objects"). */
+    VHSM_OP_OBJECT_CREATE = 0x0060,
+    VHSM_OP_OBJECT_SET = 0x0063,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -125,18 +128,21 @@ typedef enum VhsmTag {
     VHSM_TAG_STATUS_CODE = 0x0024,  /* u32: a protocol status number (AGENT_DONE) */
     VHSM_TAG_PATTERN = 0x0025,      /* string, repeatable: key name or prefix ending in '*' */
     /* Revision 2. */
-    VHSM_TAG_PIN = 0x0026,           /* bytes 4..64: a PIN (SO or user; the old PIN of SET_PIN) */
-    VHSM_TAG_NEW_PIN = 0x0027,       /* bytes 4..64 */
-    VHSM_TAG_USER_TYPE = 0x0028,     /* u32: 0 SO, 1 user (CKU_SO, CKU_USER) */
-    VHSM_TAG_TOKEN_LABEL = 0x0029,   /* bytes 0..32 */
-    VHSM_TAG_TICKET = 0x002A,        /* bytes 32: a login ticket */
-    VHSM_TAG_REVISION = 0x0039,      /* u32: protocol revision (PING reply) */
-    VHSM_TAG_TOKEN_FLAGS = 0x003A,   /* u32: VHSM_TOKEN_* (token info) */
-    VHSM_TAG_USER_FAILURES = 0x003B, /* u32 */
-    VHSM_TAG_SO_FAILURES = 0x003C,   /* u32 */
-    VHSM_TAG_MAX_TRIES = 0x003D,     /* u32 */
-    VHSM_TAG_SERIAL = 0x003E,        /* string, 16 hex digits */
-    VHSM_TAG_UID = 0x003F,           /* u32 */
+    VHSM_TAG_PIN = 0x0026,             /* bytes 4..64: a PIN (SO or user; the old PIN of SET_PIN) */
+    VHSM_TAG_NEW_PIN = 0x0027,         /* bytes 4..64 */
+    VHSM_TAG_USER_TYPE = 0x0028,       /* u32: 0 SO, 1 user (CKU_SO, CKU_USER) */
+    VHSM_TAG_TOKEN_LABEL = 0x0029,     /* bytes 0..32 */
+    VHSM_TAG_TICKET = 0x002A,          /* bytes 32: a login ticket */
+    VHSM_TAG_OBJ_FLAGS = 0x002B,       /* u32: VHSM_OBJ_* (object create; object set: to set) */
+    VHSM_TAG_ATTR = 0x002C,            /* bytes, repeatable: u32 type (BE) | value */
+    VHSM_TAG_OBJ_FLAGS_CLEAR = 0x0040, /* u32: object set: bits to clear */
+    VHSM_TAG_REVISION = 0x0039,        /* u32: protocol revision (PING reply) */
+    VHSM_TAG_TOKEN_FLAGS = 0x003A,     /* u32: VHSM_TOKEN_* (token info) */
+    VHSM_TAG_USER_FAILURES = 0x003B,   /* u32 */
+    VHSM_TAG_SO_FAILURES = 0x003C,     /* u32 */
+    VHSM_TAG_MAX_TRIES = 0x003D,       /* u32 */
+    VHSM_TAG_SERIAL = 0x003E,          /* string, 16 hex digits */
+    VHSM_TAG_UID = 0x003F,             /* u32 */
 } VhsmTag;
 
 #define VHSM_PROTO_REVISION 2u
