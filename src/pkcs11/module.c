@@ -1747,18 +1747,112 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
     return result;
 }
 
+/* Re-reads one key's description (flags, attributes) after a change. */
+static void key_reload(P11Slot *s, VhsmClient *c, P11Key *k) {
+    _cleanup_free_ char *text = NULL;
+    if (vhsm_key_info(c, k->name, &text) < 0)
+        return;
+    json_t *desc = json_loads(text, 0, NULL);
+    if (!desc)
+        return;
+    LOCKED(s->lock);
+    (void)key_update_object_locked(k, desc);
+    json_decref(desc);
+}
+
 CK_RV C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
                           CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount) {
     SESSION_OR_RETURN(hSession);
-    if (!pTemplate && ulCount > 0)
-        return CKR_ARGUMENTS_BAD;
+    CK_RV rv = p11_template_check(pTemplate, ulCount);
+    if (rv != CKR_OK)
+        return rv;
     unsigned role = 0;
-    if (!object_key(sess->slot, hObject, &role))
+    P11Key *k = object_key(sess->slot, hObject, &role);
+    if (!k)
         return CKR_OBJECT_HANDLE_INVALID;
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
-    /* Objects of protocol revision 1 carry no changeable attributes (CKA_MODIFIABLE false). */
-    return CKR_ACTION_PROHIBITED;
+    if (ulCount > VHSM_ATTR_MAX)
+        return CKR_TEMPLATE_INCONSISTENT;
+    /* Application attributes are stored verbatim; the usage flags and the one-way changes
+     * (CKA_SENSITIVE on, CKA_EXTRACTABLE off) become vhsmd's policy; the rest is fixed. */
+    VhsmAttr attrs[VHSM_ATTR_MAX];
+    size_t n_attrs = 0;
+    uint32_t set = 0, clear = 0;
+    for (CK_ULONG i = 0; i < ulCount; i++) {
+        const CK_ATTRIBUTE *a = &pTemplate[i];
+        static const struct {
+            CK_ATTRIBUTE_TYPE t;
+            uint32_t bit;
+        } usage[] = {
+            {CKA_SIGN, VHSM_OBJ_SIGN},
+            {CKA_VERIFY, VHSM_OBJ_VERIFY},
+            {CKA_ENCRYPT, VHSM_OBJ_ENCRYPT},
+            {CKA_DECRYPT, VHSM_OBJ_DECRYPT},
+            {CKA_WRAP, VHSM_OBJ_WRAP},
+            {CKA_UNWRAP, VHSM_OBJ_UNWRAP},
+            {CKA_DERIVE, VHSM_OBJ_DERIVE},
+            {CKA_SENSITIVE, VHSM_OBJ_SENSITIVE},
+            {CKA_EXTRACTABLE, VHSM_OBJ_EXTRACTABLE},
+            {CKA_TRUSTED, VHSM_OBJ_TRUSTED},
+            {CKA_WRAP_WITH_TRUSTED, VHSM_OBJ_WRAP_WITH_TRUSTED},
+        };
+        bool done = false;
+        for (size_t j = 0; j < ELEMENTSOF(usage) && !done; j++) {
+            if (usage[j].t != a->type)
+                continue;
+            if (a->ulValueLen != sizeof(CK_BBOOL))
+                return CKR_ATTRIBUTE_VALUE_INVALID;
+            CK_BBOOL b = *(const CK_BBOOL *)a->pValue;
+            if ((a->type == CKA_SENSITIVE && !b) || (a->type == CKA_EXTRACTABLE && b))
+                return CKR_ATTRIBUTE_READ_ONLY; /* one way only */
+            if (b)
+                set |= usage[j].bit;
+            else
+                clear |= usage[j].bit;
+            done = true;
+        }
+        if (done)
+            continue;
+        switch (a->type) {
+        case CKA_CLASS:
+        case CKA_TOKEN:
+        case CKA_PRIVATE:
+        case CKA_MODIFIABLE:
+        case CKA_COPYABLE:
+        case CKA_DESTROYABLE:
+        case CKA_KEY_TYPE:
+        case CKA_LOCAL:
+        case CKA_KEY_GEN_MECHANISM:
+        case CKA_ALWAYS_SENSITIVE:
+        case CKA_NEVER_EXTRACTABLE:
+        case CKA_VALUE:
+        case CKA_VALUE_LEN:
+        case CKA_MODULUS:
+        case CKA_MODULUS_BITS:
+        case CKA_PUBLIC_EXPONENT:
+        case CKA_PRIVATE_EXPONENT:
+        case CKA_EC_PARAMS:
+        case CKA_EC_POINT:
+        case CKA_PUBLIC_KEY_INFO:
+            return CKR_ATTRIBUTE_READ_ONLY;
+        default:
+            if (a->ulValueLen > VHSM_ATTR_VALUE_MAX)
+                return CKR_ATTRIBUTE_VALUE_INVALID;
+            attrs[n_attrs++] = (VhsmAttr){(uint32_t)a->type, a->pValue, a->ulValueLen};
+        }
+    }
+    P11Slot *s = slot_get(sess->slot);
+    _cleanup_conn_ Conn x = {.slot = s};
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_object_set(x.c, k->name, set, clear, attrs, n_attrs);
+    if (x.r == -EBADRQC)
+        return CKR_ACTION_PROHIBITED; /* revision 1: nothing can change */
+    if (x.r < 0)
+        return p11_rv_from_errno(x.r, P11_CTX_SETATTR);
+    key_reload(s, x.c, k);
+    return CKR_OK;
 }
 
 CK_RV C_GetObjectSize(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pulSize) {
@@ -1922,9 +2016,11 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {
 
 /* ---- key generation ------------------------------------------------------------------------ */
 
-/* Template policy of protocol revision 1: token keys only, never extractable, always
- * sensitive (whatever CKA_SENSITIVE asks); a usage the key type cannot do is refused, a usage
- * turned off is accepted (the key reports its type's usages). */
+/* Template policy: token keys only (session objects are not in vhsmd yet); always sensitive
+ * (whatever CKA_SENSITIVE asks: vhsmd never gives out a key's value, so a "non-sensitive" key
+ * could not show it either); a usage the key type cannot do is refused. With revision 2 the
+ * usages asked for, CKA_EXTRACTABLE, CKA_PRIVATE and CKA_MODIFIABLE become vhsmd's enforced
+ * policy (gen_flags); a revision-1 daemon cannot store them (gen_key). */
 static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
                                 KeyKind kind) {
     if (t->has_class && t->cls != cls)
@@ -1933,8 +2029,7 @@ static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK
         return CKR_TEMPLATE_INCONSISTENT;
     /* CKA_SENSITIVE false is accepted and ignored: secret values never leave vhsmd, so every
      * key is sensitive (as on most hardware HSMs); pkcs11-tool asks for false by default. */
-    if (t->token == P11_TRI_FALSE || t->extractable == P11_TRI_TRUE ||
-        t->modifiable == P11_TRI_TRUE)
+    if (t->token == P11_TRI_FALSE) /* session objects: not in vhsmd yet */
         return CKR_ATTRIBUTE_VALUE_INVALID;
     bool can_sign = kind != KK_AES, can_crypt = kind == KK_AES || kind == KK_RSA;
     if (cls == CKO_PUBLIC_KEY) {
@@ -1946,7 +2041,7 @@ static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK
     }
     if (((t->sign == P11_TRI_TRUE || t->verify == P11_TRI_TRUE) && !can_sign) ||
         ((t->encrypt == P11_TRI_TRUE || t->decrypt == P11_TRI_TRUE) && !can_crypt) ||
-        t->wrap == P11_TRI_TRUE || t->unwrap == P11_TRI_TRUE ||
+        ((t->wrap == P11_TRI_TRUE || t->unwrap == P11_TRI_TRUE) && kind != KK_AES) ||
         (t->derive == P11_TRI_TRUE && kind != KK_EC_P256 && kind != KK_EC_P384))
         return CKR_ATTRIBUTE_VALUE_INVALID;
     return CKR_OK;
@@ -1964,33 +2059,97 @@ static bool vhsm_name_ok(const char *s) {
 
 /* Creates a key of vhsm type vtype named after the label when it is a valid, free name, else
  * "p11-<random>" (with the label kept as the vault label). Adds it to the slot; *ret_idx. */
-static CK_RV gen_key(P11Session *sess, const char *vtype, const char *label, int *ret_idx) {
+static uint32_t tri_apply(uint32_t f, P11Tri t, uint32_t bit) {
+    return t == P11_TRI_TRUE ? f | bit : t == P11_TRI_FALSE ? f & ~bit : f;
+}
+
+/* vhsmd's policy flags for a new key (revision 2): the usages the key type can do, sensitive,
+ * private, modifiable, destroyable, then what the templates ask. vt: the secret or private
+ * key's template; pt: the public key's (NULL for a secret key). CKA_SENSITIVE false is not
+ * honoured (see gen_template_check). */
+static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTemplate *vt) {
+    uint32_t f = VHSM_OBJ_SENSITIVE | VHSM_OBJ_PRIVATE | VHSM_OBJ_MODIFIABLE | VHSM_OBJ_DESTROYABLE;
+    if (kind != KK_AES)
+        f |= VHSM_OBJ_SIGN | VHSM_OBJ_VERIFY;
+    if (kind == KK_AES || kind == KK_RSA)
+        f |= VHSM_OBJ_ENCRYPT | VHSM_OBJ_DECRYPT;
+    if (kind == KK_AES)
+        f |= VHSM_OBJ_WRAP | VHSM_OBJ_UNWRAP;
+    if (kind == KK_EC_P256 || kind == KK_EC_P384)
+        f |= VHSM_OBJ_DERIVE;
+    const P11KeyTemplate *ps = pt ? pt : vt;
+    f = tri_apply(f, vt->sign, VHSM_OBJ_SIGN);
+    f = tri_apply(f, vt->decrypt, VHSM_OBJ_DECRYPT);
+    f = tri_apply(f, vt->unwrap, VHSM_OBJ_UNWRAP);
+    f = tri_apply(f, vt->derive, VHSM_OBJ_DERIVE);
+    f = tri_apply(f, ps->verify, VHSM_OBJ_VERIFY);
+    f = tri_apply(f, ps->encrypt, VHSM_OBJ_ENCRYPT);
+    f = tri_apply(f, ps->wrap, VHSM_OBJ_WRAP);
+    f = tri_apply(f, vt->extractable, VHSM_OBJ_EXTRACTABLE);
+    f = tri_apply(f, vt->private_, VHSM_OBJ_PRIVATE);
+    f = tri_apply(f, vt->modifiable, VHSM_OBJ_MODIFIABLE);
+    return f;
+}
+
+/* Creates a key of vhsm type vtype, named after the label when it is a valid, free name, else
+ * "p11-<random>". With revision 2 the templates' policy flags and CKA_LABEL / CKA_ID are stored
+ * in vhsmd; a revision-1 daemon gets a plain key (the label as its vault label), and templates
+ * asking for what only revision 2 can do are refused. Adds the key to the slot; *ret_idx. */
+static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
+                     const P11KeyTemplate *vt, int *ret_idx) {
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
     if (x.r < 0)
         return p11_rv_from_errno(x.r, P11_CTX_CREATE);
-    char name[140];
+    const P11KeyTemplate *lt = vt->has_label || !pt ? vt : pt;
+    const P11KeyTemplate *it = vt->has_id || !pt ? vt : pt;
+    const char *label = lt->has_label ? lt->label : NULL;
+    VhsmAttr attrs[2];
+    size_t n_attrs = 0;
+    if (lt->has_label)
+        attrs[n_attrs++] = (VhsmAttr){CKA_LABEL, lt->label, strlen(lt->label)};
+    if (it->has_id)
+        attrs[n_attrs++] = (VhsmAttr){CKA_ID, it->id, it->id_len};
+    VhsmObjectSpec ospec = {
+        .type = vtype, .flags = gen_flags(kind, pt, vt), .attrs = attrs, .n_attrs = n_attrs};
     VhsmKeySpec spec = {.type = vtype, .label = label && *label ? label : NULL};
+    bool rev1 = false;
+    char name[140];
     x.r = -EEXIST;
-    if (label && vhsm_name_ok(label)) {
-        snprintf(name, sizeof(name), "%s", label);
-        x.r = vhsm_key_create(x.c, name, &spec);
-    }
-    for (int tries = 0; x.r == -EEXIST && tries < 4; tries++) {
-        uint8_t rnd[8];
-        if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-            return CKR_FUNCTION_FAILED;
-        snprintf(name, sizeof(name), "p11-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
-                 rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-        x.r = vhsm_key_create(x.c, name, &spec);
+    for (int tries = 0; x.r == -EEXIST && tries < 5; tries++) {
+        if (tries == 0 && label && vhsm_name_ok(label))
+            snprintf(name, sizeof(name), "%s", label);
+        else {
+            uint8_t rnd[8];
+            if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+                return CKR_FUNCTION_FAILED;
+            snprintf(name, sizeof(name), "p11-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+                     rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+        }
+        if (!rev1) {
+            x.r = vhsm_object_create(x.c, name, &ospec, NULL, 0);
+            if (x.r == -EBADRQC) {
+                rev1 = true;
+                if (vt->extractable == P11_TRI_TRUE || vt->modifiable == P11_TRI_TRUE || it->has_id)
+                    return CKR_ATTRIBUTE_VALUE_INVALID; /* needs revision 2 */
+            }
+        }
+        if (rev1)
+            x.r = vhsm_key_create(x.c, name, &spec);
     }
     if (x.r < 0)
         return p11_rv_from_errno(x.r, P11_CTX_CREATE);
     char full[160];
     snprintf(full, sizeof(full), "%u/%s", (unsigned)geteuid(), name);
+    /* the new key's flags, attributes and public key, as vhsmd stored them */
+    _cleanup_free_ char *desc_text = NULL;
+    json_t *desc = NULL;
+    if (!rev1 && vhsm_key_info(x.c, full, &desc_text) >= 0)
+        desc = json_loads(desc_text, 0, NULL);
     LOCKED(s->lock);
-    int idx = slot_key_upsert_locked(s, full, vtype, label, "generated", NULL);
+    int idx = slot_key_upsert_locked(s, full, vtype, rev1 ? label : NULL, "generated", desc);
+    json_decref(desc);
     if (idx < 0)
         return CKR_HOST_MEMORY;
     *ret_idx = idx;
@@ -2034,7 +2193,7 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     int idx = 0;
-    rv = gen_key(sess, vtype, t.has_label ? t.label : NULL, &idx);
+    rv = gen_key(sess, vtype, kind, NULL, &t, &idx);
     if (rv != CKR_OK)
         return rv;
     *phKey = HANDLE(sess->slot, idx, ROLE_PRIV);
@@ -2099,9 +2258,8 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         return rv;
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
-    const char *label = vt.has_label ? vt.label : pt.has_label ? pt.label : NULL;
     int idx = 0;
-    rv = gen_key(sess, vtype, label, &idx);
+    rv = gen_key(sess, vtype, kind, &pt, &vt, &idx);
     if (rv != CKR_OK)
         return rv;
     *phPublicKey = HANDLE(sess->slot, idx, ROLE_PUB);
@@ -2362,6 +2520,18 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
     }
     default:
         return CKR_MECHANISM_INVALID;
+    }
+    {
+        /* revision 2: the usage flags vhsmd enforces (CKA_SIGN, ...), checked up front,
+         * after the mechanism fits the key */
+        static const uint32_t need_flag[] = {[OP_SIGN] = VHSM_OBJ_SIGN,
+                                             [OP_VERIFY] = VHSM_OBJ_VERIFY,
+                                             [OP_ENCRYPT] = VHSM_OBJ_ENCRYPT,
+                                             [OP_DECRYPT] = VHSM_OBJ_DECRYPT};
+        P11Slot *s = slot_get(sess->slot);
+        LOCKED(s->lock);
+        if (k->has_flags && !(k->flags & need_flag[kind]))
+            return CKR_KEY_FUNCTION_NOT_PERMITTED;
     }
     if (n.md) {
         n.mdctx = EVP_MD_CTX_new();

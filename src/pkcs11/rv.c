@@ -88,11 +88,28 @@ static const RvRow table[] = {
 };
 /* clang-format on */
 
+/* Changing attributes: vhsmd refuses a change the object's policy forbids (not modifiable, a
+ * one-way flag back, CKA_TRUSTED by a non-SO) with EPERM, an attribute it owns with EINVAL. */
+static const struct {
+    int err;
+    CK_RV rv;
+} setattr[] = {
+    {EPERM, CKR_ATTRIBUTE_READ_ONLY},        {EACCES, CKR_ACTION_PROHIBITED},
+    {EINVAL, CKR_ATTRIBUTE_TYPE_INVALID},    {ERANGE, CKR_ATTRIBUTE_VALUE_INVALID},
+    {EMSGSIZE, CKR_ATTRIBUTE_VALUE_INVALID}, {E2BIG, CKR_TEMPLATE_INCONSISTENT},
+};
+
 CK_RV p11_rv_from_errno(int r, P11Ctx ctx) {
     if (r >= 0)
         return CKR_OK;
     if (ctx < 0 || ctx >= _P11_CTX_MAX)
         ctx = P11_CTX_GENERIC;
+    if (ctx == P11_CTX_SETATTR) {
+        for (size_t i = 0; i < ELEMENTSOF(setattr); i++)
+            if (setattr[i].err == -r)
+                return setattr[i].rv;
+        ctx = P11_CTX_OBJECT;
+    }
     for (size_t i = 0; i < ELEMENTSOF(table); i++)
         if (table[i].err == -r)
             return table[i].rv[ctx] != 0 ? table[i].rv[ctx] : table[i].rv[P11_CTX_GENERIC];

@@ -20,6 +20,7 @@ typedef enum P11Ctx {
     P11_CTX_UNWRAP,  /* unwrapping: a rejection is an invalid wrapped key */
     P11_CTX_CREATE,  /* creating keys and objects */
     P11_CTX_PIN,     /* PINs and logins: C_Login, C_InitToken, C_InitPIN, C_SetPIN */
+    P11_CTX_SETATTR, /* C_SetAttributeValue */
     _P11_CTX_MAX,
     _P11_CTX_INVALID = -22,
 } P11Ctx;

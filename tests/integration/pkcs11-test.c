@@ -648,9 +648,12 @@ static void test_generate_find_attributes(void **state) {
     CK_ATTRIBUTE no_curve[] = {{CKA_TOKEN, &yes, sizeof(yes)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, no_curve, 1, NULL, 0, &a, &b),
                      CKR_TEMPLATE_INCOMPLETE);
-    CK_ATTRIBUTE extractable[] = {{CKA_EXTRACTABLE, &yes, sizeof(yes)}};
     CK_ATTRIBUTE curve[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)}};
-    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, extractable, 1, &a, &b),
+    CK_ATTRIBUTE session_obj[] = {{CKA_TOKEN, &no, sizeof(no)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, session_obj, 1, &a, &b),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE decrypt_ec[] = {{CKA_DECRYPT, &yes, sizeof(yes)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, decrypt_ec, 1, &a, &b),
                      CKR_ATTRIBUTE_VALUE_INVALID);
     CK_ATTRIBUTE short_bool[] = {{CKA_SIGN, &yes, 4}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, short_bool, 1, &a, &b),
@@ -749,6 +752,87 @@ static void test_generate_find_attributes(void **state) {
     assert_int_equal(F->C_DestroyObject(s, priv), CKR_OK);
     assert_int_equal(F->C_DestroyObject(s, priv), CKR_OBJECT_HANDLE_INVALID);
     assert_int_equal(F->C_GetAttributeValue(s, pub, pq, 2), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Policy and attributes stored in vhsmd (revision 2): CKA_ID and CKA_LABEL from the template,
+ * C_SetAttributeValue for application attributes and usage flags, which vhsmd enforces. */
+static void test_attributes_stored(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BYTE id[] = {0xa1, 0xb2, 0xc3};
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+                         {CKA_ID, id, sizeof(id)}};
+    CK_ATTRIBUTE vt[] = {
+        {CKA_LABEL, "stored attrs", 12}, {CKA_EXTRACTABLE, &yes, 1}, {CKA_DERIVE, &no, 1}};
+    CK_OBJECT_HANDLE pub, priv;
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, pt, 2, vt, 3, &pub, &priv), CKR_OK);
+    CK_BYTE got_id[16], label[32];
+    CK_BBOOL extract = 0, never = 1, derive = 1, modifiable = 0;
+    CK_ATTRIBUTE q[] = {{CKA_ID, got_id, sizeof(got_id)}, {CKA_LABEL, label, sizeof(label)},
+                        {CKA_EXTRACTABLE, &extract, 1},   {CKA_NEVER_EXTRACTABLE, &never, 1},
+                        {CKA_DERIVE, &derive, 1},         {CKA_MODIFIABLE, &modifiable, 1}};
+    assert_int_equal(F->C_GetAttributeValue(s, priv, q, 6), CKR_OK);
+    assert_int_equal(q[0].ulValueLen, 3);
+    assert_memory_equal(got_id, id, 3);
+    assert_int_equal(q[1].ulValueLen, 12);
+    assert_memory_equal(label, "stored attrs", 12);
+    assert_true(extract && !never && !derive && modifiable);
+    /* the public key object shares them */
+    assert_int_equal(F->C_GetAttributeValue(s, pub, q, 2), CKR_OK);
+    assert_memory_equal(got_id, id, 3);
+    /* found by its ID */
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE ft[] = {{CKA_ID, id, sizeof(id)}, {CKA_CLASS, &cls, sizeof(cls)}};
+    CK_OBJECT_HANDLE found[4];
+    CK_ULONG n = 0;
+    assert_int_equal(F->C_FindObjectsInit(s, ft, 2), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, found, 4, &n), CKR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(found[0], priv);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+
+    /* C_SetAttributeValue: a new label and ID, then reading them back */
+    CK_BYTE id2[] = {0x42};
+    CK_ATTRIBUTE set[] = {{CKA_LABEL, "renamed", 7}, {CKA_ID, id2, 1}};
+    CK_SESSION_HANDLE ro = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    assert_int_equal(F->C_SetAttributeValue(ro, priv, set, 2), CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_SetAttributeValue(s, priv, set, 2), CKR_OK);
+    assert_int_equal(F->C_GetAttributeValue(s, priv, q, 2), CKR_OK);
+    assert_int_equal(q[0].ulValueLen, 1);
+    assert_int_equal(got_id[0], 0x42);
+    assert_int_equal(q[1].ulValueLen, 7);
+    assert_memory_equal(label, "renamed", 7);
+    /* fixed attributes, one-way flags */
+    CK_KEY_TYPE kt = CKK_RSA;
+    CK_ATTRIBUTE bad1[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, bad1, 1), CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE bad2[] = {{CKA_SENSITIVE, &no, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, bad2, 1), CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE bad3[] = {{CKA_SIGN, &yes, 4}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, bad3, 1), CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE unextract[] = {{CKA_EXTRACTABLE, &no, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, unextract, 1), CKR_OK);
+    CK_ATTRIBUTE reextract[] = {{CKA_EXTRACTABLE, &yes, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, reextract, 1), CKR_ATTRIBUTE_READ_ONLY);
+    /* a usage turned off is enforced by vhsmd */
+    CK_MECHANISM sm = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    CK_ATTRIBUTE nosign[] = {{CKA_SIGN, &no, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, nosign, 1), CKR_OK);
+    CK_BBOOL sign = 1;
+    CK_ATTRIBUTE qs = {CKA_SIGN, &sign, 1};
+    assert_int_equal(F->C_GetAttributeValue(s, priv, &qs, 1), CKR_OK);
+    assert_false(sign);
+    assert_int_equal(F->C_SignInit(s, &sm, priv), CKR_KEY_FUNCTION_NOT_PERMITTED);
+    CK_ATTRIBUTE resign[] = {{CKA_SIGN, &yes, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, resign, 1), CKR_OK);
+    assert_int_equal(F->C_SignInit(s, &sm, priv), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_OK);
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
@@ -1325,6 +1409,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_argument_errors, finalize),
         cmocka_unit_test_teardown(test_sessions, finalize),
         cmocka_unit_test_teardown(test_generate_find_attributes, finalize),
+        cmocka_unit_test_teardown(test_attributes_stored, finalize),
         cmocka_unit_test_teardown(test_sign_rules, finalize),
         cmocka_unit_test_teardown(test_sign_mechanisms, finalize),
         cmocka_unit_test_teardown(test_oaep_and_digest, finalize),
