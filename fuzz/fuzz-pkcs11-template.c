@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             break;
         memcpy(values[n], data + off, len);
         off += len;
-        attrs[n] = (CK_ATTRIBUTE){ type, (flags & 1) ? NULL : values[n], len };
+        attrs[n] = (CK_ATTRIBUTE){type, (flags & 1) ? NULL : values[n], len};
         if ((flags & 2) && len >= sizeof(CK_ULONG))
             attrs[n].ulValueLen = sizeof(CK_ULONG);
         n++;
