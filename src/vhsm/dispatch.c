@@ -941,6 +941,56 @@ static int op_object_set(Req *q) {
     return r < 0 ? attrs_fail(q, "object-set", r) : 0;
 }
 
+/* ENCRYPT_EX / DECRYPT_EX: AES modes with the caller's IV, AAD and tag length (raw output). */
+static int op_crypt_ex(Req *q, bool encrypt) {
+    static const char *const modes[_VAULT_AES_MODE_MAX] = {
+        [VAULT_AES_CBC] = "aes-cbc",
+        [VAULT_AES_CBC_PAD] = "aes-cbc-pad",
+        [VAULT_AES_CTR] = "aes-ctr",
+        [VAULT_AES_GCM] = "aes-gcm",
+    };
+    VaultAesParams p = {.mode = _VAULT_AES_MODE_INVALID};
+    const uint8_t *data;
+    size_t data_len, out_len = 0;
+    char alg[32];
+    uint8_t *out;
+    int r;
+
+    if ((r = get_name(q)) < 0 ||
+        (r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, alg, sizeof alg)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_IV, true, &p.iv, &p.iv_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_AAD, false, &p.aad, &p.aad_len)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_TAG_BITS, false, 0, &p.tag_bits)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_COUNTER_BITS, false, 0, &p.counter_bits)) < 0)
+        return r;
+    for (int m = 0; m < _VAULT_AES_MODE_MAX; m++)
+        if (strcmp(alg, modes[m]) == 0)
+            p.mode = (VaultAesMode)m;
+    if (p.mode < 0)
+        return req_fail(q, -EOPNOTSUPP,
+                        "%s: unknown algorithm '%s' (aes-cbc, aes-cbc-pad, aes-ctr, aes-gcm)",
+                        encrypt ? "encrypt-ex" : "decrypt-ex", alg);
+    if (p.mode != VAULT_AES_GCM && p.aad_len > 0)
+        return req_fail(q, -EINVAL, "AAD is for aes-gcm only");
+    if (!encrypt)
+        vhsm_buf_mark_secret(q->out);
+    out = vhsm_buf_put_reserve(q->out, VHSM_TAG_OUTPUT, data_len + 16);
+    if (!out)
+        return -ENOMEM;
+    r = vault_aes_crypt(q->d->vault, q->peer, q->name, &p, encrypt, data, data_len, out,
+                        data_len + 16, &out_len);
+    if (r == -EINVAL)
+        return req_fail(q, r,
+                        "%s: key '%s': invalid parameters for %s (IV length, data length, tag "
+                        "bits 96..128, or a CTR counter that would wrap)",
+                        encrypt ? "encrypt-ex" : "decrypt-ex", q->name, alg);
+    if (r < 0)
+        return r;
+    vhsm_buf_commit(q->out, out_len);
+    return 0;
+}
+
 static int put_json(Req *q, json_t *j) {
     _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
     if (!s)
@@ -1593,6 +1643,12 @@ int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const ui
         break;
     case VHSM_OP_OBJECT_SET:
         r = op_object_set(&q);
+        break;
+    case VHSM_OP_ENCRYPT_EX:
+        r = op_crypt_ex(&q, true);
+        break;
+    case VHSM_OP_DECRYPT_EX:
+        r = op_crypt_ex(&q, false);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

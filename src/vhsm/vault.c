@@ -3401,3 +3401,119 @@ int vault_random(size_t n, uint8_t **ret) {
     *ret = TAKE_PTR(buf);
     return 0;
 }
+
+/* ---- AES modes with caller parameters (revision 2, the PKCS#11 module) ---- */
+
+static const EVP_CIPHER *aes_mode_cipher(VaultAesMode mode) {
+    switch (mode) {
+    case VAULT_AES_CBC:
+    case VAULT_AES_CBC_PAD:
+        return EVP_aes_256_cbc();
+    case VAULT_AES_CTR:
+        return EVP_aes_256_ctr();
+    case VAULT_AES_GCM:
+        return EVP_aes_256_gcm();
+    default:
+        return NULL;
+    }
+}
+
+/* CTR: refuses an operation that would wrap the low counter_bits of the counter block (PKCS#11
+ * counts only those bits; OpenSSL increments all 128, which agrees as long as they do not wrap). */
+static int ctr_check(const uint8_t iv[16], unsigned counter_bits, size_t in_len) {
+    uint64_t blocks = (in_len + 15) / 16, avail;
+    unsigned __int128 ctr = 0, max;
+    if (counter_bits == 0 || counter_bits > 128)
+        return -EINVAL;
+    for (size_t i = 0; i < 16; i++)
+        ctr = ctr << 8 | iv[i];
+    if (counter_bits == 128)
+        return 0;
+    max = ((unsigned __int128)1 << counter_bits) - 1;
+    ctr &= max;
+    avail = (max - ctr) > UINT64_MAX ? UINT64_MAX : (uint64_t)(max - ctr) + 1;
+    return blocks <= avail ? 0 : -EINVAL;
+}
+
+int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const VaultAesParams *p,
+                    bool encrypt, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                    size_t *ret_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = NULL;
+    const EVP_CIPHER *cipher;
+    size_t tag_len = 0, body_len = in_len;
+    VaultKeyType type;
+    int n = 0, fin = 0, r;
+
+    if (!p || !out || !ret_len || (in_len > 0 && !in) || in_len > VAULT_MAX_INPUT ||
+        !(cipher = aes_mode_cipher(p->mode)) || (p->iv_len > 0 && !p->iv) ||
+        (p->aad_len > 0 && !p->aad) || out_size < in_len + 16)
+        return -EINVAL;
+    switch (p->mode) {
+    case VAULT_AES_CBC:
+        if (p->iv_len != 16 || in_len % 16 != 0)
+            return -EINVAL;
+        break;
+    case VAULT_AES_CBC_PAD:
+        if (p->iv_len != 16 || (!encrypt && (in_len == 0 || in_len % 16 != 0)))
+            return -EINVAL;
+        break;
+    case VAULT_AES_CTR:
+        if (p->iv_len != 16 ||
+            ctr_check(p->iv, p->counter_bits ? p->counter_bits : 128, in_len) < 0)
+            return -EINVAL;
+        break;
+    case VAULT_AES_GCM:
+        tag_len = p->tag_bits ? p->tag_bits / 8 : 16;
+        if (p->iv_len < 1 || p->iv_len > 128 ||
+            (p->tag_bits && (p->tag_bits % 8 != 0 || p->tag_bits < 96 || p->tag_bits > 128)))
+            return -EINVAL;
+        if (!encrypt) {
+            if (in_len < tag_len)
+                return -EINVAL;
+            body_len = in_len - tag_len;
+        }
+        break;
+    default:
+        return -EINVAL;
+    }
+    if ((r = acquire(v, peer, name, true, encrypt ? VAULT_OBJ_ENCRYPT : VAULT_OBJ_DECRYPT, 0, &type,
+                     &kv)) < 0)
+        return r;
+    if (type != VAULT_KEY_AES256)
+        return -EOPNOTSUPP;
+    ctx = EVP_CIPHER_CTX_new();
+    if (!ctx || EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, encrypt) != 1)
+        return -ENOMEM;
+    if (p->mode == VAULT_AES_GCM &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)p->iv_len, NULL) != 1)
+        return nt_openssl_error(-EIO, "GCM IV length");
+    if (EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(kv->secret), p->iv, encrypt) != 1 ||
+        EVP_CIPHER_CTX_set_padding(ctx, p->mode == VAULT_AES_CBC_PAD) != 1)
+        return nt_openssl_error(-EIO, "AES init");
+    if (p->mode == VAULT_AES_GCM && p->aad_len > 0 &&
+        EVP_CipherUpdate(ctx, NULL, &n, p->aad, (int)p->aad_len) != 1)
+        return nt_openssl_error(-EIO, "GCM AAD");
+    if (p->mode == VAULT_AES_GCM && !encrypt &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, (int)tag_len, (void *)(in + body_len)) != 1)
+        return nt_openssl_error(-EIO, "GCM tag");
+    n = 0;
+    if ((body_len > 0 && EVP_CipherUpdate(ctx, out, &n, in, (int)body_len) != 1)) {
+        explicit_bzero(out, out_size);
+        return nt_openssl_error(-EIO, "AES update");
+    }
+    if (EVP_CipherFinal_ex(ctx, out + n, &fin) != 1) {
+        ERR_clear_error();
+        explicit_bzero(out, out_size);
+        /* GCM: the tag did not verify; CBC-PAD: bad padding */
+        return p->mode == VAULT_AES_GCM ? -EKEYREJECTED : -EBADMSG;
+    }
+    n += fin;
+    if (p->mode == VAULT_AES_GCM && encrypt) {
+        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, (int)tag_len, out + n) != 1)
+            return nt_openssl_error(-EIO, "GCM tag");
+        n += (int)tag_len;
+    }
+    *ret_len = (size_t)n;
+    return 0;
+}

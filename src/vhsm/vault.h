@@ -467,6 +467,35 @@ int vault_random(size_t n, uint8_t **ret);
 int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint32_t flags_set,
                          uint32_t flags_clear, const VaultAttr *attrs, size_t n_attrs);
 
+/* AES modes with the caller's parameters, for the PKCS#11 module (raw output, no envelope):
+ * CBC (IV 16, data a multiple of 16), CBC with PKCS#7 padding, CTR (IV = the 16-byte counter
+ * block; counter_bits 1..128, 0 = 128; an operation that would wrap them is refused), GCM (IV
+ * 1..128 bytes, AAD, tag_bits 96..128 in steps of 8, 0 = 128; encrypt output ct || tag, decrypt
+ * input ct || tag). USE right, the login rule, ENCRYPT / DECRYPT usage; AES keys only
+ * (-EOPNOTSUPP). out_size >= in_len + 16. Returns 0, -EINVAL (parameters, lengths),
+ * -EKEYREJECTED (GCM tag), -EBADMSG (CBC padding), or the acquire errors; out is wiped on a
+ * decryption failure. */
+typedef enum VaultAesMode {
+    VAULT_AES_CBC,
+    VAULT_AES_CBC_PAD,
+    VAULT_AES_CTR,
+    VAULT_AES_GCM,
+    _VAULT_AES_MODE_MAX,
+    _VAULT_AES_MODE_INVALID = -EINVAL,
+} VaultAesMode;
+typedef struct VaultAesParams {
+    VaultAesMode mode;
+    const uint8_t *iv;
+    size_t iv_len;
+    const uint8_t *aad;
+    size_t aad_len;
+    unsigned tag_bits;
+    unsigned counter_bits;
+} VaultAesParams;
+int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const VaultAesParams *p,
+                    bool encrypt, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                    size_t *ret_len);
+
 /* Number of keys in the table (tests, status). */
 size_t vault_key_count(Vault *v);
 

@@ -13,6 +13,9 @@
  *                     InitPIN, the new PIN logs in and signs
  *   other SOCK        as another uid: its own token is uninitialised; the shared key works by its
  *                     ACL alone (its token has no user PIN); no token operation reaches uid 4242's
+ *   objects SOCK      as uid 4545 (no token PIN): objects with flags and attributes, usage flags
+ *                     enforced, one-way rules, caps and reserved types on the wire
+ *   objects2 SOCK     after a restart: the attributes and flags are still there
  *   revision SOCK     the daemon speaks revision 2
  *   kdf-time SOCK     as a fresh uid on a daemon with the default KDF: prints one login's ms
  */
@@ -219,6 +222,107 @@ static void step_other(const char *sock) {
     vhsm_disconnect(c);
 }
 
+static const VhsmObject *find(const VhsmObject *o, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(o[i].name, name))
+            return &o[i];
+    return NULL;
+}
+
+static const VhsmAttr *attr(const VhsmObject *o, uint32_t type) {
+    for (size_t i = 0; i < o->n_attrs; i++)
+        if (o->attrs[i].type == type)
+            return &o->attrs[i];
+    return NULL;
+}
+
+static void step_objects(const char *sock) {
+    VhsmClient *c = conn(sock);
+    const VhsmAttr attrs[] = {{3 /* CKA_LABEL */, "web key", 7},
+                              {0x102 /* CKA_ID */, "\x01\x02", 2}};
+    VhsmObjectSpec spec = {.type = "p256",
+                           .flags = VHSM_OBJ_SIGN | VHSM_OBJ_SENSITIVE | VHSM_OBJ_PRIVATE |
+                                    VHSM_OBJ_MODIFIABLE | VHSM_OBJ_DESTROYABLE,
+                           .attrs = attrs,
+                           .n_attrs = 2};
+    VhsmObject o, *all = NULL;
+    size_t n;
+    uint8_t body[2048];
+    size_t bl;
+
+    EXPECT(vhsm_object_create(c, "web", &spec, NULL, 0), 0);
+    EXPECT(vhsm_object_get(c, "web", &o), 0);
+    CHECK(!strcmp(o.name, "4545/web") && !strcmp(o.type, "ec-p256") && o.bits == 256,
+          "object: %s %s %u", o.name, o.type, o.bits);
+    CHECK(o.flags == (spec.flags | VHSM_OBJ_LOCAL | VHSM_OBJ_ALWAYS_SENSITIVE |
+                      VHSM_OBJ_NEVER_EXTRACTABLE),
+          "flags 0x%x", o.flags);
+    CHECK(o.value_len == 91 && o.value[0] == 0x30, "SPKI DER (%zu bytes)", o.value_len);
+    CHECK(o.n_attrs == 2 && attr(&o, 3) && attr(&o, 3)->len == 7 &&
+              !memcmp(attr(&o, 3)->value, "web key", 7),
+          "label attribute");
+    vhsm_object_free(&o);
+    {
+        /* VERIFY is off: vhsmd refuses to verify even its own signature */
+        uint8_t *sig = NULL;
+        size_t sl;
+        EXPECT(vhsm_sign(c, "web", "ecdsa", 0, "msg", 3, &sig, &sl), 0);
+        EXPECT(vhsm_verify(c, "web", "ecdsa", 0, 0, "msg", 3, sig, sl), -EPERM);
+        free(sig);
+    }
+    /* one-way rules */
+    EXPECT(vhsm_object_set(c, "web", 0, VHSM_OBJ_SENSITIVE, NULL, 0), -EPERM);
+    EXPECT(vhsm_object_set(c, "web", VHSM_OBJ_EXTRACTABLE, 0, NULL, 0), -EPERM);
+    EXPECT(vhsm_object_set(c, "web", 0, VHSM_OBJ_SIGN, NULL, 0), 0);
+    EXPECT(sign(c, "web"), -EPERM);
+    EXPECT(vhsm_object_set(c, "web", VHSM_OBJ_SIGN, 0, &(VhsmAttr){3, "renamed", 7}, 1), 0);
+    EXPECT(sign(c, "web"), 0);
+    /* refusals on the wire: a reserved type (CKA_VALUE), a short ATTR, too many, oversize */
+    EXPECT(vhsm_object_set(c, "web", 0, 0, &(VhsmAttr){0x11, "v", 1}, 1), -EINVAL);
+    bl = tlv(body, VHSM_TAG_KEY_NAME, "web", 3);
+    bl += tlv(body + bl, VHSM_TAG_ATTR, "\0\0", 2);
+    EXPECT(raw(c, VHSM_OP_OBJECT_SET, body, bl), -EBADMSG);
+    bl = tlv(body, VHSM_TAG_KEY_NAME, "web", 3);
+    for (uint32_t i = 0; i < 33; i++) {
+        uint8_t a[5] = {0x80, 0, 0, (uint8_t)i, 'x'};
+        bl += tlv(body + bl, VHSM_TAG_ATTR, a, 5);
+    }
+    EXPECT(raw(c, VHSM_OP_OBJECT_SET, body, bl), -E2BIG);
+    {
+        /* one ATTR value of 1025 bytes: over the per-value cap */
+        uint8_t *frame = calloc(1, 64 + 4 + 1025);
+        size_t fl = tlv(frame, VHSM_TAG_KEY_NAME, "web", 3);
+        uint8_t *v = calloc(1, 4 + 1025);
+        v[0] = 0x80;
+        fl += tlv(frame + fl, VHSM_TAG_ATTR, v, 4 + 1025);
+        EXPECT(raw(c, VHSM_OP_OBJECT_SET, frame, fl), -E2BIG);
+        free(v);
+        free(frame);
+    }
+    EXPECT(vhsm_object_create(
+               c, "bad", &(VhsmObjectSpec){.type = "aes256", .flags = VHSM_OBJ_LOCAL}, NULL, 0),
+           -EINVAL);
+    /* the list shows the object with its attributes */
+    EXPECT(vhsm_object_list(c, &all, &n), 0);
+    {
+        const VhsmObject *w = find(all, n, "4545/web");
+        CHECK(w && attr(w, 3) && !memcmp(attr(w, 3)->value, "renamed", 7), "listed object");
+    }
+    vhsm_objects_free(all, n);
+    vhsm_disconnect(c);
+}
+
+static void step_objects2(const char *sock) {
+    VhsmClient *c = conn(sock);
+    VhsmObject o;
+    EXPECT(vhsm_object_get(c, "web", &o), 0);
+    CHECK(attr(&o, 3) && attr(&o, 3)->len == 7 && !memcmp(attr(&o, 3)->value, "renamed", 7) &&
+              attr(&o, 0x102) && (o.flags & VHSM_OBJ_SIGN) && !(o.flags & VHSM_OBJ_VERIFY),
+          "object after restart: flags 0x%x", o.flags);
+    vhsm_object_free(&o);
+    vhsm_disconnect(c);
+}
+
 static void step_revision(const char *sock) {
     VhsmClient *c = conn(sock);
     uint32_t rev = 0;
@@ -252,6 +356,10 @@ int main(int argc, char **argv) {
         step_locked(argv[2]);
     else if (!strcmp(argv[1], "other"))
         step_other(argv[2]);
+    else if (!strcmp(argv[1], "objects"))
+        step_objects(argv[2]);
+    else if (!strcmp(argv[1], "objects2"))
+        step_objects2(argv[2]);
     else if (!strcmp(argv[1], "revision"))
         step_revision(argv[2]);
     else if (!strcmp(argv[1], "kdf-time"))

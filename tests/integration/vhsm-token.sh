@@ -11,6 +11,7 @@ as() { local uid=$1; shift; H as-user "$uid" "$uid" -- "$TT" "$@"; }
 start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
 as 4242 revision "$SOCK" || fail "revision"
 as 4242 setup "$SOCK" || fail "setup"
+as 4545 objects "$SOCK" || fail "objects"
 # a clean restart keeps the count (2 failures), the third locks
 stop_vhsmd || fail "vhsmd did not stop cleanly"
 start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
@@ -20,6 +21,7 @@ kill_vhsmd
 start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
 as 4343 other "$SOCK" || fail "another uid"
 as 4242 locked "$SOCK" || fail "locked after restart"
+as 4545 objects2 "$SOCK" || fail "objects after restart"
 grep -q "Wrong user PIN for the token of uid 4242 (3 of 3 failures)" "$VHSMD_LOG" || fail "log line"
 ! grep -q "wrong-3\|user-pin-1\|so-pin-0001" "$VHSMD_LOG" || fail "a PIN reached the log"
 ! grep -aq "user-pin-1" "$KS" || fail "a PIN in clear in the keystore"

@@ -218,6 +218,10 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "object-create";
     case VHSM_OP_OBJECT_SET:
         return "object-set";
+    case VHSM_OP_ENCRYPT_EX:
+        return "encrypt-ex";
+    case VHSM_OP_DECRYPT_EX:
+        return "decrypt-ex";
     default:
         return "unknown";
     }

@@ -87,6 +87,9 @@ typedef enum VhsmOpcode {
     /* Revision 2: objects (docs/protocol.md "Objects"). */
     VHSM_OP_OBJECT_CREATE = 0x0060,
     VHSM_OP_OBJECT_SET = 0x0063,
+    /* Revision 2: mechanisms with caller parameters (docs/protocol.md "Mechanisms"). */
+    VHSM_OP_ENCRYPT_EX = 0x0070,
+    VHSM_OP_DECRYPT_EX = 0x0071,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -136,6 +139,9 @@ typedef enum VhsmTag {
     VHSM_TAG_OBJ_FLAGS = 0x002B,       /* u32: VHSM_OBJ_* (object create; object set: to set) */
     VHSM_TAG_ATTR = 0x002C,            /* bytes, repeatable: u32 type (BE) | value */
     VHSM_TAG_OBJ_FLAGS_CLEAR = 0x0040, /* u32: object set: bits to clear */
+    VHSM_TAG_IV = 0x002D,              /* bytes: IV / counter block (encrypt-ex, decrypt-ex) */
+    VHSM_TAG_TAG_BITS = 0x002E,        /* u32: GCM tag length in bits */
+    VHSM_TAG_COUNTER_BITS = 0x002F,    /* u32: CTR counter bits */
     VHSM_TAG_REVISION = 0x0039,        /* u32: protocol revision (PING reply) */
     VHSM_TAG_TOKEN_FLAGS = 0x003A,     /* u32: VHSM_TOKEN_* (token info) */
     VHSM_TAG_USER_FAILURES = 0x003B,   /* u32 */

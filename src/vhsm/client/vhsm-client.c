@@ -1962,3 +1962,45 @@ int vhsm_object_list(VhsmClient *c, VhsmObject **ret, size_t *ret_n) {
     *ret_n = n;
     return 0;
 }
+
+/* ---- revision 2: mechanisms with caller parameters ---- */
+
+static int crypt_ex(VhsmClient *c, uint16_t op, const char *name, const char *algorithm,
+                    const VhsmParams *p, const void *in, size_t in_len, uint8_t **ret,
+                    size_t *ret_len) {
+    Call call;
+    int r;
+    if (!name || !algorithm || !p || !ret || !ret_len || (in_len > 0 && !in) || !p->iv ||
+        p->iv_len == 0 || (p->aad_len > 0 && !p->aad))
+        return -EINVAL;
+    if (strncmp(algorithm, "aes-", 4) != 0)
+        return -EOPNOTSUPP; /* RSA-OAEP with parameters: not in this revision yet */
+    r = call_begin(&call, c, op);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, in, in_len);
+    vhsm_buf_put(&c->out, VHSM_TAG_IV, p->iv, p->iv_len);
+    if (p->aad_len)
+        vhsm_buf_put(&c->out, VHSM_TAG_AAD, p->aad, p->aad_len);
+    if (p->tag_bits)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_TAG_BITS, p->tag_bits);
+    if (p->counter_bits)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_COUNTER_BITS, p->counter_bits);
+    r = call_run(&call);
+    if (r >= 0)
+        r = copy_out(&call, VHSM_TAG_OUTPUT, ret, ret_len);
+    call_end(&call);
+    return r;
+}
+
+int vhsm_encrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
+                    const void *in, size_t in_len, uint8_t **ret, size_t *ret_len) {
+    return crypt_ex(c, VHSM_OP_ENCRYPT_EX, name, algorithm, p, in, in_len, ret, ret_len);
+}
+
+int vhsm_decrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
+                    const void *in, size_t in_len, uint8_t **ret, size_t *ret_len) {
+    return crypt_ex(c, VHSM_OP_DECRYPT_EX, name, algorithm, p, in, in_len, ret, ret_len);
+}

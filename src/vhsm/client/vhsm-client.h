@@ -436,9 +436,13 @@ int vhsm_object_set(VhsmClient *c, const char *name, uint32_t flags_set, uint32_
                     const VhsmAttr *attrs, size_t n_attrs);
 /* The key delete works for every object type: vhsm_key_delete(). */
 
-/* Mechanisms (revision 2). Algorithm names: "aes-cbc", "aes-cbc-pad", "aes-ctr", "aes-gcm" (caller
- * IV), "rsa-oaep", "rsa-pss", "rsa-pkcs1", "rsa-pkcs1-raw", "ecdsa-raw", "ed25519",
- * "hmac-sha256", "hmac-sha384", "hmac-sha512". Always raw output (no vault envelope). */
+/* Mechanisms (revision 2) with the caller's parameters, raw output (no vault envelope).
+ * vhsm_encrypt_ex / vhsm_decrypt_ex, AES keys: "aes-cbc" (IV 16 bytes, data a multiple of 16),
+ * "aes-cbc-pad" (PKCS#7), "aes-ctr" (IV = the 16-byte counter block; counter_bits; a request that
+ * would wrap the counter bits: -EINVAL), "aes-gcm" (IV 1..128 bytes, AAD, tag_bits 96..128 step 8;
+ * encrypt returns ct || tag, decrypt takes ct || tag: -EKEYREJECTED on a bad tag). Needs the
+ * ENCRYPT / DECRYPT object flag (-EPERM) and the login rule (-EBADR). -EBADMSG: bad CBC padding.
+ * Data per request: at most VHSM_DATA_MAX. The module buffers multi-part operations itself. */
 typedef struct VhsmParams {
     const uint8_t *iv; /* CBC: 16; CTR: 16-byte counter block; GCM: 1..128 bytes */
     size_t iv_len;
@@ -456,16 +460,7 @@ int vhsm_encrypt_ex(VhsmClient *c, const char *name, const char *algorithm, cons
                     const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
 int vhsm_decrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
                     const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
-/* flags: VHSM_OP_PREHASHED allowed. */
-int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
-                 const VhsmParams *p, const void *data, size_t len, uint8_t **ret_sig,
-                 size_t *ret_sig_len);
-int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
-                   const VhsmParams *p, const void *data, size_t len, const void *sig,
-                   size_t sig_len);
-/* C_WrapKey / C_UnwrapKey with "aes-kw" / "aes-kwp". Target must be EXTRACTABLE (and the wrapping
- * key TRUSTED if the target is WRAP_WITH_TRUSTED), else -EPERM. */
-int vhsm_wrap_key(VhsmClient *c, const char *wrapping, const char *algorithm, const char *target,
-                  uint8_t **ret, size_t *ret_len);
-int vhsm_unwrap_key(VhsmClient *c, const char *wrapping, const char *algorithm, const void *wrapped,
-                    size_t wrapped_len, const char *new_name, const VhsmObjectSpec *spec);
+/* Not in libvhsm yet (planned, /work/notes/issue12-design.md section 5): vhsm_sign_ex and
+ * vhsm_verify_ex (ecdsa-raw, rsa-pss/rsa-pkcs1 parameters, rsa-pkcs1-raw, hmac-sha*), RSA-OAEP
+ * with parameters in vhsm_encrypt_ex/decrypt_ex (-EOPNOTSUPP today), vhsm_wrap_key and
+ * vhsm_unwrap_key. */

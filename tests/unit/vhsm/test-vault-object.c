@@ -219,12 +219,170 @@ static void test_keystore_round_trip(void **state) {
     vault_free(v);
 }
 
+/* A vault holding "1000/kat", an AES-256 key of known bytes, through the keystore content
+ * (format 3, no attributes): the vault has no plaintext import yet. */
+static Vault *vault_with_key(const uint8_t key[32], uint32_t flags) {
+    static const char name[] = "1000/kat";
+    uint8_t c[256], *p = c;
+    Vault *v = new_vault();
+#define BE32(x)                                                                                    \
+    (*p++ = (uint8_t)((x) >> 24), *p++ = (uint8_t)((x) >> 16), *p++ = (uint8_t)((x) >> 8),         \
+     *p++ = (uint8_t)(x))
+#define BE16(x) (*p++ = (uint8_t)((x) >> 8), *p++ = (uint8_t)(x))
+    memcpy(p, "NTKC", 4);
+    p += 4;
+    BE32(3);
+    BE32(1);
+    BE16(sizeof name - 1);
+    memcpy(p, name, sizeof name - 1);
+    p += sizeof name - 1;
+    *p++ = 0; /* aes256 */
+    *p++ = 0; /* generated */
+    *p++ = 0; /* local */
+    *p++ = 0;
+    BE32(0); /* max age */
+    BE16(0); /* label */
+    BE32(1); /* latest */
+    BE32(1); /* min */
+    BE16(1); /* use: uid 1000 */
+    BE32(1000);
+    BE16(0);
+    BE16(0);
+    BE16(1); /* admin: uid 1000 */
+    BE32(1000);
+    BE16(0);
+    BE16(0);
+    BE32(flags);
+    BE16(0); /* attrs */
+    BE32(1); /* version 1 */
+    BE32(0);
+    BE32(1700000000);
+    BE32(32);
+    memcpy(p, key, 32);
+    p += 32;
+    BE32(0); /* tokens */
+#undef BE32
+#undef BE16
+    assert_int_equal(keystore_deserialize(v, c, (size_t)(p - c)), 0);
+    return v;
+}
+
+static size_t unhex(const char *h, uint8_t *out) {
+    size_t n = strlen(h) / 2;
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(sscanf(h + 2 * i, "%2hhx", &out[i]), 1);
+    return n;
+}
+
+static void crypt_kat(Vault *v, VaultAesMode mode, const char *iv, const char *aad,
+                      unsigned tag_bits, const char *pt, const char *ct) {
+    uint8_t ivb[128], aadb[128], ptb[256], ctb[256], out[512], back[512];
+    size_t ivl = unhex(iv, ivb), aadl = unhex(aad, aadb), ptl = unhex(pt, ptb),
+           ctl = unhex(ct, ctb), n = 0, m = 0;
+    VaultAesParams p = {
+        .mode = mode, .iv = ivb, .iv_len = ivl, .aad = aadb, .aad_len = aadl, .tag_bits = tag_bits};
+    assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, ptb, ptl, out, sizeof out, &n), 0);
+    assert_int_equal(n, ctl);
+    assert_memory_equal(out, ctb, ctl);
+    assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, false, out, n, back, sizeof back, &m),
+                     0);
+    assert_int_equal(m, ptl);
+    assert_memory_equal(back, ptb, ptl);
+    if (mode == VAULT_AES_GCM) {
+        /* a flipped tag bit: refused, output wiped */
+        out[n - 1] ^= 1;
+        memset(back, 0xee, sizeof back);
+        assert_int_equal(
+            vault_aes_crypt(v, &alice, "kat", &p, false, out, n, back, sizeof back, &m),
+            -EKEYREJECTED);
+        for (size_t i = 0; i < sizeof back; i++)
+            assert_int_equal(back[i], 0);
+    }
+}
+
+static void test_aes_modes(void **state) {
+    uint8_t key[32], zero[32] = {0}, out[64];
+    size_t n;
+    Vault *v;
+    (void)state;
+    /* NIST SP 800-38A F.2.5 (CBC-AES256) and F.5.5 (CTR-AES256), two blocks each */
+    unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4", key);
+    v = vault_with_key(key, VAULT_OBJ_DEFAULT);
+    crypt_kat(v, VAULT_AES_CBC, "000102030405060708090a0b0c0d0e0f", "", 0,
+              "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51",
+              "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d");
+    crypt_kat(v, VAULT_AES_CTR, "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", "", 0,
+              "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51",
+              "601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5");
+    /* CBC-PAD: one block of data gains a full block of padding (first block as CBC) */
+    {
+        uint8_t iv[16], pt[16];
+        VaultAesParams p = {.mode = VAULT_AES_CBC_PAD, .iv = iv, .iv_len = 16};
+        unhex("000102030405060708090a0b0c0d0e0f", iv);
+        unhex("6bc1bee22e409f96e93d7e117393172a", pt);
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, pt, 16, out, sizeof out, &n),
+                         0);
+        assert_int_equal(n, 32);
+        unhex("f58c4c04d6e5f1ba779eabfb5f7bfbd6", pt);
+        assert_memory_equal(out, pt, 16);
+        /* a tampered last block: bad padding */
+        out[31] ^= 0x55;
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, false, out, 32, out, sizeof out, &n),
+                         -EBADMSG);
+    }
+    /* parameter refusals */
+    {
+        uint8_t iv[16] = {0}, d[20] = {0};
+        VaultAesParams p = {.mode = VAULT_AES_CBC, .iv = iv, .iv_len = 16};
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, d, 20, out, sizeof out, &n),
+                         -EINVAL); /* not a multiple of 16 */
+        p.iv_len = 8;
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, d, 16, out, sizeof out, &n),
+                         -EINVAL);
+        /* CTR: 8 counter bits at 0xff leave one block */
+        p = (VaultAesParams){.mode = VAULT_AES_CTR, .iv = iv, .iv_len = 16, .counter_bits = 8};
+        iv[15] = 0xff;
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, d, 16, out, sizeof out, &n),
+                         0);
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, d, 17, out, sizeof out, &n),
+                         -EINVAL);
+        p = (VaultAesParams){.mode = VAULT_AES_GCM, .iv = iv, .iv_len = 12, .tag_bits = 64};
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, d, 16, out, sizeof out, &n),
+                         -EINVAL);
+        /* another uid: the ACL */
+        p.tag_bits = 0;
+        assert_int_equal(vault_aes_crypt(v, &bob, "1000/kat", &p, true, d, 16, out, sizeof out, &n),
+                         -EPERM);
+    }
+    vault_free(v);
+    /* GCM, McGrew-Viega test cases 13 and 14 (AES-256, zero key, zero 96-bit IV) */
+    v = vault_with_key(zero, VAULT_OBJ_DEFAULT);
+    crypt_kat(v, VAULT_AES_GCM, "000000000000000000000000", "", 0, "",
+              "530f8afbc74536b9a963b4f1c4cb738b");
+    crypt_kat(v, VAULT_AES_GCM, "000000000000000000000000", "", 0,
+              "00000000000000000000000000000000",
+              "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919");
+    /* a 96-bit tag is the first 12 bytes of the full tag */
+    crypt_kat(v, VAULT_AES_GCM, "000000000000000000000000", "", 96,
+              "00000000000000000000000000000000",
+              "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5");
+    vault_free(v);
+    /* without the ENCRYPT flag: refused */
+    v = vault_with_key(zero, VAULT_OBJ_DECRYPT);
+    {
+        uint8_t iv[12] = {0};
+        VaultAesParams p = {.mode = VAULT_AES_GCM, .iv = iv, .iv_len = 12};
+        assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, zero, 16, out, sizeof out, &n),
+                         -EPERM);
+    }
+    vault_free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_usage_enforced),
-        cmocka_unit_test(test_set_rules),
-        cmocka_unit_test(test_keystore_round_trip),
+        cmocka_unit_test(test_defaults),  cmocka_unit_test(test_usage_enforced),
+        cmocka_unit_test(test_set_rules), cmocka_unit_test(test_keystore_round_trip),
+        cmocka_unit_test(test_aes_modes),
     };
     secret_set_allow_unlocked(true);
     if (vault_init(0) < 0)
