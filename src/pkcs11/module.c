@@ -168,6 +168,7 @@ typedef struct P11Slot {
     Secret *ticket;
     uint64_t login_gen;
     bool login_required; /* the token has a user PIN: private objects need a login */
+    uint32_t revision;   /* vhsmd's protocol revision, 0 = not asked yet (reset on removal) */
     P11Key **keys;
     size_t n_keys, cap_keys;
     uint64_t epoch;
@@ -195,6 +196,12 @@ typedef struct P11Op {
     const EVP_MD *mgf1;
     int salt_len;
     CK_ULONG out_len; /* exact output size (signatures), or a bound */
+    /* AES (revision 2): the caller's parameters, copied at init */
+    uint8_t iv[128];
+    size_t iv_len;
+    uint8_t *aad;
+    size_t aad_len;
+    uint32_t tag_bits, counter_bits;
 } P11Op;
 
 typedef struct P11Session {
@@ -389,6 +396,7 @@ static void conn_release(Conn *x) {
         {
             LOCKED(s->lock);
             s->epoch++;
+            s->revision = 0;
             n = s->n_idle;
             memcpy(drop, s->idle, n * sizeof(*drop));
             s->n_idle = 0;
@@ -756,6 +764,7 @@ static EVP_PKEY *key_pub(P11Slot *s, P11Key *k, int *ret_r) {
 
 static void op_reset(P11Op *op) {
     EVP_MD_CTX_free(op->mdctx);
+    free(op->aad);
     if (op->buf) {
         OPENSSL_cleanse(op->buf, op->cap);
         free(op->buf);
@@ -1076,38 +1085,64 @@ typedef struct MechInfo {
     CK_MECHANISM_TYPE type;
     CK_ULONG min, max;
     CK_FLAGS flags;
+    uint32_t revision; /* the vhsmd protocol revision that has it */
 } MechInfo;
 
-/* What vhsmd (protocol revision 1) does, exactly. Key sizes: bits for RSA and EC, bytes for
+/* What vhsmd does, exactly, by protocol revision. Key sizes: bits for RSA and EC, bytes for
  * AES and generic secrets, as the specification says. */
 static const MechInfo mechs[] = {
-    {CKM_EC_KEY_PAIR_GEN, 256, 384, CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS},
-    {CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_HW | CKF_GENERATE_KEY_PAIR},
-    {CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 4096, CKF_HW | CKF_GENERATE_KEY_PAIR},
-    {CKM_AES_KEY_GEN, 32, 32, CKF_HW | CKF_GENERATE},
-    {CKM_GENERIC_SECRET_KEY_GEN, 32, 48, CKF_HW | CKF_GENERATE},
-    {CKM_ECDSA, 256, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS},
-    {CKM_ECDSA_SHA256, 256, 256, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS},
-    {CKM_ECDSA_SHA384, 384, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS},
-    {CKM_EDDSA, 255, 255, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_SHA256_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_SHA384_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_SHA256_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_SHA384_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_RSA_PKCS_OAEP, 2048, 4096, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT},
-    {CKM_SHA256_HMAC, 32, 32, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_SHA384_HMAC, 48, 48, CKF_HW | CKF_SIGN | CKF_VERIFY},
-    {CKM_SHA256, 0, 0, CKF_DIGEST},
-    {CKM_SHA384, 0, 0, CKF_DIGEST},
-    {CKM_SHA512, 0, 0, CKF_DIGEST},
+    {CKM_EC_KEY_PAIR_GEN, 256, 384, CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS, 1},
+    {CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_HW | CKF_GENERATE_KEY_PAIR, 1},
+    {CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 4096, CKF_HW | CKF_GENERATE_KEY_PAIR, 1},
+    {CKM_AES_KEY_GEN, 32, 32, CKF_HW | CKF_GENERATE, 1},
+    {CKM_GENERIC_SECRET_KEY_GEN, 32, 48, CKF_HW | CKF_GENERATE, 1},
+    {CKM_ECDSA, 256, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS, 1},
+    {CKM_ECDSA_SHA256, 256, 256, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS, 1},
+    {CKM_ECDSA_SHA384, 384, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS, 1},
+    {CKM_EDDSA, 255, 255, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_SHA256_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_SHA384_RSA_PKCS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_SHA256_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_SHA384_RSA_PKCS_PSS, 2048, 4096, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_RSA_PKCS_OAEP, 2048, 4096, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 1},
+    {CKM_SHA256_HMAC, 32, 32, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_SHA384_HMAC, 48, 48, CKF_HW | CKF_SIGN | CKF_VERIFY, 1},
+    {CKM_SHA256, 0, 0, CKF_DIGEST, 1},
+    {CKM_SHA384, 0, 0, CKF_DIGEST, 1},
+    {CKM_SHA512, 0, 0, CKF_DIGEST, 1},
+    {CKM_AES_GCM, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    {CKM_AES_CBC, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    {CKM_AES_CBC_PAD, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    {CKM_AES_CTR, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
 };
 
-static const MechInfo *mech_find(CK_MECHANISM_TYPE t) {
+/* The slot's vhsmd protocol revision (asked once per daemon). 1 when it cannot be asked. */
+static uint32_t slot_revision(P11Slot *s) {
+    {
+        LOCKED(s->lock);
+        if (s->revision)
+            return s->revision;
+    }
+    _cleanup_conn_ Conn x = {.slot = s};
+    uint32_t rev = 1;
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = vhsm_revision(x.c, &rev);
+    if (x.r < 0)
+        return 1;
+    LOCKED(s->lock);
+    s->revision = rev;
+    return rev;
+}
+
+/* The mechanism if the slot's vhsmd has it. */
+static const MechInfo *mech_find(P11Slot *s, CK_MECHANISM_TYPE t) {
     for (size_t i = 0; i < ELEMENTSOF(mechs); i++)
         if (mechs[i].type == t)
-            return &mechs[i];
+            return mechs[i].revision <= 1 || slot_revision(s) >= mechs[i].revision ? &mechs[i]
+                                                                                   : NULL;
     return NULL;
 }
 
@@ -1119,7 +1154,12 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
         return CKR_SLOT_ID_INVALID;
     if (!pulCount)
         return CKR_ARGUMENTS_BAD;
-    CK_ULONG n = ELEMENTSOF(mechs);
+    uint32_t rev = slot_revision(slot_get(slotID));
+    CK_MECHANISM_TYPE list[ELEMENTSOF(mechs)];
+    CK_ULONG n = 0;
+    for (size_t i = 0; i < ELEMENTSOF(mechs); i++)
+        if (mechs[i].revision <= rev)
+            list[n++] = mechs[i].type;
     if (!pMechanismList) {
         *pulCount = n;
         return CKR_OK;
@@ -1128,8 +1168,7 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
         *pulCount = n;
         return CKR_BUFFER_TOO_SMALL;
     }
-    for (CK_ULONG i = 0; i < n; i++)
-        pMechanismList[i] = mechs[i].type;
+    memcpy(pMechanismList, list, n * sizeof(*list));
     *pulCount = n;
     return CKR_OK;
 }
@@ -1141,7 +1180,7 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM
         return CKR_SLOT_ID_INVALID;
     if (!pInfo)
         return CKR_ARGUMENTS_BAD;
-    const MechInfo *m = mech_find(type);
+    const MechInfo *m = mech_find(slot_get(slotID), type);
     if (!m)
         return CKR_MECHANISM_INVALID;
     pInfo->ulMinKeySize = m->min;
@@ -2401,7 +2440,7 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
         return CKR_OPERATION_ACTIVE;
     if (!m)
         return CKR_ARGUMENTS_BAD;
-    const MechInfo *mi = mech_find(m->mechanism);
+    const MechInfo *mi = mech_find(slot_get(sess->slot), m->mechanism);
     CK_FLAGS need = kind == OP_SIGN      ? CKF_SIGN
                     : kind == OP_VERIFY  ? CKF_VERIFY
                     : kind == OP_ENCRYPT ? CKF_ENCRYPT
@@ -2518,6 +2557,53 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
         n.out_len = rsa_bytes(k);
         break;
     }
+    case CKM_AES_GCM: {
+        if (k->kind != KK_AES)
+            return CKR_KEY_TYPE_INCONSISTENT;
+        if (!m->pParameter || m->ulParameterLen != sizeof(CK_GCM_PARAMS))
+            return CKR_MECHANISM_PARAM_INVALID;
+        const CK_GCM_PARAMS *p = m->pParameter;
+        if (!p->pIv || p->ulIvLen == 0 || p->ulIvLen > sizeof(n.iv) || (p->ulAADLen && !p->pAAD) ||
+            p->ulAADLen > P11_BUF_MAX || p->ulTagBits < 96 || p->ulTagBits > 128 ||
+            p->ulTagBits % 8)
+            return CKR_MECHANISM_PARAM_INVALID;
+        memcpy(n.iv, p->pIv, p->ulIvLen);
+        n.iv_len = p->ulIvLen;
+        if (p->ulAADLen) {
+            n.aad = malloc(p->ulAADLen);
+            if (!n.aad)
+                return CKR_HOST_MEMORY;
+            memcpy(n.aad, p->pAAD, p->ulAADLen);
+            n.aad_len = p->ulAADLen;
+        }
+        n.tag_bits = (uint32_t)p->ulTagBits;
+        n.alg = "aes-gcm";
+        break;
+    }
+    case CKM_AES_CBC:
+    case CKM_AES_CBC_PAD:
+        if (k->kind != KK_AES)
+            return CKR_KEY_TYPE_INCONSISTENT;
+        if (!m->pParameter || m->ulParameterLen != 16)
+            return CKR_MECHANISM_PARAM_INVALID;
+        memcpy(n.iv, m->pParameter, 16);
+        n.iv_len = 16;
+        n.alg = m->mechanism == CKM_AES_CBC ? "aes-cbc" : "aes-cbc-pad";
+        break;
+    case CKM_AES_CTR: {
+        if (k->kind != KK_AES)
+            return CKR_KEY_TYPE_INCONSISTENT;
+        if (!m->pParameter || m->ulParameterLen != sizeof(CK_AES_CTR_PARAMS))
+            return CKR_MECHANISM_PARAM_INVALID;
+        const CK_AES_CTR_PARAMS *p = m->pParameter;
+        if (p->ulCounterBits == 0 || p->ulCounterBits > 128)
+            return CKR_MECHANISM_PARAM_INVALID;
+        memcpy(n.iv, p->cb, 16);
+        n.iv_len = 16;
+        n.counter_bits = (uint32_t)p->ulCounterBits;
+        n.alg = "aes-ctr";
+        break;
+    }
     default:
         return CKR_MECHANISM_INVALID;
     }
@@ -2530,8 +2616,10 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
                                              [OP_DECRYPT] = VHSM_OBJ_DECRYPT};
         P11Slot *s = slot_get(sess->slot);
         LOCKED(s->lock);
-        if (k->has_flags && !(k->flags & need_flag[kind]))
+        if (k->has_flags && !(k->flags & need_flag[kind])) {
+            free(n.aad);
             return CKR_KEY_FUNCTION_NOT_PERMITTED;
+        }
     }
     if (n.md) {
         n.mdctx = EVP_MD_CTX_new();
@@ -2547,9 +2635,14 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
 
 /* Mechanisms that hash or buffer in the module may be multi-part; the others are single-part
  * only (PKCS#11 mechanism table). */
+static bool op_is_aes(const P11Op *op) {
+    return op->mech == CKM_AES_GCM || op->mech == CKM_AES_CBC || op->mech == CKM_AES_CBC_PAD ||
+           op->mech == CKM_AES_CTR;
+}
+
 static bool op_multipart(const P11Op *op) {
     return op->md || op->mech == CKM_EDDSA || op->mech == CKM_SHA256_HMAC ||
-           op->mech == CKM_SHA384_HMAC;
+           op->mech == CKM_SHA384_HMAC || op_is_aes(op);
 }
 
 static CK_RV op_update(P11Op *op, CK_BYTE_PTR data, CK_ULONG len) {
@@ -2864,6 +2957,108 @@ CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULO
 
 /* ---- encryption ---------------------------------------------------------------------------- */
 
+/* ---- AES (revision 2): the whole input is collected, one request at the end ----------------- */
+
+/* The output size of an AES operation over n input bytes: exact, except for CBC-PAD decryption
+ * (a bound: the padding is known only once decrypted). */
+static CK_RV aes_out_len(const P11Op *op, bool encrypt, size_t n, CK_ULONG *ret) {
+    size_t tag = op->tag_bits / 8;
+    switch (op->mech) {
+    case CKM_AES_GCM:
+        if (!encrypt && n < tag)
+            return CKR_ENCRYPTED_DATA_LEN_RANGE;
+        *ret = encrypt ? n + tag : n - tag;
+        return CKR_OK;
+    case CKM_AES_CBC:
+        if (n % 16)
+            return encrypt ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
+        *ret = n;
+        return CKR_OK;
+    case CKM_AES_CBC_PAD:
+        if (!encrypt && (n == 0 || n % 16))
+            return CKR_ENCRYPTED_DATA_LEN_RANGE;
+        *ret = encrypt ? (n / 16 + 1) * 16 : n;
+        return CKR_OK;
+    default: /* CTR */
+        *ret = n;
+        return CKR_OK;
+    }
+}
+
+/* Ends an AES operation: single-part (data given) or the collected parts. Length queries and a
+ * short buffer keep it active. */
+static CK_RV aes_finish(P11Session *sess, P11Op *op, bool encrypt, bool single, const uint8_t *data,
+                        size_t len, CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
+    if (!op->active)
+        return CKR_OPERATION_NOT_INITIALIZED;
+    CK_RV rv = CKR_OK;
+    if (!out_len || (single && !data && len))
+        rv = CKR_ARGUMENTS_BAD;
+    else if (single && op->multi)
+        rv = CKR_OPERATION_ACTIVE;
+    const uint8_t *in = single ? data : op->buf;
+    size_t n = single ? len : op->len;
+    CK_ULONG need = 0;
+    if (rv == CKR_OK && n > P11_BUF_MAX)
+        rv = encrypt ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
+    if (rv == CKR_OK)
+        rv = aes_out_len(op, encrypt, n, &need);
+    if (rv != CKR_OK) {
+        op_reset(op);
+        return rv;
+    }
+    if (!out) {
+        op->single = single;
+        *out_len = need;
+        return CKR_OK;
+    }
+    if (*out_len < need) {
+        op->single = single;
+        *out_len = need;
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    VhsmParams p = {.iv = op->iv,
+                    .iv_len = op->iv_len,
+                    .aad = op->aad,
+                    .aad_len = op->aad_len,
+                    .tag_bits = op->tag_bits,
+                    .counter_bits = op->counter_bits};
+    P11Slot *s = slot_get(sess->slot);
+    _cleanup_conn_ Conn x = {.slot = s};
+    uint8_t *res = NULL;
+    size_t res_len = 0;
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = (encrypt ? vhsm_encrypt_ex : vhsm_decrypt_ex)(
+            x.c, op->key->name, op->alg, &p, in ? in : (const uint8_t *)"", n, &res, &res_len);
+    op_reset(op);
+    if (x.r < 0)
+        return p11_rv_from_errno(x.r, encrypt ? P11_CTX_KEY : P11_CTX_DECRYPT);
+    if (res_len > *out_len) {
+        vhsm_free_secret(res, res_len);
+        return CKR_DEVICE_ERROR;
+    }
+    if (res_len)
+        memcpy(out, res, res_len);
+    *out_len = res_len;
+    vhsm_free_secret(res, res_len);
+    return CKR_OK;
+}
+
+/* An update of a collecting operation: no output yet. */
+static CK_RV aes_update(P11Op *op, CK_BYTE_PTR in, CK_ULONG len, CK_ULONG_PTR out_len) {
+    if (!op->active)
+        return CKR_OPERATION_NOT_INITIALIZED;
+    if (!out_len) {
+        op_reset(op);
+        return CKR_ARGUMENTS_BAD;
+    }
+    CK_RV rv = op_update(op, in, len);
+    if (rv == CKR_OK)
+        *out_len = 0;
+    return rv;
+}
+
 CK_RV C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                     CK_OBJECT_HANDLE hKey) {
     SESSION_OR_RETURN(hSession);
@@ -2881,6 +3076,9 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
     P11Op *op = &sess->op[OP_ENCRYPT];
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
+    if (op_is_aes(op))
+        return aes_finish(sess, op, true, true, pData, ulDataLen, pEncryptedData,
+                          pulEncryptedDataLen);
     CK_RV rv = CKR_OK;
     if (!pulEncryptedDataLen || (!pData && ulDataLen))
         rv = CKR_ARGUMENTS_BAD;
@@ -2926,6 +3124,8 @@ CK_RV C_EncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ul
     P11Op *op = &sess->op[OP_ENCRYPT];
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
+    if (op_is_aes(op))
+        return aes_update(op, pPart, ulPartLen, pulEncryptedPartLen);
     op_reset(op);
     return CKR_FUNCTION_NOT_SUPPORTED; /* RSA-OAEP is single-part */
 }
@@ -2936,6 +3136,9 @@ CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastEncryptedPart,
     P11Op *op = &sess->op[OP_ENCRYPT];
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
+    if (op_is_aes(op))
+        return aes_finish(sess, op, true, false, NULL, 0, pLastEncryptedPart,
+                          pulLastEncryptedPartLen);
     op_reset(op);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -2952,6 +3155,9 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG
     P11Op *op = &sess->op[OP_DECRYPT];
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
+    if (op_is_aes(op))
+        return aes_finish(sess, op, false, true, pEncryptedData, ulEncryptedDataLen, pData,
+                          pulDataLen);
     CK_RV rv = CKR_OK;
     if (!pulDataLen || (!pEncryptedData && ulEncryptedDataLen))
         rv = CKR_ARGUMENTS_BAD;
@@ -3000,6 +3206,8 @@ CK_RV C_DecryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart,
     P11Op *op = &sess->op[OP_DECRYPT];
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
+    if (op_is_aes(op))
+        return aes_update(op, pEncryptedPart, ulEncryptedPartLen, pulPartLen);
     op_reset(op);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -3010,6 +3218,8 @@ CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastPart,
     P11Op *op = &sess->op[OP_DECRYPT];
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
+    if (op_is_aes(op))
+        return aes_finish(sess, op, false, false, NULL, 0, pLastPart, pulLastPartLen);
     op_reset(op);
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -3023,7 +3233,7 @@ CK_RV C_DigestInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism) {
         return CKR_OPERATION_ACTIVE;
     if (!pMechanism)
         return CKR_ARGUMENTS_BAD;
-    const MechInfo *mi = mech_find(pMechanism->mechanism);
+    const MechInfo *mi = mech_find(slot_get(sess->slot), pMechanism->mechanism);
     const EVP_MD *md = NULL;
     if (!mi || !(mi->flags & CKF_DIGEST) || md_from_mech(pMechanism->mechanism, &md) != CKR_OK)
         return CKR_MECHANISM_INVALID;

@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1107,6 +1108,137 @@ static void test_oaep_and_digest(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* AES (revision 2): GCM, CBC, CBC-PAD and CTR, single and multi-part, length rules, parameters,
+ * a forged tag. The key never leaves vhsmd, so the mechanisms are checked against each other:
+ * GCM with a 96-bit IV is CTR from the counter block IV || 2 (NIST SP 800-38D), CBC-PAD is CBC
+ * over the PKCS#7-padded data. */
+static CK_RV crypt_all(CK_SESSION_HANDLE s, bool enc, CK_MECHANISM *m, CK_OBJECT_HANDLE k,
+                       const uint8_t *in, CK_ULONG n, uint8_t *out, CK_ULONG *ol) {
+    CK_RV rv = enc ? F->C_EncryptInit(s, m, k) : F->C_DecryptInit(s, m, k);
+    if (rv != CKR_OK)
+        return rv;
+    return enc ? F->C_Encrypt(s, (CK_BYTE_PTR)in, n, out, ol)
+               : F->C_Decrypt(s, (CK_BYTE_PTR)in, n, out, ol);
+}
+
+static void test_aes(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_MECHANISM_INFO mi;
+    assert_int_equal(F->C_GetMechanismInfo(0, CKM_AES_GCM, &mi), CKR_OK);
+    assert_true(mi.flags & CKF_ENCRYPT);
+    CK_OBJECT_HANDLE k = gen_secret(s, CKM_AES_KEY_GEN, 32);
+    uint8_t pt[100], ct[200], ct2[200], back[200];
+    for (size_t i = 0; i < sizeof(pt); i++)
+        pt[i] = (uint8_t)(i * 7 + 1);
+    uint8_t iv[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, aad[5] = "head";
+    CK_GCM_PARAMS gp = {iv, 12, 96, aad, 5, 128};
+    CK_MECHANISM gcm = {CKM_AES_GCM, &gp, sizeof(gp)};
+
+    /* GCM single-part, length query, short buffer */
+    CK_ULONG cl = 0;
+    assert_int_equal(F->C_EncryptInit(s, &gcm, k), CKR_OK);
+    assert_int_equal(F->C_Encrypt(s, pt, sizeof(pt), NULL, &cl), CKR_OK);
+    assert_int_equal(cl, 116);
+    cl = 10;
+    assert_int_equal(F->C_Encrypt(s, pt, sizeof(pt), ct, &cl), CKR_BUFFER_TOO_SMALL);
+    cl = sizeof(ct);
+    assert_int_equal(F->C_Encrypt(s, pt, sizeof(pt), ct, &cl), CKR_OK);
+    assert_int_equal(cl, 116);
+    /* multi-part gives the same ciphertext */
+    CK_ULONG part = sizeof(ct2), total = 0;
+    assert_int_equal(F->C_EncryptInit(s, &gcm, k), CKR_OK);
+    assert_int_equal(F->C_EncryptUpdate(s, pt, 33, ct2, &part), CKR_OK);
+    total += part;
+    part = sizeof(ct2) - total;
+    assert_int_equal(F->C_EncryptUpdate(s, pt + 33, sizeof(pt) - 33, ct2 + total, &part), CKR_OK);
+    total += part;
+    part = sizeof(ct2) - total;
+    assert_int_equal(F->C_EncryptFinal(s, ct2 + total, &part), CKR_OK);
+    total += part;
+    assert_int_equal(total, 116);
+    assert_memory_equal(ct, ct2, 116);
+    /* decrypt, single and multi-part; a forged tag, other AAD */
+    CK_ULONG bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm, k, ct, 116, back, &bl), CKR_OK);
+    assert_int_equal(bl, 100);
+    assert_memory_equal(back, pt, 100);
+    ct[115] ^= 1;
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm, k, ct, 116, back, &bl), CKR_ENCRYPTED_DATA_INVALID);
+    ct[115] ^= 1;
+    CK_GCM_PARAMS gp2 = {iv, 12, 96, (uint8_t *)"hexd", 5, 128};
+    CK_MECHANISM gcm2 = {CKM_AES_GCM, &gp2, sizeof(gp2)};
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm2, k, ct, 116, back, &bl), CKR_ENCRYPTED_DATA_INVALID);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm, k, ct, 10, back, &bl), CKR_ENCRYPTED_DATA_LEN_RANGE);
+    /* parameters */
+    CK_GCM_PARAMS bad = {iv, 12, 96, NULL, 0, 64};
+    CK_MECHANISM badm = {CKM_AES_GCM, &bad, sizeof(bad)};
+    assert_int_equal(F->C_EncryptInit(s, &badm, k), CKR_MECHANISM_PARAM_INVALID);
+    CK_MECHANISM nop = {CKM_AES_GCM, NULL, 0};
+    assert_int_equal(F->C_EncryptInit(s, &nop, k), CKR_MECHANISM_PARAM_INVALID);
+    CK_OBJECT_HANDLE hk = gen_secret(s, CKM_GENERIC_SECRET_KEY_GEN, 32);
+    assert_int_equal(F->C_EncryptInit(s, &gcm, hk), CKR_KEY_TYPE_INCONSISTENT);
+    /* a 96-bit tag */
+    CK_GCM_PARAMS g96 = {iv, 12, 96, aad, 5, 96};
+    CK_MECHANISM m96 = {CKM_AES_GCM, &g96, sizeof(g96)};
+    cl = sizeof(ct2);
+    assert_int_equal(crypt_all(s, true, &m96, k, pt, sizeof(pt), ct2, &cl), CKR_OK);
+    assert_int_equal(cl, 112);
+    assert_memory_equal(ct2, ct, 112); /* same keystream and tag prefix */
+
+    /* CTR from IV || 2 gives GCM's ciphertext */
+    CK_AES_CTR_PARAMS cp = {32, {0}};
+    memcpy(cp.cb, iv, 12);
+    cp.cb[15] = 2;
+    CK_MECHANISM ctr = {CKM_AES_CTR, &cp, sizeof(cp)};
+    cl = sizeof(ct2);
+    assert_int_equal(crypt_all(s, true, &ctr, k, pt, sizeof(pt), ct2, &cl), CKR_OK);
+    assert_int_equal(cl, 100);
+    assert_memory_equal(ct2, ct, 100);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &ctr, k, ct2, 100, back, &bl), CKR_OK);
+    assert_memory_equal(back, pt, 100);
+
+    /* CBC and CBC-PAD */
+    uint8_t civ[16] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6};
+    CK_MECHANISM cbc = {CKM_AES_CBC, civ, 16}, pad = {CKM_AES_CBC_PAD, civ, 16};
+    cl = sizeof(ct);
+    assert_int_equal(crypt_all(s, true, &cbc, k, pt, 100, ct, &cl), CKR_DATA_LEN_RANGE);
+    CK_MECHANISM cbc_short = {CKM_AES_CBC, civ, 8};
+    assert_int_equal(F->C_EncryptInit(s, &cbc_short, k), CKR_MECHANISM_PARAM_INVALID);
+    cl = sizeof(ct);
+    assert_int_equal(crypt_all(s, true, &pad, k, pt, 100, ct, &cl), CKR_OK);
+    assert_int_equal(cl, 112);
+    uint8_t padded[112];
+    memcpy(padded, pt, 100);
+    memset(padded + 100, 12, 12);
+    cl = sizeof(ct2);
+    assert_int_equal(crypt_all(s, true, &cbc, k, padded, 112, ct2, &cl), CKR_OK);
+    assert_memory_equal(ct, ct2, 112);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &pad, k, ct, 112, back, &bl), CKR_OK);
+    assert_int_equal(bl, 100);
+    assert_memory_equal(back, pt, 100);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &pad, k, ct, 100, back, &bl),
+                     CKR_ENCRYPTED_DATA_LEN_RANGE);
+    /* empty plaintext with padding: one block */
+    cl = sizeof(ct);
+    assert_int_equal(crypt_all(s, true, &pad, k, pt, 0, ct, &cl), CKR_OK);
+    assert_int_equal(cl, 16);
+    /* mixing rules hold for encryption too */
+    assert_int_equal(F->C_EncryptInit(s, &gcm, k), CKR_OK);
+    part = sizeof(ct);
+    assert_int_equal(F->C_EncryptUpdate(s, pt, 10, ct, &part), CKR_OK);
+    cl = sizeof(ct);
+    assert_int_equal(F->C_Encrypt(s, pt, 10, ct, &cl), CKR_OPERATION_ACTIVE);
+    assert_int_equal(F->C_EncryptFinal(s, ct, &cl), CKR_OPERATION_NOT_INITIALIZED);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
 /* ---- threads -------------------------------------------------------------------------------- */
 
 typedef struct ThreadArg {
@@ -1413,6 +1545,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_sign_rules, finalize),
         cmocka_unit_test_teardown(test_sign_mechanisms, finalize),
         cmocka_unit_test_teardown(test_oaep_and_digest, finalize),
+        cmocka_unit_test_teardown(test_aes, finalize),
         cmocka_unit_test_teardown(test_16_threads, finalize),
         cmocka_unit_test_teardown(test_fork, finalize),
         cmocka_unit_test_teardown(test_config_file, finalize),
