@@ -80,6 +80,10 @@ static bool mutating(uint16_t op) {
     case VHSM_OP_UNWRAP:
     case VHSM_OP_PUBKEY:
     case VHSM_OP_RANDOM:
+    case VHSM_OP_ENCRYPT_EX:
+    case VHSM_OP_DECRYPT_EX:
+    case VHSM_OP_SIGN_EX:
+    case VHSM_OP_VERIFY_EX:
     case 0x7777: /* an unknown opcode */
         return false;
     default:

@@ -991,6 +991,43 @@ static int op_crypt_ex(Req *q, bool encrypt) {
     return 0;
 }
 
+static int put_owned(Req *q, uint16_t tag, uint8_t *p, size_t n);
+
+/* SIGN_EX / VERIFY_EX: CKM_ECDSA ("ecdsa-raw") and CKM_RSA_PKCS ("rsa-pkcs1-raw"). */
+static int op_sign_ex(Req *q, bool sign) {
+    const uint8_t *data, *sig = NULL;
+    size_t data_len, sig_len = 0, out_len = 0;
+    uint8_t *out = NULL;
+    VaultRawSig alg;
+    char name[32];
+    int r;
+
+    if ((r = get_name(q)) < 0 ||
+        (r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, name, sizeof name)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
+        (!sign && (r = get_bytes(q, VHSM_TAG_SIGNATURE, true, &sig, &sig_len)) < 0))
+        return r;
+    if (strcmp(name, "ecdsa-raw") == 0)
+        alg = VAULT_RAW_SIG_ECDSA;
+    else if (strcmp(name, "rsa-pkcs1-raw") == 0)
+        alg = VAULT_RAW_SIG_RSA_PKCS1;
+    else
+        return req_fail(q, -EOPNOTSUPP, "%s: unknown algorithm '%s' (ecdsa-raw, rsa-pkcs1-raw)",
+                        sign ? "sign-ex" : "verify-ex", name);
+    if (!sign)
+        return vault_verify_raw(q->d->vault, q->peer, q->name, alg, data, data_len, sig, sig_len);
+    r = vault_sign_raw(q->d->vault, q->peer, q->name, alg, data, data_len, &out, &out_len);
+    if (r == -EINVAL)
+        return req_fail(
+            q, r,
+            "sign-ex: key '%s': data length %zu not allowed (ecdsa-raw: a hash of 1..64 "
+            "bytes; rsa-pkcs1-raw: at most the modulus size - 11)",
+            q->name, data_len);
+    if (r < 0)
+        return r;
+    return put_owned(q, VHSM_TAG_SIGNATURE, out, out_len);
+}
+
 static int put_json(Req *q, json_t *j) {
     _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
     if (!s)
@@ -1649,6 +1686,12 @@ int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const ui
         break;
     case VHSM_OP_DECRYPT_EX:
         r = op_crypt_ex(&q, false);
+        break;
+    case VHSM_OP_SIGN_EX:
+        r = op_sign_ex(&q, true);
+        break;
+    case VHSM_OP_VERIFY_EX:
+        r = op_sign_ex(&q, false);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

@@ -469,7 +469,8 @@ static int reinit_action(Vault *v, const VaultPeer *peer, VaultToken *t, void *u
         if (v->usage[i].uid == peer->uid && v->usage[i].u.keys > 0)
             return -ENOTEMPTY;
     memset(t->label, 0, sizeof t->label);
-    memcpy(t->label, c->label, c->label_len);
+    if (c->label_len > 0)
+        memcpy(t->label, c->label, c->label_len);
     t->label_len = (uint8_t)c->label_len;
     t->user = (VaultPinHash){0};
     t->user_failures = 0;
@@ -527,7 +528,8 @@ int vault_token_init(Vault *v, const VaultPeer *peer, const uint8_t *so_pin, siz
                               .label_len = (uint8_t)label_len,
                               .so = h,
                               .generation = t->generation + 1};
-            memcpy(t->label, label, label_len);
+            if (label_len > 0)
+                memcpy(t->label, label, label_len);
             memcpy(t->serial, serial, sizeof serial);
             r = vault_persist_locked(v);
             if (r < 0) {

@@ -3517,3 +3517,94 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
     *ret_len = (size_t)n;
     return 0;
 }
+
+/* ---- raw signatures (revision 2): CKM_ECDSA on a caller's hash, CKM_RSA_PKCS on DigestInfo ----
+ */
+
+static size_t raw_ec_size(VaultKeyType t) {
+    return t == VAULT_KEY_EC_P256 ? 32 : t == VAULT_KEY_EC_P384 ? 48 : 0;
+}
+
+int vault_sign_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                   const uint8_t *in, size_t in_len, uint8_t **ret_sig, size_t *ret_sig_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    _cleanup_free_ uint8_t *sig = NULL;
+    VaultKeyType type;
+    size_t n = 0;
+    int r;
+
+    if (!in || in_len == 0 || !ret_sig || !ret_sig_len ||
+        (alg != VAULT_RAW_SIG_ECDSA && alg != VAULT_RAW_SIG_RSA_PKCS1))
+        return -EINVAL;
+    if ((r = acquire(v, peer, name, true, VAULT_OBJ_SIGN, 0, &type, &kv)) < 0)
+        return r;
+    if (alg == VAULT_RAW_SIG_ECDSA ? raw_ec_size(type) == 0
+                                   : !(type == VAULT_KEY_RSA2048 || type == VAULT_KEY_RSA3072 ||
+                                       type == VAULT_KEY_RSA4096))
+        return -EOPNOTSUPP;
+    if (!kv->pkey)
+        return -ENOMEM;
+    /* CKM_ECDSA: a hash of up to 64 bytes (FIPS 186 truncates it to the order's length);
+     * CKM_RSA_PKCS: a DigestInfo of at most k - 11 bytes (the caller's padding input). */
+    if (alg == VAULT_RAW_SIG_ECDSA && in_len > 64)
+        return -EINVAL;
+    if (alg == VAULT_RAW_SIG_RSA_PKCS1 && in_len > (size_t)EVP_PKEY_get_size(kv->pkey) - 11)
+        return -EINVAL;
+    ctx = EVP_PKEY_CTX_new(kv->pkey, NULL);
+    if (!ctx || EVP_PKEY_sign_init(ctx) != 1)
+        return nt_openssl_error(-EIO, "sign init");
+    if (alg == VAULT_RAW_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1)
+        return nt_openssl_error(-EIO, "RSA padding");
+    if (EVP_PKEY_sign(ctx, NULL, &n, in, in_len) != 1)
+        return nt_openssl_error(-EIO, "sign size");
+    sig = nt_malloc(n);
+    if (!sig)
+        return -ENOMEM;
+    if (EVP_PKEY_sign(ctx, sig, &n, in, in_len) != 1)
+        return nt_openssl_error(-EIO, "raw sign");
+    if (alg == VAULT_RAW_SIG_ECDSA)
+        return ecdsa_der_to_rs(sig, n, raw_ec_size(type), ret_sig, ret_sig_len);
+    *ret_sig = TAKE_PTR(sig);
+    *ret_sig_len = n;
+    return 0;
+}
+
+int vault_verify_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                     const uint8_t *in, size_t in_len, const uint8_t *sig, size_t sig_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    VaultKeyType type;
+    int r, ok;
+
+    if (!in || in_len == 0 || !sig ||
+        (alg != VAULT_RAW_SIG_ECDSA && alg != VAULT_RAW_SIG_RSA_PKCS1))
+        return -EINVAL;
+    /* verification uses only the public key: no login, no attestation */
+    if ((r = acquire(v, peer, name, false, VAULT_OBJ_VERIFY, 0, &type, &kv)) < 0)
+        return r;
+    if (alg == VAULT_RAW_SIG_ECDSA ? raw_ec_size(type) == 0
+                                   : !(type == VAULT_KEY_RSA2048 || type == VAULT_KEY_RSA3072 ||
+                                       type == VAULT_KEY_RSA4096))
+        return -EOPNOTSUPP;
+    if (!kv->pkey)
+        return -ENOMEM;
+    if (in_len > 512)
+        return -EINVAL;
+    ctx = EVP_PKEY_CTX_new(kv->pkey, NULL);
+    if (!ctx || EVP_PKEY_verify_init(ctx) != 1)
+        return nt_openssl_error(-EIO, "verify init");
+    if (alg == VAULT_RAW_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1)
+        return nt_openssl_error(-EIO, "RSA padding");
+    if (alg == VAULT_RAW_SIG_ECDSA) {
+        if ((r = ecdsa_rs_to_der(sig, sig_len, raw_ec_size(type), &der, &der_len)) < 0)
+            return r;
+        ok = EVP_PKEY_verify(ctx, der, der_len, in, in_len);
+        OPENSSL_free(der);
+    } else
+        ok = EVP_PKEY_verify(ctx, sig, sig_len, in, in_len);
+    ERR_clear_error();
+    return ok == 1 ? 0 : -EKEYREJECTED;
+}

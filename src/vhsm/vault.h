@@ -496,6 +496,23 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
                     bool encrypt, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
                     size_t *ret_len);
 
+/* Raw signatures for the PKCS#11 module: CKM_ECDSA (in: a hash of 1..64 bytes, any hash; the
+ * signature is r || s, fixed size) and CKM_RSA_PKCS (in: the DigestInfo or other data to pad,
+ * at most k - 11 bytes; PKCS#1 v1.5 signature). Latest version. sign: USE right, the login rule,
+ * SIGN flag; verify: USE right and the VERIFY flag only (public key). Returns 0, -EINVAL
+ * (lengths), -EOPNOTSUPP (key type), -EKEYREJECTED (verify: bad signature), or the acquire
+ * errors. */
+typedef enum VaultRawSig {
+    VAULT_RAW_SIG_ECDSA,
+    VAULT_RAW_SIG_RSA_PKCS1,
+    _VAULT_RAW_SIG_MAX,
+    _VAULT_RAW_SIG_INVALID = -EINVAL,
+} VaultRawSig;
+int vault_sign_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                   const uint8_t *in, size_t in_len, uint8_t **ret_sig, size_t *ret_sig_len);
+int vault_verify_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                     const uint8_t *in, size_t in_len, const uint8_t *sig, size_t sig_len);
+
 /* Number of keys in the table (tests, status). */
 size_t vault_key_count(Vault *v);
 

@@ -302,6 +302,32 @@ static void step_objects(const char *sock) {
     EXPECT(vhsm_object_create(
                c, "bad", &(VhsmObjectSpec){.type = "aes256", .flags = VHSM_OBJ_LOCAL}, NULL, 0),
            -EINVAL);
+    /* mechanisms with caller parameters over the wire */
+    {
+        VhsmObjectSpec aes = {.type = "aes256"};
+        uint8_t iv[12] = {1, 2, 3}, *ct = NULL, *pt = NULL, *sig = NULL, h[32] = {9};
+        size_t ctl, ptl, sl;
+        VhsmParams gp = {
+            .iv = iv, .iv_len = 12, .aad = (const uint8_t *)"hdr", .aad_len = 3, .tag_bits = 128};
+        EXPECT(vhsm_object_create(c, "aes", &aes, NULL, 0), 0);
+        EXPECT(vhsm_encrypt_ex(c, "aes", "aes-gcm", &gp, "secret data", 11, &ct, &ctl), 0);
+        CHECK(ctl == 11 + 16, "GCM output ct || tag: %zu", ctl);
+        EXPECT(vhsm_decrypt_ex(c, "aes", "aes-gcm", &gp, ct, ctl, &pt, &ptl), 0);
+        CHECK(ptl == 11 && !memcmp(pt, "secret data", 11), "GCM round trip");
+        vhsm_free_secret(pt, ptl);
+        ct[0] ^= 1;
+        EXPECT(vhsm_decrypt_ex(c, "aes", "aes-gcm", &gp, ct, ctl, &pt, &ptl), -EKEYREJECTED);
+        free(ct);
+        gp.tag_bits = 64;
+        EXPECT(vhsm_encrypt_ex(c, "aes", "aes-gcm", &gp, "x", 1, &ct, &ctl), -EINVAL);
+        EXPECT(vhsm_encrypt_ex(c, "aes", "aes-xts", &gp, "x", 1, &ct, &ctl), -EOPNOTSUPP);
+        EXPECT(vhsm_sign_ex(c, "web", "ecdsa-raw", 0, NULL, h, 32, &sig, &sl), 0);
+        CHECK(sl == 64, "r || s");
+        EXPECT(vhsm_verify_ex(c, "web", "ecdsa-raw", 0, NULL, h, 32, sig, sl),
+               -EPERM); /* no VERIFY */
+        free(sig);
+        EXPECT(vhsm_sign_ex(c, "aes", "ecdsa-raw", 0, NULL, h, 32, &sig, &sl), -EOPNOTSUPP);
+    }
     /* the list shows the object with its attributes */
     EXPECT(vhsm_object_list(c, &all, &n), 0);
     {

@@ -222,6 +222,10 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "encrypt-ex";
     case VHSM_OP_DECRYPT_EX:
         return "decrypt-ex";
+    case VHSM_OP_SIGN_EX:
+        return "sign-ex";
+    case VHSM_OP_VERIFY_EX:
+        return "verify-ex";
     default:
         return "unknown";
     }

@@ -90,6 +90,8 @@ typedef enum VhsmOpcode {
     /* Revision 2: mechanisms with caller parameters (docs/protocol.md "Mechanisms"). */
     VHSM_OP_ENCRYPT_EX = 0x0070,
     VHSM_OP_DECRYPT_EX = 0x0071,
+    VHSM_OP_SIGN_EX = 0x0072,
+    VHSM_OP_VERIFY_EX = 0x0073,
 } VhsmOpcode;
 
 typedef enum VhsmTag {

@@ -2004,3 +2004,40 @@ int vhsm_decrypt_ex(VhsmClient *c, const char *name, const char *algorithm, cons
                     const void *in, size_t in_len, uint8_t **ret, size_t *ret_len) {
     return crypt_ex(c, VHSM_OP_DECRYPT_EX, name, algorithm, p, in, in_len, ret, ret_len);
 }
+
+int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 const VhsmParams *p, const void *data, size_t len, uint8_t **ret_sig,
+                 size_t *ret_sig_len) {
+    Call call;
+    int r;
+    if (!name || !algorithm || flags || p || !data || len == 0 || !ret_sig || !ret_sig_len)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_SIGN_EX);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, data, len);
+    r = call_run(&call);
+    if (r >= 0)
+        r = copy_out(&call, VHSM_TAG_SIGNATURE, ret_sig, ret_sig_len);
+    call_end(&call);
+    return r;
+}
+
+int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                   const VhsmParams *p, const void *data, size_t len, const void *sig,
+                   size_t sig_len) {
+    Call call;
+    int r;
+    if (!name || !algorithm || flags || p || !data || len == 0 || !sig)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_VERIFY_EX);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, data, len);
+    vhsm_buf_put(&c->out, VHSM_TAG_SIGNATURE, sig, sig_len);
+    return call_finish(&call);
+}

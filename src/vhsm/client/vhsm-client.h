@@ -460,7 +460,17 @@ int vhsm_encrypt_ex(VhsmClient *c, const char *name, const char *algorithm, cons
                     const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
 int vhsm_decrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
                     const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
-/* Not in libvhsm yet (planned, /work/notes/issue12-design.md section 5): vhsm_sign_ex and
- * vhsm_verify_ex (ecdsa-raw, rsa-pss/rsa-pkcs1 parameters, rsa-pkcs1-raw, hmac-sha*), RSA-OAEP
- * with parameters in vhsm_encrypt_ex/decrypt_ex (-EOPNOTSUPP today), vhsm_wrap_key and
- * vhsm_unwrap_key. */
+/* Raw signatures: "ecdsa-raw" (CKM_ECDSA: data = a hash of 1..64 bytes, any hash; signature
+ * r || s) and "rsa-pkcs1-raw" (CKM_RSA_PKCS: data = the DigestInfo, at most k - 11 bytes). flags
+ * must be 0 and p NULL in this revision. sign: the SIGN flag and the login rule; verify: the
+ * VERIFY flag only (0 valid, -EKEYREJECTED not). For the hashed mechanisms use vhsm_sign /
+ * vhsm_verify with VHSM_OP_PREHASHED | VHSM_OP_RAW (| VHSM_OP_RAW_RS for ECDSA): "ecdsa",
+ * "rsa-pss-sha256/384", "rsa-pkcs1-sha256/384", "ed25519" (CKM_EDDSA, not prehashed), "hmac".
+ * Not in libvhsm yet (planned, /work/notes/issue12-design.md section 5): PSS/OAEP with free
+ * parameters, SHA-512 variants, vhsm_wrap_key and vhsm_unwrap_key. */
+int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 const VhsmParams *p, const void *data, size_t len, uint8_t **ret_sig,
+                 size_t *ret_sig_len);
+int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                   const VhsmParams *p, const void *data, size_t len, const void *sig,
+                   size_t sig_len);

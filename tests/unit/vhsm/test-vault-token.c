@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -476,5 +477,9 @@ int main(void) {
     secret_set_allow_unlocked(true);
     if (vault_init(0) < 0)
         return 1;
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    int r = cmocka_run_group_tests(tests, setup_all, teardown_all);
+    /* libjose initialises OpenSSL from a library constructor, so OpenSSL's atexit cleanup is
+     * not run in time for LeakSanitizer: clean up explicitly. */
+    OPENSSL_cleanup();
+    return r;
 }
