@@ -196,6 +196,7 @@ typedef struct P11Op {
     const EVP_MD *mgf1;
     int salt_len;
     CK_ULONG out_len; /* exact output size (signatures), or a bound */
+    bool raw_ex; /* revision 2: CKM_ECDSA on any hash, CKM_RSA_PKCS on the caller's DigestInfo */
     /* AES (revision 2): the caller's parameters, copied at init */
     uint8_t iv[128];
     size_t iv_len;
@@ -2607,6 +2608,8 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
     default:
         return CKR_MECHANISM_INVALID;
     }
+    if ((n.mech == CKM_ECDSA || n.mech == CKM_RSA_PKCS) && slot_revision(slot_get(sess->slot)) >= 2)
+        n.raw_ex = true;
     {
         /* revision 2: the usage flags vhsmd enforces (CKA_SIGN, ...), checked up front,
          * after the mechanism fits the key */
@@ -2714,6 +2717,12 @@ static CK_RV op_input(P11Op *op, bool single, const uint8_t *data, size_t len, O
     in->n = single ? len : op->len;
     if (!in->p)
         in->p = (const uint8_t *)"";
+    if (op->raw_ex) {
+        /* ECDSA: a hash of 1..64 bytes (truncated as FIPS 186 says); PKCS#1 v1.5: at most
+         * k - 11 bytes */
+        size_t max = op->mech == CKM_ECDSA ? 64 : rsa_bytes(op->key) - 11;
+        return in->n >= 1 && in->n <= max ? CKR_OK : CKR_DATA_LEN_RANGE;
+    }
     size_t want = op_prehash_len(op);
     if (want && in->n != want)
         return CKR_DATA_LEN_RANGE;
@@ -2769,7 +2778,7 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
     OpInput in = {0};
     rv = op_input(op, single, data, len, &in);
     const char *alg = op->alg;
-    if (rv == CKR_OK && op->mech == CKM_RSA_PKCS)
+    if (rv == CKR_OK && op->mech == CKM_RSA_PKCS && !op->raw_ex)
         rv = rsa_pkcs_digestinfo(&in, &alg);
     if (rv != CKR_OK) {
         op_reset(op);
@@ -2780,9 +2789,12 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
     _cleanup_free_ uint8_t *out = NULL;
     size_t out_len = 0;
     x.r = conn_get(s, &x);
-    if (x.r >= 0) {
+    if (x.r >= 0 && op->raw_ex)
+        x.r =
+            vhsm_sign_ex(x.c, op->key->name, op->mech == CKM_ECDSA ? "ecdsa-raw" : "rsa-pkcs1-raw",
+                         0, NULL, in.p, in.n, &out, &out_len);
+    else if (x.r >= 0)
         x.r = vhsm_sign(x.c, op->key->name, alg, op->flags, in.p, in.n, &out, &out_len);
-    }
     OPENSSL_cleanse(&in, sizeof(in));
     op_reset(op);
     if (x.r < 0)

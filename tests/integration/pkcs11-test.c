@@ -902,7 +902,26 @@ static void test_sign_rules(void **state) {
     uint8_t digest[32];
     SHA256(msg, 11, digest);
     sl = sizeof(sig);
-    assert_int_equal(F->C_Sign(s, digest, 20, sig, &sl), CKR_DATA_LEN_RANGE);
+    uint8_t big[65] = {0};
+    assert_int_equal(F->C_Sign(s, big, 65, sig, &sl), CKR_DATA_LEN_RANGE);
+    /* revision 2: CKM_ECDSA over a hash of any length (here 20 bytes), checked by OpenSSL */
+    assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, digest, 20, sig, &sl), CKR_OK);
+    {
+        ECDSA_SIG *es = ECDSA_SIG_new();
+        ECDSA_SIG_set0(es, BN_bin2bn(sig, 32, NULL), BN_bin2bn(sig + 32, 32, NULL));
+        uint8_t *der = NULL;
+        int dl = i2d_ECDSA_SIG(es, &der);
+        EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(k, NULL);
+        assert_int_equal(EVP_PKEY_verify_init(pc), 1);
+        assert_int_equal(EVP_PKEY_verify(pc, der, (size_t)dl, digest, 20), 1);
+        EVP_PKEY_CTX_free(pc);
+        OPENSSL_free(der);
+        ECDSA_SIG_free(es);
+    }
+    assert_int_equal(F->C_VerifyInit(s, &raw, pub), CKR_OK);
+    assert_int_equal(F->C_Verify(s, digest, 20, sig, 64), CKR_OK);
     assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
     sl = sizeof(sig);
     assert_int_equal(F->C_Sign(s, digest, 32, sig, &sl), CKR_OK);
@@ -1014,6 +1033,21 @@ static void test_sign_mechanisms(void **state) {
     assert_int_equal(EVP_DigestVerifyInit(c, NULL, EVP_sha256(), NULL, k), 1);
     assert_int_equal(EVP_DigestVerify(c, sig, sl, msg, ml), 1);
     EVP_MD_CTX_free(c);
+    /* revision 2: CKM_RSA_PKCS over any data up to k - 11 bytes (TLS 1.1's MD5 || SHA-1) */
+    uint8_t md5sha1[36];
+    memset(md5sha1, 0x5a, sizeof(md5sha1));
+    assert_int_equal(F->C_SignInit(s, &pk1, rpriv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, md5sha1, 36, sig, &sl), CKR_OK);
+    EVP_PKEY_CTX *rc = EVP_PKEY_CTX_new(k, NULL);
+    assert_int_equal(EVP_PKEY_verify_init(rc), 1);
+    EVP_PKEY_CTX_set_rsa_padding(rc, RSA_PKCS1_PADDING);
+    assert_int_equal(EVP_PKEY_verify(rc, sig, sl, md5sha1, 36), 1);
+    EVP_PKEY_CTX_free(rc);
+    uint8_t too_long[246] = {0};
+    assert_int_equal(F->C_SignInit(s, &pk1, rpriv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, too_long, sizeof(too_long), sig, &sl), CKR_DATA_LEN_RANGE);
     EVP_PKEY_free(k);
 
     /* HMAC: the module cannot see the key, so the tag is checked by the token itself */
