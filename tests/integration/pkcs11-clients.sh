@@ -116,6 +116,11 @@ L --decrypt -m AES-CBC-PAD --iv $IV --id "$AES_ID" -i data.enc -o data.dec >out 
   fail "AES decrypt: $(cat out)"
 cmp -s data data.dec || fail "AES-CBC-PAD round trip differs"
 
+step "pkcs11-tool --test (random, digests, RSA signatures and verification, OAEP decryption)"
+timeout 300 pkcs11-tool --module "$M" --login --pin "$PIN" --test >out 2>&1 || fail "--test: $(tail -20 out)"
+grep -q "^No errors" out || fail "--test: $(tail -20 out)"
+grep -q "RSA-PKCS: OK" out || fail "--test did not sign with RSA-PKCS: $(cat out)"
+
 step "GnuTLS p11tool: tokens, objects, public key export"
 timeout 60 p11tool --provider "$M" --list-tokens >out 2>&1 || fail "p11tool --list-tokens"
 grep -q "Manufacturer: Nitride" out || fail "p11tool sees no vHSM token"
