@@ -5,7 +5,9 @@
  * with a non-mutating opcode is dispatched to a real in-memory vault holding one key of each
  * cheap type (so field parsing, defaults, envelopes and error replies are all reached). Every
  * reply must itself be a well-formed response frame. AGENT_WAIT / AGENT_DONE bodies go through
- * the agent channel's parsers (agentq.c; the server answers those opcodes itself).
+ * the agent channel's parsers (agentq.c; the server answers those opcodes itself). Token and PIN
+ * requests (revision 2) go to a fresh key-less vault per input (cheap PIN hashing), so that a
+ * token initialised or a PIN locked by one input never changes how the next one runs.
  */
 #include <openssl/crypto.h>
 #include <stdint.h>
@@ -22,7 +24,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static Vault *vault;
 static Dispatch *dispatch;
-static const Peer peer = {.uid = 0, .gid = 0, .pid = 1, .cgroup = (char *)"/fuzz"};
+static Peer peer = {.uid = 0, .gid = 0, .pid = 1, .cgroup = (char *)"/fuzz"};
+
+/* Requests that change a vault (revision 2): run on a fresh per-input vault. OBJECT_CREATE only
+ * for cheap key types (no RSA generation per input). */
+static bool token_opcode(uint16_t op, const uint8_t *body, size_t len) {
+    char type[32];
+    if (op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN)
+        return true;
+    if (op == VHSM_OP_OBJECT_SET)
+        return true;
+    if (op == VHSM_OP_OBJECT_CREATE)
+        return vhsm_body_validate(body, len) == 0 &&
+               vhsm_body_get_str(body, len, VHSM_TAG_KEY_TYPE, 31, type, sizeof type) == 0 &&
+               (strcmp(type, "aes256") == 0 || strcmp(type, "hmac-sha256") == 0);
+    return false;
+}
 
 static void teardown(void) {
     dispatch = dispatch_free(dispatch);
@@ -63,6 +80,10 @@ static bool mutating(uint16_t op) {
     case VHSM_OP_UNWRAP:
     case VHSM_OP_PUBKEY:
     case VHSM_OP_RANDOM:
+    case VHSM_OP_ENCRYPT_EX:
+    case VHSM_OP_DECRYPT_EX:
+    case VHSM_OP_SIGN_EX:
+    case VHSM_OP_VERIFY_EX:
     case 0x7777: /* an unknown opcode */
         return false;
     default:
@@ -73,6 +94,10 @@ static bool mutating(uint16_t op) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     VhsmBuf out = VHSM_BUF_INIT;
     size_t off = 0;
+
+    Vault *tvault = NULL;
+    Dispatch *tdispatch = NULL;
+    Peer tpeer = {.uid = 1000, .gid = 1000, .pid = 2, .cgroup = (char *)"/fuzz/t"};
 
     if (!vault)
         setup();
@@ -123,7 +148,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 abort();
             free(body);
         }
-        if (h.kind == VHSM_KIND_REQUEST && !mutating(h.code)) {
+        if (h.kind == VHSM_KIND_REQUEST && token_opcode(h.code, data + off, h.body_len)) {
+            uint8_t *body = malloc(h.body_len ? h.body_len : 1);
+            size_t start = out.len;
+            if (!body)
+                abort();
+            if (!tvault) {
+                VaultPeer tvp = {.uid = 1000, .gid = 1000, .pid = 2};
+                if (vault_new(&tvault) < 0 || vault_set_pin_policy(tvault, 3, 1000) < 0 ||
+                    dispatch_new(tvault, &tdispatch) < 0 ||
+                    vault_key_generate(tvault, &tvp, "aes",
+                                       &(VaultKeySpec){.type = VAULT_KEY_AES256}) < 0)
+                    abort();
+            }
+            memcpy(body, data + off, h.body_len);
+            if (dispatch_request(tdispatch, &tpeer, &h, body, &out) < 0)
+                abort();
+            free(body);
+            if (out.len - start < VHSM_HEADER_SIZE ||
+                vhsm_header_decode(out.data + start, &rh) < 0 || rh.id != h.id ||
+                rh.kind != VHSM_KIND_RESPONSE ||
+                rh.body_len != out.len - start - VHSM_HEADER_SIZE ||
+                vhsm_body_validate(out.data + start + VHSM_HEADER_SIZE, rh.body_len) < 0)
+                abort();
+        } else if (h.kind == VHSM_KIND_REQUEST && !mutating(h.code)) {
             /* dispatch reads the body in place: give it an exact-size copy so that ASan sees
              * any read past the frame. */
             uint8_t *body = malloc(h.body_len ? h.body_len : 1);
@@ -145,5 +193,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         vhsm_buf_reset(&out);
     }
     vhsm_buf_done(&out);
+    tpeer.session = vault_session_unref(tpeer.session);
+    tdispatch = dispatch_free(tdispatch);
+    tvault = vault_free(tvault);
     return 0;
 }

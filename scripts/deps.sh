@@ -19,6 +19,9 @@ packages=(
   clevis clevis-luks tang socat
   # the VM test (tests/vm): Debian's kernel booted under qemu with a test-built initramfs
   qemu-system-x86 busybox-static cpio kmod
+  # the PKCS#11 module: its header, the real clients its tests drive, SoftHSM2 for bench-pkcs11
+  libp11-kit-dev opensc gnutls-bin libengine-pkcs11-openssl python3-pykcs11 softhsm2
+  openssh-server openssh-client
 )
 
 missing=()

@@ -201,6 +201,7 @@ Dispatch *dispatch_free(Dispatch *d) {
 typedef struct Req {
     Dispatch *d;
     const VaultPeer *peer;
+    Peer *conn; /* the connection (its login session) */
     const uint8_t *body;
     size_t len;
     VhsmBuf *out;
@@ -243,6 +244,16 @@ static const char *tag_name(uint16_t tag) {
         return "minimum version";
     case VHSM_TAG_TIMESTAMP:
         return "timestamp";
+    case VHSM_TAG_PIN:
+        return "PIN";
+    case VHSM_TAG_NEW_PIN:
+        return "new PIN";
+    case VHSM_TAG_USER_TYPE:
+        return "user type";
+    case VHSM_TAG_TICKET:
+        return "ticket";
+    case VHSM_TAG_TOKEN_LABEL:
+        return "token label";
     default:
         return "field";
     }
@@ -557,7 +568,168 @@ static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spe
 }
 
 static int op_ping(Req *q) {
+    vhsm_buf_put_u32(q->out, VHSM_TAG_REVISION, VHSM_PROTO_REVISION);
     return 0;
+}
+
+/* ---- tokens and PINs (docs/protocol.md "Tokens and PINs") ---- */
+
+/* A PIN field: 4..64 bytes (-ERANGE), required. */
+static int get_pin(Req *q, uint16_t tag, const uint8_t **ret, size_t *ret_len) {
+    int r = get_bytes(q, tag, true, ret, ret_len);
+    if (r < 0)
+        return r;
+    if (*ret_len < VHSM_PIN_LEN_MIN || *ret_len > VHSM_PIN_LEN_MAX)
+        return req_fail(q, -ERANGE, "a PIN has %u to %u bytes", VHSM_PIN_LEN_MIN, VHSM_PIN_LEN_MAX);
+    return 0;
+}
+
+static int get_user_type(Req *q, uint32_t *ret) {
+    int r = get_u32(q, VHSM_TAG_USER_TYPE, true, 0, ret);
+    if (r < 0)
+        return r;
+    if (*ret != VAULT_USER_SO && *ret != VAULT_USER_USER)
+        return req_fail(q, -EINVAL, "user type must be 0 (SO) or 1 (user)");
+    return 0;
+}
+
+static int op_token_info(Req *q) {
+    VaultTokenInfo ti;
+    char serial[17];
+    int r = vault_token_info(q->d->vault, q->peer, &ti);
+    if (r < 0)
+        return r;
+    memcpy(serial, ti.serial, sizeof serial);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_UID, (uint32_t)ti.uid);
+    vhsm_buf_put(q->out, VHSM_TAG_TOKEN_LABEL, ti.label, ti.label_len);
+    vhsm_buf_put_str(q->out, VHSM_TAG_SERIAL, serial);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_TOKEN_FLAGS, ti.flags);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_USER_FAILURES, ti.user_failures);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_SO_FAILURES, ti.so_failures);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_MAX_TRIES, ti.max_tries);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_USER_TYPE, ti.login);
+    return 0;
+}
+
+static int token_fail(Req *q, int r, const char *what) {
+    const char *why;
+    switch (-r) {
+    case EBADE:
+        why = "PIN incorrect";
+        break;
+    case ENOLCK:
+        why = "PIN locked after too many failures";
+        break;
+    case ENOMEDIUM:
+        why = "token not initialised";
+        break;
+    case ENODATA:
+        why = "user PIN not initialised";
+        break;
+    case ENOTEMPTY:
+        why = "the token still holds objects: delete them before re-initialising it";
+        break;
+    case EBADR:
+        why = "not logged in (as the SO)";
+        break;
+    case EALREADY:
+        why = "already logged in";
+        break;
+    case EISCONN:
+        why = "another user type is logged in on this connection";
+        break;
+    case EBUSY:
+        why = "the token changed during the check; try again";
+        break;
+    default:
+        return r;
+    }
+    return req_fail(q, r, "%s: token of uid %u: %s", what, (unsigned)q->peer->uid, why);
+}
+
+static int op_token_init(Req *q) {
+    const uint8_t *pin, *label = NULL;
+    size_t pin_len, label_len = 0;
+    int r;
+    if ((r = get_pin(q, VHSM_TAG_PIN, &pin, &pin_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_TOKEN_LABEL, false, &label, &label_len)) < 0)
+        return r;
+    if (label_len > VHSM_LABEL_LEN_MAX || (label && memchr(label, 0, label_len)))
+        return req_fail(q, -EINVAL, "token label: at most %u bytes, no NUL", VHSM_LABEL_LEN_MAX);
+    r = vault_token_init(q->d->vault, q->peer, pin, pin_len, label, label_len);
+    return r < 0 ? token_fail(q, r, "token-init") : 0;
+}
+
+/* Replaces the connection's session by s (a new login). */
+static void conn_set_session(Req *q, VaultSession *s) {
+    vault_session_unref(q->conn->session);
+    q->conn->session = s;
+}
+
+static int op_login(Req *q) {
+    uint8_t ticket[VAULT_TICKET_SIZE];
+    VaultSession *s = NULL;
+    const uint8_t *pin;
+    size_t pin_len;
+    uint32_t user;
+    int r;
+    if ((r = get_user_type(q, &user)) < 0 || (r = get_pin(q, VHSM_TAG_PIN, &pin, &pin_len)) < 0)
+        return r;
+    r = vault_login(q->d->vault, q->peer, user, pin, pin_len, &s, ticket);
+    if (r < 0)
+        return token_fail(q, r, "login");
+    conn_set_session(q, s);
+    vhsm_buf_mark_secret(q->out);
+    vhsm_buf_put(q->out, VHSM_TAG_TICKET, ticket, sizeof ticket);
+    explicit_bzero(ticket, sizeof ticket);
+    return 0;
+}
+
+static int op_login_ticket(Req *q) {
+    VaultSession *s = NULL;
+    const uint8_t *t;
+    size_t n;
+    int r;
+    if ((r = get_bytes(q, VHSM_TAG_TICKET, true, &t, &n)) < 0)
+        return r;
+    if (n != VAULT_TICKET_SIZE)
+        return req_fail(q, -EBADMSG, "a ticket has %u bytes", VAULT_TICKET_SIZE);
+    r = vault_login_ticket(q->d->vault, q->peer, t, &s);
+    if (r == -EBADE)
+        return req_fail(q, r, "login-ticket: no such login of this process");
+    if (r < 0)
+        return token_fail(q, r, "login-ticket");
+    conn_set_session(q, s);
+    return 0;
+}
+
+static int op_logout(Req *q) {
+    if (!vault_session_live(q->conn->session, NULL))
+        return req_fail(q, -EBADR, "logout: not logged in");
+    vault_logout(q->conn->session);
+    conn_set_session(q, NULL);
+    return 0;
+}
+
+static int op_init_pin(Req *q) {
+    const uint8_t *pin;
+    size_t pin_len;
+    int r;
+    if ((r = get_pin(q, VHSM_TAG_PIN, &pin, &pin_len)) < 0)
+        return r;
+    r = vault_init_pin(q->d->vault, q->peer, pin, pin_len);
+    return r < 0 ? token_fail(q, r, "init-pin") : 0;
+}
+
+static int op_set_pin(Req *q) {
+    const uint8_t *old, *new;
+    size_t old_len, new_len;
+    int r;
+    if ((r = get_pin(q, VHSM_TAG_PIN, &old, &old_len)) < 0 ||
+        (r = get_pin(q, VHSM_TAG_NEW_PIN, &new, &new_len)) < 0)
+        return r;
+    r = vault_set_pin(q->d->vault, q->peer, old, old_len, new, new_len);
+    return r < 0 ? token_fail(q, r, "set-pin") : 0;
 }
 
 static int op_attestation_status(Req *q) {
@@ -694,6 +866,166 @@ static int op_key_create(Req *q) {
     log_audit_uid(q->peer->uid, "Key '%s' (%s) created by uid %u.", q->name,
                   vault_key_type_to_string(spec.type), (unsigned)q->peer->uid);
     return 0;
+}
+
+/* ATTR fields (repeatable): u32 type | value, at most VAULT_ATTR_MAX, pointing into the body. */
+static int get_attrs(Req *q, VaultAttr attrs[static VAULT_ATTR_MAX], size_t *ret_n) {
+    size_t off = 0, n = 0;
+    VhsmTlv t;
+    while (vhsm_tlv_next(q->body, q->len, &off, &t) > 0) {
+        if (t.tag != VHSM_TAG_ATTR)
+            continue;
+        if (t.len < 4)
+            return req_fail(q, -EBADMSG, "malformed attribute (a 4-byte type, then the value)");
+        if (n == VAULT_ATTR_MAX)
+            return req_fail(q, -E2BIG, "more than %d attributes", VAULT_ATTR_MAX);
+        attrs[n].type = (uint32_t)t.value[0] << 24 | (uint32_t)t.value[1] << 16 |
+                        (uint32_t)t.value[2] << 8 | t.value[3];
+        attrs[n].value = t.len > 4 ? t.value + 4 : NULL;
+        attrs[n].len = t.len - 4;
+        n++;
+    }
+    *ret_n = n;
+    return 0;
+}
+
+static int attrs_fail(Req *q, const char *op, int r) {
+    if (r == -EINVAL)
+        return req_fail(q, r,
+                        "%s: key '%s': invalid object attributes (a type vhsmd owns, a duplicate "
+                        "type, or a read-only flag)",
+                        op, q->name);
+    if (r == -E2BIG)
+        return req_fail(q, r,
+                        "%s: key '%s': attributes over their caps (%d per object, %u bytes each, "
+                        "%u in all)",
+                        op, q->name, VAULT_ATTR_MAX, VAULT_ATTR_VALUE_MAX, VAULT_ATTR_TOTAL_MAX);
+    return r;
+}
+
+/* OBJECT_CREATE: KEY_CREATE with object flags and attributes. */
+static int op_object_create(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    VaultKeySpec spec;
+    char label[VHSM_MAX_NAME + 1];
+    int r;
+
+    if ((r = get_name(q)) < 0 || (r = get_spec(q, true, &acl, &spec, label, sizeof label)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_OBJ_FLAGS, false, 0, &spec.obj_flags)) < 0 ||
+        (r = get_attrs(q, attrs, &spec.n_attrs)) < 0)
+        return r;
+    spec.attrs = attrs;
+    if (spec.obj_flags & ~VAULT_OBJ_SETTABLE)
+        return req_fail(q, -EINVAL,
+                        "object-create: key '%s': flags 0x%x: only bits 0..14 may be chosen",
+                        q->name, spec.obj_flags);
+    r = vault_key_generate(q->d->vault, q->peer, q->name, &spec);
+    if (r < 0)
+        return attrs_fail(q, "object-create", r);
+    log_audit_uid(q->peer->uid, "Key '%s' (%s) created by uid %u.", q->name,
+                  vault_key_type_to_string(spec.type), (unsigned)q->peer->uid);
+    return 0;
+}
+
+static int op_object_set(Req *q) {
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    uint32_t set, clear;
+    size_t n;
+    int r;
+    if ((r = get_name(q)) < 0 || (r = get_u32(q, VHSM_TAG_OBJ_FLAGS, false, 0, &set)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_OBJ_FLAGS_CLEAR, false, 0, &clear)) < 0 ||
+        (r = get_attrs(q, attrs, &n)) < 0)
+        return r;
+    r = vault_key_set_object(q->d->vault, q->peer, q->name, set, clear, attrs, n);
+    return r < 0 ? attrs_fail(q, "object-set", r) : 0;
+}
+
+/* ENCRYPT_EX / DECRYPT_EX: AES modes with the caller's IV, AAD and tag length (raw output). */
+static int op_crypt_ex(Req *q, bool encrypt) {
+    static const char *const modes[_VAULT_AES_MODE_MAX] = {
+        [VAULT_AES_CBC] = "aes-cbc",
+        [VAULT_AES_CBC_PAD] = "aes-cbc-pad",
+        [VAULT_AES_CTR] = "aes-ctr",
+        [VAULT_AES_GCM] = "aes-gcm",
+    };
+    VaultAesParams p = {.mode = _VAULT_AES_MODE_INVALID};
+    const uint8_t *data;
+    size_t data_len, out_len = 0;
+    char alg[32];
+    uint8_t *out;
+    int r;
+
+    if ((r = get_name(q)) < 0 ||
+        (r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, alg, sizeof alg)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_IV, true, &p.iv, &p.iv_len)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_AAD, false, &p.aad, &p.aad_len)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_TAG_BITS, false, 0, &p.tag_bits)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_COUNTER_BITS, false, 0, &p.counter_bits)) < 0)
+        return r;
+    for (int m = 0; m < _VAULT_AES_MODE_MAX; m++)
+        if (strcmp(alg, modes[m]) == 0)
+            p.mode = (VaultAesMode)m;
+    if (p.mode < 0)
+        return req_fail(q, -EOPNOTSUPP,
+                        "%s: unknown algorithm '%s' (aes-cbc, aes-cbc-pad, aes-ctr, aes-gcm)",
+                        encrypt ? "encrypt-ex" : "decrypt-ex", alg);
+    if (p.mode != VAULT_AES_GCM && p.aad_len > 0)
+        return req_fail(q, -EINVAL, "AAD is for aes-gcm only");
+    if (!encrypt)
+        vhsm_buf_mark_secret(q->out);
+    out = vhsm_buf_put_reserve(q->out, VHSM_TAG_OUTPUT, data_len + 16);
+    if (!out)
+        return -ENOMEM;
+    r = vault_aes_crypt(q->d->vault, q->peer, q->name, &p, encrypt, data, data_len, out,
+                        data_len + 16, &out_len);
+    if (r == -EINVAL)
+        return req_fail(q, r,
+                        "%s: key '%s': invalid parameters for %s (IV length, data length, tag "
+                        "bits 96..128, or a CTR counter that would wrap)",
+                        encrypt ? "encrypt-ex" : "decrypt-ex", q->name, alg);
+    if (r < 0)
+        return r;
+    vhsm_buf_commit(q->out, out_len);
+    return 0;
+}
+
+static int put_owned(Req *q, uint16_t tag, uint8_t *p, size_t n);
+
+/* SIGN_EX / VERIFY_EX: CKM_ECDSA ("ecdsa-raw") and CKM_RSA_PKCS ("rsa-pkcs1-raw"). */
+static int op_sign_ex(Req *q, bool sign) {
+    const uint8_t *data, *sig = NULL;
+    size_t data_len, sig_len = 0, out_len = 0;
+    uint8_t *out = NULL;
+    VaultRawSig alg;
+    char name[32];
+    int r;
+
+    if ((r = get_name(q)) < 0 ||
+        (r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, name, sizeof name)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
+        (!sign && (r = get_bytes(q, VHSM_TAG_SIGNATURE, true, &sig, &sig_len)) < 0))
+        return r;
+    if (strcmp(name, "ecdsa-raw") == 0)
+        alg = VAULT_RAW_SIG_ECDSA;
+    else if (strcmp(name, "rsa-pkcs1-raw") == 0)
+        alg = VAULT_RAW_SIG_RSA_PKCS1;
+    else
+        return req_fail(q, -EOPNOTSUPP, "%s: unknown algorithm '%s' (ecdsa-raw, rsa-pkcs1-raw)",
+                        sign ? "sign-ex" : "verify-ex", name);
+    if (!sign)
+        return vault_verify_raw(q->d->vault, q->peer, q->name, alg, data, data_len, sig, sig_len);
+    r = vault_sign_raw(q->d->vault, q->peer, q->name, alg, data, data_len, &out, &out_len);
+    if (r == -EINVAL)
+        return req_fail(
+            q, r,
+            "sign-ex: key '%s': data length %zu not allowed (ecdsa-raw: a hash of 1..64 "
+            "bytes; rsa-pkcs1-raw: at most the modulus size - 11)",
+            q->name, data_len);
+    if (r < 0)
+        return r;
+    return put_owned(q, VHSM_TAG_SIGNATURE, out, out_len);
 }
 
 static int put_json(Req *q, json_t *j) {
@@ -1170,6 +1502,9 @@ static void default_message(Req *q, uint16_t opcode, int r) {
     case EBADMSG:
         reason = "malformed input";
         break;
+    case EBADR:
+        reason = "not logged in: this uid's token has a user PIN, log in first (C_Login)";
+        break;
     case EINVAL:
         reason = "invalid argument";
         break;
@@ -1215,12 +1550,12 @@ static bool opcode_parks(uint16_t opcode) {
     }
 }
 
-int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+int dispatch_request(Dispatch *d, Peer *peer, const VhsmHeader *h, const uint8_t *body,
                      VhsmBuf *out) {
     return dispatch_request_park(d, peer, h, body, out, NULL);
 }
 
-int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const uint8_t *body,
                           VhsmBuf *out, const DispatchPark *park) {
     char why_not[160] = "";
     int park_error = 0;
@@ -1229,8 +1564,9 @@ int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, co
                     .groups = peer->groups,
                     .n_groups = peer->n_groups,
                     .pid = peer->pid,
-                    .cgroup = peer->cgroup};
-    Req q = {.d = d, .peer = &vp, .body = body, .len = h->body_len, .out = out};
+                    .cgroup = peer->cgroup,
+                    .session = peer->session};
+    Req q = {.d = d, .peer = &vp, .conn = peer, .body = body, .len = h->body_len, .out = out};
     bool denied, gated;
     int r;
 
@@ -1317,6 +1653,45 @@ int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, co
         break;
     case VHSM_OP_IMPORT_RELEASE:
         r = op_import_release(&q);
+        break;
+    case VHSM_OP_TOKEN_INFO:
+        r = op_token_info(&q);
+        break;
+    case VHSM_OP_TOKEN_INIT:
+        r = op_token_init(&q);
+        break;
+    case VHSM_OP_LOGIN:
+        r = op_login(&q);
+        break;
+    case VHSM_OP_LOGIN_TICKET:
+        r = op_login_ticket(&q);
+        break;
+    case VHSM_OP_LOGOUT:
+        r = op_logout(&q);
+        break;
+    case VHSM_OP_INIT_PIN:
+        r = op_init_pin(&q);
+        break;
+    case VHSM_OP_SET_PIN:
+        r = op_set_pin(&q);
+        break;
+    case VHSM_OP_OBJECT_CREATE:
+        r = op_object_create(&q);
+        break;
+    case VHSM_OP_OBJECT_SET:
+        r = op_object_set(&q);
+        break;
+    case VHSM_OP_ENCRYPT_EX:
+        r = op_crypt_ex(&q, true);
+        break;
+    case VHSM_OP_DECRYPT_EX:
+        r = op_crypt_ex(&q, false);
+        break;
+    case VHSM_OP_SIGN_EX:
+        r = op_sign_ex(&q, true);
+        break;
+    case VHSM_OP_VERIFY_EX:
+        r = op_sign_ex(&q, false);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

@@ -33,12 +33,13 @@ int dispatch_set_trust(Dispatch *d, const json_t *kms_jwks, const json_t *attest
 void dispatch_set_workers(Dispatch *d, unsigned workers);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);
 
-/* Handles one request (header already validated: kind request, version, size). Appends exactly
+/* Handles one request (header already validated: kind request, version, size). peer is the
+ * connection's identity; LOGIN, LOGIN_TICKET and LOGOUT change its session. Appends exactly
  * one complete response frame to out (an error frame if the request fails). Returns 0, 1 if the
  * request was denied (-EPERM/-EACCES, answered with an error frame: the server closes connections
  * that keep sending denied requests), or -ENOMEM if not even an error frame could be appended (the
  * caller closes the connection). */
-int dispatch_request(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+int dispatch_request(Dispatch *d, Peer *peer, const VhsmHeader *h, const uint8_t *body,
                      VhsmBuf *out);
 
 /* The agent channel (docs/protocol.md "Agent channel"). park(): an operation on key failed with
@@ -51,7 +52,7 @@ typedef struct DispatchPark {
 } DispatchPark;
 #define DISPATCH_PARKED 2
 /* dispatch_request() with parking: park may be NULL (never park). */
-int dispatch_request_park(Dispatch *d, const Peer *peer, const VhsmHeader *h, const uint8_t *body,
+int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const uint8_t *body,
                           VhsmBuf *out, const DispatchPark *park);
 /* Called after a key was imported (key, the full name) and/or an attestation verdict recorded
  * (verdict), before the reply is sent. Set before serving. */

@@ -47,8 +47,9 @@
 #include "vhsm/vault-private.h"
 
 #define CONTENT_MAGIC "NTKC"
-#define CONTENT_FORMAT 2u
-#define CONTENT_FORMAT_PLAIN_NAMES 1u
+#define CONTENT_FORMAT 3u             /* 3: format 2 followed by the tokens */
+#define CONTENT_FORMAT_NO_TOKENS 2u   /* still read: no tokens */
+#define CONTENT_FORMAT_PLAIN_NAMES 1u /* still read: plain names, no tokens */
 #define FILE_MAGIC "NTKS"
 #define FILE_FORMAT 2u /* 2: u64 generation at 48; 1 (still read): none, generation 0 */
 #define FILE_FORMAT_V1 1u
@@ -238,6 +239,36 @@ static void w_absent(Writer *w, uint32_t number) {
     w_u32(w, 0);
 }
 
+static void w_pin(Writer *w, const VaultPinHash *h) {
+    w_u8(w, h->alg);
+    if (h->alg == VAULT_PIN_ALG_NONE)
+        return;
+    w_u32(w, h->iterations);
+    w_bytes(w, h->salt, sizeof h->salt);
+    w_bytes(w, h->hash, sizeof h->hash);
+}
+
+/* Format 3: u32 n | token * n (initialised tokens, sorted by uid). */
+static void w_tokens(Writer *w, Vault *v) {
+    uint32_t n = 0;
+    for (size_t i = 0; i < v->n_tokens; i++)
+        n += v->tokens[i].so.alg != VAULT_PIN_ALG_NONE;
+    w_u32(w, n);
+    for (size_t i = 0; i < v->n_tokens; i++) {
+        const VaultToken *t = &v->tokens[i];
+        if (t->so.alg == VAULT_PIN_ALG_NONE)
+            continue;
+        w_u32(w, t->uid);
+        w_u8(w, t->label_len);
+        w_bytes(w, t->label, t->label_len);
+        w_bytes(w, t->serial, sizeof t->serial);
+        w_pin(w, &t->so);
+        w_pin(w, &t->user);
+        w_u32(w, t->so_failures);
+        w_u32(w, t->user_failures);
+    }
+}
+
 static int serialize_pass(Vault *v, Writer *w) {
     uint32_t n = 0;
     int r;
@@ -265,6 +296,13 @@ static int serialize_pass(Vault *v, Writer *w) {
         w_u32(w, k->min_version);
         w_acl_list(w, &k->acl.use);
         w_acl_list(w, &k->acl.admin);
+        w_u32(w, k->obj_flags);
+        w_u16(w, (uint16_t)k->n_attrs);
+        for (size_t a = 0; a < k->n_attrs; a++) {
+            w_u32(w, k->attrs[a].type);
+            w_u16(w, (uint16_t)k->attrs[a].len);
+            w_bytes(w, k->attrs[a].value, k->attrs[a].len);
+        }
         for (uint32_t ver = k->min_version; ver <= k->latest; ver++) {
             KeyVersion *kv = k->versions[ver - 1];
             if (!kv)
@@ -277,6 +315,7 @@ static int serialize_pass(Vault *v, Writer *w) {
         if (k->pending_kv && (r = w_version(w, k->type, k->pending_kv)) < 0)
             return r;
     }
+    w_tokens(w, v);
     return 0;
 }
 
@@ -449,12 +488,15 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
     _cleanup_(vault_acl_donep) VaultAcl acl = {0};
     _cleanup_free_ char *name = NULL, *label = NULL;
     uint8_t type, origin, policy, pad;
-    uint32_t max_age, latest, min;
+    uint32_t max_age, latest, min, obj_flags = 0;
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    size_t n_attrs = 0;
     VaultKeySpec spec;
     int r;
 
-    if ((r = r_string(rd, format == CONTENT_FORMAT ? VAULT_FULL_NAME_MAX : VAULT_PLAIN_NAME_MAX,
-                      &name)) < 0 ||
+    if ((r = r_string(
+             rd, format != CONTENT_FORMAT_PLAIN_NAMES ? VAULT_FULL_NAME_MAX : VAULT_PLAIN_NAME_MAX,
+             &name)) < 0 ||
         (r = r_u8(rd, &type)) < 0 || (r = r_u8(rd, &origin)) < 0 || (r = r_u8(rd, &policy)) < 0 ||
         (r = r_u8(rd, &pad)) < 0 || (r = r_u32(rd, &max_age)) < 0 ||
         (r = r_string(rd, 128, &label)) < 0 || (r = r_u32(rd, &latest)) < 0 ||
@@ -467,6 +509,25 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
         return -EBADMSG;
     if ((r = r_acl_list(rd, &acl.use)) < 0 || (r = r_acl_list(rd, &acl.admin)) < 0)
         return r;
+    if (format == CONTENT_FORMAT) {
+        uint16_t n;
+        if ((r = r_u32(rd, &obj_flags)) < 0 || (r = r_u16(rd, &n)) < 0)
+            return r;
+        if (obj_flags & ~(VAULT_OBJ_SETTABLE | VAULT_OBJ_READONLY) || n > VAULT_ATTR_MAX)
+            return -EBADMSG;
+        for (uint16_t i = 0; i < n; i++) {
+            uint32_t t;
+            uint16_t len;
+            if ((r = r_u32(rd, &t)) < 0 || (r = r_u16(rd, &len)) < 0 || len == 0 ||
+                (r = r_bytes(rd, len, &attrs[i].value)) < 0)
+                return r < 0 ? r : -EBADMSG;
+            if (i > 0 && t <= attrs[i - 1].type)
+                return -EBADMSG; /* sorted, unique */
+            attrs[i].type = t;
+            attrs[i].len = len;
+        }
+        n_attrs = n;
+    }
     if (format == CONTENT_FORMAT_PLAIN_NAMES) {
         char *full = NULL;
         if ((r = migrate_name(name, &acl, &full)) < 0)
@@ -496,10 +557,14 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
         .acl = &acl,
         .policy = {.kind = (VaultPolicyKind)policy, .max_age_sec = max_age},
         .label = label,
+        .attrs = attrs,
+        .n_attrs = n_attrs,
     };
     r = vault_key_new(name, &spec, &(VaultPeer){0}, (VaultOrigin)origin, &k);
     if (r < 0)
         return r == -ENOMEM ? r : -EBADMSG;
+    if (format == CONTENT_FORMAT)
+        k->obj_flags = obj_flags;
     k->latest = min - 1;
     k->min_version = min;
     for (uint32_t ver = min; ver <= latest; ver++) {
@@ -559,8 +624,92 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
     return 0;
 }
 
+static int r_pin(Reader *rd, VaultPinHash *h) {
+    const uint8_t *p;
+    int r;
+    *h = (VaultPinHash){0};
+    if ((r = r_u8(rd, &h->alg)) < 0)
+        return r;
+    if (h->alg == VAULT_PIN_ALG_NONE)
+        return 0;
+    if (h->alg != VAULT_PIN_ALG_PBKDF2_SHA256)
+        return -EBADMSG;
+    if ((r = r_u32(rd, &h->iterations)) < 0)
+        return r;
+    if (h->iterations < 1000 || h->iterations > 100000000u)
+        return -EBADMSG;
+    if ((r = r_bytes(rd, sizeof h->salt, &p)) < 0)
+        return r;
+    memcpy(h->salt, p, sizeof h->salt);
+    if ((r = r_bytes(rd, sizeof h->hash, &p)) < 0)
+        return r;
+    memcpy(h->hash, p, sizeof h->hash);
+    return 0;
+}
+
+/* The token section of format 3 into a new sorted array (strictly increasing uids, each with an
+ * SO PIN, label without NUL, at most VAULT_TOKENS_MAX). */
+static int r_tokens(Reader *rd, VaultToken **ret, size_t *ret_n) {
+    VaultToken *t = NULL;
+    uint32_t n;
+    int r;
+    if ((r = r_u32(rd, &n)) < 0)
+        return r;
+    /* Each token needs at least 4 + 1 + 8 + 53 + 1 + 8 bytes. */
+    if (n > VAULT_TOKENS_MAX || n > rd->left / 75)
+        return -EBADMSG;
+    if (n > 0 && !(t = calloc(n, sizeof(VaultToken))))
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *p;
+        uint32_t uid;
+        if ((r = r_u32(rd, &uid)) < 0 || (r = r_u8(rd, &t[i].label_len)) < 0)
+            goto fail;
+        t[i].uid = uid;
+        r = -EBADMSG;
+        if (uid == UINT32_MAX || (i > 0 && uid <= t[i - 1].uid) ||
+            t[i].label_len > VAULT_TOKEN_LABEL_MAX)
+            goto fail;
+        if ((r = r_bytes(rd, t[i].label_len, &p)) < 0)
+            goto fail;
+        memcpy(t[i].label, p, t[i].label_len);
+        if (memchr(t[i].label, 0, t[i].label_len)) {
+            r = -EBADMSG;
+            goto fail;
+        }
+        if ((r = r_bytes(rd, sizeof t[i].serial, &p)) < 0)
+            goto fail;
+        memcpy(t[i].serial, p, sizeof t[i].serial);
+        if ((r = r_pin(rd, &t[i].so)) < 0 || (r = r_pin(rd, &t[i].user)) < 0 ||
+            (r = r_u32(rd, &t[i].so_failures)) < 0 || (r = r_u32(rd, &t[i].user_failures)) < 0)
+            goto fail;
+        if (t[i].so.alg == VAULT_PIN_ALG_NONE) {
+            r = -EBADMSG;
+            goto fail;
+        }
+    }
+    *ret = t;
+    *ret_n = n;
+    return 0;
+fail:
+    if (t) {
+        explicit_bzero(t, n * sizeof(VaultToken));
+        free(t);
+    }
+    return r < 0 ? r : -EBADMSG;
+}
+
+static void tokens_free(VaultToken *t, size_t n) {
+    if (t) {
+        explicit_bzero(t, n * sizeof(VaultToken));
+        free(t);
+    }
+}
+
 int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
     Reader rd = {.p = data, .left = len};
+    VaultToken *tokens = NULL;
+    size_t n_tokens = 0;
     VaultKey **keys = NULL;
     const uint8_t *magic;
     uint32_t format, n;
@@ -572,7 +721,8 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
     if ((r = r_bytes(&rd, 4, &magic)) < 0 || memcmp(magic, CONTENT_MAGIC, 4) != 0 ||
         (r = r_u32(&rd, &format)) < 0 || (r = r_u32(&rd, &n)) < 0)
         return -EBADMSG;
-    if (format != CONTENT_FORMAT && format != CONTENT_FORMAT_PLAIN_NAMES)
+    if (format != CONTENT_FORMAT && format != CONTENT_FORMAT_NO_TOKENS &&
+        format != CONTENT_FORMAT_PLAIN_NAMES)
         return -EOPNOTSUPP;
     /* Each key needs at least 36 bytes: refuse counts the input cannot hold before allocating. */
     if (n > MAX_KEYS || n > rd.left / 36 + 1)
@@ -597,6 +747,13 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
                         goto fail;
                     }
             }
+            if (format == CONTENT_FORMAT) {
+                tokens_free(tokens, n_tokens);
+                tokens = NULL;
+                n_tokens = 0;
+                if ((r = r_tokens(&rd, &tokens, &n_tokens)) < 0)
+                    goto fail;
+            }
             if (rd.left != 0) {
                 r = -EBADMSG;
                 goto fail;
@@ -609,7 +766,7 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
     }
 
     (void)pthread_rwlock_wrlock(&v->lock);
-    if (v->n_keys != 0) {
+    if (v->n_keys != 0 || v->n_tokens != 0) {
         (void)pthread_rwlock_unlock(&v->lock);
         r = -EBUSY;
         goto fail;
@@ -623,6 +780,7 @@ int keystore_deserialize(Vault *v, const uint8_t *data, size_t len) {
             goto fail;
         }
     }
+    vault_tokens_set_locked(v, tokens, n_tokens);
     (void)pthread_rwlock_unlock(&v->lock);
     free(keys);
     return 0;
@@ -631,6 +789,7 @@ fail:
     for (size_t i = 0; i < got; i++)
         vault_key_free(keys[i]);
     free(keys);
+    tokens_free(tokens, n_tokens);
     return r;
 }
 

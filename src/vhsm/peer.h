@@ -31,6 +31,8 @@ typedef struct Peer {
     pid_t pid;    /* 0 if the peer is in a pid namespace we cannot see */
     char *cgroup; /* cgroup v2 path ("/system.slice/x.service"), or NULL if unknown */
     bool pidfd;   /* true if the cgroup was verified through a pidfd */
+    struct VaultSession *session; /* the connection's PIN login (vault.h), or NULL: the owner of
+                                   * the connection releases it (vault_session_unref) */
 } Peer;
 
 /* Identifies the peer of a connected unix socket. Returns 0 (cgroup may be NULL; groups empty if

@@ -143,6 +143,7 @@ static void lock_guard_release(pthread_mutex_t **m) {
 static void conn_free(Conn *c) {
     if (c->fd >= 0)
         (void)close(c->fd);
+    c->peer.session = vault_session_unref(c->peer.session);
     peer_done(&c->peer);
     if (c->in) {
         explicit_bzero(c->in, c->in_cap);

@@ -52,9 +52,19 @@ typedef struct KeyVersion {
     _Atomic(void *) hmac_cache[KEY_VERSION_GCM_CACHE]; /* EVP_MAC_CTX *, for HMAC keys */
 } KeyVersion;
 
+/* A stored opaque attribute (its value in the ordinary heap: attributes are not secret). */
+typedef struct VaultKeyAttr {
+    uint32_t type;
+    uint8_t *value;
+    size_t len;
+} VaultKeyAttr;
+
 typedef struct VaultKey {
     char *name;
     VaultKeyType type;
+    uint32_t obj_flags;  /* VAULT_OBJ_* */
+    VaultKeyAttr *attrs; /* sorted by type, unique */
+    size_t n_attrs;
     VaultOrigin origin;
     VaultPolicy policy;
     VaultAcl acl;
@@ -91,6 +101,29 @@ typedef struct OwnerUsage {
     VaultUsage u;
 } OwnerUsage;
 
+/* A PIN hash (vault-token.c): PBKDF2-HMAC-SHA256(pin, salt, iterations) -> 32 bytes. */
+#define VAULT_PIN_SALT_SIZE 16u
+#define VAULT_PIN_HASH_SIZE 32u
+#define VAULT_PIN_ALG_NONE 0u
+#define VAULT_PIN_ALG_PBKDF2_SHA256 1u
+typedef struct VaultPinHash {
+    uint8_t alg; /* VAULT_PIN_ALG_* */
+    uint32_t iterations;
+    uint8_t salt[VAULT_PIN_SALT_SIZE];
+    uint8_t hash[VAULT_PIN_HASH_SIZE];
+} VaultPinHash;
+
+/* One token: the state of a uid namespace (persisted in the keystore, format 3). */
+typedef struct VaultToken {
+    uid_t uid;
+    uint8_t label[VAULT_TOKEN_LABEL_MAX];
+    uint8_t label_len;
+    uint8_t serial[8];
+    VaultPinHash so, user;
+    uint32_t so_failures, user_failures;
+    uint64_t generation; /* in memory: bumped at every PIN change (a check in flight retries) */
+} VaultToken;
+
 struct Vault {
     pthread_rwlock_t lock;
     /* Serialises mutations (taken before the write lock, held until the mutation is durable or
@@ -119,7 +152,27 @@ struct Vault {
     TransferSpent transfer_spent[VAULT_TRANSFER_RECENT]; /* a ring, guarded by transfer_lock */
     size_t n_transfer_spent;                             /* spent in all (ring index) */
     const char *transfer_curve; /* "P-384" (default) or "P-256", set before use */
+
+    /* Tokens (vault-token.c), sorted by uid; guarded by lock, changed under mutate_lock. */
+    VaultToken *tokens;
+    size_t n_tokens;
+    uint32_t pin_max_tries, pin_iterations;
+    /* Live login sessions (for tickets and revocation); guarded by session_lock. */
+    pthread_mutex_t session_lock;
+    VaultSession **sessions;
+    size_t n_sessions;
 };
+
+/* vault-token.c: the token of uid (NULL: none); table lock held. */
+VaultToken *vault_token_find_locked(Vault *v, uid_t uid);
+/* Replaces the token table (keystore load; takes ownership of tokens); write lock held. */
+void vault_tokens_set_locked(Vault *v, VaultToken *tokens, size_t n);
+/* Token state for vault_free(). */
+void vault_tokens_free(Vault *v);
+/* The login rule with the table lock held: 0 or -EBADR. */
+int vault_login_check_locked(Vault *v, const VaultPeer *peer);
+/* Makes the table's state durable inside a mutation (vault.c persist_locked). */
+int vault_persist_locked(Vault *v);
 
 time_t vault_now(Vault *v);
 

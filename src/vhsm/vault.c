@@ -520,7 +520,9 @@ static size_t acl_list_bytes(const VaultAclList *l) {
 /* A key's metadata cost: a base plus twice its keystore bytes (name, label, ACL, fields). */
 static uint64_t key_meta_cost(const VaultKey *k) {
     size_t ser = 24 + strlen(k->name) + (k->label ? strlen(k->label) : 0) +
-                 acl_list_bytes(&k->acl.use) + acl_list_bytes(&k->acl.admin);
+                 acl_list_bytes(&k->acl.use) + acl_list_bytes(&k->acl.admin) + 6;
+    for (size_t i = 0; i < k->n_attrs; i++)
+        ser += 6 + k->attrs[i].len;
     return KEY_META_BASE + 2 * (uint64_t)ser;
 }
 
@@ -758,6 +760,15 @@ int vault_new(Vault **ret) {
         free(v);
         return -ENOMEM;
     }
+    if (pthread_mutex_init(&v->session_lock, NULL) != 0) {
+        (void)pthread_mutex_destroy(&v->mutate_lock);
+        (void)pthread_mutex_destroy(&v->transfer_lock);
+        (void)pthread_rwlock_destroy(&v->lock);
+        free(v);
+        return -ENOMEM;
+    }
+    v->pin_max_tries = VAULT_PIN_MAX_TRIES_DEFAULT;
+    v->pin_iterations = VAULT_PIN_ITERATIONS_DEFAULT;
     atomic_init(&v->attestation_time, 0);
     atomic_init(&v->attestation_expires, 0);
     (void)vault_quota_normalize(&v->quota);
@@ -773,6 +784,8 @@ Vault *vault_free(Vault *v) {
     free(v->keys);
     free(v->usage);
     vault_transfer_free_all(v);
+    vault_tokens_free(v);
+    (void)pthread_mutex_destroy(&v->session_lock);
     (void)pthread_mutex_destroy(&v->transfer_lock);
     (void)pthread_mutex_destroy(&v->mutate_lock);
     (void)pthread_rwlock_destroy(&v->lock);
@@ -891,6 +904,9 @@ VaultKey *vault_key_free(VaultKey *k) {
     free(k->name);
     free(k->label);
     vault_acl_done(&k->acl);
+    for (size_t i = 0; i < k->n_attrs; i++)
+        free(k->attrs[i].value);
+    free(k->attrs);
     free(k);
     return NULL;
 }
@@ -920,7 +936,144 @@ static int spec_validate(const VaultKeySpec *spec) {
         return -EINVAL;
     if (spec->acl && acl_validate(spec->acl) < 0)
         return -EINVAL;
+    if (spec->obj_flags & ~VAULT_OBJ_SETTABLE)
+        return -EINVAL;
+    if (spec->n_attrs > 0 && !spec->attrs)
+        return -EINVAL;
     return 0;
+}
+
+bool vault_attr_type_reserved(uint32_t type) {
+    switch (type) {
+    case 0x000: /* CKA_CLASS */
+    case 0x001: /* CKA_TOKEN */
+    case 0x002: /* CKA_PRIVATE */
+    case 0x011: /* CKA_VALUE */
+    case 0x100: /* CKA_KEY_TYPE */
+    case 0x103: /* CKA_SENSITIVE */
+    case 0x104: /* CKA_ENCRYPT */
+    case 0x105: /* CKA_DECRYPT */
+    case 0x106: /* CKA_WRAP */
+    case 0x107: /* CKA_UNWRAP */
+    case 0x108: /* CKA_SIGN */
+    case 0x109: /* CKA_SIGN_RECOVER */
+    case 0x10A: /* CKA_VERIFY */
+    case 0x10B: /* CKA_VERIFY_RECOVER */
+    case 0x10C: /* CKA_DERIVE */
+    case 0x120: /* CKA_MODULUS */
+    case 0x121: /* CKA_MODULUS_BITS */
+    case 0x122: /* CKA_PUBLIC_EXPONENT */
+    case 0x123: /* CKA_PRIVATE_EXPONENT */
+    case 0x124: /* CKA_PRIME_1 */
+    case 0x125: /* CKA_PRIME_2 */
+    case 0x126: /* CKA_EXPONENT_1 */
+    case 0x127: /* CKA_EXPONENT_2 */
+    case 0x128: /* CKA_COEFFICIENT */
+    case 0x129: /* CKA_PUBLIC_KEY_INFO */
+    case 0x161: /* CKA_VALUE_LEN */
+    case 0x162: /* CKA_EXTRACTABLE */
+    case 0x163: /* CKA_LOCAL */
+    case 0x164: /* CKA_NEVER_EXTRACTABLE */
+    case 0x165: /* CKA_ALWAYS_SENSITIVE */
+    case 0x166: /* CKA_KEY_GEN_MECHANISM */
+    case 0x170: /* CKA_MODIFIABLE */
+    case 0x171: /* CKA_COPYABLE */
+    case 0x172: /* CKA_DESTROYABLE */
+    case 0x180: /* CKA_EC_PARAMS */
+    case 0x181: /* CKA_EC_POINT */
+    case 0x086: /* CKA_TRUSTED */
+    case 0x210: /* CKA_WRAP_WITH_TRUSTED */
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int attr_cmp(const void *a, const void *b) {
+    const VaultKeyAttr *x = a, *y = b;
+    return x->type < y->type ? -1 : x->type > y->type;
+}
+
+/* Merges attrs into a copy of (old, n_old): a value replaces its type's, len 0 removes it.
+ * Checks the caps, reserved and duplicate types. *ret / *ret_n: a new sorted array. */
+static int attrs_merge(const VaultKeyAttr *old, size_t n_old, const VaultAttr *attrs, size_t n,
+                       VaultKeyAttr **ret, size_t *ret_n) {
+    VaultKeyAttr *a;
+    size_t m = 0, total = 0;
+    int r = -EINVAL;
+    if (n > VAULT_ATTR_MAX)
+        return -E2BIG;
+    for (size_t i = 0; i < n; i++) {
+        if (vault_attr_type_reserved(attrs[i].type) || (attrs[i].len > 0 && !attrs[i].value))
+            return -EINVAL;
+        if (attrs[i].len > VAULT_ATTR_VALUE_MAX)
+            return -E2BIG;
+        for (size_t j = 0; j < i; j++)
+            if (attrs[j].type == attrs[i].type)
+                return -EINVAL;
+    }
+    a = calloc(n_old + n + 1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    for (size_t i = 0; i < n_old; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < n; j++)
+            replaced |= attrs[j].type == old[i].type;
+        if (replaced)
+            continue;
+        a[m].type = old[i].type;
+        a[m].len = old[i].len;
+        if (!(a[m].value = malloc(old[i].len ? old[i].len : 1)))
+            goto oom;
+        memcpy(a[m].value, old[i].value, old[i].len);
+        m++;
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (attrs[j].len == 0)
+            continue;
+        a[m].type = attrs[j].type;
+        a[m].len = attrs[j].len;
+        if (!(a[m].value = malloc(attrs[j].len)))
+            goto oom;
+        memcpy(a[m].value, attrs[j].value, attrs[j].len);
+        m++;
+    }
+    for (size_t i = 0; i < m; i++)
+        total += a[i].len;
+    if (m > VAULT_ATTR_MAX || total > VAULT_ATTR_TOTAL_MAX) {
+        r = -E2BIG;
+        goto fail;
+    }
+    qsort(a, m, sizeof *a, attr_cmp);
+    *ret = a;
+    *ret_n = m;
+    return 0;
+oom:
+    r = -ENOMEM;
+fail:
+    for (size_t i = 0; i < m; i++)
+        free(a[i].value);
+    free(a);
+    return r;
+}
+
+static void attrs_free(VaultKeyAttr *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(a[i].value);
+    free(a);
+}
+
+/* The read-only flags a new object gets from its origin and chosen flags. */
+static uint32_t flags_for_origin(uint32_t flags, VaultOrigin origin) {
+    flags &= VAULT_OBJ_SETTABLE;
+    if (origin == VAULT_ORIGIN_IMPORTED)
+        return flags; /* not local, never "always sensitive" or "never extractable" */
+    flags |= VAULT_OBJ_LOCAL;
+    if (flags & VAULT_OBJ_SENSITIVE)
+        flags |= VAULT_OBJ_ALWAYS_SENSITIVE;
+    if (!(flags & VAULT_OBJ_EXTRACTABLE))
+        flags |= VAULT_OBJ_NEVER_EXTRACTABLE;
+    return flags;
 }
 
 int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *peer,
@@ -945,6 +1098,10 @@ int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *p
     k->type = spec->type;
     k->origin = origin;
     k->policy = spec->policy;
+    k->obj_flags = flags_for_origin(spec->obj_flags ? spec->obj_flags : VAULT_OBJ_DEFAULT, origin);
+    if (spec->n_attrs > 0 &&
+        (r = attrs_merge(NULL, 0, spec->attrs, spec->n_attrs, &k->attrs, &k->n_attrs)) < 0)
+        return r;
     if (spec->acl)
         r = vault_acl_copy(spec->acl, &k->acl);
     else if ((r = vault_acl_list_add_uid(&k->acl.use, peer->uid)) >= 0)
@@ -1122,6 +1279,10 @@ static int persist_locked(Vault *v) {
     return r;
 }
 
+int vault_persist_locked(Vault *v) {
+    return persist_locked(v);
+}
+
 /* vault_insert_key() inside WRITE_LOCKED. */
 static int insert_key_persist_locked(Vault *v, const VaultPeer *peer, VaultKey *k) {
     VaultUsage d = key_usage(k);
@@ -1152,6 +1313,8 @@ int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     WRITE_LOCKED(v);
+    if ((r = vault_login_check_locked(v, peer)) < 0)
+        return r;
     return insert_key_persist_locked(v, peer, k);
 }
 
@@ -1696,7 +1859,8 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
         /* Cheap early checks so that a taken name or a full quota does not cost an RSA key
          * generation. */
         READ_LOCKED(v);
-        if ((r = vault_may_create_locked(v, peer, full, spec->type, VAULT_ORIGIN_GENERATED)) < 0)
+        if ((r = vault_login_check_locked(v, peer)) < 0 ||
+            (r = vault_may_create_locked(v, peer, full, spec->type, VAULT_ORIGIN_GENERATED)) < 0)
             return r;
     }
     if ((r = new_version(v, spec->type, 1, &kv)) < 0)
@@ -1733,6 +1897,8 @@ static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name
         return absent_error(peer, name);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
         return -EPERM;
+    if (vault_login_check_locked(v, peer) < 0)
+        return -EBADR; /* the peer's token needs a user login for key changes */
     *ret = k;
     return 0;
 }
@@ -1883,6 +2049,71 @@ int vault_key_set_acl(Vault *v, const VaultPeer *peer, const char *name, const V
     return 0;
 }
 
+int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint32_t flags_set,
+                         uint32_t flags_clear, const VaultAttr *attrs, size_t n_attrs) {
+    VaultKeyAttr *na = NULL, *oa;
+    size_t nn = 0, on;
+    uint32_t of, nf;
+    uint64_t before, after;
+    VaultUsage d;
+    VaultKey *k;
+    int r;
+
+    if (!v || !peer || (n_attrs > 0 && !attrs))
+        return -EINVAL;
+    if ((flags_set | flags_clear) & ~VAULT_OBJ_SETTABLE || (flags_set & flags_clear))
+        return -EINVAL;
+    RESOLVE(peer, name, full);
+    WRITE_LOCKED(v);
+    if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
+        return r;
+    of = k->obj_flags;
+    nf = (of | flags_set) & ~flags_clear;
+    if (nf != of || n_attrs > 0) {
+        /* PKCS#11's one-way rules, then MODIFIABLE. */
+        if ((of & VAULT_OBJ_SENSITIVE) && !(nf & VAULT_OBJ_SENSITIVE))
+            return -EPERM;
+        if (!(of & VAULT_OBJ_EXTRACTABLE) && (nf & VAULT_OBJ_EXTRACTABLE))
+            return -EPERM;
+        if ((of ^ nf) & (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |
+                         VAULT_OBJ_COPYABLE | VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED))
+            return -EPERM; /* fixed at creation (TRUSTED: needs the SO, not offered yet) */
+        if (!(of & VAULT_OBJ_MODIFIABLE))
+            return -EPERM;
+    }
+    if ((r = attrs_merge(k->attrs, k->n_attrs, attrs, n_attrs, &na, &nn)) < 0)
+        return r;
+    before = key_meta_cost(k);
+    oa = k->attrs;
+    on = k->n_attrs;
+    k->attrs = na;
+    k->n_attrs = nn;
+    k->obj_flags = nf;
+    after = key_meta_cost(k);
+    if (after > before) {
+        d = (VaultUsage){.bytes = after - before};
+        if ((r = quota_check_locked(v, peer, key_owner(k), &d)) >= 0)
+            r = usage_apply_locked(v, key_owner(k), &d, +1);
+    } else {
+        d = (VaultUsage){.bytes = before - after};
+        r = usage_apply_locked(v, key_owner(k), &d, -1);
+    }
+    if (r >= 0) {
+        r = persist_locked(v);
+        if (r < 0)
+            (void)usage_apply_locked(v, key_owner(k), &d, after > before ? -1 : +1);
+    }
+    if (r < 0) {
+        k->attrs = oa;
+        k->n_attrs = on;
+        k->obj_flags = of;
+        attrs_free(na, nn);
+        return r;
+    }
+    attrs_free(oa, on); /* ALWAYS_SENSITIVE stays as it was: set only at creation */
+    return 0;
+}
+
 int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
     VaultKey *k;
     size_t idx;
@@ -1914,6 +2145,77 @@ int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
 /* At most this many versions (the newest) in a description: a reply stays far below the
  * frame limit whatever the number of versions ("versions_omitted" counts the rest). */
 #define DESCRIBE_MAX_VERSIONS 1000u
+
+static char *hex_of(const uint8_t *p, size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    char *s = malloc(2 * n + 1);
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        s[2 * i] = digits[p[i] >> 4];
+        s[2 * i + 1] = digits[p[i] & 15];
+    }
+    s[2 * n] = 0;
+    return s;
+}
+
+/* Key size in bits (AES/HMAC secret length, RSA modulus, EC field; Ed25519 255). */
+static uint32_t key_bits(VaultKeyType t) {
+    switch (t) {
+    case VAULT_KEY_AES256:
+    case VAULT_KEY_HMAC_SHA256:
+        return 256;
+    case VAULT_KEY_HMAC_SHA384:
+        return 384;
+    case VAULT_KEY_EC_P256:
+        return 256;
+    case VAULT_KEY_EC_P384:
+        return 384;
+    case VAULT_KEY_ED25519:
+        return 255;
+    case VAULT_KEY_RSA2048:
+        return 2048;
+    case VAULT_KEY_RSA3072:
+        return 3072;
+    case VAULT_KEY_RSA4096:
+        return 4096;
+    default:
+        return 0;
+    }
+}
+
+/* The object members of a description: "flags", "bits", "attrs" [{"type","value" (hex)}],
+ * "spki" (hex DER SubjectPublicKeyInfo of the latest version, asymmetric keys). */
+static int key_object_json(const VaultKey *k, const KeyVersion *latest, json_t *o) {
+    json_t *a = json_array();
+    if (!a || json_object_set_new(o, "attrs", a) < 0 ||
+        json_object_set_new(o, "flags", json_integer(k->obj_flags)) < 0 ||
+        json_object_set_new(o, "bits", json_integer(key_bits(k->type))) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < k->n_attrs; i++) {
+        char *h = hex_of(k->attrs[i].value, k->attrs[i].len);
+        json_t *e =
+            h ? json_pack("{s:I,s:s}", "type", (json_int_t)k->attrs[i].type, "value", h) : NULL;
+        free(h);
+        if (!e || json_array_append_new(a, e) < 0)
+            return -ENOMEM;
+    }
+    if (latest && latest->pkey) {
+        unsigned char *der = NULL;
+        int n = i2d_PUBKEY(latest->pkey, &der);
+        char *h;
+        if (n <= 0)
+            return -EIO;
+        h = hex_of(der, (size_t)n);
+        OPENSSL_free(der);
+        if (!h || json_object_set_new(o, "spki", json_string(h)) < 0) {
+            free(h);
+            return -ENOMEM;
+        }
+        free(h);
+    }
+    return 0;
+}
 
 /* with_versions: the "versions" array (describe); a list summary has none. */
 static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **ret) {
@@ -1958,6 +2260,8 @@ static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **re
          (omitted > 0 && json_object_set_new(o, "versions_omitted", json_integer(omitted)) < 0)))
         return -ENOMEM;
     if (k->label && json_object_set_new(o, "label", json_string(k->label)) < 0)
+        return -ENOMEM;
+    if (key_object_json(k, latest, o) < 0)
         return -ENOMEM;
     if (latest && latest->thumbprint[0] &&
         json_object_set_new(o, "fingerprint", json_string(latest->thumbprint)) < 0)
@@ -2081,10 +2385,18 @@ int vault_key_list_page(Vault *v, const VaultPeer *peer, const char *after, size
     return 0;
 }
 
+/* The usage flag an encrypt (or decrypt) operation needs: key wrap algorithms WRAP / UNWRAP. */
+static uint32_t op_usage(const VaultOp *op, bool encrypt) {
+    bool kw = op->alg == VAULT_ALG_AES256_KW || op->alg == VAULT_ALG_AES256_KWP;
+    if (encrypt)
+        return kw ? VAULT_OBJ_WRAP : VAULT_OBJ_ENCRYPT;
+    return kw ? VAULT_OBJ_UNWRAP : VAULT_OBJ_DECRYPT;
+}
+
 /* Takes a reference on the version an operation uses. need_attest: the operation uses secret
  * or private material, so an `attested` policy applies. version 0 = latest. */
 static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
-                   uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
+                   uint32_t usage, uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
     VaultKey *k;
     KeyVersion *kv;
 
@@ -2096,6 +2408,12 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     if (!k)
         return absent_error(peer, full);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE))
+        return -EPERM;
+    /* Secret or private material: the peer's token may need a user login (on top of the ACL). */
+    if (need_attest && vault_login_check_locked(v, peer) < 0)
+        return -EBADR;
+    /* The object's usage flags (CKA_SIGN, CKA_DECRYPT, ...). */
+    if ((k->obj_flags & usage) != usage)
         return -EPERM;
     if (need_attest && k->policy.kind == VAULT_POLICY_ATTESTED) {
         long long at = atomic_load(&v->attestation_time);
@@ -2129,7 +2447,7 @@ int vault_key_export_public(Vault *v, const VaultPeer *peer, const char *name, u
 
     if (!ret || format < 0 || format >= _VAULT_PUB_FORMAT_MAX)
         return -EINVAL;
-    if ((r = acquire(v, peer, name, false, version, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, false, 0, version, &type, &kv)) < 0)
         return r;
     if (!kv->pkey)
         return -EOPNOTSUPP;
@@ -2550,7 +2868,7 @@ int vault_encrypt_into(Vault *v, const VaultPeer *peer, const char *name, const 
         return r;
     if (out_size < VAULT_GCM_ENVELOPE_SIZE(in_len))
         return -EINVAL;
-    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, op_usage(op, true), 0, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2576,7 +2894,7 @@ int vault_encrypt(Vault *v, const VaultPeer *peer, const char *name, const Vault
         return r;
     is_rsa = op->alg == VAULT_ALG_RSA_OAEP_SHA256 || op->alg == VAULT_ALG_RSA_OAEP_SHA1;
     /* OAEP encryption uses only the public key: no attestation needed. */
-    if ((r = acquire(v, peer, name, !is_rsa, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, !is_rsa, op_usage(op, true), 0, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2644,7 +2962,7 @@ int vault_decrypt_into(Vault *v, const VaultPeer *peer, const char *name, const 
         return -EINVAL;
     if ((r = input_version(op, &body, &body_len, &version)) < 0)
         return r;
-    if ((r = acquire(v, peer, name, true, version, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, op_usage(op, false), version, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2857,7 +3175,7 @@ int vault_sign(Vault *v, const VaultPeer *peer, const char *name, const VaultOp 
         return -EINVAL;
     if ((r = op_validate(op, false, in, in_len)) < 0)
         return r;
-    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, VAULT_OBJ_SIGN, 0, &type, &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -2922,7 +3240,8 @@ int vault_verify(Vault *v, const VaultPeer *peer, const char *name, const VaultO
         return r;
     /* HMAC verification uses the secret key: attestation applies; public-key verification
      * needs only the public half. */
-    if ((r = acquire(v, peer, name, op->alg == VAULT_ALG_HMAC, version, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, op->alg == VAULT_ALG_HMAC, VAULT_OBJ_VERIFY, version, &type,
+                     &kv)) < 0)
         return r;
     if (!alg_fits(type, op->alg))
         return -EOPNOTSUPP;
@@ -3010,7 +3329,7 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
         if ((r = vault_may_create_locked(v, peer, full_new, spec->type, VAULT_ORIGIN_DERIVED)) < 0)
             return r;
     }
-    if ((r = acquire(v, peer, name, true, 0, &type, &kv)) < 0)
+    if ((r = acquire(v, peer, name, true, VAULT_OBJ_DERIVE, 0, &type, &kv)) < 0)
         return r;
     if (type != VAULT_KEY_EC_P256 && type != VAULT_KEY_EC_P384)
         return -EOPNOTSUPP;
@@ -3081,4 +3400,211 @@ int vault_random(size_t n, uint8_t **ret) {
         return nt_openssl_error(-EIO, "RAND_bytes");
     *ret = TAKE_PTR(buf);
     return 0;
+}
+
+/* ---- AES modes with caller parameters (revision 2, the PKCS#11 module) ---- */
+
+static const EVP_CIPHER *aes_mode_cipher(VaultAesMode mode) {
+    switch (mode) {
+    case VAULT_AES_CBC:
+    case VAULT_AES_CBC_PAD:
+        return EVP_aes_256_cbc();
+    case VAULT_AES_CTR:
+        return EVP_aes_256_ctr();
+    case VAULT_AES_GCM:
+        return EVP_aes_256_gcm();
+    default:
+        return NULL;
+    }
+}
+
+/* CTR: refuses an operation that would wrap the low counter_bits of the counter block (PKCS#11
+ * counts only those bits; OpenSSL increments all 128, which agrees as long as they do not wrap). */
+static int ctr_check(const uint8_t iv[16], unsigned counter_bits, size_t in_len) {
+    uint64_t blocks = (in_len + 15) / 16, avail;
+    unsigned __int128 ctr = 0, max;
+    if (counter_bits == 0 || counter_bits > 128)
+        return -EINVAL;
+    for (size_t i = 0; i < 16; i++)
+        ctr = ctr << 8 | iv[i];
+    if (counter_bits == 128)
+        return 0;
+    max = ((unsigned __int128)1 << counter_bits) - 1;
+    ctr &= max;
+    avail = (max - ctr) > UINT64_MAX ? UINT64_MAX : (uint64_t)(max - ctr) + 1;
+    return blocks <= avail ? 0 : -EINVAL;
+}
+
+int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const VaultAesParams *p,
+                    bool encrypt, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                    size_t *ret_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = NULL;
+    const EVP_CIPHER *cipher;
+    size_t tag_len = 0, body_len = in_len;
+    VaultKeyType type;
+    int n = 0, fin = 0, r;
+
+    if (!p || !out || !ret_len || (in_len > 0 && !in) || in_len > VAULT_MAX_INPUT ||
+        !(cipher = aes_mode_cipher(p->mode)) || (p->iv_len > 0 && !p->iv) ||
+        (p->aad_len > 0 && !p->aad) || out_size < in_len + 16)
+        return -EINVAL;
+    switch (p->mode) {
+    case VAULT_AES_CBC:
+        if (p->iv_len != 16 || in_len % 16 != 0)
+            return -EINVAL;
+        break;
+    case VAULT_AES_CBC_PAD:
+        if (p->iv_len != 16 || (!encrypt && (in_len == 0 || in_len % 16 != 0)))
+            return -EINVAL;
+        break;
+    case VAULT_AES_CTR:
+        if (p->iv_len != 16 ||
+            ctr_check(p->iv, p->counter_bits ? p->counter_bits : 128, in_len) < 0)
+            return -EINVAL;
+        break;
+    case VAULT_AES_GCM:
+        tag_len = p->tag_bits ? p->tag_bits / 8 : 16;
+        if (p->iv_len < 1 || p->iv_len > 128 ||
+            (p->tag_bits && (p->tag_bits % 8 != 0 || p->tag_bits < 96 || p->tag_bits > 128)))
+            return -EINVAL;
+        if (!encrypt) {
+            if (in_len < tag_len)
+                return -EINVAL;
+            body_len = in_len - tag_len;
+        }
+        break;
+    default:
+        return -EINVAL;
+    }
+    if ((r = acquire(v, peer, name, true, encrypt ? VAULT_OBJ_ENCRYPT : VAULT_OBJ_DECRYPT, 0, &type,
+                     &kv)) < 0)
+        return r;
+    if (type != VAULT_KEY_AES256)
+        return -EOPNOTSUPP;
+    ctx = EVP_CIPHER_CTX_new();
+    if (!ctx || EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, encrypt) != 1)
+        return -ENOMEM;
+    if (p->mode == VAULT_AES_GCM &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)p->iv_len, NULL) != 1)
+        return nt_openssl_error(-EIO, "GCM IV length");
+    if (EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(kv->secret), p->iv, encrypt) != 1 ||
+        EVP_CIPHER_CTX_set_padding(ctx, p->mode == VAULT_AES_CBC_PAD) != 1)
+        return nt_openssl_error(-EIO, "AES init");
+    if (p->mode == VAULT_AES_GCM && p->aad_len > 0 &&
+        EVP_CipherUpdate(ctx, NULL, &n, p->aad, (int)p->aad_len) != 1)
+        return nt_openssl_error(-EIO, "GCM AAD");
+    if (p->mode == VAULT_AES_GCM && !encrypt &&
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, (int)tag_len, (void *)(in + body_len)) != 1)
+        return nt_openssl_error(-EIO, "GCM tag");
+    n = 0;
+    if ((body_len > 0 && EVP_CipherUpdate(ctx, out, &n, in, (int)body_len) != 1)) {
+        explicit_bzero(out, out_size);
+        return nt_openssl_error(-EIO, "AES update");
+    }
+    if (EVP_CipherFinal_ex(ctx, out + n, &fin) != 1) {
+        ERR_clear_error();
+        explicit_bzero(out, out_size);
+        /* GCM: the tag did not verify; CBC-PAD: bad padding */
+        return p->mode == VAULT_AES_GCM ? -EKEYREJECTED : -EBADMSG;
+    }
+    n += fin;
+    if (p->mode == VAULT_AES_GCM && encrypt) {
+        if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, (int)tag_len, out + n) != 1)
+            return nt_openssl_error(-EIO, "GCM tag");
+        n += (int)tag_len;
+    }
+    *ret_len = (size_t)n;
+    return 0;
+}
+
+/* ---- raw signatures (revision 2): CKM_ECDSA on a caller's hash, CKM_RSA_PKCS on DigestInfo ----
+ */
+
+static size_t raw_ec_size(VaultKeyType t) {
+    return t == VAULT_KEY_EC_P256 ? 32 : t == VAULT_KEY_EC_P384 ? 48 : 0;
+}
+
+int vault_sign_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                   const uint8_t *in, size_t in_len, uint8_t **ret_sig, size_t *ret_sig_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    _cleanup_free_ uint8_t *sig = NULL;
+    VaultKeyType type;
+    size_t n = 0;
+    int r;
+
+    if (!in || in_len == 0 || !ret_sig || !ret_sig_len ||
+        (alg != VAULT_RAW_SIG_ECDSA && alg != VAULT_RAW_SIG_RSA_PKCS1))
+        return -EINVAL;
+    if ((r = acquire(v, peer, name, true, VAULT_OBJ_SIGN, 0, &type, &kv)) < 0)
+        return r;
+    if (alg == VAULT_RAW_SIG_ECDSA ? raw_ec_size(type) == 0
+                                   : !(type == VAULT_KEY_RSA2048 || type == VAULT_KEY_RSA3072 ||
+                                       type == VAULT_KEY_RSA4096))
+        return -EOPNOTSUPP;
+    if (!kv->pkey)
+        return -ENOMEM;
+    /* CKM_ECDSA: a hash of up to 64 bytes (FIPS 186 truncates it to the order's length);
+     * CKM_RSA_PKCS: a DigestInfo of at most k - 11 bytes (the caller's padding input). */
+    if (alg == VAULT_RAW_SIG_ECDSA && in_len > 64)
+        return -EINVAL;
+    if (alg == VAULT_RAW_SIG_RSA_PKCS1 && in_len > (size_t)EVP_PKEY_get_size(kv->pkey) - 11)
+        return -EINVAL;
+    ctx = EVP_PKEY_CTX_new(kv->pkey, NULL);
+    if (!ctx || EVP_PKEY_sign_init(ctx) != 1)
+        return nt_openssl_error(-EIO, "sign init");
+    if (alg == VAULT_RAW_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1)
+        return nt_openssl_error(-EIO, "RSA padding");
+    if (EVP_PKEY_sign(ctx, NULL, &n, in, in_len) != 1)
+        return nt_openssl_error(-EIO, "sign size");
+    sig = nt_malloc(n);
+    if (!sig)
+        return -ENOMEM;
+    if (EVP_PKEY_sign(ctx, sig, &n, in, in_len) != 1)
+        return nt_openssl_error(-EIO, "raw sign");
+    if (alg == VAULT_RAW_SIG_ECDSA)
+        return ecdsa_der_to_rs(sig, n, raw_ec_size(type), ret_sig, ret_sig_len);
+    *ret_sig = TAKE_PTR(sig);
+    *ret_sig_len = n;
+    return 0;
+}
+
+int vault_verify_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                     const uint8_t *in, size_t in_len, const uint8_t *sig, size_t sig_len) {
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = NULL;
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    VaultKeyType type;
+    int r, ok;
+
+    if (!in || in_len == 0 || !sig ||
+        (alg != VAULT_RAW_SIG_ECDSA && alg != VAULT_RAW_SIG_RSA_PKCS1))
+        return -EINVAL;
+    /* verification uses only the public key: no login, no attestation */
+    if ((r = acquire(v, peer, name, false, VAULT_OBJ_VERIFY, 0, &type, &kv)) < 0)
+        return r;
+    if (alg == VAULT_RAW_SIG_ECDSA ? raw_ec_size(type) == 0
+                                   : !(type == VAULT_KEY_RSA2048 || type == VAULT_KEY_RSA3072 ||
+                                       type == VAULT_KEY_RSA4096))
+        return -EOPNOTSUPP;
+    if (!kv->pkey)
+        return -ENOMEM;
+    if (in_len > 512)
+        return -EINVAL;
+    ctx = EVP_PKEY_CTX_new(kv->pkey, NULL);
+    if (!ctx || EVP_PKEY_verify_init(ctx) != 1)
+        return nt_openssl_error(-EIO, "verify init");
+    if (alg == VAULT_RAW_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1)
+        return nt_openssl_error(-EIO, "RSA padding");
+    if (alg == VAULT_RAW_SIG_ECDSA) {
+        if ((r = ecdsa_rs_to_der(sig, sig_len, raw_ec_size(type), &der, &der_len)) < 0)
+            return r;
+        ok = EVP_PKEY_verify(ctx, der, der_len, in, in_len);
+        OPENSSL_free(der);
+    } else
+        ok = EVP_PKEY_verify(ctx, sig, sig_len, in, in_len);
+    ERR_clear_error();
+    return ok == 1 ? 0 : -EKEYREJECTED;
 }

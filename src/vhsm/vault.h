@@ -51,6 +51,7 @@
 
 typedef struct Vault Vault;
 typedef struct Keystore Keystore;
+typedef struct VaultSession VaultSession; /* a PIN login (vault_login); see "Tokens" below */
 
 typedef enum VaultKeyType {
     VAULT_KEY_AES256,      /* "aes256" */
@@ -116,7 +117,8 @@ typedef struct VaultPeer {
     const gid_t *groups; /* supplementary gids (may be NULL) */
     size_t n_groups;
     pid_t pid;
-    const char *cgroup; /* e.g. "/system.slice/app.service" (cgroup v2 path) */
+    const char *cgroup;    /* e.g. "/system.slice/app.service" (cgroup v2 path) */
+    VaultSession *session; /* the connection's login (vault_login), or NULL */
 } VaultPeer;
 
 /* One access list. A peer matches if its uid is listed, or its primary gid or one of its
@@ -262,11 +264,60 @@ void vault_set_clock(Vault *v, time_t (*now)(void *userdata), void *userdata);
 
 /* What to create. acl NULL = the default (the creator's uid in both lists). label optional
  * (<= 128 printable chars), shown by describe. */
+/* Object attributes (issue 12, the PKCS#11 module; docs/vault.md "Object attributes"): policy
+ * flags the vault enforces, and opaque attributes it stores for the module (CKA_LABEL, CKA_ID,
+ * ...). Same bit values as libvhsm's VHSM_OBJ_*. */
+#define VAULT_OBJ_SIGN (1u << 0)
+#define VAULT_OBJ_VERIFY (1u << 1)
+#define VAULT_OBJ_ENCRYPT (1u << 2)
+#define VAULT_OBJ_DECRYPT (1u << 3)
+#define VAULT_OBJ_WRAP (1u << 4)
+#define VAULT_OBJ_UNWRAP (1u << 5)
+#define VAULT_OBJ_DERIVE (1u << 6)
+#define VAULT_OBJ_EXTRACTABLE (1u << 7)
+#define VAULT_OBJ_SENSITIVE (1u << 8)
+#define VAULT_OBJ_TRUSTED (1u << 9)
+#define VAULT_OBJ_WRAP_WITH_TRUSTED (1u << 10)
+#define VAULT_OBJ_PRIVATE (1u << 11)
+#define VAULT_OBJ_MODIFIABLE (1u << 12)
+#define VAULT_OBJ_COPYABLE (1u << 13)
+#define VAULT_OBJ_DESTROYABLE (1u << 14)
+#define VAULT_OBJ_SESSION (1u << 15) /* reserved: session objects are not implemented yet */
+#define VAULT_OBJ_LOCAL (1u << 16)   /* read-only, set by the vault */
+#define VAULT_OBJ_ALWAYS_SENSITIVE (1u << 17)
+#define VAULT_OBJ_NEVER_EXTRACTABLE (1u << 18)
+#define VAULT_OBJ_USAGE                                                                            \
+    (VAULT_OBJ_SIGN | VAULT_OBJ_VERIFY | VAULT_OBJ_ENCRYPT | VAULT_OBJ_DECRYPT | VAULT_OBJ_WRAP |  \
+     VAULT_OBJ_UNWRAP | VAULT_OBJ_DERIVE)
+#define VAULT_OBJ_SETTABLE ((1u << 15) - 1u) /* bits a creator may choose */
+#define VAULT_OBJ_READONLY                                                                         \
+    (VAULT_OBJ_LOCAL | VAULT_OBJ_ALWAYS_SENSITIVE | VAULT_OBJ_NEVER_EXTRACTABLE)
+/* Default for a key created without flags (and for keys from before attributes): every usage,
+ * sensitive, private, modifiable, destroyable; not extractable. */
+#define VAULT_OBJ_DEFAULT                                                                          \
+    (VAULT_OBJ_USAGE | VAULT_OBJ_SENSITIVE | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |            \
+     VAULT_OBJ_DESTROYABLE)
+
+typedef struct VaultAttr {
+    uint32_t type;        /* a CKA_* number, stored verbatim */
+    const uint8_t *value; /* len bytes (may be NULL when len is 0) */
+    size_t len;
+} VaultAttr;
+#define VAULT_ATTR_MAX 32          /* per object */
+#define VAULT_ATTR_VALUE_MAX 1024u /* bytes of one value */
+#define VAULT_ATTR_TOTAL_MAX 4096u /* bytes of all values of an object */
+/* Whether the vault refuses a type as an opaque attribute: the ones it owns itself (CKA_CLASS,
+ * CKA_TOKEN, CKA_PRIVATE, CKA_VALUE, CKA_KEY_TYPE, the flag attributes, key components, ...). */
+bool vault_attr_type_reserved(uint32_t type);
+
 typedef struct VaultKeySpec {
     VaultKeyType type;
     const VaultAcl *acl;
     VaultPolicy policy;
     const char *label;
+    uint32_t obj_flags; /* VAULT_OBJ_* settable bits; 0 = VAULT_OBJ_DEFAULT */
+    const VaultAttr *attrs;
+    size_t n_attrs;
 } VaultKeySpec;
 
 /* Generates key `name` (version 1) inside the vault. Any peer that reached the daemon may
@@ -407,5 +458,139 @@ int vault_key_derive_ecdh(Vault *v, const VaultPeer *peer, const char *name,
  * -EINVAL, -ENOMEM, -EIO. */
 int vault_random(size_t n, uint8_t **ret);
 
+/* Changes an object's attributes (ADMIN right, and the login rule): flags_set / flags_clear
+ * among the settable bits, with PKCS#11's rules: SENSITIVE may only be set, EXTRACTABLE only
+ * cleared, TRUSTED only by... nobody yet (-EPERM), and nothing else changes on an object
+ * without MODIFIABLE (-EPERM). attrs replace the stored values of their types (len 0 removes
+ * one). Returns 0, -ENOKEY, -EPERM, -EBADR, -EINVAL (a reserved or duplicate type, a read-only
+ * bit), -E2BIG (over the attribute caps), -EDQUOT, or the keystore's error (nothing changed). */
+int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint32_t flags_set,
+                         uint32_t flags_clear, const VaultAttr *attrs, size_t n_attrs);
+
+/* AES modes with the caller's parameters, for the PKCS#11 module (raw output, no envelope):
+ * CBC (IV 16, data a multiple of 16), CBC with PKCS#7 padding, CTR (IV = the 16-byte counter
+ * block; counter_bits 1..128, 0 = 128; an operation that would wrap them is refused), GCM (IV
+ * 1..128 bytes, AAD, tag_bits 96..128 in steps of 8, 0 = 128; encrypt output ct || tag, decrypt
+ * input ct || tag). USE right, the login rule, ENCRYPT / DECRYPT usage; AES keys only
+ * (-EOPNOTSUPP). out_size >= in_len + 16. Returns 0, -EINVAL (parameters, lengths),
+ * -EKEYREJECTED (GCM tag), -EBADMSG (CBC padding), or the acquire errors; out is wiped on a
+ * decryption failure. */
+typedef enum VaultAesMode {
+    VAULT_AES_CBC,
+    VAULT_AES_CBC_PAD,
+    VAULT_AES_CTR,
+    VAULT_AES_GCM,
+    _VAULT_AES_MODE_MAX,
+    _VAULT_AES_MODE_INVALID = -EINVAL,
+} VaultAesMode;
+typedef struct VaultAesParams {
+    VaultAesMode mode;
+    const uint8_t *iv;
+    size_t iv_len;
+    const uint8_t *aad;
+    size_t aad_len;
+    unsigned tag_bits;
+    unsigned counter_bits;
+} VaultAesParams;
+int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const VaultAesParams *p,
+                    bool encrypt, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_size,
+                    size_t *ret_len);
+
+/* Raw signatures for the PKCS#11 module: CKM_ECDSA (in: a hash of 1..64 bytes, any hash; the
+ * signature is r || s, fixed size) and CKM_RSA_PKCS (in: the DigestInfo or other data to pad,
+ * at most k - 11 bytes; PKCS#1 v1.5 signature). Latest version. sign: USE right, the login rule,
+ * SIGN flag; verify: USE right and the VERIFY flag only (public key). Returns 0, -EINVAL
+ * (lengths), -EOPNOTSUPP (key type), -EKEYREJECTED (verify: bad signature), or the acquire
+ * errors. */
+typedef enum VaultRawSig {
+    VAULT_RAW_SIG_ECDSA,
+    VAULT_RAW_SIG_RSA_PKCS1,
+    _VAULT_RAW_SIG_MAX,
+    _VAULT_RAW_SIG_INVALID = -EINVAL,
+} VaultRawSig;
+int vault_sign_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                   const uint8_t *in, size_t in_len, uint8_t **ret_sig, size_t *ret_sig_len);
+int vault_verify_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSig alg,
+                     const uint8_t *in, size_t in_len, const uint8_t *sig, size_t sig_len);
+
 /* Number of keys in the table (tests, status). */
 size_t vault_key_count(Vault *v);
+
+/* ---- Tokens and PINs (docs/vault.md "Tokens and PINs") ----
+ *
+ * Every uid namespace "<uid>/" is a token, whose state lives in the sealed keystore: label,
+ * serial, SO PIN and user PIN (each a salted PBKDF2-HMAC-SHA256 hash, iterations recorded) and
+ * the consecutive failure counters of both. A failed PIN check is counted and persisted before
+ * it is answered; max_tries failures lock that PIN (the SO unlocks the user PIN with
+ * vault_init_pin()). A login (VaultSession) authorises a connection; when the peer's token has
+ * a user PIN, every use of secret or private material and every key change by that peer needs a
+ * live USER session of the same uid in VaultPeer.session (else -EBADR), on top of the ACL.
+ *
+ * Errors: -EBADE wrong PIN (counted), -ENOLCK locked, -ENOMEDIUM token not initialised,
+ * -ENODATA user PIN not set, -ENOTEMPTY re-initialising a token whose namespace holds keys,
+ * -ERANGE PIN length, -EINVAL, -EALREADY / -EISCONN (this / the other user type logged in),
+ * -EBUSY (the PIN changed during the check: retry), -ENOMEM, the keystore's errors. */
+#define VAULT_USER_SO 0u
+#define VAULT_USER_USER 1u
+#define VAULT_USER_NONE 0xFFFFFFFFu
+#define VAULT_PIN_MIN 4u
+#define VAULT_PIN_MAX 64u
+#define VAULT_TOKEN_LABEL_MAX 32u
+#define VAULT_TICKET_SIZE 32u
+#define VAULT_PIN_MAX_TRIES_DEFAULT 10u
+#define VAULT_PIN_ITERATIONS_DEFAULT 100000u
+#define VAULT_TOKENS_MAX 65536u
+
+/* Token flags (libvhsm's VHSM_TOKEN_*). */
+#define VAULT_TOKEN_INITIALIZED (1u << 0)
+#define VAULT_TOKEN_USER_PIN_INITIALIZED (1u << 1)
+#define VAULT_TOKEN_LOGIN_REQUIRED (1u << 2)
+#define VAULT_TOKEN_USER_PIN_COUNT_LOW (1u << 3)
+#define VAULT_TOKEN_USER_PIN_FINAL_TRY (1u << 4)
+#define VAULT_TOKEN_USER_PIN_LOCKED (1u << 5)
+#define VAULT_TOKEN_SO_PIN_COUNT_LOW (1u << 6)
+#define VAULT_TOKEN_SO_PIN_FINAL_TRY (1u << 7)
+#define VAULT_TOKEN_SO_PIN_LOCKED (1u << 8)
+
+typedef struct VaultTokenInfo {
+    uid_t uid;
+    uint8_t label[VAULT_TOKEN_LABEL_MAX];
+    size_t label_len;
+    char serial[17];
+    uint32_t flags;
+    uint32_t user_failures, so_failures, max_tries;
+    uint32_t login; /* the peer's session: VAULT_USER_* */
+} VaultTokenInfo;
+
+/* max_tries 1..100 (0: default 10), iterations >= 1000 for new hashes (0: default). Call before
+ * serving. Returns 0 or -EINVAL. */
+int vault_set_pin_policy(Vault *v, uint32_t max_tries, uint32_t iterations);
+/* The peer's own token (an uninitialised token: flags 0). */
+int vault_token_info(Vault *v, const VaultPeer *peer, VaultTokenInfo *ret);
+/* C_InitToken on the peer's token (see the error list above). */
+int vault_token_init(Vault *v, const VaultPeer *peer, const uint8_t *so_pin, size_t so_pin_len,
+                     const uint8_t *label, size_t label_len);
+/* Checks the PIN of user (VAULT_USER_SO / _USER) and on success returns a new session (owned by
+ * the caller: vault_session_unref()) and its ticket (random, VAULT_TICKET_SIZE bytes). The
+ * peer's current session (VaultPeer.session, may be NULL or revoked) decides -EALREADY/-EISCONN. */
+int vault_login(Vault *v, const VaultPeer *peer, uint32_t user, const uint8_t *pin, size_t pin_len,
+                VaultSession **ret, uint8_t ret_ticket[VAULT_TICKET_SIZE]);
+/* Another reference to the live session of ticket, if it belongs to the peer's uid and pid:
+ * 0, -EBADE (no such live session; nothing is counted), -EALREADY/-EISCONN. */
+int vault_login_ticket(Vault *v, const VaultPeer *peer, const uint8_t ticket[VAULT_TICKET_SIZE],
+                       VaultSession **ret);
+/* Revokes s: every connection holding it is logged out. Accepts NULL. */
+void vault_logout(VaultSession *s);
+/* True while s is a live (not revoked) session; *ret_user its user type. */
+bool vault_session_live(const VaultSession *s, uint32_t *ret_user);
+VaultSession *vault_session_unref(VaultSession *s);
+/* C_InitPIN: peer's session must be a live SO session (-EBADR); sets the user PIN, clears its
+ * failure counter and revokes the token's USER sessions. */
+int vault_init_pin(Vault *v, const VaultPeer *peer, const uint8_t *pin, size_t pin_len);
+/* C_SetPIN: changes the PIN of the user logged in on the peer's session (SO or USER), or the
+ * user PIN if none; old_pin must match (counted). */
+int vault_set_pin(Vault *v, const VaultPeer *peer, const uint8_t *old_pin, size_t old_len,
+                  const uint8_t *new_pin, size_t new_len);
+/* 0 if the peer may use private material / change keys under its token's login rule, else
+ * -EBADR. Takes the table lock (read). */
+int vault_login_check(Vault *v, const VaultPeer *peer);

@@ -74,6 +74,8 @@ typedef struct Options {
     bool foreground;
     bool debug;
     VaultQuota quota;           /* 0 fields: defaults */
+    unsigned pin_max_tries;     /* 0: default (10) */
+    unsigned pin_iterations;    /* 0: default (PBKDF2 iterations of new PIN hashes) */
     size_t secure_heap;         /* 0: sized from the quotas */
     const char *kms_keys;       /* pinned kmsd release keys (JWKS or PEM public keys) */
     const char *attestd_jwks;   /* pinned attestd token keys */
@@ -114,6 +116,8 @@ static void help(void) {
         "  --quota-root SIZE         reserve beyond the total that only root may use (default "
         "32M)\n"
         "  --secure-heap SIZE        OpenSSL secure heap (default: sized from the quotas, 32M)\n"
+        "  --pin-max-tries N         wrong PINs in a row that lock a token's PIN (default 10)\n"
+        "  --pin-kdf-iterations N    PBKDF2-SHA256 iterations of new PIN hashes (default 100000)\n"
         "  --kms-keys FILE           kmsd's release keys to pin (a JWKS, or PEM public keys):\n"
         "                            IMPORT_RELEASE accepts only releases they signed\n"
         "  --attestd-jwks FILE       attestd's token keys to pin (a JWKS, or PEM public keys):\n"
@@ -191,6 +195,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_ATTESTD_JWKS,
         ARG_ATTESTD_ISSUER,
         ARG_TRANSFER_CURVE,
+        ARG_PIN_MAX_TRIES,
+        ARG_PIN_ITERATIONS,
         ARG_FOREGROUND,
         ARG_DEBUG,
         ARG_VERSION,
@@ -222,6 +228,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"attestd-jwks", required_argument, NULL, ARG_ATTESTD_JWKS},
         {"attestd-issuer", required_argument, NULL, ARG_ATTESTD_ISSUER},
         {"transfer-curve", required_argument, NULL, ARG_TRANSFER_CURVE},
+        {"pin-max-tries", required_argument, NULL, ARG_PIN_MAX_TRIES},
+        {"pin-kdf-iterations", required_argument, NULL, ARG_PIN_ITERATIONS},
         {"foreground", no_argument, NULL, ARG_FOREGROUND},
         {"debug", no_argument, NULL, ARG_DEBUG},
         {"help", no_argument, NULL, 'h'},
@@ -326,6 +334,15 @@ static int parse_args(int argc, char **argv, Options *o) {
             break;
         case ARG_ALLOW_UNLOCKED:
             o->allow_unlocked = true;
+            break;
+        case ARG_PIN_MAX_TRIES:
+            if (parse_uint(optarg, 100, &o->pin_max_tries) < 0 || o->pin_max_tries == 0)
+                return log_error_errno(-EINVAL, "Invalid --pin-max-tries '%s' (1..100).", optarg);
+            break;
+        case ARG_PIN_ITERATIONS:
+            if (parse_uint(optarg, 100000000, &o->pin_iterations) < 0 || o->pin_iterations < 1000)
+                return log_error_errno(
+                    -EINVAL, "Invalid --pin-kdf-iterations '%s' (1000..100000000).", optarg);
             break;
         case ARG_QUOTA_KEYS:
         case ARG_QUOTA_VERSIONS: {
@@ -701,6 +718,9 @@ static int run(const Options *o, int ready_fd) {
     r = vault_set_quota(vault, &quota);
     if (r < 0)
         return log_error_errno(r, "Invalid quotas: %m");
+    r = vault_set_pin_policy(vault, o->pin_max_tries, o->pin_iterations);
+    if (r < 0)
+        return log_error_errno(r, "Invalid PIN policy: %m");
     if (o->transfer_curve && (r = vault_set_transfer_curve(vault, o->transfer_curve)) < 0)
         return log_error_errno(r, "Invalid transfer curve: %m");
     r = keystore_load(ks, vault);

@@ -61,6 +61,14 @@ static const struct {
     {EREMOTEIO, VHSM_STATUS_REFUSED},
     {EHOSTUNREACH, VHSM_STATUS_SERVICE_UNAVAILABLE},
     {ETIMEDOUT, VHSM_STATUS_TIMEOUT},
+    {EBADE, VHSM_STATUS_PIN_INCORRECT},
+    {ENOLCK, VHSM_STATUS_PIN_LOCKED},
+    {EBADR, VHSM_STATUS_NOT_LOGGED_IN},
+    {EALREADY, VHSM_STATUS_ALREADY_LOGGED_IN},
+    {EISCONN, VHSM_STATUS_ALREADY_LOGGED_IN},
+    {ENOMEDIUM, VHSM_STATUS_TOKEN_STATE},
+    {ENODATA, VHSM_STATUS_TOKEN_STATE},
+    {ENOTEMPTY, VHSM_STATUS_TOKEN_STATE},
     {EIO, VHSM_STATUS_INTERNAL},
 };
 
@@ -87,6 +95,11 @@ static const char *const status_names[_VHSM_STATUS_MAX] = {
     [VHSM_STATUS_REFUSED] = "refused",
     [VHSM_STATUS_SERVICE_UNAVAILABLE] = "service-unavailable",
     [VHSM_STATUS_TIMEOUT] = "timeout",
+    [VHSM_STATUS_PIN_INCORRECT] = "pin-incorrect",
+    [VHSM_STATUS_PIN_LOCKED] = "pin-locked",
+    [VHSM_STATUS_NOT_LOGGED_IN] = "not-logged-in",
+    [VHSM_STATUS_ALREADY_LOGGED_IN] = "already-logged-in",
+    [VHSM_STATUS_TOKEN_STATE] = "token-state",
 };
 
 VhsmStatus vhsm_status_from_errno(int negative_errno) {
@@ -122,6 +135,13 @@ bool vhsm_opcode_changes_keys(uint16_t opcode) {
     case VHSM_OP_KEY_SET_MIN_VERSION:
     case VHSM_OP_ECDH_DERIVE:
     case VHSM_OP_IMPORT_RELEASE:
+    /* PIN checks: a slow KDF and a durable counter write each. */
+    case VHSM_OP_TOKEN_INIT:
+    case VHSM_OP_LOGIN:
+    case VHSM_OP_INIT_PIN:
+    case VHSM_OP_SET_PIN:
+    case VHSM_OP_OBJECT_CREATE:
+    case VHSM_OP_OBJECT_SET:
         return true;
     default:
         return false;
@@ -180,6 +200,32 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "agent-wait";
     case VHSM_OP_AGENT_DONE:
         return "agent-done";
+    case VHSM_OP_TOKEN_INFO:
+        return "token-info";
+    case VHSM_OP_TOKEN_INIT:
+        return "token-init";
+    case VHSM_OP_LOGIN:
+        return "login";
+    case VHSM_OP_LOGIN_TICKET:
+        return "login-ticket";
+    case VHSM_OP_LOGOUT:
+        return "logout";
+    case VHSM_OP_INIT_PIN:
+        return "init-pin";
+    case VHSM_OP_SET_PIN:
+        return "set-pin";
+    case VHSM_OP_OBJECT_CREATE:
+        return "object-create";
+    case VHSM_OP_OBJECT_SET:
+        return "object-set";
+    case VHSM_OP_ENCRYPT_EX:
+        return "encrypt-ex";
+    case VHSM_OP_DECRYPT_EX:
+        return "decrypt-ex";
+    case VHSM_OP_SIGN_EX:
+        return "sign-ex";
+    case VHSM_OP_VERIFY_EX:
+        return "verify-ex";
     default:
         return "unknown";
     }

@@ -76,6 +76,22 @@ typedef enum VhsmOpcode {
     /* The agent channel (docs/protocol.md "Agent channel"), root only. */
     VHSM_OP_AGENT_WAIT = 0x0040,
     VHSM_OP_AGENT_DONE = 0x0041,
+    /* Revision 2: tokens and PINs (docs/protocol.md "Tokens and PINs"). */
+    VHSM_OP_TOKEN_INFO = 0x0050,
+    VHSM_OP_TOKEN_INIT = 0x0051,
+    VHSM_OP_LOGIN = 0x0052,
+    VHSM_OP_LOGIN_TICKET = 0x0053,
+    VHSM_OP_LOGOUT = 0x0054,
+    VHSM_OP_INIT_PIN = 0x0055,
+    VHSM_OP_SET_PIN = 0x0056,
+    /* Revision 2: objects (docs/protocol.md "Objects"). */
+    VHSM_OP_OBJECT_CREATE = 0x0060,
+    VHSM_OP_OBJECT_SET = 0x0063,
+    /* Revision 2: mechanisms with caller parameters (docs/protocol.md "Mechanisms"). */
+    VHSM_OP_ENCRYPT_EX = 0x0070,
+    VHSM_OP_DECRYPT_EX = 0x0071,
+    VHSM_OP_SIGN_EX = 0x0072,
+    VHSM_OP_VERIFY_EX = 0x0073,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -116,7 +132,32 @@ typedef enum VhsmTag {
     VHSM_TAG_WAIT_MS = 0x0023,      /* u32: how long AGENT_WAIT may wait */
     VHSM_TAG_STATUS_CODE = 0x0024,  /* u32: a protocol status number (AGENT_DONE) */
     VHSM_TAG_PATTERN = 0x0025,      /* string, repeatable: key name or prefix ending in '*' */
+    /* Revision 2. */
+    VHSM_TAG_PIN = 0x0026,             /* bytes 4..64: a PIN (SO or user; the old PIN of SET_PIN) */
+    VHSM_TAG_NEW_PIN = 0x0027,         /* bytes 4..64 */
+    VHSM_TAG_USER_TYPE = 0x0028,       /* u32: 0 SO, 1 user (CKU_SO, CKU_USER) */
+    VHSM_TAG_TOKEN_LABEL = 0x0029,     /* bytes 0..32 */
+    VHSM_TAG_TICKET = 0x002A,          /* bytes 32: a login ticket */
+    VHSM_TAG_OBJ_FLAGS = 0x002B,       /* u32: VHSM_OBJ_* (object create; object set: to set) */
+    VHSM_TAG_ATTR = 0x002C,            /* bytes, repeatable: u32 type (BE) | value */
+    VHSM_TAG_OBJ_FLAGS_CLEAR = 0x0040, /* u32: object set: bits to clear */
+    VHSM_TAG_IV = 0x002D,              /* bytes: IV / counter block (encrypt-ex, decrypt-ex) */
+    VHSM_TAG_TAG_BITS = 0x002E,        /* u32: GCM tag length in bits */
+    VHSM_TAG_COUNTER_BITS = 0x002F,    /* u32: CTR counter bits */
+    VHSM_TAG_REVISION = 0x0039,        /* u32: protocol revision (PING reply) */
+    VHSM_TAG_TOKEN_FLAGS = 0x003A,     /* u32: VHSM_TOKEN_* (token info) */
+    VHSM_TAG_USER_FAILURES = 0x003B,   /* u32 */
+    VHSM_TAG_SO_FAILURES = 0x003C,     /* u32 */
+    VHSM_TAG_MAX_TRIES = 0x003D,       /* u32 */
+    VHSM_TAG_SERIAL = 0x003E,          /* string, 16 hex digits */
+    VHSM_TAG_UID = 0x003F,             /* u32 */
 } VhsmTag;
+
+#define VHSM_PROTO_REVISION 2u
+#define VHSM_PIN_LEN_MIN 4u
+#define VHSM_PIN_LEN_MAX 64u
+#define VHSM_LABEL_LEN_MAX 32u
+#define VHSM_TICKET_LEN 32u
 
 /* VHSM_TAG_FLAGS bits (same meaning as the vault's VAULT_OP_* flags). */
 #define VHSM_FLAG_RAW (1u << 0)        /* no vault envelope on output/input (not for GCM) */
@@ -148,6 +189,12 @@ typedef enum VhsmStatus {
                                            * reason */
     VHSM_STATUS_SERVICE_UNAVAILABLE = 20, /* a service cannot be reached (EHOSTUNREACH) */
     VHSM_STATUS_TIMEOUT = 21,             /* gave up waiting (ETIMEDOUT) */
+    VHSM_STATUS_PIN_INCORRECT = 22,       /* wrong PIN, counted (EBADE) */
+    VHSM_STATUS_PIN_LOCKED = 23,          /* too many wrong PINs (ENOLCK) */
+    VHSM_STATUS_NOT_LOGGED_IN = 24,       /* the token needs a user login (EBADR) */
+    VHSM_STATUS_ALREADY_LOGGED_IN = 25,   /* EALREADY same user type, EISCONN the other */
+    VHSM_STATUS_TOKEN_STATE = 26,         /* ENOMEDIUM not initialised, ENODATA no user PIN,
+                                           * ENOTEMPTY re-initialising a token with objects */
     _VHSM_STATUS_MAX,
     _VHSM_STATUS_INVALID = -EINVAL,
 } VhsmStatus;

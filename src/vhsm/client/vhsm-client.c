@@ -1583,3 +1583,461 @@ const char *vhsm_batch_message(const VhsmBatch *b, size_t i) {
         return "";
     return b->ops[i].message;
 }
+
+/* ---- revision 2: tokens and PINs ---- */
+
+int vhsm_revision(VhsmClient *c, uint32_t *ret) {
+    Call call;
+    uint32_t rev = 1;
+    int r;
+    if (!ret)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_PING);
+    if (r < 0)
+        return r;
+    r = call_run(&call);
+    if (r >= 0) {
+        int g = vhsm_body_get_u32(call.body, call.len, VHSM_TAG_REVISION, &rev);
+        if (g == -ENOENT)
+            rev = 1; /* a daemon before revision 2 */
+        else if (g < 0) {
+            set_error("malformed revision in vhsmd's reply");
+            r = -EPROTO;
+        }
+    }
+    call_end(&call);
+    if (r >= 0)
+        *ret = rev;
+    return r;
+}
+
+static int pin_arg_check(const void *pin, size_t len) {
+    if (!pin)
+        return -EINVAL;
+    if (len < VHSM_PIN_MIN || len > VHSM_PIN_MAX)
+        return -ERANGE;
+    return 0;
+}
+
+int vhsm_token_info(VhsmClient *c, VhsmTokenInfo *ret) {
+    Call call;
+    VhsmTokenInfo ti = {0};
+    const uint8_t *label;
+    size_t label_len;
+    int r;
+    if (!ret)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_TOKEN_INFO);
+    if (r < 0)
+        return r;
+    r = call_run(&call);
+    if (r >= 0) {
+        if (vhsm_body_get_u32(call.body, call.len, VHSM_TAG_UID, &ti.uid) < 0 ||
+            vhsm_body_get(call.body, call.len, VHSM_TAG_TOKEN_LABEL, &label, &label_len) < 0 ||
+            label_len > VHSM_TOKEN_LABEL_MAX ||
+            vhsm_body_get_str(call.body, call.len, VHSM_TAG_SERIAL, 16, ti.serial,
+                              sizeof ti.serial) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_TOKEN_FLAGS, &ti.flags) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_USER_FAILURES, &ti.user_failures) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_SO_FAILURES, &ti.so_failures) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_MAX_TRIES, &ti.max_tries) < 0 ||
+            vhsm_body_get_u32(call.body, call.len, VHSM_TAG_USER_TYPE, &ti.login) < 0) {
+            set_error("malformed token info from vhsmd");
+            r = -EPROTO;
+        } else {
+            memcpy(ti.label, label, label_len);
+            ti.label_len = label_len;
+            ti.pin_min = VHSM_PIN_MIN;
+            ti.pin_max = VHSM_PIN_MAX;
+        }
+    }
+    call_end(&call);
+    if (r >= 0)
+        *ret = ti;
+    return r;
+}
+
+int vhsm_token_init(VhsmClient *c, const void *so_pin, size_t so_pin_len, const void *label,
+                    size_t label_len) {
+    Call call;
+    int r;
+    if ((r = pin_arg_check(so_pin, so_pin_len)) < 0)
+        return r;
+    if (label_len > VHSM_TOKEN_LABEL_MAX || (label_len > 0 && !label))
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_TOKEN_INIT);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, so_pin, so_pin_len);
+    vhsm_buf_put(&c->out, VHSM_TAG_TOKEN_LABEL, label, label_len);
+    return call_finish(&call);
+}
+
+int vhsm_login(VhsmClient *c, uint32_t user, const void *pin, size_t pin_len,
+               uint8_t ret_ticket[VHSM_TICKET_SIZE]) {
+    Call call;
+    const uint8_t *t;
+    size_t n;
+    int r;
+    if (user != VHSM_USER_SO && user != VHSM_USER_USER)
+        return -EINVAL;
+    if ((r = pin_arg_check(pin, pin_len)) < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_LOGIN);
+    if (r < 0)
+        return r;
+    vhsm_buf_put_u32(&c->out, VHSM_TAG_USER_TYPE, user);
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, pin, pin_len);
+    r = call_run(&call);
+    if (r >= 0) {
+        if (vhsm_body_get(call.body, call.len, VHSM_TAG_TICKET, &t, &n) < 0 ||
+            n != VHSM_TICKET_SIZE) {
+            set_error("malformed login reply from vhsmd");
+            r = -EPROTO;
+        } else if (ret_ticket)
+            memcpy(ret_ticket, t, VHSM_TICKET_SIZE);
+    }
+    call_end(&call);
+    return r;
+}
+
+int vhsm_login_ticket(VhsmClient *c, const uint8_t ticket[VHSM_TICKET_SIZE]) {
+    Call call;
+    int r;
+    if (!ticket)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_LOGIN_TICKET);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_TICKET, ticket, VHSM_TICKET_SIZE);
+    return call_finish(&call);
+}
+
+int vhsm_logout(VhsmClient *c) {
+    Call call;
+    int r = call_begin(&call, c, VHSM_OP_LOGOUT);
+    if (r < 0)
+        return r;
+    return call_finish(&call);
+}
+
+int vhsm_init_pin(VhsmClient *c, const void *pin, size_t pin_len) {
+    Call call;
+    int r;
+    if ((r = pin_arg_check(pin, pin_len)) < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_INIT_PIN);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, pin, pin_len);
+    return call_finish(&call);
+}
+
+int vhsm_set_pin(VhsmClient *c, const void *old_pin, size_t old_len, const void *new_pin,
+                 size_t new_len) {
+    Call call;
+    int r;
+    if ((r = pin_arg_check(old_pin, old_len)) < 0 || (r = pin_arg_check(new_pin, new_len)) < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_SET_PIN);
+    if (r < 0)
+        return r;
+    vhsm_buf_put(&c->out, VHSM_TAG_PIN, old_pin, old_len);
+    vhsm_buf_put(&c->out, VHSM_TAG_NEW_PIN, new_pin, new_len);
+    return call_finish(&call);
+}
+
+/* ---- revision 2: objects ---- */
+
+static void put_attrs(VhsmBuf *b, const VhsmAttr *attrs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *p = vhsm_buf_put_reserve(b, VHSM_TAG_ATTR, 4 + attrs[i].len);
+        if (!p)
+            return;
+        p[0] = (uint8_t)(attrs[i].type >> 24);
+        p[1] = (uint8_t)(attrs[i].type >> 16);
+        p[2] = (uint8_t)(attrs[i].type >> 8);
+        p[3] = (uint8_t)attrs[i].type;
+        if (attrs[i].len)
+            memcpy(p + 4, attrs[i].value, attrs[i].len);
+        vhsm_buf_commit(b, 4 + attrs[i].len);
+    }
+}
+
+static int attrs_arg_check(const VhsmAttr *attrs, size_t n) {
+    if (n > VHSM_ATTR_MAX || (n > 0 && !attrs))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (attrs[i].len > VHSM_ATTR_VALUE_MAX || (attrs[i].len > 0 && !attrs[i].value))
+            return -EINVAL;
+    return 0;
+}
+
+int vhsm_object_create(VhsmClient *c, const char *name, const VhsmObjectSpec *spec,
+                       const void *value, size_t value_len) {
+    VhsmKeySpec ks;
+    Call call;
+    int r;
+    if (!name || !spec || !spec->type)
+        return -EINVAL;
+    if (value || value_len)
+        return -EOPNOTSUPP; /* import: not in this revision yet */
+    if ((r = attrs_arg_check(spec->attrs, spec->n_attrs)) < 0)
+        return r;
+    ks = (VhsmKeySpec){.type = spec->type, .acl = spec->acl};
+    r = call_begin(&call, c, VHSM_OP_OBJECT_CREATE);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    put_spec(&c->out, &ks);
+    if (spec->flags)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_OBJ_FLAGS, spec->flags);
+    put_attrs(&c->out, spec->attrs, spec->n_attrs);
+    return call_finish(&call);
+}
+
+int vhsm_object_set(VhsmClient *c, const char *name, uint32_t flags_set, uint32_t flags_clear,
+                    const VhsmAttr *attrs, size_t n_attrs) {
+    Call call;
+    int r;
+    if (!name || (r = attrs_arg_check(attrs, n_attrs)) < 0)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_OBJECT_SET);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    if (flags_set)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_OBJ_FLAGS, flags_set);
+    if (flags_clear)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_OBJ_FLAGS_CLEAR, flags_clear);
+    put_attrs(&c->out, attrs, n_attrs);
+    return call_finish(&call);
+}
+
+void vhsm_object_free(VhsmObject *o) {
+    if (!o)
+        return;
+    free(o->value);
+    for (size_t i = 0; i < o->n_attrs; i++)
+        free((void *)o->attrs[i].value);
+    free(o->attrs);
+    *o = (VhsmObject){0};
+}
+
+void vhsm_objects_free(VhsmObject *o, size_t n) {
+    if (!o)
+        return;
+    for (size_t i = 0; i < n; i++)
+        vhsm_object_free(&o[i]);
+    free(o);
+}
+
+static int hex_nibble(char ch) {
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* Lowercase hex (as vhsmd writes it) into a malloc'd buffer. */
+static int hex_decode(const char *s, uint8_t **ret, size_t *ret_len) {
+    size_t n = strlen(s);
+    uint8_t *p;
+    if (n % 2)
+        return -EPROTO;
+    p = malloc(n / 2 ? n / 2 : 1);
+    if (!p)
+        return -ENOMEM;
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hex_nibble(s[2 * i]), lo = hex_nibble(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            free(p);
+            return -EPROTO;
+        }
+        p[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *ret = p;
+    *ret_len = n / 2;
+    return 0;
+}
+
+/* A key description (docs/protocol.md) -> VhsmObject. */
+static int object_from_json(const json_t *k, VhsmObject *ret) {
+    VhsmObject o = {0};
+    const char *name = json_string_value(json_object_get(k, "name"));
+    const char *type = json_string_value(json_object_get(k, "type"));
+    const char *spki = json_string_value(json_object_get(k, "spki"));
+    const json_t *flags = json_object_get(k, "flags"), *bits = json_object_get(k, "bits");
+    const json_t *attrs = json_object_get(k, "attrs"), *a;
+    size_t i;
+    int r;
+
+    if (!name || !type || strlen(name) >= sizeof o.name || strlen(type) >= sizeof o.type ||
+        !json_is_integer(flags) || !json_is_integer(bits) || !json_is_array(attrs) ||
+        json_array_size(attrs) > VHSM_ATTR_MAX)
+        return -EPROTO;
+    strcpy(o.name, name);
+    strcpy(o.type, type);
+    o.flags = (uint32_t)json_integer_value(flags);
+    o.bits = (uint32_t)json_integer_value(bits);
+    if (spki && (r = hex_decode(spki, &o.value, &o.value_len)) < 0)
+        return r;
+    o.attrs = calloc(json_array_size(attrs) + 1, sizeof(VhsmAttr));
+    if (!o.attrs) {
+        vhsm_object_free(&o);
+        return -ENOMEM;
+    }
+    json_array_foreach(attrs, i, a) {
+        const char *v = json_string_value(json_object_get(a, "value"));
+        const json_t *t = json_object_get(a, "type");
+        uint8_t *p = NULL;
+        size_t n = 0;
+        if (!v || !json_is_integer(t) || (r = hex_decode(v, &p, &n)) < 0) {
+            vhsm_object_free(&o);
+            return -EPROTO;
+        }
+        o.attrs[o.n_attrs++] =
+            (VhsmAttr){.type = (uint32_t)json_integer_value(t), .value = p, .len = n};
+    }
+    *ret = o;
+    return 0;
+}
+
+int vhsm_object_get(VhsmClient *c, const char *name, VhsmObject *ret) {
+    char *s = NULL;
+    json_t *j;
+    int r;
+    if (!name || !ret)
+        return -EINVAL;
+    r = json_call(c, VHSM_OP_KEY_INFO, name, &s);
+    if (r < 0)
+        return r;
+    j = json_loads(s, 0, NULL);
+    free(s);
+    if (!j)
+        return -EPROTO;
+    r = object_from_json(j, ret);
+    json_decref(j);
+    if (r == -EPROTO)
+        set_error("malformed object description from vhsmd");
+    return r;
+}
+
+int vhsm_object_list(VhsmClient *c, VhsmObject **ret, size_t *ret_n) {
+    VhsmObject *objs = NULL;
+    char *s = NULL;
+    json_t *j, *k;
+    size_t i, n;
+    int r;
+    if (!ret || !ret_n)
+        return -EINVAL;
+    r = vhsm_key_list(c, &s);
+    if (r < 0)
+        return r;
+    j = json_loads(s, 0, NULL);
+    free(s);
+    if (!j || !json_is_array(j)) {
+        json_decref(j);
+        set_error("malformed key list from vhsmd");
+        return -EPROTO;
+    }
+    n = json_array_size(j);
+    objs = calloc(n + 1, sizeof(VhsmObject));
+    if (!objs) {
+        json_decref(j);
+        return -ENOMEM;
+    }
+    json_array_foreach(j, i, k) {
+        if ((r = object_from_json(k, &objs[i])) < 0) {
+            vhsm_objects_free(objs, i);
+            json_decref(j);
+            if (r == -EPROTO)
+                set_error("malformed object description from vhsmd");
+            return r;
+        }
+    }
+    json_decref(j);
+    *ret = objs;
+    *ret_n = n;
+    return 0;
+}
+
+/* ---- revision 2: mechanisms with caller parameters ---- */
+
+static int crypt_ex(VhsmClient *c, uint16_t op, const char *name, const char *algorithm,
+                    const VhsmParams *p, const void *in, size_t in_len, uint8_t **ret,
+                    size_t *ret_len) {
+    Call call;
+    int r;
+    if (!name || !algorithm || !p || !ret || !ret_len || (in_len > 0 && !in) || !p->iv ||
+        p->iv_len == 0 || (p->aad_len > 0 && !p->aad))
+        return -EINVAL;
+    if (strncmp(algorithm, "aes-", 4) != 0)
+        return -EOPNOTSUPP; /* RSA-OAEP with parameters: not in this revision yet */
+    r = call_begin(&call, c, op);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, in, in_len);
+    vhsm_buf_put(&c->out, VHSM_TAG_IV, p->iv, p->iv_len);
+    if (p->aad_len)
+        vhsm_buf_put(&c->out, VHSM_TAG_AAD, p->aad, p->aad_len);
+    if (p->tag_bits)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_TAG_BITS, p->tag_bits);
+    if (p->counter_bits)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_COUNTER_BITS, p->counter_bits);
+    r = call_run(&call);
+    if (r >= 0)
+        r = copy_out(&call, VHSM_TAG_OUTPUT, ret, ret_len);
+    call_end(&call);
+    return r;
+}
+
+int vhsm_encrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
+                    const void *in, size_t in_len, uint8_t **ret, size_t *ret_len) {
+    return crypt_ex(c, VHSM_OP_ENCRYPT_EX, name, algorithm, p, in, in_len, ret, ret_len);
+}
+
+int vhsm_decrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
+                    const void *in, size_t in_len, uint8_t **ret, size_t *ret_len) {
+    return crypt_ex(c, VHSM_OP_DECRYPT_EX, name, algorithm, p, in, in_len, ret, ret_len);
+}
+
+int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 const VhsmParams *p, const void *data, size_t len, uint8_t **ret_sig,
+                 size_t *ret_sig_len) {
+    Call call;
+    int r;
+    if (!name || !algorithm || flags || p || !data || len == 0 || !ret_sig || !ret_sig_len)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_SIGN_EX);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, data, len);
+    r = call_run(&call);
+    if (r >= 0)
+        r = copy_out(&call, VHSM_TAG_SIGNATURE, ret_sig, ret_sig_len);
+    call_end(&call);
+    return r;
+}
+
+int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                   const VhsmParams *p, const void *data, size_t len, const void *sig,
+                   size_t sig_len) {
+    Call call;
+    int r;
+    if (!name || !algorithm || flags || p || !data || len == 0 || !sig)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_VERIFY_EX);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, data, len);
+    vhsm_buf_put(&c->out, VHSM_TAG_SIGNATURE, sig, sig_len);
+    return call_finish(&call);
+}

@@ -28,6 +28,7 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -276,3 +277,200 @@ int vhsm_batch_result(const VhsmBatch *b, size_t i, const uint8_t **ret_out, siz
 /* The daemon's message for failed operation i, "" if it succeeded or i is invalid. Valid until
  * the batch is reset or freed. */
 const char *vhsm_batch_message(const VhsmBatch *b, size_t i);
+
+/* ======================================================================================
+ * Protocol revision 2 (issue 12: tokens, PINs, objects and mechanisms for the PKCS#11 module).
+ * Contract: /work/notes/issue12-design.md and docs/protocol.md "Tokens and PINs". Calls the
+ * daemon does not know yet fail with -EBADRQC (unknown opcode).
+ * ====================================================================================== */
+
+#define VHSM_REVISION 2
+/* The daemon's protocol revision: 1 (no REVISION in PING's reply) or 2. */
+int vhsm_revision(VhsmClient *c, uint32_t *ret);
+
+/* Errnos of the new statuses (docs/protocol.md status table). */
+#define VHSM_EPIN_INCORRECT EBADE     /* status 22 pin-incorrect (the failure was counted) */
+#define VHSM_EPIN_LOCKED ENOLCK       /* status 23 pin-locked */
+#define VHSM_ENOT_LOGGED_IN EBADR     /* status 24 not-logged-in */
+#define VHSM_EALREADY_LOGGED EALREADY /* status 25: this user type is logged in already */
+#define VHSM_EOTHER_LOGGED EISCONN    /* status 25: the other user type is logged in */
+#define VHSM_ETOKEN_UNINIT ENOMEDIUM  /* status 26: token not initialised */
+#define VHSM_EPIN_UNINIT ENODATA      /* status 26: user PIN not initialised */
+#define VHSM_ETOKEN_NOT_EMPTY                                                                      \
+    ENOTEMPTY /* status 26: re-initialising a token that holds objects                             \
+               */
+/* PIN length outside VHSM_PIN_MIN..VHSM_PIN_MAX: -ERANGE (status invalid-argument). */
+
+/* Tokens: the caller's own uid namespace is its token. */
+#define VHSM_PIN_MIN 4
+#define VHSM_PIN_MAX 64
+#define VHSM_TOKEN_LABEL_MAX 32 /* bytes, UTF-8 */
+#define VHSM_TICKET_SIZE 32
+#define VHSM_USER_SO 0u   /* = CKU_SO */
+#define VHSM_USER_USER 1u /* = CKU_USER */
+#define VHSM_USER_NONE 0xFFFFFFFFu
+
+#define VHSM_TOKEN_INITIALIZED (1u << 0)
+#define VHSM_TOKEN_USER_PIN_INITIALIZED (1u << 1)
+#define VHSM_TOKEN_LOGIN_REQUIRED (1u << 2) /* = a user PIN is set */
+#define VHSM_TOKEN_USER_PIN_COUNT_LOW (1u << 3)
+#define VHSM_TOKEN_USER_PIN_FINAL_TRY (1u << 4)
+#define VHSM_TOKEN_USER_PIN_LOCKED (1u << 5)
+#define VHSM_TOKEN_SO_PIN_COUNT_LOW (1u << 6)
+#define VHSM_TOKEN_SO_PIN_FINAL_TRY (1u << 7)
+#define VHSM_TOKEN_SO_PIN_LOCKED (1u << 8)
+
+typedef struct VhsmTokenInfo {
+    uint32_t uid;                        /* the token is the namespace "<uid>/" */
+    uint8_t label[VHSM_TOKEN_LABEL_MAX]; /* label_len bytes, the rest zero */
+    size_t label_len;
+    char serial[17];        /* 16 hex digits, "" while uninitialised */
+    uint32_t flags;         /* VHSM_TOKEN_* */
+    uint32_t user_failures; /* consecutive failed user PIN checks */
+    uint32_t so_failures;
+    uint32_t max_tries; /* vhsmd --pin-max-tries */
+    uint32_t pin_min, pin_max;
+    uint32_t login; /* this connection: VHSM_USER_NONE, VHSM_USER_SO or VHSM_USER_USER */
+} VhsmTokenInfo;
+
+/* 0 or transport errors. */
+int vhsm_token_info(VhsmClient *c, VhsmTokenInfo *ret);
+/* C_InitToken. Uninitialised: sets the SO PIN, label (label_len <= 32) and a new serial; existing
+ * keys of the namespace stay. Initialised: so_pin must match (else -EBADE, counted; -ENOLCK when
+ * locked), then -ENOTEMPTY if the namespace holds token objects, else the label is replaced, the
+ * user PIN cleared and every login of the token revoked. -ERANGE PIN length, -EINVAL label.
+ * Needs no login. */
+int vhsm_token_init(VhsmClient *c, const void *so_pin, size_t so_pin_len, const void *label,
+                    size_t label_len);
+/* C_Login on this connection. user: VHSM_USER_SO or VHSM_USER_USER. Returns 0 and, if ret_ticket
+ * is not NULL, a ticket other connections of this uid and pid can attach with. Errors: -EBADE
+ * wrong PIN (counted), -ENOLCK locked, -ENOMEDIUM token not initialised, -ENODATA user PIN not
+ * set (USER), -EALREADY / -EISCONN (already logged in as that / the other type), -ERANGE. */
+int vhsm_login(VhsmClient *c, uint32_t user, const void *pin, size_t pin_len,
+               uint8_t ret_ticket[VHSM_TICKET_SIZE]);
+/* Attaches this connection to the login of ticket (same uid and pid as the login's connection).
+ * 0, -EBADE (unknown, revoked, or another uid/pid's ticket; not counted), -EALREADY/-EISCONN. */
+int vhsm_login_ticket(VhsmClient *c, const uint8_t ticket[VHSM_TICKET_SIZE]);
+/* C_Logout: revokes this connection's ticket (every connection attached to it is logged out).
+ * 0, -EBADR (not logged in). */
+int vhsm_logout(VhsmClient *c);
+/* C_InitPIN: needs the SO logged in on this connection (-EBADR); sets the user PIN, resets the
+ * user counter (unlocks), revokes user logins. -ERANGE. */
+int vhsm_init_pin(VhsmClient *c, const void *pin, size_t pin_len);
+/* C_SetPIN: the PIN of the user logged in on this connection (SO or USER), or the user PIN when
+ * none is. old_pin must match (-EBADE counted, -ENOLCK); revokes the other connections' logins of
+ * that user (this one stays logged in). -ERANGE, -ENODATA, -ENOMEDIUM. */
+int vhsm_set_pin(VhsmClient *c, const void *old_pin, size_t old_len, const void *new_pin,
+                 size_t new_len);
+
+/* Objects (revision 2, landing after tokens). Types: the key types of VhsmKeySpec plus "aes128",
+ * "aes192", "generic-secret" (16..64 bytes), "data", "cert" (value 1..32768 bytes). */
+#define VHSM_OBJ_SIGN (1u << 0)
+#define VHSM_OBJ_VERIFY (1u << 1)
+#define VHSM_OBJ_ENCRYPT (1u << 2)
+#define VHSM_OBJ_DECRYPT (1u << 3)
+#define VHSM_OBJ_WRAP (1u << 4)
+#define VHSM_OBJ_UNWRAP (1u << 5)
+#define VHSM_OBJ_DERIVE (1u << 6)
+#define VHSM_OBJ_EXTRACTABLE (1u << 7)
+#define VHSM_OBJ_SENSITIVE (1u << 8)
+#define VHSM_OBJ_TRUSTED (1u << 9) /* set only by the SO */
+#define VHSM_OBJ_WRAP_WITH_TRUSTED (1u << 10)
+#define VHSM_OBJ_PRIVATE (1u << 11)
+#define VHSM_OBJ_MODIFIABLE (1u << 12)
+#define VHSM_OBJ_COPYABLE (1u << 13)
+#define VHSM_OBJ_DESTROYABLE (1u << 14)
+#define VHSM_OBJ_SESSION (1u << 15) /* CKA_TOKEN false: lives with the creating connection */
+/* Read-only, set by vhsmd. */
+#define VHSM_OBJ_LOCAL (1u << 16)
+#define VHSM_OBJ_ALWAYS_SENSITIVE (1u << 17)
+#define VHSM_OBJ_NEVER_EXTRACTABLE (1u << 18)
+#define VHSM_OBJ_DEFAULT 0u /* in a spec: vhsmd's defaults (design note section 4) */
+
+#define VHSM_ATTR_MAX 32 /* opaque attributes per object */
+#define VHSM_ATTR_VALUE_MAX 1024
+#define VHSM_ATTR_TOTAL_MAX 4096
+#define VHSM_OBJ_VALUE_MAX 32768
+#define VHSM_DATA_MAX (1024u * 1024u - 4096u) /* data per operation request */
+
+typedef struct VhsmAttr {
+    uint32_t type; /* CKA_* number, stored verbatim; vhsmd-owned types are refused (-EINVAL) */
+    const void *value;
+    size_t len;
+} VhsmAttr;
+
+typedef struct VhsmObjectSpec {
+    const char *type; /* see above */
+    uint32_t flags;   /* VHSM_OBJ_* (read-only bits ignored) or VHSM_OBJ_DEFAULT */
+    const VhsmAttr *attrs;
+    size_t n_attrs;
+    const VhsmAcl *acl;   /* NULL: default */
+    size_t value_len_gen; /* generic-secret generation: key length in bytes (16..64) */
+} VhsmObjectSpec;
+
+typedef struct VhsmObject {
+    char name[140]; /* full name */
+    char type[24];
+    uint32_t flags; /* VHSM_OBJ_*, read-only bits included */
+    uint32_t bits;  /* key size in bits (RSA modulus, EC field, secret length); 0 data/cert */
+    uint8_t *value; /* asymmetric: public key SubjectPublicKeyInfo DER; cert; data when readable;
+                     * else NULL */
+    size_t value_len;
+    VhsmAttr *attrs; /* values owned by the object */
+    size_t n_attrs;
+} VhsmObject;
+void vhsm_object_free(VhsmObject *o); /* frees the members, not o */
+void vhsm_objects_free(VhsmObject *o, size_t n);
+
+/* value NULL: generate; else import (raw secret key bytes, PKCS#8 DER PrivateKeyInfo, data or
+ * cert bytes). Imported keys lack LOCAL/ALWAYS_SENSITIVE/NEVER_EXTRACTABLE. -EPERM: vhsmd runs
+ * with --no-plaintext-import; -EEXIST, -ENOTUNIQ, -EDQUOT, -EINVAL, -EBADR. */
+int vhsm_object_create(VhsmClient *c, const char *name, const VhsmObjectSpec *spec,
+                       const void *value, size_t value_len);
+int vhsm_object_get(VhsmClient *c, const char *name, VhsmObject *ret);
+/* Every object the caller may use or administer, its session objects included. */
+int vhsm_object_list(VhsmClient *c, VhsmObject **ret, size_t *ret_n);
+/* flags_set / flags_clear: only the one-way changes (SENSITIVE on, EXTRACTABLE off) and usage
+ * bits on MODIFIABLE objects (-EPERM otherwise); attrs replace the listed types (len 0 removes). */
+int vhsm_object_set(VhsmClient *c, const char *name, uint32_t flags_set, uint32_t flags_clear,
+                    const VhsmAttr *attrs, size_t n_attrs);
+/* The key delete works for every object type: vhsm_key_delete(). */
+
+/* Mechanisms (revision 2) with the caller's parameters, raw output (no vault envelope).
+ * vhsm_encrypt_ex / vhsm_decrypt_ex, AES keys: "aes-cbc" (IV 16 bytes, data a multiple of 16),
+ * "aes-cbc-pad" (PKCS#7), "aes-ctr" (IV = the 16-byte counter block; counter_bits; a request that
+ * would wrap the counter bits: -EINVAL), "aes-gcm" (IV 1..128 bytes, AAD, tag_bits 96..128 step 8;
+ * encrypt returns ct || tag, decrypt takes ct || tag: -EKEYREJECTED on a bad tag). Needs the
+ * ENCRYPT / DECRYPT object flag (-EPERM) and the login rule (-EBADR). -EBADMSG: bad CBC padding.
+ * Data per request: at most VHSM_DATA_MAX. The module buffers multi-part operations itself. */
+typedef struct VhsmParams {
+    const uint8_t *iv; /* CBC: 16; CTR: 16-byte counter block; GCM: 1..128 bytes */
+    size_t iv_len;
+    const uint8_t *aad; /* GCM */
+    size_t aad_len;
+    uint32_t tag_bits;     /* GCM: 96..128, multiple of 8 (0 = 128) */
+    uint32_t counter_bits; /* CTR: 1..128 (0 = 128) */
+    const char *hash;      /* OAEP/PSS/PKCS#1: "sha1" (OAEP only), "sha256", "sha384", "sha512" */
+    const char *mgf_hash;  /* OAEP/PSS MGF1 hash (NULL = hash) */
+    uint32_t salt_len;     /* PSS */
+    const uint8_t *label;  /* OAEP label */
+    size_t label_len;
+} VhsmParams;
+int vhsm_encrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
+                    const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
+int vhsm_decrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
+                    const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
+/* Raw signatures: "ecdsa-raw" (CKM_ECDSA: data = a hash of 1..64 bytes, any hash; signature
+ * r || s) and "rsa-pkcs1-raw" (CKM_RSA_PKCS: data = the DigestInfo, at most k - 11 bytes). flags
+ * must be 0 and p NULL in this revision. sign: the SIGN flag and the login rule; verify: the
+ * VERIFY flag only (0 valid, -EKEYREJECTED not). For the hashed mechanisms use vhsm_sign /
+ * vhsm_verify with VHSM_OP_PREHASHED | VHSM_OP_RAW (| VHSM_OP_RAW_RS for ECDSA): "ecdsa",
+ * "rsa-pss-sha256/384", "rsa-pkcs1-sha256/384", "ed25519" (CKM_EDDSA, not prehashed), "hmac".
+ * Not in libvhsm yet (planned, /work/notes/issue12-design.md section 5): PSS/OAEP with free
+ * parameters, SHA-512 variants, vhsm_wrap_key and vhsm_unwrap_key. */
+int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                 const VhsmParams *p, const void *data, size_t len, uint8_t **ret_sig,
+                 size_t *ret_sig_len);
+int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
+                   const VhsmParams *p, const void *data, size_t len, const void *sig,
+                   size_t sig_len);

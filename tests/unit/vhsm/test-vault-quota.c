@@ -436,12 +436,12 @@ static void test_format1_migration(void **state) {
     assert_int_equal(vault_key_describe(v, &alice, "db-key", &d), -ENOKEY);
     vault_usage(v, 1000, &u);
     assert_int_equal(u.keys, 1);
-    /* saved again as format 2, with full names */
+    /* saved again in the current format (3: format 2's full names, then the tokens) */
     {
         _cleanup_(secret_freep) Secret *s = NULL;
         _cleanup_(vault_freep) Vault *w = new_vault(NULL);
         assert_int_equal(keystore_serialize(v, &s), 0);
-        assert_int_equal(bytes_get_be32(secret_const_data(s) + 4), 2);
+        assert_int_equal(bytes_get_be32(secret_const_data(s) + 4), 3);
         assert_int_equal(keystore_deserialize(w, secret_const_data(s), secret_size(s)), 0);
         assert_int_equal(vault_key_count(w), 3);
     }

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The PKCS#11 module's template parsing (src/pkcs11/template.c): an application's CK_ATTRIBUTE
+ * array for key generation, and CKA_EC_PARAMS. The input is read as a sequence of attributes,
+ * each `u32 type (little endian) | u8 flags | u8 len | len bytes`: flags bit 0 gives a NULL
+ * value with the length, bit 1 a length of sizeof(CK_ULONG) over the bytes that follow. The
+ * whole input is also tried as CKA_EC_PARAMS.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "template.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    CK_ATTRIBUTE attrs[64];
+    uint8_t *values[64];
+    CK_ULONG n = 0;
+    size_t off = 0;
+    (void)p11_curve_from_ec_params(data, size);
+    while (n < 64 && off + 6 <= size) {
+        uint32_t type;
+        memcpy(&type, data + off, 4);
+        uint8_t flags = data[off + 4], len = data[off + 5];
+        off += 6;
+        if (len > size - off)
+            len = (uint8_t)(size - off);
+        /* an exact-size copy, so that reading past the length is caught by ASan */
+        values[n] = malloc(len ? len : 1);
+        if (!values[n])
+            break;
+        memcpy(values[n], data + off, len);
+        off += len;
+        attrs[n] = (CK_ATTRIBUTE){type, (flags & 1) ? NULL : values[n], len};
+        if ((flags & 2) && len >= sizeof(CK_ULONG))
+            attrs[n].ulValueLen = sizeof(CK_ULONG);
+        n++;
+    }
+    P11KeyTemplate t;
+    (void)p11_template_check(attrs, n);
+    if (p11_key_template_parse(attrs, n, &t) == CKR_OK && t.curve >= 0) {
+        size_t l = 0;
+        const uint8_t *p = p11_curve_ec_params((P11Curve)t.curve, &l);
+        if (!p || p11_curve_from_ec_params(p, l) != t.curve)
+            abort();
+    }
+    for (CK_ULONG i = 0; i < n; i++)
+        free(values[i]);
+    return 0;
+}

@@ -1,0 +1,1590 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cmocka tests of libvhsm-pkcs11.so, loaded with dlopen() and driven through its function
+ * lists only, against a real vhsmd this test starts (and restarts). Signatures are checked
+ * with plain OpenSSL against the public key the module exports.
+ *
+ * Environment (set by pkcs11.sh): P11T_MODULE (the .so), P11T_VHSMD (the daemon), P11T_DIR (a
+ * temp dir holding sim/, a simulated SNP chip). The socket is P11T_DIR/vhsm.sock.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
+
+#include "p11.h"
+
+static CK_FUNCTION_LIST *F;
+static void *module;
+static pid_t vhsmd_pid;
+static char sock_path[512];
+
+/* ---- vhsmd ---------------------------------------------------------------------------------- */
+
+static void vhsmd_start(void) {
+    const char *dir = getenv("P11T_DIR");
+    char sim[512], ks[512], anchor[512], log[512];
+    snprintf(sim, sizeof(sim), "%s/sim", dir);
+    snprintf(ks, sizeof(ks), "file:%s/anchor", dir);
+    snprintf(anchor, sizeof(anchor), "%s/state/keystore", dir);
+    snprintf(log, sizeof(log), "%s/vhsmd.log", dir);
+    snprintf(sock_path, sizeof(sock_path), "%s/vhsm.sock", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *f = freopen(log, "a", stderr);
+        (void)f;
+        execl(getenv("P11T_VHSMD"), "vhsmd", "--foreground", "--socket", sock_path, "--keystore",
+              anchor, "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", ks, "--threads",
+              "2", "--pin-max-tries", "4", (char *)NULL);
+        _exit(127);
+    }
+    vhsmd_pid = pid;
+    for (int i = 0; i < 400; i++) {
+        struct stat st;
+        if (stat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode))
+            return;
+        assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
+        usleep(25000);
+    }
+    fail_msg("vhsmd did not come up");
+}
+
+static void vhsmd_stop(void) {
+    if (vhsmd_pid <= 0)
+        return;
+    kill(vhsmd_pid, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 600; i++) {
+        if (waitpid(vhsmd_pid, &st, WNOHANG) == vhsmd_pid) {
+            vhsmd_pid = 0;
+            return;
+        }
+        usleep(50000);
+    }
+    kill(vhsmd_pid, SIGKILL);
+    waitpid(vhsmd_pid, &st, 0);
+    vhsmd_pid = 0;
+}
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static CK_RV init_default(void) {
+    CK_C_INITIALIZE_ARGS a = {.flags = CKF_OS_LOCKING_OK};
+    return F->C_Initialize(&a);
+}
+
+#define SO_PIN "so-secret-1"
+#define USER_PIN "user-pin-1"
+
+/* A read-write session, logged in as the user when the token has a user PIN (the token was
+ * provisioned by test_token_and_pins). */
+static CK_SESSION_HANDLE open_rw(void) {
+    CK_SESSION_HANDLE h = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h),
+                     CKR_OK);
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    if (ti.flags & CKF_LOGIN_REQUIRED) {
+        CK_RV rv = F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN));
+        assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+    }
+    return h;
+}
+
+static CK_FLAGS token_flags(void) {
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    return ti.flags;
+}
+
+static const uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+
+static void gen_pair(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mech, const char *label,
+                     CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv) {
+    CK_MECHANISM m = {mech, NULL, 0};
+    CK_BBOOL yes = CK_TRUE;
+    CK_ULONG bits = 2048;
+    CK_ATTRIBUTE pt[3] = {{CKA_TOKEN, &yes, sizeof(yes)},
+                          {CKA_LABEL, (void *)label, strlen(label)}};
+    CK_ULONG npt = 2;
+    if (mech == CKM_EC_KEY_PAIR_GEN)
+        pt[npt++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)};
+    else if (mech == CKM_EC_EDWARDS_KEY_PAIR_GEN)
+        pt[npt++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)};
+    else
+        pt[npt++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
+    CK_ATTRIBUTE vt[] = {{CKA_TOKEN, &yes, sizeof(yes)}, {CKA_SIGN, &yes, sizeof(yes)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, pt, npt, vt, 2, pub, priv), CKR_OK);
+}
+
+static CK_OBJECT_HANDLE gen_secret(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mech, CK_ULONG len) {
+    CK_MECHANISM m = {mech, NULL, 0};
+    CK_OBJECT_HANDLE h = 0;
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)}};
+    assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &h), CKR_OK);
+    return h;
+}
+
+static EVP_PKEY *pub_of(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h) {
+    uint8_t buf[2048];
+    CK_ATTRIBUTE a = {CKA_PUBLIC_KEY_INFO, buf, sizeof(buf)};
+    assert_int_equal(F->C_GetAttributeValue(s, h, &a, 1), CKR_OK);
+    const uint8_t *p = buf;
+    EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)a.ulValueLen);
+    assert_non_null(k);
+    return k;
+}
+
+/* ECDSA r||s checked by OpenSSL over SHA-256(data). */
+static void check_ecdsa(EVP_PKEY *k, const uint8_t *data, size_t n, const uint8_t *sig,
+                        size_t siglen) {
+    assert_int_equal(siglen, 64);
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    ECDSA_SIG_set0(es, BN_bin2bn(sig, 32, NULL), BN_bin2bn(sig + 32, 32, NULL));
+    uint8_t *der = NULL;
+    int dl = i2d_ECDSA_SIG(es, &der);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    assert_int_equal(EVP_DigestVerifyInit(c, NULL, EVP_sha256(), NULL, k), 1);
+    assert_int_equal(EVP_DigestVerify(c, der, (size_t)dl, data, n), 1);
+    EVP_MD_CTX_free(c);
+    OPENSSL_free(der);
+    ECDSA_SIG_free(es);
+}
+
+/* ---- tests: loading and initialisation ------------------------------------------------------ */
+
+static void test_exports_and_interfaces(void **state) {
+    assert_null(dlsym(module, "C_Initialize")); /* only the version script's three */
+    assert_null(dlsym(module, "vhsm_connect"));
+    CK_RV (*gil)(CK_INTERFACE_PTR, CK_ULONG_PTR) = (void *)dlsym(module, "C_GetInterfaceList");
+    CK_RV(*gi)
+    (CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS) =
+        (void *)dlsym(module, "C_GetInterface");
+    assert_non_null(gil);
+    assert_non_null(gi);
+    CK_ULONG n = 0;
+    assert_int_equal(gil(NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(gil(NULL, &n), CKR_OK);
+    assert_int_equal(n, 2);
+    CK_INTERFACE list[2];
+    n = 1;
+    assert_int_equal(gil(list, &n), CKR_BUFFER_TOO_SMALL);
+    assert_int_equal(n, 2);
+    assert_int_equal(gil(list, &n), CKR_OK);
+    CK_VERSION *v0 = list[0].pFunctionList, *v1 = list[1].pFunctionList;
+    assert_int_equal(v0->major, 3);
+    assert_int_equal(v1->major, 2);
+    assert_int_equal(v1->minor, 40);
+    CK_INTERFACE *i = NULL;
+    assert_int_equal(gi(NULL, NULL, &i, 0), CKR_OK);
+    assert_int_equal(((CK_VERSION *)i->pFunctionList)->major, 3);
+    CK_VERSION want = {2, 40};
+    assert_int_equal(gi((CK_UTF8CHAR_PTR) "PKCS 11", &want, &i, 0), CKR_OK);
+    assert_ptr_equal(i->pFunctionList, F);
+    assert_int_equal(gi((CK_UTF8CHAR_PTR) "Vendor X", NULL, &i, 0), CKR_ARGUMENTS_BAD);
+    assert_true(i->flags & CKF_INTERFACE_FORK_SAFE);
+    /* the 3.0 list: its 2.40 part is the same functions, then C_GetInterfaceList... */
+    void **fl = (void **)((char *)list[0].pFunctionList + offsetof(CK_FUNCTION_LIST, C_Initialize));
+    assert_ptr_equal(fl[0], (void *)F->C_Initialize);
+    void **after = (void **)((char *)list[0].pFunctionList + sizeof(CK_FUNCTION_LIST));
+    assert_ptr_equal(after[0], (void *)gil);
+}
+
+static void test_initialize_rules(void **state) {
+    CK_INFO info;
+    CK_ULONG n = 0;
+    assert_int_equal(F->C_GetInfo(&info), CKR_CRYPTOKI_NOT_INITIALIZED);
+    assert_int_equal(F->C_GetSlotList(CK_FALSE, NULL, &n), CKR_CRYPTOKI_NOT_INITIALIZED);
+    assert_int_equal(F->C_Finalize(NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
+    CK_C_INITIALIZE_ARGS bad = {.pReserved = &n};
+    assert_int_equal(F->C_Initialize(&bad), CKR_ARGUMENTS_BAD);
+    CK_C_INITIALIZE_ARGS partial = {.CreateMutex = (CK_CREATEMUTEX)1};
+    assert_int_equal(F->C_Initialize(&partial), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_Initialize(NULL), CKR_OK);
+    assert_int_equal(F->C_Initialize(NULL), CKR_CRYPTOKI_ALREADY_INITIALIZED);
+    assert_int_equal(F->C_GetInfo(NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetInfo(&info), CKR_OK);
+    assert_int_equal(info.cryptokiVersion.major, 3);
+    assert_memory_equal(info.manufacturerID, "Nitride ", 8);
+    assert_int_equal(F->C_Finalize(&n), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+static int app_creates, app_locks;
+static CK_RV app_create(CK_VOID_PTR_PTR m) {
+    pthread_mutex_t *x = malloc(sizeof(*x));
+    pthread_mutex_init(x, NULL);
+    *m = x;
+    __atomic_add_fetch(&app_creates, 1, __ATOMIC_SEQ_CST);
+    return CKR_OK;
+}
+static CK_RV app_destroy(CK_VOID_PTR m) {
+    pthread_mutex_destroy(m);
+    free(m);
+    return CKR_OK;
+}
+static CK_RV app_lock(CK_VOID_PTR m) {
+    __atomic_add_fetch(&app_locks, 1, __ATOMIC_SEQ_CST);
+    return pthread_mutex_lock(m) == 0 ? CKR_OK : CKR_GENERAL_ERROR;
+}
+static CK_RV app_unlock(CK_VOID_PTR m) {
+    return pthread_mutex_unlock(m) == 0 ? CKR_OK : CKR_GENERAL_ERROR;
+}
+
+/* Callbacks without CKF_OS_LOCKING_OK: the module must use the application's mutexes. */
+static void test_app_mutex_callbacks(void **state) {
+    CK_C_INITIALIZE_ARGS a = {app_create, app_destroy, app_lock, app_unlock, 0, NULL};
+    app_creates = app_locks = 0;
+    assert_int_equal(F->C_Initialize(&a), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    uint8_t r[16];
+    assert_int_equal(F->C_GenerateRandom(s, r, sizeof(r)), CKR_OK);
+    assert_true(app_creates >= 3); /* module, slot, session */
+    assert_true(app_locks >= 3);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- tokens, PINs, logins, lockout ---------------------------------------------------------- */
+
+static CK_UTF8CHAR label32[33] = "nitride test token              ";
+
+static void test_token_and_pins(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_FLAGS f = token_flags();
+    assert_false(f & CKF_TOKEN_INITIALIZED);
+    assert_false(f & CKF_LOGIN_REQUIRED);
+    CK_SESSION_HANDLE s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "1234", 4),
+                     CKR_USER_PIN_NOT_INITIALIZED);
+    assert_int_equal(F->C_InitToken(0, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label32),
+                     CKR_SESSION_EXISTS);
+    assert_int_equal(F->C_CloseSession(s), CKR_OK);
+    assert_int_equal(F->C_InitToken(0, (CK_UTF8CHAR_PTR) "12", 2, label32), CKR_PIN_LEN_RANGE);
+    assert_int_equal(F->C_InitToken(0, NULL, 0, label32), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_InitToken(0, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label32), CKR_OK);
+    f = token_flags();
+    assert_true(f & CKF_TOKEN_INITIALIZED);
+    assert_false(f & CKF_USER_PIN_INITIALIZED);
+
+    /* the SO sets the user PIN; an RO session forbids an SO login, an SO login an RO session */
+    CK_SESSION_HANDLE ro = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)),
+                     CKR_SESSION_READ_ONLY_EXISTS);
+    assert_int_equal(F->C_CloseSession(ro), CKR_OK);
+    assert_int_equal(F->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_USER_NOT_LOGGED_IN);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "wrong-so", 8), CKR_PIN_INCORRECT);
+    assert_true(token_flags() & CKF_SO_PIN_COUNT_LOW);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)), CKR_OK);
+    assert_false(token_flags() & CKF_SO_PIN_COUNT_LOW);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)),
+                     CKR_USER_ALREADY_LOGGED_IN);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro),
+                     CKR_SESSION_READ_WRITE_SO_EXISTS);
+    CK_SESSION_INFO si;
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RW_SO_FUNCTIONS);
+    assert_int_equal(F->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_USER_NOT_LOGGED_IN);
+    f = token_flags();
+    assert_true(f & CKF_USER_PIN_INITIALIZED);
+    assert_true(f & CKF_LOGIN_REQUIRED);
+
+    /* not logged in: a key cannot be generated or used; public objects stay visible */
+    CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ULONG len = 32;
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)}};
+    CK_OBJECT_HANDLE k;
+    assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &k), CKR_USER_NOT_LOGGED_IN);
+
+    /* user login, state, change of PIN */
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)),
+                     CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RW_USER_FUNCTIONS);
+    assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &k), CKR_OK);
+    /* a second session shares the login (other pooled connections attach with the ticket) */
+    CK_SESSION_HANDLE s2 = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s2), CKR_OK);
+    assert_int_equal(F->C_GetSessionInfo(s2, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RO_USER_FUNCTIONS);
+    assert_int_equal(F->C_SetPIN(s2, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
+                                 (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
+                     CKR_SESSION_READ_ONLY);
+    assert_int_equal(
+        F->C_SetPIN(s, (CK_UTF8CHAR_PTR) "not-it", 6, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
+        CKR_PIN_INCORRECT);
+    assert_int_equal(F->C_SetPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
+                                 (CK_UTF8CHAR_PTR) "tmp-pin-2", 9),
+                     CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_PIN_INCORRECT);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9), CKR_OK);
+    assert_int_equal(F->C_SetPIN(s, (CK_UTF8CHAR_PTR) "tmp-pin-2", 9, (CK_UTF8CHAR_PTR)USER_PIN,
+                                 strlen(USER_PIN)),
+                     CKR_OK);
+    /* closing the last session logs the application out */
+    assert_int_equal(F->C_CloseAllSessions(0), CKR_OK);
+    s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RW_PUBLIC_SESSION);
+    assert_int_equal(F->C_GenerateKey(s, &m, t, 1, &k), CKR_USER_NOT_LOGGED_IN);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Lockout is counted by vhsmd, persistently: neither re-initialising the module nor restarting
+ * vhsmd resets it; the SO unlocks with C_InitPIN. (vhsmd runs with --pin-max-tries 4.) */
+static void test_pin_lockout(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-1", 9), CKR_PIN_INCORRECT);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-2", 9), CKR_PIN_INCORRECT);
+    CK_FLAGS f = token_flags();
+    assert_true(f & CKF_USER_PIN_COUNT_LOW);
+    assert_false(f & CKF_USER_PIN_FINAL_TRY);
+    /* module reload */
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    assert_true(token_flags() & CKF_USER_PIN_COUNT_LOW);
+    /* vhsmd restart */
+    vhsmd_stop();
+    vhsmd_start();
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-3", 9), CKR_PIN_INCORRECT);
+    assert_true(token_flags() & CKF_USER_PIN_FINAL_TRY);
+    /* the try that locks is still an incorrect PIN; the next ones find it locked */
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "bad-pin-4", 9), CKR_PIN_INCORRECT);
+    assert_true(token_flags() & CKF_USER_PIN_LOCKED);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_PIN_LOCKED);
+    vhsmd_stop();
+    vhsmd_start();
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    assert_true(token_flags() & CKF_USER_PIN_LOCKED);
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_PIN_LOCKED);
+    /* the SO unlocks by setting the PIN again */
+    assert_int_equal(F->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)), CKR_OK);
+    assert_int_equal(F->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Logout(s), CKR_OK);
+    f = token_flags();
+    assert_false(f & (CKF_USER_PIN_LOCKED | CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY));
+    assert_int_equal(F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Every function: NULL where an output or input is required (CKR_ARGUMENTS_BAD), an unknown
+ * session (CKR_SESSION_HANDLE_INVALID), and before C_Initialize (CKR_CRYPTOKI_NOT_INITIALIZED). */
+#define ALL_SESSION_CALLS(h)                                                                       \
+    X(F->C_GetSessionInfo(h, &si))                                                                 \
+    X(F->C_Login(h, CKU_USER, pin, 4))                                                             \
+    X(F->C_Logout(h))                                                                              \
+    X(F->C_InitPIN(h, pin, 4))                                                                     \
+    X(F->C_SetPIN(h, pin, 4, pin, 4))                                                              \
+    X(F->C_FindObjectsInit(h, NULL, 0))                                                            \
+    X(F->C_FindObjects(h, objs, 1, &n))                                                            \
+    X(F->C_FindObjectsFinal(h))                                                                    \
+    X(F->C_GetAttributeValue(h, 1, &attr, 1))                                                      \
+    X(F->C_SetAttributeValue(h, 1, &attr, 1))                                                      \
+    X(F->C_GetObjectSize(h, 1, &n))                                                                \
+    X(F->C_CreateObject(h, &attr, 1, &obj))                                                        \
+    X(F->C_CopyObject(h, 1, &attr, 1, &obj))                                                       \
+    X(F->C_DestroyObject(h, 1))                                                                    \
+    X(F->C_GenerateKey(h, &mech, &attr, 1, &obj))                                                  \
+    X(F->C_GenerateKeyPair(h, &mech, &attr, 1, &attr, 1, &obj, &obj))                              \
+    X(F->C_SignInit(h, &mech, 1))                                                                  \
+    X(F->C_Sign(h, buf, 1, buf, &n))                                                               \
+    X(F->C_SignUpdate(h, buf, 1))                                                                  \
+    X(F->C_SignFinal(h, buf, &n))                                                                  \
+    X(F->C_VerifyInit(h, &mech, 1))                                                                \
+    X(F->C_Verify(h, buf, 1, buf, 1))                                                              \
+    X(F->C_VerifyUpdate(h, buf, 1))                                                                \
+    X(F->C_VerifyFinal(h, buf, 1))                                                                 \
+    X(F->C_EncryptInit(h, &mech, 1))                                                               \
+    X(F->C_Encrypt(h, buf, 1, buf, &n))                                                            \
+    X(F->C_EncryptUpdate(h, buf, 1, buf, &n))                                                      \
+    X(F->C_EncryptFinal(h, buf, &n))                                                               \
+    X(F->C_DecryptInit(h, &mech, 1))                                                               \
+    X(F->C_Decrypt(h, buf, 1, buf, &n))                                                            \
+    X(F->C_DecryptUpdate(h, buf, 1, buf, &n))                                                      \
+    X(F->C_DecryptFinal(h, buf, &n))                                                               \
+    X(F->C_DigestInit(h, &mech))                                                                   \
+    X(F->C_Digest(h, buf, 1, buf, &n))                                                             \
+    X(F->C_DigestUpdate(h, buf, 1))                                                                \
+    X(F->C_DigestKey(h, 1))                                                                        \
+    X(F->C_DigestFinal(h, buf, &n))                                                                \
+    X(F->C_SignRecoverInit(h, &mech, 1))                                                           \
+    X(F->C_VerifyRecoverInit(h, &mech, 1))                                                         \
+    X(F->C_WrapKey(h, &mech, 1, 1, buf, &n))                                                       \
+    X(F->C_UnwrapKey(h, &mech, 1, buf, 1, &attr, 1, &obj))                                         \
+    X(F->C_DeriveKey(h, &mech, 1, &attr, 1, &obj))                                                 \
+    X(F->C_SeedRandom(h, buf, 1))                                                                  \
+    X(F->C_GenerateRandom(h, buf, 1))                                                              \
+    X(F->C_GetOperationState(h, buf, &n))                                                          \
+    X(F->C_SetOperationState(h, buf, 1, 0, 0))                                                     \
+    X(F->C_GetFunctionStatus(h))                                                                   \
+    X(F->C_CancelFunction(h))                                                                      \
+    X(F->C_CloseSession(h))
+
+static void test_argument_errors(void **state) {
+    CK_SESSION_INFO si;
+    CK_UTF8CHAR pin[] = "1234";
+    CK_OBJECT_HANDLE objs[1], obj = 0;
+    CK_ULONG n = 1;
+    CK_BYTE buf[8] = {0};
+    CK_ATTRIBUTE attr = {CKA_CLASS, buf, sizeof(CK_ULONG)};
+    CK_MECHANISM mech = {CKM_SHA256, NULL, 0};
+    CK_SLOT_INFO slot_info;
+    CK_TOKEN_INFO token_info;
+    CK_MECHANISM_INFO mi;
+    CK_SESSION_HANDLE h = 0;
+    int count = 0;
+    /* before C_Initialize */
+#define X(call)                                                                                    \
+    assert_int_equal((call), CKR_CRYPTOKI_NOT_INITIALIZED);                                        \
+    count++;
+    ALL_SESSION_CALLS(5)
+    X(F->C_GetSlotList(CK_FALSE, NULL, &n))
+    X(F->C_GetSlotInfo(0, &slot_info))
+    X(F->C_GetTokenInfo(0, &token_info))
+    X(F->C_GetMechanismList(0, NULL, &n))
+    X(F->C_GetMechanismInfo(0, CKM_SHA256, &mi))
+    X(F->C_InitToken(0, pin, 4, (CK_UTF8CHAR_PTR) "label                           "))
+    X(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &h))
+    X(F->C_CloseAllSessions(0))
+    X(F->C_WaitForSlotEvent(0, NULL, NULL))
+#undef X
+    assert_int_equal(count, 58);
+    /* an unknown session */
+    assert_int_equal(init_default(), CKR_OK);
+#define X(call) assert_int_equal((call), CKR_SESSION_HANDLE_INVALID);
+    ALL_SESSION_CALLS(0x7fff01)
+#undef X
+    /* NULL arguments */
+    h = open_rw();
+    assert_int_equal(F->C_GetSlotList(CK_FALSE, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetSlotInfo(0, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetTokenInfo(0, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetMechanismList(0, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetMechanismInfo(0, CKM_SHA256, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetSessionInfo(h, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_SetPIN(h, NULL, 4, pin, 4), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_FindObjectsInit(h, NULL, 2), CKR_ARGUMENTS_BAD);
+    CK_ATTRIBUTE nullval = {CKA_LABEL, NULL, 5};
+    assert_int_equal(F->C_FindObjectsInit(h, &nullval, 1), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(F->C_FindObjectsInit(h, NULL, 0), CKR_OK);
+    assert_int_equal(F->C_FindObjects(h, NULL, 1, &n), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_FindObjects(h, objs, 1, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_FindObjectsFinal(h), CKR_OK);
+    assert_int_equal(F->C_GenerateKey(h, NULL, &attr, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GenerateKeyPair(h, &mech, NULL, 0, NULL, 0, NULL, &obj),
+                     CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_SignInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_VerifyInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_EncryptInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DecryptInit(h, NULL, 1), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DigestInit(h, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DigestInit(h, &mech), CKR_OK);
+    assert_int_equal(F->C_Digest(h, buf, 1, buf, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DigestFinal(h, buf, &n), CKR_OPERATION_NOT_INITIALIZED); /* ended */
+    assert_int_equal(F->C_GenerateRandom(h, NULL, 5), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_SeedRandom(h, NULL, 5), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_CreateObject(h, NULL, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_WrapKey(h, NULL, 1, 1, buf, &n), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_UnwrapKey(h, NULL, 1, buf, 1, &attr, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_DeriveKey(h, NULL, 1, &attr, 1, &obj), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetFunctionStatus(h), CKR_FUNCTION_NOT_PARALLEL);
+    assert_int_equal(F->C_CancelFunction(h), CKR_FUNCTION_NOT_PARALLEL);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- slots, tokens, mechanisms -------------------------------------------------------------- */
+
+static void test_slots_and_mechanisms(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_ULONG n = 0;
+    assert_int_equal(F->C_GetSlotList(CK_TRUE, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_GetSlotList(CK_TRUE, NULL, &n), CKR_OK);
+    assert_int_equal(n, 1);
+    CK_SLOT_ID ids[2];
+    n = 0;
+    assert_int_equal(F->C_GetSlotList(CK_TRUE, ids, &n), CKR_BUFFER_TOO_SMALL);
+    assert_int_equal(n, 1);
+    assert_int_equal(F->C_GetSlotList(CK_TRUE, ids, &n), CKR_OK);
+    assert_int_equal(ids[0], 0);
+    CK_SLOT_INFO si;
+    assert_int_equal(F->C_GetSlotInfo(7, &si), CKR_SLOT_ID_INVALID);
+    assert_int_equal(F->C_GetSlotInfo(0, &si), CKR_OK);
+    assert_true(si.flags & CKF_TOKEN_PRESENT);
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    assert_true(ti.flags & CKF_RNG);
+    assert_true(ti.flags & CKF_TOKEN_INITIALIZED);
+    assert_true(ti.flags & CKF_LOGIN_REQUIRED);
+    assert_memory_equal(ti.label, "nitride test token              ", 32);
+
+    CK_MECHANISM_TYPE mt[64];
+    n = 0;
+    assert_int_equal(F->C_GetMechanismList(0, NULL, &n), CKR_OK);
+    CK_ULONG total = n;
+    n = 1;
+    assert_int_equal(F->C_GetMechanismList(0, mt, &n), CKR_BUFFER_TOO_SMALL);
+    assert_int_equal(n, total);
+    assert_int_equal(F->C_GetMechanismList(0, mt, &n), CKR_OK);
+    CK_MECHANISM_INFO mi;
+    for (CK_ULONG i = 0; i < n; i++)
+        assert_int_equal(F->C_GetMechanismInfo(0, mt[i], &mi), CKR_OK);
+    assert_int_equal(F->C_GetMechanismInfo(0, CKM_ECDSA_SHA256, &mi), CKR_OK);
+    assert_int_equal(mi.ulMinKeySize, 256);
+    assert_int_equal(mi.ulMaxKeySize, 256);
+    assert_true(mi.flags & CKF_SIGN);
+    assert_false(mi.flags & CKF_ENCRYPT);
+    assert_int_equal(F->C_GetMechanismInfo(0, CKM_RSA_PKCS_OAEP, &mi), CKR_OK);
+    assert_false(mi.flags & CKF_SIGN);
+    assert_int_equal(F->C_GetMechanismInfo(0, CKM_DES3_CBC, &mi), CKR_MECHANISM_INVALID);
+    assert_int_equal(F->C_GetMechanismInfo(3, CKM_SHA256, &mi), CKR_SLOT_ID_INVALID);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+static void test_sessions(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = 0, ro = 0;
+    assert_int_equal(F->C_OpenSession(0, 0, NULL, NULL, &s), CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_OpenSession(9, CKF_SERIAL_SESSION, NULL, NULL, &s), CKR_SLOT_ID_INVALID);
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    s = open_rw();
+    CK_SESSION_INFO si;
+    assert_int_equal(F->C_GetSessionInfo(ro, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RO_USER_FUNCTIONS); /* open_rw logged the application in */
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_OK);
+    assert_int_equal(si.state, CKS_RW_USER_FUNCTIONS);
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    assert_int_equal(ti.ulSessionCount, 2);
+    assert_int_equal(ti.ulRwSessionCount, 1);
+    /* a read-only session cannot create token objects */
+    CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ULONG len = 32;
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)}};
+    CK_OBJECT_HANDLE k;
+    assert_int_equal(F->C_GenerateKey(ro, &m, t, 1, &k), CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_CloseSession(ro), CKR_OK);
+    assert_int_equal(F->C_CloseSession(ro), CKR_SESSION_HANDLE_INVALID);
+    assert_int_equal(F->C_GetSessionInfo(ro, &si), CKR_SESSION_HANDLE_INVALID);
+    /* a new session reusing the table entry gets another handle */
+    CK_SESSION_HANDLE again = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &again), CKR_OK);
+    assert_int_not_equal(again, ro);
+    assert_int_equal(F->C_GetSessionInfo(ro, &si), CKR_SESSION_HANDLE_INVALID);
+    assert_int_equal(F->C_CloseAllSessions(0), CKR_OK);
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_SESSION_HANDLE_INVALID);
+    assert_int_equal(F->C_GetSessionInfo(again, &si), CKR_SESSION_HANDLE_INVALID);
+    uint8_t seed[4] = {0};
+    s = open_rw();
+    assert_int_equal(F->C_SeedRandom(s, seed, sizeof(seed)), CKR_RANDOM_SEED_NOT_SUPPORTED);
+    uint8_t r1[100000], r2[100000];
+    assert_int_equal(F->C_GenerateRandom(s, r1, sizeof(r1)), CKR_OK);
+    assert_int_equal(F->C_GenerateRandom(s, r2, sizeof(r2)), CKR_OK);
+    assert_memory_not_equal(r1, r2, sizeof(r1));
+    assert_int_equal(F->C_GenerateRandom(s, NULL, 5), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- objects and attributes ----------------------------------------------------------------- */
+
+static void test_generate_find_attributes(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_HANDLE pub, priv;
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "attr-ec", &pub, &priv);
+    assert_int_not_equal(pub, priv);
+
+    /* template errors */
+    CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_ATTRIBUTE bad_curve[] = {{CKA_EC_PARAMS, (void *)"\x06\x03\x2b\x65\x71", 5}};
+    CK_OBJECT_HANDLE a, b;
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, bad_curve, 1, NULL, 0, &a, &b),
+                     CKR_CURVE_NOT_SUPPORTED);
+    CK_ATTRIBUTE no_curve[] = {{CKA_TOKEN, &yes, sizeof(yes)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, no_curve, 1, NULL, 0, &a, &b),
+                     CKR_TEMPLATE_INCOMPLETE);
+    CK_ATTRIBUTE curve[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)}};
+    CK_ATTRIBUTE session_obj[] = {{CKA_TOKEN, &no, sizeof(no)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, session_obj, 1, &a, &b),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE decrypt_ec[] = {{CKA_DECRYPT, &yes, sizeof(yes)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, decrypt_ec, 1, &a, &b),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE short_bool[] = {{CKA_SIGN, &yes, 4}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, short_bool, 1, &a, &b),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE rot[] = {{CKA_LOCAL, &no, sizeof(no)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, rot, 1, &a, &b),
+                     CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE unknown[] = {{CKA_VENDOR_DEFINED + 5, &no, sizeof(no)}};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, unknown, 1, &a, &b),
+                     CKR_ATTRIBUTE_TYPE_INVALID);
+    CK_MECHANISM des = {CKM_DES3_KEY_GEN, NULL, 0};
+    assert_int_equal(F->C_GenerateKey(s, &des, NULL, 0, &a), CKR_MECHANISM_INVALID);
+    CK_MECHANISM aes = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ULONG l16 = 16;
+    CK_ATTRIBUTE t16[] = {{CKA_VALUE_LEN, &l16, sizeof(l16)}};
+    assert_int_equal(F->C_GenerateKey(s, &aes, t16, 1, &a), CKR_KEY_SIZE_RANGE);
+    assert_int_equal(F->C_GenerateKey(s, &aes, NULL, 0, &a), CKR_TEMPLATE_INCOMPLETE);
+
+    /* GetAttributeValue: length query, values, sensitive, invalid, too small, all processed */
+    CK_OBJECT_CLASS cls = 0;
+    CK_KEY_TYPE kt = 0;
+    uint8_t label[64], value[64], point[128];
+    CK_ATTRIBUTE q[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_LABEL, NULL, 0},
+        {CKA_VALUE, value, sizeof(value)},
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_VENDOR_DEFINED + 1, value, sizeof(value)},
+    };
+    assert_int_equal(F->C_GetAttributeValue(s, priv, q, 5), CKR_ATTRIBUTE_TYPE_INVALID);
+    assert_int_equal(cls, CKO_PRIVATE_KEY);
+    assert_int_equal(q[1].ulValueLen, 7);
+    assert_int_equal(q[2].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    assert_int_equal(kt, CKK_EC);
+    assert_int_equal(q[4].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    CK_ATTRIBUTE sens[] = {{CKA_VALUE, value, sizeof(value)}};
+    assert_int_equal(F->C_GetAttributeValue(s, priv, sens, 1), CKR_ATTRIBUTE_SENSITIVE);
+    assert_int_equal(sens[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    CK_ATTRIBUTE small[] = {{CKA_LABEL, label, 3}, {CKA_CLASS, &cls, sizeof(cls)}};
+    cls = 0;
+    assert_int_equal(F->C_GetAttributeValue(s, priv, small, 2), CKR_BUFFER_TOO_SMALL);
+    assert_int_equal(small[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    assert_int_equal(cls, CKO_PRIVATE_KEY);
+    CK_BBOOL sensitive = 0, extract = 1, local = 0;
+    CK_ATTRIBUTE flags[] = {{CKA_SENSITIVE, &sensitive, 1},
+                            {CKA_EXTRACTABLE, &extract, 1},
+                            {CKA_LOCAL, &local, 1},
+                            {CKA_LABEL, label, sizeof(label)}};
+    assert_int_equal(F->C_GetAttributeValue(s, priv, flags, 4), CKR_OK);
+    assert_true(sensitive && !extract && local);
+    assert_int_equal(flags[3].ulValueLen, 7);
+    assert_memory_equal(label, "attr-ec", 7);
+    /* the public key object: EC_POINT is the SPKI's point in a DER OCTET STRING */
+    CK_ATTRIBUTE pq[] = {{CKA_EC_POINT, point, sizeof(point)}, {CKA_CLASS, &cls, sizeof(cls)}};
+    assert_int_equal(F->C_GetAttributeValue(s, pub, pq, 2), CKR_OK);
+    assert_int_equal(cls, CKO_PUBLIC_KEY);
+    assert_int_equal(pq[0].ulValueLen, 67);
+    assert_int_equal(point[0], 0x04);
+    assert_int_equal(point[1], 65);
+    EVP_PKEY *k = pub_of(s, pub);
+    uint8_t enc[80];
+    size_t el = 0;
+    assert_int_equal(EVP_PKEY_get_octet_string_param(k, "encoded-pub-key", enc, sizeof(enc), &el),
+                     1);
+    assert_int_equal(el, 65);
+    assert_memory_equal(enc, point + 2, 65);
+    EVP_PKEY_free(k);
+    assert_int_equal(F->C_GetAttributeValue(s, 0x12345600, pq, 2), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_GetAttributeValue(s, pub, NULL, 2), CKR_ARGUMENTS_BAD);
+
+    /* find: by class + label, the pair; by label and a wrong value, nothing */
+    CK_OBJECT_CLASS want = CKO_PUBLIC_KEY;
+    CK_ATTRIBUTE ft[] = {{CKA_LABEL, "attr-ec", 7}, {CKA_CLASS, &want, sizeof(want)}};
+    CK_OBJECT_HANDLE found[8];
+    CK_ULONG nf = 0;
+    assert_int_equal(F->C_FindObjects(s, found, 8, &nf), CKR_OPERATION_NOT_INITIALIZED);
+    assert_int_equal(F->C_FindObjectsInit(s, ft, 2), CKR_OK);
+    assert_int_equal(F->C_FindObjectsInit(s, ft, 2), CKR_OPERATION_ACTIVE);
+    assert_int_equal(F->C_FindObjects(s, found, 8, &nf), CKR_OK);
+    assert_int_equal(nf, 1);
+    assert_int_equal(found[0], pub);
+    assert_int_equal(F->C_FindObjects(s, found, 8, &nf), CKR_OK);
+    assert_int_equal(nf, 0);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OPERATION_NOT_INITIALIZED);
+    assert_int_equal(F->C_FindObjectsInit(s, ft, 1), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, found, 8, &nf), CKR_OK);
+    assert_int_equal(nf, 2);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+
+    /* destroy: read-only session refused; public half refused; then gone */
+    CK_SESSION_HANDLE ro = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    assert_int_equal(F->C_DestroyObject(ro, priv), CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_DestroyObject(s, pub), CKR_ACTION_PROHIBITED);
+    assert_int_equal(F->C_DestroyObject(s, priv), CKR_OK);
+    assert_int_equal(F->C_DestroyObject(s, priv), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_GetAttributeValue(s, pub, pq, 2), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Policy and attributes stored in vhsmd (revision 2): CKA_ID and CKA_LABEL from the template,
+ * C_SetAttributeValue for application attributes and usage flags, which vhsmd enforces. */
+static void test_attributes_stored(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BYTE id[] = {0xa1, 0xb2, 0xc3};
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+                         {CKA_ID, id, sizeof(id)}};
+    CK_ATTRIBUTE vt[] = {
+        {CKA_LABEL, "stored attrs", 12}, {CKA_EXTRACTABLE, &yes, 1}, {CKA_DERIVE, &no, 1}};
+    CK_OBJECT_HANDLE pub, priv;
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, pt, 2, vt, 3, &pub, &priv), CKR_OK);
+    CK_BYTE got_id[16], label[32];
+    CK_BBOOL extract = 0, never = 1, derive = 1, modifiable = 0;
+    CK_ATTRIBUTE q[] = {{CKA_ID, got_id, sizeof(got_id)}, {CKA_LABEL, label, sizeof(label)},
+                        {CKA_EXTRACTABLE, &extract, 1},   {CKA_NEVER_EXTRACTABLE, &never, 1},
+                        {CKA_DERIVE, &derive, 1},         {CKA_MODIFIABLE, &modifiable, 1}};
+    assert_int_equal(F->C_GetAttributeValue(s, priv, q, 6), CKR_OK);
+    assert_int_equal(q[0].ulValueLen, 3);
+    assert_memory_equal(got_id, id, 3);
+    assert_int_equal(q[1].ulValueLen, 12);
+    assert_memory_equal(label, "stored attrs", 12);
+    assert_true(extract && !never && !derive && modifiable);
+    /* the public key object shares them */
+    assert_int_equal(F->C_GetAttributeValue(s, pub, q, 2), CKR_OK);
+    assert_memory_equal(got_id, id, 3);
+    /* found by its ID */
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE ft[] = {{CKA_ID, id, sizeof(id)}, {CKA_CLASS, &cls, sizeof(cls)}};
+    CK_OBJECT_HANDLE found[4];
+    CK_ULONG n = 0;
+    assert_int_equal(F->C_FindObjectsInit(s, ft, 2), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, found, 4, &n), CKR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(found[0], priv);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+
+    /* C_SetAttributeValue: a new label and ID, then reading them back */
+    CK_BYTE id2[] = {0x42};
+    CK_ATTRIBUTE set[] = {{CKA_LABEL, "renamed", 7}, {CKA_ID, id2, 1}};
+    CK_SESSION_HANDLE ro = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    assert_int_equal(F->C_SetAttributeValue(ro, priv, set, 2), CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_SetAttributeValue(s, priv, set, 2), CKR_OK);
+    assert_int_equal(F->C_GetAttributeValue(s, priv, q, 2), CKR_OK);
+    assert_int_equal(q[0].ulValueLen, 1);
+    assert_int_equal(got_id[0], 0x42);
+    assert_int_equal(q[1].ulValueLen, 7);
+    assert_memory_equal(label, "renamed", 7);
+    /* fixed attributes, one-way flags */
+    CK_KEY_TYPE kt = CKK_RSA;
+    CK_ATTRIBUTE bad1[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, bad1, 1), CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE bad2[] = {{CKA_SENSITIVE, &no, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, bad2, 1), CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE bad3[] = {{CKA_SIGN, &yes, 4}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, bad3, 1), CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE unextract[] = {{CKA_EXTRACTABLE, &no, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, unextract, 1), CKR_OK);
+    CK_ATTRIBUTE reextract[] = {{CKA_EXTRACTABLE, &yes, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, reextract, 1), CKR_ATTRIBUTE_READ_ONLY);
+    /* a usage turned off is enforced by vhsmd */
+    CK_MECHANISM sm = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    CK_ATTRIBUTE nosign[] = {{CKA_SIGN, &no, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, nosign, 1), CKR_OK);
+    CK_BBOOL sign = 1;
+    CK_ATTRIBUTE qs = {CKA_SIGN, &sign, 1};
+    assert_int_equal(F->C_GetAttributeValue(s, priv, &qs, 1), CKR_OK);
+    assert_false(sign);
+    assert_int_equal(F->C_SignInit(s, &sm, priv), CKR_KEY_FUNCTION_NOT_PERMITTED);
+    CK_ATTRIBUTE resign[] = {{CKA_SIGN, &yes, 1}};
+    assert_int_equal(F->C_SetAttributeValue(s, priv, resign, 1), CKR_OK);
+    assert_int_equal(F->C_SignInit(s, &sm, priv), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- signatures ----------------------------------------------------------------------------- */
+
+static void test_sign_rules(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_HANDLE pub, priv, aes = gen_secret(s, CKM_AES_KEY_GEN, 32);
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "rules-ec", &pub, &priv);
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[128];
+    CK_ULONG sl = sizeof(sig);
+    const uint8_t msg[] = "the message";
+
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, 11, sig, &sl), CKR_OPERATION_NOT_INITIALIZED);
+    assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 11), CKR_OPERATION_NOT_INITIALIZED);
+    assert_int_equal(F->C_SignFinal(s, sig, &sl), CKR_OPERATION_NOT_INITIALIZED);
+    assert_int_equal(F->C_SignInit(s, NULL, priv), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_SignInit(s, &m, 0x7777700), CKR_KEY_HANDLE_INVALID);
+    assert_int_equal(F->C_SignInit(s, &m, pub), CKR_KEY_FUNCTION_NOT_PERMITTED);
+    assert_int_equal(F->C_SignInit(s, &m, aes), CKR_KEY_TYPE_INCONSISTENT);
+    CK_MECHANISM p384 = {CKM_ECDSA_SHA384, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &p384, priv), CKR_KEY_SIZE_RANGE);
+    CK_MECHANISM unknown = {CKM_DSA, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &unknown, priv), CKR_MECHANISM_INVALID);
+    CK_MECHANISM oaep = {CKM_RSA_PKCS_OAEP, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &oaep, priv), CKR_MECHANISM_INVALID);
+    CK_MECHANISM with_param = {CKM_ECDSA_SHA256, sig, 4};
+    assert_int_equal(F->C_SignInit(s, &with_param, priv), CKR_MECHANISM_PARAM_INVALID);
+
+    /* length query and a short buffer keep the operation; the real call ends it */
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OPERATION_ACTIVE);
+    sl = 0;
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, 11, NULL, &sl), CKR_OK);
+    assert_int_equal(sl, 64);
+    sl = 10;
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, 11, sig, &sl), CKR_BUFFER_TOO_SMALL);
+    assert_int_equal(sl, 64);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, 11, sig, &sl), CKR_OK);
+    assert_int_equal(sl, 64);
+    EVP_PKEY *k = pub_of(s, pub);
+    check_ecdsa(k, msg, 11, sig, sl);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, 11, sig, &sl), CKR_OPERATION_NOT_INITIALIZED);
+
+    /* multi-part, checked by OpenSSL */
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4), CKR_OK);
+    assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg + 4, 7), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_SignFinal(s, sig, &sl), CKR_OK);
+    check_ecdsa(k, msg, 11, sig, sl);
+    /* mixing: C_Sign after an update is refused and ends the operation */
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, 11, sig, &sl), CKR_OPERATION_ACTIVE);
+    assert_int_equal(F->C_SignFinal(s, sig, &sl), CKR_OPERATION_NOT_INITIALIZED);
+    /* single-part-only mechanism: no update */
+    CK_MECHANISM raw = {CKM_ECDSA, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
+    assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4), CKR_FUNCTION_NOT_SUPPORTED);
+    assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
+    uint8_t digest[32];
+    SHA256(msg, 11, digest);
+    sl = sizeof(sig);
+    uint8_t big[65] = {0};
+    assert_int_equal(F->C_Sign(s, big, 65, sig, &sl), CKR_DATA_LEN_RANGE);
+    /* revision 2: CKM_ECDSA over a hash of any length (here 20 bytes), checked by OpenSSL */
+    assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, digest, 20, sig, &sl), CKR_OK);
+    {
+        ECDSA_SIG *es = ECDSA_SIG_new();
+        ECDSA_SIG_set0(es, BN_bin2bn(sig, 32, NULL), BN_bin2bn(sig + 32, 32, NULL));
+        uint8_t *der = NULL;
+        int dl = i2d_ECDSA_SIG(es, &der);
+        EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(k, NULL);
+        assert_int_equal(EVP_PKEY_verify_init(pc), 1);
+        assert_int_equal(EVP_PKEY_verify(pc, der, (size_t)dl, digest, 20), 1);
+        EVP_PKEY_CTX_free(pc);
+        OPENSSL_free(der);
+        ECDSA_SIG_free(es);
+    }
+    assert_int_equal(F->C_VerifyInit(s, &raw, pub), CKR_OK);
+    assert_int_equal(F->C_Verify(s, digest, 20, sig, 64), CKR_OK);
+    assert_int_equal(F->C_SignInit(s, &raw, priv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, digest, 32, sig, &sl), CKR_OK);
+    check_ecdsa(k, msg, 11, sig, sl);
+
+    /* verify, in both forms, and the failures */
+    assert_int_equal(F->C_VerifyInit(s, &m, priv), CKR_KEY_FUNCTION_NOT_PERMITTED);
+    assert_int_equal(F->C_VerifyInit(s, &m, pub), CKR_OK);
+    assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, 11, sig, 64), CKR_OK);
+    assert_int_equal(F->C_VerifyInit(s, &m, pub), CKR_OK);
+    assert_int_equal(F->C_VerifyUpdate(s, (CK_BYTE_PTR)msg, 11), CKR_OK);
+    assert_int_equal(F->C_VerifyFinal(s, sig, 64), CKR_OK);
+    sig[5] ^= 1;
+    assert_int_equal(F->C_VerifyInit(s, &m, pub), CKR_OK);
+    assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, 11, sig, 64), CKR_SIGNATURE_INVALID);
+    assert_int_equal(F->C_VerifyInit(s, &m, pub), CKR_OK);
+    assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, 11, sig, 63), CKR_SIGNATURE_LEN_RANGE);
+    assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, 11, sig, 64), CKR_OPERATION_NOT_INITIALIZED);
+    EVP_PKEY_free(k);
+
+    /* 3.0: C_SessionCancel ends an operation */
+    CK_FUNCTION_LIST *f3 = NULL;
+    CK_INTERFACE *itf = NULL;
+    CK_RV(*gi)
+    (CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS) =
+        (void *)dlsym(module, "C_GetInterface");
+    assert_int_equal(gi(NULL, NULL, &itf, 0), CKR_OK);
+    f3 = itf->pFunctionList;
+    CK_RV(*cancel)
+    (CK_SESSION_HANDLE, CK_FLAGS) =
+        *(void **)((char *)f3 + sizeof(CK_FUNCTION_LIST) + 3 * sizeof(void *));
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(cancel(s, CKF_SIGN), CKR_OK);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+static void test_sign_mechanisms(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    const uint8_t msg[] = "sign me with every mechanism";
+    size_t ml = sizeof(msg) - 1;
+    uint8_t sig[512];
+    CK_ULONG sl;
+
+    /* Ed25519, single and multi-part (buffered), checked by OpenSSL */
+    CK_OBJECT_HANDLE epub, epriv;
+    gen_pair(s, CKM_EC_EDWARDS_KEY_PAIR_GEN, "mech-ed", &epub, &epriv);
+    CK_MECHANISM ed = {CKM_EDDSA, NULL, 0};
+    EVP_PKEY *k = pub_of(s, epub);
+    for (int multi = 0; multi < 2; multi++) {
+        assert_int_equal(F->C_SignInit(s, &ed, epriv), CKR_OK);
+        sl = sizeof(sig);
+        if (multi) {
+            assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 5), CKR_OK);
+            assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg + 5, ml - 5), CKR_OK);
+            assert_int_equal(F->C_SignFinal(s, sig, &sl), CKR_OK);
+        } else
+            assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, ml, sig, &sl), CKR_OK);
+        assert_int_equal(sl, 64);
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        assert_int_equal(EVP_DigestVerifyInit(c, NULL, NULL, NULL, k), 1);
+        assert_int_equal(EVP_DigestVerify(c, sig, sl, msg, ml), 1);
+        EVP_MD_CTX_free(c);
+    }
+    EVP_PKEY_free(k);
+
+    /* RSA: PKCS#1 v1.5 and PSS with SHA-256, multi-part, and CKM_RSA_PKCS over a DigestInfo */
+    CK_OBJECT_HANDLE rpub, rpriv;
+    gen_pair(s, CKM_RSA_PKCS_KEY_PAIR_GEN, "mech-rsa", &rpub, &rpriv);
+    k = pub_of(s, rpub);
+    CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
+    CK_MECHANISM mechs[] = {{CKM_SHA256_RSA_PKCS, NULL, 0},
+                            {CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)}};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(F->C_SignInit(s, &mechs[i], rpriv), CKR_OK);
+        assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 3), CKR_OK);
+        assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg + 3, ml - 3), CKR_OK);
+        sl = sizeof(sig);
+        assert_int_equal(F->C_SignFinal(s, sig, &sl), CKR_OK);
+        assert_int_equal(sl, 256);
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pc = NULL;
+        assert_int_equal(EVP_DigestVerifyInit(c, &pc, EVP_sha256(), NULL, k), 1);
+        if (i == 1) {
+            EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PSS_PADDING);
+            EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32);
+        }
+        assert_int_equal(EVP_DigestVerify(c, sig, sl, msg, ml), 1);
+        EVP_MD_CTX_free(c);
+        assert_int_equal(F->C_VerifyInit(s, &mechs[i], rpub), CKR_OK);
+        assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, ml, sig, sl), CKR_OK);
+    }
+    CK_RSA_PKCS_PSS_PARAMS bad = {CKM_SHA256, CKG_MGF1_SHA256, 20};
+    CK_MECHANISM badm = {CKM_SHA256_RSA_PKCS_PSS, &bad, sizeof(bad)};
+    assert_int_equal(F->C_SignInit(s, &badm, rpriv), CKR_MECHANISM_PARAM_INVALID);
+    CK_MECHANISM nopar = {CKM_RSA_PKCS_PSS, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &nopar, rpriv), CKR_MECHANISM_PARAM_INVALID);
+    static const uint8_t di[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+    uint8_t info[sizeof(di) + 32];
+    memcpy(info, di, sizeof(di));
+    SHA256(msg, ml, info + sizeof(di));
+    CK_MECHANISM pk1 = {CKM_RSA_PKCS, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &pk1, rpriv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, info, sizeof(info), sig, &sl), CKR_OK);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    assert_int_equal(EVP_DigestVerifyInit(c, NULL, EVP_sha256(), NULL, k), 1);
+    assert_int_equal(EVP_DigestVerify(c, sig, sl, msg, ml), 1);
+    EVP_MD_CTX_free(c);
+    /* revision 2: CKM_RSA_PKCS over any data up to k - 11 bytes (TLS 1.1's MD5 || SHA-1) */
+    uint8_t md5sha1[36];
+    memset(md5sha1, 0x5a, sizeof(md5sha1));
+    assert_int_equal(F->C_SignInit(s, &pk1, rpriv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, md5sha1, 36, sig, &sl), CKR_OK);
+    EVP_PKEY_CTX *rc = EVP_PKEY_CTX_new(k, NULL);
+    assert_int_equal(EVP_PKEY_verify_init(rc), 1);
+    EVP_PKEY_CTX_set_rsa_padding(rc, RSA_PKCS1_PADDING);
+    assert_int_equal(EVP_PKEY_verify(rc, sig, sl, md5sha1, 36), 1);
+    EVP_PKEY_CTX_free(rc);
+    uint8_t too_long[246] = {0};
+    assert_int_equal(F->C_SignInit(s, &pk1, rpriv), CKR_OK);
+    sl = sizeof(sig);
+    assert_int_equal(F->C_Sign(s, too_long, sizeof(too_long), sig, &sl), CKR_DATA_LEN_RANGE);
+    EVP_PKEY_free(k);
+
+    /* HMAC: the module cannot see the key, so the tag is checked by the token itself */
+    CK_OBJECT_HANDLE h = gen_secret(s, CKM_GENERIC_SECRET_KEY_GEN, 32);
+    CK_MECHANISM hm = {CKM_SHA256_HMAC, NULL, 0}, hm384 = {CKM_SHA384_HMAC, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &hm384, h), CKR_KEY_SIZE_RANGE);
+    uint8_t tag1[64], tag2[64];
+    CK_ULONG t1 = sizeof(tag1), t2 = sizeof(tag2);
+    assert_int_equal(F->C_SignInit(s, &hm, h), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, ml, tag1, &t1), CKR_OK);
+    assert_int_equal(t1, 32);
+    assert_int_equal(F->C_SignInit(s, &hm, h), CKR_OK);
+    assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg, 7), CKR_OK);
+    assert_int_equal(F->C_SignUpdate(s, (CK_BYTE_PTR)msg + 7, ml - 7), CKR_OK);
+    assert_int_equal(F->C_SignFinal(s, tag2, &t2), CKR_OK);
+    assert_memory_equal(tag1, tag2, 32);
+    assert_int_equal(F->C_VerifyInit(s, &hm, h), CKR_OK);
+    assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, ml, tag1, 32), CKR_OK);
+    tag1[0] ^= 1;
+    assert_int_equal(F->C_VerifyInit(s, &hm, h), CKR_OK);
+    assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR)msg, ml, tag1, 32), CKR_SIGNATURE_INVALID);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+static void test_oaep_and_digest(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_HANDLE pub, priv;
+    gen_pair(s, CKM_RSA_PKCS_KEY_PAIR_GEN, "oaep-rsa", &pub, &priv);
+    CK_RSA_PKCS_OAEP_PARAMS p = {CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, NULL, 0};
+    CK_MECHANISM m = {CKM_RSA_PKCS_OAEP, &p, sizeof(p)};
+    const uint8_t pt[] = "a data key";
+    uint8_t ct[512], out[512];
+    CK_ULONG cl = 0, ol = 0;
+    assert_int_equal(F->C_EncryptInit(s, &m, priv), CKR_KEY_FUNCTION_NOT_PERMITTED);
+    assert_int_equal(F->C_EncryptInit(s, &m, pub), CKR_OK);
+    assert_int_equal(F->C_Encrypt(s, (CK_BYTE_PTR)pt, 10, NULL, &cl), CKR_OK);
+    assert_int_equal(cl, 256);
+    assert_int_equal(F->C_Encrypt(s, (CK_BYTE_PTR)pt, 10, ct, &cl), CKR_OK);
+    assert_int_equal(F->C_DecryptInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Decrypt(s, ct, cl, NULL, &ol), CKR_OK);
+    assert_int_equal(ol, 256 - 2 * 32 - 2);
+    ol = 5;
+    assert_int_equal(F->C_Decrypt(s, ct, cl, out, &ol), CKR_BUFFER_TOO_SMALL);
+    ol = sizeof(out);
+    assert_int_equal(F->C_Decrypt(s, ct, cl, out, &ol), CKR_OK);
+    assert_int_equal(ol, 10);
+    assert_memory_equal(out, pt, 10);
+    /* ciphertext made by OpenSSL from the exported public key */
+    EVP_PKEY *k = pub_of(s, pub);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(k, NULL);
+    size_t cl2 = sizeof(ct);
+    assert_int_equal(EVP_PKEY_encrypt_init(c), 1);
+    EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING);
+    EVP_PKEY_CTX_set_rsa_oaep_md(c, EVP_sha256());
+    assert_int_equal(EVP_PKEY_encrypt(c, ct, &cl2, pt, 10), 1);
+    EVP_PKEY_CTX_free(c);
+    EVP_PKEY_free(k);
+    assert_int_equal(F->C_DecryptInit(s, &m, priv), CKR_OK);
+    ol = sizeof(out);
+    assert_int_equal(F->C_Decrypt(s, ct, cl2, out, &ol), CKR_OK);
+    assert_memory_equal(out, pt, 10);
+    ct[10] ^= 1;
+    assert_int_equal(F->C_DecryptInit(s, &m, priv), CKR_OK);
+    ol = sizeof(out);
+    assert_int_equal(F->C_Decrypt(s, ct, cl2, out, &ol), CKR_ENCRYPTED_DATA_INVALID);
+    assert_int_equal(F->C_DecryptInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Decrypt(s, ct, 100, out, &ol), CKR_ENCRYPTED_DATA_LEN_RANGE);
+    CK_RSA_PKCS_OAEP_PARAMS lab = {CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, (void *)"x", 1};
+    CK_MECHANISM ml = {CKM_RSA_PKCS_OAEP, &lab, sizeof(lab)};
+    assert_int_equal(F->C_DecryptInit(s, &ml, priv), CKR_MECHANISM_PARAM_INVALID);
+
+    /* digests against OpenSSL, single and multi-part */
+    CK_MECHANISM d = {CKM_SHA384, NULL, 0};
+    uint8_t md[64], ref[64];
+    CK_ULONG dl = sizeof(md);
+    SHA384(pt, 10, ref);
+    assert_int_equal(F->C_DigestInit(s, &d), CKR_OK);
+    assert_int_equal(F->C_Digest(s, (CK_BYTE_PTR)pt, 10, md, &dl), CKR_OK);
+    assert_int_equal(dl, 48);
+    assert_memory_equal(md, ref, 48);
+    assert_int_equal(F->C_DigestInit(s, &d), CKR_OK);
+    assert_int_equal(F->C_DigestUpdate(s, (CK_BYTE_PTR)pt, 3), CKR_OK);
+    assert_int_equal(F->C_DigestUpdate(s, (CK_BYTE_PTR)pt + 3, 7), CKR_OK);
+    dl = 4;
+    assert_int_equal(F->C_DigestFinal(s, md, &dl), CKR_BUFFER_TOO_SMALL);
+    dl = sizeof(md);
+    assert_int_equal(F->C_DigestFinal(s, md, &dl), CKR_OK);
+    assert_memory_equal(md, ref, 48);
+    assert_int_equal(F->C_DigestInit(s, &d), CKR_OK);
+    assert_int_equal(F->C_DigestKey(s, priv), CKR_KEY_INDIGESTIBLE);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* AES (revision 2): GCM, CBC, CBC-PAD and CTR, single and multi-part, length rules, parameters,
+ * a forged tag. The key never leaves vhsmd, so the mechanisms are checked against each other:
+ * GCM with a 96-bit IV is CTR from the counter block IV || 2 (NIST SP 800-38D), CBC-PAD is CBC
+ * over the PKCS#7-padded data. */
+static CK_RV crypt_all(CK_SESSION_HANDLE s, bool enc, CK_MECHANISM *m, CK_OBJECT_HANDLE k,
+                       const uint8_t *in, CK_ULONG n, uint8_t *out, CK_ULONG *ol) {
+    CK_RV rv = enc ? F->C_EncryptInit(s, m, k) : F->C_DecryptInit(s, m, k);
+    if (rv != CKR_OK)
+        return rv;
+    return enc ? F->C_Encrypt(s, (CK_BYTE_PTR)in, n, out, ol)
+               : F->C_Decrypt(s, (CK_BYTE_PTR)in, n, out, ol);
+}
+
+static void test_aes(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_MECHANISM_INFO mi;
+    assert_int_equal(F->C_GetMechanismInfo(0, CKM_AES_GCM, &mi), CKR_OK);
+    assert_true(mi.flags & CKF_ENCRYPT);
+    CK_OBJECT_HANDLE k = gen_secret(s, CKM_AES_KEY_GEN, 32);
+    uint8_t pt[100], ct[200], ct2[200], back[200];
+    for (size_t i = 0; i < sizeof(pt); i++)
+        pt[i] = (uint8_t)(i * 7 + 1);
+    uint8_t iv[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, aad[5] = "head";
+    CK_GCM_PARAMS gp = {iv, 12, 96, aad, 5, 128};
+    CK_MECHANISM gcm = {CKM_AES_GCM, &gp, sizeof(gp)};
+
+    /* GCM single-part, length query, short buffer */
+    CK_ULONG cl = 0;
+    assert_int_equal(F->C_EncryptInit(s, &gcm, k), CKR_OK);
+    assert_int_equal(F->C_Encrypt(s, pt, sizeof(pt), NULL, &cl), CKR_OK);
+    assert_int_equal(cl, 116);
+    cl = 10;
+    assert_int_equal(F->C_Encrypt(s, pt, sizeof(pt), ct, &cl), CKR_BUFFER_TOO_SMALL);
+    cl = sizeof(ct);
+    assert_int_equal(F->C_Encrypt(s, pt, sizeof(pt), ct, &cl), CKR_OK);
+    assert_int_equal(cl, 116);
+    /* multi-part gives the same ciphertext */
+    CK_ULONG part = sizeof(ct2), total = 0;
+    assert_int_equal(F->C_EncryptInit(s, &gcm, k), CKR_OK);
+    assert_int_equal(F->C_EncryptUpdate(s, pt, 33, ct2, &part), CKR_OK);
+    total += part;
+    part = sizeof(ct2) - total;
+    assert_int_equal(F->C_EncryptUpdate(s, pt + 33, sizeof(pt) - 33, ct2 + total, &part), CKR_OK);
+    total += part;
+    part = sizeof(ct2) - total;
+    assert_int_equal(F->C_EncryptFinal(s, ct2 + total, &part), CKR_OK);
+    total += part;
+    assert_int_equal(total, 116);
+    assert_memory_equal(ct, ct2, 116);
+    /* decrypt, single and multi-part; a forged tag, other AAD */
+    CK_ULONG bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm, k, ct, 116, back, &bl), CKR_OK);
+    assert_int_equal(bl, 100);
+    assert_memory_equal(back, pt, 100);
+    ct[115] ^= 1;
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm, k, ct, 116, back, &bl), CKR_ENCRYPTED_DATA_INVALID);
+    ct[115] ^= 1;
+    CK_GCM_PARAMS gp2 = {iv, 12, 96, (uint8_t *)"hexd", 5, 128};
+    CK_MECHANISM gcm2 = {CKM_AES_GCM, &gp2, sizeof(gp2)};
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm2, k, ct, 116, back, &bl), CKR_ENCRYPTED_DATA_INVALID);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm, k, ct, 10, back, &bl), CKR_ENCRYPTED_DATA_LEN_RANGE);
+    /* parameters */
+    CK_GCM_PARAMS bad = {iv, 12, 96, NULL, 0, 64};
+    CK_MECHANISM badm = {CKM_AES_GCM, &bad, sizeof(bad)};
+    assert_int_equal(F->C_EncryptInit(s, &badm, k), CKR_MECHANISM_PARAM_INVALID);
+    CK_MECHANISM nop = {CKM_AES_GCM, NULL, 0};
+    assert_int_equal(F->C_EncryptInit(s, &nop, k), CKR_MECHANISM_PARAM_INVALID);
+    CK_OBJECT_HANDLE hk = gen_secret(s, CKM_GENERIC_SECRET_KEY_GEN, 32);
+    assert_int_equal(F->C_EncryptInit(s, &gcm, hk), CKR_KEY_TYPE_INCONSISTENT);
+    /* a 96-bit tag */
+    CK_GCM_PARAMS g96 = {iv, 12, 96, aad, 5, 96};
+    CK_MECHANISM m96 = {CKM_AES_GCM, &g96, sizeof(g96)};
+    cl = sizeof(ct2);
+    assert_int_equal(crypt_all(s, true, &m96, k, pt, sizeof(pt), ct2, &cl), CKR_OK);
+    assert_int_equal(cl, 112);
+    assert_memory_equal(ct2, ct, 112); /* same keystream and tag prefix */
+
+    /* CTR from IV || 2 gives GCM's ciphertext */
+    CK_AES_CTR_PARAMS cp = {32, {0}};
+    memcpy(cp.cb, iv, 12);
+    cp.cb[15] = 2;
+    CK_MECHANISM ctr = {CKM_AES_CTR, &cp, sizeof(cp)};
+    cl = sizeof(ct2);
+    assert_int_equal(crypt_all(s, true, &ctr, k, pt, sizeof(pt), ct2, &cl), CKR_OK);
+    assert_int_equal(cl, 100);
+    assert_memory_equal(ct2, ct, 100);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &ctr, k, ct2, 100, back, &bl), CKR_OK);
+    assert_memory_equal(back, pt, 100);
+
+    /* CBC and CBC-PAD */
+    uint8_t civ[16] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6};
+    CK_MECHANISM cbc = {CKM_AES_CBC, civ, 16}, pad = {CKM_AES_CBC_PAD, civ, 16};
+    cl = sizeof(ct);
+    assert_int_equal(crypt_all(s, true, &cbc, k, pt, 100, ct, &cl), CKR_DATA_LEN_RANGE);
+    CK_MECHANISM cbc_short = {CKM_AES_CBC, civ, 8};
+    assert_int_equal(F->C_EncryptInit(s, &cbc_short, k), CKR_MECHANISM_PARAM_INVALID);
+    cl = sizeof(ct);
+    assert_int_equal(crypt_all(s, true, &pad, k, pt, 100, ct, &cl), CKR_OK);
+    assert_int_equal(cl, 112);
+    uint8_t padded[112];
+    memcpy(padded, pt, 100);
+    memset(padded + 100, 12, 12);
+    cl = sizeof(ct2);
+    assert_int_equal(crypt_all(s, true, &cbc, k, padded, 112, ct2, &cl), CKR_OK);
+    assert_memory_equal(ct, ct2, 112);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &pad, k, ct, 112, back, &bl), CKR_OK);
+    assert_int_equal(bl, 100);
+    assert_memory_equal(back, pt, 100);
+    bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &pad, k, ct, 100, back, &bl),
+                     CKR_ENCRYPTED_DATA_LEN_RANGE);
+    /* empty plaintext with padding: one block */
+    cl = sizeof(ct);
+    assert_int_equal(crypt_all(s, true, &pad, k, pt, 0, ct, &cl), CKR_OK);
+    assert_int_equal(cl, 16);
+    /* mixing rules hold for encryption too */
+    assert_int_equal(F->C_EncryptInit(s, &gcm, k), CKR_OK);
+    part = sizeof(ct);
+    assert_int_equal(F->C_EncryptUpdate(s, pt, 10, ct, &part), CKR_OK);
+    cl = sizeof(ct);
+    assert_int_equal(F->C_Encrypt(s, pt, 10, ct, &cl), CKR_OPERATION_ACTIVE);
+    assert_int_equal(F->C_EncryptFinal(s, ct, &cl), CKR_OPERATION_NOT_INITIALIZED);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- threads -------------------------------------------------------------------------------- */
+
+typedef struct ThreadArg {
+    CK_SESSION_HANDLE shared;
+    CK_OBJECT_HANDLE pub, priv;
+    int failures;
+} ThreadArg;
+
+static void *worker(void *p) {
+    ThreadArg *a = p;
+    CK_SESSION_HANDLE own = 0;
+    if (F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &own) != CKR_OK) {
+        a->failures++;
+        return NULL;
+    }
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    for (int i = 0; i < 50; i++) {
+        uint8_t msg[32], sig[64];
+        CK_ULONG sl = sizeof(sig);
+        /* the shared session: calls that are complete in themselves */
+        if (F->C_GenerateRandom(a->shared, msg, sizeof(msg)) != CKR_OK)
+            a->failures++;
+        CK_OBJECT_CLASS cls = 0;
+        CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof(cls)};
+        if (F->C_GetAttributeValue(a->shared, a->priv, &t, 1) != CKR_OK || cls != CKO_PRIVATE_KEY)
+            a->failures++;
+        /* its own session: sign and verify */
+        if (F->C_SignInit(own, &m, a->priv) != CKR_OK ||
+            F->C_Sign(own, msg, sizeof(msg), sig, &sl) != CKR_OK ||
+            F->C_VerifyInit(own, &m, a->pub) != CKR_OK ||
+            F->C_Verify(own, msg, sizeof(msg), sig, sl) != CKR_OK)
+            a->failures++;
+    }
+    F->C_CloseSession(own);
+    return NULL;
+}
+
+static void test_16_threads(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    ThreadArg args[16];
+    CK_OBJECT_HANDLE pub, priv;
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "threads-ec", &pub, &priv);
+    pthread_t th[16];
+    for (int i = 0; i < 16; i++) {
+        args[i] = (ThreadArg){.shared = s, .pub = pub, .priv = priv};
+        assert_int_equal(pthread_create(&th[i], NULL, worker, &args[i]), 0);
+    }
+    for (int i = 0; i < 16; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    assert_int_equal(ti.ulSessionCount, 1);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- fork ----------------------------------------------------------------------------------- */
+
+static void test_fork(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_HANDLE pub, priv;
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "fork-ec", &pub, &priv);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* the parent's state is not ours: not initialised until we say so */
+        CK_SESSION_INFO si;
+        int bad = 0;
+        if (F->C_GetSessionInfo(s, &si) != CKR_CRYPTOKI_NOT_INITIALIZED)
+            bad |= 1;
+        if (init_default() != CKR_OK)
+            bad |= 2;
+        CK_SESSION_HANDLE cs = 0;
+        if (F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &cs) != CKR_OK)
+            bad |= 4;
+        /* the parent's login (its ticket is bound to its pid) does not carry over */
+        CK_OBJECT_HANDLE found[4];
+        CK_ULONG n = 0;
+        CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+        CK_ATTRIBUTE t2[] = {{CKA_LABEL, "fork-ec", 7}, {CKA_CLASS, &cls, sizeof(cls)}};
+        if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK ||
+            F->C_FindObjects(cs, found, 4, &n) != CKR_OK || n != 0 ||
+            F->C_FindObjectsFinal(cs) != CKR_OK)
+            bad |= 64;
+        if (F->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)) != CKR_OK)
+            bad |= 128;
+        /* the key is found again by label, and used on the child's own connections */
+        if (F->C_FindObjectsInit(cs, t2, 2) != CKR_OK ||
+            F->C_FindObjects(cs, found, 4, &n) != CKR_OK || n != 1 ||
+            F->C_FindObjectsFinal(cs) != CKR_OK)
+            bad |= 8;
+        CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+        uint8_t sig[64];
+        CK_ULONG sl = sizeof(sig);
+        if (n == 1 && (F->C_SignInit(cs, &m, found[0]) != CKR_OK ||
+                       F->C_Sign(cs, (CK_BYTE_PTR) "x", 1, sig, &sl) != CKR_OK))
+            bad |= 16;
+        if (F->C_Finalize(NULL) != CKR_OK)
+            bad |= 32;
+        _exit(bad);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    /* the parent goes on with its own session and connections */
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Slots from a configuration file: one per "socket =" line, present while its vhsmd answers. */
+static void test_config_file(void **state) {
+    char conf[600], text[1300];
+    snprintf(conf, sizeof(conf), "%s/pkcs11.conf", getenv("P11T_DIR"));
+    snprintf(text, sizeof(text),
+             "# vHSM PKCS#11 slots\nsocket = %s\n  socket=%s/absent.sock\nother = x\n", sock_path,
+             getenv("P11T_DIR"));
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    char *saved = strdup(getenv("VHSM_PKCS11_SOCKETS"));
+    unsetenv("VHSM_PKCS11_SOCKETS");
+    setenv("VHSM_PKCS11_CONF", conf, 1);
+    CK_RV rv = init_default();
+    setenv("VHSM_PKCS11_SOCKETS", saved, 1);
+    unsetenv("VHSM_PKCS11_CONF");
+    free(saved);
+    assert_int_equal(rv, CKR_OK);
+    CK_ULONG n = 0;
+    assert_int_equal(F->C_GetSlotList(CK_FALSE, NULL, &n), CKR_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(F->C_GetSlotList(CK_TRUE, NULL, &n), CKR_OK);
+    assert_int_equal(n, 1);
+    CK_SLOT_INFO si;
+    assert_int_equal(F->C_GetSlotInfo(1, &si), CKR_OK);
+    assert_false(si.flags & CKF_TOKEN_PRESENT);
+    assert_true(si.flags & CKF_REMOVABLE_DEVICE);
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(1, &ti), CKR_TOKEN_NOT_PRESENT);
+    CK_SESSION_HANDLE s = 0;
+    assert_int_equal(F->C_OpenSession(1, CKF_SERIAL_SESSION, NULL, NULL, &s),
+                     CKR_TOKEN_NOT_PRESENT);
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* A key deleted by another process (here a child with its own module state): the handle the
+ * parent holds answers CKR_KEY_HANDLE_INVALID when used as a key, CKR_OBJECT_HANDLE_INVALID as
+ * an object once the module has seen the listing. */
+static void test_key_deleted_elsewhere(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_HANDLE pub, priv;
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "deleted-ec", &pub, &priv);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int bad = 0;
+        CK_SESSION_HANDLE cs = 0;
+        CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+        CK_ATTRIBUTE t[] = {{CKA_LABEL, "deleted-ec", 10}, {CKA_CLASS, &cls, sizeof(cls)}};
+        CK_OBJECT_HANDLE found[2];
+        CK_ULONG n = 0;
+        if (init_default() != CKR_OK ||
+            F->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &cs) != CKR_OK ||
+            F->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)) != CKR_OK ||
+            F->C_FindObjectsInit(cs, t, 2) != CKR_OK ||
+            F->C_FindObjects(cs, found, 2, &n) != CKR_OK || n != 1 ||
+            F->C_DestroyObject(cs, found[0]) != CKR_OK)
+            bad = 1;
+        (void)F->C_Finalize(NULL);
+        _exit(bad);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_KEY_HANDLE_INVALID);
+    CK_ATTRIBUTE t[] = {{CKA_LABEL, "deleted-ec", 10}};
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 9;
+    assert_int_equal(F->C_FindObjectsInit(s, t, 1), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, found, 2, &n), CKR_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+    CK_OBJECT_CLASS cls;
+    CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
+    assert_int_equal(F->C_GetAttributeValue(s, pub, &a, 1), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- vhsmd restarted under an open session --------------------------------------------------- */
+
+static void test_vhsmd_restart(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_HANDLE pub, priv;
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "restart-ec", &pub, &priv);
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_OK);
+
+    vhsmd_stop();
+    vhsmd_start();
+    /* the first use finds the connection gone: the token was removed under the session */
+    sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK); /* no I/O yet */
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_DEVICE_REMOVED);
+    CK_SESSION_INFO si;
+    assert_int_equal(F->C_GetSessionInfo(s, &si), CKR_DEVICE_REMOVED);
+    uint8_t r[8];
+    assert_int_equal(F->C_GenerateRandom(s, r, sizeof(r)), CKR_DEVICE_REMOVED);
+    assert_int_equal(F->C_CloseSession(s), CKR_OK);
+    /* a new session works at once; the key (persistent in vhsmd) keeps its handle */
+    s = open_rw();
+    sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, priv), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &sl), CKR_OK);
+
+    /* daemon down: token not present, calls on open sessions fail with DEVICE_REMOVED */
+    vhsmd_stop();
+    assert_int_equal(F->C_GenerateRandom(s, r, sizeof(r)), CKR_DEVICE_REMOVED);
+    CK_ULONG n = 5;
+    assert_int_equal(F->C_GetSlotList(CK_TRUE, NULL, &n), CKR_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(F->C_GetSlotList(CK_FALSE, NULL, &n), CKR_OK);
+    assert_int_equal(n, 1);
+    CK_SESSION_HANDLE s2 = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s2),
+                     CKR_TOKEN_NOT_PRESENT);
+    CK_TOKEN_INFO ti;
+    assert_int_equal(F->C_GetTokenInfo(0, &ti), CKR_TOKEN_NOT_PRESENT);
+    /* back again; after re-initialising, everything works */
+    vhsmd_start();
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    s = open_rw();
+    CK_ATTRIBUTE t[] = {{CKA_LABEL, "restart-ec", 10}};
+    CK_OBJECT_HANDLE found[4];
+    assert_int_equal(F->C_FindObjectsInit(s, t, 1), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, found, 4, &n), CKR_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* After each test: whatever failed, the next one starts from an uninitialised module. */
+static int finalize(void **state) {
+    (void)F->C_Finalize(NULL);
+    return 0;
+}
+
+static int setup(void **state) {
+    vhsmd_start();
+    return 0;
+}
+
+static int teardown(void **state) {
+    vhsmd_stop();
+    return 0;
+}
+
+int main(void) {
+    const char *path = getenv("P11T_MODULE");
+    if (!path || !getenv("P11T_VHSMD") || !getenv("P11T_DIR")) {
+        fprintf(stderr, "P11T_MODULE, P11T_VHSMD and P11T_DIR must be set\n");
+        return 2;
+    }
+    char env[600];
+    snprintf(env, sizeof(env), "%s/vhsm.sock", getenv("P11T_DIR"));
+    setenv("VHSM_PKCS11_SOCKETS", env, 1);
+    module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!module) {
+        fprintf(stderr, "dlopen: %s\n", dlerror());
+        return 1;
+    }
+    CK_RV (*gfl)(CK_FUNCTION_LIST_PTR_PTR) = (void *)dlsym(module, "C_GetFunctionList");
+    if (!gfl || gfl(&F) != CKR_OK)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_exports_and_interfaces, finalize),
+        cmocka_unit_test_teardown(test_initialize_rules, finalize),
+        cmocka_unit_test_teardown(test_app_mutex_callbacks, finalize),
+        cmocka_unit_test_teardown(test_token_and_pins, finalize),
+        cmocka_unit_test_teardown(test_pin_lockout, finalize),
+        cmocka_unit_test_teardown(test_slots_and_mechanisms, finalize),
+        cmocka_unit_test_teardown(test_argument_errors, finalize),
+        cmocka_unit_test_teardown(test_sessions, finalize),
+        cmocka_unit_test_teardown(test_generate_find_attributes, finalize),
+        cmocka_unit_test_teardown(test_attributes_stored, finalize),
+        cmocka_unit_test_teardown(test_sign_rules, finalize),
+        cmocka_unit_test_teardown(test_sign_mechanisms, finalize),
+        cmocka_unit_test_teardown(test_oaep_and_digest, finalize),
+        cmocka_unit_test_teardown(test_aes, finalize),
+        cmocka_unit_test_teardown(test_16_threads, finalize),
+        cmocka_unit_test_teardown(test_fork, finalize),
+        cmocka_unit_test_teardown(test_config_file, finalize),
+        cmocka_unit_test_teardown(test_key_deleted_elsewhere, finalize),
+        cmocka_unit_test_teardown(test_vhsmd_restart, finalize),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

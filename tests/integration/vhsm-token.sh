@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Tokens, PINs and logins over the wire (protocol revision 2): vhsm-token-test drives libvhsm as
+# uid 4242 (its token) and uid 4343 (another uid); lockout must survive a reconnect, a clean
+# restart and a SIGKILL. Needs root to run the clients as other uids.
+. "$(dirname "$0")/vhsm-lib.sh"
+TT=$6
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root to run clients as other uids"; exit 77; }
+as() { local uid=$1; shift; H as-user "$uid" "$uid" -- "$TT" "$@"; }
+
+start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
+as 4242 revision "$SOCK" || fail "revision"
+as 4242 setup "$SOCK" || fail "setup"
+as 4545 objects "$SOCK" || fail "objects"
+# a clean restart keeps the count (2 failures), the third locks
+stop_vhsmd || fail "vhsmd did not stop cleanly"
+start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
+as 4242 lock "$SOCK" || fail "lock"
+# SIGKILL: every failure was durable before it was answered
+kill_vhsmd
+start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
+as 4343 other "$SOCK" || fail "another uid"
+as 4242 locked "$SOCK" || fail "locked after restart"
+as 4545 objects2 "$SOCK" || fail "objects after restart"
+grep -q "Wrong user PIN for the token of uid 4242 (3 of 3 failures)" "$VHSMD_LOG" || fail "log line"
+! grep -q "wrong-3\|user-pin-1\|so-pin-0001" "$VHSMD_LOG" || fail "a PIN reached the log"
+! grep -aq "user-pin-1" "$KS" || fail "a PIN in clear in the keystore"
+stop_vhsmd || fail "stop"
+
+# The default KDF: one login's cost through the daemon (reported, not judged; load alongside).
+start_vhsmd
+ms=$(as 4444 kdf-time "$SOCK") || fail "kdf-time"
+echo "login with the default PIN KDF (PBKDF2-SHA256, 100000 iterations): ${ms} ms; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+stop_vhsmd || fail "stop"
+echo "vhsm-token: OK"
