@@ -20,6 +20,11 @@
 #      signer accepts a new image with a new ID block unchanged; the firmware refuses an ID block
 #      for another image, a tampered one, and a policy mismatch
 #  10. a LUKS2 volume key sealed to the VM's SNP state (nitride luks seal / unlock --test)
+#  11. LUKS with the KMS: enroll (kmsd generates the volume key, released after attestation),
+#      unlock through the sealed slot, plain cryptsetup with the token plugin, and self-healing
+#      after a measurement change (remote release, re-seal, local again)
+#  12. PKCS#11: pkcs11-tool initialises a token, sets a PIN, generates an EC key in the vHSM and
+#      signs; plain OpenSSL verifies
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${NT_BUILD:-build}
@@ -483,6 +488,82 @@ if command -v cryptsetup >/dev/null; then
   [ "$rc" -ne 0 ]
   "$nitride" sim launch "$W/chip" "${vm[@]}" --policy 0x30000 --host-data "$host_data" \
     --id-block "$blk1" --id-auth "$auth1" >/dev/null
+fi
+
+plugin=$B/src/luks/plugin/libcryptsetup-token-nitride.so
+if command -v cryptsetup >/dev/null && [ -n "${kurl:-}" ]; then
+  step "11. LUKS unlock after attestation: a KMS-released volume key, and a token that heals itself"
+  # The VM of step 8 again (the measurement attestd and kmsd know), and a volume for it.
+  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null
+  img2=$W/volume2.img
+  truncate -s 32M "$img2"
+  printf 'demo passphrase' | cryptsetup luksFormat --type luks2 --batch-mode --pbkdf pbkdf2 \
+    --pbkdf-force-iterations 1000 "$img2" -
+  echo "$ cryptsetup luksFormat --type luks2 volume2.img   (passphrase keyslot 0)"
+  # kmsd releases the volume key to either genuine image of the fleet, and (added by enroll)
+  # only for this volume's LUKS UUID.
+  printf '{"version": 1, "rules": {"measurement_in": ["%s", "%s"]}}\n' "$meas" "$meas2" >"$K8/vol-policy.json"
+  echo "11a. enroll: kmsd generates the volume key; the attested release opens it in this process only;"
+  echo "     a keyslot for it, and one token with a sealed slot (no network) and a remote slot"
+  printf 'demo passphrase' | run "$nitride" luks enroll "$img2" --kms "$kurl" --attestd "$aurl" \
+    --secret demo-volume --create --admin-token-file "$K8/admin.token" \
+    --policy-file "$K8/vol-policy.json" --bind measurement,policy --ca "$W/attestd/tls.pem" \
+    --sim-dir "$W/chip"
+  run "$nitride" luks list "$img2"
+  run KMS secret show demo-volume
+  echo "11b. unlock: the sealed slot opens, no network"
+  run "$nitride" luks unlock "$img2" data --test --ca "$W/attestd/tls.pem" --sim-dir "$W/chip"
+  tokdir=$(cryptsetup --help | sed -n 's/^LUKS2 external token plugin path: \(.*\)\.$/\1/p')
+  if [ "$(id -u)" = 0 ] && [ -d "$tokdir" ] && unshare -m true 2>/dev/null && [ -f "$plugin" ]; then
+    echo "11c. Plain cryptsetup with the token plugin. Debian's cryptsetup 2.6 loads plugins only from"
+    echo "     $tokdir: a private mount namespace puts this build's plugin there for the demo."
+    mkdir -p "$W/plugins"
+    cp "$plugin" "$W/plugins/"
+    printf '{"provider": "sim", "ca_file": "%s"}\n' "$W/attestd/tls.pem" >"$W/luks.conf"
+    cs() {
+      printf '$ cryptsetup %s\n' "$*"
+      NITRIDE_SIM_DIR=$W/chip NITRIDE_LUKS_CONF=$W/luks.conf unshare -m --propagation private \
+        sh -c 'mount --bind "$0" "$1" && shift && exec cryptsetup "$@"' "$W/plugins" "$tokdir" "$@"
+    }
+    cs luksDump "$img2" | sed -n '/^Tokens:/,/^Digests:/p' | grep -v '^Digests:'
+    cs open --token-only --test-passphrase -v "$img2"
+  fi
+  echo "11d. A kernel update: the VM now runs the fleet's second image. The sealed slot no longer"
+  echo "     opens; unlock falls back to kmsd (attested release, audited as luks-reseal) and re-seals"
+  "$nitride" sim set "$W/chip" --measurement "$meas2" >/dev/null
+  run "$nitride" luks unlock "$img2" data --test --ca "$W/attestd/tls.pem" --sim-dir "$W/chip"
+  echo "The next boot is local again, even with kmsd unreachable:"
+  run "$nitride" luks unlock "$img2" data --test --no-remote --sim-dir "$W/chip"
+  echo "kmsd's audit: the enrolment's release and the re-seal's, each with the VM's measurement"
+  KMS audit show | grep -E "luks-(enroll|reseal)"
+  "$nitride" sim set "$W/chip" --measurement "$meas" >/dev/null
+fi
+
+p11=$B/src/pkcs11/libvhsm-pkcs11.so
+if command -v pkcs11-tool >/dev/null && [ -f "$p11" ]; then
+  step "12. PKCS#11: standard tools use the vHSM through libvhsm-pkcs11.so; PINs are enforced by vhsmd"
+  sock12=$W/vhsm12.sock
+  "$vhsmd" --foreground --socket "$sock12" --keystore "$W/keystore12" --provider sim --sim-dir "$W/chip" \
+    --freshness-anchor "file:$W/run/keystore12.anchor" 2>"$W/vhsmd12.log" &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$sock12" ] && break; sleep 0.1; done
+  export VHSM_PKCS11_SOCKETS=$sock12
+  P11() { run pkcs11-tool --module "$p11" "$@"; }
+  P11 --init-token --so-pin so-pin-4711 --label "demo token"
+  P11 --init-pin --so-pin so-pin-4711 --pin 123456
+  echo "A wrong PIN is counted by vhsmd (persistently; 10 tries, then locked):"
+  set +e
+  pkcs11-tool --module "$p11" --login --pin 999999 -O 2>&1 | grep -E "CKR_PIN_INCORRECT" | head -1
+  set -e
+  P11 --login --pin 123456 --keypairgen --key-type EC:prime256v1 --label demo-ec --id 01
+  printf 'a document to sign\n' >"$W/doc"
+  P11 --login --pin 123456 --sign -m ECDSA-SHA256 --id 01 -i "$W/doc" -o "$W/doc.sig" --signature-format openssl
+  P11 --read-object --type pubkey --id 01 -o "$W/ec.der"
+  openssl pkey -pubin -inform DER -in "$W/ec.der" -out "$W/ec.pem"
+  echo "The signature, checked by plain OpenSSL with the exported public key:"
+  run openssl dgst -sha256 -verify "$W/ec.pem" -signature "$W/doc.sig" "$W/doc"
+  P11 -L | grep -E "token label|flags|PIN"
+  unset VHSM_PKCS11_SOCKETS
 fi
 
 step "Demo complete."
