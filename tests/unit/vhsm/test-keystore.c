@@ -435,14 +435,20 @@ static _noreturn_ void rotate_forever(const char *path, int progress_fd) {
     SnpProvider *p = NULL;
     Keystore *ks = NULL;
     Vault *v = NULL;
-    if (snp_provider_open("sim", simdir, &p) < 0 || keystore_new(p, path, NULL, &ks) < 0 ||
-        vault_new(&v) < 0 || keystore_load(ks, v) < 0)
+    int r;
+    if ((r = snp_provider_open("sim", simdir, &p)) < 0 ||
+        (r = keystore_new(p, path, NULL, &ks)) < 0 || (r = vault_new(&v)) < 0 ||
+        (r = keystore_load(ks, v)) < 0) {
+        fprintf(stderr, "crash-loop child: start: %s\n", strerror(-r));
         _exit(2);
+    }
     vault_set_keystore(v, ks);
     (void)signal(SIGPIPE, SIG_IGN); /* the parent may have stopped listening */
     for (bool told = false;; told = true) {
-        if (vault_key_rotate(v, &alice, "k", NULL) < 0)
+        if ((r = vault_key_rotate(v, &alice, "k", NULL)) < 0) {
+            fprintf(stderr, "crash-loop child: rotate: %s\n", strerror(-r));
             _exit(3);
+        }
         if (!told)
             (void)!write(progress_fd, "x", 1);
     }
