@@ -207,7 +207,7 @@ static int release_once(Client *c, unsigned i, double t[N_STEPS + 1]) {
         goto out;
     }
     t[2] = bench_mono();
-    r = vhsm_connect(sock_path, &v);
+    r = attest_vhsm(&run, &v); /* the connection that made the transfer key */
     if (r >= 0)
         r = vhsm_import_release(v, attest_jstr(reply, "release"), token, &reply_text);
     snprintf(name, sizeof name, "\"kms/b-%u\"", i);
@@ -218,8 +218,7 @@ static int release_once(Client *c, unsigned i, double t[N_STEPS + 1]) {
     t[3] = bench_mono();
     ret = 0;
 out:
-    if (v)
-        vhsm_disconnect(v);
+    attest_vhsm_close(&run);
     json_decref(run.tee_pubkey);
     json_decref(claims);
     json_decref(reply);
