@@ -26,7 +26,7 @@
 #define ATTEST_CONNECT_TIMEOUT_MS 5000
 #define ATTEST_MAX_RESPONSE (256u * 1024u)
 #define ATTEST_MAX_NONCE_RENEWALS 5
-#define ATTEST_LAST_TRY_MS 250 /* the least time worth a last attempt */
+#define ATTEST_LAST_TRY_MS 250          /* the least time worth a last attempt */
 #define ATTEST_JWKS_TTL_MS (300 * 1000) /* how long a process keeps attestd's JWKS */
 #define ATTEST_JWKS_CACHE_SLOTS 8       /* attestd URLs whose JWKS a process keeps */
 

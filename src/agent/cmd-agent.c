@@ -176,8 +176,7 @@ static void job_done(uint64_t id, int status, const char *message) {
 /* The key's description from vhsmd's key list: 1 and *ret_attested / *ret_max_age if vhsmd has
  * the key, 0 if not, < 0 on error. (KEY_LIST, not KEY_INFO: an operation on a missing kms/ key
  * would be parked for this very agent.) */
-static int key_lookup(AttestRun *run, const char *name, bool *ret_attested,
-                      uint32_t *ret_max_age) {
+static int key_lookup(AttestRun *run, const char *name, bool *ret_attested, uint32_t *ret_max_age) {
     _cleanup_free_ char *text = NULL;
     json_auto_t *list = NULL;
     VhsmClient *c = NULL;
