@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,13 +334,35 @@ static json_t *public_jwk_from_text(const char *text, const char *what) {
 }
 
 /* A transfer key in vhsmd: its private half stays in the daemon. */
+int attest_vhsm(AttestRun *run, VhsmClient **ret) {
+    int r;
+
+    if (!run->vhsm) {
+        r = vhsm_connect(run->args->vhsm_socket, &run->vhsm);
+        if (r < 0) {
+            run->vhsm = NULL;
+            return r;
+        }
+    }
+    (void)vhsm_set_timeout(run->vhsm,
+                           (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
+    *ret = run->vhsm;
+    return 0;
+}
+
+void attest_vhsm_close(AttestRun *run) {
+    if (run->vhsm)
+        (void)vhsm_disconnect(run->vhsm);
+    run->vhsm = NULL;
+}
+
 static int transfer_key_vhsm(AttestRun *run) {
     VhsmClient *c = NULL;
     char *jwk_text = NULL;
     const char *sock = run->args->vhsm_socket;
     int r;
 
-    r = vhsm_connect(sock, &c);
+    r = attest_vhsm(run, &c);
     if (r < 0) {
         const char *path = sock ? sock : getenv("VHSM_SOCKET");
         log_error_errno(r,
@@ -348,15 +371,13 @@ static int transfer_key_vhsm(AttestRun *run) {
                         path && path[0] ? path : VHSM_DEFAULT_SOCKET);
         return NT_EXIT_IO;
     }
-    (void)vhsm_set_timeout(c, (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
     r = vhsm_transfer_key_create(c, 0, &jwk_text);
     if (r < 0) {
         log_error_errno(r, "vhsmd refused to create a transfer key: %s (%m)",
                         vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
-        (void)vhsm_disconnect(c);
+        attest_vhsm_close(run);
         return NT_EXIT_IO;
     }
-    (void)vhsm_disconnect(c);
     run->tee_pubkey = public_jwk_from_text(jwk_text, "vhsmd's transfer key");
     free(jwk_text);
     return run->tee_pubkey ? NT_EXIT_OK : NT_EXIT_IO;
@@ -368,12 +389,9 @@ static int transfer_key_vhsm(AttestRun *run) {
  * vhsmd without --attestd-jwks does not take verdicts (said once, at notice level). */
 void attest_record_verdict_vhsm(AttestRun *run, const char *token) {
     VhsmClient *c = NULL;
-    int r = vhsm_connect(run->args->vhsm_socket, &c);
-    if (r >= 0) {
-        (void)vhsm_set_timeout(c,
-                               (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
+    int r = attest_vhsm(run, &c);
+    if (r >= 0)
         r = vhsm_attestation_set_token(c, token);
-    }
     if (r == -EOPNOTSUPP)
         log_notice("vhsmd did not record the verdict: %s",
                    vhsm_last_error()[0] ? vhsm_last_error() : "not configured");
@@ -382,8 +400,8 @@ void attest_record_verdict_vhsm(AttestRun *run, const char *token) {
                           vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
     else if (!run->args->quiet)
         log_info("vhsmd recorded the token as its attestation verdict.");
-    if (c)
-        (void)vhsm_disconnect(c);
+    if (r < 0)
+        attest_vhsm_close(run); /* the next use starts afresh */
 }
 
 /* --no-vhsm: an ephemeral P-384 key. Only its public half becomes a JWK (the private scalar never
@@ -545,6 +563,127 @@ static int get_jwks(AttestRun *run, json_t **ret_jwks) {
     return STEP_OK;
 }
 
+/* attestd's JWKS, kept by the process between runs: a run reuses the set fetched for the same
+ * attestd URL and CA within ATTEST_JWKS_TTL_MS. A token that does not verify against the kept set
+ * (an unknown kid: attestd rotated) makes the run fetch the set once more and verify again, so a
+ * token costs at most one fetch, as before the cache; a set that fails to verify a token is not
+ * used again. At most ATTEST_JWKS_CACHE_SLOTS URLs are kept (the oldest is replaced). */
+typedef struct JwksSlot {
+    char *base, *ca_file; /* ca_file NULL: the system store */
+    json_t *jwks;
+    int64_t fetched_ms; /* CLOCK_MONOTONIC */
+} JwksSlot;
+
+static struct {
+    pthread_mutex_t lock;
+    JwksSlot slots[ATTEST_JWKS_CACHE_SLOTS];
+    uint64_t fetches; /* sets downloaded (tests, NT_BENCH_STEPS) */
+} jwks_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static JwksSlot *jwks_slot_find(const AttestRun *run) {
+    for (size_t i = 0; i < ATTEST_JWKS_CACHE_SLOTS; i++) {
+        JwksSlot *sl = &jwks_cache.slots[i];
+        if (sl->base && streq(sl->base, run->args->base) &&
+            streq_ptr(sl->ca_file, run->args->ca_file))
+            return sl;
+    }
+    return NULL;
+}
+
+static void jwks_slot_clear(JwksSlot *sl) {
+    free(sl->base);
+    free(sl->ca_file);
+    json_decref(sl->jwks);
+    *sl = (JwksSlot){};
+}
+
+/* The kept set for this run's attestd (a new reference), or NULL if none is fresh. */
+static json_t *jwks_cache_get(const AttestRun *run) {
+    json_t *jwks = NULL;
+    JwksSlot *sl;
+
+    pthread_mutex_lock(&jwks_cache.lock);
+    sl = jwks_slot_find(run);
+    if (sl && attest_now_ms() - sl->fetched_ms < ATTEST_JWKS_TTL_MS)
+        jwks = json_incref(sl->jwks);
+    else if (sl)
+        jwks_slot_clear(sl);
+    pthread_mutex_unlock(&jwks_cache.lock);
+    return jwks;
+}
+
+/* Keeps a set just fetched (failures to keep it are not errors). */
+static void jwks_cache_put(const AttestRun *run, json_t *jwks) {
+    JwksSlot *sl;
+
+    pthread_mutex_lock(&jwks_cache.lock);
+    jwks_cache.fetches++;
+    sl = jwks_slot_find(run);
+    if (!sl) {
+        sl = &jwks_cache.slots[0];
+        for (size_t i = 0; i < ATTEST_JWKS_CACHE_SLOTS; i++) {
+            JwksSlot *c = &jwks_cache.slots[i];
+            if (!c->base) {
+                sl = c;
+                break;
+            }
+            if (c->fetched_ms < sl->fetched_ms)
+                sl = c;
+        }
+        jwks_slot_clear(sl);
+        sl->base = strdup(run->args->base);
+        sl->ca_file = run->args->ca_file ? strdup(run->args->ca_file) : NULL;
+        if (!sl->base || (run->args->ca_file && !sl->ca_file)) {
+            jwks_slot_clear(sl);
+            pthread_mutex_unlock(&jwks_cache.lock);
+            return;
+        }
+    }
+    json_decref(sl->jwks);
+    sl->jwks = json_incref(jwks);
+    sl->fetched_ms = attest_now_ms();
+    pthread_mutex_unlock(&jwks_cache.lock);
+}
+
+/* Drops the kept set for this run's attestd if it is still `jwks`. */
+static void jwks_cache_drop(const AttestRun *run, const json_t *jwks) {
+    JwksSlot *sl;
+
+    pthread_mutex_lock(&jwks_cache.lock);
+    sl = jwks_slot_find(run);
+    if (sl && sl->jwks == jwks)
+        jwks_slot_clear(sl);
+    pthread_mutex_unlock(&jwks_cache.lock);
+}
+
+uint64_t attest_jwks_fetches(void) {
+    uint64_t n;
+    pthread_mutex_lock(&jwks_cache.lock);
+    n = jwks_cache.fetches;
+    pthread_mutex_unlock(&jwks_cache.lock);
+    return n;
+}
+
+void attest_jwks_cache_clear(void) {
+    pthread_mutex_lock(&jwks_cache.lock);
+    for (size_t i = 0; i < ATTEST_JWKS_CACHE_SLOTS; i++)
+        jwks_slot_clear(&jwks_cache.slots[i]);
+    pthread_mutex_unlock(&jwks_cache.lock);
+}
+
+/* get_jwks(), retried like the other steps, and kept. */
+static int fetch_jwks(AttestRun *run, json_t **ret_jwks) {
+    int r;
+
+    do
+        r = get_jwks(run, ret_jwks);
+    while (attest_again(run, &r, false));
+    if (r != STEP_OK)
+        return r < 0 ? NT_EXIT_IO : r;
+    jwks_cache_put(run, *ret_jwks);
+    return NT_EXIT_OK;
+}
+
 json_t *attest_cpu0_of(const json_t *claims) {
     return json_object_get(json_object_get(claims, "submods"), NT_EAR_SUBMOD);
 }
@@ -555,8 +694,8 @@ json_t *attest_annotated_evidence_of(const json_t *claims) {
 
 /* Verifies the token against the JWKS and checks that it is about us: our key in cnf.jwk, our
  * nonce in the runtime data claims. */
-static int check_token(AttestRun *run, const char *token, const json_t *jwks, const char *nonce,
-                       json_t **ret_claims) {
+static int check_token(AttestRun *run, const char *token, const json_t *jwks, bool jwks_cached,
+                       const char *nonce, json_t **ret_claims) {
     NtEarVerifyOptions o = NT_EAR_VERIFY_OPTIONS_INIT;
     json_auto_t *claims = NULL, *thp_ours = NULL, *thp_cnf = NULL;
     const json_t *cnf, *rdc;
@@ -564,6 +703,18 @@ static int check_token(AttestRun *run, const char *token, const json_t *jwks, co
     int r;
 
     r = nt_ear_verify(token, jwks, &o, &claims, err);
+    if (r < 0 && jwks_cached) {
+        /* Perhaps attestd rotated its keys since the set was kept: fetch it once more. */
+        json_auto_t *fresh = NULL;
+        jwks_cache_drop(run, jwks);
+        log_debug("The token does not verify against the kept JWKS (%s); fetching it again.",
+                  err[0] ? err : "no detail");
+        r = fetch_jwks(run, &fresh);
+        if (r != NT_EXIT_OK)
+            return r;
+        err[0] = '\0';
+        r = nt_ear_verify(token, fresh, &o, &claims, err);
+    }
     if (r < 0) {
         log_error_errno(r, "The token from attestd does not verify against its JWKS: %s (%m)",
                         err[0] ? err : "no detail");
@@ -641,6 +792,7 @@ int attest_obtain_token(AttestRun *run, char **ret_token, json_t **ret_claims) {
     for (;;) {
         _cleanup_free_ char *nonce = NULL, *token = NULL;
         json_auto_t *rd = NULL, *evidence = NULL, *jwks = NULL, *claims = NULL;
+        bool jwks_cached;
 
         do
             r = get_challenge(run, &nonce);
@@ -680,12 +832,11 @@ int attest_obtain_token(AttestRun *run, char **ret_token, json_t **ret_claims) {
             return r;
 
         /* The token is ours now: only the keys to check it are fetched again on failure. */
-        do
-            r = get_jwks(run, &jwks);
-        while (attest_again(run, &r, false));
-        if (r != STEP_OK)
-            return r < 0 ? NT_EXIT_IO : r;
-        r = check_token(run, token, jwks, nonce, &claims);
+        jwks = jwks_cache_get(run);
+        jwks_cached = jwks != NULL;
+        if (!jwks_cached && (r = fetch_jwks(run, &jwks)) != NT_EXIT_OK)
+            return r;
+        r = check_token(run, token, jwks, jwks_cached, nonce, &claims);
         if (r != NT_EXIT_OK)
             return r;
         *ret_token = TAKE_PTR(token);
@@ -807,6 +958,7 @@ int attest_run_start(AttestRun *run, AttestArgs *a) {
 }
 
 void attest_run_done(AttestRun *run, AttestArgs *a) {
+    attest_vhsm_close(run);
     json_decref(run->tee_pubkey);
     run->tee_pubkey = NULL;
     (void)snp_provider_free(run->provider);

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "snp/provider.h"
+#include "vhsm/client/vhsm-client.h"
 #include "web/backoff.h"
 
 #define ATTEST_PROTO_VERSION "1.0"
@@ -25,7 +26,9 @@
 #define ATTEST_CONNECT_TIMEOUT_MS 5000
 #define ATTEST_MAX_RESPONSE (256u * 1024u)
 #define ATTEST_MAX_NONCE_RENEWALS 5
-#define ATTEST_LAST_TRY_MS 250 /* the least time worth a last attempt */
+#define ATTEST_LAST_TRY_MS 250          /* the least time worth a last attempt */
+#define ATTEST_JWKS_TTL_MS (300 * 1000) /* how long a process keeps attestd's JWKS */
+#define ATTEST_JWKS_CACHE_SLOTS 8       /* attestd URLs whose JWKS a process keeps */
 
 typedef struct AttestArgs {
     const char *attestd_url; /* as given */
@@ -48,6 +51,7 @@ typedef struct AttestRun {
     unsigned attempts;
     SnpProvider *provider;
     json_t *tee_pubkey; /* public JWK */
+    VhsmClient *vhsm;   /* see attest_vhsm() */
     long retry_after_s; /* of the last answer, -1 if none */
     bool gave_up;       /* the deadline ran out on transient failures (service unavailable) */
     char last_error[512];
@@ -147,6 +151,16 @@ bool attest_again(AttestRun *run, int *r, bool new_challenge_on_retry);
  * token verified against attestd's JWKS and bound to our key and nonce. NT_EXIT_OK with the token
  * and its claims, or an exit code (logged). */
 int attest_obtain_token(AttestRun *run, char **ret_token, json_t **ret_claims);
+
+/* attestd JWKS downloads by this process (all runs), and forgetting the kept sets. */
+uint64_t attest_jwks_fetches(void);
+void attest_jwks_cache_clear(void);
+
+/* The run's vhsmd connection, opened on first use and used by all of the run's steps (transfer
+ * key, import, verdict): 0 with *ret (owned by run; closed by attest_run_done() or
+ * attest_vhsm_close()) or a negative errno. Its timeout is set from the run's deadline. */
+int attest_vhsm(AttestRun *run, VhsmClient **ret);
+void attest_vhsm_close(AttestRun *run);
 
 /* Hands the token to vhsmd as its attestation verdict; failures are warnings. */
 void attest_record_verdict_vhsm(AttestRun *run, const char *token);

@@ -176,7 +176,7 @@ static void job_done(uint64_t id, int status, const char *message) {
 /* The key's description from vhsmd's key list: 1 and *ret_attested / *ret_max_age if vhsmd has
  * the key, 0 if not, < 0 on error. (KEY_LIST, not KEY_INFO: an operation on a missing kms/ key
  * would be parked for this very agent.) */
-static int key_lookup(const char *name, bool *ret_attested, uint32_t *ret_max_age) {
+static int key_lookup(AttestRun *run, const char *name, bool *ret_attested, uint32_t *ret_max_age) {
     _cleanup_free_ char *text = NULL;
     json_auto_t *list = NULL;
     VhsmClient *c = NULL;
@@ -184,14 +184,16 @@ static int key_lookup(const char *name, bool *ret_attested, uint32_t *ret_max_ag
     json_t *k;
     int r;
 
-    r = vhsm_open(&c);
+    r = attest_vhsm(run, &c); /* the flow's connection */
     if (r < 0)
         return r;
-    (void)vhsm_set_timeout(c, 10000);
+    if (run->deadline_ms == 0) /* before attest_run_start() */
+        (void)vhsm_set_timeout(c, 10000);
     r = vhsm_key_list(c, &text);
-    (void)vhsm_disconnect(c);
-    if (r < 0)
+    if (r < 0) {
+        attest_vhsm_close(run);
         return r;
+    }
     list = json_loads(text, 0, NULL);
     if (!json_is_array(list))
         return -EBADMSG;
@@ -208,16 +210,13 @@ static int key_lookup(const char *name, bool *ret_attested, uint32_t *ret_max_ag
 }
 
 /* ATTESTATION_SET with the token. NT_EXIT_OK or an exit code (logged). */
-static int set_verdict(const AttestRun *run, const char *token) {
+static int set_verdict(AttestRun *run, const char *token) {
     VhsmClient *c = NULL;
-    int r = vhsm_open(&c);
-    if (r >= 0) {
-        (void)vhsm_set_timeout(c,
-                               (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
+    int r = attest_vhsm(run, &c);
+    if (r >= 0)
         r = vhsm_attestation_set_token(c, token);
-    }
-    (void)vhsm_disconnect(c);
     if (r < 0) {
+        attest_vhsm_close(run);
         log_error_errno(r, "vhsmd did not take the attestation verdict: %s (%m)",
                         vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
         return NT_EXIT_IO;
@@ -301,7 +300,7 @@ static int key_flow_steps(AttestRun *run, AttestArgs *a, const AgentSecret *s, c
     int r;
 
     if (!streq(reason, "missing")) {
-        r = key_lookup(s->key, &attested, &max_age);
+        r = key_lookup(run, s->key, &attested, &max_age);
         if (r < 0) {
             log_error_errno(r, "Failed to list vhsmd's keys: %s (%m)",
                             vhsm_last_error()[0] ? vhsm_last_error() : "no detail");
@@ -323,7 +322,7 @@ static int key_flow_steps(AttestRun *run, AttestArgs *a, const AgentSecret *s, c
     if (r != NT_EXIT_OK)
         return r;
     if (!present) {
-        int q = key_lookup(s->key, &attested, &max_age);
+        int q = key_lookup(run, s->key, &attested, &max_age);
         if (q < 0)
             log_warning_errno(q, "Failed to list vhsmd's keys after the import: %m");
     }

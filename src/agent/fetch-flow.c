@@ -136,14 +136,14 @@ int fetch_import_release(AttestRun *run, const char *release, const char *token,
     char *reply = NULL;
     int r;
 
-    r = vhsm_connect(run->args->vhsm_socket, &c);
+    r = attest_vhsm(run, &c); /* the connection that made the transfer key */
     if (r < 0)
         return r;
-    (void)vhsm_set_timeout(c, (unsigned)MIN(MAX(attest_remaining_ms(run), (int64_t)1000), 120000));
     r = vhsm_import_release(c, release, token, &reply);
-    (void)vhsm_disconnect(c);
-    if (r < 0)
+    if (r < 0) {
+        attest_vhsm_close(run); /* the next use starts afresh */
         return r;
+    }
     *ret_reply = reply;
     return 0;
 }

@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 
+#include "token/keys.h"
+
 #define O(m) offsetof(AttestdConfig, m)
 
 /* The shared members are read through SvcConfig's offsets. */
@@ -160,6 +162,15 @@ int attestd_config_parse(const char *text, size_t len, const char *base_dir, Att
     if (r < 0)
         return r;
 
+    /* No "alg": a keys_dir holding keys keeps their algorithm (an upgrade from the ES384
+     * default); a new one gets ES256. A configured alg is checked against the keys when they
+     * are loaded. */
+    if (!c->token_alg && c->keys_dir && c->n_key_files == 0) {
+        NtJwsAlg alg;
+        if (nt_signing_keys_dir_alg(c->keys_dir, &alg) > 0 &&
+            !(c->token_alg = strdup(nt_jws_alg_to_string(alg))))
+            return -ENOMEM;
+    }
     if (svc_conf_default(&c->token_alg, "ES256") < 0 ||
         svc_conf_default(&c->issuer, "nitride-attestd") < 0 ||
         svc_conf_default(&c->revocation_mode,

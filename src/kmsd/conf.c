@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "token/keys.h"
+
 #define O(m) offsetof(KmsdConfig, m)
 
 /* The shared members are read through SvcConfig's offsets. */
@@ -78,6 +80,15 @@ int kmsd_config_parse(const char *text, size_t len, const char *base_dir, KmsdCo
     if (r < 0)
         return r;
 
+    /* No "alg": a keys_dir holding keys keeps their algorithm (an upgrade from the ES384
+     * default); a new one gets ES256. A configured alg is checked against the keys when they
+     * are loaded. */
+    if (!c->release_alg && c->release_keys_dir && c->n_release_key_files == 0) {
+        NtJwsAlg alg;
+        if (nt_signing_keys_dir_alg(c->release_keys_dir, &alg) > 0 &&
+            !(c->release_alg = strdup(nt_jws_alg_to_string(alg))))
+            return -ENOMEM;
+    }
     if (svc_conf_default(&c->release_alg, "ES256") < 0 ||
         svc_conf_default(&c->log_level, "info") < 0)
         return -ENOMEM;

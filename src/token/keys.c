@@ -307,6 +307,56 @@ static int load_dir(const char *dir, NtJwsAlg alg, KeySet *ret, char **ret_error
     return 0;
 }
 
+int nt_signing_keys_dir_alg(const char *dir, NtJwsAlg *ret) {
+    _cleanup_close_ int dfd = -EBADF;
+    NtJwsAlg found = _NT_JWS_ALG_INVALID;
+    struct dirent *de;
+    DIR *d;
+    int r = 0;
+
+    if (!dir || !ret)
+        return -EINVAL;
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    d = fdopendir(fcntl(dfd, F_DUPFD_CLOEXEC, 3));
+    if (!d)
+        return -errno;
+    while (r == 0 && (de = readdir(d))) {
+        char *data = NULL;
+        size_t len = 0;
+        json_t *o, *jwk;
+        const char *crv;
+
+        if (!is_key_file_name(de->d_name))
+            continue;
+        if (read_private_file(dfd, de->d_name, &data, &len) < 0)
+            continue; /* reported by the load that follows */
+        o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+        wipe_free(data, len);
+        jwk = o ? json_incref(json_object_get(o, "jwk")) : NULL;
+        if (o) {
+            (void)json_object_del(o, "jwk");
+            json_decref(o);
+        }
+        crv = json_string_value(json_object_get(jwk, "crv"));
+        for (int i = 0; crv && i < _NT_JWS_ALG_MAX; i++)
+            if (streq(crv, alg_curves[i])) {
+                if (found != _NT_JWS_ALG_INVALID && found != (NtJwsAlg)i)
+                    r = -EOPNOTSUPP; /* mixed: the load names the odd file */
+                found = (NtJwsAlg)i;
+            }
+        nt_jose_jwk_wipe_free(jwk);
+    }
+    closedir(d);
+    if (r < 0)
+        return r;
+    if (found == _NT_JWS_ALG_INVALID)
+        return 0;
+    *ret = found;
+    return 1;
+}
+
 static int write_key_file(const char *dir, const Key *k) {
     _cleanup_free_ char *path = NULL;
     json_t *o;

@@ -51,6 +51,10 @@ typedef struct NtSigningKeys NtSigningKeys;
  * of another algorithm), -ENOMEM, -EIO or a file error. ret_error (may be NULL) gets a malloc'd
  * message naming the file on failure. */
 int nt_signing_keys_open_dir(const char *dir, NtJwsAlg alg, NtSigningKeys **ret, char **ret_error);
+/* The algorithm of the keys already in a state dir (their curve: P-256 ES256, P-384 ES384), for
+ * a service whose configuration names none. 1 with *ret, 0 when the dir is missing or holds no
+ * readable key of either curve, -EOPNOTSUPP when it holds keys of both, or a file error. */
+int nt_signing_keys_dir_alg(const char *dir, NtJwsAlg *ret);
 /* File mode: PEM (PKCS#8 or SEC1) or JWK private key files (first = signing key, others only
  * published). Every key must be of alg's curve (-EOPNOTSUPP). Errors as above. */
 int nt_signing_keys_load_files(char *const *paths, size_t n, NtJwsAlg alg, NtSigningKeys **ret,

@@ -152,6 +152,15 @@ def tokens_issued(a):
                re.finditer(r"^nitride_attestd_tokens_total\{[^}]*\} (\S+)$", body.decode(), re.M))
 
 
+def jwks_served(a):
+    """GET /.well-known/jwks.json requests attestd a answered."""
+    st, body = http(a.url + "/metrics")
+    check(st == 200, "attestd metrics: %d" % st)
+    return sum(float(m.group(1)) for m in re.finditer(
+        r'^nitride_attestd_http_requests_total\{endpoint="[^"]*jwks[^"]*"[^}]*\} (\S+)$',
+        body.decode(), re.M))
+
+
 def app(key, uid=APP_UIDS[0], data=b"agent test data\n"):
     """Starts `vhsm encrypt key` as uid (an application); returns the process."""
     p = subprocess.Popen(V + ["encrypt", key], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -312,11 +321,16 @@ step("prefetch at start: kms/pre and kms/att imported without any application re
 # ---- Case B, then Case A ----
 check(not has_key("kms/app"), "kms/app exists before the test")
 tokens0 = tokens_issued(A)
+jwks0 = jwks_served(A)
+check(jwks0 >= 1, "attestd served its JWKS %s times before Case B" % jwks0)
 rc, ct, err = app_run("kms/app")
 check(rc == 0 and len(ct) > 16, "Case B: exit %d: %s" % (rc, err))
 check(has_key("kms/app") and len(releases("app-key")) == 1, "Case B: one release of app-key")
 tokens1 = tokens_issued(A)
 check(tokens1 == tokens0 + 1, "Case B: %s tokens" % (tokens1 - tokens0))
+# The agent keeps attestd's JWKS from the prefetch: the token is checked without a download.
+check(jwks_served(A) == jwks0, "Case B downloaded the JWKS again (%s -> %s)" %
+      (jwks0, jwks_served(A)))
 rc, ct, err = app_run("kms/app", APP_UIDS[1])
 check(rc == 0, "Case A: exit %d: %s" % (rc, err))
 check(tokens_issued(A) == tokens1, "Case A attested again")

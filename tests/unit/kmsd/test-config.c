@@ -8,8 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/macro.h"
+#include "token/keys.h"
 #include "kmsd/conf.h"
 
 #define DBK "\"database\": \"kms.db\", \"kek_file\": \"kek\""
@@ -130,12 +133,72 @@ static void test_loopback_http(void **state) {
                  "https://");
 }
 
+/* Upgrade from the ES384 default: without "alg", a keys_dir holding P-384 keys keeps ES384 (and
+ * the keys load); an empty or missing one gets ES256; a configured alg that contradicts the keys
+ * stays an error when they are loaded. */
+static void test_alg_from_keys(void **state) {
+    char dir[] = "/tmp/nt-test-alg-XXXXXX", keys[64], cmd[192];
+    NtSigningKeys *k = NULL;
+    NtJwsAlg alg;
+    char *err = NULL;
+    const char *noalg = "{" DBK ", \"release\": {\"keys_dir\": \"keys\"}, " ATT ", " ADM "}",
+               *es256 = "{" DBK ", \"release\": {\"keys_dir\": \"keys\", \"alg\": \"ES256\"}, " ATT
+                        ", " ADM "}";
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(keys, sizeof keys, "%s/keys", dir);
+    for (int round = 0; round < 2; round++) {
+        KmsdConfig *c = NULL;
+        /* round 0: no keys_dir yet; round 1: an empty one */
+        assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), 0);
+        assert_int_equal(kmsd_config_parse(noalg, strlen(noalg), dir, &c, &err), 0);
+        assert_string_equal(c->release_alg, "ES256");
+        kmsd_config_freep(&c);
+        assert_int_equal(mkdir(keys, 0700), round == 0 ? 0 : -1);
+    }
+    /* the old default's keys */
+    assert_int_equal(nt_signing_keys_open_dir(keys, NT_JWS_ES384, &k, NULL), 0);
+    k = nt_signing_keys_free(k);
+    assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), 1);
+    assert_int_equal(alg, NT_JWS_ES384);
+    {
+        _cleanup_(kmsd_config_freep) KmsdConfig *c = NULL;
+        assert_int_equal(kmsd_config_parse(noalg, strlen(noalg), dir, &c, &err), 0);
+        assert_string_equal(c->release_alg, "ES384");
+        assert_int_equal(nt_signing_keys_open_dir(c->release_keys_dir,
+                                                  nt_jws_alg_from_string(c->release_alg), &k, &err),
+                         0);
+        k = nt_signing_keys_free(k);
+    }
+    {
+        _cleanup_(kmsd_config_freep) KmsdConfig *c = NULL;
+        assert_int_equal(kmsd_config_parse(es256, strlen(es256), dir, &c, &err), 0);
+        assert_string_equal(c->release_alg, "ES256"); /* as configured */
+        assert_int_equal(nt_signing_keys_open_dir(c->release_keys_dir,
+                                                  nt_jws_alg_from_string(c->release_alg), &k, &err),
+                         -EOPNOTSUPP);
+        assert_null(k);
+        assert_non_null(strstr(err, "key-"));
+        free(err);
+        err = NULL;
+    }
+    /* keys of both curves: not inferred (the load names the odd file) */
+    snprintf(cmd, sizeof cmd, "%s/p256", dir);
+    assert_int_equal(mkdir(cmd, 0700), 0);
+    assert_int_equal(nt_signing_keys_open_dir(cmd, NT_JWS_ES256, &k, NULL), 0);
+    k = nt_signing_keys_free(k);
+    snprintf(cmd, sizeof cmd, "cp -p '%s'/p256/key-*.json '%s'", dir, keys);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), -EOPNOTSUPP);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_minimal_defaults),
-        cmocka_unit_test(test_full),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_loopback_http),
+        cmocka_unit_test(test_minimal_defaults), cmocka_unit_test(test_full),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_loopback_http),
+        cmocka_unit_test(test_alg_from_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
