@@ -5,7 +5,7 @@
 #      analysis warn about things the default -O2 build does not see, e.g. -Wmaybe-uninitialized,
 #      -Wformat-truncation), warnings as errors, compiled only (not tested);
 #   3. the same suite under ASan+UBSan in a second build directory;
-#   4. each libFuzzer target for a bounded time (NT_FUZZ_SECONDS, default 20).
+#   4. each libFuzzer target for a bounded time (NT_FUZZ_SECONDS, default 10).
 # Ends with one summary line "N passed, N failed" over all runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +65,7 @@ if [ "${NT_SKIP_FUZZ:-0}" != 1 ]; then
   fi
   echo "== fuzz: build"
   if ninja -C build-fuzz -j "$jobs"; then
-    secs=${NT_FUZZ_SECONDS:-20}
+    secs=${NT_FUZZ_SECONDS:-10}
     for f in build-fuzz/fuzz/fuzz-*; do
       [ -f "$f" ] && [ -x "$f" ] || continue
       name=$(basename "$f"); name=${name#fuzz-}
