@@ -2009,15 +2009,58 @@ CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession) {
 
 /* ---- object management --------------------------------------------------------------------- */
 
+static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
+                                KeyKind kind);
+static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
+                     const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx);
+
+/* Imports a secret key from its plaintext CKA_VALUE (vhsmd stores it marked imported: no
+ * CKA_LOCAL, ALWAYS_SENSITIVE or NEVER_EXTRACTABLE). The value goes to vhsmd in the request
+ * buffer, which libvhsm wipes after the call; the module keeps no copy. */
 CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
                      CK_OBJECT_HANDLE_PTR phObject) {
     SESSION_OR_RETURN(hSession);
     if ((!pTemplate && ulCount > 0) || !phObject)
         return CKR_ARGUMENTS_BAD;
+    P11KeyTemplate t;
+    CK_RV rv = p11_key_template_parse(pTemplate, ulCount, &t);
+    if (rv != CKR_OK)
+        return rv;
+    if (!t.has_class)
+        return CKR_TEMPLATE_INCOMPLETE;
+    if (t.cls != CKO_SECRET_KEY) /* private/public keys, data, certificates: not yet */
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if (!t.has_key_type || !t.value)
+        return CKR_TEMPLATE_INCOMPLETE;
+    if (t.value_len && t.value_len != t.value_size)
+        return CKR_TEMPLATE_INCONSISTENT;
+    const char *vtype;
+    KeyKind kind;
+    switch (t.key_type) {
+    case CKK_AES:
+        if (t.value_size != 32)
+            return CKR_ATTRIBUTE_VALUE_INVALID; /* vhsmd holds AES-256 keys only */
+        vtype = "aes256", kind = KK_AES;
+        break;
+    case CKK_GENERIC_SECRET:
+        if (t.value_size != 32 && t.value_size != 48)
+            return CKR_ATTRIBUTE_VALUE_INVALID; /* HMAC keys of 32 or 48 bytes */
+        vtype = t.value_size == 32 ? "hmac-sha256" : "hmac-sha384";
+        kind = t.value_size == 32 ? KK_HMAC_SHA256 : KK_HMAC_SHA384;
+        break;
+    default:
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    if ((rv = gen_template_check(&t, CKO_SECRET_KEY, t.key_type, kind)) != CKR_OK)
+        return rv;
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
-    /* Importing keys needs protocol revision 2 (plaintext import), not in this vhsmd. */
-    return CKR_FUNCTION_NOT_SUPPORTED;
+    int idx = 0;
+    rv = gen_key(sess, vtype, kind, NULL, &t, t.value, t.value_size, &idx);
+    if (rv != CKR_OK)
+        return rv;
+    *phObject = HANDLE(sess->slot, idx, ROLE_PRIV);
+    return CKR_OK;
 }
 
 CK_RV C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
@@ -2136,7 +2179,7 @@ static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTe
  * in vhsmd; a revision-1 daemon gets a plain key (the label as its vault label), and templates
  * asking for what only revision 2 can do are refused. Adds the key to the slot; *ret_idx. */
 static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
-                     const P11KeyTemplate *vt, int *ret_idx) {
+                     const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx) {
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
@@ -2168,7 +2211,9 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
                      rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
         }
         if (!rev1) {
-            x.r = vhsm_object_create(x.c, name, &ospec, NULL, 0);
+            x.r = vhsm_object_create(x.c, name, &ospec, value, value_len);
+            if (x.r == -EBADRQC && value)
+                return CKR_FUNCTION_NOT_SUPPORTED; /* revision 1: no plaintext import */
             if (x.r == -EBADRQC) {
                 rev1 = true;
                 if (vt->extractable == P11_TRI_TRUE || vt->modifiable == P11_TRI_TRUE || it->has_id)
@@ -2178,6 +2223,10 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
         if (rev1)
             x.r = vhsm_key_create(x.c, name, &spec);
     }
+    if (x.r == -EPERM && value)
+        return CKR_ACTION_PROHIBITED; /* vhsmd --no-plaintext-import */
+    if (x.r == -EBADMSG && value)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
     if (x.r < 0)
         return p11_rv_from_errno(x.r, P11_CTX_CREATE);
     char full[160];
@@ -2188,7 +2237,8 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
     if (!rev1 && vhsm_key_info(x.c, full, &desc_text) >= 0)
         desc = json_loads(desc_text, 0, NULL);
     LOCKED(s->lock);
-    int idx = slot_key_upsert_locked(s, full, vtype, rev1 ? label : NULL, "generated", desc);
+    int idx = slot_key_upsert_locked(s, full, vtype, rev1 ? label : NULL,
+                                     value ? "imported" : "generated", desc);
     json_decref(desc);
     if (idx < 0)
         return CKR_HOST_MEMORY;
@@ -2205,6 +2255,8 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     CK_RV rv = p11_key_template_parse(pTemplate, ulCount, &t);
     if (rv != CKR_OK)
         return rv;
+    if (t.value) /* generated keys have no value to give */
+        return CKR_TEMPLATE_INCONSISTENT;
     const char *vtype;
     KeyKind kind;
     CK_KEY_TYPE type;
@@ -2233,7 +2285,7 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     int idx = 0;
-    rv = gen_key(sess, vtype, kind, NULL, &t, &idx);
+    rv = gen_key(sess, vtype, kind, NULL, &t, NULL, 0, &idx);
     if (rv != CKR_OK)
         return rv;
     *phKey = HANDLE(sess->slot, idx, ROLE_PRIV);
@@ -2256,6 +2308,8 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         return rv;
     if (pMechanism->pParameter || pMechanism->ulParameterLen)
         return CKR_MECHANISM_PARAM_INVALID;
+    if (pt.value || vt.value)
+        return CKR_TEMPLATE_INCONSISTENT;
     int curve = pt.curve >= 0 ? pt.curve : vt.curve;
     if (pt.curve >= 0 && vt.curve >= 0 && pt.curve != vt.curve)
         return CKR_TEMPLATE_INCONSISTENT;
@@ -2299,7 +2353,7 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     int idx = 0;
-    rv = gen_key(sess, vtype, kind, &pt, &vt, &idx);
+    rv = gen_key(sess, vtype, kind, &pt, &vt, NULL, 0, &idx);
     if (rv != CKR_OK)
         return rv;
     *phPublicKey = HANDLE(sess->slot, idx, ROLE_PUB);

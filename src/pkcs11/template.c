@@ -170,6 +170,15 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
         case CKA_DERIVE:
             rv = get_bool(a, &k.derive);
             break;
+        case CKA_VALUE:
+            if (!a->pValue || a->ulValueLen == 0)
+                return CKR_ATTRIBUTE_VALUE_INVALID;
+            if (k.value &&
+                (k.value_size != a->ulValueLen || memcmp(k.value, a->pValue, a->ulValueLen) != 0))
+                return CKR_TEMPLATE_INCONSISTENT;
+            k.value = a->pValue;
+            k.value_size = a->ulValueLen;
+            break;
         case CKA_VALUE_LEN:
             if ((rv = get_ulong(a, &u)) != CKR_OK)
                 return rv;

@@ -50,6 +50,10 @@ typedef struct P11KeyTemplate {
     bool has_public_exponent;
     bool public_exponent_f4; /* the exponent given is 65537 */
     int curve;               /* P11Curve, or -1 = absent */
+    /* CKA_VALUE (C_CreateObject): points into the application's template, not copied; only
+     * for the duration of the call. NULL = absent. */
+    const void *value;
+    size_t value_size;
 } P11KeyTemplate;
 
 /* Parses a generation template (for a secret key, or one half of a key pair) into *ret.
