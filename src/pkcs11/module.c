@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -2014,6 +2015,90 @@ static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK
 static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
                      const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx);
 
+/* A private key from its components as PKCS#8 PrivateKeyInfo DER (what vhsmd imports): EC
+ * (curve, d) or Ed25519 (the 32-byte seed). *ret freed with OPENSSL_clear_free(). Returns
+ * CKR_OK, CKR_ATTRIBUTE_VALUE_INVALID, CKR_HOST_MEMORY. */
+static CK_RV private_key_pkcs8(KeyKind kind, const void *value, size_t len, uint8_t **ret,
+                               int *ret_len) {
+    EVP_PKEY *pk = NULL;
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    if (kind == KK_ED25519) {
+        if (len != 32)
+            return CKR_ATTRIBUTE_VALUE_INVALID;
+        pk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, value, len);
+    } else {
+        size_t fs = kind == KK_EC_P256 ? 32 : 48;
+        if (len == 0 || len > fs)
+            return CKR_ATTRIBUTE_VALUE_INVALID;
+        OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+        BIGNUM *d = BN_secure_new();
+        OSSL_PARAM *params = NULL;
+        EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+        if (b && d && ctx && BN_bin2bn(value, (int)len, d) &&
+            OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME,
+                                            kind == KK_EC_P256 ? "prime256v1" : "secp384r1", 0) &&
+            OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_PRIV_KEY, d) &&
+            OSSL_PARAM_BLD_push_int(b, OSSL_PKEY_PARAM_EC_INCLUDE_PUBLIC, 0) &&
+            (params = OSSL_PARAM_BLD_to_param(b)) && EVP_PKEY_fromdata_init(ctx) == 1)
+            (void)EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_KEYPAIR, params);
+        OSSL_PARAM_free(params);
+        EVP_PKEY_CTX_free(ctx);
+        BN_clear_free(d);
+        OSSL_PARAM_BLD_free(b);
+    }
+    if (!pk)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+    uint8_t *der = NULL;
+    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+    if (n > 0) {
+        *ret = der, *ret_len = n;
+        rv = CKR_OK;
+    } else
+        rv = CKR_HOST_MEMORY;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    EVP_PKEY_free(pk);
+    return rv;
+}
+
+static CK_RV create_private_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_HANDLE *ret) {
+    const char *vtype;
+    KeyKind kind;
+    CK_RV rv;
+    switch (t->key_type) {
+    case CKK_EC:
+        if (t->curve < 0)
+            return CKR_TEMPLATE_INCOMPLETE;
+        if (t->curve == P11_CURVE_ED25519)
+            return CKR_TEMPLATE_INCONSISTENT;
+        kind = t->curve == P11_CURVE_P256 ? KK_EC_P256 : KK_EC_P384;
+        vtype = t->curve == P11_CURVE_P256 ? "ec-p256" : "ec-p384";
+        break;
+    case CKK_EC_EDWARDS:
+        if (t->curve >= 0 && t->curve != P11_CURVE_ED25519)
+            return CKR_CURVE_NOT_SUPPORTED;
+        kind = KK_ED25519, vtype = "ed25519";
+        break;
+    default:
+        return CKR_ATTRIBUTE_VALUE_INVALID; /* RSA from components: not yet */
+    }
+    if ((rv = gen_template_check(t, CKO_PRIVATE_KEY, t->key_type, kind)) != CKR_OK)
+        return rv;
+    if (!(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    uint8_t *der = NULL;
+    int n = 0;
+    if ((rv = private_key_pkcs8(kind, t->value, t->value_size, &der, &n)) != CKR_OK)
+        return rv;
+    int idx = 0;
+    rv = gen_key(sess, vtype, kind, NULL, t, der, (size_t)n, &idx);
+    OPENSSL_clear_free(der, (size_t)n);
+    if (rv != CKR_OK)
+        return rv;
+    *ret = HANDLE(sess->slot, idx, ROLE_PRIV);
+    return CKR_OK;
+}
+
 /* Imports a secret key from its plaintext CKA_VALUE (vhsmd stores it marked imported: no
  * CKA_LOCAL, ALWAYS_SENSITIVE or NEVER_EXTRACTABLE). The value goes to vhsmd in the request
  * buffer, which libvhsm wipes after the call; the module keeps no copy. */
@@ -2028,10 +2113,12 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
         return rv;
     if (!t.has_class)
         return CKR_TEMPLATE_INCOMPLETE;
-    if (t.cls != CKO_SECRET_KEY) /* private/public keys, data, certificates: not yet */
+    if (t.cls != CKO_SECRET_KEY && t.cls != CKO_PRIVATE_KEY) /* public, data, certs: not yet */
         return CKR_ATTRIBUTE_VALUE_INVALID;
     if (!t.has_key_type || !t.value)
         return CKR_TEMPLATE_INCOMPLETE;
+    if (t.cls == CKO_PRIVATE_KEY)
+        return create_private_key(sess, &t, phObject);
     if (t.value_len && t.value_len != t.value_size)
         return CKR_TEMPLATE_INCONSISTENT;
     const char *vtype;

@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -1478,6 +1480,70 @@ static void test_import_bad_templates(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* Private keys imported from their components: a P-256 key made by OpenSSL (its d as CKA_VALUE)
+ * signs with CKM_ECDSA_SHA256 and OpenSSL verifies with its own copy; an Ed25519 key from RFC
+ * 8032 section 7.1 TEST 1 gives the published signature of the empty message. */
+static void test_import_private_keys(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE ec = CKK_EC, ed = CKK_EC_EDWARDS;
+    CK_BBOOL yes = CK_TRUE;
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    assert_non_null(pk);
+    BIGNUM *d = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &d), 1);
+    uint8_t dv[32];
+    assert_int_equal(BN_bn2binpad(d, dv, 32), 32);
+    BN_clear_free(d);
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &ec, sizeof(ec)},
+        {CKA_TOKEN, &yes, sizeof(yes)}, {CKA_SIGN, &yes, sizeof(yes)},
+        {CKA_LABEL, "imported-ec", 11}, {CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+        {CKA_VALUE, dv, sizeof(dv)}};
+    CK_OBJECT_HANDLE k = 0;
+    /* no curve: incomplete; a zero scalar: invalid */
+    assert_int_equal(F->C_CreateObject(s, (CK_ATTRIBUTE[]){t[0], t[1], t[6]}, 3, &k),
+                     CKR_TEMPLATE_INCOMPLETE);
+    uint8_t zero[32] = {0};
+    assert_int_equal(
+        F->C_CreateObject(s, (CK_ATTRIBUTE[]){t[0], t[1], t[5], {CKA_VALUE, zero, sizeof(zero)}}, 4,
+                          &k),
+        CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(F->C_CreateObject(s, t, 7, &k), CKR_OK);
+    assert_int_equal(bool_attr(s, k, CKA_LOCAL), CK_FALSE);
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    static const uint8_t msg[] = "signed by an imported key";
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, k), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg) - 1, sig, &sl), CKR_OK);
+    check_ecdsa(pk, msg, sizeof(msg) - 1, sig, sl);
+    EVP_PKEY_free(pk);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+
+    uint8_t seed[32], want[64], esig[64];
+    unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", seed, sizeof(seed));
+    unhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc6"
+          "1e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+          want, sizeof(want));
+    CK_ATTRIBUTE et[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_KEY_TYPE, &ed, sizeof(ed)},
+                         {CKA_SIGN, &yes, sizeof(yes)},
+                         {CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)},
+                         {CKA_VALUE, seed, sizeof(seed)}};
+    assert_int_equal(F->C_CreateObject(s, et, 4, &k), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(F->C_CreateObject(s, et, 5, &k), CKR_OK);
+    CK_MECHANISM em = {CKM_EDDSA, NULL, 0};
+    sl = sizeof(esig);
+    assert_int_equal(F->C_SignInit(s, &em, k), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "", 0, esig, &sl), CKR_OK);
+    assert_int_equal(sl, 64);
+    assert_memory_equal(esig, want, 64);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
 /* vhsmd --no-plaintext-import: C_CreateObject of a key is CKR_ACTION_PROHIBITED, with vhsmd's
  * reason in its reply; generation still works. */
 static void test_import_refused(void **state) {
@@ -1775,6 +1841,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_import_aes_gcm_kat, finalize),
         cmocka_unit_test_teardown(test_import_hmac, finalize),
         cmocka_unit_test_teardown(test_import_bad_templates, finalize),
+        cmocka_unit_test_teardown(test_import_private_keys, finalize),
         cmocka_unit_test_teardown(test_import_refused, finalize),
         cmocka_unit_test_teardown(test_16_threads, finalize),
         cmocka_unit_test_teardown(test_fork, finalize),
