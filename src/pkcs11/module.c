@@ -2012,6 +2012,18 @@ CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession) {
 
 static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
                                 KeyKind kind);
+
+/* RSA components in a template that must not have them: CKA_MODULUS is the token's to set
+ * (CKR_ATTRIBUTE_READ_ONLY), private components do not belong (CKR_TEMPLATE_INCONSISTENT). The
+ * public exponent is not a component here (generation templates may give it). */
+static CK_RV no_components(const P11KeyTemplate *t) {
+    if (t->rsa[0])
+        return CKR_ATTRIBUTE_READ_ONLY;
+    for (int i = 2; i < P11_RSA_N_COMPONENTS; i++)
+        if (t->rsa[i])
+            return CKR_TEMPLATE_INCONSISTENT;
+    return CKR_OK;
+}
 static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
                      const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx);
 
@@ -2061,6 +2073,74 @@ static CK_RV private_key_pkcs8(KeyKind kind, const void *value, size_t len, uint
     return rv;
 }
 
+/* An RSA private key from its eight components as PKCS#8 DER; *ret_bits the modulus size. */
+static CK_RV rsa_pkcs8(const P11KeyTemplate *t, uint8_t **ret, int *ret_len, int *ret_bits) {
+    static const char *const names[P11_RSA_N_COMPONENTS] = {
+        OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+        OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+        OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    BIGNUM *bn[P11_RSA_N_COMPONENTS] = {0};
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    EVP_PKEY *pk = NULL;
+    bool ok = b && ctx;
+    for (int i = 0; ok && i < P11_RSA_N_COMPONENTS; i++) {
+        bn[i] = i < 2 ? BN_new() : BN_secure_new();
+        ok = bn[i] && BN_bin2bn(t->rsa[i]->pValue, (int)t->rsa[i]->ulValueLen, bn[i]) &&
+             OSSL_PARAM_BLD_push_BN(b, names[i], bn[i]);
+    }
+    if (ok && (params = OSSL_PARAM_BLD_to_param(b)) && EVP_PKEY_fromdata_init(ctx) == 1)
+        (void)EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_KEYPAIR, params);
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+    for (int i = 0; i < P11_RSA_N_COMPONENTS; i++)
+        BN_clear_free(bn[i]);
+    OSSL_PARAM_BLD_free(b);
+    if (!pk)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    *ret_bits = EVP_PKEY_get_bits(pk);
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+    uint8_t *der = NULL;
+    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    EVP_PKEY_free(pk);
+    if (n <= 0)
+        return CKR_HOST_MEMORY;
+    *ret = der, *ret_len = n;
+    return CKR_OK;
+}
+
+static CK_RV create_rsa_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_HANDLE *ret) {
+    CK_RV rv;
+    if (t->value)
+        return CKR_TEMPLATE_INCONSISTENT; /* RSA keys have no CKA_VALUE */
+    for (int i = 0; i < P11_RSA_N_COMPONENTS; i++)
+        if (!t->rsa[i])
+            return CKR_TEMPLATE_INCOMPLETE;
+    if ((rv = gen_template_check(t, CKO_PRIVATE_KEY, CKK_RSA, KK_RSA)) != CKR_OK)
+        return rv;
+    if (!(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    uint8_t *der = NULL;
+    int n = 0, bits = 0;
+    if ((rv = rsa_pkcs8(t, &der, &n, &bits)) != CKR_OK)
+        return rv;
+    const char *vtype = bits == 2048   ? "rsa2048"
+                        : bits == 3072 ? "rsa3072"
+                        : bits == 4096 ? "rsa4096"
+                                       : NULL;
+    int idx = 0;
+    rv = vtype ? gen_key(sess, vtype, KK_RSA, NULL, t, der, (size_t)n, &idx)
+               : CKR_ATTRIBUTE_VALUE_INVALID; /* vhsmd holds 2048, 3072, 4096-bit keys */
+    OPENSSL_clear_free(der, (size_t)n);
+    if (rv != CKR_OK)
+        return rv;
+    *ret = HANDLE(sess->slot, idx, ROLE_PRIV);
+    return CKR_OK;
+}
+
 static CK_RV create_private_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_HANDLE *ret) {
     const char *vtype;
     KeyKind kind;
@@ -2080,8 +2160,10 @@ static CK_RV create_private_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_H
         kind = KK_ED25519, vtype = "ed25519";
         break;
     default:
-        return CKR_ATTRIBUTE_VALUE_INVALID; /* RSA from components: not yet */
+        return CKR_ATTRIBUTE_VALUE_INVALID;
     }
+    if ((rv = no_components(t)) != CKR_OK)
+        return rv == CKR_ATTRIBUTE_READ_ONLY ? CKR_TEMPLATE_INCONSISTENT : rv;
     if ((rv = gen_template_check(t, CKO_PRIVATE_KEY, t->key_type, kind)) != CKR_OK)
         return rv;
     if (!(sess->flags & CKF_RW_SESSION))
@@ -2115,10 +2197,14 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
         return CKR_TEMPLATE_INCOMPLETE;
     if (t.cls != CKO_SECRET_KEY && t.cls != CKO_PRIVATE_KEY) /* public, data, certs: not yet */
         return CKR_ATTRIBUTE_VALUE_INVALID;
+    if (t.cls == CKO_PRIVATE_KEY && t.has_key_type && t.key_type == CKK_RSA)
+        return create_rsa_key(sess, &t, phObject);
     if (!t.has_key_type || !t.value)
         return CKR_TEMPLATE_INCOMPLETE;
     if (t.cls == CKO_PRIVATE_KEY)
         return create_private_key(sess, &t, phObject);
+    if (t.rsa[0] || (rv = no_components(&t)) != CKR_OK)
+        return CKR_TEMPLATE_INCONSISTENT;
     if (t.value_len && t.value_len != t.value_size)
         return CKR_TEMPLATE_INCONSISTENT;
     const char *vtype;
@@ -2344,6 +2430,8 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         return rv;
     if (t.value) /* generated keys have no value to give */
         return CKR_TEMPLATE_INCONSISTENT;
+    if ((rv = no_components(&t)) != CKR_OK)
+        return rv;
     const char *vtype;
     KeyKind kind;
     CK_KEY_TYPE type;
@@ -2397,6 +2485,8 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         return CKR_MECHANISM_PARAM_INVALID;
     if (pt.value || vt.value)
         return CKR_TEMPLATE_INCONSISTENT;
+    if ((rv = no_components(&pt)) != CKR_OK || (rv = no_components(&vt)) != CKR_OK)
+        return rv;
     int curve = pt.curve >= 0 ? pt.curve : vt.curve;
     if (pt.curve >= 0 && vt.curve >= 0 && pt.curve != vt.curve)
         return CKR_TEMPLATE_INCONSISTENT;

@@ -1544,6 +1544,68 @@ static void test_import_private_keys(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* An RSA-2048 key made by OpenSSL, imported from its eight components, signs with
+ * CKM_SHA256_RSA_PKCS exactly as OpenSSL does with the same key (PKCS#1 v1.5 is deterministic);
+ * a missing component is CKR_TEMPLATE_INCOMPLETE, CKA_MODULUS in a generation template
+ * CKR_ATTRIBUTE_READ_ONLY. */
+static void test_import_rsa(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    assert_non_null(pk);
+    static const char *const names[8] = {
+        OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+        OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+        OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    static const CK_ATTRIBUTE_TYPE types[8] = {
+        CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+        CKA_PRIME_2, CKA_EXPONENT_1,      CKA_EXPONENT_2,       CKA_COEFFICIENT};
+    uint8_t comp[8][256];
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE kt = CKK_RSA;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[12] = {{CKA_CLASS, &cls, sizeof(cls)},
+                          {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                          {CKA_SIGN, &yes, sizeof(yes)},
+                          {CKA_LABEL, "imported-rsa", 12}};
+    for (int i = 0; i < 8; i++) {
+        BIGNUM *bn = NULL;
+        assert_int_equal(EVP_PKEY_get_bn_param(pk, names[i], &bn), 1);
+        int n = BN_bn2bin(bn, comp[i]);
+        assert_true(n > 0 && n <= 256);
+        BN_clear_free(bn);
+        t[4 + i] = (CK_ATTRIBUTE){types[i], comp[i], (CK_ULONG)n};
+    }
+    CK_OBJECT_HANDLE k = 0;
+    assert_int_equal(F->C_CreateObject(s, t, 11, &k), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(F->C_CreateObject(s, t, 12, &k), CKR_OK);
+    assert_int_equal(bool_attr(s, k, CKA_LOCAL), CK_FALSE);
+    static const uint8_t msg[] = "signed by an imported RSA key";
+    uint8_t sig[256], want[256];
+    CK_ULONG sl = sizeof(sig);
+    CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &m, k), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg) - 1, sig, &sl), CKR_OK);
+    assert_int_equal(sl, 256);
+    size_t wl = sizeof(want);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    assert_int_equal(EVP_DigestSignInit(c, NULL, EVP_sha256(), NULL, pk), 1);
+    assert_int_equal(EVP_DigestSign(c, want, &wl, msg, sizeof(msg) - 1), 1);
+    EVP_MD_CTX_free(c);
+    assert_int_equal(wl, 256);
+    assert_memory_equal(sig, want, 256);
+    EVP_PKEY_free(pk);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+    /* the modulus is the token's to set in a generation template */
+    CK_MECHANISM gm = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ULONG bits = 2048;
+    CK_ATTRIBUTE pt[] = {{CKA_MODULUS_BITS, &bits, sizeof(bits)}, t[4]};
+    CK_OBJECT_HANDLE a, b;
+    assert_int_equal(F->C_GenerateKeyPair(s, &gm, pt, 2, NULL, 0, &a, &b), CKR_ATTRIBUTE_READ_ONLY);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
 /* vhsmd --no-plaintext-import: C_CreateObject of a key is CKR_ACTION_PROHIBITED, with vhsmd's
  * reason in its reply; generation still works. */
 static void test_import_refused(void **state) {
@@ -1842,6 +1904,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_import_hmac, finalize),
         cmocka_unit_test_teardown(test_import_bad_templates, finalize),
         cmocka_unit_test_teardown(test_import_private_keys, finalize),
+        cmocka_unit_test_teardown(test_import_rsa, finalize),
         cmocka_unit_test_teardown(test_import_refused, finalize),
         cmocka_unit_test_teardown(test_16_threads, finalize),
         cmocka_unit_test_teardown(test_fork, finalize),
