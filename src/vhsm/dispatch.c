@@ -259,6 +259,8 @@ static const char *tag_name(uint16_t tag) {
         return "ticket";
     case VHSM_TAG_TOKEN_LABEL:
         return "token label";
+    case VHSM_TAG_VALUE:
+        return "value";
     default:
         return "field";
     }
