@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -2009,15 +2010,230 @@ CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession) {
 
 /* ---- object management --------------------------------------------------------------------- */
 
+static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
+                                KeyKind kind);
+
+/* RSA components in a template that must not have them: CKA_MODULUS is the token's to set
+ * (CKR_ATTRIBUTE_READ_ONLY), private components do not belong (CKR_TEMPLATE_INCONSISTENT). The
+ * public exponent is not a component here (generation templates may give it). */
+static CK_RV no_components(const P11KeyTemplate *t) {
+    if (t->rsa[0])
+        return CKR_ATTRIBUTE_READ_ONLY;
+    for (int i = 2; i < P11_RSA_N_COMPONENTS; i++)
+        if (t->rsa[i])
+            return CKR_TEMPLATE_INCONSISTENT;
+    return CKR_OK;
+}
+static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
+                     const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx);
+
+/* A private key from its components as PKCS#8 PrivateKeyInfo DER (what vhsmd imports): EC
+ * (curve, d) or Ed25519 (the 32-byte seed). *ret freed with OPENSSL_clear_free(). Returns
+ * CKR_OK, CKR_ATTRIBUTE_VALUE_INVALID, CKR_HOST_MEMORY. */
+static CK_RV private_key_pkcs8(KeyKind kind, const void *value, size_t len, uint8_t **ret,
+                               int *ret_len) {
+    EVP_PKEY *pk = NULL;
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    if (kind == KK_ED25519) {
+        if (len != 32)
+            return CKR_ATTRIBUTE_VALUE_INVALID;
+        pk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, value, len);
+    } else {
+        size_t fs = kind == KK_EC_P256 ? 32 : 48;
+        if (len == 0 || len > fs)
+            return CKR_ATTRIBUTE_VALUE_INVALID;
+        OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+        BIGNUM *d = BN_secure_new();
+        OSSL_PARAM *params = NULL;
+        EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+        if (b && d && ctx && BN_bin2bn(value, (int)len, d) &&
+            OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME,
+                                            kind == KK_EC_P256 ? "prime256v1" : "secp384r1", 0) &&
+            OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_PRIV_KEY, d) &&
+            OSSL_PARAM_BLD_push_int(b, OSSL_PKEY_PARAM_EC_INCLUDE_PUBLIC, 0) &&
+            (params = OSSL_PARAM_BLD_to_param(b)) && EVP_PKEY_fromdata_init(ctx) == 1)
+            (void)EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_KEYPAIR, params);
+        OSSL_PARAM_free(params);
+        EVP_PKEY_CTX_free(ctx);
+        BN_clear_free(d);
+        OSSL_PARAM_BLD_free(b);
+    }
+    if (!pk)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+    uint8_t *der = NULL;
+    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+    if (n > 0) {
+        *ret = der, *ret_len = n;
+        rv = CKR_OK;
+    } else
+        rv = CKR_HOST_MEMORY;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    EVP_PKEY_free(pk);
+    return rv;
+}
+
+/* An RSA private key from its eight components as PKCS#8 DER; *ret_bits the modulus size. */
+static CK_RV rsa_pkcs8(const P11KeyTemplate *t, uint8_t **ret, int *ret_len, int *ret_bits) {
+    static const char *const names[P11_RSA_N_COMPONENTS] = {
+        OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+        OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+        OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    BIGNUM *bn[P11_RSA_N_COMPONENTS] = {0};
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    EVP_PKEY *pk = NULL;
+    bool ok = b && ctx;
+    for (int i = 0; ok && i < P11_RSA_N_COMPONENTS; i++) {
+        bn[i] = i < 2 ? BN_new() : BN_secure_new();
+        ok = bn[i] && BN_bin2bn(t->rsa[i]->pValue, (int)t->rsa[i]->ulValueLen, bn[i]) &&
+             OSSL_PARAM_BLD_push_BN(b, names[i], bn[i]);
+    }
+    if (ok && (params = OSSL_PARAM_BLD_to_param(b)) && EVP_PKEY_fromdata_init(ctx) == 1)
+        (void)EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_KEYPAIR, params);
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+    for (int i = 0; i < P11_RSA_N_COMPONENTS; i++)
+        BN_clear_free(bn[i]);
+    OSSL_PARAM_BLD_free(b);
+    if (!pk)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    *ret_bits = EVP_PKEY_get_bits(pk);
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+    uint8_t *der = NULL;
+    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1;
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    EVP_PKEY_free(pk);
+    if (n <= 0)
+        return CKR_HOST_MEMORY;
+    *ret = der, *ret_len = n;
+    return CKR_OK;
+}
+
+static CK_RV create_rsa_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_HANDLE *ret) {
+    CK_RV rv;
+    if (t->value)
+        return CKR_TEMPLATE_INCONSISTENT; /* RSA keys have no CKA_VALUE */
+    for (int i = 0; i < P11_RSA_N_COMPONENTS; i++)
+        if (!t->rsa[i])
+            return CKR_TEMPLATE_INCOMPLETE;
+    if ((rv = gen_template_check(t, CKO_PRIVATE_KEY, CKK_RSA, KK_RSA)) != CKR_OK)
+        return rv;
+    if (!(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    uint8_t *der = NULL;
+    int n = 0, bits = 0;
+    if ((rv = rsa_pkcs8(t, &der, &n, &bits)) != CKR_OK)
+        return rv;
+    const char *vtype = bits == 2048   ? "rsa2048"
+                        : bits == 3072 ? "rsa3072"
+                        : bits == 4096 ? "rsa4096"
+                                       : NULL;
+    int idx = 0;
+    rv = vtype ? gen_key(sess, vtype, KK_RSA, NULL, t, der, (size_t)n, &idx)
+               : CKR_ATTRIBUTE_VALUE_INVALID; /* vhsmd holds 2048, 3072, 4096-bit keys */
+    OPENSSL_clear_free(der, (size_t)n);
+    if (rv != CKR_OK)
+        return rv;
+    *ret = HANDLE(sess->slot, idx, ROLE_PRIV);
+    return CKR_OK;
+}
+
+static CK_RV create_private_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_HANDLE *ret) {
+    const char *vtype;
+    KeyKind kind;
+    CK_RV rv;
+    switch (t->key_type) {
+    case CKK_EC:
+        if (t->curve < 0)
+            return CKR_TEMPLATE_INCOMPLETE;
+        if (t->curve == P11_CURVE_ED25519)
+            return CKR_TEMPLATE_INCONSISTENT;
+        kind = t->curve == P11_CURVE_P256 ? KK_EC_P256 : KK_EC_P384;
+        vtype = t->curve == P11_CURVE_P256 ? "ec-p256" : "ec-p384";
+        break;
+    case CKK_EC_EDWARDS:
+        if (t->curve >= 0 && t->curve != P11_CURVE_ED25519)
+            return CKR_CURVE_NOT_SUPPORTED;
+        kind = KK_ED25519, vtype = "ed25519";
+        break;
+    default:
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    if ((rv = no_components(t)) != CKR_OK)
+        return rv == CKR_ATTRIBUTE_READ_ONLY ? CKR_TEMPLATE_INCONSISTENT : rv;
+    if ((rv = gen_template_check(t, CKO_PRIVATE_KEY, t->key_type, kind)) != CKR_OK)
+        return rv;
+    if (!(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    uint8_t *der = NULL;
+    int n = 0;
+    if ((rv = private_key_pkcs8(kind, t->value, t->value_size, &der, &n)) != CKR_OK)
+        return rv;
+    int idx = 0;
+    rv = gen_key(sess, vtype, kind, NULL, t, der, (size_t)n, &idx);
+    OPENSSL_clear_free(der, (size_t)n);
+    if (rv != CKR_OK)
+        return rv;
+    *ret = HANDLE(sess->slot, idx, ROLE_PRIV);
+    return CKR_OK;
+}
+
+/* Imports a secret key from its plaintext CKA_VALUE (vhsmd stores it marked imported: no
+ * CKA_LOCAL, ALWAYS_SENSITIVE or NEVER_EXTRACTABLE). The value goes to vhsmd in the request
+ * buffer, which libvhsm wipes after the call; the module keeps no copy. */
 CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
                      CK_OBJECT_HANDLE_PTR phObject) {
     SESSION_OR_RETURN(hSession);
     if ((!pTemplate && ulCount > 0) || !phObject)
         return CKR_ARGUMENTS_BAD;
+    P11KeyTemplate t;
+    CK_RV rv = p11_key_template_parse(pTemplate, ulCount, &t);
+    if (rv != CKR_OK)
+        return rv;
+    if (!t.has_class)
+        return CKR_TEMPLATE_INCOMPLETE;
+    if (t.cls != CKO_SECRET_KEY && t.cls != CKO_PRIVATE_KEY) /* public, data, certs: not yet */
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if (t.cls == CKO_PRIVATE_KEY && t.has_key_type && t.key_type == CKK_RSA)
+        return create_rsa_key(sess, &t, phObject);
+    if (!t.has_key_type || !t.value)
+        return CKR_TEMPLATE_INCOMPLETE;
+    if (t.cls == CKO_PRIVATE_KEY)
+        return create_private_key(sess, &t, phObject);
+    if (t.rsa[0] || (rv = no_components(&t)) != CKR_OK)
+        return CKR_TEMPLATE_INCONSISTENT;
+    if (t.value_len && t.value_len != t.value_size)
+        return CKR_TEMPLATE_INCONSISTENT;
+    const char *vtype;
+    KeyKind kind;
+    switch (t.key_type) {
+    case CKK_AES:
+        if (t.value_size != 32)
+            return CKR_ATTRIBUTE_VALUE_INVALID; /* vhsmd holds AES-256 keys only */
+        vtype = "aes256", kind = KK_AES;
+        break;
+    case CKK_GENERIC_SECRET:
+        if (t.value_size != 32 && t.value_size != 48)
+            return CKR_ATTRIBUTE_VALUE_INVALID; /* HMAC keys of 32 or 48 bytes */
+        vtype = t.value_size == 32 ? "hmac-sha256" : "hmac-sha384";
+        kind = t.value_size == 32 ? KK_HMAC_SHA256 : KK_HMAC_SHA384;
+        break;
+    default:
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    if ((rv = gen_template_check(&t, CKO_SECRET_KEY, t.key_type, kind)) != CKR_OK)
+        return rv;
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
-    /* Importing keys needs protocol revision 2 (plaintext import), not in this vhsmd. */
-    return CKR_FUNCTION_NOT_SUPPORTED;
+    int idx = 0;
+    rv = gen_key(sess, vtype, kind, NULL, &t, t.value, t.value_size, &idx);
+    if (rv != CKR_OK)
+        return rv;
+    *phObject = HANDLE(sess->slot, idx, ROLE_PRIV);
+    return CKR_OK;
 }
 
 CK_RV C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
@@ -2136,7 +2352,7 @@ static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTe
  * in vhsmd; a revision-1 daemon gets a plain key (the label as its vault label), and templates
  * asking for what only revision 2 can do are refused. Adds the key to the slot; *ret_idx. */
 static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
-                     const P11KeyTemplate *vt, int *ret_idx) {
+                     const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx) {
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = {.slot = s};
     x.r = conn_get(s, &x);
@@ -2168,7 +2384,9 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
                      rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
         }
         if (!rev1) {
-            x.r = vhsm_object_create(x.c, name, &ospec, NULL, 0);
+            x.r = vhsm_object_create(x.c, name, &ospec, value, value_len);
+            if (x.r == -EBADRQC && value)
+                return CKR_FUNCTION_NOT_SUPPORTED; /* revision 1: no plaintext import */
             if (x.r == -EBADRQC) {
                 rev1 = true;
                 if (vt->extractable == P11_TRI_TRUE || vt->modifiable == P11_TRI_TRUE || it->has_id)
@@ -2178,6 +2396,10 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
         if (rev1)
             x.r = vhsm_key_create(x.c, name, &spec);
     }
+    if (x.r == -EPERM && value)
+        return CKR_ACTION_PROHIBITED; /* vhsmd --no-plaintext-import */
+    if (x.r == -EBADMSG && value)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
     if (x.r < 0)
         return p11_rv_from_errno(x.r, P11_CTX_CREATE);
     char full[160];
@@ -2188,7 +2410,8 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
     if (!rev1 && vhsm_key_info(x.c, full, &desc_text) >= 0)
         desc = json_loads(desc_text, 0, NULL);
     LOCKED(s->lock);
-    int idx = slot_key_upsert_locked(s, full, vtype, rev1 ? label : NULL, "generated", desc);
+    int idx = slot_key_upsert_locked(s, full, vtype, rev1 ? label : NULL,
+                                     value ? "imported" : "generated", desc);
     json_decref(desc);
     if (idx < 0)
         return CKR_HOST_MEMORY;
@@ -2204,6 +2427,10 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     P11KeyTemplate t;
     CK_RV rv = p11_key_template_parse(pTemplate, ulCount, &t);
     if (rv != CKR_OK)
+        return rv;
+    if (t.value) /* generated keys have no value to give */
+        return CKR_TEMPLATE_INCONSISTENT;
+    if ((rv = no_components(&t)) != CKR_OK)
         return rv;
     const char *vtype;
     KeyKind kind;
@@ -2233,7 +2460,7 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     int idx = 0;
-    rv = gen_key(sess, vtype, kind, NULL, &t, &idx);
+    rv = gen_key(sess, vtype, kind, NULL, &t, NULL, 0, &idx);
     if (rv != CKR_OK)
         return rv;
     *phKey = HANDLE(sess->slot, idx, ROLE_PRIV);
@@ -2256,6 +2483,10 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         return rv;
     if (pMechanism->pParameter || pMechanism->ulParameterLen)
         return CKR_MECHANISM_PARAM_INVALID;
+    if (pt.value || vt.value)
+        return CKR_TEMPLATE_INCONSISTENT;
+    if ((rv = no_components(&pt)) != CKR_OK || (rv = no_components(&vt)) != CKR_OK)
+        return rv;
     int curve = pt.curve >= 0 ? pt.curve : vt.curve;
     if (pt.curve >= 0 && vt.curve >= 0 && pt.curve != vt.curve)
         return CKR_TEMPLATE_INCONSISTENT;
@@ -2299,7 +2530,7 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     if (!(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     int idx = 0;
-    rv = gen_key(sess, vtype, kind, &pt, &vt, &idx);
+    rv = gen_key(sess, vtype, kind, &pt, &vt, NULL, 0, &idx);
     if (rv != CKR_OK)
         return rv;
     *phPublicKey = HANDLE(sess->slot, idx, ROLE_PUB);

@@ -170,6 +170,31 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
         case CKA_DERIVE:
             rv = get_bool(a, &k.derive);
             break;
+        case CKA_MODULUS:
+        case CKA_PRIVATE_EXPONENT:
+        case CKA_PRIME_1:
+        case CKA_PRIME_2:
+        case CKA_EXPONENT_1:
+        case CKA_EXPONENT_2:
+        case CKA_COEFFICIENT: {
+            int ci = a->type == CKA_MODULUS ? 0 : 2 + (int)(a->type - CKA_PRIVATE_EXPONENT);
+            if (!a->pValue || a->ulValueLen == 0 || a->ulValueLen > 1024)
+                return CKR_ATTRIBUTE_VALUE_INVALID;
+            if (k.rsa[ci] && (k.rsa[ci]->ulValueLen != a->ulValueLen ||
+                              memcmp(k.rsa[ci]->pValue, a->pValue, a->ulValueLen) != 0))
+                return CKR_TEMPLATE_INCONSISTENT;
+            k.rsa[ci] = a;
+            break;
+        }
+        case CKA_VALUE:
+            if (!a->pValue || a->ulValueLen == 0)
+                return CKR_ATTRIBUTE_VALUE_INVALID;
+            if (k.value &&
+                (k.value_size != a->ulValueLen || memcmp(k.value, a->pValue, a->ulValueLen) != 0))
+                return CKR_TEMPLATE_INCONSISTENT;
+            k.value = a->pValue;
+            k.value_size = a->ulValueLen;
+            break;
         case CKA_VALUE_LEN:
             if ((rv = get_ulong(a, &u)) != CKR_OK)
                 return rv;
@@ -191,6 +216,7 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
             while (j < a->ulValueLen && b[j] == 0)
                 j++;
             k.has_public_exponent = true;
+            k.rsa[1] = a->ulValueLen > 0 ? a : NULL;
             k.public_exponent_f4 =
                 a->ulValueLen - j == 3 && b[j] == 1 && b[j + 1] == 0 && b[j + 2] == 1;
             break;
@@ -222,7 +248,6 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
         case CKA_ALWAYS_SENSITIVE:
         case CKA_NEVER_EXTRACTABLE:
         case CKA_KEY_GEN_MECHANISM:
-        case CKA_MODULUS:
         case CKA_EC_POINT:
         case CKA_PUBLIC_KEY_INFO:
             return CKR_ATTRIBUTE_READ_ONLY;

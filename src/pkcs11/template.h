@@ -34,6 +34,8 @@ typedef enum P11Tri { P11_TRI_ABSENT = -1, P11_TRI_FALSE = 0, P11_TRI_TRUE = 1 }
 #define P11_LABEL_MAX 128
 #define P11_ID_MAX 128
 
+#define P11_RSA_N_COMPONENTS 8
+
 /* What a key generation template asks for. */
 typedef struct P11KeyTemplate {
     bool has_class, has_key_type;
@@ -50,6 +52,14 @@ typedef struct P11KeyTemplate {
     bool has_public_exponent;
     bool public_exponent_f4; /* the exponent given is 65537 */
     int curve;               /* P11Curve, or -1 = absent */
+    /* CKA_VALUE (C_CreateObject): points into the application's template, not copied; only
+     * for the duration of the call. NULL = absent. */
+    const void *value;
+    size_t value_size;
+    /* RSA components (C_CreateObject), pointing into the template likewise: CKA_MODULUS,
+     * PUBLIC_EXPONENT, PRIVATE_EXPONENT, PRIME_1, PRIME_2, EXPONENT_1, EXPONENT_2, COEFFICIENT.
+     * NULL = absent. A generation template with CKA_MODULUS is refused by its caller. */
+    const CK_ATTRIBUTE *rsa[P11_RSA_N_COMPONENTS];
 } P11KeyTemplate;
 
 /* Parses a generation template (for a secret key, or one half of a key pair) into *ret.

@@ -31,9 +31,10 @@ struct Dispatch {
     _Atomic int64_t verdict_time;    /* 0 = none */
     _Atomic int64_t verdict_expires; /* the token's exp */
     /* Trust (dispatch_set_trust(), before serving; read-only afterwards). */
-    json_t *kms_jwks;     /* pinned kmsd release keys, or NULL: IMPORT_RELEASE unsupported */
-    json_t *attestd_jwks; /* pinned attestd token keys, or NULL: ATTESTATION_SET unsupported */
-    char *attestd_issuer; /* required iss, or NULL */
+    json_t *kms_jwks;         /* pinned kmsd release keys, or NULL: IMPORT_RELEASE unsupported */
+    json_t *attestd_jwks;     /* pinned attestd token keys, or NULL: ATTESTATION_SET unsupported */
+    char *attestd_issuer;     /* required iss, or NULL */
+    bool no_plaintext_import; /* OBJECT_CREATE with a VALUE refused */
     /* Key changes are serialised (the vault's mutation lock, held across the keystore's fsync):
      * a worker waiting for it serves nobody. Non-root key changes may occupy at most
      * max_mutating workers (all but one), so that key use by everyone else never waits for
@@ -79,6 +80,10 @@ void dispatch_set_key_event(Dispatch *d, DispatchKeyEventFn fn, void *userdata) 
 static void key_event(Dispatch *d, const char *key, bool verdict) {
     if (d->key_event)
         d->key_event(d->key_event_userdata, key, verdict);
+}
+
+void dispatch_set_no_plaintext_import(Dispatch *d, bool refuse) {
+    d->no_plaintext_import = refuse;
 }
 
 void dispatch_set_workers(Dispatch *d, unsigned workers) {
@@ -254,6 +259,8 @@ static const char *tag_name(uint16_t tag) {
         return "ticket";
     case VHSM_TAG_TOKEN_LABEL:
         return "token label";
+    case VHSM_TAG_VALUE:
+        return "value";
     default:
         return "field";
     }
@@ -903,23 +910,44 @@ static int attrs_fail(Req *q, const char *op, int r) {
     return r;
 }
 
-/* OBJECT_CREATE: KEY_CREATE with object flags and attributes. */
+/* OBJECT_CREATE: KEY_CREATE with object flags and attributes; with a VALUE, a plaintext import. */
 static int op_object_create(Req *q) {
     _cleanup_(vault_acl_done) VaultAcl acl = {0};
     VaultAttr attrs[VAULT_ATTR_MAX];
     VaultKeySpec spec;
     char label[VHSM_MAX_NAME + 1];
+    const uint8_t *value;
+    size_t value_len;
     int r;
 
     if ((r = get_name(q)) < 0 || (r = get_spec(q, true, &acl, &spec, label, sizeof label)) < 0 ||
         (r = get_u32(q, VHSM_TAG_OBJ_FLAGS, false, 0, &spec.obj_flags)) < 0 ||
-        (r = get_attrs(q, attrs, &spec.n_attrs)) < 0)
+        (r = get_attrs(q, attrs, &spec.n_attrs)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_VALUE, false, &value, &value_len)) < 0)
         return r;
     spec.attrs = attrs;
     if (spec.obj_flags & ~VAULT_OBJ_SETTABLE)
         return req_fail(q, -EINVAL,
                         "object-create: key '%s': flags 0x%x: only bits 0..14 may be chosen",
                         q->name, spec.obj_flags);
+    if (value) {
+        if (q->d->no_plaintext_import)
+            return req_fail(q, -EPERM,
+                            "object-create: key '%s': plaintext key import is disabled "
+                            "(vhsmd --no-plaintext-import)",
+                            q->name);
+        r = vault_key_import_plain(q->d->vault, q->peer, q->name, &spec, value, value_len);
+        if (r == -EBADMSG)
+            return req_fail(q, r,
+                            "object-create: key '%s': the value is not a %s key (raw bytes of "
+                            "its size, or PKCS#8 of that type)",
+                            q->name, vault_key_type_to_string(spec.type));
+        if (r < 0)
+            return attrs_fail(q, "object-create", r);
+        log_audit_uid(q->peer->uid, "Key '%s' (%s) imported in plaintext by uid %u.", q->name,
+                      vault_key_type_to_string(spec.type), (unsigned)q->peer->uid);
+        return 0;
+    }
     r = vault_key_generate(q->d->vault, q->peer, q->name, &spec);
     if (r < 0)
         return attrs_fail(q, "object-create", r);

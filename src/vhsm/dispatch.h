@@ -31,6 +31,9 @@ int dispatch_set_trust(Dispatch *d, const json_t *kms_jwks, const json_t *attest
                        const char *attestd_issuer);
 /* The server's worker count: non-root key changes may occupy all workers but one (default 1). */
 void dispatch_set_workers(Dispatch *d, unsigned workers);
+/* Refuse OBJECT_CREATE with a VALUE (plaintext key import) with -EPERM (vhsmd
+ * --no-plaintext-import). Call before serving. */
+void dispatch_set_no_plaintext_import(Dispatch *d, bool refuse);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);
 
 /* Handles one request (header already validated: kind request, version, size). peer is the

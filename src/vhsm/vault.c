@@ -1874,6 +1874,57 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
     return 0;
 }
 
+/* Plaintext import (OBJECT_CREATE with a VALUE): raw secret bytes of the type's exact size, or
+ * a PKCS#8 PrivateKeyInfo for the asymmetric types (pairwise-checked). Origin imported. */
+static int material_from_value(VaultKeyType type, const uint8_t *value, size_t len,
+                               KeyVersion *kv) {
+    size_t n = vault_key_type_secret_size(type);
+    int r;
+    if (type == VAULT_KEY_RAW)
+        return -EOPNOTSUPP; /* raw keys come only from the KMS */
+    if (n > 0) {
+        if (len != n)
+            return -EBADMSG;
+        return secret_new_packed_copy(value, n, &kv->secret);
+    }
+    if ((r = vault_pkey_from_pkcs8(type, value, len, true, &kv->pkey)) < 0)
+        return r;
+    return key_version_set_thumbprint(kv);
+}
+
+int vault_key_import_plain(Vault *v, const VaultPeer *peer, const char *name,
+                           const VaultKeySpec *spec, const uint8_t *value, size_t len) {
+    _cleanup_(vault_key_freep) VaultKey *k = NULL;
+    _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
+    int r;
+
+    if (!v || !peer || !spec || !value || len == 0)
+        return -EINVAL;
+    RESOLVE(peer, name, full);
+    if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0)
+        return r;
+    if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
+        return r;
+    {
+        READ_LOCKED(v);
+        if ((r = vault_login_check_locked(v, peer)) < 0 ||
+            (r = vault_may_create_locked(v, peer, full, spec->type, VAULT_ORIGIN_IMPORTED)) < 0)
+            return r;
+    }
+    kv = key_version_new(1, (uint64_t)vault_now(v));
+    if (!kv)
+        return -ENOMEM;
+    if ((r = material_from_value(spec->type, value, len, kv)) < 0)
+        return r;
+    if ((r = vault_key_add_version(k, kv)) < 0)
+        return r;
+    kv = NULL;
+    if ((r = vault_insert_key(v, peer, k)) < 0)
+        return r;
+    k = NULL;
+    return 0;
+}
+
 /* ---- administration ---- */
 
 /* name: a full name (resolved by the caller). */

@@ -324,6 +324,13 @@ typedef struct VaultKeySpec {
  * create keys; the daemon decides who reaches it. Returns 0, -EINVAL (bad name, type, policy,
  * label or ACL), -EEXIST, -ENOMEM, -EIO (OpenSSL), or the keystore's error (nothing created). */
 int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name, const VaultKeySpec *spec);
+/* Creates a key from plaintext material (value: raw secret bytes of the type's exact size, or a
+ * PKCS#8 PrivateKeyInfo DER for EC, Ed25519 and RSA types), origin imported: its object lacks
+ * LOCAL, ALWAYS_SENSITIVE and NEVER_EXTRACTABLE. The caller wipes value. Returns 0, the errors of
+ * vault_key_generate(), -EBADMSG (wrong size, bad PKCS#8 or another key type), -EOPNOTSUPP (raw).
+ */
+int vault_key_import_plain(Vault *v, const VaultPeer *peer, const char *name,
+                           const VaultKeySpec *spec, const uint8_t *value, size_t len);
 
 /* ADMIN operations. Return 0, -ENOKEY, -EPERM, -EINVAL, or the keystore's error (then nothing
  * changed). rotate writes the new version number to *ret_version (may be NULL); it generates

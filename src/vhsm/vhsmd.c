@@ -71,6 +71,7 @@ typedef struct Options {
     unsigned max_per_uid;
     unsigned root_connections;
     bool allow_unlocked;
+    bool no_plaintext_import;
     bool foreground;
     bool debug;
     VaultQuota quota;           /* 0 fields: defaults */
@@ -126,6 +127,7 @@ static void help(void) {
         "  --transfer-curve P-256|P-384\n"
         "                            curve of the transfer keys releases are sealed to (default\n"
         "                            P-256; P-384 makes a release ~20x dearer in crypto)\n"
+        "  --no-plaintext-import     refuse keys imported in plaintext (PKCS#11 C_CreateObject)\n"
         "  --allow-unlocked-memory   run even if memory cannot be locked (secrets may be swapped)\n"
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
@@ -184,6 +186,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_MAX_PER_UID,
         ARG_ROOT_CONNECTIONS,
         ARG_ALLOW_UNLOCKED,
+        ARG_NO_PLAINTEXT_IMPORT,
         ARG_QUOTA_KEYS,
         ARG_QUOTA_VERSIONS,
         ARG_QUOTA_BYTES,
@@ -218,6 +221,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"max-per-uid", required_argument, NULL, ARG_MAX_PER_UID},
         {"root-connections", required_argument, NULL, ARG_ROOT_CONNECTIONS},
         {"allow-unlocked-memory", no_argument, NULL, ARG_ALLOW_UNLOCKED},
+        {"no-plaintext-import", no_argument, NULL, ARG_NO_PLAINTEXT_IMPORT},
         {"quota-keys", required_argument, NULL, ARG_QUOTA_KEYS},
         {"quota-versions", required_argument, NULL, ARG_QUOTA_VERSIONS},
         {"quota-bytes", required_argument, NULL, ARG_QUOTA_BYTES},
@@ -331,6 +335,9 @@ static int parse_args(int argc, char **argv, Options *o) {
             if (parse_uint(optarg, 1000000, &o->root_connections) < 0 || o->root_connections == 0)
                 return log_error_errno(-EINVAL, "Invalid --root-connections '%s' (1..1000000).",
                                        optarg);
+            break;
+        case ARG_NO_PLAINTEXT_IMPORT:
+            o->no_plaintext_import = true;
             break;
         case ARG_ALLOW_UNLOCKED:
             o->allow_unlocked = true;
@@ -751,6 +758,9 @@ static int run(const Options *o, int ready_fd) {
     if (r < 0)
         return log_oom();
     dispatch_set_workers(dispatch, cfg.threads);
+    dispatch_set_no_plaintext_import(dispatch, o->no_plaintext_import);
+    if (o->no_plaintext_import)
+        log_info("Plaintext key import refused (--no-plaintext-import).");
     r = load_trust(o, dispatch);
     if (r < 0)
         return r;

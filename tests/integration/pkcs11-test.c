@@ -25,8 +25,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
@@ -37,6 +40,7 @@ static CK_FUNCTION_LIST *F;
 static void *module;
 static pid_t vhsmd_pid;
 static char sock_path[512];
+static const char *vhsmd_extra_arg; /* one more vhsmd option, or NULL */
 
 /* ---- vhsmd ---------------------------------------------------------------------------------- */
 
@@ -55,7 +59,7 @@ static void vhsmd_start(void) {
         (void)f;
         execl(getenv("P11T_VHSMD"), "vhsmd", "--foreground", "--socket", sock_path, "--keystore",
               anchor, "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", ks, "--threads",
-              "2", "--pin-max-tries", "4", (char *)NULL);
+              "2", "--pin-max-tries", "4", vhsmd_extra_arg, (char *)NULL);
         _exit(127);
     }
     vhsmd_pid = pid;
@@ -1310,6 +1314,322 @@ static void *worker(void *p) {
     return NULL;
 }
 
+/* ---- C_CreateObject: plaintext secret key import -------------------------------------------- */
+
+static size_t unhex(const char *h, uint8_t *out, size_t cap) {
+    size_t n = strlen(h) / 2;
+    assert_true(n <= cap);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v = 0;
+        assert_int_equal(sscanf(h + 2 * i, "%2x", &v), 1);
+        out[i] = (uint8_t)v;
+    }
+    return n;
+}
+
+static CK_BBOOL bool_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type) {
+    CK_BBOOL b = 2;
+    CK_ATTRIBUTE a = {type, &b, sizeof(b)};
+    assert_int_equal(F->C_GetAttributeValue(s, h, &a, 1), CKR_OK);
+    return b;
+}
+
+/* An AES-256 key imported from CKA_VALUE encrypts the GCM spec's test case 16 (McGrew and Viega,
+ * "The Galois/Counter Mode of Operation", AES-256, 96-bit IV) to the published ciphertext and
+ * tag; it is marked imported (not local, never "always sensitive"); its value stays unreadable. */
+static void test_import_aes_gcm_kat(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    uint8_t key[32], pt[64], aad[20], iv[12], want[80], ct[96], back[96];
+    unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", key, sizeof(key));
+    size_t pn = unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+                      "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+                      pt, sizeof(pt));
+    unhex("feedfacedeadbeeffeedfacedeadbeefabaddad2", aad, sizeof(aad));
+    unhex("cafebabefacedbaddecaf888", iv, sizeof(iv));
+    size_t wn = unhex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+                      "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
+                      "76fc6ece0f4e1768cddf8853bb2d551b",
+                      want, sizeof(want));
+    assert_int_equal(pn, 60);
+    assert_int_equal(wn, 76);
+
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},   {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_TOKEN, &yes, sizeof(yes)},   {CKA_ENCRYPT, &yes, sizeof(yes)},
+                        {CKA_DECRYPT, &yes, sizeof(yes)}, {CKA_LABEL, "imported-gcm", 12},
+                        {CKA_VALUE, key, sizeof(key)}};
+    CK_OBJECT_HANDLE k = 0;
+    assert_int_equal(F->C_CreateObject(s, t, 7, &k), CKR_OK);
+
+    CK_GCM_PARAMS gp = {iv, 12, 96, aad, sizeof(aad), 128};
+    CK_MECHANISM gcm = {CKM_AES_GCM, &gp, sizeof(gp)};
+    CK_ULONG cl = sizeof(ct);
+    assert_int_equal(crypt_all(s, true, &gcm, k, pt, pn, ct, &cl), CKR_OK);
+    assert_int_equal(cl, wn);
+    assert_memory_equal(ct, want, wn);
+    CK_ULONG bl = sizeof(back);
+    assert_int_equal(crypt_all(s, false, &gcm, k, want, wn, back, &bl), CKR_OK);
+    assert_int_equal(bl, pn);
+    assert_memory_equal(back, pt, pn);
+
+    /* imported: CKA_LOCAL, ALWAYS_SENSITIVE, NEVER_EXTRACTABLE false; the value is sensitive */
+    assert_int_equal(bool_attr(s, k, CKA_LOCAL), CK_FALSE);
+    assert_int_equal(bool_attr(s, k, CKA_ALWAYS_SENSITIVE), CK_FALSE);
+    assert_int_equal(bool_attr(s, k, CKA_NEVER_EXTRACTABLE), CK_FALSE);
+    assert_int_equal(bool_attr(s, k, CKA_SENSITIVE), CK_TRUE);
+    uint8_t v[64];
+    CK_ATTRIBUTE va = {CKA_VALUE, v, sizeof(v)};
+    assert_int_equal(F->C_GetAttributeValue(s, k, &va, 1), CKR_ATTRIBUTE_SENSITIVE);
+    /* a generated key, for contrast, is local */
+    CK_OBJECT_HANDLE g = gen_secret(s, CKM_AES_KEY_GEN, 32);
+    assert_int_equal(bool_attr(s, g, CKA_LOCAL), CK_TRUE);
+    assert_int_equal(F->C_DestroyObject(s, g), CKR_OK);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* An HMAC key imported as CKK_GENERIC_SECRET gives OpenSSL's HMAC-SHA256 of the same key. */
+static void test_import_hmac(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    uint8_t key[32], want[32], mac[32];
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (uint8_t)(0xa0 + i);
+    static const char msg[] = "what do ya want for nothing?";
+    unsigned wl = 0;
+    assert_non_null(
+        HMAC(EVP_sha256(), key, sizeof(key), (const uint8_t *)msg, strlen(msg), want, &wl));
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_SIGN, &yes, sizeof(yes)},
+                        {CKA_VALUE, key, sizeof(key)}};
+    CK_OBJECT_HANDLE k = 0;
+    assert_int_equal(F->C_CreateObject(s, t, 4, &k), CKR_OK);
+    CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
+    CK_ULONG ml = sizeof(mac);
+    assert_int_equal(F->C_SignInit(s, &m, k), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, strlen(msg), mac, &ml), CKR_OK);
+    assert_int_equal(ml, 32);
+    assert_memory_equal(mac, want, 32);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Bad templates: each refused with the spec's code, and nothing created. */
+static void test_import_bad_templates(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    uint8_t key[33] = {0}, other[32] = {1};
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY, data = CKO_DATA;
+    CK_KEY_TYPE aes = CKK_AES, des = CKK_DES3;
+    CK_ULONG len16 = 16;
+    CK_BBOOL yes = CK_TRUE;
+    CK_OBJECT_HANDLE k = 0;
+#define T(...) ((CK_ATTRIBUTE[]){__VA_ARGS__})
+#define N(...) (sizeof((CK_ATTRIBUTE[]){__VA_ARGS__}) / sizeof(CK_ATTRIBUTE))
+#define CREATE(...) F->C_CreateObject(s, T(__VA_ARGS__), N(__VA_ARGS__), &k)
+    CK_ATTRIBUTE c = {CKA_CLASS, &cls, sizeof(cls)}, ty = {CKA_KEY_TYPE, &aes, sizeof(aes)},
+                 v32 = {CKA_VALUE, key, 32};
+    /* no class; no key type; no value */
+    assert_int_equal(CREATE(ty, v32), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(CREATE(c, v32), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(CREATE(c, ty), CKR_TEMPLATE_INCOMPLETE);
+    /* a value of the wrong size; a key type vhsmd does not hold; a NULL value */
+    assert_int_equal(CREATE(c, ty, {CKA_VALUE, key, 33}), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE(c, ty, {CKA_VALUE, key, 16}), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE(c, {CKA_KEY_TYPE, &des, sizeof(des)}, {CKA_VALUE, key, 24}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE(c, ty, {CKA_VALUE, NULL, 32}), CKR_ATTRIBUTE_VALUE_INVALID);
+    /* a class not offered yet */
+    assert_int_equal(CREATE({CKA_CLASS, &data, sizeof(data)}, v32), CKR_ATTRIBUTE_VALUE_INVALID);
+    /* CKA_VALUE_LEN against the value; CKA_VALUE twice, different; usage AES cannot have */
+    assert_int_equal(CREATE(c, ty, v32, {CKA_VALUE_LEN, &len16, sizeof(len16)}),
+                     CKR_TEMPLATE_INCONSISTENT);
+    assert_int_equal(CREATE(c, ty, v32, {CKA_VALUE, other, 32}), CKR_TEMPLATE_INCONSISTENT);
+    assert_int_equal(CREATE(c, ty, v32, {CKA_SIGN, &yes, sizeof(yes)}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    /* attributes only the token sets */
+    assert_int_equal(CREATE(c, ty, v32, {CKA_LOCAL, &yes, sizeof(yes)}), CKR_ATTRIBUTE_READ_ONLY);
+    /* a generation template with a value */
+    CK_MECHANISM gm = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ULONG len32 = 32;
+    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &len32, sizeof(len32)}, v32};
+    assert_int_equal(F->C_GenerateKey(s, &gm, gt, 2, &k), CKR_TEMPLATE_INCONSISTENT);
+    /* a read-only session */
+    CK_SESSION_HANDLE ro = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    assert_int_equal(F->C_CreateObject(ro, T(c, ty, v32), 3, &k), CKR_SESSION_READ_ONLY);
+#undef CREATE
+#undef N
+#undef T
+    /* nothing was created */
+    CK_ATTRIBUTE ft[] = {c};
+    CK_OBJECT_HANDLE found[64];
+    CK_ULONG n = 0;
+    assert_int_equal(F->C_FindObjectsInit(s, ft, 1), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, found, 64, &n), CKR_OK);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+    for (CK_ULONG i = 0; i < n; i++)
+        assert_int_not_equal(bool_attr(s, found[i], CKA_LOCAL), CK_FALSE);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* Private keys imported from their components: a P-256 key made by OpenSSL (its d as CKA_VALUE)
+ * signs with CKM_ECDSA_SHA256 and OpenSSL verifies with its own copy; an Ed25519 key from RFC
+ * 8032 section 7.1 TEST 1 gives the published signature of the empty message. */
+static void test_import_private_keys(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE ec = CKK_EC, ed = CKK_EC_EDWARDS;
+    CK_BBOOL yes = CK_TRUE;
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    assert_non_null(pk);
+    BIGNUM *d = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &d), 1);
+    uint8_t dv[32];
+    assert_int_equal(BN_bn2binpad(d, dv, 32), 32);
+    BN_clear_free(d);
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &ec, sizeof(ec)},
+        {CKA_TOKEN, &yes, sizeof(yes)}, {CKA_SIGN, &yes, sizeof(yes)},
+        {CKA_LABEL, "imported-ec", 11}, {CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+        {CKA_VALUE, dv, sizeof(dv)}};
+    CK_OBJECT_HANDLE k = 0;
+    /* no curve: incomplete; a zero scalar: invalid */
+    assert_int_equal(F->C_CreateObject(s, (CK_ATTRIBUTE[]){t[0], t[1], t[6]}, 3, &k),
+                     CKR_TEMPLATE_INCOMPLETE);
+    uint8_t zero[32] = {0};
+    assert_int_equal(
+        F->C_CreateObject(s, (CK_ATTRIBUTE[]){t[0], t[1], t[5], {CKA_VALUE, zero, sizeof(zero)}}, 4,
+                          &k),
+        CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(F->C_CreateObject(s, t, 7, &k), CKR_OK);
+    assert_int_equal(bool_attr(s, k, CKA_LOCAL), CK_FALSE);
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    static const uint8_t msg[] = "signed by an imported key";
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, k), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg) - 1, sig, &sl), CKR_OK);
+    check_ecdsa(pk, msg, sizeof(msg) - 1, sig, sl);
+    EVP_PKEY_free(pk);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+
+    uint8_t seed[32], want[64], esig[64];
+    unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", seed, sizeof(seed));
+    unhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc6"
+          "1e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+          want, sizeof(want));
+    CK_ATTRIBUTE et[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_KEY_TYPE, &ed, sizeof(ed)},
+                         {CKA_SIGN, &yes, sizeof(yes)},
+                         {CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)},
+                         {CKA_VALUE, seed, sizeof(seed)}};
+    assert_int_equal(F->C_CreateObject(s, et, 4, &k), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(F->C_CreateObject(s, et, 5, &k), CKR_OK);
+    CK_MECHANISM em = {CKM_EDDSA, NULL, 0};
+    sl = sizeof(esig);
+    assert_int_equal(F->C_SignInit(s, &em, k), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "", 0, esig, &sl), CKR_OK);
+    assert_int_equal(sl, 64);
+    assert_memory_equal(esig, want, 64);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* An RSA-2048 key made by OpenSSL, imported from its eight components, signs with
+ * CKM_SHA256_RSA_PKCS exactly as OpenSSL does with the same key (PKCS#1 v1.5 is deterministic);
+ * a missing component is CKR_TEMPLATE_INCOMPLETE, CKA_MODULUS in a generation template
+ * CKR_ATTRIBUTE_READ_ONLY. */
+static void test_import_rsa(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    assert_non_null(pk);
+    static const char *const names[8] = {
+        OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+        OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+        OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    static const CK_ATTRIBUTE_TYPE types[8] = {
+        CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+        CKA_PRIME_2, CKA_EXPONENT_1,      CKA_EXPONENT_2,       CKA_COEFFICIENT};
+    uint8_t comp[8][256];
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE kt = CKK_RSA;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[12] = {{CKA_CLASS, &cls, sizeof(cls)},
+                          {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                          {CKA_SIGN, &yes, sizeof(yes)},
+                          {CKA_LABEL, "imported-rsa", 12}};
+    for (int i = 0; i < 8; i++) {
+        BIGNUM *bn = NULL;
+        assert_int_equal(EVP_PKEY_get_bn_param(pk, names[i], &bn), 1);
+        int n = BN_bn2bin(bn, comp[i]);
+        assert_true(n > 0 && n <= 256);
+        BN_clear_free(bn);
+        t[4 + i] = (CK_ATTRIBUTE){types[i], comp[i], (CK_ULONG)n};
+    }
+    CK_OBJECT_HANDLE k = 0;
+    assert_int_equal(F->C_CreateObject(s, t, 11, &k), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(F->C_CreateObject(s, t, 12, &k), CKR_OK);
+    assert_int_equal(bool_attr(s, k, CKA_LOCAL), CK_FALSE);
+    static const uint8_t msg[] = "signed by an imported RSA key";
+    uint8_t sig[256], want[256];
+    CK_ULONG sl = sizeof(sig);
+    CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+    assert_int_equal(F->C_SignInit(s, &m, k), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg) - 1, sig, &sl), CKR_OK);
+    assert_int_equal(sl, 256);
+    size_t wl = sizeof(want);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    assert_int_equal(EVP_DigestSignInit(c, NULL, EVP_sha256(), NULL, pk), 1);
+    assert_int_equal(EVP_DigestSign(c, want, &wl, msg, sizeof(msg) - 1), 1);
+    EVP_MD_CTX_free(c);
+    assert_int_equal(wl, 256);
+    assert_memory_equal(sig, want, 256);
+    EVP_PKEY_free(pk);
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+    /* the modulus is the token's to set in a generation template */
+    CK_MECHANISM gm = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ULONG bits = 2048;
+    CK_ATTRIBUTE pt[] = {{CKA_MODULUS_BITS, &bits, sizeof(bits)}, t[4]};
+    CK_OBJECT_HANDLE a, b;
+    assert_int_equal(F->C_GenerateKeyPair(s, &gm, pt, 2, NULL, 0, &a, &b), CKR_ATTRIBUTE_READ_ONLY);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* vhsmd --no-plaintext-import: C_CreateObject of a key is CKR_ACTION_PROHIBITED, with vhsmd's
+ * reason in its reply; generation still works. */
+static void test_import_refused(void **state) {
+    vhsmd_stop();
+    vhsmd_extra_arg = "--no-plaintext-import";
+    vhsmd_start();
+    vhsmd_extra_arg = NULL;
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    uint8_t key[32] = {7};
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_VALUE, key, sizeof(key)}};
+    CK_OBJECT_HANDLE k = 0;
+    assert_int_equal(F->C_CreateObject(s, t, 3, &k), CKR_ACTION_PROHIBITED);
+    CK_OBJECT_HANDLE g = gen_secret(s, CKM_AES_KEY_GEN, 32);
+    assert_int_equal(F->C_DestroyObject(s, g), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    vhsmd_stop();
+    vhsmd_start();
+}
+
 static void test_16_threads(void **state) {
     assert_int_equal(init_default(), CKR_OK);
     CK_SESSION_HANDLE s = open_rw();
@@ -1580,6 +1900,12 @@ int main(void) {
         cmocka_unit_test_teardown(test_sign_mechanisms, finalize),
         cmocka_unit_test_teardown(test_oaep_and_digest, finalize),
         cmocka_unit_test_teardown(test_aes, finalize),
+        cmocka_unit_test_teardown(test_import_aes_gcm_kat, finalize),
+        cmocka_unit_test_teardown(test_import_hmac, finalize),
+        cmocka_unit_test_teardown(test_import_bad_templates, finalize),
+        cmocka_unit_test_teardown(test_import_private_keys, finalize),
+        cmocka_unit_test_teardown(test_import_rsa, finalize),
+        cmocka_unit_test_teardown(test_import_refused, finalize),
         cmocka_unit_test_teardown(test_16_threads, finalize),
         cmocka_unit_test_teardown(test_fork, finalize),
         cmocka_unit_test_teardown(test_config_file, finalize),

@@ -141,16 +141,17 @@ typedef enum VhsmTag {
     VHSM_TAG_OBJ_FLAGS = 0x002B,       /* u32: VHSM_OBJ_* (object create; object set: to set) */
     VHSM_TAG_ATTR = 0x002C,            /* bytes, repeatable: u32 type (BE) | value */
     VHSM_TAG_OBJ_FLAGS_CLEAR = 0x0040, /* u32: object set: bits to clear */
-    VHSM_TAG_IV = 0x002D,              /* bytes: IV / counter block (encrypt-ex, decrypt-ex) */
-    VHSM_TAG_TAG_BITS = 0x002E,        /* u32: GCM tag length in bits */
-    VHSM_TAG_COUNTER_BITS = 0x002F,    /* u32: CTR counter bits */
-    VHSM_TAG_REVISION = 0x0039,        /* u32: protocol revision (PING reply) */
-    VHSM_TAG_TOKEN_FLAGS = 0x003A,     /* u32: VHSM_TOKEN_* (token info) */
-    VHSM_TAG_USER_FAILURES = 0x003B,   /* u32 */
-    VHSM_TAG_SO_FAILURES = 0x003C,     /* u32 */
-    VHSM_TAG_MAX_TRIES = 0x003D,       /* u32 */
-    VHSM_TAG_SERIAL = 0x003E,          /* string, 16 hex digits */
-    VHSM_TAG_UID = 0x003F,             /* u32 */
+    VHSM_TAG_VALUE = 0x0041,    /* bytes (secret): object create: plaintext key (raw or PKCS#8) */
+    VHSM_TAG_IV = 0x002D,       /* bytes: IV / counter block (encrypt-ex, decrypt-ex) */
+    VHSM_TAG_TAG_BITS = 0x002E, /* u32: GCM tag length in bits */
+    VHSM_TAG_COUNTER_BITS = 0x002F,  /* u32: CTR counter bits */
+    VHSM_TAG_REVISION = 0x0039,      /* u32: protocol revision (PING reply) */
+    VHSM_TAG_TOKEN_FLAGS = 0x003A,   /* u32: VHSM_TOKEN_* (token info) */
+    VHSM_TAG_USER_FAILURES = 0x003B, /* u32 */
+    VHSM_TAG_SO_FAILURES = 0x003C,   /* u32 */
+    VHSM_TAG_MAX_TRIES = 0x003D,     /* u32 */
+    VHSM_TAG_SERIAL = 0x003E,        /* string, 16 hex digits */
+    VHSM_TAG_UID = 0x003F,           /* u32 */
 } VhsmTag;
 
 #define VHSM_PROTO_REVISION 2u

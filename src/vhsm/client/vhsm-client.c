@@ -1780,8 +1780,8 @@ int vhsm_object_create(VhsmClient *c, const char *name, const VhsmObjectSpec *sp
     int r;
     if (!name || !spec || !spec->type)
         return -EINVAL;
-    if (value || value_len)
-        return -EOPNOTSUPP; /* import: not in this revision yet */
+    if (!value != !value_len || value_len > VHSM_OBJ_VALUE_MAX)
+        return -EINVAL;
     if ((r = attrs_arg_check(spec->attrs, spec->n_attrs)) < 0)
         return r;
     ks = (VhsmKeySpec){.type = spec->type, .acl = spec->acl};
@@ -1793,6 +1793,8 @@ int vhsm_object_create(VhsmClient *c, const char *name, const VhsmObjectSpec *sp
     if (spec->flags)
         vhsm_buf_put_u32(&c->out, VHSM_TAG_OBJ_FLAGS, spec->flags);
     put_attrs(&c->out, spec->attrs, spec->n_attrs);
+    if (value)
+        vhsm_buf_put(&c->out, VHSM_TAG_VALUE, value, value_len);
     return call_finish(&call);
 }
 

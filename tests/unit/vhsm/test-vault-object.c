@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -397,6 +400,81 @@ static bool openssl_verifies(Vault *v, const char *name, const uint8_t *msg, siz
     return ok;
 }
 
+/* Plaintext import (vault_key_import_plain, OBJECT_CREATE with a VALUE): origin imported, so no
+ * LOCAL / ALWAYS_SENSITIVE / NEVER_EXTRACTABLE; the material is the caller's (a GCM known
+ * answer, an ECDSA signature verified with the caller's own key); wrong sizes, wrong PKCS#8
+ * types and taken names refused without a key. */
+static void test_import_plain(void **state) {
+    uint8_t key[32];
+    Vault *v = new_vault();
+    VaultKeySpec aes = {.type = VAULT_KEY_AES256};
+    (void)state;
+    /* GCM spec (McGrew and Viega) test case 16: AES-256, 96-bit IV, 60-byte plaintext */
+    unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", key);
+    assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 31), -EBADMSG);
+    assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 33), -EBADMSG);
+    assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 32), 0);
+    assert_int_equal(flags_of(v, "kat"), VAULT_OBJ_DEFAULT);
+    assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 32), -EEXIST);
+    crypt_kat(v, VAULT_AES_GCM, "cafebabefacedbaddecaf888",
+              "feedfacedeadbeeffeedfacedeadbeefabaddad2", 128,
+              "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+              "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+              "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+              "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
+              "76fc6ece0f4e1768cddf8853bb2d551b");
+    {
+        json_t *j = describe(v, "kat");
+        assert_string_equal(json_string_value(json_object_get(j, "origin")), "imported");
+        json_decref(j);
+    }
+    /* EC P-256 from PKCS#8: the vault's signature verifies under the importer's key */
+    {
+        static const uint8_t msg[] = "imported";
+        uint8_t digest[32], *p8der = NULL, *sig = NULL, *der = NULL;
+        unsigned dl = 0;
+        size_t sl;
+        EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+        PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+        int p8len = i2d_PKCS8_PRIV_KEY_INFO(p8, &p8der);
+        assert_true(p8len > 0);
+        assert_int_equal(vault_key_import_plain(v, &alice, "ed",
+                                                &(VaultKeySpec){.type = VAULT_KEY_ED25519}, p8der,
+                                                (size_t)p8len),
+                         -EBADMSG);
+        assert_int_equal(vault_key_import_plain(v, &alice, "ec",
+                                                &(VaultKeySpec){.type = VAULT_KEY_EC_P256}, p8der,
+                                                (size_t)p8len - 1),
+                         -EBADMSG);
+        assert_int_equal(vault_key_import_plain(v, &alice, "ec",
+                                                &(VaultKeySpec){.type = VAULT_KEY_EC_P256}, p8der,
+                                                (size_t)p8len),
+                         0);
+        assert_int_equal(EVP_Digest(msg, sizeof msg - 1, digest, &dl, EVP_sha256(), NULL), 1);
+        assert_int_equal(
+            vault_sign_raw(v, &alice, "ec", VAULT_RAW_SIG_ECDSA, digest, 32, &sig, &sl), 0);
+        assert_int_equal(sl, 64);
+        ECDSA_SIG *es = ECDSA_SIG_new();
+        assert_int_equal(
+            ECDSA_SIG_set0(es, BN_bin2bn(sig, 32, NULL), BN_bin2bn(sig + 32, 32, NULL)), 1);
+        int n = i2d_ECDSA_SIG(es, &der);
+        assert_true(n > 0);
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        assert_int_equal(EVP_DigestVerifyInit(c, NULL, EVP_sha256(), NULL, pk), 1);
+        assert_int_equal(EVP_DigestVerify(c, der, (size_t)n, msg, sizeof msg - 1), 1);
+        EVP_MD_CTX_free(c);
+        OPENSSL_free(der);
+        ECDSA_SIG_free(es);
+        free(sig);
+        OPENSSL_clear_free(p8der, (size_t)p8len);
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        EVP_PKEY_free(pk);
+    }
+    /* nothing made of the refusals */
+    assert_int_equal(vault_key_describe(v, &alice, "ed", &(json_t *){NULL}), -ENOKEY);
+    vault_free(v);
+}
+
 static void test_raw_signatures(void **state) {
     static const uint8_t msg[] = "the message";
     static const uint8_t sha256_prefix[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
@@ -468,9 +546,10 @@ static void test_raw_signatures(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),  cmocka_unit_test(test_usage_enforced),
-        cmocka_unit_test(test_set_rules), cmocka_unit_test(test_keystore_round_trip),
-        cmocka_unit_test(test_aes_modes), cmocka_unit_test(test_raw_signatures),
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_usage_enforced),
+        cmocka_unit_test(test_set_rules),    cmocka_unit_test(test_keystore_round_trip),
+        cmocka_unit_test(test_aes_modes),    cmocka_unit_test(test_raw_signatures),
+        cmocka_unit_test(test_import_plain),
     };
     secret_set_allow_unlocked(true);
     if (vault_init(0) < 0)
