@@ -79,13 +79,16 @@ static void test_spin(VhsmClient *c) {
     const int n = 2000;
     cpu_set_t set;
     long before, off, on;
+    struct timespec t0, t1, t2, t3;
 
     CHECK(vhsm_set_spin(NULL, 10) == -EINVAL, "set_spin NULL");
     CHECK(vhsm_set_spin(c, VHSM_SPIN_MAX_US + 1) == -EINVAL, "set_spin too long");
     CHECK(vhsm_set_spin(c, 0) == 0, "set_spin off");
     before = thread_sleeps();
+    (void)clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < n; i++)
         CHECK(vhsm_ping(c) == 0, "ping");
+    (void)clock_gettime(CLOCK_MONOTONIC, &t1);
     off = thread_sleeps() - before;
 
     CHECK(vhsm_set_spin(c, VHSM_SPIN_MAX_US) == 0, "set_spin on");
@@ -105,10 +108,15 @@ static void test_spin(VhsmClient *c) {
         vhsm_batch_free(b);
     }
     before = thread_sleeps();
+    (void)clock_gettime(CLOCK_MONOTONIC, &t2);
     for (int i = 0; i < n; i++)
         CHECK(vhsm_ping(c) == 0, "ping");
+    (void)clock_gettime(CLOCK_MONOTONIC, &t3);
     on = thread_sleeps() - before;
-    printf("spin: %ld of %d pings slept without polling, %ld with\n", off, n, on);
+    printf("spin: %ld of %d pings slept without polling (%.1f us each), %ld with (%.1f us)\n", off,
+           n, ((double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3) / n,
+           on,
+           ((double)(t3.tv_sec - t2.tv_sec) * 1e6 + (double)(t3.tv_nsec - t2.tv_nsec) / 1e3) / n);
     CHECK(off >= n / 2, "without polling, calls should sleep (%ld of %d)", off, n);
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 2)
         CHECK(on < off / 2, "polling should avoid most sleeps (%ld vs %ld)", on, off);
