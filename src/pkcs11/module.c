@@ -327,6 +327,7 @@ static void slot_login_lost(P11Slot *s, uint64_t gen) {
 
 /* Takes an idle connection of the slot (or opens one) and attaches it to the application's
  * login if it is not yet. Returns 0 or a negative errno (transport). */
+#define P11_SPIN_US 200u
 static int conn_get(P11Slot *s, Conn *x) {
     bool have = false;
     {
@@ -346,6 +347,11 @@ static int conn_get(P11Slot *s, Conn *x) {
             return r == -ENOENT || r == -ECONNREFUSED ? -ECONNREFUSED : r;
         }
         x->gen = 0; /* logged in as nobody */
+        /* Synchronous calls: poll briefly for replies that are microseconds away (libvhsm
+         * adapts the budget and spins only while another CPU is free; docs/pkcs11.md).
+         * $VHSM_SPIN_US, when set, decides instead (0 = off). */
+        if (!getenv("VHSM_SPIN_US"))
+            (void)vhsm_set_spin(x->c, P11_SPIN_US);
     }
     for (;;) {
         uint8_t ticket[VHSM_TICKET_SIZE];

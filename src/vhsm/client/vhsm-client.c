@@ -50,6 +50,10 @@ struct VhsmClient {
     /* Batches sent and not yet fully answered, oldest first (= the order of their replies on the
      * wire), linked through VhsmBatch.next. */
     VhsmBatch *flight_head, *flight_tail;
+    /* Adaptive busy-poll (vhsm_set_spin): the most it may spin for a reply (µs; -1 = unset, use
+     * $VHSM_SPIN_US) and a moving average of the observed reply latency (µs, 1/8 weight). */
+    int32_t spin_max_us;
+    int64_t lat_avg_us;
 };
 
 static __thread char last_error[512];
@@ -117,6 +121,7 @@ int vhsm_connect(const char *path, VhsmClient **ret) {
     c->out = VHSM_BUF_INIT;
     c->timeout_ms = 120000;
     c->next_id = 1;
+    c->spin_max_us = -1;
     (void)pthread_mutex_init(&c->lock, NULL);
     *ret = c;
     return 0;
@@ -151,6 +156,15 @@ int vhsm_set_timeout(VhsmClient *c, unsigned timeout_ms) {
         c->timeout_ms = timeout_ms;
     (void)pthread_mutex_unlock(&c->lock);
     return r;
+}
+
+int vhsm_set_spin(VhsmClient *c, unsigned max_us) {
+    if (!c || max_us > VHSM_SPIN_MAX_US)
+        return -EINVAL;
+    (void)pthread_mutex_lock(&c->lock);
+    c->spin_max_us = (int32_t)max_us;
+    (void)pthread_mutex_unlock(&c->lock);
+    return 0;
 }
 
 static int64_t now_ms(void) {
@@ -226,18 +240,52 @@ static void inbuf_done(InBuf *in) {
     *in = (InBuf){0};
 }
 
-/* Busy-poll window for replies, in microseconds: $VHSM_SPIN_US (0..10000; 0 = off), default
- * CLIENT_DEFAULT_SPIN_US. */
-static int64_t spin_window(void) {
-    static _Atomic int64_t cached = -1;
-    int64_t v = atomic_load(&cached);
+/* CPUs this process may run on (sched_getaffinity), cached. */
+static int cpus_allowed(void) {
+    static _Atomic int cached = 0;
+    int n = atomic_load(&cached);
+    if (n == 0) {
+        cpu_set_t set;
+        n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        atomic_store(&cached, MAX(n, 1));
+    }
+    return n;
+}
+
+/* Threads of this process busy-polling for a reply right now. */
+static _Atomic int spinners;
+
+/* Busy-poll budget for the reply of c's current call, in microseconds (0 = block at once): at
+ * most the connection's maximum (vhsm_set_spin, else $VHSM_SPIN_US, 0..VHSM_SPIN_MAX_US, default
+ * CLIENT_DEFAULT_SPIN_US); none when replies have lately taken longer than that (spinning would
+ * only burn the CPU the daemon needs); otherwise twice the recent reply latency plus a margin. */
+static int64_t spin_env(void) {
+    static _Atomic int64_t env = -1;
+    int64_t v = atomic_load(&env);
     if (v < 0) {
         const char *e = getenv("VHSM_SPIN_US");
         long l = e ? strtol(e, NULL, 10) : CLIENT_DEFAULT_SPIN_US;
-        v = l > 0 && l <= 10000 ? l : 0;
-        atomic_store(&cached, v);
+        v = l > 0 && l <= VHSM_SPIN_MAX_US ? l : 0;
+        atomic_store(&env, v);
     }
     return v;
+}
+
+static int64_t spin_budget(const VhsmClient *c) {
+    int64_t max = c->spin_max_us < 0 ? spin_env() : c->spin_max_us;
+    if (max == 0 || c->lat_avg_us > max)
+        return 0;
+    return MIN(max, 2 * c->lat_avg_us + 10);
+}
+
+/* Takes a spinning slot if another CPU is likely free for the daemon: fewer spinners in this
+ * process than allowed CPUs minus one. */
+static bool spin_enter(void) {
+    int n = atomic_load(&spinners);
+    while (n < cpus_allowed() - 1)
+        if (atomic_compare_exchange_weak(&spinners, &n, n + 1))
+            return true;
+    return false;
 }
 
 /* Called for each complete reply frame, in order; the frame starts at in->data + off. */
@@ -249,10 +297,15 @@ typedef int (*ReplyFn)(void *userdata, size_t index, const VhsmHeader *h, size_t
  * are not read. Once everything is sent, replies are read with blocking recvs (bounded by
  * SO_RCVTIMEO), after an optional short busy-poll. Returns 0 or a transport errno
  * (-ETIMEDOUT, -EPROTO for a malformed or unexpected frame, -ECONNRESET, ...). */
-static int exchange(VhsmClient *c, const uint8_t *out, size_t out_len, size_t n_replies, InBuf *in,
-                    ReplyFn fn, void *userdata) {
+typedef struct Spin {
+    bool spinning;   /* holds a slot in spinners */
+    int64_t sent_at; /* µs, when the last byte was sent; -1 before */
+} Spin;
+
+static int exchange_io(VhsmClient *c, const uint8_t *out, size_t out_len, size_t n_replies,
+                       InBuf *in, ReplyFn fn, void *userdata, Spin *sp) {
     int64_t deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
-    int64_t spin = spin_window(), spin_until = -1;
+    int64_t spin = spin_budget(c), spin_until = -1;
     size_t sent = 0, parsed = in->len, got = 0;
     int r;
 
@@ -291,6 +344,13 @@ static int exchange(VhsmClient *c, const uint8_t *out, size_t out_len, size_t n_
         r = inbuf_room(in, MAX(need, (size_t)CLIENT_READ_CHUNK / 4));
         if (r < 0)
             return r;
+        if (!sending && sp->sent_at < 0) {
+            sp->sent_at = now_us();
+            if (spin > 0 && n_replies == 1)
+                sp->spinning = spin_enter();
+            if (!sp->spinning)
+                spin = 0;
+        }
         if (sending || spin > 0) {
             n = recv(c->fd, in->data + in->len, in->cap - in->len, MSG_DONTWAIT);
             if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -304,9 +364,11 @@ static int exchange(VhsmClient *c, const uint8_t *out, size_t out_len, size_t n_
                     int64_t t = now_us();
                     if (spin_until < 0)
                         spin_until = t + spin;
-                    if (t >= spin_until)
+                    if (t >= spin_until) {
                         spin = 0;
-                    else
+                        atomic_fetch_sub(&spinners, 1);
+                        sp->spinning = false;
+                    } else
                         sched_yield();
                 }
                 continue;
@@ -327,6 +389,20 @@ static int exchange(VhsmClient *c, const uint8_t *out, size_t out_len, size_t n_
     if (parsed != in->len)
         return -EPROTO; /* bytes beyond the replies we asked for */
     return 0;
+}
+
+static int exchange(VhsmClient *c, const uint8_t *out, size_t out_len, size_t n_replies, InBuf *in,
+                    ReplyFn fn, void *userdata) {
+    Spin sp = {.sent_at = -1};
+    int r = exchange_io(c, out, out_len, n_replies, in, fn, userdata, &sp);
+    if (sp.spinning)
+        atomic_fetch_sub(&spinners, 1);
+    if (r >= 0 && sp.sent_at >= 0 && n_replies == 1) {
+        /* reply latency, for the next budget (single calls only: a batch takes longer) */
+        int64_t lat = now_us() - sp.sent_at;
+        c->lat_avg_us += (lat - c->lat_avg_us) / 8;
+    }
+    return r;
 }
 
 /* Records a transport failure: the connection is unusable from now on. */
@@ -1444,7 +1520,7 @@ static int flight_read(VhsmClient *c, bool wait, int64_t spin_until) {
  * a transport errno; the caller fails the flight on error. Called with the lock held. */
 static int flight_pump(VhsmClient *c, const uint8_t *out, size_t out_len, const VhsmBatch *until) {
     int64_t deadline = c->timeout_ms ? now_ms() + c->timeout_ms : 0;
-    int64_t spin = spin_window();
+    int64_t spin = spin_env(); /* batches: only the fixed window of $VHSM_SPIN_US */
     size_t sent = 0;
     int r;
 

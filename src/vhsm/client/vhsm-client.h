@@ -68,6 +68,14 @@ int vhsm_connect(const char *path, VhsmClient **ret);
 VhsmClient *vhsm_disconnect(VhsmClient *c);
 /* Per-call I/O timeout in milliseconds (default 120000; 0 = none). */
 int vhsm_set_timeout(VhsmClient *c, unsigned timeout_ms);
+/* Adaptive busy-polling for replies on this connection: after sending a single request, poll the
+ * socket for up to max_us microseconds (0 = off, the default unless $VHSM_SPIN_US is set; at
+ * most VHSM_SPIN_MAX_US) before sleeping in recv. The budget adapts to the reply latency seen on
+ * the connection (about twice the recent average, none when replies take longer than max_us),
+ * and a thread spins only while fewer threads of the process spin than it has CPUs minus one
+ * (sched_getaffinity): never on one CPU. Batches do not use it. 0 or -EINVAL. */
+#define VHSM_SPIN_MAX_US 10000u
+int vhsm_set_spin(VhsmClient *c, unsigned max_us);
 /* The daemon's message (or a transport description) for the last failed call of this thread;
  * "" if none. Valid until the next call on this thread. */
 const char *vhsm_last_error(void);
