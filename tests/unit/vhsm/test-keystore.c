@@ -450,9 +450,9 @@ static _noreturn_ void rotate_forever(const char *path, int progress_fd) {
             fprintf(stderr, "crash-loop child: rotate: %s\n", strerror(-r));
             _exit(3);
         }
-        /* Bounded: below alice's version quota and the 1000 versions a description lists (a
+        /* Bounded: well below alice's quotas (4 MiB of versions) and the 1000 versions listed (a
          * fast disk rotates thousands of times in 30 rounds); the kills go on. */
-        if (version >= 900) {
+        if (version >= 200) {
             if (!told)
                 (void)!write(progress_fd, "x", 1);
             for (;;)
