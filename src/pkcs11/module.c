@@ -780,6 +780,43 @@ static void op_reset(P11Op *op) {
     *op = (P11Op){0};
 }
 
+/* The spec's output convention (PKCS#11 v2.40 5.2): no buffer asks for the length (*len = need,
+ * CKR_OK); a short buffer gets CKR_BUFFER_TOO_SMALL (*len = need). Returns true when buf has room
+ * for need bytes and the caller fills it; otherwise *ret is what the caller returns. */
+static bool out_room(const void *buf, CK_ULONG_PTR len, CK_ULONG need, CK_RV *ret) {
+    if (buf && *len >= need)
+        return true;
+    *ret = buf ? CKR_BUFFER_TOO_SMALL : CKR_OK;
+    *len = need;
+    return false;
+}
+
+/* out_room for an operation's final call: a length query and a short buffer leave the operation
+ * active, remembering whether it was the single-part call. */
+static bool op_out_room(P11Op *op, bool single, const void *buf, CK_ULONG_PTR len, CK_ULONG need,
+                        CK_RV *ret) {
+    if (out_room(buf, len, need, ret))
+        return true;
+    op->single = single;
+    return false;
+}
+
+/* The argument checks every final call shares: data given for a single-part call, no
+ * single-part call in the middle of a multi-part one. */
+static CK_RV finish_args(const P11Op *op, bool single, const void *data, size_t len, bool out_ok) {
+    if (!out_ok || (single && !data && len))
+        return CKR_ARGUMENTS_BAD;
+    if (single && op->multi)
+        return CKR_OPERATION_ACTIVE;
+    return CKR_OK;
+}
+
+/* An error ends the operation (the spec's rule for every code but CKR_BUFFER_TOO_SMALL). */
+static CK_RV op_fail(P11Op *op, CK_RV rv) {
+    op_reset(op);
+    return rv;
+}
+
 static void session_free(P11Session *s) {
     if (!s)
         return;
@@ -961,14 +998,9 @@ CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList, CK_ULONG_PT
     for (size_t i = 0; i < G.n_slots; i++)
         if (!tokenPresent || slot_present(&G.slots[i]))
             ids[n++] = i;
-    if (!pSlotList) {
-        *pulCount = n;
-        return CKR_OK;
-    }
-    if (*pulCount < n) {
-        *pulCount = n;
-        return CKR_BUFFER_TOO_SMALL;
-    }
+    CK_RV rv;
+    if (!out_room(pSlotList, pulCount, n, &rv))
+        return rv;
     memcpy(pSlotList, ids, n * sizeof(*ids));
     *pulCount = n;
     return CKR_OK;
@@ -1168,14 +1200,9 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
     for (size_t i = 0; i < ELEMENTSOF(mechs); i++)
         if (mechs[i].revision <= rev)
             list[n++] = mechs[i].type;
-    if (!pMechanismList) {
-        *pulCount = n;
-        return CKR_OK;
-    }
-    if (*pulCount < n) {
-        *pulCount = n;
-        return CKR_BUFFER_TOO_SMALL;
-    }
+    CK_RV rv;
+    if (!out_room(pMechanismList, pulCount, n, &rv))
+        return rv;
     memcpy(pMechanismList, list, n * sizeof(*list));
     *pulCount = n;
     return CKR_OK;
@@ -2992,26 +3019,11 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
                          CK_BYTE_PTR sig, CK_ULONG_PTR siglen) {
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
-    CK_RV rv = CKR_OK;
-    if (!siglen || (single && !data && len))
-        rv = CKR_ARGUMENTS_BAD;
-    else if (single && op->multi)
-        rv = CKR_OPERATION_ACTIVE;
-    if (rv != CKR_OK) {
-        op_reset(op);
+    CK_RV rv = finish_args(op, single, data, len, siglen);
+    if (rv != CKR_OK)
+        return op_fail(op, rv);
+    if (!op_out_room(op, single, sig, siglen, op->out_len, &rv))
         return rv;
-    }
-    /* Length query and a short buffer leave the operation active. */
-    if (!sig) {
-        op->single = single;
-        *siglen = op->out_len;
-        return CKR_OK;
-    }
-    if (*siglen < op->out_len) {
-        op->single = single;
-        *siglen = op->out_len;
-        return CKR_BUFFER_TOO_SMALL;
-    }
     OpInput in = {0};
     rv = op_input(op, single, data, len, &in);
     const char *alg = op->alg;
@@ -3106,11 +3118,7 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
                            size_t len, CK_BYTE_PTR sig, CK_ULONG siglen) {
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
-    CK_RV rv = CKR_OK;
-    if ((!sig && siglen) || (single && !data && len))
-        rv = CKR_ARGUMENTS_BAD;
-    else if (single && op->multi)
-        rv = CKR_OPERATION_ACTIVE;
+    CK_RV rv = finish_args(op, single, data, len, sig || !siglen);
     OpInput in = {0};
     if (rv == CKR_OK)
         rv = op_input(op, single, data, len, &in);
@@ -3240,11 +3248,7 @@ static CK_RV aes_finish(P11Session *sess, P11Op *op, bool encrypt, bool single, 
                         size_t len, CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
-    CK_RV rv = CKR_OK;
-    if (!out_len || (single && !data && len))
-        rv = CKR_ARGUMENTS_BAD;
-    else if (single && op->multi)
-        rv = CKR_OPERATION_ACTIVE;
+    CK_RV rv = finish_args(op, single, data, len, out_len);
     const uint8_t *in = single ? data : op->buf;
     size_t n = single ? len : op->len;
     CK_ULONG need = 0;
@@ -3252,20 +3256,10 @@ static CK_RV aes_finish(P11Session *sess, P11Op *op, bool encrypt, bool single, 
         rv = encrypt ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
     if (rv == CKR_OK)
         rv = aes_out_len(op, encrypt, n, &need);
-    if (rv != CKR_OK) {
-        op_reset(op);
+    if (rv != CKR_OK)
+        return op_fail(op, rv);
+    if (!op_out_room(op, single, out, out_len, need, &rv))
         return rv;
-    }
-    if (!out) {
-        op->single = single;
-        *out_len = need;
-        return CKR_OK;
-    }
-    if (*out_len < need) {
-        op->single = single;
-        *out_len = need;
-        return CKR_BUFFER_TOO_SMALL;
-    }
     VhsmParams p = {.iv = op->iv,
                     .iv_len = op->iv_len,
                     .aad = op->aad,
@@ -3333,18 +3327,10 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
         rv = CKR_ARGUMENTS_BAD;
     else if (ulDataLen > oaep_max(op))
         rv = CKR_DATA_LEN_RANGE;
-    if (rv != CKR_OK) {
-        op_reset(op);
+    if (rv != CKR_OK)
+        return op_fail(op, rv);
+    if (!out_room(pEncryptedData, pulEncryptedDataLen, op->out_len, &rv))
         return rv;
-    }
-    if (!pEncryptedData) {
-        *pulEncryptedDataLen = op->out_len;
-        return CKR_OK;
-    }
-    if (*pulEncryptedDataLen < op->out_len) {
-        *pulEncryptedDataLen = op->out_len;
-        return CKR_BUFFER_TOO_SMALL;
-    }
     /* RSA-OAEP encryption needs only the public key: done here. */
     int r = 0;
     EVP_PKEY *pk = key_pub(slot_get(sess->slot), op->key, &r);
@@ -3412,21 +3398,12 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG
         rv = CKR_ARGUMENTS_BAD;
     else if (ulEncryptedDataLen != op->out_len)
         rv = CKR_ENCRYPTED_DATA_LEN_RANGE;
-    if (rv != CKR_OK) {
-        op_reset(op);
-        return rv;
-    }
+    if (rv != CKR_OK)
+        return op_fail(op, rv);
     /* The plaintext's length is known only after decryption: ask for room for the largest,
      * so that no plaintext ever waits in the module for a second call. */
-    CK_ULONG bound = oaep_max(op);
-    if (!pData) {
-        *pulDataLen = bound;
-        return CKR_OK;
-    }
-    if (*pulDataLen < bound) {
-        *pulDataLen = bound;
-        return CKR_BUFFER_TOO_SMALL;
-    }
+    if (!out_room(pData, pulDataLen, oaep_max(op), &rv))
+        return rv;
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = {.slot = s};
     uint8_t *out = NULL;
@@ -3503,25 +3480,11 @@ static CK_RV digest_finish(P11Op *op, bool single, CK_BYTE_PTR data, CK_ULONG le
                            CK_ULONG_PTR outlen) {
     if (!op->active)
         return CKR_OPERATION_NOT_INITIALIZED;
-    CK_RV rv = CKR_OK;
-    if (!outlen || (single && !data && len))
-        rv = CKR_ARGUMENTS_BAD;
-    else if (single && op->multi)
-        rv = CKR_OPERATION_ACTIVE;
-    if (rv != CKR_OK) {
-        op_reset(op);
+    CK_RV rv = finish_args(op, single, data, len, outlen);
+    if (rv != CKR_OK)
+        return op_fail(op, rv);
+    if (!op_out_room(op, single, out, outlen, op->out_len, &rv))
         return rv;
-    }
-    if (!out) {
-        op->single = single;
-        *outlen = op->out_len;
-        return CKR_OK;
-    }
-    if (*outlen < op->out_len) {
-        op->single = single;
-        *outlen = op->out_len;
-        return CKR_BUFFER_TOO_SMALL;
-    }
     unsigned n = 0;
     if ((single && len && EVP_DigestUpdate(op->mdctx, data, len) != 1) ||
         EVP_DigestFinal_ex(op->mdctx, out, &n) != 1)
