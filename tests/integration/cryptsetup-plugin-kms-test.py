@@ -52,31 +52,9 @@ CHIP = path("chip")
 run(NITRIDE, "sim", "init", CHIP, "--product", "milan")
 run(NITRIDE, "sim", "set", CHIP, "--measurement", MEAS)
 CA = ntlib.make_tls(TMP)
-ISSUER = "https://attestd.test"
-A = ntlib.Daemon(TMP, "attestd", ATTESTD, write_json("attestd.json", {
-    "listen": "127.0.0.1:0",
-    "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-    "challenge": {"secret": write_secret_file("challenge.key", os.urandom(32)), "lifetime": 60},
-    "token": {"keys_dir": path("att-keys"), "issuer": ISSUER, "audience": "nitride-kmsd",
-              "lifetime": 300},
-    "trust_anchors": [os.path.join(CHIP, "ark.pem")],
-    "policies": {"default": {"file": write_json("att-policy.json",
-                                                {"measurements": [MEAS, OTHER]})}},
-    "default_policy": "default",
-    "rate_limit": {"per_second": 0, "burst": 1},
-}))
+A = ntlib.Daemon(TMP, "attestd", ATTESTD, ntlib.attestd_config(W, "attestd", CHIP, [MEAS, OTHER]))
 ADMIN_FILE = write_secret_file("admin.token", b64u(os.urandom(32)).encode())
-KCFG = write_json("kmsd.json", {
-    "listen": "127.0.0.1:0",
-    "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-    "database": path("kmsd.db"),
-    "kek_file": write_secret_file("kek", os.urandom(32)),
-    "release": {"keys_dir": path("release-keys")},
-    "attestd": {"jwks_url": A.url + "/.well-known/jwks.json", "ca_file": CA, "issuer": ISSUER,
-                "audience": "nitride-kmsd", "skew": 1},
-    "admin": {"bearer_token_file": ADMIN_FILE},
-    "rate_limit": {"per_second": 0, "burst": 1},
-})
+KCFG = ntlib.kmsd_config(W, "kmsd", A.url, CA, ADMIN_FILE)
 K = ntlib.Daemon(TMP, "kmsd", KMSD, KCFG)
 KCFG = write_json("kmsd2.json", dict(json.load(open(KCFG)), listen="127.0.0.1:%d" % K.port))
 

@@ -26,8 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ntlib  # noqa: E402
@@ -52,49 +50,19 @@ check(POLICY0 is not None, "cannot read the chip's policy")
 POLICY0 = int(POLICY0, 0) if isinstance(POLICY0, str) else int(POLICY0)
 
 CA = ntlib.make_tls(TMP)
-ISSUER = "https://attestd.test"
-A = ntlib.Daemon(TMP, "attestd", ATTESTD, write_json("attestd.json", {
-    "listen": "127.0.0.1:0",
-    "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-    "challenge": {"secret": write_secret_file("challenge.key", os.urandom(32)), "lifetime": 60},
-    "token": {"keys_dir": path("att-keys"), "issuer": ISSUER, "audience": "nitride-kmsd",
-              "lifetime": 300},
-    "trust_anchors": [os.path.join(CHIP, "ark.pem")],
-    # attestd vouches for the fleet's images (debug off); kmsd's policy picks among them.
-    "policies": {"default": {"file": write_json("att-policy.json",
-                                                {"measurements": [MEAS, MEAS2, OTHER]})}},
-    "default_policy": "default",
-    "rate_limit": {"per_second": 0, "burst": 1},
-}))
+# attestd vouches for the fleet's images (debug off); kmsd's policy picks among them.
+A = ntlib.Daemon(TMP, "attestd", ATTESTD,
+                 ntlib.attestd_config(W, "attestd", CHIP, [MEAS, MEAS2, OTHER]))
 ADMIN_TOKEN = b64u(os.urandom(32))
 ADMIN_FILE = write_secret_file("admin.token", ADMIN_TOKEN.encode())
-KCFG = write_json("kmsd.json", {
-    "listen": "127.0.0.1:0",
-    "tls": {"cert": path("tls.pem"), "key": path("tls.key")},
-    "database": path("kmsd.db"),
-    "kek_file": write_secret_file("kek", os.urandom(32)),
-    "release": {"keys_dir": path("release-keys")},
-    "attestd": {"jwks_url": A.url + "/.well-known/jwks.json", "ca_file": CA, "issuer": ISSUER,
-                "audience": "nitride-kmsd", "skew": 1},
-    "admin": {"bearer_token_file": ADMIN_FILE},
-    "rate_limit": {"per_second": 0, "burst": 1},
-})
+KCFG = ntlib.kmsd_config(W, "kmsd", A.url, CA, ADMIN_FILE)
 K = ntlib.Daemon(TMP, "kmsd", KMSD, KCFG)
 # Restarts keep the port: the tokens name kmsd's URL.
 KCFG = write_json("kmsd2.json", dict(json.load(open(KCFG)), listen="127.0.0.1:%d" % K.port))
 
 
 def http(url, body=None, method=None):
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
-                                 method=method or ("POST" if body else "GET"))
-    req.add_header("Content-Type", "application/json")
-    req.add_header("Authorization", "Bearer " + ADMIN_TOKEN)
-    try:
-        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=CA),
-                                    timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return ntlib.admin_http(url, ADMIN_TOKEN, ssl.create_default_context(cafile=CA), body, method)
 
 
 def audit_details():
