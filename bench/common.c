@@ -140,3 +140,26 @@ void bench_remove_tree(const char *dir) {
     if (system(rm) != 0)
         fprintf(stderr, "%s: could not remove %s\n", bench_name, dir);
 }
+
+void bench_run(const char *cmd) {
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench: command failed: %s\n", cmd);
+        bench_die("a setup command");
+    }
+}
+
+void bench_make_tls(const char *dir) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && exec >/dev/null 2>&1 && "
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
+             "-out ca.pem -days 2 -subj /CN=ca -addext basicConstraints=critical,CA:TRUE "
+             "-addext keyUsage=keyCertSign && "
+             "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > tls.ext && "
+             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key "
+             "-out tls.csr -subj /CN=127.0.0.1 && "
+             "openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+             "-out tls.pem -extfile tls.ext",
+             dir);
+    bench_run(cmd);
+}

@@ -40,3 +40,10 @@ double bench_cpu_seconds(pid_t pid);
 
 /* rm -rf dir (a warning when it fails). */
 void bench_remove_tree(const char *dir);
+
+/* Runs a shell command; dies (naming it) when it fails. */
+void bench_run(const char *cmd);
+
+/* A throwaway CA (dir/ca.pem) and a server certificate for 127.0.0.1 (dir/tls.pem, dir/tls.key),
+ * as the tests' make_tls. Dies on failure. */
+void bench_make_tls(const char *dir);

@@ -55,13 +55,6 @@ static void tmp_path(char *buf, size_t size, const char *name) {
     snprintf(buf, size, "%s/%s", tmpdir, name);
 }
 
-static void run_cmd(const char *cmd) {
-    if (system(cmd) != 0) {
-        fprintf(stderr, "bench-luks: command failed: %s\n", cmd);
-        bench_die("setup");
-    }
-}
-
 static bool have(const char *cmd_name) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "command -v '%s' >/dev/null 2>&1", cmd_name);
@@ -77,7 +70,7 @@ static void make_image(const char *img) {
              "luks2 --batch-mode --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory "
              "32768 --pbkdf-parallel 1 '%s' - >/dev/null",
              img, img);
-    run_cmd(cmd);
+    bench_run(cmd);
 }
 
 typedef enum Method {
@@ -141,12 +134,12 @@ static unsigned start_tang(void) {
     tmp_path(db, sizeof db, "tang-db");
     tmp_path(port_file, sizeof port_file, "tang.port");
     snprintf(cmd, sizeof cmd, "mkdir -p '%s' && '%s' '%s' >/dev/null", db, keygen, db);
-    run_cmd(cmd);
+    bench_run(cmd);
     snprintf(cmd, sizeof cmd,
              "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
              "print(s.getsockname()[1])' > '%s'",
              port_file);
-    run_cmd(cmd);
+    bench_run(cmd);
     FILE *pf = fopen(port_file, "r");
     if (!pf || fscanf(pf, "%u", &port) != 1)
         bench_die("choosing a port for tang");
@@ -176,7 +169,7 @@ static bool plugin_namespace(void) {
         return false;
     tmp_path(dir, sizeof dir, "plugins");
     snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s' '%s/'", dir, PLUGIN_PATH, dir);
-    run_cmd(cmd);
+    bench_run(cmd);
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
         mount(dir, tokdir, NULL, MS_BIND, NULL) < 0) {
         printf("cryptsetup path: not measured (cannot bind-mount the plugin over %s: %s)\n", tokdir,
@@ -187,22 +180,6 @@ static bool plugin_namespace(void) {
 }
 
 /* ---- the remote flow: attestd and kmsd over TLS on loopback ---- */
-
-static void make_tls(void) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "cd '%s' && exec >/dev/null 2>&1 && "
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
-             "-out ca.pem -days 2 -subj /CN=ca -addext basicConstraints=critical,CA:TRUE "
-             "-addext keyUsage=keyCertSign && "
-             "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > tls.ext && "
-             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key "
-             "-out tls.csr -subj /CN=127.0.0.1 && "
-             "openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-             "-out tls.pem -extfile tls.ext",
-             tmpdir);
-    run_cmd(cmd);
-}
 
 static void write_json(const char *name, json_t *j) {
     char path[512];
@@ -259,7 +236,7 @@ static bool setup_remote(const char *chip, const char *kf, const char *ca) {
         bench_die("sim chip");
     hex_encode(sim_chip_launch(c)->measurement, 48, meas);
     sim_chip_free(c);
-    make_tls();
+    bench_make_tls(tmpdir);
     tmp_path(cert, sizeof cert, "tls.pem");
     tmp_path(key, sizeof key, "tls.key");
     write_random_file("challenge.key", chal, sizeof chal, true);
@@ -355,7 +332,7 @@ int main(void) {
              "'%s' luks seal '%s' --bind measurement,policy --key-file '%s' --sim-dir '%s' "
              ">/dev/null",
              NITRIDE_PATH, sealed_img, kf, chip);
-    run_cmd(cmd);
+    bench_run(cmd);
 
     enabled[M_INPROC] = true;
     enabled[M_NITRIDE] = true;

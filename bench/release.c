@@ -113,13 +113,6 @@ static json_t *default_alg(json_t *cfg, const char *section) {
     return cfg;
 }
 
-static void run_cmd(const char *cmd) {
-    if (system(cmd) != 0) {
-        fprintf(stderr, "bench-release: %s\n", cmd);
-        bench_die("a setup command");
-    }
-}
-
 /* An HTTPS request to one of our services (admin bearer token for kmsd). */
 static long https(const char *method, const char *url, const char *bearer, const json_t *body,
                   char **ret_body) {
@@ -436,14 +429,14 @@ static double clevis_p50(int runs, double *ret_p99) {
     tmp_path(jwe, sizeof jwe, "clevis.jwe");
     tmp_path(port_file, sizeof port_file, "tang.port");
     snprintf(cmd, sizeof cmd, "mkdir -p '%s' && '%s' '%s' >/dev/null", db, keygen, db);
-    run_cmd(cmd);
+    bench_run(cmd);
     /* A free port from the kernel, then socat on it (tangd is inetd-style: one process per
      * connection, as Debian's tangd.socket runs it). */
     snprintf(cmd, sizeof cmd,
              "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
              "print(s.getsockname()[1])' > '%s'",
              port_file);
-    run_cmd(cmd);
+    bench_run(cmd);
     FILE *pf = fopen(port_file, "r");
     if (!pf || fscanf(pf, "%u", &port) != 1)
         bench_die("choosing a port for tang");
@@ -493,19 +486,7 @@ static double clevis_p50(int runs, double *ret_p99) {
 /* ---- setup ---- */
 
 static void make_tls(void) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "cd '%s' && exec >/dev/null 2>&1 && "
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
-             "-out ca.pem -days 2 -subj /CN=ca -addext basicConstraints=critical,CA:TRUE "
-             "-addext keyUsage=keyCertSign && "
-             "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > tls.ext && "
-             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key "
-             "-out tls.csr -subj /CN=127.0.0.1 && "
-             "openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-             "-out tls.pem -extfile tls.ext",
-             tmpdir);
-    run_cmd(cmd);
+    bench_make_tls(tmpdir);
     tmp_path(ca_file, sizeof ca_file, "ca.pem");
 }
 
