@@ -10,11 +10,12 @@
  *            token, unwrap with the one-shot transfer key, the sealed keystore saved).
  *            Every release is a different secret (b-N, pre-created in kmsd), so each one really
  *            stores; the imported key is deleted from vhsmd afterwards, outside the timing, so the
- *            keystore keeps its size. Reused across releases, as the `nitride agent` daemon would:
- *            the process, the evidence provider (the simulated chip loaded once) and libcurl's
- *            global state. Not reused: each HTTPS request is its own TCP and TLS connection and
- *            each vhsmd call its own socket connection (as `nitride fetch` does), every release
- *            has its own challenge, transfer key, report, token, JWKS download and release.
+ *            keystore keeps its size. Reused across releases, as the `nitride agent` daemon does:
+ *            the process, the evidence provider (the simulated chip loaded once), kept-alive
+ *            HTTPS connections, attestd's JWKS (cached by the flow, refetched on an unknown key)
+ *            and one vhsmd connection per release. Not reused: every release has its own
+ *            challenge, transfer key, report, token and release. With NT_BENCH_STEPS=1 a cold p50
+ *            (new connections, no cached JWKS, as one `nitride fetch`) is printed too.
  *   floor    in process, one at a time: the crypto every release needs, once each: transfer key
  *            generation, report signature and its verification (cached chain), token
  *            signature and verification, JWE wrap and release signature (nt_release_seal),
