@@ -520,10 +520,15 @@ if command -v cryptsetup >/dev/null && [ -n "${kurl:-}" ]; then
     mkdir -p "$W/plugins"
     cp "$plugin" "$W/plugins/"
     printf '{"provider": "sim", "ca_file": "%s"}\n' "$W/attestd/tls.pem" >"$W/luks.conf"
+    # A sanitizer build's plugin needs its runtimes loaded first into (uninstrumented) cryptsetup,
+    # as in tests/integration/cryptsetup-plugin.sh.
+    san=$(ldd "$plugin" | awk '$1 ~ /^lib(asan|ubsan)\.so/ {print $3}' | paste -sd: -)
     cs() {
       printf '$ cryptsetup %s\n' "$*"
-      NITRIDE_SIM_DIR=$W/chip NITRIDE_LUKS_CONF=$W/luks.conf unshare -m --propagation private \
-        sh -c 'mount --bind "$0" "$1" && shift && exec cryptsetup "$@"' "$W/plugins" "$tokdir" "$@"
+      NT_PRELOAD=$san NITRIDE_SIM_DIR=$W/chip NITRIDE_LUKS_CONF=$W/luks.conf \
+        unshare -m --propagation private sh -c 'mount --bind "$0" "$1" && shift &&
+          if [ -n "$NT_PRELOAD" ]; then export LD_PRELOAD=$NT_PRELOAD ASAN_OPTIONS=detect_leaks=0; fi &&
+          exec cryptsetup "$@"' "$W/plugins" "$tokdir" "$@"
     }
     cs luksDump "$img2" | sed -n '/^Tokens:/,/^Digests:/p' | grep -v '^Digests:'
     cs open --token-only --test-passphrase -v "$img2"
@@ -540,7 +545,9 @@ if command -v cryptsetup >/dev/null && [ -n "${kurl:-}" ]; then
 fi
 
 p11=$B/src/pkcs11/libvhsm-pkcs11.so
-if command -v pkcs11-tool >/dev/null && [ -f "$p11" ]; then
+if [ -f "$p11" ] && ldd "$p11" | grep -qE 'lib(asan|ubsan)\.so'; then
+  step "12. PKCS#11: skipped in a sanitizer build (pkcs11-tool is not instrumented; tests/integration/pkcs11.sh covers the module under ASan)"
+elif command -v pkcs11-tool >/dev/null && [ -f "$p11" ]; then
   step "12. PKCS#11: standard tools use the vHSM through libvhsm-pkcs11.so; PINs are enforced by vhsmd"
   sock12=$W/vhsm12.sock
   "$vhsmd" --foreground --socket "$sock12" --keystore "$W/keystore12" --provider sim --sim-dir "$W/chip" \
