@@ -129,9 +129,25 @@ static void http_options(const AttestRun *run, NtHttpOptions *o) {
 static int transport_failure(AttestRun *run, int r, const char *what, const char *url,
                              const NtHttpResponse *resp) {
     const char *detail = resp->error[0] ? resp->error : strerror(-r);
+    if (r != -ECONNREFUSED)
+        run->refused = 0;
     switch (-r) {
-    case ETIMEDOUT:
     case ECONNREFUSED:
+        /* The host answered that nothing listens there: a service that is down, not a slow
+         * network. With max_refused it is not waited for until the deadline. */
+        if (run->max_refused > 0 && ++run->refused >= run->max_refused) {
+            run->refused_out = true;
+            snprintf(run->last_error, sizeof run->last_error,
+                     "%s: '%s' refused the connection %u times in a row (nothing listens there: "
+                     "the service is down or the URL names the wrong port)",
+                     what, url, run->refused);
+            log_debug("%s.", run->last_error); /* the caller that set max_refused reports it */
+            return NT_EXIT_UNAVAILABLE;
+        }
+        snprintf(run->last_error, sizeof run->last_error, "%s: '%s' unreachable: %s", what, url,
+                 detail);
+        return STEP_RETRY;
+    case ETIMEDOUT:
     case EHOSTUNREACH:
     case ECONNRESET:
     case EPIPE:
@@ -199,6 +215,7 @@ int attest_exchange_at(AttestRun *run, const char *base, const char *bearer, con
         nt_http_response_clear(&resp);
         return r;
     }
+    run->refused = 0;
     if (resp.body && resp.body_len > 0) {
         reply = json_loadb((const char *)resp.body, resp.body_len, JSON_REJECT_DUPLICATES, NULL);
         if (reply && !json_is_object(reply)) {

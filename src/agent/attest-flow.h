@@ -54,6 +54,13 @@ typedef struct AttestRun {
     VhsmClient *vhsm;   /* see attest_vhsm() */
     long retry_after_s; /* of the last answer, -1 if none */
     bool gave_up;       /* the deadline ran out on transient failures (service unavailable) */
+    /* > 0: a service that refuses the connection (nothing listening: it is down) this many times
+     * in a row ends the run at once with NT_EXIT_UNAVAILABLE and refused_out set, instead of
+     * being retried until the deadline (not logged: the caller reports last_error); 0 (the
+     * commands' default): retried like the other transient failures. */
+    unsigned max_refused;
+    unsigned refused; /* connection refusals in a row */
+    bool refused_out; /* the run ended on max_refused; last_error names the service and URL */
     char last_error[512];
 } AttestRun;
 

@@ -524,6 +524,10 @@ static int unlock_failed(const char *dev, int r, const LuksRefusal *ref) {
         log_error("Unlock of '%s' not possible now (%s): %s.", dev, ref->check ? check : "remote",
                   ref->check ? ref->detail : "a service is unavailable");
         return NT_EXIT_UNAVAILABLE;
+    case -ECONNREFUSED:
+        log_error("Unlock of '%s' not possible now (%s): %s.", dev, ref->check ? check : "connect",
+                  ref->check ? ref->detail : "a service refuses connections");
+        return NT_EXIT_UNAVAILABLE;
     default:
         log_error_errno(r, "Unlock of '%s' failed: %m", dev);
         return NT_EXIT_IO;

@@ -195,6 +195,15 @@ static int exit_to_errno(const AttestRun *run, int x, const char *stage, LuksRef
     case NT_EXIT_NO_PROVIDER:
         luks_refuse(refusal, "provider", "no evidence provider usable for the attestation");
         return -EAGAIN;
+    case NT_EXIT_UNAVAILABLE:
+        if (run->refused_out) {
+            luks_refuse(refusal, "connect", "%s is down: %s",
+                        streq(stage, "attestation") ? "attestd" : "kmsd", run->last_error);
+            return -ECONNREFUSED;
+        }
+        luks_refuse(refusal, "unavailable", "the %s did not complete%s%s", stage,
+                    run->last_error[0] ? ": " : "", run->last_error);
+        return -EAGAIN;
     case NT_EXIT_INVALID:
         luks_refuse(refusal, "kms", "invalid answer or unknown secret during the %s%s%s", stage,
                     run->last_error[0] ? ": " : "", run->last_error);
@@ -243,6 +252,7 @@ int luks_remote_fetch(const LuksRemoteRequest *rq, const LuksUnlockOptions *o, i
         return -EBADMSG;
     }
     run.deadline_ms = deadline_ms;
+    run.max_refused = LUKS_REMOTE_MAX_REFUSED;
     run.provider = *prov; /* borrowed */
     if ((r = transfer_key(&tkey, &run.tee_pubkey)) < 0)
         goto done;

@@ -179,6 +179,7 @@ static int rank(int r) {
     case -EKEYREJECTED:
         return 5;
     case -EAGAIN:
+    case -ECONNREFUSED:
         return 4;
     case -EBADMSG:
         return 3;

@@ -190,7 +190,10 @@ bool luks_provider_spec_ok(const char *spec);
  * first, then the remote KMS path, then re-seal. Returns 0 with *ret_key (the keyslot
  * passphrase, LUKS_KEY_SIZE bytes, a Secret) and *ret_keyslot; -EAGAIN when what the token
  * needs is absent (no provider, vhsmd down, service unreachable: callers fall back to other
- * tokens/passphrase); -EPERM refused (refusal says which check, expected and found);
+ * tokens/passphrase); -ECONNREFUSED a service of the remote path (attestd or kmsd) refused the
+ * connection LUKS_REMOTE_MAX_REFUSED times in a row: it is down, and the unlock gives up at
+ * once instead of at the deadline (*refusal: check "connect", the service and its URL; callers
+ * fall back as for -EAGAIN); -EPERM refused (refusal says which check, expected and found);
  * -EKEYREJECTED the sealed blob does not open and no remote path; -EBADMSG malformed token;
  * -ENOENT no nitride token. Never logs key material. The key returned has been checked
  * against the keyslot (libcryptsetup activation without a name). o NULL = defaults. */
@@ -206,6 +209,11 @@ int luks_preauthorise(struct crypt_device *cd, int token, const LuksUnlockOption
 
 /* ---- the remote flow (luks-remote.c) ---- */
 
+/* Connection refusals in a row (with backoff, about 0.75 s at most) after which the remote path
+ * takes a service for down. Other transient failures (timeouts, resets, unreachable hosts, 5xx,
+ * 429) are retried with backoff until the unlock's deadline. */
+#define LUKS_REMOTE_MAX_REFUSED 3u
+
 typedef struct LuksRemoteRequest {
     const char *kms_url, *attestd_url, *secret_id;
     const char *volume_uuid; /* sent with the release request (kmsd's volume_uuid_eq rule) */
@@ -215,7 +223,9 @@ typedef struct LuksRemoteRequest {
 /* Attestation with a one-shot transfer key of this process, kmsd's release of the secret sealed
  * to it, the release verified against kmsd's release keys and opened here. *prov is opened from
  * o->provider when NULL. Returns 0 and the LUKS_KEY_SIZE-byte key, -EAGAIN (no provider, a
- * service unreachable before deadline_ms), -EPERM (attestd or kmsd refused: *refusal names the
+ * service unreachable before deadline_ms), -ECONNREFUSED (a service refused the connection
+ * LUKS_REMOTE_MAX_REFUSED times in a row, with backoff: it is down; *refusal "connect" names
+ * it), -EPERM (attestd or kmsd refused: *refusal names the
  * rule, expected and found), -EBADMSG (bad answer, unknown secret, wrong type or size). */
 int luks_remote_fetch(const LuksRemoteRequest *rq, const LuksUnlockOptions *o, int64_t deadline_ms,
                       SnpProvider **prov, Secret **ret_key, LuksRefusal *refusal);

@@ -114,6 +114,12 @@ _public_ int cryptsetup_token_open(struct crypt_device *cd, int token, char **bu
                    "not available here; trying other tokens or the passphrase.\n",
                    token);
         return -EAGAIN;
+    case -ECONNREFUSED:
+        crypt_logf(cd, CRYPT_LOG_ERROR,
+                   "nitride: token %d: a service it needs is not available here (%s); trying "
+                   "other tokens or the passphrase.\n",
+                   token, refusal.detail);
+        return -EAGAIN;
     case -ENOMEM:
         return -ENOMEM;
     case -EPERM:

@@ -13,11 +13,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <libcryptsetup.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "luks/luks.h"
@@ -453,6 +457,94 @@ static void test_enroll_kms_atomic(void **state) {
     snp_provider_free(p);
 }
 
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A TCP socket bound on 127.0.0.1: listening (connections are accepted by the kernel and never
+ * answered) or not (connections are refused); the port stays ours while fd is open. */
+static int loopback_port(bool listening, int *ret_fd) {
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    if (listening)
+        assert_int_equal(listen(fd, 16), 0);
+    *ret_fd = fd;
+    return ntohs(sa.sin_port);
+}
+
+/* The remote path with its services down: a port that refuses connections ends the unlock with
+ * -ECONNREFUSED naming the service and its URL after a few tries, well before the timeout; a
+ * service that accepts and never answers (transient) is retried until the timeout, not past it. */
+static void test_remote_service_down(void **state) {
+    char path[700], spec[700], url[64];
+    struct crypt_device *cd = NULL;
+    Secret *auth = auth_secret(), *key = NULL, *got = NULL;
+    LuksUnlockOptions o = {.timeout_ms = 20000, .allow_remote = true, .reseal = false};
+    LuksRefusal ref = {0};
+    LuksToken t;
+    int tok = -1, slot = -1, ks = -1, fd_dead = -1, fd_mute = -1, port;
+    int64_t t0, dt;
+
+    make_image("down.img", path, sizeof path);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    assert_int_equal(secret_new(LUKS_KEY_SIZE, &key), 0);
+    memset(secret_data(key), 0x3c, LUKS_KEY_SIZE);
+    port = loopback_port(false, &fd_dead);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    t = (LuksToken){.kms_url = strdup(url), .attestd_url = strdup(url), .secret_id = strdup("v")};
+    assert_int_equal(luks_enroll_kms(cd, auth, key, &t, NULL, 0, false, &tok, &slot, NULL), 0);
+    luks_token_done(&t);
+    snprintf(spec, sizeof spec, "sim:%s", simdir);
+    o.provider = spec;
+
+    t0 = mono_ms();
+    assert_int_equal(luks_unlock(cd, tok, &o, &got, &ks, &ref), -ECONNREFUSED);
+    dt = mono_ms() - t0;
+    print_message("unlock with nothing listening at %s: %lld ms (timeout %u ms)\n", url,
+                  (long long)dt, o.timeout_ms);
+    assert_null(got);
+    assert_non_null(ref.check);
+    assert_string_equal(ref.check, "connect");
+    assert_non_null(strstr(ref.detail, "attestd is down"));
+    assert_non_null(strstr(ref.detail, url));
+    assert_non_null(strstr(ref.detail, "refused the connection 3 times"));
+    assert_true(dt < 5000);
+
+    /* The plain errno path (no refusal out-parameter) is the same. */
+    assert_int_equal(luks_unlock(cd, tok, &o, &got, &ks, NULL), -ECONNREFUSED);
+
+    /* A service that accepts and never answers: transient, retried until the deadline. */
+    close(fd_dead);
+    port = loopback_port(true, &fd_mute);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    crypt_free(cd);
+    cd = NULL;
+    make_image("mute.img", path, sizeof path);
+    assert_int_equal(luks_device_open(path, &cd), 0);
+    t = (LuksToken){.kms_url = strdup(url), .attestd_url = strdup(url), .secret_id = strdup("v")};
+    assert_int_equal(luks_enroll_kms(cd, auth, key, &t, NULL, 0, false, &tok, &slot, NULL), 0);
+    luks_token_done(&t);
+    o.timeout_ms = 1500;
+    ref = (LuksRefusal){0};
+    t0 = mono_ms();
+    assert_int_equal(luks_unlock(cd, tok, &o, &got, &ks, &ref), -EAGAIN);
+    dt = mono_ms() - t0;
+    print_message("unlock with a mute service: %lld ms (timeout %u ms)\n", (long long)dt,
+                  o.timeout_ms);
+    assert_string_equal(ref.check, "unavailable");
+    assert_true(dt >= 1000 && dt < 1500 + 1500);
+    close(fd_mute);
+    secret_free(key);
+    secret_free(auth);
+    crypt_free(cd);
+}
+
 /* A copy of the chip named name launched with measurement m. */
 static void chip_copy(const char *name, const uint8_t m[48], char *out, size_t n) {
     char cmd[1600];
@@ -594,6 +686,7 @@ int main(void) {
         cmocka_unit_test(test_unlock_options),
         cmocka_unit_test(test_unlock_sealed),
         cmocka_unit_test(test_enroll_kms_atomic),
+        cmocka_unit_test(test_remote_service_down),
         cmocka_unit_test(test_expect_measurement),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
