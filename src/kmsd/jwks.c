@@ -260,30 +260,15 @@ int64_t kmsd_jwks_age(KmsdJwks *j) {
     return age;
 }
 
-/* True when the token's protected header names a kid that the set does not hold. */
-static bool kid_unknown(const char *token, const json_t *jwks) {
-    const char *dot = strchr(token, '.');
-    json_auto_t *enc = NULL, *hdr = NULL;
-    const char *kid;
-
-    if (!dot || dot == token || dot - token > 4096)
-        return false;
-    enc = json_stringn(token, (size_t)(dot - token));
-    hdr = enc ? jose_b64_dec_load(enc) : NULL;
-    kid = json_string_value(json_object_get(hdr, "kid"));
-    if (!kid)
-        return false;
-    return !nt_jose_find_kid(jwks, kid);
-}
-
 int kmsd_jwks_verify(KmsdJwks *j, const char *token, const NtEarVerifyOptions *o,
-                     json_t **ret_claims, char err[static 256]) {
+                     NtEarVerifyResult *ret, char err[static 256]) {
     json_auto_t *set = NULL;
     bool fresh;
     int64_t at;
     int r;
 
     err[0] = 0;
+    *ret = (NtEarVerifyResult){0};
     set = current(j, &fresh, &at);
     if (!set) {
         /* None at all: wait for a fetch (one at a time; at most every min_refresh_s). */
@@ -306,8 +291,8 @@ int kmsd_jwks_verify(KmsdJwks *j, const char *token, const NtEarVerifyOptions *o
         }
     }
 
-    r = nt_ear_verify(token, set, o, ret_claims, err);
-    if (r != -EKEYREJECTED || !kid_unknown(token, set))
+    r = nt_ear_verify_ex(token, set, o, ret, err);
+    if (!ret->unknown_kid)
         return r;
     /* A kid we do not know: attestd may have rotated. Fetch again (rate-limited). */
     count(j, "unknown_kid_refresh");
@@ -317,5 +302,5 @@ int kmsd_jwks_verify(KmsdJwks *j, const char *token, const NtEarVerifyOptions *o
     set = current(j, &fresh, &at);
     if (!set)
         return r;
-    return nt_ear_verify(token, set, o, ret_claims, err);
+    return nt_ear_verify_ex(token, set, o, ret, err);
 }

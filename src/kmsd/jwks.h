@@ -35,10 +35,12 @@ int kmsd_jwks_new(const KmsdJwksConfig *cfg, KmsdJwks **ret, char **ret_error);
 KmsdJwks *kmsd_jwks_free(KmsdJwks *j);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KmsdJwks *, kmsd_jwks_free);
 
-/* nt_ear_verify() against the cached set (refreshed as described above). Returns as
- * nt_ear_verify(), or -EAGAIN when no usable set is available (err says why). Thread-safe. */
+/* nt_ear_verify_ex() against the cached set (refreshed as described above; a kid the set does
+ * not hold fetches it again, rate-limited). Returns as nt_ear_verify(), or -EAGAIN when no
+ * usable set is available (err says why). *ret is always written: ret->claims (owned) once the
+ * signature verified, also when a later check failed. Thread-safe. */
 int kmsd_jwks_verify(KmsdJwks *j, const char *token, const NtEarVerifyOptions *o,
-                     json_t **ret_claims, char err[static 256]);
+                     NtEarVerifyResult *ret, char err[static 256]);
 
 /* Seconds since the set in use was fetched, or -1 if there is none (for /healthz). */
 int64_t kmsd_jwks_age(KmsdJwks *j);

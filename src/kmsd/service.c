@@ -791,17 +791,6 @@ static bool token_authentic_failure(int r, const char *err) {
     return r == -EKEYEXPIRED || r == -EACCES || (r == -EBADMSG && strstr(err, "future"));
 }
 
-/* The claims of a token whose signature verified but that failed a later check (for the
- * audit): its payload, decoded by libjose. NULL if it cannot be decoded. */
-static json_t *claims_of_authentic(const char *token) {
-    const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-    json_auto_t *enc = NULL;
-    if (!d1 || !d2)
-        return NULL;
-    enc = json_stringn(d1 + 1, (size_t)(d2 - d1 - 1));
-    return enc ? jose_b64_dec_load(enc) : NULL;
-}
-
 static const json_t *annotated_evidence(const json_t *claims) {
     return json_object_get(json_object_get(json_object_get(claims, "submods"), NT_EAR_SUBMOD),
                            "ear.veraison.annotated-evidence");
@@ -883,7 +872,7 @@ static int release_token(ReleaseCtx *c, const NtWebRequest *req, NtWebReply *rep
                          const char *token) {
     Kmsd *k = c->k;
     NtEarVerifyOptions o;
-    json_t *claims = NULL;
+    NtEarVerifyResult res;
     char err[256], labels[96];
     const char *check;
     int r;
@@ -900,11 +889,15 @@ static int release_token(ReleaseCtx *c, const NtWebRequest *req, NtWebReply *rep
                    : 0;
     }
     token_options(k, &o);
-    r = kmsd_jwks_verify(k->jwks, token, &o, &claims, err);
+    r = kmsd_jwks_verify(k->jwks, token, &o, &res, err);
     if (r == 0) {
-        release_ctx_claims(c, claims);
+        release_ctx_claims(c, TAKE_PTR(res.claims));
         return 1;
     }
+    /* The claims of an authentic token that failed a later check, for the audit row. */
+    if (res.claims && token_authentic_failure(r, err))
+        release_ctx_claims(c, TAKE_PTR(res.claims));
+    json_decref(res.claims);
     if (r == -ENOMEM)
         return r;
     if (r == -EAGAIN) {
@@ -917,9 +910,6 @@ static int release_token(ReleaseCtx *c, const NtWebRequest *req, NtWebReply *rep
     nt_metrics_add(k->metrics, "nitride_kmsd_token_failures_total", labels, 1);
     release_metric(k, "refused");
     if (token_authentic_failure(r, err)) {
-        json_t *cl = claims_of_authentic(token);
-        if (cl)
-            release_ctx_claims(c, cl);
         char detail[300];
         snprintf(detail, sizeof detail, "token refused: %s", err);
         (void)release_audit(c, "refused", check, detail);
@@ -1091,6 +1081,7 @@ static int handle_policy_test(Kmsd *k, const char *id, const NtWebRequest *req, 
     KmsPolicy *policy = NULL;
     KmsPolicyRefusal f = {};
     NtEarVerifyOptions o;
+    NtEarVerifyResult res;
     const char *token, *volume_uuid;
     char err[256];
     int r;
@@ -1112,7 +1103,10 @@ static int handle_policy_test(Kmsd *k, const char *id, const NtWebRequest *req, 
         return store_error(reply, r, id);
 
     token_options(k, &o);
-    r = kmsd_jwks_verify(k->jwks, token, &o, &claims, err);
+    r = kmsd_jwks_verify(k->jwks, token, &o, &res, err);
+    if (r == 0)
+        claims = TAKE_PTR(res.claims);
+    json_decref(res.claims); /* a refused token's claims are not audited here */
     if (r == -EAGAIN) {
         kms_secret_meta_clear(&m);
         nt_web_reply_header(reply, "Retry-After", "5");

@@ -295,59 +295,18 @@ int nt_ear_issue(NtSigningKeys *k, const NtEarInput *in, char **ret_token, json_
 
 int nt_ear_verify(const char *token, const json_t *jwks, const NtEarVerifyOptions *o,
                   json_t **ret_claims, char err[static 256]) {
-    NtEarVerifyOptions def = NT_EAR_VERIFY_OPTIONS_INIT;
-    json_auto_t *hdr = NULL, *claims = NULL;
-    const char *alg = NULL, *kid = NULL, *typ = NULL, *iss = NULL, *status = NULL;
+    NtEarVerifyResult res;
+    int r = nt_ear_verify_ex(token, jwks, o, &res, err);
+    if (r == 0 && ret_claims)
+        *ret_claims = TAKE_PTR(res.claims);
+    json_decref(res.claims);
+    return r;
+}
+
+/* The checks after the signature, on the authentic claims. */
+static int check_claims(const json_t *claims, const NtEarVerifyOptions *o, char err[static 256]) {
+    const char *iss = NULL, *status = NULL;
     json_int_t iat = 0, exp = 0;
-    const json_t *key;
-    size_t len;
-
-    err[0] = 0;
-    if (!token || !json_is_object(jwks))
-        return nt_jose_fail(err, -EINVAL, "no token or no JWKS");
-    if (!o)
-        o = &def;
-    len = strnlen(token, NT_EAR_MAX_TOKEN_SIZE + 1);
-    if (len > NT_EAR_MAX_TOKEN_SIZE)
-        return nt_jose_fail(err, -EBADMSG, "token larger than %d bytes", NT_EAR_MAX_TOKEN_SIZE);
-    NtJoseJwsParts parts;
-    int r = nt_jose_split_jws(token, len, &parts);
-    if (r == -EBADMSG)
-        return nt_jose_fail(err, -EBADMSG, "not a JWS compact serialisation (three parts)");
-    if (r < 0)
-        return nt_jose_fail(err, -EBADMSG, "empty part or character outside base64url");
-
-    hdr = nt_jose_decode_object(parts.header, parts.header_len, NT_EAR_MAX_TOKEN_SIZE);
-    if (!hdr)
-        return nt_jose_fail(err, -EBADMSG, "protected header is not a base64url JSON object");
-    if (json_unpack(hdr, "{s:s,s?s,s?s}", "alg", &alg, "kid", &kid, "typ", &typ) < 0)
-        return nt_jose_fail(err, -EBADMSG, "protected header without a string alg");
-    if (!streq(alg, "ES256") && !streq(alg, "ES384"))
-        return nt_jose_fail(err, -EKEYREJECTED, "algorithm '%.32s' refused (ES256 or ES384 only)",
-                            alg);
-    if (!kid)
-        return nt_jose_fail(err, -EKEYREJECTED, "protected header without kid");
-    if (typ && !streq(typ, "JWT"))
-        return nt_jose_fail(err, -EBADMSG, "typ '%.32s' is not JWT", typ);
-    if (json_object_get(hdr, "crit"))
-        return nt_jose_fail(err, -EBADMSG, "critical header parameters not supported");
-    key = nt_jose_find_kid(jwks, kid);
-    if (!key)
-        return nt_jose_fail(err, -EKEYREJECTED, "unknown kid '%.64s'", kid);
-    if (!nt_jose_key_fits_alg(key, alg))
-        return nt_jose_fail(err, -EKEYREJECTED, "algorithm %s does not match key '%.64s'", alg,
-                            kid);
-    if (json_object_get(key, "d"))
-        return nt_jose_fail(err, -EKEYREJECTED, "JWKS holds a private key");
-    r = nt_jose_jws_verify(&parts, key);
-    if (r == -ENOMEM)
-        return nt_jose_fail(err, -ENOMEM, "out of memory");
-    if (r < 0)
-        return nt_jose_fail(err, -EKEYREJECTED, "signature does not verify with key '%.64s'", kid);
-
-    claims = nt_jose_decode_object(parts.payload, parts.payload_len, NT_EAR_MAX_TOKEN_SIZE);
-    if (!claims)
-        return nt_jose_fail(err, -EBADMSG, "payload is not a JSON object");
     const json_t *jiat = json_object_get(claims, "iat"), *jexp = json_object_get(claims, "exp");
     const char *prof = json_string_value(json_object_get(claims, "eat_profile"));
     if (!json_is_integer(jiat) || !json_is_integer(jexp))
@@ -356,7 +315,8 @@ int nt_ear_verify(const char *token, const json_t *jwks, const NtEarVerifyOption
     exp = json_integer_value(jexp);
     if (!prof || !streq(prof, NT_EAR_PROFILE))
         return nt_jose_fail(err, -EACCES, "eat_profile is not %s", NT_EAR_PROFILE);
-    if (json_unpack(claims, "{s:{s:{s:s}}}", "submods", NT_EAR_SUBMOD, "ear.status", &status) < 0)
+    if (json_unpack((json_t *)claims, "{s:{s:{s:s}}}", "submods", NT_EAR_SUBMOD, "ear.status",
+                    &status) < 0)
         return nt_jose_fail(err, -EBADMSG, "no submods.%s.ear.status", NT_EAR_SUBMOD);
     int st = nt_ear_status_from_string(status);
     if (st < 0)
@@ -390,7 +350,68 @@ int nt_ear_verify(const char *token, const json_t *jwks, const NtEarVerifyOption
     if (o->min_status >= 0 && st > o->min_status)
         return nt_jose_fail(err, -EACCES, "status %s below the required %s", status,
                             nt_ear_status_to_string((NtEarStatus)o->min_status));
-    if (ret_claims)
-        *ret_claims = TAKE_PTR(claims);
     return 0;
+}
+
+int nt_ear_verify_ex(const char *token, const json_t *jwks, const NtEarVerifyOptions *o,
+                     NtEarVerifyResult *ret, char err[static 256]) {
+    NtEarVerifyOptions def = NT_EAR_VERIFY_OPTIONS_INIT;
+    json_auto_t *hdr = NULL;
+    const char *alg = NULL, *kid = NULL, *typ = NULL;
+    const json_t *key;
+    size_t len;
+
+    err[0] = 0;
+    if (!ret)
+        return -EINVAL;
+    *ret = (NtEarVerifyResult){0};
+    if (!token || !json_is_object(jwks))
+        return nt_jose_fail(err, -EINVAL, "no token or no JWKS");
+    if (!o)
+        o = &def;
+    len = strnlen(token, NT_EAR_MAX_TOKEN_SIZE + 1);
+    if (len > NT_EAR_MAX_TOKEN_SIZE)
+        return nt_jose_fail(err, -EBADMSG, "token larger than %d bytes", NT_EAR_MAX_TOKEN_SIZE);
+    NtJoseJwsParts parts;
+    int r = nt_jose_split_jws(token, len, &parts);
+    if (r == -EBADMSG)
+        return nt_jose_fail(err, -EBADMSG, "not a JWS compact serialisation (three parts)");
+    if (r < 0)
+        return nt_jose_fail(err, -EBADMSG, "empty part or character outside base64url");
+
+    hdr = nt_jose_decode_object(parts.header, parts.header_len, NT_EAR_MAX_TOKEN_SIZE);
+    if (!hdr)
+        return nt_jose_fail(err, -EBADMSG, "protected header is not a base64url JSON object");
+    if (json_unpack(hdr, "{s:s,s?s,s?s}", "alg", &alg, "kid", &kid, "typ", &typ) < 0)
+        return nt_jose_fail(err, -EBADMSG, "protected header without a string alg");
+    if (!streq(alg, "ES256") && !streq(alg, "ES384"))
+        return nt_jose_fail(err, -EKEYREJECTED, "algorithm '%.32s' refused (ES256 or ES384 only)",
+                            alg);
+    if (!kid)
+        return nt_jose_fail(err, -EKEYREJECTED, "protected header without kid");
+    if (typ && !streq(typ, "JWT"))
+        return nt_jose_fail(err, -EBADMSG, "typ '%.32s' is not JWT", typ);
+    if (json_object_get(hdr, "crit"))
+        return nt_jose_fail(err, -EBADMSG, "critical header parameters not supported");
+    key = nt_jose_find_kid(jwks, kid);
+    if (!key) {
+        ret->unknown_kid = true;
+        return nt_jose_fail(err, -EKEYREJECTED, "unknown kid '%.64s'", kid);
+    }
+    if (!nt_jose_key_fits_alg(key, alg))
+        return nt_jose_fail(err, -EKEYREJECTED, "algorithm %s does not match key '%.64s'", alg,
+                            kid);
+    if (json_object_get(key, "d"))
+        return nt_jose_fail(err, -EKEYREJECTED, "JWKS holds a private key");
+    r = nt_jose_jws_verify(&parts, key);
+    if (r == -ENOMEM)
+        return nt_jose_fail(err, -ENOMEM, "out of memory");
+    if (r < 0)
+        return nt_jose_fail(err, -EKEYREJECTED, "signature does not verify with key '%.64s'", kid);
+
+    /* Authentic from here: the claims are handed out also when a later check fails. */
+    ret->claims = nt_jose_decode_object(parts.payload, parts.payload_len, NT_EAR_MAX_TOKEN_SIZE);
+    if (!ret->claims)
+        return nt_jose_fail(err, -EBADMSG, "payload is not a JSON object");
+    return check_claims(ret->claims, o, err);
 }

@@ -116,3 +116,17 @@ typedef struct NtEarVerifyOptions {
  * size capped at NT_EAR_MAX_TOKEN_SIZE. */
 int nt_ear_verify(const char *token, const json_t *jwks, const NtEarVerifyOptions *o,
                   json_t **ret_claims, char err[static 256]);
+
+/* What nt_ear_verify_ex() found, also when it fails: a caller that audits refusals or refreshes
+ * its key set needs no second decoding of the token. */
+typedef struct NtEarVerifyResult {
+    json_t *claims;   /* the payload once the signature verified (owned: json_decref), also when
+                       * a later check (exp, iat, iss, aud, profile, status) failed; NULL when the
+                       * signature did not verify: unauthenticated claims are never handed out */
+    bool unknown_kid; /* -EKEYREJECTED because the header's kid is not in jwks */
+} NtEarVerifyResult;
+
+/* nt_ear_verify() with the same checks and returns; *ret is always written (claims NULL and
+ * unknown_kid false unless as described above). -EINVAL when ret is NULL. */
+int nt_ear_verify_ex(const char *token, const json_t *jwks, const NtEarVerifyOptions *o,
+                     NtEarVerifyResult *ret, char err[static 256]);

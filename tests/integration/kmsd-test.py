@@ -674,6 +674,11 @@ actions = [(r["action"], r["result"], r["rule"]) for r in rows]
 check(("create", "ok", None) in actions and ("delete", "ok", None) in actions, "admin rows")
 check(("release", "refused", "measurement_in") in actions, "refusal row")
 check(("release", "refused", "exp") in actions, "expired-token row")
+# The expired token is authentic: its row names it (jti, measurement) from the claims kmsd's one
+# verification decoded.
+exp_rows = [r for r in rows if r["action"] == "release" and r["rule"] == "exp"]
+check(exp_rows and all(r["token_jti"] and r["measurement"] == MEAS for r in exp_rows),
+      "expired-token row without the token's jti and measurement: %s" % exp_rows)
 check(sum(1 for a in actions if a[0] == "admin-denied") >= 8, "denied admin rows: %s" % actions)
 ok_rows = [r for r in rows if r["action"] == "release" and r["result"] == "ok"]
 check(all(r["token_jti"] and r["measurement"] == MEAS for r in ok_rows[:1]), "release row")

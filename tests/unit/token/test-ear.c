@@ -443,6 +443,78 @@ static void test_time_and_claims(void **state) {
     expect_verify(t2, &o, -EACCES, "audience");
 }
 
+/* nt_ear_verify_ex, which kmsd uses so that it decodes a token once: the same verdicts as
+ * nt_ear_verify; the claims of an authentic token that fails a later check (expired, issuer)
+ * are handed out, those of a token whose signature does not verify (bad signature, tampered
+ * payload, unknown kid, refused alg) never are; an unknown kid is flagged. */
+static void test_verify_ex(void **state) {
+    json_auto_t *rd = tt_runtime_data("n", "P-384");
+    _cleanup_(nt_verdict_freep) NtVerdict *v = verdict(MILAN_VLEK, rd, NULL);
+    NtEarInput in = input(v, rd);
+    time_t t0 = 1900000000;
+    json_auto_t *claims = NULL, *other = json_pack("{s[{ssssss}]}", "keys", "kty", "EC", "crv",
+                                                   "P-384", "kid", "nobody");
+    _cleanup_free_ char *token = NULL, *h = NULL, *p = NULL, *sg = NULL, *bad = NULL,
+                        *forged = NULL, *pl = NULL, *pl2 = NULL, *p2 = NULL, *none = NULL,
+                        *nh = NULL, *tn = NULL;
+    NtEarVerifyOptions o = vopts();
+    NtEarVerifyResult res;
+    char err[256];
+
+    in.now = t0;
+    in.lifetime_s = 120;
+    token = issue(&in, &claims);
+    o.now = t0;
+    assert_int_equal(nt_ear_verify_ex(token, jwks, &o, &res, err), 0);
+    assert_non_null(res.claims);
+    assert_false(res.unknown_kid);
+    assert_true(json_equal(res.claims, claims));
+    json_decref(res.claims);
+
+    /* Expired, and another issuer: refused as before; the authentic claims come back. */
+    o.now = t0 + 3600;
+    assert_int_equal(nt_ear_verify_ex(token, jwks, &o, &res, err), -EKEYEXPIRED);
+    assert_non_null(strstr(err, "expired"));
+    assert_non_null(res.claims);
+    assert_true(json_equal(res.claims, claims));
+    json_decref(res.claims);
+    o.now = t0;
+    o.issuer = "https://other";
+    assert_int_equal(nt_ear_verify_ex(token, jwks, &o, &res, err), -EACCES);
+    assert_non_null(res.claims);
+    json_decref(res.claims);
+    o.issuer = NULL;
+
+    /* A bad signature: refused, no claims. */
+    split(token, &h, &p, &sg);
+    none = strdup(sg);
+    none[10] = none[10] == 'A' ? 'B' : 'A';
+    bad = join(h, p, none);
+    assert_int_equal(nt_ear_verify_ex(bad, jwks, &o, &res, err), -EKEYREJECTED);
+    assert_non_null(strstr(err, "signature"));
+    assert_null(res.claims);
+    assert_false(res.unknown_kid);
+    /* A payload edited to live longer, with the original signature: refused, no claims. */
+    pl = b64_dec(p, strlen(p));
+    pl2 = replace(pl, "\"exp\":", "\"exp\":9");
+    p2 = b64(pl2);
+    forged = join(h, p2, sg);
+    o.now = t0 + 3600;
+    assert_int_equal(nt_ear_verify_ex(forged, jwks, &o, &res, err), -EKEYREJECTED);
+    assert_null(res.claims);
+    o.now = t0;
+    /* An unknown kid is flagged; alg none is refused without claims. */
+    assert_int_equal(nt_ear_verify_ex(token, other, &o, &res, err), -EKEYREJECTED);
+    assert_true(res.unknown_kid);
+    assert_null(res.claims);
+    nh = b64("{\"alg\":\"none\",\"kid\":\"x\"}");
+    tn = join(nh, p, sg);
+    assert_int_equal(nt_ear_verify_ex(tn, jwks, &o, &res, err), -EKEYREJECTED);
+    assert_null(res.claims);
+    assert_false(res.unknown_kid);
+    assert_int_equal(nt_ear_verify_ex(token, jwks, &o, NULL, err), -EINVAL);
+}
+
 /* ES256 keys: issued and verified; an ES256 token is refused by a P-384 JWKS holding its kid. */
 static void test_es256(void **state) {
     json_auto_t *rd = tt_runtime_data("n", "P-256");
@@ -479,7 +551,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_size),
         cmocka_unit_test(test_vector),    cmocka_unit_test(test_tee_pubkey),
         cmocka_unit_test(test_hostile),   cmocka_unit_test(test_time_and_claims),
-        cmocka_unit_test(test_es256),
+        cmocka_unit_test(test_es256),     cmocka_unit_test(test_verify_ex),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
