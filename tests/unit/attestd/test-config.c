@@ -13,6 +13,7 @@
 #include "attestd/conf.h"
 #include "core/macro.h"
 #include "token/keys.h"
+#include "../token/alg-keys-util.h"
 
 #define BASE                                                                                       \
     "\"challenge\": {\"secret\": \"ch.key\"}, \"token\": {\"keys_dir\": \"keys\"}, "               \
@@ -163,65 +164,24 @@ static void test_strict(void **state) {
 /* Upgrade from the ES384 default: without "alg", a keys_dir holding P-384 keys keeps ES384 (and
  * the keys load); an empty or missing one gets ES256; a configured alg that contradicts the keys
  * stays an error when they are loaded. */
-static void test_alg_from_keys(void **state) {
-    char dir[] = "/tmp/nt-test-alg-XXXXXX", keys[64], cmd[192];
-    NtSigningKeys *k = NULL;
-    NtJwsAlg alg;
+static int attestd_alg(const char *text, const char *dir, char **ret_alg, char **ret_keys_dir) {
+    _cleanup_(attestd_config_freep) AttestdConfig *c = NULL;
     char *err = NULL;
-    const char *noalg = "{" BASE "}",
-               *es256 =
+    int r = attestd_config_parse(text, strlen(text), dir, &c, &err);
+    free(err);
+    if (r < 0)
+        return r;
+    *ret_alg = strdup(c->token_alg);
+    *ret_keys_dir = strdup(c->keys_dir);
+    return 0;
+}
+
+static void test_alg_from_keys(void **state) {
+    alg_keys_check(attestd_alg, "{" BASE "}",
                    "{"
                    "\"challenge\": {\"secret\": \"ch.key\"}, \"token\": {\"keys_dir\": \"keys\", "
                    "\"alg\": \"ES256\"}, \"policies\": {\"default\": {\"file\": \"p.json\"}}"
-                   "}";
-
-    assert_non_null(mkdtemp(dir));
-    snprintf(keys, sizeof keys, "%s/keys", dir);
-    for (int round = 0; round < 2; round++) {
-        AttestdConfig *c = NULL;
-        /* round 0: no keys_dir yet; round 1: an empty one */
-        assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), 0);
-        assert_int_equal(attestd_config_parse(noalg, strlen(noalg), dir, &c, &err), 0);
-        assert_string_equal(c->token_alg, "ES256");
-        attestd_config_freep(&c);
-        assert_int_equal(mkdir(keys, 0700), round == 0 ? 0 : -1);
-    }
-    /* the old default's keys */
-    assert_int_equal(nt_signing_keys_open_dir(keys, NT_JWS_ES384, &k, NULL), 0);
-    k = nt_signing_keys_free(k);
-    assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), 1);
-    assert_int_equal(alg, NT_JWS_ES384);
-    {
-        _cleanup_(attestd_config_freep) AttestdConfig *c = NULL;
-        assert_int_equal(attestd_config_parse(noalg, strlen(noalg), dir, &c, &err), 0);
-        assert_string_equal(c->token_alg, "ES384");
-        assert_int_equal(
-            nt_signing_keys_open_dir(c->keys_dir, nt_jws_alg_from_string(c->token_alg), &k, &err),
-            0);
-        k = nt_signing_keys_free(k);
-    }
-    {
-        _cleanup_(attestd_config_freep) AttestdConfig *c = NULL;
-        assert_int_equal(attestd_config_parse(es256, strlen(es256), dir, &c, &err), 0);
-        assert_string_equal(c->token_alg, "ES256"); /* as configured */
-        assert_int_equal(
-            nt_signing_keys_open_dir(c->keys_dir, nt_jws_alg_from_string(c->token_alg), &k, &err),
-            -EOPNOTSUPP);
-        assert_null(k);
-        assert_non_null(strstr(err, "key-"));
-        free(err);
-        err = NULL;
-    }
-    /* keys of both curves: not inferred (the load names the odd file) */
-    snprintf(cmd, sizeof cmd, "%s/p256", dir);
-    assert_int_equal(mkdir(cmd, 0700), 0);
-    assert_int_equal(nt_signing_keys_open_dir(cmd, NT_JWS_ES256, &k, NULL), 0);
-    k = nt_signing_keys_free(k);
-    snprintf(cmd, sizeof cmd, "cp -p '%s'/p256/key-*.json '%s'", dir, keys);
-    assert_int_equal(system(cmd), 0);
-    assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), -EOPNOTSUPP);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+                   "}");
 }
 
 int main(void) {

@@ -14,6 +14,7 @@
 #include "core/macro.h"
 #include "token/keys.h"
 #include "kmsd/conf.h"
+#include "../token/alg-keys-util.h"
 
 #define DBK "\"database\": \"kms.db\", \"kek_file\": \"kek\""
 #define REL "\"release\": {\"keys_dir\": \"rk\"}"
@@ -136,62 +137,22 @@ static void test_loopback_http(void **state) {
 /* Upgrade from the ES384 default: without "alg", a keys_dir holding P-384 keys keeps ES384 (and
  * the keys load); an empty or missing one gets ES256; a configured alg that contradicts the keys
  * stays an error when they are loaded. */
-static void test_alg_from_keys(void **state) {
-    char dir[] = "/tmp/nt-test-alg-XXXXXX", keys[64], cmd[192];
-    NtSigningKeys *k = NULL;
-    NtJwsAlg alg;
+static int kmsd_alg(const char *text, const char *dir, char **ret_alg, char **ret_keys_dir) {
+    _cleanup_(kmsd_config_freep) KmsdConfig *c = NULL;
     char *err = NULL;
-    const char *noalg = "{" DBK ", \"release\": {\"keys_dir\": \"keys\"}, " ATT ", " ADM "}",
-               *es256 = "{" DBK ", \"release\": {\"keys_dir\": \"keys\", \"alg\": \"ES256\"}, " ATT
-                        ", " ADM "}";
+    int r = kmsd_config_parse(text, strlen(text), dir, &c, &err);
+    free(err);
+    if (r < 0)
+        return r;
+    *ret_alg = strdup(c->release_alg);
+    *ret_keys_dir = strdup(c->release_keys_dir);
+    return 0;
+}
 
-    assert_non_null(mkdtemp(dir));
-    snprintf(keys, sizeof keys, "%s/keys", dir);
-    for (int round = 0; round < 2; round++) {
-        KmsdConfig *c = NULL;
-        /* round 0: no keys_dir yet; round 1: an empty one */
-        assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), 0);
-        assert_int_equal(kmsd_config_parse(noalg, strlen(noalg), dir, &c, &err), 0);
-        assert_string_equal(c->release_alg, "ES256");
-        kmsd_config_freep(&c);
-        assert_int_equal(mkdir(keys, 0700), round == 0 ? 0 : -1);
-    }
-    /* the old default's keys */
-    assert_int_equal(nt_signing_keys_open_dir(keys, NT_JWS_ES384, &k, NULL), 0);
-    k = nt_signing_keys_free(k);
-    assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), 1);
-    assert_int_equal(alg, NT_JWS_ES384);
-    {
-        _cleanup_(kmsd_config_freep) KmsdConfig *c = NULL;
-        assert_int_equal(kmsd_config_parse(noalg, strlen(noalg), dir, &c, &err), 0);
-        assert_string_equal(c->release_alg, "ES384");
-        assert_int_equal(nt_signing_keys_open_dir(c->release_keys_dir,
-                                                  nt_jws_alg_from_string(c->release_alg), &k, &err),
-                         0);
-        k = nt_signing_keys_free(k);
-    }
-    {
-        _cleanup_(kmsd_config_freep) KmsdConfig *c = NULL;
-        assert_int_equal(kmsd_config_parse(es256, strlen(es256), dir, &c, &err), 0);
-        assert_string_equal(c->release_alg, "ES256"); /* as configured */
-        assert_int_equal(nt_signing_keys_open_dir(c->release_keys_dir,
-                                                  nt_jws_alg_from_string(c->release_alg), &k, &err),
-                         -EOPNOTSUPP);
-        assert_null(k);
-        assert_non_null(strstr(err, "key-"));
-        free(err);
-        err = NULL;
-    }
-    /* keys of both curves: not inferred (the load names the odd file) */
-    snprintf(cmd, sizeof cmd, "%s/p256", dir);
-    assert_int_equal(mkdir(cmd, 0700), 0);
-    assert_int_equal(nt_signing_keys_open_dir(cmd, NT_JWS_ES256, &k, NULL), 0);
-    k = nt_signing_keys_free(k);
-    snprintf(cmd, sizeof cmd, "cp -p '%s'/p256/key-*.json '%s'", dir, keys);
-    assert_int_equal(system(cmd), 0);
-    assert_int_equal(nt_signing_keys_dir_alg(keys, &alg), -EOPNOTSUPP);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+static void test_alg_from_keys(void **state) {
+    alg_keys_check(kmsd_alg, "{" DBK ", \"release\": {\"keys_dir\": \"keys\"}, " ATT ", " ADM "}",
+                   "{" DBK ", \"release\": {\"keys_dir\": \"keys\", \"alg\": \"ES256\"}, " ATT
+                   ", " ADM "}");
 }
 
 int main(void) {
