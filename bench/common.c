@@ -163,3 +163,54 @@ void bench_make_tls(const char *dir) {
              dir);
     bench_run(cmd);
 }
+
+bool bench_have(const char *cmd_name) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "command -v '%s' >/dev/null 2>&1", cmd_name);
+    return system(cmd) == 0;
+}
+
+unsigned bench_start_tang(const char *db_dir, const char *port_file, pid_t *ret_pid) {
+    char cmd[2048], listen[64], exec[600];
+    unsigned port = 0;
+    pid_t pid;
+
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && '%s' '%s' >/dev/null", db_dir, BENCH_TANGD_KEYGEN,
+             db_dir);
+    bench_run(cmd);
+    /* A free port from the kernel, then socat on it. */
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
+             "print(s.getsockname()[1])' > '%s'",
+             port_file);
+    bench_run(cmd);
+    FILE *pf = fopen(port_file, "r");
+    if (!pf || fscanf(pf, "%u", &port) != 1)
+        bench_die("choosing a port for tang");
+    fclose(pf);
+    snprintf(listen, sizeof listen, "TCP-LISTEN:%u,bind=127.0.0.1,fork,reuseaddr", port);
+    snprintf(exec, sizeof exec, "EXEC:%s %s", BENCH_TANGD, db_dir);
+    pid = fork();
+    if (pid < 0)
+        bench_die("fork");
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp("socat", "socat", listen, exec, (char *)NULL);
+        _exit(127);
+    }
+    bench_register_pid(pid);
+    if (ret_pid)
+        *ret_pid = pid;
+    return port;
+}
+
+unsigned bench_start_service(const char *dir, const char *exe, const char *name, pid_t *ret_pid) {
+    char cfg[512], port_file[512], log[512];
+    snprintf(cfg, sizeof cfg, "%s/%s.json", dir, name);
+    snprintf(port_file, sizeof port_file, "%s/%s.port", dir, name);
+    snprintf(log, sizeof log, "%s/%s.log", dir, name);
+    char *argv[] = {(char *)exe, "--config", cfg, "--port-file", port_file, NULL};
+    return bench_start_daemon(argv, port_file, log, ret_pid);
+}

@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -34,6 +35,10 @@ void bench_write_text(const char *path, const char *text, mode_t mode);
 unsigned bench_start_daemon(char *const argv[], const char *port_file, const char *log,
                             pid_t *ret_pid);
 
+/* A nitride service (attestd, kmsd) as bench_start_daemon: `exe --config DIR/NAME.json
+ * --port-file DIR/NAME.port`, its log in DIR/NAME.log. Returns the port; *ret_pid the process. */
+unsigned bench_start_service(const char *dir, const char *exe, const char *name, pid_t *ret_pid);
+
 /* CPU time (user + system) a process has used so far, seconds: pid 0 for this one. -1 when its
  * /proc entry cannot be read. */
 double bench_cpu_seconds(pid_t pid);
@@ -47,3 +52,16 @@ void bench_run(const char *cmd);
 /* A throwaway CA (dir/ca.pem) and a server certificate for 127.0.0.1 (dir/tls.pem, dir/tls.key),
  * as the tests' make_tls. Dies on failure. */
 void bench_make_tls(const char *dir);
+
+/* The command or path is there (`command -v`). */
+bool bench_have(const char *cmd_name);
+
+/* Tang's paths (Debian's tang package). */
+#define BENCH_TANGD "/usr/libexec/tangd"
+#define BENCH_TANGD_KEYGEN "/usr/libexec/tangd-keygen"
+
+/* Tang behind socat on a free loopback port, registered: tangd is inetd-style (one process per
+ * connection, as Debian's tangd.socket runs it). Its keys are made in db_dir; port_file is a
+ * scratch file. Returns the port (socat may still be starting) and, when ret_pid is not NULL,
+ * socat's pid in *ret_pid; dies on failure. */
+unsigned bench_start_tang(const char *db_dir, const char *port_file, pid_t *ret_pid);

@@ -55,12 +55,6 @@ static void tmp_path(char *buf, size_t size, const char *name) {
     snprintf(buf, size, "%s/%s", tmpdir, name);
 }
 
-static bool have(const char *cmd_name) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "command -v '%s' >/dev/null 2>&1", cmd_name);
-    return system(cmd) == 0;
-}
-
 /* A 32 MiB LUKS2 image whose slot 0 is an argon2id passphrase slot (cheap parameters, so the
  * setup is quick, yet a method that tried it would show ~100 ms). */
 static void make_image(const char *img) {
@@ -126,38 +120,10 @@ static double one(Method m) {
 
 /* Tang behind socat on a free loopback port; returns the port. */
 static unsigned start_tang(void) {
-    const char *tangd = "/usr/libexec/tangd", *keygen = "/usr/libexec/tangd-keygen";
-    char cmd[2048], db[512], port_file[512], listen[64], exec[600];
-    unsigned port = 0;
-    pid_t pid;
-
+    char db[512], port_file[512];
     tmp_path(db, sizeof db, "tang-db");
     tmp_path(port_file, sizeof port_file, "tang.port");
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && '%s' '%s' >/dev/null", db, keygen, db);
-    bench_run(cmd);
-    snprintf(cmd, sizeof cmd,
-             "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
-             "print(s.getsockname()[1])' > '%s'",
-             port_file);
-    bench_run(cmd);
-    FILE *pf = fopen(port_file, "r");
-    if (!pf || fscanf(pf, "%u", &port) != 1)
-        bench_die("choosing a port for tang");
-    fclose(pf);
-    snprintf(listen, sizeof listen, "TCP-LISTEN:%u,bind=127.0.0.1,fork,reuseaddr", port);
-    snprintf(exec, sizeof exec, "EXEC:%s %s", tangd, db);
-    pid = fork();
-    if (pid < 0)
-        bench_die("fork");
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execlp("socat", "socat", listen, exec, (char *)NULL);
-        _exit(127);
-    }
-    bench_register_pid(pid);
-    return port;
+    return bench_start_tang(db, port_file, NULL);
 }
 
 /* The plugin in place of libcryptsetup's token directory, for this process and its children
@@ -211,16 +177,8 @@ static void write_random_file(const char *name, char *path, size_t size, bool he
 }
 
 static unsigned start_service(const char *exe, const char *name) {
-    char cfg[512], port_file[512], log[512], file[64];
     pid_t pid;
-    snprintf(file, sizeof file, "%s.json", name);
-    tmp_path(cfg, sizeof cfg, file);
-    snprintf(file, sizeof file, "%s.port", name);
-    tmp_path(port_file, sizeof port_file, file);
-    snprintf(file, sizeof file, "%s.log", name);
-    tmp_path(log, sizeof log, file);
-    char *argv[] = {(char *)exe, "--config", cfg, "--port-file", port_file, NULL};
-    return bench_start_daemon(argv, port_file, log, &pid);
+    return bench_start_service(tmpdir, exe, name, &pid);
 }
 
 /* attestd and kmsd, then `nitride luks enroll --create` of remote_img. Returns false (with a
@@ -295,7 +253,7 @@ int main(void) {
         rounds = atoi(e);
     if ((e = getenv("NT_BENCH_LUKS")) && atoi(e) >= 3 && atoi(e) <= 4096 / 64)
         runs = atoi(e);
-    if (!have("cryptsetup")) {
+    if (!bench_have("cryptsetup")) {
         printf("bench-luks: skipped: cryptsetup missing (scripts/deps.sh)\n");
         return 0;
     }
@@ -360,7 +318,7 @@ int main(void) {
         }
     }
 
-    if (have("clevis") && have("socat") && access("/usr/libexec/tangd", X_OK) == 0 &&
+    if (bench_have("clevis") && bench_have("socat") && access(BENCH_TANGD, X_OK) == 0 &&
         system("clevis luks pass 2>&1 | grep -q 'Usage'") == 0) {
         unsigned port = start_tang();
         tmp_path(clevis_img, sizeof clevis_img, "clevis.img");

@@ -405,57 +405,24 @@ static int storage_once(int ks_fd, int wal_fd) {
 
 /* ---- Clevis + Tang ---- */
 
-static bool have(const char *path_or_cmd) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "command -v '%s' >/dev/null 2>&1", path_or_cmd);
-    return system(cmd) == 0;
-}
-
 /* p50 of `clevis decrypt` against tangd on loopback, seconds; 0 when not measured. */
 static double clevis_p50(int runs, double *ret_p99) {
-    const char *tangd = "/usr/libexec/tangd", *keygen = "/usr/libexec/tangd-keygen";
     char cmd[2048], db[512], jwe[512], port_file[512];
     double *lat;
-    unsigned port = 0;
+    unsigned port;
     pid_t pid;
 
     if (runs <= 0)
         return 0;
-    if (!have("clevis") || !have("socat") || access(tangd, X_OK) != 0 ||
-        access(keygen, X_OK) != 0) {
+    if (!bench_have("clevis") || !bench_have("socat") || access(BENCH_TANGD, X_OK) != 0 ||
+        access(BENCH_TANGD_KEYGEN, X_OK) != 0) {
         printf("clevis: not measured (clevis, tang or socat missing: run scripts/deps.sh)\n");
         return 0;
     }
     tmp_path(db, sizeof db, "tang-db");
     tmp_path(jwe, sizeof jwe, "clevis.jwe");
     tmp_path(port_file, sizeof port_file, "tang.port");
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && '%s' '%s' >/dev/null", db, keygen, db);
-    bench_run(cmd);
-    /* A free port from the kernel, then socat on it (tangd is inetd-style: one process per
-     * connection, as Debian's tangd.socket runs it). */
-    snprintf(cmd, sizeof cmd,
-             "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
-             "print(s.getsockname()[1])' > '%s'",
-             port_file);
-    bench_run(cmd);
-    FILE *pf = fopen(port_file, "r");
-    if (!pf || fscanf(pf, "%u", &port) != 1)
-        bench_die("choosing a port for tang");
-    fclose(pf);
-    char listen[64], exec[600];
-    snprintf(listen, sizeof listen, "TCP-LISTEN:%u,bind=127.0.0.1,fork,reuseaddr", port);
-    snprintf(exec, sizeof exec, "EXEC:%s %s", tangd, db);
-    pid = fork();
-    if (pid < 0)
-        bench_die("fork");
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execlp("socat", "socat", listen, exec, (char *)NULL);
-        _exit(127);
-    }
-    bench_register_pid(pid);
+    port = bench_start_tang(db, port_file, &pid);
     /* Encrypt once (retried while socat starts). */
     snprintf(cmd, sizeof cmd,
              "head -c 32 /dev/urandom | clevis encrypt tang '{\"url\":\"http://127.0.0.1:%u\"}' "
@@ -514,15 +481,7 @@ static void cpu_now(double c[N_CPU]) {
 }
 
 static unsigned start_service(const char *exe, const char *name, pid_t *ret_pid) {
-    char cfg[512], port_file[512], log[512], file[64];
-    snprintf(file, sizeof file, "%s.json", name);
-    tmp_path(cfg, sizeof cfg, file);
-    snprintf(file, sizeof file, "%s.port", name);
-    tmp_path(port_file, sizeof port_file, file);
-    snprintf(file, sizeof file, "%s.log", name);
-    tmp_path(log, sizeof log, file);
-    char *argv[] = {(char *)exe, "--config", cfg, "--port-file", port_file, NULL};
-    return bench_start_daemon(argv, port_file, log, ret_pid);
+    return bench_start_service(tmpdir, exe, name, ret_pid);
 }
 
 static void start_vhsmd(void) {

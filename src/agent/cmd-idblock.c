@@ -126,18 +126,6 @@ static int key_ref_load(KeyRef *k, const char *spec, const char *socket, const c
     return NT_EXIT_OK;
 }
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
-    char *end = NULL;
-    errno = 0;
-    if (!s || !*s || *s == '-')
-        return -EINVAL;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || !end || *end || v > max)
-        return -EINVAL;
-    *ret = v;
-    return 0;
-}
-
 static void idblock_usage(FILE *f) {
     fprintf(f,
             "Usage: nitride idblock create (--measurement HEX | --from-measure --ovmf FILE\n"
@@ -237,13 +225,10 @@ static int idblock_create(int argc, char **argv) {
     if (!options)
         return log_oom(), NT_EXIT_IO;
     measure_opts_init(&mo);
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-        r = measure_opts_parse(&mo, c, optarg);
-        if (r < 0)
-            return -r;
-        if (r > 0)
-            continue;
+    while ((c = measure_getopt(argc, argv, options, &mo)) >= 0) {
         switch (c) {
+        case MEASURE_OPT_INVALID:
+            return mo.exit_code;
         case 'h':
             idblock_usage(stdout);
             return NT_EXIT_OK;
@@ -260,7 +245,7 @@ static int idblock_create(int argc, char **argv) {
             author_spec = optarg;
             break;
         case ARG_POLICY:
-            if (parse_u64(optarg, UINT64_MAX, &b.policy) < 0) {
+            if (measure_parse_u64(optarg, UINT64_MAX, &b.policy) < 0) {
                 log_error("--policy: expected a 64-bit number, got '%s'.", optarg);
                 return NT_EXIT_USAGE;
             }
@@ -275,7 +260,7 @@ static int idblock_create(int argc, char **argv) {
             }
             break;
         case ARG_GUEST_SVN:
-            if (parse_u64(optarg, UINT32_MAX, &v) < 0) {
+            if (measure_parse_u64(optarg, UINT32_MAX, &v) < 0) {
                 log_error("--guest-svn: expected 0..4294967295, got '%s'.", optarg);
                 return NT_EXIT_USAGE;
             }

@@ -172,13 +172,10 @@ int cmd_measure(int argc, char **argv) {
         return log_oom(), NT_EXIT_IO;
     measure_opts_init(&mo);
     optind = 0;
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-        r = measure_opts_parse(&mo, c, optarg);
-        if (r < 0)
-            return -r;
-        if (r > 0)
-            continue;
+    while ((c = measure_getopt(argc, argv, options, &mo)) >= 0) {
         switch (c) {
+        case MEASURE_OPT_INVALID:
+            return mo.exit_code;
         case 'h':
             measure_usage(stdout);
             return NT_EXIT_OK;

@@ -33,20 +33,6 @@
 #include "snp/sim.h"
 #include "verify/chain.h"
 
-static int parse_uint(const char *s, uint64_t max, uint64_t *ret) {
-    char *end = NULL;
-    unsigned long long v;
-
-    if (!s || !*s || *s == '-')
-        return -EINVAL;
-    errno = 0;
-    v = strtoull(s, &end, 0);
-    if (errno != 0 || !end || *end || v > max)
-        return -EINVAL;
-    *ret = v;
-    return 0;
-}
-
 static int parse_on_off(const char *s, bool *ret) {
     if (streq(s, "on") || streq(s, "yes") || streq(s, "true") || streq(s, "1"))
         *ret = true;
@@ -72,7 +58,7 @@ static int parse_tcb(const char *spec, SnpProduct product, uint64_t *tcb) {
     for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');
         uint64_t v;
-        if (!eq || parse_uint(eq + 1, 255, &v) < 0)
+        if (!eq || measure_parse_u64(eq + 1, 255, &v) < 0)
             return -EINVAL;
         *eq = 0;
         if (streq(tok, "bl") || streq(tok, "bootloader"))
@@ -118,7 +104,7 @@ static int sim_init(int argc, char **argv) {
             opts.with_vlek = true;
             break;
         case 'r':
-            if (parse_uint(optarg, 5, &v) < 0 || (v != 2 && v != 3 && v != 5)) {
+            if (measure_parse_u64(optarg, 5, &v) < 0 || (v != 2 && v != 3 && v != 5)) {
                 log_error("Invalid --report-version '%s' (2, 3 or 5).", optarg);
                 return NT_EXIT_USAGE;
             }
@@ -239,7 +225,7 @@ static int sim_set(int argc, char **argv) {
             r = hex_opt("measurement", optarg, l->measurement, sizeof l->measurement);
             break;
         case OPT_POLICY:
-            r = parse_uint(optarg, UINT64_MAX, &v);
+            r = measure_parse_u64(optarg, UINT64_MAX, &v);
             if (r >= 0)
                 l->policy = v;
             break;
@@ -267,12 +253,12 @@ static int sim_set(int argc, char **argv) {
             break;
         }
         case OPT_GUEST_SVN:
-            r = parse_uint(optarg, UINT32_MAX, &v);
+            r = measure_parse_u64(optarg, UINT32_MAX, &v);
             if (r >= 0)
                 l->guest_svn = (uint32_t)v;
             break;
         case OPT_VMPL:
-            r = parse_uint(optarg, 3, &v);
+            r = measure_parse_u64(optarg, 3, &v);
             if (r >= 0)
                 l->vmpl = (uint32_t)v;
             break;
@@ -378,18 +364,15 @@ static int sim_launch(int argc, char **argv) {
     if (!options)
         return log_oom(), NT_EXIT_IO;
     measure_opts_init(&mo);
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
-        r = measure_opts_parse(&mo, c, optarg);
-        if (r < 0)
-            return -r;
-        if (r > 0)
-            continue;
+    while ((c = measure_getopt(argc, argv, options, &mo)) >= 0) {
         switch (c) {
+        case MEASURE_OPT_INVALID:
+            return mo.exit_code;
         case 'h':
             printf("%s\n", LAUNCH_USAGE);
             return NT_EXIT_OK;
         case ARG_POLICY:
-            if (parse_uint(optarg, UINT64_MAX, &p.policy) < 0) {
+            if (measure_parse_u64(optarg, UINT64_MAX, &p.policy) < 0) {
                 log_error("--policy: expected a 64-bit number, got '%s'.", optarg);
                 return NT_EXIT_USAGE;
             }

@@ -63,7 +63,7 @@ struct option *measure_opts_merge(const struct option *extra) {
     return all;
 }
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *ret) {
+int measure_parse_u64(const char *s, uint64_t max, uint64_t *ret) {
     char *end = NULL;
     errno = 0;
     if (!s || !*s || *s == '-')
@@ -95,7 +95,7 @@ int measure_opts_parse(MeasureOpts *o, int c, const char *arg) {
         o->in.append = arg;
         break;
     case ARG_VCPUS:
-        if (parse_u64(arg, SNP_MEASURE_MAX_VCPUS, &v) < 0 || v == 0) {
+        if (measure_parse_u64(arg, SNP_MEASURE_MAX_VCPUS, &v) < 0 || v == 0) {
             log_error("--vcpus: expected 1..%u, got '%s'.", SNP_MEASURE_MAX_VCPUS, arg);
             return -NT_EXIT_USAGE;
         }
@@ -105,7 +105,7 @@ int measure_opts_parse(MeasureOpts *o, int c, const char *arg) {
         o->vcpu_type = arg;
         break;
     case ARG_VCPU_SIG:
-        if (parse_u64(arg, UINT32_MAX, &v) < 0) {
+        if (measure_parse_u64(arg, UINT32_MAX, &v) < 0) {
             log_error("--vcpu-sig: expected a 32-bit number, got '%s'.", arg);
             return -NT_EXIT_USAGE;
         }
@@ -115,7 +115,7 @@ int measure_opts_parse(MeasureOpts *o, int c, const char *arg) {
     case ARG_VCPU_FAMILY:
     case ARG_VCPU_MODEL:
     case ARG_VCPU_STEPPING:
-        if (parse_u64(arg, 0xffff, &v) < 0) {
+        if (measure_parse_u64(arg, 0xffff, &v) < 0) {
             log_error("--vcpu-%s: expected a number, got '%s'.",
                       c == ARG_VCPU_FAMILY  ? "family"
                       : c == ARG_VCPU_MODEL ? "model"
@@ -135,7 +135,7 @@ int measure_opts_parse(MeasureOpts *o, int c, const char *arg) {
         }
         break;
     case ARG_GUEST_FEATURES:
-        if (parse_u64(arg, UINT64_MAX, &o->in.guest_features) < 0) {
+        if (measure_parse_u64(arg, UINT64_MAX, &o->in.guest_features) < 0) {
             log_error("--guest-features: expected a number, got '%s'.", arg);
             return -NT_EXIT_USAGE;
         }
@@ -184,4 +184,19 @@ int measure_opts_run(MeasureOpts *o, SnpMeasureResult *ret) {
         return r == -EBADMSG ? NT_EXIT_INVALID : r == -EINVAL ? NT_EXIT_USAGE : NT_EXIT_IO;
     }
     return NT_EXIT_OK;
+}
+
+int measure_getopt(int argc, char **argv, const struct option *options, MeasureOpts *o) {
+    for (;;) {
+        int c = getopt_long(argc, argv, "h", options, NULL);
+        if (c < 0)
+            return c;
+        int r = measure_opts_parse(o, c, optarg);
+        if (r < 0) {
+            o->exit_code = -r;
+            return MEASURE_OPT_INVALID;
+        }
+        if (r == 0)
+            return c;
+    }
 }
