@@ -24,21 +24,15 @@
 #include "agent/attest-flow.h"
 #include "agent/fetch-flow.h"
 #include "core/encoding.h"
+#include "core/jwe.h"
 #include "core/jose-openssl.h"
 #include "core/log.h"
 #include "core/macro.h"
 #include "core/openssl-util.h"
 #include "luks/luks-private.h"
 #include "luks/luks.h"
+#include "token/jose-util.h"
 #include "token/release.h"
-
-/* Wipes a jansson string member in place (the transfer key's "d", the CEK's "k") before the
- * object is freed: jansson's allocator does not wipe. */
-static void wipe_member(json_t *o, const char *k) {
-    json_t *v = json_object_get(o, k);
-    if (json_is_string(v))
-        explicit_bzero((char *)json_string_value(v), json_string_length(v));
-}
 
 /* The one-shot transfer key: the private key stays in this process; the public JWK (kid = RFC
  * 7638 thumbprint, as vhsmd's) goes into the report's runtime data and the token's cnf.jwk. */
@@ -74,42 +68,15 @@ static int transfer_key(EVP_PKEY **ret_key, json_t **ret_pub) {
     return 0;
 }
 
-/* A jose_io_t sink writing the plaintext straight into a Secret. */
-typedef struct SecretSink {
-    jose_io_t io;
-    Secret *s;
-    size_t off;
-} SecretSink;
-
-static bool sink_feed(jose_io_t *io, const void *in, size_t len) {
-    SecretSink *k = (SecretSink *)io;
-    if (len > secret_size(k->s) - k->off)
-        return false;
-    memcpy(secret_data(k->s) + k->off, in, len);
-    k->off += len;
-    return true;
-}
-
-static bool sink_done(jose_io_t *io) {
-    return true;
-}
-
-static void sink_free(jose_io_t *io) {
-}
-
 /* Decrypts the compact JWE (ECDH-ES+A256KW, A256GCM) with key into a Secret of exactly
  * LUKS_KEY_SIZE bytes. -EKEYREJECTED when it does not decrypt, -EBADMSG when malformed or of
  * another size. */
 static int jwe_open(const char *compact, EVP_PKEY *key, Secret **ret) {
-    _cleanup_(secret_freep) Secret *pt = NULL;
     _cleanup_free_ uint8_t *ct = NULL;
-    json_auto_t *jwe = NULL, *jwk = NULL, *cek = NULL;
-    SecretSink sink = {.io = {.refs = 1, .feed = sink_feed, .done = sink_done, .free = sink_free}};
+    _cleanup_(nt_jose_jwk_wipe_freep) json_t *jwk = NULL; /* "d" wiped */
+    json_auto_t *jwe = NULL;
     const char *seg[5];
     size_t seg_len[5], ct_len = 0, len = strlen(compact), start = 0;
-    jose_io_t *io;
-    bool ok;
-    int r;
 
     for (size_t i = 0; i < 5; i++) {
         const char *dot = i < 4 ? memchr(compact + start, '.', len - start) : NULL;
@@ -132,25 +99,7 @@ static int jwe_open(const char *compact, EVP_PKEY *key, Secret **ret) {
     jwk = jose_openssl_jwk_from_EVP_PKEY(NULL, key);
     if (!jwk)
         return -EIO;
-    cek = jose_jwe_dec_jwk(NULL, jwe, NULL, jwk);
-    wipe_member(jwk, "d");
-    if (!cek)
-        return -EKEYREJECTED;
-    if ((r = secret_new(ct_len, &pt)) < 0) {
-        wipe_member(cek, "k");
-        return r;
-    }
-    sink.s = pt;
-    io = jose_jwe_dec_cek_io(NULL, jwe, cek, &sink.io);
-    wipe_member(cek, "k");
-    if (!io)
-        return -EKEYREJECTED;
-    ok = io->feed(io, ct, ct_len) && io->done(io);
-    jose_io_decref(io);
-    if (!ok || sink.off != ct_len)
-        return -EKEYREJECTED; /* the partial plaintext of a forged JWE is wiped with pt */
-    *ret = TAKE_PTR(pt);
-    return 0;
+    return nt_jwe_decrypt_secret(jwe, jwk, ct, ct_len, ret);
 }
 
 /* kmsd's release keys, fetched over the same TLS trust as the release itself. */

@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include "core/encoding.h"
+#include "core/jwe.h"
 #include "core/log.h"
 #include "core/openssl-util.h"
 #include "vhsm/vault-private.h"
@@ -247,55 +248,14 @@ static int check_header(const json_t *h, const char **ret_kid, const char **ret_
     return 0;
 }
 
-/* A jose_io_t sink writing into a preallocated Secret. */
-typedef struct SecretSink {
-    jose_io_t io;
-    Secret *s;
-    size_t off;
-} SecretSink;
-
-static bool sink_feed(jose_io_t *io, const void *in, size_t len) {
-    SecretSink *k = (SecretSink *)io;
-    if (len > secret_size(k->s) - k->off)
-        return false;
-    memcpy(secret_data(k->s) + k->off, in, len);
-    k->off += len;
-    return true;
-}
-
-static bool sink_done(jose_io_t *io) {
-    return true;
-}
-
-static void sink_free(jose_io_t *io) {
-}
-
 static int jwe_decrypt(EVP_PKEY *pkey, const json_t *jwe, const uint8_t *ct, size_t ct_len,
                        Secret **ret) {
-    json_auto_t *jwk = NULL, *cek = NULL;
-    _cleanup_(secret_freep) Secret *pt = NULL;
-    SecretSink sink = {.io = {.refs = 1, .feed = sink_feed, .done = sink_done, .free = sink_free}};
-    jose_io_t *io;
-    bool ok;
+    json_auto_t *jwk = NULL;
     int r;
 
     if ((r = vault_pkey_to_jwk(pkey, true, &jwk)) < 0)
         return r;
-    cek = jose_jwe_dec_jwk(NULL, jwe, NULL, jwk);
-    if (!cek)
-        return -EKEYREJECTED;
-    if ((r = secret_new(ct_len, &pt)) < 0)
-        return r;
-    sink.s = pt;
-    io = jose_jwe_dec_cek_io(NULL, jwe, cek, &sink.io);
-    if (!io)
-        return -EKEYREJECTED;
-    ok = io->feed(io, ct, ct_len) && io->done(io);
-    jose_io_decref(io);
-    if (!ok || sink.off != ct_len)
-        return -EKEYREJECTED; /* pt (partial plaintext of a forged JWE) is wiped */
-    *ret = TAKE_PTR(pt);
-    return 0;
+    return nt_jwe_decrypt_secret(jwe, jwk, ct, ct_len, ret);
 }
 
 static int material_from_payload(VaultKeyType type, Secret *pt, KeyVersion *kv) {
