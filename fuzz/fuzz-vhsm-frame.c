@@ -91,6 +91,32 @@ static bool mutating(uint16_t op) {
     }
 }
 
+/* The frame's body as an exact-size heap copy: dispatch reads the body in place, so that ASan
+ * sees any read past the frame. */
+static uint8_t *body_copy(const uint8_t *body, size_t len) {
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        abort();
+    memcpy(copy, body, len);
+    return copy;
+}
+
+/* Dispatches one request and checks that its reply is one well-formed response frame. */
+static void dispatch_checked(Dispatch *d, Peer *p, const VhsmHeader *h, const uint8_t *frame_body,
+                             VhsmBuf *out) {
+    uint8_t *body = body_copy(frame_body, h->body_len);
+    size_t start = out->len;
+    VhsmHeader rh;
+    if (dispatch_request(d, p, h, body, out) < 0)
+        abort();
+    free(body);
+    if (out->len - start < VHSM_HEADER_SIZE || vhsm_header_decode(out->data + start, &rh) < 0 ||
+        rh.id != h->id || rh.kind != VHSM_KIND_RESPONSE ||
+        rh.body_len != out->len - start - VHSM_HEADER_SIZE ||
+        vhsm_body_validate(out->data + start + VHSM_HEADER_SIZE, rh.body_len) < 0)
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     VhsmBuf out = VHSM_BUF_INIT;
     size_t off = 0;
@@ -102,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!vault)
         setup();
     while (size - off >= VHSM_HEADER_SIZE) {
-        VhsmHeader h, rh;
+        VhsmHeader h;
         size_t toff = 0;
         VhsmTlv t;
         int r = vhsm_header_decode(data + off, &h);
@@ -127,10 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             const char *error = NULL;
             uint16_t status = 0;
             uint64_t id;
-            uint8_t *body = malloc(h.body_len ? h.body_len : 1);
-            if (!body)
-                abort();
-            memcpy(body, data + off, h.body_len);
+            uint8_t *body = body_copy(data + off, h.body_len);
             if (h.code == VHSM_OP_AGENT_WAIT) {
                 if (agentq_wait_request_parse(body, h.body_len, &w, &error) == 0) {
                     if (w.n_patterns > VHSM_MAX_PATTERNS || w.wait_ms > VHSM_AGENT_WAIT_MAX_MS)
@@ -149,10 +172,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             free(body);
         }
         if (h.kind == VHSM_KIND_REQUEST && token_opcode(h.code, data + off, h.body_len)) {
-            uint8_t *body = malloc(h.body_len ? h.body_len : 1);
-            size_t start = out.len;
-            if (!body)
-                abort();
             if (!tvault) {
                 VaultPeer tvp = {.uid = 1000, .gid = 1000, .pid = 2};
                 if (vault_new(&tvault) < 0 || vault_set_pin_policy(tvault, 3, 1000) < 0 ||
@@ -161,34 +180,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                        &(VaultKeySpec){.type = VAULT_KEY_AES256}) < 0)
                     abort();
             }
-            memcpy(body, data + off, h.body_len);
-            if (dispatch_request(tdispatch, &tpeer, &h, body, &out) < 0)
-                abort();
-            free(body);
-            if (out.len - start < VHSM_HEADER_SIZE ||
-                vhsm_header_decode(out.data + start, &rh) < 0 || rh.id != h.id ||
-                rh.kind != VHSM_KIND_RESPONSE ||
-                rh.body_len != out.len - start - VHSM_HEADER_SIZE ||
-                vhsm_body_validate(out.data + start + VHSM_HEADER_SIZE, rh.body_len) < 0)
-                abort();
-        } else if (h.kind == VHSM_KIND_REQUEST && !mutating(h.code)) {
-            /* dispatch reads the body in place: give it an exact-size copy so that ASan sees
-             * any read past the frame. */
-            uint8_t *body = malloc(h.body_len ? h.body_len : 1);
-            size_t start = out.len;
-            if (!body)
-                abort();
-            memcpy(body, data + off, h.body_len);
-            if (dispatch_request(dispatch, &peer, &h, body, &out) < 0)
-                abort();
-            free(body);
-            if (out.len - start < VHSM_HEADER_SIZE ||
-                vhsm_header_decode(out.data + start, &rh) < 0 || rh.id != h.id ||
-                rh.kind != VHSM_KIND_RESPONSE ||
-                rh.body_len != out.len - start - VHSM_HEADER_SIZE ||
-                vhsm_body_validate(out.data + start + VHSM_HEADER_SIZE, rh.body_len) < 0)
-                abort();
-        }
+            dispatch_checked(tdispatch, &tpeer, &h, data + off, &out);
+        } else if (h.kind == VHSM_KIND_REQUEST && !mutating(h.code))
+            dispatch_checked(dispatch, &peer, &h, data + off, &out);
         off += h.body_len;
         vhsm_buf_reset(&out);
     }
