@@ -185,14 +185,8 @@ int luks_remote_fetch(const LuksRemoteRequest *rq, const LuksUnlockOptions *o, i
     if (!rq->kms_url || !rq->attestd_url || !rq->secret_id || !ret_key)
         return -EINVAL;
     attest_clear_refusal();
-    if (!*prov) {
-        r = luks_provider_open(o->provider, prov);
-        if (r == -EAGAIN)
-            luks_refuse(refusal, "provider", "no evidence provider usable (%s)",
-                        o->provider ? o->provider : "auto");
-        if (r < 0)
-            return r;
-    }
+    if ((r = luks_provider_ensure(o, prov, refusal)) < 0)
+        return r;
     if (attest_check_url(rq->attestd_url, "attestd", &a.base) != NT_EXIT_OK ||
         attest_check_url(rq->kms_url, "kms", &f.kms_base) != NT_EXIT_OK) {
         free(a.base);

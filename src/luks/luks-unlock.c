@@ -198,20 +198,25 @@ static void keep_worst(int *acc, LuksRefusal *acc_ref, int r, const LuksRefusal 
     }
 }
 
+int luks_provider_ensure(const LuksUnlockOptions *o, SnpProvider **prov, LuksRefusal *refusal) {
+    int r;
+    if (*prov)
+        return 0;
+    r = luks_provider_open(o->provider, prov);
+    if (r == -EAGAIN)
+        luks_refuse(refusal, "provider", "no evidence provider usable (%s)",
+                    o->provider ? o->provider : "auto");
+    return r < 0 ? r : 0;
+}
+
 static int unlock_sealed(struct crypt_device *cd, const char *uuid, const LuksToken *t,
                          SnpProvider **prov, const LuksUnlockOptions *o, Secret **ret_key,
                          LuksRefusal *refusal) {
     _cleanup_(secret_freep) Secret *key = NULL;
     int r;
 
-    if (!*prov) {
-        r = luks_provider_open(o->provider, prov);
-        if (r == -EAGAIN)
-            luks_refuse(refusal, "provider", "no evidence provider usable (%s)",
-                        o->provider ? o->provider : "auto");
-        if (r < 0)
-            return r;
-    }
+    if ((r = luks_provider_ensure(o, prov, refusal)) < 0)
+        return r;
     r = luks_unseal(*prov, t, uuid, &key, refusal);
     if (r < 0)
         return r;
