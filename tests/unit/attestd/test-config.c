@@ -161,9 +161,7 @@ static void test_strict(void **state) {
     expect_error("{", "line 1");
 }
 
-/* Upgrade from the ES384 default: without "alg", a keys_dir holding P-384 keys keeps ES384 (and
- * the keys load); an empty or missing one gets ES256; a configured alg that contradicts the keys
- * stays an error when they are loaded. */
+/* The configured or inferred alg and keys_dir, for alg_keys_check(). */
 static int attestd_alg(const char *text, const char *dir, char **ret_alg, char **ret_keys_dir) {
     _cleanup_(attestd_config_freep) AttestdConfig *c = NULL;
     char *err = NULL;
@@ -176,6 +174,9 @@ static int attestd_alg(const char *text, const char *dir, char **ret_alg, char *
     return 0;
 }
 
+/* Upgrade from the ES384 default: without "alg", a keys_dir holding P-384 keys keeps ES384 (and
+ * the keys load); an empty or missing one gets ES256; a configured alg that contradicts the keys
+ * stays an error when they are loaded. */
 static void test_alg_from_keys(void **state) {
     alg_keys_check(attestd_alg, "{" BASE "}",
                    "{"

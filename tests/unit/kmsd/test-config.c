@@ -134,9 +134,7 @@ static void test_loopback_http(void **state) {
                  "https://");
 }
 
-/* Upgrade from the ES384 default: without "alg", a keys_dir holding P-384 keys keeps ES384 (and
- * the keys load); an empty or missing one gets ES256; a configured alg that contradicts the keys
- * stays an error when they are loaded. */
+/* The configured or inferred alg and keys_dir, for alg_keys_check(). */
 static int kmsd_alg(const char *text, const char *dir, char **ret_alg, char **ret_keys_dir) {
     _cleanup_(kmsd_config_freep) KmsdConfig *c = NULL;
     char *err = NULL;
@@ -149,6 +147,9 @@ static int kmsd_alg(const char *text, const char *dir, char **ret_alg, char **re
     return 0;
 }
 
+/* Upgrade from the ES384 default: without "alg", a keys_dir holding P-384 keys keeps ES384 (and
+ * the keys load); an empty or missing one gets ES256; a configured alg that contradicts the keys
+ * stays an error when they are loaded. */
 static void test_alg_from_keys(void **state) {
     alg_keys_check(kmsd_alg, "{" DBK ", \"release\": {\"keys_dir\": \"keys\"}, " ATT ", " ADM "}",
                    "{" DBK ", \"release\": {\"keys_dir\": \"keys\", \"alg\": \"ES256\"}, " ATT
