@@ -549,6 +549,15 @@ static void conn_shrink(Server *s, Conn *c, bool drained) {
  * runnable threads. Returns true if input (or EOF) is waiting. */
 static bool conn_spin(Server *s, Conn *c) {
     int64_t until;
+    if (s->cfg.linger_us > 0 && !atomic_load(&s->stopping)) {
+        int64_t left = MIN((int64_t)s->cfg.linger_us, c->turn_end_us - now_us());
+        struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+        struct timespec ts = {0, 0};
+        if (left <= 0)
+            return false;
+        ts.tv_nsec = (long)left * 1000;
+        return ppoll(&p, 1, &ts, NULL) > 0;
+    }
     if (s->cfg.spin_us == 0 || atomic_load(&s->stopping))
         return false;
     until = now_us() + s->cfg.spin_us;
