@@ -30,9 +30,6 @@
 
 #include "dispatch.h"
 
-/* Default of --linger-us (docs/protocol.md "Latency"). */
-#define SERVER_LINGER_US_DEFAULT 0u
-
 typedef struct ServerConfig {
     const char *socket_path;
     mode_t socket_mode;        /* e.g. 0666: access is decided per key by peer identity */
@@ -43,7 +40,6 @@ typedef struct ServerConfig {
     unsigned root_connections; /* 0: 16; of max_connections, only root may use these */
     unsigned stall_timeout_ms; /* 0: 10000; a partial frame or unread reply older than this */
     unsigned spin_us;          /* busy-poll a connection this long after a reply; 0: off */
-    unsigned linger_us;        /* then wait asleep this long for its next request; 0: off */
     bool no_peer_pidfd;        /* no SO_PEERPIDFD (old kernel, or the test knob): cgroups unknown */
     unsigned agent_timeout_s;  /* 0: 30; how long a request waits for the agent (agent channel) */
 } ServerConfig;

@@ -67,7 +67,6 @@ typedef struct Options {
     unsigned stall_timeout_ms;
     unsigned agent_timeout_s;
     unsigned spin_us;
-    int linger_us; /* -1: default */
     unsigned max_connections;
     unsigned max_per_uid;
     unsigned root_connections;
@@ -107,9 +106,6 @@ static void help(void) {
         "                            (agent channel; default 30, 1..3600)\n"
         "  --spin-us US              after a reply, poll the connection this long for the next\n"
         "                            request before sleeping (latency vs. CPU; default 0 = off)\n"
-        "  --linger-us US            after a reply, wait (asleep) this long for the connection's\n"
-        "                            next request before returning it to the shared set\n"
-        "                            (default %u; 0 = off)\n"
         "  --max-connections N       connections in all (default 1024; lowered to fit the\n"
         "                            open-file limit, which vhsmd raises to its hard limit)\n"
         "  --max-per-uid N           connections per non-root uid (default 128)\n"
@@ -136,7 +132,7 @@ static void help(void) {
         "  --foreground              stay in the foreground, log to stderr\n"
         "  --debug                   debug logging\n"
         "  --help, --version\n",
-        VHSM_DEFAULT_SOCKET, DEFAULT_KEYSTORE, FRESHNESS_DEFAULT_ANCHOR, SERVER_LINGER_US_DEFAULT);
+        VHSM_DEFAULT_SOCKET, DEFAULT_KEYSTORE, FRESHNESS_DEFAULT_ANCHOR);
 }
 
 static int parse_uint(const char *s, unsigned max, unsigned *ret) {
@@ -186,7 +182,6 @@ static int parse_args(int argc, char **argv, Options *o) {
         ARG_THREADS,
         ARG_STALL,
         ARG_SPIN,
-        ARG_LINGER,
         ARG_MAX_CONNECTIONS,
         ARG_MAX_PER_UID,
         ARG_ROOT_CONNECTIONS,
@@ -222,7 +217,6 @@ static int parse_args(int argc, char **argv, Options *o) {
         {"stall-timeout", required_argument, NULL, ARG_STALL},
         {"agent-timeout", required_argument, NULL, ARG_AGENT_TIMEOUT},
         {"spin-us", required_argument, NULL, ARG_SPIN},
-        {"linger-us", required_argument, NULL, ARG_LINGER},
         {"max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS},
         {"max-per-uid", required_argument, NULL, ARG_MAX_PER_UID},
         {"root-connections", required_argument, NULL, ARG_ROOT_CONNECTIONS},
@@ -328,13 +322,6 @@ static int parse_args(int argc, char **argv, Options *o) {
             if (parse_uint(optarg, 10000, &o->spin_us) < 0)
                 return log_error_errno(-EINVAL, "Invalid --spin-us '%s' (0..10000).", optarg);
             break;
-        case ARG_LINGER: {
-            unsigned v;
-            if (parse_uint(optarg, 10000, &v) < 0)
-                return log_error_errno(-EINVAL, "Invalid --linger-us '%s' (0..10000).", optarg);
-            o->linger_us = (int)v;
-            break;
-        }
         case ARG_MAX_CONNECTIONS:
             if (parse_uint(optarg, 1000000, &o->max_connections) < 0 || o->max_connections < 2)
                 return log_error_errno(-EINVAL, "Invalid --max-connections '%s' (2..1000000).",
@@ -664,7 +651,6 @@ static int run(const Options *o, int ready_fd) {
         .stall_timeout_ms = o->stall_timeout_ms,
         .agent_timeout_s = o->agent_timeout_s,
         .spin_us = o->spin_us,
-        .linger_us = o->linger_us < 0 ? SERVER_LINGER_US_DEFAULT : (unsigned)o->linger_us,
         /* test only: simulates a kernel without SO_PEERPIDFD (tests/integration/vhsm-cgroup.sh) */
         .no_peer_pidfd =
             streq_ptr(getenv("VHSMD_TEST_NO_PEERPIDFD"), "1") || !peer_pidfd_supported(),
@@ -818,7 +804,6 @@ int main(int argc, char **argv) {
         .socket_gid = (gid_t)-1,
         .anchor = strdup(FRESHNESS_DEFAULT_ANCHOR),
         .spin_us = 0, /* pipelining clients do not need it; spinning burns CPU */
-        .linger_us = -1,
     };
     int ready_fd = -EBADF, r;
 
