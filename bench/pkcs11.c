@@ -18,11 +18,11 @@
  * operation at a time, and NT_BENCH_NO_PEER=1 skips SoftHSM2 (profiling the vHSM alone); a
  * partial run judges no targets. NT_BENCH_CPU=1 also prints, for the vHSM rows, the CPU time per
  * operation of the client process and of vhsmd (medians), and so what bounds the row.
- * A/B comparisons of daemon settings: NT_BENCH_B="vhsmd arguments" (and/or NT_BENCH_B_VHSMD, another
- * vhsmd binary) starts a second vhsmd with them and measures it in place of SoftHSM2, as a second
- * slot of the same module, within the same rounds (ratio = first / second). A row a module cannot run (its
- * mechanism missing) shows "n/a". Exit status: 0, or 1 when the first module misses a target
- * of issue 12 against the second (>= 2x on ECDSA P-256 and AES-GCM with 2 threads, no row
+ * A/B comparisons of daemon settings: NT_BENCH_B="vhsmd arguments" (and/or NT_BENCH_B_VHSMD,
+ * another vhsmd binary) starts a second vhsmd with them and measures it in place of SoftHSM2, as a
+ * second slot of the same module, within the same rounds (ratio = first / second). A row a module
+ * cannot run (its mechanism missing) shows "n/a". Exit status: 0, or 1 when the first module misses
+ * a target of issue 12 against the second (>= 2x on ECDSA P-256 and AES-GCM with 2 threads, no row
  * below 1x), 2 on set-up failure.
  */
 #include <dirent.h>
@@ -119,9 +119,9 @@ static pid_t start_vhsmd_at(const char *sock, const char *tag, const char *bin, 
         snprintf(log, sizeof(log), "%s/vhsmd%s.log", tmpdir, tag);
         if (!copy || !freopen(log, "a", stderr))
             _exit(127);
-        const char *fixed[] = {"vhsmd",     "--foreground", "--socket",  sock,
-                               "--keystore", ks,             "--provider", "sim",
-                               "--sim-dir",  sim,            "--freshness-anchor", anchor};
+        const char *fixed[] = {
+            "vhsmd",      "--foreground", "--socket",  sock, "--keystore",         ks,
+            "--provider", "sim",          "--sim-dir", sim,  "--freshness-anchor", anchor};
         for (size_t i = 0; i < sizeof(fixed) / sizeof(*fixed); i++)
             argv[n++] = (char *)fixed[i];
         const char *spin = getenv("NT_BENCH_SPIN_US");
@@ -488,8 +488,8 @@ int main(int argc, char **argv) {
             CK_RV rv = mods[0].f->C_GetSlotList(CK_TRUE, slots, &n);
             if (rv != CKR_OK || n < 2)
                 die("C_GetSlotList (the B slot)", rv);
-            mods[1] = (Module){.label = "vhsm-B", .f = mods[0].f, .slot = slots[1],
-                               .daemon = vhsmd_b_pid};
+            mods[1] = (Module){
+                .label = "vhsm-B", .f = mods[0].f, .slot = slots[1], .daemon = vhsmd_b_pid};
             module_open(&mods[1], false);
             n_mods = 2;
             partial = true; /* no targets against SoftHSM2 judged */

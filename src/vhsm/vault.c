@@ -888,7 +888,7 @@ KeyVersion *key_version_unref(KeyVersion *kv) {
     for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
         EVP_CIPHER_CTX_free(atomic_exchange(&kv->gcm_cache[i], NULL)); /* wipes the key schedule */
         EVP_MAC_CTX_free(atomic_exchange(&kv->hmac_cache[i], NULL));   /* wipes the key pads */
-        EVP_PKEY_CTX_free(atomic_exchange(&kv->sign_cache[i], NULL)); /* drops its pkey ref */
+        EVP_PKEY_CTX_free(atomic_exchange(&kv->sign_cache[i], NULL));  /* drops its pkey ref */
     }
     EVP_PKEY_free(kv->pkey);
     explicit_bzero(kv, sizeof(*kv));
