@@ -13,11 +13,19 @@
  * 4 KiB (CKM_AES_GCM, 12-byte IV, 16-byte tag), each with 1 and 2 threads (one session per
  * thread). Every measurement is repeated in NT_BENCH_ROUNDS rounds (default 3), the modules
  * measured back to back within a round; ratios are taken within a round and the medians shown.
- * NT_BENCH_SECONDS (default 1) is the time per measurement. A row a module cannot run (its
- * mechanism missing) shows "n/a". Exit status: 0, or 1 when the first module misses a target
- * of issue 12 against the second (>= 2x on ECDSA P-256 and AES-GCM with 2 threads, no row
+ * NT_BENCH_SECONDS (default 1) is the time per measurement. NT_BENCH_OPS (a comma-separated
+ * subset of ecdsa,rsa,ed25519,gcm) and NT_BENCH_THREADS (1 or 2) select rows, for profiling one
+ * operation at a time, and NT_BENCH_NO_PEER=1 skips SoftHSM2 (profiling the vHSM alone); a
+ * partial run judges no targets. NT_BENCH_CPU=1 also prints, for the vHSM rows, the CPU time per
+ * operation of the client process and of vhsmd (medians), and so what bounds the row.
+ * A/B comparisons of daemon settings: NT_BENCH_B="vhsmd arguments" (and/or NT_BENCH_B_VHSMD,
+ * another vhsmd binary) starts a second vhsmd with them and measures it in place of SoftHSM2, as a
+ * second slot of the same module, within the same rounds (ratio = first / second). A row a module
+ * cannot run (its mechanism missing) shows "n/a". Exit status: 0, or 1 when the first module misses
+ * a target of issue 12 against the second (>= 2x on ECDSA P-256 and AES-GCM with 2 threads, no row
  * below 1x), 2 on set-up failure.
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -40,6 +48,7 @@
 #define SOFTHSM_PATH "/usr/lib/softhsm/libsofthsm2.so"
 
 enum { OP_ECDSA, OP_RSA, OP_ED25519, OP_GCM, N_OPS };
+static const char *op_keys[N_OPS] = {"ecdsa", "rsa", "ed25519", "gcm"};
 static const char *op_names[N_OPS] = {"ECDSA P-256 sign", "RSA-2048 sign", "Ed25519 sign",
                                       "AES-256-GCM 4 KiB encrypt"};
 
@@ -52,10 +61,11 @@ typedef struct Module {
     CK_SESSION_HANDLE keep; /* keeps the login alive */
     CK_OBJECT_HANDLE key[N_OPS];
     bool has[N_OPS];
+    pid_t daemon; /* the vhsmd serving it, when started here */
 } Module;
 
 static char tmpdir[64];
-static pid_t vhsmd_pid;
+static pid_t vhsmd_pid, vhsmd_b_pid; /* the second: A/B mode (NT_BENCH_B) */
 static double seconds = 1.0;
 
 static void die(const char *what, CK_RV rv) {
@@ -63,6 +73,10 @@ static void die(const char *what, CK_RV rv) {
     if (vhsmd_pid > 0) {
         kill(vhsmd_pid, SIGTERM);
         waitpid(vhsmd_pid, NULL, 0);
+    }
+    if (vhsmd_b_pid > 0) {
+        kill(vhsmd_b_pid, SIGTERM);
+        waitpid(vhsmd_b_pid, NULL, 0);
     }
     exit(2);
 }
@@ -85,40 +99,51 @@ static double median(double *v, size_t n) {
 
 /* ---- set-up --------------------------------------------------------------------------------- */
 
-static void start_vhsmd(const char *sock) {
+/* Starts a vhsmd on sock with its own state under tmpdir/tag; extra: more arguments (split on
+ * spaces) or NULL; bin: the binary. Returns its pid. */
+static pid_t start_vhsmd_at(const char *sock, const char *tag, const char *bin, const char *extra) {
     char sim[128], ks[128], anchor[160];
-    snprintf(sim, sizeof(sim), "%s/sim", tmpdir);
-    snprintf(ks, sizeof(ks), "%s/keystore", tmpdir);
-    snprintf(anchor, sizeof(anchor), "file:%s/keystore.anchor", tmpdir);
+    pid_t pid;
+    snprintf(sim, sizeof(sim), "%s/sim%s", tmpdir, tag);
+    snprintf(ks, sizeof(ks), "%s/keystore%s", tmpdir, tag);
+    snprintf(anchor, sizeof(anchor), "file:%s/keystore%s.anchor", tmpdir, tag);
     SimInitOptions opts = {.product = SNP_PRODUCT_MILAN};
     if (sim_chip_init(sim, &opts) < 0)
         die("sim_chip_init", 0);
-    vhsmd_pid = fork();
-    if (vhsmd_pid < 0)
+    pid = fork();
+    if (pid < 0)
         die("fork", 0);
-    if (vhsmd_pid == 0) {
-        char log[128];
-        snprintf(log, sizeof(log), "%s/vhsmd.log", tmpdir);
-        if (!freopen(log, "a", stderr))
+    if (pid == 0) {
+        char log[128], *argv[64], *copy = strdup(extra ? extra : "");
+        int n = 0;
+        snprintf(log, sizeof(log), "%s/vhsmd%s.log", tmpdir, tag);
+        if (!copy || !freopen(log, "a", stderr))
             _exit(127);
+        const char *fixed[] = {
+            "vhsmd",      "--foreground", "--socket",  sock, "--keystore",         ks,
+            "--provider", "sim",          "--sim-dir", sim,  "--freshness-anchor", anchor};
+        for (size_t i = 0; i < sizeof(fixed) / sizeof(*fixed); i++)
+            argv[n++] = (char *)fixed[i];
         const char *spin = getenv("NT_BENCH_SPIN_US");
-        if (spin)
-            execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock, "--keystore", ks,
-                  "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", anchor, "--spin-us",
-                  spin, (char *)NULL);
-        else
-            execl(VHSMD_PATH, "vhsmd", "--foreground", "--socket", sock, "--keystore", ks,
-                  "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", anchor,
-                  (char *)NULL);
+        if (spin && !extra) {
+            argv[n++] = "--spin-us";
+            argv[n++] = (char *)spin;
+        }
+        for (char *save = NULL, *a = strtok_r(copy, " ", &save); a && n < 62;
+             a = strtok_r(NULL, " ", &save))
+            argv[n++] = a;
+        argv[n] = NULL;
+        execv(bin, argv);
         _exit(127);
     }
     for (int i = 0; i < 400; i++) {
         struct stat st;
         if (stat(sock, &st) == 0)
-            return;
+            return pid;
         usleep(25000);
     }
     die("starting vhsmd", 0);
+    return -1;
 }
 
 static void module_load(Module *m) {
@@ -308,8 +333,49 @@ static void *run(void *p) {
     return NULL;
 }
 
+/* CPU time used so far by this process (all threads, ended ones too), in seconds. */
+static double self_cpu(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time used so far by a vhsmd (the sum over its threads' schedstat), in seconds; < 0 if it
+ * cannot be read. Its workers live as long as it does, so differences are exact. */
+static double vhsmd_cpu(pid_t pid) {
+    char path[64];
+    double sum = 0;
+    DIR *d;
+    struct dirent *e;
+    if (pid <= 0)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    if (!(d = opendir(path)))
+        return -1;
+    while ((e = readdir(d))) {
+        char p2[300];
+        unsigned long long ns = 0;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p2, sizeof(p2), "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+        FILE *f = fopen(p2, "r");
+        if (!f)
+            continue;
+        if (fscanf(f, "%llu", &ns) == 1)
+            sum += (double)ns / 1e9;
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
+/* CPU µs per operation of the last vHSM measurement: the client process, vhsmd. */
+static double cpu_client_us, cpu_vhsmd_us;
+
 /* ops/s of module m for op with n threads; < 0 on failure. */
 static double measure(Module *m, int op, int threads) {
+    pid_t daemon = m->daemon;
+    double c0 = self_cpu(), v0 = vhsmd_cpu(daemon);
     pthread_barrier_t b;
     pthread_barrier_init(&b, NULL, (unsigned)threads + 1);
     Job jobs[8];
@@ -335,6 +401,10 @@ static double measure(Module *m, int op, int threads) {
     }
     double t = now() - t0;
     pthread_barrier_destroy(&b);
+    if (total > 0) {
+        cpu_client_us = (self_cpu() - c0) / (double)total * 1e6;
+        cpu_vhsmd_us = v0 >= 0 ? (vhsmd_cpu(daemon) - v0) / (double)total * 1e6 : -1;
+    }
     if (err != CKR_OK) {
         fprintf(stderr, "bench-pkcs11: %s, %s: CK_RV 0x%lx\n", m->label, op_names[op],
                 (unsigned long)err);
@@ -343,11 +413,28 @@ static double measure(Module *m, int op, int threads) {
     return (double)total / t;
 }
 
+/* Whether the comma-separated list has the word. */
+static bool list_has(const char *list, const char *word) {
+    size_t n = strlen(word);
+    for (const char *p = list; *p;) {
+        size_t l = strcspn(p, ",");
+        if (l == n && strncmp(p, word, n) == 0)
+            return true;
+        p += l + (p[l] == ',');
+    }
+    return false;
+}
+
 static void cleanup(void) {
     if (vhsmd_pid > 0) {
         kill(vhsmd_pid, SIGTERM);
         waitpid(vhsmd_pid, NULL, 0);
         vhsmd_pid = 0;
+    }
+    if (vhsmd_b_pid > 0) {
+        kill(vhsmd_b_pid, SIGTERM);
+        waitpid(vhsmd_b_pid, NULL, 0);
+        vhsmd_b_pid = 0;
     }
     if (tmpdir[0]) {
         char cmd[128];
@@ -358,6 +445,7 @@ static void cleanup(void) {
 
 int main(int argc, char **argv) {
     Module mods[2] = {0};
+    bool partial = false;
     size_t n_mods = 0;
     size_t rounds = 3;
     const char *e = getenv("NT_BENCH_ROUNDS");
@@ -378,13 +466,35 @@ int main(int argc, char **argv) {
             module_open(&mods[i], true);
         }
     } else {
-        char sock[128], conf[128], tokens[128], text[512];
+        char sock[128], sock_b[128], socks[260], conf[128], tokens[128], text[512];
+        const char *b_args = getenv("NT_BENCH_B"), *b_bin = getenv("NT_BENCH_B_VHSMD");
         snprintf(sock, sizeof(sock), "%s/vhsm.sock", tmpdir);
-        start_vhsmd(sock);
-        setenv("VHSM_PKCS11_SOCKETS", sock, 1);
-        mods[0] = (Module){.label = "vhsm", .path = PKCS11_MODULE_PATH};
+        vhsmd_pid = start_vhsmd_at(sock, "", VHSMD_PATH, NULL);
+        snprintf(socks, sizeof(socks), "%s", sock);
+        if (b_args || b_bin) {
+            snprintf(sock_b, sizeof(sock_b), "%s/vhsm-b.sock", tmpdir);
+            vhsmd_b_pid =
+                start_vhsmd_at(sock_b, "-b", b_bin ? b_bin : VHSMD_PATH, b_args ? b_args : "");
+            snprintf(socks, sizeof(socks), "%s:%s", sock, sock_b);
+        }
+        setenv("VHSM_PKCS11_SOCKETS", socks, 1);
+        mods[0] = (Module){.label = "vhsm", .path = PKCS11_MODULE_PATH, .daemon = vhsmd_pid};
         module_load(&mods[0]);
         module_open(&mods[0], true);
+        if (vhsmd_b_pid > 0) {
+            /* the same module (one C_Initialize), its second slot */
+            CK_SLOT_ID slots[4];
+            CK_ULONG n = 4;
+            CK_RV rv = mods[0].f->C_GetSlotList(CK_TRUE, slots, &n);
+            if (rv != CKR_OK || n < 2)
+                die("C_GetSlotList (the B slot)", rv);
+            mods[1] = (Module){
+                .label = "vhsm-B", .f = mods[0].f, .slot = slots[1], .daemon = vhsmd_b_pid};
+            module_open(&mods[1], false);
+            n_mods = 2;
+            partial = true; /* no targets against SoftHSM2 judged */
+            goto keys;
+        }
         snprintf(tokens, sizeof(tokens), "%s/softhsm-tokens", tmpdir);
         snprintf(conf, sizeof(conf), "%s/softhsm2.conf", tmpdir);
         mkdir(tokens, 0700);
@@ -396,6 +506,12 @@ int main(int argc, char **argv) {
             die("writing softhsm2.conf", 0);
         setenv("SOFTHSM2_CONF", conf, 1);
         mods[1] = (Module){.label = "SoftHSM2", .path = SOFTHSM_PATH};
+        if (getenv("NT_BENCH_NO_PEER")) {
+            mods[1] = (Module){.label = "(none)"};
+            n_mods = 1;
+            partial = true;
+            goto keys;
+        }
         if (access(SOFTHSM_PATH, R_OK) != 0) {
             fprintf(stderr, "bench-pkcs11: %s missing (apt-get install softhsm2)\n", SOFTHSM_PATH);
             return 2;
@@ -405,6 +521,7 @@ int main(int argc, char **argv) {
         module_open(&mods[1], false);
         n_mods = 2;
     }
+keys:
     for (size_t i = 0; i < n_mods; i++)
         for (int op = 0; op < N_OPS; op++)
             mods[i].has[op] = gen_key(&mods[i], op);
@@ -417,14 +534,25 @@ int main(int argc, char **argv) {
     printf("%-27s %3s %14s %14s %8s\n", "operation", "thr", mods[0].label,
            n_mods > 1 ? mods[1].label : "", n_mods > 1 ? "ratio" : "");
     bool missed = false;
+    const char *only_ops = getenv("NT_BENCH_OPS"), *only_thr = getenv("NT_BENCH_THREADS");
     for (int op = 0; op < N_OPS; op++)
         for (int threads = 1; threads <= 2; threads++) {
-            double rate[2][MAX_ROUNDS], ratio[MAX_ROUNDS];
+            if ((only_ops && !list_has(only_ops, op_keys[op])) ||
+                (only_thr && atoi(only_thr) != threads)) {
+                partial = true;
+                continue;
+            }
+            double rate[2][MAX_ROUNDS], ratio[MAX_ROUNDS], cpu_c[MAX_ROUNDS], cpu_v[MAX_ROUNDS];
+            double cpu_c_b[MAX_ROUNDS], cpu_v_b[MAX_ROUNDS];
             size_t ok = 0;
             bool any[2] = {mods[0].has[op], n_mods > 1 && mods[1].has[op]};
             for (size_t r = 0; r < rounds; r++) {
                 double a = any[0] ? measure(&mods[0], op, threads) : -1;
+                cpu_c[r] = cpu_client_us;
+                cpu_v[r] = cpu_vhsmd_us;
                 double b = any[1] ? measure(&mods[1], op, threads) : -1;
+                cpu_c_b[r] = cpu_client_us;
+                cpu_v_b[r] = cpu_vhsmd_us;
                 rate[0][r] = a;
                 rate[1][r] = b;
                 if (a > 0 && b > 0)
@@ -446,13 +574,27 @@ int main(int argc, char **argv) {
                     missed = true;
             } else if (n_mods > 1 && any[1])
                 missed = true; /* a row the first module cannot run at all */
-            printf("%-27s %3d %14s %14s %8s\n", op_names[op], threads, col[0], col[1], rc);
+            printf("%-27s %3d %14s %14s %8s", op_names[op], threads, col[0], col[1], rc);
+            for (int i = 0; i < 2 && getenv("NT_BENCH_CPU"); i++) {
+                double *cc_v = i ? cpu_c_b : cpu_c, *cv_v = i ? cpu_v_b : cpu_v;
+                if (!any[i] || !mods[i].daemon)
+                    continue;
+                double cc = median(cc_v, rounds), cv = median(cv_v, rounds);
+                /* the most this CPU cost per operation allows on the machine's CPUs */
+                double bound = (double)sysconf(_SC_NPROCESSORS_ONLN) / ((cc + cv) / 1e6);
+                printf("  %s cpu/op: client %.1f + vhsmd %.1f us (<= %.0f/s)", i ? "B" : "A", cc,
+                       cv, bound);
+            }
+            printf("\n");
         }
-    if (n_mods > 1)
+    if (partial)
+        printf("partial run (NT_BENCH_OPS / NT_BENCH_THREADS): targets not judged\n");
+    else if (n_mods > 1)
         printf("targets (issue 12): >= 2x on ECDSA P-256 and AES-GCM with 2 threads, no row below "
                "1x: %s\n",
                missed ? "MISSED" : "met");
     for (size_t i = 0; i < n_mods; i++)
-        mods[i].f->C_Finalize(NULL);
-    return missed ? 1 : 0;
+        if (i == 0 || mods[i].f != mods[0].f)
+            mods[i].f->C_Finalize(NULL);
+    return missed && !partial ? 1 : 0;
 }

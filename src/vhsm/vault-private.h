@@ -50,6 +50,9 @@ typedef struct KeyVersion {
      * contexts (key and digest set; the state is reset per operation). */
     _Atomic(void *) gcm_cache[KEY_VERSION_GCM_CACHE];  /* EVP_CIPHER_CTX * */
     _Atomic(void *) hmac_cache[KEY_VERSION_GCM_CACHE]; /* EVP_MAC_CTX *, for HMAC keys */
+    /* EC keys: EVP_PKEY_CTX initialised for raw ECDSA signing (vault_sign_raw), reused the same
+     * way: a new context costs a provider fetch under a lock per request. */
+    _Atomic(void *) sign_cache[KEY_VERSION_GCM_CACHE]; /* EVP_PKEY_CTX * */
 } KeyVersion;
 
 /* A stored opaque attribute (its value in the ordinary heap: attributes are not secret). */

@@ -885,11 +885,12 @@ KeyVersion *key_version_unref(KeyVersion *kv) {
     secret_free(kv->secret);
     secret_free(kv->dormant);
     secret_free(atomic_exchange(&kv->material, NULL));
-    EVP_PKEY_free(kv->pkey);
     for (size_t i = 0; i < KEY_VERSION_GCM_CACHE; i++) {
         EVP_CIPHER_CTX_free(atomic_exchange(&kv->gcm_cache[i], NULL)); /* wipes the key schedule */
         EVP_MAC_CTX_free(atomic_exchange(&kv->hmac_cache[i], NULL));   /* wipes the key pads */
+        EVP_PKEY_CTX_free(atomic_exchange(&kv->sign_cache[i], NULL));  /* drops its pkey ref */
     }
+    EVP_PKEY_free(kv->pkey);
     explicit_bzero(kv, sizeof(*kv));
     free(kv);
     return NULL;
@@ -2698,11 +2699,14 @@ static int op_validate(const VaultOp *op, bool cipher, const uint8_t *in, size_t
  * lookup under a lock on every request. */
 static pthread_once_t hot_algs_once = PTHREAD_ONCE_INIT;
 static EVP_MAC *hot_hmac;
-static EVP_CIPHER *hot_gcm;
+static EVP_CIPHER *hot_gcm, *hot_cbc, *hot_ctr;
 
 static void hot_algs_fetch(void) {
     hot_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     hot_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    hot_cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    hot_ctr = EVP_CIPHER_fetch(NULL, "AES-256-CTR", NULL);
+    ERR_clear_error();
 }
 
 static EVP_MAC *hmac_alg(void) {
@@ -3455,15 +3459,17 @@ int vault_random(size_t n, uint8_t **ret) {
 
 /* ---- AES modes with caller parameters (revision 2, the PKCS#11 module) ---- */
 
+/* The mode's cipher, fetched once (hot_algs_fetch); the constant if that fetch failed. */
 static const EVP_CIPHER *aes_mode_cipher(VaultAesMode mode) {
+    (void)pthread_once(&hot_algs_once, hot_algs_fetch);
     switch (mode) {
     case VAULT_AES_CBC:
     case VAULT_AES_CBC_PAD:
-        return EVP_aes_256_cbc();
+        return hot_cbc ?: EVP_aes_256_cbc();
     case VAULT_AES_CTR:
-        return EVP_aes_256_ctr();
+        return hot_ctr ?: EVP_aes_256_ctr();
     case VAULT_AES_GCM:
-        return EVP_aes_256_gcm();
+        return hot_gcm ?: EVP_aes_256_gcm();
     default:
         return NULL;
     }
@@ -3494,6 +3500,7 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
     const EVP_CIPHER *cipher;
     size_t tag_len = 0, body_len = in_len;
     VaultKeyType type;
+    bool cached;
     int n = 0, fin = 0, r;
 
     if (!p || !out || !ret_len || (in_len > 0 && !in) || in_len > VAULT_MAX_INPUT ||
@@ -3533,15 +3540,27 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
         return r;
     if (type != VAULT_KEY_AES256)
         return -EOPNOTSUPP;
-    ctx = EVP_CIPHER_CTX_new();
-    if (!ctx || EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, encrypt) != 1)
-        return -ENOMEM;
-    if (p->mode == VAULT_AES_GCM &&
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)p->iv_len, NULL) != 1)
-        return nt_openssl_error(-EIO, "GCM IV length");
-    if (EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(kv->secret), p->iv, encrypt) != 1 ||
-        EVP_CIPHER_CTX_set_padding(ctx, p->mode == VAULT_AES_CBC_PAD) != 1)
-        return nt_openssl_error(-EIO, "AES init");
+    /* GCM with a 96-bit IV (PKCS#11 applications' usual choice): a context from the version's
+     * cache (key schedule kept, only the IV and the direction set here), as for the envelope. */
+    cached = p->mode == VAULT_AES_GCM && p->iv_len == VAULT_GCM_IV_SIZE;
+    if (cached) {
+        ctx = gcm_ctx_take(kv);
+        if (!ctx)
+            return -EIO;
+        if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, p->iv, encrypt) != 1)
+            return nt_openssl_error(-EIO, "AES init");
+    } else {
+        ctx = EVP_CIPHER_CTX_new();
+        if (!ctx || EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, encrypt) != 1)
+            return -ENOMEM;
+        if (p->mode == VAULT_AES_GCM &&
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)p->iv_len, NULL) != 1)
+            return nt_openssl_error(-EIO, "GCM IV length");
+        if (EVP_CipherInit_ex(ctx, NULL, NULL, secret_const_data(kv->secret), p->iv, encrypt) !=
+                1 ||
+            EVP_CIPHER_CTX_set_padding(ctx, p->mode == VAULT_AES_CBC_PAD) != 1)
+            return nt_openssl_error(-EIO, "AES init");
+    }
     if (p->mode == VAULT_AES_GCM && p->aad_len > 0 &&
         EVP_CipherUpdate(ctx, NULL, &n, p->aad, (int)p->aad_len) != 1)
         return nt_openssl_error(-EIO, "GCM AAD");
@@ -3556,6 +3575,8 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
     if (EVP_CipherFinal_ex(ctx, out + n, &fin) != 1) {
         ERR_clear_error();
         explicit_bzero(out, out_size);
+        if (cached) /* a tag that did not verify leaves the context reusable (gcm_crypt) */
+            gcm_ctx_put(kv, TAKE_PTR(ctx));
         /* GCM: the tag did not verify; CBC-PAD: bad padding */
         return p->mode == VAULT_AES_GCM ? -EKEYREJECTED : -EBADMSG;
     }
@@ -3565,6 +3586,8 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
             return nt_openssl_error(-EIO, "GCM tag");
         n += (int)tag_len;
     }
+    if (cached)
+        gcm_ctx_put(kv, TAKE_PTR(ctx));
     *ret_len = (size_t)n;
     return 0;
 }
@@ -3602,20 +3625,30 @@ int vault_sign_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRawSi
         return -EINVAL;
     if (alg == VAULT_RAW_SIG_RSA_PKCS1 && in_len > (size_t)EVP_PKEY_get_size(kv->pkey) - 11)
         return -EINVAL;
-    ctx = EVP_PKEY_CTX_new(kv->pkey, NULL);
-    if (!ctx || EVP_PKEY_sign_init(ctx) != 1)
-        return nt_openssl_error(-EIO, "sign init");
-    if (alg == VAULT_RAW_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1)
-        return nt_openssl_error(-EIO, "RSA padding");
-    if (EVP_PKEY_sign(ctx, NULL, &n, in, in_len) != 1)
-        return nt_openssl_error(-EIO, "sign size");
+    /* ECDSA: a context from the version's cache (initialised for signing, nothing else set; a
+     * fresh nonce is drawn per signature), put back after a success. */
+    if (alg == VAULT_RAW_SIG_ECDSA)
+        ctx = cache_take(kv->sign_cache);
+    if (!ctx) {
+        ctx = EVP_PKEY_CTX_new(kv->pkey, NULL);
+        if (!ctx || EVP_PKEY_sign_init(ctx) != 1)
+            return nt_openssl_error(-EIO, "sign init");
+        if (alg == VAULT_RAW_SIG_RSA_PKCS1 &&
+            EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1)
+            return nt_openssl_error(-EIO, "RSA padding");
+    }
+    /* the DER signature's bound: no size query (a second call into the provider) */
+    n = (size_t)EVP_PKEY_get_size(kv->pkey);
     sig = nt_malloc(n);
     if (!sig)
         return -ENOMEM;
     if (EVP_PKEY_sign(ctx, sig, &n, in, in_len) != 1)
         return nt_openssl_error(-EIO, "raw sign");
-    if (alg == VAULT_RAW_SIG_ECDSA)
+    if (alg == VAULT_RAW_SIG_ECDSA) {
+        if (cache_put(kv->sign_cache, ctx))
+            ctx = NULL;
         return ecdsa_der_to_rs(sig, n, raw_ec_size(type), ret_sig, ret_sig_len);
+    }
     *ret_sig = TAKE_PTR(sig);
     *ret_sig_len = n;
     return 0;

@@ -544,12 +544,91 @@ static void test_raw_signatures(void **state) {
     vault_free(v);
 }
 
+/* Contexts reused from a key version's cache (spd: GCM with a 96-bit caller IV, raw ECDSA): GCM
+ * results equal OpenSSL's own computation and the uncached path's, also right after a refused tag
+ * left a context behind; every cached-context ECDSA signature verifies and draws its own nonce. */
+static void gcm_ref(const uint8_t key[32], const uint8_t iv[12], const uint8_t *aad, size_t aad_len,
+                    const uint8_t *pt, size_t n, size_t tag_len, uint8_t *out) {
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int l = 0;
+    assert_non_null(c);
+    assert_int_equal(EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, iv), 1);
+    if (aad_len)
+        assert_int_equal(EVP_EncryptUpdate(c, NULL, &l, aad, (int)aad_len), 1);
+    assert_int_equal(EVP_EncryptUpdate(c, out, &l, pt, (int)n), 1);
+    assert_int_equal(EVP_EncryptFinal_ex(c, out + l, &l), 1);
+    assert_int_equal(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, (int)tag_len, out + n), 1);
+    EVP_CIPHER_CTX_free(c);
+}
+
+static void test_context_reuse(void **state) {
+    static const uint8_t aad[] = "header";
+    uint8_t key[32], iv[12], pt[100], out[2][4][160], ref[160], back[160], digest[32] = {7};
+    uint8_t r[16][32], *sig = NULL;
+    size_t n, m, sl;
+    Vault *v;
+    (void)state;
+    memset(key, 0x42, sizeof key);
+    memset(out, 0, sizeof out);
+    v = vault_with_key(key, VAULT_OBJ_DEFAULT);
+    for (int pass = 0; pass < 2; pass++) {
+        vault_set_context_cache(pass == 0);
+        for (int i = 0; i < 4; i++) {
+            size_t tag = i == 3 ? 12 : 16;
+            VaultAesParams p = {.mode = VAULT_AES_GCM,
+                                .iv = iv,
+                                .iv_len = 12,
+                                .aad = i % 2 ? aad : NULL,
+                                .aad_len = i % 2 ? sizeof aad : 0,
+                                .tag_bits = (unsigned)tag * 8};
+            memset(iv, i + 1, sizeof iv);
+            memset(pt, 'a' + i, sizeof pt);
+            assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, true, pt, sizeof pt,
+                                             out[pass][i], sizeof out[pass][i], &n),
+                             0);
+            assert_int_equal(n, sizeof pt + tag);
+            gcm_ref(key, iv, p.aad, p.aad_len, pt, sizeof pt, tag, ref);
+            assert_memory_equal(out[pass][i], ref, n);
+            out[pass][i][0] ^= 1; /* refused, and the context goes back to the cache */
+            assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, false, out[pass][i], n, back,
+                                             sizeof back, &m),
+                             -EKEYREJECTED);
+            out[pass][i][0] ^= 1;
+            assert_int_equal(vault_aes_crypt(v, &alice, "kat", &p, false, out[pass][i], n, back,
+                                             sizeof back, &m),
+                             0);
+            assert_int_equal(m, sizeof pt);
+            assert_memory_equal(back, pt, sizeof pt);
+        }
+    }
+    vault_set_context_cache(true);
+    assert_memory_equal(out[0], out[1], sizeof out[0]);
+    vault_free(v);
+
+    v = new_vault();
+    assert_int_equal(
+        vault_key_generate(v, &alice, "ec", &(VaultKeySpec){.type = VAULT_KEY_EC_P256}), 0);
+    for (int i = 0; i < 16; i++) {
+        assert_int_equal(
+            vault_sign_raw(v, &alice, "ec", VAULT_RAW_SIG_ECDSA, digest, 32, &sig, &sl), 0);
+        assert_int_equal(sl, 64);
+        assert_int_equal(
+            vault_verify_raw(v, &alice, "ec", VAULT_RAW_SIG_ECDSA, digest, 32, sig, sl), 0);
+        memcpy(r[i], sig, 32);
+        for (int j = 0; j < i; j++)
+            assert_memory_not_equal(r[i], r[j], 32);
+        free(sig);
+        sig = NULL;
+    }
+    vault_free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),     cmocka_unit_test(test_usage_enforced),
         cmocka_unit_test(test_set_rules),    cmocka_unit_test(test_keystore_round_trip),
         cmocka_unit_test(test_aes_modes),    cmocka_unit_test(test_raw_signatures),
-        cmocka_unit_test(test_import_plain),
+        cmocka_unit_test(test_import_plain), cmocka_unit_test(test_context_reuse),
     };
     secret_set_allow_unlocked(true);
     if (vault_init(0) < 0)
