@@ -124,6 +124,8 @@ static CK_FLAGS token_flags(void) {
 static const uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
 static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 
+static CK_BBOOL bool_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type);
+
 static void gen_pair(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mech, const char *label,
                      CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv) {
     CK_MECHANISM m = {mech, NULL, 0};
@@ -655,8 +657,14 @@ static void test_generate_find_attributes(void **state) {
                      CKR_TEMPLATE_INCOMPLETE);
     CK_ATTRIBUTE curve[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)}};
     CK_ATTRIBUTE session_obj[] = {{CKA_TOKEN, &no, sizeof(no)}};
-    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, session_obj, 1, &a, &b),
-                     CKR_ATTRIBUTE_VALUE_INVALID);
+    /* CKA_TOKEN false on the private half: a session pair (branch obj) */
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, session_obj, 1, &a, &b), CKR_OK);
+    assert_int_equal(bool_attr(s, b, CKA_TOKEN), CK_FALSE);
+    assert_int_equal(F->C_DestroyObject(s, b), CKR_OK);
+    /* ... not on the public half alone (one vhsmd object per pair) */
+    CK_ATTRIBUTE pub_session[] = {curve[0], session_obj[0]};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, pub_session, 2, NULL, 0, &a, &b),
+                     CKR_TEMPLATE_INCONSISTENT);
     CK_ATTRIBUTE decrypt_ec[] = {{CKA_DECRYPT, &yes, sizeof(yes)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, decrypt_ec, 1, &a, &b),
                      CKR_ATTRIBUTE_VALUE_INVALID);
@@ -1446,8 +1454,11 @@ static void test_import_bad_templates(void **state) {
     assert_int_equal(CREATE(c, {CKA_KEY_TYPE, &des, sizeof(des)}, {CKA_VALUE, key, 24}),
                      CKR_ATTRIBUTE_VALUE_INVALID);
     assert_int_equal(CREATE(c, ty, {CKA_VALUE, NULL, 32}), CKR_ATTRIBUTE_VALUE_INVALID);
-    /* a class not offered yet */
-    assert_int_equal(CREATE({CKA_CLASS, &data, sizeof(data)}, v32), CKR_ATTRIBUTE_VALUE_INVALID);
+    /* a class vhsmd does not hold; an attribute a data object does not have */
+    CK_OBJECT_CLASS hw = CKO_HW_FEATURE;
+    assert_int_equal(CREATE({CKA_CLASS, &hw, sizeof(hw)}, v32), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE({CKA_CLASS, &data, sizeof(data)}, ty, v32),
+                     CKR_ATTRIBUTE_TYPE_INVALID);
     /* CKA_VALUE_LEN against the value; CKA_VALUE twice, different; usage AES cannot have */
     assert_int_equal(CREATE(c, ty, v32, {CKA_VALUE_LEN, &len16, sizeof(len16)}),
                      CKR_TEMPLATE_INCONSISTENT);
