@@ -585,8 +585,7 @@ static KeyKind kind_from_pkey(EVP_PKEY *pk, CK_ULONG *ret_bits) {
         return KK_RSA;
     }
     if (EVP_PKEY_is_a(pk, "EC") &&
-        EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                       NULL)) {
+        EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, NULL)) {
         if (streq(group, "prime256v1") || streq(group, "P-256")) {
             *ret_bits = 256;
             return KK_EC_P256;
@@ -1862,7 +1861,7 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
     }
     if (kind_is_nonkey(kk))
         return nonkey_attr(s, k, t, v, fl);
-    /* with revision 2 the policy flags vhsmd enforces, else the key type's defaults */
+        /* with revision 2 the policy flags vhsmd enforces, else the key type's defaults */
 #define FLAG(bit, dflt) (hf ? !!(fl & (bit)) : (dflt))
     switch (t) {
     /* common storage and key attributes */
@@ -2538,8 +2537,12 @@ static CK_RV object_adopt(P11Session *sess, Conn *x, const char *name, const cha
         return CKR_DEVICE_ERROR;
     const char *type = json_string_value(json_object_get(desc, "type"));
     LOCKED(s->lock);
-    int idx = slot_key_upsert_locked(s, full, vtype ? vtype : type ? type : "", NULL,
-                                     json_string_value(json_object_get(desc, "origin")), desc);
+    int idx =
+        slot_key_upsert_locked(s, full,
+                               vtype  ? vtype
+                               : type ? type
+                                      : "",
+                               NULL, json_string_value(json_object_get(desc, "origin")), desc);
     json_decref(desc);
     if (idx < 0)
         return idx == -ENOMEM ? CKR_HOST_MEMORY : CKR_DEVICE_ERROR;
@@ -2614,12 +2617,18 @@ static CK_RV copy_object(P11Session *sess, P11Key *k, unsigned role, const CK_AT
         CK_ATTRIBUTE_TYPE t;
         uint32_t bit;
     } bools[] = {
-        {CKA_PRIVATE, VHSM_OBJ_PRIVATE},       {CKA_MODIFIABLE, VHSM_OBJ_MODIFIABLE},
-        {CKA_DESTROYABLE, VHSM_OBJ_DESTROYABLE}, {CKA_COPYABLE, VHSM_OBJ_COPYABLE},
-        {CKA_SIGN, VHSM_OBJ_SIGN},             {CKA_VERIFY, VHSM_OBJ_VERIFY},
-        {CKA_ENCRYPT, VHSM_OBJ_ENCRYPT},       {CKA_DECRYPT, VHSM_OBJ_DECRYPT},
-        {CKA_WRAP, VHSM_OBJ_WRAP},             {CKA_UNWRAP, VHSM_OBJ_UNWRAP},
-        {CKA_DERIVE, VHSM_OBJ_DERIVE},         {CKA_SENSITIVE, VHSM_OBJ_SENSITIVE},
+        {CKA_PRIVATE, VHSM_OBJ_PRIVATE},
+        {CKA_MODIFIABLE, VHSM_OBJ_MODIFIABLE},
+        {CKA_DESTROYABLE, VHSM_OBJ_DESTROYABLE},
+        {CKA_COPYABLE, VHSM_OBJ_COPYABLE},
+        {CKA_SIGN, VHSM_OBJ_SIGN},
+        {CKA_VERIFY, VHSM_OBJ_VERIFY},
+        {CKA_ENCRYPT, VHSM_OBJ_ENCRYPT},
+        {CKA_DECRYPT, VHSM_OBJ_DECRYPT},
+        {CKA_WRAP, VHSM_OBJ_WRAP},
+        {CKA_UNWRAP, VHSM_OBJ_UNWRAP},
+        {CKA_DERIVE, VHSM_OBJ_DERIVE},
+        {CKA_SENSITIVE, VHSM_OBJ_SENSITIVE},
         {CKA_EXTRACTABLE, VHSM_OBJ_EXTRACTABLE},
     };
     P11Slot *s = slot_get(sess->slot);
@@ -2918,6 +2927,7 @@ static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTe
     f = tri_apply(f, vt->extractable, VHSM_OBJ_EXTRACTABLE);
     f = tri_apply(f, vt->private_, VHSM_OBJ_PRIVATE);
     f = tri_apply(f, vt->modifiable, VHSM_OBJ_MODIFIABLE);
+    f = tri_apply(f | VHSM_OBJ_COPYABLE, vt->copyable, VHSM_OBJ_COPYABLE); /* default true */
     return f;
 }
 

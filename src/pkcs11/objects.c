@@ -285,23 +285,24 @@ CK_RV p11_obj_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11ObjTemplate *
             break;
         case CKA_LABEL:
             if ((rv = one_bytes(a, &label)) == CKR_OK)
-                rv = a->ulValueLen > P11_LABEL_MAX ? CKR_ATTRIBUTE_VALUE_INVALID
-                                                   : add_attr(&o, a->type, a->pValue, a->ulValueLen);
+                rv = a->ulValueLen > P11_LABEL_MAX
+                         ? CKR_ATTRIBUTE_VALUE_INVALID
+                         : add_attr(&o, a->type, a->pValue, a->ulValueLen);
             break;
         case CKA_VALUE:
             rv = pub ? CKR_ATTRIBUTE_TYPE_INVALID : one_bytes(a, &value);
             break;
         case CKA_APPLICATION:
         case CKA_OBJECT_ID:
-            rv = data ? add_attr(&o, a->type, a->pValue, a->ulValueLen)
-                      : CKR_ATTRIBUTE_TYPE_INVALID;
+            rv =
+                data ? add_attr(&o, a->type, a->pValue, a->ulValueLen) : CKR_ATTRIBUTE_TYPE_INVALID;
             break;
         case CKA_ID:
         case CKA_SUBJECT:
         case CKA_START_DATE:
         case CKA_END_DATE:
-            rv = data ? CKR_ATTRIBUTE_TYPE_INVALID
-                      : add_attr(&o, a->type, a->pValue, a->ulValueLen);
+            rv =
+                data ? CKR_ATTRIBUTE_TYPE_INVALID : add_attr(&o, a->type, a->pValue, a->ulValueLen);
             break;
         case CKA_ISSUER:
         case CKA_SERIAL_NUMBER:
@@ -310,8 +311,8 @@ CK_RV p11_obj_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11ObjTemplate *
         case CKA_HASH_OF_SUBJECT_PUBLIC_KEY:
         case CKA_HASH_OF_ISSUER_PUBLIC_KEY:
         case CKA_JAVA_MIDP_SECURITY_DOMAIN:
-            rv = cert ? add_attr(&o, a->type, a->pValue, a->ulValueLen)
-                      : CKR_ATTRIBUTE_TYPE_INVALID;
+            rv =
+                cert ? add_attr(&o, a->type, a->pValue, a->ulValueLen) : CKR_ATTRIBUTE_TYPE_INVALID;
             break;
         case CKA_CERTIFICATE_TYPE:
             rv = cert ? one_ulong(a, &have_ct, &ct) : CKR_ATTRIBUTE_TYPE_INVALID;

@@ -18,7 +18,7 @@
 #include <p11-kit/pkcs11.h>
 
 #define P11_OBJ_ATTRS_MAX 16
-#define P11_OBJ_DATA_MAX 4096u   /* vhsmd's caps (VAULT_DATA_MAX, ...) */
+#define P11_OBJ_DATA_MAX 4096u /* vhsmd's caps (VAULT_DATA_MAX, ...) */
 #define P11_OBJ_CERT_MAX 8192u
 
 typedef struct P11ObjAttr {
@@ -29,13 +29,13 @@ typedef struct P11ObjAttr {
 
 typedef struct P11ObjTemplate {
     CK_OBJECT_CLASS cls;
-    const char *vtype;  /* "data", "cert", "public" */
-    uint8_t *value;     /* malloc'd */
+    const char *vtype; /* "data", "cert", "public" */
+    uint8_t *value;    /* malloc'd */
     size_t value_len;
-    uint32_t flags;     /* VHSM_OBJ_* */
-    bool session;       /* CKA_TOKEN false */
-    bool trusted;       /* CKA_TRUSTED true (the SO's to set) */
-    const char *label;  /* CKA_LABEL as a C string (owned), NULL if absent */
+    uint32_t flags;       /* VHSM_OBJ_* */
+    bool session;         /* CKA_TOKEN false */
+    bool trusted;         /* CKA_TRUSTED true (the SO's to set) */
+    const char *label;    /* CKA_LABEL as a C string (owned), NULL if absent */
     CK_KEY_TYPE key_type; /* public keys */
     P11ObjAttr attrs[P11_OBJ_ATTRS_MAX];
     size_t n_attrs;

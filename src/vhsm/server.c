@@ -159,7 +159,7 @@ static _Atomic uint64_t next_conn_id; /* Peer.conn_id: 1, 2, ... */
 /* Removes c from the list, then closes it. Only the worker owning c (or the main thread after
  * the workers stopped) calls this. */
 static void conn_close(Server *s, Conn *c) {
-    agentq_conn_gone(s->agentq, &c->aq); /* before anyone could reuse c */
+    agentq_conn_gone(s->agentq, &c->aq);         /* before anyone could reuse c */
     dispatch_conn_closed(s->dispatch, &c->peer); /* its session objects die with it */
     {
         LOCK_GUARD(&s->lock);

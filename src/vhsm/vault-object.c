@@ -129,8 +129,8 @@ int vault_object_login_check_locked(Vault *v, const VaultPeer *peer, const Vault
     return vault_login_check_locked(v, peer);
 }
 
-int vault_object_create(Vault *v, const VaultPeer *peer, const char *name,
-                        const VaultKeySpec *spec, const uint8_t *value, size_t len) {
+int vault_object_create(Vault *v, const VaultPeer *peer, const char *name, const VaultKeySpec *spec,
+                        const uint8_t *value, size_t len) {
     _cleanup_(vault_key_freep) VaultKey *k = NULL;
     _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;
     char full[VAULT_FULL_NAME_MAX + 1];

@@ -42,12 +42,18 @@
 /* ---- names ---- */
 
 static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
-    [VAULT_KEY_AES256] = "aes256",           [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
-    [VAULT_KEY_HMAC_SHA384] = "hmac-sha384", [VAULT_KEY_EC_P256] = "ec-p256",
-    [VAULT_KEY_EC_P384] = "ec-p384",         [VAULT_KEY_ED25519] = "ed25519",
-    [VAULT_KEY_RSA2048] = "rsa2048",         [VAULT_KEY_RSA3072] = "rsa3072",
-    [VAULT_KEY_RSA4096] = "rsa4096",         [VAULT_KEY_RAW] = "raw",
-    [VAULT_KEY_DATA] = "data",               [VAULT_KEY_CERT] = "cert",
+    [VAULT_KEY_AES256] = "aes256",
+    [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
+    [VAULT_KEY_HMAC_SHA384] = "hmac-sha384",
+    [VAULT_KEY_EC_P256] = "ec-p256",
+    [VAULT_KEY_EC_P384] = "ec-p384",
+    [VAULT_KEY_ED25519] = "ed25519",
+    [VAULT_KEY_RSA2048] = "rsa2048",
+    [VAULT_KEY_RSA3072] = "rsa3072",
+    [VAULT_KEY_RSA4096] = "rsa4096",
+    [VAULT_KEY_RAW] = "raw",
+    [VAULT_KEY_DATA] = "data",
+    [VAULT_KEY_CERT] = "cert",
     [VAULT_KEY_PUBLIC] = "public",
 };
 
@@ -1307,7 +1313,7 @@ static int insert_key_persist_locked(Vault *v, const VaultPeer *peer, VaultKey *
     if (r < 0)
         return r;
     if (k->session_conn)
-        return 0; /* a session object is never saved */
+        return 0;             /* a session object is never saved */
     k->pending_insert = true; /* invisible until durable (persist_locked) */
     r = persist_locked(v);
     k->pending_insert = false;
@@ -2141,9 +2147,9 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
             return -EPERM;
         if (!(of & VAULT_OBJ_EXTRACTABLE) && (nf & VAULT_OBJ_EXTRACTABLE))
             return -EPERM;
-        if ((of ^ nf) & (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |
-                         VAULT_OBJ_COPYABLE | VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED |
-                         VAULT_OBJ_SESSION))
+        if ((of ^ nf) &
+            (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE | VAULT_OBJ_COPYABLE |
+             VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED | VAULT_OBJ_SESSION))
             return -EPERM; /* fixed at creation (TRUSTED: needs the SO, not offered yet) */
         if (!(of & VAULT_OBJ_MODIFIABLE))
             return -EPERM;
@@ -2260,7 +2266,8 @@ static int key_object_json(const VaultKey *k, const KeyVersion *latest, bool sho
     json_t *a = json_array();
     uint32_t bits = key_bits(k->type);
     if (k->type == VAULT_KEY_PUBLIC && latest && latest->pkey)
-        bits = EVP_PKEY_is_a(latest->pkey, "ED25519") ? 255 : (uint32_t)EVP_PKEY_get_bits(latest->pkey);
+        bits = EVP_PKEY_is_a(latest->pkey, "ED25519") ? 255
+                                                      : (uint32_t)EVP_PKEY_get_bits(latest->pkey);
     if (!a || json_object_set_new(o, "attrs", a) < 0 ||
         json_object_set_new(o, "flags", json_integer(k->obj_flags)) < 0 ||
         json_object_set_new(o, "bits", json_integer(bits)) < 0)
@@ -2359,7 +2366,7 @@ static int key_to_json_locked(const VaultKey *k, bool with_versions, bool show_p
 
 static bool visible_to(const VaultKey *k, const VaultPeer *peer) {
     return vault_key_seen_by(k, peer) && (vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) ||
-           vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN));
+                                          vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN));
 }
 
 /* The key name if peer may see it (use or admin right). Read lock held. name: full. */

@@ -113,7 +113,7 @@ typedef struct VaultPolicy {
 } VaultPolicy;
 
 #define VAULT_MAX_ATTESTATION_AGE (7u * 24u * 3600u)
-#define VAULT_RAW_MAX 4096u /* bytes of a raw key */
+#define VAULT_RAW_MAX 4096u    /* bytes of a raw key */
 #define VAULT_DATA_MAX 4096u   /* bytes of a data object's value */
 #define VAULT_CERT_MAX 8192u   /* bytes of a certificate (DER) */
 #define VAULT_PUBLIC_MAX 2048u /* bytes of a public key object's SubjectPublicKeyInfo */
@@ -364,8 +364,8 @@ int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name);
  * user PIN, except that the SO may create objects that are not PRIVATE. Returns 0, -EBADMSG (the
  * value is not of the type, or empty), -E2BIG (over VAULT_DATA_MAX / _CERT_MAX / _PUBLIC_MAX),
  * the errors of vault_key_generate(), -EBADR, -EPERM. */
-int vault_object_create(Vault *v, const VaultPeer *peer, const char *name,
-                        const VaultKeySpec *spec, const uint8_t *value, size_t len);
+int vault_object_create(Vault *v, const VaultPeer *peer, const char *name, const VaultKeySpec *spec,
+                        const uint8_t *value, size_t len);
 /* Whether a type is one of the non-key object types above. */
 bool vault_key_type_is_object(VaultKeyType t);
 /* C_CopyObject: a new object new_name (in the caller's namespace) with src's type, value or key

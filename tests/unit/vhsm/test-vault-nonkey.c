@@ -70,9 +70,9 @@ static uint8_t *make_cert(size_t *ret_len) {
 
 /* SPKI DER of a new key of OpenSSL type/param (malloc'd). */
 static uint8_t *make_spki(const char *type, const char *param, size_t bits, size_t *ret_len) {
-    EVP_PKEY *k = bits ? EVP_PKEY_Q_keygen(NULL, NULL, type, bits)
-                       : param ? EVP_PKEY_Q_keygen(NULL, NULL, type, param)
-                               : EVP_PKEY_Q_keygen(NULL, NULL, type);
+    EVP_PKEY *k = bits    ? EVP_PKEY_Q_keygen(NULL, NULL, type, bits)
+                  : param ? EVP_PKEY_Q_keygen(NULL, NULL, type, param)
+                          : EVP_PKEY_Q_keygen(NULL, NULL, type);
     unsigned char *der = NULL;
     uint8_t *out;
     int len;
@@ -352,11 +352,11 @@ static void test_session_objects(void **state) {
     assert_int_equal(create(v, &none, "s", VAULT_KEY_DATA, VAULT_OBJ_SESSION, "v", 1), -EINVAL);
     assert_int_equal(create(v, &c1, "s", VAULT_KEY_DATA, VAULT_OBJ_SESSION, "v", 1), 0);
     /* keys too */
-    assert_int_equal(vault_key_generate(v, &c1, "sk",
-                                        &(VaultKeySpec){.type = VAULT_KEY_EC_P256,
-                                                        .obj_flags = VAULT_OBJ_DEFAULT |
-                                                                     VAULT_OBJ_SESSION}),
-                     0);
+    assert_int_equal(
+        vault_key_generate(v, &c1, "sk",
+                           &(VaultKeySpec){.type = VAULT_KEY_EC_P256,
+                                           .obj_flags = VAULT_OBJ_DEFAULT | VAULT_OBJ_SESSION}),
+        0);
     vault_usage(v, alice.uid, &u1);
     assert_int_equal(u1.keys, u0.keys + 2); /* charged */
     assert_int_equal(vault_session_object_count(v), 2);
@@ -412,18 +412,17 @@ static void test_copy(void **state) {
     assert_int_equal(create(v, &alice, "nc", VAULT_KEY_DATA, VAULT_OBJ_DESTROYABLE, "x", 1), 0);
     assert_int_equal(vault_object_copy(v, &alice, "nc", "nc2", 0, 0, NULL, 0), -EPERM);
     /* keys: the copy signs with the same key; one-way rules */
-    assert_int_equal(vault_key_generate(v, &alice, "k",
-                                        &(VaultKeySpec){.type = VAULT_KEY_EC_P256,
-                                                        .obj_flags = VAULT_OBJ_DEFAULT |
-                                                                     VAULT_OBJ_COPYABLE |
-                                                                     VAULT_OBJ_EXTRACTABLE}),
-                     0);
+    assert_int_equal(
+        vault_key_generate(v, &alice, "k",
+                           &(VaultKeySpec){.type = VAULT_KEY_EC_P256,
+                                           .obj_flags = VAULT_OBJ_DEFAULT | VAULT_OBJ_COPYABLE |
+                                                        VAULT_OBJ_EXTRACTABLE}),
+        0);
     assert_int_equal(vault_object_copy(v, &alice, "k", "k2", 0, VAULT_OBJ_SENSITIVE, NULL, 0),
                      -EPERM);
     assert_int_equal(vault_object_copy(v, &alice, "k", "k2", 0, VAULT_OBJ_TRUSTED, NULL, 0), 0);
     assert_int_equal(vault_key_delete(v, &alice, "k2"), 0);
-    assert_int_equal(vault_object_copy(v, &alice, "k", "k2", 0, VAULT_OBJ_EXTRACTABLE, NULL, 0),
-                     0);
+    assert_int_equal(vault_object_copy(v, &alice, "k", "k2", 0, VAULT_OBJ_EXTRACTABLE, NULL, 0), 0);
     assert_int_equal(vault_object_copy(v, &alice, "k2", "k3", VAULT_OBJ_EXTRACTABLE, 0, NULL, 0),
                      -EPERM);
     a = describe(v, &alice, "k");
@@ -452,8 +451,8 @@ static void test_copy(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_values_checked), cmocka_unit_test(test_quota_and_destroyable),
-        cmocka_unit_test(test_login_rules),    cmocka_unit_test(test_keystore),
+        cmocka_unit_test(test_values_checked),  cmocka_unit_test(test_quota_and_destroyable),
+        cmocka_unit_test(test_login_rules),     cmocka_unit_test(test_keystore),
         cmocka_unit_test(test_session_objects), cmocka_unit_test(test_copy),
     };
     assert_int_equal(vault_init(0), 0);
