@@ -461,6 +461,18 @@ static void conn_release(Conn *x) {
         }
         for (size_t i = 0; i < n; i++)
             vhsm_disconnect(drop[i].c);
+        if (!x->pinned) {
+            /* the session-object connection died with the daemon too: drop it now, so that the
+             * next session does not find it first (its session objects are gone) */
+            bool had;
+            mtx_lock(s->sobj_lock);
+            had = s->sobj != NULL;
+            vhsm_disconnect(s->sobj);
+            s->sobj = NULL;
+            mtx_unlock(s->sobj_lock);
+            if (had)
+                sobj_lost(s);
+        }
         return;
     }
     {

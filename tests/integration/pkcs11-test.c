@@ -2331,6 +2331,17 @@ static void test_session_objects(void **state) {
     assert_int_equal(init_default(), CKR_OK);
     rw = open_rw();
     assert_int_equal(find_label(rw, "obj-sess-data2", found), 0);
+    /* vhsmd restarts: the session objects are gone with it, and a new session works at once
+     * (the dead session-object connection is dropped with the pool) */
+    dt[2] = (CK_ATTRIBUTE){CKA_LABEL, "obj-sess-data3", 14};
+    assert_int_equal(F->C_CreateObject(rw, dt, 4, &h), CKR_OK);
+    assert_int_equal(find_label(rw, "obj-sess-data3", found), 1);
+    vhsmd_stop();
+    vhsmd_start();
+    uint8_t rnd[4];
+    assert_int_equal(F->C_GenerateRandom(rw, rnd, sizeof(rnd)), CKR_DEVICE_REMOVED);
+    CK_SESSION_HANDLE rw2 = open_rw();
+    assert_int_equal(find_label(rw2, "obj-sess-data3", found), 0);
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
