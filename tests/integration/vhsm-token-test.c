@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "proto.h"
@@ -446,7 +447,16 @@ static void step_nonkey(const char *sock) {
     vhsm_object_free(&o);
     /* the connection closes: its session objects are gone (their names free again) */
     vhsm_disconnect(c);
-    EXPECT(vhsm_object_create(c2, "sess", &(VhsmObjectSpec){.type = "data"}, "token now", 9), 0);
+    {
+        /* vhsmd notices the hang-up asynchronously: wait (bounded) until the name is free */
+        int r = -EEXIST;
+        for (int i = 0; i < 300 && r == -EEXIST; i++) {
+            r = vhsm_object_create(c2, "sess", &(VhsmObjectSpec){.type = "data"}, "token now", 9);
+            if (r == -EEXIST)
+                usleep(10000);
+        }
+        EXPECT(r, 0);
+    }
     EXPECT(vhsm_object_create(c2, "cert-copy", &(VhsmObjectSpec){.type = "data"}, "x", 1), 0);
     free(cert);
     free(spki);
@@ -487,6 +497,30 @@ static void step_nonkey_other(const char *sock) {
     vhsm_disconnect(c);
 }
 
+/* With vhsmd --quota-bytes 96K: data objects are charged to their owner's quota (4096-byte
+ * values: 16 KiB each plus their name), the next one over it is refused, a delete frees room. */
+static void step_nonkey_quota(const char *sock) {
+    VhsmClient *c = conn(sock);
+    uint8_t *v = calloc(1, 4096);
+    char name[16];
+    int r = 0, made = 0;
+    for (int i = 0; i < 32 && r == 0; i++) {
+        snprintf(name, sizeof name, "q%d", i);
+        r = vhsm_object_create(c, name, &(VhsmObjectSpec){.type = "data"}, v, 4096);
+        made += r == 0;
+    }
+    CHECK(r == -EDQUOT && made >= 3 && made <= 5, "quota: %d objects, then %d", made, r);
+    EXPECT(vhsm_object_create(c, "small", &(VhsmObjectSpec){.type = "data"}, "x", 1), -EDQUOT);
+    EXPECT(vhsm_key_delete(c, "q0"), 0);
+    EXPECT(vhsm_object_create(c, "small", &(VhsmObjectSpec){.type = "data"}, "x", 1), 0);
+    /* a session object is charged too */
+    EXPECT(vhsm_object_create(c, "s", &(VhsmObjectSpec){.type = "data", .flags = VHSM_OBJ_SESSION},
+                              v, 4096),
+           -EDQUOT);
+    free(v);
+    vhsm_disconnect(c);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: vhsm-token-test setup|lock|locked|other|revision|kdf-time SOCK\n");
@@ -508,6 +542,8 @@ int main(int argc, char **argv) {
         step_nonkey(argv[2]);
     else if (!strcmp(argv[1], "nonkey2"))
         step_nonkey2(argv[2]);
+    else if (!strcmp(argv[1], "nonkey-quota"))
+        step_nonkey_quota(argv[2]);
     else if (!strcmp(argv[1], "nonkey-other"))
         step_nonkey_other(argv[2]);
     else if (!strcmp(argv[1], "revision"))

@@ -37,6 +37,11 @@ grep -q "Wrong user PIN for the token of uid 4242 (3 of 3 failures)" "$VHSMD_LOG
 ! grep -aq "user-pin-1" "$KS" || fail "a PIN in clear in the keystore"
 stop_vhsmd || fail "stop"
 
+# Objects count against their owner's quota (branch obj).
+start_vhsmd --quota-bytes 96K
+as 4747 nonkey-quota "$SOCK" || fail "nonkey-quota"
+stop_vhsmd || fail "stop"
+
 # The default KDF: one login's cost through the daemon (reported, not judged; load alongside).
 start_vhsmd
 ms=$(as 4444 kdf-time "$SOCK") || fail "kdf-time"
