@@ -1896,7 +1896,12 @@ static uint8_t *make_cert(EVP_PKEY *k, const char *cn, int *ret_len) {
 static CK_ULONG find_all(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out,
                          CK_ULONG cap) {
     CK_ULONG got = 0;
-    assert_int_equal(F->C_FindObjectsInit(s, t, n), CKR_OK);
+    CK_RV rv = F->C_FindObjectsInit(s, t, n);
+    if (rv != CKR_OK)
+        fail_msg("C_FindObjectsInit(%.*s) = 0x%lx",
+                 n > 0 && t[0].type == CKA_LABEL ? (int)t[0].ulValueLen : 0,
+                 n > 0 && t[0].type == CKA_LABEL ? (const char *)t[0].pValue : "",
+                 (unsigned long)rv);
     assert_int_equal(F->C_FindObjects(s, out, cap, &got), CKR_OK);
     assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
     return got;
