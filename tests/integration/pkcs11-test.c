@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,10 +65,21 @@ static void vhsmd_start(void) {
         _exit(127);
     }
     vhsmd_pid = pid;
-    for (int i = 0; i < 400; i++) {
+    /* up once a connection is accepted: the socket file exists from bind(), before listen(),
+     * and a sanitizer build on a loaded machine can take seconds in between */
+    for (int i = 0; i < 2400; i++) {
         struct stat st;
-        if (stat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode))
-            return;
+        if (stat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            struct sockaddr_un sa = {.sun_family = AF_UNIX};
+            int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            assert_true(strlen(sock_path) < sizeof(sa.sun_path));
+            memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
+            bool up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+            if (fd >= 0)
+                close(fd);
+            if (up)
+                return;
+        }
         assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
         usleep(25000);
     }
