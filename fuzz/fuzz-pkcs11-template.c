@@ -4,12 +4,14 @@
  * array for key generation, and CKA_EC_PARAMS. The input is read as a sequence of attributes,
  * each `u32 type (little endian) | u8 flags | u8 len | len bytes`: flags bit 0 gives a NULL
  * value with the length, bit 1 a length of sizeof(CK_ULONG) over the bytes that follow. The
- * whole input is also tried as CKA_EC_PARAMS.
+ * whole input is also tried as CKA_EC_PARAMS. The same attributes are also parsed as a
+ * C_CreateObject template of a data object, certificate or public key (objects.c).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "objects.h"
 #include "template.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -45,6 +47,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const uint8_t *p = p11_curve_ec_params((P11Curve)t.curve, &l);
         if (!p || p11_curve_from_ec_params(p, l) != t.curve)
             abort();
+    }
+    /* C_CreateObject templates of data objects, certificates and public keys (objects.c) */
+    P11ObjTemplate o;
+    if (p11_obj_template_parse(attrs, n, &o) == CKR_OK) {
+        if (!o.value || o.value_len == 0 || !o.vtype || o.n_attrs > P11_OBJ_ATTRS_MAX)
+            abort();
+        p11_obj_template_done(&o);
     }
     for (CK_ULONG i = 0; i < n; i++)
         free(values[i]);

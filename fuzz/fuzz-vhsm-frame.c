@@ -7,7 +7,9 @@
  * reply must itself be a well-formed response frame. AGENT_WAIT / AGENT_DONE bodies go through
  * the agent channel's parsers (agentq.c; the server answers those opcodes itself). Token and PIN
  * requests (revision 2) go to a fresh key-less vault per input (cheap PIN hashing), so that a
- * token initialised or a PIN locked by one input never changes how the next one runs.
+ * token initialised or a PIN locked by one input never changes how the next one runs; so do
+ * data, certificate and public key objects, session objects (destroyed when the input's
+ * connection closes) and object copies.
  */
 #include <openssl/crypto.h>
 #include <stdint.h>
@@ -32,12 +34,15 @@ static bool token_opcode(uint16_t op, const uint8_t *body, size_t len) {
     char type[32];
     if (op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN)
         return true;
-    if (op == VHSM_OP_OBJECT_SET)
+    if (op == VHSM_OP_OBJECT_SET || op == VHSM_OP_OBJECT_COPY || op == VHSM_OP_KEY_DELETE)
         return true;
+    /* data objects, certificates and public keys (branch obj): values checked by OpenSSL */
     if (op == VHSM_OP_OBJECT_CREATE)
         return vhsm_body_validate(body, len) == 0 &&
                vhsm_body_get_str(body, len, VHSM_TAG_KEY_TYPE, 31, type, sizeof type) == 0 &&
-               (strcmp(type, "aes256") == 0 || strcmp(type, "hmac-sha256") == 0);
+               (strcmp(type, "aes256") == 0 || strcmp(type, "hmac-sha256") == 0 ||
+                strcmp(type, "data") == 0 || strcmp(type, "cert") == 0 ||
+                strcmp(type, "public") == 0);
     return false;
 }
 
@@ -123,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     Vault *tvault = NULL;
     Dispatch *tdispatch = NULL;
-    Peer tpeer = {.uid = 1000, .gid = 1000, .pid = 2, .cgroup = (char *)"/fuzz/t"};
+    Peer tpeer = {.uid = 1000, .gid = 1000, .pid = 2, .cgroup = (char *)"/fuzz/t", .conn_id = 7};
 
     if (!vault)
         setup();
@@ -188,6 +193,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     vhsm_buf_done(&out);
     tpeer.session = vault_session_unref(tpeer.session);
+    dispatch_conn_closed(tdispatch, &tpeer); /* its session objects go */
+    if (tvault && vault_session_object_count(tvault) != 0)
+        abort();
     tdispatch = dispatch_free(tdispatch);
     tvault = vault_free(tvault);
     return 0;

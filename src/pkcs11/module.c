@@ -41,6 +41,7 @@
 #include "core/secret.h"
 #include "p11.h"
 #include "rv.h"
+#include "objects.h"
 #include "template.h"
 #include "vhsm-client.h"
 
@@ -119,6 +120,8 @@ typedef enum KeyKind {
     KK_AES,
     KK_HMAC_SHA256,
     KK_HMAC_SHA384,
+    KK_DATA, /* CKO_DATA (branch obj) */
+    KK_CERT, /* CKO_CERTIFICATE, X.509 */
     _KK_MAX,
     _KK_INVALID = -22,
 } KeyKind;
@@ -139,6 +142,15 @@ typedef struct P11Key {
     uint32_t flags;
     uint8_t *attrs;
     size_t attrs_len;
+    /* Branch obj: a lone public key object (vhsmd type "public": ROLE_PUB only); a session
+     * object (CKA_TOKEN false, VHSM_OBJ_SESSION: lives on the slot's session-object connection,
+     * destroyed with the session that created it); the value of a data object (when vhsmd
+     * shows it: not PRIVATE, or logged in) or a certificate. */
+    bool pub_only;
+    bool session;
+    CK_SESSION_HANDLE owner;
+    uint8_t *value;
+    size_t value_len;
 } P11Key;
 
 #define ROLE_PRIV 1u /* private key, or the secret key */
@@ -174,6 +186,12 @@ typedef struct P11Slot {
     size_t n_keys, cap_keys;
     uint64_t epoch;
     CK_ULONG n_sessions, n_rw_sessions;
+    /* Branch obj: the one connection the application's session objects live on (vhsmd binds a
+     * session object to the connection that made it and destroys it when it closes); every
+     * call about a session object goes through it, one at a time (sobj_lock). */
+    void *sobj_lock;
+    VhsmClient *sobj;
+    uint64_t sobj_gen; /* login generation it is attached to */
 } P11Slot;
 
 /* ---- sessions ------------------------------------------------------------------------------ */
@@ -254,9 +272,11 @@ static CK_RV slot_add(const char *path) {
     *s = (P11Slot){.user = NO_USER};
     s->socket = strdup(path);
     s->lock = mtx_new();
-    if (!s->socket || !s->lock) {
+    s->sobj_lock = mtx_new();
+    if (!s->socket || !s->lock || !s->sobj_lock) {
         free(s->socket);
         mtx_free(s->lock);
+        mtx_free(s->sobj_lock);
         return CKR_HOST_MEMORY;
     }
     G.n_slots++;
@@ -313,6 +333,7 @@ typedef struct Conn {
     VhsmClient *c;
     uint64_t gen; /* login generation the connection is attached to */
     int r;        /* result of the call, for conn_put */
+    bool pinned;  /* the slot's session-object connection (sobj_lock held) */
 } Conn;
 
 /* The slot's login was lost (its ticket refused): forget it. */
@@ -328,6 +349,7 @@ static void slot_login_lost(P11Slot *s, uint64_t gen) {
 /* Takes an idle connection of the slot (or opens one) and attaches it to the application's
  * login if it is not yet. Returns 0 or a negative errno (transport). */
 #define P11_SPIN_US 200u
+static int conn_attach(P11Slot *s, Conn *x);
 static int conn_get(P11Slot *s, Conn *x) {
     bool have = false;
     {
@@ -353,6 +375,11 @@ static int conn_get(P11Slot *s, Conn *x) {
         if (!getenv("VHSM_SPIN_US"))
             (void)vhsm_set_spin(x->c, P11_SPIN_US);
     }
+    return conn_attach(s, x);
+}
+
+/* Attaches x->c to the application's login if it is not yet. */
+static int conn_attach(P11Slot *s, Conn *x) {
     for (;;) {
         uint8_t ticket[VHSM_TICKET_SIZE];
         CLEANUP_ERASE(ticket);
@@ -388,6 +415,7 @@ static int conn_get(P11Slot *s, Conn *x) {
 /* Gives the connection back after a call that returned x->r. A transport failure means vhsmd
  * is gone: every pooled connection is dead too, and the sessions opened before are invalid
  * (epoch). */
+static void sobj_lost(P11Slot *s);
 static void conn_release(Conn *x) {
     P11Slot *s = x->slot;
     VhsmClient *c = x->c;
@@ -395,8 +423,24 @@ static void conn_release(Conn *x) {
     if (!c)
         return;
     x->c = NULL;
+    if (x->pinned) {
+        bool lost = p11_errno_is_transport(r) || r == -ETIMEDOUT || r == -EPROTO;
+        if (lost) {
+            vhsm_disconnect(s->sobj); /* vhsmd destroys the session objects with it */
+            s->sobj = NULL;
+        } else
+            s->sobj_gen = x->gen;
+        mtx_unlock(s->sobj_lock);
+        if (lost)
+            sobj_lost(s);
+        if (!p11_errno_is_transport(r))
+            return;
+        x->pinned = false;
+        c = NULL; /* already closed; the rest below drops the pool */
+    }
     if (p11_errno_is_transport(r) || r == -ETIMEDOUT || r == -EPROTO) {
-        vhsm_disconnect(c);
+        if (c)
+            vhsm_disconnect(c);
         if (!p11_errno_is_transport(r))
             return;
         PoolConn drop[P11_POOL_MAX];
@@ -417,6 +461,18 @@ static void conn_release(Conn *x) {
         }
         for (size_t i = 0; i < n; i++)
             vhsm_disconnect(drop[i].c);
+        if (!x->pinned) {
+            /* the session-object connection died with the daemon too: drop it now, so that the
+             * next session does not find it first (its session objects are gone) */
+            bool had;
+            mtx_lock(s->sobj_lock);
+            had = s->sobj != NULL;
+            vhsm_disconnect(s->sobj);
+            s->sobj = NULL;
+            mtx_unlock(s->sobj_lock);
+            if (had)
+                sobj_lost(s);
+        }
         return;
     }
     {
@@ -431,6 +487,36 @@ static void conn_release(Conn *x) {
     vhsm_disconnect(c);
 }
 #define _cleanup_conn_ _cleanup_(conn_release)
+
+/* The slot's session-object connection (opened if create, else -ENOKEY when there is none: the
+ * session objects are gone), locked until conn_release. */
+static int conn_get_sobj(P11Slot *s, Conn *x, bool create) {
+    mtx_lock(s->sobj_lock);
+    if (!s->sobj) {
+        int r = create ? vhsm_connect(s->socket, &s->sobj) : -ENOKEY;
+        if (r < 0) {
+            s->sobj = NULL;
+            mtx_unlock(s->sobj_lock);
+            return r == -ENOENT ? -ECONNREFUSED : r;
+        }
+        s->sobj_gen = 0;
+    }
+    x->c = s->sobj;
+    x->gen = s->sobj_gen;
+    x->pinned = true;
+    return conn_attach(s, x);
+}
+
+/* The connection for a call about key k: its session-object connection for a session object,
+ * else a pooled one. */
+static int conn_get_for(P11Slot *s, const P11Key *k, Conn *x) {
+    bool session;
+    {
+        LOCKED(s->lock);
+        session = k && k->session;
+    }
+    return session ? conn_get_sobj(s, x, false) : conn_get(s, x);
+}
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
@@ -479,6 +565,8 @@ static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
         {"aes256", KK_AES, 256},
         {"hmac-sha256", KK_HMAC_SHA256, 256},
         {"hmac-sha384", KK_HMAC_SHA384, 384},
+        {"data", KK_DATA, 0},
+        {"cert", KK_CERT, 0},
     };
     for (size_t i = 0; i < ELEMENTSOF(map); i++)
         if (streq(t, map[i].t)) {
@@ -490,6 +578,36 @@ static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
 
 static bool kind_is_secret(KeyKind k) {
     return k == KK_AES || k == KK_HMAC_SHA256 || k == KK_HMAC_SHA384;
+}
+
+/* Data objects and certificates: one object (ROLE_PRIV handle), no key. */
+static bool kind_is_nonkey(KeyKind k) {
+    return k == KK_DATA || k == KK_CERT;
+}
+
+/* The kind and size of a public key (a lone public key object). */
+static KeyKind kind_from_pkey(EVP_PKEY *pk, CK_ULONG *ret_bits) {
+    char group[32];
+    if (EVP_PKEY_is_a(pk, "ED25519")) {
+        *ret_bits = 255;
+        return KK_ED25519;
+    }
+    if (EVP_PKEY_is_a(pk, "RSA")) {
+        *ret_bits = (CK_ULONG)EVP_PKEY_get_bits(pk);
+        return KK_RSA;
+    }
+    if (EVP_PKEY_is_a(pk, "EC") &&
+        EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, NULL)) {
+        if (streq(group, "prime256v1") || streq(group, "P-256")) {
+            *ret_bits = 256;
+            return KK_EC_P256;
+        }
+        if (streq(group, "secp384r1") || streq(group, "P-384")) {
+            *ret_bits = 384;
+            return KK_EC_P384;
+        }
+    }
+    return _KK_INVALID;
 }
 
 static bool kind_is_ec(KeyKind k) {
@@ -535,6 +653,7 @@ static P11Key *key_free(P11Key *k) {
     free(k->label);
     EVP_PKEY_free(k->pub);
     free(k->attrs);
+    free(k->value);
     free(k);
     return NULL;
 }
@@ -590,6 +709,22 @@ static int key_update_object_locked(P11Key *k, json_t *o) {
             k->pub = d2i_PUBKEY(NULL, &q, n);
         OPENSSL_free(der);
     }
+    if (kind_is_nonkey(k->kind)) {
+        /* a data object's value comes and goes with the login (PRIVATE ones) */
+        const char *val = json_string_value(json_object_get(o, "value"));
+        long n = 0;
+        uint8_t *v = val && *val ? OPENSSL_hexstr2buf(val, &n) : NULL;
+        free(k->value);
+        k->value = NULL;
+        k->value_len = 0;
+        if (v && n > 0 && (k->value = malloc((size_t)n))) {
+            memcpy(k->value, v, (size_t)n);
+            k->value_len = (size_t)n;
+        }
+        OPENSSL_free(v);
+    }
+    if (k->has_flags)
+        k->session = k->flags & VHSM_OBJ_SESSION;
     return 0;
 }
 
@@ -619,14 +754,28 @@ static bool key_attr_copy_locked(const P11Key *k, CK_ATTRIBUTE_TYPE t, uint8_t *
 static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type, const char *label,
                                   const char *origin, json_t *desc) {
     CK_ULONG bits = 0;
-    KeyKind kind = kind_from_type(type, &bits);
+    bool pub_only = streq(type, "public");
+    KeyKind kind = pub_only ? _KK_INVALID : kind_from_type(type, &bits);
+    if (pub_only) {
+        /* a lone public key: its kind is in its SubjectPublicKeyInfo */
+        const char *spki = desc ? json_string_value(json_object_get(desc, "spki")) : NULL;
+        long n = 0;
+        uint8_t *der = spki ? OPENSSL_hexstr2buf(spki, &n) : NULL;
+        const uint8_t *q = der;
+        EVP_PKEY *pk = der ? d2i_PUBKEY(NULL, &q, n) : NULL;
+        if (pk)
+            kind = kind_from_pkey(pk, &bits);
+        EVP_PKEY_free(pk);
+        OPENSSL_free(der);
+    }
     if (kind < 0)
         return -EOPNOTSUPP;
     for (size_t i = 0; i < s->n_keys; i++) {
         P11Key *k = s->keys[i];
         if (!k->alive || !streq(k->name, name))
             continue;
-        if (k->kind != kind) { /* deleted and re-created with another type: a new object */
+        if (k->kind != kind || k->pub_only != pub_only) {
+            /* deleted and re-created with another type: a new object */
             k->alive = false;
             break;
         }
@@ -666,6 +815,7 @@ static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type
     }
     k->kind = kind;
     k->bits = bits;
+    k->pub_only = pub_only;
     k->local = !origin || streq(origin, "generated");
     k->alive = true;
     if (desc && key_update_object_locked(k, desc) < 0) {
@@ -732,10 +882,20 @@ static P11Key *object_key(CK_SLOT_ID id, CK_OBJECT_HANDLE h, unsigned *ret_role)
     if (idx >= s->n_keys)
         return NULL;
     P11Key *k = s->keys[idx];
-    if (!k->alive || (role == ROLE_PUB && kind_is_secret(k->kind)))
+    if (!k->alive || (role == ROLE_PUB && (kind_is_secret(k->kind) || kind_is_nonkey(k->kind))) ||
+        (role == ROLE_PRIV && k->pub_only))
         return NULL;
     *ret_role = role;
     return k;
+}
+
+/* The session-object connection closed (vhsmd went away, or the module's connection failed):
+ * the session objects are gone. */
+static void sobj_lost(P11Slot *s) {
+    LOCKED(s->lock);
+    for (size_t i = 0; i < s->n_keys; i++)
+        if (s->keys[i]->session)
+            s->keys[i]->alive = false;
 }
 
 /* The public key of k, fetched from vhsmd once. Returns a borrowed pointer or NULL (*ret_r). */
@@ -747,7 +907,7 @@ static EVP_PKEY *key_pub(P11Slot *s, P11Key *k, int *ret_r) {
     }
     _cleanup_conn_ Conn x = {.slot = s};
     _cleanup_free_ char *pem = NULL;
-    x.r = conn_get(s, &x);
+    x.r = conn_get_for(s, k, &x);
     if (x.r >= 0)
         x.r = vhsm_pubkey(x.c, k->name, "pem", 0, &pem);
     if (x.r < 0) {
@@ -907,6 +1067,8 @@ static CK_RV finalize_locked(void) {
         P11Slot *s = &G.slots[i];
         for (size_t j = 0; j < s->n_idle; j++)
             vhsm_disconnect(s->idle[j].c);
+        vhsm_disconnect(s->sobj); /* vhsmd destroys the session objects */
+        mtx_free(s->sobj_lock);
         secret_free(s->ticket);
         free(s->idle);
         for (size_t j = 0; j < s->n_keys; j++)
@@ -1422,6 +1584,8 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
     return CKR_OK;
 }
 
+static void session_objects_destroy(CK_SLOT_ID slot, CK_SESSION_HANDLE h);
+
 CK_RV C_CloseSession(CK_SESSION_HANDLE hSession) {
     if (!initialized())
         return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -1441,6 +1605,8 @@ CK_RV C_CloseSession(CK_SESSION_HANDLE hSession) {
             s = NULL; /* freed by the last user */
     }
     session_free(s);
+    /* its session objects end with it (PKCS#11 4.4) */
+    session_objects_destroy(slot_id, hSession);
     /* Closing the application's last session of a token logs it out (PKCS#11 5.6). */
     P11Slot *slot = slot_get(slot_id);
     bool logout;
@@ -1612,6 +1778,81 @@ static CK_MECHANISM_TYPE kind_gen_mech(KeyKind k) {
     }
 }
 
+/* Attributes of data objects and certificates the application did not store (those it did are
+ * returned verbatim before this). Slot lock not held. */
+static CK_RV nonkey_attr(P11Slot *s, P11Key *k, CK_ATTRIBUTE_TYPE t, AttrVal *v, uint32_t fl) {
+    bool cert = k->kind == KK_CERT;
+    switch (t) {
+    case CKA_CLASS:
+        return val_ulong(v, cert ? CKO_CERTIFICATE : CKO_DATA);
+    case CKA_TOKEN:
+        return val_bool(v, !(fl & VHSM_OBJ_SESSION));
+    case CKA_PRIVATE:
+        return val_bool(v, fl & VHSM_OBJ_PRIVATE);
+    case CKA_MODIFIABLE:
+        return val_bool(v, fl & VHSM_OBJ_MODIFIABLE);
+    case CKA_COPYABLE:
+        return val_bool(v, fl & VHSM_OBJ_COPYABLE);
+    case CKA_DESTROYABLE:
+        return val_bool(v, fl & VHSM_OBJ_DESTROYABLE);
+    case CKA_LABEL:
+    case CKA_APPLICATION:
+    case CKA_OBJECT_ID:
+        if (!cert || t == CKA_LABEL)
+            return val_bytes(v, "", 0);
+        return CKR_ATTRIBUTE_TYPE_INVALID;
+    case CKA_VALUE: {
+        LOCKED(s->lock);
+        if (!k->value) /* a PRIVATE data object without the login */
+            return CKR_ATTRIBUTE_SENSITIVE;
+        uint8_t *c = malloc(k->value_len);
+        if (!c)
+            return CKR_HOST_MEMORY;
+        memcpy(c, k->value, k->value_len);
+        return val_own(v, c, k->value_len);
+    }
+    default:
+        break;
+    }
+    if (!cert)
+        return CKR_ATTRIBUTE_TYPE_INVALID;
+    switch (t) {
+    case CKA_CERTIFICATE_TYPE:
+        return val_ulong(v, CKC_X_509);
+    case CKA_TRUSTED:
+        return val_bool(v, fl & VHSM_OBJ_TRUSTED);
+    case CKA_CERTIFICATE_CATEGORY:
+        return val_ulong(v, 0); /* unspecified */
+    case CKA_JAVA_MIDP_SECURITY_DOMAIN:
+        return val_ulong(v, 0);
+    case CKA_ID:
+    case CKA_SUBJECT:
+    case CKA_ISSUER:
+    case CKA_SERIAL_NUMBER:
+    case CKA_START_DATE:
+    case CKA_END_DATE:
+    case CKA_URL:
+    case CKA_HASH_OF_SUBJECT_PUBLIC_KEY:
+    case CKA_HASH_OF_ISSUER_PUBLIC_KEY:
+        return val_bytes(v, "", 0);
+    case CKA_CHECK_VALUE: {
+        /* the first 3 bytes of the SHA-1 of the certificate */
+        uint8_t md[EVP_MAX_MD_SIZE];
+        unsigned mdl = 0;
+        LOCKED(s->lock);
+        if (!k->value || !EVP_Digest(k->value, k->value_len, md, &mdl, EVP_sha1(), NULL))
+            return CKR_DEVICE_ERROR;
+        uint8_t *c = malloc(3);
+        if (!c)
+            return CKR_HOST_MEMORY;
+        memcpy(c, md, 3);
+        return val_own(v, c, 3);
+    }
+    default:
+        return CKR_ATTRIBUTE_TYPE_INVALID;
+    }
+}
+
 /* The value of attribute t of object (k, role). CKR_ATTRIBUTE_SENSITIVE for private and secret
  * values, CKR_ATTRIBUTE_TYPE_INVALID for attributes the object does not have. */
 static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE t, AttrVal *v) {
@@ -1630,7 +1871,9 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
         hf = k->has_flags;
         fl = k->flags;
     }
-    /* with revision 2 the policy flags vhsmd enforces, else the key type's defaults */
+    if (kind_is_nonkey(kk))
+        return nonkey_attr(s, k, t, v, fl);
+        /* with revision 2 the policy flags vhsmd enforces, else the key type's defaults */
 #define FLAG(bit, dflt) (hf ? !!(fl & (bit)) : (dflt))
     switch (t) {
     /* common storage and key attributes */
@@ -1638,8 +1881,8 @@ static CK_RV object_attr(P11Slot *s, P11Key *k, unsigned role, CK_ATTRIBUTE_TYPE
         return val_ulong(v, secret ? CKO_SECRET_KEY : priv ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY);
     case CKA_TOKEN:
         return val_bool(v, !FLAG(VHSM_OBJ_SESSION, false));
-    case CKA_PRIVATE:
-        return val_bool(v, !pub && FLAG(VHSM_OBJ_PRIVATE, true));
+    case CKA_PRIVATE: /* a key pair's public half is public; a lone public key as created */
+        return val_bool(v, (!pub || k->pub_only) && FLAG(VHSM_OBJ_PRIVATE, true));
     case CKA_MODIFIABLE:
         return val_bool(v, FLAG(VHSM_OBJ_MODIFIABLE, false));
     case CKA_COPYABLE:
@@ -1844,8 +2087,13 @@ CK_RV C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
     P11Key *k = object_key(sess->slot, hObject, &role);
     if (!k)
         return CKR_OBJECT_HANDLE_INVALID;
-    if (!(sess->flags & CKF_RW_SESSION))
-        return CKR_SESSION_READ_ONLY;
+    bool session_obj;
+    {
+        LOCKED(slot_get(sess->slot)->lock);
+        session_obj = k->session;
+    }
+    if (!session_obj && !(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY; /* session objects may change in an R/O session */
     if (ulCount > VHSM_ATTR_MAX)
         return CKR_TEMPLATE_INCONSISTENT;
     /* Application attributes are stored verbatim; the usage flags and the one-way changes
@@ -1909,6 +2157,8 @@ CK_RV C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
         case CKA_EC_PARAMS:
         case CKA_EC_POINT:
         case CKA_PUBLIC_KEY_INFO:
+        case CKA_CERTIFICATE_TYPE:
+        case CKA_CHECK_VALUE:
             return CKR_ATTRIBUTE_READ_ONLY;
         default:
             if (a->ulValueLen > VHSM_ATTR_VALUE_MAX)
@@ -1918,7 +2168,7 @@ CK_RV C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
     }
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = {.slot = s};
-    x.r = conn_get(s, &x);
+    x.r = conn_get_for(s, k, &x);
     if (x.r >= 0)
         x.r = vhsm_object_set(x.c, k->name, set, clear, attrs, n_attrs);
     if (x.r == -EBADRQC)
@@ -1963,7 +2213,10 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, 
     P11Slot *s = slot_get(sess->slot);
     {
         _cleanup_conn_ Conn x = {.slot = s};
-        x.r = conn_get(s, &x);
+        /* the session-object connection, if any, sees the session objects as well */
+        x.r = conn_get_sobj(s, &x, false);
+        if (x.r == -ENOKEY)
+            x.r = conn_get(s, &x);
         if (x.r >= 0)
             x.r = slot_refresh(s, x.c);
         if (x.r < 0)
@@ -1999,8 +2252,22 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, 
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!keys[i]->alive)
+        bool nonkey, pub_only, priv;
+        {
+            LOCKED(s->lock);
+            if (!keys[i]->alive)
+                continue;
+            nonkey = kind_is_nonkey(keys[i]->kind);
+            pub_only = keys[i]->pub_only;
+            priv = !keys[i]->has_flags || (keys[i]->flags & VHSM_OBJ_PRIVATE);
+        }
+        if (nonkey || pub_only) {
+            /* data objects, certificates and lone public keys: private only if CKA_PRIVATE */
+            unsigned role = pub_only ? ROLE_PUB : ROLE_PRIV;
+            if ((show_private || !priv) && object_matches(s, keys[i], role, pTemplate, ulCount))
+                found[m++] = HANDLE(sess->slot, i, role);
             continue;
+        }
         if (show_private && object_matches(s, keys[i], ROLE_PRIV, pTemplate, ulCount))
             found[m++] = HANDLE(sess->slot, i, ROLE_PRIV);
         if (!kind_is_secret(keys[i]->kind) &&
@@ -2154,7 +2421,7 @@ static CK_RV create_rsa_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_HANDL
             return CKR_TEMPLATE_INCOMPLETE;
     if ((rv = gen_template_check(t, CKO_PRIVATE_KEY, CKK_RSA, KK_RSA)) != CKR_OK)
         return rv;
-    if (!(sess->flags & CKF_RW_SESSION))
+    if (t->token != P11_TRI_FALSE && !(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     uint8_t *der = NULL;
     int n = 0, bits = 0;
@@ -2199,7 +2466,7 @@ static CK_RV create_private_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_H
         return rv == CKR_ATTRIBUTE_READ_ONLY ? CKR_TEMPLATE_INCONSISTENT : rv;
     if ((rv = gen_template_check(t, CKO_PRIVATE_KEY, t->key_type, kind)) != CKR_OK)
         return rv;
-    if (!(sess->flags & CKF_RW_SESSION))
+    if (t->token != P11_TRI_FALSE && !(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     uint8_t *der = NULL;
     int n = 0;
@@ -2214,6 +2481,284 @@ static CK_RV create_private_key(P11Session *sess, P11KeyTemplate *t, CK_OBJECT_H
     return CKR_OK;
 }
 
+/* ---- data objects, certificates, public keys, copies (branch obj) ------------------------- */
+
+static bool vhsm_name_ok(const char *s);
+
+/* Attributes vhsmd owns (class, type, values, origin flags): not application attributes. */
+static bool vault_like_reserved(CK_ATTRIBUTE_TYPE t) {
+    switch (t) {
+    case CKA_CLASS:
+    case CKA_VALUE:
+    case CKA_KEY_TYPE:
+    case CKA_VALUE_LEN:
+    case CKA_CERTIFICATE_TYPE:
+    case CKA_CHECK_VALUE:
+    case CKA_LOCAL:
+    case CKA_KEY_GEN_MECHANISM:
+    case CKA_ALWAYS_SENSITIVE:
+    case CKA_NEVER_EXTRACTABLE:
+    case CKA_WRAP_WITH_TRUSTED:
+    case CKA_SIGN_RECOVER:
+    case CKA_VERIFY_RECOVER:
+    case CKA_MODULUS:
+    case CKA_MODULUS_BITS:
+    case CKA_PUBLIC_EXPONENT:
+    case CKA_PRIVATE_EXPONENT:
+    case CKA_PRIME_1:
+    case CKA_PRIME_2:
+    case CKA_EXPONENT_1:
+    case CKA_EXPONENT_2:
+    case CKA_COEFFICIENT:
+    case CKA_PUBLIC_KEY_INFO:
+    case CKA_EC_PARAMS:
+    case CKA_EC_POINT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A free name for a new object: the label when it is a valid vhsmd name (first try), else
+ * "p11-<16 hex digits>". */
+static bool object_name(const char *label, int tries, char name[140]) {
+    if (tries == 0 && label && vhsm_name_ok(label)) {
+        snprintf(name, 140, "%s", label);
+        return true;
+    }
+    uint8_t rnd[8];
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        return false;
+    snprintf(name, 140, "p11-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+             rnd[4], rnd[5], rnd[6], rnd[7]);
+    return true;
+}
+
+/* Adds the object vhsmd just made (its description read back on x) to the slot: *ret_idx. */
+static CK_RV object_adopt(P11Session *sess, Conn *x, const char *name, const char *vtype,
+                          bool session, int *ret_idx) {
+    P11Slot *s = slot_get(sess->slot);
+    char full[160];
+    _cleanup_free_ char *text = NULL;
+    snprintf(full, sizeof(full), "%u/%s", (unsigned)geteuid(), name);
+    x->r = vhsm_key_info(x->c, full, &text);
+    if (x->r < 0)
+        return p11_rv_from_errno(x->r, P11_CTX_CREATE);
+    json_t *desc = json_loads(text, 0, NULL);
+    if (!desc)
+        return CKR_DEVICE_ERROR;
+    const char *type = json_string_value(json_object_get(desc, "type"));
+    LOCKED(s->lock);
+    int idx =
+        slot_key_upsert_locked(s, full,
+                               vtype  ? vtype
+                               : type ? type
+                                      : "",
+                               NULL, json_string_value(json_object_get(desc, "origin")), desc);
+    json_decref(desc);
+    if (idx < 0)
+        return idx == -ENOMEM ? CKR_HOST_MEMORY : CKR_DEVICE_ERROR;
+    s->keys[idx]->session = session;
+    s->keys[idx]->owner = session ? sess->handle : 0;
+    *ret_idx = idx;
+    return CKR_OK;
+}
+
+static CK_RV create_nonkey_parsed(P11Session *sess, const P11ObjTemplate *o,
+                                  CK_OBJECT_HANDLE *ret) {
+    P11Slot *s = slot_get(sess->slot);
+    if (!o->session && !(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY; /* session objects are allowed in R/O sessions */
+    if (o->trusted) {
+        LOCKED(s->lock);
+        if (s->user != CKU_SO)
+            return CKR_ATTRIBUTE_READ_ONLY; /* CKA_TRUSTED: the SO's to set */
+    }
+    VhsmAttr attrs[P11_OBJ_ATTRS_MAX];
+    for (size_t i = 0; i < o->n_attrs; i++)
+        attrs[i] = (VhsmAttr){(uint32_t)o->attrs[i].type, o->attrs[i].value, o->attrs[i].len};
+    VhsmObjectSpec spec = {
+        .type = o->vtype, .flags = o->flags, .attrs = attrs, .n_attrs = o->n_attrs};
+    _cleanup_conn_ Conn x = {.slot = s};
+    x.r = o->session ? conn_get_sobj(s, &x, true) : conn_get(s, &x);
+    if (x.r < 0)
+        return p11_rv_from_errno(x.r, P11_CTX_CREATE);
+    char name[140];
+    x.r = -EEXIST;
+    for (int tries = 0; x.r == -EEXIST && tries < 5; tries++) {
+        if (!object_name(o->label, tries, name))
+            return CKR_FUNCTION_FAILED;
+        x.r = vhsm_object_create(x.c, name, &spec, o->value, o->value_len);
+    }
+    if (x.r == -EBADRQC || x.r == -EOPNOTSUPP)
+        return CKR_FUNCTION_NOT_SUPPORTED; /* a vhsmd without these objects */
+    if (x.r == -EBADMSG || x.r == -E2BIG)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if (x.r == -EPERM && o->trusted)
+        return CKR_ATTRIBUTE_READ_ONLY;
+    if (x.r < 0)
+        return p11_rv_from_errno(x.r, P11_CTX_CREATE);
+    int idx = 0;
+    CK_RV rv = object_adopt(sess, &x, name, NULL, o->session, &idx);
+    if (rv != CKR_OK)
+        return rv;
+    *ret = HANDLE(sess->slot, idx, o->cls == CKO_PUBLIC_KEY ? ROLE_PUB : ROLE_PRIV);
+    return CKR_OK;
+}
+
+/* C_CreateObject of a data object, a certificate or a public key: stored by vhsmd with its
+ * attributes (a certificate checked by OpenSSL there and here). */
+static CK_RV create_nonkey(P11Session *sess, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n,
+                           CK_OBJECT_HANDLE *ret) {
+    P11ObjTemplate o;
+    CK_RV rv = p11_obj_template_parse(tmpl, n, &o);
+    if (rv != CKR_OK)
+        return rv;
+    rv = create_nonkey_parsed(sess, &o, ret);
+    p11_obj_template_done(&o);
+    return rv;
+}
+
+/* C_CopyObject: vhsmd copies the object (a key stays inside it, with the same material and
+ * origin flags). The template may change CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE,
+ * CKA_DESTROYABLE, CKA_COPYABLE, the usage flags, CKA_SENSITIVE (to true), CKA_EXTRACTABLE (to
+ * false) and the application's attributes (CKA_LABEL, CKA_ID, ...). */
+static CK_RV copy_object(P11Session *sess, P11Key *k, unsigned role, const CK_ATTRIBUTE *t,
+                         CK_ULONG n, CK_OBJECT_HANDLE *ret) {
+    static const struct {
+        CK_ATTRIBUTE_TYPE t;
+        uint32_t bit;
+    } bools[] = {
+        {CKA_PRIVATE, VHSM_OBJ_PRIVATE},
+        {CKA_MODIFIABLE, VHSM_OBJ_MODIFIABLE},
+        {CKA_DESTROYABLE, VHSM_OBJ_DESTROYABLE},
+        {CKA_COPYABLE, VHSM_OBJ_COPYABLE},
+        {CKA_SIGN, VHSM_OBJ_SIGN},
+        {CKA_VERIFY, VHSM_OBJ_VERIFY},
+        {CKA_ENCRYPT, VHSM_OBJ_ENCRYPT},
+        {CKA_DECRYPT, VHSM_OBJ_DECRYPT},
+        {CKA_WRAP, VHSM_OBJ_WRAP},
+        {CKA_UNWRAP, VHSM_OBJ_UNWRAP},
+        {CKA_DERIVE, VHSM_OBJ_DERIVE},
+        {CKA_SENSITIVE, VHSM_OBJ_SENSITIVE},
+        {CKA_EXTRACTABLE, VHSM_OBJ_EXTRACTABLE},
+    };
+    P11Slot *s = slot_get(sess->slot);
+    /* one half of a key pair cannot be copied alone (vhsmd holds the pair as one object) */
+    if (role == ROLE_PUB && !k->pub_only)
+        return CKR_ACTION_PROHIBITED;
+    VhsmAttr attrs[VHSM_ATTR_MAX];
+    size_t n_attrs = 0;
+    uint32_t set = 0, clear = 0;
+    P11Tri token = P11_TRI_ABSENT;
+    char label[P11_LABEL_MAX + 1] = "";
+    for (CK_ULONG i = 0; i < n; i++) {
+        const CK_ATTRIBUTE *a = &t[i];
+        bool done = false;
+        if (a->type == CKA_TOKEN || a->type == CKA_TRUSTED) {
+            if (a->ulValueLen != sizeof(CK_BBOOL))
+                return CKR_ATTRIBUTE_VALUE_INVALID;
+            bool b = *(const CK_BBOOL *)a->pValue;
+            if (a->type == CKA_TRUSTED)
+                return CKR_ATTRIBUTE_READ_ONLY;
+            if (token != P11_TRI_ABSENT && token != (b ? P11_TRI_TRUE : P11_TRI_FALSE))
+                return CKR_TEMPLATE_INCONSISTENT;
+            token = b ? P11_TRI_TRUE : P11_TRI_FALSE;
+            continue;
+        }
+        for (size_t j = 0; j < ELEMENTSOF(bools) && !done; j++) {
+            if (bools[j].t != a->type)
+                continue;
+            if (a->ulValueLen != sizeof(CK_BBOOL))
+                return CKR_ATTRIBUTE_VALUE_INVALID;
+            CK_BBOOL b = *(const CK_BBOOL *)a->pValue;
+            if ((a->type == CKA_SENSITIVE && !b) || (a->type == CKA_EXTRACTABLE && b))
+                return CKR_ATTRIBUTE_READ_ONLY; /* one way only */
+            if (b)
+                set |= bools[j].bit;
+            else
+                clear |= bools[j].bit;
+            if (set & clear)
+                return CKR_TEMPLATE_INCONSISTENT;
+            done = true;
+        }
+        if (done)
+            continue;
+        if (vault_like_reserved(a->type))
+            return CKR_ATTRIBUTE_READ_ONLY;
+        if (n_attrs == VHSM_ATTR_MAX || a->ulValueLen > VHSM_ATTR_VALUE_MAX)
+            return CKR_TEMPLATE_INCONSISTENT;
+        if (a->type == CKA_LABEL && a->ulValueLen <= P11_LABEL_MAX) {
+            memcpy(label, a->pValue, a->ulValueLen);
+            label[a->ulValueLen] = 0;
+        }
+        attrs[n_attrs++] = (VhsmAttr){(uint32_t)a->type, a->pValue, a->ulValueLen};
+    }
+    bool src_session;
+    {
+        LOCKED(s->lock);
+        src_session = k->session;
+    }
+    bool session = token == P11_TRI_ABSENT ? src_session : token == P11_TRI_FALSE;
+    if (!session && !(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    if (session != src_session)
+        *(session ? &set : &clear) |= VHSM_OBJ_SESSION;
+    _cleanup_conn_ Conn x = {.slot = s};
+    x.r = session || src_session ? conn_get_sobj(s, &x, session) : conn_get(s, &x);
+    if (x.r == -ENOKEY)
+        return CKR_OBJECT_HANDLE_INVALID; /* its session objects are gone */
+    if (x.r < 0)
+        return p11_rv_from_errno(x.r, P11_CTX_CREATE);
+    char name[140];
+    x.r = -EEXIST;
+    for (int tries = 0; x.r == -EEXIST && tries < 5; tries++) {
+        if (!object_name(label[0] ? label : NULL, tries, name))
+            return CKR_FUNCTION_FAILED;
+        x.r = vhsm_object_copy(x.c, k->name, name, set, clear, attrs, n_attrs);
+    }
+    if (x.r == -EBADRQC)
+        return CKR_ACTION_PROHIBITED; /* a vhsmd without copies */
+    if (x.r == -EPERM)
+        return CKR_ACTION_PROHIBITED; /* not copyable, or a change the copy may not make */
+    if (x.r == -ENOKEY)
+        return CKR_OBJECT_HANDLE_INVALID;
+    if (x.r < 0)
+        return p11_rv_from_errno(x.r, P11_CTX_CREATE);
+    int idx = 0;
+    CK_RV rv = object_adopt(sess, &x, name, NULL, session, &idx);
+    if (rv != CKR_OK)
+        return rv;
+    *ret = HANDLE(sess->slot, idx, role);
+    return CKR_OK;
+}
+
+/* Destroys the session objects session h made (C_CloseSession): vhsmd forgets them. */
+static void session_objects_destroy(CK_SLOT_ID slot, CK_SESSION_HANDLE h) {
+    P11Slot *s = slot_get(slot);
+    for (;;) {
+        char *name = NULL;
+        P11Key *k = NULL;
+        {
+            LOCKED(s->lock);
+            for (size_t i = 0; i < s->n_keys && !k; i++)
+                if (s->keys[i]->alive && s->keys[i]->session && s->keys[i]->owner == h)
+                    k = s->keys[i];
+            if (!k)
+                return;
+            k->alive = false;
+            name = strdup(k->name);
+        }
+        if (!name)
+            return;
+        _cleanup_conn_ Conn x = {.slot = s};
+        x.r = conn_get_sobj(s, &x, false);
+        if (x.r >= 0)
+            x.r = vhsm_key_delete(x.c, name);
+        free(name);
+    }
+}
+
 /* Imports a secret key from its plaintext CKA_VALUE (vhsmd stores it marked imported: no
  * CKA_LOCAL, ALWAYS_SENSITIVE or NEVER_EXTRACTABLE). The value goes to vhsmd in the request
  * buffer, which libvhsm wipes after the call; the module keeps no copy. */
@@ -2222,13 +2767,19 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
     SESSION_OR_RETURN(hSession);
     if ((!pTemplate && ulCount > 0) || !phObject)
         return CKR_ARGUMENTS_BAD;
+    CK_OBJECT_CLASS cls;
+    CK_RV rv = p11_template_class(pTemplate, ulCount, &cls);
+    if (rv != CKR_OK)
+        return rv;
+    if (cls == CKO_DATA || cls == CKO_CERTIFICATE || cls == CKO_PUBLIC_KEY)
+        return create_nonkey(sess, pTemplate, ulCount, phObject);
     P11KeyTemplate t;
-    CK_RV rv = p11_key_template_parse(pTemplate, ulCount, &t);
+    rv = p11_key_template_parse(pTemplate, ulCount, &t);
     if (rv != CKR_OK)
         return rv;
     if (!t.has_class)
         return CKR_TEMPLATE_INCOMPLETE;
-    if (t.cls != CKO_SECRET_KEY && t.cls != CKO_PRIVATE_KEY) /* public, data, certs: not yet */
+    if (t.cls != CKO_SECRET_KEY && t.cls != CKO_PRIVATE_KEY)
         return CKR_ATTRIBUTE_VALUE_INVALID;
     if (t.cls == CKO_PRIVATE_KEY && t.has_key_type && t.key_type == CKK_RSA)
         return create_rsa_key(sess, &t, phObject);
@@ -2259,8 +2810,8 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
     }
     if ((rv = gen_template_check(&t, CKO_SECRET_KEY, t.key_type, kind)) != CKR_OK)
         return rv;
-    if (!(sess->flags & CKF_RW_SESSION))
-        return CKR_SESSION_READ_ONLY;
+    if (t.token != P11_TRI_FALSE && !(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY; /* session objects are allowed in R/O sessions */
     int idx = 0;
     rv = gen_key(sess, vtype, kind, NULL, &t, t.value, t.value_size, &idx);
     if (rv != CKR_OK)
@@ -2273,11 +2824,15 @@ CK_RV C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTR
                    CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phNewObject) {
     SESSION_OR_RETURN(hSession);
     unsigned role = 0;
-    if (!object_key(sess->slot, hObject, &role))
+    P11Key *k = object_key(sess->slot, hObject, &role);
+    if (!k)
         return CKR_OBJECT_HANDLE_INVALID;
     if ((!pTemplate && ulCount > 0) || !phNewObject)
         return CKR_ARGUMENTS_BAD;
-    return CKR_ACTION_PROHIBITED; /* CKA_COPYABLE is false */
+    CK_RV rv = p11_template_check(pTemplate, ulCount);
+    if (rv != CKR_OK)
+        return rv;
+    return copy_object(sess, k, role, pTemplate, ulCount, phNewObject);
 }
 
 CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {
@@ -2286,16 +2841,25 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {
     P11Key *k = object_key(sess->slot, hObject, &role);
     if (!k)
         return CKR_OBJECT_HANDLE_INVALID;
-    if (!(sess->flags & CKF_RW_SESSION))
-        return CKR_SESSION_READ_ONLY;
-    /* A public key object is a view of its key pair: destroying it alone is not possible. */
-    if (role == ROLE_PUB)
-        return CKR_ACTION_PROHIBITED;
     P11Slot *s = slot_get(sess->slot);
+    bool session_obj;
+    {
+        LOCKED(s->lock);
+        session_obj = k->session;
+    }
+    /* session objects may be destroyed in a read-only session (PKCS#11 4.1) */
+    if (!session_obj && !(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    /* A key pair's public key object is a view of its key pair: destroying it alone is not
+     * possible (a lone public key object is). */
+    if (role == ROLE_PUB && !k->pub_only)
+        return CKR_ACTION_PROHIBITED;
     _cleanup_conn_ Conn x = {.slot = s};
-    x.r = conn_get(s, &x);
+    x.r = conn_get_for(s, k, &x);
     if (x.r >= 0)
         x.r = vhsm_key_delete(x.c, k->name);
+    if (x.r == -EPERM && !p11_errno_is_transport(x.r))
+        return CKR_ACTION_PROHIBITED; /* CKA_DESTROYABLE false (or the ACL) */
     if (x.r < 0 && x.r != -ENOKEY)
         return p11_rv_from_errno(x.r, P11_CTX_OBJECT);
     LOCKED(s->lock);
@@ -2318,8 +2882,6 @@ static CK_RV gen_template_check(const P11KeyTemplate *t, CK_OBJECT_CLASS cls, CK
         return CKR_TEMPLATE_INCONSISTENT;
     /* CKA_SENSITIVE false is accepted and ignored: secret values never leave vhsmd, so every
      * key is sensitive (as on most hardware HSMs); pkcs11-tool asks for false by default. */
-    if (t->token == P11_TRI_FALSE) /* session objects: not in vhsmd yet */
-        return CKR_ATTRIBUTE_VALUE_INVALID;
     bool can_sign = kind != KK_AES, can_crypt = kind == KK_AES || kind == KK_RSA;
     if (cls == CKO_PUBLIC_KEY) {
         if (t->sign == P11_TRI_TRUE || t->decrypt == P11_TRI_TRUE || t->unwrap == P11_TRI_TRUE)
@@ -2377,6 +2939,7 @@ static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTe
     f = tri_apply(f, vt->extractable, VHSM_OBJ_EXTRACTABLE);
     f = tri_apply(f, vt->private_, VHSM_OBJ_PRIVATE);
     f = tri_apply(f, vt->modifiable, VHSM_OBJ_MODIFIABLE);
+    f = tri_apply(f | VHSM_OBJ_COPYABLE, vt->copyable, VHSM_OBJ_COPYABLE); /* default true */
     return f;
 }
 
@@ -2388,7 +2951,8 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
                      const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx) {
     P11Slot *s = slot_get(sess->slot);
     _cleanup_conn_ Conn x = {.slot = s};
-    x.r = conn_get(s, &x);
+    bool session = vt->token == P11_TRI_FALSE; /* a session object lives on the sobj connection */
+    x.r = session ? conn_get_sobj(s, &x, true) : conn_get(s, &x);
     if (x.r < 0)
         return p11_rv_from_errno(x.r, P11_CTX_CREATE);
     const P11KeyTemplate *lt = vt->has_label || !pt ? vt : pt;
@@ -2400,8 +2964,10 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
         attrs[n_attrs++] = (VhsmAttr){CKA_LABEL, lt->label, strlen(lt->label)};
     if (it->has_id)
         attrs[n_attrs++] = (VhsmAttr){CKA_ID, it->id, it->id_len};
-    VhsmObjectSpec ospec = {
-        .type = vtype, .flags = gen_flags(kind, pt, vt), .attrs = attrs, .n_attrs = n_attrs};
+    VhsmObjectSpec ospec = {.type = vtype,
+                            .flags = gen_flags(kind, pt, vt) | (session ? VHSM_OBJ_SESSION : 0),
+                            .attrs = attrs,
+                            .n_attrs = n_attrs};
     VhsmKeySpec spec = {.type = vtype, .label = label && *label ? label : NULL};
     bool rev1 = false;
     char name[140];
@@ -2422,7 +2988,8 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
                 return CKR_FUNCTION_NOT_SUPPORTED; /* revision 1: no plaintext import */
             if (x.r == -EBADRQC) {
                 rev1 = true;
-                if (vt->extractable == P11_TRI_TRUE || vt->modifiable == P11_TRI_TRUE || it->has_id)
+                if (vt->extractable == P11_TRI_TRUE || vt->modifiable == P11_TRI_TRUE ||
+                    it->has_id || session)
                     return CKR_ATTRIBUTE_VALUE_INVALID; /* needs revision 2 */
             }
         }
@@ -2448,6 +3015,10 @@ static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P1
     json_decref(desc);
     if (idx < 0)
         return CKR_HOST_MEMORY;
+    if (session) {
+        s->keys[idx]->session = true;
+        s->keys[idx]->owner = sess->handle;
+    }
     *ret_idx = idx;
     return CKR_OK;
 }
@@ -2490,7 +3061,7 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         return CKR_MECHANISM_PARAM_INVALID;
     if ((rv = gen_template_check(&t, CKO_SECRET_KEY, type, kind)) != CKR_OK)
         return rv;
-    if (!(sess->flags & CKF_RW_SESSION))
+    if (t.token != P11_TRI_FALSE && !(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     int idx = 0;
     rv = gen_key(sess, vtype, kind, NULL, &t, NULL, 0, &idx);
@@ -2560,7 +3131,10 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     if ((rv = gen_template_check(&pt, CKO_PUBLIC_KEY, type, kind)) != CKR_OK ||
         (rv = gen_template_check(&vt, CKO_PRIVATE_KEY, type, kind)) != CKR_OK)
         return rv;
-    if (!(sess->flags & CKF_RW_SESSION))
+    /* one vhsmd object per pair: a session pair when the private key's CKA_TOKEN is false */
+    if (pt.token == P11_TRI_FALSE && vt.token != P11_TRI_FALSE)
+        return CKR_TEMPLATE_INCONSISTENT;
+    if (vt.token != P11_TRI_FALSE && !(sess->flags & CKF_RW_SESSION))
         return CKR_SESSION_READ_ONLY;
     int idx = 0;
     rv = gen_key(sess, vtype, kind, &pt, &vt, NULL, 0, &idx);
@@ -3037,7 +3611,7 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
     _cleanup_conn_ Conn x = {.slot = s};
     _cleanup_free_ uint8_t *out = NULL;
     size_t out_len = 0;
-    x.r = conn_get(s, &x);
+    x.r = conn_get_for(s, op->key, &x);
     if (x.r >= 0 && op->raw_ex)
         x.r =
             vhsm_sign_ex(x.c, op->key->name, op->mech == CKM_ECDSA ? "ecdsa-raw" : "rsa-pkcs1-raw",
@@ -3129,7 +3703,7 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
                 rv = CKR_SIGNATURE_LEN_RANGE;
             else {
                 _cleanup_conn_ Conn x = {.slot = s};
-                x.r = conn_get(s, &x);
+                x.r = conn_get_for(s, op->key, &x);
                 if (x.r >= 0)
                     x.r = vhsm_verify(x.c, op->key->name, op->alg, op->flags, 0, in.p, in.n, sig,
                                       siglen);
@@ -3270,7 +3844,7 @@ static CK_RV aes_finish(P11Session *sess, P11Op *op, bool encrypt, bool single, 
     _cleanup_conn_ Conn x = {.slot = s};
     uint8_t *res = NULL;
     size_t res_len = 0;
-    x.r = conn_get(s, &x);
+    x.r = conn_get_for(s, op->key, &x);
     if (x.r >= 0)
         x.r = (encrypt ? vhsm_encrypt_ex : vhsm_decrypt_ex)(
             x.c, op->key->name, op->alg, &p, in ? in : (const uint8_t *)"", n, &res, &res_len);
@@ -3408,7 +3982,7 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG
     _cleanup_conn_ Conn x = {.slot = s};
     uint8_t *out = NULL;
     size_t out_len = 0;
-    x.r = conn_get(s, &x);
+    x.r = conn_get_for(s, op->key, &x);
     if (x.r >= 0)
         x.r = vhsm_decrypt(x.c, op->key->name, op->alg, op->flags, 0, pEncryptedData,
                            ulEncryptedDataLen, NULL, 0, &out, &out_len);

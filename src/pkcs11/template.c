@@ -83,6 +83,7 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
         .sensitive = P11_TRI_ABSENT,
         .extractable = P11_TRI_ABSENT,
         .modifiable = P11_TRI_ABSENT,
+        .copyable = P11_TRI_ABSENT,
         .sign = P11_TRI_ABSENT,
         .verify = P11_TRI_ABSENT,
         .encrypt = P11_TRI_ABSENT,
@@ -238,6 +239,10 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
         case CKA_SIGN_RECOVER:
         case CKA_VERIFY_RECOVER:
         case CKA_COPYABLE:
+            rv = get_bool(a, &k.copyable);
+            if (rv != CKR_OK)
+                return rv;
+            break;
         case CKA_DESTROYABLE:
         case CKA_WRAP_WITH_TRUSTED:
         case CKA_ALWAYS_AUTHENTICATE:

@@ -46,6 +46,7 @@ typedef struct P11KeyTemplate {
     uint8_t id[P11_ID_MAX];
     size_t id_len;
     P11Tri token, private_, sensitive, extractable, modifiable;
+    P11Tri copyable; /* branch obj: C_CopyObject */
     P11Tri sign, verify, encrypt, decrypt, wrap, unwrap, derive;
     CK_ULONG value_len;    /* 0 = absent */
     CK_ULONG modulus_bits; /* 0 = absent */

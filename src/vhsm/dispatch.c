@@ -86,6 +86,11 @@ void dispatch_set_no_plaintext_import(Dispatch *d, bool refuse) {
     d->no_plaintext_import = refuse;
 }
 
+void dispatch_conn_closed(Dispatch *d, const Peer *peer) {
+    if (d && peer && peer->conn_id)
+        vault_session_objects_drop(d->vault, peer->conn_id);
+}
+
 void dispatch_set_workers(Dispatch *d, unsigned workers) {
     d->max_mutating = workers > 3 ? workers - 2 : workers > 1 ? workers - 1 : 1;
 }
@@ -417,6 +422,12 @@ static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
         return req_fail(q, -EOPNOTSUPP,
                         "key '%s' is a raw key (opaque bytes): it has no cryptographic operation",
                         q->name);
+    case VAULT_KEY_DATA:
+    case VAULT_KEY_CERT:
+    case VAULT_KEY_PUBLIC:
+        return req_fail(q, -EOPNOTSUPP,
+                        "object '%s' is a %s object: vhsmd has no operation with it", q->name,
+                        vault_key_type_to_string(t));
     default:
         return req_fail(q, -EIO, "key '%s' has an unknown type", q->name);
     }
@@ -910,6 +921,66 @@ static int attrs_fail(Req *q, const char *op, int r) {
     return r;
 }
 
+/* OBJECT_CREATE of a data object, a certificate or a lone public key (branch obj): the value is
+ * required and checked; not a plaintext key import (--no-plaintext-import does not apply). */
+static int object_create_value(Req *q, const VaultKeySpec *spec, const uint8_t *value,
+                               size_t value_len) {
+    const char *what = vault_key_type_to_string(spec->type);
+    int r;
+    if (!value)
+        return req_fail(q, -EBADMSG, "object-create: %s object '%s' needs its value", what,
+                        q->name);
+    r = vault_object_create(q->d->vault, q->peer, q->name, spec, value, value_len);
+    if (r == -EBADMSG)
+        return req_fail(q, r, "object-create: '%s': the value is not %s", q->name,
+                        spec->type == VAULT_KEY_CERT     ? "one DER X.509 certificate"
+                        : spec->type == VAULT_KEY_PUBLIC ? "a SubjectPublicKeyInfo (DER) of an EC "
+                                                           "P-256/P-384, Ed25519 or RSA key"
+                                                         : "valid");
+    if (r == -E2BIG && value_len > 0)
+        return req_fail(q, r, "object-create: '%s': a %s object holds at most %u bytes", q->name,
+                        what,
+                        spec->type == VAULT_KEY_DATA   ? VAULT_DATA_MAX
+                        : spec->type == VAULT_KEY_CERT ? VAULT_CERT_MAX
+                                                       : VAULT_PUBLIC_MAX);
+    if (r == -EPERM && (spec->obj_flags & VAULT_OBJ_TRUSTED))
+        return req_fail(q, r, "object-create: '%s': only the SO may mark an object trusted",
+                        q->name);
+    if (r < 0)
+        return attrs_fail(q, "object-create", r);
+    log_audit_uid(q->peer->uid, "Object '%s' (%s%s) created by uid %u.", q->name, what,
+                  spec->obj_flags & VAULT_OBJ_SESSION ? ", session" : "", (unsigned)q->peer->uid);
+    return 0;
+}
+
+/* OBJECT_COPY (branch obj): KEY_NAME the source, NEW_KEY_NAME the copy, OBJ_FLAGS /
+ * OBJ_FLAGS_CLEAR and ATTR the changes. */
+static int op_object_copy(Req *q) {
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    char new_name[VAULT_FULL_NAME_MAX + 1];
+    uint32_t set, clear;
+    size_t n;
+    int r;
+    if ((r = get_name(q)) < 0 || (r = get_key_name(q, VHSM_TAG_NEW_KEY_NAME, new_name)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_OBJ_FLAGS, false, 0, &set)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_OBJ_FLAGS_CLEAR, false, 0, &clear)) < 0 ||
+        (r = get_attrs(q, attrs, &n)) < 0)
+        return r;
+    if (((set | clear) & VAULT_OBJ_SESSION) && q->peer->conn_id == 0)
+        return req_fail(q, -EINVAL, "object-copy: no connection for a session object");
+    r = vault_object_copy(q->d->vault, q->peer, q->name, new_name, set, clear, attrs, n);
+    if (r == -EPERM)
+        return req_fail(q, r,
+                        "object-copy: '%s': not copyable, or a change the copy may not make "
+                        "(sensitive only on, extractable only off, trusted never)",
+                        q->name);
+    if (r < 0)
+        return attrs_fail(q, "object-copy", r);
+    log_audit_uid(q->peer->uid, "Object '%s' copied to '%s' by uid %u.", q->name, new_name,
+                  (unsigned)q->peer->uid);
+    return 0;
+}
+
 /* OBJECT_CREATE: KEY_CREATE with object flags and attributes; with a VALUE, a plaintext import. */
 static int op_object_create(Req *q) {
     _cleanup_(vault_acl_done) VaultAcl acl = {0};
@@ -928,8 +999,13 @@ static int op_object_create(Req *q) {
     spec.attrs = attrs;
     if (spec.obj_flags & ~VAULT_OBJ_SETTABLE)
         return req_fail(q, -EINVAL,
-                        "object-create: key '%s': flags 0x%x: only bits 0..14 may be chosen",
+                        "object-create: key '%s': flags 0x%x: only bits 0..15 may be chosen",
                         q->name, spec.obj_flags);
+    if (vault_key_type_is_object(spec.type))
+        return object_create_value(q, &spec, value, value_len);
+    if ((spec.obj_flags & VAULT_OBJ_SESSION) && q->peer->conn_id == 0)
+        return req_fail(q, -EINVAL, "object-create: key '%s': no connection for a session object",
+                        q->name);
     if (value) {
         if (q->d->no_plaintext_import)
             return req_fail(q, -EPERM,
@@ -1593,7 +1669,8 @@ int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const ui
                     .n_groups = peer->n_groups,
                     .pid = peer->pid,
                     .cgroup = peer->cgroup,
-                    .session = peer->session};
+                    .session = peer->session,
+                    .conn_id = peer->conn_id};
     Req q = {.d = d, .peer = &vp, .conn = peer, .body = body, .len = h->body_len, .out = out};
     bool denied, gated;
     int r;
@@ -1708,6 +1785,9 @@ int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const ui
         break;
     case VHSM_OP_OBJECT_SET:
         r = op_object_set(&q);
+        break;
+    case VHSM_OP_OBJECT_COPY:
+        r = op_object_copy(&q);
         break;
     case VHSM_OP_ENCRYPT_EX:
         r = op_crypt_ex(&q, true);

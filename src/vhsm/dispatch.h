@@ -34,6 +34,8 @@ void dispatch_set_workers(Dispatch *d, unsigned workers);
 /* Refuse OBJECT_CREATE with a VALUE (plaintext key import) with -EPERM (vhsmd
  * --no-plaintext-import). Call before serving. */
 void dispatch_set_no_plaintext_import(Dispatch *d, bool refuse);
+/* A connection closed: its session objects (CKA_TOKEN false) are destroyed. */
+void dispatch_conn_closed(Dispatch *d, const Peer *peer);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Dispatch *, dispatch_free);
 
 /* Handles one request (header already validated: kind request, version, size). peer is the

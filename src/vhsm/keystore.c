@@ -273,7 +273,7 @@ static int serialize_pass(Vault *v, Writer *w) {
     uint32_t n = 0;
     int r;
     for (size_t i = 0; i < v->n_keys; i++)
-        if (!v->keys[i]->pending_delete)
+        if (!v->keys[i]->pending_delete && !v->keys[i]->session_conn)
             n++;
     w_bytes(w, CONTENT_MAGIC, 4);
     w_u32(w, CONTENT_FORMAT);
@@ -281,7 +281,7 @@ static int serialize_pass(Vault *v, Writer *w) {
     for (size_t i = 0; i < v->n_keys; i++) {
         const VaultKey *k = v->keys[i];
         size_t ln = k->label ? strlen(k->label) : 0, nn = strlen(k->name);
-        if (k->pending_delete)
+        if (k->pending_delete || k->session_conn) /* session objects are never saved */
             continue;
         w_u16(w, (uint16_t)nn);
         w_bytes(w, k->name, nn);
@@ -600,6 +600,10 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
             if ((r = secret_new_packed_copy(mat, len, &m)) < 0)
                 return r;
             atomic_store(&kv->material, m);
+        } else if (vault_key_type_is_object(k->type)) {
+            /* data, certificate, public key: checked again as when created */
+            if ((r = vault_object_value_load(k->type, mat, len, kv)) < 0)
+                return r == -ENOMEM ? r : -EBADMSG;
         } else if (k->type == VAULT_KEY_RAW) {
             if (len > VAULT_RAW_MAX)
                 return -EBADMSG;

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "core/macro.h"
@@ -33,6 +34,7 @@ typedef struct Peer {
     bool pidfd;   /* true if the cgroup was verified through a pidfd */
     struct VaultSession *session; /* the connection's PIN login (vault.h), or NULL: the owner of
                                    * the connection releases it (vault_session_unref) */
+    uint64_t conn_id; /* unique per connection of the daemon (session objects live with it) */
 } Peer;
 
 /* Identifies the peer of a connected unix socket. Returns 0 (cgroup may be NULL; groups empty if

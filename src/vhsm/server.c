@@ -155,11 +155,13 @@ static void conn_free(Conn *c) {
 }
 
 static void accept_resume_locked(Server *s);
+static _Atomic uint64_t next_conn_id; /* Peer.conn_id: 1, 2, ... */
 
 /* Removes c from the list, then closes it. Only the worker owning c (or the main thread after
  * the workers stopped) calls this. */
 static void conn_close(Server *s, Conn *c) {
-    agentq_conn_gone(s->agentq, &c->aq); /* before anyone could reuse c */
+    agentq_conn_gone(s->agentq, &c->aq);         /* before anyone could reuse c */
+    dispatch_conn_closed(s->dispatch, &c->peer); /* its session objects die with it */
     {
         LOCK_GUARD(&s->lock);
         if (c->prev)
@@ -870,6 +872,7 @@ static void accept_all(Server *s) {
             }
             c->fd = TAKE_FD(fd);
             c->peer = peer;
+            c->peer.conn_id = atomic_fetch_add(&next_conn_id, 1) + 1;
             c->out = VHSM_BUF_INIT;
             /* Replies are wiped once sent if one of them was secret (dispatch marks decrypt,
              * unwrap and random outputs); ciphertexts and signatures are not. */

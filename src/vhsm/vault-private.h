@@ -85,7 +85,22 @@ typedef struct VaultKey {
     uint32_t pending_gap;   /* absent versions saved before pending_kv (an import) */
     uint32_t n_absent;      /* NULL versions in [min_version, latest]: never delivered here (a
                              * KMS release that skipped versions); not charged, not usable */
+    uint64_t session_conn;  /* a session object (VAULT_OBJ_SESSION): the connection it lives
+                             * with (never saved, visible to that connection only); 0 otherwise */
 } VaultKey;
+
+/* Whether peer's connection may see k at all (a session object is its creator's alone). */
+static inline bool vault_key_seen_by(const VaultKey *k, const VaultPeer *peer) {
+    return k->session_conn == 0 || k->session_conn == peer->conn_id;
+}
+
+/* vault-object.c: checks value for a non-key object type and keeps it in kv (secret: the bytes;
+ * a public key also as kv->pkey). 0, -EBADMSG, -E2BIG, -ENOMEM. */
+int vault_object_value_load(VaultKeyType type, const uint8_t *value, size_t len, KeyVersion *kv);
+/* The flags a non-key object of type keeps from the requested ones (0: its defaults). */
+uint32_t vault_object_flags(VaultKeyType type, uint32_t flags);
+/* The login rule of a new object (table lock held): 0, -EBADR, -EPERM (TRUSTED without the SO). */
+int vault_object_login_check_locked(Vault *v, const VaultPeer *peer, const VaultKey *k);
 
 /* Whether lookups, listing and counts see the key. */
 static inline bool vault_key_live(const VaultKey *k) {

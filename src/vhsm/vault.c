@@ -42,11 +42,19 @@
 /* ---- names ---- */
 
 static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
-    [VAULT_KEY_AES256] = "aes256",           [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
-    [VAULT_KEY_HMAC_SHA384] = "hmac-sha384", [VAULT_KEY_EC_P256] = "ec-p256",
-    [VAULT_KEY_EC_P384] = "ec-p384",         [VAULT_KEY_ED25519] = "ed25519",
-    [VAULT_KEY_RSA2048] = "rsa2048",         [VAULT_KEY_RSA3072] = "rsa3072",
-    [VAULT_KEY_RSA4096] = "rsa4096",         [VAULT_KEY_RAW] = "raw",
+    [VAULT_KEY_AES256] = "aes256",
+    [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
+    [VAULT_KEY_HMAC_SHA384] = "hmac-sha384",
+    [VAULT_KEY_EC_P256] = "ec-p256",
+    [VAULT_KEY_EC_P384] = "ec-p384",
+    [VAULT_KEY_ED25519] = "ed25519",
+    [VAULT_KEY_RSA2048] = "rsa2048",
+    [VAULT_KEY_RSA3072] = "rsa3072",
+    [VAULT_KEY_RSA4096] = "rsa4096",
+    [VAULT_KEY_RAW] = "raw",
+    [VAULT_KEY_DATA] = "data",
+    [VAULT_KEY_CERT] = "cert",
+    [VAULT_KEY_PUBLIC] = "public",
 };
 
 static const char *const alg_table[_VAULT_ALG_MAX] = {
@@ -498,6 +506,12 @@ uint64_t vault_version_cost(VaultKeyType t) {
         return 4096; /* packed 64-byte slot, KeyVersion, up to 4 cached GCM/HMAC contexts */
     case VAULT_KEY_ED25519:
         return 2048;
+    case VAULT_KEY_DATA: /* a page secret of up to 4 KiB + header, twice the keystore bytes */
+        return 16384;
+    case VAULT_KEY_CERT:
+        return 24576;
+    case VAULT_KEY_PUBLIC: /* the value and an EVP_PKEY of the public key */
+        return 8192;
     case VAULT_KEY_EC_P256:
     case VAULT_KEY_EC_P384:
     case VAULT_KEY_RSA2048:
@@ -1100,6 +1114,11 @@ int vault_key_new(const char *name, const VaultKeySpec *spec, const VaultPeer *p
     k->origin = origin;
     k->policy = spec->policy;
     k->obj_flags = flags_for_origin(spec->obj_flags ? spec->obj_flags : VAULT_OBJ_DEFAULT, origin);
+    if (k->obj_flags & VAULT_OBJ_SESSION) {
+        if (peer->conn_id == 0)
+            return -EINVAL; /* a session object needs a connection to live with */
+        k->session_conn = peer->conn_id;
+    }
     if (spec->n_attrs > 0 &&
         (r = attrs_merge(NULL, 0, spec->attrs, spec->n_attrs, &k->attrs, &k->n_attrs)) < 0)
         return r;
@@ -1294,6 +1313,8 @@ static int insert_key_persist_locked(Vault *v, const VaultPeer *peer, VaultKey *
     r = vault_insert_key_locked(v, k);
     if (r < 0)
         return r;
+    if (k->session_conn)
+        return 0;             /* a session object is never saved */
     k->pending_insert = true; /* invisible until durable (persist_locked) */
     r = persist_locked(v);
     k->pending_insert = false;
@@ -1314,7 +1335,7 @@ int vault_insert_key(Vault *v, const VaultPeer *peer, VaultKey *k) {
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     WRITE_LOCKED(v);
-    if ((r = vault_login_check_locked(v, peer)) < 0)
+    if ((r = vault_object_login_check_locked(v, peer, k)) < 0)
         return r;
     return insert_key_persist_locked(v, peer, k);
 }
@@ -1852,8 +1873,8 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
     RESOLVE(peer, name, full);
     if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
         return r;
-    if (spec->type == VAULT_KEY_RAW)
-        return -EOPNOTSUPP; /* raw keys are imported only */
+    if (spec->type == VAULT_KEY_RAW || vault_key_type_is_object(spec->type))
+        return -EOPNOTSUPP; /* raw keys are imported only; objects are made from their value */
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     {
@@ -1881,8 +1902,8 @@ static int material_from_value(VaultKeyType type, const uint8_t *value, size_t l
                                KeyVersion *kv) {
     size_t n = vault_key_type_secret_size(type);
     int r;
-    if (type == VAULT_KEY_RAW)
-        return -EOPNOTSUPP; /* raw keys come only from the KMS */
+    if (type == VAULT_KEY_RAW || vault_key_type_is_object(type))
+        return -EOPNOTSUPP; /* raw keys come only from the KMS; objects: vault_object_create */
     if (n > 0) {
         if (len != n)
             return -EBADMSG;
@@ -1945,7 +1966,7 @@ static int admin_lookup_locked(Vault *v, const VaultPeer *peer, const char *name
     if (!peer || !name)
         return -EINVAL;
     k = vault_find_locked(v, name);
-    if (!k)
+    if (!k || !vault_key_seen_by(k, peer))
         return absent_error(peer, name);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
         return -EPERM;
@@ -1974,7 +1995,7 @@ int vault_key_rotate(Vault *v, const VaultPeer *peer, const char *name, uint32_t
         /* A kms/ key gets new versions only from the KMS (a verified release). */
         if (name_is_kms(name))
             return -EPERM;
-        if (k->type == VAULT_KEY_RAW)
+        if (k->type == VAULT_KEY_RAW || vault_key_type_is_object(k->type) || k->session_conn)
             return -EOPNOTSUPP;
         type = k->type;
         next = k->latest + 1;
@@ -2127,8 +2148,9 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
             return -EPERM;
         if (!(of & VAULT_OBJ_EXTRACTABLE) && (nf & VAULT_OBJ_EXTRACTABLE))
             return -EPERM;
-        if ((of ^ nf) & (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |
-                         VAULT_OBJ_COPYABLE | VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED))
+        if ((of ^ nf) &
+            (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE | VAULT_OBJ_COPYABLE |
+             VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED | VAULT_OBJ_SESSION))
             return -EPERM; /* fixed at creation (TRUSTED: needs the SO, not offered yet) */
         if (!(of & VAULT_OBJ_MODIFIABLE))
             return -EPERM;
@@ -2150,7 +2172,7 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
         d = (VaultUsage){.bytes = before - after};
         r = usage_apply_locked(v, key_owner(k), &d, -1);
     }
-    if (r >= 0) {
+    if (r >= 0 && !k->session_conn) {
         r = persist_locked(v);
         if (r < 0)
             (void)usage_apply_locked(v, key_owner(k), &d, after > before ? -1 : +1);
@@ -2178,8 +2200,10 @@ int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name) {
     WRITE_LOCKED(v);
     if ((r = admin_lookup_locked(v, peer, name, &k)) < 0)
         return r;
+    if (vault_key_type_is_object(k->type) && !(k->obj_flags & VAULT_OBJ_DESTROYABLE))
+        return -EPERM; /* CKA_DESTROYABLE false */
     k->pending_delete = true;
-    r = persist_locked(v);
+    r = k->session_conn ? 0 : persist_locked(v);
     if (r < 0) {
         k->pending_delete = false;
         return r;
@@ -2238,11 +2262,29 @@ static uint32_t key_bits(VaultKeyType t) {
 
 /* The object members of a description: "flags", "bits", "attrs" [{"type","value" (hex)}],
  * "spki" (hex DER SubjectPublicKeyInfo of the latest version, asymmetric keys). */
-static int key_object_json(const VaultKey *k, const KeyVersion *latest, json_t *o) {
+static int key_object_json(const VaultKey *k, const KeyVersion *latest, bool show_private,
+                           json_t *o) {
     json_t *a = json_array();
+    uint32_t bits = key_bits(k->type);
+    if (k->type == VAULT_KEY_PUBLIC && latest && latest->pkey)
+        bits = EVP_PKEY_is_a(latest->pkey, "ED25519") ? 255
+                                                      : (uint32_t)EVP_PKEY_get_bits(latest->pkey);
     if (!a || json_object_set_new(o, "attrs", a) < 0 ||
         json_object_set_new(o, "flags", json_integer(k->obj_flags)) < 0 ||
-        json_object_set_new(o, "bits", json_integer(key_bits(k->type))) < 0)
+        json_object_set_new(o, "bits", json_integer(bits)) < 0)
+        return -ENOMEM;
+    /* The value of a data object (unless PRIVATE and the peer's token wants a login it lacks),
+     * a certificate, a public key: not secret. */
+    if (vault_key_type_is_object(k->type) && latest && latest->secret &&
+        (k->type != VAULT_KEY_DATA || !(k->obj_flags & VAULT_OBJ_PRIVATE) || show_private)) {
+        char *h = hex_of(secret_const_data(latest->secret), secret_size(latest->secret));
+        if (!h || json_object_set_new(o, "value", json_string(h)) < 0) {
+            free(h);
+            return -ENOMEM;
+        }
+        free(h);
+    }
+    if (k->session_conn && json_object_set_new(o, "session", json_true()) < 0)
         return -ENOMEM;
     for (size_t i = 0; i < k->n_attrs; i++) {
         char *h = hex_of(k->attrs[i].value, k->attrs[i].len);
@@ -2270,7 +2312,8 @@ static int key_object_json(const VaultKey *k, const KeyVersion *latest, json_t *
 }
 
 /* with_versions: the "versions" array (describe); a list summary has none. */
-static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **ret) {
+static int key_to_json_locked(const VaultKey *k, bool with_versions, bool show_private,
+                              json_t **ret) {
     json_auto_t *o = NULL, *versions = json_array(), *policy = NULL;
     const KeyVersion *latest = k->versions[k->latest - 1];
     uint32_t first = k->min_version, omitted = 0;
@@ -2313,7 +2356,7 @@ static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **re
         return -ENOMEM;
     if (k->label && json_object_set_new(o, "label", json_string(k->label)) < 0)
         return -ENOMEM;
-    if (key_object_json(k, latest, o) < 0)
+    if (key_object_json(k, latest, show_private, o) < 0)
         return -ENOMEM;
     if (latest && latest->thumbprint[0] &&
         json_object_set_new(o, "fingerprint", json_string(latest->thumbprint)) < 0)
@@ -2323,15 +2366,15 @@ static int key_to_json_locked(const VaultKey *k, bool with_versions, json_t **re
 }
 
 static bool visible_to(const VaultKey *k, const VaultPeer *peer) {
-    return vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) ||
-           vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN);
+    return vault_key_seen_by(k, peer) && (vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) ||
+                                          vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN));
 }
 
 /* The key name if peer may see it (use or admin right). Read lock held. name: full. */
 static int visible_lookup_locked(Vault *v, const VaultPeer *peer, const char *name,
                                  VaultKey **ret) {
     VaultKey *k = vault_find_locked(v, name);
-    if (!k)
+    if (!k || !vault_key_seen_by(k, peer))
         return absent_error(peer, name);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE) &&
         !vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
@@ -2349,7 +2392,7 @@ int vault_key_describe(Vault *v, const VaultPeer *peer, const char *name, json_t
     READ_LOCKED(v);
     if ((r = visible_lookup_locked(v, peer, full, &k)) < 0)
         return r;
-    return key_to_json_locked(k, true, ret);
+    return key_to_json_locked(k, true, vault_login_check_locked(v, peer) == 0, ret);
 }
 
 bool vault_kms_key_exists(Vault *v, const char *full_name) {
@@ -2396,12 +2439,14 @@ int vault_key_list_page(Vault *v, const VaultPeer *peer, const char *after, size
     json_auto_t *keys = json_array(), *page = NULL;
     const char *next = NULL;
     size_t bytes = 0;
+    bool show_private;
 
     if (!v || !peer || !ret || limit == 0)
         return -EINVAL;
     if (!keys)
         return -ENOMEM;
     READ_LOCKED(v);
+    show_private = vault_login_check_locked(v, peer) == 0;
     for (size_t i = after && after[0] ? lower_bound_locked(v, after) : 0; i < v->n_keys; i++) {
         const VaultKey *k = v->keys[i];
         json_auto_t *e = NULL;
@@ -2414,7 +2459,7 @@ int vault_key_list_page(Vault *v, const VaultPeer *peer, const char *after, size
                 json_object_get(json_array_get(keys, json_array_size(keys) - 1), "name"));
             break;
         }
-        if ((r = key_to_json_locked(k, false, &e)) < 0)
+        if ((r = key_to_json_locked(k, false, show_private, &e)) < 0)
             return r;
         txt = json_dumps(e, JSON_COMPACT);
         if (!txt)
@@ -2457,10 +2502,14 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     RESOLVE(peer, name, full);
     READ_LOCKED(v);
     k = vault_find_locked(v, full);
-    if (!k)
+    if (!k || !vault_key_seen_by(k, peer))
         return absent_error(peer, full);
     if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_USE))
         return -EPERM;
+    /* Data objects, certificates and lone public keys have no operation in vhsmd (the module
+     * verifies with a public key itself); only PUBKEY (usage 0) reads a public key. */
+    if (vault_key_type_is_object(k->type) && (usage != 0 || k->type != VAULT_KEY_PUBLIC))
+        return -EOPNOTSUPP;
     /* Secret or private material: the peer's token may need a user login (on top of the ACL). */
     if (need_attest && vault_login_check_locked(v, peer) < 0)
         return -EBADR;
@@ -3691,4 +3740,96 @@ int vault_verify_raw(Vault *v, const VaultPeer *peer, const char *name, VaultRaw
         ok = EVP_PKEY_verify(ctx, sig, sig_len, in, in_len);
     ERR_clear_error();
     return ok == 1 ? 0 : -EKEYREJECTED;
+}
+
+/* ---- C_CopyObject and session objects (issue 12, branch obj) ---- */
+
+int vault_object_copy(Vault *v, const VaultPeer *peer, const char *name, const char *new_name,
+                      uint32_t flags_set, uint32_t flags_clear, const VaultAttr *attrs,
+                      size_t n_attrs) {
+    _cleanup_(vault_key_freep) VaultKey *k = NULL;
+    char nfull[VAULT_FULL_NAME_MAX + 1];
+    VaultKeyAttr *na = NULL;
+    size_t nn = 0;
+    int r;
+
+    if (!v || !peer || !new_name || (n_attrs > 0 && !attrs))
+        return -EINVAL;
+    if ((flags_set | flags_clear) & ~VAULT_OBJ_SETTABLE || (flags_set & flags_clear))
+        return -EINVAL;
+    RESOLVE(peer, name, full);
+    if (vault_name_resolve(peer, new_name, nfull) < 0)
+        return -EINVAL;
+    {
+        READ_LOCKED(v);
+        VaultKey *src;
+        uint32_t of, nf;
+        VaultKeySpec spec;
+        if ((r = admin_lookup_locked(v, peer, full, &src)) < 0)
+            return r;
+        of = src->obj_flags;
+        nf = (of | flags_set) & ~flags_clear;
+        if (!(of & VAULT_OBJ_COPYABLE))
+            return -EPERM; /* CKA_COPYABLE false */
+        if ((of & VAULT_OBJ_SENSITIVE) && !(nf & VAULT_OBJ_SENSITIVE))
+            return -EPERM;
+        if (!(of & VAULT_OBJ_EXTRACTABLE) && (nf & VAULT_OBJ_EXTRACTABLE))
+            return -EPERM;
+        if ((of ^ nf) & (VAULT_OBJ_TRUSTED | VAULT_OBJ_WRAP_WITH_TRUSTED))
+            return -EPERM;
+        if (((of ^ nf) & VAULT_OBJ_USAGE) && !(of & VAULT_OBJ_MODIFIABLE))
+            return -EPERM;
+        if (vault_key_type_is_object(src->type))
+            nf = vault_object_flags(src->type, nf) | (nf & VAULT_OBJ_SESSION);
+        spec = (VaultKeySpec){.type = src->type,
+                              .acl = &src->acl,
+                              .policy = src->policy,
+                              .label = src->label,
+                              .obj_flags = (nf & VAULT_OBJ_SETTABLE) | VAULT_OBJ_DESTROYABLE};
+        if ((r = vault_key_new(nfull, &spec, peer, src->origin, &k)) < 0)
+            return r;
+        k->obj_flags = (nf & VAULT_OBJ_SETTABLE) | (of & VAULT_OBJ_READONLY);
+        if ((r = attrs_merge(src->attrs, src->n_attrs, attrs, n_attrs, &na, &nn)) < 0)
+            return r;
+        k->attrs = na;
+        k->n_attrs = nn;
+        k->latest = src->min_version > 0 ? src->min_version - 1 : 0;
+        k->min_version = src->min_version;
+        for (uint32_t ver = src->min_version; ver > 0 && ver <= src->latest; ver++) {
+            KeyVersion *kv = src->versions[ver - 1];
+            if (!kv)
+                r = vault_key_add_absent(k);
+            else if ((r = vault_key_add_version(k, key_version_ref(kv))) < 0)
+                key_version_unref(kv);
+            if (r < 0)
+                return r;
+        }
+    }
+    if ((r = vault_insert_key(v, peer, k)) < 0)
+        return r;
+    k = NULL;
+    return 0;
+}
+
+void vault_session_objects_drop(Vault *v, uint64_t conn_id) {
+    if (!v || conn_id == 0)
+        return;
+    WRITE_LOCKED(v);
+    for (size_t i = v->n_keys; i-- > 0;) {
+        VaultKey *k = v->keys[i];
+        if (k->session_conn != conn_id || k->pending_delete)
+            continue;
+        remove_at_locked(v, i);
+        vault_key_free(k); /* versions in use by operations in flight: freed by their unref */
+    }
+}
+
+size_t vault_session_object_count(Vault *v) {
+    size_t n = 0;
+    if (!v)
+        return 0;
+    READ_LOCKED(v);
+    for (size_t i = 0; i < v->n_keys; i++)
+        n += v->keys[i]->session_conn != 0;
+    return n;
 }

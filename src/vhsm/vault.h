@@ -66,6 +66,12 @@ typedef enum VaultKeyType {
     VAULT_KEY_RAW,         /* "raw": opaque bytes (1..VAULT_RAW_MAX), e.g. a LUKS key or a
                             * passphrase; imported only (never generated or rotated), no
                             * cryptographic operation */
+    /* PKCS#11 objects that are not keys (issue 12, vault-object.c): a value stored with the
+     * object's attributes, created only from a value (vault_object_create), never rotated. */
+    VAULT_KEY_DATA,   /* "data": CKO_DATA, 1..VAULT_DATA_MAX bytes */
+    VAULT_KEY_CERT,   /* "cert": CKO_CERTIFICATE X.509, DER 1..VAULT_CERT_MAX bytes */
+    VAULT_KEY_PUBLIC, /* "public": CKO_PUBLIC_KEY alone, SubjectPublicKeyInfo DER (EC P-256/P-384,
+                       * Ed25519, RSA 2048..4096) */
     _VAULT_KEY_TYPE_MAX,
     _VAULT_KEY_TYPE_INVALID = -EINVAL,
 } VaultKeyType;
@@ -107,7 +113,10 @@ typedef struct VaultPolicy {
 } VaultPolicy;
 
 #define VAULT_MAX_ATTESTATION_AGE (7u * 24u * 3600u)
-#define VAULT_RAW_MAX 4096u /* bytes of a raw key */
+#define VAULT_RAW_MAX 4096u    /* bytes of a raw key */
+#define VAULT_DATA_MAX 4096u   /* bytes of a data object's value */
+#define VAULT_CERT_MAX 8192u   /* bytes of a certificate (DER) */
+#define VAULT_PUBLIC_MAX 2048u /* bytes of a public key object's SubjectPublicKeyInfo */
 
 /* The authenticated peer, as established by the daemon (SO_PEERCRED, /proc/PID/cgroup).
  * cgroup may be NULL (unknown): then no cgroup ACL entry can match. */
@@ -119,6 +128,7 @@ typedef struct VaultPeer {
     pid_t pid;
     const char *cgroup;    /* e.g. "/system.slice/app.service" (cgroup v2 path) */
     VaultSession *session; /* the connection's login (vault_login), or NULL */
+    uint64_t conn_id;      /* the connection (session objects are bound to it); 0 = none */
 } VaultPeer;
 
 /* One access list. A peer matches if its uid is listed, or its primary gid or one of its
@@ -282,14 +292,14 @@ void vault_set_clock(Vault *v, time_t (*now)(void *userdata), void *userdata);
 #define VAULT_OBJ_MODIFIABLE (1u << 12)
 #define VAULT_OBJ_COPYABLE (1u << 13)
 #define VAULT_OBJ_DESTROYABLE (1u << 14)
-#define VAULT_OBJ_SESSION (1u << 15) /* reserved: session objects are not implemented yet */
+#define VAULT_OBJ_SESSION (1u << 15) /* CKA_TOKEN false: bound to the creating connection */
 #define VAULT_OBJ_LOCAL (1u << 16)   /* read-only, set by the vault */
 #define VAULT_OBJ_ALWAYS_SENSITIVE (1u << 17)
 #define VAULT_OBJ_NEVER_EXTRACTABLE (1u << 18)
 #define VAULT_OBJ_USAGE                                                                            \
     (VAULT_OBJ_SIGN | VAULT_OBJ_VERIFY | VAULT_OBJ_ENCRYPT | VAULT_OBJ_DECRYPT | VAULT_OBJ_WRAP |  \
      VAULT_OBJ_UNWRAP | VAULT_OBJ_DERIVE)
-#define VAULT_OBJ_SETTABLE ((1u << 15) - 1u) /* bits a creator may choose */
+#define VAULT_OBJ_SETTABLE ((1u << 16) - 1u) /* bits a creator may choose (SESSION included) */
 #define VAULT_OBJ_READONLY                                                                         \
     (VAULT_OBJ_LOCAL | VAULT_OBJ_ALWAYS_SENSITIVE | VAULT_OBJ_NEVER_EXTRACTABLE)
 /* Default for a key created without flags (and for keys from before attributes): every usage,
@@ -342,6 +352,34 @@ int vault_key_set_min_version(Vault *v, const VaultPeer *peer, const char *name,
                               uint32_t min_version);
 int vault_key_set_acl(Vault *v, const VaultPeer *peer, const char *name, const VaultAcl *acl);
 int vault_key_delete(Vault *v, const VaultPeer *peer, const char *name);
+
+/* PKCS#11 objects that are not keys (vault-object.c; docs/vault.md "Object attributes").
+ * vault_object_create: spec->type VAULT_KEY_DATA (any bytes), VAULT_KEY_CERT (one X.509
+ * certificate, DER, parsed by OpenSSL, nothing trailing) or VAULT_KEY_PUBLIC (a
+ * SubjectPublicKeyInfo of EC P-256/P-384, Ed25519 or RSA 2048..4096 with e = 65537, canonical DER).
+ * Flags: only PRIVATE, MODIFIABLE, COPYABLE, DESTROYABLE, SESSION and (cert and public key)
+ * TRUSTED; a public key also VERIFY, ENCRYPT, WRAP, DERIVE (others are dropped); 0 = modifiable,
+ * copyable, destroyable (and verify/encrypt for a public key). TRUSTED needs the SO logged in on
+ * the connection (-EPERM otherwise); other objects need the user logged in when the token has a
+ * user PIN, except that the SO may create objects that are not PRIVATE. Returns 0, -EBADMSG (the
+ * value is not of the type, or empty), -E2BIG (over VAULT_DATA_MAX / _CERT_MAX / _PUBLIC_MAX),
+ * the errors of vault_key_generate(), -EBADR, -EPERM. */
+int vault_object_create(Vault *v, const VaultPeer *peer, const char *name, const VaultKeySpec *spec,
+                        const uint8_t *value, size_t len);
+/* Whether a type is one of the non-key object types above. */
+bool vault_key_type_is_object(VaultKeyType t);
+/* C_CopyObject: a new object new_name (in the caller's namespace) with src's type, value or key
+ * versions (shared, immutable), policy, label, ACL and origin flags; flags_set / flags_clear and
+ * attrs as for vault_key_set_object, except that PRIVATE, MODIFIABLE, DESTROYABLE, COPYABLE and
+ * SESSION may change too (SENSITIVE only on, EXTRACTABLE only off; TRUSTED never). src must be
+ * COPYABLE (-EPERM). Returns 0, -ENOKEY, -EPERM, -EINVAL, -EEXIST, -EDQUOT, -EBADR, -ENOMEM. */
+int vault_object_copy(Vault *v, const VaultPeer *peer, const char *name, const char *new_name,
+                      uint32_t flags_set, uint32_t flags_clear, const VaultAttr *attrs,
+                      size_t n_attrs);
+/* Destroys the session objects of connection conn_id (it closed). */
+void vault_session_objects_drop(Vault *v, uint64_t conn_id);
+/* Number of session objects in the vault (tests). */
+size_t vault_session_object_count(Vault *v);
 
 /* Describe (USE or ADMIN right): a new JSON object
  *   {"name", "type", "label"?, "policy":{"kind","max_age"?}, "origin":"generated"|"imported"|

@@ -131,6 +131,39 @@ GNUTLS_PIN=$PIN timeout 60 p11tool --provider "$M" --login --export-pubkey "pkcs
   fail "p11tool --export-pubkey"
 cmp -s <(openssl pkey -pubin -in p11.pem -outform DER) ec.der || fail "p11tool's public key differs"
 
+step "certificates and data objects: pkcs11-tool --write-object, p11tool without login, --delete-object"
+# a certificate for the vHSM key t-ec (its exported public key), signed by a throwaway CA key
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+openssl req -new -key ca.key -subj /CN=t-ec-cert -out t.csr 2>/dev/null || fail "openssl req"
+openssl x509 -req -in t.csr -signkey ca.key -force_pubkey ec.pem -days 2 -outform DER \
+  -out t-cert.der 2>/dev/null || fail "openssl x509 -force_pubkey"
+printf 'application data %s' "$(date +%s%N)" >t-data.bin
+L --write-object t-cert.der --type cert --id "$EC_ID" --label t-cert >out 2>&1 ||
+  fail "--write-object cert: $(cat out)"
+L --write-object t-data.bin --type data --label t-data --application-label app1 >out 2>&1 ||
+  fail "--write-object data: $(cat out)"
+L --write-object t-data.bin --type data --label t-pdata --private >out 2>&1 ||
+  fail "--write-object private data: $(cat out)"
+# without a login: the certificate and the public data object, not the private one
+timeout 60 p11tool --provider "$M" --list-all-certs >out 2>&1 || fail "p11tool --list-all-certs: $(cat out)"
+grep -q "object=t-cert;type=cert" out || fail "p11tool: certificate not listed without login: $(cat out)"
+P -O >pubobjs 2>&1 || fail "pkcs11-tool -O without login"
+grep -q "Certificate Object; type = X.509 cert" pubobjs || fail "cert not listed: $(cat pubobjs)"
+grep -q "t-data" pubobjs || fail "public data object not listed: $(cat pubobjs)"
+grep -q "t-pdata" pubobjs && fail "a private data object listed without login: $(cat pubobjs)"
+P --read-object --type cert --label t-cert -o back.der >out 2>&1 || fail "--read-object cert: $(cat out)"
+cmp -s back.der t-cert.der || fail "certificate read back differs"
+P --read-object --type data --label t-data -o back.bin >out 2>&1 || fail "--read-object data: $(cat out)"
+cmp -s back.bin t-data.bin || fail "data object read back differs"
+L -O >objs2 2>&1 || fail "pkcs11-tool -O"
+grep -q "t-pdata" objs2 || fail "private data object not listed after login: $(cat objs2)"
+# and deletes them
+L --delete-object --type cert --label t-cert >out 2>&1 || fail "--delete-object cert: $(cat out)"
+L --delete-object --type data --label t-data >out 2>&1 || fail "--delete-object data: $(cat out)"
+L --delete-object --type data --label t-pdata >out 2>&1 || fail "--delete-object data: $(cat out)"
+L -O >objs2 2>&1 || fail "pkcs11-tool -O"
+grep -q "t-cert\|t-data\|t-pdata" objs2 && fail "deleted objects still listed: $(cat objs2)"
+
 step "OpenSSL 3 + libp11 engine: sign, verified by plain OpenSSL"
 cat >ossl.cnf <<EOC
 openssl_conf = init

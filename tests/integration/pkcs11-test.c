@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,10 +65,21 @@ static void vhsmd_start(void) {
         _exit(127);
     }
     vhsmd_pid = pid;
-    for (int i = 0; i < 400; i++) {
+    /* up once a connection is accepted: the socket file exists from bind(), before listen(),
+     * and a sanitizer build on a loaded machine can take seconds in between */
+    for (int i = 0; i < 2400; i++) {
         struct stat st;
-        if (stat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode))
-            return;
+        if (stat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            struct sockaddr_un sa = {.sun_family = AF_UNIX};
+            int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            assert_true(strlen(sock_path) < sizeof(sa.sun_path));
+            memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
+            bool up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+            if (fd >= 0)
+                close(fd);
+            if (up)
+                return;
+        }
         assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
         usleep(25000);
     }
@@ -123,6 +136,8 @@ static CK_FLAGS token_flags(void) {
 
 static const uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
 static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+
+static CK_BBOOL bool_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type);
 
 static void gen_pair(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mech, const char *label,
                      CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv) {
@@ -655,8 +670,14 @@ static void test_generate_find_attributes(void **state) {
                      CKR_TEMPLATE_INCOMPLETE);
     CK_ATTRIBUTE curve[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)}};
     CK_ATTRIBUTE session_obj[] = {{CKA_TOKEN, &no, sizeof(no)}};
-    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, session_obj, 1, &a, &b),
-                     CKR_ATTRIBUTE_VALUE_INVALID);
+    /* CKA_TOKEN false on the private half: a session pair (branch obj) */
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, session_obj, 1, &a, &b), CKR_OK);
+    assert_int_equal(bool_attr(s, b, CKA_TOKEN), CK_FALSE);
+    assert_int_equal(F->C_DestroyObject(s, b), CKR_OK);
+    /* ... not on the public half alone (one vhsmd object per pair) */
+    CK_ATTRIBUTE pub_session[] = {curve[0], session_obj[0]};
+    assert_int_equal(F->C_GenerateKeyPair(s, &m, pub_session, 2, NULL, 0, &a, &b),
+                     CKR_TEMPLATE_INCONSISTENT);
     CK_ATTRIBUTE decrypt_ec[] = {{CKA_DECRYPT, &yes, sizeof(yes)}};
     assert_int_equal(F->C_GenerateKeyPair(s, &m, curve, 1, decrypt_ec, 1, &a, &b),
                      CKR_ATTRIBUTE_VALUE_INVALID);
@@ -1446,8 +1467,10 @@ static void test_import_bad_templates(void **state) {
     assert_int_equal(CREATE(c, {CKA_KEY_TYPE, &des, sizeof(des)}, {CKA_VALUE, key, 24}),
                      CKR_ATTRIBUTE_VALUE_INVALID);
     assert_int_equal(CREATE(c, ty, {CKA_VALUE, NULL, 32}), CKR_ATTRIBUTE_VALUE_INVALID);
-    /* a class not offered yet */
-    assert_int_equal(CREATE({CKA_CLASS, &data, sizeof(data)}, v32), CKR_ATTRIBUTE_VALUE_INVALID);
+    /* a class vhsmd does not hold; an attribute a data object does not have */
+    CK_OBJECT_CLASS hw = CKO_HW_FEATURE;
+    assert_int_equal(CREATE({CKA_CLASS, &hw, sizeof(hw)}, v32), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE({CKA_CLASS, &data, sizeof(data)}, ty, v32), CKR_ATTRIBUTE_TYPE_INVALID);
     /* CKA_VALUE_LEN against the value; CKA_VALUE twice, different; usage AES cannot have */
     assert_int_equal(CREATE(c, ty, v32, {CKA_VALUE_LEN, &len16, sizeof(len16)}),
                      CKR_TEMPLATE_INCONSISTENT);
@@ -1852,6 +1875,564 @@ static void test_vhsmd_restart(void **state) {
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
 }
 
+/* ---- data objects, certificates, public keys, session objects, copies (branch obj) ----------- */
+
+/* A self-signed certificate of key k (DER, malloc'd). */
+static uint8_t *make_cert(EVP_PKEY *k, const char *cn, int *ret_len) {
+    X509 *x = X509_new();
+    X509_NAME *nm = X509_NAME_new();
+    unsigned char *der = NULL;
+    assert_non_null(x);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 4242), 1);
+    assert_int_equal(
+        X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0),
+        1);
+    assert_int_equal(X509_set_subject_name(x, nm), 1);
+    assert_int_equal(X509_set_issuer_name(x, nm), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 86400));
+    assert_int_equal(X509_set_pubkey(x, k), 1);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    int n = i2d_X509(x, &der);
+    assert_true(n > 0);
+    uint8_t *out = malloc((size_t)n);
+    memcpy(out, der, (size_t)n);
+    OPENSSL_free(der);
+    X509_NAME_free(nm);
+    X509_free(x);
+    *ret_len = n;
+    return out;
+}
+
+/* Handles of objects matching a template (at most cap). */
+static CK_ULONG find_all(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out,
+                         CK_ULONG cap) {
+    CK_ULONG got = 0;
+    CK_RV rv = F->C_FindObjectsInit(s, t, n);
+    if (rv != CKR_OK)
+        fail_msg("C_FindObjectsInit(%.*s) = 0x%lx",
+                 n > 0 && t[0].type == CKA_LABEL ? (int)t[0].ulValueLen : 0,
+                 n > 0 && t[0].type == CKA_LABEL ? (const char *)t[0].pValue : "",
+                 (unsigned long)rv);
+    assert_int_equal(F->C_FindObjects(s, out, cap, &got), CKR_OK);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+    return got;
+}
+
+static CK_ULONG find_label(CK_SESSION_HANDLE s, const char *label, CK_OBJECT_HANDLE *out) {
+    CK_ATTRIBUTE t[] = {{CKA_LABEL, (void *)label, strlen(label)}};
+    return find_all(s, t, 1, out, 8);
+}
+
+/* Length and bytes of one attribute (malloc'd, or NULL when the call fails with *rv). */
+static uint8_t *get_bytes(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
+                          CK_ULONG *len, CK_RV *rv) {
+    CK_ATTRIBUTE a = {type, NULL, 0};
+    *rv = F->C_GetAttributeValue(s, h, &a, 1);
+    if (*rv != CKR_OK)
+        return NULL;
+    uint8_t *p = malloc(a.ulValueLen + 1);
+    a.pValue = p;
+    *rv = F->C_GetAttributeValue(s, h, &a, 1);
+    *len = a.ulValueLen;
+    return p;
+}
+
+static CK_SESSION_HANDLE open_ro(void) {
+    CK_SESSION_HANDLE h = 0;
+    assert_int_equal(F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+    return h;
+}
+
+/* Certificates and data objects: created, checked (bad DER refused and nothing stored),
+ * attributes (derived subject/issuer/serial), R/O sessions, CKA_TRUSTED for the SO only, the
+ * size cap; without a login the public ones are listed and readable, the private data object is
+ * not; all of it persists across a vhsmd restart; destroy. */
+static void test_certs_and_data(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    int cl = 0;
+    uint8_t *cert = make_cert(k, "obj-test", &cl);
+    CK_OBJECT_CLASS cc = CKO_CERTIFICATE, dc = CKO_DATA;
+    CK_CERTIFICATE_TYPE x509 = CKC_X_509, other = CKC_X_509_ATTR_CERT;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_OBJECT_HANDLE h = 0, h2 = 0, found[8];
+    CK_RV rv;
+#define T(...) ((CK_ATTRIBUTE[]){__VA_ARGS__})
+#define N(...) (sizeof((CK_ATTRIBUTE[]){__VA_ARGS__}) / sizeof(CK_ATTRIBUTE))
+#define CREATE_IN(sess, ...) F->C_CreateObject(sess, T(__VA_ARGS__), N(__VA_ARGS__), &h)
+    CK_ATTRIBUTE c = {CKA_CLASS, &cc, sizeof(cc)}, ct = {CKA_CERTIFICATE_TYPE, &x509, sizeof(x509)},
+                 tok = {CKA_TOKEN, &yes, sizeof(yes)}, val = {CKA_VALUE, cert, (CK_ULONG)cl},
+                 lab = {CKA_LABEL, "obj-cert", 8}, id = {CKA_ID, "\x01\x02", 2};
+    CK_ATTRIBUTE cls_cert[] = {c};
+    CK_ULONG before = find_all(s, cls_cert, 1, found, 8);
+
+    /* refused templates: no value; garbage; a truncated certificate; another type; trusted by
+     * the user; a value over the cap; a data object's attribute on a certificate */
+    assert_int_equal(CREATE_IN(s, c, ct, tok, lab), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(CREATE_IN(s, c, ct, tok, lab, {CKA_VALUE, "garbage", 7}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE_IN(s, c, ct, tok, lab, {CKA_VALUE, cert, (CK_ULONG)cl - 1}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE_IN(s, c, tok, lab, val, {CKA_CERTIFICATE_TYPE, &other, sizeof(other)}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE_IN(s, c, ct, tok, lab, val, {CKA_TRUSTED, &yes, sizeof(yes)}),
+                     CKR_ATTRIBUTE_READ_ONLY);
+    uint8_t *big = calloc(1, 9000);
+    assert_int_equal(CREATE_IN(s, c, ct, tok, lab, {CKA_VALUE, big, 9000}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE_IN(s, c, ct, tok, val, {CKA_APPLICATION, "x", 1}),
+                     CKR_ATTRIBUTE_TYPE_INVALID);
+    assert_int_equal(CREATE_IN(s, c, ct, tok, val, {CKA_LOCAL, &no, sizeof(no)}),
+                     CKR_ATTRIBUTE_READ_ONLY);
+    assert_int_equal(F->C_CreateObject(s, T(c, ct, tok, val), 4, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_CreateObject(s, NULL, 2, &h), CKR_ARGUMENTS_BAD);
+    /* a token object in a read-only session */
+    CK_SESSION_HANDLE ro = open_ro();
+    assert_int_equal(CREATE_IN(ro, c, ct, tok, val, lab), CKR_SESSION_READ_ONLY);
+    /* nothing was created */
+    assert_int_equal(find_all(s, cls_cert, 1, found, 8), before);
+
+    /* a good one */
+    assert_int_equal(CREATE_IN(s, c, ct, tok, val, lab, id), CKR_OK);
+    CK_OBJECT_HANDLE cert_h = h;
+    CK_ULONG len = 0;
+    uint8_t *v = get_bytes(s, cert_h, CKA_VALUE, &len, &rv);
+    assert_int_equal(rv, CKR_OK);
+    assert_int_equal(len, (CK_ULONG)cl);
+    assert_memory_equal(v, cert, (size_t)cl);
+    free(v);
+    {
+        /* subject, issuer and serial taken from the DER */
+        const unsigned char *p = cert;
+        X509 *x = d2i_X509(NULL, &p, cl);
+        unsigned char *subj = NULL;
+        int sl = i2d_X509_NAME(X509_get_subject_name(x), &subj);
+        v = get_bytes(s, cert_h, CKA_SUBJECT, &len, &rv);
+        assert_int_equal(rv, CKR_OK);
+        assert_int_equal(len, (CK_ULONG)sl);
+        assert_memory_equal(v, subj, (size_t)sl);
+        free(v);
+        v = get_bytes(s, cert_h, CKA_ISSUER, &len, &rv);
+        assert_int_equal(len, (CK_ULONG)sl);
+        free(v);
+        v = get_bytes(s, cert_h, CKA_SERIAL_NUMBER, &len, &rv);
+        assert_int_equal(rv, CKR_OK);
+        assert_memory_equal(v, "\x02\x02\x10\x92", 4); /* INTEGER 4242 */
+        free(v);
+        OPENSSL_free(subj);
+        X509_free(x);
+    }
+    CK_CERTIFICATE_TYPE got_ct = 99;
+    CK_ATTRIBUTE q[] = {{CKA_CERTIFICATE_TYPE, &got_ct, sizeof(got_ct)}};
+    assert_int_equal(F->C_GetAttributeValue(s, cert_h, q, 1), CKR_OK);
+    assert_int_equal(got_ct, CKC_X_509);
+    assert_int_equal(bool_attr(s, cert_h, CKA_TOKEN), CK_TRUE);
+    assert_int_equal(bool_attr(s, cert_h, CKA_TRUSTED), CK_FALSE);
+    assert_int_equal(bool_attr(s, cert_h, CKA_PRIVATE), CK_FALSE);
+    CK_ATTRIBUTE bad_q[] = {{CKA_MODULUS, NULL, 0}};
+    assert_int_equal(F->C_GetAttributeValue(s, cert_h, bad_q, 1), CKR_ATTRIBUTE_TYPE_INVALID);
+    /* CKA_VALUE fixed, CKA_TRUSTED the SO's, the label changes */
+    assert_int_equal(F->C_SetAttributeValue(s, cert_h, &val, 1), CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE tr = {CKA_TRUSTED, &yes, sizeof(yes)};
+    assert_int_not_equal(F->C_SetAttributeValue(s, cert_h, &tr, 1), CKR_OK);
+    assert_int_equal(bool_attr(s, cert_h, CKA_TRUSTED), CK_FALSE);
+    CK_ATTRIBUTE relab = {CKA_LABEL, "obj-cert2", 9};
+    assert_int_equal(F->C_SetAttributeValue(ro, cert_h, &relab, 1), CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_SetAttributeValue(s, cert_h, &relab, 1), CKR_OK);
+
+    /* data objects: public, private, size cap, a session one in the R/O session */
+    CK_ATTRIBUTE d = {CKA_CLASS, &dc, sizeof(dc)};
+    assert_int_equal(CREATE_IN(s, d, tok, {CKA_LABEL, "obj-pub-data", 12},
+                               {CKA_APPLICATION, "app", 3}, {CKA_OBJECT_ID, "\x06\x01\x01", 3},
+                               {CKA_PRIVATE, &no, sizeof(no)}, {CKA_VALUE, "public bytes", 12}),
+                     CKR_OK);
+    assert_int_equal(CREATE_IN(s, d, tok, {CKA_LABEL, "obj-priv-data", 13},
+                               {CKA_PRIVATE, &yes, sizeof(yes)}, {CKA_VALUE, "secret bytes", 12}),
+                     CKR_OK);
+    assert_int_equal(CREATE_IN(s, d, tok, {CKA_VALUE, big, 4097}), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE_IN(s, d, tok, {CKA_ID, "x", 1}, {CKA_VALUE, "v", 1}),
+                     CKR_ATTRIBUTE_TYPE_INVALID);
+    assert_int_equal(CREATE_IN(ro, d, {CKA_TOKEN, &no, sizeof(no)}, {CKA_LABEL, "obj-ro-sess", 11},
+                               {CKA_VALUE, "v", 1}),
+                     CKR_OK);
+    assert_int_equal(bool_attr(ro, h, CKA_TOKEN), CK_FALSE);
+    free(big);
+
+    /* without a login (a new initialisation of the module, no C_Login): the certificate and
+     * the public data object are found and readable, the private data object is not found */
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE pub = open_ro();
+    assert_true(token_flags() & CKF_LOGIN_REQUIRED);
+    assert_int_equal(find_label(pub, "obj-cert2", found), 1);
+    v = get_bytes(pub, found[0], CKA_VALUE, &len, &rv);
+    assert_int_equal(rv, CKR_OK);
+    assert_int_equal(len, (CK_ULONG)cl);
+    free(v);
+    assert_int_equal(find_label(pub, "obj-pub-data", found), 1);
+    v = get_bytes(pub, found[0], CKA_VALUE, &len, &rv);
+    assert_int_equal(rv, CKR_OK);
+    assert_memory_equal(v, "public bytes", 12);
+    free(v);
+    v = get_bytes(pub, found[0], CKA_APPLICATION, &len, &rv);
+    assert_memory_equal(v, "app", 3);
+    free(v);
+    assert_int_equal(find_label(pub, "obj-priv-data", found), 0);
+    /* the session object died with the module's connection */
+    assert_int_equal(find_label(pub, "obj-ro-sess", found), 0);
+    /* changes need the login */
+    assert_int_equal(CREATE_IN(pub, d, {CKA_TOKEN, &no, sizeof(no)}, {CKA_VALUE, "v", 1}),
+                     CKR_USER_NOT_LOGGED_IN);
+    /* logged in: the private one too */
+    assert_int_equal(F->C_Login(pub, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)),
+                     CKR_OK);
+    assert_int_equal(find_label(pub, "obj-priv-data", found), 1);
+    v = get_bytes(pub, found[0], CKA_VALUE, &len, &rv);
+    assert_int_equal(rv, CKR_OK);
+    assert_memory_equal(v, "secret bytes", 12);
+    free(v);
+
+    /* persistence across a vhsmd restart */
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    vhsmd_stop();
+    vhsmd_start();
+    assert_int_equal(init_default(), CKR_OK);
+    s = open_rw();
+    assert_int_equal(find_label(s, "obj-cert2", found), 1);
+    v = get_bytes(s, found[0], CKA_VALUE, &len, &rv);
+    assert_int_equal(len, (CK_ULONG)cl);
+    assert_memory_equal(v, cert, (size_t)cl);
+    free(v);
+    v = get_bytes(s, found[0], CKA_ID, &len, &rv);
+    assert_int_equal(len, 2);
+    free(v);
+    assert_int_equal(find_label(s, "obj-priv-data", found), 1);
+    /* destroy */
+    assert_int_equal(find_label(s, "obj-cert2", found), 1);
+    assert_int_equal(F->C_DestroyObject(s, found[0]), CKR_OK);
+    assert_int_equal(find_label(s, "obj-cert2", found), 0);
+    assert_int_equal(F->C_DestroyObject(s, found[0]), CKR_OBJECT_HANDLE_INVALID);
+    /* not destroyable */
+    assert_int_equal(CREATE_IN(s, d, tok, {CKA_DESTROYABLE, &no, sizeof(no)}, {CKA_VALUE, "v", 1}),
+                     CKR_OK);
+    assert_int_equal(F->C_DestroyObject(s, h), CKR_ACTION_PROHIBITED);
+    assert_int_equal(bool_attr(s, h, CKA_DESTROYABLE), CK_FALSE);
+    (void)h2;
+    EVP_PKEY_free(k);
+    free(cert);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+#undef CREATE_IN
+#undef N
+#undef T
+}
+
+/* Public key objects from templates: EC P-256 (CKA_EC_PARAMS + CKA_EC_POINT), Ed25519, RSA
+ * (modulus + exponent); they verify signatures OpenSSL made with the private halves; bad points,
+ * curves and sizes are refused; listed without a login; a lone public key can be destroyed. */
+static void test_public_key_objects(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw();
+    CK_OBJECT_CLASS pc = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE ec = CKK_EC, ed = CKK_EC_EDWARDS, rsa = CKK_RSA;
+    CK_BBOOL yes = CK_TRUE;
+    CK_OBJECT_HANDLE h = 0, found[8];
+    CK_RV rv;
+    CK_ULONG len;
+#define T(...) ((CK_ATTRIBUTE[]){__VA_ARGS__})
+#define N(...) (sizeof((CK_ATTRIBUTE[]){__VA_ARGS__}) / sizeof(CK_ATTRIBUTE))
+#define CREATE(...) F->C_CreateObject(s, T(__VA_ARGS__), N(__VA_ARGS__), &h)
+    CK_ATTRIBUTE c = {CKA_CLASS, &pc, sizeof(pc)}, tok = {CKA_TOKEN, &yes, sizeof(yes)};
+
+    /* EC P-256 */
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    uint8_t pt[70];
+    size_t ptl = 0;
+    assert_int_equal(EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt + 2,
+                                                     sizeof(pt) - 2, &ptl),
+                     1);
+    pt[0] = 0x04;
+    pt[1] = (uint8_t)ptl;
+    CK_ATTRIBUTE par = {CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+                 point = {CKA_EC_POINT, pt, ptl + 2}, kt = {CKA_KEY_TYPE, &ec, sizeof(ec)};
+    assert_int_equal(CREATE(c, tok, kt, par), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(CREATE(c, tok, par, point), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(CREATE(c, tok, kt, par, point, {CKA_SIGN, &yes, sizeof(yes)}),
+                     CKR_TEMPLATE_INCONSISTENT);
+    uint8_t off[70];
+    memcpy(off, pt, ptl + 2);
+    off[ptl + 1] ^= 1; /* no longer on the curve */
+    assert_int_equal(CREATE(c, tok, kt, par, {CKA_EC_POINT, off, ptl + 2}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    static const uint8_t oid_p521[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23};
+    assert_int_equal(CREATE(c, tok, kt, {CKA_EC_PARAMS, (void *)oid_p521, sizeof(oid_p521)}, point),
+                     CKR_CURVE_NOT_SUPPORTED);
+    assert_int_equal(CREATE(c, tok, kt, par, point, {CKA_LABEL, "obj-ec-pub", 10}), CKR_OK);
+    CK_OBJECT_HANDLE ec_h = h;
+    uint8_t *v = get_bytes(s, ec_h, CKA_EC_POINT, &len, &rv);
+    assert_int_equal(rv, CKR_OK);
+    assert_int_equal(len, ptl + 2);
+    assert_memory_equal(v, pt, ptl + 2);
+    free(v);
+    CK_OBJECT_CLASS got = 0;
+    CK_ATTRIBUTE q = {CKA_CLASS, &got, sizeof(got)};
+    assert_int_equal(F->C_GetAttributeValue(s, ec_h, &q, 1), CKR_OK);
+    assert_int_equal(got, CKO_PUBLIC_KEY);
+    assert_int_equal(bool_attr(s, ec_h, CKA_LOCAL), CK_FALSE);
+    assert_int_equal(bool_attr(s, ec_h, CKA_VERIFY), CK_TRUE);
+    /* it verifies OpenSSL's signature, and refuses a wrong one */
+    {
+        uint8_t sig[72], rs[64];
+        size_t sl = sizeof(sig);
+        EVP_MD_CTX *mc = EVP_MD_CTX_new();
+        assert_int_equal(EVP_DigestSignInit(mc, NULL, EVP_sha256(), NULL, k), 1);
+        assert_int_equal(EVP_DigestSign(mc, sig, &sl, (const uint8_t *)"msg", 3), 1);
+        EVP_MD_CTX_free(mc);
+        const uint8_t *p = sig;
+        ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)sl);
+        assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_r(es), rs, 32), 32);
+        assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_s(es), rs + 32, 32), 32);
+        ECDSA_SIG_free(es);
+        CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+        assert_int_equal(F->C_VerifyInit(s, &m, ec_h), CKR_OK);
+        assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR) "msg", 3, rs, 64), CKR_OK);
+        rs[5] ^= 1;
+        assert_int_equal(F->C_VerifyInit(s, &m, ec_h), CKR_OK);
+        assert_int_equal(F->C_Verify(s, (CK_BYTE_PTR) "msg", 3, rs, 64), CKR_SIGNATURE_INVALID);
+        /* a lone public key cannot sign */
+        assert_int_equal(F->C_SignInit(s, &m, ec_h), CKR_KEY_FUNCTION_NOT_PERMITTED);
+    }
+    EVP_PKEY_free(k);
+
+    /* Ed25519 */
+    k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    uint8_t edp[34];
+    size_t edl = 32;
+    assert_int_equal(EVP_PKEY_get_raw_public_key(k, edp + 2, &edl), 1);
+    edp[0] = 0x04;
+    edp[1] = 32;
+    assert_int_equal(CREATE(c, tok, {CKA_KEY_TYPE, &ed, sizeof(ed)},
+                            {CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)},
+                            {CKA_EC_POINT, edp, 34}, {CKA_LABEL, "obj-ed-pub", 10}),
+                     CKR_OK);
+    assert_int_equal(CREATE(c, tok, {CKA_KEY_TYPE, &ec, sizeof(ec)},
+                            {CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)},
+                            {CKA_EC_POINT, edp, 34}),
+                     CKR_TEMPLATE_INCONSISTENT);
+    EVP_PKEY_free(k);
+
+    /* RSA 2048; 1024 bits refused */
+    k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    BIGNUM *bn = NULL, *be = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_N, &bn), 1);
+    assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_RSA_E, &be), 1);
+    uint8_t nb[256], eb[3];
+    assert_int_equal(BN_bn2bin(bn, nb), 256);
+    assert_int_equal(BN_bn2bin(be, eb), 3);
+    CK_ATTRIBUTE rkt = {CKA_KEY_TYPE, &rsa, sizeof(rsa)};
+    assert_int_equal(CREATE(c, tok, rkt, {CKA_MODULUS, nb, 256}), CKR_TEMPLATE_INCOMPLETE);
+    assert_int_equal(CREATE(c, tok, rkt, {CKA_MODULUS, nb, 128}, {CKA_PUBLIC_EXPONENT, eb, 3}),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE(c, tok, rkt, {CKA_MODULUS, nb, 256}, {CKA_PUBLIC_EXPONENT, eb, 3},
+                            {CKA_LABEL, "obj-rsa-pub", 11}),
+                     CKR_OK);
+    CK_OBJECT_HANDLE rsa_h = h;
+    CK_ULONG bits = 0;
+    CK_ATTRIBUTE mb = {CKA_MODULUS_BITS, &bits, sizeof(bits)};
+    assert_int_equal(F->C_GetAttributeValue(s, rsa_h, &mb, 1), CKR_OK);
+    assert_int_equal(bits, 2048);
+    v = get_bytes(s, rsa_h, CKA_MODULUS, &len, &rv);
+    assert_int_equal(len, 256);
+    assert_memory_equal(v, nb, 256);
+    free(v);
+    BN_free(bn);
+    BN_free(be);
+    EVP_PKEY_free(k);
+
+    /* found without a login */
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE pub = open_ro();
+    assert_int_equal(find_label(pub, "obj-ec-pub", found), 1);
+    assert_int_equal(find_label(pub, "obj-ed-pub", found), 1);
+    assert_int_equal(find_label(pub, "obj-rsa-pub", found), 1);
+    /* destroyed (lone public keys can be) */
+    s = open_rw();
+    assert_int_equal(find_label(s, "obj-rsa-pub", found), 1);
+    assert_int_equal(F->C_DestroyObject(s, found[0]), CKR_OK);
+    assert_int_equal(find_label(s, "obj-rsa-pub", found), 0);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+#undef CREATE
+#undef N
+#undef T
+}
+
+/* Session objects (CKA_TOKEN false): data objects and keys live in vhsmd with the module's
+ * connection; visible to every session of the application, not to another process; destroyed
+ * with the session that made them, and by C_Finalize; allowed in R/O sessions, where token
+ * objects are not. */
+static void test_session_objects(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE rw = open_rw(), a = open_ro(), b = open_ro();
+    CK_OBJECT_CLASS dc = CKO_DATA, sk = CKO_SECRET_KEY;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG len32 = 32;
+    CK_OBJECT_HANDLE h = 0, key = 0, found[8];
+    CK_ATTRIBUTE dt[] = {{CKA_CLASS, &dc, sizeof(dc)},
+                         {CKA_TOKEN, &no, sizeof(no)},
+                         {CKA_LABEL, "obj-sess-data", 13},
+                         {CKA_VALUE, "temp", 4}};
+    assert_int_equal(F->C_CreateObject(a, dt, 4, &h), CKR_OK);
+    /* another session of the application sees it */
+    assert_int_equal(find_label(b, "obj-sess-data", found), 1);
+    assert_int_equal(found[0], h);
+    /* a session key in a R/O session; a token key there is refused */
+    CK_MECHANISM gm = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ATTRIBUTE kt[] = {{CKA_CLASS, &sk, sizeof(sk)},           {CKA_TOKEN, &no, sizeof(no)},
+                         {CKA_VALUE_LEN, &len32, sizeof(len32)}, {CKA_LABEL, "obj-sess-key", 12},
+                         {CKA_ENCRYPT, &yes, sizeof(yes)},       {CKA_DECRYPT, &yes, sizeof(yes)}};
+    CK_ATTRIBUTE tt[] = {{CKA_TOKEN, &yes, sizeof(yes)}, {CKA_VALUE_LEN, &len32, sizeof(len32)}};
+    assert_int_equal(F->C_GenerateKey(a, &gm, tt, 2, &key), CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_GenerateKey(a, &gm, kt, 6, &key), CKR_OK);
+    assert_int_equal(bool_attr(b, key, CKA_TOKEN), CK_FALSE);
+    /* it works (on the session-object connection) */
+    uint8_t iv[16] = {0}, pt[32] = {1}, ctx[64];
+    CK_ULONG cl = sizeof(ctx);
+    CK_MECHANISM cbc = {CKM_AES_CBC, iv, sizeof(iv)};
+    assert_int_equal(F->C_EncryptInit(b, &cbc, key), CKR_OK);
+    assert_int_equal(F->C_Encrypt(b, pt, sizeof(pt), ctx, &cl), CKR_OK);
+    assert_int_equal(cl, 32);
+    /* copy of a session key into another session object */
+    CK_OBJECT_HANDLE kc = 0;
+    CK_ATTRIBUTE cpt[] = {{CKA_LABEL, "obj-sess-key2", 13}};
+    assert_int_equal(F->C_CopyObject(b, key, cpt, 1, &kc), CKR_OK);
+    assert_int_equal(bool_attr(b, kc, CKA_TOKEN), CK_FALSE);
+    /* another process (its own connections) does not see them */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int bad = 0;
+        CK_SESSION_HANDLE cs = 0;
+        CK_ATTRIBUTE t[] = {{CKA_LABEL, "obj-sess-data", 13}};
+        CK_ATTRIBUTE t2[] = {{CKA_LABEL, "obj-sess-key", 12}};
+        CK_OBJECT_HANDLE f2[2];
+        CK_ULONG n = 9, n2 = 9;
+        if (init_default() != CKR_OK ||
+            F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &cs) != CKR_OK ||
+            F->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)) != CKR_OK ||
+            F->C_FindObjectsInit(cs, t, 1) != CKR_OK || F->C_FindObjects(cs, f2, 2, &n) != CKR_OK ||
+            F->C_FindObjectsFinal(cs) != CKR_OK || F->C_FindObjectsInit(cs, t2, 1) != CKR_OK ||
+            F->C_FindObjects(cs, f2, 2, &n2) != CKR_OK || F->C_FindObjectsFinal(cs) != CKR_OK ||
+            n != 0 || n2 != 0)
+            bad = 1;
+        (void)F->C_Finalize(NULL);
+        _exit(bad);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* destroyed in a R/O session: allowed for session objects */
+    assert_int_equal(F->C_DestroyObject(b, kc), CKR_OK);
+    /* the creating session closes: its objects are gone for the others */
+    assert_int_equal(F->C_CloseSession(a), CKR_OK);
+    assert_int_equal(find_label(b, "obj-sess-data", found), 0);
+    assert_int_equal(find_label(b, "obj-sess-key", found), 0);
+    CK_ATTRIBUTE q = {CKA_LABEL, NULL, 0};
+    assert_int_equal(F->C_GetAttributeValue(b, h, &q, 1), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_EncryptInit(b, &cbc, key), CKR_KEY_HANDLE_INVALID);
+    /* C_Finalize ends the rest */
+    dt[2] = (CK_ATTRIBUTE){CKA_LABEL, "obj-sess-data2", 14};
+    assert_int_equal(F->C_CreateObject(rw, dt, 4, &h), CKR_OK);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+    assert_int_equal(init_default(), CKR_OK);
+    rw = open_rw();
+    assert_int_equal(find_label(rw, "obj-sess-data2", found), 0);
+    /* vhsmd restarts: the session objects are gone with it, and a new session works at once
+     * (the dead session-object connection is dropped with the pool) */
+    dt[2] = (CK_ATTRIBUTE){CKA_LABEL, "obj-sess-data3", 14};
+    assert_int_equal(F->C_CreateObject(rw, dt, 4, &h), CKR_OK);
+    assert_int_equal(find_label(rw, "obj-sess-data3", found), 1);
+    vhsmd_stop();
+    vhsmd_start();
+    uint8_t rnd[4];
+    assert_int_equal(F->C_GenerateRandom(rw, rnd, sizeof(rnd)), CKR_DEVICE_REMOVED);
+    CK_SESSION_HANDLE rw2 = open_rw();
+    assert_int_equal(find_label(rw2, "obj-sess-data3", found), 0);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
+/* C_CopyObject: data objects and keys (the copy is the same key inside vhsmd), with the spec's
+ * rules: argument errors, pair halves, CKA_COPYABLE false, sensitive only on, extractable only
+ * off, read-only attributes, token copies in R/O sessions. */
+static void test_copy_object(void **state) {
+    assert_int_equal(init_default(), CKR_OK);
+    CK_SESSION_HANDLE s = open_rw(), ro = open_ro();
+    CK_OBJECT_CLASS dc = CKO_DATA;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_OBJECT_HANDLE d = 0, nc = 0, cp = 0, pub, priv, found[8];
+    CK_ATTRIBUTE dt[] = {{CKA_CLASS, &dc, sizeof(dc)},
+                         {CKA_TOKEN, &yes, sizeof(yes)},
+                         {CKA_LABEL, "obj-copy-src", 12},
+                         {CKA_VALUE, "copy me", 7}};
+    assert_int_equal(F->C_CreateObject(s, dt, 4, &d), CKR_OK);
+    CK_ATTRIBUTE ct[] = {{CKA_LABEL, "obj-copy-dst", 12}, {CKA_PRIVATE, &yes, sizeof(yes)}};
+    /* argument errors */
+    assert_int_equal(F->C_CopyObject(s, d, ct, 2, NULL), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_CopyObject(s, d, NULL, 2, &cp), CKR_ARGUMENTS_BAD);
+    assert_int_equal(F->C_CopyObject(s, 0x7fff01, ct, 2, &cp), CKR_OBJECT_HANDLE_INVALID);
+    assert_int_equal(F->C_CopyObject(0x7fff01, d, ct, 2, &cp), CKR_SESSION_HANDLE_INVALID);
+    CK_ATTRIBUTE cv[] = {{CKA_VALUE, "x", 1}};
+    assert_int_equal(F->C_CopyObject(s, d, cv, 1, &cp), CKR_ATTRIBUTE_READ_ONLY);
+    assert_int_equal(F->C_CopyObject(ro, d, ct, 2, &cp), CKR_SESSION_READ_ONLY);
+    assert_int_equal(F->C_CopyObject(s, d, ct, 2, &cp), CKR_OK);
+    assert_int_equal(bool_attr(s, cp, CKA_PRIVATE), CK_TRUE);
+    CK_ULONG len = 0;
+    CK_RV rv;
+    uint8_t *v = get_bytes(s, cp, CKA_VALUE, &len, &rv);
+    assert_int_equal(len, 7);
+    assert_memory_equal(v, "copy me", 7);
+    free(v);
+    assert_int_equal(find_label(s, "obj-copy-dst", found), 1);
+    /* not copyable */
+    CK_ATTRIBUTE nct[] = {{CKA_CLASS, &dc, sizeof(dc)},
+                          {CKA_TOKEN, &yes, sizeof(yes)},
+                          {CKA_COPYABLE, &no, sizeof(no)},
+                          {CKA_VALUE, "no", 2}};
+    assert_int_equal(F->C_CreateObject(s, nct, 4, &nc), CKR_OK);
+    assert_int_equal(F->C_CopyObject(s, nc, NULL, 0, &cp), CKR_ACTION_PROHIBITED);
+    /* keys: the copy signs, OpenSSL verifies with the original's public key */
+    gen_pair(s, CKM_EC_KEY_PAIR_GEN, "obj-copy-ec", &pub, &priv);
+    assert_int_equal(F->C_CopyObject(s, pub, NULL, 0, &cp), CKR_ACTION_PROHIBITED);
+    CK_ATTRIBUTE ns[] = {{CKA_SENSITIVE, &no, sizeof(no)}};
+    assert_int_equal(F->C_CopyObject(s, priv, ns, 1, &cp), CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE ex[] = {{CKA_EXTRACTABLE, &yes, sizeof(yes)}};
+    assert_int_equal(F->C_CopyObject(s, priv, ex, 1, &cp), CKR_ATTRIBUTE_READ_ONLY);
+    CK_ATTRIBUTE kl[] = {{CKA_LABEL, "obj-copy-ec2", 12}, {CKA_SIGN, &yes, sizeof(yes)}};
+    CK_OBJECT_HANDLE kc = 0;
+    assert_int_equal(F->C_CopyObject(s, priv, kl, 2, &kc), CKR_OK);
+    assert_int_equal(bool_attr(s, kc, CKA_LOCAL), CK_TRUE); /* origin kept */
+    assert_int_equal(bool_attr(s, kc, CKA_SENSITIVE), CK_TRUE);
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    uint8_t sig[64];
+    CK_ULONG sl = sizeof(sig);
+    assert_int_equal(F->C_SignInit(s, &m, kc), CKR_OK);
+    assert_int_equal(F->C_Sign(s, (CK_BYTE_PTR) "copied", 6, sig, &sl), CKR_OK);
+    CK_ATTRIBUTE pki = {CKA_PUBLIC_KEY_INFO, NULL, 0};
+    assert_int_equal(F->C_GetAttributeValue(s, pub, &pki, 1), CKR_OK);
+    uint8_t *spki = malloc(pki.ulValueLen);
+    pki.pValue = spki;
+    assert_int_equal(F->C_GetAttributeValue(s, pub, &pki, 1), CKR_OK);
+    const uint8_t *p = spki;
+    EVP_PKEY *ek = d2i_PUBKEY(NULL, &p, (long)pki.ulValueLen);
+    assert_non_null(ek);
+    check_ecdsa(ek, (const uint8_t *)"copied", 6, sig, sl);
+    EVP_PKEY_free(ek);
+    free(spki);
+    assert_int_equal(F->C_Finalize(NULL), CKR_OK);
+}
+
 /* After each test: whatever failed, the next one starts from an uninitialised module. */
 static int finalize(void **state) {
     (void)F->C_Finalize(NULL);
@@ -1911,6 +2492,10 @@ int main(void) {
         cmocka_unit_test_teardown(test_config_file, finalize),
         cmocka_unit_test_teardown(test_key_deleted_elsewhere, finalize),
         cmocka_unit_test_teardown(test_vhsmd_restart, finalize),
+        cmocka_unit_test_teardown(test_certs_and_data, finalize),
+        cmocka_unit_test_teardown(test_public_key_objects, finalize),
+        cmocka_unit_test_teardown(test_session_objects, finalize),
+        cmocka_unit_test_teardown(test_copy_object, finalize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

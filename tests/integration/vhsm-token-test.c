@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "proto.h"
@@ -369,6 +370,157 @@ static void step_kdf_time(const char *sock) {
     vhsm_disconnect(c);
 }
 
+/* Branch obj: data objects, certificates, lone public keys, session objects and copies over
+ * the wire (uid 4646). CERT_DER: a fixed self-signed certificate made by the test script. */
+static uint8_t *read_file(const char *path, size_t *ret_len) {
+    FILE *f = fopen(path, "rb");
+    CHECK(f, "open %s", path);
+    uint8_t *b = malloc(65536);
+    *ret_len = fread(b, 1, 65536, f);
+    fclose(f);
+    return b;
+}
+
+static void step_nonkey(const char *sock) {
+    VhsmClient *c = conn(sock), *c2 = conn(sock);
+    size_t cl, sl;
+    uint8_t *cert = read_file(getenv("CERT_DER"), &cl), *spki = read_file(getenv("SPKI_DER"), &sl);
+    VhsmObject o, *all = NULL;
+    size_t n;
+    const VhsmAttr lab = {3, "my cert", 7};
+    VhsmObjectSpec cs = {.type = "cert", .attrs = &lab, .n_attrs = 1};
+    uint32_t pubf = VHSM_OBJ_MODIFIABLE | VHSM_OBJ_DESTROYABLE | VHSM_OBJ_COPYABLE;
+
+    /* a certificate: garbage and a truncated one refused (nothing stored), then the real one */
+    EXPECT(vhsm_object_create(c, "cert", &cs, "not a certificate", 17), -EBADMSG);
+    CHECK(strstr(vhsm_last_error(), "X.509"), "message names the rule: %s", vhsm_last_error());
+    EXPECT(vhsm_object_create(c, "cert", &cs, cert, cl - 1), -EBADMSG);
+    EXPECT(vhsm_object_get(c, "cert", &o), -ENOKEY);
+    EXPECT(vhsm_object_create(c, "cert", &cs, NULL, 0), -EBADMSG);
+    EXPECT(vhsm_object_create(
+               c, "cert", &(VhsmObjectSpec){.type = "cert", .flags = VHSM_OBJ_TRUSTED}, cert, cl),
+           -EPERM); /* trusted: the SO only */
+    EXPECT(vhsm_object_create(c, "cert", &cs, cert, cl), 0);
+    EXPECT(vhsm_object_get(c, "cert", &o), 0);
+    CHECK(!strcmp(o.type, "cert") && o.value_len == cl && !memcmp(o.value, cert, cl) &&
+              attr(&o, 3) && o.flags == pubf,
+          "cert object: %s %zu flags 0x%x", o.type, o.value_len, o.flags);
+    vhsm_object_free(&o);
+    /* no operation with it */
+    EXPECT(sign(c, "cert"), -EOPNOTSUPP);
+    /* data: public and private; over the cap */
+    EXPECT(vhsm_object_create(c, "pub-data", &(VhsmObjectSpec){.type = "data"}, "public", 6), 0);
+    EXPECT(vhsm_object_create(c, "priv-data",
+                              &(VhsmObjectSpec){.type = "data", .flags = pubf | VHSM_OBJ_PRIVATE},
+                              "private", 7),
+           0);
+    {
+        uint8_t *big = calloc(1, 4097);
+        EXPECT(vhsm_object_create(c, "big", &(VhsmObjectSpec){.type = "data"}, big, 4097), -E2BIG);
+        free(big);
+    }
+    /* a lone public key */
+    EXPECT(vhsm_object_create(c, "pub", &(VhsmObjectSpec){.type = "public"}, spki, sl), 0);
+    EXPECT(vhsm_object_create(c, "pub2", &(VhsmObjectSpec){.type = "public"}, cert, cl), -EBADMSG);
+    EXPECT(vhsm_object_get(c, "pub", &o), 0);
+    CHECK(o.value_len == sl && !memcmp(o.value, spki, sl) && o.bits == 256, "public key object");
+    vhsm_object_free(&o);
+    /* a session object: this connection's alone */
+    EXPECT(vhsm_object_create(c, "sess",
+                              &(VhsmObjectSpec){.type = "data", .flags = pubf | VHSM_OBJ_SESSION},
+                              "temp", 4),
+           0);
+    EXPECT(vhsm_object_get(c, "sess", &o), 0);
+    CHECK(o.flags & VHSM_OBJ_SESSION, "session flag");
+    vhsm_object_free(&o);
+    EXPECT(vhsm_object_get(c2, "sess", &o), -ENOKEY);
+    EXPECT(vhsm_key_delete(c2, "sess"), -ENOKEY);
+    EXPECT(vhsm_object_list(c2, &all, &n), 0);
+    CHECK(!find(all, n, "4646/sess") && find(all, n, "4646/cert"), "other connection's list");
+    vhsm_objects_free(all, n);
+    /* a session copy of the certificate; a token copy of the session object */
+    EXPECT(vhsm_object_copy(c, "cert", "cert-copy", VHSM_OBJ_SESSION, 0, NULL, 0), 0);
+    EXPECT(vhsm_object_copy(c, "sess", "sess-kept", 0, VHSM_OBJ_SESSION, NULL, 0), 0);
+    EXPECT(vhsm_object_copy(c, "cert", "x", VHSM_OBJ_TRUSTED, 0, NULL, 0), -EPERM);
+    EXPECT(vhsm_object_get(c2, "sess-kept", &o), 0);
+    CHECK(o.value_len == 4 && !memcmp(o.value, "temp", 4), "token copy");
+    vhsm_object_free(&o);
+    /* the connection closes: its session objects are gone (their names free again) */
+    vhsm_disconnect(c);
+    {
+        /* vhsmd notices the hang-up asynchronously: wait (bounded) until the name is free */
+        int r = -EEXIST;
+        for (int i = 0; i < 300 && r == -EEXIST; i++) {
+            r = vhsm_object_create(c2, "sess", &(VhsmObjectSpec){.type = "data"}, "token now", 9);
+            if (r == -EEXIST)
+                usleep(10000);
+        }
+        EXPECT(r, 0);
+    }
+    EXPECT(vhsm_object_create(c2, "cert-copy", &(VhsmObjectSpec){.type = "data"}, "x", 1), 0);
+    free(cert);
+    free(spki);
+    vhsm_disconnect(c2);
+}
+
+/* After a restart: the token objects kept their values and attributes. */
+static void step_nonkey2(const char *sock) {
+    VhsmClient *c = conn(sock);
+    size_t cl;
+    uint8_t *cert = read_file(getenv("CERT_DER"), &cl);
+    VhsmObject o;
+    EXPECT(vhsm_object_get(c, "cert", &o), 0);
+    CHECK(o.value_len == cl && !memcmp(o.value, cert, cl) && attr(&o, 3), "cert after restart");
+    vhsm_object_free(&o);
+    EXPECT(vhsm_object_get(c, "priv-data", &o), 0);
+    CHECK(o.value_len == 7 && (o.flags & VHSM_OBJ_PRIVATE), "private data after restart");
+    vhsm_object_free(&o);
+    EXPECT(vhsm_object_get(c, "sess-kept", &o), 0);
+    CHECK(!(o.flags & VHSM_OBJ_SESSION), "token copy after restart");
+    vhsm_object_free(&o);
+    EXPECT(vhsm_key_delete(c, "cert"), 0);
+    EXPECT(vhsm_object_get(c, "cert", &o), -ENOKEY);
+    free(cert);
+    vhsm_disconnect(c);
+}
+
+/* Another uid sees none of uid 4646's objects. */
+static void step_nonkey_other(const char *sock) {
+    VhsmClient *c = conn(sock);
+    VhsmObject o, *all = NULL;
+    size_t n;
+    EXPECT(vhsm_object_get(c, "4646/pub-data", &o), -EPERM);
+    EXPECT(vhsm_object_list(c, &all, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        CHECK(strncmp(all[i].name, "4646/", 5) != 0, "uid 4646's object listed: %s", all[i].name);
+    vhsm_objects_free(all, n);
+    vhsm_disconnect(c);
+}
+
+/* With vhsmd --quota-bytes 96K: data objects are charged to their owner's quota (4096-byte
+ * values: 16 KiB each plus their name), the next one over it is refused, a delete frees room. */
+static void step_nonkey_quota(const char *sock) {
+    VhsmClient *c = conn(sock);
+    uint8_t *v = calloc(1, 4096);
+    char name[16];
+    int r = 0, made = 0;
+    for (int i = 0; i < 32 && r == 0; i++) {
+        snprintf(name, sizeof name, "q%d", i);
+        r = vhsm_object_create(c, name, &(VhsmObjectSpec){.type = "data"}, v, 4096);
+        made += r == 0;
+    }
+    CHECK(r == -EDQUOT && made >= 3 && made <= 5, "quota: %d objects, then %d", made, r);
+    EXPECT(vhsm_object_create(c, "small", &(VhsmObjectSpec){.type = "data"}, "x", 1), -EDQUOT);
+    EXPECT(vhsm_key_delete(c, "q0"), 0);
+    EXPECT(vhsm_object_create(c, "small", &(VhsmObjectSpec){.type = "data"}, "x", 1), 0);
+    /* a session object is charged too */
+    EXPECT(vhsm_object_create(c, "s", &(VhsmObjectSpec){.type = "data", .flags = VHSM_OBJ_SESSION},
+                              v, 4096),
+           -EDQUOT);
+    free(v);
+    vhsm_disconnect(c);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: vhsm-token-test setup|lock|locked|other|revision|kdf-time SOCK\n");
@@ -386,6 +538,14 @@ int main(int argc, char **argv) {
         step_objects(argv[2]);
     else if (!strcmp(argv[1], "objects2"))
         step_objects2(argv[2]);
+    else if (!strcmp(argv[1], "nonkey"))
+        step_nonkey(argv[2]);
+    else if (!strcmp(argv[1], "nonkey2"))
+        step_nonkey2(argv[2]);
+    else if (!strcmp(argv[1], "nonkey-quota"))
+        step_nonkey_quota(argv[2]);
+    else if (!strcmp(argv[1], "nonkey-other"))
+        step_nonkey_other(argv[2]);
     else if (!strcmp(argv[1], "revision"))
         step_revision(argv[2]);
     else if (!strcmp(argv[1], "kdf-time"))

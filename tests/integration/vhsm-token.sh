@@ -9,6 +9,15 @@ TT=$6
 as() { local uid=$1; shift; H as-user "$uid" "$uid" -- "$TT" "$@"; }
 
 start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
+# data objects, certificates, public keys, session objects (branch obj): a certificate and a
+# public key made by OpenSSL, readable by the test's other uids
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/cert.key" \
+    -subj /CN=vhsm-token -days 1 -outform DER -out "$T/cert.der" 2>/dev/null || fail "openssl req"
+openssl pkey -in "$T/cert.key" -pubout -outform DER -out "$T/spki.der" || fail "openssl pkey"
+chmod a+rx "$T" && chmod a+r "$T/cert.der" "$T/spki.der"
+export CERT_DER=$T/cert.der SPKI_DER=$T/spki.der
+as 4646 nonkey "$SOCK" || fail "nonkey"
+as 4343 nonkey-other "$SOCK" || fail "nonkey-other"
 as 4242 revision "$SOCK" || fail "revision"
 as 4242 setup "$SOCK" || fail "setup"
 as 4545 objects "$SOCK" || fail "objects"
@@ -22,9 +31,15 @@ start_vhsmd --pin-max-tries 3 --pin-kdf-iterations 1000
 as 4343 other "$SOCK" || fail "another uid"
 as 4242 locked "$SOCK" || fail "locked after restart"
 as 4545 objects2 "$SOCK" || fail "objects after restart"
+as 4646 nonkey2 "$SOCK" || fail "nonkey after restart"
 grep -q "Wrong user PIN for the token of uid 4242 (3 of 3 failures)" "$VHSMD_LOG" || fail "log line"
 ! grep -q "wrong-3\|user-pin-1\|so-pin-0001" "$VHSMD_LOG" || fail "a PIN reached the log"
 ! grep -aq "user-pin-1" "$KS" || fail "a PIN in clear in the keystore"
+stop_vhsmd || fail "stop"
+
+# Objects count against their owner's quota (branch obj).
+start_vhsmd --quota-bytes 96K
+as 4747 nonkey-quota "$SOCK" || fail "nonkey-quota"
 stop_vhsmd || fail "stop"
 
 # The default KDF: one login's cost through the daemon (reported, not judged; load alongside).

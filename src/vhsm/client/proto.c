@@ -142,6 +142,7 @@ bool vhsm_opcode_changes_keys(uint16_t opcode) {
     case VHSM_OP_SET_PIN:
     case VHSM_OP_OBJECT_CREATE:
     case VHSM_OP_OBJECT_SET:
+    case VHSM_OP_OBJECT_COPY:
         return true;
     default:
         return false;
@@ -218,6 +219,8 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "object-create";
     case VHSM_OP_OBJECT_SET:
         return "object-set";
+    case VHSM_OP_OBJECT_COPY:
+        return "object-copy";
     case VHSM_OP_ENCRYPT_EX:
         return "encrypt-ex";
     case VHSM_OP_DECRYPT_EX:

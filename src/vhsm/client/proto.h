@@ -87,6 +87,7 @@ typedef enum VhsmOpcode {
     /* Revision 2: objects (docs/protocol.md "Objects"). */
     VHSM_OP_OBJECT_CREATE = 0x0060,
     VHSM_OP_OBJECT_SET = 0x0063,
+    VHSM_OP_OBJECT_COPY = 0x0061, /* branch obj: C_CopyObject */
     /* Revision 2: mechanisms with caller parameters (docs/protocol.md "Mechanisms"). */
     VHSM_OP_ENCRYPT_EX = 0x0070,
     VHSM_OP_DECRYPT_EX = 0x0071,

@@ -1892,6 +1892,25 @@ int vhsm_object_set(VhsmClient *c, const char *name, uint32_t flags_set, uint32_
     return call_finish(&call);
 }
 
+int vhsm_object_copy(VhsmClient *c, const char *name, const char *new_name, uint32_t flags_set,
+                     uint32_t flags_clear, const VhsmAttr *attrs, size_t n_attrs) {
+    Call call;
+    int r;
+    if (!name || !new_name || (r = attrs_arg_check(attrs, n_attrs)) < 0)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_OBJECT_COPY);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_NEW_KEY_NAME, new_name);
+    if (flags_set)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_OBJ_FLAGS, flags_set);
+    if (flags_clear)
+        vhsm_buf_put_u32(&c->out, VHSM_TAG_OBJ_FLAGS_CLEAR, flags_clear);
+    put_attrs(&c->out, attrs, n_attrs);
+    return call_finish(&call);
+}
+
 void vhsm_object_free(VhsmObject *o) {
     if (!o)
         return;
@@ -1946,6 +1965,7 @@ static int object_from_json(const json_t *k, VhsmObject *ret) {
     const char *name = json_string_value(json_object_get(k, "name"));
     const char *type = json_string_value(json_object_get(k, "type"));
     const char *spki = json_string_value(json_object_get(k, "spki"));
+    const char *value = json_string_value(json_object_get(k, "value")); /* data, cert, public */
     const json_t *flags = json_object_get(k, "flags"), *bits = json_object_get(k, "bits");
     const json_t *attrs = json_object_get(k, "attrs"), *a;
     size_t i;
@@ -1959,6 +1979,8 @@ static int object_from_json(const json_t *k, VhsmObject *ret) {
     strcpy(o.type, type);
     o.flags = (uint32_t)json_integer_value(flags);
     o.bits = (uint32_t)json_integer_value(bits);
+    if (value)
+        spki = value;
     if (spki && (r = hex_decode(spki, &o.value, &o.value_len)) < 0)
         return r;
     o.attrs = calloc(json_array_size(attrs) + 1, sizeof(VhsmAttr));

@@ -442,7 +442,21 @@ int vhsm_object_list(VhsmClient *c, VhsmObject **ret, size_t *ret_n);
  * bits on MODIFIABLE objects (-EPERM otherwise); attrs replace the listed types (len 0 removes). */
 int vhsm_object_set(VhsmClient *c, const char *name, uint32_t flags_set, uint32_t flags_clear,
                     const VhsmAttr *attrs, size_t n_attrs);
-/* The key delete works for every object type: vhsm_key_delete(). */
+/* The key delete works for every object type: vhsm_key_delete() (-EPERM for an object that is not
+ * DESTROYABLE).
+ * Branch obj (docs/protocol.md "Objects"): type "data" (value 1..4096 bytes), "cert" (one DER
+ * X.509 certificate, 1..8192 bytes, refused with -EBADMSG otherwise), "public" (a
+ * SubjectPublicKeyInfo DER of EC P-256/P-384, Ed25519, RSA 2048..4096, <= 2048 bytes) are created
+ * with vhsm_object_create() and their value; VHSM_OBJ_TRUSTED needs the SO logged in (-EPERM);
+ * objects without VHSM_OBJ_PRIVATE are listed with their value without a login. VHSM_OBJ_SESSION
+ * (any type, keys too): the object lives with this connection only (invisible to others, never
+ * saved, destroyed when the connection closes or by vhsm_key_delete()).
+ * vhsm_object_copy (C_CopyObject): new_name gets name's type, value or key material, policy,
+ * label, ACL and attributes, with attrs merged and flags changed: SENSITIVE only on, EXTRACTABLE
+ * only off, usage bits if MODIFIABLE, PRIVATE / MODIFIABLE / COPYABLE / DESTROYABLE / SESSION
+ * freely, TRUSTED never; the source must be COPYABLE (-EPERM). */
+int vhsm_object_copy(VhsmClient *c, const char *name, const char *new_name, uint32_t flags_set,
+                     uint32_t flags_clear, const VhsmAttr *attrs, size_t n_attrs);
 
 /* Mechanisms (revision 2) with the caller's parameters, raw output (no vault envelope).
  * vhsm_encrypt_ex / vhsm_decrypt_ex, AES keys: "aes-cbc" (IV 16 bytes, data a multiple of 16),
