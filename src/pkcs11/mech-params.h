@@ -15,12 +15,12 @@
 #include "p11.h"
 
 typedef struct P11ParParams {
-    bool on;                   /* the operation goes to vhsmd with these parameters */
-    const EVP_MD *md, *mgf;    /* PSS/OAEP: hash and MGF1 hash; HMAC: the hash */
+    bool on;                     /* the operation goes to vhsmd with these parameters */
+    const EVP_MD *md, *mgf;      /* PSS/OAEP: hash and MGF1 hash; HMAC: the hash */
     const char *hash, *mgf_hash; /* their vhsmd names */
-    uint32_t salt_len;         /* PSS */
-    uint32_t mac_len;          /* HMAC: tag bytes */
-    uint8_t *label;            /* OAEP label (a copy; p11_par_done frees it) */
+    uint32_t salt_len;           /* PSS */
+    uint32_t mac_len;            /* HMAC: tag bytes */
+    uint8_t *label;              /* OAEP label (a copy; p11_par_done frees it) */
     size_t label_len;
 } P11ParParams;
 

@@ -3183,8 +3183,8 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
         x.r = vhsm_sign_ex(x.c, op->key->name, op->alg, 0, &vp, in.p, in.n, &out, &out_len);
     else if (x.r >= 0 && op->raw_ex)
         x.r = vhsm_sign_ex(x.c, op->key->name,
-                           kind_is_ec(op->key->kind) ? "ecdsa-raw" : "rsa-pkcs1-raw", 0, NULL,
-                           in.p, in.n, &out, &out_len);
+                           kind_is_ec(op->key->kind) ? "ecdsa-raw" : "rsa-pkcs1-raw", 0, NULL, in.p,
+                           in.n, &out, &out_len);
     else if (x.r >= 0)
         x.r = vhsm_sign(x.c, op->key->name, alg, op->flags, in.p, in.n, &out, &out_len);
     OPENSSL_cleanse(&in, sizeof(in));
@@ -3275,8 +3275,8 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
                 VhsmParams vp = {.hash = op->par.hash, .tag_bits = op->par.mac_len * 8};
                 x.r = conn_get(s, &x);
                 if (x.r >= 0 && op->par.on) /* compared in constant time inside vhsmd */
-                    x.r = vhsm_verify_ex(x.c, op->key->name, "hmac", 0, &vp, in.p, in.n, sig,
-                                         siglen);
+                    x.r =
+                        vhsm_verify_ex(x.c, op->key->name, "hmac", 0, &vp, in.p, in.n, sig, siglen);
                 else if (x.r >= 0)
                     x.r = vhsm_verify(x.c, op->key->name, op->alg, op->flags, 0, in.p, in.n, sig,
                                       siglen);
@@ -3496,8 +3496,8 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
         EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) != 1 ||
         EVP_PKEY_CTX_set_rsa_oaep_md(c, op->par.on ? op->par.md : op->mgf1) != 1 ||
         EVP_PKEY_CTX_set_rsa_mgf1_md(c, op->mgf1) != 1 ||
-        (label && EVP_PKEY_CTX_set0_rsa_oaep_label(c, TAKE_PTR(label), (int)op->par.label_len) !=
-                      1) ||
+        (label &&
+         EVP_PKEY_CTX_set0_rsa_oaep_label(c, TAKE_PTR(label), (int)op->par.label_len) != 1) ||
         EVP_PKEY_encrypt(c, pEncryptedData, &outlen, pData ? pData : (CK_BYTE_PTR) "", ulDataLen) !=
             1)
         rv = CKR_FUNCTION_FAILED;

@@ -1129,8 +1129,8 @@ static int par_sign(Req *q, bool sign, const char *alg, const uint8_t *data, siz
         uint8_t tag[64];
         if ((r = get_u32(q, VHSM_TAG_MAC_LEN, false, 0, &n)) < 0)
             return r;
-        r = vault_hmac_ex(q->d->vault, q->peer, q->name, hash, n, data, data_len,
-                          sign ? NULL : sig, sig_len, tag, &out_len);
+        r = vault_hmac_ex(q->d->vault, q->peer, q->name, hash, n, data, data_len, sign ? NULL : sig,
+                          sig_len, tag, &out_len);
         if (r == -EINVAL)
             return req_fail(q, r,
                             "%s: key '%s': hmac: unknown hash '%s' (sha1, sha224, sha256, "

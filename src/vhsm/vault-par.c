@@ -72,7 +72,8 @@ int vault_rsa_pss(Vault *v, const VaultPeer *peer, const char *name, bool sign, 
     ctx = EVP_PKEY_CTX_new(kv->pkey, NULL);
     if (!ctx || (sign ? EVP_PKEY_sign_init(ctx) : EVP_PKEY_verify_init(ctx)) != 1 ||
         EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-        EVP_PKEY_CTX_set_signature_md(ctx, md) != 1 || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, mgf) != 1 ||
+        EVP_PKEY_CTX_set_signature_md(ctx, md) != 1 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, mgf) != 1 ||
         EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)salt_len) != 1)
         return nt_openssl_error(-EIO, "PSS init");
     if (!sign) {
@@ -103,8 +104,8 @@ int vault_rsa_oaep(Vault *v, const VaultPeer *peer, const char *name, bool encry
     size_t k, n;
     int r;
 
-    if (!md || !mgf || (in_len > 0 && !in) || !out || !ret_len ||
-        label_len > VHSM_OAEP_LABEL_MAX || (label_len > 0 && !label))
+    if (!md || !mgf || (in_len > 0 && !in) || !out || !ret_len || label_len > VHSM_OAEP_LABEL_MAX ||
+        (label_len > 0 && !label))
         return -EINVAL;
     if ((r = vault_acquire(v, peer, name, !encrypt, encrypt ? VAULT_OBJ_ENCRYPT : VAULT_OBJ_DECRYPT,
                            &type, &kv)) < 0)

@@ -164,7 +164,7 @@ typedef enum VhsmTag {
 } VhsmTag;
 
 /* VHSM_TAG_FEATURES bits: what a revision-2 daemon implements beyond the base of revision 2. */
-#define VHSM_FEATURE_MECH_PARAMS (1u << 0) /* rsa-pss, rsa-oaep, hmac with HASH/MGF/...  */
+#define VHSM_FEATURE_MECH_PARAMS (1u << 0)  /* rsa-pss, rsa-oaep, hmac with HASH/MGF/...  */
 #define VHSM_FEATURE_SO_PIN_RESET (1u << 1) /* TOKEN_RESET_SO_PIN */
 #define VHSM_FEATURES_PAR (VHSM_FEATURE_MECH_PARAMS | VHSM_FEATURE_SO_PIN_RESET)
 #define VHSM_OAEP_LABEL_MAX 65536u
