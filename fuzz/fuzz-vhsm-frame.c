@@ -30,7 +30,7 @@ static Peer peer = {.uid = 0, .gid = 0, .pid = 1, .cgroup = (char *)"/fuzz"};
  * for cheap key types (no RSA generation per input). */
 static bool token_opcode(uint16_t op, const uint8_t *body, size_t len) {
     char type[32];
-    if (op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN)
+    if ((op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN) || op == VHSM_OP_TOKEN_RESET_SO_PIN)
         return true;
     if (op == VHSM_OP_OBJECT_SET)
         return true;
@@ -98,6 +98,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     Vault *tvault = NULL;
     Dispatch *tdispatch = NULL;
     Peer tpeer = {.uid = 1000, .gid = 1000, .pid = 2, .cgroup = (char *)"/fuzz/t"};
+    /* TOKEN_RESET_SO_PIN comes from root (anyone else is refused before any parsing) */
+    Peer troot = {.uid = 0, .gid = 0, .pid = 3, .cgroup = (char *)"/fuzz/root"};
 
     if (!vault)
         setup();
@@ -162,7 +164,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                     abort();
             }
             memcpy(body, data + off, h.body_len);
-            if (dispatch_request(tdispatch, &tpeer, &h, body, &out) < 0)
+            if (dispatch_request(tdispatch,
+                                 h.code == VHSM_OP_TOKEN_RESET_SO_PIN ? &troot : &tpeer, &h, body,
+                                 &out) < 0)
                 abort();
             free(body);
             if (out.len - start < VHSM_HEADER_SIZE ||
@@ -194,6 +198,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     vhsm_buf_done(&out);
     tpeer.session = vault_session_unref(tpeer.session);
+    troot.session = vault_session_unref(troot.session);
     tdispatch = dispatch_free(tdispatch);
     tvault = vault_free(tvault);
     return 0;
