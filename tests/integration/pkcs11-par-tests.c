@@ -535,6 +535,7 @@ static int setpin_child(int rfd, int wfd, CK_OBJECT_HANDLE key_unused) {
     CK_ULONG n = 0, sl;
     uint8_t sig[128];
     char c;
+    alarm(60); /* never outlive a failed parent */
     if (init_default() != CKR_OK || F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &h))
         return 10;
     if (F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)) != CKR_OK)
