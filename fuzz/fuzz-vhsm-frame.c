@@ -164,9 +164,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                     abort();
             }
             memcpy(body, data + off, h.body_len);
-            if (dispatch_request(tdispatch,
-                                 h.code == VHSM_OP_TOKEN_RESET_SO_PIN ? &troot : &tpeer, &h, body,
-                                 &out) < 0)
+            if (dispatch_request(tdispatch, h.code == VHSM_OP_TOKEN_RESET_SO_PIN ? &troot : &tpeer,
+                                 &h, body, &out) < 0)
                 abort();
             free(body);
             if (out.len - start < VHSM_HEADER_SIZE ||

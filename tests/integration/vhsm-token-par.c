@@ -71,8 +71,8 @@ static void step_mech(const char *sock) {
     EXPECT(vhsm_sign_ex(c, "h", "rsa-pss", 0, &p256, dg, 32, &sig, &sl), -EOPNOTSUPP);
 
     /* OAEP with a label, through vhsmd both ways; the wrong label fails */
-    VhsmParams op = {.hash = "sha384", .mgf_hash = "sha256", .label = (const uint8_t *)"lbl",
-                     .label_len = 3};
+    VhsmParams op = {
+        .hash = "sha384", .mgf_hash = "sha256", .label = (const uint8_t *)"lbl", .label_len = 3};
     EXPECT(vhsm_encrypt_ex(c, "r", "rsa-oaep", &op, "secret", 6, &out, &ol), 0);
     CHECK(ol == 256, "OAEP ciphertext %zu", ol);
     EXPECT(vhsm_decrypt_ex(c, "r", "rsa-oaep", &op, out, ol, &pt, &pl), 0);
