@@ -3487,19 +3487,19 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
     }
     _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
     size_t outlen = *pulEncryptedDataLen;
-    void *label = NULL;
-    if (op->par.label_len && !(label = OPENSSL_memdup(op->par.label, op->par.label_len))) {
-        op_reset(op);
-        return CKR_HOST_MEMORY;
+    bool ok = c && EVP_PKEY_encrypt_init(c) == 1 &&
+              EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) == 1 &&
+              EVP_PKEY_CTX_set_rsa_oaep_md(c, op->par.on ? op->par.md : op->mgf1) == 1 &&
+              EVP_PKEY_CTX_set_rsa_mgf1_md(c, op->mgf1) == 1;
+    if (ok && op->par.label_len) {
+        /* the context owns the label once set0 succeeded */
+        void *label = OPENSSL_memdup(op->par.label, op->par.label_len);
+        ok = label && EVP_PKEY_CTX_set0_rsa_oaep_label(c, label, (int)op->par.label_len) == 1;
+        if (!ok)
+            OPENSSL_free(label);
     }
-    if (!c || EVP_PKEY_encrypt_init(c) != 1 ||
-        EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) != 1 ||
-        EVP_PKEY_CTX_set_rsa_oaep_md(c, op->par.on ? op->par.md : op->mgf1) != 1 ||
-        EVP_PKEY_CTX_set_rsa_mgf1_md(c, op->mgf1) != 1 ||
-        (label &&
-         EVP_PKEY_CTX_set0_rsa_oaep_label(c, TAKE_PTR(label), (int)op->par.label_len) != 1) ||
-        EVP_PKEY_encrypt(c, pEncryptedData, &outlen, pData ? pData : (CK_BYTE_PTR) "", ulDataLen) !=
-            1)
+    if (!ok || EVP_PKEY_encrypt(c, pEncryptedData, &outlen, pData ? pData : (CK_BYTE_PTR) "",
+                                ulDataLen) != 1)
         rv = CKR_FUNCTION_FAILED;
     else
         *pulEncryptedDataLen = outlen;
