@@ -32,7 +32,7 @@ static Peer peer = {.uid = 0, .gid = 0, .pid = 1, .cgroup = (char *)"/fuzz"};
  * for cheap key types (no RSA generation per input). */
 static bool token_opcode(uint16_t op, const uint8_t *body, size_t len) {
     char type[32];
-    if (op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN)
+    if ((op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN) || op == VHSM_OP_TOKEN_RESET_SO_PIN)
         return true;
     if (op == VHSM_OP_OBJECT_SET || op == VHSM_OP_OBJECT_COPY || op == VHSM_OP_KEY_DELETE)
         return true;
@@ -129,6 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     Vault *tvault = NULL;
     Dispatch *tdispatch = NULL;
     Peer tpeer = {.uid = 1000, .gid = 1000, .pid = 2, .cgroup = (char *)"/fuzz/t", .conn_id = 7};
+    /* TOKEN_RESET_SO_PIN comes from root (anyone else is refused before any parsing) */
+    Peer troot = {.uid = 0, .gid = 0, .pid = 3, .cgroup = (char *)"/fuzz/root", .conn_id = 8};
 
     if (!vault)
         setup();
@@ -185,7 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                        &(VaultKeySpec){.type = VAULT_KEY_AES256}) < 0)
                     abort();
             }
-            dispatch_checked(tdispatch, &tpeer, &h, data + off, &out);
+            dispatch_checked(tdispatch, h.code == VHSM_OP_TOKEN_RESET_SO_PIN ? &troot : &tpeer, &h,
+                             data + off, &out);
         } else if (h.kind == VHSM_KIND_REQUEST && !mutating(h.code))
             dispatch_checked(dispatch, &peer, &h, data + off, &out);
         off += h.body_len;
@@ -196,6 +199,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dispatch_conn_closed(tdispatch, &tpeer); /* its session objects go */
     if (tvault && vault_session_object_count(tvault) != 0)
         abort();
+    troot.session = vault_session_unref(troot.session);
+    dispatch_conn_closed(tdispatch, &troot);
     tdispatch = dispatch_free(tdispatch);
     tvault = vault_free(tvault);
     return 0;

@@ -39,6 +39,7 @@
 #include "core/macro.h"
 #include "core/openssl-util.h"
 #include "core/secret.h"
+#include "mech-params.h"
 #include "p11.h"
 #include "rv.h"
 #include "objects.h"
@@ -182,6 +183,7 @@ typedef struct P11Slot {
     uint64_t login_gen;
     bool login_required; /* the token has a user PIN: private objects need a login */
     uint32_t revision;   /* vhsmd's protocol revision, 0 = not asked yet (reset on removal) */
+    uint32_t features;   /* vhsmd's VHSM_FEATURE_* (asked with the revision) */
     P11Key **keys;
     size_t n_keys, cap_keys;
     uint64_t epoch;
@@ -222,6 +224,9 @@ typedef struct P11Op {
     uint8_t *aad;
     size_t aad_len;
     uint32_t tag_bits, counter_bits;
+    /* branch par: parameters vhsmd applies (PSS, OAEP, HMAC), DigestInfo built here */
+    P11ParParams par;
+    bool digestinfo;
 } P11Op;
 
 typedef struct P11Session {
@@ -933,6 +938,7 @@ static EVP_PKEY *key_pub(P11Slot *s, P11Key *k, int *ret_r) {
 static void op_reset(P11Op *op) {
     EVP_MD_CTX_free(op->mdctx);
     free(op->aad);
+    p11_par_done(&op->par);
     if (op->buf) {
         OPENSSL_cleanse(op->buf, op->cap);
         free(op->buf);
@@ -1320,6 +1326,36 @@ static const MechInfo mechs[] = {
     {CKM_AES_CTR, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
 };
 
+/* Branch par: mechanisms that need a feature of vhsmd beyond its revision (VHSM_FEATURE_*),
+ * looked up before the table above: where both have a mechanism, these rows describe it on a
+ * daemon with the feature, the rows above on older ones. */
+typedef struct ParMech {
+    MechInfo m;
+    uint32_t feature; /* VHSM_FEATURE_* it needs (0: none) */
+} ParMech;
+#define PAR VHSM_FEATURE_MECH_PARAMS
+#define SV (CKF_HW | CKF_SIGN | CKF_VERIFY)
+static const ParMech par_mechs[] = {
+    {{CKM_RSA_PKCS_PSS, 2048, 4096, SV, 2}, PAR},
+    {{CKM_SHA256_RSA_PKCS_PSS, 2048, 4096, SV, 2}, PAR},
+    {{CKM_SHA384_RSA_PKCS_PSS, 2048, 4096, SV, 2}, PAR},
+    {{CKM_SHA512_RSA_PKCS_PSS, 2048, 4096, SV, 2}, PAR},
+    {{CKM_SHA224_RSA_PKCS_PSS, 2048, 4096, SV, 2}, PAR},
+    {{CKM_RSA_PKCS_OAEP, 2048, 4096, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2}, PAR},
+    {{CKM_SHA256_HMAC, 32, 48, SV, 2}, PAR},
+    {{CKM_SHA384_HMAC, 32, 48, SV, 2}, PAR},
+    {{CKM_SHA512_HMAC, 32, 48, SV, 2}, PAR},
+    {{CKM_SHA224_HMAC, 32, 48, SV, 2}, PAR},
+    {{CKM_SHA256_HMAC_GENERAL, 32, 48, SV, 2}, PAR},
+    {{CKM_SHA384_HMAC_GENERAL, 32, 48, SV, 2}, PAR},
+    {{CKM_SHA512_HMAC_GENERAL, 32, 48, SV, 2}, PAR},
+    {{CKM_SHA224_HMAC_GENERAL, 32, 48, SV, 2}, PAR},
+    {{CKM_ECDSA_SHA512, 256, 384, SV | EC_FLAGS, 2}, 0},
+    {{CKM_ECDSA_SHA224, 256, 384, SV | EC_FLAGS, 2}, 0},
+    {{CKM_SHA512_RSA_PKCS, 2048, 4096, SV, 2}, 0},
+    {{CKM_SHA224_RSA_PKCS, 2048, 4096, SV, 2}, 0},
+};
+
 /* The slot's vhsmd protocol revision (asked once per daemon). 1 when it cannot be asked. */
 static uint32_t slot_revision(P11Slot *s) {
     {
@@ -1330,21 +1366,51 @@ static uint32_t slot_revision(P11Slot *s) {
     _cleanup_conn_ Conn x = {.slot = s};
     uint32_t rev = 1;
     x.r = conn_get(s, &x);
+    uint32_t feat = 0;
     if (x.r >= 0)
         x.r = vhsm_revision(x.c, &rev);
     if (x.r < 0)
         return 1;
+    if (rev >= 2 && vhsm_features(x.c, &feat) < 0)
+        feat = 0;
     LOCKED(s->lock);
     s->revision = rev;
+    s->features = feat;
     return rev;
 }
 
+/* The feature a row needs (0 for the rows of mechs[]). */
+static uint32_t mech_feature(const MechInfo *m) {
+    for (size_t i = 0; i < ELEMENTSOF(par_mechs); i++)
+        if (m == &par_mechs[i].m)
+            return par_mechs[i].feature;
+    return 0;
+}
+
+/* Whether the slot's vhsmd has the protocol revision and features a mechanism row needs. */
+static bool mech_available(P11Slot *s, const MechInfo *m) {
+    uint32_t f = mech_feature(m);
+    if (m->revision <= 1)
+        return true;
+    if (slot_revision(s) < m->revision)
+        return false;
+    if (!f)
+        return true;
+    LOCKED(s->lock);
+    return (s->features & f) == f;
+}
+
+/* Row i of par_mechs[] then mechs[]. */
+static const MechInfo *mech_row(size_t i) {
+    return i < ELEMENTSOF(par_mechs) ? &par_mechs[i].m : &mechs[i - ELEMENTSOF(par_mechs)];
+}
+#define MECH_ROWS (ELEMENTSOF(par_mechs) + ELEMENTSOF(mechs))
+
 /* The mechanism if the slot's vhsmd has it. */
 static const MechInfo *mech_find(P11Slot *s, CK_MECHANISM_TYPE t) {
-    for (size_t i = 0; i < ELEMENTSOF(mechs); i++)
-        if (mechs[i].type == t)
-            return mechs[i].revision <= 1 || slot_revision(s) >= mechs[i].revision ? &mechs[i]
-                                                                                   : NULL;
+    for (size_t i = 0; i < MECH_ROWS; i++)
+        if (mech_row(i)->type == t && mech_available(s, mech_row(i)))
+            return mech_row(i);
     return NULL;
 }
 
@@ -1356,12 +1422,15 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
         return CKR_SLOT_ID_INVALID;
     if (!pulCount)
         return CKR_ARGUMENTS_BAD;
-    uint32_t rev = slot_revision(slot_get(slotID));
-    CK_MECHANISM_TYPE list[ELEMENTSOF(mechs)];
+    CK_MECHANISM_TYPE list[MECH_ROWS];
     CK_ULONG n = 0;
-    for (size_t i = 0; i < ELEMENTSOF(mechs); i++)
-        if (mechs[i].revision <= rev)
-            list[n++] = mechs[i].type;
+    for (size_t i = 0; i < MECH_ROWS; i++) {
+        bool dup = false;
+        for (CK_ULONG j = 0; j < n; j++)
+            dup = dup || list[j] == mech_row(i)->type;
+        if (!dup && mech_available(slot_get(slotID), mech_row(i)))
+            list[n++] = mech_row(i)->type;
+    }
     CK_RV rv;
     if (!out_room(pMechanismList, pulCount, n, &rv))
         return rv;
@@ -3299,6 +3368,11 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
     bool no_params = !m->pParameter && m->ulParameterLen == 0;
     CK_RV rv;
     switch (m->mechanism) {
+    case CKM_ECDSA_SHA512:
+    case CKM_ECDSA_SHA224:
+        /* revision 2: hashed here, signed by vhsmd's ecdsa-raw (any hash length) */
+        n.raw_ex = true;
+        /* fall through */
     case CKM_ECDSA:
     case CKM_ECDSA_SHA256:
     case CKM_ECDSA_SHA384:
@@ -3312,6 +3386,8 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
         n.flags = VHSM_OP_PREHASHED | VHSM_OP_RAW_RS;
         n.md = m->mechanism == CKM_ECDSA_SHA256   ? EVP_sha256()
                : m->mechanism == CKM_ECDSA_SHA384 ? EVP_sha384()
+               : m->mechanism == CKM_ECDSA_SHA512 ? EVP_sha512()
+               : m->mechanism == CKM_ECDSA_SHA224 ? EVP_sha224()
                                                   : NULL;
         n.out_len = k->kind == KK_EC_P256 ? 64 : 96;
         break;
@@ -3335,6 +3411,12 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
         n.flags = VHSM_OP_RAW;
         n.out_len = 64;
         break;
+    case CKM_SHA512_RSA_PKCS:
+    case CKM_SHA224_RSA_PKCS:
+        /* revision 2: hashed here, the DigestInfo signed by vhsmd's rsa-pkcs1-raw */
+        n.raw_ex = true;
+        n.digestinfo = true;
+        /* fall through */
     case CKM_RSA_PKCS:
     case CKM_SHA256_RSA_PKCS:
     case CKM_SHA384_RSA_PKCS:
@@ -3344,6 +3426,8 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
             return CKR_MECHANISM_PARAM_INVALID;
         n.md = m->mechanism == CKM_SHA256_RSA_PKCS   ? EVP_sha256()
                : m->mechanism == CKM_SHA384_RSA_PKCS ? EVP_sha384()
+               : m->mechanism == CKM_SHA512_RSA_PKCS ? EVP_sha512()
+               : m->mechanism == CKM_SHA224_RSA_PKCS ? EVP_sha224()
                                                      : NULL;
         n.alg = n.md == EVP_sha384() ? "rsa-pkcs1-sha384" : "rsa-pkcs1-sha256";
         n.flags = VHSM_OP_PREHASHED | VHSM_OP_RAW;
@@ -3352,20 +3436,46 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
     case CKM_RSA_PKCS_PSS:
     case CKM_SHA256_RSA_PKCS_PSS:
     case CKM_SHA384_RSA_PKCS_PSS:
+    case CKM_SHA512_RSA_PKCS_PSS:
+    case CKM_SHA224_RSA_PKCS_PSS:
         if (k->kind != KK_RSA)
             return CKR_KEY_TYPE_INCONSISTENT;
         n.md = m->mechanism == CKM_SHA256_RSA_PKCS_PSS   ? EVP_sha256()
                : m->mechanism == CKM_SHA384_RSA_PKCS_PSS ? EVP_sha384()
+               : m->mechanism == CKM_SHA512_RSA_PKCS_PSS ? EVP_sha512()
+               : m->mechanism == CKM_SHA224_RSA_PKCS_PSS ? EVP_sha224()
                                                          : NULL;
-        if ((rv = pss_params(m, n.md, &n)) != CKR_OK)
+        if (mech_feature(mi) & VHSM_FEATURE_MECH_PARAMS) {
+            /* free parameters, applied by vhsmd's rsa-pss */
+            if ((rv = p11_pss_params(m, n.md, k->bits, &n.par)) != CKR_OK)
+                return rv;
+            n.alg = "rsa-pss";
+            n.rsa_padding = RSA_PKCS1_PSS_PADDING;
+            n.mgf1 = n.par.mgf;
+            n.salt_len = (int)n.par.salt_len;
+        } else if ((rv = pss_params(m, n.md, &n)) != CKR_OK)
             return rv;
         n.flags = VHSM_OP_PREHASHED | VHSM_OP_RAW;
         n.out_len = rsa_bytes(k);
         break;
+    case CKM_SHA224_HMAC:
+    case CKM_SHA512_HMAC:
+    case CKM_SHA224_HMAC_GENERAL:
+    case CKM_SHA256_HMAC_GENERAL:
+    case CKM_SHA384_HMAC_GENERAL:
+    case CKM_SHA512_HMAC_GENERAL:
     case CKM_SHA256_HMAC:
     case CKM_SHA384_HMAC:
         if (k->kind != KK_HMAC_SHA256 && k->kind != KK_HMAC_SHA384)
             return CKR_KEY_TYPE_INCONSISTENT;
+        if (mech_feature(mi) & VHSM_FEATURE_MECH_PARAMS) {
+            /* any hash with either key size, tag length chosen: vhsmd's hmac with parameters */
+            if ((rv = p11_hmac_params(m, &n.par)) != CKR_OK)
+                return rv;
+            n.alg = "hmac";
+            n.out_len = n.par.mac_len;
+            break;
+        }
         if ((m->mechanism == CKM_SHA256_HMAC) != (k->kind == KK_HMAC_SHA256))
             return CKR_KEY_SIZE_RANGE;
         if (!no_params)
@@ -3377,6 +3487,17 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
     case CKM_RSA_PKCS_OAEP: {
         if (k->kind != KK_RSA)
             return CKR_KEY_TYPE_INCONSISTENT;
+        if (mech_feature(mi) & VHSM_FEATURE_MECH_PARAMS) {
+            /* any hash and MGF1 hash, a label: vhsmd's rsa-oaep decrypts (and checks it) */
+            if ((rv = p11_oaep_params(m, &n.par)) != CKR_OK)
+                return rv;
+            n.alg = "rsa-oaep";
+            n.mgf1 = n.par.mgf;
+            n.rsa_padding = RSA_PKCS1_OAEP_PADDING;
+            n.salt_len = EVP_MD_get_size(n.par.md); /* hLen, for the plaintext bound */
+            n.out_len = rsa_bytes(k);
+            break;
+        }
         if (!m->pParameter || m->ulParameterLen != sizeof(CK_RSA_PKCS_OAEP_PARAMS))
             return CKR_MECHANISM_PARAM_INVALID;
         const CK_RSA_PKCS_OAEP_PARAMS *p = m->pParameter;
@@ -3459,6 +3580,7 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
         LOCKED(s->lock);
         if (k->has_flags && !(k->flags & need_flag[kind])) {
             free(n.aad);
+            p11_par_done(&n.par);
             return CKR_KEY_FUNCTION_NOT_PERMITTED;
         }
     }
@@ -3466,6 +3588,7 @@ static CK_RV op_init(P11Session *sess, OpKind kind, CK_MECHANISM_PTR m, CK_OBJEC
         n.mdctx = EVP_MD_CTX_new();
         if (!n.mdctx || EVP_DigestInit_ex(n.mdctx, n.md, NULL) != 1) {
             EVP_MD_CTX_free(n.mdctx);
+            p11_par_done(&n.par);
             return CKR_HOST_MEMORY;
         }
     }
@@ -3482,8 +3605,7 @@ static bool op_is_aes(const P11Op *op) {
 }
 
 static bool op_multipart(const P11Op *op) {
-    return op->md || op->mech == CKM_EDDSA || op->mech == CKM_SHA256_HMAC ||
-           op->mech == CKM_SHA384_HMAC || op_is_aes(op);
+    return op->md || op->mech == CKM_EDDSA || p11_mech_is_hmac(op->mech) || op_is_aes(op);
 }
 
 static CK_RV op_update(P11Op *op, CK_BYTE_PTR data, CK_ULONG len) {
@@ -3555,13 +3677,14 @@ static CK_RV op_input(P11Op *op, bool single, const uint8_t *data, size_t len, O
     in->n = single ? len : op->len;
     if (!in->p)
         in->p = (const uint8_t *)"";
-    if (op->raw_ex) {
+    if (op->raw_ex && !op->md) {
         /* ECDSA: a hash of 1..64 bytes (truncated as FIPS 186 says); PKCS#1 v1.5: at most
          * k - 11 bytes */
         size_t max = op->mech == CKM_ECDSA ? 64 : rsa_bytes(op->key) - 11;
         return in->n >= 1 && in->n <= max ? CKR_OK : CKR_DATA_LEN_RANGE;
     }
-    size_t want = op_prehash_len(op);
+    size_t want = op->par.on && op->mech == CKM_RSA_PKCS_PSS ? (size_t)EVP_MD_get_size(op->par.md)
+                                                             : op_prehash_len(op);
     if (want && in->n != want)
         return CKR_DATA_LEN_RANGE;
     return CKR_OK;
@@ -3611,11 +3734,31 @@ static CK_RV sign_finish(P11Session *sess, P11Op *op, bool single, const uint8_t
     _cleanup_conn_ Conn x = {.slot = s};
     _cleanup_free_ uint8_t *out = NULL;
     size_t out_len = 0;
+    uint8_t di[19 + EVP_MAX_MD_SIZE];
+    if (op->digestinfo) {
+        /* CKM_SHA224/512_RSA_PKCS: vhsmd pads the DigestInfo built here */
+        size_t pl = 0;
+        const uint8_t *pre = p11_digestinfo_prefix(op->md, &pl);
+        if (!pre || pl + in.n > sizeof(di)) {
+            op_reset(op);
+            return CKR_GENERAL_ERROR;
+        }
+        memcpy(di, pre, pl);
+        memcpy(di + pl, in.p, in.n);
+        in.p = di;
+        in.n += pl;
+    }
+    VhsmParams vp = {.hash = op->par.hash,
+                     .mgf_hash = op->par.mgf_hash,
+                     .salt_len = op->par.salt_len,
+                     .tag_bits = op->par.mac_len * 8};
     x.r = conn_get_for(s, op->key, &x);
-    if (x.r >= 0 && op->raw_ex)
-        x.r =
-            vhsm_sign_ex(x.c, op->key->name, op->mech == CKM_ECDSA ? "ecdsa-raw" : "rsa-pkcs1-raw",
-                         0, NULL, in.p, in.n, &out, &out_len);
+    if (x.r >= 0 && op->par.on)
+        x.r = vhsm_sign_ex(x.c, op->key->name, op->alg, 0, &vp, in.p, in.n, &out, &out_len);
+    else if (x.r >= 0 && op->raw_ex)
+        x.r = vhsm_sign_ex(x.c, op->key->name,
+                           kind_is_ec(op->key->kind) ? "ecdsa-raw" : "rsa-pkcs1-raw", 0, NULL, in.p,
+                           in.n, &out, &out_len);
     else if (x.r >= 0)
         x.r = vhsm_sign(x.c, op->key->name, alg, op->flags, in.p, in.n, &out, &out_len);
     OPENSSL_cleanse(&in, sizeof(in));
@@ -3677,7 +3820,7 @@ static CK_RV verify_local(P11Slot *s, P11Op *op, const OpInput *in, const uint8_
             return CKR_FUNCTION_FAILED;
         const EVP_MD *md = op->md;
         if (!md && op->mech == CKM_RSA_PKCS_PSS)
-            md = op->mgf1;
+            md = op->par.on ? op->par.md : op->mgf1;
         if (md && EVP_PKEY_CTX_set_signature_md(c, md) != 1)
             return CKR_FUNCTION_FAILED;
         if (op->rsa_padding == RSA_PKCS1_PSS_PADDING &&
@@ -3698,13 +3841,17 @@ static CK_RV verify_finish(P11Session *sess, P11Op *op, bool single, const uint8
         rv = op_input(op, single, data, len, &in);
     P11Slot *s = slot_get(sess->slot);
     if (rv == CKR_OK) {
-        if (op->mech == CKM_SHA256_HMAC || op->mech == CKM_SHA384_HMAC) {
+        if (p11_mech_is_hmac(op->mech)) {
             if (siglen != op->out_len)
                 rv = CKR_SIGNATURE_LEN_RANGE;
             else {
                 _cleanup_conn_ Conn x = {.slot = s};
+                VhsmParams vp = {.hash = op->par.hash, .tag_bits = op->par.mac_len * 8};
                 x.r = conn_get_for(s, op->key, &x);
-                if (x.r >= 0)
+                if (x.r >= 0 && op->par.on) /* compared in constant time inside vhsmd */
+                    x.r =
+                        vhsm_verify_ex(x.c, op->key->name, "hmac", 0, &vp, in.p, in.n, sig, siglen);
+                else if (x.r >= 0)
                     x.r = vhsm_verify(x.c, op->key->name, op->alg, op->flags, 0, in.p, in.n, sig,
                                       siglen);
                 rv = p11_rv_from_errno(x.r, P11_CTX_VERIFY);
@@ -3914,12 +4061,19 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
     }
     _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
     size_t outlen = *pulEncryptedDataLen;
-    if (!c || EVP_PKEY_encrypt_init(c) != 1 ||
-        EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) != 1 ||
-        EVP_PKEY_CTX_set_rsa_oaep_md(c, op->mgf1) != 1 ||
-        EVP_PKEY_CTX_set_rsa_mgf1_md(c, op->mgf1) != 1 ||
-        EVP_PKEY_encrypt(c, pEncryptedData, &outlen, pData ? pData : (CK_BYTE_PTR) "", ulDataLen) !=
-            1)
+    bool ok = c && EVP_PKEY_encrypt_init(c) == 1 &&
+              EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) == 1 &&
+              EVP_PKEY_CTX_set_rsa_oaep_md(c, op->par.on ? op->par.md : op->mgf1) == 1 &&
+              EVP_PKEY_CTX_set_rsa_mgf1_md(c, op->mgf1) == 1;
+    if (ok && op->par.label_len) {
+        /* the context owns the label once set0 succeeded */
+        void *label = OPENSSL_memdup(op->par.label, op->par.label_len);
+        ok = label && EVP_PKEY_CTX_set0_rsa_oaep_label(c, label, (int)op->par.label_len) == 1;
+        if (!ok)
+            OPENSSL_free(label);
+    }
+    if (!ok || EVP_PKEY_encrypt(c, pEncryptedData, &outlen, pData ? pData : (CK_BYTE_PTR) "",
+                                ulDataLen) != 1)
         rv = CKR_FUNCTION_FAILED;
     else
         *pulEncryptedDataLen = outlen;
@@ -3982,8 +4136,15 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG
     _cleanup_conn_ Conn x = {.slot = s};
     uint8_t *out = NULL;
     size_t out_len = 0;
+    VhsmParams vp = {.hash = op->par.hash,
+                     .mgf_hash = op->par.mgf_hash,
+                     .label = op->par.label,
+                     .label_len = op->par.label_len};
     x.r = conn_get_for(s, op->key, &x);
-    if (x.r >= 0)
+    if (x.r >= 0 && op->par.on) /* vhsmd checks the label */
+        x.r = vhsm_decrypt_ex(x.c, op->key->name, "rsa-oaep", &vp, pEncryptedData,
+                              ulEncryptedDataLen, &out, &out_len);
+    else if (x.r >= 0)
         x.r = vhsm_decrypt(x.c, op->key->name, op->alg, op->flags, 0, pEncryptedData,
                            ulEncryptedDataLen, NULL, 0, &out, &out_len);
     op_reset(op);

@@ -24,6 +24,7 @@
 #include "token/ear.h"
 #include "token/release.h"
 #include "vhsm/transfer.h"
+#include "vhsm/vault-par.h"
 #include "vlog.h"
 
 struct Dispatch {
@@ -587,6 +588,7 @@ static int get_spec(Req *q, bool type_required, VaultAcl *acl, VaultKeySpec *spe
 
 static int op_ping(Req *q) {
     vhsm_buf_put_u32(q->out, VHSM_TAG_REVISION, VHSM_PROTO_REVISION);
+    vhsm_buf_put_u32(q->out, VHSM_TAG_FEATURES, VHSM_FEATURES_PAR);
     return 0;
 }
 
@@ -1045,6 +1047,11 @@ static int op_object_set(Req *q) {
     return r < 0 ? attrs_fail(q, "object-set", r) : 0;
 }
 
+/* Branch par (below): RSA-OAEP / RSA-PSS / HMAC with parameters, SO PIN reset. */
+static int par_oaep(Req *q, bool encrypt);
+static int par_sign(Req *q, bool sign, const char *alg, const uint8_t *data, size_t data_len,
+                    const uint8_t *sig, size_t sig_len);
+
 /* ENCRYPT_EX / DECRYPT_EX: AES modes with the caller's IV, AAD and tag length (raw output). */
 static int op_crypt_ex(Req *q, bool encrypt) {
     static const char *const modes[_VAULT_AES_MODE_MAX] = {
@@ -1061,8 +1068,11 @@ static int op_crypt_ex(Req *q, bool encrypt) {
     int r;
 
     if ((r = get_name(q)) < 0 ||
-        (r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, alg, sizeof alg)) < 0 ||
-        (r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
+        (r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, alg, sizeof alg)) < 0)
+        return r;
+    if (strcmp(alg, "rsa-oaep") == 0)
+        return par_oaep(q, encrypt);
+    if ((r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
         (r = get_bytes(q, VHSM_TAG_IV, true, &p.iv, &p.iv_len)) < 0 ||
         (r = get_bytes(q, VHSM_TAG_AAD, false, &p.aad, &p.aad_len)) < 0 ||
         (r = get_u32(q, VHSM_TAG_TAG_BITS, false, 0, &p.tag_bits)) < 0 ||
@@ -1111,6 +1121,8 @@ static int op_sign_ex(Req *q, bool sign) {
         (r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
         (!sign && (r = get_bytes(q, VHSM_TAG_SIGNATURE, true, &sig, &sig_len)) < 0))
         return r;
+    if (strcmp(name, "rsa-pss") == 0 || strcmp(name, "hmac") == 0)
+        return par_sign(q, sign, name, data, data_len, sig, sig_len);
     if (strcmp(name, "ecdsa-raw") == 0)
         alg = VAULT_RAW_SIG_ECDSA;
     else if (strcmp(name, "rsa-pkcs1-raw") == 0)
@@ -1130,6 +1142,116 @@ static int op_sign_ex(Req *q, bool sign) {
     if (r < 0)
         return r;
     return put_owned(q, VHSM_TAG_SIGNATURE, out, out_len);
+}
+
+/* ---- branch par: mechanisms with parameters, SO PIN reset (docs/protocol.md) ---- */
+
+/* HASH (required) and MGF_HASH (optional) as names; unknown names are refused by the vault. */
+static int par_hashes(Req *q, char hash[static 16], char mgf[static 16]) {
+    int r;
+    if ((r = get_str(q, VHSM_TAG_HASH, true, 15, hash, 16)) < 0 ||
+        (r = get_str(q, VHSM_TAG_MGF_HASH, false, 15, mgf, 16)) < 0)
+        return r;
+    return 0;
+}
+
+/* ENCRYPT_EX / DECRYPT_EX "rsa-oaep": HASH, MGF_HASH, OAEP_LABEL. */
+static int par_oaep(Req *q, bool encrypt) {
+    const uint8_t *data, *label;
+    size_t data_len, label_len, out_len = 0;
+    char hash[16], mgf[16];
+    uint8_t *out;
+    int r;
+
+    if ((r = get_bytes(q, VHSM_TAG_DATA, true, &data, &data_len)) < 0 ||
+        (r = par_hashes(q, hash, mgf)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_OAEP_LABEL, false, &label, &label_len)) < 0)
+        return r;
+    if (label_len > VHSM_OAEP_LABEL_MAX)
+        return req_fail(q, -EMSGSIZE, "OAEP label longer than %u bytes", VHSM_OAEP_LABEL_MAX);
+    if (!encrypt)
+        vhsm_buf_mark_secret(q->out);
+    out = vhsm_buf_put_reserve(q->out, VHSM_TAG_OUTPUT, 512); /* k <= 512 (RSA-4096) */
+    if (!out)
+        return -ENOMEM;
+    r = vault_rsa_oaep(q->d->vault, q->peer, q->name, encrypt, hash, mgf[0] ? mgf : NULL, label,
+                       label_len, data, data_len, out, 512, &out_len);
+    if (r == -EINVAL)
+        return req_fail(q, r,
+                        "%s: key '%s': rsa-oaep: unknown hash '%s' or MGF1 hash '%s' (sha1, "
+                        "sha224, sha256, sha384, sha512), or a data length the key cannot take",
+                        encrypt ? "encrypt-ex" : "decrypt-ex", q->name, hash, mgf);
+    if (r == -EKEYREJECTED)
+        return req_fail(q, r, "decrypt-ex: key '%s': rsa-oaep: decryption failed", q->name);
+    if (r < 0)
+        return r;
+    vhsm_buf_commit(q->out, out_len);
+    return 0;
+}
+
+/* SIGN_EX / VERIFY_EX "rsa-pss" (HASH, MGF_HASH, SALT_LEN; DATA the digest) and "hmac" (HASH,
+ * MAC_LEN; DATA the message). */
+static int par_sign(Req *q, bool sign, const char *alg, const uint8_t *data, size_t data_len,
+                    const uint8_t *sig, size_t sig_len) {
+    char hash[16], mgf[16];
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    uint32_t n;
+    int r;
+
+    if ((r = par_hashes(q, hash, mgf)) < 0)
+        return r;
+    if (strcmp(alg, "hmac") == 0) {
+        uint8_t tag[64];
+        if ((r = get_u32(q, VHSM_TAG_MAC_LEN, false, 0, &n)) < 0)
+            return r;
+        r = vault_hmac_ex(q->d->vault, q->peer, q->name, hash, n, data, data_len, sign ? NULL : sig,
+                          sig_len, tag, &out_len);
+        if (r == -EINVAL)
+            return req_fail(q, r,
+                            "%s: key '%s': hmac: unknown hash '%s' (sha1, sha224, sha256, "
+                            "sha384, sha512) or a tag length over its size",
+                            sign ? "sign-ex" : "verify-ex", q->name, hash);
+        if (r < 0 || !sign)
+            return r;
+        vhsm_buf_put(q->out, VHSM_TAG_SIGNATURE, tag, out_len);
+        explicit_bzero(tag, sizeof tag);
+        return 0;
+    }
+    if ((r = get_u32(q, VHSM_TAG_SALT_LEN, true, 0, &n)) < 0)
+        return r;
+    r = vault_rsa_pss(q->d->vault, q->peer, q->name, sign, hash, mgf[0] ? mgf : NULL, n, data,
+                      data_len, sig, sig_len, sign ? &out : NULL, sign ? &out_len : NULL);
+    if (r == -EINVAL)
+        return req_fail(q, r,
+                        "%s: key '%s': rsa-pss: unknown hash '%s' or MGF1 hash '%s', a digest "
+                        "that is not %s's size, or a salt of %u bytes over the key's maximum",
+                        sign ? "sign-ex" : "verify-ex", q->name, hash, mgf, hash, n);
+    if (r < 0 || !sign)
+        return r;
+    return put_owned(q, VHSM_TAG_SIGNATURE, out, out_len);
+}
+
+/* TOKEN_RESET_SO_PIN: root only. UID (the token), NEW_PIN. */
+static int par_reset_so_pin(Req *q) {
+    const uint8_t *pin;
+    size_t pin_len;
+    uint32_t uid;
+    int r;
+    if (q->peer->uid != 0)
+        return req_fail(q, -EPERM, "token-reset-so-pin: only root may reset an SO PIN");
+    if ((r = get_u32(q, VHSM_TAG_UID, true, 0, &uid)) < 0 ||
+        (r = get_pin(q, VHSM_TAG_NEW_PIN, &pin, &pin_len)) < 0)
+        return r;
+    r = vault_token_reset_so_pin(q->d->vault, q->peer, (uid_t)uid, pin, pin_len);
+    if (r == -ENOMEDIUM)
+        return req_fail(q, r, "token-reset-so-pin: the token of uid %u is not initialised",
+                        (unsigned)uid);
+    if (r < 0)
+        return r;
+    log_audit_uid((uid_t)uid, "SO PIN of the token of uid %u reset by root (pid %d).",
+                  (unsigned)uid, (int)q->peer->pid);
+    return 0;
 }
 
 static int put_json(Req *q, json_t *j) {
@@ -1800,6 +1922,9 @@ int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const ui
         break;
     case VHSM_OP_VERIFY_EX:
         r = op_sign_ex(&q, false);
+        break;
+    case VHSM_OP_TOKEN_RESET_SO_PIN:
+        r = par_reset_so_pin(&q);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

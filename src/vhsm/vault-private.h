@@ -268,3 +268,8 @@ int keystore_write_content(Keystore *ks, const Secret *content);
 
 /* transfer.c: frees all transfer keys (vault_free). */
 void vault_transfer_free_all(Vault *v);
+
+/* The latest version of name for an operation (vault.c's acquire(): resolution, ACL, the login
+ * rule when need_attest, usage flags, attestation policy), referenced: key_version_unref(). */
+int vault_acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                  uint32_t usage, VaultKeyType *ret_type, KeyVersion **ret);

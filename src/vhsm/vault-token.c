@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/secret.h"
 #include "vault-private.h"
+#include "vhsm/vault-par.h"
 
 struct VaultSession {
     Vault *vault; /* NULL once the vault is freed */
@@ -656,5 +657,53 @@ int vault_set_pin(Vault *v, const VaultPeer *peer, const uint8_t *old_pin, size_
     c.h = &h;
     r = pin_check_then(v, peer, c.user, old_pin, old_len, set_pin_action, &c);
     explicit_bzero(&h, sizeof h);
+    return r;
+}
+
+/* ---- root's recovery of an SO PIN (branch par; vault-par.h) ---- */
+
+int vault_token_reset_so_pin(Vault *v, const VaultPeer *peer, uid_t uid, const uint8_t *pin,
+                             size_t pin_len) {
+    VaultPinHash h, old;
+    uint32_t old_failures;
+    VaultToken *t;
+    int r;
+
+    if (!v || !peer)
+        return -EINVAL;
+    if (peer->uid != 0)
+        return -EPERM;
+    if ((r = pin_length_check(pin, pin_len)) < 0)
+        return r;
+    if ((r = pin_hash_new(v, pin, pin_len, &h)) < 0)
+        return r;
+    (void)pthread_mutex_lock(&v->mutate_lock);
+    (void)pthread_rwlock_wrlock(&v->lock);
+    t = vault_token_find_locked(v, uid);
+    if (!t || t->so.alg == VAULT_PIN_ALG_NONE)
+        r = -ENOMEDIUM;
+    else {
+        old = t->so;
+        old_failures = t->so_failures;
+        t->so = h;
+        t->so_failures = 0;
+        t->generation++;
+        r = vault_persist_locked(v);
+        t = vault_token_find_locked(v, uid);
+        if (r < 0 && t) {
+            t->so = old;
+            t->so_failures = old_failures;
+        }
+        explicit_bzero(&old, sizeof old);
+    }
+    (void)pthread_rwlock_unlock(&v->lock);
+    (void)pthread_mutex_unlock(&v->mutate_lock);
+    explicit_bzero(&h, sizeof h);
+    if (r == 0) {
+        revoke_sessions(v, uid, VAULT_USER_SO);
+        log_notice("AUDIT: SO PIN of the token of uid %u reset by root (pid %d); SO failure "
+                   "counter cleared, keys and user PIN untouched.",
+                   (unsigned)uid, (int)peer->pid);
+    }
     return r;
 }

@@ -2540,6 +2540,12 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     return 0;
 }
 
+/* acquire() for the other vault modules (vault-par.c). */
+int vault_acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                  uint32_t usage, VaultKeyType *ret_type, KeyVersion **ret) {
+    return acquire(v, peer, name, need_attest, usage, 0, ret_type, ret);
+}
+
 int vault_key_export_public(Vault *v, const VaultPeer *peer, const char *name, uint32_t version,
                             VaultPubFormat format, char **ret) {
     _cleanup_(key_version_unrefp) KeyVersion *kv = NULL;

@@ -58,6 +58,8 @@ typedef struct Args {
     const char *use_cgroups[MAX_ACL], *admin_cgroups[MAX_ACL];
     size_t n_use_cgroups, n_admin_cgroups;
     bool acl_given;
+    uint32_t uid; /* token reset-so-pin --uid */
+    bool uid_given;
     char **pos; /* positional arguments after the command words */
     int n_pos;
 } Args;
@@ -99,6 +101,10 @@ static void help(void) {
         "Agent channel (root; the nitride agent does this):\n"
         "  agent wait [--pattern P]... [--wait-ms N]   wait for a job (prints its JSON, or {})\n"
         "  agent done ID [--refused|--unavailable|--timeout] [--message M]\n"
+        "Tokens (root):\n"
+        "  token reset-so-pin --uid N [--in FILE]   set a new SO PIN (first line of stdin or\n"
+        "                                       FILE) on uid N's token and unlock it; keys and\n"
+        "                                       the user PIN stay (audited)\n"
         "  ping\n\n"
         "Exit codes: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable, 4 not found,\n"
         "  5 permission denied, 6 attestation required, 7 verification failed, 8 key exists,\n"
@@ -604,6 +610,34 @@ static int cmd_attestation(VhsmClient *c, const Args *a, const char *sub) {
     return usage("unknown attestation command '%s'", sub);
 }
 
+/* token reset-so-pin --uid N: the new SO PIN is the first line of stdin (or --in FILE). */
+static int cmd_token(VhsmClient *c, const Args *a, const char *sub) {
+    _cleanup_free_ uint8_t *in = NULL;
+    size_t n = 0;
+    int r;
+    if (!streq(sub, "reset-so-pin"))
+        return usage("unknown token command '%s'", sub);
+    if (!a->uid_given)
+        return usage("token reset-so-pin needs --uid N (the token's owner)");
+    if (read_input(a->in, 4096, &in, &n) < 0)
+        return EXIT_FAIL;
+    for (size_t i = 0; i < n; i++)
+        if (in[i] == '\n' || in[i] == '\r') {
+            n = i;
+            break;
+        }
+    r = vhsm_token_reset_so_pin(c, a->uid, in ? in : (const uint8_t *)"", n);
+    if (in)
+        explicit_bzero(in, n);
+    if (r == -ERANGE) {
+        fprintf(stderr, "vhsm: an SO PIN has %d to %d bytes\n", VHSM_PIN_MIN, VHSM_PIN_MAX);
+        return EXIT_INVALID;
+    }
+    if (r < 0)
+        return fail(a, r, "token reset-so-pin", NULL);
+    return EXIT_OK;
+}
+
 static int cmd_agent(VhsmClient *c, const Args *a, const char *sub) {
     int r;
     if (streq(sub, "wait")) {
@@ -682,6 +716,7 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         O_UNAVAILABLE,
         O_TIMEOUT,
         O_MESSAGE,
+        O_UID,
     };
     static const struct option opts[] = {
         {"type", required_argument, NULL, O_TYPE},
@@ -715,6 +750,7 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         {"unavailable", no_argument, NULL, O_UNAVAILABLE},
         {"timeout", no_argument, NULL, O_TIMEOUT},
         {"message", required_argument, NULL, O_MESSAGE},
+        {"uid", required_argument, NULL, O_UID},
         {},
     };
     int c;
@@ -839,6 +875,11 @@ static int parse_cmd_args(int argc, char **argv, Args *a) {
         case O_MESSAGE:
             a->message = optarg;
             break;
+        case O_UID:
+            if (parse_u32(optarg, &a->uid) < 0)
+                return usage("invalid uid '%s'", optarg);
+            a->uid_given = true;
+            break;
         default:
             return EXIT_USAGE;
         }
@@ -890,7 +931,7 @@ int main(int argc, char **argv) {
         return EXIT_OK;
     }
     if (streq(cmd, "key") || streq(cmd, "transfer-key") || streq(cmd, "attestation") ||
-        streq(cmd, "agent")) {
+        streq(cmd, "agent") || streq(cmd, "token")) {
         if (first >= argc)
             return usage("missing %s subcommand", cmd);
         sub = argv[first++];
@@ -904,7 +945,7 @@ int main(int argc, char **argv) {
         static const char *const known[] = {
             "key",    "transfer-key", "attestation",    "encrypt", "decrypt", "sign",
             "verify", "mac",          "mac-verify",     "wrap",    "unwrap",  "pubkey",
-            "random", "ecdh-derive",  "import-release", "ping",    "agent",
+            "random", "ecdh-derive",  "import-release", "ping",    "agent",   "token",
         };
         bool found = false;
         for (size_t i = 0; i < ELEMENTSOF(known); i++)
@@ -927,6 +968,8 @@ int main(int argc, char **argv) {
         r = cmd_attestation(client, &a, sub);
     else if (sub && streq(cmd, "agent"))
         r = cmd_agent(client, &a, sub);
+    else if (sub && streq(cmd, "token"))
+        r = cmd_token(client, &a, sub);
     else if (streq(cmd, "encrypt") || streq(cmd, "decrypt") || streq(cmd, "sign") ||
              streq(cmd, "verify") || streq(cmd, "mac") || streq(cmd, "mac-verify") ||
              streq(cmd, "wrap") || streq(cmd, "unwrap"))

@@ -18,6 +18,7 @@
  *   objects2 SOCK     after a restart: the attributes and flags are still there
  *   revision SOCK     the daemon speaks revision 2
  *   kdf-time SOCK     as a fresh uid on a daemon with the default KDF: prints one login's ms
+ *   mech, so-lock, so-reset: vhsm-token-par.c
  */
 #include <endian.h>
 #include <errno.h>
@@ -521,6 +522,8 @@ static void step_nonkey_quota(const char *sock) {
     vhsm_disconnect(c);
 }
 
+#include "vhsm-token-par.c"
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: vhsm-token-test setup|lock|locked|other|revision|kdf-time SOCK\n");
@@ -550,6 +553,12 @@ int main(int argc, char **argv) {
         step_revision(argv[2]);
     else if (!strcmp(argv[1], "kdf-time"))
         step_kdf_time(argv[2]);
+    else if (!strcmp(argv[1], "mech"))
+        step_mech(argv[2]);
+    else if (!strcmp(argv[1], "so-lock"))
+        step_so_lock(argv[2]);
+    else if (!strcmp(argv[1], "so-reset"))
+        step_so_reset(argv[2]);
     else
         return 2;
     return fails ? 1 : 0;

@@ -33,6 +33,23 @@ as 4242 locked "$SOCK" || fail "locked after restart"
 as 4545 objects2 "$SOCK" || fail "objects after restart"
 as 4646 nonkey2 "$SOCK" || fail "nonkey after restart"
 grep -q "Wrong user PIN for the token of uid 4242 (3 of 3 failures)" "$VHSMD_LOG" || fail "log line"
+# mechanisms with parameters (branch par)
+as 4747 mech "$SOCK" || fail "mechanisms with parameters"
+# root's recovery of a locked SO PIN: refused to the token's own uid (library and CLI), done by
+# root through the CLI, audited; the PIN never reaches the log
+as 4646 so-lock "$SOCK" || fail "so-lock"
+rc=0; printf 'so-pin-0002\n' | H as-user 4646 4646 -- "$VHSM" --socket "$SOCK" token reset-so-pin --uid 4646 || rc=$?
+[ "$rc" = 5 ] || fail "a non-root reset-so-pin: exit $rc, expected 5 (permission denied)"
+rc=0; printf 'so-pin-0002\n' | V token reset-so-pin --uid 4999 2>/dev/null || rc=$?
+[ "$rc" != 0 ] || fail "reset-so-pin of an uninitialised token succeeded"
+rc=0; printf 'ab\n' | V token reset-so-pin --uid 4646 2>/dev/null || rc=$?
+[ "$rc" = 9 ] || fail "a 2-byte SO PIN: exit $rc, expected 9"
+rc=0; V token reset-so-pin 2>/dev/null </dev/null || rc=$?
+[ "$rc" = 2 ] || fail "reset-so-pin without --uid: exit $rc, expected 2"
+printf 'so-pin-0002\n' | V token reset-so-pin --uid 4646 || fail "root's reset-so-pin"
+as 4646 so-reset "$SOCK" || fail "so-reset"
+grep -q "SO PIN of the token of uid 4646 reset by root" "$VHSMD_LOG" || fail "reset not audited"
+! grep -q "so-pin-0002" "$VHSMD_LOG" || fail "the new SO PIN reached the log"
 ! grep -q "wrong-3\|user-pin-1\|so-pin-0001" "$VHSMD_LOG" || fail "a PIN reached the log"
 ! grep -aq "user-pin-1" "$KS" || fail "a PIN in clear in the keystore"
 stop_vhsmd || fail "stop"

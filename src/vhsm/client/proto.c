@@ -140,6 +140,7 @@ bool vhsm_opcode_changes_keys(uint16_t opcode) {
     case VHSM_OP_LOGIN:
     case VHSM_OP_INIT_PIN:
     case VHSM_OP_SET_PIN:
+    case VHSM_OP_TOKEN_RESET_SO_PIN:
     case VHSM_OP_OBJECT_CREATE:
     case VHSM_OP_OBJECT_SET:
     case VHSM_OP_OBJECT_COPY:
@@ -229,6 +230,8 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "sign-ex";
     case VHSM_OP_VERIFY_EX:
         return "verify-ex";
+    case VHSM_OP_TOKEN_RESET_SO_PIN:
+        return "token-reset-so-pin";
     default:
         return "unknown";
     }

@@ -93,6 +93,8 @@ typedef enum VhsmOpcode {
     VHSM_OP_DECRYPT_EX = 0x0071,
     VHSM_OP_SIGN_EX = 0x0072,
     VHSM_OP_VERIFY_EX = 0x0073,
+    /* Revision 2, branch par: root resets a token's SO PIN (docs/protocol.md "Tokens and PINs"). */
+    VHSM_OP_TOKEN_RESET_SO_PIN = 0x0057,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -153,7 +155,20 @@ typedef enum VhsmTag {
     VHSM_TAG_MAX_TRIES = 0x003D,     /* u32 */
     VHSM_TAG_SERIAL = 0x003E,        /* string, 16 hex digits */
     VHSM_TAG_UID = 0x003F,           /* u32 */
+    /* Revision 2, branch par: mechanism parameters (sign-ex, verify-ex, encrypt-ex, decrypt-ex) */
+    VHSM_TAG_HASH = 0x0030,       /* string: sha1 sha224 sha256 sha384 sha512 */
+    VHSM_TAG_MGF_HASH = 0x0031,   /* string: the MGF1 hash (absent: HASH) */
+    VHSM_TAG_SALT_LEN = 0x0032,   /* u32: PSS salt length in bytes */
+    VHSM_TAG_OAEP_LABEL = 0x0033, /* bytes: OAEP label (absent: empty) */
+    VHSM_TAG_FEATURES = 0x0034,   /* u32: VHSM_FEATURE_* (PING reply) */
+    VHSM_TAG_MAC_LEN = 0x0035,    /* u32: HMAC tag length in bytes (absent: the hash's) */
 } VhsmTag;
+
+/* VHSM_TAG_FEATURES bits: what a revision-2 daemon implements beyond the base of revision 2. */
+#define VHSM_FEATURE_MECH_PARAMS (1u << 0)  /* rsa-pss, rsa-oaep, hmac with HASH/MGF/...  */
+#define VHSM_FEATURE_SO_PIN_RESET (1u << 1) /* TOKEN_RESET_SO_PIN */
+#define VHSM_FEATURES_PAR (VHSM_FEATURE_MECH_PARAMS | VHSM_FEATURE_SO_PIN_RESET)
+#define VHSM_OAEP_LABEL_MAX 65536u
 
 #define VHSM_PROTO_REVISION 2u
 #define VHSM_PIN_LEN_MIN 4u

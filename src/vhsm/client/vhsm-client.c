@@ -2065,16 +2065,56 @@ int vhsm_object_list(VhsmClient *c, VhsmObject **ret, size_t *ret_n) {
 
 /* ---- revision 2: mechanisms with caller parameters ---- */
 
+/* Branch par: the parameters of rsa-pss, rsa-oaep and hmac (HASH, MGF_HASH, ...). */
+static void put_par_params(VhsmBuf *b, const char *algorithm, const VhsmParams *p) {
+    vhsm_buf_put_str(b, VHSM_TAG_HASH, p->hash);
+    if (p->mgf_hash)
+        vhsm_buf_put_str(b, VHSM_TAG_MGF_HASH, p->mgf_hash);
+    if (strcmp(algorithm, "rsa-pss") == 0)
+        vhsm_buf_put_u32(b, VHSM_TAG_SALT_LEN, p->salt_len);
+    if (strcmp(algorithm, "hmac") == 0 && p->tag_bits)
+        vhsm_buf_put_u32(b, VHSM_TAG_MAC_LEN, p->tag_bits / 8);
+    if (strcmp(algorithm, "rsa-oaep") == 0 && p->label_len)
+        vhsm_buf_put(b, VHSM_TAG_OAEP_LABEL, p->label, p->label_len);
+}
+
+static bool par_alg(const char *algorithm) {
+    return strcmp(algorithm, "rsa-pss") == 0 || strcmp(algorithm, "hmac") == 0;
+}
+
+static int oaep_ex(VhsmClient *c, uint16_t op, const char *name, const VhsmParams *p,
+                   const void *in, size_t in_len, uint8_t **ret, size_t *ret_len) {
+    Call call;
+    int r;
+    if (!name || !p || !p->hash || !ret || !ret_len || (in_len > 0 && !in) ||
+        (p->label_len > 0 && !p->label) || p->label_len > VHSM_OAEP_LABEL_MAX)
+        return -EINVAL;
+    r = call_begin(&call, c, op);
+    if (r < 0)
+        return r;
+    put_name(&c->out, name);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, "rsa-oaep");
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, in, in_len);
+    put_par_params(&c->out, "rsa-oaep", p);
+    r = call_run(&call);
+    if (r >= 0)
+        r = copy_out(&call, VHSM_TAG_OUTPUT, ret, ret_len);
+    call_end(&call);
+    return r;
+}
+
 static int crypt_ex(VhsmClient *c, uint16_t op, const char *name, const char *algorithm,
                     const VhsmParams *p, const void *in, size_t in_len, uint8_t **ret,
                     size_t *ret_len) {
     Call call;
     int r;
+    if (algorithm && strcmp(algorithm, "rsa-oaep") == 0)
+        return oaep_ex(c, op, name, p, in, in_len, ret, ret_len);
     if (!name || !algorithm || !p || !ret || !ret_len || (in_len > 0 && !in) || !p->iv ||
         p->iv_len == 0 || (p->aad_len > 0 && !p->aad))
         return -EINVAL;
     if (strncmp(algorithm, "aes-", 4) != 0)
-        return -EOPNOTSUPP; /* RSA-OAEP with parameters: not in this revision yet */
+        return -EOPNOTSUPP;
     r = call_begin(&call, c, op);
     if (r < 0)
         return r;
@@ -2110,7 +2150,9 @@ int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigne
                  size_t *ret_sig_len) {
     Call call;
     int r;
-    if (!name || !algorithm || flags || p || !data || len == 0 || !ret_sig || !ret_sig_len)
+    bool par = algorithm && par_alg(algorithm);
+    if (!name || !algorithm || flags || (par ? !p || !p->hash : !!p) || (!data && len) ||
+        (len == 0 && strcmp(algorithm, "hmac") != 0) || !ret_sig || !ret_sig_len)
         return -EINVAL;
     r = call_begin(&call, c, VHSM_OP_SIGN_EX);
     if (r < 0)
@@ -2118,6 +2160,8 @@ int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigne
     put_name(&c->out, name);
     vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
     vhsm_buf_put(&c->out, VHSM_TAG_DATA, data, len);
+    if (par)
+        put_par_params(&c->out, algorithm, p);
     r = call_run(&call);
     if (r >= 0)
         r = copy_out(&call, VHSM_TAG_SIGNATURE, ret_sig, ret_sig_len);
@@ -2130,7 +2174,9 @@ int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsig
                    size_t sig_len) {
     Call call;
     int r;
-    if (!name || !algorithm || flags || p || !data || len == 0 || !sig)
+    bool par = algorithm && par_alg(algorithm);
+    if (!name || !algorithm || flags || (par ? !p || !p->hash : !!p) || (!data && len) ||
+        (len == 0 && strcmp(algorithm, "hmac") != 0) || !sig)
         return -EINVAL;
     r = call_begin(&call, c, VHSM_OP_VERIFY_EX);
     if (r < 0)
@@ -2138,6 +2184,48 @@ int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsig
     put_name(&c->out, name);
     vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
     vhsm_buf_put(&c->out, VHSM_TAG_DATA, data, len);
+    if (par)
+        put_par_params(&c->out, algorithm, p);
     vhsm_buf_put(&c->out, VHSM_TAG_SIGNATURE, sig, sig_len);
+    return call_finish(&call);
+}
+
+/* ---- branch par: features, SO PIN reset ---- */
+
+int vhsm_features(VhsmClient *c, uint32_t *ret) {
+    Call call;
+    uint32_t f = 0;
+    int r;
+    if (!ret)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_PING);
+    if (r < 0)
+        return r;
+    r = call_run(&call);
+    if (r >= 0) {
+        int g = vhsm_body_get_u32(call.body, call.len, VHSM_TAG_FEATURES, &f);
+        if (g == -ENOENT)
+            f = 0; /* a daemon before these features */
+        else if (g < 0) {
+            set_error("malformed features in vhsmd's reply");
+            r = -EPROTO;
+        }
+    }
+    call_end(&call);
+    if (r >= 0)
+        *ret = f;
+    return r;
+}
+
+int vhsm_token_reset_so_pin(VhsmClient *c, uint32_t uid, const void *new_pin, size_t new_len) {
+    Call call;
+    int r = pin_arg_check(new_pin, new_len);
+    if (r < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_TOKEN_RESET_SO_PIN);
+    if (r < 0)
+        return r;
+    vhsm_buf_put_u32(&c->out, VHSM_TAG_UID, uid);
+    vhsm_buf_put(&c->out, VHSM_TAG_NEW_PIN, new_pin, new_len);
     return call_finish(&call);
 }

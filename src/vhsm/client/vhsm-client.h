@@ -366,8 +366,10 @@ int vhsm_logout(VhsmClient *c);
  * user counter (unlocks), revokes user logins. -ERANGE. */
 int vhsm_init_pin(VhsmClient *c, const void *pin, size_t pin_len);
 /* C_SetPIN: the PIN of the user logged in on this connection (SO or USER), or the user PIN when
- * none is. old_pin must match (-EBADE counted, -ENOLCK); revokes the other connections' logins of
- * that user (this one stays logged in). -ERANGE, -ENODATA, -ENOMEDIUM. */
+ * none is. old_pin must match (-EBADE counted, -ENOLCK). Revokes no login: the caller's ticket
+ * (and every connection attached to it) and other processes' logins stay valid (PKCS#11: C_SetPIN
+ * does not log anyone out; docs/pkcs11.md "Tokens, PINs and lockout"). -ERANGE, -ENODATA,
+ * -ENOMEDIUM. */
 int vhsm_set_pin(VhsmClient *c, const void *old_pin, size_t old_len, const void *new_pin,
                  size_t new_len);
 
@@ -482,9 +484,20 @@ int vhsm_encrypt_ex(VhsmClient *c, const char *name, const char *algorithm, cons
                     const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
 int vhsm_decrypt_ex(VhsmClient *c, const char *name, const char *algorithm, const VhsmParams *p,
                     const void *in, size_t in_len, uint8_t **ret, size_t *ret_len);
+/* Mechanisms with free parameters (daemons with VHSM_FEATURE_MECH_PARAMS, see vhsm_features):
+ * - vhsm_encrypt_ex / vhsm_decrypt_ex "rsa-oaep": p->hash ("sha1", "sha224", "sha256", "sha384",
+ *   "sha512"), p->mgf_hash (NULL = hash), p->label / label_len (0..VHSM_OAEP_LABEL_MAX; the
+ *   decryption checks it); iv/aad unused. Decrypt: -EKEYREJECTED on any failure (no oracle).
+ * - vhsm_sign_ex / vhsm_verify_ex "rsa-pss": data = the digest of p->hash, MGF1 with
+ *   p->mgf_hash (NULL = hash), salt p->salt_len bytes (up to emLen - hLen - 2, else -EINVAL).
+ * - vhsm_sign_ex / vhsm_verify_ex "hmac": HMAC with p->hash over data (may be empty) with any
+ *   HMAC key, tag truncated to p->tag_bits / 8 bytes (0 = the full hash size); verify compares in
+ *   constant time inside vhsmd.
+ * Older daemons answer -EOPNOTSUPP (unknown algorithm). */
+#define VHSM_OAEP_LABEL_MAX 65536u
 /* Raw signatures: "ecdsa-raw" (CKM_ECDSA: data = a hash of 1..64 bytes, any hash; signature
  * r || s) and "rsa-pkcs1-raw" (CKM_RSA_PKCS: data = the DigestInfo, at most k - 11 bytes). flags
- * must be 0 and p NULL in this revision. sign: the SIGN flag and the login rule; verify: the
+ * must be 0 and p NULL for these. sign: the SIGN flag and the login rule; verify: the
  * VERIFY flag only (0 valid, -EKEYREJECTED not). For the hashed mechanisms use vhsm_sign /
  * vhsm_verify with VHSM_OP_PREHASHED | VHSM_OP_RAW (| VHSM_OP_RAW_RS for ECDSA): "ecdsa",
  * "rsa-pss-sha256/384", "rsa-pkcs1-sha256/384", "ed25519" (CKM_EDDSA, not prehashed), "hmac".
@@ -496,3 +509,13 @@ int vhsm_sign_ex(VhsmClient *c, const char *name, const char *algorithm, unsigne
 int vhsm_verify_ex(VhsmClient *c, const char *name, const char *algorithm, unsigned flags,
                    const VhsmParams *p, const void *data, size_t len, const void *sig,
                    size_t sig_len);
+
+/* ---- Branch par (issue 12): features and root's SO PIN recovery ---- */
+#define VHSM_FEATURE_MECH_PARAMS (1u << 0)  /* rsa-pss, rsa-oaep, hmac with parameters */
+#define VHSM_FEATURE_SO_PIN_RESET (1u << 1) /* vhsm_token_reset_so_pin */
+/* The daemon's features (VHSM_FEATURE_*, 0 for a daemon that predates them). */
+int vhsm_features(VhsmClient *c, uint32_t *ret);
+/* Root only (-EPERM otherwise): sets a new SO PIN on uid's token, clears its SO failure counter
+ * (unlocks it) and logs its SO sessions out; keys, the user PIN and its counter stay. Audited by
+ * vhsmd. -ENOMEDIUM: the token is not initialised; -ERANGE: PIN length. */
+int vhsm_token_reset_so_pin(VhsmClient *c, uint32_t uid, const void *new_pin, size_t new_len);
