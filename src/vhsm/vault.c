@@ -47,6 +47,7 @@ static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
     [VAULT_KEY_EC_P384] = "ec-p384",         [VAULT_KEY_ED25519] = "ed25519",
     [VAULT_KEY_RSA2048] = "rsa2048",         [VAULT_KEY_RSA3072] = "rsa3072",
     [VAULT_KEY_RSA4096] = "rsa4096",         [VAULT_KEY_RAW] = "raw",
+    [VAULT_KEY_AES128] = "aes128",           [VAULT_KEY_AES192] = "aes192",
 };
 
 static const char *const alg_table[_VAULT_ALG_MAX] = {
@@ -109,6 +110,10 @@ bool vault_key_type_is_asymmetric(VaultKeyType t) {
 
 size_t vault_key_type_secret_size(VaultKeyType t) {
     switch (t) {
+    case VAULT_KEY_AES128:
+        return 16;
+    case VAULT_KEY_AES192:
+        return 24;
     case VAULT_KEY_AES256:
     case VAULT_KEY_HMAC_SHA256:
         return 32;
@@ -492,6 +497,8 @@ int vault_acl_check_caps(const VaultAcl *acl, const VaultPeer *peer) {
  * cached contexts within the cost; the keystore material at most half of it. */
 uint64_t vault_version_cost(VaultKeyType t) {
     switch (t) {
+    case VAULT_KEY_AES128:
+    case VAULT_KEY_AES192:
     case VAULT_KEY_AES256:
     case VAULT_KEY_HMAC_SHA256:
     case VAULT_KEY_HMAC_SHA384:
@@ -1849,6 +1856,8 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
     if (!v || !peer)
         return -EINVAL;
     RESOLVE(peer, name, full);
+    if ((spec->obj_flags & VAULT_OBJ_TRUSTED) && !vault_peer_is_so(peer))
+        return -EPERM; /* CKA_TRUSTED: the SO's to set */
     if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
         return r;
     if (spec->type == VAULT_KEY_RAW)
@@ -1901,6 +1910,8 @@ int vault_key_import_plain(Vault *v, const VaultPeer *peer, const char *name,
     if (!v || !peer || !spec || !value || len == 0)
         return -EINVAL;
     RESOLVE(peer, name, full);
+    if ((spec->obj_flags & VAULT_OBJ_TRUSTED) && !vault_peer_is_so(peer))
+        return -EPERM; /* CKA_TRUSTED: the SO's to set */
     if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0)
         return r;
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
@@ -2115,8 +2126,20 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
     if ((flags_set | flags_clear) & ~VAULT_OBJ_SETTABLE || (flags_set & flags_clear))
         return -EINVAL;
     RESOLVE(peer, name, full);
+    /* CKA_TRUSTED is the SO's (hard-wrap): an SO login may change it, and only it, on a key it
+     * administers (the SO has no user login, so the login rule does not apply to that change). */
+    bool so_trust = (flags_set | flags_clear) & VAULT_OBJ_TRUSTED;
+    if (so_trust &&
+        (!vault_peer_is_so(peer) || (flags_set | flags_clear) != VAULT_OBJ_TRUSTED || n_attrs > 0))
+        return -EPERM;
     WRITE_LOCKED(v);
-    if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
+    if (so_trust) {
+        k = vault_find_locked(v, full);
+        if (!k)
+            return absent_error(peer, full);
+        if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
+            return -EPERM;
+    } else if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
         return r;
     of = k->obj_flags;
     nf = (of | flags_set) & ~flags_clear;
@@ -2126,9 +2149,10 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
             return -EPERM;
         if (!(of & VAULT_OBJ_EXTRACTABLE) && (nf & VAULT_OBJ_EXTRACTABLE))
             return -EPERM;
-        if ((of ^ nf) & (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |
-                         VAULT_OBJ_COPYABLE | VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED))
-            return -EPERM; /* fixed at creation (TRUSTED: needs the SO, not offered yet) */
+        if ((of ^ nf) &
+            ((so_trust ? 0 : VAULT_OBJ_TRUSTED) | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE |
+             VAULT_OBJ_COPYABLE | VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED))
+            return -EPERM; /* fixed at creation (TRUSTED: the SO's, above) */
         if (!(of & VAULT_OBJ_MODIFIABLE))
             return -EPERM;
     }
@@ -2213,6 +2237,10 @@ static char *hex_of(const uint8_t *p, size_t n) {
 /* Key size in bits (AES/HMAC secret length, RSA modulus, EC field; Ed25519 255). */
 static uint32_t key_bits(VaultKeyType t) {
     switch (t) {
+    case VAULT_KEY_AES128:
+        return 128;
+    case VAULT_KEY_AES192:
+        return 192;
     case VAULT_KEY_AES256:
     case VAULT_KEY_HMAC_SHA256:
         return 256;
@@ -2446,8 +2474,9 @@ static uint32_t op_usage(const VaultOp *op, bool encrypt) {
 
 /* Takes a reference on the version an operation uses. need_attest: the operation uses secret
  * or private material, so an `attested` policy applies. version 0 = latest. */
-static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
-                   uint32_t usage, uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
+int vault_acquire_ex(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                     uint32_t usage, uint32_t version, VaultKeyType *ret_type, uint32_t *ret_flags,
+                     KeyVersion **ret) {
     VaultKey *k;
     KeyVersion *kv;
 
@@ -2486,8 +2515,15 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     if (kv->dormant && !kv->pkey)
         return -ENOMEM; /* not loaded: the secure heap was full at start */
     *ret_type = k->type;
+    if (ret_flags)
+        *ret_flags = k->obj_flags;
     *ret = key_version_ref(kv);
     return 0;
+}
+
+static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                   uint32_t usage, uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
+    return vault_acquire_ex(v, peer, name, need_attest, usage, version, ret_type, NULL, ret);
 }
 
 int vault_key_export_public(Vault *v, const VaultPeer *peer, const char *name, uint32_t version,
@@ -3455,6 +3491,20 @@ int vault_random(size_t n, uint8_t **ret) {
 
 /* ---- AES modes with caller parameters (revision 2, the PKCS#11 module) ---- */
 
+/* The cipher of a mode for an AES key of key_len bytes (16, 24, 32), or NULL. */
+const EVP_CIPHER *vault_aes_cipher(VaultAesMode mode, size_t key_len) {
+    static const EVP_CIPHER *(*const t[_VAULT_AES_MODE_MAX][3])(void) = {
+        [VAULT_AES_CBC] = {EVP_aes_128_cbc, EVP_aes_192_cbc, EVP_aes_256_cbc},
+        [VAULT_AES_CBC_PAD] = {EVP_aes_128_cbc, EVP_aes_192_cbc, EVP_aes_256_cbc},
+        [VAULT_AES_CTR] = {EVP_aes_128_ctr, EVP_aes_192_ctr, EVP_aes_256_ctr},
+        [VAULT_AES_GCM] = {EVP_aes_128_gcm, EVP_aes_192_gcm, EVP_aes_256_gcm},
+    };
+    if (mode < 0 || mode >= _VAULT_AES_MODE_MAX ||
+        (key_len != 16 && key_len != 24 && key_len != 32))
+        return NULL;
+    return t[mode][(key_len - 16) / 8]();
+}
+
 static const EVP_CIPHER *aes_mode_cipher(VaultAesMode mode) {
     switch (mode) {
     case VAULT_AES_CBC:
@@ -3531,7 +3581,10 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
     if ((r = acquire(v, peer, name, true, encrypt ? VAULT_OBJ_ENCRYPT : VAULT_OBJ_DECRYPT, 0, &type,
                      &kv)) < 0)
         return r;
-    if (type != VAULT_KEY_AES256)
+    if (type != VAULT_KEY_AES256 && type != VAULT_KEY_AES128 && type != VAULT_KEY_AES192)
+        return -EOPNOTSUPP;
+    if (type != VAULT_KEY_AES256 &&
+        !(cipher = vault_aes_cipher(p->mode, vault_key_type_secret_size(type))))
         return -EOPNOTSUPP;
     ctx = EVP_CIPHER_CTX_new();
     if (!ctx || EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, encrypt) != 1)

@@ -66,6 +66,8 @@ typedef enum VaultKeyType {
     VAULT_KEY_RAW,         /* "raw": opaque bytes (1..VAULT_RAW_MAX), e.g. a LUKS key or a
                             * passphrase; imported only (never generated or rotated), no
                             * cryptographic operation */
+    VAULT_KEY_AES128,      /* "aes128" (hard-wrap: PKCS#11 AES keys of 16 and 24 bytes) */
+    VAULT_KEY_AES192,      /* "aes192" */
     _VAULT_KEY_TYPE_MAX,
     _VAULT_KEY_TYPE_INVALID = -EINVAL,
 } VaultKeyType;

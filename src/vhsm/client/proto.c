@@ -70,6 +70,10 @@ static const struct {
     {ENODATA, VHSM_STATUS_TOKEN_STATE},
     {ENOTEMPTY, VHSM_STATUS_TOKEN_STATE},
     {EIO, VHSM_STATUS_INTERNAL},
+    /* hard-wrap: the reasons a key wrap is refused, and an unwrapped key not of the type asked */
+    {ENOEXEC, VHSM_STATUS_PERMISSION_DENIED},    /* the key to wrap is not extractable */
+    {EBADSLT, VHSM_STATUS_PERMISSION_DENIED},    /* wrap-with-trusted, wrapping key not trusted */
+    {EMEDIUMTYPE, VHSM_STATUS_INVALID_ARGUMENT}, /* unwrapped key: another type or length */
 };
 
 static const char *const status_names[_VHSM_STATUS_MAX] = {
@@ -142,6 +146,8 @@ bool vhsm_opcode_changes_keys(uint16_t opcode) {
     case VHSM_OP_SET_PIN:
     case VHSM_OP_OBJECT_CREATE:
     case VHSM_OP_OBJECT_SET:
+    case VHSM_OP_UNWRAP_KEY:
+    case VHSM_OP_DERIVE_KEY:
         return true;
     default:
         return false;
@@ -226,6 +232,12 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "sign-ex";
     case VHSM_OP_VERIFY_EX:
         return "verify-ex";
+    case VHSM_OP_WRAP_KEY:
+        return "wrap-key";
+    case VHSM_OP_UNWRAP_KEY:
+        return "unwrap-key";
+    case VHSM_OP_DERIVE_KEY:
+        return "derive-key";
     default:
         return "unknown";
     }

@@ -92,6 +92,11 @@ typedef enum VhsmOpcode {
     VHSM_OP_DECRYPT_EX = 0x0071,
     VHSM_OP_SIGN_EX = 0x0072,
     VHSM_OP_VERIFY_EX = 0x0073,
+    /* Revision 2, hard-wrap: key wrapping and derivation into objects (docs/protocol.md "Key
+     * wrapping and derivation"). */
+    VHSM_OP_WRAP_KEY = 0x0074,
+    VHSM_OP_UNWRAP_KEY = 0x0075,
+    VHSM_OP_DERIVE_KEY = 0x0076,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -152,6 +157,13 @@ typedef enum VhsmTag {
     VHSM_TAG_MAX_TRIES = 0x003D,     /* u32 */
     VHSM_TAG_SERIAL = 0x003E,        /* string, 16 hex digits */
     VHSM_TAG_UID = 0x003F,           /* u32 */
+    /* hard-wrap */
+    VHSM_TAG_TARGET_NAME = 0x0048, /* string: WRAP_KEY: the key to wrap */
+    VHSM_TAG_KDF = 0x0049,         /* string: DERIVE_KEY: null | sha1 | sha224 | ... | sha512 */
+    VHSM_TAG_SHARED_DATA = 0x004A, /* bytes: DERIVE_KEY: the KDF's shared data (<= 1024) */
+    VHSM_TAG_EC_POINT = 0x004B,    /* bytes: DERIVE_KEY: the peer's raw SEC1 EC point */
+    VHSM_TAG_VALUE_LEN = 0x004C,   /* u32: UNWRAP_KEY / DERIVE_KEY: the new key's length, bytes */
+    VHSM_TAG_LENGTH_ONLY = 0x004D, /* u8 1: WRAP_KEY: reply LENGTH only, no OUTPUT */
 } VhsmTag;
 
 #define VHSM_PROTO_REVISION 2u
