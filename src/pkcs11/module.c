@@ -120,6 +120,7 @@ typedef enum KeyKind {
     KK_AES,
     KK_HMAC_SHA256,
     KK_HMAC_SHA384,
+    KK_GENERIC, /* hard-wrap: a generic secret of another length (unwrapped): no operation */
     _KK_MAX,
     _KK_INVALID = -22,
 } KeyKind;
@@ -482,6 +483,7 @@ static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
         {"aes192", KK_AES, 192},
         {"hmac-sha256", KK_HMAC_SHA256, 256},
         {"hmac-sha384", KK_HMAC_SHA384, 384},
+        {"generic-secret", KK_GENERIC, 0}, /* bits: from the description */
     };
     for (size_t i = 0; i < ELEMENTSOF(map); i++)
         if (streq(t, map[i].t)) {
@@ -492,7 +494,7 @@ static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
 }
 
 static bool kind_is_secret(KeyKind k) {
-    return k == KK_AES || k == KK_HMAC_SHA256 || k == KK_HMAC_SHA384;
+    return k == KK_AES || k == KK_HMAC_SHA256 || k == KK_HMAC_SHA384 || k == KK_GENERIC;
 }
 
 static bool kind_is_ec(KeyKind k) {
@@ -512,6 +514,7 @@ static CK_KEY_TYPE kind_key_type(KeyKind k) {
         return CKK_AES;
     case KK_HMAC_SHA256:
     case KK_HMAC_SHA384:
+    case KK_GENERIC:
         return CKK_GENERIC_SECRET;
     default:
         return CKK_VENDOR_DEFINED;
@@ -669,6 +672,8 @@ static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type
     }
     k->kind = kind;
     k->bits = bits;
+    if (kind == KK_GENERIC && desc && json_is_integer(json_object_get(desc, "bits")))
+        k->bits = (CK_ULONG)json_integer_value(json_object_get(desc, "bits"));
     k->local = !origin || streq(origin, "generated");
     k->alive = true;
     if (desc && key_update_object_locked(k, desc) < 0) {

@@ -418,6 +418,9 @@ static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
         return req_fail(q, -EOPNOTSUPP,
                         "key '%s' is a raw key (opaque bytes): it has no cryptographic operation",
                         q->name);
+    case VAULT_KEY_GENERIC_SECRET:
+        return req_fail(q, -EOPNOTSUPP,
+                        "key '%s' is a generic secret: it has no cryptographic operation", q->name);
     default:
         return req_fail(q, -EIO, "key '%s' has an unknown type", q->name);
     }

@@ -188,11 +188,16 @@ static int secret_type(const char *type, size_t n, VaultKeyType *ret) {
     VaultKeyType t;
     if (streq(type, "aes"))
         t = n == 16 ? VAULT_KEY_AES128 : n == 24 ? VAULT_KEY_AES192 : VAULT_KEY_AES256;
-    else if (streq(type, "generic-secret"))
-        t = n == 48 ? VAULT_KEY_HMAC_SHA384 : VAULT_KEY_HMAC_SHA256;
+    else if (streq(type, "generic-secret")) /* the HMAC keys' lengths give HMAC keys */
+        t = n == 48   ? VAULT_KEY_HMAC_SHA384
+            : n == 32 ? VAULT_KEY_HMAC_SHA256
+                      : VAULT_KEY_GENERIC_SECRET;
     else
         t = vault_key_type_from_string(type);
-    if (t < 0 || vault_key_type_is_asymmetric(t) || vault_key_type_secret_size(t) != n)
+    if (t == VAULT_KEY_GENERIC_SECRET) {
+        if (n == 0 || n > VAULT_GENERIC_SECRET_MAX)
+            return -EMEDIUMTYPE;
+    } else if (t < 0 || vault_key_type_is_asymmetric(t) || vault_key_type_secret_size(t) != n)
         return -EMEDIUMTYPE;
     *ret = t;
     return 0;
@@ -203,7 +208,7 @@ static bool type_is_secret_name(const char *type) {
     if (streq(type, "aes") || streq(type, "generic-secret"))
         return true;
     t = vault_key_type_from_string(type);
-    return t >= 0 && vault_key_type_secret_size(t) > 0;
+    return t >= 0 && (vault_key_type_secret_size(t) > 0 || t == VAULT_KEY_GENERIC_SECRET);
 }
 
 static bool type_name_known(const char *type) {

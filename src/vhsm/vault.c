@@ -42,12 +42,19 @@
 /* ---- names ---- */
 
 static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
-    [VAULT_KEY_AES256] = "aes256",           [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
-    [VAULT_KEY_HMAC_SHA384] = "hmac-sha384", [VAULT_KEY_EC_P256] = "ec-p256",
-    [VAULT_KEY_EC_P384] = "ec-p384",         [VAULT_KEY_ED25519] = "ed25519",
-    [VAULT_KEY_RSA2048] = "rsa2048",         [VAULT_KEY_RSA3072] = "rsa3072",
-    [VAULT_KEY_RSA4096] = "rsa4096",         [VAULT_KEY_RAW] = "raw",
-    [VAULT_KEY_AES128] = "aes128",           [VAULT_KEY_AES192] = "aes192",
+    [VAULT_KEY_AES256] = "aes256",
+    [VAULT_KEY_HMAC_SHA256] = "hmac-sha256",
+    [VAULT_KEY_HMAC_SHA384] = "hmac-sha384",
+    [VAULT_KEY_EC_P256] = "ec-p256",
+    [VAULT_KEY_EC_P384] = "ec-p384",
+    [VAULT_KEY_ED25519] = "ed25519",
+    [VAULT_KEY_RSA2048] = "rsa2048",
+    [VAULT_KEY_RSA3072] = "rsa3072",
+    [VAULT_KEY_RSA4096] = "rsa4096",
+    [VAULT_KEY_RAW] = "raw",
+    [VAULT_KEY_AES128] = "aes128",
+    [VAULT_KEY_AES192] = "aes192",
+    [VAULT_KEY_GENERIC_SECRET] = "generic-secret",
 };
 
 static const char *const alg_table[_VAULT_ALG_MAX] = {
@@ -502,6 +509,7 @@ uint64_t vault_version_cost(VaultKeyType t) {
     case VAULT_KEY_AES256:
     case VAULT_KEY_HMAC_SHA256:
     case VAULT_KEY_HMAC_SHA384:
+    case VAULT_KEY_GENERIC_SECRET:
         return 4096; /* packed 64-byte slot, KeyVersion, up to 4 cached GCM/HMAC contexts */
     case VAULT_KEY_ED25519:
         return 2048;
@@ -1860,8 +1868,8 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
         return -EPERM; /* CKA_TRUSTED: the SO's to set */
     if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
         return r;
-    if (spec->type == VAULT_KEY_RAW)
-        return -EOPNOTSUPP; /* raw keys are imported only */
+    if (spec->type == VAULT_KEY_RAW || spec->type == VAULT_KEY_GENERIC_SECRET)
+        return -EOPNOTSUPP; /* imported only (generic secrets: unwrapped; no length to make) */
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     {
@@ -1891,6 +1899,11 @@ static int material_from_value(VaultKeyType type, const uint8_t *value, size_t l
     int r;
     if (type == VAULT_KEY_RAW)
         return -EOPNOTSUPP; /* raw keys come only from the KMS */
+    if (type == VAULT_KEY_GENERIC_SECRET) {
+        if (len == 0 || len > VAULT_GENERIC_SECRET_MAX)
+            return -EBADMSG;
+        return secret_new_packed_copy(value, len, &kv->secret);
+    }
     if (n > 0) {
         if (len != n)
             return -EBADMSG;
@@ -2269,7 +2282,11 @@ static int key_object_json(const VaultKey *k, const KeyVersion *latest, json_t *
     json_t *a = json_array();
     if (!a || json_object_set_new(o, "attrs", a) < 0 ||
         json_object_set_new(o, "flags", json_integer(k->obj_flags)) < 0 ||
-        json_object_set_new(o, "bits", json_integer(key_bits(k->type))) < 0)
+        json_object_set_new(
+            o, "bits",
+            json_integer(k->type == VAULT_KEY_GENERIC_SECRET && latest && latest->secret
+                             ? secret_size(latest->secret) * 8
+                             : key_bits(k->type))) < 0)
         return -ENOMEM;
     for (size_t i = 0; i < k->n_attrs; i++) {
         char *h = hex_of(k->attrs[i].value, k->attrs[i].len);

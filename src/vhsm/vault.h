@@ -54,20 +54,24 @@ typedef struct Keystore Keystore;
 typedef struct VaultSession VaultSession; /* a PIN login (vault_login); see "Tokens" below */
 
 typedef enum VaultKeyType {
-    VAULT_KEY_AES256,      /* "aes256" */
-    VAULT_KEY_HMAC_SHA256, /* "hmac-sha256": 32-byte key */
-    VAULT_KEY_HMAC_SHA384, /* "hmac-sha384": 48-byte key */
-    VAULT_KEY_EC_P256,     /* "ec-p256" */
-    VAULT_KEY_EC_P384,     /* "ec-p384" */
-    VAULT_KEY_ED25519,     /* "ed25519" */
-    VAULT_KEY_RSA2048,     /* "rsa2048" */
-    VAULT_KEY_RSA3072,     /* "rsa3072" */
-    VAULT_KEY_RSA4096,     /* "rsa4096" */
-    VAULT_KEY_RAW,         /* "raw": opaque bytes (1..VAULT_RAW_MAX), e.g. a LUKS key or a
-                            * passphrase; imported only (never generated or rotated), no
-                            * cryptographic operation */
-    VAULT_KEY_AES128,      /* "aes128" (hard-wrap: PKCS#11 AES keys of 16 and 24 bytes) */
-    VAULT_KEY_AES192,      /* "aes192" */
+    VAULT_KEY_AES256,         /* "aes256" */
+    VAULT_KEY_HMAC_SHA256,    /* "hmac-sha256": 32-byte key */
+    VAULT_KEY_HMAC_SHA384,    /* "hmac-sha384": 48-byte key */
+    VAULT_KEY_EC_P256,        /* "ec-p256" */
+    VAULT_KEY_EC_P384,        /* "ec-p384" */
+    VAULT_KEY_ED25519,        /* "ed25519" */
+    VAULT_KEY_RSA2048,        /* "rsa2048" */
+    VAULT_KEY_RSA3072,        /* "rsa3072" */
+    VAULT_KEY_RSA4096,        /* "rsa4096" */
+    VAULT_KEY_RAW,            /* "raw": opaque bytes (1..VAULT_RAW_MAX), e.g. a LUKS key or a
+                               * passphrase; imported only (never generated or rotated), no
+                               * cryptographic operation */
+    VAULT_KEY_AES128,         /* "aes128" (hard-wrap: PKCS#11 AES keys of 16 and 24 bytes) */
+    VAULT_KEY_AES192,         /* "aes192" */
+    VAULT_KEY_GENERIC_SECRET, /* "generic-secret": 1..VAULT_GENERIC_SECRET_MAX bytes (PKCS#11
+                               * CKK_GENERIC_SECRET of lengths other than the HMAC keys' 32
+                               * and 48); unwrapped or imported only, no operation of its own:
+                               * wrapped, or used as the value of another key */
     _VAULT_KEY_TYPE_MAX,
     _VAULT_KEY_TYPE_INVALID = -EINVAL,
 } VaultKeyType;
@@ -109,7 +113,8 @@ typedef struct VaultPolicy {
 } VaultPolicy;
 
 #define VAULT_MAX_ATTESTATION_AGE (7u * 24u * 3600u)
-#define VAULT_RAW_MAX 4096u /* bytes of a raw key */
+#define VAULT_RAW_MAX 4096u          /* bytes of a raw key */
+#define VAULT_GENERIC_SECRET_MAX 64u /* bytes of a generic-secret key */
 
 /* The authenticated peer, as established by the daemon (SO_PEERCRED, /proc/PID/cgroup).
  * cgroup may be NULL (unknown): then no cgroup ACL entry can match. */

@@ -517,6 +517,45 @@ static void test_rfc3394_vectors(void **state) {
     }
 }
 
+/* RFC 5649 section 6 known answers (AES-192 KEK; a 20-byte and a 7-byte key): the RFC's
+ * ciphertexts unwrap into generic secrets of those lengths, which wrap again to the same bytes;
+ * RFC 3394 cannot wrap them (CKR_KEY_SIZE_RANGE). */
+static void test_rfc5649_vectors(void **state) {
+    CK_SESSION_HANDLE s = open_rw();
+    static const struct {
+        const char *key, *ct;
+    } v[] = {
+        {"c37b7e6492584340bed12207808941155068f738",
+         "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a"},
+        {"466f7250617369", "afbeb0f07dfbf5419200f2ccb50bb24f"},
+    };
+    uint8_t kek[24];
+    unhex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8", kek, sizeof(kek));
+    CK_OBJECT_HANDLE k = import_aes(s, kek, sizeof(kek), false);
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        uint8_t key[32], ct[40], again[40];
+        size_t kn = unhex(v[i].key, key, sizeof(key)), cn = unhex(v[i].ct, ct, sizeof(ct));
+        CK_OBJECT_HANDLE u = 0;
+        assert_int_equal(unwrap_secret(s, CKM_AES_KEY_WRAP_PAD, k, ct, cn, &kt_generic, kn + 1, &u),
+                         CKR_TEMPLATE_INCONSISTENT); /* CKA_VALUE_LEN is checked */
+        assert_int_equal(unwrap_secret(s, CKM_AES_KEY_WRAP_PAD, k, ct, cn, &kt_generic, kn, &u),
+                         CKR_OK);
+        assert_int_equal(ulong_attr(s, u, CKA_VALUE_LEN), kn);
+        CK_KEY_TYPE kt = 0;
+        CK_ATTRIBUTE ka = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+        assert_int_equal(F->C_GetAttributeValue(s, u, &ka, 1), CKR_OK);
+        assert_int_equal(kt, CKK_GENERIC_SECRET);
+        CK_ULONG an = 0;
+        assert_int_equal(wrap(s, CKM_AES_KEY_WRAP_PAD, k, u, NULL, &an), CKR_OK);
+        assert_int_equal(an, cn);
+        assert_int_equal(wrap(s, CKM_AES_KEY_WRAP_PAD, k, u, again, &an), CKR_OK);
+        assert_memory_equal(again, ct, cn);
+        assert_int_equal(wrap(s, CKM_AES_KEY_WRAP, k, u, NULL, &an), CKR_KEY_SIZE_RANGE);
+        assert_int_equal(F->C_DestroyObject(s, u), CKR_OK);
+    }
+    assert_int_equal(F->C_DestroyObject(s, k), CKR_OK);
+}
+
 /* Blobs made by OpenSSL's RFC 5649 implementation under a known KEK unwrap in the module, and
  * the module's wrap of the key is byte-identical to OpenSSL's (both directions, AES-192 KEK as
  * in RFC 5649's examples). */
@@ -824,10 +863,11 @@ static void test_unwrap_no_plaintext_import(void **state) {
     uint8_t kekv[32] = {9, 8, 7};
     CK_OBJECT_HANDLE imported = import_aes(s, kekv, sizeof(kekv), false);
     CK_OBJECT_HANDLE local = gen_aes(s, 32, false, true, true);
-    CK_OBJECT_HANDLE target = gen_aes(s, 32, true, false, false);
-    CK_ATTRIBUTE lab = {CKA_LABEL, "npi-kek", 7};
+    CK_OBJECT_HANDLE target = gen_aes(s, 24, true, false, false);
+    CK_ATTRIBUTE lab = {CKA_LABEL, "npi-kek", 7}, tlab = {CKA_LABEL, "npi-target", 10};
     assert_int_equal(F->C_SetAttributeValue(s, imported, &lab, 1), CKR_OK);
     assert_int_equal(F->C_SetAttributeValue(s, local, &lab, 1), CKR_OK);
+    assert_int_equal(F->C_SetAttributeValue(s, target, &tlab, 1), CKR_OK);
     uint8_t b1[40], b2[40];
     CK_ULONG n1 = sizeof(b1), n2 = sizeof(b2);
     assert_int_equal(wrap(s, CKM_AES_KEY_WRAP, imported, target, b1, &n1), CKR_OK);
@@ -847,6 +887,7 @@ static void test_unwrap_no_plaintext_import(void **state) {
     assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
     assert_int_equal(nh, 2);
     int ok = 0, refused = 0;
+    CK_OBJECT_HANDLE kl = 0;
     for (CK_ULONG i = 0; i < nh; i++) {
         CK_OBJECT_HANDLE u = 0;
         bool is_local = bool_attr(s, h[i], CKA_LOCAL) == CK_TRUE;
@@ -860,10 +901,29 @@ static void test_unwrap_no_plaintext_import(void **state) {
             assert_int_equal(rv, CKR_KEY_FUNCTION_NOT_PERMITTED);
             refused++;
         }
-        assert_int_equal(F->C_DestroyObject(s, h[i]), CKR_OK);
+        if (is_local)
+            kl = h[i];
+        else
+            assert_int_equal(F->C_DestroyObject(s, h[i]), CKR_OK);
     }
     assert_int_equal(ok, 1);
     assert_int_equal(refused, 1);
+    /* the AES-192 target came back from the keystore as it was: the local KEK wraps it to the
+     * same bytes as before the restart */
+    CK_OBJECT_HANDLE tg = 0;
+    CK_ULONG nk = 0;
+    assert_int_equal(F->C_FindObjectsInit(s, &tlab, 1), CKR_OK);
+    assert_int_equal(F->C_FindObjects(s, &tg, 1, &nk), CKR_OK);
+    assert_int_equal(F->C_FindObjectsFinal(s), CKR_OK);
+    assert_int_equal(nk, 1);
+    assert_int_equal(ulong_attr(s, tg, CKA_VALUE_LEN), 24);
+    uint8_t b3[40];
+    CK_ULONG n3 = sizeof(b3);
+    assert_int_equal(wrap(s, CKM_AES_KEY_WRAP, kl, tg, b3, &n3), CKR_OK);
+    assert_int_equal(n3, n2);
+    assert_memory_equal(b3, b2, n2);
+    assert_int_equal(F->C_DestroyObject(s, kl), CKR_OK);
+    assert_int_equal(F->C_DestroyObject(s, tg), CKR_OK);
     assert_int_equal(F->C_Finalize(NULL), CKR_OK);
     vhsmd_stop();
     vhsmd_start();
@@ -915,6 +975,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_wrap_secret_round_trip, finalize),
         cmocka_unit_test_teardown(test_wrap_private_keys, finalize),
         cmocka_unit_test_teardown(test_rfc3394_vectors, finalize),
+        cmocka_unit_test_teardown(test_rfc5649_vectors, finalize),
         cmocka_unit_test_teardown(test_kwp_against_openssl, finalize),
         cmocka_unit_test_teardown(test_wrap_refusals, finalize),
         cmocka_unit_test_teardown(test_wrap_with_trusted, finalize),
