@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/secret.h"
+#include "vhsm/keystore.h"
 #include "vhsm/vault-wrap.h"
 #include "vhsm/vault.h"
 #include "vault-test-util.h"
@@ -215,11 +216,50 @@ static void test_derive_rules(void **state) {
     vault_free(v);
 }
 
+/* Generic secrets (1..64 bytes) and AES-128/192 keys survive the keystore: the restored vault
+ * wraps them to the same bytes. */
+static void test_keystore_round_trip(void **state) {
+    Vault *v = new_vault(), *w = new_vault();
+    static const uint8_t seven[7] = {'F', 'o', 'r', 'P', 'a', 's', 'i'};
+    const VaultKeySpec gs = {.type = VAULT_KEY_GENERIC_SECRET, .obj_flags = EXTRACTABLE};
+    const char *const names[] = {"g", "a128", "a192"};
+    Secret *content = NULL;
+    (void)state;
+    gen(v, "kek", VAULT_KEY_AES256, KEK_FLAGS);
+    assert_int_equal(vault_key_import_plain(v, &alice, "g", &gs, seven, sizeof(seven)), 0);
+    assert_int_equal(vault_key_import_plain(v, &alice, "g0", &gs, seven, 0), -EINVAL);
+    uint8_t big[65] = {0};
+    assert_int_equal(vault_key_import_plain(v, &alice, "g65", &gs, big, sizeof(big)), -EBADMSG);
+    assert_int_equal(vault_key_generate(v, &alice, "g2", &gs), -EOPNOTSUPP);
+    gen(v, "a128", VAULT_KEY_AES128, EXTRACTABLE);
+    gen(v, "a192", VAULT_KEY_AES192, EXTRACTABLE);
+    json_t *d = NULL;
+    assert_int_equal(vault_key_describe(v, &alice, "g", &d), 0);
+    assert_int_equal(json_integer_value(json_object_get(d, "bits")), 56);
+    json_decref(d);
+    assert_int_equal(keystore_serialize(v, &content), 0);
+    assert_int_equal(keystore_deserialize(w, secret_const_data(content), secret_size(content)), 0);
+    for (size_t i = 0; i < 3; i++) {
+        uint8_t *a = NULL, *b = NULL;
+        size_t an = 0, bn = 0;
+        assert_int_equal(vault_key_wrap(v, &alice, "kek", true, names[i], false, &a, &an), 0);
+        assert_int_equal(vault_key_wrap(w, &alice, "kek", true, names[i], false, &b, &bn), 0);
+        assert_int_equal(an, bn);
+        assert_memory_equal(a, b, an);
+        free(a);
+        free(b);
+    }
+    secret_free(content);
+    vault_free(w);
+    vault_free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wrap_rules),
         cmocka_unit_test(test_unwrap_rules),
         cmocka_unit_test(test_derive_rules),
+        cmocka_unit_test(test_keystore_round_trip),
     };
     secret_set_allow_unlocked(true);
     if (vault_init(0) < 0)
