@@ -2651,7 +2651,7 @@ CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     x.r = conn_get(s, &x);
     if (x.r < 0)
         return wrap_rv(x.r, P11_CTX_KEY);
-    if (need == 0) { /* a private key: PKCS#8 of a length only vhsmd knows (nothing leaves) */
+    if (need == 0 && !pWrappedKey) { /* a private key: PKCS#8 of a length vhsmd knows */
         size_t n = 0;
         x.r = vhsm_wrap_key(x.c, wk->name, alg, tk->name, NULL, &n);
         if (x.r < 0)
@@ -2662,7 +2662,7 @@ CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         *pulWrappedKeyLen = need;
         return CKR_OK;
     }
-    if (*pulWrappedKeyLen < need) {
+    if (need && *pulWrappedKeyLen < need) {
         *pulWrappedKeyLen = need;
         return CKR_BUFFER_TOO_SMALL;
     }
@@ -2671,7 +2671,7 @@ CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     x.r = vhsm_wrap_key(x.c, wk->name, alg, tk->name, &out, &n);
     if (x.r < 0)
         return wrap_rv(x.r, P11_CTX_KEY);
-    if (n > *pulWrappedKeyLen) { /* the key changed in between (rotated): ask again */
+    if (n > *pulWrappedKeyLen) { /* a private key's PKCS#8 longer than the buffer: its length */
         *pulWrappedKeyLen = n;
         free(out);
         return CKR_BUFFER_TOO_SMALL;
