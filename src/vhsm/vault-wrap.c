@@ -10,7 +10,6 @@
 #include "vault-wrap.h"
 
 #include <openssl/core_names.h>
-#include <openssl/encoder.h>
 #include <openssl/err.h>
 #include <openssl/kdf.h>
 #include <openssl/param_build.h>
@@ -19,8 +18,6 @@
 #include "core/alloc.h"
 #include "core/openssl-util.h"
 #include "vhsm/vault-private.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(OSSL_ENCODER_CTX *, OSSL_ENCODER_CTX_free);
 
 bool vault_peer_is_so(const VaultPeer *peer) {
     uint32_t user;
@@ -74,6 +71,204 @@ static int kw_run(bool enc, bool pad, const Secret *key, const uint8_t *in, size
     return 0;
 }
 
+/* ---- PKCS#8 PrivateKeyInfo DER of a vault key, written here ----
+ *
+ * Not with OpenSSL's encoders: those leave copies of the private key in freed heap memory
+ * (docs/vault.md, measured). The components come from EVP_PKEY_todata() (private parts in the
+ * secure heap, cleared on free) and are written straight into a Secret. The output is what
+ * src/vhsm/pkcs8.c accepts: EC with the namedCurve and the public key ([1]), Ed25519, RSA with
+ * two primes. */
+
+static const uint8_t oid_ec[] = {0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+static const uint8_t oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const uint8_t oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+static const uint8_t oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+static const uint8_t oid_rsa[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
+                                  0x0d, 0x01, 0x01, 0x01, 0x05, 0x00}; /* + NULL */
+
+static size_t tlv_len(size_t n) {
+    return 1 + (n < 0x80 ? 1 : n < 0x100 ? 2 : 3) + n;
+}
+
+static uint8_t *put_hdr(uint8_t *p, uint8_t tag, size_t n) {
+    *p++ = tag;
+    if (n < 0x80)
+        *p++ = (uint8_t)n;
+    else if (n < 0x100)
+        *p++ = 0x81, *p++ = (uint8_t)n;
+    else
+        *p++ = 0x82, *p++ = (uint8_t)(n >> 8), *p++ = (uint8_t)n;
+    return p;
+}
+
+static uint8_t *put_bytes(uint8_t *p, const void *v, size_t n) {
+    memcpy(p, v, n);
+    return p + n;
+}
+
+/* A big-endian unsigned integer as DER INTEGER content: no leading zeros, a 0 byte if the top
+ * bit is set. */
+typedef struct DerInt {
+    const uint8_t *be;
+    size_t n;
+    bool pad;
+} DerInt;
+
+static DerInt der_int(const uint8_t *be, size_t n) {
+    while (n > 1 && be[0] == 0)
+        be++, n--;
+    return (DerInt){be, n, n > 0 && (be[0] & 0x80)};
+}
+
+static size_t int_tlv_len(DerInt i) {
+    return tlv_len(i.n + i.pad);
+}
+
+static uint8_t *put_int(uint8_t *p, DerInt i) {
+    p = put_hdr(p, 0x02, i.n + i.pad);
+    if (i.pad)
+        *p++ = 0;
+    return put_bytes(p, i.be, i.n);
+}
+
+/* The bytes of an unsigned-integer parameter, big-endian, at out (room for p->data_size). */
+static size_t param_be(const OSSL_PARAM *p, uint8_t *out) {
+    const uint8_t *d = p->data;
+    const uint16_t one = 1;
+    bool le = *(const uint8_t *)&one == 1;
+    for (size_t i = 0; i < p->data_size; i++)
+        out[i] = le ? d[p->data_size - 1 - i] : d[i];
+    return p->data_size;
+}
+
+static void params_freep(OSSL_PARAM **p) {
+    OSSL_PARAM_free(*p); /* clears the secure (private) part */
+}
+
+static int pkcs8_write(VaultKeyType type, EVP_PKEY *pkey, Secret **ret) {
+    static const char *const rsa_names[8] = {
+        OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+        OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+        OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    _cleanup_(params_freep) OSSL_PARAM *params = NULL;
+    _cleanup_(secret_freep) Secret *comp = NULL, *out = NULL;
+    const OSSL_PARAM *pp[8];
+    size_t n_comp = 0, total = 0, inner, alg_len, off = 0;
+    DerInt ints[9];
+    uint8_t *p;
+    int r;
+
+    if (EVP_PKEY_todata(pkey, EVP_PKEY_KEYPAIR, &params) != 1)
+        return nt_openssl_error(-EIO, "EVP_PKEY_todata");
+    if (type == VAULT_KEY_RSA2048 || type == VAULT_KEY_RSA3072 || type == VAULT_KEY_RSA4096) {
+        for (size_t i = 0; i < 8; i++) {
+            pp[i] = OSSL_PARAM_locate_const(params, rsa_names[i]);
+            if (!pp[i] || pp[i]->data_type != OSSL_PARAM_UNSIGNED_INTEGER ||
+                pp[i]->data_size == 0 || pp[i]->data_size > 1024)
+                return -EIO;
+            total += pp[i]->data_size;
+        }
+        n_comp = 8;
+    } else if (type == VAULT_KEY_EC_P256 || type == VAULT_KEY_EC_P384) {
+        pp[0] = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY);
+        pp[1] = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PUB_KEY);
+        if (!pp[0] || pp[0]->data_type != OSSL_PARAM_UNSIGNED_INTEGER || !pp[1] ||
+            pp[1]->data_type != OSSL_PARAM_OCTET_STRING || pp[0]->data_size > 1024 ||
+            pp[1]->data_size > 1024)
+            return -EIO;
+        total = pp[0]->data_size + 48;
+        n_comp = 2;
+    } else if (type == VAULT_KEY_ED25519) {
+        pp[0] = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY);
+        if (!pp[0] || pp[0]->data_type != OSSL_PARAM_OCTET_STRING || pp[0]->data_size != 32)
+            return -EIO;
+        total = 32;
+        n_comp = 1;
+    } else
+        return -EOPNOTSUPP;
+    /* the private components, big-endian, in a Secret */
+    if ((r = secret_new(total, &comp)) < 0)
+        return r;
+    if (n_comp == 8) {
+        for (size_t i = 0; i < 8; i++) {
+            size_t n = param_be(pp[i], secret_data(comp) + off);
+            ints[i + 1] = der_int(secret_data(comp) + off, n);
+            off += n;
+        }
+        static const uint8_t zero = 0;
+        ints[0] = der_int(&zero, 1);
+        inner = 0;
+        for (size_t i = 0; i < 9; i++)
+            inner += int_tlv_len(ints[i]);
+        inner = tlv_len(inner); /* RSAPrivateKey SEQUENCE */
+        alg_len = tlv_len(sizeof oid_rsa);
+    } else if (n_comp == 2) {
+        size_t fs = type == VAULT_KEY_EC_P256 ? 32 : 48, n;
+        if (pp[0]->data_size > fs + 16)
+            return -EIO;
+        /* d as a fixed-size octet string of the field size (RFC 5915) */
+        uint8_t *d = secret_data(comp);
+        n = param_be(pp[0], d + 48); /* scratch after the fixed field */
+        const uint8_t *dv = d + 48;
+        while (n > fs && *dv == 0)
+            dv++, n--;
+        if (n > fs)
+            return -EIO;
+        memset(d, 0, fs - n);
+        memcpy(d + fs - n, dv, n);
+        explicit_bzero(d + 48, pp[0]->data_size);
+        inner = tlv_len(tlv_len(1) + tlv_len(fs) + tlv_len(tlv_len(pp[1]->data_size + 1)));
+        alg_len = tlv_len(sizeof oid_ec + (fs == 32 ? sizeof oid_p256 : sizeof oid_p384));
+    } else {
+        memcpy(secret_data(comp), pp[0]->data, 32);
+        inner = tlv_len(32);
+        alg_len = tlv_len(sizeof oid_ed25519);
+    }
+    size_t body = tlv_len(1) + alg_len + tlv_len(inner);
+    if ((r = secret_new(tlv_len(body), &out)) < 0)
+        return r;
+    p = secret_data(out);
+    p = put_hdr(p, 0x30, body);
+    p = put_hdr(p, 0x02, 1), *p++ = 0; /* version 0 */
+    if (n_comp == 8) {
+        p = put_hdr(p, 0x30, sizeof oid_rsa);
+        p = put_bytes(p, oid_rsa, sizeof oid_rsa);
+        p = put_hdr(p, 0x04, inner);
+        size_t seq = 0;
+        for (size_t i = 0; i < 9; i++)
+            seq += int_tlv_len(ints[i]);
+        p = put_hdr(p, 0x30, seq);
+        for (size_t i = 0; i < 9; i++)
+            p = put_int(p, ints[i]);
+    } else if (n_comp == 2) {
+        size_t fs = type == VAULT_KEY_EC_P256 ? 32 : 48;
+        const uint8_t *curve = fs == 32 ? oid_p256 : oid_p384;
+        size_t cl = fs == 32 ? sizeof oid_p256 : sizeof oid_p384;
+        p = put_hdr(p, 0x30, sizeof oid_ec + cl);
+        p = put_bytes(p, oid_ec, sizeof oid_ec);
+        p = put_bytes(p, curve, cl);
+        p = put_hdr(p, 0x04, inner);
+        p = put_hdr(p, 0x30, tlv_len(1) + tlv_len(fs) + tlv_len(tlv_len(pp[1]->data_size + 1)));
+        p = put_hdr(p, 0x02, 1), *p++ = 1; /* ECPrivateKey version 1 */
+        p = put_hdr(p, 0x04, fs);
+        p = put_bytes(p, secret_const_data(comp), fs);
+        p = put_hdr(p, 0xa1, tlv_len(pp[1]->data_size + 1));
+        p = put_hdr(p, 0x03, pp[1]->data_size + 1), *p++ = 0; /* no unused bits */
+        p = put_bytes(p, pp[1]->data, pp[1]->data_size);
+    } else {
+        p = put_hdr(p, 0x30, sizeof oid_ed25519);
+        p = put_bytes(p, oid_ed25519, sizeof oid_ed25519);
+        p = put_hdr(p, 0x04, inner);
+        p = put_hdr(p, 0x04, 32);
+        p = put_bytes(p, secret_const_data(comp), 32);
+    }
+    if ((size_t)(p - secret_data(out)) != secret_size(out))
+        return -EIO;
+    *ret = TAKE_PTR(out);
+    return 0;
+}
+
 /* The wrapped form of a key version: raw secret, or PKCS#8 PrivateKeyInfo DER. */
 static int key_plain_form(VaultKeyType type, const KeyVersion *kv, Secret **ret) {
     if (type == VAULT_KEY_RAW)
@@ -82,16 +277,7 @@ static int key_plain_form(VaultKeyType type, const KeyVersion *kv, Secret **ret)
         return secret_new_copy(secret_const_data(kv->secret), secret_size(kv->secret), ret);
     if (!kv->pkey)
         return -ENOMEM; /* dormant */
-    _cleanup_(OSSL_ENCODER_CTX_freep) OSSL_ENCODER_CTX *ectx = OSSL_ENCODER_CTX_new_for_pkey(
-        kv->pkey, OSSL_KEYMGMT_SELECT_KEYPAIR, "DER", "PrivateKeyInfo", NULL);
-    unsigned char *der = NULL;
-    size_t len = 0;
-    int r;
-    if (!ectx || OSSL_ENCODER_to_data(ectx, &der, &len) != 1 || !der)
-        return nt_openssl_error(-EIO, "PKCS#8 encoding");
-    r = secret_new_copy(der, len, ret);
-    OPENSSL_clear_free(der, len);
-    return r;
+    return pkcs8_write(type, kv->pkey, ret);
 }
 
 int vault_key_wrap(Vault *v, const VaultPeer *peer, const char *wrapping, bool pad,
@@ -144,42 +330,22 @@ int vault_key_wrap(Vault *v, const VaultPeer *peer, const char *wrapping, bool p
     return 0;
 }
 
-/* The type of a PKCS#8 PrivateKeyInfo, or -EKEYREJECTED if it is none we hold. */
+/* The type of a PKCS#8 PrivateKeyInfo, or -EKEYREJECTED if it is none we hold. Parsed with the
+ * vault's own DER reader (vault_pkey_from_pkcs8: OpenSSL's decoders would leave copies of the
+ * private key in freed heap memory), trying each asymmetric type. */
 static int pkcs8_type(const uint8_t *der, size_t len, VaultKeyType *ret) {
-    const uint8_t *p = der;
-    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
-    EVP_PKEY *pk = NULL;
-    int r = -EKEYREJECTED;
-    if (p8 && p == der + len)
-        pk = EVP_PKCS82PKEY(p8);
-    PKCS8_PRIV_KEY_INFO_free(p8);
-    if (!pk) {
-        ERR_clear_error();
-        return -EKEYREJECTED;
-    }
-    if (EVP_PKEY_is_a(pk, "ED25519"))
-        *ret = VAULT_KEY_ED25519, r = 0;
-    else if (EVP_PKEY_is_a(pk, "RSA")) {
-        int bits = EVP_PKEY_get_bits(pk);
-        if (bits == 2048 || bits == 3072 || bits == 4096) {
-            *ret = bits == 2048   ? VAULT_KEY_RSA2048
-                   : bits == 3072 ? VAULT_KEY_RSA3072
-                                  : VAULT_KEY_RSA4096;
-            r = 0;
-        }
-    } else if (EVP_PKEY_is_a(pk, "EC")) {
-        char group[64];
-        if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                           NULL)) {
-            if (streq(group, "prime256v1") || streq(group, "P-256"))
-                *ret = VAULT_KEY_EC_P256, r = 0;
-            else if (streq(group, "secp384r1") || streq(group, "P-384"))
-                *ret = VAULT_KEY_EC_P384, r = 0;
+    static const VaultKeyType types[] = {VAULT_KEY_EC_P256, VAULT_KEY_EC_P384, VAULT_KEY_ED25519,
+                                         VAULT_KEY_RSA2048, VAULT_KEY_RSA3072, VAULT_KEY_RSA4096};
+    for (size_t i = 0; i < ELEMENTSOF(types); i++) {
+        EVP_PKEY *pk = NULL;
+        if (vault_pkey_from_pkcs8(types[i], der, len, false, &pk) == 0) {
+            EVP_PKEY_free(pk);
+            *ret = types[i];
+            return 0;
         }
     }
-    EVP_PKEY_free(pk);
     ERR_clear_error();
-    return r;
+    return -EKEYREJECTED;
 }
 
 /* The type a secret of n bytes gets in a family (or the exact type asked), -EMEDIUMTYPE if it

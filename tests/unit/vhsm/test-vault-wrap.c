@@ -12,6 +12,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +217,58 @@ static void test_derive_rules(void **state) {
     vault_free(v);
 }
 
+/* The vault writes PKCS#8 itself (not with OpenSSL's encoder): OpenSSL unwraps the blob with
+ * the known KEK and parses the PKCS#8 into the same key pair (public keys compared), for every
+ * asymmetric type. */
+static void test_pkcs8_against_openssl(void **state) {
+    Vault *v = new_vault();
+    uint8_t kekv[32];
+    static const VaultKeyType types[] = {VAULT_KEY_EC_P256, VAULT_KEY_EC_P384, VAULT_KEY_ED25519,
+                                         VAULT_KEY_RSA2048};
+    (void)state;
+    for (size_t i = 0; i < sizeof(kekv); i++)
+        kekv[i] = (uint8_t)(i ^ 0x5a);
+    assert_int_equal(
+        vault_key_import_plain(v, &alice, "kek",
+                               &(VaultKeySpec){.type = VAULT_KEY_AES256, .obj_flags = KEK_FLAGS},
+                               kekv, sizeof(kekv)),
+        0);
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        char name[16];
+        uint8_t *blob = NULL, *plain = NULL;
+        size_t n = 0;
+        char *pem = NULL;
+        int l = 0, f = 0;
+        snprintf(name, sizeof name, "k%zu", t);
+        gen(v, name, types[t], VAULT_OBJ_SIGN | VAULT_OBJ_EXTRACTABLE);
+        assert_int_equal(vault_key_wrap(v, &alice, "kek", true, name, false, &blob, &n), 0);
+        plain = malloc(n);
+        EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        EVP_CIPHER_CTX_set_flags(c, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+        assert_int_equal(EVP_DecryptInit_ex(c, EVP_aes_256_wrap_pad(), NULL, kekv, NULL), 1);
+        assert_int_equal(EVP_DecryptUpdate(c, plain, &l, blob, (int)n), 1);
+        assert_int_equal(EVP_DecryptFinal_ex(c, plain + l, &f), 1);
+        EVP_CIPHER_CTX_free(c);
+        const uint8_t *q = plain;
+        PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &q, l + f);
+        assert_non_null(p8);
+        assert_ptr_equal(q, plain + l + f); /* exactly one DER object */
+        EVP_PKEY *pk = EVP_PKCS82PKEY(p8);
+        assert_non_null(pk);
+        assert_int_equal(vault_key_export_public(v, &alice, name, 0, VAULT_PUB_PEM, &pem), 0);
+        EVP_PKEY *pub = pem_to_pkey(pem);
+        assert_non_null(pub);
+        assert_int_equal(EVP_PKEY_eq(pk, pub), 1);
+        EVP_PKEY_free(pub);
+        EVP_PKEY_free(pk);
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        free(pem);
+        free(plain);
+        free(blob);
+    }
+    vault_free(v);
+}
+
 /* Generic secrets (1..64 bytes) and AES-128/192 keys survive the keystore: the restored vault
  * wraps them to the same bytes. */
 static void test_keystore_round_trip(void **state) {
@@ -260,6 +313,7 @@ int main(void) {
         cmocka_unit_test(test_unwrap_rules),
         cmocka_unit_test(test_derive_rules),
         cmocka_unit_test(test_keystore_round_trip),
+        cmocka_unit_test(test_pkcs8_against_openssl),
     };
     secret_set_allow_unlocked(true);
     if (vault_init(0) < 0)
