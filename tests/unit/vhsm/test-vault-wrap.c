@@ -14,7 +14,11 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "core/secret.h"
@@ -307,6 +311,97 @@ static void test_keystore_round_trip(void **state) {
     vault_free(v);
 }
 
+/* Counts occurrences of a 32-byte pattern (given XOR 0x5a, so that the pattern itself is not
+ * in memory) in every readable mapping of this process (as test-transfer.c does). */
+static int count_in_memory(const uint8_t masked[32]) {
+    FILE *maps = fopen("/proc/self/maps", "re");
+    int fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC), hits = 0;
+    static uint8_t buf[1 << 20];
+    char line[512];
+    assert_non_null(maps);
+    assert_true(fd >= 0);
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r')
+            continue;
+        if (strstr(line, "[vvar]") || strstr(line, "[vsyscall]") || hi - lo > (256ul << 20))
+            continue;
+        for (unsigned long a = lo; a < hi; a += sizeof buf - 31) {
+            size_t want = hi - a < sizeof buf ? hi - a : sizeof buf;
+            ssize_t n = pread(fd, buf, want, (off_t)a);
+            if (n < 32)
+                break;
+            for (ssize_t i = 0; i + 32 <= n; i++) {
+                if ((uint8_t)(buf[i] ^ 0x5a) != masked[0])
+                    continue;
+                size_t j = 1;
+                while (j < 32 && (uint8_t)(buf[i + j] ^ 0x5a) == masked[j])
+                    j++;
+                if (j == 32)
+                    hits++;
+            }
+            if ((size_t)n < want)
+                break;
+        }
+    }
+    explicit_bzero(buf, sizeof buf);
+    fclose(maps);
+    close(fd);
+    return hits;
+}
+
+/* An EC P-256 key wrapped (the vault writes its PKCS#8) and unwrapped into a second key, both
+ * deleted: no copy of the private scalar may remain in memory, big-endian or in BIGNUM limb
+ * order. This is why the vault does not use OpenSSL's PKCS#8 encoder and decoders here. */
+static void test_no_residue(void **state) {
+    Vault *v = new_vault();
+    uint8_t be[32], le[32], *blob = NULL;
+    size_t n = 0;
+    VaultKeyType got;
+    (void)state;
+    gen(v, "kek", VAULT_KEY_AES256, KEK_FLAGS);
+    {
+        /* PKCS#8 built by hand around a random scalar, in a Secret (see test-transfer.c) */
+        static const uint8_t prefix[] = {0x30, 0x41, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07,
+                                         0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+                                         0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x04,
+                                         0x27, 0x30, 0x25, 0x02, 0x01, 0x01, 0x04, 0x20};
+        Secret *der = NULL;
+        assert_int_equal(secret_new(sizeof prefix + 32, &der), 0);
+        memcpy(secret_data(der), prefix, sizeof prefix);
+        uint8_t *d = secret_data(der) + sizeof prefix;
+        assert_int_equal(RAND_bytes(d, 32), 1);
+        d[0] = (uint8_t)((d[0] & 0x7f) | 0x10);
+        for (size_t i = 0; i < 32; i++) {
+            be[i] = d[i] ^ 0x5a;
+            le[i] = d[31 - i] ^ 0x5a;
+        }
+        assert_int_equal(vault_key_import_plain(
+                             v, &alice, "ec",
+                             &(VaultKeySpec){.type = VAULT_KEY_EC_P256,
+                                             .obj_flags = VAULT_OBJ_SIGN | VAULT_OBJ_EXTRACTABLE},
+                             secret_data(der), secret_size(der)),
+                         0);
+        secret_free(der);
+    }
+    for (int i = 0; i < 3; i++) {
+        free(blob);
+        blob = NULL;
+        assert_int_equal(vault_key_wrap(v, &alice, "kek", true, "ec", false, &blob, &n), 0);
+    }
+    assert_int_equal(vault_key_unwrap(v, &alice, "kek", true, blob, n, "ec", 0, "ec2",
+                                      &(VaultKeySpec){.obj_flags = VAULT_OBJ_SIGN}, false, &got),
+                     0);
+    assert_int_equal(got, VAULT_KEY_EC_P256);
+    free(blob);
+    assert_int_equal(vault_key_delete(v, &alice, "ec"), 0);
+    assert_int_equal(vault_key_delete(v, &alice, "ec2"), 0);
+    assert_int_equal(count_in_memory(be), 0);
+    assert_int_equal(count_in_memory(le), 0);
+    vault_free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wrap_rules),
@@ -314,6 +409,7 @@ int main(void) {
         cmocka_unit_test(test_derive_rules),
         cmocka_unit_test(test_keystore_round_trip),
         cmocka_unit_test(test_pkcs8_against_openssl),
+        cmocka_unit_test(test_no_residue),
     };
     secret_set_allow_unlocked(true);
     if (vault_init(0) < 0)
