@@ -786,6 +786,16 @@ static void test_ecdh_derive(void **state) {
     openssl_gcm_decrypt(k, 16, ct, cl, opt);
     assert_memory_equal(opt, pt, sizeof(pt));
 
+    /* CKD_NULL into AES-128: the shared secret's last 16 bytes (the leading end dropped, as
+     * SoftHSM2 does) */
+    CK_OBJECT_HANDLE kn16 = 0;
+    assert_int_equal(derive(s, apriv, CKD_NULL, NULL, 0, cpt, cpn, &kt_aes, 16, &kn16), CKR_OK);
+    cl = sizeof(ct);
+    assert_int_equal(gcm(s, true, kn16, pt, sizeof(pt), ct, &cl), CKR_OK);
+    openssl_gcm_decrypt(z + 16, 16, ct, cl, opt);
+    assert_memory_equal(opt, pt, sizeof(pt));
+    assert_int_equal(F->C_DestroyObject(s, kn16), CKR_OK);
+
     /* P-384, CKD_NULL, a generic secret of the field size: HMAC-SHA384 keyed with Z */
     CK_OBJECT_HANDLE p384pub, p384priv, kg = 0;
     gen_pair(s, CKM_EC_KEY_PAIR_GEN, oid_p384, sizeof(oid_p384), false, true, &p384pub, &p384priv);
