@@ -1590,6 +1590,11 @@ static int wrap_fail(Req *q, const char *op, int r) {
         return req_fail(q, r, "%s: the key is not of the type or length asked for", op);
     case -EOPNOTSUPP:
         return req_fail(q, r, "%s: a key of the wrong type (AES wrapping keys, EC base keys)", op);
+    case -EINVAL:
+        return req_fail(q, r,
+                        "%s: invalid arguments (the new key's type or family, its flags, or "
+                        "attributes vhsmd owns or gives twice)",
+                        op);
     default:
         return attrs_fail(q, op, r);
     }
