@@ -34,8 +34,9 @@ static bool token_opcode(uint16_t op, const uint8_t *body, size_t len) {
     char type[32];
     if ((op >= VHSM_OP_TOKEN_INFO && op <= VHSM_OP_SET_PIN) || op == VHSM_OP_TOKEN_RESET_SO_PIN)
         return true;
-    if (op == VHSM_OP_OBJECT_SET || op == VHSM_OP_OBJECT_COPY || op == VHSM_OP_KEY_DELETE)
-        return true;
+    if (op == VHSM_OP_OBJECT_SET || op == VHSM_OP_OBJECT_COPY || op == VHSM_OP_KEY_DELETE ||
+        op == VHSM_OP_UNWRAP_KEY || op == VHSM_OP_DERIVE_KEY)
+        return true; /* UNWRAP_KEY, DERIVE_KEY (branch wrap): they create keys */
     /* data objects, certificates and public keys (branch obj): values checked by OpenSSL */
     if (op == VHSM_OP_OBJECT_CREATE)
         return vhsm_body_validate(body, len) == 0 &&
@@ -89,6 +90,7 @@ static bool mutating(uint16_t op) {
     case VHSM_OP_DECRYPT_EX:
     case VHSM_OP_SIGN_EX:
     case VHSM_OP_VERIFY_EX:
+    case VHSM_OP_WRAP_KEY:
     case 0x7777: /* an unknown opcode */
         return false;
     default:
@@ -184,7 +186,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (vault_new(&tvault) < 0 || vault_set_pin_policy(tvault, 3, 1000) < 0 ||
                     dispatch_new(tvault, &tdispatch) < 0 ||
                     vault_key_generate(tvault, &tvp, "aes",
-                                       &(VaultKeySpec){.type = VAULT_KEY_AES256}) < 0)
+                                       &(VaultKeySpec){.type = VAULT_KEY_AES256}) < 0 ||
+                    vault_key_generate(tvault, &tvp, "ec",
+                                       &(VaultKeySpec){.type = VAULT_KEY_EC_P256}) < 0)
                     abort();
             }
             dispatch_checked(tdispatch, h.code == VHSM_OP_TOKEN_RESET_SO_PIN ? &troot : &tpeer, &h,

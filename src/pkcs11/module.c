@@ -44,6 +44,7 @@
 #include "rv.h"
 #include "objects.h"
 #include "template.h"
+#include "wrap.h"
 #include "vhsm-client.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -121,8 +122,9 @@ typedef enum KeyKind {
     KK_AES,
     KK_HMAC_SHA256,
     KK_HMAC_SHA384,
-    KK_DATA, /* CKO_DATA (branch obj) */
-    KK_CERT, /* CKO_CERTIFICATE, X.509 */
+    KK_DATA,    /* CKO_DATA (branch obj) */
+    KK_CERT,    /* CKO_CERTIFICATE, X.509 */
+    KK_GENERIC, /* hard-wrap: a generic secret of another length (unwrapped): no operation */
     _KK_MAX,
     _KK_INVALID = -22,
 } KeyKind;
@@ -568,10 +570,13 @@ static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
         {"rsa3072", KK_RSA, 3072},
         {"rsa4096", KK_RSA, 4096},
         {"aes256", KK_AES, 256},
+        {"aes128", KK_AES, 128},
+        {"aes192", KK_AES, 192},
         {"hmac-sha256", KK_HMAC_SHA256, 256},
         {"hmac-sha384", KK_HMAC_SHA384, 384},
         {"data", KK_DATA, 0},
         {"cert", KK_CERT, 0},
+        {"generic-secret", KK_GENERIC, 0}, /* bits: from the description */
     };
     for (size_t i = 0; i < ELEMENTSOF(map); i++)
         if (streq(t, map[i].t)) {
@@ -582,7 +587,7 @@ static KeyKind kind_from_type(const char *t, CK_ULONG *ret_bits) {
 }
 
 static bool kind_is_secret(KeyKind k) {
-    return k == KK_AES || k == KK_HMAC_SHA256 || k == KK_HMAC_SHA384;
+    return k == KK_AES || k == KK_HMAC_SHA256 || k == KK_HMAC_SHA384 || k == KK_GENERIC;
 }
 
 /* Data objects and certificates: one object (ROLE_PRIV handle), no key. */
@@ -632,6 +637,7 @@ static CK_KEY_TYPE kind_key_type(KeyKind k) {
         return CKK_AES;
     case KK_HMAC_SHA256:
     case KK_HMAC_SHA384:
+    case KK_GENERIC:
         return CKK_GENERIC_SECRET;
     default:
         return CKK_VENDOR_DEFINED;
@@ -821,6 +827,8 @@ static int slot_key_upsert_locked(P11Slot *s, const char *name, const char *type
     k->kind = kind;
     k->bits = bits;
     k->pub_only = pub_only;
+    if (kind == KK_GENERIC && desc && json_is_integer(json_object_get(desc, "bits")))
+        k->bits = (CK_ULONG)json_integer_value(json_object_get(desc, "bits"));
     k->local = !origin || streq(origin, "generated");
     k->alive = true;
     if (desc && key_update_object_locked(k, desc) < 0) {
@@ -1302,7 +1310,7 @@ static const MechInfo mechs[] = {
     {CKM_EC_KEY_PAIR_GEN, 256, 384, CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS, 1},
     {CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_HW | CKF_GENERATE_KEY_PAIR, 1},
     {CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 4096, CKF_HW | CKF_GENERATE_KEY_PAIR, 1},
-    {CKM_AES_KEY_GEN, 32, 32, CKF_HW | CKF_GENERATE, 1},
+    {CKM_AES_KEY_GEN, 16, 32, CKF_HW | CKF_GENERATE, 1}, /* 16, 24: hard-wrap's aes128/192 */
     {CKM_GENERIC_SECRET_KEY_GEN, 32, 48, CKF_HW | CKF_GENERATE, 1},
     {CKM_ECDSA, 256, 384, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS, 1},
     {CKM_ECDSA_SHA256, 256, 256, CKF_HW | CKF_SIGN | CKF_VERIFY | EC_FLAGS, 1},
@@ -1320,10 +1328,14 @@ static const MechInfo mechs[] = {
     {CKM_SHA256, 0, 0, CKF_DIGEST, 1},
     {CKM_SHA384, 0, 0, CKF_DIGEST, 1},
     {CKM_SHA512, 0, 0, CKF_DIGEST, 1},
-    {CKM_AES_GCM, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
-    {CKM_AES_CBC, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
-    {CKM_AES_CBC_PAD, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
-    {CKM_AES_CTR, 32, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    {CKM_AES_GCM, 16, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    {CKM_AES_CBC, 16, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    {CKM_AES_CBC_PAD, 16, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    {CKM_AES_CTR, 16, 32, CKF_HW | CKF_ENCRYPT | CKF_DECRYPT, 2},
+    /* hard-wrap */
+    {CKM_AES_KEY_WRAP, 16, 32, CKF_HW | CKF_WRAP | CKF_UNWRAP, 2},
+    {CKM_AES_KEY_WRAP_PAD, 16, 32, CKF_HW | CKF_WRAP | CKF_UNWRAP, 2},
+    {CKM_ECDH1_DERIVE, 256, 384, CKF_HW | CKF_DERIVE | EC_FLAGS, 2},
 };
 
 /* Branch par: mechanisms that need a feature of vhsmd beyond its revision (VHSM_FEATURE_*),
@@ -2864,9 +2876,10 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
     KeyKind kind;
     switch (t.key_type) {
     case CKK_AES:
-        if (t.value_size != 32)
-            return CKR_ATTRIBUTE_VALUE_INVALID; /* vhsmd holds AES-256 keys only */
-        vtype = "aes256", kind = KK_AES;
+        if (t.value_size != 16 && t.value_size != 24 && t.value_size != 32)
+            return CKR_ATTRIBUTE_VALUE_INVALID;
+        vtype = t.value_size == 16 ? "aes128" : t.value_size == 24 ? "aes192" : "aes256";
+        kind = KK_AES;
         break;
     case CKK_GENERIC_SECRET:
         if (t.value_size != 32 && t.value_size != 48)
@@ -3009,6 +3022,8 @@ static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTe
     f = tri_apply(f, vt->private_, VHSM_OBJ_PRIVATE);
     f = tri_apply(f, vt->modifiable, VHSM_OBJ_MODIFIABLE);
     f = tri_apply(f | VHSM_OBJ_COPYABLE, vt->copyable, VHSM_OBJ_COPYABLE); /* default true */
+    f = tri_apply(f, vt->trusted, VHSM_OBJ_TRUSTED);
+    f = tri_apply(f, vt->wrap_with_trusted, VHSM_OBJ_WRAP_WITH_TRUSTED);
     return f;
 }
 
@@ -3019,6 +3034,11 @@ static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTe
 static CK_RV gen_key(P11Session *sess, const char *vtype, KeyKind kind, const P11KeyTemplate *pt,
                      const P11KeyTemplate *vt, const void *value, size_t value_len, int *ret_idx) {
     P11Slot *s = slot_get(sess->slot);
+    if (vt->trusted == P11_TRI_TRUE) {
+        LOCKED(s->lock);
+        if (s->user != CKU_SO)
+            return CKR_ATTRIBUTE_READ_ONLY; /* CKA_TRUSTED: the SO's to set (vhsmd checks too) */
+    }
     _cleanup_conn_ Conn x = {.slot = s};
     bool session = vt->token == P11_TRI_FALSE; /* a session object lives on the sobj connection */
     x.r = session ? conn_get_sobj(s, &x, true) : conn_get(s, &x);
@@ -3110,9 +3130,10 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     CK_KEY_TYPE type;
     switch (pMechanism->mechanism) {
     case CKM_AES_KEY_GEN:
-        if (t.value_len != 32)
+        if (t.value_len != 16 && t.value_len != 24 && t.value_len != 32)
             return t.value_len == 0 ? CKR_TEMPLATE_INCOMPLETE : CKR_KEY_SIZE_RANGE;
-        vtype = "aes256", kind = KK_AES, type = CKK_AES;
+        vtype = t.value_len == 16 ? "aes128" : t.value_len == 24 ? "aes192" : "aes256";
+        kind = KK_AES, type = CKK_AES;
         break;
     case CKM_GENERIC_SECRET_KEY_GEN:
         if (t.value_len == 0)
@@ -3214,13 +3235,217 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     return CKR_OK;
 }
 
+/* ---- hard-wrap: wrapping and derivation (src/pkcs11/wrap.c has the parameter parsing) ------ */
+
+/* The rules of C_WrapKey / C_UnwrapKey / C_DeriveKey that the errno table cannot know (which
+ * key a permission or a length is about). */
+static CK_RV wrap_rv(int r, P11Ctx ctx) {
+    if (r == -ERANGE)
+        return ctx == P11_CTX_UNWRAP   ? CKR_WRAPPED_KEY_LEN_RANGE
+               : ctx == P11_CTX_CREATE ? CKR_TEMPLATE_INCONSISTENT
+                                       : CKR_KEY_SIZE_RANGE;
+    if (r == -EPERM)
+        return CKR_KEY_FUNCTION_NOT_PERMITTED; /* a usage flag or the ACL of the key used */
+    if (r == -EBADRQC)
+        return CKR_FUNCTION_NOT_SUPPORTED; /* a vhsmd without hard-wrap's operations */
+    return p11_rv_from_errno(r, ctx);
+}
+
 CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                 CK_OBJECT_HANDLE hWrappingKey, CK_OBJECT_HANDLE hKey, CK_BYTE_PTR pWrappedKey,
                 CK_ULONG_PTR pulWrappedKeyLen) {
     SESSION_OR_RETURN(hSession);
     if (!pMechanism || !pulWrappedKeyLen)
         return CKR_ARGUMENTS_BAD;
-    return CKR_MECHANISM_INVALID;
+    P11Slot *s = slot_get(sess->slot);
+    const char *alg = p11_kw_alg(pMechanism->mechanism);
+    if (!alg || !mech_find(s, pMechanism->mechanism))
+        return CKR_MECHANISM_INVALID;
+    CK_RV rv = p11_kw_params_check(pMechanism);
+    if (rv != CKR_OK)
+        return rv;
+    unsigned wrole = 0, trole = 0;
+    P11Key *wk = object_key(sess->slot, hWrappingKey, &wrole);
+    if (!wk)
+        return CKR_WRAPPING_KEY_HANDLE_INVALID;
+    P11Key *tk = object_key(sess->slot, hKey, &trole);
+    if (!tk)
+        return CKR_KEY_HANDLE_INVALID;
+    if (wk->kind != KK_AES)
+        return CKR_WRAPPING_KEY_TYPE_INCONSISTENT;
+    if (trole == ROLE_PUB)
+        return CKR_KEY_NOT_WRAPPABLE; /* a public key is not wrapped: it is public */
+    bool pad = pMechanism->mechanism == CKM_AES_KEY_WRAP_PAD;
+    size_t need = 0;
+    {
+        LOCKED(s->lock);
+        if (wk->has_flags && !(wk->flags & VHSM_OBJ_WRAP))
+            return CKR_KEY_FUNCTION_NOT_PERMITTED;
+        if (tk->has_flags && !(tk->flags & VHSM_OBJ_EXTRACTABLE))
+            return CKR_KEY_UNEXTRACTABLE;
+        if (tk->has_flags && wk->has_flags && (tk->flags & VHSM_OBJ_WRAP_WITH_TRUSTED) &&
+            !(wk->flags & VHSM_OBJ_TRUSTED))
+            return CKR_KEY_NOT_WRAPPABLE;
+        /* A secret key's wrapped length is known here: no round trip for a length query. */
+        if (kind_is_secret(tk->kind) && !(need = p11_kw_wrapped_len(pad, tk->bits / 8)))
+            return CKR_KEY_SIZE_RANGE;
+    }
+    _cleanup_conn_ Conn x = {.slot = s};
+    x.r = conn_get(s, &x);
+    if (x.r < 0)
+        return wrap_rv(x.r, P11_CTX_KEY);
+    if (need == 0 && !pWrappedKey) { /* a private key: PKCS#8 of a length vhsmd knows */
+        size_t n = 0;
+        x.r = vhsm_wrap_key(x.c, wk->name, alg, tk->name, NULL, &n);
+        if (x.r < 0)
+            return wrap_rv(x.r, P11_CTX_KEY);
+        need = n;
+    }
+    if (!pWrappedKey) {
+        *pulWrappedKeyLen = need;
+        return CKR_OK;
+    }
+    if (need && *pulWrappedKeyLen < need) {
+        *pulWrappedKeyLen = need;
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    uint8_t *out = NULL;
+    size_t n = 0;
+    x.r = vhsm_wrap_key(x.c, wk->name, alg, tk->name, &out, &n);
+    if (x.r < 0)
+        return wrap_rv(x.r, P11_CTX_KEY);
+    if (n > *pulWrappedKeyLen) { /* a private key's PKCS#8 longer than the buffer: its length */
+        *pulWrappedKeyLen = n;
+        free(out);
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    memcpy(pWrappedKey, out, n);
+    *pulWrappedKeyLen = n;
+    free(out);
+    return CKR_OK;
+}
+
+/* A new key made by vhsmd (unwrap, derive) under a name from the label, as gen_key names keys;
+ * make() runs the request for one candidate name and returns 0 or a negative errno. */
+typedef int (*MakeKeyFn)(VhsmClient *c, const char *name, void *userdata);
+static int make_named_key(VhsmClient *c, const P11KeyTemplate *t, MakeKeyFn make, void *userdata,
+                          char full[static 160]) {
+    const char *label = t->has_label ? t->label : NULL;
+    char name[140];
+    int r = -EEXIST;
+    for (int tries = 0; r == -EEXIST && tries < 5; tries++) {
+        if (tries == 0 && label && vhsm_name_ok(label))
+            snprintf(name, sizeof(name), "%s", label);
+        else {
+            uint8_t rnd[8];
+            if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+                return -EIO;
+            snprintf(name, sizeof(name), "p11-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+                     rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+        }
+        r = make(c, name, userdata);
+    }
+    if (r >= 0)
+        snprintf(full, 160, "%u/%s", (unsigned)geteuid(), name);
+    return r;
+}
+
+/* Adds the key vhsmd just made to the slot's table, with its flags and attributes. */
+static CK_RV adopt_new_key(P11Slot *s, VhsmClient *c, const char *full, const char *vtype,
+                           const char *origin, CK_OBJECT_HANDLE *ret, CK_SLOT_ID slot) {
+    _cleanup_free_ char *desc_text = NULL;
+    json_t *desc = NULL;
+    if (vhsm_key_info(c, full, &desc_text) >= 0)
+        desc = json_loads(desc_text, 0, NULL);
+    LOCKED(s->lock);
+    int idx = slot_key_upsert_locked(s, full, vtype, NULL, origin, desc);
+    json_decref(desc);
+    if (idx < 0)
+        return CKR_HOST_MEMORY;
+    *ret = HANDLE(slot, idx, ROLE_PRIV);
+    return CKR_OK;
+}
+
+/* The object spec of a new key from its template (flags, CKA_LABEL, CKA_ID). */
+static void new_key_spec(KeyKind kind, const P11KeyTemplate *t, const char *vtype,
+                         VhsmAttr attrs[2], VhsmObjectSpec *ret) {
+    size_t n = 0;
+    if (t->has_label)
+        attrs[n++] = (VhsmAttr){CKA_LABEL, t->label, strlen(t->label)};
+    if (t->has_id)
+        attrs[n++] = (VhsmAttr){CKA_ID, t->id, t->id_len};
+    *ret = (VhsmObjectSpec){
+        .type = vtype, .flags = gen_flags(kind, NULL, t), .attrs = attrs, .n_attrs = n};
+}
+
+/* What the template of an unwrapped or derived key asks for: vhsmd's type (or family) and the
+ * kind its checks use. */
+static CK_RV new_key_type(const P11KeyTemplate *t, const char **ret_vtype, KeyKind *ret_kind) {
+    if (!t->has_class || !t->has_key_type)
+        return CKR_TEMPLATE_INCOMPLETE;
+    if (t->value || t->rsa[0] || no_components(t) != CKR_OK)
+        return CKR_TEMPLATE_INCONSISTENT; /* the value comes from the wrapped key */
+    if (t->cls == CKO_SECRET_KEY) {
+        if (t->key_type == CKK_AES)
+            *ret_vtype = "aes", *ret_kind = KK_AES;
+        else if (t->key_type == CKK_GENERIC_SECRET)
+            *ret_vtype = "generic-secret",
+            *ret_kind = t->value_len == 48 ? KK_HMAC_SHA384 : KK_HMAC_SHA256;
+        else
+            return CKR_TEMPLATE_INCONSISTENT;
+        return CKR_OK;
+    }
+    if (t->cls != CKO_PRIVATE_KEY || t->value_len)
+        return CKR_TEMPLATE_INCONSISTENT;
+    switch (t->key_type) {
+    case CKK_EC:
+        if (t->curve == P11_CURVE_ED25519)
+            return CKR_TEMPLATE_INCONSISTENT;
+        *ret_vtype = t->curve == P11_CURVE_P256   ? "ec-p256"
+                     : t->curve == P11_CURVE_P384 ? "ec-p384"
+                                                  : "ec";
+        *ret_kind = t->curve == P11_CURVE_P384 ? KK_EC_P384 : KK_EC_P256;
+        return CKR_OK;
+    case CKK_EC_EDWARDS:
+        *ret_vtype = "ed25519", *ret_kind = KK_ED25519;
+        return CKR_OK;
+    case CKK_RSA:
+        *ret_vtype = "rsa", *ret_kind = KK_RSA;
+        return CKR_OK;
+    default:
+        return CKR_TEMPLATE_INCONSISTENT;
+    }
+}
+
+/* Checks shared by unwrap and derive: the template's policy, the SO's CKA_TRUSTED, a
+ * read-write session. */
+static CK_RV new_key_check(P11Session *sess, const P11KeyTemplate *t, KeyKind kind) {
+    CK_RV rv = gen_template_check(t, t->cls, t->key_type, kind);
+    if (rv != CKR_OK)
+        return rv;
+    if (t->trusted == P11_TRI_TRUE) {
+        P11Slot *s = slot_get(sess->slot);
+        LOCKED(s->lock);
+        if (s->user != CKU_SO)
+            return CKR_ATTRIBUTE_READ_ONLY; /* CKA_TRUSTED: the SO's to set */
+    }
+    if (!(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY;
+    return CKR_OK;
+}
+
+typedef struct UnwrapReq {
+    const char *ukey, *alg;
+    const void *wrapped;
+    size_t wrapped_len, value_len;
+    const VhsmObjectSpec *spec;
+    char got[24];
+} UnwrapReq;
+
+static int unwrap_make(VhsmClient *c, const char *name, void *userdata) {
+    UnwrapReq *u = userdata;
+    return vhsm_unwrap_key(c, u->ukey, u->alg, u->wrapped, u->wrapped_len, name, u->spec,
+                           u->value_len, u->got, sizeof u->got);
 }
 
 CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
@@ -3228,21 +3453,138 @@ CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                   CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulAttributeCount,
                   CK_OBJECT_HANDLE_PTR phKey) {
     SESSION_OR_RETURN(hSession);
-    if (!pMechanism || !phKey || (!pWrappedKey && ulWrappedKeyLen))
+    if (!pMechanism || !phKey || !pWrappedKey || (!pTemplate && ulAttributeCount))
         return CKR_ARGUMENTS_BAD;
-    return CKR_MECHANISM_INVALID;
+    P11Slot *s = slot_get(sess->slot);
+    const char *alg = p11_kw_alg(pMechanism->mechanism);
+    if (!alg || !mech_find(s, pMechanism->mechanism))
+        return CKR_MECHANISM_INVALID;
+    CK_RV rv = p11_kw_params_check(pMechanism);
+    if (rv != CKR_OK)
+        return rv;
+    unsigned role = 0;
+    P11Key *uk = object_key(sess->slot, hUnwrappingKey, &role);
+    if (!uk)
+        return CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+    if (uk->kind != KK_AES)
+        return CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT;
+    {
+        LOCKED(s->lock);
+        if (uk->has_flags && !(uk->flags & VHSM_OBJ_UNWRAP))
+            return CKR_KEY_FUNCTION_NOT_PERMITTED;
+    }
+    if (ulWrappedKeyLen < 16 || ulWrappedKeyLen % 8 != 0 || ulWrappedKeyLen > 16384)
+        return CKR_WRAPPED_KEY_LEN_RANGE;
+    P11KeyTemplate t;
+    if ((rv = p11_key_template_parse(pTemplate, ulAttributeCount, &t)) != CKR_OK)
+        return rv;
+    const char *vtype = NULL;
+    KeyKind kind;
+    if ((rv = new_key_type(&t, &vtype, &kind)) != CKR_OK ||
+        (rv = new_key_check(sess, &t, kind)) != CKR_OK)
+        return rv;
+    VhsmAttr attrs[2];
+    VhsmObjectSpec spec;
+    new_key_spec(kind, &t, vtype, attrs, &spec);
+    UnwrapReq u = {.ukey = uk->name,
+                   .alg = alg,
+                   .wrapped = pWrappedKey,
+                   .wrapped_len = ulWrappedKeyLen,
+                   .value_len = t.value_len,
+                   .spec = &spec};
+    _cleanup_conn_ Conn x = {.slot = s};
+    char full[160];
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = make_named_key(x.c, &t, unwrap_make, &u, full);
+    if (x.r == -EKEYREJECTED)
+        return CKR_WRAPPED_KEY_INVALID;
+    if (x.r < 0)
+        return wrap_rv(x.r, x.r == -EEXIST || x.r == -EDQUOT || x.r == -EMEDIUMTYPE
+                                ? P11_CTX_CREATE
+                                : P11_CTX_UNWRAP);
+    return adopt_new_key(s, x.c, full, u.got, "imported", phKey, sess->slot);
+}
+
+typedef struct DeriveReq {
+    const char *base;
+    const P11EcdhParams *p;
+    size_t value_len;
+    const VhsmObjectSpec *spec;
+    char got[24];
+} DeriveReq;
+
+static int derive_make(VhsmClient *c, const char *name, void *userdata) {
+    DeriveReq *d = userdata;
+    return vhsm_derive_key(c, d->base, d->p->point, d->p->point_len, d->p->kdf, d->p->shared,
+                           d->p->shared_len, name, d->spec, d->value_len, d->got, sizeof d->got);
 }
 
 CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                   CK_OBJECT_HANDLE hBaseKey, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulAttributeCount,
                   CK_OBJECT_HANDLE_PTR phKey) {
     SESSION_OR_RETURN(hSession);
-    if (!pMechanism || !phKey)
+    if (!pMechanism || !phKey || (!pTemplate && ulAttributeCount))
         return CKR_ARGUMENTS_BAD;
-    return CKR_MECHANISM_INVALID;
+    P11Slot *s = slot_get(sess->slot);
+    if (pMechanism->mechanism != CKM_ECDH1_DERIVE || !mech_find(s, pMechanism->mechanism))
+        return CKR_MECHANISM_INVALID;
+    unsigned role = 0;
+    P11Key *bk = object_key(sess->slot, hBaseKey, &role);
+    if (!bk)
+        return CKR_KEY_HANDLE_INVALID;
+    if (role != ROLE_PRIV || (bk->kind != KK_EC_P256 && bk->kind != KK_EC_P384))
+        return CKR_KEY_TYPE_INCONSISTENT;
+    P11EcdhParams p;
+    CK_RV rv = p11_ecdh_params_parse(pMechanism, bk->kind == KK_EC_P256 ? 32 : 48, &p);
+    if (rv != CKR_OK)
+        return rv;
+    {
+        LOCKED(s->lock);
+        if (bk->has_flags && !(bk->flags & VHSM_OBJ_DERIVE))
+            return CKR_KEY_FUNCTION_NOT_PERMITTED;
+    }
+    P11KeyTemplate t;
+    if ((rv = p11_key_template_parse(pTemplate, ulAttributeCount, &t)) != CKR_OK)
+        return rv;
+    if (!t.has_class) /* CKO_SECRET_KEY is implied by the mechanism */
+        t.has_class = true, t.cls = CKO_SECRET_KEY;
+    if (t.cls != CKO_SECRET_KEY)
+        return CKR_TEMPLATE_INCONSISTENT;
+    const char *vtype = NULL;
+    KeyKind kind;
+    if ((rv = new_key_type(&t, &vtype, &kind)) != CKR_OK)
+        return rv;
+    size_t value_len = t.value_len;
+    if (value_len == 0) {
+        if (t.key_type == CKK_AES)
+            return CKR_TEMPLATE_INCOMPLETE; /* AES keys come in three lengths: say which */
+        value_len = bk->kind == KK_EC_P256 ? 32 : 48; /* a generic secret: the field size */
+        kind = value_len == 48 ? KK_HMAC_SHA384 : KK_HMAC_SHA256;
+    }
+    if ((t.key_type == CKK_AES && value_len != 16 && value_len != 24 && value_len != 32) ||
+        (t.key_type == CKK_GENERIC_SECRET && value_len != 32 && value_len != 48))
+        return CKR_TEMPLATE_INCONSISTENT; /* lengths vhsmd holds as keys it can use */
+    if ((rv = new_key_check(sess, &t, kind)) != CKR_OK)
+        return rv;
+    VhsmAttr attrs[2];
+    VhsmObjectSpec spec;
+    new_key_spec(kind, &t, vtype, attrs, &spec);
+    DeriveReq d = {.base = bk->name, .p = &p, .value_len = value_len, .spec = &spec};
+    _cleanup_conn_ Conn x = {.slot = s};
+    char full[160];
+    x.r = conn_get(s, &x);
+    if (x.r >= 0)
+        x.r = make_named_key(x.c, &t, derive_make, &d, full);
+    if (x.r == -EBADMSG || x.r == -EINVAL)
+        return CKR_MECHANISM_PARAM_INVALID; /* the peer's point, or the KDF's parameters */
+    if (x.r < 0)
+        return wrap_rv(x.r,
+                       x.r == -EEXIST || x.r == -EDQUOT || x.r == -ERANGE || x.r == -EMEDIUMTYPE
+                           ? P11_CTX_CREATE
+                           : P11_CTX_KEY);
+    return adopt_new_key(s, x.c, full, d.got, "derived", phKey, sess->slot);
 }
-
-/* ---- random -------------------------------------------------------------------------------- */
 
 CK_RV C_SeedRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen) {
     SESSION_OR_RETURN(hSession);

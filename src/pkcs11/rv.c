@@ -73,6 +73,10 @@ static const RvRow table[] = {
     /* re-initialising a token that still holds objects: vhsmd refuses rather than destroying
      * keys other programs may use */
     ROW(ENOTEMPTY,     CKR_FUNCTION_FAILED,              0,                           0,                               0,                       0,                              0,                           0, 0),
+    /* hard-wrap: why a key is not wrapped, and an unwrapped key not of the template's type */
+    ROW(ENOEXEC,       CKR_KEY_UNEXTRACTABLE,            0,                           0,                               0,                       0,                              0,                           0, 0),
+    ROW(EBADSLT,       CKR_KEY_NOT_WRAPPABLE,            0,                           0,                               0,                       0,                              0,                           0, 0),
+    ROW(EMEDIUMTYPE,   CKR_TEMPLATE_INCONSISTENT,        0,                           0,                               0,                       0,                              0,                           0, 0),
     /* transport: the daemon went away (stopped, restarted, connection lost) */
     ROW(ECONNREFUSED,  CKR_DEVICE_REMOVED,               0,                           0,                               0,                       0,                              0,                           0, 0),
     ROW(ECONNRESET,    CKR_DEVICE_REMOVED,               0,                           0,                               0,                       0,                              0,                           0, 0),

@@ -84,6 +84,8 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
         .extractable = P11_TRI_ABSENT,
         .modifiable = P11_TRI_ABSENT,
         .copyable = P11_TRI_ABSENT,
+        .trusted = P11_TRI_ABSENT,
+        .wrap_with_trusted = P11_TRI_ABSENT,
         .sign = P11_TRI_ABSENT,
         .verify = P11_TRI_ABSENT,
         .encrypt = P11_TRI_ABSENT,
@@ -244,10 +246,14 @@ CK_RV p11_key_template_parse(const CK_ATTRIBUTE *t, CK_ULONG n, P11KeyTemplate *
                 return rv;
             break;
         case CKA_DESTROYABLE:
-        case CKA_WRAP_WITH_TRUSTED:
         case CKA_ALWAYS_AUTHENTICATE:
-        case CKA_TRUSTED:
             /* accepted and checked by the caller where the value matters */
+            break;
+        case CKA_WRAP_WITH_TRUSTED:
+            rv = get_bool(a, &k.wrap_with_trusted);
+            break;
+        case CKA_TRUSTED:
+            rv = get_bool(a, &k.trusted);
             break;
         case CKA_LOCAL:
         case CKA_ALWAYS_SENSITIVE:

@@ -61,6 +61,7 @@ typedef struct P11KeyTemplate {
      * PUBLIC_EXPONENT, PRIVATE_EXPONENT, PRIME_1, PRIME_2, EXPONENT_1, EXPONENT_2, COEFFICIENT.
      * NULL = absent. A generation template with CKA_MODULUS is refused by its caller. */
     const CK_ATTRIBUTE *rsa[P11_RSA_N_COMPONENTS];
+    P11Tri trusted, wrap_with_trusted; /* hard-wrap: CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED */
 } P11KeyTemplate;
 
 /* Parses a generation template (for a secret key, or one half of a key pair) into *ret.

@@ -25,6 +25,7 @@
 #include "token/release.h"
 #include "vhsm/transfer.h"
 #include "vhsm/vault-par.h"
+#include "vhsm/vault-wrap.h"
 #include "vlog.h"
 
 struct Dispatch {
@@ -429,6 +430,9 @@ static int get_alg(Req *q, AlgUse use, VaultAlg *ret) {
         return req_fail(q, -EOPNOTSUPP,
                         "object '%s' is a %s object: vhsmd has no operation with it", q->name,
                         vault_key_type_to_string(t));
+    case VAULT_KEY_GENERIC_SECRET:
+        return req_fail(q, -EOPNOTSUPP,
+                        "key '%s' is a generic secret: it has no cryptographic operation", q->name);
     default:
         return req_fail(q, -EIO, "key '%s' has an unknown type", q->name);
     }
@@ -1748,6 +1752,202 @@ static void default_message(Req *q, uint16_t opcode, int r) {
         (void)snprintf(q->msg, sizeof q->msg, "%s: %s", vhsm_opcode_to_string(opcode), reason);
 }
 
+/* ---- hard-wrap: key wrapping and derivation into objects (docs/protocol.md) ---- */
+
+static int get_kw_alg(Req *q, bool *ret_pad) {
+    char alg[32];
+    int r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, alg, sizeof alg);
+    if (r < 0)
+        return r;
+    if (streq(alg, "aes-kw"))
+        *ret_pad = false;
+    else if (streq(alg, "aes-kwp"))
+        *ret_pad = true;
+    else
+        return req_fail(q, -EOPNOTSUPP, "unknown key wrap algorithm '%s' (aes-kw, aes-kwp)", alg);
+    return 0;
+}
+
+static int wrap_fail(Req *q, const char *op, int r) {
+    switch (r) {
+    case -ENOEXEC:
+        return req_fail(q, r, "%s: the key to wrap is not extractable", op);
+    case -EBADSLT:
+        return req_fail(q, r,
+                        "%s: the key to wrap may be wrapped only with a trusted key, and key '%s' "
+                        "is not trusted",
+                        op, q->name);
+    case -ERANGE:
+        return req_fail(q, r, "%s: length out of range for the algorithm", op);
+    case -EKEYREJECTED:
+        return req_fail(q, r,
+                        "%s: the wrapped key does not unwrap under key '%s', or holds no "
+                        "valid key",
+                        op, q->name);
+    case -EMEDIUMTYPE:
+        return req_fail(q, r, "%s: the key is not of the type or length asked for", op);
+    case -EOPNOTSUPP:
+        return req_fail(q, r, "%s: a key of the wrong type (AES wrapping keys, EC base keys)", op);
+    case -EINVAL:
+        return req_fail(q, r,
+                        "%s: invalid arguments (the new key's type or family, its flags, or "
+                        "attributes vhsmd owns or gives twice)",
+                        op);
+    default:
+        return attrs_fail(q, op, r);
+    }
+}
+
+/* WRAP_KEY: KEY_NAME (wrapping key), ALGORITHM, TARGET_NAME, LENGTH_ONLY? -> OUTPUT or LENGTH. */
+static int op_wrap_key(Req *q) {
+    char target[VAULT_FULL_NAME_MAX + 1];
+    uint8_t *out = NULL, only = 0;
+    size_t n = 0;
+    bool pad;
+    int r = vhsm_body_get_u8(q->body, q->len, VHSM_TAG_LENGTH_ONLY, &only);
+    if (r < 0 && r != -ENOENT)
+        return req_fail(q, -EBADMSG, "malformed length-only flag");
+    if ((r = get_name(q)) < 0 || (r = get_kw_alg(q, &pad)) < 0 ||
+        (r = get_key_name(q, VHSM_TAG_TARGET_NAME, target)) < 0)
+        return r;
+    r = vault_key_wrap(q->d->vault, q->peer, q->name, pad, target, only == 1, &out, &n);
+    if (r < 0)
+        return wrap_fail(q, "wrap-key", r);
+    if (only == 1) {
+        vhsm_buf_put_u32(q->out, VHSM_TAG_LENGTH, (uint32_t)n);
+        return 0;
+    }
+    log_audit_uid(q->peer->uid, "Key '%s' wrapped under '%s' by uid %u.", target, q->name,
+                  (unsigned)q->peer->uid);
+    return put_owned(q, VHSM_TAG_OUTPUT, out, n);
+}
+
+/* The spec of a new object (flags, attributes, ACL, label) for unwrap and derive; the type is
+ * a family or an exact type given apart (KEY_TYPE). */
+static int get_new_object(Req *q, VaultAcl *acl, VaultKeySpec *spec, char *label, size_t label_size,
+                          VaultAttr attrs[static VAULT_ATTR_MAX],
+                          char new_name[static VAULT_FULL_NAME_MAX + 1], char type[32],
+                          uint32_t *value_len) {
+    int r;
+    if ((r = get_key_name(q, VHSM_TAG_NEW_KEY_NAME, new_name)) < 0 ||
+        (r = get_str(q, VHSM_TAG_KEY_TYPE, true, 31, type, 32)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_VALUE_LEN, false, 0, value_len)) < 0 ||
+        (r = get_u32(q, VHSM_TAG_OBJ_FLAGS, false, 0, &spec->obj_flags)) < 0)
+        return r;
+    uint32_t flags = spec->obj_flags;
+    VhsmTlv t;
+    size_t off = 0;
+    while (vhsm_tlv_next(q->body, q->len, &off, &t) > 0)
+        if (t.tag == VHSM_TAG_POLICY || t.tag == VHSM_TAG_MAX_AGE)
+            return req_fail(q, -EINVAL, "a policy is not chosen here: local keys only");
+    *spec = (VaultKeySpec){.type = VAULT_KEY_AES256, .policy = {.kind = VAULT_POLICY_LOCAL}};
+    r = get_str(q, VHSM_TAG_LABEL, false, label_size - 1, label, label_size);
+    if (r < 0)
+        return r;
+    if (label[0])
+        spec->label = label;
+    bool acl_present = false;
+    if ((r = get_acl(q, acl, &acl_present)) < 0)
+        return r;
+    if (acl_present) {
+        if (acl_list_empty(&acl->use) && (r = vault_acl_list_add_uid(&acl->use, q->peer->uid)) < 0)
+            return r;
+        if (acl_list_empty(&acl->admin) &&
+            (r = vault_acl_list_add_uid(&acl->admin, q->peer->uid)) < 0)
+            return r;
+        if ((r = check_acl_caps(q, acl)) < 0)
+            return r;
+        spec->acl = acl;
+    }
+    spec->obj_flags = flags;
+    if (flags & ~VAULT_OBJ_SETTABLE)
+        return req_fail(q, -EINVAL, "flags 0x%x: only bits 0..14 may be chosen", flags);
+    if ((r = get_attrs(q, attrs, &spec->n_attrs)) < 0)
+        return r;
+    spec->attrs = attrs;
+    return 0;
+}
+
+/* UNWRAP_KEY: KEY_NAME (unwrapping key), ALGORITHM, DATA (wrapped), NEW_KEY_NAME, KEY_TYPE, and
+ * the new object's VALUE_LEN? OBJ_FLAGS? ATTR* LABEL? ACL -> KEY_TYPE (the type it got). */
+static int op_unwrap_key(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    char new_name[VAULT_FULL_NAME_MAX + 1], label[VHSM_MAX_NAME + 1], type[32];
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    VaultKeySpec spec = {0};
+    VaultKeyType got;
+    const uint8_t *in;
+    size_t in_len;
+    uint32_t value_len;
+    bool pad;
+    int r;
+
+    if ((r = get_name(q)) < 0 || (r = get_kw_alg(q, &pad)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_DATA, true, &in, &in_len)) < 0 ||
+        (r = get_new_object(q, &acl, &spec, label, sizeof label, attrs, new_name, type,
+                            &value_len)) < 0)
+        return r;
+    r = vault_key_unwrap(q->d->vault, q->peer, q->name, pad, in, in_len, type, value_len, new_name,
+                         &spec, q->d->no_plaintext_import, &got);
+    if (r == -EPERM && q->d->no_plaintext_import)
+        return req_fail(q, r,
+                        "unwrap-key: key '%s': refused (ACL or usage), or not a key generated in "
+                        "vhsmd and never extractable (vhsmd --no-plaintext-import)",
+                        q->name);
+    if (r == -EEXIST)
+        return req_fail(q, r, "key '%s' already exists", new_name);
+    if (r < 0)
+        return wrap_fail(q, "unwrap-key", r);
+    vhsm_buf_put_str(q->out, VHSM_TAG_KEY_TYPE, vault_key_type_to_string(got));
+    log_audit_uid(q->peer->uid, "Key '%s' (%s) unwrapped with '%s' by uid %u.", new_name,
+                  vault_key_type_to_string(got), q->name, (unsigned)q->peer->uid);
+    return 0;
+}
+
+/* DERIVE_KEY: KEY_NAME (base), ALGORITHM "ecdh1", EC_POINT, KDF, SHARED_DATA?, NEW_KEY_NAME,
+ * KEY_TYPE, VALUE_LEN, OBJ_FLAGS? ATTR* LABEL? ACL -> KEY_TYPE. Never returns key material. */
+static int op_derive_key(Req *q) {
+    _cleanup_(vault_acl_done) VaultAcl acl = {0};
+    char new_name[VAULT_FULL_NAME_MAX + 1], label[VHSM_MAX_NAME + 1], type[32], alg[32], kdf[16];
+    VaultAttr attrs[VAULT_ATTR_MAX];
+    VaultKeySpec spec = {0};
+    VaultKeyType got;
+    const uint8_t *point, *shared;
+    size_t point_len, shared_len;
+    uint32_t value_len;
+    int r;
+
+    if ((r = get_name(q)) < 0 ||
+        (r = get_str(q, VHSM_TAG_ALGORITHM, true, 31, alg, sizeof alg)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_EC_POINT, true, &point, &point_len)) < 0 ||
+        (r = get_str(q, VHSM_TAG_KDF, true, sizeof kdf - 1, kdf, sizeof kdf)) < 0 ||
+        (r = get_bytes(q, VHSM_TAG_SHARED_DATA, false, &shared, &shared_len)) < 0 ||
+        (r = get_new_object(q, &acl, &spec, label, sizeof label, attrs, new_name, type,
+                            &value_len)) < 0)
+        return r;
+    if (!streq(alg, "ecdh1"))
+        return req_fail(q, -EOPNOTSUPP, "unknown derivation '%s' (ecdh1)", alg);
+    r = vault_key_derive_ecdh1(q->d->vault, q->peer, q->name, point, point_len, kdf, shared,
+                               shared_len, type, value_len, new_name, &spec, &got);
+    if (r == -EBADMSG)
+        return req_fail(q, r,
+                        "derive-key: the peer's EC point is malformed or not on the curve "
+                        "of key '%s'",
+                        q->name);
+    if (r == -EINVAL)
+        return req_fail(q, r,
+                        "derive-key: invalid parameters (kdf null or sha1..sha512; shared data "
+                        "<= 1024 bytes, none with kdf null; value length 1..64)");
+    if (r == -EEXIST)
+        return req_fail(q, r, "key '%s' already exists", new_name);
+    if (r < 0)
+        return wrap_fail(q, "derive-key", r);
+    vhsm_buf_put_str(q->out, VHSM_TAG_KEY_TYPE, vault_key_type_to_string(got));
+    log_audit_uid(q->peer->uid, "Key '%s' (%s) derived by ECDH from '%s' by uid %u.", new_name,
+                  vault_key_type_to_string(got), q->name, (unsigned)q->peer->uid);
+    return 0;
+}
+
 int dispatch_reply_error(VhsmBuf *out, uint32_t id, int error, const char *message) {
     VhsmStatus st = vhsm_status_from_errno(error < 0 ? error : -EIO);
     vhsm_buf_begin(out, VHSM_KIND_RESPONSE, (uint16_t)st, id);
@@ -1925,6 +2125,15 @@ int dispatch_request_park(Dispatch *d, Peer *peer, const VhsmHeader *h, const ui
         break;
     case VHSM_OP_TOKEN_RESET_SO_PIN:
         r = par_reset_so_pin(&q);
+        break;
+    case VHSM_OP_WRAP_KEY:
+        r = op_wrap_key(&q);
+        break;
+    case VHSM_OP_UNWRAP_KEY:
+        r = op_unwrap_key(&q);
+        break;
+    case VHSM_OP_DERIVE_KEY:
+        r = op_derive_key(&q);
         break;
     default:
         r = req_fail(&q, -EBADRQC, "unknown opcode 0x%04x", h->code);

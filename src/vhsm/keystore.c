@@ -604,8 +604,9 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
             /* data, certificate, public key: checked again as when created */
             if ((r = vault_object_value_load(k->type, mat, len, kv)) < 0)
                 return r == -ENOMEM ? r : -EBADMSG;
-        } else if (k->type == VAULT_KEY_RAW) {
-            if (len > VAULT_RAW_MAX)
+        } else if (k->type == VAULT_KEY_RAW || k->type == VAULT_KEY_GENERIC_SECRET) {
+            if (len > (k->type == VAULT_KEY_RAW ? VAULT_RAW_MAX : VAULT_GENERIC_SECRET_MAX) ||
+                (k->type == VAULT_KEY_GENERIC_SECRET && len == 0))
                 return -EBADMSG;
             if ((r = secret_new_packed_copy(mat, len, &kv->secret)) < 0)
                 return r;

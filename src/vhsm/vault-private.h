@@ -259,6 +259,17 @@ size_t vault_key_type_secret_size(VaultKeyType t);
  * only, for libjose: the caller frees it within the same function). */
 int vault_pkey_to_jwk(EVP_PKEY *pkey, bool include_private, json_t **ret);
 
+/* hard-wrap (vault-wrap.c and its helpers in vault.c). The reference an operation takes on a
+ * key version (ACL, login rule, usage flags, attestation policy), with the key's VAULT_OBJ_*
+ * flags at that moment (ret_flags may be NULL). */
+int vault_acquire_ex(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                     uint32_t usage, uint32_t version, VaultKeyType *ret_type, uint32_t *ret_flags,
+                     KeyVersion **ret);
+/* The cipher of an AES mode for a key of key_len bytes (16, 24, 32), or NULL. */
+const EVP_CIPHER *vault_aes_cipher(VaultAesMode mode, size_t key_len);
+/* Whether the peer's connection holds a live SO login (CKA_TRUSTED is the SO's to set). */
+bool vault_peer_is_so(const VaultPeer *peer);
+
 /* keystore.c: serialization of the table, lock held. */
 int keystore_serialize_locked(Vault *v, Secret **ret);
 int keystore_save_locked(Keystore *ks, Vault *v);

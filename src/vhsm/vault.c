@@ -55,6 +55,9 @@ static const char *const key_type_table[_VAULT_KEY_TYPE_MAX] = {
     [VAULT_KEY_DATA] = "data",
     [VAULT_KEY_CERT] = "cert",
     [VAULT_KEY_PUBLIC] = "public",
+    [VAULT_KEY_AES128] = "aes128",
+    [VAULT_KEY_AES192] = "aes192",
+    [VAULT_KEY_GENERIC_SECRET] = "generic-secret",
 };
 
 static const char *const alg_table[_VAULT_ALG_MAX] = {
@@ -117,6 +120,10 @@ bool vault_key_type_is_asymmetric(VaultKeyType t) {
 
 size_t vault_key_type_secret_size(VaultKeyType t) {
     switch (t) {
+    case VAULT_KEY_AES128:
+        return 16;
+    case VAULT_KEY_AES192:
+        return 24;
     case VAULT_KEY_AES256:
     case VAULT_KEY_HMAC_SHA256:
         return 32;
@@ -500,9 +507,12 @@ int vault_acl_check_caps(const VaultAcl *acl, const VaultPeer *peer) {
  * cached contexts within the cost; the keystore material at most half of it. */
 uint64_t vault_version_cost(VaultKeyType t) {
     switch (t) {
+    case VAULT_KEY_AES128:
+    case VAULT_KEY_AES192:
     case VAULT_KEY_AES256:
     case VAULT_KEY_HMAC_SHA256:
     case VAULT_KEY_HMAC_SHA384:
+    case VAULT_KEY_GENERIC_SECRET:
         return 4096; /* packed 64-byte slot, KeyVersion, up to 4 cached GCM/HMAC contexts */
     case VAULT_KEY_ED25519:
         return 2048;
@@ -1871,10 +1881,14 @@ int vault_key_generate(Vault *v, const VaultPeer *peer, const char *name,
     if (!v || !peer)
         return -EINVAL;
     RESOLVE(peer, name, full);
+    if ((spec->obj_flags & VAULT_OBJ_TRUSTED) && !vault_peer_is_so(peer))
+        return -EPERM; /* CKA_TRUSTED: the SO's to set */
     if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_GENERATED, &k)) < 0)
         return r;
-    if (spec->type == VAULT_KEY_RAW || vault_key_type_is_object(spec->type))
-        return -EOPNOTSUPP; /* raw keys are imported only; objects are made from their value */
+    if (spec->type == VAULT_KEY_RAW || spec->type == VAULT_KEY_GENERIC_SECRET ||
+        vault_key_type_is_object(spec->type))
+        return -EOPNOTSUPP; /* raw keys are imported only; objects are made from their value;
+                             * generic secrets: unwrapped or imported (no length to make) */
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     {
@@ -1904,6 +1918,11 @@ static int material_from_value(VaultKeyType type, const uint8_t *value, size_t l
     int r;
     if (type == VAULT_KEY_RAW || vault_key_type_is_object(type))
         return -EOPNOTSUPP; /* raw keys come only from the KMS; objects: vault_object_create */
+    if (type == VAULT_KEY_GENERIC_SECRET) {
+        if (len == 0 || len > VAULT_GENERIC_SECRET_MAX)
+            return -EBADMSG;
+        return secret_new_packed_copy(value, len, &kv->secret);
+    }
     if (n > 0) {
         if (len != n)
             return -EBADMSG;
@@ -1923,6 +1942,8 @@ int vault_key_import_plain(Vault *v, const VaultPeer *peer, const char *name,
     if (!v || !peer || !spec || !value || len == 0)
         return -EINVAL;
     RESOLVE(peer, name, full);
+    if ((spec->obj_flags & VAULT_OBJ_TRUSTED) && !vault_peer_is_so(peer))
+        return -EPERM; /* CKA_TRUSTED: the SO's to set */
     if ((r = vault_key_new(full, spec, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0)
         return r;
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
@@ -2137,8 +2158,20 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
     if ((flags_set | flags_clear) & ~VAULT_OBJ_SETTABLE || (flags_set & flags_clear))
         return -EINVAL;
     RESOLVE(peer, name, full);
+    /* CKA_TRUSTED is the SO's (hard-wrap): an SO login may change it, and only it, on a key it
+     * administers (the SO has no user login, so the login rule does not apply to that change). */
+    bool so_trust = (flags_set | flags_clear) & VAULT_OBJ_TRUSTED;
+    if (so_trust &&
+        (!vault_peer_is_so(peer) || (flags_set | flags_clear) != VAULT_OBJ_TRUSTED || n_attrs > 0))
+        return -EPERM;
     WRITE_LOCKED(v);
-    if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
+    if (so_trust) {
+        k = vault_find_locked(v, full);
+        if (!k)
+            return absent_error(peer, full);
+        if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
+            return -EPERM;
+    } else if ((r = admin_lookup_locked(v, peer, full, &k)) < 0)
         return r;
     of = k->obj_flags;
     nf = (of | flags_set) & ~flags_clear;
@@ -2148,10 +2181,10 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
             return -EPERM;
         if (!(of & VAULT_OBJ_EXTRACTABLE) && (nf & VAULT_OBJ_EXTRACTABLE))
             return -EPERM;
-        if ((of ^ nf) &
-            (VAULT_OBJ_TRUSTED | VAULT_OBJ_PRIVATE | VAULT_OBJ_MODIFIABLE | VAULT_OBJ_COPYABLE |
-             VAULT_OBJ_DESTROYABLE | VAULT_OBJ_WRAP_WITH_TRUSTED | VAULT_OBJ_SESSION))
-            return -EPERM; /* fixed at creation (TRUSTED: needs the SO, not offered yet) */
+        if ((of ^ nf) & ((so_trust ? 0 : VAULT_OBJ_TRUSTED) | VAULT_OBJ_PRIVATE |
+                         VAULT_OBJ_MODIFIABLE | VAULT_OBJ_COPYABLE | VAULT_OBJ_DESTROYABLE |
+                         VAULT_OBJ_WRAP_WITH_TRUSTED | VAULT_OBJ_SESSION))
+            return -EPERM; /* fixed at creation (TRUSTED: the SO's, above) */
         if (!(of & VAULT_OBJ_MODIFIABLE))
             return -EPERM;
     }
@@ -2238,6 +2271,10 @@ static char *hex_of(const uint8_t *p, size_t n) {
 /* Key size in bits (AES/HMAC secret length, RSA modulus, EC field; Ed25519 255). */
 static uint32_t key_bits(VaultKeyType t) {
     switch (t) {
+    case VAULT_KEY_AES128:
+        return 128;
+    case VAULT_KEY_AES192:
+        return 192;
     case VAULT_KEY_AES256:
     case VAULT_KEY_HMAC_SHA256:
         return 256;
@@ -2266,6 +2303,8 @@ static int key_object_json(const VaultKey *k, const KeyVersion *latest, bool sho
                            json_t *o) {
     json_t *a = json_array();
     uint32_t bits = key_bits(k->type);
+    if (k->type == VAULT_KEY_GENERIC_SECRET && latest && latest->secret)
+        bits = (uint32_t)secret_size(latest->secret) * 8;
     if (k->type == VAULT_KEY_PUBLIC && latest && latest->pkey)
         bits = EVP_PKEY_is_a(latest->pkey, "ED25519") ? 255
                                                       : (uint32_t)EVP_PKEY_get_bits(latest->pkey);
@@ -2492,8 +2531,9 @@ static uint32_t op_usage(const VaultOp *op, bool encrypt) {
 
 /* Takes a reference on the version an operation uses. need_attest: the operation uses secret
  * or private material, so an `attested` policy applies. version 0 = latest. */
-static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
-                   uint32_t usage, uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
+int vault_acquire_ex(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                     uint32_t usage, uint32_t version, VaultKeyType *ret_type, uint32_t *ret_flags,
+                     KeyVersion **ret) {
     VaultKey *k;
     KeyVersion *kv;
 
@@ -2536,8 +2576,15 @@ static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_
     if (kv->dormant && !kv->pkey)
         return -ENOMEM; /* not loaded: the secure heap was full at start */
     *ret_type = k->type;
+    if (ret_flags)
+        *ret_flags = k->obj_flags;
     *ret = key_version_ref(kv);
     return 0;
+}
+
+static int acquire(Vault *v, const VaultPeer *peer, const char *name, bool need_attest,
+                   uint32_t usage, uint32_t version, VaultKeyType *ret_type, KeyVersion **ret) {
+    return vault_acquire_ex(v, peer, name, need_attest, usage, version, ret_type, NULL, ret);
 }
 
 /* acquire() for the other vault modules (vault-par.c). */
@@ -3514,6 +3561,20 @@ int vault_random(size_t n, uint8_t **ret) {
 
 /* ---- AES modes with caller parameters (revision 2, the PKCS#11 module) ---- */
 
+/* The cipher of a mode for an AES key of key_len bytes (16, 24, 32), or NULL. */
+const EVP_CIPHER *vault_aes_cipher(VaultAesMode mode, size_t key_len) {
+    static const EVP_CIPHER *(*const t[_VAULT_AES_MODE_MAX][3])(void) = {
+        [VAULT_AES_CBC] = {EVP_aes_128_cbc, EVP_aes_192_cbc, EVP_aes_256_cbc},
+        [VAULT_AES_CBC_PAD] = {EVP_aes_128_cbc, EVP_aes_192_cbc, EVP_aes_256_cbc},
+        [VAULT_AES_CTR] = {EVP_aes_128_ctr, EVP_aes_192_ctr, EVP_aes_256_ctr},
+        [VAULT_AES_GCM] = {EVP_aes_128_gcm, EVP_aes_192_gcm, EVP_aes_256_gcm},
+    };
+    if (mode < 0 || mode >= _VAULT_AES_MODE_MAX ||
+        (key_len != 16 && key_len != 24 && key_len != 32))
+        return NULL;
+    return t[mode][(key_len - 16) / 8]();
+}
+
 /* The mode's cipher, fetched once (hot_algs_fetch); the constant if that fetch failed. */
 static const EVP_CIPHER *aes_mode_cipher(VaultAesMode mode) {
     (void)pthread_once(&hot_algs_once, hot_algs_fetch);
@@ -3593,11 +3654,14 @@ int vault_aes_crypt(Vault *v, const VaultPeer *peer, const char *name, const Vau
     if ((r = acquire(v, peer, name, true, encrypt ? VAULT_OBJ_ENCRYPT : VAULT_OBJ_DECRYPT, 0, &type,
                      &kv)) < 0)
         return r;
-    if (type != VAULT_KEY_AES256)
+    if (type != VAULT_KEY_AES256 && type != VAULT_KEY_AES128 && type != VAULT_KEY_AES192)
+        return -EOPNOTSUPP;
+    if (type != VAULT_KEY_AES256 &&
+        !(cipher = vault_aes_cipher(p->mode, vault_key_type_secret_size(type))))
         return -EOPNOTSUPP;
     /* GCM with a 96-bit IV (PKCS#11 applications' usual choice): a context from the version's
      * cache (key schedule kept, only the IV and the direction set here), as for the envelope. */
-    cached = p->mode == VAULT_AES_GCM && p->iv_len == VAULT_GCM_IV_SIZE;
+    cached = type == VAULT_KEY_AES256 && p->mode == VAULT_AES_GCM && p->iv_len == VAULT_GCM_IV_SIZE;
     if (cached) {
         ctx = gcm_ctx_take(kv);
         if (!ctx)

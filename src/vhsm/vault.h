@@ -72,6 +72,12 @@ typedef enum VaultKeyType {
     VAULT_KEY_CERT,   /* "cert": CKO_CERTIFICATE X.509, DER 1..VAULT_CERT_MAX bytes */
     VAULT_KEY_PUBLIC, /* "public": CKO_PUBLIC_KEY alone, SubjectPublicKeyInfo DER (EC P-256/P-384,
                        * Ed25519, RSA 2048..4096) */
+    VAULT_KEY_AES128, /* "aes128" (PKCS#11 AES keys of 16 and 24 bytes) */
+    VAULT_KEY_AES192, /* "aes192" */
+    VAULT_KEY_GENERIC_SECRET, /* "generic-secret": 1..VAULT_GENERIC_SECRET_MAX bytes (PKCS#11
+                               * CKK_GENERIC_SECRET of lengths other than the HMAC keys' 32
+                               * and 48); unwrapped or imported only, no operation of its own:
+                               * wrapped, or used as the value of another key */
     _VAULT_KEY_TYPE_MAX,
     _VAULT_KEY_TYPE_INVALID = -EINVAL,
 } VaultKeyType;
@@ -113,10 +119,11 @@ typedef struct VaultPolicy {
 } VaultPolicy;
 
 #define VAULT_MAX_ATTESTATION_AGE (7u * 24u * 3600u)
-#define VAULT_RAW_MAX 4096u    /* bytes of a raw key */
-#define VAULT_DATA_MAX 4096u   /* bytes of a data object's value */
-#define VAULT_CERT_MAX 8192u   /* bytes of a certificate (DER) */
-#define VAULT_PUBLIC_MAX 2048u /* bytes of a public key object's SubjectPublicKeyInfo */
+#define VAULT_RAW_MAX 4096u          /* bytes of a raw key */
+#define VAULT_DATA_MAX 4096u         /* bytes of a data object's value */
+#define VAULT_CERT_MAX 8192u         /* bytes of a certificate (DER) */
+#define VAULT_PUBLIC_MAX 2048u       /* bytes of a public key object's SubjectPublicKeyInfo */
+#define VAULT_GENERIC_SECRET_MAX 64u /* bytes of a generic-secret key */
 
 /* The authenticated peer, as established by the daemon (SO_PEERCRED, /proc/PID/cgroup).
  * cgroup may be NULL (unknown): then no cgroup ACL entry can match. */

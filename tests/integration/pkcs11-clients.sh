@@ -147,6 +147,43 @@ L --decrypt -m AES-CBC-PAD --iv $IV --id "$AES_ID" -i data.enc -o data.dec >out 
   fail "AES decrypt: $(cat out)"
 cmp -s data data.dec || fail "AES-CBC-PAD round trip differs"
 
+step "pkcs11-tool --wrap / --unwrap (AES key wrap, RFC 3394 and 5649) and --derive (hard-wrap)"
+L --keygen --key-type AES:32 --label w-kek --id 7701 >out 2>&1 || fail "KEK keygen: $(cat out)"
+L --keygen --key-type AES:16 --label w-tgt --id 7702 --extractable >out 2>&1 ||
+  fail "target keygen: $(cat out)"
+L --wrap -m AES-KEY-WRAP --id 7701 --application-id 7702 -o wrapped >out 2>&1 ||
+  fail "--wrap: $(cat out)"
+[ "$(stat -c %s wrapped)" -eq 24 ] || fail "RFC 3394 of a 16-byte key is 24 bytes"
+L --unwrap -m AES-KEY-WRAP --id 7701 -i wrapped --key-type AES: --application-id 7703 \
+  --application-label w-unw >out 2>&1 || fail "--unwrap: $(cat out)"
+grep -q "Key unwrapped" out || fail "--unwrap: $(cat out)"
+L --wrap -m 0x210A --id 7701 --application-id 7702 -o wrapped-pad >out 2>&1 ||
+  fail "--wrap AES-KEY-WRAP-PAD: $(cat out)"
+L --unwrap -m 0x210A --id 7701 -i wrapped-pad --key-type AES: --application-id 7704 \
+  --application-label w-unw2 >out 2>&1 || fail "--unwrap AES-KEY-WRAP-PAD: $(cat out)"
+# what the original encrypts, both unwrapped copies decrypt
+L --encrypt -m AES-CBC-PAD --iv $IV --id 7702 -i data -o w.enc >out 2>&1 || fail "encrypt: $(cat out)"
+for id in 7703 7704; do
+  L --decrypt -m AES-CBC-PAD --iv $IV --id $id -i w.enc -o w.dec >out 2>&1 ||
+    fail "decrypt with the unwrapped key $id: $(cat out)"
+  cmp -s data w.dec || fail "the unwrapped key $id decrypts differently"
+done
+# a corrupted blob is refused
+printf '\x01' | dd of=wrapped bs=1 seek=23 conv=notrunc 2>/dev/null
+L --unwrap -m AES-KEY-WRAP --id 7701 -i wrapped --key-type AES: --application-id 7705 \
+  --application-label w-bad >out 2>&1 && fail "a corrupted blob was unwrapped"
+grep -q CKR_WRAPPED_KEY_INVALID out || fail "corrupted blob: $(cat out)"
+# pkcs11-tool --derive asks for a session object (CKA_TOKEN false) and then reads the derived
+# key's CKA_VALUE: neither exists here (vhsmd keeps derived keys, and has no session objects
+# yet), so the module refuses it at once instead of deriving a key nobody can reach.
+L --keypairgen --key-type EC:prime256v1 --label w-ec --id 7706 --usage-derive >out 2>&1 ||
+  fail "EC keypairgen: $(cat out)"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out peer.pem 2>/dev/null
+openssl pkey -in peer.pem -pubout -outform DER -out peer.der
+L --derive -m ECDH1-DERIVE --id 7706 -i peer.der -o derived >out 2>&1 &&
+  fail "pkcs11-tool --derive got a key value out"
+grep -q "C_DeriveKey failed: rv = CKR_ATTRIBUTE_VALUE_INVALID" out || fail "--derive: $(cat out)"
+
 step "pkcs11-tool --test (random, digests, RSA signatures and verification, OAEP decryption)"
 C timeout 300 pkcs11-tool --module "$M" --login --pin "$PIN" --test >out 2>&1 || fail "--test: $(tail -20 out)"
 grep -q "^No errors" out || fail "--test: $(tail -20 out)"

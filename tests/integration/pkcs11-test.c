@@ -693,9 +693,9 @@ static void test_generate_find_attributes(void **state) {
     CK_MECHANISM des = {CKM_DES3_KEY_GEN, NULL, 0};
     assert_int_equal(F->C_GenerateKey(s, &des, NULL, 0, &a), CKR_MECHANISM_INVALID);
     CK_MECHANISM aes = {CKM_AES_KEY_GEN, NULL, 0};
-    CK_ULONG l16 = 16;
-    CK_ATTRIBUTE t16[] = {{CKA_VALUE_LEN, &l16, sizeof(l16)}};
-    assert_int_equal(F->C_GenerateKey(s, &aes, t16, 1, &a), CKR_KEY_SIZE_RANGE);
+    CK_ULONG l20 = 20; /* AES-128/192/256 only (16/24: hard-wrap) */
+    CK_ATTRIBUTE t20[] = {{CKA_VALUE_LEN, &l20, sizeof(l20)}};
+    assert_int_equal(F->C_GenerateKey(s, &aes, t20, 1, &a), CKR_KEY_SIZE_RANGE);
     assert_int_equal(F->C_GenerateKey(s, &aes, NULL, 0, &a), CKR_TEMPLATE_INCOMPLETE);
 
     /* GetAttributeValue: length query, values, sensitive, invalid, too small, all processed */
@@ -1475,7 +1475,7 @@ static void test_import_bad_templates(void **state) {
     assert_int_equal(CREATE(c, ty), CKR_TEMPLATE_INCOMPLETE);
     /* a value of the wrong size; a key type vhsmd does not hold; a NULL value */
     assert_int_equal(CREATE(c, ty, {CKA_VALUE, key, 33}), CKR_ATTRIBUTE_VALUE_INVALID);
-    assert_int_equal(CREATE(c, ty, {CKA_VALUE, key, 16}), CKR_ATTRIBUTE_VALUE_INVALID);
+    assert_int_equal(CREATE(c, ty, {CKA_VALUE, key, 20}), CKR_ATTRIBUTE_VALUE_INVALID);
     assert_int_equal(CREATE(c, {CKA_KEY_TYPE, &des, sizeof(des)}, {CKA_VALUE, key, 24}),
                      CKR_ATTRIBUTE_VALUE_INVALID);
     assert_int_equal(CREATE(c, ty, {CKA_VALUE, NULL, 32}), CKR_ATTRIBUTE_VALUE_INVALID);

@@ -70,6 +70,10 @@ static const struct {
     {ENODATA, VHSM_STATUS_TOKEN_STATE},
     {ENOTEMPTY, VHSM_STATUS_TOKEN_STATE},
     {EIO, VHSM_STATUS_INTERNAL},
+    /* hard-wrap: the reasons a key wrap is refused, and an unwrapped key not of the type asked */
+    {ENOEXEC, VHSM_STATUS_PERMISSION_DENIED},    /* the key to wrap is not extractable */
+    {EBADSLT, VHSM_STATUS_PERMISSION_DENIED},    /* wrap-with-trusted, wrapping key not trusted */
+    {EMEDIUMTYPE, VHSM_STATUS_INVALID_ARGUMENT}, /* unwrapped key: another type or length */
 };
 
 static const char *const status_names[_VHSM_STATUS_MAX] = {
@@ -144,6 +148,8 @@ bool vhsm_opcode_changes_keys(uint16_t opcode) {
     case VHSM_OP_OBJECT_CREATE:
     case VHSM_OP_OBJECT_SET:
     case VHSM_OP_OBJECT_COPY:
+    case VHSM_OP_UNWRAP_KEY:
+    case VHSM_OP_DERIVE_KEY:
         return true;
     default:
         return false;
@@ -232,6 +238,12 @@ const char *vhsm_opcode_to_string(uint16_t opcode) {
         return "verify-ex";
     case VHSM_OP_TOKEN_RESET_SO_PIN:
         return "token-reset-so-pin";
+    case VHSM_OP_WRAP_KEY:
+        return "wrap-key";
+    case VHSM_OP_UNWRAP_KEY:
+        return "unwrap-key";
+    case VHSM_OP_DERIVE_KEY:
+        return "derive-key";
     default:
         return "unknown";
     }

@@ -95,6 +95,11 @@ typedef enum VhsmOpcode {
     VHSM_OP_VERIFY_EX = 0x0073,
     /* Revision 2, branch par: root resets a token's SO PIN (docs/protocol.md "Tokens and PINs"). */
     VHSM_OP_TOKEN_RESET_SO_PIN = 0x0057,
+    /* Revision 2, hard-wrap: key wrapping and derivation into objects (docs/protocol.md "Key
+     * wrapping and derivation"). */
+    VHSM_OP_WRAP_KEY = 0x0074,
+    VHSM_OP_UNWRAP_KEY = 0x0075,
+    VHSM_OP_DERIVE_KEY = 0x0076,
 } VhsmOpcode;
 
 typedef enum VhsmTag {
@@ -162,6 +167,13 @@ typedef enum VhsmTag {
     VHSM_TAG_OAEP_LABEL = 0x0033, /* bytes: OAEP label (absent: empty) */
     VHSM_TAG_FEATURES = 0x0034,   /* u32: VHSM_FEATURE_* (PING reply) */
     VHSM_TAG_MAC_LEN = 0x0035,    /* u32: HMAC tag length in bytes (absent: the hash's) */
+    /* hard-wrap */
+    VHSM_TAG_TARGET_NAME = 0x0048, /* string: WRAP_KEY: the key to wrap */
+    VHSM_TAG_KDF = 0x0049,         /* string: DERIVE_KEY: null | sha1 | sha224 | ... | sha512 */
+    VHSM_TAG_SHARED_DATA = 0x004A, /* bytes: DERIVE_KEY: the KDF's shared data (<= 1024) */
+    VHSM_TAG_EC_POINT = 0x004B,    /* bytes: DERIVE_KEY: the peer's raw SEC1 EC point */
+    VHSM_TAG_VALUE_LEN = 0x004C,   /* u32: UNWRAP_KEY / DERIVE_KEY: the new key's length, bytes */
+    VHSM_TAG_LENGTH_ONLY = 0x004D, /* u8 1: WRAP_KEY: reply LENGTH only, no OUTPUT */
 } VhsmTag;
 
 /* VHSM_TAG_FEATURES bits: what a revision-2 daemon implements beyond the base of revision 2. */

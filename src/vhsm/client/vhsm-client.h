@@ -519,3 +519,38 @@ int vhsm_features(VhsmClient *c, uint32_t *ret);
  * (unlocks it) and logs its SO sessions out; keys, the user PIN and its counter stay. Audited by
  * vhsmd. -ENOMEDIUM: the token is not initialised; -ERANGE: PIN length. */
 int vhsm_token_reset_so_pin(VhsmClient *c, uint32_t uid, const void *new_pin, size_t new_len);
+
+/* ---- hard-wrap: key wrapping and derivation into objects (revision 2; docs/protocol.md "Key
+ * wrapping and derivation"). Key material never crosses the socket in clear: a wrapped key
+ * leaves encrypted under a vault key, an unwrapped or derived key goes into a new object. An
+ * older daemon answers -EBADRQC. Refusals: -EPERM (ACL, or the WRAP/UNWRAP/DERIVE usage flag),
+ * -VHSM_EKEY_UNEXTRACTABLE, -VHSM_EKEY_NOT_WRAPPABLE (wrap-with-trusted, wrapping key not
+ * trusted), -ERANGE (RFC 3394 on a length it cannot wrap), -EKEYREJECTED (the wrapped blob does
+ * not unwrap, or holds no valid key: nothing is created), -VHSM_EKEY_TYPE (the unwrapped key is
+ * not of the type or length asked), -EBADMSG (a peer EC point not on the curve), -EOPNOTSUPP
+ * (key type), plus the creation errors of vhsm_object_create(). */
+#define VHSM_EKEY_UNEXTRACTABLE ENOEXEC
+#define VHSM_EKEY_NOT_WRAPPABLE EBADSLT
+#define VHSM_EKEY_TYPE EMEDIUMTYPE
+
+/* C_WrapKey: algorithm "aes-kw" (RFC 3394) or "aes-kwp" (RFC 5649); wrapping: an AES key
+ * (128/192/256) with VHSM_OBJ_WRAP; target: EXTRACTABLE (raw secret or PKCS#8 DER private key
+ * is what gets wrapped). ret NULL: only *ret_len (the exact length), nothing is wrapped. */
+int vhsm_wrap_key(VhsmClient *c, const char *wrapping, const char *algorithm, const char *target,
+                  uint8_t **ret, size_t *ret_len);
+/* C_UnwrapKey into the new object new_name: spec->type an exact type or a family resolved from
+ * the content ("aes", "generic-secret", "ec", "rsa"); value_len 0 or the secret length the
+ * caller expects; spec->flags/attrs/acl as for vhsm_object_create. *ret_type (may be NULL,
+ * >= 24 bytes): the type the key got. */
+int vhsm_unwrap_key(VhsmClient *c, const char *unwrapping, const char *algorithm,
+                    const void *wrapped, size_t wrapped_len, const char *new_name,
+                    const VhsmObjectSpec *spec, size_t value_len, char *ret_type,
+                    size_t ret_type_size);
+/* CKM_ECDH1_DERIVE into the new secret key new_name: base an EC P-256/P-384 key with
+ * VHSM_OBJ_DERIVE; point: the peer's raw SEC1 point; kdf "null", "sha1", "sha224", "sha256",
+ * "sha384", "sha512" (X9.63); spec->type "aes" or "generic-secret" (or an exact secret type);
+ * value_len the key length in bytes. */
+int vhsm_derive_key(VhsmClient *c, const char *base, const void *point, size_t point_len,
+                    const char *kdf, const void *shared_data, size_t shared_len,
+                    const char *new_name, const VhsmObjectSpec *spec, size_t value_len,
+                    char *ret_type, size_t ret_type_size);
