@@ -2228,103 +2228,104 @@ int vhsm_token_reset_so_pin(VhsmClient *c, uint32_t uid, const void *new_pin, si
     vhsm_buf_put_u32(&c->out, VHSM_TAG_UID, uid);
     vhsm_buf_put(&c->out, VHSM_TAG_NEW_PIN, new_pin, new_len);
     return call_finish(&call);
+}
 
-    /* ---- hard-wrap: key wrapping and derivation into objects ---- */
+/* ---- hard-wrap: key wrapping and derivation into objects ---- */
 
-    int vhsm_wrap_key(VhsmClient * c, const char *wrapping, const char *algorithm,
-                      const char *target, uint8_t **ret, size_t *ret_len) {
-        Call call;
-        uint32_t n = 0;
-        int r;
-        if (!wrapping || !algorithm || !target || !ret_len)
-            return -EINVAL;
-        r = call_begin(&call, c, VHSM_OP_WRAP_KEY);
-        if (r < 0)
-            return r;
-        put_name(&c->out, wrapping);
-        vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
-        vhsm_buf_put_str(&c->out, VHSM_TAG_TARGET_NAME, target);
-        if (!ret)
-            vhsm_buf_put_u8(&c->out, VHSM_TAG_LENGTH_ONLY, 1);
-        r = call_run(&call);
-        if (r >= 0 && ret)
-            r = copy_out(&call, VHSM_TAG_OUTPUT, ret, ret_len);
-        else if (r >= 0) {
-            r = vhsm_body_get_u32(call.body, call.len, VHSM_TAG_LENGTH, &n);
-            if (r < 0)
-                r = -EPROTO;
-            else
-                *ret_len = n;
-        }
-        call_end(&call);
+int vhsm_wrap_key(VhsmClient *c, const char *wrapping, const char *algorithm, const char *target,
+                  uint8_t **ret, size_t *ret_len) {
+    Call call;
+    uint32_t n = 0;
+    int r;
+    if (!wrapping || !algorithm || !target || !ret_len)
+        return -EINVAL;
+    r = call_begin(&call, c, VHSM_OP_WRAP_KEY);
+    if (r < 0)
         return r;
+    put_name(&c->out, wrapping);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_TARGET_NAME, target);
+    if (!ret)
+        vhsm_buf_put_u8(&c->out, VHSM_TAG_LENGTH_ONLY, 1);
+    r = call_run(&call);
+    if (r >= 0 && ret)
+        r = copy_out(&call, VHSM_TAG_OUTPUT, ret, ret_len);
+    else if (r >= 0) {
+        r = vhsm_body_get_u32(call.body, call.len, VHSM_TAG_LENGTH, &n);
+        if (r < 0)
+            r = -EPROTO;
+        else
+            *ret_len = n;
     }
+    call_end(&call);
+    return r;
+}
 
-    static int new_object_finish(Call * call, char *ret_type, size_t ret_type_size) {
-        int r = call_run(call);
-        if (r >= 0 && ret_type && ret_type_size > 0) {
+static int new_object_finish(Call *call, char *ret_type, size_t ret_type_size) {
+    int r = call_run(call);
+    if (r >= 0 && ret_type && ret_type_size > 0) {
+        ret_type[0] = 0;
+        if (vhsm_body_get_str(call->body, call->len, VHSM_TAG_KEY_TYPE, ret_type_size - 1, ret_type,
+                              ret_type_size) < 0)
             ret_type[0] = 0;
-            if (vhsm_body_get_str(call->body, call->len, VHSM_TAG_KEY_TYPE, ret_type_size - 1,
-                                  ret_type, ret_type_size) < 0)
-                ret_type[0] = 0;
-        }
-        call_end(call);
+    }
+    call_end(call);
+    return r;
+}
+
+static void put_new_object(VhsmBuf *b, const char *new_name, const VhsmObjectSpec *spec,
+                           size_t value_len) {
+    vhsm_buf_put_str(b, VHSM_TAG_NEW_KEY_NAME, new_name);
+    vhsm_buf_put_str(b, VHSM_TAG_KEY_TYPE, spec->type);
+    if (value_len)
+        vhsm_buf_put_u32(b, VHSM_TAG_VALUE_LEN, (uint32_t)value_len);
+    if (spec->flags)
+        vhsm_buf_put_u32(b, VHSM_TAG_OBJ_FLAGS, spec->flags);
+    put_attrs(b, spec->attrs, spec->n_attrs);
+    put_acl(b, spec->acl);
+}
+
+int vhsm_unwrap_key(VhsmClient *c, const char *unwrapping, const char *algorithm,
+                    const void *wrapped, size_t wrapped_len, const char *new_name,
+                    const VhsmObjectSpec *spec, size_t value_len, char *ret_type,
+                    size_t ret_type_size) {
+    Call call;
+    int r;
+    if (!unwrapping || !algorithm || !wrapped || wrapped_len == 0 || !new_name || !spec ||
+        !spec->type || value_len > UINT32_MAX)
+        return -EINVAL;
+    if ((r = attrs_arg_check(spec->attrs, spec->n_attrs)) < 0)
         return r;
-    }
+    r = call_begin(&call, c, VHSM_OP_UNWRAP_KEY);
+    if (r < 0)
+        return r;
+    put_name(&c->out, unwrapping);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
+    vhsm_buf_put(&c->out, VHSM_TAG_DATA, wrapped, wrapped_len);
+    put_new_object(&c->out, new_name, spec, value_len);
+    return new_object_finish(&call, ret_type, ret_type_size);
+}
 
-    static void put_new_object(VhsmBuf * b, const char *new_name, const VhsmObjectSpec *spec,
-                               size_t value_len) {
-        vhsm_buf_put_str(b, VHSM_TAG_NEW_KEY_NAME, new_name);
-        vhsm_buf_put_str(b, VHSM_TAG_KEY_TYPE, spec->type);
-        if (value_len)
-            vhsm_buf_put_u32(b, VHSM_TAG_VALUE_LEN, (uint32_t)value_len);
-        if (spec->flags)
-            vhsm_buf_put_u32(b, VHSM_TAG_OBJ_FLAGS, spec->flags);
-        put_attrs(b, spec->attrs, spec->n_attrs);
-        put_acl(b, spec->acl);
-    }
-
-    int vhsm_unwrap_key(VhsmClient * c, const char *unwrapping, const char *algorithm,
-                        const void *wrapped, size_t wrapped_len, const char *new_name,
-                        const VhsmObjectSpec *spec, size_t value_len, char *ret_type,
-                        size_t ret_type_size) {
-        Call call;
-        int r;
-        if (!unwrapping || !algorithm || !wrapped || wrapped_len == 0 || !new_name || !spec ||
-            !spec->type || value_len > UINT32_MAX)
-            return -EINVAL;
-        if ((r = attrs_arg_check(spec->attrs, spec->n_attrs)) < 0)
-            return r;
-        r = call_begin(&call, c, VHSM_OP_UNWRAP_KEY);
-        if (r < 0)
-            return r;
-        put_name(&c->out, unwrapping);
-        vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, algorithm);
-        vhsm_buf_put(&c->out, VHSM_TAG_DATA, wrapped, wrapped_len);
-        put_new_object(&c->out, new_name, spec, value_len);
-        return new_object_finish(&call, ret_type, ret_type_size);
-    }
-
-    int vhsm_derive_key(VhsmClient * c, const char *base, const void *point, size_t point_len,
-                        const char *kdf, const void *shared_data, size_t shared_len,
-                        const char *new_name, const VhsmObjectSpec *spec, size_t value_len,
-                        char *ret_type, size_t ret_type_size) {
-        Call call;
-        int r;
-        if (!base || !point || point_len == 0 || !kdf || (shared_len > 0 && !shared_data) ||
-            !new_name || !spec || !spec->type || value_len == 0 || value_len > UINT32_MAX)
-            return -EINVAL;
-        if ((r = attrs_arg_check(spec->attrs, spec->n_attrs)) < 0)
-            return r;
-        r = call_begin(&call, c, VHSM_OP_DERIVE_KEY);
-        if (r < 0)
-            return r;
-        put_name(&c->out, base);
-        vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, "ecdh1");
-        vhsm_buf_put(&c->out, VHSM_TAG_EC_POINT, point, point_len);
-        vhsm_buf_put_str(&c->out, VHSM_TAG_KDF, kdf);
-        if (shared_len)
-            vhsm_buf_put(&c->out, VHSM_TAG_SHARED_DATA, shared_data, shared_len);
-        put_new_object(&c->out, new_name, spec, value_len);
-        return new_object_finish(&call, ret_type, ret_type_size);
-    }
+int vhsm_derive_key(VhsmClient *c, const char *base, const void *point, size_t point_len,
+                    const char *kdf, const void *shared_data, size_t shared_len,
+                    const char *new_name, const VhsmObjectSpec *spec, size_t value_len,
+                    char *ret_type, size_t ret_type_size) {
+    Call call;
+    int r;
+    if (!base || !point || point_len == 0 || !kdf || (shared_len > 0 && !shared_data) ||
+        !new_name || !spec || !spec->type || value_len == 0 || value_len > UINT32_MAX)
+        return -EINVAL;
+    if ((r = attrs_arg_check(spec->attrs, spec->n_attrs)) < 0)
+        return r;
+    r = call_begin(&call, c, VHSM_OP_DERIVE_KEY);
+    if (r < 0)
+        return r;
+    put_name(&c->out, base);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_ALGORITHM, "ecdh1");
+    vhsm_buf_put(&c->out, VHSM_TAG_EC_POINT, point, point_len);
+    vhsm_buf_put_str(&c->out, VHSM_TAG_KDF, kdf);
+    if (shared_len)
+        vhsm_buf_put(&c->out, VHSM_TAG_SHARED_DATA, shared_data, shared_len);
+    put_new_object(&c->out, new_name, spec, value_len);
+    return new_object_finish(&call, ret_type, ret_type_size);
+}
