@@ -3429,9 +3429,17 @@ static CK_RV new_key_check(P11Session *sess, const P11KeyTemplate *t, KeyKind ki
         if (s->user != CKU_SO)
             return CKR_ATTRIBUTE_READ_ONLY; /* CKA_TRUSTED: the SO's to set */
     }
-    if (!(sess->flags & CKF_RW_SESSION))
-        return CKR_SESSION_READ_ONLY;
+    if (t->token != P11_TRI_FALSE && !(sess->flags & CKF_RW_SESSION))
+        return CKR_SESSION_READ_ONLY; /* session objects may be made in a read-only session */
     return CKR_OK;
+}
+
+/* The connection for a new unwrapped or derived key: a session object (CKA_TOKEN false) lives on
+ * the slot's session-object connection, which also sees a session key used to make it. */
+static int conn_for_new_key(P11Slot *s, const P11KeyTemplate *t, const P11Key *from, Conn *x) {
+    if (t->token == P11_TRI_FALSE || from->session)
+        return conn_get_sobj(s, x, true);
+    return conn_get(s, x);
 }
 
 typedef struct UnwrapReq {
@@ -3486,6 +3494,8 @@ CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     VhsmAttr attrs[2];
     VhsmObjectSpec spec;
     new_key_spec(kind, &t, vtype, attrs, &spec);
+    if (t.token == P11_TRI_FALSE)
+        spec.flags |= VHSM_OBJ_SESSION;
     UnwrapReq u = {.ukey = uk->name,
                    .alg = alg,
                    .wrapped = pWrappedKey,
@@ -3494,7 +3504,7 @@ CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
                    .spec = &spec};
     _cleanup_conn_ Conn x = {.slot = s};
     char full[160];
-    x.r = conn_get(s, &x);
+    x.r = conn_for_new_key(s, &t, uk, &x);
     if (x.r >= 0)
         x.r = make_named_key(x.c, &t, unwrap_make, &u, full);
     if (x.r == -EKEYREJECTED)
@@ -3570,10 +3580,12 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
     VhsmAttr attrs[2];
     VhsmObjectSpec spec;
     new_key_spec(kind, &t, vtype, attrs, &spec);
+    if (t.token == P11_TRI_FALSE)
+        spec.flags |= VHSM_OBJ_SESSION;
     DeriveReq d = {.base = bk->name, .p = &p, .value_len = value_len, .spec = &spec};
     _cleanup_conn_ Conn x = {.slot = s};
     char full[160];
-    x.r = conn_get(s, &x);
+    x.r = conn_for_new_key(s, &t, bk, &x);
     if (x.r >= 0)
         x.r = make_named_key(x.c, &t, derive_make, &d, full);
     if (x.r == -EBADMSG || x.r == -EINVAL)

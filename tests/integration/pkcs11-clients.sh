@@ -173,9 +173,9 @@ printf '\x01' | dd of=wrapped bs=1 seek=23 conv=notrunc 2>/dev/null
 L --unwrap -m AES-KEY-WRAP --id 7701 -i wrapped --key-type AES: --application-id 7705 \
   --application-label w-bad >out 2>&1 && fail "a corrupted blob was unwrapped"
 grep -q CKR_WRAPPED_KEY_INVALID out || fail "corrupted blob: $(cat out)"
-# pkcs11-tool --derive asks for a session object (CKA_TOKEN false) and then reads the derived
-# key's CKA_VALUE: neither exists here (vhsmd keeps derived keys, and has no session objects
-# yet), so the module refuses it at once instead of deriving a key nobody can reach.
+# pkcs11-tool --derive asks for a non-sensitive session key (CKA_SENSITIVE false) and then reads
+# the derived key's CKA_VALUE: vhsmd keeps derived keys sensitive, so the module refuses it at
+# once instead of deriving a key nobody can reach.
 L --keypairgen --key-type EC:prime256v1 --label w-ec --id 7706 --usage-derive >out 2>&1 ||
   fail "EC keypairgen: $(cat out)"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out peer.pem 2>/dev/null

@@ -651,9 +651,16 @@ static void test_wrap_refusals(void **state) {
     CK_ATTRIBUTE session[] = {{CKA_CLASS, &cls_secret, sizeof(cls_secret)},
                               {CKA_KEY_TYPE, &kt_aes, sizeof(kt_aes)},
                               {CKA_TOKEN, &no, sizeof(no)}};
-    /* session objects are not in vhsmd (yet): refused, not made a token object */
-    assert_int_equal(F->C_UnwrapKey(s, &m, kek, blob, n, session, 3, &u),
-                     CKR_ATTRIBUTE_VALUE_INVALID);
+    /* a session object (CKA_TOKEN false): made in vhsmd as one, gone when destroyed */
+    assert_int_equal(F->C_UnwrapKey(s, &m, kek, blob, n, session, 3, &u), CKR_OK);
+    {
+        CK_BBOOL tok = CK_TRUE;
+        CK_ATTRIBUTE ta = {CKA_TOKEN, &tok, sizeof(tok)};
+        assert_int_equal(F->C_GetAttributeValue(s, u, &ta, 1), CKR_OK);
+        assert_int_equal(tok, CK_FALSE);
+        assert_int_equal(count_objects(s), before + 1);
+        assert_int_equal(F->C_DestroyObject(s, u), CKR_OK);
+    }
     assert_int_equal(count_objects(s), before);
     /* a read-only session cannot create the key */
     CK_SESSION_HANDLE ro = 0;
