@@ -716,6 +716,8 @@ static size_t ec_point(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, uint8_t *out, 
     return a.ulValueLen;
 }
 
+static CK_BBOOL *derive_token = &yes; /* CKA_TOKEN of derive()'s new key */
+
 static CK_RV derive(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE base, CK_ULONG kdf, const uint8_t *shared,
                     size_t sn, const uint8_t *point, size_t pn, CK_KEY_TYPE *kt, CK_ULONG value_len,
                     CK_OBJECT_HANDLE *ret) {
@@ -723,7 +725,7 @@ static CK_RV derive(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE base, CK_ULONG kdf, co
     CK_MECHANISM m = {CKM_ECDH1_DERIVE, &p, sizeof(p)};
     CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls_secret, sizeof(cls_secret)},
                         {CKA_KEY_TYPE, kt, sizeof(*kt)},
-                        {CKA_TOKEN, &yes, sizeof(yes)},
+                        {CKA_TOKEN, derive_token, sizeof(yes)},
                         {CKA_ENCRYPT, &yes, sizeof(yes)},
                         {CKA_DECRYPT, &yes, sizeof(yes)},
                         {CKA_VALUE_LEN, &value_len, sizeof(value_len)}};
@@ -742,7 +744,11 @@ static void test_ecdh_derive(void **state) {
     size_t na = ec_point(s, apub, pa, sizeof(pa)), nb = ec_point(s, bpub, pb, sizeof(pb));
     assert_int_equal(na, 67); /* 04 41 | 04 X Y */
     assert_int_equal(derive(s, apriv, CKD_NULL, NULL, 0, pb + 2, nb - 2, &kt_aes, 32, &ka), CKR_OK);
+    derive_token = &no; /* the other side's key a session object */
     assert_int_equal(derive(s, bpriv, CKD_NULL, NULL, 0, pa, na, &kt_aes, 32, &kb), CKR_OK);
+    derive_token = &yes;
+    assert_int_equal(bool_attr(s, kb, CKA_TOKEN), CK_FALSE);
+    assert_int_equal(bool_attr(s, ka, CKA_TOKEN), CK_TRUE);
     static const uint8_t pt[32] = "agreed on both sides of curves";
     uint8_t ct[64], back[64];
     CK_ULONG cl = sizeof(ct), bl = sizeof(back);
