@@ -222,8 +222,11 @@ static bool has_mech(Module *m, CK_MECHANISM_TYPE t) {
     return m->f->C_GetMechanismInfo(m->slot, t, &mi) == CKR_OK;
 }
 
-/* Generates the key of an operation: a session object where the module allows, else a token
- * object. */
+/* Generates the key of an operation. SoftHSM2: a session object where it allows (its fastest:
+ * no token file behind it), else a token object. The vHSM: a token object first, because its
+ * session objects live on one vhsmd connection per slot (they are bound to the connection that
+ * made them), so threads sharing a session key take turns on that connection; token keys are
+ * what a multi-threaded application uses with it (docs/pkcs11.md "Session objects"). */
 static bool gen_key(Module *m, int op) {
     static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
     static const CK_BYTE ed_oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
@@ -235,7 +238,7 @@ static bool gen_key(Module *m, int op) {
     if (!has_mech(m, need[op]))
         return false;
     for (int attempt = 0; attempt < 4; attempt++) {
-        CK_BBOOL token = attempt % 2 ? CK_TRUE : CK_FALSE;
+        CK_BBOOL token = (attempt % 2 == 0) == (m->daemon > 0) ? CK_TRUE : CK_FALSE;
         CK_OBJECT_HANDLE pub = 0;
         CK_RV rv;
         if (op == OP_GCM) {
