@@ -24,7 +24,8 @@
 #      unlock through the sealed slot, plain cryptsetup with the token plugin, and self-healing
 #      after a measurement change (remote release, re-seal, local again)
 #  12. PKCS#11: pkcs11-tool initialises a token, sets a PIN, generates an EC key in the vHSM and
-#      signs; plain OpenSSL verifies
+#      signs; plain OpenSSL verifies; a certificate for that key is stored in the token and
+#      listed without a login; an AES key is wrapped (RFC 3394) and unwrapped inside the vault
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${NT_BUILD:-build}
@@ -569,6 +570,26 @@ elif command -v pkcs11-tool >/dev/null && [ -f "$p11" ]; then
   openssl pkey -pubin -inform DER -in "$W/ec.der" -out "$W/ec.pem"
   echo "The signature, checked by plain OpenSSL with the exported public key:"
   run openssl dgst -sha256 -verify "$W/ec.pem" -signature "$W/doc.sig" "$W/doc"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/ca.key" 2>/dev/null
+  openssl req -new -key "$W/ca.key" -subj /CN=demo-ec -out "$W/ec.csr" 2>/dev/null
+  openssl x509 -req -in "$W/ec.csr" -signkey "$W/ca.key" -force_pubkey "$W/ec.pem" -days 1 \
+    -outform DER -out "$W/ec-cert.der" 2>/dev/null
+  P11 --login --pin 123456 --write-object "$W/ec-cert.der" --type cert --id 01 --label demo-ec-cert
+  echo "Without a login, the token shows the certificate and the public key (not the private key):"
+  P11 -O | grep -E "^(Certificate|Public Key|Private Key) Object|label:" | head -6
+  echo "Key wrapping happens inside vhsmd: a KEK wraps an extractable AES key (RFC 3394), and the"
+  echo "wrapped bytes come back in as a new key; a non-extractable key cannot be wrapped:"
+  P11 --login --pin 123456 --keygen --key-type AES:32 --label demo-kek --id 10
+  P11 --login --pin 123456 --keygen --key-type AES:16 --label demo-tgt --id 11 --extractable
+  P11 --login --pin 123456 --wrap -m AES-KEY-WRAP --id 10 --application-id 11 -o "$W/wrapped"
+  echo "wrapped: $(stat -c %s "$W/wrapped") bytes"
+  P11 --login --pin 123456 --unwrap -m AES-KEY-WRAP --id 10 -i "$W/wrapped" --key-type AES: \
+    --application-id 12 --application-label demo-unwrapped
+  set +e
+  echo "wrapping the never-extractable KEK itself: $(pkcs11-tool --module "$p11" --login --pin 123456 \
+    --wrap -m AES-KEY-WRAP --id 10 --application-id 10 -o "$W/wrapped2" 2>&1 |
+    grep -oE "CKR_[A-Z_]+" | head -1)"
+  set -e
   P11 -L | grep -E "token label|flags|PIN"
   unset VHSM_PKCS11_SOCKETS
 fi
