@@ -3006,11 +3006,14 @@ static uint32_t gen_flags(KeyKind kind, const P11KeyTemplate *pt, const P11KeyTe
         f |= VHSM_OBJ_SIGN | VHSM_OBJ_VERIFY;
     if (kind == KK_AES || kind == KK_RSA)
         f |= VHSM_OBJ_ENCRYPT | VHSM_OBJ_DECRYPT;
-    if (kind == KK_AES)
-        f |= VHSM_OBJ_WRAP | VHSM_OBJ_UNWRAP;
     if (kind == KK_EC_P256 || kind == KK_EC_P384)
         f |= VHSM_OBJ_DERIVE;
     const P11KeyTemplate *ps = pt ? pt : vt;
+    /* An AES key either wraps keys or encrypts data: asked to wrap or unwrap, it does not
+     * encrypt or decrypt unless asked to as well (and then vhsmd never lets it wrap: a key that
+     * has been a data cipher could decrypt what it wraps). */
+    if (kind == KK_AES && (ps->wrap == P11_TRI_TRUE || vt->unwrap == P11_TRI_TRUE))
+        f &= ~(VHSM_OBJ_ENCRYPT | VHSM_OBJ_DECRYPT);
     f = tri_apply(f, vt->sign, VHSM_OBJ_SIGN);
     f = tri_apply(f, vt->decrypt, VHSM_OBJ_DECRYPT);
     f = tri_apply(f, vt->unwrap, VHSM_OBJ_UNWRAP);

@@ -1811,6 +1811,11 @@ static int op_wrap_key(Req *q) {
         (r = get_key_name(q, VHSM_TAG_TARGET_NAME, target)) < 0)
         return r;
     r = vault_key_wrap(q->d->vault, q->peer, q->name, pad, target, only == 1, &out, &n);
+    if (r == -EPERM)
+        return req_fail(q, r,
+                        "wrap-key: key '%s' refused: the ACL, no WRAP usage, or it has been a data "
+                        "cipher (ENCRYPT/DECRYPT): a key that can decrypt data never wraps keys",
+                        q->name);
     if (r < 0)
         return wrap_fail(q, "wrap-key", r);
     if (only == 1) {
@@ -1892,7 +1897,8 @@ static int op_unwrap_key(Req *q) {
     if (r == -EPERM && q->d->no_plaintext_import)
         return req_fail(q, r,
                         "unwrap-key: key '%s': refused (ACL or usage), or not a key generated in "
-                        "vhsmd and never extractable (vhsmd --no-plaintext-import)",
+                        "vhsmd, never extractable and never a data cipher (vhsmd "
+                        "--no-plaintext-import)",
                         q->name);
     if (r == -EEXIST)
         return req_fail(q, r, "key '%s' already exists", new_name);

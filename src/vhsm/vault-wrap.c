@@ -297,6 +297,11 @@ int vault_key_wrap(Vault *v, const VaultPeer *peer, const char *wrapping, bool p
         return r;
     if (!type_is_aes(wtype))
         return -EOPNOTSUPP;
+    /* A key that has been a data cipher never wraps: AES-CBC decryption with a zero IV under
+     * the same key would undo RFC 3394 wrapping and reveal the wrapped key (the PKCS#11
+     * wrap/decrypt attack); the history survives clearing the flags, copies and restarts. */
+    if (wflags & VAULT_OBJ_HAD_CIPHER)
+        return -EPERM;
     /* The target's material is used (encrypted under the wrapping key): USE right and login,
      * no usage flag of its own; EXTRACTABLE and WRAP_WITH_TRUSTED decide. */
     if ((r = vault_acquire_ex(v, peer, target, true, 0, 0, &ttype, &tflags, &tkv)) < 0)
@@ -396,7 +401,7 @@ static int insert_new(Vault *v, const VaultPeer *peer, const char *full, const V
     if ((r = vault_key_new(full, &s, peer, origin, &k)) < 0)
         return r;
     if (origin != VAULT_ORIGIN_IMPORTED) /* derived: never LOCAL; the rest as PKCS#11 says */
-        k->obj_flags = (k->obj_flags & VAULT_OBJ_SETTABLE) | set_ro;
+        k->obj_flags = vault_obj_flags_history((k->obj_flags & VAULT_OBJ_SETTABLE) | set_ro);
     if ((r = vault_acl_check_caps(&k->acl, peer)) < 0)
         return r;
     if ((r = vault_key_add_version(k, *kv)) < 0)
@@ -452,6 +457,10 @@ int vault_key_unwrap(Vault *v, const VaultPeer *peer, const char *unwrapping, bo
      * let a client bring in plaintext of its choice wrapped under it. */
     if (local_kek_only && (uflags & (VAULT_OBJ_LOCAL | VAULT_OBJ_NEVER_EXTRACTABLE)) !=
                               (VAULT_OBJ_LOCAL | VAULT_OBJ_NEVER_EXTRACTABLE))
+        return -EPERM;
+    /* Nor one that has been a data cipher: AES-CBC encryption with a zero IV under it forges
+     * RFC 3394 wrapping of any value, which unwrapping would import. */
+    if (local_kek_only && (uflags & VAULT_OBJ_HAD_CIPHER))
         return -EPERM;
     if ((r = secret_new(in_len + 16, &plain)) < 0)
         return r;

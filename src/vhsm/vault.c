@@ -1090,7 +1090,7 @@ static void attrs_free(VaultKeyAttr *a, size_t n) {
 
 /* The read-only flags a new object gets from its origin and chosen flags. */
 static uint32_t flags_for_origin(uint32_t flags, VaultOrigin origin) {
-    flags &= VAULT_OBJ_SETTABLE;
+    flags = vault_obj_flags_history(flags & VAULT_OBJ_SETTABLE);
     if (origin == VAULT_ORIGIN_IMPORTED)
         return flags; /* not local, never "always sensitive" or "never extractable" */
     flags |= VAULT_OBJ_LOCAL;
@@ -2167,7 +2167,7 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
     WRITE_LOCKED(v);
     if (so_trust) {
         k = vault_find_locked(v, full);
-        if (!k)
+        if (!k || !vault_key_seen_by(k, peer)) /* another connection's session object */
             return absent_error(peer, full);
         if (!vault_acl_check(&k->acl, peer, VAULT_RIGHT_ADMIN))
             return -EPERM;
@@ -2195,7 +2195,7 @@ int vault_key_set_object(Vault *v, const VaultPeer *peer, const char *name, uint
     on = k->n_attrs;
     k->attrs = na;
     k->n_attrs = nn;
-    k->obj_flags = nf;
+    k->obj_flags = vault_obj_flags_history(nf); /* history only grows */
     after = key_meta_cost(k);
     if (after > before) {
         d = (VaultUsage){.bytes = after - before};
@@ -3858,7 +3858,8 @@ int vault_object_copy(Vault *v, const VaultPeer *peer, const char *name, const c
                               .obj_flags = (nf & VAULT_OBJ_SETTABLE) | VAULT_OBJ_DESTROYABLE};
         if ((r = vault_key_new(nfull, &spec, peer, src->origin, &k)) < 0)
             return r;
-        k->obj_flags = (nf & VAULT_OBJ_SETTABLE) | (of & VAULT_OBJ_READONLY);
+        k->obj_flags =
+            vault_obj_flags_history((nf & VAULT_OBJ_SETTABLE) | (of & VAULT_OBJ_READONLY));
         if ((r = attrs_merge(src->attrs, src->n_attrs, attrs, n_attrs, &na, &nn)) < 0)
             return r;
         k->attrs = na;

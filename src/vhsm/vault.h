@@ -303,12 +303,28 @@ void vault_set_clock(Vault *v, time_t (*now)(void *userdata), void *userdata);
 #define VAULT_OBJ_LOCAL (1u << 16)   /* read-only, set by the vault */
 #define VAULT_OBJ_ALWAYS_SENSITIVE (1u << 17)
 #define VAULT_OBJ_NEVER_EXTRACTABLE (1u << 18)
+/* Usage history (read-only, kept by the vault, persisted, inherited by copies): the key has had
+ * ENCRYPT or DECRYPT (a data cipher), WRAP or UNWRAP (a key wrapper) at some time. A key that was
+ * ever a data cipher never wraps and, under --no-plaintext-import, never unwraps: otherwise
+ * AES-CBC with a zero IV would undo or forge RFC 3394 wrapping (the PKCS#11 wrap/decrypt attack),
+ * revealing a sensitive key or importing a chosen value. */
+#define VAULT_OBJ_HAD_CIPHER (1u << 19)
+#define VAULT_OBJ_HAD_WRAPPER (1u << 20)
 #define VAULT_OBJ_USAGE                                                                            \
     (VAULT_OBJ_SIGN | VAULT_OBJ_VERIFY | VAULT_OBJ_ENCRYPT | VAULT_OBJ_DECRYPT | VAULT_OBJ_WRAP |  \
      VAULT_OBJ_UNWRAP | VAULT_OBJ_DERIVE)
 #define VAULT_OBJ_SETTABLE ((1u << 16) - 1u) /* bits a creator may choose (SESSION included) */
 #define VAULT_OBJ_READONLY                                                                         \
-    (VAULT_OBJ_LOCAL | VAULT_OBJ_ALWAYS_SENSITIVE | VAULT_OBJ_NEVER_EXTRACTABLE)
+    (VAULT_OBJ_LOCAL | VAULT_OBJ_ALWAYS_SENSITIVE | VAULT_OBJ_NEVER_EXTRACTABLE |                  \
+     VAULT_OBJ_HAD_CIPHER | VAULT_OBJ_HAD_WRAPPER)
+/* flags with the usage history of their usage bits added */
+static inline uint32_t vault_obj_flags_history(uint32_t f) {
+    if (f & (VAULT_OBJ_ENCRYPT | VAULT_OBJ_DECRYPT))
+        f |= VAULT_OBJ_HAD_CIPHER;
+    if (f & (VAULT_OBJ_WRAP | VAULT_OBJ_UNWRAP))
+        f |= VAULT_OBJ_HAD_WRAPPER;
+    return f;
+}
 /* Default for a key created without flags (and for keys from before attributes): every usage,
  * sensitive, private, modifiable, destroyable; not extractable. */
 #define VAULT_OBJ_DEFAULT                                                                          \

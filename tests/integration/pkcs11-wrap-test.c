@@ -36,57 +36,7 @@
 
 #include "p11.h"
 
-static CK_FUNCTION_LIST *F;
-static pid_t vhsmd_pid;
-static char sock_path[512];
-static const char *vhsmd_extra_arg;
-
-static void vhsmd_start(void) {
-    const char *dir = getenv("P11T_DIR");
-    char sim[512], ks[512], anchor[512], log[512];
-    snprintf(sim, sizeof(sim), "%s/sim", dir);
-    snprintf(ks, sizeof(ks), "file:%s/anchor", dir);
-    snprintf(anchor, sizeof(anchor), "%s/state/keystore", dir);
-    snprintf(log, sizeof(log), "%s/vhsmd.log", dir);
-    snprintf(sock_path, sizeof(sock_path), "%s/vhsm.sock", dir);
-    unlink(sock_path);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        FILE *f = freopen(log, "a", stderr);
-        (void)f;
-        execl(getenv("P11T_VHSMD"), "vhsmd", "--foreground", "--socket", sock_path, "--keystore",
-              anchor, "--provider", "sim", "--sim-dir", sim, "--freshness-anchor", ks, "--threads",
-              "2", vhsmd_extra_arg, (char *)NULL);
-        _exit(127);
-    }
-    vhsmd_pid = pid;
-    for (int i = 0; i < 400; i++) {
-        struct stat st;
-        if (stat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode))
-            return;
-        assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
-        usleep(25000);
-    }
-    fail_msg("vhsmd did not come up");
-}
-
-static void vhsmd_stop(void) {
-    if (vhsmd_pid <= 0)
-        return;
-    kill(vhsmd_pid, SIGTERM);
-    int st = 0;
-    for (int i = 0; i < 600; i++) {
-        if (waitpid(vhsmd_pid, &st, WNOHANG) == vhsmd_pid) {
-            vhsmd_pid = 0;
-            return;
-        }
-        usleep(50000);
-    }
-    kill(vhsmd_pid, SIGKILL);
-    waitpid(vhsmd_pid, &st, 0);
-    vhsmd_pid = 0;
-}
+#include "p11-harness.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 

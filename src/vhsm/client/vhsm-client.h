@@ -395,6 +395,10 @@ int vhsm_set_pin(VhsmClient *c, const void *old_pin, size_t old_len, const void 
 #define VHSM_OBJ_LOCAL (1u << 16)
 #define VHSM_OBJ_ALWAYS_SENSITIVE (1u << 17)
 #define VHSM_OBJ_NEVER_EXTRACTABLE (1u << 18)
+/* read-only usage history: the key has had ENCRYPT/DECRYPT (then it never wraps, and never unwraps
+ * under vhsmd --no-plaintext-import), or WRAP/UNWRAP */
+#define VHSM_OBJ_HAD_CIPHER (1u << 19)
+#define VHSM_OBJ_HAD_WRAPPER (1u << 20)
 #define VHSM_OBJ_DEFAULT 0u /* in a spec: vhsmd's defaults (design note section 4) */
 
 #define VHSM_ATTR_MAX 32 /* opaque attributes per object */

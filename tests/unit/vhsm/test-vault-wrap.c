@@ -311,6 +311,66 @@ static void test_keystore_round_trip(void **state) {
     vault_free(v);
 }
 
+/* The PKCS#11 wrap/decrypt attack (found in review, stop 21): a key that has ever been a data
+ * cipher never wraps (AES-CBC decryption with a zero IV would undo RFC 3394 and reveal the
+ * wrapped key), and under --no-plaintext-import never unwraps (AES-CBC encryption would forge
+ * a wrapped blob of any value). The history survives clearing the flag, copies and the
+ * keystore. */
+static void test_cipher_history(void **state) {
+    Vault *v = new_vault(), *w = new_vault();
+    uint8_t *out = NULL;
+    size_t n = 0;
+    VaultKeyType got;
+    Secret *content = NULL;
+    (void)state;
+    const uint32_t mod = KEK_FLAGS | VAULT_OBJ_MODIFIABLE | VAULT_OBJ_COPYABLE;
+    gen(v, "t", VAULT_KEY_AES128, EXTRACTABLE);
+    /* a wrap-only KEK wraps; once DECRYPT is added (even if removed again) it never does */
+    gen(v, "kek", VAULT_KEY_AES256, mod);
+    assert_false(flags_of(v, "kek") & VAULT_OBJ_HAD_CIPHER);
+    assert_true(flags_of(v, "kek") & VAULT_OBJ_HAD_WRAPPER);
+    assert_int_equal(vault_key_wrap(v, &alice, "kek", false, "t", true, &out, &n), 0);
+    assert_int_equal(vault_key_set_object(v, &alice, "kek", VAULT_OBJ_DECRYPT, 0, NULL, 0), 0);
+    assert_int_equal(vault_key_wrap(v, &alice, "kek", false, "t", false, &out, &n), -EPERM);
+    assert_int_equal(vault_key_set_object(v, &alice, "kek", 0, VAULT_OBJ_DECRYPT, NULL, 0), 0);
+    assert_true(flags_of(v, "kek") & VAULT_OBJ_HAD_CIPHER);
+    assert_int_equal(vault_key_wrap(v, &alice, "kek", false, "t", false, &out, &n), -EPERM);
+    /* a copy inherits the history */
+    assert_int_equal(vault_object_copy(v, &alice, "kek", "kek2", 0, 0, NULL, 0), 0);
+    assert_true(flags_of(v, "kek2") & VAULT_OBJ_HAD_CIPHER);
+    assert_int_equal(vault_key_wrap(v, &alice, "kek2", false, "t", false, &out, &n), -EPERM);
+    /* a key born with both roles (the default of keys made without flags) never wraps */
+    gen(v, "both", VAULT_KEY_AES256, 0);
+    assert_int_equal(vault_key_wrap(v, &alice, "both", false, "t", false, &out, &n), -EPERM);
+    /* unwrap: an UNWRAP key that once had ENCRYPT is refused under --no-plaintext-import only */
+    gen(v, "ukek", VAULT_KEY_AES256, mod);
+    assert_int_equal(vault_key_wrap(v, &alice, "ukek", false, "t", false, &out, &n), 0);
+    assert_int_equal(n, 24);
+    const VaultKeySpec spec = {.obj_flags = EXTRACTABLE};
+    assert_int_equal(
+        vault_key_unwrap(v, &alice, "ukek", false, out, n, "aes", 0, "u1", &spec, true, &got), 0);
+    assert_int_equal(vault_key_set_object(v, &alice, "ukek", VAULT_OBJ_ENCRYPT, 0, NULL, 0), 0);
+    assert_int_equal(vault_key_set_object(v, &alice, "ukek", 0, VAULT_OBJ_ENCRYPT, NULL, 0), 0);
+    size_t before = vault_key_count(v);
+    assert_int_equal(
+        vault_key_unwrap(v, &alice, "ukek", false, out, n, "aes", 0, "u2", &spec, true, &got),
+        -EPERM);
+    assert_int_equal(vault_key_count(v), before);
+    assert_int_equal(
+        vault_key_unwrap(v, &alice, "ukek", false, out, n, "aes", 0, "u3", &spec, false, &got), 0);
+    free(out);
+    out = NULL;
+    /* the history is kept by the keystore */
+    assert_int_equal(keystore_serialize(v, &content), 0);
+    assert_int_equal(keystore_deserialize(w, secret_const_data(content), secret_size(content)), 0);
+    assert_true(flags_of(w, "kek") & VAULT_OBJ_HAD_CIPHER);
+    assert_false(flags_of(w, "kek") & VAULT_OBJ_DECRYPT);
+    assert_int_equal(vault_key_wrap(w, &alice, "kek", false, "t", false, &out, &n), -EPERM);
+    secret_free(content);
+    vault_free(w);
+    vault_free(v);
+}
+
 /* Counts occurrences of a 32-byte pattern (given XOR 0x5a, so that the pattern itself is not
  * in memory) in every readable mapping of this process (as test-transfer.c does). */
 static int count_in_memory(const uint8_t masked[32]) {
@@ -404,11 +464,9 @@ static void test_no_residue(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wrap_rules),
-        cmocka_unit_test(test_unwrap_rules),
-        cmocka_unit_test(test_derive_rules),
-        cmocka_unit_test(test_keystore_round_trip),
-        cmocka_unit_test(test_pkcs8_against_openssl),
+        cmocka_unit_test(test_wrap_rules),     cmocka_unit_test(test_unwrap_rules),
+        cmocka_unit_test(test_derive_rules),   cmocka_unit_test(test_keystore_round_trip),
+        cmocka_unit_test(test_cipher_history), cmocka_unit_test(test_pkcs8_against_openssl),
         cmocka_unit_test(test_no_residue),
     };
     secret_set_allow_unlocked(true);
