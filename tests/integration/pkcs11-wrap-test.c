@@ -79,8 +79,10 @@ static CK_OBJECT_HANDLE gen_aes(CK_SESSION_HANDLE s, CK_ULONG len, bool extracta
                         {CKA_EXTRACTABLE, extractable ? &yes : &no, sizeof(yes)},
                         {CKA_WRAP, wrap ? &yes : &no, sizeof(yes)},
                         {CKA_UNWRAP, unwrap ? &yes : &no, sizeof(yes)},
-                        {CKA_ENCRYPT, &yes, sizeof(yes)},
-                        {CKA_DECRYPT, &yes, sizeof(yes)}};
+                        /* a key wraps keys or encrypts data, never both (vhsmd refuses to wrap
+                         * with a key that has been a data cipher) */
+                        {CKA_ENCRYPT, wrap || unwrap ? &no : &yes, sizeof(yes)},
+                        {CKA_DECRYPT, wrap || unwrap ? &no : &yes, sizeof(yes)}};
     assert_int_equal(F->C_GenerateKey(s, &m, t, 7, &h), CKR_OK);
     return h;
 }
@@ -93,8 +95,8 @@ static CK_OBJECT_HANDLE import_aes(CK_SESSION_HANDLE s, const uint8_t *key, size
                         {CKA_TOKEN, &yes, sizeof(yes)},
                         {CKA_WRAP, &yes, sizeof(yes)},
                         {CKA_UNWRAP, &yes, sizeof(yes)},
-                        {CKA_ENCRYPT, &yes, sizeof(yes)},
-                        {CKA_DECRYPT, &yes, sizeof(yes)},
+                        {CKA_ENCRYPT, &no, sizeof(no)},
+                        {CKA_DECRYPT, &no, sizeof(no)},
                         {CKA_EXTRACTABLE, extractable ? &yes : &no, sizeof(yes)},
                         {CKA_VALUE, (void *)key, n}};
     CK_OBJECT_HANDLE h = 0;

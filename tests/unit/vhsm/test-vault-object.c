@@ -50,9 +50,10 @@ static void test_defaults(void **state) {
     (void)state;
     assert_int_equal(
         vault_key_generate(v, &alice, "ec", &(VaultKeySpec){.type = VAULT_KEY_EC_P256}), 0);
-    assert_int_equal(flags_of(v, "ec"), VAULT_OBJ_DEFAULT | VAULT_OBJ_LOCAL |
-                                            VAULT_OBJ_ALWAYS_SENSITIVE |
-                                            VAULT_OBJ_NEVER_EXTRACTABLE);
+    assert_int_equal(flags_of(v, "ec"),
+                     vault_obj_flags_history(VAULT_OBJ_DEFAULT | VAULT_OBJ_LOCAL |
+                                             VAULT_OBJ_ALWAYS_SENSITIVE |
+                                             VAULT_OBJ_NEVER_EXTRACTABLE));
     j = describe(v, "ec");
     assert_int_equal(json_integer_value(json_object_get(j, "bits")), 256);
     /* SPKI DER of a P-256 key: 91 bytes, hex */
@@ -414,7 +415,7 @@ static void test_import_plain(void **state) {
     assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 31), -EBADMSG);
     assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 33), -EBADMSG);
     assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 32), 0);
-    assert_int_equal(flags_of(v, "kat"), VAULT_OBJ_DEFAULT);
+    assert_int_equal(flags_of(v, "kat"), vault_obj_flags_history(VAULT_OBJ_DEFAULT));
     assert_int_equal(vault_key_import_plain(v, &alice, "kat", &aes, key, 32), -EEXIST);
     crypt_kat(v, VAULT_AES_GCM, "cafebabefacedbaddecaf888",
               "feedfacedeadbeeffeedfacedeadbeefabaddad2", 128,
