@@ -564,7 +564,9 @@ static int r_key(Reader *rd, uint32_t format, bool root_pass, VaultKey **ret) {
     if (r < 0)
         return r == -ENOMEM ? r : -EBADMSG;
     if (format == CONTENT_FORMAT)
-        k->obj_flags = vault_obj_flags_history(obj_flags); /* older keystores: from the usage */
+        /* keys of older keystores: the usage history from their usage (objects have none) */
+        k->obj_flags =
+            vault_key_type_is_object(k->type) ? obj_flags : vault_obj_flags_history(obj_flags);
     k->latest = min - 1;
     k->min_version = min;
     for (uint32_t ver = min; ver <= latest; ver++) {

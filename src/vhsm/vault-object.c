@@ -147,9 +147,7 @@ int vault_object_create(Vault *v, const VaultPeer *peer, const char *name, const
     s.obj_flags = vault_object_flags(spec->type, spec->obj_flags);
     if ((r = vault_key_new(full, &s, peer, VAULT_ORIGIN_IMPORTED, &k)) < 0)
         return r;
-    k->obj_flags = vault_obj_flags_history(s.obj_flags); /* exactly these, and their history
-                                                          * (vault_key_new reads 0 as the key
-                                                          * default) */
+    k->obj_flags = s.obj_flags; /* exactly these (vault_key_new reads 0 as the key default) */
     kv = key_version_new(1, (uint64_t)vault_now(v));
     if (!kv)
         return -ENOMEM;

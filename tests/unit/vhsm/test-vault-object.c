@@ -66,7 +66,8 @@ static void test_defaults(void **state) {
                            &(VaultKeySpec){.type = VAULT_KEY_AES256,
                                            .obj_flags = VAULT_OBJ_ENCRYPT | VAULT_OBJ_EXTRACTABLE}),
         0);
-    assert_int_equal(flags_of(v, "x"), VAULT_OBJ_ENCRYPT | VAULT_OBJ_EXTRACTABLE | VAULT_OBJ_LOCAL);
+    assert_int_equal(flags_of(v, "x"), VAULT_OBJ_ENCRYPT | VAULT_OBJ_EXTRACTABLE | VAULT_OBJ_LOCAL |
+                                           VAULT_OBJ_HAD_CIPHER);
     /* Read-only bits cannot be chosen. */
     assert_int_equal(
         vault_key_generate(v, &alice, "y",
