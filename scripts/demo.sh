@@ -577,9 +577,10 @@ elif command -v pkcs11-tool >/dev/null && [ -f "$p11" ]; then
   P11 --login --pin 123456 --write-object "$W/ec-cert.der" --type cert --id 01 --label demo-ec-cert
   echo "Without a login, the token shows the certificate and the public key (not the private key):"
   P11 -O | grep -E "^(Certificate|Public Key|Private Key) Object|label:" | head -6
-  echo "Key wrapping happens inside vhsmd: a KEK wraps an extractable AES key (RFC 3394), and the"
-  echo "wrapped bytes come back in as a new key; a non-extractable key cannot be wrapped:"
-  P11 --login --pin 123456 --keygen --key-type AES:32 --label demo-kek --id 10
+  echo "Key wrapping happens inside vhsmd: a KEK (wrap/unwrap only: a key that can decrypt data never"
+  echo "wraps) wraps an extractable AES key (RFC 3394), and the wrapped bytes come back in as a new"
+  echo "key; a non-extractable key cannot be wrapped:"
+  P11 --login --pin 123456 --keygen --key-type AES:32 --label demo-kek --id 10 --usage-wrap
   P11 --login --pin 123456 --keygen --key-type AES:16 --label demo-tgt --id 11 --extractable
   P11 --login --pin 123456 --wrap -m AES-KEY-WRAP --id 10 --application-id 11 -o "$W/wrapped"
   echo "wrapped: $(stat -c %s "$W/wrapped") bytes"

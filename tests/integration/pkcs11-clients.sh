@@ -148,9 +148,16 @@ L --decrypt -m AES-CBC-PAD --iv $IV --id "$AES_ID" -i data.enc -o data.dec >out 
 cmp -s data data.dec || fail "AES-CBC-PAD round trip differs"
 
 step "pkcs11-tool --wrap / --unwrap (AES key wrap, RFC 3394 and 5649) and --derive (hard-wrap)"
-L --keygen --key-type AES:32 --label w-kek --id 7701 >out 2>&1 || fail "KEK keygen: $(cat out)"
+L --keygen --key-type AES:32 --label w-kek --id 7701 --usage-wrap >out 2>&1 || fail "KEK keygen: $(cat out)"
+# a KEK that may encrypt data never wraps (vhsmd: the wrap/decrypt attack); --usage-wrap asks for
+# a wrapping key only
+grep -q "Usage: *wrap, unwrap$" out || fail "KEK usage: $(cat out)"
 L --keygen --key-type AES:16 --label w-tgt --id 7702 --extractable >out 2>&1 ||
   fail "target keygen: $(cat out)"
+# the data key t-aes (encrypt/decrypt) cannot wrap: it could decrypt what it wrapped
+L --wrap -m AES-KEY-WRAP --id "$AES_ID" --application-id 7702 -o wrapped-x >out 2>&1 &&
+  fail "a data-encryption key wrapped a key"
+grep -q "CKR_KEY_FUNCTION_NOT_PERMITTED" out || fail "wrap with a data key: $(cat out)"
 L --wrap -m AES-KEY-WRAP --id 7701 --application-id 7702 -o wrapped >out 2>&1 ||
   fail "--wrap: $(cat out)"
 [ "$(stat -c %s wrapped)" -eq 24 ] || fail "RFC 3394 of a 16-byte key is 24 bytes"
