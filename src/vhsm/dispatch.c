@@ -1803,7 +1803,7 @@ static int op_wrap_key(Req *q) {
     char target[VAULT_FULL_NAME_MAX + 1];
     uint8_t *out = NULL, only = 0;
     size_t n = 0;
-    bool pad;
+    bool pad = false;
     int r = vhsm_body_get_u8(q->body, q->len, VHSM_TAG_LENGTH_ONLY, &only);
     if (r < 0 && r != -ENOENT)
         return req_fail(q, -EBADMSG, "malformed length-only flag");
@@ -1884,7 +1884,7 @@ static int op_unwrap_key(Req *q) {
     const uint8_t *in;
     size_t in_len;
     uint32_t value_len;
-    bool pad;
+    bool pad = false;
     int r;
 
     if ((r = get_name(q)) < 0 || (r = get_kw_alg(q, &pad)) < 0 ||
