@@ -220,7 +220,7 @@ L --write-object t-data.bin --type data --label t-data --application-label app1 
 L --write-object t-data.bin --type data --label t-pdata --private >out 2>&1 ||
   fail "--write-object private data: $(cat out)"
 # without a login: the certificate and the public data object, not the private one
-timeout 60 p11tool --provider "$M" --list-all-certs >out 2>&1 || fail "p11tool --list-all-certs: $(cat out)"
+C timeout 60 p11tool --provider "$M" --list-all-certs >out 2>&1 || fail "p11tool --list-all-certs: $(cat out)"
 grep -q "object=t-cert;type=cert" out || fail "p11tool: certificate not listed without login: $(cat out)"
 P -O >pubobjs 2>&1 || fail "pkcs11-tool -O without login"
 grep -q "Certificate Object; type = X.509 cert" pubobjs || fail "cert not listed: $(cat pubobjs)"
